@@ -1,0 +1,487 @@
+//! Render: a cluster of a [`Model`] in, its [`DesiredSet`] out.
+//!
+//! ```text
+//!   layer values ⊕ cluster overrides ──> values ──┐
+//!   layer source (templates | kustomization | chart) ──> documents ──> check ──> namespace ──> stamp ──> digest
+//!                                                  (cached per layer and inputs)   (per cluster)
+//! ```
+//!
+//! Rendering is a pure function of the snapshot and the model; the only IO is the external tools
+//! of kustomize and helm layers, behind [`Tools`]. What many clusters share (a layer rendered
+//! with the same values) is rendered once per [`Renderer`] and reused, which is what keeps
+//! rendering a fleet fast.
+
+pub mod object;
+pub mod template;
+pub mod tools;
+
+use std::cell::{OnceCell, RefCell};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::rc::Rc;
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use sha2::{Digest as _, Sha256};
+
+use crate::diag::{Code, Diagnostic, Diagnostics};
+use crate::model::{Cluster, Layer, LayerKind, Model, Profile};
+use crate::repo::read_diag;
+use crate::source::{self, Tree};
+use crate::yaml;
+use object::{ObjectId, Stamp};
+use template::LayerTemplates;
+use tools::{HelmRequest, ToolError, Tools};
+
+/// Deep-merges `over` into `base`: maps merge key by key, anything else (lists included) is
+/// replaced. This is how cluster overrides apply over layer values.
+pub fn merge_values(base: &mut Map<String, Value>, over: &Map<String, Value>) {
+    for (key, value) in over {
+        match (base.get_mut(key), value) {
+            (Some(Value::Object(b)), Value::Object(o)) => merge_values(b, o),
+            _ => {
+                base.insert(key.clone(), value.clone());
+            }
+        }
+    }
+}
+
+/// The fully rendered, labelled objects one cluster should have at one revision.
+#[derive(Debug, Clone, Serialize)]
+pub struct DesiredSet {
+    pub cluster: String,
+    pub profile: String,
+    pub version: String,
+    /// In apply order.
+    pub layers: Vec<LayerSet>,
+    /// `sha256:…` over every layer's digest: equal digests, equal content.
+    pub digest: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerSet {
+    pub name: String,
+    pub kind: LayerKind,
+    pub objects: Vec<Object>,
+    pub digest: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Object {
+    pub id: ObjectId,
+    /// The file (and line) the object came from, for diagnostics.
+    pub file: String,
+    pub line: usize,
+    pub manifest: Value,
+}
+
+impl DesiredSet {
+    /// Every object with its layer, Namespaces and CRDs of all layers first (they must exist
+    /// before anything lands in them), then each layer's objects in layer order.
+    pub fn apply_order(&self) -> Vec<(&LayerSet, &Object)> {
+        let all = self.layers.iter().flat_map(|l| l.objects.iter().map(move |o| (l, o)));
+        let (first, rest): (Vec<_>, Vec<_>) = all.partition(|(_, o)| object::is_stage_zero(&o.id));
+        first.into_iter().chain(rest).collect()
+    }
+
+    pub fn object_count(&self) -> usize {
+        self.layers.iter().map(|l| l.objects.len()).sum()
+    }
+
+    /// The desired set as a multi-document YAML stream, stamped with `revision` when there is one.
+    pub fn to_yaml(&self, revision: Option<&str>) -> String {
+        let mut out = String::new();
+        for (_, object) in self.apply_order() {
+            let mut manifest = object.manifest.clone();
+            if let Some(revision) = revision {
+                object::stamp_revision(&mut manifest, revision);
+            }
+            out.push_str("---\n");
+            out.push_str(&yaml::to_string(&manifest));
+        }
+        out
+    }
+}
+
+/// A document a layer produced, before it is checked and stamped.
+#[derive(Debug)]
+struct Doc {
+    file: String,
+    line: usize,
+    value: Value,
+}
+
+type Shared<T> = Rc<Result<T, Diagnostics>>;
+
+/// Renders clusters of one snapshot, sharing work between them.
+pub struct Renderer<'a> {
+    tree: &'a dyn Tree,
+    model: &'a Model,
+    tools: &'a dyn Tools,
+    templates: RefCell<HashMap<String, Shared<LayerTemplates>>>,
+    outputs: RefCell<HashMap<String, Shared<Vec<Doc>>>>,
+    scratch: OnceCell<tempfile::TempDir>,
+}
+
+/// Renders shared across clusters are kept up to this many; past it the cache starts over, so
+/// a fleet where every cluster overrides values cannot grow memory without bound.
+const MAX_CACHED_OUTPUTS: usize = 4096;
+
+impl<'a> Renderer<'a> {
+    pub fn new(tree: &'a dyn Tree, model: &'a Model, tools: &'a dyn Tools) -> Self {
+        Renderer {
+            tree,
+            model,
+            tools,
+            templates: RefCell::default(),
+            outputs: RefCell::default(),
+            scratch: OnceCell::new(),
+        }
+    }
+
+    pub fn model(&self) -> &'a Model {
+        self.model
+    }
+
+    /// Renders one cluster. Every problem in every layer is reported.
+    pub fn render(&self, cluster: &Cluster) -> Result<DesiredSet, Diagnostics> {
+        let profile = self.model.resolve(cluster).map_err(Diagnostics::from)?.profile;
+        let mut diags = Diagnostics::new();
+        let mut produced: Vec<(&Layer, Rc<Result<Vec<Doc>, Diagnostics>>)> = Vec::new();
+        for layer in &profile.layers {
+            let docs = self.layer_docs(cluster, profile, layer);
+            if let Err(d) = docs.as_ref() {
+                diags.extend(d.clone());
+            }
+            produced.push((layer, docs));
+        }
+        if !diags.is_empty() {
+            return Err(diags.sorted());
+        }
+
+        // Custom resources are namespaced unless a CRD in this set says otherwise.
+        let cluster_scoped: HashSet<(String, String)> = produced
+            .iter()
+            .flat_map(|(_, docs)| docs.as_ref().as_ref().expect("checked").iter())
+            .filter(|d| d.value["kind"] == "CustomResourceDefinition" && d.value["spec"]["scope"] == "Cluster")
+            .filter_map(|d| {
+                let spec = &d.value["spec"];
+                Some((spec["group"].as_str()?.to_string(), spec["names"]["kind"].as_str()?.to_string()))
+            })
+            .collect();
+
+        let version = profile.version.to_string();
+        let mut seen: HashMap<ObjectId, (String, String, usize)> = HashMap::new();
+        let mut layers = Vec::with_capacity(produced.len());
+        for (layer, docs) in &produced {
+            let object_name = format!("{} layer {}", profile.id(), layer.name);
+            let stamp = Stamp { cluster: &cluster.name, profile: &profile.name, version: &version, layer: &layer.name };
+            let mut objects = Vec::new();
+            for doc in docs.as_ref().as_ref().expect("checked") {
+                match to_object(doc, layer, &cluster_scoped, &stamp) {
+                    Ok(object) => {
+                        if let Some((other_layer, file, line)) = seen.get(&object.id) {
+                            let place = if *line > 0 { format!("{file}:{line}") } else { file.clone() };
+                            diags.push(
+                                Diagnostic::new(
+                                    Code::Collision,
+                                    format!("{} is also rendered by layer `{other_layer}` ({place})", object.id),
+                                )
+                                .in_file(&object.file)
+                                .at_line(object.line)
+                                .about(&object_name)
+                                .help("each object belongs to exactly one layer: remove one of the two, or rename it"),
+                            );
+                            continue;
+                        }
+                        seen.insert(object.id.clone(), (layer.name.clone(), object.file.clone(), object.line));
+                        objects.push(object);
+                    }
+                    Err(d) => diags.push(d.about(&object_name)),
+                }
+            }
+            objects.sort_by(|a, b| object::apply_order(&a.id, &b.id));
+            let digest = layer_digest(&layer.name, &objects);
+            layers.push(LayerSet { name: layer.name.clone(), kind: layer.kind, objects, digest });
+        }
+        if !diags.is_empty() {
+            return Err(diags.sorted());
+        }
+        let mut hasher = Sha256::new();
+        for layer in &layers {
+            hasher.update(layer.name.as_bytes());
+            hasher.update([0]);
+            hasher.update(layer.digest.as_bytes());
+        }
+        Ok(DesiredSet {
+            cluster: cluster.name.clone(),
+            profile: profile.name.clone(),
+            version,
+            layers,
+            digest: hex_digest(hasher),
+        })
+    }
+
+    /// The documents a layer renders to for this cluster, shared with every other cluster whose
+    /// inputs to the layer are the same.
+    fn layer_docs(&self, cluster: &Cluster, profile: &Profile, layer: &Layer) -> Shared<Vec<Doc>> {
+        let object_name = format!("{} layer {}", profile.id(), layer.name);
+        let mut values = layer.values.clone();
+        if let Some(over) = cluster.overrides.get(&layer.name) {
+            merge_values(&mut values, over);
+        }
+        let templates = match layer.kind {
+            LayerKind::Manifests => Some(self.templates(layer, &object_name)),
+            _ => None,
+        };
+        let uses_cluster = match templates.as_deref() {
+            Some(Ok(t)) => t.variables.contains("cluster"),
+            Some(Err(e)) => return Rc::new(Err(e.clone())),
+            None => false,
+        };
+        let values_json = serde_json::to_string(&values).expect("values serialise");
+        let key = format!(
+            "{}\0{}\0{}\0{}",
+            profile.id(),
+            layer.name,
+            values_json,
+            if uses_cluster { cluster.name.as_str() } else { "" }
+        );
+        if let Some(hit) = self.outputs.borrow().get(&key) {
+            return hit.clone();
+        }
+        let docs = match templates.as_deref() {
+            Some(Ok(templates)) => self.render_templates(templates, cluster, profile, layer, values, &object_name),
+            _ => self.render_tool(layer, values, &object_name),
+        };
+        let docs = Rc::new(docs);
+        let mut outputs = self.outputs.borrow_mut();
+        if outputs.len() >= MAX_CACHED_OUTPUTS {
+            outputs.clear();
+        }
+        outputs.insert(key, docs.clone());
+        docs
+    }
+
+    fn templates(&self, layer: &Layer, object_name: &str) -> Shared<LayerTemplates> {
+        if let Some(hit) = self.templates.borrow().get(&layer.source) {
+            return hit.clone();
+        }
+        let compiled = Rc::new(template::compile(self.tree, &layer.source, object_name));
+        self.templates.borrow_mut().insert(layer.source.clone(), compiled.clone());
+        compiled
+    }
+
+    fn render_templates(
+        &self,
+        templates: &LayerTemplates,
+        cluster: &Cluster,
+        profile: &Profile,
+        layer: &Layer,
+        values: Map<String, Value>,
+        object_name: &str,
+    ) -> Result<Vec<Doc>, Diagnostics> {
+        let context = minijinja::Value::from(minijinja::value::Serde(json!({
+            "values": values,
+            "profile": { "name": profile.name, "version": profile.version.to_string() },
+            "layer": { "name": layer.name, "namespace": layer.namespace },
+            "cluster": { "name": cluster.name, "tags": cluster.tags },
+        })));
+        let mut docs = Vec::new();
+        let mut diags = Diagnostics::new();
+        for (file, text) in templates.render(&context, object_name)? {
+            match parse_stream(&file, &text) {
+                Ok(mut more) => docs.append(&mut more),
+                Err(d) => diags.push(d.about(object_name).help("the file is templated first: check what the template produces")),
+            }
+        }
+        diags.into_result(docs)
+    }
+
+    fn render_tool(&self, layer: &Layer, values: Map<String, Value>, object_name: &str) -> Result<Vec<Doc>, Diagnostics> {
+        let tool_diag = |e: ToolError| {
+            let help = match &e {
+                ToolError::Missing { help, .. } => help.to_string(),
+                ToolError::Failed { .. } => format!("run the {} layer's tool by hand on {} to see the problem", layer.kind, layer.source),
+                ToolError::TimedOut { .. } => "check the layer for something that makes the tool hang".to_string(),
+            };
+            Diagnostics::from(Diagnostic::new(Code::Tool, e.to_string()).in_file(&layer.source).about(object_name).help(help))
+        };
+        let scratch = match self.scratch() {
+            Ok(s) => s,
+            Err(e) => return Err(Diagnostic::new(Code::Tool, format!("cannot create a scratch directory: {e}")).about(object_name).into()),
+        };
+        let root = self.tree.local_root(scratch).map_err(|e| Diagnostics::from(read_diag(&layer.source, e).about(object_name)))?;
+        let dir = root.join(&layer.source);
+        let text = match layer.kind {
+            LayerKind::Kustomize => self.tools.kustomize(&dir).map_err(tool_diag)?,
+            LayerKind::Helm => {
+                let values_file = tempfile::Builder::new()
+                    .suffix(".yaml")
+                    .tempfile_in(scratch)
+                    .and_then(|f| std::fs::write(f.path(), yaml::to_string(&Value::Object(values))).map(|_| f))
+                    .map_err(|e| Diagnostics::from(Diagnostic::new(Code::Tool, format!("cannot write helm values: {e}")).about(object_name)))?;
+                let request = HelmRequest {
+                    release: layer.release_name.as_deref().unwrap_or(&layer.name),
+                    chart: &dir,
+                    namespace: layer.namespace.as_deref().unwrap_or("default"),
+                    values_file: values_file.path(),
+                };
+                self.tools.helm_template(&request).map_err(tool_diag)?
+            }
+            LayerKind::Manifests => unreachable!("manifests layers are templated"),
+        };
+        parse_stream(&layer.source, &text).map_err(|d| d.about(object_name).help(format!("the {} output does not parse", layer.kind)).into())
+    }
+
+    fn scratch(&self) -> std::io::Result<&std::path::Path> {
+        if self.scratch.get().is_none() {
+            let dir = tempfile::Builder::new().prefix("strata-render-").tempdir()?;
+            let _ = self.scratch.set(dir);
+        }
+        Ok(self.scratch.get().expect("set above").path())
+    }
+}
+
+/// Parses a rendered stream into documents, flattening `kind: List`.
+fn parse_stream(file: &str, text: &str) -> Result<Vec<Doc>, Diagnostic> {
+    let docs = yaml::parse_documents(text).map_err(|e| Diagnostic::new(Code::Yaml, e.message).in_file(file).at_line(e.line))?;
+    let mut out = Vec::with_capacity(docs.len());
+    for doc in docs {
+        match doc.value {
+            Value::Object(ref map) if map.get("kind").and_then(Value::as_str).is_some_and(|k| k == "List" || k.ends_with("List")) && map.get("items").is_some_and(Value::is_array) => {
+                let Value::Object(mut map) = doc.value else { unreachable!() };
+                if let Some(Value::Array(items)) = map.remove("items") {
+                    out.extend(items.into_iter().map(|value| Doc { file: file.to_string(), line: doc.line, value }));
+                }
+            }
+            value => out.push(Doc { file: file.to_string(), line: doc.line, value }),
+        }
+    }
+    Ok(out)
+}
+
+/// Checks a document is an object strata can apply, gives it its namespace, and stamps it.
+fn to_object(doc: &Doc, layer: &Layer, cluster_scoped: &HashSet<(String, String)>, stamp: &Stamp) -> Result<Object, Diagnostic> {
+    let bad = |message: &str| {
+        Diagnostic::new(Code::Manifest, message.to_string())
+            .in_file(&doc.file)
+            .at_line(doc.line)
+            .help("every manifest needs apiVersion, kind and metadata.name")
+    };
+    if !doc.value.is_object() {
+        return Err(bad("document is not a mapping"));
+    }
+    let api_version = doc.value["apiVersion"].as_str().filter(|s| !s.is_empty()).ok_or_else(|| bad("manifest has no apiVersion"))?;
+    let kind = doc.value["kind"].as_str().filter(|s| !s.is_empty()).ok_or_else(|| bad("manifest has no kind"))?;
+    let name = doc.value["metadata"]["name"].as_str().filter(|s| !s.is_empty()).ok_or_else(|| {
+        if doc.value["metadata"]["generateName"].is_string() {
+            bad(&format!("{kind} uses generateName; strata applies objects by name"))
+        } else {
+            bad(&format!("{kind} has no metadata.name"))
+        }
+    })?;
+    let group = object::group_of(api_version);
+    let scoped = object::is_cluster_scoped_builtin(group, kind) || cluster_scoped.contains(&(group.to_string(), kind.to_string()));
+    let mut manifest = doc.value.clone();
+    let namespace = if scoped {
+        if let Some(metadata) = manifest["metadata"].as_object_mut() {
+            metadata.remove("namespace");
+        }
+        None
+    } else {
+        let ns = match doc.value["metadata"]["namespace"].as_str().filter(|s| !s.is_empty()) {
+            Some(ns) => ns.to_string(),
+            None => {
+                let ns = layer.namespace.clone().unwrap_or_else(|| "default".to_string());
+                manifest["metadata"]["namespace"] = Value::String(ns.clone());
+                ns
+            }
+        };
+        Some(ns)
+    };
+    object::stamp(&mut manifest, stamp);
+    Ok(Object {
+        id: ObjectId::new(api_version, kind, namespace.as_deref(), name),
+        file: doc.file.clone(),
+        line: doc.line,
+        manifest,
+    })
+}
+
+fn layer_digest(name: &str, objects: &[Object]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(name.as_bytes());
+    for object in objects {
+        hasher.update([0]);
+        hasher.update(serde_json::to_vec(&object.manifest).expect("manifests serialise"));
+    }
+    hex_digest(hasher)
+}
+
+pub(crate) fn hex_digest(hasher: Sha256) -> String {
+    use std::fmt::Write;
+    let bytes = hasher.finalize();
+    let mut out = String::with_capacity(7 + 64);
+    out.push_str("sha256:");
+    for b in bytes.iter() {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// A fingerprint of everything that goes into rendering `cluster` at this snapshot: the cluster's
+/// own settings, the profile version's file and the contents of its layers' sources. Equal
+/// fingerprints guarantee equal desired sets, so a plan can skip rendering clusters whose
+/// fingerprint did not change. Layers rendered by external tools may read outside their source
+/// (`../base`), so for those the whole tree counts.
+pub fn fingerprint(tree: &dyn Tree, model: &Model, cluster: &Cluster, cache: &mut BTreeMap<String, String>) -> Result<String, Diagnostics> {
+    let profile = model.resolve(cluster).map_err(Diagnostics::from)?.profile;
+    let profile_fp = match cache.get(&profile.id()) {
+        Some(fp) => fp.clone(),
+        None => {
+            let mut hasher = Sha256::new();
+            let mut paths: Vec<&str> = vec![profile.file.as_str()];
+            for layer in &profile.layers {
+                paths.push(if layer.kind == LayerKind::Manifests { &layer.source } else { "" });
+            }
+            for path in paths {
+                hasher.update(path.as_bytes());
+                hasher.update([0]);
+                source::fingerprint(tree, path, &mut hasher).map_err(|e| Diagnostics::from(read_diag(path, e)))?;
+            }
+            let fp = hex_digest(hasher);
+            cache.insert(profile.id(), fp.clone());
+            fp
+        }
+    };
+    let mut hasher = Sha256::new();
+    let settings = json!({
+        "name": cluster.name,
+        "tags": cluster.tags,
+        "overrides": cluster.overrides,
+        "profile": profile.id(),
+    });
+    hasher.update(serde_json::to_vec(&settings).expect("serialises"));
+    hasher.update(profile_fp.as_bytes());
+    Ok(hex_digest(hasher))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_merge_maps_and_replace_lists_and_scalars() {
+        let mut base = json!({"replicas": 1, "image": {"repo": "a", "tag": "1"}, "ports": [80, 443]}).as_object().unwrap().clone();
+        let over = json!({"replicas": 2, "image": {"tag": "2"}, "ports": [8080]}).as_object().unwrap().clone();
+        merge_values(&mut base, &over);
+        assert_eq!(Value::Object(base), json!({"replicas": 2, "image": {"repo": "a", "tag": "2"}, "ports": [8080]}));
+    }
+
+    #[test]
+    fn lists_of_objects_are_flattened() {
+        let docs = parse_stream("f.yaml", "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: a}}\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: b}}\n").unwrap();
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[1].value["metadata"]["name"], "b");
+    }
+}

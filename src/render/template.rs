@@ -1,0 +1,134 @@
+//! Templated manifests: a `manifests` layer's files, rendered with minijinja.
+//!
+//! Every `*.yaml`, `*.yml` and `*.json` file under the layer's source is a template; files whose
+//! name starts with `_` are partials, available to `{% include %}` and `{% import %}` but not
+//! rendered on their own. Templates see `values`, `profile`, `layer` and `cluster`. A missing
+//! value is an error (strict undefined), and each render runs on a fuel budget so a runaway loop
+//! fails in milliseconds.
+
+use std::collections::HashSet;
+
+use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior};
+
+use crate::diag::{Code, Diagnostic, Diagnostics};
+use crate::repo::read_diag;
+use crate::source::{self, EntryKind, Tree};
+
+/// Instructions one template may execute. Real manifests use a few thousand; a loop that runs
+/// away hits this long before it costs noticeable time.
+pub const FUEL: u64 = 2_000_000;
+
+/// A layer's templates, compiled once and rendered for every cluster that uses the layer.
+pub struct LayerTemplates {
+    env: Environment<'static>,
+    /// Source directory (or file) the template names are relative to.
+    base: String,
+    /// Templates rendered as manifests, in path order (names relative to `base`).
+    manifests: Vec<String>,
+    /// Top-level variables the templates read: decides which renders can be shared.
+    pub variables: HashSet<String>,
+}
+
+fn is_manifest(name: &str) -> bool {
+    name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json")
+}
+
+/// Reads and compiles the templates under `source`. `object` names the layer for diagnostics.
+pub fn compile(tree: &dyn Tree, source: &str, object: &str) -> Result<LayerTemplates, Diagnostics> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_fuel(Some(FUEL));
+    env.set_auto_escape_callback(|_| AutoEscape::None);
+
+    let (real, kind) = source::resolve(tree, source).map_err(|e| Diagnostics::from(read_diag(source, e)))?;
+    let (base, files) = if kind == EntryKind::File {
+        let parent = source.rsplit_once('/').map(|(dir, _)| dir).unwrap_or("").to_string();
+        (parent, vec![(source.to_string(), real)])
+    } else {
+        (source.to_string(), source::walk_files(tree, source).map_err(|e| Diagnostics::from(read_diag(source, e)))?)
+    };
+
+    let mut diags = Diagnostics::new();
+    let mut manifests = Vec::new();
+    for (shown, real) in files {
+        let name = shown.strip_prefix(&base).unwrap_or(&shown).trim_start_matches('/').to_string();
+        let file_name = name.rsplit('/').next().unwrap_or(&name);
+        let partial = file_name.starts_with('_');
+        if !partial && !is_manifest(file_name) {
+            continue;
+        }
+        let text = match source::read_file(tree, &real) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => text,
+                Err(_) => {
+                    diags.push(Diagnostic::new(Code::Template, "file is not UTF-8").in_file(&shown).about(object));
+                    continue;
+                }
+            },
+            Err(e) => {
+                diags.push(read_diag(&shown, e).about(object));
+                continue;
+            }
+        };
+        if let Err(e) = env.add_template_owned(name.clone(), text) {
+            diags.push(template_diag(&e, &base, object));
+            continue;
+        }
+        if !partial {
+            manifests.push(name);
+        }
+    }
+    if !diags.is_empty() {
+        return Err(diags.sorted());
+    }
+    let mut variables = HashSet::new();
+    for name in &manifests {
+        if let Ok(template) = env.get_template(name) {
+            variables.extend(template.undeclared_variables(false));
+        }
+    }
+    Ok(LayerTemplates { env, base, manifests, variables })
+}
+
+impl LayerTemplates {
+    /// Renders every manifest template with `context`. Returns (file, rendered text) pairs.
+    pub fn render(&self, context: &minijinja::Value, object: &str) -> Result<Vec<(String, String)>, Diagnostics> {
+        let mut out = Vec::with_capacity(self.manifests.len());
+        let mut diags = Diagnostics::new();
+        for name in &self.manifests {
+            let template = self.env.get_template(name).expect("compiled above");
+            match template.render(context) {
+                Ok(text) => out.push((source::join(&self.base, name).unwrap_or_default(), text)),
+                Err(e) => diags.push(template_diag(&e, &self.base, object)),
+            }
+        }
+        diags.into_result(out)
+    }
+}
+
+/// A minijinja error as a diagnostic on the template's file and line, quoting the expression
+/// that failed when the error points at one.
+fn template_diag(e: &minijinja::Error, base: &str, object: &str) -> Diagnostic {
+    let file = e.name().and_then(|n| source::join(base, n)).unwrap_or_else(|| base.to_string());
+    let expression = e.range().zip(e.template_source()).and_then(|(range, text)| text.get(range)).map(str::trim);
+    let (message, help) = match e.kind() {
+        ErrorKind::UndefinedError => (
+            match expression {
+                Some(expr) => format!("undefined value `{expr}`"),
+                None => "undefined value".to_string(),
+            },
+            "set it in the layer's values (profile.yaml) or the cluster's overrides, or give a default with `| default(...)`",
+        ),
+        ErrorKind::OutOfFuel => (
+            format!("template ran past its budget of {FUEL} steps"),
+            "look for a loop that does not end or runs over a huge range",
+        ),
+        ErrorKind::SyntaxError => ("template syntax error".to_string(), "fix the template; use {% raw %}…{% endraw %} around literal `{{`"),
+        _ => (e.kind().to_string(), "fix the template"),
+    };
+    let message = match e.detail() {
+        Some(detail) => format!("{message}: {detail}"),
+        None => message,
+    };
+    Diagnostic::new(Code::Template, message).in_file(file).at_line(e.line().unwrap_or(0)).about(object).help(help)
+}

@@ -1,0 +1,630 @@
+//! Load and validate: a [`Tree`] in, a [`Model`] (or every problem found) out.
+//!
+//! ```text
+//!   profiles/<name>/<version>/profile.yaml ─┐  parse (raw, spanned)   check names, versions,
+//!   clusters/**/*.yaml ─────────────────────┴─────────────────────> sources, dependsOn, ranges ──> Model
+//!                                                                        │
+//!                                                                        └─> Diagnostics (file:line)
+//! ```
+//!
+//! Raw types mirror what users write and keep line numbers; the validated types in
+//! [`crate::model`] are what the rest of strata uses. Loading never stops at the first problem.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use semver::Version;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use serde_saphyr::Spanned;
+
+use crate::diag::{Code, Diagnostic, Diagnostics};
+use crate::model::{API_VERSION, Cluster, DriftPolicy, Layer, LayerKind, Model, Profile, UpdatePolicy, VersionSpec};
+use crate::source::{self, EntryKind, ReadError, Tree};
+use crate::yaml;
+
+pub const PROFILES_DIR: &str = "profiles";
+pub const CLUSTERS_DIR: &str = "clusters";
+pub const PROFILE_FILE: &str = "profile.yaml";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawProfile {
+    api_version: Spanned<String>,
+    kind: Spanned<String>,
+    metadata: RawProfileMeta,
+    spec: RawProfileSpec,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProfileMeta {
+    name: Spanned<String>,
+    version: Spanned<String>,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProfileSpec {
+    layers: Vec<RawLayer>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawLayer {
+    name: Spanned<String>,
+    #[serde(rename = "type")]
+    kind: Spanned<LayerKind>,
+    source: Spanned<String>,
+    #[serde(default)]
+    namespace: Option<Spanned<String>>,
+    #[serde(default)]
+    values: Option<Spanned<Value>>,
+    #[serde(default)]
+    depends_on: Vec<Spanned<String>>,
+    #[serde(default)]
+    release_name: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawCluster {
+    api_version: Spanned<String>,
+    kind: Spanned<String>,
+    metadata: RawClusterMeta,
+    spec: RawClusterSpec,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClusterMeta {
+    name: Spanned<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClusterSpec {
+    profile: Spanned<RawProfileRef>,
+    #[serde(default)]
+    overrides: BTreeMap<String, Spanned<Value>>,
+    #[serde(default)]
+    updates: UpdatePolicy,
+    #[serde(default)]
+    drift: DriftPolicy,
+    #[serde(default)]
+    target: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProfileRef {
+    name: Spanned<String>,
+    version: Spanned<String>,
+}
+
+fn line<T>(spanned: &Spanned<T>) -> usize {
+    spanned.referenced.line() as usize
+}
+
+/// Loads and validates the repository in `tree`. Every problem is reported, not just the first.
+pub fn load(tree: &dyn Tree) -> Result<Model, Diagnostics> {
+    let mut diags = Diagnostics::new();
+    let has = |dir| tree.kind(dir) == Some(EntryKind::Dir);
+    if !has(PROFILES_DIR) && !has(CLUSTERS_DIR) {
+        diags.push(
+            Diagnostic::new(Code::Layout, "no `profiles/` or `clusters/` directory: this is not a strata repository")
+                .help("point --repo (and --path, for a sub-directory) at the directory that holds profiles/ and clusters/"),
+        );
+        return Err(diags);
+    }
+
+    let mut model = Model::default();
+    // Profiles with a version that failed to load: a cluster that cannot resolve against one of
+    // them is reported through the profile's own problem, not again as unresolvable.
+    let mut broken = HashSet::new();
+    if has(PROFILES_DIR) {
+        load_profiles(tree, &mut model, &mut broken, &mut diags);
+    }
+    if has(CLUSTERS_DIR) {
+        load_clusters(tree, &mut model, &mut diags);
+    }
+    for cluster in model.clusters.values() {
+        match model.resolve(cluster) {
+            Ok(resolution) => check_overrides(cluster, resolution.profile, &mut diags),
+            Err(_) if broken.contains(&cluster.profile) => {}
+            Err(d) => diags.push(d),
+        }
+    }
+    diags.into_result(model)
+}
+
+/// Reads a YAML file, turning every failure into a diagnostic on that file.
+fn read_yaml<T: for<'de> Deserialize<'de>>(tree: &dyn Tree, path: &str) -> Result<T, Diagnostic> {
+    let bytes = source::read_file(tree, path).map_err(|e| read_diag(path, e))?;
+    let text = String::from_utf8(bytes).map_err(|_| Diagnostic::new(Code::Yaml, "file is not UTF-8").in_file(path))?;
+    yaml::parse::<T>(&text).map_err(|e| {
+        let code = if e.message.contains("unknown field") || e.message.contains("missing field") || e.message.contains("invalid") || e.message.contains("unknown variant") {
+            Code::Schema
+        } else {
+            Code::Yaml
+        };
+        Diagnostic::new(code, e.message).in_file(path).at_line(e.line)
+    })
+}
+
+pub(crate) fn read_diag(path: &str, e: ReadError) -> Diagnostic {
+    let code = match e {
+        ReadError::TooLarge(_) => Code::TooLarge,
+        ReadError::Escapes(_) | ReadError::Loop => Code::Path,
+        _ => Code::Yaml,
+    };
+    Diagnostic::new(code, e.to_string()).in_file(path)
+}
+
+fn load_profiles(tree: &dyn Tree, model: &mut Model, broken: &mut HashSet<String>, diags: &mut Diagnostics) {
+    let names = match tree.list(PROFILES_DIR) {
+        Ok(names) => names,
+        Err(e) => return diags.push(read_diag(PROFILES_DIR, e)),
+    };
+    for (name, kind) in names {
+        if kind != EntryKind::Dir {
+            continue;
+        }
+        let dir = format!("{PROFILES_DIR}/{name}");
+        let versions = match tree.list(&dir) {
+            Ok(versions) => versions,
+            Err(e) => {
+                diags.push(read_diag(&dir, e));
+                continue;
+            }
+        };
+        let mut loaded: Vec<Profile> = Vec::new();
+        let before = diags.len();
+        for (version_dir, kind) in versions {
+            if kind != EntryKind::Dir {
+                continue;
+            }
+            let file = format!("{dir}/{version_dir}/{PROFILE_FILE}");
+            let Ok(dir_version) = Version::parse(&version_dir) else {
+                diags.push(
+                    Diagnostic::new(Code::Semver, format!("version directory `{version_dir}` is not a semver version"))
+                        .in_file(format!("{dir}/{version_dir}"))
+                        .about(format!("profile {name}"))
+                        .help("name version directories MAJOR.MINOR.PATCH, e.g. 1.0.0"),
+                );
+                continue;
+            };
+            if tree.kind(&file).is_none() {
+                diags.push(
+                    Diagnostic::new(Code::Layout, format!("no {PROFILE_FILE} in this version directory"))
+                        .in_file(format!("{dir}/{version_dir}"))
+                        .about(format!("profile {name}@{dir_version}"))
+                        .help(format!("add {PROFILE_FILE}, or remove the directory")),
+                );
+                continue;
+            }
+            if let Some(profile) = load_profile(tree, &file, &name, &dir_version, diags) {
+                if let Some(other) = loaded.iter().find(|p| p.version.cmp_precedence(&profile.version).is_eq()) {
+                    diags.push(
+                        Diagnostic::new(
+                            Code::Duplicate,
+                            format!("version {} duplicates {} (build metadata does not make a new version)", profile.version, other.version),
+                        )
+                        .in_file(&file)
+                        .about(format!("profile {name}"))
+                        .help(format!("give this version a number of its own; {} already exists", other.file)),
+                    );
+                    continue;
+                }
+                loaded.push(profile);
+            }
+        }
+        if diags.len() > before {
+            broken.insert(name.clone());
+        }
+        loaded.sort_by(|a, b| a.version.cmp_precedence(&b.version));
+        if !loaded.is_empty() {
+            model.profiles.insert(name, loaded);
+        }
+    }
+}
+
+fn load_profile(tree: &dyn Tree, file: &str, dir_name: &str, dir_version: &Version, diags: &mut Diagnostics) -> Option<Profile> {
+    let raw: RawProfile = match read_yaml(tree, file) {
+        Ok(raw) => raw,
+        Err(d) => {
+            diags.push(d);
+            return None;
+        }
+    };
+    let object = format!("profile {dir_name}@{dir_version}");
+    let mut ok = check_header(&raw.api_version, &raw.kind, "Profile", file, diags);
+    let name = raw.metadata.name.value.clone();
+    if name != dir_name {
+        ok = false;
+        diags.push(
+            Diagnostic::new(Code::Mismatch, format!("metadata.name `{name}` differs from its directory `{dir_name}`"))
+                .in_file(file)
+                .at_line(line(&raw.metadata.name))
+                .help(format!("set metadata.name to `{dir_name}`, or move the file to profiles/{name}/")),
+        );
+    }
+    match Version::parse(raw.metadata.version.value.trim()) {
+        Ok(version) if &version == dir_version => {}
+        Ok(version) => {
+            ok = false;
+            diags.push(
+                Diagnostic::new(Code::Mismatch, format!("metadata.version {version} differs from its directory {dir_version}"))
+                    .in_file(file)
+                    .at_line(line(&raw.metadata.version))
+                    .about(&object)
+                    .help("a profile version lives in the directory named after it: fix one of the two"),
+            );
+        }
+        Err(e) => {
+            ok = false;
+            diags.push(
+                Diagnostic::new(Code::Semver, format!("metadata.version `{}` is not semver: {e}", raw.metadata.version.value))
+                    .in_file(file)
+                    .at_line(line(&raw.metadata.version))
+                    .about(&object)
+                    .help("use MAJOR.MINOR.PATCH, e.g. 1.0.0"),
+            );
+        }
+    }
+    ok &= check_name(&name, "profile name", file, line(&raw.metadata.name), diags);
+
+    let mut layers = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for raw_layer in raw.spec.layers {
+        let layer_name = raw_layer.name.value.clone();
+        let at = line(&raw_layer.name);
+        if let Some(first) = seen.insert(layer_name.clone(), at) {
+            ok = false;
+            diags.push(
+                Diagnostic::new(Code::Duplicate, format!("layer `{layer_name}` is declared twice (first at line {first})"))
+                    .in_file(file)
+                    .at_line(at)
+                    .about(&object)
+                    .help("give each layer of a profile a unique name"),
+            );
+            continue;
+        }
+        match check_layer(tree, raw_layer, file, &object, diags) {
+            Some(layer) => layers.push(layer),
+            None => ok = false,
+        }
+    }
+    let ordered = order_layers(layers, file, &object, diags)?;
+    ok.then(|| Profile {
+        name,
+        version: dir_version.clone(),
+        description: raw.metadata.description,
+        file: file.to_string(),
+        layers: ordered,
+    })
+}
+
+fn check_header(api_version: &Spanned<String>, kind: &Spanned<String>, want: &str, file: &str, diags: &mut Diagnostics) -> bool {
+    let mut ok = true;
+    if api_version.value != API_VERSION {
+        ok = false;
+        diags.push(
+            Diagnostic::new(Code::Schema, format!("apiVersion `{}` is not supported", api_version.value))
+                .in_file(file)
+                .at_line(line(api_version))
+                .help(format!("use `apiVersion: {API_VERSION}`")),
+        );
+    }
+    if kind.value != want {
+        ok = false;
+        diags.push(
+            Diagnostic::new(Code::Schema, format!("kind `{}` where a {want} is expected", kind.value))
+                .in_file(file)
+                .at_line(line(kind))
+                .help(format!("use `kind: {want}`")),
+        );
+    }
+    ok
+}
+
+/// Names end up as label values and object names: DNS-1123 labels (lowercase alphanumerics and
+/// `-`, at most 63 characters, starting and ending alphanumeric).
+fn check_name(name: &str, what: &str, file: &str, at: usize, diags: &mut Diagnostics) -> bool {
+    if is_dns_label(name) {
+        return true;
+    }
+    diags.push(
+        Diagnostic::new(Code::Name, format!("{what} `{name}` is not a valid name"))
+            .in_file(file)
+            .at_line(at)
+            .help("use at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit"),
+    );
+    false
+}
+
+pub fn is_dns_label(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes[0] != b'-'
+        && bytes[bytes.len() - 1] != b'-'
+}
+
+fn check_layer(tree: &dyn Tree, raw: RawLayer, file: &str, profile: &str, diags: &mut Diagnostics) -> Option<Layer> {
+    let at = line(&raw.name);
+    let name = raw.name.value;
+    let object = format!("{profile} layer {name}");
+    let kind = raw.kind.value;
+    let mut ok = check_name(&name, "layer name", file, at, diags);
+
+    let source_line = line(&raw.source);
+    let source_diag = |message: String, help: &str| {
+        Diagnostic::new(Code::Path, message).in_file(file).at_line(source_line).about(&object).help(help)
+    };
+    let source = match source::join("", &raw.source.value) {
+        None => {
+            diags.push(source_diag(
+                format!("source `{}` leaves the repository", raw.source.value),
+                "give a path relative to the repository root, without `..` above it",
+            ));
+            None
+        }
+        Some(path) => match source::resolve(tree, &path) {
+            Ok((real, found)) => {
+                let problem = match (kind, found) {
+                    (LayerKind::Manifests, _) => None,
+                    (_, EntryKind::Dir) => {
+                        let marker: &[&str] = match kind {
+                            LayerKind::Kustomize => &["kustomization.yaml", "kustomization.yml", "Kustomization"],
+                            _ => &["Chart.yaml"],
+                        };
+                        (!marker.iter().any(|m| tree.kind(&format!("{real}/{m}")).is_some()))
+                            .then(|| format!("source `{path}` has no {}", marker[0]))
+                    }
+                    _ => Some(format!("source `{path}` is a file; a {kind} layer needs a directory")),
+                };
+                match problem {
+                    Some(message) => {
+                        diags.push(source_diag(message, "point source at the directory that holds the layer's files"));
+                        None
+                    }
+                    None => Some(path),
+                }
+            }
+            Err(ReadError::NotFound) => {
+                diags.push(source_diag(format!("source `{path}` does not exist"), "check the path; it is relative to the repository root"));
+                None
+            }
+            Err(ReadError::Escapes(link)) => {
+                diags.push(source_diag(
+                    format!("source `{path}` goes through a symlink that points outside the repository (`{link}`)"),
+                    "layer files must live in the repository: copy them in instead of linking",
+                ));
+                None
+            }
+            Err(e) => {
+                diags.push(source_diag(format!("source `{path}`: {e}"), "fix the path or the links along it"));
+                None
+            }
+        },
+    };
+    ok &= source.is_some();
+
+    let namespace = raw.namespace.map(|ns| {
+        ok &= check_name(&ns.value, "namespace", file, line(&ns), diags);
+        ns.value
+    });
+    let values = match raw.values {
+        None => Map::new(),
+        Some(Spanned { value: Value::Object(map), .. }) => map,
+        Some(Spanned { value: Value::Null, .. }) => Map::new(),
+        Some(other) => {
+            ok = false;
+            diags.push(
+                Diagnostic::new(Code::Schema, "values must be a mapping").in_file(file).at_line(line(&other)).about(&object),
+            );
+            Map::new()
+        }
+    };
+    if kind == LayerKind::Kustomize && !values.is_empty() {
+        ok = false;
+        diags.push(
+            Diagnostic::new(Code::Schema, "kustomize layers take no values")
+                .in_file(file)
+                .at_line(at)
+                .about(&object)
+                .help("express per-profile changes as patches in the kustomization, or use a manifests layer"),
+        );
+    }
+    let release_name = raw.release_name.and_then(|r| {
+        if kind != LayerKind::Helm {
+            ok = false;
+            diags.push(
+                Diagnostic::new(Code::Schema, "releaseName is only for helm layers").in_file(file).at_line(line(&r)).about(&object),
+            );
+            return None;
+        }
+        ok &= check_name(&r.value, "releaseName", file, line(&r), diags);
+        Some(r.value)
+    });
+    ok.then(|| Layer {
+        name,
+        kind,
+        source: source.unwrap_or_default(),
+        namespace,
+        values,
+        depends_on: raw.depends_on.into_iter().map(|d| d.value).collect(),
+        release_name,
+        line: at,
+    })
+}
+
+/// Orders layers so each comes after what it depends on, keeping the declared order otherwise.
+/// Unknown dependencies and cycles are reported and make the profile invalid.
+fn order_layers(layers: Vec<Layer>, file: &str, object: &str, diags: &mut Diagnostics) -> Option<Vec<Layer>> {
+    let names: HashSet<&str> = layers.iter().map(|l| l.name.as_str()).collect();
+    let mut ok = true;
+    for layer in &layers {
+        for dep in &layer.depends_on {
+            let problem = if dep == &layer.name {
+                Some(format!("layer `{}` depends on itself", layer.name))
+            } else if !names.contains(dep.as_str()) {
+                Some(format!("layer `{}` depends on `{dep}`, which this profile does not have", layer.name))
+            } else {
+                None
+            };
+            if let Some(message) = problem {
+                ok = false;
+                diags.push(
+                    Diagnostic::new(Code::DependsOn, message)
+                        .in_file(file)
+                        .at_line(layer.line)
+                        .about(object)
+                        .help(format!("dependsOn names other layers of this profile: {}", sorted(&names))),
+                );
+            }
+        }
+    }
+    if !ok {
+        return None;
+    }
+    let mut done: Vec<Layer> = Vec::with_capacity(layers.len());
+    let mut left = layers;
+    while !left.is_empty() {
+        let ready = left.iter().position(|l| l.depends_on.iter().all(|d| done.iter().any(|x| &x.name == d)));
+        match ready {
+            Some(i) => done.push(left.remove(i)),
+            None => {
+                let cycle: Vec<_> = left.iter().map(|l| l.name.as_str()).collect();
+                diags.push(
+                    Diagnostic::new(Code::DependsOn, format!("dependsOn forms a cycle among layers {}", cycle.join(", ")))
+                        .in_file(file)
+                        .at_line(left[0].line)
+                        .about(object)
+                        .help("remove one of the dependencies so the layers can be applied in order"),
+                );
+                return None;
+            }
+        }
+    }
+    Some(done)
+}
+
+fn sorted(names: &HashSet<&str>) -> String {
+    let mut v: Vec<_> = names.iter().copied().collect();
+    v.sort();
+    v.join(", ")
+}
+
+fn load_clusters(tree: &dyn Tree, model: &mut Model, diags: &mut Diagnostics) {
+    let files = match source::walk_files(tree, CLUSTERS_DIR) {
+        Ok(files) => files,
+        Err(e) => return diags.push(read_diag(CLUSTERS_DIR, e)),
+    };
+    for (file, _) in files {
+        if !(file.ends_with(".yaml") || file.ends_with(".yml")) {
+            continue;
+        }
+        let Some(cluster) = load_cluster(tree, &file, diags) else { continue };
+        if let Some(other) = model.clusters.get(&cluster.name) {
+            diags.push(
+                Diagnostic::new(Code::Duplicate, format!("cluster `{}` is also defined in {}", cluster.name, other.file))
+                    .in_file(&file)
+                    .help("cluster names are unique across the repository"),
+            );
+            continue;
+        }
+        model.clusters.insert(cluster.name.clone(), cluster);
+    }
+}
+
+fn load_cluster(tree: &dyn Tree, file: &str, diags: &mut Diagnostics) -> Option<Cluster> {
+    let raw: RawCluster = match read_yaml(tree, file) {
+        Ok(raw) => raw,
+        Err(d) => {
+            diags.push(d);
+            return None;
+        }
+    };
+    let mut ok = check_header(&raw.api_version, &raw.kind, "Cluster", file, diags);
+    let name_line = line(&raw.metadata.name);
+    let name = raw.metadata.name.value;
+    ok &= check_name(&name, "cluster name", file, name_line, diags);
+    let object = format!("cluster {name}");
+    let profile_line = line(&raw.spec.profile);
+    let profile_ref = raw.spec.profile.value;
+    let version = match VersionSpec::parse(&profile_ref.version.value) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            diags.push(
+                Diagnostic::new(Code::Semver, format!("version `{}` is neither a version nor a range: {e}", profile_ref.version.value))
+                    .in_file(file)
+                    .at_line(line(&profile_ref.version))
+                    .about(&object)
+                    .help("pin a version (1.0.0) or give a semver range (~1.1, ^1, >=1.0.0, <2.0.0)"),
+            );
+            None
+        }
+    };
+    let mut overrides = BTreeMap::new();
+    for (layer, values) in raw.spec.overrides {
+        match values.value {
+            Value::Object(map) => {
+                overrides.insert(layer, map);
+            }
+            Value::Null => {}
+            _ => {
+                ok = false;
+                diags.push(
+                    Diagnostic::new(Code::Schema, format!("overrides for layer `{layer}` must be a mapping of values"))
+                        .in_file(file)
+                        .at_line(values.referenced.line() as usize)
+                        .about(&object),
+                );
+            }
+        }
+    }
+    let target = raw.spec.target.unwrap_or_else(|| name.clone());
+    Some(Cluster {
+        name,
+        file: file.to_string(),
+        description: raw.metadata.description,
+        tags: raw.metadata.tags,
+        profile: profile_ref.name.value,
+        version: version?,
+        overrides,
+        updates: raw.spec.updates,
+        drift: raw.spec.drift,
+        target,
+        profile_line,
+    })
+    .filter(|_| ok)
+}
+
+fn check_overrides(cluster: &Cluster, profile: &Profile, diags: &mut Diagnostics) {
+    for layer_name in cluster.overrides.keys() {
+        let problem = match profile.layer(layer_name) {
+            None => Some(format!("overrides name layer `{layer_name}`, which {} does not have", profile.id())),
+            Some(layer) if layer.kind == LayerKind::Kustomize => {
+                Some(format!("layer `{layer_name}` is a kustomize layer, which takes no values"))
+            }
+            Some(_) => None,
+        };
+        if let Some(message) = problem {
+            let layers: Vec<_> = profile.layers.iter().map(|l| l.name.as_str()).collect();
+            diags.push(
+                Diagnostic::new(Code::Unresolved, message)
+                    .in_file(&cluster.file)
+                    .about(format!("cluster {}", cluster.name))
+                    .help(format!("layers of {}: {}", profile.id(), layers.join(", "))),
+            );
+        }
+    }
+}

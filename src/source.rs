@@ -1,0 +1,572 @@
+//! Source: where a repository's files come from.
+//!
+//! ```text
+//!   --repo PATH [--path SUBDIR] [--rev REV]
+//!        │
+//!        ├── a Git repository ──> GitTree   (the commit's tree, read through git2 — never the
+//!        │                                   working directory, which may be half-written)
+//!        └── a plain directory ─> DirTree   (for `validate` / `render` without Git, or --worktree)
+//!                      │
+//!                      v
+//!              Snapshot { revision, tree: dyn Tree }
+//! ```
+//!
+//! Everything above this module sees only [`Tree`]: repository-relative paths with `/`
+//! separators, rooted at `--path`. Symlinks are resolved here, and a path that leaves the root
+//! (`..`, an absolute path, a symlink pointing out) is refused here, once, for every reader.
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+/// Files larger than this are refused before they are read: no legitimate profile, cluster or
+/// manifest file comes close, and a multi-gigabyte blob must not take the daemon down.
+pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Symlink hops followed while resolving one path before giving up (as Linux's ELOOP).
+const MAX_SYMLINK_HOPS: usize = 40;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink,
+}
+
+#[derive(Debug)]
+pub enum ReadError {
+    NotFound,
+    /// The file is larger than [`MAX_FILE_BYTES`]; carries its size.
+    TooLarge(u64),
+    /// A path that leaves the repository root.
+    Escapes(String),
+    /// Too many symlink hops.
+    Loop,
+    Io(String),
+}
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReadError::NotFound => f.write_str("no such file or directory"),
+            ReadError::TooLarge(size) => {
+                write!(f, "file is {size} bytes, larger than the {MAX_FILE_BYTES}-byte limit")
+            }
+            ReadError::Escapes(path) => write!(f, "`{path}` points outside the repository"),
+            ReadError::Loop => f.write_str("too many levels of symbolic links"),
+            ReadError::Io(message) => f.write_str(message),
+        }
+    }
+}
+
+impl From<git2::Error> for ReadError {
+    fn from(e: git2::Error) -> Self {
+        if e.code() == git2::ErrorCode::NotFound { ReadError::NotFound } else { ReadError::Io(e.message().to_string()) }
+    }
+}
+
+impl From<io::Error> for ReadError {
+    fn from(e: io::Error) -> Self {
+        if e.kind() == io::ErrorKind::NotFound { ReadError::NotFound } else { ReadError::Io(e.to_string()) }
+    }
+}
+
+/// A read-only view of a repository at one revision. Paths are relative to the root, `/`-separated,
+/// and already normalised (no `.`, `..` or empty components); `""` is the root itself.
+/// These are the raw operations; [`resolve`], [`read_file`] and [`walk_files`] build on them.
+pub trait Tree {
+    /// The kind of the entry at `path`, without following a final symlink.
+    fn kind(&self, path: &str) -> Option<EntryKind>;
+    /// The entries of a directory, sorted by name.
+    fn list(&self, dir: &str) -> Result<Vec<(String, EntryKind)>, ReadError>;
+    /// The bytes of a regular file, refusing files over `limit` bytes before reading them.
+    fn read(&self, path: &str, limit: u64) -> Result<Vec<u8>, ReadError>;
+    /// The target of a symlink, as written.
+    fn read_link(&self, path: &str) -> Result<String, ReadError>;
+    /// A content identity for a file or directory that is cheap to get (a Git object id), when
+    /// the tree has one. Used to fingerprint layer sources without reading them.
+    fn object_id(&self, path: &str) -> Option<String>;
+    /// A directory on the local filesystem holding this tree, for tools that need real files
+    /// (kustomize, helm). A Git tree writes itself out into `scratch` the first time.
+    fn local_root(&self, scratch: &Path) -> Result<PathBuf, ReadError>;
+}
+
+/// Joins `base` and a relative `path` and normalises `.` and `..`. `None` when `..` climbs above
+/// the root or `path` is absolute.
+pub fn join(base: &str, path: &str) -> Option<String> {
+    if path.starts_with('/') || path.starts_with('\\') || Path::new(path).is_absolute() {
+        return None;
+    }
+    let mut parts: Vec<&str> = base.split('/').filter(|p| !p.is_empty()).collect();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            other => parts.push(other),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+/// Resolves every symlink along `path` (including the last component) and returns the real
+/// path inside the tree, or why it cannot be had.
+pub fn resolve(tree: &dyn Tree, path: &str) -> Result<(String, EntryKind), ReadError> {
+    let mut pending: Vec<String> =
+        join("", path).ok_or_else(|| ReadError::Escapes(path.to_string()))?.split('/').filter(|p| !p.is_empty()).map(str::to_string).rev().collect();
+    let mut resolved = String::new();
+    let mut hops = 0;
+    while let Some(part) = pending.pop() {
+        let candidate = if resolved.is_empty() { part.clone() } else { format!("{resolved}/{part}") };
+        match tree.kind(&candidate) {
+            None => return Err(ReadError::NotFound),
+            Some(EntryKind::Symlink) => {
+                hops += 1;
+                if hops > MAX_SYMLINK_HOPS {
+                    return Err(ReadError::Loop);
+                }
+                let target = tree.read_link(&candidate)?;
+                let joined = join(&resolved, &target).ok_or_else(|| ReadError::Escapes(candidate.clone()))?;
+                // Restart from the root with the link's target followed by what was left.
+                pending.extend(joined.split('/').filter(|p| !p.is_empty()).map(str::to_string).rev());
+                resolved.clear();
+            }
+            Some(EntryKind::File) if !pending.is_empty() => return Err(ReadError::NotFound),
+            Some(_) => resolved = candidate,
+        }
+    }
+    let kind = if resolved.is_empty() { EntryKind::Dir } else { tree.kind(&resolved).ok_or(ReadError::NotFound)? };
+    Ok((resolved, kind))
+}
+
+/// Reads a file, following symlinks inside the tree.
+pub fn read_file(tree: &dyn Tree, path: &str) -> Result<Vec<u8>, ReadError> {
+    match resolve(tree, path)? {
+        (real, EntryKind::File) => tree.read(&real, MAX_FILE_BYTES),
+        _ => Err(ReadError::Io(format!("`{path}` is a directory, not a file"))),
+    }
+}
+
+/// Every file below `dir`, recursively, as (path as seen from `dir`'s side, real path), sorted by
+/// the former. Symlinks are followed (and refused when they leave the tree); a directory reached
+/// twice through links is listed once.
+pub fn walk_files(tree: &dyn Tree, dir: &str) -> Result<Vec<(String, String)>, ReadError> {
+    let (real, kind) = resolve(tree, dir)?;
+    if kind != EntryKind::Dir {
+        return Err(ReadError::Io(format!("`{dir}` is not a directory")));
+    }
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    walk_into(tree, dir, &real, &mut out, &mut seen)?;
+    out.sort();
+    Ok(out)
+}
+
+fn walk_into(
+    tree: &dyn Tree,
+    shown: &str,
+    real: &str,
+    out: &mut Vec<(String, String)>,
+    seen: &mut std::collections::HashSet<String>,
+) -> Result<(), ReadError> {
+    if !seen.insert(real.to_string()) {
+        return Ok(());
+    }
+    for (name, kind) in tree.list(real)? {
+        let shown_child = join(shown, &name).unwrap_or_default();
+        let real_child = join(real, &name).unwrap_or_default();
+        let (target, target_kind) = match kind {
+            EntryKind::Symlink => resolve(tree, &real_child)?,
+            other => (real_child, other),
+        };
+        match target_kind {
+            EntryKind::Dir => walk_into(tree, &shown_child, &target, out, seen)?,
+            _ => out.push((shown_child, target)),
+        }
+    }
+    Ok(())
+}
+
+/// A content fingerprint of everything below `path` (file or directory), following symlinks.
+/// Equal fingerprints mean equal content; Git trees answer from object ids without reading blobs.
+pub fn fingerprint(tree: &dyn Tree, path: &str, hasher: &mut Sha256) -> Result<(), ReadError> {
+    // No link can leave the root, so the root's own object id covers everything below it.
+    if let (true, Some(id)) = (path.is_empty(), tree.object_id("")) {
+        hasher.update(id.as_bytes());
+        return Ok(());
+    }
+    let (real, kind) = resolve(tree, path)?;
+    if kind == EntryKind::File {
+        hash_file(tree, &real, hasher)?;
+        return Ok(());
+    }
+    for (shown, real) in walk_files(tree, path)? {
+        hasher.update(shown.as_bytes());
+        hasher.update([0]);
+        hash_file(tree, &real, hasher)?;
+    }
+    Ok(())
+}
+
+fn hash_file(tree: &dyn Tree, real: &str, hasher: &mut Sha256) -> Result<(), ReadError> {
+    match tree.object_id(real) {
+        Some(id) => hasher.update(id.as_bytes()),
+        None => hasher.update(Sha256::digest(tree.read(real, MAX_FILE_BYTES)?)),
+    }
+    hasher.update([0]);
+    Ok(())
+}
+
+/// A repository at one revision: what every command reads.
+pub struct Snapshot {
+    /// The full commit id, or `None` for a plain directory.
+    pub revision: Option<String>,
+    pub tree: Box<dyn Tree>,
+}
+
+impl Snapshot {
+    /// The revision shortened for people: `1a2b3c4`, or `working tree`.
+    pub fn short_revision(&self) -> String {
+        match &self.revision {
+            Some(rev) => rev.chars().take(7).collect(),
+            None => "working tree".to_string(),
+        }
+    }
+}
+
+/// Errors opening a repository or a revision: user input, reported with what to do.
+#[derive(Debug)]
+pub enum SourceError {
+    NotFound(PathBuf),
+    NotGit { path: PathBuf, wanted: String },
+    BadRevision { rev: String, message: String },
+    NoSubdir { rev: String, path: String },
+    Git(String),
+}
+
+impl fmt::Display for SourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SourceError::NotFound(path) => write!(f, "{}: no such directory", path.display()),
+            SourceError::NotGit { path, wanted } => write!(
+                f,
+                "{}: not a Git repository, so {wanted} cannot be read (run `git init` there, or drop the revision options)",
+                path.display()
+            ),
+            SourceError::BadRevision { rev, message } => {
+                write!(f, "revision `{rev}` not found: {message} (give a branch, tag or commit that exists)")
+            }
+            SourceError::NoSubdir { rev, path } => {
+                write!(f, "`{path}` is not a directory at revision {rev} (check --path)")
+            }
+            SourceError::Git(message) => write!(f, "git: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for SourceError {}
+
+/// A Git repository, opened once, from which snapshots of several revisions can be taken.
+pub struct GitSource {
+    path: PathBuf,
+    subdir: String,
+}
+
+impl GitSource {
+    /// Opens `path` as a Git repository (working tree or bare). `Ok(None)` when it is a plain
+    /// directory.
+    pub fn open(path: &Path, subdir: Option<&str>) -> Result<Option<GitSource>, SourceError> {
+        if !path.exists() {
+            return Err(SourceError::NotFound(path.to_path_buf()));
+        }
+        match git2::Repository::open(path) {
+            Ok(_) => Ok(Some(GitSource { path: path.to_path_buf(), subdir: normalise_subdir(subdir)? })),
+            Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(None),
+            Err(e) => Err(SourceError::Git(e.message().to_string())),
+        }
+    }
+
+    /// The snapshot of `rev` (any revspec git understands: `HEAD`, `main`, `HEAD~1`, a SHA).
+    pub fn snapshot(&self, rev: &str) -> Result<Snapshot, SourceError> {
+        let repo = git2::Repository::open(&self.path).map_err(|e| SourceError::Git(e.message().to_string()))?;
+        let object = repo
+            .revparse_single(rev)
+            .map_err(|e| SourceError::BadRevision { rev: rev.to_string(), message: e.message().to_string() })?;
+        let commit = object
+            .peel_to_commit()
+            .map_err(|e| SourceError::BadRevision { rev: rev.to_string(), message: e.message().to_string() })?;
+        let mut tree = commit.tree().map_err(|e| SourceError::Git(e.message().to_string()))?;
+        if !self.subdir.is_empty() {
+            let entry = tree
+                .get_path(Path::new(&self.subdir))
+                .map_err(|_| SourceError::NoSubdir { rev: rev.to_string(), path: self.subdir.clone() })?;
+            if entry.kind() != Some(git2::ObjectType::Tree) {
+                return Err(SourceError::NoSubdir { rev: rev.to_string(), path: self.subdir.clone() });
+            }
+            tree = repo.find_tree(entry.id()).map_err(|e| SourceError::Git(e.message().to_string()))?;
+        }
+        let revision = commit.id().to_string();
+        let root = tree.id();
+        drop(tree);
+        drop(commit);
+        drop(object);
+        Ok(Snapshot { revision: Some(revision), tree: Box::new(GitTree { repo, root, local: Default::default() }) })
+    }
+}
+
+fn normalise_subdir(subdir: Option<&str>) -> Result<String, SourceError> {
+    let subdir = subdir.unwrap_or("");
+    join("", subdir).ok_or_else(|| SourceError::NoSubdir { rev: "-".into(), path: subdir.to_string() })
+}
+
+/// Opens what a command reads: the commit `rev` (default HEAD) of a Git repository, or a plain
+/// directory as it is on disk when `path` is not a repository or `worktree` is set.
+pub fn open(path: &Path, subdir: Option<&str>, rev: Option<&str>, worktree: bool) -> Result<Snapshot, SourceError> {
+    let git = if worktree { None } else { GitSource::open(path, subdir)? };
+    match (git, rev) {
+        (Some(git), rev) => git.snapshot(rev.unwrap_or("HEAD")),
+        (None, Some(rev)) => {
+            Err(SourceError::NotGit { path: path.to_path_buf(), wanted: format!("revision `{rev}`") })
+        }
+        (None, None) => {
+            if !path.is_dir() {
+                return Err(SourceError::NotFound(path.to_path_buf()));
+            }
+            let root = path.join(normalise_subdir(subdir)?);
+            if !root.is_dir() {
+                return Err(SourceError::NotFound(root));
+            }
+            Ok(Snapshot { revision: None, tree: Box::new(DirTree { root }) })
+        }
+    }
+}
+
+/// A commit's tree in a Git repository.
+pub struct GitTree {
+    repo: git2::Repository,
+    root: git2::Oid,
+    local: std::cell::OnceCell<PathBuf>,
+}
+
+impl GitTree {
+    fn entry(&self, path: &str) -> Option<(git2::Oid, i32)> {
+        if path.is_empty() {
+            return Some((self.root, 0o040000));
+        }
+        let root = self.repo.find_tree(self.root).ok()?;
+        let entry = root.get_path(Path::new(path)).ok()?;
+        Some((entry.id(), entry.filemode()))
+    }
+
+    fn blob(&self, path: &str, limit: u64) -> Result<Vec<u8>, ReadError> {
+        let (oid, _) = self.entry(path).ok_or(ReadError::NotFound)?;
+        let (size, _) = self.repo.odb()?.read_header(oid)?;
+        if size as u64 > limit {
+            return Err(ReadError::TooLarge(size as u64));
+        }
+        Ok(self.repo.find_blob(oid)?.content().to_vec())
+    }
+
+    fn write_out(&self, dir: &str, into: &Path) -> Result<(), ReadError> {
+        fs::create_dir_all(into)?;
+        for (name, kind) in self.list(dir)? {
+            let path = join(dir, &name).unwrap_or_default();
+            let target = into.join(&name);
+            match kind {
+                EntryKind::Dir => self.write_out(&path, &target)?,
+                EntryKind::File => fs::write(&target, self.blob(&path, MAX_FILE_BYTES)?)?,
+                EntryKind::Symlink => {
+                    // Links that stay inside the tree are kept as links; the others are left out,
+                    // so tools cannot be led outside the checkout either.
+                    if resolve(self, &path).is_ok() {
+                        std::os::unix::fs::symlink(self.read_link(&path)?, &target)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn kind_of_mode(mode: i32) -> EntryKind {
+    match mode & 0o170000 {
+        0o040000 => EntryKind::Dir,
+        0o120000 => EntryKind::Symlink,
+        // Submodules (0o160000) have no content in this tree; treat them as empty files.
+        _ => EntryKind::File,
+    }
+}
+
+impl Tree for GitTree {
+    fn kind(&self, path: &str) -> Option<EntryKind> {
+        self.entry(path).map(|(_, mode)| if path.is_empty() { EntryKind::Dir } else { kind_of_mode(mode) })
+    }
+
+    fn list(&self, dir: &str) -> Result<Vec<(String, EntryKind)>, ReadError> {
+        let (oid, _) = self.entry(dir).ok_or(ReadError::NotFound)?;
+        let tree = self.repo.find_tree(oid)?;
+        let mut entries: Vec<_> = tree
+            .iter()
+            .filter_map(|e| Some((e.name().ok()?.to_string(), kind_of_mode(e.filemode()))))
+            .collect();
+        entries.sort();
+        Ok(entries)
+    }
+
+    fn read(&self, path: &str, limit: u64) -> Result<Vec<u8>, ReadError> {
+        self.blob(path, limit)
+    }
+
+    fn read_link(&self, path: &str) -> Result<String, ReadError> {
+        let target = self.blob(path, 4096)?;
+        String::from_utf8(target).map_err(|_| ReadError::Io(format!("symlink `{path}` has a non-UTF-8 target")))
+    }
+
+    fn object_id(&self, path: &str) -> Option<String> {
+        self.entry(path).map(|(oid, _)| oid.to_string())
+    }
+
+    fn local_root(&self, scratch: &Path) -> Result<PathBuf, ReadError> {
+        if let Some(path) = self.local.get() {
+            return Ok(path.clone());
+        }
+        let root = scratch.join("tree");
+        self.write_out("", &root)?;
+        Ok(self.local.get_or_init(|| root).clone())
+    }
+}
+
+/// A plain directory on disk.
+pub struct DirTree {
+    root: PathBuf,
+}
+
+impl DirTree {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        DirTree { root: root.into() }
+    }
+
+    fn path(&self, path: &str) -> PathBuf {
+        if path.is_empty() { self.root.clone() } else { self.root.join(path) }
+    }
+}
+
+impl Tree for DirTree {
+    fn kind(&self, path: &str) -> Option<EntryKind> {
+        let meta = fs::symlink_metadata(self.path(path)).ok()?;
+        let ft = meta.file_type();
+        Some(if ft.is_symlink() {
+            EntryKind::Symlink
+        } else if ft.is_dir() {
+            EntryKind::Dir
+        } else {
+            EntryKind::File
+        })
+    }
+
+    fn list(&self, dir: &str) -> Result<Vec<(String, EntryKind)>, ReadError> {
+        let mut entries = Vec::new();
+        for entry in fs::read_dir(self.path(dir))? {
+            let entry = entry?;
+            let Ok(name) = entry.file_name().into_string() else { continue };
+            // Git metadata is not part of the repository's content.
+            if dir.is_empty() && name == ".git" {
+                continue;
+            }
+            let path = join(dir, &name).unwrap_or_default();
+            if let Some(kind) = self.kind(&path) {
+                entries.push((name, kind));
+            }
+        }
+        entries.sort();
+        Ok(entries)
+    }
+
+    fn read(&self, path: &str, limit: u64) -> Result<Vec<u8>, ReadError> {
+        let full = self.path(path);
+        let size = fs::metadata(&full)?.len();
+        if size > limit {
+            return Err(ReadError::TooLarge(size));
+        }
+        Ok(fs::read(full)?)
+    }
+
+    fn read_link(&self, path: &str) -> Result<String, ReadError> {
+        let target = fs::read_link(self.path(path))?;
+        target.into_os_string().into_string().map_err(|_| ReadError::Io(format!("symlink `{path}` has a non-UTF-8 target")))
+    }
+
+    fn object_id(&self, _path: &str) -> Option<String> {
+        None
+    }
+
+    fn local_root(&self, _scratch: &Path) -> Result<PathBuf, ReadError> {
+        Ok(self.root.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn tree() -> (tempfile::TempDir, DirTree) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("packs/app")).unwrap();
+        fs::write(root.join("packs/app/a.yaml"), "a").unwrap();
+        fs::write(root.join("packs/app/b.yaml"), "b").unwrap();
+        symlink("../app", root.join("packs/alias")).unwrap();
+        symlink("/etc", root.join("packs/out")).unwrap();
+        symlink("../../..", root.join("packs/up")).unwrap();
+        symlink("loop2", root.join("packs/loop1")).unwrap();
+        symlink("loop1", root.join("packs/loop2")).unwrap();
+        let tree = DirTree::new(root);
+        (dir, tree)
+    }
+
+    #[test]
+    fn join_normalises_and_refuses_to_climb_out() {
+        assert_eq!(join("packs", "./app/../app/x.yaml").as_deref(), Some("packs/app/x.yaml"));
+        assert_eq!(join("", "a/../.."), None);
+        assert_eq!(join("", "/etc/passwd"), None);
+    }
+
+    #[test]
+    fn symlinks_inside_the_tree_resolve() {
+        let (_dir, tree) = tree();
+        assert_eq!(resolve(&tree, "packs/alias/a.yaml").unwrap(), ("packs/app/a.yaml".into(), EntryKind::File));
+        let files = walk_files(&tree, "packs/alias").unwrap();
+        assert_eq!(
+            files,
+            vec![("packs/alias/a.yaml".into(), "packs/app/a.yaml".into()), ("packs/alias/b.yaml".into(), "packs/app/b.yaml".into())]
+        );
+    }
+
+    #[test]
+    fn symlinks_out_of_the_tree_are_refused() {
+        let (_dir, tree) = tree();
+        assert!(matches!(resolve(&tree, "packs/out"), Err(ReadError::Escapes(_))));
+        assert!(matches!(resolve(&tree, "packs/up/x"), Err(ReadError::Escapes(_))));
+        assert!(matches!(resolve(&tree, "packs/loop1"), Err(ReadError::Loop)));
+        assert!(matches!(resolve(&tree, "../x"), Err(ReadError::Escapes(_))));
+    }
+
+    #[test]
+    fn fingerprints_change_with_content_only() {
+        let (dir, tree) = tree();
+        let fp = |tree: &DirTree| {
+            let mut h = Sha256::new();
+            fingerprint(tree, "packs/app", &mut h).unwrap();
+            h.finalize().to_vec()
+        };
+        let before = fp(&tree);
+        assert_eq!(before, fp(&tree));
+        fs::write(dir.path().join("packs/app/b.yaml"), "changed").unwrap();
+        assert_ne!(before, fp(&tree));
+    }
+}
