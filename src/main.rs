@@ -210,7 +210,13 @@ fn print(text: &str) -> Result<u8, Failure> {
     }
 }
 
-fn run_plan(cli: &Cli, base: Option<&str>, head: Option<&str>, format: PlanFormat, detailed: bool) -> Result<u8, Failure> {
+fn run_plan(
+    cli: &Cli,
+    base: Option<&str>,
+    head: Option<&str>,
+    format: PlanFormat,
+    detailed: bool,
+) -> Result<u8, Failure> {
     let git = GitSource::open(&cli.repo, cli.path.as_deref())?.ok_or_else(|| {
         Failure::Usage(format!("{}: not a Git repository; plan compares two revisions", cli.repo.display()))
     })?;
@@ -221,9 +227,13 @@ fn run_plan(cli: &Cli, base: Option<&str>, head: Option<&str>, format: PlanForma
         // The first parent; a root commit is compared with an empty repository.
         None => git.snapshot(&format!("{head_rev}^")).ok(),
     };
-    let head_model = repo::load(head_snap.tree.as_ref()).map_err(|d| Failure::Invalid(d, Some(format!("at head {}", head_snap.short_revision()))))?;
+    let head_model = repo::load(head_snap.tree.as_ref())
+        .map_err(|d| Failure::Invalid(d, Some(format!("at head {}", head_snap.short_revision()))))?;
     let base_model = match &base_snap {
-        Some(s) => Some(repo::load(s.tree.as_ref()).map_err(|d| Failure::Invalid(d, Some(format!("at base {}", s.short_revision()))))?),
+        Some(s) => Some(
+            repo::load(s.tree.as_ref())
+                .map_err(|d| Failure::Invalid(d, Some(format!("at base {}", s.short_revision()))))?,
+        ),
         None => None,
     };
     let tools = SystemTools::default();
@@ -233,7 +243,8 @@ fn run_plan(cli: &Cli, base: Option<&str>, head: Option<&str>, format: PlanForma
         model: m,
     });
     let head_side = Side { revision: head_snap.revision.as_deref(), tree: head_snap.tree.as_ref(), model: &head_model };
-    let plan = plan::plan(base_side, head_side, &tools).map_err(|d| Failure::Invalid(d, Some(format!("planning {head_rev}"))))?;
+    let plan = plan::plan(base_side, head_side, &tools)
+        .map_err(|d| Failure::Invalid(d, Some(format!("planning {head_rev}"))))?;
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let text = match format {
         PlanFormat::Text => format::text(&plan, color),
@@ -269,7 +280,8 @@ fn clusters(cli: &Cli, tags: &[String], format: ListFormat) -> Result<u8, Failur
     match format {
         ListFormat::Json => print(&(serde_json::to_string_pretty(&rows).expect("serialises") + "\n")),
         ListFormat::Text => {
-            let mut table = vec![["CLUSTER", "PROFILE", "VERSION", "REQUESTED", "UPDATES", "TAGS"].map(String::from).to_vec()];
+            let mut table =
+                vec![["CLUSTER", "PROFILE", "VERSION", "REQUESTED", "UPDATES", "TAGS"].map(String::from).to_vec()];
             for r in &rows {
                 let mut version = r["version"].as_str().unwrap_or_default().to_string();
                 if let Some(newer) = r["updateAvailable"].as_str() {
@@ -335,8 +347,9 @@ fn profiles(cli: &Cli, format: ListFormat) -> Result<u8, Failure> {
 /// Left-aligned columns separated by two spaces, like kubectl's tables.
 fn columns(rows: &[Vec<String>]) -> String {
     let width = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> =
-        (0..width).map(|i| rows.iter().filter_map(|r| r.get(i)).map(|c| c.chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..width)
+        .map(|i| rows.iter().filter_map(|r| r.get(i)).map(|c| c.chars().count()).max().unwrap_or(0))
+        .collect();
     let mut out = String::new();
     for row in rows {
         let cells: Vec<String> = row

@@ -181,15 +181,20 @@ impl Model {
 
     /// Resolves a cluster's profile: the exact version, or the highest matching its range.
     pub fn resolve<'m>(&'m self, cluster: &Cluster) -> Result<Resolution<'m>, Diagnostic> {
-        let where_ = |d: Diagnostic| d.in_file(&cluster.file).at_line(cluster.profile_line).about(format!("cluster {}", cluster.name));
+        let where_ = |d: Diagnostic| {
+            d.in_file(&cluster.file).at_line(cluster.profile_line).about(format!("cluster {}", cluster.name))
+        };
         let Some(versions) = self.profiles.get(&cluster.profile) else {
             let known: Vec<_> = self.profiles.keys().map(String::as_str).collect();
-            return Err(where_(Diagnostic::new(Code::Unresolved, format!("profile `{}` does not exist", cluster.profile)))
-                .help(if known.is_empty() {
-                    "add it under profiles/<name>/<version>/profile.yaml".to_string()
-                } else {
-                    format!("known profiles: {}", known.join(", "))
-                }));
+            return Err(where_(Diagnostic::new(
+                Code::Unresolved,
+                format!("profile `{}` does not exist", cluster.profile),
+            ))
+            .help(if known.is_empty() {
+                "add it under profiles/<name>/<version>/profile.yaml".to_string()
+            } else {
+                format!("known profiles: {}", known.join(", "))
+            }));
         };
         let Some(profile) = versions.iter().rev().find(|p| cluster.version.matches(&p.version)) else {
             let available: Vec<_> = versions.iter().map(|p| p.version.to_string()).collect();

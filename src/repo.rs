@@ -148,7 +148,11 @@ fn read_yaml<T: for<'de> Deserialize<'de>>(tree: &dyn Tree, path: &str) -> Resul
     let bytes = source::read_file(tree, path).map_err(|e| read_diag(path, e))?;
     let text = String::from_utf8(bytes).map_err(|_| Diagnostic::new(Code::Yaml, "file is not UTF-8").in_file(path))?;
     yaml::parse::<T>(&text).map_err(|e| {
-        let code = if e.message.contains("unknown field") || e.message.contains("missing field") || e.message.contains("invalid") || e.message.contains("unknown variant") {
+        let code = if e.message.contains("unknown field")
+            || e.message.contains("missing field")
+            || e.message.contains("invalid")
+            || e.message.contains("unknown variant")
+        {
             Code::Schema
         } else {
             Code::Yaml
@@ -213,7 +217,10 @@ fn load_profiles(tree: &dyn Tree, model: &mut Model, broken: &mut HashSet<String
                     diags.push(
                         Diagnostic::new(
                             Code::Duplicate,
-                            format!("version {} duplicates {} (build metadata does not make a new version)", profile.version, other.version),
+                            format!(
+                                "version {} duplicates {} (build metadata does not make a new version)",
+                                profile.version, other.version
+                            ),
                         )
                         .in_file(&file)
                         .about(format!("profile {name}"))
@@ -234,7 +241,13 @@ fn load_profiles(tree: &dyn Tree, model: &mut Model, broken: &mut HashSet<String
     }
 }
 
-fn load_profile(tree: &dyn Tree, file: &str, dir_name: &str, dir_version: &Version, diags: &mut Diagnostics) -> Option<Profile> {
+fn load_profile(
+    tree: &dyn Tree,
+    file: &str,
+    dir_name: &str,
+    dir_version: &Version,
+    diags: &mut Diagnostics,
+) -> Option<Profile> {
     let raw: RawProfile = match read_yaml(tree, file) {
         Ok(raw) => raw,
         Err(d) => {
@@ -259,21 +272,27 @@ fn load_profile(tree: &dyn Tree, file: &str, dir_name: &str, dir_version: &Versi
         Ok(version) => {
             ok = false;
             diags.push(
-                Diagnostic::new(Code::Mismatch, format!("metadata.version {version} differs from its directory {dir_version}"))
-                    .in_file(file)
-                    .at_line(line(&raw.metadata.version))
-                    .about(&object)
-                    .help("a profile version lives in the directory named after it: fix one of the two"),
+                Diagnostic::new(
+                    Code::Mismatch,
+                    format!("metadata.version {version} differs from its directory {dir_version}"),
+                )
+                .in_file(file)
+                .at_line(line(&raw.metadata.version))
+                .about(&object)
+                .help("a profile version lives in the directory named after it: fix one of the two"),
             );
         }
         Err(e) => {
             ok = false;
             diags.push(
-                Diagnostic::new(Code::Semver, format!("metadata.version `{}` is not semver: {e}", raw.metadata.version.value))
-                    .in_file(file)
-                    .at_line(line(&raw.metadata.version))
-                    .about(&object)
-                    .help("use MAJOR.MINOR.PATCH, e.g. 1.0.0"),
+                Diagnostic::new(
+                    Code::Semver,
+                    format!("metadata.version `{}` is not semver: {e}", raw.metadata.version.value),
+                )
+                .in_file(file)
+                .at_line(line(&raw.metadata.version))
+                .about(&object)
+                .help("use MAJOR.MINOR.PATCH, e.g. 1.0.0"),
             );
         }
     }
@@ -287,11 +306,14 @@ fn load_profile(tree: &dyn Tree, file: &str, dir_name: &str, dir_version: &Versi
         if let Some(first) = seen.insert(layer_name.clone(), at) {
             ok = false;
             diags.push(
-                Diagnostic::new(Code::Duplicate, format!("layer `{layer_name}` is declared twice (first at line {first})"))
-                    .in_file(file)
-                    .at_line(at)
-                    .about(&object)
-                    .help("give each layer of a profile a unique name"),
+                Diagnostic::new(
+                    Code::Duplicate,
+                    format!("layer `{layer_name}` is declared twice (first at line {first})"),
+                )
+                .in_file(file)
+                .at_line(at)
+                .about(&object)
+                .help("give each layer of a profile a unique name"),
             );
             continue;
         }
@@ -310,7 +332,13 @@ fn load_profile(tree: &dyn Tree, file: &str, dir_name: &str, dir_version: &Versi
     })
 }
 
-fn check_header(api_version: &Spanned<String>, kind: &Spanned<String>, want: &str, file: &str, diags: &mut Diagnostics) -> bool {
+fn check_header(
+    api_version: &Spanned<String>,
+    kind: &Spanned<String>,
+    want: &str,
+    file: &str,
+    diags: &mut Diagnostics,
+) -> bool {
     let mut ok = true;
     if api_version.value != API_VERSION {
         ok = false;
@@ -399,7 +427,10 @@ fn check_layer(tree: &dyn Tree, raw: RawLayer, file: &str, profile: &str, diags:
                 }
             }
             Err(ReadError::NotFound) => {
-                diags.push(source_diag(format!("source `{path}` does not exist"), "check the path; it is relative to the repository root"));
+                diags.push(source_diag(
+                    format!("source `{path}` does not exist"),
+                    "check the path; it is relative to the repository root",
+                ));
                 None
             }
             Err(ReadError::Escapes(link)) => {
@@ -428,7 +459,10 @@ fn check_layer(tree: &dyn Tree, raw: RawLayer, file: &str, profile: &str, diags:
         Some(other) => {
             ok = false;
             diags.push(
-                Diagnostic::new(Code::Schema, "values must be a mapping").in_file(file).at_line(line(&other)).about(&object),
+                Diagnostic::new(Code::Schema, "values must be a mapping")
+                    .in_file(file)
+                    .at_line(line(&other))
+                    .about(&object),
             );
             Map::new()
         }
@@ -447,7 +481,10 @@ fn check_layer(tree: &dyn Tree, raw: RawLayer, file: &str, profile: &str, diags:
         if kind != LayerKind::Helm {
             ok = false;
             diags.push(
-                Diagnostic::new(Code::Schema, "releaseName is only for helm layers").in_file(file).at_line(line(&r)).about(&object),
+                Diagnostic::new(Code::Schema, "releaseName is only for helm layers")
+                    .in_file(file)
+                    .at_line(line(&r))
+                    .about(&object),
             );
             return None;
         }
@@ -504,11 +541,14 @@ fn order_layers(layers: Vec<Layer>, file: &str, object: &str, diags: &mut Diagno
             None => {
                 let cycle: Vec<_> = left.iter().map(|l| l.name.as_str()).collect();
                 diags.push(
-                    Diagnostic::new(Code::DependsOn, format!("dependsOn forms a cycle among layers {}", cycle.join(", ")))
-                        .in_file(file)
-                        .at_line(left[0].line)
-                        .about(object)
-                        .help("remove one of the dependencies so the layers can be applied in order"),
+                    Diagnostic::new(
+                        Code::DependsOn,
+                        format!("dependsOn forms a cycle among layers {}", cycle.join(", ")),
+                    )
+                    .in_file(file)
+                    .at_line(left[0].line)
+                    .about(object)
+                    .help("remove one of the dependencies so the layers can be applied in order"),
                 );
                 return None;
             }
@@ -535,9 +575,12 @@ fn load_clusters(tree: &dyn Tree, model: &mut Model, diags: &mut Diagnostics) {
         let Some(cluster) = load_cluster(tree, &file, diags) else { continue };
         if let Some(other) = model.clusters.get(&cluster.name) {
             diags.push(
-                Diagnostic::new(Code::Duplicate, format!("cluster `{}` is also defined in {}", cluster.name, other.file))
-                    .in_file(&file)
-                    .help("cluster names are unique across the repository"),
+                Diagnostic::new(
+                    Code::Duplicate,
+                    format!("cluster `{}` is also defined in {}", cluster.name, other.file),
+                )
+                .in_file(&file)
+                .help("cluster names are unique across the repository"),
             );
             continue;
         }
@@ -564,11 +607,14 @@ fn load_cluster(tree: &dyn Tree, file: &str, diags: &mut Diagnostics) -> Option<
         Ok(v) => Some(v),
         Err(e) => {
             diags.push(
-                Diagnostic::new(Code::Semver, format!("version `{}` is neither a version nor a range: {e}", profile_ref.version.value))
-                    .in_file(file)
-                    .at_line(line(&profile_ref.version))
-                    .about(&object)
-                    .help("pin a version (1.0.0) or give a semver range (~1.1, ^1, >=1.0.0, <2.0.0)"),
+                Diagnostic::new(
+                    Code::Semver,
+                    format!("version `{}` is neither a version nor a range: {e}", profile_ref.version.value),
+                )
+                .in_file(file)
+                .at_line(line(&profile_ref.version))
+                .about(&object)
+                .help("pin a version (1.0.0) or give a semver range (~1.1, ^1, >=1.0.0, <2.0.0)"),
             );
             None
         }

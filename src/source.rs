@@ -116,8 +116,13 @@ pub fn join(base: &str, path: &str) -> Option<String> {
 /// Resolves every symlink along `path` (including the last component) and returns the real
 /// path inside the tree, or why it cannot be had.
 pub fn resolve(tree: &dyn Tree, path: &str) -> Result<(String, EntryKind), ReadError> {
-    let mut pending: Vec<String> =
-        join("", path).ok_or_else(|| ReadError::Escapes(path.to_string()))?.split('/').filter(|p| !p.is_empty()).map(str::to_string).rev().collect();
+    let mut pending: Vec<String> = join("", path)
+        .ok_or_else(|| ReadError::Escapes(path.to_string()))?
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .rev()
+        .collect();
     let mut resolved = String::new();
     let mut hops = 0;
     while let Some(part) = pending.pop() {
@@ -329,9 +334,7 @@ pub fn open(path: &Path, subdir: Option<&str>, rev: Option<&str>, worktree: bool
     let git = if worktree { None } else { GitSource::open(path, subdir)? };
     match (git, rev) {
         (Some(git), rev) => git.snapshot(rev.unwrap_or("HEAD")),
-        (None, Some(rev)) => {
-            Err(SourceError::NotGit { path: path.to_path_buf(), wanted: format!("revision `{rev}`") })
-        }
+        (None, Some(rev)) => Err(SourceError::NotGit { path: path.to_path_buf(), wanted: format!("revision `{rev}`") }),
         (None, None) => {
             if !path.is_dir() {
                 return Err(SourceError::NotFound(path.to_path_buf()));
@@ -409,10 +412,8 @@ impl Tree for GitTree {
     fn list(&self, dir: &str) -> Result<Vec<(String, EntryKind)>, ReadError> {
         let (oid, _) = self.entry(dir).ok_or(ReadError::NotFound)?;
         let tree = self.repo.find_tree(oid)?;
-        let mut entries: Vec<_> = tree
-            .iter()
-            .filter_map(|e| Some((e.name().ok()?.to_string(), kind_of_mode(e.filemode()))))
-            .collect();
+        let mut entries: Vec<_> =
+            tree.iter().filter_map(|e| Some((e.name().ok()?.to_string(), kind_of_mode(e.filemode())))).collect();
         entries.sort();
         Ok(entries)
     }
@@ -497,7 +498,10 @@ impl Tree for DirTree {
 
     fn read_link(&self, path: &str) -> Result<String, ReadError> {
         let target = fs::read_link(self.path(path))?;
-        target.into_os_string().into_string().map_err(|_| ReadError::Io(format!("symlink `{path}` has a non-UTF-8 target")))
+        target
+            .into_os_string()
+            .into_string()
+            .map_err(|_| ReadError::Io(format!("symlink `{path}` has a non-UTF-8 target")))
     }
 
     fn object_id(&self, _path: &str) -> Option<String> {
@@ -520,7 +524,7 @@ mod tests {
         fs::create_dir_all(root.join("packs/app")).unwrap();
         fs::write(root.join("packs/app/a.yaml"), "a").unwrap();
         fs::write(root.join("packs/app/b.yaml"), "b").unwrap();
-        symlink("../app", root.join("packs/alias")).unwrap();
+        symlink("app", root.join("packs/alias")).unwrap();
         symlink("/etc", root.join("packs/out")).unwrap();
         symlink("../../..", root.join("packs/up")).unwrap();
         symlink("loop2", root.join("packs/loop1")).unwrap();
@@ -543,7 +547,10 @@ mod tests {
         let files = walk_files(&tree, "packs/alias").unwrap();
         assert_eq!(
             files,
-            vec![("packs/alias/a.yaml".into(), "packs/app/a.yaml".into()), ("packs/alias/b.yaml".into(), "packs/app/b.yaml".into())]
+            vec![
+                ("packs/alias/a.yaml".into(), "packs/app/a.yaml".into()),
+                ("packs/alias/b.yaml".into(), "packs/app/b.yaml".into())
+            ]
         );
     }
 

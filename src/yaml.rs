@@ -64,8 +64,8 @@ pub struct Document {
 pub fn parse_documents(text: &str) -> Result<Vec<Document>, YamlError> {
     let mut docs = Vec::new();
     for (start, chunk) in split_documents(text) {
-        let value: Value = serde_saphyr::from_str_with_options(chunk, options())
-            .map_err(|e| YamlError::from_saphyr(&e, start - 1))?;
+        let value: Value =
+            serde_saphyr::from_str_with_options(chunk, options()).map_err(|e| YamlError::from_saphyr(&e, start - 1))?;
         if !value.is_null() {
             docs.push(Document { line: start, value });
         }
@@ -83,10 +83,8 @@ fn split_documents(text: &str) -> Vec<(usize, &str)> {
     let mut offset = 0;
     for (i, line) in text.split_inclusive('\n').enumerate() {
         let trimmed = line.trim_end();
-        let is_marker = trimmed == "---"
-            || trimmed.starts_with("--- ")
-            || trimmed.starts_with("---\t")
-            || trimmed == "...";
+        let is_marker =
+            trimmed == "---" || trimmed.starts_with("--- ") || trimmed.starts_with("---\t") || trimmed == "...";
         if is_marker {
             out.push((start_line, &text[start_byte..offset]));
             // Content after `--- ` on the same line belongs to the next document.

@@ -73,12 +73,11 @@ pub fn text(plan: &Plan, color: bool) -> String {
             let _ = writeln!(out, "  {}", p.yellow(&step));
         }
         for o in &c.objects {
-            let (mark, line) = match o.action {
-                Action::Added => ("+", p.green(&format!("+ {}", o.id))),
-                Action::Changed => ("~", p.yellow(&format!("~ {}", o.id))),
-                Action::Removed => ("-", p.red(&format!("- {}", o.id))),
+            let line = match o.action {
+                Action::Added => p.green(&format!("+ {}", o.id)),
+                Action::Changed => p.yellow(&format!("~ {}", o.id)),
+                Action::Removed => p.red(&format!("- {}", o.id)),
             };
-            let _ = mark;
             let _ = writeln!(out, "  {line}  {}", p.dim(&format!("(layer {})", o.layer)));
             if o.action == Action::Changed {
                 for l in o.diff.lines().skip(2) {
@@ -125,7 +124,13 @@ pub fn markdown(plan: &Plan) -> String {
     let mut truncated = false;
     for c in &changed {
         let mut section = String::new();
-        let _ = writeln!(section, "<details><summary><code>{}</code>: {} ({})</summary>\n", c.cluster, c.describe(), counts(c));
+        let _ = writeln!(
+            section,
+            "<details><summary><code>{}</code>: {} ({})</summary>\n",
+            c.cluster,
+            c.describe(),
+            counts(c)
+        );
         if let Some(step) = next_step(c) {
             let _ = writeln!(section, "**Pending update** — {step}\n");
         }

@@ -145,20 +145,38 @@ impl Plan {
             let key = if c.pending { "pending update" } else { c.kind.label() };
             *counts.entry(key).or_default() += 1;
         }
-        let order = ["new cluster", "removed cluster", "profile switch", "upgrade", "rollback", "in-place edit", "pending update", "override"];
-        let parts: Vec<String> = order
-            .iter()
-            .filter_map(|k| counts.get(k).map(|n| format!("{n} {}", plural(k, *n))))
-            .collect();
+        let order = [
+            "new cluster",
+            "removed cluster",
+            "profile switch",
+            "upgrade",
+            "rollback",
+            "in-place edit",
+            "pending update",
+            "override",
+        ];
+        let parts: Vec<String> =
+            order.iter().filter_map(|k| counts.get(k).map(|n| format!("{n} {}", plural(k, *n)))).collect();
         let n = changed.len();
-        format!("{n} cluster{} change{}: {}", if n == 1 { "" } else { "s" }, if n == 1 { "s" } else { "" }, parts.join(", "))
+        format!(
+            "{n} cluster{} change{}: {}",
+            if n == 1 { "" } else { "s" },
+            if n == 1 { "s" } else { "" },
+            parts.join(", ")
+        )
     }
 }
 
 fn plural(word: &str, n: usize) -> String {
     if n == 1 {
         word.to_string()
-    } else if word.ends_with("edit") || word.ends_with("update") || word.ends_with("cluster") || word.ends_with("upgrade") || word.ends_with("rollback") || word.ends_with("override") {
+    } else if word.ends_with("edit")
+        || word.ends_with("update")
+        || word.ends_with("cluster")
+        || word.ends_with("upgrade")
+        || word.ends_with("rollback")
+        || word.ends_with("override")
+    {
         format!("{word}s")
     } else if word.ends_with("switch") {
         format!("{word}es")
@@ -190,7 +208,9 @@ pub fn plan(base: Option<Side>, head: Side, tools: &dyn Tools) -> Result<Plan, D
         let before = base_model.clusters.get(name);
         let after = head.model.clusters.get(name);
         let result = match (before, after) {
-            (None, Some(after)) => head_renderer.render(after).map(|set| one_sided(after, set, head.model, ChangeKind::NewCluster)),
+            (None, Some(after)) => {
+                head_renderer.render(after).map(|set| one_sided(after, set, head.model, ChangeKind::NewCluster))
+            }
             (Some(before), None) => base_renderer
                 .as_ref()
                 .expect("a base cluster implies a base")
@@ -223,7 +243,12 @@ fn one_sided(cluster: &Cluster, set: DesiredSet, model: &Model, kind: ChangeKind
     let objects = set
         .apply_order()
         .into_iter()
-        .map(|(layer, object)| ObjectChange { id: object.id.clone(), layer: layer.name.clone(), action, diff: String::new() })
+        .map(|(layer, object)| ObjectChange {
+            id: object.id.clone(),
+            layer: layer.name.clone(),
+            action,
+            diff: String::new(),
+        })
         .collect();
     let new = kind == ChangeKind::NewCluster;
     ClusterPlan {

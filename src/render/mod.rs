@@ -146,7 +146,7 @@ impl<'a> Renderer<'a> {
     pub fn render(&self, cluster: &Cluster) -> Result<DesiredSet, Diagnostics> {
         let profile = self.model.resolve(cluster).map_err(Diagnostics::from)?.profile;
         let mut diags = Diagnostics::new();
-        let mut produced: Vec<(&Layer, Rc<Result<Vec<Doc>, Diagnostics>>)> = Vec::new();
+        let mut produced: Vec<(&Layer, Shared<Vec<Doc>>)> = Vec::new();
         for layer in &profile.layers {
             let docs = self.layer_docs(cluster, profile, layer);
             if let Err(d) = docs.as_ref() {
@@ -173,7 +173,7 @@ impl<'a> Renderer<'a> {
         let mut seen: HashMap<ObjectId, (String, String, usize)> = HashMap::new();
         let mut layers = Vec::with_capacity(produced.len());
         for (layer, docs) in &produced {
-            let object_name = format!("{} layer {}", profile.id(), layer.name);
+            let object_name = format!("profile {} layer {}", profile.id(), layer.name);
             let stamp = Stamp { cluster: &cluster.name, profile: &profile.name, version: &version, layer: &layer.name };
             let mut objects = Vec::new();
             for doc in docs.as_ref().as_ref().expect("checked") {
@@ -224,7 +224,7 @@ impl<'a> Renderer<'a> {
     /// The documents a layer renders to for this cluster, shared with every other cluster whose
     /// inputs to the layer are the same.
     fn layer_docs(&self, cluster: &Cluster, profile: &Profile, layer: &Layer) -> Shared<Vec<Doc>> {
-        let object_name = format!("{} layer {}", profile.id(), layer.name);
+        let object_name = format!("profile {} layer {}", profile.id(), layer.name);
         let mut values = layer.values.clone();
         if let Some(over) = cluster.overrides.get(&layer.name) {
             merge_values(&mut values, over);
@@ -291,26 +291,43 @@ impl<'a> Renderer<'a> {
         for (file, text) in templates.render(&context, object_name)? {
             match parse_stream(&file, &text) {
                 Ok(mut more) => docs.append(&mut more),
-                Err(d) => diags.push(d.about(object_name).help("the file is templated first: check what the template produces")),
+                Err(d) => diags
+                    .push(d.about(object_name).help("the file is templated first: check what the template produces")),
             }
         }
         diags.into_result(docs)
     }
 
-    fn render_tool(&self, layer: &Layer, values: Map<String, Value>, object_name: &str) -> Result<Vec<Doc>, Diagnostics> {
+    fn render_tool(
+        &self,
+        layer: &Layer,
+        values: Map<String, Value>,
+        object_name: &str,
+    ) -> Result<Vec<Doc>, Diagnostics> {
         let tool_diag = |e: ToolError| {
             let help = match &e {
                 ToolError::Missing { help, .. } => help.to_string(),
-                ToolError::Failed { .. } => format!("run the {} layer's tool by hand on {} to see the problem", layer.kind, layer.source),
+                ToolError::Failed { .. } => {
+                    format!("run the {} layer's tool by hand on {} to see the problem", layer.kind, layer.source)
+                }
                 ToolError::TimedOut { .. } => "check the layer for something that makes the tool hang".to_string(),
             };
-            Diagnostics::from(Diagnostic::new(Code::Tool, e.to_string()).in_file(&layer.source).about(object_name).help(help))
+            Diagnostics::from(
+                Diagnostic::new(Code::Tool, e.to_string()).in_file(&layer.source).about(object_name).help(help),
+            )
         };
         let scratch = match self.scratch() {
             Ok(s) => s,
-            Err(e) => return Err(Diagnostic::new(Code::Tool, format!("cannot create a scratch directory: {e}")).about(object_name).into()),
+            Err(e) => {
+                return Err(Diagnostic::new(Code::Tool, format!("cannot create a scratch directory: {e}"))
+                    .about(object_name)
+                    .into());
+            }
         };
-        let root = self.tree.local_root(scratch).map_err(|e| Diagnostics::from(read_diag(&layer.source, e).about(object_name)))?;
+        let root = self
+            .tree
+            .local_root(scratch)
+            .map_err(|e| Diagnostics::from(read_diag(&layer.source, e).about(object_name)))?;
         let dir = root.join(&layer.source);
         let text = match layer.kind {
             LayerKind::Kustomize => self.tools.kustomize(&dir).map_err(tool_diag)?,
@@ -319,7 +336,11 @@ impl<'a> Renderer<'a> {
                     .suffix(".yaml")
                     .tempfile_in(scratch)
                     .and_then(|f| std::fs::write(f.path(), yaml::to_string(&Value::Object(values))).map(|_| f))
-                    .map_err(|e| Diagnostics::from(Diagnostic::new(Code::Tool, format!("cannot write helm values: {e}")).about(object_name)))?;
+                    .map_err(|e| {
+                        Diagnostics::from(
+                            Diagnostic::new(Code::Tool, format!("cannot write helm values: {e}")).about(object_name),
+                        )
+                    })?;
                 let request = HelmRequest {
                     release: layer.release_name.as_deref().unwrap_or(&layer.name),
                     chart: &dir,
@@ -330,7 +351,8 @@ impl<'a> Renderer<'a> {
             }
             LayerKind::Manifests => unreachable!("manifests layers are templated"),
         };
-        parse_stream(&layer.source, &text).map_err(|d| d.about(object_name).help(format!("the {} output does not parse", layer.kind)).into())
+        parse_stream(&layer.source, &text)
+            .map_err(|d| d.about(object_name).help(format!("the {} output does not parse", layer.kind)).into())
     }
 
     fn scratch(&self) -> std::io::Result<&std::path::Path> {
@@ -344,11 +366,15 @@ impl<'a> Renderer<'a> {
 
 /// Parses a rendered stream into documents, flattening `kind: List`.
 fn parse_stream(file: &str, text: &str) -> Result<Vec<Doc>, Diagnostic> {
-    let docs = yaml::parse_documents(text).map_err(|e| Diagnostic::new(Code::Yaml, e.message).in_file(file).at_line(e.line))?;
+    let docs = yaml::parse_documents(text)
+        .map_err(|e| Diagnostic::new(Code::Yaml, e.message).in_file(file).at_line(e.line))?;
     let mut out = Vec::with_capacity(docs.len());
     for doc in docs {
         match doc.value {
-            Value::Object(ref map) if map.get("kind").and_then(Value::as_str).is_some_and(|k| k == "List" || k.ends_with("List")) && map.get("items").is_some_and(Value::is_array) => {
+            Value::Object(ref map)
+                if map.get("kind").and_then(Value::as_str).is_some_and(|k| k == "List" || k.ends_with("List"))
+                    && map.get("items").is_some_and(Value::is_array) =>
+            {
                 let Value::Object(mut map) = doc.value else { unreachable!() };
                 if let Some(Value::Array(items)) = map.remove("items") {
                     out.extend(items.into_iter().map(|value| Doc { file: file.to_string(), line: doc.line, value }));
@@ -361,7 +387,12 @@ fn parse_stream(file: &str, text: &str) -> Result<Vec<Doc>, Diagnostic> {
 }
 
 /// Checks a document is an object strata can apply, gives it its namespace, and stamps it.
-fn to_object(doc: &Doc, layer: &Layer, cluster_scoped: &HashSet<(String, String)>, stamp: &Stamp) -> Result<Object, Diagnostic> {
+fn to_object(
+    doc: &Doc,
+    layer: &Layer,
+    cluster_scoped: &HashSet<(String, String)>,
+    stamp: &Stamp,
+) -> Result<Object, Diagnostic> {
     let bad = |message: &str| {
         Diagnostic::new(Code::Manifest, message.to_string())
             .in_file(&doc.file)
@@ -371,7 +402,8 @@ fn to_object(doc: &Doc, layer: &Layer, cluster_scoped: &HashSet<(String, String)
     if !doc.value.is_object() {
         return Err(bad("document is not a mapping"));
     }
-    let api_version = doc.value["apiVersion"].as_str().filter(|s| !s.is_empty()).ok_or_else(|| bad("manifest has no apiVersion"))?;
+    let api_version =
+        doc.value["apiVersion"].as_str().filter(|s| !s.is_empty()).ok_or_else(|| bad("manifest has no apiVersion"))?;
     let kind = doc.value["kind"].as_str().filter(|s| !s.is_empty()).ok_or_else(|| bad("manifest has no kind"))?;
     let name = doc.value["metadata"]["name"].as_str().filter(|s| !s.is_empty()).ok_or_else(|| {
         if doc.value["metadata"]["generateName"].is_string() {
@@ -381,7 +413,8 @@ fn to_object(doc: &Doc, layer: &Layer, cluster_scoped: &HashSet<(String, String)
         }
     })?;
     let group = object::group_of(api_version);
-    let scoped = object::is_cluster_scoped_builtin(group, kind) || cluster_scoped.contains(&(group.to_string(), kind.to_string()));
+    let scoped = object::is_cluster_scoped_builtin(group, kind)
+        || cluster_scoped.contains(&(group.to_string(), kind.to_string()));
     let mut manifest = doc.value.clone();
     let namespace = if scoped {
         if let Some(metadata) = manifest["metadata"].as_object_mut() {
@@ -434,7 +467,12 @@ pub(crate) fn hex_digest(hasher: Sha256) -> String {
 /// fingerprints guarantee equal desired sets, so a plan can skip rendering clusters whose
 /// fingerprint did not change. Layers rendered by external tools may read outside their source
 /// (`../base`), so for those the whole tree counts.
-pub fn fingerprint(tree: &dyn Tree, model: &Model, cluster: &Cluster, cache: &mut BTreeMap<String, String>) -> Result<String, Diagnostics> {
+pub fn fingerprint(
+    tree: &dyn Tree,
+    model: &Model,
+    cluster: &Cluster,
+    cache: &mut BTreeMap<String, String>,
+) -> Result<String, Diagnostics> {
     let profile = model.resolve(cluster).map_err(Diagnostics::from)?.profile;
     let profile_fp = match cache.get(&profile.id()) {
         Some(fp) => fp.clone(),
@@ -472,7 +510,8 @@ mod tests {
 
     #[test]
     fn overrides_merge_maps_and_replace_lists_and_scalars() {
-        let mut base = json!({"replicas": 1, "image": {"repo": "a", "tag": "1"}, "ports": [80, 443]}).as_object().unwrap().clone();
+        let mut base =
+            json!({"replicas": 1, "image": {"repo": "a", "tag": "1"}, "ports": [80, 443]}).as_object().unwrap().clone();
         let over = json!({"replicas": 2, "image": {"tag": "2"}, "ports": [8080]}).as_object().unwrap().clone();
         merge_values(&mut base, &over);
         assert_eq!(Value::Object(base), json!({"replicas": 2, "image": {"repo": "a", "tag": "2"}, "ports": [8080]}));

@@ -60,7 +60,21 @@ impl fmt::Display for ObjectId {
 fn is_well_known_group(group: &str) -> bool {
     matches!(
         group,
-        "apps" | "batch" | "rbac.authorization.k8s.io" | "networking.k8s.io" | "policy" | "autoscaling" | "apiextensions.k8s.io" | "storage.k8s.io" | "scheduling.k8s.io" | "admissionregistration.k8s.io" | "coordination.k8s.io" | "discovery.k8s.io" | "node.k8s.io" | "apiregistration.k8s.io" | "certificates.k8s.io"
+        "apps"
+            | "batch"
+            | "rbac.authorization.k8s.io"
+            | "networking.k8s.io"
+            | "policy"
+            | "autoscaling"
+            | "apiextensions.k8s.io"
+            | "storage.k8s.io"
+            | "scheduling.k8s.io"
+            | "admissionregistration.k8s.io"
+            | "coordination.k8s.io"
+            | "discovery.k8s.io"
+            | "node.k8s.io"
+            | "apiregistration.k8s.io"
+            | "certificates.k8s.io"
     )
 }
 
@@ -78,7 +92,10 @@ pub fn is_cluster_scoped_builtin(group: &str, kind: &str) -> bool {
             | ("apiextensions.k8s.io", "CustomResourceDefinition")
             | ("apiregistration.k8s.io", "APIService")
             | ("rbac.authorization.k8s.io", "ClusterRole" | "ClusterRoleBinding")
-            | ("storage.k8s.io", "StorageClass" | "CSIDriver" | "CSINode" | "VolumeAttachment" | "VolumeAttributesClass")
+            | (
+                "storage.k8s.io",
+                "StorageClass" | "CSIDriver" | "CSINode" | "VolumeAttachment" | "VolumeAttributesClass"
+            )
             | ("scheduling.k8s.io", "PriorityClass")
             | ("node.k8s.io", "RuntimeClass")
             | ("networking.k8s.io", "IngressClass" | "IPAddress" | "ServiceCIDR")
@@ -150,7 +167,10 @@ pub fn apply_order(a: &ObjectId, b: &ObjectId) -> Ordering {
 
 /// Whether an object belongs in the first apply stage (DESIGN §4): Namespaces and CRDs.
 pub fn is_stage_zero(id: &ObjectId) -> bool {
-    matches!((id.group.as_str(), id.kind.as_str()), ("", "Namespace") | ("apiextensions.k8s.io", "CustomResourceDefinition"))
+    matches!(
+        (id.group.as_str(), id.kind.as_str()),
+        ("", "Namespace") | ("apiextensions.k8s.io", "CustomResourceDefinition")
+    )
 }
 
 /// Where strata writes its ownership stamps.
@@ -208,7 +228,7 @@ mod tests {
 
     #[test]
     fn namespaces_and_crds_sort_first_webhooks_last() {
-        let mut ids = vec![
+        let mut ids = [
             ObjectId::new("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration", None, "v"),
             ObjectId::new("example.com/v1", "Widget", Some("a"), "w"),
             ObjectId::new("apps/v1", "Deployment", Some("a"), "d"),
@@ -218,7 +238,17 @@ mod tests {
         ];
         ids.sort_by(apply_order);
         let kinds: Vec<_> = ids.iter().map(|i| i.kind.as_str()).collect();
-        assert_eq!(kinds, ["Namespace", "CustomResourceDefinition", "Service", "Deployment", "Widget", "ValidatingWebhookConfiguration"]);
+        assert_eq!(
+            kinds,
+            [
+                "Namespace",
+                "CustomResourceDefinition",
+                "Service",
+                "Deployment",
+                "Widget",
+                "ValidatingWebhookConfiguration"
+            ]
+        );
     }
 
     #[test]

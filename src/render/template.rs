@@ -123,10 +123,14 @@ fn template_diag(e: &minijinja::Error, base: &str, object: &str) -> Diagnostic {
             format!("template ran past its budget of {FUEL} steps"),
             "look for a loop that does not end or runs over a huge range",
         ),
-        ErrorKind::SyntaxError => ("template syntax error".to_string(), "fix the template; use {% raw %}…{% endraw %} around literal `{{`"),
+        ErrorKind::SyntaxError => {
+            ("template syntax error".to_string(), "fix the template; use {% raw %}…{% endraw %} around literal `{{`")
+        }
         _ => (e.kind().to_string(), "fix the template"),
     };
     let message = match e.detail() {
+        // "`x` is undefined" says again what the quoted expression already says.
+        Some(_) if e.kind() == ErrorKind::UndefinedError && expression.is_some() => message,
         Some(detail) => format!("{message}: {detail}"),
         None => message,
     };

@@ -12,10 +12,19 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ToolError {
     /// The tool is not installed; carries what to install.
-    Missing { tool: &'static str, help: &'static str },
+    Missing {
+        tool: &'static str,
+        help: &'static str,
+    },
     /// The tool ran and failed; carries its stderr.
-    Failed { tool: String, message: String },
-    TimedOut { tool: String, after: Duration },
+    Failed {
+        tool: String,
+        message: String,
+    },
+    TimedOut {
+        tool: String,
+        after: Duration,
+    },
 }
 
 impl fmt::Display for ToolError {
@@ -86,7 +95,10 @@ impl Tools for SystemTools {
 
     fn helm_template(&self, request: &HelmRequest) -> Result<String, ToolError> {
         let Some(helm) = which("helm") else {
-            return Err(ToolError::Missing { tool: "helm", help: "install helm (v3) on this machine to render helm layers" });
+            return Err(ToolError::Missing {
+                tool: "helm",
+                help: "install helm (v3) on this machine to render helm layers",
+            });
         };
         let mut command = Command::new(helm);
         command

@@ -1,0 +1,445 @@
+//! A corpus of broken repositories: each exits 1 with a diagnostic naming the file (and line
+//! where there is one), and says what is wrong.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Repo;
+
+const AWS_1_0_0: &str = "profiles/aws-profile/1.0.0/profile.yaml";
+const AWS_1_1_0: &str = "profiles/aws-profile/1.1.0/profile.yaml";
+const AWS_CLUSTER: &str = "clusters/aws-cluster.yaml";
+const UI: &str = "packs/hello-universe/manifests/ui.yaml";
+
+/// Runs `validate` on the repository and checks it fails with every expected line fragment.
+#[track_caller]
+fn rejects(repo: &Repo, expected: &[&str]) -> String {
+    let run = repo.strata(&["validate"]);
+    assert_eq!(run.code, 1, "expected exit 1\nstdout: {}\nstderr: {}", run.stdout, run.stderr);
+    for fragment in expected {
+        assert!(run.stderr.contains(fragment), "expected {fragment:?} in:\n{}", run.stderr);
+    }
+    run.stderr
+}
+
+fn broken() -> Repo {
+    Repo::plain_example()
+}
+
+#[test]
+fn unknown_fields_are_schema_errors_at_their_line() {
+    let repo = broken();
+    repo.edit(AWS_CLUSTER, "  updates: manual", "  update: manual");
+    rejects(&repo, &["error[schema]: clusters/aws-cluster.yaml:10: unknown field `update`"]);
+}
+
+#[test]
+fn wrong_types_are_schema_errors() {
+    let repo = broken();
+    repo.edit(AWS_CLUSTER, "tags: [\"service:hello-universe-frontend\"]", "tags: {service: x}");
+    rejects(&repo, &["clusters/aws-cluster.yaml:5: expected sequence"]);
+}
+
+#[test]
+fn unknown_layer_types_name_the_line_and_the_choices() {
+    let repo = broken();
+    repo.edit(AWS_1_0_0, "type: manifests", "type: terraform");
+    rejects(
+        &repo,
+        &["error[schema]: profiles/aws-profile/1.0.0/profile.yaml:10: unknown variant `terraform`", "manifests"],
+    );
+}
+
+#[test]
+fn a_version_directory_that_is_not_semver() {
+    let repo = broken();
+    std::fs::rename(repo.path().join("profiles/aws-profile/1.1.0"), repo.path().join("profiles/aws-profile/1.1"))
+        .unwrap();
+    rejects(
+        &repo,
+        &[
+            "error[semver]: profiles/aws-profile/1.1: profile aws-profile: version directory `1.1` is not a semver version",
+        ],
+    );
+}
+
+#[test]
+fn a_version_that_differs_from_its_directory() {
+    let repo = broken();
+    repo.edit(AWS_1_1_0, "version: 1.1.0", "version: 1.2.0");
+    rejects(
+        &repo,
+        &[
+            "error[mismatch]: profiles/aws-profile/1.1.0/profile.yaml:5:",
+            "metadata.version 1.2.0 differs from its directory 1.1.0",
+        ],
+    );
+}
+
+#[test]
+fn an_invalid_version_in_the_file() {
+    let repo = broken();
+    repo.edit(AWS_1_1_0, "version: 1.1.0", "version: one");
+    rejects(&repo, &["error[semver]: profiles/aws-profile/1.1.0/profile.yaml:5:", "`one` is not semver"]);
+}
+
+#[test]
+fn a_name_that_differs_from_its_directory() {
+    let repo = broken();
+    repo.edit(AWS_1_1_0, "name: aws-profile", "name: gcp-profile");
+    rejects(
+        &repo,
+        &["error[mismatch]: profiles/aws-profile/1.1.0/profile.yaml:4: metadata.name `gcp-profile` differs"],
+    );
+}
+
+#[test]
+fn duplicate_profile_versions() {
+    let repo = broken();
+    let text = repo.read(AWS_1_1_0).replace("version: 1.1.0", "version: 1.1.0+rebuild");
+    repo.write("profiles/aws-profile/1.1.0+rebuild/profile.yaml", &text);
+    rejects(
+        &repo,
+        &[
+            "error[duplicate]: profiles/aws-profile/1.1.0+rebuild/profile.yaml: profile aws-profile: version 1.1.0+rebuild duplicates 1.1.0",
+        ],
+    );
+}
+
+#[test]
+fn a_cluster_naming_an_unknown_profile() {
+    let repo = broken();
+    repo.edit(AWS_CLUSTER, "name: aws-profile", "name: azure-profile");
+    rejects(
+        &repo,
+        &[
+            "error[unresolved]: clusters/aws-cluster.yaml:7: cluster aws-cluster: profile `azure-profile` does not exist",
+            "known profiles: aws-profile, edge-profile",
+        ],
+    );
+}
+
+#[test]
+fn an_unsatisfiable_range() {
+    let repo = broken();
+    repo.edit(AWS_CLUSTER, "version: \"1.0.0\"", "version: \"^3\"");
+    rejects(
+        &repo,
+        &[
+            "error[unresolved]: clusters/aws-cluster.yaml:7:",
+            "no version of profile `aws-profile` satisfies range `^3`",
+            "available versions: 1.0.0, 1.1.0",
+        ],
+    );
+}
+
+#[test]
+fn a_version_that_is_neither_version_nor_range() {
+    let repo = broken();
+    repo.edit(AWS_CLUSTER, "version: \"1.0.0\"", "version: \"latest\"");
+    rejects(&repo, &["error[semver]: clusters/aws-cluster.yaml:7:", "`latest` is neither a version nor a range"]);
+}
+
+#[test]
+fn sources_that_escape_the_repository() {
+    let repo = broken();
+    repo.edit(AWS_1_0_0, "source: packs/hello-universe/manifests", "source: ../../etc");
+    repo.edit(AWS_1_1_0, "source: packs/kubecost/manifests", "source: /etc");
+    rejects(
+        &repo,
+        &[
+            "error[path]: profiles/aws-profile/1.0.0/profile.yaml:11: profile aws-profile@1.0.0 layer hello-universe: source `../../etc` leaves the repository",
+            "error[path]: profiles/aws-profile/1.1.0/profile.yaml:18: profile aws-profile@1.1.0 layer kubecost: source `/etc` leaves the repository",
+        ],
+    );
+}
+
+#[test]
+fn a_symlink_pointing_out_of_the_repository() {
+    let repo = broken();
+    repo.symlink("/etc", "packs/evil");
+    repo.edit(AWS_1_0_0, "source: packs/hello-universe/manifests", "source: packs/evil");
+    rejects(
+        &repo,
+        &["error[path]: profiles/aws-profile/1.0.0/profile.yaml:11:", "symlink that points outside the repository"],
+    );
+}
+
+#[test]
+fn a_symlinked_file_pointing_out_inside_a_layer() {
+    let repo = broken();
+    repo.symlink("../../../../../../../../etc/passwd", "packs/hello-universe/manifests/passwd.yaml");
+    rejects(&repo, &["error[path]: packs/hello-universe/manifests", "points outside the repository"]);
+}
+
+#[test]
+fn a_missing_source() {
+    let repo = broken();
+    repo.edit(AWS_1_0_0, "source: packs/hello-universe/manifests", "source: packs/hello-universes");
+    rejects(
+        &repo,
+        &["error[path]: profiles/aws-profile/1.0.0/profile.yaml:11:", "source `packs/hello-universes` does not exist"],
+    );
+}
+
+#[test]
+fn duplicate_layer_names() {
+    let repo = broken();
+    repo.edit(AWS_1_1_0, "    - name: kubecost", "    - name: hello-universe");
+    rejects(
+        &repo,
+        &[
+            "error[duplicate]: profiles/aws-profile/1.1.0/profile.yaml:16:",
+            "layer `hello-universe` is declared twice (first at line 9)",
+        ],
+    );
+}
+
+#[test]
+fn depends_on_an_unknown_layer() {
+    let repo = broken();
+    repo.edit(AWS_1_1_0, "dependsOn: [hello-universe]", "dependsOn: [hello-world]");
+    rejects(
+        &repo,
+        &[
+            "error[depends-on]: profiles/aws-profile/1.1.0/profile.yaml:16:",
+            "depends on `hello-world`, which this profile does not have",
+        ],
+    );
+}
+
+#[test]
+fn depends_on_cycles() {
+    let repo = broken();
+    repo.edit(
+        AWS_1_1_0,
+        "      namespace: hello-universe\n",
+        "      namespace: hello-universe\n      dependsOn: [kubecost]\n",
+    );
+    rejects(
+        &repo,
+        &[
+            "error[depends-on]: profiles/aws-profile/1.1.0/profile.yaml:",
+            "dependsOn forms a cycle among layers hello-universe, kubecost",
+        ],
+    );
+}
+
+#[test]
+fn two_layers_rendering_the_same_object() {
+    let repo = broken();
+    repo.write(
+        "packs/kubecost/manifests/stray.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: hello-universe\n",
+    );
+    rejects(
+        &repo,
+        &[
+            "error[collision]: packs/kubecost/manifests/stray.yaml:1: profile aws-profile@1.1.0 layer kubecost: Namespace/hello-universe is also rendered by layer `hello-universe` (packs/hello-universe/manifests/namespace.yaml:1)",
+        ],
+    );
+}
+
+#[test]
+fn manifests_without_kind_or_name() {
+    let repo = broken();
+    repo.write("packs/hello-universe/manifests/extra.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ok\n---\napiVersion: v1\nmetadata:\n  name: no-kind\n---\napiVersion: v1\nkind: Secret\nmetadata: {}\n");
+    rejects(
+        &repo,
+        &[
+            "error[manifest]: packs/hello-universe/manifests/extra.yaml:5: profile aws-profile@1.0.0 layer hello-universe: manifest has no kind",
+            "error[manifest]: packs/hello-universe/manifests/extra.yaml:9: profile aws-profile@1.0.0 layer hello-universe: Secret has no metadata.name",
+        ],
+    );
+}
+
+#[test]
+fn manifests_without_api_version() {
+    let repo = broken();
+    repo.write("packs/hello-universe/manifests/extra.yaml", "kind: ConfigMap\nmetadata:\n  name: x\n");
+    rejects(&repo, &["error[manifest]: packs/hello-universe/manifests/extra.yaml:1:", "manifest has no apiVersion"]);
+}
+
+#[test]
+fn a_missing_template_value_names_template_file_and_line() {
+    let repo = broken();
+    repo.edit(UI, "image: {{ values.image }}", "image: {{ values.image }}:{{ values.tag }}");
+    rejects(
+        &repo,
+        &[
+            "error[template]: packs/hello-universe/manifests/ui.yaml:19: profile aws-profile@1.0.0 layer hello-universe: undefined value `values.tag`",
+            "cluster's overrides",
+        ],
+    );
+}
+
+#[test]
+fn a_looping_template_fails_fast() {
+    let repo = broken();
+    repo.write(
+        "packs/hello-universe/manifests/loop.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: loop\ndata:\n{% for i in range(100000) %}{% for j in range(100000) %}  k{{ i }}-{{ j }}: x\n{% endfor %}{% endfor %}",
+    );
+    let started = Instant::now();
+    rejects(&repo, &["error[template]: packs/hello-universe/manifests/loop.yaml:6:", "template ran past its budget"]);
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn template_syntax_errors() {
+    let repo = broken();
+    repo.edit(UI, "replicas: {{ values.replicas }}", "replicas: {{ values.replicas }");
+    rejects(&repo, &["error[template]: packs/hello-universe/manifests/ui.yaml:8:", "syntax error"]);
+}
+
+#[test]
+fn an_alias_bomb_fails_within_milliseconds() {
+    let repo = broken();
+    // Nine levels of nine aliases each: 9^9 (387 million) strings once expanded, hidden in a
+    // place that takes arbitrary values.
+    let mut bomb = String::from(
+        "apiVersion: strata.dev/v1\nkind: Cluster\nmetadata: {name: bomb}\nspec:\n  profile: {name: aws-profile, version: 1.0.0}\n  overrides:\n    hello-universe:\n      a: &a [lol,lol,lol,lol,lol,lol,lol,lol,lol]\n",
+    );
+    let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+    for w in names.windows(2) {
+        bomb.push_str(&format!("      {}: &{} [{}]\n", w[1], w[1], vec![format!("*{}", w[0]); 9].join(",")));
+    }
+    repo.write("clusters/bomb.yaml", &bomb);
+    let started = Instant::now();
+    rejects(&repo, &["error[yaml]: clusters/bomb.yaml:", "budget breached"]);
+    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+}
+
+#[test]
+fn huge_files_are_refused_unread() {
+    let repo = broken();
+    repo.write("clusters/huge.yaml", &"# padding\n".repeat(500_000));
+    rejects(
+        &repo,
+        &["error[too-large]: clusters/huge.yaml: file is 5000000 bytes, larger than the 4194304-byte limit"],
+    );
+}
+
+#[test]
+fn invalid_yaml_names_the_line() {
+    let repo = broken();
+    repo.edit(AWS_CLUSTER, "  drift: correct", "  drift: [correct");
+    rejects(&repo, &["error[yaml]: clusters/aws-cluster.yaml:"]);
+}
+
+#[test]
+fn foreign_api_versions_and_kinds() {
+    let repo = broken();
+    repo.edit(AWS_CLUSTER, "apiVersion: strata.dev/v1", "apiVersion: strata.dev/v2");
+    repo.edit("clusters/edge-lab.yaml", "kind: Cluster", "kind: Profile");
+    rejects(
+        &repo,
+        &[
+            "error[schema]: clusters/aws-cluster.yaml:1: apiVersion `strata.dev/v2` is not supported",
+            "error[schema]: clusters/edge-lab.yaml:2: kind `Profile` where a Cluster is expected",
+        ],
+    );
+}
+
+#[test]
+fn overrides_of_a_layer_the_profile_does_not_have() {
+    let repo = broken();
+    repo.edit("clusters/edge-berlin.yaml", "    edge-gateway:\n", "    edge-gateways:\n");
+    rejects(
+        &repo,
+        &[
+            "error[unresolved]: clusters/edge-berlin.yaml: cluster edge-berlin: overrides name layer `edge-gateways`, which edge-profile@2.0.0 does not have",
+        ],
+    );
+}
+
+#[test]
+fn duplicate_cluster_names() {
+    let repo = broken();
+    repo.write("clusters/prod/aws-cluster-copy.yaml", &repo.read(AWS_CLUSTER));
+    rejects(
+        &repo,
+        &[
+            "error[duplicate]: clusters/prod/aws-cluster-copy.yaml: cluster `aws-cluster` is also defined in clusters/aws-cluster.yaml",
+        ],
+    );
+}
+
+#[test]
+fn names_that_cannot_be_label_values() {
+    let repo = broken();
+    repo.edit(AWS_CLUSTER, "name: aws-cluster", "name: AWS_Cluster");
+    rejects(&repo, &["error[name]: clusters/aws-cluster.yaml:4: cluster name `AWS_Cluster` is not a valid name"]);
+}
+
+#[test]
+fn a_kustomize_layer_without_a_kustomization() {
+    let repo = broken();
+    repo.edit(AWS_1_0_0, "type: manifests", "type: kustomize");
+    repo.edit(
+        AWS_1_0_0,
+        "      values:\n        replicas: 1\n        image: ghcr.io/spectrocloud/hello-universe:1.2.0\n",
+        "",
+    );
+    rejects(&repo, &["error[path]: profiles/aws-profile/1.0.0/profile.yaml:11:", "has no kustomization.yaml"]);
+}
+
+#[test]
+fn every_problem_is_reported_in_one_run() {
+    let repo = broken();
+    repo.edit(AWS_CLUSTER, "  updates: manual", "  update: manual");
+    repo.edit(AWS_1_1_0, "dependsOn: [hello-universe]", "dependsOn: [nope]");
+    repo.edit("clusters/edge-lab.yaml", "version: \"^2\"", "version: \"^9\"");
+    let stderr = rejects(
+        &repo,
+        &[
+            "clusters/aws-cluster.yaml:10",
+            "profiles/aws-profile/1.1.0/profile.yaml:16",
+            "clusters/edge-lab.yaml:7",
+            "3 problems found",
+        ],
+    );
+    // In file order, so a user can work down the list.
+    let a = stderr.find("clusters/aws-cluster.yaml").unwrap();
+    let b = stderr.find("clusters/edge-lab.yaml").unwrap();
+    let c = stderr.find("profiles/aws-profile").unwrap();
+    assert!(a < b && b < c);
+}
+
+#[test]
+fn not_a_strata_repository() {
+    let repo = broken();
+    repo.remove("profiles").remove("clusters");
+    rejects(&repo, &["error[layout]: no `profiles/` or `clusters/` directory"]);
+}
+
+/// Git trees carry symlinks as blobs; the same rules hold there.
+#[test]
+fn git_symlinks_out_of_the_repository_are_refused() {
+    let repo = Repo::example();
+    repo.symlink("../../../etc", "packs/escape");
+    repo.edit(AWS_1_0_0, "source: packs/hello-universe/manifests", "source: packs/escape");
+    repo.commit("link out");
+    rejects(
+        &repo,
+        &["error[path]: profiles/aws-profile/1.0.0/profile.yaml:11:", "symlink that points outside the repository"],
+    );
+}
+
+#[test]
+fn git_symlinks_inside_the_repository_are_followed() {
+    let repo = Repo::example();
+    repo.symlink("../hello-universe/manifests", "packs/kubecost/hello");
+    repo.edit(AWS_1_0_0, "source: packs/hello-universe/manifests", "source: packs/kubecost/hello");
+    repo.commit("link in");
+    repo.strata(&["validate"]).ok();
+}
+
+#[test]
+fn git_blobs_over_the_limit_are_refused_unread() {
+    let repo = Repo::example();
+    repo.write("clusters/huge.yaml", &"# padding\n".repeat(500_000));
+    repo.commit("huge");
+    rejects(&repo, &["error[too-large]: clusters/huge.yaml: file is 5000000 bytes"]);
+}

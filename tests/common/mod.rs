@@ -1,0 +1,147 @@
+//! Test fixtures: scratch copies of the example repository, real Git commits, and the real
+//! `strata` binary.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub fn example_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repo")
+}
+
+/// A scratch repository in a temporary directory.
+pub struct Repo {
+    dir: tempfile::TempDir,
+    git: bool,
+}
+
+/// What a `strata` run printed and returned.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    #[track_caller]
+    pub fn ok(self) -> Self {
+        assert_eq!(self.code, 0, "expected success\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "user.name=Strata Test", "-c", "user.email=test@strata.invalid", "-c", "commit.gpgsign=false"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git runs");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+impl Repo {
+    /// The example repository, committed as the first commit of a new Git repository.
+    pub fn example() -> Repo {
+        let repo = Repo::plain_example();
+        git(repo.path(), &["init", "-q", "-b", "main"]);
+        let repo = Repo { git: true, ..repo };
+        repo.commit("example");
+        repo
+    }
+
+    /// The example repository as a plain directory, no Git.
+    pub fn plain_example() -> Repo {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(&example_dir(), dir.path());
+        Repo { dir, git: false }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn read(&self, file: &str) -> String {
+        fs::read_to_string(self.path().join(file)).unwrap()
+    }
+
+    pub fn write(&self, file: &str, text: &str) -> &Self {
+        let path = self.path().join(file);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, text).unwrap();
+        self
+    }
+
+    /// Replaces `from` with `to` in `file`; `from` must be there, so a fixture cannot silently
+    /// stop testing what it says.
+    #[track_caller]
+    pub fn edit(&self, file: &str, from: &str, to: &str) -> &Self {
+        let text = self.read(file);
+        assert!(text.contains(from), "{file} does not contain {from:?}");
+        self.write(file, &text.replacen(from, to, 1))
+    }
+
+    pub fn remove(&self, file: &str) -> &Self {
+        let path = self.path().join(file);
+        if path.is_dir() {
+            fs::remove_dir_all(path).unwrap();
+        } else {
+            fs::remove_file(path).unwrap();
+        }
+        self
+    }
+
+    pub fn symlink(&self, target: &str, link: &str) -> &Self {
+        let path = self.path().join(link);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(target, path).unwrap();
+        self
+    }
+
+    /// Commits everything and returns the new commit's id.
+    pub fn commit(&self, message: &str) -> String {
+        assert!(self.git, "not a Git repository");
+        git(self.path(), &["add", "-A"]);
+        git(self.path(), &["commit", "-q", "--allow-empty", "-m", message]);
+        git(self.path(), &["rev-parse", "HEAD"])
+    }
+
+    /// Runs `strata <args> --repo <this repository>`.
+    pub fn strata(&self, args: &[&str]) -> Run {
+        strata_with_env(args, self.path(), &[])
+    }
+
+    pub fn strata_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        strata_with_env(args, self.path(), env)
+    }
+}
+
+pub fn strata_with_env(args: &[&str], repo: &Path, env: &[(&str, &str)]) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_strata"));
+    command.args(args).arg("--repo").arg(repo).env("NO_COLOR", "1");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = command.output().expect("strata runs");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}

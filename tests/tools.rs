@@ -1,0 +1,187 @@
+//! Layers rendered by external tools: kustomize through the real `kubectl kustomize` (or
+//! `kustomize`), helm through a stand-in `helm` that checks the arguments strata passes (helm is
+//! not installed on these machines), and a clear error when a tool is missing.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use common::Repo;
+
+const KUSTOMIZED_PROFILE: &str = "apiVersion: strata.dev/v1
+kind: Profile
+metadata: { name: ingress, version: 1.0.0 }
+spec:
+  layers:
+    - name: ingress
+      type: kustomize
+      source: packs/ingress/overlays/prod
+      namespace: ingress
+";
+
+const CLUSTER: &str = "apiVersion: strata.dev/v1
+kind: Cluster
+metadata: { name: edge-k }
+spec:
+  profile: { name: ingress, version: 1.0.0 }
+";
+
+/// An overlay that reaches into `../../base`, as kustomize layouts usually do.
+fn kustomized(repo: &Repo) {
+    repo.write("profiles/ingress/1.0.0/profile.yaml", KUSTOMIZED_PROFILE)
+        .write("clusters/edge-k.yaml", CLUSTER)
+        .write("packs/ingress/base/kustomization.yaml", "resources: [deployment.yaml]\n")
+        .write(
+            "packs/ingress/base/deployment.yaml",
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: ingress}\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: ingress}}\n  template:\n    metadata: {labels: {app: ingress}}\n    spec: {containers: [{name: nginx, image: nginx:1.27}]}\n",
+        )
+        .write(
+            "packs/ingress/overlays/prod/kustomization.yaml",
+            "resources: [../../base]\nnamePrefix: prod-\npatches:\n- target: {kind: Deployment}\n  patch: |\n    - op: replace\n      path: /spec/replicas\n      value: 3\n",
+        );
+}
+
+fn has_kustomize() -> bool {
+    strata::render::tools::which("kubectl").is_some() || strata::render::tools::which("kustomize").is_some()
+}
+
+#[test]
+fn kustomize_layers_render_through_the_real_tool_from_a_git_commit() {
+    assert!(
+        has_kustomize(),
+        "these tests need kubectl (with its built-in kustomize) or kustomize: .ci/run installs it"
+    );
+    let repo = Repo::example();
+    kustomized(&repo);
+    repo.commit("kustomized ingress");
+    let out = repo.strata(&["render", "edge-k"]).ok().stdout;
+    assert!(out.contains("name: prod-ingress"), "{out}");
+    assert!(out.contains("namespace: ingress"), "the layer namespace is applied: {out}");
+    assert!(out.contains("replicas: 3"), "the overlay's patch applies: {out}");
+    assert!(out.contains("strata.dev/layer: ingress"), "{out}");
+
+    // A change in the base, outside the overlay's own directory, is still an in-place edit.
+    repo.edit("packs/ingress/base/deployment.yaml", "nginx:1.27", "nginx:1.28");
+    repo.commit("bump base image");
+    let plan = repo.strata(&["plan", "--format", "json"]).ok().stdout;
+    let plan: serde_json::Value = serde_json::from_str(&plan).unwrap();
+    let edge = plan["clusters"].as_array().unwrap().iter().find(|c| c["cluster"] == "edge-k").unwrap();
+    assert_eq!(edge["kind"], "in-place-edit");
+    assert!(edge["objects"][0]["diff"].as_str().unwrap().contains("+      - image: nginx:1.28"), "{edge}");
+}
+
+#[test]
+fn kustomize_layers_render_from_a_plain_directory() {
+    assert!(has_kustomize(), "these tests need kubectl or kustomize: .ci/run installs it");
+    let repo = Repo::plain_example();
+    kustomized(&repo);
+    let out = repo.strata(&["render", "edge-k"]).ok().stdout;
+    assert!(out.contains("name: prod-ingress"), "{out}");
+}
+
+#[test]
+fn kustomize_failures_carry_the_tools_message() {
+    assert!(has_kustomize(), "these tests need kubectl or kustomize: .ci/run installs it");
+    let repo = Repo::plain_example();
+    kustomized(&repo);
+    repo.write("packs/ingress/overlays/prod/kustomization.yaml", "resources: [missing.yaml]\n");
+    let run = repo.strata(&["validate"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains(
+            "error[tool]: packs/ingress/overlays/prod: profile ingress@1.0.0 layer ingress: `kustomize` failed:"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("missing.yaml"), "{}", run.stderr);
+}
+
+const HELM_PROFILE: &str = "apiVersion: strata.dev/v1
+kind: Profile
+metadata: { name: metrics, version: 1.0.0 }
+spec:
+  layers:
+    - name: metrics
+      type: helm
+      source: charts/metrics
+      namespace: metrics
+      releaseName: prom
+      values: { retention: 15d, resources: { cpu: 100m, memory: 1Gi } }
+";
+
+const HELM_CLUSTER: &str = "apiVersion: strata.dev/v1
+kind: Cluster
+metadata: { name: metrics-eu }
+spec:
+  profile: { name: metrics, version: 1.0.0 }
+  overrides:
+    metrics: { resources: { memory: 4Gi } }
+";
+
+/// A stand-in for `helm template` that insists on the arguments helm documents and echoes what
+/// it was given as a ConfigMap.
+const FAKE_HELM: &str = r#"#!/bin/sh
+[ "$1" = template ] || { echo "unexpected command $1" >&2; exit 2; }
+release=$2; chart=$3
+[ "$4" = --namespace ] && [ "$6" = --values ] && [ "$8" = --include-crds ] || { echo "unexpected arguments: $*" >&2; exit 2; }
+[ -f "$chart/Chart.yaml" ] || { echo "no chart at $chart" >&2; exit 3; }
+cat <<EOF
+---
+# Source: metrics/templates/config.yaml
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: $release-config
+data:
+  namespace: "$5"
+  values: |
+$(sed 's/^/    /' "$7")
+EOF
+"#;
+
+fn helm_repo() -> Repo {
+    let repo = Repo::plain_example();
+    repo.write("profiles/metrics/1.0.0/profile.yaml", HELM_PROFILE)
+        .write("clusters/metrics-eu.yaml", HELM_CLUSTER)
+        .write("charts/metrics/Chart.yaml", "apiVersion: v2\nname: metrics\nversion: 0.1.0\n")
+        .write("charts/metrics/templates/config.yaml", "# rendered by helm\n");
+    repo
+}
+
+fn path_with(dir: &Path) -> String {
+    format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default())
+}
+
+#[test]
+fn helm_layers_render_through_helm_template_with_merged_values() {
+    let repo = helm_repo();
+    let bin = tempfile::tempdir().unwrap();
+    let helm = bin.path().join("helm");
+    std::fs::write(&helm, FAKE_HELM).unwrap();
+    std::fs::set_permissions(&helm, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let run = repo.strata_env(&["render", "metrics-eu"], &[("PATH", &path_with(bin.path()))]).ok();
+    let doc: serde_json::Value = serde_saphyr::from_str(run.stdout.trim_start_matches("---\n")).unwrap();
+    assert_eq!(doc["metadata"]["name"], "prom-config", "the release name is passed");
+    assert_eq!(doc["metadata"]["namespace"], "metrics");
+    assert_eq!(doc["data"]["namespace"], "metrics");
+    let values: serde_json::Value = serde_saphyr::from_str(doc["data"]["values"].as_str().unwrap()).unwrap();
+    assert_eq!(values, serde_json::json!({"retention": "15d", "resources": {"cpu": "100m", "memory": "4Gi"}}));
+}
+
+#[test]
+fn a_missing_helm_is_a_clear_error_naming_the_layer() {
+    let repo = helm_repo();
+    let empty = tempfile::tempdir().unwrap();
+    // Only a directory without helm on PATH (git and kubectl are not needed for this).
+    let run = repo.strata_env(&["validate"], &[("PATH", empty.path().to_str().unwrap())]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("error[tool]: charts/metrics: profile metrics@1.0.0 layer metrics: `helm` is not installed"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("help: install helm (v3)"), "{}", run.stderr);
+}
