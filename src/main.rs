@@ -152,12 +152,12 @@ fn load(snapshot: &Snapshot) -> Result<Model, Failure> {
 
 fn validate(cli: &Cli) -> Result<u8, Failure> {
     let snapshot = snapshot(cli)?;
-    let model = load(&snapshot)?;
+    let (model, mut diags) = repo::load_partial(snapshot.tree.as_ref());
     let tools = SystemTools::default();
     let renderer = Renderer::new(snapshot.tree.as_ref(), &model, &tools);
-    let mut diags = Diagnostics::new();
     let mut objects = 0;
-    for cluster in model.clusters.values() {
+    // Clusters that do not resolve are already reported; render all the others.
+    for cluster in model.clusters.values().filter(|c| model.resolve(c).is_ok()) {
         match renderer.render(cluster) {
             Ok(set) => objects += set.object_count(),
             Err(d) => diags.extend(d),

@@ -113,6 +113,14 @@ fn line<T>(spanned: &Spanned<T>) -> usize {
 
 /// Loads and validates the repository in `tree`. Every problem is reported, not just the first.
 pub fn load(tree: &dyn Tree) -> Result<Model, Diagnostics> {
+    let (model, diags) = load_partial(tree);
+    diags.into_result(model)
+}
+
+/// Loads what can be loaded: the model holds every profile version and cluster that is valid on
+/// its own, the diagnostics every problem. `validate` uses it to go on and render the clusters
+/// that did load, so one run reports problems in files and in templates alike.
+pub fn load_partial(tree: &dyn Tree) -> (Model, Diagnostics) {
     let mut diags = Diagnostics::new();
     let has = |dir| tree.kind(dir) == Some(EntryKind::Dir);
     if !has(PROFILES_DIR) && !has(CLUSTERS_DIR) {
@@ -120,7 +128,7 @@ pub fn load(tree: &dyn Tree) -> Result<Model, Diagnostics> {
             Diagnostic::new(Code::Layout, "no `profiles/` or `clusters/` directory: this is not a strata repository")
                 .help("point --repo (and --path, for a sub-directory) at the directory that holds profiles/ and clusters/"),
         );
-        return Err(diags);
+        return (Model::default(), diags);
     }
 
     let mut model = Model::default();
@@ -140,7 +148,7 @@ pub fn load(tree: &dyn Tree) -> Result<Model, Diagnostics> {
             Err(d) => diags.push(d),
         }
     }
-    diags.into_result(model)
+    (model, diags)
 }
 
 /// Reads a YAML file, turning every failure into a diagnostic on that file.

@@ -319,7 +319,10 @@ impl GitSource {
         drop(tree);
         drop(commit);
         drop(object);
-        Ok(Snapshot { revision: Some(revision), tree: Box::new(GitTree { repo, root, local: Default::default() }) })
+        Ok(Snapshot {
+            revision: Some(revision),
+            tree: Box::new(GitTree { repo, root, dirs: Default::default(), local: Default::default() }),
+        })
     }
 }
 
@@ -352,17 +355,41 @@ pub fn open(path: &Path, subdir: Option<&str>, rev: Option<&str>, worktree: bool
 pub struct GitTree {
     repo: git2::Repository,
     root: git2::Oid,
+    /// Directory listings, read once: a large directory (a thousand cluster files) would
+    /// otherwise be inflated and parsed again for every file looked up in it.
+    dirs: std::cell::RefCell<std::collections::HashMap<String, std::rc::Rc<Listing>>>,
     local: std::cell::OnceCell<PathBuf>,
 }
 
+/// A tree's entries, sorted by name: (name, object id, file mode).
+type Listing = Vec<(String, git2::Oid, i32)>;
+
 impl GitTree {
+    fn listing(&self, dir: &str) -> Option<std::rc::Rc<Listing>> {
+        if let Some(hit) = self.dirs.borrow().get(dir) {
+            return Some(hit.clone());
+        }
+        let (oid, mode) = self.entry(dir)?;
+        if kind_of_mode(mode) != EntryKind::Dir {
+            return None;
+        }
+        let tree = self.repo.find_tree(oid).ok()?;
+        let mut entries: Listing =
+            tree.iter().filter_map(|e| Some((e.name().ok()?.to_string(), e.id(), e.filemode()))).collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let entries = std::rc::Rc::new(entries);
+        self.dirs.borrow_mut().insert(dir.to_string(), entries.clone());
+        Some(entries)
+    }
+
     fn entry(&self, path: &str) -> Option<(git2::Oid, i32)> {
         if path.is_empty() {
             return Some((self.root, 0o040000));
         }
-        let root = self.repo.find_tree(self.root).ok()?;
-        let entry = root.get_path(Path::new(path)).ok()?;
-        Some((entry.id(), entry.filemode()))
+        let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
+        let listing = self.listing(parent)?;
+        let i = listing.binary_search_by(|e| e.0.as_str().cmp(name)).ok()?;
+        Some((listing[i].1, listing[i].2))
     }
 
     fn blob(&self, path: &str, limit: u64) -> Result<Vec<u8>, ReadError> {
@@ -410,12 +437,8 @@ impl Tree for GitTree {
     }
 
     fn list(&self, dir: &str) -> Result<Vec<(String, EntryKind)>, ReadError> {
-        let (oid, _) = self.entry(dir).ok_or(ReadError::NotFound)?;
-        let tree = self.repo.find_tree(oid)?;
-        let mut entries: Vec<_> =
-            tree.iter().filter_map(|e| Some((e.name().ok()?.to_string(), kind_of_mode(e.filemode())))).collect();
-        entries.sort();
-        Ok(entries)
+        let listing = self.listing(dir).ok_or(ReadError::NotFound)?;
+        Ok(listing.iter().map(|(name, _, mode)| (name.clone(), kind_of_mode(*mode))).collect())
     }
 
     fn read(&self, path: &str, limit: u64) -> Result<Vec<u8>, ReadError> {

@@ -391,13 +391,16 @@ fn every_problem_is_reported_in_one_run() {
     repo.edit(AWS_CLUSTER, "  updates: manual", "  update: manual");
     repo.edit(AWS_1_1_0, "dependsOn: [hello-universe]", "dependsOn: [nope]");
     repo.edit("clusters/edge-lab.yaml", "version: \"^2\"", "version: \"^9\"");
+    // Clusters that did load are still rendered, so template problems show in the same run.
+    repo.edit("packs/edge-gateway/manifests/gateway.yaml", "{{ values.replicas }}", "{{ values.replicaz }}");
     let stderr = rejects(
         &repo,
         &[
             "clusters/aws-cluster.yaml:10",
             "profiles/aws-profile/1.1.0/profile.yaml:16",
             "clusters/edge-lab.yaml:7",
-            "3 problems found",
+            "error[template]: packs/edge-gateway/manifests/gateway.yaml:22: profile edge-profile@2.0.0 layer edge-gateway: undefined value `values.replicaz`",
+            "4 problems found",
         ],
     );
     // In file order, so a user can work down the list.
