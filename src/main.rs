@@ -198,7 +198,25 @@ fn render(cli: &Cli, name: &str) -> Result<u8, Failure> {
     let set = Renderer::new(snapshot.tree.as_ref(), &model, &tools)
         .render(cluster)
         .map_err(|d| Failure::Invalid(d, Some(at(&snapshot))))?;
-    print(&set.to_yaml(snapshot.revision.as_deref()))
+    let mut out = format!(
+        "# cluster {} = {}@{} {}\n# digest {}\n",
+        set.cluster,
+        set.profile,
+        set.version,
+        at(&snapshot),
+        set.digest
+    );
+    for layer in &set.layers {
+        out.push_str(&format!(
+            "# layer {} ({}, {} objects) {}\n",
+            layer.name,
+            layer.kind,
+            layer.objects.len(),
+            layer.digest
+        ));
+    }
+    out.push_str(&set.to_yaml(snapshot.revision.as_deref()));
+    print(&out)
 }
 
 fn print(text: &str) -> Result<u8, Failure> {

@@ -41,8 +41,9 @@ fn render_gives_the_ui_deployment_one_replica_and_the_ownership_stamps() {
     let repo = Repo::example();
     let head = repo.commit("noop");
     let run = repo.strata(&["render", "aws-cluster"]).ok();
-    let docs: Vec<Value> =
-        run.stdout.split("\n---\n").map(|d| serde_saphyr::from_str(d.trim_start_matches("---\n")).unwrap()).collect();
+    assert!(run.stdout.starts_with("# cluster aws-cluster = aws-profile@1.0.0 at "), "{}", run.stdout);
+    assert!(run.stdout.contains("\n# layer hello-universe (manifests, 3 objects) sha256:"), "{}", run.stdout);
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&run.stdout).unwrap();
     let ui = docs.iter().find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "ui").expect("ui deployment");
     assert_eq!(ui["metadata"]["namespace"], "hello-universe");
     assert_eq!(ui["spec"]["replicas"], 1);

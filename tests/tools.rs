@@ -162,7 +162,8 @@ fn helm_layers_render_through_helm_template_with_merged_values() {
     std::fs::write(&helm, FAKE_HELM).unwrap();
     std::fs::set_permissions(&helm, std::fs::Permissions::from_mode(0o755)).unwrap();
     let run = repo.strata_env(&["render", "metrics-eu"], &[("PATH", &path_with(bin.path()))]).ok();
-    let doc: serde_json::Value = serde_saphyr::from_str(run.stdout.trim_start_matches("---\n")).unwrap();
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&run.stdout).unwrap();
+    let doc = &docs[0];
     assert_eq!(doc["metadata"]["name"], "prom-config", "the release name is passed");
     assert_eq!(doc["metadata"]["namespace"], "metrics");
     assert_eq!(doc["data"]["namespace"], "metrics");

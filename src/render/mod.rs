@@ -507,6 +507,101 @@ pub fn fingerprint(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::DirTree;
+    use tools::SystemTools;
+
+    /// A repository in a temporary directory: one profile `p@1.0.0` with one manifests layer
+    /// `app` (namespace `apps`) whose files are given, and clusters `a` and `b` on it.
+    fn fleet(files: &[(&str, &str)]) -> (tempfile::TempDir, DirTree, Model) {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |path: &str, text: &str| {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        write(
+            "profiles/p/1.0.0/profile.yaml",
+            "apiVersion: strata.dev/v1\nkind: Profile\nmetadata: {name: p, version: 1.0.0}\nspec:\n  layers:\n  - {name: app, type: manifests, source: packs/app, namespace: apps, values: {n: 1}}\n",
+        );
+        for c in ["a", "b"] {
+            write(
+                &format!("clusters/{c}.yaml"),
+                &format!(
+                    "apiVersion: strata.dev/v1\nkind: Cluster\nmetadata: {{name: {c}}}\nspec:\n  profile: {{name: p, version: 1.0.0}}\n"
+                ),
+            );
+        }
+        for (path, text) in files {
+            write(&format!("packs/app/{path}"), text);
+        }
+        let tree = DirTree::new(dir.path());
+        let model = crate::repo::load(&tree).unwrap();
+        (dir, tree, model)
+    }
+
+    fn ids(set: &DesiredSet) -> Vec<String> {
+        set.apply_order().into_iter().map(|(_, o)| o.id.to_string()).collect()
+    }
+
+    #[test]
+    fn namespaces_are_given_to_namespaced_objects_only() {
+        let (_dir, tree, model) = fleet(&[(
+            "all.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: in-layer-ns}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: own-ns, namespace: other}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: reader, namespace: stray}\n",
+        )]);
+        let tools = SystemTools::default();
+        let set = Renderer::new(&tree, &model, &tools).render(&model.clusters["a"]).unwrap();
+        assert_eq!(ids(&set), ["ConfigMap/apps/in-layer-ns", "ConfigMap/other/own-ns", "ClusterRole/reader"]);
+        let role = &set.layers[0].objects.iter().find(|o| o.id.kind == "ClusterRole").unwrap().manifest;
+        assert!(role["metadata"].get("namespace").is_none(), "cluster-scoped objects carry no namespace");
+    }
+
+    #[test]
+    fn a_crd_in_the_set_decides_the_scope_of_its_resources() {
+        let (_dir, tree, model) = fleet(&[(
+            "crd.yaml",
+            "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {name: tenants.example.com}\nspec:\n  group: example.com\n  scope: Cluster\n  names: {kind: Tenant, plural: tenants}\n---\napiVersion: example.com/v1\nkind: Tenant\nmetadata: {name: acme}\n---\napiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n",
+        )]);
+        let tools = SystemTools::default();
+        let set = Renderer::new(&tree, &model, &tools).render(&model.clusters["a"]).unwrap();
+        assert_eq!(
+            ids(&set),
+            ["CustomResourceDefinition/tenants.example.com", "Tenant.example.com/acme", "Widget.example.com/apps/w"]
+        );
+    }
+
+    #[test]
+    fn templates_that_read_the_cluster_are_rendered_per_cluster() {
+        let (_dir, tree, model) = fleet(&[(
+            "cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: site}\ndata: {site: '{{ cluster.name }}', n: '{{ values.n }}'}\n",
+        )]);
+        let tools = SystemTools::default();
+        let renderer = Renderer::new(&tree, &model, &tools);
+        let a = renderer.render(&model.clusters["a"]).unwrap();
+        let b = renderer.render(&model.clusters["b"]).unwrap();
+        assert_eq!(a.layers[0].objects[0].manifest["data"]["site"], "a");
+        assert_eq!(b.layers[0].objects[0].manifest["data"]["site"], "b");
+        assert_ne!(a.digest, b.digest);
+    }
+
+    #[test]
+    fn digests_are_stable_and_follow_content() {
+        let (_dir, tree, model) = fleet(&[(
+            "cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: {n: '{{ values.n }}'}\n",
+        )]);
+        let tools = SystemTools::default();
+        let first = Renderer::new(&tree, &model, &tools).render(&model.clusters["a"]).unwrap();
+        let again = Renderer::new(&tree, &model, &tools).render(&model.clusters["a"]).unwrap();
+        assert_eq!(first.digest, again.digest);
+        assert_eq!(first.layers[0].digest, again.layers[0].digest);
+        let mut cluster = model.clusters["a"].clone();
+        cluster.overrides.insert("app".into(), json!({"n": 2}).as_object().unwrap().clone());
+        let changed = Renderer::new(&tree, &model, &tools).render(&cluster).unwrap();
+        assert_ne!(first.digest, changed.digest);
+        assert_eq!(changed.layers[0].objects[0].manifest["data"]["n"], "2");
+    }
 
     #[test]
     fn overrides_merge_maps_and_replace_lists_and_scalars() {
