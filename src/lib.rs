@@ -6,15 +6,21 @@
 //!   model    (resolve, pure)                 ->  the profile version each cluster runs
 //!   render   (pure, tools at the edge)       ->  DesiredSet per cluster, with digests
 //!   plan     (pure)                          ->  per cluster: upgrade | rollback | in-place edit | override | ...
+//!   apply    (over a Target)                 ->  staged server-side apply, inventory, prune, health, drift
+//!   target   (kube | directory)              ->  the IO edge to clusters, configured on the host (config)
 //! ```
 //!
-//! Everything here is plain functions over plain data; the only IO is reading the snapshot and
-//! running kustomize or helm for layers that need them.
+//! Everything up to `plan` is plain functions over plain data; the only IO there is reading the
+//! snapshot and running kustomize or helm for layers that need them. `apply` talks to clusters
+//! only through the [`target::Target`] trait.
 
+pub mod apply;
+pub mod config;
 pub mod diag;
 pub mod model;
 pub mod plan;
 pub mod render;
 pub mod repo;
 pub mod source;
+pub mod target;
 pub mod yaml;

@@ -78,8 +78,34 @@ pub struct Layer {
     pub depends_on: Vec<String>,
     /// Helm release name (defaults to the layer name).
     pub release_name: Option<String>,
+    /// Fields other controllers own (an HPA's `spec.replicas`): not compared for drift, and not
+    /// re-applied to objects that already exist.
+    pub ignore: Vec<IgnoreRule>,
     /// Line of the layer's `name` in the profile file.
     pub line: usize,
+}
+
+/// A field strata leaves to others: a JSON pointer, optionally only on objects of one kind or name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IgnoreRule {
+    /// JSON pointer into the object, e.g. `/spec/replicas`.
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// For cluster-level rules: only objects of this layer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<String>,
+}
+
+impl IgnoreRule {
+    pub fn matches(&self, layer: &str, kind: &str, name: &str) -> bool {
+        self.kind.as_deref().is_none_or(|k| k == kind)
+            && self.name.as_deref().is_none_or(|n| n == name)
+            && self.layer.as_deref().is_none_or(|l| l == layer)
+    }
 }
 
 /// What a cluster asks for: one exact version, or the highest version in a range.
@@ -154,6 +180,8 @@ pub struct Cluster {
     pub drift: DriftPolicy,
     /// The host-side target this cluster is reached through (defaults to the cluster name).
     pub target: String,
+    /// Fields left to other controllers on this cluster (see [`IgnoreRule`]).
+    pub ignore: Vec<IgnoreRule>,
     /// Line of `spec.profile` in the cluster file, for resolution errors.
     pub profile_line: usize,
 }
@@ -240,6 +268,7 @@ mod tests {
             updates: UpdatePolicy::Auto,
             drift: DriftPolicy::Correct,
             target: "c".into(),
+            ignore: vec![],
             profile_line: 7,
         }
     }

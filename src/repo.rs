@@ -18,7 +18,9 @@ use serde_json::{Map, Value};
 use serde_saphyr::Spanned;
 
 use crate::diag::{Code, Diagnostic, Diagnostics};
-use crate::model::{API_VERSION, Cluster, DriftPolicy, Layer, LayerKind, Model, Profile, UpdatePolicy, VersionSpec};
+use crate::model::{
+    API_VERSION, Cluster, DriftPolicy, IgnoreRule, Layer, LayerKind, Model, Profile, UpdatePolicy, VersionSpec,
+};
 use crate::source::{self, EntryKind, ReadError, Tree};
 use crate::yaml;
 
@@ -65,6 +67,8 @@ struct RawLayer {
     depends_on: Vec<Spanned<String>>,
     #[serde(default)]
     release_name: Option<Spanned<String>>,
+    #[serde(default)]
+    ignore: Vec<Spanned<IgnoreRule>>,
 }
 
 #[derive(Deserialize)]
@@ -98,6 +102,8 @@ struct RawClusterSpec {
     drift: DriftPolicy,
     #[serde(default)]
     target: Option<String>,
+    #[serde(default)]
+    ignore: Vec<Spanned<IgnoreRule>>,
 }
 
 #[derive(Deserialize)]
@@ -499,7 +505,9 @@ fn check_layer(tree: &dyn Tree, raw: RawLayer, file: &str, profile: &str, diags:
         ok &= check_name(&r.value, "releaseName", file, line(&r), diags);
         Some(r.value)
     });
+    let ignore = check_ignore(raw.ignore, false, file, &object, diags, &mut ok);
     ok.then(|| Layer {
+        ignore,
         name,
         kind,
         source: source.unwrap_or_default(),
@@ -646,6 +654,7 @@ fn load_cluster(tree: &dyn Tree, file: &str, diags: &mut Diagnostics) -> Option<
         }
     }
     let target = raw.spec.target.unwrap_or_else(|| name.clone());
+    let ignore = check_ignore(raw.spec.ignore, true, file, &object, diags, &mut ok);
     Some(Cluster {
         name,
         file: file.to_string(),
@@ -657,9 +666,42 @@ fn load_cluster(tree: &dyn Tree, file: &str, diags: &mut Diagnostics) -> Option<
         updates: raw.spec.updates,
         drift: raw.spec.drift,
         target,
+        ignore,
         profile_line,
     })
     .filter(|_| ok)
+}
+
+/// Ignore rules name a JSON pointer; `layer` only makes sense on a cluster's rules.
+fn check_ignore(
+    rules: Vec<Spanned<IgnoreRule>>,
+    cluster: bool,
+    file: &str,
+    object: &str,
+    diags: &mut Diagnostics,
+    ok: &mut bool,
+) -> Vec<IgnoreRule> {
+    let mut out = Vec::new();
+    for rule in rules {
+        let at = line(&rule);
+        let problem = if !rule.value.path.starts_with('/') {
+            Some(format!("ignore path `{}` is not a JSON pointer", rule.value.path))
+        } else if rule.value.layer.is_some() && !cluster {
+            Some("`layer` in an ignore rule is for cluster files; a layer's rules already apply to that layer".into())
+        } else {
+            None
+        };
+        match problem {
+            Some(message) => {
+                *ok = false;
+                diags.push(Diagnostic::new(Code::Schema, message).in_file(file).at_line(at).about(object).help(
+                    "write paths as JSON pointers, e.g. /spec/replicas or /metadata/annotations/example.com~1owner",
+                ));
+            }
+            None => out.push(rule.value),
+        }
+    }
+    out
 }
 
 fn check_overrides(cluster: &Cluster, profile: &Profile, diags: &mut Diagnostics) {

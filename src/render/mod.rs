@@ -72,6 +72,9 @@ pub struct Object {
     pub file: String,
     pub line: usize,
     pub manifest: Value,
+    /// JSON pointers of fields left to other controllers (from layer and cluster ignore rules).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ignore: Vec<String>,
 }
 
 impl DesiredSet {
@@ -178,7 +181,14 @@ impl<'a> Renderer<'a> {
             let mut objects = Vec::new();
             for doc in docs.as_ref().as_ref().expect("checked") {
                 match to_object(doc, layer, &cluster_scoped, &stamp) {
-                    Ok(object) => {
+                    Ok(mut object) => {
+                        object.ignore = layer
+                            .ignore
+                            .iter()
+                            .chain(&cluster.ignore)
+                            .filter(|r| r.matches(&layer.name, &object.id.kind, &object.id.name))
+                            .map(|r| r.path.clone())
+                            .collect();
                         if let Some((other_layer, file, line)) = seen.get(&object.id) {
                             let place = if *line > 0 { format!("{file}:{line}") } else { file.clone() };
                             diags.push(
@@ -438,6 +448,7 @@ fn to_object(
         file: doc.file.clone(),
         line: doc.line,
         manifest,
+        ignore: Vec::new(),
     })
 }
 

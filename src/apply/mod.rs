@@ -1,0 +1,685 @@
+//! Apply: a [`DesiredSet`] onto a [`Target`], the way Flux's kustomize-controller does it.
+//!
+//! ```text
+//!   survey    discovery, GET live, server-side dry-run of every object   ── any failure: nothing written
+//!   stage 0   Namespaces and CRDs (wait until CRDs are Established)
+//!   stage n   each layer in dependsOn order, objects in parallel under a bound
+//!   inventory new objects + those awaiting prune (so a crash leaves nothing untracked)
+//!   prune     old inventory − new set, reverse order, Namespaces/CRDs last and only if strata made them
+//!   health    rollouts complete, or the per-cluster timeout
+//! ```
+//!
+//! An object whose dry-run result equals the live object is `unchanged` and not written, so an
+//! unchanged re-apply makes no writes. The `strata.dev/revision` annotation records the revision
+//! at which strata last changed an object, so a new commit that leaves an object as it is does not
+//! rewrite it either.
+
+pub mod drift;
+pub mod health;
+pub mod inventory;
+
+use std::collections::{BTreeSet, HashSet};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use futures::stream::{self, StreamExt};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::render::object::{ANNOTATION_REVISION, LABEL_CLUSTER, ObjectId, is_stage_zero, stamp_revision};
+use crate::render::{DesiredSet, LayerSet, Object};
+use crate::target::{Resource, Target, TargetError};
+use drift::Finding;
+use health::Health;
+use inventory::{Entry, Inventory};
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Validate and report what would change, write nothing.
+    pub dry_run: bool,
+    /// Objects applied at once within a stage.
+    pub concurrency: usize,
+    /// How long to wait for rollouts before the result says unhealthy.
+    pub health_timeout: Duration,
+    pub poll_interval: Duration,
+    /// Allow a desired set with no objects to prune everything strata applied before.
+    pub allow_empty: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            dry_run: false,
+            concurrency: 16,
+            health_timeout: Duration::from_secs(300),
+            poll_interval: Duration::from_millis(500),
+            allow_empty: false,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Created,
+    Configured,
+    Unchanged,
+    Pruned,
+    Skipped,
+    Failed,
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Action::Created => "created",
+            Action::Configured => "configured",
+            Action::Unchanged => "unchanged",
+            Action::Pruned => "pruned",
+            Action::Skipped => "skipped",
+            Action::Failed => "failed",
+        })
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ObjectResult {
+    pub id: ObjectId,
+    pub layer: String,
+    pub action: Action,
+    /// Time spent on this object's write (or dry-run, for a dry run).
+    pub millis: u64,
+    /// Why it failed or was skipped; the conflict it overrode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// What one reconcile did, like Flux's change set.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChangeSet {
+    pub cluster: String,
+    pub revision: Option<String>,
+    pub dry_run: bool,
+    pub objects: Vec<ObjectResult>,
+    /// Objects that did not become healthy in time, and why.
+    pub unhealthy: Vec<(ObjectId, Health)>,
+    pub millis: u64,
+}
+
+impl ChangeSet {
+    pub fn count(&self, action: Action) -> usize {
+        self.objects.iter().filter(|o| o.action == action).count()
+    }
+
+    /// Anything failed or unhealthy.
+    pub fn failed(&self) -> bool {
+        self.count(Action::Failed) > 0 || !self.unhealthy.is_empty()
+    }
+
+    /// `3 created, 1 configured, 5 unchanged, 2 pruned`
+    pub fn summary(&self) -> String {
+        let parts: Vec<String> =
+            [Action::Created, Action::Configured, Action::Unchanged, Action::Pruned, Action::Skipped, Action::Failed]
+                .into_iter()
+                .filter_map(|a| {
+                    let n = self.count(a);
+                    (n > 0).then(|| format!("{n} {a}"))
+                })
+                .collect();
+        let mut out = if parts.is_empty() { "nothing to do".to_string() } else { parts.join(", ") };
+        if !self.unhealthy.is_empty() {
+            out.push_str(&format!(", {} unhealthy", self.unhealthy.len()));
+        }
+        out
+    }
+}
+
+/// Why a reconcile did not start writing (nothing was written), or stopped.
+#[derive(Debug)]
+pub enum ReconcileError {
+    /// The cluster could not be read or written at all.
+    Target(TargetError),
+    /// Validation failed: these objects would not apply. Nothing was written.
+    Rejected(Vec<ObjectResult>),
+    /// The desired set is empty and would prune every object strata applied before.
+    EmptyPrune { objects: usize },
+}
+
+impl fmt::Display for ReconcileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReconcileError::Target(e) => write!(f, "{e}"),
+            ReconcileError::Rejected(objects) => {
+                write!(f, "validation failed, nothing was applied:")?;
+                for o in objects {
+                    write!(f, "\n  {} (layer {}): {}", o.id, o.layer, o.message.as_deref().unwrap_or(""))?;
+                }
+                Ok(())
+            }
+            ReconcileError::EmptyPrune { objects } => write!(
+                f,
+                "the desired set is empty and would prune all {objects} objects strata applied; refusing (allow it explicitly if that is the intent)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ReconcileError {}
+
+impl From<TargetError> for ReconcileError {
+    fn from(e: TargetError) -> Self {
+        ReconcileError::Target(e)
+    }
+}
+
+/// One object as the cluster sees it now, and what applying it would do.
+struct Survey<'a> {
+    layer: &'a LayerSet,
+    object: &'a Object,
+    /// `None` until the kind is served (a CRD in this set not yet created).
+    resource: Option<Resource>,
+    live: Option<Value>,
+    /// The manifest to apply: stamped with a revision, ignored fields left out of existing objects.
+    manifest: Value,
+    /// The dry-run result of applying `manifest` (what the object would become).
+    dry_run: Option<Value>,
+    action: Action,
+    message: Option<String>,
+    /// Checked only after stage 0: its kind or its namespace comes with this very set.
+    deferred: bool,
+}
+
+impl Survey<'_> {
+    fn result(&self, action: Action, millis: u64, message: Option<String>) -> ObjectResult {
+        ObjectResult { id: self.object.id.clone(), layer: self.layer.name.clone(), action, millis, message }
+    }
+}
+
+/// The manifest to apply for `object`: stamped with the revision the live object carries (else
+/// `revision`), and without ignored fields once the object exists (they are left to whoever owns them).
+fn manifest_for(object: &Object, live: Option<&Value>, revision: Option<&str>) -> Value {
+    let mut manifest = object.manifest.clone();
+    let kept = live.and_then(|l| l["metadata"]["annotations"][ANNOTATION_REVISION].as_str());
+    if let Some(rev) = kept.or(revision) {
+        stamp_revision(&mut manifest, rev);
+    }
+    if live.is_some() {
+        for pointer in &object.ignore {
+            drift::remove_pointer(&mut manifest, pointer);
+        }
+    }
+    manifest
+}
+
+/// What stage 0 of this set will create, which objects of later stages may need before they can
+/// be checked against the cluster: CRDs' kinds, and namespaces that do not exist yet.
+#[derive(Default)]
+struct Pending {
+    kinds: HashSet<(String, String)>,
+    namespaces: HashSet<String>,
+}
+
+/// Discovery, live state and a dry-run for one object.
+async fn survey_one<'a, T: Target>(
+    target: &T,
+    layer: &'a LayerSet,
+    object: &'a Object,
+    revision: Option<&str>,
+    pending: &Pending,
+) -> Result<Survey<'a>, TargetError> {
+    let api_version = object.manifest["apiVersion"].as_str().unwrap_or_default();
+    let resource = target.resource(api_version, &object.id.kind).await?;
+    let mut survey = Survey {
+        layer,
+        object,
+        resource,
+        live: None,
+        manifest: manifest_for(object, None, revision),
+        dry_run: None,
+        action: Action::Created,
+        message: None,
+        deferred: false,
+    };
+    let Some(resource) = &survey.resource else {
+        if pending.kinds.contains(&(object.id.group.clone(), object.id.kind.clone())) {
+            survey.deferred = true;
+        } else {
+            survey.action = Action::Failed;
+            survey.message = Some(format!(
+                "the cluster does not serve {api_version} {}: install its CustomResourceDefinition first, or add it to the profile",
+                object.id.kind
+            ));
+        }
+        return Ok(survey);
+    };
+    if object.id.namespace.as_ref().is_some_and(|ns| pending.namespaces.contains(ns)) {
+        // Its namespace is created in stage 0; the API server refuses even a dry-run before that.
+        survey.deferred = true;
+        return Ok(survey);
+    }
+    survey.live = target.get(resource, object.id.namespace.as_deref(), &object.id.name).await?;
+    // An existing object is compared with the revision it already carries, so only real changes
+    // count; a new one gets the new revision.
+    let candidate = manifest_for(object, survey.live.as_ref(), if survey.live.is_some() { None } else { revision });
+    let dry = match target.apply(resource, &candidate, true, false).await {
+        Ok(dry) => Ok(dry),
+        Err(TargetError::Conflict(message)) => {
+            survey.message = Some(format!("took over fields from another manager: {message}"));
+            target.apply(resource, &candidate, true, true).await
+        }
+        Err(e) => Err(e),
+    };
+    match dry {
+        Ok(dry) => {
+            survey.action = match &survey.live {
+                None => Action::Created,
+                Some(live) if drift::normalise(live, &object.ignore) == drift::normalise(&dry, &object.ignore) => {
+                    Action::Unchanged
+                }
+                Some(_) => Action::Configured,
+            };
+            survey.dry_run = Some(dry);
+        }
+        Err(TargetError::Unreachable(m)) => return Err(TargetError::Unreachable(m)),
+        Err(e) => {
+            survey.action = Action::Failed;
+            survey.message = Some(e.to_string());
+        }
+    }
+    survey.manifest = candidate;
+    if survey.action == Action::Configured
+        && let Some(rev) = revision
+    {
+        stamp_revision(&mut survey.manifest, rev);
+    }
+    Ok(survey)
+}
+
+async fn survey_all<'a, T: Target>(
+    target: &T,
+    set: &'a DesiredSet,
+    revision: Option<&str>,
+    concurrency: usize,
+) -> Result<Vec<Survey<'a>>, TargetError> {
+    let (zero, rest): (Vec<_>, Vec<_>) = set.apply_order().into_iter().partition(|(_, o)| is_stage_zero(&o.id));
+    let mut surveys = survey_batch(target, zero, revision, &Pending::default(), concurrency).await?;
+    let pending = Pending {
+        kinds: surveys
+            .iter()
+            .filter(|s| s.object.id.kind == "CustomResourceDefinition")
+            .filter_map(|s| {
+                let spec = &s.object.manifest["spec"];
+                Some((spec["group"].as_str()?.to_string(), spec["names"]["kind"].as_str()?.to_string()))
+            })
+            .collect(),
+        namespaces: surveys
+            .iter()
+            .filter(|s| s.object.id.kind == "Namespace" && s.live.is_none())
+            .map(|s| s.object.id.name.clone())
+            .collect(),
+    };
+    surveys.extend(survey_batch(target, rest, revision, &pending, concurrency).await?);
+    Ok(surveys)
+}
+
+async fn survey_batch<'a, T: Target>(
+    target: &T,
+    objects: Vec<(&'a LayerSet, &'a Object)>,
+    revision: Option<&str>,
+    pending: &Pending,
+    concurrency: usize,
+) -> Result<Vec<Survey<'a>>, TargetError> {
+    let surveys: Vec<Result<Survey, TargetError>> =
+        stream::iter(objects.into_iter().map(|(layer, object)| survey_one(target, layer, object, revision, pending)))
+            .buffered(concurrency.max(1))
+            .collect()
+            .await;
+    surveys.into_iter().collect()
+}
+
+/// Applies `set` to `target` as of `revision`. Errors mean nothing was written; a change set
+/// with failed or unhealthy objects means the apply ran and those did not make it.
+pub async fn reconcile<T: Target>(
+    target: &T,
+    set: &DesiredSet,
+    revision: Option<&str>,
+    options: &Options,
+) -> Result<ChangeSet, ReconcileError> {
+    let started = Instant::now();
+    let mut surveys = survey_all(target, set, revision, options.concurrency).await?;
+    let rejected: Vec<ObjectResult> = surveys
+        .iter()
+        .filter(|s| s.action == Action::Failed)
+        .map(|s| s.result(Action::Failed, 0, s.message.clone()))
+        .collect();
+    if !rejected.is_empty() {
+        return Err(ReconcileError::Rejected(rejected));
+    }
+
+    let old = target.read_inventory(&set.cluster).await?;
+    let prune = old.as_ref().map(|o| o.prune_candidates(set)).unwrap_or_default();
+    if set.object_count() == 0 && !prune.is_empty() && !options.allow_empty {
+        return Err(ReconcileError::EmptyPrune { objects: prune.len() });
+    }
+
+    let mut results: Vec<ObjectResult> = Vec::new();
+    if options.dry_run {
+        for s in &surveys {
+            let message = if s.deferred {
+                Some("checked against the cluster once its namespace or CRD exists".to_string())
+            } else {
+                s.message.clone()
+            };
+            results.push(s.result(s.action, 0, message));
+        }
+        for entry in &prune {
+            if let Some(id) = entry.object_id() {
+                results.push(ObjectResult {
+                    id,
+                    layer: String::new(),
+                    action: Action::Pruned,
+                    millis: 0,
+                    message: None,
+                });
+            }
+        }
+        return Ok(ChangeSet {
+            cluster: set.cluster.clone(),
+            revision: revision.map(str::to_string),
+            dry_run: true,
+            objects: results,
+            unhealthy: Vec::new(),
+            millis: started.elapsed().as_millis() as u64,
+        });
+    }
+
+    let mut created: BTreeSet<ObjectId> = BTreeSet::new();
+    let mut failed_layer: Option<String> = None;
+
+    // Stage 0: Namespaces and CRDs, then wait for the CRDs, then learn their kinds.
+    let (zero, rest): (Vec<usize>, Vec<usize>) =
+        (0..surveys.len()).partition(|&i| is_stage_zero(&surveys[i].object.id));
+    let outcomes = apply_batch(target, &surveys, &zero, options.concurrency).await;
+    record(&surveys, &zero, outcomes, &mut results, &mut created, &mut failed_layer);
+    if failed_layer.is_none() && surveys.iter().any(|s| s.deferred) {
+        wait_established(target, &surveys, options).await;
+        target.refresh_discovery();
+        let none = Pending::default();
+        for s in surveys.iter_mut().filter(|s| s.deferred) {
+            match survey_one(target, s.layer, s.object, revision, &none).await {
+                Ok(fresh) => *s = fresh,
+                Err(e) => {
+                    s.action = Action::Failed;
+                    s.message = Some(e.to_string());
+                }
+            }
+        }
+    }
+
+    // Then each layer in order; a failed layer stops the layers after it.
+    let mut layers: Vec<&str> = Vec::new();
+    for &i in &rest {
+        if !layers.contains(&surveys[i].layer.name.as_str()) {
+            layers.push(&surveys[i].layer.name);
+        }
+    }
+    for layer in layers {
+        let batch: Vec<usize> = rest.iter().copied().filter(|&i| surveys[i].layer.name == layer).collect();
+        if let Some(failed) = &failed_layer {
+            for &i in &batch {
+                results.push(surveys[i].result(Action::Skipped, 0, Some(format!("layer `{failed}` failed"))));
+            }
+            continue;
+        }
+        let outcomes = apply_batch(target, &surveys, &batch, options.concurrency).await;
+        record(&surveys, &batch, outcomes, &mut results, &mut created, &mut failed_layer);
+    }
+
+    // Inventory before prune covers both sets; after prune, only the new one.
+    let new = Inventory::after_apply(set, revision, old.as_ref(), &created);
+    if failed_layer.is_none() {
+        let pending = Inventory::with_pending(&new, &prune);
+        if old.as_ref() != Some(&pending) {
+            target.write_inventory(&pending).await?;
+        }
+        let pruned = prune_all(target, &set.cluster, &prune, &mut results).await?;
+        if !pruned.is_empty() || pending != new {
+            let kept: BTreeSet<String> = prune.iter().map(|e| e.id.clone()).filter(|id| !pruned.contains(id)).collect();
+            let mut last = new.clone();
+            last.entries.extend(prune.iter().filter(|e| kept.contains(&e.id)).cloned());
+            target.write_inventory(&last).await?;
+        }
+    } else if let Some(old) = &old {
+        // Keep tracking everything: what was applied now, and everything from before.
+        let mut merged = Inventory::with_pending(&new, &old.prune_candidates(set));
+        merged.revision = old.revision.clone();
+        target.write_inventory(&merged).await?;
+    } else {
+        target.write_inventory(&new).await?;
+    }
+
+    let unhealthy = if target.reports_health() && failed_layer.is_none() {
+        wait_healthy(target, &surveys, options).await
+    } else {
+        Vec::new()
+    };
+    Ok(ChangeSet {
+        cluster: set.cluster.clone(),
+        revision: revision.map(str::to_string),
+        dry_run: false,
+        objects: results,
+        unhealthy,
+        millis: started.elapsed().as_millis() as u64,
+    })
+}
+
+/// Applies the objects at `indices` that need it, in parallel; returns (index, outcome, millis).
+async fn apply_batch<T: Target>(
+    target: &T,
+    surveys: &[Survey<'_>],
+    indices: &[usize],
+    concurrency: usize,
+) -> Vec<(usize, Result<Action, TargetError>, u64)> {
+    stream::iter(indices.iter().copied().map(|i| async move {
+        let s = &surveys[i];
+        let started = Instant::now();
+        let outcome = match (&s.resource, s.action) {
+            (_, Action::Unchanged) => Ok(Action::Unchanged),
+            (_, Action::Failed) => Err(TargetError::Other(s.message.clone().unwrap_or_default())),
+            (None, _) => Err(TargetError::Other(format!("the cluster does not serve {}", s.object.id.kind))),
+            (Some(resource), action) => target.apply(resource, &s.manifest, false, true).await.map(|_| action),
+        };
+        (i, outcome, started.elapsed().as_millis() as u64)
+    }))
+    .buffer_unordered(concurrency.max(1))
+    .collect()
+    .await
+}
+
+fn record(
+    surveys: &[Survey<'_>],
+    indices: &[usize],
+    mut outcomes: Vec<(usize, Result<Action, TargetError>, u64)>,
+    results: &mut Vec<ObjectResult>,
+    created: &mut BTreeSet<ObjectId>,
+    failed_layer: &mut Option<String>,
+) {
+    outcomes.sort_by_key(|(i, _, _)| indices.iter().position(|x| x == i));
+    for (i, outcome, millis) in outcomes {
+        let s = &surveys[i];
+        match outcome {
+            Ok(action) => {
+                if action == Action::Created {
+                    created.insert(s.object.id.clone());
+                }
+                results.push(s.result(action, millis, s.message.clone()));
+            }
+            Err(e) => {
+                failed_layer.get_or_insert_with(|| s.layer.name.clone());
+                results.push(s.result(Action::Failed, millis, Some(e.to_string())));
+            }
+        }
+    }
+}
+
+/// Deletes what left the desired set; returns the ids pruned (or found already gone).
+async fn prune_all<T: Target>(
+    target: &T,
+    cluster: &str,
+    prune: &[Entry],
+    results: &mut Vec<ObjectResult>,
+) -> Result<BTreeSet<String>, TargetError> {
+    let mut done = BTreeSet::new();
+    for entry in prune {
+        let Some(id) = entry.object_id() else { continue };
+        let started = Instant::now();
+        let skip = |message: &str| ObjectResult {
+            id: id.clone(),
+            layer: String::new(),
+            action: Action::Skipped,
+            millis: 0,
+            message: Some(message.to_string()),
+        };
+        if is_stage_zero(&id) && !entry.created {
+            // It existed before strata applied it: leave it, stop tracking it.
+            results.push(skip("existed before strata; left in place"));
+            done.insert(entry.id.clone());
+            continue;
+        }
+        let Some(resource) = target.resource(&entry.api_version, &id.kind).await? else {
+            done.insert(entry.id.clone());
+            continue;
+        };
+        match target.get(&resource, id.namespace.as_deref(), &id.name).await? {
+            None => {
+                done.insert(entry.id.clone());
+            }
+            Some(live) if live["metadata"]["labels"][LABEL_CLUSTER].as_str() != Some(cluster) => {
+                results.push(skip("no longer labelled as this cluster's; left in place"));
+                done.insert(entry.id.clone());
+            }
+            Some(_) => match target.delete(&resource, id.namespace.as_deref(), &id.name).await {
+                Ok(()) => {
+                    results.push(ObjectResult {
+                        id,
+                        layer: String::new(),
+                        action: Action::Pruned,
+                        millis: started.elapsed().as_millis() as u64,
+                        message: None,
+                    });
+                    done.insert(entry.id.clone());
+                }
+                Err(e) => results.push(ObjectResult {
+                    id,
+                    layer: String::new(),
+                    action: Action::Failed,
+                    millis: started.elapsed().as_millis() as u64,
+                    message: Some(format!("prune: {e}")),
+                }),
+            },
+        }
+    }
+    Ok(done)
+}
+
+async fn wait_established<T: Target>(target: &T, surveys: &[Survey<'_>], options: &Options) {
+    let crds: Vec<&Survey> = surveys.iter().filter(|s| s.object.id.kind == "CustomResourceDefinition").collect();
+    let deadline = Instant::now() + options.health_timeout;
+    loop {
+        let mut pending = false;
+        for s in &crds {
+            let Some(resource) = &s.resource else { continue };
+            if let Ok(Some(live)) = target.get(resource, None, &s.object.id.name).await
+                && health::assess(&s.object.id.group, "CustomResourceDefinition", &live) != Health::Ready
+            {
+                pending = true;
+            }
+        }
+        if !pending || Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(options.poll_interval).await;
+    }
+}
+
+/// Polls tracked objects until all are ready, one fails, or the timeout passes.
+async fn wait_healthy<T: Target>(target: &T, surveys: &[Survey<'_>], options: &Options) -> Vec<(ObjectId, Health)> {
+    let tracked: Vec<&Survey> = surveys
+        .iter()
+        .filter(|s| s.resource.is_some() && health::is_tracked(&s.object.id.group, &s.object.id.kind))
+        .collect();
+    let deadline = Instant::now() + options.health_timeout;
+    loop {
+        let states: Vec<(ObjectId, Health)> = stream::iter(tracked.iter().map(|s| async move {
+            let resource = s.resource.as_ref().expect("filtered");
+            let health = match target.get(resource, s.object.id.namespace.as_deref(), &s.object.id.name).await {
+                Ok(Some(live)) => health::assess(&s.object.id.group, &s.object.id.kind, &live),
+                Ok(None) => Health::Failed("object disappeared".into()),
+                Err(e) => Health::Progressing(format!("cannot read it: {e}")),
+            };
+            (s.object.id.clone(), health)
+        }))
+        .buffered(options.concurrency.max(1))
+        .collect()
+        .await;
+        let not_ready: Vec<(ObjectId, Health)> = states.into_iter().filter(|(_, h)| *h != Health::Ready).collect();
+        let failed = not_ready.iter().any(|(_, h)| matches!(h, Health::Failed(_)));
+        if not_ready.is_empty() || failed || Instant::now() >= deadline {
+            return not_ready;
+        }
+        tokio::time::sleep(options.poll_interval).await;
+    }
+}
+
+/// Drift of every object in `set` (what strata last applied): fields changed by someone else,
+/// and objects deleted, minus ignore rules.
+pub async fn detect_drift<T: Target>(
+    target: &T,
+    set: &DesiredSet,
+    concurrency: usize,
+) -> Result<Vec<Finding>, TargetError> {
+    let surveys = survey_all(target, set, None, concurrency).await?;
+    let mut findings = Vec::new();
+    for s in &surveys {
+        match (&s.live, &s.dry_run) {
+            (None, _) => findings.extend(drift::compare(&s.object.id, &s.layer.name, None, &s.object.manifest, &[])),
+            (Some(live), Some(dry)) => {
+                findings.extend(drift::compare(&s.object.id, &s.layer.name, Some(live), dry, &s.object.ignore))
+            }
+            (Some(_), None) => {}
+        }
+    }
+    Ok(findings)
+}
+
+/// Live against desired for every object, like `kubectl diff`: (object, layer, live YAML or
+/// empty when absent, desired YAML). Objects that would be pruned come last with an empty desired side.
+pub async fn diff<T: Target>(
+    target: &T,
+    set: &DesiredSet,
+    revision: Option<&str>,
+    concurrency: usize,
+) -> Result<Vec<(ObjectId, String, String, String)>, TargetError> {
+    let surveys = survey_all(target, set, revision, concurrency).await?;
+    let mut out = Vec::new();
+    for s in &surveys {
+        let live = s.live.as_ref().map(|l| crate::yaml::to_string(&drift::normalise(l, &s.object.ignore)));
+        let desired = match &s.dry_run {
+            Some(dry) => crate::yaml::to_string(&drift::normalise(dry, &s.object.ignore)),
+            None => crate::yaml::to_string(&s.manifest),
+        };
+        if live.as_deref() != Some(desired.as_str()) {
+            out.push((s.object.id.clone(), s.layer.name.clone(), live.unwrap_or_default(), desired));
+        }
+    }
+    if let Some(old) = target.read_inventory(&set.cluster).await? {
+        for entry in old.prune_candidates(set) {
+            let Some(id) = entry.object_id() else { continue };
+            let Some(resource) = target.resource(&entry.api_version, &id.kind).await? else { continue };
+            if let Some(live) = target.get(&resource, id.namespace.as_deref(), &id.name).await? {
+                out.push((id, String::new(), crate::yaml::to_string(&drift::normalise(&live, &[])), String::new()));
+            }
+        }
+    }
+    Ok(out)
+}

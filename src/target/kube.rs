@@ -1,0 +1,240 @@
+//! A Kubernetes cluster through its API server: discovery (cached per cluster), server-side
+//! apply as field manager `strata`, server-side dry-run, delete, and the inventory ConfigMap.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::APIResource;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use serde_json::{Value, json};
+
+use super::{Resource, Target, TargetError};
+use crate::apply::inventory::{INVENTORY_KEY, INVENTORY_NAMESPACE, INVENTORY_PREFIX, Inventory};
+use crate::render::object::{FIELD_MANAGER, LABEL_CLUSTER, LABEL_MANAGED_BY};
+
+pub struct KubeTarget {
+    client: Client,
+    /// apiVersion → the resources it serves (subresources left out).
+    discovery: Mutex<HashMap<String, Arc<Vec<APIResource>>>>,
+}
+
+/// Connect and read timeouts: an unreachable cluster fails fast instead of stalling a worker.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn config_error(what: &str, e: impl std::fmt::Display) -> TargetError {
+    TargetError::Other(format!("{what}: {e}"))
+}
+
+impl KubeTarget {
+    /// A target from a kubeconfig file and (optionally) one of its contexts.
+    pub async fn from_kubeconfig(path: &Path, context: Option<&str>) -> Result<Self, TargetError> {
+        let kubeconfig =
+            Kubeconfig::read_from(path).map_err(|e| config_error(&format!("kubeconfig {}", path.display()), e))?;
+        let options = KubeConfigOptions { context: context.map(str::to_string), cluster: None, user: None };
+        let config = Config::from_custom_kubeconfig(kubeconfig, &options).await.map_err(|e| {
+            config_error(&format!("kubeconfig {} context {}", path.display(), context.unwrap_or("(current)")), e)
+        })?;
+        Self::from_config(config)
+    }
+
+    /// The cluster strata runs in, through its service account.
+    pub fn in_cluster() -> Result<Self, TargetError> {
+        Self::from_config(Config::incluster().map_err(|e| config_error("in-cluster config", e))?)
+    }
+
+    pub fn from_config(mut config: Config) -> Result<Self, TargetError> {
+        config.connect_timeout = Some(CONNECT_TIMEOUT);
+        config.read_timeout = Some(READ_TIMEOUT);
+        let client = Client::try_from(config).map_err(|e| config_error("client", e))?;
+        Ok(Self::from_client(client))
+    }
+
+    pub fn from_client(client: Client) -> Self {
+        KubeTarget { client, discovery: Mutex::new(HashMap::new()) }
+    }
+
+    fn api(&self, resource: &Resource, namespace: Option<&str>) -> Api<DynamicObject> {
+        let ar = ApiResource {
+            group: resource.group.clone(),
+            version: resource.version.clone(),
+            api_version: resource.api_version.clone(),
+            kind: resource.kind.clone(),
+            plural: resource.plural.clone(),
+        };
+        match (resource.namespaced, namespace) {
+            (true, Some(ns)) => Api::namespaced_with(self.client.clone(), ns, &ar),
+            _ => Api::all_with(self.client.clone(), &ar),
+        }
+    }
+
+    async fn resources(&self, api_version: &str) -> Result<Option<Arc<Vec<APIResource>>>, TargetError> {
+        if let Some(hit) = self.discovery.lock().expect("discovery lock").get(api_version) {
+            return Ok(Some(hit.clone()));
+        }
+        let listed = if api_version.contains('/') {
+            self.client.list_api_group_resources(api_version).await
+        } else {
+            self.client.list_core_api_resources(api_version).await
+        };
+        let list = match listed {
+            Ok(list) => list,
+            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(None),
+            Err(e) => return Err(classify(e)),
+        };
+        let resources: Vec<APIResource> = list.resources.into_iter().filter(|r| !r.name.contains('/')).collect();
+        let resources = Arc::new(resources);
+        self.discovery.lock().expect("discovery lock").insert(api_version.to_string(), resources.clone());
+        Ok(Some(resources))
+    }
+}
+
+/// Sorts a kube error into what strata does about it.
+fn classify(e: kube::Error) -> TargetError {
+    match e {
+        kube::Error::Api(status) => {
+            let message = if status.message.is_empty() { status.reason.clone() } else { status.message.clone() };
+            match status.code {
+                401 | 403 => TargetError::Forbidden(message),
+                409 => TargetError::Conflict(message),
+                400 | 422 => TargetError::Invalid(message),
+                code => TargetError::Other(format!("API server answered {code}: {message}")),
+            }
+        }
+        kube::Error::HyperError(e) => TargetError::Unreachable(e.to_string()),
+        kube::Error::Service(e) => TargetError::Unreachable(error_chain(e.as_ref())),
+        other => TargetError::Other(other.to_string()),
+    }
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+fn to_value(object: DynamicObject) -> Result<Value, TargetError> {
+    serde_json::to_value(object).map_err(|e| TargetError::Other(format!("decoding object: {e}")))
+}
+
+fn inventory_name(cluster: &str) -> String {
+    format!("{INVENTORY_PREFIX}{cluster}")
+}
+
+fn core(kind: &str, plural: &str, namespaced: bool) -> Resource {
+    Resource {
+        api_version: "v1".into(),
+        group: String::new(),
+        version: "v1".into(),
+        kind: kind.into(),
+        plural: plural.into(),
+        namespaced,
+    }
+}
+
+impl Target for KubeTarget {
+    async fn resource(&self, api_version: &str, kind: &str) -> Result<Option<Resource>, TargetError> {
+        let Some(resources) = self.resources(api_version).await? else { return Ok(None) };
+        let Some(found) = resources.iter().find(|r| r.kind == kind) else { return Ok(None) };
+        let (group, version) = match api_version.rsplit_once('/') {
+            Some((g, v)) => (g.to_string(), v.to_string()),
+            None => (String::new(), api_version.to_string()),
+        };
+        Ok(Some(Resource {
+            api_version: api_version.to_string(),
+            group,
+            version,
+            kind: kind.to_string(),
+            plural: found.name.clone(),
+            namespaced: found.namespaced,
+        }))
+    }
+
+    fn refresh_discovery(&self) {
+        self.discovery.lock().expect("discovery lock").clear();
+    }
+
+    async fn get(
+        &self,
+        resource: &Resource,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Option<Value>, TargetError> {
+        match self.api(resource, namespace).get_opt(name).await.map_err(classify)? {
+            Some(object) => Ok(Some(to_value(object)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn apply(
+        &self,
+        resource: &Resource,
+        manifest: &Value,
+        dry_run: bool,
+        force: bool,
+    ) -> Result<Value, TargetError> {
+        let name = manifest["metadata"]["name"].as_str().unwrap_or_default();
+        let namespace = manifest["metadata"]["namespace"].as_str();
+        let mut params = PatchParams::apply(FIELD_MANAGER);
+        if force {
+            params = params.force();
+        }
+        if dry_run {
+            params = params.dry_run();
+        }
+        let applied =
+            self.api(resource, namespace).patch(name, &params, &Patch::Apply(manifest)).await.map_err(classify)?;
+        to_value(applied)
+    }
+
+    async fn delete(&self, resource: &Resource, namespace: Option<&str>, name: &str) -> Result<(), TargetError> {
+        match self.api(resource, namespace).delete(name, &DeleteParams::background()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn read_inventory(&self, cluster: &str) -> Result<Option<Inventory>, TargetError> {
+        let configmaps = core("ConfigMap", "configmaps", true);
+        let Some(cm) = self.get(&configmaps, Some(INVENTORY_NAMESPACE), &inventory_name(cluster)).await? else {
+            return Ok(None);
+        };
+        let text = cm["data"][INVENTORY_KEY].as_str().unwrap_or("{}");
+        serde_json::from_str(text).map(Some).map_err(|e| {
+            TargetError::Other(format!("inventory {INVENTORY_NAMESPACE}/{} is corrupt: {e}", inventory_name(cluster)))
+        })
+    }
+
+    async fn write_inventory(&self, inventory: &Inventory) -> Result<(), TargetError> {
+        let labels = json!({ LABEL_MANAGED_BY: FIELD_MANAGER, LABEL_CLUSTER: inventory.cluster });
+        let namespace = json!({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": { "name": INVENTORY_NAMESPACE, "labels": { LABEL_MANAGED_BY: FIELD_MANAGER } },
+        });
+        self.apply(&core("Namespace", "namespaces", false), &namespace, false, true).await?;
+        let configmap = json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": { "name": inventory_name(&inventory.cluster), "namespace": INVENTORY_NAMESPACE, "labels": labels },
+            "data": { INVENTORY_KEY: serde_json::to_string(inventory).expect("inventories serialise") },
+        });
+        self.apply(&core("ConfigMap", "configmaps", true), &configmap, false, true).await?;
+        Ok(())
+    }
+
+    fn reports_health(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,176 @@
+//! Targets: how strata reaches a cluster. The IO edge of apply.
+//!
+//! ```text
+//!   strata.yaml (host)            Target
+//!   targets:                      ├── KubeTarget       kubeconfig + context, or in-cluster:
+//!     aws-cluster: {kubeconfig}   │                    discovery, server-side apply, dry-run
+//!     lab: {directory}            └── DirectoryTarget  one file per object, read back as "live"
+//! ```
+//!
+//! The repository never chooses credentials: a cluster file names a target, the host config maps
+//! the name. The reconciler in [`crate::apply`] is written against the [`Target`] trait only.
+
+pub mod directory;
+pub mod kube;
+
+use std::fmt;
+use std::future::Future;
+
+use serde_json::Value;
+
+use crate::apply::inventory::Inventory;
+
+/// A resolved kind: what discovery says about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resource {
+    pub api_version: String,
+    pub group: String,
+    pub version: String,
+    pub kind: String,
+    pub plural: String,
+    pub namespaced: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetError {
+    /// The API server could not be reached (connection refused, timeout, TLS).
+    Unreachable(String),
+    /// A field manager conflict (server-side apply without force).
+    Conflict(String),
+    /// The server refused the object (validation, admission).
+    Invalid(String),
+    /// Credentials were refused.
+    Forbidden(String),
+    Other(String),
+}
+
+impl TargetError {
+    /// A short label for metrics and results.
+    pub fn label(&self) -> &'static str {
+        match self {
+            TargetError::Unreachable(_) => "unreachable",
+            TargetError::Conflict(_) => "conflict",
+            TargetError::Invalid(_) => "invalid",
+            TargetError::Forbidden(_) => "forbidden",
+            TargetError::Other(_) => "error",
+        }
+    }
+}
+
+impl fmt::Display for TargetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TargetError::Unreachable(m) => {
+                write!(f, "cluster unreachable: {m} (check the target's server address and that it is up)")
+            }
+            TargetError::Conflict(m) => write!(f, "conflict: {m}"),
+            TargetError::Invalid(m) => write!(f, "rejected: {m}"),
+            TargetError::Forbidden(m) => write!(f, "forbidden: {m} (check the target's credentials and RBAC)"),
+            TargetError::Other(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for TargetError {}
+
+/// The operations apply, prune, health and drift need from a cluster.
+pub trait Target: Sync {
+    /// Discovery: the resource for a kind, `None` when the cluster does not serve it (yet).
+    fn resource(
+        &self,
+        api_version: &str,
+        kind: &str,
+    ) -> impl Future<Output = Result<Option<Resource>, TargetError>> + Send;
+    /// Forgets cached discovery (after CRDs are created).
+    fn refresh_discovery(&self);
+    fn get(
+        &self,
+        resource: &Resource,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<Value>, TargetError>> + Send;
+    /// Server-side apply as field manager `strata`; `dry_run` validates without persisting.
+    fn apply(
+        &self,
+        resource: &Resource,
+        manifest: &Value,
+        dry_run: bool,
+        force: bool,
+    ) -> impl Future<Output = Result<Value, TargetError>> + Send;
+    /// Deletes an object; an object already gone is not an error.
+    fn delete(
+        &self,
+        resource: &Resource,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> impl Future<Output = Result<(), TargetError>> + Send;
+    fn read_inventory(&self, cluster: &str) -> impl Future<Output = Result<Option<Inventory>, TargetError>> + Send;
+    fn write_inventory(&self, inventory: &Inventory) -> impl Future<Output = Result<(), TargetError>> + Send;
+    /// Whether live objects carry status that health checks can read (not for directories).
+    fn reports_health(&self) -> bool;
+}
+
+/// A target chosen at run time from the host config.
+pub enum AnyTarget {
+    Kube(kube::KubeTarget),
+    Directory(directory::DirectoryTarget),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $t:ident => $e:expr) => {
+        match $self {
+            AnyTarget::Kube($t) => $e,
+            AnyTarget::Directory($t) => $e,
+        }
+    };
+}
+
+impl Target for AnyTarget {
+    async fn resource(&self, api_version: &str, kind: &str) -> Result<Option<Resource>, TargetError> {
+        dispatch!(self, t => t.resource(api_version, kind).await)
+    }
+    fn refresh_discovery(&self) {
+        dispatch!(self, t => t.refresh_discovery())
+    }
+    async fn get(
+        &self,
+        resource: &Resource,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Option<Value>, TargetError> {
+        dispatch!(self, t => t.get(resource, namespace, name).await)
+    }
+    async fn apply(
+        &self,
+        resource: &Resource,
+        manifest: &Value,
+        dry_run: bool,
+        force: bool,
+    ) -> Result<Value, TargetError> {
+        dispatch!(self, t => t.apply(resource, manifest, dry_run, force).await)
+    }
+    async fn delete(&self, resource: &Resource, namespace: Option<&str>, name: &str) -> Result<(), TargetError> {
+        dispatch!(self, t => t.delete(resource, namespace, name).await)
+    }
+    async fn read_inventory(&self, cluster: &str) -> Result<Option<Inventory>, TargetError> {
+        dispatch!(self, t => t.read_inventory(cluster).await)
+    }
+    async fn write_inventory(&self, inventory: &Inventory) -> Result<(), TargetError> {
+        dispatch!(self, t => t.write_inventory(inventory).await)
+    }
+    fn reports_health(&self) -> bool {
+        dispatch!(self, t => t.reports_health())
+    }
+}
+
+/// Connects to a configured target. Nothing is sent until the first request.
+pub async fn connect(config: &crate::config::TargetConfig) -> Result<AnyTarget, TargetError> {
+    use crate::config::TargetConfig;
+    Ok(match config {
+        TargetConfig::Kubeconfig { path, context } => {
+            AnyTarget::Kube(kube::KubeTarget::from_kubeconfig(path, context.as_deref()).await?)
+        }
+        TargetConfig::InCluster => AnyTarget::Kube(kube::KubeTarget::in_cluster()?),
+        TargetConfig::Directory(path) => AnyTarget::Directory(directory::DirectoryTarget::new(path)),
+    })
+}
