@@ -300,6 +300,12 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Resp
         Ok(b) => b.to_bytes(),
         Err(_) => return Ok(status(StatusCode::BAD_REQUEST, "BadRequest", "unreadable body")),
     };
+    if std::env::var_os("HARNESS_DEBUG").is_some() {
+        eprintln!("{method} {path} {content_type} {}", String::from_utf8_lossy(&body));
+    }
+    if content_type.contains("protobuf") {
+        return Ok(status(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", "the harness speaks JSON only"));
+    }
     let mut s = state.lock().unwrap();
     s.log.push(Logged { method: method.to_string(), path: path.clone(), dry_run });
     Ok(s.route(&method, &path, &q, &content_type, &body, dry_run))
