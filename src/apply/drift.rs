@@ -45,6 +45,46 @@ pub fn normalise(object: &Value, ignore: &[String]) -> Value {
     out
 }
 
+/// Whether two objects are equal apart from status, server-maintained metadata and the `ignore`d
+/// fields — [`normalise`] on both and compare, without copying either when there is nothing to
+/// ignore (the common case, and the hot path of an unchanged re-apply).
+pub fn same(a: &Value, b: &Value, ignore: &[String]) -> bool {
+    if !ignore.is_empty() {
+        return normalise(a, ignore) == normalise(b, ignore);
+    }
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else { return a == b };
+    let keys = a.keys().chain(b.keys()).filter(|k| k.as_str() != "status");
+    for key in keys {
+        let equal = if key == "metadata" {
+            let (ma, mb) = (a.get(key).and_then(Value::as_object), b.get(key).and_then(Value::as_object));
+            match (ma, mb) {
+                (Some(ma), Some(mb)) => ma
+                    .keys()
+                    .chain(mb.keys())
+                    .filter(|k| !SERVER_METADATA.contains(&k.as_str()))
+                    .all(|k| ma.get(k) == mb.get(k)),
+                _ => a.get(key) == b.get(key),
+            }
+        } else {
+            a.get(key) == b.get(key)
+        };
+        if !equal {
+            return false;
+        }
+    }
+    true
+}
+
+/// Whether every field of `desired` holds the same value in `live` (maps may have more keys in
+/// `live`; lists must have the same length, item by item).
+pub fn contains(live: &Value, desired: &Value) -> bool {
+    match (live, desired) {
+        (Value::Object(l), Value::Object(d)) => d.iter().all(|(k, dv)| l.get(k).is_some_and(|lv| contains(lv, dv))),
+        (Value::Array(l), Value::Array(d)) => l.len() == d.len() && l.iter().zip(d).all(|(lv, dv)| contains(lv, dv)),
+        (l, d) => l == d,
+    }
+}
+
 /// Removes the value at a JSON pointer, if there is one.
 pub fn remove_pointer(value: &mut Value, pointer: &str) {
     let Some((parent, last)) = pointer.rsplit_once('/') else { return };
@@ -146,6 +186,31 @@ mod tests {
         dry["metadata"]["resourceVersion"] = json!("8");
         dry["status"] = json!({"replicas": 1});
         assert_eq!(compare(&id(), "hello-universe", Some(&live()), &dry, &[]), vec![]);
+    }
+
+    #[test]
+    fn contains_allows_defaults_but_not_changes() {
+        let desired =
+            json!({"spec": {"replicas": 3, "template": {"spec": {"containers": [{"name": "ui", "image": "a:1"}]}}}});
+        assert!(contains(&live(), &desired));
+        let scaled = json!({"spec": {"replicas": 2}});
+        assert!(!contains(&live(), &scaled));
+        let more_containers =
+            json!({"spec": {"template": {"spec": {"containers": [{"name": "ui"}, {"name": "sidecar"}]}}}});
+        assert!(!contains(&live(), &more_containers));
+    }
+
+    #[test]
+    fn same_agrees_with_normalise() {
+        let mut other = live();
+        other["metadata"]["resourceVersion"] = json!("9");
+        other["status"] = json!({});
+        assert!(same(&live(), &other, &[]));
+        other["spec"]["replicas"] = json!(4);
+        assert!(!same(&live(), &other, &[]));
+        assert!(same(&live(), &other, &["/spec/replicas".into()]));
+        other["metadata"]["labels"] = json!({"a": "b"});
+        assert!(!same(&live(), &other, &["/spec/replicas".into()]));
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub mod drift;
 pub mod health;
 pub mod inventory;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -26,12 +26,15 @@ use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::render::object::{ANNOTATION_REVISION, LABEL_CLUSTER, ObjectId, is_stage_zero, stamp_revision};
+use crate::render::object::{
+    ANNOTATION_APPLIED, ANNOTATION_REVISION, LABEL_CLUSTER, ObjectId, is_stage_zero, stamp_revision,
+};
 use crate::render::{DesiredSet, LayerSet, Object};
 use crate::target::{Resource, Target, TargetError};
 use drift::Finding;
 use health::Health;
 use inventory::{Entry, Inventory};
+use sha2::{Digest as _, Sha256};
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -199,16 +202,34 @@ impl Survey<'_> {
 /// `revision`), and without ignored fields once the object exists (they are left to whoever owns them).
 fn manifest_for(object: &Object, live: Option<&Value>, revision: Option<&str>) -> Value {
     let mut manifest = object.manifest.clone();
-    let kept = live.and_then(|l| l["metadata"]["annotations"][ANNOTATION_REVISION].as_str());
-    if let Some(rev) = kept.or(revision) {
-        stamp_revision(&mut manifest, rev);
-    }
     if live.is_some() {
         for pointer in &object.ignore {
             drift::remove_pointer(&mut manifest, pointer);
         }
     }
+    let digest = {
+        let mut hasher = Sha256::new();
+        hasher.update(serde_json::to_vec(&manifest).expect("manifests serialise"));
+        crate::render::hex_digest(hasher)
+    };
+    if let Some(annotations) = manifest["metadata"]["annotations"].as_object_mut() {
+        annotations.insert(ANNOTATION_APPLIED.into(), Value::String(digest));
+    }
+    let kept = live.and_then(|l| l["metadata"]["annotations"][ANNOTATION_REVISION].as_str());
+    if let Some(rev) = kept.or(revision) {
+        stamp_revision(&mut manifest, rev);
+    }
     manifest
+}
+
+/// Whether `live` provably already is what applying `manifest` makes it: it carries the digest
+/// of this very configuration (so strata set no field since that it does not set now) and every
+/// field of the configuration holds the applied value. Anything else goes to a server-side dry-run.
+fn unchanged_without_asking(live: &Value, manifest: &Value) -> bool {
+    let applied = &manifest["metadata"]["annotations"][ANNOTATION_APPLIED];
+    applied.is_string()
+        && live["metadata"]["annotations"][ANNOTATION_APPLIED] == *applied
+        && drift::contains(live, manifest)
 }
 
 /// What stage 0 of this set will create, which objects of later stages may need before they can
@@ -219,16 +240,69 @@ struct Pending {
     namespaces: HashSet<String>,
 }
 
-/// Discovery, live state and a dry-run for one object.
+/// Objects of one kind in one namespace, listed once instead of fetched one by one.
+#[derive(Default)]
+struct Prefetched {
+    /// (apiVersion, kind, namespace) → name → live object, each taken out once it is used.
+    lists: std::sync::Mutex<HashMap<(String, String, String), HashMap<String, Value>>>,
+}
+
+/// A kind with at least this many objects in one namespace is listed rather than fetched per
+/// object: one request instead of many. Cluster-scoped kinds are always fetched per object
+/// (listing every CRD of a cluster would be far more data than the few strata applies).
+const LIST_THRESHOLD: usize = 3;
+
+impl Prefetched {
+    /// Lists the groups of `objects` large enough to be worth it.
+    async fn fetch<T: Target>(
+        target: &T,
+        objects: &[(&Object, Option<&Resource>)],
+        concurrency: usize,
+    ) -> Result<Prefetched, TargetError> {
+        let mut groups: HashMap<(String, String, String), (&Resource, usize)> = HashMap::new();
+        for (object, resource) in objects {
+            if let (Some(resource), Some(ns)) = (resource, &object.id.namespace)
+                && resource.namespaced
+            {
+                groups
+                    .entry((resource.api_version.clone(), resource.kind.clone(), ns.clone()))
+                    .or_insert((resource, 0))
+                    .1 += 1;
+            }
+        }
+        let wanted: Vec<_> = groups.into_iter().filter(|(_, (_, n))| *n >= LIST_THRESHOLD).collect();
+        let listed: Vec<Result<_, TargetError>> =
+            stream::iter(wanted.into_iter().map(|(key, (resource, _))| async move {
+                let items = target.list(resource, Some(&key.2)).await?;
+                let by_name =
+                    items.into_iter().filter_map(|o| Some((o["metadata"]["name"].as_str()?.to_string(), o))).collect();
+                Ok((key, by_name))
+            }))
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
+        Ok(Prefetched { lists: std::sync::Mutex::new(listed.into_iter().collect::<Result<_, _>>()?) })
+    }
+
+    /// `Some(live)` when the object's group was listed (each object is asked for once).
+    fn live(&self, resource: &Resource, object: &Object) -> Option<Option<Value>> {
+        let key = (resource.api_version.clone(), resource.kind.clone(), object.id.namespace.clone()?);
+        let mut lists = self.lists.lock().expect("prefetch lock");
+        lists.get_mut(&key).map(|by_name| by_name.remove(&object.id.name))
+    }
+}
+
+/// Live state and a dry-run for one object whose resource discovery found (or did not).
 async fn survey_one<'a, T: Target>(
     target: &T,
     layer: &'a LayerSet,
     object: &'a Object,
+    resource: Option<Resource>,
     revision: Option<&str>,
     pending: &Pending,
+    prefetched: &Prefetched,
 ) -> Result<Survey<'a>, TargetError> {
     let api_version = object.manifest["apiVersion"].as_str().unwrap_or_default();
-    let resource = target.resource(api_version, &object.id.kind).await?;
     let mut survey = Survey {
         layer,
         object,
@@ -257,10 +331,18 @@ async fn survey_one<'a, T: Target>(
         survey.deferred = true;
         return Ok(survey);
     }
-    survey.live = target.get(resource, object.id.namespace.as_deref(), &object.id.name).await?;
+    survey.live = match prefetched.live(resource, object) {
+        Some(live) => live,
+        None => target.get(resource, object.id.namespace.as_deref(), &object.id.name).await?,
+    };
     // An existing object is compared with the revision it already carries, so only real changes
     // count; a new one gets the new revision.
     let candidate = manifest_for(object, survey.live.as_ref(), if survey.live.is_some() { None } else { revision });
+    if survey.live.as_ref().is_some_and(|live| unchanged_without_asking(live, &candidate)) {
+        survey.action = Action::Unchanged;
+        survey.manifest = candidate;
+        return Ok(survey);
+    }
     let dry = match target.apply(resource, &candidate, true, false).await {
         Ok(dry) => Ok(dry),
         Err(TargetError::Conflict(message)) => {
@@ -273,9 +355,7 @@ async fn survey_one<'a, T: Target>(
         Ok(dry) => {
             survey.action = match &survey.live {
                 None => Action::Created,
-                Some(live) if drift::normalise(live, &object.ignore) == drift::normalise(&dry, &object.ignore) => {
-                    Action::Unchanged
-                }
+                Some(live) if drift::same(live, &dry, &object.ignore) => Action::Unchanged,
                 Some(_) => Action::Configured,
             };
             survey.dry_run = Some(dry);
@@ -329,11 +409,28 @@ async fn survey_batch<'a, T: Target>(
     pending: &Pending,
     concurrency: usize,
 ) -> Result<Vec<Survey<'a>>, TargetError> {
+    let resources: Vec<Result<Option<Resource>, TargetError>> = stream::iter(
+        objects.iter().map(|(_, o)| target.resource(o.manifest["apiVersion"].as_str().unwrap_or_default(), &o.id.kind)),
+    )
+    .buffered(concurrency.max(1))
+    .collect()
+    .await;
+    let resources: Vec<Option<Resource>> = resources.into_iter().collect::<Result<_, _>>()?;
+    // Objects in namespaces that stage 0 creates are not looked up now (see survey_one).
+    let lookups: Vec<(&Object, Option<&Resource>)> = objects
+        .iter()
+        .zip(&resources)
+        .filter(|((_, o), _)| !o.id.namespace.as_ref().is_some_and(|ns| pending.namespaces.contains(ns)))
+        .map(|((_, o), r)| (*o, r.as_ref()))
+        .collect();
+    let prefetched = Prefetched::fetch(target, &lookups, concurrency).await?;
     let surveys: Vec<Result<Survey, TargetError>> =
-        stream::iter(objects.into_iter().map(|(layer, object)| survey_one(target, layer, object, revision, pending)))
-            .buffered(concurrency.max(1))
-            .collect()
-            .await;
+        stream::iter(objects.into_iter().zip(resources).map(|((layer, object), resource)| {
+            survey_one(target, layer, object, resource, revision, pending, &prefetched)
+        }))
+        .buffered(concurrency.max(1))
+        .collect()
+        .await;
     surveys.into_iter().collect()
 }
 
@@ -404,13 +501,19 @@ pub async fn reconcile<T: Target>(
     if failed_layer.is_none() && surveys.iter().any(|s| s.deferred) {
         wait_established(target, &surveys, options).await;
         target.refresh_discovery();
-        let none = Pending::default();
-        for s in surveys.iter_mut().filter(|s| s.deferred) {
-            match survey_one(target, s.layer, s.object, revision, &none).await {
-                Ok(fresh) => *s = fresh,
-                Err(e) => {
-                    s.action = Action::Failed;
-                    s.message = Some(e.to_string());
+        let deferred: Vec<usize> = (0..surveys.len()).filter(|&i| surveys[i].deferred).collect();
+        let batch: Vec<(&LayerSet, &Object)> =
+            deferred.iter().map(|&i| (surveys[i].layer, surveys[i].object)).collect();
+        match survey_batch(target, batch, revision, &Pending::default(), options.concurrency).await {
+            Ok(fresh) => {
+                for (i, survey) in deferred.into_iter().zip(fresh) {
+                    surveys[i] = survey;
+                }
+            }
+            Err(e) => {
+                for i in deferred {
+                    surveys[i].action = Action::Failed;
+                    surveys[i].message = Some(e.to_string());
                 }
             }
         }
@@ -602,22 +705,32 @@ async fn wait_established<T: Target>(target: &T, surveys: &[Survey<'_>], options
     }
 }
 
-/// Polls tracked objects until all are ready, one fails, or the timeout passes.
+/// Polls tracked objects until all are ready, one fails, or the timeout passes. Kinds with
+/// several objects in a namespace are read with one list per poll.
 async fn wait_healthy<T: Target>(target: &T, surveys: &[Survey<'_>], options: &Options) -> Vec<(ObjectId, Health)> {
-    let tracked: Vec<&Survey> = surveys
+    let tracked: Vec<(&Object, &Resource)> = surveys
         .iter()
-        .filter(|s| s.resource.is_some() && health::is_tracked(&s.object.id.group, &s.object.id.kind))
+        .filter(|s| health::is_tracked(&s.object.id.group, &s.object.id.kind))
+        .filter_map(|s| Some((s.object, s.resource.as_ref()?)))
         .collect();
     let deadline = Instant::now() + options.health_timeout;
     loop {
-        let states: Vec<(ObjectId, Health)> = stream::iter(tracked.iter().map(|s| async move {
-            let resource = s.resource.as_ref().expect("filtered");
-            let health = match target.get(resource, s.object.id.namespace.as_deref(), &s.object.id.name).await {
-                Ok(Some(live)) => health::assess(&s.object.id.group, &s.object.id.kind, &live),
-                Ok(None) => Health::Failed("object disappeared".into()),
-                Err(e) => Health::Progressing(format!("cannot read it: {e}")),
-            };
-            (s.object.id.clone(), health)
+        let lookups: Vec<(&Object, Option<&Resource>)> = tracked.iter().map(|(o, r)| (*o, Some(*r))).collect();
+        let prefetched = Prefetched::fetch(target, &lookups, options.concurrency).await.unwrap_or_default();
+        let states: Vec<(ObjectId, Health)> = stream::iter(tracked.iter().map(|(object, resource)| {
+            let prefetched = &prefetched;
+            async move {
+                let live = match prefetched.live(resource, object) {
+                    Some(live) => Ok(live),
+                    None => target.get(resource, object.id.namespace.as_deref(), &object.id.name).await,
+                };
+                let health = match live {
+                    Ok(Some(live)) => health::assess(&object.id.group, &object.id.kind, &live),
+                    Ok(None) => Health::Failed("object disappeared".into()),
+                    Err(e) => Health::Progressing(format!("cannot read it: {e}")),
+                };
+                (object.id.clone(), health)
+            }
         }))
         .buffered(options.concurrency.max(1))
         .collect()
@@ -646,6 +759,7 @@ pub async fn detect_drift<T: Target>(
             (Some(live), Some(dry)) => {
                 findings.extend(drift::compare(&s.object.id, &s.layer.name, Some(live), dry, &s.object.ignore))
             }
+            // Proven unchanged without a dry-run: nothing drifted.
             (Some(_), None) => {}
         }
     }
@@ -662,7 +776,7 @@ pub async fn diff<T: Target>(
 ) -> Result<Vec<(ObjectId, String, String, String)>, TargetError> {
     let surveys = survey_all(target, set, revision, concurrency).await?;
     let mut out = Vec::new();
-    for s in &surveys {
+    for s in surveys.iter().filter(|s| s.action != Action::Unchanged) {
         let live = s.live.as_ref().map(|l| crate::yaml::to_string(&drift::normalise(l, &s.object.ignore)));
         let desired = match &s.dry_run {
             Some(dry) => crate::yaml::to_string(&drift::normalise(dry, &s.object.ignore)),

@@ -16,6 +16,10 @@ pub const ANNOTATION_PROFILE_VERSION: &str = "strata.dev/profile-version";
 /// Stamped at output time only: it changes with every commit, so it is kept out of digests and
 /// plans, which compare content.
 pub const ANNOTATION_REVISION: &str = "strata.dev/revision";
+/// Stamped at apply time: a digest of the configuration strata applied (revision aside). With it,
+/// an object whose live fields still hold that configuration is known unchanged without a
+/// server round trip.
+pub const ANNOTATION_APPLIED: &str = "strata.dev/applied-digest";
 
 /// An object's identity in a cluster: group, kind, namespace, name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

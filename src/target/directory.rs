@@ -78,6 +78,27 @@ impl Target for DirectoryTarget {
         }
     }
 
+    async fn list(&self, resource: &Resource, namespace: Option<&str>) -> Result<Vec<Value>, TargetError> {
+        let dir = self.root.join(namespace.unwrap_or("_cluster"));
+        let prefix = format!("{}.", resource.kind.to_lowercase());
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io(e, &dir)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| io(e, &dir))?;
+            let file = entry.file_name().to_string_lossy().into_owned();
+            if let Some(name) = file.strip_prefix(&prefix).and_then(|f| f.strip_suffix(".yaml"))
+                && let Some(object) = self.get(resource, namespace, name).await?
+            {
+                out.push(object);
+            }
+        }
+        Ok(out)
+    }
+
     async fn apply(
         &self,
         resource: &Resource,

@@ -89,6 +89,12 @@ pub trait Target: Sync {
         namespace: Option<&str>,
         name: &str,
     ) -> impl Future<Output = Result<Option<Value>, TargetError>> + Send;
+    /// Every object of a resource in a namespace (or cluster-wide).
+    fn list(
+        &self,
+        resource: &Resource,
+        namespace: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<Value>, TargetError>> + Send;
     /// Server-side apply as field manager `strata`; `dry_run` validates without persisting.
     fn apply(
         &self,
@@ -139,6 +145,9 @@ impl Target for AnyTarget {
         name: &str,
     ) -> Result<Option<Value>, TargetError> {
         dispatch!(self, t => t.get(resource, namespace, name).await)
+    }
+    async fn list(&self, resource: &Resource, namespace: Option<&str>) -> Result<Vec<Value>, TargetError> {
+        dispatch!(self, t => t.list(resource, namespace).await)
     }
     async fn apply(
         &self,

@@ -312,6 +312,10 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Resp
 }
 
 fn parse_body(content_type: &str, body: &[u8]) -> Result<Value, String> {
+    // Apply bodies are YAML by content type, and JSON (a subset) in practice.
+    if let Ok(value) = serde_json::from_slice(body) {
+        return Ok(value);
+    }
     if content_type.contains("yaml") {
         let text = std::str::from_utf8(body).map_err(|e| e.to_string())?;
         serde_saphyr::from_str(text).map_err(|e| e.to_string())
