@@ -240,11 +240,14 @@ struct Pending {
     namespaces: HashSet<String>,
 }
 
+/// (apiVersion, kind, namespace) → name → live object.
+type Lists = HashMap<(String, String, String), HashMap<String, Value>>;
+
 /// Objects of one kind in one namespace, listed once instead of fetched one by one.
 #[derive(Default)]
 struct Prefetched {
-    /// (apiVersion, kind, namespace) → name → live object, each taken out once it is used.
-    lists: std::sync::Mutex<HashMap<(String, String, String), HashMap<String, Value>>>,
+    /// Each object is taken out once it is used.
+    lists: std::sync::Mutex<Lists>,
 }
 
 /// A kind with at least this many objects in one namespace is listed rather than fetched per
