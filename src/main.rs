@@ -452,7 +452,8 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .map_err(|e| Failure::Internal(format!("cannot start the async runtime: {e}")))
 }
 
-/// The clusters a command acts on, rendered, each with its target config.
+/// The clusters a command acts on, rendered, each with its target config. Clusters that do not
+/// render or have no target come back as diagnostics, so the others can still be acted on.
 struct Selected<'m> {
     cluster: &'m Cluster,
     target: strata::config::TargetConfig,
@@ -464,7 +465,7 @@ fn select<'m>(
     snapshot: &Snapshot,
     select: &Select,
     config: &Config,
-) -> Result<Vec<Selected<'m>>, Failure> {
+) -> Result<(Vec<Selected<'m>>, Diagnostics), Failure> {
     let clusters: Vec<&Cluster> = if select.all || (select.clusters.is_empty() && !select.tag.is_empty()) {
         model.clusters.values().filter(|c| select.tag.iter().all(|t| c.has_tag(t))).collect()
     } else if select.clusters.is_empty() {
@@ -490,10 +491,16 @@ fn select<'m>(
             }
         }
     }
-    if !diags.is_empty() {
-        return Err(Failure::Invalid(diags.sorted(), Some(at(snapshot))));
+    Ok((out, diags.sorted()))
+}
+
+/// Reports clusters that could not be prepared; whether there were any.
+fn report_unprepared(diags: &Diagnostics, snapshot: &Snapshot) -> bool {
+    if diags.is_empty() {
+        return false;
     }
-    Ok(out)
+    eprintln!("{diags} {} (those clusters were left alone)", at(snapshot));
+    true
 }
 
 fn load_config(path: &std::path::Path) -> Result<Config, Failure> {
@@ -527,7 +534,8 @@ async fn apply(cli: &Cli, sel: &Select, dry_run: bool, allow_empty: bool, format
     let config = load_config(&sel.config)?;
     let snapshot = snapshot(cli)?;
     let model = load(&snapshot)?;
-    let selected = select(&model, &snapshot, sel, &config)?;
+    let (selected, unprepared) = select(&model, &snapshot, sel, &config)?;
+    let unprepared = report_unprepared(&unprepared, &snapshot);
     let mut options = config.apply.clone();
     options.dry_run = dry_run;
     options.allow_empty = allow_empty;
@@ -548,7 +556,7 @@ async fn apply(cli: &Cli, sel: &Select, dry_run: bool, allow_empty: bool, format
     .await;
     let mut results = results;
     results.sort_by(|a, b| a.0.cluster.name.cmp(&b.0.cluster.name));
-    let failed = results.iter().any(|(_, r)| r.as_ref().map(ChangeSet::failed).unwrap_or(true));
+    let failed = unprepared || results.iter().any(|(_, r)| r.as_ref().map(ChangeSet::failed).unwrap_or(true));
     let text = match format {
         ListFormat::Json => {
             let rows: Vec<_> = results
@@ -580,7 +588,10 @@ async fn diff(cli: &Cli, name: &str, config: &std::path::Path) -> Result<u8, Fai
     let snapshot = snapshot(cli)?;
     let model = load(&snapshot)?;
     let sel = Select { clusters: vec![name.to_string()], all: false, tag: vec![], config: config.file.clone() };
-    let selected = select(&model, &snapshot, &sel, &config)?;
+    let (selected, unprepared) = select(&model, &snapshot, &sel, &config)?;
+    if !unprepared.is_empty() {
+        return Err(Failure::Invalid(unprepared, Some(at(&snapshot))));
+    }
     let s = &selected[0];
     let target = target::connect(&s.target).await.map_err(|e| Failure::Usage(e.to_string()))?;
     let diffs = apply::diff(&target, &s.set, snapshot.revision.as_deref(), config.apply.concurrency)
@@ -606,10 +617,10 @@ async fn drift(cli: &Cli, sel: &Select, policy: Option<PolicyArg>, format: ListF
     let config = load_config(&sel.config)?;
     let snapshot = snapshot(cli)?;
     let model = load(&snapshot)?;
-    let selected = select(&model, &snapshot, sel, &config)?;
+    let (selected, unprepared) = select(&model, &snapshot, sel, &config)?;
     let revision = snapshot.revision.as_deref();
     let mut reported = false;
-    let mut failed = false;
+    let mut failed = report_unprepared(&unprepared, &snapshot);
     let mut rows = Vec::new();
     let mut text = String::new();
     for s in &selected {
@@ -618,17 +629,12 @@ async fn drift(cli: &Cli, sel: &Select, policy: Option<PolicyArg>, format: ListF
             Some(PolicyArg::Correct) => DriftPolicy::Correct,
             None => s.cluster.drift,
         };
-        let target = match target::connect(&s.target).await {
-            Ok(t) => t,
-            Err(e) => {
-                failed = true;
-                text.push_str(&format!("{}: failed: {e}\n", s.cluster.name));
-                rows.push(serde_json::json!({"cluster": s.cluster.name, "error": e.to_string()}));
-                continue;
-            }
+        let found = match target::connect(&s.target).await {
+            Ok(target) => apply::detect_drift(&target, &s.set, config.apply.concurrency).await.map(|f| (target, f)),
+            Err(e) => Err(e),
         };
-        let findings = match apply::detect_drift(&target, &s.set, config.apply.concurrency).await {
-            Ok(f) => f,
+        let (target, findings) = match found {
+            Ok(found) => found,
             Err(e) => {
                 failed = true;
                 text.push_str(&format!("{}: failed: {e}\n", s.cluster.name));

@@ -483,3 +483,29 @@ mod library {
         assert_eq!(actions(&cs), ["unchanged Namespace/web", "created ConfigMap/web/a"]);
     }
 }
+
+#[test]
+fn a_cluster_that_does_not_render_or_has_no_target_leaves_the_others_alone() {
+    let server = ApiServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = server.kubeconfig(dir.path());
+    // edge-lab's target `lab` is not configured here.
+    let config = dir.path().join("strata.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "targets:\n  aws-cluster: {{ kubeconfig: {} }}\n  edge-berlin: {{ kubeconfig: {0} }}\n",
+            kubeconfig.display()
+        ),
+    )
+    .unwrap();
+    let repo = Repo::example();
+    repo.edit("packs/edge-gateway/manifests/gateway.yaml", "{{ values.replicas }}", "{{ values.replicaz }}");
+    repo.commit("typo in the edge gateway");
+    let run = apply(&repo, &config, &["aws-cluster", "edge-berlin", "edge-lab"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("undefined value `values.replicaz`"), "{}", run.stderr);
+    assert!(run.stderr.contains("target `lab` is not configured on this host"), "{}", run.stderr);
+    assert!(run.stdout.contains("aws-cluster: applied aws-profile@1.0.0"), "{}", run.stdout);
+    assert_eq!(server.names("deployments"), ["hello-universe/ui"]);
+}
