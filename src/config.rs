@@ -1,10 +1,13 @@
 //! The host configuration (`strata.yaml`): what operators write on the machine strata runs on.
 //!
 //! It maps the target names cluster files use to real clusters (kubeconfig + context, the
-//! in-cluster service account, or a directory), so the repository never chooses credentials.
-//! Raw (as written, with lines) → validated ([`Config`]); relative paths are relative to the file.
+//! in-cluster service account, or a directory), so the repository never chooses credentials, and
+//! says where the daemon finds the repository, keeps its state and listens. Keys are snake_case as
+//! in DESIGN §3. Raw (as written, with lines) → validated ([`Config`]); relative paths are
+//! relative to the file.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -19,13 +22,52 @@ use crate::yaml;
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     #[serde(default)]
+    repository: Option<Spanned<RawRepository>>,
+    #[serde(default)]
     targets: BTreeMap<String, Spanned<RawTarget>>,
     #[serde(default)]
     apply: RawApply,
+    #[serde(default)]
+    state_dir: Option<String>,
+    #[serde(default)]
+    listen: Option<Spanned<String>>,
+    #[serde(default)]
+    api: RawApi,
+    #[serde(default)]
+    webhooks: RawWebhooks,
+    #[serde(default)]
+    drift: RawDrift,
+    #[serde(default)]
+    prune_removed_clusters: bool,
+    #[serde(default)]
+    shutdown_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(deny_unknown_fields)]
+struct RawRepository {
+    url: String,
+    #[serde(default)]
+    branch: Option<String>,
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    interval: Option<Spanned<String>>,
+    #[serde(default)]
+    credentials: RawCredentials,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCredentials {
+    username: Option<String>,
+    token_file: Option<String>,
+    ssh_key_file: Option<String>,
+    known_hosts: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawTarget {
     kubeconfig: Option<String>,
     context: Option<String>,
@@ -35,11 +77,31 @@ struct RawTarget {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(deny_unknown_fields)]
 struct RawApply {
     concurrency: Option<usize>,
     clusters: Option<usize>,
     health_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    token_file: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawWebhooks {
+    github_secret_file: Option<String>,
+    gitea_secret_file: Option<String>,
+    gitlab_token_file: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDrift {
+    interval: Option<Spanned<String>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,14 +111,62 @@ pub enum TargetConfig {
     Directory(PathBuf),
 }
 
+/// Where the daemon reads the repository from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RepoLocation {
+    /// A repository on this machine, watched for new commits.
+    Local(PathBuf),
+    /// A remote, fetched into a bare mirror under the state directory.
+    Remote(String),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub ssh_key_file: Option<PathBuf>,
+    pub known_hosts: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Repository {
+    pub location: RepoLocation,
+    pub branch: String,
+    /// Sub-directory holding profiles/ and clusters/.
+    pub path: Option<String>,
+    /// How often a remote is fetched (local repositories are watched, and polled this often too).
+    pub interval: Duration,
+    pub credentials: Credentials,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Webhooks {
+    pub github_secret_file: Option<PathBuf>,
+    pub gitea_secret_file: Option<PathBuf>,
+    pub gitlab_token_file: Option<PathBuf>,
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub file: PathBuf,
+    pub repository: Option<Repository>,
     pub targets: BTreeMap<String, TargetConfig>,
     pub apply: Options,
     /// Clusters reconciled at once.
     pub cluster_concurrency: usize,
+    pub state_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// The token the local API (approve, suspend) requires.
+    pub api_token_file: Option<PathBuf>,
+    pub webhooks: Webhooks,
+    pub drift_interval: Duration,
+    /// Delete the objects of a cluster whose file was removed from the repository.
+    pub prune_removed_clusters: bool,
+    /// How long in-flight applies may run on SIGTERM.
+    pub shutdown_timeout: Duration,
 }
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
 
 /// `300ms`, `30s`, `5m`, `1h`.
 pub fn parse_duration(text: &str) -> Option<Duration> {
@@ -71,6 +181,12 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         "h" => Duration::from_secs(n * 3600),
         _ => return None,
     })
+}
+
+/// A URL with a scheme (or scp-like `user@host:path`) is a remote; anything else a local path.
+fn location(url: &str, resolve: impl Fn(&str) -> PathBuf) -> RepoLocation {
+    let scp_like = url.contains('@') && url.contains(':') && !url.contains("://");
+    if url.contains("://") || scp_like { RepoLocation::Remote(url.to_string()) } else { RepoLocation::Local(resolve(url)) }
 }
 
 impl Config {
@@ -88,6 +204,42 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         let resolve = |p: &str| if Path::new(p).is_absolute() { PathBuf::from(p) } else { base.join(p) };
         let mut diags = Diagnostics::new();
+        let mut duration = |value: &Option<Spanned<String>>, what: &str, default: Duration| match value {
+            None => default,
+            Some(v) => parse_duration(&v.value).unwrap_or_else(|| {
+                diags.push(
+                    Diagnostic::new(Code::Schema, format!("{what} `{}` is not a duration", v.value))
+                        .in_file(&shown)
+                        .at_line(v.referenced.line() as usize)
+                        .help("write durations like 90s, 5m or 1h"),
+                );
+                default
+            }),
+        };
+        let mut apply = Options::default();
+        if let Some(n) = raw.apply.concurrency {
+            apply.concurrency = n.max(1);
+        }
+        apply.health_timeout = duration(&raw.apply.health_timeout, "health_timeout", apply.health_timeout);
+        let drift_interval = duration(&raw.drift.interval, "drift.interval", Duration::from_secs(300));
+        let shutdown_timeout = duration(&raw.shutdown_timeout, "shutdown_timeout", Duration::from_secs(30));
+        let repository = raw.repository.map(|r| {
+            let interval = duration(&r.value.interval, "repository.interval", Duration::from_secs(60));
+            let c = r.value.credentials;
+            Repository {
+                location: location(&r.value.url, resolve),
+                branch: r.value.branch.unwrap_or_else(|| "main".to_string()),
+                path: r.value.path.filter(|p| p != "." && !p.is_empty()),
+                interval,
+                credentials: Credentials {
+                    username: c.username,
+                    token_file: c.token_file.as_deref().map(resolve),
+                    ssh_key_file: c.ssh_key_file.as_deref().map(resolve),
+                    known_hosts: c.known_hosts.as_deref().map(resolve),
+                },
+            }
+        });
+
         let mut targets = BTreeMap::new();
         for (name, target) in raw.targets {
             let line = target.referenced.line() as usize;
@@ -108,30 +260,39 @@ impl Config {
                     Diagnostic::new(Code::Schema, format!("target `{name}` must be exactly one kind of target"))
                         .in_file(&shown)
                         .at_line(line)
-                        .help("use {kubeconfig: PATH, context: NAME}, {inCluster: true} or {directory: PATH}"),
+                        .help("use {kubeconfig: PATH, context: NAME}, {in_cluster: true} or {directory: PATH}"),
                 ),
             }
         }
-        let mut apply = Options::default();
-        if let Some(n) = raw.apply.concurrency {
-            apply.concurrency = n.max(1);
-        }
-        if let Some(timeout) = raw.apply.health_timeout {
-            match parse_duration(&timeout.value) {
-                Some(d) => apply.health_timeout = d,
-                None => diags.push(
-                    Diagnostic::new(Code::Schema, format!("healthTimeout `{}` is not a duration", timeout.value))
+        let listen = match &raw.listen {
+            None => DEFAULT_LISTEN.parse().expect("valid default"),
+            Some(l) => l.value.parse().unwrap_or_else(|_| {
+                diags.push(
+                    Diagnostic::new(Code::Schema, format!("listen `{}` is not an address", l.value))
                         .in_file(&shown)
-                        .at_line(timeout.referenced.line() as usize)
-                        .help("write durations like 90s, 5m or 1h"),
-                ),
-            }
-        }
+                        .at_line(l.referenced.line() as usize)
+                        .help("write HOST:PORT, e.g. 127.0.0.1:9477"),
+                );
+                DEFAULT_LISTEN.parse().expect("valid default")
+            }),
+        };
         diags.into_result(Config {
             file: path.to_path_buf(),
+            repository,
             targets,
             apply,
             cluster_concurrency: raw.apply.clusters.unwrap_or(4).max(1),
+            state_dir: raw.state_dir.as_deref().map(resolve).unwrap_or_else(|| base.join("state")),
+            listen,
+            api_token_file: raw.api.token_file.as_deref().map(resolve),
+            webhooks: Webhooks {
+                github_secret_file: raw.webhooks.github_secret_file.as_deref().map(resolve),
+                gitea_secret_file: raw.webhooks.gitea_secret_file.as_deref().map(resolve),
+                gitlab_token_file: raw.webhooks.gitlab_token_file.as_deref().map(resolve),
+            },
+            drift_interval,
+            prune_removed_clusters: raw.prune_removed_clusters,
+            shutdown_timeout,
         })
     }
 
@@ -150,6 +311,14 @@ impl Config {
     }
 }
 
+/// Reads a secret from a file (a systemd credential), without its trailing newline. The error
+/// names the file, never the content.
+pub fn read_secret(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+        .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,7 +333,7 @@ mod tests {
     #[test]
     fn targets_of_each_kind_with_paths_relative_to_the_file() {
         let config = load(
-            "targets:\n  aws: {kubeconfig: kube/aws.yaml, context: aws}\n  lab: {directory: /srv/lab}\n  here: {inCluster: true}\napply: {healthTimeout: 90s, concurrency: 4}\n",
+            "targets:\n  aws: {kubeconfig: kube/aws.yaml, context: aws}\n  lab: {directory: /srv/lab}\n  here: {in_cluster: true}\napply: {health_timeout: 90s, concurrency: 4}\n",
         )
         .unwrap();
         match &config.targets["aws"] {
@@ -178,14 +347,36 @@ mod tests {
         assert_eq!(config.targets["here"], TargetConfig::InCluster);
         assert_eq!(config.apply.health_timeout, Duration::from_secs(90));
         assert_eq!(config.apply.concurrency, 4);
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn the_daemon_sections() {
+        let config = load(
+            "repository: {url: https://git.example.com/platform/fleet.git, branch: prod, path: fleet, interval: 2m, credentials: {token_file: /run/credentials/strata/git-token}}\nstate_dir: /var/lib/strata\nlisten: 0.0.0.0:9000\ndrift: {interval: 10m}\nprune_removed_clusters: true\n",
+        )
+        .unwrap();
+        let repo = config.repository.unwrap();
+        assert_eq!(repo.location, RepoLocation::Remote("https://git.example.com/platform/fleet.git".into()));
+        assert_eq!(repo.branch, "prod");
+        assert_eq!(repo.path.as_deref(), Some("fleet"));
+        assert_eq!(repo.interval, Duration::from_secs(120));
+        assert_eq!(repo.credentials.token_file.as_deref(), Some(Path::new("/run/credentials/strata/git-token")));
+        assert_eq!(config.state_dir, PathBuf::from("/var/lib/strata"));
+        assert_eq!(config.drift_interval, Duration::from_secs(600));
+        assert!(config.prune_removed_clusters);
+        let local = load("repository: {url: ../fleet}\n").unwrap().repository.unwrap();
+        assert!(matches!(local.location, RepoLocation::Local(p) if p.ends_with("fleet")));
+        let scp = load("repository: {url: 'git@github.com:platform/fleet.git'}\n").unwrap().repository.unwrap();
+        assert!(matches!(scp.location, RepoLocation::Remote(_)));
     }
 
     #[test]
     fn ambiguous_targets_and_bad_durations_are_reported_with_lines() {
-        let e = load("targets:\n  x: {kubeconfig: a, directory: b}\napply:\n  healthTimeout: soon\n").unwrap_err();
+        let e = load("targets:\n  x: {kubeconfig: a, directory: b}\napply:\n  health_timeout: soon\n").unwrap_err();
         let text = e.to_string();
         assert!(text.contains("strata.yaml:2: target `x` must be exactly one kind of target"), "{text}");
-        assert!(text.contains("strata.yaml:4: healthTimeout `soon` is not a duration"), "{text}");
+        assert!(text.contains("strata.yaml:4: health_timeout `soon` is not a duration"), "{text}");
     }
 
     #[test]

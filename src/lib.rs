@@ -23,4 +23,5 @@ pub mod render;
 pub mod repo;
 pub mod source;
 pub mod target;
+pub mod window;
 pub mod yaml;

@@ -177,6 +177,8 @@ pub struct Cluster {
     /// Per-layer values deep-merged over the layer's own.
     pub overrides: BTreeMap<String, Map<String, Value>>,
     pub updates: UpdatePolicy,
+    /// With `updates: auto`, in-place edits wait for this window.
+    pub window: Option<crate::window::Window>,
     pub drift: DriftPolicy,
     /// The host-side target this cluster is reached through (defaults to the cluster name).
     pub target: String,
@@ -266,6 +268,7 @@ mod tests {
             version: VersionSpec::parse(version).unwrap(),
             overrides: BTreeMap::new(),
             updates: UpdatePolicy::Auto,
+            window: None,
             drift: DriftPolicy::Correct,
             target: "c".into(),
             ignore: vec![],

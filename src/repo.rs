@@ -99,6 +99,8 @@ struct RawClusterSpec {
     #[serde(default)]
     updates: UpdatePolicy,
     #[serde(default)]
+    window: Option<Spanned<String>>,
+    #[serde(default)]
     drift: DriftPolicy,
     #[serde(default)]
     target: Option<String>,
@@ -655,6 +657,14 @@ fn load_cluster(tree: &dyn Tree, file: &str, diags: &mut Diagnostics) -> Option<
     }
     let target = raw.spec.target.unwrap_or_else(|| name.clone());
     let ignore = check_ignore(raw.spec.ignore, true, file, &object, diags, &mut ok);
+    let window = raw.spec.window.and_then(|w| match crate::window::Window::parse(&w.value) {
+        Ok(window) => Some(window),
+        Err(message) => {
+            ok = false;
+            diags.push(Diagnostic::new(Code::Schema, message).in_file(file).at_line(line(&w)).about(&object));
+            None
+        }
+    });
     Some(Cluster {
         name,
         file: file.to_string(),
@@ -664,6 +674,7 @@ fn load_cluster(tree: &dyn Tree, file: &str, diags: &mut Diagnostics) -> Option<
         version: version?,
         overrides,
         updates: raw.spec.updates,
+        window,
         drift: raw.spec.drift,
         target,
         ignore,

@@ -20,7 +20,7 @@ fn host_config(dir: &Path, kubeconfig: &Path, extra: &str) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            "targets:\n  aws-cluster: {{ kubeconfig: {k}, context: harness }}\n  aws-staging: {{ kubeconfig: {k} }}\n  edge-berlin: {{ kubeconfig: {k} }}\n  lab: {{ kubeconfig: {k} }}\n{extra}apply:\n  healthTimeout: 5s\n"
+            "targets:\n  aws-cluster: {{ kubeconfig: {k}, context: harness }}\n  aws-staging: {{ kubeconfig: {k} }}\n  edge-berlin: {{ kubeconfig: {k} }}\n  lab: {{ kubeconfig: {k} }}\n{extra}apply:\n  health_timeout: 5s\n"
         ),
     )
     .unwrap();
