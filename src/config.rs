@@ -186,7 +186,11 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 /// A URL with a scheme (or scp-like `user@host:path`) is a remote; anything else a local path.
 fn location(url: &str, resolve: impl Fn(&str) -> PathBuf) -> RepoLocation {
     let scp_like = url.contains('@') && url.contains(':') && !url.contains("://");
-    if url.contains("://") || scp_like { RepoLocation::Remote(url.to_string()) } else { RepoLocation::Local(resolve(url)) }
+    if url.contains("://") || scp_like {
+        RepoLocation::Remote(url.to_string())
+    } else {
+        RepoLocation::Local(resolve(url))
+    }
 }
 
 impl Config {

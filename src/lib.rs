@@ -8,6 +8,7 @@
 //!   plan     (pure)                          ->  per cluster: upgrade | rollback | in-place edit | override | ...
 //!   apply    (over a Target)                 ->  staged server-side apply, inventory, prune, health, drift
 //!   target   (kube | directory)              ->  the IO edge to clusters, configured on the host (config)
+//!   daemon   (strata run)                    ->  watch Git, decide by policy, workers per cluster, state
 //! ```
 //!
 //! Everything up to `plan` is plain functions over plain data; the only IO there is reading the
@@ -16,6 +17,7 @@
 
 pub mod apply;
 pub mod config;
+pub mod daemon;
 pub mod diag;
 pub mod model;
 pub mod plan;

@@ -108,6 +108,55 @@ enum Command {
         #[arg(long, value_enum, default_value_t = ListFormat::Text)]
         format: ListFormat,
     },
+    /// Run the daemon: watch the repository, keep every cluster equal to it, serve webhooks, the
+    /// API, metrics and health. Logs go to stderr; RUST_LOG sets the level (default info).
+    Run {
+        #[arg(long, default_value = "strata.yaml", value_name = "FILE")]
+        config: PathBuf,
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
+    /// Approve a cluster's pending update (asks the running daemon).
+    Approve {
+        cluster: String,
+        #[arg(long, default_value = "strata.yaml", value_name = "FILE")]
+        config: PathBuf,
+        /// Who approves, for the record (default: $USER).
+        #[arg(long = "as", value_name = "NAME")]
+        by: Option<String>,
+    },
+    /// Every cluster as the running daemon sees it: version, applied revision, sync, health, drift, pending update.
+    Status {
+        /// One cluster, in detail.
+        cluster: Option<String>,
+        #[arg(long, value_name = "TAG")]
+        tag: Vec<String>,
+        /// With a cluster: show its pending update's diff.
+        #[arg(long, requires = "cluster")]
+        diff: bool,
+        #[arg(long, default_value = "strata.yaml", value_name = "FILE")]
+        config: PathBuf,
+        #[arg(long, value_enum, default_value_t = ListFormat::Text)]
+        format: ListFormat,
+    },
+    /// Stop reconciling a cluster (the running daemon keeps it as it is) until resumed.
+    Suspend {
+        cluster: String,
+        #[arg(long, default_value = "strata.yaml", value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Resume reconciling a suspended cluster.
+    Resume {
+        cluster: String,
+        #[arg(long, default_value = "strata.yaml", value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 /// Which clusters a command acts on, and the host config that says how to reach them.
@@ -197,6 +246,13 @@ fn run(cli: &Cli) -> Result<u8, Failure> {
         }
         Command::Diff { cluster, config } => runtime()?.block_on(diff(cli, cluster, config)),
         Command::Drift { select, policy, format } => runtime()?.block_on(drift(cli, select, *policy, *format)),
+        Command::Run { config, log_format } => daemon(config, *log_format),
+        Command::Approve { cluster, config, by } => runtime()?.block_on(approve(cluster, config, by.as_deref())),
+        Command::Status { cluster, tag, diff, config, format } => {
+            runtime()?.block_on(status(cluster.as_deref(), tag, *diff, config, *format))
+        }
+        Command::Suspend { cluster, config } => runtime()?.block_on(suspend(cluster, config, true)),
+        Command::Resume { cluster, config } => runtime()?.block_on(suspend(cluster, config, false)),
     }
 }
 
@@ -700,4 +756,174 @@ async fn drift(cli: &Cli, sel: &Select, policy: Option<PolicyArg>, format: ListF
     } else {
         0
     })
+}
+
+fn daemon(config: &std::path::Path, log_format: LogFormat) -> Result<u8, Failure> {
+    let config = load_config(config)?;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match log_format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+    let runtime = runtime()?;
+    let local = tokio::task::LocalSet::new();
+    match local.block_on(&runtime, strata::daemon::run(config)) {
+        Ok(()) => Ok(0),
+        Err(e) => {
+            tracing::error!(error = %e, "The daemon stopped.");
+            Err(Failure::Usage(e))
+        }
+    }
+}
+
+/// Talks to the running daemon's local API.
+async fn api(
+    config: &Config,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<serde_json::Value, Failure> {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    // With `listen: …:0` only the daemon knows its port; it writes it down.
+    let address = std::fs::read_to_string(config.state_dir.join(strata::daemon::LISTEN_FILE))
+        .ok()
+        .map(|a| a.trim().to_string())
+        .filter(|_| config.listen.port() == 0)
+        .unwrap_or_else(|| config.listen.to_string());
+    let mut request = hyper::Request::builder().method(method).uri(format!("http://{address}{path}"));
+    if method != "GET" {
+        let Some(file) = &config.api_token_file else {
+            return Err(Failure::Usage(format!(
+                "{}: api.token_file is not set, so the daemon takes no actions",
+                config.file.display()
+            )));
+        };
+        let token = strata::config::read_secret(file).map_err(Failure::Usage)?;
+        request = request.header("authorization", format!("Bearer {token}")).header("content-type", "application/json");
+    }
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let request = request.body(Full::new(Bytes::from(body))).map_err(|e| Failure::Internal(e.to_string()))?;
+    let client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let response = client.request(request).await.map_err(|e| {
+        Failure::Usage(format!("cannot reach the daemon at {address}: {e} (is `strata run` running with this config?)"))
+    })?;
+    let status = response.status();
+    let bytes = response.into_body().collect().await.map_err(|e| Failure::Internal(e.to_string()))?.to_bytes();
+    let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    if !status.is_success() {
+        let message = value["error"].as_str().map(str::to_string).unwrap_or_else(|| status.to_string());
+        return Err(Failure::Usage(message));
+    }
+    Ok(value)
+}
+
+async fn approve(cluster: &str, config: &std::path::Path, by: Option<&str>) -> Result<u8, Failure> {
+    let config = load_config(config)?;
+    let by = by.map(str::to_string).or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "cli".into());
+    let approval =
+        api(&config, "POST", &format!("/api/v1/clusters/{cluster}/approve"), Some(serde_json::json!({"by": by})))
+            .await?;
+    let revision = approval["revision"].as_str().unwrap_or_default();
+    print(&format!("{cluster}: approved {} by {by}; the daemon applies it now\n", &revision[..revision.len().min(7)]))
+}
+
+async fn suspend(cluster: &str, config: &std::path::Path, suspend: bool) -> Result<u8, Failure> {
+    let config = load_config(config)?;
+    let action = if suspend { "suspend" } else { "resume" };
+    let by = std::env::var("USER").unwrap_or_else(|_| "cli".into());
+    api(&config, "POST", &format!("/api/v1/clusters/{cluster}/{action}"), Some(serde_json::json!({"by": by}))).await?;
+    print(&format!("{cluster}: {}\n", if suspend { "suspended" } else { "resumed" }))
+}
+
+fn short(rev: &serde_json::Value) -> String {
+    rev.as_str().map(|r| r.chars().take(7).collect()).unwrap_or_else(|| "-".into())
+}
+
+async fn status(
+    cluster: Option<&str>,
+    tags: &[String],
+    diff: bool,
+    config: &std::path::Path,
+    format: ListFormat,
+) -> Result<u8, Failure> {
+    let config = load_config(config)?;
+    if let Some(name) = cluster {
+        let detail = api(&config, "GET", &format!("/api/v1/clusters/{name}"), None).await?;
+        if let ListFormat::Json = format {
+            return print(&(serde_json::to_string_pretty(&detail).expect("serialises") + "\n"));
+        }
+        let c = &detail["cluster"];
+        let mut out = format!(
+            "{name}: {}@{} at {} — {}{}\n",
+            c["profile"].as_str().unwrap_or("-"),
+            c["version"].as_str().unwrap_or("-"),
+            short(&c["cluster_revision"]),
+            c["sync"].as_str().unwrap_or("-"),
+            c["message"].as_str().map(|m| format!(": {m}")).unwrap_or_default()
+        );
+        if let Some(p) = detail["pending"].as_object() {
+            out.push_str(&format!("  {}\n", p["summary"].as_str().unwrap_or("")));
+            if diff {
+                out.push_str(p["diff"].as_str().unwrap_or(""));
+            }
+        } else if diff {
+            out.push_str("  no pending update\n");
+        }
+        for d in detail["drift"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "  drift {} {} live {} desired {}\n",
+                d["object"].as_str().unwrap_or(""),
+                d["path"].as_str().unwrap_or(""),
+                d["live"].as_str().unwrap_or("(absent)"),
+                d["desired"].as_str().unwrap_or("(absent)")
+            ));
+        }
+        return print(&out);
+    }
+    let rows = api(&config, "GET", "/api/v1/clusters", None).await?;
+    let rows: Vec<&serde_json::Value> = rows
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| {
+            let have: Vec<&str> = r["tags"].as_array().into_iter().flatten().filter_map(|t| t.as_str()).collect();
+            tags.iter().all(|want| {
+                have.iter().any(|t| t == want || (!want.contains(':') && t.split(':').next() == Some(want)))
+            })
+        })
+        .collect();
+    if let ListFormat::Json = format {
+        return print(&(serde_json::to_string_pretty(&rows).expect("serialises") + "\n"));
+    }
+    let mut table =
+        vec![["CLUSTER", "PROFILE", "REVISION", "SYNC", "HEALTH", "DRIFT", "PENDING"].map(String::from).to_vec()];
+    for r in rows {
+        let c = &r["cluster"];
+        table.push(vec![
+            c["name"].as_str().unwrap_or("").to_string(),
+            format!("{}@{}", c["profile"].as_str().unwrap_or("-"), c["version"].as_str().unwrap_or("-")),
+            short(&c["cluster_revision"]),
+            format!(
+                "{}{}",
+                c["sync"].as_str().unwrap_or("-"),
+                if c["suspended"] == true { " (suspended)" } else { "" }
+            ),
+            c["health"].as_str().unwrap_or("-").to_string(),
+            c["drifted"].as_i64().unwrap_or(0).to_string(),
+            r["pending"]["summary"]
+                .as_str()
+                .map(|_| {
+                    format!(
+                        "{} ({})",
+                        short(&r["pending"]["head_revision"]),
+                        r["pending"]["hold"]["until"].as_str().unwrap_or("")
+                    )
+                })
+                .unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    print(&columns(&table))
 }

@@ -270,9 +270,13 @@ fn update_available(model: &Model, cluster: &Cluster) -> Option<String> {
     model.resolve(cluster).ok()?.update_available.map(|v| v.to_string())
 }
 
-type SideOf<'r, 'a> = (&'r Cluster, &'r dyn Tree, &'r Renderer<'a>, &'r mut BTreeMap<String, String>);
+/// One side of a per-cluster comparison: the cluster, and the tree, renderer and fingerprint cache
+/// of the revision its profiles come from (the daemon compares against what each cluster runs).
+pub type SideOf<'r, 'a> = (&'r Cluster, &'r dyn Tree, &'r Renderer<'a>, &'r mut BTreeMap<String, String>);
 
-fn compare(base: SideOf, head: SideOf) -> Result<ClusterPlan, Diagnostics> {
+/// Plans one cluster from `base` to `head`; clusters whose inputs did not change are settled by
+/// fingerprint without rendering.
+pub fn compare(base: SideOf, head: SideOf) -> Result<ClusterPlan, Diagnostics> {
     let (before, base_tree, base_renderer, base_fps) = base;
     let (after, head_tree, head_renderer, head_fps) = head;
     let base_model = base_renderer.model();

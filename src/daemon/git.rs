@@ -1,0 +1,202 @@
+//! Where the daemon's revisions come from: a local repository (watched), or a remote fetched into a
+//! bare mirror under the state directory.
+//!
+//! Remote fetches authenticate with a token (HTTPS) or a key (SSH); SSH host keys must match the
+//! configured known_hosts (plain or hashed entries), TLS certificates are verified by libgit2.
+//! A force-push is accepted as a new revision and logged. A failed fetch leaves the mirror as it
+//! was, so the last good revision keeps serving.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use git2::{CertificateCheckStatus, Cred, CredentialType, FetchOptions, RemoteCallbacks, Repository};
+use hmac::{Hmac, KeyInit, Mac};
+use tracing::warn;
+
+use crate::config::{Credentials, RepoLocation, Repository as RepoConfig, read_secret};
+use crate::source::GitSource;
+
+/// Connect and read timeouts for fetches, set once for the process (libgit2 options are global).
+pub fn set_timeouts() {
+    // SAFETY: libgit2 global options, set before any fetch starts.
+    unsafe {
+        let _ = git2::opts::set_server_connect_timeout_in_milliseconds(10_000);
+        let _ = git2::opts::set_server_timeout_in_milliseconds(60_000);
+    }
+}
+
+pub struct RepoSource {
+    config: RepoConfig,
+    /// The repository revisions are read from: the local one, or the mirror.
+    git_dir: PathBuf,
+    last: Option<git2::Oid>,
+}
+
+impl RepoSource {
+    pub fn new(config: &RepoConfig, state_dir: &Path) -> Result<RepoSource, String> {
+        let git_dir = match &config.location {
+            RepoLocation::Local(path) => {
+                Repository::open(path)
+                    .map_err(|e| format!("{}: not a Git repository: {}", path.display(), e.message()))?;
+                path.clone()
+            }
+            RepoLocation::Remote(_) => {
+                let mirror = state_dir.join("mirror.git");
+                if Repository::open_bare(&mirror).is_err() {
+                    Repository::init_bare(&mirror)
+                        .map_err(|e| format!("cannot create the mirror {}: {}", mirror.display(), e.message()))?;
+                }
+                mirror
+            }
+        };
+        Ok(RepoSource { config: config.clone(), git_dir, last: None })
+    }
+
+    pub fn is_remote(&self) -> bool {
+        matches!(self.config.location, RepoLocation::Remote(_))
+    }
+
+    /// Where revisions are snapshotted from.
+    pub fn git_source(&self) -> Result<GitSource, String> {
+        GitSource::open(&self.git_dir, self.config.path.as_deref())
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{}: not a Git repository", self.git_dir.display()))
+    }
+
+    /// Paths whose changes mean a new commit may be there (local repositories): the refs and
+    /// the packed refs of the repository's Git directory.
+    pub fn watch_paths(&self) -> Vec<PathBuf> {
+        let Ok(repo) = Repository::open(&self.git_dir) else { return Vec::new() };
+        let git_dir = repo.path().to_path_buf();
+        vec![git_dir.join("refs").join("heads"), git_dir]
+    }
+
+    /// Fetches (for a remote) and returns the branch's commit. Blocking: run off the async runtime.
+    pub fn poll(&mut self) -> Result<String, String> {
+        let repo =
+            Repository::open(&self.git_dir).map_err(|e| format!("{}: {}", self.git_dir.display(), e.message()))?;
+        let branch = format!("refs/heads/{}", self.config.branch);
+        if let RepoLocation::Remote(url) = &self.config.location {
+            fetch(&repo, url, &branch, &self.config.credentials)?;
+        }
+        let oid = repo
+            .refname_to_id(&branch)
+            .map_err(|e| format!("branch `{}` not found: {}", self.config.branch, e.message()))?;
+        if let Some(last) = self.last
+            && last != oid
+            && !repo.graph_descendant_of(oid, last).unwrap_or(false)
+        {
+            warn!(from = %last, to = %oid, branch = %self.config.branch, "History was rewritten (force-push); following the new revision.");
+        }
+        self.last = Some(oid);
+        Ok(oid.to_string())
+    }
+}
+
+fn fetch(repo: &Repository, url: &str, branch: &str, credentials: &Credentials) -> Result<(), String> {
+    let mut remote = repo.remote_anonymous(url).map_err(|e| format!("remote {url}: {}", e.message()))?;
+    let mut callbacks = RemoteCallbacks::new();
+    let mut attempts = 0;
+    callbacks.credentials(move |_url, username_from_url, allowed| {
+        // libgit2 asks again after a refusal; one try per fetch, so bad credentials fail fast.
+        attempts += 1;
+        if attempts > 1 {
+            return Err(git2::Error::from_str("the remote refused the configured credentials"));
+        }
+        if allowed.contains(CredentialType::USER_PASS_PLAINTEXT)
+            && let Some(file) = &credentials.token_file
+        {
+            let token = read_secret(file).map_err(|e| git2::Error::from_str(&e))?;
+            let user = credentials.username.as_deref().unwrap_or("x-access-token");
+            return Cred::userpass_plaintext(user, &token);
+        }
+        if allowed.contains(CredentialType::SSH_KEY)
+            && let Some(key) = &credentials.ssh_key_file
+        {
+            let user = credentials.username.as_deref().or(username_from_url).unwrap_or("git");
+            return Cred::ssh_key(user, None, key, None);
+        }
+        Err(git2::Error::from_str("the remote asks for credentials and none are configured (repository.credentials)"))
+    });
+    let known_hosts = credentials.known_hosts.clone();
+    callbacks.certificate_check(move |cert, host| {
+        let Some(hostkey) = cert.as_hostkey() else {
+            // TLS: libgit2 has verified the chain already; let it decide.
+            return Ok(CertificateCheckStatus::CertificatePassthrough);
+        };
+        let Some(key) = hostkey.hostkey() else {
+            return Err(git2::Error::from_str("the SSH server sent no host key"));
+        };
+        let Some(file) = &known_hosts else {
+            return Err(git2::Error::from_str(
+                "SSH host keys are checked against repository.credentials.known_hosts, which is not configured",
+            ));
+        };
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| git2::Error::from_str(&format!("cannot read known_hosts {}: {e}", file.display())))?;
+        if known_host(&text, host, key) {
+            Ok(CertificateCheckStatus::CertificateOk)
+        } else {
+            Err(git2::Error::from_str(&format!(
+                "host key of {host} is not in {} (refusing to connect)",
+                file.display()
+            )))
+        }
+    });
+    let mut options = FetchOptions::new();
+    options.remote_callbacks(callbacks).download_tags(git2::AutotagOption::None);
+    // `+`: a force-pushed branch is taken as it is now.
+    remote
+        .fetch(&[format!("+{branch}:{branch}")], Some(&mut options), None)
+        .map_err(|e| format!("fetching {branch} from {url}: {}", e.message()))
+}
+
+/// Whether `known_hosts` text lists `key` for `host` (plain names, `[host]:port`, or hashed
+/// `|1|salt|hash` entries as OpenSSH writes them with HashKnownHosts).
+pub fn known_host(known_hosts: &str, host: &str, key: &[u8]) -> bool {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    known_hosts.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).any(|line| {
+        let mut fields = line.split_whitespace();
+        let (Some(hosts), Some(_kind), Some(encoded)) = (fields.next(), fields.next(), fields.next()) else {
+            return false;
+        };
+        let host_matches = hosts.split(',').any(|pattern| {
+            if let Some(hashed) = pattern.strip_prefix("|1|") {
+                let Some((salt, hash)) = hashed.split_once('|') else { return false };
+                let (Ok(salt), Ok(hash)) = (b64.decode(salt), b64.decode(hash)) else { return false };
+                let Ok(mut mac) = Hmac::<sha1::Sha1>::new_from_slice(&salt) else { return false };
+                mac.update(host.as_bytes());
+                mac.verify_slice(&hash).is_ok()
+            } else {
+                pattern == host
+                    || pattern.strip_prefix('[').and_then(|p| p.split_once("]:")).is_some_and(|(h, _)| h == host)
+            }
+        });
+        host_matches && b64.decode(encoded).is_ok_and(|k| k == key)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_hosts_plain_and_hashed() {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let key = b"\x00\x00\x00\x0bssh-ed25519fake-key-bytes";
+        let encoded = b64.encode(key);
+        let plain = format!("git.example.com,10.0.0.1 ssh-ed25519 {encoded}\n");
+        assert!(known_host(&plain, "git.example.com", key));
+        assert!(!known_host(&plain, "evil.example.com", key));
+        assert!(!known_host(&plain, "git.example.com", b"another key"));
+
+        let salt = b"0123456789abcdefghij";
+        let mut mac = Hmac::<sha1::Sha1>::new_from_slice(salt).unwrap();
+        mac.update(b"git.example.com");
+        let hash = mac.finalize().into_bytes();
+        let hashed = format!("|1|{}|{} ssh-ed25519 {encoded}\n", b64.encode(salt), b64.encode(hash));
+        assert!(known_host(&hashed, "git.example.com", key));
+        assert!(!known_host(&hashed, "other.example.com", key));
+        assert!(known_host(&format!("[git.example.com]:2222 ssh-ed25519 {encoded}"), "git.example.com", key));
+    }
+}

@@ -1,0 +1,89 @@
+//! Prometheus metrics, served at `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterLabel {
+    pub cluster: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabel {
+    pub provider: String,
+    pub result: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    /// Reconciles by result: applied, unchanged, failed, unhealthy, rejected.
+    pub reconciles: Family<ResultLabel, Counter>,
+    pub reconcile_seconds: Histogram,
+    pub drifted_objects: Family<ClusterLabel, Gauge>,
+    pub pending_updates: Gauge,
+    pub fetch_errors: Counter,
+    /// Webhook deliveries by provider and result (accepted, unauthorized, ignored).
+    pub webhooks: Family<ProviderLabel, Counter>,
+    /// Revisions evaluated, and those that did not load or render.
+    pub revisions: Family<ResultLabel, Counter>,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("strata");
+        let reconciles = Family::<ResultLabel, Counter>::default();
+        registry.register("reconciles", "Cluster reconciles, by result", reconciles.clone());
+        let reconcile_seconds = Histogram::new(exponential_buckets(0.005, 2.0, 16));
+        registry.register("reconcile_duration_seconds", "Time one cluster reconcile took", reconcile_seconds.clone());
+        let drifted_objects = Family::<ClusterLabel, Gauge>::default();
+        registry.register("drifted_objects", "Objects found drifted at the last drift check", drifted_objects.clone());
+        let pending_updates = Gauge::default();
+        registry.register(
+            "pending_updates",
+            "Clusters with an update held for approval or a window",
+            pending_updates.clone(),
+        );
+        let fetch_errors = Counter::default();
+        registry.register("fetch_errors", "Failed fetches or reads of the repository", fetch_errors.clone());
+        let webhooks = Family::<ProviderLabel, Counter>::default();
+        registry.register("webhooks", "Webhook deliveries, by provider and result", webhooks.clone());
+        let revisions = Family::<ResultLabel, Counter>::default();
+        registry.register("revisions", "Revisions evaluated, by result", revisions.clone());
+        Metrics {
+            registry,
+            reconciles,
+            reconcile_seconds,
+            drifted_objects,
+            pending_updates,
+            fetch_errors,
+            webhooks,
+            revisions,
+        }
+    }
+
+    pub fn result(&self, family: &Family<ResultLabel, Counter>, result: &str) {
+        family.get_or_create(&ResultLabel { result: result.to_string() }).inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

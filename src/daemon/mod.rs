@@ -1,0 +1,530 @@
+//! `strata run`: the long-running service that keeps a fleet equal to Git.
+//!
+//! ```text
+//!   notify (local refs) ─┐
+//!   interval + jitter  ──┼─> poll: fetch / read branch ──> new revision? ──> evaluate (blocking)
+//!   webhook (push)     ──┤                                                    load, plan per cluster
+//!   approve / suspend ───┘                                                    against what it runs,
+//!                                                                             decide by policy
+//!                                    ┌───────────────────── jobs ────────────────┘
+//!                                    v
+//!   one worker per cluster: apply (backoff on failure) · drift check on interval · state in SQLite
+//! ```
+//!
+//! A revision that does not load leaves every cluster on what it runs. Everything the daemon must
+//! remember lives in the [`store::Store`]; everything else is derived again from Git and the
+//! clusters after a restart.
+
+pub mod decide;
+pub mod git;
+pub mod http;
+pub mod metrics;
+pub mod store;
+pub mod worker;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc, watch};
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::model::Model;
+use crate::plan::{self, ChangeKind, ClusterPlan};
+use crate::render::Renderer;
+use crate::render::tools::SystemTools;
+use crate::source::Snapshot;
+use decide::{Decision, Hold, Run};
+use git::RepoSource;
+use metrics::Metrics;
+use store::{Pending, Store};
+use worker::{Job, Msg, Worker};
+
+/// Why the main loop wakes.
+#[derive(Debug)]
+pub enum Trigger {
+    /// Fetch (or re-read the branch) now.
+    Fetch(String),
+    /// Decide again on the current revision (an approval, a suspension).
+    Reevaluate(String),
+}
+
+/// What the HTTP endpoints and the workers share.
+pub struct Shared {
+    pub config: Config,
+    pub store: Store,
+    pub metrics: Metrics,
+    /// Bounds how many clusters reconcile at once.
+    pub permits: Semaphore,
+    pub triggers: mpsc::Sender<Trigger>,
+    pub ready: AtomicBool,
+    /// Tags of every cluster at the last good revision, for status filters.
+    pub tags: Mutex<BTreeMap<String, Vec<String>>>,
+}
+
+/// Where the daemon writes the address it actually listens on (useful with port 0).
+pub const LISTEN_FILE: &str = "listen-address";
+
+/// What one evaluation decided for one cluster.
+struct Outcome {
+    cluster: String,
+    job: Option<Job>,
+    pending: Option<Pending>,
+    /// The revision does not render for this cluster: the message.
+    error: Option<String>,
+}
+
+fn pending_summary(plan: &ClusterPlan, hold: &Hold, cluster: &str) -> String {
+    let what = plan.to.clone().unwrap_or_default();
+    match hold {
+        Hold::Approval => format!("pending update {what} — approve: strata approve {cluster}"),
+        Hold::Window { window } => format!("pending update {what} — waits for its window {window}"),
+    }
+}
+
+/// Loads, plans and decides every cluster at `head`. Blocking (git2, rendering).
+fn evaluate(
+    shared: &Shared,
+    source: &crate::source::GitSource,
+    head: &str,
+    running: &HashSet<String>,
+) -> Result<Vec<Outcome>, String> {
+    // Every revision some cluster runs, plus the head.
+    let states: BTreeMap<String, store::ClusterState> =
+        shared.store.clusters()?.into_iter().map(|c| (c.name.clone(), c)).collect();
+    let mut revisions: Vec<String> = vec![head.to_string()];
+    for s in states.values() {
+        for rev in [&s.profile_revision, &s.cluster_revision].into_iter().flatten() {
+            if !revisions.contains(rev) {
+                revisions.push(rev.clone());
+            }
+        }
+    }
+    let mut loaded: HashMap<String, (Snapshot, Model)> = HashMap::new();
+    for rev in &revisions {
+        let snapshot = match source.snapshot(rev) {
+            Ok(s) => s,
+            Err(e) if rev == head => return Err(e.to_string()),
+            Err(e) => {
+                warn!(revision = %rev, error = %e, "A revision a cluster runs is gone from the repository.");
+                continue;
+            }
+        };
+        match crate::repo::load(snapshot.tree.as_ref()) {
+            Ok(model) => {
+                loaded.insert(rev.clone(), (snapshot, model));
+            }
+            Err(diags) if rev == head => return Err(format!("revision {head} does not load:\n{diags}")),
+            Err(_) => {}
+        }
+    }
+    let tools = SystemTools::default();
+    let renderers: HashMap<&str, Renderer> = loaded
+        .iter()
+        .map(|(rev, (snap, model))| (rev.as_str(), Renderer::new(snap.tree.as_ref(), model, &tools)))
+        .collect();
+    let mut fingerprints: HashMap<&str, BTreeMap<String, String>> = HashMap::new();
+    let (head_snapshot, head_model) = &loaded[head];
+    let head_renderer = &renderers[head];
+    *shared.tags.lock().expect("tags lock") =
+        head_model.clusters.iter().map(|(n, c)| (n.clone(), c.tags.clone())).collect();
+
+    let now = store::now();
+    let mut outcomes = Vec::new();
+    for (name, cluster) in &head_model.clusters {
+        let state = states.get(name);
+        let applied = state.and_then(|s| s.digest.as_ref()).is_some();
+        let base_rev = state.and_then(|s| s.profile_revision.clone());
+        let cluster_rev = state.and_then(|s| s.cluster_revision.clone());
+        let base = base_rev.as_deref().and_then(|r| loaded.get_key_value(r)).map(|(r, l)| (r.as_str(), l));
+        let base_cluster = cluster_rev.as_deref().and_then(|r| loaded.get(r)).and_then(|(_, m)| m.clusters.get(name));
+        let target = match shared.config.target(name, &cluster.target) {
+            Ok(t) => t.clone(),
+            Err(d) => {
+                outcomes.push(Outcome { cluster: name.clone(), job: None, pending: None, error: Some(d.to_string()) });
+                continue;
+            }
+        };
+
+        // The plan from what the cluster runs to the head.
+        let plan = match (applied, base, base_cluster) {
+            (true, Some((base_rev, (base_snap, _))), Some(base_cluster))
+                if base_rev != head || cluster_rev.as_deref() != Some(head) =>
+            {
+                let mut base_fps = fingerprints.remove(base_rev).unwrap_or_default();
+                let mut head_fps = fingerprints.remove(head).unwrap_or_default();
+                let result = plan::compare(
+                    (base_cluster, base_snap.tree.as_ref(), &renderers[base_rev], &mut base_fps),
+                    (cluster, head_snapshot.tree.as_ref(), head_renderer, &mut head_fps),
+                );
+                fingerprints.insert(base_rev, base_fps);
+                fingerprints.insert(head, head_fps);
+                match result {
+                    Ok(plan) => Some(plan),
+                    Err(d) => {
+                        outcomes.push(Outcome {
+                            cluster: name.clone(),
+                            job: None,
+                            pending: None,
+                            error: Some(d.to_string()),
+                        });
+                        continue;
+                    }
+                }
+            }
+            _ => None,
+        };
+        let unchanged = ClusterPlan {
+            cluster: name.clone(),
+            kind: ChangeKind::Unchanged,
+            reasons: Vec::new(),
+            from: None,
+            to: None,
+            updates: cluster.updates,
+            pending: false,
+            update_available: None,
+            base_digest: None,
+            head_digest: None,
+            objects: Vec::new(),
+        };
+        // Applied, but what it runs can no longer be read: treat the head as new to it.
+        let applied = applied && (plan.is_some() || (base.is_some() && base_cluster.is_some()));
+        let plan_ref = plan.as_ref().unwrap_or(&unchanged);
+        let approved = shared.store.approval(name, head)?.is_some();
+        let suspended = state.is_some_and(|s| s.suspended);
+        let Decision { run, hold } = decide::decide(&decide::Input {
+            applied,
+            plan: plan_ref,
+            updates: cluster.updates,
+            window: cluster.window.as_ref(),
+            approved,
+            suspended,
+            now,
+        });
+
+        let rendered = match run {
+            Run::Head => Some((head_renderer.render(cluster), Some(head), Some(head))),
+            Run::HeadClusterOnAppliedProfile => {
+                let (rev, _) = base.expect("held updates have a base");
+                Some((renderers[rev].render(cluster), Some(rev), Some(head)))
+            }
+            // The worker already has it; after a restart it needs it again.
+            Run::Keep if running.contains(name) => None,
+            Run::Keep => match (base, base_cluster) {
+                (Some((rev, _)), Some(base_cluster)) => {
+                    Some((renderers[rev].render(base_cluster), Some(rev), cluster_rev.as_deref()))
+                }
+                _ => None,
+            },
+        };
+        let mut outcome = Outcome { cluster: name.clone(), job: None, pending: None, error: None };
+        match rendered {
+            Some((Ok(set), profile_rev, cluster_rev)) => {
+                outcome.job = Some(Job {
+                    set,
+                    profile_revision: profile_rev.map(str::to_string),
+                    cluster_revision: cluster_rev.map(str::to_string),
+                    target,
+                    drift: cluster.drift,
+                });
+            }
+            Some((Err(d), _, _)) => outcome.error = Some(d.to_string()),
+            None => {}
+        }
+        if let Some(hold) = hold {
+            let diff: String = plan_ref.objects.iter().map(|o| o.diff.as_str()).collect::<Vec<_>>().join("");
+            outcome.pending = Some(Pending {
+                cluster: name.clone(),
+                base_revision: base_rev.clone().unwrap_or_default(),
+                head_revision: head.to_string(),
+                hold: serde_json::to_string(&hold).expect("serialises"),
+                summary: pending_summary(plan_ref, &hold, name),
+                diff,
+                since: now,
+            });
+        }
+        outcomes.push(outcome);
+    }
+    Ok(outcomes)
+}
+
+/// The daemon, until SIGTERM or SIGINT. Runs on a [`tokio::task::LocalSet`]: the workers'
+/// futures borrow across awaits and need not move between threads (the work is IO; Git reads
+/// and rendering go to blocking threads).
+pub async fn run(config: Config) -> Result<(), String> {
+    let repo_config =
+        config.repository.clone().ok_or("`strata run` needs `repository: { url: … }` in the host config")?;
+    git::set_timeouts();
+    let store = Store::open(&config.state_dir)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    std::fs::write(config.state_dir.join(LISTEN_FILE), address.to_string()).map_err(|e| e.to_string())?;
+    let (triggers, mut rx) = mpsc::channel(256);
+    let shared = Arc::new(Shared {
+        permits: Semaphore::new(config.cluster_concurrency),
+        config,
+        store,
+        metrics: Metrics::new(),
+        triggers: triggers.clone(),
+        ready: AtomicBool::new(false),
+        tags: Mutex::new(BTreeMap::new()),
+    });
+    let (stop, stopped) = watch::channel(false);
+    tokio::task::spawn_local(http::serve(listener, shared.clone(), stopped.clone()));
+    info!(address = %address, state_dir = %shared.config.state_dir.display(), "Listening.");
+
+    let source = Arc::new(Mutex::new(RepoSource::new(&repo_config, &shared.config.state_dir)?));
+    // Local repositories: watch the refs, so a commit is seen within the debounce.
+    let _watcher = {
+        let source = source.lock().expect("source lock");
+        if source.is_remote() { None } else { watch_refs(source.watch_paths(), triggers.clone()) }
+    };
+
+    let mut workers: HashMap<String, (mpsc::Sender<Msg>, tokio::task::JoinHandle<()>)> = HashMap::new();
+    let mut revision: Option<String> = shared.store.meta("revision")?;
+    let mut failures = 0u32;
+    let mut sigterm =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let watchdog = sd_notify::watchdog_enabled().map(|d| d / 3).unwrap_or(Duration::from_secs(3600));
+    let mut fetch = true;
+    let mut reevaluate = true;
+    let mut first = true;
+    loop {
+        if fetch {
+            let polled = {
+                let source = source.clone();
+                tokio::task::spawn_blocking(move || source.lock().expect("source lock").poll())
+                    .await
+                    .map_err(|e| e.to_string())?
+            };
+            match polled {
+                Ok(rev) => {
+                    failures = 0;
+                    if revision.as_deref() != Some(rev.as_str()) {
+                        info!(revision = %rev, "New revision.");
+                        revision = Some(rev);
+                        reevaluate = true;
+                    }
+                }
+                Err(e) => {
+                    failures += 1;
+                    shared.metrics.fetch_errors.inc();
+                    error!(error = %e, "Fetch failed; the last good revision keeps serving.");
+                }
+            }
+        }
+        if reevaluate && let Some(head) = revision.clone() {
+            let outcomes = {
+                let shared = shared.clone();
+                let source = source.clone();
+                let running: HashSet<String> = workers.keys().cloned().collect();
+                let head = head.clone();
+                tokio::task::spawn_blocking(move || {
+                    let git = source.lock().expect("source lock").git_source()?;
+                    evaluate(&shared, &git, &head, &running)
+                })
+                .await
+                .map_err(|e| e.to_string())?
+            };
+            match outcomes {
+                Ok(outcomes) => {
+                    shared.metrics.result(&shared.metrics.revisions, "loaded");
+                    shared.store.set_meta("revision", &head)?;
+                    dispatch(&shared, outcomes, &mut workers, &stopped).await;
+                }
+                Err(e) => {
+                    shared.metrics.result(&shared.metrics.revisions, "invalid");
+                    error!(revision = %head, error = %e, "Revision rejected; clusters keep what they run.");
+                    if first {
+                        // Nothing loaded yet: start the workers on what the store says they run.
+                        dispatch_from_store(&shared, &source, &mut workers, &stopped).await;
+                    }
+                }
+            }
+            let _ = shared.metrics.pending_updates.set(shared.store.pending_count().unwrap_or(0));
+        }
+        if first {
+            first = false;
+            shared.ready.store(true, Ordering::Relaxed);
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+            info!("Ready.");
+        }
+        // The loop came round: it is alive.
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+        fetch = false;
+        reevaluate = false;
+
+        let interval = shared.config.repository.as_ref().map(|r| r.interval).unwrap_or(Duration::from_secs(60));
+        let next_poll = if failures > 0 { worker::backoff(failures).min(interval) } else { jittered(interval) };
+        tokio::select! {
+            trigger = rx.recv() => {
+                // Debounce: a push touches several files; take them as one.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let mut all = vec![trigger];
+                while let Ok(t) = rx.try_recv() {
+                    all.push(Some(t));
+                }
+                for t in all.into_iter().flatten() {
+                    match t {
+                        Trigger::Fetch(_) => fetch = true,
+                        Trigger::Reevaluate(_) => reevaluate = true,
+                    }
+                }
+            }
+            _ = tokio::time::sleep(next_poll) => {
+                fetch = true;
+                // Windows open with the clock, not with commits.
+                reevaluate = true;
+            }
+            _ = tokio::time::sleep(watchdog) => {}
+            _ = sigterm.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+
+    info!("Stopping: in-flight applies may finish.");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    let _ = stop.send(true);
+    let handles: Vec<_> = workers.into_values().map(|(_, h)| h).collect();
+    if tokio::time::timeout(shared.config.shutdown_timeout, futures::future::join_all(handles)).await.is_err() {
+        warn!(timeout = ?shared.config.shutdown_timeout, "Applies still running at the shutdown timeout; leaving them.");
+    }
+    Ok(())
+}
+
+fn jittered(interval: Duration) -> Duration {
+    interval.mul_f64(0.9 + fastrand::f64() * 0.2)
+}
+
+/// Hands evaluation outcomes to the workers, starting and stopping workers as clusters come and go.
+async fn dispatch(
+    shared: &Arc<Shared>,
+    outcomes: Vec<Outcome>,
+    workers: &mut HashMap<String, (mpsc::Sender<Msg>, tokio::task::JoinHandle<()>)>,
+    stopped: &watch::Receiver<bool>,
+) {
+    let present: HashSet<String> = outcomes.iter().map(|o| o.cluster.clone()).collect();
+    for outcome in outcomes {
+        let name = outcome.cluster.clone();
+        match &outcome.pending {
+            Some(p) => {
+                let _ = shared.store.set_pending(p);
+            }
+            None => {
+                let _ = shared.store.clear_pending(&name);
+            }
+        }
+        if let Some(message) = &outcome.error {
+            warn!(cluster = %name, error = %message, "Cluster does not render at this revision; it keeps what it runs.");
+            let _ = shared.store.set_sync(&name, "error", Some(message), None);
+        }
+        if let Some(job) = outcome.job {
+            let (tx, _) = workers
+                .entry(name.clone())
+                .or_insert_with(|| Worker::spawn(name.clone(), shared.clone(), stopped.clone()));
+            let _ = tx.send(Msg::Run(Box::new(job))).await;
+        }
+    }
+    // Clusters whose file left the repository.
+    let known: Vec<String> = shared
+        .store
+        .clusters()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c.sync != "removed")
+        .map(|c| c.name)
+        .collect();
+    for name in known.into_iter().filter(|n| !present.contains(n)) {
+        info!(cluster = %name, prune = shared.config.prune_removed_clusters, "Cluster file removed: no longer managed.");
+        match workers.remove(&name) {
+            Some((tx, _)) => {
+                let _ = tx.send(Msg::Remove { prune: shared.config.prune_removed_clusters }).await;
+            }
+            None => {
+                let _ = shared.store.set_sync(&name, "removed", Some("cluster file removed"), None);
+            }
+        }
+    }
+}
+
+/// At start, when the head does not load: workers on what each cluster last ran, so drift is
+/// still corrected.
+async fn dispatch_from_store(
+    shared: &Arc<Shared>,
+    source: &Arc<Mutex<RepoSource>>,
+    workers: &mut HashMap<String, (mpsc::Sender<Msg>, tokio::task::JoinHandle<()>)>,
+    stopped: &watch::Receiver<bool>,
+) {
+    let states = shared.store.clusters().unwrap_or_default();
+    let shared2 = shared.clone();
+    let source = source.clone();
+    let outcomes = tokio::task::spawn_blocking(move || {
+        let git = source.lock().expect("source lock").git_source().ok()?;
+        let mut outcomes = Vec::new();
+        for state in states.into_iter().filter(|s| s.sync != "removed") {
+            let (Some(rev), Some(crev)) = (state.profile_revision.clone(), state.cluster_revision.clone()) else {
+                continue;
+            };
+            let (Ok(snap), Ok(csnap)) = (git.snapshot(&rev), git.snapshot(&crev)) else { continue };
+            let (Ok(model), Ok(cmodel)) =
+                (crate::repo::load(snap.tree.as_ref()), crate::repo::load(csnap.tree.as_ref()))
+            else {
+                continue;
+            };
+            let Some(cluster) = cmodel.clusters.get(&state.name) else { continue };
+            let Ok(target) = shared2.config.target(&state.name, &cluster.target).cloned() else { continue };
+            let tools = SystemTools::default();
+            let Ok(set) = Renderer::new(snap.tree.as_ref(), &model, &tools).render(cluster) else { continue };
+            outcomes.push(Outcome {
+                cluster: state.name.clone(),
+                job: Some(Job {
+                    set,
+                    profile_revision: Some(rev),
+                    cluster_revision: Some(crev),
+                    target,
+                    drift: cluster.drift,
+                }),
+                pending: shared2.store.pending(&state.name).ok().flatten(),
+                error: None,
+            });
+        }
+        Some(outcomes)
+    })
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or_default();
+    for outcome in outcomes {
+        if let Some(job) = outcome.job {
+            let (tx, _) = workers
+                .entry(outcome.cluster.clone())
+                .or_insert_with(|| Worker::spawn(outcome.cluster.clone(), shared.clone(), stopped.clone()));
+            let _ = tx.send(Msg::Run(Box::new(job))).await;
+        }
+    }
+}
+
+/// Watches a local repository's refs; every change becomes a fetch trigger.
+fn watch_refs(paths: Vec<std::path::PathBuf>, triggers: mpsc::Sender<Trigger>) -> Option<notify::RecommendedWatcher> {
+    use notify::{RecursiveMode, Watcher};
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok() {
+            let _ = triggers.try_send(Trigger::Fetch("repository changed".into()));
+        }
+    })
+    .map_err(|e| warn!(error = %e, "Cannot watch the repository; polling only."))
+    .ok()?;
+    for (i, path) in paths.iter().enumerate() {
+        // refs/heads recursively (branch names have slashes); the Git directory itself only for
+        // packed-refs and HEAD.
+        let mode = if i == 0 { RecursiveMode::Recursive } else { RecursiveMode::NonRecursive };
+        if let Err(e) = watcher.watch(path, mode) {
+            warn!(path = %path.display(), error = %e, "Cannot watch; polling only.");
+        }
+    }
+    Some(watcher)
+}

@@ -1,0 +1,458 @@
+//! The daemon's state, in SQLite (WAL) under the state directory.
+//!
+//! What it keeps is what Git and the clusters cannot tell again: which revision each cluster last
+//! had applied (and so what a pending update is relative to), approvals with who and when,
+//! suspensions, drift findings and a history of applies. Every write is one transaction, so a
+//! `kill -9` at any moment leaves either the old or the new row; on restart the daemon
+//! re-derives the rest from Git and the clusters' inventories.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS clusters (
+    name TEXT PRIMARY KEY,
+    profile_revision TEXT,
+    cluster_revision TEXT,
+    digest TEXT,
+    profile TEXT,
+    version TEXT,
+    applied_at INTEGER,
+    sync TEXT NOT NULL DEFAULT 'new',
+    message TEXT,
+    health TEXT,
+    drifted INTEGER NOT NULL DEFAULT 0,
+    suspended INTEGER NOT NULL DEFAULT 0,
+    updated_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS pending (
+    cluster TEXT PRIMARY KEY,
+    base_revision TEXT NOT NULL,
+    head_revision TEXT NOT NULL,
+    hold TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    diff TEXT NOT NULL,
+    since INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS approvals (
+    id INTEGER PRIMARY KEY,
+    cluster TEXT NOT NULL,
+    revision TEXT NOT NULL,
+    approved_by TEXT NOT NULL,
+    approved_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS drift (
+    cluster TEXT NOT NULL,
+    object TEXT NOT NULL,
+    path TEXT NOT NULL,
+    live TEXT,
+    desired TEXT,
+    found_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS history (
+    id INTEGER PRIMARY KEY,
+    cluster TEXT NOT NULL,
+    revision TEXT,
+    result TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS history_cluster ON history (cluster, id);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+";
+
+/// What a cluster last had applied, and how it is doing.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ClusterState {
+    pub name: String,
+    /// The revision whose profile content is applied.
+    pub profile_revision: Option<String>,
+    /// The revision whose cluster file is applied (differs while an in-place edit is held and an
+    /// override of the same commit went ahead).
+    pub cluster_revision: Option<String>,
+    pub digest: Option<String>,
+    pub profile: Option<String>,
+    pub version: Option<String>,
+    pub applied_at: Option<i64>,
+    /// new | applying | applied | failed | unhealthy | suspended | removed
+    pub sync: String,
+    pub message: Option<String>,
+    /// ready | progressing | failed | unknown
+    pub health: Option<String>,
+    pub drifted: i64,
+    pub suspended: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Pending {
+    pub cluster: String,
+    pub base_revision: String,
+    pub head_revision: String,
+    /// JSON of [`super::decide::Hold`].
+    pub hold: String,
+    pub summary: String,
+    pub diff: String,
+    pub since: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Approval {
+    pub cluster: String,
+    pub revision: String,
+    pub approved_by: String,
+    pub approved_at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DriftRow {
+    pub object: String,
+    pub path: String,
+    pub live: Option<String>,
+    pub desired: Option<String>,
+    pub found_at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HistoryRow {
+    pub revision: Option<String>,
+    pub result: String,
+    pub summary: String,
+    pub at: i64,
+}
+
+pub struct Store {
+    db: Mutex<Connection>,
+}
+
+pub type Result<T> = std::result::Result<T, String>;
+
+fn db(e: rusqlite::Error) -> String {
+    format!("state database: {e}")
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> Result<Store> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create state directory {}: {e}", dir.display()))?;
+        let conn = Connection::open(dir.join("strata.db")).map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
+        // With WAL, NORMAL loses nothing on a process crash (kill -9); FULL would also survive
+        // power loss at a cost in fsyncs the state does not need: Git and the clusters hold the truth.
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(db)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db)?;
+        conn.execute_batch(SCHEMA).map_err(db)?;
+        Ok(Store { db: Mutex::new(conn) })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let mut conn = self.db.lock().map_err(|_| "state database lock poisoned".to_string())?;
+        f(&mut conn).map_err(db)
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        self.with(|c| c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional())
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
+                [key, value],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn row(r: &rusqlite::Row) -> rusqlite::Result<ClusterState> {
+        Ok(ClusterState {
+            name: r.get(0)?,
+            profile_revision: r.get(1)?,
+            cluster_revision: r.get(2)?,
+            digest: r.get(3)?,
+            profile: r.get(4)?,
+            version: r.get(5)?,
+            applied_at: r.get(6)?,
+            sync: r.get(7)?,
+            message: r.get(8)?,
+            health: r.get(9)?,
+            drifted: r.get(10)?,
+            suspended: r.get::<_, i64>(11)? != 0,
+        })
+    }
+
+    const COLUMNS: &'static str = "name, profile_revision, cluster_revision, digest, profile, version, applied_at, sync, message, health, drifted, suspended";
+
+    pub fn cluster(&self, name: &str) -> Result<Option<ClusterState>> {
+        let sql = format!("SELECT {} FROM clusters WHERE name = ?1", Self::COLUMNS);
+        self.with(|c| c.query_row(&sql, [name], Self::row).optional())
+    }
+
+    pub fn clusters(&self) -> Result<Vec<ClusterState>> {
+        let sql = format!("SELECT {} FROM clusters ORDER BY name", Self::COLUMNS);
+        self.with(|c| c.prepare(&sql)?.query_map([], Self::row)?.collect())
+    }
+
+    /// Records a successful apply: what is now running, and a history row, in one transaction.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_applied(
+        &self,
+        name: &str,
+        profile_revision: Option<&str>,
+        cluster_revision: Option<&str>,
+        digest: &str,
+        profile: &str,
+        version: &str,
+        sync: &str,
+        health: &str,
+        summary: &str,
+    ) -> Result<()> {
+        let now = now();
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO clusters (name, profile_revision, cluster_revision, digest, profile, version, applied_at, sync, message, health, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?7)
+                 ON CONFLICT(name) DO UPDATE SET profile_revision = ?2, cluster_revision = ?3, digest = ?4, profile = ?5,
+                   version = ?6, applied_at = ?7, sync = ?8, message = ?9, health = ?10, updated_at = ?7",
+                params![name, profile_revision, cluster_revision, digest, profile, version, now, sync, summary, health],
+            )?;
+            tx.execute(
+                "INSERT INTO history (cluster, revision, result, summary, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![name, cluster_revision, sync, summary, now],
+            )?;
+            tx.commit()
+        })
+    }
+
+    /// Records a state change that is not an apply (applying, failed, removed…).
+    pub fn set_sync(&self, name: &str, sync: &str, message: Option<&str>, revision: Option<&str>) -> Result<()> {
+        let now = now();
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO clusters (name, sync, message, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(name) DO UPDATE SET sync = ?2, message = ?3, updated_at = ?4",
+                params![name, sync, message, now],
+            )?;
+            if sync == "failed" || sync == "removed" {
+                tx.execute(
+                    "INSERT INTO history (cluster, revision, result, summary, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![name, revision, sync, message.unwrap_or(""), now],
+                )?;
+            }
+            tx.commit()
+        })
+    }
+
+    pub fn set_suspended(&self, name: &str, suspended: bool) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO clusters (name, suspended, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(name) DO UPDATE SET suspended = ?2, updated_at = ?3",
+                params![name, suspended as i64, now()],
+            )
+            .map(|_| ())
+        })
+    }
+
+    pub fn pending(&self, cluster: &str) -> Result<Option<Pending>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT cluster, base_revision, head_revision, hold, summary, diff, since FROM pending WHERE cluster = ?1",
+                [cluster],
+                |r| {
+                    Ok(Pending {
+                        cluster: r.get(0)?,
+                        base_revision: r.get(1)?,
+                        head_revision: r.get(2)?,
+                        hold: r.get(3)?,
+                        summary: r.get(4)?,
+                        diff: r.get(5)?,
+                        since: r.get(6)?,
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+
+    /// Sets or replaces the cluster's pending update (`since` is kept while the head is the same).
+    pub fn set_pending(&self, p: &Pending) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO pending (cluster, base_revision, head_revision, hold, summary, diff, since) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(cluster) DO UPDATE SET base_revision = ?2, hold = ?4, summary = ?5, diff = ?6,
+                   since = CASE WHEN head_revision = ?3 THEN since ELSE ?7 END, head_revision = ?3",
+                params![p.cluster, p.base_revision, p.head_revision, p.hold, p.summary, p.diff, p.since],
+            )
+            .map(|_| ())
+        })
+    }
+
+    pub fn clear_pending(&self, cluster: &str) -> Result<()> {
+        self.with(|c| c.execute("DELETE FROM pending WHERE cluster = ?1", [cluster]).map(|_| ()))
+    }
+
+    pub fn pending_count(&self) -> Result<i64> {
+        self.with(|c| c.query_row("SELECT COUNT(*) FROM pending", [], |r| r.get(0)))
+    }
+
+    pub fn approve(&self, cluster: &str, revision: &str, by: &str) -> Result<Approval> {
+        let approval =
+            Approval { cluster: cluster.into(), revision: revision.into(), approved_by: by.into(), approved_at: now() };
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO approvals (cluster, revision, approved_by, approved_at) VALUES (?1, ?2, ?3, ?4)",
+                params![approval.cluster, approval.revision, approval.approved_by, approval.approved_at],
+            )
+            .map(|_| ())
+        })?;
+        Ok(approval)
+    }
+
+    /// The approval of `revision` for `cluster`, if there is one.
+    pub fn approval(&self, cluster: &str, revision: &str) -> Result<Option<Approval>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT cluster, revision, approved_by, approved_at FROM approvals WHERE cluster = ?1 AND revision = ?2 ORDER BY id DESC LIMIT 1",
+                [cluster, revision],
+                |r| Ok(Approval { cluster: r.get(0)?, revision: r.get(1)?, approved_by: r.get(2)?, approved_at: r.get(3)? }),
+            )
+            .optional()
+        })
+    }
+
+    pub fn approvals(&self, cluster: &str) -> Result<Vec<Approval>> {
+        self.with(|c| {
+            c.prepare(
+                "SELECT cluster, revision, approved_by, approved_at FROM approvals WHERE cluster = ?1 ORDER BY id",
+            )?
+            .query_map([cluster], |r| {
+                Ok(Approval { cluster: r.get(0)?, revision: r.get(1)?, approved_by: r.get(2)?, approved_at: r.get(3)? })
+            })?
+            .collect()
+        })
+    }
+
+    /// Replaces the cluster's drift findings with these.
+    pub fn set_drift(&self, cluster: &str, findings: &[DriftRow]) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute("DELETE FROM drift WHERE cluster = ?1", [cluster])?;
+            for f in findings {
+                tx.execute(
+                    "INSERT INTO drift (cluster, object, path, live, desired, found_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![cluster, f.object, f.path, f.live, f.desired, f.found_at],
+                )?;
+            }
+            tx.execute("UPDATE clusters SET drifted = ?2 WHERE name = ?1", params![cluster, findings.len() as i64])?;
+            tx.commit()
+        })
+    }
+
+    pub fn drift(&self, cluster: &str) -> Result<Vec<DriftRow>> {
+        self.with(|c| {
+            c.prepare(
+                "SELECT object, path, live, desired, found_at FROM drift WHERE cluster = ?1 ORDER BY object, path",
+            )?
+            .query_map([cluster], |r| {
+                Ok(DriftRow {
+                    object: r.get(0)?,
+                    path: r.get(1)?,
+                    live: r.get(2)?,
+                    desired: r.get(3)?,
+                    found_at: r.get(4)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    pub fn history(&self, cluster: &str, limit: usize) -> Result<Vec<HistoryRow>> {
+        self.with(|c| {
+            c.prepare("SELECT revision, result, summary, at FROM history WHERE cluster = ?1 ORDER BY id DESC LIMIT ?2")?
+                .query_map(params![cluster, limit as i64], |r| {
+                    Ok(HistoryRow { revision: r.get(0)?, result: r.get(1)?, summary: r.get(2)?, at: r.get(3)? })
+                })?
+                .collect()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn applied_state_pending_updates_and_approvals_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store
+                .record_applied(
+                    "aws",
+                    Some("r1"),
+                    Some("r1"),
+                    "sha256:a",
+                    "aws-profile",
+                    "1.0.0",
+                    "applied",
+                    "ready",
+                    "3 created",
+                )
+                .unwrap();
+            store
+                .set_pending(&Pending {
+                    cluster: "aws".into(),
+                    base_revision: "r1".into(),
+                    head_revision: "r2".into(),
+                    hold: "{\"until\":\"approval\"}".into(),
+                    summary: "pending update aws-profile@1.0.0".into(),
+                    diff: "-  replicas: 1\n+  replicas: 3\n".into(),
+                    since: 100,
+                })
+                .unwrap();
+            store.approve("aws", "r2", "alice").unwrap();
+            store.set_suspended("edge", true).unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let aws = store.cluster("aws").unwrap().unwrap();
+        assert_eq!(aws.profile_revision.as_deref(), Some("r1"));
+        assert_eq!(aws.sync, "applied");
+        assert_eq!(store.pending("aws").unwrap().unwrap().head_revision, "r2");
+        assert_eq!(store.approval("aws", "r2").unwrap().unwrap().approved_by, "alice");
+        assert_eq!(store.approval("aws", "r3").unwrap(), None);
+        assert!(store.cluster("edge").unwrap().unwrap().suspended);
+        assert_eq!(store.history("aws", 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_pending_update_keeps_its_age_until_the_head_moves() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut p = Pending {
+            cluster: "c".into(),
+            base_revision: "r1".into(),
+            head_revision: "r2".into(),
+            hold: "{}".into(),
+            summary: String::new(),
+            diff: String::new(),
+            since: 100,
+        };
+        store.set_pending(&p).unwrap();
+        p.since = 200;
+        store.set_pending(&p).unwrap();
+        assert_eq!(store.pending("c").unwrap().unwrap().since, 100);
+        p.head_revision = "r3".into();
+        store.set_pending(&p).unwrap();
+        assert_eq!(store.pending("c").unwrap().unwrap().since, 200);
+        store.clear_pending("c").unwrap();
+        assert_eq!(store.pending("c").unwrap(), None);
+    }
+}

@@ -1,0 +1,290 @@
+//! One worker per cluster: applies the desired set it is given, retries with exponential backoff
+//! and jitter when that fails, and checks drift on an interval, acting as the cluster's policy says.
+//! Workers share nothing but a semaphore bounding how many clusters reconcile at once, so one
+//! failing or slow cluster never delays the others.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::Shared;
+use super::store::DriftRow;
+use crate::apply::{self, Action};
+use crate::config::TargetConfig;
+use crate::model::DriftPolicy;
+use crate::render::DesiredSet;
+use crate::target::{self, AnyTarget};
+
+/// What a cluster should run.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub set: DesiredSet,
+    /// The revision whose profile content `set` is.
+    pub profile_revision: Option<String>,
+    /// The revision whose cluster file `set` is.
+    pub cluster_revision: Option<String>,
+    pub target: TargetConfig,
+    pub drift: DriftPolicy,
+}
+
+pub enum Msg {
+    Run(Box<Job>),
+    /// The cluster left the repository: stop, deleting its objects first when `prune`.
+    Remove {
+        prune: bool,
+    },
+}
+
+const BACKOFF_START: Duration = Duration::from_secs(2);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// `base` ± 20 %, so many clusters failing together do not retry in lockstep.
+fn jitter(base: Duration) -> Duration {
+    base.mul_f64(0.8 + fastrand::f64() * 0.4)
+}
+
+pub fn backoff(failures: u32) -> Duration {
+    let exp = BACKOFF_START.saturating_mul(1u32 << failures.min(16).saturating_sub(1));
+    jitter(exp.min(BACKOFF_MAX))
+}
+
+pub struct Worker {
+    name: String,
+    shared: Arc<Shared>,
+    job: Option<Job>,
+    /// Digest of what was last applied successfully (from the store at start).
+    applied: Option<String>,
+    needs_apply: bool,
+    failures: u32,
+    next_attempt: Instant,
+    next_drift: Instant,
+    target: Option<(TargetConfig, AnyTarget)>,
+}
+
+impl Worker {
+    pub fn spawn(
+        name: String,
+        shared: Arc<Shared>,
+        shutdown: watch::Receiver<bool>,
+    ) -> (mpsc::Sender<Msg>, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(8);
+        let applied = shared.store.cluster(&name).ok().flatten().and_then(|c| c.digest);
+        let worker = Worker {
+            name,
+            shared,
+            job: None,
+            applied,
+            needs_apply: false,
+            failures: 0,
+            next_attempt: Instant::now(),
+            // A first drift check soon after start: the daemon may have been down a while.
+            next_drift: Instant::now(),
+            target: None,
+        };
+        (tx, tokio::task::spawn_local(worker.run(rx, shutdown)))
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Msg>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let deadline = if self.needs_apply { self.next_attempt } else { self.next_drift };
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    None => break,
+                    Some(Msg::Run(job)) => self.take(*job),
+                    Some(Msg::Remove { prune }) => {
+                        self.remove(prune).await;
+                        break;
+                    }
+                },
+                _ = tokio::time::sleep_until(deadline), if self.job.is_some() => {
+                    if self.suspended() {
+                        self.next_drift = Instant::now() + self.shared.config.drift_interval;
+                        self.next_attempt = self.next_drift;
+                    } else if self.needs_apply {
+                        self.apply().await;
+                    } else {
+                        self.check_drift().await;
+                    }
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+    }
+
+    fn suspended(&self) -> bool {
+        self.shared.store.cluster(&self.name).ok().flatten().is_some_and(|c| c.suspended)
+    }
+
+    fn take(&mut self, job: Job) {
+        let changed = self.applied.as_deref() != Some(job.set.digest.as_str())
+            || self.job.as_ref().is_some_and(|old| old.target != job.target);
+        if changed {
+            self.needs_apply = true;
+            self.failures = 0;
+            self.next_attempt = Instant::now();
+        }
+        self.job = Some(job);
+    }
+
+    async fn target(&mut self) -> Result<&AnyTarget, String> {
+        let wanted = &self.job.as_ref().expect("a job").target;
+        if self.target.as_ref().is_none_or(|(config, _)| config != wanted) {
+            let connected = target::connect(wanted).await.map_err(|e| e.to_string())?;
+            self.target = Some((wanted.clone(), connected));
+        }
+        Ok(&self.target.as_ref().expect("just set").1)
+    }
+
+    fn failed(&mut self, message: &str, revision: Option<&str>) {
+        self.failures += 1;
+        let wait = backoff(self.failures);
+        warn!(cluster = %self.name, error = %message, retry_in = ?wait, "Reconcile failed.");
+        let _ = self.shared.store.set_sync(&self.name, "failed", Some(message), revision);
+        self.needs_apply = true;
+        self.next_attempt = Instant::now() + wait;
+    }
+
+    async fn apply(&mut self) {
+        let shared = self.shared.clone();
+        let _permit = shared.permits.acquire().await;
+        let job = self.job.clone().expect("a job");
+        let revision = job.cluster_revision.as_deref();
+        info!(cluster = %self.name, revision = revision.unwrap_or("-"), profile = %job.set.profile, version = %job.set.version, "Applying.");
+        let _ = self.shared.store.set_sync(&self.name, "applying", None, revision);
+        let started = std::time::Instant::now();
+        let options = self.shared.config.apply.clone();
+        let result = match self.target().await {
+            Ok(target) => apply::reconcile(target, &job.set, revision, &options).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        self.shared.metrics.reconcile_seconds.observe(started.elapsed().as_secs_f64());
+        match result {
+            Err(message) => {
+                self.shared.metrics.result(&self.shared.metrics.reconciles, "failed");
+                self.failed(&message, revision);
+            }
+            Ok(cs) if cs.count(Action::Failed) > 0 => {
+                self.shared.metrics.result(&self.shared.metrics.reconciles, "failed");
+                let failed: Vec<String> = cs
+                    .objects
+                    .iter()
+                    .filter(|o| o.action == Action::Failed)
+                    .map(|o| format!("{}: {}", o.id, o.message.as_deref().unwrap_or("")))
+                    .collect();
+                self.failed(&format!("{}; {}", cs.summary(), failed.join("; ")), revision);
+            }
+            Ok(cs) => {
+                let (sync, health) =
+                    if cs.unhealthy.is_empty() { ("applied", "ready") } else { ("unhealthy", "progressing") };
+                self.shared.metrics.result(&self.shared.metrics.reconciles, sync);
+                let mut summary = cs.summary();
+                for (id, h) in &cs.unhealthy {
+                    summary.push_str(&format!(
+                        "; {id}: {}",
+                        serde_json::to_value(h).map(|v| v["reason"].to_string()).unwrap_or_default()
+                    ));
+                }
+                info!(cluster = %self.name, result = %summary, millis = cs.millis, "Applied.");
+                let _ = self.shared.store.record_applied(
+                    &self.name,
+                    job.profile_revision.as_deref(),
+                    job.cluster_revision.as_deref(),
+                    &job.set.digest,
+                    &job.set.profile,
+                    &job.set.version,
+                    sync,
+                    health,
+                    &summary,
+                );
+                self.applied = Some(job.set.digest.clone());
+                if cs.unhealthy.is_empty() {
+                    self.needs_apply = false;
+                    self.failures = 0;
+                } else {
+                    // Applied, not yet healthy: look again later.
+                    self.failures += 1;
+                    self.next_attempt = Instant::now() + backoff(self.failures);
+                }
+                self.next_drift = Instant::now() + jitter(self.shared.config.drift_interval);
+            }
+        }
+    }
+
+    async fn check_drift(&mut self) {
+        let shared = self.shared.clone();
+        let permit = shared.permits.acquire().await;
+        self.next_drift = Instant::now() + jitter(self.shared.config.drift_interval);
+        let job = self.job.clone().expect("a job");
+        let concurrency = self.shared.config.apply.concurrency;
+        let findings = match self.target().await {
+            Ok(target) => apply::detect_drift(target, &job.set, concurrency).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        let findings = match findings {
+            Ok(f) => f,
+            Err(e) => {
+                warn!(cluster = %self.name, error = %e, "Drift check failed.");
+                return;
+            }
+        };
+        let now = super::store::now();
+        let rows: Vec<DriftRow> = findings
+            .iter()
+            .map(|f| DriftRow {
+                object: f.id.to_string(),
+                path: f.path.clone(),
+                live: f.live.as_ref().map(|v| v.to_string()),
+                desired: f.desired.as_ref().map(|v| v.to_string()),
+                found_at: now,
+            })
+            .collect();
+        let _ = self.shared.store.set_drift(&self.name, &rows);
+        self.shared
+            .metrics
+            .drifted_objects
+            .get_or_create(&super::metrics::ClusterLabel { cluster: self.name.clone() })
+            .set(findings.len() as i64);
+        if findings.is_empty() {
+            return;
+        }
+        warn!(cluster = %self.name, fields = findings.len(), policy = ?job.drift, "Drift found.");
+        if job.drift == DriftPolicy::Correct {
+            drop(permit);
+            self.apply().await;
+        }
+    }
+
+    async fn remove(&mut self, prune: bool) {
+        if prune && let Some(job) = self.job.clone() {
+            let empty = DesiredSet { layers: Vec::new(), digest: String::new(), ..job.set.clone() };
+            let options = apply::Options { allow_empty: true, ..self.shared.config.apply.clone() };
+            match self.target().await {
+                Ok(target) => match apply::reconcile(target, &empty, None, &options).await {
+                    Ok(cs) => info!(cluster = %self.name, result = %cs.summary(), "Removed cluster pruned."),
+                    Err(e) => warn!(cluster = %self.name, error = %e, "Pruning a removed cluster failed."),
+                },
+                Err(e) => warn!(cluster = %self.name, error = %e, "Pruning a removed cluster failed."),
+            }
+        }
+        let message =
+            if prune { "cluster file removed; objects deleted" } else { "cluster file removed; objects left in place" };
+        let _ = self.shared.store.set_sync(&self.name, "removed", Some(message), None);
+        let _ = self.shared.store.clear_pending(&self.name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_to_a_cap_with_jitter() {
+        for (failures, base) in [(1, 2.0), (2, 4.0), (3, 8.0), (9, 300.0), (30, 300.0)] {
+            let d = backoff(failures).as_secs_f64();
+            assert!(d >= base * 0.8 - 1e-9 && d <= base * 1.2 + 1e-9, "{failures}: {d}");
+        }
+    }
+}
