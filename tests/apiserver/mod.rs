@@ -110,6 +110,8 @@ struct State {
     objects: BTreeMap<(String, String, String, String), Stored>,
     rollouts: BTreeMap<(String, String, String), Rollout>,
     log: Vec<Logged>,
+    /// Added to every response, to make applies slow enough to interrupt.
+    latency: std::time::Duration,
     revision: u64,
     uids: u64,
 }
@@ -213,6 +215,10 @@ impl ApiServer {
         self.state.lock().unwrap().rollouts.insert(("deployments".into(), namespace.into(), name.into()), rollout);
     }
 
+    pub fn set_latency(&self, latency: std::time::Duration) {
+        self.state.lock().unwrap().latency = latency;
+    }
+
     pub fn requests(&self) -> Vec<Logged> {
         self.state.lock().unwrap().log.clone()
     }
@@ -305,6 +311,10 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Resp
     }
     if content_type.contains("protobuf") {
         return Ok(status(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", "the harness speaks JSON only"));
+    }
+    let latency = state.lock().unwrap().latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
     }
     let mut s = state.lock().unwrap();
     s.log.push(Logged { method: method.to_string(), path: path.clone(), dry_run });

@@ -1,0 +1,438 @@
+//! `strata run` end to end: a real Git repository, the daemon binary, its CLI (`status`,
+//! `approve`), webhooks over HTTP, directory targets and the API server stand-in.
+
+mod apiserver;
+mod common;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use apiserver::{ApiServer, Rollout};
+use common::Repo;
+use serde_json::Value;
+
+const AWS_1_0_0: &str = "profiles/aws-profile/1.0.0/profile.yaml";
+const AWS_CLUSTER: &str = "clusters/aws-cluster.yaml";
+const TOKEN: &str = "test-api-token";
+const HOOK_SECRET: &str = "It's a Secret to Everybody";
+
+/// A running daemon with its own state directory and host config.
+struct Daemon {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// Writes a host config (`repository` and `targets` as given) and starts `strata run`.
+    fn start(repository: &str, targets: &str) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("api-token"), format!("{TOKEN}\n")).unwrap();
+        std::fs::write(dir.path().join("hook-secret"), HOOK_SECRET).unwrap();
+        let config = dir.path().join("strata.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "repository: {repository}\nstate_dir: ./state\nlisten: 127.0.0.1:0\napi: {{ token_file: ./api-token }}\nwebhooks: {{ github_secret_file: ./hook-secret, gitlab_token_file: ./hook-secret }}\ndrift: {{ interval: 1h }}\napply: {{ health_timeout: 2s }}\ntargets:\n{targets}"
+            ),
+        )
+        .unwrap();
+        let mut daemon = Daemon { dir, config, child: None };
+        daemon.spawn();
+        daemon
+    }
+
+    fn spawn(&mut self) {
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("daemon.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        self.wait_for("the daemon to be ready", Duration::from_secs(20), |d| d.get("/readyz").0 == 200);
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    fn address(&self) -> Option<String> {
+        std::fs::read_to_string(self.dir.path().join("state/listen-address")).ok()
+    }
+
+    fn out(&self, path: &str) -> PathBuf {
+        self.dir.path().join("out").join(path)
+    }
+
+    /// Raw HTTP, so tests can send exactly the headers forges send.
+    fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+        let Some(address) = self.address() else { return (0, String::new()) };
+        let Ok(mut stream) = std::net::TcpStream::connect(address.trim()) else { return (0, String::new()) };
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: strata\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for (k, v) in headers {
+            request.push_str(&format!("{k}: {v}\r\n"));
+        }
+        request.push_str("\r\n");
+        request.push_str(body);
+        if stream.write_all(request.as_bytes()).is_err() {
+            return (0, String::new());
+        }
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        let code = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        (code, body)
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        self.request("GET", path, &[], "")
+    }
+
+    fn strata(&self, args: &[&str]) -> common::Run {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--config", self.config.to_str().unwrap()]);
+        let out = Command::new(env!("CARGO_BIN_EXE_strata")).args(&all).env("USER", "alice").output().unwrap();
+        common::Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn cluster(&self, name: &str) -> Value {
+        let (code, body) = self.get(&format!("/api/v1/clusters/{name}"));
+        if code != 200 {
+            return Value::Null;
+        }
+        serde_json::from_str(&body).unwrap_or(Value::Null)
+    }
+
+    #[track_caller]
+    fn wait_for(&self, what: &str, timeout: Duration, mut done: impl FnMut(&Daemon) -> bool) {
+        let started = Instant::now();
+        while started.elapsed() < timeout {
+            if done(self) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("timed out waiting for {what}\n--- daemon log ---\n{}", self.log());
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill(); // SIGKILL
+            let _ = child.wait();
+        }
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let child = self.child.take().expect("running");
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let mut child = child;
+        child.wait().unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn directory_targets(names: &[(&str, &str)]) -> String {
+    names.iter().map(|(target, dir)| format!("  {target}: {{ directory: ./out/{dir} }}\n")).collect()
+}
+
+fn example_targets() -> String {
+    directory_targets(&[
+        ("aws-cluster", "aws-cluster"),
+        ("aws-staging", "aws-staging"),
+        ("edge-berlin", "edge-berlin"),
+        ("lab", "lab"),
+    ])
+}
+
+fn file(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn local(repo: &Repo) -> String {
+    format!("{{ url: {}, branch: main, interval: 1h }}", repo.path().display())
+}
+
+#[test]
+fn the_tutorial_through_the_daemon() {
+    let repo = Repo::example();
+    let daemon = Daemon::start(&local(&repo), &example_targets());
+    let ui = daemon.out("aws-cluster/hello-universe/deployment.ui.yaml");
+    daemon.wait_for("aws-cluster applied", Duration::from_secs(10), |_| file(&ui).contains("replicas: 1"));
+
+    // Tag and filter.
+    let run = daemon.strata(&["status", "--tag", "service:hello-universe-frontend"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", run.stdout);
+    assert!(
+        lines[1].starts_with("aws-cluster  aws-profile@1.0.0") && lines[2].starts_with("aws-staging"),
+        "{}",
+        run.stdout
+    );
+
+    // A new version: aws-cluster moves to 1.1.0 as soon as it is committed (a cluster-file change).
+    let started = Instant::now();
+    repo.edit(AWS_CLUSTER, "version: \"1.0.0\"", "version: \"1.1.0\"");
+    repo.commit("aws-cluster: 1.1.0");
+    let kubecost = daemon.out("aws-cluster/kubecost/deployment.cost-analyzer-cost-analyzer.yaml");
+    daemon.wait_for("kubecost on aws-cluster", Duration::from_secs(5), |_| kubecost.exists());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "a local commit is applied within seconds, took {:?}",
+        started.elapsed()
+    );
+
+    // And back: kubecost is pruned.
+    repo.edit(AWS_CLUSTER, "version: \"1.1.0\"", "version: \"1.0.0\"");
+    repo.commit("aws-cluster: back to 1.0.0");
+    daemon.wait_for("kubecost pruned", Duration::from_secs(5), |_| !kubecost.exists());
+
+    // An override touches only its cluster.
+    let staging = daemon.out("aws-staging/hello-universe/deployment.ui.yaml");
+    let berlin = daemon.out("edge-berlin/edge/deployment.gateway.yaml");
+    let (staging_before, berlin_before) = (file(&staging), file(&berlin));
+    let history_before = daemon.cluster("edge-berlin")["history"].as_array().map(Vec::len);
+    repo.edit("clusters/aws-staging.yaml", "hello-universe: { replicas: 2 }", "hello-universe: { replicas: 4 }");
+    repo.commit("aws-staging: four replicas");
+    daemon.wait_for("aws-staging at 4 replicas", Duration::from_secs(5), |_| file(&staging).contains("replicas: 4"));
+    assert_ne!(file(&staging), staging_before);
+    assert_eq!(file(&berlin), berlin_before, "edge-berlin untouched");
+    assert_eq!(daemon.cluster("edge-berlin")["history"].as_array().map(Vec::len), history_before);
+
+    // An in-place edit of 1.0.0 on aws-cluster (updates: manual) is held as a pending update.
+    repo.edit(AWS_1_0_0, "replicas: 1", "replicas: 3");
+    let edit = repo.commit("aws-profile 1.0.0: three replicas");
+    daemon.wait_for("a pending update", Duration::from_secs(5), |d| {
+        d.cluster("aws-cluster")["pending"]["head_revision"] == edit.as_str()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(file(&ui).contains("replicas: 1"), "not applied before approval");
+    let run = daemon.strata(&["status", "aws-cluster", "--diff"]);
+    assert!(
+        run.stdout.contains("pending update aws-profile@1.0.0 — approve: strata approve aws-cluster"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("-  replicas: 1\n+  replicas: 3\n"), "{}", run.stdout);
+    let listed = daemon.strata(&["status"]).stdout;
+    assert!(
+        listed.lines().any(|l| l.starts_with("aws-cluster") && l.ends_with(&format!("{} (approval)", &edit[..7]))),
+        "{listed}"
+    );
+
+    // Approve: applied, recorded with who and when.
+    let run = daemon.strata(&["approve", "aws-cluster", "--as", "alice"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    daemon.wait_for("the approved update applied", Duration::from_secs(5), |_| file(&ui).contains("replicas: 3"));
+    let detail = daemon.cluster("aws-cluster");
+    assert_eq!(detail["approvals"][0]["approved_by"], "alice");
+    assert_eq!(detail["approvals"][0]["revision"], edit.as_str());
+    daemon.wait_for("the pending update cleared", Duration::from_secs(5), |d| {
+        d.cluster("aws-cluster")["pending"].is_null()
+    });
+
+    // Approving again: nothing is pending.
+    let again = daemon.strata(&["approve", "aws-cluster"]);
+    assert_eq!(again.code, 1);
+    assert!(again.stderr.contains("no pending update"), "{}", again.stderr);
+
+    // The in-place edit reached aws-staging? No: it runs 1.1.0.
+    assert!(file(&staging).contains("replicas: 4"));
+}
+
+#[test]
+fn an_in_place_edit_with_an_override_applies_the_override_now_and_holds_the_edit() {
+    let repo = Repo::example();
+    let daemon = Daemon::start(&local(&repo), &example_targets());
+    let ui = daemon.out("aws-cluster/hello-universe/deployment.ui.yaml");
+    daemon.wait_for("aws-cluster applied", Duration::from_secs(10), |_| file(&ui).contains("replicas: 1"));
+    repo.edit(AWS_1_0_0, "ghcr.io/spectrocloud/hello-universe:1.2.0", "ghcr.io/spectrocloud/hello-universe:1.3.0");
+    repo.edit(AWS_CLUSTER, "  updates: manual", "  overrides:\n    hello-universe: { replicas: 2 }\n  updates: manual");
+    repo.commit("new image in 1.0.0, and two replicas for aws-cluster");
+    daemon.wait_for("the override applied", Duration::from_secs(5), |_| file(&ui).contains("replicas: 2"));
+    let now = file(&ui);
+    assert!(now.contains("hello-universe:1.2.0"), "the in-place edit waits: {now}");
+    daemon.wait_for("the edit pending", Duration::from_secs(5), |d| !d.cluster("aws-cluster")["pending"].is_null());
+    daemon.strata(&["approve", "aws-cluster"]);
+    daemon.wait_for("the edit applied", Duration::from_secs(5), |_| file(&ui).contains("hello-universe:1.3.0"));
+    assert!(file(&ui).contains("replicas: 2"));
+}
+
+#[test]
+fn webhooks_need_valid_signatures_and_trigger_a_fetch_of_the_remote() {
+    let remote = Repo::example();
+    // A remote reached through a URL: fetched into the daemon's mirror, hourly unless a webhook says so.
+    let url = format!("{{ url: 'file://{}', branch: main, interval: 1h }}", remote.path().display());
+    let daemon = Daemon::start(&url, &example_targets());
+    let ui = daemon.out("aws-staging/hello-universe/deployment.ui.yaml");
+    daemon.wait_for("aws-staging applied", Duration::from_secs(10), |_| file(&ui).contains("replicas: 2"));
+
+    remote.edit("clusters/aws-staging.yaml", "hello-universe: { replicas: 2 }", "hello-universe: { replicas: 5 }");
+    remote.commit("five");
+    let body = r#"{"ref":"refs/heads/main"}"#;
+    // A wrong signature: 401, and nothing fetched.
+    let (code, _) = daemon.request(
+        "POST",
+        "/hooks/github",
+        &[
+            ("X-GitHub-Event", "push"),
+            ("X-Hub-Signature-256", "sha256=0000000000000000000000000000000000000000000000000000000000000000"),
+        ],
+        body,
+    );
+    assert_eq!(code, 401);
+    let (code, _) = daemon.request("POST", "/hooks/github", &[("X-GitHub-Event", "push")], body);
+    assert_eq!(code, 401, "no signature at all");
+    let (code, _) =
+        daemon.request("POST", "/hooks/gitlab", &[("X-Gitlab-Event", "Push Hook"), ("X-Gitlab-Token", "nope")], body);
+    assert_eq!(code, 401);
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(file(&ui).contains("replicas: 2"), "a refused webhook triggers nothing");
+    let (_, metrics) = daemon.get("/metrics");
+    assert!(metrics.contains(r#"strata_webhooks_total{provider="github",result="unauthorized"} 2"#), "{metrics}");
+
+    // Too large a body: refused before anything else.
+    let (code, _) =
+        daemon.request("POST", "/hooks/github", &[("X-GitHub-Event", "push")], &"x".repeat(1024 * 1024 + 1));
+    assert_eq!(code, 413);
+
+    // The right signature: fetched and applied.
+    let signature = {
+        use hmac::{Hmac, KeyInit, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(HOOK_SECRET.as_bytes()).unwrap();
+        mac.update(body.as_bytes());
+        mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    let (code, _) = daemon.request(
+        "POST",
+        "/hooks/github",
+        &[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &format!("sha256={signature}"))],
+        body,
+    );
+    assert_eq!(code, 202);
+    daemon.wait_for("the pushed change applied", Duration::from_secs(5), |_| file(&ui).contains("replicas: 5"));
+
+    // A force-push is a new revision like any other.
+    let (code, _) = daemon.request(
+        "POST",
+        "/hooks/gitlab",
+        &[("X-Gitlab-Event", "Push Hook"), ("X-Gitlab-Token", HOOK_SECRET)],
+        body,
+    );
+    assert_eq!(code, 202);
+}
+
+#[test]
+fn a_broken_commit_changes_nothing_and_the_next_good_one_applies() {
+    let repo = Repo::example();
+    let daemon = Daemon::start(&local(&repo), &example_targets());
+    let ui = daemon.out("aws-staging/hello-universe/deployment.ui.yaml");
+    daemon.wait_for("applied", Duration::from_secs(10), |_| file(&ui).contains("replicas: 2"));
+    let before = file(&ui);
+    repo.edit("clusters/aws-staging.yaml", "hello-universe: { replicas: 2 }", "hello-universe: { replicas: 3 }");
+    repo.edit(AWS_1_0_0, "version: 1.0.0", "version: one");
+    repo.commit("broken");
+    daemon.wait_for("the broken revision rejected", Duration::from_secs(5), |d| d.log().contains("Revision rejected"));
+    assert_eq!(file(&ui), before);
+    assert!(daemon.log().contains("is not semver"), "the diagnostic is logged");
+    repo.edit(AWS_1_0_0, "version: one", "version: 1.0.0");
+    repo.commit("fixed");
+    daemon.wait_for("the fixed revision applied", Duration::from_secs(5), |_| file(&ui).contains("replicas: 3"));
+}
+
+#[test]
+fn an_unreachable_cluster_does_not_delay_the_others() {
+    let repo = Repo::example();
+    let down = tempfile::tempdir().unwrap();
+    let dead = apiserver::kubeconfig_for("http://127.0.0.1:1", down.path());
+    let targets = format!(
+        "{}  aws-cluster: {{ kubeconfig: {} }}\n",
+        directory_targets(&[("aws-staging", "aws-staging"), ("edge-berlin", "edge-berlin"), ("lab", "lab")]),
+        dead.display()
+    );
+    let started = Instant::now();
+    let daemon = Daemon::start(&local(&repo), &targets);
+    for dir in ["aws-staging/hello-universe", "edge-berlin/edge", "lab/edge"] {
+        daemon.wait_for(dir, Duration::from_secs(5), |d| d.out(dir).exists());
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    daemon.wait_for("aws-cluster failed", Duration::from_secs(10), |d| {
+        d.cluster("aws-cluster")["cluster"]["sync"] == "failed"
+    });
+    let message = daemon.cluster("aws-cluster")["cluster"]["message"].as_str().unwrap_or("").to_string();
+    assert!(message.contains("cluster unreachable"), "{message}");
+}
+
+#[test]
+fn kill_9_in_the_middle_of_a_reconcile_then_restart_converges() {
+    let server = ApiServer::start();
+    let kube_dir = tempfile::tempdir().unwrap();
+    let kubeconfig = server.kubeconfig(kube_dir.path());
+    let repo = Repo::example();
+    repo.edit(AWS_CLUSTER, "version: \"1.0.0\"", "version: \"1.1.0\"");
+    repo.commit("aws-cluster on 1.1.0");
+    // Every request takes a while, so the apply is surely under way when the daemon is killed.
+    server.set_latency(Duration::from_millis(40));
+    let targets = format!(
+        "  aws-cluster: {{ kubeconfig: {} }}\n{}",
+        kubeconfig.display(),
+        directory_targets(&[("aws-staging", "s"), ("edge-berlin", "b"), ("lab", "l")])
+    );
+    let mut daemon = Daemon::start(&local(&repo), &targets);
+    daemon.wait_for("the apply to start writing", Duration::from_secs(20), |_| {
+        server.requests().iter().any(|r| r.is_write())
+    });
+    daemon.kill9();
+    let written = server.names("deployments").len() + server.names("services").len();
+    assert!(written < 4, "killed before the apply finished ({written} workloads written)");
+
+    server.set_latency(Duration::ZERO);
+    daemon.spawn();
+    daemon.wait_for("aws-cluster applied", Duration::from_secs(20), |d| {
+        d.cluster("aws-cluster")["cluster"]["sync"] == "applied"
+    });
+    assert_eq!(server.names("deployments"), ["hello-universe/ui", "kubecost/cost-analyzer-cost-analyzer"]);
+    let inventory = server.object("configmaps", Some("strata-system"), "strata-inventory-aws-cluster").unwrap();
+    let entries: Value = serde_json::from_str(inventory["data"]["inventory.json"].as_str().unwrap()).unwrap();
+    assert_eq!(entries["entries"].as_array().unwrap().len(), 6);
+
+    // A graceful stop: SIGTERM, exit 0.
+    let status = daemon.terminate();
+    assert!(status.success(), "{status:?}\n{}", daemon.log());
+    assert!(daemon.log().contains("Stopping"));
+}
+
+#[test]
+fn unhealthy_rollouts_are_reported_and_retried() {
+    let server = ApiServer::start();
+    server.set_rollout("hello-universe", "ui", Rollout::Failed);
+    let kube_dir = tempfile::tempdir().unwrap();
+    let kubeconfig = server.kubeconfig(kube_dir.path());
+    let repo = Repo::example();
+    let targets = format!("  aws-cluster: {{ kubeconfig: {} }}\n", kubeconfig.display());
+    let daemon = Daemon::start(&local(&repo), &targets);
+    daemon.wait_for("aws-cluster unhealthy", Duration::from_secs(10), |d| {
+        d.cluster("aws-cluster")["cluster"]["sync"] == "unhealthy"
+    });
+    let message = daemon.cluster("aws-cluster")["cluster"]["message"].as_str().unwrap_or("").to_string();
+    assert!(message.contains("Deployment/hello-universe/ui") && message.contains("progress deadline"), "{message}");
+}
