@@ -436,3 +436,88 @@ fn unhealthy_rollouts_are_reported_and_retried() {
     let message = daemon.cluster("aws-cluster")["cluster"]["message"].as_str().unwrap_or("").to_string();
     assert!(message.contains("Deployment/hello-universe/ui") && message.contains("progress deadline"), "{message}");
 }
+
+#[test]
+fn suspended_clusters_are_left_alone_until_resumed_and_removed_ones_are_let_go() {
+    let repo = Repo::example();
+    let daemon = Daemon::start(&local(&repo), &example_targets());
+    let staging = daemon.out("aws-staging/hello-universe/deployment.ui.yaml");
+    daemon.wait_for("applied", Duration::from_secs(10), |_| file(&staging).contains("replicas: 2"));
+
+    let run = daemon.strata(&["suspend", "aws-staging"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    repo.edit("clusters/aws-staging.yaml", "hello-universe: { replicas: 2 }", "hello-universe: { replicas: 6 }");
+    repo.commit("six");
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(file(&staging).contains("replicas: 2"), "suspended: not applied");
+    assert!(daemon.strata(&["status"]).stdout.contains("(suspended)"));
+    daemon.strata(&["resume", "aws-staging"]);
+    daemon.wait_for("applied after resume", Duration::from_secs(5), |_| file(&staging).contains("replicas: 6"));
+
+    // Without a token, no actions.
+    let (code, _) = daemon.request("POST", "/api/v1/clusters/aws-staging/suspend", &[], "{}");
+    assert_eq!(code, 401);
+    let (code, _) =
+        daemon.request("POST", "/api/v1/clusters/aws-staging/suspend", &[("Authorization", "Bearer wrong")], "{}");
+    assert_eq!(code, 401);
+
+    // The cluster file goes: management stops, the objects stay (prune_removed_clusters is off).
+    repo.remove("clusters/edge-lab.yaml");
+    repo.commit("retire edge-lab");
+    daemon.wait_for("edge-lab removed", Duration::from_secs(5), |d| {
+        d.cluster("edge-lab")["cluster"]["sync"] == "removed"
+    });
+    assert!(daemon.out("lab/edge/deployment.gateway.yaml").exists());
+}
+
+#[test]
+fn systemd_hears_ready_watchdog_and_stopping_and_logs_can_be_json() {
+    use std::os::unix::net::UnixDatagram;
+    let repo = Repo::example();
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    std::fs::write(
+        dir.path().join("strata.yaml"),
+        format!(
+            "repository: {}\nstate_dir: ./state\nlisten: 127.0.0.1:0\ntargets:\n{}",
+            local(&repo),
+            example_targets()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["run", "--log-format", "json", "--config"])
+        .arg(dir.path().join("strata.yaml"))
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "600000")
+        .env_remove("WATCHDOG_PID")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut heard = Vec::new();
+    let mut buf = [0u8; 256];
+    while !(heard.iter().any(|m: &String| m.contains("READY=1"))
+        && heard.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2)
+    {
+        let n = socket.recv(&mut buf).expect("a notification");
+        heard.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    loop {
+        let n = socket.recv(&mut buf).expect("a notification");
+        if String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1") {
+            break;
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    let first: Value = serde_json::from_str(stderr.lines().next().unwrap()).expect("JSON log lines");
+    assert_eq!(first["level"], "INFO");
+    assert!(stderr.lines().all(|l| serde_json::from_str::<Value>(l).is_ok()), "{stderr}");
+    assert!(stderr.contains(r#""cluster":"aws-cluster""#), "{stderr}");
+}
