@@ -384,6 +384,14 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_examples_load() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        for file in ["systemd/strata.yaml", "docs/strata.yaml"] {
+            Config::load(&root.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        }
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
         assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));

@@ -223,7 +223,7 @@ fn evaluate(
         match rendered {
             Some((Ok(set), profile_rev, cluster_rev)) => {
                 outcome.job = Some(Job {
-                    set,
+                    set: set.pack(),
                     profile_revision: profile_rev.map(str::to_string),
                     cluster_revision: cluster_rev.map(str::to_string),
                     target,
@@ -482,7 +482,7 @@ async fn dispatch_from_store(
             outcomes.push(Outcome {
                 cluster: state.name.clone(),
                 job: Some(Job {
-                    set,
+                    set: set.pack(),
                     profile_revision: Some(rev),
                     cluster_revision: Some(crev),
                     target,

@@ -15,13 +15,14 @@ use super::store::DriftRow;
 use crate::apply::{self, Action};
 use crate::config::TargetConfig;
 use crate::model::DriftPolicy;
-use crate::render::DesiredSet;
+use crate::render::{DesiredSet, PackedSet};
 use crate::target::{self, AnyTarget};
 
 /// What a cluster should run.
 #[derive(Clone, Debug)]
 pub struct Job {
-    pub set: DesiredSet,
+    /// Packed: a daemon holds one per cluster for as long as it runs.
+    pub set: PackedSet,
     /// The revision whose profile content `set` is.
     pub profile_revision: Option<String>,
     /// The revision whose cluster file `set` is.
@@ -157,7 +158,9 @@ impl Worker {
         let started = std::time::Instant::now();
         let options = self.shared.config.apply.clone();
         let result = match self.target().await {
-            Ok(target) => apply::reconcile(target, &job.set, revision, &options).await.map_err(|e| e.to_string()),
+            Ok(target) => {
+                apply::reconcile(target, &job.set.unpack(), revision, &options).await.map_err(|e| e.to_string())
+            }
             Err(e) => Err(e),
         };
         self.shared.metrics.reconcile_seconds.observe(started.elapsed().as_secs_f64());
@@ -220,7 +223,7 @@ impl Worker {
         let job = self.job.clone().expect("a job");
         let concurrency = self.shared.config.apply.concurrency;
         let findings = match self.target().await {
-            Ok(target) => apply::detect_drift(target, &job.set, concurrency).await.map_err(|e| e.to_string()),
+            Ok(target) => apply::detect_drift(target, &job.set.unpack(), concurrency).await.map_err(|e| e.to_string()),
             Err(e) => Err(e),
         };
         let findings = match findings {
@@ -259,7 +262,7 @@ impl Worker {
 
     async fn remove(&mut self, prune: bool) {
         if prune && let Some(job) = self.job.clone() {
-            let empty = DesiredSet { layers: Vec::new(), digest: String::new(), ..job.set.clone() };
+            let empty = DesiredSet { layers: Vec::new(), digest: String::new(), ..job.set.unpack() };
             let options = apply::Options { allow_empty: true, ..self.shared.config.apply.clone() };
             match self.target().await {
                 Ok(target) => match apply::reconcile(target, &empty, None, &options).await {

@@ -19,7 +19,7 @@ use std::cell::{OnceCell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::{Digest as _, Sha256};
 
@@ -46,7 +46,7 @@ pub fn merge_values(base: &mut Map<String, Value>, over: &Map<String, Value>) {
 }
 
 /// The fully rendered, labelled objects one cluster should have at one revision.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DesiredSet {
     pub cluster: String,
     pub profile: String,
@@ -57,7 +57,7 @@ pub struct DesiredSet {
     pub digest: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LayerSet {
     pub name: String,
     pub kind: LayerKind,
@@ -65,7 +65,7 @@ pub struct LayerSet {
     pub digest: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Object {
     pub id: ObjectId,
     /// The file (and line) the object came from, for diagnostics.
@@ -73,11 +73,38 @@ pub struct Object {
     pub line: usize,
     pub manifest: Value,
     /// JSON pointers of fields left to other controllers (from layer and cluster ignore rules).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ignore: Vec<String>,
 }
 
+/// A desired set kept for later, at a fraction of the memory of the parsed one: a daemon holds
+/// one per cluster for as long as it runs, and uses it only to apply and to check drift.
+#[derive(Debug, Clone)]
+pub struct PackedSet {
+    pub cluster: String,
+    pub profile: String,
+    pub version: String,
+    pub digest: String,
+    json: Vec<u8>,
+}
+
+impl PackedSet {
+    pub fn unpack(&self) -> DesiredSet {
+        serde_json::from_slice(&self.json).expect("a packed set unpacks")
+    }
+}
+
 impl DesiredSet {
+    pub fn pack(&self) -> PackedSet {
+        PackedSet {
+            cluster: self.cluster.clone(),
+            profile: self.profile.clone(),
+            version: self.version.clone(),
+            digest: self.digest.clone(),
+            json: serde_json::to_vec(self).expect("desired sets serialise"),
+        }
+    }
+
     /// Every object with its layer, Namespaces and CRDs of all layers first (they must exist
     /// before anything lands in them), then each layer's objects in layer order.
     pub fn apply_order(&self) -> Vec<(&LayerSet, &Object)> {

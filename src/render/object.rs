@@ -3,7 +3,7 @@
 use std::cmp::Ordering;
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// The field manager strata applies with (DESIGN §5).
@@ -22,7 +22,7 @@ pub const ANNOTATION_REVISION: &str = "strata.dev/revision";
 pub const ANNOTATION_APPLIED: &str = "strata.dev/applied-digest";
 
 /// An object's identity in a cluster: group, kind, namespace, name.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ObjectId {
     pub group: String,
     pub kind: String,
