@@ -263,7 +263,7 @@ fn plan_formats_and_exit_codes() {
     repo.edit(AWS_1_0_0, "replicas: 1", "replicas: 3").commit("three");
     let text = repo.strata(&["plan"]).ok().stdout;
     assert!(text.contains("aws-cluster  pending update (in-place edit)  aws-profile@1.0.0"), "{text}");
-    assert!(text.contains("held for approval: the cluster has `updates: manual`"), "{text}");
+    assert!(text.contains("held until approved (updates: manual): strata approve aws-cluster"), "{text}");
     assert!(!text.contains("\x1b["), "no colour when not on a terminal");
     let md = repo.strata(&["plan", "--format", "markdown"]).ok().stdout;
     assert!(md.starts_with("<!-- strata-plan -->\n### strata plan: 1 cluster changes: 1 pending update"), "{md}");

@@ -57,7 +57,7 @@ fn counts(c: &ClusterPlan) -> String {
 }
 
 fn next_step(c: &ClusterPlan) -> Option<String> {
-    c.pending.then(|| "held for approval: the cluster has `updates: manual`".to_string())
+    c.pending.then(|| format!("held until approved (updates: manual): strata approve {}", c.cluster))
 }
 
 /// Human-readable plan; `color` adds ANSI colours (for a terminal).
