@@ -35,7 +35,7 @@ impl Daemon {
         std::fs::write(
             &config,
             format!(
-                "repository: {repository}\nstate_dir: ./state\nlisten: 127.0.0.1:0\napi: {{ token_file: ./api-token }}\nwebhooks: {{ github_secret_file: ./hook-secret, gitlab_token_file: ./hook-secret }}\ndrift: {{ interval: 1h }}\napply: {{ health_timeout: 2s }}\ntargets:\n{targets}"
+                "repository: {repository}\nstate_dir: ./state\nlisten: 127.0.0.1:0\napi: {{ token_file: ./api-token }}\nwebhooks: {{ github_secret_file: ./hook-secret, gitea_secret_file: ./hook-secret, gitlab_token_file: ./hook-secret }}\ndrift: {{ interval: 1h }}\napply: {{ health_timeout: 2s }}\ntargets:\n{targets}"
             ),
         )
         .unwrap();
@@ -520,4 +520,51 @@ fn systemd_hears_ready_watchdog_and_stopping_and_logs_can_be_json() {
     assert_eq!(first["level"], "INFO");
     assert!(stderr.lines().all(|l| serde_json::from_str::<Value>(l).is_ok()), "{stderr}");
     assert!(stderr.contains(r#""cluster":"aws-cluster""#), "{stderr}");
+}
+
+#[test]
+fn a_remote_that_fails_keeps_the_last_good_revision_and_force_pushes_are_followed() {
+    let remote = Repo::example();
+    let url = format!("{{ url: 'file://{}', branch: main, interval: 1h }}", remote.path().display());
+    let daemon = Daemon::start(&url, &example_targets());
+    let staging = daemon.out("aws-staging/hello-universe/deployment.ui.yaml");
+    daemon.wait_for("applied", Duration::from_secs(10), |_| file(&staging).contains("replicas: 2"));
+    let gitea = |d: &Daemon| {
+        let body = r#"{"ref":"refs/heads/main"}"#;
+        let signature = {
+            use hmac::{Hmac, KeyInit, Mac};
+            let mut mac = Hmac::<sha2::Sha256>::new_from_slice(HOOK_SECRET.as_bytes()).unwrap();
+            mac.update(body.as_bytes());
+            mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect::<String>()
+        };
+        d.request("POST", "/hooks/gitea", &[("X-Gitea-Event", "push"), ("X-Gitea-Signature", &signature)], body).0
+    };
+
+    // The remote goes away: the fetch fails, is counted, and nothing changes.
+    let moved = remote.path().with_extension("moved");
+    std::fs::rename(remote.path(), &moved).unwrap();
+    assert_eq!(gitea(&daemon), 202);
+    daemon.wait_for("a fetch error", Duration::from_secs(5), |d| {
+        d.get("/metrics").1.contains("strata_fetch_errors_total 1")
+    });
+    assert!(file(&staging).contains("replicas: 2"));
+    assert_eq!(daemon.cluster("aws-staging")["cluster"]["sync"], "applied");
+    std::fs::rename(&moved, remote.path()).unwrap();
+
+    // History rewritten: the branch is reset and a different commit pushed in its place.
+    let first = remote.commit("empty");
+    remote.edit("clusters/aws-staging.yaml", "hello-universe: { replicas: 2 }", "hello-universe: { replicas: 7 }");
+    remote.commit("seven");
+    let _ = Command::new("git").args(["reset", "-q", "--hard", &first]).current_dir(remote.path()).status();
+    remote.edit("clusters/aws-staging.yaml", "hello-universe: { replicas: 2 }", "hello-universe: { replicas: 8 }");
+    remote.commit("eight, instead");
+    assert_eq!(gitea(&daemon), 202);
+    daemon.wait_for("the rewritten branch applied", Duration::from_secs(5), |_| file(&staging).contains("replicas: 8"));
+    assert_eq!(gitea(&daemon), 202);
+    remote.edit("clusters/aws-staging.yaml", "hello-universe: { replicas: 8 }", "hello-universe: { replicas: 7 }");
+    remote.commit("seven again");
+    let _ = Command::new("git").args(["reset", "-q", "--hard", &first]).current_dir(remote.path()).status();
+    assert_eq!(gitea(&daemon), 202);
+    daemon.wait_for("the force-push logged", Duration::from_secs(5), |d| d.log().contains("History was rewritten"));
+    daemon.wait_for("back to two replicas", Duration::from_secs(5), |_| file(&staging).contains("replicas: 2"));
 }
