@@ -41,6 +41,19 @@ struct RawConfig {
     prune_removed_clusters: bool,
     #[serde(default)]
     shutdown_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    status: Option<Spanned<RawStatus>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStatus {
+    provider: String,
+    api: Option<String>,
+    repo: Option<String>,
+    token_file: Option<String>,
+    target_url: Option<String>,
+    min_interval: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -146,6 +159,33 @@ pub struct Webhooks {
     pub gitlab_token_file: Option<PathBuf>,
 }
 
+/// Where commit statuses go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StatusSink {
+    Forge {
+        forge: crate::report::Forge,
+        token_file: PathBuf,
+    },
+    /// Git notes under refs/notes/strata in the watched repository.
+    Notes,
+}
+
+#[derive(Clone, Debug)]
+pub struct StatusConfig {
+    pub sink: StatusSink,
+    /// Link from each status, `{cluster}` and `{revision}` filled in (the status view).
+    pub target_url: Option<String>,
+    /// The least time between two writes to the forge (GitHub asks for a second between
+    /// content-creating requests).
+    pub min_interval: Duration,
+}
+
+impl StatusConfig {
+    pub fn target_url(&self, cluster: &str, revision: &str) -> Option<String> {
+        self.target_url.as_ref().map(|t| t.replace("{cluster}", cluster).replace("{revision}", revision))
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub file: PathBuf,
@@ -164,9 +204,32 @@ pub struct Config {
     pub prune_removed_clusters: bool,
     /// How long in-flight applies may run on SIGTERM.
     pub shutdown_timeout: Duration,
+    pub status: Option<StatusConfig>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
+
+/// A duration setting, or its default with a diagnostic when it does not parse.
+fn duration(
+    diags: &mut Diagnostics,
+    file: &str,
+    value: &Option<Spanned<String>>,
+    what: &str,
+    default: Duration,
+) -> Duration {
+    match value {
+        None => default,
+        Some(v) => parse_duration(&v.value).unwrap_or_else(|| {
+            diags.push(
+                Diagnostic::new(Code::Schema, format!("{what} `{}` is not a duration", v.value))
+                    .in_file(file)
+                    .at_line(v.referenced.line() as usize)
+                    .help("write durations like 90s, 5m or 1h"),
+            );
+            default
+        }),
+    }
+}
 
 /// `300ms`, `30s`, `5m`, `1h`.
 pub fn parse_duration(text: &str) -> Option<Duration> {
@@ -208,27 +271,19 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         let resolve = |p: &str| if Path::new(p).is_absolute() { PathBuf::from(p) } else { base.join(p) };
         let mut diags = Diagnostics::new();
-        let mut duration = |value: &Option<Spanned<String>>, what: &str, default: Duration| match value {
-            None => default,
-            Some(v) => parse_duration(&v.value).unwrap_or_else(|| {
-                diags.push(
-                    Diagnostic::new(Code::Schema, format!("{what} `{}` is not a duration", v.value))
-                        .in_file(&shown)
-                        .at_line(v.referenced.line() as usize)
-                        .help("write durations like 90s, 5m or 1h"),
-                );
-                default
-            }),
-        };
         let mut apply = Options::default();
         if let Some(n) = raw.apply.concurrency {
             apply.concurrency = n.max(1);
         }
-        apply.health_timeout = duration(&raw.apply.health_timeout, "health_timeout", apply.health_timeout);
-        let drift_interval = duration(&raw.drift.interval, "drift.interval", Duration::from_secs(300));
-        let shutdown_timeout = duration(&raw.shutdown_timeout, "shutdown_timeout", Duration::from_secs(30));
+        apply.health_timeout =
+            duration(&mut diags, &shown, &raw.apply.health_timeout, "health_timeout", apply.health_timeout);
+        let drift_interval =
+            duration(&mut diags, &shown, &raw.drift.interval, "drift.interval", Duration::from_secs(300));
+        let shutdown_timeout =
+            duration(&mut diags, &shown, &raw.shutdown_timeout, "shutdown_timeout", Duration::from_secs(30));
         let repository = raw.repository.map(|r| {
-            let interval = duration(&r.value.interval, "repository.interval", Duration::from_secs(60));
+            let interval =
+                duration(&mut diags, &shown, &r.value.interval, "repository.interval", Duration::from_secs(60));
             let c = r.value.credentials;
             Repository {
                 location: location(&r.value.url, resolve),
@@ -268,6 +323,44 @@ impl Config {
                 ),
             }
         }
+        let status = raw.status.and_then(|st| {
+            let line = st.referenced.line() as usize;
+            let r = st.value;
+            let min_interval = duration(&mut diags, &shown, &r.min_interval, "status.min_interval", Duration::from_secs(1));
+            let sink = if r.provider == "git-notes" {
+                Some(StatusSink::Notes)
+            } else {
+                match (crate::report::Provider::parse(&r.provider), r.repo, r.token_file) {
+                    (Some(provider), Some(repo), Some(token_file)) => Some(StatusSink::Forge {
+                        forge: crate::report::Forge {
+                            provider,
+                            api: r.api.unwrap_or_else(|| provider.default_api().to_string()).trim_end_matches('/').to_string(),
+                            repo,
+                        },
+                        token_file: resolve(&token_file),
+                    }),
+                    (None, _, _) => {
+                        diags.push(
+                            Diagnostic::new(Code::Schema, format!("status.provider `{}` is not supported", r.provider))
+                                .in_file(&shown)
+                                .at_line(line)
+                                .help("use github, gitea, forgejo, gitlab, bitbucket or git-notes"),
+                        );
+                        None
+                    }
+                    _ => {
+                        diags.push(
+                            Diagnostic::new(Code::Schema, "status needs `repo` and `token_file` for a forge")
+                                .in_file(&shown)
+                                .at_line(line)
+                                .help("e.g. status: { provider: github, repo: platform/fleet, token_file: /run/credentials/strata.service/github-token }"),
+                        );
+                        None
+                    }
+                }
+            };
+            sink.map(|sink| StatusConfig { sink, target_url: r.target_url, min_interval })
+        });
         let listen = match &raw.listen {
             None => DEFAULT_LISTEN.parse().expect("valid default"),
             Some(l) => l.value.parse().unwrap_or_else(|_| {
@@ -297,6 +390,7 @@ impl Config {
             drift_interval,
             prune_removed_clusters: raw.prune_removed_clusters,
             shutdown_timeout,
+            status,
         })
     }
 
@@ -373,6 +467,23 @@ mod tests {
         assert!(matches!(local.location, RepoLocation::Local(p) if p.ends_with("fleet")));
         let scp = load("repository: {url: 'git@github.com:platform/fleet.git'}\n").unwrap().repository.unwrap();
         assert!(matches!(scp.location, RepoLocation::Remote(_)));
+    }
+
+    #[test]
+    fn status_sinks() {
+        let config = load("status: {provider: github, api: 'https://github.example.com/api/v3/', repo: p/f, token_file: t, target_url: 'http://s/{cluster}'}\n").unwrap();
+        let status = config.status.unwrap();
+        match &status.sink {
+            StatusSink::Forge { forge, token_file } => {
+                assert_eq!(forge.api, "https://github.example.com/api/v3");
+                assert!(token_file.ends_with("t"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(status.target_url("aws", "r").as_deref(), Some("http://s/aws"));
+        assert_eq!(load("status: {provider: git-notes}\n").unwrap().status.unwrap().sink, StatusSink::Notes);
+        let e = load("status: {provider: gitlab}\n").unwrap_err().to_string();
+        assert!(e.contains("status needs `repo` and `token_file`"), "{e}");
     }
 
     #[test]

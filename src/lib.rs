@@ -23,6 +23,7 @@ pub mod model;
 pub mod plan;
 pub mod render;
 pub mod repo;
+pub mod report;
 pub mod source;
 pub mod target;
 pub mod window;

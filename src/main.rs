@@ -65,6 +65,16 @@ enum Command {
         /// Exit 3 when any cluster changes (0 when none does).
         #[arg(long)]
         detailed_exitcode: bool,
+        /// Report the plan: a `strata/plan` commit status on the head, and with --pr the plan as
+        /// one pull-request comment, updated in place on later runs (status sink from --config).
+        #[arg(long, requires = "config")]
+        post: bool,
+        /// The pull (merge) request number the comment goes to.
+        #[arg(long, requires = "post", value_name = "N")]
+        pr: Option<u64>,
+        /// Host config with the `status` section (forge, repository, token file).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
     /// List clusters with their profile, resolved version and tags.
     Clusters {
@@ -236,8 +246,9 @@ fn run(cli: &Cli) -> Result<u8, Failure> {
     match &cli.command {
         Command::Validate => validate(cli),
         Command::Render { cluster } => render(cli, cluster),
-        Command::Plan { base, head, format, detailed_exitcode } => {
-            run_plan(cli, base.as_deref(), head.as_deref(), *format, *detailed_exitcode)
+        Command::Plan { base, head, format, detailed_exitcode, post, pr, config } => {
+            let post = if *post { Some((config.as_deref().expect("clap requires it"), *pr)) } else { None };
+            run_plan(cli, base.as_deref(), head.as_deref(), *format, *detailed_exitcode, post)
         }
         Command::Clusters { tag, format } => clusters(cli, tag, *format),
         Command::Profiles { format } => profiles(cli, *format),
@@ -352,6 +363,7 @@ fn run_plan(
     head: Option<&str>,
     format: PlanFormat,
     detailed: bool,
+    post: Option<(&std::path::Path, Option<u64>)>,
 ) -> Result<u8, Failure> {
     let git = GitSource::open(&cli.repo, cli.path.as_deref())?.ok_or_else(|| {
         Failure::Usage(format!("{}: not a Git repository; plan compares two revisions", cli.repo.display()))
@@ -363,8 +375,26 @@ fn run_plan(
         // The first parent; a root commit is compared with an empty repository.
         None => git.snapshot(&format!("{head_rev}^")).ok(),
     };
-    let head_model = repo::load(head_snap.tree.as_ref())
-        .map_err(|d| Failure::Invalid(d, Some(format!("at head {}", head_snap.short_revision()))))?;
+    let head_model = match repo::load(head_snap.tree.as_ref()) {
+        Ok(model) => model,
+        Err(d) => {
+            if let Some((config, _)) = post {
+                let first = d.iter().next().map(|x| x.to_string()).unwrap_or_default();
+                let first = first.split_once("]: ").map(|(_, rest)| rest.to_string()).unwrap_or(first);
+                let head = head_snap.revision.as_deref().unwrap_or_default();
+                post_status(
+                    cli,
+                    config,
+                    head,
+                    strata::report::State::Error,
+                    &format!("does not load: {first}"),
+                    None,
+                    "",
+                )?;
+            }
+            return Err(Failure::Invalid(d, Some(format!("at head {}", head_snap.short_revision()))));
+        }
+    };
     let base_model = match &base_snap {
         Some(s) => Some(
             repo::load(s.tree.as_ref())
@@ -388,7 +418,57 @@ fn run_plan(
         PlanFormat::Json => format::json(&plan),
     };
     print(&text)?;
+    if let Some((config, pr)) = post {
+        let head = head_snap.revision.as_deref().unwrap_or_default();
+        let posted = post_status(
+            cli,
+            config,
+            head,
+            strata::report::State::Success,
+            &plan.summary(),
+            pr,
+            &format::markdown(&plan),
+        )?;
+        eprintln!("{posted}");
+    }
     Ok(if detailed && plan.has_changes() { 3 } else { 0 })
+}
+
+/// `plan --post`: the `strata/plan` status on `head`, and the PR comment when `pr` is given.
+fn post_status(
+    cli: &Cli,
+    config: &std::path::Path,
+    head: &str,
+    state: strata::report::State,
+    description: &str,
+    pr: Option<u64>,
+    comment: &str,
+) -> Result<String, Failure> {
+    use strata::config::StatusSink;
+    use strata::report::{Status, notes};
+    let config = load_config(config)?;
+    let Some(status_config) = &config.status else {
+        return Err(Failure::Usage(format!("{}: --post needs a `status` section", config.file.display())));
+    };
+    let status = Status::new(head, "strata/plan".into(), state, description, status_config.target_url("plan", head));
+    match &status_config.sink {
+        StatusSink::Notes => {
+            notes::write(&cli.repo, &status).map_err(Failure::Usage)?;
+            Ok(format!("posted: note on {} under {}", &head[..head.len().min(7)], notes::NOTES_REF))
+        }
+        StatusSink::Forge { forge, token_file } => {
+            let token = strata::config::read_secret(token_file).map_err(Failure::Usage)?;
+            let posted = runtime()?
+                .block_on(strata::report::post_plan(forge, &token, &status, pr, comment, format::MARKDOWN_MARKER))
+                .map_err(|e| Failure::Usage(format!("posting the plan: {e}")))?;
+            Ok(match posted.comment {
+                Some((verb, id)) => {
+                    format!("posted: strata/plan status on {}; comment {id} {verb}", &head[..head.len().min(7)])
+                }
+                None => format!("posted: strata/plan status on {}", &head[..head.len().min(7)]),
+            })
+        }
+    }
 }
 
 fn clusters(cli: &Cli, tags: &[String], format: ListFormat) -> Result<u8, Failure> {

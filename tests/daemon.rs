@@ -3,6 +3,7 @@
 
 mod apiserver;
 mod common;
+mod forge;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -28,6 +29,11 @@ struct Daemon {
 impl Daemon {
     /// Writes a host config (`repository` and `targets` as given) and starts `strata run`.
     fn start(repository: &str, targets: &str) -> Daemon {
+        Daemon::start_with(repository, targets, "")
+    }
+
+    /// As [`Daemon::start`], with more host configuration (a `status` section).
+    fn start_with(repository: &str, targets: &str, extra: &str) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("api-token"), format!("{TOKEN}\n")).unwrap();
         std::fs::write(dir.path().join("hook-secret"), HOOK_SECRET).unwrap();
@@ -35,7 +41,7 @@ impl Daemon {
         std::fs::write(
             &config,
             format!(
-                "repository: {repository}\nstate_dir: ./state\nlisten: 127.0.0.1:0\napi: {{ token_file: ./api-token }}\nwebhooks: {{ github_secret_file: ./hook-secret, gitea_secret_file: ./hook-secret, gitlab_token_file: ./hook-secret }}\ndrift: {{ interval: 1h }}\napply: {{ health_timeout: 2s }}\ntargets:\n{targets}"
+                "repository: {repository}\nstate_dir: ./state\nlisten: 127.0.0.1:0\napi: {{ token_file: ./api-token }}\nwebhooks: {{ github_secret_file: ./hook-secret, gitea_secret_file: ./hook-secret, gitlab_token_file: ./hook-secret }}\ndrift: {{ interval: 1h }}\napply: {{ health_timeout: 2s }}\n{extra}targets:\n{targets}"
             ),
         )
         .unwrap();
@@ -567,4 +573,160 @@ fn a_remote_that_fails_keeps_the_last_good_revision_and_force_pushes_are_followe
     assert_eq!(gitea(&daemon), 202);
     daemon.wait_for("the force-push logged", Duration::from_secs(5), |d| d.log().contains("History was rewritten"));
     daemon.wait_for("back to two replicas", Duration::from_secs(5), |_| file(&staging).contains("replicas: 2"));
+}
+
+fn github_status(forge: &forge::Forge) -> String {
+    std::fs::write(std::env::temp_dir().join("strata-test-forge-token"), "forge-token\n").unwrap();
+    format!(
+        "status: {{ provider: github, api: '{}', repo: platform/fleet, token_file: {}, target_url: 'http://strata.example.com/clusters/{{cluster}}', min_interval: 10ms }}\n",
+        forge.url,
+        std::env::temp_dir().join("strata-test-forge-token").display()
+    )
+}
+
+/// (context, state, description) of the statuses the forge accepted for a commit.
+fn statuses_on(forge: &forge::Forge, revision: &str) -> Vec<(String, String, String)> {
+    forge
+        .statuses()
+        .into_iter()
+        .filter(|s| s.path.ends_with(revision))
+        .map(|s| {
+            (
+                s.body["context"].as_str().unwrap_or("").to_string(),
+                s.body["state"].as_str().unwrap_or("").to_string(),
+                s.body["description"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn commit_statuses_for_the_tutorials_story() {
+    let forge = forge::Forge::start();
+    let repo = Repo::example();
+    let head = repo.commit("start");
+    let daemon = Daemon::start_with(&local(&repo), &example_targets(), &github_status(&forge));
+    daemon.wait_for("aws-cluster success", Duration::from_secs(10), |_| {
+        statuses_on(&forge, &head).iter().any(|(c, s, _)| c == "strata/aws-cluster" && s == "success")
+    });
+    let first = &forge.statuses()[0];
+    assert_eq!(first.method, "POST");
+    assert!(first.path.starts_with("/repos/platform/fleet/statuses/"), "{}", first.path);
+    assert_eq!(first.headers["authorization"], "Bearer forge-token");
+    assert_eq!(first.headers["accept"], "application/vnd.github+json");
+    assert_eq!(first.headers["x-github-api-version"], "2022-11-28");
+    assert!(first.headers.contains_key("user-agent"));
+    let aws: Vec<_> = statuses_on(&forge, &head).into_iter().filter(|(c, _, _)| c == "strata/aws-cluster").collect();
+    // `pending` while applying goes out unless the apply finished first (the outbox keeps the
+    // latest state per commit and context); the last word is success.
+    if aws.len() > 1 {
+        assert_eq!(aws[0], ("strata/aws-cluster".into(), "pending".into(), "applying aws-profile@1.0.0".into()));
+    }
+    assert_eq!(aws.last().unwrap().1, "success");
+    assert!(aws.last().unwrap().2.starts_with("applied aws-profile@1.0.0: 3 created"), "{aws:?}");
+    let url =
+        forge.statuses().iter().find(|s| s.body["context"] == "strata/aws-cluster").unwrap().body["target_url"].clone();
+    assert_eq!(url, "http://strata.example.com/clusters/aws-cluster");
+
+    // A pending update, on the commit that made the in-place edit.
+    repo.edit(AWS_1_0_0, "replicas: 1", "replicas: 3");
+    let edit = repo.commit("three replicas");
+    daemon.wait_for("the pending status", Duration::from_secs(5), |_| !statuses_on(&forge, &edit).is_empty());
+    assert_eq!(
+        statuses_on(&forge, &edit),
+        [(
+            "strata/aws-cluster".to_string(),
+            "pending".to_string(),
+            "pending update aws-profile@1.0.0 — approve: strata approve aws-cluster".to_string()
+        )]
+    );
+
+    // Nothing new: no writes, however often the daemon looks again.
+    let before = forge.seen().len();
+    for _ in 0..3 {
+        daemon.strata(&["suspend", "edge-lab"]);
+        daemon.strata(&["resume", "edge-lab"]);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(forge.seen().len(), before, "{:?}", &forge.seen()[before..]);
+
+    // A commit that does not render: error, with the diagnostic.
+    repo.edit("packs/hello-universe/manifests/ui.yaml", "{{ values.replicas }}", "{{ values.replicaz }}");
+    let broken = repo.commit("typo");
+    daemon.wait_for("error statuses", Duration::from_secs(5), |_| {
+        statuses_on(&forge, &broken).iter().any(|(c, s, _)| c == "strata/aws-staging" && s == "error")
+    });
+    let (_, _, description) =
+        statuses_on(&forge, &broken).into_iter().find(|(c, _, _)| c == "strata/aws-staging").unwrap();
+    assert!(description.starts_with("does not render: packs/hello-universe/manifests/ui.yaml:8:"), "{description}");
+    assert!(description.chars().count() <= 140);
+}
+
+#[test]
+fn statuses_survive_a_forge_outage_and_a_restart_and_rate_limits_are_honoured() {
+    let forge = forge::Forge::start();
+    forge.set_mode(forge::Mode::Down);
+    let repo = Repo::example();
+    let head = repo.commit("start");
+    let mut daemon = Daemon::start_with(&local(&repo), &example_targets(), &github_status(&forge));
+    let staging = daemon.out("aws-staging/hello-universe/deployment.ui.yaml");
+    daemon.wait_for("applied", Duration::from_secs(10), |_| file(&staging).contains("replicas: 2"));
+    daemon.wait_for("a failed delivery", Duration::from_secs(5), |d| {
+        d.get("/metrics").1.contains(r#"strata_report_deliveries_total{result="failed"}"#)
+    });
+    assert!(forge.statuses().is_empty());
+
+    // The daemon goes down while the forge is down; the queue is on disk.
+    daemon.kill9();
+    forge.clear();
+    forge.set_mode(forge::Mode::Up);
+    forge.rate_limit_next(1);
+    daemon.spawn();
+    daemon.wait_for("every cluster's success delivered", Duration::from_secs(20), |_| {
+        ["aws-cluster", "aws-staging", "edge-berlin", "edge-lab"].iter().all(|c| {
+            statuses_on(&forge, &head).iter().any(|(ctx, s, _)| ctx == &format!("strata/{c}") && s == "success")
+        })
+    });
+    // Only the latest state per commit and context was delivered, each once.
+    let delivered = statuses_on(&forge, &head);
+    assert_eq!(delivered.len(), 4, "{delivered:?}");
+    // The rate-limited answer asked for a second, and got it.
+    let seen = forge.seen();
+    let limited =
+        seen.iter().position(|s| !s.headers.contains_key("x-answered-ok") && s.path.contains("/statuses/")).unwrap();
+    let next = seen[limited + 1..].iter().find(|s| s.path.contains("/statuses/")).unwrap();
+    assert!(next.at.duration_since(seen[limited].at) >= Duration::from_millis(950));
+}
+
+#[test]
+fn refused_tokens_are_logged_clearly() {
+    let forge = forge::Forge::start();
+    forge.set_mode(forge::Mode::Unauthorized);
+    let repo = Repo::example();
+    let daemon = Daemon::start_with(&local(&repo), &example_targets(), &github_status(&forge));
+    daemon.wait_for("a refusal", Duration::from_secs(10), |d| d.log().contains("401 unauthorized"));
+    assert!(daemon.log().contains("check status.token_file"));
+    assert!(!daemon.log().contains("forge-token"), "the token is never logged");
+}
+
+#[test]
+fn git_notes_hold_the_statuses_without_a_forge() {
+    let repo = Repo::example();
+    let head = repo.commit("start");
+    let daemon =
+        Daemon::start_with(&local(&repo), &example_targets(), "status: { provider: git-notes, min_interval: 0ms }\n");
+    let notes = || {
+        let out = Command::new("git")
+            .args(["log", "-1", "--notes=strata", "--format=%N", &head])
+            .current_dir(repo.path())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    daemon.wait_for("notes for every cluster", Duration::from_secs(10), |_| {
+        notes().matches(" success: applied").count() == 4
+    });
+    let text = notes();
+    assert!(text.contains("strata/aws-cluster success: applied aws-profile@1.0.0: 3 created"), "{text}");
+    assert!(text.lines().filter(|l| !l.is_empty()).all(|l| l.starts_with("strata/")), "{text}");
 }

@@ -63,6 +63,19 @@ impl RepoSource {
             .ok_or_else(|| format!("{}: not a Git repository", self.git_dir.display()))
     }
 
+    /// The repository revisions are read from (and notes written to).
+    pub fn git_dir(&self) -> &Path {
+        &self.git_dir
+    }
+
+    /// The remote URL and credentials, for a fetched repository.
+    pub fn remote(&self) -> Option<(&str, &Credentials)> {
+        match &self.config.location {
+            RepoLocation::Remote(url) => Some((url, &self.config.credentials)),
+            RepoLocation::Local(_) => None,
+        }
+    }
+
     /// Paths whose changes mean a new commit may be there (local repositories): the refs and
     /// the packed refs of the repository's Git directory.
     pub fn watch_paths(&self) -> Vec<PathBuf> {
@@ -93,12 +106,12 @@ impl RepoSource {
     }
 }
 
-fn fetch(repo: &Repository, url: &str, branch: &str, credentials: &Credentials) -> Result<(), String> {
-    let mut remote = repo.remote_anonymous(url).map_err(|e| format!("remote {url}: {}", e.message()))?;
+/// Callbacks for talking to a remote: the configured token or key (one try, so bad credentials
+/// fail fast) and SSH host keys checked against known_hosts.
+fn callbacks(credentials: &Credentials) -> RemoteCallbacks<'_> {
     let mut callbacks = RemoteCallbacks::new();
     let mut attempts = 0;
     callbacks.credentials(move |_url, username_from_url, allowed| {
-        // libgit2 asks again after a refusal; one try per fetch, so bad credentials fail fast.
         attempts += 1;
         if attempts > 1 {
             return Err(git2::Error::from_str("the remote refused the configured credentials"));
@@ -143,12 +156,28 @@ fn fetch(repo: &Repository, url: &str, branch: &str, credentials: &Credentials) 
             )))
         }
     });
+    callbacks
+}
+
+fn fetch(repo: &Repository, url: &str, branch: &str, credentials: &Credentials) -> Result<(), String> {
+    let mut remote = repo.remote_anonymous(url).map_err(|e| format!("remote {url}: {}", e.message()))?;
     let mut options = FetchOptions::new();
-    options.remote_callbacks(callbacks).download_tags(git2::AutotagOption::None);
+    options.remote_callbacks(callbacks(credentials)).download_tags(git2::AutotagOption::None);
     // `+`: a force-pushed branch is taken as it is now.
     remote
         .fetch(&[format!("+{branch}:{branch}")], Some(&mut options), None)
         .map_err(|e| format!("fetching {branch} from {url}: {}", e.message()))
+}
+
+/// Pushes a ref (the status notes) from the repository at `path` to the remote.
+pub fn push(path: &Path, url: &str, refname: &str, credentials: &Credentials) -> Result<(), String> {
+    let repo = Repository::open(path).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
+    let mut remote = repo.remote_anonymous(url).map_err(|e| format!("remote {url}: {}", e.message()))?;
+    let mut options = git2::PushOptions::new();
+    options.remote_callbacks(callbacks(credentials));
+    remote
+        .push(&[format!("+{refname}:{refname}")], Some(&mut options))
+        .map_err(|e| format!("pushing {refname} to {url}: {}", e.message()))
 }
 
 /// Whether `known_hosts` text lists `key` for `host` (plain names, `[host]:port`, or hashed

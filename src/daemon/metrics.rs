@@ -35,6 +35,9 @@ pub struct Metrics {
     pub webhooks: Family<ProviderLabel, Counter>,
     /// Revisions evaluated, and those that did not load or render.
     pub revisions: Family<ResultLabel, Counter>,
+    /// Commit status deliveries: delivered, failed, rate_limited, refused.
+    pub deliveries: Family<ResultLabel, Counter>,
+    pub outbox: Gauge,
 }
 
 impl Metrics {
@@ -58,7 +61,13 @@ impl Metrics {
         registry.register("webhooks", "Webhook deliveries, by provider and result", webhooks.clone());
         let revisions = Family::<ResultLabel, Counter>::default();
         registry.register("revisions", "Revisions evaluated, by result", revisions.clone());
+        let deliveries = Family::<ResultLabel, Counter>::default();
+        registry.register("report_deliveries", "Commit status deliveries, by result", deliveries.clone());
+        let outbox = Gauge::default();
+        registry.register("outbox", "Commit statuses waiting to be delivered", outbox.clone());
         Metrics {
+            deliveries,
+            outbox,
             registry,
             reconciles,
             reconcile_seconds,

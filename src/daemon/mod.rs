@@ -19,6 +19,7 @@ pub mod decide;
 pub mod git;
 pub mod http;
 pub mod metrics;
+pub mod outbox;
 pub mod store;
 pub mod worker;
 
@@ -62,14 +63,44 @@ pub struct Shared {
     pub ready: AtomicBool,
     /// Tags of every cluster at the last good revision, for status filters.
     pub tags: Mutex<BTreeMap<String, Vec<String>>>,
+    /// Wakes the status deliverer when something is queued.
+    pub report_wake: Arc<tokio::sync::Notify>,
+}
+
+impl Shared {
+    /// Queues a commit status for `cluster` on `revision`, when a status sink is configured.
+    pub fn report(&self, cluster: &str, revision: &str, state: crate::report::State, description: &str) {
+        let Some(status) = &self.config.status else { return };
+        let status = crate::report::Status::new(
+            revision,
+            crate::report::context(cluster),
+            state,
+            description,
+            status.target_url(cluster, revision),
+        );
+        match self.store.enqueue(&status) {
+            Ok(true) => self.report_wake.notify_one(),
+            Ok(false) => {}
+            Err(e) => warn!(error = %e, "Cannot queue a commit status."),
+        }
+        self.metrics.outbox.set(self.store.outbox_len().unwrap_or(0));
+    }
 }
 
 /// Where the daemon writes the address it actually listens on (useful with port 0).
 pub const LISTEN_FILE: &str = "listen-address";
 
+/// The first diagnostic of a report, without its `error[code]:` prefix: what fits a status.
+fn first_problem(text: &str) -> String {
+    let line = text.lines().find(|l| l.starts_with("error[")).or_else(|| text.lines().next()).unwrap_or("");
+    line.split_once("]: ").map(|(_, rest)| rest).unwrap_or(line).to_string()
+}
+
 /// What one evaluation decided for one cluster.
 struct Outcome {
     cluster: String,
+    /// The revision evaluated.
+    revision: Option<String>,
     job: Option<Job>,
     pending: Option<Pending>,
     /// The revision does not render for this cluster: the message.
@@ -143,7 +174,13 @@ fn evaluate(
         let target = match shared.config.target(name, &cluster.target) {
             Ok(t) => t.clone(),
             Err(d) => {
-                outcomes.push(Outcome { cluster: name.clone(), job: None, pending: None, error: Some(d.to_string()) });
+                outcomes.push(Outcome {
+                    cluster: name.clone(),
+                    revision: Some(head.to_string()),
+                    job: None,
+                    pending: None,
+                    error: Some(d.to_string()),
+                });
                 continue;
             }
         };
@@ -166,6 +203,7 @@ fn evaluate(
                     Err(d) => {
                         outcomes.push(Outcome {
                             cluster: name.clone(),
+                            revision: Some(head.to_string()),
                             job: None,
                             pending: None,
                             error: Some(d.to_string()),
@@ -219,7 +257,8 @@ fn evaluate(
                 _ => None,
             },
         };
-        let mut outcome = Outcome { cluster: name.clone(), job: None, pending: None, error: None };
+        let mut outcome =
+            Outcome { cluster: name.clone(), revision: Some(head.to_string()), job: None, pending: None, error: None };
         match rendered {
             Some((Ok(set), profile_rev, cluster_rev)) => {
                 outcome.job = Some(Job {
@@ -272,12 +311,21 @@ pub async fn run(config: Config) -> Result<(), String> {
         triggers: triggers.clone(),
         ready: AtomicBool::new(false),
         tags: Mutex::new(BTreeMap::new()),
+        report_wake: Arc::new(tokio::sync::Notify::new()),
     });
     let (stop, stopped) = watch::channel(false);
     tokio::task::spawn_local(http::serve(listener, shared.clone(), stopped.clone()));
     info!(address = %address, state_dir = %shared.config.state_dir.display(), "Listening.");
 
     let source = Arc::new(Mutex::new(RepoSource::new(&repo_config, &shared.config.state_dir)?));
+    if let Some(status) = &shared.config.status {
+        let (repo, remote) = {
+            let s = source.lock().expect("source lock");
+            (s.git_dir().to_path_buf(), s.remote().map(|(url, c)| (url.to_string(), c.clone())))
+        };
+        let sink = outbox::Sink::new(&status.sink, repo, remote)?;
+        tokio::task::spawn_local(outbox::run(shared.clone(), sink, shared.report_wake.clone(), stopped.clone()));
+    }
     // Local repositories: watch the refs, so a commit is seen within the debounce.
     let _watcher = {
         let source = source.lock().expect("source lock");
@@ -339,6 +387,10 @@ pub async fn run(config: Config) -> Result<(), String> {
                 Err(e) => {
                     shared.metrics.result(&shared.metrics.revisions, "invalid");
                     error!(revision = %head, error = %e, "Revision rejected; clusters keep what they run.");
+                    for state in shared.store.clusters().unwrap_or_default().iter().filter(|c| c.sync != "removed") {
+                        let description = format!("revision does not load: {}", first_problem(&e));
+                        shared.report(&state.name, &head, crate::report::State::Error, &description);
+                    }
                     if first {
                         // Nothing loaded yet: start the workers on what the store says they run.
                         dispatch_from_store(&shared, &source, &mut workers, &stopped).await;
@@ -418,9 +470,18 @@ async fn dispatch(
                 let _ = shared.store.clear_pending(&name);
             }
         }
-        if let Some(message) = &outcome.error {
+        if let Some((message, revision)) = outcome.error.as_ref().zip(outcome.revision.as_deref()) {
             warn!(cluster = %name, error = %message, "Cluster does not render at this revision; it keeps what it runs.");
             let _ = shared.store.set_sync(&name, "error", Some(message), None);
+            shared.report(
+                &name,
+                revision,
+                crate::report::State::Error,
+                &format!("does not render: {}", first_problem(message)),
+            );
+        }
+        if let Some(p) = &outcome.pending {
+            shared.report(&name, &p.head_revision, crate::report::State::Pending, &p.summary);
         }
         if let Some(job) = outcome.job {
             let (tx, _) = workers
@@ -481,6 +542,7 @@ async fn dispatch_from_store(
             let Ok(set) = Renderer::new(snap.tree.as_ref(), &model, &tools).render(cluster) else { continue };
             outcomes.push(Outcome {
                 cluster: state.name.clone(),
+                revision: None,
                 job: Some(Job {
                     set: set.pack(),
                     profile_revision: Some(rev),

@@ -62,6 +62,26 @@ CREATE TABLE IF NOT EXISTS history (
 );
 CREATE INDEX IF NOT EXISTS history_cluster ON history (cluster, id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    revision TEXT NOT NULL,
+    context TEXT NOT NULL,
+    state TEXT NOT NULL,
+    description TEXT NOT NULL,
+    target_url TEXT,
+    created_at INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ms INTEGER NOT NULL,
+    last_error TEXT,
+    PRIMARY KEY (revision, context)
+);
+CREATE TABLE IF NOT EXISTS delivered (
+    revision TEXT NOT NULL,
+    context TEXT NOT NULL,
+    state TEXT NOT NULL,
+    description TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (revision, context)
+);
 ";
 
 /// What a cluster last had applied, and how it is doing.
@@ -125,6 +145,17 @@ pub struct HistoryRow {
 
 pub struct Store {
     db: Mutex<Connection>,
+}
+
+/// A status waiting in the outbox.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Queued {
+    pub status: crate::report::Status,
+    pub attempts: u32,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 pub type Result<T> = std::result::Result<T, String>;
@@ -374,6 +405,97 @@ impl Store {
         })
     }
 
+    /// Queues a status for delivery, replacing one not yet delivered for the same commit and
+    /// context. Returns false when it was delivered already with this state and description:
+    /// no write for what the forge already shows.
+    pub fn enqueue(&self, status: &crate::report::Status) -> Result<bool> {
+        let now = now();
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let delivered: Option<(String, String)> = tx
+                .query_row(
+                    "SELECT state, description FROM delivered WHERE revision = ?1 AND context = ?2",
+                    [&status.revision, &status.context],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let same = delivered.is_some_and(|(s, d)| s == status.state.as_str() && d == status.description);
+            if same {
+                tx.execute("DELETE FROM outbox WHERE revision = ?1 AND context = ?2", [&status.revision, &status.context])?;
+            } else {
+                tx.execute(
+                    "INSERT INTO outbox (revision, context, state, description, target_url, created_at, attempts, next_attempt_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7)
+                     ON CONFLICT(revision, context) DO UPDATE SET state = ?3, description = ?4, target_url = ?5, attempts = 0, next_attempt_ms = ?7, last_error = NULL",
+                    params![status.revision, status.context, status.state.as_str(), status.description, status.target_url, now, now_ms()],
+                )?;
+            }
+            tx.commit()?;
+            Ok(!same)
+        })
+    }
+
+    /// Statuses due for delivery, oldest first.
+    pub fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<Queued>> {
+        self.with(|c| {
+            c.prepare(
+                "SELECT revision, context, state, description, target_url, attempts FROM outbox
+                 WHERE next_attempt_ms <= ?1 ORDER BY created_at, rowid LIMIT ?2",
+            )?
+            .query_map(params![now_ms, limit as i64], |r| {
+                let state: String = r.get(2)?;
+                Ok(Queued {
+                    status: crate::report::Status {
+                        revision: r.get(0)?,
+                        context: r.get(1)?,
+                        state: crate::report::State::parse(&state).unwrap_or(crate::report::State::Error),
+                        description: r.get(3)?,
+                        target_url: r.get(4)?,
+                    },
+                    attempts: r.get::<_, i64>(5)? as u32,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    /// When the next queued status is due (milliseconds), if any is queued.
+    pub fn next_due(&self) -> Result<Option<i64>> {
+        self.with(|c| c.query_row("SELECT MIN(next_attempt_ms) FROM outbox", [], |r| r.get(0)))
+    }
+
+    pub fn outbox_len(&self) -> Result<i64> {
+        self.with(|c| c.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0)))
+    }
+
+    /// Records a delivery; the queued entry goes unless it changed while being delivered.
+    pub fn delivered(&self, status: &crate::report::Status) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "DELETE FROM outbox WHERE revision = ?1 AND context = ?2 AND state = ?3 AND description = ?4",
+                params![status.revision, status.context, status.state.as_str(), status.description],
+            )?;
+            tx.execute(
+                "INSERT INTO delivered (revision, context, state, description, at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(revision, context) DO UPDATE SET state = ?3, description = ?4, at = ?5",
+                params![status.revision, status.context, status.state.as_str(), status.description, now()],
+            )?;
+            tx.commit()
+        })
+    }
+
+    /// Puts a queued status off until `next_ms`, noting why.
+    pub fn retry(&self, status: &crate::report::Status, next_ms: i64, error: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ?3, last_error = ?4 WHERE revision = ?1 AND context = ?2",
+                params![status.revision, status.context, next_ms, error],
+            )
+            .map(|_| ())
+        })
+    }
+
     pub fn history(&self, cluster: &str, limit: usize) -> Result<Vec<HistoryRow>> {
         self.with(|c| {
             c.prepare("SELECT revision, result, summary, at FROM history WHERE cluster = ?1 ORDER BY id DESC LIMIT ?2")?
@@ -430,6 +552,27 @@ mod tests {
         assert_eq!(store.approval("aws", "r3").unwrap(), None);
         assert!(store.cluster("edge").unwrap().unwrap().suspended);
         assert_eq!(store.history("aws", 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_outbox_coalesces_and_skips_what_was_delivered() {
+        use crate::report::{State, Status};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let applying = Status::new("r1", "strata/a".into(), State::Pending, "applying", None);
+        let applied = Status::new("r1", "strata/a".into(), State::Success, "applied", None);
+        assert!(store.enqueue(&applying).unwrap());
+        assert!(store.enqueue(&applied).unwrap());
+        let due = store.due(now_ms(), 10).unwrap();
+        assert_eq!(due.len(), 1, "the newer state replaces the older");
+        assert_eq!(due[0].status.state, State::Success);
+        store.delivered(&applied).unwrap();
+        assert_eq!(store.outbox_len().unwrap(), 0);
+        assert!(!store.enqueue(&applied).unwrap(), "already on the forge");
+        assert!(store.enqueue(&applying).unwrap());
+        store.retry(&applying, now_ms() + 60_000, "503").unwrap();
+        assert!(store.due(now_ms(), 10).unwrap().is_empty());
+        assert!(store.next_due().unwrap().unwrap() > now_ms());
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::apply::{self, Action};
 use crate::config::TargetConfig;
 use crate::model::DriftPolicy;
 use crate::render::{DesiredSet, PackedSet};
+use crate::report::State;
 use crate::target::{self, AnyTarget};
 
 /// What a cluster should run.
@@ -155,6 +156,10 @@ impl Worker {
         let revision = job.cluster_revision.as_deref();
         info!(cluster = %self.name, revision = revision.unwrap_or("-"), profile = %job.set.profile, version = %job.set.version, "Applying.");
         let _ = self.shared.store.set_sync(&self.name, "applying", None, revision);
+        let what = format!("{}@{}", job.set.profile, job.set.version);
+        if let Some(rev) = revision {
+            shared.report(&self.name, rev, State::Pending, &format!("applying {what}"));
+        }
         let started = std::time::Instant::now();
         let options = self.shared.config.apply.clone();
         let result = match self.target().await {
@@ -167,6 +172,9 @@ impl Worker {
         match result {
             Err(message) => {
                 self.shared.metrics.result(&self.shared.metrics.reconciles, "failed");
+                if let Some(rev) = revision {
+                    shared.report(&self.name, rev, State::Failure, &format!("apply of {what} failed: {message}"));
+                }
                 self.failed(&message, revision);
             }
             Ok(cs) if cs.count(Action::Failed) > 0 => {
@@ -177,7 +185,11 @@ impl Worker {
                     .filter(|o| o.action == Action::Failed)
                     .map(|o| format!("{}: {}", o.id, o.message.as_deref().unwrap_or("")))
                     .collect();
-                self.failed(&format!("{}; {}", cs.summary(), failed.join("; ")), revision);
+                let message = format!("{}; {}", cs.summary(), failed.join("; "));
+                if let Some(rev) = revision {
+                    shared.report(&self.name, rev, State::Failure, &format!("apply of {what} failed: {message}"));
+                }
+                self.failed(&message, revision);
             }
             Ok(cs) => {
                 let (sync, health) =
@@ -191,6 +203,14 @@ impl Worker {
                     ));
                 }
                 info!(cluster = %self.name, result = %summary, millis = cs.millis, "Applied.");
+                if let Some(rev) = revision {
+                    let (state, description) = if cs.unhealthy.is_empty() {
+                        (State::Success, format!("applied {what}: {}", cs.summary()))
+                    } else {
+                        (State::Failure, format!("{what} unhealthy: {summary}"))
+                    };
+                    shared.report(&self.name, rev, state, &description);
+                }
                 let _ = self.shared.store.record_applied(
                     &self.name,
                     job.profile_revision.as_deref(),
@@ -254,6 +274,19 @@ impl Worker {
             return;
         }
         warn!(cluster = %self.name, fields = findings.len(), policy = ?job.drift, "Drift found.");
+        if job.drift == DriftPolicy::Report
+            && let Some(rev) = job.cluster_revision.as_deref()
+        {
+            let first = &findings[0];
+            let at = if first.path.is_empty() { "deleted".to_string() } else { first.path.clone() };
+            let description = format!(
+                "drift: {} field{} changed outside Git ({} {at})",
+                findings.len(),
+                if findings.len() == 1 { "" } else { "s" },
+                first.id
+            );
+            shared.report(&self.name, rev, State::Failure, &description);
+        }
         if job.drift == DriftPolicy::Correct {
             drop(permit);
             self.apply().await;

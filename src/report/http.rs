@@ -1,0 +1,167 @@
+//! Sending forge requests: HTTPS with the system's roots (TLS verified), a timeout, the token
+//! added at the last moment and never logged, and rate-limit answers turned into a wait.
+
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use serde_json::Value;
+
+use super::{Forge, Request};
+
+pub struct Client {
+    inner: hyper_util::client::legacy::Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        Full<Bytes>,
+    >,
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Value,
+}
+
+/// Why a delivery did not succeed, and what to do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// Try again after this long (rate limits, Retry-After).
+    Later(Duration, String),
+    /// Credentials, permissions or the repository are wrong; retrying alone will not help.
+    Refused(String),
+    /// The forge is down or unreachable, or answered 5xx: retry with backoff.
+    Transient(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Later(wait, m) => write!(f, "{m} (retrying in {}s)", wait.as_secs()),
+            Failure::Refused(m) | Failure::Transient(m) => f.write_str(m),
+        }
+    }
+}
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Client {
+    pub fn new() -> Result<Client, String> {
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_native_roots()
+            .map_err(|e| format!("cannot load the system's TLS roots: {e}"))?
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let inner = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
+        Ok(Client { inner })
+    }
+
+    /// Sends `request` authenticated with `token`, and sorts the answer.
+    pub async fn send(&self, forge: &Forge, request: &Request, token: &str) -> Result<Response, Failure> {
+        let mut builder = hyper::Request::builder().method(request.method).uri(&request.url);
+        for (name, value) in &request.headers {
+            builder = builder.header(*name, value);
+        }
+        let (name, value) = forge.auth_header(token);
+        builder = builder.header(name, value);
+        let body = request.body.as_ref().map(|b| b.to_string()).unwrap_or_default();
+        let http_request =
+            builder.body(Full::new(Bytes::from(body))).map_err(|e| Failure::Refused(format!("bad request: {e}")))?;
+        let what = format!("{} {}", request.method, request.url);
+        let response = match tokio::time::timeout(TIMEOUT, self.inner.request(http_request)).await {
+            Err(_) => return Err(Failure::Transient(format!("{what}: no answer within {}s", TIMEOUT.as_secs()))),
+            Ok(Err(e)) => return Err(Failure::Transient(format!("{what}: {}", error_chain(&e)))),
+            Ok(Ok(r)) => r,
+        };
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let message = body["message"].as_str().or(body["error"]["message"].as_str()).unwrap_or("").to_string();
+        if let Some(wait) = rate_limited(status, &headers) {
+            return Err(Failure::Later(wait, format!("{what}: rate limited ({status})")));
+        }
+        match status {
+            200..=299 => Ok(Response { status, headers, body }),
+            401 => Err(Failure::Refused(format!(
+                "{what}: 401 unauthorized — the token was refused; check status.token_file {message}"
+            ))),
+            403 => Err(Failure::Refused(format!(
+                "{what}: 403 forbidden — the token lacks permission to write commit statuses on {} {message}",
+                forge.repo
+            ))),
+            404 => Err(Failure::Refused(format!(
+                "{what}: 404 — repository {} or the commit not found, or the token cannot see it; check status.repo and status.api",
+                forge.repo
+            ))),
+            500..=599 => Err(Failure::Transient(format!("{what}: {status} {message}"))),
+            _ => Err(Failure::Refused(format!("{what}: {status} {message}"))),
+        }
+    }
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+fn header_u64(headers: &http::HeaderMap, name: &str) -> Option<u64> {
+    headers.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// How long a rate-limited answer asks to wait: `Retry-After` (GitHub secondary limits, 429s),
+/// else `x-ratelimit-remaining: 0` with `x-ratelimit-reset` (epoch seconds, GitHub) or
+/// `ratelimit-reset` (GitLab).
+pub fn rate_limited(status: u16, headers: &http::HeaderMap) -> Option<Duration> {
+    if !matches!(status, 403 | 429) {
+        return None;
+    }
+    if let Some(seconds) = header_u64(headers, "retry-after") {
+        return Some(Duration::from_secs(seconds.max(1)));
+    }
+    let remaining = header_u64(headers, "x-ratelimit-remaining").or(header_u64(headers, "ratelimit-remaining"));
+    if remaining == Some(0) {
+        let reset = header_u64(headers, "x-ratelimit-reset").or(header_u64(headers, "ratelimit-reset"))?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        return Some(Duration::from_secs(reset.saturating_sub(now).max(1)));
+    }
+    // A 429 without advice: a minute, as GitHub's documentation suggests.
+    (status == 429).then_some(Duration::from_secs(60))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn rate_limits_are_read_from_the_headers_forges_send() {
+        assert_eq!(rate_limited(403, &headers(&[("retry-after", "30")])), Some(Duration::from_secs(30)));
+        assert_eq!(rate_limited(429, &headers(&[])), Some(Duration::from_secs(60)));
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let reset = (now + 120).to_string();
+        let wait =
+            rate_limited(403, &headers(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", &reset)])).unwrap();
+        assert!(wait >= Duration::from_secs(118) && wait <= Duration::from_secs(120), "{wait:?}");
+        assert_eq!(
+            rate_limited(403, &headers(&[("x-ratelimit-remaining", "12")])),
+            None,
+            "a plain 403 is a permission problem"
+        );
+        assert_eq!(rate_limited(200, &headers(&[("retry-after", "5")])), None);
+    }
+}

@@ -1,0 +1,164 @@
+//! A forge API stand-in (GitHub, Gitea, GitLab, Bitbucket shapes) over HTTP on 127.0.0.1: it
+//! records every request exactly as received, answers commit statuses and pull-request comments,
+//! and can be told to be down, to rate-limit, or to refuse the token.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+use serde_json::{Value, json};
+
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub headers: BTreeMap<String, String>,
+    pub body: Value,
+    pub at: Instant,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Up,
+    /// 503 to everything.
+    Down,
+    /// 401 to everything.
+    Unauthorized,
+}
+
+#[derive(Default)]
+struct State {
+    seen: Vec<Seen>,
+    mode: Option<Mode>,
+    /// Answer the next this-many requests with 403 + `retry-after: 1`.
+    rate_limit_next: usize,
+    comments: Vec<(u64, String)>,
+    next_id: u64,
+}
+
+pub struct Forge {
+    pub url: String,
+    state: Arc<Mutex<State>>,
+    _thread: std::thread::JoinHandle<()>,
+}
+
+impl Forge {
+    pub fn start() -> Forge {
+        let state = Arc::new(Mutex::new(State { next_id: 100, ..State::default() }));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let served = state.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else { continue };
+                    let state = served.clone();
+                    tokio::spawn(async move {
+                        let io = hyper_util::rt::TokioIo::new(stream);
+                        let service = hyper::service::service_fn(move |req| handle(state.clone(), req));
+                        let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+                    });
+                }
+            });
+        });
+        Forge { url, state, _thread: thread }
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        self.state.lock().unwrap().mode = Some(mode);
+    }
+
+    pub fn rate_limit_next(&self, n: usize) {
+        self.state.lock().unwrap().rate_limit_next = n;
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.lock().unwrap().seen.clone()
+    }
+
+    pub fn clear(&self) {
+        self.state.lock().unwrap().seen.clear();
+    }
+
+    /// Commit statuses accepted (2xx answered), in order: (path, body).
+    pub fn statuses(&self) -> Vec<Seen> {
+        self.state
+            .lock()
+            .unwrap()
+            .seen
+            .iter()
+            .filter(|s| s.path.contains("/statuses/") && s.headers.contains_key("x-answered-ok"))
+            .cloned()
+            .collect()
+    }
+
+    pub fn comments(&self) -> Vec<(u64, String)> {
+        self.state.lock().unwrap().comments.clone()
+    }
+}
+
+fn reply(code: u16, body: Value, extra: &[(&str, &str)]) -> Response<Full<Bytes>> {
+    let mut builder = Response::builder().status(code).header("content-type", "application/json");
+    for (k, v) in extra {
+        builder = builder.header(*k, *v);
+    }
+    builder.body(Full::new(Bytes::from(body.to_string()))).unwrap()
+}
+
+async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let method = req.method().to_string();
+    let path = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+    let mut headers: BTreeMap<String, String> =
+        req.headers().iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect();
+    let bytes = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let mut s = state.lock().unwrap();
+    let mode = s.mode.unwrap_or(Mode::Up);
+    let limited = s.rate_limit_next > 0 && mode == Mode::Up;
+    let response = match mode {
+        Mode::Down => reply(503, json!({"message": "Service Unavailable"}), &[]),
+        Mode::Unauthorized => reply(401, json!({"message": "Bad credentials"}), &[]),
+        Mode::Up if limited => {
+            s.rate_limit_next -= 1;
+            reply(403, json!({"message": "You have exceeded a secondary rate limit."}), &[("retry-after", "1")])
+        }
+        Mode::Up => {
+            headers.insert("x-answered-ok".into(), "1".into());
+            if path.contains("/statuses/") {
+                s.next_id += 1;
+                reply(201, json!({"id": s.next_id, "state": body["state"]}), &[])
+            } else if method == "GET" && (path.contains("/comments") || path.contains("/notes")) {
+                let list: Vec<Value> = s.comments.iter().map(|(id, b)| json!({"id": id, "body": b})).collect();
+                reply(200, Value::Array(list), &[])
+            } else if method == "POST" && (path.contains("/comments") || path.contains("/notes")) {
+                s.next_id += 1;
+                let id = s.next_id;
+                s.comments.push((id, body["body"].as_str().unwrap_or("").to_string()));
+                reply(201, json!({"id": id, "body": body["body"]}), &[])
+            } else if method == "PATCH" || method == "PUT" {
+                let id: u64 = path.rsplit('/').next().and_then(|i| i.parse().ok()).unwrap_or(0);
+                let text = body["body"].as_str().unwrap_or("").to_string();
+                match s.comments.iter_mut().find(|(i, _)| *i == id) {
+                    Some(comment) => {
+                        comment.1 = text;
+                        reply(200, json!({"id": id}), &[])
+                    }
+                    None => reply(404, json!({"message": "Not Found"}), &[]),
+                }
+            } else {
+                reply(404, json!({"message": "Not Found"}), &[])
+            }
+        }
+    };
+    s.seen.push(Seen { method, path, headers, body, at: Instant::now() });
+    Ok(response)
+}

@@ -1,0 +1,179 @@
+//! `strata plan --post` against a forge API stand-in: the exact requests each provider's REST
+//! API documents, and the pull-request comment updated in place.
+
+mod common;
+mod forge;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::Repo;
+use forge::{Forge, Seen};
+
+const AWS_1_0_0: &str = "profiles/aws-profile/1.0.0/profile.yaml";
+
+/// A repository whose last commit edits aws-profile 1.0.0 in place, and a host config for `forge`.
+fn setup(forge: &Forge, provider: &str, repo_name: &str) -> (Repo, tempfile::TempDir, PathBuf, String) {
+    let repo = Repo::example();
+    repo.edit(AWS_1_0_0, "replicas: 1", "replicas: 3");
+    let head = repo.commit("three replicas");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), "s3cret\n").unwrap();
+    let config = dir.path().join("strata.yaml");
+    std::fs::write(
+        &config,
+        format!("status: {{ provider: {provider}, api: '{}', repo: {repo_name}, token_file: token, target_url: 'http://strata.example.com/{{cluster}}' }}\n", forge.url),
+    )
+    .unwrap();
+    (repo, dir, config, head)
+}
+
+fn post(repo: &Repo, config: &Path, pr: Option<&str>) -> common::Run {
+    let mut args = vec!["plan", "--post", "--config", config.to_str().unwrap(), "--format", "markdown"];
+    if let Some(pr) = pr {
+        args.extend(["--pr", pr]);
+    }
+    repo.strata(&args)
+}
+
+fn request<'a>(seen: &'a [Seen], method: &str, path: &str) -> &'a Seen {
+    seen.iter().find(|s| s.method == method && s.path == path).unwrap_or_else(|| {
+        panic!(
+            "no {method} {path} among {:?}",
+            seen.iter().map(|s| format!("{} {}", s.method, s.path)).collect::<Vec<_>>()
+        )
+    })
+}
+
+#[test]
+fn github_plan_status_and_one_comment_updated_in_place() {
+    let forge = Forge::start();
+    let (repo, _dir, config, head) = setup(&forge, "github", "platform/fleet");
+    let run = post(&repo, &config, Some("7"));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("comment 101 created") || run.stderr.contains("created"), "{}", run.stderr);
+    let seen = forge.seen();
+    let status = request(&seen, "POST", &format!("/repos/platform/fleet/statuses/{head}"));
+    assert_eq!(status.headers["authorization"], "Bearer s3cret");
+    assert_eq!(status.headers["accept"], "application/vnd.github+json");
+    assert_eq!(status.headers["x-github-api-version"], "2022-11-28");
+    assert_eq!(
+        status.body,
+        serde_json::json!({"state": "success", "context": "strata/plan", "description": "1 cluster changes: 1 pending update", "target_url": "http://strata.example.com/plan"})
+    );
+    request(&seen, "GET", "/repos/platform/fleet/issues/7/comments?per_page=100");
+    let created = request(&seen, "POST", "/repos/platform/fleet/issues/7/comments");
+    assert!(
+        created.body["body"].as_str().unwrap().starts_with("<!-- strata-plan -->\n### strata plan: 1 cluster changes")
+    );
+
+    // A second run updates the same comment; there is still one.
+    forge.clear();
+    let run = post(&repo, &config, Some("7"));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let seen = forge.seen();
+    let id = forge.comments()[0].0;
+    request(&seen, "PATCH", &format!("/repos/platform/fleet/issues/comments/{id}"));
+    assert!(!seen.iter().any(|s| s.method == "POST" && s.path.ends_with("/comments")));
+    assert_eq!(forge.comments().len(), 1);
+    assert!(!run.stderr.contains("s3cret") && !run.stdout.contains("s3cret"));
+}
+
+#[test]
+fn gitea_statuses_and_comments() {
+    let forge = Forge::start();
+    let (repo, _dir, config, head) = setup(&forge, "forgejo", "platform/fleet");
+    post(&repo, &config, Some("3")).ok();
+    post(&repo, &config, Some("3")).ok();
+    let seen = forge.seen();
+    let status = request(&seen, "POST", &format!("/api/v1/repos/platform/fleet/statuses/{head}"));
+    assert_eq!(status.headers["authorization"], "token s3cret");
+    assert_eq!(status.body["state"], "success");
+    assert_eq!(status.body["context"], "strata/plan");
+    request(&seen, "GET", "/api/v1/repos/platform/fleet/issues/3/comments");
+    request(&seen, "POST", "/api/v1/repos/platform/fleet/issues/3/comments");
+    let id = forge.comments()[0].0;
+    request(&seen, "PATCH", &format!("/api/v1/repos/platform/fleet/issues/comments/{id}"));
+    assert_eq!(forge.comments().len(), 1);
+}
+
+#[test]
+fn gitlab_statuses_and_merge_request_notes() {
+    let forge = Forge::start();
+    let (repo, _dir, config, head) = setup(&forge, "gitlab", "platform/fleet");
+    post(&repo, &config, Some("12")).ok();
+    post(&repo, &config, Some("12")).ok();
+    let seen = forge.seen();
+    let status = request(&seen, "POST", &format!("/api/v4/projects/platform%2Ffleet/statuses/{head}"));
+    assert_eq!(status.headers["private-token"], "s3cret");
+    assert!(!status.headers.contains_key("authorization"));
+    assert_eq!(status.body["state"], "success");
+    assert_eq!(status.body["name"], "strata/plan");
+    request(&seen, "GET", "/api/v4/projects/platform%2Ffleet/merge_requests/12/notes?per_page=100");
+    request(&seen, "POST", "/api/v4/projects/platform%2Ffleet/merge_requests/12/notes");
+    let id = forge.comments()[0].0;
+    request(&seen, "PUT", &format!("/api/v4/projects/platform%2Ffleet/merge_requests/12/notes/{id}"));
+}
+
+#[test]
+fn bitbucket_build_statuses() {
+    let forge = Forge::start();
+    let (repo, _dir, config, head) = setup(&forge, "bitbucket", "acme/fleet");
+    post(&repo, &config, None).ok();
+    let seen = forge.seen();
+    let status = request(&seen, "POST", &format!("/2.0/repositories/acme/fleet/commit/{head}/statuses/build"));
+    assert_eq!(status.headers["authorization"], "Bearer s3cret");
+    assert_eq!(
+        status.body,
+        serde_json::json!({"key": "strata-plan", "state": "SUCCESSFUL", "name": "strata/plan", "url": "http://strata.example.com/plan", "description": "1 cluster changes: 1 pending update"})
+    );
+}
+
+#[test]
+fn forge_errors_are_clear() {
+    let forge = Forge::start();
+    forge.set_mode(forge::Mode::Unauthorized);
+    let (repo, _dir, config, _) = setup(&forge, "github", "platform/fleet");
+    let run = post(&repo, &config, Some("7"));
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("401 unauthorized — the token was refused; check status.token_file"), "{}", run.stderr);
+    assert!(!run.stderr.contains("s3cret"));
+}
+
+#[test]
+fn a_head_that_does_not_load_is_an_error_status() {
+    let forge = Forge::start();
+    let (repo, _dir, config, _) = setup(&forge, "github", "platform/fleet");
+    repo.edit(AWS_1_0_0, "version: 1.0.0", "version: one");
+    let head = repo.commit("broken");
+    let run = post(&repo, &config, None);
+    assert_eq!(run.code, 1);
+    let seen = forge.seen();
+    let status = request(&seen, "POST", &format!("/repos/platform/fleet/statuses/{head}"));
+    assert_eq!(status.body["state"], "error");
+    assert!(
+        status.body["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("does not load: profiles/aws-profile/1.0.0/profile.yaml:5:"),
+        "{}",
+        status.body
+    );
+}
+
+#[test]
+fn git_notes_without_a_forge() {
+    let repo = Repo::example();
+    repo.edit(AWS_1_0_0, "replicas: 1", "replicas: 3");
+    repo.commit("three");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("strata.yaml");
+    std::fs::write(&config, "status: { provider: git-notes }\n").unwrap();
+    post(&repo, &config, None).ok();
+    let out = Command::new("git")
+        .args(["log", "-1", "--notes=strata", "--format=%N"])
+        .current_dir(repo.path())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "strata/plan success: 1 cluster changes: 1 pending update");
+}
