@@ -54,6 +54,8 @@ struct RawStatus {
     token_file: Option<String>,
     target_url: Option<String>,
     min_interval: Option<Spanned<String>>,
+    #[serde(default)]
+    pull_requests: bool,
 }
 
 #[derive(Deserialize)]
@@ -178,6 +180,8 @@ pub struct StatusConfig {
     /// The least time between two writes to the forge (GitHub asks for a second between
     /// content-creating requests).
     pub min_interval: Duration,
+    /// Also fetch pull-request heads and post a plan for every new one.
+    pub pull_requests: bool,
 }
 
 impl StatusConfig {
@@ -359,7 +363,7 @@ impl Config {
                     }
                 }
             };
-            sink.map(|sink| StatusConfig { sink, target_url: r.target_url, min_interval })
+            sink.map(|sink| StatusConfig { sink, target_url: r.target_url, min_interval, pull_requests: r.pull_requests })
         });
         let listen = match &raw.listen {
             None => DEFAULT_LISTEN.parse().expect("valid default"),

@@ -730,3 +730,81 @@ fn git_notes_hold_the_statuses_without_a_forge() {
     assert!(text.contains("strata/aws-cluster success: applied aws-profile@1.0.0: 3 created"), "{text}");
     assert!(text.lines().filter(|l| !l.is_empty()).all(|l| l.starts_with("strata/")), "{text}");
 }
+
+#[test]
+fn the_daemon_plans_new_pull_request_heads() {
+    let forge = forge::Forge::start();
+    let remote = Repo::example();
+    let base = remote.commit("base");
+    // A pull request that exists before the daemon starts: the baseline, left alone.
+    let git = |args: &[&str]| {
+        let ok = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+            .args(args)
+            .current_dir(remote.path())
+            .output()
+            .unwrap();
+        assert!(ok.status.success(), "{args:?}: {}", String::from_utf8_lossy(&ok.stderr));
+        String::from_utf8_lossy(&ok.stdout).trim().to_string()
+    };
+    git(&["update-ref", "refs/pull/1/head", &base]);
+    let url = format!("{{ url: 'file://{}', branch: main, interval: 1h }}", remote.path().display());
+    let status = github_status(&forge).replace("min_interval: 10ms }", "min_interval: 10ms, pull_requests: true }");
+    let daemon = Daemon::start_with(&url, &example_targets(), &status);
+    daemon.wait_for("applied", Duration::from_secs(10), |d| d.cluster("aws-cluster")["cluster"]["sync"] == "applied");
+
+    // A new pull request edits aws-profile 1.0.0 in place.
+    git(&["checkout", "-q", "-b", "pr"]);
+    remote.edit(AWS_1_0_0, "replicas: 1", "replicas: 3");
+    let head = remote.commit("three replicas");
+    git(&["checkout", "-q", "main"]);
+    git(&["update-ref", "refs/pull/5/head", &head]);
+    daemon.request("POST", "/hooks/gitlab", &[("X-Gitlab-Event", "Push Hook"), ("X-Gitlab-Token", HOOK_SECRET)], "{}");
+    daemon.wait_for("the plan posted", Duration::from_secs(10), |_| forge.comments().len() == 1);
+    let plan = statuses_on(&forge, &head);
+    assert_eq!(
+        plan,
+        [("strata/plan".to_string(), "success".to_string(), "1 cluster changes: 1 pending update".to_string())]
+    );
+    assert!(forge.comments()[0].1.contains("aws-cluster"));
+    assert!(forge.seen().iter().any(|s| s.method == "POST" && s.path == "/repos/platform/fleet/issues/5/comments"));
+    assert!(!forge.seen().iter().any(|s| s.path.contains("/issues/1/")), "the baseline pull request is left alone");
+
+    // The pull request moves on: the same comment is updated.
+    git(&["checkout", "-q", "pr"]);
+    remote.edit(AWS_1_0_0, "replicas: 3", "replicas: 4");
+    let next = remote.commit("four");
+    git(&["checkout", "-q", "main"]);
+    git(&["update-ref", "refs/pull/5/head", &next]);
+    daemon.request("POST", "/hooks/gitlab", &[("X-Gitlab-Event", "Push Hook"), ("X-Gitlab-Token", HOOK_SECRET)], "{}");
+    daemon
+        .wait_for("the comment updated", Duration::from_secs(10), |_| forge.seen().iter().any(|s| s.method == "PATCH"));
+    assert_eq!(forge.comments().len(), 1);
+    assert!(forge.comments()[0].1.contains("+  replicas: 4"));
+}
+
+#[test]
+fn git_notes_are_pushed_to_the_remote() {
+    let work = Repo::example();
+    let head = work.commit("start");
+    // Remotes are bare repositories.
+    let dir = tempfile::tempdir().unwrap();
+    let bare = dir.path().join("fleet.git");
+    assert!(
+        Command::new("git").args(["clone", "-q", "--bare"]).arg(work.path()).arg(&bare).status().unwrap().success()
+    );
+    let url = format!("{{ url: 'file://{}', branch: main, interval: 1h }}", bare.display());
+    let daemon = Daemon::start_with(&url, &example_targets(), "status: { provider: git-notes, min_interval: 0ms }\n");
+    let notes = || {
+        let out = Command::new("git")
+            .arg("--git-dir")
+            .arg(&bare)
+            .args(["log", "-1", "--notes=strata", "--format=%N", &head])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    daemon.wait_for("notes in the remote", Duration::from_secs(10), |_| {
+        notes().matches(" success: applied").count() == 4
+    });
+}

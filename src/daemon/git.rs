@@ -27,13 +27,15 @@ pub fn set_timeouts() {
 
 pub struct RepoSource {
     config: RepoConfig,
+    /// `refs/pull` (GitHub, Gitea) or `refs/merge-requests` (GitLab): pull-request heads to fetch too.
+    pull_refs: Option<&'static str>,
     /// The repository revisions are read from: the local one, or the mirror.
     git_dir: PathBuf,
     last: Option<git2::Oid>,
 }
 
 impl RepoSource {
-    pub fn new(config: &RepoConfig, state_dir: &Path) -> Result<RepoSource, String> {
+    pub fn new(config: &RepoConfig, state_dir: &Path, pull_refs: Option<&'static str>) -> Result<RepoSource, String> {
         let git_dir = match &config.location {
             RepoLocation::Local(path) => {
                 Repository::open(path)
@@ -49,7 +51,7 @@ impl RepoSource {
                 mirror
             }
         };
-        Ok(RepoSource { config: config.clone(), git_dir, last: None })
+        Ok(RepoSource { config: config.clone(), pull_refs, git_dir, last: None })
     }
 
     pub fn is_remote(&self) -> bool {
@@ -61,6 +63,21 @@ impl RepoSource {
         GitSource::open(&self.git_dir, self.config.path.as_deref())
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("{}: not a Git repository", self.git_dir.display()))
+    }
+
+    /// Pull-request heads as of the last fetch: (number, commit).
+    pub fn pull_heads(&self) -> Vec<(u64, String)> {
+        let (Some(ns), Ok(repo)) = (self.pull_refs, Repository::open(&self.git_dir)) else { return Vec::new() };
+        let Ok(refs) = repo.references_glob(&format!("{ns}/*/head")) else { return Vec::new() };
+        let mut heads: Vec<(u64, String)> = refs
+            .flatten()
+            .filter_map(|r| {
+                let number = r.name().ok()?.strip_prefix(ns)?.strip_prefix('/')?.strip_suffix("/head")?.parse().ok()?;
+                Some((number, r.target()?.to_string()))
+            })
+            .collect();
+        heads.sort();
+        heads
     }
 
     /// The repository revisions are read from (and notes written to).
@@ -90,7 +107,11 @@ impl RepoSource {
             Repository::open(&self.git_dir).map_err(|e| format!("{}: {}", self.git_dir.display(), e.message()))?;
         let branch = format!("refs/heads/{}", self.config.branch);
         if let RepoLocation::Remote(url) = &self.config.location {
-            fetch(&repo, url, &branch, &self.config.credentials)?;
+            let mut refspecs = vec![format!("+{branch}:{branch}")];
+            if let Some(ns) = self.pull_refs {
+                refspecs.push(format!("+{ns}/*/head:{ns}/*/head"));
+            }
+            fetch(&repo, url, &refspecs, &self.config.credentials)?;
         }
         let oid = repo
             .refname_to_id(&branch)
@@ -159,14 +180,12 @@ fn callbacks(credentials: &Credentials) -> RemoteCallbacks<'_> {
     callbacks
 }
 
-fn fetch(repo: &Repository, url: &str, branch: &str, credentials: &Credentials) -> Result<(), String> {
+/// Fetches `refspecs`; each starts with `+`, so a force-pushed ref is taken as it is now.
+fn fetch(repo: &Repository, url: &str, refspecs: &[String], credentials: &Credentials) -> Result<(), String> {
     let mut remote = repo.remote_anonymous(url).map_err(|e| format!("remote {url}: {}", e.message()))?;
     let mut options = FetchOptions::new();
     options.remote_callbacks(callbacks(credentials)).download_tags(git2::AutotagOption::None);
-    // `+`: a force-pushed branch is taken as it is now.
-    remote
-        .fetch(&[format!("+{branch}:{branch}")], Some(&mut options), None)
-        .map_err(|e| format!("fetching {branch} from {url}: {}", e.message()))
+    remote.fetch(refspecs, Some(&mut options), None).map_err(|e| format!("fetching from {url}: {}", e.message()))
 }
 
 /// Pushes a ref (the status notes) from the repository at `path` to the remote.
