@@ -97,6 +97,16 @@ fn cpu_ticks(pid: u32) -> u64 {
         + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
 }
 
+/// GETs a page, returns its size.
+fn get(address: &str, path: &str) -> usize {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    let _ = write!(stream, "GET {path} HTTP/1.1\r\nHost: strata\r\nConnection: close\r\n\r\n");
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    response.len()
+}
+
 /// Clusters the daemon reports applied (GET /api/v1/clusters over plain HTTP).
 fn applied_count(address: &str) -> usize {
     use std::io::{Read, Write};
@@ -159,6 +169,17 @@ fn main() {
     std::thread::sleep(Duration::from_secs(1));
     let rss = proc_status(pid, "VmRSS:");
 
+    // The fleet page with every cluster on it, over loopback (median of 20).
+    let address = std::fs::read_to_string(dir.path().join("state/listen-address")).unwrap();
+    let mut page_times = Vec::new();
+    let mut page_bytes = 0;
+    for _ in 0..20 {
+        let t = Instant::now();
+        page_bytes = get(address.trim(), "/");
+        page_times.push(t.elapsed());
+    }
+    page_times.sort();
+
     // Commit to applied, five times: one cluster's override changes each time.
     let mut latencies = Vec::new();
     for i in 0..5 {
@@ -200,4 +221,10 @@ fn main() {
     );
     println!("RSS with the fleet applied: {:.1} MiB (peak {:.1} MiB)", rss as f64 / 1024.0, peak as f64 / 1024.0);
     println!("CPU per idle minute: {:.2}s (measured over {idle}s)", cpu_per_minute.as_secs_f64());
+    println!(
+        "fleet page with {CLUSTERS} clusters: median {:.1}ms, max {:.1}ms ({} KiB)",
+        page_times[10].as_secs_f64() * 1e3,
+        page_times[19].as_secs_f64() * 1e3,
+        page_bytes / 1024
+    );
 }

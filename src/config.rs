@@ -43,6 +43,27 @@ struct RawConfig {
     shutdown_timeout: Option<Spanned<String>>,
     #[serde(default)]
     status: Option<Spanned<RawStatus>>,
+    #[serde(default)]
+    view: RawView,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawView {
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default)]
+    require_token: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for RawView {
+    fn default() -> Self {
+        RawView { enabled: true, require_token: false }
+    }
 }
 
 #[derive(Deserialize)]
@@ -190,6 +211,14 @@ impl StatusConfig {
     }
 }
 
+/// The status view in the browser.
+#[derive(Clone, Debug)]
+pub struct ViewConfig {
+    pub enabled: bool,
+    /// Pages need a signed-in session (or the API token) for reading too.
+    pub require_token: bool,
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub file: PathBuf,
@@ -209,6 +238,7 @@ pub struct Config {
     /// How long in-flight applies may run on SIGTERM.
     pub shutdown_timeout: Duration,
     pub status: Option<StatusConfig>,
+    pub view: ViewConfig,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
@@ -395,6 +425,7 @@ impl Config {
             prune_removed_clusters: raw.prune_removed_clusters,
             shutdown_timeout,
             status,
+            view: ViewConfig { enabled: raw.view.enabled, require_token: raw.view.require_token },
         })
     }
 

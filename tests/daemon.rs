@@ -808,3 +808,150 @@ fn git_notes_are_pushed_to_the_remote() {
         notes().matches(" success: applied").count() == 4
     });
 }
+
+/// The session cookie from a login answer.
+fn session_cookie(response_headers: &str) -> String {
+    response_headers
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: ").or_else(|| l.strip_prefix("Set-Cookie: ")))
+        .and_then(|c| c.split(';').next())
+        .unwrap_or("")
+        .to_string()
+}
+
+impl Daemon {
+    /// Raw HTTP returning the head too.
+    fn raw(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String, String) {
+        let address = self.address().unwrap();
+        let mut stream = std::net::TcpStream::connect(address.trim()).unwrap();
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            address.trim(),
+            body.len()
+        );
+        for (k, v) in headers {
+            request.push_str(&format!("{k}: {v}\r\n"));
+        }
+        request.push_str("\r\n");
+        request.push_str(body);
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        let code = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        (code, head.to_string(), body.to_string())
+    }
+}
+
+#[test]
+fn the_status_view_pages_login_csrf_and_audit() {
+    let repo = Repo::example();
+    let daemon = Daemon::start(&local(&repo), &example_targets());
+    daemon.wait_for("applied", Duration::from_secs(10), |d| d.cluster("aws-cluster")["cluster"]["sync"] == "applied");
+    repo.edit(AWS_1_0_0, "replicas: 1", "replicas: 3");
+    let edit = repo.commit("three");
+    daemon.wait_for("pending", Duration::from_secs(5), |d| !d.cluster("aws-cluster")["pending"].is_null());
+
+    // Every page renders, read-only without a session.
+    for path in [
+        "/",
+        "/?tag=env:prod&sort=drift",
+        "/?profile=aws-profile%401.0.0",
+        "/clusters/aws-cluster",
+        "/clusters/aws-cluster/pending",
+        "/login",
+        "/assets/style.css",
+        "/assets/app.js",
+    ] {
+        let (code, _, _) = daemon.raw("GET", path, &[], "");
+        assert_eq!(code, 200, "{path}");
+    }
+    let (_, _, fleet) = daemon.raw("GET", "/?tag=service:hello-universe-frontend", &[], "");
+    assert_eq!(fleet.matches("<tr data-cluster=").count(), 2);
+    assert!(fleet.contains("update pending"));
+    let (_, _, profile) = daemon.raw("GET", "/?profile=aws-profile%401.1.0", &[], "");
+    assert_eq!(profile.matches("<tr data-cluster=").count(), 1);
+    let (_, _, pending) = daemon.raw("GET", "/clusters/aws-cluster/pending", &[], "");
+    assert!(pending.contains("Sign in to approve") && !pending.contains("id=\"approve\""));
+    let (code, _, _) = daemon.raw("GET", "/clusters/nope", &[], "");
+    assert_eq!(code, 404);
+
+    // The live table: 304 until something changes.
+    let (code, head, _) = daemon.raw("GET", "/fragment/clusters", &[], "");
+    assert_eq!(code, 200);
+    let etag = head.lines().find_map(|l| l.strip_prefix("etag: ")).unwrap().to_string();
+    let (code, _, _) = daemon.raw("GET", "/fragment/clusters", &[("If-None-Match", &etag)], "");
+    assert_eq!(code, 304);
+
+    // Approving needs a session.
+    let (code, head, _) = daemon.raw(
+        "POST",
+        "/clusters/aws-cluster/approve",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        "csrf=x",
+    );
+    assert_eq!(code, 303);
+    assert!(head.contains("location: /login"), "{head}");
+    let (code, _, _) = daemon.raw(
+        "POST",
+        "/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        "name=mallory&token=guess",
+    );
+    assert_eq!(code, 401);
+    let (code, head, _) = daemon.raw(
+        "POST",
+        "/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        &format!("name=alice&token={TOKEN}&next=%2Fclusters%2Faws-cluster%2Fpending"),
+    );
+    assert_eq!(code, 303);
+    assert!(head.contains("location: /clusters/aws-cluster/pending"));
+    let cookie = session_cookie(&head);
+    assert!(head.to_ascii_lowercase().contains("httponly") && head.contains("SameSite=Strict"), "{head}");
+    let (_, _, pending) = daemon.raw("GET", "/clusters/aws-cluster/pending", &[("Cookie", &cookie)], "");
+    let csrf = pending.split("name=\"csrf\" value=\"").nth(1).and_then(|s| s.split('"').next()).unwrap().to_string();
+
+    // A forged form (no or wrong CSRF token, or another origin) is refused.
+    let form = ("Content-Type", "application/x-www-form-urlencoded");
+    let (code, _, _) = daemon.raw("POST", "/clusters/aws-cluster/approve", &[form, ("Cookie", &cookie)], "csrf=wrong");
+    assert_eq!(code, 403);
+    let (code, _, _) = daemon.raw(
+        "POST",
+        "/clusters/aws-cluster/approve",
+        &[form, ("Cookie", &cookie), ("Origin", "https://evil.example.com")],
+        &format!("csrf={csrf}"),
+    );
+    assert_eq!(code, 403);
+    assert!(daemon.cluster("aws-cluster")["approvals"].as_array().unwrap().is_empty());
+
+    // The real one: recorded with who and when, and applied.
+    let (code, head, _) = daemon.raw(
+        "POST",
+        "/clusters/aws-cluster/approve",
+        &[form, ("Cookie", &cookie)],
+        &format!("csrf={csrf}&revision={edit}"),
+    );
+    assert_eq!(code, 303, "{head}");
+    let approvals = daemon.cluster("aws-cluster")["approvals"].clone();
+    assert_eq!(approvals[0]["approved_by"], "alice");
+    assert_eq!(approvals[0]["revision"], edit.as_str());
+    let ui = daemon.out("aws-cluster/hello-universe/deployment.ui.yaml");
+    daemon.wait_for("applied", Duration::from_secs(5), |_| file(&ui).contains("replicas: 3"));
+    let (_, _, page) = daemon.raw("GET", "/clusters/aws-cluster", &[], "");
+    assert!(page.contains("alice") && page.contains("Deployment/hello-universe/ui"), "{page}");
+}
+
+#[test]
+fn the_status_view_can_require_the_token_or_be_off() {
+    let repo = Repo::example();
+    let locked = Daemon::start_with(&local(&repo), &example_targets(), "view: { require_token: true }\n");
+    let (code, head, _) = locked.raw("GET", "/", &[], "");
+    assert_eq!(code, 303);
+    assert!(head.contains("location: /login?next=%2F"), "{head}");
+    let (code, _, _) = locked.raw("GET", "/", &[("Authorization", &format!("Bearer {TOKEN}"))], "");
+    assert_eq!(code, 200);
+    let off = Daemon::start_with(&local(&repo), &example_targets(), "view: { enabled: false }\n");
+    assert_eq!(off.raw("GET", "/", &[], "").0, 404);
+    assert_eq!(off.raw("GET", "/healthz", &[], "").0, 200, "the rest keeps working");
+}

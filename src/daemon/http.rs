@@ -68,6 +68,10 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdown: wat
 }
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Reply, Infallible> {
+    let req = match super::view::handle(&shared, req).await {
+        Ok(page) => return Ok(page),
+        Err(req) => req,
+    };
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
@@ -272,6 +276,7 @@ async fn act(shared: &Shared, name: &str, action: &str, req: Request<Incoming>) 
             match shared.store.approve(name, &pending.head_revision, &by) {
                 Ok(approval) => {
                     info!(cluster = name, revision = %pending.head_revision, by = %by, "Pending update approved.");
+                    shared.touch();
                     let _ = shared.triggers.try_send(Trigger::Reevaluate(format!("approval of {name}")));
                     json_reply(StatusCode::ACCEPTED, &json!(approval))
                 }
@@ -283,6 +288,7 @@ async fn act(shared: &Shared, name: &str, action: &str, req: Request<Incoming>) 
             match shared.store.set_suspended(name, suspend) {
                 Ok(()) => {
                     info!(cluster = name, by = %by, "{}", if suspend { "Suspended." } else { "Resumed." });
+                    shared.touch();
                     let _ = shared.triggers.try_send(Trigger::Reevaluate(format!("{action} of {name}")));
                     json_reply(StatusCode::OK, &json!({ "cluster": name, "suspended": suspend }))
                 }

@@ -21,6 +21,7 @@ pub mod http;
 pub mod metrics;
 pub mod outbox;
 pub mod store;
+pub mod view;
 pub mod worker;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -65,9 +66,18 @@ pub struct Shared {
     pub tags: Mutex<BTreeMap<String, Vec<String>>>,
     /// Wakes the status deliverer when something is queued.
     pub report_wake: Arc<tokio::sync::Notify>,
+    /// Status view sessions.
+    pub sessions: view::Sessions,
+    /// Bumped whenever a cluster's state changes: the fleet page's ETag.
+    pub version: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
+    /// Notes that some cluster's state changed (the status view refreshes).
+    pub fn touch(&self) {
+        self.version.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Queues a commit status for `cluster` on `revision`, when a status sink is configured.
     pub fn report(&self, cluster: &str, revision: &str, state: crate::report::State, description: &str) {
         let Some(status) = &self.config.status else { return };
@@ -312,6 +322,8 @@ pub async fn run(config: Config) -> Result<(), String> {
         ready: AtomicBool::new(false),
         tags: Mutex::new(BTreeMap::new()),
         report_wake: Arc::new(tokio::sync::Notify::new()),
+        sessions: view::Sessions::default(),
+        version: std::sync::atomic::AtomicU64::new(1),
     });
     let (stop, stopped) = watch::channel(false);
     tokio::task::spawn_local(http::serve(listener, shared.clone(), stopped.clone()));
@@ -576,6 +588,7 @@ async fn dispatch(
             let _ = tx.send(Msg::Run(Box::new(job))).await;
         }
     }
+    shared.touch();
     // Clusters whose file left the repository.
     let known: Vec<String> = shared
         .store

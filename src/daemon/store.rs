@@ -62,6 +62,13 @@ CREATE TABLE IF NOT EXISTS history (
 );
 CREATE INDEX IF NOT EXISTS history_cluster ON history (cluster, id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS objects (
+    cluster TEXT NOT NULL,
+    object TEXT NOT NULL,
+    layer TEXT NOT NULL,
+    action TEXT NOT NULL,
+    PRIMARY KEY (cluster, object)
+);
 CREATE TABLE IF NOT EXISTS outbox (
     revision TEXT NOT NULL,
     context TEXT NOT NULL,
@@ -147,6 +154,9 @@ pub struct Store {
     db: Mutex<Connection>,
 }
 
+/// A cluster and its pending update's (head revision, summary), for the fleet page.
+pub type FleetRow = (ClusterState, Option<(String, String)>);
+
 /// A status waiting in the outbox.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Queued {
@@ -162,6 +172,23 @@ pub type Result<T> = std::result::Result<T, String>;
 
 fn db(e: rusqlite::Error) -> String {
     format!("state database: {e}")
+}
+
+/// `2026-11-29T13:10:46Z` for Unix seconds (UTC), without a date library.
+pub fn rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 pub fn now() -> i64 {
@@ -289,6 +316,47 @@ impl Store {
                 params![name, suspended as i64, now()],
             )
             .map(|_| ())
+        })
+    }
+
+    /// Replaces the list of objects applied to `cluster` (object, layer, what the last apply did).
+    pub fn set_objects(&self, cluster: &str, objects: &[(String, String, String)]) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute("DELETE FROM objects WHERE cluster = ?1", [cluster])?;
+            for (object, layer, action) in objects {
+                tx.execute(
+                    "INSERT OR REPLACE INTO objects (cluster, object, layer, action) VALUES (?1, ?2, ?3, ?4)",
+                    params![cluster, object, layer, action],
+                )?;
+            }
+            tx.commit()
+        })
+    }
+
+    pub fn objects(&self, cluster: &str) -> Result<Vec<(String, String, String)>> {
+        self.with(|c| {
+            c.prepare("SELECT object, layer, action FROM objects WHERE cluster = ?1 ORDER BY rowid")?
+                .query_map([cluster], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect()
+        })
+    }
+
+    /// Every cluster with its pending update's head revision and summary, in one query (the
+    /// fleet page lists a thousand of them).
+    pub fn fleet(&self) -> Result<Vec<FleetRow>> {
+        let columns: String = Self::COLUMNS.split(", ").map(|c| format!("c.{c}")).collect::<Vec<_>>().join(", ");
+        let sql = format!(
+            "SELECT {columns}, p.head_revision, p.summary FROM clusters c LEFT JOIN pending p ON p.cluster = c.name ORDER BY c.name"
+        );
+        self.with(|c| {
+            c.prepare(&sql)?
+                .query_map([], |r| {
+                    let pending: Option<String> = r.get(12)?;
+                    let summary: Option<String> = r.get(13)?;
+                    Ok((Self::row(r)?, pending.zip(summary)))
+                })?
+                .collect()
         })
     }
 
@@ -552,6 +620,13 @@ mod tests {
         assert_eq!(store.approval("aws", "r3").unwrap(), None);
         assert!(store.cluster("edge").unwrap().unwrap().suspended);
         assert_eq!(store.history("aws", 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_795_824_000 + 3661), "2026-11-28T01:01:01Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
     }
 
     #[test]

@@ -145,6 +145,7 @@ impl Worker {
         let wait = backoff(self.failures);
         warn!(cluster = %self.name, error = %message, retry_in = ?wait, "Reconcile failed.");
         let _ = self.shared.store.set_sync(&self.name, "failed", Some(message), revision);
+        self.shared.touch();
         self.needs_apply = true;
         self.next_attempt = Instant::now() + wait;
     }
@@ -156,6 +157,7 @@ impl Worker {
         let revision = job.cluster_revision.as_deref();
         info!(cluster = %self.name, revision = revision.unwrap_or("-"), profile = %job.set.profile, version = %job.set.version, "Applying.");
         let _ = self.shared.store.set_sync(&self.name, "applying", None, revision);
+        shared.touch();
         let what = format!("{}@{}", job.set.profile, job.set.version);
         if let Some(rev) = revision {
             shared.report(&self.name, rev, State::Pending, &format!("applying {what}"));
@@ -223,6 +225,13 @@ impl Worker {
                     &summary,
                 );
                 self.applied = Some(job.set.digest.clone());
+                let objects: Vec<(String, String, String)> = cs
+                    .objects
+                    .iter()
+                    .filter(|o| !matches!(o.action, Action::Pruned | Action::Skipped))
+                    .map(|o| (o.id.to_string(), o.layer.clone(), o.action.to_string()))
+                    .collect();
+                let _ = self.shared.store.set_objects(&self.name, &objects);
                 if cs.unhealthy.is_empty() {
                     self.needs_apply = false;
                     self.failures = 0;
@@ -232,6 +241,7 @@ impl Worker {
                     self.next_attempt = Instant::now() + backoff(self.failures);
                 }
                 self.next_drift = Instant::now() + jitter(self.shared.config.drift_interval);
+                shared.touch();
             }
         }
     }
@@ -265,6 +275,7 @@ impl Worker {
             })
             .collect();
         let _ = self.shared.store.set_drift(&self.name, &rows);
+        shared.touch();
         self.shared
             .metrics
             .drifted_objects
@@ -308,6 +319,7 @@ impl Worker {
         let message =
             if prune { "cluster file removed; objects deleted" } else { "cluster file removed; objects left in place" };
         let _ = self.shared.store.set_sync(&self.name, "removed", Some(message), None);
+        self.shared.touch();
         let _ = self.shared.store.clear_pending(&self.name);
     }
 }
