@@ -8,11 +8,14 @@
 
 #[path = "../tests/apiserver/mod.rs"]
 mod apiserver;
+mod support;
 
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Command;
+
 use std::time::{Duration, Instant};
+use support::{git, write};
 
 use apiserver::ApiServer;
 
@@ -20,24 +23,6 @@ const LAYERS: usize = 4;
 /// Per layer: a Namespace, then this many apps of ConfigMap + Deployment + Service, plus a
 /// ServiceAccount: 1 + 16 * 3 + 1 = 50 objects per layer, 200 in all.
 const APPS: usize = 16;
-
-fn write(root: &Path, file: &str, text: &str) {
-    let path = root.join(file);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, text).unwrap();
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let ok = Command::new("git")
-        .args(["-c", "user.name=bench", "-c", "user.email=bench@strata.invalid", "-c", "commit.gpgsign=false"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap()
-        .status
-        .success();
-    assert!(ok, "git {args:?}");
-}
 
 fn generate(root: &Path) {
     let mut profile = String::from(

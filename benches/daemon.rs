@@ -11,6 +11,10 @@
 //! `cargo bench --bench daemon` (`-- --idle-seconds N` to shorten the idle measurement,
 //! `-- --on-disk` to work under the temporary directory instead of /dev/shm).
 
+mod support;
+
+use support::{git, write};
+
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -19,23 +23,6 @@ use std::time::{Duration, Instant};
 const PROFILES: usize = 20;
 const VERSIONS: usize = 5;
 const CLUSTERS: usize = 1000;
-
-fn write(root: &Path, file: &str, text: &str) {
-    let path = root.join(file);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, text).unwrap();
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let ok = Command::new("git")
-        .args(["-c", "user.name=bench", "-c", "user.email=bench@strata.invalid", "-c", "commit.gpgsign=false"])
-        .args(args)
-        .current_dir(dir)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "git {args:?}");
-}
 
 fn generate(root: &Path) {
     for p in 0..PROFILES {

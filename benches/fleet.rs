@@ -11,10 +11,14 @@
 //! Run with `cargo bench --bench fleet` (add `-- --iterations N` for more runs per phase).
 //! Run it pinned to one core with `taskset -c 0 cargo bench --bench fleet`.
 
+mod support;
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
 use std::time::Instant;
+use support::{git, write};
 
 use strata::model::Model;
 use strata::plan::{self, Side};
@@ -28,23 +32,6 @@ const VERSIONS: usize = 5;
 const LAYERS: usize = 4;
 const APPS_PER_LAYER: usize = 3; // each app: ConfigMap, Deployment, Service; plus a Namespace per layer
 const CLUSTERS: usize = 1000;
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(["-c", "user.name=bench", "-c", "user.email=bench@strata.invalid", "-c", "commit.gpgsign=false"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("git runs");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-fn write(root: &Path, file: &str, text: &str) {
-    let path = root.join(file);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, text).unwrap();
-}
 
 fn profile_yaml(p: usize, v: usize, replicas: usize) -> String {
     let mut out = format!(

@@ -106,6 +106,23 @@ fn first_problem(text: &str) -> String {
     line.split_once("]: ").map(|(_, rest)| rest).unwrap_or(line).to_string()
 }
 
+impl Outcome {
+    fn new(cluster: &str, head: &str) -> Outcome {
+        Outcome {
+            cluster: cluster.to_string(),
+            revision: Some(head.to_string()),
+            job: None,
+            pending: None,
+            error: None,
+        }
+    }
+
+    /// The cluster does not render (or has no target) at `head`.
+    fn failed(cluster: &str, head: &str, message: String) -> Outcome {
+        Outcome { error: Some(message), ..Outcome::new(cluster, head) }
+    }
+}
+
 /// What one evaluation decided for one cluster.
 struct Outcome {
     cluster: String,
@@ -184,13 +201,7 @@ fn evaluate(
         let target = match shared.config.target(name, &cluster.target) {
             Ok(t) => t.clone(),
             Err(d) => {
-                outcomes.push(Outcome {
-                    cluster: name.clone(),
-                    revision: Some(head.to_string()),
-                    job: None,
-                    pending: None,
-                    error: Some(d.to_string()),
-                });
+                outcomes.push(Outcome::failed(name, head, d.to_string()));
                 continue;
             }
         };
@@ -211,13 +222,7 @@ fn evaluate(
                 match result {
                     Ok(plan) => Some(plan),
                     Err(d) => {
-                        outcomes.push(Outcome {
-                            cluster: name.clone(),
-                            revision: Some(head.to_string()),
-                            job: None,
-                            pending: None,
-                            error: Some(d.to_string()),
-                        });
+                        outcomes.push(Outcome::failed(name, head, d.to_string()));
                         continue;
                     }
                 }
@@ -267,8 +272,7 @@ fn evaluate(
                 _ => None,
             },
         };
-        let mut outcome =
-            Outcome { cluster: name.clone(), revision: Some(head.to_string()), job: None, pending: None, error: None };
+        let mut outcome = Outcome::new(name, head);
         match rendered {
             Some((Ok(set), profile_rev, cluster_rev)) => {
                 outcome.job = Some(Job {
