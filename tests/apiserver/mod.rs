@@ -10,7 +10,7 @@
 //! defaults, the NamespaceLifecycle check, generation/resourceVersion bookkeeping, and a
 //! simulated controller that rolls workloads out (or, on request, does not). Lists are atomic
 //! for field ownership, which is coarser than the real server's associative lists but the same
-//! for every field these tests touch.
+//! for every field these tests touch. `HARNESS_DEBUG=1` prints every request it receives.
 
 #![allow(dead_code)]
 
