@@ -4,6 +4,7 @@
 mod apiserver;
 mod common;
 mod forge;
+mod githttp;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -954,4 +955,57 @@ fn the_status_view_can_require_the_token_or_be_off() {
     let off = Daemon::start_with(&local(&repo), &example_targets(), "view: { enabled: false }\n");
     assert_eq!(off.raw("GET", "/", &[], "").0, 404);
     assert_eq!(off.raw("GET", "/healthz", &[], "").0, 200, "the rest keeps working");
+}
+
+#[test]
+fn https_style_remotes_fetch_and_push_with_a_token() {
+    let work = Repo::example();
+    let head = work.commit("start");
+    let repos = tempfile::tempdir().unwrap();
+    let bare = repos.path().join("fleet.git");
+    assert!(
+        Command::new("git").args(["clone", "-q", "--bare"]).arg(work.path()).arg(&bare).status().unwrap().success()
+    );
+    let server = githttp::GitHttp::start(repos.path().to_path_buf(), "x-access-token", "git-token-123");
+    let token = repos.path().join("git-token");
+    std::fs::write(&token, "git-token-123\n").unwrap();
+    let url = format!(
+        "{{ url: '{}/fleet.git', branch: main, interval: 1h, credentials: {{ token_file: {} }} }}",
+        server.url,
+        token.display()
+    );
+    let daemon = Daemon::start_with(&url, &example_targets(), "status: { provider: git-notes, min_interval: 0ms }\n");
+    let ui = daemon.out("aws-cluster/hello-universe/deployment.ui.yaml");
+    daemon.wait_for("applied from the HTTP remote", Duration::from_secs(10), |_| file(&ui).contains("replicas: 1"));
+    // Statuses are pushed back as notes over the same transport.
+    let notes = || {
+        let out = Command::new("git")
+            .arg("--git-dir")
+            .arg(&bare)
+            .args(["log", "-1", "--notes=strata", "--format=%N", &head])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    daemon.wait_for("notes pushed over HTTP", Duration::from_secs(10), |_| {
+        notes().matches(" success: applied").count() == 4
+    });
+    let seen = server.seen.lock().unwrap().clone();
+    assert!(seen.iter().any(|(m, p, _)| m == "POST" && p.ends_with("/git-upload-pack")), "{seen:?}");
+    assert!(seen.iter().any(|(m, p, _)| m == "POST" && p.ends_with("/git-receive-pack")), "{seen:?}");
+    assert!(seen.iter().all(|(_, _, authorised)| *authorised), "every request carries the token: {seen:?}");
+
+    // A wrong token: the fetch fails clearly and nothing changes.
+    std::fs::write(&token, "wrong\n").unwrap();
+    let (code, _) = daemon.request(
+        "POST",
+        "/hooks/gitlab",
+        &[("X-Gitlab-Event", "Push Hook"), ("X-Gitlab-Token", HOOK_SECRET)],
+        "{}",
+    );
+    assert_eq!(code, 202);
+    daemon.wait_for("the refusal logged", Duration::from_secs(10), |d| {
+        d.log().contains("refused the configured credentials")
+    });
+    assert!(!daemon.log().contains("git-token-123"), "the token is never logged");
 }

@@ -1,8 +1,9 @@
 //! Where the daemon's revisions come from: a local repository (watched), or a remote fetched into a
 //! bare mirror under the state directory.
 //!
-//! Remote fetches authenticate with a token (HTTPS) or a key (SSH); SSH host keys must match the
-//! configured known_hosts (plain or hashed entries), TLS certificates are verified by libgit2.
+//! Remote fetches authenticate with a token (HTTPS, through [`super::smart_http`]: rustls, system
+//! roots) or a key (SSH); SSH host keys must match the configured known_hosts (plain or hashed
+//! entries).
 //! A force-push is accepted as a new revision and logged. A failed fetch leaves the mirror as it
 //! was, so the last good revision keeps serving.
 
@@ -42,7 +43,10 @@ impl RepoSource {
                     .map_err(|e| format!("{}: not a Git repository: {}", path.display(), e.message()))?;
                 path.clone()
             }
-            RepoLocation::Remote(_) => {
+            RepoLocation::Remote(url) => {
+                if url.starts_with("https://") || url.starts_with("http://") {
+                    super::smart_http::register(&config.credentials);
+                }
                 let mirror = state_dir.join("mirror.git");
                 if Repository::open_bare(&mirror).is_err() {
                     Repository::init_bare(&mirror)
@@ -155,7 +159,7 @@ fn callbacks(credentials: &Credentials) -> RemoteCallbacks<'_> {
     let known_hosts = credentials.known_hosts.clone();
     callbacks.certificate_check(move |cert, host| {
         let Some(hostkey) = cert.as_hostkey() else {
-            // TLS: libgit2 has verified the chain already; let it decide.
+            // Not SSH: nothing for strata to check here.
             return Ok(CertificateCheckStatus::CertificatePassthrough);
         };
         let Some(key) = hostkey.hostkey() else {

@@ -20,6 +20,7 @@ pub mod git;
 pub mod http;
 pub mod metrics;
 pub mod outbox;
+pub mod smart_http;
 pub mod store;
 pub mod view;
 pub mod worker;
