@@ -970,9 +970,7 @@ async fn status(
         .flatten()
         .filter(|r| {
             let have: Vec<&str> = r["tags"].as_array().into_iter().flatten().filter_map(|t| t.as_str()).collect();
-            tags.iter().all(|want| {
-                have.iter().any(|t| t == want || (!want.contains(':') && t.split(':').next() == Some(want)))
-            })
+            tags.iter().all(|want| strata::model::has_tag(&have, want))
         })
         .collect();
     if let ListFormat::Json = format {

@@ -192,8 +192,16 @@ impl Cluster {
     /// Tags are `key:value` strings (or bare keys); a filter matches a whole tag exactly, or every
     /// tag with that key when the filter has no `:`.
     pub fn has_tag(&self, filter: &str) -> bool {
-        self.tags.iter().any(|tag| tag == filter || (!filter.contains(':') && tag.split(':').next() == Some(filter)))
+        has_tag(&self.tags, filter)
     }
+}
+
+/// Whether `tags` match `filter`: a whole `key:value` tag, or any tag with that key when the
+/// filter has no `:` (the CLI, the API's clients and the status view all filter this way).
+pub fn has_tag<S: AsRef<str>>(tags: &[S], filter: &str) -> bool {
+    tags.iter()
+        .map(AsRef::as_ref)
+        .any(|tag| tag == filter || (!filter.contains(':') && tag.split(':').next() == Some(filter)))
 }
 
 /// The profile version a cluster runs, and whether a newer one exists that it does not take.

@@ -157,6 +157,25 @@ impl Drop for Daemon {
     }
 }
 
+/// The strata notes on `revision` in the repository whose Git directory is `git_dir`.
+fn notes_on(git_dir: &Path, revision: &str) -> String {
+    let out = Command::new("git")
+        .arg("--git-dir")
+        .arg(git_dir)
+        .args(["log", "-1", "--notes=strata", "--format=%N", revision])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The hex HMAC-SHA256 of `body` with the webhook secret, as GitHub and Gitea sign deliveries.
+fn signature(body: &str) -> String {
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(HOOK_SECRET.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn directory_targets(names: &[(&str, &str)]) -> String {
     names.iter().map(|(target, dir)| format!("  {target}: {{ directory: ./out/{dir} }}\n")).collect()
 }
@@ -323,12 +342,7 @@ fn webhooks_need_valid_signatures_and_trigger_a_fetch_of_the_remote() {
     assert_eq!(code, 413);
 
     // The right signature: fetched and applied.
-    let signature = {
-        use hmac::{Hmac, KeyInit, Mac};
-        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(HOOK_SECRET.as_bytes()).unwrap();
-        mac.update(body.as_bytes());
-        mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect::<String>()
-    };
+    let signature = signature(body);
     let (code, _) = daemon.request(
         "POST",
         "/hooks/github",
@@ -538,12 +552,7 @@ fn a_remote_that_fails_keeps_the_last_good_revision_and_force_pushes_are_followe
     daemon.wait_for("applied", Duration::from_secs(10), |_| file(&staging).contains("replicas: 2"));
     let gitea = |d: &Daemon| {
         let body = r#"{"ref":"refs/heads/main"}"#;
-        let signature = {
-            use hmac::{Hmac, KeyInit, Mac};
-            let mut mac = Hmac::<sha2::Sha256>::new_from_slice(HOOK_SECRET.as_bytes()).unwrap();
-            mac.update(body.as_bytes());
-            mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect::<String>()
-        };
+        let signature = signature(body);
         d.request("POST", "/hooks/gitea", &[("X-Gitea-Event", "push"), ("X-Gitea-Signature", &signature)], body).0
     };
 
@@ -716,14 +725,7 @@ fn git_notes_hold_the_statuses_without_a_forge() {
     let head = repo.commit("start");
     let daemon =
         Daemon::start_with(&local(&repo), &example_targets(), "status: { provider: git-notes, min_interval: 0ms }\n");
-    let notes = || {
-        let out = Command::new("git")
-            .args(["log", "-1", "--notes=strata", "--format=%N", &head])
-            .current_dir(repo.path())
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let notes = || notes_on(&repo.path().join(".git"), &head);
     daemon.wait_for("notes for every cluster", Duration::from_secs(10), |_| {
         notes().matches(" success: applied").count() == 4
     });
@@ -796,15 +798,7 @@ fn git_notes_are_pushed_to_the_remote() {
     );
     let url = format!("{{ url: 'file://{}', branch: main, interval: 1h }}", bare.display());
     let daemon = Daemon::start_with(&url, &example_targets(), "status: { provider: git-notes, min_interval: 0ms }\n");
-    let notes = || {
-        let out = Command::new("git")
-            .arg("--git-dir")
-            .arg(&bare)
-            .args(["log", "-1", "--notes=strata", "--format=%N", &head])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let notes = || notes_on(&bare, &head);
     daemon.wait_for("notes in the remote", Duration::from_secs(10), |_| {
         notes().matches(" success: applied").count() == 4
     });
@@ -978,15 +972,7 @@ fn https_style_remotes_fetch_and_push_with_a_token() {
     let ui = daemon.out("aws-cluster/hello-universe/deployment.ui.yaml");
     daemon.wait_for("applied from the HTTP remote", Duration::from_secs(10), |_| file(&ui).contains("replicas: 1"));
     // Statuses are pushed back as notes over the same transport.
-    let notes = || {
-        let out = Command::new("git")
-            .arg("--git-dir")
-            .arg(&bare)
-            .args(["log", "-1", "--notes=strata", "--format=%N", &head])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let notes = || notes_on(&bare, &head);
     daemon.wait_for("notes pushed over HTTP", Duration::from_secs(10), |_| {
         notes().matches(" success: applied").count() == 4
     });

@@ -200,15 +200,14 @@ async fn webhook(shared: &Shared, provider: &str, req: Request<Incoming>) -> Rep
 }
 
 fn clusters(shared: &Shared) -> Reply {
-    let states = match shared.store.clusters() {
-        Ok(s) => s,
+    let fleet = match shared.store.fleet() {
+        Ok(f) => f,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e),
     };
     let tags = shared.tags.lock().expect("tags lock").clone();
-    let rows: Vec<Value> = states
+    let rows: Vec<Value> = fleet
         .into_iter()
-        .map(|c| {
-            let pending = shared.store.pending(&c.name).ok().flatten();
+        .map(|(c, pending)| {
             json!({
                 "cluster": c,
                 "tags": tags.get(&c.name).cloned().unwrap_or_default(),

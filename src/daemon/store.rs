@@ -154,8 +154,8 @@ pub struct Store {
     db: Mutex<Connection>,
 }
 
-/// A cluster and its pending update's (head revision, summary), for the fleet page.
-pub type FleetRow = (ClusterState, Option<(String, String)>);
+/// A cluster and its pending update, for the fleet page and the API's listing.
+pub type FleetRow = (ClusterState, Option<Pending>);
 
 /// A status waiting in the outbox.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -342,43 +342,45 @@ impl Store {
         })
     }
 
-    /// Every cluster with its pending update's head revision and summary, in one query (the
-    /// fleet page lists a thousand of them).
+    /// Every cluster with its pending update, in one query (the fleet page and `strata status`
+    /// list a thousand of them).
     pub fn fleet(&self) -> Result<Vec<FleetRow>> {
         let columns: String = Self::COLUMNS.split(", ").map(|c| format!("c.{c}")).collect::<Vec<_>>().join(", ");
+        let pending: String = Self::PENDING.split(", ").map(|c| format!("p.{c}")).collect::<Vec<_>>().join(", ");
         let sql = format!(
-            "SELECT {columns}, p.head_revision, p.summary FROM clusters c LEFT JOIN pending p ON p.cluster = c.name ORDER BY c.name"
+            "SELECT {columns}, {pending} FROM clusters c LEFT JOIN pending p ON p.cluster = c.name ORDER BY c.name"
         );
         self.with(|c| {
             c.prepare(&sql)?
                 .query_map([], |r| {
-                    let pending: Option<String> = r.get(12)?;
-                    let summary: Option<String> = r.get(13)?;
-                    Ok((Self::row(r)?, pending.zip(summary)))
+                    let pending = match r.get::<_, Option<String>>(12)? {
+                        Some(_) => Some(Self::pending_row(r, 12)?),
+                        None => None,
+                    };
+                    Ok((Self::row(r)?, pending))
                 })?
                 .collect()
         })
     }
 
-    pub fn pending(&self, cluster: &str) -> Result<Option<Pending>> {
-        self.with(|c| {
-            c.query_row(
-                "SELECT cluster, base_revision, head_revision, hold, summary, diff, since FROM pending WHERE cluster = ?1",
-                [cluster],
-                |r| {
-                    Ok(Pending {
-                        cluster: r.get(0)?,
-                        base_revision: r.get(1)?,
-                        head_revision: r.get(2)?,
-                        hold: r.get(3)?,
-                        summary: r.get(4)?,
-                        diff: r.get(5)?,
-                        since: r.get(6)?,
-                    })
-                },
-            )
-            .optional()
+    const PENDING: &'static str = "cluster, base_revision, head_revision, hold, summary, diff, since";
+
+    /// A pending update from the row's columns starting at `at`.
+    fn pending_row(r: &rusqlite::Row, at: usize) -> rusqlite::Result<Pending> {
+        Ok(Pending {
+            cluster: r.get(at)?,
+            base_revision: r.get(at + 1)?,
+            head_revision: r.get(at + 2)?,
+            hold: r.get(at + 3)?,
+            summary: r.get(at + 4)?,
+            diff: r.get(at + 5)?,
+            since: r.get(at + 6)?,
         })
+    }
+
+    pub fn pending(&self, cluster: &str) -> Result<Option<Pending>> {
+        let sql = format!("SELECT {} FROM pending WHERE cluster = ?1", Self::PENDING);
+        self.with(|c| c.query_row(&sql, [cluster], |r| Self::pending_row(r, 0)).optional())
     }
 
     /// Sets or replaces the cluster's pending update (`since` is kept while the head is the same).
@@ -402,6 +404,10 @@ impl Store {
         self.with(|c| c.query_row("SELECT COUNT(*) FROM pending", [], |r| r.get(0)))
     }
 
+    fn approval_row(r: &rusqlite::Row) -> rusqlite::Result<Approval> {
+        Ok(Approval { cluster: r.get(0)?, revision: r.get(1)?, approved_by: r.get(2)?, approved_at: r.get(3)? })
+    }
+
     pub fn approve(&self, cluster: &str, revision: &str, by: &str) -> Result<Approval> {
         let approval =
             Approval { cluster: cluster.into(), revision: revision.into(), approved_by: by.into(), approved_at: now() };
@@ -421,7 +427,7 @@ impl Store {
             c.query_row(
                 "SELECT cluster, revision, approved_by, approved_at FROM approvals WHERE cluster = ?1 AND revision = ?2 ORDER BY id DESC LIMIT 1",
                 [cluster, revision],
-                |r| Ok(Approval { cluster: r.get(0)?, revision: r.get(1)?, approved_by: r.get(2)?, approved_at: r.get(3)? }),
+                Self::approval_row,
             )
             .optional()
         })
@@ -432,9 +438,7 @@ impl Store {
             c.prepare(
                 "SELECT cluster, revision, approved_by, approved_at FROM approvals WHERE cluster = ?1 ORDER BY id",
             )?
-            .query_map([cluster], |r| {
-                Ok(Approval { cluster: r.get(0)?, revision: r.get(1)?, approved_by: r.get(2)?, approved_at: r.get(3)? })
-            })?
+            .query_map([cluster], Self::approval_row)?
             .collect()
         })
     }

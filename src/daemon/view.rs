@@ -121,7 +121,7 @@ fn decode(text: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() + 1 && i + 3 <= bytes.len() => {
+            b'%' if i + 3 <= bytes.len() => {
                 match std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
                     Some(b) => {
                         out.push(b);
@@ -354,7 +354,7 @@ fn rows(shared: &Shared, q: &HashMap<String, String>) -> Result<String, String> 
         .into_iter()
         .filter(|(c, _)| {
             let have = tags.get(&c.name).map(Vec::as_slice).unwrap_or(&[]);
-            tag.is_none_or(|t| have.iter().any(|h| h == t || (!t.contains(':') && h.split(':').next() == Some(t))))
+            tag.is_none_or(|t| crate::model::has_tag(have, t))
         })
         .filter(|(c, _)| {
             profile.is_none_or(|p| {
@@ -376,10 +376,10 @@ fn rows(shared: &Shared, q: &HashMap<String, String>) -> Result<String, String> 
     for (c, pending) in &fleet {
         let name = esc(&c.name);
         let pending = match pending {
-            Some((head, summary)) => format!(
+            Some(p) => format!(
                 "<a class=\"badge pending\" href=\"/clusters/{name}/pending\" title=\"{}\">update pending · {}</a>",
-                esc(summary),
-                esc(&head.chars().take(7).collect::<String>())
+                esc(&p.summary),
+                esc(&p.head_revision.chars().take(7).collect::<String>())
             ),
             None => String::new(),
         };
