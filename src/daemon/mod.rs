@@ -16,10 +16,12 @@
 //! clusters after a restart.
 
 pub mod decide;
+pub mod evaluate;
 pub mod git;
 pub mod http;
 pub mod metrics;
 pub mod outbox;
+pub mod pulls;
 pub mod smart_http;
 pub mod store;
 pub mod view;
@@ -34,15 +36,12 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::model::Model;
-use crate::plan::{self, ChangeKind, ClusterPlan};
 use crate::render::Renderer;
 use crate::render::tools::SystemTools;
-use crate::source::Snapshot;
-use decide::{Decision, Hold, Run};
+use evaluate::{Outcome, first_problem};
 use git::RepoSource;
 use metrics::Metrics;
-use store::{Pending, Store};
+use store::Store;
 use worker::{Job, Msg, Worker};
 
 /// Why the main loop wakes.
@@ -100,209 +99,6 @@ impl Shared {
 
 /// Where the daemon writes the address it actually listens on (useful with port 0).
 pub const LISTEN_FILE: &str = "listen-address";
-
-/// The first diagnostic of a report, without its `error[code]:` prefix: what fits a status.
-fn first_problem(text: &str) -> String {
-    let line = text.lines().find(|l| l.starts_with("error[")).or_else(|| text.lines().next()).unwrap_or("");
-    line.split_once("]: ").map(|(_, rest)| rest).unwrap_or(line).to_string()
-}
-
-impl Outcome {
-    fn new(cluster: &str, head: &str) -> Outcome {
-        Outcome {
-            cluster: cluster.to_string(),
-            revision: Some(head.to_string()),
-            job: None,
-            pending: None,
-            error: None,
-        }
-    }
-
-    /// The cluster does not render (or has no target) at `head`.
-    fn failed(cluster: &str, head: &str, message: String) -> Outcome {
-        Outcome { error: Some(message), ..Outcome::new(cluster, head) }
-    }
-}
-
-/// What one evaluation decided for one cluster.
-struct Outcome {
-    cluster: String,
-    /// The revision evaluated.
-    revision: Option<String>,
-    job: Option<Job>,
-    pending: Option<Pending>,
-    /// The revision does not render for this cluster: the message.
-    error: Option<String>,
-}
-
-fn pending_summary(plan: &ClusterPlan, hold: &Hold, cluster: &str) -> String {
-    let what = plan.to.clone().unwrap_or_default();
-    match hold {
-        Hold::Approval => format!("pending update {what} — approve: strata approve {cluster}"),
-        Hold::Window { window } => format!("pending update {what} — waits for its window {window}"),
-    }
-}
-
-/// Loads, plans and decides every cluster at `head`. Blocking (git2, rendering).
-fn evaluate(
-    shared: &Shared,
-    source: &crate::source::GitSource,
-    head: &str,
-    running: &HashSet<String>,
-) -> Result<Vec<Outcome>, String> {
-    // Every revision some cluster runs, plus the head.
-    let states: BTreeMap<String, store::ClusterState> =
-        shared.store.clusters()?.into_iter().map(|c| (c.name.clone(), c)).collect();
-    let mut revisions: Vec<String> = vec![head.to_string()];
-    for s in states.values() {
-        for rev in [&s.profile_revision, &s.cluster_revision].into_iter().flatten() {
-            if !revisions.contains(rev) {
-                revisions.push(rev.clone());
-            }
-        }
-    }
-    let mut loaded: HashMap<String, (Snapshot, Model)> = HashMap::new();
-    for rev in &revisions {
-        let snapshot = match source.snapshot(rev) {
-            Ok(s) => s,
-            Err(e) if rev == head => return Err(e.to_string()),
-            Err(e) => {
-                warn!(revision = %rev, error = %e, "A revision a cluster runs is gone from the repository.");
-                continue;
-            }
-        };
-        match crate::repo::load(snapshot.tree.as_ref()) {
-            Ok(model) => {
-                loaded.insert(rev.clone(), (snapshot, model));
-            }
-            Err(diags) if rev == head => return Err(format!("revision {head} does not load:\n{diags}")),
-            Err(_) => {}
-        }
-    }
-    let tools = SystemTools::default();
-    let renderers: HashMap<&str, Renderer> = loaded
-        .iter()
-        .map(|(rev, (snap, model))| (rev.as_str(), Renderer::new(snap.tree.as_ref(), model, &tools)))
-        .collect();
-    let mut fingerprints: HashMap<&str, BTreeMap<String, String>> = HashMap::new();
-    let (head_snapshot, head_model) = &loaded[head];
-    let head_renderer = &renderers[head];
-    *shared.tags.lock().expect("tags lock") =
-        head_model.clusters.iter().map(|(n, c)| (n.clone(), c.tags.clone())).collect();
-
-    let now = store::now();
-    let mut outcomes = Vec::new();
-    for (name, cluster) in &head_model.clusters {
-        let state = states.get(name);
-        let applied = state.and_then(|s| s.digest.as_ref()).is_some();
-        let base_rev = state.and_then(|s| s.profile_revision.clone());
-        let cluster_rev = state.and_then(|s| s.cluster_revision.clone());
-        let base = base_rev.as_deref().and_then(|r| loaded.get_key_value(r)).map(|(r, l)| (r.as_str(), l));
-        let base_cluster = cluster_rev.as_deref().and_then(|r| loaded.get(r)).and_then(|(_, m)| m.clusters.get(name));
-        let target = match shared.config.target(name, &cluster.target) {
-            Ok(t) => t.clone(),
-            Err(d) => {
-                outcomes.push(Outcome::failed(name, head, d.to_string()));
-                continue;
-            }
-        };
-
-        // The plan from what the cluster runs to the head.
-        let plan = match (applied, base, base_cluster) {
-            (true, Some((base_rev, (base_snap, _))), Some(base_cluster))
-                if base_rev != head || cluster_rev.as_deref() != Some(head) =>
-            {
-                let mut base_fps = fingerprints.remove(base_rev).unwrap_or_default();
-                let mut head_fps = fingerprints.remove(head).unwrap_or_default();
-                let result = plan::compare(
-                    (base_cluster, base_snap.tree.as_ref(), &renderers[base_rev], &mut base_fps),
-                    (cluster, head_snapshot.tree.as_ref(), head_renderer, &mut head_fps),
-                );
-                fingerprints.insert(base_rev, base_fps);
-                fingerprints.insert(head, head_fps);
-                match result {
-                    Ok(plan) => Some(plan),
-                    Err(d) => {
-                        outcomes.push(Outcome::failed(name, head, d.to_string()));
-                        continue;
-                    }
-                }
-            }
-            _ => None,
-        };
-        let unchanged = ClusterPlan {
-            cluster: name.clone(),
-            kind: ChangeKind::Unchanged,
-            reasons: Vec::new(),
-            from: None,
-            to: None,
-            updates: cluster.updates,
-            pending: false,
-            update_available: None,
-            base_digest: None,
-            head_digest: None,
-            objects: Vec::new(),
-        };
-        // Applied, but what it runs can no longer be read: treat the head as new to it.
-        let applied = applied && (plan.is_some() || (base.is_some() && base_cluster.is_some()));
-        let plan_ref = plan.as_ref().unwrap_or(&unchanged);
-        let approved = shared.store.approval(name, head)?.is_some();
-        let suspended = state.is_some_and(|s| s.suspended);
-        let Decision { run, hold } = decide::decide(&decide::Input {
-            applied,
-            plan: plan_ref,
-            updates: cluster.updates,
-            window: cluster.window.as_ref(),
-            approved,
-            suspended,
-            now,
-        });
-
-        let rendered = match run {
-            Run::Head => Some((head_renderer.render(cluster), Some(head), Some(head))),
-            Run::HeadClusterOnAppliedProfile => {
-                let (rev, _) = base.expect("held updates have a base");
-                Some((renderers[rev].render(cluster), Some(rev), Some(head)))
-            }
-            // The worker already has it; after a restart it needs it again.
-            Run::Keep if running.contains(name) => None,
-            Run::Keep => match (base, base_cluster) {
-                (Some((rev, _)), Some(base_cluster)) => {
-                    Some((renderers[rev].render(base_cluster), Some(rev), cluster_rev.as_deref()))
-                }
-                _ => None,
-            },
-        };
-        let mut outcome = Outcome::new(name, head);
-        match rendered {
-            Some((Ok(set), profile_rev, cluster_rev)) => {
-                outcome.job = Some(Job {
-                    set: set.pack(),
-                    profile_revision: profile_rev.map(str::to_string),
-                    cluster_revision: cluster_rev.map(str::to_string),
-                    target,
-                    drift: cluster.drift,
-                });
-            }
-            Some((Err(d), _, _)) => outcome.error = Some(d.to_string()),
-            None => {}
-        }
-        if let Some(hold) = hold {
-            let diff: String = plan_ref.objects.iter().map(|o| o.diff.as_str()).collect::<Vec<_>>().join("");
-            outcome.pending = Some(Pending {
-                cluster: name.clone(),
-                base_revision: base_rev.clone().unwrap_or_default(),
-                head_revision: head.to_string(),
-                hold: serde_json::to_string(&hold).expect("serialises"),
-                summary: pending_summary(plan_ref, &hold, name),
-                diff,
-                since: now,
-            });
-        }
-        outcomes.push(outcome);
-    }
-    Ok(outcomes)
-}
 
 /// The daemon, until SIGTERM or SIGINT. Runs on a [`tokio::task::LocalSet`]: the workers'
 /// futures borrow across awaits and need not move between threads (the work is IO; Git reads
@@ -378,7 +174,7 @@ pub async fn run(config: Config) -> Result<(), String> {
                 Ok(rev) => {
                     failures = 0;
                     if pull_refs.is_some() {
-                        plan_pull_requests(&shared, &source, &rev).await;
+                        pulls::plan_pull_requests(&shared, &source, &rev).await;
                     }
                     if revision.as_deref() != Some(rev.as_str()) {
                         info!(revision = %rev, "New revision.");
@@ -401,7 +197,7 @@ pub async fn run(config: Config) -> Result<(), String> {
                 let head = head.clone();
                 tokio::task::spawn_blocking(move || {
                     let git = source.lock().expect("source lock").git_source()?;
-                    evaluate(&shared, &git, &head, &running)
+                    evaluate::evaluate(&shared, &git, &head, &running)
                 })
                 .await
                 .map_err(|e| e.to_string())?
@@ -416,7 +212,7 @@ pub async fn run(config: Config) -> Result<(), String> {
                     shared.metrics.result(&shared.metrics.revisions, "invalid");
                     error!(revision = %head, error = %e, "Revision rejected; clusters keep what they run.");
                     for state in shared.store.clusters().unwrap_or_default().iter().filter(|c| c.sync != "removed") {
-                        let description = format!("revision does not load: {}", first_problem(&e));
+                        let description = format!("revision does not load: {}", evaluate::first_problem(&e));
                         shared.report(&state.name, &head, crate::report::State::Error, &description);
                     }
                     if first {
@@ -474,81 +270,6 @@ pub async fn run(config: Config) -> Result<(), String> {
         warn!(timeout = ?shared.config.shutdown_timeout, "Applies still running at the shutdown timeout; leaving them.");
     }
     Ok(())
-}
-
-/// Posts a plan for every pull-request head that changed since it was last planned. Heads seen on
-/// the first fetch are taken as a baseline, so old (possibly closed) pull requests are left alone.
-async fn plan_pull_requests(shared: &Arc<Shared>, source: &Arc<Mutex<RepoSource>>, base: &str) {
-    let heads = source.lock().expect("source lock").pull_heads();
-    let baseline = shared.store.meta("pull-requests-baseline").ok().flatten().is_none();
-    for (number, head) in heads {
-        let key = format!("pull-request:{number}");
-        if shared.store.meta(&key).ok().flatten().as_deref() == Some(head.as_str()) {
-            continue;
-        }
-        if baseline {
-            let _ = shared.store.set_meta(&key, &head);
-            continue;
-        }
-        let planned = {
-            let (source, base, head) = (source.clone(), base.to_string(), head.clone());
-            tokio::task::spawn_blocking(move || -> Result<(String, String), String> {
-                let git = source.lock().expect("source lock").git_source()?;
-                let (b, h) =
-                    (git.snapshot(&base).map_err(|e| e.to_string())?, git.snapshot(&head).map_err(|e| e.to_string())?);
-                let bm = crate::repo::load(b.tree.as_ref()).map_err(|d| d.to_string())?;
-                let hm = crate::repo::load(h.tree.as_ref())
-                    .map_err(|d| format!("does not load: {}", first_problem(&d.to_string())))?;
-                let tools = SystemTools::default();
-                let plan = plan::plan(
-                    Some(plan::Side { revision: Some(&base), tree: b.tree.as_ref(), model: &bm }),
-                    plan::Side { revision: Some(&head), tree: h.tree.as_ref(), model: &hm },
-                    &tools,
-                )
-                .map_err(|d| format!("does not render: {}", first_problem(&d.to_string())))?;
-                Ok((plan.summary(), crate::plan::format::markdown(&plan)))
-            })
-            .await
-        };
-        let Some(status_config) = &shared.config.status else { return };
-        let crate::config::StatusSink::Forge { forge, token_file } = &status_config.sink else { return };
-        let (state, description, comment) = match planned {
-            Ok(Ok((summary, markdown))) => (crate::report::State::Success, summary, Some(markdown)),
-            Ok(Err(problem)) => (crate::report::State::Error, problem, None),
-            Err(e) => (crate::report::State::Error, e.to_string(), None),
-        };
-        let status = crate::report::Status::new(
-            &head,
-            "strata/plan".into(),
-            state,
-            &description,
-            status_config.target_url("plan", &head),
-        );
-        let token = match crate::config::read_secret(token_file) {
-            Ok(t) => t,
-            Err(e) => {
-                warn!(error = %e, "Cannot post a pull-request plan.");
-                return;
-            }
-        };
-        let marker = crate::plan::format::MARKDOWN_MARKER;
-        let posted = match &comment {
-            Some(markdown) => crate::report::post_plan(forge, &token, &status, Some(number), markdown, marker).await,
-            None => crate::report::post_plan(forge, &token, &status, None, "", marker).await,
-        };
-        match posted {
-            Ok(_) => {
-                info!(pull_request = number, head = %head, "Plan posted.");
-                let _ = shared.store.set_meta(&key, &head);
-            }
-            Err(e) => {
-                warn!(pull_request = number, error = %e, "Posting a pull-request plan failed; trying again on the next fetch.")
-            }
-        }
-    }
-    if baseline {
-        let _ = shared.store.set_meta("pull-requests-baseline", "1");
-    }
 }
 
 fn jittered(interval: Duration) -> Duration {

@@ -1,0 +1,176 @@
+//! `strata run`, and the commands that ask the running daemon: `status`, `approve`, `suspend`, `resume`.
+
+use std::io::IsTerminal;
+
+use strata::config::Config;
+
+use super::{Failure, columns, load_config, print, runtime};
+use crate::{ListFormat, LogFormat};
+
+pub fn run(config: &std::path::Path, log_format: LogFormat) -> Result<u8, Failure> {
+    let config = load_config(config)?;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match log_format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+    let runtime = runtime()?;
+    let local = tokio::task::LocalSet::new();
+    match local.block_on(&runtime, strata::daemon::run(config)) {
+        Ok(()) => Ok(0),
+        Err(e) => {
+            tracing::error!(error = %e, "The daemon stopped.");
+            Err(Failure::Usage(e))
+        }
+    }
+}
+
+/// Talks to the running daemon's local API.
+async fn api(
+    config: &Config,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<serde_json::Value, Failure> {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    // With `listen: …:0` only the daemon knows its port; it writes it down.
+    let address = std::fs::read_to_string(config.state_dir.join(strata::daemon::LISTEN_FILE))
+        .ok()
+        .map(|a| a.trim().to_string())
+        .filter(|_| config.listen.port() == 0)
+        .unwrap_or_else(|| config.listen.to_string());
+    let mut request = hyper::Request::builder().method(method).uri(format!("http://{address}{path}"));
+    if method != "GET" {
+        let Some(file) = &config.api_token_file else {
+            return Err(Failure::Usage(format!(
+                "{}: api.token_file is not set, so the daemon takes no actions",
+                config.file.display()
+            )));
+        };
+        let token = strata::config::read_secret(file).map_err(Failure::Usage)?;
+        request = request.header("authorization", format!("Bearer {token}")).header("content-type", "application/json");
+    }
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let request = request.body(Full::new(Bytes::from(body))).map_err(|e| Failure::Internal(e.to_string()))?;
+    let client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let response = client.request(request).await.map_err(|e| {
+        Failure::Usage(format!("cannot reach the daemon at {address}: {e} (is `strata run` running with this config?)"))
+    })?;
+    let status = response.status();
+    let bytes = response.into_body().collect().await.map_err(|e| Failure::Internal(e.to_string()))?.to_bytes();
+    let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    if !status.is_success() {
+        let message = value["error"].as_str().map(str::to_string).unwrap_or_else(|| status.to_string());
+        return Err(Failure::Usage(message));
+    }
+    Ok(value)
+}
+
+pub async fn approve(cluster: &str, config: &std::path::Path, by: Option<&str>) -> Result<u8, Failure> {
+    let config = load_config(config)?;
+    let by = by.map(str::to_string).or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "cli".into());
+    let approval =
+        api(&config, "POST", &format!("/api/v1/clusters/{cluster}/approve"), Some(serde_json::json!({"by": by})))
+            .await?;
+    let revision = approval["revision"].as_str().unwrap_or_default();
+    print(&format!("{cluster}: approved {} by {by}; the daemon applies it now\n", &revision[..revision.len().min(7)]))
+}
+
+pub async fn suspend(cluster: &str, config: &std::path::Path, suspend: bool) -> Result<u8, Failure> {
+    let config = load_config(config)?;
+    let action = if suspend { "suspend" } else { "resume" };
+    let by = std::env::var("USER").unwrap_or_else(|_| "cli".into());
+    api(&config, "POST", &format!("/api/v1/clusters/{cluster}/{action}"), Some(serde_json::json!({"by": by}))).await?;
+    print(&format!("{cluster}: {}\n", if suspend { "suspended" } else { "resumed" }))
+}
+
+fn short(rev: &serde_json::Value) -> String {
+    rev.as_str().map(|r| r.chars().take(7).collect()).unwrap_or_else(|| "-".into())
+}
+
+pub async fn status(
+    cluster: Option<&str>,
+    tags: &[String],
+    diff: bool,
+    config: &std::path::Path,
+    format: ListFormat,
+) -> Result<u8, Failure> {
+    let config = load_config(config)?;
+    if let Some(name) = cluster {
+        let detail = api(&config, "GET", &format!("/api/v1/clusters/{name}"), None).await?;
+        if let ListFormat::Json = format {
+            return print(&(serde_json::to_string_pretty(&detail).expect("serialises") + "\n"));
+        }
+        let c = &detail["cluster"];
+        let mut out = format!(
+            "{name}: {}@{} at {} — {}{}\n",
+            c["profile"].as_str().unwrap_or("-"),
+            c["version"].as_str().unwrap_or("-"),
+            short(&c["cluster_revision"]),
+            c["sync"].as_str().unwrap_or("-"),
+            c["message"].as_str().map(|m| format!(": {m}")).unwrap_or_default()
+        );
+        if let Some(p) = detail["pending"].as_object() {
+            out.push_str(&format!("  {}\n", p["summary"].as_str().unwrap_or("")));
+            if diff {
+                out.push_str(p["diff"].as_str().unwrap_or(""));
+            }
+        } else if diff {
+            out.push_str("  no pending update\n");
+        }
+        for d in detail["drift"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "  drift {} {} live {} desired {}\n",
+                d["object"].as_str().unwrap_or(""),
+                d["path"].as_str().unwrap_or(""),
+                d["live"].as_str().unwrap_or("(absent)"),
+                d["desired"].as_str().unwrap_or("(absent)")
+            ));
+        }
+        return print(&out);
+    }
+    let rows = api(&config, "GET", "/api/v1/clusters", None).await?;
+    let rows: Vec<&serde_json::Value> = rows
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| {
+            let have: Vec<&str> = r["tags"].as_array().into_iter().flatten().filter_map(|t| t.as_str()).collect();
+            tags.iter().all(|want| strata::model::has_tag(&have, want))
+        })
+        .collect();
+    if let ListFormat::Json = format {
+        return print(&(serde_json::to_string_pretty(&rows).expect("serialises") + "\n"));
+    }
+    let mut table =
+        vec![["CLUSTER", "PROFILE", "REVISION", "SYNC", "HEALTH", "DRIFT", "PENDING"].map(String::from).to_vec()];
+    for r in rows {
+        let c = &r["cluster"];
+        table.push(vec![
+            c["name"].as_str().unwrap_or("").to_string(),
+            format!("{}@{}", c["profile"].as_str().unwrap_or("-"), c["version"].as_str().unwrap_or("-")),
+            short(&c["cluster_revision"]),
+            format!(
+                "{}{}",
+                c["sync"].as_str().unwrap_or("-"),
+                if c["suspended"] == true { " (suspended)" } else { "" }
+            ),
+            c["health"].as_str().unwrap_or("-").to_string(),
+            c["drifted"].as_i64().unwrap_or(0).to_string(),
+            r["pending"]["summary"]
+                .as_str()
+                .map(|_| {
+                    format!(
+                        "{} ({})",
+                        short(&r["pending"]["head_revision"]),
+                        r["pending"]["hold"]["until"].as_str().unwrap_or("")
+                    )
+                })
+                .unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    print(&columns(&table))
+}

@@ -1,0 +1,273 @@
+//! Commands that read the repository: `validate`, `render`, `plan`, `clusters`, `profiles`.
+
+use std::io::IsTerminal;
+
+use strata::plan::{self, Side, format};
+use strata::render::Renderer;
+use strata::render::tools::SystemTools;
+use strata::repo;
+use strata::source::GitSource;
+
+use super::{Failure, at, columns, find, load, load_config, plural, print, runtime, snapshot};
+use crate::{Cli, ListFormat, PlanFormat};
+
+pub fn validate(cli: &Cli) -> Result<u8, Failure> {
+    let snapshot = snapshot(cli)?;
+    let (model, mut diags) = repo::load_partial(snapshot.tree.as_ref());
+    let tools = SystemTools::default();
+    let renderer = Renderer::new(snapshot.tree.as_ref(), &model, &tools);
+    let mut objects = 0;
+    // Clusters that do not resolve are already reported; render all the others.
+    for cluster in model.clusters.values().filter(|c| model.resolve(c).is_ok()) {
+        match renderer.render(cluster) {
+            Ok(set) => objects += set.object_count(),
+            Err(d) => diags.extend(d),
+        }
+    }
+    if !diags.is_empty() {
+        return Err(Failure::Invalid(diags.sorted(), Some(at(&snapshot))));
+    }
+    let versions: usize = model.profiles.values().map(Vec::len).sum();
+    println!(
+        "ok: {} profile{} ({versions} version{}), {} cluster{} rendered to {objects} objects {}",
+        model.profiles.len(),
+        plural(model.profiles.len()),
+        plural(versions),
+        model.clusters.len(),
+        plural(model.clusters.len()),
+        at(&snapshot),
+    );
+    Ok(0)
+}
+
+pub fn render(cli: &Cli, name: &str) -> Result<u8, Failure> {
+    let snapshot = snapshot(cli)?;
+    let model = load(&snapshot)?;
+    let cluster = find(&model, name)?;
+    let tools = SystemTools::default();
+    let set = Renderer::new(snapshot.tree.as_ref(), &model, &tools)
+        .render(cluster)
+        .map_err(|d| Failure::Invalid(d, Some(at(&snapshot))))?;
+    let mut out = format!(
+        "# cluster {} = {}@{} {}\n# digest {}\n",
+        set.cluster,
+        set.profile,
+        set.version,
+        at(&snapshot),
+        set.digest
+    );
+    for layer in &set.layers {
+        out.push_str(&format!(
+            "# layer {} ({}, {} objects) {}\n",
+            layer.name,
+            layer.kind,
+            layer.objects.len(),
+            layer.digest
+        ));
+    }
+    out.push_str(&set.to_yaml(snapshot.revision.as_deref()));
+    print(&out)
+}
+
+pub fn plan(
+    cli: &Cli,
+    base: Option<&str>,
+    head: Option<&str>,
+    format: PlanFormat,
+    detailed: bool,
+    post: Option<(&std::path::Path, Option<u64>)>,
+) -> Result<u8, Failure> {
+    let git = GitSource::open(&cli.repo, cli.path.as_deref())?.ok_or_else(|| {
+        Failure::Usage(format!("{}: not a Git repository; plan compares two revisions", cli.repo.display()))
+    })?;
+    let head_rev = head.or(cli.rev.as_deref()).unwrap_or("HEAD");
+    let head_snap = git.snapshot(head_rev)?;
+    let base_snap = match base {
+        Some(rev) => Some(git.snapshot(rev)?),
+        // The first parent; a root commit is compared with an empty repository.
+        None => git.snapshot(&format!("{head_rev}^")).ok(),
+    };
+    let head_model = match repo::load(head_snap.tree.as_ref()) {
+        Ok(model) => model,
+        Err(d) => {
+            if let Some((config, _)) = post {
+                let first = d.iter().next().map(|x| x.to_string()).unwrap_or_default();
+                let first = first.split_once("]: ").map(|(_, rest)| rest.to_string()).unwrap_or(first);
+                let head = head_snap.revision.as_deref().unwrap_or_default();
+                post_status(
+                    cli,
+                    config,
+                    head,
+                    strata::report::State::Error,
+                    &format!("does not load: {first}"),
+                    None,
+                    "",
+                )?;
+            }
+            return Err(Failure::Invalid(d, Some(format!("at head {}", head_snap.short_revision()))));
+        }
+    };
+    let base_model = match &base_snap {
+        Some(s) => Some(
+            repo::load(s.tree.as_ref())
+                .map_err(|d| Failure::Invalid(d, Some(format!("at base {}", s.short_revision()))))?,
+        ),
+        None => None,
+    };
+    let tools = SystemTools::default();
+    let base_side = base_snap.as_ref().zip(base_model.as_ref()).map(|(s, m)| Side {
+        revision: s.revision.as_deref(),
+        tree: s.tree.as_ref(),
+        model: m,
+    });
+    let head_side = Side { revision: head_snap.revision.as_deref(), tree: head_snap.tree.as_ref(), model: &head_model };
+    let plan = plan::plan(base_side, head_side, &tools)
+        .map_err(|d| Failure::Invalid(d, Some(format!("planning {head_rev}"))))?;
+    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let text = match format {
+        PlanFormat::Text => format::text(&plan, color),
+        PlanFormat::Markdown => format::markdown(&plan),
+        PlanFormat::Json => format::json(&plan),
+    };
+    print(&text)?;
+    if let Some((config, pr)) = post {
+        let head = head_snap.revision.as_deref().unwrap_or_default();
+        let posted = post_status(
+            cli,
+            config,
+            head,
+            strata::report::State::Success,
+            &plan.summary(),
+            pr,
+            &format::markdown(&plan),
+        )?;
+        eprintln!("{posted}");
+    }
+    Ok(if detailed && plan.has_changes() { 3 } else { 0 })
+}
+
+/// `plan --post`: the `strata/plan` status on `head`, and the PR comment when `pr` is given.
+fn post_status(
+    cli: &Cli,
+    config: &std::path::Path,
+    head: &str,
+    state: strata::report::State,
+    description: &str,
+    pr: Option<u64>,
+    comment: &str,
+) -> Result<String, Failure> {
+    use strata::config::StatusSink;
+    use strata::report::{Status, notes};
+    let config = load_config(config)?;
+    let Some(status_config) = &config.status else {
+        return Err(Failure::Usage(format!("{}: --post needs a `status` section", config.file.display())));
+    };
+    let status = Status::new(head, "strata/plan".into(), state, description, status_config.target_url("plan", head));
+    match &status_config.sink {
+        StatusSink::Notes => {
+            notes::write(&cli.repo, &status).map_err(Failure::Usage)?;
+            Ok(format!("posted: note on {} under {}", &head[..head.len().min(7)], notes::NOTES_REF))
+        }
+        StatusSink::Forge { forge, token_file } => {
+            let token = strata::config::read_secret(token_file).map_err(Failure::Usage)?;
+            let posted = runtime()?
+                .block_on(strata::report::post_plan(forge, &token, &status, pr, comment, format::MARKDOWN_MARKER))
+                .map_err(|e| Failure::Usage(format!("posting the plan: {e}")))?;
+            Ok(match posted.comment {
+                Some((verb, id)) => {
+                    format!("posted: strata/plan status on {}; comment {id} {verb}", &head[..head.len().min(7)])
+                }
+                None => format!("posted: strata/plan status on {}", &head[..head.len().min(7)]),
+            })
+        }
+    }
+}
+
+pub fn clusters(cli: &Cli, tags: &[String], format: ListFormat) -> Result<u8, Failure> {
+    let snapshot = snapshot(cli)?;
+    let model = load(&snapshot)?;
+    let rows: Vec<_> = model
+        .clusters
+        .values()
+        .filter(|c| tags.iter().all(|t| c.has_tag(t)))
+        .map(|c| {
+            let resolution = model.resolve(c).expect("validated models resolve");
+            serde_json::json!({
+                "name": c.name,
+                "profile": c.profile,
+                "requested": c.version.to_string(),
+                "version": resolution.profile.version.to_string(),
+                "updateAvailable": resolution.update_available.map(|v| v.to_string()),
+                "updates": c.updates,
+                "drift": c.drift,
+                "target": c.target,
+                "tags": c.tags,
+            })
+        })
+        .collect();
+    match format {
+        ListFormat::Json => print(&(serde_json::to_string_pretty(&rows).expect("serialises") + "\n")),
+        ListFormat::Text => {
+            let mut table =
+                vec![["CLUSTER", "PROFILE", "VERSION", "REQUESTED", "UPDATES", "TAGS"].map(String::from).to_vec()];
+            for r in &rows {
+                let mut version = r["version"].as_str().unwrap_or_default().to_string();
+                if let Some(newer) = r["updateAvailable"].as_str() {
+                    version.push_str(&format!(" ({newer} available)"));
+                }
+                let tags: Vec<_> = r["tags"].as_array().into_iter().flatten().filter_map(|t| t.as_str()).collect();
+                table.push(vec![
+                    r["name"].as_str().unwrap_or_default().to_string(),
+                    r["profile"].as_str().unwrap_or_default().to_string(),
+                    version,
+                    r["requested"].as_str().unwrap_or_default().to_string(),
+                    r["updates"].as_str().unwrap_or_default().to_string(),
+                    tags.join(","),
+                ]);
+            }
+            print(&columns(&table))
+        }
+    }
+}
+
+pub fn profiles(cli: &Cli, format: ListFormat) -> Result<u8, Failure> {
+    let snapshot = snapshot(cli)?;
+    let model = load(&snapshot)?;
+    let mut rows = Vec::new();
+    for versions in model.profiles.values() {
+        for profile in versions {
+            let users: Vec<&str> = model
+                .clusters
+                .values()
+                .filter(|c| model.resolve(c).is_ok_and(|r| std::ptr::eq(r.profile, profile)))
+                .map(|c| c.name.as_str())
+                .collect();
+            rows.push(serde_json::json!({
+                "name": profile.name,
+                "version": profile.version.to_string(),
+                "description": profile.description,
+                "layers": profile.layers.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(),
+                "clusters": users,
+            }));
+        }
+    }
+    match format {
+        ListFormat::Json => print(&(serde_json::to_string_pretty(&rows).expect("serialises") + "\n")),
+        ListFormat::Text => {
+            let mut table = vec![["PROFILE", "VERSION", "LAYERS", "CLUSTERS"].map(String::from).to_vec()];
+            for r in &rows {
+                let join = |key: &str| {
+                    let items: Vec<_> = r[key].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
+                    if items.is_empty() { "-".to_string() } else { items.join(",") }
+                };
+                table.push(vec![
+                    r["name"].as_str().unwrap_or_default().to_string(),
+                    r["version"].as_str().unwrap_or_default().to_string(),
+                    join("layers"),
+                    join("clusters"),
+                ]);
+            }
+            print(&columns(&table))
+        }
+    }
+}

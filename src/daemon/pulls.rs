@@ -1,0 +1,87 @@
+//! Pull requests: the daemon plans every new pull-request head and posts the plan, as
+//! `strata plan --post` would.
+
+use std::sync::{Arc, Mutex};
+
+use tracing::{info, warn};
+
+use super::Shared;
+use super::evaluate::first_problem;
+use super::git::RepoSource;
+use crate::plan;
+use crate::render::tools::SystemTools;
+
+/// Posts a plan for every pull-request head that changed since it was last planned. Heads seen on
+/// the first fetch are taken as a baseline, so old (possibly closed) pull requests are left alone.
+pub async fn plan_pull_requests(shared: &Arc<Shared>, source: &Arc<Mutex<RepoSource>>, base: &str) {
+    let heads = source.lock().expect("source lock").pull_heads();
+    let baseline = shared.store.meta("pull-requests-baseline").ok().flatten().is_none();
+    for (number, head) in heads {
+        let key = format!("pull-request:{number}");
+        if shared.store.meta(&key).ok().flatten().as_deref() == Some(head.as_str()) {
+            continue;
+        }
+        if baseline {
+            let _ = shared.store.set_meta(&key, &head);
+            continue;
+        }
+        let planned = {
+            let (source, base, head) = (source.clone(), base.to_string(), head.clone());
+            tokio::task::spawn_blocking(move || -> Result<(String, String), String> {
+                let git = source.lock().expect("source lock").git_source()?;
+                let (b, h) =
+                    (git.snapshot(&base).map_err(|e| e.to_string())?, git.snapshot(&head).map_err(|e| e.to_string())?);
+                let bm = crate::repo::load(b.tree.as_ref()).map_err(|d| d.to_string())?;
+                let hm = crate::repo::load(h.tree.as_ref())
+                    .map_err(|d| format!("does not load: {}", first_problem(&d.to_string())))?;
+                let tools = SystemTools::default();
+                let plan = plan::plan(
+                    Some(plan::Side { revision: Some(&base), tree: b.tree.as_ref(), model: &bm }),
+                    plan::Side { revision: Some(&head), tree: h.tree.as_ref(), model: &hm },
+                    &tools,
+                )
+                .map_err(|d| format!("does not render: {}", first_problem(&d.to_string())))?;
+                Ok((plan.summary(), crate::plan::format::markdown(&plan)))
+            })
+            .await
+        };
+        let Some(status_config) = &shared.config.status else { return };
+        let crate::config::StatusSink::Forge { forge, token_file } = &status_config.sink else { return };
+        let (state, description, comment) = match planned {
+            Ok(Ok((summary, markdown))) => (crate::report::State::Success, summary, Some(markdown)),
+            Ok(Err(problem)) => (crate::report::State::Error, problem, None),
+            Err(e) => (crate::report::State::Error, e.to_string(), None),
+        };
+        let status = crate::report::Status::new(
+            &head,
+            "strata/plan".into(),
+            state,
+            &description,
+            status_config.target_url("plan", &head),
+        );
+        let token = match crate::config::read_secret(token_file) {
+            Ok(t) => t,
+            Err(e) => {
+                warn!(error = %e, "Cannot post a pull-request plan.");
+                return;
+            }
+        };
+        let marker = crate::plan::format::MARKDOWN_MARKER;
+        let posted = match &comment {
+            Some(markdown) => crate::report::post_plan(forge, &token, &status, Some(number), markdown, marker).await,
+            None => crate::report::post_plan(forge, &token, &status, None, "", marker).await,
+        };
+        match posted {
+            Ok(_) => {
+                info!(pull_request = number, head = %head, "Plan posted.");
+                let _ = shared.store.set_meta(&key, &head);
+            }
+            Err(e) => {
+                warn!(pull_request = number, error = %e, "Posting a pull-request plan failed; trying again on the next fetch.")
+            }
+        }
+    }
+    if baseline {
+        let _ = shared.store.set_meta("pull-requests-baseline", "1");
+    }
+}
