@@ -204,9 +204,14 @@ impl Redactor {
 
     fn walk(&self, patterns: &[Pattern], path: &mut Vec<String>, value: &Value) -> Value {
         if let Some(pattern) = patterns.iter().find(|p| p.covers(path)) {
-            // The base64 of a Secret's `data` is decoded only for the value at the key itself.
-            let base64 = pattern.base64 && pattern.tokens.len() == path.len();
-            return self.mark(value, base64);
+            // A declared pointer covering all of a Secret's `data` (say) would make it one
+            // marker; its per-key markers hide as much and tell more.
+            let refined = value.is_object() && patterns.iter().any(|p| p.per_key && p.leads_below(path));
+            if !refined {
+                // The base64 of a Secret's `data` is decoded only for the value at the key itself.
+                let base64 = pattern.base64 && pattern.tokens.len() == path.len();
+                return self.mark(value, base64);
+            }
         }
         if !patterns.iter().any(|p| p.leads_below(path)) {
             return value.clone();
@@ -319,11 +324,17 @@ struct Pattern {
     tokens: Vec<String>,
     /// Values here are base64 (a Secret's `data`).
     base64: bool,
+    /// A Secret's own `data` or `stringData`: a marker per key.
+    per_key: bool,
 }
 
 impl Pattern {
     fn new(pointer: &str, base64: bool) -> Pattern {
-        Pattern { tokens: tokens(pointer), base64 }
+        Pattern { tokens: tokens(pointer), base64, per_key: false }
+    }
+
+    fn per_key(pointer: &str, base64: bool) -> Pattern {
+        Pattern { per_key: true, ..Pattern::new(pointer, base64) }
     }
 
     fn token_matches(token: &str, key: &str) -> bool {
@@ -356,11 +367,14 @@ pub fn is_secret(object: &Value) -> bool {
 
 /// The sensitive places of `object`, with the metadata that copies them when `copies`.
 fn patterns(object: &Value, sensitive: &[String], copies: bool) -> Vec<Pattern> {
-    let mut patterns: Vec<Pattern> = sensitive.iter().map(|p| Pattern::new(p, false)).collect();
+    // A Secret's own places first: a declared pointer into its `data` must not stop the value
+    // being decoded before it is hashed.
+    let mut patterns = Vec::new();
     if is_secret(object) {
-        patterns.push(Pattern::new("/data/*", true));
-        patterns.push(Pattern::new("/stringData/*", false));
+        patterns.push(Pattern::per_key("/data/*", true));
+        patterns.push(Pattern::per_key("/stringData/*", false));
     }
+    patterns.extend(sensitive.iter().map(|p| Pattern::new(p, false)));
     if copies && !patterns.is_empty() {
         patterns.extend(COPIES.iter().map(|p| Pattern::new(p, false)));
     }
@@ -492,6 +506,14 @@ mod tests {
         assert!(shown["spec"].get("absent").is_none(), "redaction adds nothing");
         // Without the declaration, a custom resource is shown as it is.
         assert_eq!(r.shown(&db, &[]), db);
+    }
+
+    #[test]
+    fn pointers_declared_into_a_secret_keep_its_per_key_markers() {
+        let r = redactor();
+        let s = secret(json!({"data": {"k": BASE64.encode("s3cr3t")}, "stringData": {"same": "s3cr3t"}}));
+        let shown = r.shown(&s, &["/data/k".into(), "/data".into()]);
+        assert_eq!(shown["data"]["k"], shown["stringData"]["same"]);
     }
 
     #[test]

@@ -665,6 +665,34 @@ mod tests {
     }
 
     #[test]
+    fn sensitive_rules_of_the_layer_and_the_cluster_reach_the_objects_they_name() {
+        let (_dir, tree, mut model) = fleet(&[(
+            "db.yaml",
+            "apiVersion: example.com/v1\nkind: Database\nmetadata: {name: orders}\n---\napiVersion: example.com/v1\nkind: Database\nmetadata: {name: users}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n",
+        )]);
+        let rule = |path: &str, kind: Option<&str>, name: Option<&str>, layer: Option<&str>| FieldRule {
+            path: path.into(),
+            kind: kind.map(str::to_string),
+            name: name.map(str::to_string),
+            layer: layer.map(str::to_string),
+        };
+        model.profiles.get_mut("p").unwrap()[0].layers[0].sensitive =
+            vec![rule("/spec/password", Some("Database"), None, None)];
+        let mut cluster = model.clusters["a"].clone();
+        cluster.sensitive = vec![
+            rule("/spec/token", Some("Database"), Some("users"), Some("app")),
+            rule("/data/x", None, None, Some("other-layer")),
+        ];
+        let tools = SystemTools::default();
+        let set = Renderer::new(&tree, &model, &tools).render(&cluster).unwrap();
+        let sensitive =
+            |name: &str| set.layers[0].objects.iter().find(|o| o.id.name == name).unwrap().sensitive.clone();
+        assert_eq!(sensitive("orders"), ["/spec/password"]);
+        assert_eq!(sensitive("users"), ["/spec/password", "/spec/token"]);
+        assert!(sensitive("c").is_empty());
+    }
+
+    #[test]
     fn lists_of_objects_are_flattened() {
         let docs = parse_stream("f.yaml", "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: a}}\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: b}}\n").unwrap();
         assert_eq!(docs.len(), 2);
