@@ -293,9 +293,10 @@ fn bytes_of(value: &Value, base64: bool) -> Vec<u8> {
     }
 }
 
-/// How an error message may quote a value: as it is, JSON-escaped (Go's `%q` is close), the
-/// plain text of a base64 value, and the base64 of a plain one (the API server stores
-/// `stringData` base64-encoded in `data`).
+/// How an error message may quote a value: as it is, JSON-escaped, escaped as Go's `%q` does
+/// (the API server's validation errors), the plain text of a base64 value, the base64 of a
+/// plain one (the API server stores `stringData` base64-encoded in `data`), and each line of a
+/// value of several (a PEM key, which a message may quote a line of).
 fn echoed_forms(value: &Value, base64: bool) -> Vec<String> {
     let text = match value {
         Value::String(s) => s.clone(),
@@ -308,14 +309,40 @@ fn echoed_forms(value: &Value, base64: bool) -> Vec<String> {
         value.is_string().then(|| BASE64.encode(&text))
     };
     forms.extend(other);
+    let lines: Vec<String> =
+        forms.iter().filter(|f| f.contains('\n')).flat_map(|f| f.lines().map(str::trim).map(str::to_string)).collect();
+    forms.extend(lines.into_iter().filter(|l| l.chars().count() >= MIN_BARE_SCRUB));
     for form in forms.clone() {
-        let escaped = serde_json::to_string(&form).expect("strings serialise");
-        let escaped = &escaped[1..escaped.len() - 1];
-        if escaped != form {
-            forms.push(escaped.to_string());
+        let json = serde_json::to_string(&form).expect("strings serialise");
+        for escaped in [json[1..json.len() - 1].to_string(), go_escaped(&form)] {
+            if !forms.contains(&escaped) {
+                forms.push(escaped);
+            }
         }
     }
     forms
+}
+
+/// `text` as Go's `%q` writes it, without the quotes (for the ASCII controls where it differs
+/// from JSON; printable text is kept as it is by both).
+fn go_escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\x07' => out.push_str("\\a"),
+            '\x08' => out.push_str("\\b"),
+            '\x0c' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\x0b' => out.push_str("\\v"),
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            c if (c as u32) < 0x20 || c == '\x7f' => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// A sensitive place: pointer tokens, `*` for any key or index.
@@ -554,6 +581,14 @@ mod tests {
         }
         assert!(scrubbed.contains(&marker), "{scrubbed}");
         assert!(scrubbed.contains("about abc"), "short values are replaced only where quoted: {scrubbed}");
+        let control = secret(json!({"stringData": {"k": "bell\x07tab\tline\n"}}));
+        let scrubbed = r.scrub("Invalid value: \"bell\\atab\\tline\\n\" or bell\\u0007tab\\tline\\n", &control, &[]);
+        assert!(!scrubbed.contains("bell"), "Go's and JSON's escapes: {scrubbed}");
+        let pem = secret(
+            json!({"stringData": {"tls.key": "-----BEGIN KEY-----\nMIIEvQIBADANBgkqhkiG9w0B\n-----END KEY-----\n"}}),
+        );
+        let scrubbed = r.scrub("bad PEM block near MIIEvQIBADANBgkqhkiG9w0B", &pem, &[]);
+        assert!(!scrubbed.contains("MIIEvQ"), "a line of a value: {scrubbed}");
         let db = json!({"apiVersion": "example.com/v1", "kind": "Database", "metadata": {"name": "x"}, "spec": {"password": "hunter2hunter2"}});
         let scrubbed =
             r.scrub("spec.password: Invalid value: \"hunter2hunter2\": too long", &db, &["/spec/password".into()]);
