@@ -183,6 +183,7 @@ fn phase(name: &str, repo: &Path, base: &str, head1: &str, head10: &str) -> Stri
                 Some(Side { revision: bs.revision.as_deref(), tree: bs.tree.as_ref(), model: &bm }),
                 Side { revision: hs.revision.as_deref(), tree: hs.tree.as_ref(), model: &hm },
                 &tools,
+                &strata::redact::Redactor::random(),
             )
             .expect("plans");
             plan.summary()

@@ -6,6 +6,7 @@
 //!   model    (resolve, pure)                 ->  the profile version each cluster runs
 //!   render   (pure, tools at the edge)       ->  DesiredSet per cluster, with digests
 //!   plan     (pure)                          ->  per cluster: upgrade | rollback | in-place edit | override | ...
+//!   redact   (pure)                          ->  the copies of objects that may be shown: Secret values as keyed hashes
 //!   apply    (over a Target)                 ->  staged server-side apply, inventory, prune, health, drift
 //!   target   (kube | directory)              ->  the IO edge to clusters, configured on the host (config)
 //!   daemon   (strata run)                    ->  watch Git, decide by policy, workers per cluster, state
@@ -21,6 +22,7 @@ pub mod daemon;
 pub mod diag;
 pub mod model;
 pub mod plan;
+pub mod redact;
 pub mod render;
 pub mod repo;
 pub mod report;

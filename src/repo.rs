@@ -19,7 +19,7 @@ use serde_saphyr::Spanned;
 
 use crate::diag::{Code, Diagnostic, Diagnostics};
 use crate::model::{
-    API_VERSION, Cluster, DriftPolicy, IgnoreRule, Layer, LayerKind, Model, Profile, UpdatePolicy, VersionSpec,
+    API_VERSION, Cluster, DriftPolicy, FieldRule, Layer, LayerKind, Model, Profile, UpdatePolicy, VersionSpec,
 };
 use crate::source::{self, EntryKind, ReadError, Tree};
 use crate::yaml;
@@ -68,7 +68,9 @@ struct RawLayer {
     #[serde(default)]
     release_name: Option<Spanned<String>>,
     #[serde(default)]
-    ignore: Vec<Spanned<IgnoreRule>>,
+    ignore: Vec<Spanned<FieldRule>>,
+    #[serde(default)]
+    sensitive: Vec<Spanned<FieldRule>>,
 }
 
 #[derive(Deserialize)]
@@ -105,7 +107,9 @@ struct RawClusterSpec {
     #[serde(default)]
     target: Option<String>,
     #[serde(default)]
-    ignore: Vec<Spanned<IgnoreRule>>,
+    ignore: Vec<Spanned<FieldRule>>,
+    #[serde(default)]
+    sensitive: Vec<Spanned<FieldRule>>,
 }
 
 #[derive(Deserialize)]
@@ -507,9 +511,11 @@ fn check_layer(tree: &dyn Tree, raw: RawLayer, file: &str, profile: &str, diags:
         ok &= check_name(&r.value, "releaseName", file, line(&r), diags);
         Some(r.value)
     });
-    let ignore = check_ignore(raw.ignore, false, file, &object, diags, &mut ok);
+    let ignore = check_field_rules(raw.ignore, "ignore", false, file, &object, diags, &mut ok);
+    let sensitive = check_field_rules(raw.sensitive, "sensitive", false, file, &object, diags, &mut ok);
     ok.then(|| Layer {
         ignore,
+        sensitive,
         name,
         kind,
         source: source.unwrap_or_default(),
@@ -656,7 +662,8 @@ fn load_cluster(tree: &dyn Tree, file: &str, diags: &mut Diagnostics) -> Option<
         }
     }
     let target = raw.spec.target.unwrap_or_else(|| name.clone());
-    let ignore = check_ignore(raw.spec.ignore, true, file, &object, diags, &mut ok);
+    let ignore = check_field_rules(raw.spec.ignore, "ignore", true, file, &object, diags, &mut ok);
+    let sensitive = check_field_rules(raw.spec.sensitive, "sensitive", true, file, &object, diags, &mut ok);
     let window = raw.spec.window.and_then(|w| match crate::window::Window::parse(&w.value) {
         Ok(window) => Some(window),
         Err(message) => {
@@ -678,27 +685,29 @@ fn load_cluster(tree: &dyn Tree, file: &str, diags: &mut Diagnostics) -> Option<
         drift: raw.spec.drift,
         target,
         ignore,
+        sensitive,
         profile_line,
     })
     .filter(|_| ok)
 }
 
-/// Ignore rules name a JSON pointer; `layer` only makes sense on a cluster's rules.
-fn check_ignore(
-    rules: Vec<Spanned<IgnoreRule>>,
+/// `ignore` and `sensitive` rules name a JSON pointer; `layer` only makes sense on a cluster's rules.
+fn check_field_rules(
+    rules: Vec<Spanned<FieldRule>>,
+    what: &str,
     cluster: bool,
     file: &str,
     object: &str,
     diags: &mut Diagnostics,
     ok: &mut bool,
-) -> Vec<IgnoreRule> {
+) -> Vec<FieldRule> {
     let mut out = Vec::new();
     for rule in rules {
         let at = line(&rule);
         let problem = if !rule.value.path.starts_with('/') {
-            Some(format!("ignore path `{}` is not a JSON pointer", rule.value.path))
+            Some(format!("{what} path `{}` is not a JSON pointer", rule.value.path))
         } else if rule.value.layer.is_some() && !cluster {
-            Some("`layer` in an ignore rule is for cluster files; a layer's rules already apply to that layer".into())
+            Some(format!("`layer` in `{what}` rules is for cluster files; a layer's rules already apply to that layer"))
         } else {
             None
         };

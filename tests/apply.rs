@@ -254,6 +254,7 @@ mod library {
                             line: 0,
                             manifest,
                             ignore: vec![],
+                            sensitive: vec![],
                         }
                     })
                     .collect::<Vec<_>>(),
@@ -462,7 +463,7 @@ mod library {
         c.reconcile(&set, &options()).unwrap();
         // An autoscaler takes replicas.
         kubectl(&c.kubeconfig, &["scale", "deployment", "api", "-n", "web", "--replicas=7"]);
-        let findings = c.runtime.block_on(apply::detect_drift(&c.target, &set, 4)).unwrap();
+        let findings = c.runtime.block_on(apply::detect_drift(&c.target, &set, &options())).unwrap();
         assert_eq!(findings, vec![]);
         let cs = c.reconcile(&set, &options()).unwrap();
         assert_eq!(cs.count(Action::Unchanged), 2);
@@ -475,7 +476,7 @@ mod library {
         let set = desired(&[("web", vec![namespace("web"), configmap("web", "a", json!({"k": "v"}))])]);
         c.reconcile(&set, &options()).unwrap();
         kubectl(&c.kubeconfig, &["delete", "configmap", "a", "-n", "web"]);
-        let findings = c.runtime.block_on(apply::detect_drift(&c.target, &set, 4)).unwrap();
+        let findings = c.runtime.block_on(apply::detect_drift(&c.target, &set, &options())).unwrap();
         assert_eq!(findings.len(), 1);
         assert_eq!(findings[0].id.to_string(), "ConfigMap/web/a");
         assert_eq!(findings[0].path, "");

@@ -446,3 +446,23 @@ fn git_blobs_over_the_limit_are_refused_unread() {
     repo.commit("huge");
     rejects(&repo, &["error[too-large]: clusters/huge.yaml: file is 5000000 bytes"]);
 }
+
+#[test]
+fn sensitive_rules_are_checked_like_ignore_rules() {
+    let repo = broken();
+    repo.edit(
+        AWS_1_0_0,
+        "      source: packs/hello-universe/manifests\n",
+        "      source: packs/hello-universe/manifests\n      sensitive:\n        - { kind: Database, path: spec.password }\n        - { path: /spec/token, layer: hello-universe }\n",
+    );
+    repo.edit(AWS_CLUSTER, "  updates: manual", "  sensitive: [{ path: password }]\n  updates: manual");
+    rejects(
+        &repo,
+        &[
+            "error[schema]: profiles/aws-profile/1.0.0/profile.yaml:13: profile aws-profile@1.0.0 layer hello-universe: sensitive path `spec.password` is not a JSON pointer",
+            "profiles/aws-profile/1.0.0/profile.yaml:14: profile aws-profile@1.0.0 layer hello-universe: `layer` in `sensitive` rules is for cluster files",
+            "clusters/aws-cluster.yaml:10: cluster aws-cluster: sensitive path `password` is not a JSON pointer",
+            "help: write paths as JSON pointers",
+        ],
+    );
+}

@@ -157,7 +157,7 @@ pub async fn diff(cli: &Cli, name: &str, config: &std::path::Path) -> Result<u8,
     }
     let s = &selected[0];
     let target = target::connect(&s.target).await.map_err(|e| Failure::Usage(e.to_string()))?;
-    let diffs = apply::diff(&target, &s.set, snapshot.revision.as_deref(), config.apply.concurrency)
+    let diffs = apply::diff(&target, &s.set, snapshot.revision.as_deref(), &config.apply)
         .await
         .map_err(|e| Failure::Usage(format!("{name}: {e}")))?;
     let mut out = String::new();
@@ -193,7 +193,7 @@ pub async fn drift(cli: &Cli, sel: &Select, policy: Option<PolicyArg>, format: L
             None => s.cluster.drift,
         };
         let found = match target::connect(&s.target).await {
-            Ok(target) => apply::detect_drift(&target, &s.set, config.apply.concurrency).await.map(|f| (target, f)),
+            Ok(target) => apply::detect_drift(&target, &s.set, &config.apply).await.map(|f| (target, f)),
             Err(e) => Err(e),
         };
         let (target, findings) = match found {

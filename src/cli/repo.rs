@@ -121,7 +121,8 @@ pub fn plan(
         model: m,
     });
     let head_side = Side { revision: head_snap.revision.as_deref(), tree: head_snap.tree.as_ref(), model: &head_model };
-    let plan = plan::plan(base_side, head_side, &tools)
+    // A key of this process's own: markers compare within this plan only.
+    let plan = plan::plan(base_side, head_side, &tools, &strata::redact::Redactor::random())
         .map_err(|d| Failure::Invalid(d, Some(format!("planning {head_rev}"))))?;
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let text = match format {

@@ -99,15 +99,20 @@ impl Shared {
 
 /// Where the daemon writes the address it actually listens on (useful with port 0).
 pub const LISTEN_FILE: &str = "listen-address";
+/// The daemon's redaction key in the state directory: kept across restarts, so the markers in
+/// stored pending diffs and drift findings stay comparable.
+pub const KEY_FILE: &str = "redaction.key";
 
 /// The daemon, until SIGTERM or SIGINT. Runs on a [`tokio::task::LocalSet`]: the workers'
 /// futures borrow across awaits and need not move between threads (the work is IO; Git reads
 /// and rendering go to blocking threads).
-pub async fn run(config: Config) -> Result<(), String> {
+pub async fn run(mut config: Config) -> Result<(), String> {
     let repo_config =
         config.repository.clone().ok_or("`strata run` needs `repository: { url: … }` in the host config")?;
     git::set_timeouts();
     let store = Store::open(&config.state_dir)?;
+    config.apply.redactor =
+        crate::redact::Redactor::from_key_file(&config.state_dir.join(KEY_FILE)).map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;

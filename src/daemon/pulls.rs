@@ -35,10 +35,14 @@ pub async fn plan_pull_requests(shared: &Arc<Shared>, source: &Arc<Mutex<RepoSou
                 let hm = crate::repo::load(h.tree.as_ref())
                     .map_err(|d| format!("does not load: {}", first_problem(&d.to_string())))?;
                 let tools = SystemTools::default();
+                // A key of this plan's own, not the daemon's: whoever opens a pull request chooses
+                // the values it hashes, and must not be able to compare them with the markers the
+                // view and the API show for the values the clusters run.
                 let plan = plan::plan(
                     Some(plan::Side { revision: Some(&base), tree: b.tree.as_ref(), model: &bm }),
                     plan::Side { revision: Some(&head), tree: h.tree.as_ref(), model: &hm },
                     &tools,
+                    &crate::redact::Redactor::random(),
                 )
                 .map_err(|d| format!("does not render: {}", first_problem(&d.to_string())))?;
                 Ok((plan.summary(), crate::plan::format::markdown(&plan)))

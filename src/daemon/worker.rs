@@ -251,9 +251,9 @@ impl Worker {
         let permit = shared.permits.acquire().await;
         self.next_drift = Instant::now() + jitter(self.shared.config.drift_interval);
         let job = self.job.clone().expect("a job");
-        let concurrency = self.shared.config.apply.concurrency;
+        let options = self.shared.config.apply.clone();
         let findings = match self.target().await {
-            Ok(target) => apply::detect_drift(target, &job.set.unpack(), concurrency).await.map_err(|e| e.to_string()),
+            Ok(target) => apply::detect_drift(target, &job.set.unpack(), &options).await.map_err(|e| e.to_string()),
             Err(e) => Err(e),
         };
         let findings = match findings {

@@ -24,7 +24,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest as _, Sha256};
 
 use crate::diag::{Code, Diagnostic, Diagnostics};
-use crate::model::{Cluster, Layer, LayerKind, Model, Profile};
+use crate::model::{Cluster, FieldRule, Layer, LayerKind, Model, Profile};
 use crate::repo::read_diag;
 use crate::source::{self, Tree};
 use crate::yaml;
@@ -75,6 +75,17 @@ pub struct Object {
     /// JSON pointers of fields left to other controllers (from layer and cluster ignore rules).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ignore: Vec<String>,
+    /// JSON pointers (`*` for any key or item) of fields whose values are never shown (from
+    /// layer and cluster sensitive rules); a Secret's values need none (see [`crate::redact`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sensitive: Vec<String>,
+}
+
+impl Object {
+    /// The manifest as it may be shown outside strata.
+    pub fn shown(&self, redactor: &crate::redact::Redactor) -> Value {
+        redactor.shown(&self.manifest, &self.sensitive)
+    }
 }
 
 /// A desired set kept for later, at a fraction of the memory of the parsed one: a daemon holds
@@ -209,13 +220,15 @@ impl<'a> Renderer<'a> {
             for doc in docs.as_ref().as_ref().expect("checked") {
                 match to_object(doc, layer, &cluster_scoped, &stamp) {
                     Ok(mut object) => {
-                        object.ignore = layer
-                            .ignore
-                            .iter()
-                            .chain(&cluster.ignore)
-                            .filter(|r| r.matches(&layer.name, &object.id.kind, &object.id.name))
-                            .map(|r| r.path.clone())
-                            .collect();
+                        let paths = |own: &[FieldRule], cluster: &[FieldRule]| -> Vec<String> {
+                            own.iter()
+                                .chain(cluster)
+                                .filter(|r| r.matches(&layer.name, &object.id.kind, &object.id.name))
+                                .map(|r| r.path.clone())
+                                .collect()
+                        };
+                        object.ignore = paths(&layer.ignore, &cluster.ignore);
+                        object.sensitive = paths(&layer.sensitive, &cluster.sensitive);
                         if let Some((other_layer, file, line)) = seen.get(&object.id) {
                             let place = if *line > 0 { format!("{file}:{line}") } else { file.clone() };
                             diags.push(
@@ -476,6 +489,7 @@ fn to_object(
         line: doc.line,
         manifest,
         ignore: Vec::new(),
+        sensitive: Vec::new(),
     })
 }
 
@@ -648,6 +662,34 @@ mod tests {
         let over = json!({"replicas": 2, "image": {"tag": "2"}, "ports": [8080]}).as_object().unwrap().clone();
         merge_values(&mut base, &over);
         assert_eq!(Value::Object(base), json!({"replicas": 2, "image": {"repo": "a", "tag": "2"}, "ports": [8080]}));
+    }
+
+    #[test]
+    fn sensitive_rules_of_the_layer_and_the_cluster_reach_the_objects_they_name() {
+        let (_dir, tree, mut model) = fleet(&[(
+            "db.yaml",
+            "apiVersion: example.com/v1\nkind: Database\nmetadata: {name: orders}\n---\napiVersion: example.com/v1\nkind: Database\nmetadata: {name: users}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n",
+        )]);
+        let rule = |path: &str, kind: Option<&str>, name: Option<&str>, layer: Option<&str>| FieldRule {
+            path: path.into(),
+            kind: kind.map(str::to_string),
+            name: name.map(str::to_string),
+            layer: layer.map(str::to_string),
+        };
+        model.profiles.get_mut("p").unwrap()[0].layers[0].sensitive =
+            vec![rule("/spec/password", Some("Database"), None, None)];
+        let mut cluster = model.clusters["a"].clone();
+        cluster.sensitive = vec![
+            rule("/spec/token", Some("Database"), Some("users"), Some("app")),
+            rule("/data/x", None, None, Some("other-layer")),
+        ];
+        let tools = SystemTools::default();
+        let set = Renderer::new(&tree, &model, &tools).render(&cluster).unwrap();
+        let sensitive =
+            |name: &str| set.layers[0].objects.iter().find(|o| o.id.name == name).unwrap().sensitive.clone();
+        assert_eq!(sensitive("orders"), ["/spec/password"]);
+        assert_eq!(sensitive("users"), ["/spec/password", "/spec/token"]);
+        assert!(sensitive("c").is_empty());
     }
 
     #[test]

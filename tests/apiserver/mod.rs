@@ -7,8 +7,10 @@
 //! (conflicts between managers, `force`, fields a manager stops applying are removed),
 //! merge/strategic patches as `Update` operations that take field ownership (what `kubectl scale`
 //! and `kubectl patch` do, including the `scale` subresource), `dryRun=All`, delete, server-side
-//! defaults, the NamespaceLifecycle check, generation/resourceVersion bookkeeping, and a
-//! simulated controller that rolls workloads out (or, on request, does not). Lists are atomic
+//! defaults, Secrets' `stringData` folded into base64 `data`, the NamespaceLifecycle check,
+//! generation/resourceVersion bookkeeping, validation that refuses a field's value quoting it
+//! (on request, as OpenAPI schema validation does), and a simulated controller that rolls
+//! workloads out (or, on request, does not). Lists are atomic
 //! for field ownership, which is coarser than the real server's associative lists but the same
 //! for every field these tests touch. `HARNESS_DEBUG=1` prints every request it receives.
 
@@ -112,6 +114,8 @@ struct State {
     log: Vec<Logged>,
     /// Added to every response, to make applies slow enough to interrupt.
     latency: std::time::Duration,
+    /// (plural, JSON pointer, reason): applies of objects with a value there are refused.
+    rejections: Vec<(String, String, String)>,
     revision: u64,
     uids: u64,
 }
@@ -213,6 +217,13 @@ impl ApiServer {
 
     pub fn set_rollout(&self, namespace: &str, name: &str, rollout: Rollout) {
         self.state.lock().unwrap().rollouts.insert(("deployments".into(), namespace.into(), name.into()), rollout);
+    }
+
+    /// Refuses every apply (dry-run too) of a `plural` object that has a value at `pointer`,
+    /// quoting the value as kube-apiserver's validation does: `Database.example.com "orders" is
+    /// invalid: spec.password: Invalid value: "…": <reason>`.
+    pub fn reject(&self, plural: &str, pointer: &str, reason: &str) {
+        self.state.lock().unwrap().rejections.push((plural.into(), pointer.into(), reason.into()));
     }
 
     pub fn set_latency(&self, latency: std::time::Duration) {
@@ -649,10 +660,32 @@ impl State {
             }
         }
         merge(&mut stored.object, applied);
+        if let Some(refused) = self.refusal(&kind, name, &stored.object) {
+            return Err(Box::new(refused));
+        }
         stored
             .managers
             .insert(manager.to_string(), Managed { operation: "Apply", api_version: kind.api_version(), fields });
         Ok(self.finish(&kind, namespace, name, stored, &before_object, created, dry_run))
+    }
+
+    /// The 422 for an object a rejection rule refuses, quoting the value.
+    fn refusal(&self, kind: &Kind, name: &str, object: &Value) -> Option<Response<Full<Bytes>>> {
+        let (_, pointer, reason) = self
+            .rejections
+            .iter()
+            .find(|(plural, pointer, _)| plural == &kind.plural && object.pointer(pointer).is_some())?;
+        let value = match &object.pointer(pointer)? {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let what = if kind.group.is_empty() { kind.kind.clone() } else { format!("{}.{}", kind.kind, kind.group) };
+        let field = pointer.trim_start_matches('/').replace('/', ".");
+        Some(status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            &format!("{what} \"{name}\" is invalid: {field}: Invalid value: {value:?}: {reason}"),
+        ))
     }
 
     /// Defaults, bookkeeping, the simulated controller; stores unless dry-run.
@@ -1011,7 +1044,19 @@ fn default(kind: &str, obj: &mut Value) {
             set_default(obj, &["spec", "finalizers"], json!(["kubernetes"]));
             obj["status"] = json!({"phase": "Active"});
         }
-        "ServiceAccount" | "ConfigMap" | "Secret" => {}
+        "Secret" => {
+            // As the API server stores it: `stringData` written into `data`, base64-encoded.
+            use base64::Engine as _;
+            if let Some(Value::Object(plain)) = obj.as_object_mut().and_then(|o| o.remove("stringData")) {
+                for (key, value) in plain {
+                    let text = value.as_str().map(str::to_string).unwrap_or_else(|| value.to_string());
+                    let encoded = base64::engine::general_purpose::STANDARD.encode(text);
+                    set_default(obj, &["data"], json!({}));
+                    obj["data"][key] = json!(encoded);
+                }
+            }
+        }
+        "ServiceAccount" | "ConfigMap" => {}
         _ => {}
     }
 }
