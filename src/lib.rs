@@ -20,6 +20,7 @@ pub mod config;
 pub mod daemon;
 pub mod diag;
 pub mod model;
+pub mod net;
 pub mod plan;
 pub mod render;
 pub mod repo;

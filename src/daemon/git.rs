@@ -1,8 +1,8 @@
 //! Where the daemon's revisions come from: a local repository (watched), or a remote fetched into a
 //! bare mirror under the state directory.
 //!
-//! Remote fetches authenticate with a token (HTTPS, through [`super::smart_http`]: rustls, system
-//! roots) or a key (SSH); SSH host keys must match the configured known_hosts (plain or hashed
+//! Remote fetches authenticate with a token (HTTPS, through [`super::smart_http`] on strata's one
+//! client: proxy, `repository.ca_file`, client certificate) or a key (SSH); SSH host keys must match the configured known_hosts (plain or hashed
 //! entries).
 //! A force-push is accepted as a new revision and logged. A failed fetch leaves the mirror as it
 //! was, so the last good revision keeps serving.
@@ -43,10 +43,8 @@ impl RepoSource {
                     .map_err(|e| format!("{}: not a Git repository: {}", path.display(), e.message()))?;
                 path.clone()
             }
-            RepoLocation::Remote(url) => {
-                if url.starts_with("https://") || url.starts_with("http://") {
-                    super::smart_http::register(&config.credentials);
-                }
+            RepoLocation::Remote(_) => {
+                // http(s) remotes go through the transport registered by super::network.
                 let mirror = state_dir.join("mirror.git");
                 if Repository::open_bare(&mirror).is_err() {
                     Repository::init_bare(&mirror)
