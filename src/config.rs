@@ -698,6 +698,33 @@ mod tests {
     }
 
     #[test]
+    fn proxy_and_tls_keys() {
+        let config = load(
+            "proxy: { url: 'http://proxy.corp:3128', no_proxy: '.corp.example, 10.0.0.0/8', username: strata, password_file: proxy-password }\nrepository: { url: 'https://git.corp.example/fleet.git', ca_file: corp-ca.pem, client_cert_file: c.pem, client_key_file: k.pem }\nstatus: { provider: gitea, api: 'https://git.corp.example', repo: p/f, token_file: t, ca_file: /etc/ca.pem, system_roots: false }\n",
+        )
+        .unwrap();
+        let proxy = config.proxy.unwrap();
+        assert_eq!(proxy.url, "http://proxy.corp:3128");
+        assert_eq!(proxy.no_proxy, [".corp.example", "10.0.0.0/8"]);
+        assert!(proxy.password_file.unwrap().ends_with("proxy-password"));
+        let tls = config.repository.unwrap().tls;
+        assert!(tls.ca_file.unwrap().is_absolute() && tls.system_roots);
+        assert!(tls.client_key_file.unwrap().ends_with("k.pem"));
+        let status = config.status.unwrap().tls;
+        assert_eq!((status.ca_file.as_deref(), status.system_roots), (Some(Path::new("/etc/ca.pem")), false));
+        let listed = load("proxy: { url: 'http://p:3128', no_proxy: [localhost, '::1'] }\n").unwrap();
+        assert_eq!(listed.proxy.unwrap().no_proxy, ["localhost", "::1"]);
+
+        let e = load("repository: { url: 'https://g/f.git', client_cert_file: c.pem }\nstatus: { provider: github, repo: p/f, token_file: t, system_roots: false }\nproxy: { url: 'socks5://p:1080', username: u }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("strata.yaml:1: repository: client_cert_file and client_key_file go together"), "{e}");
+        assert!(e.contains("strata.yaml:2: status: system_roots: false trusts nothing without a ca_file"), "{e}");
+        assert!(e.contains("strata.yaml:3: proxy: username and password_file go together"), "{e}");
+        assert!(e.contains("strata.yaml:3: proxy.url: `socks5://` proxies are not supported"), "{e}");
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
         assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));

@@ -184,21 +184,25 @@ fn callbacks(credentials: &Credentials) -> RemoteCallbacks<'_> {
 
 /// Fetches `refspecs`; each starts with `+`, so a force-pushed ref is taken as it is now.
 fn fetch(repo: &Repository, url: &str, refspecs: &[String], credentials: &Credentials) -> Result<(), String> {
-    let mut remote = repo.remote_anonymous(url).map_err(|e| format!("remote {url}: {}", e.message()))?;
+    let mut remote = repo
+        .remote_anonymous(url)
+        .map_err(|e| format!("remote {}: {}", crate::net::error::redact_url(url), e.message()))?;
     let mut options = FetchOptions::new();
     options.remote_callbacks(callbacks(credentials)).download_tags(git2::AutotagOption::None);
-    remote.fetch(refspecs, Some(&mut options), None).map_err(|e| format!("fetching from {url}: {}", e.message()))
+    let shown = crate::net::error::redact_url(url);
+    remote.fetch(refspecs, Some(&mut options), None).map_err(|e| format!("fetching from {shown}: {}", e.message()))
 }
 
 /// Pushes a ref (the status notes) from the repository at `path` to the remote.
 pub fn push(path: &Path, url: &str, refname: &str, credentials: &Credentials) -> Result<(), String> {
     let repo = Repository::open(path).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
-    let mut remote = repo.remote_anonymous(url).map_err(|e| format!("remote {url}: {}", e.message()))?;
+    let shown = crate::net::error::redact_url(url);
+    let mut remote = repo.remote_anonymous(url).map_err(|e| format!("remote {shown}: {}", e.message()))?;
     let mut options = git2::PushOptions::new();
     options.remote_callbacks(callbacks(credentials));
     remote
         .push(&[format!("+{refname}:{refname}")], Some(&mut options))
-        .map_err(|e| format!("pushing {refname} to {url}: {}", e.message()))
+        .map_err(|e| format!("pushing {refname} to {shown}: {}", e.message()))
 }
 
 /// Whether `known_hosts` text lists `key` for `host` (plain names, `[host]:port`, or hashed

@@ -178,8 +178,9 @@ impl Failure {
             None => (
                 if refused { Kind::Refused } else { Kind::Connect },
                 format!(
-                    "cannot connect to {}:{} ({address}): {what}; check the host and port in {} and that the server is up",
-                    peer.host, peer.port, peer.settings.url
+                    "cannot connect to {}: {what}; check the host and port in {} and that the server is up",
+                    shown_address(peer, address),
+                    peer.settings.url
                 ),
             ),
             Some(route) => (
@@ -243,10 +244,8 @@ impl Failure {
         Failure::new(
             Kind::ConnectTimeout,
             format!(
-                "connect timeout: {step} did not finish within {}s; check that {}:{} is reachable from here (firewall, proxy settings)",
-                after.as_secs(),
-                peer.host,
-                peer.port
+                "connect timeout: {step} did not finish within {after:?}; check that {}:{} is reachable from here (firewall, proxy settings)",
+                peer.host, peer.port
             ),
             None,
         )
@@ -255,7 +254,7 @@ impl Failure {
     pub fn read_timeout(peer: &Peer, after: Duration) -> Failure {
         Failure::new(
             Kind::ReadTimeout,
-            format!("read timeout: {}:{} sent nothing for {}s", peer.host, peer.port, after.as_secs()),
+            format!("read timeout: {}:{} sent nothing for {after:?}", peer.host, peer.port),
             None,
         )
     }
@@ -263,7 +262,7 @@ impl Failure {
     pub fn total_timeout(host: &str, after: Duration) -> Failure {
         Failure::new(
             Kind::TotalTimeout,
-            format!("total timeout: no complete answer from {host} within {}s", after.as_secs()),
+            format!("total timeout: no complete answer from {host} within {after:?}"),
             None,
         )
     }
@@ -354,6 +353,16 @@ impl Failure {
             other => (Kind::Tls, format!("TLS with {host}:{} failed: {other}", peer.port)),
         };
         Failure::new(kind, message, Some(Arc::new(error)))
+    }
+}
+
+/// `host:port`, with the address it resolved to when that says more (`git.corp:443 (10.0.0.7:443)`).
+fn shown_address(peer: &Peer, address: &str) -> String {
+    let named = format!("{}:{}", peer.host, peer.port);
+    if address == named || address == format!("[{}]:{}", peer.host, peer.port) {
+        named
+    } else {
+        format!("{named} ({address})")
     }
 }
 

@@ -231,3 +231,52 @@ impl Client {
 pub fn failure_of(e: &(dyn std::error::Error + 'static)) -> Failure {
     error::find_failure(e).cloned().unwrap_or_else(|| Failure::other(error::chain(e), None))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server that accepts connections and then says nothing.
+    async fn silent() -> (String, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let task = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                open.push(stream);
+            }
+        });
+        (address, task)
+    }
+
+    fn get(url: &str) -> hyper::Request<Full<Bytes>> {
+        hyper::Request::get(url).body(Full::default()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn each_timeout_says_which_it_was() {
+        let (address, _server) = silent().await;
+        let quick = |total| Timeouts { connect: Duration::from_millis(300), read: Duration::from_millis(200), total };
+        let network = Network::with_router(Router::direct());
+
+        let plain = network.plain_client(Settings::status(), quick(None));
+        let e = plain.send(get(&format!("http://{address}/x"))).await.unwrap_err();
+        assert_eq!(e.kind(), Kind::ReadTimeout, "{e}");
+        assert_eq!(e.to_string(), format!("GET http://{address}/x: read timeout: {address} sent nothing for 200ms"));
+
+        let total = network.plain_client(Settings::status(), quick(Some(Duration::from_millis(100))));
+        let e = total.send(get(&format!("http://{address}/x"))).await.unwrap_err();
+        assert_eq!(e.kind(), Kind::TotalTimeout, "{e}");
+        assert!(e.to_string().ends_with("total timeout: no complete answer from 127.0.0.1 within 100ms"), "{e}");
+
+        let tls = network.client(&crate::config::Tls::default(), "status.", Settings::status(), quick(None)).unwrap();
+        let e = tls.send(get(&format!("https://{address}/x"))).await.unwrap_err();
+        assert_eq!(e.kind(), Kind::ConnectTimeout, "{e}");
+        assert!(
+            e.to_string().ends_with(&format!(
+                "connect timeout: the TLS handshake with {address} did not finish within 300ms; check that {address} is reachable from here (firewall, proxy settings)"
+            )),
+            "{e}"
+        );
+    }
+}
