@@ -439,13 +439,14 @@ fn plan_post_names_each_certificate_and_proxy_problem() {
 #[test]
 fn kubernetes_targets_follow_the_kubeconfigs_proxy_url() {
     let server = apiserver::ApiServer::start();
-    let proxy = Proxy::start();
+    let proxy = Proxy::start_with(Some(("strata", PROXY_PASSWORD)));
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = server.kubeconfig(dir.path());
     let text = std::fs::read_to_string(&kubeconfig).unwrap();
+    let proxy_url = proxy.url.replace("http://", &format!("http://strata:{PROXY_PASSWORD}@"));
     let with_proxy = text.replace(
         &format!("    server: {}\n", server.url()),
-        &format!("    server: {}\n    proxy-url: {}\n", server.url(), proxy.url),
+        &format!("    server: {}\n    proxy-url: {proxy_url}\n", server.url()),
     );
     assert_ne!(text, with_proxy);
     std::fs::write(&kubeconfig, with_proxy).unwrap();
@@ -461,5 +462,7 @@ fn kubernetes_targets_follow_the_kubeconfigs_proxy_url() {
     let authority = server.url().replace("http://", "");
     assert!(proxy.saw(&authority), "{:?}", proxy.seen());
     assert!(proxy.seen().iter().all(|t| t.method != "CONNECT"), "plain HTTP goes in absolute form");
+    assert!(proxy.seen().iter().all(|t| t.answered == 0), "with the credentials from proxy-url: {:?}", proxy.seen());
+    assert!(!run.stdout.contains(PROXY_PASSWORD) && !run.stderr.contains(PROXY_PASSWORD));
     assert_eq!(server.names("deployments"), ["hello-universe/ui"]);
 }

@@ -107,7 +107,12 @@ impl Network {
     ) -> Result<Arc<tls::Recorder>, SetupError> {
         let mut all: Vec<CertificateDer<'static>> = Vec::new();
         if system {
-            all.extend(self.system_roots()?.iter().cloned());
+            match self.system_roots() {
+                Ok(roots) => all.extend(roots.iter().cloned()),
+                // A minimal image without a CA bundle still works with its own ca_file.
+                Err(e) if !extra.is_empty() => tracing::warn!(error = %e, "Trusting {setting} alone."),
+                Err(e) => return Err(e),
+            }
         }
         let own = tls::root_store(extra, setting, file)?;
         let mut store = rustls::RootCertStore::empty();
@@ -141,22 +146,12 @@ impl Network {
             server_name: None,
             client_cert,
         };
-        Ok(Client::new(
-            connect::Connector::new(self.router.clone(), Some(tls), settings, timeouts),
-            self.router.clone(),
-            timeouts,
-        ))
+        Ok(Client::new(self.router.clone(), Some(tls), settings, timeouts))
     }
-}
 
-impl Network {
     /// Plain HTTP through the host's proxy rules (the CLI reaching a daemon on another machine).
     pub fn plain_client(&self, settings: Settings, timeouts: Timeouts) -> Client {
-        Client::new(
-            connect::Connector::new(self.router.clone(), None, settings, timeouts),
-            self.router.clone(),
-            timeouts,
-        )
+        Client::new(self.router.clone(), None, settings, timeouts)
     }
 }
 
@@ -166,32 +161,31 @@ impl Network {
 pub struct Client {
     http: hyper_util::client::legacy::Client<connect::Connector, Full<Bytes>>,
     router: Arc<Router>,
+    settings: Settings,
     timeouts: Timeouts,
 }
 
 impl Client {
-    pub fn new(connector: connect::Connector, router: Arc<Router>, timeouts: Timeouts) -> Client {
+    pub fn new(router: Arc<Router>, tls: Option<connect::Tls>, settings: Settings, timeouts: Timeouts) -> Client {
+        let connector = connect::Connector::new(router.clone(), tls, settings.clone(), timeouts);
         let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
-        Client { http, router, timeouts }
+        Client { http, router, settings, timeouts }
     }
 
     /// Plain HTTP only, never through a proxy: the CLI talking to its own daemon.
     pub fn local(settings: Settings, timeouts: Timeouts) -> Client {
-        let router = Arc::new(Router::direct());
-        Client::new(connect::Connector::new(router.clone(), None, settings, timeouts), router, timeouts)
+        Client::new(Arc::new(Router::direct()), None, settings, timeouts)
     }
 
     /// Sends `request`; the answer's body is left to the caller (streamed, with the read timeout).
     pub async fn send(&self, mut request: hyper::Request<Full<Bytes>>) -> Result<hyper::Response<Incoming>, NetError> {
         let shown = format!("{} {}", request.method(), error::redact_url(&request.uri().to_string()));
-        if request.uri().scheme_str() == Some("http")
-            && let Some(auth) = self.router.route(request.uri()).and_then(|route| route.auth)
-        {
-            request.headers_mut().insert(http::header::PROXY_AUTHORIZATION, auth);
-        }
+        proxy_authorization(&self.router, &mut request);
+        let route = if request.uri().scheme_str() == Some("http") { self.router.route(request.uri()) } else { None };
         let host = request.uri().host().unwrap_or_default().to_string();
+        let port = request.uri().port_u16().unwrap_or(80);
         let sent = self.http.request(request);
         let answer = match self.timeouts.total {
             Some(total) => tokio::time::timeout(total, sent)
@@ -199,7 +193,16 @@ impl Client {
                 .map_err(|_| NetError { request: shown.clone(), failure: Failure::total_timeout(&host, total) })?,
             None => sent.await,
         };
-        answer.map_err(|e| NetError { request: shown, failure: failure_of(&e) })
+        let response = answer.map_err(|e| NetError { request: shown.clone(), failure: failure_of(&e) })?;
+        // Plain HTTP through a proxy: the proxy's own refusal comes back as an answer.
+        if response.status() == http::StatusCode::PROXY_AUTHENTICATION_REQUIRED
+            && let Some(route) = route
+        {
+            let peer = error::Peer { host, port, settings: self.settings.clone(), client_cert: false };
+            let reason = response.status().canonical_reason().unwrap_or("");
+            return Err(NetError { request: shown, failure: Failure::proxy_answer(&peer, &route, 407, reason) });
+        }
+        Ok(response)
     }
 
     /// Sends `request` and reads the whole answer, all within the total timeout.
@@ -227,6 +230,16 @@ impl Client {
     }
 }
 
+/// Plain HTTP through a proxy goes in absolute form, and the proxy reads its credentials from
+/// this header (HTTPS carries them in the CONNECT instead).
+pub fn proxy_authorization<B>(router: &Router, request: &mut hyper::Request<B>) {
+    if request.uri().scheme_str() == Some("http")
+        && let Some(auth) = router.route(request.uri()).and_then(|route| route.auth)
+    {
+        request.headers_mut().insert(http::header::PROXY_AUTHORIZATION, auth);
+    }
+}
+
 /// The [`Failure`] an error carries, or one holding its whole chain.
 pub fn failure_of(e: &(dyn std::error::Error + 'static)) -> Failure {
     error::find_failure(e).cloned().unwrap_or_else(|| Failure::other(error::chain(e), None))
@@ -251,6 +264,32 @@ mod tests {
 
     fn get(url: &str) -> hyper::Request<Full<Bytes>> {
         hyper::Request::get(url).body(Full::default()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn plain_http_goes_to_the_proxy_in_absolute_form_and_a_407_names_the_setting() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = listener.local_addr().unwrap().to_string();
+        let seen = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut head = vec![0u8; 1024];
+            let n = stream.read(&mut head).await.unwrap();
+            stream.write_all(b"HTTP/1.1 407 Proxy Authentication Required\r\ncontent-length: 0\r\n\r\n").await.unwrap();
+            String::from_utf8_lossy(&head[..n]).into_owned()
+        });
+        let env = format!("http://{proxy}");
+        let router = Router::from_env(&|name| (name == "HTTP_PROXY").then(|| env.clone())).unwrap();
+        let client = Network::with_router(router).plain_client(Settings::daemon(), Timeouts::DAEMON);
+        let e = client.send(get("http://daemon.corp.example:9477/readyz")).await.unwrap_err();
+        assert_eq!(e.kind(), Kind::ProxyAuth);
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "GET http://daemon.corp.example:9477/readyz: the proxy {proxy} (from HTTP_PROXY) requires authentication (407 Proxy Authentication Required); set the user:password in HTTP_PROXY"
+            )
+        );
+        assert!(seen.await.unwrap().starts_with("GET http://daemon.corp.example:9477/readyz HTTP/1.1\r\n"));
     }
 
     #[tokio::test]

@@ -101,6 +101,7 @@ impl KubeTarget {
             server_name: config.tls_server_name.clone(),
             client_cert: auth.client_certificate.is_some() || auth.client_certificate_data.is_some(),
         };
+        let proxy = router.clone();
         let connector = crate::net::connect::Connector::new(router, Some(tls), settings, Timeouts::KUBE);
         let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build::<_, kube::client::Body>(connector);
@@ -112,6 +113,10 @@ impl KubeTarget {
             .option_layer(retry)
             .option_layer(config.auth_layer().map_err(|e| config_error("kubeconfig credentials", e))?)
             .layer(config.extra_headers_layer().map_err(|e| config_error("kubeconfig headers", e))?)
+            .map_request(move |mut request| {
+                crate::net::proxy_authorization(&proxy, &mut request);
+                request
+            })
             .map_err(tower::BoxError::from)
             .service(http);
         Ok(Self::from_client(Client::new(service, config.default_namespace)))
@@ -174,6 +179,11 @@ fn classify(e: kube::Error) -> TargetError {
                 401 | 403 => TargetError::Forbidden(message),
                 409 => TargetError::Conflict(message),
                 400 | 422 => TargetError::Invalid(message),
+                // Only a proxy answers 407 (plain HTTP goes through it in absolute form).
+                407 => TargetError::Unreachable(
+                    "the proxy requires authentication (407 Proxy Authentication Required); check the user:password in the kubeconfig's proxy-url, proxy.username and proxy.password_file, or HTTP_PROXY"
+                        .into(),
+                ),
                 code => TargetError::Other(format!("API server answered {code}: {message}")),
             }
         }
