@@ -10,6 +10,7 @@
 //!   apply    (over a Target)                 ->  staged server-side apply, inventory, prune, health, drift
 //!   target   (kube | directory)              ->  the IO edge to clusters, configured on the host (config)
 //!   daemon   (strata run)                    ->  watch Git, decide by policy, workers per cluster, state
+//!   net      (one HTTP client)               ->  proxies, CAs, client certificates for Git, forges, clusters
 //! ```
 //!
 //! Everything up to `plan` is plain functions over plain data; the only IO there is reading the
@@ -21,6 +22,7 @@ pub mod config;
 pub mod daemon;
 pub mod diag;
 pub mod model;
+pub mod net;
 pub mod plan;
 pub mod redact;
 pub mod render;

@@ -301,7 +301,8 @@ mod library {
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = server.kubeconfig(dir.path());
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let target = runtime.block_on(KubeTarget::from_kubeconfig(&kubeconfig, None)).unwrap();
+        let network = strata::net::Network::with_router(strata::net::Router::direct());
+        let target = runtime.block_on(KubeTarget::from_kubeconfig(&kubeconfig, None, &network)).unwrap();
         Cluster { server, _dir: dir, kubeconfig, runtime, target }
     }
 

@@ -171,9 +171,15 @@ fn post_status(
         }
         StatusSink::Forge { forge, token_file } => {
             let token = strata::config::read_secret(token_file).map_err(Failure::Usage)?;
-            let posted = runtime()?
-                .block_on(strata::report::post_plan(forge, &token, &status, pr, comment, format::MARKDOWN_MARKER))
-                .map_err(|e| Failure::Usage(format!("posting the plan: {e}")))?;
+            let setup = |e: strata::net::SetupError| Failure::Usage(format!("{}: {e}", config.file.display()));
+            let network = strata::net::Network::new(config.proxy.as_ref()).map_err(setup)?;
+            let posted = runtime()?.block_on(async {
+                // Built inside the runtime: the client's connections live on it.
+                let client = strata::report::http::Client::for_status(&network, &status_config.tls).map_err(setup)?;
+                strata::report::post_plan(&client, forge, &token, &status, pr, comment, format::MARKDOWN_MARKER)
+                    .await
+                    .map_err(|e| Failure::Usage(format!("posting the plan: {e}")))
+            })?;
             Ok(match posted.comment {
                 Some((verb, id)) => {
                     format!("posted: strata/plan status on {}; comment {id} {verb}", &head[..head.len().min(7)])

@@ -71,10 +71,12 @@ pub async fn plan_pull_requests(shared: &Arc<Shared>, source: &Arc<Mutex<RepoSou
             }
         };
         let marker = crate::plan::format::MARKDOWN_MARKER;
-        let posted = match &comment {
-            Some(markdown) => crate::report::post_plan(forge, &token, &status, Some(number), markdown, marker).await,
-            None => crate::report::post_plan(forge, &token, &status, None, "", marker).await,
+        let Some(client) = shared.network.current().status.clone() else { return };
+        let (pr, markdown) = match &comment {
+            Some(markdown) => (Some(number), markdown.as_str()),
+            None => (None, ""),
         };
+        let posted = crate::report::post_plan(&client, forge, &token, &status, pr, markdown, marker).await;
         match posted {
             Ok(_) => {
                 info!(pull_request = number, head = %head, "Plan posted.");

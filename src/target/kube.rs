@@ -1,10 +1,14 @@
 //! A Kubernetes cluster through its API server: discovery (cached per cluster), server-side
 //! apply as field manager `strata`, server-side dry-run, delete, and the inventory ConfigMap.
+//!
+//! Connections go through strata's one connector ([`crate::net`]) under kube's request stack
+//! (base URI, credentials, impersonation headers, retries): the kubeconfig's CA, client
+//! certificate, `tls-server-name` and `insecure-skip-tls-verify` as kubectl reads them; its
+//! `proxy-url`, else the host's proxy (`proxy:` or HTTPS_PROXY/NO_PROXY, as kubectl honours them).
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::APIResource;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, GetParams, ListParams, Patch, PatchParams};
@@ -15,6 +19,8 @@ use serde_json::{Value, json};
 
 use super::{Resource, Target, TargetError};
 use crate::apply::inventory::{INVENTORY_KEY, INVENTORY_NAMESPACE, INVENTORY_PREFIX, Inventory};
+use crate::net::proxy::{Router, Source};
+use crate::net::{Network, Settings, Timeouts};
 use crate::render::object::{FIELD_MANAGER, LABEL_CLUSTER, LABEL_MANAGED_BY};
 
 pub struct KubeTarget {
@@ -23,36 +29,97 @@ pub struct KubeTarget {
     discovery: Mutex<HashMap<String, Arc<Vec<APIResource>>>>,
 }
 
-/// Connect and read timeouts: an unreachable cluster fails fast instead of stalling a worker.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
-
 fn config_error(what: &str, e: impl std::fmt::Display) -> TargetError {
     TargetError::Other(format!("{what}: {e}"))
 }
 
+/// The `proxy-url` of the cluster the chosen context points at.
+fn kubeconfig_proxy(kubeconfig: &Kubeconfig, context: Option<&str>) -> Option<String> {
+    let context = context.map(str::to_string).or_else(|| kubeconfig.current_context.clone())?;
+    let cluster = &kubeconfig.contexts.iter().find(|c| c.name == context)?.context.as_ref()?.cluster;
+    let named = kubeconfig.clusters.iter().find(|c| &c.name == cluster)?;
+    named.cluster.as_ref()?.proxy_url.clone().filter(|url| !url.is_empty())
+}
+
 impl KubeTarget {
     /// A target from a kubeconfig file and (optionally) one of its contexts.
-    pub async fn from_kubeconfig(path: &Path, context: Option<&str>) -> Result<Self, TargetError> {
-        let kubeconfig =
-            Kubeconfig::read_from(path).map_err(|e| config_error(&format!("kubeconfig {}", path.display()), e))?;
+    pub async fn from_kubeconfig(path: &Path, context: Option<&str>, network: &Network) -> Result<Self, TargetError> {
+        let file = path.display().to_string();
+        let kubeconfig = Kubeconfig::read_from(path).map_err(|e| config_error(&format!("kubeconfig {file}"), e))?;
+        let proxy = kubeconfig_proxy(&kubeconfig, context);
         let options = KubeConfigOptions { context: context.map(str::to_string), cluster: None, user: None };
-        let config = Config::from_custom_kubeconfig(kubeconfig, &options).await.map_err(|e| {
-            config_error(&format!("kubeconfig {} context {}", path.display(), context.unwrap_or("(current)")), e)
-        })?;
-        Self::from_config(config)
+        let config = Config::from_custom_kubeconfig(kubeconfig, &options)
+            .await
+            .map_err(|e| config_error(&format!("kubeconfig {file} context {}", context.unwrap_or("(current)")), e))?;
+        // kubectl: a cluster's proxy-url replaces the environment's proxy, NO_PROXY included.
+        let router = match proxy {
+            Some(url) => Arc::new(
+                Router::fixed(&url, Source::Kubeconfig(file.clone())).map_err(|e| config_error("kubeconfig", e))?,
+            ),
+            None => network.router().clone(),
+        };
+        Self::from_config(config, network, router, Settings::kubeconfig(&file))
     }
 
     /// The cluster strata runs in, through its service account.
-    pub fn in_cluster() -> Result<Self, TargetError> {
-        Self::from_config(Config::incluster().map_err(|e| config_error("in-cluster config", e))?)
+    pub fn in_cluster(network: &Network) -> Result<Self, TargetError> {
+        let config = Config::incluster().map_err(|e| config_error("in-cluster config", e))?;
+        Self::from_config(config, network, network.router().clone(), Settings::in_cluster())
     }
 
-    pub fn from_config(mut config: Config) -> Result<Self, TargetError> {
-        config.connect_timeout = Some(CONNECT_TIMEOUT);
-        config.read_timeout = Some(READ_TIMEOUT);
-        let client = Client::try_from(config).map_err(|e| config_error("client", e))?;
-        Ok(Self::from_client(client))
+    /// A client for `config` on strata's connector: the kubeconfig's trust and identity, with a
+    /// verifier that names the certificate it refuses.
+    pub fn from_config(
+        config: Config,
+        network: &Network,
+        router: Arc<Router>,
+        settings: Settings,
+    ) -> Result<Self, TargetError> {
+        use kube::client::ConfigExt;
+        let tls_error = |e: &dyn std::fmt::Display| config_error(&settings.ca, e);
+        let mut rustls = config.rustls_client_config().map_err(|e| config_error(&settings.client_cert, e))?;
+        let recorder = if config.accept_invalid_certs {
+            None
+        } else {
+            let recorder = match &config.root_cert {
+                Some(roots) => {
+                    let roots: Vec<_> =
+                        roots.iter().map(|der| rustls::pki_types::CertificateDer::from(der.clone())).collect();
+                    network.verifier(false, &roots, &settings.ca, Path::new("(kubeconfig)"))
+                }
+                None => network.verifier(true, &[], &settings.ca, Path::new("-")),
+            }
+            .map_err(|e| tls_error(&e))?;
+            rustls.dangerous().set_certificate_verifier(recorder.clone());
+            Some(recorder)
+        };
+        rustls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let auth = &config.auth_info;
+        let tls = crate::net::connect::Tls {
+            connector: tokio_rustls::TlsConnector::from(Arc::new(rustls)),
+            recorder,
+            server_name: config.tls_server_name.clone(),
+            client_cert: auth.client_certificate.is_some() || auth.client_certificate_data.is_some(),
+        };
+        let proxy = router.clone();
+        let connector = crate::net::connect::Connector::new(router, Some(tls), settings, Timeouts::KUBE);
+        let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build::<_, kube::client::Body>(connector);
+        let retry = config
+            .default_retry
+            .then(|| tower::retry::RetryLayer::new(kube::client::retry::RetryPolicy::server_retry()));
+        let service = tower::ServiceBuilder::new()
+            .layer(config.base_uri_layer())
+            .option_layer(retry)
+            .option_layer(config.auth_layer().map_err(|e| config_error("kubeconfig credentials", e))?)
+            .layer(config.extra_headers_layer().map_err(|e| config_error("kubeconfig headers", e))?)
+            .map_request(move |mut request| {
+                crate::net::proxy_authorization(&proxy, &mut request);
+                request
+            })
+            .map_err(tower::BoxError::from)
+            .service(http);
+        Ok(Self::from_client(Client::new(service, config.default_namespace)))
     }
 
     pub fn from_client(client: Client) -> Self {
@@ -112,27 +179,19 @@ fn classify(e: kube::Error) -> TargetError {
                 401 | 403 => TargetError::Forbidden(message),
                 409 => TargetError::Conflict(message),
                 400 | 422 => TargetError::Invalid(message),
+                // Only a proxy answers 407 (plain HTTP goes through it in absolute form).
+                407 => TargetError::Unreachable(
+                    "the proxy requires authentication (407 Proxy Authentication Required); check the user:password in the kubeconfig's proxy-url, proxy.username and proxy.password_file, or HTTP_PROXY"
+                        .into(),
+                ),
                 code => TargetError::Other(format!("API server answered {code}: {message}")),
             }
         }
-        kube::Error::HyperError(e) => TargetError::Unreachable(e.to_string()),
-        kube::Error::Service(e) => TargetError::Unreachable(error_chain(e.as_ref())),
+        // strata's connector explains its failures (step, host, the kubeconfig setting to check).
+        kube::Error::HyperError(e) => TargetError::Unreachable(crate::net::failure_of(&e).to_string()),
+        kube::Error::Service(e) => TargetError::Unreachable(crate::net::failure_of(e.as_ref()).to_string()),
         other => TargetError::Other(other.to_string()),
     }
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 fn inventory_name(cluster: &str) -> String {
