@@ -49,7 +49,9 @@
 //! an error status), `revision`. `HARNESS_DEBUG=1` prints every request.
 //!
 //! Where it is coarser than kube-apiserver (do not rely on these): JSON only (no protobuf, no
-//! Table output, no aggregated discovery, no OpenAPI documents); no authentication,
+//! Table output, no aggregated discovery; OpenAPI v3 documents list each resource's PATCH
+//! operation and its parameters but carry no schemas, so client-side `kubectl apply` and
+//! `kubectl explain` do not work); no authentication,
 //! authorization or admission beyond NamespaceLifecycle; no schema for built-in kinds (unknown
 //! fields are kept, types unchecked, Quantities not normalised); defaults only for the kinds
 //! listed above; namespace and CRD deletion are immediate (no Terminating phase); a watch or
@@ -493,6 +495,13 @@ impl State {
                 ["apis"] => Some(schema::group_list(&self.kinds)),
                 ["api", v] => Some(schema::resource_list(&self.kinds, "", v).ok_or_else(|| ApiError::no_route(&call.path))?),
                 ["apis", g, v] => Some(schema::resource_list(&self.kinds, g, v).ok_or_else(|| ApiError::no_route(&call.path))?),
+                ["openapi", "v3"] => Some(schema::openapi_root(&self.kinds)),
+                ["openapi", "v3", "api", v] => {
+                    Some(schema::openapi_document(&self.kinds, "", v).ok_or_else(|| ApiError::no_route(&call.path))?)
+                }
+                ["openapi", "v3", "apis", g, v] => {
+                    Some(schema::openapi_document(&self.kinds, g, v).ok_or_else(|| ApiError::no_route(&call.path))?)
+                }
                 _ => None,
             };
             if let Some(document) = discovery {

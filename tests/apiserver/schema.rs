@@ -419,3 +419,51 @@ pub fn validate_crd(crd: &Value) -> Vec<String> {
     errors.dedup();
     errors
 }
+
+/// The group-version's path in OpenAPI v3 documents: `api/v1`, `apis/apps/v1`.
+fn openapi_gv(group: &str, version: &str) -> String {
+    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
+}
+
+/// `/openapi/v3`: one document per group-version, as kubectl's field-validation check reads them.
+pub fn openapi_root(kinds: &[Kind]) -> Value {
+    let mut paths = serde_json::Map::new();
+    for k in kinds {
+        let gv = openapi_gv(&k.group, &k.version);
+        let hash = format!("{:016x}", kinds.len());
+        paths.insert(gv.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{gv}?hash={hash}")}));
+    }
+    json!({"paths": paths})
+}
+
+/// A group-version's OpenAPI v3 document: each resource's PATCH operation with its
+/// `x-kubernetes-group-version-kind` and query parameters (no schemas: the stand-in has none
+/// for built-in kinds).
+pub fn openapi_document(kinds: &[Kind], group: &str, version: &str) -> Option<Value> {
+    let kinds: Vec<&Kind> = kinds.iter().filter(|k| k.group == group && k.version == version).collect();
+    if kinds.is_empty() {
+        return None;
+    }
+    let gv = openapi_gv(group, version);
+    let parameters: Vec<Value> = ["dryRun", "fieldManager", "fieldValidation", "force"]
+        .iter()
+        .map(|p| json!({"name": p, "in": "query", "schema": {"type": "string", "uniqueItems": true}}))
+        .collect();
+    let mut paths = serde_json::Map::new();
+    for k in kinds {
+        let path = if k.namespaced {
+            format!("/{gv}/namespaces/{{namespace}}/{}/{{name}}", k.plural)
+        } else {
+            format!("/{gv}/{}/{{name}}", k.plural)
+        };
+        paths.insert(
+            path,
+            json!({"patch": {"operationId": format!("patch{}", k.kind), "parameters": parameters,
+                             "x-kubernetes-action": "patch",
+                             "x-kubernetes-group-version-kind": {"group": k.group, "version": k.version, "kind": k.kind},
+                             "responses": {"200": {"description": "OK"}}}}),
+        );
+    }
+    Some(json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.32.0"}, "paths": paths,
+                "components": {"schemas": {}}}))
+}

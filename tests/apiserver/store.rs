@@ -565,7 +565,10 @@ impl State {
             }
             Op::Apply { mut config, force } => {
                 check_kind(&config)?;
-                name_matches(&config)?;
+                // The name may be left out: the object's is the URL's.
+                if config["metadata"]["name"].is_string() || existing.is_none() {
+                    name_matches(&config)?;
+                }
                 if !body_namespace_matches(&config) {
                     return Err(ApiError::bad_request(
                         "the namespace of the provided object does not match the namespace sent on the request",
