@@ -54,7 +54,8 @@ async fn next<S: Stream + Unpin>(stream: &mut S, what: &str) -> S::Item {
 
 /// A watch event as (type, name, resourceVersion).
 fn seen<K: kube::Resource>(event: &WatchEvent<K>) -> (String, String, String) {
-    let meta = |k: &K| (k.meta().name.clone().unwrap_or_default(), k.meta().resource_version.clone().unwrap_or_default());
+    let meta =
+        |k: &K| (k.meta().name.clone().unwrap_or_default(), k.meta().resource_version.clone().unwrap_or_default());
     let (kind, (name, rv)) = match event {
         WatchEvent::Added(k) => ("ADDED", meta(k)),
         WatchEvent::Modified(k) => ("MODIFIED", meta(k)),
@@ -337,17 +338,22 @@ async fn label_and_field_selectors_filter_lists_and_watches_and_objects_moving_o
         serde_json::from_value(s).unwrap()
     };
     let from = secrets.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap();
-    let mut events =
-        secrets.watch(&WatchParams::default().labels("strata.dev/target"), &from).await.unwrap().boxed();
+    let mut events = secrets.watch(&WatchParams::default().labels("strata.dev/target"), &from).await.unwrap().boxed();
     let pp = PostParams::default();
     secrets.create(&pp, &secret("plain", None)).await.unwrap();
     secrets.create(&pp, &secret("prod", Some("prod"))).await.unwrap();
     // The unlabelled secret was filtered out: the first event is the labelled one.
-    assert_eq!(kind_and_name(next(&mut events, "ADDED prod").await.unwrap()), ("ADDED".to_string(), "prod".to_string()));
+    assert_eq!(
+        kind_and_name(next(&mut events, "ADDED prod").await.unwrap()),
+        ("ADDED".to_string(), "prod".to_string())
+    );
 
     let label = |value: Value| Patch::Merge(json!({"metadata": {"labels": {"strata.dev/target": value}}}));
     secrets.patch("plain", &PatchParams::default(), &label(json!("stage"))).await.unwrap();
-    assert_eq!(kind_and_name(next(&mut events, "plain entering").await.unwrap()), ("ADDED".to_string(), "plain".to_string()));
+    assert_eq!(
+        kind_and_name(next(&mut events, "plain entering").await.unwrap()),
+        ("ADDED".to_string(), "plain".to_string())
+    );
     let unlabelled = secrets.patch("prod", &PatchParams::default(), &label(Value::Null)).await.unwrap();
     let (kind, name, at) = seen(&next(&mut events, "prod leaving").await.unwrap());
     assert_eq!((kind.as_str(), name.as_str()), ("DELETED", "prod"));
@@ -380,7 +386,10 @@ async fn label_and_field_selectors_filter_lists_and_watches_and_objects_moving_o
     assert_eq!(kind_and_name(next(&mut one, "ADDED edge").await.unwrap()), ("ADDED".to_string(), "edge".to_string()));
     secrets.patch("plain", &PatchParams::default(), &label(json!("x"))).await.unwrap();
     secrets.delete("edge", &DeleteParams::default()).await.unwrap();
-    assert_eq!(kind_and_name(next(&mut one, "DELETED edge").await.unwrap()), ("DELETED".to_string(), "edge".to_string()));
+    assert_eq!(
+        kind_and_name(next(&mut one, "DELETED edge").await.unwrap()),
+        ("DELETED".to_string(), "edge".to_string())
+    );
 }
 
 #[tokio::test]
@@ -471,11 +480,15 @@ async fn stale_resource_versions_conflict_on_replace_patch_apply_and_delete() {
     unconditional.metadata.resource_version = None;
     cms.replace("free", &pp, &unconditional).await.unwrap();
     let leases: Api<Lease> = Api::namespaced(c, "default");
-    let lease: Lease = serde_json::from_value(json!({"metadata": {"name": "l"}, "spec": {"holderIdentity": "a"}})).unwrap();
+    let lease: Lease =
+        serde_json::from_value(json!({"metadata": {"name": "l"}, "spec": {"holderIdentity": "a"}})).unwrap();
     leases.create(&pp, &lease).await.unwrap();
     let (code, reason, message) = api_status(leases.replace("l", &pp, &lease).await);
     assert_eq!((code, reason.as_str()), (422, "Invalid"));
-    assert!(message.contains("metadata.resourceVersion") && message.contains("must be specified for an update"), "{message}");
+    assert!(
+        message.contains("metadata.resourceVersion") && message.contains("must be specified for an update"),
+        "{message}"
+    );
 }
 
 /// client-go's `tryAcquireOrRenew`: GET, then CREATE or an UPDATE carrying the resourceVersion
@@ -548,7 +561,8 @@ async fn leases_are_acquired_renewed_and_stolen_by_competing_clients_through_con
     assert_eq!(held.lease_transitions, Some(1));
     // The old holder's renewal with what it last read is refused: it knows it lost.
     let mut old = read.clone();
-    old.spec.as_mut().unwrap().renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(later.parse().unwrap()));
+    old.spec.as_mut().unwrap().renew_time =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(later.parse().unwrap()));
     assert_eq!(api_status(leases.replace("shard-0", &PostParams::default(), &old).await).0, 409);
 
     // MicroTimes are stored as kube-apiserver stores them; invalid specs are refused.
@@ -557,12 +571,25 @@ async fn leases_are_acquired_renewed_and_stolen_by_competing_clients_through_con
                 "spec": {"holderIdentity": "x", "renewTime": "2030-01-01T01:00:00.5+01:00", "leaseDurationSeconds": 10}})).await;
     assert_eq!(code, 201, "{body}");
     assert_eq!(body["spec"]["renewTime"], "2030-01-01T00:00:00.500000Z");
-    let (code, body) = raw(&c, "POST", "/apis/coordination.k8s.io/v1/namespaces/strata-system/leases", "application/json",
-        &json!({"metadata": {"name": "shard-2"}, "spec": {"leaseDurationSeconds": 0}})).await;
+    let (code, body) = raw(
+        &c,
+        "POST",
+        "/apis/coordination.k8s.io/v1/namespaces/strata-system/leases",
+        "application/json",
+        &json!({"metadata": {"name": "shard-2"}, "spec": {"leaseDurationSeconds": 0}}),
+    )
+    .await;
     assert_eq!((code, body["reason"].as_str()), (422, Some("Invalid")), "{body}");
     // A Lease may be created by PUT, and shows up in discovery.
     let put = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "shard-3"}, "spec": {"holderIdentity": "y"}});
-    let (code, _) = raw(&c, "PUT", "/apis/coordination.k8s.io/v1/namespaces/strata-system/leases/shard-3", "application/json", &put).await;
+    let (code, _) = raw(
+        &c,
+        "PUT",
+        "/apis/coordination.k8s.io/v1/namespaces/strata-system/leases/shard-3",
+        "application/json",
+        &put,
+    )
+    .await;
     assert_eq!(code, 201);
     let (_, groups) = raw(&c, "GET", "/apis", "application/json", &Value::Null).await;
     assert!(groups["groups"].as_array().unwrap().iter().any(|g| g["name"] == "coordination.k8s.io"), "{groups}");
@@ -628,7 +655,9 @@ async fn kube_lease_manager_locks_through_server_side_apply_conflicts() {
             .patch(
                 "shard-7",
                 &PatchParams::apply("kube-lease-b"),
-                &Patch::Apply(json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "spec": {"holderIdentity": "b"}})),
+                &Patch::Apply(
+                    json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "spec": {"holderIdentity": "b"}}),
+                ),
             )
             .await,
     );
@@ -662,16 +691,19 @@ async fn a_crd_status_subresource_separates_spec_and_status_writes() {
     let server = ApiServer::start();
     let c = client(&server);
     let (code, body) =
-        raw(&c, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", "application/json", &widget_crd()).await;
+        raw(&c, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", "application/json", &widget_crd())
+            .await;
     assert_eq!(code, 201, "{body}");
     let (_, resources) = raw(&c, "GET", "/apis/example.com/v1", "application/json", &Value::Null).await;
-    let names: Vec<&str> = resources["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> =
+        resources["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["widgets", "widgets/status"]);
 
     let gvk = GroupVersionKind::gvk("example.com", "v1", "Widget");
     let widgets: Api<DynamicObject> = Api::namespaced_with(c.clone(), "default", &ApiResource::from_gvk(&gvk));
     let w: DynamicObject = serde_json::from_value(json!({"apiVersion": "example.com/v1", "kind": "Widget",
-        "metadata": {"name": "w"}, "spec": {"size": 1, "colour": "red"}, "status": {"phase": "Made"}})).unwrap();
+        "metadata": {"name": "w"}, "spec": {"size": 1, "colour": "red"}, "status": {"phase": "Made"}}))
+    .unwrap();
     let created = widgets.create(&PostParams::default(), &w).await.unwrap();
     assert_eq!(created.data["spec"], json!({"size": 1}), "unknown fields are pruned");
     assert!(created.data.get("status").is_none(), "create cannot set status");
@@ -691,10 +723,20 @@ async fn a_crd_status_subresource_separates_spec_and_status_writes() {
     let apply = Patch::Apply(json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"},
                                     "status": {"phase": "Degraded"}}));
     // The merge patch above made its (user-agent named) manager own status.phase: a plain apply conflicts.
-    let (code, _, message) = api_status(widgets.patch_status("w", &PatchParams::apply("widget-controller"), &apply).await);
-    assert!(code == 409 && message.contains(".status.phase") && message.contains("with subresource \"status\""), "{message}");
+    let (code, _, message) =
+        api_status(widgets.patch_status("w", &PatchParams::apply("widget-controller"), &apply).await);
+    assert!(
+        code == 409 && message.contains(".status.phase") && message.contains("with subresource \"status\""),
+        "{message}"
+    );
     let after = widgets.patch_status("w", &PatchParams::apply("widget-controller").force(), &apply).await.unwrap();
-    let entry = after.metadata.managed_fields.unwrap().into_iter().find(|m| m.manager.as_deref() == Some("widget-controller")).unwrap();
+    let entry = after
+        .metadata
+        .managed_fields
+        .unwrap()
+        .into_iter()
+        .find(|m| m.manager.as_deref() == Some("widget-controller"))
+        .unwrap();
     assert_eq!((entry.operation.as_deref(), entry.subresource.as_deref()), (Some("Apply"), Some("status")));
     assert_eq!(entry.fields_v1.unwrap().0, json!({"f:status": {"f:phase": {}}}));
     // PUT on /status with a stale resourceVersion conflicts like any other.
@@ -704,12 +746,20 @@ async fn a_crd_status_subresource_separates_spec_and_status_writes() {
     assert_eq!(code, 409);
 
     // Schema types are checked; custom resources take no strategic merge patch.
-    let bad = json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "bad"}, "spec": {"size": "big"}});
-    let (code, body) = raw(&c, "POST", "/apis/example.com/v1/namespaces/default/widgets", "application/json", &bad).await;
+    let bad =
+        json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "bad"}, "spec": {"size": "big"}});
+    let (code, body) =
+        raw(&c, "POST", "/apis/example.com/v1/namespaces/default/widgets", "application/json", &bad).await;
     assert_eq!(code, 422, "{body}");
     assert!(body["message"].as_str().unwrap().contains("spec.size in body must be of type integer"), "{body}");
-    let (code, _) = raw(&c, "PATCH", "/apis/example.com/v1/namespaces/default/widgets/w",
-        "application/strategic-merge-patch+json", &json!({"spec": {"size": 3}})).await;
+    let (code, _) = raw(
+        &c,
+        "PATCH",
+        "/apis/example.com/v1/namespaces/default/widgets/w",
+        "application/strategic-merge-patch+json",
+        &json!({"spec": {"size": 3}}),
+    )
+    .await;
     assert_eq!(code, 415);
     // A CRD without a schema is refused, as apiextensions.k8s.io/v1 requires one.
     let mut schemaless = widget_crd();
@@ -717,7 +767,8 @@ async fn a_crd_status_subresource_separates_spec_and_status_writes() {
     schemaless["spec"]["names"] = json!({"kind": "Gadget", "plural": "gadgets"});
     schemaless["spec"]["versions"][0].as_object_mut().unwrap().remove("schema");
     let (code, body) =
-        raw(&c, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", "application/json", &schemaless).await;
+        raw(&c, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", "application/json", &schemaless)
+            .await;
     assert_eq!(code, 422, "{body}");
 
     // Two managers own different items of the schema's associative list.
@@ -734,8 +785,14 @@ async fn a_crd_status_subresource_separates_spec_and_status_writes() {
     assert_eq!(api_status(part("right", "l", 5).await).0, 409);
 
     // Deleting the CRD takes its kind and its objects away.
-    let (code, _) = raw(&c, "DELETE", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.example.com",
-        "application/json", &Value::Null).await;
+    let (code, _) = raw(
+        &c,
+        "DELETE",
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.example.com",
+        "application/json",
+        &Value::Null,
+    )
+    .await;
     assert_eq!(code, 200);
     assert_eq!(api_status(widgets.get("w").await).0, 404);
     assert!(server.names("widgets").is_empty());
@@ -762,34 +819,53 @@ async fn two_managers_own_different_containers_env_and_ports_of_one_deployment()
     let server = ApiServer::start();
     let c = client(&server);
     let deployments: Api<Deployment> = Api::namespaced(c.clone(), "default");
+    let platform_config = |image: &str| {
+        deployment(json!([{"name": "app", "image": image, "env": [{"name": "MODE", "value": "a"}],
+                           "ports": [{"containerPort": 8080}]}]))
+    };
     let apply = |manager: &str, config: Value| {
         let deployments = deployments.clone();
         let manager = manager.to_string();
         async move { deployments.patch("web", &PatchParams::apply(&manager), &Patch::Apply(config)).await }
     };
-    apply("platform", deployment(json!([{"name": "app", "image": "app:1", "env": [{"name": "MODE", "value": "a"}],
-                                          "ports": [{"containerPort": 8080}]}]))).await.unwrap();
+    apply("platform", platform_config("app:1")).await.unwrap();
     let both = apply("mesh", containers_only(json!([{"name": "proxy", "image": "proxy:1"}]))).await.unwrap();
     assert_eq!(container_names(&both), ["app", "proxy"]);
     let fields = |d: &Deployment, manager: &str| -> Value {
-        d.metadata.managed_fields.as_ref().unwrap().iter().find(|m| m.manager.as_deref() == Some(manager)).unwrap()
-            .fields_v1.as_ref().unwrap().0["f:spec"]["f:template"]["f:spec"]["f:containers"].clone()
+        d.metadata
+            .managed_fields
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.manager.as_deref() == Some(manager))
+            .unwrap()
+            .fields_v1
+            .as_ref()
+            .unwrap()
+            .0["f:spec"]["f:template"]["f:spec"]["f:containers"]
+            .clone()
     };
     let platform = fields(&both, "platform");
-    assert!(platform["k:{\"name\":\"app\"}"]["f:ports"]["k:{\"containerPort\":8080,\"protocol\":\"TCP\"}"].is_object(), "{platform}");
+    assert!(
+        platform["k:{\"name\":\"app\"}"]["f:ports"]["k:{\"containerPort\":8080,\"protocol\":\"TCP\"}"].is_object(),
+        "{platform}"
+    );
     assert!(platform["k:{\"name\":\"app\"}"]["f:env"]["k:{\"name\":\"MODE\"}"]["f:value"].is_object(), "{platform}");
     assert_eq!(fields(&both, "mesh"), json!({"k:{\"name\":\"proxy\"}": {".": {}, "f:image": {}, "f:name": {}}}));
 
     // The platform re-applies a new image: the mesh's container is left alone.
-    let next = apply("platform", deployment(json!([{"name": "app", "image": "app:2", "env": [{"name": "MODE", "value": "a"}],
-                                                     "ports": [{"containerPort": 8080}]}]))).await.unwrap();
+    let next = apply("platform", platform_config("app:2")).await.unwrap();
     assert_eq!(container_names(&next), ["app", "proxy"]);
     // The mesh adds an env var to the platform's container: a different key, no conflict, kept
     // when the platform applies again without it.
-    apply("mesh", containers_only(json!([{"name": "proxy", "image": "proxy:1"},
-                                         {"name": "app", "env": [{"name": "MESH", "value": "on"}]}]))).await.unwrap();
-    let again = apply("platform", deployment(json!([{"name": "app", "image": "app:2", "env": [{"name": "MODE", "value": "a"}],
-                                                      "ports": [{"containerPort": 8080}]}]))).await.unwrap();
+    apply(
+        "mesh",
+        containers_only(json!([{"name": "proxy", "image": "proxy:1"},
+                                         {"name": "app", "env": [{"name": "MESH", "value": "on"}]}])),
+    )
+    .await
+    .unwrap();
+    let again = apply("platform", platform_config("app:2")).await.unwrap();
     // The applier's order wins for items both name: the mesh listed proxy first.
     assert_eq!(container_names(&again), ["proxy", "app"]);
     let app = &again.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[1];
@@ -799,9 +875,15 @@ async fn two_managers_own_different_containers_env_and_ports_of_one_deployment()
     let (code, _, message) =
         api_status(apply("mesh", containers_only(json!([{"name": "app", "image": "app:evil"}]))).await);
     assert_eq!(code, 409);
-    assert!(message.contains("conflict with \"platform\"") && message.contains(".spec.template.spec.containers[name=\"app\"].image"), "{message}");
+    assert!(
+        message.contains("conflict with \"platform\"")
+            && message.contains(".spec.template.spec.containers[name=\"app\"].image"),
+        "{message}"
+    );
     // The mesh stops applying its container: it goes; the platform's stays.
-    let after = apply("mesh", containers_only(json!([{"name": "app", "env": [{"name": "MESH", "value": "on"}]}]))).await.unwrap();
+    let after = apply("mesh", containers_only(json!([{"name": "app", "env": [{"name": "MESH", "value": "on"}]}])))
+        .await
+        .unwrap();
     assert_eq!(container_names(&after), ["app"]);
 
     // Tolerations are an atomic list: one owner for the whole list.
@@ -822,9 +904,15 @@ async fn two_managers_own_different_containers_env_and_ports_of_one_deployment()
 
     // A strategic merge patch merges containers by name too, and `$patch: delete` removes one.
     let smp = |containers: Value| Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": containers}}}}));
-    let patched = deployments.patch("web", &PatchParams::default(), &smp(json!([{"name": "debug", "image": "busybox"}]))).await.unwrap();
+    let patched = deployments
+        .patch("web", &PatchParams::default(), &smp(json!([{"name": "debug", "image": "busybox"}])))
+        .await
+        .unwrap();
     assert_eq!(container_names(&patched), ["app", "debug"], "strategic merge appends new items");
-    let patched = deployments.patch("web", &PatchParams::default(), &smp(json!([{"name": "debug", "$patch": "delete"}]))).await.unwrap();
+    let patched = deployments
+        .patch("web", &PatchParams::default(), &smp(json!([{"name": "debug", "$patch": "delete"}])))
+        .await
+        .unwrap();
     assert_eq!(container_names(&patched), ["app"]);
 }
 
@@ -855,18 +943,21 @@ async fn paged_lists_are_a_consistent_snapshot_until_compacted_and_exact_reads_g
 
     // An exact list at the old revision, then forgetting history expires both.
     let exact = ListParams::default().at(&snapshot_rv).matching(VersionMatch::Exact);
-    let then: Vec<String> = cms.list(&exact).await.unwrap().items.into_iter().map(|c| c.metadata.name.unwrap()).collect();
+    let then: Vec<String> =
+        cms.list(&exact).await.unwrap().items.into_iter().map(|c| c.metadata.name.unwrap()).collect();
     assert_eq!(then, ["a", "b", "c", "d", "e"]);
     let page = cms.list(&ListParams::default().limit(2)).await.unwrap();
     cms.create(&pp, &configmap("g", json!({}))).await.unwrap();
     server.compact();
-    let (code, reason, message) =
-        api_status(cms.list(&ListParams::default().limit(2).continue_token(page.metadata.continue_.as_deref().unwrap())).await);
+    let (code, reason, message) = api_status(
+        cms.list(&ListParams::default().limit(2).continue_token(page.metadata.continue_.as_deref().unwrap())).await,
+    );
     assert_eq!((code, reason.as_str()), (410, "Expired"));
     assert!(message.contains("continue parameter is too old"), "{message}");
     assert_eq!(api_status(cms.list(&exact).await).0, 410);
     // resourceVersion=0 is served from the cache, which ignores limit (kube-rs leaves it out when paging).
-    let (_, any) = raw(&c, "GET", "/api/v1/namespaces/default/configmaps?limit=2&resourceVersion=0", "", &Value::Null).await;
+    let (_, any) =
+        raw(&c, "GET", "/api/v1/namespaces/default/configmaps?limit=2&resourceVersion=0", "", &Value::Null).await;
     assert_eq!(any["items"].as_array().unwrap().len(), 6);
     assert!(any["metadata"]["continue"].is_null());
 }
@@ -881,7 +972,8 @@ async fn finalizers_hold_a_delete_until_the_last_one_is_removed() {
     cms.create(&PostParams::default(), &held).await.unwrap();
     let mut events = cms.watch(&WatchParams::default(), "0").await.unwrap().boxed();
     assert_eq!(seen(&next(&mut events, "ADDED").await.unwrap()).0, "ADDED");
-    let (code, body) = raw(&c, "DELETE", "/api/v1/namespaces/default/configmaps/held", "application/json", &Value::Null).await;
+    let (code, body) =
+        raw(&c, "DELETE", "/api/v1/namespaces/default/configmaps/held", "application/json", &Value::Null).await;
     assert_eq!(code, 202, "{body}");
     assert!(body["metadata"]["deletionTimestamp"].is_string());
     assert_eq!(seen(&next(&mut events, "MODIFIED (deleting)").await.unwrap()).0, "MODIFIED");
@@ -943,7 +1035,11 @@ fn kubectl_watches_applies_with_two_managers_pages_and_sees_conflicts() {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = server.kubeconfig(dir.path());
     let k = kubeconfig.as_path();
-    let cm = write(dir.path(), "cm.json", r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"first"},"data":{"a":"1"}}"#);
+    let cm = write(
+        dir.path(),
+        "cm.json",
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"first"},"data":{"a":"1"}}"#,
+    );
     kubectl_ok(k, &["create", "--raw", "/api/v1/namespaces/default/configmaps", "-f", &cm]);
 
     // `kubectl get --watch`: the list, then the changes, as watch events.
@@ -974,10 +1070,24 @@ fn kubectl_watches_applies_with_two_managers_pages_and_sees_conflicts() {
         assert!(std::time::Instant::now() < deadline, "kubectl opens a watch");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let a = write(dir.path(), "a.yaml", "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: default}\nspec:\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers:\n      - {name: app, image: 'app:1'}\n");
-    let b = write(dir.path(), "b.yaml", "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: default}\nspec:\n  template:\n    spec:\n      containers:\n      - {name: proxy, image: 'proxy:1'}\n");
-    let b_conflicting = write(dir.path(), "b2.yaml", "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: default}\nspec:\n  template:\n    spec:\n      containers:\n      - {name: app, image: 'app:evil'}\n");
-    let second = write(dir.path(), "second.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: second, namespace: default}\ndata: {b: '2'}\n");
+    let a = write(
+        dir.path(),
+        "a.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: default}\nspec:\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers:\n      - {name: app, image: 'app:1'}\n",
+    );
+    let containers_of = |file: &str, container: &str| {
+        let manifest = format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: default}}\nspec:\n  template:\n    spec:\n      containers:\n      - {container}\n"
+        );
+        write(dir.path(), file, &manifest)
+    };
+    let b = containers_of("b.yaml", "{name: proxy, image: 'proxy:1'}");
+    let b_conflicting = containers_of("b2.yaml", "{name: app, image: 'app:evil'}");
+    let second = write(
+        dir.path(),
+        "second.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: second, namespace: default}\ndata: {b: '2'}\n",
+    );
     kubectl_ok(k, &["apply", "--server-side", "-f", &second]);
     let added = event("the created object");
     assert_eq!((added["type"].as_str(), added["object"]["metadata"]["name"].as_str()), (Some("ADDED"), Some("second")));
@@ -993,28 +1103,44 @@ fn kubectl_watches_applies_with_two_managers_pages_and_sees_conflicts() {
     // of the app image conflicts until it forces.
     kubectl_ok(k, &["apply", "--server-side", "--field-manager=team-app", "-f", &a]);
     kubectl_ok(k, &["apply", "--server-side", "--field-manager=team-mesh", "-f", &b]);
-    let web: Value = serde_json::from_str(&kubectl_ok(k, &["get", "deployment", "web", "-n", "default", "-o", "json"])).unwrap();
-    let names: Vec<&str> =
-        web["spec"]["template"]["spec"]["containers"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    let web: Value =
+        serde_json::from_str(&kubectl_ok(k, &["get", "deployment", "web", "-n", "default", "-o", "json"])).unwrap();
+    let names: Vec<&str> = web["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["app", "proxy"]);
     let refused = kubectl(k, &["apply", "--server-side", "--field-manager=team-mesh", "-f", &b_conflicting]);
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success() && stderr.contains("conflict") && stderr.contains("team-app"), "{stderr}");
     kubectl_ok(k, &["apply", "--server-side", "--field-manager=team-mesh", "--force-conflicts", "-f", &b_conflicting]);
-    let web: Value = serde_json::from_str(&kubectl_ok(k, &["get", "deployment", "web", "-n", "default", "-o", "json"])).unwrap();
+    let web: Value =
+        serde_json::from_str(&kubectl_ok(k, &["get", "deployment", "web", "-n", "default", "-o", "json"])).unwrap();
     assert_eq!(web["spec"]["template"]["spec"]["containers"][0]["image"], "app:evil");
 
     // Paging through `kubectl get --raw`.
     for i in 0..3 {
-        let f = write(dir.path(), &format!("p{i}.json"), &format!(r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"page-{i}"}}}}"#));
+        let f = write(
+            dir.path(),
+            &format!("p{i}.json"),
+            &format!(r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"page-{i}"}}}}"#),
+        );
         kubectl_ok(k, &["create", "--raw", "/api/v1/namespaces/default/configmaps", "-f", &f]);
     }
-    let page: Value = serde_json::from_str(&kubectl_ok(k, &["get", "--raw", "/api/v1/namespaces/default/configmaps?limit=2"])).unwrap();
+    let page: Value =
+        serde_json::from_str(&kubectl_ok(k, &["get", "--raw", "/api/v1/namespaces/default/configmaps?limit=2"]))
+            .unwrap();
     assert_eq!(page["items"].as_array().unwrap().len(), 2);
     let token = page["metadata"]["continue"].as_str().unwrap();
     let rest: Value = serde_json::from_str(&kubectl_ok(
         k,
-        &["get", "--raw", &format!("/api/v1/namespaces/default/configmaps?limit=2&continue={}", token.replace('=', "%3D"))],
+        &[
+            "get",
+            "--raw",
+            &format!("/api/v1/namespaces/default/configmaps?limit=2&continue={}", token.replace('=', "%3D")),
+        ],
     ))
     .unwrap();
     assert_eq!(rest["items"].as_array().unwrap().len(), 2, "second and page-0..2 make four");
@@ -1027,8 +1153,13 @@ fn kubectl_watches_applies_with_two_managers_pages_and_sees_conflicts() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success() && stderr.contains("the object has been modified"), "{stderr}");
     // Leases through kubectl.
-    let lease = write(dir.path(), "lease.json", r#"{"apiVersion":"coordination.k8s.io/v1","kind":"Lease","metadata":{"name":"shard-0"},"spec":{"holderIdentity":"replica-a","leaseDurationSeconds":15}}"#);
+    let lease = write(
+        dir.path(),
+        "lease.json",
+        r#"{"apiVersion":"coordination.k8s.io/v1","kind":"Lease","metadata":{"name":"shard-0"},"spec":{"holderIdentity":"replica-a","leaseDurationSeconds":15}}"#,
+    );
     kubectl_ok(k, &["create", "--raw", "/apis/coordination.k8s.io/v1/namespaces/default/leases", "-f", &lease]);
-    let got: Value = serde_json::from_str(&kubectl_ok(k, &["get", "lease", "shard-0", "-n", "default", "-o", "json"])).unwrap();
+    let got: Value =
+        serde_json::from_str(&kubectl_ok(k, &["get", "lease", "shard-0", "-n", "default", "-o", "json"])).unwrap();
     assert_eq!(got["spec"]["holderIdentity"], "replica-a");
 }

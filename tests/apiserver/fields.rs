@@ -119,7 +119,13 @@ fn walk(value: &Value, path: &mut FieldPath, names: &mut Vec<String>, shape: &Sh
     }
 }
 
-fn walk_fields(map: &Map<String, Value>, path: &mut FieldPath, names: &mut Vec<String>, shape: &Shape, out: &mut Members) {
+fn walk_fields(
+    map: &Map<String, Value>,
+    path: &mut FieldPath,
+    names: &mut Vec<String>,
+    shape: &Shape,
+    out: &mut Members,
+) {
     for (k, child) in map {
         path.push(Elem::Field(k.clone()));
         names.push(k.clone());

@@ -493,8 +493,12 @@ impl State {
                     json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}),
                 ),
                 ["apis"] => Some(schema::group_list(&self.kinds)),
-                ["api", v] => Some(schema::resource_list(&self.kinds, "", v).ok_or_else(|| ApiError::no_route(&call.path))?),
-                ["apis", g, v] => Some(schema::resource_list(&self.kinds, g, v).ok_or_else(|| ApiError::no_route(&call.path))?),
+                ["api", v] => {
+                    Some(schema::resource_list(&self.kinds, "", v).ok_or_else(|| ApiError::no_route(&call.path))?)
+                }
+                ["apis", g, v] => {
+                    Some(schema::resource_list(&self.kinds, g, v).ok_or_else(|| ApiError::no_route(&call.path))?)
+                }
                 ["openapi", "v3"] => Some(schema::openapi_root(&self.kinds)),
                 ["openapi", "v3", "api", v] => {
                     Some(schema::openapi_document(&self.kinds, "", v).ok_or_else(|| ApiError::no_route(&call.path))?)
@@ -550,7 +554,9 @@ impl State {
                 self.read(&target.kind, ns, name, sub).map(|v| Reply::Json(StatusCode::OK, v))
             }
             (&Method::POST, None) => json(self.write(write(Op::Create(parse_body(&call.content_type, &call.body)?)))),
-            (&Method::PUT, Some(_)) => json(self.write(write(Op::Replace(parse_body(&call.content_type, &call.body)?)))),
+            (&Method::PUT, Some(_)) => {
+                json(self.write(write(Op::Replace(parse_body(&call.content_type, &call.body)?))))
+            }
             (&Method::PATCH, Some(_)) => {
                 let body = parse_body(&call.content_type, &call.body)?;
                 let force = q.get("force").is_some_and(|v| v == "true");

@@ -166,7 +166,8 @@ pub fn resource_list(kinds: &[Kind], group: &str, version: &str) -> Option<Value
         resources.push(json!({"name": k.plural, "singularName": k.kind.to_lowercase(), "namespaced": k.namespaced,
                               "kind": k.kind, "verbs": verbs, "storageVersionHash": ""}));
         if k.status {
-            resources.push(json!({"name": format!("{}/status", k.plural), "singularName": "", "namespaced": k.namespaced,
+            resources
+                .push(json!({"name": format!("{}/status", k.plural), "singularName": "", "namespaced": k.namespaced,
                                   "kind": k.kind, "verbs": ["get", "patch", "update"]}));
         }
         if k.scale {

@@ -163,7 +163,10 @@ pub enum Op {
     /// PUT.
     Replace(Value),
     Patch(PatchType, Value),
-    Apply { config: Value, force: bool },
+    Apply {
+        config: Value,
+        force: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -230,12 +233,8 @@ fn scale_of(object: &Value) -> Value {
 }
 
 fn selector_text(labels: &Value) -> String {
-    let pairs: Vec<String> = labels
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-        .collect();
+    let pairs: Vec<String> =
+        labels.as_object().into_iter().flatten().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect();
     pairs.join(",")
 }
 
@@ -403,21 +402,23 @@ impl State {
         let shape = kind.shape();
         let name = match (&w.name, &w.op) {
             (Some(name), _) => name.clone(),
-            (None, Op::Create(body)) => match (body["metadata"]["name"].as_str(), body["metadata"]["generateName"].as_str()) {
-                (Some(name), _) if !name.is_empty() => name.to_string(),
-                (_, Some(prefix)) if !prefix.is_empty() => {
-                    let suffix: String =
-                        (0..5).map(|_| b"bcdfghjklmnpqrstvwxz2456789"[fastrand::usize(..27)] as char).collect();
-                    format!("{prefix}{suffix}")
+            (None, Op::Create(body)) => {
+                match (body["metadata"]["name"].as_str(), body["metadata"]["generateName"].as_str()) {
+                    (Some(name), _) if !name.is_empty() => name.to_string(),
+                    (_, Some(prefix)) if !prefix.is_empty() => {
+                        let suffix: String =
+                            (0..5).map(|_| b"bcdfghjklmnpqrstvwxz2456789"[fastrand::usize(..27)] as char).collect();
+                        format!("{prefix}{suffix}")
+                    }
+                    _ => {
+                        return Err(ApiError::invalid(
+                            &kind,
+                            "",
+                            &["metadata.name: Required value: name or generateName is required".into()],
+                        ));
+                    }
                 }
-                _ => {
-                    return Err(ApiError::invalid(
-                        &kind,
-                        "",
-                        &["metadata.name: Required value: name or generateName is required".into()],
-                    ));
-                }
-            },
+            }
             (None, _) => return Err(ApiError::method_not_allowed()),
         };
         let ns = kind.namespaced.then(|| w.namespace.clone().unwrap_or_else(|| "default".into()));
@@ -431,9 +432,8 @@ impl State {
             }
             o
         };
-        let body_namespace_matches = |body: &Value| {
-            body["metadata"]["namespace"].as_str().is_none_or(|b| ns.as_deref().is_none_or(|n| n == b))
-        };
+        let body_namespace_matches =
+            |body: &Value| body["metadata"]["namespace"].as_str().is_none_or(|b| ns.as_deref().is_none_or(|n| n == b));
         let name_matches = |body: &Value| -> Result<(), ApiError> {
             match body["metadata"]["name"].as_str() {
                 Some(n) if n == name => Ok(()),
@@ -462,7 +462,8 @@ impl State {
             Ok(())
         };
         let mut managers = existing.as_ref().map(|s| s.managers.clone()).unwrap_or_default();
-        let manager_key = |operation| ManagerKey { manager: w.manager.clone(), operation, subresource: sub.to_string() };
+        let manager_key =
+            |operation| ManagerKey { manager: w.manager.clone(), operation, subresource: sub.to_string() };
         // Apply computes ownership from the configuration; the others from what changed.
         let mut applied = false;
         let (new, created) = match w.op {
@@ -595,7 +596,19 @@ impl State {
                 let live = existing.as_ref().map(|s| s.object.clone()).unwrap_or_else(skeleton);
                 // The system's metadata in a configuration is a precondition at most, never data.
                 if let Some(meta) = config.get_mut("metadata").and_then(Value::as_object_mut) {
-                    meta.retain(|k, _| !matches!(k.as_str(), "resourceVersion" | "uid" | "creationTimestamp" | "generation" | "managedFields" | "selfLink" | "deletionTimestamp" | "deletionGracePeriodSeconds"));
+                    meta.retain(|k, _| {
+                        !matches!(
+                            k.as_str(),
+                            "resourceVersion"
+                                | "uid"
+                                | "creationTimestamp"
+                                | "generation"
+                                | "managedFields"
+                                | "selfLink"
+                                | "deletionTimestamp"
+                                | "deletionGracePeriodSeconds"
+                        )
+                    });
                 }
                 let config = match sub {
                     "scale" => json!({"spec": {"replicas": config["spec"]["replicas"]}}),
@@ -611,10 +624,8 @@ impl State {
                         fields::remove(&mut merged, path, &shape);
                     }
                 }
-                let changes = Changes::between(
-                    &fields::members(&live, &shape, scope),
-                    &fields::members(&merged, &shape, scope),
-                );
+                let changes =
+                    Changes::between(&fields::members(&live, &shape, scope), &fields::members(&merged, &shape, scope));
                 let touched = changes.touched();
                 let conflicts: Vec<(ManagerKey, FieldSet)> = managers
                     .iter()
@@ -631,7 +642,8 @@ impl State {
                         continue;
                     }
                     let before = m.fields.len();
-                    m.fields.retain(|f| !changes.removed.contains(f) && !(force && touched.contains(f)));
+                    // Without force there were no conflicts, so only forced takeovers lose anything to `touched`.
+                    m.fields.retain(|f| !(changes.removed.contains(f) || touched.contains(f)));
                     if m.fields.len() != before {
                         m.time = time.clone();
                     }
@@ -654,12 +666,22 @@ impl State {
     }
 
     /// resourceVersion and UID preconditions carried by a replacement or a patched object.
-    fn preconditions(&self, kind: &Kind, name: &str, current: &Value, new: &Value, replace: bool) -> Result<(), ApiError> {
+    fn preconditions(
+        &self,
+        kind: &Kind,
+        name: &str,
+        current: &Value,
+        new: &Value,
+        replace: bool,
+    ) -> Result<(), ApiError> {
         if let Some(uid) = uid_of(new).filter(|u| Some(*u) != uid_of(current)) {
             return Err(ApiError::conflict(
                 kind,
                 name,
-                &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", uid_of(current).unwrap_or("")),
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    uid_of(current).unwrap_or("")
+                ),
             ));
         }
         match rv_of(new) {
@@ -702,7 +724,14 @@ impl State {
             meta.remove("namespace");
         }
         meta.remove("managedFields");
-        for field in ["uid", "creationTimestamp", "resourceVersion", "generation", "deletionTimestamp", "deletionGracePeriodSeconds"] {
+        for field in [
+            "uid",
+            "creationTimestamp",
+            "resourceVersion",
+            "generation",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+        ] {
             match existing.as_ref().and_then(|s| s.object["metadata"].get(field)) {
                 Some(v) => meta.insert(field.into(), v.clone()),
                 None => meta.remove(field),
@@ -724,10 +753,8 @@ impl State {
         if let Some(updater) = updater {
             let shape = kind.shape();
             let scope = scope_of(kind, &updater.subresource);
-            let changes = Changes::between(
-                &fields::members(&before, &shape, scope),
-                &fields::members(&new, &shape, scope),
-            );
+            let changes =
+                Changes::between(&fields::members(&before, &shape, scope), &fields::members(&new, &shape, scope));
             if !changes.is_empty() {
                 let time = now();
                 let touched: FieldSet = changes.touched().union(&changes.removed).cloned().collect();
@@ -752,9 +779,16 @@ impl State {
         if kind.generation {
             let generation = before["metadata"]["generation"].as_i64().unwrap_or(0);
             let changed = generation_relevant(kind, &new) != generation_relevant(kind, &before);
-            new["metadata"]["generation"] = json!(if created { 1 } else if changed { generation + 1 } else { generation.max(1) });
+            new["metadata"]["generation"] = json!(if created {
+                1
+            } else if changed {
+                generation + 1
+            } else {
+                generation.max(1)
+            });
         }
-        let rollout = self.rollouts.get(&(kind.plural.clone(), key.2.clone(), name.clone())).copied().unwrap_or(Rollout::Ready);
+        let rollout =
+            self.rollouts.get(&(kind.plural.clone(), key.2.clone(), name.clone())).copied().unwrap_or(Rollout::Ready);
         objects::simulate_controller(&kind.kind, &mut new, rollout);
         if created {
             self.uids += 1;
@@ -856,7 +890,8 @@ impl State {
             }
         }
         if kind.kind == "CustomResourceDefinition" {
-            let (group, plural) = (stored.object["spec"]["group"].clone(), stored.object["spec"]["names"]["plural"].clone());
+            let (group, plural) =
+                (stored.object["spec"]["group"].clone(), stored.object["spec"]["names"]["plural"].clone());
             let instances: Vec<Key> =
                 self.objects.keys().filter(|k| json!(k.0) == group && json!(k.1) == plural).cloned().collect();
             for k in instances {
@@ -908,7 +943,12 @@ impl State {
                   "metadata": {"resourceVersion": self.revision.to_string()}, "items": items}))
     }
 
-    pub fn filter(&self, kind: &Kind, namespace: Option<&str>, q: &BTreeMap<String, String>) -> Result<Filter, ApiError> {
+    pub fn filter(
+        &self,
+        kind: &Kind,
+        namespace: Option<&str>,
+        q: &BTreeMap<String, String>,
+    ) -> Result<Filter, ApiError> {
         let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))
             .map_err(ApiError::bad_request)?;
         let fields = FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""), &kind.kind)
@@ -937,7 +977,11 @@ impl State {
         let rv = q.get("resourceVersion").filter(|v| !v.is_empty());
         let rv_match = q.get("resourceVersionMatch").filter(|v| !v.is_empty());
         let list_options_invalid = |e: &str| {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", format!("ListOptions.meta.k8s.io \"\" is invalid: {e}"))
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid",
+                format!("ListOptions.meta.k8s.io \"\" is invalid: {e}"),
+            )
         };
         if rv_match.is_some() && rv.is_none() {
             return Err(list_options_invalid(
@@ -950,12 +994,16 @@ impl State {
                     "resourceVersion: Forbidden: specifying resource version is not allowed when using continue",
                 ));
             }
-            Some(token) => Some(watch::parse_continue(token).ok_or_else(|| ApiError::bad_request("invalid continue token"))?),
+            Some(token) => {
+                Some(watch::parse_continue(token).ok_or_else(|| ApiError::bad_request("invalid continue token"))?)
+            }
             None => None,
         };
         let requested = match rv {
             Some(v) => Some(v.parse::<u64>().map_err(|_| {
-                list_options_invalid(&format!("resourceVersion: Invalid value: \"{v}\": must be a non-negative integer"))
+                list_options_invalid(&format!(
+                    "resourceVersion: Invalid value: \"{v}\": must be a non-negative integer"
+                ))
             })?),
             None => None,
         };
@@ -977,7 +1025,10 @@ impl State {
                 Some(_) => ApiError::expired(
                     "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
                 ),
-                None => ApiError::expired(format!("too old resource version: {revision} ({})", self.history.compacted() + 1)),
+                None => ApiError::expired(format!(
+                    "too old resource version: {revision} ({})",
+                    self.history.compacted() + 1
+                )),
             };
             watch::snapshot(self.current(&filter, kind), &self.history, &filter, revision).ok_or_else(expired)?
         };
@@ -1004,7 +1055,9 @@ impl State {
                     let (ns, last) = page.last().map(|(k, _)| k.clone()).unwrap_or_default();
                     metadata["continue"] =
                         json!(watch::continue_token(revision, &(kind.group.clone(), kind.plural.clone(), ns, last)));
-                    if q.get("labelSelector").is_none_or(|s| s.is_empty()) && q.get("fieldSelector").is_none_or(|s| s.is_empty()) {
+                    if q.get("labelSelector").is_none_or(|s| s.is_empty())
+                        && q.get("fieldSelector").is_none_or(|s| s.is_empty())
+                    {
                         metadata["remainingItemCount"] = json!(rest);
                     }
                 }
@@ -1012,12 +1065,19 @@ impl State {
             }
             None => matching.map(|(_, o)| o).collect(),
         };
-        Ok(json!({"kind": format!("{}List", kind.kind), "apiVersion": kind.api_version(), "metadata": metadata, "items": items}))
+        Ok(
+            json!({"kind": format!("{}List", kind.kind), "apiVersion": kind.api_version(), "metadata": metadata, "items": items}),
+        )
     }
 
     /// Opens a watch: what it starts with (synthetic ADDED events, or the history since the
     /// requested revision, or an ERROR), then every matching change until closed.
-    pub fn watch(&mut self, kind: &Kind, namespace: Option<&str>, q: &BTreeMap<String, String>) -> Result<WatchBody, ApiError> {
+    pub fn watch(
+        &mut self,
+        kind: &Kind,
+        namespace: Option<&str>,
+        q: &BTreeMap<String, String>,
+    ) -> Result<WatchBody, ApiError> {
         let filter = self.filter(kind, namespace, q)?;
         let flag = |name: &str| q.get(name).map(|v| v == "true" || v == "1");
         let bookmarks = flag("allowWatchBookmarks").unwrap_or(false);
@@ -1025,7 +1085,11 @@ impl State {
         let rv = q.get("resourceVersion").filter(|v| !v.is_empty()).cloned();
         let rv_match = q.get("resourceVersionMatch").filter(|v| !v.is_empty()).cloned();
         let invalid = |e: &str| {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", format!("ListOptions.meta.k8s.io \"\" is invalid: {e}"))
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid",
+                format!("ListOptions.meta.k8s.io \"\" is invalid: {e}"),
+            )
         };
         if send_initial == Some(true) {
             if rv_match.as_deref() != Some("NotOlderThan") {
@@ -1039,7 +1103,9 @@ impl State {
                 ));
             }
         } else if rv_match.is_some() {
-            return Err(invalid("resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided"));
+            return Err(invalid(
+                "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+            ));
         }
         let requested = match rv.as_deref() {
             Some(v) => Some(v.parse::<u64>().map_err(|_| {
@@ -1111,14 +1177,13 @@ fn apply_conflict(kind: &Kind, name: &str, conflicts: &[(ManagerKey, FieldSet)])
         for path in paths {
             let field = fields::describe(path);
             lines.push(format!("conflict with {who}: {field}"));
-            causes.push(json!({"reason": "FieldManagerConflict", "message": format!("conflict with {who}"), "field": field}));
+            causes.push(
+                json!({"reason": "FieldManagerConflict", "message": format!("conflict with {who}"), "field": field}),
+            );
         }
     }
     let count = lines.len();
-    let message = format!(
-        "Apply failed with {count} conflict{}: {}",
-        if count == 1 { "" } else { "s" },
-        lines.join("\n")
-    );
+    let message =
+        format!("Apply failed with {count} conflict{}: {}", if count == 1 { "" } else { "s" }, lines.join("\n"));
     ApiError::new(StatusCode::CONFLICT, "Conflict", message).about(kind, name).with_causes(causes)
 }

@@ -226,11 +226,8 @@ fn set_requirement(part: &str) -> Option<(String, &str, bool)> {
     let open = part.find('(')?;
     let inner = part[open + 1..].strip_suffix(')')?;
     let head = part[..open].trim_end();
-    let (key, negated) = if let Some(key) = head.strip_suffix(" notin") {
-        (key, true)
-    } else {
-        (head.strip_suffix(" in")?, false)
-    };
+    let (key, negated) =
+        if let Some(key) = head.strip_suffix(" notin") { (key, true) } else { (head.strip_suffix(" in")?, false) };
     Some((key.trim().to_string(), inner, negated))
 }
 
