@@ -708,6 +708,25 @@ async fn a_crd_status_subresource_separates_spec_and_status_writes() {
     assert_eq!(created.data["spec"], json!({"size": 1}), "unknown fields are pruned");
     assert!(created.data.get("status").is_none(), "create cannot set status");
     assert_eq!(created.metadata.generation, Some(1));
+    // Strict field validation (kubectl's default) refuses what the schema does not declare,
+    // on create and on apply; without it an applied unknown field is dropped and owned by nobody.
+    let collection = "/apis/example.com/v1/namespaces/default/widgets";
+    let colourful =
+        json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"colour": "red"}});
+    let (code, body) =
+        raw(&c, "POST", &format!("{collection}?fieldValidation=Strict"), "application/json", &colourful).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("unknown field \"spec.colour\""), "{body}");
+    let strict_apply = format!("{collection}/w?fieldManager=painter&fieldValidation=Strict");
+    let (code, body) = raw(&c, "PATCH", &strict_apply, "application/apply-patch+yaml", &colourful).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body["message"].as_str().unwrap().contains(".spec.colour: field not declared in schema"), "{body}");
+    let (code, body) =
+        raw(&c, "PATCH", &format!("{collection}/w?fieldManager=painter"), "application/apply-patch+yaml", &colourful)
+            .await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body["spec"].get("colour").is_none(), "{body}");
+    assert!(!body["metadata"]["managedFields"].to_string().contains("colour"), "{body}");
 
     // The status subresource changes status only, and generation not at all.
     let status = Patch::Merge(json!({"spec": {"size": 9}, "status": {"phase": "Ready", "observedGeneration": 1}}));

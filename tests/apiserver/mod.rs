@@ -34,7 +34,8 @@
 //!   Deployments and StatefulSets.
 //! - Kinds: the built-in ones the tests use, Leases (`coordination.k8s.io/v1`: times stored
 //!   as MicroTime, spec validated, nothing enforced beyond resourceVersion conflicts), and
-//!   custom resources (pruned and type-checked against their structural schema).
+//!   custom resources (pruned and type-checked against their structural schema;
+//!   `fieldValidation=Strict`, kubectl's default, refuses undeclared fields instead).
 //! - Around objects: server-side defaults for workloads, Services and Namespaces, the
 //!   NamespaceLifecycle check, generation (per kind, as the registry strategies keep it), and a
 //!   simulated controller that rolls workloads out (or, by `set_rollout`, does not).
@@ -53,7 +54,7 @@
 //! operation and its parameters but carry no schemas, so client-side `kubectl apply` and
 //! `kubectl explain` do not work); no authentication,
 //! authorization or admission beyond NamespaceLifecycle; no schema for built-in kinds (unknown
-//! fields are kept, types unchecked, Quantities not normalised); defaults only for the kinds
+//! fields are kept whatever `fieldValidation` says, types unchecked, Quantities not normalised); defaults only for the kinds
 //! listed above; namespace and CRD deletion are immediate (no Terminating phase); a watch or
 //! list at a future resourceVersion fails at once instead of waiting up to 3 s; bookmarks
 //! carry the global revision; there is no default watch timeout; apply on `/scale` and
@@ -140,6 +141,7 @@ impl ApiServer {
                     subresource: String::new(),
                     manager: "kube-apiserver".into(),
                     dry_run: false,
+                    strict: false,
                     op: Op::Create(body),
                 };
                 s.write(write).unwrap();
@@ -537,6 +539,7 @@ impl State {
             subresource: target.subresource.clone(),
             manager: manager.clone(),
             dry_run,
+            strict: q.get("fieldValidation").is_some_and(|v| v == "Strict"),
             op,
         };
         let watching = target.watch || q.get("watch").is_some_and(|v| v == "true" || v == "1");

@@ -306,18 +306,28 @@ fn custom_list_type(schema: &Value, path: &[&str]) -> ListType {
     }
 }
 
-/// A custom resource checked against its structural schema the way kube-apiserver does before
-/// storing it: unknown fields pruned (unless `x-kubernetes-preserve-unknown-fields`), then types,
-/// `required` and `enum` checked. Returns what is wrong, as `field: message` lines.
-pub fn prune_and_validate(schema: &Value, object: &mut Value) -> Vec<String> {
-    let mut errors = Vec::new();
-    if !schema.is_null() {
-        check(schema, object, "", &mut errors);
-    }
-    errors
+/// What checking a custom resource against its schema found.
+#[derive(Default)]
+pub struct Checked {
+    /// `field: message` lines, as validation errors show them.
+    pub errors: Vec<String>,
+    /// Fields the schema does not declare, pruned.
+    pub unknown: Vec<String>,
 }
 
-fn check(schema: &Value, value: &mut Value, path: &str, errors: &mut Vec<String>) {
+/// A custom resource checked against its structural schema the way kube-apiserver does before
+/// storing it: unknown fields pruned (unless `x-kubernetes-preserve-unknown-fields`), then types,
+/// `required` and `enum` checked.
+pub fn prune_and_validate(schema: &Value, object: &mut Value) -> Checked {
+    let mut checked = Checked::default();
+    if !schema.is_null() {
+        check(schema, object, "", &mut checked);
+    }
+    checked
+}
+
+fn check(schema: &Value, value: &mut Value, path: &str, checked: &mut Checked) {
+    let errors = &mut checked.errors;
     if value.is_null() && schema["nullable"] == true {
         return;
     }
@@ -358,12 +368,15 @@ fn check(schema: &Value, value: &mut Value, path: &str, errors: &mut Vec<String>
                 }
                 let sub = if path.is_empty() { field.clone() } else { format!("{path}.{field}") };
                 match schema["properties"].get(field) {
-                    Some(s) => check(s, child, &sub, errors),
+                    Some(s) => check(s, child, &sub, checked),
                     None if schema["additionalProperties"].is_object() => {
-                        check(&schema["additionalProperties"], child, &sub, errors)
+                        check(&schema["additionalProperties"], child, &sub, checked)
                     }
                     None if keeps_unknown => {}
-                    None => unknown.push(field.clone()),
+                    None => {
+                        checked.unknown.push(sub);
+                        unknown.push(field.clone());
+                    }
                 }
             }
             for field in unknown {
@@ -372,13 +385,13 @@ fn check(schema: &Value, value: &mut Value, path: &str, errors: &mut Vec<String>
             for req in schema["required"].as_array().into_iter().flatten().filter_map(Value::as_str) {
                 if !map.contains_key(req) {
                     let at = if path.is_empty() { req.to_string() } else { format!("{path}.{req}") };
-                    errors.push(format!("{at}: Required value"));
+                    checked.errors.push(format!("{at}: Required value"));
                 }
             }
         }
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                check(&schema["items"], item, &format!("{path}[{i}]"), errors);
+                check(&schema["items"], item, &format!("{path}[{i}]"), checked);
             }
         }
         _ => {}

@@ -185,6 +185,9 @@ pub struct Write {
     /// The `fieldManager` parameter, or what the API server derives from the user agent.
     pub manager: String,
     pub dry_run: bool,
+    /// `fieldValidation=Strict`: fields a custom resource's schema does not declare are refused
+    /// instead of pruned.
+    pub strict: bool,
     pub op: Op,
 }
 
@@ -461,6 +464,18 @@ impl State {
             }
             Ok(())
         };
+        // Decoding a body strictly refuses what a custom resource's schema does not declare.
+        let strictly_decoded = |body: &Value| -> Result<(), ApiError> {
+            let Some(schema) = kind.custom.as_ref().filter(|_| w.strict) else { return Ok(()) };
+            match schema::prune_and_validate(schema, &mut body.clone()).unknown.first() {
+                Some(field) => Err(ApiError::bad_request(format!(
+                    "{k} in version \"{v}\" cannot be handled as a {k}: strict decoding error: unknown field \"{field}\"",
+                    k = kind.kind,
+                    v = kind.version
+                ))),
+                None => Ok(()),
+            }
+        };
         let mut managers = existing.as_ref().map(|s| s.managers.clone()).unwrap_or_default();
         let manager_key =
             |operation| ManagerKey { manager: w.manager.clone(), operation, subresource: sub.to_string() };
@@ -468,6 +483,7 @@ impl State {
         let mut applied = false;
         let (new, created) = match w.op {
             Op::Create(body) => {
+                strictly_decoded(&body)?;
                 if existing.is_some() {
                     return Err(ApiError::new(
                         StatusCode::CONFLICT,
@@ -500,6 +516,7 @@ impl State {
                 (object, true)
             }
             Op::Replace(body) => {
+                strictly_decoded(&body)?;
                 check_kind(&body)?;
                 name_matches(&body)?;
                 if !body_namespace_matches(&body) {
@@ -554,6 +571,9 @@ impl State {
                         patched["metadata"]["name"].as_str().unwrap_or("")
                     )));
                 }
+                if sub != "scale" {
+                    strictly_decoded(&patched)?;
+                }
                 self.preconditions(&kind, &name, &current, &patched, false)?;
                 let new = if sub == "scale" {
                     let mut o = stored.object.clone();
@@ -580,6 +600,18 @@ impl State {
                     return Err(ApiError::invalid(&kind, &name, &problems));
                 }
                 objects::normalize(&kind, &mut config)?;
+                // A configuration is typed by the schema before its fields are owned: what the
+                // schema does not declare is dropped (or, strictly validated, refused).
+                if let Some(schema) = &kind.custom {
+                    let unknown = schema::prune_and_validate(schema, &mut config).unknown;
+                    if let Some(field) = unknown.first().filter(|_| w.strict) {
+                        return Err(ApiError::bad_request(format!(
+                            "failed to create typed patch object ({}, Kind={}): .{field}: field not declared in schema",
+                            kind.api_version(),
+                            kind.kind
+                        )));
+                    }
+                }
                 if let Some(rv) = rv_of(&config) {
                     match &existing {
                         Some(s) if rv_of(&s.object) == Some(rv) => {}
@@ -740,7 +772,7 @@ impl State {
         objects::normalize(kind, &mut new)?;
         objects::default(&kind.kind, &mut new);
         let mut errors = match &kind.custom {
-            Some(schema) => schema::prune_and_validate(schema, &mut new),
+            Some(schema) => schema::prune_and_validate(schema, &mut new).errors,
             None => Vec::new(),
         };
         if kind.kind == "CustomResourceDefinition" {
@@ -898,6 +930,8 @@ impl State {
                 self.remove(k);
             }
             self.kinds.retain(|k| !(k.is_custom() && json!(k.group) == group && json!(k.plural) == plural));
+            // Watches of a kind that is no longer served end.
+            self.watchers.retain(|w| !(json!(w.filter.group) == group && json!(w.filter.plural) == plural));
         }
         let object = self.remove(key);
         // Custom resources and namespaces answer with the object; built-in kinds with a Status.
