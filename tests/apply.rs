@@ -330,7 +330,9 @@ mod library {
         let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
             "metadata": {"name": "widgets.example.com"},
             "spec": {"group": "example.com", "scope": "Namespaced", "names": {"kind": "Widget", "plural": "widgets"},
-                     "versions": [{"name": "v1", "served": true, "storage": true}]}});
+                     "versions": [{"name": "v1", "served": true, "storage": true,
+                                   "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                                       "spec": {"type": "object", "properties": {"size": {"type": "integer"}}}}}}}]}});
         let widget = json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w1", "namespace": "shop"}, "spec": {"size": 3}});
         let set = desired(&[("crds", vec![crd, namespace("shop")]), ("widgets", vec![widget])]);
         let cs = c.reconcile(&set, &options()).unwrap();

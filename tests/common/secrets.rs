@@ -61,7 +61,15 @@ spec:
   group: example.com
   scope: Namespaced
   names: {{ kind: Database, plural: databases }}
-  versions: [{{ name: v1, served: true, storage: true }}]
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema:
+          type: object
+          properties:
+            spec: {{ type: object, properties: {{ size: {{ type: integer }}, password: {{ type: string }} }} }}
 ---
 apiVersion: example.com/v1
 kind: Database
