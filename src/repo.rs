@@ -380,7 +380,7 @@ fn check_header(
 /// Names end up as label values and object names: DNS-1123 labels (lowercase alphanumerics and
 /// `-`, at most 63 characters, starting and ending alphanumeric).
 fn check_name(name: &str, what: &str, file: &str, at: usize, diags: &mut Diagnostics) -> bool {
-    if is_dns_label(name) {
+    if crate::render::names::is_dns1123_label(name) {
         return true;
     }
     diags.push(
@@ -390,15 +390,6 @@ fn check_name(name: &str, what: &str, file: &str, at: usize, diags: &mut Diagnos
             .help("use at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit"),
     );
     false
-}
-
-pub fn is_dns_label(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 63
-        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-        && bytes[0] != b'-'
-        && bytes[bytes.len() - 1] != b'-'
 }
 
 fn check_layer(tree: &dyn Tree, raw: RawLayer, file: &str, profile: &str, diags: &mut Diagnostics) -> Option<Layer> {

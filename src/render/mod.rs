@@ -11,6 +11,7 @@
 //! with the same values) is rendered once per [`Renderer`] and reused, which is what keeps
 //! rendering a fleet fast.
 
+pub mod names;
 pub mod object;
 pub mod template;
 pub mod tools;
@@ -469,6 +470,32 @@ fn to_object(
         };
         Some(ns)
     };
+    let crd = (kind == "CustomResourceDefinition")
+        .then(|| Some((doc.value["spec"]["names"]["plural"].as_str()?, doc.value["spec"]["group"].as_str()?)))
+        .flatten();
+    names::check_identity(api_version, kind, name, namespace.as_deref(), crd).map_err(|invalid| {
+        Diagnostic::new(
+            Code::Name,
+            match invalid.field {
+                "metadata.name" | "metadata.namespace" => format!(
+                    "{} {} of a {kind} is invalid: it must be {}",
+                    invalid.field,
+                    shown(&invalid.value),
+                    invalid.rule
+                ),
+                field => format!("{field} {} is invalid: it must be {}", shown(&invalid.value), invalid.rule),
+            },
+        )
+        .in_file(&doc.file)
+        .at_line(doc.line)
+        .help(match invalid.field {
+            "metadata.namespace" => "use a namespace the API server accepts, or leave it out to get the layer's",
+            "metadata.name" => {
+                "rename the object: the API server refuses this name, and strata never turns it into a path or URL"
+            }
+            _ => "fix the manifest: the API server refuses this identity, and strata never turns it into a path or URL",
+        })
+    })?;
     object::stamp(&mut manifest, stamp);
     Ok(Object {
         id: ObjectId::new(api_version, kind, namespace.as_deref(), name),
@@ -477,6 +504,17 @@ fn to_object(
         manifest,
         ignore: Vec::new(),
     })
+}
+
+/// A value from a manifest as it can safely be shown in a diagnostic: quoted, escaped, and cut
+/// short when it is long.
+fn shown(value: &str) -> String {
+    const MAX: usize = 80;
+    let mut escaped: String = value.chars().take(MAX).flat_map(char::escape_debug).collect();
+    if value.chars().nth(MAX).is_some() {
+        escaped.push_str(&format!("… ({} bytes)", value.len()));
+    }
+    format!("`{escaped}`")
 }
 
 fn layer_digest(name: &str, objects: &[Object]) -> String {
