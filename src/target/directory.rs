@@ -368,7 +368,7 @@ mod tests {
     /// the test's thread may only write below `dir` (where the test sees them). Without Landlock
     /// the test still checks everything, unconfined.
     fn confine_this_thread_to(dir: &Path) {
-        use landlock::{ABI, Access, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, path_beneath_rules};
+        use landlock::{ABI, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, path_beneath_rules};
         let abi = ABI::V3;
         let write = AccessFs::from_write(abi);
         Ruleset::default()
