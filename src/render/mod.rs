@@ -11,6 +11,7 @@
 //! with the same values) is rendered once per [`Renderer`] and reused, which is what keeps
 //! rendering a fleet fast.
 
+pub mod kustomization;
 pub mod names;
 pub mod object;
 pub mod template;
@@ -354,6 +355,9 @@ impl<'a> Renderer<'a> {
                 Diagnostic::new(Code::Tool, e.to_string()).in_file(&layer.source).about(object_name).help(help),
             )
         };
+        if layer.kind == LayerKind::Kustomize {
+            kustomization::check(self.tree, &layer.source, object_name)?;
+        }
         let scratch = match self.scratch() {
             Ok(s) => s,
             Err(e) => {
