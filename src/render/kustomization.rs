@@ -34,6 +34,8 @@ pub const FILE_NAMES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "K
 
 /// A kustomization as kustomize's `types.Kustomization` defines it (kustomize v5). Fields that
 /// name no file are accepted as they are; fields that do are typed, so their paths are checked.
+// Fields that name no file are accepted as kustomize defines them and never read.
+#[allow(dead_code)]
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct Kustomization {
@@ -109,6 +111,8 @@ struct Kustomization {
     build_metadata: Option<IgnoredAny>,
 }
 
+// Fields that name no file are accepted as kustomize defines them and never read.
+#[allow(dead_code)]
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OpenApi {
@@ -118,6 +122,8 @@ struct OpenApi {
     version: Option<IgnoredAny>,
 }
 
+// Fields that name no file are accepted as kustomize defines them and never read.
+#[allow(dead_code)]
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PatchRef {
@@ -131,6 +137,8 @@ struct PatchRef {
     options: Option<IgnoredAny>,
 }
 
+// Fields that name no file are accepted as kustomize defines them and never read.
+#[allow(dead_code)]
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ReplacementRef {
@@ -143,6 +151,8 @@ struct ReplacementRef {
 }
 
 /// configMapGenerator and secretGenerator entries (kustomize's `GeneratorArgs`).
+// Fields that name no file are accepted as kustomize defines them and never read.
+#[allow(dead_code)]
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct GeneratorArgs {
@@ -257,10 +267,13 @@ impl Checker<'_> {
             }
             several => {
                 return self.diags.push(
-                    Diagnostic::new(Code::Path, format!("`{dir}` has more than one kustomization file: {}", several.join(", ")))
-                        .in_file(&several[0])
-                        .about(self.object)
-                        .help("keep one; kustomize refuses a directory with several"),
+                    Diagnostic::new(
+                        Code::Path,
+                        format!("`{dir}` has more than one kustomization file: {}", several.join(", ")),
+                    )
+                    .in_file(&several[0])
+                    .about(self.object)
+                    .help("keep one; kustomize refuses a directory with several"),
                 );
             }
         };
@@ -327,12 +340,16 @@ impl Checker<'_> {
         if let Some(path) = k.openapi.as_ref().and_then(|o| o.path.as_ref()) {
             self.reference(dir, file, "openapi.path", path, Want::File, false);
         }
-        for (field, generators) in [("configMapGenerator", &k.config_map_generator), ("secretGenerator", &k.secret_generator)] {
+        for (field, generators) in
+            [("configMapGenerator", &k.config_map_generator), ("secretGenerator", &k.secret_generator)]
+        {
             for args in generators {
                 self.generator_files(dir, file, field, args);
             }
         }
-        for (field, list) in [("generators", &k.generators), ("transformers", &k.transformers), ("validators", &k.validators)] {
+        for (field, list) in
+            [("generators", &k.generators), ("transformers", &k.transformers), ("validators", &k.validators)]
+        {
             for entry in list {
                 self.plugin(dir, file, field, entry);
             }
@@ -405,7 +422,8 @@ impl Checker<'_> {
                 "ConfigMapGenerator" | "SecretGenerator" => {
                     let v = &doc.value;
                     let files = v["files"].as_array().into_iter().flatten();
-                    let envs = v["envs"].as_array().into_iter().flatten().chain(Some(&v["env"]).filter(|e| !e.is_null()));
+                    let envs =
+                        v["envs"].as_array().into_iter().flatten().chain(Some(&v["env"]).filter(|e| !e.is_null()));
                     files.chain(envs).collect()
                 }
                 "PatchTransformer" | "PatchJson6902Transformer" => vec![&doc.value["path"]],
@@ -413,9 +431,18 @@ impl Checker<'_> {
                 "ReplacementTransformer" => {
                     doc.value["replacements"].as_array().into_iter().flatten().map(|r| &r["path"]).collect()
                 }
-                "AnnotationsTransformer" | "LabelTransformer" | "NamespaceTransformer" | "PrefixSuffixTransformer"
-                | "PrefixTransformer" | "SuffixTransformer" | "ImageTagTransformer" | "ReplicaCountTransformer"
-                | "HashTransformer" | "ValueAddTransformer" | "SortOrderTransformer" | "IAMPolicyGenerator" => vec![],
+                "AnnotationsTransformer"
+                | "LabelTransformer"
+                | "NamespaceTransformer"
+                | "PrefixSuffixTransformer"
+                | "PrefixTransformer"
+                | "SuffixTransformer"
+                | "ImageTagTransformer"
+                | "ReplicaCountTransformer"
+                | "HashTransformer"
+                | "ValueAddTransformer"
+                | "SortOrderTransformer"
+                | "IAMPolicyGenerator" => vec![],
                 other => {
                     self.push(
                         &at,
@@ -428,7 +455,12 @@ impl Checker<'_> {
             };
             for value in paths.into_iter().filter(|v| !v.is_null()) {
                 let Some(text) = value.as_str() else {
-                    self.push(&at, Code::Schema, format!("`{kind}` names a file with a non-string"), "give the path as a string");
+                    self.push(
+                        &at,
+                        Code::Schema,
+                        format!("`{kind}` names a file with a non-string"),
+                        "give the path as a string",
+                    );
                     continue;
                 };
                 let path = text.split_once('=').map(|(_, p)| p).unwrap_or(text);
@@ -561,7 +593,10 @@ mod tests {
                 ("app/data.txt", "x"),
                 ("app/vars.env", "A=b"),
                 ("app/repl.yaml", "source: {kind: X}\n"),
-                ("app/labels.yaml", "apiVersion: builtin\nkind: LabelTransformer\nmetadata: {name: l}\nlabels: {a: b}\n"),
+                (
+                    "app/labels.yaml",
+                    "apiVersion: builtin\nkind: LabelTransformer\nmetadata: {name: l}\nlabels: {a: b}\n",
+                ),
             ],
             &[],
         );
@@ -571,12 +606,10 @@ mod tests {
     #[test]
     fn every_escape_and_remote_reference_is_refused() {
         let found = check_files(
-            &[
-                (
-                    "app/kustomization.yaml",
-                    "resources:\n- ../../outside\n- /etc/kubernetes\n- https://example.com/x.yaml\n- github.com/org/repo//deploy?ref=v1\n- git@github.com:org/repo.git\n- missing-dir\n- linked\ncomponents: [../../outside]\nconfigMapGenerator:\n- name: c\n  files: [passwd=../../../../etc/passwd]\n  env: ../../outside/kustomization.yaml\npatches:\n- path: http://169.254.169.254/latest\nhelmCharts:\n- name: x\n  repo: https://charts.example.com\n",
-                ),
-            ],
+            &[(
+                "app/kustomization.yaml",
+                "resources:\n- ../../outside\n- /etc/kubernetes\n- https://example.com/x.yaml\n- github.com/org/repo//deploy?ref=v1\n- git@github.com:org/repo.git\n- missing-dir\n- linked\ncomponents: [../../outside]\nconfigMapGenerator:\n- name: c\n  files: [passwd=../../../../etc/passwd]\n  env: ../../outside/kustomization.yaml\npatches:\n- path: http://169.254.169.254/latest\nhelmCharts:\n- name: x\n  repo: https://charts.example.com\n",
+            )],
             &[("../up/../outside", "app/linked"), ("..", "up")],
         );
         let expected = [
@@ -610,14 +643,20 @@ mod tests {
             &[],
         );
         assert_eq!(found.len(), 1, "{found:#?}");
-        assert!(found[0].starts_with("error[schema]: base/kustomization.yaml:2: layer app: unknown field `sneaky`"), "{found:#?}");
+        assert!(
+            found[0].starts_with("error[schema]: base/kustomization.yaml:2: layer app: unknown field `sneaky`"),
+            "{found:#?}"
+        );
     }
 
     #[test]
     fn plugins_that_run_programs_or_read_outside_are_refused() {
         let found = check_files(
             &[
-                ("app/kustomization.yaml", "generators: [gen.yaml]\ntransformers:\n- |\n  apiVersion: builtin\n  kind: PatchTransformer\n  metadata: {name: p}\n  path: ../../outside/kustomization.yaml\n"),
+                (
+                    "app/kustomization.yaml",
+                    "generators: [gen.yaml]\ntransformers:\n- |\n  apiVersion: builtin\n  kind: PatchTransformer\n  metadata: {name: p}\n  path: ../../outside/kustomization.yaml\n",
+                ),
                 (
                     "app/gen.yaml",
                     "apiVersion: builtin\nkind: HelmChartInflationGenerator\nmetadata: {name: h}\n---\napiVersion: x\nkind: Exec\nmetadata:\n  name: e\n  annotations:\n    config.kubernetes.io/function: |\n      exec: {path: /bin/sh}\n---\napiVersion: builtin\nkind: SecretGenerator\nmetadata: {name: s}\nfiles: [../../../etc/shadow]\n",
