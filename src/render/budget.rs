@@ -17,7 +17,7 @@ pub const LAYER_BYTES: u64 = 32 * 1024 * 1024;
 /// Bytes one cluster's layers may render to together.
 pub const CLUSTER_BYTES: u64 = 64 * 1024 * 1024;
 /// Heap a layer's templates may use while rendering, on top of what strata already holds.
-pub const RENDER_MEMORY: u64 = 512 * 1024 * 1024;
+pub const RENDER_MEMORY: u64 = 256 * 1024 * 1024;
 /// Rendered bytes the renderer keeps to share between clusters.
 pub const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
