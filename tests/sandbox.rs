@@ -29,7 +29,8 @@ spec:
   profile: { name: ingress, version: 1.0.0 }
 ";
 
-const HOST_MANIFEST: &str = "apiVersion: v1\nkind: Secret\nmetadata: { name: host-secret }\nstringData: { token: from-the-host }\n";
+const HOST_MANIFEST: &str =
+    "apiVersion: v1\nkind: Secret\nmetadata: { name: host-secret }\nstringData: { token: from-the-host }\n";
 
 /// A listener on loopback that counts the connections it gets and answers each with a manifest.
 struct Listener {
@@ -50,7 +51,11 @@ impl Listener {
                 let mut buf = [0; 4096];
                 let _ = stream.read(&mut buf);
                 let body = HOST_MANIFEST;
-                let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
             }
         });
         Listener { port, contacted }
@@ -93,6 +98,13 @@ impl Setup {
         self.outer.path().join("host").display().to_string()
     }
 
+    /// The host directory as the layer's kustomization reaches it with `..`: both temporary
+    /// directories live in the same place.
+    fn up_to_host(&self) -> String {
+        assert_eq!(self.outer.path().parent(), self.repo.path().parent());
+        format!("../../../{}/host", self.outer.path().file_name().unwrap().to_str().unwrap())
+    }
+
     /// `validate` with `kustomization` as the layer's, committed first in a Git repository.
     fn validate(&self, kustomization: &str, git: bool) -> common::Run {
         self.repo.write("fleet/app/kustomization.yaml", kustomization);
@@ -119,23 +131,41 @@ fn kustomizations_reaching_outside_the_repository_are_refused() {
     for git in [false, true] {
         let s = Setup::new(git);
         let layer = "profile ingress@1.0.0 layer ingress";
-        // From fleet/app, three levels up is the temporary directory holding the repository.
+        let up = s.up_to_host();
         let cases = [
-            ("resources: [../../../host]\n".to_string(), format!("error[path]: {AT}:1: {layer}: resources: `../../../host` leads outside the repository")),
-            (format!("resources: ['{}']\n", s.host()), format!("error[path]: {AT}:1: {layer}: resources: `{}` is an absolute path", s.host())),
-            ("bases: [../../../host]\n".to_string(), format!("error[path]: {AT}:1: {layer}: bases: `../../../host` leads outside")),
-            ("components: [../../../host]\n".to_string(), format!("error[path]: {AT}:1: {layer}: components: `../../../host` leads outside")),
             (
-                "resources: [../base]\nconfigMapGenerator:\n- name: leak\n  files: [passwd=../../../host/passwd]\n".to_string(),
-                format!("error[path]: {AT}:4: {layer}: configMapGenerator: `../../../host/passwd` leads outside the repository"),
+                format!("resources: [{up}]\n"),
+                format!("error[path]: {AT}:1: {layer}: resources: `{up}` leads outside the repository"),
             ),
             (
-                "resources: [../base]\nsecretGenerator:\n- name: leak\n  envs: [../../../host/passwd]\n".to_string(),
-                format!("error[path]: {AT}:4: {layer}: secretGenerator: `../../../host/passwd` leads outside"),
+                format!("resources: ['{}']\n", s.host()),
+                format!("error[path]: {AT}:1: {layer}: resources: `{}` is an absolute path", s.host()),
             ),
-            ("resources: [../base]\npatches:\n- path: ../../../host/secret.yaml\n".to_string(), format!("error[path]: {AT}:3: {layer}: patches: `../../../host/secret.yaml` leads outside")),
-            ("resources: [../base]\ncrds: [../../../host/secret.yaml]\n".to_string(), format!("error[path]: {AT}:2: {layer}: crds:")),
-            ("resources: [../base]\nsneaky: ../../../host\n".to_string(), format!("error[schema]: {AT}:2: {layer}: unknown field `sneaky`")),
+            (format!("bases: [{up}]\n"), format!("error[path]: {AT}:1: {layer}: bases: `{up}` leads outside")),
+            (
+                format!("components: [{up}]\n"),
+                format!("error[path]: {AT}:1: {layer}: components: `{up}` leads outside"),
+            ),
+            (
+                format!("resources: [../base]\nconfigMapGenerator:\n- name: leak\n  files: [passwd={up}/passwd]\n"),
+                format!("error[path]: {AT}:4: {layer}: configMapGenerator: `{up}/passwd` leads outside the repository"),
+            ),
+            (
+                format!("resources: [../base]\nsecretGenerator:\n- name: leak\n  envs: [{up}/passwd]\n"),
+                format!("error[path]: {AT}:4: {layer}: secretGenerator: `{up}/passwd` leads outside"),
+            ),
+            (
+                format!("resources: [../base]\npatches:\n- path: {up}/secret.yaml\n"),
+                format!("error[path]: {AT}:3: {layer}: patches: `{up}/secret.yaml` leads outside"),
+            ),
+            (
+                format!("resources: [../base]\ncrds: [{up}/secret.yaml]\n"),
+                format!("error[path]: {AT}:2: {layer}: crds:"),
+            ),
+            (
+                format!("resources: [../base]\nsneaky: {up}\n"),
+                format!("error[schema]: {AT}:2: {layer}: unknown field `sneaky`"),
+            ),
         ];
         for (kustomization, expected) in cases {
             refused(&s.validate(&kustomization, git), &[&expected]);
@@ -151,9 +181,14 @@ fn symlinked_bases_that_lead_out_are_refused_in_commits_and_directories() {
         s.repo
             .write("fleet/decoy/kustomization.yaml", "resources: []\n")
             .symlink("..", "fleet/up")
-            .symlink(&format!("../{}/host", "..".to_string()), "fleet/hostlink");
+            .symlink(&s.host(), "fleet/hostlink");
         let run = s.validate("resources: [../up/../decoy]\n", git);
-        refused(&run, &[&format!("error[path]: {AT}:1: profile ingress@1.0.0 layer ingress: resources: `../up/../decoy` leads outside the repository through the symlink `fleet/up`")]);
+        refused(
+            &run,
+            &[&format!(
+                "error[path]: {AT}:1: profile ingress@1.0.0 layer ingress: resources: `../up/../decoy` leads outside the repository through the symlink `fleet/up`"
+            )],
+        );
         let run = s.validate("resources: [../hostlink]\n", git);
         refused(&run, &[&format!("error[path]: {AT}:1:"), "through the symlink `fleet/hostlink`"]);
     }
@@ -167,7 +202,7 @@ fn remote_references_are_refused_and_nothing_is_fetched() {
         for kustomization in [
             format!("resources: ['{}']\n", listener.url()),
             format!("resources: [../base]\npatches:\n- path: '{}'\n", listener.url()),
-            format!("resources: ['github.com/example/repo//deploy?ref=v1']\n"),
+            "resources: ['github.com/example/repo//deploy?ref=v1']\n".to_string(),
             format!("helmCharts:\n- name: x\n  repo: 'http://127.0.0.1:{}'\n  version: 1.0.0\n", listener.port),
         ] {
             let run = s.validate(&kustomization, git);
@@ -202,7 +237,10 @@ fn the_sandboxed_tool_reads_nothing_of_the_host_and_reaches_no_listener() {
     let e = build("resources: [../host]\n").unwrap_err();
     assert!(!e.to_string().contains("from-the-host"), "{e}");
     let unconfined = std::process::Command::new("kubectl").arg("kustomize").arg(&checkout).output().unwrap();
-    assert!(String::from_utf8_lossy(&unconfined.stdout).contains("from-the-host"), "the control: kustomize alone reads it");
+    assert!(
+        String::from_utf8_lossy(&unconfined.stdout).contains("from-the-host"),
+        "the control: kustomize alone reads it"
+    );
     let e = build(&format!("resources: ['{}']\n", listener.url())).unwrap_err();
     assert!(!e.to_string().contains("from-the-host"), "{e}");
     assert_eq!(listener.contacted(), 0, "the sandboxed tool reached a listener on loopback");
@@ -251,12 +289,7 @@ fn helm_runs_in_the_sandbox_too() {
     std::fs::write(bin.join("helm"), probing_helm(&host_file, &listener.url())).unwrap();
     std::fs::set_permissions(bin.join("helm"), std::fs::Permissions::from_mode(0o755)).unwrap();
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
-    let run = repo
-        .strata_env(
-            &["render", "metrics-eu"],
-            &[("PATH", &path), ("KUBECONFIG", "/root/.kube/config")],
-        )
-        .ok();
+    let run = repo.strata_env(&["render", "metrics-eu"], &[("PATH", &path), ("KUBECONFIG", "/root/.kube/config")]).ok();
     let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&run.stdout).unwrap();
     let data = &docs[0]["data"];
     assert!(data["host"].as_str().unwrap().contains("Permission denied"), "{data}");

@@ -1,12 +1,14 @@
 //! Output budgets: how much a repository may make strata render, per template, per layer and
 //! per cluster, and how much rendering may hold in memory.
 //!
-//! Fuel bounds how long a template runs, not how much it writes or allocates: a template can
-//! repeat a string a hundred million times in one step, and two thousand templates that each
-//! write two megabytes are four gigabytes. Every rendering is therefore bounded in bytes (a
-//! writer that stops at its budget, a tool killed when its output passes it) and templates render
-//! in a child process whose heap has a ceiling ([`super::isolate`]). The figures leave real
-//! layers far below them: a kube-prometheus-stack renders about 5 MiB.
+//! Fuel bounds what one template may do: minijinja (3.1) charges it for every instruction and
+//! for the bytes an operation would allocate before it allocates them, so `'x' * 100000000` or a
+//! string doubled in a loop runs out of fuel rather than memory. What fuel does not bound is how
+//! much many templates, or a tool, write together: two thousand templates that each write two
+//! megabytes are four gigabytes. So every rendering is also bounded in bytes (a writer that stops
+//! at its budget, a tool killed when its output passes it), per template, per layer and per
+//! cluster. The figures leave real layers far below them: a kube-prometheus-stack renders about
+//! 5 MiB.
 
 use std::io;
 
@@ -16,8 +18,6 @@ pub const TEMPLATE_BYTES: u64 = 8 * 1024 * 1024;
 pub const LAYER_BYTES: u64 = 32 * 1024 * 1024;
 /// Bytes one cluster's layers may render to together.
 pub const CLUSTER_BYTES: u64 = 64 * 1024 * 1024;
-/// Heap a layer's templates may use while rendering, on top of what strata already holds.
-pub const RENDER_MEMORY: u64 = 256 * 1024 * 1024;
 /// Rendered bytes the renderer keeps to share between clusters.
 pub const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 

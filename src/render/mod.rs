@@ -12,7 +12,6 @@
 //! rendering a fleet fast.
 
 pub mod budget;
-pub mod isolate;
 pub mod kustomization;
 pub mod names;
 pub mod object;
@@ -33,7 +32,6 @@ use crate::model::{Cluster, Layer, LayerKind, Model, Profile};
 use crate::repo::read_diag;
 use crate::source::{self, Tree};
 use crate::yaml;
-use isolate::IsolateError;
 use object::{ObjectId, Stamp};
 use template::LayerTemplates;
 use tools::{HelmRequest, ToolError, Tools, Workspace};
@@ -365,26 +363,7 @@ impl<'a> Renderer<'a> {
             "layer": { "name": layer.name, "namespace": layer.namespace },
             "cluster": { "name": cluster.name, "tags": cluster.tags },
         })));
-        let render = || templates.render(&context, object_name, budget::LAYER_BYTES);
-        // The reply is the rendered text (at most the layer's budget) as JSON, where escapes
-        // can make it up to six times larger.
-        let outputs = match isolate::run(budget::RENDER_MEMORY, 6 * budget::LAYER_BYTES + (1 << 20), render) {
-            Ok(result) => result?,
-            Err(IsolateError::Unavailable(why)) => {
-                tracing::warn!(%why, layer = %object_name, "Rendering templates in this process: no child process for it.");
-                render()?
-            }
-            Err(IsolateError::Died(_) | IsolateError::ReplyTooLarge) => {
-                return Err(Diagnostic::new(
-                    Code::Budget,
-                    format!("rendering the templates took more than {} of memory", budget::mib(budget::RENDER_MEMORY)),
-                )
-                .in_file(&layer.source)
-                .about(object_name)
-                .help("look for a template that builds huge strings or lists (repetition, concatenation in loops)")
-                .into());
-            }
-        };
+        let outputs = templates.render(&context, object_name, budget::LAYER_BYTES)?;
         let mut docs = Vec::new();
         let mut diags = Diagnostics::new();
         let mut bytes = 0;
