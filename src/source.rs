@@ -560,7 +560,7 @@ pub const MAX_CHECKOUT_BYTES: u64 = 512 * 1024 * 1024;
 /// copied through the [`Tree`] API, links are kept only when they [`resolve`] inside the tree
 /// (the kernel then resolves them to the same place in the copy), and links out, loops and
 /// dangling links are left out. Files over [`MAX_FILE_BYTES`] are left out too, as strata would
-/// refuse to read them.
+/// refuse to read them, and so are submodules.
 fn checkout(tree: &dyn Tree, cell: &std::cell::OnceCell<PathBuf>, scratch: &Path) -> Result<PathBuf, ReadError> {
     if let Some(path) = cell.get() {
         return Ok(path.clone());
@@ -585,7 +585,9 @@ fn write_checkout(tree: &dyn Tree, dir: &str, into: &Path, budget: &mut u64) -> 
                     })?;
                     fs::write(&target, bytes)?;
                 }
-                Err(ReadError::TooLarge(_)) => {}
+                // Too large for strata to read, or a submodule (a commit, not content of this
+                // repository): left out.
+                Err(ReadError::TooLarge(_) | ReadError::NotFound) => {}
                 Err(e) => return Err(e),
             },
             EntryKind::Symlink => {
