@@ -182,12 +182,17 @@ fn read_yaml<T: for<'de> Deserialize<'de>>(tree: &dyn Tree, path: &str) -> Resul
 }
 
 pub(crate) fn read_diag(path: &str, e: ReadError) -> Diagnostic {
-    let code = match e {
-        ReadError::TooLarge(_) => Code::TooLarge,
-        ReadError::Escapes(_) | ReadError::Loop => Code::Path,
-        _ => Code::Yaml,
-    };
-    Diagnostic::new(code, e.to_string()).in_file(path)
+    match e {
+        // Named by the link (or path) that leads out, which may be deep below `path`.
+        ReadError::Escapes { path: ref escaping, .. } => Diagnostic::new(Code::Path, e.to_string())
+            .in_file(escaping)
+            .help("resolved as the filesystem resolves it, it leaves the repository: keep files and links inside"),
+        ReadError::Loop(ref looping) => Diagnostic::new(Code::Path, e.to_string())
+            .in_file(looping)
+            .help("a symlink leads back to itself: fix or remove it"),
+        ReadError::TooLarge(_) => Diagnostic::new(Code::TooLarge, e.to_string()).in_file(path),
+        _ => Diagnostic::new(Code::Yaml, e.to_string()).in_file(path),
+    }
 }
 
 fn load_profiles(tree: &dyn Tree, model: &mut Model, broken: &mut HashSet<String>, diags: &mut Diagnostics) {
@@ -384,7 +389,7 @@ fn check_header(
 /// Names end up as label values and object names: DNS-1123 labels (lowercase alphanumerics and
 /// `-`, at most 63 characters, starting and ending alphanumeric).
 fn check_name(name: &str, what: &str, file: &str, at: usize, diags: &mut Diagnostics) -> bool {
-    if is_dns_label(name) {
+    if crate::render::names::is_dns1123_label(name) {
         return true;
     }
     diags.push(
@@ -394,15 +399,6 @@ fn check_name(name: &str, what: &str, file: &str, at: usize, diags: &mut Diagnos
             .help("use at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit"),
     );
     false
-}
-
-pub fn is_dns_label(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 63
-        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-        && bytes[0] != b'-'
-        && bytes[bytes.len() - 1] != b'-'
 }
 
 fn check_layer(tree: &dyn Tree, raw: RawLayer, file: &str, profile: &str, diags: &mut Diagnostics) -> Option<Layer> {
@@ -416,55 +412,72 @@ fn check_layer(tree: &dyn Tree, raw: RawLayer, file: &str, profile: &str, diags:
     let source_diag = |message: String, help: &str| {
         Diagnostic::new(Code::Path, message).in_file(file).at_line(source_line).about(&object).help(help)
     };
-    let source = match source::join("", &raw.source.value) {
+    let leaves = || {
+        source_diag(
+            format!("source `{}` leaves the repository", raw.source.value),
+            "give a path relative to the repository root, without `..` above it",
+        )
+    };
+    // Resolved as the filesystem would: `..` after a symlink steps back from where the link led.
+    let source = match source::components(&raw.source.value) {
         None => {
-            diags.push(source_diag(
-                format!("source `{}` leaves the repository", raw.source.value),
-                "give a path relative to the repository root, without `..` above it",
-            ));
+            diags.push(leaves());
             None
         }
-        Some(path) => match source::resolve(tree, &path) {
-            Ok((real, found)) => {
-                let problem = match (kind, found) {
-                    (LayerKind::Manifests, _) => None,
-                    (_, EntryKind::Dir) => {
-                        let marker: &[&str] = match kind {
-                            LayerKind::Kustomize => &["kustomization.yaml", "kustomization.yml", "Kustomization"],
-                            _ => &["Chart.yaml"],
-                        };
-                        (!marker.iter().any(|m| tree.kind(&format!("{real}/{m}")).is_some()))
-                            .then(|| format!("source `{path}` has no {}", marker[0]))
+        Some(parts) => {
+            let path = parts.join("/");
+            match source::resolve(tree, &path) {
+                Ok((real, found)) => {
+                    let problem = match (kind, found) {
+                        (LayerKind::Manifests, _) => None,
+                        (_, EntryKind::Dir) => {
+                            let marker: &[&str] = match kind {
+                                LayerKind::Kustomize => &["kustomization.yaml", "kustomization.yml", "Kustomization"],
+                                _ => &["Chart.yaml"],
+                            };
+                            (!marker.iter().any(|m| tree.kind(&format!("{real}/{m}")).is_some()))
+                                .then(|| format!("source `{path}` has no {}", marker[0]))
+                        }
+                        _ => Some(format!("source `{path}` is a file; a {kind} layer needs a directory")),
+                    };
+                    match problem {
+                        Some(message) => {
+                            diags.push(source_diag(
+                                message,
+                                "point source at the directory that holds the layer's files",
+                            ));
+                            None
+                        }
+                        // A path that climbs back with `..` is kept as the place it reached, so files
+                        // are named where they really are; otherwise as written.
+                        None if parts.contains(&"..") => Some(real),
+                        None => Some(path),
                     }
-                    _ => Some(format!("source `{path}` is a file; a {kind} layer needs a directory")),
-                };
-                match problem {
-                    Some(message) => {
-                        diags.push(source_diag(message, "point source at the directory that holds the layer's files"));
-                        None
-                    }
-                    None => Some(path),
+                }
+                Err(ReadError::NotFound) => {
+                    diags.push(source_diag(
+                        format!("source `{path}` does not exist"),
+                        "check the path; it is relative to the repository root",
+                    ));
+                    None
+                }
+                Err(ReadError::Escapes { through: None, .. }) => {
+                    diags.push(leaves());
+                    None
+                }
+                Err(ReadError::Escapes { through: Some(link), .. }) => {
+                    diags.push(source_diag(
+                        format!("source `{path}` goes through a symlink that points outside the repository (`{link}`)"),
+                        "layer files must live in the repository: copy them in instead of linking",
+                    ));
+                    None
+                }
+                Err(e) => {
+                    diags.push(source_diag(format!("source `{path}`: {e}"), "fix the path or the links along it"));
+                    None
                 }
             }
-            Err(ReadError::NotFound) => {
-                diags.push(source_diag(
-                    format!("source `{path}` does not exist"),
-                    "check the path; it is relative to the repository root",
-                ));
-                None
-            }
-            Err(ReadError::Escapes(link)) => {
-                diags.push(source_diag(
-                    format!("source `{path}` goes through a symlink that points outside the repository (`{link}`)"),
-                    "layer files must live in the repository: copy them in instead of linking",
-                ));
-                None
-            }
-            Err(e) => {
-                diags.push(source_diag(format!("source `{path}`: {e}"), "fix the path or the links along it"));
-                None
-            }
-        },
+        }
     };
     ok &= source.is_some();
 

@@ -10,11 +10,12 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::APIResource;
-use kube::api::{ApiResource, DeleteParams, DynamicObject, GetParams, ListParams, Patch, PatchParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{APIResource, APIResourceList};
+use kube::api::{DeleteParams, GetParams, ListParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::core::{Request, Resource as _};
+use kube::core::Request;
 use kube::{Client, Config};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Value, json};
 
 use super::{Resource, Target, TargetError};
@@ -129,16 +130,9 @@ impl KubeTarget {
     /// Requests for a resource (in a namespace, for namespaced ones). Responses are decoded
     /// straight into JSON values: strata never needs typed objects, and skipping them saves
     /// much of the CPU spent per request.
-    fn request(&self, resource: &Resource, namespace: Option<&str>) -> Request {
-        let ar = ApiResource {
-            group: resource.group.clone(),
-            version: resource.version.clone(),
-            api_version: resource.api_version.clone(),
-            kind: resource.kind.clone(),
-            plural: resource.plural.clone(),
-        };
+    fn request(&self, resource: &Resource, namespace: Option<&str>) -> Result<Request, TargetError> {
         let namespace = if resource.namespaced { namespace } else { None };
-        Request::new(DynamicObject::url_path(&ar, namespace))
+        Ok(Request::new(collection_path(resource, namespace)?))
     }
 
     async fn send(
@@ -153,11 +147,10 @@ impl KubeTarget {
         if let Some(hit) = self.discovery.lock().expect("discovery lock").get(api_version) {
             return Ok(Some(hit.clone()));
         }
-        let listed = if api_version.contains('/') {
-            self.client.list_api_group_resources(api_version).await
-        } else {
-            self.client.list_core_api_resources(api_version).await
-        };
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let path = group_path(group, version)?;
+        let request = http::Request::get(path).body(Vec::new()).map_err(|e| TargetError::Other(e.to_string()));
+        let listed = self.client.request::<APIResourceList>(request?).await;
         let list = match listed {
             Ok(list) => list,
             Err(kube::Error::Api(status)) if status.code == 404 => return Ok(None),
@@ -192,6 +185,41 @@ fn classify(e: kube::Error) -> TargetError {
         kube::Error::Service(e) => TargetError::Unreachable(crate::net::failure_of(e.as_ref()).to_string()),
         other => TargetError::Other(other.to_string()),
     }
+}
+
+/// Everything but RFC 3986's unreserved characters is escaped in a path segment.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// One URL path segment: percent-encoded, so a name can never add segments, a query or a
+/// fragment; an empty, `.` or `..` segment is refused, since servers and proxies normalise
+/// those away (encoded or not) and the request would reach another resource.
+fn segment(value: &str) -> Result<String, TargetError> {
+    if value.is_empty() || value == "." || value == ".." {
+        let shown: String = value.chars().take(80).flat_map(char::escape_debug).collect();
+        return Err(TargetError::Invalid(format!("`{shown}` cannot be part of an API request path")));
+    }
+    Ok(utf8_percent_encode(value, SEGMENT).to_string())
+}
+
+/// `/api/v1` or `/apis/<group>/<version>`.
+fn group_path(group: &str, version: &str) -> Result<String, TargetError> {
+    Ok(if group.is_empty() {
+        format!("/api/{}", segment(version)?)
+    } else {
+        format!("/apis/{}/{}", segment(group)?, segment(version)?)
+    })
+}
+
+/// `/apis/apps/v1/namespaces/web/deployments`, every segment encoded.
+fn collection_path(resource: &Resource, namespace: Option<&str>) -> Result<String, TargetError> {
+    let mut path = group_path(&resource.group, &resource.version)?;
+    if let Some(namespace) = namespace {
+        path.push_str("/namespaces/");
+        path.push_str(&segment(namespace)?);
+    }
+    path.push('/');
+    path.push_str(&segment(&resource.plural)?);
+    Ok(path)
 }
 
 fn inventory_name(cluster: &str) -> String {
@@ -237,7 +265,7 @@ impl Target for KubeTarget {
         namespace: Option<&str>,
         name: &str,
     ) -> Result<Option<Value>, TargetError> {
-        match self.send(self.request(resource, namespace).get(name, &GetParams::default())).await {
+        match self.send(self.request(resource, namespace)?.get(&segment(name)?, &GetParams::default())).await {
             Ok(object) => Ok(Some(object)),
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
             Err(e) => Err(classify(e)),
@@ -246,7 +274,7 @@ impl Target for KubeTarget {
 
     async fn list(&self, resource: &Resource, namespace: Option<&str>) -> Result<Vec<Value>, TargetError> {
         let mut list =
-            self.send(self.request(resource, namespace).list(&ListParams::default())).await.map_err(classify)?;
+            self.send(self.request(resource, namespace)?.list(&ListParams::default())).await.map_err(classify)?;
         let items = match list.get_mut("items").map(Value::take) {
             Some(Value::Array(items)) => items,
             _ => Vec::new(),
@@ -278,13 +306,13 @@ impl Target for KubeTarget {
         if dry_run {
             params = params.dry_run();
         }
-        self.send(self.request(resource, namespace).patch(name, &params, &Patch::Apply(manifest)))
+        self.send(self.request(resource, namespace)?.patch(&segment(name)?, &params, &Patch::Apply(manifest)))
             .await
             .map_err(classify)
     }
 
     async fn delete(&self, resource: &Resource, namespace: Option<&str>, name: &str) -> Result<(), TargetError> {
-        match self.send(self.request(resource, namespace).delete(name, &DeleteParams::background())).await {
+        match self.send(self.request(resource, namespace)?.delete(&segment(name)?, &DeleteParams::background())).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
             Err(e) => Err(classify(e)),
@@ -320,5 +348,41 @@ impl Target for KubeTarget {
 
     fn reports_health(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn configmaps() -> Resource {
+        core("ConfigMap", "configmaps", true)
+    }
+
+    #[test]
+    fn every_path_segment_is_encoded() {
+        let path = collection_path(&configmaps(), Some("a/../b")).unwrap();
+        assert_eq!(path, "/api/v1/namespaces/a%2F..%2Fb/configmaps");
+        let request = Request::new(path).get(&segment("x?watch=1#y z%").unwrap(), &GetParams::default()).unwrap();
+        assert_eq!(request.uri().path(), "/api/v1/namespaces/a%2F..%2Fb/configmaps/x%3Fwatch%3D1%23y%20z%25");
+        let crd = Resource {
+            api_version: "ex/ample.com/v1".into(),
+            group: "ex/ample.com".into(),
+            version: "v1".into(),
+            kind: "W".into(),
+            plural: "wid gets".into(),
+            namespaced: false,
+        };
+        assert_eq!(collection_path(&crd, None).unwrap(), "/apis/ex%2Fample.com/v1/wid%20gets");
+        assert_eq!(group_path("", "ü").unwrap(), "/api/%C3%BC");
+    }
+
+    #[test]
+    fn dot_segments_are_refused() {
+        for bad in ["", ".", ".."] {
+            assert!(matches!(segment(bad), Err(TargetError::Invalid(_))), "{bad:?}");
+            assert!(collection_path(&configmaps(), Some(bad)).is_err());
+        }
+        assert_eq!(segment("...").unwrap(), "...");
     }
 }
