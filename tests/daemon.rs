@@ -82,8 +82,10 @@ impl Daemon {
     fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
         let Some(address) = self.address() else { return (0, String::new()) };
         let Ok(mut stream) = std::net::TcpStream::connect(address.trim()) else { return (0, String::new()) };
+        // The Host a client of this address sends: the daemon answers no other.
         let mut request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: strata\r\nConnection: close\r\nContent-Length: {}\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            address.trim(),
             body.len()
         );
         for (k, v) in headers {
@@ -934,7 +936,8 @@ fn the_status_view_pages_login_csrf_and_audit() {
     let ui = daemon.out("aws-cluster/hello-universe/deployment.ui.yaml");
     daemon.wait_for("applied", Duration::from_secs(5), |_| file(&ui).contains("replicas: 3"));
     let (_, _, page) = daemon.raw("GET", "/clusters/aws-cluster", &[], "");
-    assert!(page.contains("alice") && page.contains("Deployment/hello-universe/ui"), "{page}");
+    // Values are HTML-escaped by the templates, `/` included (`&#x2f;`).
+    assert!(page.contains("alice") && page.contains("Deployment&#x2f;hello-universe&#x2f;ui"), "{page}");
 }
 
 #[test]
