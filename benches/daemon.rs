@@ -88,7 +88,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 fn get(address: &str, path: &str) -> usize {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(address).unwrap();
-    let _ = write!(stream, "GET {path} HTTP/1.1\r\nHost: strata\r\nConnection: close\r\n\r\n");
+    let _ = write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response);
     response.len()
@@ -98,7 +98,7 @@ fn get(address: &str, path: &str) -> usize {
 fn applied_count(address: &str) -> usize {
     use std::io::{Read, Write};
     let Ok(mut stream) = std::net::TcpStream::connect(address) else { return 0 };
-    let _ = stream.write_all(b"GET /api/v1/clusters HTTP/1.1\r\nHost: strata\r\nConnection: close\r\n\r\n");
+    let _ = write!(stream, "GET /api/v1/clusters HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
     response.matches("\"sync\": \"applied\"").count()

@@ -726,6 +726,62 @@ mod tests {
     }
 
     #[test]
+    fn the_view_and_the_listener() {
+        let config = load(
+            "api: { token_file: t }\nview: { require_token: true, public_url: 'https://Strata.Example.com/' }\nlistener: { allowed_hosts: ['strata.internal:8080', 'Other.example'], header_timeout: 5s, request_timeout: 1m, max_connections: 100, max_connections_per_client: 10, max_body_bytes_in_flight: 8MiB }\n",
+        )
+        .unwrap();
+        assert!(config.view.require_token);
+        assert_eq!(
+            config.view.public_url,
+            Some(PublicUrl { https: true, host: "strata.example.com".into(), port: 443 })
+        );
+        let l = &config.listener;
+        assert_eq!(l.allowed_hosts, ["strata.internal:8080", "other.example"]);
+        assert_eq!((l.header_timeout, l.request_timeout), (Duration::from_secs(5), Duration::from_secs(60)));
+        assert_eq!((l.max_connections, l.max_connections_per_client), (100, 10));
+        assert_eq!(l.max_body_bytes_in_flight, 8 << 20);
+        let defaults = load("{}\n").unwrap();
+        assert_eq!(defaults.listener.header_timeout, Duration::from_secs(10));
+        assert_eq!(defaults.listener.max_body_bytes_in_flight, 16 << 20);
+        let plain = load("view: { public_url: 'http://10.0.0.5:9477' }\n").unwrap().view.public_url.unwrap();
+        assert_eq!(plain, PublicUrl { https: false, host: "10.0.0.5".into(), port: 9477 });
+    }
+
+    #[test]
+    fn view_and_listener_mistakes_are_reported_with_lines() {
+        let e = load(
+            "view:\n  require_token: true\n  public_url: 'https://strata.example.com/strata'\nlistener:\n  allowed_hosts: ['https://x', 'a b', 'u@x']\n  max_body_bytes_in_flight: 10KiB\n  header_timeout: 0s\n",
+        )
+        .unwrap_err()
+        .to_string();
+        for expected in [
+            "view.require_token needs api.token_file",
+            "strata.yaml:3: view.public_url `https://strata.example.com/strata` must not have a path",
+            "strata.yaml:5: listener.allowed_hosts: `https://x` is not a host",
+            "listener.allowed_hosts: `a b` is not a host",
+            "listener.allowed_hosts: `u@x` is not a host",
+            "strata.yaml:6: listener.max_body_bytes_in_flight `10KiB` is not a size",
+            "listener.header_timeout must be longer than 0",
+        ] {
+            assert!(e.contains(expected), "{expected}\n{e}");
+        }
+        for bad in ["ftp://x", "strata.example.com", "https://user:pw@x"] {
+            let e = load(&format!("view: {{ public_url: '{bad}' }}\n")).unwrap_err().to_string();
+            assert!(e.contains("view.public_url"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("16MiB"), Some(16 << 20));
+        assert_eq!(parse_size("512KiB"), Some(512 << 10));
+        assert_eq!(parse_size("1048576"), Some(1 << 20));
+        assert_eq!(parse_size("16MB"), None);
+        assert_eq!(parse_size("MiB"), None);
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
         assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));

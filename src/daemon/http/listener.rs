@@ -19,7 +19,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tower::ServiceExt;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::App;
 use super::guard::ConnInfo;
@@ -74,6 +74,8 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, mut shutdown: watch::Re
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let clients = Arc::new(Clients { limit: limits.max_connections_per_client, open: Mutex::new(HashMap::new()) });
     let mut failures = 0u32;
+    // Under a descriptor exhaustion that comes and goes, one warning a minute is enough.
+    let mut warned: Option<std::time::Instant> = None;
     loop {
         let permit = tokio::select! {
             permit = connections.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
@@ -86,14 +88,15 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, mut shutdown: watch::Re
         let (stream, peer) = match accepted {
             Ok(accepted) => {
                 if failures > 0 {
-                    info!(failures, "Accepting connections again.");
+                    debug!(failures, "Accepting connections again.");
                     failures = 0;
                 }
                 accepted
             }
             Err(e) => {
                 failures += 1;
-                if failures == 1 {
+                if warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+                    warned = Some(std::time::Instant::now());
                     warn!(error = %e, "Cannot accept a connection (out of file descriptors?); backing off.");
                 }
                 tokio::time::sleep(backoff(failures)).await;
