@@ -714,6 +714,13 @@ fn the_status_view_pages_login_csrf_and_audit() {
         &format!("csrf={csrf}"),
     );
     assert_eq!(code, 403);
+    let (code, _, _) = daemon.raw(
+        "POST",
+        "/clusters/aws-cluster/approve",
+        &[form, ("Cookie", &cookie), ("Sec-Fetch-Site", "cross-site")],
+        &format!("csrf={csrf}&revision={edit}"),
+    );
+    assert_eq!(code, 403);
     assert!(daemon.cluster("aws-cluster")["approvals"].as_array().unwrap().is_empty());
 
     // The real one: recorded with who and when, and applied.

@@ -29,7 +29,7 @@ use subtle::ConstantTimeEq;
 use tracing::{error, warn};
 
 use super::App;
-use super::guard::ConnInfo;
+use super::guard::{ConnInfo, client_key};
 use crate::config::{Config, read_secret};
 
 const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
@@ -66,18 +66,13 @@ impl Viewer {
     }
 
     /// A form posted with a session must come from a page of this site: it carries the session's
-    /// CSRF token, and its `Origin` (when the browser sends one) is this host. Token holders are
-    /// not ambient: their requests cannot be forged by another site.
-    pub fn check_form(&self, headers: &HeaderMap, csrf: Option<&str>) -> Result<(), &'static str> {
+    /// CSRF token, and the browser did not call it cross-site (`Origin` names a host this daemon
+    /// serves: [`super::guard::from_this_site`]). Token holders are not ambient: their requests
+    /// cannot be forged by another site.
+    pub fn check_form(&self, from_this_site: bool, csrf: Option<&str>) -> Result<(), &'static str> {
         let Viewer::Session { csrf: expected, .. } = self else { return Ok(()) };
-        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-        let same_origin = match headers.get(header::ORIGIN).map(|o| o.to_str().ok()) {
-            None => true,
-            Some(origin) => origin.and_then(|o| o.split_once("://")).map(|(_, h)| h) == host && host.is_some(),
-        };
-        let cross_site = headers.get("sec-fetch-site").is_some_and(|s| s.as_bytes() == b"cross-site");
         let token_ok = bool::from(csrf.unwrap_or("").as_bytes().ct_eq(expected.as_bytes()));
-        if same_origin && !cross_site && token_ok {
+        if from_this_site && token_ok {
             Ok(())
         } else {
             Err("This form did not come from a page of this site (CSRF check failed). Reload the page and try again.")
@@ -190,7 +185,8 @@ impl Auth {
     pub fn verify(&self, client: IpAddr, given: &str, context: &str) -> Result<(), Refusal> {
         self.throttle.check(client, Instant::now()).map_err(Refusal::Throttled)?;
         let token = self.token()?;
-        if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+        // Fingerprints have one length, so the comparison says nothing about the token's.
+        if bool::from(self.fingerprint(given).ct_eq(&self.fingerprint(&token))) {
             return Ok(());
         }
         self.throttle.fail(client, Instant::now());
@@ -356,20 +352,9 @@ impl Throttle {
     pub const GLOBAL: f64 = 100.0;
     pub const GLOBAL_DRAIN: Duration = Duration::from_secs(1);
 
-    /// Clients are addresses; an IPv6 client is its /64, which one host usually has to itself.
-    fn key(ip: IpAddr) -> IpAddr {
-        match ip {
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => IpAddr::V4(v4),
-                None => IpAddr::V6((v6.to_bits() & !((1u128 << 64) - 1)).into()),
-            },
-            v4 => v4,
-        }
-    }
-
     /// May `client` present a token now? If not, how long until it may.
     pub fn check(&self, client: IpAddr, now: Instant) -> Result<(), Duration> {
-        let mine = self.clients.lock().expect("throttle lock").get(&Self::key(client)).copied().unwrap_or_default();
+        let mine = self.clients.lock().expect("throttle lock").get(&client_key(client)).copied().unwrap_or_default();
         let global = *self.global.lock().expect("throttle lock");
         let waits =
             [mine.wait(now, Self::PER_CLIENT, Self::CLIENT_DRAIN), global.wait(now, Self::GLOBAL, Self::GLOBAL_DRAIN)];
@@ -384,7 +369,7 @@ impl Throttle {
         let mut clients = self.clients.lock().expect("throttle lock");
         // Buckets that drained are forgotten; the global bucket bounds how many can be full.
         clients.retain(|_, b| b.drained(now, Self::CLIENT_DRAIN) > 0.0);
-        clients.entry(Self::key(client)).or_default().add(now, Self::CLIENT_DRAIN);
+        clients.entry(client_key(client)).or_default().add(now, Self::CLIENT_DRAIN);
         self.global.lock().expect("throttle lock").add(now, Self::GLOBAL_DRAIN);
     }
 }

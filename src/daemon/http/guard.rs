@@ -28,6 +28,18 @@ pub struct ConnInfo {
     pub local: SocketAddr,
 }
 
+/// Who a client is, for per-client bounds: its address, and for IPv6 its /64, which one host
+/// usually has to itself (and can take any address of).
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((v6.to_bits() & !((1u128 << 64) - 1)).into()),
+        },
+        v4 => v4,
+    }
+}
+
 /// The `Host` values this daemon answers to (lower case, `host` or `host:port`).
 pub struct Hosts {
     allowed: HashSet<String>,
@@ -74,6 +86,22 @@ impl Hosts {
         // An IP literal naming the address the connection reached cannot be a rebound name.
         self.allowed.contains(&host) || socket_forms(local, true).contains(&host)
     }
+}
+
+/// Whether a browser says the request comes from a page of this daemon: an `Origin` naming one
+/// of its hosts (any scheme: a TLS proxy may stand in front), and no `Sec-Fetch-Site: cross-site`.
+/// A request without `Origin` is not from a browser form of another site (browsers send it with
+/// every cross-origin POST).
+pub fn from_this_site(app: &App, headers: &axum::http::HeaderMap, conn: &ConnInfo) -> bool {
+    let origin = match headers.get(header::ORIGIN).map(|o| o.to_str()) {
+        None => true,
+        Some(Ok(origin)) => origin
+            .split_once("://")
+            .is_some_and(|(_, authority)| !authority.contains('/') && app.hosts.allows(authority, conn.local)),
+        Some(Err(_)) => false,
+    };
+    let cross_site = headers.get("sec-fetch-site").is_some_and(|s| s.as_bytes() == b"cross-site");
+    origin && !cross_site
 }
 
 /// Probes name whatever address they reach, and these two say nothing but "up" and "ready".

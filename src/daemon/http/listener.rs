@@ -6,6 +6,8 @@
 //! - at most `listener.max_connections_per_client` from one address: more are closed at once;
 //! - a request head must arrive within `listener.header_timeout`, which also ends idle
 //!   keep-alive connections, so half-sent requests cannot hold connections for ever;
+//! - an answer that the client stops reading is given up after `listener.request_timeout`
+//!   without progress, so a reader that never reads cannot keep a page in memory;
 //! - a failing `accept` (out of descriptors: EMFILE, ENFILE) backs off, 10 ms doubling to 1 s,
 //!   instead of spinning on a listener that stays readable.
 
@@ -22,7 +24,7 @@ use tower::ServiceExt;
 use tracing::{debug, warn};
 
 use super::App;
-use super::guard::ConnInfo;
+use super::guard::{ConnInfo, client_key};
 
 /// Request heads (and the body bytes that come with them) are read into a buffer of at most this.
 const MAX_HEAD: usize = 64 * 1024;
@@ -103,14 +105,14 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, mut shutdown: watch::Re
                 continue;
             }
         };
-        let Some(slot) = clients.enter(peer.ip()) else {
+        let Some(slot) = clients.enter(client_key(peer.ip())) else {
             debug!(client = %peer.ip(), "Too many connections from one client; closed.");
             continue;
         };
         let Ok(local) = stream.local_addr() else { continue };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
-        let header_timeout = limits.header_timeout;
+        let (header_timeout, write_timeout) = (limits.header_timeout, limits.request_timeout);
         tokio::spawn(async move {
             let _held = (permit, slot);
             let conn = ConnInfo { peer, local };
@@ -118,11 +120,13 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, mut shutdown: watch::Re
                 req.extensions_mut().insert(conn);
                 router.clone().oneshot(req)
             });
+            let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+            stream.set_write_timeout(Some(write_timeout));
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
                 .max_buf_size(MAX_HEAD)
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection(TokioIo::new(Box::pin(stream)), service)
                 .await;
         });
     }

@@ -39,6 +39,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tracing::{info, warn};
 
@@ -102,6 +103,11 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(from_fn_with_state(app.clone(), guard::body_budget))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, config.listener.request_timeout))
         .layer(from_fn_with_state(app, guard::check_host))
+        // Every answer is what its Content-Type says, never sniffed into HTML.
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            header::HeaderValue::from_static("nosniff"),
+        ))
 }
 
 pub fn json_reply(code: StatusCode, body: &Value) -> Response {

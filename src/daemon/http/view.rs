@@ -31,7 +31,7 @@ use super::App;
 use super::approve::{self, Refused, clean_name};
 use super::auth::{self, Access, Audience, Refusal, Viewer, local_path};
 use super::diff::side_by_side;
-use super::guard::ConnInfo;
+use super::guard::{ConnInfo, from_this_site};
 use crate::config::StatusSink;
 use crate::daemon::Shared;
 use crate::daemon::store::{ClusterState, rfc3339};
@@ -136,7 +136,6 @@ fn html(code: StatusCode, body: String) -> Response {
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-store"),
             (header::X_FRAME_OPTIONS, "DENY"),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
             (header::REFERRER_POLICY, "same-origin"),
             (
                 header::CONTENT_SECURITY_POLICY,
@@ -187,15 +186,7 @@ async fn asset(Path(file): Path<String>) -> Response {
         "app.js" => ("text/javascript; charset=utf-8", SCRIPT),
         _ => return super::text(StatusCode::NOT_FOUND, "no such asset\n"),
     };
-    (
-        [
-            (header::CONTENT_TYPE, content_type),
-            (header::CACHE_CONTROL, "max-age=300"),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        ],
-        body,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "max-age=300")], body).into_response()
 }
 
 /// A revision as the pages show it: short, linked to the forge when there is one.
@@ -512,13 +503,14 @@ struct ApproveForm {
 async fn approve(
     State(app): State<Arc<App>>,
     Extension(viewer): Extension<Option<Viewer>>,
+    Extension(conn): Extension<ConnInfo>,
     Path(name): Path<String>,
     headers: HeaderMap,
     Form(form): Form<ApproveForm>,
 ) -> Response {
     let Some(viewer) = viewer else { return redirect("/login", None) };
     let who = who(&Some(viewer.clone()));
-    if let Err(problem) = viewer.check_form(&headers, form.csrf.as_deref()) {
+    if let Err(problem) = viewer.check_form(from_this_site(&app, &headers, &conn), form.csrf.as_deref()) {
         warn!(cluster = ?name, user = ?viewer.name(), "Approval refused: the form failed the CSRF check.");
         return app.pages.message(StatusCode::FORBIDDEN, "forbidden", &who, problem, None);
     }
@@ -625,11 +617,12 @@ struct LogoutForm {
 async fn logout(
     State(app): State<Arc<App>>,
     Extension(viewer): Extension<Option<Viewer>>,
+    Extension(conn): Extension<ConnInfo>,
     headers: HeaderMap,
     Form(form): Form<LogoutForm>,
 ) -> Response {
     if let Some(viewer @ Viewer::Session { id, .. }) = &viewer {
-        if let Err(problem) = viewer.check_form(&headers, form.csrf.as_deref()) {
+        if let Err(problem) = viewer.check_form(from_this_site(&app, &headers, &conn), form.csrf.as_deref()) {
             return app.pages.message(StatusCode::FORBIDDEN, "forbidden", &who(&Some(viewer.clone())), problem, None);
         }
         app.auth.end_session(id);
