@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::Repo;
 use common::daemon::*;
+use common::proc::{cpu_ticks, open_descriptors, proc_status};
 use serde_json::Value;
 
 const FORM: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
@@ -39,29 +40,6 @@ fn applied(repo: &Repo, extra: &str) -> Daemon {
 fn sign_in(daemon: &Daemon, name: &str, token: &str, next: &str) -> (u16, String) {
     let (code, head, _) = daemon.raw("POST", "/login", &[FORM], &format!("name={name}&token={token}&next={next}"));
     (code, head)
-}
-
-/// /proc/PID/status in kB.
-fn proc_status(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// utime + stime of a process, in clock ticks (USER_HZ, 100 on Linux).
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
-}
-
-fn open_descriptors(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
 }
 
 /// Waits until the daemon closes `stream` (a read returns end of file or an error).

@@ -100,9 +100,11 @@ pub async fn approve(
     let revision = revision.unwrap_or(head);
     let diff = pending["diff"].as_str().unwrap_or_default();
     let objects: Vec<&str> = diff.lines().filter_map(|l| l.strip_prefix("+++ head/")).collect();
+    // The summary ends in how to approve ("— approve: strata approve …"), which is being done.
+    let summary = pending["summary"].as_str().unwrap_or("pending update");
     let mut shown = format!(
         "{cluster}: {} (base {} → head {})\n",
-        pending["summary"].as_str().unwrap_or("pending update"),
+        summary.split(" — ").next().unwrap_or(summary),
         &base[..base.len().min(7)],
         &head[..head.len().min(7)],
     );

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod proc;
 
 use std::fs;
 use std::path::{Path, PathBuf};
