@@ -62,9 +62,8 @@ impl Hosts {
     pub fn new(listen: SocketAddr, public: Option<&PublicUrl>, extra: &[String]) -> Hosts {
         let port = listen.port();
         let mut allowed: HashSet<String> = extra.iter().map(|h| h.to_ascii_lowercase()).collect();
-        if !listen.ip().is_unspecified() {
-            allowed.extend(socket_forms(listen, true));
-        }
+        // Listening on 0.0.0.0 or [::], that is what local clients (the CLI) may name.
+        allowed.extend(socket_forms(listen, true));
         for name in ["localhost", "127.0.0.1", "[::1]"] {
             allowed.insert(format!("{name}:{port}"));
             if port == 80 {
@@ -220,7 +219,7 @@ mod tests {
         // Listening everywhere: the address a connection reached is its own name.
         let any = Hosts::new("0.0.0.0:9477".parse().unwrap(), None, &[]);
         assert!(any.allows("10.1.2.3:9477", "10.1.2.3:9477".parse().unwrap()));
-        assert!(!any.allows("0.0.0.0:9477", "10.1.2.3:9477".parse().unwrap()));
+        assert!(any.allows("0.0.0.0:9477", "127.0.0.1:9477".parse().unwrap()));
         assert!(!any.allows("10.1.2.4:9477", "10.1.2.3:9477".parse().unwrap()));
     }
 }
