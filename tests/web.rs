@@ -153,6 +153,8 @@ fn only_the_hosts_the_operator_configured_are_answered() {
             daemon.raw_to("POST", "/login", &[("Host", &host)], &[FORM], &format!("name=a&token={TOKEN}"));
         assert_eq!(code, 421, "{host}");
     }
+    // The operator hears of it (once a minute at most), in case the name is theirs.
+    assert_eq!(daemon.log().matches("Refused a request for a host this daemon does not serve").count(), 1);
     // Probes name whatever address they reach, and learn nothing from the answer.
     assert_eq!(get("evil.example", "/healthz"), 200);
     assert_eq!(get("evil.example", "/readyz"), 200);
@@ -359,7 +361,8 @@ fn half_sent_requests_and_slow_heads_are_cut_off() {
         .collect();
     std::thread::sleep(Duration::from_millis(500));
     let during = open_descriptors(pid);
-    assert!(during <= base + 100, "at most max_connections held: {base} → {during}");
+    // (A little slack for the descriptors the daemon opens for its own work meanwhile.)
+    assert!(during <= base + 100 + 10, "at most max_connections held: {base} → {during}");
     // The daemon still answers (as soon as a slot frees), and every half-sent request is closed.
     assert_eq!(daemon.get("/healthz").0, 200);
     for (i, stream) in held.iter_mut().enumerate() {
@@ -419,6 +422,7 @@ fn unfinished_webhook_bodies_do_not_grow_memory() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(daemon.get("/healthz").0, 200);
     let peak = proc_status(pid, "VmHWM:");
+    eprintln!("peak RSS of the daemon: {before} kB before, {peak} kB with 400 unfinished bodies");
     assert!(
         peak < before + 64 * 1024,
         "400 unfinished bodies grew the daemon's peak memory from {before} kB to {peak} kB"
@@ -445,6 +449,7 @@ fn a_daemon_out_of_descriptors_backs_off_and_recovers() {
     let before = cpu_ticks(pid);
     std::thread::sleep(Duration::from_secs(3));
     let used = cpu_ticks(pid) - before;
+    eprintln!("{used} ticks of CPU in 3 s out of descriptors");
     assert!(used < 30, "{used} ticks of CPU in 3 s while out of descriptors");
     // The descriptors come back: the daemon answers again.
     drop(held);

@@ -308,7 +308,7 @@ pub fn local_path(next: &str) -> Option<&str> {
     (shape && clean && next.len() <= 2048 && next.parse::<axum::http::uri::PathAndQuery>().is_ok()).then_some(next)
 }
 
-/// Wrong tokens, counted per client and over all clients as leaky buckets: each failure adds
+/// Wrong tokens, counted per client ([`client_key`]) and over all clients as leaky buckets: each failure adds
 /// one, and the count drains at a steady rate. A client may fail [`Throttle::PER_CLIENT`] times
 /// in a burst, then once per [`Throttle::CLIENT_DRAIN`]; everyone together
 /// [`Throttle::GLOBAL`] times, then once per [`Throttle::GLOBAL_DRAIN`].

@@ -10,13 +10,15 @@
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::{App, MAX_BODY};
 use crate::config::PublicUrl;
@@ -43,19 +45,17 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
 /// The `Host` values this daemon answers to (lower case, `host` or `host:port`).
 pub struct Hosts {
     allowed: HashSet<String>,
+    /// When a refusal was last logged as a warning (seconds since the Unix epoch).
+    warned: AtomicU64,
 }
 
-/// `ip:port` and, for the scheme's default port, `ip` alone; IPv6 in brackets.
-fn socket_forms(addr: SocketAddr, with_bare: bool) -> Vec<String> {
+/// `ip:port` and `ip`, as a `Host` header names an address (IPv6 in brackets).
+fn socket_forms(addr: SocketAddr) -> [String; 2] {
     let host = match addr.ip() {
         IpAddr::V4(ip) => ip.to_string(),
         IpAddr::V6(ip) => format!("[{ip}]"),
     };
-    let mut forms = vec![format!("{host}:{}", addr.port())];
-    if with_bare {
-        forms.push(host);
-    }
-    forms
+    [format!("{host}:{}", addr.port()), host]
 }
 
 impl Hosts {
@@ -63,7 +63,7 @@ impl Hosts {
         let port = listen.port();
         let mut allowed: HashSet<String> = extra.iter().map(|h| h.to_ascii_lowercase()).collect();
         // Listening on 0.0.0.0 or [::], that is what local clients (the CLI) may name.
-        allowed.extend(socket_forms(listen, true));
+        allowed.extend(socket_forms(listen));
         for name in ["localhost", "127.0.0.1", "[::1]"] {
             allowed.insert(format!("{name}:{port}"));
             if port == 80 {
@@ -76,14 +76,14 @@ impl Hosts {
                 allowed.insert(url.host.clone());
             }
         }
-        Hosts { allowed }
+        Hosts { allowed, warned: AtomicU64::new(0) }
     }
 
     /// Whether a request for `host` that came in on `local` is for this daemon.
     pub fn allows(&self, host: &str, local: SocketAddr) -> bool {
         let host = host.to_ascii_lowercase();
         // An IP literal naming the address the connection reached cannot be a rebound name.
-        self.allowed.contains(&host) || socket_forms(local, true).contains(&host)
+        self.allowed.contains(&host) || socket_forms(local).contains(&host)
     }
 }
 
@@ -125,7 +125,17 @@ pub async fn check_host(State(app): State<Arc<App>>, req: Request, next: Next) -
     // An absolute request target (`GET http://name/ HTTP/1.1`) names the host too: both must pass.
     let target = req.uri().authority().map(|a| a.as_str());
     if !app.hosts.allows(host, conn.local) || target.is_some_and(|t| !app.hosts.allows(t, conn.local)) {
-        debug!(host = ?host, client = %conn.peer, "Request for a host this daemon does not serve refused.");
+        // Once a minute at most: a forge or proxy sending a name nobody allowed is worth a
+        // warning; a flood of forged names is not worth a flood of lines.
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let last = app.hosts.warned.load(Ordering::Relaxed);
+        if now >= last + 60
+            && app.hosts.warned.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            warn!(host = ?host, client = %conn.peer, "Refused a request for a host this daemon does not serve (421); allow it with view.public_url or listener.allowed_hosts if it is yours.");
+        } else {
+            debug!(host = ?host, client = %conn.peer, "Refused a request for a host this daemon does not serve.");
+        }
         return refuse(
             StatusCode::MISDIRECTED_REQUEST,
             "this daemon does not serve that host; an operator adds it to listener.allowed_hosts or sets view.public_url",

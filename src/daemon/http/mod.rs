@@ -110,10 +110,10 @@ pub fn router(app: Arc<App>) -> Router {
         ))
 }
 
+/// JSON, pretty-printed as before (people read the API with curl).
 pub fn json_reply(code: StatusCode, body: &Value) -> Response {
-    let mut response = (code, axum::Json(body)).into_response();
-    response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
-    response
+    let text = serde_json::to_vec_pretty(body).expect("a JSON value serialises");
+    (code, [(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")], text).into_response()
 }
 
 pub fn error(code: StatusCode, message: &str) -> Response {
