@@ -11,7 +11,12 @@
 //! `cargo bench --bench daemon` (`-- --idle-seconds N` to shorten the idle measurement,
 //! `-- --on-disk` to work under the temporary directory instead of /dev/shm).
 
+#[allow(dead_code)] // the tests use more of it
+#[path = "../tests/common/proc.rs"]
+mod proc;
 mod support;
+
+use proc::{cpu_ticks, proc_status};
 
 use support::{git, write};
 
@@ -66,29 +71,11 @@ fn generate(root: &Path) {
     git(root, &["commit", "-q", "-m", "fleet"]);
 }
 
-fn proc_status(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// utime + stime of a process, in clock ticks (USER_HZ, 100 on Linux).
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
-}
-
 /// GETs a page, returns its size.
 fn get(address: &str, path: &str) -> usize {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(address).unwrap();
-    let _ = write!(stream, "GET {path} HTTP/1.1\r\nHost: strata\r\nConnection: close\r\n\r\n");
+    let _ = write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response);
     response.len()
@@ -98,7 +85,7 @@ fn get(address: &str, path: &str) -> usize {
 fn applied_count(address: &str) -> usize {
     use std::io::{Read, Write};
     let Ok(mut stream) = std::net::TcpStream::connect(address) else { return 0 };
-    let _ = stream.write_all(b"GET /api/v1/clusters HTTP/1.1\r\nHost: strata\r\nConnection: close\r\n\r\n");
+    let _ = write!(stream, "GET /api/v1/clusters HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
     response.matches("\"sync\": \"applied\"").count()

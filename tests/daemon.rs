@@ -6,156 +6,15 @@ mod common;
 mod forge;
 mod githttp;
 
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use apiserver::{ApiServer, Rollout};
 use common::Repo;
+use common::daemon::*;
 use serde_json::Value;
-
-const AWS_1_0_0: &str = "profiles/aws-profile/1.0.0/profile.yaml";
-const AWS_CLUSTER: &str = "clusters/aws-cluster.yaml";
-const TOKEN: &str = "test-api-token";
-const HOOK_SECRET: &str = "It's a Secret to Everybody";
-
-/// A running daemon with its own state directory and host config.
-struct Daemon {
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    child: Option<Child>,
-}
-
-impl Daemon {
-    /// Writes a host config (`repository` and `targets` as given) and starts `strata run`.
-    fn start(repository: &str, targets: &str) -> Daemon {
-        Daemon::start_with(repository, targets, "")
-    }
-
-    /// As [`Daemon::start`], with more host configuration (a `status` section).
-    fn start_with(repository: &str, targets: &str, extra: &str) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("api-token"), format!("{TOKEN}\n")).unwrap();
-        std::fs::write(dir.path().join("hook-secret"), HOOK_SECRET).unwrap();
-        let config = dir.path().join("strata.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "repository: {repository}\nstate_dir: ./state\nlisten: 127.0.0.1:0\napi: {{ token_file: ./api-token }}\nwebhooks: {{ github_secret_file: ./hook-secret, gitea_secret_file: ./hook-secret, gitlab_token_file: ./hook-secret }}\ndrift: {{ interval: 1h }}\napply: {{ health_timeout: 2s }}\n{extra}targets:\n{targets}"
-            ),
-        )
-        .unwrap();
-        let mut daemon = Daemon { dir, config, child: None };
-        daemon.spawn();
-        daemon
-    }
-
-    fn spawn(&mut self) {
-        let log =
-            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("daemon.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_strata"))
-            .args(["run", "--config"])
-            .arg(&self.config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        self.wait_for("the daemon to be ready", Duration::from_secs(20), |d| d.get("/readyz").0 == 200);
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
-    }
-
-    fn address(&self) -> Option<String> {
-        std::fs::read_to_string(self.dir.path().join("state/listen-address")).ok()
-    }
-
-    fn out(&self, path: &str) -> PathBuf {
-        self.dir.path().join("out").join(path)
-    }
-
-    /// Raw HTTP, so tests can send exactly the headers forges send.
-    fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
-        let Some(address) = self.address() else { return (0, String::new()) };
-        let Ok(mut stream) = std::net::TcpStream::connect(address.trim()) else { return (0, String::new()) };
-        let mut request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: strata\r\nConnection: close\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        for (k, v) in headers {
-            request.push_str(&format!("{k}: {v}\r\n"));
-        }
-        request.push_str("\r\n");
-        request.push_str(body);
-        if stream.write_all(request.as_bytes()).is_err() {
-            return (0, String::new());
-        }
-        let mut response = String::new();
-        let _ = stream.read_to_string(&mut response);
-        let code = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-        (code, body)
-    }
-
-    fn get(&self, path: &str) -> (u16, String) {
-        self.request("GET", path, &[], "")
-    }
-
-    fn strata(&self, args: &[&str]) -> common::Run {
-        let mut all: Vec<&str> = args.to_vec();
-        all.extend(["--config", self.config.to_str().unwrap()]);
-        let out = Command::new(env!("CARGO_BIN_EXE_strata")).args(&all).env("USER", "alice").output().unwrap();
-        common::Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    fn cluster(&self, name: &str) -> Value {
-        let (code, body) = self.get(&format!("/api/v1/clusters/{name}"));
-        if code != 200 {
-            return Value::Null;
-        }
-        serde_json::from_str(&body).unwrap_or(Value::Null)
-    }
-
-    #[track_caller]
-    fn wait_for(&self, what: &str, timeout: Duration, mut done: impl FnMut(&Daemon) -> bool) {
-        let started = Instant::now();
-        while started.elapsed() < timeout {
-            if done(self) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("timed out waiting for {what}\n--- daemon log ---\n{}", self.log());
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill(); // SIGKILL
-            let _ = child.wait();
-        }
-    }
-
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let child = self.child.take().expect("running");
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-        let mut child = child;
-        child.wait().unwrap()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
 
 /// The strata notes on `revision` in the repository whose Git directory is `git_dir`.
 fn notes_on(git_dir: &Path, revision: &str) -> String {
@@ -166,35 +25,6 @@ fn notes_on(git_dir: &Path, revision: &str) -> String {
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The hex HMAC-SHA256 of `body` with the webhook secret, as GitHub and Gitea sign deliveries.
-fn signature(body: &str) -> String {
-    use hmac::{Hmac, KeyInit, Mac};
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(HOOK_SECRET.as_bytes()).unwrap();
-    mac.update(body.as_bytes());
-    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn directory_targets(names: &[(&str, &str)]) -> String {
-    names.iter().map(|(target, dir)| format!("  {target}: {{ directory: ./out/{dir} }}\n")).collect()
-}
-
-fn example_targets() -> String {
-    directory_targets(&[
-        ("aws-cluster", "aws-cluster"),
-        ("aws-staging", "aws-staging"),
-        ("edge-berlin", "edge-berlin"),
-        ("lab", "lab"),
-    ])
-}
-
-fn file(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
-
-fn local(repo: &Repo) -> String {
-    format!("{{ url: {}, branch: main, interval: 1h }}", repo.path().display())
 }
 
 #[test]
@@ -804,40 +634,6 @@ fn git_notes_are_pushed_to_the_remote() {
     });
 }
 
-/// The session cookie from a login answer.
-fn session_cookie(response_headers: &str) -> String {
-    response_headers
-        .lines()
-        .find_map(|l| l.strip_prefix("set-cookie: ").or_else(|| l.strip_prefix("Set-Cookie: ")))
-        .and_then(|c| c.split(';').next())
-        .unwrap_or("")
-        .to_string()
-}
-
-impl Daemon {
-    /// Raw HTTP returning the head too.
-    fn raw(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String, String) {
-        let address = self.address().unwrap();
-        let mut stream = std::net::TcpStream::connect(address.trim()).unwrap();
-        let mut request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
-            address.trim(),
-            body.len()
-        );
-        for (k, v) in headers {
-            request.push_str(&format!("{k}: {v}\r\n"));
-        }
-        request.push_str("\r\n");
-        request.push_str(body);
-        stream.write_all(request.as_bytes()).unwrap();
-        let mut response = String::new();
-        let _ = stream.read_to_string(&mut response);
-        let code = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-        (code, head.to_string(), body.to_string())
-    }
-}
-
 #[test]
 fn the_status_view_pages_login_csrf_and_audit() {
     let repo = Repo::example();
@@ -918,6 +714,13 @@ fn the_status_view_pages_login_csrf_and_audit() {
         &format!("csrf={csrf}"),
     );
     assert_eq!(code, 403);
+    let (code, _, _) = daemon.raw(
+        "POST",
+        "/clusters/aws-cluster/approve",
+        &[form, ("Cookie", &cookie), ("Sec-Fetch-Site", "cross-site")],
+        &format!("csrf={csrf}&revision={edit}"),
+    );
+    assert_eq!(code, 403);
     assert!(daemon.cluster("aws-cluster")["approvals"].as_array().unwrap().is_empty());
 
     // The real one: recorded with who and when, and applied.
@@ -934,7 +737,8 @@ fn the_status_view_pages_login_csrf_and_audit() {
     let ui = daemon.out("aws-cluster/hello-universe/deployment.ui.yaml");
     daemon.wait_for("applied", Duration::from_secs(5), |_| file(&ui).contains("replicas: 3"));
     let (_, _, page) = daemon.raw("GET", "/clusters/aws-cluster", &[], "");
-    assert!(page.contains("alice") && page.contains("Deployment/hello-universe/ui"), "{page}");
+    // Values are HTML-escaped by the templates, `/` included (`&#x2f;`).
+    assert!(page.contains("alice") && page.contains("Deployment&#x2f;hello-universe&#x2f;ui"), "{page}");
 }
 
 #[test]

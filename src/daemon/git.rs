@@ -35,24 +35,31 @@ pub struct RepoSource {
     last: Option<git2::Oid>,
 }
 
+/// The repository revisions are read from: the local one, or the mirror of a remote under the
+/// state directory.
+pub fn repository_dir(config: &RepoConfig, state_dir: &Path) -> PathBuf {
+    match &config.location {
+        RepoLocation::Local(path) => path.clone(),
+        RepoLocation::Remote(_) => state_dir.join("mirror.git"),
+    }
+}
+
 impl RepoSource {
     pub fn new(config: &RepoConfig, state_dir: &Path, pull_refs: Option<&'static str>) -> Result<RepoSource, String> {
-        let git_dir = match &config.location {
+        let git_dir = repository_dir(config, state_dir);
+        match &config.location {
             RepoLocation::Local(path) => {
                 Repository::open(path)
                     .map_err(|e| format!("{}: not a Git repository: {}", path.display(), e.message()))?;
-                path.clone()
             }
             RepoLocation::Remote(_) => {
                 // http(s) remotes go through the transport registered by super::network.
-                let mirror = state_dir.join("mirror.git");
-                if Repository::open_bare(&mirror).is_err() {
-                    Repository::init_bare(&mirror)
-                        .map_err(|e| format!("cannot create the mirror {}: {}", mirror.display(), e.message()))?;
+                if Repository::open_bare(&git_dir).is_err() {
+                    Repository::init_bare(&git_dir)
+                        .map_err(|e| format!("cannot create the mirror {}: {}", git_dir.display(), e.message()))?;
                 }
-                mirror
             }
-        };
+        }
         Ok(RepoSource { config: config.clone(), pull_refs, git_dir, last: None })
     }
 

@@ -25,7 +25,6 @@ pub mod outbox;
 pub mod pulls;
 pub mod smart_http;
 pub mod store;
-pub mod view;
 pub mod worker;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -67,8 +66,6 @@ pub struct Shared {
     pub tags: Mutex<BTreeMap<String, Vec<String>>>,
     /// Wakes the status deliverer when something is queued.
     pub report_wake: Arc<tokio::sync::Notify>,
-    /// Status view sessions.
-    pub sessions: view::Sessions,
     /// Bumped whenever a cluster's state changes: the fleet page's ETag.
     pub version: std::sync::atomic::AtomicU64,
     /// Proxy and TLS material (reloaded on SIGHUP) and the latest network failures.
@@ -132,13 +129,19 @@ pub async fn run(mut config: Config) -> Result<(), String> {
         ready: AtomicBool::new(false),
         tags: Mutex::new(BTreeMap::new()),
         report_wake: Arc::new(tokio::sync::Notify::new()),
-        sessions: view::Sessions::default(),
         version: std::sync::atomic::AtomicU64::new(1),
         network,
     });
     let (stop, stopped) = watch::channel(false);
-    tokio::task::spawn_local(http::serve(listener, shared.clone(), stopped.clone()));
+    let app = Arc::new(http::App::new(shared.clone(), address));
+    tokio::task::spawn_local(http::serve(listener, app, stopped.clone()));
     info!(address = %address, state_dir = %shared.config.state_dir.display(), "Listening.");
+    if !address.ip().is_loopback() && !shared.config.view.require_token {
+        warn!(
+            address = %address,
+            "Listening beyond loopback without view.require_token: anyone who reaches the address reads every cluster's state."
+        );
+    }
 
     let pull_refs = shared.config.status.as_ref().filter(|s| s.pull_requests).and_then(|s| match &s.sink {
         crate::config::StatusSink::Forge { forge, .. } => match forge.provider {
