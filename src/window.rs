@@ -292,8 +292,7 @@ mod tests {
         assert!(w.is_open(instant("2026-10-25T04:59:59Z")), "05:59:59 CET");
         assert!(!w.is_open(instant("2026-10-25T05:00:00Z")), "06:00 CET: five real hours");
         let repeated = Window::parse("Sun 02:00-03:00 Europe/Berlin").unwrap();
-        let minutes_open =
-            (0..24 * 60).filter(|m| repeated.is_open(instant("2026-10-24T22:00:00Z") + m * 60)).count();
+        let minutes_open = (0..24 * 60).filter(|m| repeated.is_open(instant("2026-10-24T22:00:00Z") + m * 60)).count();
         assert_eq!(minutes_open, 120);
     }
 

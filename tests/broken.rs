@@ -465,7 +465,8 @@ fn hostile_maintenance_windows_are_diagnostics() {
         let repo = broken();
         repo.edit(AWS_CLUSTER, "  drift: correct", &format!("  drift: correct\n  updates: auto\n  window: '{window}'"));
         repo.edit(AWS_CLUSTER, "  updates: manual\n", "");
-        let stderr = rejects(&repo, &[&format!("error[schema]: clusters/aws-cluster.yaml:12: cluster aws-cluster: {message}")]);
+        let stderr =
+            rejects(&repo, &[&format!("error[schema]: clusters/aws-cluster.yaml:12: cluster aws-cluster: {message}")]);
         assert!(stderr.contains("help: write DAYS HH:MM-HH:MM [ZONE]"), "{stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
