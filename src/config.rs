@@ -300,7 +300,14 @@ impl Config {
                     .help("pass --config with the path of strata.yaml"),
             )
         })?;
-        let raw: RawConfig = yaml::parse(&text)
+        Config::parse(path, &text)
+    }
+
+    /// The host config written in `text`, as if read from `path`: diagnostics name that file, and
+    /// relative paths are relative to its directory. Reads nothing.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
+        let shown = path.display().to_string();
+        let raw: RawConfig = yaml::parse(text)
             .map_err(|e| Diagnostics::from(Diagnostic::new(Code::Schema, e.message).in_file(&shown).at_line(e.line)))?;
         let base = path.parent().unwrap_or(Path::new("."));
         let resolve = |p: &str| if Path::new(p).is_absolute() { PathBuf::from(p) } else { base.join(p) };

@@ -19,6 +19,8 @@ pub mod apply;
 pub mod config;
 pub mod daemon;
 pub mod diag;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod model;
 pub mod plan;
 pub mod render;
