@@ -274,8 +274,8 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     Some(match unit {
         "ms" => Duration::from_millis(n),
         "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
+        "m" => Duration::from_secs(n.checked_mul(60)?),
+        "h" => Duration::from_secs(n.checked_mul(3600)?),
         _ => return None,
     })
 }
@@ -550,5 +550,9 @@ mod tests {
         assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
         assert_eq!(parse_duration("5"), None);
         assert_eq!(parse_duration("m"), None);
+        // Past u64 seconds once multiplied: a diagnostic, not an overflow.
+        assert_eq!(parse_duration("9999999999999999h"), None);
+        assert_eq!(parse_duration("999999999999999999m"), None);
+        assert_eq!(parse_duration("99999999999999999999s"), None);
     }
 }

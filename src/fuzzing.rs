@@ -156,7 +156,7 @@ pub fn config(data: &[u8]) {
 /// The webhook signature check (`X-Hub-Signature-256`, `X-Gitea-Signature`): the input is a
 /// secret line, a signature line and the body. The check must accept exactly the HMAC-SHA256 of
 /// the body in hex (either case, with or without `sha256=`): the given signature, and the right
-/// one with one character changed as the input's last byte says.
+/// one with one character changed where the input's second-to-last byte says, to its last byte.
 ///
 /// The rest of webhook handling (reading headers, GitLab's token compared in constant time,
 /// the event name) is not a pure function today; it is exercised over HTTP in tests/daemon.rs.
@@ -173,9 +173,9 @@ pub fn webhook(data: &[u8]) {
     let right = |sig: &str| sig.strip_prefix("sha256=").unwrap_or(sig).eq_ignore_ascii_case(&expected);
     assert_eq!(check(secret, body, &signature), right(&signature), "signature {signature:?}");
     assert!(check(secret, body, &format!("sha256={expected}")));
-    let (position, replacement) = match data.last() {
-        Some(b) => (*b as usize % expected.len(), *b as char),
-        None => (0, '+'),
+    let (position, replacement) = match data {
+        [.., at, by] => (*at as usize % expected.len(), *by as char),
+        _ => (0, '+'),
     };
     let mut edited: Vec<char> = expected.chars().collect();
     edited[position] = replacement;

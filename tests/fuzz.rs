@@ -108,7 +108,29 @@ fn save(target: &str, data: &[u8]) -> PathBuf {
     path
 }
 
+thread_local! {
+    /// Set while a target runs: its panics (expected ones that strata catches itself, and the
+    /// failure this test reports) are recorded here instead of printed.
+    static IN_TARGET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static LAST_PANIC: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+fn quiet_panics_in_targets() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if IN_TARGET.get() {
+                LAST_PANIC.with_borrow_mut(|last| *last = info.to_string());
+            } else {
+                default(info);
+            }
+        }));
+    });
+}
+
 fn run(target: &str) {
+    quiet_panics_in_targets();
     let body = strata::fuzzing::TARGETS.iter().find(|(name, _)| *name == target).expect("a target").1;
     let seeds = corpus(target);
     let mut rng = fastrand::Rng::with_seed(0x5eed ^ target.len() as u64);
@@ -120,12 +142,16 @@ fn run(target: &str) {
             break;
         }
         ran += 1;
-        if catch_unwind(AssertUnwindSafe(|| body(&data))).is_err() {
+        IN_TARGET.set(true);
+        let outcome = catch_unwind(AssertUnwindSafe(|| body(&data)));
+        IN_TARGET.set(false);
+        if outcome.is_err() {
             let saved = save(target, &data);
             panic!(
-                "fuzz target `{target}` panicked on input {i}, saved as {}:\n{}",
+                "fuzz target `{target}` panicked on input {i}, saved as {}:\n{}\n\n{}",
                 saved.display(),
-                data.escape_ascii()
+                data.escape_ascii(),
+                LAST_PANIC.with_borrow(String::clone)
             );
         }
     }

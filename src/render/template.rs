@@ -70,9 +70,16 @@ pub fn compile(tree: &dyn Tree, source: &str, object: &str) -> Result<LayerTempl
                 continue;
             }
         };
-        if let Err(e) = env.add_template_owned(name.clone(), text) {
-            diags.push(template_diag(&e, &base, object));
-            continue;
+        match engine(|| env.add_template_owned(name.clone(), text)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                diags.push(template_diag(&e, &base, object));
+                continue;
+            }
+            Err(crash) => {
+                diags.push(crash_diag(&crash, &shown, object));
+                continue;
+            }
         }
         if !partial {
             manifests.push(name);
@@ -97,13 +104,35 @@ impl LayerTemplates {
         let mut diags = Diagnostics::new();
         for name in &self.manifests {
             let template = self.env.get_template(name).expect("compiled above");
-            match template.render(context) {
-                Ok(text) => out.push((source::join(&self.base, name).unwrap_or_default(), text)),
-                Err(e) => diags.push(template_diag(&e, &self.base, object)),
+            let file = source::join(&self.base, name).unwrap_or_default();
+            match engine(|| template.render(context)) {
+                Ok(Ok(text)) => out.push((file, text)),
+                Ok(Err(e)) => diags.push(template_diag(&e, &self.base, object)),
+                Err(crash) => diags.push(crash_diag(&crash, &file, object)),
             }
         }
         diags.into_result(out)
     }
+}
+
+/// Runs the template engine, turning a panic inside it into its message: minijinja 3.1 panics
+/// on some templates instead of refusing them (`{% import "x" as 1 %}` reaches an
+/// `unreachable!()` in its code generator), and a repository's content must never crash strata.
+fn engine<T>(run: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_string())
+    })
+}
+
+fn crash_diag(message: &str, file: &str, object: &str) -> Diagnostic {
+    Diagnostic::new(Code::Template, format!("the template engine failed on this template ({message})"))
+        .in_file(file)
+        .about(object)
+        .help("a construct here trips a bug in minijinja; rewrite it (`{% import … as NAME %}` takes a plain name)")
 }
 
 /// A minijinja error as a diagnostic on the template's file and line, quoting the expression
