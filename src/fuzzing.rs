@@ -29,6 +29,15 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("forge", forge),
 ];
 
+/// For the cargo-fuzz binaries, before each input: libfuzzer-sys installs a panic hook that
+/// aborts on every panic, even one strata catches itself (a template engine panic that becomes a
+/// diagnostic). Putting std's hook back leaves the rest to libfuzzer-sys, which aborts — a crash
+/// for libFuzzer — on any panic that unwinds out of strata.
+pub fn let_strata_catch_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| drop(std::panic::take_hook()));
+}
+
 /// Splits an input into named parts: a line `>>> NAME` starts part NAME, which runs to the next
 /// such line. Bytes before the first header are part `""`.
 ///
