@@ -19,8 +19,11 @@ use serde_json::Value;
 use crate::render::tools::{HelmRequest, ToolError, Tools};
 use crate::source::MemTree;
 
+/// A target's body: any bytes, a panic when strata mishandles them.
+pub type Target = fn(&[u8]);
+
 /// Every target, by the name of its cargo-fuzz binary and corpus directory.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("repo", repo),
     ("window", window),
     ("template", template),
@@ -85,13 +88,7 @@ impl Tools for NoTools {
 /// repository's files (`>>> path`, or `>>> path -> target` for a symlink); it is loaded,
 /// validated, and every cluster that loads is rendered and planned as new, in all three formats.
 pub fn repo(data: &[u8]) {
-    let mut tree = MemTree::new();
-    for (name, content) in archive(data).into_iter().take(64) {
-        match name.split_once(" -> ") {
-            Some((link, target)) => tree.symlink(link.trim(), target.trim()),
-            None => tree.file(&name, content),
-        };
-    }
+    let tree = repo_tree(data);
     let (model, diags) = crate::repo::load_partial(&tree);
     for d in diags.iter() {
         assert!(!d.to_string().is_empty());
@@ -104,6 +101,18 @@ pub fn repo(data: &[u8]) {
         let json: Value = serde_json::from_str(&crate::plan::format::json(&plan)).expect("plan JSON parses");
         assert!(json.is_object());
     }
+}
+
+/// The repository an archive describes (at most 64 entries).
+pub fn repo_tree(data: &[u8]) -> MemTree {
+    let mut tree = MemTree::new();
+    for (name, content) in archive(data).into_iter().take(64) {
+        match name.split_once(" -> ") {
+            Some((link, target)) => tree.symlink(link.trim(), target.trim()),
+            None => tree.file(&name, content),
+        };
+    }
+    tree
 }
 
 /// The maintenance window parser: a window that parses must print as what was written, parse

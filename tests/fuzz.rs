@@ -199,3 +199,20 @@ fn every_target_is_run_here_and_has_a_cargo_fuzz_binary() {
         assert!(here.contains(&format!("run(\"{name}\")")), "tests/fuzz.rs does not run {name}");
     }
 }
+
+/// The repository seeds are what they claim to be: the example loads in memory as it does from
+/// disk, and the symlinks of another seed are symlinks (out of the tree: refused).
+#[test]
+fn the_repository_seeds_load_in_memory() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = strata::fuzzing::repo_tree(&std::fs::read(root.join("fuzz/corpus/repo/example")).unwrap());
+    let model = strata::repo::load(&example).unwrap();
+    assert_eq!(model.clusters.keys().collect::<Vec<_>>(), ["aws-cluster", "aws-staging", "edge-berlin", "edge-lab"]);
+    let tools = strata::render::tools::SystemTools::default();
+    let set = strata::render::Renderer::new(&example, &model, &tools).render(&model.clusters["aws-cluster"]).unwrap();
+    assert_eq!(set.object_count(), 3);
+    let layers = strata::fuzzing::repo_tree(&std::fs::read(root.join("fuzz/corpus/repo/layers")).unwrap());
+    let e = strata::source::read_file(&layers, "packs/link/passwd").unwrap_err();
+    assert!(e.to_string().contains("points outside the repository"), "{e}");
+    assert!(strata::source::read_file(&layers, "packs/loop").unwrap_err().to_string().contains("symbolic links"));
+}
