@@ -413,8 +413,8 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     Some(match unit {
         "ms" => Duration::from_millis(n),
         "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
+        "m" => Duration::from_secs(n.checked_mul(60)?),
+        "h" => Duration::from_secs(n.checked_mul(3600)?),
         _ => return None,
     })
 }
@@ -518,7 +518,14 @@ impl Config {
                     .help("pass --config with the path of strata.yaml"),
             )
         })?;
-        let raw: RawConfig = yaml::parse(&text)
+        Config::parse(path, &text)
+    }
+
+    /// The host config written in `text`, as if read from `path`: diagnostics name that file, and
+    /// relative paths are relative to its directory. Reads nothing.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
+        let shown = path.display().to_string();
+        let raw: RawConfig = yaml::parse(text)
             .map_err(|e| Diagnostics::from(Diagnostic::new(Code::Schema, e.message).in_file(&shown).at_line(e.line)))?;
         let base = path.parent().unwrap_or(Path::new("."));
         let resolve = |p: &str| if Path::new(p).is_absolute() { PathBuf::from(p) } else { base.join(p) };
@@ -974,5 +981,9 @@ mod tests {
         assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
         assert_eq!(parse_duration("5"), None);
         assert_eq!(parse_duration("m"), None);
+        // Past u64 seconds once multiplied: a diagnostic, not an overflow.
+        assert_eq!(parse_duration("9999999999999999h"), None);
+        assert_eq!(parse_duration("999999999999999999m"), None);
+        assert_eq!(parse_duration("99999999999999999999s"), None);
     }
 }

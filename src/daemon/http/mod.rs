@@ -172,7 +172,8 @@ pub fn valid_hmac(secret: &[u8], body: &[u8], signature: &str) -> bool {
 }
 
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    if !hex.len().is_multiple_of(2) {
+    // from_str_radix alone would take "+f" for 0f: only hex digits make a signature.
+    if !hex.len().is_multiple_of(2) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect()
@@ -259,5 +260,9 @@ mod tests {
         assert!(!valid_hmac(secret, b"Hello, World?", signature));
         assert!(!valid_hmac(b"wrong", body, signature));
         assert!(!valid_hmac(secret, body, "sha256=zz"));
+        // Found by the `webhook` fuzz target: `+9` stood in for the byte 09.
+        let right = "0943ba6f97ab9adee8db6cbbd77e3c4a0fe0419ae481b1fd0ea349f0fbd54c8e";
+        assert!(valid_hmac(b"u", b"", right));
+        assert!(!valid_hmac(b"u", b"", &right.replacen('0', "+", 1)));
     }
 }
