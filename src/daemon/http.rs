@@ -11,7 +11,6 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -77,13 +76,10 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Reply, In
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
     let reply = match (&method, parts.as_slice()) {
         (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
-        (&Method::GET, ["readyz"]) => {
-            if shared.ready.load(Ordering::Relaxed) {
-                text(StatusCode::OK, "ready\n")
-            } else {
-                text(StatusCode::SERVICE_UNAVAILABLE, "starting\n")
-            }
-        }
+        (&Method::GET, ["readyz"]) => match shared.readiness() {
+            Ok(()) => text(StatusCode::OK, "ready\n"),
+            Err(reason) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")),
+        },
         (&Method::GET, ["metrics"]) => Response::builder()
             .header("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")
             .body(Full::new(Bytes::from(shared.metrics.encode())))
@@ -202,7 +198,7 @@ async fn webhook(shared: &Shared, provider: &str, req: Request<Incoming>) -> Rep
 fn clusters(shared: &Shared) -> Reply {
     let fleet = match shared.store.fleet() {
         Ok(f) => f,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
     let tags = shared.tags.lock().expect("tags lock").clone();
     let rows: Vec<Value> = fleet
@@ -211,7 +207,7 @@ fn clusters(shared: &Shared) -> Reply {
             json!({
                 "cluster": c,
                 "tags": tags.get(&c.name).cloned().unwrap_or_default(),
-                "pending": pending.map(|p| json!({"head_revision": p.head_revision, "summary": p.summary, "hold": serde_json::from_str::<Value>(&p.hold).unwrap_or(Value::Null), "since": p.since})),
+                "pending": pending.map(|p| json!({"head_revision": p.head_revision, "summary": p.summary, "hold": p.hold, "since": p.since})),
             })
         })
         .collect();
@@ -223,7 +219,7 @@ fn cluster(shared: &Shared, name: &str) -> Reply {
     let state = match store.cluster(name) {
         Ok(Some(s)) => s,
         Ok(None) => return error(StatusCode::NOT_FOUND, &format!("no cluster named `{name}`")),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
     let tags = shared.tags.lock().expect("tags lock").get(name).cloned().unwrap_or_default();
     json_reply(
@@ -233,7 +229,7 @@ fn cluster(shared: &Shared, name: &str) -> Reply {
             "tags": tags,
             "pending": store.pending(name).ok().flatten(),
             "drift": store.drift(name).unwrap_or_default(),
-            "history": store.history(name, 50).unwrap_or_default(),
+            "history": store.history(name, super::store::HISTORY_KEPT).unwrap_or_default(),
             "approvals": store.approvals(name).unwrap_or_default(),
         }),
     )
@@ -248,7 +244,7 @@ async fn act(shared: &Shared, name: &str, action: &str, req: Request<Incoming>) 
     };
     let token = match read_secret(token_file) {
         Ok(t) => t,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
     let given = header(&req, "authorization").and_then(|h| h.strip_prefix("Bearer ")).unwrap_or("");
     if token.is_empty() || !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
@@ -263,14 +259,14 @@ async fn act(shared: &Shared, name: &str, action: &str, req: Request<Incoming>) 
     match shared.store.cluster(name) {
         Ok(Some(_)) => {}
         Ok(None) => return error(StatusCode::NOT_FOUND, &format!("no cluster named `{name}`")),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
     match action {
         "approve" => {
             let pending = match shared.store.pending(name) {
                 Ok(Some(p)) => p,
                 Ok(None) => return error(StatusCode::CONFLICT, &format!("`{name}` has no pending update to approve")),
-                Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+                Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
             };
             match shared.store.approve(name, &pending.head_revision, &by) {
                 Ok(approval) => {
@@ -279,7 +275,7 @@ async fn act(shared: &Shared, name: &str, action: &str, req: Request<Incoming>) 
                     let _ = shared.triggers.try_send(Trigger::Reevaluate(format!("approval of {name}")));
                     json_reply(StatusCode::ACCEPTED, &json!(approval))
                 }
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
             }
         }
         "suspend" | "resume" => {
@@ -291,7 +287,7 @@ async fn act(shared: &Shared, name: &str, action: &str, req: Request<Incoming>) 
                     let _ = shared.triggers.try_send(Trigger::Reevaluate(format!("{action} of {name}")));
                     json_reply(StatusCode::OK, &json!({ "cluster": name, "suspended": suspend }))
                 }
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
             }
         }
         _ => error(StatusCode::NOT_FOUND, "actions are approve, suspend and resume"),

@@ -350,7 +350,8 @@ fn rows(shared: &Shared, q: &HashMap<String, String>) -> Result<String, String> 
     let profile = q.get("profile").map(|p| p.trim()).filter(|p| !p.is_empty());
     let mut fleet: Vec<_> = shared
         .store
-        .fleet()?
+        .fleet()
+        .map_err(|e| e.to_string())?
         .into_iter()
         .filter(|(c, _)| {
             let have = tags.get(&c.name).map(Vec::as_slice).unwrap_or(&[]);
@@ -384,7 +385,7 @@ fn rows(shared: &Shared, q: &HashMap<String, String>) -> Result<String, String> 
             None => String::new(),
         };
         let drift = if c.drifted > 0 { format!("<span class=\"drift\">{}</span>", c.drifted) } else { "0".into() };
-        let health = c.health.as_deref().unwrap_or("unknown");
+        let health = c.health.map_or("unknown", |h| h.as_str());
         let cluster_tags: String =
             tags.get(&c.name).into_iter().flatten().map(|t| format!("<span class=\"tag\">{}</span>", esc(t))).collect();
         let _ = write!(
@@ -493,7 +494,7 @@ fn cluster_page(shared: &Shared, name: &str, who: Option<&str>) -> Reply {
         sync_badge(&c),
         revision_link(shared, &c.cluster_revision),
         c.message.as_deref().map(|m| format!(" · <span class=\"muted\">{}</span>", esc(m))).unwrap_or_default(),
-        h = esc(c.health.as_deref().unwrap_or("unknown")),
+        h = esc(c.health.map_or("unknown", |h| h.as_str())),
     );
     if let Ok(Some(p)) = store.pending(name) {
         let _ = write!(
@@ -545,13 +546,13 @@ fn cluster_page(shared: &Shared, name: &str, who: Option<&str>) -> Reply {
         body.push_str("</tbody></table>");
     }
     body.push_str("</section><section><h2>History</h2><table><thead><tr><th>When</th><th>Revision</th><th>Result</th><th>Summary</th></tr></thead><tbody>");
-    for h in store.history(name, 50).unwrap_or_default() {
+    for h in store.history(name, super::store::HISTORY_KEPT).unwrap_or_default() {
         let _ = write!(
             body,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&crate::daemon::store::rfc3339(h.at)),
             revision_link(shared, &h.revision),
-            esc(&h.result),
+            esc(h.result.as_str()),
             esc(&h.summary)
         );
     }
@@ -725,7 +726,7 @@ async fn approve(shared: &Shared, name: &str, who: Option<(String, Option<String
             let _ = shared.triggers.try_send(super::Trigger::Reevaluate(format!("approval of {name}")));
             redirect(&format!("/clusters/{}", encode(name)), None)
         }
-        Err(e) => html(StatusCode::INTERNAL_SERVER_ERROR, page("error", Some(&user), &esc(&e))),
+        Err(e) => html(StatusCode::INTERNAL_SERVER_ERROR, page("error", Some(&user), &esc(&e.to_string()))),
     }
 }
 
