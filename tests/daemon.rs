@@ -25,6 +25,8 @@ struct Daemon {
     dir: tempfile::TempDir,
     config: PathBuf,
     child: Option<Child>,
+    /// Extra environment for the daemon process (fault injection).
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -35,6 +37,19 @@ impl Daemon {
 
     /// As [`Daemon::start`], with more host configuration (a `status` section).
     fn start_with(repository: &str, targets: &str, extra: &str) -> Daemon {
+        Daemon::start_env(repository, targets, extra, &[])
+    }
+
+    /// As [`Daemon::start_with`], with environment variables for the daemon.
+    fn start_env(repository: &str, targets: &str, extra: &str, env: &[(&str, &str)]) -> Daemon {
+        let mut daemon = Daemon::configure(repository, targets, extra);
+        daemon.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        daemon.spawn();
+        daemon
+    }
+
+    /// Writes the host config without starting the daemon.
+    fn configure(repository: &str, targets: &str, extra: &str) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("api-token"), format!("{TOKEN}\n")).unwrap();
         std::fs::write(dir.path().join("hook-secret"), HOOK_SECRET).unwrap();
@@ -46,24 +61,33 @@ impl Daemon {
             ),
         )
         .unwrap();
-        let mut daemon = Daemon { dir, config, child: None };
-        daemon.spawn();
-        daemon
+        Daemon { dir, config, child: None, env: Vec::new() }
     }
 
     fn spawn(&mut self) {
+        self.launch();
+        self.wait_for("the daemon to be ready", Duration::from_secs(20), |d| d.get("/readyz").0 == 200);
+    }
+
+    /// Starts the process without waiting for it to be ready.
+    fn launch(&mut self) {
         let log =
             std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("daemon.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_strata"))
             .args(["run", "--config"])
             .arg(&self.config)
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .unwrap();
         self.child = Some(child);
-        self.wait_for("the daemon to be ready", Duration::from_secs(20), |d| d.get("/readyz").0 == 200);
+    }
+
+    /// Whether the process is still running.
+    fn alive(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
     }
 
     fn log(&self) -> String {
@@ -378,6 +402,98 @@ fn a_broken_commit_changes_nothing_and_the_next_good_one_applies() {
     repo.edit(AWS_1_0_0, "version: one", "version: 1.0.0");
     repo.commit("fixed");
     daemon.wait_for("the fixed revision applied", Duration::from_secs(5), |_| file(&ui).contains("replicas: 3"));
+}
+
+/// A cluster file on edge-profile 2.0.0 whose target is a directory named after it.
+fn extra_cluster(name: &str) -> String {
+    format!(
+        "apiVersion: strata.dev/v1\nkind: Cluster\nmetadata: {{ name: {name} }}\nspec:\n  profile: {{ name: edge-profile, version: \"2.0.0\" }}\n"
+    )
+}
+
+#[test]
+fn commits_that_crash_the_evaluation_are_rejected_and_the_daemon_serves_on() {
+    let repo = Repo::example();
+    let git_dir = repo.path().join(".git");
+    let targets = format!(
+        "{}{}",
+        example_targets(),
+        directory_targets(&[("boom", "boom"), ("canary", "canary"), ("flaky", "flaky")])
+    );
+    // Panics that stay possible whatever parsers get fixed: loading a revision with a cluster
+    // named `boom`, rendering `canary`, applying `flaky` (debug builds only).
+    let mut daemon = Daemon::start_env(
+        &local(&repo),
+        &targets,
+        "status: { provider: git-notes }\n",
+        &[("STRATA_INJECT_PANIC", "revision:boom,render:canary,apply:flaky")],
+    );
+    let ui = daemon.out("aws-staging/hello-universe/deployment.ui.yaml");
+    daemon.wait_for("applied", Duration::from_secs(10), |_| file(&ui).contains("replicas: 2"));
+    let good = daemon.get("/api/v1/revision").1;
+
+    // A window that is not one, with non-ASCII bytes where a weekday goes.
+    repo.edit("clusters/aws-staging.yaml", "replicas: 2 }", "replicas: 3 }");
+    repo.edit("clusters/aws-staging.yaml", "updates: auto", "updates: auto\n  window: \"éé 02:00-03:00\"");
+    let bad_window = repo.commit("a window in another script");
+    daemon.wait_for("the revision rejected", Duration::from_secs(10), |d| {
+        d.get("/api/v1/revision").1.contains(&format!("\"head\": \"{bad_window}\""))
+    });
+    assert!(daemon.alive(), "the daemon is still running\n{}", daemon.log());
+    assert!(file(&ui).contains("replicas: 2"), "the last good revision keeps serving");
+    let revision: Value = serde_json::from_str(&daemon.get("/api/v1/revision").1).unwrap();
+    assert_eq!(revision["verdict"], "rejected", "{revision}");
+    assert_eq!(revision["last_good"], serde_json::from_str::<Value>(&good).unwrap()["head"]);
+    daemon.wait_for("an error status on the commit", Duration::from_secs(10), |_| {
+        notes_on(&git_dir, &bad_window).contains("strata/aws-staging error: revision does not load")
+    });
+
+    // A revision whose evaluation panics whatever the parsers do.
+    repo.edit("clusters/aws-staging.yaml", "updates: auto\n  window: \"éé 02:00-03:00\"", "updates: auto");
+    repo.write("clusters/boom.yaml", &extra_cluster("boom"));
+    let crashing = repo.commit("boom");
+    daemon.wait_for("the crashing revision rejected", Duration::from_secs(10), |d| {
+        let revision: Value = serde_json::from_str(&d.get("/api/v1/revision").1).unwrap_or(Value::Null);
+        revision["head"] == crashing.as_str() && revision["verdict"] == "rejected"
+    });
+    assert!(daemon.alive(), "the daemon is still running\n{}", daemon.log());
+    assert!(file(&ui).contains("replicas: 2"));
+    let revision: Value = serde_json::from_str(&daemon.get("/api/v1/revision").1).unwrap();
+    assert!(revision["message"].as_str().unwrap().contains("injected panic: revision of boom"), "{revision}");
+    daemon.wait_for("a crash status on the commit", Duration::from_secs(10), |_| {
+        notes_on(&git_dir, &crashing)
+            .contains("strata/aws-staging error: revision does not load: evaluating it crashed")
+    });
+    let listed = daemon.strata(&["status"]).stdout;
+    assert!(listed.contains(&format!("revision {} rejected", &crashing[..7])), "{listed}");
+    assert!(daemon.get("/metrics").1.contains("strata_panics_total{stage=\"evaluate\"}"));
+
+    // One cluster whose rendering panics, one whose apply panics: the others go ahead.
+    repo.remove("clusters/boom.yaml");
+    repo.write("clusters/canary.yaml", &extra_cluster("canary"));
+    repo.write("clusters/flaky.yaml", &extra_cluster("flaky"));
+    let partly = repo.commit("canary and flaky");
+    daemon.wait_for("the good clusters applied", Duration::from_secs(10), |_| file(&ui).contains("replicas: 3"));
+    daemon.wait_for("canary in error", Duration::from_secs(10), |d| d.cluster("canary")["cluster"]["sync"] == "error");
+    let canary = daemon.cluster("canary")["cluster"]["message"].as_str().unwrap_or("").to_string();
+    assert!(canary.contains("rendering crashed: injected panic: render of canary"), "{canary}");
+    daemon.wait_for("flaky failed", Duration::from_secs(10), |d| d.cluster("flaky")["cluster"]["sync"] == "failed");
+    let flaky = daemon.cluster("flaky")["cluster"]["message"].as_str().unwrap_or("").to_string();
+    assert!(flaky.contains("crashed: injected panic: apply of flaky"), "{flaky}");
+    daemon.wait_for("statuses on the commit", Duration::from_secs(10), |_| {
+        let notes = notes_on(&git_dir, &partly);
+        notes.contains("strata/canary error: rendering crashed") && notes.contains("strata/aws-staging success")
+    });
+
+    // The next good commit applies, and the daemon is ready and alive throughout.
+    repo.edit("clusters/aws-staging.yaml", "replicas: 3 }", "replicas: 5 }");
+    repo.commit("five");
+    daemon.wait_for("the next good commit applied", Duration::from_secs(10), |_| file(&ui).contains("replicas: 5"));
+    assert!(daemon.alive());
+    assert_eq!(daemon.get("/readyz").0, 200);
+    let metrics = daemon.get("/metrics").1;
+    assert!(metrics.contains("strata_panics_total{stage=\"render\"}"), "{metrics}");
+    assert!(metrics.contains("strata_panics_total{stage=\"worker\"}"), "{metrics}");
 }
 
 #[test]

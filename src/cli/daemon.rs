@@ -195,5 +195,17 @@ pub async fn status(
                 .unwrap_or_else(|| "-".into()),
         ]);
     }
-    print(&columns(&table))
+    let mut out = columns(&table);
+    let revision = api(&config, "GET", "/api/v1/revision", None).await?;
+    if revision["verdict"] == "rejected" {
+        // The first diagnostic, after the "does not load:" line; a crash is a single line.
+        let text = revision["message"].as_str().unwrap_or("");
+        let why = text.lines().nth(1).unwrap_or(text);
+        out.push_str(&format!(
+            "revision {} rejected, clusters keep what they run (last good: {}): {why}\n",
+            short(&revision["head"]),
+            short(&revision["last_good"])
+        ));
+    }
+    print(&out)
 }

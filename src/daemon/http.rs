@@ -3,6 +3,7 @@
 //! ```text
 //!   GET  /healthz /readyz /metrics
 //!   POST /hooks/github  /hooks/gitea  /hooks/gitlab        push events → fetch now (signature checked)
+//!   GET  /api/v1/revision                                   the head evaluated: loaded or rejected, and why
 //!   GET  /api/v1/clusters[/NAME]                            status, pending update, drift, history
 //!   POST /api/v1/clusters/NAME/{approve,suspend,resume}      bearer token required
 //! ```
@@ -85,6 +86,10 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Reply, In
             .body(Full::new(Bytes::from(shared.metrics.encode())))
             .expect("valid response"),
         (&Method::POST, ["hooks", provider]) => webhook(&shared, provider, req).await,
+        (&Method::GET, ["api", "v1", "revision"]) => match shared.store.revision() {
+            Ok(revision) => json_reply(StatusCode::OK, &json!(revision)),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        },
         (&Method::GET, ["api", "v1", "clusters"]) => clusters(&shared),
         (&Method::GET, ["api", "v1", "clusters", name]) => cluster(&shared, name),
         (&Method::POST, ["api", "v1", "clusters", name, action]) => {
