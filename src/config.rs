@@ -307,7 +307,10 @@ impl Config {
         let raw: RawConfig = yaml::parse(&text)
             .map_err(|e| Diagnostics::from(Diagnostic::new(Code::Schema, e.message).in_file(&shown).at_line(e.line)))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let resolve = |p: &str| if Path::new(p).is_absolute() { PathBuf::from(p) } else { base.join(p) };
+        // `components` drops the `.` of `./state`, so paths in messages read as written.
+        let resolve = |p: &str| -> PathBuf {
+            if Path::new(p).is_absolute() { PathBuf::from(p) } else { base.join(p).components().collect() }
+        };
         let mut diags = Diagnostics::new();
         let mut apply = Options::default();
         if let Some(n) = raw.apply.concurrency {

@@ -10,7 +10,7 @@
 //!                                    v
 //!   one worker per cluster: apply (bounded, backoff on failure) · drift check on interval · state in SQLite
 //!
-//!   watchdog task: pings systemd while the loop (or an evaluation) makes progress
+//!   watchdog thread: pings systemd while the loop (or an evaluation) makes progress
 //! ```
 //!
 //! Nothing a repository contains ends the process: a revision that does not load, or whose
@@ -179,7 +179,10 @@ impl Shared {
 pub const LISTEN_FILE: &str = "listen-address";
 
 /// How long the inventories of clusters the store does not know are read for at start.
-const SEED_TIMEOUT: Duration = Duration::from_secs(10);
+const SEED_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How soon the loop tries the state database again after it failed.
+const STORE_RETRY: Duration = Duration::from_secs(5);
 
 /// The watchdog stops being fed when the main loop has made no progress for this long.
 const STALL: Duration = Duration::from_secs(60);
@@ -248,7 +251,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         if source.is_remote() { None } else { watch_refs(source.watch_paths(), triggers.clone()) }
     };
     if let Some(every) = sd_notify::watchdog_enabled() {
-        tokio::task::spawn_local(feed_watchdog(shared.clone(), every));
+        feed_watchdog(shared.clone(), every);
     }
     let planning = Arc::new(AtomicBool::new(false));
 
@@ -375,6 +378,10 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
                 info!("Ready.");
             }
         }
+        if shared.store.usable() && shared.store.problem().is_some() {
+            // Writes failed before; one that succeeds clears the problem (and /readyz).
+            shared.stored("write", shared.store.probe());
+        }
         if shared.store.usable() && last_prune.is_none_or(|at| at.elapsed() > Duration::from_secs(3600)) {
             last_prune = Some(Instant::now());
             if let Some(n) = shared.stored("prune delivered statuses", shared.store.prune_delivered(store::now()))
@@ -392,6 +399,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         if evaluate_failures > 0 {
             next_poll = next_poll.min(worker::backoff(evaluate_failures));
         }
+
         // Come round often enough that the watchdog sees the loop alive.
         let tick = sd_notify::watchdog_enabled().map(|d| d / 3).unwrap_or(Duration::from_secs(3600));
         tokio::select! {
@@ -418,6 +426,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
                 reevaluate = rejected.is_none() || rejected != revision || evaluate_failures > 0;
             }
             _ = tokio::time::sleep(tick) => {}
+            // Round again to probe the state database.
+            _ = tokio::time::sleep(STORE_RETRY), if shared.store.usable() && shared.store.problem().is_some() => {}
             _ = sigterm.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
         }
@@ -466,18 +476,24 @@ async fn fed<T>(shared: &Shared, work: impl Future<Output = T>) -> T {
     }
 }
 
-/// Pings the systemd watchdog while the main loop makes progress. An evaluation that is still
-/// working through clusters counts (it notes each one); a loop stuck on anything else does not,
-/// and systemd restarts the daemon.
-async fn feed_watchdog(shared: Arc<Shared>, every: Duration) {
-    let mut tick = tokio::time::interval(every / 3);
-    loop {
-        tick.tick().await;
-        if shared.since_progress() < STALL.max(every) {
-            notify(&[sd_notify::NotifyState::Watchdog]);
-        } else {
-            warn!(stalled = ?shared.since_progress(), "The main loop makes no progress; not feeding the watchdog.");
+/// Pings the systemd watchdog while the main loop makes progress, from a thread of its own: a
+/// notification socket that is slow to take datagrams blocks this thread, never the loop. An
+/// evaluation that is still working through clusters counts as progress (it notes each one); a
+/// loop stuck on anything else, or a runtime thread that no longer runs, does not, and systemd
+/// restarts the daemon.
+fn feed_watchdog(shared: Arc<Shared>, every: Duration) {
+    let spawned = std::thread::Builder::new().name("watchdog".into()).spawn(move || {
+        loop {
+            std::thread::sleep(every / 3);
+            if shared.since_progress() < STALL.max(every) {
+                notify(&[sd_notify::NotifyState::Watchdog]);
+            } else {
+                warn!(stalled = ?shared.since_progress(), "The main loop makes no progress; not feeding the watchdog.");
+            }
         }
+    });
+    if let Err(e) = spawned {
+        warn!(error = %e, "Cannot start the watchdog thread; systemd will restart the daemon.");
     }
 }
 

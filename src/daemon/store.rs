@@ -309,7 +309,9 @@ pub fn now() -> i64 {
 fn connect(path: &Path) -> Result<Connection> {
     let sqlite = |e| StoreError::sqlite(path, e);
     let conn = Connection::open(path).map_err(sqlite)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(sqlite)?;
+    // Only another process (an operator's sqlite3) can hold the lock; the daemon's event loop
+    // waits for it, so not for long.
+    conn.busy_timeout(std::time::Duration::from_secs(1)).map_err(sqlite)?;
     // Before anything writes: a damaged file is refused, not built upon.
     let verdicts: Vec<String> = conn
         .prepare("PRAGMA quick_check")
@@ -414,6 +416,11 @@ impl Store {
 
     fn write<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
         self.run(true, f)
+    }
+
+    /// A small write, to find out whether writing works again after a failure.
+    pub fn probe(&self) -> Result<()> {
+        self.set_meta("probed-at", &now().to_string())
     }
 
     pub fn meta(&self, key: &str) -> Result<Option<String>> {

@@ -344,7 +344,13 @@ impl Worker {
             health,
             summary: &summary,
         };
-        shared.stored("record an apply", shared.store.record_applied(&self.name, &record));
+        if shared.stored("record an apply", shared.store.record_applied(&self.name, &record)).is_none() {
+            // Applied but not recorded: apply again later (nothing changes then) and record it then.
+            self.failures += 1;
+            self.next_attempt = Instant::now() + backoff(self.failures);
+            shared.touch();
+            return;
+        }
         self.applied = Some(job.set.digest.clone());
         let objects: Vec<(String, String, String)> = cs
             .objects

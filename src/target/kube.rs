@@ -25,7 +25,19 @@ pub struct KubeTarget {
 
 /// Connect and read timeouts: an unreachable cluster fails fast instead of stalling a worker.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most one request may take in all: a server that answers a byte at a time never trips the
+/// read timeout, which restarts with every read.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `request`, or `Unreachable` when it takes longer than [`REQUEST_TIMEOUT`].
+async fn bounded<T>(
+    request: impl Future<Output = Result<T, kube::Error>>,
+) -> Result<Result<T, kube::Error>, TargetError> {
+    tokio::time::timeout(REQUEST_TIMEOUT, request)
+        .await
+        .map_err(|_| TargetError::Unreachable(format!("no answer within {}s", REQUEST_TIMEOUT.as_secs())))
+}
 
 fn config_error(what: &str, e: impl std::fmt::Display) -> TargetError {
     TargetError::Other(format!("{what}: {e}"))
@@ -77,9 +89,11 @@ impl KubeTarget {
     async fn send(
         &self,
         request: Result<http::Request<Vec<u8>>, kube::core::request::Error>,
-    ) -> Result<Value, kube::Error> {
-        let request = request.map_err(kube::Error::BuildRequest)?;
-        self.client.request::<Value>(request).await
+    ) -> Result<Result<Value, kube::Error>, TargetError> {
+        match request {
+            Ok(request) => bounded(self.client.request::<Value>(request)).await,
+            Err(e) => Ok(Err(kube::Error::BuildRequest(e))),
+        }
     }
 
     async fn resources(&self, api_version: &str) -> Result<Option<Arc<Vec<APIResource>>>, TargetError> {
@@ -87,9 +101,9 @@ impl KubeTarget {
             return Ok(Some(hit.clone()));
         }
         let listed = if api_version.contains('/') {
-            self.client.list_api_group_resources(api_version).await
+            bounded(self.client.list_api_group_resources(api_version)).await?
         } else {
-            self.client.list_core_api_resources(api_version).await
+            bounded(self.client.list_core_api_resources(api_version)).await?
         };
         let list = match listed {
             Ok(list) => list,
@@ -178,7 +192,7 @@ impl Target for KubeTarget {
         namespace: Option<&str>,
         name: &str,
     ) -> Result<Option<Value>, TargetError> {
-        match self.send(self.request(resource, namespace).get(name, &GetParams::default())).await {
+        match self.send(self.request(resource, namespace).get(name, &GetParams::default())).await? {
             Ok(object) => Ok(Some(object)),
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
             Err(e) => Err(classify(e)),
@@ -187,7 +201,7 @@ impl Target for KubeTarget {
 
     async fn list(&self, resource: &Resource, namespace: Option<&str>) -> Result<Vec<Value>, TargetError> {
         let mut list =
-            self.send(self.request(resource, namespace).list(&ListParams::default())).await.map_err(classify)?;
+            self.send(self.request(resource, namespace).list(&ListParams::default())).await?.map_err(classify)?;
         let items = match list.get_mut("items").map(Value::take) {
             Some(Value::Array(items)) => items,
             _ => Vec::new(),
@@ -220,12 +234,12 @@ impl Target for KubeTarget {
             params = params.dry_run();
         }
         self.send(self.request(resource, namespace).patch(name, &params, &Patch::Apply(manifest)))
-            .await
+            .await?
             .map_err(classify)
     }
 
     async fn delete(&self, resource: &Resource, namespace: Option<&str>, name: &str) -> Result<(), TargetError> {
-        match self.send(self.request(resource, namespace).delete(name, &DeleteParams::background())).await {
+        match self.send(self.request(resource, namespace).delete(name, &DeleteParams::background())).await? {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
             Err(e) => Err(classify(e)),
