@@ -156,12 +156,13 @@ fn main() {
     println!("soak: {rounds} rounds × {kills} killed applies + 1 converging apply, seed {seed}");
     println!("full cold apply of {objects} objects: {:.0} ms", full.as_secs_f64() * 1e3);
 
-    let (mut killed, mut finished, mut orphans, mut lost, mut removed) = (0, 0, 0, 0, 0);
+    let (mut killed, mut killed_writing, mut finished, mut orphans, mut lost, mut removed) = (0, 0, 0, 0, 0, 0);
     let soak = Instant::now();
     for round in 0..rounds {
         for _ in 0..kills {
             set_desired(repo.path(), &random_desired(&mut rng));
             commit(repo.path());
+            server.clear_requests();
             let mut child = apply(strata, repo.path(), &config).spawn().unwrap();
             std::thread::sleep(full.mul_f64(rng.f64()));
             if child.try_wait().unwrap().is_some() {
@@ -169,6 +170,10 @@ fn main() {
             } else {
                 child.kill().unwrap();
                 killed += 1;
+                let writes = server.requests().iter().filter(|r| r.is_write()).count();
+                if writes > 0 {
+                    killed_writing += 1;
+                }
             }
             child.wait().unwrap();
         }
@@ -190,7 +195,7 @@ fn main() {
         lost += round_lost.len();
     }
     println!(
-        "{killed} applies killed mid-way, {finished} finished before their kill; {removed} objects to prune after them"
+        "{killed} applies killed ({killed_writing} after their first write), {finished} finished before their kill; {removed} objects to prune after them"
     );
     println!(
         "after {rounds} converging applies: {orphans} orphans, {lost} lost objects ({:.0} s)",

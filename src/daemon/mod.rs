@@ -606,6 +606,7 @@ async fn dispatch_from_store(
         let git = lock(&source).git_source().ok()?;
         let mut jobs = Vec::new();
         for state in states.into_iter().filter(|s| s.sync != Sync::Removed) {
+            work_shared.progress();
             let (Some(rev), Some(crev)) = (state.profile_revision.clone(), state.cluster_revision.clone()) else {
                 continue;
             };

@@ -16,6 +16,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -274,6 +275,8 @@ pub struct Store {
     /// `None` when the file could not be opened or is corrupt: every call fails with `unusable`.
     db: Option<Mutex<Connection>>,
     unusable: Option<String>,
+    /// Corruption found while running: from then on the file is neither read nor written.
+    corrupt: AtomicBool,
     /// The last failure, until a write succeeds again (corruption stays): what /readyz reports.
     problem: Mutex<Option<(String, bool)>>,
     /// Failures by kind, for `/metrics`.
@@ -344,6 +347,7 @@ impl Store {
             path,
             db: Some(Mutex::new(conn)),
             unusable: None,
+            corrupt: AtomicBool::new(false),
             problem: Mutex::new(None),
             errors: Family::default(),
         })
@@ -356,6 +360,7 @@ impl Store {
             path: dir.join(FILE),
             db: None,
             unusable: Some(error.to_string()),
+            corrupt: AtomicBool::new(true),
             problem: Mutex::new(Some((error.to_string(), true))),
             errors: Family::default(),
         };
@@ -378,21 +383,22 @@ impl Store {
         self.problem.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|(m, _)| m.clone())
     }
 
-    /// Whether the database can be used at all (it opened and passed its integrity check).
+    /// Whether the database can be used at all: it opened, passed its integrity check, and no
+    /// corruption showed since.
     pub fn usable(&self) -> bool {
-        self.db.is_some()
+        !self.corrupt.load(Ordering::Relaxed)
     }
 
     fn run<T>(&self, write: bool, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
-        let result = match (&self.db, &self.unusable) {
-            (Some(db), _) => {
+        let result = match &self.db {
+            Some(db) if self.usable() => {
                 // A panic while holding the lock leaves the connection as SQLite left it: usable.
                 let mut conn = db.lock().unwrap_or_else(|p| p.into_inner());
                 f(&mut conn).map_err(|e| StoreError::sqlite(&self.path, e))
             }
-            (None, unusable) => Err(StoreError::Corrupt {
+            _ => Err(StoreError::Corrupt {
                 path: self.path.clone(),
-                detail: unusable.clone().unwrap_or_else(|| "unusable".into()),
+                detail: self.unusable.clone().unwrap_or_else(|| "found corrupt while running".into()),
             }),
         };
         let mut problem = self.problem.lock().unwrap_or_else(|p| p.into_inner());
@@ -400,6 +406,10 @@ impl Store {
             Err(e) => {
                 self.errors.get_or_create(&KindLabel { kind: e.kind().into() }).inc();
                 let sticky = matches!(e, StoreError::Corrupt { .. });
+                if sticky {
+                    // Writing on would build on damaged pages.
+                    self.corrupt.store(true, Ordering::Relaxed);
+                }
                 if problem.as_ref().is_none_or(|(_, was_sticky)| !was_sticky) {
                     *problem = Some((e.to_string(), sticky));
                 }
@@ -1028,6 +1038,130 @@ mod tests {
         assert_eq!(store.approval("aws", "r3").unwrap(), None);
         assert!(store.cluster("edge").unwrap().unwrap().suspended);
         assert_eq!(store.history("aws", 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn history_keeps_what_is_shown_and_old_delivered_statuses_go_unless_a_cluster_runs_them() {
+        use crate::report::{State, Status};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for _ in 0..HISTORY_KEPT + 10 {
+            store.record_applied("aws", &applied("r1")).unwrap();
+        }
+        store.set_sync("edge", Sync::Failed, Some("unreachable"), Some("r0")).unwrap();
+        assert_eq!(store.history("aws", 1000).unwrap().len(), HISTORY_KEPT);
+        assert_eq!(store.history("edge", 1000).unwrap().len(), 1, "per cluster");
+        for revision in ["r0", "r1"] {
+            store.delivered(&Status::new(revision, "strata/aws".into(), State::Success, "applied", None)).unwrap();
+        }
+        assert_eq!(store.prune_delivered(now()).unwrap(), 0, "recent");
+        assert_eq!(store.prune_delivered(now() + DELIVERED_KEPT_SECS + 1).unwrap(), 1, "r1 is what aws runs");
+        let again = Status::new("r1", "strata/aws".into(), State::Success, "applied", None);
+        assert!(!store.enqueue(&again).unwrap(), "still known as delivered");
+    }
+
+    #[test]
+    fn failures_are_kept_for_readiness_until_a_write_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.problem(), None);
+        let holder = Connection::open(dir.path().join(FILE)).unwrap();
+        holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let e = store.set_suspended("aws", true).unwrap_err();
+        assert_eq!(e.kind(), "busy");
+        let problem = store.problem().unwrap();
+        assert!(problem.contains("strata.db") && problem.contains("another process holds it"), "{problem}");
+        assert_eq!(store.error_counter().get_or_create(&KindLabel { kind: "busy".into() }).get(), 1);
+        holder.execute_batch("COMMIT").unwrap();
+        store.cluster("aws").unwrap();
+        assert!(store.problem().is_some(), "a read proves nothing about writes");
+        store.probe().unwrap();
+        assert_eq!(store.problem(), None);
+    }
+
+    #[test]
+    fn what_an_inventory_says_is_taken_only_for_clusters_the_store_does_not_know() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.set_suspended("edge", true).unwrap();
+        assert!(store.seed("edge", "r1", "sha256:e", "edge-profile", "2.0.0").unwrap());
+        let edge = store.cluster("edge").unwrap().unwrap();
+        assert_eq!((edge.digest.as_deref(), edge.cluster_revision.as_deref()), (Some("sha256:e"), Some("r1")));
+        assert!(edge.suspended, "kept");
+        store.record_applied("aws", &applied("r2")).unwrap();
+        assert!(!store.seed("aws", "r1", "sha256:old", "aws-profile", "1.0.0").unwrap());
+        assert_eq!(store.cluster("aws").unwrap().unwrap().digest.as_deref(), Some("sha256:a"));
+    }
+
+    /// A state database with a few clusters and approvals, and enough drift rows after them
+    /// that its last pages hold nothing else.
+    fn filled(dir: &Path) {
+        let store = Store::open(dir).unwrap();
+        for name in ["aws", "edge", "lab"] {
+            store.record_applied(name, &applied("r1")).unwrap();
+        }
+        store.set_suspended("edge", true).unwrap();
+        store.approve("aws", "r2", "alice").unwrap();
+        let rows: Vec<DriftRow> = (0..5000)
+            .map(|i| DriftRow {
+                object: format!("ConfigMap/default/c{i}"),
+                path: "/data/x".into(),
+                live: Some("\"a\"".into()),
+                desired: Some("\"b\"".into()),
+                found_at: 1,
+            })
+            .collect();
+        store.set_drift("lab", &rows).unwrap();
+        let conn = store.db.as_ref().unwrap().lock().unwrap();
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
+    }
+
+    #[test]
+    fn a_corrupt_file_is_refused_and_recovered_with_what_can_be_read() {
+        let dir = tempfile::tempdir().unwrap();
+        filled(dir.path());
+        let path = dir.path().join(FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let len = bytes.len();
+        for b in &mut bytes[len - 8 * 4096..] {
+            *b = 0x5a;
+        }
+        std::fs::write(&path, bytes).unwrap();
+        let Err(e) = Store::open(dir.path()) else { panic!("a corrupt file opened") };
+        assert_eq!(e.kind(), "corrupt");
+        assert!(e.to_string().contains("strata recover-state"), "{e}");
+        let unusable = Store::unusable(dir.path(), &e);
+        assert!(!unusable.usable() && unusable.clusters().is_err() && unusable.problem().is_some());
+
+        let recovery = recover(dir.path()).unwrap();
+        let moved = recovery.moved_to.expect("moved aside");
+        assert!(moved.exists() && moved.to_string_lossy().contains("strata.db.corrupt-"));
+        assert!(recovery.salvaged.contains(&("clusters", 3, true)), "{:?}", recovery.salvaged);
+        assert!(recovery.salvaged.contains(&("approvals", 1, true)), "{:?}", recovery.salvaged);
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.cluster("edge").unwrap().unwrap().suspended);
+        assert_eq!(store.approval("aws", "r2").unwrap().unwrap().approved_by, "alice");
+        assert!(store.drift("lab").unwrap().is_empty(), "found again at the next check");
+        assert!(recover(dir.path()).unwrap().moved_to.is_none(), "a sound file is left alone");
+    }
+
+    #[test]
+    fn a_file_that_is_no_database_is_recovered_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE), vec![0xffu8; 3 * 4096]).unwrap();
+        assert_eq!(Store::open(dir.path()).err().map(|e| e.kind()), Some("corrupt"));
+        let recovery = recover(dir.path()).unwrap();
+        assert!(recovery.salvaged.iter().all(|(_, rows, complete)| *rows == 0 && !complete), "{:?}", recovery.salvaged);
+        assert!(Store::open(dir.path()).unwrap().clusters().unwrap().is_empty());
+    }
+
+    #[test]
+    fn one_process_owns_a_state_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = lock(dir.path()).unwrap();
+        assert!(matches!(lock(dir.path()), Err(LockError::Held { .. })));
+        drop(held);
+        lock(dir.path()).unwrap();
     }
 
     #[test]

@@ -450,6 +450,41 @@ impl Worker {
 mod tests {
     use super::*;
 
+    fn job(digest: &str) -> Job {
+        let set = DesiredSet {
+            cluster: "c".into(),
+            profile: "p".into(),
+            version: "1.0.0".into(),
+            layers: Vec::new(),
+            digest: digest.into(),
+        };
+        Job {
+            set: set.pack(),
+            profile_revision: None,
+            cluster_revision: None,
+            target: TargetConfig::Directory("/nonexistent".into()),
+            drift: DriftPolicy::Correct,
+        }
+    }
+
+    #[test]
+    fn a_mailbox_keeps_only_the_newest_desired_state_and_a_removal_is_final() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let mailbox = Mailbox::default();
+        for digest in ["sha256:1", "sha256:2", "sha256:3"] {
+            mailbox.send(Msg::Run(Box::new(job(digest))));
+        }
+        match runtime.block_on(mailbox.recv()) {
+            Msg::Run(job) => assert_eq!(job.set.digest, "sha256:3"),
+            Msg::Remove { .. } => panic!("a removal"),
+        }
+        let empty = runtime.block_on(async { tokio::time::timeout(Duration::from_millis(20), mailbox.recv()).await });
+        assert!(empty.is_err(), "nothing left");
+        mailbox.send(Msg::Remove { prune: true });
+        mailbox.send(Msg::Run(Box::new(job("sha256:4"))));
+        assert!(matches!(runtime.block_on(mailbox.recv()), Msg::Remove { prune: true }));
+    }
+
     #[test]
     fn backoff_grows_exponentially_to_a_cap_with_jitter() {
         for (failures, base) in [(1, 2.0), (2, 4.0), (3, 8.0), (9, 300.0), (30, 300.0)] {
