@@ -53,7 +53,7 @@ pub fn install_hook() {
             .map(|s| s.to_string())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_default();
-        tracing::error!(%location, panic = %message, "Panic caught; containing it.");
+        tracing::error!(%location, panic = %message, "Panicked.");
         LOCATION.with(|l| *l.borrow_mut() = Some(location));
     }));
 }
