@@ -182,6 +182,7 @@ struct RawApply {
     concurrency: Option<usize>,
     clusters: Option<usize>,
     health_timeout: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -364,6 +365,9 @@ pub struct Config {
     pub apply: Options,
     /// Clusters reconciled at once.
     pub cluster_concurrency: usize,
+    /// The most one reconcile (or drift check) of one cluster may take in the daemon, health
+    /// wait included; past it the reconcile stops where it is and is retried with backoff.
+    pub reconcile_timeout: Duration,
     pub state_dir: PathBuf,
     pub listen: SocketAddr,
     /// The token the local API (approve, suspend) requires.
@@ -528,7 +532,10 @@ impl Config {
         let raw: RawConfig = yaml::parse(text)
             .map_err(|e| Diagnostics::from(Diagnostic::new(Code::Schema, e.message).in_file(&shown).at_line(e.line)))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let resolve = |p: &str| if Path::new(p).is_absolute() { PathBuf::from(p) } else { base.join(p) };
+        // `components` drops the `.` of `./state`, so paths in messages read as written.
+        let resolve = |p: &str| -> PathBuf {
+            if Path::new(p).is_absolute() { PathBuf::from(p) } else { base.join(p).components().collect() }
+        };
         let mut diags = Diagnostics::new();
         let mut apply = Options::default();
         if let Some(n) = raw.apply.concurrency {
@@ -536,6 +543,13 @@ impl Config {
         }
         apply.health_timeout =
             duration(&mut diags, &shown, &raw.apply.health_timeout, "health_timeout", apply.health_timeout);
+        let reconcile_timeout = duration(
+            &mut diags,
+            &shown,
+            &raw.apply.timeout,
+            "apply.timeout",
+            apply.health_timeout + Duration::from_secs(600),
+        );
         let drift_interval =
             duration(&mut diags, &shown, &raw.drift.interval, "drift.interval", Duration::from_secs(300));
         let shutdown_timeout =
@@ -766,6 +780,7 @@ impl Config {
             targets,
             apply,
             cluster_concurrency: raw.apply.clusters.unwrap_or(4).max(1),
+            reconcile_timeout,
             state_dir: raw.state_dir.as_deref().map(resolve).unwrap_or_else(|| base.join("state")),
             listen,
             api_token_file: raw.api.token_file.as_deref().map(resolve),

@@ -116,6 +116,12 @@ enum Command {
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
     },
+    /// Replace a corrupt state database with a fresh one holding what can still be read of it
+    /// (the daemon must be stopped). The damaged file is kept as strata.db.corrupt-<time>.
+    RecoverState {
+        #[arg(long, default_value = "strata.yaml", value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Approve a cluster's pending update (asks the running daemon). Shows the update and the
     /// revision it approves, and approves exactly that revision.
     Approve {
@@ -237,6 +243,7 @@ fn run(cli: &Cli) -> Result<u8, Failure> {
             runtime()?.block_on(cli::apply::drift(cli, select, *policy, *format))
         }
         Command::Run { config, log_format } => cli::daemon::run(config, *log_format),
+        Command::RecoverState { config } => cli::daemon::recover_state(config),
         Command::Approve { cluster, config, by, revision } => {
             runtime()?.block_on(cli::daemon::approve(cluster, config, by.as_deref(), revision.as_deref()))
         }

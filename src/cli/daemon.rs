@@ -21,9 +21,32 @@ pub fn run(config: &std::path::Path, log_format: LogFormat) -> Result<u8, Failur
         Ok(()) => Ok(0),
         Err(e) => {
             tracing::error!(error = %e, "The daemon stopped.");
-            Err(Failure::Usage(e))
+            Err(Failure::Usage(e.to_string()))
         }
     }
+}
+
+/// `strata recover-state`: moves a corrupt state database aside and starts a fresh one with what
+/// could be salvaged. The next `strata run` takes what each cluster runs from its inventory.
+pub fn recover_state(config: &std::path::Path) -> Result<u8, Failure> {
+    use strata::daemon::store;
+    let config = load_config(config)?;
+    let _lock = store::lock(&config.state_dir).map_err(|e| Failure::Usage(e.to_string()))?;
+    let recovery = store::recover(&config.state_dir).map_err(|e| Failure::Internal(e.to_string()))?;
+    let path = config.state_dir.join(store::FILE);
+    let Some(moved) = recovery.moved_to else {
+        return print(&format!("{}: passes its integrity check; nothing to recover\n", path.display()));
+    };
+    let mut out = format!("{}: corrupt; moved to {}\nsalvaged:\n", path.display(), moved.display());
+    for (table, rows, complete) in &recovery.salvaged {
+        let note = if *complete { "" } else { " (the rest was unreadable)" };
+        out.push_str(&format!("  {table}: {rows} row{}{note}\n", super::plural(*rows)));
+    }
+    out.push_str(
+        "lost: drift findings, apply history, pending updates and delivered-status records (the daemon finds and\n\
+         derives them again); start the daemon: clusters it no longer knows take what they run from their inventories\n",
+    );
+    print(&out)
 }
 
 /// Talks to the running daemon's local API. The API token goes with every request when there is
@@ -230,6 +253,17 @@ pub async fn status(
         ]);
     }
     let mut out = columns(&table);
+    let revision = api(&config, "GET", "/api/v1/revision", None).await?;
+    if revision["verdict"] == "rejected" {
+        // The first diagnostic, after the "does not load:" line; a crash is a single line.
+        let text = revision["message"].as_str().unwrap_or("");
+        let why = text.lines().nth(1).unwrap_or(text);
+        out.push_str(&format!(
+            "revision {} rejected, clusters keep what they run (last good: {}): {why}\n",
+            short(&revision["head"]),
+            short(&revision["last_good"])
+        ));
+    }
     out.push_str(&problems(&config).await);
     print(&out)
 }

@@ -3,47 +3,119 @@
 //! ```text
 //!   head revision ──┐
 //!   what each cluster runs (store) ──> load both ──> plan per cluster ──> decide by policy ──> Outcome
-//!   approvals, suspensions (store) ──┘                                    (job | pending | error)
+//!   approvals, suspensions (store) ──┘                                    (job | pending | problem)
 //! ```
 //!
 //! Blocking (git2 reads, rendering): the event loop runs it on a blocking thread and hands the
-//! outcomes to the workers.
+//! outcomes to the workers. Problems come back as data: a revision that does not load is an
+//! [`EvaluateError`] carrying its diagnostics, a cluster that does not render (or whose rendering
+//! panics) an [`Outcome`] with a [`ClusterProblem`], and only the first is fatal to the revision.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
 
 use tracing::warn;
 
 use super::Shared;
 use super::decide::{self, Decision, Hold, Run};
-use super::store::{self, Pending};
+use super::guard::{self, Panic};
+use super::store::{self, Pending, StoreError};
 use super::worker::Job;
-use crate::model::Model;
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::model::{Cluster, Model};
 use crate::plan::{self, ChangeKind, ClusterPlan};
 use crate::render::Renderer;
 use crate::render::tools::SystemTools;
-use crate::source::Snapshot;
+use crate::source::{Snapshot, SourceError};
 
-/// The first diagnostic of a report, without its `error[code]:` prefix: what fits a status.
-pub fn first_problem(text: &str) -> String {
-    let line = text.lines().find(|l| l.starts_with("error[")).or_else(|| text.lines().next()).unwrap_or("");
-    line.split_once("]: ").map(|(_, rest)| rest).unwrap_or(line).to_string()
+/// Why a revision was not evaluated.
+#[derive(Debug, thiserror::Error)]
+pub enum EvaluateError {
+    #[error("revision {revision} does not load:\n{diagnostics}")]
+    Invalid { revision: String, diagnostics: Diagnostics },
+    #[error("revision {revision} cannot be read: {source}")]
+    Source {
+        revision: String,
+        #[source]
+        source: SourceError,
+    },
+    #[error("evaluating revision {revision} crashed: {panic}")]
+    Panicked { revision: String, panic: Panic },
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
-impl Outcome {
-    pub fn new(cluster: &str, head: &str) -> Outcome {
-        Outcome {
-            cluster: cluster.to_string(),
-            revision: Some(head.to_string()),
-            job: None,
-            pending: None,
-            error: None,
+impl EvaluateError {
+    /// Whether the revision itself is at fault, so it is rejected (clusters keep what they run
+    /// and its commit gets an error status), rather than this host, which tries again later.
+    pub fn rejects(&self) -> bool {
+        match self {
+            EvaluateError::Invalid { .. } | EvaluateError::Panicked { .. } => true,
+            EvaluateError::Source { source, .. } => matches!(source, SourceError::NoSubdir { .. }),
+            EvaluateError::Store(_) => false,
         }
     }
 
-    /// The cluster does not render (or has no target) at `head`.
-    pub fn failed(cluster: &str, head: &str, message: String) -> Outcome {
-        Outcome { error: Some(message), ..Outcome::new(cluster, head) }
+    /// One line for a commit status.
+    pub fn summary(&self) -> String {
+        match self {
+            EvaluateError::Invalid { diagnostics, .. } => first_problem(diagnostics),
+            EvaluateError::Panicked { panic, .. } => format!("evaluating it crashed: {}", panic.message),
+            EvaluateError::Source { source, .. } => source.to_string(),
+            EvaluateError::Store(e) => e.to_string(),
+        }
     }
+
+    /// For metrics: invalid, crashed, unreadable, store.
+    pub fn label(&self) -> &'static str {
+        match self {
+            EvaluateError::Invalid { .. } => "invalid",
+            EvaluateError::Panicked { .. } => "crashed",
+            EvaluateError::Source { .. } => "unreadable",
+            EvaluateError::Store(_) => "store",
+        }
+    }
+}
+
+/// Why one cluster has no desired set at a revision; it keeps what it runs.
+#[derive(Clone, Debug)]
+pub enum ClusterProblem {
+    /// It does not render, or names a target this host does not configure.
+    Invalid(Diagnostics),
+    /// Planning or rendering it panicked.
+    Crashed(Panic),
+}
+
+impl ClusterProblem {
+    /// One line for a commit status.
+    pub fn summary(&self) -> String {
+        match self {
+            ClusterProblem::Invalid(diagnostics) => format!("does not render: {}", first_problem(diagnostics)),
+            ClusterProblem::Crashed(panic) => format!("rendering crashed: {}", panic.message),
+        }
+    }
+}
+
+impl fmt::Display for ClusterProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClusterProblem::Invalid(diagnostics) => write!(f, "{diagnostics}"),
+            ClusterProblem::Crashed(panic) => write!(f, "rendering crashed: {panic}"),
+        }
+    }
+}
+
+/// The first finding, without its `error[code]:` prefix and help: what fits a status.
+pub fn first_problem(diagnostics: &Diagnostics) -> String {
+    let Some(d) = diagnostics.iter().next() else { return String::new() };
+    let Diagnostic { file: _, line: _, object, message, .. } = d;
+    let mut out = d.location().map(|l| format!("{l}: ")).unwrap_or_default();
+    if let Some(object) = object {
+        out.push_str(object);
+        out.push_str(": ");
+    }
+    out.push_str(message);
+    out
 }
 
 /// What one evaluation decided for one cluster.
@@ -53,8 +125,25 @@ pub struct Outcome {
     pub revision: Option<String>,
     pub job: Option<Job>,
     pub pending: Option<Pending>,
-    /// The revision does not render for this cluster: the message.
-    pub error: Option<String>,
+    /// The revision does not render for this cluster.
+    pub problem: Option<ClusterProblem>,
+}
+
+impl Outcome {
+    pub fn new(cluster: &str, head: &str) -> Outcome {
+        Outcome {
+            cluster: cluster.to_string(),
+            revision: Some(head.to_string()),
+            job: None,
+            pending: None,
+            problem: None,
+        }
+    }
+
+    /// The cluster does not render (or has no target) at `head`.
+    pub fn failed(cluster: &str, head: &str, problem: ClusterProblem) -> Outcome {
+        Outcome { problem: Some(problem), ..Outcome::new(cluster, head) }
+    }
 }
 
 fn pending_summary(plan: &ClusterPlan, hold: &Hold, cluster: &str) -> String {
@@ -65,13 +154,15 @@ fn pending_summary(plan: &ClusterPlan, hold: &Hold, cluster: &str) -> String {
     }
 }
 
-/// Loads, plans and decides every cluster at `head`. Blocking (git2, rendering).
+/// Loads, plans and decides every cluster at `head`. Blocking (git2, rendering). A panic while
+/// loading is the caller's to catch (the whole revision is at fault); a panic while planning or
+/// rendering one cluster fails that cluster only.
 pub fn evaluate(
     shared: &Shared,
     source: &crate::source::GitSource,
     head: &str,
     running: &HashSet<String>,
-) -> Result<Vec<Outcome>, String> {
+) -> Result<Vec<Outcome>, EvaluateError> {
     // Every revision some cluster runs, plus the head.
     let states: BTreeMap<String, store::ClusterState> =
         shared.store.clusters()?.into_iter().map(|c| (c.name.clone(), c)).collect();
@@ -85,9 +176,10 @@ pub fn evaluate(
     }
     let mut loaded: HashMap<String, (Snapshot, Model)> = HashMap::new();
     for rev in &revisions {
+        shared.progress();
         let snapshot = match source.snapshot(rev) {
             Ok(s) => s,
-            Err(e) if rev == head => return Err(e.to_string()),
+            Err(source) if rev == head => return Err(EvaluateError::Source { revision: head.to_string(), source }),
             Err(e) => {
                 warn!(revision = %rev, error = %e, "A revision a cluster runs is gone from the repository.");
                 continue;
@@ -97,7 +189,9 @@ pub fn evaluate(
             Ok(model) => {
                 loaded.insert(rev.clone(), (snapshot, model));
             }
-            Err(diags) if rev == head => return Err(format!("revision {head} does not load:\n{diags}")),
+            Err(diagnostics) if rev == head => {
+                return Err(EvaluateError::Invalid { revision: head.to_string(), diagnostics });
+            }
             Err(_) => {}
         }
     }
@@ -106,16 +200,59 @@ pub fn evaluate(
         .iter()
         .map(|(rev, (snap, model))| (rev.as_str(), Renderer::new(snap.tree.as_ref(), model, &tools)))
         .collect();
-    let mut fingerprints: HashMap<&str, BTreeMap<String, String>> = HashMap::new();
     let (head_snapshot, head_model) = &loaded[head];
-    let head_renderer = &renderers[head];
-    *shared.tags.lock().expect("tags lock") =
+    for name in head_model.clusters.keys() {
+        guard::inject("revision", name);
+    }
+    *shared.tags.lock().unwrap_or_else(|p| p.into_inner()) =
         head_model.clusters.iter().map(|(n, c)| (n.clone(), c.tags.clone())).collect();
 
-    let now = store::now();
+    let mut context = Context {
+        shared,
+        head,
+        head_snapshot,
+        running,
+        states: &states,
+        loaded: &loaded,
+        renderers: &renderers,
+        fingerprints: HashMap::new(),
+        now: store::now(),
+    };
     let mut outcomes = Vec::new();
     for (name, cluster) in &head_model.clusters {
-        let state = states.get(name);
+        shared.progress();
+        match guard::catch(|| context.cluster(name, cluster)) {
+            Ok(outcome) => outcomes.push(outcome?),
+            Err(panic) => {
+                shared.metrics.panicked("render");
+                // Its fingerprints may be half-made: start them over.
+                context.fingerprints.clear();
+                outcomes.push(Outcome::failed(name, head, ClusterProblem::Crashed(panic)));
+            }
+        }
+    }
+    Ok(outcomes)
+}
+
+/// What deciding one cluster reads: the revisions loaded, what each cluster runs, and the
+/// fingerprints already taken (shared between clusters on the same revisions).
+struct Context<'a> {
+    shared: &'a Shared,
+    head: &'a str,
+    head_snapshot: &'a Snapshot,
+    running: &'a HashSet<String>,
+    states: &'a BTreeMap<String, store::ClusterState>,
+    loaded: &'a HashMap<String, (Snapshot, Model)>,
+    renderers: &'a HashMap<&'a str, Renderer<'a>>,
+    fingerprints: HashMap<&'a str, BTreeMap<String, String>>,
+    now: i64,
+}
+
+impl<'a> Context<'a> {
+    fn cluster(&mut self, name: &str, cluster: &Cluster) -> Result<Outcome, StoreError> {
+        guard::inject("render", name);
+        let (shared, head, loaded) = (self.shared, self.head, self.loaded);
+        let state = self.states.get(name);
         let applied = state.and_then(|s| s.digest.as_ref()).is_some();
         let base_rev = state.and_then(|s| s.profile_revision.clone());
         let cluster_rev = state.and_then(|s| s.cluster_revision.clone());
@@ -123,38 +260,35 @@ pub fn evaluate(
         let base_cluster = cluster_rev.as_deref().and_then(|r| loaded.get(r)).and_then(|(_, m)| m.clusters.get(name));
         let target = match shared.config.target(name, &cluster.target) {
             Ok(t) => t.clone(),
-            Err(d) => {
-                outcomes.push(Outcome::failed(name, head, d.to_string()));
-                continue;
-            }
+            Err(d) => return Ok(Outcome::failed(name, head, ClusterProblem::Invalid(d.into()))),
         };
+        let head_key = self.renderers.get_key_value(head).map(|(k, _)| *k).expect("the head is loaded");
+        let head_renderer = &self.renderers[head];
 
         // The plan from what the cluster runs to the head.
         let plan = match (applied, base, base_cluster) {
             (true, Some((base_rev, (base_snap, _))), Some(base_cluster))
                 if base_rev != head || cluster_rev.as_deref() != Some(head) =>
             {
-                let mut base_fps = fingerprints.remove(base_rev).unwrap_or_default();
-                let mut head_fps = fingerprints.remove(head).unwrap_or_default();
+                let base_key = self.renderers.get_key_value(base_rev).map(|(k, _)| *k).expect("loaded");
+                let mut base_fps = self.fingerprints.remove(base_key).unwrap_or_default();
+                let mut head_fps = self.fingerprints.remove(head_key).unwrap_or_default();
                 let result = plan::compare(
-                    (base_cluster, base_snap.tree.as_ref(), &renderers[base_rev], &mut base_fps),
-                    (cluster, head_snapshot.tree.as_ref(), head_renderer, &mut head_fps),
+                    (base_cluster, base_snap.tree.as_ref(), &self.renderers[base_rev], &mut base_fps),
+                    (cluster, self.head_snapshot.tree.as_ref(), head_renderer, &mut head_fps),
                     &shared.config.apply.redactor,
                 );
-                fingerprints.insert(base_rev, base_fps);
-                fingerprints.insert(head, head_fps);
+                self.fingerprints.insert(base_key, base_fps);
+                self.fingerprints.insert(head_key, head_fps);
                 match result {
                     Ok(plan) => Some(plan),
-                    Err(d) => {
-                        outcomes.push(Outcome::failed(name, head, d.to_string()));
-                        continue;
-                    }
+                    Err(d) => return Ok(Outcome::failed(name, head, ClusterProblem::Invalid(d))),
                 }
             }
             _ => None,
         };
         let unchanged = ClusterPlan {
-            cluster: name.clone(),
+            cluster: name.to_string(),
             kind: ChangeKind::Unchanged,
             reasons: Vec::new(),
             from: None,
@@ -178,20 +312,20 @@ pub fn evaluate(
             window: cluster.window.as_ref(),
             approved,
             suspended,
-            now,
+            now: self.now,
         });
 
         let rendered = match run {
             Run::Head => Some((head_renderer.render(cluster), Some(head), Some(head))),
             Run::HeadClusterOnAppliedProfile => {
                 let (rev, _) = base.expect("held updates have a base");
-                Some((renderers[rev].render(cluster), Some(rev), Some(head)))
+                Some((self.renderers[rev].render(cluster), Some(rev), Some(head)))
             }
             // The worker already has it; after a restart it needs it again.
-            Run::Keep if running.contains(name) => None,
+            Run::Keep if self.running.contains(name) => None,
             Run::Keep => match (base, base_cluster) {
                 (Some((rev, _)), Some(base_cluster)) => {
-                    Some((renderers[rev].render(base_cluster), Some(rev), cluster_rev.as_deref()))
+                    Some((self.renderers[rev].render(base_cluster), Some(rev), cluster_rev.as_deref()))
                 }
                 _ => None,
             },
@@ -207,22 +341,48 @@ pub fn evaluate(
                     drift: cluster.drift,
                 });
             }
-            Some((Err(d), _, _)) => outcome.error = Some(d.to_string()),
+            Some((Err(d), _, _)) => outcome.problem = Some(ClusterProblem::Invalid(d)),
             None => {}
         }
         if let Some(hold) = hold {
             let diff: String = plan_ref.objects.iter().map(|o| o.diff.as_str()).collect::<Vec<_>>().join("");
             outcome.pending = Some(Pending {
-                cluster: name.clone(),
+                cluster: name.to_string(),
                 base_revision: base_rev.clone().unwrap_or_default(),
                 head_revision: head.to_string(),
-                hold: serde_json::to_string(&hold).expect("serialises"),
                 summary: pending_summary(plan_ref, &hold, name),
+                hold,
                 diff,
-                since: now,
+                since: self.now,
             });
         }
-        outcomes.push(outcome);
+        Ok(outcome)
     }
-    Ok(outcomes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diag::Code;
+
+    #[test]
+    fn first_problem_is_the_first_finding_without_code_or_help() {
+        let diagnostics: Diagnostics = [
+            Diagnostic::new(Code::Semver, "`one` is not semver")
+                .in_file("profiles/aws-profile/1.0.0/profile.yaml")
+                .at_line(4)
+                .about("profile aws-profile")
+                .help("use MAJOR.MINOR.PATCH"),
+            Diagnostic::new(Code::Schema, "second"),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(
+            first_problem(&diagnostics),
+            "profiles/aws-profile/1.0.0/profile.yaml:4: profile aws-profile: `one` is not semver"
+        );
+        let crashed = ClusterProblem::Crashed(Panic { message: "boom".into(), location: "src/x.rs:1".into() });
+        assert_eq!(crashed.summary(), "rendering crashed: boom");
+        assert!(EvaluateError::Invalid { revision: "r".into(), diagnostics }.rejects());
+    }
 }

@@ -20,6 +20,8 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     pub child: Option<Child>,
+    /// Extra environment for the daemon process (fault injection).
+    pub env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -30,7 +32,13 @@ impl Daemon {
 
     /// As [`Daemon::start`], with more host configuration (a `status` section).
     pub fn start_with(repository: &str, targets: &str, extra: &str) -> Daemon {
+        Daemon::start_env(repository, targets, extra, &[])
+    }
+
+    /// As [`Daemon::start_with`], with environment variables for the daemon.
+    pub fn start_env(repository: &str, targets: &str, extra: &str, env: &[(&str, &str)]) -> Daemon {
         let mut daemon = Daemon::configure(repository, targets, extra);
+        daemon.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         daemon.spawn();
         daemon
     }
@@ -48,7 +56,7 @@ impl Daemon {
             ),
         )
         .unwrap();
-        Daemon { dir, config, child: None }
+        Daemon { dir, config, child: None, env: Vec::new() }
     }
 
     pub fn spawn(&mut self) {
@@ -58,6 +66,16 @@ impl Daemon {
     /// Starts `strata run` through `wrapper` (e.g. `prlimit --nofile=…`, which execs it: the
     /// daemon keeps the wrapper's process id), and waits until it is ready.
     pub fn spawn_under(&mut self, wrapper: &[&str]) {
+        self.launch_under(wrapper);
+        self.wait_for("the daemon to be ready", Duration::from_secs(20), |d| d.get("/readyz").0 == 200);
+    }
+
+    /// Starts the process without waiting for it to be ready.
+    pub fn launch(&mut self) {
+        self.launch_under(&[]);
+    }
+
+    fn launch_under(&mut self, wrapper: &[&str]) {
         let log =
             std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("daemon.log")).unwrap();
         let mut command = match wrapper.split_first() {
@@ -72,12 +90,17 @@ impl Daemon {
             .args(["run", "--config"])
             .arg(&self.config)
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .unwrap();
         self.child = Some(child);
-        self.wait_for("the daemon to be ready", Duration::from_secs(20), |d| d.get("/readyz").0 == 200);
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
     }
 
     pub fn pid(&self) -> u32 {
@@ -225,6 +248,8 @@ impl Daemon {
         let Ok(mut stream) = std::net::TcpStream::connect(address.trim()) else {
             return (0, String::new(), String::new());
         };
+        // A daemon that stopped answering fails the wait that asked, instead of hanging the test.
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut request = format!("{method} {path} HTTP/1.1\r\n");
         for (k, v) in head.iter().chain([("Connection", "close")].iter()).chain(headers) {
             request.push_str(&format!("{k}: {v}\r\n"));

@@ -18,6 +18,14 @@ use super::approve::{self, Refused, clean_name};
 use super::{App, error, json_reply};
 use crate::daemon::Trigger;
 
+/// The head last evaluated: loaded, or rejected with its diagnostics, and the last good revision.
+pub async fn revision(State(app): State<Arc<App>>) -> Response {
+    match app.shared.store.revision() {
+        Ok(revision) => json_reply(StatusCode::OK, &json!(revision)),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
 pub async fn clusters(State(app): State<Arc<App>>) -> Response {
     let shared = &app.shared;
     let fleet = match shared.store.fleet() {
@@ -31,7 +39,7 @@ pub async fn clusters(State(app): State<Arc<App>>) -> Response {
             json!({
                 "cluster": c,
                 "tags": tags.get(&c.name).cloned().unwrap_or_default(),
-                "pending": pending.map(|p| json!({"head_revision": p.head_revision, "summary": p.summary, "hold": serde_json::from_str::<Value>(&p.hold).unwrap_or(Value::Null), "since": p.since})),
+                "pending": pending.map(|p| json!({"head_revision": p.head_revision, "summary": p.summary, "hold": p.hold, "since": p.since})),
             })
         })
         .collect();
@@ -53,14 +61,14 @@ pub async fn cluster(State(app): State<Arc<App>>, Path(name): Path<String>) -> R
             "tags": tags,
             "pending": store.pending(&name).ok().flatten(),
             "drift": store.drift(&name).unwrap_or_default(),
-            "history": store.history(&name, 50).unwrap_or_default(),
+            "history": store.history(&name, crate::daemon::store::HISTORY_KEPT).unwrap_or_default(),
             "approvals": store.approvals(&name).unwrap_or_default(),
         }),
     )
 }
 
 fn no_cluster(name: &str) -> Response {
-    error(StatusCode::NOT_FOUND, &format!("no cluster named {name:?}"))
+    error(StatusCode::NOT_FOUND, format!("no cluster named {name:?}"))
 }
 
 #[derive(Deserialize, Default)]
@@ -76,7 +84,7 @@ pub async fn act(State(app): State<Arc<App>>, Path((name, action)): Path<(String
     } else {
         match serde_json::from_slice(&body) {
             Ok(b) => b,
-            Err(e) => return error(StatusCode::BAD_REQUEST, &format!("the body is not the JSON object expected: {e}")),
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("the body is not the JSON object expected: {e}")),
         }
     };
     let by = match body.by.as_deref().map(clean_name) {

@@ -98,8 +98,9 @@ pub async fn approve(
 ) -> Result<Approval, Refused> {
     let wanted = parse_revision(revision.filter(|r| !r.trim().is_empty()).ok_or(Refused::MissingRevision)?)?;
     let store = &shared.store;
-    store.cluster(cluster).map_err(Refused::Internal)?.ok_or(Refused::NoCluster)?;
-    let pending = store.pending(cluster).map_err(Refused::Internal)?.ok_or(Refused::NothingPending)?;
+    store.cluster(cluster).map_err(|e| Refused::Internal(e.to_string()))?.ok_or(Refused::NoCluster)?;
+    let pending =
+        store.pending(cluster).map_err(|e| Refused::Internal(e.to_string()))?.ok_or(Refused::NothingPending)?;
     let head = pending.head_revision.to_ascii_lowercase();
     if !head.starts_with(&wanted) {
         return Err(Refused::Stale { pending: pending.head_revision });
@@ -113,7 +114,7 @@ pub async fn approve(
             return Err(Refused::Ambiguous(wanted));
         }
     }
-    let approval = store.approve(cluster, &pending.head_revision, by).map_err(Refused::Internal)?;
+    let approval = store.approve(cluster, &pending.head_revision, by).map_err(|e| Refused::Internal(e.to_string()))?;
     info!(cluster, revision = %pending.head_revision, by = ?by, via, "Pending update approved.");
     shared.touch();
     let _ = shared.triggers.try_send(Trigger::Reevaluate(format!("approval of {cluster}")));

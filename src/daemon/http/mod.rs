@@ -4,6 +4,7 @@
 //!   GET  /healthz /readyz                                   open, no Host check (probes use pod IPs)
 //!   GET  /metrics                                           open
 //!   POST /hooks/{github,gitea,forgejo,gitlab}               open: the payload's signature is checked
+//!   GET  /api/v1/revision                                   read: the head evaluated, loaded or rejected
 //!   GET  /api/v1/clusters[/NAME]                            read
 //!   POST /api/v1/clusters/NAME/{approve,suspend,resume}     bearer token
 //!   GET  /  /fragment/clusters  /clusters/NAME[/pending]    read (the view, [`view`])
@@ -28,7 +29,6 @@ pub mod listener;
 pub mod view;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -84,8 +84,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/hooks/{provider}", post(webhook));
-    let api_read =
-        Router::new().route("/api/v1/clusters", get(api::clusters)).route("/api/v1/clusters/{name}", get(api::cluster));
+    let api_read = Router::new()
+        .route("/api/v1/revision", get(api::revision))
+        .route("/api/v1/clusters", get(api::clusters))
+        .route("/api/v1/clusters/{name}", get(api::cluster));
     let api_write = Router::new().route("/api/v1/clusters/{name}/{action}", post(api::act));
     let mut routes = open.merge(auth::guard(&app, api_read, Access::Read, Audience::Api)).merge(auth::guard(
         &app,
@@ -116,8 +118,8 @@ pub fn json_reply(code: StatusCode, body: &Value) -> Response {
     (code, [(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")], text).into_response()
 }
 
-pub fn error(code: StatusCode, message: &str) -> Response {
-    json_reply(code, &json!({ "error": message }))
+pub fn error(code: StatusCode, message: impl std::fmt::Display) -> Response {
+    json_reply(code, &json!({ "error": message.to_string() }))
 }
 
 fn text(code: StatusCode, body: impl Into<String>) -> Response {
@@ -132,18 +134,10 @@ async fn healthz() -> Response {
     text(StatusCode::OK, "ok\n")
 }
 
-/// Whether the daemon is ready to serve, or what it still waits for. One place, so every
-/// condition of readiness is seen together.
-pub fn readiness(shared: &Shared) -> Result<(), String> {
-    if !shared.ready.load(Ordering::Relaxed) {
-        return Err("starting".into());
-    }
-    Ok(())
-}
-
-/// Readiness with what the network is failing at, as text, or JSON for `strata status`.
+/// Readiness ([`Shared::readiness`]: the first revision evaluated, a usable state database), with
+/// what the network is failing at, as text, or JSON for `strata status`.
 async fn readyz(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    let verdict = readiness(&app.shared);
+    let verdict = app.shared.readiness().map_err(|why| format!("not ready: {why}"));
     let json =
         headers.get(header::ACCEPT).and_then(|a| a.to_str().ok()).is_some_and(|a| a.contains("application/json"));
     let (code, body) = app.shared.network.readiness(verdict.as_ref().map(|_| ()).map_err(String::as_str), json);

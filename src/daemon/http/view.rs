@@ -221,8 +221,8 @@ fn commit_url(shared: &Shared, revision: &str) -> Option<String> {
     })
 }
 
-fn sync_of(c: &ClusterState) -> &str {
-    if c.suspended { "suspended" } else { &c.sync }
+fn sync_of(c: &ClusterState) -> &'static str {
+    if c.suspended { "suspended" } else { c.sync.as_str() }
 }
 
 #[derive(Deserialize, Default)]
@@ -258,7 +258,8 @@ fn rows(shared: &Shared, filters: &Filters) -> Result<Vec<FleetRow>, String> {
     let profile = filters.profile.as_deref().map(str::trim).filter(|p| !p.is_empty());
     let mut fleet: Vec<_> = shared
         .store
-        .fleet()?
+        .fleet()
+        .map_err(|e| e.to_string())?
         .into_iter()
         .filter(|(c, _)| {
             let have = tags.get(&c.name).map(Vec::as_slice).unwrap_or(&[]);
@@ -275,7 +276,7 @@ fn rows(shared: &Shared, filters: &Filters) -> Result<Vec<FleetRow>, String> {
         Some("profile") => {
             fleet.sort_by(|a, b| (&a.0.profile, &a.0.version, &a.0.name).cmp(&(&b.0.profile, &b.0.version, &b.0.name)))
         }
-        Some("sync") => fleet.sort_by(|a, b| (&a.0.sync, &a.0.name).cmp(&(&b.0.sync, &b.0.name))),
+        Some("sync") => fleet.sort_by(|a, b| (a.0.sync.as_str(), &a.0.name).cmp(&(b.0.sync.as_str(), &b.0.name))),
         Some("drift") => fleet.sort_by(|a, b| b.0.drifted.cmp(&a.0.drifted).then(a.0.name.cmp(&b.0.name))),
         Some("pending") => fleet.sort_by(|a, b| b.1.is_some().cmp(&a.1.is_some()).then(a.0.name.cmp(&b.0.name))),
         _ => {}
@@ -285,7 +286,7 @@ fn rows(shared: &Shared, filters: &Filters) -> Result<Vec<FleetRow>, String> {
         .map(|(c, pending)| FleetRow {
             revision: rev(shared, c.cluster_revision.as_deref()),
             sync: sync_of(&c).to_string(),
-            health: c.health.clone().unwrap_or_else(|| "unknown".into()),
+            health: c.health.map_or("unknown", |h| h.as_str()).into(),
             drifted: c.drifted,
             pending: pending
                 .map(|p| PendingBadge { short: p.head_revision.chars().take(7).collect(), summary: p.summary }),
@@ -437,11 +438,11 @@ async fn cluster(
         })
         .collect();
     let history: Vec<Value> = store
-        .history(&name, 50)
+        .history(&name, crate::daemon::store::HISTORY_KEPT)
         .unwrap_or_default()
         .into_iter()
         .map(|h| {
-            context! { at => rfc3339(h.at), revision => Serde(rev(shared, h.revision.as_deref())), result => h.result, summary => h.summary }
+            context! { at => rfc3339(h.at), revision => Serde(rev(shared, h.revision.as_deref())), result => h.result.as_str(), summary => h.summary }
         })
         .collect();
     let approvals: Vec<Value> = store
@@ -457,7 +458,7 @@ async fn cluster(
         version => c.version.clone().unwrap_or_else(|| "-".into()),
         sync => sync_of(&c),
         revision => Serde(rev(shared, c.cluster_revision.as_deref())),
-        health => c.health.clone().unwrap_or_else(|| "unknown".into()),
+        health => c.health.map_or("unknown", |h| h.as_str()),
         message => c.message,
     };
     app.pages.page(
