@@ -49,6 +49,38 @@ struct RawConfig {
     proxy: Option<Spanned<RawProxy>>,
     #[serde(default)]
     listener: RawListener,
+    #[serde(default)]
+    kubernetes: Option<Spanned<RawKubernetes>>,
+    #[serde(default)]
+    state: Option<Spanned<RawState>>,
+    #[serde(default)]
+    shards: Option<Spanned<u64>>,
+    #[serde(default)]
+    leases: Option<Spanned<RawLeases>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKubernetes {
+    kubeconfig: Option<String>,
+    context: Option<String>,
+    namespace: Option<Spanned<String>>,
+    #[serde(default = "yes")]
+    cluster_secrets: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    backend: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLeases {
+    duration: Option<Spanned<String>>,
+    renew_deadline: Option<Spanned<String>>,
+    retry_period: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -207,10 +239,70 @@ struct RawDrift {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TargetConfig {
-    Kubeconfig { path: PathBuf, context: Option<String> },
+    Kubeconfig {
+        path: PathBuf,
+        context: Option<String>,
+    },
     InCluster,
     Directory(PathBuf),
+    /// A cluster Secret in the management cluster (Kubernetes mode), as it was last read.
+    Secret(std::sync::Arc<crate::target::secret::ClusterSecret>),
 }
+
+/// Where the daemon keeps its state (`state.backend`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StateBackend {
+    /// `state_dir/strata.db`: one host.
+    #[default]
+    Sqlite,
+    /// ClusterState objects and a ConfigMap in the management cluster, shared by replicas.
+    Kubernetes,
+}
+
+/// The management cluster strata runs on (`kubernetes:`): where shared state, shard Leases and
+/// cluster Secrets live. Present in Kubernetes mode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KubernetesConfig {
+    /// In-cluster (the pod's service account), or a kubeconfig for running outside it.
+    pub connection: TargetConfig,
+    /// The namespace of strata's objects; `None`: the service account's namespace, else
+    /// [`DEFAULT_NAMESPACE`].
+    pub namespace: Option<String>,
+    /// Watch Secrets labelled `strata.dev/target` as targets.
+    pub cluster_secrets: bool,
+}
+
+pub const DEFAULT_NAMESPACE: &str = "strata-system";
+
+/// How clusters are split between replicas (`shards`, `leases`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sharding {
+    /// Shards, each held by one replica at a time through a Lease; clusters map to shards by
+    /// rendezvous hashing of their names.
+    pub shards: u32,
+    /// How long a Lease holds without renewal (`leaseDurationSeconds`): a dead replica's shards
+    /// are taken over after it.
+    pub lease_duration: Duration,
+    /// A holder that could not renew for this long stops reconciling the shard's clusters.
+    pub renew_deadline: Duration,
+    /// How often Leases are renewed and free ones looked for.
+    pub retry_period: Duration,
+}
+
+impl Default for Sharding {
+    fn default() -> Self {
+        // client-go's leader-election defaults.
+        Sharding {
+            shards: 1,
+            lease_duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            retry_period: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The most shards a fleet may be split into.
+pub const MAX_SHARDS: u64 = 1024;
 
 /// Where the daemon reads the repository from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -382,6 +474,10 @@ pub struct Config {
     pub view: ViewConfig,
     pub proxy: Option<Proxy>,
     pub listener: ListenerConfig,
+    /// Kubernetes mode: the management cluster. `None` on a single host.
+    pub kubernetes: Option<KubernetesConfig>,
+    pub state_backend: StateBackend,
+    pub sharding: Sharding,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
@@ -774,6 +870,113 @@ impl Config {
                 max_body_bytes_in_flight,
             }
         };
+        let state_backend = match raw.state.as_ref().map(|s| &s.value.backend) {
+            None => StateBackend::Sqlite,
+            Some(b) if b.value == "sqlite" => StateBackend::Sqlite,
+            Some(b) if b.value == "kubernetes" => StateBackend::Kubernetes,
+            Some(b) => {
+                diags.push(
+                    Diagnostic::new(Code::Schema, format!("state.backend `{}` is not a backend", b.value))
+                        .in_file(&shown)
+                        .at_line(b.referenced.line() as usize)
+                        .help("use sqlite (one host, the default) or kubernetes (replicas sharing the management cluster)"),
+                );
+                StateBackend::Sqlite
+            }
+        };
+        let kubernetes = match raw.kubernetes {
+            Some(k) => {
+                let line = k.referenced.line() as usize;
+                let k = k.value;
+                let connection = match (&k.kubeconfig, &k.context) {
+                    (Some(path), context) => TargetConfig::Kubeconfig { path: resolve(path), context: context.clone() },
+                    (None, None) => TargetConfig::InCluster,
+                    (None, Some(_)) => {
+                        diags.push(
+                            Diagnostic::new(Code::Schema, "kubernetes.context needs kubernetes.kubeconfig")
+                                .in_file(&shown)
+                                .at_line(line)
+                                .help(
+                                    "name the kubeconfig file too, or leave both out to use the pod's service account",
+                                ),
+                        );
+                        TargetConfig::InCluster
+                    }
+                };
+                let namespace = k.namespace.map(|n| {
+                    if !crate::render::names::is_dns1123_label(&n.value) {
+                        diags.push(
+                            Diagnostic::new(
+                                Code::Schema,
+                                format!("kubernetes.namespace `{}` is not a namespace name", n.value),
+                            )
+                            .in_file(&shown)
+                            .at_line(n.referenced.line() as usize)
+                            .help("a DNS label: lower-case letters, digits and `-`, at most 63 characters"),
+                        );
+                    }
+                    n.value
+                });
+                Some(KubernetesConfig { connection, namespace, cluster_secrets: k.cluster_secrets })
+            }
+            // The shared state lives in the management cluster: strata runs in it.
+            None if state_backend == StateBackend::Kubernetes => {
+                Some(KubernetesConfig { connection: TargetConfig::InCluster, namespace: None, cluster_secrets: true })
+            }
+            None => None,
+        };
+        let mut sharding = Sharding::default();
+        if let Some(shards) = &raw.shards {
+            let line = shards.referenced.line() as usize;
+            if shards.value == 0 || shards.value > MAX_SHARDS {
+                diags.push(
+                    Diagnostic::new(Code::Schema, format!("shards: {} is not from 1 to {MAX_SHARDS}", shards.value))
+                        .in_file(&shown)
+                        .at_line(line)
+                        .help("a few per replica is plenty: e.g. shards: 8 for 3 replicas"),
+                );
+            } else if shards.value > 1 && state_backend != StateBackend::Kubernetes {
+                diags.push(
+                    Diagnostic::new(Code::Schema, "shards need the shared state: state: { backend: kubernetes }")
+                        .in_file(&shown)
+                        .at_line(line)
+                        .help("replicas share pending updates, approvals and what each cluster runs through the management cluster"),
+                );
+            } else {
+                sharding.shards = shards.value as u32;
+            }
+        }
+        if let Some(leases) = raw.leases {
+            let line = leases.referenced.line() as usize;
+            let l = leases.value;
+            let defaults = Sharding::default();
+            sharding.lease_duration =
+                duration(&mut diags, &shown, &l.duration, "leases.duration", defaults.lease_duration);
+            sharding.renew_deadline =
+                duration(&mut diags, &shown, &l.renew_deadline, "leases.renew_deadline", defaults.renew_deadline);
+            sharding.retry_period =
+                duration(&mut diags, &shown, &l.retry_period, "leases.retry_period", defaults.retry_period);
+            let problem = if sharding.lease_duration.subsec_nanos() != 0 || sharding.lease_duration.is_zero() {
+                Some("leases.duration must be a whole number of seconds (a Lease's leaseDurationSeconds)")
+            } else if sharding.renew_deadline >= sharding.lease_duration {
+                Some(
+                    "leases.renew_deadline must be shorter than leases.duration: a holder stops before others may take over",
+                )
+            } else if sharding.retry_period.is_zero() || sharding.retry_period >= sharding.renew_deadline {
+                Some("leases.retry_period must be longer than 0 and shorter than leases.renew_deadline")
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                diags.push(
+                    Diagnostic::new(Code::Schema, problem)
+                        .in_file(&shown)
+                        .at_line(line)
+                        .help("e.g. leases: { duration: 15s, renew_deadline: 10s, retry_period: 2s }"),
+                );
+                sharding = Sharding { shards: sharding.shards, ..Sharding::default() };
+            }
+        }
         diags.into_result(Config {
             file: path.to_path_buf(),
             repository,
@@ -796,6 +999,9 @@ impl Config {
             proxy,
             view,
             listener,
+            kubernetes,
+            state_backend,
+            sharding,
         })
     }
 

@@ -127,6 +127,8 @@ pub struct Outcome {
     pub pending: Option<Pending>,
     /// The revision does not render for this cluster.
     pub problem: Option<ClusterProblem>,
+    /// Its target is gone (a cluster Secret removed): stop reconciling it, whatever it ran.
+    pub untargeted: bool,
 }
 
 impl Outcome {
@@ -137,6 +139,7 @@ impl Outcome {
             job: None,
             pending: None,
             problem: None,
+            untargeted: false,
         }
     }
 
@@ -219,7 +222,8 @@ pub fn evaluate(
         now: store::now(),
     };
     let mut outcomes = Vec::new();
-    for (name, cluster) in &head_model.clusters {
+    // Another replica's clusters are its own to decide.
+    for (name, cluster) in head_model.clusters.iter().filter(|(name, _)| shared.shards.owns(name)) {
         shared.progress();
         match guard::catch(|| context.cluster(name, cluster)) {
             Ok(outcome) => outcomes.push(outcome?),
@@ -258,9 +262,14 @@ impl<'a> Context<'a> {
         let cluster_rev = state.and_then(|s| s.cluster_revision.clone());
         let base = base_rev.as_deref().and_then(|r| loaded.get_key_value(r)).map(|(r, l)| (r.as_str(), l));
         let base_cluster = cluster_rev.as_deref().and_then(|r| loaded.get(r)).and_then(|(_, m)| m.clusters.get(name));
-        let target = match shared.config.target(name, &cluster.target) {
-            Ok(t) => t.clone(),
-            Err(d) => return Ok(Outcome::failed(name, head, ClusterProblem::Invalid(d.into()))),
+        let target = match shared.target(name, &cluster.target) {
+            Ok(t) => t,
+            Err(d) => {
+                return Ok(Outcome {
+                    untargeted: true,
+                    ..Outcome::failed(name, head, ClusterProblem::Invalid(d.into()))
+                });
+            }
         };
         let head_key = self.renderers.get_key_value(head).map(|(k, _)| *k).expect("the head is loaded");
         let head_renderer = &self.renderers[head];

@@ -29,6 +29,12 @@ pub struct StageLabel {
     pub stage: String,
 }
 
+/// A shard, by number (Kubernetes mode).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShardLabel {
+    pub shard: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProviderLabel {
     pub provider: String,
@@ -54,11 +60,16 @@ pub struct Metrics {
     /// Commit status deliveries: delivered, failed, rate_limited, refused.
     pub deliveries: Family<ResultLabel, Counter>,
     pub outbox: Gauge,
+    /// Clusters this replica reconciles, per shard it holds.
+    pub shard_clusters: Family<ShardLabel, Gauge>,
+    /// What the shard Lease loop keeps: held shards, lease transitions, requests.
+    pub leases: super::shards::LeaseMetrics,
 }
 
 impl Metrics {
-    /// The daemon's metrics; `store_errors` is the store's own counter, registered here.
-    pub fn new(store_errors: Family<KindLabel, Counter>) -> Metrics {
+    /// The daemon's metrics; `store_errors` is the store's own counter and `leases` the shard
+    /// Lease loop's families, registered here.
+    pub fn new(store_errors: Family<KindLabel, Counter>, leases: super::shards::LeaseMetrics) -> Metrics {
         let mut registry = Registry::with_prefix("strata");
         let reconciles = Family::<ResultLabel, Counter>::default();
         registry.register("reconciles", "Cluster reconciles, by result", reconciles.clone());
@@ -85,7 +96,30 @@ impl Metrics {
         let panics = Family::<StageLabel, Counter>::default();
         registry.register("panics", "Panics caught instead of ending the process, by stage", panics.clone());
         registry.register("store_errors", "State database failures, by kind", store_errors.clone());
+        let shard_clusters = Family::<ShardLabel, Gauge>::default();
+        registry.register(
+            "shard_clusters",
+            "Clusters this replica reconciles, per shard it holds",
+            shard_clusters.clone(),
+        );
+        registry.register(
+            "shard_held",
+            "Whether this replica holds the shard's Lease (1) or not (0)",
+            leases.held.clone(),
+        );
+        registry.register(
+            "shard_lease_transitions",
+            "The shard Lease's leaseTransitions: how often it changed hands",
+            leases.transitions.clone(),
+        );
+        registry.register(
+            "lease_requests",
+            "Requests for shard and membership Leases, by what they did",
+            leases.requests.clone(),
+        );
         Metrics {
+            shard_clusters,
+            leases,
             panics,
             store_errors,
             deliveries,

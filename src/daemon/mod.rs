@@ -24,10 +24,13 @@ pub mod evaluate;
 pub mod git;
 pub mod guard;
 pub mod http;
+pub mod management;
 pub mod metrics;
 pub mod network;
 pub mod outbox;
 pub mod pulls;
+pub mod secrets;
+pub mod shards;
 pub mod smart_http;
 pub mod state;
 pub mod store;
@@ -45,15 +48,16 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use crate::config::{Config, TargetConfig};
+use crate::config::{Config, StateBackend, TargetConfig};
 use crate::render::Renderer;
 use crate::render::tools::SystemTools;
 use crate::target::Target as _;
 use evaluate::{EvaluateError, Outcome};
 use git::RepoSource;
 use metrics::Metrics;
+use shards::Shards;
 use state::{Sync, Verdict};
-use store::{Store, StoreError};
+use store::{SqliteStore, Store, StoreError};
 use worker::{Job, Mailbox, Msg, Worker};
 
 /// Why the daemon could not start. Once it runs, nothing ends it but SIGTERM or SIGINT.
@@ -85,6 +89,8 @@ pub enum DaemonError {
     Network(String),
     #[error(transparent)]
     RedactionKey(#[from] crate::redact::KeyError),
+    #[error(transparent)]
+    Management(#[from] management::ManagementError),
 }
 
 /// Why the main loop wakes.
@@ -99,7 +105,11 @@ pub enum Trigger {
 /// What the HTTP endpoints and the workers share.
 pub struct Shared {
     pub config: Config,
-    pub store: Store,
+    pub store: Box<dyn Store>,
+    /// Which clusters this replica reconciles (all of them on a single host).
+    pub shards: Arc<Shards>,
+    /// Targets registered as cluster Secrets (Kubernetes mode).
+    pub secrets: Option<Arc<secrets::ClusterSecrets>>,
     pub metrics: Metrics,
     /// Bounds how many clusters reconcile at once.
     pub permits: Semaphore,
@@ -160,6 +170,39 @@ impl Shared {
         }
     }
 
+    /// The target a cluster names: from the host config, else from a cluster Secret, else a
+    /// diagnostic saying how to configure it.
+    pub fn target(&self, cluster: &str, target: &str) -> Result<TargetConfig, crate::diag::Diagnostic> {
+        let configured = self.config.target(cluster, target);
+        if configured.is_ok() || self.secrets.is_none() {
+            return configured.cloned();
+        }
+        let registry = self.secrets.as_ref().expect("checked");
+        match registry.target(target) {
+            Some(Ok(config)) => Ok(config),
+            Some(Err(problem)) => Err(crate::diag::Diagnostic::new(crate::diag::Code::Unresolved, problem)
+                .about(format!("cluster {cluster}"))
+                .help(format!("fix the Secret labelled {}={target}", crate::target::secret::TARGET_LABEL))),
+            None => Err(configured.expect_err("checked").help(format!(
+                "or register it: a Secret in namespace {} labelled {}={target} holding a kubeconfig (README: \"Running on Kubernetes\"); registered: {}",
+                self.management_namespace(),
+                crate::target::secret::TARGET_LABEL,
+                match registry.names() {
+                    names if names.is_empty() => "none".to_string(),
+                    names => names.join(", "),
+                }
+            ))),
+        }
+    }
+
+    fn management_namespace(&self) -> String {
+        self.config
+            .kubernetes
+            .as_ref()
+            .and_then(|k| k.namespace.clone())
+            .unwrap_or_else(|| crate::config::DEFAULT_NAMESPACE.to_string())
+    }
+
     /// Queues a commit status for `cluster` on `revision`, when a status sink is configured.
     pub fn report(&self, cluster: &str, revision: &str, state: crate::report::State, description: &str) {
         let Some(status) = &self.config.status else { return };
@@ -206,11 +249,55 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
     guard::install_hook();
     git::set_timeouts();
     let network = network::NetworkState::load(&config).map_err(DaemonError::Network)?;
-    let store = Store::open(&config.state_dir).unwrap_or_else(|e| {
-        error!(error = %e, kind = e.kind(), "The state database cannot be used: serving /healthz, /readyz and /metrics, reconciling nothing.");
-        Store::unusable(&config.state_dir, &e)
-    });
-    config.apply.redactor = crate::redact::Redactor::from_key_file(&config.state_dir.join(KEY_FILE))?;
+    let (triggers, mut rx) = mpsc::channel(256);
+    let lease_metrics = shards::LeaseMetrics::default();
+    // Kubernetes mode: the management cluster holds the shared state, the Leases and the
+    // cluster Secrets.
+    let management = match &config.kubernetes {
+        Some(kubernetes) => Some(management::Management::connect(
+            kubernetes,
+            &network.current().network,
+            &config.file.display().to_string(),
+        )?),
+        None => None,
+    };
+    let shards = match (&management, config.state_backend) {
+        (Some(mgmt), StateBackend::Kubernetes) => Shards::start(mgmt, &config.sharding, lease_metrics.clone()),
+        _ => Shards::all(),
+    };
+    let store: Box<dyn Store> = match (&management, config.state_backend) {
+        (Some(mgmt), StateBackend::Kubernetes) => {
+            let owner = shards.clone();
+            let scope: store::kube::Scope = Arc::new(move |cluster: Option<&str>| match cluster {
+                Some(cluster) => owner.owns(cluster),
+                None => owner.leads(),
+            });
+            Box::new(store::kube::KubeStore::open(mgmt.clone(), scope))
+        }
+        _ => Box::new(SqliteStore::open(&config.state_dir).unwrap_or_else(|e| {
+            error!(error = %e, kind = e.kind(), "The state database cannot be used: serving /healthz, /readyz and /metrics, reconciling nothing.");
+            SqliteStore::unusable(&config.state_dir, &e)
+        })),
+    };
+    // Someone else approved or suspended a cluster: decide it again.
+    let intents = triggers.clone();
+    store.on_intent(Box::new(move |cluster| {
+        let _ = intents.try_send(Trigger::Reevaluate(format!("intent for {cluster} changed")));
+    }));
+    let secrets = match (&management, &config.kubernetes) {
+        (Some(mgmt), Some(kubernetes)) if kubernetes.cluster_secrets => {
+            let changes = triggers.clone();
+            Some(secrets::ClusterSecrets::watch(mgmt, move |what| {
+                let _ = changes.try_send(Trigger::Reevaluate(what));
+            }))
+        }
+        _ => None,
+    };
+    config.apply.redactor = match (&management, config.state_backend) {
+        // Replicas share one key, so stored markers compare whichever replica wrote them.
+        (Some(mgmt), StateBackend::Kubernetes) => mgmt.redaction_key()?,
+        _ => crate::redact::Redactor::from_key_file(&config.state_dir.join(KEY_FILE))?,
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| DaemonError::Listen { address: config.listen, source })?;
@@ -218,12 +305,13 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
     let listen_file = config.state_dir.join(LISTEN_FILE);
     std::fs::write(&listen_file, address.to_string())
         .map_err(|source| DaemonError::Write { path: listen_file.clone(), source })?;
-    let (triggers, mut rx) = mpsc::channel(256);
     let shared = Arc::new(Shared {
         permits: Semaphore::new(config.cluster_concurrency),
         config,
-        metrics: Metrics::new(store.error_counter()),
+        metrics: Metrics::new(store.error_counter(), lease_metrics),
         store,
+        shards,
+        secrets,
         triggers: triggers.clone(),
         ready: AtomicBool::new(false),
         tags: Mutex::new(BTreeMap::new()),
@@ -286,6 +374,7 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
     let mut first = true;
     let mut seeded = false;
     let mut last_prune: Option<Instant> = None;
+    let mut ownership = shared.shards.subscribe();
     loop {
         shared.progress();
         if fetch {
@@ -297,7 +386,8 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
                 Ok(Ok(rev)) => {
                     fetch_failures = 0;
                     shared.network.recovered(network::REPOSITORY);
-                    if pull_refs.is_some() && !planning.swap(true, Ordering::AcqRel) {
+                    // Fleet-wide work: one replica does it.
+                    if pull_refs.is_some() && shared.shards.leads() && !planning.swap(true, Ordering::AcqRel) {
                         // The forge may be slow: the loop does not wait for it.
                         let (shared, source, rev, planning) =
                             (shared.clone(), source.clone(), rev.clone(), planning.clone());
@@ -366,7 +456,7 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
                     );
                     let description = format!("revision does not load: {}", e.summary());
                     for state in shared.stored("list clusters", shared.store.clusters()).unwrap_or_default() {
-                        if state.sync != Sync::Removed {
+                        if state.sync != Sync::Removed && shared.shards.owns(&state.name) {
                             shared.report(&state.name, &head, crate::report::State::Error, &description);
                         }
                     }
@@ -384,6 +474,7 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
             if let Some(pending) = shared.stored("count pending updates", shared.store.pending_count()) {
                 shared.metrics.pending_updates.set(pending);
             }
+            count_shard_clusters(&shared);
         }
         if first {
             first = false;
@@ -456,6 +547,24 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
                 }
                 Err(e) => error!(error = %e, "SIGHUP: reload failed; the proxy and TLS material in use stay."),
             },
+            // Shards gained or lost: stop the workers of clusters now another replica's (they
+            // fence themselves already), and decide again to start those of clusters gained.
+            _ = ownership.changed() => {
+                ownership.borrow_and_update();
+                workers.retain(|name, (_, handle)| {
+                    let owned = shared.shards.owns(name);
+                    if !owned {
+                        handle.abort();
+                    }
+                    owned
+                });
+                reevaluate = true;
+                rejected = None;
+                count_shard_clusters(&shared);
+                // Clusters gained may be unknown to the state: take what they run from their inventories.
+                seeded = false;
+                shared.touch();
+            }
             _ = sigterm.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
         }
@@ -468,6 +577,13 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
     let handles: Vec<_> = workers.into_values().map(|(_, h)| h).collect();
     if tokio::time::timeout(shared.config.shutdown_timeout, futures::future::join_all(handles)).await.is_err() {
         warn!(timeout = ?shared.config.shutdown_timeout, "Applies still running at the shutdown timeout; leaving them.");
+    }
+    if let Some(mgmt) = &management {
+        // Hand the shards over now rather than when their Leases expire.
+        let release = shared.shards.clone().release_all(mgmt.api());
+        if mgmt.call(Duration::from_secs(5), release).is_none() {
+            warn!("Releasing the shard Leases took too long; they expire by themselves.");
+        }
     }
     Ok(())
 }
@@ -557,6 +673,21 @@ fn jittered(interval: Duration) -> Duration {
     interval.mul_f64(0.9 + fastrand::f64() * 0.2)
 }
 
+/// Sets the clusters-per-shard gauges: the clusters of the last good revision in each shard this
+/// replica holds.
+fn count_shard_clusters(shared: &Shared) {
+    let shards = &shared.shards;
+    let mut counts = vec![0i64; shards.count() as usize];
+    for name in shared.tags.lock().unwrap_or_else(|p| p.into_inner()).keys() {
+        counts[shards.shard_of(name) as usize] += 1;
+    }
+    for (shard, count) in counts.into_iter().enumerate() {
+        let held = shards.holds(shard as u32);
+        let label = metrics::ShardLabel { shard: shard.to_string() };
+        shared.metrics.shard_clusters.get_or_create(&label).set(if held { count } else { 0 });
+    }
+}
+
 /// The worker of `name`, started when there is none (or it ended).
 fn worker<'w>(
     shared: &Arc<Shared>,
@@ -598,6 +729,12 @@ fn dispatch(shared: &Arc<Shared>, outcomes: Vec<Outcome>, workers: &mut Workers,
         if let Some(p) = &outcome.pending {
             shared.report(&name, &p.head_revision, crate::report::State::Pending, &p.summary);
         }
+        if outcome.untargeted
+            && let Some((_, handle)) = workers.remove(&name)
+        {
+            info!(cluster = %name, "The cluster's target is gone: no longer reconciled.");
+            handle.abort();
+        }
         if let Some(job) = outcome.job {
             worker(shared, workers, &name, stopped).send(Msg::Run(Box::new(job)));
         }
@@ -605,7 +742,9 @@ fn dispatch(shared: &Arc<Shared>, outcomes: Vec<Outcome>, workers: &mut Workers,
     shared.touch();
     // Clusters whose file left the repository.
     let Some(known) = shared.stored("list clusters", shared.store.clusters()) else { return };
-    for state in known.into_iter().filter(|c| c.sync != Sync::Removed && !present.contains(&c.name)) {
+    // Only this replica's: another one's clusters are theirs to retire.
+    let gone = known.into_iter().filter(|c| c.sync != Sync::Removed && !present.contains(&c.name));
+    for state in gone.filter(|c| shared.shards.owns(&c.name)) {
         let name = state.name;
         info!(cluster = %name, prune = shared.config.prune_removed_clusters, "Cluster file removed: no longer managed.");
         match workers.remove(&name) {
@@ -633,7 +772,7 @@ async fn dispatch_from_store(
     let jobs = blocking(move || {
         let git = lock(&source).git_source().ok()?;
         let mut jobs = Vec::new();
-        for state in states.into_iter().filter(|s| s.sync != Sync::Removed) {
+        for state in states.into_iter().filter(|s| s.sync != Sync::Removed && work_shared.shards.owns(&s.name)) {
             work_shared.progress();
             let (Some(rev), Some(crev)) = (state.profile_revision.clone(), state.cluster_revision.clone()) else {
                 continue;
@@ -644,7 +783,7 @@ async fn dispatch_from_store(
                 let (model, cmodel) =
                     (crate::repo::load(snap.tree.as_ref()).ok()?, crate::repo::load(csnap.tree.as_ref()).ok()?);
                 let cluster = cmodel.clusters.get(&state.name)?;
-                let target = work_shared.config.target(&state.name, &cluster.target).ok()?.clone();
+                let target = work_shared.target(&state.name, &cluster.target).ok()?;
                 let tools = SystemTools::default();
                 let set = Renderer::new(snap.tree.as_ref(), &model, &tools).render(cluster).ok()?;
                 Some(Job {
@@ -685,8 +824,8 @@ async fn seed_from_inventories(shared: &Arc<Shared>, source: &Arc<Mutex<RepoSour
             model
                 .clusters
                 .iter()
-                .filter(|(name, _)| !known.contains(*name))
-                .filter_map(|(name, c)| Some((name.clone(), work_shared.config.target(name, &c.target).ok()?.clone())))
+                .filter(|(name, _)| !known.contains(*name) && work_shared.shards.owns(name))
+                .filter_map(|(name, c)| Some((name.clone(), work_shared.target(name, &c.target).ok()?)))
                 .collect(),
         )
     })

@@ -109,7 +109,7 @@ state! {
 
 /// The revision the daemon follows: the head it last evaluated, what came of it, and the last
 /// revision that loaded (which keeps serving while a newer one is rejected).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevisionState {
     pub head: String,
     pub verdict: Verdict,

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{Instrument as _, info, warn};
 
 use super::Shared;
 use super::guard::{self, Panic};
@@ -95,6 +95,9 @@ pub enum WorkerError {
     TimedOut(Duration),
     #[error("crashed: {0}")]
     Crashed(Panic),
+    /// This replica no longer holds the cluster's shard: it stopped where it was.
+    #[error("stopped: this replica no longer holds the cluster's shard; its new owner reconciles it")]
+    Fenced,
 }
 
 impl WorkerError {
@@ -104,6 +107,7 @@ impl WorkerError {
             WorkerError::Target(_) | WorkerError::Reconcile(_) => "failed",
             WorkerError::TimedOut(_) => "timeout",
             WorkerError::Crashed(_) => "crashed",
+            WorkerError::Fenced => "fenced",
         }
     }
 }
@@ -156,7 +160,14 @@ impl Worker {
             next_drift: Instant::now(),
             target: None,
         };
-        (mailbox.clone(), tokio::task::spawn_local(worker.run(mailbox, shutdown)))
+        // Every line a worker logs names its cluster's shard when replicas share the fleet.
+        let span = match worker.shared.config.state_backend {
+            crate::config::StateBackend::Kubernetes => {
+                tracing::info_span!("shard", shard = worker.shared.shards.shard_of(&worker.name))
+            }
+            crate::config::StateBackend::Sqlite => tracing::Span::none(),
+        };
+        (mailbox.clone(), tokio::task::spawn_local(worker.run(mailbox, shutdown).instrument(span)))
     }
 
     async fn run(mut self, mailbox: Arc<Mailbox>, mut shutdown: watch::Receiver<bool>) {
@@ -229,15 +240,32 @@ impl Worker {
     ) -> Result<T, WorkerError> {
         let limit = self.shared.config.reconcile_timeout;
         let name = self.name.clone();
-        let outcome = tokio::time::timeout(
+        let shared = self.shared.clone();
+        let shard = shared.shards.shard_of(&name);
+        if !shared.shards.holds(shard) {
+            return Err(WorkerError::Fenced);
+        }
+        let work = tokio::time::timeout(
             limit,
             guard::catch_async(async {
                 guard::inject(stage, &name);
                 let target = self.target().await?;
                 work(target).await.map_err(Into::into)
             }),
-        )
-        .await;
+        );
+        // The moment the shard's Lease is lost (or not renewed in time), the work stops where it
+        // is: no request of it goes out after that. The inventory written before its first write
+        // keeps whatever it did tracked for the new owner.
+        let outcome = tokio::select! {
+            biased;
+            _ = shared.shards.fenced(shard) => None,
+            outcome = work => Some(outcome),
+        };
+        let Some(outcome) = outcome else {
+            // Whatever the connection was in the middle of, start afresh.
+            self.target = None;
+            return Err(WorkerError::Fenced);
+        };
         match outcome {
             Ok(Ok(result)) => result,
             Ok(Err(panic)) => {
@@ -251,6 +279,14 @@ impl Worker {
                 Err(WorkerError::TimedOut(limit))
             }
         }
+    }
+
+    /// The shard went to another replica: nothing is recorded (the state is the new owner's to
+    /// write); the event loop stops this worker.
+    fn fenced(&mut self) {
+        info!(cluster = %self.name, "Shard no longer held: leaving the cluster to its new owner.");
+        self.needs_apply = true;
+        self.next_attempt = Instant::now() + self.shared.config.drift_interval;
     }
 
     fn failed(&mut self, message: &str, revision: Option<&str>) {
@@ -269,6 +305,10 @@ impl Worker {
     async fn apply(&mut self) {
         let shared = self.shared.clone();
         let _permit = shared.permits.acquire().await;
+        if !shared.shards.owns(&self.name) {
+            self.fenced();
+            return;
+        }
         let job = self.job.clone().expect("a job");
         let revision = job.cluster_revision.as_deref();
         info!(cluster = %self.name, revision = revision.unwrap_or("-"), profile = %job.set.profile, version = %job.set.version, "Applying.");
@@ -285,6 +325,7 @@ impl Worker {
             self.bounded("apply", async |target| apply::reconcile(target, &set, revision, &options).await).await;
         shared.metrics.reconcile_seconds.observe(started.elapsed().as_secs_f64());
         match result {
+            Err(WorkerError::Fenced) => self.fenced(),
             Err(e) => {
                 shared.metrics.result(&shared.metrics.reconciles, e.label());
                 let message = e.to_string();
@@ -385,6 +426,7 @@ impl Worker {
         let findings =
             match self.bounded("drift", async |target| apply::detect_drift(target, &set, &options).await).await {
                 Ok(f) => f,
+                Err(WorkerError::Fenced) => return self.fenced(),
                 Err(e) => {
                     warn!(cluster = %self.name, error = %e, "Drift check failed.");
                     return;
@@ -433,6 +475,9 @@ impl Worker {
 
     async fn remove(&mut self, prune: bool) {
         let shared = self.shared.clone();
+        if !shared.shards.owns(&self.name) {
+            return self.fenced();
+        }
         if prune && let Some(job) = self.job.clone() {
             let empty = DesiredSet { layers: Vec::new(), digest: String::new(), ..job.set.unpack() };
             let options = apply::Options { allow_empty: true, ..shared.config.apply.clone() };

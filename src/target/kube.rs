@@ -59,82 +59,14 @@ fn kubeconfig_proxy(kubeconfig: &Kubeconfig, context: Option<&str>) -> Option<St
 impl KubeTarget {
     /// A target from a kubeconfig file and (optionally) one of its contexts.
     pub async fn from_kubeconfig(path: &Path, context: Option<&str>, network: &Network) -> Result<Self, TargetError> {
-        let file = path.display().to_string();
-        let kubeconfig = Kubeconfig::read_from(path).map_err(|e| config_error(&format!("kubeconfig {file}"), e))?;
-        let proxy = kubeconfig_proxy(&kubeconfig, context);
-        let options = KubeConfigOptions { context: context.map(str::to_string), cluster: None, user: None };
-        let config = Config::from_custom_kubeconfig(kubeconfig, &options)
-            .await
-            .map_err(|e| config_error(&format!("kubeconfig {file} context {}", context.unwrap_or("(current)")), e))?;
-        // kubectl: a cluster's proxy-url replaces the environment's proxy, NO_PROXY included.
-        let router = match proxy {
-            Some(url) => Arc::new(
-                Router::fixed(&url, Source::Kubeconfig(file.clone())).map_err(|e| config_error("kubeconfig", e))?,
-            ),
-            None => network.router().clone(),
-        };
-        Self::from_config(config, network, router, Settings::kubeconfig(&file))
+        let config =
+            crate::config::TargetConfig::Kubeconfig { path: path.to_path_buf(), context: context.map(str::to_string) };
+        Ok(Self::from_client(client(&config, network).await?))
     }
 
     /// The cluster strata runs in, through its service account.
     pub fn in_cluster(network: &Network) -> Result<Self, TargetError> {
-        let config = Config::incluster().map_err(|e| config_error("in-cluster config", e))?;
-        Self::from_config(config, network, network.router().clone(), Settings::in_cluster())
-    }
-
-    /// A client for `config` on strata's connector: the kubeconfig's trust and identity, with a
-    /// verifier that names the certificate it refuses.
-    pub fn from_config(
-        config: Config,
-        network: &Network,
-        router: Arc<Router>,
-        settings: Settings,
-    ) -> Result<Self, TargetError> {
-        use kube::client::ConfigExt;
-        let tls_error = |e: &dyn std::fmt::Display| config_error(&settings.ca, e);
-        let mut rustls = config.rustls_client_config().map_err(|e| config_error(&settings.client_cert, e))?;
-        let recorder = if config.accept_invalid_certs {
-            None
-        } else {
-            let recorder = match &config.root_cert {
-                Some(roots) => {
-                    let roots: Vec<_> =
-                        roots.iter().map(|der| rustls::pki_types::CertificateDer::from(der.clone())).collect();
-                    network.verifier(false, &roots, &settings.ca, Path::new("(kubeconfig)"))
-                }
-                None => network.verifier(true, &[], &settings.ca, Path::new("-")),
-            }
-            .map_err(|e| tls_error(&e))?;
-            rustls.dangerous().set_certificate_verifier(recorder.clone());
-            Some(recorder)
-        };
-        rustls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let auth = &config.auth_info;
-        let tls = crate::net::connect::Tls {
-            connector: tokio_rustls::TlsConnector::from(Arc::new(rustls)),
-            recorder,
-            server_name: config.tls_server_name.clone(),
-            client_cert: auth.client_certificate.is_some() || auth.client_certificate_data.is_some(),
-        };
-        let proxy = router.clone();
-        let connector = crate::net::connect::Connector::new(router, Some(tls), settings, Timeouts::KUBE);
-        let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build::<_, kube::client::Body>(connector);
-        let retry = config
-            .default_retry
-            .then(|| tower::retry::RetryLayer::new(kube::client::retry::RetryPolicy::server_retry()));
-        let service = tower::ServiceBuilder::new()
-            .layer(config.base_uri_layer())
-            .option_layer(retry)
-            .option_layer(config.auth_layer().map_err(|e| config_error("kubeconfig credentials", e))?)
-            .layer(config.extra_headers_layer().map_err(|e| config_error("kubeconfig headers", e))?)
-            .map_request(move |mut request| {
-                crate::net::proxy_authorization(&proxy, &mut request);
-                request
-            })
-            .map_err(tower::BoxError::from)
-            .service(http);
-        Ok(Self::from_client(Client::new(service, config.default_namespace)))
+        Ok(Self::from_client(in_cluster_client(network)?))
     }
 
     pub fn from_client(client: Client) -> Self {
@@ -177,6 +109,110 @@ impl KubeTarget {
         self.discovery.lock().expect("discovery lock").insert(api_version.to_string(), resources.clone());
         Ok(Some(resources))
     }
+}
+
+/// A client for the cluster `kubeconfig`'s context (or its current one) points at; `shown` names
+/// where the kubeconfig came from in messages (a file, or a Secret), never its content.
+pub async fn kubeconfig_client(
+    kubeconfig: Kubeconfig,
+    context: Option<&str>,
+    shown: &str,
+    network: &Network,
+) -> Result<Client, TargetError> {
+    let proxy = kubeconfig_proxy(&kubeconfig, context);
+    let options = KubeConfigOptions { context: context.map(str::to_string), cluster: None, user: None };
+    let config = Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .map_err(|e| config_error(&format!("kubeconfig {shown} context {}", context.unwrap_or("(current)")), e))?;
+    // kubectl: a cluster's proxy-url replaces the environment's proxy, NO_PROXY included.
+    let router = match proxy {
+        Some(url) => Arc::new(
+            Router::fixed(&url, Source::Kubeconfig(shown.to_string())).map_err(|e| config_error("kubeconfig", e))?,
+        ),
+        None => network.router().clone(),
+    };
+    client_from_config(config, network, router, Settings::kubeconfig(shown))
+}
+
+/// A client for the cluster strata runs in, through its service account.
+pub fn in_cluster_client(network: &Network) -> Result<Client, TargetError> {
+    let config = Config::incluster().map_err(|e| config_error("in-cluster config", e))?;
+    client_from_config(config, network, network.router().clone(), Settings::in_cluster())
+}
+
+/// A client for a configured cluster: a kubeconfig file, the service account, or a cluster
+/// Secret's kubeconfig. Builds kube's request stack, which spawns onto the current runtime: call
+/// it on the runtime the client will be used on.
+pub async fn client(config: &crate::config::TargetConfig, network: &Network) -> Result<Client, TargetError> {
+    use crate::config::TargetConfig;
+    match config {
+        TargetConfig::Kubeconfig { path, context } => {
+            let file = path.display().to_string();
+            let kubeconfig = Kubeconfig::read_from(path).map_err(|e| config_error(&format!("kubeconfig {file}"), e))?;
+            kubeconfig_client(kubeconfig, context.as_deref(), &file, network).await
+        }
+        TargetConfig::InCluster => in_cluster_client(network),
+        TargetConfig::Secret(secret) => {
+            kubeconfig_client(secret.kubeconfig().clone(), None, &secret.to_string(), network).await
+        }
+        TargetConfig::Directory(path) => {
+            Err(TargetError::Other(format!("{} is a directory target, not a Kubernetes cluster", path.display())))
+        }
+    }
+}
+
+/// A client for `config` on strata's connector: the kubeconfig's trust and identity, with a
+/// verifier that names the certificate it refuses.
+fn client_from_config(
+    config: Config,
+    network: &Network,
+    router: Arc<Router>,
+    settings: Settings,
+) -> Result<Client, TargetError> {
+    use kube::client::ConfigExt;
+    let tls_error = |e: &dyn std::fmt::Display| config_error(&settings.ca, e);
+    let mut rustls = config.rustls_client_config().map_err(|e| config_error(&settings.client_cert, e))?;
+    let recorder = if config.accept_invalid_certs {
+        None
+    } else {
+        let recorder = match &config.root_cert {
+            Some(roots) => {
+                let roots: Vec<_> =
+                    roots.iter().map(|der| rustls::pki_types::CertificateDer::from(der.clone())).collect();
+                network.verifier(false, &roots, &settings.ca, Path::new("(kubeconfig)"))
+            }
+            None => network.verifier(true, &[], &settings.ca, Path::new("-")),
+        }
+        .map_err(|e| tls_error(&e))?;
+        rustls.dangerous().set_certificate_verifier(recorder.clone());
+        Some(recorder)
+    };
+    rustls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let auth = &config.auth_info;
+    let tls = crate::net::connect::Tls {
+        connector: tokio_rustls::TlsConnector::from(Arc::new(rustls)),
+        recorder,
+        server_name: config.tls_server_name.clone(),
+        client_cert: auth.client_certificate.is_some() || auth.client_certificate_data.is_some(),
+    };
+    let proxy = router.clone();
+    let connector = crate::net::connect::Connector::new(router, Some(tls), settings, Timeouts::KUBE);
+    let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, kube::client::Body>(connector);
+    let retry =
+        config.default_retry.then(|| tower::retry::RetryLayer::new(kube::client::retry::RetryPolicy::server_retry()));
+    let service = tower::ServiceBuilder::new()
+        .layer(config.base_uri_layer())
+        .option_layer(retry)
+        .option_layer(config.auth_layer().map_err(|e| config_error("kubeconfig credentials", e))?)
+        .layer(config.extra_headers_layer().map_err(|e| config_error("kubeconfig headers", e))?)
+        .map_request(move |mut request| {
+            crate::net::proxy_authorization(&proxy, &mut request);
+            request
+        })
+        .map_err(tower::BoxError::from)
+        .service(http);
+    Ok(Client::new(service, config.default_namespace))
 }
 
 /// Sorts a kube error into what strata does about it.

@@ -5,6 +5,7 @@
 //!   targets:                      ├── KubeTarget       kubeconfig + context, or in-cluster:
 //!     aws-cluster: {kubeconfig}   │                    discovery, server-side apply, dry-run
 //!     lab: {directory}            └── DirectoryTarget  one file per object, read back as "live"
+//!   cluster Secrets (Kubernetes mode, [`secret`]): a kubeconfig, or Argo CD's server + config
 //! ```
 //!
 //! The repository never chooses credentials: a cluster file names a target, the host config maps
@@ -12,6 +13,7 @@
 
 pub mod directory;
 pub mod kube;
+pub mod secret;
 
 use std::fmt;
 use std::future::Future;
@@ -179,10 +181,7 @@ pub async fn connect(
 ) -> Result<AnyTarget, TargetError> {
     use crate::config::TargetConfig;
     Ok(match config {
-        TargetConfig::Kubeconfig { path, context } => {
-            AnyTarget::Kube(kube::KubeTarget::from_kubeconfig(path, context.as_deref(), network).await?)
-        }
-        TargetConfig::InCluster => AnyTarget::Kube(kube::KubeTarget::in_cluster(network)?),
         TargetConfig::Directory(path) => AnyTarget::Directory(directory::DirectoryTarget::new(path)),
+        cluster => AnyTarget::Kube(kube::KubeTarget::from_client(kube::client(cluster, network).await?)),
     })
 }

@@ -54,11 +54,18 @@ pub async fn cluster(State(app): State<Arc<App>>, Path(name): Path<String>) -> R
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e),
     };
     let tags = app.shared.tags.lock().expect("tags lock").get(&name).cloned().unwrap_or_default();
+    let shards = &app.shared.shards;
+    let shard = shards.shard_of(&name);
+    let holder = match app.shared.config.state_backend {
+        crate::config::StateBackend::Kubernetes => shards.view().holders.get(shard as usize).cloned().flatten(),
+        crate::config::StateBackend::Sqlite => None,
+    };
     json_reply(
         StatusCode::OK,
         &json!({
             "cluster": state,
             "tags": tags,
+            "shard": { "index": shard, "holder": holder },
             "pending": store.pending(&name).ok().flatten(),
             "drift": store.drift(&name).unwrap_or_default(),
             "history": store.history(&name, crate::daemon::store::HISTORY_KEPT).unwrap_or_default(),

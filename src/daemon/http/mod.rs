@@ -135,15 +135,44 @@ async fn healthz() -> Response {
 }
 
 /// Readiness ([`Shared::readiness`]: the first revision evaluated, a usable state database), with
-/// what the network is failing at, as text, or JSON for `strata status`.
+/// what the network is failing at and, in Kubernetes mode, which shards this replica holds, as
+/// text, or JSON for `strata status`.
 async fn readyz(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     let verdict = app.shared.readiness().map_err(|why| format!("not ready: {why}"));
     let json =
         headers.get(header::ACCEPT).and_then(|a| a.to_str().ok()).is_some_and(|a| a.contains("application/json"));
-    let (code, body) = app.shared.network.readiness(verdict.as_ref().map(|_| ()).map_err(String::as_str), json);
+    let (code, mut body) = app.shared.network.readiness(verdict.as_ref().map(|_| ()).map_err(String::as_str), json);
+    if app.shared.config.state_backend == crate::config::StateBackend::Kubernetes {
+        let view = app.shared.shards.view();
+        if json {
+            let mut value: Value = serde_json::from_str(&body).expect("readiness is JSON");
+            value["shards"] = json!(view);
+            body = serde_json::to_string_pretty(&value).expect("serialises");
+        } else {
+            body.push_str(&shards_line(&view));
+        }
+    }
     let code = StatusCode::from_u16(code).expect("200 or 503");
     let content_type = if json { "application/json" } else { "text/plain; charset=utf-8" };
     (code, [(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+/// `shards: 3 of 8 held (0, 4, 6) by strata-7d9c-1a2b3c; 3 replicas`, and a failing Lease loop.
+fn shards_line(view: &crate::daemon::shards::View) -> String {
+    let held: Vec<String> = view.held.iter().map(u32::to_string).collect();
+    let mut line = format!(
+        "shards: {} of {} held ({}) by {}; {} replica{}\n",
+        view.held.len(),
+        view.shards,
+        if held.is_empty() { "none: serving the view and the API".to_string() } else { held.join(", ") },
+        view.identity,
+        view.replicas,
+        if view.replicas == 1 { "" } else { "s" },
+    );
+    if let Some(problem) = &view.problem {
+        line.push_str(&format!("leases: {problem}\n"));
+    }
+    line
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {

@@ -1,32 +1,29 @@
-//! The daemon's state, in SQLite (WAL) under the state directory.
+//! The SQLite backend: the daemon's state in one file (WAL) under the state directory, for a
+//! single host.
 //!
 //! ```text
-//!   evaluate, workers, outbox, API ──> Store ──> state_dir/strata.db
-//!                                        │
-//!                                        └── every failure: a StoreError (logged by the caller),
-//!                                            remembered for /readyz, counted by kind
+//!   Store calls ──> SqliteStore ──> state_dir/strata.db   (one transaction per write)
 //! ```
 //!
-//! What it keeps is what Git and the clusters cannot tell again: which revision each cluster last
-//! had applied (and so what a pending update is relative to), approvals with who and when,
-//! suspensions, drift findings and a bounded history of applies. Every write is one transaction,
-//! so a `kill -9` at any moment leaves either the old or the new row. The file's integrity is
-//! checked when it is opened (`PRAGMA quick_check`); a corrupt file is never written to, and
-//! [`recover`] moves it aside, salvaging what it can still read.
+//! Every write is one transaction, so a `kill -9` at any moment leaves either the old or the new
+//! row. The file's integrity is checked when it is opened (`PRAGMA quick_check`); a corrupt file is
+//! never written to, and [`recover`] moves it aside, salvaging what it can still read.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use rusqlite::types::Type;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
-use serde::Serialize;
 
-use super::decide::Hold;
-use super::metrics::KindLabel;
-use super::state::{Health, RevisionState, Sync, Verdict};
+use super::{
+    Applied, Approval, ClusterState, DELIVERED_KEPT_SECS, DriftRow, Failures, FleetRow, HISTORY_KEPT, HistoryRow,
+    ObjectRow, Pending, Queued, Result, Store, StoreError, now, now_ms,
+};
+use crate::daemon::decide::Hold;
+use crate::daemon::metrics::KindLabel;
+use crate::daemon::state::{RevisionState, Sync, Verdict};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS clusters (
@@ -137,116 +134,8 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     tx.commit()
 }
 
-/// What a cluster last had applied, and how it is doing.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ClusterState {
-    pub name: String,
-    /// The revision whose profile content is applied.
-    pub profile_revision: Option<String>,
-    /// The revision whose cluster file is applied (differs while an in-place edit is held and an
-    /// override of the same commit went ahead).
-    pub cluster_revision: Option<String>,
-    pub digest: Option<String>,
-    pub profile: Option<String>,
-    pub version: Option<String>,
-    pub applied_at: Option<i64>,
-    pub sync: Sync,
-    pub message: Option<String>,
-    pub health: Option<Health>,
-    pub drifted: i64,
-    pub suspended: bool,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Pending {
-    pub cluster: String,
-    pub base_revision: String,
-    pub head_revision: String,
-    pub hold: Hold,
-    pub summary: String,
-    pub diff: String,
-    pub since: i64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Approval {
-    pub cluster: String,
-    pub revision: String,
-    pub approved_by: String,
-    pub approved_at: i64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct DriftRow {
-    pub object: String,
-    pub path: String,
-    pub live: Option<String>,
-    pub desired: Option<String>,
-    pub found_at: i64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct HistoryRow {
-    pub revision: Option<String>,
-    pub result: Sync,
-    pub summary: String,
-    pub at: i64,
-}
-
-/// A successful apply, as [`Store::record_applied`] keeps it.
-pub struct Applied<'a> {
-    pub profile_revision: Option<&'a str>,
-    pub cluster_revision: Option<&'a str>,
-    pub digest: &'a str,
-    pub profile: &'a str,
-    pub version: &'a str,
-    /// `Applied`, or `Unhealthy` when some workloads did not become ready in time.
-    pub sync: Sync,
-    pub health: Health,
-    pub summary: &'a str,
-}
-
-/// A cluster and its pending update, for the fleet page and the API's listing.
-pub type FleetRow = (ClusterState, Option<Pending>);
-
-/// A status waiting in the outbox.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Queued {
-    pub status: crate::report::Status,
-    pub attempts: u32,
-}
-
-/// History rows kept per cluster: what the status view and the API show (the newest 50).
-pub const HISTORY_KEPT: usize = 50;
-
-/// Delivered statuses are remembered this long, so one the forge already shows is not written
-/// again; statuses for the revisions clusters run or hold are kept whatever their age.
-pub const DELIVERED_KEPT_SECS: i64 = 30 * 86_400;
-
 /// The database file under the state directory.
 pub const FILE: &str = "strata.db";
-
-/// Why the state database could not be read or written.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("cannot create the state directory {}: {source}", dir.display())]
-    Directory {
-        dir: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(
-        "state database {} is corrupt ({detail}); strata reconciles nothing until it is recovered: stop strata, run `strata recover-state --config <strata.yaml>`, start it again (README: \"Recovering the state database\")",
-        path.display()
-    )]
-    Corrupt { path: PathBuf, detail: String },
-    #[error("state database {}: {source}{}", path.display(), hint(source))]
-    Sqlite {
-        path: PathBuf,
-        #[source]
-        source: rusqlite::Error,
-    },
-}
 
 impl StoreError {
     fn sqlite(path: &Path, source: rusqlite::Error) -> StoreError {
@@ -257,25 +146,10 @@ impl StoreError {
             _ => StoreError::Sqlite { path: path.to_path_buf(), source },
         }
     }
-
-    /// A short label for metrics: corrupt, readonly, full, busy, io, other.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            StoreError::Directory { .. } => "io",
-            StoreError::Corrupt { .. } => "corrupt",
-            StoreError::Sqlite { source, .. } => match source.sqlite_error_code() {
-                Some(ErrorCode::ReadOnly) => "readonly",
-                Some(ErrorCode::DiskFull) => "full",
-                Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => "busy",
-                Some(ErrorCode::SystemIoFailure | ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => "io",
-                _ => "other",
-            },
-        }
-    }
 }
 
 /// What to do about a database error, where strata can tell.
-fn hint(e: &rusqlite::Error) -> &'static str {
+pub(super) fn hint(e: &rusqlite::Error) -> &'static str {
     match e.sqlite_error_code() {
         Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => {
             " (check that the user strata runs as can write the file and its directory)"
@@ -289,44 +163,12 @@ fn hint(e: &rusqlite::Error) -> &'static str {
     }
 }
 
-pub type Result<T> = std::result::Result<T, StoreError>;
-
-pub struct Store {
+pub struct SqliteStore {
     path: PathBuf,
-    /// `None` when the file could not be opened or is corrupt: every call fails with `unusable`.
+    /// `None` when the file could not be opened or is corrupt: every call fails.
     db: Option<Mutex<Connection>>,
     unusable: Option<String>,
-    /// Corruption found while running: from then on the file is neither read nor written.
-    corrupt: AtomicBool,
-    /// The last failure, until a write succeeds again (corruption stays): what /readyz reports.
-    problem: Mutex<Option<(String, bool)>>,
-    /// Failures by kind, for `/metrics`.
-    errors: Family<KindLabel, Counter>,
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
-/// `2026-11-29T13:10:46Z` for Unix seconds (UTC), without a date library.
-pub fn rfc3339(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil-from-days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
-pub fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    failures: Failures,
 }
 
 /// Opens (creating) the database at `path` and checks its integrity.
@@ -358,62 +200,34 @@ fn hold_column(r: &rusqlite::Row, at: usize) -> rusqlite::Result<Hold> {
     serde_json::from_str(&text).map_err(|e| rusqlite::Error::FromSqlConversionFailure(at, Type::Text, Box::new(e)))
 }
 
-impl Store {
+impl SqliteStore {
     /// The state database under `dir`, created when there is none. Fails on a file that is not
     /// a database or does not pass `PRAGMA quick_check`.
-    pub fn open(dir: &Path) -> Result<Store> {
+    pub fn open(dir: &Path) -> Result<SqliteStore> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory { dir: dir.to_path_buf(), source })?;
         let path = dir.join(FILE);
         let conn = connect(&path)?;
-        Ok(Store {
-            path,
-            db: Some(Mutex::new(conn)),
-            unusable: None,
-            corrupt: AtomicBool::new(false),
-            problem: Mutex::new(None),
-            errors: Family::default(),
-        })
+        Ok(SqliteStore { path, db: Some(Mutex::new(conn)), unusable: None, failures: Failures::default() })
     }
 
     /// A store that answers every call with `error`: the daemon keeps serving its health
     /// endpoints and reports the database as the reason it is not ready, but decides nothing.
-    pub fn unusable(dir: &Path, error: &StoreError) -> Store {
-        let store = Store {
+    pub fn unusable(dir: &Path, error: &StoreError) -> SqliteStore {
+        SqliteStore {
             path: dir.join(FILE),
             db: None,
             unusable: Some(error.to_string()),
-            corrupt: AtomicBool::new(true),
-            problem: Mutex::new(Some((error.to_string(), true))),
-            errors: Family::default(),
-        };
-        store.errors.get_or_create(&KindLabel { kind: error.kind().into() }).inc();
-        store
+            failures: Failures::broken(error),
+        }
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Failures by kind, for the daemon's metrics.
-    pub fn error_counter(&self) -> Family<KindLabel, Counter> {
-        self.errors.clone()
-    }
-
-    /// Why the database is not working now: the last failure, until a write succeeds again.
-    /// Corruption and an unusable file stay until the daemon restarts on a recovered database.
-    pub fn problem(&self) -> Option<String> {
-        self.problem.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|(m, _)| m.clone())
-    }
-
-    /// Whether the database can be used at all: it opened, passed its integrity check, and no
-    /// corruption showed since.
-    pub fn usable(&self) -> bool {
-        !self.corrupt.load(Ordering::Relaxed)
-    }
-
     fn run<T>(&self, write: bool, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
         let result = match &self.db {
-            Some(db) if self.usable() => {
+            Some(db) if self.failures.usable() => {
                 // A panic while holding the lock leaves the connection as SQLite left it: usable.
                 let mut conn = db.lock().unwrap_or_else(|p| p.into_inner());
                 f(&mut conn).map_err(|e| StoreError::sqlite(&self.path, e))
@@ -423,22 +237,7 @@ impl Store {
                 detail: self.unusable.clone().unwrap_or_else(|| "found corrupt while running".into()),
             }),
         };
-        let mut problem = self.problem.lock().unwrap_or_else(|p| p.into_inner());
-        match &result {
-            Err(e) => {
-                self.errors.get_or_create(&KindLabel { kind: e.kind().into() }).inc();
-                let sticky = matches!(e, StoreError::Corrupt { .. });
-                if sticky {
-                    // Writing on would build on damaged pages.
-                    self.corrupt.store(true, Ordering::Relaxed);
-                }
-                if problem.as_ref().is_none_or(|(_, was_sticky)| !was_sticky) {
-                    *problem = Some((e.to_string(), sticky));
-                }
-            }
-            Ok(_) if write && problem.as_ref().is_some_and(|(_, sticky)| !sticky) => *problem = None,
-            Ok(_) => {}
-        }
+        self.failures.note(&result, write);
         result
     }
 
@@ -448,55 +247,6 @@ impl Store {
 
     fn write<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
         self.run(true, f)
-    }
-
-    /// A small write, to find out whether writing works again after a failure.
-    pub fn probe(&self) -> Result<()> {
-        self.set_meta("probed-at", &now().to_string())
-    }
-
-    pub fn meta(&self, key: &str) -> Result<Option<String>> {
-        self.read(|c| c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional())
-    }
-
-    pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
-        self.write(|c| {
-            c.execute(
-                "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
-                [key, value],
-            )
-            .map(|_| ())
-        })
-    }
-
-    /// The revision the daemon follows, as last evaluated.
-    pub fn revision(&self) -> Result<Option<RevisionState>> {
-        self.read(|c| {
-            c.query_row("SELECT head, verdict, message, at, last_good FROM revision WHERE id = 1", [], |r| {
-                Ok(RevisionState {
-                    head: r.get(0)?,
-                    verdict: r.get(1)?,
-                    message: r.get(2)?,
-                    at: r.get(3)?,
-                    last_good: r.get(4)?,
-                })
-            })
-            .optional()
-        })
-    }
-
-    /// Records what came of evaluating `head`; a loaded head becomes the last good revision.
-    pub fn set_revision(&self, head: &str, verdict: Verdict, message: Option<&str>) -> Result<()> {
-        let last_good = (verdict == Verdict::Loaded).then_some(head);
-        self.write(|c| {
-            c.execute(
-                "INSERT INTO revision (id, head, verdict, message, at, last_good) VALUES (1, ?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT(id) DO UPDATE SET head = ?1, verdict = ?2, message = ?3, at = ?4,
-                   last_good = COALESCE(?5, last_good)",
-                params![head, verdict, message, now(), last_good],
-            )
-            .map(|_| ())
-        })
     }
 
     fn row(r: &rusqlite::Row) -> rusqlite::Result<ClusterState> {
@@ -518,18 +268,105 @@ impl Store {
 
     const COLUMNS: &'static str = "name, profile_revision, cluster_revision, digest, profile, version, applied_at, sync, message, health, drifted, suspended";
 
-    pub fn cluster(&self, name: &str) -> Result<Option<ClusterState>> {
+    const PENDING: &'static str = "cluster, base_revision, head_revision, hold, summary, diff, since";
+
+    /// A pending update from the row's columns starting at `at`.
+    fn pending_row(r: &rusqlite::Row, at: usize) -> rusqlite::Result<Pending> {
+        Ok(Pending {
+            cluster: r.get(at)?,
+            base_revision: r.get(at + 1)?,
+            head_revision: r.get(at + 2)?,
+            hold: hold_column(r, at + 3)?,
+            summary: r.get(at + 4)?,
+            diff: r.get(at + 5)?,
+            since: r.get(at + 6)?,
+        })
+    }
+
+    fn approval_row(r: &rusqlite::Row) -> rusqlite::Result<Approval> {
+        Ok(Approval { cluster: r.get(0)?, revision: r.get(1)?, approved_by: r.get(2)?, approved_at: r.get(3)? })
+    }
+}
+
+impl Store for SqliteStore {
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    /// Corruption and an unusable file stay until the daemon restarts on a recovered database.
+    fn problem(&self) -> Option<String> {
+        self.failures.problem()
+    }
+
+    /// It opened, passed its integrity check, and no corruption showed since.
+    fn usable(&self) -> bool {
+        self.failures.usable()
+    }
+
+    fn error_counter(&self) -> Family<KindLabel, Counter> {
+        self.failures.counter()
+    }
+
+    fn probe(&self) -> Result<()> {
+        self.set_meta("probed-at", &now().to_string())
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<String>> {
+        self.read(|c| c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional())
+    }
+
+    fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.write(|c| {
+            c.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
+                [key, value],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// The revision the daemon follows, as last evaluated.
+    fn revision(&self) -> Result<Option<RevisionState>> {
+        self.read(|c| {
+            c.query_row("SELECT head, verdict, message, at, last_good FROM revision WHERE id = 1", [], |r| {
+                Ok(RevisionState {
+                    head: r.get(0)?,
+                    verdict: r.get(1)?,
+                    message: r.get(2)?,
+                    at: r.get(3)?,
+                    last_good: r.get(4)?,
+                })
+            })
+            .optional()
+        })
+    }
+
+    /// Records what came of evaluating `head`; a loaded head becomes the last good revision.
+    fn set_revision(&self, head: &str, verdict: Verdict, message: Option<&str>) -> Result<()> {
+        let last_good = (verdict == Verdict::Loaded).then_some(head);
+        self.write(|c| {
+            c.execute(
+                "INSERT INTO revision (id, head, verdict, message, at, last_good) VALUES (1, ?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(id) DO UPDATE SET head = ?1, verdict = ?2, message = ?3, at = ?4,
+                   last_good = COALESCE(?5, last_good)",
+                params![head, verdict, message, now(), last_good],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn cluster(&self, name: &str) -> Result<Option<ClusterState>> {
         let sql = format!("SELECT {} FROM clusters WHERE name = ?1", Self::COLUMNS);
         self.read(|c| c.query_row(&sql, [name], Self::row).optional())
     }
 
-    pub fn clusters(&self) -> Result<Vec<ClusterState>> {
+    fn clusters(&self) -> Result<Vec<ClusterState>> {
         let sql = format!("SELECT {} FROM clusters ORDER BY name", Self::COLUMNS);
         self.read(|c| c.prepare(&sql)?.query_map([], Self::row)?.collect())
     }
 
     /// Records a successful apply: what is now running, and a history row, in one transaction.
-    pub fn record_applied(&self, name: &str, applied: &Applied) -> Result<()> {
+    fn record_applied(&self, name: &str, applied: &Applied) -> Result<()> {
         let now = now();
         self.write(|c| {
             let tx = c.transaction()?;
@@ -559,7 +396,7 @@ impl Store {
     /// Takes what a cluster runs from its inventory when the store knows nothing about it (a
     /// new state directory, or one recovered from corruption): the next evaluation then plans
     /// from there, so held updates stay held. Returns whether anything was recorded.
-    pub fn seed(&self, name: &str, revision: &str, digest: &str, profile: &str, version: &str) -> Result<bool> {
+    fn seed(&self, name: &str, revision: &str, digest: &str, profile: &str, version: &str) -> Result<bool> {
         self.write(|c| {
             c.execute(
                 "INSERT INTO clusters (name, profile_revision, cluster_revision, digest, profile, version, sync, message, updated_at)
@@ -574,7 +411,7 @@ impl Store {
     }
 
     /// Records a state change that is not an apply (applying, failed, removed…).
-    pub fn set_sync(&self, name: &str, sync: Sync, message: Option<&str>, revision: Option<&str>) -> Result<()> {
+    fn set_sync(&self, name: &str, sync: Sync, message: Option<&str>, revision: Option<&str>) -> Result<()> {
         let now = now();
         self.write(|c| {
             let tx = c.transaction()?;
@@ -590,7 +427,7 @@ impl Store {
         })
     }
 
-    pub fn set_suspended(&self, name: &str, suspended: bool) -> Result<()> {
+    fn set_suspended(&self, name: &str, suspended: bool) -> Result<()> {
         self.write(|c| {
             c.execute(
                 "INSERT INTO clusters (name, suspended, updated_at) VALUES (?1, ?2, ?3)
@@ -602,7 +439,7 @@ impl Store {
     }
 
     /// Replaces the list of objects applied to `cluster` (object, layer, what the last apply did).
-    pub fn set_objects(&self, cluster: &str, objects: &[(String, String, String)]) -> Result<()> {
+    fn set_objects(&self, cluster: &str, objects: &[ObjectRow]) -> Result<()> {
         self.write(|c| {
             let tx = c.transaction()?;
             tx.execute("DELETE FROM objects WHERE cluster = ?1", [cluster])?;
@@ -616,7 +453,7 @@ impl Store {
         })
     }
 
-    pub fn objects(&self, cluster: &str) -> Result<Vec<(String, String, String)>> {
+    fn objects(&self, cluster: &str) -> Result<Vec<ObjectRow>> {
         self.read(|c| {
             c.prepare("SELECT object, layer, action FROM objects WHERE cluster = ?1 ORDER BY rowid")?
                 .query_map([cluster], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
@@ -626,7 +463,7 @@ impl Store {
 
     /// Every cluster with its pending update, in one query (the fleet page and `strata status`
     /// list a thousand of them).
-    pub fn fleet(&self) -> Result<Vec<FleetRow>> {
+    fn fleet(&self) -> Result<Vec<FleetRow>> {
         let columns: String = Self::COLUMNS.split(", ").map(|c| format!("c.{c}")).collect::<Vec<_>>().join(", ");
         let pending: String = Self::PENDING.split(", ").map(|c| format!("p.{c}")).collect::<Vec<_>>().join(", ");
         let sql = format!(
@@ -645,28 +482,13 @@ impl Store {
         })
     }
 
-    const PENDING: &'static str = "cluster, base_revision, head_revision, hold, summary, diff, since";
-
-    /// A pending update from the row's columns starting at `at`.
-    fn pending_row(r: &rusqlite::Row, at: usize) -> rusqlite::Result<Pending> {
-        Ok(Pending {
-            cluster: r.get(at)?,
-            base_revision: r.get(at + 1)?,
-            head_revision: r.get(at + 2)?,
-            hold: hold_column(r, at + 3)?,
-            summary: r.get(at + 4)?,
-            diff: r.get(at + 5)?,
-            since: r.get(at + 6)?,
-        })
-    }
-
-    pub fn pending(&self, cluster: &str) -> Result<Option<Pending>> {
+    fn pending(&self, cluster: &str) -> Result<Option<Pending>> {
         let sql = format!("SELECT {} FROM pending WHERE cluster = ?1", Self::PENDING);
         self.read(|c| c.query_row(&sql, [cluster], |r| Self::pending_row(r, 0)).optional())
     }
 
     /// Sets or replaces the cluster's pending update (`since` is kept while the head is the same).
-    pub fn set_pending(&self, p: &Pending) -> Result<()> {
+    fn set_pending(&self, p: &Pending) -> Result<()> {
         let hold = serde_json::to_string(&p.hold).expect("holds serialise");
         self.write(|c| {
             c.execute(
@@ -679,19 +501,15 @@ impl Store {
         })
     }
 
-    pub fn clear_pending(&self, cluster: &str) -> Result<()> {
+    fn clear_pending(&self, cluster: &str) -> Result<()> {
         self.write(|c| c.execute("DELETE FROM pending WHERE cluster = ?1", [cluster]).map(|_| ()))
     }
 
-    pub fn pending_count(&self) -> Result<i64> {
+    fn pending_count(&self) -> Result<i64> {
         self.read(|c| c.query_row("SELECT COUNT(*) FROM pending", [], |r| r.get(0)))
     }
 
-    fn approval_row(r: &rusqlite::Row) -> rusqlite::Result<Approval> {
-        Ok(Approval { cluster: r.get(0)?, revision: r.get(1)?, approved_by: r.get(2)?, approved_at: r.get(3)? })
-    }
-
-    pub fn approve(&self, cluster: &str, revision: &str, by: &str) -> Result<Approval> {
+    fn approve(&self, cluster: &str, revision: &str, by: &str) -> Result<Approval> {
         let approval =
             Approval { cluster: cluster.into(), revision: revision.into(), approved_by: by.into(), approved_at: now() };
         self.write(|c| {
@@ -705,7 +523,7 @@ impl Store {
     }
 
     /// The approval of `revision` for `cluster`, if there is one.
-    pub fn approval(&self, cluster: &str, revision: &str) -> Result<Option<Approval>> {
+    fn approval(&self, cluster: &str, revision: &str) -> Result<Option<Approval>> {
         self.read(|c| {
             c.query_row(
                 "SELECT cluster, revision, approved_by, approved_at FROM approvals WHERE cluster = ?1 AND revision = ?2 ORDER BY id DESC LIMIT 1",
@@ -716,7 +534,7 @@ impl Store {
         })
     }
 
-    pub fn approvals(&self, cluster: &str) -> Result<Vec<Approval>> {
+    fn approvals(&self, cluster: &str) -> Result<Vec<Approval>> {
         self.read(|c| {
             c.prepare(
                 "SELECT cluster, revision, approved_by, approved_at FROM approvals WHERE cluster = ?1 ORDER BY id",
@@ -727,7 +545,7 @@ impl Store {
     }
 
     /// Replaces the cluster's drift findings with these.
-    pub fn set_drift(&self, cluster: &str, findings: &[DriftRow]) -> Result<()> {
+    fn set_drift(&self, cluster: &str, findings: &[DriftRow]) -> Result<()> {
         self.write(|c| {
             let tx = c.transaction()?;
             tx.execute("DELETE FROM drift WHERE cluster = ?1", [cluster])?;
@@ -742,7 +560,7 @@ impl Store {
         })
     }
 
-    pub fn drift(&self, cluster: &str) -> Result<Vec<DriftRow>> {
+    fn drift(&self, cluster: &str) -> Result<Vec<DriftRow>> {
         self.read(|c| {
             c.prepare(
                 "SELECT object, path, live, desired, found_at FROM drift WHERE cluster = ?1 ORDER BY object, path",
@@ -763,7 +581,7 @@ impl Store {
     /// Queues a status for delivery, replacing one not yet delivered for the same commit and
     /// context. Returns false when it was delivered already with this state and description:
     /// no write for what the forge already shows.
-    pub fn enqueue(&self, status: &crate::report::Status) -> Result<bool> {
+    fn enqueue(&self, status: &crate::report::Status) -> Result<bool> {
         let now = now();
         self.write(|c| {
             let tx = c.transaction()?;
@@ -791,7 +609,7 @@ impl Store {
     }
 
     /// Statuses due for delivery, oldest first.
-    pub fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<Queued>> {
+    fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<Queued>> {
         self.read(|c| {
             c.prepare(
                 "SELECT revision, context, state, description, target_url, attempts FROM outbox
@@ -815,16 +633,16 @@ impl Store {
     }
 
     /// When the next queued status is due (milliseconds), if any is queued.
-    pub fn next_due(&self) -> Result<Option<i64>> {
+    fn next_due(&self) -> Result<Option<i64>> {
         self.read(|c| c.query_row("SELECT MIN(next_attempt_ms) FROM outbox", [], |r| r.get(0)))
     }
 
-    pub fn outbox_len(&self) -> Result<i64> {
+    fn outbox_len(&self) -> Result<i64> {
         self.read(|c| c.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0)))
     }
 
     /// Records a delivery; the queued entry goes unless it changed while being delivered.
-    pub fn delivered(&self, status: &crate::report::Status) -> Result<()> {
+    fn delivered(&self, status: &crate::report::Status) -> Result<()> {
         self.write(|c| {
             let tx = c.transaction()?;
             tx.execute(
@@ -841,7 +659,7 @@ impl Store {
     }
 
     /// Puts a queued status off until `next_ms`, noting why.
-    pub fn retry(&self, status: &crate::report::Status, next_ms: i64, error: &str) -> Result<()> {
+    fn retry(&self, status: &crate::report::Status, next_ms: i64, error: &str) -> Result<()> {
         self.write(|c| {
             c.execute(
                 "UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ?3, last_error = ?4 WHERE revision = ?1 AND context = ?2",
@@ -852,7 +670,7 @@ impl Store {
     }
 
     /// The newest `limit` history rows of `cluster` (at most [`HISTORY_KEPT`] are kept).
-    pub fn history(&self, cluster: &str, limit: usize) -> Result<Vec<HistoryRow>> {
+    fn history(&self, cluster: &str, limit: usize) -> Result<Vec<HistoryRow>> {
         self.read(|c| {
             c.prepare("SELECT revision, result, summary, at FROM history WHERE cluster = ?1 ORDER BY id DESC LIMIT ?2")?
                 .query_map(params![cluster, limit as i64], |r| {
@@ -865,7 +683,7 @@ impl Store {
     /// Forgets delivered statuses older than [`DELIVERED_KEPT_SECS`], except those for a
     /// revision some cluster runs or holds (a drift report may still be posted on it). Returns
     /// how many rows went.
-    pub fn prune_delivered(&self, now: i64) -> Result<usize> {
+    fn prune_delivered(&self, now: i64) -> Result<usize> {
         self.write(|c| {
             c.execute(
                 "DELETE FROM delivered WHERE at < ?1
@@ -1030,44 +848,11 @@ mod tests {
     }
 
     #[test]
-    fn applied_state_pending_updates_and_approvals_survive_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let store = Store::open(dir.path()).unwrap();
-            store.record_applied("aws", &applied("r1")).unwrap();
-            store
-                .set_pending(&Pending {
-                    cluster: "aws".into(),
-                    base_revision: "r1".into(),
-                    head_revision: "r2".into(),
-                    hold: Hold::Approval,
-                    summary: "pending update aws-profile@1.0.0".into(),
-                    diff: "-  replicas: 1\n+  replicas: 3\n".into(),
-                    since: 100,
-                })
-                .unwrap();
-            store.approve("aws", "r2", "alice").unwrap();
-            store.set_suspended("edge", true).unwrap();
-        }
-        let store = Store::open(dir.path()).unwrap();
-        let aws = store.cluster("aws").unwrap().unwrap();
-        assert_eq!(aws.profile_revision.as_deref(), Some("r1"));
-        assert_eq!(aws.sync, Sync::Applied);
-        assert_eq!(aws.health, Some(Health::Ready));
-        assert_eq!(store.pending("aws").unwrap().unwrap().hold, Hold::Approval);
-        assert_eq!(store.pending("aws").unwrap().unwrap().head_revision, "r2");
-        assert_eq!(store.approval("aws", "r2").unwrap().unwrap().approved_by, "alice");
-        assert_eq!(store.approval("aws", "r3").unwrap(), None);
-        assert!(store.cluster("edge").unwrap().unwrap().suspended);
-        assert_eq!(store.history("aws", 10).unwrap().len(), 1);
-    }
-
-    #[test]
     fn databases_from_before_redaction_lose_their_drift_findings_and_pending_diffs_once() {
         let dir = tempfile::tempdir().unwrap();
         {
             // A state database as versions without redaction left it: user_version 0.
-            let store = Store::open(dir.path()).unwrap();
+            let store = SqliteStore::open(dir.path()).unwrap();
             store.write(|c| c.pragma_update(None, "user_version", 0)).unwrap();
             store.record_applied("c", &applied("r1")).unwrap();
             let row = DriftRow {
@@ -1090,7 +875,7 @@ mod tests {
             store.set_pending(&pending).unwrap();
             store.approve("c", "r2", "alice").unwrap();
         }
-        let store = Store::open(dir.path()).unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
         assert_eq!(store.drift("c").unwrap(), vec![]);
         assert_eq!(store.pending("c").unwrap(), None);
         let c = store.cluster("c").unwrap().unwrap();
@@ -1106,33 +891,13 @@ mod tests {
             )
             .unwrap();
         drop(store);
-        assert_eq!(Store::open(dir.path()).unwrap().drift("c").unwrap().len(), 1);
-    }
-
-    #[test]
-    fn history_keeps_what_is_shown_and_old_delivered_statuses_go_unless_a_cluster_runs_them() {
-        use crate::report::{State, Status};
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        for _ in 0..HISTORY_KEPT + 10 {
-            store.record_applied("aws", &applied("r1")).unwrap();
-        }
-        store.set_sync("edge", Sync::Failed, Some("unreachable"), Some("r0")).unwrap();
-        assert_eq!(store.history("aws", 1000).unwrap().len(), HISTORY_KEPT);
-        assert_eq!(store.history("edge", 1000).unwrap().len(), 1, "per cluster");
-        for revision in ["r0", "r1"] {
-            store.delivered(&Status::new(revision, "strata/aws".into(), State::Success, "applied", None)).unwrap();
-        }
-        assert_eq!(store.prune_delivered(now()).unwrap(), 0, "recent");
-        assert_eq!(store.prune_delivered(now() + DELIVERED_KEPT_SECS + 1).unwrap(), 1, "r1 is what aws runs");
-        let again = Status::new("r1", "strata/aws".into(), State::Success, "applied", None);
-        assert!(!store.enqueue(&again).unwrap(), "still known as delivered");
+        assert_eq!(SqliteStore::open(dir.path()).unwrap().drift("c").unwrap().len(), 1);
     }
 
     #[test]
     fn failures_are_kept_for_readiness_until_a_write_succeeds() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
         assert_eq!(store.problem(), None);
         let holder = Connection::open(dir.path().join(FILE)).unwrap();
         holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
@@ -1148,24 +913,10 @@ mod tests {
         assert_eq!(store.problem(), None);
     }
 
-    #[test]
-    fn what_an_inventory_says_is_taken_only_for_clusters_the_store_does_not_know() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        store.set_suspended("edge", true).unwrap();
-        assert!(store.seed("edge", "r1", "sha256:e", "edge-profile", "2.0.0").unwrap());
-        let edge = store.cluster("edge").unwrap().unwrap();
-        assert_eq!((edge.digest.as_deref(), edge.cluster_revision.as_deref()), (Some("sha256:e"), Some("r1")));
-        assert!(edge.suspended, "kept");
-        store.record_applied("aws", &applied("r2")).unwrap();
-        assert!(!store.seed("aws", "r1", "sha256:old", "aws-profile", "1.0.0").unwrap());
-        assert_eq!(store.cluster("aws").unwrap().unwrap().digest.as_deref(), Some("sha256:a"));
-    }
-
     /// A state database with a few clusters and approvals, and enough drift rows after them
     /// that its last pages hold nothing else.
     fn filled(dir: &Path) {
-        let store = Store::open(dir).unwrap();
+        let store = SqliteStore::open(dir).unwrap();
         for name in ["aws", "edge", "lab"] {
             store.record_applied(name, &applied("r1")).unwrap();
         }
@@ -1196,10 +947,10 @@ mod tests {
             *b = 0x5a;
         }
         std::fs::write(&path, bytes).unwrap();
-        let Err(e) = Store::open(dir.path()) else { panic!("a corrupt file opened") };
+        let Err(e) = SqliteStore::open(dir.path()) else { panic!("a corrupt file opened") };
         assert_eq!(e.kind(), "corrupt");
         assert!(e.to_string().contains("strata recover-state"), "{e}");
-        let unusable = Store::unusable(dir.path(), &e);
+        let unusable = SqliteStore::unusable(dir.path(), &e);
         assert!(!unusable.usable() && unusable.clusters().is_err() && unusable.problem().is_some());
 
         let recovery = recover(dir.path()).unwrap();
@@ -1207,7 +958,7 @@ mod tests {
         assert!(moved.exists() && moved.to_string_lossy().contains("strata.db.corrupt-"));
         assert!(recovery.salvaged.contains(&("clusters", 3, true)), "{:?}", recovery.salvaged);
         assert!(recovery.salvaged.contains(&("approvals", 1, true)), "{:?}", recovery.salvaged);
-        let store = Store::open(dir.path()).unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
         assert!(store.cluster("edge").unwrap().unwrap().suspended);
         assert_eq!(store.approval("aws", "r2").unwrap().unwrap().approved_by, "alice");
         assert!(store.drift("lab").unwrap().is_empty(), "found again at the next check");
@@ -1218,10 +969,10 @@ mod tests {
     fn a_file_that_is_no_database_is_recovered_empty() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(FILE), vec![0xffu8; 3 * 4096]).unwrap();
-        assert_eq!(Store::open(dir.path()).err().map(|e| e.kind()), Some("corrupt"));
+        assert_eq!(SqliteStore::open(dir.path()).err().map(|e| e.kind()), Some("corrupt"));
         let recovery = recover(dir.path()).unwrap();
         assert!(recovery.salvaged.iter().all(|(_, rows, complete)| *rows == 0 && !complete), "{:?}", recovery.salvaged);
-        assert!(Store::open(dir.path()).unwrap().clusters().unwrap().is_empty());
+        assert!(SqliteStore::open(dir.path()).unwrap().clusters().unwrap().is_empty());
     }
 
     #[test]
@@ -1231,57 +982,5 @@ mod tests {
         assert!(matches!(lock(dir.path()), Err(LockError::Held { .. })));
         drop(held);
         lock(dir.path()).unwrap();
-    }
-
-    #[test]
-    fn rfc3339_dates() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_795_824_000 + 3661), "2026-11-28T01:01:01Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-    }
-
-    #[test]
-    fn the_outbox_coalesces_and_skips_what_was_delivered() {
-        use crate::report::{State, Status};
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let applying = Status::new("r1", "strata/a".into(), State::Pending, "applying", None);
-        let applied = Status::new("r1", "strata/a".into(), State::Success, "applied", None);
-        assert!(store.enqueue(&applying).unwrap());
-        assert!(store.enqueue(&applied).unwrap());
-        let due = store.due(now_ms(), 10).unwrap();
-        assert_eq!(due.len(), 1, "the newer state replaces the older");
-        assert_eq!(due[0].status.state, State::Success);
-        store.delivered(&applied).unwrap();
-        assert_eq!(store.outbox_len().unwrap(), 0);
-        assert!(!store.enqueue(&applied).unwrap(), "already on the forge");
-        assert!(store.enqueue(&applying).unwrap());
-        store.retry(&applying, now_ms() + 60_000, "503").unwrap();
-        assert!(store.due(now_ms(), 10).unwrap().is_empty());
-        assert!(store.next_due().unwrap().unwrap() > now_ms());
-    }
-
-    #[test]
-    fn a_pending_update_keeps_its_age_until_the_head_moves() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let mut p = Pending {
-            cluster: "c".into(),
-            base_revision: "r1".into(),
-            head_revision: "r2".into(),
-            hold: Hold::Window { window: "Sat 02:00-06:00 UTC".into() },
-            summary: String::new(),
-            diff: String::new(),
-            since: 100,
-        };
-        store.set_pending(&p).unwrap();
-        p.since = 200;
-        store.set_pending(&p).unwrap();
-        assert_eq!(store.pending("c").unwrap().unwrap().since, 100);
-        p.head_revision = "r3".into();
-        store.set_pending(&p).unwrap();
-        assert_eq!(store.pending("c").unwrap().unwrap().since, 200);
-        store.clear_pending("c").unwrap();
-        assert_eq!(store.pending("c").unwrap(), None);
     }
 }

@@ -1,0 +1,1311 @@
+//! The Kubernetes backend: the daemon's state in the management cluster, shared by replicas.
+//!
+//! ```text
+//!   per cluster: ClusterState <name> (strata.dev/v1, namespaced, status subresource)
+//!     spec     what people intend: suspended, approvals        written by any replica (API)
+//!     status   what strata found and did: applied revision,    written by the shard's owner
+//!              sync, health, pending update, drift, history,
+//!              objects, the commit-status outbox
+//!   fleet-wide: ConfigMap strata-state: the revision evaluated, meta, statuses naming no cluster
+//!
+//!   reads  ──> cache, fed by watches (relisted on 410 Gone); none are served before the first list
+//!   writes ──> the management thread: apply the change to the cached object, PUT it with the
+//!              resourceVersion it was read at; 409 Conflict: GET, apply the change again, PUT
+//! ```
+//!
+//! A change is a function applied to whatever the object holds when it is written, never a
+//! snapshot, so two replicas writing at once never lose each other's update; a change that
+//! changes nothing sends nothing. What is kept per ClusterState is bounded so it stays far from
+//! etcd's object size limit: the newest [`APPROVALS_KEPT`] approvals, [`DRIFT_KEPT`] drift
+//! findings (the count is always right), [`OBJECTS_KEPT`] objects, [`DELIVERED_PER_CLUSTER`]
+//! delivered statuses.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::future::Future;
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, ApiResource, DynamicObject, ObjectMeta, PostParams};
+use kube::core::{GroupVersionKind, TypeMeta};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+use super::{
+    Applied, Approval, ClusterState, DELIVERED_KEPT_SECS, DriftRow, Failures, FleetRow, HISTORY_KEPT, HistoryRow,
+    IntentListener, ObjectRow, Pending, Queued, Result, Store, StoreError, now, now_ms,
+};
+use crate::daemon::decide::Hold;
+use crate::daemon::management::{Failure, Management};
+use crate::daemon::metrics::KindLabel;
+use crate::daemon::state::{Health, RevisionState, Sync, Verdict};
+use crate::render::object::{FIELD_MANAGER, LABEL_MANAGED_BY};
+use crate::report::{State, Status as CommitStatus};
+
+pub const GROUP: &str = "strata.dev";
+pub const VERSION: &str = "v1";
+pub const KIND: &str = "ClusterState";
+pub const PLURAL: &str = "clusterstates";
+/// The ConfigMap holding what is fleet-wide.
+pub const GLOBAL: &str = "strata-state";
+
+pub const APPROVALS_KEPT: usize = 100;
+pub const DRIFT_KEPT: usize = 1000;
+pub const OBJECTS_KEPT: usize = 5000;
+pub const DELIVERED_PER_CLUSTER: usize = 100;
+
+/// A write gives up after this many conflicts in a row (another writer changing the object
+/// continuously), and a call after this long.
+const ATTEMPTS: usize = 10;
+const CALL_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a read waits for the first list before it fails.
+const SYNC_WAIT: Duration = Duration::from_secs(10);
+
+/// Whether a cluster's work is this process's (`None`: fleet-wide work): which queued statuses
+/// it delivers and which delivered ones it prunes.
+pub type Scope = Arc<dyn Fn(Option<&str>) -> bool + Send + std::marker::Sync>;
+
+// ---- what the objects hold (camelCase, as Kubernetes objects are written) ----
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Spec {
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    suspended: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    approvals: Vec<ApprovalDoc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ApprovalDoc {
+    revision: String,
+    by: String,
+    at: i64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusDoc {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    profile_revision: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cluster_revision: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    profile: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    applied_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sync: Option<Sync>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    health: Option<Health>,
+    #[serde(default)]
+    drifted: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    updated_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pending: Option<PendingDoc>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    drift: Vec<DriftDoc>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    history: Vec<HistoryDoc>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    objects: Vec<ObjectDoc>,
+    #[serde(default, skip_serializing_if = "Outbox::is_empty")]
+    outbox: Outbox,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PendingDoc {
+    base_revision: String,
+    head_revision: String,
+    hold: Hold,
+    summary: String,
+    diff: String,
+    since: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DriftDoc {
+    object: String,
+    path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    live: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    desired: Option<String>,
+    found_at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HistoryDoc {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    revision: Option<String>,
+    result: Sync,
+    summary: String,
+    at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ObjectDoc {
+    object: String,
+    layer: String,
+    action: String,
+}
+
+/// Commit statuses of one cluster (or of none, in the ConfigMap): queued and delivered.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Outbox {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    queued: Vec<QueuedDoc>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    delivered: Vec<DeliveredDoc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct QueuedDoc {
+    revision: String,
+    context: String,
+    state: String,
+    description: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    target_url: Option<String>,
+    created_at: i64,
+    attempts: u32,
+    next_attempt_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_error: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DeliveredDoc {
+    revision: String,
+    context: String,
+    state: String,
+    description: String,
+    at: i64,
+}
+
+/// What the strata-state ConfigMap holds, one JSON document per key.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Global {
+    revision: Option<RevisionState>,
+    meta: BTreeMap<String, String>,
+    outbox: Outbox,
+}
+
+impl Outbox {
+    fn is_empty(&self) -> bool {
+        self.queued.is_empty() && self.delivered.is_empty()
+    }
+
+    /// The SQLite backend's `enqueue`, on one cluster's statuses.
+    fn enqueue(&mut self, status: &CommitStatus, now: i64, now_ms: i64) -> bool {
+        let same = self.delivered.iter().any(|d| {
+            d.revision == status.revision
+                && d.context == status.context
+                && d.state == status.state.as_str()
+                && d.description == status.description
+        });
+        let at = self.queued.iter().position(|q| q.revision == status.revision && q.context == status.context);
+        if same {
+            if let Some(at) = at {
+                self.queued.remove(at);
+            }
+            return false;
+        }
+        let entry = QueuedDoc {
+            revision: status.revision.clone(),
+            context: status.context.clone(),
+            state: status.state.as_str().to_string(),
+            description: status.description.clone(),
+            target_url: status.target_url.clone(),
+            created_at: now,
+            attempts: 0,
+            next_attempt_ms: now_ms,
+            last_error: None,
+        };
+        match at {
+            // Replaced in place: it keeps its age in the queue.
+            Some(at) => self.queued[at] = QueuedDoc { created_at: self.queued[at].created_at, ..entry },
+            None => self.queued.push(entry),
+        }
+        true
+    }
+
+    fn delivered(&mut self, status: &CommitStatus, now: i64) {
+        self.queued.retain(|q| {
+            !(q.revision == status.revision
+                && q.context == status.context
+                && q.state == status.state.as_str()
+                && q.description == status.description)
+        });
+        self.delivered.retain(|d| !(d.revision == status.revision && d.context == status.context));
+        self.delivered.push(DeliveredDoc {
+            revision: status.revision.clone(),
+            context: status.context.clone(),
+            state: status.state.as_str().to_string(),
+            description: status.description.clone(),
+            at: now,
+        });
+        if self.delivered.len() > DELIVERED_PER_CLUSTER {
+            let excess = self.delivered.len() - DELIVERED_PER_CLUSTER;
+            self.delivered.drain(..excess);
+        }
+    }
+
+    fn retry(&mut self, status: &CommitStatus, next_ms: i64, error: &str) {
+        for q in self.queued.iter_mut().filter(|q| q.revision == status.revision && q.context == status.context) {
+            q.attempts += 1;
+            q.next_attempt_ms = next_ms;
+            q.last_error = Some(error.to_string());
+        }
+    }
+
+    /// Drops delivered statuses older than `cutoff` unless their revision is still run or held.
+    fn prune(&mut self, cutoff: i64, kept: &HashSet<String>) -> usize {
+        let before = self.delivered.len();
+        self.delivered.retain(|d| d.at >= cutoff || kept.contains(&d.revision));
+        before - self.delivered.len()
+    }
+
+    fn queued(&self) -> impl Iterator<Item = Queued> + '_ {
+        self.queued.iter().map(|q| Queued {
+            status: CommitStatus {
+                revision: q.revision.clone(),
+                context: q.context.clone(),
+                state: State::parse(&q.state).unwrap_or(State::Error),
+                description: q.description.clone(),
+                target_url: q.target_url.clone(),
+            },
+            attempts: q.attempts,
+        })
+    }
+}
+
+/// One ClusterState as last read or written.
+#[derive(Clone, Debug)]
+struct Doc {
+    metadata: ObjectMeta,
+    spec: Spec,
+    status: StatusDoc,
+}
+
+impl Doc {
+    fn resource_version(&self) -> &str {
+        self.metadata.resource_version.as_deref().unwrap_or("")
+    }
+
+    /// Whether the object stands for a cluster the daemon knows (applied, seeded, synced or
+    /// intended for), not just one holding statuses or objects for it.
+    fn known(&self) -> bool {
+        self.status.sync.is_some() || self.status.digest.is_some() || self.spec != Spec::default()
+    }
+
+    fn state(&self, name: &str) -> ClusterState {
+        let s = &self.status;
+        ClusterState {
+            name: name.to_string(),
+            profile_revision: s.profile_revision.clone(),
+            cluster_revision: s.cluster_revision.clone(),
+            digest: s.digest.clone(),
+            profile: s.profile.clone(),
+            version: s.version.clone(),
+            applied_at: s.applied_at,
+            sync: s.sync.unwrap_or(Sync::New),
+            message: s.message.clone(),
+            health: s.health,
+            drifted: s.drifted,
+            suspended: self.spec.suspended,
+        }
+    }
+
+    fn pending(&self, name: &str) -> Option<Pending> {
+        self.status.pending.as_ref().map(|p| Pending {
+            cluster: name.to_string(),
+            base_revision: p.base_revision.clone(),
+            head_revision: p.head_revision.clone(),
+            hold: p.hold.clone(),
+            summary: p.summary.clone(),
+            diff: p.diff.clone(),
+            since: p.since,
+        })
+    }
+}
+
+/// Whether resourceVersion `a` is at least as new as `b`. They are opaque by the API's contract;
+/// every API server in use counts them up, and when one does not, the newest event wins.
+fn not_older(a: &str, b: &str) -> bool {
+    match (a.parse::<u64>(), b.parse::<u64>()) {
+        (Ok(a), Ok(b)) => a >= b,
+        _ => true,
+    }
+}
+
+#[derive(Default)]
+struct Cache {
+    docs: BTreeMap<String, Doc>,
+    /// The ConfigMap's resourceVersion (`None`: it does not exist yet) and what it holds.
+    global: (Option<String>, Global),
+    /// Both first lists are in: reads may be served.
+    synced: (bool, bool),
+}
+
+struct Inner {
+    mgmt: Arc<Management>,
+    states: Api<DynamicObject>,
+    configmaps: Api<ConfigMap>,
+    cache: RwLock<Cache>,
+    synced: (Mutex<bool>, Condvar),
+    failures: Failures,
+    scope: Scope,
+    listener: Mutex<Option<IntentListener>>,
+}
+
+/// The state in the management cluster; see the module comment.
+pub struct KubeStore {
+    inner: Arc<Inner>,
+}
+
+fn resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(GROUP, VERSION, KIND), PLURAL)
+}
+
+fn decode(object: DynamicObject) -> Option<(String, Doc)> {
+    let name = object.metadata.name.clone()?;
+    let part = |key: &str| object.data.get(key).cloned().unwrap_or(serde_json::Value::Null);
+    let spec = match part("spec") {
+        serde_json::Value::Null => Spec::default(),
+        value => serde_json::from_value(value).unwrap_or_else(|e| {
+            warn!(cluster = %name, error = %e, "ClusterState spec unreadable; taken as empty.");
+            Spec::default()
+        }),
+    };
+    let status = match part("status") {
+        serde_json::Value::Null => StatusDoc::default(),
+        value => serde_json::from_value(value).unwrap_or_else(|e| {
+            warn!(cluster = %name, error = %e, "ClusterState status unreadable; taken as empty and derived again.");
+            StatusDoc::default()
+        }),
+    };
+    Some((name, Doc { metadata: object.metadata, spec, status }))
+}
+
+fn decode_global(map: &ConfigMap) -> Global {
+    let data = map.data.clone().unwrap_or_default();
+    fn part<T: serde::de::DeserializeOwned + Default>(data: &BTreeMap<String, String>, key: &str) -> T {
+        match data.get(key) {
+            None => T::default(),
+            Some(text) => serde_json::from_str(text).unwrap_or_else(|e| {
+                warn!(key, error = %e, "ConfigMap {GLOBAL}: a key is unreadable; taken as empty.");
+                T::default()
+            }),
+        }
+    }
+    Global { revision: part(&data, "revision"), meta: part(&data, "meta"), outbox: part(&data, "outbox") }
+}
+
+fn encode_global(global: &Global, mut data: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let json = |value: serde_json::Result<String>| value.expect("state serialises");
+    data.insert("revision".into(), json(serde_json::to_string(&global.revision)));
+    data.insert("meta".into(), json(serde_json::to_string(&global.meta)));
+    data.insert("outbox".into(), json(serde_json::to_string(&global.outbox)));
+    data
+}
+
+fn labels() -> BTreeMap<String, String> {
+    BTreeMap::from([(LABEL_MANAGED_BY.to_string(), FIELD_MANAGER.to_string())])
+}
+
+/// The cluster a commit status context names (`strata/<cluster>`), if it names one.
+fn cluster_of(context: &str) -> Option<&str> {
+    context.strip_prefix("strata/").filter(|c| crate::render::names::is_dns1123_label(c))
+}
+
+fn store_error(object: &str, kind: &'static str, message: impl Into<String>) -> StoreError {
+    StoreError::Kubernetes { object: object.to_string(), kind, message: message.into() }
+}
+
+fn api_error(object: &str, e: &kube::Error) -> StoreError {
+    let failure = Failure::of(e);
+    let message = if failure.kind == "missing" && object.starts_with(KIND) {
+        format!("{} — is the ClusterState CRD installed? kubectl apply -f deploy/kubernetes/crd.yaml", failure.message)
+    } else {
+        failure.message
+    };
+    store_error(object, failure.kind, message)
+}
+
+/// Which part of a ClusterState a write changes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// What people intend: written through the main resource.
+    Spec,
+    /// What strata found and did: written through the status subresource.
+    Status,
+}
+
+impl Inner {
+    fn object(&self, name: &str) -> String {
+        format!("{KIND} {}/{name}", self.mgmt.namespace)
+    }
+
+    /// Puts an object read or written into the cache, unless the cache already has a newer one,
+    /// and tells the listener when someone else changed its spec.
+    fn put(&self, object: DynamicObject, from_watch: bool) {
+        let Some((name, doc)) = decode(object) else { return };
+        let changed_intent = {
+            let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+            let old = cache.docs.get(&name);
+            if old.is_some_and(|old| !not_older(doc.resource_version(), old.resource_version())) {
+                return;
+            }
+            let changed = match old {
+                Some(old) => old.spec != doc.spec,
+                None => doc.spec != Spec::default(),
+            };
+            cache.docs.insert(name.clone(), doc);
+            changed
+        };
+        if changed_intent && from_watch {
+            self.tell(&name);
+        }
+    }
+
+    fn tell(&self, name: &str) {
+        if let Some(listener) = self.listener.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            listener(name);
+        }
+    }
+
+    fn mark_synced(&self, states: bool) {
+        let done = {
+            let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+            if states {
+                cache.synced.0 = true;
+            } else {
+                cache.synced.1 = true;
+            }
+            cache.synced.0 && cache.synced.1
+        };
+        if done {
+            *self.synced.0.lock().unwrap_or_else(|p| p.into_inner()) = true;
+            self.synced.1.notify_all();
+        }
+    }
+
+    /// Keeps the ClusterState cache equal to the API server's, for as long as the process runs.
+    async fn watch_states(self: Arc<Self>) {
+        let mut events = watcher::watcher(self.states.clone(), watcher::Config::default()).default_backoff().boxed();
+        let mut listing: Option<BTreeMap<String, Doc>> = None;
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(Event::Init) => listing = Some(BTreeMap::new()),
+                Ok(Event::InitApply(object)) => {
+                    if let (Some(listing), Some((name, doc))) = (listing.as_mut(), decode(object)) {
+                        listing.insert(name, doc);
+                    }
+                }
+                Ok(Event::InitDone) => {
+                    let Some(listed) = listing.take() else { continue };
+                    let changed: Vec<String> = {
+                        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+                        let changed = listed
+                            .iter()
+                            .filter(|(name, doc)| cache.docs.get(*name).is_some_and(|old| old.spec != doc.spec))
+                            .map(|(name, _)| name.clone())
+                            .collect();
+                        // A write answered while the list was read may be newer than what was listed.
+                        let mut merged = listed;
+                        for (name, doc) in std::mem::take(&mut cache.docs) {
+                            match merged.get(&name) {
+                                Some(listed) if !not_older(listed.resource_version(), doc.resource_version()) => {
+                                    merged.insert(name, doc);
+                                }
+                                _ => {}
+                            }
+                        }
+                        cache.docs = merged;
+                        changed
+                    };
+                    self.mark_synced(true);
+                    for name in changed {
+                        self.tell(&name);
+                    }
+                }
+                Ok(Event::Apply(object)) => self.put(object, true),
+                Ok(Event::Delete(object)) => {
+                    if let Some(name) = object.metadata.name {
+                        self.cache.write().unwrap_or_else(|p| p.into_inner()).docs.remove(&name);
+                    }
+                }
+                Err(e) => {
+                    let error =
+                        store_error(&format!("{KIND}s in {}", self.mgmt.namespace), "unreachable", e.to_string());
+                    self.failures.note(&Err::<(), _>(error), false);
+                }
+            }
+        }
+    }
+
+    /// Keeps the strata-state ConfigMap in the cache.
+    async fn watch_global(self: Arc<Self>) {
+        let config = watcher::Config::default().fields(&format!("metadata.name={GLOBAL}"));
+        let mut events = watcher::watcher(self.configmaps.clone(), config).default_backoff().boxed();
+        let mut listed: Option<Option<ConfigMap>> = None;
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(Event::Init) => listed = Some(None),
+                Ok(Event::InitApply(map)) => listed = Some(Some(map)),
+                Ok(Event::InitDone) => {
+                    if let Some(map) = listed.take() {
+                        match map {
+                            Some(map) => self.put_global(&map),
+                            None => self.cache.write().unwrap_or_else(|p| p.into_inner()).global = Default::default(),
+                        }
+                    }
+                    self.mark_synced(false);
+                }
+                Ok(Event::Apply(map)) => self.put_global(&map),
+                Ok(Event::Delete(_)) => {
+                    self.cache.write().unwrap_or_else(|p| p.into_inner()).global = Default::default()
+                }
+                Err(e) => {
+                    let error = store_error(
+                        &format!("ConfigMap {}/{GLOBAL}", self.mgmt.namespace),
+                        "unreachable",
+                        e.to_string(),
+                    );
+                    self.failures.note(&Err::<(), _>(error), false);
+                }
+            }
+        }
+    }
+
+    fn put_global(&self, map: &ConfigMap) {
+        let version = map.metadata.resource_version.clone();
+        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+        if let (Some(new), Some(old)) = (&version, &cache.global.0)
+            && !not_older(new, old)
+        {
+            return;
+        }
+        cache.global = (version, decode_global(map));
+    }
+
+    async fn refresh(&self, name: &str) -> Result<()> {
+        match self.states.get_opt(name).await {
+            Ok(Some(object)) => {
+                // Taken whatever the cache says: it is what the server holds now.
+                if let Some((name, doc)) = decode(object) {
+                    self.cache.write().unwrap_or_else(|p| p.into_inner()).docs.insert(name, doc);
+                }
+                Ok(())
+            }
+            Ok(None) => {
+                self.cache.write().unwrap_or_else(|p| p.into_inner()).docs.remove(name);
+                Ok(())
+            }
+            Err(e) => Err(api_error(&self.object(name), &e)),
+        }
+    }
+
+    /// Applies `change` to the ClusterState `name` as the server holds it and writes `part`,
+    /// retrying on conflicts; creates the object when the change makes something of nothing.
+    async fn write_doc<R>(
+        &self,
+        name: &str,
+        part: Part,
+        mut change: impl FnMut(&mut Spec, &mut StatusDoc) -> R,
+    ) -> Result<R> {
+        let object = self.object(name);
+        if !crate::render::names::is_dns1123_label(name) {
+            return Err(store_error(&object, "rejected", "not a cluster name (a DNS label)"));
+        }
+        let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };
+        for _ in 0..ATTEMPTS {
+            let base = self.cache.read().unwrap_or_else(|p| p.into_inner()).docs.get(name).cloned();
+            let (mut spec, mut status) = base.as_ref().map(|d| (d.spec.clone(), d.status.clone())).unwrap_or_default();
+            let result = change(&mut spec, &mut status);
+            let unchanged = match (&base, part) {
+                (Some(base), Part::Spec) => base.spec == spec,
+                (Some(base), Part::Status) => base.status == status,
+                (None, _) => spec == Spec::default() && status == StatusDoc::default(),
+            };
+            if unchanged {
+                return Ok(result);
+            }
+            let Some(base) = base else {
+                // Status is dropped on create (it has a subresource of its own): create, then write it.
+                let created = DynamicObject {
+                    types: Some(TypeMeta { api_version: format!("{GROUP}/{VERSION}"), kind: KIND.into() }),
+                    metadata: ObjectMeta { name: Some(name.into()), labels: Some(labels()), ..ObjectMeta::default() },
+                    data: serde_json::json!({ "spec": if part == Part::Spec { spec.clone() } else { Spec::default() } }),
+                };
+                match self.states.create(&params, &created).await {
+                    Ok(object) => self.put(object, false),
+                    Err(e) if Failure::is(&e, 409) => self.refresh(name).await?,
+                    Err(e) => return Err(api_error(&object, &e)),
+                }
+                continue;
+            };
+            let body = DynamicObject {
+                types: Some(TypeMeta { api_version: format!("{GROUP}/{VERSION}"), kind: KIND.into() }),
+                metadata: base.metadata.clone(),
+                data: serde_json::json!({ "spec": spec, "status": status }),
+            };
+            let sent = match part {
+                Part::Spec => self.states.replace(name, &params, &body).await,
+                Part::Status => self.states.replace_status(name, &params, &body).await,
+            };
+            match sent {
+                Ok(object) => {
+                    self.put(object, false);
+                    return Ok(result);
+                }
+                // Someone else wrote it since it was read: read it again, change it again.
+                Err(e) if Failure::is(&e, 409) || Failure::is(&e, 404) => self.refresh(name).await?,
+                Err(e) => return Err(api_error(&object, &e)),
+            }
+        }
+        Err(store_error(
+            &object,
+            "conflict",
+            format!("still conflicting after {ATTEMPTS} attempts: another writer changes it continuously"),
+        ))
+    }
+
+    /// As [`Inner::write_doc`], for the strata-state ConfigMap.
+    async fn write_global<R>(&self, mut change: impl FnMut(&mut Global) -> R) -> Result<R> {
+        let object = format!("ConfigMap {}/{GLOBAL}", self.mgmt.namespace);
+        let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };
+        for _ in 0..ATTEMPTS {
+            let (version, mut global) = self.cache.read().unwrap_or_else(|p| p.into_inner()).global.clone();
+            let before = global.clone();
+            let result = change(&mut global);
+            if global == before {
+                return Ok(result);
+            }
+            let sent = match &version {
+                None => {
+                    let map = ConfigMap {
+                        metadata: ObjectMeta {
+                            name: Some(GLOBAL.into()),
+                            labels: Some(labels()),
+                            ..ObjectMeta::default()
+                        },
+                        data: Some(encode_global(&global, BTreeMap::new())),
+                        ..ConfigMap::default()
+                    };
+                    self.configmaps.create(&params, &map).await
+                }
+                Some(version) => {
+                    let current = self.configmaps.get_opt(GLOBAL).await.ok().flatten();
+                    // Keys someone else keeps in the ConfigMap stay.
+                    let others = current.and_then(|c| c.data).unwrap_or_default();
+                    let map = ConfigMap {
+                        metadata: ObjectMeta {
+                            name: Some(GLOBAL.into()),
+                            labels: Some(labels()),
+                            resource_version: Some(version.clone()),
+                            ..ObjectMeta::default()
+                        },
+                        data: Some(encode_global(&global, others)),
+                        ..ConfigMap::default()
+                    };
+                    self.configmaps.replace(GLOBAL, &params, &map).await
+                }
+            };
+            match sent {
+                Ok(map) => {
+                    self.put_global(&map);
+                    return Ok(result);
+                }
+                Err(e) if Failure::is(&e, 409) || Failure::is(&e, 404) => match self.configmaps.get_opt(GLOBAL).await {
+                    Ok(Some(map)) => {
+                        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+                        cache.global = (map.metadata.resource_version.clone(), decode_global(&map));
+                    }
+                    Ok(None) => self.cache.write().unwrap_or_else(|p| p.into_inner()).global = Default::default(),
+                    Err(e) => return Err(api_error(&object, &e)),
+                },
+                Err(e) => return Err(api_error(&object, &e)),
+            }
+        }
+        Err(store_error(
+            &object,
+            "conflict",
+            format!("still conflicting after {ATTEMPTS} attempts: another writer changes it continuously"),
+        ))
+    }
+}
+
+impl KubeStore {
+    /// Starts watching the state in `mgmt`'s namespace and waits (at most 30 s) for the first
+    /// lists; until they are in, reads fail (`unsynced`) and the daemon decides nothing.
+    pub fn open(mgmt: Arc<Management>, scope: Scope) -> KubeStore {
+        let inner = Arc::new(Inner {
+            states: Api::namespaced_with(mgmt.client.clone(), &mgmt.namespace, &resource()),
+            configmaps: mgmt.api(),
+            mgmt: mgmt.clone(),
+            cache: RwLock::new(Cache::default()),
+            synced: (Mutex::new(false), Condvar::new()),
+            failures: Failures::default(),
+            scope,
+            listener: Mutex::new(None),
+        });
+        mgmt.spawn(inner.clone().watch_states());
+        mgmt.spawn(inner.clone().watch_global());
+        let store = KubeStore { inner };
+        if let Err(e) = store.wait_synced(Duration::from_secs(30)) {
+            store.inner.failures.note(&Err::<(), _>(e), false);
+        }
+        store
+    }
+
+    fn wait_synced(&self, limit: Duration) -> Result<()> {
+        let (lock, ready) = &self.inner.synced;
+        let guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let (synced, _) = ready.wait_timeout_while(guard, limit, |synced| !*synced).unwrap_or_else(|p| p.into_inner());
+        if *synced {
+            return Ok(());
+        }
+        Err(store_error(
+            &format!("{KIND}s in {}", self.inner.mgmt.namespace),
+            "unsynced",
+            "not read yet: the daemon decides nothing until it has the shared state (is the API server reachable, the CRD installed, the Role bound?)",
+        ))
+    }
+
+    /// Reads from the cache, once it holds the first lists.
+    fn read<T>(&self, f: impl FnOnce(&Cache) -> T) -> Result<T> {
+        let result =
+            self.wait_synced(SYNC_WAIT).map(|()| f(&self.inner.cache.read().unwrap_or_else(|p| p.into_inner())));
+        if result.is_err() {
+            self.inner.failures.note(&result, false);
+        }
+        result
+    }
+
+    fn doc<T>(&self, name: &str, f: impl FnOnce(Option<&Doc>) -> T) -> Result<T> {
+        self.read(|cache| f(cache.docs.get(name)))
+    }
+
+    fn global<T>(&self, f: impl FnOnce(&Global) -> T) -> Result<T> {
+        self.read(|cache| f(&cache.global.1))
+    }
+
+    fn call<R: Send + 'static>(
+        &self,
+        object: String,
+        work: impl Future<Output = Result<R>> + Send + 'static,
+    ) -> Result<R> {
+        let result = self.wait_synced(SYNC_WAIT).and_then(|()| {
+            self.inner.mgmt.call(CALL_TIMEOUT, work).unwrap_or_else(|| {
+                Err(store_error(&object, "unreachable", format!("no answer within {}s", CALL_TIMEOUT.as_secs())))
+            })
+        });
+        self.inner.failures.note(&result, true);
+        result
+    }
+
+    fn update<R: Send + 'static>(
+        &self,
+        name: &str,
+        part: Part,
+        change: impl FnMut(&mut Spec, &mut StatusDoc) -> R + Send + 'static,
+    ) -> Result<R> {
+        let (inner, owned) = (self.inner.clone(), name.to_string());
+        self.call(self.inner.object(name), async move { inner.write_doc(&owned, part, change).await })
+    }
+
+    fn update_status<R: Send + 'static>(
+        &self,
+        name: &str,
+        mut change: impl FnMut(&mut StatusDoc) -> R + Send + 'static,
+    ) -> Result<R> {
+        self.update(name, Part::Status, move |_, status| change(status))
+    }
+
+    fn update_spec<R: Send + 'static>(
+        &self,
+        name: &str,
+        mut change: impl FnMut(&mut Spec) -> R + Send + 'static,
+    ) -> Result<R> {
+        self.update(name, Part::Spec, move |spec, _| change(spec))
+    }
+
+    fn update_global<R: Send + 'static>(&self, change: impl FnMut(&mut Global) -> R + Send + 'static) -> Result<R> {
+        let inner = self.inner.clone();
+        self.call(format!("ConfigMap {}/{GLOBAL}", self.inner.mgmt.namespace), async move {
+            inner.write_global(change).await
+        })
+    }
+
+    /// Changes the outbox a status belongs to: its cluster's, or the fleet-wide one.
+    fn update_outbox<R: Send + 'static>(
+        &self,
+        context: &str,
+        mut change: impl FnMut(&mut Outbox) -> R + Send + 'static,
+    ) -> Result<R> {
+        match cluster_of(context) {
+            Some(cluster) => self.update_status(cluster, move |status| change(&mut status.outbox)),
+            None => self.update_global(move |global| change(&mut global.outbox)),
+        }
+    }
+
+    /// The outboxes this process delivers from.
+    fn in_scope<T>(&self, f: impl Fn(&Outbox) -> Vec<T>) -> Result<Vec<T>> {
+        let scope = self.inner.scope.clone();
+        self.read(|cache| {
+            let mut all: Vec<T> = Vec::new();
+            for (name, doc) in &cache.docs {
+                if scope(Some(name)) {
+                    all.extend(f(&doc.status.outbox));
+                }
+            }
+            if scope(None) {
+                all.extend(f(&cache.global.1.outbox));
+            }
+            all
+        })
+    }
+}
+
+fn add_history(status: &mut StatusDoc, revision: Option<&str>, result: Sync, summary: &str, at: i64) {
+    status.history.push(HistoryDoc {
+        revision: revision.map(str::to_string),
+        result,
+        summary: summary.to_string(),
+        at,
+    });
+    if status.history.len() > HISTORY_KEPT {
+        let excess = status.history.len() - HISTORY_KEPT;
+        status.history.drain(..excess);
+    }
+}
+
+impl Store for KubeStore {
+    fn location(&self) -> String {
+        format!("{KIND} objects and ConfigMap {GLOBAL} in namespace {}", self.inner.mgmt.namespace)
+    }
+
+    fn problem(&self) -> Option<String> {
+        self.inner.failures.problem()
+    }
+
+    fn usable(&self) -> bool {
+        self.inner.failures.usable()
+    }
+
+    fn error_counter(&self) -> Family<KindLabel, Counter> {
+        self.inner.failures.counter()
+    }
+
+    fn probe(&self) -> Result<()> {
+        // Reads the object back from the server: a write that changes nothing sends nothing.
+        let inner = self.inner.clone();
+        self.call(format!("ConfigMap {}/{GLOBAL}", self.inner.mgmt.namespace), async move {
+            inner
+                .configmaps
+                .get_opt(GLOBAL)
+                .await
+                .map(|_| ())
+                .map_err(|e| api_error(&format!("ConfigMap {GLOBAL}"), &e))
+        })
+    }
+
+    fn on_intent(&self, listener: IntentListener) {
+        *self.inner.listener.lock().unwrap_or_else(|p| p.into_inner()) = Some(listener);
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<String>> {
+        self.global(|g| g.meta.get(key).cloned())
+    }
+
+    fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        let (key, value) = (key.to_string(), value.to_string());
+        self.update_global(move |g| {
+            g.meta.insert(key.clone(), value.clone());
+        })
+    }
+
+    fn revision(&self) -> Result<Option<RevisionState>> {
+        self.global(|g| g.revision.clone())
+    }
+
+    /// Every replica evaluates the same heads: the first to record one writes it, the others
+    /// find it there and write nothing (`at` is when it was first evaluated).
+    fn set_revision(&self, head: &str, verdict: Verdict, message: Option<&str>) -> Result<()> {
+        let (head, message) = (head.to_string(), message.map(str::to_string));
+        let at = now();
+        self.update_global(move |g| {
+            let last_good = match verdict {
+                Verdict::Loaded => Some(head.clone()),
+                Verdict::Rejected => g.revision.as_ref().and_then(|r| r.last_good.clone()),
+            };
+            let same = g.revision.as_ref().is_some_and(|r| {
+                r.head == head && r.verdict == verdict && r.message == message && r.last_good == last_good
+            });
+            if !same {
+                g.revision =
+                    Some(RevisionState { head: head.clone(), verdict, message: message.clone(), at, last_good });
+            }
+        })
+    }
+
+    fn cluster(&self, name: &str) -> Result<Option<ClusterState>> {
+        self.doc(name, |d| d.filter(|d| d.known()).map(|d| d.state(name)))
+    }
+
+    fn clusters(&self) -> Result<Vec<ClusterState>> {
+        self.read(|cache| cache.docs.iter().filter(|(_, d)| d.known()).map(|(name, d)| d.state(name)).collect())
+    }
+
+    fn record_applied(&self, name: &str, applied: &Applied) -> Result<()> {
+        let at = now();
+        let owned = |s: Option<&str>| s.map(str::to_string);
+        let (profile_revision, cluster_revision) = (owned(applied.profile_revision), owned(applied.cluster_revision));
+        let (digest, profile, version, summary) = (
+            applied.digest.to_string(),
+            applied.profile.to_string(),
+            applied.version.to_string(),
+            applied.summary.to_string(),
+        );
+        let (sync, health) = (applied.sync, applied.health);
+        self.update_status(name, move |s| {
+            s.profile_revision = profile_revision.clone();
+            s.cluster_revision = cluster_revision.clone();
+            s.digest = Some(digest.clone());
+            s.profile = Some(profile.clone());
+            s.version = Some(version.clone());
+            s.applied_at = Some(at);
+            s.sync = Some(sync);
+            s.message = Some(summary.clone());
+            s.health = Some(health);
+            s.updated_at = Some(at);
+            add_history(s, cluster_revision.as_deref(), sync, &summary, at);
+        })
+    }
+
+    fn seed(&self, name: &str, revision: &str, digest: &str, profile: &str, version: &str) -> Result<bool> {
+        let known = self.doc(name, |d| d.is_some_and(Doc::known))?;
+        let (revision, digest, profile, version) =
+            (revision.to_string(), digest.to_string(), profile.to_string(), version.to_string());
+        let at = now();
+        self.update_status(name, move |s| {
+            if s.digest.is_some() {
+                return false;
+            }
+            if !known && s.sync.is_none() {
+                s.sync = Some(Sync::Applied);
+                s.message = Some("taken from the cluster's inventory".into());
+            }
+            s.profile_revision = Some(revision.clone());
+            s.cluster_revision = Some(revision.clone());
+            s.digest = Some(digest.clone());
+            s.profile = Some(profile.clone());
+            s.version = Some(version.clone());
+            s.updated_at = Some(at);
+            true
+        })
+    }
+
+    fn set_sync(&self, name: &str, sync: Sync, message: Option<&str>, revision: Option<&str>) -> Result<()> {
+        let (message, revision) = (message.map(str::to_string), revision.map(str::to_string));
+        let at = now();
+        self.update_status(name, move |s| {
+            s.sync = Some(sync);
+            s.message = message.clone();
+            s.updated_at = Some(at);
+            if matches!(sync, Sync::Failed | Sync::Removed | Sync::Error) {
+                add_history(s, revision.as_deref(), sync, message.as_deref().unwrap_or(""), at);
+            }
+        })
+    }
+
+    fn set_suspended(&self, name: &str, suspended: bool) -> Result<()> {
+        self.update_spec(name, move |spec| spec.suspended = suspended)
+    }
+
+    fn set_objects(&self, cluster: &str, objects: &[ObjectRow]) -> Result<()> {
+        let objects: Vec<ObjectDoc> = objects
+            .iter()
+            .take(OBJECTS_KEPT)
+            .map(|(object, layer, action)| ObjectDoc {
+                object: object.clone(),
+                layer: layer.clone(),
+                action: action.clone(),
+            })
+            .collect();
+        self.update_status(cluster, move |s| s.objects = objects.clone())
+    }
+
+    fn objects(&self, cluster: &str) -> Result<Vec<ObjectRow>> {
+        self.doc(cluster, |d| {
+            d.map(|d| d.status.objects.iter().map(|o| (o.object.clone(), o.layer.clone(), o.action.clone())).collect())
+                .unwrap_or_default()
+        })
+    }
+
+    fn fleet(&self) -> Result<Vec<FleetRow>> {
+        self.read(|cache| {
+            cache.docs.iter().filter(|(_, d)| d.known()).map(|(name, d)| (d.state(name), d.pending(name))).collect()
+        })
+    }
+
+    fn pending(&self, cluster: &str) -> Result<Option<Pending>> {
+        self.doc(cluster, |d| d.and_then(|d| d.pending(cluster)))
+    }
+
+    fn set_pending(&self, p: &Pending) -> Result<()> {
+        let p = p.clone();
+        self.update_status(&p.cluster.clone(), move |s| {
+            let since = match &s.pending {
+                Some(old) if old.head_revision == p.head_revision => old.since,
+                _ => p.since,
+            };
+            s.pending = Some(PendingDoc {
+                base_revision: p.base_revision.clone(),
+                head_revision: p.head_revision.clone(),
+                hold: p.hold.clone(),
+                summary: p.summary.clone(),
+                diff: p.diff.clone(),
+                since,
+            });
+        })
+    }
+
+    fn clear_pending(&self, cluster: &str) -> Result<()> {
+        if self.doc(cluster, |d| d.is_none_or(|d| d.status.pending.is_none()))? {
+            return Ok(());
+        }
+        self.update_status(cluster, |s| s.pending = None)
+    }
+
+    fn pending_count(&self) -> Result<i64> {
+        self.read(|cache| cache.docs.values().filter(|d| d.status.pending.is_some()).count() as i64)
+    }
+
+    fn approve(&self, cluster: &str, revision: &str, by: &str) -> Result<Approval> {
+        let approval =
+            Approval { cluster: cluster.into(), revision: revision.into(), approved_by: by.into(), approved_at: now() };
+        let doc = ApprovalDoc { revision: revision.into(), by: by.into(), at: approval.approved_at };
+        self.update_spec(cluster, move |spec| {
+            spec.approvals.push(doc.clone());
+            if spec.approvals.len() > APPROVALS_KEPT {
+                let excess = spec.approvals.len() - APPROVALS_KEPT;
+                spec.approvals.drain(..excess);
+            }
+        })?;
+        Ok(approval)
+    }
+
+    fn approval(&self, cluster: &str, revision: &str) -> Result<Option<Approval>> {
+        Ok(self.approvals(cluster)?.into_iter().rev().find(|a| a.revision == revision))
+    }
+
+    fn approvals(&self, cluster: &str) -> Result<Vec<Approval>> {
+        self.doc(cluster, |d| {
+            d.map(|d| {
+                d.spec
+                    .approvals
+                    .iter()
+                    .map(|a| Approval {
+                        cluster: cluster.to_string(),
+                        revision: a.revision.clone(),
+                        approved_by: a.by.clone(),
+                        approved_at: a.at,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+        })
+    }
+
+    fn set_drift(&self, cluster: &str, findings: &[DriftRow]) -> Result<()> {
+        let mut rows: Vec<DriftDoc> = findings
+            .iter()
+            .map(|f| DriftDoc {
+                object: f.object.clone(),
+                path: f.path.clone(),
+                live: f.live.clone(),
+                desired: f.desired.clone(),
+                found_at: f.found_at,
+            })
+            .collect();
+        rows.sort_by(|a, b| (&a.object, &a.path).cmp(&(&b.object, &b.path)));
+        rows.truncate(DRIFT_KEPT);
+        let count = findings.len() as i64;
+        self.update_status(cluster, move |s| {
+            s.drift = rows.clone();
+            s.drifted = count;
+        })
+    }
+
+    fn drift(&self, cluster: &str) -> Result<Vec<DriftRow>> {
+        self.doc(cluster, |d| {
+            d.map(|d| {
+                d.status
+                    .drift
+                    .iter()
+                    .map(|f| DriftRow {
+                        object: f.object.clone(),
+                        path: f.path.clone(),
+                        live: f.live.clone(),
+                        desired: f.desired.clone(),
+                        found_at: f.found_at,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+        })
+    }
+
+    fn enqueue(&self, status: &CommitStatus) -> Result<bool> {
+        let (status, at, at_ms) = (status.clone(), now(), now_ms());
+        self.update_outbox(&status.context.clone(), move |outbox| outbox.enqueue(&status, at, at_ms))
+    }
+
+    fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<Queued>> {
+        let mut due: Vec<(i64, Queued)> = self.in_scope(|outbox| {
+            outbox
+                .queued
+                .iter()
+                .zip(outbox.queued())
+                .filter(|(q, _)| q.next_attempt_ms <= now_ms)
+                .map(|(q, queued)| (q.created_at, queued))
+                .collect()
+        })?;
+        due.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.status.context.cmp(&b.1.status.context)));
+        Ok(due.into_iter().take(limit).map(|(_, q)| q).collect())
+    }
+
+    fn next_due(&self) -> Result<Option<i64>> {
+        Ok(self.in_scope(|outbox| outbox.queued.iter().map(|q| q.next_attempt_ms).collect())?.into_iter().min())
+    }
+
+    fn outbox_len(&self) -> Result<i64> {
+        Ok(self.in_scope(|outbox| vec![outbox.queued.len() as i64])?.iter().sum())
+    }
+
+    fn delivered(&self, status: &CommitStatus) -> Result<()> {
+        let (status, at) = (status.clone(), now());
+        self.update_outbox(&status.context.clone(), move |outbox| outbox.delivered(&status, at))
+    }
+
+    fn retry(&self, status: &CommitStatus, next_ms: i64, error: &str) -> Result<()> {
+        let (status, error) = (status.clone(), error.to_string());
+        self.update_outbox(&status.context.clone(), move |outbox| outbox.retry(&status, next_ms, &error))
+    }
+
+    fn history(&self, cluster: &str, limit: usize) -> Result<Vec<HistoryRow>> {
+        self.doc(cluster, |d| {
+            d.map(|d| {
+                d.status
+                    .history
+                    .iter()
+                    .rev()
+                    .take(limit)
+                    .map(|h| HistoryRow {
+                        revision: h.revision.clone(),
+                        result: h.result,
+                        summary: h.summary.clone(),
+                        at: h.at,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+        })
+    }
+
+    fn prune_delivered(&self, now: i64) -> Result<usize> {
+        let cutoff = now - DELIVERED_KEPT_SECS;
+        let scope = self.inner.scope.clone();
+        // Revisions some cluster runs or holds, and the outboxes with something to forget.
+        let (kept, stale, global_stale): (HashSet<String>, BTreeSet<String>, bool) = self.read(|cache| {
+            let kept: HashSet<String> = cache
+                .docs
+                .values()
+                .flat_map(|d| {
+                    [d.status.cluster_revision.clone(), d.status.pending.as_ref().map(|p| p.head_revision.clone())]
+                })
+                .flatten()
+                .collect();
+            let old = |outbox: &Outbox| outbox.delivered.iter().any(|d| d.at < cutoff && !kept.contains(&d.revision));
+            let stale = cache
+                .docs
+                .iter()
+                .filter(|(name, d)| scope(Some(name)) && old(&d.status.outbox))
+                .map(|(name, _)| name.clone())
+                .collect();
+            let global_stale = scope(None) && old(&cache.global.1.outbox);
+            (kept, stale, global_stale)
+        })?;
+        let kept = Arc::new(kept);
+        let mut pruned = 0;
+        for name in stale {
+            let kept = kept.clone();
+            pruned += self.update_status(&name, move |s| s.outbox.prune(cutoff, &kept))?;
+        }
+        if global_stale {
+            pruned += self.update_global(move |g| g.outbox.prune(cutoff, &kept))?;
+        }
+        Ok(pruned)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(revision: &str, state: State, description: &str) -> CommitStatus {
+        CommitStatus::new(revision, "strata/a".into(), state, description, None)
+    }
+
+    #[test]
+    fn an_outbox_coalesces_keeps_its_age_and_bounds_what_it_remembers() {
+        let mut outbox = Outbox::default();
+        assert!(outbox.enqueue(&status("r1", State::Pending, "applying"), 10, 10_000));
+        assert!(outbox.enqueue(&status("r1", State::Success, "applied"), 20, 20_000));
+        assert_eq!(outbox.queued.len(), 1);
+        assert_eq!((outbox.queued[0].state.as_str(), outbox.queued[0].created_at), ("success", 10));
+        outbox.delivered(&status("r1", State::Success, "applied"), 30);
+        assert!(outbox.queued.is_empty());
+        assert!(!outbox.enqueue(&status("r1", State::Success, "applied"), 40, 40_000), "already delivered");
+        for i in 0..DELIVERED_PER_CLUSTER + 5 {
+            outbox.delivered(&status(&format!("x{i}"), State::Success, "applied"), 50 + i as i64);
+        }
+        assert_eq!(outbox.delivered.len(), DELIVERED_PER_CLUSTER);
+        assert_eq!(outbox.delivered.last().unwrap().revision, format!("x{}", DELIVERED_PER_CLUSTER + 4));
+        let kept = HashSet::from(["x104".to_string()]);
+        assert_eq!(outbox.prune(1000, &kept), DELIVERED_PER_CLUSTER - 1);
+    }
+
+    #[test]
+    fn resource_versions_compare_as_numbers_when_they_are() {
+        assert!(not_older("10", "9"));
+        assert!(!not_older("9", "10"));
+        assert!(not_older("abc", "10"), "opaque: the newest event wins");
+        assert_eq!(cluster_of("strata/aws-cluster"), Some("aws-cluster"));
+        assert_eq!(cluster_of("strata/plan/x"), None);
+        assert_eq!(cluster_of("ci/build"), None);
+    }
+}

@@ -1,0 +1,358 @@
+//! The daemon's state: one interface, two backends.
+//!
+//! ```text
+//!   evaluate, workers, outbox, API ──> dyn Store ──┬── SqliteStore  state_dir/strata.db (one host, the default)
+//!                                                  └── KubeStore    ClusterState objects + the strata-state
+//!                                                                   ConfigMap in the management cluster
+//!                                                                   (replicas share it; resourceVersion guards writes)
+//!   every failure: a StoreError (logged by the caller), remembered for /readyz, counted by kind
+//! ```
+//!
+//! What it keeps is what Git and the clusters cannot tell again: which revision each cluster last
+//! had applied (and so what a pending update is relative to), approvals with who and when,
+//! suspensions, drift findings, a bounded history of applies and the commit statuses still to be
+//! delivered. Both backends pass the same suite (`tests/store.rs`).
+//!
+//! Adding a method: declare it on [`Store`], write it in [`sqlite`] (SQL in one transaction; a
+//! migration when it needs a table or column) and in [`kube`] (read from the cache with
+//! `KubeStore::doc`/`global`, write with `update_status`, `update_spec` or `update_global`, which
+//! retry on conflicts), give any new ClusterState field its place in the CRD's schema
+//! (`deploy/kubernetes/crd.yaml`), and add a case to `tests/store.rs`, which runs it on both.
+
+pub mod kube;
+pub mod sqlite;
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use rusqlite::ErrorCode;
+use serde::Serialize;
+
+use super::decide::Hold;
+use super::metrics::KindLabel;
+use super::state::{Health, RevisionState, Sync, Verdict};
+
+pub use sqlite::{FILE, LOCK_FILE, LockError, Recovery, SqliteStore, lock, recover};
+
+/// What a cluster last had applied, and how it is doing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ClusterState {
+    pub name: String,
+    /// The revision whose profile content is applied.
+    pub profile_revision: Option<String>,
+    /// The revision whose cluster file is applied (differs while an in-place edit is held and an
+    /// override of the same commit went ahead).
+    pub cluster_revision: Option<String>,
+    pub digest: Option<String>,
+    pub profile: Option<String>,
+    pub version: Option<String>,
+    pub applied_at: Option<i64>,
+    pub sync: Sync,
+    pub message: Option<String>,
+    pub health: Option<Health>,
+    pub drifted: i64,
+    pub suspended: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Pending {
+    pub cluster: String,
+    pub base_revision: String,
+    pub head_revision: String,
+    pub hold: Hold,
+    pub summary: String,
+    pub diff: String,
+    pub since: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Approval {
+    pub cluster: String,
+    pub revision: String,
+    pub approved_by: String,
+    pub approved_at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DriftRow {
+    pub object: String,
+    pub path: String,
+    pub live: Option<String>,
+    pub desired: Option<String>,
+    pub found_at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HistoryRow {
+    pub revision: Option<String>,
+    pub result: Sync,
+    pub summary: String,
+    pub at: i64,
+}
+
+/// A successful apply, as [`Store::record_applied`] keeps it.
+pub struct Applied<'a> {
+    pub profile_revision: Option<&'a str>,
+    pub cluster_revision: Option<&'a str>,
+    pub digest: &'a str,
+    pub profile: &'a str,
+    pub version: &'a str,
+    /// `Applied`, or `Unhealthy` when some workloads did not become ready in time.
+    pub sync: Sync,
+    pub health: Health,
+    pub summary: &'a str,
+}
+
+/// A cluster and its pending update, for the fleet page and the API's listing.
+pub type FleetRow = (ClusterState, Option<Pending>);
+
+/// A status waiting in the outbox.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Queued {
+    pub status: crate::report::Status,
+    pub attempts: u32,
+}
+
+/// One applied object as the view lists it: (object, layer, what the last apply did).
+pub type ObjectRow = (String, String, String);
+
+/// History rows kept per cluster: what the status view and the API show (the newest 50).
+pub const HISTORY_KEPT: usize = 50;
+
+/// Delivered statuses are remembered this long, so one the forge already shows is not written
+/// again; statuses for the revisions clusters run or hold are kept whatever their age.
+pub const DELIVERED_KEPT_SECS: i64 = 30 * 86_400;
+
+/// Why the state could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create the state directory {}: {source}", dir.display())]
+    Directory {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "state database {} is corrupt ({detail}); strata reconciles nothing until it is recovered: stop strata, run `strata recover-state --config <strata.yaml>`, start it again (README: \"Recovering the state database\")",
+        path.display()
+    )]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("state database {}: {source}{}", path.display(), sqlite::hint(source))]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The management cluster's API server refused a read or write of the shared state, or could
+    /// not be reached. `object` names what was read or written (`ClusterState strata-system/aws`).
+    #[error("state in the management cluster, {object}: {message}")]
+    Kubernetes { object: String, kind: &'static str, message: String },
+}
+
+impl StoreError {
+    /// A short label for metrics: corrupt, readonly, full, busy, io, other; for the Kubernetes
+    /// backend also unreachable, forbidden, conflict, rejected and unsynced.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreError::Directory { .. } => "io",
+            StoreError::Corrupt { .. } => "corrupt",
+            StoreError::Sqlite { source, .. } => match source.sqlite_error_code() {
+                Some(ErrorCode::ReadOnly) => "readonly",
+                Some(ErrorCode::DiskFull) => "full",
+                Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => "busy",
+                Some(ErrorCode::SystemIoFailure | ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => "io",
+                _ => "other",
+            },
+            StoreError::Kubernetes { kind, .. } => kind,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Called with a cluster's name when someone else (another replica, an operator with kubectl)
+/// changed what is intended for it: an approval, a suspension.
+pub type IntentListener = Box<dyn Fn(&str) + Send + std::marker::Sync>;
+
+/// Everything the daemon remembers. Calls are synchronous and short: the SQLite backend writes
+/// a local file, the Kubernetes backend answers reads from a watched cache and waits for its
+/// writes (bounded) on a thread of its own. Every write is atomic: it happens whole or not at
+/// all, and concurrent writers (replicas) never lose each other's updates.
+pub trait Store: Send + std::marker::Sync {
+    /// Where the state lives, for logs: the database file, or the namespace.
+    fn location(&self) -> String;
+    /// Why the state is not working now: the last failure, until a write succeeds again.
+    fn problem(&self) -> Option<String>;
+    /// Whether the state can be used at all (a corrupt database cannot, until recovered).
+    fn usable(&self) -> bool;
+    /// Failures by kind, for the daemon's metrics.
+    fn error_counter(&self) -> Family<KindLabel, Counter>;
+    /// A small write, to find out whether writing works again after a failure.
+    fn probe(&self) -> Result<()>;
+    /// Registers who hears of intents changed by others (see [`IntentListener`]). A backend
+    /// only this process writes has nothing to tell.
+    fn on_intent(&self, _listener: IntentListener) {}
+
+    fn meta(&self, key: &str) -> Result<Option<String>>;
+    fn set_meta(&self, key: &str, value: &str) -> Result<()>;
+    /// The revision the daemon follows, as last evaluated.
+    fn revision(&self) -> Result<Option<RevisionState>>;
+    /// Records what came of evaluating `head`; a loaded head becomes the last good revision.
+    fn set_revision(&self, head: &str, verdict: Verdict, message: Option<&str>) -> Result<()>;
+
+    fn cluster(&self, name: &str) -> Result<Option<ClusterState>>;
+    /// Every cluster, by name.
+    fn clusters(&self) -> Result<Vec<ClusterState>>;
+    /// Records a successful apply: what is now running, and a history row, at once.
+    fn record_applied(&self, name: &str, applied: &Applied) -> Result<()>;
+    /// Takes what a cluster runs from its inventory when the store knows nothing about it (a
+    /// new state, or one recovered from corruption): the next evaluation then plans from there,
+    /// so held updates stay held. Returns whether anything was recorded.
+    fn seed(&self, name: &str, revision: &str, digest: &str, profile: &str, version: &str) -> Result<bool>;
+    /// Records a state change that is not an apply (applying, failed, removed…); failures,
+    /// errors and removals get a history row.
+    fn set_sync(&self, name: &str, sync: Sync, message: Option<&str>, revision: Option<&str>) -> Result<()>;
+    fn set_suspended(&self, name: &str, suspended: bool) -> Result<()>;
+    /// Replaces the list of objects applied to `cluster`.
+    fn set_objects(&self, cluster: &str, objects: &[ObjectRow]) -> Result<()>;
+    fn objects(&self, cluster: &str) -> Result<Vec<ObjectRow>>;
+    /// Every cluster with its pending update, by name (the fleet page lists thousands).
+    fn fleet(&self) -> Result<Vec<FleetRow>>;
+
+    fn pending(&self, cluster: &str) -> Result<Option<Pending>>;
+    /// Sets or replaces the cluster's pending update (`since` is kept while the head is the same).
+    fn set_pending(&self, pending: &Pending) -> Result<()>;
+    fn clear_pending(&self, cluster: &str) -> Result<()>;
+    fn pending_count(&self) -> Result<i64>;
+
+    fn approve(&self, cluster: &str, revision: &str, by: &str) -> Result<Approval>;
+    /// The newest approval of `revision` for `cluster`, if there is one.
+    fn approval(&self, cluster: &str, revision: &str) -> Result<Option<Approval>>;
+    /// The cluster's approvals, oldest first.
+    fn approvals(&self, cluster: &str) -> Result<Vec<Approval>>;
+
+    /// Replaces the cluster's drift findings with these.
+    fn set_drift(&self, cluster: &str, findings: &[DriftRow]) -> Result<()>;
+    /// The drift findings, by object and path.
+    fn drift(&self, cluster: &str) -> Result<Vec<DriftRow>>;
+
+    /// Queues a status for delivery, replacing one not yet delivered for the same commit and
+    /// context. Returns false when it was delivered already with this state and description:
+    /// no write for what the forge already shows.
+    fn enqueue(&self, status: &crate::report::Status) -> Result<bool>;
+    /// Statuses due for delivery, oldest first (of the clusters this process delivers for).
+    fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<Queued>>;
+    /// When the next queued status is due (milliseconds), if any is queued.
+    fn next_due(&self) -> Result<Option<i64>>;
+    fn outbox_len(&self) -> Result<i64>;
+    /// Records a delivery; the queued entry goes unless it changed while being delivered.
+    fn delivered(&self, status: &crate::report::Status) -> Result<()>;
+    /// Puts a queued status off until `next_ms`, noting why.
+    fn retry(&self, status: &crate::report::Status, next_ms: i64, error: &str) -> Result<()>;
+
+    /// The newest `limit` history rows of `cluster`, newest first (at most [`HISTORY_KEPT`]).
+    fn history(&self, cluster: &str, limit: usize) -> Result<Vec<HistoryRow>>;
+    /// Forgets delivered statuses older than [`DELIVERED_KEPT_SECS`], except those for a
+    /// revision some cluster runs or holds (a drift report may still be posted on it). Returns
+    /// how many went.
+    fn prune_delivered(&self, now: i64) -> Result<usize>;
+}
+
+/// A backend's failures, kept for `/readyz` and counted for `/metrics`: the same rules for both.
+pub struct Failures {
+    /// Corruption found (or the store never opened): from then on nothing is read or written.
+    broken: AtomicBool,
+    /// The last failure, until a write succeeds again (sticky ones stay).
+    problem: Mutex<Option<(String, bool)>>,
+    errors: Family<KindLabel, Counter>,
+}
+
+impl Default for Failures {
+    fn default() -> Self {
+        Failures { broken: AtomicBool::new(false), problem: Mutex::new(None), errors: Family::default() }
+    }
+}
+
+impl Failures {
+    /// Failures that begin with `error`, for good: the store cannot be used at all.
+    pub fn broken(error: &StoreError) -> Failures {
+        let failures = Failures::default();
+        failures.broken.store(true, Ordering::Relaxed);
+        *failures.problem.lock().unwrap_or_else(|p| p.into_inner()) = Some((error.to_string(), true));
+        failures.errors.get_or_create(&KindLabel { kind: error.kind().into() }).inc();
+        failures
+    }
+
+    /// Takes note of a call's result: a failure is counted and kept (corruption for good); a
+    /// write that succeeds clears a passing failure, a read proves nothing about writes.
+    pub fn note<T>(&self, result: &Result<T>, write: bool) {
+        let mut problem = self.problem.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Err(e) => {
+                self.errors.get_or_create(&KindLabel { kind: e.kind().into() }).inc();
+                let sticky = matches!(e, StoreError::Corrupt { .. });
+                if sticky {
+                    // Writing on would build on damaged pages.
+                    self.broken.store(true, Ordering::Relaxed);
+                }
+                if problem.as_ref().is_none_or(|(_, was_sticky)| !was_sticky) {
+                    *problem = Some((e.to_string(), sticky));
+                }
+            }
+            Ok(_) if write && problem.as_ref().is_some_and(|(_, sticky)| !sticky) => *problem = None,
+            Ok(_) => {}
+        }
+    }
+
+    pub fn problem(&self) -> Option<String> {
+        self.problem.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|(m, _)| m.clone())
+    }
+
+    pub fn usable(&self) -> bool {
+        !self.broken.load(Ordering::Relaxed)
+    }
+
+    pub fn counter(&self) -> Family<KindLabel, Counter> {
+        self.errors.clone()
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// `2026-11-29T13:10:46Z` for Unix seconds (UTC), without a date library.
+pub fn rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_795_824_000 + 3661), "2026-11-28T01:01:01Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}

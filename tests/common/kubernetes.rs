@@ -1,0 +1,113 @@
+//! The management cluster of Kubernetes-mode tests: strata's namespace and CRD (from
+//! `deploy/kubernetes/crd.yaml`, so the tests hold the shipped CRD to what strata writes) on an
+//! API server reached through a kubeconfig, and a client for looking at what replicas share.
+
+use std::path::Path;
+
+use kube::api::{Api, ApiResource, DynamicObject, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::GroupVersionKind;
+use serde_json::Value;
+
+pub const NAMESPACE: &str = "strata-system";
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+pub async fn client(kubeconfig: &Path) -> kube::Client {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
+fn api(
+    client: kube::Client,
+    group: &str,
+    version: &str,
+    kind: &str,
+    plural: &str,
+    namespace: Option<&str>,
+) -> Api<DynamicObject> {
+    let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+    match namespace {
+        Some(ns) => Api::namespaced_with(client, ns, &resource),
+        None => Api::all_with(client, &resource),
+    }
+}
+
+/// Creates namespace strata-system and the ClusterState CRD.
+pub fn install(kubeconfig: &Path) {
+    runtime().block_on(async {
+        let client = client(kubeconfig).await;
+        let namespaces = api(client.clone(), "", "v1", "Namespace", "namespaces", None);
+        let namespace: DynamicObject = serde_json::from_value(
+            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
+        )
+        .unwrap();
+        let _ = namespaces.create(&PostParams::default(), &namespace).await;
+        let text =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/crd.yaml")).unwrap();
+        let crd: Value = serde_saphyr::from_str(&text).unwrap();
+        let crds =
+            api(client, "apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", None);
+        crds.create(&PostParams::default(), &serde_json::from_value(crd).unwrap()).await.unwrap();
+    });
+}
+
+/// Every ClusterState in strata-system, by name, as JSON.
+pub fn cluster_states(kubeconfig: &Path) -> std::collections::BTreeMap<String, Value> {
+    runtime().block_on(async {
+        let states =
+            api(client(kubeconfig).await, "strata.dev", "v1", "ClusterState", "clusterstates", Some(NAMESPACE));
+        states
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|o| (o.metadata.name.clone().unwrap(), serde_json::to_value(&o).unwrap()))
+            .collect()
+    })
+}
+
+/// Every Lease in strata-system, by name, as JSON.
+pub fn leases(kubeconfig: &Path) -> std::collections::BTreeMap<String, Value> {
+    runtime().block_on(async {
+        let leases = api(client(kubeconfig).await, "coordination.k8s.io", "v1", "Lease", "leases", Some(NAMESPACE));
+        leases
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|o| (o.metadata.name.clone().unwrap(), serde_json::to_value(&o).unwrap()))
+            .collect()
+    })
+}
+
+/// Creates (or replaces) a Secret in strata-system.
+pub fn put_secret(kubeconfig: &Path, secret: Value) {
+    runtime().block_on(async {
+        let secrets = api(client(kubeconfig).await, "", "v1", "Secret", "secrets", Some(NAMESPACE));
+        let name = secret["metadata"]["name"].as_str().unwrap().to_string();
+        let object: DynamicObject = serde_json::from_value(secret).unwrap();
+        match secrets.get_opt(&name).await.unwrap() {
+            None => {
+                secrets.create(&PostParams::default(), &object).await.unwrap();
+            }
+            Some(old) => {
+                let mut object = object;
+                object.metadata.resource_version = old.metadata.resource_version;
+                secrets.replace(&name, &PostParams::default(), &object).await.unwrap();
+            }
+        }
+    });
+}
+
+pub fn delete_secret(kubeconfig: &Path, name: &str) {
+    runtime().block_on(async {
+        let secrets = api(client(kubeconfig).await, "", "v1", "Secret", "secrets", Some(NAMESPACE));
+        secrets.delete(name, &Default::default()).await.unwrap();
+    });
+}

@@ -1,0 +1,417 @@
+//! The store suite: every behaviour of the daemon's state, run against both backends — SQLite in
+//! a temporary directory, and the Kubernetes backend on the API server stand-in with the CRD of
+//! `deploy/kubernetes/`. "Reopening" is a second handle onto the same state: for SQLite the same
+//! file, for Kubernetes a second replica.
+
+mod apiserver;
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use apiserver::ApiServer;
+use strata::config::{KubernetesConfig, TargetConfig};
+use strata::daemon::decide::Hold;
+use strata::daemon::management::Management;
+use strata::daemon::state::{Health, Sync, Verdict};
+use strata::daemon::store::kube::KubeStore;
+use strata::daemon::store::{
+    Applied, DELIVERED_KEPT_SECS, DriftRow, HISTORY_KEPT, Pending, SqliteStore, Store, now, now_ms,
+};
+use strata::report::{State, Status};
+
+/// One backend: opens handles onto one shared state.
+trait Backend {
+    fn open(&self) -> Box<dyn Store>;
+    fn name(&self) -> &'static str;
+}
+
+struct Sqlite(tempfile::TempDir);
+
+impl Backend for Sqlite {
+    fn open(&self) -> Box<dyn Store> {
+        Box::new(SqliteStore::open(self.0.path()).unwrap())
+    }
+    fn name(&self) -> &'static str {
+        "sqlite"
+    }
+}
+
+struct Kubernetes {
+    _server: ApiServer,
+    _dir: tempfile::TempDir,
+    kubeconfig: std::path::PathBuf,
+}
+
+impl Kubernetes {
+    fn start() -> Kubernetes {
+        let server = ApiServer::start();
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = server.kubeconfig(dir.path());
+        common::kubernetes::install(&kubeconfig);
+        Kubernetes { _server: server, _dir: dir, kubeconfig }
+    }
+
+    fn management(&self) -> Arc<Management> {
+        let config = KubernetesConfig {
+            connection: TargetConfig::Kubeconfig { path: self.kubeconfig.clone(), context: None },
+            namespace: Some(common::kubernetes::NAMESPACE.into()),
+            cluster_secrets: false,
+        };
+        let network = Arc::new(strata::net::Network::new(None).unwrap());
+        Management::connect(&config, &network, "strata.yaml").unwrap()
+    }
+}
+
+impl Backend for Kubernetes {
+    fn open(&self) -> Box<dyn Store> {
+        Box::new(KubeStore::open(self.management(), Arc::new(|_| true)))
+    }
+    fn name(&self) -> &'static str {
+        "kubernetes"
+    }
+}
+
+/// Runs `case` on both backends.
+fn both(case: impl Fn(&dyn Backend)) {
+    let sqlite = Sqlite(tempfile::tempdir().unwrap());
+    case(&sqlite);
+    let kubernetes = Kubernetes::start();
+    case(&kubernetes);
+}
+
+fn applied(revision: &str) -> Applied<'_> {
+    Applied {
+        profile_revision: Some(revision),
+        cluster_revision: Some(revision),
+        digest: "sha256:a",
+        profile: "aws-profile",
+        version: "1.0.0",
+        sync: Sync::Applied,
+        health: Health::Ready,
+        summary: "3 created",
+    }
+}
+
+fn pending(cluster: &str, head: &str, since: i64) -> Pending {
+    Pending {
+        cluster: cluster.into(),
+        base_revision: "r1".into(),
+        head_revision: head.into(),
+        hold: Hold::Approval,
+        summary: "pending update aws-profile@1.0.0".into(),
+        diff: "-  replicas: 1\n+  replicas: 3\n".into(),
+        since,
+    }
+}
+
+/// Waits until a second handle sees what the first wrote (at once for SQLite; once the watch
+/// delivers it for Kubernetes).
+#[track_caller]
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(20) {
+        if done() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+fn applied_state_pending_updates_approvals_and_suspensions_are_kept() {
+    both(|backend| {
+        let b = backend.name();
+        {
+            let store = backend.open();
+            store.record_applied("aws", &applied("r1")).unwrap();
+            store.set_pending(&pending("aws", "r2", 100)).unwrap();
+            let approval = store.approve("aws", "r2", "alice").unwrap();
+            assert_eq!((approval.cluster.as_str(), approval.approved_by.as_str()), ("aws", "alice"));
+            store.set_suspended("edge", true).unwrap();
+            store.set_objects("aws", &[("Deployment/web/ui".into(), "web".into(), "created".into())]).unwrap();
+        }
+        let store = backend.open();
+        eventually("the second handle to see the writes", || {
+            store.cluster("edge").unwrap().is_some_and(|e| e.suspended)
+                && store.approval("aws", "r2").unwrap().is_some()
+        });
+        let aws = store.cluster("aws").unwrap().unwrap();
+        assert_eq!(aws.profile_revision.as_deref(), Some("r1"), "{b}");
+        assert_eq!(
+            (aws.sync, aws.health, aws.message.as_deref()),
+            (Sync::Applied, Some(Health::Ready), Some("3 created")),
+            "{b}"
+        );
+        assert_eq!((aws.profile.as_deref(), aws.version.as_deref()), (Some("aws-profile"), Some("1.0.0")), "{b}");
+        assert!(aws.applied_at.is_some(), "{b}");
+        let p = store.pending("aws").unwrap().unwrap();
+        assert_eq!((p.hold, p.head_revision.as_str(), p.since), (Hold::Approval, "r2", 100), "{b}");
+        assert_eq!(store.approval("aws", "r2").unwrap().unwrap().approved_by, "alice", "{b}");
+        assert_eq!(store.approval("aws", "r3").unwrap(), None, "{b}");
+        assert_eq!(store.approvals("aws").unwrap().len(), 1, "{b}");
+        assert_eq!(store.history("aws", 10).unwrap().len(), 1, "{b}");
+        assert_eq!(
+            store.objects("aws").unwrap(),
+            [("Deployment/web/ui".to_string(), "web".to_string(), "created".to_string())],
+            "{b}"
+        );
+        assert_eq!(store.pending_count().unwrap(), 1, "{b}");
+        let fleet = store.fleet().unwrap();
+        assert_eq!(fleet.iter().map(|(c, _)| c.name.as_str()).collect::<Vec<_>>(), ["aws", "edge"], "{b}: by name");
+        assert_eq!(fleet[0].1.as_ref().map(|p| p.head_revision.as_str()), Some("r2"), "{b}");
+        assert_eq!(store.clusters().unwrap().len(), 2, "{b}");
+        assert_eq!(store.cluster("nowhere").unwrap(), None, "{b}");
+        assert!(store.problem().is_none() && store.usable(), "{b}");
+    });
+}
+
+#[test]
+fn failures_history_and_sync_states() {
+    both(|backend| {
+        let b = backend.name();
+        let store = backend.open();
+        for _ in 0..HISTORY_KEPT + 10 {
+            store.record_applied("aws", &applied("r1")).unwrap();
+        }
+        store.set_sync("edge", Sync::Failed, Some("unreachable"), Some("r0")).unwrap();
+        store.set_sync("edge", Sync::Applying, None, Some("r1")).unwrap();
+        assert_eq!(store.history("aws", 1000).unwrap().len(), HISTORY_KEPT, "{b}");
+        let edge = store.history("edge", 1000).unwrap();
+        assert_eq!(edge.len(), 1, "{b}: applying leaves no row");
+        assert_eq!(
+            (edge[0].result, edge[0].revision.as_deref(), edge[0].summary.as_str()),
+            (Sync::Failed, Some("r0"), "unreachable"),
+            "{b}"
+        );
+        let state = store.cluster("edge").unwrap().unwrap();
+        assert_eq!((state.sync, state.message), (Sync::Applying, None), "{b}");
+        assert_eq!(state.digest, None, "{b}: never applied");
+        // Newest first.
+        store.set_sync("aws", Sync::Error, Some("does not render"), Some("r9")).unwrap();
+        assert_eq!(store.history("aws", 1).unwrap()[0].revision.as_deref(), Some("r9"), "{b}");
+    });
+}
+
+#[test]
+fn what_an_inventory_says_is_taken_only_for_clusters_the_store_does_not_know() {
+    both(|backend| {
+        let b = backend.name();
+        let store = backend.open();
+        store.set_suspended("edge", true).unwrap();
+        assert!(store.seed("edge", "r1", "sha256:e", "edge-profile", "2.0.0").unwrap(), "{b}");
+        let edge = store.cluster("edge").unwrap().unwrap();
+        assert_eq!((edge.digest.as_deref(), edge.cluster_revision.as_deref()), (Some("sha256:e"), Some("r1")), "{b}");
+        assert!(edge.suspended, "{b}: kept");
+        store.record_applied("aws", &applied("r2")).unwrap();
+        assert!(!store.seed("aws", "r1", "sha256:old", "aws-profile", "1.0.0").unwrap(), "{b}");
+        assert_eq!(store.cluster("aws").unwrap().unwrap().digest.as_deref(), Some("sha256:a"), "{b}");
+        assert!(store.seed("lab", "r1", "sha256:l", "lab-profile", "1.0.0").unwrap(), "{b}");
+        let lab = store.cluster("lab").unwrap().unwrap();
+        assert_eq!(
+            (lab.sync, lab.message.as_deref()),
+            (Sync::Applied, Some("taken from the cluster's inventory")),
+            "{b}"
+        );
+    });
+}
+
+#[test]
+fn a_pending_update_keeps_its_age_until_the_head_moves() {
+    both(|backend| {
+        let b = backend.name();
+        let store = backend.open();
+        let mut p = Pending { hold: Hold::Window { window: "Sat 02:00-06:00 UTC".into() }, ..pending("c", "r2", 100) };
+        store.set_pending(&p).unwrap();
+        p.since = 200;
+        store.set_pending(&p).unwrap();
+        assert_eq!(store.pending("c").unwrap().unwrap().since, 100, "{b}");
+        p.head_revision = "r3".into();
+        store.set_pending(&p).unwrap();
+        let stored = store.pending("c").unwrap().unwrap();
+        assert_eq!((stored.since, stored.hold), (200, Hold::Window { window: "Sat 02:00-06:00 UTC".into() }), "{b}");
+        store.clear_pending("c").unwrap();
+        assert_eq!(store.pending("c").unwrap(), None, "{b}");
+        store.clear_pending("never-seen").unwrap();
+        assert_eq!(store.pending_count().unwrap(), 0, "{b}");
+    });
+}
+
+#[test]
+fn drift_findings_are_replaced_and_counted() {
+    both(|backend| {
+        let b = backend.name();
+        let store = backend.open();
+        store.record_applied("c", &applied("r1")).unwrap();
+        let row = |object: &str, path: &str| DriftRow {
+            object: object.into(),
+            path: path.into(),
+            live: Some("5".into()),
+            desired: Some("2".into()),
+            found_at: 7,
+        };
+        store.set_drift("c", &[row("Deployment/web/ui", "/spec/replicas"), row("ConfigMap/web/a", "/data/x")]).unwrap();
+        let found = store.drift("c").unwrap();
+        assert_eq!(
+            found.iter().map(|r| r.object.as_str()).collect::<Vec<_>>(),
+            ["ConfigMap/web/a", "Deployment/web/ui"],
+            "{b}: by object"
+        );
+        assert_eq!(found[1], row("Deployment/web/ui", "/spec/replicas"), "{b}");
+        assert_eq!(store.cluster("c").unwrap().unwrap().drifted, 2, "{b}");
+        store.set_drift("c", &[]).unwrap();
+        assert!(store.drift("c").unwrap().is_empty(), "{b}");
+        assert_eq!(store.cluster("c").unwrap().unwrap().drifted, 0, "{b}");
+    });
+}
+
+#[test]
+fn the_outbox_coalesces_skips_what_was_delivered_and_forgets_old_deliveries() {
+    both(|backend| {
+        let b = backend.name();
+        let store = backend.open();
+        let applying = Status::new("r1", "strata/a".into(), State::Pending, "applying", None);
+        let applied_status = Status::new("r1", "strata/a".into(), State::Success, "applied", Some("http://v/a".into()));
+        assert!(store.enqueue(&applying).unwrap(), "{b}");
+        assert!(store.enqueue(&applied_status).unwrap(), "{b}");
+        let due = store.due(now_ms(), 10).unwrap();
+        assert_eq!(due.len(), 1, "{b}: the newer state replaces the older");
+        assert_eq!(
+            (due[0].status.state, due[0].status.target_url.as_deref()),
+            (State::Success, Some("http://v/a")),
+            "{b}"
+        );
+        assert_eq!(store.outbox_len().unwrap(), 1, "{b}");
+        store.delivered(&applied_status).unwrap();
+        assert_eq!(store.outbox_len().unwrap(), 0, "{b}");
+        assert!(!store.enqueue(&applied_status).unwrap(), "{b}: already on the forge");
+        assert!(store.enqueue(&applying).unwrap(), "{b}");
+        store.retry(&applying, now_ms() + 60_000, "503").unwrap();
+        assert!(store.due(now_ms(), 10).unwrap().is_empty(), "{b}");
+        assert!(store.next_due().unwrap().unwrap() > now_ms(), "{b}");
+        assert_eq!(store.due(now_ms() + 120_000, 10).unwrap()[0].attempts, 1, "{b}");
+        // A status naming no cluster has a queue too.
+        let plan = Status::new("r7", "ci/plan".into(), State::Success, "planned", None);
+        assert!(store.enqueue(&plan).unwrap(), "{b}");
+        assert_eq!(store.outbox_len().unwrap(), 2, "{b}");
+        assert!(store.cluster("a").unwrap().is_none(), "{b}: statuses alone make no cluster");
+
+        // Forgetting: what clusters run (aws runs r1) or hold stays, however old.
+        store.record_applied("aws", &applied("r1")).unwrap();
+        store.delivered(&Status::new("r0", "strata/aws".into(), State::Success, "applied", None)).unwrap();
+        store.delivered(&Status::new("r1", "strata/aws".into(), State::Success, "applied", None)).unwrap();
+        assert_eq!(store.prune_delivered(now()).unwrap(), 0, "{b}: recent");
+        // r0 goes; r1 stays for both contexts, since aws runs it.
+        assert_eq!(store.prune_delivered(now() + DELIVERED_KEPT_SECS + 1).unwrap(), 1, "{b}");
+        let again = Status::new("r1", "strata/aws".into(), State::Success, "applied", None);
+        assert!(!store.enqueue(&again).unwrap(), "{b}: still known as delivered");
+    });
+}
+
+#[test]
+fn the_revision_evaluated_and_meta() {
+    both(|backend| {
+        let b = backend.name();
+        let store = backend.open();
+        assert_eq!(store.revision().unwrap(), None, "{b}");
+        store.set_revision("r1", Verdict::Loaded, None).unwrap();
+        store.set_revision("r2", Verdict::Rejected, Some("error[schema]: x")).unwrap();
+        let revision = store.revision().unwrap().unwrap();
+        assert_eq!(
+            (revision.head.as_str(), revision.verdict, revision.last_good.as_deref()),
+            ("r2", Verdict::Rejected, Some("r1")),
+            "{b}"
+        );
+        assert_eq!(revision.message.as_deref(), Some("error[schema]: x"), "{b}");
+        store.set_revision("r3", Verdict::Loaded, None).unwrap();
+        assert_eq!(store.revision().unwrap().unwrap().last_good.as_deref(), Some("r3"), "{b}");
+        assert_eq!(store.meta("pull-request:4").unwrap(), None, "{b}");
+        store.set_meta("pull-request:4", "abc").unwrap();
+        store.set_meta("pull-request:4", "def").unwrap();
+        assert_eq!(store.meta("pull-request:4").unwrap().as_deref(), Some("def"), "{b}");
+        store.probe().unwrap();
+    });
+}
+
+/// Two handles write the same clusters at once — one recording applies and drift the way the
+/// shard's owner does, the other approving and suspending the way the API of any replica does.
+/// Every write of both is there at the end: none lost to the other.
+#[test]
+fn concurrent_writers_lose_no_update() {
+    both(|backend| {
+        let b = backend.name();
+        let (owner, api) = (backend.open(), backend.open());
+        owner.record_applied("c", &applied("r0")).unwrap();
+        eventually("the API handle to see the cluster", || api.cluster("c").unwrap().is_some());
+        const N: usize = 25;
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for i in 0..N {
+                    owner.set_sync("c", Sync::Failed, Some(&format!("failure {i}")), Some("r0")).unwrap();
+                    owner.set_pending(&pending("c", &format!("h{i}"), i as i64)).unwrap();
+                }
+            });
+            scope.spawn(|| {
+                for i in 0..N {
+                    api.approve("c", &format!("h{i}"), "alice").unwrap();
+                    api.set_suspended("c", i % 2 == 0).unwrap();
+                }
+            });
+        });
+        let check = backend.open();
+        eventually("every write to arrive", || check.approvals("c").unwrap().len() == N);
+        let approvals: Vec<String> = check.approvals("c").unwrap().into_iter().map(|a| a.revision).collect();
+        assert_eq!(approvals, (0..N).map(|i| format!("h{i}")).collect::<Vec<_>>(), "{b}: every approval, in order");
+        let history = check.history("c", 1000).unwrap();
+        assert_eq!(history.iter().filter(|h| h.result == Sync::Failed).count(), N, "{b}: every failure");
+        let state = check.cluster("c").unwrap().unwrap();
+        assert_eq!((state.suspended, state.message.as_deref()), (true, Some("failure 24")), "{b}: the last of each");
+        assert_eq!(check.pending("c").unwrap().unwrap().head_revision, "h24", "{b}");
+    });
+}
+
+/// What replicas need beyond the suite: a replica hears of an approval or a suspension made
+/// through another, and writes that change nothing send nothing.
+#[test]
+fn a_replica_hears_of_intents_changed_through_another() {
+    let kubernetes = Kubernetes::start();
+    let (owner, api) = (kubernetes.open(), kubernetes.open());
+    let heard = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = heard.clone();
+    owner.on_intent(Box::new(move |cluster| sink.lock().unwrap().push(cluster.to_string())));
+    owner.record_applied("aws", &applied("r1")).unwrap();
+    owner.set_pending(&pending("aws", "r2", 1)).unwrap();
+    eventually("the API replica to see the pending update", || api.pending("aws").unwrap().is_some());
+    api.approve("aws", "r2", "alice").unwrap();
+    eventually("the owner to hear of the approval", || heard.lock().unwrap().contains(&"aws".to_string()));
+    assert!(owner.approval("aws", "r2").unwrap().is_some());
+    heard.lock().unwrap().clear();
+    // Status writes are the owner's own business: no intent.
+    api.set_sync("aws", Sync::Applying, None, None).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(heard.lock().unwrap().is_empty(), "{:?}", heard.lock().unwrap());
+
+    let states = common::kubernetes::cluster_states(&kubernetes.kubeconfig);
+    let aws = &states["aws"];
+    assert_eq!(aws["spec"]["approvals"][0]["by"], "alice");
+    assert_eq!(aws["status"]["pending"]["headRevision"], "r2");
+    assert_eq!(aws["status"]["profile"], "aws-profile", "the CRD's schema keeps every field: {aws}");
+    let version = aws["metadata"]["resourceVersion"].clone();
+    owner.set_pending(&pending("aws", "r2", 1)).unwrap();
+    owner.clear_pending("elsewhere").unwrap();
+    let again = common::kubernetes::cluster_states(&kubernetes.kubeconfig);
+    assert_eq!(again["aws"]["metadata"]["resourceVersion"], version, "an unchanged write sent nothing");
+    assert!(!again.contains_key("elsewhere"));
+}
+
+/// Names that are not Kubernetes names are refused before any request.
+#[test]
+fn names_that_are_not_cluster_names_are_refused() {
+    let kubernetes = Kubernetes::start();
+    let store = kubernetes.open();
+    let e = store.set_suspended("../x", true).unwrap_err();
+    assert_eq!(e.kind(), "rejected");
+    assert!(e.to_string().contains("ClusterState strata-system/../x: not a cluster name"), "{e}");
+    assert_eq!(store.cluster("../x").unwrap(), None);
+}
