@@ -183,24 +183,21 @@ impl Shared {
             Some(Err(problem)) => Err(crate::diag::Diagnostic::new(crate::diag::Code::Unresolved, problem)
                 .about(format!("cluster {cluster}"))
                 .help(format!("fix the Secret labelled {}={target}", crate::target::secret::TARGET_LABEL))),
-            None => Err(configured.expect_err("checked").help(format!(
-                "or register it: a Secret in namespace {} labelled {}={target} holding a kubeconfig (README: \"Running on Kubernetes\"); registered: {}",
-                self.management_namespace(),
-                crate::target::secret::TARGET_LABEL,
-                match registry.names() {
+            None => {
+                let diagnostic = configured.expect_err("checked");
+                let registered = match registry.names() {
                     names if names.is_empty() => "none".to_string(),
                     names => names.join(", "),
-                }
-            ))),
+                };
+                let help = format!(
+                    "{}; or register it as a Secret in namespace {} labelled {}={target} holding a kubeconfig (README: \"Running on Kubernetes\"; registered: {registered})",
+                    diagnostic.help.clone().unwrap_or_default(),
+                    registry.namespace(),
+                    crate::target::secret::TARGET_LABEL,
+                );
+                Err(diagnostic.help(help))
+            }
         }
-    }
-
-    fn management_namespace(&self) -> String {
-        self.config
-            .kubernetes
-            .as_ref()
-            .and_then(|k| k.namespace.clone())
-            .unwrap_or_else(|| crate::config::DEFAULT_NAMESPACE.to_string())
     }
 
     /// Queues a commit status for `cluster` on `revision`, when a status sink is configured.

@@ -64,6 +64,11 @@ impl ClusterSecrets {
         Some(registered.parsed.clone())
     }
 
+    /// Where the Secrets are watched.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
     /// The target names registered, for messages.
     pub fn names(&self) -> Vec<String> {
         let secrets = self.secrets.read().unwrap_or_else(|p| p.into_inner());

@@ -5,7 +5,8 @@
 //!   every retry_period, on the management thread:
 //!     list Leases (one request) ──> renew strata-replica-<identity> (membership)
 //!                               ──> renew the shards held; release those beyond a fair share
-//!                               ──> take free or expired ones up to a fair share (ceil(N / replicas))
+//!                               ──> take free or expired ones up to a fair share (N / replicas, the
+//!                                   remainder to the first by identity: every replica computes the same)
 //!   holds(shard): the Lease was renewed by this replica less than renew_deadline ago, by its own
 //!                 clock ──> workers check it before every apply and stop the moment it goes
 //! ```
@@ -62,6 +63,18 @@ fn score(name: &str, shard: u32) -> u64 {
     hash.update([0]);
     hash.update(shard.to_be_bytes());
     u64::from_be_bytes(hash.finalize()[..8].try_into().expect("8 bytes"))
+}
+
+/// How many shards `me` should hold among the live `members`: N / R each, and one more for the
+/// first N mod R by identity, so every replica computes the same split and the shares add up.
+fn fair_share(shards: u32, members: &[String], me: &str) -> usize {
+    let mut sorted: Vec<&String> = members.iter().collect();
+    sorted.sort();
+    sorted.dedup();
+    let replicas = sorted.len().max(1);
+    let rank = sorted.iter().position(|m| *m == me).unwrap_or(replicas - 1);
+    let (each, rest) = (shards as usize / replicas, shards as usize % replicas);
+    each + usize::from(rank < rest)
 }
 
 /// What `/readyz`, the API and the metrics show about sharding.
@@ -333,10 +346,10 @@ impl Shards {
         if let Err(problem) = self.renew_or_take(leases, &me, records.get(&me), timing, false).await {
             problems.push(problem);
         }
-        let mut replicas = 1;
+        let mut members = vec![self.identity.clone()];
         for (name, lease) in records.iter().filter(|(n, _)| n.starts_with(REPLICA_PREFIX) && **n != me) {
             if !expired(name, lease) {
-                replicas += 1;
+                members.push(name[REPLICA_PREFIX.len()..].to_string());
             } else if seen.get(name).is_some_and(|s| now.duration_since(s.at) > timing.lease_duration * 4) {
                 // Long dead: tidy up, unless it came back meanwhile (the precondition).
                 let version = lease.metadata.resource_version.clone();
@@ -348,7 +361,8 @@ impl Shards {
                 self.count_request("delete");
             }
         }
-        let fair = self.count.div_ceil(replicas as u32) as usize;
+        let replicas = members.len();
+        let fair = fair_share(self.count, &members, &self.identity);
 
         // The shards: renew or release what is held, then take what is free up to a fair share.
         let mut held = 0;
@@ -402,7 +416,7 @@ impl Shards {
             // clusters can still be running.
             let mut mine: Vec<u32> = (0..self.count).filter(|&s| self.holds(s)).collect();
             mine.sort_by_key(|&s| std::cmp::Reverse(score(&self.identity, s)));
-            for &shard in &mine[fair..] {
+            for &shard in mine.iter().skip(fair) {
                 info!(shard, replicas, "Releasing a shard to another replica.");
                 self.table().releasing[shard as usize] = true;
                 self.metrics.held.get_or_create(&ShardLabel { shard: shard.to_string() }).set(0);
@@ -448,7 +462,8 @@ impl Shards {
         let spec = record.and_then(|l| l.spec.clone()).unwrap_or_default();
         let ours = spec.holder_identity.as_deref() == Some(self.identity.as_str());
         let transitions = spec.lease_transitions.unwrap_or(0);
-        let taken_from_someone = !ours && spec.holder_identity.as_deref().is_some_and(|h| !h.is_empty());
+        // As client-go counts them: every change of holder, a released Lease's included.
+        let taken_from_someone = !ours && record.is_some();
         let lease = Lease {
             metadata: ObjectMeta {
                 name: Some(name.to_string()),
@@ -578,6 +593,16 @@ mod tests {
         assert!(names.iter().filter(|n| shard_of(n, 9) != 8).all(|n| shard_of(n, 8) == shard_of(n, 9)));
         assert_eq!(shard_of("aws-cluster", 1), 0);
         assert_eq!(shard_of("aws-cluster", 8), shard_of("aws-cluster", 8), "stable");
+    }
+
+    #[test]
+    fn fair_shares_add_up_and_every_replica_computes_the_same() {
+        let members: Vec<String> = ["c", "a", "b"].iter().map(|s| s.to_string()).collect();
+        let shares: Vec<usize> = ["a", "b", "c"].iter().map(|m| fair_share(8, &members, m)).collect();
+        assert_eq!(shares, [3, 3, 2]);
+        assert_eq!(fair_share(4, &members, "c"), 1);
+        assert_eq!(fair_share(2, &members, "c"), 0, "a replica may hold none");
+        assert_eq!(fair_share(8, &["me".to_string()], "me"), 8);
     }
 
     #[test]

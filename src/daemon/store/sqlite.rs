@@ -833,6 +833,7 @@ fn copy_rows(from: &Connection, to: &mut Connection, table: &str, columns: &str)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::daemon::state::Health;
 
     fn applied(revision: &str) -> Applied<'_> {
         Applied {

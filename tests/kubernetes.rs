@@ -1,0 +1,389 @@
+//! Kubernetes mode end to end: several `strata run` processes share one management cluster (the
+//! API server stand-in: state, shard Leases, cluster Secrets) and reconcile a fleet whose clusters
+//! are namespaces' worth of objects on a second stand-in, whose request log counts every write.
+
+mod apiserver;
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use apiserver::ApiServer;
+use common::Repo;
+use common::daemon::{Daemon, TOKEN, local};
+use common::kubernetes::{self, NAMESPACE};
+use serde_json::{Value, json};
+
+/// The management cluster and the clusters of the fleet, each a stand-in of its own.
+struct World {
+    mgmt: ApiServer,
+    workload: ApiServer,
+    dir: tempfile::TempDir,
+    repo: Repo,
+}
+
+const PROFILE: &str = "profiles/app/1.0.0/profile.yaml";
+
+impl World {
+    /// A fleet of `clusters` clusters (c0, c1, …) on one workload API server; those named in
+    /// `manual` take in-place edits only when approved.
+    fn new(clusters: usize, manual: &[&str]) -> World {
+        let (mgmt, workload) = (ApiServer::start(), ApiServer::start());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("mgmt")).unwrap();
+        std::fs::create_dir_all(dir.path().join("workload")).unwrap();
+        mgmt.kubeconfig(&dir.path().join("mgmt"));
+        workload.kubeconfig(&dir.path().join("workload"));
+        kubernetes::install(&dir.path().join("mgmt/kubeconfig"));
+        let repo = Repo::example();
+        repo.remove("profiles").remove("clusters").remove("packs");
+        repo.write(
+            PROFILE,
+            "apiVersion: strata.dev/v1\nkind: Profile\nmetadata: { name: app, version: 1.0.0 }\nspec:\n  layers:\n    - name: config\n      type: manifests\n      source: packs/config\n      namespace: default\n      values: { greeting: hello }\n",
+        );
+        repo.write(
+            "packs/config/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: { name: \"cm-{{ cluster.name }}\" }\ndata: { greeting: \"{{ values.greeting }}\" }\n",
+        );
+        for i in 0..clusters {
+            let name = format!("c{i}");
+            let updates = if manual.contains(&name.as_str()) { "manual" } else { "auto" };
+            repo.write(
+                &format!("clusters/{name}.yaml"),
+                &format!("apiVersion: strata.dev/v1\nkind: Cluster\nmetadata: {{ name: {name} }}\nspec:\n  profile: {{ name: app, version: \"1.0.0\" }}\n  target: {}\n  updates: {updates}\n", target_of(&name)),
+            );
+        }
+        repo.commit("a fleet");
+        World { mgmt, workload, dir, repo }
+    }
+
+    fn mgmt_kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("mgmt/kubeconfig")
+    }
+
+    fn workload_kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("workload/kubeconfig")
+    }
+
+    /// A replica's host config: Kubernetes mode with short Leases, and `targets`.
+    fn configure(&self, shards: u32, targets: &str) -> Daemon {
+        let extra = format!(
+            "kubernetes: {{ kubeconfig: {}, namespace: {NAMESPACE} }}\nstate: {{ backend: kubernetes }}\nshards: {shards}\nleases: {{ duration: 4s, renew_deadline: 3s, retry_period: 500ms }}\n",
+            self.mgmt_kubeconfig().display()
+        );
+        Daemon::configure(&local(&self.repo), targets, &extra)
+    }
+
+    /// A replica whose targets are all the workload server, started and ready.
+    fn replica(&self, shards: u32) -> Daemon {
+        let daemon = self.launch(shards);
+        daemon.wait_for("the daemon to be ready", Duration::from_secs(20), |d| d.get("/readyz").0 == 200);
+        daemon
+    }
+
+    /// As [`World::replica`], not waiting for it to be ready.
+    fn launch(&self, shards: u32) -> Daemon {
+        let mut daemon =
+            self.configure(shards, &format!("  workload: {{ kubeconfig: {} }}\n", self.workload_kubeconfig().display()));
+        daemon.launch();
+        daemon
+    }
+
+    /// The ClusterState of `cluster`, as the management cluster holds it.
+    fn state(&self, cluster: &str) -> Value {
+        self.mgmt.object("clusterstates", Some(NAMESPACE), cluster).unwrap_or(Value::Null)
+    }
+
+    fn applied_at(&self, cluster: &str, revision: &str) -> bool {
+        let state = self.state(cluster);
+        state["status"]["clusterRevision"] == revision && state["status"]["sync"] == "applied"
+    }
+
+    /// Writes (not dry-runs) of cluster `name`'s ConfigMap on the workload server.
+    fn writes(&self, cluster: &str) -> usize {
+        let path = format!("/api/v1/namespaces/default/configmaps/cm-{cluster}");
+        self.workload.requests().iter().filter(|r| r.is_write() && r.path == path).count()
+    }
+
+    fn greeting(&self, cluster: &str) -> Value {
+        self.workload
+            .object("configmaps", Some("default"), &format!("cm-{cluster}"))
+            .map(|cm| cm["data"]["greeting"].clone())
+            .unwrap_or(Value::Null)
+    }
+
+    fn lease(&self, name: &str) -> Value {
+        self.mgmt.object("leases", Some(NAMESPACE), name).unwrap_or(Value::Null)
+    }
+}
+
+fn target_of(_cluster: &str) -> &'static str {
+    "workload"
+}
+
+/// `/readyz` as JSON: identity and held shards.
+fn shards(daemon: &Daemon) -> Value {
+    let (_, _, body) = daemon.raw("GET", "/readyz", &[("Accept", "application/json")], "");
+    serde_json::from_str::<Value>(&body).map(|v| v["shards"].clone()).unwrap_or(Value::Null)
+}
+
+fn held(daemon: &Daemon) -> Vec<u64> {
+    shards(daemon)["held"].as_array().map(|a| a.iter().filter_map(Value::as_u64).collect()).unwrap_or_default()
+}
+
+fn identity(daemon: &Daemon) -> String {
+    shards(daemon)["identity"].as_str().unwrap_or_default().to_string()
+}
+
+/// How many times each cluster was applied, by the logs of all replicas.
+fn applies(replicas: &[&Daemon], cluster: &str) -> usize {
+    let needle = format!("Applied. cluster={cluster} ");
+    replicas.iter().map(|d| d.log().lines().filter(|l| l.contains(&needle)).count()).sum()
+}
+
+#[track_caller]
+fn wait(what: &str, timeout: Duration, replicas: &[&Daemon], mut done: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while started.elapsed() < timeout {
+        if done() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let logs: Vec<String> = replicas.iter().enumerate().map(|(i, d)| format!("--- replica {i} ---\n{}", d.log())).collect();
+    panic!("timed out waiting for {what}\n{}", logs.join("\n"));
+}
+
+const CLUSTERS: usize = 8;
+const LONG: Duration = Duration::from_secs(60);
+
+/// Three replicas, four shards: every cluster is applied by exactly one replica, once per commit;
+/// an approval made through a replica that does not hold the cluster is honoured by the one that
+/// does; the status view and the API of any replica show the whole fleet.
+#[test]
+fn replicas_share_the_fleet_and_apply_each_cluster_once() {
+    let world = World::new(CLUSTERS, &["c3"]);
+    let first = world.repo.commit("nothing new");
+    // Slow enough that replicas deciding the same cluster would all be in the middle of applying it.
+    world.workload.set_latency(Duration::from_millis(50));
+    // Started together: they all see the fleet at once.
+    let replicas: Vec<Daemon> = (0..3).map(|_| world.launch(4)).collect();
+    for daemon in &replicas {
+        daemon.wait_for("the daemon to be ready", Duration::from_secs(30), |d| d.get("/readyz").0 == 200);
+    }
+    let all: Vec<&Daemon> = replicas.iter().collect();
+    wait("every cluster applied", LONG, &all, || (0..CLUSTERS).all(|i| world.applied_at(&format!("c{i}"), &first)));
+    wait("the shards shared out (2, 1, 1)", LONG, &all, || {
+        let mut counts: Vec<usize> = replicas.iter().map(|d| held(d).len()).collect();
+        counts.sort();
+        counts == [1, 1, 2]
+    });
+    for i in 0..CLUSTERS {
+        let c = format!("c{i}");
+        assert_eq!(world.writes(&c), 1, "{c} written once");
+        assert_eq!(applies(&all, &c), 1, "{c} applied by one replica");
+        assert_eq!(world.greeting(&c), "hello");
+    }
+    // Each replica's view and API show every cluster, whoever reconciles it.
+    for daemon in &replicas {
+        let (code, body) = daemon.request("GET", "/api/v1/clusters", &[], "");
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(serde_json::from_str::<Value>(&body).unwrap().as_array().unwrap().len(), CLUSTERS);
+    }
+    let holders: Vec<String> = (0..4).map(|s| world.lease(&format!("strata-shard-{s}"))["spec"]["holderIdentity"].as_str().unwrap().to_string()).collect();
+    let identities: Vec<String> = replicas.iter().map(identity).collect();
+    assert!(holders.iter().all(|h| identities.contains(h)), "{holders:?} {identities:?}");
+
+    // An in-place edit: applied to the auto clusters once, held for c3.
+    world.repo.edit(PROFILE, "greeting: hello", "greeting: hi");
+    let second = world.repo.commit("hi");
+    let auto: Vec<String> = (0..CLUSTERS).map(|i| format!("c{i}")).filter(|c| c != "c3").collect();
+    wait("the auto clusters applied again", LONG, &all, || auto.iter().all(|c| world.applied_at(c, &second)));
+    wait("c3's update held", LONG, &all, || world.state("c3")["status"]["pending"]["headRevision"] == second);
+    for c in &auto {
+        assert_eq!((world.writes(c), applies(&all, c)), (2, 2), "{c}: once per commit");
+        assert_eq!(world.greeting(c), "hi");
+    }
+    assert_eq!((world.writes("c3"), world.greeting("c3")), (1, json!("hello")));
+
+    // Approved through a replica that does not reconcile c3.
+    let cluster = replicas[0].cluster("c3");
+    let owner = cluster["shard"]["holder"].as_str().expect("a holder").to_string();
+    let other = replicas.iter().find(|d| identity(d) != owner).unwrap();
+    let (code, body) = other.request(
+        "POST",
+        "/api/v1/clusters/c3/approve",
+        &[("Authorization", &format!("Bearer {TOKEN}")), ("Content-Type", "application/json")],
+        &json!({"revision": second, "by": "alice"}).to_string(),
+    );
+    assert_eq!(code, 202, "{body}");
+    wait("c3 applied by its owner", LONG, &all, || world.applied_at("c3", &second));
+    assert_eq!((world.writes("c3"), world.greeting("c3")), (2, json!("hi")));
+    let owner_log = replicas.iter().find(|d| identity(d) == owner).unwrap().log();
+    assert!(owner_log.contains("Applied. cluster=c3 "), "the owner applied it");
+    assert!(!other.log().contains("Applied. cluster=c3 "), "the other did not");
+    assert_eq!(world.state("c3")["spec"]["approvals"][0]["by"], "alice");
+    assert!(world.state("c3")["status"].get("pending").is_none());
+
+    // What /readyz and /metrics say.
+    let (_, text) = replicas[0].get("/readyz");
+    assert!(text.starts_with("ready\nshards: "), "{text}");
+    assert!(text.contains(" of 4 held (") && text.contains("; 3 replicas"), "{text}");
+    let (_, metrics) = replicas[0].get("/metrics");
+    let mine = held(&replicas[0]);
+    assert!(!mine.is_empty());
+    for s in &mine {
+        assert!(metrics.contains(&format!("strata_shard_held{{shard=\"{s}\"}} 1\n")), "{metrics}");
+    }
+    assert!(metrics.contains("strata_lease_requests_total{result=\"renew\"}"), "{metrics}");
+    let owned_clusters: usize = mine
+        .iter()
+        .map(|s| {
+            let line = format!("strata_shard_clusters{{shard=\"{s}\"}} ");
+            metrics.lines().find(|l| l.starts_with(&line)).map(|l| l[line.len()..].parse::<usize>().unwrap()).unwrap()
+        })
+        .sum();
+    let expected = (0..CLUSTERS)
+        .filter(|i| replicas[0].cluster(&format!("c{i}"))["shard"]["holder"] == identity(&replicas[0]))
+        .count();
+    assert_eq!(owned_clusters, expected, "{metrics}");
+    assert!(replicas[0].log().contains("shard{shard="), "logs carry the shard");
+}
+
+/// A replica killed with SIGKILL: another takes its shards over within twice the lease duration
+/// and applies what it held, once. A replica that is stopped (SIGSTOP) and resumed after its
+/// Lease went to another finds itself fenced by its own clock: it applies nothing more.
+#[test]
+fn a_dead_or_stalled_holder_is_taken_over_without_a_double_apply() {
+    let world = World::new(CLUSTERS, &[]);
+    let first = world.repo.commit("start");
+    let mut a = world.replica(2);
+    let b = world.replica(2);
+    wait("one shard each", LONG, &[&a, &b], || held(&a).len() == 1 && held(&b).len() == 1);
+    wait("every cluster applied", LONG, &[&a, &b], || (0..CLUSTERS).all(|i| world.applied_at(&format!("c{i}"), &first)));
+    let a_shard = held(&a)[0];
+    let lease_name = format!("strata-shard-{a_shard}");
+    let a_clusters: Vec<String> = (0..CLUSTERS)
+        .map(|i| format!("c{i}"))
+        .filter(|c| b.cluster(c)["shard"]["index"] == a_shard)
+        .collect();
+    assert!(!a_clusters.is_empty());
+
+    a.kill9();
+    let before = world.lease(&lease_name);
+    world.repo.edit(PROFILE, "greeting: hello", "greeting: hi");
+    let second = world.repo.commit("hi");
+    wait("b to apply every cluster", LONG, &[&a, &b], || (0..CLUSTERS).all(|i| world.applied_at(&format!("c{i}"), &second)));
+    let after = world.lease(&lease_name);
+    assert_eq!(after["spec"]["holderIdentity"], identity(&b));
+    assert_eq!(after["spec"]["leaseTransitions"], before["spec"]["leaseTransitions"].as_i64().unwrap() + 1);
+    let renewed = jiff(&before["spec"]["renewTime"]);
+    let acquired = jiff(&after["spec"]["acquireTime"]);
+    let gap = acquired.duration_since(renewed).expect("acquired after the last renewal").as_secs_f64();
+    assert!(gap <= 8.0, "taken over {gap:.1}s after the last renewal; the lease is 4s");
+    for c in &a_clusters {
+        assert_eq!(world.writes(c), 2, "{c}: once per commit");
+        assert_eq!(world.greeting(c), "hi");
+    }
+
+    // Stalled, not dead: c (started now) takes a shard from b. Stopped (SIGSTOP) in the middle of
+    // applying a commit, its Lease expires and b takes the shard back and applies; resumed, c
+    // finds itself fenced by its own clock and stops where it was: it applies nothing more.
+    let mut c = world.replica(2);
+    wait("c to hold a shard", LONG, &[&b, &c], || held(&c).len() == 1 && held(&b).len() == 1);
+    let c_shard = held(&c)[0];
+    let c_clusters: Vec<String> = (0..CLUSTERS)
+        .map(|i| format!("c{i}"))
+        .filter(|x| b.cluster(x)["shard"]["index"] == c_shard)
+        .collect();
+    world.workload.set_latency(Duration::from_millis(700));
+    let log_before = c.log().len();
+    world.repo.edit(PROFILE, "greeting: hi", "greeting: hey");
+    let third = world.repo.commit("hey");
+    wait("c to start applying", LONG, &[&b, &c], || c.log()[log_before..].contains("Applying."));
+    let pid = c.pid().to_string();
+    assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    let stopped_at = c.log().len();
+    wait("b to take c's shard and apply", LONG, &[&b, &c], || {
+        (0..CLUSTERS).all(|i| world.applied_at(&format!("c{i}"), &third))
+    });
+    world.workload.set_latency(Duration::ZERO);
+    assert!(std::process::Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    wait("c to see it lost its shard", LONG, &[&b, &c], || held(&c).is_empty() && c.log().len() > stopped_at);
+    std::thread::sleep(Duration::from_secs(2));
+    let resumed = &c.log()[stopped_at..];
+    assert!(!resumed.contains("Applied."), "a fenced replica went on applying:\n{resumed}");
+    for x in &c_clusters {
+        assert_eq!(world.writes(x), 3, "{x}: once per commit");
+        assert_eq!(world.greeting(x), "hey");
+        assert!(world.state(x)["status"]["history"].as_array().unwrap().len() >= 3);
+    }
+    c.kill9();
+    drop(a);
+}
+
+fn jiff(value: &Value) -> std::time::SystemTime {
+    let text = value.as_str().expect("a time");
+    let ts: jiff::Timestamp = text.parse().expect("RFC 3339");
+    std::time::SystemTime::from(ts)
+}
+
+fn kubeconfig_secret(name: &str, target: &str, kubeconfig: &Path) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "namespace": NAMESPACE, "labels": {"strata.dev/target": target}},
+        "stringData": {"kubeconfig": std::fs::read_to_string(kubeconfig).unwrap()},
+    })
+}
+
+/// Cluster Secrets: a cluster whose target no host config names waits for one; a Secret
+/// registering it is picked up by the watch, changed and removed while running.
+#[test]
+fn cluster_secrets_are_picked_up_changed_and_removed_while_running() {
+    let world = World::new(2, &[]);
+    let first = world.repo.commit("start");
+    let mut daemon = world.configure(1, "  unused: { directory: ./out/unused }\n");
+    daemon.spawn();
+    let all = [&daemon];
+    wait("the clusters to wait for their target", LONG, &all, || {
+        world.state("c0")["status"]["sync"] == "error"
+            && world.state("c0")["status"]["message"].as_str().is_some_and(|m| m.contains("strata.dev/target=workload"))
+    });
+    assert_eq!(world.writes("c0"), 0);
+
+    kubernetes::put_secret(&world.mgmt_kubeconfig(), kubeconfig_secret("workload-cluster", "workload", &world.workload_kubeconfig()));
+    wait("the clusters applied through the Secret", LONG, &all, || world.applied_at("c0", &first) && world.applied_at("c1", &first));
+    assert_eq!(world.greeting("c0"), "hello");
+
+    // Changed: Argo CD's form, with a bad server. The clusters reconnect and fail, naming it.
+    let argo = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "workload-cluster", "namespace": NAMESPACE, "labels": {"strata.dev/target": "workload"}},
+        "stringData": {"server": "http://127.0.0.1:9", "config": "{\"bearerToken\": \"s3cr3t-token\"}"},
+    });
+    kubernetes::put_secret(&world.mgmt_kubeconfig(), argo);
+    world.repo.edit(PROFILE, "greeting: hello", "greeting: hi");
+    let second = world.repo.commit("hi");
+    wait("c0 to fail against the new server", LONG, &all, || world.state("c0")["status"]["sync"] == "failed");
+    assert!(!daemon.log().contains("s3cr3t-token"), "a credential in the log");
+    assert!(!world.state("c0").to_string().contains("s3cr3t-token"));
+
+    // Back to the kubeconfig: applied.
+    kubernetes::put_secret(&world.mgmt_kubeconfig(), kubeconfig_secret("workload-cluster", "workload", &world.workload_kubeconfig()));
+    wait("the clusters applied again", LONG, &all, || world.applied_at("c0", &second) && world.applied_at("c1", &second));
+    assert_eq!(world.greeting("c0"), "hi");
+
+    // Removed: no longer reconciled, whatever Git says.
+    kubernetes::delete_secret(&world.mgmt_kubeconfig(), "workload-cluster");
+    wait("c0 to lose its target", LONG, &all, || world.state("c0")["status"]["sync"] == "error");
+    let writes = world.writes("c0");
+    world.repo.edit(PROFILE, "greeting: hi", "greeting: hey");
+    world.repo.commit("hey");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!((world.writes("c0"), world.greeting("c0")), (writes, json!("hi")), "not touched after the Secret went");
+    let mut clusters = BTreeMap::new();
+    clusters.insert("c0", world.state("c0")["status"]["message"].clone());
+    assert!(clusters["c0"].as_str().unwrap().contains("target `workload` is not configured"), "{clusters:?}");
+    daemon.terminate();
+}
