@@ -84,8 +84,8 @@ impl World {
 
     /// As [`World::replica`], not waiting for it to be ready.
     fn launch(&self, shards: u32) -> Daemon {
-        let mut daemon =
-            self.configure(shards, &format!("  workload: {{ kubeconfig: {} }}\n", self.workload_kubeconfig().display()));
+        let mut daemon = self
+            .configure(shards, &format!("  workload: {{ kubeconfig: {} }}\n", self.workload_kubeconfig().display()));
         daemon.launch();
         daemon
     }
@@ -151,7 +151,8 @@ fn wait(what: &str, timeout: Duration, replicas: &[&Daemon], mut done: impl FnMu
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let logs: Vec<String> = replicas.iter().enumerate().map(|(i, d)| format!("--- replica {i} ---\n{}", d.log())).collect();
+    let logs: Vec<String> =
+        replicas.iter().enumerate().map(|(i, d)| format!("--- replica {i} ---\n{}", d.log())).collect();
     panic!("timed out waiting for {what}\n{}", logs.join("\n"));
 }
 
@@ -165,6 +166,8 @@ const LONG: Duration = Duration::from_secs(60);
 fn replicas_share_the_fleet_and_apply_each_cluster_once() {
     let world = World::new(CLUSTERS, &["c3"]);
     let first = world.repo.commit("nothing new");
+    // From here on, every request to the management cluster is a replica's.
+    world.mgmt.clear_requests();
     // Slow enough that replicas deciding the same cluster would all be in the middle of applying it.
     world.workload.set_latency(Duration::from_millis(50));
     // Started together: they all see the fleet at once.
@@ -191,7 +194,9 @@ fn replicas_share_the_fleet_and_apply_each_cluster_once() {
         assert_eq!(code, 200, "{body}");
         assert_eq!(serde_json::from_str::<Value>(&body).unwrap().as_array().unwrap().len(), CLUSTERS);
     }
-    let holders: Vec<String> = (0..4).map(|s| world.lease(&format!("strata-shard-{s}"))["spec"]["holderIdentity"].as_str().unwrap().to_string()).collect();
+    let holders: Vec<String> = (0..4)
+        .map(|s| world.lease(&format!("strata-shard-{s}"))["spec"]["holderIdentity"].as_str().unwrap().to_string())
+        .collect();
     let identities: Vec<String> = replicas.iter().map(identity).collect();
     assert!(holders.iter().all(|h| identities.contains(h)), "{holders:?} {identities:?}");
 
@@ -249,6 +254,16 @@ fn replicas_share_the_fleet_and_apply_each_cluster_once() {
         .count();
     assert_eq!(owned_clusters, expected, "{metrics}");
     assert!(replicas[0].log().contains("shard{shard="), "logs carry the shard");
+
+    // Everything the replicas asked of the management cluster, the shipped Role allows.
+    let rules = kubernetes::shipped_role();
+    let refused: Vec<String> = world
+        .mgmt
+        .requests()
+        .iter()
+        .filter_map(|r| kubernetes::role_allows(&rules, &r.method, &r.path, &r.query, r.watch).err())
+        .collect();
+    assert!(refused.is_empty(), "deploy/kubernetes/rbac.yaml does not allow: {refused:#?}");
 }
 
 /// A replica killed with SIGKILL: another takes its shards over within twice the lease duration
@@ -261,20 +276,22 @@ fn a_dead_or_stalled_holder_is_taken_over_without_a_double_apply() {
     let mut a = world.replica(2);
     let b = world.replica(2);
     wait("one shard each", LONG, &[&a, &b], || held(&a).len() == 1 && held(&b).len() == 1);
-    wait("every cluster applied", LONG, &[&a, &b], || (0..CLUSTERS).all(|i| world.applied_at(&format!("c{i}"), &first)));
+    wait("every cluster applied", LONG, &[&a, &b], || {
+        (0..CLUSTERS).all(|i| world.applied_at(&format!("c{i}"), &first))
+    });
     let a_shard = held(&a)[0];
     let lease_name = format!("strata-shard-{a_shard}");
-    let a_clusters: Vec<String> = (0..CLUSTERS)
-        .map(|i| format!("c{i}"))
-        .filter(|c| b.cluster(c)["shard"]["index"] == a_shard)
-        .collect();
+    let a_clusters: Vec<String> =
+        (0..CLUSTERS).map(|i| format!("c{i}")).filter(|c| b.cluster(c)["shard"]["index"] == a_shard).collect();
     assert!(!a_clusters.is_empty());
 
     a.kill9();
     let before = world.lease(&lease_name);
     world.repo.edit(PROFILE, "greeting: hello", "greeting: hi");
     let second = world.repo.commit("hi");
-    wait("b to apply every cluster", LONG, &[&a, &b], || (0..CLUSTERS).all(|i| world.applied_at(&format!("c{i}"), &second)));
+    wait("b to apply every cluster", LONG, &[&a, &b], || {
+        (0..CLUSTERS).all(|i| world.applied_at(&format!("c{i}"), &second))
+    });
     let after = world.lease(&lease_name);
     assert_eq!(after["spec"]["holderIdentity"], identity(&b));
     assert_eq!(after["spec"]["leaseTransitions"], before["spec"]["leaseTransitions"].as_i64().unwrap() + 1);
@@ -293,10 +310,8 @@ fn a_dead_or_stalled_holder_is_taken_over_without_a_double_apply() {
     let mut c = world.replica(2);
     wait("c to hold a shard", LONG, &[&b, &c], || held(&c).len() == 1 && held(&b).len() == 1);
     let c_shard = held(&c)[0];
-    let c_clusters: Vec<String> = (0..CLUSTERS)
-        .map(|i| format!("c{i}"))
-        .filter(|x| b.cluster(x)["shard"]["index"] == c_shard)
-        .collect();
+    let c_clusters: Vec<String> =
+        (0..CLUSTERS).map(|i| format!("c{i}")).filter(|x| b.cluster(x)["shard"]["index"] == c_shard).collect();
     world.workload.set_latency(Duration::from_millis(700));
     let log_before = c.log().len();
     world.repo.edit(PROFILE, "greeting: hi", "greeting: hey");
@@ -352,8 +367,13 @@ fn cluster_secrets_are_picked_up_changed_and_removed_while_running() {
     });
     assert_eq!(world.writes("c0"), 0);
 
-    kubernetes::put_secret(&world.mgmt_kubeconfig(), kubeconfig_secret("workload-cluster", "workload", &world.workload_kubeconfig()));
-    wait("the clusters applied through the Secret", LONG, &all, || world.applied_at("c0", &first) && world.applied_at("c1", &first));
+    kubernetes::put_secret(
+        &world.mgmt_kubeconfig(),
+        kubeconfig_secret("workload-cluster", "workload", &world.workload_kubeconfig()),
+    );
+    wait("the clusters applied through the Secret", LONG, &all, || {
+        world.applied_at("c0", &first) && world.applied_at("c1", &first)
+    });
     assert_eq!(world.greeting("c0"), "hello");
 
     // Changed: Argo CD's form, with a bad server. The clusters reconnect and fail, naming it.
@@ -370,8 +390,13 @@ fn cluster_secrets_are_picked_up_changed_and_removed_while_running() {
     assert!(!world.state("c0").to_string().contains("s3cr3t-token"));
 
     // Back to the kubeconfig: applied.
-    kubernetes::put_secret(&world.mgmt_kubeconfig(), kubeconfig_secret("workload-cluster", "workload", &world.workload_kubeconfig()));
-    wait("the clusters applied again", LONG, &all, || world.applied_at("c0", &second) && world.applied_at("c1", &second));
+    kubernetes::put_secret(
+        &world.mgmt_kubeconfig(),
+        kubeconfig_secret("workload-cluster", "workload", &world.workload_kubeconfig()),
+    );
+    wait("the clusters applied again", LONG, &all, || {
+        world.applied_at("c0", &second) && world.applied_at("c1", &second)
+    });
     assert_eq!(world.greeting("c0"), "hi");
 
     // Removed: no longer reconciled, whatever Git says.

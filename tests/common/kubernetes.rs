@@ -111,3 +111,68 @@ pub fn delete_secret(kubeconfig: &Path, name: &str) {
         secrets.delete(name, &Default::default()).await.unwrap();
     });
 }
+
+/// The rules of the Role `deploy/kubernetes/rbac.yaml` grants strata's service account.
+pub fn shipped_role() -> Vec<Value> {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/rbac.yaml")).unwrap();
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
+    let role = docs.into_iter().find(|d| d["kind"] == "Role").expect("a Role in rbac.yaml");
+    role["rules"].as_array().unwrap().clone()
+}
+
+/// Whether a request strata made is allowed by `rules` of a Role in strata-system, as
+/// kube-apiserver's RBAC authorizer decides it (verbs from method and path; `resourceNames`
+/// bind list and watch only with a `metadata.name` field selector). Discovery is open to every
+/// authenticated client (system:discovery). Err says what is missing.
+pub fn role_allows(rules: &[Value], method: &str, path: &str, query: &str, watch: bool) -> Result<(), String> {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let rest = match segments.as_slice() {
+        ["version"] | ["api"] | ["apis"] | ["api", _] | ["apis", _] | ["apis", _, _] => return Ok(()),
+        [first, ..] if first.starts_with("openapi") => return Ok(()),
+        ["api", "v1", rest @ ..] => ("", rest),
+        ["apis", group, _, rest @ ..] => (*group, rest),
+        _ => return Err(format!("{method} {path}: not an API path")),
+    };
+    let (group, rest) = rest;
+    let (resource, name, sub) = match rest {
+        ["namespaces", ns, resource, tail @ ..] if *ns == NAMESPACE => {
+            (*resource, tail.first().copied(), tail.get(1).copied())
+        }
+        _ => return Err(format!("{method} {path}: outside namespace {NAMESPACE} (the Role is namespaced)")),
+    };
+    let verb = match (method, name) {
+        ("GET", _) if watch => "watch",
+        ("GET", Some(_)) => "get",
+        ("GET", None) => "list",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", Some(_)) => "delete",
+        ("DELETE", None) => "deletecollection",
+        _ => return Err(format!("{method} {path}: unknown verb")),
+    };
+    let full = match sub {
+        Some(sub) => format!("{resource}/{sub}"),
+        None => resource.to_string(),
+    };
+    let selected = url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "fieldSelector")
+        .and_then(|(_, v)| v.strip_prefix("metadata.name=").map(str::to_string));
+    let target = name.map(str::to_string).or(selected);
+    let has = |list: &Value, item: &str| list.as_array().is_some_and(|a| a.iter().any(|v| v == item || v == "*"));
+    let allowed = rules.iter().any(|rule| {
+        has(&rule["apiGroups"], group)
+            && has(&rule["resources"], &full)
+            && has(&rule["verbs"], verb)
+            && match rule.get("resourceNames").and_then(Value::as_array) {
+                None => true,
+                Some(names) => target.as_ref().is_some_and(|t| names.iter().any(|n| n == t.as_str())),
+            }
+    });
+    if allowed {
+        Ok(())
+    } else {
+        Err(format!("{verb} {group}/{full} {} ({method} {path}?{query})", target.unwrap_or_default()))
+    }
+}
