@@ -45,6 +45,46 @@ struct RawConfig {
     status: Option<Spanned<RawStatus>>,
     #[serde(default)]
     view: RawView,
+    #[serde(default)]
+    proxy: Option<Spanned<RawProxy>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProxy {
+    url: String,
+    #[serde(default)]
+    no_proxy: Option<RawList>,
+    username: Option<String>,
+    password_file: Option<String>,
+}
+
+/// A list written as YAML (`[a, b]`) or as NO_PROXY is (`"a,b"`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawList {
+    List(Vec<String>),
+    Text(String),
+}
+
+impl RawList {
+    fn items(self) -> Vec<String> {
+        let all = match self {
+            RawList::List(items) => items,
+            RawList::Text(text) => text.split(',').map(str::to_string).collect(),
+        };
+        all.into_iter().map(|i| i.trim().to_string()).filter(|i| !i.is_empty()).collect()
+    }
+}
+
+/// TLS keys, the same in `repository` and `status`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    ca_file: Option<String>,
+    system_roots: Option<bool>,
+    client_cert_file: Option<String>,
+    client_key_file: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -77,6 +117,10 @@ struct RawStatus {
     min_interval: Option<Spanned<String>>,
     #[serde(default)]
     pull_requests: bool,
+    ca_file: Option<String>,
+    system_roots: Option<bool>,
+    client_cert_file: Option<String>,
+    client_key_file: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -91,6 +135,10 @@ struct RawRepository {
     interval: Option<Spanned<String>>,
     #[serde(default)]
     credentials: RawCredentials,
+    ca_file: Option<String>,
+    system_roots: Option<bool>,
+    client_cert_file: Option<String>,
+    client_key_file: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -164,6 +212,35 @@ pub struct Credentials {
     pub known_hosts: Option<PathBuf>,
 }
 
+/// The proxy every outbound connection goes through (`proxy:`); without it, the environment's
+/// HTTPS_PROXY / HTTP_PROXY / NO_PROXY decide.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Proxy {
+    /// `http://HOST:PORT`.
+    pub url: String,
+    /// Hosts reached directly, as NO_PROXY writes them: names (with their subdomains), addresses, CIDR ranges.
+    pub no_proxy: Vec<String>,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
+
+/// Trust and identity for the TLS connections to one endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tls {
+    /// A PEM bundle of CA certificates to trust.
+    pub ca_file: Option<PathBuf>,
+    /// Trust the system's roots too (the default); `false` trusts `ca_file` alone.
+    pub system_roots: bool,
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Tls { ca_file: None, system_roots: true, client_cert_file: None, client_key_file: None }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Repository {
     pub location: RepoLocation,
@@ -173,6 +250,7 @@ pub struct Repository {
     /// How often a remote is fetched (local repositories are watched, and polled this often too).
     pub interval: Duration,
     pub credentials: Credentials,
+    pub tls: Tls,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -203,6 +281,8 @@ pub struct StatusConfig {
     pub min_interval: Duration,
     /// Also fetch pull-request heads and post a plan for every new one.
     pub pull_requests: bool,
+    /// TLS for the forge's API.
+    pub tls: Tls,
 }
 
 impl StatusConfig {
@@ -239,6 +319,7 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub status: Option<StatusConfig>,
     pub view: ViewConfig,
+    pub proxy: Option<Proxy>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
@@ -280,6 +361,41 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     })
 }
 
+/// The TLS keys of `section`, checked: a certificate needs its key, and trusting `ca_file` alone
+/// needs a `ca_file`.
+fn tls(
+    diags: &mut Diagnostics,
+    file: &str,
+    line: usize,
+    section: &str,
+    raw: RawTls,
+    resolve: &impl Fn(&str) -> PathBuf,
+) -> Tls {
+    let tls = Tls {
+        ca_file: raw.ca_file.as_deref().map(resolve),
+        system_roots: raw.system_roots.unwrap_or(true),
+        client_cert_file: raw.client_cert_file.as_deref().map(resolve),
+        client_key_file: raw.client_key_file.as_deref().map(resolve),
+    };
+    if tls.client_cert_file.is_some() != tls.client_key_file.is_some() {
+        diags.push(
+            Diagnostic::new(Code::Schema, format!("{section}: client_cert_file and client_key_file go together"))
+                .in_file(file)
+                .at_line(line)
+                .help("give both PEM files: the client certificate (with its chain) and its private key"),
+        );
+    }
+    if !tls.system_roots && tls.ca_file.is_none() {
+        diags.push(
+            Diagnostic::new(Code::Schema, format!("{section}: system_roots: false trusts nothing without a ca_file"))
+                .in_file(file)
+                .at_line(line)
+                .help("set ca_file to the PEM bundle of the CAs to trust, or drop system_roots: false"),
+        );
+    }
+    tls
+}
+
 /// A URL with a scheme (or scp-like `user@host:path`) is a remote; anything else a local path.
 fn location(url: &str, resolve: impl Fn(&str) -> PathBuf) -> RepoLocation {
     let scp_like = url.contains('@') && url.contains(':') && !url.contains("://");
@@ -316,8 +432,16 @@ impl Config {
         let shutdown_timeout =
             duration(&mut diags, &shown, &raw.shutdown_timeout, "shutdown_timeout", Duration::from_secs(30));
         let repository = raw.repository.map(|r| {
+            let line = r.referenced.line() as usize;
             let interval =
                 duration(&mut diags, &shown, &r.value.interval, "repository.interval", Duration::from_secs(60));
+            let raw_tls = RawTls {
+                ca_file: r.value.ca_file,
+                system_roots: r.value.system_roots,
+                client_cert_file: r.value.client_cert_file,
+                client_key_file: r.value.client_key_file,
+            };
+            let tls = tls(&mut diags, &shown, line, "repository", raw_tls, &resolve);
             let c = r.value.credentials;
             Repository {
                 location: location(&r.value.url, resolve),
@@ -330,6 +454,7 @@ impl Config {
                     ssh_key_file: c.ssh_key_file.as_deref().map(resolve),
                     known_hosts: c.known_hosts.as_deref().map(resolve),
                 },
+                tls,
             }
         });
 
@@ -361,6 +486,13 @@ impl Config {
             let line = st.referenced.line() as usize;
             let r = st.value;
             let min_interval = duration(&mut diags, &shown, &r.min_interval, "status.min_interval", Duration::from_secs(1));
+            let raw_tls = RawTls {
+                ca_file: r.ca_file,
+                system_roots: r.system_roots,
+                client_cert_file: r.client_cert_file,
+                client_key_file: r.client_key_file,
+            };
+            let tls = tls(&mut diags, &shown, line, "status", raw_tls, &resolve);
             let sink = if r.provider == "git-notes" {
                 Some(StatusSink::Notes)
             } else {
@@ -393,7 +525,7 @@ impl Config {
                     }
                 }
             };
-            sink.map(|sink| StatusConfig { sink, target_url: r.target_url, min_interval, pull_requests: r.pull_requests })
+            sink.map(|sink| StatusConfig { sink, target_url: r.target_url, min_interval, pull_requests: r.pull_requests, tls })
         });
         let listen = match &raw.listen {
             None => DEFAULT_LISTEN.parse().expect("valid default"),
@@ -407,6 +539,33 @@ impl Config {
                 DEFAULT_LISTEN.parse().expect("valid default")
             }),
         };
+        let proxy = raw.proxy.map(|p| {
+            let line = p.referenced.line() as usize;
+            let p = p.value;
+            if p.username.is_some() != p.password_file.is_some() {
+                diags.push(
+                    Diagnostic::new(Code::Schema, "proxy: username and password_file go together")
+                        .in_file(&shown)
+                        .at_line(line)
+                        .help(
+                            "the proxy's basic-auth password is read from password_file, never written in strata.yaml",
+                        ),
+                );
+            }
+            if let Err(e) = crate::net::proxy::Router::from_config(&Proxy { url: p.url.clone(), ..Proxy::default() }) {
+                diags.push(
+                    Diagnostic::new(Code::Schema, e.to_string()).in_file(&shown).at_line(line).help(
+                        "e.g. proxy: { url: http://proxy.example.com:3128, no_proxy: [.example.com, 10.0.0.0/8] }",
+                    ),
+                );
+            }
+            Proxy {
+                url: p.url,
+                no_proxy: p.no_proxy.map(RawList::items).unwrap_or_default(),
+                username: p.username,
+                password_file: p.password_file.as_deref().map(resolve),
+            }
+        });
         diags.into_result(Config {
             file: path.to_path_buf(),
             repository,
@@ -426,6 +585,7 @@ impl Config {
             shutdown_timeout,
             status,
             view: ViewConfig { enabled: raw.view.enabled, require_token: raw.view.require_token },
+            proxy,
         })
     }
 
@@ -535,6 +695,33 @@ mod tests {
         for file in ["systemd/strata.yaml", "docs/strata.yaml"] {
             Config::load(&root.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
         }
+    }
+
+    #[test]
+    fn proxy_and_tls_keys() {
+        let config = load(
+            "proxy: { url: 'http://proxy.corp:3128', no_proxy: '.corp.example, 10.0.0.0/8', username: strata, password_file: proxy-password }\nrepository: { url: 'https://git.corp.example/fleet.git', ca_file: corp-ca.pem, client_cert_file: c.pem, client_key_file: k.pem }\nstatus: { provider: gitea, api: 'https://git.corp.example', repo: p/f, token_file: t, ca_file: /etc/ca.pem, system_roots: false }\n",
+        )
+        .unwrap();
+        let proxy = config.proxy.unwrap();
+        assert_eq!(proxy.url, "http://proxy.corp:3128");
+        assert_eq!(proxy.no_proxy, [".corp.example", "10.0.0.0/8"]);
+        assert!(proxy.password_file.unwrap().ends_with("proxy-password"));
+        let tls = config.repository.unwrap().tls;
+        assert!(tls.ca_file.unwrap().is_absolute() && tls.system_roots);
+        assert!(tls.client_key_file.unwrap().ends_with("k.pem"));
+        let status = config.status.unwrap().tls;
+        assert_eq!((status.ca_file.as_deref(), status.system_roots), (Some(Path::new("/etc/ca.pem")), false));
+        let listed = load("proxy: { url: 'http://p:3128', no_proxy: [localhost, '::1'] }\n").unwrap();
+        assert_eq!(listed.proxy.unwrap().no_proxy, ["localhost", "::1"]);
+
+        let e = load("repository: { url: 'https://g/f.git', client_cert_file: c.pem }\nstatus: { provider: github, repo: p/f, token_file: t, system_roots: false }\nproxy: { url: 'socks5://p:1080', username: u }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("strata.yaml:1: repository: client_cert_file and client_key_file go together"), "{e}");
+        assert!(e.contains("strata.yaml:2: status: system_roots: false trusts nothing without a ca_file"), "{e}");
+        assert!(e.contains("strata.yaml:3: proxy: username and password_file go together"), "{e}");
+        assert!(e.contains("strata.yaml:3: proxy.url: `socks5://` proxies are not supported"), "{e}");
     }
 
     #[test]

@@ -45,6 +45,11 @@ pub enum Code {
     Collision,
     /// kustomize or helm missing or failing.
     Tool,
+    /// A reference to something outside the repository that a tool would fetch (a URL, a Git
+    /// remote, a chart repository).
+    Remote,
+    /// Rendered output past a size budget.
+    Budget,
 }
 
 impl Code {
@@ -65,6 +70,8 @@ impl Code {
             Code::Manifest => "manifest",
             Code::Collision => "collision",
             Code::Tool => "tool",
+            Code::Remote => "remote",
+            Code::Budget => "budget",
         }
     }
 }

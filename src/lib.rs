@@ -6,9 +6,11 @@
 //!   model    (resolve, pure)                 ->  the profile version each cluster runs
 //!   render   (pure, tools at the edge)       ->  DesiredSet per cluster, with digests
 //!   plan     (pure)                          ->  per cluster: upgrade | rollback | in-place edit | override | ...
+//!   redact   (pure)                          ->  the copies of objects that may be shown: Secret values as keyed hashes
 //!   apply    (over a Target)                 ->  staged server-side apply, inventory, prune, health, drift
 //!   target   (kube | directory)              ->  the IO edge to clusters, configured on the host (config)
 //!   daemon   (strata run)                    ->  watch Git, decide by policy, workers per cluster, state
+//!   net      (one HTTP client)               ->  proxies, CAs, client certificates for Git, forges, clusters
 //! ```
 //!
 //! Everything up to `plan` is plain functions over plain data; the only IO there is reading the
@@ -20,7 +22,9 @@ pub mod config;
 pub mod daemon;
 pub mod diag;
 pub mod model;
+pub mod net;
 pub mod plan;
+pub mod redact;
 pub mod render;
 pub mod repo;
 pub mod report;

@@ -80,16 +80,21 @@ pub struct Layer {
     pub release_name: Option<String>,
     /// Fields other controllers own (an HPA's `spec.replicas`): not compared for drift, and not
     /// re-applied to objects that already exist.
-    pub ignore: Vec<IgnoreRule>,
+    pub ignore: Vec<FieldRule>,
+    /// Fields that hold credentials (a custom resource's `spec.password`): shown only as keyed
+    /// hashes, as Secret values are (see [`crate::redact`]).
+    pub sensitive: Vec<FieldRule>,
     /// Line of the layer's `name` in the profile file.
     pub line: usize,
 }
 
-/// A field strata leaves to others: a JSON pointer, optionally only on objects of one kind or name.
+/// Fields of some objects: a JSON pointer, optionally only on objects of one kind or name. An
+/// `ignore` rule leaves them to others; a `sensitive` rule keeps their values from being shown.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct IgnoreRule {
-    /// JSON pointer into the object, e.g. `/spec/replicas`.
+pub struct FieldRule {
+    /// JSON pointer into the object, e.g. `/spec/replicas` (in `sensitive` rules a `*` token
+    /// stands for any key or list item: `/spec/users/*/password`).
     pub path: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
@@ -100,7 +105,7 @@ pub struct IgnoreRule {
     pub layer: Option<String>,
 }
 
-impl IgnoreRule {
+impl FieldRule {
     pub fn matches(&self, layer: &str, kind: &str, name: &str) -> bool {
         self.kind.as_deref().is_none_or(|k| k == kind)
             && self.name.as_deref().is_none_or(|n| n == name)
@@ -182,8 +187,10 @@ pub struct Cluster {
     pub drift: DriftPolicy,
     /// The host-side target this cluster is reached through (defaults to the cluster name).
     pub target: String,
-    /// Fields left to other controllers on this cluster (see [`IgnoreRule`]).
-    pub ignore: Vec<IgnoreRule>,
+    /// Fields left to other controllers on this cluster (see [`FieldRule`]).
+    pub ignore: Vec<FieldRule>,
+    /// Fields whose values are never shown, on this cluster's objects.
+    pub sensitive: Vec<FieldRule>,
     /// Line of `spec.profile` in the cluster file, for resolution errors.
     pub profile_line: usize,
 }
@@ -280,6 +287,7 @@ mod tests {
             drift: DriftPolicy::Correct,
             target: "c".into(),
             ignore: vec![],
+            sensitive: vec![],
             profile_line: 7,
         }
     }

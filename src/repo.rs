@@ -19,7 +19,7 @@ use serde_saphyr::Spanned;
 
 use crate::diag::{Code, Diagnostic, Diagnostics};
 use crate::model::{
-    API_VERSION, Cluster, DriftPolicy, IgnoreRule, Layer, LayerKind, Model, Profile, UpdatePolicy, VersionSpec,
+    API_VERSION, Cluster, DriftPolicy, FieldRule, Layer, LayerKind, Model, Profile, UpdatePolicy, VersionSpec,
 };
 use crate::source::{self, EntryKind, ReadError, Tree};
 use crate::yaml;
@@ -68,7 +68,9 @@ struct RawLayer {
     #[serde(default)]
     release_name: Option<Spanned<String>>,
     #[serde(default)]
-    ignore: Vec<Spanned<IgnoreRule>>,
+    ignore: Vec<Spanned<FieldRule>>,
+    #[serde(default)]
+    sensitive: Vec<Spanned<FieldRule>>,
 }
 
 #[derive(Deserialize)]
@@ -105,7 +107,9 @@ struct RawClusterSpec {
     #[serde(default)]
     target: Option<String>,
     #[serde(default)]
-    ignore: Vec<Spanned<IgnoreRule>>,
+    ignore: Vec<Spanned<FieldRule>>,
+    #[serde(default)]
+    sensitive: Vec<Spanned<FieldRule>>,
 }
 
 #[derive(Deserialize)]
@@ -178,12 +182,17 @@ fn read_yaml<T: for<'de> Deserialize<'de>>(tree: &dyn Tree, path: &str) -> Resul
 }
 
 pub(crate) fn read_diag(path: &str, e: ReadError) -> Diagnostic {
-    let code = match e {
-        ReadError::TooLarge(_) => Code::TooLarge,
-        ReadError::Escapes(_) | ReadError::Loop => Code::Path,
-        _ => Code::Yaml,
-    };
-    Diagnostic::new(code, e.to_string()).in_file(path)
+    match e {
+        // Named by the link (or path) that leads out, which may be deep below `path`.
+        ReadError::Escapes { path: ref escaping, .. } => Diagnostic::new(Code::Path, e.to_string())
+            .in_file(escaping)
+            .help("resolved as the filesystem resolves it, it leaves the repository: keep files and links inside"),
+        ReadError::Loop(ref looping) => Diagnostic::new(Code::Path, e.to_string())
+            .in_file(looping)
+            .help("a symlink leads back to itself: fix or remove it"),
+        ReadError::TooLarge(_) => Diagnostic::new(Code::TooLarge, e.to_string()).in_file(path),
+        _ => Diagnostic::new(Code::Yaml, e.to_string()).in_file(path),
+    }
 }
 
 fn load_profiles(tree: &dyn Tree, model: &mut Model, broken: &mut HashSet<String>, diags: &mut Diagnostics) {
@@ -380,7 +389,7 @@ fn check_header(
 /// Names end up as label values and object names: DNS-1123 labels (lowercase alphanumerics and
 /// `-`, at most 63 characters, starting and ending alphanumeric).
 fn check_name(name: &str, what: &str, file: &str, at: usize, diags: &mut Diagnostics) -> bool {
-    if is_dns_label(name) {
+    if crate::render::names::is_dns1123_label(name) {
         return true;
     }
     diags.push(
@@ -390,15 +399,6 @@ fn check_name(name: &str, what: &str, file: &str, at: usize, diags: &mut Diagnos
             .help("use at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit"),
     );
     false
-}
-
-pub fn is_dns_label(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 63
-        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-        && bytes[0] != b'-'
-        && bytes[bytes.len() - 1] != b'-'
 }
 
 fn check_layer(tree: &dyn Tree, raw: RawLayer, file: &str, profile: &str, diags: &mut Diagnostics) -> Option<Layer> {
@@ -412,55 +412,72 @@ fn check_layer(tree: &dyn Tree, raw: RawLayer, file: &str, profile: &str, diags:
     let source_diag = |message: String, help: &str| {
         Diagnostic::new(Code::Path, message).in_file(file).at_line(source_line).about(&object).help(help)
     };
-    let source = match source::join("", &raw.source.value) {
+    let leaves = || {
+        source_diag(
+            format!("source `{}` leaves the repository", raw.source.value),
+            "give a path relative to the repository root, without `..` above it",
+        )
+    };
+    // Resolved as the filesystem would: `..` after a symlink steps back from where the link led.
+    let source = match source::components(&raw.source.value) {
         None => {
-            diags.push(source_diag(
-                format!("source `{}` leaves the repository", raw.source.value),
-                "give a path relative to the repository root, without `..` above it",
-            ));
+            diags.push(leaves());
             None
         }
-        Some(path) => match source::resolve(tree, &path) {
-            Ok((real, found)) => {
-                let problem = match (kind, found) {
-                    (LayerKind::Manifests, _) => None,
-                    (_, EntryKind::Dir) => {
-                        let marker: &[&str] = match kind {
-                            LayerKind::Kustomize => &["kustomization.yaml", "kustomization.yml", "Kustomization"],
-                            _ => &["Chart.yaml"],
-                        };
-                        (!marker.iter().any(|m| tree.kind(&format!("{real}/{m}")).is_some()))
-                            .then(|| format!("source `{path}` has no {}", marker[0]))
+        Some(parts) => {
+            let path = parts.join("/");
+            match source::resolve(tree, &path) {
+                Ok((real, found)) => {
+                    let problem = match (kind, found) {
+                        (LayerKind::Manifests, _) => None,
+                        (_, EntryKind::Dir) => {
+                            let marker: &[&str] = match kind {
+                                LayerKind::Kustomize => &["kustomization.yaml", "kustomization.yml", "Kustomization"],
+                                _ => &["Chart.yaml"],
+                            };
+                            (!marker.iter().any(|m| tree.kind(&format!("{real}/{m}")).is_some()))
+                                .then(|| format!("source `{path}` has no {}", marker[0]))
+                        }
+                        _ => Some(format!("source `{path}` is a file; a {kind} layer needs a directory")),
+                    };
+                    match problem {
+                        Some(message) => {
+                            diags.push(source_diag(
+                                message,
+                                "point source at the directory that holds the layer's files",
+                            ));
+                            None
+                        }
+                        // A path that climbs back with `..` is kept as the place it reached, so files
+                        // are named where they really are; otherwise as written.
+                        None if parts.contains(&"..") => Some(real),
+                        None => Some(path),
                     }
-                    _ => Some(format!("source `{path}` is a file; a {kind} layer needs a directory")),
-                };
-                match problem {
-                    Some(message) => {
-                        diags.push(source_diag(message, "point source at the directory that holds the layer's files"));
-                        None
-                    }
-                    None => Some(path),
+                }
+                Err(ReadError::NotFound) => {
+                    diags.push(source_diag(
+                        format!("source `{path}` does not exist"),
+                        "check the path; it is relative to the repository root",
+                    ));
+                    None
+                }
+                Err(ReadError::Escapes { through: None, .. }) => {
+                    diags.push(leaves());
+                    None
+                }
+                Err(ReadError::Escapes { through: Some(link), .. }) => {
+                    diags.push(source_diag(
+                        format!("source `{path}` goes through a symlink that points outside the repository (`{link}`)"),
+                        "layer files must live in the repository: copy them in instead of linking",
+                    ));
+                    None
+                }
+                Err(e) => {
+                    diags.push(source_diag(format!("source `{path}`: {e}"), "fix the path or the links along it"));
+                    None
                 }
             }
-            Err(ReadError::NotFound) => {
-                diags.push(source_diag(
-                    format!("source `{path}` does not exist"),
-                    "check the path; it is relative to the repository root",
-                ));
-                None
-            }
-            Err(ReadError::Escapes(link)) => {
-                diags.push(source_diag(
-                    format!("source `{path}` goes through a symlink that points outside the repository (`{link}`)"),
-                    "layer files must live in the repository: copy them in instead of linking",
-                ));
-                None
-            }
-            Err(e) => {
-                diags.push(source_diag(format!("source `{path}`: {e}"), "fix the path or the links along it"));
-                None
-            }
-        },
+        }
     };
     ok &= source.is_some();
 
@@ -507,9 +524,11 @@ fn check_layer(tree: &dyn Tree, raw: RawLayer, file: &str, profile: &str, diags:
         ok &= check_name(&r.value, "releaseName", file, line(&r), diags);
         Some(r.value)
     });
-    let ignore = check_ignore(raw.ignore, false, file, &object, diags, &mut ok);
+    let ignore = check_field_rules(raw.ignore, "ignore", false, file, &object, diags, &mut ok);
+    let sensitive = check_field_rules(raw.sensitive, "sensitive", false, file, &object, diags, &mut ok);
     ok.then(|| Layer {
         ignore,
+        sensitive,
         name,
         kind,
         source: source.unwrap_or_default(),
@@ -656,7 +675,8 @@ fn load_cluster(tree: &dyn Tree, file: &str, diags: &mut Diagnostics) -> Option<
         }
     }
     let target = raw.spec.target.unwrap_or_else(|| name.clone());
-    let ignore = check_ignore(raw.spec.ignore, true, file, &object, diags, &mut ok);
+    let ignore = check_field_rules(raw.spec.ignore, "ignore", true, file, &object, diags, &mut ok);
+    let sensitive = check_field_rules(raw.spec.sensitive, "sensitive", true, file, &object, diags, &mut ok);
     let window = raw.spec.window.and_then(|w| match crate::window::Window::parse(&w.value) {
         Ok(window) => Some(window),
         Err(message) => {
@@ -678,27 +698,29 @@ fn load_cluster(tree: &dyn Tree, file: &str, diags: &mut Diagnostics) -> Option<
         drift: raw.spec.drift,
         target,
         ignore,
+        sensitive,
         profile_line,
     })
     .filter(|_| ok)
 }
 
-/// Ignore rules name a JSON pointer; `layer` only makes sense on a cluster's rules.
-fn check_ignore(
-    rules: Vec<Spanned<IgnoreRule>>,
+/// `ignore` and `sensitive` rules name a JSON pointer; `layer` only makes sense on a cluster's rules.
+fn check_field_rules(
+    rules: Vec<Spanned<FieldRule>>,
+    what: &str,
     cluster: bool,
     file: &str,
     object: &str,
     diags: &mut Diagnostics,
     ok: &mut bool,
-) -> Vec<IgnoreRule> {
+) -> Vec<FieldRule> {
     let mut out = Vec::new();
     for rule in rules {
         let at = line(&rule);
         let problem = if !rule.value.path.starts_with('/') {
-            Some(format!("ignore path `{}` is not a JSON pointer", rule.value.path))
+            Some(format!("{what} path `{}` is not a JSON pointer", rule.value.path))
         } else if rule.value.layer.is_some() && !cluster {
-            Some("`layer` in an ignore rule is for cluster files; a layer's rules already apply to that layer".into())
+            Some(format!("`layer` in `{what}` rules is for cluster files; a layer's rules already apply to that layer"))
         } else {
             None
         };

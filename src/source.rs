@@ -12,8 +12,10 @@
 //! ```
 //!
 //! Everything above this module sees only [`Tree`]: repository-relative paths with `/`
-//! separators, rooted at `--path`. Symlinks are resolved here, and a path that leaves the root
-//! (`..`, an absolute path, a symlink pointing out) is refused here, once, for every reader.
+//! separators, rooted at `--path`. Symlinks are resolved here, as the kernel resolves them
+//! (component by component, `..` after a link stepping back from where the link led), and a path
+//! that leaves the root (`..`, an absolute path, a symlink pointing out) is refused here, once,
+//! for every reader. Tools get a checkout of the tree in which only links that stay inside exist.
 
 use std::fmt;
 use std::fs;
@@ -41,10 +43,13 @@ pub enum ReadError {
     NotFound,
     /// The file is larger than [`MAX_FILE_BYTES`]; carries its size.
     TooLarge(u64),
-    /// A path that leaves the repository root.
-    Escapes(String),
-    /// Too many symlink hops.
-    Loop,
+    /// A path that leaves the repository root, and the symlink that took it there (if one did).
+    Escapes {
+        path: String,
+        through: Option<String>,
+    },
+    /// Too many symlink hops resolving this path.
+    Loop(String),
     Io(String),
 }
 
@@ -55,8 +60,14 @@ impl fmt::Display for ReadError {
             ReadError::TooLarge(size) => {
                 write!(f, "file is {size} bytes, larger than the {MAX_FILE_BYTES}-byte limit")
             }
-            ReadError::Escapes(path) => write!(f, "`{path}` points outside the repository"),
-            ReadError::Loop => f.write_str("too many levels of symbolic links"),
+            ReadError::Escapes { path, through: None } => write!(f, "`{path}` points outside the repository"),
+            ReadError::Escapes { path, through: Some(link) } if link == path => {
+                write!(f, "`{path}` is a symlink that points outside the repository")
+            }
+            ReadError::Escapes { path, through: Some(link) } => {
+                write!(f, "`{path}` points outside the repository through the symlink `{link}`")
+            }
+            ReadError::Loop(path) => write!(f, "`{path}`: too many levels of symbolic links"),
             ReadError::Io(message) => f.write_str(message),
         }
     }
@@ -90,62 +101,75 @@ pub trait Tree {
     /// the tree has one. Used to fingerprint layer sources without reading them.
     fn object_id(&self, path: &str) -> Option<String>;
     /// A directory on the local filesystem holding this tree, for tools that need real files
-    /// (kustomize, helm). A Git tree writes itself out into `scratch` the first time.
+    /// (kustomize, helm): a confined copy written into `scratch` the first time (see
+    /// [`checkout`]), never the repository's own directory, where links may lead anywhere.
     fn local_root(&self, scratch: &Path) -> Result<PathBuf, ReadError>;
 }
 
-/// Joins `base` and a relative `path` and normalises `.` and `..`. `None` when `..` climbs above
-/// the root or `path` is absolute.
+/// Joins `base` and a relative `path` lexically, collapsing `.` and `..`. `None` when `..` climbs
+/// above the root or `path` is absolute. Lexical is right only where no link can be in the way
+/// (names from a listing, paths shown to people); paths users write go through [`resolve`].
 pub fn join(base: &str, path: &str) -> Option<String> {
-    if path.starts_with('/') || path.starts_with('\\') || Path::new(path).is_absolute() {
-        return None;
-    }
     let mut parts: Vec<&str> = base.split('/').filter(|p| !p.is_empty()).collect();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop()?;
-            }
-            other => parts.push(other),
+    for part in components(path)? {
+        if part == ".." {
+            parts.pop()?;
+        } else {
+            parts.push(part);
         }
     }
     Some(parts.join("/"))
 }
 
-/// Resolves every symlink along `path` (including the last component) and returns the real
-/// path inside the tree, or why it cannot be had.
+/// The components of a relative path, without empty and `.` ones (`..` is kept: only the tree
+/// knows what it means). `None` for an absolute path.
+pub fn components(path: &str) -> Option<Vec<&str>> {
+    if path.starts_with('/') || path.starts_with('\\') || Path::new(path).is_absolute() {
+        return None;
+    }
+    Some(path.split('/').filter(|p| !p.is_empty() && *p != ".").collect())
+}
+
+/// Resolves `path` as the kernel would, inside the tree: component by component, a symlink's
+/// target continues from the link's own directory, and `..` steps back from the directory
+/// actually reached — so `a/../b`, with `a` a link to `deep/er`, is `deep/b`, not `b`. Returns
+/// the real path (no links, no `..`) and what is there. A path or link that reaches above the
+/// root, or an absolute link, is refused ([`ReadError::Escapes`], naming the last link followed).
 pub fn resolve(tree: &dyn Tree, path: &str) -> Result<(String, EntryKind), ReadError> {
-    let mut pending: Vec<String> = join("", path)
-        .ok_or_else(|| ReadError::Escapes(path.to_string()))?
-        .split('/')
-        .filter(|p| !p.is_empty())
-        .map(str::to_string)
-        .rev()
-        .collect();
-    let mut resolved = String::new();
+    let escapes = |link: &Option<String>| ReadError::Escapes { path: path.to_string(), through: link.clone() };
+    let mut pending: Vec<String> =
+        components(path).ok_or_else(|| escapes(&None))?.into_iter().rev().map(str::to_string).collect();
+    let mut resolved: Vec<String> = Vec::new();
+    let mut kind = EntryKind::Dir;
+    let mut last_link: Option<String> = None;
     let mut hops = 0;
     while let Some(part) = pending.pop() {
-        let candidate = if resolved.is_empty() { part.clone() } else { format!("{resolved}/{part}") };
-        match tree.kind(&candidate) {
-            None => return Err(ReadError::NotFound),
-            Some(EntryKind::Symlink) => {
+        if kind != EntryKind::Dir {
+            // Something after a file: ENOTDIR.
+            return Err(ReadError::NotFound);
+        }
+        if part == ".." {
+            resolved.pop().ok_or_else(|| escapes(&last_link))?;
+            continue;
+        }
+        resolved.push(part);
+        let candidate = resolved.join("/");
+        match tree.kind(&candidate).ok_or(ReadError::NotFound)? {
+            EntryKind::Symlink => {
+                resolved.pop();
                 hops += 1;
                 if hops > MAX_SYMLINK_HOPS {
-                    return Err(ReadError::Loop);
+                    return Err(ReadError::Loop(path.to_string()));
                 }
                 let target = tree.read_link(&candidate)?;
-                let joined = join(&resolved, &target).ok_or_else(|| ReadError::Escapes(candidate.clone()))?;
-                // Restart from the root with the link's target followed by what was left.
-                pending.extend(joined.split('/').filter(|p| !p.is_empty()).map(str::to_string).rev());
-                resolved.clear();
+                last_link = Some(candidate);
+                let parts = components(&target).ok_or_else(|| escapes(&last_link))?;
+                pending.extend(parts.into_iter().rev().map(str::to_string));
             }
-            Some(EntryKind::File) if !pending.is_empty() => return Err(ReadError::NotFound),
-            Some(_) => resolved = candidate,
+            found => kind = found,
         }
     }
-    let kind = if resolved.is_empty() { EntryKind::Dir } else { tree.kind(&resolved).ok_or(ReadError::NotFound)? };
-    Ok((resolved, kind))
+    Ok((resolved.join("/"), kind))
 }
 
 /// Reads a file, following symlinks inside the tree.
@@ -346,7 +370,7 @@ pub fn open(path: &Path, subdir: Option<&str>, rev: Option<&str>, worktree: bool
             if !root.is_dir() {
                 return Err(SourceError::NotFound(root));
             }
-            Ok(Snapshot { revision: None, tree: Box::new(DirTree { root }) })
+            Ok(Snapshot { revision: None, tree: Box::new(DirTree::new(root)) })
         }
     }
 }
@@ -400,26 +424,6 @@ impl GitTree {
         }
         Ok(self.repo.find_blob(oid)?.content().to_vec())
     }
-
-    fn write_out(&self, dir: &str, into: &Path) -> Result<(), ReadError> {
-        fs::create_dir_all(into)?;
-        for (name, kind) in self.list(dir)? {
-            let path = join(dir, &name).unwrap_or_default();
-            let target = into.join(&name);
-            match kind {
-                EntryKind::Dir => self.write_out(&path, &target)?,
-                EntryKind::File => fs::write(&target, self.blob(&path, MAX_FILE_BYTES)?)?,
-                EntryKind::Symlink => {
-                    // Links that stay inside the tree are kept as links; the others are left out,
-                    // so tools cannot be led outside the checkout either.
-                    if resolve(self, &path).is_ok() {
-                        std::os::unix::fs::symlink(self.read_link(&path)?, &target)?;
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
 }
 
 fn kind_of_mode(mode: i32) -> EntryKind {
@@ -455,23 +459,19 @@ impl Tree for GitTree {
     }
 
     fn local_root(&self, scratch: &Path) -> Result<PathBuf, ReadError> {
-        if let Some(path) = self.local.get() {
-            return Ok(path.clone());
-        }
-        let root = scratch.join("tree");
-        self.write_out("", &root)?;
-        Ok(self.local.get_or_init(|| root).clone())
+        checkout(self, &self.local, scratch)
     }
 }
 
 /// A plain directory on disk.
 pub struct DirTree {
     root: PathBuf,
+    local: std::cell::OnceCell<PathBuf>,
 }
 
 impl DirTree {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        DirTree { root: root.into() }
+        DirTree { root: root.into(), local: Default::default() }
     }
 
     fn path(&self, path: &str) -> PathBuf {
@@ -483,13 +483,13 @@ impl Tree for DirTree {
     fn kind(&self, path: &str) -> Option<EntryKind> {
         let meta = fs::symlink_metadata(self.path(path)).ok()?;
         let ft = meta.file_type();
-        Some(if ft.is_symlink() {
-            EntryKind::Symlink
-        } else if ft.is_dir() {
-            EntryKind::Dir
-        } else {
-            EntryKind::File
-        })
+        // FIFOs, sockets and devices are no repository content (and a FIFO would hang a read).
+        match () {
+            _ if ft.is_symlink() => Some(EntryKind::Symlink),
+            _ if ft.is_dir() => Some(EntryKind::Dir),
+            _ if ft.is_file() => Some(EntryKind::File),
+            _ => None,
+        }
     }
 
     fn list(&self, dir: &str) -> Result<Vec<(String, EntryKind)>, ReadError> {
@@ -511,12 +511,27 @@ impl Tree for DirTree {
     }
 
     fn read(&self, path: &str, limit: u64) -> Result<Vec<u8>, ReadError> {
-        let full = self.path(path);
-        let size = fs::metadata(&full)?.len();
-        if size > limit {
-            return Err(ReadError::TooLarge(size));
+        use std::io::Read as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        // The path is resolved, so a link at its end was put there since: do not follow it.
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(self.path(path))?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(ReadError::Io(format!("`{path}` is not a regular file")));
         }
-        Ok(fs::read(full)?)
+        if meta.len() > limit {
+            return Err(ReadError::TooLarge(meta.len()));
+        }
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        // A file that grows while read is cut at the limit rather than read without end.
+        file.take(limit + 1).read_to_end(&mut bytes)?;
+        if bytes.len() as u64 > limit {
+            return Err(ReadError::TooLarge(bytes.len() as u64));
+        }
+        Ok(bytes)
     }
 
     fn read_link(&self, path: &str) -> Result<String, ReadError> {
@@ -531,9 +546,58 @@ impl Tree for DirTree {
         None
     }
 
-    fn local_root(&self, _scratch: &Path) -> Result<PathBuf, ReadError> {
-        Ok(self.root.clone())
+    fn local_root(&self, scratch: &Path) -> Result<PathBuf, ReadError> {
+        checkout(self, &self.local, scratch)
     }
+}
+
+/// A checkout's total size past which strata gives up: kustomize bases and charts are small, and
+/// a repository that inflates past this is not one to copy onto the host's disk.
+pub const MAX_CHECKOUT_BYTES: u64 = 512 * 1024 * 1024;
+
+/// The tree written out under `scratch` once (and remembered in `cell`), for tools that need real
+/// files. Everything a tool can reach in it is inside the repository: files and directories are
+/// copied through the [`Tree`] API, links are kept only when they [`resolve`] inside the tree
+/// (the kernel then resolves them to the same place in the copy), and links out, loops and
+/// dangling links are left out. Files over [`MAX_FILE_BYTES`] are left out too, as strata would
+/// refuse to read them, and so are submodules.
+fn checkout(tree: &dyn Tree, cell: &std::cell::OnceCell<PathBuf>, scratch: &Path) -> Result<PathBuf, ReadError> {
+    if let Some(path) = cell.get() {
+        return Ok(path.clone());
+    }
+    let root = scratch.join("tree");
+    let mut budget = MAX_CHECKOUT_BYTES;
+    write_checkout(tree, "", &root, &mut budget)?;
+    Ok(cell.get_or_init(|| root).clone())
+}
+
+fn write_checkout(tree: &dyn Tree, dir: &str, into: &Path, budget: &mut u64) -> Result<(), ReadError> {
+    fs::create_dir_all(into)?;
+    for (name, kind) in tree.list(dir)? {
+        let path = join(dir, &name).unwrap_or_default();
+        let target = into.join(&name);
+        match kind {
+            EntryKind::Dir => write_checkout(tree, &path, &target, budget)?,
+            EntryKind::File => match tree.read(&path, MAX_FILE_BYTES) {
+                Ok(bytes) => {
+                    *budget = budget.checked_sub(bytes.len() as u64).ok_or_else(|| {
+                        ReadError::Io(format!("the repository is larger than {MAX_CHECKOUT_BYTES} bytes to check out"))
+                    })?;
+                    fs::write(&target, bytes)?;
+                }
+                // Too large for strata to read, or a submodule (a commit, not content of this
+                // repository): left out.
+                Err(ReadError::TooLarge(_) | ReadError::NotFound) => {}
+                Err(e) => return Err(e),
+            },
+            EntryKind::Symlink => {
+                if resolve(tree, &path).is_ok() {
+                    std::os::unix::fs::symlink(tree.read_link(&path)?, &target)?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -580,10 +644,65 @@ mod tests {
     #[test]
     fn symlinks_out_of_the_tree_are_refused() {
         let (_dir, tree) = tree();
-        assert!(matches!(resolve(&tree, "packs/out"), Err(ReadError::Escapes(_))));
-        assert!(matches!(resolve(&tree, "packs/up/x"), Err(ReadError::Escapes(_))));
-        assert!(matches!(resolve(&tree, "packs/loop1"), Err(ReadError::Loop)));
-        assert!(matches!(resolve(&tree, "../x"), Err(ReadError::Escapes(_))));
+        assert!(matches!(resolve(&tree, "packs/out"), Err(ReadError::Escapes { .. })));
+        assert!(matches!(resolve(&tree, "packs/up/x"), Err(ReadError::Escapes { .. })));
+        assert!(matches!(resolve(&tree, "packs/loop1"), Err(ReadError::Loop(_))));
+        assert!(matches!(resolve(&tree, "../x"), Err(ReadError::Escapes { .. })));
+    }
+
+    /// `repo/` inside `outer/`, with `outer/decoy/` beside it and `repo/decoy/` at the same
+    /// lexical place: a resolver that collapses `..` before following links picks the wrong one.
+    fn tricky() -> (tempfile::TempDir, DirTree) {
+        let outer = tempfile::tempdir().unwrap();
+        let root = outer.path().join("repo");
+        for dir in ["repo/deep/er", "repo/deep/b", "repo/b", "repo/decoy", "repo/packs", "decoy"] {
+            fs::create_dir_all(outer.path().join(dir)).unwrap();
+        }
+        fs::write(outer.path().join("decoy/secret.yaml"), "outside").unwrap();
+        fs::write(root.join("decoy/secret.yaml"), "inside").unwrap();
+        symlink("deep/er", root.join("a")).unwrap();
+        symlink("..", root.join("packs/up")).unwrap();
+        symlink("up/../decoy", root.join("packs/via")).unwrap();
+        symlink("/etc", root.join("abs")).unwrap();
+        symlink("self/x", root.join("self")).unwrap();
+        let tree = DirTree::new(&root);
+        (outer, tree)
+    }
+
+    #[test]
+    fn dot_dot_after_a_link_steps_back_from_where_the_link_led() {
+        let (_outer, tree) = tricky();
+        assert_eq!(resolve(&tree, "a/../b").unwrap(), ("deep/b".into(), EntryKind::Dir));
+        assert_eq!(resolve(&tree, "packs/up/decoy/secret.yaml").unwrap().0, "decoy/secret.yaml");
+    }
+
+    #[test]
+    fn chains_lexically_inside_but_physically_outside_are_refused() {
+        let (_outer, tree) = tricky();
+        // Lexically `decoy/secret.yaml` (inside); physically `outer/decoy/secret.yaml`.
+        let escape = |path| match resolve(&tree, path) {
+            Err(ReadError::Escapes { through, .. }) => through.unwrap(),
+            other => panic!("{path}: {other:?}"),
+        };
+        assert_eq!(escape("packs/up/../decoy/secret.yaml"), "packs/up");
+        assert_eq!(escape("packs/via/secret.yaml"), "packs/up");
+        assert_eq!(escape("abs/passwd"), "abs");
+        assert!(matches!(resolve(&tree, "self"), Err(ReadError::Loop(_))));
+        assert!(matches!(walk_files(&tree, "packs"), Err(ReadError::Escapes { .. })));
+    }
+
+    #[test]
+    fn a_checkout_holds_only_links_that_stay_inside() {
+        let (outer, tree) = tricky();
+        let scratch = outer.path().join("scratch");
+        let root = tree.local_root(&scratch).unwrap();
+        assert!(root.starts_with(&scratch), "tools never see the repository's own directory");
+        assert_eq!(fs::read_link(root.join("a")).unwrap(), Path::new("deep/er"));
+        assert!(fs::symlink_metadata(root.join("packs/up")).is_ok(), "`..` from packs/ is the root: inside");
+        for gone in ["packs/via", "abs", "self"] {
+            assert!(fs::symlink_metadata(root.join(gone)).is_err(), "{gone} is left out");
+        }
+        assert_eq!(fs::read_to_string(root.join("decoy/secret.yaml")).unwrap(), "inside");
     }
 
     #[test]

@@ -254,6 +254,7 @@ mod library {
                             line: 0,
                             manifest,
                             ignore: vec![],
+                            sensitive: vec![],
                         }
                     })
                     .collect::<Vec<_>>(),
@@ -300,7 +301,8 @@ mod library {
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = server.kubeconfig(dir.path());
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let target = runtime.block_on(KubeTarget::from_kubeconfig(&kubeconfig, None)).unwrap();
+        let network = strata::net::Network::with_router(strata::net::Router::direct());
+        let target = runtime.block_on(KubeTarget::from_kubeconfig(&kubeconfig, None, &network)).unwrap();
         Cluster { server, _dir: dir, kubeconfig, runtime, target }
     }
 
@@ -328,7 +330,9 @@ mod library {
         let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
             "metadata": {"name": "widgets.example.com"},
             "spec": {"group": "example.com", "scope": "Namespaced", "names": {"kind": "Widget", "plural": "widgets"},
-                     "versions": [{"name": "v1", "served": true, "storage": true}]}});
+                     "versions": [{"name": "v1", "served": true, "storage": true,
+                                   "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                                       "spec": {"type": "object", "properties": {"size": {"type": "integer"}}}}}}}]}});
         let widget = json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w1", "namespace": "shop"}, "spec": {"size": 3}});
         let set = desired(&[("crds", vec![crd, namespace("shop")]), ("widgets", vec![widget])]);
         let cs = c.reconcile(&set, &options()).unwrap();
@@ -462,7 +466,7 @@ mod library {
         c.reconcile(&set, &options()).unwrap();
         // An autoscaler takes replicas.
         kubectl(&c.kubeconfig, &["scale", "deployment", "api", "-n", "web", "--replicas=7"]);
-        let findings = c.runtime.block_on(apply::detect_drift(&c.target, &set, 4)).unwrap();
+        let findings = c.runtime.block_on(apply::detect_drift(&c.target, &set, &options())).unwrap();
         assert_eq!(findings, vec![]);
         let cs = c.reconcile(&set, &options()).unwrap();
         assert_eq!(cs.count(Action::Unchanged), 2);
@@ -475,7 +479,7 @@ mod library {
         let set = desired(&[("web", vec![namespace("web"), configmap("web", "a", json!({"k": "v"}))])]);
         c.reconcile(&set, &options()).unwrap();
         kubectl(&c.kubeconfig, &["delete", "configmap", "a", "-n", "web"]);
-        let findings = c.runtime.block_on(apply::detect_drift(&c.target, &set, 4)).unwrap();
+        let findings = c.runtime.block_on(apply::detect_drift(&c.target, &set, &options())).unwrap();
         assert_eq!(findings.len(), 1);
         assert_eq!(findings[0].id.to_string(), "ConfigMap/web/a");
         assert_eq!(findings[0].path, "");

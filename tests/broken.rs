@@ -446,3 +446,115 @@ fn git_blobs_over_the_limit_are_refused_unread() {
     repo.commit("huge");
     rejects(&repo, &["error[too-large]: clusters/huge.yaml: file is 5000000 bytes"]);
 }
+
+#[test]
+fn sensitive_rules_are_checked_like_ignore_rules() {
+    let repo = broken();
+    repo.edit(
+        AWS_1_0_0,
+        "      source: packs/hello-universe/manifests\n",
+        "      source: packs/hello-universe/manifests\n      sensitive:\n        - { kind: Database, path: spec.password }\n        - { path: /spec/token, layer: hello-universe }\n",
+    );
+    repo.edit(AWS_CLUSTER, "  updates: manual", "  sensitive: [{ path: password }]\n  updates: manual");
+    rejects(
+        &repo,
+        &[
+            "error[schema]: profiles/aws-profile/1.0.0/profile.yaml:13: profile aws-profile@1.0.0 layer hello-universe: sensitive path `spec.password` is not a JSON pointer",
+            "profiles/aws-profile/1.0.0/profile.yaml:14: profile aws-profile@1.0.0 layer hello-universe: `layer` in `sensitive` rules is for cluster files",
+            "clusters/aws-cluster.yaml:10: cluster aws-cluster: sensitive path `password` is not a JSON pointer",
+            "help: write paths as JSON pointers",
+        ],
+    );
+}
+/// A fleet in `fleet/` of the repository (read with `--path fleet`), with one manifests layer
+/// `packs/app` whose `leak.yaml` links through `packs/up -> ..`: lexically that is
+/// `packs/decoy/secret.yaml`, a harmless file inside; as the filesystem resolves it, it is
+/// `decoy/secret.yaml` beside the fleet, outside it.
+fn fleet_with_a_link_chain(repo: &Repo) {
+    repo.write(
+        "fleet/profiles/p/1.0.0/profile.yaml",
+        "apiVersion: strata.dev/v1\nkind: Profile\nmetadata: { name: p, version: 1.0.0 }\nspec:\n  layers:\n    - { name: app, type: manifests, source: packs/app, namespace: apps }\n",
+    )
+    .write(
+        "fleet/clusters/c.yaml",
+        "apiVersion: strata.dev/v1\nkind: Cluster\nmetadata: { name: c }\nspec:\n  profile: { name: p, version: 1.0.0 }\n",
+    )
+    .write("fleet/packs/app/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: { name: app }\n")
+    .write("fleet/packs/decoy/secret.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: { name: decoy }\n")
+    .write("decoy/secret.yaml", "apiVersion: v1\nkind: Secret\nmetadata: { name: host-secret }\nstringData: { token: outside }\n")
+    .symlink("..", "fleet/packs/up")
+    .symlink("../up/../decoy/secret.yaml", "fleet/packs/app/leak.yaml");
+}
+
+#[track_caller]
+fn rejects_at(repo: &Repo, args: &[&str], expected: &[&str]) {
+    let run = repo.strata(args);
+    assert_eq!(run.code, 1, "expected exit 1\nstdout: {}\nstderr: {}", run.stdout, run.stderr);
+    for fragment in expected {
+        assert!(run.stderr.contains(fragment), "expected {fragment:?} in:\n{}", run.stderr);
+    }
+    assert!(!run.stdout.contains("host-secret") && !run.stdout.contains("decoy"), "{}", run.stdout);
+}
+
+const LEAK: &str = "error[path]: packs/app/leak.yaml: `packs/app/leak.yaml` points outside the repository through the symlink `packs/up`";
+
+#[test]
+fn link_chains_lexically_inside_but_physically_outside_are_refused_in_a_directory() {
+    let repo = Repo::plain_example();
+    fleet_with_a_link_chain(&repo);
+    rejects_at(&repo, &["validate", "--path", "fleet"], &[LEAK]);
+    rejects_at(&repo, &["render", "c", "--path", "fleet"], &[LEAK]);
+}
+
+#[test]
+fn link_chains_lexically_inside_but_physically_outside_are_refused_in_a_commit() {
+    let repo = Repo::example();
+    fleet_with_a_link_chain(&repo);
+    repo.commit("a link chain");
+    rejects_at(&repo, &["render", "c", "--path", "fleet"], &[LEAK]);
+}
+
+#[test]
+fn a_layer_source_through_a_link_chain_is_refused() {
+    let repo = Repo::example();
+    fleet_with_a_link_chain(&repo);
+    repo.edit("fleet/profiles/p/1.0.0/profile.yaml", "source: packs/app", "source: packs/up/../decoy");
+    repo.commit("source through the chain");
+    rejects_at(
+        &repo,
+        &["validate", "--path", "fleet"],
+        &[
+            "error[path]: profiles/p/1.0.0/profile.yaml:6: profile p@1.0.0 layer app: source `packs/up/../decoy` goes through a symlink that points outside the repository (`packs/up`)",
+        ],
+    );
+}
+
+#[test]
+fn dot_dot_after_a_link_is_where_the_link_led() {
+    let repo = Repo::plain_example();
+    fleet_with_a_link_chain(&repo);
+    repo.remove("fleet/packs/app/leak.yaml");
+    // `deep` links to `packs/app`: `deep/../decoy` is `packs/decoy`, not `decoy` at the root.
+    repo.symlink("packs/app", "fleet/deep").write("fleet/decoy/x.yaml", "not: this\n");
+    repo.edit("fleet/profiles/p/1.0.0/profile.yaml", "source: packs/app", "source: deep/../decoy");
+    let out = repo.strata(&["render", "c", "--path", "fleet"]).ok().stdout;
+    assert!(out.contains("name: decoy"), "{out}");
+}
+
+#[test]
+fn symlink_loops_name_the_looping_file() {
+    for git in [false, true] {
+        let repo = if git { Repo::example() } else { Repo::plain_example() };
+        repo.symlink("loop-b.yaml", "packs/hello-universe/manifests/loop-a.yaml")
+            .symlink("loop-a.yaml", "packs/hello-universe/manifests/loop-b.yaml");
+        if git {
+            repo.commit("a loop");
+        }
+        rejects(
+            &repo,
+            &[
+                "error[path]: packs/hello-universe/manifests/loop-a.yaml: `packs/hello-universe/manifests/loop-a.yaml`: too many levels of symbolic links",
+            ],
+        );
+    }
+}

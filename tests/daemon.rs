@@ -995,3 +995,92 @@ fn https_style_remotes_fetch_and_push_with_a_token() {
     });
     assert!(!daemon.log().contains("git-token-123"), "the token is never logged");
 }
+
+#[test]
+fn secret_values_reach_neither_the_api_the_view_statuses_nor_logs() {
+    use common::secrets::{self, MARKER, assert_no_leak, b64};
+    let server = ApiServer::start();
+    let kube_dir = tempfile::tempdir().unwrap();
+    let kubeconfig = server.kubeconfig(kube_dir.path());
+    let repo = Repo::example();
+    secrets::add(&repo);
+    repo.commit("credentials");
+    let targets = format!(
+        "  aws-cluster: {{ kubeconfig: {} }}\n{}",
+        kubeconfig.display(),
+        directory_targets(&[("aws-staging", "s"), ("edge-berlin", "b"), ("lab", "l")])
+    );
+    let mut daemon =
+        Daemon::start_with(&local(&repo), &targets, "status: { provider: git-notes, min_interval: 0ms }\n");
+    daemon.wait_for("aws-cluster applied", Duration::from_secs(20), |d| {
+        d.cluster("aws-cluster")["cluster"]["sync"] == "applied"
+    });
+    let key = daemon.dir.path().join("state/redaction.key");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+
+    // An in-place edit held for approval: its diff, through the API, the CLI and the view.
+    secrets::rotate(&repo);
+    let edit = repo.commit("rotate the credentials");
+    daemon.wait_for("the rotation pending", Duration::from_secs(10), |d| {
+        d.cluster("aws-cluster")["pending"]["head_revision"] == edit.as_str()
+    });
+    let (_, api) = daemon.get("/api/v1/clusters/aws-cluster");
+    assert_no_leak("GET /api/v1/clusters/aws-cluster", &api);
+    let pending: Value = serde_json::from_str(&api).unwrap();
+    let diff = pending["pending"]["diff"].as_str().unwrap().to_string();
+    assert!(diff.contains("-  password: <redacted hmac:") && diff.contains("+  password: <redacted hmac:"), "{diff}");
+    let status = daemon.strata(&["status", "aws-cluster", "--diff"]);
+    assert_no_leak("strata status --diff", &status.stdout);
+    assert!(status.stdout.contains(MARKER), "{}", status.stdout);
+    for page in ["/clusters/aws-cluster/pending", "/clusters/aws-cluster", "/api/v1/clusters"] {
+        let (code, body) = daemon.get(page);
+        assert_eq!(code, 200, "{page}");
+        assert_no_leak(page, &body);
+    }
+
+    // Someone edits the live Secret; after a restart (the first drift check comes at once) the
+    // findings show markers, and the pending diff the same markers as before: the key is kept.
+    let patch = serde_json::json!({"data": {"password": b64(secrets::LIVE_PASSWORD)}});
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["patch", "secret", "app-credentials", "-n", "hello-universe", "--type", "merge", "-p"])
+        .arg(patch.to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    daemon.kill9();
+    daemon.spawn();
+    daemon.wait_for("the edited Secret found drifted", Duration::from_secs(20), |d| {
+        d.cluster("aws-cluster")["drift"]
+            .as_array()
+            .is_some_and(|rows| rows.iter().any(|r| r["path"] == "/data/password"))
+    });
+    let (_, api) = daemon.get("/api/v1/clusters/aws-cluster");
+    assert_no_leak("drift findings in the API", &api);
+    let detail: Value = serde_json::from_str(&api).unwrap();
+    let row = detail["drift"].as_array().unwrap().iter().find(|r| r["path"] == "/data/password").unwrap().clone();
+    assert!(row["live"].as_str().unwrap().contains(MARKER) && row["live"] != row["desired"], "{row}");
+    assert_eq!(detail["pending"]["diff"].as_str().unwrap(), diff, "markers survive a restart");
+    let (_, page) = daemon.get("/clusters/aws-cluster");
+    assert_no_leak("the cluster page's drift table", &page);
+
+    // The cluster refuses the update, quoting the database password: the failure's message,
+    // history, commit status and log show a marker in its place.
+    server.reject("databases", "/spec/password", "must be at most 8 characters");
+    let run = daemon.strata(&["approve", "aws-cluster"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    daemon.wait_for("the refused apply", Duration::from_secs(20), |d| {
+        d.cluster("aws-cluster")["cluster"]["sync"] == "failed"
+    });
+    let (_, api) = daemon.get("/api/v1/clusters/aws-cluster");
+    assert_no_leak("a refused apply in the API", &api);
+    let detail: Value = serde_json::from_str(&api).unwrap();
+    let message = detail["cluster"]["message"].as_str().unwrap();
+    assert!(message.contains("spec.password: Invalid value: \"<redacted hmac:"), "{message}");
+    let notes = || notes_on(&repo.path().join(".git"), &edit);
+    daemon.wait_for("the failure's commit status", Duration::from_secs(10), |_| notes().contains("failure"));
+    assert_no_leak("commit statuses", &notes());
+    assert_no_leak("the daemon's log", &daemon.log());
+}

@@ -85,7 +85,10 @@ fn kustomize_failures_carry_the_tools_message() {
     assert!(has_kustomize(), "these tests need kubectl or kustomize: .ci/run installs it");
     let repo = Repo::plain_example();
     kustomized(&repo);
-    repo.write("packs/ingress/overlays/prod/kustomization.yaml", "resources: [missing.yaml]\n");
+    // A reference that does not exist is caught before kustomize runs (tests/sandbox.rs); YAML
+    // only kustomize parses is the tool's to report.
+    repo.write("packs/ingress/overlays/prod/kustomization.yaml", "resources: [broken.yaml]\n")
+        .write("packs/ingress/overlays/prod/broken.yaml", "apiVersion: v1\nkind: ConfigMap\ndata: [\n");
     let run = repo.strata(&["validate"]);
     assert_eq!(run.code, 1);
     assert!(
@@ -95,7 +98,7 @@ fn kustomize_failures_carry_the_tools_message() {
         "{}",
         run.stderr
     );
-    assert!(run.stderr.contains("missing.yaml"), "{}", run.stderr);
+    assert!(run.stderr.contains("broken.yaml"), "{}", run.stderr);
 }
 
 const HELM_PROFILE: &str = "apiVersion: strata.dev/v1

@@ -126,6 +126,7 @@ mod tests {
             line: 0,
             manifest: json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": name}}),
             ignore: vec![],
+            sensitive: vec![],
         }
     }
 

@@ -10,7 +10,8 @@
 //! ```
 //!
 //! An object whose dry-run result equals the live object is `unchanged` and not written, so an
-//! unchanged re-apply makes no writes. The `strata.dev/revision` annotation records the revision
+//! unchanged re-apply makes no writes. Nothing that leaves here carries a sensitive value: results'
+//! messages are scrubbed, drift findings and diffs are of redacted copies ([`crate::redact`]). The `strata.dev/revision` annotation records the revision
 //! at which strata last changed an object, so a new commit that leaves an object as it is does not
 //! rewrite it either.
 
@@ -26,6 +27,7 @@ use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::redact::Redactor;
 use crate::render::object::{
     ANNOTATION_APPLIED, ANNOTATION_REVISION, LABEL_CLUSTER, ObjectId, is_stage_zero, stamp_revision,
 };
@@ -47,6 +49,9 @@ pub struct Options {
     pub poll_interval: Duration,
     /// Allow a desired set with no objects to prune everything strata applied before.
     pub allow_empty: bool,
+    /// How sensitive values appear in results, drift findings and diffs: the daemon's key, or
+    /// one of this process's own.
+    pub redactor: Redactor,
 }
 
 impl Default for Options {
@@ -57,6 +62,7 @@ impl Default for Options {
             health_timeout: Duration::from_secs(300),
             poll_interval: Duration::from_millis(500),
             allow_empty: false,
+            redactor: Redactor::default(),
         }
     }
 }
@@ -447,12 +453,13 @@ pub async fn reconcile<T: Target>(
 ) -> Result<ChangeSet, ReconcileError> {
     let started = Instant::now();
     let mut surveys = survey_all(target, set, revision, options.concurrency).await?;
-    let rejected: Vec<ObjectResult> = surveys
+    let mut rejected: Vec<ObjectResult> = surveys
         .iter()
         .filter(|s| s.action == Action::Failed)
         .map(|s| s.result(Action::Failed, 0, s.message.clone()))
         .collect();
     if !rejected.is_empty() {
+        scrub_messages(set, &mut rejected, &options.redactor);
         return Err(ReconcileError::Rejected(rejected));
     }
 
@@ -483,6 +490,7 @@ pub async fn reconcile<T: Target>(
                 });
             }
         }
+        scrub_messages(set, &mut results, &options.redactor);
         return Ok(ChangeSet {
             cluster: set.cluster.clone(),
             revision: revision.map(str::to_string),
@@ -569,6 +577,7 @@ pub async fn reconcile<T: Target>(
     } else {
         Vec::new()
     };
+    scrub_messages(set, &mut results, &options.redactor);
     Ok(ChangeSet {
         cluster: set.cluster.clone(),
         revision: revision.map(str::to_string),
@@ -577,6 +586,17 @@ pub async fn reconcile<T: Target>(
         unhealthy,
         millis: started.elapsed().as_millis() as u64,
     })
+}
+
+/// Error text from the cluster may echo what it refused (an API server quotes an invalid value):
+/// every message about an object leaves with that object's sensitive values replaced by markers.
+fn scrub_messages(set: &DesiredSet, results: &mut [ObjectResult], redactor: &Redactor) {
+    let objects: HashMap<&ObjectId, &Object> = set.layers.iter().flat_map(|l| &l.objects).map(|o| (&o.id, o)).collect();
+    for result in results {
+        if let (Some(message), Some(object)) = (&mut result.message, objects.get(&result.id)) {
+            *message = redactor.scrub(message, &object.manifest, &object.sensitive);
+        }
+    }
 }
 
 /// Applies the objects at `indices` that need it, in parallel; returns (index, outcome, millis).
@@ -748,53 +768,76 @@ async fn wait_healthy<T: Target>(target: &T, surveys: &[Survey<'_>], options: &O
 }
 
 /// Drift of every object in `set` (what strata last applied): fields changed by someone else,
-/// and objects deleted, minus ignore rules.
+/// and objects deleted, minus ignore rules. Findings are judged on real values and carry the
+/// redacted ones.
 pub async fn detect_drift<T: Target>(
     target: &T,
     set: &DesiredSet,
-    concurrency: usize,
+    options: &Options,
 ) -> Result<Vec<Finding>, TargetError> {
-    let surveys = survey_all(target, set, None, concurrency).await?;
+    let surveys = survey_all(target, set, None, options.concurrency).await?;
     let mut findings = Vec::new();
     for s in &surveys {
-        match (&s.live, &s.dry_run) {
-            (None, _) => findings.extend(drift::compare(&s.object.id, &s.layer.name, None, &s.object.manifest, &[])),
-            (Some(live), Some(dry)) => {
-                findings.extend(drift::compare(&s.object.id, &s.layer.name, Some(live), dry, &s.object.ignore))
-            }
+        let found = match (&s.live, &s.dry_run) {
+            (None, _) => drift::compare(&s.object.id, &s.layer.name, None, &s.object.manifest, &[]),
+            (Some(live), Some(dry)) => drift::compare(&s.object.id, &s.layer.name, Some(live), dry, &s.object.ignore),
             // Proven unchanged without a dry-run: nothing drifted.
-            (Some(_), None) => {}
-        }
+            (Some(_), None) => Vec::new(),
+        };
+        let (manifest, sensitive) = (&s.object.manifest, &s.object.sensitive);
+        let shown =
+            |path: &str, value: Option<Value>| value.map(|v| options.redactor.shown_at(manifest, sensitive, path, &v));
+        findings.extend(found.into_iter().map(|f| Finding {
+            live: shown(&f.path, f.live),
+            desired: shown(&f.path, f.desired),
+            ..f
+        }));
     }
     Ok(findings)
 }
 
 /// Live against desired for every object, like `kubectl diff`: (object, layer, live YAML or
-/// empty when absent, desired YAML). Objects that would be pruned come last with an empty desired side.
+/// empty when absent, desired YAML), both redacted. Objects that would be pruned come last with
+/// an empty desired side and, like `flux diff`, only their identity on the live side: the rules
+/// that said which of their fields are sensitive may have left the repository with them.
 pub async fn diff<T: Target>(
     target: &T,
     set: &DesiredSet,
     revision: Option<&str>,
-    concurrency: usize,
+    options: &Options,
 ) -> Result<Vec<(ObjectId, String, String, String)>, TargetError> {
-    let surveys = survey_all(target, set, revision, concurrency).await?;
+    let surveys = survey_all(target, set, revision, options.concurrency).await?;
     let mut out = Vec::new();
     for s in surveys.iter().filter(|s| s.action != Action::Unchanged) {
-        let live = s.live.as_ref().map(|l| crate::yaml::to_string(&drift::normalise(l, &s.object.ignore)));
+        let live = s.live.as_ref().map(|l| drift::normalise(l, &s.object.ignore));
         let desired = match &s.dry_run {
-            Some(dry) => crate::yaml::to_string(&drift::normalise(dry, &s.object.ignore)),
-            None => crate::yaml::to_string(&s.manifest),
+            Some(dry) => drift::normalise(dry, &s.object.ignore),
+            None => s.manifest.clone(),
         };
-        if live.as_deref() != Some(desired.as_str()) {
-            out.push((s.object.id.clone(), s.layer.name.clone(), live.unwrap_or_default(), desired));
+        if live.as_ref() != Some(&desired) {
+            let shown = |v: &Value| crate::yaml::to_string(&options.redactor.shown(v, &s.object.sensitive));
+            out.push((
+                s.object.id.clone(),
+                s.layer.name.clone(),
+                live.as_ref().map(shown).unwrap_or_default(),
+                shown(&desired),
+            ));
         }
     }
     if let Some(old) = target.read_inventory(&set.cluster).await? {
         for entry in old.prune_candidates(set) {
             let Some(id) = entry.object_id() else { continue };
             let Some(resource) = target.resource(&entry.api_version, &id.kind).await? else { continue };
-            if let Some(live) = target.get(&resource, id.namespace.as_deref(), &id.name).await? {
-                out.push((id, String::new(), crate::yaml::to_string(&drift::normalise(&live, &[])), String::new()));
+            if target.get(&resource, id.namespace.as_deref(), &id.name).await?.is_some() {
+                let mut identity = serde_json::json!({
+                    "apiVersion": entry.api_version,
+                    "kind": id.kind,
+                    "metadata": { "name": id.name },
+                });
+                if let Some(ns) = &id.namespace {
+                    identity["metadata"]["namespace"] = Value::String(ns.clone());
+                }
+                out.push((id, String::new(), crate::yaml::to_string(&identity), String::new()));
             }
         }
     }

@@ -87,6 +87,12 @@ fn print_change_set(out: &mut String, set: &DesiredSet, cs: &ChangeSet) {
     }
 }
 
+/// The host's proxy and trust material for reaching targets.
+fn network(config: &strata::config::Config) -> Result<strata::net::Network, Failure> {
+    strata::net::Network::new(config.proxy.as_ref())
+        .map_err(|e| Failure::Usage(format!("{}: {e}", config.file.display())))
+}
+
 pub async fn apply(
     cli: &Cli,
     sel: &Select,
@@ -103,11 +109,13 @@ pub async fn apply(
     options.dry_run = dry_run;
     options.allow_empty = allow_empty;
     let revision = snapshot.revision.as_deref();
+    let network = network(&config)?;
+    let network = &network;
     // Clusters in parallel under a bound; one cluster's failure never stops the others.
     let results: Vec<(&Selected, Result<ChangeSet, String>)> = stream::iter(selected.iter().map(|s| {
         let options = options.clone();
         async move {
-            let result = match target::connect(&s.target).await {
+            let result = match target::connect(&s.target, network).await {
                 Ok(t) => apply::reconcile(&t, &s.set, revision, &options).await.map_err(|e| e.to_string()),
                 Err(e) => Err(ReconcileError::Target(e).to_string()),
             };
@@ -156,8 +164,8 @@ pub async fn diff(cli: &Cli, name: &str, config: &std::path::Path) -> Result<u8,
         return Err(Failure::Invalid(unprepared, Some(at(&snapshot))));
     }
     let s = &selected[0];
-    let target = target::connect(&s.target).await.map_err(|e| Failure::Usage(e.to_string()))?;
-    let diffs = apply::diff(&target, &s.set, snapshot.revision.as_deref(), config.apply.concurrency)
+    let target = target::connect(&s.target, &network(&config)?).await.map_err(|e| Failure::Usage(e.to_string()))?;
+    let diffs = apply::diff(&target, &s.set, snapshot.revision.as_deref(), &config.apply)
         .await
         .map_err(|e| Failure::Usage(format!("{name}: {e}")))?;
     let mut out = String::new();
@@ -186,14 +194,15 @@ pub async fn drift(cli: &Cli, sel: &Select, policy: Option<PolicyArg>, format: L
     let mut failed = report_unprepared(&unprepared, &snapshot);
     let mut rows = Vec::new();
     let mut text = String::new();
+    let network = network(&config)?;
     for s in &selected {
         let policy = match policy {
             Some(PolicyArg::Report) => DriftPolicy::Report,
             Some(PolicyArg::Correct) => DriftPolicy::Correct,
             None => s.cluster.drift,
         };
-        let found = match target::connect(&s.target).await {
-            Ok(target) => apply::detect_drift(&target, &s.set, config.apply.concurrency).await.map(|f| (target, f)),
+        let found = match target::connect(&s.target, &network).await {
+            Ok(target) => apply::detect_drift(&target, &s.set, &config.apply).await.map(|f| (target, f)),
             Err(e) => Err(e),
         };
         let (target, findings) = match found {

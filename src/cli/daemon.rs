@@ -33,7 +33,7 @@ async fn api(
     path: &str,
     body: Option<serde_json::Value>,
 ) -> Result<serde_json::Value, Failure> {
-    use http_body_util::{BodyExt, Full};
+    use http_body_util::Full;
     use hyper::body::Bytes;
     // With `listen: …:0` only the daemon knows its port; it writes it down.
     let address = std::fs::read_to_string(config.state_dir.join(strata::daemon::LISTEN_FILE))
@@ -41,7 +41,10 @@ async fn api(
         .map(|a| a.trim().to_string())
         .filter(|_| config.listen.port() == 0)
         .unwrap_or_else(|| config.listen.to_string());
-    let mut request = hyper::Request::builder().method(method).uri(format!("http://{address}{path}"));
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(format!("http://{address}{path}"))
+        .header("accept", "application/json");
     if method != "GET" {
         let Some(file) = &config.api_token_file else {
             return Err(Failure::Usage(format!(
@@ -54,13 +57,20 @@ async fn api(
     }
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     let request = request.body(Full::new(Bytes::from(body))).map_err(|e| Failure::Internal(e.to_string()))?;
-    let client =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let response = client.request(request).await.map_err(|e| {
+    // A daemon on this machine is reached directly; one elsewhere by the host's proxy rules.
+    let local = address.parse::<std::net::SocketAddr>().is_ok_and(|a| a.ip().is_loopback() || a.ip().is_unspecified());
+    let (settings, timeouts) = (strata::net::Settings::daemon(), strata::net::Timeouts::DAEMON);
+    let client = if local {
+        strata::net::Client::local(settings, timeouts)
+    } else {
+        strata::net::Network::new(config.proxy.as_ref())
+            .map_err(|e| Failure::Usage(format!("{}: {e}", config.file.display())))?
+            .plain_client(settings, timeouts)
+    };
+    let (parts, bytes) = client.exchange(request).await.map_err(|e| {
         Failure::Usage(format!("cannot reach the daemon at {address}: {e} (is `strata run` running with this config?)"))
     })?;
-    let status = response.status();
-    let bytes = response.into_body().collect().await.map_err(|e| Failure::Internal(e.to_string()))?.to_bytes();
+    let status = parts.status;
     let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
     if !status.is_success() {
         let message = value["error"].as_str().map(str::to_string).unwrap_or_else(|| status.to_string());
@@ -172,5 +182,25 @@ pub async fn status(
                 .unwrap_or_else(|| "-".into()),
         ]);
     }
-    print(&columns(&table))
+    let mut out = columns(&table);
+    out.push_str(&problems(&config).await);
+    print(&out)
+}
+
+/// What the daemon's network is failing at (from `/readyz`), one line each.
+async fn problems(config: &Config) -> String {
+    let Ok(readiness) = api(config, "GET", "/readyz", None).await else { return String::new() };
+    readiness["problems"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            format!(
+                "{}: failing since {}: {}\n",
+                p["source"].as_str().unwrap_or("?"),
+                p["since"].as_str().unwrap_or("?"),
+                p["message"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
 }

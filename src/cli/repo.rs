@@ -121,7 +121,8 @@ pub fn plan(
         model: m,
     });
     let head_side = Side { revision: head_snap.revision.as_deref(), tree: head_snap.tree.as_ref(), model: &head_model };
-    let plan = plan::plan(base_side, head_side, &tools)
+    // A key of this process's own: markers compare within this plan only.
+    let plan = plan::plan(base_side, head_side, &tools, &strata::redact::Redactor::random())
         .map_err(|d| Failure::Invalid(d, Some(format!("planning {head_rev}"))))?;
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let text = match format {
@@ -170,9 +171,15 @@ fn post_status(
         }
         StatusSink::Forge { forge, token_file } => {
             let token = strata::config::read_secret(token_file).map_err(Failure::Usage)?;
-            let posted = runtime()?
-                .block_on(strata::report::post_plan(forge, &token, &status, pr, comment, format::MARKDOWN_MARKER))
-                .map_err(|e| Failure::Usage(format!("posting the plan: {e}")))?;
+            let setup = |e: strata::net::SetupError| Failure::Usage(format!("{}: {e}", config.file.display()));
+            let network = strata::net::Network::new(config.proxy.as_ref()).map_err(setup)?;
+            let posted = runtime()?.block_on(async {
+                // Built inside the runtime: the client's connections live on it.
+                let client = strata::report::http::Client::for_status(&network, &status_config.tls).map_err(setup)?;
+                strata::report::post_plan(&client, forge, &token, &status, pr, comment, format::MARKDOWN_MARKER)
+                    .await
+                    .map_err(|e| Failure::Usage(format!("posting the plan: {e}")))
+            })?;
             Ok(match posted.comment {
                 Some((verb, id)) => {
                     format!("posted: strata/plan status on {}; comment {id} {verb}", &head[..head.len().min(7)])

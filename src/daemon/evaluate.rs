@@ -139,6 +139,7 @@ pub fn evaluate(
                 let result = plan::compare(
                     (base_cluster, base_snap.tree.as_ref(), &renderers[base_rev], &mut base_fps),
                     (cluster, head_snapshot.tree.as_ref(), head_renderer, &mut head_fps),
+                    &shared.config.apply.redactor,
                 );
                 fingerprints.insert(base_rev, base_fps);
                 fingerprints.insert(head, head_fps);

@@ -1,8 +1,8 @@
 //! Where the daemon's revisions come from: a local repository (watched), or a remote fetched into a
 //! bare mirror under the state directory.
 //!
-//! Remote fetches authenticate with a token (HTTPS, through [`super::smart_http`]: rustls, system
-//! roots) or a key (SSH); SSH host keys must match the configured known_hosts (plain or hashed
+//! Remote fetches authenticate with a token (HTTPS, through [`super::smart_http`] on strata's one
+//! client: proxy, `repository.ca_file`, client certificate) or a key (SSH); SSH host keys must match the configured known_hosts (plain or hashed
 //! entries).
 //! A force-push is accepted as a new revision and logged. A failed fetch leaves the mirror as it
 //! was, so the last good revision keeps serving.
@@ -43,10 +43,8 @@ impl RepoSource {
                     .map_err(|e| format!("{}: not a Git repository: {}", path.display(), e.message()))?;
                 path.clone()
             }
-            RepoLocation::Remote(url) => {
-                if url.starts_with("https://") || url.starts_with("http://") {
-                    super::smart_http::register(&config.credentials);
-                }
+            RepoLocation::Remote(_) => {
+                // http(s) remotes go through the transport registered by super::network.
                 let mirror = state_dir.join("mirror.git");
                 if Repository::open_bare(&mirror).is_err() {
                     Repository::init_bare(&mirror)
@@ -186,21 +184,25 @@ fn callbacks(credentials: &Credentials) -> RemoteCallbacks<'_> {
 
 /// Fetches `refspecs`; each starts with `+`, so a force-pushed ref is taken as it is now.
 fn fetch(repo: &Repository, url: &str, refspecs: &[String], credentials: &Credentials) -> Result<(), String> {
-    let mut remote = repo.remote_anonymous(url).map_err(|e| format!("remote {url}: {}", e.message()))?;
+    let mut remote = repo
+        .remote_anonymous(url)
+        .map_err(|e| format!("remote {}: {}", crate::net::error::redact_url(url), e.message()))?;
     let mut options = FetchOptions::new();
     options.remote_callbacks(callbacks(credentials)).download_tags(git2::AutotagOption::None);
-    remote.fetch(refspecs, Some(&mut options), None).map_err(|e| format!("fetching from {url}: {}", e.message()))
+    let shown = crate::net::error::redact_url(url);
+    remote.fetch(refspecs, Some(&mut options), None).map_err(|e| format!("fetching from {shown}: {}", e.message()))
 }
 
 /// Pushes a ref (the status notes) from the repository at `path` to the remote.
 pub fn push(path: &Path, url: &str, refname: &str, credentials: &Credentials) -> Result<(), String> {
     let repo = Repository::open(path).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
-    let mut remote = repo.remote_anonymous(url).map_err(|e| format!("remote {url}: {}", e.message()))?;
+    let shown = crate::net::error::redact_url(url);
+    let mut remote = repo.remote_anonymous(url).map_err(|e| format!("remote {shown}: {}", e.message()))?;
     let mut options = git2::PushOptions::new();
     options.remote_callbacks(callbacks(credentials));
     remote
         .push(&[format!("+{refname}:{refname}")], Some(&mut options))
-        .map_err(|e| format!("pushing {refname} to {url}: {}", e.message()))
+        .map_err(|e| format!("pushing {refname} to {shown}: {}", e.message()))
 }
 
 /// Whether `known_hosts` text lists `key` for `host` (plain names, `[host]:port`, or hashed

@@ -78,11 +78,11 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Reply, In
     let reply = match (&method, parts.as_slice()) {
         (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
         (&Method::GET, ["readyz"]) => {
-            if shared.ready.load(Ordering::Relaxed) {
-                text(StatusCode::OK, "ready\n")
-            } else {
-                text(StatusCode::SERVICE_UNAVAILABLE, "starting\n")
-            }
+            // With what the network is failing at, as text, or JSON for `strata status`.
+            let json = header(&req, "accept").is_some_and(|a| a.contains("application/json"));
+            let (code, body) = shared.network.readiness(shared.ready.load(Ordering::Relaxed), json);
+            let code = StatusCode::from_u16(code).expect("200 or 503");
+            if json { json_reply(code, &serde_json::from_str(&body).expect("JSON")) } else { text(code, body) }
         }
         (&Method::GET, ["metrics"]) => Response::builder()
             .header("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")

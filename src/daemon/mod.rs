@@ -20,6 +20,7 @@ pub mod evaluate;
 pub mod git;
 pub mod http;
 pub mod metrics;
+pub mod network;
 pub mod outbox;
 pub mod pulls;
 pub mod smart_http;
@@ -70,6 +71,8 @@ pub struct Shared {
     pub sessions: view::Sessions,
     /// Bumped whenever a cluster's state changes: the fleet page's ETag.
     pub version: std::sync::atomic::AtomicU64,
+    /// Proxy and TLS material (reloaded on SIGHUP) and the latest network failures.
+    pub network: network::NetworkState,
 }
 
 impl Shared {
@@ -99,15 +102,21 @@ impl Shared {
 
 /// Where the daemon writes the address it actually listens on (useful with port 0).
 pub const LISTEN_FILE: &str = "listen-address";
+/// The daemon's redaction key in the state directory: kept across restarts, so the markers in
+/// stored pending diffs and drift findings stay comparable.
+pub const KEY_FILE: &str = "redaction.key";
 
 /// The daemon, until SIGTERM or SIGINT. Runs on a [`tokio::task::LocalSet`]: the workers'
 /// futures borrow across awaits and need not move between threads (the work is IO; Git reads
 /// and rendering go to blocking threads).
-pub async fn run(config: Config) -> Result<(), String> {
+pub async fn run(mut config: Config) -> Result<(), String> {
     let repo_config =
         config.repository.clone().ok_or("`strata run` needs `repository: { url: … }` in the host config")?;
     git::set_timeouts();
+    let network = network::NetworkState::load(&config)?;
     let store = Store::open(&config.state_dir)?;
+    config.apply.redactor =
+        crate::redact::Redactor::from_key_file(&config.state_dir.join(KEY_FILE)).map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
@@ -125,6 +134,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         report_wake: Arc::new(tokio::sync::Notify::new()),
         sessions: view::Sessions::default(),
         version: std::sync::atomic::AtomicU64::new(1),
+        network,
     });
     let (stop, stopped) = watch::channel(false);
     tokio::task::spawn_local(http::serve(listener, shared.clone(), stopped.clone()));
@@ -144,7 +154,7 @@ pub async fn run(config: Config) -> Result<(), String> {
             let s = source.lock().expect("source lock");
             (s.git_dir().to_path_buf(), s.remote().map(|(url, c)| (url.to_string(), c.clone())))
         };
-        let sink = outbox::Sink::new(&status.sink, repo, remote)?;
+        let sink = outbox::Sink::new(&status.sink, repo, remote);
         tokio::task::spawn_local(outbox::run(shared.clone(), sink, shared.report_wake.clone(), stopped.clone()));
     }
     // Local repositories: watch the refs, so a commit is seen within the debounce.
@@ -158,6 +168,8 @@ pub async fn run(config: Config) -> Result<(), String> {
     let mut failures = 0u32;
     let mut sigterm =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut sighup =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(|e| e.to_string())?;
     let watchdog = sd_notify::watchdog_enabled().map(|d| d / 3).unwrap_or(Duration::from_secs(3600));
     let mut fetch = true;
     let mut reevaluate = true;
@@ -173,6 +185,7 @@ pub async fn run(config: Config) -> Result<(), String> {
             match polled {
                 Ok(rev) => {
                     failures = 0;
+                    shared.network.recovered(network::REPOSITORY);
                     if pull_refs.is_some() {
                         pulls::plan_pull_requests(&shared, &source, &rev).await;
                     }
@@ -185,6 +198,7 @@ pub async fn run(config: Config) -> Result<(), String> {
                 Err(e) => {
                     failures += 1;
                     shared.metrics.fetch_errors.inc();
+                    shared.network.failed(network::REPOSITORY, &e);
                     error!(error = %e, "Fetch failed; the last good revision keeps serving.");
                 }
             }
@@ -257,6 +271,14 @@ pub async fn run(config: Config) -> Result<(), String> {
                 reevaluate = true;
             }
             _ = tokio::time::sleep(watchdog) => {}
+            // Proxy and TLS material (certificates, keys, the proxy password) read again.
+            _ = sighup.recv() => match shared.network.reload(&shared.config.file) {
+                Ok(()) => {
+                    info!("SIGHUP: proxy and TLS material reloaded; other settings take effect on restart.");
+                    fetch = true;
+                }
+                Err(e) => error!(error = %e, "SIGHUP: reload failed; the proxy and TLS material in use stay."),
+            },
             _ = sigterm.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
         }

@@ -14,28 +14,38 @@ use tracing::{error, info, warn};
 use super::Shared;
 use super::store::now_ms;
 use crate::config::{Credentials, StatusSink, read_secret};
-use crate::report::http::{Client, Failure};
+use crate::report::http::Failure;
 use crate::report::{Forge, Status, notes};
 
 pub enum Sink {
-    Forge { forge: Forge, token_file: PathBuf, client: Client },
-    Notes { repo: PathBuf, remote: Option<(String, Credentials)> },
+    /// Sent with the status client of [`super::network`] (replaced on SIGHUP).
+    Forge {
+        forge: Forge,
+        token_file: PathBuf,
+    },
+    Notes {
+        repo: PathBuf,
+        remote: Option<(String, Credentials)>,
+    },
 }
 
 impl Sink {
-    pub fn new(config: &StatusSink, repo: PathBuf, remote: Option<(String, Credentials)>) -> Result<Sink, String> {
-        Ok(match config {
+    pub fn new(config: &StatusSink, repo: PathBuf, remote: Option<(String, Credentials)>) -> Sink {
+        match config {
             StatusSink::Forge { forge, token_file } => {
-                Sink::Forge { forge: forge.clone(), token_file: token_file.clone(), client: Client::new()? }
+                Sink::Forge { forge: forge.clone(), token_file: token_file.clone() }
             }
             StatusSink::Notes => Sink::Notes { repo, remote },
-        })
+        }
     }
 
-    pub async fn deliver(&self, status: &Status) -> Result<(), Failure> {
+    pub async fn deliver(&self, shared: &Shared, status: &Status) -> Result<(), Failure> {
         match self {
-            Sink::Forge { forge, token_file, client } => {
+            Sink::Forge { forge, token_file } => {
                 let token = read_secret(token_file).map_err(Failure::Refused)?;
+                let Some(client) = shared.network.current().status.clone() else {
+                    return Err(Failure::Refused("no status client is configured".into()));
+                };
                 client.send(forge, &forge.status_request(status), &token).await.map(|_| ())
             }
             Sink::Notes { repo, remote } => {
@@ -97,7 +107,13 @@ pub async fn run(shared: Arc<Shared>, sink: Sink, wake: Arc<Notify>, mut stop: w
                 }
             }
             let status = &queued.status;
-            let result = sink.deliver(status).await;
+            let result = sink.deliver(&shared, status).await;
+            match &result {
+                Ok(()) | Err(Failure::Later(..)) => shared.network.recovered(super::network::STATUS),
+                Err(Failure::Transient(message) | Failure::Refused(message)) => {
+                    shared.network.failed(super::network::STATUS, message)
+                }
+            }
             if result.is_ok() {
                 info!(context = %status.context, revision = %status.revision, state = status.state.as_str(), "Status delivered.");
             }

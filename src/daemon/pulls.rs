@@ -35,10 +35,14 @@ pub async fn plan_pull_requests(shared: &Arc<Shared>, source: &Arc<Mutex<RepoSou
                 let hm = crate::repo::load(h.tree.as_ref())
                     .map_err(|d| format!("does not load: {}", first_problem(&d.to_string())))?;
                 let tools = SystemTools::default();
+                // A key of this plan's own, not the daemon's: whoever opens a pull request chooses
+                // the values it hashes, and must not be able to compare them with the markers the
+                // view and the API show for the values the clusters run.
                 let plan = plan::plan(
                     Some(plan::Side { revision: Some(&base), tree: b.tree.as_ref(), model: &bm }),
                     plan::Side { revision: Some(&head), tree: h.tree.as_ref(), model: &hm },
                     &tools,
+                    &crate::redact::Redactor::random(),
                 )
                 .map_err(|d| format!("does not render: {}", first_problem(&d.to_string())))?;
                 Ok((plan.summary(), crate::plan::format::markdown(&plan)))
@@ -67,10 +71,12 @@ pub async fn plan_pull_requests(shared: &Arc<Shared>, source: &Arc<Mutex<RepoSou
             }
         };
         let marker = crate::plan::format::MARKDOWN_MARKER;
-        let posted = match &comment {
-            Some(markdown) => crate::report::post_plan(forge, &token, &status, Some(number), markdown, marker).await,
-            None => crate::report::post_plan(forge, &token, &status, None, "", marker).await,
+        let Some(client) = shared.network.current().status.clone() else { return };
+        let (pr, markdown) = match &comment {
+            Some(markdown) => (Some(number), markdown.as_str()),
+            None => (None, ""),
         };
+        let posted = crate::report::post_plan(&client, forge, &token, &status, pr, markdown, marker).await;
         match posted {
             Ok(_) => {
                 info!(pull_request = number, head = %head, "Plan posted.");

@@ -2,8 +2,9 @@
 //!
 //! libgit2's own HTTPS transport links OpenSSL and initialises it in every process that touches
 //! Git (about 15 ms here, paid by every CLI run). Registering this transport for `http://` and
-//! `https://` instead keeps TLS on rustls with the system's roots — the same stack as the
-//! Kubernetes and forge clients — and costs nothing until a remote is fetched.
+//! `https://` instead sends Git's requests through strata's one client ([`crate::net`]: proxy,
+//! `repository.ca_file`, client certificate, errors that name the setting to check) and costs
+//! nothing until a remote is fetched.
 //!
 //! ```text
 //!   fetch:  GET  {url}/info/refs?service=git-upload-pack     (UploadPackLs)
@@ -17,7 +18,7 @@
 //! authentication (what GitHub, GitLab and Gitea accept for HTTPS Git).
 
 use std::io::{self, Read, Write};
-use std::sync::{Mutex, Once, mpsc};
+use std::sync::{Arc, Once, OnceLock, RwLock};
 
 use base64::Engine as _;
 use git2::transport::{Service, SmartSubtransport, SmartSubtransportStream, Transport};
@@ -25,13 +26,29 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 
 use crate::config::{Credentials, read_secret};
+use crate::net::Client;
 
-static CREDENTIALS: Mutex<Option<Credentials>> = Mutex::new(None);
+/// The client (proxy, CA, client certificate) and credentials fetches use; replaced on SIGHUP.
+static CURRENT: RwLock<Option<Arc<(Client, Credentials)>>> = RwLock::new(None);
 static REGISTER: Once = Once::new();
 
-/// Makes libgit2 use this transport for http(s) remotes, with these credentials.
-pub fn register(credentials: &Credentials) {
-    *CREDENTIALS.lock().expect("credentials lock") = Some(credentials.clone());
+/// Requests run here: libgit2 calls from blocking threads, and one runtime keeps the client's
+/// connections (and TLS sessions) alive across the requests of a fetch.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("strata-git-http")
+            .enable_all()
+            .build()
+            .expect("a Tokio runtime for Git over HTTP")
+    })
+}
+
+/// Makes libgit2 use this transport for http(s) remotes, through `client`, with these credentials.
+pub fn register(client: Client, credentials: &Credentials) {
+    *CURRENT.write().expect("transport lock") = Some(Arc::new((client, credentials.clone())));
     REGISTER.call_once(|| {
         for prefix in ["https", "http"] {
             // SAFETY: registered once, before any fetch; the factory is 'static.
@@ -46,8 +63,23 @@ pub fn register(credentials: &Credentials) {
 
 struct SmartHttp;
 
+/// `https://user:password@host/…` → (`https://host/…`, Some((user, password))): userinfo goes
+/// into the Authorization header, never into a request line or a message.
+fn split_userinfo(url: &str) -> (String, Option<(String, String)>) {
+    let shown = crate::net::error::redact_url(url);
+    if shown == url {
+        return (shown, None);
+    }
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let userinfo = &rest[..rest.find('@').unwrap_or(0)];
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+    (shown, Some((decode(user), decode(password))))
+}
+
 impl SmartSubtransport for SmartHttp {
     fn action(&self, url: &str, action: Service) -> Result<Box<dyn SmartSubtransportStream>, git2::Error> {
+        let (url, userinfo) = split_userinfo(url);
         let base = url.trim_end_matches('/');
         let (method, url, content_type) = match action {
             Service::UploadPackLs => ("GET", format!("{base}/info/refs?service=git-upload-pack"), None),
@@ -55,16 +87,22 @@ impl SmartSubtransport for SmartHttp {
             Service::ReceivePackLs => ("GET", format!("{base}/info/refs?service=git-receive-pack"), None),
             Service::ReceivePack => ("POST", format!("{base}/git-receive-pack"), Some("receive-pack")),
         };
-        let credentials = CREDENTIALS.lock().expect("credentials lock").clone().unwrap_or_default();
-        let authorization = match &credentials.token_file {
+        let Some(current) = CURRENT.read().expect("transport lock").clone() else {
+            return Err(git2::Error::from_str("the HTTP transport is not set up"));
+        };
+        let credentials = &current.1;
+        let login = match &credentials.token_file {
             Some(file) => {
                 let token = read_secret(file).map_err(|e| git2::Error::from_str(&e))?;
-                let user = credentials.username.as_deref().unwrap_or("x-access-token");
-                Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{token}"))))
+                Some((credentials.username.clone().unwrap_or_else(|| "x-access-token".into()), token))
             }
-            None => None,
+            None => userinfo,
         };
+        let authorization = login.map(|(user, password)| {
+            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+        });
         Ok(Box::new(Stream {
+            client: current.0.clone(),
             method,
             url,
             content_type,
@@ -81,6 +119,7 @@ impl SmartSubtransport for SmartHttp {
 }
 
 struct Stream {
+    client: Client,
     method: &'static str,
     url: String,
     /// `upload-pack` / `receive-pack` for POSTs.
@@ -88,7 +127,7 @@ struct Stream {
     authorization: Option<String>,
     body: Vec<u8>,
     /// The answer's chunks as they arrive, once the request is sent.
-    answer: Option<mpsc::Receiver<io::Result<Bytes>>>,
+    answer: Option<tokio::sync::mpsc::Receiver<io::Result<Bytes>>>,
     chunk: Bytes,
 }
 
@@ -109,10 +148,10 @@ impl Read for Stream {
             self.answer = Some(self.send());
         }
         while self.chunk.is_empty() {
-            match self.answer.as_ref().expect("sent").recv() {
-                Ok(Ok(chunk)) => self.chunk = chunk,
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Ok(0), // the answer is complete
+            match self.answer.as_mut().expect("sent").blocking_recv() {
+                Some(Ok(chunk)) => self.chunk = chunk,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0), // the answer is complete
             }
         }
         let n = out.len().min(self.chunk.len());
@@ -123,10 +162,10 @@ impl Read for Stream {
 }
 
 impl Stream {
-    /// Sends the request on a thread of its own (libgit2 calls from a blocking context) and
+    /// Sends the request on the transport's runtime (libgit2 calls from a blocking context) and
     /// returns the channel its answer arrives on.
-    fn send(&mut self) -> mpsc::Receiver<io::Result<Bytes>> {
-        let (tx, rx) = mpsc::sync_channel(16);
+    fn send(&mut self) -> tokio::sync::mpsc::Receiver<io::Result<Bytes>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
         let mut request = hyper::Request::builder()
             .method(self.method)
             .uri(&self.url)
@@ -142,61 +181,46 @@ impl Stream {
         }
         let body = std::mem::take(&mut self.body);
         let request = request.body(Full::new(Bytes::from(body)));
-        let url = self.url.clone();
-        std::thread::spawn(move || {
-            let fail = |tx: &mpsc::SyncSender<io::Result<Bytes>>, message: String| {
-                let _ = tx.send(Err(io::Error::other(message)));
+        let (client, url) = (self.client.clone(), self.url.clone());
+        runtime().spawn(async move {
+            let fail = async |message: String| {
+                let _ = tx.send(Err(io::Error::other(message))).await;
             };
             let request = match request {
                 Ok(r) => r,
-                Err(e) => return fail(&tx, format!("{url}: {e}")),
+                Err(e) => return fail(format!("{url}: {e}")).await,
             };
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let response = match client.send(request).await {
                 Ok(r) => r,
-                Err(e) => return fail(&tx, e.to_string()),
+                Err(e) => return fail(e.to_string()).await,
             };
-            runtime.block_on(async move {
-                let connector = match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
-                    Ok(b) => b.https_or_http().enable_http1().build(),
-                    Err(e) => return fail(&tx, format!("cannot load the system's TLS roots: {e}")),
-                };
-                let client =
-                    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
-                let timeout = std::time::Duration::from_secs(60);
-                let response = match tokio::time::timeout(timeout, client.request(request)).await {
-                    Err(_) => return fail(&tx, format!("{url}: no answer within {}s", timeout.as_secs())),
-                    Ok(Err(e)) => return fail(&tx, format!("{url}: {e}")),
-                    Ok(Ok(r)) => r,
-                };
-                match response.status().as_u16() {
-                    200 => {}
-                    401 | 403 => {
-                        return fail(
-                            &tx,
-                            format!(
-                                "{url}: {} — the remote refused the configured credentials (repository.credentials)",
-                                response.status()
-                            ),
-                        );
-                    }
-                    code => return fail(&tx, format!("{url}: the remote answered {code}")),
+            let shown = crate::net::error::redact_url(&url);
+            match response.status().as_u16() {
+                200 => {}
+                401 | 403 => {
+                    return fail(format!(
+                        "{shown}: {} — the remote refused the configured credentials (repository.credentials)",
+                        response.status()
+                    ))
+                    .await;
                 }
-                let mut body = response.into_body();
-                loop {
-                    match tokio::time::timeout(timeout, body.frame()).await {
-                        Err(_) => return fail(&tx, format!("{url}: stalled for {}s", timeout.as_secs())),
-                        Ok(None) => return,
-                        Ok(Some(Err(e))) => return fail(&tx, format!("{url}: {e}")),
-                        Ok(Some(Ok(frame))) => {
-                            if let Ok(data) = frame.into_data()
-                                && tx.send(Ok(data)).is_err()
-                            {
-                                return;
-                            }
+                code => return fail(format!("{shown}: the remote answered {code}")).await,
+            }
+            let mut body = response.into_body();
+            loop {
+                match body.frame().await {
+                    None => return,
+                    // Read timeouts and TLS failures arrive here already explained.
+                    Some(Err(e)) => return fail(format!("{shown}: {}", crate::net::failure_of(&e))).await,
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data()
+                            && tx.send(Ok(data)).await.is_err()
+                        {
+                            return;
                         }
                     }
                 }
-            });
+            }
         });
         rx
     }

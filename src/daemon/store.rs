@@ -91,6 +91,27 @@ CREATE TABLE IF NOT EXISTS delivered (
 );
 ";
 
+/// Changes to what is stored, in order; `PRAGMA user_version` counts those a database has had.
+/// Each runs once, in one transaction with the version bump, so a crash repeats it whole.
+const MIGRATIONS: &[&str] = &[
+    // 1: drift findings and pending diffs are stored redacted. Those written before may hold
+    // Secret values: drop them. The first evaluation derives the pending updates again and the
+    // first drift check (at start) the findings.
+    "DELETE FROM drift; DELETE FROM pending; UPDATE clusters SET drifted = 0;",
+];
+
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for migration in MIGRATIONS.iter().skip(version.max(0) as usize) {
+        tx.execute_batch(migration)?;
+    }
+    if version < MIGRATIONS.len() as i64 {
+        tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
+    }
+    tx.commit()
+}
+
 /// What a cluster last had applied, and how it is doing.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ClusterState {
@@ -198,13 +219,14 @@ pub fn now() -> i64 {
 impl Store {
     pub fn open(dir: &Path) -> Result<Store> {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create state directory {}: {e}", dir.display()))?;
-        let conn = Connection::open(dir.join("strata.db")).map_err(db)?;
+        let mut conn = Connection::open(dir.join("strata.db")).map_err(db)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
         // With WAL, NORMAL loses nothing on a process crash (kill -9); FULL would also survive
         // power loss at a cost in fsyncs the state does not need: Git and the clusters hold the truth.
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(db)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
+        migrate(&mut conn).map_err(db)?;
         Ok(Store { db: Mutex::new(conn) })
     }
 
@@ -624,6 +646,55 @@ mod tests {
         assert_eq!(store.approval("aws", "r3").unwrap(), None);
         assert!(store.cluster("edge").unwrap().unwrap().suspended);
         assert_eq!(store.history("aws", 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn databases_from_before_redaction_lose_their_drift_findings_and_pending_diffs_once() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // A state database as versions without redaction left it: user_version 0.
+            let store = Store::open(dir.path()).unwrap();
+            store.with(|c| c.pragma_update(None, "user_version", 0)).unwrap();
+            store
+                .record_applied("c", Some("r1"), Some("r1"), "sha256:a", "p", "1.0.0", "applied", "ready", "ok")
+                .unwrap();
+            let row = DriftRow {
+                object: "Secret/app/db".into(),
+                path: "/data/password".into(),
+                live: Some("\"aHVudGVyMg==\"".into()),
+                desired: Some("\"c2VjcmV0\"".into()),
+                found_at: 1,
+            };
+            store.set_drift("c", &[row]).unwrap();
+            let pending = Pending {
+                cluster: "c".into(),
+                base_revision: "r1".into(),
+                head_revision: "r2".into(),
+                hold: "{}".into(),
+                summary: "pending".into(),
+                diff: "-  password: aHVudGVyMg==\n".into(),
+                since: 1,
+            };
+            store.set_pending(&pending).unwrap();
+            store.approve("c", "r2", "alice").unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.drift("c").unwrap(), vec![]);
+        assert_eq!(store.pending("c").unwrap(), None);
+        let c = store.cluster("c").unwrap().unwrap();
+        assert_eq!((c.drifted, c.digest.as_deref()), (0, Some("sha256:a")), "what is applied is kept");
+        assert_eq!(store.approvals("c").unwrap().len(), 1);
+        assert_eq!(store.with(|c| c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))).unwrap(), 1);
+
+        // Migrated once: what is stored from now on stays.
+        store
+            .set_drift(
+                "c",
+                &[DriftRow { object: "o".into(), path: "/p".into(), live: None, desired: None, found_at: 2 }],
+            )
+            .unwrap();
+        drop(store);
+        assert_eq!(Store::open(dir.path()).unwrap().drift("c").unwrap().len(), 1);
     }
 
     #[test]

@@ -445,13 +445,14 @@ fn fleet_page(shared: &Shared, q: &HashMap<String, String>, who: Option<&str>) -
     .map(|(v, l)| format!("<option value=\"{v}\"{}>{l}</option>", if *v == sort { " selected" } else { "" }))
     .collect();
     let body = format!(
-        "<form class=\"filters\" method=\"get\" action=\"/\">\
+        "{}<form class=\"filters\" method=\"get\" action=\"/\">\
          <label>Tag<input name=\"tag\" placeholder=\"service:hello-universe-frontend\" value=\"{}\"></label>\
          <label>Profile<select name=\"profile\">{options}</select></label>\
          <label>Sort by<select name=\"sort\">{sorts}</select></label>\
          <button>Filter</button> <a href=\"/\">clear</a></form>\
          <table><thead><tr><th>Cluster</th><th>Profile</th><th>Applied revision</th><th>Sync</th><th>Health</th><th>Drift</th><th>Update</th><th>Tags</th></tr></thead>\
          <tbody data-live data-version=\"{}\">{rows}</tbody></table>",
+        shared.network.notice_html(esc),
         esc(q.get("tag").map(String::as_str).unwrap_or("")),
         esc(&version(shared)),
     );

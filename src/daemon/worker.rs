@@ -63,7 +63,8 @@ pub struct Worker {
     failures: u32,
     next_attempt: Instant,
     next_drift: Instant,
-    target: Option<(TargetConfig, AnyTarget)>,
+    /// The connected target, its configuration, and the network generation it was made with.
+    target: Option<(TargetConfig, u64, AnyTarget)>,
 }
 
 impl Worker {
@@ -133,11 +134,14 @@ impl Worker {
 
     async fn target(&mut self) -> Result<&AnyTarget, String> {
         let wanted = &self.job.as_ref().expect("a job").target;
-        if self.target.as_ref().is_none_or(|(config, _)| config != wanted) {
-            let connected = target::connect(wanted).await.map_err(|e| e.to_string())?;
-            self.target = Some((wanted.clone(), connected));
+        // A SIGHUP reload of the proxy and TLS material reconnects too.
+        let generation = self.shared.network.generation();
+        if self.target.as_ref().is_none_or(|(config, made, _)| config != wanted || *made != generation) {
+            let network = self.shared.network.current().network.clone();
+            let connected = target::connect(wanted, &network).await.map_err(|e| e.to_string())?;
+            self.target = Some((wanted.clone(), generation, connected));
         }
-        Ok(&self.target.as_ref().expect("just set").1)
+        Ok(&self.target.as_ref().expect("just set").2)
     }
 
     fn failed(&mut self, message: &str, revision: Option<&str>) {
@@ -251,9 +255,9 @@ impl Worker {
         let permit = shared.permits.acquire().await;
         self.next_drift = Instant::now() + jitter(self.shared.config.drift_interval);
         let job = self.job.clone().expect("a job");
-        let concurrency = self.shared.config.apply.concurrency;
+        let options = self.shared.config.apply.clone();
         let findings = match self.target().await {
-            Ok(target) => apply::detect_drift(target, &job.set.unpack(), concurrency).await.map_err(|e| e.to_string()),
+            Ok(target) => apply::detect_drift(target, &job.set.unpack(), &options).await.map_err(|e| e.to_string()),
             Err(e) => Err(e),
         };
         let findings = match findings {

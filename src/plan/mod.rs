@@ -10,6 +10,9 @@
 //! plus new and removed clusters. A cluster with `updates: manual` shows an in-place edit as a
 //! pending update. Clusters whose inputs did not change are settled by fingerprint, so a plan
 //! that touches one profile version renders only the clusters on it.
+//!
+//! Object diffs are of the redacted copies ([`crate::redact`]): a plan — and so a pull-request
+//! comment, a stored pending update — shows that a Secret's key changed, never its value.
 
 pub mod format;
 
@@ -20,9 +23,10 @@ use serde::Serialize;
 
 use crate::diag::Diagnostics;
 use crate::model::{Cluster, Model, UpdatePolicy};
+use crate::redact::Redactor;
 use crate::render::object::ObjectId;
 use crate::render::tools::Tools;
-use crate::render::{self, DesiredSet, Renderer};
+use crate::render::{self, DesiredSet, Object, Renderer};
 use crate::source::Tree;
 use crate::yaml;
 
@@ -77,7 +81,8 @@ pub struct ObjectChange {
     pub id: ObjectId,
     pub layer: String,
     pub action: Action,
-    /// Unified diff of the object's YAML (empty for objects of new and removed clusters).
+    /// Unified diff of the object's YAML, sensitive values redacted (empty for objects of new and
+    /// removed clusters).
     pub diff: String,
 }
 
@@ -192,8 +197,9 @@ pub struct Side<'a> {
     pub model: &'a Model,
 }
 
-/// Plans every cluster from `base` (absent: an empty repository) to `head`.
-pub fn plan(base: Option<Side>, head: Side, tools: &dyn Tools) -> Result<Plan, Diagnostics> {
+/// Plans every cluster from `base` (absent: an empty repository) to `head`; diffs show sensitive
+/// values as `redactor`'s markers.
+pub fn plan(base: Option<Side>, head: Side, tools: &dyn Tools, redactor: &Redactor) -> Result<Plan, Diagnostics> {
     let empty = Model::default();
     let base_model = base.as_ref().map(|b| b.model).unwrap_or(&empty);
     let base_renderer = base.as_ref().map(|b| Renderer::new(b.tree, b.model, tools));
@@ -221,6 +227,7 @@ pub fn plan(base: Option<Side>, head: Side, tools: &dyn Tools) -> Result<Plan, D
                 compare(
                     (before, base.tree, base_renderer.as_ref().expect("base"), &mut base_fps),
                     (after, head.tree, &head_renderer, &mut head_fps),
+                    redactor,
                 )
             }
             (None, None) => unreachable!("name came from one of the two"),
@@ -276,7 +283,7 @@ pub type SideOf<'r, 'a> = (&'r Cluster, &'r dyn Tree, &'r Renderer<'a>, &'r mut 
 
 /// Plans one cluster from `base` to `head`; clusters whose inputs did not change are settled by
 /// fingerprint without rendering.
-pub fn compare(base: SideOf, head: SideOf) -> Result<ClusterPlan, Diagnostics> {
+pub fn compare(base: SideOf, head: SideOf, redactor: &Redactor) -> Result<ClusterPlan, Diagnostics> {
     let (before, base_tree, base_renderer, base_fps) = base;
     let (after, head_tree, head_renderer, head_fps) = head;
     let base_model = base_renderer.model();
@@ -328,34 +335,28 @@ pub fn compare(base: SideOf, head: SideOf) -> Result<ClusterPlan, Diagnostics> {
     }
     plan.kind = plan.reasons[0];
     plan.pending = after.updates == UpdatePolicy::Manual && plan.reasons.contains(&ChangeKind::InPlaceEdit);
-    plan.objects = diff_sets(&old, &new);
+    plan.objects = diff_sets(&old, &new, redactor);
     Ok(plan)
 }
 
 /// Object-level differences between two desired sets, in the head's apply order (removed
-/// objects last, in the base's order).
-pub fn diff_sets(old: &DesiredSet, new: &DesiredSet) -> Vec<ObjectChange> {
-    let before: BTreeMap<&ObjectId, (&str, &serde_json::Value)> =
-        old.apply_order().into_iter().map(|(l, o)| (&o.id, (l.name.as_str(), &o.manifest))).collect();
+/// objects last, in the base's order). Whether an object changed is judged on its real content;
+/// what the diff shows is its redacted copy on each side.
+pub fn diff_sets(old: &DesiredSet, new: &DesiredSet, redactor: &Redactor) -> Vec<ObjectChange> {
+    let before: BTreeMap<&ObjectId, &Object> = old.apply_order().into_iter().map(|(_, o)| (&o.id, o)).collect();
+    let shown = |object: &Object| yaml::to_string(&object.shown(redactor));
     let mut seen = BTreeSet::new();
     let mut changes = Vec::new();
     for (layer, object) in new.apply_order() {
         seen.insert(&object.id);
-        match before.get(&object.id) {
-            None => changes.push(ObjectChange {
-                id: object.id.clone(),
-                layer: layer.name.clone(),
-                action: Action::Added,
-                diff: unified(&object.id, "", &yaml::to_string(&object.manifest)),
-            }),
-            Some((_, manifest)) if *manifest != &object.manifest => changes.push(ObjectChange {
-                id: object.id.clone(),
-                layer: layer.name.clone(),
-                action: Action::Changed,
-                diff: unified(&object.id, &yaml::to_string(manifest), &yaml::to_string(&object.manifest)),
-            }),
-            Some(_) => {}
-        }
+        let (action, diff) = match before.get(&object.id) {
+            None => (Action::Added, unified(&object.id, "", &shown(object))),
+            Some(old) if old.manifest != object.manifest => {
+                (Action::Changed, unified(&object.id, &shown(old), &shown(object)))
+            }
+            Some(_) => continue,
+        };
+        changes.push(ObjectChange { id: object.id.clone(), layer: layer.name.clone(), action, diff });
     }
     for (layer, object) in old.apply_order() {
         if !seen.contains(&object.id) {
@@ -363,7 +364,7 @@ pub fn diff_sets(old: &DesiredSet, new: &DesiredSet) -> Vec<ObjectChange> {
                 id: object.id.clone(),
                 layer: layer.name.clone(),
                 action: Action::Removed,
-                diff: unified(&object.id, &yaml::to_string(&object.manifest), ""),
+                diff: unified(&object.id, &shown(object), ""),
             });
         }
     }

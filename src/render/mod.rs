@@ -11,7 +11,11 @@
 //! with the same values) is rendered once per [`Renderer`] and reused, which is what keeps
 //! rendering a fleet fast.
 
+pub mod budget;
+pub mod kustomization;
+pub mod names;
 pub mod object;
+pub mod sandbox;
 pub mod template;
 pub mod tools;
 
@@ -24,13 +28,13 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest as _, Sha256};
 
 use crate::diag::{Code, Diagnostic, Diagnostics};
-use crate::model::{Cluster, Layer, LayerKind, Model, Profile};
+use crate::model::{Cluster, FieldRule, Layer, LayerKind, Model, Profile};
 use crate::repo::read_diag;
 use crate::source::{self, Tree};
 use crate::yaml;
 use object::{ObjectId, Stamp};
 use template::LayerTemplates;
-use tools::{HelmRequest, ToolError, Tools};
+use tools::{HelmRequest, ToolError, Tools, Workspace};
 
 /// Deep-merges `over` into `base`: maps merge key by key, anything else (lists included) is
 /// replaced. This is how cluster overrides apply over layer values.
@@ -75,6 +79,17 @@ pub struct Object {
     /// JSON pointers of fields left to other controllers (from layer and cluster ignore rules).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ignore: Vec<String>,
+    /// JSON pointers (`*` for any key or item) of fields whose values are never shown (from
+    /// layer and cluster sensitive rules); a Secret's values need none (see [`crate::redact`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sensitive: Vec<String>,
+}
+
+impl Object {
+    /// The manifest as it may be shown outside strata.
+    pub fn shown(&self, redactor: &crate::redact::Redactor) -> Value {
+        redactor.shown(&self.manifest, &self.sensitive)
+    }
 }
 
 /// A desired set kept for later, at a fraction of the memory of the parsed one: a daemon holds
@@ -142,18 +157,29 @@ struct Doc {
 
 type Shared<T> = Rc<Result<T, Diagnostics>>;
 
+/// What a layer rendered to for one set of inputs: its documents and how many bytes of text they
+/// came from (what the budgets count).
+#[derive(Debug)]
+struct Rendered {
+    docs: Vec<Doc>,
+    bytes: u64,
+}
+
 /// Renders clusters of one snapshot, sharing work between them.
 pub struct Renderer<'a> {
     tree: &'a dyn Tree,
     model: &'a Model,
     tools: &'a dyn Tools,
     templates: RefCell<HashMap<String, Shared<LayerTemplates>>>,
-    outputs: RefCell<HashMap<String, Shared<Vec<Doc>>>>,
+    outputs: RefCell<HashMap<String, Shared<Rendered>>>,
+    /// Rendered bytes held in `outputs`.
+    cached_bytes: std::cell::Cell<u64>,
     scratch: OnceCell<tempfile::TempDir>,
 }
 
-/// Renders shared across clusters are kept up to this many; past it the cache starts over, so
-/// a fleet where every cluster overrides values cannot grow memory without bound.
+/// Renders shared across clusters are kept up to this many (and up to [`budget::CACHE_BYTES`]);
+/// past either the cache starts over, so a fleet where every cluster overrides values cannot
+/// grow memory without bound.
 const MAX_CACHED_OUTPUTS: usize = 4096;
 
 impl<'a> Renderer<'a> {
@@ -164,6 +190,7 @@ impl<'a> Renderer<'a> {
             tools,
             templates: RefCell::default(),
             outputs: RefCell::default(),
+            cached_bytes: std::cell::Cell::new(0),
             scratch: OnceCell::new(),
         }
     }
@@ -176,13 +203,32 @@ impl<'a> Renderer<'a> {
     pub fn render(&self, cluster: &Cluster) -> Result<DesiredSet, Diagnostics> {
         let profile = self.model.resolve(cluster).map_err(Diagnostics::from)?.profile;
         let mut diags = Diagnostics::new();
-        let mut produced: Vec<(&Layer, Shared<Vec<Doc>>)> = Vec::new();
+        let mut produced: Vec<(&Layer, Shared<Rendered>)> = Vec::new();
+        let mut bytes = 0;
         for layer in &profile.layers {
-            let docs = self.layer_docs(cluster, profile, layer);
-            if let Err(d) = docs.as_ref() {
-                diags.extend(d.clone());
+            let rendered = self.layer_docs(cluster, profile, layer);
+            match rendered.as_ref() {
+                Err(d) => diags.extend(d.clone()),
+                Ok(r) => bytes += r.bytes,
             }
-            produced.push((layer, docs));
+            produced.push((layer, rendered));
+            if bytes > budget::CLUSTER_BYTES {
+                diags.push(
+                    Diagnostic::new(
+                        Code::Budget,
+                        format!(
+                            "its layers render to more than {} (this cluster's budget), the last being `{}`",
+                            budget::mib(budget::CLUSTER_BYTES),
+                            layer.name
+                        ),
+                    )
+                    .in_file(&profile.file)
+                    .at_line(layer.line)
+                    .about(format!("cluster {} on profile {}", cluster.name, profile.id()))
+                    .help("a cluster's manifests this large are not something strata applies: look for a layer that renders far more than it should"),
+                );
+                break;
+            }
         }
         if !diags.is_empty() {
             return Err(diags.sorted());
@@ -191,7 +237,7 @@ impl<'a> Renderer<'a> {
         // Custom resources are namespaced unless a CRD in this set says otherwise.
         let cluster_scoped: HashSet<(String, String)> = produced
             .iter()
-            .flat_map(|(_, docs)| docs.as_ref().as_ref().expect("checked").iter())
+            .flat_map(|(_, rendered)| rendered.as_ref().as_ref().expect("checked").docs.iter())
             .filter(|d| d.value["kind"] == "CustomResourceDefinition" && d.value["spec"]["scope"] == "Cluster")
             .filter_map(|d| {
                 let spec = &d.value["spec"];
@@ -206,16 +252,18 @@ impl<'a> Renderer<'a> {
             let object_name = format!("profile {} layer {}", profile.id(), layer.name);
             let stamp = Stamp { cluster: &cluster.name, profile: &profile.name, version: &version, layer: &layer.name };
             let mut objects = Vec::new();
-            for doc in docs.as_ref().as_ref().expect("checked") {
+            for doc in &docs.as_ref().as_ref().expect("checked").docs {
                 match to_object(doc, layer, &cluster_scoped, &stamp) {
                     Ok(mut object) => {
-                        object.ignore = layer
-                            .ignore
-                            .iter()
-                            .chain(&cluster.ignore)
-                            .filter(|r| r.matches(&layer.name, &object.id.kind, &object.id.name))
-                            .map(|r| r.path.clone())
-                            .collect();
+                        let paths = |own: &[FieldRule], cluster: &[FieldRule]| -> Vec<String> {
+                            own.iter()
+                                .chain(cluster)
+                                .filter(|r| r.matches(&layer.name, &object.id.kind, &object.id.name))
+                                .map(|r| r.path.clone())
+                                .collect()
+                        };
+                        object.ignore = paths(&layer.ignore, &cluster.ignore);
+                        object.sensitive = paths(&layer.sensitive, &cluster.sensitive);
                         if let Some((other_layer, file, line)) = seen.get(&object.id) {
                             let place = if *line > 0 { format!("{file}:{line}") } else { file.clone() };
                             diags.push(
@@ -260,7 +308,7 @@ impl<'a> Renderer<'a> {
 
     /// The documents a layer renders to for this cluster, shared with every other cluster whose
     /// inputs to the layer are the same.
-    fn layer_docs(&self, cluster: &Cluster, profile: &Profile, layer: &Layer) -> Shared<Vec<Doc>> {
+    fn layer_docs(&self, cluster: &Cluster, profile: &Profile, layer: &Layer) -> Shared<Rendered> {
         let object_name = format!("profile {} layer {}", profile.id(), layer.name);
         let mut values = layer.values.clone();
         if let Some(over) = cluster.overrides.get(&layer.name) {
@@ -291,11 +339,16 @@ impl<'a> Renderer<'a> {
             _ => self.render_tool(layer, values, &object_name),
         };
         let docs = Rc::new(docs);
+        let bytes = docs.as_ref().as_ref().map(|r| r.bytes).unwrap_or(0);
         let mut outputs = self.outputs.borrow_mut();
-        if outputs.len() >= MAX_CACHED_OUTPUTS {
+        if outputs.len() >= MAX_CACHED_OUTPUTS || self.cached_bytes.get() + bytes > budget::CACHE_BYTES {
             outputs.clear();
+            self.cached_bytes.set(0);
         }
-        outputs.insert(key, docs.clone());
+        if bytes <= budget::CACHE_BYTES {
+            self.cached_bytes.set(self.cached_bytes.get() + bytes);
+            outputs.insert(key, docs.clone());
+        }
         docs
     }
 
@@ -316,23 +369,26 @@ impl<'a> Renderer<'a> {
         layer: &Layer,
         values: Map<String, Value>,
         object_name: &str,
-    ) -> Result<Vec<Doc>, Diagnostics> {
+    ) -> Result<Rendered, Diagnostics> {
         let context = minijinja::Value::from(minijinja::value::Serde(json!({
             "values": values,
             "profile": { "name": profile.name, "version": profile.version.to_string() },
             "layer": { "name": layer.name, "namespace": layer.namespace },
             "cluster": { "name": cluster.name, "tags": cluster.tags },
         })));
+        let outputs = templates.render(&context, object_name, budget::LAYER_BYTES)?;
         let mut docs = Vec::new();
         let mut diags = Diagnostics::new();
-        for (file, text) in templates.render(&context, object_name)? {
+        let mut bytes = 0;
+        for (file, text) in outputs {
+            bytes += text.len() as u64;
             match parse_stream(&file, &text) {
                 Ok(mut more) => docs.append(&mut more),
                 Err(d) => diags
                     .push(d.about(object_name).help("the file is templated first: check what the template produces")),
             }
         }
-        diags.into_result(docs)
+        diags.into_result(Rendered { docs, bytes })
     }
 
     fn render_tool(
@@ -340,56 +396,65 @@ impl<'a> Renderer<'a> {
         layer: &Layer,
         values: Map<String, Value>,
         object_name: &str,
-    ) -> Result<Vec<Doc>, Diagnostics> {
+    ) -> Result<Rendered, Diagnostics> {
         let tool_diag = |e: ToolError| {
-            let help = match &e {
-                ToolError::Missing { help, .. } => help.to_string(),
-                ToolError::Failed { .. } => {
-                    format!("run the {} layer's tool by hand on {} to see the problem", layer.kind, layer.source)
+            let (code, help) = match &e {
+                ToolError::Missing { help, .. } => (Code::Tool, help.to_string()),
+                ToolError::Failed { .. } => (
+                    Code::Tool,
+                    format!("run the {} layer's tool by hand on {} to see the problem", layer.kind, layer.source),
+                ),
+                ToolError::TimedOut { .. } => {
+                    (Code::Tool, "check the layer for something that makes the tool hang".to_string())
                 }
-                ToolError::TimedOut { .. } => "check the layer for something that makes the tool hang".to_string(),
+                ToolError::TooLarge { .. } => (
+                    Code::Budget,
+                    format!(
+                        "a layer renders to at most {}: look for what makes it this large",
+                        budget::mib(budget::LAYER_BYTES)
+                    ),
+                ),
             };
-            Diagnostics::from(
-                Diagnostic::new(Code::Tool, e.to_string()).in_file(&layer.source).about(object_name).help(help),
-            )
+            Diagnostics::from(Diagnostic::new(code, e.to_string()).in_file(&layer.source).about(object_name).help(help))
         };
-        let scratch = match self.scratch() {
-            Ok(s) => s,
-            Err(e) => {
-                return Err(Diagnostic::new(Code::Tool, format!("cannot create a scratch directory: {e}"))
-                    .about(object_name)
-                    .into());
-            }
+        if layer.kind == LayerKind::Kustomize {
+            kustomization::check(self.tree, &layer.source, object_name)?;
+        }
+        let setup = |what: &str, e: &dyn std::fmt::Display| {
+            Diagnostics::from(Diagnostic::new(Code::Tool, format!("cannot {what}: {e}")).about(object_name))
         };
-        let root = self
+        let scratch = self.scratch().map_err(|e| setup("create a scratch directory", &e))?;
+        let checkout = self
             .tree
             .local_root(scratch)
             .map_err(|e| Diagnostics::from(read_diag(&layer.source, e).about(object_name)))?;
-        let dir = root.join(&layer.source);
+        // Each run gets a directory of its own, the only place it may write.
+        let run = tempfile::Builder::new()
+            .prefix("run-")
+            .tempdir_in(scratch)
+            .map_err(|e| setup("create a scratch directory", &e))?;
+        let workspace = Workspace { checkout: &checkout, scratch: run.path() };
+        let dir = checkout.join(&layer.source);
         let text = match layer.kind {
-            LayerKind::Kustomize => self.tools.kustomize(&dir).map_err(tool_diag)?,
+            LayerKind::Kustomize => self.tools.kustomize(&workspace, &dir).map_err(tool_diag)?,
             LayerKind::Helm => {
-                let values_file = tempfile::Builder::new()
-                    .suffix(".yaml")
-                    .tempfile_in(scratch)
-                    .and_then(|f| std::fs::write(f.path(), yaml::to_string(&Value::Object(values))).map(|_| f))
-                    .map_err(|e| {
-                        Diagnostics::from(
-                            Diagnostic::new(Code::Tool, format!("cannot write helm values: {e}")).about(object_name),
-                        )
-                    })?;
+                let values_file = run.path().join("values.yaml");
+                std::fs::write(&values_file, yaml::to_string(&Value::Object(values)))
+                    .map_err(|e| setup("write helm values", &e))?;
                 let request = HelmRequest {
                     release: layer.release_name.as_deref().unwrap_or(&layer.name),
                     chart: &dir,
                     namespace: layer.namespace.as_deref().unwrap_or("default"),
-                    values_file: values_file.path(),
+                    values_file: &values_file,
                 };
-                self.tools.helm_template(&request).map_err(tool_diag)?
+                self.tools.helm_template(&workspace, &request).map_err(tool_diag)?
             }
             LayerKind::Manifests => unreachable!("manifests layers are templated"),
         };
-        parse_stream(&layer.source, &text)
-            .map_err(|d| d.about(object_name).help(format!("the {} output does not parse", layer.kind)).into())
+        let docs = parse_stream(&layer.source, &text).map_err(|d| {
+            Diagnostics::from(d.about(object_name).help(format!("the {} output does not parse", layer.kind)))
+        })?;
+        Ok(Rendered { docs, bytes: text.len() as u64 })
     }
 
     fn scratch(&self) -> std::io::Result<&std::path::Path> {
@@ -469,6 +534,32 @@ fn to_object(
         };
         Some(ns)
     };
+    let crd = (kind == "CustomResourceDefinition")
+        .then(|| Some((doc.value["spec"]["names"]["plural"].as_str()?, doc.value["spec"]["group"].as_str()?)))
+        .flatten();
+    names::check_identity(api_version, kind, name, namespace.as_deref(), crd).map_err(|invalid| {
+        Diagnostic::new(
+            Code::Name,
+            match invalid.field {
+                "metadata.name" | "metadata.namespace" => format!(
+                    "{} {} of a {kind} is invalid: it must be {}",
+                    invalid.field,
+                    shown(&invalid.value),
+                    invalid.rule
+                ),
+                field => format!("{field} {} is invalid: it must be {}", shown(&invalid.value), invalid.rule),
+            },
+        )
+        .in_file(&doc.file)
+        .at_line(doc.line)
+        .help(match invalid.field {
+            "metadata.namespace" => "use a namespace the API server accepts, or leave it out to get the layer's",
+            "metadata.name" => {
+                "rename the object: the API server refuses this name, and strata never turns it into a path or URL"
+            }
+            _ => "fix the manifest: the API server refuses this identity, and strata never turns it into a path or URL",
+        })
+    })?;
     object::stamp(&mut manifest, stamp);
     Ok(Object {
         id: ObjectId::new(api_version, kind, namespace.as_deref(), name),
@@ -476,7 +567,19 @@ fn to_object(
         line: doc.line,
         manifest,
         ignore: Vec::new(),
+        sensitive: Vec::new(),
     })
+}
+
+/// A value from a manifest as it can safely be shown in a diagnostic: quoted, escaped, and cut
+/// short when it is long.
+fn shown(value: &str) -> String {
+    const MAX: usize = 80;
+    let mut escaped: String = value.chars().take(MAX).flat_map(char::escape_debug).collect();
+    if value.chars().nth(MAX).is_some() {
+        escaped.push_str(&format!("… ({} bytes)", value.len()));
+    }
+    format!("`{escaped}`")
 }
 
 fn layer_digest(name: &str, objects: &[Object]) -> String {
@@ -648,6 +751,34 @@ mod tests {
         let over = json!({"replicas": 2, "image": {"tag": "2"}, "ports": [8080]}).as_object().unwrap().clone();
         merge_values(&mut base, &over);
         assert_eq!(Value::Object(base), json!({"replicas": 2, "image": {"repo": "a", "tag": "2"}, "ports": [8080]}));
+    }
+
+    #[test]
+    fn sensitive_rules_of_the_layer_and_the_cluster_reach_the_objects_they_name() {
+        let (_dir, tree, mut model) = fleet(&[(
+            "db.yaml",
+            "apiVersion: example.com/v1\nkind: Database\nmetadata: {name: orders}\n---\napiVersion: example.com/v1\nkind: Database\nmetadata: {name: users}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n",
+        )]);
+        let rule = |path: &str, kind: Option<&str>, name: Option<&str>, layer: Option<&str>| FieldRule {
+            path: path.into(),
+            kind: kind.map(str::to_string),
+            name: name.map(str::to_string),
+            layer: layer.map(str::to_string),
+        };
+        model.profiles.get_mut("p").unwrap()[0].layers[0].sensitive =
+            vec![rule("/spec/password", Some("Database"), None, None)];
+        let mut cluster = model.clusters["a"].clone();
+        cluster.sensitive = vec![
+            rule("/spec/token", Some("Database"), Some("users"), Some("app")),
+            rule("/data/x", None, None, Some("other-layer")),
+        ];
+        let tools = SystemTools::default();
+        let set = Renderer::new(&tree, &model, &tools).render(&cluster).unwrap();
+        let sensitive =
+            |name: &str| set.layers[0].objects.iter().find(|o| o.id.name == name).unwrap().sensitive.clone();
+        assert_eq!(sensitive("orders"), ["/spec/password"]);
+        assert_eq!(sensitive("users"), ["/spec/password", "/spec/token"]);
+        assert!(sensitive("c").is_empty());
     }
 
     #[test]

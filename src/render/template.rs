@@ -10,6 +10,7 @@ use std::collections::HashSet;
 
 use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior};
 
+use super::budget;
 use crate::diag::{Code, Diagnostic, Diagnostics};
 use crate::repo::read_diag;
 use crate::source::{self, EntryKind, Tree};
@@ -91,14 +92,50 @@ pub fn compile(tree: &dyn Tree, source: &str, object: &str) -> Result<LayerTempl
 }
 
 impl LayerTemplates {
-    /// Renders every manifest template with `context`. Returns (file, rendered text) pairs.
-    pub fn render(&self, context: &minijinja::Value, object: &str) -> Result<Vec<(String, String)>, Diagnostics> {
+    /// Renders every manifest template with `context`. Returns (file, rendered text) pairs. Each
+    /// template writes at most [`budget::TEMPLATE_BYTES`], all of them together at most
+    /// `layer_limit`; the first to go past stops the rendering.
+    pub fn render(
+        &self,
+        context: &minijinja::Value,
+        object: &str,
+        layer_limit: u64,
+    ) -> Result<Vec<(String, String)>, Diagnostics> {
         let mut out = Vec::with_capacity(self.manifests.len());
         let mut diags = Diagnostics::new();
+        let mut left = layer_limit;
         for name in &self.manifests {
             let template = self.env.get_template(name).expect("compiled above");
-            match template.render(context) {
-                Ok(text) => out.push((source::join(&self.base, name).unwrap_or_default(), text)),
+            let file = source::join(&self.base, name).unwrap_or_default();
+            let limit = left.min(budget::TEMPLATE_BYTES);
+            let mut writer = budget::Bounded::new(limit);
+            match template.render_captured_to(context, &mut writer) {
+                Ok(_) => {
+                    left -= writer.buf.len() as u64;
+                    match String::from_utf8(writer.buf) {
+                        Ok(text) => out.push((file, text)),
+                        Err(_) => diags.push(
+                            Diagnostic::new(Code::Template, "renders to text that is not UTF-8")
+                                .in_file(file)
+                                .about(object),
+                        ),
+                    }
+                }
+                Err(_) if writer.exceeded => {
+                    let (what, help) = if limit < budget::TEMPLATE_BYTES {
+                        (
+                            format!("the layer's templates render to more than {} together", budget::mib(layer_limit)),
+                            "a layer renders to at most this much: look for templates that write far more than they should",
+                        )
+                    } else {
+                        (
+                            format!("the template renders to more than {}", budget::mib(budget::TEMPLATE_BYTES)),
+                            "a template renders to at most this much: look for a loop or repetition that writes far more than it should",
+                        )
+                    };
+                    diags.push(Diagnostic::new(Code::Budget, what).in_file(file).about(object).help(help));
+                    return Err(diags.sorted());
+                }
                 Err(e) => diags.push(template_diag(&e, &self.base, object)),
             }
         }

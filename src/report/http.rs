@@ -1,19 +1,18 @@
-//! Sending forge requests: HTTPS with the system's roots (TLS verified), a timeout, the token
-//! added at the last moment and never logged, and rate-limit answers turned into a wait.
+//! Sending forge requests through strata's one client ([`crate::net`]: proxy, `status.ca_file`,
+//! client certificate, connect/read/total timeouts), the token added at the last moment and never
+//! logged, and rate-limit answers turned into a wait.
 
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Bytes;
 use serde_json::Value;
 
 use super::{Forge, Request};
 
+#[derive(Clone)]
 pub struct Client {
-    inner: hyper_util::client::legacy::Client<
-        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-        Full<Bytes>,
-    >,
+    inner: crate::net::Client,
 }
 
 #[derive(Debug)]
@@ -43,18 +42,19 @@ impl std::fmt::Display for Failure {
     }
 }
 
-const TIMEOUT: Duration = Duration::from_secs(30);
-
 impl Client {
-    pub fn new() -> Result<Client, String> {
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
-            .map_err(|e| format!("cannot load the system's TLS roots: {e}"))?
-            .https_or_http()
-            .enable_http1()
-            .build();
-        let inner = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
-        Ok(Client { inner })
+    /// Over `inner`, built from the host config's `status` TLS settings and proxy.
+    pub fn new(inner: crate::net::Client) -> Client {
+        Client { inner }
+    }
+
+    /// The client for `status`: its TLS settings, the host's proxy, forge timeouts.
+    pub fn for_status(
+        network: &crate::net::Network,
+        tls: &crate::config::Tls,
+    ) -> Result<Client, crate::net::SetupError> {
+        let inner = network.client(tls, "status.", crate::net::Settings::status(), crate::net::Timeouts::FORGE)?;
+        Ok(Client::new(inner))
     }
 
     /// Sends `request` authenticated with `token`, and sorts the answer.
@@ -69,14 +69,10 @@ impl Client {
         let http_request =
             builder.body(Full::new(Bytes::from(body))).map_err(|e| Failure::Refused(format!("bad request: {e}")))?;
         let what = format!("{} {}", request.method, request.url);
-        let response = match tokio::time::timeout(TIMEOUT, self.inner.request(http_request)).await {
-            Err(_) => return Err(Failure::Transient(format!("{what}: no answer within {}s", TIMEOUT.as_secs()))),
-            Ok(Err(e)) => return Err(Failure::Transient(format!("{what}: {}", error_chain(&e)))),
-            Ok(Ok(r)) => r,
-        };
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let bytes = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        // Certificates, proxies and timeouts: the text says what failed and what to check.
+        let (parts, bytes) = self.inner.exchange(http_request).await.map_err(|e| Failure::Transient(e.to_string()))?;
+        let status = parts.status.as_u16();
+        let headers = parts.headers;
         let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         let message = body["message"].as_str().or(body["error"]["message"].as_str()).unwrap_or("").to_string();
         if let Some(wait) = rate_limited(status, &headers) {
@@ -99,17 +95,6 @@ impl Client {
             _ => Err(Failure::Refused(format!("{what}: {status} {message}"))),
         }
     }
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 fn header_u64(headers: &http::HeaderMap, name: &str) -> Option<u64> {

@@ -362,6 +362,7 @@ pub struct Posted {
 /// Sets `strata/plan` on the head commit and, with a pull request number, creates or updates
 /// the one comment holding the plan (found again by its hidden marker).
 pub async fn post_plan(
+    client: &http::Client,
     forge: &Forge,
     token: &str,
     status: &Status,
@@ -369,7 +370,6 @@ pub async fn post_plan(
     comment: &str,
     marker: &str,
 ) -> Result<Posted, http::Failure> {
-    let client = http::Client::new().map_err(http::Failure::Refused)?;
     client.send(forge, &forge.status_request(status), token).await?;
     let mut posted = Posted { status: true, comment: None };
     let Some(pr) = pr else { return Ok(posted) };

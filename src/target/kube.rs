@@ -1,20 +1,27 @@
 //! A Kubernetes cluster through its API server: discovery (cached per cluster), server-side
 //! apply as field manager `strata`, server-side dry-run, delete, and the inventory ConfigMap.
+//!
+//! Connections go through strata's one connector ([`crate::net`]) under kube's request stack
+//! (base URI, credentials, impersonation headers, retries): the kubeconfig's CA, client
+//! certificate, `tls-server-name` and `insecure-skip-tls-verify` as kubectl reads them; its
+//! `proxy-url`, else the host's proxy (`proxy:` or HTTPS_PROXY/NO_PROXY, as kubectl honours them).
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::APIResource;
-use kube::api::{ApiResource, DeleteParams, DynamicObject, GetParams, ListParams, Patch, PatchParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{APIResource, APIResourceList};
+use kube::api::{DeleteParams, GetParams, ListParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::core::{Request, Resource as _};
+use kube::core::Request;
 use kube::{Client, Config};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Value, json};
 
 use super::{Resource, Target, TargetError};
 use crate::apply::inventory::{INVENTORY_KEY, INVENTORY_NAMESPACE, INVENTORY_PREFIX, Inventory};
+use crate::net::proxy::{Router, Source};
+use crate::net::{Network, Settings, Timeouts};
 use crate::render::object::{FIELD_MANAGER, LABEL_CLUSTER, LABEL_MANAGED_BY};
 
 pub struct KubeTarget {
@@ -23,36 +30,97 @@ pub struct KubeTarget {
     discovery: Mutex<HashMap<String, Arc<Vec<APIResource>>>>,
 }
 
-/// Connect and read timeouts: an unreachable cluster fails fast instead of stalling a worker.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
-
 fn config_error(what: &str, e: impl std::fmt::Display) -> TargetError {
     TargetError::Other(format!("{what}: {e}"))
 }
 
+/// The `proxy-url` of the cluster the chosen context points at.
+fn kubeconfig_proxy(kubeconfig: &Kubeconfig, context: Option<&str>) -> Option<String> {
+    let context = context.map(str::to_string).or_else(|| kubeconfig.current_context.clone())?;
+    let cluster = &kubeconfig.contexts.iter().find(|c| c.name == context)?.context.as_ref()?.cluster;
+    let named = kubeconfig.clusters.iter().find(|c| &c.name == cluster)?;
+    named.cluster.as_ref()?.proxy_url.clone().filter(|url| !url.is_empty())
+}
+
 impl KubeTarget {
     /// A target from a kubeconfig file and (optionally) one of its contexts.
-    pub async fn from_kubeconfig(path: &Path, context: Option<&str>) -> Result<Self, TargetError> {
-        let kubeconfig =
-            Kubeconfig::read_from(path).map_err(|e| config_error(&format!("kubeconfig {}", path.display()), e))?;
+    pub async fn from_kubeconfig(path: &Path, context: Option<&str>, network: &Network) -> Result<Self, TargetError> {
+        let file = path.display().to_string();
+        let kubeconfig = Kubeconfig::read_from(path).map_err(|e| config_error(&format!("kubeconfig {file}"), e))?;
+        let proxy = kubeconfig_proxy(&kubeconfig, context);
         let options = KubeConfigOptions { context: context.map(str::to_string), cluster: None, user: None };
-        let config = Config::from_custom_kubeconfig(kubeconfig, &options).await.map_err(|e| {
-            config_error(&format!("kubeconfig {} context {}", path.display(), context.unwrap_or("(current)")), e)
-        })?;
-        Self::from_config(config)
+        let config = Config::from_custom_kubeconfig(kubeconfig, &options)
+            .await
+            .map_err(|e| config_error(&format!("kubeconfig {file} context {}", context.unwrap_or("(current)")), e))?;
+        // kubectl: a cluster's proxy-url replaces the environment's proxy, NO_PROXY included.
+        let router = match proxy {
+            Some(url) => Arc::new(
+                Router::fixed(&url, Source::Kubeconfig(file.clone())).map_err(|e| config_error("kubeconfig", e))?,
+            ),
+            None => network.router().clone(),
+        };
+        Self::from_config(config, network, router, Settings::kubeconfig(&file))
     }
 
     /// The cluster strata runs in, through its service account.
-    pub fn in_cluster() -> Result<Self, TargetError> {
-        Self::from_config(Config::incluster().map_err(|e| config_error("in-cluster config", e))?)
+    pub fn in_cluster(network: &Network) -> Result<Self, TargetError> {
+        let config = Config::incluster().map_err(|e| config_error("in-cluster config", e))?;
+        Self::from_config(config, network, network.router().clone(), Settings::in_cluster())
     }
 
-    pub fn from_config(mut config: Config) -> Result<Self, TargetError> {
-        config.connect_timeout = Some(CONNECT_TIMEOUT);
-        config.read_timeout = Some(READ_TIMEOUT);
-        let client = Client::try_from(config).map_err(|e| config_error("client", e))?;
-        Ok(Self::from_client(client))
+    /// A client for `config` on strata's connector: the kubeconfig's trust and identity, with a
+    /// verifier that names the certificate it refuses.
+    pub fn from_config(
+        config: Config,
+        network: &Network,
+        router: Arc<Router>,
+        settings: Settings,
+    ) -> Result<Self, TargetError> {
+        use kube::client::ConfigExt;
+        let tls_error = |e: &dyn std::fmt::Display| config_error(&settings.ca, e);
+        let mut rustls = config.rustls_client_config().map_err(|e| config_error(&settings.client_cert, e))?;
+        let recorder = if config.accept_invalid_certs {
+            None
+        } else {
+            let recorder = match &config.root_cert {
+                Some(roots) => {
+                    let roots: Vec<_> =
+                        roots.iter().map(|der| rustls::pki_types::CertificateDer::from(der.clone())).collect();
+                    network.verifier(false, &roots, &settings.ca, Path::new("(kubeconfig)"))
+                }
+                None => network.verifier(true, &[], &settings.ca, Path::new("-")),
+            }
+            .map_err(|e| tls_error(&e))?;
+            rustls.dangerous().set_certificate_verifier(recorder.clone());
+            Some(recorder)
+        };
+        rustls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let auth = &config.auth_info;
+        let tls = crate::net::connect::Tls {
+            connector: tokio_rustls::TlsConnector::from(Arc::new(rustls)),
+            recorder,
+            server_name: config.tls_server_name.clone(),
+            client_cert: auth.client_certificate.is_some() || auth.client_certificate_data.is_some(),
+        };
+        let proxy = router.clone();
+        let connector = crate::net::connect::Connector::new(router, Some(tls), settings, Timeouts::KUBE);
+        let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build::<_, kube::client::Body>(connector);
+        let retry = config
+            .default_retry
+            .then(|| tower::retry::RetryLayer::new(kube::client::retry::RetryPolicy::server_retry()));
+        let service = tower::ServiceBuilder::new()
+            .layer(config.base_uri_layer())
+            .option_layer(retry)
+            .option_layer(config.auth_layer().map_err(|e| config_error("kubeconfig credentials", e))?)
+            .layer(config.extra_headers_layer().map_err(|e| config_error("kubeconfig headers", e))?)
+            .map_request(move |mut request| {
+                crate::net::proxy_authorization(&proxy, &mut request);
+                request
+            })
+            .map_err(tower::BoxError::from)
+            .service(http);
+        Ok(Self::from_client(Client::new(service, config.default_namespace)))
     }
 
     pub fn from_client(client: Client) -> Self {
@@ -62,16 +130,9 @@ impl KubeTarget {
     /// Requests for a resource (in a namespace, for namespaced ones). Responses are decoded
     /// straight into JSON values: strata never needs typed objects, and skipping them saves
     /// much of the CPU spent per request.
-    fn request(&self, resource: &Resource, namespace: Option<&str>) -> Request {
-        let ar = ApiResource {
-            group: resource.group.clone(),
-            version: resource.version.clone(),
-            api_version: resource.api_version.clone(),
-            kind: resource.kind.clone(),
-            plural: resource.plural.clone(),
-        };
+    fn request(&self, resource: &Resource, namespace: Option<&str>) -> Result<Request, TargetError> {
         let namespace = if resource.namespaced { namespace } else { None };
-        Request::new(DynamicObject::url_path(&ar, namespace))
+        Ok(Request::new(collection_path(resource, namespace)?))
     }
 
     async fn send(
@@ -86,11 +147,10 @@ impl KubeTarget {
         if let Some(hit) = self.discovery.lock().expect("discovery lock").get(api_version) {
             return Ok(Some(hit.clone()));
         }
-        let listed = if api_version.contains('/') {
-            self.client.list_api_group_resources(api_version).await
-        } else {
-            self.client.list_core_api_resources(api_version).await
-        };
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let path = group_path(group, version)?;
+        let request = http::Request::get(path).body(Vec::new()).map_err(|e| TargetError::Other(e.to_string()));
+        let listed = self.client.request::<APIResourceList>(request?).await;
         let list = match listed {
             Ok(list) => list,
             Err(kube::Error::Api(status)) if status.code == 404 => return Ok(None),
@@ -112,27 +172,54 @@ fn classify(e: kube::Error) -> TargetError {
                 401 | 403 => TargetError::Forbidden(message),
                 409 => TargetError::Conflict(message),
                 400 | 422 => TargetError::Invalid(message),
+                // Only a proxy answers 407 (plain HTTP goes through it in absolute form).
+                407 => TargetError::Unreachable(
+                    "the proxy requires authentication (407 Proxy Authentication Required); check the user:password in the kubeconfig's proxy-url, proxy.username and proxy.password_file, or HTTP_PROXY"
+                        .into(),
+                ),
                 code => TargetError::Other(format!("API server answered {code}: {message}")),
             }
         }
-        kube::Error::HyperError(e) => TargetError::Unreachable(e.to_string()),
-        kube::Error::Service(e) => TargetError::Unreachable(error_chain(e.as_ref())),
+        // strata's connector explains its failures (step, host, the kubeconfig setting to check).
+        kube::Error::HyperError(e) => TargetError::Unreachable(crate::net::failure_of(&e).to_string()),
+        kube::Error::Service(e) => TargetError::Unreachable(crate::net::failure_of(e.as_ref()).to_string()),
         other => TargetError::Other(other.to_string()),
     }
 }
 
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
+/// Everything but RFC 3986's unreserved characters is escaped in a path segment.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// One URL path segment: percent-encoded, so a name can never add segments, a query or a
+/// fragment; an empty, `.` or `..` segment is refused, since servers and proxies normalise
+/// those away (encoded or not) and the request would reach another resource.
+fn segment(value: &str) -> Result<String, TargetError> {
+    if value.is_empty() || value == "." || value == ".." {
+        let shown: String = value.chars().take(80).flat_map(char::escape_debug).collect();
+        return Err(TargetError::Invalid(format!("`{shown}` cannot be part of an API request path")));
     }
-    out
+    Ok(utf8_percent_encode(value, SEGMENT).to_string())
+}
+
+/// `/api/v1` or `/apis/<group>/<version>`.
+fn group_path(group: &str, version: &str) -> Result<String, TargetError> {
+    Ok(if group.is_empty() {
+        format!("/api/{}", segment(version)?)
+    } else {
+        format!("/apis/{}/{}", segment(group)?, segment(version)?)
+    })
+}
+
+/// `/apis/apps/v1/namespaces/web/deployments`, every segment encoded.
+fn collection_path(resource: &Resource, namespace: Option<&str>) -> Result<String, TargetError> {
+    let mut path = group_path(&resource.group, &resource.version)?;
+    if let Some(namespace) = namespace {
+        path.push_str("/namespaces/");
+        path.push_str(&segment(namespace)?);
+    }
+    path.push('/');
+    path.push_str(&segment(&resource.plural)?);
+    Ok(path)
 }
 
 fn inventory_name(cluster: &str) -> String {
@@ -178,7 +265,7 @@ impl Target for KubeTarget {
         namespace: Option<&str>,
         name: &str,
     ) -> Result<Option<Value>, TargetError> {
-        match self.send(self.request(resource, namespace).get(name, &GetParams::default())).await {
+        match self.send(self.request(resource, namespace)?.get(&segment(name)?, &GetParams::default())).await {
             Ok(object) => Ok(Some(object)),
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
             Err(e) => Err(classify(e)),
@@ -187,7 +274,7 @@ impl Target for KubeTarget {
 
     async fn list(&self, resource: &Resource, namespace: Option<&str>) -> Result<Vec<Value>, TargetError> {
         let mut list =
-            self.send(self.request(resource, namespace).list(&ListParams::default())).await.map_err(classify)?;
+            self.send(self.request(resource, namespace)?.list(&ListParams::default())).await.map_err(classify)?;
         let items = match list.get_mut("items").map(Value::take) {
             Some(Value::Array(items)) => items,
             _ => Vec::new(),
@@ -219,13 +306,13 @@ impl Target for KubeTarget {
         if dry_run {
             params = params.dry_run();
         }
-        self.send(self.request(resource, namespace).patch(name, &params, &Patch::Apply(manifest)))
+        self.send(self.request(resource, namespace)?.patch(&segment(name)?, &params, &Patch::Apply(manifest)))
             .await
             .map_err(classify)
     }
 
     async fn delete(&self, resource: &Resource, namespace: Option<&str>, name: &str) -> Result<(), TargetError> {
-        match self.send(self.request(resource, namespace).delete(name, &DeleteParams::background())).await {
+        match self.send(self.request(resource, namespace)?.delete(&segment(name)?, &DeleteParams::background())).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
             Err(e) => Err(classify(e)),
@@ -261,5 +348,41 @@ impl Target for KubeTarget {
 
     fn reports_health(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn configmaps() -> Resource {
+        core("ConfigMap", "configmaps", true)
+    }
+
+    #[test]
+    fn every_path_segment_is_encoded() {
+        let path = collection_path(&configmaps(), Some("a/../b")).unwrap();
+        assert_eq!(path, "/api/v1/namespaces/a%2F..%2Fb/configmaps");
+        let request = Request::new(path).get(&segment("x?watch=1#y z%").unwrap(), &GetParams::default()).unwrap();
+        assert_eq!(request.uri().path(), "/api/v1/namespaces/a%2F..%2Fb/configmaps/x%3Fwatch%3D1%23y%20z%25");
+        let crd = Resource {
+            api_version: "ex/ample.com/v1".into(),
+            group: "ex/ample.com".into(),
+            version: "v1".into(),
+            kind: "W".into(),
+            plural: "wid gets".into(),
+            namespaced: false,
+        };
+        assert_eq!(collection_path(&crd, None).unwrap(), "/apis/ex%2Fample.com/v1/wid%20gets");
+        assert_eq!(group_path("", "ü").unwrap(), "/api/%C3%BC");
+    }
+
+    #[test]
+    fn dot_segments_are_refused() {
+        for bad in ["", ".", ".."] {
+            assert!(matches!(segment(bad), Err(TargetError::Invalid(_))), "{bad:?}");
+            assert!(collection_path(&configmaps(), Some(bad)).is_err());
+        }
+        assert_eq!(segment("...").unwrap(), "...");
     }
 }

@@ -60,9 +60,8 @@ impl TargetError {
 impl fmt::Display for TargetError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TargetError::Unreachable(m) => {
-                write!(f, "cluster unreachable: {m} (check the target's server address and that it is up)")
-            }
+            // The message names the step that failed and the kubeconfig setting to check.
+            TargetError::Unreachable(m) => write!(f, "cluster unreachable: {m}"),
             TargetError::Conflict(m) => write!(f, "conflict: {m}"),
             TargetError::Invalid(m) => write!(f, "rejected: {m}"),
             TargetError::Forbidden(m) => write!(f, "forbidden: {m} (check the target's credentials and RBAC)"),
@@ -172,14 +171,18 @@ impl Target for AnyTarget {
     }
 }
 
-/// Connects to a configured target. Nothing is sent until the first request.
-pub async fn connect(config: &crate::config::TargetConfig) -> Result<AnyTarget, TargetError> {
+/// Connects to a configured target, through the host's proxy and trust material (`network`).
+/// Nothing is sent until the first request.
+pub async fn connect(
+    config: &crate::config::TargetConfig,
+    network: &crate::net::Network,
+) -> Result<AnyTarget, TargetError> {
     use crate::config::TargetConfig;
     Ok(match config {
         TargetConfig::Kubeconfig { path, context } => {
-            AnyTarget::Kube(kube::KubeTarget::from_kubeconfig(path, context.as_deref()).await?)
+            AnyTarget::Kube(kube::KubeTarget::from_kubeconfig(path, context.as_deref(), network).await?)
         }
-        TargetConfig::InCluster => AnyTarget::Kube(kube::KubeTarget::in_cluster()?),
+        TargetConfig::InCluster => AnyTarget::Kube(kube::KubeTarget::in_cluster(network)?),
         TargetConfig::Directory(path) => AnyTarget::Directory(directory::DirectoryTarget::new(path)),
     })
 }

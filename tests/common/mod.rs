@@ -3,9 +3,17 @@
 
 #![allow(dead_code)]
 
+pub mod secrets;
+
+use std::convert::Infallible;
 use std::fs;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
 
 pub fn example_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repo")
@@ -144,4 +152,42 @@ pub fn strata_with_env(args: &[&str], repo: &Path, env: &[(&str, &str)]) -> Run 
         stdout: String::from_utf8(out.stdout).unwrap(),
         stderr: String::from_utf8(out.stderr).unwrap(),
     }
+}
+
+/// Serves `handler` on `listener` from a thread of its own (HTTP/1.1), over TLS when `tls` is
+/// given. Returns the base URL (`http://` or `https://` and 127.0.0.1:port).
+pub fn serve<H, F>(listener: std::net::TcpListener, tls: Option<Arc<rustls::ServerConfig>>, handler: H) -> String
+where
+    H: Fn(hyper::Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<hyper::Response<Full<Bytes>>, Infallible>> + Send + 'static,
+{
+    listener.set_nonblocking(true).unwrap();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let (handler, acceptor) = (handler.clone(), acceptor.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(handler);
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match acceptor {
+                        Some(acceptor) => {
+                            // A refused handshake is what some tests are about: nothing to serve.
+                            let Ok(stream) = acceptor.accept(stream).await else { return };
+                            let _ = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+                        }
+                        None => {
+                            let _ = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+                        }
+                    }
+                });
+            }
+        });
+    });
+    url
 }

@@ -45,32 +45,20 @@ struct State {
 pub struct Forge {
     pub url: String,
     state: Arc<Mutex<State>>,
-    _thread: std::thread::JoinHandle<()>,
 }
 
 impl Forge {
     pub fn start() -> Forge {
+        Forge::start_with(None)
+    }
+
+    /// Over TLS with `tls` (a certificate from the test's own CA).
+    pub fn start_with(tls: Option<Arc<rustls::ServerConfig>>) -> Forge {
         let state = Arc::new(Mutex::new(State { next_id: 100, ..State::default() }));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
         let served = state.clone();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                loop {
-                    let Ok((stream, _)) = listener.accept().await else { continue };
-                    let state = served.clone();
-                    tokio::spawn(async move {
-                        let io = hyper_util::rt::TokioIo::new(stream);
-                        let service = hyper::service::service_fn(move |req| handle(state.clone(), req));
-                        let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
-                    });
-                }
-            });
-        });
-        Forge { url, state, _thread: thread }
+        let url = super::common::serve(listener, tls, move |req| handle(served.clone(), req));
+        Forge { url, state }
     }
 
     pub fn set_mode(&self, mode: Mode) {

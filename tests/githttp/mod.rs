@@ -23,29 +23,18 @@ pub struct GitHttp {
 impl GitHttp {
     /// Serves the repositories under `root`, for `user` with `token`.
     pub fn start(root: PathBuf, user: &str, token: &str) -> GitHttp {
+        GitHttp::start_with(root, user, token, None)
+    }
+
+    /// As [`GitHttp::start`], over TLS with `tls` (a certificate from the test's own CA).
+    pub fn start_with(root: PathBuf, user: &str, token: &str, tls: Option<Arc<rustls::ServerConfig>>) -> GitHttp {
         let expected = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{token}")));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
         let seen = Arc::new(Mutex::new(Vec::new()));
         let served = seen.clone();
         let user = user.to_string();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                loop {
-                    let Ok((stream, _)) = listener.accept().await else { continue };
-                    let (root, expected, user, seen) = (root.clone(), expected.clone(), user.clone(), served.clone());
-                    tokio::spawn(async move {
-                        let io = hyper_util::rt::TokioIo::new(stream);
-                        let service = hyper::service::service_fn(move |req| {
-                            handle(req, root.clone(), expected.clone(), user.clone(), seen.clone())
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
-                    });
-                }
-            });
+        let url = super::common::serve(listener, tls, move |req| {
+            handle(req, root.clone(), expected.clone(), user.clone(), served.clone())
         });
         GitHttp { url, seen }
     }

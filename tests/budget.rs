@@ -1,0 +1,112 @@
+//! Output amplification: a repository that renders far more than any real one stops at a budget
+//! with `error[budget]` naming the layer and the file, and strata's memory stays bounded while it
+//! does (peak RSS of the process and of the child that renders templates, from getrusage).
+
+mod common;
+
+use common::Repo;
+
+const MIB: i64 = 1024 * 1024;
+
+/// The largest peak RSS of any child process this test binary has waited for, in bytes.
+fn children_peak_rss() -> i64 {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage fills the struct it is given.
+    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) }, 0);
+    usage.ru_maxrss * 1024
+}
+
+#[track_caller]
+fn over_budget(repo: &Repo, expected: &[&str]) {
+    let run = repo.strata(&["validate"]);
+    assert_eq!(run.code, 1, "stdout: {}\nstderr: {}", run.stdout, run.stderr);
+    for fragment in expected {
+        assert!(run.stderr.contains(fragment), "expected {fragment:?} in:\n{}", run.stderr);
+    }
+    let peak = children_peak_rss();
+    assert!(peak < 400 * MIB, "peak RSS {} MiB", peak / MIB);
+}
+
+/// Two thousand small templates that each write 2 MB: 4 GB if nothing stopped them.
+#[test]
+fn many_templates_writing_megabytes_stop_at_the_layer_budget() {
+    let repo = Repo::plain_example();
+    for i in 0..2000 {
+        repo.write(
+            &format!("packs/hello-universe/manifests/amp-{i:04}.yaml"),
+            &format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{ name: amp-{i} }}\ndata: {{ x: '{{{{ \"x\" * 2000000 }}}}' }}\n"),
+        );
+    }
+    over_budget(
+        &repo,
+        &[
+            "error[budget]: packs/hello-universe/manifests/amp-",
+            "profile aws-profile@1.0.0 layer hello-universe: the layer's templates render to more than 32 MiB together",
+        ],
+    );
+}
+
+#[test]
+fn one_template_writing_or_building_too_much_is_stopped() {
+    let repo = Repo::plain_example();
+    repo.write(
+        "packs/hello-universe/manifests/loop.yaml",
+        "{% for i in range(100) %}---\napiVersion: v1\nkind: ConfigMap\nmetadata: { name: 'l{{ i }}' }\ndata: { x: '{{ \"y\" * 1000000 }}' }\n{% endfor %}",
+    );
+    over_budget(
+        &repo,
+        &[
+            "error[budget]: packs/hello-universe/manifests/loop.yaml: profile aws-profile@1.0.0 layer hello-universe: the template renders to more than 8 MiB",
+        ],
+    );
+    // Strings and lists built up without being written: minijinja charges fuel for the data
+    // operations create (64 bytes a fuel, so 128 MB for a template's 2,000,000) and checks an
+    // allocation of known size before making it.
+    for body in [
+        "{{ (\"x\" * 200000000) | length }}",
+        "{% set a = \"x\" * 1000000 %}{% for i in range(9) %}{% set a = a ~ a %}{% endfor %}{% set b = a ~ a %}{% set c = b ~ b %}{% set d = c ~ c %}{% set e = d ~ d %}{% set f = e ~ e %}{% set g = f ~ f %}{% set h = g ~ g %}{% set i = h ~ h %}{{ i | length }}",
+        "{% set ns = namespace(l=[]) %}{% for i in range(5000) %}{% set ns.l = ns.l + [(\"x\" * 1000000) ~ i] %}{% endfor %}{{ ns.l | length }}",
+        "{% set ns = namespace(s=\"xxxxxxxxxx\") %}{% for i in range(12) %}{% set ns.s = ns.s | replace(\"x\", \"xxxxxxxxxx\") %}{% endfor %}{{ ns.s | length }}",
+    ] {
+        let repo = Repo::plain_example();
+        repo.write(
+            "packs/hello-universe/manifests/grow.yaml",
+            &format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{ name: g }}\ndata: {{ n: '{body}' }}\n"),
+        );
+        over_budget(
+            &repo,
+            &[
+                "error[template]: packs/hello-universe/manifests/grow.yaml:4: profile aws-profile@1.0.0 layer hello-universe: template ran past its budget of 2000000 steps",
+            ],
+        );
+    }
+}
+
+/// A kustomize layer whose output passes the layer budget: kustomize is stopped.
+#[test]
+fn a_tool_rendering_too_much_is_stopped() {
+    let repo = Repo::plain_example();
+    repo.write(
+        "profiles/big/1.0.0/profile.yaml",
+        "apiVersion: strata.dev/v1\nkind: Profile\nmetadata: { name: big, version: 1.0.0 }\nspec:\n  layers:\n    - { name: big, type: kustomize, source: packs/big }\n",
+    )
+    .write("clusters/big.yaml", "apiVersion: strata.dev/v1\nkind: Cluster\nmetadata: { name: big }\nspec:\n  profile: { name: big, version: 1.0.0 }\n");
+    // 12 files of 3 MB, each read by kustomize: 36 MB of output.
+    let mut resources = Vec::new();
+    for i in 0..12 {
+        let file = format!("cm-{i}.yaml");
+        repo.write(
+            &format!("packs/big/{file}"),
+            &format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{ name: c{i} }}\ndata: {{ x: {} }}\n",
+                "z".repeat(3_000_000)
+            ),
+        );
+        resources.push(file);
+    }
+    repo.write("packs/big/kustomization.yaml", &format!("resources: [{}]\n", resources.join(", ")));
+    over_budget(
+        &repo,
+        &["error[budget]: packs/big: profile big@1.0.0 layer big: `kustomize` wrote more than 32 MiB and was stopped"],
+    );
+}

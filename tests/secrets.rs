@@ -1,0 +1,215 @@
+//! Secret values never leave strata except through `strata render`: plans in every format,
+//! `strata diff`, `strata drift` and apply errors show that a key changed, as a keyed hash,
+//! never the value (the daemon's API, view, statuses and logs are in `tests/daemon.rs`).
+
+mod apiserver;
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use apiserver::ApiServer;
+use common::Repo;
+use common::secrets::{self, MARKER, assert_no_leak, b64};
+use serde_json::Value;
+
+/// The marker on the line of `text` that sets `key` after `sign` (`-` or `+`) and `indent`.
+#[track_caller]
+fn marker_of(text: &str, sign: &str, key: &str) -> String {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(sign) && l[sign.len()..].trim_start().starts_with(&format!("{key}: {MARKER}")))
+        .unwrap_or_else(|| panic!("no `{sign} {key}: {MARKER}…` line in:\n{text}"));
+    line[line.find(MARKER).unwrap()..].trim_end_matches(['\'', '"']).to_string()
+}
+
+fn kubectl(kubeconfig: &Path, args: &[&str]) -> String {
+    let out = Command::new("kubectl").arg("--kubeconfig").arg(kubeconfig).args(args).output().expect("kubectl runs");
+    assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn plans_show_which_secret_keys_changed_and_never_the_values() {
+    let repo = Repo::example();
+    secrets::add(&repo);
+    repo.commit("credentials");
+    secrets::rotate(&repo);
+    repo.commit("rotate the credentials, relabel app-config");
+
+    for format in ["text", "markdown", "json"] {
+        let run = repo.strata(&["plan", "--format", format]).ok();
+        assert_no_leak(&format!("plan --format {format}"), &format!("{}{}", run.stdout, run.stderr));
+        assert!(run.stdout.contains(MARKER), "{format}:\n{}", run.stdout);
+    }
+
+    let run = repo.strata(&["plan", "--format", "json"]).ok();
+    let plan: Value = serde_json::from_str(&run.stdout).unwrap();
+    let cluster = plan["clusters"].as_array().unwrap().iter().find(|c| c["cluster"] == "aws-cluster").unwrap();
+    let diff_of = |id: &str| -> String {
+        let object = cluster["objects"].as_array().unwrap().iter().find(|o| {
+            format!(
+                "{}/{}/{}",
+                o["id"]["kind"].as_str().unwrap(),
+                o["id"]["namespace"].as_str().unwrap_or(""),
+                o["id"]["name"].as_str().unwrap()
+            ) == id
+        });
+        object.unwrap_or_else(|| panic!("{id} changes in {cluster}"))["diff"].as_str().unwrap().to_string()
+    };
+
+    // Changed values: a different marker on each side.
+    let credentials = diff_of("Secret/hello-universe/app-credentials");
+    for key in ["password", "token"] {
+        assert_ne!(marker_of(&credentials, "-", key), marker_of(&credentials, "+", key), "{credentials}");
+    }
+    // The same value in base64 `data` and in plain `stringData` has the same marker.
+    assert_eq!(marker_of(&credentials, "-", "password"), marker_of(&credentials, " ", "again"), "{credentials}");
+
+    // A value that did not change while its object did: context with its marker, no change line.
+    let config = diff_of("Secret/hello-universe/app-config");
+    assert!(config.contains("-    team: payments") && config.contains("+    team: billing"), "{config}");
+    assert!(config.contains("-immutable: false\n+immutable: true"), "{config}");
+    assert!(config.lines().any(|l| l.starts_with("   apiKey: <redacted hmac:")), "{config}");
+    assert!(!config.lines().any(|l| (l.starts_with('-') || l.starts_with('+')) && l.contains("apiKey")), "{config}");
+
+    // A custom resource's field declared sensitive in the profile layer.
+    let database = diff_of("Database/hello-universe/orders");
+    assert_ne!(marker_of(&database, "-", "password"), marker_of(&database, "+", "password"), "{database}");
+
+    // `strata render` exists to produce the manifests: it shows the real values.
+    let rendered = repo.strata(&["render", "aws-cluster"]).ok().stdout;
+    for value in [b64(secrets::NEW_PASSWORD), secrets::NEW_TOKEN.into(), secrets::NEW_DB_PASSWORD.into()] {
+        assert!(rendered.contains(&value), "render shows {value}:\n{rendered}");
+    }
+}
+
+#[test]
+fn a_new_cluster_and_a_pull_request_comment_show_no_values_either() {
+    // Objects of a new cluster are listed; objects added to a cluster are diffed in full.
+    let repo = Repo::example();
+    let before = repo.commit("start");
+    secrets::add(&repo);
+    repo.write(
+        "clusters/aws-new.yaml",
+        "apiVersion: strata.dev/v1\nkind: Cluster\nmetadata: { name: aws-new }\nspec:\n  profile: { name: aws-profile, version: \"1.0.0\" }\n",
+    );
+    repo.commit("credentials, and a new cluster");
+    let run = repo.strata(&["plan", "--base", &before, "--format", "markdown"]).ok();
+    assert_no_leak("plan of added objects", &run.stdout);
+    assert!(run.stdout.contains("+  password: <redacted hmac:"), "{}", run.stdout);
+}
+
+/// A host config pointing aws-cluster at `kubeconfig`.
+fn host_config(dir: &Path, kubeconfig: &Path) -> String {
+    let path = dir.join("strata.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "targets:\n  aws-cluster: {{ kubeconfig: {} }}\napply: {{ health_timeout: 5s }}\n",
+            kubeconfig.display()
+        ),
+    )
+    .unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+fn diff_drift_and_refused_applies_against_a_cluster_show_no_values() {
+    let server = ApiServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = server.kubeconfig(dir.path());
+    let config = host_config(dir.path(), &kubeconfig);
+    let repo = Repo::example();
+    secrets::add(&repo);
+    repo.commit("credentials");
+    let run = repo.strata(&["apply", "aws-cluster", "--config", &config]).ok();
+    assert_no_leak("apply", &run.stdout);
+    let live = server.object("secrets", Some("hello-universe"), "app-credentials").unwrap();
+    assert_eq!(live["data"]["password"], b64(secrets::PASSWORD), "the cluster has the real value");
+
+    // `strata diff` after a rotation: which keys change, not to what.
+    secrets::rotate(&repo);
+    repo.commit("rotate");
+    let diff = repo.strata(&["diff", "aws-cluster", "--config", &config]);
+    assert_eq!(diff.code, 3, "{}{}", diff.stdout, diff.stderr);
+    assert_no_leak("diff", &format!("{}{}", diff.stdout, diff.stderr));
+    assert_ne!(marker_of(&diff.stdout, "-", "password"), marker_of(&diff.stdout, "+", "password"), "{}", diff.stdout);
+    assert!(diff.stdout.contains("Database.example.com/hello-universe/orders"), "{}", diff.stdout);
+    repo.strata(&["apply", "aws-cluster", "--config", &config]).ok();
+
+    // Someone edits the live objects (and an annotation strata sets, next to one that copies the
+    // value as client-side `kubectl apply` does).
+    let last_applied = serde_json::json!({"data": {"password": b64(secrets::LIVE_PASSWORD)}}).to_string();
+    let patch = serde_json::json!({
+        "metadata": {"annotations": {
+            "kubectl.kubernetes.io/last-applied-configuration": last_applied,
+            "strata.dev/profile-version": "0.0.1"
+        }},
+        "data": {"password": b64(secrets::LIVE_PASSWORD)}
+    });
+    kubectl(
+        &kubeconfig,
+        &["patch", "secret", "app-credentials", "-n", "hello-universe", "--type", "merge", "-p", &patch.to_string()],
+    );
+    let patch = serde_json::json!({"spec": {"password": secrets::LIVE_DB_PASSWORD}});
+    kubectl(
+        &kubeconfig,
+        &[
+            "patch",
+            "databases.example.com",
+            "orders",
+            "-n",
+            "hello-universe",
+            "--type",
+            "merge",
+            "-p",
+            &patch.to_string(),
+        ],
+    );
+
+    let drift = repo.strata(&["drift", "aws-cluster", "--policy", "report", "--config", &config]);
+    assert_eq!(drift.code, 3, "{}{}", drift.stdout, drift.stderr);
+    assert_no_leak("drift", &format!("{}{}", drift.stdout, drift.stderr));
+    for field in [
+        "Secret/hello-universe/app-credentials (layer hello-universe): /data/password: live \"<redacted hmac:",
+        "Database.example.com/hello-universe/orders (layer hello-universe): /spec/password: live \"<redacted hmac:",
+    ] {
+        assert!(drift.stdout.contains(field), "{field} in:\n{}", drift.stdout);
+    }
+    let json = repo.strata(&["drift", "aws-cluster", "--policy", "report", "--format", "json", "--config", &config]);
+    assert_no_leak("drift --format json", &json.stdout);
+    let rows: Value = serde_json::from_str(&json.stdout).unwrap();
+    let finding = rows[0]["findings"].as_array().unwrap().iter().find(|f| f["path"] == "/data/password").unwrap();
+    assert!(
+        finding["live"].as_str().unwrap().starts_with(MARKER) && finding["live"] != finding["desired"],
+        "{finding}"
+    );
+    let diff = repo.strata(&["diff", "aws-cluster", "--config", &config]);
+    assert_no_leak("diff of drifted objects", &diff.stdout);
+    assert!(
+        diff.stdout.contains("kubectl.kubernetes.io/last-applied-configuration: <redacted hmac:"),
+        "{}",
+        diff.stdout
+    );
+
+    // The cluster refuses an object and its error quotes the value: the quote is replaced.
+    let corrected = repo.strata(&["drift", "aws-cluster", "--policy", "correct", "--config", &config]).ok();
+    assert_no_leak("drift correction", &corrected.stdout);
+    server.reject("databases", "/spec/password", "must be at most 8 characters");
+    repo.edit("packs/hello-universe/manifests/credentials.yaml", "size: 1", "size: 2");
+    repo.commit("a bigger database");
+    for args in [
+        &["apply", "aws-cluster"][..],
+        &["apply", "aws-cluster", "--format", "json"],
+        &["apply", "aws-cluster", "--dry-run"],
+    ] {
+        let mut all = args.to_vec();
+        all.extend(["--config", &config]);
+        let run = repo.strata(&all);
+        assert_eq!(run.code, 1, "{args:?}: {}{}", run.stdout, run.stderr);
+        let output = format!("{}{}", run.stdout, run.stderr);
+        assert_no_leak(&format!("{args:?}"), &output);
+        assert!(output.contains("password: Invalid value:") && output.contains(MARKER), "{args:?}: {output}");
+    }
+}
