@@ -78,7 +78,8 @@ fn golden_fleet(shape: Shape) {
     // Every cluster's digests at the fleet commit, and three clusters in full.
     let all = render_all(dir.path(), &names, &["--rev", &base]).replace(&short(&base), "BASE");
     let mut text = digests(&all);
-    let full = render_all(dir.path(), &names[..3], &["--rev", &base]).replace(&base, "BASE").replace(&short(&base), "BASE");
+    let full =
+        render_all(dir.path(), &names[..3], &["--rev", &base]).replace(&base, "BASE").replace(&short(&base), "BASE");
     text.push_str(&full);
     assert_golden(&format!("fleet-{}-render.yaml", shape.name()), &text);
 

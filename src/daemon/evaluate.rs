@@ -18,10 +18,10 @@ use super::decide::{self, Decision, Hold, Run};
 use super::store::{self, Pending};
 use super::worker::Job;
 use crate::model::Model;
-use crate::plan::{self, ChangeKind, ClusterPlan};
+use crate::plan::{self, ChangeKind, ClusterPlan, Edits};
 use crate::render::Renderer;
 use crate::render::tools::SystemTools;
-use crate::source::Snapshot;
+use crate::source::{Changes, Snapshot};
 
 /// The first diagnostic of a report, without its `error[code]:` prefix: what fits a status.
 pub fn first_problem(text: &str) -> String {
@@ -84,6 +84,8 @@ pub fn evaluate(
         }
     }
     let mut loaded: HashMap<String, (Snapshot, Model)> = HashMap::new();
+    // What each revision differs from the head in: what is loaded again, and what is rendered.
+    let mut changes: HashMap<String, Changes> = HashMap::new();
     for rev in &revisions {
         let snapshot = match source.snapshot(rev) {
             Ok(s) => s,
@@ -93,7 +95,18 @@ pub fn evaluate(
                 continue;
             }
         };
-        match crate::repo::load(snapshot.tree.as_ref()) {
+        let model = match loaded.get(head) {
+            Some((head_snapshot, head_model)) => match source.changes(&snapshot, head_snapshot) {
+                Ok(diff) => {
+                    let model = crate::repo::load_reusing(snapshot.tree.as_ref(), head_model, &diff);
+                    changes.insert(rev.clone(), diff);
+                    model
+                }
+                Err(_) => crate::repo::load(snapshot.tree.as_ref()),
+            },
+            None => crate::repo::load(snapshot.tree.as_ref()),
+        };
+        match model {
             Ok(model) => {
                 loaded.insert(rev.clone(), (snapshot, model));
             }
@@ -106,8 +119,15 @@ pub fn evaluate(
         .iter()
         .map(|(rev, (snap, model))| (rev.as_str(), Renderer::new(snap.tree.as_ref(), model, &tools)))
         .collect();
-    let mut fingerprints: HashMap<&str, BTreeMap<String, String>> = HashMap::new();
     let (head_snapshot, head_model) = &loaded[head];
+    let unchanged = Changes::default();
+    let edits: HashMap<&str, Edits> = loaded
+        .iter()
+        .map(|(rev, (snapshot, _))| {
+            let diff = if rev == head { Some(&unchanged) } else { changes.get(rev) };
+            (rev.as_str(), Edits::new(diff, snapshot.tree.as_ref(), head_snapshot.tree.as_ref()))
+        })
+        .collect();
     let head_renderer = &renderers[head];
     *shared.tags.lock().expect("tags lock") =
         head_model.clusters.iter().map(|(n, c)| (n.clone(), c.tags.clone())).collect();
@@ -131,18 +151,15 @@ pub fn evaluate(
 
         // The plan from what the cluster runs to the head.
         let plan = match (applied, base, base_cluster) {
-            (true, Some((base_rev, (base_snap, _))), Some(base_cluster))
+            (true, Some((base_rev, _)), Some(base_cluster))
                 if base_rev != head || cluster_rev.as_deref() != Some(head) =>
             {
-                let mut base_fps = fingerprints.remove(base_rev).unwrap_or_default();
-                let mut head_fps = fingerprints.remove(head).unwrap_or_default();
                 let result = plan::compare(
-                    (base_cluster, base_snap.tree.as_ref(), &renderers[base_rev], &mut base_fps),
-                    (cluster, head_snapshot.tree.as_ref(), head_renderer, &mut head_fps),
+                    (base_cluster, &renderers[base_rev]),
+                    (cluster, head_renderer),
+                    &edits[base_rev],
                     &shared.config.apply.redactor,
                 );
-                fingerprints.insert(base_rev, base_fps);
-                fingerprints.insert(head, head_fps);
                 match result {
                     Ok(plan) => Some(plan),
                     Err(d) => {
