@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use rayon::prelude::*;
 use semver::Version;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -621,13 +622,22 @@ fn load_clusters(tree: &dyn Tree, reuse: Option<(&Model, &Changes)>, model: &mut
     // other tree's parse of it is this one's.
     let by_file: HashMap<&str, &Cluster> =
         reuse.iter().flat_map(|(other, _)| other.clusters.values()).map(|c| (c.file.as_str(), c)).collect();
-    for (file, real) in files {
-        if !(file.ends_with(".yaml") || file.ends_with(".yml")) {
-            continue;
-        }
-        let unchanged = reuse.is_some_and(|(_, changes)| !changes.touches(&file) && !changes.touches(&real));
-        let reused = unchanged.then(|| by_file.get(file.as_str()).map(|c| Cluster::clone(c))).flatten();
-        let Some(cluster) = reused.or_else(|| load_cluster(tree, &file, diags)) else { continue };
+    // Parsed on every core (a fleet has thousands of cluster files), then taken in path order so
+    // the findings come out as they always do.
+    let loaded: Vec<(String, Option<Cluster>, Diagnostics)> = files
+        .into_par_iter()
+        .filter(|(file, _)| file.ends_with(".yaml") || file.ends_with(".yml"))
+        .map(|(file, real)| {
+            let mut found = Diagnostics::new();
+            let unchanged = reuse.is_some_and(|(_, changes)| !changes.touches(&file) && !changes.touches(&real));
+            let reused = unchanged.then(|| by_file.get(file.as_str()).map(|c| Cluster::clone(c))).flatten();
+            let cluster = reused.or_else(|| load_cluster(tree, &file, &mut found));
+            (file, cluster, found)
+        })
+        .collect();
+    for (file, cluster, found) in loaded {
+        diags.extend(found);
+        let Some(cluster) = cluster else { continue };
         if let Some(other) = model.clusters.get(&cluster.name) {
             diags.push(
                 Diagnostic::new(

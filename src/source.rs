@@ -310,6 +310,7 @@ impl fmt::Display for SourceError {
 impl std::error::Error for SourceError {}
 
 /// A Git repository, opened once, from which snapshots of several revisions can be taken.
+#[derive(Clone, Debug)]
 pub struct GitSource {
     path: PathBuf,
     subdir: String,

@@ -396,6 +396,7 @@ async fn dispatch_from_store(
                     cluster_revision: Some(crev),
                     target,
                     drift: cluster.drift,
+                    deferred: None,
                 }),
                 pending: shared2.store.pending(&state.name).ok().flatten(),
                 error: None,

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::Shared;
+use super::evaluate::Deferred;
 use super::store::DriftRow;
 use crate::apply::{self, Action};
 use crate::config::TargetConfig;
@@ -30,6 +31,9 @@ pub struct Job {
     pub cluster_revision: Option<String>,
     pub target: TargetConfig,
     pub drift: DriftPolicy,
+    /// Set when `set` is only the identity of what the cluster runs (the store's record of it):
+    /// what renders it when it is first needed.
+    pub deferred: Option<Arc<Deferred>>,
 }
 
 pub enum Msg {
@@ -144,6 +148,19 @@ impl Worker {
         Ok(&self.target.as_ref().expect("just set").2)
     }
 
+    /// The set to apply or check drift against; one deferred at start is rendered now, once.
+    async fn desired(&mut self) -> Result<DesiredSet, String> {
+        let job = self.job.as_mut().expect("a job");
+        if let Some(deferred) = job.deferred.clone() {
+            let revision = |r: &Option<String>| r.clone().unwrap_or_default();
+            let (profile_revision, cluster_revision) =
+                (revision(&job.profile_revision), revision(&job.cluster_revision));
+            job.set = deferred.render(&self.name, &profile_revision, &cluster_revision).await?;
+            job.deferred = None;
+        }
+        Ok(job.set.unpack())
+    }
+
     fn failed(&mut self, message: &str, revision: Option<&str>) {
         self.failures += 1;
         let wait = backoff(self.failures);
@@ -157,6 +174,7 @@ impl Worker {
     async fn apply(&mut self) {
         let shared = self.shared.clone();
         let _permit = shared.permits.acquire().await;
+        let set = self.desired().await;
         let job = self.job.clone().expect("a job");
         let revision = job.cluster_revision.as_deref();
         info!(cluster = %self.name, revision = revision.unwrap_or("-"), profile = %job.set.profile, version = %job.set.version, "Applying.");
@@ -168,11 +186,11 @@ impl Worker {
         }
         let started = std::time::Instant::now();
         let options = self.shared.config.apply.clone();
-        let result = match self.target().await {
-            Ok(target) => {
-                apply::reconcile(target, &job.set.unpack(), revision, &options).await.map_err(|e| e.to_string())
+        let result = match (set, self.target().await) {
+            (Ok(set), Ok(target)) => {
+                apply::reconcile(target, &set, revision, &options).await.map_err(|e| e.to_string())
             }
-            Err(e) => Err(e),
+            (Err(e), _) | (_, Err(e)) => Err(e),
         };
         self.shared.metrics.reconcile_seconds.observe(started.elapsed().as_secs_f64());
         match result {
@@ -254,11 +272,12 @@ impl Worker {
         let shared = self.shared.clone();
         let permit = shared.permits.acquire().await;
         self.next_drift = Instant::now() + jitter(self.shared.config.drift_interval);
+        let set = self.desired().await;
         let job = self.job.clone().expect("a job");
         let options = self.shared.config.apply.clone();
-        let findings = match self.target().await {
-            Ok(target) => apply::detect_drift(target, &job.set.unpack(), &options).await.map_err(|e| e.to_string()),
-            Err(e) => Err(e),
+        let findings = match (set, self.target().await) {
+            (Ok(set), Ok(target)) => apply::detect_drift(target, &set, &options).await.map_err(|e| e.to_string()),
+            (Err(e), _) | (_, Err(e)) => Err(e),
         };
         let findings = match findings {
             Ok(f) => f,
@@ -310,7 +329,13 @@ impl Worker {
 
     async fn remove(&mut self, prune: bool) {
         if prune && let Some(job) = self.job.clone() {
-            let empty = DesiredSet { layers: Vec::new(), digest: String::new(), ..job.set.unpack() };
+            let empty = DesiredSet {
+                cluster: job.set.cluster.clone(),
+                profile: job.set.profile.clone(),
+                version: job.set.version.clone(),
+                layers: Vec::new(),
+                digest: String::new(),
+            };
             let options = apply::Options { allow_empty: true, ..self.shared.config.apply.clone() };
             match self.target().await {
                 Ok(target) => match apply::reconcile(target, &empty, None, &options).await {

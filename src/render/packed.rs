@@ -20,14 +20,16 @@ use super::object::{self, ObjectId, Stamp};
 use super::{DesiredSet, LayerSet, Object};
 use crate::model::LayerKind;
 
-/// A desired set kept for later, at a fraction of the memory of the parsed one.
+/// A desired set kept for later, at a fraction of the memory of the parsed one — or only its
+/// identity, for a set known by its digest and rendered when first needed.
 #[derive(Debug, Clone)]
 pub struct PackedSet {
     pub cluster: String,
     pub profile: String,
     pub version: String,
     pub digest: String,
-    layers: Vec<PackedLayer>,
+    /// `None` for an identity only.
+    layers: Option<Vec<PackedLayer>>,
 }
 
 #[derive(Debug, Clone)]
@@ -83,20 +85,38 @@ impl PackedSet {
             profile: set.profile.clone(),
             version: set.version.clone(),
             digest: set.digest.clone(),
-            layers,
+            layers: Some(layers),
         }
     }
 
+    /// A set known only by what it is (say, from a record of what a cluster runs): its content
+    /// has to be rendered before it can be unpacked.
+    pub fn identity(cluster: &str, profile: &str, version: &str, digest: &str) -> PackedSet {
+        PackedSet {
+            cluster: cluster.to_string(),
+            profile: profile.to_string(),
+            version: version.to_string(),
+            digest: digest.to_string(),
+            layers: None,
+        }
+    }
+
+    pub fn has_content(&self) -> bool {
+        self.layers.is_some()
+    }
+
+    /// The set. Only a set with content unpacks: an identity has nothing to apply, and taking it
+    /// for an empty set would prune a cluster.
     pub fn unpack(&self) -> DesiredSet {
+        let packed = self.layers.as_ref().expect("only a set with content is unpacked");
         let mut set = DesiredSet {
             cluster: self.cluster.clone(),
             profile: self.profile.clone(),
             version: self.version.clone(),
-            layers: Vec::with_capacity(self.layers.len()),
+            layers: Vec::with_capacity(packed.len()),
             digest: self.digest.clone(),
         };
-        let layers = self
-            .layers
+        let layers = packed
             .iter()
             .map(|layer| {
                 let stamp = stamp_of(&set, &layer.name);
@@ -226,7 +246,8 @@ mod tests {
         let manifest = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"}, "data": {"k": "v"}});
         let a = set("a", vec![object("cm", manifest.clone())]).pack();
         let b = set("b", vec![object("cm", manifest)]).pack();
-        assert!(Arc::ptr_eq(&a.layers[0].objects[0].json, &b.layers[0].objects[0].json));
+        let json = |set: &PackedSet| set.layers.as_ref().unwrap()[0].objects[0].json.clone();
+        assert!(Arc::ptr_eq(&json(&a), &json(&b)));
         assert_eq!(b.unpack().layers[0].objects[0].manifest["metadata"]["labels"][object::LABEL_CLUSTER], "b");
     }
 
@@ -236,7 +257,7 @@ mod tests {
         // Not what the set's identity stamps: packing must not lose it.
         original.layers[0].objects[0].manifest["metadata"]["labels"][object::LABEL_LAYER] = json!("other");
         let packed = original.pack();
-        assert!(!packed.layers[0].objects[0].unstamped);
+        assert!(!packed.layers.as_ref().unwrap()[0].objects[0].unstamped);
         assert_eq!(json_of(&packed.unpack()), json_of(&original));
     }
 }
