@@ -99,7 +99,7 @@ pub trait Tree: Send + Sync {
     /// The target of a symlink, as written.
     fn read_link(&self, path: &str) -> Result<String, ReadError>;
     /// A content identity for a file or directory that is cheap to get (a Git object id), when
-    /// the tree has one. Used to fingerprint layer sources without reading them.
+    /// the tree has one. The root's tells two revisions apart without reading them.
     fn object_id(&self, path: &str) -> Option<String>;
     /// A directory on the local filesystem holding this tree, for tools that need real files
     /// (kustomize, helm): a confined copy written into `scratch` the first time (see

@@ -1084,3 +1084,31 @@ fn secret_values_reach_neither_the_api_the_view_statuses_nor_logs() {
     assert_no_leak("commit statuses", &notes());
     assert_no_leak("the daemon's log", &daemon.log());
 }
+
+#[test]
+fn after_a_restart_what_a_cluster_runs_is_rendered_when_needed_and_drift_from_the_downtime_is_corrected() {
+    let repo = Repo::example();
+    let mut daemon = Daemon::start(&local(&repo), &example_targets());
+    let ui = daemon.out("aws-cluster/hello-universe/deployment.ui.yaml");
+    let service = daemon.out("aws-cluster/hello-universe/service.ui.yaml");
+    daemon.wait_for("aws-cluster applied", Duration::from_secs(10), |_| file(&ui).contains("replicas: 1"));
+    daemon.wait_for("every cluster applied", Duration::from_secs(10), |d| {
+        ["aws-cluster", "aws-staging", "edge-berlin", "edge-lab"]
+            .iter()
+            .all(|c| d.cluster(c)["cluster"]["sync"] == "applied")
+    });
+    assert!(daemon.terminate().success());
+
+    // While it is down, someone scales the Deployment and deletes the Service.
+    std::fs::write(&ui, file(&ui).replace("replicas: 1", "replicas: 7")).unwrap();
+    std::fs::remove_file(&service).unwrap();
+
+    // Nothing changed in Git: the store's record of what aws-cluster runs stands for its set
+    // until the drift check needs the set itself.
+    daemon.spawn();
+    daemon.wait_for("the Deployment scaled back", Duration::from_secs(20), |_| file(&ui).contains("replicas: 1"));
+    daemon.wait_for("the Service back", Duration::from_secs(20), |_| service.exists());
+    let state = daemon.cluster("aws-cluster");
+    assert_eq!(state["cluster"]["sync"], "applied", "{state}");
+    assert_eq!(state["cluster"]["profile"], "aws-profile", "{state}");
+}
