@@ -161,7 +161,7 @@ fn load_with(tree: &dyn Tree, reuse: Option<(&Model, &Changes)>) -> (Model, Diag
     // them is reported through the profile's own problem, not again as unresolvable.
     let mut broken = HashSet::new();
     if has(PROFILES_DIR) {
-        load_profiles(tree, &mut model, &mut broken, &mut diags);
+        load_profiles(tree, reuse, &mut model, &mut broken, &mut diags);
     }
     if has(CLUSTERS_DIR) {
         load_clusters(tree, reuse, &mut model, &mut diags);
@@ -208,7 +208,25 @@ pub(crate) fn read_diag(path: &str, e: ReadError) -> Diagnostic {
     }
 }
 
-fn load_profiles(tree: &dyn Tree, model: &mut Model, broken: &mut HashSet<String>, diags: &mut Diagnostics) {
+/// The other tree's profile version from `file`, when neither the file nor anything loading it
+/// checks changed: its layers' sources, reached without a link (where a link leads can change
+/// without the link changing).
+fn unchanged_profile(tree: &dyn Tree, other: &Model, changes: &Changes, file: &str) -> Option<Profile> {
+    let profile = other.profiles.values().flatten().find(|p| p.file == file)?;
+    let untouched = !changes.touches(file)
+        && profile.layers.iter().all(|l| {
+            !changes.touches(&l.source) && source::resolve(tree, &l.source).is_ok_and(|(real, _)| real == l.source)
+        });
+    untouched.then(|| profile.clone())
+}
+
+fn load_profiles(
+    tree: &dyn Tree,
+    reuse: Option<(&Model, &Changes)>,
+    model: &mut Model,
+    broken: &mut HashSet<String>,
+    diags: &mut Diagnostics,
+) {
     let names = match tree.list(PROFILES_DIR) {
         Ok(names) => names,
         Err(e) => return diags.push(read_diag(PROFILES_DIR, e)),
@@ -250,7 +268,8 @@ fn load_profiles(tree: &dyn Tree, model: &mut Model, broken: &mut HashSet<String
                 );
                 continue;
             }
-            if let Some(profile) = load_profile(tree, &file, &name, &dir_version, diags) {
+            let reused = reuse.and_then(|(other, changes)| unchanged_profile(tree, other, changes, &file));
+            if let Some(profile) = reused.or_else(|| load_profile(tree, &file, &name, &dir_version, diags)) {
                 if let Some(other) = loaded.iter().find(|p| p.version.cmp_precedence(&profile.version).is_eq()) {
                     diags.push(
                         Diagnostic::new(

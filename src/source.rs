@@ -357,7 +357,8 @@ impl GitSource {
         Ok(Snapshot {
             revision: Some(revision),
             tree: Box::new(GitTree {
-                repo: std::sync::Mutex::new(repo),
+                git_dir: repo.path().to_path_buf(),
+                repos: Mutex::new(vec![repo]),
                 root,
                 dirs: Default::default(),
                 local: Default::default(),
@@ -419,9 +420,10 @@ pub fn open(path: &Path, subdir: Option<&str>, rev: Option<&str>, worktree: bool
 
 /// A commit's tree in a Git repository.
 pub struct GitTree {
-    /// libgit2 handles are not to be used from two threads at once; reads are short (a tree, a
-    /// blob), and what rendering reads it reads once per layer source.
-    repo: Mutex<git2::Repository>,
+    /// libgit2 handles are not to be used from two threads at once: a reader takes one (another
+    /// is opened when all are taken), so threads loading a fleet's files read in parallel.
+    repos: Mutex<Vec<git2::Repository>>,
+    git_dir: PathBuf,
     root: git2::Oid,
     /// Directory listings, read once: a large directory (a thousand cluster files) would
     /// otherwise be inflated and parsed again for every file looked up in it.
@@ -433,9 +435,16 @@ pub struct GitTree {
 type Listing = Vec<(String, git2::Oid, i32)>;
 
 impl GitTree {
-    fn repo(&self) -> std::sync::MutexGuard<'_, git2::Repository> {
-        // A panic while reading leaves the repository as it was: reading on is safe.
-        self.repo.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn with_repo<T>(&self, read: impl FnOnce(&git2::Repository) -> Result<T, ReadError>) -> Result<T, ReadError> {
+        // The pool holds only handles nobody uses: a panic elsewhere leaves it usable.
+        let taken = self.repos.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop();
+        let repo = match taken {
+            Some(repo) => repo,
+            None => git2::Repository::open(&self.git_dir)?,
+        };
+        let result = read(&repo);
+        self.repos.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(repo);
+        result
     }
 
     fn listing(&self, dir: &str) -> Option<Arc<Listing>> {
@@ -446,11 +455,12 @@ impl GitTree {
         if kind_of_mode(mode) != EntryKind::Dir {
             return None;
         }
-        let mut entries: Listing = {
-            let repo = self.repo();
-            let tree = repo.find_tree(oid).ok()?;
-            tree.iter().filter_map(|e| Some((e.name().ok()?.to_string(), e.id(), e.filemode()))).collect()
-        };
+        let mut entries: Listing = self
+            .with_repo(|repo| {
+                let tree = repo.find_tree(oid)?;
+                Ok(tree.iter().filter_map(|e| Some((e.name().ok()?.to_string(), e.id(), e.filemode()))).collect())
+            })
+            .ok()?;
         entries.sort_by(|a, b| a.0.cmp(&b.0));
         let entries = Arc::new(entries);
         self.dirs.lock().expect("listing cache").insert(dir.to_string(), entries.clone());
@@ -469,12 +479,13 @@ impl GitTree {
 
     fn blob(&self, path: &str, limit: u64) -> Result<Vec<u8>, ReadError> {
         let (oid, _) = self.entry(path).ok_or(ReadError::NotFound)?;
-        let repo = self.repo();
-        let (size, _) = repo.odb()?.read_header(oid)?;
-        if size as u64 > limit {
-            return Err(ReadError::TooLarge(size as u64));
-        }
-        Ok(repo.find_blob(oid)?.content().to_vec())
+        self.with_repo(|repo| {
+            let (size, _) = repo.odb()?.read_header(oid)?;
+            if size as u64 > limit {
+                return Err(ReadError::TooLarge(size as u64));
+            }
+            Ok(repo.find_blob(oid)?.content().to_vec())
+        })
     }
 }
 
