@@ -313,7 +313,7 @@ fn an_unreachable_cluster_does_not_delay_the_others() {
         dead.display()
     );
     let started = Instant::now();
-    let daemon = Daemon::start(&local(&repo), &targets);
+    let daemon = Daemon::start_with(&local(&repo), &targets, "status: { provider: git-notes }\n");
     for dir in ["aws-staging/hello-universe", "edge-berlin/edge", "lab/edge"] {
         daemon.wait_for(dir, Duration::from_secs(5), |d| d.out(dir).exists());
     }
@@ -323,6 +323,13 @@ fn an_unreachable_cluster_does_not_delay_the_others() {
     });
     let message = daemon.cluster("aws-cluster")["cluster"]["message"].as_str().unwrap_or("").to_string();
     assert!(message.contains("cluster unreachable"), "{message}");
+    // Not a failure of what was applied: an error naming what to check, on the commit.
+    let head = repo.commit("nothing");
+    let git_dir = repo.path().join(".git");
+    daemon.wait_for("an error status for the unreachable cluster", Duration::from_secs(20), |_| {
+        notes_on(&git_dir, &head)
+            .contains("strata/aws-cluster error: cluster unreachable: cannot connect to 127.0.0.1:1")
+    });
 }
 
 /// A TCP server that accepts connections and never answers: what a hung API server looks like.

@@ -106,6 +106,17 @@ impl WorkerError {
             WorkerError::Crashed(_) => "crashed",
         }
     }
+
+    /// The cluster could not be reached at all (network, TLS, proxy): the commit status is an
+    /// `error` naming what to check, as for a revision that does not render, not a `failure` of
+    /// what was applied.
+    pub fn unreachable(&self) -> bool {
+        matches!(
+            self,
+            WorkerError::Target(TargetError::Unreachable(_))
+                | WorkerError::Reconcile(ReconcileError::Target(TargetError::Unreachable(_)))
+        )
+    }
 }
 
 const BACKOFF_START: Duration = Duration::from_secs(2);
@@ -289,7 +300,12 @@ impl Worker {
                 shared.metrics.result(&shared.metrics.reconciles, e.label());
                 let message = e.to_string();
                 if let Some(rev) = revision {
-                    shared.report(&self.name, rev, State::Failure, &format!("apply of {what} failed: {message}"));
+                    let (state, description) = if e.unreachable() {
+                        (State::Error, message.clone())
+                    } else {
+                        (State::Failure, format!("apply of {what} failed: {message}"))
+                    };
+                    shared.report(&self.name, rev, state, &description);
                 }
                 self.failed(&message, revision);
             }
