@@ -15,8 +15,12 @@
 //! `--idle-seconds N` to shorten the idle measurement, `--on-disk` to work under the temporary
 //! directory instead of /dev/shm).
 
+#[allow(dead_code)] // the tests use more of it
+#[path = "../tests/common/proc.rs"]
+mod proc;
 mod support;
 
+use proc::{cpu_ticks, proc_status};
 use support::fleet::{self, Shape};
 use support::git;
 
@@ -24,24 +28,6 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn proc_status(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// utime + stime of a process, in clock ticks (USER_HZ, 100 on Linux).
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
-}
 
 /// GETs a page, returns its size.
 fn get(address: &str, path: &str) -> usize {

@@ -47,6 +47,8 @@ struct RawConfig {
     view: RawView,
     #[serde(default)]
     proxy: Option<Spanned<RawProxy>>,
+    #[serde(default)]
+    listener: RawListener,
 }
 
 #[derive(Deserialize)]
@@ -94,6 +96,8 @@ struct RawView {
     enabled: bool,
     #[serde(default)]
     require_token: bool,
+    #[serde(default)]
+    public_url: Option<Spanned<String>>,
 }
 
 fn yes() -> bool {
@@ -102,8 +106,20 @@ fn yes() -> bool {
 
 impl Default for RawView {
     fn default() -> Self {
-        RawView { enabled: true, require_token: false }
+        RawView { enabled: true, require_token: false, public_url: None }
     }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawListener {
+    #[serde(default)]
+    allowed_hosts: Vec<Spanned<String>>,
+    header_timeout: Option<Spanned<String>>,
+    request_timeout: Option<Spanned<String>>,
+    max_connections: Option<usize>,
+    max_connections_per_client: Option<usize>,
+    max_body_bytes_in_flight: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -166,6 +182,7 @@ struct RawApply {
     concurrency: Option<usize>,
     clusters: Option<usize>,
     health_timeout: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -295,8 +312,49 @@ impl StatusConfig {
 #[derive(Clone, Debug)]
 pub struct ViewConfig {
     pub enabled: bool,
-    /// Pages need a signed-in session (or the API token) for reading too.
+    /// Reading (the pages and `GET /api/v1/…`) needs a signed-in session or the API token too.
     pub require_token: bool,
+    /// Where people reach the view (`view.public_url`): its host is an allowed `Host`, and an
+    /// `https` URL makes the session cookie `Secure`.
+    pub public_url: Option<PublicUrl>,
+}
+
+/// The URL the view is served at, as browsers see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublicUrl {
+    pub https: bool,
+    /// Lower-case host, IPv6 literals in brackets.
+    pub host: String,
+    /// The port, explicit or the scheme's default.
+    pub port: u16,
+}
+
+/// Bounds on what HTTP clients of the listen address may hold (DESIGN: every input is hostile).
+#[derive(Clone, Debug)]
+pub struct ListenerConfig {
+    /// `Host` values accepted besides the listen address, localhost and the public URL's host.
+    pub allowed_hosts: Vec<String>,
+    /// A request's head must arrive within this; also how long an idle connection stays open.
+    pub header_timeout: Duration,
+    /// Reading a request's body and answering it.
+    pub request_timeout: Duration,
+    pub max_connections: usize,
+    pub max_connections_per_client: usize,
+    /// Request bodies held in memory at once, over all connections.
+    pub max_body_bytes_in_flight: usize,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        ListenerConfig {
+            allowed_hosts: Vec::new(),
+            header_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_connections: 512,
+            max_connections_per_client: 64,
+            max_body_bytes_in_flight: 16 * 1024 * 1024,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -307,6 +365,9 @@ pub struct Config {
     pub apply: Options,
     /// Clusters reconciled at once.
     pub cluster_concurrency: usize,
+    /// The most one reconcile (or drift check) of one cluster may take in the daemon, health
+    /// wait included; past it the reconcile stops where it is and is retried with backoff.
+    pub reconcile_timeout: Duration,
     pub state_dir: PathBuf,
     pub listen: SocketAddr,
     /// The token the local API (approve, suspend) requires.
@@ -320,6 +381,7 @@ pub struct Config {
     pub status: Option<StatusConfig>,
     pub view: ViewConfig,
     pub proxy: Option<Proxy>,
+    pub listener: ListenerConfig,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
@@ -355,8 +417,8 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     Some(match unit {
         "ms" => Duration::from_millis(n),
         "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
+        "m" => Duration::from_secs(n.checked_mul(60)?),
+        "h" => Duration::from_secs(n.checked_mul(3600)?),
         _ => return None,
     })
 }
@@ -396,6 +458,50 @@ fn tls(
     tls
 }
 
+/// `16MiB`, `512KiB`, `1GiB` or a plain number of bytes.
+pub fn parse_size(text: &str) -> Option<usize> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (n, unit) = text.split_at(split);
+    let n: usize = n.parse().ok()?;
+    let unit = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(unit)
+}
+
+/// `http(s)://host[:port][/]`: the view is served at the root of its host.
+fn parse_public_url(text: &str) -> Result<PublicUrl, &'static str> {
+    let uri: http::Uri = text.trim().parse().map_err(|_| "is not a URL")?;
+    let https = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        _ => return Err("must start with https:// or http://"),
+    };
+    let authority = uri.authority().ok_or("has no host")?;
+    if authority.as_str().contains('@') {
+        return Err("must not carry a user name or password");
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err("must not have a path: the view is served at the root of its host");
+    }
+    let host = authority.host().to_ascii_lowercase();
+    if host.is_empty() {
+        return Err("has no host");
+    }
+    Ok(PublicUrl { https, host, port: authority.port_u16().unwrap_or(if https { 443 } else { 80 }) })
+}
+
+/// An allowed `Host` value: a host name or IP literal, with an optional port, nothing else.
+fn valid_host(text: &str) -> bool {
+    let Ok(authority) = text.parse::<http::uri::Authority>() else { return false };
+    !text.is_empty() && !text.contains(['@', '/', '*']) && authority.as_str() == text && !authority.host().is_empty()
+}
+
 /// A URL with a scheme (or scp-like `user@host:path`) is a remote; anything else a local path.
 fn location(url: &str, resolve: impl Fn(&str) -> PathBuf) -> RepoLocation {
     let scp_like = url.contains('@') && url.contains(':') && !url.contains("://");
@@ -416,10 +522,20 @@ impl Config {
                     .help("pass --config with the path of strata.yaml"),
             )
         })?;
-        let raw: RawConfig = yaml::parse(&text)
+        Config::parse(path, &text)
+    }
+
+    /// The host config written in `text`, as if read from `path`: diagnostics name that file, and
+    /// relative paths are relative to its directory. Reads nothing.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
+        let shown = path.display().to_string();
+        let raw: RawConfig = yaml::parse(text)
             .map_err(|e| Diagnostics::from(Diagnostic::new(Code::Schema, e.message).in_file(&shown).at_line(e.line)))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let resolve = |p: &str| if Path::new(p).is_absolute() { PathBuf::from(p) } else { base.join(p) };
+        // `components` drops the `.` of `./state`, so paths in messages read as written.
+        let resolve = |p: &str| -> PathBuf {
+            if Path::new(p).is_absolute() { PathBuf::from(p) } else { base.join(p).components().collect() }
+        };
         let mut diags = Diagnostics::new();
         let mut apply = Options::default();
         if let Some(n) = raw.apply.concurrency {
@@ -427,6 +543,13 @@ impl Config {
         }
         apply.health_timeout =
             duration(&mut diags, &shown, &raw.apply.health_timeout, "health_timeout", apply.health_timeout);
+        let reconcile_timeout = duration(
+            &mut diags,
+            &shown,
+            &raw.apply.timeout,
+            "apply.timeout",
+            apply.health_timeout + Duration::from_secs(600),
+        );
         let drift_interval =
             duration(&mut diags, &shown, &raw.drift.interval, "drift.interval", Duration::from_secs(300));
         let shutdown_timeout =
@@ -566,12 +689,98 @@ impl Config {
                 password_file: p.password_file.as_deref().map(resolve),
             }
         });
+        let view = {
+            let public_url = raw.view.public_url.as_ref().and_then(|u| {
+                parse_public_url(&u.value)
+                    .map_err(|problem| {
+                        diags.push(
+                            Diagnostic::new(Code::Schema, format!("view.public_url `{}` {problem}", u.value))
+                                .in_file(&shown)
+                                .at_line(u.referenced.line() as usize)
+                                .help("write the URL people open, e.g. https://strata.example.com"),
+                        )
+                    })
+                    .ok()
+            });
+            ViewConfig { enabled: raw.view.enabled, require_token: raw.view.require_token, public_url }
+        };
+        if view.require_token && raw.api.token_file.is_none() {
+            diags.push(
+                Diagnostic::new(Code::Schema, "view.require_token needs api.token_file: nobody could sign in")
+                    .in_file(&shown)
+                    .help("set api: { token_file: PATH } to the file holding the API token"),
+            );
+        }
+        let listener = {
+            let defaults = ListenerConfig::default();
+            let mut allowed_hosts = Vec::new();
+            for host in &raw.listener.allowed_hosts {
+                let value = host.value.trim().to_ascii_lowercase();
+                if valid_host(&value) {
+                    allowed_hosts.push(value);
+                } else {
+                    diags.push(
+                        Diagnostic::new(Code::Schema, format!("listener.allowed_hosts: `{}` is not a host", host.value))
+                            .in_file(&shown)
+                            .at_line(host.referenced.line() as usize)
+                            .help("write what clients send as Host: a name or address with an optional port, e.g. strata.internal:9477"),
+                    );
+                }
+            }
+            let r = &raw.listener;
+            let header_timeout =
+                duration(&mut diags, &shown, &r.header_timeout, "listener.header_timeout", defaults.header_timeout);
+            let request_timeout =
+                duration(&mut diags, &shown, &r.request_timeout, "listener.request_timeout", defaults.request_timeout);
+            let max_body_bytes_in_flight = match &r.max_body_bytes_in_flight {
+                None => defaults.max_body_bytes_in_flight,
+                Some(v) => match parse_size(&v.value) {
+                    Some(n) if n >= crate::daemon::http::MAX_BODY && n <= u32::MAX as usize => n,
+                    _ => {
+                        diags.push(
+                            Diagnostic::new(
+                                Code::Schema,
+                                format!(
+                                    "listener.max_body_bytes_in_flight `{}` is not a size from 1MiB to 4GiB",
+                                    v.value
+                                ),
+                            )
+                            .in_file(&shown)
+                            .at_line(v.referenced.line() as usize)
+                            .help("write sizes like 16MiB (at least one whole webhook body, 1MiB)"),
+                        );
+                        defaults.max_body_bytes_in_flight
+                    }
+                },
+            };
+            for (what, timeout) in [("header_timeout", header_timeout), ("request_timeout", request_timeout)] {
+                if timeout.is_zero() {
+                    diags.push(
+                        Diagnostic::new(Code::Schema, format!("listener.{what} must be longer than 0"))
+                            .in_file(&shown)
+                            .help("write durations like 10s"),
+                    );
+                }
+            }
+            ListenerConfig {
+                allowed_hosts,
+                header_timeout,
+                request_timeout,
+                max_connections: r.max_connections.unwrap_or(defaults.max_connections).max(1),
+                max_connections_per_client: r
+                    .max_connections_per_client
+                    .unwrap_or(defaults.max_connections_per_client)
+                    .max(1),
+                max_body_bytes_in_flight,
+            }
+        };
         diags.into_result(Config {
             file: path.to_path_buf(),
             repository,
             targets,
             apply,
             cluster_concurrency: raw.apply.clusters.unwrap_or(4).max(1),
+            reconcile_timeout,
             state_dir: raw.state_dir.as_deref().map(resolve).unwrap_or_else(|| base.join("state")),
             listen,
             api_token_file: raw.api.token_file.as_deref().map(resolve),
@@ -584,8 +793,9 @@ impl Config {
             prune_removed_clusters: raw.prune_removed_clusters,
             shutdown_timeout,
             status,
-            view: ViewConfig { enabled: raw.view.enabled, require_token: raw.view.require_token },
             proxy,
+            view,
+            listener,
         })
     }
 
@@ -725,10 +935,70 @@ mod tests {
     }
 
     #[test]
+    fn the_view_and_the_listener() {
+        let config = load(
+            "api: { token_file: t }\nview: { require_token: true, public_url: 'https://Strata.Example.com/' }\nlistener: { allowed_hosts: ['strata.internal:8080', 'Other.example'], header_timeout: 5s, request_timeout: 1m, max_connections: 100, max_connections_per_client: 10, max_body_bytes_in_flight: 8MiB }\n",
+        )
+        .unwrap();
+        assert!(config.view.require_token);
+        assert_eq!(
+            config.view.public_url,
+            Some(PublicUrl { https: true, host: "strata.example.com".into(), port: 443 })
+        );
+        let l = &config.listener;
+        assert_eq!(l.allowed_hosts, ["strata.internal:8080", "other.example"]);
+        assert_eq!((l.header_timeout, l.request_timeout), (Duration::from_secs(5), Duration::from_secs(60)));
+        assert_eq!((l.max_connections, l.max_connections_per_client), (100, 10));
+        assert_eq!(l.max_body_bytes_in_flight, 8 << 20);
+        let defaults = load("{}\n").unwrap();
+        assert_eq!(defaults.listener.header_timeout, Duration::from_secs(10));
+        assert_eq!(defaults.listener.max_body_bytes_in_flight, 16 << 20);
+        let plain = load("view: { public_url: 'http://10.0.0.5:9477' }\n").unwrap().view.public_url.unwrap();
+        assert_eq!(plain, PublicUrl { https: false, host: "10.0.0.5".into(), port: 9477 });
+    }
+
+    #[test]
+    fn view_and_listener_mistakes_are_reported_with_lines() {
+        let e = load(
+            "view:\n  require_token: true\n  public_url: 'https://strata.example.com/strata'\nlistener:\n  allowed_hosts: ['https://x', 'a b', 'u@x']\n  max_body_bytes_in_flight: 10KiB\n  header_timeout: 0s\n",
+        )
+        .unwrap_err()
+        .to_string();
+        for expected in [
+            "view.require_token needs api.token_file",
+            "strata.yaml:3: view.public_url `https://strata.example.com/strata` must not have a path",
+            "strata.yaml:5: listener.allowed_hosts: `https://x` is not a host",
+            "listener.allowed_hosts: `a b` is not a host",
+            "listener.allowed_hosts: `u@x` is not a host",
+            "strata.yaml:6: listener.max_body_bytes_in_flight `10KiB` is not a size",
+            "listener.header_timeout must be longer than 0",
+        ] {
+            assert!(e.contains(expected), "{expected}\n{e}");
+        }
+        for bad in ["ftp://x", "strata.example.com", "https://user:pw@x"] {
+            let e = load(&format!("view: {{ public_url: '{bad}' }}\n")).unwrap_err().to_string();
+            assert!(e.contains("view.public_url"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("16MiB"), Some(16 << 20));
+        assert_eq!(parse_size("512KiB"), Some(512 << 10));
+        assert_eq!(parse_size("1048576"), Some(1 << 20));
+        assert_eq!(parse_size("16MB"), None);
+        assert_eq!(parse_size("MiB"), None);
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
         assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
         assert_eq!(parse_duration("5"), None);
         assert_eq!(parse_duration("m"), None);
+        // Past u64 seconds once multiplied: a diagnostic, not an overflow.
+        assert_eq!(parse_duration("9999999999999999h"), None);
+        assert_eq!(parse_duration("999999999999999999m"), None);
+        assert_eq!(parse_duration("99999999999999999999s"), None);
     }
 }

@@ -21,6 +21,8 @@ pub mod apply;
 pub mod config;
 pub mod daemon;
 pub mod diag;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod model;
 pub mod net;
 pub mod plan;

@@ -116,7 +116,14 @@ enum Command {
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
     },
-    /// Approve a cluster's pending update (asks the running daemon).
+    /// Replace a corrupt state database with a fresh one holding what can still be read of it
+    /// (the daemon must be stopped). The damaged file is kept as strata.db.corrupt-<time>.
+    RecoverState {
+        #[arg(long, default_value = "strata.yaml", value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Approve a cluster's pending update (asks the running daemon). Shows the update and the
+    /// revision it approves, and approves exactly that revision.
     Approve {
         cluster: String,
         #[arg(long, default_value = "strata.yaml", value_name = "FILE")]
@@ -124,6 +131,10 @@ enum Command {
         /// Who approves, for the record (default: $USER).
         #[arg(long = "as", value_name = "NAME")]
         by: Option<String>,
+        /// The revision you reviewed (a commit id, or at least its first 7 hex digits); refused
+        /// when the pending update is no longer at it. Default: the pending revision shown.
+        #[arg(long, value_name = "REV")]
+        revision: Option<String>,
     },
     /// Every cluster as the running daemon sees it: version, applied revision, sync, health, drift, pending update.
     Status {
@@ -232,8 +243,9 @@ fn run(cli: &Cli) -> Result<u8, Failure> {
             runtime()?.block_on(cli::apply::drift(cli, select, *policy, *format))
         }
         Command::Run { config, log_format } => cli::daemon::run(config, *log_format),
-        Command::Approve { cluster, config, by } => {
-            runtime()?.block_on(cli::daemon::approve(cluster, config, by.as_deref()))
+        Command::RecoverState { config } => cli::daemon::recover_state(config),
+        Command::Approve { cluster, config, by, revision } => {
+            runtime()?.block_on(cli::daemon::approve(cluster, config, by.as_deref(), revision.as_deref()))
         }
         Command::Status { cluster, tag, diff, config, format } => {
             runtime()?.block_on(cli::daemon::status(cluster.as_deref(), tag, *diff, config, *format))

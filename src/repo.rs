@@ -726,9 +726,15 @@ fn load_cluster(tree: &dyn Tree, file: &str, diags: &mut Diagnostics) -> Option<
     let sensitive = check_field_rules(raw.spec.sensitive, "sensitive", true, file, &object, diags, &mut ok);
     let window = raw.spec.window.and_then(|w| match crate::window::Window::parse(&w.value) {
         Ok(window) => Some(window),
-        Err(message) => {
+        Err(e) => {
             ok = false;
-            diags.push(Diagnostic::new(Code::Schema, message).in_file(file).at_line(line(&w)).about(&object));
+            diags.push(
+                Diagnostic::new(Code::Schema, format!("window: {e}"))
+                    .in_file(file)
+                    .at_line(line(&w))
+                    .about(&object)
+                    .help(crate::window::WindowError::HELP),
+            );
             None
         }
     });

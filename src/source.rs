@@ -665,6 +665,106 @@ fn write_checkout(tree: &dyn Tree, dir: &str, into: &Path, budget: &mut u64) -> 
     Ok(())
 }
 
+/// A tree held in memory: files and symlinks by path, directories implied by what is below them.
+/// For tests and fuzzing, where a repository is made up on the spot and a disk costs time.
+#[derive(Debug, Default)]
+pub struct MemTree {
+    files: std::collections::BTreeMap<String, Vec<u8>>,
+    links: std::collections::BTreeMap<String, String>,
+    local: Mutex<Option<PathBuf>>,
+}
+
+impl Clone for MemTree {
+    /// A copy may be changed on its own: it gets a checkout of its own when it needs one.
+    fn clone(&self) -> Self {
+        MemTree { files: self.files.clone(), links: self.links.clone(), local: Mutex::default() }
+    }
+}
+
+impl MemTree {
+    pub fn new() -> Self {
+        MemTree::default()
+    }
+
+    /// Adds a file; a path that does not normalise inside the root is ignored, as a Git tree
+    /// cannot hold one.
+    pub fn file(&mut self, path: &str, content: impl Into<Vec<u8>>) -> &mut Self {
+        if let Some(path) = join("", path).filter(|p| !p.is_empty()) {
+            self.files.insert(path, content.into());
+        }
+        self
+    }
+
+    pub fn symlink(&mut self, path: &str, target: &str) -> &mut Self {
+        if let Some(path) = join("", path).filter(|p| !p.is_empty()) {
+            self.links.insert(path, target.to_string());
+        }
+        self
+    }
+
+    /// A directory is anything with an entry below it: in sorted order, the first key at or
+    /// after `path/` starts with it if any key does.
+    fn is_dir(&self, path: &str) -> bool {
+        let prefix = format!("{path}/");
+        let below = |first: Option<&String>| first.is_some_and(|k| k.starts_with(&prefix));
+        path.is_empty()
+            || below(self.files.range(prefix.clone()..).next().map(|(k, _)| k))
+            || below(self.links.range(prefix.clone()..).next().map(|(k, _)| k))
+    }
+}
+
+impl Tree for MemTree {
+    fn kind(&self, path: &str) -> Option<EntryKind> {
+        if self.links.contains_key(path) {
+            Some(EntryKind::Symlink)
+        } else if self.files.contains_key(path) {
+            Some(EntryKind::File)
+        } else {
+            self.is_dir(path).then_some(EntryKind::Dir)
+        }
+    }
+
+    fn list(&self, dir: &str) -> Result<Vec<(String, EntryKind)>, ReadError> {
+        if self.kind(dir) != Some(EntryKind::Dir) {
+            return Err(ReadError::NotFound);
+        }
+        let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
+        let mut names = std::collections::BTreeSet::new();
+        for path in self.files.keys().chain(self.links.keys()) {
+            if let Some(rest) = path.strip_prefix(&prefix) {
+                names.insert(rest.split('/').next().unwrap_or(rest).to_string());
+            }
+        }
+        Ok(names
+            .into_iter()
+            .filter_map(|name| {
+                let kind = self.kind(&format!("{prefix}{name}"))?;
+                Some((name, kind))
+            })
+            .collect())
+    }
+
+    fn read(&self, path: &str, limit: u64) -> Result<Vec<u8>, ReadError> {
+        let content = self.files.get(path).ok_or(ReadError::NotFound)?;
+        if content.len() as u64 > limit {
+            return Err(ReadError::TooLarge(content.len() as u64));
+        }
+        Ok(content.clone())
+    }
+
+    fn read_link(&self, path: &str) -> Result<String, ReadError> {
+        self.links.get(path).cloned().ok_or(ReadError::NotFound)
+    }
+
+    fn object_id(&self, _path: &str) -> Option<String> {
+        None
+    }
+
+    fn local_root(&self, scratch: &Path) -> Result<PathBuf, ReadError> {
+        checkout(self, &self.local, scratch)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -558,3 +558,31 @@ fn symlink_loops_name_the_looping_file() {
         );
     }
 }
+
+/// Window values that once panicked the parser (byte slicing of `éé`) and their relatives: each
+/// is a diagnostic on the cluster file's line, saying which part is wrong and how to write one.
+#[test]
+fn hostile_maintenance_windows_are_diagnostics() {
+    let cases = [
+        ("éé 02:00-03:00", "window: `éé` is not a day"),
+        // A combining mark is shown escaped, so the user sees why `Sät` is not `Sat`.
+        ("Sa\u{308}t 02:00-03:00", "window: `Sa\\u{308}t` is not a day"),
+        ("Sat 02:0\u{e9}-03:00", "window: `02:0é` is not a time of day"),
+        ("Sat 99999999999999999999:00-03:00", "window: `99999999999999999999:00` is not a time of day"),
+        ("Sat 02:00-03:00 +9\u{e9}", "window: `+9é` is not a time zone"),
+        ("Sat 02:00-03:00 Atlantis/Capital", "window: `Atlantis/Capital` is not a time zone"),
+        ("", "window: the window is empty"),
+    ];
+    for (window, message) in cases {
+        let repo = broken();
+        repo.edit(AWS_CLUSTER, "  drift: correct", &format!("  drift: correct\n  updates: auto\n  window: '{window}'"));
+        repo.edit(AWS_CLUSTER, "  updates: manual\n", "");
+        let stderr =
+            rejects(&repo, &[&format!("error[schema]: clusters/aws-cluster.yaml:12: cluster aws-cluster: {message}")]);
+        assert!(stderr.contains("help: write DAYS HH:MM-HH:MM [ZONE]"), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    let repo = broken();
+    repo.edit(AWS_CLUSTER, "  drift: correct", "  drift: correct\n  window: \"Mon-Fri 22:00-02:00 Europe/Berlin\"");
+    repo.strata(&["validate"]).ok();
+}

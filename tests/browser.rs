@@ -98,7 +98,7 @@ impl Browser {
         for tool in ["chromium", "chromedriver"] {
             assert!(
                 strata::render::tools::which(tool).is_some(),
-                "the browser test needs Debian's chromium and chromium-driver: .ci/run installs them"
+                "the browser test needs Debian's chromium and chromium-driver: scripts/test installs them"
             );
         }
         let port = free_port();

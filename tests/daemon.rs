@@ -6,156 +6,15 @@ mod common;
 mod forge;
 mod githttp;
 
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use apiserver::{ApiServer, Rollout};
 use common::Repo;
+use common::daemon::*;
 use serde_json::Value;
-
-const AWS_1_0_0: &str = "profiles/aws-profile/1.0.0/profile.yaml";
-const AWS_CLUSTER: &str = "clusters/aws-cluster.yaml";
-const TOKEN: &str = "test-api-token";
-const HOOK_SECRET: &str = "It's a Secret to Everybody";
-
-/// A running daemon with its own state directory and host config.
-struct Daemon {
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    child: Option<Child>,
-}
-
-impl Daemon {
-    /// Writes a host config (`repository` and `targets` as given) and starts `strata run`.
-    fn start(repository: &str, targets: &str) -> Daemon {
-        Daemon::start_with(repository, targets, "")
-    }
-
-    /// As [`Daemon::start`], with more host configuration (a `status` section).
-    fn start_with(repository: &str, targets: &str, extra: &str) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("api-token"), format!("{TOKEN}\n")).unwrap();
-        std::fs::write(dir.path().join("hook-secret"), HOOK_SECRET).unwrap();
-        let config = dir.path().join("strata.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "repository: {repository}\nstate_dir: ./state\nlisten: 127.0.0.1:0\napi: {{ token_file: ./api-token }}\nwebhooks: {{ github_secret_file: ./hook-secret, gitea_secret_file: ./hook-secret, gitlab_token_file: ./hook-secret }}\ndrift: {{ interval: 1h }}\napply: {{ health_timeout: 2s }}\n{extra}targets:\n{targets}"
-            ),
-        )
-        .unwrap();
-        let mut daemon = Daemon { dir, config, child: None };
-        daemon.spawn();
-        daemon
-    }
-
-    fn spawn(&mut self) {
-        let log =
-            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("daemon.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_strata"))
-            .args(["run", "--config"])
-            .arg(&self.config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        self.wait_for("the daemon to be ready", Duration::from_secs(20), |d| d.get("/readyz").0 == 200);
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
-    }
-
-    fn address(&self) -> Option<String> {
-        std::fs::read_to_string(self.dir.path().join("state/listen-address")).ok()
-    }
-
-    fn out(&self, path: &str) -> PathBuf {
-        self.dir.path().join("out").join(path)
-    }
-
-    /// Raw HTTP, so tests can send exactly the headers forges send.
-    fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
-        let Some(address) = self.address() else { return (0, String::new()) };
-        let Ok(mut stream) = std::net::TcpStream::connect(address.trim()) else { return (0, String::new()) };
-        let mut request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: strata\r\nConnection: close\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        for (k, v) in headers {
-            request.push_str(&format!("{k}: {v}\r\n"));
-        }
-        request.push_str("\r\n");
-        request.push_str(body);
-        if stream.write_all(request.as_bytes()).is_err() {
-            return (0, String::new());
-        }
-        let mut response = String::new();
-        let _ = stream.read_to_string(&mut response);
-        let code = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-        (code, body)
-    }
-
-    fn get(&self, path: &str) -> (u16, String) {
-        self.request("GET", path, &[], "")
-    }
-
-    fn strata(&self, args: &[&str]) -> common::Run {
-        let mut all: Vec<&str> = args.to_vec();
-        all.extend(["--config", self.config.to_str().unwrap()]);
-        let out = Command::new(env!("CARGO_BIN_EXE_strata")).args(&all).env("USER", "alice").output().unwrap();
-        common::Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    fn cluster(&self, name: &str) -> Value {
-        let (code, body) = self.get(&format!("/api/v1/clusters/{name}"));
-        if code != 200 {
-            return Value::Null;
-        }
-        serde_json::from_str(&body).unwrap_or(Value::Null)
-    }
-
-    #[track_caller]
-    fn wait_for(&self, what: &str, timeout: Duration, mut done: impl FnMut(&Daemon) -> bool) {
-        let started = Instant::now();
-        while started.elapsed() < timeout {
-            if done(self) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("timed out waiting for {what}\n--- daemon log ---\n{}", self.log());
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill(); // SIGKILL
-            let _ = child.wait();
-        }
-    }
-
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let child = self.child.take().expect("running");
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-        let mut child = child;
-        child.wait().unwrap()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
 
 /// The strata notes on `revision` in the repository whose Git directory is `git_dir`.
 fn notes_on(git_dir: &Path, revision: &str) -> String {
@@ -166,35 +25,6 @@ fn notes_on(git_dir: &Path, revision: &str) -> String {
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The hex HMAC-SHA256 of `body` with the webhook secret, as GitHub and Gitea sign deliveries.
-fn signature(body: &str) -> String {
-    use hmac::{Hmac, KeyInit, Mac};
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(HOOK_SECRET.as_bytes()).unwrap();
-    mac.update(body.as_bytes());
-    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn directory_targets(names: &[(&str, &str)]) -> String {
-    names.iter().map(|(target, dir)| format!("  {target}: {{ directory: ./out/{dir} }}\n")).collect()
-}
-
-fn example_targets() -> String {
-    directory_targets(&[
-        ("aws-cluster", "aws-cluster"),
-        ("aws-staging", "aws-staging"),
-        ("edge-berlin", "edge-berlin"),
-        ("lab", "lab"),
-    ])
-}
-
-fn file(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
-
-fn local(repo: &Repo) -> String {
-    format!("{{ url: {}, branch: main, interval: 1h }}", repo.path().display())
 }
 
 #[test]
@@ -380,6 +210,98 @@ fn a_broken_commit_changes_nothing_and_the_next_good_one_applies() {
     daemon.wait_for("the fixed revision applied", Duration::from_secs(5), |_| file(&ui).contains("replicas: 3"));
 }
 
+/// A cluster file on edge-profile 2.0.0 whose target is a directory named after it.
+fn extra_cluster(name: &str) -> String {
+    format!(
+        "apiVersion: strata.dev/v1\nkind: Cluster\nmetadata: {{ name: {name} }}\nspec:\n  profile: {{ name: edge-profile, version: \"2.0.0\" }}\n"
+    )
+}
+
+#[test]
+fn commits_that_crash_the_evaluation_are_rejected_and_the_daemon_serves_on() {
+    let repo = Repo::example();
+    let git_dir = repo.path().join(".git");
+    let targets = format!(
+        "{}{}",
+        example_targets(),
+        directory_targets(&[("boom", "boom"), ("canary", "canary"), ("flaky", "flaky")])
+    );
+    // Panics that stay possible whatever parsers get fixed: loading a revision with a cluster
+    // named `boom`, rendering `canary`, applying `flaky` (debug builds only).
+    let mut daemon = Daemon::start_env(
+        &local(&repo),
+        &targets,
+        "status: { provider: git-notes }\n",
+        &[("STRATA_INJECT_PANIC", "revision:boom,render:canary,apply:flaky")],
+    );
+    let ui = daemon.out("aws-staging/hello-universe/deployment.ui.yaml");
+    daemon.wait_for("applied", Duration::from_secs(10), |_| file(&ui).contains("replicas: 2"));
+    let good = daemon.get("/api/v1/revision").1;
+
+    // A window that is not one, with non-ASCII bytes where a weekday goes.
+    repo.edit("clusters/aws-staging.yaml", "replicas: 2 }", "replicas: 3 }");
+    repo.edit("clusters/aws-staging.yaml", "updates: auto", "updates: auto\n  window: \"éé 02:00-03:00\"");
+    let bad_window = repo.commit("a window in another script");
+    daemon.wait_for("the revision rejected", Duration::from_secs(10), |d| {
+        d.get("/api/v1/revision").1.contains(&format!("\"head\": \"{bad_window}\""))
+    });
+    assert!(daemon.alive(), "the daemon is still running\n{}", daemon.log());
+    assert!(file(&ui).contains("replicas: 2"), "the last good revision keeps serving");
+    let revision: Value = serde_json::from_str(&daemon.get("/api/v1/revision").1).unwrap();
+    assert_eq!(revision["verdict"], "rejected", "{revision}");
+    assert_eq!(revision["last_good"], serde_json::from_str::<Value>(&good).unwrap()["head"]);
+    daemon.wait_for("an error status on the commit", Duration::from_secs(10), |_| {
+        notes_on(&git_dir, &bad_window).contains("strata/aws-staging error: revision does not load")
+    });
+
+    // A revision whose evaluation panics whatever the parsers do.
+    repo.edit("clusters/aws-staging.yaml", "updates: auto\n  window: \"éé 02:00-03:00\"", "updates: auto");
+    repo.write("clusters/boom.yaml", &extra_cluster("boom"));
+    let crashing = repo.commit("boom");
+    daemon.wait_for("the crashing revision rejected", Duration::from_secs(10), |d| {
+        let revision: Value = serde_json::from_str(&d.get("/api/v1/revision").1).unwrap_or(Value::Null);
+        revision["head"] == crashing.as_str() && revision["verdict"] == "rejected"
+    });
+    assert!(daemon.alive(), "the daemon is still running\n{}", daemon.log());
+    assert!(file(&ui).contains("replicas: 2"));
+    let revision: Value = serde_json::from_str(&daemon.get("/api/v1/revision").1).unwrap();
+    assert!(revision["message"].as_str().unwrap().contains("injected panic: revision of boom"), "{revision}");
+    daemon.wait_for("a crash status on the commit", Duration::from_secs(10), |_| {
+        notes_on(&git_dir, &crashing)
+            .contains("strata/aws-staging error: revision does not load: evaluating it crashed")
+    });
+    let listed = daemon.strata(&["status"]).stdout;
+    assert!(listed.contains(&format!("revision {} rejected", &crashing[..7])), "{listed}");
+    assert!(daemon.get("/metrics").1.contains("strata_panics_total{stage=\"evaluate\"}"));
+
+    // One cluster whose rendering panics, one whose apply panics: the others go ahead.
+    repo.remove("clusters/boom.yaml");
+    repo.write("clusters/canary.yaml", &extra_cluster("canary"));
+    repo.write("clusters/flaky.yaml", &extra_cluster("flaky"));
+    let partly = repo.commit("canary and flaky");
+    daemon.wait_for("the good clusters applied", Duration::from_secs(10), |_| file(&ui).contains("replicas: 3"));
+    daemon.wait_for("canary in error", Duration::from_secs(10), |d| d.cluster("canary")["cluster"]["sync"] == "error");
+    let canary = daemon.cluster("canary")["cluster"]["message"].as_str().unwrap_or("").to_string();
+    assert!(canary.contains("rendering crashed: injected panic: render of canary"), "{canary}");
+    daemon.wait_for("flaky failed", Duration::from_secs(10), |d| d.cluster("flaky")["cluster"]["sync"] == "failed");
+    let flaky = daemon.cluster("flaky")["cluster"]["message"].as_str().unwrap_or("").to_string();
+    assert!(flaky.contains("crashed: injected panic: apply of flaky"), "{flaky}");
+    daemon.wait_for("statuses on the commit", Duration::from_secs(10), |_| {
+        let notes = notes_on(&git_dir, &partly);
+        notes.contains("strata/canary error: rendering crashed") && notes.contains("strata/aws-staging success")
+    });
+
+    // The next good commit applies, and the daemon is ready and alive throughout.
+    repo.edit("clusters/aws-staging.yaml", "replicas: 3 }", "replicas: 5 }");
+    repo.commit("five");
+    daemon.wait_for("the next good commit applied", Duration::from_secs(10), |_| file(&ui).contains("replicas: 5"));
+    assert!(daemon.alive());
+    assert_eq!(daemon.get("/readyz").0, 200);
+    let metrics = daemon.get("/metrics").1;
+    assert!(metrics.contains("strata_panics_total{stage=\"render\"}"), "{metrics}");
+    assert!(metrics.contains("strata_panics_total{stage=\"worker\"}"), "{metrics}");
+}
+
 #[test]
 fn an_unreachable_cluster_does_not_delay_the_others() {
     let repo = Repo::example();
@@ -391,7 +313,7 @@ fn an_unreachable_cluster_does_not_delay_the_others() {
         dead.display()
     );
     let started = Instant::now();
-    let daemon = Daemon::start(&local(&repo), &targets);
+    let daemon = Daemon::start_with(&local(&repo), &targets, "status: { provider: git-notes }\n");
     for dir in ["aws-staging/hello-universe", "edge-berlin/edge", "lab/edge"] {
         daemon.wait_for(dir, Duration::from_secs(5), |d| d.out(dir).exists());
     }
@@ -401,6 +323,86 @@ fn an_unreachable_cluster_does_not_delay_the_others() {
     });
     let message = daemon.cluster("aws-cluster")["cluster"]["message"].as_str().unwrap_or("").to_string();
     assert!(message.contains("cluster unreachable"), "{message}");
+    // Not a failure of what was applied: an error naming what to check, on the commit.
+    let head = repo.commit("nothing");
+    let git_dir = repo.path().join(".git");
+    daemon.wait_for("an error status for the unreachable cluster", Duration::from_secs(20), |_| {
+        notes_on(&git_dir, &head)
+            .contains("strata/aws-cluster error: cluster unreachable: cannot connect to 127.0.0.1:1")
+    });
+}
+
+/// A TCP server that accepts connections and never answers: what a hung API server looks like.
+struct BlackHole {
+    url: String,
+    _thread: std::thread::JoinHandle<()>,
+}
+
+impl BlackHole {
+    fn start() -> BlackHole {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let thread = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in listener.incoming().flatten() {
+                held.push(stream);
+            }
+        });
+        BlackHole { url, _thread: thread }
+    }
+}
+
+#[test]
+fn a_cluster_that_never_answers_delays_neither_commits_nor_other_clusters_nor_the_watchdog() {
+    use std::os::unix::net::UnixDatagram;
+    let repo = Repo::example();
+    let hole = BlackHole::start();
+    let kube_dir = tempfile::tempdir().unwrap();
+    let kubeconfig = apiserver::kubeconfig_for(&hole.url, kube_dir.path());
+    let targets = format!(
+        "{}  aws-cluster: {{ kubeconfig: {} }}\n",
+        directory_targets(&[("aws-staging", "aws-staging"), ("edge-berlin", "edge-berlin"), ("lab", "lab")]),
+        kubeconfig.display()
+    );
+    let socket_dir = tempfile::tempdir().unwrap();
+    let socket_path = socket_dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let daemon = Daemon::start_env(
+        &local(&repo),
+        &targets,
+        "",
+        &[("NOTIFY_SOCKET", socket_path.to_str().unwrap()), ("WATCHDOG_USEC", "1500000")],
+    );
+    let pings = || {
+        let mut buf = [0u8; 256];
+        let mut n = 0;
+        while let Ok(len) = socket.recv(&mut buf) {
+            n += String::from_utf8_lossy(&buf[..len]).matches("WATCHDOG=1").count();
+        }
+        n
+    };
+    let staging = daemon.out("aws-staging/hello-universe/deployment.ui.yaml");
+    daemon.wait_for("aws-staging applied", Duration::from_secs(10), |_| file(&staging).contains("replicas: 2"));
+    daemon.wait_for("aws-cluster's apply under way", Duration::from_secs(10), |d| {
+        d.cluster("aws-cluster")["cluster"]["sync"] == "applying"
+    });
+    pings();
+    // Commit churn; aws-cluster, never applied, is handed its desired state again on each: every
+    // commit is noticed and applied to the healthy clusters while aws-cluster's apply still hangs.
+    for replicas in 3..=16 {
+        repo.edit(
+            "clusters/aws-staging.yaml",
+            &format!("hello-universe: {{ replicas: {} }}", replicas - 1),
+            &format!("hello-universe: {{ replicas: {replicas} }}"),
+        );
+        repo.commit(&format!("{replicas} replicas"));
+        daemon.wait_for(&format!("{replicas} replicas on aws-staging"), Duration::from_secs(10), |_| {
+            file(&staging).contains(&format!("replicas: {replicas}"))
+        });
+    }
+    assert_ne!(daemon.cluster("aws-cluster")["cluster"]["sync"], "applied", "it never answered");
+    assert!(pings() > 0, "the watchdog is fed while a worker hangs");
 }
 
 #[test]
@@ -440,6 +442,143 @@ fn kill_9_in_the_middle_of_a_reconcile_then_restart_converges() {
     let status = daemon.terminate();
     assert!(status.success(), "{status:?}\n{}", daemon.log());
     assert!(daemon.log().contains("Stopping"));
+}
+
+#[test]
+fn objects_created_before_a_kill_9_are_pruned_when_a_later_commit_removes_them() {
+    let server = ApiServer::start();
+    let kube_dir = tempfile::tempdir().unwrap();
+    let kubeconfig = server.kubeconfig(kube_dir.path());
+    let repo = Repo::example();
+    repo.edit(AWS_CLUSTER, "version: \"1.0.0\"", "version: \"1.1.0\"");
+    repo.commit("aws-cluster on 1.1.0");
+    let before: Vec<String> = server.all();
+    // Slow enough that the first apply is surely under way when the daemon is killed.
+    server.set_latency(Duration::from_millis(60));
+    let targets = format!(
+        "  aws-cluster: {{ kubeconfig: {} }}\n{}",
+        kubeconfig.display(),
+        directory_targets(&[("aws-staging", "s"), ("edge-berlin", "b"), ("lab", "l")])
+    );
+    let mut daemon = Daemon::start(&local(&repo), &targets);
+    daemon.wait_for("the first objects written", Duration::from_secs(30), |_| {
+        server.names("namespaces").contains(&"hello-universe".to_string())
+    });
+    daemon.kill9();
+    let created: Vec<String> =
+        server.all().into_iter().filter(|o| !before.contains(o) && !o.contains("strata-system")).collect();
+    assert!(!created.is_empty());
+    assert!(server.names("deployments").len() < 2, "killed before the apply finished: {created:?}");
+
+    // The next commit moves aws-cluster to another profile: all of aws-profile goes.
+    repo.edit(AWS_CLUSTER, "name: aws-profile, version: \"1.1.0\"", "name: edge-profile, version: \"2.0.0\"");
+    repo.commit("aws-cluster on edge-profile");
+    server.set_latency(Duration::ZERO);
+    daemon.spawn();
+    daemon.wait_for("aws-cluster on edge-profile", Duration::from_secs(20), |d| {
+        let c = d.cluster("aws-cluster");
+        c["cluster"]["sync"] == "applied" && c["cluster"]["profile"] == "edge-profile"
+    });
+    let now = server.all();
+    let orphans: Vec<&String> = created.iter().filter(|o| now.contains(o)).collect();
+    assert!(orphans.is_empty(), "left behind: {orphans:?}\n{}", daemon.log());
+    assert!(server.names("namespaces").contains(&"edge".to_string()));
+}
+
+/// Overwrites every page of the state database but the first (the header and schema) with
+/// garbage, after folding the write-ahead log into it.
+fn corrupt_state_database(path: &Path) {
+    {
+        let db = rusqlite::Connection::open(path).unwrap();
+        db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
+    }
+    let mut bytes = std::fs::read(path).unwrap();
+    assert!(bytes.len() > 8192, "a database with tables");
+    for (i, b) in bytes.iter_mut().enumerate().skip(4096) {
+        *b = (i * 7 + 13) as u8;
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_corrupt_state_database_is_reported_not_taken_for_a_bad_revision_and_recovered() {
+    let repo = Repo::example();
+    let mut daemon = Daemon::start(&local(&repo), &example_targets());
+    let ui = daemon.out("aws-cluster/hello-universe/deployment.ui.yaml");
+    daemon.wait_for("applied", Duration::from_secs(10), |_| file(&ui).contains("replicas: 1"));
+    daemon.wait_for("all applied", Duration::from_secs(10), |d| {
+        ["aws-cluster", "aws-staging", "edge-berlin", "edge-lab"]
+            .iter()
+            .all(|c| d.cluster(c)["cluster"]["sync"] == "applied")
+    });
+    assert!(daemon.terminate().success());
+    let db = daemon.dir.path().join("state/strata.db");
+    corrupt_state_database(&db);
+
+    // An in-place edit of aws-profile 1.0.0: aws-cluster (updates: manual) must hold it.
+    repo.edit(AWS_1_0_0, "replicas: 1", "replicas: 3");
+    let edit = repo.commit("aws-profile 1.0.0: three replicas");
+    daemon.launch();
+    daemon.wait_for("not ready, because of the state database", Duration::from_secs(20), |d| {
+        let (code, body) = d.get("/readyz");
+        code == 503 && body.contains(&format!("state database {}", db.display())) && body.contains("is corrupt")
+    });
+    assert_eq!(daemon.get("/healthz").0, 200, "alive");
+    let log = daemon.log();
+    assert!(log.contains("The state database cannot be used"), "{log}");
+    assert!(!log.contains("Revision rejected"), "not taken for a bad revision\n{log}");
+    assert!(daemon.get("/metrics").1.contains("strata_store_errors_total{kind=\"corrupt\"} 1"));
+    daemon.wait_for("the new revision seen", Duration::from_secs(10), |d| d.log().contains(&edit));
+    assert!(file(&ui).contains("replicas: 1"), "nothing decided without the state");
+    assert!(daemon.alive());
+
+    // The README's recovery: stop, recover-state, start.
+    assert!(daemon.terminate().success());
+    let run = daemon.strata(&["recover-state"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("corrupt; moved to") && run.stdout.contains("strata.db.corrupt-"), "{}", run.stdout);
+    let again = daemon.strata(&["recover-state"]);
+    assert!(again.stdout.contains("nothing to recover"), "{}", again.stdout);
+    daemon.spawn();
+    // What aws-cluster runs comes back from its inventory, so the edit is held, not applied.
+    daemon.wait_for("the edit held for approval", Duration::from_secs(10), |d| {
+        d.cluster("aws-cluster")["pending"]["head_revision"] == edit.as_str()
+    });
+    assert!(daemon.log().contains("Took what the cluster runs from its inventory"), "{}", daemon.log());
+    assert!(file(&ui).contains("replicas: 1"), "held");
+    assert_eq!(daemon.strata(&["approve", "aws-cluster"]).code, 0);
+    daemon.wait_for("the approved edit applied", Duration::from_secs(10), |_| file(&ui).contains("replicas: 3"));
+}
+
+#[test]
+fn failing_state_database_writes_make_the_daemon_not_ready_until_they_work_again() {
+    let repo = Repo::example();
+    let daemon = Daemon::start(&local(&repo), &example_targets());
+    let staging = daemon.out("aws-staging/hello-universe/deployment.ui.yaml");
+    daemon.wait_for("applied", Duration::from_secs(10), |_| file(&staging).contains("replicas: 2"));
+    daemon.wait_for("recorded", Duration::from_secs(10), |d| d.cluster("aws-staging")["cluster"]["sync"] == "applied");
+
+    // Another process takes the database and keeps it: every write of the daemon fails.
+    let db = daemon.dir.path().join("state/strata.db");
+    let holder = rusqlite::Connection::open(&db).unwrap();
+    holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    repo.edit("clusters/aws-staging.yaml", "hello-universe: { replicas: 2 }", "hello-universe: { replicas: 3 }");
+    repo.commit("three");
+    daemon.wait_for("not ready, naming the database", Duration::from_secs(20), |d| {
+        let (code, body) = d.get("/readyz");
+        code == 503
+            && body.contains(&format!("state database {}", db.display()))
+            && body.contains("another process holds it")
+    });
+    assert!(daemon.log().contains("State database: cannot"), "{}", daemon.log());
+    assert!(daemon.get("/metrics").1.contains("strata_store_errors_total{kind=\"busy\"}"));
+
+    holder.execute_batch("COMMIT").unwrap();
+    drop(holder);
+    daemon.wait_for("ready again", Duration::from_secs(30), |d| d.get("/readyz").0 == 200);
+    daemon.wait_for("the commit applied and recorded", Duration::from_secs(30), |d| {
+        file(&staging).contains("replicas: 3") && d.cluster("aws-staging")["cluster"]["sync"] == "applied"
+    });
 }
 
 #[test]
@@ -804,40 +943,6 @@ fn git_notes_are_pushed_to_the_remote() {
     });
 }
 
-/// The session cookie from a login answer.
-fn session_cookie(response_headers: &str) -> String {
-    response_headers
-        .lines()
-        .find_map(|l| l.strip_prefix("set-cookie: ").or_else(|| l.strip_prefix("Set-Cookie: ")))
-        .and_then(|c| c.split(';').next())
-        .unwrap_or("")
-        .to_string()
-}
-
-impl Daemon {
-    /// Raw HTTP returning the head too.
-    fn raw(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String, String) {
-        let address = self.address().unwrap();
-        let mut stream = std::net::TcpStream::connect(address.trim()).unwrap();
-        let mut request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
-            address.trim(),
-            body.len()
-        );
-        for (k, v) in headers {
-            request.push_str(&format!("{k}: {v}\r\n"));
-        }
-        request.push_str("\r\n");
-        request.push_str(body);
-        stream.write_all(request.as_bytes()).unwrap();
-        let mut response = String::new();
-        let _ = stream.read_to_string(&mut response);
-        let code = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-        (code, head.to_string(), body.to_string())
-    }
-}
-
 #[test]
 fn the_status_view_pages_login_csrf_and_audit() {
     let repo = Repo::example();
@@ -918,6 +1023,13 @@ fn the_status_view_pages_login_csrf_and_audit() {
         &format!("csrf={csrf}"),
     );
     assert_eq!(code, 403);
+    let (code, _, _) = daemon.raw(
+        "POST",
+        "/clusters/aws-cluster/approve",
+        &[form, ("Cookie", &cookie), ("Sec-Fetch-Site", "cross-site")],
+        &format!("csrf={csrf}&revision={edit}"),
+    );
+    assert_eq!(code, 403);
     assert!(daemon.cluster("aws-cluster")["approvals"].as_array().unwrap().is_empty());
 
     // The real one: recorded with who and when, and applied.
@@ -934,7 +1046,8 @@ fn the_status_view_pages_login_csrf_and_audit() {
     let ui = daemon.out("aws-cluster/hello-universe/deployment.ui.yaml");
     daemon.wait_for("applied", Duration::from_secs(5), |_| file(&ui).contains("replicas: 3"));
     let (_, _, page) = daemon.raw("GET", "/clusters/aws-cluster", &[], "");
-    assert!(page.contains("alice") && page.contains("Deployment/hello-universe/ui"), "{page}");
+    // Values are HTML-escaped by the templates, `/` included (`&#x2f;`).
+    assert!(page.contains("alice") && page.contains("Deployment&#x2f;hello-universe&#x2f;ui"), "{page}");
 }
 
 #[test]

@@ -127,7 +127,8 @@ impl Daemon {
             return (0, String::new());
         };
         let Ok(mut stream) = std::net::TcpStream::connect(address.trim()) else { return (0, String::new()) };
-        let request = format!("GET {path} HTTP/1.1\r\nHost: strata\r\nConnection: close\r\n\r\n");
+        let host = address.trim();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
         if stream.write_all(request.as_bytes()).is_err() {
             return (0, String::new());
         }

@@ -177,3 +177,95 @@ fn git_notes_without_a_forge() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "strata/plan success: 1 cluster changes: 1 pending update");
 }
+
+const MARKER: &str = "<!-- strata-plan -->";
+
+/// `n` comments by others, with strata's old plan as comment number `marker_at` (1-based); its id.
+fn busy_pull_request(forge: &Forge, n: usize, marker_at: usize) -> u64 {
+    let mut marker_id = 0;
+    for i in 1..=n {
+        if i == marker_at {
+            marker_id = forge.add_comment(&format!("{MARKER}\n### strata plan: an older plan"));
+        } else {
+            forge.add_comment(&format!("comment {i}: lgtm"));
+        }
+    }
+    marker_id
+}
+
+fn calls(seen: &[Seen]) -> Vec<String> {
+    seen.iter().filter(|s| !s.path.contains("/statuses/")).map(|s| format!("{} {}", s.method, s.path)).collect()
+}
+
+#[test]
+fn github_finds_its_comment_on_a_later_page_and_updates_it() {
+    let forge = Forge::start();
+    let (repo, _dir, config, _) = setup(&forge, "github", "platform/fleet");
+    let id = busy_pull_request(&forge, 250, 220);
+    let run = post(&repo, &config, Some("7"));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let seen = forge.seen();
+    assert_eq!(
+        calls(&seen),
+        [
+            "GET /repos/platform/fleet/issues/7/comments?per_page=100".to_string(),
+            "GET /repositories/4242/issues/7/comments?per_page=100&page=2".into(),
+            "GET /repositories/4242/issues/7/comments?per_page=100&page=3".into(),
+            format!("PATCH /repos/platform/fleet/issues/comments/{id}"),
+        ]
+    );
+    assert!(seen.iter().filter(|s| s.method == "GET").all(|s| s.headers["authorization"] == "Bearer s3cret"));
+    let comments = forge.comments();
+    assert_eq!(comments.len(), 250, "no second plan comment");
+    assert!(comments.iter().find(|(i, _)| *i == id).unwrap().1.contains("1 cluster changes"));
+}
+
+#[test]
+fn gitlab_follows_link_headers_or_else_x_next_page_and_gitea_answers_at_once() {
+    for with_links in [true, false] {
+        let forge = Forge::start();
+        if !with_links {
+            forge.without_gitlab_links();
+        }
+        let (repo, _dir, config, _) = setup(&forge, "gitlab", "platform/fleet");
+        let id = busy_pull_request(&forge, 130, 110);
+        post(&repo, &config, Some("12")).ok();
+        let second = if with_links { "?id=1&page=2&per_page=100" } else { "?per_page=100&page=2" };
+        assert_eq!(
+            calls(&forge.seen()),
+            [
+                "GET /api/v4/projects/platform%2Ffleet/merge_requests/12/notes?per_page=100".to_string(),
+                format!("GET /api/v4/projects/platform%2Ffleet/merge_requests/12/notes{second}"),
+                format!("PUT /api/v4/projects/platform%2Ffleet/merge_requests/12/notes/{id}"),
+            ],
+            "with Link headers: {with_links}"
+        );
+        assert_eq!(forge.comments().len(), 130);
+    }
+    // Gitea and Forgejo list every comment of an issue in one answer.
+    let forge = Forge::start();
+    let (repo, _dir, config, _) = setup(&forge, "gitea", "platform/fleet");
+    let id = busy_pull_request(&forge, 120, 120);
+    post(&repo, &config, Some("3")).ok();
+    assert_eq!(
+        calls(&forge.seen()),
+        [
+            "GET /api/v1/repos/platform/fleet/issues/3/comments".to_string(),
+            format!("PATCH /api/v1/repos/platform/fleet/issues/comments/{id}"),
+        ]
+    );
+}
+
+#[test]
+fn a_next_page_on_another_host_is_refused_and_gets_no_token() {
+    let forge = Forge::start();
+    let elsewhere = Forge::start();
+    forge.link_next_pages_to(&elsewhere.url);
+    let (repo, _dir, config, _) = setup(&forge, "github", "platform/fleet");
+    busy_pull_request(&forge, 150, 0);
+    let run = post(&repo, &config, Some("7"));
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("not following it with the token"), "{}", run.stderr);
+    assert!(elsewhere.seen().is_empty(), "{:?}", calls(&elsewhere.seen()));
+    assert!(!forge.seen().iter().any(|s| s.method == "POST" && s.path.ends_with("/comments")), "no comment posted");
+}

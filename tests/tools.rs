@@ -52,7 +52,7 @@ fn has_kustomize() -> bool {
 fn kustomize_layers_render_through_the_real_tool_from_a_git_commit() {
     assert!(
         has_kustomize(),
-        "these tests need kubectl (with its built-in kustomize) or kustomize: .ci/run installs it"
+        "these tests need kubectl (with its built-in kustomize) or kustomize: scripts/test installs it"
     );
     let repo = Repo::example();
     kustomized(&repo);
@@ -75,7 +75,7 @@ fn kustomize_layers_render_through_the_real_tool_from_a_git_commit() {
 
 #[test]
 fn kustomize_layers_render_from_a_plain_directory() {
-    assert!(has_kustomize(), "these tests need kubectl or kustomize: .ci/run installs it");
+    assert!(has_kustomize(), "these tests need kubectl or kustomize: scripts/test installs it");
     let repo = Repo::plain_example();
     kustomized(&repo);
     let out = repo.strata(&["render", "edge-k"]).ok().stdout;
@@ -84,7 +84,7 @@ fn kustomize_layers_render_from_a_plain_directory() {
 
 #[test]
 fn kustomize_failures_carry_the_tools_message() {
-    assert!(has_kustomize(), "these tests need kubectl or kustomize: .ci/run installs it");
+    assert!(has_kustomize(), "these tests need kubectl or kustomize: scripts/test installs it");
     let repo = Repo::plain_example();
     kustomized(&repo);
     // A reference that does not exist is caught before kustomize runs (tests/sandbox.rs); YAML

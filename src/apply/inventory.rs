@@ -3,6 +3,17 @@
 //! Pruning is "in the old inventory, not in the new desired set": never anything strata did not
 //! apply. Each entry remembers whether strata created the object, so Namespaces and CRDs that
 //! existed before strata touched them are never deleted.
+//!
+//! The lifecycle of one apply, as Kubernetes' cli-utils runs it, so that a process killed at any
+//! instruction leaves every object it may have created tracked:
+//!
+//! ```text
+//!   old ──inventory-add──> old ∪ new   written before the first object is   (covering)
+//!                                      (old's profile, version, digest and revision: what was
+//!                                       last applied completely)
+//!       ──apply, prune──>  new ∪ what could not be pruned, with the new       (after_apply +
+//!                          profile, version, digest and revision               with_pending)
+//! ```
 
 use std::collections::BTreeSet;
 
@@ -96,15 +107,32 @@ impl Inventory {
         first
     }
 
-    /// A copy without `entries` whose ids are in `remove`.
-    pub fn without(&self, remove: &BTreeSet<String>) -> Inventory {
-        let mut out = self.clone();
-        out.entries.retain(|e| !remove.contains(&e.id));
+    /// inventory-add: what must be tracked before `set` is applied. Every entry of `old`, then
+    /// every object of `set` it lacks; an object `absent` from the cluster now is marked created,
+    /// as strata is about to create it. The metadata stays `old`'s (none for a first apply): it
+    /// names the last apply that completed, which this one has not yet.
+    pub fn covering(old: Option<&Inventory>, set: &DesiredSet, absent: &BTreeSet<ObjectId>) -> Inventory {
+        let mut out = match old {
+            Some(old) => old.clone(),
+            None => Inventory { cluster: set.cluster.clone(), ..Inventory::default() },
+        };
+        for (_, o) in set.apply_order() {
+            let id = o.id.inventory_key();
+            let created = absent.contains(&o.id);
+            match out.entries.iter_mut().find(|e| e.id == id) {
+                Some(entry) => entry.created |= created,
+                None => out.entries.push(Entry {
+                    api_version: o.manifest["apiVersion"].as_str().unwrap_or_default().to_string(),
+                    id,
+                    created,
+                }),
+            }
+        }
         out
     }
 
-    /// The inventory that covers both: `new`'s entries followed by those of `old` still awaiting
-    /// prune. Written before pruning, so a crash in the middle leaves nothing untracked.
+    /// `new`'s entries followed by `pending` ones still tracked (not yet pruned, or not
+    /// prunable right now).
     pub fn with_pending(new: &Inventory, pending: &[Entry]) -> Inventory {
         let mut out = new.clone();
         out.entries.extend(pending.iter().cloned());
@@ -168,6 +196,21 @@ mod tests {
         let inventory = Inventory::after_apply(&v11, None, None, &BTreeSet::new());
         let prune: Vec<_> = inventory.prune_candidates(&v10).into_iter().map(|e| e.id).collect();
         assert_eq!(prune, ["apps/Deployment/kubecost/cost", "/Service/kubecost/cost", "/Namespace//kubecost"]);
+    }
+
+    #[test]
+    fn the_inventory_written_before_applying_covers_old_and_new() {
+        let v1 = set(vec![object("v1", "Namespace", None, "a"), object("v1", "ConfigMap", Some("a"), "one")]);
+        let old = Inventory::after_apply(&v1, Some("r1"), None, &[ObjectId::new("v1", "Namespace", None, "a")].into());
+        let v2 = set(vec![object("v1", "Namespace", None, "b"), object("v1", "ConfigMap", Some("b"), "two")]);
+        let absent: BTreeSet<_> = [ObjectId::new("v1", "Namespace", None, "b")].into();
+        let covering = Inventory::covering(Some(&old), &v2, &absent);
+        let ids: Vec<&str> = covering.entries.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["/Namespace//a", "/ConfigMap/a/one", "/Namespace//b", "/ConfigMap/b/two"]);
+        assert!(covering.entries[0].created && covering.entries[2].created && !covering.entries[3].created);
+        assert_eq!(covering.revision.as_deref(), Some("r1"), "still what was last applied completely");
+        let first = Inventory::covering(None, &v2, &absent);
+        assert_eq!((first.revision, first.digest.as_str(), first.entries.len()), (None, "", 2));
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! Apply: a [`DesiredSet`] onto a [`Target`], the way Flux's kustomize-controller does it.
 //!
 //! ```text
-//!   survey    discovery, GET live, server-side dry-run of every object   ── any failure: nothing written
-//!   stage 0   Namespaces and CRDs (wait until CRDs are Established)
-//!   stage n   each layer in dependsOn order, objects in parallel under a bound
-//!   inventory new objects + those awaiting prune (so a crash leaves nothing untracked)
-//!   prune     old inventory − new set, reverse order, Namespaces/CRDs last and only if strata made them
-//!   health    rollouts complete, or the per-cluster timeout
+//!   survey     discovery, GET live, server-side dry-run of every object   ── any failure: nothing written
+//!   inventory  old ∪ new, written before the first object (cli-utils' inventory-add), so a
+//!              process killed at any instruction leaves every object it may create tracked
+//!   stage 0    Namespaces and CRDs (wait until CRDs are Established)
+//!   stage n    each layer in dependsOn order, objects in parallel under a bound
+//!   prune      old inventory − new set, reverse order, Namespaces/CRDs last and only if strata made them
+//!   inventory  the new set and whatever could not be pruned (inventory-set)
+//!   health     rollouts complete, or the per-cluster timeout
 //! ```
 //!
 //! An object whose dry-run result equals the live object is `unchanged` and not written, so an
@@ -501,6 +503,13 @@ pub async fn reconcile<T: Target>(
         });
     }
 
+    // inventory-add: from here on a kill leaves nothing untracked.
+    let absent: BTreeSet<ObjectId> = surveys.iter().filter(|s| s.live.is_none()).map(|s| s.object.id.clone()).collect();
+    let covering = Inventory::covering(old.as_ref(), set, &absent);
+    if old.as_ref() != Some(&covering) {
+        target.write_inventory(&covering).await?;
+    }
+
     let mut created: BTreeSet<ObjectId> = BTreeSet::new();
     let mut failed_layer: Option<String> = None;
 
@@ -549,27 +558,19 @@ pub async fn reconcile<T: Target>(
         record(&surveys, &batch, outcomes, &mut results, &mut created, &mut failed_layer);
     }
 
-    // Inventory before prune covers both sets; after prune, only the new one.
+    // inventory-set: the new set, and what is still to be pruned.
     let new = Inventory::after_apply(set, revision, old.as_ref(), &created);
-    if failed_layer.is_none() {
-        let pending = Inventory::with_pending(&new, &prune);
-        if old.as_ref() != Some(&pending) {
-            target.write_inventory(&pending).await?;
-        }
+    let last = if failed_layer.is_none() {
         let pruned = prune_all(target, &set.cluster, &prune, &mut results).await?;
-        if !pruned.is_empty() || pending != new {
-            let kept: BTreeSet<String> = prune.iter().map(|e| e.id.clone()).filter(|id| !pruned.contains(id)).collect();
-            let mut last = new.clone();
-            last.entries.extend(prune.iter().filter(|e| kept.contains(&e.id)).cloned());
-            target.write_inventory(&last).await?;
-        }
-    } else if let Some(old) = &old {
-        // Keep tracking everything: what was applied now, and everything from before.
-        let mut merged = Inventory::with_pending(&new, &old.prune_candidates(set));
-        merged.revision = old.revision.clone();
-        target.write_inventory(&merged).await?;
+        let kept: Vec<Entry> = prune.into_iter().filter(|e| !pruned.contains(&e.id)).collect();
+        Inventory::with_pending(&new, &kept)
     } else {
-        target.write_inventory(&new).await?;
+        // Nothing is pruned after a failed layer; the metadata stays that of the last apply
+        // that completed, the entries say which objects exist now.
+        Inventory { entries: Inventory::with_pending(&new, &prune).entries, ..covering.clone() }
+    };
+    if last != covering {
+        target.write_inventory(&last).await?;
     }
 
     let unhealthy = if target.reports_health() && failed_layer.is_none() {

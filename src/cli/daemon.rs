@@ -21,12 +21,36 @@ pub fn run(config: &std::path::Path, log_format: LogFormat) -> Result<u8, Failur
         Ok(()) => Ok(0),
         Err(e) => {
             tracing::error!(error = %e, "The daemon stopped.");
-            Err(Failure::Usage(e))
+            Err(Failure::Usage(e.to_string()))
         }
     }
 }
 
-/// Talks to the running daemon's local API.
+/// `strata recover-state`: moves a corrupt state database aside and starts a fresh one with what
+/// could be salvaged. The next `strata run` takes what each cluster runs from its inventory.
+pub fn recover_state(config: &std::path::Path) -> Result<u8, Failure> {
+    use strata::daemon::store;
+    let config = load_config(config)?;
+    let _lock = store::lock(&config.state_dir).map_err(|e| Failure::Usage(e.to_string()))?;
+    let recovery = store::recover(&config.state_dir).map_err(|e| Failure::Internal(e.to_string()))?;
+    let path = config.state_dir.join(store::FILE);
+    let Some(moved) = recovery.moved_to else {
+        return print(&format!("{}: passes its integrity check; nothing to recover\n", path.display()));
+    };
+    let mut out = format!("{}: corrupt; moved to {}\nsalvaged:\n", path.display(), moved.display());
+    for (table, rows, complete) in &recovery.salvaged {
+        let note = if *complete { "" } else { " (the rest was unreadable)" };
+        out.push_str(&format!("  {table}: {rows} row{}{note}\n", super::plural(*rows)));
+    }
+    out.push_str(
+        "lost: drift findings, apply history, pending updates and delivered-status records (the daemon finds and\n\
+         derives them again); start the daemon: clusters it no longer knows take what they run from their inventories\n",
+    );
+    print(&out)
+}
+
+/// Talks to the running daemon's local API. The API token goes with every request when there is
+/// one (reads need it with `view.require_token`).
 async fn api(
     config: &Config,
     method: &str,
@@ -45,15 +69,21 @@ async fn api(
         .method(method)
         .uri(format!("http://{address}{path}"))
         .header("accept", "application/json");
-    if method != "GET" {
-        let Some(file) = &config.api_token_file else {
+    match &config.api_token_file {
+        Some(file) => {
+            let token = strata::config::read_secret(file).map_err(Failure::Usage)?;
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        None if method != "GET" => {
             return Err(Failure::Usage(format!(
                 "{}: api.token_file is not set, so the daemon takes no actions",
                 config.file.display()
             )));
-        };
-        let token = strata::config::read_secret(file).map_err(Failure::Usage)?;
-        request = request.header("authorization", format!("Bearer {token}")).header("content-type", "application/json");
+        }
+        None => {}
+    }
+    if body.is_some() {
+        request = request.header("content-type", "application/json");
     }
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     let request = request.body(Full::new(Bytes::from(body))).map_err(|e| Failure::Internal(e.to_string()))?;
@@ -79,21 +109,61 @@ async fn api(
     Ok(value)
 }
 
-pub async fn approve(cluster: &str, config: &std::path::Path, by: Option<&str>) -> Result<u8, Failure> {
+/// A cluster name as one path segment of an API URL.
+fn segment(name: &str) -> String {
+    percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+pub async fn approve(
+    cluster: &str,
+    config: &std::path::Path,
+    by: Option<&str>,
+    revision: Option<&str>,
+) -> Result<u8, Failure> {
     let config = load_config(config)?;
     let by = by.map(str::to_string).or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "cli".into());
+    let path = format!("/api/v1/clusters/{}", segment(cluster));
+    // What is pending, shown before it is approved: the approval names exactly this revision.
+    let detail = api(&config, "GET", &path, None).await?;
+    let Some(pending) = detail["pending"].as_object() else {
+        return Err(Failure::Usage(format!("{cluster}: there is no pending update to approve")));
+    };
+    let head = pending["head_revision"].as_str().unwrap_or_default();
+    let base = pending["base_revision"].as_str().unwrap_or_default();
+    let revision = revision.unwrap_or(head);
+    let diff = pending["diff"].as_str().unwrap_or_default();
+    let objects: Vec<&str> = diff.lines().filter_map(|l| l.strip_prefix("+++ head/")).collect();
+    // The summary ends in how to approve ("— approve: strata approve …"), which is being done.
+    let summary = pending["summary"].as_str().unwrap_or("pending update");
+    let mut shown = format!(
+        "{cluster}: {} (base {} → head {})\n",
+        summary.split(" — ").next().unwrap_or(summary),
+        &base[..base.len().min(7)],
+        &head[..head.len().min(7)],
+    );
+    for object in &objects {
+        shown.push_str(&format!("  ~ {object}\n"));
+    }
+    shown.push_str(&format!("approving {revision} (see it whole: strata status {cluster} --diff)\n"));
+    print(&shown)?;
     let approval =
-        api(&config, "POST", &format!("/api/v1/clusters/{cluster}/approve"), Some(serde_json::json!({"by": by})))
+        api(&config, "POST", &format!("{path}/approve"), Some(serde_json::json!({"by": by, "revision": revision})))
             .await?;
-    let revision = approval["revision"].as_str().unwrap_or_default();
-    print(&format!("{cluster}: approved {} by {by}; the daemon applies it now\n", &revision[..revision.len().min(7)]))
+    let approved = approval["revision"].as_str().unwrap_or_default();
+    print(&format!("{cluster}: approved {} by {by}; the daemon applies it now\n", &approved[..approved.len().min(7)]))
 }
 
 pub async fn suspend(cluster: &str, config: &std::path::Path, suspend: bool) -> Result<u8, Failure> {
     let config = load_config(config)?;
     let action = if suspend { "suspend" } else { "resume" };
     let by = std::env::var("USER").unwrap_or_else(|_| "cli".into());
-    api(&config, "POST", &format!("/api/v1/clusters/{cluster}/{action}"), Some(serde_json::json!({"by": by}))).await?;
+    api(
+        &config,
+        "POST",
+        &format!("/api/v1/clusters/{}/{action}", segment(cluster)),
+        Some(serde_json::json!({"by": by})),
+    )
+    .await?;
     print(&format!("{cluster}: {}\n", if suspend { "suspended" } else { "resumed" }))
 }
 
@@ -110,7 +180,7 @@ pub async fn status(
 ) -> Result<u8, Failure> {
     let config = load_config(config)?;
     if let Some(name) = cluster {
-        let detail = api(&config, "GET", &format!("/api/v1/clusters/{name}"), None).await?;
+        let detail = api(&config, "GET", &format!("/api/v1/clusters/{}", segment(name)), None).await?;
         if let ListFormat::Json = format {
             return print(&(serde_json::to_string_pretty(&detail).expect("serialises") + "\n"));
         }
@@ -183,6 +253,17 @@ pub async fn status(
         ]);
     }
     let mut out = columns(&table);
+    let revision = api(&config, "GET", "/api/v1/revision", None).await?;
+    if revision["verdict"] == "rejected" {
+        // The first diagnostic, after the "does not load:" line; a crash is a single line.
+        let text = revision["message"].as_str().unwrap_or("");
+        let why = text.lines().nth(1).unwrap_or(text);
+        out.push_str(&format!(
+            "revision {} rejected, clusters keep what they run (last good: {}): {why}\n",
+            short(&revision["head"]),
+            short(&revision["last_good"])
+        ));
+    }
     out.push_str(&problems(&config).await);
     print(&out)
 }

@@ -11,7 +11,7 @@
 //! While an update is held the cluster keeps running — and drift-correcting to — what it last
 //! applied.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::UpdatePolicy;
 use crate::plan::{ChangeKind, ClusterPlan};
@@ -30,7 +30,7 @@ pub enum Run {
 }
 
 /// Why an update waits.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "until", rename_all = "lowercase")]
 pub enum Hold {
     /// `updates: manual`: until `strata approve`.

@@ -3,16 +3,22 @@
 //! ```text
 //!   head revision ──┐
 //!   what each cluster runs (store) ──> load both ──> plan per cluster ──> decide by policy ──> Outcome
-//!   approvals, suspensions (store) ──┘                                    (job | pending | error)
+//!   approvals, suspensions (store) ──┘                                    (job | pending | problem)
 //! ```
 //!
 //! Blocking (git2 reads, rendering): the event loop runs it on a blocking thread and hands the
-//! outcomes to the workers. What the workers are to run is rendered on every core; what the
-//! store proves a cluster already runs (after a restart: the digest it applied, at revisions the
-//! head still equals) is not rendered at all — the worker gets its identity, and a [`Deferred`]
-//! renders it when the worker first needs it.
+//! outcomes to the workers. Problems come back as data: a revision that does not load is an
+//! [`EvaluateError`] carrying its diagnostics, a cluster that does not render (or whose rendering
+//! panics) an [`Outcome`] with a [`ClusterProblem`], and only the first is fatal to the revision.
+//!
+//! Each revision is loaded once, the others reusing the head's unchanged files; which clusters a
+//! change reaches is worked out from the paths it changed ([`plan::Edits`]); what the workers are
+//! to run is rendered on every core. What the store proves a cluster already runs (after a
+//! restart: the digest it applied, at revisions still loaded) is not rendered at all: the worker
+//! gets its identity, and a [`Deferred`] renders it when the worker first needs it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
@@ -21,36 +27,105 @@ use tracing::warn;
 
 use super::Shared;
 use super::decide::{self, Decision, Hold, Run};
-use super::store::{self, Pending};
+use super::guard::{self, Panic};
+use super::store::{self, Pending, StoreError};
 use super::worker::Job;
 use crate::config::TargetConfig;
+use crate::diag::{Diagnostic, Diagnostics};
 use crate::model::{Cluster, DriftPolicy, Model};
 use crate::plan::{self, ChangeKind, ClusterPlan, Edits};
 use crate::render::tools::SystemTools;
 use crate::render::{PackedSet, Renderer};
-use crate::source::{Changes, GitSource, Snapshot};
+use crate::source::{Changes, GitSource, Snapshot, SourceError};
 
-/// The first diagnostic of a report, without its `error[code]:` prefix: what fits a status.
-pub fn first_problem(text: &str) -> String {
-    let line = text.lines().find(|l| l.starts_with("error[")).or_else(|| text.lines().next()).unwrap_or("");
-    line.split_once("]: ").map(|(_, rest)| rest).unwrap_or(line).to_string()
+/// Why a revision was not evaluated.
+#[derive(Debug, thiserror::Error)]
+pub enum EvaluateError {
+    #[error("revision {revision} does not load:\n{diagnostics}")]
+    Invalid { revision: String, diagnostics: Diagnostics },
+    #[error("revision {revision} cannot be read: {source}")]
+    Source {
+        revision: String,
+        #[source]
+        source: SourceError,
+    },
+    #[error("evaluating revision {revision} crashed: {panic}")]
+    Panicked { revision: String, panic: Panic },
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
-impl Outcome {
-    pub fn new(cluster: &str, head: &str) -> Outcome {
-        Outcome {
-            cluster: cluster.to_string(),
-            revision: Some(head.to_string()),
-            job: None,
-            pending: None,
-            error: None,
+impl EvaluateError {
+    /// Whether the revision itself is at fault, so it is rejected (clusters keep what they run
+    /// and its commit gets an error status), rather than this host, which tries again later.
+    pub fn rejects(&self) -> bool {
+        match self {
+            EvaluateError::Invalid { .. } | EvaluateError::Panicked { .. } => true,
+            EvaluateError::Source { source, .. } => matches!(source, SourceError::NoSubdir { .. }),
+            EvaluateError::Store(_) => false,
         }
     }
 
-    /// The cluster does not render (or has no target) at `head`.
-    pub fn failed(cluster: &str, head: &str, message: String) -> Outcome {
-        Outcome { error: Some(message), ..Outcome::new(cluster, head) }
+    /// One line for a commit status.
+    pub fn summary(&self) -> String {
+        match self {
+            EvaluateError::Invalid { diagnostics, .. } => first_problem(diagnostics),
+            EvaluateError::Panicked { panic, .. } => format!("evaluating it crashed: {}", panic.message),
+            EvaluateError::Source { source, .. } => source.to_string(),
+            EvaluateError::Store(e) => e.to_string(),
+        }
     }
+
+    /// For metrics: invalid, crashed, unreadable, store.
+    pub fn label(&self) -> &'static str {
+        match self {
+            EvaluateError::Invalid { .. } => "invalid",
+            EvaluateError::Panicked { .. } => "crashed",
+            EvaluateError::Source { .. } => "unreadable",
+            EvaluateError::Store(_) => "store",
+        }
+    }
+}
+
+/// Why one cluster has no desired set at a revision; it keeps what it runs.
+#[derive(Clone, Debug)]
+pub enum ClusterProblem {
+    /// It does not render, or names a target this host does not configure.
+    Invalid(Diagnostics),
+    /// Planning or rendering it panicked.
+    Crashed(Panic),
+}
+
+impl ClusterProblem {
+    /// One line for a commit status.
+    pub fn summary(&self) -> String {
+        match self {
+            ClusterProblem::Invalid(diagnostics) => format!("does not render: {}", first_problem(diagnostics)),
+            ClusterProblem::Crashed(panic) => format!("rendering crashed: {}", panic.message),
+        }
+    }
+}
+
+impl fmt::Display for ClusterProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClusterProblem::Invalid(diagnostics) => write!(f, "{diagnostics}"),
+            ClusterProblem::Crashed(panic) => write!(f, "rendering crashed: {panic}"),
+        }
+    }
+}
+
+/// The first finding, without its `error[code]:` prefix and help: what fits a status.
+pub fn first_problem(diagnostics: &Diagnostics) -> String {
+    let Some(d) = diagnostics.iter().next() else { return String::new() };
+    let Diagnostic { file: _, line: _, object, message, .. } = d;
+    let mut out = d.location().map(|l| format!("{l}: ")).unwrap_or_default();
+    if let Some(object) = object {
+        out.push_str(object);
+        out.push_str(": ");
+    }
+    out.push_str(message);
+    out
 }
 
 /// What one evaluation decided for one cluster.
@@ -60,8 +135,25 @@ pub struct Outcome {
     pub revision: Option<String>,
     pub job: Option<Job>,
     pub pending: Option<Pending>,
-    /// The revision does not render for this cluster: the message.
-    pub error: Option<String>,
+    /// The revision does not render for this cluster.
+    pub problem: Option<ClusterProblem>,
+}
+
+impl Outcome {
+    pub fn new(cluster: &str, head: &str) -> Outcome {
+        Outcome {
+            cluster: cluster.to_string(),
+            revision: Some(head.to_string()),
+            job: None,
+            pending: None,
+            problem: None,
+        }
+    }
+
+    /// The cluster does not render (or has no target) at `head`.
+    pub fn failed(cluster: &str, head: &str, problem: ClusterProblem) -> Outcome {
+        Outcome { problem: Some(problem), ..Outcome::new(cluster, head) }
+    }
 }
 
 fn pending_summary(plan: &ClusterPlan, hold: &Hold, cluster: &str) -> String {
@@ -72,13 +164,15 @@ fn pending_summary(plan: &ClusterPlan, hold: &Hold, cluster: &str) -> String {
     }
 }
 
-/// Loads, plans and decides every cluster at `head`. Blocking (git2, rendering).
+/// Loads, plans and decides every cluster at `head`. Blocking (git2, rendering). A panic while
+/// loading is the caller's to catch (the whole revision is at fault); a panic while planning or
+/// rendering one cluster fails that cluster only.
 pub fn evaluate(
     shared: &Shared,
-    source: &crate::source::GitSource,
+    source: &GitSource,
     head: &str,
     running: &HashSet<String>,
-) -> Result<Vec<Outcome>, String> {
+) -> Result<Vec<Outcome>, EvaluateError> {
     let outcomes = evaluate_at(shared, source, head, running);
     give_back_freed_memory();
     outcomes
@@ -86,10 +180,10 @@ pub fn evaluate(
 
 fn evaluate_at(
     shared: &Shared,
-    source: &crate::source::GitSource,
+    source: &GitSource,
     head: &str,
     running: &HashSet<String>,
-) -> Result<Vec<Outcome>, String> {
+) -> Result<Vec<Outcome>, EvaluateError> {
     // Every revision some cluster runs, plus the head.
     let states: BTreeMap<String, store::ClusterState> =
         shared.store.clusters()?.into_iter().map(|c| (c.name.clone(), c)).collect();
@@ -105,14 +199,16 @@ fn evaluate_at(
     // What each revision differs from the head in: what is loaded again, and what is rendered.
     let mut changes: HashMap<String, Changes> = HashMap::new();
     for rev in &revisions {
+        shared.progress();
         let snapshot = match source.snapshot(rev) {
             Ok(s) => s,
-            Err(e) if rev == head => return Err(e.to_string()),
+            Err(source) if rev == head => return Err(EvaluateError::Source { revision: head.to_string(), source }),
             Err(e) => {
                 warn!(revision = %rev, error = %e, "A revision a cluster runs is gone from the repository.");
                 continue;
             }
         };
+        // The head comes first; the others reuse what of it they share.
         let model = match loaded.get(head) {
             Some((head_snapshot, head_model)) => match source.changes(&snapshot, head_snapshot) {
                 Ok(diff) => {
@@ -128,7 +224,9 @@ fn evaluate_at(
             Ok(model) => {
                 loaded.insert(rev.clone(), (snapshot, model));
             }
-            Err(diags) if rev == head => return Err(format!("revision {head} does not load:\n{diags}")),
+            Err(diagnostics) if rev == head => {
+                return Err(EvaluateError::Invalid { revision: head.to_string(), diagnostics });
+            }
             Err(_) => {}
         }
     }
@@ -146,21 +244,115 @@ fn evaluate_at(
             (rev.as_str(), Edits::new(diff, snapshot.tree.as_ref(), head_snapshot.tree.as_ref()))
         })
         .collect();
-    let head_renderer = &renderers[head];
-    *shared.tags.lock().expect("tags lock") =
+    for name in head_model.clusters.keys() {
+        guard::inject("revision", name);
+    }
+    *shared.tags.lock().unwrap_or_else(|p| p.into_inner()) =
         head_model.clusters.iter().map(|(n, c)| (n.clone(), c.tags.clone())).collect();
 
-    let now = store::now();
+    let context = Context {
+        shared,
+        head,
+        running,
+        states: &states,
+        loaded: &loaded,
+        renderers: &renderers,
+        edits: &edits,
+        deferred: Arc::new(Deferred::new(source.clone())),
+        now: store::now(),
+    };
     let mut outcomes = Vec::new();
     let mut renders = Vec::new();
-    let deferred = Arc::new(Deferred::new(source.clone()));
-    // What the store records a cluster runs, when it records all of it.
-    let recorded = |s: &store::ClusterState| match (&s.digest, &s.profile, &s.version) {
-        (Some(digest), Some(profile), Some(version)) => Some(PackedSet::identity(&s.name, profile, version, digest)),
-        _ => None,
-    };
     for (name, cluster) in &head_model.clusters {
-        let state = states.get(name);
+        shared.progress();
+        match guard::catch(|| context.cluster(name, cluster)) {
+            Ok(decided) => {
+                let (outcome, render) = decided?;
+                if let Some(render) = render {
+                    renders.push((outcomes.len(), render));
+                }
+                outcomes.push(outcome);
+            }
+            Err(panic) => {
+                shared.metrics.panicked("render");
+                outcomes.push(Outcome::failed(name, head, ClusterProblem::Crashed(panic)));
+            }
+        }
+    }
+
+    // What the workers are to run, rendered on every core; only the packed sets are kept.
+    let rendered: Vec<(usize, Result<Job, ClusterProblem>)> = renders
+        .into_par_iter()
+        .map(|(i, r)| {
+            let job = match guard::catch(|| r.renderer.render(r.cluster).map(|set| set.pack())) {
+                Ok(Ok(set)) => Ok(Job {
+                    set,
+                    profile_revision: r.profile_revision,
+                    cluster_revision: r.cluster_revision,
+                    target: r.target,
+                    drift: r.drift,
+                    deferred: None,
+                }),
+                Ok(Err(d)) => Err(ClusterProblem::Invalid(d)),
+                Err(panic) => {
+                    shared.metrics.panicked("render");
+                    Err(ClusterProblem::Crashed(panic))
+                }
+            };
+            (i, job)
+        })
+        .collect();
+    for (i, job) in rendered {
+        match job {
+            Ok(job) => outcomes[i].job = Some(job),
+            Err(problem) => outcomes[i].problem = Some(problem),
+        }
+    }
+    Ok(outcomes)
+}
+
+/// A desired set an evaluation renders for a worker, once every cluster is decided.
+struct ToRender<'r> {
+    renderer: &'r Renderer<'r>,
+    cluster: &'r Cluster,
+    profile_revision: Option<String>,
+    cluster_revision: Option<String>,
+    target: TargetConfig,
+    drift: DriftPolicy,
+}
+
+/// Rendering a fleet allocates and frees its parsed sets by the thousand, and glibc keeps what
+/// is freed in its arenas; handing it back keeps the daemon's resident memory what it holds (its
+/// packed sets), not the peak of its last evaluation.
+fn give_back_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory to the system; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// What deciding one cluster reads: the revisions loaded, what each cluster runs, and what each
+/// revision's change from the head edited.
+struct Context<'a> {
+    shared: &'a Shared,
+    head: &'a str,
+    running: &'a HashSet<String>,
+    states: &'a BTreeMap<String, store::ClusterState>,
+    loaded: &'a HashMap<String, (Snapshot, Model)>,
+    renderers: &'a HashMap<&'a str, Renderer<'a>>,
+    edits: &'a HashMap<&'a str, Edits<'a>>,
+    deferred: Arc<Deferred>,
+    now: i64,
+}
+
+impl<'a> Context<'a> {
+    /// The outcome for one cluster, and the set to render for its worker (rendered with the
+    /// others' once every cluster is decided).
+    fn cluster(&self, name: &str, cluster: &'a Cluster) -> Result<(Outcome, Option<ToRender<'a>>), StoreError> {
+        guard::inject("render", name);
+        let (shared, head, loaded) = (self.shared, self.head, self.loaded);
+        let state = self.states.get(name);
         let applied = state.and_then(|s| s.digest.as_ref()).is_some();
         let base_rev = state.and_then(|s| s.profile_revision.clone());
         let cluster_rev = state.and_then(|s| s.cluster_revision.clone());
@@ -168,11 +360,9 @@ fn evaluate_at(
         let base_cluster = cluster_rev.as_deref().and_then(|r| loaded.get(r)).and_then(|(_, m)| m.clusters.get(name));
         let target = match shared.config.target(name, &cluster.target) {
             Ok(t) => t.clone(),
-            Err(d) => {
-                outcomes.push(Outcome::failed(name, head, d.to_string()));
-                continue;
-            }
+            Err(d) => return Ok((Outcome::failed(name, head, ClusterProblem::Invalid(d.into())), None)),
         };
+        let head_renderer = &self.renderers[head];
 
         // The plan from what the cluster runs to the head.
         let plan = match (applied, base, base_cluster) {
@@ -180,23 +370,20 @@ fn evaluate_at(
                 if base_rev != head || cluster_rev.as_deref() != Some(head) =>
             {
                 let result = plan::compare(
-                    (base_cluster, &renderers[base_rev]),
+                    (base_cluster, &self.renderers[base_rev]),
                     (cluster, head_renderer),
-                    &edits[base_rev],
+                    &self.edits[base_rev],
                     &shared.config.apply.redactor,
                 );
                 match result {
                     Ok(plan) => Some(plan),
-                    Err(d) => {
-                        outcomes.push(Outcome::failed(name, head, d.to_string()));
-                        continue;
-                    }
+                    Err(d) => return Ok((Outcome::failed(name, head, ClusterProblem::Invalid(d)), None)),
                 }
             }
             _ => None,
         };
         let unchanged = ClusterPlan {
-            cluster: name.clone(),
+            cluster: name.to_string(),
             kind: ChangeKind::Unchanged,
             reasons: Vec::new(),
             from: None,
@@ -220,87 +407,69 @@ fn evaluate_at(
             window: cluster.window.as_ref(),
             approved,
             suspended,
-            now,
+            now: self.now,
         });
 
-        let mut recorded_job = None;
+        let mut outcome = Outcome::new(name, head);
         let wanted = match run {
             Run::Head => Some((head_renderer, cluster, Some(head), Some(head))),
             Run::HeadClusterOnAppliedProfile => {
                 let (rev, _) = base.expect("held updates have a base");
-                Some((&renderers[rev], cluster, Some(rev), Some(head)))
+                Some((&self.renderers[rev], cluster, Some(rev), Some(head)))
             }
             // The worker already has it; after a restart it needs it again.
-            Run::Keep if running.contains(name) => None,
+            Run::Keep if self.running.contains(name) => None,
             Run::Keep => match (base, base_cluster, state.and_then(recorded)) {
                 // What it runs, as the store records it: rendered when the worker needs it.
                 (Some((rev, _)), Some(_), Some(identity)) => {
-                    recorded_job = Some(Job {
+                    outcome.job = Some(Job {
                         set: identity,
                         profile_revision: Some(rev.to_string()),
                         cluster_revision: cluster_rev.clone(),
                         target: target.clone(),
                         drift: cluster.drift,
-                        deferred: Some(deferred.clone()),
+                        deferred: Some(self.deferred.clone()),
                     });
                     None
                 }
                 (Some((rev, _)), Some(base_cluster), None) => {
-                    Some((&renderers[rev], base_cluster, Some(rev), cluster_rev.as_deref()))
+                    Some((&self.renderers[rev], base_cluster, Some(rev), cluster_rev.as_deref()))
                 }
                 _ => None,
             },
         };
-        if let Some((renderer, which, profile_rev, cluster_rev)) = wanted {
-            renders.push(ToRender {
-                outcome: outcomes.len(),
-                renderer,
-                cluster: which,
-                profile_revision: profile_rev.map(str::to_string),
-                cluster_revision: cluster_rev.map(str::to_string),
-                target,
-                drift: cluster.drift,
-            });
-        }
-        let mut outcome = Outcome::new(name, head);
-        outcome.job = recorded_job;
+        let render = wanted.map(|(renderer, which, profile_rev, cluster_rev)| ToRender {
+            renderer,
+            cluster: which,
+            profile_revision: profile_rev.map(str::to_string),
+            cluster_revision: cluster_rev.map(str::to_string),
+            target,
+            drift: cluster.drift,
+        });
         if let Some(hold) = hold {
             let diff: String = plan_ref.objects.iter().map(|o| o.diff.as_str()).collect::<Vec<_>>().join("");
             outcome.pending = Some(Pending {
-                cluster: name.clone(),
+                cluster: name.to_string(),
                 base_revision: base_rev.clone().unwrap_or_default(),
                 head_revision: head.to_string(),
-                hold: serde_json::to_string(&hold).expect("serialises"),
                 summary: pending_summary(plan_ref, &hold, name),
+                hold,
                 diff,
-                since: now,
+                since: self.now,
             });
         }
-        outcomes.push(outcome);
+        Ok((outcome, render))
     }
+}
 
-    // What the workers are to run, rendered on every core; only the packed sets are kept.
-    let rendered: Vec<(usize, Result<Job, String>)> = renders
-        .into_par_iter()
-        .map(|r| {
-            let job = r.renderer.render(r.cluster).map_err(|d| d.to_string()).map(|set| Job {
-                set: set.pack(),
-                profile_revision: r.profile_revision,
-                cluster_revision: r.cluster_revision,
-                target: r.target,
-                drift: r.drift,
-                deferred: None,
-            });
-            (r.outcome, job)
-        })
-        .collect();
-    for (i, job) in rendered {
-        match job {
-            Ok(job) => outcomes[i].job = Some(job),
-            Err(message) => outcomes[i].error = Some(message),
+/// What the store records a cluster runs, when it records all of it.
+fn recorded(state: &store::ClusterState) -> Option<PackedSet> {
+    match (&state.digest, &state.profile, &state.version) {
+        (Some(digest), Some(profile), Some(version)) => {
+            Some(PackedSet::identity(&state.name, profile, version, digest))
         }
+        _ => None,
     }
-    Ok(outcomes)
 }
 
 /// Renders desired sets that were deferred, when workers ask for them. Requests that come in
@@ -328,8 +497,8 @@ struct Request {
 /// A revision's profile content (snapshot and model) and, when another revision's, its cluster files.
 type Loaded = (Snapshot, Model, Option<Model>);
 
-impl std::fmt::Debug for Deferred {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Debug for Deferred {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Deferred").field("source", &self.source).finish_non_exhaustive()
     }
 }
@@ -384,23 +553,24 @@ impl Deferred {
                 by_revisions.entry(key).or_default().push(request);
             }
             for (key, requests) in by_revisions {
-                let (snapshot, model, cluster_model) =
-                    match loaded.entry(key.clone()).or_insert_with(|| self.load(&key.0, &key.1)) {
-                        Ok(loaded) => loaded,
-                        Err(e) => {
-                            for request in requests {
-                                let _ = request.reply.send(Err(e.clone()));
-                            }
-                            continue;
+                let load = || guard::catch(|| self.load(&key.0, &key.1)).unwrap_or_else(|p| Err(p.to_string()));
+                let (snapshot, model, cluster_model) = match loaded.entry(key.clone()).or_insert_with(load) {
+                    Ok(loaded) => loaded,
+                    Err(e) => {
+                        for request in requests {
+                            let _ = request.reply.send(Err(e.clone()));
                         }
-                    };
+                        continue;
+                    }
+                };
                 let renderer = Renderer::new(snapshot.tree.as_ref(), model, &tools);
                 let clusters = cluster_model.as_ref().unwrap_or(model);
                 requests.into_par_iter().for_each(|request| {
-                    let set = match clusters.clusters.get(&request.cluster) {
+                    let render = || match clusters.clusters.get(&request.cluster) {
                         Some(cluster) => renderer.render(cluster).map(|set| set.pack()).map_err(|d| d.to_string()),
                         None => Err(format!("cluster {} is not at revision {}", request.cluster, key.1)),
                     };
+                    let set = guard::catch(render).unwrap_or_else(|p| Err(format!("rendering crashed: {p}")));
                     let _ = request.reply.send(set);
                 });
             }
@@ -413,7 +583,7 @@ impl Deferred {
         let load = |revision: &str| -> Result<(Snapshot, Model), String> {
             let snapshot = self.source.snapshot(revision).map_err(|e| e.to_string())?;
             let model = crate::repo::load(snapshot.tree.as_ref())
-                .map_err(|d| format!("revision {revision} does not load:\n{d}"))?;
+                .map_err(|d| format!("revision {revision} does not load: {}", first_problem(&d)))?;
             Ok((snapshot, model))
         };
         let (snapshot, model) = load(profile_revision)?;
@@ -422,25 +592,29 @@ impl Deferred {
     }
 }
 
-/// A desired set an evaluation renders for a worker.
-struct ToRender<'r> {
-    /// Which outcome it belongs to.
-    outcome: usize,
-    renderer: &'r Renderer<'r>,
-    cluster: &'r Cluster,
-    profile_revision: Option<String>,
-    cluster_revision: Option<String>,
-    target: TargetConfig,
-    drift: DriftPolicy,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diag::Code;
 
-/// Rendering a fleet allocates and frees its parsed sets by the thousand, and glibc keeps what
-/// is freed in its arenas; handing it back keeps the daemon's resident memory what it holds (its
-/// packed sets), not the peak of its last evaluation.
-fn give_back_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free memory to the system; it has no preconditions.
-    unsafe {
-        libc::malloc_trim(0);
+    #[test]
+    fn first_problem_is_the_first_finding_without_code_or_help() {
+        let diagnostics: Diagnostics = [
+            Diagnostic::new(Code::Semver, "`one` is not semver")
+                .in_file("profiles/aws-profile/1.0.0/profile.yaml")
+                .at_line(4)
+                .about("profile aws-profile")
+                .help("use MAJOR.MINOR.PATCH"),
+            Diagnostic::new(Code::Schema, "second"),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(
+            first_problem(&diagnostics),
+            "profiles/aws-profile/1.0.0/profile.yaml:4: profile aws-profile: `one` is not semver"
+        );
+        let crashed = ClusterProblem::Crashed(Panic { message: "boom".into(), location: "src/x.rs:1".into() });
+        assert_eq!(crashed.summary(), "rendering crashed: boom");
+        assert!(EvaluateError::Invalid { revision: "r".into(), diagnostics }.rejects());
     }
 }

@@ -8,6 +8,7 @@
 //! was, so the last good revision keeps serving.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use git2::{CertificateCheckStatus, Cred, CredentialType, FetchOptions, RemoteCallbacks, Repository};
@@ -15,7 +16,57 @@ use hmac::{Hmac, KeyInit, Mac};
 use tracing::warn;
 
 use crate::config::{Credentials, RepoLocation, Repository as RepoConfig, read_secret};
-use crate::source::GitSource;
+use crate::source::{GitSource, SourceError};
+
+/// A whole fetch is given up after this long, even while data still trickles in (each read on
+/// its own is bounded by the server timeout): the last good revision keeps serving meanwhile.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Why the repository could not be read, fetched or pushed to.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("{}: not a Git repository: {}", path.display(), source.message())]
+    NotARepository {
+        path: PathBuf,
+        #[source]
+        source: git2::Error,
+    },
+    #[error("cannot create the mirror {}: {}", path.display(), source.message())]
+    Mirror {
+        path: PathBuf,
+        #[source]
+        source: git2::Error,
+    },
+    #[error("{0}")]
+    Source(#[from] SourceError),
+    #[error("branch `{branch}` not found: {}", source.message())]
+    NoBranch {
+        branch: String,
+        #[source]
+        source: git2::Error,
+    },
+    #[error("remote {url}: {}", source.message())]
+    Remote {
+        url: String,
+        #[source]
+        source: git2::Error,
+    },
+    #[error("fetching from {url}: {}", source.message())]
+    Fetch {
+        url: String,
+        #[source]
+        source: git2::Error,
+    },
+    #[error("fetching from {url}: no complete fetch within {}s; trying again later", FETCH_TIMEOUT.as_secs())]
+    FetchTimedOut { url: String },
+    #[error("pushing {refname} to {url}: {}", source.message())]
+    Push {
+        refname: String,
+        url: String,
+        #[source]
+        source: git2::Error,
+    },
+}
 
 /// Connect and read timeouts for fetches, set once for the process (libgit2 options are global).
 pub fn set_timeouts() {
@@ -35,24 +86,30 @@ pub struct RepoSource {
     last: Option<git2::Oid>,
 }
 
+/// The repository revisions are read from: the local one, or the mirror of a remote under the
+/// state directory.
+pub fn repository_dir(config: &RepoConfig, state_dir: &Path) -> PathBuf {
+    match &config.location {
+        RepoLocation::Local(path) => path.clone(),
+        RepoLocation::Remote(_) => state_dir.join("mirror.git"),
+    }
+}
+
 impl RepoSource {
-    pub fn new(config: &RepoConfig, state_dir: &Path, pull_refs: Option<&'static str>) -> Result<RepoSource, String> {
-        let git_dir = match &config.location {
+    pub fn new(config: &RepoConfig, state_dir: &Path, pull_refs: Option<&'static str>) -> Result<RepoSource, GitError> {
+        let git_dir = repository_dir(config, state_dir);
+        match &config.location {
             RepoLocation::Local(path) => {
-                Repository::open(path)
-                    .map_err(|e| format!("{}: not a Git repository: {}", path.display(), e.message()))?;
-                path.clone()
+                Repository::open(path).map_err(|source| GitError::NotARepository { path: path.clone(), source })?;
             }
             RepoLocation::Remote(_) => {
                 // http(s) remotes go through the transport registered by super::network.
-                let mirror = state_dir.join("mirror.git");
-                if Repository::open_bare(&mirror).is_err() {
-                    Repository::init_bare(&mirror)
-                        .map_err(|e| format!("cannot create the mirror {}: {}", mirror.display(), e.message()))?;
+                if Repository::open_bare(&git_dir).is_err() {
+                    Repository::init_bare(&git_dir)
+                        .map_err(|source| GitError::Mirror { path: git_dir.clone(), source })?;
                 }
-                mirror
             }
-        };
+        }
         Ok(RepoSource { config: config.clone(), pull_refs, git_dir, last: None })
     }
 
@@ -61,10 +118,11 @@ impl RepoSource {
     }
 
     /// Where revisions are snapshotted from.
-    pub fn git_source(&self) -> Result<GitSource, String> {
-        GitSource::open(&self.git_dir, self.config.path.as_deref())
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("{}: not a Git repository", self.git_dir.display()))
+    pub fn git_source(&self) -> Result<GitSource, GitError> {
+        GitSource::open(&self.git_dir, self.config.path.as_deref())?.ok_or_else(|| GitError::NotARepository {
+            path: self.git_dir.clone(),
+            source: git2::Error::from_str("no Git directory here"),
+        })
     }
 
     /// Pull-request heads as of the last fetch: (number, commit).
@@ -104,9 +162,9 @@ impl RepoSource {
     }
 
     /// Fetches (for a remote) and returns the branch's commit. Blocking: run off the async runtime.
-    pub fn poll(&mut self) -> Result<String, String> {
-        let repo =
-            Repository::open(&self.git_dir).map_err(|e| format!("{}: {}", self.git_dir.display(), e.message()))?;
+    pub fn poll(&mut self) -> Result<String, GitError> {
+        let repo = Repository::open(&self.git_dir)
+            .map_err(|source| GitError::NotARepository { path: self.git_dir.clone(), source })?;
         let branch = format!("refs/heads/{}", self.config.branch);
         if let RepoLocation::Remote(url) = &self.config.location {
             let mut refspecs = vec![format!("+{branch}:{branch}")];
@@ -117,7 +175,7 @@ impl RepoSource {
         }
         let oid = repo
             .refname_to_id(&branch)
-            .map_err(|e| format!("branch `{}` not found: {}", self.config.branch, e.message()))?;
+            .map_err(|source| GitError::NoBranch { branch: self.config.branch.clone(), source })?;
         if let Some(last) = self.last
             && last != oid
             && !repo.graph_descendant_of(oid, last).unwrap_or(false)
@@ -183,26 +241,39 @@ fn callbacks(credentials: &Credentials) -> RemoteCallbacks<'_> {
 }
 
 /// Fetches `refspecs`; each starts with `+`, so a force-pushed ref is taken as it is now.
-fn fetch(repo: &Repository, url: &str, refspecs: &[String], credentials: &Credentials) -> Result<(), String> {
-    let mut remote = repo
-        .remote_anonymous(url)
-        .map_err(|e| format!("remote {}: {}", crate::net::error::redact_url(url), e.message()))?;
-    let mut options = FetchOptions::new();
-    options.remote_callbacks(callbacks(credentials)).download_tags(git2::AutotagOption::None);
+fn fetch(repo: &Repository, url: &str, refspecs: &[String], credentials: &Credentials) -> Result<(), GitError> {
+    // URLs may carry credentials (`https://user:token@…`): errors show them without.
     let shown = crate::net::error::redact_url(url);
-    remote.fetch(refspecs, Some(&mut options), None).map_err(|e| format!("fetching from {shown}: {}", e.message()))
+    let mut remote = repo.remote_anonymous(url).map_err(|source| GitError::Remote { url: shown.clone(), source })?;
+    let deadline = Instant::now() + FETCH_TIMEOUT;
+    let mut callbacks = callbacks(credentials);
+    // Returning false cancels the transfer: a remote trickling bytes cannot hold the fetch forever.
+    callbacks.transfer_progress(move |_| Instant::now() < deadline);
+    let mut options = FetchOptions::new();
+    options.remote_callbacks(callbacks).download_tags(git2::AutotagOption::None);
+    remote.fetch(refspecs, Some(&mut options), None).map_err(|source| {
+        if Instant::now() >= deadline {
+            GitError::FetchTimedOut { url: shown.clone() }
+        } else {
+            GitError::Fetch { url: shown.clone(), source }
+        }
+    })
 }
 
 /// Pushes a ref (the status notes) from the repository at `path` to the remote.
-pub fn push(path: &Path, url: &str, refname: &str, credentials: &Credentials) -> Result<(), String> {
-    let repo = Repository::open(path).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
+pub fn push(path: &Path, url: &str, refname: &str, credentials: &Credentials) -> Result<(), GitError> {
+    let repo =
+        Repository::open(path).map_err(|source| GitError::NotARepository { path: path.to_path_buf(), source })?;
+    // URLs may carry credentials (`https://user:token@…`): errors show them without.
     let shown = crate::net::error::redact_url(url);
-    let mut remote = repo.remote_anonymous(url).map_err(|e| format!("remote {shown}: {}", e.message()))?;
+    let mut remote = repo.remote_anonymous(url).map_err(|source| GitError::Remote { url: shown.clone(), source })?;
     let mut options = git2::PushOptions::new();
     options.remote_callbacks(callbacks(credentials));
-    remote
-        .push(&[format!("+{refname}:{refname}")], Some(&mut options))
-        .map_err(|e| format!("pushing {refname} to {shown}: {}", e.message()))
+    remote.push(&[format!("+{refname}:{refname}")], Some(&mut options)).map_err(|source| GitError::Push {
+        refname: refname.to_string(),
+        url: shown.clone(),
+        source,
+    })
 }
 
 /// Whether `known_hosts` text lists `key` for `host` (plain names, `[host]:port`, or hashed

@@ -17,6 +17,18 @@ pub struct ClusterLabel {
     pub cluster: String,
 }
 
+/// What kind of state database failure (corrupt, readonly, full, busy, io, other).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
+/// Where a panic was caught: evaluate (a whole revision), render (one cluster), worker.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabel {
+    pub stage: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProviderLabel {
     pub provider: String,
@@ -33,15 +45,20 @@ pub struct Metrics {
     pub fetch_errors: Counter,
     /// Webhook deliveries by provider and result (accepted, unauthorized, ignored).
     pub webhooks: Family<ProviderLabel, Counter>,
-    /// Revisions evaluated, and those that did not load or render.
+    /// Revisions evaluated: loaded, invalid (does not load), crashed (evaluating it panicked).
     pub revisions: Family<ResultLabel, Counter>,
+    /// Panics caught instead of ending the process, by stage.
+    pub panics: Family<StageLabel, Counter>,
+    /// State database failures by kind (the store counts them).
+    pub store_errors: Family<KindLabel, Counter>,
     /// Commit status deliveries: delivered, failed, rate_limited, refused.
     pub deliveries: Family<ResultLabel, Counter>,
     pub outbox: Gauge,
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    /// The daemon's metrics; `store_errors` is the store's own counter, registered here.
+    pub fn new(store_errors: Family<KindLabel, Counter>) -> Metrics {
         let mut registry = Registry::with_prefix("strata");
         let reconciles = Family::<ResultLabel, Counter>::default();
         registry.register("reconciles", "Cluster reconciles, by result", reconciles.clone());
@@ -65,7 +82,12 @@ impl Metrics {
         registry.register("report_deliveries", "Commit status deliveries, by result", deliveries.clone());
         let outbox = Gauge::default();
         registry.register("outbox", "Commit statuses waiting to be delivered", outbox.clone());
+        let panics = Family::<StageLabel, Counter>::default();
+        registry.register("panics", "Panics caught instead of ending the process, by stage", panics.clone());
+        registry.register("store_errors", "State database failures, by kind", store_errors.clone());
         Metrics {
+            panics,
+            store_errors,
             deliveries,
             outbox,
             registry,
@@ -83,16 +105,14 @@ impl Metrics {
         family.get_or_create(&ResultLabel { result: result.to_string() }).inc();
     }
 
+    pub fn panicked(&self, stage: &str) {
+        self.panics.get_or_create(&StageLabel { stage: stage.to_string() }).inc();
+    }
+
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
         out
-    }
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
     }
 }

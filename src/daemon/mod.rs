@@ -2,48 +2,90 @@
 //!
 //! ```text
 //!   notify (local refs) ─┐
-//!   interval + jitter  ──┼─> poll: fetch / read branch ──> new revision? ──> evaluate (blocking)
+//!   interval + jitter  ──┼─> poll: fetch / read branch ──> new revision? ──> evaluate (blocking, panics caught)
 //!   webhook (push)     ──┤                                                    load, plan per cluster
 //!   approve / suspend ───┘                                                    against what it runs,
 //!                                                                             decide by policy
-//!                                    ┌───────────────────── jobs ────────────────┘
+//!                                    ┌──────────── mailboxes (never wait) ───────┘
 //!                                    v
-//!   one worker per cluster: apply (backoff on failure) · drift check on interval · state in SQLite
+//!   one worker per cluster: apply (bounded, backoff on failure) · drift check on interval · state in SQLite
+//!
+//!   watchdog thread: pings systemd while the loop (or an evaluation) makes progress
 //! ```
 //!
-//! A revision that does not load leaves every cluster on what it runs. Everything the daemon must
-//! remember lives in the [`store::Store`]; everything else is derived again from Git and the
-//! clusters after a restart.
+//! Nothing a repository contains ends the process: a revision that does not load, or whose
+//! evaluation panics, is rejected and every cluster keeps what it runs; the next good revision
+//! applies. Everything the daemon must remember lives in the [`store::Store`]; everything else is
+//! derived again from Git and the clusters after a restart, and a store that fails is reported
+//! (logs, `/readyz`, metrics) rather than taken for a bad revision.
 
 pub mod decide;
 pub mod evaluate;
 pub mod git;
+pub mod guard;
 pub mod http;
 pub mod metrics;
 pub mod network;
 pub mod outbox;
 pub mod pulls;
 pub mod smart_http;
+pub mod state;
 pub mod store;
-pub mod view;
 pub mod worker;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::stream::{self, StreamExt};
 use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, TargetConfig};
 use crate::render::Renderer;
 use crate::render::tools::SystemTools;
-use evaluate::{Outcome, first_problem};
+use crate::target::Target as _;
+use evaluate::{EvaluateError, Outcome};
 use git::RepoSource;
 use metrics::Metrics;
-use store::Store;
-use worker::{Job, Msg, Worker};
+use state::{Sync, Verdict};
+use store::{Store, StoreError};
+use worker::{Job, Mailbox, Msg, Worker};
+
+/// Why the daemon could not start. Once it runs, nothing ends it but SIGTERM or SIGINT.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("`strata run` needs `repository: {{ url: … }}` in the host config {}", .0.display())]
+    NoRepository(PathBuf),
+    #[error(transparent)]
+    Lock(#[from] store::LockError),
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Repository(#[from] git::GitError),
+    #[error("status: {0}")]
+    Status(String),
+    #[error("cannot handle signals: {0}")]
+    Signals(#[source] std::io::Error),
+    #[error("{0}")]
+    Network(String),
+    #[error(transparent)]
+    RedactionKey(#[from] crate::redact::KeyError),
+}
 
 /// Why the main loop wakes.
 #[derive(Debug)]
@@ -67,10 +109,12 @@ pub struct Shared {
     pub tags: Mutex<BTreeMap<String, Vec<String>>>,
     /// Wakes the status deliverer when something is queued.
     pub report_wake: Arc<tokio::sync::Notify>,
-    /// Status view sessions.
-    pub sessions: view::Sessions,
     /// Bumped whenever a cluster's state changes: the fleet page's ETag.
-    pub version: std::sync::atomic::AtomicU64,
+    pub version: AtomicU64,
+    /// When the main loop (or an evaluation it waits for) last made progress, in milliseconds
+    /// since `started`: what the systemd watchdog is fed from.
+    heartbeat: AtomicU64,
+    started: Instant,
     /// Proxy and TLS material (reloaded on SIGHUP) and the latest network failures.
     pub network: network::NetworkState,
 }
@@ -79,6 +123,41 @@ impl Shared {
     /// Notes that some cluster's state changed (the status view refreshes).
     pub fn touch(&self) {
         self.version.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Notes progress: the main loop came round, or an evaluation finished a cluster.
+    pub fn progress(&self) {
+        self.heartbeat.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn since_progress(&self) -> Duration {
+        let last = Duration::from_millis(self.heartbeat.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last)
+    }
+
+    /// Whether the daemon is ready, and if not, why: what `/readyz` answers. Not ready until the
+    /// first evaluation, and whenever the state database fails.
+    pub fn readiness(&self) -> Result<(), String> {
+        if let Some(problem) = self.store.problem() {
+            return Err(problem);
+        }
+        if !self.ready.load(Ordering::Relaxed) {
+            return Err("starting: the first revision is not evaluated yet".to_string());
+        }
+        Ok(())
+    }
+
+    /// The value of a state database call, or `None` with the failure logged (the store keeps
+    /// it for `/readyz` and counts it). Work goes on without it: Git and the clusters hold the
+    /// truth, and the state is derived again after a restart.
+    pub fn stored<T>(&self, what: &str, result: Result<T, StoreError>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(e) => {
+                error!(error = %e, kind = e.kind(), "State database: cannot {what}.");
+                None
+            }
+        }
     }
 
     /// Queues a commit status for `cluster` on `revision`, when a status sink is configured.
@@ -91,12 +170,12 @@ impl Shared {
             description,
             status.target_url(cluster, revision),
         );
-        match self.store.enqueue(&status) {
-            Ok(true) => self.report_wake.notify_one(),
-            Ok(false) => {}
-            Err(e) => warn!(error = %e, "Cannot queue a commit status."),
+        if let Some(true) = self.stored("queue a commit status", self.store.enqueue(&status)) {
+            self.report_wake.notify_one();
         }
-        self.metrics.outbox.set(self.store.outbox_len().unwrap_or(0));
+        if let Some(queued) = self.stored("count queued statuses", self.store.outbox_len()) {
+            self.metrics.outbox.set(queued);
+        }
     }
 }
 
@@ -106,39 +185,64 @@ pub const LISTEN_FILE: &str = "listen-address";
 /// stored pending diffs and drift findings stay comparable.
 pub const KEY_FILE: &str = "redaction.key";
 
+/// How long the inventories of clusters the store does not know are read for at start.
+const SEED_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How soon the loop tries the state database again after it failed.
+const STORE_RETRY: Duration = Duration::from_secs(5);
+
+/// The watchdog stops being fed when the main loop has made no progress for this long.
+const STALL: Duration = Duration::from_secs(60);
+
+/// A worker's mailbox and task.
+type Workers = HashMap<String, (Arc<Mailbox>, tokio::task::JoinHandle<()>)>;
+
 /// The daemon, until SIGTERM or SIGINT. Runs on a [`tokio::task::LocalSet`]: the workers'
 /// futures borrow across awaits and need not move between threads (the work is IO; Git reads
 /// and rendering go to blocking threads).
-pub async fn run(mut config: Config) -> Result<(), String> {
-    let repo_config =
-        config.repository.clone().ok_or("`strata run` needs `repository: { url: … }` in the host config")?;
+pub async fn run(mut config: Config) -> Result<(), DaemonError> {
+    let repo_config = config.repository.clone().ok_or_else(|| DaemonError::NoRepository(config.file.clone()))?;
+    let _lock = store::lock(&config.state_dir)?;
+    guard::install_hook();
     git::set_timeouts();
-    let network = network::NetworkState::load(&config)?;
-    let store = Store::open(&config.state_dir)?;
-    config.apply.redactor =
-        crate::redact::Redactor::from_key_file(&config.state_dir.join(KEY_FILE)).map_err(|e| e.to_string())?;
+    let network = network::NetworkState::load(&config).map_err(DaemonError::Network)?;
+    let store = Store::open(&config.state_dir).unwrap_or_else(|e| {
+        error!(error = %e, kind = e.kind(), "The state database cannot be used: serving /healthz, /readyz and /metrics, reconciling nothing.");
+        Store::unusable(&config.state_dir, &e)
+    });
+    config.apply.redactor = crate::redact::Redactor::from_key_file(&config.state_dir.join(KEY_FILE))?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    let address = listener.local_addr().map_err(|e| e.to_string())?;
-    std::fs::write(config.state_dir.join(LISTEN_FILE), address.to_string()).map_err(|e| e.to_string())?;
+        .map_err(|source| DaemonError::Listen { address: config.listen, source })?;
+    let address = listener.local_addr().map_err(|source| DaemonError::Listen { address: config.listen, source })?;
+    let listen_file = config.state_dir.join(LISTEN_FILE);
+    std::fs::write(&listen_file, address.to_string())
+        .map_err(|source| DaemonError::Write { path: listen_file.clone(), source })?;
     let (triggers, mut rx) = mpsc::channel(256);
     let shared = Arc::new(Shared {
         permits: Semaphore::new(config.cluster_concurrency),
         config,
+        metrics: Metrics::new(store.error_counter()),
         store,
-        metrics: Metrics::new(),
         triggers: triggers.clone(),
         ready: AtomicBool::new(false),
         tags: Mutex::new(BTreeMap::new()),
         report_wake: Arc::new(tokio::sync::Notify::new()),
-        sessions: view::Sessions::default(),
-        version: std::sync::atomic::AtomicU64::new(1),
+        version: AtomicU64::new(1),
+        heartbeat: AtomicU64::new(0),
+        started: Instant::now(),
         network,
     });
     let (stop, stopped) = watch::channel(false);
-    tokio::task::spawn_local(http::serve(listener, shared.clone(), stopped.clone()));
+    let app = Arc::new(http::App::new(shared.clone(), address));
+    tokio::task::spawn_local(http::serve(listener, app, stopped.clone()));
     info!(address = %address, state_dir = %shared.config.state_dir.display(), "Listening.");
+    if !address.ip().is_loopback() && !shared.config.view.require_token {
+        warn!(
+            address = %address,
+            "Listening beyond loopback without view.require_token: anyone who reaches the address reads every cluster's state."
+        );
+    }
 
     let pull_refs = shared.config.status.as_ref().filter(|s| s.pull_requests).and_then(|s| match &s.sink {
         crate::config::StatusSink::Forge { forge, .. } => match forge.provider {
@@ -151,7 +255,7 @@ pub async fn run(mut config: Config) -> Result<(), String> {
     let source = Arc::new(Mutex::new(RepoSource::new(&repo_config, &shared.config.state_dir, pull_refs)?));
     if let Some(status) = &shared.config.status {
         let (repo, remote) = {
-            let s = source.lock().expect("source lock");
+            let s = lock(&source);
             (s.git_dir().to_path_buf(), s.remote().map(|(url, c)| (url.to_string(), c.clone())))
         };
         let sink = outbox::Sink::new(&status.sink, repo, remote);
@@ -159,35 +263,53 @@ pub async fn run(mut config: Config) -> Result<(), String> {
     }
     // Local repositories: watch the refs, so a commit is seen within the debounce.
     let _watcher = {
-        let source = source.lock().expect("source lock");
+        let source = lock(&source);
         if source.is_remote() { None } else { watch_refs(source.watch_paths(), triggers.clone()) }
     };
+    if let Some(every) = sd_notify::watchdog_enabled() {
+        feed_watchdog(shared.clone(), every);
+    }
+    let planning = Arc::new(AtomicBool::new(false));
 
-    let mut workers: HashMap<String, (mpsc::Sender<Msg>, tokio::task::JoinHandle<()>)> = HashMap::new();
-    let mut revision: Option<String> = shared.store.meta("revision")?;
-    let mut failures = 0u32;
+    let mut workers: Workers = HashMap::new();
+    let mut revision: Option<String> = None;
+    // The head last rejected: evaluated again on a trigger, not on every timer tick.
+    let mut rejected: Option<String> = None;
+    let mut fetch_failures = 0u32;
+    let mut evaluate_failures = 0u32;
     let mut sigterm =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut sighup =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(|e| e.to_string())?;
-    let watchdog = sd_notify::watchdog_enabled().map(|d| d / 3).unwrap_or(Duration::from_secs(3600));
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(DaemonError::Signals)?;
     let mut fetch = true;
     let mut reevaluate = true;
     let mut first = true;
+    let mut seeded = false;
+    let mut last_prune: Option<Instant> = None;
     loop {
+        shared.progress();
         if fetch {
             let polled = {
                 let source = source.clone();
-                tokio::task::spawn_blocking(move || source.lock().expect("source lock").poll())
-                    .await
-                    .map_err(|e| e.to_string())?
+                fed(&shared, blocking(move || lock(&source).poll())).await
             };
             match polled {
-                Ok(rev) => {
-                    failures = 0;
+                Ok(Ok(rev)) => {
+                    fetch_failures = 0;
                     shared.network.recovered(network::REPOSITORY);
-                    if pull_refs.is_some() {
-                        pulls::plan_pull_requests(&shared, &source, &rev).await;
+                    if pull_refs.is_some() && !planning.swap(true, Ordering::AcqRel) {
+                        // The forge may be slow: the loop does not wait for it.
+                        let (shared, source, rev, planning) =
+                            (shared.clone(), source.clone(), rev.clone(), planning.clone());
+                        tokio::task::spawn_local(async move {
+                            if let Err(panic) =
+                                guard::catch_async(pulls::plan_pull_requests(&shared, &source, &rev)).await
+                            {
+                                shared.metrics.panicked("pull-requests");
+                                error!(%panic, "Planning pull requests crashed.");
+                            }
+                            planning.store(false, Ordering::Release);
+                        });
                     }
                     if revision.as_deref() != Some(rev.as_str()) {
                         info!(revision = %rev, "New revision.");
@@ -195,61 +317,111 @@ pub async fn run(mut config: Config) -> Result<(), String> {
                         reevaluate = true;
                     }
                 }
-                Err(e) => {
-                    failures += 1;
+                Ok(Err(e)) => {
+                    fetch_failures += 1;
                     shared.metrics.fetch_errors.inc();
-                    shared.network.failed(network::REPOSITORY, &e);
+                    shared.network.failed(network::REPOSITORY, &e.to_string());
                     error!(error = %e, "Fetch failed; the last good revision keeps serving.");
+                }
+                Err(panic) => {
+                    fetch_failures += 1;
+                    shared.metrics.fetch_errors.inc();
+                    shared.metrics.panicked("fetch");
+                    error!(%panic, "Fetch crashed; the last good revision keeps serving.");
                 }
             }
         }
+        if !seeded
+            && shared.store.usable()
+            && let Some(head) = revision.clone()
+        {
+            seeded = true;
+            seed_from_inventories(&shared, &source, &head).await;
+        }
+        if reevaluate && !shared.store.usable() {
+            // Without its state the daemon cannot know what is held, approved or suspended.
+            reevaluate = false;
+        }
         if reevaluate && let Some(head) = revision.clone() {
-            let outcomes = {
-                let shared = shared.clone();
-                let source = source.clone();
-                let running: HashSet<String> = workers.keys().cloned().collect();
-                let head = head.clone();
-                tokio::task::spawn_blocking(move || {
-                    let git = source.lock().expect("source lock").git_source()?;
-                    evaluate::evaluate(&shared, &git, &head, &running)
-                })
-                .await
-                .map_err(|e| e.to_string())?
-            };
-            match outcomes {
+            let running: HashSet<String> = workers.keys().cloned().collect();
+            match evaluate_head(&shared, &source, &head, running).await {
                 Ok(outcomes) => {
+                    evaluate_failures = 0;
+                    rejected = None;
                     shared.metrics.result(&shared.metrics.revisions, "loaded");
-                    shared.store.set_meta("revision", &head)?;
-                    dispatch(&shared, outcomes, &mut workers, &stopped).await;
+                    shared.stored("record the revision", shared.store.set_revision(&head, Verdict::Loaded, None));
+                    dispatch(&shared, outcomes, &mut workers, &stopped);
                 }
-                Err(e) => {
-                    shared.metrics.result(&shared.metrics.revisions, "invalid");
-                    error!(revision = %head, error = %e, "Revision rejected; clusters keep what they run.");
-                    for state in shared.store.clusters().unwrap_or_default().iter().filter(|c| c.sync != "removed") {
-                        let description = format!("revision does not load: {}", evaluate::first_problem(&e));
-                        shared.report(&state.name, &head, crate::report::State::Error, &description);
+                Err(e) if e.rejects() => {
+                    evaluate_failures = 0;
+                    shared.metrics.result(&shared.metrics.revisions, e.label());
+                    if rejected.as_deref() != Some(head.as_str()) {
+                        error!(revision = %head, error = %e, "Revision rejected; clusters keep what they run.");
+                    }
+                    rejected = Some(head.clone());
+                    let message = e.to_string();
+                    shared.stored(
+                        "record the revision",
+                        shared.store.set_revision(&head, Verdict::Rejected, Some(&message)),
+                    );
+                    let description = format!("revision does not load: {}", e.summary());
+                    for state in shared.stored("list clusters", shared.store.clusters()).unwrap_or_default() {
+                        if state.sync != Sync::Removed {
+                            shared.report(&state.name, &head, crate::report::State::Error, &description);
+                        }
                     }
                     if first {
                         // Nothing loaded yet: start the workers on what the store says they run.
                         dispatch_from_store(&shared, &source, &mut workers, &stopped).await;
                     }
+                    shared.touch();
+                }
+                Err(e) => {
+                    evaluate_failures += 1;
+                    error!(revision = %head, error = %e, "Evaluation postponed; clusters keep what they run.");
                 }
             }
-            let _ = shared.metrics.pending_updates.set(shared.store.pending_count().unwrap_or(0));
+            if let Some(pending) = shared.stored("count pending updates", shared.store.pending_count()) {
+                shared.metrics.pending_updates.set(pending);
+            }
         }
         if first {
             first = false;
             shared.ready.store(true, Ordering::Relaxed);
-            let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-            info!("Ready.");
+            let mut states = vec![sd_notify::NotifyState::Ready];
+            if let Some(problem) = shared.store.problem() {
+                // Started, but not working: systemd shows why, /readyz says not ready.
+                states.push(sd_notify::NotifyState::Status(problem.as_str()));
+                notify(&states);
+            } else {
+                notify(&states);
+                info!("Ready.");
+            }
         }
-        // The loop came round: it is alive.
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+        if shared.store.usable() && shared.store.problem().is_some() {
+            // Writes failed before; one that succeeds clears the problem (and /readyz).
+            shared.stored("write", shared.store.probe());
+        }
+        if shared.store.usable() && last_prune.is_none_or(|at| at.elapsed() > Duration::from_secs(3600)) {
+            last_prune = Some(Instant::now());
+            if let Some(n) = shared.stored("prune delivered statuses", shared.store.prune_delivered(store::now()))
+                && n > 0
+            {
+                info!(rows = n, "Forgot old delivered statuses.");
+            }
+        }
         fetch = false;
         reevaluate = false;
 
         let interval = shared.config.repository.as_ref().map(|r| r.interval).unwrap_or(Duration::from_secs(60));
-        let next_poll = if failures > 0 { worker::backoff(failures).min(interval) } else { jittered(interval) };
+        let mut next_poll =
+            if fetch_failures > 0 { worker::backoff(fetch_failures).min(interval) } else { jittered(interval) };
+        if evaluate_failures > 0 {
+            next_poll = next_poll.min(worker::backoff(evaluate_failures));
+        }
+
+        // Come round often enough that the watchdog sees the loop alive.
+        let tick = sd_notify::watchdog_enabled().map(|d| d / 3).unwrap_or(Duration::from_secs(3600));
         tokio::select! {
             trigger = rx.recv() => {
                 // Debounce: a push touches several files; take them as one.
@@ -261,16 +433,21 @@ pub async fn run(mut config: Config) -> Result<(), String> {
                 for t in all.into_iter().flatten() {
                     match t {
                         Trigger::Fetch(_) => fetch = true,
-                        Trigger::Reevaluate(_) => reevaluate = true,
+                        Trigger::Reevaluate(_) => {
+                            reevaluate = true;
+                            rejected = None;
+                        }
                     }
                 }
             }
             _ = tokio::time::sleep(next_poll) => {
                 fetch = true;
-                // Windows open with the clock, not with commits.
-                reevaluate = true;
+                // Windows open with the clock, not with commits; a rejected head stays rejected.
+                reevaluate = rejected.is_none() || rejected != revision || evaluate_failures > 0;
             }
-            _ = tokio::time::sleep(watchdog) => {}
+            _ = tokio::time::sleep(tick) => {}
+            // Round again to probe the state database.
+            _ = tokio::time::sleep(STORE_RETRY), if shared.store.usable() && shared.store.problem().is_some() => {}
             // Proxy and TLS material (certificates, keys, the proxy password) read again.
             _ = sighup.recv() => match shared.network.reload(&shared.config.file) {
                 Ok(()) => {
@@ -285,8 +462,9 @@ pub async fn run(mut config: Config) -> Result<(), String> {
     }
 
     info!("Stopping: in-flight applies may finish.");
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    let _ = stop.send(true);
+    notify(&[sd_notify::NotifyState::Stopping]);
+    // Receivers only go away with the workers, which are stopping anyway.
+    stop.send_replace(true);
     let handles: Vec<_> = workers.into_values().map(|(_, h)| h).collect();
     if tokio::time::timeout(shared.config.shutdown_timeout, futures::future::join_all(handles)).await.is_err() {
         warn!(timeout = ?shared.config.shutdown_timeout, "Applies still running at the shutdown timeout; leaving them.");
@@ -294,66 +472,149 @@ pub async fn run(mut config: Config) -> Result<(), String> {
     Ok(())
 }
 
+fn lock(source: &Mutex<RepoSource>) -> std::sync::MutexGuard<'_, RepoSource> {
+    // A panic while reading Git leaves nothing half-changed in RepoSource worth refusing over.
+    source.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn notify(states: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        warn!(error = %e, "Cannot notify systemd.");
+    }
+}
+
+/// Runs blocking work on a blocking thread; a panic in it comes back as an error.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, guard::Panic> {
+    match tokio::task::spawn_blocking(move || guard::catch(work)).await {
+        Ok(result) => result,
+        // Blocking tasks are not cancelled; a failed join is the panic already caught inside.
+        Err(e) => Err(guard::Panic { message: e.to_string(), location: "spawn_blocking".into() }),
+    }
+}
+
+/// Awaits bounded work (a fetch), counting the wait as progress: the loop is alive, waiting.
+async fn fed<T>(shared: &Shared, work: impl Future<Output = T>) -> T {
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = tick.tick() => shared.progress(),
+        }
+    }
+}
+
+/// Pings the systemd watchdog while the main loop makes progress, from a thread of its own: a
+/// notification socket that is slow to take datagrams blocks this thread, never the loop. An
+/// evaluation that is still working through clusters counts as progress (it notes each one); a
+/// loop stuck on anything else, or a runtime thread that no longer runs, does not, and systemd
+/// restarts the daemon.
+fn feed_watchdog(shared: Arc<Shared>, every: Duration) {
+    let spawned = std::thread::Builder::new().name("watchdog".into()).spawn(move || {
+        loop {
+            std::thread::sleep(every / 3);
+            if shared.since_progress() < STALL.max(every) {
+                notify(&[sd_notify::NotifyState::Watchdog]);
+            } else {
+                warn!(stalled = ?shared.since_progress(), "The main loop makes no progress; not feeding the watchdog.");
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        warn!(error = %e, "Cannot start the watchdog thread; systemd will restart the daemon.");
+    }
+}
+
+/// Loads, plans and decides the head on a blocking thread; a panic rejects the revision.
+async fn evaluate_head(
+    shared: &Arc<Shared>,
+    source: &Arc<Mutex<RepoSource>>,
+    head: &str,
+    running: HashSet<String>,
+) -> Result<Vec<Outcome>, EvaluateError> {
+    let (work_shared, source, work_head) = (shared.clone(), source.clone(), head.to_string());
+    let result = blocking(move || {
+        let git = lock(&source).git_source().map_err(|e| match e {
+            git::GitError::Source(source) => EvaluateError::Source { revision: work_head.clone(), source },
+            other => EvaluateError::Source {
+                revision: work_head.clone(),
+                source: crate::source::SourceError::Git(other.to_string()),
+            },
+        })?;
+        evaluate::evaluate(&work_shared, &git, &work_head, &running)
+    })
+    .await;
+    match result {
+        Ok(result) => result,
+        Err(panic) => {
+            shared.metrics.panicked("evaluate");
+            Err(EvaluateError::Panicked { revision: head.to_string(), panic })
+        }
+    }
+}
+
 fn jittered(interval: Duration) -> Duration {
     interval.mul_f64(0.9 + fastrand::f64() * 0.2)
 }
 
-/// Hands evaluation outcomes to the workers, starting and stopping workers as clusters come and go.
-async fn dispatch(
+/// The worker of `name`, started when there is none (or it ended).
+fn worker<'w>(
     shared: &Arc<Shared>,
-    outcomes: Vec<Outcome>,
-    workers: &mut HashMap<String, (mpsc::Sender<Msg>, tokio::task::JoinHandle<()>)>,
+    workers: &'w mut Workers,
+    name: &str,
     stopped: &watch::Receiver<bool>,
-) {
+) -> &'w Mailbox {
+    let stale = workers.get(name).is_some_and(|(_, handle)| handle.is_finished());
+    if stale {
+        warn!(cluster = %name, "The cluster's worker ended; starting it again.");
+        workers.remove(name);
+    }
+    &workers
+        .entry(name.to_string())
+        .or_insert_with(|| Worker::spawn(name.to_string(), shared.clone(), stopped.clone()))
+        .0
+}
+
+/// Hands evaluation outcomes to the workers, starting and stopping workers as clusters come and
+/// go. Never waits: a worker busy with a slow cluster finds the newest desired state in its
+/// mailbox when it is done.
+fn dispatch(shared: &Arc<Shared>, outcomes: Vec<Outcome>, workers: &mut Workers, stopped: &watch::Receiver<bool>) {
     let present: HashSet<String> = outcomes.iter().map(|o| o.cluster.clone()).collect();
     for outcome in outcomes {
         let name = outcome.cluster.clone();
         match &outcome.pending {
-            Some(p) => {
-                let _ = shared.store.set_pending(p);
-            }
-            None => {
-                let _ = shared.store.clear_pending(&name);
-            }
-        }
-        if let Some((message, revision)) = outcome.error.as_ref().zip(outcome.revision.as_deref()) {
-            warn!(cluster = %name, error = %message, "Cluster does not render at this revision; it keeps what it runs.");
-            let _ = shared.store.set_sync(&name, "error", Some(message), None);
-            shared.report(
-                &name,
-                revision,
-                crate::report::State::Error,
-                &format!("does not render: {}", first_problem(message)),
+            Some(p) => shared.stored("record a pending update", shared.store.set_pending(p)),
+            None => shared.stored("clear a pending update", shared.store.clear_pending(&name)),
+        };
+        if let Some((problem, revision)) = outcome.problem.as_ref().zip(outcome.revision.as_deref()) {
+            warn!(cluster = %name, error = %problem, "Cluster does not render at this revision; it keeps what it runs.");
+            let message = problem.to_string();
+            shared.stored(
+                "record a cluster that does not render",
+                shared.store.set_sync(&name, Sync::Error, Some(&message), Some(revision)),
             );
+            shared.report(&name, revision, crate::report::State::Error, &problem.summary());
         }
         if let Some(p) = &outcome.pending {
             shared.report(&name, &p.head_revision, crate::report::State::Pending, &p.summary);
         }
         if let Some(job) = outcome.job {
-            let (tx, _) = workers
-                .entry(name.clone())
-                .or_insert_with(|| Worker::spawn(name.clone(), shared.clone(), stopped.clone()));
-            let _ = tx.send(Msg::Run(Box::new(job))).await;
+            worker(shared, workers, &name, stopped).send(Msg::Run(Box::new(job)));
         }
     }
     shared.touch();
     // Clusters whose file left the repository.
-    let known: Vec<String> = shared
-        .store
-        .clusters()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|c| c.sync != "removed")
-        .map(|c| c.name)
-        .collect();
-    for name in known.into_iter().filter(|n| !present.contains(n)) {
+    let Some(known) = shared.stored("list clusters", shared.store.clusters()) else { return };
+    for state in known.into_iter().filter(|c| c.sync != Sync::Removed && !present.contains(&c.name)) {
+        let name = state.name;
         info!(cluster = %name, prune = shared.config.prune_removed_clusters, "Cluster file removed: no longer managed.");
         match workers.remove(&name) {
-            Some((tx, _)) => {
-                let _ = tx.send(Msg::Remove { prune: shared.config.prune_removed_clusters }).await;
-            }
+            Some((mailbox, _)) => mailbox.send(Msg::Remove { prune: shared.config.prune_removed_clusters }),
             None => {
-                let _ = shared.store.set_sync(&name, "removed", Some("cluster file removed"), None);
+                shared.stored(
+                    "record a removed cluster",
+                    shared.store.set_sync(&name, Sync::Removed, Some("cluster file removed"), None),
+                );
             }
         }
     }
@@ -364,56 +625,110 @@ async fn dispatch(
 async fn dispatch_from_store(
     shared: &Arc<Shared>,
     source: &Arc<Mutex<RepoSource>>,
-    workers: &mut HashMap<String, (mpsc::Sender<Msg>, tokio::task::JoinHandle<()>)>,
+    workers: &mut Workers,
     stopped: &watch::Receiver<bool>,
 ) {
-    let states = shared.store.clusters().unwrap_or_default();
-    let shared2 = shared.clone();
-    let source = source.clone();
-    let outcomes = tokio::task::spawn_blocking(move || {
-        let git = source.lock().expect("source lock").git_source().ok()?;
-        let mut outcomes = Vec::new();
-        for state in states.into_iter().filter(|s| s.sync != "removed") {
+    let Some(states) = shared.stored("list clusters", shared.store.clusters()) else { return };
+    let (work_shared, source) = (shared.clone(), source.clone());
+    let jobs = blocking(move || {
+        let git = lock(&source).git_source().ok()?;
+        let mut jobs = Vec::new();
+        for state in states.into_iter().filter(|s| s.sync != Sync::Removed) {
+            work_shared.progress();
             let (Some(rev), Some(crev)) = (state.profile_revision.clone(), state.cluster_revision.clone()) else {
                 continue;
             };
-            let (Ok(snap), Ok(csnap)) = (git.snapshot(&rev), git.snapshot(&crev)) else { continue };
-            let (Ok(model), Ok(cmodel)) =
-                (crate::repo::load(snap.tree.as_ref()), crate::repo::load(csnap.tree.as_ref()))
-            else {
-                continue;
-            };
-            let Some(cluster) = cmodel.clusters.get(&state.name) else { continue };
-            let Ok(target) = shared2.config.target(&state.name, &cluster.target).cloned() else { continue };
-            let tools = SystemTools::default();
-            let Ok(set) = Renderer::new(snap.tree.as_ref(), &model, &tools).render(cluster) else { continue };
-            outcomes.push(Outcome {
-                cluster: state.name.clone(),
-                revision: None,
-                job: Some(Job {
+            // One cluster that cannot be rendered again (or crashes doing so) does not keep the others from starting.
+            let job = guard::catch(|| {
+                let (snap, csnap) = (git.snapshot(&rev).ok()?, git.snapshot(&crev).ok()?);
+                let (model, cmodel) =
+                    (crate::repo::load(snap.tree.as_ref()).ok()?, crate::repo::load(csnap.tree.as_ref()).ok()?);
+                let cluster = cmodel.clusters.get(&state.name)?;
+                let target = work_shared.config.target(&state.name, &cluster.target).ok()?.clone();
+                let tools = SystemTools::default();
+                let set = Renderer::new(snap.tree.as_ref(), &model, &tools).render(cluster).ok()?;
+                Some(Job {
                     set: set.pack(),
-                    profile_revision: Some(rev),
-                    cluster_revision: Some(crev),
+                    profile_revision: Some(rev.clone()),
+                    cluster_revision: Some(crev.clone()),
                     target,
                     drift: cluster.drift,
                     deferred: None,
-                }),
-                pending: shared2.store.pending(&state.name).ok().flatten(),
-                error: None,
+                })
             });
+            if let Ok(Some(job)) = job {
+                jobs.push((state.name.clone(), job));
+            }
         }
-        Some(outcomes)
+        Some(jobs)
     })
     .await
     .ok()
     .flatten()
     .unwrap_or_default();
-    for outcome in outcomes {
-        if let Some(job) = outcome.job {
-            let (tx, _) = workers
-                .entry(outcome.cluster.clone())
-                .or_insert_with(|| Worker::spawn(outcome.cluster.clone(), shared.clone(), stopped.clone()));
-            let _ = tx.send(Msg::Run(Box::new(job))).await;
+    for (name, job) in jobs {
+        worker(shared, workers, &name, stopped).send(Msg::Run(Box::new(job)));
+    }
+}
+
+/// Before the first evaluation: clusters the store knows nothing about (a new state directory,
+/// or one recovered from corruption) take what they run from the inventory strata keeps in each
+/// cluster, so an update held before stays held instead of applying as if the cluster were new.
+/// Bounded by [`SEED_TIMEOUT`]; a cluster that does not answer in time counts as new.
+async fn seed_from_inventories(shared: &Arc<Shared>, source: &Arc<Mutex<RepoSource>>, head: &str) {
+    let Some(states) = shared.stored("list clusters", shared.store.clusters()) else { return };
+    let known: HashSet<String> = states.into_iter().filter(|s| s.digest.is_some()).map(|s| s.name).collect();
+    let (work_shared, source, head) = (shared.clone(), source.clone(), head.to_string());
+    let unknown: Vec<(String, TargetConfig)> = blocking(move || {
+        let git = lock(&source).git_source().ok()?;
+        let model = crate::repo::load(git.snapshot(&head).ok()?.tree.as_ref()).ok()?;
+        Some(
+            model
+                .clusters
+                .iter()
+                .filter(|(name, _)| !known.contains(*name))
+                .filter_map(|(name, c)| Some((name.clone(), work_shared.config.target(name, &c.target).ok()?.clone())))
+                .collect(),
+        )
+    })
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or_default();
+    if unknown.is_empty() {
+        return;
+    }
+    let network = shared.network.current().network.clone();
+    let reads = stream::iter(unknown.into_iter().map(|(name, config)| {
+        let network = network.clone();
+        async move {
+            let read = async {
+                let target = crate::target::connect(&config, &network).await?;
+                target.read_inventory(&name).await
+            }
+            .await;
+            (name, read)
+        }
+    }))
+    .buffer_unordered(shared.config.cluster_concurrency * 4)
+    .collect::<Vec<_>>();
+    let Ok(read) = tokio::time::timeout(SEED_TIMEOUT, reads).await else {
+        warn!(timeout = ?SEED_TIMEOUT, "Reading the clusters' inventories took too long; clusters not read count as new.");
+        return;
+    };
+    for (name, inventory) in read {
+        match inventory {
+            Ok(Some(inv)) if !inv.digest.is_empty() => {
+                let Some(revision) = inv.revision.as_deref() else { continue };
+                if let Some(true) = shared.stored(
+                    "record what a cluster runs",
+                    shared.store.seed(&name, revision, &inv.digest, &inv.profile, &inv.version),
+                ) {
+                    info!(cluster = %name, revision, profile = %inv.profile, version = %inv.version, "Took what the cluster runs from its inventory.");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => warn!(cluster = %name, error = %e, "Cannot read the cluster's inventory; it counts as new."),
         }
     }
 }
@@ -423,6 +738,7 @@ fn watch_refs(paths: Vec<std::path::PathBuf>, triggers: mpsc::Sender<Trigger>) -
     use notify::{RecursiveMode, Watcher};
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if event.is_ok() {
+            // A full channel already holds a fetch.
             let _ = triggers.try_send(Trigger::Fetch("repository changed".into()));
         }
     })

@@ -127,38 +127,24 @@ impl NetworkState {
 
     /// `/readyz`: the daemon serves its last good revision whatever the network does, so it stays
     /// ready; the body says what is failing. JSON for `strata status`, text for people and probes.
-    pub fn readiness(&self, ready: bool, json: bool) -> (u16, String) {
-        let code = if ready { 200 } else { 503 };
+    /// `/readyz`'s answer: the daemon's own verdict (`Err(why)` while not ready), with what the
+    /// network is failing at — which never makes the daemon unready on its own: the last good
+    /// revision keeps serving. As text, or JSON for `strata status`.
+    pub fn readiness(&self, verdict: Result<(), &str>, json: bool) -> (u16, String) {
+        let code = if verdict.is_ok() { 200 } else { 503 };
         let problems = self.problems();
         if json {
-            let body = serde_json::json!({ "ready": ready, "problems": problems });
+            let body = serde_json::json!({ "ready": verdict.is_ok(), "reason": verdict.err(), "problems": problems });
             return (code, serde_json::to_string_pretty(&body).expect("serialises"));
         }
-        let mut text = if ready { "ready\n" } else { "starting\n" }.to_string();
+        let mut text = match verdict {
+            Ok(()) => "ready\n".to_string(),
+            Err(why) => format!("{why}\n"),
+        };
         for p in problems {
             text.push_str(&format!("{}: failing since {} ({}×): {}\n", p.source, p.since, p.failures, p.message));
         }
         (code, text)
-    }
-
-    /// The problems as an HTML notice for the status view (empty when all is well).
-    pub fn notice_html(&self, esc: impl Fn(&str) -> String) -> String {
-        let problems = self.problems();
-        if problems.is_empty() {
-            return String::new();
-        }
-        let items: String = problems
-            .iter()
-            .map(|p| {
-                format!(
-                    "<li><strong>{}</strong> failing since {}: {}</li>",
-                    esc(p.source),
-                    esc(&p.since),
-                    esc(&p.message)
-                )
-            })
-            .collect();
-        format!("<section class=\"problems\" role=\"alert\"><h2>Network problems</h2><ul>{items}</ul></section>")
     }
 }
 
@@ -180,20 +166,19 @@ mod tests {
     #[test]
     fn failures_are_kept_until_recovery_and_shown_in_readyz() {
         let state = state();
-        assert_eq!(state.readiness(true, false), (200, "ready\n".to_string()));
+        assert_eq!(state.readiness(Ok(()), false), (200, "ready\n".to_string()));
         state.failed(REPOSITORY, "GET https://git.example/x: connection refused");
         state.failed(REPOSITORY, "GET https://git.example/x: TLS: untrusted");
-        let (code, text) = state.readiness(true, false);
+        let (code, text) = state.readiness(Ok(()), false);
         assert_eq!(code, 200, "the last good revision keeps serving");
         assert!(text.starts_with("ready\nrepository: failing since "), "{text}");
         assert!(text.contains("(2×): GET https://git.example/x: TLS: untrusted"), "{text}");
-        let (_, json) = state.readiness(true, true);
+        let (_, json) = state.readiness(Ok(()), true);
         let json: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(json["problems"][0]["source"], "repository");
         assert_eq!(json["problems"][0]["failures"], 2);
-        assert!(state.notice_html(|s| s.replace('<', "&lt;")).contains("TLS: untrusted"));
+        assert_eq!(state.readiness(Err("starting"), false).0, 503);
         state.recovered(REPOSITORY);
         assert!(state.problems().is_empty());
-        assert_eq!(state.notice_html(|s| s.to_string()), "");
     }
 }

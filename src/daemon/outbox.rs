@@ -67,6 +67,9 @@ impl Sink {
     }
 }
 
+/// How soon the outbox is read again after the state database failed.
+const STORE_RETRY: Duration = Duration::from_secs(30);
+
 fn count(shared: &Shared, result: &str) {
     shared.metrics.result(&shared.metrics.deliveries, result);
 }
@@ -83,11 +86,16 @@ pub async fn run(shared: Arc<Shared>, sink: Sink, wake: Arc<Notify>, mut stop: w
                 _ = stop.changed() => return,
             }
         }
-        let due = shared.store.due(now_ms(), 50).unwrap_or_default();
+        let Some(due) = shared.stored("read the outbox", shared.store.due(now_ms(), 50)) else {
+            // The state database failed: look again soon rather than after the idle hour.
+            paused_until = Some(Instant::now() + STORE_RETRY);
+            continue;
+        };
         if due.is_empty() {
-            let wait = match shared.store.next_due() {
-                Ok(Some(at)) => Duration::from_millis((at - now_ms()).max(0) as u64),
-                _ => Duration::from_secs(3600),
+            let wait = match shared.stored("read the outbox", shared.store.next_due()) {
+                Some(Some(at)) => Duration::from_millis((at - now_ms()).max(0) as u64),
+                Some(None) => Duration::from_secs(3600),
+                None => STORE_RETRY,
             };
             tokio::select! {
                 _ = wake.notified() => {}
@@ -121,12 +129,16 @@ pub async fn run(shared: Arc<Shared>, sink: Sink, wake: Arc<Notify>, mut stop: w
             match result {
                 Ok(()) => {
                     count(&shared, "delivered");
-                    let _ = shared.store.delivered(status);
+                    // Not recorded: delivered again later, which the forge takes as the same status.
+                    shared.stored("record a delivered status", shared.store.delivered(status));
                 }
                 Err(Failure::Later(wait, message)) => {
                     count(&shared, "rate_limited");
                     warn!(context = %status.context, revision = %status.revision, wait = ?wait, "{message}");
-                    let _ = shared.store.retry(status, now_ms() + wait.as_millis() as i64, &message);
+                    shared.stored(
+                        "reschedule a status",
+                        shared.store.retry(status, now_ms() + wait.as_millis() as i64, &message),
+                    );
                     paused_until = Some(Instant::now() + wait);
                     break;
                 }
@@ -134,14 +146,17 @@ pub async fn run(shared: Arc<Shared>, sink: Sink, wake: Arc<Notify>, mut stop: w
                     count(&shared, "failed");
                     let wait = super::worker::backoff(queued.attempts + 1);
                     warn!(context = %status.context, error = %message, retry_in = ?wait, "Status delivery failed; it stays queued.");
-                    let _ = shared.store.retry(status, now_ms() + wait.as_millis() as i64, &message);
+                    shared.stored(
+                        "reschedule a status",
+                        shared.store.retry(status, now_ms() + wait.as_millis() as i64, &message),
+                    );
                     paused_until = Some(Instant::now() + wait);
                     break;
                 }
                 Err(Failure::Refused(message)) => {
                     count(&shared, "refused");
                     error!(context = %status.context, error = %message, "Status refused by the forge; retrying in 5 minutes.");
-                    let _ = shared.store.retry(status, now_ms() + 300_000, &message);
+                    shared.stored("reschedule a status", shared.store.retry(status, now_ms() + 300_000, &message));
                 }
             }
         }

@@ -14,25 +14,30 @@ use crate::render::tools::SystemTools;
 /// Posts a plan for every pull-request head that changed since it was last planned. Heads seen on
 /// the first fetch are taken as a baseline, so old (possibly closed) pull requests are left alone.
 pub async fn plan_pull_requests(shared: &Arc<Shared>, source: &Arc<Mutex<RepoSource>>, base: &str) {
-    let heads = source.lock().expect("source lock").pull_heads();
-    let baseline = shared.store.meta("pull-requests-baseline").ok().flatten().is_none();
+    let heads = source.lock().unwrap_or_else(|p| p.into_inner()).pull_heads();
+    let Some(baseline) = shared.stored("read the pull-request baseline", shared.store.meta("pull-requests-baseline"))
+    else {
+        return;
+    };
+    let baseline = baseline.is_none();
     for (number, head) in heads {
         let key = format!("pull-request:{number}");
-        if shared.store.meta(&key).ok().flatten().as_deref() == Some(head.as_str()) {
+        let Some(planned) = shared.stored("read a pull request's head", shared.store.meta(&key)) else { continue };
+        if planned.as_deref() == Some(head.as_str()) {
             continue;
         }
         if baseline {
-            let _ = shared.store.set_meta(&key, &head);
+            shared.stored("record a pull request's head", shared.store.set_meta(&key, &head));
             continue;
         }
         let planned = {
             let (source, base, head) = (source.clone(), base.to_string(), head.clone());
             tokio::task::spawn_blocking(move || -> Result<(String, String), String> {
-                let git = source.lock().expect("source lock").git_source()?;
+                let git = source.lock().unwrap_or_else(|p| p.into_inner()).git_source().map_err(|e| e.to_string())?;
                 let (b, h) =
                     (git.snapshot(&base).map_err(|e| e.to_string())?, git.snapshot(&head).map_err(|e| e.to_string())?);
-                let hm = crate::repo::load(h.tree.as_ref())
-                    .map_err(|d| format!("does not load: {}", first_problem(&d.to_string())))?;
+                let hm =
+                    crate::repo::load(h.tree.as_ref()).map_err(|d| format!("does not load: {}", first_problem(&d)))?;
                 let changes = git.changes(&b, &h).map_err(|e| e.to_string())?;
                 let bm = crate::repo::load_reusing(b.tree.as_ref(), &hm, &changes).map_err(|d| d.to_string())?;
                 let tools = SystemTools::default();
@@ -46,7 +51,7 @@ pub async fn plan_pull_requests(shared: &Arc<Shared>, source: &Arc<Mutex<RepoSou
                     &tools,
                     &crate::redact::Redactor::random(),
                 )
-                .map_err(|d| format!("does not render: {}", first_problem(&d.to_string())))?;
+                .map_err(|d| format!("does not render: {}", first_problem(&d)))?;
                 Ok((plan.summary(), crate::plan::format::markdown(&plan)))
             })
             .await
@@ -82,7 +87,7 @@ pub async fn plan_pull_requests(shared: &Arc<Shared>, source: &Arc<Mutex<RepoSou
         match posted {
             Ok(_) => {
                 info!(pull_request = number, head = %head, "Plan posted.");
-                let _ = shared.store.set_meta(&key, &head);
+                shared.stored("record a pull request's head", shared.store.set_meta(&key, &head));
             }
             Err(e) => {
                 warn!(pull_request = number, error = %e, "Posting a pull-request plan failed; trying again on the next fetch.")
@@ -90,6 +95,6 @@ pub async fn plan_pull_requests(shared: &Arc<Shared>, source: &Arc<Mutex<RepoSou
         }
     }
     if baseline {
-        let _ = shared.store.set_meta("pull-requests-baseline", "1");
+        shared.stored("record the pull-request baseline", shared.store.set_meta("pull-requests-baseline", "1"));
     }
 }

@@ -1,16 +1,32 @@
 //! The daemon's state, in SQLite (WAL) under the state directory.
 //!
+//! ```text
+//!   evaluate, workers, outbox, API ──> Store ──> state_dir/strata.db
+//!                                        │
+//!                                        └── every failure: a StoreError (logged by the caller),
+//!                                            remembered for /readyz, counted by kind
+//! ```
+//!
 //! What it keeps is what Git and the clusters cannot tell again: which revision each cluster last
 //! had applied (and so what a pending update is relative to), approvals with who and when,
-//! suspensions, drift findings and a history of applies. Every write is one transaction, so a
-//! `kill -9` at any moment leaves either the old or the new row; on restart the daemon
-//! re-derives the rest from Git and the clusters' inventories.
+//! suspensions, drift findings and a bounded history of applies. Every write is one transaction,
+//! so a `kill -9` at any moment leaves either the old or the new row. The file's integrity is
+//! checked when it is opened (`PRAGMA quick_check`); a corrupt file is never written to, and
+//! [`recover`] moves it aside, salvaging what it can still read.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use rusqlite::types::Type;
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 use serde::Serialize;
+
+use super::decide::Hold;
+use super::metrics::KindLabel;
+use super::state::{Health, RevisionState, Sync, Verdict};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS clusters (
@@ -81,6 +97,14 @@ CREATE TABLE IF NOT EXISTS outbox (
     last_error TEXT,
     PRIMARY KEY (revision, context)
 );
+CREATE TABLE IF NOT EXISTS revision (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    head TEXT NOT NULL,
+    verdict TEXT NOT NULL,
+    message TEXT,
+    at INTEGER NOT NULL,
+    last_good TEXT
+);
 CREATE TABLE IF NOT EXISTS delivered (
     revision TEXT NOT NULL,
     context TEXT NOT NULL,
@@ -89,6 +113,7 @@ CREATE TABLE IF NOT EXISTS delivered (
     at INTEGER NOT NULL,
     PRIMARY KEY (revision, context)
 );
+CREATE INDEX IF NOT EXISTS delivered_at ON delivered (at);
 ";
 
 /// Changes to what is stored, in order; `PRAGMA user_version` counts those a database has had.
@@ -113,7 +138,7 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
 }
 
 /// What a cluster last had applied, and how it is doing.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ClusterState {
     pub name: String,
     /// The revision whose profile content is applied.
@@ -125,11 +150,9 @@ pub struct ClusterState {
     pub profile: Option<String>,
     pub version: Option<String>,
     pub applied_at: Option<i64>,
-    /// new | applying | applied | failed | unhealthy | suspended | removed
-    pub sync: String,
+    pub sync: Sync,
     pub message: Option<String>,
-    /// ready | progressing | failed | unknown
-    pub health: Option<String>,
+    pub health: Option<Health>,
     pub drifted: i64,
     pub suspended: bool,
 }
@@ -139,8 +162,7 @@ pub struct Pending {
     pub cluster: String,
     pub base_revision: String,
     pub head_revision: String,
-    /// JSON of [`super::decide::Hold`].
-    pub hold: String,
+    pub hold: Hold,
     pub summary: String,
     pub diff: String,
     pub since: i64,
@@ -166,13 +188,22 @@ pub struct DriftRow {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct HistoryRow {
     pub revision: Option<String>,
-    pub result: String,
+    pub result: Sync,
     pub summary: String,
     pub at: i64,
 }
 
-pub struct Store {
-    db: Mutex<Connection>,
+/// A successful apply, as [`Store::record_applied`] keeps it.
+pub struct Applied<'a> {
+    pub profile_revision: Option<&'a str>,
+    pub cluster_revision: Option<&'a str>,
+    pub digest: &'a str,
+    pub profile: &'a str,
+    pub version: &'a str,
+    /// `Applied`, or `Unhealthy` when some workloads did not become ready in time.
+    pub sync: Sync,
+    pub health: Health,
+    pub summary: &'a str,
 }
 
 /// A cluster and its pending update, for the fleet page and the API's listing.
@@ -185,14 +216,96 @@ pub struct Queued {
     pub attempts: u32,
 }
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+/// History rows kept per cluster: what the status view and the API show (the newest 50).
+pub const HISTORY_KEPT: usize = 50;
+
+/// Delivered statuses are remembered this long, so one the forge already shows is not written
+/// again; statuses for the revisions clusters run or hold are kept whatever their age.
+pub const DELIVERED_KEPT_SECS: i64 = 30 * 86_400;
+
+/// The database file under the state directory.
+pub const FILE: &str = "strata.db";
+
+/// Why the state database could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create the state directory {}: {source}", dir.display())]
+    Directory {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "state database {} is corrupt ({detail}); strata reconciles nothing until it is recovered: stop strata, run `strata recover-state --config <strata.yaml>`, start it again (README: \"Recovering the state database\")",
+        path.display()
+    )]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("state database {}: {source}{}", path.display(), hint(source))]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
 }
 
-pub type Result<T> = std::result::Result<T, String>;
+impl StoreError {
+    fn sqlite(path: &Path, source: rusqlite::Error) -> StoreError {
+        match source.sqlite_error_code() {
+            Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
+                StoreError::Corrupt { path: path.to_path_buf(), detail: source.to_string() }
+            }
+            _ => StoreError::Sqlite { path: path.to_path_buf(), source },
+        }
+    }
 
-fn db(e: rusqlite::Error) -> String {
-    format!("state database: {e}")
+    /// A short label for metrics: corrupt, readonly, full, busy, io, other.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreError::Directory { .. } => "io",
+            StoreError::Corrupt { .. } => "corrupt",
+            StoreError::Sqlite { source, .. } => match source.sqlite_error_code() {
+                Some(ErrorCode::ReadOnly) => "readonly",
+                Some(ErrorCode::DiskFull) => "full",
+                Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => "busy",
+                Some(ErrorCode::SystemIoFailure | ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => "io",
+                _ => "other",
+            },
+        }
+    }
+}
+
+/// What to do about a database error, where strata can tell.
+fn hint(e: &rusqlite::Error) -> &'static str {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => {
+            " (check that the user strata runs as can write the file and its directory)"
+        }
+        Some(ErrorCode::DiskFull) => " (the file system is full: free space under the state directory)",
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            " (another process holds it: is a second strata running with this state_dir?)"
+        }
+        Some(ErrorCode::SystemIoFailure) => " (the disk failed a read or write: check the kernel log)",
+        _ => "",
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+pub struct Store {
+    path: PathBuf,
+    /// `None` when the file could not be opened or is corrupt: every call fails with `unusable`.
+    db: Option<Mutex<Connection>>,
+    unusable: Option<String>,
+    /// Corruption found while running: from then on the file is neither read nor written.
+    corrupt: AtomicBool,
+    /// The last failure, until a write succeeds again (corruption stays): what /readyz reports.
+    problem: Mutex<Option<(String, bool)>>,
+    /// Failures by kind, for `/metrics`.
+    errors: Family<KindLabel, Counter>,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// `2026-11-29T13:10:46Z` for Unix seconds (UTC), without a date library.
@@ -216,34 +329,171 @@ pub fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
+/// Opens (creating) the database at `path` and checks its integrity.
+fn connect(path: &Path) -> Result<Connection> {
+    let sqlite = |e| StoreError::sqlite(path, e);
+    let mut conn = Connection::open(path).map_err(sqlite)?;
+    // Only another process (an operator's sqlite3) can hold the lock; the daemon's event loop
+    // waits for it, so not for long.
+    conn.busy_timeout(std::time::Duration::from_secs(1)).map_err(sqlite)?;
+    // Before anything writes: a damaged file is refused, not built upon.
+    let verdicts: Vec<String> = conn
+        .prepare("PRAGMA quick_check")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .map_err(sqlite)?;
+    if verdicts.first().map(String::as_str) != Some("ok") {
+        return Err(StoreError::Corrupt { path: path.to_path_buf(), detail: verdicts.join("; ") });
+    }
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(sqlite)?;
+    // With WAL, NORMAL loses nothing on a process crash (kill -9); FULL would also survive
+    // power loss at a cost in fsyncs the state does not need: Git and the clusters hold the truth.
+    conn.pragma_update(None, "synchronous", "NORMAL").map_err(sqlite)?;
+    conn.execute_batch(SCHEMA).map_err(sqlite)?;
+    migrate(&mut conn).map_err(sqlite)?;
+    Ok(conn)
+}
+
+fn hold_column(r: &rusqlite::Row, at: usize) -> rusqlite::Result<Hold> {
+    let text: String = r.get(at)?;
+    serde_json::from_str(&text).map_err(|e| rusqlite::Error::FromSqlConversionFailure(at, Type::Text, Box::new(e)))
+}
+
 impl Store {
+    /// The state database under `dir`, created when there is none. Fails on a file that is not
+    /// a database or does not pass `PRAGMA quick_check`.
     pub fn open(dir: &Path) -> Result<Store> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create state directory {}: {e}", dir.display()))?;
-        let mut conn = Connection::open(dir.join("strata.db")).map_err(db)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
-        // With WAL, NORMAL loses nothing on a process crash (kill -9); FULL would also survive
-        // power loss at a cost in fsyncs the state does not need: Git and the clusters hold the truth.
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(db)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db)?;
-        conn.execute_batch(SCHEMA).map_err(db)?;
-        migrate(&mut conn).map_err(db)?;
-        Ok(Store { db: Mutex::new(conn) })
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory { dir: dir.to_path_buf(), source })?;
+        let path = dir.join(FILE);
+        let conn = connect(&path)?;
+        Ok(Store {
+            path,
+            db: Some(Mutex::new(conn)),
+            unusable: None,
+            corrupt: AtomicBool::new(false),
+            problem: Mutex::new(None),
+            errors: Family::default(),
+        })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
-        let mut conn = self.db.lock().map_err(|_| "state database lock poisoned".to_string())?;
-        f(&mut conn).map_err(db)
+    /// A store that answers every call with `error`: the daemon keeps serving its health
+    /// endpoints and reports the database as the reason it is not ready, but decides nothing.
+    pub fn unusable(dir: &Path, error: &StoreError) -> Store {
+        let store = Store {
+            path: dir.join(FILE),
+            db: None,
+            unusable: Some(error.to_string()),
+            corrupt: AtomicBool::new(true),
+            problem: Mutex::new(Some((error.to_string(), true))),
+            errors: Family::default(),
+        };
+        store.errors.get_or_create(&KindLabel { kind: error.kind().into() }).inc();
+        store
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Failures by kind, for the daemon's metrics.
+    pub fn error_counter(&self) -> Family<KindLabel, Counter> {
+        self.errors.clone()
+    }
+
+    /// Why the database is not working now: the last failure, until a write succeeds again.
+    /// Corruption and an unusable file stay until the daemon restarts on a recovered database.
+    pub fn problem(&self) -> Option<String> {
+        self.problem.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|(m, _)| m.clone())
+    }
+
+    /// Whether the database can be used at all: it opened, passed its integrity check, and no
+    /// corruption showed since.
+    pub fn usable(&self) -> bool {
+        !self.corrupt.load(Ordering::Relaxed)
+    }
+
+    fn run<T>(&self, write: bool, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let result = match &self.db {
+            Some(db) if self.usable() => {
+                // A panic while holding the lock leaves the connection as SQLite left it: usable.
+                let mut conn = db.lock().unwrap_or_else(|p| p.into_inner());
+                f(&mut conn).map_err(|e| StoreError::sqlite(&self.path, e))
+            }
+            _ => Err(StoreError::Corrupt {
+                path: self.path.clone(),
+                detail: self.unusable.clone().unwrap_or_else(|| "found corrupt while running".into()),
+            }),
+        };
+        let mut problem = self.problem.lock().unwrap_or_else(|p| p.into_inner());
+        match &result {
+            Err(e) => {
+                self.errors.get_or_create(&KindLabel { kind: e.kind().into() }).inc();
+                let sticky = matches!(e, StoreError::Corrupt { .. });
+                if sticky {
+                    // Writing on would build on damaged pages.
+                    self.corrupt.store(true, Ordering::Relaxed);
+                }
+                if problem.as_ref().is_none_or(|(_, was_sticky)| !was_sticky) {
+                    *problem = Some((e.to_string(), sticky));
+                }
+            }
+            Ok(_) if write && problem.as_ref().is_some_and(|(_, sticky)| !sticky) => *problem = None,
+            Ok(_) => {}
+        }
+        result
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
+        self.run(false, f)
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
+        self.run(true, f)
+    }
+
+    /// A small write, to find out whether writing works again after a failure.
+    pub fn probe(&self) -> Result<()> {
+        self.set_meta("probed-at", &now().to_string())
     }
 
     pub fn meta(&self, key: &str) -> Result<Option<String>> {
-        self.with(|c| c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional())
+        self.read(|c| c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional())
     }
 
     pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
-        self.with(|c| {
+        self.write(|c| {
             c.execute(
                 "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
                 [key, value],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// The revision the daemon follows, as last evaluated.
+    pub fn revision(&self) -> Result<Option<RevisionState>> {
+        self.read(|c| {
+            c.query_row("SELECT head, verdict, message, at, last_good FROM revision WHERE id = 1", [], |r| {
+                Ok(RevisionState {
+                    head: r.get(0)?,
+                    verdict: r.get(1)?,
+                    message: r.get(2)?,
+                    at: r.get(3)?,
+                    last_good: r.get(4)?,
+                })
+            })
+            .optional()
+        })
+    }
+
+    /// Records what came of evaluating `head`; a loaded head becomes the last good revision.
+    pub fn set_revision(&self, head: &str, verdict: Verdict, message: Option<&str>) -> Result<()> {
+        let last_good = (verdict == Verdict::Loaded).then_some(head);
+        self.write(|c| {
+            c.execute(
+                "INSERT INTO revision (id, head, verdict, message, at, last_good) VALUES (1, ?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(id) DO UPDATE SET head = ?1, verdict = ?2, message = ?3, at = ?4,
+                   last_good = COALESCE(?5, last_good)",
+                params![head, verdict, message, now(), last_good],
             )
             .map(|_| ())
         })
@@ -270,68 +520,78 @@ impl Store {
 
     pub fn cluster(&self, name: &str) -> Result<Option<ClusterState>> {
         let sql = format!("SELECT {} FROM clusters WHERE name = ?1", Self::COLUMNS);
-        self.with(|c| c.query_row(&sql, [name], Self::row).optional())
+        self.read(|c| c.query_row(&sql, [name], Self::row).optional())
     }
 
     pub fn clusters(&self) -> Result<Vec<ClusterState>> {
         let sql = format!("SELECT {} FROM clusters ORDER BY name", Self::COLUMNS);
-        self.with(|c| c.prepare(&sql)?.query_map([], Self::row)?.collect())
+        self.read(|c| c.prepare(&sql)?.query_map([], Self::row)?.collect())
     }
 
     /// Records a successful apply: what is now running, and a history row, in one transaction.
-    #[allow(clippy::too_many_arguments)]
-    pub fn record_applied(
-        &self,
-        name: &str,
-        profile_revision: Option<&str>,
-        cluster_revision: Option<&str>,
-        digest: &str,
-        profile: &str,
-        version: &str,
-        sync: &str,
-        health: &str,
-        summary: &str,
-    ) -> Result<()> {
+    pub fn record_applied(&self, name: &str, applied: &Applied) -> Result<()> {
         let now = now();
-        self.with(|c| {
+        self.write(|c| {
             let tx = c.transaction()?;
             tx.execute(
                 "INSERT INTO clusters (name, profile_revision, cluster_revision, digest, profile, version, applied_at, sync, message, health, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?7)
                  ON CONFLICT(name) DO UPDATE SET profile_revision = ?2, cluster_revision = ?3, digest = ?4, profile = ?5,
                    version = ?6, applied_at = ?7, sync = ?8, message = ?9, health = ?10, updated_at = ?7",
-                params![name, profile_revision, cluster_revision, digest, profile, version, now, sync, summary, health],
+                params![
+                    name,
+                    applied.profile_revision,
+                    applied.cluster_revision,
+                    applied.digest,
+                    applied.profile,
+                    applied.version,
+                    now,
+                    applied.sync,
+                    applied.summary,
+                    applied.health
+                ],
             )?;
-            tx.execute(
-                "INSERT INTO history (cluster, revision, result, summary, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![name, cluster_revision, sync, summary, now],
-            )?;
+            add_history(&tx, name, applied.cluster_revision, applied.sync, applied.summary, now)?;
             tx.commit()
         })
     }
 
+    /// Takes what a cluster runs from its inventory when the store knows nothing about it (a
+    /// new state directory, or one recovered from corruption): the next evaluation then plans
+    /// from there, so held updates stay held. Returns whether anything was recorded.
+    pub fn seed(&self, name: &str, revision: &str, digest: &str, profile: &str, version: &str) -> Result<bool> {
+        self.write(|c| {
+            c.execute(
+                "INSERT INTO clusters (name, profile_revision, cluster_revision, digest, profile, version, sync, message, updated_at)
+                 VALUES (?1, ?2, ?2, ?3, ?4, ?5, 'applied', 'taken from the cluster''s inventory', ?6)
+                 ON CONFLICT(name) DO UPDATE SET profile_revision = ?2, cluster_revision = ?2, digest = ?3,
+                   profile = ?4, version = ?5, updated_at = ?6
+                 WHERE digest IS NULL",
+                params![name, revision, digest, profile, version, now()],
+            )
+            .map(|n| n > 0)
+        })
+    }
+
     /// Records a state change that is not an apply (applying, failed, removed…).
-    pub fn set_sync(&self, name: &str, sync: &str, message: Option<&str>, revision: Option<&str>) -> Result<()> {
+    pub fn set_sync(&self, name: &str, sync: Sync, message: Option<&str>, revision: Option<&str>) -> Result<()> {
         let now = now();
-        self.with(|c| {
+        self.write(|c| {
             let tx = c.transaction()?;
             tx.execute(
                 "INSERT INTO clusters (name, sync, message, updated_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(name) DO UPDATE SET sync = ?2, message = ?3, updated_at = ?4",
                 params![name, sync, message, now],
             )?;
-            if sync == "failed" || sync == "removed" {
-                tx.execute(
-                    "INSERT INTO history (cluster, revision, result, summary, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![name, revision, sync, message.unwrap_or(""), now],
-                )?;
+            if matches!(sync, Sync::Failed | Sync::Removed | Sync::Error) {
+                add_history(&tx, name, revision, sync, message.unwrap_or(""), now)?;
             }
             tx.commit()
         })
     }
 
     pub fn set_suspended(&self, name: &str, suspended: bool) -> Result<()> {
-        self.with(|c| {
+        self.write(|c| {
             c.execute(
                 "INSERT INTO clusters (name, suspended, updated_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT(name) DO UPDATE SET suspended = ?2, updated_at = ?3",
@@ -343,7 +603,7 @@ impl Store {
 
     /// Replaces the list of objects applied to `cluster` (object, layer, what the last apply did).
     pub fn set_objects(&self, cluster: &str, objects: &[(String, String, String)]) -> Result<()> {
-        self.with(|c| {
+        self.write(|c| {
             let tx = c.transaction()?;
             tx.execute("DELETE FROM objects WHERE cluster = ?1", [cluster])?;
             for (object, layer, action) in objects {
@@ -357,7 +617,7 @@ impl Store {
     }
 
     pub fn objects(&self, cluster: &str) -> Result<Vec<(String, String, String)>> {
-        self.with(|c| {
+        self.read(|c| {
             c.prepare("SELECT object, layer, action FROM objects WHERE cluster = ?1 ORDER BY rowid")?
                 .query_map([cluster], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                 .collect()
@@ -372,7 +632,7 @@ impl Store {
         let sql = format!(
             "SELECT {columns}, {pending} FROM clusters c LEFT JOIN pending p ON p.cluster = c.name ORDER BY c.name"
         );
-        self.with(|c| {
+        self.read(|c| {
             c.prepare(&sql)?
                 .query_map([], |r| {
                     let pending = match r.get::<_, Option<String>>(12)? {
@@ -393,7 +653,7 @@ impl Store {
             cluster: r.get(at)?,
             base_revision: r.get(at + 1)?,
             head_revision: r.get(at + 2)?,
-            hold: r.get(at + 3)?,
+            hold: hold_column(r, at + 3)?,
             summary: r.get(at + 4)?,
             diff: r.get(at + 5)?,
             since: r.get(at + 6)?,
@@ -402,28 +662,29 @@ impl Store {
 
     pub fn pending(&self, cluster: &str) -> Result<Option<Pending>> {
         let sql = format!("SELECT {} FROM pending WHERE cluster = ?1", Self::PENDING);
-        self.with(|c| c.query_row(&sql, [cluster], |r| Self::pending_row(r, 0)).optional())
+        self.read(|c| c.query_row(&sql, [cluster], |r| Self::pending_row(r, 0)).optional())
     }
 
     /// Sets or replaces the cluster's pending update (`since` is kept while the head is the same).
     pub fn set_pending(&self, p: &Pending) -> Result<()> {
-        self.with(|c| {
+        let hold = serde_json::to_string(&p.hold).expect("holds serialise");
+        self.write(|c| {
             c.execute(
                 "INSERT INTO pending (cluster, base_revision, head_revision, hold, summary, diff, since) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT(cluster) DO UPDATE SET base_revision = ?2, hold = ?4, summary = ?5, diff = ?6,
                    since = CASE WHEN head_revision = ?3 THEN since ELSE ?7 END, head_revision = ?3",
-                params![p.cluster, p.base_revision, p.head_revision, p.hold, p.summary, p.diff, p.since],
+                params![p.cluster, p.base_revision, p.head_revision, hold, p.summary, p.diff, p.since],
             )
             .map(|_| ())
         })
     }
 
     pub fn clear_pending(&self, cluster: &str) -> Result<()> {
-        self.with(|c| c.execute("DELETE FROM pending WHERE cluster = ?1", [cluster]).map(|_| ()))
+        self.write(|c| c.execute("DELETE FROM pending WHERE cluster = ?1", [cluster]).map(|_| ()))
     }
 
     pub fn pending_count(&self) -> Result<i64> {
-        self.with(|c| c.query_row("SELECT COUNT(*) FROM pending", [], |r| r.get(0)))
+        self.read(|c| c.query_row("SELECT COUNT(*) FROM pending", [], |r| r.get(0)))
     }
 
     fn approval_row(r: &rusqlite::Row) -> rusqlite::Result<Approval> {
@@ -433,7 +694,7 @@ impl Store {
     pub fn approve(&self, cluster: &str, revision: &str, by: &str) -> Result<Approval> {
         let approval =
             Approval { cluster: cluster.into(), revision: revision.into(), approved_by: by.into(), approved_at: now() };
-        self.with(|c| {
+        self.write(|c| {
             c.execute(
                 "INSERT INTO approvals (cluster, revision, approved_by, approved_at) VALUES (?1, ?2, ?3, ?4)",
                 params![approval.cluster, approval.revision, approval.approved_by, approval.approved_at],
@@ -445,7 +706,7 @@ impl Store {
 
     /// The approval of `revision` for `cluster`, if there is one.
     pub fn approval(&self, cluster: &str, revision: &str) -> Result<Option<Approval>> {
-        self.with(|c| {
+        self.read(|c| {
             c.query_row(
                 "SELECT cluster, revision, approved_by, approved_at FROM approvals WHERE cluster = ?1 AND revision = ?2 ORDER BY id DESC LIMIT 1",
                 [cluster, revision],
@@ -456,7 +717,7 @@ impl Store {
     }
 
     pub fn approvals(&self, cluster: &str) -> Result<Vec<Approval>> {
-        self.with(|c| {
+        self.read(|c| {
             c.prepare(
                 "SELECT cluster, revision, approved_by, approved_at FROM approvals WHERE cluster = ?1 ORDER BY id",
             )?
@@ -467,7 +728,7 @@ impl Store {
 
     /// Replaces the cluster's drift findings with these.
     pub fn set_drift(&self, cluster: &str, findings: &[DriftRow]) -> Result<()> {
-        self.with(|c| {
+        self.write(|c| {
             let tx = c.transaction()?;
             tx.execute("DELETE FROM drift WHERE cluster = ?1", [cluster])?;
             for f in findings {
@@ -482,7 +743,7 @@ impl Store {
     }
 
     pub fn drift(&self, cluster: &str) -> Result<Vec<DriftRow>> {
-        self.with(|c| {
+        self.read(|c| {
             c.prepare(
                 "SELECT object, path, live, desired, found_at FROM drift WHERE cluster = ?1 ORDER BY object, path",
             )?
@@ -504,7 +765,7 @@ impl Store {
     /// no write for what the forge already shows.
     pub fn enqueue(&self, status: &crate::report::Status) -> Result<bool> {
         let now = now();
-        self.with(|c| {
+        self.write(|c| {
             let tx = c.transaction()?;
             let delivered: Option<(String, String)> = tx
                 .query_row(
@@ -531,7 +792,7 @@ impl Store {
 
     /// Statuses due for delivery, oldest first.
     pub fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<Queued>> {
-        self.with(|c| {
+        self.read(|c| {
             c.prepare(
                 "SELECT revision, context, state, description, target_url, attempts FROM outbox
                  WHERE next_attempt_ms <= ?1 ORDER BY created_at, rowid LIMIT ?2",
@@ -555,16 +816,16 @@ impl Store {
 
     /// When the next queued status is due (milliseconds), if any is queued.
     pub fn next_due(&self) -> Result<Option<i64>> {
-        self.with(|c| c.query_row("SELECT MIN(next_attempt_ms) FROM outbox", [], |r| r.get(0)))
+        self.read(|c| c.query_row("SELECT MIN(next_attempt_ms) FROM outbox", [], |r| r.get(0)))
     }
 
     pub fn outbox_len(&self) -> Result<i64> {
-        self.with(|c| c.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0)))
+        self.read(|c| c.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0)))
     }
 
     /// Records a delivery; the queued entry goes unless it changed while being delivered.
     pub fn delivered(&self, status: &crate::report::Status) -> Result<()> {
-        self.with(|c| {
+        self.write(|c| {
             let tx = c.transaction()?;
             tx.execute(
                 "DELETE FROM outbox WHERE revision = ?1 AND context = ?2 AND state = ?3 AND description = ?4",
@@ -581,7 +842,7 @@ impl Store {
 
     /// Puts a queued status off until `next_ms`, noting why.
     pub fn retry(&self, status: &crate::report::Status, next_ms: i64, error: &str) -> Result<()> {
-        self.with(|c| {
+        self.write(|c| {
             c.execute(
                 "UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ?3, last_error = ?4 WHERE revision = ?1 AND context = ?2",
                 params![status.revision, status.context, next_ms, error],
@@ -590,8 +851,9 @@ impl Store {
         })
     }
 
+    /// The newest `limit` history rows of `cluster` (at most [`HISTORY_KEPT`] are kept).
     pub fn history(&self, cluster: &str, limit: usize) -> Result<Vec<HistoryRow>> {
-        self.with(|c| {
+        self.read(|c| {
             c.prepare("SELECT revision, result, summary, at FROM history WHERE cluster = ?1 ORDER BY id DESC LIMIT ?2")?
                 .query_map(params![cluster, limit as i64], |r| {
                     Ok(HistoryRow { revision: r.get(0)?, result: r.get(1)?, summary: r.get(2)?, at: r.get(3)? })
@@ -599,36 +861,186 @@ impl Store {
                 .collect()
         })
     }
+
+    /// Forgets delivered statuses older than [`DELIVERED_KEPT_SECS`], except those for a
+    /// revision some cluster runs or holds (a drift report may still be posted on it). Returns
+    /// how many rows went.
+    pub fn prune_delivered(&self, now: i64) -> Result<usize> {
+        self.write(|c| {
+            c.execute(
+                "DELETE FROM delivered WHERE at < ?1
+                   AND revision NOT IN (SELECT cluster_revision FROM clusters WHERE cluster_revision IS NOT NULL)
+                   AND revision NOT IN (SELECT head_revision FROM pending)",
+                [now - DELIVERED_KEPT_SECS],
+            )
+        })
+    }
+}
+
+/// Adds a history row and drops the cluster's rows beyond the newest [`HISTORY_KEPT`].
+fn add_history(
+    tx: &rusqlite::Transaction,
+    cluster: &str,
+    revision: Option<&str>,
+    result: Sync,
+    summary: &str,
+    at: i64,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO history (cluster, revision, result, summary, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![cluster, revision, result, summary, at],
+    )?;
+    tx.execute(
+        "DELETE FROM history WHERE cluster = ?1 AND id <= (
+           SELECT id FROM history WHERE cluster = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+        params![cluster, HISTORY_KEPT as i64],
+    )?;
+    Ok(())
+}
+
+/// Held by the process that owns the state directory (the daemon, or `strata recover-state`):
+/// two daemons on one state directory would undo each other's decisions.
+pub const LOCK_FILE: &str = "strata.lock";
+
+/// Why the state directory cannot be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("another strata process holds {} (one daemon per state_dir; stop it first)", path.display())]
+    Held { path: PathBuf },
+    #[error("cannot lock {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Takes the state directory for this process until the returned file is dropped.
+pub fn lock(dir: &Path) -> std::result::Result<std::fs::File, LockError> {
+    let path = dir.join(LOCK_FILE);
+    let io = |source| LockError::Io { path: path.clone(), source };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(LockError::Held { path }),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+    }
+}
+
+/// What [`recover`] did.
+#[derive(Debug)]
+pub struct Recovery {
+    /// Where the damaged file went; `None` when it passed its check and was left alone.
+    pub moved_to: Option<PathBuf>,
+    /// Per table: rows copied, and whether it was read to its end.
+    pub salvaged: Vec<(&'static str, usize, bool)>,
+}
+
+/// The tables worth salvaging, with their columns: what neither Git nor the clusters can tell
+/// again (suspensions, approvals, undelivered statuses, which pull requests were planned) and
+/// what each cluster last had applied. The rest is derived again or only shown (drift findings,
+/// history, pending updates, objects, delivered statuses).
+const SALVAGED: [(&str, &str); 4] = [
+    (
+        "clusters",
+        "name, profile_revision, cluster_revision, digest, profile, version, applied_at, sync, message, health, drifted, suspended, updated_at",
+    ),
+    ("approvals", "cluster, revision, approved_by, approved_at"),
+    ("meta", "key, value"),
+    ("outbox", "revision, context, state, description, target_url, created_at, attempts, next_attempt_ms, last_error"),
+];
+
+/// Replaces a corrupt state database with a fresh one holding what can still be read of it. The
+/// damaged file is kept next to it as `strata.db.corrupt-<unix seconds>`. The caller holds the
+/// [`lock`]. A database that passes its check is left as it is.
+pub fn recover(dir: &Path) -> Result<Recovery> {
+    let path = dir.join(FILE);
+    match connect(&path) {
+        Ok(_) => return Ok(Recovery { moved_to: None, salvaged: Vec::new() }),
+        Err(StoreError::Corrupt { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    let moved = dir.join(format!("{FILE}.corrupt-{}", now()));
+    for suffix in ["", "-wal", "-shm"] {
+        let from = PathBuf::from(format!("{}{suffix}", path.display()));
+        let to = PathBuf::from(format!("{}{suffix}", moved.display()));
+        match std::fs::rename(&from, &to) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(StoreError::Directory { dir: dir.to_path_buf(), source }),
+        }
+    }
+    let mut fresh = connect(&path)?;
+    let mut salvaged = Vec::new();
+    let old = Connection::open_with_flags(&moved, OpenFlags::SQLITE_OPEN_READ_ONLY);
+    for (table, columns) in SALVAGED {
+        let (copied, complete) = match &old {
+            Ok(old) => copy_rows(old, &mut fresh, table, columns).map_err(|e| StoreError::sqlite(&path, e))?,
+            Err(_) => (0, false),
+        };
+        salvaged.push((table, copied, complete));
+    }
+    Ok(Recovery { moved_to: Some(moved), salvaged })
+}
+
+/// Copies rows of `table` until the end or the first unreadable page; returns (rows, complete).
+fn copy_rows(from: &Connection, to: &mut Connection, table: &str, columns: &str) -> rusqlite::Result<(usize, bool)> {
+    let width = columns.split(", ").count();
+    let placeholders = vec!["?"; width].join(", ");
+    let tx = to.transaction()?;
+    let mut copied = 0;
+    let complete = {
+        let mut insert = tx.prepare(&format!("INSERT OR IGNORE INTO {table} ({columns}) VALUES ({placeholders})"))?;
+        let Ok(mut select) = from.prepare(&format!("SELECT {columns} FROM {table}")) else { return Ok((0, false)) };
+        let Ok(mut rows) = select.query([]) else { return Ok((0, false)) };
+        loop {
+            match rows.next() {
+                Ok(Some(row)) => {
+                    let values: Vec<rusqlite::types::Value> =
+                        (0..width).map(|i| row.get(i)).collect::<rusqlite::Result<_>>().unwrap_or_default();
+                    if values.len() == width {
+                        copied += insert.execute(rusqlite::params_from_iter(values))?;
+                    }
+                }
+                Ok(None) => break true,
+                Err(_) => break false,
+            }
+        }
+    };
+    tx.commit()?;
+    Ok((copied, complete))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn applied(revision: &str) -> Applied<'_> {
+        Applied {
+            profile_revision: Some(revision),
+            cluster_revision: Some(revision),
+            digest: "sha256:a",
+            profile: "aws-profile",
+            version: "1.0.0",
+            sync: Sync::Applied,
+            health: Health::Ready,
+            summary: "3 created",
+        }
+    }
+
     #[test]
     fn applied_state_pending_updates_and_approvals_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = Store::open(dir.path()).unwrap();
-            store
-                .record_applied(
-                    "aws",
-                    Some("r1"),
-                    Some("r1"),
-                    "sha256:a",
-                    "aws-profile",
-                    "1.0.0",
-                    "applied",
-                    "ready",
-                    "3 created",
-                )
-                .unwrap();
+            store.record_applied("aws", &applied("r1")).unwrap();
             store
                 .set_pending(&Pending {
                     cluster: "aws".into(),
                     base_revision: "r1".into(),
                     head_revision: "r2".into(),
-                    hold: "{\"until\":\"approval\"}".into(),
+                    hold: Hold::Approval,
                     summary: "pending update aws-profile@1.0.0".into(),
                     diff: "-  replicas: 1\n+  replicas: 3\n".into(),
                     since: 100,
@@ -640,7 +1052,9 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let aws = store.cluster("aws").unwrap().unwrap();
         assert_eq!(aws.profile_revision.as_deref(), Some("r1"));
-        assert_eq!(aws.sync, "applied");
+        assert_eq!(aws.sync, Sync::Applied);
+        assert_eq!(aws.health, Some(Health::Ready));
+        assert_eq!(store.pending("aws").unwrap().unwrap().hold, Hold::Approval);
         assert_eq!(store.pending("aws").unwrap().unwrap().head_revision, "r2");
         assert_eq!(store.approval("aws", "r2").unwrap().unwrap().approved_by, "alice");
         assert_eq!(store.approval("aws", "r3").unwrap(), None);
@@ -654,10 +1068,8 @@ mod tests {
         {
             // A state database as versions without redaction left it: user_version 0.
             let store = Store::open(dir.path()).unwrap();
-            store.with(|c| c.pragma_update(None, "user_version", 0)).unwrap();
-            store
-                .record_applied("c", Some("r1"), Some("r1"), "sha256:a", "p", "1.0.0", "applied", "ready", "ok")
-                .unwrap();
+            store.write(|c| c.pragma_update(None, "user_version", 0)).unwrap();
+            store.record_applied("c", &applied("r1")).unwrap();
             let row = DriftRow {
                 object: "Secret/app/db".into(),
                 path: "/data/password".into(),
@@ -670,7 +1082,7 @@ mod tests {
                 cluster: "c".into(),
                 base_revision: "r1".into(),
                 head_revision: "r2".into(),
-                hold: "{}".into(),
+                hold: Hold::Approval,
                 summary: "pending".into(),
                 diff: "-  password: aHVudGVyMg==\n".into(),
                 since: 1,
@@ -684,7 +1096,7 @@ mod tests {
         let c = store.cluster("c").unwrap().unwrap();
         assert_eq!((c.drifted, c.digest.as_deref()), (0, Some("sha256:a")), "what is applied is kept");
         assert_eq!(store.approvals("c").unwrap().len(), 1);
-        assert_eq!(store.with(|c| c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))).unwrap(), 1);
+        assert_eq!(store.read(|c| c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))).unwrap(), 1);
 
         // Migrated once: what is stored from now on stays.
         store
@@ -695,6 +1107,130 @@ mod tests {
             .unwrap();
         drop(store);
         assert_eq!(Store::open(dir.path()).unwrap().drift("c").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn history_keeps_what_is_shown_and_old_delivered_statuses_go_unless_a_cluster_runs_them() {
+        use crate::report::{State, Status};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for _ in 0..HISTORY_KEPT + 10 {
+            store.record_applied("aws", &applied("r1")).unwrap();
+        }
+        store.set_sync("edge", Sync::Failed, Some("unreachable"), Some("r0")).unwrap();
+        assert_eq!(store.history("aws", 1000).unwrap().len(), HISTORY_KEPT);
+        assert_eq!(store.history("edge", 1000).unwrap().len(), 1, "per cluster");
+        for revision in ["r0", "r1"] {
+            store.delivered(&Status::new(revision, "strata/aws".into(), State::Success, "applied", None)).unwrap();
+        }
+        assert_eq!(store.prune_delivered(now()).unwrap(), 0, "recent");
+        assert_eq!(store.prune_delivered(now() + DELIVERED_KEPT_SECS + 1).unwrap(), 1, "r1 is what aws runs");
+        let again = Status::new("r1", "strata/aws".into(), State::Success, "applied", None);
+        assert!(!store.enqueue(&again).unwrap(), "still known as delivered");
+    }
+
+    #[test]
+    fn failures_are_kept_for_readiness_until_a_write_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.problem(), None);
+        let holder = Connection::open(dir.path().join(FILE)).unwrap();
+        holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let e = store.set_suspended("aws", true).unwrap_err();
+        assert_eq!(e.kind(), "busy");
+        let problem = store.problem().unwrap();
+        assert!(problem.contains("strata.db") && problem.contains("another process holds it"), "{problem}");
+        assert_eq!(store.error_counter().get_or_create(&KindLabel { kind: "busy".into() }).get(), 1);
+        holder.execute_batch("COMMIT").unwrap();
+        store.cluster("aws").unwrap();
+        assert!(store.problem().is_some(), "a read proves nothing about writes");
+        store.probe().unwrap();
+        assert_eq!(store.problem(), None);
+    }
+
+    #[test]
+    fn what_an_inventory_says_is_taken_only_for_clusters_the_store_does_not_know() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.set_suspended("edge", true).unwrap();
+        assert!(store.seed("edge", "r1", "sha256:e", "edge-profile", "2.0.0").unwrap());
+        let edge = store.cluster("edge").unwrap().unwrap();
+        assert_eq!((edge.digest.as_deref(), edge.cluster_revision.as_deref()), (Some("sha256:e"), Some("r1")));
+        assert!(edge.suspended, "kept");
+        store.record_applied("aws", &applied("r2")).unwrap();
+        assert!(!store.seed("aws", "r1", "sha256:old", "aws-profile", "1.0.0").unwrap());
+        assert_eq!(store.cluster("aws").unwrap().unwrap().digest.as_deref(), Some("sha256:a"));
+    }
+
+    /// A state database with a few clusters and approvals, and enough drift rows after them
+    /// that its last pages hold nothing else.
+    fn filled(dir: &Path) {
+        let store = Store::open(dir).unwrap();
+        for name in ["aws", "edge", "lab"] {
+            store.record_applied(name, &applied("r1")).unwrap();
+        }
+        store.set_suspended("edge", true).unwrap();
+        store.approve("aws", "r2", "alice").unwrap();
+        let rows: Vec<DriftRow> = (0..5000)
+            .map(|i| DriftRow {
+                object: format!("ConfigMap/default/c{i}"),
+                path: "/data/x".into(),
+                live: Some("\"a\"".into()),
+                desired: Some("\"b\"".into()),
+                found_at: 1,
+            })
+            .collect();
+        store.set_drift("lab", &rows).unwrap();
+        let conn = store.db.as_ref().unwrap().lock().unwrap();
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
+    }
+
+    #[test]
+    fn a_corrupt_file_is_refused_and_recovered_with_what_can_be_read() {
+        let dir = tempfile::tempdir().unwrap();
+        filled(dir.path());
+        let path = dir.path().join(FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let len = bytes.len();
+        for b in &mut bytes[len - 8 * 4096..] {
+            *b = 0x5a;
+        }
+        std::fs::write(&path, bytes).unwrap();
+        let Err(e) = Store::open(dir.path()) else { panic!("a corrupt file opened") };
+        assert_eq!(e.kind(), "corrupt");
+        assert!(e.to_string().contains("strata recover-state"), "{e}");
+        let unusable = Store::unusable(dir.path(), &e);
+        assert!(!unusable.usable() && unusable.clusters().is_err() && unusable.problem().is_some());
+
+        let recovery = recover(dir.path()).unwrap();
+        let moved = recovery.moved_to.expect("moved aside");
+        assert!(moved.exists() && moved.to_string_lossy().contains("strata.db.corrupt-"));
+        assert!(recovery.salvaged.contains(&("clusters", 3, true)), "{:?}", recovery.salvaged);
+        assert!(recovery.salvaged.contains(&("approvals", 1, true)), "{:?}", recovery.salvaged);
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.cluster("edge").unwrap().unwrap().suspended);
+        assert_eq!(store.approval("aws", "r2").unwrap().unwrap().approved_by, "alice");
+        assert!(store.drift("lab").unwrap().is_empty(), "found again at the next check");
+        assert!(recover(dir.path()).unwrap().moved_to.is_none(), "a sound file is left alone");
+    }
+
+    #[test]
+    fn a_file_that_is_no_database_is_recovered_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE), vec![0xffu8; 3 * 4096]).unwrap();
+        assert_eq!(Store::open(dir.path()).err().map(|e| e.kind()), Some("corrupt"));
+        let recovery = recover(dir.path()).unwrap();
+        assert!(recovery.salvaged.iter().all(|(_, rows, complete)| *rows == 0 && !complete), "{:?}", recovery.salvaged);
+        assert!(Store::open(dir.path()).unwrap().clusters().unwrap().is_empty());
+    }
+
+    #[test]
+    fn one_process_owns_a_state_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = lock(dir.path()).unwrap();
+        assert!(matches!(lock(dir.path()), Err(LockError::Held { .. })));
+        drop(held);
+        lock(dir.path()).unwrap();
     }
 
     #[test]
@@ -733,7 +1269,7 @@ mod tests {
             cluster: "c".into(),
             base_revision: "r1".into(),
             head_revision: "r2".into(),
-            hold: "{}".into(),
+            hold: Hold::Window { window: "Sat 02:00-06:00 UTC".into() },
             summary: String::new(),
             diff: String::new(),
             since: 100,

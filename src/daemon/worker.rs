@@ -1,24 +1,34 @@
 //! One worker per cluster: applies the desired set it is given, retries with exponential backoff
 //! and jitter when that fails, and checks drift on an interval, acting as the cluster's policy says.
+//!
+//! ```text
+//!   event loop ──send (never waits)──> Mailbox: the newest desired state replaces a queued one
+//!                                         │
+//!                                         v
+//!   worker ── apply | drift check, each bounded by apply.timeout and caught if it panics
+//! ```
+//!
 //! Workers share nothing but a semaphore bounding how many clusters reconcile at once, so one
-//! failing or slow cluster never delays the others.
+//! failing, slow or unresponsive cluster never delays the others or the event loop.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::Shared;
 use super::evaluate::Deferred;
-use super::store::DriftRow;
-use crate::apply::{self, Action};
+use super::guard::{self, Panic};
+use super::state::{Health, Sync};
+use super::store::{Applied, DriftRow};
+use crate::apply::{self, Action, ChangeSet, ReconcileError};
 use crate::config::TargetConfig;
 use crate::model::DriftPolicy;
 use crate::render::{DesiredSet, PackedSet};
 use crate::report::State;
-use crate::target::{self, AnyTarget};
+use crate::target::{self, AnyTarget, TargetError};
 
 /// What a cluster should run.
 #[derive(Clone, Debug)]
@@ -42,6 +52,78 @@ pub enum Msg {
     Remove {
         prune: bool,
     },
+}
+
+/// What a worker should do next. Sending never waits: a newer desired state replaces one the
+/// worker has not taken yet (it would only apply it to overwrite it), so the event loop goes on
+/// however long a worker is busy with an unresponsive cluster.
+#[derive(Default)]
+pub struct Mailbox {
+    slot: Mutex<Option<Msg>>,
+    wake: Notify,
+}
+
+impl Mailbox {
+    pub fn send(&self, msg: Msg) {
+        let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        // A removal is final: the event loop sends nothing after it.
+        if !matches!(*slot, Some(Msg::Remove { .. })) {
+            *slot = Some(msg);
+        }
+        drop(slot);
+        self.wake.notify_one();
+    }
+
+    /// The newest message. Cancel-safe: a message is taken only by the poll that returns it.
+    pub async fn recv(&self) -> Msg {
+        loop {
+            if let Some(msg) = self.slot.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                return msg;
+            }
+            self.wake.notified().await;
+        }
+    }
+}
+
+/// Why a reconcile (or a drift check) did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("{0}")]
+    Target(#[from] TargetError),
+    #[error("{0}")]
+    Reconcile(#[from] ReconcileError),
+    #[error(
+        "no result within {}s (apply.timeout): stopped where it was, and retried; a target that accepts connections but does not answer looks like this",
+        .0.as_secs()
+    )]
+    TimedOut(Duration),
+    #[error("crashed: {0}")]
+    Crashed(Panic),
+    /// The set the store records the cluster runs could not be rendered again.
+    #[error("{0}")]
+    Render(String),
+}
+
+impl WorkerError {
+    /// For the reconciles metric: failed, timeout, crashed.
+    pub fn label(&self) -> &'static str {
+        match self {
+            WorkerError::Target(_) | WorkerError::Reconcile(_) | WorkerError::Render(_) => "failed",
+            WorkerError::TimedOut(_) => "timeout",
+            WorkerError::Crashed(_) => "crashed",
+        }
+    }
+
+    /// The cluster could not be reached at all (network, TLS, proxy): the commit status is an
+    /// `error` naming what to check, as for a revision that does not render, not a `failure` of
+    /// what was applied.
+    pub fn unreachable(&self) -> bool {
+        matches!(
+            self,
+            WorkerError::Target(TargetError::Unreachable(_))
+                | WorkerError::Reconcile(ReconcileError::Target(TargetError::Unreachable(_)))
+        )
+    }
 }
 
 const BACKOFF_START: Duration = Duration::from_secs(2);
@@ -76,9 +158,10 @@ impl Worker {
         name: String,
         shared: Arc<Shared>,
         shutdown: watch::Receiver<bool>,
-    ) -> (mpsc::Sender<Msg>, tokio::task::JoinHandle<()>) {
-        let (tx, rx) = mpsc::channel(8);
-        let applied = shared.store.cluster(&name).ok().flatten().and_then(|c| c.digest);
+    ) -> (Arc<Mailbox>, tokio::task::JoinHandle<()>) {
+        let mailbox = Arc::new(Mailbox::default());
+        let applied =
+            shared.stored("read what a cluster runs", shared.store.cluster(&name)).flatten().and_then(|c| c.digest);
         let worker = Worker {
             name,
             shared,
@@ -91,17 +174,16 @@ impl Worker {
             next_drift: Instant::now(),
             target: None,
         };
-        (tx, tokio::task::spawn_local(worker.run(rx, shutdown)))
+        (mailbox.clone(), tokio::task::spawn_local(worker.run(mailbox, shutdown)))
     }
 
-    async fn run(mut self, mut rx: mpsc::Receiver<Msg>, mut shutdown: watch::Receiver<bool>) {
+    async fn run(mut self, mailbox: Arc<Mailbox>, mut shutdown: watch::Receiver<bool>) {
         loop {
             let deadline = if self.needs_apply { self.next_attempt } else { self.next_drift };
             tokio::select! {
-                msg = rx.recv() => match msg {
-                    None => break,
-                    Some(Msg::Run(job)) => self.take(*job),
-                    Some(Msg::Remove { prune }) => {
+                msg = mailbox.recv() => match msg {
+                    Msg::Run(job) => self.take(*job),
+                    Msg::Remove { prune } => {
                         self.remove(prune).await;
                         break;
                     }
@@ -121,8 +203,15 @@ impl Worker {
         }
     }
 
+    /// Suspended, or unknown because the state database cannot be read: either way, wait.
     fn suspended(&self) -> bool {
-        self.shared.store.cluster(&self.name).ok().flatten().is_some_and(|c| c.suspended)
+        match self.shared.store.cluster(&self.name) {
+            Ok(state) => state.is_some_and(|c| c.suspended),
+            Err(e) => {
+                warn!(cluster = %self.name, error = %e, "Cannot tell whether the cluster is suspended; not touching it.");
+                true
+            }
+        }
     }
 
     fn take(&mut self, job: Job) {
@@ -136,13 +225,13 @@ impl Worker {
         self.job = Some(job);
     }
 
-    async fn target(&mut self) -> Result<&AnyTarget, String> {
+    async fn target(&mut self) -> Result<&AnyTarget, TargetError> {
         let wanted = &self.job.as_ref().expect("a job").target;
         // A SIGHUP reload of the proxy and TLS material reconnects too.
         let generation = self.shared.network.generation();
         if self.target.as_ref().is_none_or(|(config, made, _)| config != wanted || *made != generation) {
             let network = self.shared.network.current().network.clone();
-            let connected = target::connect(wanted, &network).await.map_err(|e| e.to_string())?;
+            let connected = target::connect(wanted, &network).await?;
             self.target = Some((wanted.clone(), generation, connected));
         }
         Ok(&self.target.as_ref().expect("just set").2)
@@ -161,11 +250,48 @@ impl Worker {
         Ok(job.set.unpack())
     }
 
+    /// Runs `work` against the cluster's target, bounded by `apply.timeout` and with panics
+    /// caught. A reconcile cut short is like one killed: the inventory written before its first
+    /// write keeps every object it may have created tracked.
+    async fn bounded<T, E: Into<WorkerError>>(
+        &mut self,
+        stage: &str,
+        work: impl AsyncFnOnce(&AnyTarget) -> Result<T, E>,
+    ) -> Result<T, WorkerError> {
+        let limit = self.shared.config.reconcile_timeout;
+        let name = self.name.clone();
+        let outcome = tokio::time::timeout(
+            limit,
+            guard::catch_async(async {
+                guard::inject(stage, &name);
+                let target = self.target().await?;
+                work(target).await.map_err(Into::into)
+            }),
+        )
+        .await;
+        match outcome {
+            Ok(Ok(result)) => result,
+            Ok(Err(panic)) => {
+                self.shared.metrics.panicked("worker");
+                // Whatever the connection was in the middle of, start afresh.
+                self.target = None;
+                Err(WorkerError::Crashed(panic))
+            }
+            Err(_) => {
+                self.target = None;
+                Err(WorkerError::TimedOut(limit))
+            }
+        }
+    }
+
     fn failed(&mut self, message: &str, revision: Option<&str>) {
         self.failures += 1;
         let wait = backoff(self.failures);
         warn!(cluster = %self.name, error = %message, retry_in = ?wait, "Reconcile failed.");
-        let _ = self.shared.store.set_sync(&self.name, "failed", Some(message), revision);
+        self.shared.stored(
+            "record a failed reconcile",
+            self.shared.store.set_sync(&self.name, Sync::Failed, Some(message), revision),
+        );
         self.shared.touch();
         self.needs_apply = true;
         self.next_attempt = Instant::now() + wait;
@@ -174,35 +300,40 @@ impl Worker {
     async fn apply(&mut self) {
         let shared = self.shared.clone();
         let _permit = shared.permits.acquire().await;
-        let set = self.desired().await;
         let job = self.job.clone().expect("a job");
         let revision = job.cluster_revision.as_deref();
         info!(cluster = %self.name, revision = revision.unwrap_or("-"), profile = %job.set.profile, version = %job.set.version, "Applying.");
-        let _ = self.shared.store.set_sync(&self.name, "applying", None, revision);
+        shared.stored("record an apply starting", shared.store.set_sync(&self.name, Sync::Applying, None, revision));
         shared.touch();
         let what = format!("{}@{}", job.set.profile, job.set.version);
         if let Some(rev) = revision {
             shared.report(&self.name, rev, State::Pending, &format!("applying {what}"));
         }
         let started = std::time::Instant::now();
-        let options = self.shared.config.apply.clone();
-        let result = match (set, self.target().await) {
-            (Ok(set), Ok(target)) => {
-                apply::reconcile(target, &set, revision, &options).await.map_err(|e| e.to_string())
+        let options = shared.config.apply.clone();
+        let result = match self.desired().await {
+            Ok(set) => {
+                self.bounded("apply", async |target| apply::reconcile(target, &set, revision, &options).await).await
             }
-            (Err(e), _) | (_, Err(e)) => Err(e),
+            Err(e) => Err(WorkerError::Render(e)),
         };
-        self.shared.metrics.reconcile_seconds.observe(started.elapsed().as_secs_f64());
+        shared.metrics.reconcile_seconds.observe(started.elapsed().as_secs_f64());
         match result {
-            Err(message) => {
-                self.shared.metrics.result(&self.shared.metrics.reconciles, "failed");
+            Err(e) => {
+                shared.metrics.result(&shared.metrics.reconciles, e.label());
+                let message = e.to_string();
                 if let Some(rev) = revision {
-                    shared.report(&self.name, rev, State::Failure, &format!("apply of {what} failed: {message}"));
+                    let (state, description) = if e.unreachable() {
+                        (State::Error, message.clone())
+                    } else {
+                        (State::Failure, format!("apply of {what} failed: {message}"))
+                    };
+                    shared.report(&self.name, rev, state, &description);
                 }
                 self.failed(&message, revision);
             }
             Ok(cs) if cs.count(Action::Failed) > 0 => {
-                self.shared.metrics.result(&self.shared.metrics.reconciles, "failed");
+                shared.metrics.result(&shared.metrics.reconciles, "failed");
                 let failed: Vec<String> = cs
                     .objects
                     .iter()
@@ -215,69 +346,83 @@ impl Worker {
                 }
                 self.failed(&message, revision);
             }
-            Ok(cs) => {
-                let (sync, health) =
-                    if cs.unhealthy.is_empty() { ("applied", "ready") } else { ("unhealthy", "progressing") };
-                self.shared.metrics.result(&self.shared.metrics.reconciles, sync);
-                let mut summary = cs.summary();
-                for (id, h) in &cs.unhealthy {
-                    summary.push_str(&format!(
-                        "; {id}: {}",
-                        serde_json::to_value(h).map(|v| v["reason"].to_string()).unwrap_or_default()
-                    ));
-                }
-                info!(cluster = %self.name, result = %summary, millis = cs.millis, "Applied.");
-                if let Some(rev) = revision {
-                    let (state, description) = if cs.unhealthy.is_empty() {
-                        (State::Success, format!("applied {what}: {}", cs.summary()))
-                    } else {
-                        (State::Failure, format!("{what} unhealthy: {summary}"))
-                    };
-                    shared.report(&self.name, rev, state, &description);
-                }
-                let _ = self.shared.store.record_applied(
-                    &self.name,
-                    job.profile_revision.as_deref(),
-                    job.cluster_revision.as_deref(),
-                    &job.set.digest,
-                    &job.set.profile,
-                    &job.set.version,
-                    sync,
-                    health,
-                    &summary,
-                );
-                self.applied = Some(job.set.digest.clone());
-                let objects: Vec<(String, String, String)> = cs
-                    .objects
-                    .iter()
-                    .filter(|o| !matches!(o.action, Action::Pruned | Action::Skipped))
-                    .map(|o| (o.id.to_string(), o.layer.clone(), o.action.to_string()))
-                    .collect();
-                let _ = self.shared.store.set_objects(&self.name, &objects);
-                if cs.unhealthy.is_empty() {
-                    self.needs_apply = false;
-                    self.failures = 0;
-                } else {
-                    // Applied, not yet healthy: look again later.
-                    self.failures += 1;
-                    self.next_attempt = Instant::now() + backoff(self.failures);
-                }
-                self.next_drift = Instant::now() + jitter(self.shared.config.drift_interval);
-                shared.touch();
-            }
+            Ok(cs) => self.applied(&job, &cs),
         }
+    }
+
+    /// Records an apply that ran to its end (healthy or not).
+    fn applied(&mut self, job: &Job, cs: &ChangeSet) {
+        let shared = self.shared.clone();
+        let revision = job.cluster_revision.as_deref();
+        let what = format!("{}@{}", job.set.profile, job.set.version);
+        let (sync, health) = if cs.unhealthy.is_empty() {
+            (Sync::Applied, Health::Ready)
+        } else {
+            (Sync::Unhealthy, Health::Progressing)
+        };
+        shared.metrics.result(&shared.metrics.reconciles, sync.as_str());
+        let mut summary = cs.summary();
+        for (id, h) in &cs.unhealthy {
+            summary.push_str(&format!(
+                "; {id}: {}",
+                serde_json::to_value(h).map(|v| v["reason"].to_string()).unwrap_or_default()
+            ));
+        }
+        info!(cluster = %self.name, result = %summary, millis = cs.millis, "Applied.");
+        if let Some(rev) = revision {
+            let (state, description) = if cs.unhealthy.is_empty() {
+                (State::Success, format!("applied {what}: {}", cs.summary()))
+            } else {
+                (State::Failure, format!("{what} unhealthy: {summary}"))
+            };
+            shared.report(&self.name, rev, state, &description);
+        }
+        let record = Applied {
+            profile_revision: job.profile_revision.as_deref(),
+            cluster_revision: revision,
+            digest: &job.set.digest,
+            profile: &job.set.profile,
+            version: &job.set.version,
+            sync,
+            health,
+            summary: &summary,
+        };
+        if shared.stored("record an apply", shared.store.record_applied(&self.name, &record)).is_none() {
+            // Applied but not recorded: apply again later (nothing changes then) and record it then.
+            self.failures += 1;
+            self.next_attempt = Instant::now() + backoff(self.failures);
+            shared.touch();
+            return;
+        }
+        self.applied = Some(job.set.digest.clone());
+        let objects: Vec<(String, String, String)> = cs
+            .objects
+            .iter()
+            .filter(|o| !matches!(o.action, Action::Pruned | Action::Skipped))
+            .map(|o| (o.id.to_string(), o.layer.clone(), o.action.to_string()))
+            .collect();
+        shared.stored("record the applied objects", shared.store.set_objects(&self.name, &objects));
+        if cs.unhealthy.is_empty() {
+            self.needs_apply = false;
+            self.failures = 0;
+        } else {
+            // Applied, not yet healthy: look again later.
+            self.failures += 1;
+            self.next_attempt = Instant::now() + backoff(self.failures);
+        }
+        self.next_drift = Instant::now() + jitter(shared.config.drift_interval);
+        shared.touch();
     }
 
     async fn check_drift(&mut self) {
         let shared = self.shared.clone();
         let permit = shared.permits.acquire().await;
-        self.next_drift = Instant::now() + jitter(self.shared.config.drift_interval);
-        let set = self.desired().await;
+        self.next_drift = Instant::now() + jitter(shared.config.drift_interval);
         let job = self.job.clone().expect("a job");
-        let options = self.shared.config.apply.clone();
-        let findings = match (set, self.target().await) {
-            (Ok(set), Ok(target)) => apply::detect_drift(target, &set, &options).await.map_err(|e| e.to_string()),
-            (Err(e), _) | (_, Err(e)) => Err(e),
+        let options = shared.config.apply.clone();
+        let findings = match self.desired().await {
+            Ok(set) => self.bounded("drift", async |target| apply::detect_drift(target, &set, &options).await).await,
+            Err(e) => Err(WorkerError::Render(e)),
         };
         let findings = match findings {
             Ok(f) => f,
@@ -297,9 +442,9 @@ impl Worker {
                 found_at: now,
             })
             .collect();
-        let _ = self.shared.store.set_drift(&self.name, &rows);
+        shared.stored("record drift findings", shared.store.set_drift(&self.name, &rows));
         shared.touch();
-        self.shared
+        shared
             .metrics
             .drifted_objects
             .get_or_create(&super::metrics::ClusterLabel { cluster: self.name.clone() })
@@ -328,6 +473,7 @@ impl Worker {
     }
 
     async fn remove(&mut self, prune: bool) {
+        let shared = self.shared.clone();
         if prune && let Some(job) = self.job.clone() {
             let empty = DesiredSet {
                 cluster: job.set.cluster.clone(),
@@ -336,26 +482,60 @@ impl Worker {
                 layers: Vec::new(),
                 digest: String::new(),
             };
-            let options = apply::Options { allow_empty: true, ..self.shared.config.apply.clone() };
-            match self.target().await {
-                Ok(target) => match apply::reconcile(target, &empty, None, &options).await {
-                    Ok(cs) => info!(cluster = %self.name, result = %cs.summary(), "Removed cluster pruned."),
-                    Err(e) => warn!(cluster = %self.name, error = %e, "Pruning a removed cluster failed."),
-                },
+            let options = apply::Options { allow_empty: true, ..shared.config.apply.clone() };
+            match self.bounded("apply", async |target| apply::reconcile(target, &empty, None, &options).await).await {
+                Ok(cs) => info!(cluster = %self.name, result = %cs.summary(), "Removed cluster pruned."),
                 Err(e) => warn!(cluster = %self.name, error = %e, "Pruning a removed cluster failed."),
             }
         }
         let message =
             if prune { "cluster file removed; objects deleted" } else { "cluster file removed; objects left in place" };
-        let _ = self.shared.store.set_sync(&self.name, "removed", Some(message), None);
-        self.shared.touch();
-        let _ = self.shared.store.clear_pending(&self.name);
+        shared
+            .stored("record a removed cluster", shared.store.set_sync(&self.name, Sync::Removed, Some(message), None));
+        shared.touch();
+        shared.stored("clear a removed cluster's pending update", shared.store.clear_pending(&self.name));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn job(digest: &str) -> Job {
+        let set = DesiredSet {
+            cluster: "c".into(),
+            profile: "p".into(),
+            version: "1.0.0".into(),
+            layers: Vec::new(),
+            digest: digest.into(),
+        };
+        Job {
+            set: set.pack(),
+            profile_revision: None,
+            cluster_revision: None,
+            target: TargetConfig::Directory("/nonexistent".into()),
+            drift: DriftPolicy::Correct,
+            deferred: None,
+        }
+    }
+
+    #[test]
+    fn a_mailbox_keeps_only_the_newest_desired_state_and_a_removal_is_final() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let mailbox = Mailbox::default();
+        for digest in ["sha256:1", "sha256:2", "sha256:3"] {
+            mailbox.send(Msg::Run(Box::new(job(digest))));
+        }
+        match runtime.block_on(mailbox.recv()) {
+            Msg::Run(job) => assert_eq!(job.set.digest, "sha256:3"),
+            Msg::Remove { .. } => panic!("a removal"),
+        }
+        let empty = runtime.block_on(async { tokio::time::timeout(Duration::from_millis(20), mailbox.recv()).await });
+        assert!(empty.is_err(), "nothing left");
+        mailbox.send(Msg::Remove { prune: true });
+        mailbox.send(Msg::Run(Box::new(job("sha256:4"))));
+        assert!(matches!(runtime.block_on(mailbox.recv()), Msg::Remove { prune: true }));
+    }
 
     #[test]
     fn backoff_grows_exponentially_to_a_cap_with_jitter() {

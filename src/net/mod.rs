@@ -52,8 +52,9 @@ impl Timeouts {
         read: Duration::from_secs(30),
         total: Some(Duration::from_secs(60)),
     };
+    /// Kubernetes API servers: a whole request is also bounded, per request, by the target.
     pub const KUBE: Timeouts =
-        Timeouts { connect: Duration::from_secs(10), read: Duration::from_secs(60), total: None };
+        Timeouts { connect: Duration::from_secs(10), read: Duration::from_secs(30), total: None };
     pub const DAEMON: Timeouts = Timeouts {
         connect: Duration::from_secs(5),
         read: Duration::from_secs(30),

@@ -823,6 +823,21 @@ mod tests {
     }
 
     #[test]
+    fn a_template_that_crashes_the_engine_is_a_diagnostic() {
+        // Found by the `template` fuzz target: minijinja 3.1 panics compiling this.
+        let (_dir, tree, model) = fleet(&[
+            ("_helpers.yaml", "{% macro name(x) %}{{ x }}{% endmacro %}"),
+            ("cm.yaml", "{% import \"_helpers.yaml\" as -h %}\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n"),
+        ]);
+        let tools = SystemTools::default();
+        let e = Renderer::new(&tree, &model, &tools).render(&model.clusters["a"]).unwrap_err().to_string();
+        assert!(
+            e.contains("packs/app/cm.yaml: profile p@1.0.0 layer app: the template engine failed on this template"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn lists_of_objects_are_flattened() {
         let (_dir, tree, model) = fleet(&[(
             "list.yaml",

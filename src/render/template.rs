@@ -71,9 +71,16 @@ pub fn compile(tree: &dyn Tree, source: &str, object: &str) -> Result<LayerTempl
                 continue;
             }
         };
-        if let Err(e) = env.add_template_owned(name.clone(), text) {
-            diags.push(template_diag(&e, &base, object));
-            continue;
+        match engine(|| env.add_template_owned(name.clone(), text)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                diags.push(template_diag(&e, &base, object));
+                continue;
+            }
+            Err(crash) => {
+                diags.push(crash_diag(&crash, &shown, object));
+                continue;
+            }
         }
         if !partial {
             manifests.push(name);
@@ -109,8 +116,16 @@ impl LayerTemplates {
             let file = source::join(&self.base, name).unwrap_or_default();
             let limit = left.min(budget::TEMPLATE_BYTES);
             let mut writer = budget::Bounded::new(limit);
-            match template.render_captured_to(context, &mut writer) {
-                Ok(_) => {
+            // A bug in the template engine must not take the daemon with it (found by fuzzing).
+            let rendered = match engine(|| template.render_captured_to(context, &mut writer).map(|_| ())) {
+                Ok(result) => result,
+                Err(crash) => {
+                    diags.push(crash_diag(&crash, &file, object));
+                    continue;
+                }
+            };
+            match rendered {
+                Ok(()) => {
                     left -= writer.buf.len() as u64;
                     match String::from_utf8(writer.buf) {
                         Ok(text) => out.push((file, text)),
@@ -141,6 +156,26 @@ impl LayerTemplates {
         }
         diags.into_result(out)
     }
+}
+
+/// Runs the template engine, turning a panic inside it into its message: minijinja 3.1 panics
+/// on some templates instead of refusing them (`{% import "x" as 1 %}` reaches an
+/// `unreachable!()` in its code generator), and a repository's content must never crash strata.
+fn engine<T>(run: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_string())
+    })
+}
+
+fn crash_diag(message: &str, file: &str, object: &str) -> Diagnostic {
+    Diagnostic::new(Code::Template, format!("the template engine failed on this template ({message})"))
+        .in_file(file)
+        .about(object)
+        .help("a construct here trips a bug in minijinja; rewrite it (`{% import … as NAME %}` takes a plain name)")
 }
 
 /// A minijinja error as a diagnostic on the template's file and line, quoting the expression

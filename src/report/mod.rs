@@ -72,14 +72,28 @@ pub fn context(cluster: &str) -> String {
 }
 
 /// Cuts a description to 140 characters (not bytes), ending in `…` when cut.
+///
+/// Diagnostics end in what to do (`…; check repository.ca_file`): when one does not fit, its
+/// beginning (what failed) and its last clause (what to do) are kept, the middle elided, so the
+/// status still names the setting to check.
 pub fn truncate(text: &str) -> String {
     let text = text.lines().next().unwrap_or("").trim();
-    if text.chars().count() <= MAX_DESCRIPTION {
+    let length = text.chars().count();
+    if length <= MAX_DESCRIPTION {
         return text.to_string();
     }
-    let mut out: String = text.chars().take(MAX_DESCRIPTION - 1).collect();
-    out.push('…');
-    out
+    let head = |n: usize| text.chars().take(n).collect::<String>();
+    let advice = text
+        .rsplit_once("; ")
+        .map(|(_, advice)| advice)
+        .filter(|a| (8..=MAX_DESCRIPTION / 2).contains(&a.chars().count()));
+    match advice {
+        Some(advice) => {
+            let kept = MAX_DESCRIPTION - advice.chars().count() - 2;
+            format!("{}…; {advice}", head(kept - 1).trim_end())
+        }
+        None => format!("{}…", head(MAX_DESCRIPTION - 1)),
+    }
 }
 
 impl Status {
@@ -216,7 +230,9 @@ impl Forge {
         Request { method: "POST", url: self.url(&path), headers: self.json_headers(), body: Some(body) }
     }
 
-    /// Lists a pull request's comments (first 100; strata's is found by its marker).
+    /// The first page of a pull request's comments (strata's is found by its marker; the rest
+    /// come through [`Forge::next_page`]). GitHub and GitLab pages hold up to 100 comments;
+    /// Gitea and Forgejo answer with every comment of the issue at once.
     pub fn list_comments_request(&self, pr: u64) -> Option<Request> {
         let path = match self.provider {
             Provider::Github => format!("/repos/{}/issues/{pr}/comments?per_page=100", self.repo),
@@ -252,11 +268,84 @@ impl Forge {
         })
     }
 
+    /// The request for the page after `request`, from the answer's headers: `Link: <…>;
+    /// rel="next"` (GitHub, Gitea, GitLab), else GitLab's `x-next-page`. `Ok(None)` on the last
+    /// page. A next page anywhere but on the API's own scheme, host and port is refused: the
+    /// token would be sent along.
+    pub fn next_page(&self, request: &Request, headers: &::http::HeaderMap) -> Result<Option<Request>, String> {
+        let current = url::Url::parse(&request.url).map_err(|e| format!("{}: {e}", request.url))?;
+        let linked = headers
+            .get_all("link")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(link_next)
+            .map(|target| {
+                current.join(target).map_err(|e| format!("the next page's link `{target}` is not a URL: {e}"))
+            })
+            .transpose()?;
+        let next = match linked {
+            Some(next) => next,
+            None => {
+                let page = headers.get("x-next-page").and_then(|v| v.to_str().ok()).map(str::trim).unwrap_or("");
+                if page.is_empty() {
+                    return Ok(None);
+                }
+                let page: u64 = page.parse().map_err(|_| format!("x-next-page `{page}` is not a page number"))?;
+                let mut next = current.clone();
+                let kept: Vec<(String, String)> =
+                    current.query_pairs().filter(|(k, _)| k != "page").map(|(k, v)| (k.into(), v.into())).collect();
+                next.query_pairs_mut().clear().extend_pairs(kept).append_pair("page", &page.to_string());
+                next
+            }
+        };
+        let api = url::Url::parse(&self.url("/")).map_err(|e| format!("status.api `{}`: {e}", self.api))?;
+        if next.origin() != api.origin() {
+            return Err(format!(
+                "the forge's next page of comments is on {}, not on {} (status.api); not following it with the token",
+                next.origin().ascii_serialization(),
+                api.origin().ascii_serialization()
+            ));
+        }
+        Ok(Some(Request { url: next.to_string(), ..request.clone() }))
+    }
+
     /// The id of the comment carrying `marker`, from a comment listing.
     pub fn find_comment(&self, listing: &Value, marker: &str) -> Option<u64> {
         listing.as_array()?.iter().find(|c| c["body"].as_str().is_some_and(|b| b.contains(marker)))?["id"].as_u64()
     }
 }
+
+/// The target of the `rel="next"` link in one `Link` header value (RFC 8288):
+/// `<https://…?page=2>; rel="next", <https://…?page=5>; rel="last"`. `rel` may list several
+/// relation types, quoted or not, in any case.
+fn link_next(value: &str) -> Option<&str> {
+    let mut rest = value;
+    loop {
+        let start = rest.find('<')?;
+        let end = start + rest[start..].find('>')?;
+        let target = &rest[start + 1..end];
+        rest = &rest[end + 1..];
+        // The parameters run to the next link; a `<` cannot occur in them unquoted.
+        let params = &rest[..rest.find('<').unwrap_or(rest.len())];
+        let next = params.split(';').filter_map(|p| p.split_once('=')).any(|(name, relations)| {
+            name.trim().eq_ignore_ascii_case("rel")
+                && relations
+                    .trim()
+                    .trim_end_matches(',')
+                    .trim()
+                    .trim_matches('"')
+                    .split_ascii_whitespace()
+                    .any(|r| r.eq_ignore_ascii_case("next"))
+        });
+        if next {
+            return Some(target);
+        }
+    }
+}
+
+/// A busy pull request's comments span pages; past this many, strata stops looking rather than
+/// page on for ever through a broken or hostile forge's answers.
+pub const MAX_COMMENT_PAGES: usize = 100;
 
 #[cfg(test)]
 mod tests {
@@ -283,6 +372,15 @@ mod tests {
         assert_eq!(cut.chars().count(), 140);
         assert!(cut.ends_with('…'));
         assert_eq!(truncate("first line\nsecond"), "first line");
+        // What to do survives: the beginning and the last clause are kept.
+        let failure = format!(
+            "cluster unreachable: TLS: the certificate of api.prod.example is not trusted: it is for {}; add its CA to certificate-authority-data",
+            "\"CN=x\" ".repeat(30)
+        );
+        let cut = truncate(&failure);
+        assert!(cut.chars().count() <= 140, "{cut}");
+        assert!(cut.starts_with("cluster unreachable: TLS: the certificate of api.prod.example"), "{cut}");
+        assert!(cut.ends_with("…; add its CA to certificate-authority-data"), "{cut}");
     }
 
     #[test]
@@ -333,6 +431,75 @@ mod tests {
         assert_eq!(forge(Provider::Gitlab, "", "").auth_header("t"), ("private-token", "t".into()));
     }
 
+    fn headers(pairs: &[(&'static str, &str)]) -> ::http::HeaderMap {
+        let mut h = ::http::HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn the_next_page_of_comments_as_each_forge_links_it() {
+        let github = forge(Provider::Github, "https://api.github.com", "p/f");
+        let first = github.list_comments_request(7).unwrap();
+        // GitHub links by repository id, not by name.
+        let link = "<https://api.github.com/repositories/42/issues/7/comments?per_page=100&page=2>; rel=\"next\", \
+                    <https://api.github.com/repositories/42/issues/7/comments?per_page=100&page=4>; rel=\"last\"";
+        let next = github.next_page(&first, &headers(&[("link", link)])).unwrap().unwrap();
+        assert_eq!(next.url, "https://api.github.com/repositories/42/issues/7/comments?per_page=100&page=2");
+        assert_eq!((next.method, &next.headers), (first.method, &first.headers));
+        let last = "<https://api.github.com/repositories/42/issues/7/comments?per_page=100&page=1>; rel=\"first\", \
+                    <https://api.github.com/repositories/42/issues/7/comments?per_page=100&page=3>; rel=\"prev\"";
+        assert_eq!(github.next_page(&next, &headers(&[("link", last)])).unwrap(), None);
+        assert_eq!(github.next_page(&first, &headers(&[])).unwrap(), None);
+
+        // Relation types in any case, unquoted, several at once; relative targets; several headers.
+        for link in [
+            "<?page=2>; REL=Next",
+            "</x?page=2>; title=\"a;b\"; rel=\"prev next\"",
+            "<https://api.github.com/x?page=2>;rel=next",
+        ] {
+            let next =
+                github.next_page(&first, &headers(&[("link", "<https://api.github.com/y>; rel=prev"), ("link", link)]));
+            assert!(next.unwrap().unwrap().url.contains("page=2"), "{link}");
+        }
+
+        let gitlab = forge(Provider::Gitlab, "https://gitlab.example.com", "g/p");
+        let first = gitlab.list_comments_request(12).unwrap();
+        let next = gitlab.next_page(&first, &headers(&[("x-next-page", "2"), ("x-page", "1")])).unwrap().unwrap();
+        assert_eq!(
+            next.url,
+            "https://gitlab.example.com/api/v4/projects/g%2Fp/merge_requests/12/notes?per_page=100&page=2"
+        );
+        let third = gitlab.next_page(&next, &headers(&[("x-next-page", "3")])).unwrap().unwrap();
+        assert_eq!(
+            third.url,
+            "https://gitlab.example.com/api/v4/projects/g%2Fp/merge_requests/12/notes?per_page=100&page=3"
+        );
+        assert_eq!(gitlab.next_page(&third, &headers(&[("x-next-page", "")])).unwrap(), None);
+        assert!(
+            gitlab.next_page(&third, &headers(&[("x-next-page", "two")])).unwrap_err().contains("x-next-page `two`")
+        );
+    }
+
+    #[test]
+    fn a_next_page_on_another_host_is_not_followed_with_the_token() {
+        let github = forge(Provider::Github, "https://github.example.com/api/v3", "p/f");
+        let first = github.list_comments_request(7).unwrap();
+        for elsewhere in [
+            "<https://evil.example.com/api/v3/repos/p/f/issues/7/comments?page=2>; rel=\"next\"",
+            "<http://github.example.com/api/v3/repos/p/f/issues/7/comments?page=2>; rel=\"next\"",
+            "<https://github.example.com:8443/api/v3/repos/p/f/issues/7/comments?page=2>; rel=\"next\"",
+            "<//evil.example.com/x>; rel=\"next\"",
+        ] {
+            let e = github.next_page(&first, &headers(&[("link", elsewhere)])).unwrap_err();
+            assert!(e.contains("not following it with the token"), "{elsewhere}: {e}");
+        }
+        let enterprise = "<https://github.example.com/api/v3/repositories/9/issues/7/comments?page=2>; rel=\"next\"";
+        assert!(github.next_page(&first, &headers(&[("link", enterprise)])).unwrap().is_some());
+    }
+
     #[test]
     fn comments_are_found_by_marker_and_updated_in_place() {
         let f = forge(Provider::Github, "https://api.github.com", "p/f");
@@ -379,7 +546,26 @@ pub async fn post_plan(
             forge.provider
         )));
     };
-    let existing = forge.find_comment(&client.send(forge, &list, token).await?.body, marker);
+    let mut page = list;
+    let mut pages = 1;
+    let existing = loop {
+        let response = client.send(forge, &page, token).await?;
+        if let Some(id) = forge.find_comment(&response.body, marker) {
+            break Some(id);
+        }
+        match forge.next_page(&page, &response.headers).map_err(http::Failure::Refused)? {
+            None => break None,
+            Some(_) if pages == MAX_COMMENT_PAGES => {
+                return Err(http::Failure::Refused(format!(
+                    "pull request {pr}: strata's plan comment is not in the first {MAX_COMMENT_PAGES} pages of comments; not posting another"
+                )));
+            }
+            Some(next) => {
+                page = next;
+                pages += 1;
+            }
+        }
+    };
     let request = forge.comment_request(pr, existing, comment).expect("listing implies commenting");
     let response = client.send(forge, &request, token).await?;
     let id = existing.or(response.body["id"].as_u64()).unwrap_or(0);

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{APIResource, APIResourceList};
 use kube::api::{DeleteParams, GetParams, ListParams, Patch, PatchParams};
@@ -28,6 +29,19 @@ pub struct KubeTarget {
     client: Client,
     /// apiVersion → the resources it serves (subresources left out).
     discovery: Mutex<HashMap<String, Arc<Vec<APIResource>>>>,
+}
+
+/// The most one request may take in all: a server that answers a byte at a time never trips the
+/// read timeout, which restarts with every read.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `request`, or `Unreachable` when it takes longer than [`REQUEST_TIMEOUT`].
+async fn bounded<T>(
+    request: impl Future<Output = Result<T, kube::Error>>,
+) -> Result<Result<T, kube::Error>, TargetError> {
+    tokio::time::timeout(REQUEST_TIMEOUT, request)
+        .await
+        .map_err(|_| TargetError::Unreachable(format!("no answer within {}s", REQUEST_TIMEOUT.as_secs())))
 }
 
 fn config_error(what: &str, e: impl std::fmt::Display) -> TargetError {
@@ -138,9 +152,11 @@ impl KubeTarget {
     async fn send(
         &self,
         request: Result<http::Request<Vec<u8>>, kube::core::request::Error>,
-    ) -> Result<Value, kube::Error> {
-        let request = request.map_err(kube::Error::BuildRequest)?;
-        self.client.request::<Value>(request).await
+    ) -> Result<Result<Value, kube::Error>, TargetError> {
+        match request {
+            Ok(request) => bounded(self.client.request::<Value>(request)).await,
+            Err(e) => Ok(Err(kube::Error::BuildRequest(e))),
+        }
     }
 
     async fn resources(&self, api_version: &str) -> Result<Option<Arc<Vec<APIResource>>>, TargetError> {
@@ -150,7 +166,7 @@ impl KubeTarget {
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
         let path = group_path(group, version)?;
         let request = http::Request::get(path).body(Vec::new()).map_err(|e| TargetError::Other(e.to_string()));
-        let listed = self.client.request::<APIResourceList>(request?).await;
+        let listed = bounded(self.client.request::<APIResourceList>(request?)).await?;
         let list = match listed {
             Ok(list) => list,
             Err(kube::Error::Api(status)) if status.code == 404 => return Ok(None),
@@ -265,7 +281,7 @@ impl Target for KubeTarget {
         namespace: Option<&str>,
         name: &str,
     ) -> Result<Option<Value>, TargetError> {
-        match self.send(self.request(resource, namespace)?.get(&segment(name)?, &GetParams::default())).await {
+        match self.send(self.request(resource, namespace)?.get(&segment(name)?, &GetParams::default())).await? {
             Ok(object) => Ok(Some(object)),
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
             Err(e) => Err(classify(e)),
@@ -274,7 +290,7 @@ impl Target for KubeTarget {
 
     async fn list(&self, resource: &Resource, namespace: Option<&str>) -> Result<Vec<Value>, TargetError> {
         let mut list =
-            self.send(self.request(resource, namespace)?.list(&ListParams::default())).await.map_err(classify)?;
+            self.send(self.request(resource, namespace)?.list(&ListParams::default())).await?.map_err(classify)?;
         let items = match list.get_mut("items").map(Value::take) {
             Some(Value::Array(items)) => items,
             _ => Vec::new(),
@@ -307,12 +323,13 @@ impl Target for KubeTarget {
             params = params.dry_run();
         }
         self.send(self.request(resource, namespace)?.patch(&segment(name)?, &params, &Patch::Apply(manifest)))
-            .await
+            .await?
             .map_err(classify)
     }
 
     async fn delete(&self, resource: &Resource, namespace: Option<&str>, name: &str) -> Result<(), TargetError> {
-        match self.send(self.request(resource, namespace)?.delete(&segment(name)?, &DeleteParams::background())).await {
+        match self.send(self.request(resource, namespace)?.delete(&segment(name)?, &DeleteParams::background())).await?
+        {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
             Err(e) => Err(classify(e)),

@@ -204,6 +204,12 @@ impl ApiServer {
             .collect()
     }
 
+    /// Every stored object as `plural/namespace/name` (namespace empty for cluster-scoped ones).
+    pub fn all(&self) -> Vec<String> {
+        let s = self.state.lock().unwrap();
+        s.objects.keys().map(|(_, plural, ns, name)| format!("{plural}/{ns}/{name}")).collect()
+    }
+
     pub fn set_rollout(&self, namespace: &str, name: &str, rollout: Rollout) {
         self.state.lock().unwrap().rollouts.insert(("deployments".into(), namespace.into(), name.into()), rollout);
     }

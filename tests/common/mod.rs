@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod daemon;
+pub mod proc;
 pub mod secrets;
 
 use std::convert::Infallible;

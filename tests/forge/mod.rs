@@ -1,6 +1,7 @@
 //! A forge API stand-in (GitHub, Gitea, GitLab, Bitbucket shapes) over HTTP on 127.0.0.1: it
-//! records every request exactly as received, answers commit statuses and pull-request comments,
-//! and can be told to be down, to rate-limit, or to refuse the token.
+//! records every request exactly as received, answers commit statuses and pull-request comments
+//! (listed a page at a time as each forge pages them), and can be told to be down, to rate-limit,
+//! or to refuse the token.
 
 #![allow(dead_code)]
 
@@ -40,6 +41,10 @@ struct State {
     rate_limit_next: usize,
     comments: Vec<(u64, String)>,
     next_id: u64,
+    /// GitLab pages carry `x-next-page` only, without a `Link` header.
+    no_gitlab_links: bool,
+    /// Point `rel="next"` links at this base URL instead of the stand-in's own.
+    foreign_next: Option<String>,
 }
 
 pub struct Forge {
@@ -92,6 +97,64 @@ impl Forge {
     pub fn comments(&self) -> Vec<(u64, String)> {
         self.state.lock().unwrap().comments.clone()
     }
+
+    /// A comment someone else wrote; its id.
+    pub fn add_comment(&self, body: &str) -> u64 {
+        let mut s = self.state.lock().unwrap();
+        s.next_id += 1;
+        let id = s.next_id;
+        s.comments.push((id, body.to_string()));
+        id
+    }
+
+    pub fn without_gitlab_links(&self) {
+        self.state.lock().unwrap().no_gitlab_links = true;
+    }
+
+    pub fn link_next_pages_to(&self, base: &str) {
+        self.state.lock().unwrap().foreign_next = Some(base.to_string());
+    }
+}
+
+fn query_number(path: &str, name: &str) -> Option<usize> {
+    let query = path.split_once('?')?.1;
+    query.split('&').find_map(|pair| pair.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+}
+
+/// One page of comments as each forge answers a listing: GitHub (`per_page`, default 30, `Link`
+/// by repository id), GitLab (`per_page`, default 20, `x-next-page` and `Link`), Gitea and
+/// Forgejo (every comment of the issue at once, `x-total-count`).
+fn comment_page(s: &State, path: &str, host: &str) -> Response<Full<Bytes>> {
+    let all: Vec<Value> = s.comments.iter().map(|(id, b)| json!({"id": id, "body": b})).collect();
+    let total = all.len().to_string();
+    if path.starts_with("/api/v1/") {
+        return reply(200, Value::Array(all), &[("x-total-count", &total)]);
+    }
+    let gitlab = path.starts_with("/api/v4/");
+    let per_page = query_number(path, "per_page").unwrap_or(if gitlab { 20 } else { 30 }).clamp(1, 100);
+    let page = query_number(path, "page").unwrap_or(1).max(1);
+    let items: Vec<Value> = all.iter().skip((page - 1) * per_page).take(per_page).cloned().collect();
+    let more = page * per_page < all.len();
+    let base = s.foreign_next.clone().unwrap_or_else(|| format!("http://{host}"));
+    let route = path.split('?').next().unwrap_or("");
+    let next = if gitlab {
+        format!("{base}{route}?id=1&page={}&per_page={per_page}", page + 1)
+    } else {
+        // GitHub links pages by repository id: /repositories/{id}/issues/{n}/comments.
+        let issue = route.split("/issues/").nth(1).unwrap_or("");
+        format!("{base}/repositories/4242/issues/{issue}?per_page={per_page}&page={}", page + 1)
+    };
+    let link = format!("<{next}>; rel=\"next\"");
+    let next_page = if more { (page + 1).to_string() } else { String::new() };
+    let page_text = page.to_string();
+    let mut headers: Vec<(&str, &str)> = Vec::new();
+    if gitlab {
+        headers.extend([("x-page", page_text.as_str()), ("x-next-page", next_page.as_str()), ("x-total", &total)]);
+    }
+    if more && !(gitlab && s.no_gitlab_links) {
+        headers.push(("link", &link));
+    }
+    reply(200, Value::Array(items), &headers)
 }
 
 fn reply(code: u16, body: Value, extra: &[(&str, &str)]) -> Response<Full<Bytes>> {
@@ -103,6 +166,7 @@ fn reply(code: u16, body: Value, extra: &[(&str, &str)]) -> Response<Full<Bytes>
 }
 
 async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let host = req.headers().get("host").and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
     let method = req.method().to_string();
     let path = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
     let mut headers: BTreeMap<String, String> =
@@ -125,8 +189,7 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Resp
                 s.next_id += 1;
                 reply(201, json!({"id": s.next_id, "state": body["state"]}), &[])
             } else if method == "GET" && (path.contains("/comments") || path.contains("/notes")) {
-                let list: Vec<Value> = s.comments.iter().map(|(id, b)| json!({"id": id, "body": b})).collect();
-                reply(200, Value::Array(list), &[])
+                comment_page(&s, &path, &host)
             } else if method == "POST" && (path.contains("/comments") || path.contains("/notes")) {
                 s.next_id += 1;
                 let id = s.next_id;

@@ -1,0 +1,132 @@
+//! The JSON API: what `strata status`, `approve`, `suspend` and `resume` talk to.
+//!
+//! In: cluster names from the path and, for actions, a JSON body `{"by": NAME, "revision": REV}`
+//! from a client that showed the bearer token (the authentication layer saw to that). Out: the
+//! store's state as JSON, and actions through the same functions the view uses.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tracing::info;
+
+use super::approve::{self, Refused, clean_name};
+use super::{App, error, json_reply};
+use crate::daemon::Trigger;
+
+/// The head last evaluated: loaded, or rejected with its diagnostics, and the last good revision.
+pub async fn revision(State(app): State<Arc<App>>) -> Response {
+    match app.shared.store.revision() {
+        Ok(revision) => json_reply(StatusCode::OK, &json!(revision)),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+pub async fn clusters(State(app): State<Arc<App>>) -> Response {
+    let shared = &app.shared;
+    let fleet = match shared.store.fleet() {
+        Ok(f) => f,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+    };
+    let tags = shared.tags.lock().expect("tags lock").clone();
+    let rows: Vec<Value> = fleet
+        .into_iter()
+        .map(|(c, pending)| {
+            json!({
+                "cluster": c,
+                "tags": tags.get(&c.name).cloned().unwrap_or_default(),
+                "pending": pending.map(|p| json!({"head_revision": p.head_revision, "summary": p.summary, "hold": p.hold, "since": p.since})),
+            })
+        })
+        .collect();
+    json_reply(StatusCode::OK, &Value::Array(rows))
+}
+
+pub async fn cluster(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+    let store = &app.shared.store;
+    let state = match store.cluster(&name) {
+        Ok(Some(s)) => s,
+        Ok(None) => return no_cluster(&name),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+    };
+    let tags = app.shared.tags.lock().expect("tags lock").get(&name).cloned().unwrap_or_default();
+    json_reply(
+        StatusCode::OK,
+        &json!({
+            "cluster": state,
+            "tags": tags,
+            "pending": store.pending(&name).ok().flatten(),
+            "drift": store.drift(&name).unwrap_or_default(),
+            "history": store.history(&name, crate::daemon::store::HISTORY_KEPT).unwrap_or_default(),
+            "approvals": store.approvals(&name).unwrap_or_default(),
+        }),
+    )
+}
+
+fn no_cluster(name: &str) -> Response {
+    error(StatusCode::NOT_FOUND, format!("no cluster named {name:?}"))
+}
+
+#[derive(Deserialize, Default)]
+struct ActionBody {
+    by: Option<String>,
+    revision: Option<String>,
+}
+
+pub async fn act(State(app): State<Arc<App>>, Path((name, action)): Path<(String, String)>, body: Bytes) -> Response {
+    let shared = &app.shared;
+    let body: ActionBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ActionBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("the body is not the JSON object expected: {e}")),
+        }
+    };
+    let by = match body.by.as_deref().map(clean_name) {
+        None => "api".to_string(),
+        Some(Some(by)) => by,
+        Some(None) => return error(StatusCode::BAD_REQUEST, "`by` must be a name of 1 to 100 printable characters"),
+    };
+    match action.as_str() {
+        "approve" => match approve::approve(shared, &name, body.revision.as_deref(), &by, "api").await {
+            Ok(approval) => json_reply(StatusCode::ACCEPTED, &json!(approval)),
+            Err(refused) => {
+                let code = match &refused {
+                    Refused::NoCluster => return no_cluster(&name),
+                    Refused::MissingRevision | Refused::Malformed(_) | Refused::Ambiguous(_) => StatusCode::BAD_REQUEST,
+                    Refused::NothingPending | Refused::Stale { .. } => StatusCode::CONFLICT,
+                    Refused::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                let pending = match &refused {
+                    Refused::Stale { pending } => Some(pending.clone()),
+                    _ => shared.store.pending(&name).ok().flatten().map(|p| p.head_revision),
+                };
+                let message = format!("{name}: {refused}");
+                json_reply(code, &json!({ "error": message, "pending_revision": pending }))
+            }
+        },
+        "suspend" | "resume" => {
+            match shared.store.cluster(&name) {
+                Ok(Some(_)) => {}
+                Ok(None) => return no_cluster(&name),
+                Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+            }
+            let suspend = action == "suspend";
+            match shared.store.set_suspended(&name, suspend) {
+                Ok(()) => {
+                    info!(cluster = %name, by = ?by, "{}", if suspend { "Suspended." } else { "Resumed." });
+                    shared.touch();
+                    let _ = shared.triggers.try_send(Trigger::Reevaluate(format!("{action} of {name}")));
+                    json_reply(StatusCode::OK, &json!({ "cluster": name, "suspended": suspend }))
+                }
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+            }
+        }
+        _ => error(StatusCode::NOT_FOUND, "actions are approve, suspend and resume"),
+    }
+}

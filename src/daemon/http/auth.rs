@@ -1,0 +1,440 @@
+//! Who is asking: one authentication layer for the API and the view.
+//!
+//! In: `Authorization: Bearer <api token>`, or the cookie of a session that the token opened at
+//! `/login`. Out: the request's [`Viewer`] (or none) in its extensions, or a refusal.
+//!
+//! - Reads need a viewer only with `view.require_token`; writes always do. The API's writes take
+//!   the bearer token only (a cookie is ambient authority); the view's forms take a session, whose
+//!   CSRF token and `Origin` the handler checks with [`Viewer::check_form`], or the token.
+//! - Wrong tokens — at `/login` and as bearer tokens — are guesses: they are logged (never the
+//!   token) and throttled per client and over all clients ([`Throttle`]); a throttled client gets
+//!   429 with `Retry-After` before its token is even compared.
+//! - A session remembers a keyed fingerprint of the token that opened it and ends as soon as the
+//!   token file holds another token. Its cookie is HttpOnly, SameSite=Strict, and `Secure` (with
+//!   the `__Host-` prefix) when `view.public_url` is https.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{Next, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use cookie::{Cookie, SameSite};
+use subtle::ConstantTimeEq;
+use tracing::{error, warn};
+
+use super::App;
+use super::guard::{ConnInfo, client_key};
+use crate::config::{Config, read_secret};
+
+const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+
+/// What a route does: read state, or change it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+/// Who a refusal is for: API clients get JSON, browsers a way to sign in, the live table's
+/// script a bare status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Audience {
+    Api,
+    Page,
+    Fragment,
+}
+
+/// Someone who showed the API token, now or at sign-in.
+#[derive(Clone, Debug)]
+pub enum Viewer {
+    Session { id: String, name: String, csrf: String },
+    Token,
+}
+
+impl Viewer {
+    pub fn name(&self) -> &str {
+        match self {
+            Viewer::Session { name, .. } => name,
+            Viewer::Token => "api",
+        }
+    }
+
+    /// A form posted with a session must come from a page of this site: it carries the session's
+    /// CSRF token, and the browser did not call it cross-site (`Origin` names a host this daemon
+    /// serves: [`super::guard::from_this_site`]). Token holders are not ambient: their requests
+    /// cannot be forged by another site.
+    pub fn check_form(&self, from_this_site: bool, csrf: Option<&str>) -> Result<(), &'static str> {
+        let Viewer::Session { csrf: expected, .. } = self else { return Ok(()) };
+        let token_ok = bool::from(csrf.unwrap_or("").as_bytes().ct_eq(expected.as_bytes()));
+        if from_this_site && token_ok {
+            Ok(())
+        } else {
+            Err("This form did not come from a page of this site (CSRF check failed). Reload the page and try again.")
+        }
+    }
+}
+
+/// Why credentials were not accepted.
+#[derive(Debug)]
+pub enum Refusal {
+    /// Too many wrong tokens lately, from this client or from everyone: wait this long.
+    Throttled(Duration),
+    Wrong,
+    /// No `api.token_file`: nobody can sign in.
+    NoToken,
+    Unreadable,
+}
+
+impl Refusal {
+    pub fn retry_after(wait: Duration) -> HeaderValue {
+        HeaderValue::from(wait.as_secs_f64().ceil().max(1.0) as u64)
+    }
+
+    fn into_response(self, audience: Audience) -> Response {
+        let (code, message) = match &self {
+            Refusal::Throttled(_) => (StatusCode::TOO_MANY_REQUESTS, "too many wrong tokens; wait and try again"),
+            Refusal::Wrong => (StatusCode::UNAUTHORIZED, "missing or wrong bearer token"),
+            Refusal::NoToken => {
+                (StatusCode::FORBIDDEN, "this daemon has no API token configured (api.token_file), so nobody signs in")
+            }
+            Refusal::Unreadable => (StatusCode::INTERNAL_SERVER_ERROR, "the API token file is unreadable"),
+        };
+        let mut response = match audience {
+            Audience::Api => super::error(code, message),
+            Audience::Page | Audience::Fragment => super::text(code, format!("{message}\n")),
+        };
+        if let Refusal::Throttled(wait) = self {
+            response.headers_mut().insert(header::RETRY_AFTER, Refusal::retry_after(wait));
+        }
+        if code == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"strata\""));
+        }
+        response
+    }
+}
+
+struct Session {
+    name: String,
+    csrf: String,
+    /// Keyed fingerprint of the token that opened the session.
+    token: [u8; 32],
+    expires: Instant,
+}
+
+pub struct Auth {
+    token_file: Option<PathBuf>,
+    pub require_token: bool,
+    sessions: Mutex<HashMap<String, Session>>,
+    throttle: Throttle,
+    /// Keys token fingerprints; lives as long as the process (and so do sessions).
+    key: [u8; 32],
+    /// Session cookies are `Secure` (the view is served over HTTPS).
+    secure: bool,
+}
+
+fn random_bytes() -> [u8; 32] {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the kernel's random source is available");
+    bytes
+}
+
+/// 32 random bytes, hex: session ids and CSRF tokens.
+fn random_token() -> String {
+    random_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Auth {
+    pub fn new(config: &Config) -> Auth {
+        Auth {
+            token_file: config.api_token_file.clone(),
+            require_token: config.view.require_token,
+            sessions: Mutex::new(HashMap::new()),
+            throttle: Throttle::default(),
+            key: random_bytes(),
+            secure: config.view.public_url.as_ref().is_some_and(|u| u.https),
+        }
+    }
+
+    fn fingerprint(&self, token: &str) -> [u8; 32] {
+        use hmac::{Hmac, KeyInit, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&self.key).expect("any key length");
+        mac.update(token.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    /// The API token as the file holds it now.
+    fn token(&self) -> Result<String, Refusal> {
+        let file = self.token_file.as_ref().ok_or(Refusal::NoToken)?;
+        let token = read_secret(file).map_err(|e| {
+            error!(error = %e, "The API token is unreadable: nobody can sign in.");
+            Refusal::Unreadable
+        })?;
+        if token.is_empty() { Err(Refusal::NoToken) } else { Ok(token) }
+    }
+
+    /// Checks a presented token; a wrong one counts against `client`. `context` says where it was
+    /// presented, for the log.
+    pub fn verify(&self, client: IpAddr, given: &str, context: &str) -> Result<(), Refusal> {
+        self.throttle.check(client, Instant::now()).map_err(Refusal::Throttled)?;
+        let token = self.token()?;
+        // Fingerprints have one length, so the comparison says nothing about the token's.
+        if bool::from(self.fingerprint(given).ct_eq(&self.fingerprint(&token))) {
+            return Ok(());
+        }
+        self.throttle.fail(client, Instant::now());
+        warn!(client = %client, via = context, "Wrong API token refused.");
+        Err(Refusal::Wrong)
+    }
+
+    /// Opens a session for `name`, bound to the token as it is now. Returns its id.
+    pub fn open_session(&self, name: &str) -> Result<String, Refusal> {
+        let token = self.fingerprint(&self.token()?);
+        let id = random_token();
+        let session =
+            Session { name: name.to_string(), csrf: random_token(), token, expires: Instant::now() + SESSION_LIFETIME };
+        let mut sessions = self.sessions.lock().expect("sessions lock");
+        sessions.retain(|_, s| s.expires > Instant::now());
+        sessions.insert(id.clone(), session);
+        Ok(id)
+    }
+
+    pub fn end_session(&self, id: &str) {
+        self.sessions.lock().expect("sessions lock").remove(id);
+    }
+
+    /// The live session `id`: not expired, and opened with the token the file holds now.
+    fn session(&self, id: &str) -> Option<Viewer> {
+        let current = self.token().ok().map(|t| self.fingerprint(&t));
+        let mut sessions = self.sessions.lock().expect("sessions lock");
+        let session = sessions.get(id)?;
+        let valid = session.expires > Instant::now() && current.is_some_and(|c| bool::from(c.ct_eq(&session.token)));
+        if !valid {
+            sessions.remove(id);
+            return None;
+        }
+        Some(Viewer::Session { id: id.to_string(), name: session.name.clone(), csrf: session.csrf.clone() })
+    }
+
+    fn cookie_name(&self) -> &'static str {
+        // `__Host-`: a browser takes the cookie only when Secure, for this host, for every path.
+        if self.secure { "__Host-strata_session" } else { "strata_session" }
+    }
+
+    /// The Set-Cookie value of a session (or, with `None`, of its removal).
+    pub fn cookie(&self, id: Option<&str>) -> HeaderValue {
+        let lifetime = if id.is_some() { SESSION_LIFETIME.as_secs() as i64 } else { 0 };
+        let cookie = Cookie::build((self.cookie_name(), id.unwrap_or("")))
+            .path("/")
+            .http_only(true)
+            .same_site(SameSite::Strict)
+            .secure(self.secure)
+            .max_age(cookie::time::Duration::seconds(lifetime));
+        HeaderValue::try_from(cookie.to_string()).expect("a hex id makes a valid header")
+    }
+
+    /// The viewer a request's credentials show, none, or why they are refused.
+    fn identify(&self, headers: &HeaderMap, client: IpAddr) -> Result<Option<Viewer>, Refusal> {
+        if let Some(authorization) = headers.get(header::AUTHORIZATION) {
+            let bearer = authorization
+                .to_str()
+                .ok()
+                .and_then(|a| a.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, token)| token.trim());
+            return match bearer {
+                Some(token) => self.verify(client, token, "bearer token").map(|()| Some(Viewer::Token)),
+                None => Err(Refusal::Wrong),
+            };
+        }
+        let name = self.cookie_name();
+        let session = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|h| h.to_str().ok())
+            .flat_map(Cookie::split_parse)
+            .flatten()
+            .find(|c| c.name() == name)
+            .and_then(|c| self.session(c.value()));
+        Ok(session)
+    }
+}
+
+/// Puts `routes` behind the authentication layer.
+pub fn guard(app: &Arc<App>, routes: Router<Arc<App>>, access: Access, audience: Audience) -> Router<Arc<App>> {
+    routes.route_layer(from_fn_with_state((app.clone(), access, audience), authenticate))
+}
+
+async fn authenticate(
+    State((app, access, audience)): State<(Arc<App>, Access, Audience)>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let client = req.extensions().get::<ConnInfo>().map(|c| c.peer.ip()).unwrap_or(Ipv4Addr::UNSPECIFIED.into());
+    let viewer = match app.auth.identify(req.headers(), client) {
+        Ok(viewer) => viewer,
+        Err(refusal) => return refusal.into_response(audience),
+    };
+    let allowed = match (access, audience, &viewer) {
+        (Access::Read, _, None) => !app.auth.require_token,
+        (Access::Read, _, Some(_)) => true,
+        (Access::Write, Audience::Api, viewer) => matches!(viewer, Some(Viewer::Token)),
+        (Access::Write, _, viewer) => viewer.is_some(),
+    };
+    if !allowed {
+        return match audience {
+            Audience::Page => super::view::to_login(req.method(), req.uri()),
+            _ => Refusal::Wrong.into_response(audience),
+        };
+    }
+    req.extensions_mut().insert(viewer);
+    next.run(req).await.into_response()
+}
+
+/// A path on this site to go to after signing in: `/…`, never `//host` or `/\host` (which
+/// browsers take as another site), no control characters or spaces (browsers drop tabs and
+/// newlines, and a CR or LF would end a header), nothing but ASCII.
+pub fn local_path(next: &str) -> Option<&str> {
+    let bytes = next.as_bytes();
+    let shape = bytes.first() == Some(&b'/') && !matches!(bytes.get(1), Some(b'/' | b'\\'));
+    let clean = bytes.iter().all(|b| b.is_ascii_graphic() && *b != b'\\');
+    (shape && clean && next.len() <= 2048 && next.parse::<axum::http::uri::PathAndQuery>().is_ok()).then_some(next)
+}
+
+/// Wrong tokens, counted per client ([`client_key`]) and over all clients as leaky buckets: each failure adds
+/// one, and the count drains at a steady rate. A client may fail [`Throttle::PER_CLIENT`] times
+/// in a burst, then once per [`Throttle::CLIENT_DRAIN`]; everyone together
+/// [`Throttle::GLOBAL`] times, then once per [`Throttle::GLOBAL_DRAIN`].
+///
+/// (A rate limiter such as governor counts every check; this one must ask "may this client
+/// try?" without counting, and count only the failures.)
+#[derive(Default)]
+pub struct Throttle {
+    clients: Mutex<HashMap<IpAddr, Bucket>>,
+    global: Mutex<Bucket>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Bucket {
+    failures: f64,
+    at: Option<Instant>,
+}
+
+impl Bucket {
+    /// The count at `now`, after draining one per `drain`.
+    fn drained(&self, now: Instant, drain: Duration) -> f64 {
+        let elapsed = self.at.map(|at| now.saturating_duration_since(at)).unwrap_or_default();
+        (self.failures - elapsed.as_secs_f64() / drain.as_secs_f64()).max(0.0)
+    }
+
+    /// How long until one more failure fits under `capacity`.
+    fn wait(&self, now: Instant, capacity: f64, drain: Duration) -> Option<Duration> {
+        let over = self.drained(now, drain) + 1.0 - capacity;
+        (over > 0.0).then(|| drain.mul_f64(over))
+    }
+
+    fn add(&mut self, now: Instant, drain: Duration) {
+        self.failures = self.drained(now, drain) + 1.0;
+        self.at = Some(now);
+    }
+}
+
+impl Throttle {
+    pub const PER_CLIENT: f64 = 10.0;
+    pub const CLIENT_DRAIN: Duration = Duration::from_secs(6);
+    pub const GLOBAL: f64 = 100.0;
+    pub const GLOBAL_DRAIN: Duration = Duration::from_secs(1);
+
+    /// May `client` present a token now? If not, how long until it may.
+    pub fn check(&self, client: IpAddr, now: Instant) -> Result<(), Duration> {
+        let mine = self.clients.lock().expect("throttle lock").get(&client_key(client)).copied().unwrap_or_default();
+        let global = *self.global.lock().expect("throttle lock");
+        let waits =
+            [mine.wait(now, Self::PER_CLIENT, Self::CLIENT_DRAIN), global.wait(now, Self::GLOBAL, Self::GLOBAL_DRAIN)];
+        match waits.into_iter().flatten().max() {
+            Some(wait) => Err(wait),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts a wrong token from `client`.
+    pub fn fail(&self, client: IpAddr, now: Instant) {
+        let mut clients = self.clients.lock().expect("throttle lock");
+        // Buckets that drained are forgotten; the global bucket bounds how many can be full.
+        clients.retain(|_, b| b.drained(now, Self::CLIENT_DRAIN) > 0.0);
+        clients.entry(client_key(client)).or_default().add(now, Self::CLIENT_DRAIN);
+        self.global.lock().expect("throttle lock").add(now, Self::GLOBAL_DRAIN);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_same_site_paths_are_followed_after_sign_in() {
+        for ok in ["/", "/clusters/aws-cluster/pending", "/?tag=env%3Aprod&sort=drift", "/a/..//b"] {
+            assert_eq!(local_path(ok), Some(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "//evil.example",
+            "/\\evil.example",
+            "/\\/evil.example",
+            "/a\\b",
+            "https://evil.example",
+            "javascript:alert(1)",
+            "evil.example",
+            "/\r\nSet-Cookie: x=1",
+            "/\t/evil.example",
+            "/ /",
+            "/caf\u{e9}",
+            "/\u{7f}",
+        ] {
+            assert_eq!(local_path(bad), None, "{bad:?}");
+        }
+        assert_eq!(local_path(&format!("/{}", "a".repeat(3000))), None);
+    }
+
+    #[test]
+    fn wrong_tokens_are_throttled_per_client_and_overall() {
+        let throttle = Throttle::default();
+        let start = Instant::now();
+        let alice: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..10 {
+            assert!(throttle.check(alice, start).is_ok());
+            throttle.fail(alice, start);
+        }
+        let wait = throttle.check(alice, start).unwrap_err();
+        assert_eq!(wait, Throttle::CLIENT_DRAIN);
+        // Another client is not held back by alice's guesses.
+        assert!(throttle.check("192.0.2.2".parse().unwrap(), start).is_ok());
+        // The bucket drains: one more guess after CLIENT_DRAIN.
+        let later = start + Throttle::CLIENT_DRAIN;
+        assert!(throttle.check(alice, later).is_ok());
+        throttle.fail(alice, later);
+        assert!(throttle.check(alice, later).is_err());
+
+        // Many clients together hit the global bound; so do the addresses of one IPv6 /64.
+        let throttle = Throttle::default();
+        for i in 0..100u32 {
+            let ip = IpAddr::V6(((0x2001_0db8u128 << 96) | (u128::from(i) << 64) | 1).into());
+            assert!(throttle.check(ip, start).is_ok(), "client {i}");
+            throttle.fail(ip, start);
+        }
+        let fresh: IpAddr = "198.51.100.7".parse().unwrap();
+        assert!(throttle.check(fresh, start).is_err(), "global bound");
+        let throttle = Throttle::default();
+        for i in 0..10u128 {
+            throttle.fail(IpAddr::V6(((0x2001_0db8u128 << 96) | i).into()), start);
+        }
+        assert!(throttle.check(IpAddr::V6(((0x2001_0db8u128 << 96) | 99).into()), start).is_err(), "one /64");
+    }
+}

@@ -1,0 +1,676 @@
+//! The status view: server-rendered pages on the daemon's listen address.
+//!
+//! ```text
+//!   /                          the fleet: filter by tag and profile, sort; refreshed every 2 s
+//!   /fragment/clusters         the fleet table's rows, for that refresh (304 while nothing changed)
+//!   /clusters/NAME             layers and objects, drift findings, history, approvals
+//!   /clusters/NAME/pending     the pending update's diff side by side, and Approve
+//!   /login  /logout            a session from the API token (a cookie: HttpOnly, SameSite=Strict)
+//! ```
+//!
+//! In: the store's state, and from the browser filters, forms and the session the
+//! authentication layer found. Out: HTML from the templates in `daemon/templates/`, which escape
+//! every value (minijinja's automatic HTML escaping), under a strict Content-Security-Policy.
+//! Approving goes through [`super::approve::approve`], as the API's does. Assets are compiled into
+//! the binary; the only script polls the table.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use minijinja::value::Serde;
+use minijinja::{Environment, UndefinedBehavior, Value, context};
+use serde::{Deserialize, Serialize};
+use tracing::{error, info, warn};
+
+use super::App;
+use super::approve::{self, Refused, clean_name};
+use super::auth::{self, Access, Audience, Refusal, Viewer, local_path};
+use super::diff::side_by_side;
+use super::guard::{ConnInfo, from_this_site};
+use crate::config::StatusSink;
+use crate::daemon::Shared;
+use crate::daemon::store::{ClusterState, rfc3339};
+use crate::report::Provider;
+
+const STYLE: &str = include_str!("../assets/style.css");
+const SCRIPT: &str = include_str!("../assets/app.js");
+
+const TEMPLATES: [(&str, &str); 8] = [
+    ("base.html", include_str!("../templates/base.html")),
+    ("macros.html", include_str!("../templates/macros.html")),
+    ("rows.html", include_str!("../templates/rows.html")),
+    ("fleet.html", include_str!("../templates/fleet.html")),
+    ("cluster.html", include_str!("../templates/cluster.html")),
+    ("pending.html", include_str!("../templates/pending.html")),
+    ("login.html", include_str!("../templates/login.html")),
+    ("message.html", include_str!("../templates/message.html")),
+];
+
+/// The view's templates, parsed once.
+pub struct Pages {
+    env: Environment<'static>,
+}
+
+impl Default for Pages {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Percent-encodes a path segment or query value: every byte but the unreserved ones.
+pub fn segment(text: &str) -> String {
+    use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+    const UNRESERVED: &percent_encoding::AsciiSet =
+        &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+    utf8_percent_encode(text, UNRESERVED).to_string()
+}
+
+impl Pages {
+    pub fn new() -> Pages {
+        let mut env = Environment::new();
+        // A template that names a value the handler did not give is a bug to see, not a blank.
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.add_filter("segment", |text: &str| segment(text));
+        for (name, source) in TEMPLATES {
+            env.add_template(name, source).expect("the view's templates parse");
+        }
+        Pages { env }
+    }
+
+    fn render(&self, name: &str, ctx: Value) -> Result<String, minijinja::Error> {
+        self.env.get_template(name)?.render(ctx)
+    }
+
+    /// A page with `code`, or a plain 500 naming the template that failed.
+    fn page(&self, code: StatusCode, name: &str, ctx: Value) -> Response {
+        match self.render(name, ctx) {
+            Ok(body) => html(code, body),
+            Err(e) => {
+                error!(template = name, error = %e, "A page of the status view failed to render.");
+                super::text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "this page failed to render; the daemon's log says why\n",
+                )
+            }
+        }
+    }
+
+    fn message(&self, code: StatusCode, title: &str, who: &Option<Who>, message: &str, link: Option<Link>) -> Response {
+        self.page(code, "message.html", context! { title, who => Serde(who), message, link => Serde(link) })
+    }
+}
+
+#[derive(Serialize)]
+struct Link {
+    href: String,
+    text: &'static str,
+}
+
+/// Who the page is for, as the header shows them.
+#[derive(Serialize)]
+struct Who {
+    name: String,
+    /// For a session's forms; a token holder needs none.
+    csrf: Option<String>,
+}
+
+fn who(viewer: &Option<Viewer>) -> Option<Who> {
+    viewer.as_ref().map(|v| Who {
+        name: v.name().to_string(),
+        csrf: match v {
+            Viewer::Session { csrf, .. } => Some(csrf.clone()),
+            Viewer::Token => None,
+        },
+    })
+}
+
+fn html(code: StatusCode, body: String) -> Response {
+    (
+        code,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::REFERRER_POLICY, "same-origin"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; style-src 'self'; script-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// 303 to a path of this site, which [`local_path`] or this module made.
+fn redirect(to: &str, cookie: Option<HeaderValue>) -> Response {
+    let location = HeaderValue::try_from(to).unwrap_or(HeaderValue::from_static("/"));
+    let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response();
+    if let Some(cookie) = cookie {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// Where a browser without the session a page needs is sent: sign in, then back here.
+pub fn to_login(method: &axum::http::Method, uri: &Uri) -> Response {
+    let here = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    match local_path(here).filter(|_| method == axum::http::Method::GET) {
+        Some(here) => redirect(&format!("/login?next={}", segment(here)), None),
+        None => redirect("/login", None),
+    }
+}
+
+pub fn routes(app: &Arc<App>) -> Router<Arc<App>> {
+    let read = Router::new()
+        .route("/", get(fleet))
+        .route("/clusters/{name}", get(cluster))
+        .route("/clusters/{name}/pending", get(pending))
+        .route("/logout", post(logout));
+    let fragment = Router::new().route("/fragment/clusters", get(fragment));
+    let write = Router::new().route("/clusters/{name}/approve", post(approve));
+    let open = Router::new().route("/login", get(login_page).post(login)).route("/assets/{file}", get(asset));
+    open.merge(auth::guard(app, read, Access::Read, Audience::Page))
+        .merge(auth::guard(app, fragment, Access::Read, Audience::Fragment))
+        .merge(auth::guard(app, write, Access::Write, Audience::Page))
+}
+
+async fn asset(Path(file): Path<String>) -> Response {
+    let (content_type, body) = match file.as_str() {
+        "style.css" => ("text/css; charset=utf-8", STYLE),
+        "app.js" => ("text/javascript; charset=utf-8", SCRIPT),
+        _ => return super::text(StatusCode::NOT_FOUND, "no such asset\n"),
+    };
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "max-age=300")], body).into_response()
+}
+
+/// A revision as the pages show it: short, linked to the forge when there is one.
+#[derive(Serialize)]
+struct Rev {
+    short: String,
+    full: String,
+    url: Option<String>,
+}
+
+fn rev(shared: &Shared, revision: Option<&str>) -> Rev {
+    let full = revision.unwrap_or("").to_string();
+    Rev {
+        short: if full.is_empty() { "-".into() } else { full.chars().take(7).collect() },
+        url: revision.and_then(|r| commit_url(shared, r)),
+        full,
+    }
+}
+
+/// The web page of a commit on the configured forge, when there is one.
+fn commit_url(shared: &Shared, revision: &str) -> Option<String> {
+    let StatusSink::Forge { forge, .. } = &shared.config.status.as_ref()?.sink else { return None };
+    let web = forge.api.trim_end_matches('/');
+    Some(match forge.provider {
+        Provider::Github if web == "https://api.github.com" => {
+            format!("https://github.com/{}/commit/{revision}", forge.repo)
+        }
+        Provider::Github => format!("{}/{}/commit/{revision}", web.trim_end_matches("/api/v3"), forge.repo),
+        Provider::Gitea => format!("{web}/{}/commit/{revision}", forge.repo),
+        Provider::Gitlab => format!("{web}/{}/-/commit/{revision}", forge.repo),
+        Provider::Bitbucket => format!("https://bitbucket.org/{}/commits/{revision}", forge.repo),
+    })
+}
+
+fn sync_of(c: &ClusterState) -> &'static str {
+    if c.suspended { "suspended" } else { c.sync.as_str() }
+}
+
+#[derive(Deserialize, Default)]
+struct Filters {
+    tag: Option<String>,
+    profile: Option<String>,
+    sort: Option<String>,
+}
+
+#[derive(Serialize)]
+struct PendingBadge {
+    summary: String,
+    short: String,
+}
+
+#[derive(Serialize)]
+struct FleetRow {
+    name: String,
+    profile: String,
+    version: String,
+    revision: Rev,
+    sync: String,
+    health: String,
+    drifted: i64,
+    pending: Option<PendingBadge>,
+    tags: Vec<String>,
+}
+
+/// The fleet table's rows for `filters`.
+fn rows(shared: &Shared, filters: &Filters) -> Result<Vec<FleetRow>, String> {
+    let tags = shared.tags.lock().expect("tags lock").clone();
+    let tag = filters.tag.as_deref().map(str::trim).filter(|t| !t.is_empty());
+    let profile = filters.profile.as_deref().map(str::trim).filter(|p| !p.is_empty());
+    let mut fleet: Vec<_> = shared
+        .store
+        .fleet()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|(c, _)| {
+            let have = tags.get(&c.name).map(Vec::as_slice).unwrap_or(&[]);
+            tag.is_none_or(|t| crate::model::has_tag(have, t))
+        })
+        .filter(|(c, _)| {
+            profile.is_none_or(|p| {
+                let (name, version) = (c.profile.as_deref().unwrap_or(""), c.version.as_deref().unwrap_or(""));
+                p == name || p == format!("{name}@{version}")
+            })
+        })
+        .collect();
+    match filters.sort.as_deref() {
+        Some("profile") => {
+            fleet.sort_by(|a, b| (&a.0.profile, &a.0.version, &a.0.name).cmp(&(&b.0.profile, &b.0.version, &b.0.name)))
+        }
+        Some("sync") => fleet.sort_by(|a, b| (a.0.sync.as_str(), &a.0.name).cmp(&(b.0.sync.as_str(), &b.0.name))),
+        Some("drift") => fleet.sort_by(|a, b| b.0.drifted.cmp(&a.0.drifted).then(a.0.name.cmp(&b.0.name))),
+        Some("pending") => fleet.sort_by(|a, b| b.1.is_some().cmp(&a.1.is_some()).then(a.0.name.cmp(&b.0.name))),
+        _ => {}
+    }
+    Ok(fleet
+        .into_iter()
+        .map(|(c, pending)| FleetRow {
+            revision: rev(shared, c.cluster_revision.as_deref()),
+            sync: sync_of(&c).to_string(),
+            health: c.health.map_or("unknown", |h| h.as_str()).into(),
+            drifted: c.drifted,
+            pending: pending
+                .map(|p| PendingBadge { short: p.head_revision.chars().take(7).collect(), summary: p.summary }),
+            tags: tags.get(&c.name).cloned().unwrap_or_default(),
+            profile: c.profile.unwrap_or_else(|| "-".into()),
+            version: c.version.unwrap_or_else(|| "-".into()),
+            name: c.name,
+        })
+        .collect())
+}
+
+/// The fleet page's ETag: bumped whenever a cluster's state changes.
+fn version(shared: &Shared) -> String {
+    format!("\"{}\"", shared.version.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+#[derive(Serialize)]
+struct Choice {
+    value: String,
+    label: String,
+}
+
+async fn fleet(
+    State(app): State<Arc<App>>,
+    Extension(viewer): Extension<Option<Viewer>>,
+    Query(filters): Query<Filters>,
+) -> Response {
+    let shared = &app.shared;
+    let who = who(&viewer);
+    let rows = match rows(shared, &filters) {
+        Ok(r) => r,
+        Err(e) => return app.pages.message(StatusCode::INTERNAL_SERVER_ERROR, "error", &who, &e, None),
+    };
+    let mut profiles: Vec<String> = shared
+        .store
+        .clusters()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|c| Some(vec![c.profile.clone()?, format!("{}@{}", c.profile?, c.version?)]))
+        .flatten()
+        .collect();
+    profiles.sort();
+    profiles.dedup();
+    let profiles: Vec<Choice> = std::iter::once(Choice { value: String::new(), label: "all profiles".into() })
+        .chain(profiles.into_iter().map(|p| Choice { label: p.clone(), value: p }))
+        .collect();
+    let sorts: Vec<Choice> = [
+        ("", "name"),
+        ("profile", "profile"),
+        ("sync", "sync state"),
+        ("drift", "drift"),
+        ("pending", "pending first"),
+    ]
+    .into_iter()
+    .map(|(value, label)| Choice { value: value.into(), label: label.into() })
+    .collect();
+    app.pages.page(
+        StatusCode::OK,
+        "fleet.html",
+        context! {
+            title => "fleet",
+            who => Serde(who),
+            problems => Serde(shared.network.problems()),
+            rows => Serde(rows),
+            profiles => Serde(profiles),
+            sorts => Serde(sorts),
+            tag => filters.tag.unwrap_or_default(),
+            profile => filters.profile.unwrap_or_default(),
+            sort => filters.sort.unwrap_or_default(),
+            version => version(shared),
+        },
+    )
+}
+
+async fn fragment(State(app): State<Arc<App>>, Query(filters): Query<Filters>, headers: HeaderMap) -> Response {
+    let etag = version(&app.shared);
+    if headers.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == etag.as_bytes()) {
+        return StatusCode::NOT_MODIFIED.into_response();
+    }
+    let rendered = rows(&app.shared, &filters).and_then(|rows| {
+        app.pages.render("rows.html", context! { rows => Serde(rows) }).map_err(|e| {
+            error!(error = %e, "The fleet table failed to render.");
+            "the fleet table failed to render".to_string()
+        })
+    });
+    match rendered {
+        Ok(body) => {
+            let mut response = html(StatusCode::OK, body);
+            let headers = response.headers_mut();
+            headers.insert(header::ETAG, HeaderValue::try_from(etag).expect("a quoted number"));
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            response
+        }
+        Err(e) => super::text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
+}
+
+#[derive(Serialize)]
+struct ObjectRow {
+    object: String,
+    action: String,
+}
+
+#[derive(Serialize)]
+struct Layer {
+    name: String,
+    objects: Vec<ObjectRow>,
+}
+
+fn no_cluster(app: &App, name: &str, who: &Option<Who>) -> Response {
+    let message = format!("No cluster named {name:?}.");
+    app.pages.message(
+        StatusCode::NOT_FOUND,
+        "not found",
+        who,
+        &message,
+        Some(Link { href: "/".into(), text: "The fleet" }),
+    )
+}
+
+async fn cluster(
+    State(app): State<Arc<App>>,
+    Extension(viewer): Extension<Option<Viewer>>,
+    Path(name): Path<String>,
+) -> Response {
+    let shared = &app.shared;
+    let store = &shared.store;
+    let who = who(&viewer);
+    let Ok(Some(c)) = store.cluster(&name) else { return no_cluster(&app, &name, &who) };
+    let mut layers: Vec<Layer> = Vec::new();
+    for (object, layer, action) in store.objects(&name).unwrap_or_default() {
+        let row = ObjectRow { object, action };
+        match layers.iter_mut().find(|l| l.name == layer) {
+            Some(l) => l.objects.push(row),
+            None => layers.push(Layer { name: layer, objects: vec![row] }),
+        }
+    }
+    let drift: Vec<BTreeMap<&str, String>> = store
+        .drift(&name)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| {
+            BTreeMap::from([
+                ("field", if d.path.is_empty() { "(deleted)".to_string() } else { d.path }),
+                ("live", d.live.unwrap_or_else(|| "(absent)".into())),
+                ("desired", d.desired.unwrap_or_else(|| "(absent)".into())),
+                ("object", d.object),
+            ])
+        })
+        .collect();
+    let history: Vec<Value> = store
+        .history(&name, crate::daemon::store::HISTORY_KEPT)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|h| {
+            context! { at => rfc3339(h.at), revision => Serde(rev(shared, h.revision.as_deref())), result => h.result.as_str(), summary => h.summary }
+        })
+        .collect();
+    let approvals: Vec<Value> = store
+        .approvals(&name)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| context! { at => rfc3339(a.approved_at), revision => Serde(rev(shared, Some(&a.revision))), by => a.approved_by })
+        .collect();
+    let pending = store.pending(&name).ok().flatten().map(|p| context! { summary => p.summary });
+    let c = context! {
+        name => c.name.clone(),
+        profile => c.profile.clone().unwrap_or_else(|| "-".into()),
+        version => c.version.clone().unwrap_or_else(|| "-".into()),
+        sync => sync_of(&c),
+        revision => Serde(rev(shared, c.cluster_revision.as_deref())),
+        health => c.health.map_or("unknown", |h| h.as_str()),
+        message => c.message,
+    };
+    app.pages.page(
+        StatusCode::OK,
+        "cluster.html",
+        context! { title => &name, who => Serde(who), c, pending, layers => Serde(layers), drift => Serde(drift), history, approvals },
+    )
+}
+
+async fn pending(
+    State(app): State<Arc<App>>,
+    Extension(viewer): Extension<Option<Viewer>>,
+    Path(name): Path<String>,
+) -> Response {
+    let shared = &app.shared;
+    let who = who(&viewer);
+    let Ok(Some(p)) = shared.store.pending(&name) else {
+        let link = Link { href: format!("/clusters/{}", segment(&name)), text: "Back to the cluster" };
+        let message = format!("{name} has no pending update.");
+        return app.pages.message(StatusCode::NOT_FOUND, &name, &who, &message, Some(link));
+    };
+    app.pages.page(
+        StatusCode::OK,
+        "pending.html",
+        context! {
+            title => format!("{name}: pending update"),
+            here => format!("/clusters/{}/pending", segment(&name)),
+            who => Serde(who),
+            summary => p.summary,
+            base => Serde(rev(shared, Some(&p.base_revision))),
+            head => Serde(rev(shared, Some(&p.head_revision))),
+            rows => Serde(side_by_side(&p.diff)),
+            name,
+        },
+    )
+}
+
+#[derive(Deserialize)]
+struct ApproveForm {
+    csrf: Option<String>,
+    revision: Option<String>,
+}
+
+async fn approve(
+    State(app): State<Arc<App>>,
+    Extension(viewer): Extension<Option<Viewer>>,
+    Extension(conn): Extension<ConnInfo>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<ApproveForm>,
+) -> Response {
+    let Some(viewer) = viewer else { return redirect("/login", None) };
+    let who = who(&Some(viewer.clone()));
+    if let Err(problem) = viewer.check_form(from_this_site(&app, &headers, &conn), form.csrf.as_deref()) {
+        warn!(cluster = ?name, user = ?viewer.name(), "Approval refused: the form failed the CSRF check.");
+        return app.pages.message(StatusCode::FORBIDDEN, "forbidden", &who, problem, None);
+    }
+    let review = Link { href: format!("/clusters/{}/pending", segment(&name)), text: "Review it again" };
+    match approve::approve(&app.shared, &name, form.revision.as_deref(), viewer.name(), "status view").await {
+        Ok(_) => redirect(&format!("/clusters/{}", segment(&name)), None),
+        Err(Refused::NoCluster) => no_cluster(&app, &name, &who),
+        Err(refused @ (Refused::Stale { .. } | Refused::NothingPending)) => {
+            let message = format!("The pending update changed since the page was loaded: {refused}.");
+            app.pages.message(StatusCode::CONFLICT, "changed", &who, &message, Some(review))
+        }
+        Err(refused @ Refused::Internal(_)) => {
+            app.pages.message(StatusCode::INTERNAL_SERVER_ERROR, "error", &who, &refused.to_string(), None)
+        }
+        Err(refused) => {
+            app.pages.message(StatusCode::BAD_REQUEST, "not approved", &who, &refused.to_string(), Some(review))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct LoginQuery {
+    next: Option<String>,
+}
+
+/// `next` when it is a path of this site, else the fleet.
+fn next_or_home(next: Option<&str>) -> &str {
+    next.and_then(local_path).unwrap_or("/")
+}
+
+async fn login_page(State(app): State<Arc<App>>, Query(q): Query<LoginQuery>) -> Response {
+    let next = next_or_home(q.next.as_deref());
+    app.pages.page(
+        StatusCode::OK,
+        "login.html",
+        context! { title => "sign in", who => Serde(None::<Who>), next, name => "", problem => None::<String> },
+    )
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    name: Option<String>,
+    token: Option<String>,
+    next: Option<String>,
+}
+
+async fn login(
+    State(app): State<Arc<App>>,
+    Extension(conn): Extension<ConnInfo>,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let next = next_or_home(form.next.as_deref());
+    let again = |code: StatusCode, problem: &str, name: &str| {
+        app.pages.page(
+            code,
+            "login.html",
+            context! { title => "sign in", who => Serde(None::<Who>), next, name, problem },
+        )
+    };
+    let Some(name) = form.name.as_deref().and_then(clean_name) else {
+        return again(StatusCode::BAD_REQUEST, "Give your name (up to 100 printable characters).", "");
+    };
+    let client = conn.peer.ip();
+    match app.auth.verify(client, form.token.as_deref().unwrap_or(""), &format!("sign-in as {name:?}")) {
+        Ok(()) => {}
+        Err(Refusal::Throttled(wait)) => {
+            let mut response =
+                again(StatusCode::TOO_MANY_REQUESTS, "Too many wrong tokens. Wait a little and try again.", &name);
+            response.headers_mut().insert(header::RETRY_AFTER, Refusal::retry_after(wait));
+            return response;
+        }
+        Err(Refusal::Wrong) => return again(StatusCode::UNAUTHORIZED, "Wrong token.", &name),
+        Err(Refusal::NoToken) => {
+            return again(
+                StatusCode::FORBIDDEN,
+                "This daemon has no API token (api.token_file): nobody signs in.",
+                &name,
+            );
+        }
+        Err(Refusal::Unreadable) => {
+            return again(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The API token file is unreadable; see the daemon's log.",
+                &name,
+            );
+        }
+    }
+    let Ok(id) = app.auth.open_session(&name) else {
+        return again(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The API token file is unreadable; see the daemon's log.",
+            &name,
+        );
+    };
+    info!(user = ?name, client = %client, "Signed in to the status view.");
+    redirect(next, Some(app.auth.cookie(Some(&id))))
+}
+
+#[derive(Deserialize)]
+struct LogoutForm {
+    csrf: Option<String>,
+}
+
+async fn logout(
+    State(app): State<Arc<App>>,
+    Extension(viewer): Extension<Option<Viewer>>,
+    Extension(conn): Extension<ConnInfo>,
+    headers: HeaderMap,
+    Form(form): Form<LogoutForm>,
+) -> Response {
+    if let Some(viewer @ Viewer::Session { id, .. }) = &viewer {
+        if let Err(problem) = viewer.check_form(from_this_site(&app, &headers, &conn), form.csrf.as_deref()) {
+            return app.pages.message(StatusCode::FORBIDDEN, "forbidden", &who(&Some(viewer.clone())), problem, None);
+        }
+        app.auth.end_session(id);
+    }
+    redirect("/", Some(app.auth.cookie(None)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_escaped_and_path_segments_encoded() {
+        let pages = Pages::new();
+        let row = FleetRow {
+            name: "<script>x</script>".into(),
+            profile: "p\"".into(),
+            version: "1".into(),
+            revision: Rev { short: "abc".into(), full: "abc".into(), url: Some("https://f/\"><x".into()) },
+            sync: "applied\" onclick=\"x".into(),
+            health: "ready".into(),
+            drifted: 0,
+            pending: None,
+            tags: vec!["<b>".into()],
+        };
+        let html = pages.render("rows.html", context! { rows => Serde(vec![row]) }).unwrap();
+        assert!(!html.contains("<script>") && !html.contains("<b>") && !html.contains("\" onclick"), "{html}");
+        assert!(html.contains("href=\"/clusters/%3Cscript%3Ex%3C%2Fscript%3E\""), "{html}");
+        assert_eq!(segment("a b/c\r\n?"), "a%20b%2Fc%0D%0A%3F");
+    }
+
+    #[test]
+    fn every_template_renders() {
+        let pages = Pages::new();
+        let who = Some(Who { name: "alice".into(), csrf: Some("c".into()) });
+        let r = || Rev { short: "abc1234".into(), full: "abc1234ff".into(), url: None };
+        let login = context! { title => "sign in", who => Serde(None::<Who>), next => "/", name => "", problem => None::<String> };
+        let pending = context! {
+            title => "t", here => "/clusters/a/pending", who => Serde(who), summary => "s", base => Serde(r()), head => Serde(r()),
+            rows => Serde(side_by_side("--- base/A/b\n+++ head/A/b\n@@ -1 +1 @@\n-x\n+y\n")), name => "a",
+        };
+        assert!(pages.render("login.html", login).unwrap().contains("name=\"next\" value=\"&#x2f;\""));
+        let pending = pages.render("pending.html", pending).unwrap();
+        assert!(pending.contains("name=\"csrf\" value=\"c\"") && pending.contains("id=\"approve\""), "{pending}");
+        assert!(pending.contains("<td class=\"del\">x</td>") && pending.contains("<td class=\"add\">y</td>"));
+        let message = context! { title => "t", who => Serde(None::<Who>), message => "m", link => Serde(None::<Link>) };
+        assert!(pages.render("message.html", message).unwrap().contains("<p>m</p>"));
+    }
+}
