@@ -29,6 +29,8 @@ struct Sample {
 }
 
 /// Runs `strata args` to completion with output discarded; panics if it fails.
+// The child is reaped by `wait4` (which also yields its rusage), not by `Child::wait`.
+#[allow(clippy::zombie_processes)]
 fn run(args: &[&str]) -> Sample {
     let started = Instant::now();
     let child = Command::new(env!("CARGO_BIN_EXE_strata"))

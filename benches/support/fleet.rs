@@ -180,15 +180,16 @@ pub fn cluster_yaml(shape: Shape, c: usize, replicas: usize) -> String {
             let level = LEVELS[(c / 7) % LEVELS.len()];
             format!(
                 "apiVersion: strata.dev/v1\nkind: Cluster\nmetadata:\n  name: {name}\n  tags: [\"env:{}\", \"region:{region}\", \"profile:p{p:02}\"]\nspec:\n  profile: {{ name: p{p:02}, version: {version} }}\n  overrides:\n    l{a}: {{ region: {region}, replicas: {replicas}, logLevel: {level} }}\n    l{b}: {{ region: {region}, settings: {{ pool: {} }} }}\n  updates: {}\n",
-                if c % 10 == 0 { "staging" } else { "prod" },
+                if c.is_multiple_of(10) { "staging" } else { "prod" },
                 8 + c % 57,
-                if c % 2 == 0 { "auto" } else { "manual" }
+                if c.is_multiple_of(2) { "auto" } else { "manual" }
             )
         }
         Shape::Shared => {
             let p = c % shape.profiles();
             let v = (c / shape.profiles()) % shape.versions();
-            let version = if c % 5 == 0 { format!("\">=1.{v}.0, <1.{}.0\"", v + 1) } else { format!("1.{v}.0") };
+            let version =
+                if c.is_multiple_of(5) { format!("\">=1.{v}.0, <1.{}.0\"", v + 1) } else { format!("1.{v}.0") };
             let overrides = if c % 10 == 3 {
                 format!("  overrides:\n    l0: {{ replicas: {} }}\n", replicas + 2)
             } else {
@@ -196,7 +197,7 @@ pub fn cluster_yaml(shape: Shape, c: usize, replicas: usize) -> String {
             };
             format!(
                 "apiVersion: strata.dev/v1\nkind: Cluster\nmetadata:\n  name: {name}\n  tags: [\"env:bench\", \"profile:p{p:02}\"]\nspec:\n  profile: {{ name: p{p:02}, version: {version} }}\n{overrides}  updates: {}\n",
-                if c % 2 == 0 { "auto" } else { "manual" }
+                if c.is_multiple_of(2) { "auto" } else { "manual" }
             )
         }
     }
