@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use tracing::{Instrument as _, info, warn};
 
 use super::Shared;
+use super::evaluate::Deferred;
 use super::guard::{self, Panic};
 use super::state::{Health, Sync};
 use super::store::{Applied, DriftRow};
@@ -40,6 +41,9 @@ pub struct Job {
     pub cluster_revision: Option<String>,
     pub target: TargetConfig,
     pub drift: DriftPolicy,
+    /// Set when `set` is only the identity of what the cluster runs (the store's record of it):
+    /// what renders it when it is first needed.
+    pub deferred: Option<Arc<Deferred>>,
 }
 
 pub enum Msg {
@@ -95,6 +99,9 @@ pub enum WorkerError {
     TimedOut(Duration),
     #[error("crashed: {0}")]
     Crashed(Panic),
+    /// The set the store records the cluster runs could not be rendered again.
+    #[error("{0}")]
+    Render(String),
     /// This replica no longer holds the cluster's shard: it stopped where it was.
     #[error("stopped: this replica no longer holds the cluster's shard; its new owner reconciles it")]
     Fenced,
@@ -104,11 +111,22 @@ impl WorkerError {
     /// For the reconciles metric: failed, timeout, crashed.
     pub fn label(&self) -> &'static str {
         match self {
-            WorkerError::Target(_) | WorkerError::Reconcile(_) => "failed",
+            WorkerError::Target(_) | WorkerError::Reconcile(_) | WorkerError::Render(_) => "failed",
             WorkerError::TimedOut(_) => "timeout",
             WorkerError::Crashed(_) => "crashed",
             WorkerError::Fenced => "fenced",
         }
+    }
+
+    /// The cluster could not be reached at all (network, TLS, proxy): the commit status is an
+    /// `error` naming what to check, as for a revision that does not render, not a `failure` of
+    /// what was applied.
+    pub fn unreachable(&self) -> bool {
+        matches!(
+            self,
+            WorkerError::Target(TargetError::Unreachable(_))
+                | WorkerError::Reconcile(ReconcileError::Target(TargetError::Unreachable(_)))
+        )
     }
 }
 
@@ -230,6 +248,19 @@ impl Worker {
         Ok(&self.target.as_ref().expect("just set").2)
     }
 
+    /// The set to apply or check drift against; one deferred at start is rendered now, once.
+    async fn desired(&mut self) -> Result<DesiredSet, String> {
+        let job = self.job.as_mut().expect("a job");
+        if let Some(deferred) = job.deferred.clone() {
+            let revision = |r: &Option<String>| r.clone().unwrap_or_default();
+            let (profile_revision, cluster_revision) =
+                (revision(&job.profile_revision), revision(&job.cluster_revision));
+            job.set = deferred.render(&self.name, &profile_revision, &cluster_revision).await?;
+            job.deferred = None;
+        }
+        Ok(job.set.unpack())
+    }
+
     /// Runs `work` against the cluster's target, bounded by `apply.timeout` and with panics
     /// caught. A reconcile cut short is like one killed: the inventory written before its first
     /// write keeps every object it may have created tracked.
@@ -320,9 +351,12 @@ impl Worker {
         }
         let started = std::time::Instant::now();
         let options = shared.config.apply.clone();
-        let set = job.set.unpack();
-        let result =
-            self.bounded("apply", async |target| apply::reconcile(target, &set, revision, &options).await).await;
+        let result = match self.desired().await {
+            Ok(set) => {
+                self.bounded("apply", async |target| apply::reconcile(target, &set, revision, &options).await).await
+            }
+            Err(e) => Err(WorkerError::Render(e)),
+        };
         shared.metrics.reconcile_seconds.observe(started.elapsed().as_secs_f64());
         match result {
             Err(WorkerError::Fenced) => self.fenced(),
@@ -330,7 +364,12 @@ impl Worker {
                 shared.metrics.result(&shared.metrics.reconciles, e.label());
                 let message = e.to_string();
                 if let Some(rev) = revision {
-                    shared.report(&self.name, rev, State::Failure, &format!("apply of {what} failed: {message}"));
+                    let (state, description) = if e.unreachable() {
+                        (State::Error, message.clone())
+                    } else {
+                        (State::Failure, format!("apply of {what} failed: {message}"))
+                    };
+                    shared.report(&self.name, rev, state, &description);
                 }
                 self.failed(&message, revision);
             }
@@ -422,16 +461,18 @@ impl Worker {
         self.next_drift = Instant::now() + jitter(shared.config.drift_interval);
         let job = self.job.clone().expect("a job");
         let options = shared.config.apply.clone();
-        let set = job.set.unpack();
-        let findings =
-            match self.bounded("drift", async |target| apply::detect_drift(target, &set, &options).await).await {
-                Ok(f) => f,
-                Err(WorkerError::Fenced) => return self.fenced(),
-                Err(e) => {
-                    warn!(cluster = %self.name, error = %e, "Drift check failed.");
-                    return;
-                }
-            };
+        let findings = match self.desired().await {
+            Ok(set) => self.bounded("drift", async |target| apply::detect_drift(target, &set, &options).await).await,
+            Err(e) => Err(WorkerError::Render(e)),
+        };
+        let findings = match findings {
+            Ok(f) => f,
+            Err(WorkerError::Fenced) => return self.fenced(),
+            Err(e) => {
+                warn!(cluster = %self.name, error = %e, "Drift check failed.");
+                return;
+            }
+        };
         let now = super::store::now();
         let rows: Vec<DriftRow> = findings
             .iter()
@@ -479,7 +520,13 @@ impl Worker {
             return self.fenced();
         }
         if prune && let Some(job) = self.job.clone() {
-            let empty = DesiredSet { layers: Vec::new(), digest: String::new(), ..job.set.unpack() };
+            let empty = DesiredSet {
+                cluster: job.set.cluster.clone(),
+                profile: job.set.profile.clone(),
+                version: job.set.version.clone(),
+                layers: Vec::new(),
+                digest: String::new(),
+            };
             let options = apply::Options { allow_empty: true, ..shared.config.apply.clone() };
             match self.bounded("apply", async |target| apply::reconcile(target, &empty, None, &options).await).await {
                 Ok(cs) => info!(cluster = %self.name, result = %cs.summary(), "Removed cluster pruned."),
@@ -513,6 +560,7 @@ mod tests {
             cluster_revision: None,
             target: TargetConfig::Directory("/nonexistent".into()),
             drift: DriftPolicy::Correct,
+            deferred: None,
         }
     }
 
