@@ -51,7 +51,9 @@ fn generate(root: &Path, clusters: usize) {
         write(
             root,
             &format!("clusters/c{c:05}.yaml"),
-            &format!("apiVersion: strata.dev/v1\nkind: Cluster\nmetadata: {{ name: c{c:05} }}\nspec:\n  profile: {{ name: app, version: 1.0.0 }}\n"),
+            &format!(
+                "apiVersion: strata.dev/v1\nkind: Cluster\nmetadata: {{ name: c{c:05} }}\nspec:\n  profile: {{ name: app, version: 1.0.0 }}\n"
+            ),
         );
     }
     git(root, &["init", "-q", "-b", "main"]);
@@ -64,9 +66,8 @@ fn applied_at(mgmt: &ApiServer, names: &[String], revision: &str) -> usize {
     names
         .iter()
         .filter(|name| {
-            mgmt.object("clusterstates", Some(kubernetes::NAMESPACE), name).is_some_and(|s| {
-                s["status"]["clusterRevision"] == revision && s["status"]["sync"] == "applied"
-            })
+            mgmt.object("clusterstates", Some(kubernetes::NAMESPACE), name)
+                .is_some_and(|s| s["status"]["clusterRevision"] == revision && s["status"]["sync"] == "applied")
         })
         .count()
 }
@@ -146,7 +147,7 @@ fn main() {
     let peak: Vec<u64> = pids.iter().map(|&p| proc::proc_status(p, "VmHWM:")).collect();
 
     // Who reconciled what: the out directories of each replica that hold the new greeting.
-    let mut owned = vec![0usize; REPLICAS];
+    let mut owned = [0usize; REPLICAS];
     let mut doubled = 0;
     for name in &names {
         let holders: Vec<usize> = (0..REPLICAS)
