@@ -610,7 +610,8 @@ mod tests {
         let shards = Shards::all();
         assert!(shards.owns("anything") && shards.leads());
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let fenced = runtime.block_on(tokio::time::timeout(Duration::from_millis(20), shards.fenced(0)));
+        let fenced =
+            runtime.block_on(async { tokio::time::timeout(Duration::from_millis(20), shards.fenced(0)).await });
         assert!(fenced.is_err(), "never");
     }
 
