@@ -412,3 +412,65 @@ fn cluster_secrets_are_picked_up_changed_and_removed_while_running() {
     assert!(clusters["c0"].as_str().unwrap().contains("target `workload` is not configured"), "{clusters:?}");
     daemon.terminate();
 }
+
+/// Four replicas, two shards: two replicas hold none and still serve the whole fleet. A pending
+/// update outlives the replica that found it (killed), and an approval made through a replica
+/// holding no shard is applied, once, by the shard's new holder.
+#[test]
+fn pending_updates_and_approvals_survive_the_loss_of_a_replica() {
+    let world = World::new(4, &["c0"]);
+    let first = world.repo.commit("start");
+    let mut replicas: Vec<Daemon> = (0..4).map(|_| world.launch(2)).collect();
+    for daemon in &replicas {
+        daemon.wait_for("the daemon to be ready", Duration::from_secs(30), |d| d.get("/readyz").0 == 200);
+    }
+    let all: Vec<&Daemon> = replicas.iter().collect();
+    wait("every cluster applied", LONG, &all, || (0..4).all(|i| world.applied_at(&format!("c{i}"), &first)));
+    wait("one shard each for two replicas", LONG, &all, || {
+        let mut counts: Vec<usize> = replicas.iter().map(|d| held(d).len()).collect();
+        counts.sort();
+        counts == [0, 0, 1, 1]
+    });
+    for daemon in replicas.iter().filter(|d| held(d).is_empty()) {
+        let (code, text) = daemon.get("/readyz");
+        assert_eq!(code, 200, "{text}");
+        assert!(text.contains("held (none: serving the view and the API)"), "{text}");
+        let (code, body) = daemon.request("GET", "/api/v1/clusters", &[], "");
+        assert_eq!((code, serde_json::from_str::<Value>(&body).unwrap().as_array().unwrap().len()), (200, 4), "{body}");
+    }
+
+    world.repo.edit(PROFILE, "greeting: hello", "greeting: hi");
+    let second = world.repo.commit("hi");
+    drop(all);
+    wait("c0's update held", LONG, &replicas.iter().collect::<Vec<_>>(), || {
+        world.state("c0")["status"]["pending"]["headRevision"] == second
+    });
+    let owner = replicas[0].cluster("c0")["shard"]["holder"].as_str().unwrap().to_string();
+    let index = replicas.iter().position(|d| identity(d) == owner).unwrap();
+    let mut dead = replicas.remove(index);
+    dead.kill9();
+    let alive: Vec<&Daemon> = replicas.iter().collect();
+    wait("c0's shard taken over", LONG, &alive, || {
+        let holder = alive[0].cluster("c0")["shard"]["holder"].clone();
+        holder.as_str().is_some_and(|h| h != owner && alive.iter().any(|d| identity(d) == h))
+    });
+    assert_eq!(
+        world.state("c0")["status"]["pending"]["headRevision"],
+        second,
+        "the pending update outlived its finder"
+    );
+    assert_eq!((world.writes("c0"), world.greeting("c0")), (1, json!("hello")), "still held");
+
+    let idle = *alive.iter().find(|d| held(d).is_empty()).expect("a replica holding no shard");
+    let (code, body) = idle.request(
+        "POST",
+        "/api/v1/clusters/c0/approve",
+        &[("Authorization", &format!("Bearer {TOKEN}")), ("Content-Type", "application/json")],
+        &json!({"revision": second, "by": "bob"}).to_string(),
+    );
+    assert_eq!(code, 202, "{body}");
+    wait("c0 applied by the new holder", LONG, &alive, || world.applied_at("c0", &second));
+    assert_eq!((world.writes("c0"), world.greeting("c0")), (2, json!("hi")), "applied once");
+    assert!(!idle.log().contains("Applied. cluster=c0 "));
+    assert_eq!(world.state("c0")["spec"]["approvals"][0]["by"], "bob");
+}
