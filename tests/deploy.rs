@@ -130,6 +130,13 @@ fn the_deployment_is_restricted_and_its_config_loads() {
         .find(|m| volumes.iter().any(|v| v["name"] == m["name"] && v.get("secret").is_some()))
         .expect("a Secret mounted");
     assert!(token.starts_with(secret_mount["mountPath"].as_str().unwrap()), "{}", token.display());
+    // Files of a Secret volume belong to root and the pod's fsGroup: strata (not root) reads them
+    // through the group.
+    let secret_volume = volumes.iter().find(|v| v["name"] == secret_mount["name"]).unwrap();
+    let mode = secret_volume["secret"]["defaultMode"].as_u64().unwrap_or(0o644);
+    assert_ne!(pod["securityContext"]["runAsUser"], 0);
+    assert_eq!(pod["securityContext"]["fsGroup"], pod["securityContext"]["runAsGroup"]);
+    assert!(mode & 0o040 != 0 && mode & 0o007 == 0, "credentials readable by the group only: {mode:o}");
 
     // The PodDisruptionBudget and the Service select the pods.
     let labels = &deployment["spec"]["template"]["metadata"]["labels"];
