@@ -1207,4 +1207,59 @@ mod tests {
         assert_eq!(parse_duration("999999999999999999m"), None);
         assert_eq!(parse_duration("99999999999999999999s"), None);
     }
+
+    #[test]
+    fn kubernetes_mode_state_and_shards() {
+        let config = load(
+            "kubernetes: { kubeconfig: mgmt.yaml, context: mgmt, namespace: strata }\nstate: { backend: kubernetes }\nshards: 8\nleases: { duration: 20s, renew_deadline: 12s, retry_period: 3s }\n",
+        )
+        .unwrap();
+        let kubernetes = config.kubernetes.unwrap();
+        assert!(
+            matches!(&kubernetes.connection, TargetConfig::Kubeconfig { path, context } if path.is_absolute() && context.as_deref() == Some("mgmt"))
+        );
+        assert_eq!((kubernetes.namespace.as_deref(), kubernetes.cluster_secrets), (Some("strata"), true));
+        assert_eq!(config.state_backend, StateBackend::Kubernetes);
+        assert_eq!(
+            config.sharding,
+            Sharding {
+                shards: 8,
+                lease_duration: Duration::from_secs(20),
+                renew_deadline: Duration::from_secs(12),
+                retry_period: Duration::from_secs(3)
+            }
+        );
+        // The shared state alone means running in the management cluster.
+        let config = load("state: { backend: kubernetes }\n").unwrap();
+        assert_eq!(config.kubernetes.unwrap().connection, TargetConfig::InCluster);
+        let config = load("targets: {}\n").unwrap();
+        assert_eq!((config.state_backend, config.kubernetes, config.sharding.shards), (StateBackend::Sqlite, None, 1));
+    }
+
+    #[test]
+    fn kubernetes_mode_mistakes_are_reported_with_lines() {
+        for (text, expected) in [
+            ("state: { backend: etcd }\n", "strata.yaml:1: state.backend `etcd` is not a backend"),
+            ("shards: 4\n", "strata.yaml:1: shards need the shared state: state: { backend: kubernetes }"),
+            ("state: { backend: kubernetes }\nshards: 0\n", "strata.yaml:2: shards: 0 is not from 1 to 1024"),
+            ("state: { backend: kubernetes }\nshards: 5000\n", "shards: 5000 is not from 1 to 1024"),
+            ("kubernetes: { context: x }\n", "kubernetes.context needs kubernetes.kubeconfig"),
+            (
+                "kubernetes: { namespace: Strata_System }\n",
+                "kubernetes.namespace `Strata_System` is not a namespace name",
+            ),
+            ("leases: { duration: 1500ms }\n", "leases.duration must be a whole number of seconds"),
+            (
+                "leases: { duration: 10s, renew_deadline: 10s }\n",
+                "leases.renew_deadline must be shorter than leases.duration",
+            ),
+            (
+                "leases: { duration: 15s, renew_deadline: 10s, retry_period: 10s }\n",
+                "leases.retry_period must be longer than 0 and shorter",
+            ),
+        ] {
+            let e = load(text).unwrap_err().to_string();
+            assert!(e.contains(expected), "{expected}\n{e}");
+        }
+    }
 }
