@@ -2,9 +2,13 @@
 //!
 //! ```text
 //!   head revision ──┐
-//!   what each cluster runs (store) ──> load both ──> plan per cluster ──> decide by policy ──> Outcome
-//!   approvals, suspensions (store) ──┘                                    (job | pending | problem)
+//!   what each cluster runs (store) ──> load both ──> plan per cluster ──> rollouts' gate ──> decide by policy ──> Outcome
+//!   approvals, suspensions (store) ──┘                                    (daemon::rollouts)   (job | pending | problem)
 //! ```
+//!
+//! Every cluster is planned first, then the rollouts gate what they govern (which needs every
+//! cluster's plan: a bump in several cluster files is told by their number), then each cluster
+//! is decided and rendered.
 //!
 //! Blocking (git2 reads, rendering): the event loop runs it on a blocking thread and hands the
 //! outcomes to the workers. Problems come back as data: a revision that does not load is an
@@ -19,13 +23,16 @@ use tracing::warn;
 use super::Shared;
 use super::decide::{self, Decision, Hold, Run};
 use super::guard::{self, Panic};
+use super::rollouts::{self, held_summary};
 use super::store::{self, Pending, StoreError};
 use super::worker::Job;
+use crate::config::TargetConfig;
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::model::{Cluster, Model};
 use crate::plan::{self, ChangeKind, ClusterPlan};
 use crate::render::Renderer;
 use crate::render::tools::SystemTools;
+use crate::rollout::gate::{Progress, Verdict};
 use crate::source::{Snapshot, SourceError};
 
 /// Why a revision was not evaluated.
@@ -151,6 +158,7 @@ fn pending_summary(plan: &ClusterPlan, hold: &Hold, cluster: &str) -> String {
     match hold {
         Hold::Approval => format!("pending update {what} — approve: strata approve {cluster}"),
         Hold::Window { window } => format!("pending update {what} — waits for its window {window}"),
+        Hold::Rollout { rollout, wave, why } => format!("pending update {what} — {}", held_summary(rollout, wave, why)),
     }
 }
 
@@ -166,12 +174,15 @@ pub fn evaluate(
     // Every revision some cluster runs, plus the head.
     let states: BTreeMap<String, store::ClusterState> =
         shared.store.clusters()?.into_iter().map(|c| (c.name.clone(), c)).collect();
+    // And what clusters a rollout returns return to.
+    let progress: BTreeMap<String, Progress> =
+        shared.store.rollouts()?.into_iter().map(|p| (p.rollout.clone(), p)).collect();
+    let befores = progress.values().flat_map(|p| p.clusters.values()).filter_map(|c| c.before.as_ref());
     let mut revisions: Vec<String> = vec![head.to_string()];
-    for s in states.values() {
-        for rev in [&s.profile_revision, &s.cluster_revision].into_iter().flatten() {
-            if !revisions.contains(rev) {
-                revisions.push(rev.clone());
-            }
+    let runs = states.values().flat_map(|s| [&s.profile_revision, &s.cluster_revision].into_iter().flatten());
+    for rev in runs.chain(befores.flat_map(|b| [&b.profile_revision, &b.cluster_revision])) {
+        if !revisions.contains(rev) {
+            revisions.push(rev.clone());
         }
     }
     let mut loaded: HashMap<String, (Snapshot, Model)> = HashMap::new();
@@ -219,19 +230,42 @@ pub fn evaluate(
         now: store::now(),
     };
     let mut outcomes = Vec::new();
+    let mut planned: BTreeMap<&str, Planned> = BTreeMap::new();
     for (name, cluster) in &head_model.clusters {
         shared.progress();
-        match guard::catch(|| context.cluster(name, cluster)) {
-            Ok(outcome) => outcomes.push(outcome?),
-            Err(panic) => {
-                shared.metrics.panicked("render");
-                // Its fingerprints may be half-made: start them over.
-                context.fingerprints.clear();
-                outcomes.push(Outcome::failed(name, head, ClusterProblem::Crashed(panic)));
+        match guard::catch(|| context.plan(name, cluster)) {
+            Ok(Ok(Ok(p))) => {
+                planned.insert(name, p);
             }
+            Ok(Ok(Err(outcome))) => outcomes.push(outcome),
+            Ok(Err(e)) => return Err(e.into()),
+            Err(panic) => outcomes.push(context.crashed(name, panic)),
+        }
+    }
+    let views = planned
+        .iter()
+        .map(|(name, p)| (*name, rollouts::Planned { plan: p.plan.as_ref(), pin_moved: p.pin_moved }))
+        .collect();
+    let gates = rollouts::gate_all(shared, head, head_model, &views, &states, progress)?;
+    for (name, p) in planned {
+        shared.progress();
+        match guard::catch(|| context.decide(name, &head_model.clusters[name], p, gates.get(name))) {
+            Ok(outcome) => outcomes.push(outcome?),
+            Err(panic) => outcomes.push(context.crashed(name, panic)),
         }
     }
     Ok(outcomes)
+}
+
+/// One cluster planned: what comes before the rollouts' gate.
+struct Planned {
+    /// From what it runs to the head; `None` when it runs nothing (that can still be read).
+    plan: Option<ClusterPlan>,
+    /// Whether it was ever applied, by this daemon's state.
+    applied: bool,
+    target: TargetConfig,
+    /// Whether its file's `spec.profile` moved since what it runs.
+    pin_moved: bool,
 }
 
 /// What deciding one cluster reads: the revisions loaded, what each cluster runs, and the
@@ -249,18 +283,41 @@ struct Context<'a> {
 }
 
 impl<'a> Context<'a> {
-    fn cluster(&mut self, name: &str, cluster: &Cluster) -> Result<Outcome, StoreError> {
+    /// The cluster's rendering panicked: it fails alone.
+    fn crashed(&mut self, name: &str, panic: Panic) -> Outcome {
+        self.shared.metrics.panicked("render");
+        // Its fingerprints may be half-made: start them over.
+        self.fingerprints.clear();
+        Outcome::failed(name, self.head, ClusterProblem::Crashed(panic))
+    }
+
+    /// What the cluster runs and its file at that revision, when both can still be read.
+    fn base(&self, name: &str) -> (Option<(&'a str, &'a (Snapshot, Model))>, Option<&'a Cluster>) {
+        let loaded = self.loaded;
+        let state = self.states.get(name);
+        let base = state
+            .and_then(|s| s.profile_revision.as_deref())
+            .and_then(|r| loaded.get_key_value(r))
+            .map(|(r, l)| (r.as_str(), l));
+        let base_cluster = state
+            .and_then(|s| s.cluster_revision.as_deref())
+            .and_then(|r| loaded.get(r))
+            .and_then(|(_, m)| m.clusters.get(name));
+        (base, base_cluster)
+    }
+
+    /// Plans the cluster from what it runs to the head; a cluster that cannot be planned is
+    /// done with here (its outcome says why).
+    fn plan(&mut self, name: &str, cluster: &Cluster) -> Result<Result<Planned, Outcome>, StoreError> {
         guard::inject("render", name);
-        let (shared, head, loaded) = (self.shared, self.head, self.loaded);
+        let (shared, head) = (self.shared, self.head);
         let state = self.states.get(name);
         let applied = state.and_then(|s| s.digest.as_ref()).is_some();
-        let base_rev = state.and_then(|s| s.profile_revision.clone());
         let cluster_rev = state.and_then(|s| s.cluster_revision.clone());
-        let base = base_rev.as_deref().and_then(|r| loaded.get_key_value(r)).map(|(r, l)| (r.as_str(), l));
-        let base_cluster = cluster_rev.as_deref().and_then(|r| loaded.get(r)).and_then(|(_, m)| m.clusters.get(name));
+        let (base, base_cluster) = self.base(name);
         let target = match shared.config.target(name, &cluster.target) {
             Ok(t) => t.clone(),
-            Err(d) => return Ok(Outcome::failed(name, head, ClusterProblem::Invalid(d.into()))),
+            Err(d) => return Ok(Err(Outcome::failed(name, head, ClusterProblem::Invalid(d.into())))),
         };
         let head_key = self.renderers.get_key_value(head).map(|(k, _)| *k).expect("the head is loaded");
         let head_renderer = &self.renderers[head];
@@ -282,11 +339,32 @@ impl<'a> Context<'a> {
                 self.fingerprints.insert(head_key, head_fps);
                 match result {
                     Ok(plan) => Some(plan),
-                    Err(d) => return Ok(Outcome::failed(name, head, ClusterProblem::Invalid(d))),
+                    Err(d) => return Ok(Err(Outcome::failed(name, head, ClusterProblem::Invalid(d)))),
                 }
             }
             _ => None,
         };
+        // Applied, but what it runs can no longer be read: treat the head as new to it.
+        let applied = applied && (plan.is_some() || (base.is_some() && base_cluster.is_some()));
+        let pin_moved = base_cluster.is_some_and(|b| b.profile != cluster.profile || b.version != cluster.version);
+        Ok(Ok(Planned { plan, applied, target, pin_moved }))
+    }
+
+    /// Decides what the cluster runs, the rollouts' gate given, and renders it.
+    fn decide(
+        &mut self,
+        name: &str,
+        cluster: &Cluster,
+        planned: Planned,
+        gate: Option<&rollouts::Gate>,
+    ) -> Result<Outcome, StoreError> {
+        let (shared, head) = (self.shared, self.head);
+        let Planned { plan, applied, target, .. } = planned;
+        let state = self.states.get(name);
+        let base_rev = state.and_then(|s| s.profile_revision.clone());
+        let cluster_rev = state.and_then(|s| s.cluster_revision.clone());
+        let (base, base_cluster) = self.base(name);
+        let head_renderer = &self.renderers[head];
         let unchanged = ClusterPlan {
             cluster: name.to_string(),
             kind: ChangeKind::Unchanged,
@@ -300,8 +378,6 @@ impl<'a> Context<'a> {
             head_digest: None,
             objects: Vec::new(),
         };
-        // Applied, but what it runs can no longer be read: treat the head as new to it.
-        let applied = applied && (plan.is_some() || (base.is_some() && base_cluster.is_some()));
         let plan_ref = plan.as_ref().unwrap_or(&unchanged);
         let approved = shared.store.approval(name, head)?.is_some();
         let suspended = state.is_some_and(|s| s.suspended);
@@ -312,18 +388,37 @@ impl<'a> Context<'a> {
             window: cluster.window.as_ref(),
             approved,
             suspended,
+            rollout: gate.and_then(rollouts::Gate::hold),
             now: self.now,
         });
 
-        let rendered = match run {
-            Run::Head => Some((head_renderer.render(cluster), Some(head), Some(head))),
-            Run::HeadClusterOnAppliedProfile => {
+        let back = match gate.map(|g| &g.verdict) {
+            Some(Verdict::RollBack(before)) if !suspended => Some(before),
+            _ => None,
+        };
+        let rendered = match (run, back) {
+            // Where a rollout returns it: what it ran before the rollout, file and profile alike.
+            (_, Some(before)) => {
+                let at = |rev: &str| self.loaded.get(rev).map(|(_, m)| m);
+                match (self.renderers.get(before.profile_revision.as_str()), at(&before.cluster_revision)) {
+                    (Some(renderer), Some(model)) => model.clusters.get(name).map(|before_cluster| {
+                        let revs = (before.profile_revision.as_str(), before.cluster_revision.as_str());
+                        (renderer.render(before_cluster), Some(revs.0), Some(revs.1))
+                    }),
+                    _ => {
+                        warn!(cluster = %name, revision = %before.profile_revision, "What the cluster ran before the rollout cannot be read any more; it keeps what it runs.");
+                        None
+                    }
+                }
+            }
+            (Run::Head, None) => Some((head_renderer.render(cluster), Some(head), Some(head))),
+            (Run::HeadClusterOnAppliedProfile, None) => {
                 let (rev, _) = base.expect("held updates have a base");
                 Some((self.renderers[rev].render(cluster), Some(rev), Some(head)))
             }
             // The worker already has it; after a restart it needs it again.
-            Run::Keep if self.running.contains(name) => None,
-            Run::Keep => match (base, base_cluster) {
+            (Run::Keep, None) if self.running.contains(name) => None,
+            (Run::Keep, None) => match (base, base_cluster) {
                 (Some((rev, _)), Some(base_cluster)) => {
                     Some((self.renderers[rev].render(base_cluster), Some(rev), cluster_rev.as_deref()))
                 }
@@ -339,6 +434,7 @@ impl<'a> Context<'a> {
                     cluster_revision: cluster_rev.map(str::to_string),
                     target,
                     drift: cluster.drift,
+                    rollout: gate.map(|g| g.rollout.clone()),
                 });
             }
             Some((Err(d), _, _)) => outcome.problem = Some(ClusterProblem::Invalid(d)),

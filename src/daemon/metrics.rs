@@ -30,6 +30,18 @@ pub struct StageLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RolloutLabel {
+    pub rollout: String,
+}
+
+/// A rollout's clusters in one state: held, updating, updated, failed, rolling-back, rolled-back.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RolloutStateLabel {
+    pub rollout: String,
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProviderLabel {
     pub provider: String,
     pub result: String,
@@ -54,6 +66,12 @@ pub struct Metrics {
     /// Commit status deliveries: delivered, failed, rate_limited, refused.
     pub deliveries: Family<ResultLabel, Counter>,
     pub outbox: Gauge,
+    /// The wave a rollout is at (1 = its first wave holding clusters; 0 when it has none).
+    pub rollout_wave: Family<RolloutLabel, Gauge>,
+    /// A rollout's clusters by state.
+    pub rollout_clusters: Family<RolloutStateLabel, Gauge>,
+    /// 1 while a rollout is halted or aborted.
+    pub rollout_halted: Family<RolloutLabel, Gauge>,
 }
 
 impl Metrics {
@@ -85,7 +103,20 @@ impl Metrics {
         let panics = Family::<StageLabel, Counter>::default();
         registry.register("panics", "Panics caught instead of ending the process, by stage", panics.clone());
         registry.register("store_errors", "State database failures, by kind", store_errors.clone());
+        let rollout_wave = Family::<RolloutLabel, Gauge>::default();
+        registry.register(
+            "rollout_wave",
+            "The wave a rollout is at (1 = its first wave that holds clusters, 0 = none)",
+            rollout_wave.clone(),
+        );
+        let rollout_clusters = Family::<RolloutStateLabel, Gauge>::default();
+        registry.register("rollout_clusters", "A rollout's clusters, by state", rollout_clusters.clone());
+        let rollout_halted = Family::<RolloutLabel, Gauge>::default();
+        registry.register("rollout_halted", "1 while a rollout is halted or aborted", rollout_halted.clone());
         Metrics {
+            rollout_wave,
+            rollout_clusters,
+            rollout_halted,
             panics,
             store_errors,
             deliveries,
@@ -103,6 +134,16 @@ impl Metrics {
 
     pub fn result(&self, family: &Family<ResultLabel, Counter>, result: &str) {
         family.get_or_create(&ResultLabel { result: result.to_string() }).inc();
+    }
+
+    /// Drops the gauges of a rollout whose policy left the repository.
+    pub fn forget_rollout(&self, rollout: &str) {
+        let label = RolloutLabel { rollout: rollout.to_string() };
+        self.rollout_wave.remove(&label);
+        self.rollout_halted.remove(&label);
+        for state in ["held", "updating", "updated", "failed", "rolling-back", "rolled-back"] {
+            self.rollout_clusters.remove(&RolloutStateLabel { rollout: rollout.to_string(), state: state.into() });
+        }
     }
 
     pub fn panicked(&self, stage: &str) {

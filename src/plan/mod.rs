@@ -128,6 +128,8 @@ pub struct Plan {
     pub base: Option<String>,
     pub head: Option<String>,
     pub clusters: Vec<ClusterPlan>,
+    /// The rollouts that hold some of these changes, with their waves.
+    pub rollouts: Vec<crate::rollout::plan::RolloutPlan>,
 }
 
 impl Plan {
@@ -237,10 +239,12 @@ pub fn plan(base: Option<Side>, head: Side, tools: &dyn Tools, redactor: &Redact
             Err(d) => diags.extend(d),
         }
     }
+    let rollouts = crate::rollout::plan::section(&clusters, base_model, head.model);
     diags.into_result(Plan {
         base: base.and_then(|b| b.revision.map(str::to_string)),
         head: head.revision.map(str::to_string),
         clusters,
+        rollouts,
     })
 }
 
