@@ -305,24 +305,60 @@ pub fn act(shared: &Shared, rollout: &str, action: &Action, by: &str) -> Result<
     Err(ActError::Busy(rollout.to_string()))
 }
 
-/// A rollout for the API and the view: its policy and where it stands.
-pub fn describe(policy: &Rollout, progress: Option<&Progress>) -> serde_json::Value {
+/// A rollout for the API, the CLI and the view: its policy, and where it stands at `now` —
+/// each wave with its state and clusters, what it waits for, and what a promotion would do.
+pub fn describe(policy: &Rollout, progress: Option<&Progress>, now: i64) -> serde_json::Value {
     use crate::rollout::policy::show_duration;
+    let states = progress.map(|p| gate::wave_states(p, policy, now));
     let waves: Vec<serde_json::Value> = policy
         .waves
         .iter()
-        .map(|w| {
+        .enumerate()
+        .map(|(i, w)| {
+            let state = states.as_ref().map(|s| s[i]);
+            let record = progress.and_then(|p| p.waves.get(i));
+            let clusters: Vec<serde_json::Value> = progress
+                .into_iter()
+                .flat_map(|p| p.members(&w.name))
+                .map(|(name, c)| {
+                    serde_json::json!({
+                        "cluster": name,
+                        "state": c.state.as_str(),
+                        "cause": c.cause,
+                        "to": c.to,
+                        "before": c.before.as_ref().map(|b| &b.what),
+                        "releasedAt": c.released_at,
+                        "finishedAt": c.finished_at,
+                        "message": c.message,
+                    })
+                })
+                .collect();
+            let count = |state: ClusterRun| clusters.iter().filter(|c| c["state"] == state.as_str()).count();
             serde_json::json!({
                 "name": w.name,
-                "selector": w.selector,
-                "maxClusters": w.max_clusters,
+                "selects": w.selects(),
                 "maxParallel": w.max_parallel.to_string(),
                 "bake": show_duration(w.bake),
                 "approval": w.approval,
                 "implicit": w.implicit,
+                "state": state.map(|s| s.as_str()),
+                "bakeUntil": match state { Some(gate::WaveState::Baking { until }) => Some(until), _ => None },
+                "startedAt": record.and_then(|r| r.started_at),
+                "completedAt": record.and_then(|r| r.completed_at),
+                "promoted": record.and_then(|r| r.promoted.as_ref()),
+                "total": clusters.len(),
+                "updated": count(ClusterRun::Updated),
+                "failed": count(ClusterRun::Failed),
+                "clusters": clusters,
             })
         })
         .collect();
+    let promotion = progress.and_then(|p| gate::promotion(p, policy, now).ok()).map(|p| {
+        serde_json::json!({
+            "starts": p.starts.map(|i| &policy.waves[i].name),
+            "endsBakeOf": p.ends_bake_of.map(|i| &policy.waves[i].name),
+        })
+    });
     serde_json::json!({
         "rollout": policy.name,
         "file": policy.file,
@@ -330,8 +366,16 @@ pub fn describe(policy: &Rollout, progress: Option<&Progress>) -> serde_json::Va
         "onFailure": policy.on_failure,
         "failureThreshold": policy.failure_threshold,
         "failOnDrift": policy.fail_on_drift,
+        "state": progress.map_or("idle", |p| p.state.as_str()),
+        "revision": progress.map(|p| &p.revision),
+        "next": progress.map(|p| &p.next),
+        "startedAt": progress.map(|p| p.started_at),
+        "finishedAt": progress.and_then(|p| p.finished_at),
+        "halt": progress.and_then(|p| p.halt.as_ref()),
+        "paused": progress.and_then(|p| p.paused.as_ref()),
+        "aborted": progress.and_then(|p| p.aborted.as_ref()),
+        "promotion": promotion,
         "waves": waves,
-        "progress": progress,
     })
 }
 

@@ -737,10 +737,12 @@ fn status(p: &Progress, rollout: &Rollout) -> Report {
 /// What an operator asks of a rollout.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Go on to the next wave now: the bake under way ends, the next wave is approved. `wave`,
-    /// when given, is the wave the operator saw waiting; anything else is refused.
+    /// Go on to the next wave now: the bake under way ends, the next wave is approved. `wave`
+    /// and `revision` (a prefix of it), when given, are what the operator saw waiting; anything
+    /// else is refused.
     Promote {
         wave: Option<String>,
+        revision: Option<String>,
     },
     Pause,
     Resume,
@@ -750,7 +752,7 @@ pub enum Action {
 impl Action {
     pub fn parse(text: &str) -> Option<Action> {
         Some(match text {
-            "promote" => Action::Promote { wave: None },
+            "promote" => Action::Promote { wave: None, revision: None },
             "pause" => Action::Pause,
             "resume" => Action::Resume,
             "abort" => Action::Abort,
@@ -772,6 +774,82 @@ impl Action {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct Refused(pub String);
+
+/// What promoting would do now: the wave it starts, and the wave whose bake it ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Promotion {
+    pub starts: Option<usize>,
+    pub ends_bake_of: Option<usize>,
+}
+
+/// What promoting `p` would do now, or why nothing can be promoted.
+pub fn promotion(p: &Progress, rollout: &Rollout, now: Millis) -> Result<Promotion, Refused> {
+    if p.finished_at.is_some() {
+        return Err(Refused(format!("rollout {} is complete: nothing to promote", rollout.name)));
+    }
+    if let Some(stopped) = p.stopped() {
+        return Err(Refused(format!("{stopped}: resume it before promoting")));
+    }
+    match blocker(p, rollout, now) {
+        Blocker::Promotion(i) => Ok(Promotion { starts: Some(i), ends_bake_of: None }),
+        Blocker::Bake { wave, .. } => {
+            let next = (wave + 1..rollout.waves.len()).find(|&j| p.members(&rollout.waves[j].name).next().is_some());
+            Ok(Promotion { starts: next, ends_bake_of: Some(wave) })
+        }
+        Blocker::Updating(i) => {
+            let (updated, of) = updated_of(p, &rollout.waves[i].name);
+            Err(Refused(format!(
+                "wave {} is updating ({updated} of {of} clusters): nothing waits for promotion",
+                rollout.waves[i].name
+            )))
+        }
+        Blocker::Done => Err(Refused(format!("rollout {} has no wave left to promote", rollout.name))),
+    }
+}
+
+/// Where each wave (aligned with the policy's) stands, for people.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaveState {
+    /// The change reaches no cluster of it.
+    Empty,
+    Done,
+    Baking {
+        until: Millis,
+    },
+    Updating,
+    /// Manual, not promoted yet.
+    Promotion,
+    /// Waits for an earlier wave.
+    Held,
+}
+
+impl WaveState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WaveState::Empty => "empty",
+            WaveState::Done => "done",
+            WaveState::Baking { .. } => "baking",
+            WaveState::Updating => "updating",
+            WaveState::Promotion => "waits-for-promotion",
+            WaveState::Held => "held",
+        }
+    }
+}
+
+pub fn wave_states(p: &Progress, rollout: &Rollout, now: Millis) -> Vec<WaveState> {
+    let blocker = blocker(p, rollout, now);
+    let at = blocker.wave().unwrap_or(usize::MAX);
+    (0..rollout.waves.len())
+        .map(|i| match blocker {
+            _ if p.members(&rollout.waves[i].name).next().is_none() => WaveState::Empty,
+            Blocker::Bake { wave, until } if wave == i => WaveState::Baking { until },
+            Blocker::Updating(w) if w == i => WaveState::Updating,
+            Blocker::Promotion(w) if w == i => WaveState::Promotion,
+            _ if i < at => WaveState::Done,
+            _ => WaveState::Held,
+        })
+        .collect()
+}
 
 /// Applies an operator's action to the stored progress; the next gating acts on it. Returns
 /// what was done, in a sentence.
@@ -828,41 +906,30 @@ pub fn act(p: &mut Progress, rollout: &Rollout, action: &Action, by: &str, now: 
             p.aborted = Some(who);
             Ok("aborted: no cluster starts any more, the clusters it updated return to what they ran".into())
         }
-        Action::Promote { wave } => {
-            if let Some(stopped) = p.stopped() {
-                return refuse(format!("{stopped}: resume it before promoting"));
+        Action::Promote { wave, revision } => {
+            if let Some(seen) = revision.as_deref().filter(|r| !r.is_empty() && !p.revision.starts_with(*r)) {
+                return refuse(format!(
+                    "rollout {name} moved on to {} since {} was seen: look at it again",
+                    short(&p.revision),
+                    short(seen)
+                ));
             }
-            let (promote, waive) = match blocker(p, rollout, now) {
-                Blocker::Promotion(i) => (Some(i), None),
-                Blocker::Bake { wave, .. } => {
-                    let next =
-                        (wave + 1..rollout.waves.len()).find(|&j| p.members(&rollout.waves[j].name).next().is_some());
-                    (next, Some(wave))
-                }
-                Blocker::Updating(i) => {
-                    let (updated, of) = updated_of(p, &rollout.waves[i].name);
-                    return refuse(format!(
-                        "wave {} is updating ({updated} of {of} clusters): nothing waits for promotion",
-                        rollout.waves[i].name
-                    ));
-                }
-                Blocker::Done => return refuse(format!("rollout {name} has no wave left to promote")),
-            };
-            let waiting = promote.or(waive).map(|i| rollout.waves[i].name.as_str()).unwrap_or_default();
-            if let Some(asked) = wave.as_deref().filter(|w| promote.map(|i| rollout.waves[i].name.as_str()) != Some(*w))
+            let Promotion { starts, ends_bake_of } = promotion(p, rollout, now)?;
+            if let Some(asked) = wave.as_deref().filter(|w| starts.map(|i| rollout.waves[i].name.as_str()) != Some(*w))
             {
-                let what = match promote {
-                    Some(i) => format!("wave {} is what waits", rollout.waves[i].name),
-                    None => format!("the last wave, {waiting}, bakes"),
+                let what = match (starts, ends_bake_of) {
+                    (Some(i), _) => format!("wave {} is what waits", rollout.waves[i].name),
+                    (None, Some(i)) => format!("the last wave, {}, bakes", rollout.waves[i].name),
+                    (None, None) => "nothing waits".into(),
                 };
                 return refuse(format!("wave {asked} is not what waits for promotion: {what}"));
             }
             let mut done = Vec::new();
-            if let Some(i) = waive {
+            if let Some(i) = ends_bake_of {
                 p.waves[i].bake_waived = Some(who.clone());
                 done.push(format!("the bake of wave {} ends now", rollout.waves[i].name));
             }
-            if let Some(i) = promote {
+            if let Some(i) = starts {
                 p.waves[i].promoted = Some(who);
                 done.push(format!("wave {} starts", rollout.waves[i].name));
             }
@@ -1112,17 +1179,17 @@ mod tests {
         let mut fleet = six();
         run.gate(&fleet, HEAD, 0);
         assert_eq!(
-            run.act(Action::Promote { wave: None }, 1).unwrap_err().0,
+            run.act(Action::Promote { wave: None, revision: None }, 1).unwrap_err().0,
             "wave staging is updating (0 of 1 clusters): nothing waits for promotion"
         );
         fleet.runs("stage", "new", Health::Healthy);
         run.gate(&fleet, HEAD, 1_000);
         // Baking, and canary is manual: one promotion ends the bake and approves canary.
         assert_eq!(
-            run.act(Action::Promote { wave: Some("rest".into()) }, 2_000).unwrap_err().0,
+            run.act(Action::Promote { wave: Some("rest".into()), revision: None }, 2_000).unwrap_err().0,
             "wave rest is not what waits for promotion: wave canary is what waits"
         );
-        run.act(Action::Promote { wave: Some("canary".into()) }, 2_000).unwrap();
+        run.act(Action::Promote { wave: Some("canary".into()), revision: Some("1111111".into()) }, 2_000).unwrap();
         run.gate(&fleet, HEAD, 2_000);
         assert_eq!(run.released(), ["prod-a", "stage"]);
 
@@ -1147,7 +1214,7 @@ mod tests {
             run.last.status.as_ref().unwrap().description,
             "wave 2 of 3 (canary) waits for promotion: strata rollout promote default"
         );
-        assert_eq!(run.act(Action::Promote { wave: None }, 5_000).unwrap(), "wave canary starts");
+        assert_eq!(run.act(Action::Promote { wave: None, revision: None }, 5_000).unwrap(), "wave canary starts");
         run.gate(&fleet, HEAD, 5_000);
         assert_eq!(run.released(), ["prod-a", "stage"]);
         assert_eq!(run.stored.as_ref().unwrap().waves[1].promoted.as_ref().unwrap().by, "alice");
@@ -1185,7 +1252,7 @@ mod tests {
             matches!(&run.last.verdicts["lab"], Verdict::Hold { why, .. } if why.starts_with("the rollout halted: prod-a unhealthy"))
         );
         assert_eq!(
-            run.act(Action::Promote { wave: None }, 4_000).unwrap_err().0.split(':').next(),
+            run.act(Action::Promote { wave: None, revision: None }, 4_000).unwrap_err().0.split(':').next(),
             Some("the rollout halted")
         );
 
@@ -1231,7 +1298,7 @@ mod tests {
         run.gate(&fleet, HEAD, 0);
         fleet.runs("stage", "new", Health::Healthy);
         run.gate(&fleet, HEAD, 1_000);
-        run.act(Action::Promote { wave: None }, 1_500).unwrap();
+        run.act(Action::Promote { wave: None, revision: None }, 1_500).unwrap();
         run.gate(&fleet, HEAD, 2_000);
         assert_eq!(run.released(), ["prod-a", "stage"]);
 

@@ -89,13 +89,7 @@ pub fn section(clusters: &[ClusterPlan], base: &Model, head: &Model) -> Vec<Roll
             .zip(assigned)
             .map(|(wave, names)| WavePlan {
                 name: wave.name.clone(),
-                selects: match (&wave.selector, wave.max_clusters, wave.implicit) {
-                    (_, _, true) => "the clusters no wave selects".to_string(),
-                    (None, None, _) => "every cluster left".to_string(),
-                    (None, Some(n), _) => format!("the first {n} clusters left"),
-                    (Some(s), None, _) => s.to_string(),
-                    (Some(s), Some(n), _) => format!("the first {n} of {s}"),
-                },
+                selects: wave.selects(),
                 max_parallel: wave.max_parallel.to_string(),
                 bake: show_duration(wave.bake),
                 approval: wave.approval,

@@ -163,6 +163,19 @@ pub fn show_duration(d: Duration) -> String {
     }
 }
 
+impl Wave {
+    /// What the wave selects, in words.
+    pub fn selects(&self) -> String {
+        match (&self.selector, self.max_clusters, self.implicit) {
+            (_, _, true) => "the clusters no wave selects".to_string(),
+            (None, None, _) => "every cluster left".to_string(),
+            (None, Some(n), _) => format!("the first {n} clusters left"),
+            (Some(s), None, _) => s.to_string(),
+            (Some(s), Some(n), _) => format!("the first {n} of {s}"),
+        }
+    }
+}
+
 impl Rollout {
     /// Whether changes of `profile` are this rollout's.
     pub fn governs(&self, profile: &str) -> bool {
