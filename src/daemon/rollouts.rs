@@ -252,6 +252,13 @@ pub fn record_result(shared: &Shared, rollout: &str, cluster: &str, digest: &str
                 entry.state = ClusterRun::RolledBack;
                 true
             }
+            // Back on what it ran, and that is unhealthy too: the rollout has done what it can,
+            // the cluster's own status says the rest.
+            (ClusterRun::RollingBack, Outcome::Unhealthy(why)) if back => {
+                entry.state = ClusterRun::RolledBack;
+                entry.message = Some(format!("rolled back, still unhealthy: {why}"));
+                true
+            }
             _ => false,
         };
         if !changed {

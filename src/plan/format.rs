@@ -142,7 +142,7 @@ pub fn text(plan: &Plan, color: bool) -> String {
         let describe = if c.pending { p.yellow(&c.describe()) } else { p.cyan(&c.describe()) };
         let _ = writeln!(out, "{}  {}  {}  {}", p.bold(&c.cluster), describe, transition(c), p.dim(&counts(c)));
         if let Some(wave) = held(plan, &c.cluster) {
-            let _ = writeln!(out, "  {}", p.yellow(&format!("held by {wave}")));
+            let _ = writeln!(out, "  {}", p.yellow(&format!("goes out with {wave}")));
         }
         if let Some(step) = next_step(c) {
             let _ = writeln!(out, "  {}", p.yellow(&step));

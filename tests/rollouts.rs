@@ -1,0 +1,630 @@
+//! Fleet rollouts end to end: a fleet of clusters in a real Git repository, a rollout policy
+//! under `rollouts/`, a new aws-profile version reached by the clusters' ranges, the real
+//! `strata run` with directory targets and the API server stand-in, and the rollout watched as
+//! an operator watches it (the targets, `strata rollout status`, the API, commit statuses).
+
+mod apiserver;
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use apiserver::ApiServer;
+use common::Repo;
+use common::daemon::*;
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn image(tag: &str) -> String {
+    format!("ghcr.io/spectrocloud/hello-universe:{tag}")
+}
+
+/// The image aws-profile `version` deploys: what tells which version a cluster runs (1.1.0 as
+/// the example has it, the versions tests publish with a tag of their own).
+fn deploys(version: &str) -> String {
+    match version {
+        "1.1.0" => image("1.2.0"),
+        v => image(&format!("profile-{v}")),
+    }
+}
+
+/// A policy `default` governing aws-profile with `waves` (YAML list items, indented by four)
+/// and `more` spec fields.
+fn policy(waves: &str, more: &str) -> String {
+    format!(
+        "apiVersion: strata.dev/v1\nkind: Rollout\nmetadata: {{ name: default }}\nspec:\n  profiles: [aws-profile]\n  waves:\n{waves}{more}"
+    )
+}
+
+/// The strata notes on `revision` (commit statuses from `status: { provider: git-notes }`).
+fn notes_on(repo: &Repo, revision: &str) -> String {
+    let out = Command::new("git")
+        .arg("--git-dir")
+        .arg(repo.path().join(".git"))
+        .args(["log", "-1", "--notes=strata", "--format=%N", revision])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A fleet: the example repository with its clusters replaced by `clusters` (name, tags), each
+/// on aws-profile `^1` (1.1.0 at first), and a rollout policy `policy` in `rollouts/default.yaml`.
+fn fleet(clusters: &[(&str, &[&str])], policy: &str) -> Repo {
+    let repo = Repo::example();
+    for old in ["aws-cluster", "aws-staging", "edge-berlin", "edge-lab"] {
+        repo.remove(&format!("clusters/{old}.yaml"));
+    }
+    for (name, tags) in clusters {
+        let tags: Vec<String> = tags.iter().map(|t| format!("{t:?}")).collect();
+        repo.write(
+            &format!("clusters/{name}.yaml"),
+            &format!(
+                "apiVersion: strata.dev/v1\nkind: Cluster\nmetadata:\n  name: {name}\n  tags: [{}]\nspec:\n  profile: {{ name: aws-profile, version: \"^1\" }}\n  updates: auto\n",
+                tags.join(", ")
+            ),
+        );
+    }
+    repo.write("rollouts/default.yaml", policy);
+    repo.commit("a fleet with a rollout policy");
+    repo
+}
+
+/// Publishes aws-profile `version` (1.1.0 with the hello-universe image tagged `version`) and
+/// commits it; returns the commit.
+fn publish(repo: &Repo, version: &str) -> String {
+    let profile = repo
+        .read("profiles/aws-profile/1.1.0/profile.yaml")
+        .replace("version: 1.1.0", &format!("version: {version}"))
+        .replace(&deploys("1.1.0"), &deploys(version));
+    repo.write(&format!("profiles/aws-profile/{version}/profile.yaml"), &profile);
+    repo.commit(&format!("aws-profile {version}"))
+}
+
+fn targets(names: &[&str]) -> String {
+    directory_targets(&names.iter().map(|n| (*n, *n)).collect::<Vec<_>>())
+}
+
+/// The hello-universe image a directory target holds ("" before the first apply).
+fn runs(daemon: &Daemon, cluster: &str) -> String {
+    let text = file(&daemon.out(&format!("{cluster}/hello-universe/deployment.ui.yaml")));
+    let Some(at) = text.find(&image("")) else { return String::new() };
+    let tag: String = text[at..].chars().take_while(|c| !c.is_whitespace() && *c != '"').collect();
+    tag
+}
+
+fn rollout(daemon: &Daemon, name: &str) -> Value {
+    let (code, body) = daemon.request(
+        "GET",
+        &format!("/api/v1/rollouts/{name}"),
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+        "",
+    );
+    assert_eq!(code, 200, "GET /api/v1/rollouts/{name}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+fn wave<'a>(rollout: &'a Value, name: &str) -> &'a Value {
+    rollout["waves"].as_array().and_then(|w| w.iter().find(|w| w["name"] == name)).unwrap_or(&Value::Null)
+}
+
+/// When each cluster was first seen running `want`, watching every `clusters` until all do or
+/// `until` says to stop; every image each cluster was seen with, in order.
+struct Watch {
+    first: BTreeMap<String, Instant>,
+    seen: BTreeMap<String, Vec<String>>,
+}
+
+impl Watch {
+    fn new() -> Watch {
+        Watch { first: BTreeMap::new(), seen: BTreeMap::new() }
+    }
+
+    fn look(&mut self, clusters: &[&str], now: impl Fn(&str) -> String, want: &str) {
+        for c in clusters {
+            let image = now(c);
+            let seen = self.seen.entry(c.to_string()).or_default();
+            if seen.last() != Some(&image) {
+                seen.push(image.clone());
+            }
+            if image == want {
+                self.first.entry(c.to_string()).or_insert_with(Instant::now);
+            }
+        }
+    }
+}
+
+#[track_caller]
+fn watch_until(
+    daemon: &Daemon,
+    watch: &mut Watch,
+    clusters: &[&str],
+    want: &str,
+    what: &str,
+    mut done: impl FnMut(&Daemon, &Watch) -> bool,
+) {
+    let started = Instant::now();
+    while started.elapsed() < WAIT {
+        watch.look(clusters, |c| runs(daemon, c), want);
+        if done(daemon, watch) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!(
+        "timed out waiting for {what}\nseen: {:?}\nrollout: {:#}\n--- daemon log ---\n{}",
+        watch.seen,
+        rollout(daemon, "default"),
+        daemon.log()
+    );
+}
+
+#[test]
+fn waves_go_in_order_each_after_the_bake_of_the_one_before() {
+    let names = ["stage-1", "stage-2", "prod-a", "prod-b", "prod-c", "edge-1"];
+    let clusters: &[(&str, &[&str])] = &[
+        ("stage-1", &["env:staging"]),
+        ("stage-2", &["env:staging"]),
+        ("prod-a", &["env:prod"]),
+        ("prod-b", &["env:prod"]),
+        ("prod-c", &["env:prod"]),
+        ("edge-1", &["env:edge"]),
+    ];
+    let repo = fleet(
+        clusters,
+        "apiVersion: strata.dev/v1\nkind: Rollout\nmetadata: { name: default }\nspec:\n  profiles: [aws-profile]\n  waves:\n    - name: staging\n      selector: { tags: [\"env:staging\"] }\n      bake: 2s\n    - name: canary\n      selector: { tags: [\"env:prod\"] }\n      maxClusters: 1\n      bake: 2s\n    - name: rest\n",
+    );
+    let daemon = Daemon::start(&local(&repo), &targets(&names));
+    // New clusters are not held: the whole fleet gets 1.1.0 at once.
+    daemon.wait_for("the fleet on 1.1.0", WAIT, |d| names.iter().all(|n| runs(d, n) == deploys("1.1.0")));
+    assert_eq!(rollout(&daemon, "default")["state"], "idle");
+
+    let head = publish(&repo, "1.2.0");
+    let want = deploys("1.2.0");
+    let mut watch = Watch::new();
+    watch_until(&daemon, &mut watch, &names, &want, "staging updated", |_, w| {
+        ["stage-1", "stage-2"].iter().all(|n| w.first.contains_key(*n))
+    });
+    let r = rollout(&daemon, "default");
+    assert_eq!(r["revision"], head.as_str(), "{r}");
+    assert_eq!(r["state"], "progressing", "{r}");
+    // While staging bakes, nothing else moves.
+    watch_until(&daemon, &mut watch, &names, &want, "staging baking", |d, _| {
+        wave(&rollout(d, "default"), "staging")["state"] == "baking"
+    });
+    let status = daemon.strata(&["rollout", "status", "default"]).ok().stdout;
+    assert!(status.contains("staging") && status.contains("baking"), "{status}");
+    watch_until(&daemon, &mut watch, &names, &want, "the whole fleet on 1.2.0", |_, w| w.first.len() == names.len());
+
+    // staging, then the canary (the first prod cluster by name), then the rest.
+    let last = |ns: &[&str]| ns.iter().map(|n| watch.first[*n]).max().unwrap();
+    let first = |ns: &[&str]| ns.iter().map(|n| watch.first[*n]).min().unwrap();
+    let (staging, canary, rest) = (["stage-1", "stage-2"], ["prod-a"], ["edge-1", "prod-b", "prod-c"]);
+    // Seen up to one poll late, so a bake of 2 s shows as at least 1.8 s between waves.
+    let bake = Duration::from_millis(1800);
+    assert!(first(&canary) >= last(&staging) + bake, "the canary waited for staging's bake: {:?}", watch.first);
+    assert!(first(&rest) >= last(&canary) + bake, "the rest waited for the canary's bake: {:?}", watch.first);
+    for n in names {
+        assert_eq!(watch.seen[n], [deploys("1.1.0"), want.clone()], "{n} went straight from 1.1.0 to 1.2.0");
+    }
+    daemon.wait_for("the rollout complete", WAIT, |d| rollout(d, "default")["state"] == "complete");
+    let r = rollout(&daemon, "default");
+    let members = |w: &str| -> Vec<String> {
+        wave(&r, w)["clusters"].as_array().unwrap().iter().map(|c| c["cluster"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(members("staging"), ["stage-1", "stage-2"]);
+    assert_eq!(members("canary"), ["prod-a"]);
+    assert_eq!(members("rest"), ["edge-1", "prod-b", "prod-c"]);
+}
+
+/// `[from, to]` of the requests each API server answered (watches aside), taken as the time
+/// its cluster's apply was in flight.
+fn in_flight(servers: &BTreeMap<&str, ApiServer>, latency: Duration) -> BTreeMap<String, (Instant, Instant)> {
+    let mut out = BTreeMap::new();
+    for (name, server) in servers {
+        let requests: Vec<_> = server.requests().into_iter().filter(|r| !r.watch).collect();
+        if let (Some(first), Some(last)) = (requests.first(), requests.last()) {
+            out.insert(name.to_string(), (first.received, last.received + latency));
+        }
+    }
+    out
+}
+
+/// The most intervals open at one instant.
+fn most_at_once(intervals: &BTreeMap<String, (Instant, Instant)>) -> usize {
+    intervals
+        .values()
+        .map(|(start, _)| intervals.values().filter(|(s, e)| s <= start && start < e).count())
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn max_parallel_is_never_exceeded_on_the_api_server() {
+    let names = ["w-1", "w-2", "w-3", "w-4", "w-5"];
+    let clusters: Vec<(&str, &[&str])> = names.iter().map(|n| (*n, &["env:prod"][..])).collect();
+    let repo = fleet(&clusters, &policy("    - name: prod\n      maxParallel: 40%\n", ""));
+    let kube = tempfile::tempdir().unwrap();
+    let mut servers = BTreeMap::new();
+    let mut targets = String::new();
+    for name in names {
+        let server = ApiServer::start();
+        let dir = kube.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        targets.push_str(&format!("  {name}: {{ kubeconfig: {} }}\n", server.kubeconfig(&dir).display()));
+        servers.insert(name, server);
+    }
+    let daemon = Daemon::start(&local(&repo), &targets);
+    let ui = |s: &ApiServer| {
+        s.object("deployments", Some("hello-universe"), "ui")
+            .map(|d| d["spec"]["template"]["spec"]["containers"][0]["image"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    daemon.wait_for("the fleet on 1.1.0", WAIT, |d| {
+        names.iter().all(|n| d.cluster(n)["cluster"]["sync"] == "applied" && ui(&servers[n]) == deploys("1.1.0"))
+    });
+    // Every request slow, so that applies last long enough to overlap if they may.
+    let latency = Duration::from_millis(100);
+    for server in servers.values() {
+        server.clear_requests();
+        server.set_latency(latency);
+    }
+    publish(&repo, "1.2.0");
+    daemon.wait_for("the fleet on 1.2.0", Duration::from_secs(60), |_| {
+        servers.values().all(|s| ui(s) == deploys("1.2.0"))
+    });
+    daemon.wait_for("the rollout complete", WAIT, |d| rollout(d, "default")["state"] == "complete");
+    let intervals = in_flight(&servers, latency);
+    assert_eq!(intervals.len(), names.len(), "every cluster was applied: {intervals:?}");
+    // 40% of 5 clusters is 2 at a time: never more, and the slots were used.
+    assert_eq!(most_at_once(&intervals), 2, "{intervals:?}");
+}
+
+/// A fleet whose middle wave has a cluster on the API server stand-in whose workload fails its
+/// rollout once the change arrives; the rest on directory targets. Returns the daemon, the
+/// repository, the server, and the commit rolled out, once the rollout halted.
+fn fail_in_the_middle(on_failure: &str) -> (Daemon, Repo, ApiServer, String) {
+    let names = ["stage-1", "prod-a", "prod-c", "edge-1", "edge-2"];
+    let clusters: &[(&str, &[&str])] = &[
+        ("stage-1", &["env:staging"]),
+        ("prod-a", &["env:prod"]),
+        ("prod-b", &["env:prod"]),
+        ("prod-c", &["env:prod"]),
+        ("edge-1", &["env:edge"]),
+        ("edge-2", &["env:edge"]),
+    ];
+    let repo = fleet(
+        clusters,
+        &policy(
+            "    - name: staging\n      selector: { tags: [\"env:staging\"] }\n    - name: prod\n      selector: { tags: [\"env:prod\"] }\n      maxParallel: 1\n    - name: edge\n",
+            &format!("  onFailure: {on_failure}\n"),
+        ),
+    );
+    let server = ApiServer::start();
+    let kube = tempfile::tempdir().unwrap();
+    let targets =
+        format!("{}  prod-b: {{ kubeconfig: {} }}\n", targets(&names), server.kubeconfig(kube.path()).display());
+    let daemon = Daemon::start_with(&local(&repo), &targets, "status: { provider: git-notes }\n");
+    daemon.wait_for("the fleet on 1.1.0", WAIT, |d| {
+        names.iter().all(|n| runs(d, n) == deploys("1.1.0")) && d.cluster("prod-b")["cluster"]["sync"] == "applied"
+    });
+    server.set_rollout("hello-universe", "ui", apiserver::Rollout::Failed);
+    let head = publish(&repo, "1.2.0");
+    daemon.wait_for("the rollout halted", WAIT, |d| rollout(d, "default")["state"] == "halted");
+    drop(kube);
+    (daemon, repo, server, head)
+}
+
+fn deployed(server: &ApiServer) -> String {
+    server
+        .object("deployments", Some("hello-universe"), "ui")
+        .map(|d| d["spec"]["template"]["spec"]["containers"][0]["image"].as_str().unwrap_or("").to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_failing_cluster_halts_the_rollout_and_later_waves_are_untouched() {
+    let (daemon, repo, server, head) = fail_in_the_middle("halt");
+    let r = rollout(&daemon, "default");
+    assert!(r["halt"].to_string().contains("prod-b"), "the halt names the cluster: {r}");
+    let state = |w: &str, c: &str| -> String {
+        wave(&r, w)["clusters"].as_array().unwrap().iter().find(|x| x["cluster"] == c).unwrap()["state"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(state("staging", "stage-1"), "updated");
+    // prod goes one at a time by name: prod-a, then prod-b fails, prod-c is never released.
+    assert_eq!(state("prod", "prod-a"), "updated");
+    assert_eq!(state("prod", "prod-b"), "failed");
+    assert_eq!(state("prod", "prod-c"), "waiting");
+    assert_eq!(deployed(&server), deploys("1.2.0"), "the failing cluster keeps what it got (halt, not rollback)");
+    // Held, and held it stays.
+    std::thread::sleep(Duration::from_secs(1));
+    for held in ["prod-c", "edge-1", "edge-2"] {
+        assert_eq!(runs(&daemon, held), deploys("1.1.0"), "{held} untouched");
+        let pending = daemon.cluster(held)["pending"].to_string();
+        assert!(pending.contains("rollout"), "{held}: {pending}");
+    }
+    assert_eq!(runs(&daemon, "stage-1"), deploys("1.2.0"));
+    let status = daemon.strata(&["rollout", "status", "default"]).ok().stdout;
+    assert!(status.contains("halted") && status.contains("prod-b"), "{status}");
+    daemon.wait_for("a failure status naming the cluster", WAIT, |_| {
+        let notes = notes_on(&repo, &head);
+        notes.contains("strata/rollout/default failure") && notes.contains("prod-b")
+    });
+    let metrics = daemon.get("/metrics").1;
+    assert!(metrics.contains("strata_rollout_clusters{rollout=\"default\",state=\"failed\"} 1"), "{metrics}");
+    assert!(metrics.contains("strata_rollout_clusters{rollout=\"default\",state=\"held\"} 3"), "{metrics}");
+}
+
+#[test]
+fn with_on_failure_rollback_the_updated_clusters_return_to_what_they_ran() {
+    let (daemon, _repo, server, _) = fail_in_the_middle("rollback");
+    daemon.wait_for("stage-1 and prod-a back on 1.1.0", WAIT, |d| {
+        runs(d, "stage-1") == deploys("1.1.0") && runs(d, "prod-a") == deploys("1.1.0")
+    });
+    daemon.wait_for("prod-b back on 1.1.0", WAIT, |_| deployed(&server) == deploys("1.1.0"));
+    daemon.wait_for("every rollback recorded", WAIT, |d| {
+        let r = rollout(d, "default");
+        let states: Vec<String> = r["waves"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|w| w["clusters"].as_array().unwrap().iter())
+            .map(|c| format!("{}={}", c["cluster"].as_str().unwrap(), c["state"].as_str().unwrap()))
+            .collect();
+        states
+            == [
+                "stage-1=rolled-back",
+                "prod-a=rolled-back",
+                "prod-b=rolled-back",
+                "prod-c=waiting",
+                "edge-1=waiting",
+                "edge-2=waiting",
+            ]
+    });
+    for held in ["prod-c", "edge-1", "edge-2"] {
+        assert_eq!(runs(&daemon, held), deploys("1.1.0"), "{held} untouched");
+    }
+}
+
+fn api_post(daemon: &Daemon, path: &str, token: Option<&str>) -> (u16, String) {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+    daemon.request("POST", path, &headers, "{}")
+}
+
+#[test]
+fn a_manual_wave_waits_for_promotion_and_manual_clusters_for_their_own_approval() {
+    let names = ["stage-1", "prod-a", "prod-m", "edge-1"];
+    let clusters: &[(&str, &[&str])] =
+        &[("stage-1", &["env:staging"]), ("prod-a", &["env:prod"]), ("prod-m", &["env:prod"]), ("edge-1", &[])];
+    let repo = fleet(
+        clusters,
+        &policy(
+            "    - name: staging\n      selector: { tags: [\"env:staging\"] }\n    - name: prod\n      selector: { tags: [\"env:prod\"] }\n      approval: manual\n    - name: rest\n",
+            "",
+        ),
+    );
+    repo.edit("clusters/prod-m.yaml", "updates: auto", "updates: manual");
+    repo.commit("prod-m: updates by approval");
+    let daemon = Daemon::start(&local(&repo), &targets(&names));
+    daemon.wait_for("the fleet on 1.1.0", WAIT, |d| names.iter().all(|n| runs(d, n) == deploys("1.1.0")));
+
+    // An in-place edit of 1.1.0, which every cluster runs: governed by the rollout, and for
+    // prod-m (`updates: manual`) also by its own approval.
+    let edit = repo.read("profiles/aws-profile/1.1.0/profile.yaml").replace(&deploys("1.1.0"), &image("edited"));
+    repo.write("profiles/aws-profile/1.1.0/profile.yaml", &edit);
+    repo.commit("aws-profile 1.1.0: a new image in place");
+    let want = image("edited");
+    daemon.wait_for("prod waiting for its promotion", WAIT, |d| {
+        wave(&rollout(d, "default"), "prod")["state"] == "waits-for-promotion"
+    });
+    assert_eq!(runs(&daemon, "stage-1"), want);
+    std::thread::sleep(Duration::from_secs(1));
+    for held in ["prod-a", "prod-m", "edge-1"] {
+        assert_eq!(runs(&daemon, held), deploys("1.1.0"), "{held} held");
+    }
+    let status = daemon.strata(&["rollout", "status", "default"]).ok().stdout;
+    assert!(status.contains("strata rollout promote default"), "{status}");
+    let listed = daemon.strata(&["status"]).ok().stdout;
+    assert!(listed.lines().any(|l| l.starts_with("prod-a") && l.contains("rollout")), "{listed}");
+
+    // Promotion is an action: the API wants the token.
+    assert_eq!(api_post(&daemon, "/api/v1/rollouts/default/promote", None).0, 401);
+    assert_eq!(api_post(&daemon, "/api/v1/rollouts/default/promote", Some("wrong")).0, 401);
+    let run = daemon.strata(&["rollout", "promote", "default"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    daemon.wait_for("prod-a updated", WAIT, |d| runs(d, "prod-a") == want);
+    assert_eq!(wave(&rollout(&daemon, "default"), "prod")["promoted"]["by"], "alice");
+
+    // prod-m is released by the wave, and waits for its own approval; the rest waits for it.
+    daemon.wait_for("prod-m pending its approval", WAIT, |d| {
+        d.strata(&["status"]).stdout.lines().any(|l| l.starts_with("prod-m") && l.ends_with("(approval)"))
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(runs(&daemon, "prod-m"), deploys("1.1.0"));
+    assert_eq!(runs(&daemon, "edge-1"), deploys("1.1.0"), "the rest waits for all of prod");
+    let run = daemon.strata(&["approve", "prod-m"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    daemon.wait_for("the rollout complete", WAIT, |d| rollout(d, "default")["state"] == "complete");
+    for n in names {
+        assert_eq!(runs(&daemon, n), want, "{n}");
+    }
+    let again = daemon.strata(&["rollout", "promote", "default"]);
+    assert_eq!(again.code, 1, "{}", again.stdout);
+    assert!(again.stderr.contains("default: nothing waits for promotion"), "{}", again.stderr);
+}
+
+#[test]
+fn a_newer_commit_supersedes_the_rollout_and_held_clusters_go_straight_to_it() {
+    let names = ["stage-1", "stage-2", "prod-a", "prod-b"];
+    let clusters: &[(&str, &[&str])] = &[
+        ("stage-1", &["env:staging"]),
+        ("stage-2", &["env:staging"]),
+        ("prod-a", &["env:prod"]),
+        ("prod-b", &["env:prod"]),
+    ];
+    let repo = fleet(
+        clusters,
+        &policy(
+            "    - name: staging\n      selector: { tags: [\"env:staging\"] }\n      bake: 1h\n    - name: prod\n",
+            "",
+        ),
+    );
+    let daemon = Daemon::start_with(&local(&repo), &targets(&names), "status: { provider: git-notes }\n");
+    daemon.wait_for("the fleet on 1.1.0", WAIT, |d| names.iter().all(|n| runs(d, n) == deploys("1.1.0")));
+
+    let first = publish(&repo, "1.2.0");
+    let mut watch = Watch::new();
+    let want = deploys("1.2.1");
+    watch_until(&daemon, &mut watch, &names, &want, "staging baking 1.2.0", |d, _| {
+        wave(&rollout(d, "default"), "staging")["state"] == "baking"
+    });
+    assert_eq!(runs(&daemon, "stage-1"), deploys("1.2.0"));
+    daemon.wait_for("a pending status naming the wave", WAIT, |_| {
+        notes_on(&repo, &first).contains("strata/rollout/default pending")
+    });
+
+    // 1.2.1 while staging bakes 1.2.0: staging goes again, prod never sees 1.2.0.
+    let second = publish(&repo, "1.2.1");
+    watch_until(&daemon, &mut watch, &names, &want, "staging on 1.2.1", |_, w| {
+        w.first.contains_key("stage-1") && w.first.contains_key("stage-2")
+    });
+    let r = rollout(&daemon, "default");
+    assert_eq!(r["revision"], second.as_str(), "{r}");
+    watch_until(&daemon, &mut watch, &names, &want, "staging baking 1.2.1", |d, _| {
+        wave(&rollout(d, "default"), "staging")["state"] == "baking"
+    });
+    // A promotion ends the bake.
+    let run = daemon.strata(&["rollout", "promote", "default"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    watch_until(&daemon, &mut watch, &names, &want, "prod on 1.2.1", |_, w| w.first.len() == names.len());
+    assert_eq!(watch.seen["prod-a"], [deploys("1.1.0"), want.clone()], "{:?}", watch.seen);
+    assert_eq!(watch.seen["prod-b"], [deploys("1.1.0"), want.clone()], "{:?}", watch.seen);
+    daemon.wait_for("the statuses of both commits", WAIT, |_| {
+        notes_on(&repo, &first).contains("strata/rollout/default error: superseded by")
+            && notes_on(&repo, &second).contains("strata/rollout/default success")
+    });
+}
+
+#[test]
+fn a_rollout_killed_mid_way_resumes_from_the_same_wave() {
+    let names = ["stage-1", "prod-a", "prod-b", "edge-1"];
+    let clusters: &[(&str, &[&str])] =
+        &[("stage-1", &["env:staging"]), ("prod-a", &["env:prod"]), ("prod-b", &["env:prod"]), ("edge-1", &[])];
+    let repo = fleet(
+        clusters,
+        &policy(
+            "    - name: staging\n      selector: { tags: [\"env:staging\"] }\n      bake: 3s\n    - name: prod\n      selector: { tags: [\"env:prod\"] }\n      approval: manual\n    - name: rest\n",
+            "",
+        ),
+    );
+    let mut daemon = Daemon::start(&local(&repo), &targets(&names));
+    daemon.wait_for("the fleet on 1.1.0", WAIT, |d| names.iter().all(|n| runs(d, n) == deploys("1.1.0")));
+    publish(&repo, "1.2.0");
+
+    // Killed while staging bakes.
+    daemon.wait_for("staging baking", WAIT, |d| {
+        let staging = wave(&rollout(d, "default"), "staging").clone();
+        staging["state"] == "baking" && staging["completedAt"].is_number()
+    });
+    let before = rollout(&daemon, "default");
+    let applies = daemon.cluster("stage-1")["history"].as_array().map(Vec::len);
+    daemon.kill9();
+    daemon.spawn();
+    let after = rollout(&daemon, "default");
+    assert_eq!(after["startedAt"], before["startedAt"], "{after}");
+    assert_eq!(wave(&after, "staging")["completedAt"], wave(&before, "staging")["completedAt"]);
+    assert_eq!(wave(&after, "staging")["startedAt"], wave(&before, "staging")["startedAt"]);
+    // The bake goes on from where it was, then prod waits for its promotion.
+    daemon.wait_for("prod waiting for its promotion", WAIT, |d| {
+        wave(&rollout(d, "default"), "prod")["state"] == "waits-for-promotion"
+    });
+    // Killed again while prod waits: it still waits afterwards, and staging is not applied again.
+    daemon.kill9();
+    daemon.spawn();
+    assert_eq!(wave(&rollout(&daemon, "default"), "prod")["state"], "waits-for-promotion");
+    std::thread::sleep(Duration::from_secs(1));
+    for held in ["prod-a", "prod-b", "edge-1"] {
+        assert_eq!(runs(&daemon, held), deploys("1.1.0"), "{held} held");
+    }
+    assert_eq!(daemon.cluster("stage-1")["history"].as_array().map(Vec::len), applies, "stage-1 not applied again");
+    let run = daemon.strata(&["rollout", "promote", "default"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    daemon.wait_for("the rollout complete", WAIT, |d| rollout(d, "default")["state"] == "complete");
+    for n in names {
+        assert_eq!(runs(&daemon, n), deploys("1.2.0"), "{n}");
+    }
+}
+
+#[test]
+fn the_plan_lists_the_waves_and_what_each_cluster_gets() {
+    let clusters: &[(&str, &[&str])] = &[
+        ("stage-1", &["env:staging"]),
+        ("prod-a", &["env:prod"]),
+        ("prod-b", &["env:prod"]),
+        ("prod-c", &["env:prod"]),
+        ("edge-1", &[]),
+    ];
+    let repo = fleet(
+        clusters,
+        &policy(
+            "    - name: staging\n      selector: { tags: [\"env:staging\"] }\n      bake: 10m\n    - name: canary\n      selector: { tags: [\"env:prod\"] }\n      maxClusters: 1\n    - name: prod\n      selector: { tags: [\"env:prod\"] }\n      maxParallel: 50%\n      approval: manual\n    - name: rest\n",
+            "  onFailure: rollback\n",
+        ),
+    );
+    // A cluster pinned to 1.1.0 whose override changes in the same commit: its own business, not held.
+    repo.write(
+        "clusters/solo.yaml",
+        "apiVersion: strata.dev/v1\nkind: Cluster\nmetadata: { name: solo, tags: [\"env:prod\"] }\nspec:\n  profile: { name: aws-profile, version: \"1.1.0\" }\n",
+    );
+    repo.commit("solo");
+    repo.edit(
+        "clusters/solo.yaml",
+        "version: \"1.1.0\" }\n",
+        "version: \"1.1.0\" }\n  overrides:\n    hello-universe: { replicas: 2 }\n",
+    );
+    publish(&repo, "1.2.0");
+
+    let text = repo.strata(&["plan"]).ok().stdout;
+    let section: String =
+        text.lines().skip_while(|l| !l.starts_with("rollout default")).take(10).collect::<Vec<_>>().join("\n");
+    assert_eq!(
+        section,
+        "rollout default (rollouts/default.yaml): 5 clusters in 4 waves; on failure: rollback (at 1 failed cluster)
+  1. staging  tags env:staging; maxParallel all, bake 10m
+       stage-1: aws-profile@1.1.0 → aws-profile@1.2.0 (new version by range)
+  2. canary  the first 1 of tags env:prod; maxParallel all, bake none
+       prod-a: aws-profile@1.1.0 → aws-profile@1.2.0 (new version by range)
+  3. prod  tags env:prod; maxParallel 50%, bake none, approval manual
+       prod-b, prod-c: aws-profile@1.1.0 → aws-profile@1.2.0 (new version by range)
+  4. rest  every cluster left; maxParallel all, bake none
+       edge-1: aws-profile@1.1.0 → aws-profile@1.2.0 (new version by range)
+",
+        "{text}"
+    );
+    assert!(text.contains("prod-b  upgrade  aws-profile@1.1.0 → aws-profile@1.2.0  +0 ~6 -0\n  goes out with rollout default, wave 3 of 4 (prod)\n"), "{text}");
+    let solo = text.lines().skip_while(|l| !l.starts_with("solo ")).take(2).collect::<Vec<_>>();
+    assert!(solo[0].starts_with("solo  override") && !solo[1].contains("rollout"), "{text}");
+
+    let json: Value = serde_json::from_str(&repo.strata(&["plan", "--format", "json"]).ok().stdout).unwrap();
+    let waves = &json["rollouts"][0]["waves"];
+    let members = |i: usize| -> Vec<&str> {
+        waves[i]["clusters"].as_array().unwrap().iter().map(|c| c["cluster"].as_str().unwrap()).collect()
+    };
+    assert_eq!(
+        (members(0), members(1), members(2), members(3)),
+        (vec!["stage-1"], vec!["prod-a"], vec!["prod-b", "prod-c"], vec!["edge-1"])
+    );
+    assert_eq!(waves[2]["approval"], "manual");
+    assert_eq!(waves[0]["clusters"][0]["to"], "aws-profile@1.2.0");
+
+    // The pull-request comment is the markdown plan.
+    let markdown = repo.strata(&["plan", "--format", "markdown"]).ok().stdout;
+    assert!(markdown.contains("#### Rollout `default` (rollouts/default.yaml): 5 clusters in 4 waves"), "{markdown}");
+    assert!(markdown.contains("| 3. prod | tags env:prod | maxParallel 50%, bake none, approval manual | prod-b, prod-c: aws-profile@1.1.0 → aws-profile@1.2.0 (new version by range) |"), "{markdown}");
+    assert!(markdown.contains("| `prod-a` | upgrade · rollout default, wave 2 of 4 (canary) |"), "{markdown}");
+}
