@@ -339,6 +339,8 @@ fn a_failing_cluster_halts_the_rollout_and_later_waves_are_untouched() {
     assert_eq!(state("prod", "prod-a"), "updated");
     assert_eq!(state("prod", "prod-b"), "failed");
     assert_eq!(state("prod", "prod-c"), "waiting");
+    assert_eq!(wave(&r, "prod")["state"], "halted");
+    assert_eq!(wave(&r, "edge")["state"], "held");
     assert_eq!(deployed(&server), deploys("1.2.0"), "the failing cluster keeps what it got (halt, not rollback)");
     // Held, and held it stays.
     std::thread::sleep(Duration::from_secs(1));
@@ -435,8 +437,23 @@ fn a_manual_wave_waits_for_promotion_and_manual_clusters_for_their_own_approval(
     // Promotion is an action: the API wants the token.
     assert_eq!(api_post(&daemon, "/api/v1/rollouts/default/promote", None).0, 401);
     assert_eq!(api_post(&daemon, "/api/v1/rollouts/default/promote", Some("wrong")).0, 401);
-    let run = daemon.strata(&["rollout", "promote", "default"]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    // Through the view, with the session and its CSRF token, as Approve.
+    const FORM: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
+    let (_, head, _) = daemon.raw("POST", "/login", &[FORM], &format!("name=alice&token={TOKEN}&next=%2F"));
+    let cookie = session_cookie(&head);
+    let (code, _, page) = daemon.raw("GET", "/rollouts/default", &[("Cookie", &cookie)], "");
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("Promote: start wave prod") && page.contains("<progress"), "{page}");
+    let csrf = page.split("name=\"csrf\" value=\"").nth(1).and_then(|s| s.split('"').next()).unwrap().to_string();
+    let revision = rollout(&daemon, "default")["revision"].as_str().unwrap().to_string();
+    let promote = |body: &str| daemon.raw("POST", "/rollouts/default/promote", &[FORM, ("Cookie", &cookie)], body);
+    assert_eq!(promote(&format!("wave=prod&revision={revision}")).0, 403, "no CSRF token");
+    assert_eq!(daemon.raw("POST", "/rollouts/default/promote", &[FORM], &format!("csrf={csrf}&wave=prod")).0, 303);
+    let stale = "0".repeat(40);
+    assert_eq!(promote(&format!("csrf={csrf}&wave=prod&revision={stale}")).0, 409, "bound to the revision shown");
+    assert_eq!(wave(&rollout(&daemon, "default"), "prod")["state"], "waits-for-promotion");
+    let (code, head, _) = promote(&format!("csrf={csrf}&wave=prod&revision={revision}"));
+    assert_eq!(code, 303, "{head}");
     daemon.wait_for("prod-a updated", WAIT, |d| runs(d, "prod-a") == want);
     assert_eq!(wave(&rollout(&daemon, "default"), "prod")["promoted"]["by"], "alice");
 

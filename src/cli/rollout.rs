@@ -25,8 +25,9 @@ fn used(rollout: &Value) -> Vec<(usize, &Value)> {
 /// `2 of 3 (canary)`: the wave the rollout is at.
 fn at_wave(rollout: &Value) -> String {
     let used = used(rollout);
-    let current =
-        used.iter().find(|(_, w)| matches!(w["state"].as_str(), Some("updating" | "baking" | "waits-for-promotion")));
+    let current = used
+        .iter()
+        .find(|(_, w)| matches!(w["state"].as_str(), Some("updating" | "baking" | "waits-for-promotion" | "halted")));
     match (current, rollout["state"].as_str()) {
         (_, Some("idle")) => "-".into(),
         (Some((n, w)), _) => format!("{n} of {} ({})", used.len(), w["name"].as_str().unwrap_or("")),

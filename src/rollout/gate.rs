@@ -819,6 +819,8 @@ pub enum WaveState {
     Updating,
     /// Manual, not promoted yet.
     Promotion,
+    /// The wave the rollout halted in.
+    Halted,
     /// Waits for an earlier wave.
     Held,
 }
@@ -831,6 +833,7 @@ impl WaveState {
             WaveState::Baking { .. } => "baking",
             WaveState::Updating => "updating",
             WaveState::Promotion => "waits-for-promotion",
+            WaveState::Halted => "halted",
             WaveState::Held => "held",
         }
     }
@@ -842,6 +845,7 @@ pub fn wave_states(p: &Progress, rollout: &Rollout, now: Millis) -> Vec<WaveStat
     (0..rollout.waves.len())
         .map(|i| match blocker {
             _ if p.members(&rollout.waves[i].name).next().is_none() => WaveState::Empty,
+            _ if p.halt.as_ref().is_some_and(|h| h.wave == rollout.waves[i].name) => WaveState::Halted,
             Blocker::Bake { wave, until } if wave == i => WaveState::Baking { until },
             Blocker::Updating(w) if w == i => WaveState::Updating,
             Blocker::Promotion(w) if w == i => WaveState::Promotion,
@@ -1248,6 +1252,9 @@ mod tests {
         run.gate(&fleet, HEAD, 3_000);
         assert_eq!(run.state("prod-b"), ClusterRun::Updated);
         assert_eq!(run.released(), ["prod-a", "prod-b", "stage"]);
+        // The wave it halted in shows so, not as a wave done and baking.
+        let p = run.stored.clone().unwrap();
+        assert_eq!(wave_states(&p, &run.rollout, 3_000)[1..], [WaveState::Halted, WaveState::Held]);
         assert!(
             matches!(&run.last.verdicts["lab"], Verdict::Hold { why, .. } if why.starts_with("the rollout halted: prod-a unhealthy"))
         );
