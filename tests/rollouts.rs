@@ -645,3 +645,96 @@ fn the_plan_lists_the_waves_and_what_each_cluster_gets() {
     assert!(markdown.contains("| 3. prod | tags env:prod | maxParallel 50%, bake none, approval manual | prod-b, prod-c: aws-profile@1.1.0 → aws-profile@1.2.0 (new version by range) |"), "{markdown}");
     assert!(markdown.contains("| `prod-a` | upgrade · rollout default, wave 2 of 4 (canary) |"), "{markdown}");
 }
+
+/// `(cluster, start, end)` of every apply in the daemon's log since `from` (a line number), by
+/// the worker's own lines: `Applying.` then `Applied.` or `Reconcile failed.`.
+fn applies(log: &str, from: usize) -> Vec<(String, String, String)> {
+    let mut open: BTreeMap<String, String> = BTreeMap::new();
+    let mut done = Vec::new();
+    for line in log.lines().skip(from) {
+        let at = line.split_whitespace().next().unwrap_or("").to_string();
+        let Some(cluster) = line.split("cluster=").nth(1).and_then(|c| c.split_whitespace().next()) else { continue };
+        if line.contains(" Applying. ") {
+            open.insert(cluster.to_string(), at);
+        } else if (line.contains(" Applied. ") || line.contains(" Reconcile failed. "))
+            && let Some(start) = open.remove(cluster)
+        {
+            done.push((cluster.to_string(), start, at));
+        }
+    }
+    done
+}
+
+#[test]
+fn three_dozen_clusters_one_failing_in_a_middle_wave() {
+    // 3 staging, 24 in eu-central (the first 2 a canary), 9 in us-east.
+    let mut clusters: Vec<(String, Vec<&str>)> = Vec::new();
+    clusters.extend((1..=3).map(|i| (format!("stage-{i}"), vec!["env:staging"])));
+    clusters.extend((1..=24).map(|i| (format!("eu-{i:02}"), vec!["env:prod", "region:eu-central"])));
+    clusters.extend((1..=9).map(|i| (format!("us-{i}"), vec!["env:prod", "region:us-east"])));
+    let refs: Vec<(&str, &[&str])> = clusters.iter().map(|(n, t)| (n.as_str(), t.as_slice())).collect();
+    let names: Vec<&str> = refs.iter().map(|(n, _)| *n).collect();
+    let repo = fleet(
+        &refs,
+        &policy(
+            "    - name: staging\n      selector: { tags: [\"env:staging\"] }\n    - name: canary\n      selector: { tags: [\"env:prod\"] }\n      maxClusters: 2\n    - name: eu\n      selector: { tags: [\"region:eu-central\"] }\n      maxParallel: 25%\n    - name: rest\n      maxParallel: 10%\n",
+            "",
+        ),
+    );
+    let daemon =
+        Daemon::start_with(&local(&repo), &targets(&names), "status: { provider: git-notes, min_interval: 10ms }\n");
+    daemon.wait_for("the fleet on 1.1.0", Duration::from_secs(60), |d| {
+        names.iter().all(|n| runs(d, n) == deploys("1.1.0"))
+    });
+    // eu-14's target stops being a directory: its apply fails.
+    let broken = daemon.out("eu-14");
+    std::fs::remove_dir_all(&broken).unwrap();
+    std::fs::write(&broken, "not a directory").unwrap();
+    let from = daemon.log().lines().count();
+    let head = publish(&repo, "1.2.0");
+    daemon.wait_for("the rollout halted", Duration::from_secs(60), |d| rollout(d, "default")["state"] == "halted");
+    // In-flight applies of the eu wave finish; then nothing moves.
+    daemon.wait_for("nothing in flight", WAIT, |d| {
+        let r = rollout(d, "default");
+        r["waves"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|w| w["clusters"].as_array().unwrap())
+            .all(|c| c["state"] != "updating")
+    });
+    std::thread::sleep(Duration::from_secs(1));
+
+    let r = rollout(&daemon, "default");
+    assert_eq!(r["halt"]["cluster"], "eu-14", "{r}");
+    assert_eq!(wave(&r, "canary")["clusters"].as_array().unwrap().len(), 2);
+    let updated: Vec<&str> = names.iter().copied().filter(|n| runs(&daemon, n) == deploys("1.2.0")).collect();
+    // Staging, the canary (eu-01, eu-02), and eu by name in slots of 6 (25% of 22) up to and
+    // including the slot eu-14 was in: none after it, no us cluster.
+    assert!(updated.iter().all(|n| n.starts_with("stage-") || n.starts_with("eu-")), "{updated:?}");
+    assert!(updated.contains(&"eu-13") && !updated.contains(&"eu-14"), "{updated:?}");
+    let last_eu = updated.iter().filter(|n| n.starts_with("eu-")).max().unwrap();
+    assert!(*last_eu <= "eu-19", "at most the slots of eu-14 released: {updated:?}");
+    for n in names.iter().filter(|n| n.starts_with("us-")) {
+        assert_eq!(runs(&daemon, n), deploys("1.1.0"), "{n} untouched");
+    }
+    // Order and parallelism, by the workers' own log lines.
+    let applied = applies(&daemon.log(), from);
+    let order: Vec<&str> = applied.iter().map(|(c, _, _)| c.as_str()).collect();
+    let wave_of = |c: &str| match c {
+        c if c.starts_with("stage-") => 0,
+        "eu-01" | "eu-02" => 1,
+        c if c.starts_with("eu-") => 2,
+        _ => 3,
+    };
+    assert!(order.windows(2).all(|w| wave_of(w[0]) <= wave_of(w[1])), "waves in order: {order:?}");
+    let eu: Vec<&(String, String, String)> = applied.iter().filter(|(c, _, _)| wave_of(c) == 2).collect();
+    let at_once = eu.iter().map(|(_, start, _)| eu.iter().filter(|(_, s, e)| s <= start && start <= e).count()).max();
+    assert!(at_once.unwrap() <= 6, "maxParallel 25% of the eu wave: {eu:?}");
+    daemon.wait_for("a failure status naming eu-14", WAIT, |_| {
+        notes_on(&repo, &head)
+            .contains("strata/rollout/default failure: halted in wave 3 of 4 (eu): eu-14 apply failed")
+    });
+    let listed = daemon.strata(&["rollout", "status"]).ok().stdout;
+    assert!(listed.lines().nth(1).is_some_and(|l| l.starts_with("default  halted")), "{listed}");
+}
