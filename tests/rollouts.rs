@@ -738,3 +738,49 @@ fn three_dozen_clusters_one_failing_in_a_middle_wave() {
     let listed = daemon.strata(&["rollout", "status"]).ok().stdout;
     assert!(listed.lines().nth(1).is_some_and(|l| l.starts_with("default  halted")), "{listed}");
 }
+
+#[test]
+fn pause_holds_the_next_wave_resume_goes_on_abort_returns_the_updated_clusters() {
+    let names = ["stage-1", "prod-a", "edge-1"];
+    let clusters: &[(&str, &[&str])] = &[("stage-1", &["env:staging"]), ("prod-a", &["env:prod"]), ("edge-1", &[])];
+    let repo = fleet(
+        clusters,
+        &policy(
+            "    - name: staging\n      selector: { tags: [\"env:staging\"] }\n      bake: 3s\n    - name: prod\n      selector: { tags: [\"env:prod\"] }\n    - name: rest\n      approval: manual\n",
+            "",
+        ),
+    );
+    let daemon = Daemon::start(&local(&repo), &targets(&names));
+    daemon.wait_for("the fleet on 1.1.0", WAIT, |d| names.iter().all(|n| runs(d, n) == deploys("1.1.0")));
+    publish(&repo, "1.2.0");
+    daemon.wait_for("staging updated", WAIT, |d| runs(d, "stage-1") == deploys("1.2.0"));
+    let run = daemon.strata(&["rollout", "pause", "default"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("paused"), "{}", run.stdout);
+    // The bake ends while paused: prod does not start.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(runs(&daemon, "prod-a"), deploys("1.1.0"));
+    let r = rollout(&daemon, "default");
+    assert_eq!(r["state"], "paused", "{r}");
+    assert_eq!(r["paused"]["by"], "alice");
+    let again = daemon.strata(&["rollout", "pause", "default"]);
+    assert_eq!(again.code, 1);
+    assert!(again.stderr.contains("already paused"), "{}", again.stderr);
+
+    daemon.strata(&["rollout", "resume", "default"]).ok();
+    daemon.wait_for("prod updated", WAIT, |d| runs(d, "prod-a") == deploys("1.2.0"));
+    daemon.wait_for("rest waiting for promotion", WAIT, |d| {
+        wave(&rollout(d, "default"), "rest")["state"] == "waits-for-promotion"
+    });
+    // Aborted: what it updated goes back, what it held stays.
+    let run = daemon.strata(&["rollout", "abort", "default"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    daemon.wait_for("staging and prod back on 1.1.0", WAIT, |d| {
+        runs(d, "stage-1") == deploys("1.1.0") && runs(d, "prod-a") == deploys("1.1.0")
+    });
+    daemon.wait_for("aborted", WAIT, |d| rollout(d, "default")["state"] == "aborted");
+    assert_eq!(runs(&daemon, "edge-1"), deploys("1.1.0"));
+    let promote = daemon.strata(&["rollout", "promote", "default"]);
+    assert_eq!(promote.code, 1);
+    assert!(promote.stderr.contains("aborted by alice"), "{}", promote.stderr);
+}
