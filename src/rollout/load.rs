@@ -94,6 +94,7 @@ pub fn load(tree: &dyn Tree, model: &Model, diags: &mut Diagnostics) -> BTreeMap
                     format!("rollout `{}` is also defined in {}", rollout.name, other.file),
                 )
                 .in_file(&file)
+                .at_line(rollout.line)
                 .help("rollout names are unique across the repository"),
             );
             continue;
@@ -103,9 +104,10 @@ pub fn load(tree: &dyn Tree, model: &Model, diags: &mut Diagnostics) -> BTreeMap
             diags.push(
                 Diagnostic::new(
                     Code::Rollout,
-                    format!("rollout `{}` governs {shared}, which rollout `{}` ({}) governs too", rollout.name, other.name, other.file),
+                    format!("it governs {shared}, which rollout `{}` ({}) governs too", other.name, other.file),
                 )
                 .in_file(&file)
+                .at_line(rollout.line)
                 .about(format!("rollout {}", rollout.name))
                 .help("a profile's changes follow one rollout: list distinct `profiles` in each (a rollout without `profiles` governs every profile)"),
             );
@@ -146,7 +148,9 @@ fn load_one(tree: &dyn Tree, file: &str, model: &Model, diags: &mut Diagnostics)
     };
 
     let mut profiles = Vec::new();
+    let mut at = line(&raw.metadata.name);
     if let Some(listed) = raw.spec.profiles {
+        at = line(&listed);
         if listed.value.is_empty() {
             ok = false;
             diags.push(diag(
@@ -360,6 +364,7 @@ fn load_one(tree: &dyn Tree, file: &str, model: &Model, diags: &mut Diagnostics)
         on_failure: raw.spec.on_failure,
         failure_threshold,
         fail_on_drift: raw.spec.fail_on_drift,
+        line: at,
     })
 }
 
@@ -521,7 +526,7 @@ spec:
         let (model, diags) = load_with(&[("a.yaml", GOOD), ("b.yaml", &everything)]);
         assert_eq!(
             messages(&diags),
-            ["rollouts/b.yaml:0 rollout `all` governs web, which rollout `default` (rollouts/a.yaml) governs too"]
+            ["rollouts/b.yaml:3 it governs web, which rollout `default` (rollouts/a.yaml) governs too"]
         );
         assert_eq!(model.rollouts.keys().collect::<Vec<_>>(), ["default"]);
         let db = GOOD.replace("[web]", "[db]").replace("name: default", "name: db").replace("env:staging", "env:prod");

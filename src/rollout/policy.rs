@@ -40,6 +40,8 @@ pub struct Rollout {
     pub failure_threshold: usize,
     /// Drift found on a cluster the rollout updated, while it runs, counts as a failure.
     pub fail_on_drift: bool,
+    /// Line of `spec.profiles` in the policy file (of `metadata.name` when it governs every profile).
+    pub line: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -246,6 +248,7 @@ pub(crate) mod tests {
             on_failure: OnFailure::Halt,
             failure_threshold: 1,
             fail_on_drift: false,
+            line: 0,
         }
     }
 
