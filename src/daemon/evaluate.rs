@@ -268,6 +268,9 @@ struct Planned {
     pin_moved: bool,
 }
 
+/// A revision as loaded: its id, its snapshot and its model.
+type Loaded<'a> = (&'a str, &'a (Snapshot, Model));
+
 /// What deciding one cluster reads: the revisions loaded, what each cluster runs, and the
 /// fingerprints already taken (shared between clusters on the same revisions).
 struct Context<'a> {
@@ -292,7 +295,7 @@ impl<'a> Context<'a> {
     }
 
     /// What the cluster runs and its file at that revision, when both can still be read.
-    fn base(&self, name: &str) -> (Option<(&'a str, &'a (Snapshot, Model))>, Option<&'a Cluster>) {
+    fn base(&self, name: &str) -> (Option<Loaded<'a>>, Option<&'a Cluster>) {
         let loaded = self.loaded;
         let state = self.states.get(name);
         let base = state

@@ -74,7 +74,9 @@ fn held(plan: &Plan, cluster: &str) -> Option<String> {
 /// `aws-staging, aws-prod-a: aws-profile@1.1.0 → aws-profile@1.2.0 (new version by range)`, one
 /// line per distinct change in the wave.
 fn wave_changes(wave: &WavePlan) -> Vec<String> {
-    let mut groups: Vec<((Option<&str>, &str, Cause), Vec<&str>)> = Vec::new();
+    // (from, to, cause): the clusters that share one line.
+    type Line<'a> = (Option<&'a str>, &'a str, Cause);
+    let mut groups: Vec<(Line, Vec<&str>)> = Vec::new();
     for c in &wave.clusters {
         let key = (c.from.as_deref(), c.to.as_str(), c.cause);
         match groups.iter_mut().find(|(k, _)| *k == key) {

@@ -956,8 +956,11 @@ mod tests {
     /// A fleet for the gate: each cluster with tags, what it runs (digest `old`) and the change
     /// at the head (digest `new`), healthy.
     struct Fleet {
-        clusters: Vec<(String, Vec<String>, Option<Change>, Option<Running>, Option<Millis>)>,
+        clusters: Vec<Entry>,
     }
+
+    /// A cluster: name, tags, change at the head, what it runs, when drift was found.
+    type Entry = (String, Vec<String>, Option<Change>, Option<Running>, Option<Millis>);
 
     fn running(digest: &str, health: Health) -> Running {
         Running {
@@ -985,7 +988,7 @@ mod tests {
             }
         }
 
-        fn get(&mut self, name: &str) -> &mut (String, Vec<String>, Option<Change>, Option<Running>, Option<Millis>) {
+        fn get(&mut self, name: &str) -> &mut Entry {
             self.clusters.iter_mut().find(|c| c.0 == name).unwrap()
         }
 
