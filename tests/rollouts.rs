@@ -218,13 +218,15 @@ fn waves_go_in_order_each_after_the_bake_of_the_one_before() {
     assert_eq!(members("rest"), ["edge-1", "prod-b", "prod-c"]);
 }
 
-/// `[from, to]` of the requests each API server answered (watches aside), taken as the time
-/// its cluster's apply was in flight.
+/// From the first write each API server answered to its last request (watches aside): the time
+/// its cluster's apply was in flight (reads before it, as a starting daemon's look at the
+/// inventories, are no apply).
 fn in_flight(servers: &BTreeMap<&str, ApiServer>, latency: Duration) -> BTreeMap<String, (Instant, Instant)> {
     let mut out = BTreeMap::new();
     for (name, server) in servers {
         let requests: Vec<_> = server.requests().into_iter().filter(|r| !r.watch).collect();
-        if let (Some(first), Some(last)) = (requests.first(), requests.last()) {
+        let first = requests.iter().find(|r| r.is_write());
+        if let (Some(first), Some(last)) = (first, requests.last()) {
             out.insert(name.to_string(), (first.received, last.received + latency));
         }
     }
@@ -783,4 +785,47 @@ fn pause_holds_the_next_wave_resume_goes_on_abort_returns_the_updated_clusters()
     let promote = daemon.strata(&["rollout", "promote", "default"]);
     assert_eq!(promote.code, 1);
     assert!(promote.stderr.contains("aborted by alice"), "{}", promote.stderr);
+}
+
+#[test]
+fn killed_while_an_apply_is_in_flight_the_rollout_finishes_it_after_the_restart() {
+    let names = ["k-1", "k-2"];
+    let clusters: Vec<(&str, &[&str])> = names.iter().map(|n| (*n, &["env:prod"][..])).collect();
+    let repo = fleet(&clusters, &policy("    - name: prod\n      maxParallel: 1\n", ""));
+    let kube = tempfile::tempdir().unwrap();
+    let mut servers = BTreeMap::new();
+    let mut targets = String::new();
+    for name in names {
+        let server = ApiServer::start();
+        let dir = kube.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        targets.push_str(&format!("  {name}: {{ kubeconfig: {} }}\n", server.kubeconfig(&dir).display()));
+        servers.insert(name, server);
+    }
+    let mut daemon = Daemon::start(&local(&repo), &targets);
+    daemon.wait_for("the fleet on 1.1.0", WAIT, |d| {
+        names.iter().all(|n| d.cluster(n)["cluster"]["sync"] == "applied" && deployed(&servers[n]) == deploys("1.1.0"))
+    });
+    let latency = Duration::from_millis(150);
+    for server in servers.values() {
+        server.clear_requests();
+        server.set_latency(latency);
+    }
+    publish(&repo, "1.2.0");
+    // k-1 goes first (by name); killed once its apply has written something.
+    daemon.wait_for("k-1's apply under way", WAIT, |_| servers["k-1"].requests().iter().any(|r| r.is_write()));
+    daemon.kill9();
+    assert_eq!(deployed(&servers["k-2"]), deploys("1.1.0"));
+    for server in servers.values() {
+        server.clear_requests();
+    }
+    daemon.spawn();
+    daemon.wait_for("the rollout complete", Duration::from_secs(60), |d| rollout(d, "default")["state"] == "complete");
+    for n in names {
+        assert_eq!(deployed(&servers[n]), deploys("1.2.0"), "{n}");
+    }
+    // After the restart k-1 is finished first, and k-2 only after it: one at a time still.
+    let intervals = in_flight(&servers, latency);
+    assert_eq!(most_at_once(&intervals), 1, "{intervals:?}");
+    assert!(intervals["k-1"].1 <= intervals["k-2"].0, "{intervals:?}");
 }
