@@ -682,6 +682,7 @@ async fn dispatch_from_store(
                     target,
                     drift: cluster.drift,
                     rollout: None,
+                    deferred: None,
                 })
             });
             if let Ok(Some(job)) = job {

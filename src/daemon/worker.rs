@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::Shared;
+use super::evaluate::Deferred;
 use super::guard::{self, Panic};
 use super::rollouts;
 use super::state::{Health, Sync};
@@ -43,6 +44,9 @@ pub struct Job {
     pub drift: DriftPolicy,
     /// The rollout that released (or rolls back) this desired set: it hears how applies go.
     pub rollout: Option<String>,
+    /// Set when `set` is only the identity of what the cluster runs (the store's record of it):
+    /// what renders it when it is first needed.
+    pub deferred: Option<Arc<Deferred>>,
 }
 
 pub enum Msg {
@@ -98,16 +102,30 @@ pub enum WorkerError {
     TimedOut(Duration),
     #[error("crashed: {0}")]
     Crashed(Panic),
+    /// The set the store records the cluster runs could not be rendered again.
+    #[error("{0}")]
+    Render(String),
 }
 
 impl WorkerError {
     /// For the reconciles metric: failed, timeout, crashed.
     pub fn label(&self) -> &'static str {
         match self {
-            WorkerError::Target(_) | WorkerError::Reconcile(_) => "failed",
+            WorkerError::Target(_) | WorkerError::Reconcile(_) | WorkerError::Render(_) => "failed",
             WorkerError::TimedOut(_) => "timeout",
             WorkerError::Crashed(_) => "crashed",
         }
+    }
+
+    /// The cluster could not be reached at all (network, TLS, proxy): the commit status is an
+    /// `error` naming what to check, as for a revision that does not render, not a `failure` of
+    /// what was applied.
+    pub fn unreachable(&self) -> bool {
+        matches!(
+            self,
+            WorkerError::Target(TargetError::Unreachable(_))
+                | WorkerError::Reconcile(ReconcileError::Target(TargetError::Unreachable(_)))
+        )
     }
 }
 
@@ -222,6 +240,19 @@ impl Worker {
         Ok(&self.target.as_ref().expect("just set").2)
     }
 
+    /// The set to apply or check drift against; one deferred at start is rendered now, once.
+    async fn desired(&mut self) -> Result<DesiredSet, String> {
+        let job = self.job.as_mut().expect("a job");
+        if let Some(deferred) = job.deferred.clone() {
+            let revision = |r: &Option<String>| r.clone().unwrap_or_default();
+            let (profile_revision, cluster_revision) =
+                (revision(&job.profile_revision), revision(&job.cluster_revision));
+            job.set = deferred.render(&self.name, &profile_revision, &cluster_revision).await?;
+            job.deferred = None;
+        }
+        Ok(job.set.unpack())
+    }
+
     /// Runs `work` against the cluster's target, bounded by `apply.timeout` and with panics
     /// caught. A reconcile cut short is like one killed: the inventory written before its first
     /// write keeps every object it may have created tracked.
@@ -283,16 +314,24 @@ impl Worker {
         }
         let started = std::time::Instant::now();
         let options = shared.config.apply.clone();
-        let set = job.set.unpack();
-        let result =
-            self.bounded("apply", async |target| apply::reconcile(target, &set, revision, &options).await).await;
+        let result = match self.desired().await {
+            Ok(set) => {
+                self.bounded("apply", async |target| apply::reconcile(target, &set, revision, &options).await).await
+            }
+            Err(e) => Err(WorkerError::Render(e)),
+        };
         shared.metrics.reconcile_seconds.observe(started.elapsed().as_secs_f64());
         match result {
             Err(e) => {
                 shared.metrics.result(&shared.metrics.reconciles, e.label());
                 let message = e.to_string();
                 if let Some(rev) = revision {
-                    shared.report(&self.name, rev, State::Failure, &format!("apply of {what} failed: {message}"));
+                    let (state, description) = if e.unreachable() {
+                        (State::Error, message.clone())
+                    } else {
+                        (State::Failure, format!("apply of {what} failed: {message}"))
+                    };
+                    shared.report(&self.name, rev, state, &description);
                 }
                 self.failed(&message, revision);
                 self.tell_rollout(&job, rollouts::Outcome::Failed(message));
@@ -409,15 +448,17 @@ impl Worker {
         self.next_drift = Instant::now() + jitter(shared.config.drift_interval);
         let job = self.job.clone().expect("a job");
         let options = shared.config.apply.clone();
-        let set = job.set.unpack();
-        let findings =
-            match self.bounded("drift", async |target| apply::detect_drift(target, &set, &options).await).await {
-                Ok(f) => f,
-                Err(e) => {
-                    warn!(cluster = %self.name, error = %e, "Drift check failed.");
-                    return;
-                }
-            };
+        let findings = match self.desired().await {
+            Ok(set) => self.bounded("drift", async |target| apply::detect_drift(target, &set, &options).await).await,
+            Err(e) => Err(WorkerError::Render(e)),
+        };
+        let findings = match findings {
+            Ok(f) => f,
+            Err(e) => {
+                warn!(cluster = %self.name, error = %e, "Drift check failed.");
+                return;
+            }
+        };
         let now = super::store::now();
         let rows: Vec<DriftRow> = findings
             .iter()
@@ -462,7 +503,13 @@ impl Worker {
     async fn remove(&mut self, prune: bool) {
         let shared = self.shared.clone();
         if prune && let Some(job) = self.job.clone() {
-            let empty = DesiredSet { layers: Vec::new(), digest: String::new(), ..job.set.unpack() };
+            let empty = DesiredSet {
+                cluster: job.set.cluster.clone(),
+                profile: job.set.profile.clone(),
+                version: job.set.version.clone(),
+                layers: Vec::new(),
+                digest: String::new(),
+            };
             let options = apply::Options { allow_empty: true, ..shared.config.apply.clone() };
             match self.bounded("apply", async |target| apply::reconcile(target, &empty, None, &options).await).await {
                 Ok(cs) => info!(cluster = %self.name, result = %cs.summary(), "Removed cluster pruned."),
@@ -497,6 +544,7 @@ mod tests {
             target: TargetConfig::Directory("/nonexistent".into()),
             drift: DriftPolicy::Correct,
             rollout: None,
+            deferred: None,
         }
     }
 
