@@ -133,7 +133,9 @@ pub struct Plan {
     pub base: Option<String>,
     pub head: Option<String>,
     pub clusters: Vec<ClusterPlan>,
-    /// The rollouts that hold some of these changes, with their waves.
+    /// The rollouts that hold some of these changes, with their waves (left out of the JSON
+    /// when there are none, so plans of repositories without rollouts read as before).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rollouts: Vec<crate::rollout::plan::RolloutPlan>,
 }
 
