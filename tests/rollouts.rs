@@ -829,3 +829,34 @@ fn killed_while_an_apply_is_in_flight_the_rollout_finishes_it_after_the_restart(
     assert_eq!(most_at_once(&intervals), 1, "{intervals:?}");
     assert!(intervals["k-1"].1 <= intervals["k-2"].0, "{intervals:?}");
 }
+
+#[test]
+fn with_fail_on_drift_drift_on_an_updated_cluster_halts_the_rollout() {
+    let names = ["stage-1", "prod-a"];
+    let clusters: &[(&str, &[&str])] = &[("stage-1", &["env:staging"]), ("prod-a", &["env:prod"])];
+    let repo = fleet(
+        clusters,
+        &policy(
+            "    - name: staging\n      selector: { tags: [\"env:staging\"] }\n      bake: 1h\n    - name: prod\n",
+            "  failOnDrift: true\n",
+        ),
+    );
+    repo.edit("clusters/stage-1.yaml", "updates: auto", "updates: auto\n  drift: report");
+    repo.commit("stage-1 reports drift");
+    let mut daemon = Daemon::configure(&local(&repo), &targets(&names), "");
+    let config =
+        std::fs::read_to_string(&daemon.config).unwrap().replace("drift: { interval: 1h }", "drift: { interval: 1s }");
+    std::fs::write(&daemon.config, config).unwrap();
+    daemon.spawn();
+    daemon.wait_for("the fleet on 1.1.0", WAIT, |d| names.iter().all(|n| runs(d, n) == deploys("1.1.0")));
+    publish(&repo, "1.2.0");
+    daemon.wait_for("staging baking", WAIT, |d| wave(&rollout(d, "default"), "staging")["state"] == "baking");
+    // Someone edits what the rollout just put on stage-1.
+    let ui = daemon.out("stage-1/hello-universe/deployment.ui.yaml");
+    std::fs::write(&ui, file(&ui).replace("replicas: 1", "replicas: 5")).unwrap();
+    daemon.wait_for("the rollout halted", WAIT, |d| rollout(d, "default")["state"] == "halted");
+    let r = rollout(&daemon, "default");
+    assert_eq!(r["halt"]["cluster"], "stage-1", "{r}");
+    assert!(r["halt"]["reason"].as_str().unwrap().contains("drift"), "{r}");
+    assert_eq!(runs(&daemon, "prod-a"), deploys("1.1.0"));
+}

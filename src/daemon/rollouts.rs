@@ -213,6 +213,14 @@ fn count(shared: &Shared, rollout: &Rollout, p: &Progress, now: i64) {
     }
 }
 
+/// Whether drift found on a cluster `rollout` released counts as a failure now: its policy says
+/// so (`failOnDrift`) and it is still running.
+pub fn drift_fails(shared: &Shared, rollout: &str) -> bool {
+    let fails = shared.rollouts.lock().unwrap_or_else(|p| p.into_inner()).get(rollout).is_some_and(|r| r.fail_on_drift);
+    fails
+        && matches!(shared.stored("read a rollout", shared.store.rollout(rollout)), Some(Some(p)) if p.finished_at.is_none())
+}
+
 /// How an apply a rollout released went.
 #[derive(Clone, Debug)]
 pub enum Outcome {

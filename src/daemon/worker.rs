@@ -481,6 +481,14 @@ impl Worker {
             return;
         }
         warn!(cluster = %self.name, fields = findings.len(), policy = ?job.drift, "Drift found.");
+        if let Some(rollout) = &job.rollout
+            && rollouts::drift_fails(&shared, rollout)
+        {
+            // The rollout halts on it now, not when it is next gated for another reason.
+            let _ = shared
+                .triggers
+                .try_send(super::Trigger::Reevaluate(format!("rollout {rollout}: drift on {}", self.name)));
+        }
         if job.drift == DriftPolicy::Report
             && let Some(rev) = job.cluster_revision.as_deref()
         {
