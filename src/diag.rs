@@ -50,6 +50,9 @@ pub enum Code {
     Remote,
     /// Rendered output past a size budget.
     Budget,
+    /// A rollout policy that cannot work: overlapping rollouts, a selector that selects no
+    /// cluster, a wave nothing can reach.
+    Rollout,
 }
 
 impl Code {
@@ -72,6 +75,7 @@ impl Code {
             Code::Tool => "tool",
             Code::Remote => "remote",
             Code::Budget => "budget",
+            Code::Rollout => "rollout",
         }
     }
 }

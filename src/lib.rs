@@ -2,10 +2,11 @@
 //!
 //! ```text
 //!   source   (git2 commit tree | directory)  ->  Snapshot { revision, tree }
-//!   repo     (load + validate, pure)         ->  Model { profiles, clusters }   | Diagnostics (file:line)
+//!   repo     (load + validate, pure)         ->  Model { profiles, clusters, rollouts } | Diagnostics (file:line)
 //!   model    (resolve, pure)                 ->  the profile version each cluster runs
 //!   render   (pure, tools at the edge)       ->  DesiredSet per cluster, with digests
 //!   plan     (pure)                          ->  per cluster: upgrade | rollback | in-place edit | override | ...
+//!   rollout  (pure)                          ->  which governed changes go now, in waves; which wait
 //!   redact   (pure)                          ->  the copies of objects that may be shown: Secret values as keyed hashes
 //!   apply    (over a Target)                 ->  staged server-side apply, inventory, prune, health, drift
 //!   target   (kube | directory)              ->  the IO edge to clusters, configured on the host (config)
@@ -30,6 +31,7 @@ pub mod redact;
 pub mod render;
 pub mod repo;
 pub mod report;
+pub mod rollout;
 pub mod source;
 pub mod target;
 pub mod window;

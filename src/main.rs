@@ -162,6 +162,36 @@ enum Command {
         #[arg(long, default_value = "strata.yaml", value_name = "FILE")]
         config: PathBuf,
     },
+    /// Rollouts as the running daemon runs them: status, promote, pause, resume, abort.
+    Rollout {
+        #[command(subcommand)]
+        command: RolloutCommand,
+        #[arg(long, global = true, default_value = "strata.yaml", value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum RolloutCommand {
+    /// Every rollout (or one, in detail): its waves, their clusters, what holds the next one.
+    Status {
+        rollout: Option<String>,
+        #[arg(long, value_enum, default_value_t = ListFormat::Text)]
+        format: ListFormat,
+    },
+    /// Go on now: start a wave that waits for promotion (approval: manual), or end a bake.
+    Promote {
+        rollout: String,
+        /// The wave you expect to start; refused when another one waits.
+        #[arg(long, value_name = "WAVE")]
+        wave: Option<String>,
+    },
+    /// Start no more clusters (those being updated finish) until resumed.
+    Pause { rollout: String },
+    /// Go on after a pause, or after a halt (failures are forgotten, failed clusters retried).
+    Resume { rollout: String },
+    /// Stop for good: no cluster starts any more, and every cluster it updated returns to what it ran.
+    Abort { rollout: String },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -252,5 +282,18 @@ fn run(cli: &Cli) -> Result<u8, Failure> {
         }
         Command::Suspend { cluster, config } => runtime()?.block_on(cli::daemon::suspend(cluster, config, true)),
         Command::Resume { cluster, config } => runtime()?.block_on(cli::daemon::suspend(cluster, config, false)),
+        Command::Rollout { command, config } => runtime()?.block_on(async {
+            match command {
+                RolloutCommand::Status { rollout, format } => {
+                    cli::rollout::status(rollout.as_deref(), config, *format).await
+                }
+                RolloutCommand::Promote { rollout, wave } => {
+                    cli::rollout::promote(rollout, wave.as_deref(), config).await
+                }
+                RolloutCommand::Pause { rollout } => cli::rollout::act(rollout, "pause", config).await,
+                RolloutCommand::Resume { rollout } => cli::rollout::act(rollout, "resume", config).await,
+                RolloutCommand::Abort { rollout } => cli::rollout::act(rollout, "abort", config).await,
+            }
+        }),
     }
 }

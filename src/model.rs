@@ -16,11 +16,12 @@ use crate::diag::{Code, Diagnostic};
 /// The `apiVersion` of strata's own files.
 pub const API_VERSION: &str = "strata.dev/v1";
 
-/// Profiles (every version, ascending) and clusters, keyed by name.
+/// Profiles (every version, ascending), clusters and rollout policies, keyed by name.
 #[derive(Debug, Default)]
 pub struct Model {
     pub profiles: BTreeMap<String, Vec<Profile>>,
     pub clusters: BTreeMap<String, Cluster>,
+    pub rollouts: BTreeMap<String, crate::rollout::Rollout>,
 }
 
 #[derive(Debug, Clone)]

@@ -2,9 +2,9 @@
 //!
 //! ```text
 //!   profiles/<name>/<version>/profile.yaml ─┐  parse (raw, spanned)   check names, versions,
-//!   clusters/**/*.yaml ─────────────────────┴─────────────────────> sources, dependsOn, ranges ──> Model
-//!                                                                        │
-//!                                                                        └─> Diagnostics (file:line)
+//!   clusters/**/*.yaml ─────────────────────┼─────────────────────> sources, dependsOn, ranges ──> Model
+//!   rollouts/*.yaml (crate::rollout::load) ─┘                        waves, selectors, overlaps   │
+//!                                                                                                 └─> Diagnostics (file:line)
 //! ```
 //!
 //! Raw types mirror what users write and keep line numbers; the validated types in
@@ -120,7 +120,7 @@ struct RawProfileRef {
     version: Spanned<String>,
 }
 
-fn line<T>(spanned: &Spanned<T>) -> usize {
+pub(crate) fn line<T>(spanned: &Spanned<T>) -> usize {
     spanned.referenced.line() as usize
 }
 
@@ -173,11 +173,12 @@ fn load_with(tree: &dyn Tree, reuse: Option<(&Model, &Changes)>) -> (Model, Diag
             Err(d) => diags.push(d),
         }
     }
+    model.rollouts = crate::rollout::load::load(tree, &model, &mut diags);
     (model, diags)
 }
 
 /// Reads a YAML file, turning every failure into a diagnostic on that file.
-fn read_yaml<T: for<'de> Deserialize<'de>>(tree: &dyn Tree, path: &str) -> Result<T, Diagnostic> {
+pub(crate) fn read_yaml<T: for<'de> Deserialize<'de>>(tree: &dyn Tree, path: &str) -> Result<T, Diagnostic> {
     let bytes = source::read_file(tree, path).map_err(|e| read_diag(path, e))?;
     let text = String::from_utf8(bytes).map_err(|_| Diagnostic::new(Code::Yaml, "file is not UTF-8").in_file(path))?;
     yaml::parse::<T>(&text).map_err(|e| {
@@ -389,7 +390,7 @@ fn load_profile(
     })
 }
 
-fn check_header(
+pub(crate) fn check_header(
     api_version: &Spanned<String>,
     kind: &Spanned<String>,
     want: &str,
@@ -420,7 +421,7 @@ fn check_header(
 
 /// Names end up as label values and object names: DNS-1123 labels (lowercase alphanumerics and
 /// `-`, at most 63 characters, starting and ending alphanumeric).
-fn check_name(name: &str, what: &str, file: &str, at: usize, diags: &mut Diagnostics) -> bool {
+pub(crate) fn check_name(name: &str, what: &str, file: &str, at: usize, diags: &mut Diagnostics) -> bool {
     if crate::render::names::is_dns1123_label(name) {
         return true;
     }

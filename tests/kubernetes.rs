@@ -142,6 +142,18 @@ fn applies(replicas: &[&Daemon], cluster: &str) -> usize {
     replicas.iter().map(|d| d.log().lines().filter(|l| l.contains(&needle)).count()).sum()
 }
 
+/// The replica holding `cluster`'s shard, as `daemon` sees it: waits while the shard is between
+/// holders (a Lease released or expired, under load).
+#[track_caller]
+fn holder(daemon: &Daemon, cluster: &str) -> String {
+    let mut found = None;
+    wait(&format!("{cluster}'s shard to have a holder"), LONG, &[daemon], || {
+        found = daemon.cluster(cluster)["shard"]["holder"].as_str().map(str::to_string);
+        found.is_some()
+    });
+    found.expect("found")
+}
+
 #[track_caller]
 fn wait(what: &str, timeout: Duration, replicas: &[&Daemon], mut done: impl FnMut() -> bool) {
     let started = std::time::Instant::now();
@@ -213,8 +225,7 @@ fn replicas_share_the_fleet_and_apply_each_cluster_once() {
     assert_eq!((world.writes("c3"), world.greeting("c3")), (1, json!("hello")));
 
     // Approved through a replica that does not reconcile c3.
-    let cluster = replicas[0].cluster("c3");
-    let owner = cluster["shard"]["holder"].as_str().expect("a holder").to_string();
+    let owner = holder(&replicas[0], "c3");
     let other = replicas.iter().find(|d| identity(d) != owner).unwrap();
     let (code, body) = other.request(
         "POST",
@@ -445,7 +456,7 @@ fn pending_updates_and_approvals_survive_the_loss_of_a_replica() {
     wait("c0's update held", LONG, &replicas.iter().collect::<Vec<_>>(), || {
         world.state("c0")["status"]["pending"]["headRevision"] == second
     });
-    let owner = replicas[0].cluster("c0")["shard"]["holder"].as_str().unwrap().to_string();
+    let owner = holder(&replicas[0], "c0");
     let index = replicas.iter().position(|d| identity(d) == owner).unwrap();
     let mut dead = replicas.remove(index);
     dead.kill9();

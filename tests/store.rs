@@ -19,6 +19,7 @@ use strata::daemon::store::{
     Applied, DELIVERED_KEPT_SECS, DriftRow, HISTORY_KEPT, Pending, SqliteStore, Store, now, now_ms,
 };
 use strata::report::{State, Status};
+use strata::rollout::gate::Progress;
 
 /// One backend: opens handles onto one shared state.
 trait Backend {
@@ -371,6 +372,70 @@ fn concurrent_writers_lose_no_update() {
     });
 }
 
+fn progress(rollout: &str, next: &str, generation: u64) -> Progress {
+    let mut p: Progress = serde_json::from_value(serde_json::json!({
+        "rollout": rollout, "revision": "r1", "started_at": 1_000, "state": "progressing",
+        "waves": [], "clusters": {}, "next": next,
+    }))
+    .unwrap();
+    p.generation = generation;
+    p
+}
+
+/// Rollout progress is saved only from the generation it was read at, whichever handle (replica)
+/// saved the newer one; two handles racing from one generation: exactly one wins each round.
+#[test]
+fn rollout_progress_is_saved_from_the_generation_it_was_read_at() {
+    both(|backend| {
+        let b = backend.name();
+        let (one, two) = (backend.open(), backend.open());
+        assert!(one.rollouts().unwrap().is_empty(), "{b}");
+        assert!(one.save_rollout(&progress("canary", "wave 1", 0)).unwrap(), "{b}: the first save");
+        assert!(!one.save_rollout(&progress("canary", "again", 0)).unwrap(), "{b}: from a stale generation");
+        eventually("the other handle to see it", || two.rollout("canary").unwrap().is_some());
+        let read = two.rollout("canary").unwrap().unwrap();
+        assert_eq!((read.generation, read.next.as_str()), (1, "wave 1"), "{b}");
+        assert!(two.save_rollout(&progress("canary", "wave 2", 1)).unwrap(), "{b}");
+        eventually("the first handle to see generation 2", || {
+            one.rollout("canary").unwrap().is_some_and(|p| p.generation == 2 && p.next == "wave 2")
+        });
+
+        // Racing from one generation, round after round: one save wins each time.
+        const ROUNDS: u64 = 10;
+        let wins = std::sync::atomic::AtomicU64::new(0);
+        for round in 0..ROUNDS {
+            let generation = 2 + round;
+            for handle in [&one, &two] {
+                eventually("both handles at the round's generation", || {
+                    handle.rollout("canary").unwrap().is_some_and(|p| p.generation == generation)
+                });
+            }
+            std::thread::scope(|scope| {
+                for (i, handle) in [&one, &two].into_iter().enumerate() {
+                    let wins = &wins;
+                    scope.spawn(move || {
+                        if handle
+                            .save_rollout(&progress("canary", &format!("round {round} by {i}"), generation))
+                            .unwrap()
+                        {
+                            wins.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                    });
+                }
+            });
+        }
+        assert_eq!(wins.into_inner(), ROUNDS, "{b}: exactly one save per round");
+        assert_eq!(one.rollout("canary").unwrap().unwrap().generation, 2 + ROUNDS, "{b}");
+
+        one.save_rollout(&progress("blue-green", "wave 1", 0)).unwrap();
+        let names = |h: &dyn Store| h.rollouts().unwrap().into_iter().map(|p| p.rollout).collect::<Vec<_>>();
+        eventually("both rollouts listed", || names(two.as_ref()) == ["blue-green", "canary"]);
+        one.delete_rollout("canary").unwrap();
+        eventually("the deletion to arrive", || names(two.as_ref()) == ["blue-green"]);
+        assert!(two.rollout("canary").unwrap().is_none(), "{b}");
+    });
+}
+
 /// What replicas need beyond the suite: a replica hears of an approval or a suspension made
 /// through another, and writes that change nothing send nothing.
 #[test]
@@ -384,11 +449,20 @@ fn a_replica_hears_of_intents_changed_through_another() {
     owner.set_pending(&pending("aws", "r2", 1)).unwrap();
     eventually("the API replica to see the pending update", || api.pending("aws").unwrap().is_some());
     api.approve("aws", "r2", "alice").unwrap();
-    eventually("the owner to hear of the approval", || heard.lock().unwrap().contains(&"aws".to_string()));
+    eventually("the owner to hear of the approval", || heard.lock().unwrap().contains(&"cluster aws".to_string()));
     assert!(owner.approval("aws", "r2").unwrap().is_some());
     heard.lock().unwrap().clear();
     // Status writes are the owner's own business: no intent.
     api.set_sync("aws", Sync::Applying, None, None).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(heard.lock().unwrap().is_empty(), "{:?}", heard.lock().unwrap());
+
+    // Where a rollout stands, moved on by another replica: heard; by itself: not.
+    api.save_rollout(&progress("canary", "wave 1", 0)).unwrap();
+    eventually("the owner to hear of the rollout", || heard.lock().unwrap().contains(&"rollout progress".to_string()));
+    eventually("the owner to see it", || owner.rollout("canary").unwrap().is_some());
+    heard.lock().unwrap().clear();
+    owner.save_rollout(&progress("canary", "wave 2", 1)).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     assert!(heard.lock().unwrap().is_empty(), "{:?}", heard.lock().unwrap());
 

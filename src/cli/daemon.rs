@@ -1,4 +1,5 @@
-//! `strata run`, and the commands that ask the running daemon: `status`, `approve`, `suspend`, `resume`.
+//! `strata run`, and the commands that ask the running daemon: `status`, `approve`, `suspend`, `resume`
+//! (`rollout …` is in [`super::rollout`]).
 
 use std::io::IsTerminal;
 
@@ -51,7 +52,7 @@ pub fn recover_state(config: &std::path::Path) -> Result<u8, Failure> {
 
 /// Talks to the running daemon's local API. The API token goes with every request when there is
 /// one (reads need it with `view.require_token`).
-async fn api(
+pub async fn api(
     config: &Config,
     method: &str,
     path: &str,
@@ -110,7 +111,7 @@ async fn api(
 }
 
 /// A cluster name as one path segment of an API URL.
-fn segment(name: &str) -> String {
+pub fn segment(name: &str) -> String {
     percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
@@ -243,11 +244,16 @@ pub async fn status(
             r["pending"]["summary"]
                 .as_str()
                 .map(|_| {
-                    format!(
-                        "{} ({})",
-                        short(&r["pending"]["head_revision"]),
-                        r["pending"]["hold"]["until"].as_str().unwrap_or("")
-                    )
+                    let hold = &r["pending"]["hold"];
+                    let why = match hold["until"].as_str().unwrap_or("") {
+                        "rollout" => format!(
+                            "rollout {}, wave {}",
+                            hold["rollout"].as_str().unwrap_or(""),
+                            hold["wave"].as_str().unwrap_or("")
+                        ),
+                        other => other.to_string(),
+                    };
+                    format!("{} ({why})", short(&r["pending"]["head_revision"]))
                 })
                 .unwrap_or_else(|| "-".into()),
         ]);

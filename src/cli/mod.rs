@@ -5,6 +5,7 @@
 pub mod apply;
 pub mod daemon;
 pub mod repo;
+pub mod rollout;
 
 use std::io::Write;
 

@@ -6,6 +6,7 @@
 //!   in-place edit, updates: auto                                      ─> apply now (or when its window opens)
 //!   in-place edit, updates: manual                                    ─> pending update until approved
 //!   in-place edit + override, held                                    ─> apply the override on the old profile content now
+//!   a change a rollout holds (crate::rollout::gate)                   ─> wait for its wave (an override still goes)
 //! ```
 //!
 //! While an update is held the cluster keeps running — and drift-correcting to — what it last
@@ -37,6 +38,8 @@ pub enum Hold {
     Approval,
     /// `updates: auto` with a window that is closed now.
     Window { window: String },
+    /// A rollout holds it until its wave comes.
+    Rollout { rollout: String, wave: String, why: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,6 +58,8 @@ pub struct Input<'a> {
     /// An approval recorded for exactly this head revision.
     pub approved: bool,
     pub suspended: bool,
+    /// A rollout holds the change until the cluster's wave comes.
+    pub rollout: Option<Hold>,
     /// Unix seconds.
     pub now: i64,
 }
@@ -68,6 +73,14 @@ pub fn decide(input: &Input) -> Decision {
         return Decision { run: Run::Head, hold: None };
     }
     let reasons = &input.plan.reasons;
+    if let Some(hold) = &input.rollout {
+        let run = if reasons.contains(&ChangeKind::InPlaceEdit) && reasons.contains(&ChangeKind::Override) {
+            Run::HeadClusterOnAppliedProfile
+        } else {
+            Run::Keep
+        };
+        return Decision { run, hold: Some(hold.clone()) };
+    }
     if !reasons.contains(&ChangeKind::InPlaceEdit) {
         return if input.plan.changed() { Decision { run: Run::Head, hold: None } } else { keep };
     }
@@ -109,7 +122,16 @@ mod tests {
     }
 
     fn input<'a>(plan: &'a ClusterPlan, updates: UpdatePolicy, window: Option<&'a Window>) -> Input<'a> {
-        Input { applied: true, plan, updates, window, approved: false, suspended: false, now: 1_795_824_000 + 3 * 3600 }
+        Input {
+            applied: true,
+            plan,
+            updates,
+            window,
+            approved: false,
+            suspended: false,
+            rollout: None,
+            now: 1_795_824_000 + 3 * 3600,
+        }
     }
 
     #[test]
@@ -153,6 +175,19 @@ mod tests {
             decide(&input(&p, UpdatePolicy::Auto, Some(&closed))).hold,
             Some(Hold::Window { window: "Sun 02:00-06:00 UTC".into() })
         );
+    }
+
+    #[test]
+    fn a_rollout_hold_keeps_what_runs_and_lets_an_override_of_the_same_commit_go() {
+        let hold = Hold::Rollout { rollout: "default".into(), wave: "canary".into(), why: "waits".into() };
+        let upgrade = plan(&[ChangeKind::Upgrade]);
+        let held = Input { rollout: Some(hold.clone()), ..input(&upgrade, UpdatePolicy::Auto, None) };
+        assert_eq!(decide(&held), Decision { run: Run::Keep, hold: Some(hold.clone()) });
+        // Even an approval of the head does not jump the wave.
+        let edited = plan(&[ChangeKind::InPlaceEdit, ChangeKind::Override]);
+        let approved =
+            Input { rollout: Some(hold.clone()), approved: true, ..input(&edited, UpdatePolicy::Manual, None) };
+        assert_eq!(decide(&approved), Decision { run: Run::HeadClusterOnAppliedProfile, hold: Some(hold) });
     }
 
     #[test]

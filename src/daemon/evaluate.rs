@@ -2,9 +2,13 @@
 //!
 //! ```text
 //!   head revision ──┐
-//!   what each cluster runs (store) ──> load both ──> plan per cluster ──> decide by policy ──> Outcome
-//!   approvals, suspensions (store) ──┘                                    (job | pending | problem)
+//!   what each cluster runs (store) ──> load both ──> plan per cluster ──> rollouts' gate ──> decide by policy ──> Outcome
+//!   approvals, suspensions (store) ──┘                                    (daemon::rollouts)   (job | pending | problem)
 //! ```
+//!
+//! Every cluster is planned first, then the rollouts gate what they govern (which needs every
+//! cluster's plan: a bump in several cluster files is told by their number), then each cluster
+//! is decided.
 //!
 //! Blocking (git2 reads, rendering): the event loop runs it on a blocking thread and hands the
 //! outcomes to the workers. Problems come back as data: a revision that does not load is an
@@ -28,6 +32,7 @@ use tracing::warn;
 use super::Shared;
 use super::decide::{self, Decision, Hold, Run};
 use super::guard::{self, Panic};
+use super::rollouts::{self, held_summary};
 use super::store::{self, Pending, StoreError};
 use super::worker::Job;
 use crate::config::TargetConfig;
@@ -36,6 +41,7 @@ use crate::model::{Cluster, DriftPolicy, Model};
 use crate::plan::{self, ChangeKind, ClusterPlan, Edits};
 use crate::render::tools::SystemTools;
 use crate::render::{PackedSet, Renderer};
+use crate::rollout::gate::{Progress, Verdict};
 use crate::source::{Changes, GitSource, Snapshot, SourceError};
 
 /// Why a revision was not evaluated.
@@ -164,6 +170,7 @@ fn pending_summary(plan: &ClusterPlan, hold: &Hold, cluster: &str) -> String {
     match hold {
         Hold::Approval => format!("pending update {what} — approve: strata approve {cluster}"),
         Hold::Window { window } => format!("pending update {what} — waits for its window {window}"),
+        Hold::Rollout { rollout, wave, why } => format!("pending update {what} — {}", held_summary(rollout, wave, why)),
     }
 }
 
@@ -190,12 +197,15 @@ fn evaluate_at(
     // Every revision some cluster runs, plus the head.
     let states: BTreeMap<String, store::ClusterState> =
         shared.store.clusters()?.into_iter().map(|c| (c.name.clone(), c)).collect();
+    // And what clusters a rollout returns return to.
+    let progress: BTreeMap<String, Progress> =
+        shared.store.rollouts()?.into_iter().map(|p| (p.rollout.clone(), p)).collect();
+    let befores = progress.values().flat_map(|p| p.clusters.values()).filter_map(|c| c.before.as_ref());
     let mut revisions: Vec<String> = vec![head.to_string()];
-    for s in states.values() {
-        for rev in [&s.profile_revision, &s.cluster_revision].into_iter().flatten() {
-            if !revisions.contains(rev) {
-                revisions.push(rev.clone());
-            }
+    let runs = states.values().flat_map(|s| [&s.profile_revision, &s.cluster_revision].into_iter().flatten());
+    for rev in runs.chain(befores.flat_map(|b| [&b.profile_revision, &b.cluster_revision])) {
+        if !revisions.contains(rev) {
+            revisions.push(rev.clone());
         }
     }
     let mut loaded: HashMap<String, (Snapshot, Model)> = HashMap::new();
@@ -265,11 +275,36 @@ fn evaluate_at(
         now: store::now(),
     };
     let mut outcomes = Vec::new();
-    let mut renders = Vec::new();
-    // Another replica's clusters are its own to decide.
-    for (name, cluster) in head_model.clusters.iter().filter(|(name, _)| shared.shards.owns(name)) {
+    let mut planned: BTreeMap<&str, Planned> = BTreeMap::new();
+    // Another replica's clusters are its own to decide. Those a rollout governs are planned by
+    // every replica all the same, so each gates the rollout alike, from the same shared progress.
+    let in_rollout = |cluster: &Cluster| head_model.rollouts.values().any(|r| r.governs(&cluster.profile));
+    for (name, cluster) in &head_model.clusters {
+        let owned = shared.shards.owns(name);
+        if !owned && !in_rollout(cluster) {
+            continue;
+        }
         shared.progress();
-        match guard::catch(|| context.cluster(name, cluster)) {
+        match guard::catch(|| context.plan(name, cluster)) {
+            Ok(Ok(Ok(p))) => {
+                planned.insert(name, p);
+            }
+            Ok(Ok(Err(outcome))) if owned => outcomes.push(outcome),
+            Ok(Ok(Err(_))) => {}
+            Ok(Err(e)) => return Err(e.into()),
+            Err(panic) if owned => outcomes.push(context.crashed(name, panic)),
+            Err(_) => {}
+        }
+    }
+    let views = planned
+        .iter()
+        .map(|(name, p)| (*name, rollouts::Planned { plan: p.plan.as_ref(), pin_moved: p.pin_moved }))
+        .collect();
+    let gates = rollouts::gate_all(shared, head, head_model, &views, &states, progress)?;
+    let mut renders = Vec::new();
+    for (name, p) in planned.into_iter().filter(|(name, _)| shared.shards.owns(name)) {
+        shared.progress();
+        match guard::catch(|| context.decide(name, &head_model.clusters[name], p, gates.get(name))) {
             Ok(decided) => {
                 let (outcome, render) = decided?;
                 if let Some(render) = render {
@@ -277,10 +312,7 @@ fn evaluate_at(
                 }
                 outcomes.push(outcome);
             }
-            Err(panic) => {
-                shared.metrics.panicked("render");
-                outcomes.push(Outcome::failed(name, head, ClusterProblem::Crashed(panic)));
-            }
+            Err(panic) => outcomes.push(context.crashed(name, panic)),
         }
     }
 
@@ -295,6 +327,7 @@ fn evaluate_at(
                     cluster_revision: r.cluster_revision,
                     target: r.target,
                     drift: r.drift,
+                    rollout: r.rollout,
                     deferred: None,
                 }),
                 Ok(Err(d)) => Err(ClusterProblem::Invalid(d)),
@@ -315,6 +348,20 @@ fn evaluate_at(
     Ok(outcomes)
 }
 
+/// One cluster planned: what comes before the rollouts' gate.
+struct Planned {
+    /// From what it runs to the head; `None` when it runs nothing (that can still be read).
+    plan: Option<ClusterPlan>,
+    /// Whether it was ever applied, by this daemon's state.
+    applied: bool,
+    target: TargetConfig,
+    /// Whether its file's `spec.profile` moved since what it runs.
+    pin_moved: bool,
+}
+
+/// A revision as loaded: its id, its snapshot and its model.
+type Revision<'a> = (&'a str, &'a (Snapshot, Model));
+
 /// A desired set an evaluation renders for a worker, once every cluster is decided.
 struct ToRender<'r> {
     renderer: &'r Renderer<'r>,
@@ -323,6 +370,8 @@ struct ToRender<'r> {
     cluster_revision: Option<String>,
     target: TargetConfig,
     drift: DriftPolicy,
+    /// The rollout that released it (or returns the cluster), to hear how it went.
+    rollout: Option<String>,
 }
 
 /// Rendering a fleet allocates and frees its parsed sets by the thousand, and glibc keeps what
@@ -351,23 +400,42 @@ struct Context<'a> {
 }
 
 impl<'a> Context<'a> {
-    /// The outcome for one cluster, and the set to render for its worker (rendered with the
-    /// others' once every cluster is decided).
-    fn cluster(&self, name: &str, cluster: &'a Cluster) -> Result<(Outcome, Option<ToRender<'a>>), StoreError> {
+    /// The cluster's planning panicked: it fails alone.
+    fn crashed(&self, name: &str, panic: Panic) -> Outcome {
+        self.shared.metrics.panicked("render");
+        Outcome::failed(name, self.head, ClusterProblem::Crashed(panic))
+    }
+
+    /// What the cluster runs and its file at that revision, when both can still be read.
+    fn base(&self, name: &str) -> (Option<Revision<'a>>, Option<&'a Cluster>) {
+        let loaded = self.loaded;
+        let state = self.states.get(name);
+        let base = state
+            .and_then(|s| s.profile_revision.as_deref())
+            .and_then(|r| loaded.get_key_value(r))
+            .map(|(r, l)| (r.as_str(), l));
+        let base_cluster = state
+            .and_then(|s| s.cluster_revision.as_deref())
+            .and_then(|r| loaded.get(r))
+            .and_then(|(_, m)| m.clusters.get(name));
+        (base, base_cluster)
+    }
+
+    /// Plans the cluster from what it runs to the head; a cluster that cannot be planned is
+    /// done with here (its outcome says why).
+    fn plan(&self, name: &str, cluster: &'a Cluster) -> Result<Result<Planned, Outcome>, StoreError> {
         guard::inject("render", name);
-        let (shared, head, loaded) = (self.shared, self.head, self.loaded);
+        let (shared, head) = (self.shared, self.head);
         let state = self.states.get(name);
         let applied = state.and_then(|s| s.digest.as_ref()).is_some();
-        let base_rev = state.and_then(|s| s.profile_revision.clone());
         let cluster_rev = state.and_then(|s| s.cluster_revision.clone());
-        let base = base_rev.as_deref().and_then(|r| loaded.get_key_value(r)).map(|(r, l)| (r.as_str(), l));
-        let base_cluster = cluster_rev.as_deref().and_then(|r| loaded.get(r)).and_then(|(_, m)| m.clusters.get(name));
+        let (base, base_cluster) = self.base(name);
         let target = match shared.target(name, &cluster.target) {
             Ok(t) => t,
             Err(d) => {
                 let outcome =
                     Outcome { untargeted: true, ..Outcome::failed(name, head, ClusterProblem::Invalid(d.into())) };
-                return Ok((outcome, None));
+                return Ok(Err(outcome));
             }
         };
         let head_renderer = &self.renderers[head];
@@ -385,11 +453,33 @@ impl<'a> Context<'a> {
                 );
                 match result {
                     Ok(plan) => Some(plan),
-                    Err(d) => return Ok((Outcome::failed(name, head, ClusterProblem::Invalid(d)), None)),
+                    Err(d) => return Ok(Err(Outcome::failed(name, head, ClusterProblem::Invalid(d)))),
                 }
             }
             _ => None,
         };
+        // Applied, but what it runs can no longer be read: treat the head as new to it.
+        let applied = applied && (plan.is_some() || (base.is_some() && base_cluster.is_some()));
+        let pin_moved = base_cluster.is_some_and(|b| b.profile != cluster.profile || b.version != cluster.version);
+        Ok(Ok(Planned { plan, applied, target, pin_moved }))
+    }
+
+    /// Decides what the cluster runs, the rollouts' gate given: the outcome, and the set to
+    /// render for its worker (rendered with the others' once every cluster is decided).
+    fn decide(
+        &self,
+        name: &str,
+        cluster: &'a Cluster,
+        planned: Planned,
+        gate: Option<&rollouts::Gate>,
+    ) -> Result<(Outcome, Option<ToRender<'a>>), StoreError> {
+        let (shared, head) = (self.shared, self.head);
+        let Planned { plan, applied, target, .. } = planned;
+        let state = self.states.get(name);
+        let base_rev = state.and_then(|s| s.profile_revision.clone());
+        let cluster_rev = state.and_then(|s| s.cluster_revision.clone());
+        let (base, base_cluster) = self.base(name);
+        let head_renderer = &self.renderers[head];
         let unchanged = ClusterPlan {
             cluster: name.to_string(),
             kind: ChangeKind::Unchanged,
@@ -403,8 +493,6 @@ impl<'a> Context<'a> {
             head_digest: None,
             objects: Vec::new(),
         };
-        // Applied, but what it runs can no longer be read: treat the head as new to it.
-        let applied = applied && (plan.is_some() || (base.is_some() && base_cluster.is_some()));
         let plan_ref = plan.as_ref().unwrap_or(&unchanged);
         let approved = shared.store.approval(name, head)?.is_some();
         let suspended = state.is_some_and(|s| s.suspended);
@@ -415,19 +503,39 @@ impl<'a> Context<'a> {
             window: cluster.window.as_ref(),
             approved,
             suspended,
+            rollout: gate.and_then(rollouts::Gate::hold),
             now: self.now,
         });
 
+        let back = match gate.map(|g| &g.verdict) {
+            Some(Verdict::RollBack(before)) if !suspended => Some(before),
+            _ => None,
+        };
+        let rollout = gate.map(|g| g.rollout.clone());
         let mut outcome = Outcome::new(name, head);
-        let wanted = match run {
-            Run::Head => Some((head_renderer, cluster, Some(head), Some(head))),
-            Run::HeadClusterOnAppliedProfile => {
+        let wanted = match (run, back) {
+            // Where a rollout returns it: what it ran before the rollout, file and profile alike.
+            (_, Some(before)) => {
+                let at = |rev: &str| self.loaded.get(rev).map(|(_, m)| m);
+                match (self.renderers.get_key_value(before.profile_revision.as_str()), at(&before.cluster_revision)) {
+                    (Some((rev, renderer)), Some(model)) => model.clusters.get(name).map(|before_cluster| {
+                        let cluster_rev = self.loaded.get_key_value(&before.cluster_revision).map(|(r, _)| r.as_str());
+                        (renderer, before_cluster, Some(*rev), cluster_rev)
+                    }),
+                    _ => {
+                        warn!(cluster = %name, revision = %before.profile_revision, "What the cluster ran before the rollout cannot be read any more; it keeps what it runs.");
+                        None
+                    }
+                }
+            }
+            (Run::Head, None) => Some((head_renderer, cluster, Some(head), Some(head))),
+            (Run::HeadClusterOnAppliedProfile, None) => {
                 let (rev, _) = base.expect("held updates have a base");
                 Some((&self.renderers[rev], cluster, Some(rev), Some(head)))
             }
             // The worker already has it; after a restart it needs it again.
-            Run::Keep if self.running.contains(name) => None,
-            Run::Keep => match (base, base_cluster, state.and_then(recorded)) {
+            (Run::Keep, None) if self.running.contains(name) => None,
+            (Run::Keep, None) => match (base, base_cluster, state.and_then(recorded)) {
                 // What it runs, as the store records it: rendered when the worker needs it.
                 (Some((rev, _)), Some(_), Some(identity)) => {
                     outcome.job = Some(Job {
@@ -436,6 +544,7 @@ impl<'a> Context<'a> {
                         cluster_revision: cluster_rev.clone(),
                         target: target.clone(),
                         drift: cluster.drift,
+                        rollout: rollout.clone(),
                         deferred: Some(self.deferred.clone()),
                     });
                     None
@@ -453,6 +562,7 @@ impl<'a> Context<'a> {
             cluster_revision: cluster_rev.map(str::to_string),
             target,
             drift: cluster.drift,
+            rollout,
         });
         if let Some(hold) = hold {
             let diff: String = plan_ref.objects.iter().map(|o| o.diff.as_str()).collect::<Vec<_>>().join("");

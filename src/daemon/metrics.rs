@@ -36,6 +36,18 @@ pub struct ShardLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RolloutLabel {
+    pub rollout: String,
+}
+
+/// A rollout's clusters in one state: held, updating, updated, failed, rolling-back, rolled-back.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RolloutStateLabel {
+    pub rollout: String,
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProviderLabel {
     pub provider: String,
     pub result: String,
@@ -64,6 +76,12 @@ pub struct Metrics {
     pub shard_clusters: Family<ShardLabel, Gauge>,
     /// What the shard Lease loop keeps: held shards, lease transitions, requests.
     pub leases: super::shards::LeaseMetrics,
+    /// The wave a rollout is at (1 = its first wave holding clusters; 0 when it has none).
+    pub rollout_wave: Family<RolloutLabel, Gauge>,
+    /// A rollout's clusters by state.
+    pub rollout_clusters: Family<RolloutStateLabel, Gauge>,
+    /// 1 while a rollout is halted or aborted.
+    pub rollout_halted: Family<RolloutLabel, Gauge>,
 }
 
 impl Metrics {
@@ -117,9 +135,22 @@ impl Metrics {
             "Requests for shard and membership Leases, by what they did",
             leases.requests.clone(),
         );
+        let rollout_wave = Family::<RolloutLabel, Gauge>::default();
+        registry.register(
+            "rollout_wave",
+            "The wave a rollout is at (1 = its first wave that holds clusters, 0 = none)",
+            rollout_wave.clone(),
+        );
+        let rollout_clusters = Family::<RolloutStateLabel, Gauge>::default();
+        registry.register("rollout_clusters", "A rollout's clusters, by state", rollout_clusters.clone());
+        let rollout_halted = Family::<RolloutLabel, Gauge>::default();
+        registry.register("rollout_halted", "1 while a rollout is halted or aborted", rollout_halted.clone());
         Metrics {
             shard_clusters,
             leases,
+            rollout_wave,
+            rollout_clusters,
+            rollout_halted,
             panics,
             store_errors,
             deliveries,
@@ -137,6 +168,16 @@ impl Metrics {
 
     pub fn result(&self, family: &Family<ResultLabel, Counter>, result: &str) {
         family.get_or_create(&ResultLabel { result: result.to_string() }).inc();
+    }
+
+    /// Drops the gauges of a rollout whose policy left the repository.
+    pub fn forget_rollout(&self, rollout: &str) {
+        let label = RolloutLabel { rollout: rollout.to_string() };
+        self.rollout_wave.remove(&label);
+        self.rollout_halted.remove(&label);
+        for state in ["held", "updating", "updated", "failed", "rolling-back", "rolled-back"] {
+            self.rollout_clusters.remove(&RolloutStateLabel { rollout: rollout.to_string(), state: state.into() });
+        }
     }
 
     pub fn panicked(&self, stage: &str) {

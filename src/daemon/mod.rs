@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod network;
 pub mod outbox;
 pub mod pulls;
+pub mod rollouts;
 pub mod secrets;
 pub mod shards;
 pub mod smart_http;
@@ -39,7 +40,7 @@ pub mod worker;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -117,6 +118,11 @@ pub struct Shared {
     pub ready: AtomicBool,
     /// Tags of every cluster at the last good revision, for status filters.
     pub tags: Mutex<BTreeMap<String, Vec<String>>>,
+    /// The rollout policies at the last good revision, for the API, the view and actions.
+    pub rollouts: Mutex<BTreeMap<String, crate::rollout::Rollout>>,
+    /// When a rollout wants to be gated again though nothing else happens (a bake ends), in
+    /// milliseconds since the epoch; 0 for never.
+    pub rollout_wake: AtomicI64,
     /// Wakes the status deliverer when something is queued.
     pub report_wake: Arc<tokio::sync::Notify>,
     /// Bumped whenever a cluster's state changes: the fleet page's ETag.
@@ -203,13 +209,24 @@ impl Shared {
     /// Queues a commit status for `cluster` on `revision`, when a status sink is configured.
     pub fn report(&self, cluster: &str, revision: &str, state: crate::report::State, description: &str) {
         let Some(status) = &self.config.status else { return };
-        let status = crate::report::Status::new(
-            revision,
-            crate::report::context(cluster),
-            state,
-            description,
-            status.target_url(cluster, revision),
-        );
+        let url = status.target_url(cluster, revision);
+        self.report_to(crate::report::context(cluster), revision, state, description, url);
+    }
+
+    /// Queues a commit status with `context` (`strata/<cluster>`, `strata/rollout/<name>`) on
+    /// `revision`, when a status sink is configured.
+    pub fn report_to(
+        &self,
+        context: String,
+        revision: &str,
+        state: crate::report::State,
+        description: &str,
+        target_url: Option<String>,
+    ) {
+        if self.config.status.is_none() {
+            return;
+        }
+        let status = crate::report::Status::new(revision, context, state, description, target_url);
         if let Some(true) = self.stored("queue a commit status", self.store.enqueue(&status)) {
             self.report_wake.notify_one();
         }
@@ -276,10 +293,10 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
             SqliteStore::unusable(&config.state_dir, &e)
         })),
     };
-    // Someone else approved or suspended a cluster: decide it again.
+    // Someone else approved or suspended a cluster, or moved a rollout on: decide again.
     let intents = triggers.clone();
-    store.on_intent(Box::new(move |cluster| {
-        let _ = intents.try_send(Trigger::Reevaluate(format!("intent for {cluster} changed")));
+    store.on_intent(Box::new(move |what| {
+        let _ = intents.try_send(Trigger::Reevaluate(format!("{what} changed elsewhere")));
     }));
     let secrets = match (&management, &config.kubernetes) {
         (Some(mgmt), Some(kubernetes)) if kubernetes.cluster_secrets => {
@@ -312,6 +329,8 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
         triggers: triggers.clone(),
         ready: AtomicBool::new(false),
         tags: Mutex::new(BTreeMap::new()),
+        rollouts: Mutex::new(BTreeMap::new()),
+        rollout_wake: AtomicI64::new(0),
         report_wake: Arc::new(tokio::sync::Notify::new()),
         version: AtomicU64::new(1),
         heartbeat: AtomicU64::new(0),
@@ -510,6 +529,11 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
 
         // Come round often enough that the watchdog sees the loop alive.
         let tick = sd_notify::watchdog_enabled().map(|d| d / 3).unwrap_or(Duration::from_secs(3600));
+        // A rollout whose bake ends is gated again then.
+        let wake = match shared.rollout_wake.load(Ordering::Relaxed) {
+            0 => None,
+            at => Some(Duration::from_millis(at.saturating_sub(store::now_ms()).max(0) as u64)),
+        };
         tokio::select! {
             trigger = rx.recv() => {
                 // Debounce: a push touches several files; take them as one.
@@ -534,6 +558,10 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
                 reevaluate = rejected.is_none() || rejected != revision || evaluate_failures > 0;
             }
             _ = tokio::time::sleep(tick) => {}
+            _ = tokio::time::sleep(wake.unwrap_or_default()), if wake.is_some() => {
+                shared.rollout_wake.store(0, Ordering::Relaxed);
+                reevaluate = true;
+            }
             // Round again to probe the state database.
             _ = tokio::time::sleep(STORE_RETRY), if shared.store.usable() && shared.store.problem().is_some() => {}
             // Proxy and TLS material (certificates, keys, the proxy password) read again.
@@ -789,6 +817,7 @@ async fn dispatch_from_store(
                     cluster_revision: Some(crev.clone()),
                     target,
                     drift: cluster.drift,
+                    rollout: None,
                     deferred: None,
                 })
             });

@@ -21,6 +21,7 @@ use tracing::{Instrument as _, info, warn};
 use super::Shared;
 use super::evaluate::Deferred;
 use super::guard::{self, Panic};
+use super::rollouts;
 use super::state::{Health, Sync};
 use super::store::{Applied, DriftRow};
 use crate::apply::{self, Action, ChangeSet, ReconcileError};
@@ -41,6 +42,8 @@ pub struct Job {
     pub cluster_revision: Option<String>,
     pub target: TargetConfig,
     pub drift: DriftPolicy,
+    /// The rollout that released (or rolls back) this desired set: it hears how applies go.
+    pub rollout: Option<String>,
     /// Set when `set` is only the identity of what the cluster runs (the store's record of it):
     /// what renders it when it is first needed.
     pub deferred: Option<Arc<Deferred>>,
@@ -372,6 +375,7 @@ impl Worker {
                     shared.report(&self.name, rev, state, &description);
                 }
                 self.failed(&message, revision);
+                self.tell_rollout(&job, rollouts::Outcome::Failed(message));
             }
             Ok(cs) if cs.count(Action::Failed) > 0 => {
                 shared.metrics.result(&shared.metrics.reconciles, "failed");
@@ -386,13 +390,30 @@ impl Worker {
                     shared.report(&self.name, rev, State::Failure, &format!("apply of {what} failed: {message}"));
                 }
                 self.failed(&message, revision);
+                self.tell_rollout(&job, rollouts::Outcome::Failed(message));
             }
-            Ok(cs) => self.applied(&job, &cs),
+            Ok(cs) => {
+                let outcome = match self.applied(&job, &cs) {
+                    Some(unhealthy) => rollouts::Outcome::Unhealthy(unhealthy),
+                    None => rollouts::Outcome::Applied,
+                };
+                self.tell_rollout(&job, outcome);
+            }
         }
     }
 
-    /// Records an apply that ran to its end (healthy or not).
-    fn applied(&mut self, job: &Job, cs: &ChangeSet) {
+    /// Tells the rollout that released `job` how its apply went; when that moves the rollout
+    /// on, it is gated again at once.
+    fn tell_rollout(&self, job: &Job, outcome: rollouts::Outcome) {
+        let Some(rollout) = &job.rollout else { return };
+        if rollouts::record_result(&self.shared, rollout, &self.name, &job.set.digest, &outcome) {
+            let _ =
+                self.shared.triggers.try_send(super::Trigger::Reevaluate(format!("rollout {rollout}: {}", self.name)));
+        }
+    }
+
+    /// Records an apply that ran to its end (healthy or not); returns what is unhealthy, if anything.
+    fn applied(&mut self, job: &Job, cs: &ChangeSet) -> Option<String> {
         let shared = self.shared.clone();
         let revision = job.cluster_revision.as_deref();
         let what = format!("{}@{}", job.set.profile, job.set.version);
@@ -402,12 +423,18 @@ impl Worker {
             (Sync::Unhealthy, Health::Progressing)
         };
         shared.metrics.result(&shared.metrics.reconciles, sync.as_str());
+        let unhealthy: Vec<String> = cs
+            .unhealthy
+            .iter()
+            .map(|(id, h)| {
+                format!("{id}: {}", serde_json::to_value(h).map(|v| v["reason"].to_string()).unwrap_or_default())
+            })
+            .collect();
+        let unhealthy = (!unhealthy.is_empty()).then(|| unhealthy.join("; "));
         let mut summary = cs.summary();
-        for (id, h) in &cs.unhealthy {
-            summary.push_str(&format!(
-                "; {id}: {}",
-                serde_json::to_value(h).map(|v| v["reason"].to_string()).unwrap_or_default()
-            ));
+        if let Some(u) = &unhealthy {
+            summary.push_str("; ");
+            summary.push_str(u);
         }
         info!(cluster = %self.name, result = %summary, millis = cs.millis, "Applied.");
         if let Some(rev) = revision {
@@ -433,7 +460,7 @@ impl Worker {
             self.failures += 1;
             self.next_attempt = Instant::now() + backoff(self.failures);
             shared.touch();
-            return;
+            return unhealthy;
         }
         self.applied = Some(job.set.digest.clone());
         let objects: Vec<(String, String, String)> = cs
@@ -453,6 +480,7 @@ impl Worker {
         }
         self.next_drift = Instant::now() + jitter(shared.config.drift_interval);
         shared.touch();
+        unhealthy
     }
 
     async fn check_drift(&mut self) {
@@ -495,6 +523,14 @@ impl Worker {
             return;
         }
         warn!(cluster = %self.name, fields = findings.len(), policy = ?job.drift, "Drift found.");
+        if let Some(rollout) = &job.rollout
+            && rollouts::drift_fails(&shared, rollout)
+        {
+            // The rollout halts on it now, not when it is next gated for another reason.
+            let _ = shared
+                .triggers
+                .try_send(super::Trigger::Reevaluate(format!("rollout {rollout}: drift on {}", self.name)));
+        }
         if job.drift == DriftPolicy::Report
             && let Some(rev) = job.cluster_revision.as_deref()
         {
@@ -560,6 +596,7 @@ mod tests {
             cluster_revision: None,
             target: TargetConfig::Directory("/nonexistent".into()),
             drift: DriftPolicy::Correct,
+            rollout: None,
             deferred: None,
         }
     }

@@ -5,6 +5,9 @@ use std::fmt::Write;
 use serde::Serialize;
 
 use super::{Action, ClusterPlan, Plan};
+use crate::rollout::Cause;
+use crate::rollout::plan::{RolloutPlan, WavePlan};
+use crate::rollout::policy::Approval;
 
 /// The hidden marker a PR comment is found again by, so it is updated rather than duplicated.
 pub const MARKDOWN_MARKER: &str = "<!-- strata-plan -->";
@@ -60,15 +63,89 @@ fn next_step(c: &ClusterPlan) -> Option<String> {
     c.pending.then(|| format!("held until approved (updates: manual): strata approve {}", c.cluster))
 }
 
+/// `rollout default, wave 2 of 3 (canary)`: where a rollout holds `cluster`.
+fn held(plan: &Plan, cluster: &str) -> Option<String> {
+    plan.rollouts.iter().find_map(|r| {
+        let (n, wave) = r.wave_of(cluster)?;
+        Some(format!("rollout {}, wave {n} of {} ({wave})", r.rollout, r.used().count()))
+    })
+}
+
+/// `aws-staging, aws-prod-a: aws-profile@1.1.0 → aws-profile@1.2.0 (new version by range)`, one
+/// line per distinct change in the wave.
+fn wave_changes(wave: &WavePlan) -> Vec<String> {
+    // (from, to, cause): the clusters that share one line.
+    type Line<'a> = (Option<&'a str>, &'a str, Cause);
+    let mut groups: Vec<(Line, Vec<&str>)> = Vec::new();
+    for c in &wave.clusters {
+        let key = (c.from.as_deref(), c.to.as_str(), c.cause);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, names)) => names.push(&c.cluster),
+            None => groups.push((key, vec![&c.cluster])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|((from, to, cause), names)| {
+            let change = match from {
+                Some(from) if from != to => format!("{from} → {to}"),
+                _ => to.to_string(),
+            };
+            format!("{}: {change} ({cause})", names.join(", "))
+        })
+        .collect()
+}
+
+/// `maxParallel 1, bake 10m, approval manual`.
+fn gates(wave: &WavePlan) -> String {
+    let mut out = format!("maxParallel {}, bake {}", wave.max_parallel, wave.bake);
+    if wave.approval == Approval::Manual {
+        out.push_str(", approval manual");
+    }
+    out
+}
+
+/// `5 clusters in 3 waves; on failure: halt (at 1 failed cluster)`.
+fn rollout_summary(r: &RolloutPlan) -> String {
+    let n = r.cluster_count();
+    let waves = r.used().count();
+    format!(
+        "{n} cluster{} in {waves} wave{}; on failure: {} (at {} failed cluster{})",
+        if n == 1 { "" } else { "s" },
+        if waves == 1 { "" } else { "s" },
+        r.on_failure,
+        r.failure_threshold,
+        if r.failure_threshold == 1 { "" } else { "s" }
+    )
+}
+
 /// Human-readable plan; `color` adds ANSI colours (for a terminal).
 pub fn text(plan: &Plan, color: bool) -> String {
     let p = Paint(color);
     let mut out = String::new();
     let _ = writeln!(out, "{} {} → {}", p.bold("strata plan"), short(&plan.base), short(&plan.head));
     let _ = writeln!(out, "{}\n", plan.summary());
+    for r in &plan.rollouts {
+        let _ = writeln!(out, "{} ({}): {}", p.bold(&format!("rollout {}", r.rollout)), r.file, rollout_summary(r));
+        for (n, wave) in r.used().enumerate() {
+            let _ =
+                writeln!(out, "  {}  {}; {}", p.bold(&format!("{}. {}", n + 1, wave.name)), wave.selects, gates(wave));
+            for line in wave_changes(wave) {
+                let _ = writeln!(out, "       {line}");
+            }
+        }
+        let idle: Vec<&str> = r.waves.iter().filter(|w| w.clusters.is_empty()).map(|w| w.name.as_str()).collect();
+        if !idle.is_empty() {
+            let _ = writeln!(out, "  {}", p.dim(&format!("no cluster of this change in: {}", idle.join(", "))));
+        }
+        out.push('\n');
+    }
     for c in plan.changed() {
         let describe = if c.pending { p.yellow(&c.describe()) } else { p.cyan(&c.describe()) };
         let _ = writeln!(out, "{}  {}  {}  {}", p.bold(&c.cluster), describe, transition(c), p.dim(&counts(c)));
+        if let Some(wave) = held(plan, &c.cluster) {
+            let _ = writeln!(out, "  {}", p.yellow(&format!("goes out with {wave}")));
+        }
         if let Some(step) = next_step(c) {
             let _ = writeln!(out, "  {}", p.yellow(&step));
         }
@@ -116,8 +193,27 @@ pub fn markdown(plan: &Plan) -> String {
     if !changed.is_empty() {
         out.push_str("| Cluster | Change | Profile | Objects |\n|---|---|---|---|\n");
         for c in &changed {
-            let change = if c.pending { format!("⏸ {}", c.describe()) } else { c.describe() };
+            let mut change = if c.pending { format!("⏸ {}", c.describe()) } else { c.describe() };
+            if let Some(wave) = held(plan, &c.cluster) {
+                change.push_str(&format!(" · {wave}"));
+            }
             let _ = writeln!(out, "| `{}` | {} | {} | {} |", c.cluster, change, transition(c), counts(c));
+        }
+        out.push('\n');
+    }
+    for r in &plan.rollouts {
+        let _ = writeln!(out, "#### Rollout `{}` ({}): {}\n", r.rollout, r.file, rollout_summary(r));
+        out.push_str("| Wave | Selects | Gates | Clusters |\n|---|---|---|---|\n");
+        for (n, wave) in r.used().enumerate() {
+            let _ = writeln!(
+                out,
+                "| {}. {} | {} | {} | {} |",
+                n + 1,
+                wave.name,
+                wave.selects,
+                gates(wave),
+                wave_changes(wave).join("<br>")
+            );
         }
         out.push('\n');
     }

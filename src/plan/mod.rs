@@ -133,6 +133,10 @@ pub struct Plan {
     pub base: Option<String>,
     pub head: Option<String>,
     pub clusters: Vec<ClusterPlan>,
+    /// The rollouts that hold some of these changes, with their waves (left out of the JSON
+    /// when there are none, so plans of repositories without rollouts read as before).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rollouts: Vec<crate::rollout::plan::RolloutPlan>,
 }
 
 impl Plan {
@@ -248,10 +252,12 @@ pub fn plan(
             Err(d) => diags.extend(d),
         }
     }
+    let rollouts = crate::rollout::plan::section(&clusters, base_model, head.model);
     diags.into_result(Plan {
         base: base.and_then(|b| b.revision.map(str::to_string)),
         head: head.revision.map(str::to_string),
         clusters,
+        rollouts,
     })
 }
 

@@ -41,7 +41,7 @@
 //!   simulated controller that rolls workloads out (or, by `set_rollout`, does not).
 //!
 //! Knobs for tests: `set_rollout`, `set_latency` (every answer delayed), `requests` /
-//! `clear_requests` (the request log), `set_history_limit` (events kept for watch resumes;
+//! `clear_requests` (the request log, with when each arrived), `set_history_limit` (events kept for watch resumes;
 //! small values force a 410 and a relist), `compact` (forget all history now),
 //! `close_watches` (every open watch ends, as when an API server restarts),
 //! `watch_count`, `send_bookmarks` / `set_bookmark_interval` (default one minute, as
@@ -97,6 +97,8 @@ pub struct Logged {
     pub query: String,
     pub dry_run: bool,
     pub watch: bool,
+    /// When it arrived (before any latency set by `set_latency`).
+    pub received: Instant,
 }
 
 impl Logged {
@@ -431,6 +433,7 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Resp
     if std::env::var_os("HARNESS_DEBUG").is_some() {
         eprintln!("{method} {path}?{raw_query} {content_type} {}", String::from_utf8_lossy(&body));
     }
+    let received = Instant::now();
     let (latency, black_hole) = {
         let s = state.lock().unwrap();
         (s.latency, s.black_hole)
@@ -449,6 +452,7 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Resp
         query: raw_query,
         dry_run: q.get("dryRun").is_some_and(|v| v == "All"),
         watch: is_watch,
+        received,
     });
     if !is_watch && let Some(code) = s.failures.pop_front() {
         let reason = match code.as_u16() {

@@ -1,8 +1,9 @@
-//! The JSON API: what `strata status`, `approve`, `suspend` and `resume` talk to.
+//! The JSON API: what `strata status`, `approve`, `suspend`, `resume` and `rollout` talk to.
 //!
-//! In: cluster names from the path and, for actions, a JSON body `{"by": NAME, "revision": REV}`
-//! from a client that showed the bearer token (the authentication layer saw to that). Out: the
-//! store's state as JSON, and actions through the same functions the view uses.
+//! In: cluster and rollout names from the path and, for actions, a JSON body `{"by": NAME,
+//! "revision": REV}` (`{"by": NAME, "wave": WAVE}` for a rollout's promotion) from a client that
+//! showed the bearer token (the authentication layer saw to that). Out: the store's state as
+//! JSON, and actions through the same functions the view uses.
 
 use std::sync::Arc;
 
@@ -17,6 +18,9 @@ use tracing::info;
 use super::approve::{self, Refused, clean_name};
 use super::{App, error, json_reply};
 use crate::daemon::Trigger;
+use crate::daemon::rollouts::{self, ActError, describe};
+use crate::daemon::store::now_ms;
+use crate::rollout::gate::Action;
 
 /// The head last evaluated: loaded, or rejected with its diagnostics, and the last good revision.
 pub async fn revision(State(app): State<Arc<App>>) -> Response {
@@ -106,7 +110,9 @@ pub async fn act(State(app): State<Arc<App>>, Path((name, action)): Path<(String
                 let code = match &refused {
                     Refused::NoCluster => return no_cluster(&name),
                     Refused::MissingRevision | Refused::Malformed(_) | Refused::Ambiguous(_) => StatusCode::BAD_REQUEST,
-                    Refused::NothingPending | Refused::Stale { .. } => StatusCode::CONFLICT,
+                    Refused::NothingPending | Refused::Stale { .. } | Refused::HeldByRollout { .. } => {
+                        StatusCode::CONFLICT
+                    }
                     Refused::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 };
                 let pending = match &refused {
@@ -135,5 +141,84 @@ pub async fn act(State(app): State<Arc<App>>, Path((name, action)): Path<(String
             }
         }
         _ => error(StatusCode::NOT_FOUND, "actions are approve, suspend and resume"),
+    }
+}
+
+/// Every rollout of the last good revision: its policy and where it stands.
+pub async fn rollouts(State(app): State<Arc<App>>) -> Response {
+    let shared = &app.shared;
+    let policies = shared.rollouts.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let progress = match shared.store.rollouts() {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+    };
+    let rows: Vec<Value> = policies
+        .values()
+        .map(|policy| describe(policy, progress.iter().find(|p| p.rollout == policy.name), now_ms()))
+        .collect();
+    json_reply(StatusCode::OK, &Value::Array(rows))
+}
+
+pub async fn rollout(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+    let shared = &app.shared;
+    let Some(policy) = shared.rollouts.lock().unwrap_or_else(|p| p.into_inner()).get(&name).cloned() else {
+        return error(StatusCode::NOT_FOUND, format!("no rollout named {name:?}"));
+    };
+    match shared.store.rollout(&name) {
+        Ok(progress) => json_reply(StatusCode::OK, &describe(&policy, progress.as_ref(), now_ms())),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct RolloutBody {
+    by: Option<String>,
+    /// For `promote`: the wave the client saw waiting, and the revision being rolled out then.
+    wave: Option<String>,
+    revision: Option<String>,
+}
+
+/// `promote`, `pause`, `resume` or `abort` a rollout.
+pub async fn act_on_rollout(
+    State(app): State<Arc<App>>,
+    Path((name, action)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let body: RolloutBody = if body.iter().all(u8::is_ascii_whitespace) {
+        RolloutBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("the body is not the JSON object expected: {e}")),
+        }
+    };
+    let by = match body.by.as_deref().map(clean_name) {
+        None => "api".to_string(),
+        Some(Some(by)) => by,
+        Some(None) => return error(StatusCode::BAD_REQUEST, "`by` must be a name of 1 to 100 printable characters"),
+    };
+    let action = match Action::parse(&action) {
+        Some(Action::Promote { .. }) => Action::Promote { wave: body.wave, revision: body.revision },
+        Some(action) => action,
+        None => return error(StatusCode::NOT_FOUND, "rollout actions are promote, pause, resume and abort"),
+    };
+    act_reply(&app, &name, &action, &by)
+}
+
+/// The answer to a rollout action, for the API and the view alike.
+pub fn act_reply(app: &App, name: &str, action: &Action, by: &str) -> Response {
+    match rollouts::act(&app.shared, name, action, by) {
+        Ok((done, progress)) => {
+            json_reply(StatusCode::OK, &json!({ "rollout": name, "done": done, "progress": progress }))
+        }
+        Err(e) => {
+            let code = match &e {
+                ActError::NoRollout(_) => StatusCode::NOT_FOUND,
+                ActError::Idle(_) | ActError::Refused(_) => StatusCode::CONFLICT,
+                ActError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+                ActError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            error(code, e)
+        }
     }
 }

@@ -32,6 +32,11 @@ pub enum Refused {
     },
     /// The prefix names more than one object in the repository.
     Ambiguous(String),
+    /// A rollout holds the update until the cluster's wave comes.
+    HeldByRollout {
+        rollout: String,
+        wave: String,
+    },
     Internal(String),
 }
 
@@ -54,6 +59,10 @@ impl std::fmt::Display for Refused {
             Refused::Ambiguous(r) => {
                 write!(f, "revision prefix {r} names more than one object in the repository; give the full commit id")
             }
+            Refused::HeldByRollout { rollout, wave } => write!(
+                f,
+                "rollout {rollout} holds this update until wave {wave} comes; approve it then (strata rollout status {rollout})"
+            ),
             Refused::Internal(e) => write!(f, "{e}"),
         }
     }
@@ -101,6 +110,9 @@ pub async fn approve(
     store.cluster(cluster).map_err(|e| Refused::Internal(e.to_string()))?.ok_or(Refused::NoCluster)?;
     let pending =
         store.pending(cluster).map_err(|e| Refused::Internal(e.to_string()))?.ok_or(Refused::NothingPending)?;
+    if let super::super::decide::Hold::Rollout { rollout, wave, .. } = pending.hold {
+        return Err(Refused::HeldByRollout { rollout, wave });
+    }
     let head = pending.head_revision.to_ascii_lowercase();
     if !head.starts_with(&wanted) {
         return Err(Refused::Stale { pending: pending.head_revision });

@@ -5,10 +5,13 @@
 //!   GET  /metrics                                           open
 //!   POST /hooks/{github,gitea,forgejo,gitlab}               open: the payload's signature is checked
 //!   GET  /api/v1/revision                                   read: the head evaluated, loaded or rejected
-//!   GET  /api/v1/clusters[/NAME]                            read
+//!   GET  /api/v1/clusters[/NAME]  /api/v1/rollouts[/NAME]   read
 //!   POST /api/v1/clusters/NAME/{approve,suspend,resume}     bearer token
+//!   POST /api/v1/rollouts/NAME/{promote,pause,resume,abort} bearer token
 //!   GET  /  /fragment/clusters  /clusters/NAME[/pending]    read (the view, [`view`])
-//!   POST /clusters/NAME/approve  /logout                    session + CSRF token, or bearer token
+//!   GET  /rollouts[/NAME]                                   read
+//!   POST /clusters/NAME/approve  /rollouts/NAME/promote     session + CSRF token, or bearer token
+//!   POST /logout                                            session + CSRF token
 //!   GET  /login  /assets/*, POST /login                     open (sign-in is throttled)
 //! ```
 //!
@@ -26,6 +29,7 @@ pub mod auth;
 pub mod diff;
 pub mod guard;
 pub mod listener;
+pub mod rollouts;
 pub mod view;
 
 use std::sync::Arc;
@@ -87,8 +91,12 @@ pub fn router(app: Arc<App>) -> Router {
     let api_read = Router::new()
         .route("/api/v1/revision", get(api::revision))
         .route("/api/v1/clusters", get(api::clusters))
-        .route("/api/v1/clusters/{name}", get(api::cluster));
-    let api_write = Router::new().route("/api/v1/clusters/{name}/{action}", post(api::act));
+        .route("/api/v1/clusters/{name}", get(api::cluster))
+        .route("/api/v1/rollouts", get(api::rollouts))
+        .route("/api/v1/rollouts/{name}", get(api::rollout));
+    let api_write = Router::new()
+        .route("/api/v1/clusters/{name}/{action}", post(api::act))
+        .route("/api/v1/rollouts/{name}/{action}", post(api::act_on_rollout));
     let mut routes = open.merge(auth::guard(&app, api_read, Access::Read, Audience::Api)).merge(auth::guard(
         &app,
         api_write,

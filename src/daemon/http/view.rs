@@ -5,6 +5,7 @@
 //!   /fragment/clusters         the fleet table's rows, for that refresh (304 while nothing changed)
 //!   /clusters/NAME             layers and objects, drift findings, history, approvals
 //!   /clusters/NAME/pending     the pending update's diff side by side, and Approve
+//!   /rollouts[/NAME]           rollouts: waves as progress bars, their clusters, Promote ([`super::rollouts`])
 //!   /login  /logout            a session from the API token (a cookie: HttpOnly, SameSite=Strict)
 //! ```
 //!
@@ -34,13 +35,14 @@ use super::diff::side_by_side;
 use super::guard::{ConnInfo, from_this_site};
 use crate::config::StatusSink;
 use crate::daemon::Shared;
+use crate::daemon::decide::Hold;
 use crate::daemon::store::{ClusterState, rfc3339};
 use crate::report::Provider;
 
 const STYLE: &str = include_str!("../assets/style.css");
 const SCRIPT: &str = include_str!("../assets/app.js");
 
-const TEMPLATES: [(&str, &str); 8] = [
+const TEMPLATES: [(&str, &str); 10] = [
     ("base.html", include_str!("../templates/base.html")),
     ("macros.html", include_str!("../templates/macros.html")),
     ("rows.html", include_str!("../templates/rows.html")),
@@ -49,6 +51,8 @@ const TEMPLATES: [(&str, &str); 8] = [
     ("pending.html", include_str!("../templates/pending.html")),
     ("login.html", include_str!("../templates/login.html")),
     ("message.html", include_str!("../templates/message.html")),
+    ("rollouts.html", include_str!("../templates/rollouts.html")),
+    ("rollout.html", include_str!("../templates/rollout.html")),
 ];
 
 /// The view's templates, parsed once.
@@ -76,18 +80,19 @@ impl Pages {
         // A template that names a value the handler did not give is a bug to see, not a blank.
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.add_filter("segment", |text: &str| segment(text));
+        env.add_filter("time", |ms: i64| rfc3339(ms.div_euclid(1000)));
         for (name, source) in TEMPLATES {
             env.add_template(name, source).expect("the view's templates parse");
         }
         Pages { env }
     }
 
-    fn render(&self, name: &str, ctx: Value) -> Result<String, minijinja::Error> {
+    pub(super) fn render(&self, name: &str, ctx: Value) -> Result<String, minijinja::Error> {
         self.env.get_template(name)?.render(ctx)
     }
 
     /// A page with `code`, or a plain 500 naming the template that failed.
-    fn page(&self, code: StatusCode, name: &str, ctx: Value) -> Response {
+    pub(super) fn page(&self, code: StatusCode, name: &str, ctx: Value) -> Response {
         match self.render(name, ctx) {
             Ok(body) => html(code, body),
             Err(e) => {
@@ -100,26 +105,39 @@ impl Pages {
         }
     }
 
-    fn message(&self, code: StatusCode, title: &str, who: &Option<Who>, message: &str, link: Option<Link>) -> Response {
+    pub(super) fn message(
+        &self,
+        code: StatusCode,
+        title: &str,
+        who: &Option<Who>,
+        message: &str,
+        link: Option<Link>,
+    ) -> Response {
         self.page(code, "message.html", context! { title, who => Serde(who), message, link => Serde(link) })
     }
 }
 
 #[derive(Serialize)]
-struct Link {
+pub(super) struct Link {
     href: String,
     text: &'static str,
 }
 
-/// Who the page is for, as the header shows them.
-#[derive(Serialize)]
-struct Who {
-    name: String,
-    /// For a session's forms; a token holder needs none.
-    csrf: Option<String>,
+impl Link {
+    pub(super) fn to(href: &str, text: &'static str) -> Link {
+        Link { href: href.to_string(), text }
+    }
 }
 
-fn who(viewer: &Option<Viewer>) -> Option<Who> {
+/// Who the page is for, as the header shows them.
+#[derive(Serialize)]
+pub(super) struct Who {
+    pub(super) name: String,
+    /// For a session's forms; a token holder needs none.
+    pub(super) csrf: Option<String>,
+}
+
+pub(super) fn who(viewer: &Option<Viewer>) -> Option<Who> {
     viewer.as_ref().map(|v| Who {
         name: v.name().to_string(),
         csrf: match v {
@@ -148,7 +166,7 @@ fn html(code: StatusCode, body: String) -> Response {
 }
 
 /// 303 to a path of this site, which [`local_path`] or this module made.
-fn redirect(to: &str, cookie: Option<HeaderValue>) -> Response {
+pub(super) fn redirect(to: &str, cookie: Option<HeaderValue>) -> Response {
     let location = HeaderValue::try_from(to).unwrap_or(HeaderValue::from_static("/"));
     let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response();
     if let Some(cookie) = cookie {
@@ -171,9 +189,13 @@ pub fn routes(app: &Arc<App>) -> Router<Arc<App>> {
         .route("/", get(fleet))
         .route("/clusters/{name}", get(cluster))
         .route("/clusters/{name}/pending", get(pending))
+        .route("/rollouts", get(super::rollouts::list))
+        .route("/rollouts/{name}", get(super::rollouts::page))
         .route("/logout", post(logout));
     let fragment = Router::new().route("/fragment/clusters", get(fragment));
-    let write = Router::new().route("/clusters/{name}/approve", post(approve));
+    let write = Router::new()
+        .route("/clusters/{name}/approve", post(approve))
+        .route("/rollouts/{name}/promote", post(super::rollouts::promote));
     let open = Router::new().route("/login", get(login_page).post(login)).route("/assets/{file}", get(asset));
     open.merge(auth::guard(app, read, Access::Read, Audience::Page))
         .merge(auth::guard(app, fragment, Access::Read, Audience::Fragment))
@@ -191,13 +213,13 @@ async fn asset(Path(file): Path<String>) -> Response {
 
 /// A revision as the pages show it: short, linked to the forge when there is one.
 #[derive(Serialize)]
-struct Rev {
-    short: String,
-    full: String,
-    url: Option<String>,
+pub(super) struct Rev {
+    pub(super) short: String,
+    pub(super) full: String,
+    pub(super) url: Option<String>,
 }
 
-fn rev(shared: &Shared, revision: Option<&str>) -> Rev {
+pub(super) fn rev(shared: &Shared, revision: Option<&str>) -> Rev {
     let full = revision.unwrap_or("").to_string();
     Rev {
         short: if full.is_empty() { "-".into() } else { full.chars().take(7).collect() },
@@ -236,6 +258,9 @@ struct Filters {
 struct PendingBadge {
     summary: String,
     short: String,
+    /// `update pending`, or the rollout and wave that hold it.
+    label: String,
+    href: String,
 }
 
 #[derive(Serialize)]
@@ -288,8 +313,15 @@ fn rows(shared: &Shared, filters: &Filters) -> Result<Vec<FleetRow>, String> {
             sync: sync_of(&c).to_string(),
             health: c.health.map_or("unknown", |h| h.as_str()).into(),
             drifted: c.drifted,
-            pending: pending
-                .map(|p| PendingBadge { short: p.head_revision.chars().take(7).collect(), summary: p.summary }),
+            pending: pending.map(|p| {
+                let (label, href) = match &p.hold {
+                    Hold::Rollout { rollout, wave, .. } => {
+                        (format!("rollout {rollout}: wave {wave}"), format!("/rollouts/{}", segment(rollout)))
+                    }
+                    _ => ("update pending".to_string(), format!("/clusters/{}/pending", segment(&c.name))),
+                };
+                PendingBadge { short: p.head_revision.chars().take(7).collect(), summary: p.summary, label, href }
+            }),
             tags: tags.get(&c.name).cloned().unwrap_or_default(),
             profile: c.profile.unwrap_or_else(|| "-".into()),
             version: c.version.unwrap_or_else(|| "-".into()),
@@ -491,6 +523,7 @@ async fn pending(
             base => Serde(rev(shared, Some(&p.base_revision))),
             head => Serde(rev(shared, Some(&p.head_revision))),
             rows => Serde(side_by_side(&p.diff)),
+            rollout => match &p.hold { Hold::Rollout { rollout, .. } => Some(rollout.clone()), _ => None },
             name,
         },
     )
@@ -523,6 +556,9 @@ async fn approve(
         Err(refused @ (Refused::Stale { .. } | Refused::NothingPending)) => {
             let message = format!("The pending update changed since the page was loaded: {refused}.");
             app.pages.message(StatusCode::CONFLICT, "changed", &who, &message, Some(review))
+        }
+        Err(refused @ Refused::HeldByRollout { .. }) => {
+            app.pages.message(StatusCode::CONFLICT, "held", &who, &format!("Not approved: {refused}."), Some(review))
         }
         Err(refused @ Refused::Internal(_)) => {
             app.pages.message(StatusCode::INTERNAL_SERVER_ERROR, "error", &who, &refused.to_string(), None)
@@ -664,7 +700,7 @@ mod tests {
         let login = context! { title => "sign in", who => Serde(None::<Who>), next => "/", name => "", problem => None::<String> };
         let pending = context! {
             title => "t", here => "/clusters/a/pending", who => Serde(who), summary => "s", base => Serde(r()), head => Serde(r()),
-            rows => Serde(side_by_side("--- base/A/b\n+++ head/A/b\n@@ -1 +1 @@\n-x\n+y\n")), name => "a",
+            rows => Serde(side_by_side("--- base/A/b\n+++ head/A/b\n@@ -1 +1 @@\n-x\n+y\n")), name => "a", rollout => None::<String>,
         };
         assert!(pages.render("login.html", login).unwrap().contains("name=\"next\" value=\"&#x2f;\""));
         let pending = pages.render("pending.html", pending).unwrap();

@@ -6,7 +6,8 @@
 //!     status   what strata found and did: applied revision,    written by the shard's owner
 //!              sync, health, pending update, drift, history,
 //!              objects, the commit-status outbox
-//!   fleet-wide: ConfigMap strata-state: the revision evaluated, meta, statuses naming no cluster
+//!   fleet-wide: ConfigMap strata-state: the revision evaluated, meta, statuses naming no cluster,
+//!               where each rollout stands (saved only from the generation it was read at)
 //!
 //!   reads  ──> cache, fed by watches (relisted on 410 Gone); none are served before the first list
 //!   writes ──> the management thread: apply the change to the cached object, PUT it with the
@@ -46,6 +47,7 @@ use crate::daemon::metrics::KindLabel;
 use crate::daemon::state::{Health, RevisionState, Sync, Verdict};
 use crate::render::object::{FIELD_MANAGER, LABEL_MANAGED_BY};
 use crate::report::{State, Status as CommitStatus};
+use crate::rollout::gate::Progress;
 
 pub const GROUP: &str = "strata.dev";
 pub const VERSION: &str = "v1";
@@ -209,6 +211,24 @@ struct Global {
     revision: Option<RevisionState>,
     meta: BTreeMap<String, String>,
     outbox: Outbox,
+    /// Where each rollout stands, by name: fleet-wide, like the rollout itself.
+    rollouts: BTreeMap<String, StoredRollout>,
+}
+
+/// A rollout's progress with the generation it was saved at (the SQLite backend's column).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct StoredRollout {
+    generation: u64,
+    progress: Progress,
+    /// The replica that saved it: a replica hears of the saves of others only.
+    #[serde(default)]
+    by: String,
+}
+
+impl StoredRollout {
+    fn progress(&self) -> Progress {
+        Progress { generation: self.generation, ..self.progress.clone() }
+    }
 }
 
 impl Outbox {
@@ -419,7 +439,12 @@ fn decode_global(map: &ConfigMap) -> Global {
             }),
         }
     }
-    Global { revision: part(&data, "revision"), meta: part(&data, "meta"), outbox: part(&data, "outbox") }
+    Global {
+        revision: part(&data, "revision"),
+        meta: part(&data, "meta"),
+        outbox: part(&data, "outbox"),
+        rollouts: part(&data, "rollouts"),
+    }
 }
 
 fn encode_global(global: &Global, mut data: BTreeMap<String, String>) -> BTreeMap<String, String> {
@@ -427,6 +452,7 @@ fn encode_global(global: &Global, mut data: BTreeMap<String, String>) -> BTreeMa
     data.insert("revision".into(), json(serde_json::to_string(&global.revision)));
     data.insert("meta".into(), json(serde_json::to_string(&global.meta)));
     data.insert("outbox".into(), json(serde_json::to_string(&global.outbox)));
+    data.insert("rollouts".into(), json(serde_json::to_string(&global.rollouts)));
     data
 }
 
@@ -485,7 +511,7 @@ impl Inner {
             changed
         };
         if changed_intent && from_watch {
-            self.tell(&name);
+            self.tell(&format!("cluster {name}"));
         }
     }
 
@@ -547,7 +573,7 @@ impl Inner {
                     };
                     self.mark_synced(true);
                     for name in changed {
-                        self.tell(&name);
+                        self.tell(&format!("cluster {name}"));
                     }
                 }
                 Ok(Event::Apply(object)) => self.put(object, true),
@@ -577,13 +603,13 @@ impl Inner {
                 Ok(Event::InitDone) => {
                     if let Some(map) = listed.take() {
                         match map {
-                            Some(map) => self.put_global(&map),
+                            Some(map) => self.put_global(&map, true),
                             None => self.cache.write().unwrap_or_else(|p| p.into_inner()).global = Default::default(),
                         }
                     }
                     self.mark_synced(false);
                 }
-                Ok(Event::Apply(map)) => self.put_global(&map),
+                Ok(Event::Apply(map)) => self.put_global(&map, true),
                 Ok(Event::Delete(_)) => {
                     self.cache.write().unwrap_or_else(|p| p.into_inner()).global = Default::default()
                 }
@@ -599,7 +625,7 @@ impl Inner {
         }
     }
 
-    fn put_global(&self, map: &ConfigMap) {
+    fn put_global(&self, map: &ConfigMap, from_watch: bool) {
         let version = map.metadata.resource_version.clone();
         let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
         if let (Some(new), Some(old)) = (&version, &cache.global.0)
@@ -607,7 +633,15 @@ impl Inner {
         {
             return;
         }
-        cache.global = (version, decode_global(map));
+        let global = decode_global(map);
+        let me = &self.mgmt.identity;
+        let old = &cache.global.1.rollouts;
+        let moved_elsewhere = global.rollouts.iter().any(|(name, r)| &r.by != me && old.get(name) != Some(r));
+        cache.global = (version, global);
+        drop(cache);
+        if moved_elsewhere && from_watch {
+            self.tell("rollout progress");
+        }
     }
 
     async fn refresh(&self, name: &str) -> Result<()> {
@@ -735,7 +769,7 @@ impl Inner {
             };
             match sent {
                 Ok(map) => {
-                    self.put_global(&map);
+                    self.put_global(&map, false);
                     return Ok(result);
                 }
                 Err(e) if Failure::is(&e, 409) || Failure::is(&e, 404) => match self.configmaps.get_opt(GLOBAL).await {
@@ -1269,6 +1303,37 @@ impl Store for KubeStore {
             pruned += self.update_global(move |g| g.outbox.prune(cutoff, &kept))?;
         }
         Ok(pruned)
+    }
+
+    fn rollouts(&self) -> Result<Vec<Progress>> {
+        self.global(|g| g.rollouts.values().map(StoredRollout::progress).collect())
+    }
+
+    fn rollout(&self, name: &str) -> Result<Option<Progress>> {
+        self.global(|g| g.rollouts.get(name).map(StoredRollout::progress))
+    }
+
+    fn save_rollout(&self, progress: &Progress) -> Result<bool> {
+        let (progress, me) = (progress.clone(), self.inner.mgmt.identity.clone());
+        // Compared with what the ConfigMap holds when it is written, retried on conflicts: a save
+        // based on an older generation is refused whichever replica made the newer one.
+        self.update_global(move |g| {
+            let stored = g.rollouts.get(&progress.rollout).map_or(0, |r| r.generation);
+            if stored != progress.generation {
+                return false;
+            }
+            let generation = stored + 1;
+            let (progress, by) = (progress.clone(), me.clone());
+            g.rollouts.insert(progress.rollout.clone(), StoredRollout { generation, progress, by });
+            true
+        })
+    }
+
+    fn delete_rollout(&self, name: &str) -> Result<()> {
+        let name = name.to_string();
+        self.update_global(move |g| {
+            g.rollouts.remove(&name);
+        })
     }
 }
 

@@ -10,8 +10,8 @@
 //!
 //! What it keeps is what Git and the clusters cannot tell again: which revision each cluster last
 //! had applied (and so what a pending update is relative to), approvals with who and when,
-//! suspensions, drift findings, a bounded history of applies and the commit statuses still to be
-//! delivered. Both backends pass the same suite (`tests/store.rs`).
+//! suspensions, where each rollout stands, drift findings, a bounded history of applies and the
+//! commit statuses still to be delivered. Both backends pass the same suite (`tests/store.rs`).
 //!
 //! Adding a method: declare it on [`Store`], write it in [`sqlite`] (SQL in one transaction; a
 //! migration when it needs a table or column) and in [`kube`] (read from the cache with
@@ -173,8 +173,10 @@ impl StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-/// Called with a cluster's name when someone else (another replica, an operator with kubectl)
-/// changed what is intended for it: an approval, a suspension.
+/// Called with what changed when someone else (another replica, an operator with kubectl)
+/// changed what is intended — `cluster NAME` for an approval or a suspension — or where a
+/// rollout stands (`rollout progress`: a wave's cluster finished on another replica, an
+/// operator promoted): what this replica decides may follow from it.
 pub type IntentListener = Box<dyn Fn(&str) + Send + std::marker::Sync>;
 
 /// Everything the daemon remembers. Calls are synchronous and short: the SQLite backend writes
@@ -259,6 +261,16 @@ pub trait Store: Send + std::marker::Sync {
     /// revision some cluster runs or holds (a drift report may still be posted on it). Returns
     /// how many went.
     fn prune_delivered(&self, now: i64) -> Result<usize>;
+
+    /// Where every rollout stands (each with the generation it was stored at), by name.
+    fn rollouts(&self) -> Result<Vec<crate::rollout::gate::Progress>>;
+    fn rollout(&self, name: &str) -> Result<Option<crate::rollout::gate::Progress>>;
+    /// Stores a rollout's progress if nobody stored it since it was read: `progress.generation`
+    /// must be the stored one (0 for a rollout not stored yet). Returns false, storing nothing,
+    /// when it is not — read again and decide again. The generation goes up by one.
+    fn save_rollout(&self, progress: &crate::rollout::gate::Progress) -> Result<bool>;
+    /// Forgets a rollout (its policy left the repository).
+    fn delete_rollout(&self, name: &str) -> Result<()>;
 }
 
 /// A backend's failures, kept for `/readyz` and counted for `/metrics`: the same rules for both.

@@ -24,6 +24,7 @@ use super::{
 use crate::daemon::decide::Hold;
 use crate::daemon::metrics::KindLabel;
 use crate::daemon::state::{RevisionState, Sync, Verdict};
+use crate::rollout::gate::Progress;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS clusters (
@@ -111,6 +112,11 @@ CREATE TABLE IF NOT EXISTS delivered (
     PRIMARY KEY (revision, context)
 );
 CREATE INDEX IF NOT EXISTS delivered_at ON delivered (at);
+CREATE TABLE IF NOT EXISTS rollouts (
+    name TEXT PRIMARY KEY,
+    generation INTEGER NOT NULL,
+    progress TEXT NOT NULL
+);
 ";
 
 /// Changes to what is stored, in order; `PRAGMA user_version` counts those a database has had.
@@ -193,6 +199,14 @@ fn connect(path: &Path) -> Result<Connection> {
     conn.execute_batch(SCHEMA).map_err(sqlite)?;
     migrate(&mut conn).map_err(sqlite)?;
     Ok(conn)
+}
+
+fn progress_row(r: &rusqlite::Row) -> rusqlite::Result<Progress> {
+    let text: String = r.get(1)?;
+    let mut progress: Progress = serde_json::from_str(&text)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(1, Type::Text, Box::new(e)))?;
+    progress.generation = r.get::<_, i64>(0)? as u64;
+    Ok(progress)
 }
 
 fn hold_column(r: &rusqlite::Row, at: usize) -> rusqlite::Result<Hold> {
@@ -669,6 +683,46 @@ impl Store for SqliteStore {
         })
     }
 
+    /// Where every rollout stands (each with the generation it was stored at).
+    fn rollouts(&self) -> Result<Vec<Progress>> {
+        self.read(|c| {
+            c.prepare("SELECT generation, progress FROM rollouts ORDER BY name")?.query_map([], progress_row)?.collect()
+        })
+    }
+
+    fn rollout(&self, name: &str) -> Result<Option<Progress>> {
+        self.read(|c| {
+            c.query_row("SELECT generation, progress FROM rollouts WHERE name = ?1", [name], progress_row).optional()
+        })
+    }
+
+    /// Stores a rollout's progress if nobody stored it since it was read: `progress.generation`
+    /// must be the stored one (0 for a rollout not stored yet). Returns false, storing nothing,
+    /// when it is not — read again and decide again. The generation goes up by one.
+    fn save_rollout(&self, progress: &Progress) -> Result<bool> {
+        let text = serde_json::to_string(progress).expect("progress serialises");
+        let expected = progress.generation as i64;
+        self.write(|c| {
+            let changed = if expected == 0 {
+                c.execute(
+                    "INSERT INTO rollouts (name, generation, progress) VALUES (?1, 1, ?2) ON CONFLICT(name) DO NOTHING",
+                    params![progress.rollout, text],
+                )?
+            } else {
+                c.execute(
+                    "UPDATE rollouts SET generation = generation + 1, progress = ?2 WHERE name = ?1 AND generation = ?3",
+                    params![progress.rollout, text, expected],
+                )?
+            };
+            Ok(changed == 1)
+        })
+    }
+
+    /// Forgets a rollout (its policy left the repository).
+    fn delete_rollout(&self, name: &str) -> Result<()> {
+        self.write(|c| c.execute("DELETE FROM rollouts WHERE name = ?1", [name]).map(|_| ()))
+    }
+
     /// The newest `limit` history rows of `cluster` (at most [`HISTORY_KEPT`] are kept).
     fn history(&self, cluster: &str, limit: usize) -> Result<Vec<HistoryRow>> {
         self.read(|c| {
@@ -756,16 +810,17 @@ pub struct Recovery {
 }
 
 /// The tables worth salvaging, with their columns: what neither Git nor the clusters can tell
-/// again (suspensions, approvals, undelivered statuses, which pull requests were planned) and
-/// what each cluster last had applied. The rest is derived again or only shown (drift findings,
-/// history, pending updates, objects, delivered statuses).
-const SALVAGED: [(&str, &str); 4] = [
+/// again (suspensions, approvals, where rollouts stand, undelivered statuses, which pull requests
+/// were planned) and what each cluster last had applied. The rest is derived again or only shown
+/// (drift findings, history, pending updates, objects, delivered statuses).
+const SALVAGED: [(&str, &str); 5] = [
     (
         "clusters",
         "name, profile_revision, cluster_revision, digest, profile, version, applied_at, sync, message, health, drifted, suspended, updated_at",
     ),
     ("approvals", "cluster, revision, approved_by, approved_at"),
     ("meta", "key, value"),
+    ("rollouts", "name, generation, progress"),
     ("outbox", "revision, context, state, description, target_url, created_at, attempts, next_attempt_ms, last_error"),
 ];
 

@@ -1,0 +1,400 @@
+//! The daemon's side of rollouts: the pure gate ([`crate::rollout::gate`]) fed from the store and
+//! the evaluation, and what comes back stored, reported and counted.
+//!
+//! ```text
+//!   evaluate ── per cluster: plan, pin moved ──> gate_all ── per rollout: gate ──> verdict per cluster
+//!   store: progress, what clusters run, drift ──┘    │ save (compare-and-swap on the generation; retry)
+//!                                                    └─> commit status strata/rollout/<name>, metrics,
+//!                                                        log lines, when to evaluate again (a bake ends)
+//!   worker ── result of an apply it was released for ──> record_result ──> store, evaluate again
+//!   API, view, CLI ── promote | pause | resume | abort ──> act ──> store, evaluate again
+//! ```
+//!
+//! Progress is one record per rollout ([`Progress`]), read and written whole through four store
+//! calls (`rollouts`, `rollout`, `save_rollout`, `delete_rollout`); a save names the generation
+//! it read, so an evaluation, a worker's result and an operator's action never overwrite one
+//! another: the loser reads again and decides again.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+
+use tracing::{info, warn};
+
+use super::Shared;
+use super::decide::Hold;
+use super::metrics::{RolloutLabel, RolloutStateLabel};
+use super::state::{Health as SyncHealth, Sync};
+use super::store::{ClusterState, StoreError, now_ms};
+use crate::model::Model;
+use crate::plan::ClusterPlan;
+use crate::rollout::gate::{
+    self, Action, Before, Blocker, Change, ClusterRun, Health, Member, Progress, Refused, Report, RunState, Running,
+    Verdict,
+};
+use crate::rollout::{Changed, Rollout, causes};
+
+/// How often a save that lost to another writer is tried again with what is stored then.
+const SAVE_ATTEMPTS: usize = 8;
+
+/// One cluster as the evaluation planned it.
+pub struct Planned<'a> {
+    /// From what it runs to the head; `None` when it runs nothing yet.
+    pub plan: Option<&'a ClusterPlan>,
+    /// Whether its file's `spec.profile` moved since what it runs.
+    pub pin_moved: bool,
+}
+
+/// What a rollout says about one cluster.
+#[derive(Clone, Debug)]
+pub struct Gate {
+    pub rollout: String,
+    pub verdict: Verdict,
+}
+
+impl Gate {
+    /// The hold to record as the cluster's pending update, when the rollout holds it.
+    pub fn hold(&self) -> Option<Hold> {
+        match &self.verdict {
+            Verdict::Hold { wave, why } => {
+                Some(Hold::Rollout { rollout: self.rollout.clone(), wave: wave.clone(), why: why.clone() })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The commit status context of a rollout.
+pub fn context(rollout: &str) -> String {
+    format!("strata/rollout/{rollout}")
+}
+
+/// What a cluster runs, and how its last apply went, as the gate sees it.
+fn running(state: &ClusterState) -> Option<Running> {
+    let before = Before {
+        profile_revision: state.profile_revision.clone()?,
+        cluster_revision: state.cluster_revision.clone()?,
+        digest: state.digest.clone()?,
+        what: format!("{}@{}", state.profile.as_deref().unwrap_or("?"), state.version.as_deref().unwrap_or("?")),
+    };
+    let health = match (state.sync, state.health) {
+        (Sync::Applied, Some(SyncHealth::Ready)) => Health::Healthy,
+        (Sync::Unhealthy, _) => Health::Unhealthy(state.message.clone().unwrap_or_default()),
+        _ => Health::Unknown,
+    };
+    Some(Running { before, health, applied_at: state.applied_at.map(|s| s * 1000) })
+}
+
+/// Gates every rollout of `model` at `head`; `planned` is every cluster that was planned, `states`
+/// what each runs, `stored` every rollout's stored progress. Returns the verdicts for the
+/// clusters some rollout has in its run.
+pub fn gate_all(
+    shared: &Shared,
+    head: &str,
+    model: &Model,
+    planned: &BTreeMap<&str, Planned>,
+    states: &BTreeMap<String, ClusterState>,
+    mut stored: BTreeMap<String, Progress>,
+) -> Result<BTreeMap<String, Gate>, StoreError> {
+    *shared.rollouts.lock().unwrap_or_else(|p| p.into_inner()) = model.rollouts.clone();
+    for gone in stored.keys().filter(|name| !model.rollouts.contains_key(*name)) {
+        info!(rollout = %gone, "Rollout policy removed: its progress is forgotten.");
+        shared.store.delete_rollout(gone)?;
+        shared.metrics.forget_rollout(gone);
+    }
+    let changed = planned.iter().filter_map(|(name, p)| {
+        let plan = p.plan.filter(|plan| plan.changed())?;
+        Some(Changed { cluster: name, plan, pin_moved: p.pin_moved })
+    });
+    let causes = causes(changed);
+    let now = now_ms();
+    let mut verdicts = BTreeMap::new();
+    let mut wake: Option<i64> = None;
+    for rollout in model.rollouts.values() {
+        let previous = stored.remove(&rollout.name);
+        let drift_matters = |name: &str| {
+            rollout.fail_on_drift
+                && previous.as_ref().and_then(|p| p.clusters.get(name)).is_some_and(|c| c.state == ClusterRun::Updated)
+        };
+        let mut members = Vec::new();
+        for (name, cluster) in model.clusters.iter().filter(|(_, c)| rollout.governs(&c.profile)) {
+            let plan = planned.get(name.as_str()).and_then(|p| p.plan);
+            let change = causes.get(name.as_str()).zip(plan).and_then(|(cause, plan)| {
+                Some(Change { cause: *cause, to: plan.to.clone()?, target: plan.head_digest.clone()? })
+            });
+            let drift_at = if drift_matters(name) {
+                shared.store.drift(name)?.iter().map(|d| d.found_at * 1000).max()
+            } else {
+                None
+            };
+            members.push(Member {
+                name,
+                tags: &cluster.tags,
+                change,
+                running: states.get(name).and_then(running),
+                drift_at,
+            });
+        }
+        let gated = save(shared, rollout, head, &members, previous, now)?;
+        for event in &gated.events {
+            info!(rollout = %rollout.name, revision = %head, "Rollout: {event}.");
+        }
+        for report in gated.superseded.iter().chain(&gated.status) {
+            report_status(shared, &rollout.name, report);
+        }
+        if let Some(p) = &gated.progress {
+            count(shared, rollout, p, now);
+        }
+        wake = match (wake, gated.wake_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        for (cluster, verdict) in gated.verdicts {
+            verdicts.insert(cluster, Gate { rollout: rollout.name.clone(), verdict });
+        }
+    }
+    shared.rollout_wake.store(wake.unwrap_or(0), Ordering::Relaxed);
+    Ok(verdicts)
+}
+
+/// Gates one rollout and stores the outcome, gating again on what is stored when another writer
+/// got there first.
+fn save(
+    shared: &Shared,
+    rollout: &Rollout,
+    head: &str,
+    members: &[Member],
+    mut stored: Option<Progress>,
+    now: i64,
+) -> Result<gate::Gated, StoreError> {
+    for _ in 0..SAVE_ATTEMPTS {
+        let gated = gate::gate(rollout, head, members, stored.as_ref(), now);
+        match &gated.progress {
+            Some(p) if !shared.store.save_rollout(p)? => stored = shared.store.rollout(&rollout.name)?,
+            _ => return Ok(gated),
+        }
+    }
+    warn!(rollout = %rollout.name, "Rollout progress keeps changing under the evaluation; holding its clusters until the next one.");
+    let _ = shared.triggers.try_send(super::Trigger::Reevaluate(format!("rollout {}", rollout.name)));
+    Ok(gate::gate(rollout, head, members, stored.as_ref(), now))
+}
+
+fn report_status(shared: &Shared, rollout: &str, report: &Report) {
+    let url = shared.config.view.public_url.as_ref().map(|u| {
+        let scheme = if u.https { "https" } else { "http" };
+        let port = if u.port == if u.https { 443 } else { 80 } { String::new() } else { format!(":{}", u.port) };
+        format!("{scheme}://{}{port}/rollouts/{}", u.host, super::http::view::segment(rollout))
+    });
+    shared.report_to(context(rollout), &report.revision, report.state, &report.description, url);
+}
+
+/// Sets the rollout's gauges from its progress.
+fn count(shared: &Shared, rollout: &Rollout, p: &Progress, now: i64) {
+    let used: Vec<usize> =
+        (0..rollout.waves.len()).filter(|&i| p.members(&rollout.waves[i].name).next().is_some()).collect();
+    let wave = match gate::blocker(p, rollout, now) {
+        Blocker::Done => used.len(),
+        b => b.wave().and_then(|w| used.iter().position(|&i| i == w)).map_or(0, |k| k + 1),
+    };
+    let label = RolloutLabel { rollout: rollout.name.clone() };
+    shared.metrics.rollout_wave.get_or_create(&label).set(wave as i64);
+    let stopped = matches!(p.state, RunState::Halted | RunState::Aborted);
+    shared.metrics.rollout_halted.get_or_create(&label).set(stopped as i64);
+    for state in [
+        ClusterRun::Waiting,
+        ClusterRun::Updating,
+        ClusterRun::Updated,
+        ClusterRun::Failed,
+        ClusterRun::RollingBack,
+        ClusterRun::RolledBack,
+    ] {
+        let name = if state == ClusterRun::Waiting { "held" } else { state.as_str() };
+        let label = RolloutStateLabel { rollout: rollout.name.clone(), state: name.to_string() };
+        shared.metrics.rollout_clusters.get_or_create(&label).set(p.count(state) as i64);
+    }
+}
+
+/// Whether drift found on a cluster `rollout` released counts as a failure now: its policy says
+/// so (`failOnDrift`) and it is still running.
+pub fn drift_fails(shared: &Shared, rollout: &str) -> bool {
+    let fails = shared.rollouts.lock().unwrap_or_else(|p| p.into_inner()).get(rollout).is_some_and(|r| r.fail_on_drift);
+    fails
+        && matches!(shared.stored("read a rollout", shared.store.rollout(rollout)), Some(Some(p)) if p.finished_at.is_none())
+}
+
+/// How an apply a rollout released went.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    Applied,
+    Unhealthy(String),
+    Failed(String),
+}
+
+/// Records the result of an apply of `digest` to `cluster` that `rollout` released (or rolls
+/// back). Returns whether the rollout's progress changed, so the caller has the rollout gated
+/// again. Results for a target the rollout no longer brings, and after it finished, change nothing.
+pub fn record_result(shared: &Shared, rollout: &str, cluster: &str, digest: &str, outcome: &Outcome) -> bool {
+    for _ in 0..SAVE_ATTEMPTS {
+        let Some(Some(mut p)) = shared.stored("read a rollout", shared.store.rollout(rollout)) else { return false };
+        if p.finished_at.is_some() {
+            return false;
+        }
+        let now = now_ms();
+        let Some(entry) = p.clusters.get_mut(cluster) else { return false };
+        let back = entry.before.as_ref().is_some_and(|b| b.digest == digest);
+        let changed = match (entry.state, outcome) {
+            (ClusterRun::Updating, Outcome::Applied) if entry.target == digest => {
+                entry.state = ClusterRun::Updated;
+                true
+            }
+            (ClusterRun::Updating | ClusterRun::Updated, Outcome::Unhealthy(why)) if entry.target == digest => {
+                entry.state = ClusterRun::Failed;
+                entry.message = Some(format!("unhealthy: {why}"));
+                true
+            }
+            (ClusterRun::Updating | ClusterRun::Updated, Outcome::Failed(why)) if entry.target == digest => {
+                entry.state = ClusterRun::Failed;
+                entry.message = Some(format!("apply failed: {why}"));
+                true
+            }
+            (ClusterRun::RollingBack, Outcome::Applied) if back => {
+                entry.state = ClusterRun::RolledBack;
+                true
+            }
+            // Back on what it ran, and that is unhealthy too: the rollout has done what it can,
+            // the cluster's own status says the rest.
+            (ClusterRun::RollingBack, Outcome::Unhealthy(why)) if back => {
+                entry.state = ClusterRun::RolledBack;
+                entry.message = Some(format!("rolled back, still unhealthy: {why}"));
+                true
+            }
+            _ => false,
+        };
+        if !changed {
+            return false;
+        }
+        entry.finished_at = Some(now);
+        match shared.stored("record a rollout's result", shared.store.save_rollout(&p)) {
+            Some(true) => return true,
+            Some(false) => continue,
+            None => return false,
+        }
+    }
+    false
+}
+
+/// Why an operator's action was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum ActError {
+    #[error("no rollout named {0:?} in the repository")]
+    NoRollout(String),
+    #[error("rollout {0} has nothing to roll out")]
+    Idle(String),
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("rollout {0} keeps changing; try again")]
+    Busy(String),
+}
+
+/// Applies `action` by `by` to `rollout`, and has it gated again at once.
+pub fn act(shared: &Shared, rollout: &str, action: &Action, by: &str) -> Result<(String, Progress), ActError> {
+    let policy = shared
+        .rollouts
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(rollout)
+        .cloned()
+        .ok_or_else(|| ActError::NoRollout(rollout.to_string()))?;
+    for _ in 0..SAVE_ATTEMPTS {
+        let mut p = shared.store.rollout(rollout)?.ok_or_else(|| ActError::Idle(rollout.to_string()))?;
+        let done = gate::act(&mut p, &policy, action, by, now_ms())?;
+        if shared.store.save_rollout(&p)? {
+            info!(rollout, by = ?by, action = action.name(), "Rollout: {done}.");
+            shared.touch();
+            let _ =
+                shared.triggers.try_send(super::Trigger::Reevaluate(format!("{} of rollout {rollout}", action.name())));
+            return Ok((done, p));
+        }
+    }
+    Err(ActError::Busy(rollout.to_string()))
+}
+
+/// A rollout for the API, the CLI and the view: its policy, and where it stands at `now` —
+/// each wave with its state and clusters, what it waits for, and what a promotion would do.
+pub fn describe(policy: &Rollout, progress: Option<&Progress>, now: i64) -> serde_json::Value {
+    use crate::rollout::policy::show_duration;
+    let states = progress.map(|p| gate::wave_states(p, policy, now));
+    let waves: Vec<serde_json::Value> = policy
+        .waves
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let state = states.as_ref().map(|s| s[i]);
+            let record = progress.and_then(|p| p.waves.get(i));
+            let clusters: Vec<serde_json::Value> = progress
+                .into_iter()
+                .flat_map(|p| p.members(&w.name))
+                .map(|(name, c)| {
+                    serde_json::json!({
+                        "cluster": name,
+                        "state": c.state.as_str(),
+                        "cause": c.cause,
+                        "to": c.to,
+                        "before": c.before.as_ref().map(|b| &b.what),
+                        "releasedAt": c.released_at,
+                        "finishedAt": c.finished_at,
+                        "message": c.message,
+                    })
+                })
+                .collect();
+            let count = |state: ClusterRun| clusters.iter().filter(|c| c["state"] == state.as_str()).count();
+            serde_json::json!({
+                "name": w.name,
+                "selects": w.selects(),
+                "maxParallel": w.max_parallel.to_string(),
+                "bake": show_duration(w.bake),
+                "approval": w.approval,
+                "implicit": w.implicit,
+                "state": state.map(|s| s.as_str()),
+                "bakeUntil": match state { Some(gate::WaveState::Baking { until }) => Some(until), _ => None },
+                "startedAt": record.and_then(|r| r.started_at),
+                "completedAt": record.and_then(|r| r.completed_at),
+                "promoted": record.and_then(|r| r.promoted.as_ref()),
+                "total": clusters.len(),
+                "updated": count(ClusterRun::Updated),
+                "failed": count(ClusterRun::Failed),
+                "clusters": clusters,
+            })
+        })
+        .collect();
+    let promotion = progress.and_then(|p| gate::promotion(p, policy, now).ok()).map(|p| {
+        serde_json::json!({
+            "starts": p.starts.map(|i| &policy.waves[i].name),
+            "endsBakeOf": p.ends_bake_of.map(|i| &policy.waves[i].name),
+        })
+    });
+    serde_json::json!({
+        "rollout": policy.name,
+        "file": policy.file,
+        "profiles": policy.profiles,
+        "onFailure": policy.on_failure,
+        "failureThreshold": policy.failure_threshold,
+        "failOnDrift": policy.fail_on_drift,
+        "state": progress.map_or("idle", |p| p.state.as_str()),
+        "revision": progress.map(|p| &p.revision),
+        "next": progress.map(|p| &p.next),
+        "startedAt": progress.map(|p| p.started_at),
+        "finishedAt": progress.and_then(|p| p.finished_at),
+        "halt": progress.and_then(|p| p.halt.as_ref()),
+        "paused": progress.and_then(|p| p.paused.as_ref()),
+        "aborted": progress.and_then(|p| p.aborted.as_ref()),
+        "promotion": promotion,
+        "waves": waves,
+    })
+}
+
+/// A held cluster's status line: `held by rollout default: …`.
+pub fn held_summary(rollout: &str, wave: &str, why: &str) -> String {
+    format!("held by rollout {rollout} (wave {wave}): {why}")
+}
