@@ -485,3 +485,72 @@ fn pending_updates_and_approvals_survive_the_loss_of_a_replica() {
     assert!(!idle.log().contains("Applied. cluster=c0 "));
     assert_eq!(world.state("c0")["spec"]["approvals"][0]["by"], "bob");
 }
+
+/// A rollout over a fleet the replicas share: every replica gates it alike from the shared
+/// progress (planning the clusters of others too), each releases only its own clusters; waves go
+/// in order and `maxParallel: 1` holds for the whole fleet — one cluster at a time on the API
+/// server, whichever replica applies it.
+#[test]
+fn a_rollout_holds_its_max_parallel_across_replicas() {
+    const N: usize = 6;
+    let world = World::new(N, &[]);
+    // c0 and c1 go first; the rest after them, one at a time.
+    for c in ["c0", "c1"] {
+        world.repo.write(
+            &format!("clusters/{c}.yaml"),
+            &format!("apiVersion: strata.dev/v1\nkind: Cluster\nmetadata: {{ name: {c}, tags: [\"wave:first\"] }}\nspec:\n  profile: {{ name: app, version: \"1.0.0\" }}\n  target: workload\n  updates: auto\n"),
+        );
+    }
+    world.repo.write(
+        "rollouts/default.yaml",
+        "apiVersion: strata.dev/v1\nkind: Rollout\nmetadata: { name: default }\nspec:\n  profiles: [app]\n  waves:\n    - name: first\n      selector: { tags: [\"wave:first\"] }\n    - name: rest\n      maxParallel: 1\n",
+    );
+    let first = world.repo.commit("a rollout policy");
+    let replicas: Vec<Daemon> = (0..3).map(|_| world.launch(4)).collect();
+    for daemon in &replicas {
+        daemon.wait_for("the daemon to be ready", Duration::from_secs(30), |d| d.get("/readyz").0 == 200);
+    }
+    let all: Vec<&Daemon> = replicas.iter().collect();
+    wait("every cluster applied", LONG, &all, || (0..N).all(|i| world.applied_at(&format!("c{i}"), &first)));
+    wait("the shards shared out", LONG, &all, || replicas.iter().all(|d| !held(d).is_empty()));
+
+    // Slow enough that applies released together would overlap.
+    let latency = Duration::from_millis(300);
+    world.workload.clear_requests();
+    world.workload.set_latency(latency);
+    world.repo.edit(PROFILE, "greeting: hello", "greeting: hi");
+    let second = world.repo.commit("hi");
+    wait("the rollout to reach every cluster", Duration::from_secs(120), &all, || {
+        (0..N).all(|i| world.applied_at(&format!("c{i}"), &second))
+    });
+    let intervals: Vec<(String, std::time::Instant, std::time::Instant)> = (0..N)
+        .map(|i| {
+            let path = format!("/api/v1/namespaces/default/configmaps/cm-c{i}");
+            let times: Vec<std::time::Instant> =
+                world.workload.requests().iter().filter(|r| r.path == path).map(|r| r.received).collect();
+            (format!("c{i}"), *times.first().unwrap(), *times.last().unwrap() + latency)
+        })
+        .collect();
+    let (first, rest) = intervals.split_at(2);
+    let first_done = first.iter().map(|(_, _, end)| *end).max().unwrap();
+    assert!(rest.iter().all(|(_, start, _)| *start >= first_done), "the first wave before the rest: {intervals:?}");
+    let most =
+        rest.iter().map(|(_, start, _)| rest.iter().filter(|(_, s, e)| s <= start && start < e).count()).max().unwrap();
+    assert_eq!(most, 1, "the rest one at a time: {intervals:?}");
+    for i in 0..N {
+        let c = format!("c{i}");
+        // The request log starts at the second commit.
+        assert_eq!((world.writes(&c), applies(&all, &c)), (1, 2), "{c}: once per commit");
+        assert_eq!(world.greeting(&c), "hi");
+    }
+    // More than one replica applied it, and any replica shows the rollout done.
+    let appliers = replicas.iter().filter(|d| d.log().matches("Applied. cluster=").count() > 0).count();
+    assert!(appliers > 1, "the clusters were spread over the replicas");
+    let auth = format!("Bearer {TOKEN}");
+    for daemon in &replicas {
+        wait("the rollout complete", LONG, &all, || {
+            let (code, body) = daemon.request("GET", "/api/v1/rollouts/default", &[("Authorization", &auth)], "");
+            code == 200 && serde_json::from_str::<Value>(&body).is_ok_and(|r| r["state"] == "complete")
+        });
+    }
+}
