@@ -539,8 +539,19 @@ impl Worker {
         if findings.is_empty() && !before.iter().any(|row| judged.contains(&row.object)) {
             return;
         }
+        // A drifted object changes again (its status, another field): reported once, not at
+        // every event; corrected every time.
+        let known = |f: &Finding| {
+            before.iter().any(|row| {
+                row.object == f.id.to_string()
+                    && row.path == f.path
+                    && row.live == f.live.as_ref().map(|v| v.to_string())
+                    && row.desired == f.desired.as_ref().map(|v| v.to_string())
+            })
+        };
+        let act = job.drift == DriftPolicy::Correct || findings.iter().any(|f| !known(f));
         let kept: Vec<DriftRow> = before.into_iter().filter(|row| !judged.contains(&row.object)).collect();
-        self.drift_found(&job, kept, findings).await;
+        self.drift_found(&job, kept, findings, act).await;
     }
 
     async fn check_drift(&mut self) {
@@ -561,12 +572,12 @@ impl Worker {
         drop(permit);
         self.watch_objects().await;
         self.next_drift = Instant::now() + jitter(self.drift_every());
-        self.drift_found(&job, Vec::new(), findings).await;
+        self.drift_found(&job, Vec::new(), findings, true).await;
     }
 
-    /// Records `findings` (with the findings `kept` about objects not judged now) and acts on
-    /// the new ones as the cluster's policy says.
-    async fn drift_found(&mut self, job: &Job, kept: Vec<DriftRow>, findings: Vec<Finding>) {
+    /// Records `findings` (with the findings `kept` about objects not judged now) and, when
+    /// `act`, acts on them as the cluster's policy says.
+    async fn drift_found(&mut self, job: &Job, kept: Vec<DriftRow>, findings: Vec<Finding>, act: bool) {
         let shared = self.shared.clone();
         let now = super::store::now();
         let mut rows: Vec<DriftRow> = findings
@@ -587,7 +598,7 @@ impl Worker {
             .drifted_objects
             .get_or_create(&super::metrics::ClusterLabel { cluster: self.name.clone() })
             .set(rows.len() as i64);
-        if findings.is_empty() {
+        if findings.is_empty() || !act {
             return;
         }
         warn!(cluster = %self.name, fields = findings.len(), policy = ?job.drift, "Drift found.");
