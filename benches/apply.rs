@@ -102,7 +102,11 @@ fn main() {
         return;
     }
     let latency = Duration::from_millis(
-        args.iter().position(|a| a == "--latency").and_then(|i| args.get(i + 1)).and_then(|n| n.parse().ok()).unwrap_or(0),
+        args.iter()
+            .position(|a| a == "--latency")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0),
     );
     let strata: String = args
         .iter()

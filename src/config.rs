@@ -560,8 +560,7 @@ impl Config {
         );
         let drift_interval =
             duration(&mut diags, &shown, &raw.drift.interval, "drift.interval", Duration::from_secs(300));
-        let drift_resync =
-            duration(&mut diags, &shown, &raw.drift.resync, "drift.resync", Duration::from_secs(3600));
+        let drift_resync = duration(&mut diags, &shown, &raw.drift.resync, "drift.resync", Duration::from_secs(3600));
         let shutdown_timeout =
             duration(&mut diags, &shown, &raw.shutdown_timeout, "shutdown_timeout", Duration::from_secs(30));
         let repository = raw.repository.map(|r| {

@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use rayon::prelude::*;
 use semver::Version;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -21,7 +22,7 @@ use crate::diag::{Code, Diagnostic, Diagnostics};
 use crate::model::{
     API_VERSION, Cluster, DriftPolicy, FieldRule, Layer, LayerKind, Model, Profile, UpdatePolicy, VersionSpec,
 };
-use crate::source::{self, EntryKind, ReadError, Tree};
+use crate::source::{self, Changes, EntryKind, ReadError, Tree};
 use crate::yaml;
 
 pub const PROFILES_DIR: &str = "profiles";
@@ -129,10 +130,22 @@ pub fn load(tree: &dyn Tree) -> Result<Model, Diagnostics> {
     diags.into_result(model)
 }
 
+/// Loads `tree` knowing it differs from the tree `other` was loaded from only in `changes`:
+/// cluster files outside them are taken from `other` rather than read and parsed again, which is
+/// most of the work for a fleet of a thousand clusters.
+pub fn load_reusing(tree: &dyn Tree, other: &Model, changes: &Changes) -> Result<Model, Diagnostics> {
+    let (model, diags) = load_with(tree, Some((other, changes)));
+    diags.into_result(model)
+}
+
 /// Loads what can be loaded: the model holds every profile version and cluster that is valid on
 /// its own, the diagnostics every problem. `validate` uses it to go on and render the clusters
 /// that did load, so one run reports problems in files and in templates alike.
 pub fn load_partial(tree: &dyn Tree) -> (Model, Diagnostics) {
+    load_with(tree, None)
+}
+
+fn load_with(tree: &dyn Tree, reuse: Option<(&Model, &Changes)>) -> (Model, Diagnostics) {
     let mut diags = Diagnostics::new();
     let has = |dir| tree.kind(dir) == Some(EntryKind::Dir);
     if !has(PROFILES_DIR) && !has(CLUSTERS_DIR) {
@@ -148,10 +161,10 @@ pub fn load_partial(tree: &dyn Tree) -> (Model, Diagnostics) {
     // them is reported through the profile's own problem, not again as unresolvable.
     let mut broken = HashSet::new();
     if has(PROFILES_DIR) {
-        load_profiles(tree, &mut model, &mut broken, &mut diags);
+        load_profiles(tree, reuse, &mut model, &mut broken, &mut diags);
     }
     if has(CLUSTERS_DIR) {
-        load_clusters(tree, &mut model, &mut diags);
+        load_clusters(tree, reuse, &mut model, &mut diags);
     }
     for cluster in model.clusters.values() {
         match model.resolve(cluster) {
@@ -195,7 +208,25 @@ pub(crate) fn read_diag(path: &str, e: ReadError) -> Diagnostic {
     }
 }
 
-fn load_profiles(tree: &dyn Tree, model: &mut Model, broken: &mut HashSet<String>, diags: &mut Diagnostics) {
+/// The other tree's profile version from `file`, when neither the file nor anything loading it
+/// checks changed: its layers' sources, reached without a link (where a link leads can change
+/// without the link changing).
+fn unchanged_profile(tree: &dyn Tree, other: &Model, changes: &Changes, file: &str) -> Option<Profile> {
+    let profile = other.profiles.values().flatten().find(|p| p.file == file)?;
+    let untouched = !changes.touches(file)
+        && profile.layers.iter().all(|l| {
+            !changes.touches(&l.source) && source::resolve(tree, &l.source).is_ok_and(|(real, _)| real == l.source)
+        });
+    untouched.then(|| profile.clone())
+}
+
+fn load_profiles(
+    tree: &dyn Tree,
+    reuse: Option<(&Model, &Changes)>,
+    model: &mut Model,
+    broken: &mut HashSet<String>,
+    diags: &mut Diagnostics,
+) {
     let names = match tree.list(PROFILES_DIR) {
         Ok(names) => names,
         Err(e) => return diags.push(read_diag(PROFILES_DIR, e)),
@@ -237,7 +268,8 @@ fn load_profiles(tree: &dyn Tree, model: &mut Model, broken: &mut HashSet<String
                 );
                 continue;
             }
-            if let Some(profile) = load_profile(tree, &file, &name, &dir_version, diags) {
+            let reused = reuse.and_then(|(other, changes)| unchanged_profile(tree, other, changes, &file));
+            if let Some(profile) = reused.or_else(|| load_profile(tree, &file, &name, &dir_version, diags)) {
                 if let Some(other) = loaded.iter().find(|p| p.version.cmp_precedence(&profile.version).is_eq()) {
                     diags.push(
                         Diagnostic::new(
@@ -600,16 +632,31 @@ fn sorted(names: &HashSet<&str>) -> String {
     v.join(", ")
 }
 
-fn load_clusters(tree: &dyn Tree, model: &mut Model, diags: &mut Diagnostics) {
+fn load_clusters(tree: &dyn Tree, reuse: Option<(&Model, &Changes)>, model: &mut Model, diags: &mut Diagnostics) {
     let files = match source::walk_files(tree, CLUSTERS_DIR) {
         Ok(files) => files,
         Err(e) => return diags.push(read_diag(CLUSTERS_DIR, e)),
     };
-    for (file, _) in files {
-        if !(file.ends_with(".yaml") || file.ends_with(".yml")) {
-            continue;
-        }
-        let Some(cluster) = load_cluster(tree, &file, diags) else { continue };
+    // A cluster depends on its file alone: unchanged (as written and where a link leads), the
+    // other tree's parse of it is this one's.
+    let by_file: HashMap<&str, &Cluster> =
+        reuse.iter().flat_map(|(other, _)| other.clusters.values()).map(|c| (c.file.as_str(), c)).collect();
+    // Parsed on every core (a fleet has thousands of cluster files), then taken in path order so
+    // the findings come out as they always do.
+    let loaded: Vec<(String, Option<Cluster>, Diagnostics)> = files
+        .into_par_iter()
+        .filter(|(file, _)| file.ends_with(".yaml") || file.ends_with(".yml"))
+        .map(|(file, real)| {
+            let mut found = Diagnostics::new();
+            let unchanged = reuse.is_some_and(|(_, changes)| !changes.touches(&file) && !changes.touches(&real));
+            let reused = unchanged.then(|| by_file.get(file.as_str()).map(|c| Cluster::clone(c))).flatten();
+            let cluster = reused.or_else(|| load_cluster(tree, &file, &mut found));
+            (file, cluster, found)
+        })
+        .collect();
+    for (file, cluster, found) in loaded {
+        diags.extend(found);
+        let Some(cluster) = cluster else { continue };
         if let Some(other) = model.clusters.get(&cluster.name) {
             diags.push(
                 Diagnostic::new(

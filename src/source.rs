@@ -17,12 +17,12 @@
 //! that leaves the root (`..`, an absolute path, a symlink pointing out) is refused here, once,
 //! for every reader. Tools get a checkout of the tree in which only links that stay inside exist.
 
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-
-use sha2::{Digest as _, Sha256};
+use std::sync::{Arc, Mutex};
 
 /// Files larger than this are refused before they are read: no legitimate profile, cluster or
 /// manifest file comes close, and a multi-gigabyte blob must not take the daemon down.
@@ -88,7 +88,8 @@ impl From<io::Error> for ReadError {
 /// A read-only view of a repository at one revision. Paths are relative to the root, `/`-separated,
 /// and already normalised (no `.`, `..` or empty components); `""` is the root itself.
 /// These are the raw operations; [`resolve`], [`read_file`] and [`walk_files`] build on them.
-pub trait Tree {
+/// A tree is shared by the threads that render a fleet's clusters in parallel.
+pub trait Tree: Send + Sync {
     /// The kind of the entry at `path`, without following a final symlink.
     fn kind(&self, path: &str) -> Option<EntryKind>;
     /// The entries of a directory, sorted by name.
@@ -98,7 +99,7 @@ pub trait Tree {
     /// The target of a symlink, as written.
     fn read_link(&self, path: &str) -> Result<String, ReadError>;
     /// A content identity for a file or directory that is cheap to get (a Git object id), when
-    /// the tree has one. Used to fingerprint layer sources without reading them.
+    /// the tree has one. The root's tells two revisions apart without reading them.
     fn object_id(&self, path: &str) -> Option<String>;
     /// A directory on the local filesystem holding this tree, for tools that need real files
     /// (kustomize, helm): a confined copy written into `scratch` the first time (see
@@ -220,34 +221,43 @@ fn walk_into(
     Ok(())
 }
 
-/// A content fingerprint of everything below `path` (file or directory), following symlinks.
-/// Equal fingerprints mean equal content; Git trees answer from object ids without reading blobs.
-pub fn fingerprint(tree: &dyn Tree, path: &str, hasher: &mut Sha256) -> Result<(), ReadError> {
-    // No link can leave the root, so the root's own object id covers everything below it.
-    if let (true, Some(id)) = (path.is_empty(), tree.object_id("")) {
-        hasher.update(id.as_bytes());
-        return Ok(());
-    }
-    let (real, kind) = resolve(tree, path)?;
-    if kind == EntryKind::File {
-        hash_file(tree, &real, hasher)?;
-        return Ok(());
-    }
-    for (shown, real) in walk_files(tree, path)? {
-        hasher.update(shown.as_bytes());
-        hasher.update([0]);
-        hash_file(tree, &real, hasher)?;
-    }
-    Ok(())
+/// The paths that differ between two revisions: files added, removed or changed, symlinks
+/// retargeted (both sides' paths of each). What a plan asks of it is whether a path some
+/// rendering reads — a file, or a directory standing for everything below it — is among them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    paths: BTreeSet<String>,
 }
 
-fn hash_file(tree: &dyn Tree, real: &str, hasher: &mut Sha256) -> Result<(), ReadError> {
-    match tree.object_id(real) {
-        Some(id) => hasher.update(id.as_bytes()),
-        None => hasher.update(Sha256::digest(tree.read(real, MAX_FILE_BYTES)?)),
+impl Changes {
+    pub fn new(paths: impl IntoIterator<Item = String>) -> Self {
+        Changes { paths: paths.into_iter().collect() }
     }
-    hasher.update([0]);
-    Ok(())
+
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+    }
+
+    /// Whether `path` changed, or anything below it, or anything above it (a directory that
+    /// became a file or a link, which changes what `path` is). `""` is the root.
+    pub fn touches(&self, path: &str) -> bool {
+        if path.is_empty() {
+            return !self.paths.is_empty();
+        }
+        if self.paths.contains(path) {
+            return true;
+        }
+        // Below: the paths sorting from `path/` up to (not including) `path0` ('0' follows '/').
+        let below = self.paths.range(format!("{path}/")..format!("{path}0")).next().is_some();
+        below || path.match_indices('/').any(|(i, _)| self.paths.contains(&path[..i]))
+    }
+}
+
+impl fmt::Display for Changes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown: Vec<&str> = self.paths.iter().map(String::as_str).collect();
+        f.write_str(&shown.join(", "))
+    }
 }
 
 /// A repository at one revision: what every command reads.
@@ -300,6 +310,7 @@ impl fmt::Display for SourceError {
 impl std::error::Error for SourceError {}
 
 /// A Git repository, opened once, from which snapshots of several revisions can be taken.
+#[derive(Clone, Debug)]
 pub struct GitSource {
     path: PathBuf,
     subdir: String,
@@ -345,8 +356,40 @@ impl GitSource {
         drop(object);
         Ok(Snapshot {
             revision: Some(revision),
-            tree: Box::new(GitTree { repo, root, dirs: Default::default(), local: Default::default() }),
+            tree: Box::new(GitTree {
+                git_dir: repo.path().to_path_buf(),
+                repos: Mutex::new(vec![repo]),
+                root,
+                dirs: Default::default(),
+                local: Default::default(),
+            }),
         })
+    }
+
+    /// The paths that differ between two snapshots of this repository (relative to `--path`),
+    /// from a diff of their trees: only what changed is read.
+    pub fn changes(&self, base: &Snapshot, head: &Snapshot) -> Result<Changes, SourceError> {
+        let git = |e: git2::Error| SourceError::Git(e.message().to_string());
+        let tree_of = |snapshot: &Snapshot| {
+            let id = snapshot.tree.object_id("").ok_or_else(|| SourceError::Git("not a Git snapshot".into()))?;
+            git2::Oid::from_str(&id).map_err(git)
+        };
+        let (base_id, head_id) = (tree_of(base)?, tree_of(head)?);
+        if base_id == head_id {
+            return Ok(Changes::default());
+        }
+        let repo = git2::Repository::open(&self.path).map_err(git)?;
+        let (old, new) = (repo.find_tree(base_id).map_err(git)?, repo.find_tree(head_id).map_err(git)?);
+        let diff = repo.diff_tree_to_tree(Some(&old), Some(&new), None).map_err(git)?;
+        let mut paths = BTreeSet::new();
+        for delta in diff.deltas() {
+            for file in [delta.old_file(), delta.new_file()] {
+                if let Some(path) = file.path().and_then(Path::to_str) {
+                    paths.insert(path.to_string());
+                }
+            }
+        }
+        Ok(Changes { paths })
     }
 }
 
@@ -377,32 +420,50 @@ pub fn open(path: &Path, subdir: Option<&str>, rev: Option<&str>, worktree: bool
 
 /// A commit's tree in a Git repository.
 pub struct GitTree {
-    repo: git2::Repository,
+    /// libgit2 handles are not to be used from two threads at once: a reader takes one (another
+    /// is opened when all are taken), so threads loading a fleet's files read in parallel.
+    repos: Mutex<Vec<git2::Repository>>,
+    git_dir: PathBuf,
     root: git2::Oid,
     /// Directory listings, read once: a large directory (a thousand cluster files) would
     /// otherwise be inflated and parsed again for every file looked up in it.
-    dirs: std::cell::RefCell<std::collections::HashMap<String, std::rc::Rc<Listing>>>,
-    local: std::cell::OnceCell<PathBuf>,
+    dirs: Mutex<HashMap<String, Arc<Listing>>>,
+    local: Mutex<Option<PathBuf>>,
 }
 
 /// A tree's entries, sorted by name: (name, object id, file mode).
 type Listing = Vec<(String, git2::Oid, i32)>;
 
 impl GitTree {
-    fn listing(&self, dir: &str) -> Option<std::rc::Rc<Listing>> {
-        if let Some(hit) = self.dirs.borrow().get(dir) {
+    fn with_repo<T>(&self, read: impl FnOnce(&git2::Repository) -> Result<T, ReadError>) -> Result<T, ReadError> {
+        // The pool holds only handles nobody uses: a panic elsewhere leaves it usable.
+        let taken = self.repos.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop();
+        let repo = match taken {
+            Some(repo) => repo,
+            None => git2::Repository::open(&self.git_dir)?,
+        };
+        let result = read(&repo);
+        self.repos.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(repo);
+        result
+    }
+
+    fn listing(&self, dir: &str) -> Option<Arc<Listing>> {
+        if let Some(hit) = self.dirs.lock().expect("listing cache").get(dir) {
             return Some(hit.clone());
         }
         let (oid, mode) = self.entry(dir)?;
         if kind_of_mode(mode) != EntryKind::Dir {
             return None;
         }
-        let tree = self.repo.find_tree(oid).ok()?;
-        let mut entries: Listing =
-            tree.iter().filter_map(|e| Some((e.name().ok()?.to_string(), e.id(), e.filemode()))).collect();
+        let mut entries: Listing = self
+            .with_repo(|repo| {
+                let tree = repo.find_tree(oid)?;
+                Ok(tree.iter().filter_map(|e| Some((e.name().ok()?.to_string(), e.id(), e.filemode()))).collect())
+            })
+            .ok()?;
         entries.sort_by(|a, b| a.0.cmp(&b.0));
-        let entries = std::rc::Rc::new(entries);
-        self.dirs.borrow_mut().insert(dir.to_string(), entries.clone());
+        let entries = Arc::new(entries);
+        self.dirs.lock().expect("listing cache").insert(dir.to_string(), entries.clone());
         Some(entries)
     }
 
@@ -418,11 +479,13 @@ impl GitTree {
 
     fn blob(&self, path: &str, limit: u64) -> Result<Vec<u8>, ReadError> {
         let (oid, _) = self.entry(path).ok_or(ReadError::NotFound)?;
-        let (size, _) = self.repo.odb()?.read_header(oid)?;
-        if size as u64 > limit {
-            return Err(ReadError::TooLarge(size as u64));
-        }
-        Ok(self.repo.find_blob(oid)?.content().to_vec())
+        self.with_repo(|repo| {
+            let (size, _) = repo.odb()?.read_header(oid)?;
+            if size as u64 > limit {
+                return Err(ReadError::TooLarge(size as u64));
+            }
+            Ok(repo.find_blob(oid)?.content().to_vec())
+        })
     }
 }
 
@@ -466,7 +529,7 @@ impl Tree for GitTree {
 /// A plain directory on disk.
 pub struct DirTree {
     root: PathBuf,
-    local: std::cell::OnceCell<PathBuf>,
+    local: Mutex<Option<PathBuf>>,
 }
 
 impl DirTree {
@@ -561,14 +624,16 @@ pub const MAX_CHECKOUT_BYTES: u64 = 512 * 1024 * 1024;
 /// (the kernel then resolves them to the same place in the copy), and links out, loops and
 /// dangling links are left out. Files over [`MAX_FILE_BYTES`] are left out too, as strata would
 /// refuse to read them, and so are submodules.
-fn checkout(tree: &dyn Tree, cell: &std::cell::OnceCell<PathBuf>, scratch: &Path) -> Result<PathBuf, ReadError> {
-    if let Some(path) = cell.get() {
+/// Threads that need the checkout at once wait for the one writing it.
+fn checkout(tree: &dyn Tree, cell: &Mutex<Option<PathBuf>>, scratch: &Path) -> Result<PathBuf, ReadError> {
+    let mut done = cell.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(path) = done.as_ref() {
         return Ok(path.clone());
     }
     let root = scratch.join("tree");
     let mut budget = MAX_CHECKOUT_BYTES;
     write_checkout(tree, "", &root, &mut budget)?;
-    Ok(cell.get_or_init(|| root).clone())
+    Ok(done.insert(root).clone())
 }
 
 fn write_checkout(tree: &dyn Tree, dir: &str, into: &Path, budget: &mut u64) -> Result<(), ReadError> {
@@ -602,11 +667,18 @@ fn write_checkout(tree: &dyn Tree, dir: &str, into: &Path, budget: &mut u64) -> 
 
 /// A tree held in memory: files and symlinks by path, directories implied by what is below them.
 /// For tests and fuzzing, where a repository is made up on the spot and a disk costs time.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct MemTree {
     files: std::collections::BTreeMap<String, Vec<u8>>,
     links: std::collections::BTreeMap<String, String>,
-    local: std::cell::OnceCell<PathBuf>,
+    local: Mutex<Option<PathBuf>>,
+}
+
+impl Clone for MemTree {
+    /// A copy may be changed on its own: it gets a checkout of its own when it needs one.
+    fn clone(&self) -> Self {
+        MemTree { files: self.files.clone(), links: self.links.clone(), local: Mutex::default() }
+    }
 }
 
 impl MemTree {
@@ -799,16 +871,44 @@ mod tests {
     }
 
     #[test]
-    fn fingerprints_change_with_content_only() {
-        let (dir, tree) = tree();
-        let fp = |tree: &DirTree| {
-            let mut h = Sha256::new();
-            fingerprint(tree, "packs/app", &mut h).unwrap();
-            h.finalize().to_vec()
+    fn a_change_touches_the_path_what_is_below_it_and_what_is_above_it() {
+        let changes = Changes::new(["packs/app/a.yaml".to_string(), "packs/link".to_string()]);
+        for touched in ["packs/app/a.yaml", "packs/app", "packs", "", "packs/link/x.yaml"] {
+            assert!(changes.touches(touched), "{touched}");
+        }
+        for untouched in ["packs/app/b.yaml", "packs/ap", "packs/app-2", "packs/app/a.yaml.bak", "profiles"] {
+            assert!(!changes.touches(untouched), "{untouched}");
+        }
+        assert!(!Changes::default().touches(""));
+    }
+
+    #[test]
+    fn changes_between_two_commits_are_the_paths_their_trees_differ_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let git = |args: &[&str]| {
+            let ok = std::process::Command::new("git")
+                .args(["-c", "user.name=t", "-c", "user.email=t@strata.invalid", "-c", "commit.gpgsign=false"])
+                .args(args)
+                .current_dir(dir.path())
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "git {args:?}");
         };
-        let before = fp(&tree);
-        assert_eq!(before, fp(&tree));
-        fs::write(dir.path().join("packs/app/b.yaml"), "changed").unwrap();
-        assert_ne!(before, fp(&tree));
+        fs::create_dir_all(dir.path().join("fleet/packs/app")).unwrap();
+        fs::write(dir.path().join("fleet/packs/app/a.yaml"), "a").unwrap();
+        fs::write(dir.path().join("fleet/packs/app/b.yaml"), "b").unwrap();
+        git(&["init", "-q", "-b", "main"]);
+        git(&["add", "-A"]);
+        git(&["commit", "-q", "-m", "one"]);
+        fs::write(dir.path().join("fleet/packs/app/b.yaml"), "changed").unwrap();
+        symlink("app", dir.path().join("fleet/packs/alias")).unwrap();
+        git(&["add", "-A"]);
+        git(&["commit", "-q", "-m", "two"]);
+        let source = GitSource::open(dir.path(), Some("fleet")).unwrap().unwrap();
+        let changes = source.changes(&source.snapshot("HEAD~1").unwrap(), &source.snapshot("HEAD").unwrap()).unwrap();
+        assert_eq!(changes, Changes::new(["packs/alias".to_string(), "packs/app/b.yaml".to_string()]));
+        let same = source.changes(&source.snapshot("HEAD").unwrap(), &source.snapshot("HEAD").unwrap()).unwrap();
+        assert!(same.is_empty());
     }
 }

@@ -64,19 +64,26 @@ pub struct Document {
 pub fn parse_documents(text: &str) -> Result<Vec<Document>, YamlError> {
     let mut docs = Vec::new();
     for (start, chunk) in split_documents(text) {
-        let value: Value =
-            serde_saphyr::from_str_with_options(chunk, options()).map_err(|e| YamlError::from_saphyr(&e, start - 1))?;
-        if !value.is_null() {
+        if let Some(value) = parse_document(chunk, start)? {
             docs.push(Document { line: start, value });
         }
     }
     Ok(docs)
 }
 
+/// Parses one document of a stream as [`split_documents`] cut it, `start` being the line it
+/// starts at (errors point into the whole stream). `None` for an empty document. Each document
+/// parses on its own, so a caller may parse a stream's documents separately and keep them.
+pub fn parse_document(chunk: &str, start: usize) -> Result<Option<Value>, YamlError> {
+    let value: Value =
+        serde_saphyr::from_str_with_options(chunk, options()).map_err(|e| YamlError::from_saphyr(&e, start - 1))?;
+    Ok((!value.is_null()).then_some(value))
+}
+
 /// Splits a stream at `---` lines. Returns (1-based first line, text) per document. A `---` can
 /// only start a line at column 0 between documents (block scalar content is indented), so a line
 /// scan is exact for the documents Kubernetes tools write.
-fn split_documents(text: &str) -> Vec<(usize, &str)> {
+pub fn split_documents(text: &str) -> Vec<(usize, &str)> {
     let mut out = Vec::new();
     let mut start_byte = 0;
     let mut start_line = 1;

@@ -508,8 +508,11 @@ mod library {
         assert_eq!(discovery, 1, "discovery once: nothing made new kinds");
         // The namespace did not exist: nothing in it is looked up, every object is dry-run
         // once and written once.
-        let reads: Vec<&str> =
-            log.iter().filter(|r| r.method == "GET" && r.path.contains("/namespaces/web/")).map(|r| r.path.as_str()).collect();
+        let reads: Vec<&str> = log
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.contains("/namespaces/web/"))
+            .map(|r| r.path.as_str())
+            .collect();
         assert!(reads.is_empty(), "{reads:?}");
         let in_web: Vec<_> = log.iter().filter(|r| r.path.contains("/namespaces/web/")).collect();
         assert_eq!(in_web.iter().filter(|r| r.dry_run).count(), 5);

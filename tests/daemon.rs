@@ -313,7 +313,7 @@ fn an_unreachable_cluster_does_not_delay_the_others() {
         dead.display()
     );
     let started = Instant::now();
-    let daemon = Daemon::start(&local(&repo), &targets);
+    let daemon = Daemon::start_with(&local(&repo), &targets, "status: { provider: git-notes }\n");
     for dir in ["aws-staging/hello-universe", "edge-berlin/edge", "lab/edge"] {
         daemon.wait_for(dir, Duration::from_secs(5), |d| d.out(dir).exists());
     }
@@ -323,6 +323,13 @@ fn an_unreachable_cluster_does_not_delay_the_others() {
     });
     let message = daemon.cluster("aws-cluster")["cluster"]["message"].as_str().unwrap_or("").to_string();
     assert!(message.contains("cluster unreachable"), "{message}");
+    // Not a failure of what was applied: an error naming what to check, on the commit.
+    let head = repo.commit("nothing");
+    let git_dir = repo.path().join(".git");
+    daemon.wait_for("an error status for the unreachable cluster", Duration::from_secs(20), |_| {
+        notes_on(&git_dir, &head)
+            .contains("strata/aws-cluster error: cluster unreachable: cannot connect to 127.0.0.1:1")
+    });
 }
 
 /// A TCP server that accepts connections and never answers: what a hung API server looks like.
@@ -1189,4 +1196,32 @@ fn secret_values_reach_neither_the_api_the_view_statuses_nor_logs() {
     daemon.wait_for("the failure's commit status", Duration::from_secs(10), |_| notes().contains("failure"));
     assert_no_leak("commit statuses", &notes());
     assert_no_leak("the daemon's log", &daemon.log());
+}
+
+#[test]
+fn after_a_restart_what_a_cluster_runs_is_rendered_when_needed_and_drift_from_the_downtime_is_corrected() {
+    let repo = Repo::example();
+    let mut daemon = Daemon::start(&local(&repo), &example_targets());
+    let ui = daemon.out("aws-cluster/hello-universe/deployment.ui.yaml");
+    let service = daemon.out("aws-cluster/hello-universe/service.ui.yaml");
+    daemon.wait_for("aws-cluster applied", Duration::from_secs(10), |_| file(&ui).contains("replicas: 1"));
+    daemon.wait_for("every cluster applied", Duration::from_secs(10), |d| {
+        ["aws-cluster", "aws-staging", "edge-berlin", "edge-lab"]
+            .iter()
+            .all(|c| d.cluster(c)["cluster"]["sync"] == "applied")
+    });
+    assert!(daemon.terminate().success());
+
+    // While it is down, someone scales the Deployment and deletes the Service.
+    std::fs::write(&ui, file(&ui).replace("replicas: 1", "replicas: 7")).unwrap();
+    std::fs::remove_file(&service).unwrap();
+
+    // Nothing changed in Git: the store's record of what aws-cluster runs stands for its set
+    // until the drift check needs the set itself.
+    daemon.spawn();
+    daemon.wait_for("the Deployment scaled back", Duration::from_secs(20), |_| file(&ui).contains("replicas: 1"));
+    daemon.wait_for("the Service back", Duration::from_secs(20), |_| service.exists());
+    let state = daemon.cluster("aws-cluster");
+    assert_eq!(state["cluster"]["sync"], "applied", "{state}");
+    assert_eq!(state["cluster"]["profile"], "aws-profile", "{state}");
 }

@@ -76,7 +76,9 @@ impl Watched {
         detail["drift"]
             .as_array()
             .map(|rows| {
-                rows.iter().map(|r| format!("{} {}", r["object"].as_str().unwrap(), r["path"].as_str().unwrap())).collect()
+                rows.iter()
+                    .map(|r| format!("{} {}", r["object"].as_str().unwrap(), r["path"].as_str().unwrap()))
+                    .collect()
             })
             .unwrap_or_default()
     }

@@ -20,6 +20,8 @@ spec:
       namespace: ingress
 ";
 
+const AWS_1_0_0: &str = "profiles/aws-profile/1.0.0/profile.yaml";
+
 const CLUSTER: &str = "apiVersion: strata.dev/v1
 kind: Cluster
 metadata: { name: edge-k }
@@ -188,4 +190,69 @@ fn a_missing_helm_is_a_clear_error_naming_the_layer() {
         run.stderr
     );
     assert!(run.stderr.contains("help: install helm (v3)"), "{}", run.stderr);
+}
+
+fn plan_json(repo: &Repo, env: &[(&str, &str)]) -> serde_json::Value {
+    let run = repo.strata_env(&["plan", "--format", "json"], env).ok();
+    serde_json::from_str(&run.stdout).unwrap()
+}
+
+fn planned<'p>(plan: &'p serde_json::Value, name: &str) -> &'p serde_json::Value {
+    plan["clusters"].as_array().unwrap().iter().find(|c| c["cluster"] == name).unwrap()
+}
+
+#[test]
+fn a_plan_renders_a_kustomize_layer_only_when_a_file_its_kustomizations_reach_changed() {
+    let repo = Repo::example();
+    kustomized(&repo);
+    repo.write("packs/ingress/unused/notes.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: n}\n");
+    repo.commit("kustomized ingress");
+
+    // Beside the overlay and its base, but named by neither kustomization: nothing to render.
+    repo.edit("packs/ingress/unused/notes.yaml", "name: n", "name: m");
+    repo.edit(AWS_1_0_0, "replicas: 1", "replicas: 2");
+    repo.commit("elsewhere");
+    let plan = plan_json(&repo, &[]);
+    let edge = planned(&plan, "edge-k");
+    assert_eq!(edge["kind"], "unchanged");
+    assert!(edge["base_digest"].is_null(), "edge-k was not rendered: {edge}");
+    assert_eq!(planned(&plan, "aws-cluster")["kind"], "in-place-edit");
+
+    // The base the overlay reaches with `../../base`, outside the layer's source: an in-place edit.
+    repo.edit("packs/ingress/base/deployment.yaml", "nginx:1.27", "nginx:1.28");
+    repo.commit("ingress base: nginx 1.28");
+    let plan = plan_json(&repo, &[]);
+    let edge = planned(&plan, "edge-k");
+    assert_eq!(edge["kind"], "in-place-edit", "{edge}");
+    assert_eq!(edge["objects"][0]["id"]["name"], "prod-ingress");
+    let diff = edge["objects"][0]["diff"].as_str().unwrap();
+    assert!(diff.lines().any(|l| l.starts_with('+') && l.contains("nginx:1.28")), "{diff}");
+}
+
+#[test]
+fn an_override_of_a_cluster_on_a_helm_profile_is_an_override_not_an_in_place_edit() {
+    let repo = Repo::example();
+    repo.write("profiles/metrics/1.0.0/profile.yaml", HELM_PROFILE)
+        .write("clusters/metrics-eu.yaml", HELM_CLUSTER)
+        .write("charts/metrics/Chart.yaml", "apiVersion: v2\nname: metrics\nversion: 0.1.0\n")
+        .write("charts/metrics/templates/config.yaml", "# rendered by helm\n");
+    repo.commit("metrics");
+    let bin = tempfile::tempdir().unwrap();
+    let helm = bin.path().join("helm");
+    std::fs::write(&helm, FAKE_HELM).unwrap();
+    std::fs::set_permissions(&helm, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = path_with(bin.path());
+
+    repo.edit("clusters/metrics-eu.yaml", "memory: 4Gi", "memory: 8Gi");
+    repo.commit("metrics-eu: more memory");
+    let plan = plan_json(&repo, &[("PATH", &path)]);
+    let eu = planned(&plan, "metrics-eu");
+    assert_eq!(eu["reasons"], serde_json::json!(["override"]), "the chart did not change: {eu}");
+    assert_eq!(eu["pending"], false);
+
+    // A file of the chart: the profile version is edited, so the cluster is rendered again.
+    repo.edit("charts/metrics/templates/config.yaml", "rendered", "still rendered");
+    repo.commit("chart template");
+    let plan = plan_json(&repo, &[("PATH", &path)]);
+    assert!(!planned(&plan, "metrics-eu")["base_digest"].is_null(), "metrics-eu was rendered: {plan}");
 }

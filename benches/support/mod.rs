@@ -5,6 +5,8 @@
 use std::path::Path;
 use std::process::Command;
 
+pub mod fleet;
+
 pub fn write(root: &Path, file: &str, text: &str) {
     let path = root.join(file);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();

@@ -294,7 +294,10 @@ impl Prefetched {
             .buffer_unordered(concurrency.max(1))
             .collect()
             .await;
-        Ok(Prefetched { lists: std::sync::Mutex::new(listed.into_iter().collect::<Result<_, _>>()?), ..Default::default() })
+        Ok(Prefetched {
+            lists: std::sync::Mutex::new(listed.into_iter().collect::<Result<_, _>>()?),
+            ..Default::default()
+        })
     }
 
     /// `Some(live)` when the object's group was listed (each object is asked for once), or its
@@ -808,7 +811,8 @@ async fn wait_healthy<T: Target>(
         return Vec::new();
     };
     let not_ready = |states: &HashMap<ObjectId, Health>| -> Vec<(ObjectId, Health)> {
-        let mut out: Vec<_> = states.iter().filter(|(_, h)| **h != Health::Ready).map(|(i, h)| (i.clone(), h.clone())).collect();
+        let mut out: Vec<_> =
+            states.iter().filter(|(_, h)| **h != Health::Ready).map(|(i, h)| (i.clone(), h.clone())).collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     };
@@ -845,7 +849,9 @@ async fn wait_healthy<T: Target>(
 }
 
 /// The kinds of `objects` with the namespaces they are in: what a watch of them covers.
-pub fn watched_kinds<'a>(objects: impl Iterator<Item = (&'a Object, &'a Resource)>) -> Vec<(Resource, BTreeSet<String>)> {
+pub fn watched_kinds<'a>(
+    objects: impl Iterator<Item = (&'a Object, &'a Resource)>,
+) -> Vec<(Resource, BTreeSet<String>)> {
     let mut kinds: Vec<(Resource, BTreeSet<String>)> = Vec::new();
     for (object, resource) in objects {
         let at = match kinds.iter().position(|(r, _)| r == resource) {

@@ -2,6 +2,8 @@
 
 use std::io::IsTerminal;
 
+use rayon::prelude::*;
+
 use strata::plan::{self, Side, format};
 use strata::render::Renderer;
 use strata::render::tools::SystemTools;
@@ -16,11 +18,13 @@ pub fn validate(cli: &Cli) -> Result<u8, Failure> {
     let (model, mut diags) = repo::load_partial(snapshot.tree.as_ref());
     let tools = SystemTools::default();
     let renderer = Renderer::new(snapshot.tree.as_ref(), &model, &tools);
+    // Clusters that do not resolve are already reported; render all the others, on every core.
+    let clusters: Vec<_> = model.clusters.values().filter(|c| model.resolve(c).is_ok()).collect();
+    let rendered: Vec<_> = clusters.par_iter().map(|cluster| renderer.check(cluster)).collect();
     let mut objects = 0;
-    // Clusters that do not resolve are already reported; render all the others.
-    for cluster in model.clusters.values().filter(|c| model.resolve(c).is_ok()) {
-        match renderer.render(cluster) {
-            Ok(set) => objects += set.object_count(),
+    for result in rendered {
+        match result {
+            Ok(count) => objects += count,
             Err(d) => diags.extend(d),
         }
     }
@@ -107,9 +111,11 @@ pub fn plan(
             return Err(Failure::Invalid(d, Some(format!("at head {}", head_snap.short_revision()))));
         }
     };
-    let base_model = match &base_snap {
-        Some(s) => Some(
-            repo::load(s.tree.as_ref())
+    // What the two trees differ in decides what is read twice and what is rendered at all.
+    let changes = base_snap.as_ref().map(|s| git.changes(s, &head_snap)).transpose()?;
+    let base_model = match base_snap.as_ref().zip(changes.as_ref()) {
+        Some((s, changes)) => Some(
+            repo::load_reusing(s.tree.as_ref(), &head_model, changes)
                 .map_err(|d| Failure::Invalid(d, Some(format!("at base {}", s.short_revision()))))?,
         ),
         None => None,
@@ -122,7 +128,7 @@ pub fn plan(
     });
     let head_side = Side { revision: head_snap.revision.as_deref(), tree: head_snap.tree.as_ref(), model: &head_model };
     // A key of this process's own: markers compare within this plan only.
-    let plan = plan::plan(base_side, head_side, &tools, &strata::redact::Redactor::random())
+    let plan = plan::plan(base_side, head_side, changes.as_ref(), &tools, &strata::redact::Redactor::random())
         .map_err(|d| Failure::Invalid(d, Some(format!("planning {head_rev}"))))?;
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let text = match format {

@@ -10,10 +10,19 @@
 //! outcomes to the workers. Problems come back as data: a revision that does not load is an
 //! [`EvaluateError`] carrying its diagnostics, a cluster that does not render (or whose rendering
 //! panics) an [`Outcome`] with a [`ClusterProblem`], and only the first is fatal to the revision.
+//!
+//! Each revision is loaded once, the others reusing the head's unchanged files; which clusters a
+//! change reaches is worked out from the paths it changed ([`plan::Edits`]); what the workers are
+//! to run is rendered on every core. What the store proves a cluster already runs (after a
+//! restart: the digest it applied, at revisions still loaded) is not rendered at all: the worker
+//! gets its identity, and a [`Deferred`] renders it when the worker first needs it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
+use std::sync::{Arc, Mutex};
 
+use rayon::prelude::*;
+use tokio::sync::oneshot;
 use tracing::warn;
 
 use super::Shared;
@@ -21,12 +30,13 @@ use super::decide::{self, Decision, Hold, Run};
 use super::guard::{self, Panic};
 use super::store::{self, Pending, StoreError};
 use super::worker::Job;
+use crate::config::TargetConfig;
 use crate::diag::{Diagnostic, Diagnostics};
-use crate::model::{Cluster, Model};
-use crate::plan::{self, ChangeKind, ClusterPlan};
-use crate::render::Renderer;
+use crate::model::{Cluster, DriftPolicy, Model};
+use crate::plan::{self, ChangeKind, ClusterPlan, Edits};
 use crate::render::tools::SystemTools;
-use crate::source::{Snapshot, SourceError};
+use crate::render::{PackedSet, Renderer};
+use crate::source::{Changes, GitSource, Snapshot, SourceError};
 
 /// Why a revision was not evaluated.
 #[derive(Debug, thiserror::Error)]
@@ -159,7 +169,18 @@ fn pending_summary(plan: &ClusterPlan, hold: &Hold, cluster: &str) -> String {
 /// rendering one cluster fails that cluster only.
 pub fn evaluate(
     shared: &Shared,
-    source: &crate::source::GitSource,
+    source: &GitSource,
+    head: &str,
+    running: &HashSet<String>,
+) -> Result<Vec<Outcome>, EvaluateError> {
+    let outcomes = evaluate_at(shared, source, head, running);
+    give_back_freed_memory();
+    outcomes
+}
+
+fn evaluate_at(
+    shared: &Shared,
+    source: &GitSource,
     head: &str,
     running: &HashSet<String>,
 ) -> Result<Vec<Outcome>, EvaluateError> {
@@ -175,6 +196,8 @@ pub fn evaluate(
         }
     }
     let mut loaded: HashMap<String, (Snapshot, Model)> = HashMap::new();
+    // What each revision differs from the head in: what is loaded again, and what is rendered.
+    let mut changes: HashMap<String, Changes> = HashMap::new();
     for rev in &revisions {
         shared.progress();
         let snapshot = match source.snapshot(rev) {
@@ -185,7 +208,19 @@ pub fn evaluate(
                 continue;
             }
         };
-        match crate::repo::load(snapshot.tree.as_ref()) {
+        // The head comes first; the others reuse what of it they share.
+        let model = match loaded.get(head) {
+            Some((head_snapshot, head_model)) => match source.changes(&snapshot, head_snapshot) {
+                Ok(diff) => {
+                    let model = crate::repo::load_reusing(snapshot.tree.as_ref(), head_model, &diff);
+                    changes.insert(rev.clone(), diff);
+                    model
+                }
+                Err(_) => crate::repo::load(snapshot.tree.as_ref()),
+            },
+            None => crate::repo::load(snapshot.tree.as_ref()),
+        };
+        match model {
             Ok(model) => {
                 loaded.insert(rev.clone(), (snapshot, model));
             }
@@ -201,55 +236,120 @@ pub fn evaluate(
         .map(|(rev, (snap, model))| (rev.as_str(), Renderer::new(snap.tree.as_ref(), model, &tools)))
         .collect();
     let (head_snapshot, head_model) = &loaded[head];
+    let unchanged = Changes::default();
+    let edits: HashMap<&str, Edits> = loaded
+        .iter()
+        .map(|(rev, (snapshot, _))| {
+            let diff = if rev == head { Some(&unchanged) } else { changes.get(rev) };
+            (rev.as_str(), Edits::new(diff, snapshot.tree.as_ref(), head_snapshot.tree.as_ref()))
+        })
+        .collect();
     for name in head_model.clusters.keys() {
         guard::inject("revision", name);
     }
     *shared.tags.lock().unwrap_or_else(|p| p.into_inner()) =
         head_model.clusters.iter().map(|(n, c)| (n.clone(), c.tags.clone())).collect();
 
-    let mut context = Context {
+    let context = Context {
         shared,
         head,
-        head_snapshot,
         running,
         states: &states,
         loaded: &loaded,
         renderers: &renderers,
-        fingerprints: HashMap::new(),
+        edits: &edits,
+        deferred: Arc::new(Deferred::new(source.clone())),
         now: store::now(),
     };
     let mut outcomes = Vec::new();
+    let mut renders = Vec::new();
     for (name, cluster) in &head_model.clusters {
         shared.progress();
         match guard::catch(|| context.cluster(name, cluster)) {
-            Ok(outcome) => outcomes.push(outcome?),
+            Ok(decided) => {
+                let (outcome, render) = decided?;
+                if let Some(render) = render {
+                    renders.push((outcomes.len(), render));
+                }
+                outcomes.push(outcome);
+            }
             Err(panic) => {
                 shared.metrics.panicked("render");
-                // Its fingerprints may be half-made: start them over.
-                context.fingerprints.clear();
                 outcomes.push(Outcome::failed(name, head, ClusterProblem::Crashed(panic)));
             }
+        }
+    }
+
+    // What the workers are to run, rendered on every core; only the packed sets are kept.
+    let rendered: Vec<(usize, Result<Job, ClusterProblem>)> = renders
+        .into_par_iter()
+        .map(|(i, r)| {
+            let job = match guard::catch(|| r.renderer.render(r.cluster).map(|set| set.pack())) {
+                Ok(Ok(set)) => Ok(Job {
+                    set,
+                    profile_revision: r.profile_revision,
+                    cluster_revision: r.cluster_revision,
+                    target: r.target,
+                    drift: r.drift,
+                    deferred: None,
+                }),
+                Ok(Err(d)) => Err(ClusterProblem::Invalid(d)),
+                Err(panic) => {
+                    shared.metrics.panicked("render");
+                    Err(ClusterProblem::Crashed(panic))
+                }
+            };
+            (i, job)
+        })
+        .collect();
+    for (i, job) in rendered {
+        match job {
+            Ok(job) => outcomes[i].job = Some(job),
+            Err(problem) => outcomes[i].problem = Some(problem),
         }
     }
     Ok(outcomes)
 }
 
-/// What deciding one cluster reads: the revisions loaded, what each cluster runs, and the
-/// fingerprints already taken (shared between clusters on the same revisions).
+/// A desired set an evaluation renders for a worker, once every cluster is decided.
+struct ToRender<'r> {
+    renderer: &'r Renderer<'r>,
+    cluster: &'r Cluster,
+    profile_revision: Option<String>,
+    cluster_revision: Option<String>,
+    target: TargetConfig,
+    drift: DriftPolicy,
+}
+
+/// Rendering a fleet allocates and frees its parsed sets by the thousand, and glibc keeps what
+/// is freed in its arenas; handing it back keeps the daemon's resident memory what it holds (its
+/// packed sets), not the peak of its last evaluation.
+fn give_back_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory to the system; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// What deciding one cluster reads: the revisions loaded, what each cluster runs, and what each
+/// revision's change from the head edited.
 struct Context<'a> {
     shared: &'a Shared,
     head: &'a str,
-    head_snapshot: &'a Snapshot,
     running: &'a HashSet<String>,
     states: &'a BTreeMap<String, store::ClusterState>,
     loaded: &'a HashMap<String, (Snapshot, Model)>,
     renderers: &'a HashMap<&'a str, Renderer<'a>>,
-    fingerprints: HashMap<&'a str, BTreeMap<String, String>>,
+    edits: &'a HashMap<&'a str, Edits<'a>>,
+    deferred: Arc<Deferred>,
     now: i64,
 }
 
 impl<'a> Context<'a> {
-    fn cluster(&mut self, name: &str, cluster: &Cluster) -> Result<Outcome, StoreError> {
+    /// The outcome for one cluster, and the set to render for its worker (rendered with the
+    /// others' once every cluster is decided).
+    fn cluster(&self, name: &str, cluster: &'a Cluster) -> Result<(Outcome, Option<ToRender<'a>>), StoreError> {
         guard::inject("render", name);
         let (shared, head, loaded) = (self.shared, self.head, self.loaded);
         let state = self.states.get(name);
@@ -260,29 +360,24 @@ impl<'a> Context<'a> {
         let base_cluster = cluster_rev.as_deref().and_then(|r| loaded.get(r)).and_then(|(_, m)| m.clusters.get(name));
         let target = match shared.config.target(name, &cluster.target) {
             Ok(t) => t.clone(),
-            Err(d) => return Ok(Outcome::failed(name, head, ClusterProblem::Invalid(d.into()))),
+            Err(d) => return Ok((Outcome::failed(name, head, ClusterProblem::Invalid(d.into())), None)),
         };
-        let head_key = self.renderers.get_key_value(head).map(|(k, _)| *k).expect("the head is loaded");
         let head_renderer = &self.renderers[head];
 
         // The plan from what the cluster runs to the head.
         let plan = match (applied, base, base_cluster) {
-            (true, Some((base_rev, (base_snap, _))), Some(base_cluster))
+            (true, Some((base_rev, _)), Some(base_cluster))
                 if base_rev != head || cluster_rev.as_deref() != Some(head) =>
             {
-                let base_key = self.renderers.get_key_value(base_rev).map(|(k, _)| *k).expect("loaded");
-                let mut base_fps = self.fingerprints.remove(base_key).unwrap_or_default();
-                let mut head_fps = self.fingerprints.remove(head_key).unwrap_or_default();
                 let result = plan::compare(
-                    (base_cluster, base_snap.tree.as_ref(), &self.renderers[base_rev], &mut base_fps),
-                    (cluster, self.head_snapshot.tree.as_ref(), head_renderer, &mut head_fps),
+                    (base_cluster, &self.renderers[base_rev]),
+                    (cluster, head_renderer),
+                    &self.edits[base_rev],
                     &shared.config.apply.redactor,
                 );
-                self.fingerprints.insert(base_key, base_fps);
-                self.fingerprints.insert(head_key, head_fps);
                 match result {
                     Ok(plan) => Some(plan),
-                    Err(d) => return Ok(Outcome::failed(name, head, ClusterProblem::Invalid(d))),
+                    Err(d) => return Ok((Outcome::failed(name, head, ClusterProblem::Invalid(d)), None)),
                 }
             }
             _ => None,
@@ -315,35 +410,42 @@ impl<'a> Context<'a> {
             now: self.now,
         });
 
-        let rendered = match run {
-            Run::Head => Some((head_renderer.render(cluster), Some(head), Some(head))),
+        let mut outcome = Outcome::new(name, head);
+        let wanted = match run {
+            Run::Head => Some((head_renderer, cluster, Some(head), Some(head))),
             Run::HeadClusterOnAppliedProfile => {
                 let (rev, _) = base.expect("held updates have a base");
-                Some((self.renderers[rev].render(cluster), Some(rev), Some(head)))
+                Some((&self.renderers[rev], cluster, Some(rev), Some(head)))
             }
             // The worker already has it; after a restart it needs it again.
             Run::Keep if self.running.contains(name) => None,
-            Run::Keep => match (base, base_cluster) {
-                (Some((rev, _)), Some(base_cluster)) => {
-                    Some((self.renderers[rev].render(base_cluster), Some(rev), cluster_rev.as_deref()))
+            Run::Keep => match (base, base_cluster, state.and_then(recorded)) {
+                // What it runs, as the store records it: rendered when the worker needs it.
+                (Some((rev, _)), Some(_), Some(identity)) => {
+                    outcome.job = Some(Job {
+                        set: identity,
+                        profile_revision: Some(rev.to_string()),
+                        cluster_revision: cluster_rev.clone(),
+                        target: target.clone(),
+                        drift: cluster.drift,
+                        deferred: Some(self.deferred.clone()),
+                    });
+                    None
+                }
+                (Some((rev, _)), Some(base_cluster), None) => {
+                    Some((&self.renderers[rev], base_cluster, Some(rev), cluster_rev.as_deref()))
                 }
                 _ => None,
             },
         };
-        let mut outcome = Outcome::new(name, head);
-        match rendered {
-            Some((Ok(set), profile_rev, cluster_rev)) => {
-                outcome.job = Some(Job {
-                    set: set.pack(),
-                    profile_revision: profile_rev.map(str::to_string),
-                    cluster_revision: cluster_rev.map(str::to_string),
-                    target,
-                    drift: cluster.drift,
-                });
-            }
-            Some((Err(d), _, _)) => outcome.problem = Some(ClusterProblem::Invalid(d)),
-            None => {}
-        }
+        let render = wanted.map(|(renderer, which, profile_rev, cluster_rev)| ToRender {
+            renderer,
+            cluster: which,
+            profile_revision: profile_rev.map(str::to_string),
+            cluster_revision: cluster_rev.map(str::to_string),
+            target,
+            drift: cluster.drift,
+        });
         if let Some(hold) = hold {
             let diff: String = plan_ref.objects.iter().map(|o| o.diff.as_str()).collect::<Vec<_>>().join("");
             outcome.pending = Some(Pending {
@@ -356,7 +458,137 @@ impl<'a> Context<'a> {
                 since: self.now,
             });
         }
-        Ok(outcome)
+        Ok((outcome, render))
+    }
+}
+
+/// What the store records a cluster runs, when it records all of it.
+fn recorded(state: &store::ClusterState) -> Option<PackedSet> {
+    match (&state.digest, &state.profile, &state.version) {
+        (Some(digest), Some(profile), Some(version)) => {
+            Some(PackedSet::identity(&state.name, profile, version, digest))
+        }
+        _ => None,
+    }
+}
+
+/// Renders desired sets that were deferred, when workers ask for them. Requests that come in
+/// while a batch renders make the next batch: after a restart a thousand workers ask at about
+/// the same time, and each revision is loaded once for all of them and rendered on every core.
+pub struct Deferred {
+    source: GitSource,
+    queue: Mutex<Queue>,
+}
+
+#[derive(Default)]
+struct Queue {
+    waiting: Vec<Request>,
+    /// Whether a blocking task is serving the queue.
+    serving: bool,
+}
+
+struct Request {
+    cluster: String,
+    profile_revision: String,
+    cluster_revision: String,
+    reply: oneshot::Sender<Result<PackedSet, String>>,
+}
+
+/// A revision's profile content (snapshot and model) and, when another revision's, its cluster files.
+type Loaded = (Snapshot, Model, Option<Model>);
+
+impl fmt::Debug for Deferred {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Deferred").field("source", &self.source).finish_non_exhaustive()
+    }
+}
+
+impl Deferred {
+    pub fn new(source: GitSource) -> Self {
+        Deferred { source, queue: Mutex::default() }
+    }
+
+    /// The set `cluster` runs: its profile content at `profile_revision`, its cluster file at
+    /// `cluster_revision`.
+    pub async fn render(
+        self: &Arc<Self>,
+        cluster: &str,
+        profile_revision: &str,
+        cluster_revision: &str,
+    ) -> Result<PackedSet, String> {
+        let (reply, answer) = oneshot::channel();
+        let start = {
+            let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            queue.waiting.push(Request {
+                cluster: cluster.to_string(),
+                profile_revision: profile_revision.to_string(),
+                cluster_revision: cluster_revision.to_string(),
+                reply,
+            });
+            !std::mem::replace(&mut queue.serving, true)
+        };
+        if start {
+            let this = self.clone();
+            tokio::task::spawn_blocking(move || this.serve());
+        }
+        answer.await.map_err(|_| "rendering the set stopped".to_string())?
+    }
+
+    fn serve(&self) {
+        let tools = SystemTools::default();
+        // Revisions loaded while requests keep coming.
+        let mut loaded: HashMap<(String, String), Result<Loaded, String>> = HashMap::new();
+        loop {
+            let batch = {
+                let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+                if queue.waiting.is_empty() {
+                    queue.serving = false;
+                    break;
+                }
+                std::mem::take(&mut queue.waiting)
+            };
+            let mut by_revisions: HashMap<(String, String), Vec<Request>> = HashMap::new();
+            for request in batch {
+                let key = (request.profile_revision.clone(), request.cluster_revision.clone());
+                by_revisions.entry(key).or_default().push(request);
+            }
+            for (key, requests) in by_revisions {
+                let load = || guard::catch(|| self.load(&key.0, &key.1)).unwrap_or_else(|p| Err(p.to_string()));
+                let (snapshot, model, cluster_model) = match loaded.entry(key.clone()).or_insert_with(load) {
+                    Ok(loaded) => loaded,
+                    Err(e) => {
+                        for request in requests {
+                            let _ = request.reply.send(Err(e.clone()));
+                        }
+                        continue;
+                    }
+                };
+                let renderer = Renderer::new(snapshot.tree.as_ref(), model, &tools);
+                let clusters = cluster_model.as_ref().unwrap_or(model);
+                requests.into_par_iter().for_each(|request| {
+                    let render = || match clusters.clusters.get(&request.cluster) {
+                        Some(cluster) => renderer.render(cluster).map(|set| set.pack()).map_err(|d| d.to_string()),
+                        None => Err(format!("cluster {} is not at revision {}", request.cluster, key.1)),
+                    };
+                    let set = guard::catch(render).unwrap_or_else(|p| Err(format!("rendering crashed: {p}")));
+                    let _ = request.reply.send(set);
+                });
+            }
+        }
+        drop(loaded);
+        give_back_freed_memory();
+    }
+
+    fn load(&self, profile_revision: &str, cluster_revision: &str) -> Result<Loaded, String> {
+        let load = |revision: &str| -> Result<(Snapshot, Model), String> {
+            let snapshot = self.source.snapshot(revision).map_err(|e| e.to_string())?;
+            let model = crate::repo::load(snapshot.tree.as_ref())
+                .map_err(|d| format!("revision {revision} does not load: {}", first_problem(&d)))?;
+            Ok((snapshot, model))
+        };
+        let (snapshot, model) = load(profile_revision)?;
+        let clusters = if cluster_revision == profile_revision { None } else { Some(load(cluster_revision)?.1) };
+        Ok((snapshot, model, clusters))
     }
 }
 

@@ -653,6 +653,7 @@ async fn dispatch_from_store(
                     cluster_revision: Some(crev.clone()),
                     target,
                     drift: cluster.drift,
+                    deferred: None,
                 })
             });
             if let Ok(Some(job)) = job {

@@ -36,9 +36,10 @@ pub async fn plan_pull_requests(shared: &Arc<Shared>, source: &Arc<Mutex<RepoSou
                 let git = source.lock().unwrap_or_else(|p| p.into_inner()).git_source().map_err(|e| e.to_string())?;
                 let (b, h) =
                     (git.snapshot(&base).map_err(|e| e.to_string())?, git.snapshot(&head).map_err(|e| e.to_string())?);
-                let bm = crate::repo::load(b.tree.as_ref()).map_err(|d| d.to_string())?;
                 let hm =
                     crate::repo::load(h.tree.as_ref()).map_err(|d| format!("does not load: {}", first_problem(&d)))?;
+                let changes = git.changes(&b, &h).map_err(|e| e.to_string())?;
+                let bm = crate::repo::load_reusing(b.tree.as_ref(), &hm, &changes).map_err(|d| d.to_string())?;
                 let tools = SystemTools::default();
                 // A key of this plan's own, not the daemon's: whoever opens a pull request chooses
                 // the values it hashes, and must not be able to compare them with the markers the
@@ -46,6 +47,7 @@ pub async fn plan_pull_requests(shared: &Arc<Shared>, source: &Arc<Mutex<RepoSou
                 let plan = plan::plan(
                     Some(plan::Side { revision: Some(&base), tree: b.tree.as_ref(), model: &bm }),
                     plan::Side { revision: Some(&head), tree: h.tree.as_ref(), model: &hm },
+                    Some(&changes),
                     &tools,
                     &crate::redact::Redactor::random(),
                 )

@@ -31,13 +31,14 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::Shared;
+use super::evaluate::Deferred;
 use super::guard::{self, Panic};
 use super::state::{Health, Sync};
 use super::store::{Applied, DriftRow};
+use crate::apply::drift::Finding;
 use crate::apply::{self, Action, ChangeSet, ReconcileError};
 use crate::config::TargetConfig;
 use crate::model::DriftPolicy;
-use crate::apply::drift::Finding;
 use crate::render::object::ObjectId;
 use crate::render::{DesiredSet, PackedSet};
 use crate::report::State;
@@ -54,6 +55,9 @@ pub struct Job {
     pub cluster_revision: Option<String>,
     pub target: TargetConfig,
     pub drift: DriftPolicy,
+    /// Set when `set` is only the identity of what the cluster runs (the store's record of it):
+    /// what renders it when it is first needed.
+    pub deferred: Option<Arc<Deferred>>,
 }
 
 pub enum Msg {
@@ -109,16 +113,30 @@ pub enum WorkerError {
     TimedOut(Duration),
     #[error("crashed: {0}")]
     Crashed(Panic),
+    /// The set the store records the cluster runs could not be rendered again.
+    #[error("{0}")]
+    Render(String),
 }
 
 impl WorkerError {
     /// For the reconciles metric: failed, timeout, crashed.
     pub fn label(&self) -> &'static str {
         match self {
-            WorkerError::Target(_) | WorkerError::Reconcile(_) => "failed",
+            WorkerError::Target(_) | WorkerError::Reconcile(_) | WorkerError::Render(_) => "failed",
             WorkerError::TimedOut(_) => "timeout",
             WorkerError::Crashed(_) => "crashed",
         }
+    }
+
+    /// The cluster could not be reached at all (network, TLS, proxy): the commit status is an
+    /// `error` naming what to check, as for a revision that does not render, not a `failure` of
+    /// what was applied.
+    pub fn unreachable(&self) -> bool {
+        matches!(
+            self,
+            WorkerError::Target(TargetError::Unreachable(_))
+                | WorkerError::Reconcile(ReconcileError::Target(TargetError::Unreachable(_)))
+        )
     }
 }
 
@@ -277,6 +295,19 @@ impl Worker {
         Ok(&self.target.as_ref().expect("just set").2)
     }
 
+    /// The set to apply or check drift against; one deferred at start is rendered now, once.
+    async fn desired(&mut self) -> Result<DesiredSet, String> {
+        let job = self.job.as_mut().expect("a job");
+        if let Some(deferred) = job.deferred.clone() {
+            let revision = |r: &Option<String>| r.clone().unwrap_or_default();
+            let (profile_revision, cluster_revision) =
+                (revision(&job.profile_revision), revision(&job.cluster_revision));
+            job.set = deferred.render(&self.name, &profile_revision, &cluster_revision).await?;
+            job.deferred = None;
+        }
+        Ok(job.set.unpack())
+    }
+
     /// Runs `work` against the cluster's target, bounded by `apply.timeout` and with panics
     /// caught. A reconcile cut short is like one killed: the inventory written before its first
     /// write keeps every object it may have created tracked.
@@ -338,16 +369,24 @@ impl Worker {
         }
         let started = std::time::Instant::now();
         let options = shared.config.apply.clone();
-        let set = job.set.unpack();
-        let result =
-            self.bounded("apply", async |target| apply::reconcile(target, &set, revision, &options).await).await;
+        let result = match self.desired().await {
+            Ok(set) => {
+                self.bounded("apply", async |target| apply::reconcile(target, &set, revision, &options).await).await
+            }
+            Err(e) => Err(WorkerError::Render(e)),
+        };
         shared.metrics.reconcile_seconds.observe(started.elapsed().as_secs_f64());
         match result {
             Err(e) => {
                 shared.metrics.result(&shared.metrics.reconciles, e.label());
                 let message = e.to_string();
                 if let Some(rev) = revision {
-                    shared.report(&self.name, rev, State::Failure, &format!("apply of {what} failed: {message}"));
+                    let (state, description) = if e.unreachable() {
+                        (State::Error, message.clone())
+                    } else {
+                        (State::Failure, format!("apply of {what} failed: {message}"))
+                    };
+                    shared.report(&self.name, rev, state, &description);
                 }
                 self.failed(&message, revision);
             }
@@ -444,11 +483,11 @@ impl Worker {
     /// Starts watching the cluster's objects where the target can, or keeps the watches that
     /// already cover the same kinds and namespaces on the same target.
     async fn watch_objects(&mut self) {
-        let (Some(job), Some((config, generation, target))) = (&self.job, &self.target) else { return };
-        if !self.shared.config.drift_watch {
+        if self.job.is_none() || self.target.is_none() || !self.shared.config.drift_watch {
             return;
         }
-        let set = job.set.unpack();
+        let Ok(set) = self.desired().await else { return };
+        let Some((config, generation, target)) = &self.target else { return };
         let mut resolved = Vec::new();
         for (_, object) in set.apply_order() {
             let api_version = object.manifest["apiVersion"].as_str().unwrap_or_default();
@@ -461,9 +500,8 @@ impl Worker {
         if self.watching.as_ref().is_some_and(|w| w.target == on && w.kinds == kinds) {
             return;
         }
-        self.watching = target
-            .watch(&self.name, kinds.clone(), false)
-            .map(|watch| Watching { target: on, kinds, watch });
+        self.watching =
+            target.watch(&self.name, kinds.clone(), false).map(|watch| Watching { target: on, kinds, watch });
         if self.watching.is_some() {
             info!(cluster = %self.name, kinds = self.watching.as_ref().map_or(0, |w| w.kinds.len()), "Watching for drift.");
         }
@@ -493,7 +531,7 @@ impl Worker {
         let listed = std::mem::take(&mut self.listed);
         self.judge_at = None;
         let Some(job) = self.job.clone() else { return };
-        let set = job.set.unpack();
+        let Ok(set) = self.desired().await else { return };
         let objects: HashMap<&ObjectId, &crate::render::Object> =
             set.layers.iter().flat_map(|l| &l.objects).map(|o| (&o.id, o)).collect();
         let mut suspects: BTreeSet<ObjectId> = BTreeSet::new();
@@ -522,8 +560,8 @@ impl Worker {
             let shared = self.shared.clone();
             let _permit = shared.permits.acquire().await;
             let options = shared.config.apply.clone();
-            let checked =
-                self.bounded("drift", async |target| apply::detect_drift_among(target, &set, &suspects, &options).await);
+            let checked = self
+                .bounded("drift", async |target| apply::detect_drift_among(target, &set, &suspects, &options).await);
             match checked.await {
                 Ok(findings) => findings,
                 Err(e) => {
@@ -560,15 +598,17 @@ impl Worker {
         self.next_drift = Instant::now() + jitter(self.drift_every());
         let job = self.job.clone().expect("a job");
         let options = shared.config.apply.clone();
-        let set = job.set.unpack();
-        let findings =
-            match self.bounded("drift", async |target| apply::detect_drift(target, &set, &options).await).await {
-                Ok(f) => f,
-                Err(e) => {
-                    warn!(cluster = %self.name, error = %e, "Drift check failed.");
-                    return;
-                }
-            };
+        let findings = match self.desired().await {
+            Ok(set) => self.bounded("drift", async |target| apply::detect_drift(target, &set, &options).await).await,
+            Err(e) => Err(WorkerError::Render(e)),
+        };
+        let findings = match findings {
+            Ok(f) => f,
+            Err(e) => {
+                warn!(cluster = %self.name, error = %e, "Drift check failed.");
+                return;
+            }
+        };
         drop(permit);
         self.watch_objects().await;
         self.next_drift = Instant::now() + jitter(self.drift_every());
@@ -623,7 +663,13 @@ impl Worker {
     async fn remove(&mut self, prune: bool) {
         let shared = self.shared.clone();
         if prune && let Some(job) = self.job.clone() {
-            let empty = DesiredSet { layers: Vec::new(), digest: String::new(), ..job.set.unpack() };
+            let empty = DesiredSet {
+                cluster: job.set.cluster.clone(),
+                profile: job.set.profile.clone(),
+                version: job.set.version.clone(),
+                layers: Vec::new(),
+                digest: String::new(),
+            };
             let options = apply::Options { allow_empty: true, ..shared.config.apply.clone() };
             match self.bounded("apply", async |target| apply::reconcile(target, &empty, None, &options).await).await {
                 Ok(cs) => info!(cluster = %self.name, result = %cs.summary(), "Removed cluster pruned."),
@@ -657,6 +703,7 @@ mod tests {
             cluster_revision: None,
             target: TargetConfig::Directory("/nonexistent".into()),
             drift: DriftPolicy::Correct,
+            deferred: None,
         }
     }
 

@@ -1,33 +1,38 @@
 //! Plan: two revisions in, per cluster what changes and why.
 //!
 //! ```text
-//!   base (Model, Tree) ─┐   fingerprint equal? ── yes ──> unchanged (nothing rendered)
-//!   head (Model, Tree) ─┴──────────────────────── no ───> render both ──> classify ──> object diffs
+//!   base (Model, Tree) ─┐   changed paths (a diff of the two trees)
+//!   head (Model, Tree) ─┴─> reach a cluster? ── no ──> unchanged (nothing rendered)
+//!                           (its file's settings,  └─ yes ─> render both ──> classify ──> object diffs
+//!                            the version it runs, what that version reads)     (in parallel)
 //! ```
 //!
 //! Classification follows the three ways a fleet changes (DESIGN §1): a new profile version
 //! (upgrade / rollback), an in-place edit of the version a cluster runs, a cluster override —
 //! plus new and removed clusters. A cluster with `updates: manual` shows an in-place edit as a
-//! pending update. Clusters whose inputs did not change are settled by fingerprint, so a plan
-//! that touches one profile version renders only the clusters on it.
+//! pending update. Which clusters a change can reach is worked out before rendering, from the
+//! paths it changed and what each profile version reads ([`render::reads`]): a plan that edits
+//! one profile version renders only the clusters on it, so its cost follows the change.
 //!
 //! Object diffs are of the redacted copies ([`crate::redact`]): a plan — and so a pull-request
 //! comment, a stored pending update — shows that a Secret's key changed, never its value.
 
 pub mod format;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
+use std::sync::Mutex;
 
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::diag::Diagnostics;
-use crate::model::{Cluster, Model, UpdatePolicy};
+use crate::model::{Cluster, Model, Profile, UpdatePolicy};
 use crate::redact::Redactor;
 use crate::render::object::ObjectId;
 use crate::render::tools::Tools;
 use crate::render::{self, DesiredSet, Object, Renderer};
-use crate::source::Tree;
+use crate::source::{Changes, Tree};
 use crate::yaml;
 
 /// Why a cluster's desired set changes.
@@ -197,23 +202,27 @@ pub struct Side<'a> {
     pub model: &'a Model,
 }
 
-/// Plans every cluster from `base` (absent: an empty repository) to `head`; diffs show sensitive
-/// values as `redactor`'s markers.
-pub fn plan(base: Option<Side>, head: Side, tools: &dyn Tools, redactor: &Redactor) -> Result<Plan, Diagnostics> {
+/// Plans every cluster from `base` (absent: an empty repository) to `head`. `changes` are the
+/// paths the two differ in (`None`: take every path as changed); only clusters they can reach
+/// are rendered, both sides, on every core. Diffs show sensitive values as `redactor`'s markers.
+pub fn plan(
+    base: Option<Side>,
+    head: Side,
+    changes: Option<&Changes>,
+    tools: &dyn Tools,
+    redactor: &Redactor,
+) -> Result<Plan, Diagnostics> {
     let empty = Model::default();
     let base_model = base.as_ref().map(|b| b.model).unwrap_or(&empty);
     let base_renderer = base.as_ref().map(|b| Renderer::new(b.tree, b.model, tools));
     let head_renderer = Renderer::new(head.tree, head.model, tools);
-    let mut base_fps = BTreeMap::new();
-    let mut head_fps = BTreeMap::new();
+    let edits = base.as_ref().map(|b| Edits::new(changes, b.tree, head.tree));
 
     let names: BTreeSet<&String> = base_model.clusters.keys().chain(head.model.clusters.keys()).collect();
-    let mut clusters = Vec::with_capacity(names.len());
-    let mut diags = Diagnostics::new();
-    for name in names {
-        let before = base_model.clusters.get(name);
-        let after = head.model.clusters.get(name);
-        let result = match (before, after) {
+    let names: Vec<&String> = names.into_iter().collect();
+    let results: Vec<Result<ClusterPlan, Diagnostics>> = names
+        .par_iter()
+        .map(|name| match (base_model.clusters.get(*name), head.model.clusters.get(*name)) {
             (None, Some(after)) => {
                 head_renderer.render(after).map(|set| one_sided(after, set, head.model, ChangeKind::NewCluster))
             }
@@ -222,16 +231,18 @@ pub fn plan(base: Option<Side>, head: Side, tools: &dyn Tools, redactor: &Redact
                 .expect("a base cluster implies a base")
                 .render(before)
                 .map(|set| one_sided(before, set, base_model, ChangeKind::RemovedCluster)),
-            (Some(before), Some(after)) => {
-                let base = base.as_ref().expect("a base cluster implies a base");
-                compare(
-                    (before, base.tree, base_renderer.as_ref().expect("base"), &mut base_fps),
-                    (after, head.tree, &head_renderer, &mut head_fps),
-                    redactor,
-                )
-            }
+            (Some(before), Some(after)) => compare(
+                (before, base_renderer.as_ref().expect("a base cluster implies a base")),
+                (after, &head_renderer),
+                edits.as_ref().expect("a base cluster implies a base"),
+                redactor,
+            ),
             (None, None) => unreachable!("name came from one of the two"),
-        };
+        })
+        .collect();
+    let mut clusters = Vec::with_capacity(names.len());
+    let mut diags = Diagnostics::new();
+    for result in results {
         match result {
             Ok(plan) => clusters.push(plan),
             Err(d) => diags.extend(d),
@@ -277,15 +288,51 @@ fn update_available(model: &Model, cluster: &Cluster) -> Option<String> {
     model.resolve(cluster).ok()?.update_available.map(|v| v.to_string())
 }
 
-/// One side of a per-cluster comparison: the cluster, and the tree, renderer and fingerprint cache
-/// of the revision its profiles come from (the daemon compares against what each cluster runs).
-pub type SideOf<'r, 'a> = (&'r Cluster, &'r dyn Tree, &'r Renderer<'a>, &'r mut BTreeMap<String, String>);
+/// Which profile versions a change edited in place, from the paths it changed and what each
+/// version's rendering reads — worked out before anything renders, once per version.
+pub struct Edits<'a> {
+    /// `None`: every path counts as changed.
+    changes: Option<&'a Changes>,
+    base: &'a dyn Tree,
+    head: &'a dyn Tree,
+    known: Mutex<HashMap<String, bool>>,
+}
 
-/// Plans one cluster from `base` to `head`; clusters whose inputs did not change are settled by
-/// fingerprint without rendering.
-pub fn compare(base: SideOf, head: SideOf, redactor: &Redactor) -> Result<ClusterPlan, Diagnostics> {
-    let (before, base_tree, base_renderer, base_fps) = base;
-    let (after, head_tree, head_renderer, head_fps) = head;
+impl<'a> Edits<'a> {
+    /// `changes` between the trees `base` and `head` (`None` when unknown).
+    pub fn new(changes: Option<&'a Changes>, base: &'a dyn Tree, head: &'a dyn Tree) -> Self {
+        Edits { changes, base, head, known: Mutex::default() }
+    }
+
+    /// Whether the change can have edited this profile version (`base` and `head` are the same
+    /// version on the two sides): a changed path is among what either side reads.
+    pub fn edited(&self, base: &Profile, head: &Profile) -> bool {
+        let Some(changes) = self.changes else { return true };
+        if changes.is_empty() {
+            return false;
+        }
+        let known = |known: &Mutex<HashMap<String, bool>>| {
+            known.lock().unwrap_or_else(|p| p.into_inner()).get(&head.id()).copied()
+        };
+        if let Some(edited) = known(&self.known) {
+            return edited;
+        }
+        let edited =
+            render::reads(self.base, base).touched_by(changes) || render::reads(self.head, head).touched_by(changes);
+        self.known.lock().unwrap_or_else(|p| p.into_inner()).insert(head.id(), edited);
+        edited
+    }
+}
+
+/// One side of a per-cluster comparison: the cluster, and the renderer of the revision its
+/// profiles come from (the daemon compares against what each cluster runs).
+pub type SideOf<'r, 'a> = (&'r Cluster, &'r Renderer<'a>);
+
+/// Plans one cluster from `base` to `head`; a cluster the change cannot reach (same settings, same
+/// profile version, not edited) is settled without rendering.
+pub fn compare(base: SideOf, head: SideOf, edits: &Edits, redactor: &Redactor) -> Result<ClusterPlan, Diagnostics> {
+    let (before, base_renderer) = base;
+    let (after, head_renderer) = head;
     let base_model = base_renderer.model();
     let head_model = head_renderer.model();
     let from = base_model.resolve(before).map_err(Diagnostics::from)?.profile;
@@ -305,9 +352,9 @@ pub fn compare(base: SideOf, head: SideOf, redactor: &Redactor) -> Result<Cluste
         objects: Vec::new(),
     };
 
-    let base_fp = render::fingerprint(base_tree, base_model, before, base_fps)?;
-    let head_fp = render::fingerprint(head_tree, head_model, after, head_fps)?;
-    if base_fp == head_fp {
+    let same_version = from.id() == to.id();
+    let edited = same_version && edits.edited(from, to);
+    if same_version && !edited && render::same_inputs(before, after) {
         return Ok(plan);
     }
     let old = base_renderer.render(before)?;
@@ -326,7 +373,7 @@ pub fn compare(base: SideOf, head: SideOf, redactor: &Redactor) -> Result<Cluste
         plan.reasons.push(ChangeKind::Rollback);
     } else {
         // Same profile version: was the version itself edited, or the cluster's settings?
-        if base_fps.get(&from.id()) != head_fps.get(&to.id()) {
+        if edited {
             plan.reasons.push(ChangeKind::InPlaceEdit);
         }
         if before.overrides != after.overrides || before.tags != after.tags || plan.reasons.is_empty() {

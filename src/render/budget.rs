@@ -20,6 +20,9 @@ pub const LAYER_BYTES: u64 = 32 * 1024 * 1024;
 pub const CLUSTER_BYTES: u64 = 64 * 1024 * 1024;
 /// Rendered bytes the renderer keeps to share between clusters.
 pub const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// Bytes of distinct document text whose parses the renderer keeps to share between clusters
+/// (the parsed values take several times that).
+pub const PARSED_BYTES: u64 = 16 * 1024 * 1024;
 
 /// `32 MiB` for people.
 pub fn mib(bytes: u64) -> String {

@@ -204,9 +204,26 @@ pub fn is_remote(value: &str) -> bool {
 /// Checks the kustomization in `dir` (a path in the tree) and everything it pulls in.
 /// `object` names the layer for diagnostics.
 pub fn check(tree: &dyn Tree, dir: &str, object: &str) -> Result<(), Diagnostics> {
-    let mut checker = Checker { tree, object, diags: Diagnostics::new(), seen: HashSet::new() };
+    let checker = checked(tree, dir, object);
+    checker.diags.into_result(())
+}
+
+/// Every path kustomize reads building `dir`: the directories of the kustomizations it reaches
+/// and each file they name, as real paths. `None` when one of them is reached through a symlink
+/// (where it leads may change with the link) or the kustomization does not check.
+pub fn reached(tree: &dyn Tree, dir: &str) -> Option<Vec<String>> {
+    let checker = checked(tree, dir, "");
+    (checker.diags.is_empty() && !checker.linked).then_some(checker.reached)
+}
+
+fn checked<'a>(tree: &'a dyn Tree, dir: &str, object: &'a str) -> Checker<'a> {
+    let mut checker =
+        Checker { tree, object, diags: Diagnostics::new(), seen: HashSet::new(), reached: Vec::new(), linked: false };
     match source::resolve(tree, dir) {
-        Ok((real, EntryKind::Dir)) => checker.kustomization(&real),
+        Ok((real, EntryKind::Dir)) => {
+            checker.linked |= source::join("", dir).as_deref() != Some(real.as_str());
+            checker.kustomization(&real)
+        }
         Ok(_) => checker.diags.push(
             Diagnostic::new(Code::Path, format!("`{dir}` is not a directory"))
                 .in_file(dir)
@@ -215,7 +232,7 @@ pub fn check(tree: &dyn Tree, dir: &str, object: &str) -> Result<(), Diagnostics
         ),
         Err(e) => checker.diags.push(read_diag(dir, e).about(object)),
     }
-    checker.diags.into_result(())
+    checker
 }
 
 struct Checker<'a> {
@@ -225,6 +242,10 @@ struct Checker<'a> {
     /// Kustomization directories checked already (real paths): bases shared by several overlays
     /// are checked once, and a cycle ends.
     seen: HashSet<String>,
+    /// Real paths of what kustomize reads: kustomization directories and the files they name.
+    reached: Vec<String>,
+    /// Whether something was reached through a symlink.
+    linked: bool,
 }
 
 /// Where a finding is: the kustomization file, the line, and the field.
@@ -250,6 +271,7 @@ impl Checker<'_> {
         if !self.seen.insert(dir.to_string()) {
             return;
         }
+        self.reached.push(dir.to_string());
         let present: Vec<String> = FILE_NAMES
             .iter()
             .map(|name| source::join(dir, name).unwrap_or_default())
@@ -507,6 +529,8 @@ impl Checker<'_> {
         let joined = if dir.is_empty() { value.to_string() } else { format!("{dir}/{value}") };
         match source::resolve(self.tree, &joined) {
             Ok((real, kind)) => {
+                self.linked |= source::join("", &joined).as_deref() != Some(real.as_str());
+                self.reached.push(real.clone());
                 if want == Want::File && kind != EntryKind::File {
                     self.push(
                         at,

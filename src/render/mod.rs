@@ -7,21 +7,24 @@
 //! ```
 //!
 //! Rendering is a pure function of the snapshot and the model; the only IO is the external tools
-//! of kustomize and helm layers, behind [`Tools`]. What many clusters share (a layer rendered
-//! with the same values) is rendered once per [`Renderer`] and reused, which is what keeps
-//! rendering a fleet fast.
+//! of kustomize and helm layers, behind [`Tools`]. What many clusters share is done once per
+//! [`Renderer`] and reused: a layer rendered with the same values, and — since clusters that
+//! override values still render most documents to the same text — each distinct document's parse
+//! ([`parsed`]). A renderer is shared by threads, so a fleet renders on every core.
 
 pub mod budget;
 pub mod kustomization;
 pub mod names;
 pub mod object;
+pub mod packed;
+pub mod parsed;
+pub mod reads;
 pub mod sandbox;
 pub mod template;
 pub mod tools;
 
-use std::cell::{OnceCell, RefCell};
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::rc::Rc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -30,9 +33,13 @@ use sha2::{Digest as _, Sha256};
 use crate::diag::{Code, Diagnostic, Diagnostics};
 use crate::model::{Cluster, FieldRule, Layer, LayerKind, Model, Profile};
 use crate::repo::read_diag;
-use crate::source::{self, Tree};
+use crate::source::Tree;
 use crate::yaml;
+pub use packed::PackedSet;
+pub use reads::{Reads, reads};
+
 use object::{ObjectId, Stamp};
+use parsed::ParseCache;
 use template::LayerTemplates;
 use tools::{HelmRequest, ToolError, Tools, Workspace};
 
@@ -92,32 +99,10 @@ impl Object {
     }
 }
 
-/// A desired set kept for later, at a fraction of the memory of the parsed one: a daemon holds
-/// one per cluster for as long as it runs, and uses it only to apply and to check drift.
-#[derive(Debug, Clone)]
-pub struct PackedSet {
-    pub cluster: String,
-    pub profile: String,
-    pub version: String,
-    pub digest: String,
-    json: Vec<u8>,
-}
-
-impl PackedSet {
-    pub fn unpack(&self) -> DesiredSet {
-        serde_json::from_slice(&self.json).expect("a packed set unpacks")
-    }
-}
-
 impl DesiredSet {
+    /// The set as a daemon keeps it between uses ([`packed`]).
     pub fn pack(&self) -> PackedSet {
-        PackedSet {
-            cluster: self.cluster.clone(),
-            profile: self.profile.clone(),
-            version: self.version.clone(),
-            digest: self.digest.clone(),
-            json: serde_json::to_vec(self).expect("desired sets serialise"),
-        }
+        PackedSet::pack(self)
     }
 
     /// Every object with its layer, Namespaces and CRDs of all layers first (they must exist
@@ -147,15 +132,19 @@ impl DesiredSet {
     }
 }
 
-/// A document a layer produced, before it is checked and stamped.
+/// A document a layer produced, before it is checked and stamped: shared by every cluster
+/// whose layer rendered the same text.
 #[derive(Debug)]
 struct Doc {
-    file: String,
+    file: Arc<str>,
     line: usize,
-    value: Value,
+    value: Arc<Value>,
 }
 
-type Shared<T> = Rc<Result<T, Diagnostics>>;
+type Shared<T> = Arc<Result<T, Diagnostics>>;
+
+/// A value computed once by whichever thread asks first; the others wait for it.
+type Once<T> = Arc<OnceLock<Shared<T>>>;
 
 /// What a layer rendered to for one set of inputs: its documents and how many bytes of text they
 /// came from (what the budgets count).
@@ -165,16 +154,33 @@ struct Rendered {
     bytes: u64,
 }
 
-/// Renders clusters of one snapshot, sharing work between them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Render,
+    Check,
+}
+
+enum Assembled {
+    Set(DesiredSet),
+    Count(usize),
+}
+
+/// Renders clusters of one snapshot, sharing work between them — from any number of threads.
 pub struct Renderer<'a> {
     tree: &'a dyn Tree,
     model: &'a Model,
     tools: &'a dyn Tools,
-    templates: RefCell<HashMap<String, Shared<LayerTemplates>>>,
-    outputs: RefCell<HashMap<String, Shared<Rendered>>>,
-    /// Rendered bytes held in `outputs`.
-    cached_bytes: std::cell::Cell<u64>,
-    scratch: OnceCell<tempfile::TempDir>,
+    templates: Mutex<HashMap<String, Once<LayerTemplates>>>,
+    outputs: Mutex<Outputs>,
+    parsed: ParseCache,
+    scratch: Mutex<Option<tempfile::TempDir>>,
+}
+
+#[derive(Default)]
+struct Outputs {
+    layers: HashMap<String, Once<Rendered>>,
+    /// Rendered bytes held in `layers`.
+    bytes: u64,
 }
 
 /// Renders shared across clusters are kept up to this many (and up to [`budget::CACHE_BYTES`]);
@@ -188,10 +194,10 @@ impl<'a> Renderer<'a> {
             tree,
             model,
             tools,
-            templates: RefCell::default(),
-            outputs: RefCell::default(),
-            cached_bytes: std::cell::Cell::new(0),
-            scratch: OnceCell::new(),
+            templates: Mutex::default(),
+            outputs: Mutex::default(),
+            parsed: ParseCache::new(budget::PARSED_BYTES),
+            scratch: Mutex::default(),
         }
     }
 
@@ -199,8 +205,29 @@ impl<'a> Renderer<'a> {
         self.model
     }
 
+    pub fn tree(&self) -> &'a dyn Tree {
+        self.tree
+    }
+
     /// Renders one cluster. Every problem in every layer is reported.
     pub fn render(&self, cluster: &Cluster) -> Result<DesiredSet, Diagnostics> {
+        self.assemble(cluster, Mode::Render).map(|assembled| match assembled {
+            Assembled::Set(set) => set,
+            Assembled::Count(_) => unreachable!("rendering assembles a set"),
+        })
+    }
+
+    /// Everything [`Renderer::render`] does but assemble the stamped objects and their digests:
+    /// every problem render would report, or how many objects the cluster's set has. What
+    /// `strata validate` needs, for a fraction of the work.
+    pub fn check(&self, cluster: &Cluster) -> Result<usize, Diagnostics> {
+        self.assemble(cluster, Mode::Check).map(|assembled| match assembled {
+            Assembled::Count(count) => count,
+            Assembled::Set(set) => set.object_count(),
+        })
+    }
+
+    fn assemble(&self, cluster: &Cluster, mode: Mode) -> Result<Assembled, Diagnostics> {
         let profile = self.model.resolve(cluster).map_err(Diagnostics::from)?.profile;
         let mut diags = Diagnostics::new();
         let mut produced: Vec<(&Layer, Shared<Rendered>)> = Vec::new();
@@ -246,50 +273,64 @@ impl<'a> Renderer<'a> {
             .collect();
 
         let version = profile.version.to_string();
-        let mut seen: HashMap<ObjectId, (String, String, usize)> = HashMap::new();
+        let mut seen: HashMap<ObjectId, (&str, &str, usize)> = HashMap::new();
         let mut layers = Vec::with_capacity(produced.len());
+        let mut count = 0;
         for (layer, docs) in &produced {
             let object_name = format!("profile {} layer {}", profile.id(), layer.name);
             let stamp = Stamp { cluster: &cluster.name, profile: &profile.name, version: &version, layer: &layer.name };
             let mut objects = Vec::new();
             for doc in &docs.as_ref().as_ref().expect("checked").docs {
-                match to_object(doc, layer, &cluster_scoped, &stamp) {
-                    Ok(mut object) => {
-                        let paths = |own: &[FieldRule], cluster: &[FieldRule]| -> Vec<String> {
-                            own.iter()
-                                .chain(cluster)
-                                .filter(|r| r.matches(&layer.name, &object.id.kind, &object.id.name))
-                                .map(|r| r.path.clone())
-                                .collect()
-                        };
-                        object.ignore = paths(&layer.ignore, &cluster.ignore);
-                        object.sensitive = paths(&layer.sensitive, &cluster.sensitive);
-                        if let Some((other_layer, file, line)) = seen.get(&object.id) {
-                            let place = if *line > 0 { format!("{file}:{line}") } else { file.clone() };
-                            diags.push(
-                                Diagnostic::new(
-                                    Code::Collision,
-                                    format!("{} is also rendered by layer `{other_layer}` ({place})", object.id),
-                                )
-                                .in_file(&object.file)
-                                .at_line(object.line)
-                                .about(&object_name)
-                                .help("each object belongs to exactly one layer: remove one of the two, or rename it"),
-                            );
-                            continue;
-                        }
-                        seen.insert(object.id.clone(), (layer.name.clone(), object.file.clone(), object.line));
-                        objects.push(object);
+                let identity = match identify(doc, layer, &cluster_scoped) {
+                    Ok(identity) => identity,
+                    Err(d) => {
+                        diags.push(d.about(&object_name));
+                        continue;
                     }
-                    Err(d) => diags.push(d.about(&object_name)),
+                };
+                if let Some((other_layer, file, line)) = seen.get(&identity.id) {
+                    let place = if *line > 0 { format!("{file}:{line}") } else { file.to_string() };
+                    diags.push(
+                        Diagnostic::new(
+                            Code::Collision,
+                            format!("{} is also rendered by layer `{other_layer}` ({place})", identity.id),
+                        )
+                        .in_file(&*doc.file)
+                        .at_line(doc.line)
+                        .about(&object_name)
+                        .help("each object belongs to exactly one layer: remove one of the two, or rename it"),
+                    );
+                    continue;
                 }
+                count += 1;
+                if mode == Mode::Check {
+                    seen.insert(identity.id, (&layer.name, &doc.file, doc.line));
+                    continue;
+                }
+                seen.insert(identity.id.clone(), (&layer.name, &doc.file, doc.line));
+                let mut object = to_object(doc, identity, &stamp);
+                let paths = |own: &[FieldRule], cluster: &[FieldRule]| -> Vec<String> {
+                    own.iter()
+                        .chain(cluster)
+                        .filter(|r| r.matches(&layer.name, &object.id.kind, &object.id.name))
+                        .map(|r| r.path.clone())
+                        .collect()
+                };
+                object.ignore = paths(&layer.ignore, &cluster.ignore);
+                object.sensitive = paths(&layer.sensitive, &cluster.sensitive);
+                objects.push(object);
             }
-            objects.sort_by(|a, b| object::apply_order(&a.id, &b.id));
-            let digest = layer_digest(&layer.name, &objects);
-            layers.push(LayerSet { name: layer.name.clone(), kind: layer.kind, objects, digest });
+            if mode == Mode::Render {
+                objects.sort_by(|a, b| object::apply_order(&a.id, &b.id));
+                let digest = layer_digest(&layer.name, &objects);
+                layers.push(LayerSet { name: layer.name.clone(), kind: layer.kind, objects, digest });
+            }
         }
         if !diags.is_empty() {
             return Err(diags.sorted());
+        }
+        if mode == Mode::Check {
+            return Ok(Assembled::Count(count));
         }
         let mut hasher = Sha256::new();
         for layer in &layers {
@@ -297,13 +338,13 @@ impl<'a> Renderer<'a> {
             hasher.update([0]);
             hasher.update(layer.digest.as_bytes());
         }
-        Ok(DesiredSet {
+        Ok(Assembled::Set(DesiredSet {
             cluster: cluster.name.clone(),
             profile: profile.name.clone(),
             version,
             layers,
             digest: hex_digest(hasher),
-        })
+        }))
     }
 
     /// The documents a layer renders to for this cluster, shared with every other cluster whose
@@ -320,7 +361,7 @@ impl<'a> Renderer<'a> {
         };
         let uses_cluster = match templates.as_deref() {
             Some(Ok(t)) => t.variables.contains("cluster"),
-            Some(Err(e)) => return Rc::new(Err(e.clone())),
+            Some(Err(e)) => return Arc::new(Err(e.clone())),
             None => false,
         };
         let values_json = serde_json::to_string(&values).expect("values serialise");
@@ -331,34 +372,45 @@ impl<'a> Renderer<'a> {
             values_json,
             if uses_cluster { cluster.name.as_str() } else { "" }
         );
-        if let Some(hit) = self.outputs.borrow().get(&key) {
-            return hit.clone();
-        }
-        let docs = match templates.as_deref() {
-            Some(Ok(templates)) => self.render_templates(templates, cluster, profile, layer, values, &object_name),
-            _ => self.render_tool(layer, values, &object_name),
+        let cell = {
+            let mut outputs = lock(&self.outputs);
+            if let Some(hit) = outputs.layers.get(&key) {
+                hit.clone()
+            } else {
+                if outputs.layers.len() >= MAX_CACHED_OUTPUTS || outputs.bytes > budget::CACHE_BYTES {
+                    outputs.layers.clear();
+                    outputs.bytes = 0;
+                }
+                outputs.layers.entry(key.clone()).or_default().clone()
+            }
         };
-        let docs = Rc::new(docs);
-        let bytes = docs.as_ref().as_ref().map(|r| r.bytes).unwrap_or(0);
-        let mut outputs = self.outputs.borrow_mut();
-        if outputs.len() >= MAX_CACHED_OUTPUTS || self.cached_bytes.get() + bytes > budget::CACHE_BYTES {
-            outputs.clear();
-            self.cached_bytes.set(0);
-        }
-        if bytes <= budget::CACHE_BYTES {
-            self.cached_bytes.set(self.cached_bytes.get() + bytes);
-            outputs.insert(key, docs.clone());
+        let mut rendered_here = false;
+        let docs = cell
+            .get_or_init(|| {
+                rendered_here = true;
+                Arc::new(match templates.as_deref() {
+                    Some(Ok(templates)) => {
+                        self.render_templates(templates, cluster, profile, layer, values, &object_name)
+                    }
+                    _ => self.render_tool(layer, values, &object_name),
+                })
+            })
+            .clone();
+        if rendered_here {
+            let bytes = docs.as_ref().as_ref().map(|r| r.bytes).unwrap_or(0);
+            let mut outputs = lock(&self.outputs);
+            if bytes > budget::CACHE_BYTES {
+                outputs.layers.remove(&key);
+            } else {
+                outputs.bytes += bytes;
+            }
         }
         docs
     }
 
     fn templates(&self, layer: &Layer, object_name: &str) -> Shared<LayerTemplates> {
-        if let Some(hit) = self.templates.borrow().get(&layer.source) {
-            return hit.clone();
-        }
-        let compiled = Rc::new(template::compile(self.tree, &layer.source, object_name));
-        self.templates.borrow_mut().insert(layer.source.clone(), compiled.clone());
-        compiled
+        let cell = lock(&self.templates).entry(layer.source.clone()).or_default().clone();
+        cell.get_or_init(|| Arc::new(template::compile(self.tree, &layer.source, object_name))).clone()
     }
 
     fn render_templates(
@@ -382,7 +434,7 @@ impl<'a> Renderer<'a> {
         let mut bytes = 0;
         for (file, text) in outputs {
             bytes += text.len() as u64;
-            match parse_stream(&file, &text) {
+            match self.parse_stream(&file, &text) {
                 Ok(mut more) => docs.append(&mut more),
                 Err(d) => diags
                     .push(d.about(object_name).help("the file is templated first: check what the template produces")),
@@ -424,6 +476,7 @@ impl<'a> Renderer<'a> {
             Diagnostics::from(Diagnostic::new(Code::Tool, format!("cannot {what}: {e}")).about(object_name))
         };
         let scratch = self.scratch().map_err(|e| setup("create a scratch directory", &e))?;
+        let scratch = scratch.as_path();
         let checkout = self
             .tree
             .local_root(scratch)
@@ -451,53 +504,51 @@ impl<'a> Renderer<'a> {
             }
             LayerKind::Manifests => unreachable!("manifests layers are templated"),
         };
-        let docs = parse_stream(&layer.source, &text).map_err(|d| {
+        let docs = self.parse_stream(&layer.source, &text).map_err(|d| {
             Diagnostics::from(d.about(object_name).help(format!("the {} output does not parse", layer.kind)))
         })?;
         Ok(Rendered { docs, bytes: text.len() as u64 })
     }
 
-    fn scratch(&self) -> std::io::Result<&std::path::Path> {
-        if self.scratch.get().is_none() {
-            let dir = tempfile::Builder::new().prefix("strata-render-").tempdir()?;
-            let _ = self.scratch.set(dir);
+    fn scratch(&self) -> std::io::Result<std::path::PathBuf> {
+        let mut scratch = lock(&self.scratch);
+        if scratch.is_none() {
+            *scratch = Some(tempfile::Builder::new().prefix("strata-render-").tempdir()?);
         }
-        Ok(self.scratch.get().expect("set above").path())
+        Ok(scratch.as_ref().expect("set above").path().to_path_buf())
+    }
+
+    /// Parses a rendered stream into documents, flattening `kind: List`; a document another
+    /// render already produced is not parsed again.
+    fn parse_stream(&self, file: &str, text: &str) -> Result<Vec<Doc>, Diagnostic> {
+        let docs = self
+            .parsed
+            .parse(text)
+            .map_err(|e| Diagnostic::new(Code::Yaml, e.message).in_file(file).at_line(e.line))?;
+        let file: Arc<str> = Arc::from(file);
+        Ok(docs.into_iter().map(|(line, value)| Doc { file: file.clone(), line, value }).collect())
     }
 }
 
-/// Parses a rendered stream into documents, flattening `kind: List`.
-fn parse_stream(file: &str, text: &str) -> Result<Vec<Doc>, Diagnostic> {
-    let docs = yaml::parse_documents(text)
-        .map_err(|e| Diagnostic::new(Code::Yaml, e.message).in_file(file).at_line(e.line))?;
-    let mut out = Vec::with_capacity(docs.len());
-    for doc in docs {
-        match doc.value {
-            Value::Object(ref map)
-                if map.get("kind").and_then(Value::as_str).is_some_and(|k| k == "List" || k.ends_with("List"))
-                    && map.get("items").is_some_and(Value::is_array) =>
-            {
-                let Value::Object(mut map) = doc.value else { unreachable!() };
-                if let Some(Value::Array(items)) = map.remove("items") {
-                    out.extend(items.into_iter().map(|value| Doc { file: file.to_string(), line: doc.line, value }));
-                }
-            }
-            value => out.push(Doc { file: file.to_string(), line: doc.line, value }),
-        }
-    }
-    Ok(out)
+/// A renderer's caches hold only finished entries, so one left by a panicking thread is usable.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Checks a document is an object strata can apply, gives it its namespace, and stamps it.
-fn to_object(
-    doc: &Doc,
-    layer: &Layer,
-    cluster_scoped: &HashSet<(String, String)>,
-    stamp: &Stamp,
-) -> Result<Object, Diagnostic> {
+/// Who a document is, once checked to be an object strata can apply.
+struct Identity {
+    id: ObjectId,
+    /// The namespace it gets when it names none.
+    namespace_given: Option<String>,
+    /// Cluster-scoped: a namespace it names is dropped.
+    scoped: bool,
+}
+
+/// Checks a document is an object strata can apply, and works out its identity and namespace.
+fn identify(doc: &Doc, layer: &Layer, cluster_scoped: &HashSet<(String, String)>) -> Result<Identity, Diagnostic> {
     let bad = |message: &str| {
         Diagnostic::new(Code::Manifest, message.to_string())
-            .in_file(&doc.file)
+            .in_file(&*doc.file)
             .at_line(doc.line)
             .help("every manifest needs apiVersion, kind and metadata.name")
     };
@@ -517,18 +568,15 @@ fn to_object(
     let group = object::group_of(api_version);
     let scoped = object::is_cluster_scoped_builtin(group, kind)
         || cluster_scoped.contains(&(group.to_string(), kind.to_string()));
-    let mut manifest = doc.value.clone();
+    let mut namespace_given = None;
     let namespace = if scoped {
-        if let Some(metadata) = manifest["metadata"].as_object_mut() {
-            metadata.remove("namespace");
-        }
         None
     } else {
         let ns = match doc.value["metadata"]["namespace"].as_str().filter(|s| !s.is_empty()) {
             Some(ns) => ns.to_string(),
             None => {
                 let ns = layer.namespace.clone().unwrap_or_else(|| "default".to_string());
-                manifest["metadata"]["namespace"] = Value::String(ns.clone());
+                namespace_given = Some(ns.clone());
                 ns
             }
         };
@@ -550,7 +598,7 @@ fn to_object(
                 field => format!("{field} {} is invalid: it must be {}", shown(&invalid.value), invalid.rule),
             },
         )
-        .in_file(&doc.file)
+        .in_file(&*doc.file)
         .at_line(doc.line)
         .help(match invalid.field {
             "metadata.namespace" => "use a namespace the API server accepts, or leave it out to get the layer's",
@@ -560,15 +608,28 @@ fn to_object(
             _ => "fix the manifest: the API server refuses this identity, and strata never turns it into a path or URL",
         })
     })?;
+    Ok(Identity { id: ObjectId::new(api_version, kind, namespace.as_deref(), name), namespace_given, scoped })
+}
+
+/// The object a document renders to: its own copy, with its namespace, stamped.
+fn to_object(doc: &Doc, identity: Identity, stamp: &Stamp) -> Object {
+    let mut manifest = Value::clone(&doc.value);
+    if identity.scoped {
+        if let Some(metadata) = manifest["metadata"].as_object_mut() {
+            metadata.remove("namespace");
+        }
+    } else if let Some(ns) = identity.namespace_given {
+        manifest["metadata"]["namespace"] = Value::String(ns);
+    }
     object::stamp(&mut manifest, stamp);
-    Ok(Object {
-        id: ObjectId::new(api_version, kind, namespace.as_deref(), name),
-        file: doc.file.clone(),
+    Object {
+        id: identity.id,
+        file: doc.file.to_string(),
         line: doc.line,
         manifest,
         ignore: Vec::new(),
         sensitive: Vec::new(),
-    })
+    }
 }
 
 /// A value from a manifest as it can safely be shown in a diagnostic: quoted, escaped, and cut
@@ -587,9 +648,24 @@ fn layer_digest(name: &str, objects: &[Object]) -> String {
     hasher.update(name.as_bytes());
     for object in objects {
         hasher.update([0]);
-        hasher.update(serde_json::to_vec(&object.manifest).expect("manifests serialise"));
+        serde_json::to_writer(HashWriter(&mut hasher), &object.manifest).expect("manifests serialise");
     }
     hex_digest(hasher)
+}
+
+/// Feeds what is written to a hasher: a manifest's JSON is hashed as it is written, without
+/// holding it.
+struct HashWriter<'h>(&'h mut Sha256);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 pub(crate) fn hex_digest(hasher: Sha256) -> String {
@@ -603,46 +679,11 @@ pub(crate) fn hex_digest(hasher: Sha256) -> String {
     out
 }
 
-/// A fingerprint of everything that goes into rendering `cluster` at this snapshot: the cluster's
-/// own settings, the profile version's file and the contents of its layers' sources. Equal
-/// fingerprints guarantee equal desired sets, so a plan can skip rendering clusters whose
-/// fingerprint did not change. Layers rendered by external tools may read outside their source
-/// (`../base`), so for those the whole tree counts.
-pub fn fingerprint(
-    tree: &dyn Tree,
-    model: &Model,
-    cluster: &Cluster,
-    cache: &mut BTreeMap<String, String>,
-) -> Result<String, Diagnostics> {
-    let profile = model.resolve(cluster).map_err(Diagnostics::from)?.profile;
-    let profile_fp = match cache.get(&profile.id()) {
-        Some(fp) => fp.clone(),
-        None => {
-            let mut hasher = Sha256::new();
-            let mut paths: Vec<&str> = vec![profile.file.as_str()];
-            for layer in &profile.layers {
-                paths.push(if layer.kind == LayerKind::Manifests { &layer.source } else { "" });
-            }
-            for path in paths {
-                hasher.update(path.as_bytes());
-                hasher.update([0]);
-                source::fingerprint(tree, path, &mut hasher).map_err(|e| Diagnostics::from(read_diag(path, e)))?;
-            }
-            let fp = hex_digest(hasher);
-            cache.insert(profile.id(), fp.clone());
-            fp
-        }
-    };
-    let mut hasher = Sha256::new();
-    let settings = json!({
-        "name": cluster.name,
-        "tags": cluster.tags,
-        "overrides": cluster.overrides,
-        "profile": profile.id(),
-    });
-    hasher.update(serde_json::to_vec(&settings).expect("serialises"));
-    hasher.update(profile_fp.as_bytes());
-    Ok(hex_digest(hasher))
+/// Whether two versions of a cluster file render alike over the same profile version: rendering
+/// reads of a cluster its name, its tags and its overrides (ignore and sensitive rules reach the
+/// objects, not their content or digests).
+pub fn same_inputs(a: &Cluster, b: &Cluster) -> bool {
+    a.name == b.name && a.tags == b.tags && a.overrides == b.overrides
 }
 
 #[cfg(test)]
@@ -798,8 +839,12 @@ mod tests {
 
     #[test]
     fn lists_of_objects_are_flattened() {
-        let docs = parse_stream("f.yaml", "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: a}}\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: b}}\n").unwrap();
-        assert_eq!(docs.len(), 2);
-        assert_eq!(docs[1].value["metadata"]["name"], "b");
+        let (_dir, tree, model) = fleet(&[(
+            "list.yaml",
+            "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: a}}\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: b}}\n",
+        )]);
+        let tools = SystemTools::default();
+        let set = Renderer::new(&tree, &model, &tools).render(&model.clusters["a"]).unwrap();
+        assert_eq!(ids(&set), ["ConfigMap/apps/a", "ConfigMap/apps/b"]);
     }
 }

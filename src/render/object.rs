@@ -198,6 +198,37 @@ pub fn stamp(manifest: &mut Value, stamp: &Stamp) {
     annotations.insert(ANNOTATION_PROFILE_VERSION.into(), stamp.version.into());
 }
 
+/// Takes out the stamps [`stamp`] puts in, when they are exactly those of `stamp`; returns whether
+/// it did. The maps they lived in stay (empty when they held nothing else), so stamping again
+/// gives back the same manifest.
+pub fn unstamp(manifest: &mut Value, stamp: &Stamp) -> bool {
+    let labels = [
+        (LABEL_MANAGED_BY, FIELD_MANAGER),
+        (LABEL_CLUSTER, stamp.cluster),
+        (LABEL_PROFILE, stamp.profile),
+        (LABEL_LAYER, stamp.layer),
+    ];
+    let Some(metadata) = manifest.get_mut("metadata").and_then(Value::as_object_mut) else { return false };
+    let holds = |key: &str, wanted: &[(&str, &str)]| {
+        metadata
+            .get(key)
+            .and_then(Value::as_object)
+            .is_some_and(|map| wanted.iter().all(|(k, v)| map.get(*k).and_then(Value::as_str) == Some(*v)))
+    };
+    if !holds("labels", &labels) || !holds("annotations", &[(ANNOTATION_PROFILE_VERSION, stamp.version)]) {
+        return false;
+    }
+    if let Some(map) = metadata.get_mut("labels").and_then(Value::as_object_mut) {
+        for (key, _) in labels {
+            map.remove(key);
+        }
+    }
+    if let Some(map) = metadata.get_mut("annotations").and_then(Value::as_object_mut) {
+        map.remove(ANNOTATION_PROFILE_VERSION);
+    }
+    true
+}
+
 /// Adds the revision annotation: the one stamp that differs between commits with equal content.
 pub fn stamp_revision(manifest: &mut Value, revision: &str) {
     if let Some(metadata) = manifest.get_mut("metadata").and_then(Value::as_object_mut) {

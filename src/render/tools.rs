@@ -65,7 +65,8 @@ pub struct HelmRequest<'a> {
     pub values_file: &'a Path,
 }
 
-pub trait Tools {
+/// Shared by the threads that render a fleet.
+pub trait Tools: Sync {
     /// The output of `kustomize build <dir>`.
     fn kustomize(&self, workspace: &Workspace, dir: &Path) -> Result<String, ToolError>;
     /// The output of `helm template`.

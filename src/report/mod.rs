@@ -72,14 +72,28 @@ pub fn context(cluster: &str) -> String {
 }
 
 /// Cuts a description to 140 characters (not bytes), ending in `…` when cut.
+///
+/// Diagnostics end in what to do (`…; check repository.ca_file`): when one does not fit, its
+/// beginning (what failed) and its last clause (what to do) are kept, the middle elided, so the
+/// status still names the setting to check.
 pub fn truncate(text: &str) -> String {
     let text = text.lines().next().unwrap_or("").trim();
-    if text.chars().count() <= MAX_DESCRIPTION {
+    let length = text.chars().count();
+    if length <= MAX_DESCRIPTION {
         return text.to_string();
     }
-    let mut out: String = text.chars().take(MAX_DESCRIPTION - 1).collect();
-    out.push('…');
-    out
+    let head = |n: usize| text.chars().take(n).collect::<String>();
+    let advice = text
+        .rsplit_once("; ")
+        .map(|(_, advice)| advice)
+        .filter(|a| (8..=MAX_DESCRIPTION / 2).contains(&a.chars().count()));
+    match advice {
+        Some(advice) => {
+            let kept = MAX_DESCRIPTION - advice.chars().count() - 2;
+            format!("{}…; {advice}", head(kept - 1).trim_end())
+        }
+        None => format!("{}…", head(MAX_DESCRIPTION - 1)),
+    }
 }
 
 impl Status {
@@ -358,6 +372,15 @@ mod tests {
         assert_eq!(cut.chars().count(), 140);
         assert!(cut.ends_with('…'));
         assert_eq!(truncate("first line\nsecond"), "first line");
+        // What to do survives: the beginning and the last clause are kept.
+        let failure = format!(
+            "cluster unreachable: TLS: the certificate of api.prod.example is not trusted: it is for {}; add its CA to certificate-authority-data",
+            "\"CN=x\" ".repeat(30)
+        );
+        let cut = truncate(&failure);
+        assert!(cut.chars().count() <= 140, "{cut}");
+        assert!(cut.starts_with("cluster unreachable: TLS: the certificate of api.prod.example"), "{cut}");
+        assert!(cut.ends_with("…; add its CA to certificate-authority-data"), "{cut}");
     }
 
     #[test]

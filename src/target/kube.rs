@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{APIResource, APIResourceList};
 use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{APIResource, APIResourceList};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GetParams, ListParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::Request;
@@ -468,9 +468,9 @@ impl KindWatch {
         let api = self.api_resource();
         let everywhere = Api::<DynamicObject>::all_with(self.client.clone(), &api);
         if self.follow(everywhere, None).await == Stopped::Forbidden && self.resource.namespaced {
-            let each = namespaces.iter().map(|ns| {
-                self.follow(Api::namespaced_with(self.client.clone(), ns, &api), Some(ns.clone()))
-            });
+            let each = namespaces
+                .iter()
+                .map(|ns| self.follow(Api::namespaced_with(self.client.clone(), ns, &api), Some(ns.clone())));
             futures::future::join_all(each).await;
         }
     }

@@ -159,7 +159,7 @@ impl Drop for Watch {
 
 /// A target chosen at run time from the host config.
 pub enum AnyTarget {
-    Kube(kube::KubeTarget),
+    Kube(Box<kube::KubeTarget>),
     Directory(directory::DirectoryTarget),
 }
 
@@ -225,9 +225,9 @@ pub async fn connect(
     use crate::config::TargetConfig;
     Ok(match config {
         TargetConfig::Kubeconfig { path, context } => {
-            AnyTarget::Kube(kube::KubeTarget::from_kubeconfig(path, context.as_deref(), network).await?)
+            AnyTarget::Kube(Box::new(kube::KubeTarget::from_kubeconfig(path, context.as_deref(), network).await?))
         }
-        TargetConfig::InCluster => AnyTarget::Kube(kube::KubeTarget::in_cluster(network)?),
+        TargetConfig::InCluster => AnyTarget::Kube(Box::new(kube::KubeTarget::in_cluster(network)?)),
         TargetConfig::Directory(path) => AnyTarget::Directory(directory::DirectoryTarget::new(path)),
     })
 }
