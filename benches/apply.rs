@@ -4,7 +4,9 @@
 //!
 //! For each tool: a cold apply into a fresh server (everything created), then an unchanged
 //! re-apply; each is a fresh process, timed end to end (median of the runs), and the server
-//! counts the requests. Run with `cargo bench --bench apply` (`-- --runs N` for more runs).
+//! counts the requests. Run with `cargo bench --bench apply` (`-- --runs N` for more runs,
+//! `-- --latency MS` to delay every answer of the server as a remote one would be,
+//! `-- --strata PATH` to measure another build of strata).
 
 #[path = "../tests/apiserver/mod.rs"]
 mod apiserver;
@@ -99,7 +101,20 @@ fn main() {
         std::thread::sleep(Duration::from_secs(args[i + 2].parse().unwrap()));
         return;
     }
-    let strata = env!("CARGO_BIN_EXE_strata");
+    let latency = Duration::from_millis(
+        args.iter()
+            .position(|a| a == "--latency")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0),
+    );
+    let strata: String = args
+        .iter()
+        .position(|a| a == "--strata")
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_strata").to_string());
+    let strata = strata.as_str();
     let repo = tempfile::tempdir().unwrap();
     generate(repo.path());
 
@@ -116,6 +131,7 @@ fn main() {
         let (mut cold_counts, mut warm_counts) = (None, None);
         for _ in 0..runs {
             let server = ApiServer::start();
+            server.set_latency(latency);
             let dir = tempfile::tempdir().unwrap();
             let kubeconfig = server.kubeconfig(dir.path());
             let config = dir.path().join("strata.yaml");
@@ -146,7 +162,8 @@ fn main() {
         rows.push((tool, median(cold), median(warm), cold_counts.unwrap(), warm_counts.unwrap()));
     }
     println!(
-        "{objects} objects, {runs} runs each, median wall time per process (requests / writes seen by the server)"
+        "{objects} objects, {runs} runs each, {}ms per answer, median wall time per process (requests / writes seen by the server)",
+        latency.as_millis()
     );
     println!(
         "{:<8} {:>12} {:>18} {:>14} {:>18}",

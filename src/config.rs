@@ -235,6 +235,8 @@ struct RawWebhooks {
 #[serde(deny_unknown_fields)]
 struct RawDrift {
     interval: Option<Spanned<String>>,
+    resync: Option<Spanned<String>>,
+    watch: Option<bool>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -465,7 +467,13 @@ pub struct Config {
     /// The token the local API (approve, suspend) requires.
     pub api_token_file: Option<PathBuf>,
     pub webhooks: Webhooks,
+    /// How often every object is checked where nothing watches the target (directories).
     pub drift_interval: Duration,
+    /// Watch Kubernetes targets' objects, so a change is judged when it happens.
+    pub drift_watch: bool,
+    /// How often every object is checked where watches run: a safety net for what a watch
+    /// could miss (a change to a field an event showed as it was, a silent connection).
+    pub drift_resync: Duration,
     /// Delete the objects of a cluster whose file was removed from the repository.
     pub prune_removed_clusters: bool,
     /// How long in-flight applies may run on SIGTERM.
@@ -648,6 +656,7 @@ impl Config {
         );
         let drift_interval =
             duration(&mut diags, &shown, &raw.drift.interval, "drift.interval", Duration::from_secs(300));
+        let drift_resync = duration(&mut diags, &shown, &raw.drift.resync, "drift.resync", Duration::from_secs(3600));
         let shutdown_timeout =
             duration(&mut diags, &shown, &raw.shutdown_timeout, "shutdown_timeout", Duration::from_secs(30));
         let repository = raw.repository.map(|r| {
@@ -993,6 +1002,8 @@ impl Config {
                 gitlab_token_file: raw.webhooks.gitlab_token_file.as_deref().map(resolve),
             },
             drift_interval,
+            drift_watch: raw.drift.watch.unwrap_or(true),
+            drift_resync,
             prune_removed_clusters: raw.prune_removed_clusters,
             shutdown_timeout,
             status,

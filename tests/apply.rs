@@ -474,6 +474,55 @@ mod library {
     }
 
     #[test]
+    fn a_rollout_is_watched_not_polled() {
+        let c = cluster();
+        c.server.set_rollout("web", "api", Rollout::Stuck);
+        let set = desired(&[("web", vec![namespace("web"), deployment("web", "api")])]);
+        let options = Options { health_timeout: std::time::Duration::from_secs(1), ..options() };
+        c.server.clear_requests();
+        let cs = c.reconcile(&set, &options).unwrap();
+        assert_eq!(cs.unhealthy.len(), 1, "{:?}", cs.unhealthy);
+        let reads: Vec<_> = c
+            .server
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == "GET" && r.path.contains("/deployments"))
+            .map(|r| format!("{} {}", r.path, r.query))
+            .collect();
+        // One list of the cluster's Deployments, then one watch: no read every poll interval.
+        assert_eq!(reads.len(), 2, "{reads:#?}");
+        assert!(reads[1].contains("watch=true"), "{reads:#?}");
+    }
+
+    #[test]
+    fn a_cold_apply_into_new_namespaces_reads_back_nothing_it_knows() {
+        let c = cluster();
+        let mut objects = vec![namespace("web"), deployment("web", "api")];
+        objects.extend((0..4).map(|i| configmap("web", &format!("cm{i}"), json!({"i": i.to_string()}))));
+        let set = desired(&[("web", objects)]);
+        c.server.clear_requests();
+        let cs = c.reconcile(&set, &options()).unwrap();
+        assert_eq!(cs.count(Action::Created), 6, "{}", cs.summary());
+        let log = c.server.requests();
+        let discovery = log.iter().filter(|r| r.path == "/api/v1").count();
+        assert_eq!(discovery, 1, "discovery once: nothing made new kinds");
+        // The namespace did not exist: nothing in it is looked up, every object is dry-run
+        // once and written once.
+        let reads: Vec<&str> = log
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.contains("/namespaces/web/"))
+            .map(|r| r.path.as_str())
+            .collect();
+        assert!(reads.is_empty(), "{reads:?}");
+        let in_web: Vec<_> = log.iter().filter(|r| r.path.contains("/namespaces/web/")).collect();
+        assert_eq!(in_web.iter().filter(|r| r.dry_run).count(), 5);
+        assert_eq!(in_web.iter().filter(|r| r.is_write()).count(), 5);
+        // The inventory's namespace is applied once, with the first inventory write only.
+        let inventory_namespace = log.iter().filter(|r| r.path == "/api/v1/namespaces/strata-system").count();
+        assert_eq!(inventory_namespace, 1);
+    }
+
+    #[test]
     fn deleted_objects_are_drift() {
         let c = cluster();
         let set = desired(&[("web", vec![namespace("web"), configmap("web", "a", json!({"k": "v"}))])]);

@@ -34,7 +34,7 @@ use crate::render::object::{
     ANNOTATION_APPLIED, ANNOTATION_REVISION, LABEL_CLUSTER, ObjectId, is_stage_zero, stamp_revision,
 };
 use crate::render::{DesiredSet, LayerSet, Object};
-use crate::target::{Resource, Target, TargetError};
+use crate::target::{Observed, Resource, Target, TargetError};
 use drift::Finding;
 use health::Health;
 use inventory::{Entry, Inventory};
@@ -256,6 +256,8 @@ type Lists = HashMap<(String, String, String), HashMap<String, Value>>;
 struct Prefetched {
     /// Each object is taken out once it is used.
     lists: std::sync::Mutex<Lists>,
+    /// Namespaces this apply has just created: nothing of strata's can be in them yet.
+    fresh: HashSet<String>,
 }
 
 /// A kind with at least this many objects in one namespace is listed rather than fetched per
@@ -292,11 +294,18 @@ impl Prefetched {
             .buffer_unordered(concurrency.max(1))
             .collect()
             .await;
-        Ok(Prefetched { lists: std::sync::Mutex::new(listed.into_iter().collect::<Result<_, _>>()?) })
+        Ok(Prefetched {
+            lists: std::sync::Mutex::new(listed.into_iter().collect::<Result<_, _>>()?),
+            ..Default::default()
+        })
     }
 
-    /// `Some(live)` when the object's group was listed (each object is asked for once).
+    /// `Some(live)` when the object's group was listed (each object is asked for once), or its
+    /// namespace was just created.
     fn live(&self, resource: &Resource, object: &Object) -> Option<Option<Value>> {
+        if object.id.namespace.as_ref().is_some_and(|ns| self.fresh.contains(ns)) {
+            return Some(None);
+        }
         let key = (resource.api_version.clone(), resource.kind.clone(), object.id.namespace.clone()?);
         let mut lists = self.lists.lock().expect("prefetch lock");
         lists.get_mut(&key).map(|by_name| by_name.remove(&object.id.name))
@@ -393,7 +402,7 @@ async fn survey_all<'a, T: Target>(
     concurrency: usize,
 ) -> Result<Vec<Survey<'a>>, TargetError> {
     let (zero, rest): (Vec<_>, Vec<_>) = set.apply_order().into_iter().partition(|(_, o)| is_stage_zero(&o.id));
-    let mut surveys = survey_batch(target, zero, revision, &Pending::default(), concurrency).await?;
+    let mut surveys = survey_batch(target, zero, revision, &Pending::default(), HashSet::new(), concurrency).await?;
     let pending = Pending {
         kinds: surveys
             .iter()
@@ -409,32 +418,70 @@ async fn survey_all<'a, T: Target>(
             .map(|s| s.object.id.name.clone())
             .collect(),
     };
-    surveys.extend(survey_batch(target, rest, revision, &pending, concurrency).await?);
+    surveys.extend(survey_batch(target, rest, revision, &pending, HashSet::new(), concurrency).await?);
     Ok(surveys)
 }
 
+fn api_version_of(object: &Object) -> String {
+    object.manifest["apiVersion"].as_str().unwrap_or_default().to_string()
+}
+
+/// Discovery for each kind of `objects`, each group version asked for once: one kind of each
+/// first, then the others from what that fetched.
+async fn resolve_kinds<'a, T: Target>(
+    target: &T,
+    objects: impl Iterator<Item = &'a Object>,
+    concurrency: usize,
+) -> Result<HashMap<(String, String), Option<Resource>>, TargetError> {
+    let mut first: Vec<(String, String)> = Vec::new();
+    let mut rest: Vec<(String, String)> = Vec::new();
+    for object in objects {
+        let key = (api_version_of(object), object.id.kind.clone());
+        if first.contains(&key) || rest.contains(&key) {
+            continue;
+        }
+        if first.iter().any(|(v, _)| *v == key.0) { rest.push(key) } else { first.push(key) }
+    }
+    let mut resolved = HashMap::new();
+    for batch in [first, rest] {
+        let found: Vec<Result<_, TargetError>> = stream::iter(batch.into_iter().map(|key| async move {
+            let resource = target.resource(&key.0, &key.1).await?;
+            Ok((key, resource))
+        }))
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+        for entry in found {
+            let (key, resource) = entry?;
+            resolved.insert(key, resource);
+        }
+    }
+    Ok(resolved)
+}
+
+/// Surveys `objects`; those in a namespace of `fresh` (created by this apply a moment ago) are
+/// known absent without asking.
 async fn survey_batch<'a, T: Target>(
     target: &T,
     objects: Vec<(&'a LayerSet, &'a Object)>,
     revision: Option<&str>,
     pending: &Pending,
+    fresh: HashSet<String>,
     concurrency: usize,
 ) -> Result<Vec<Survey<'a>>, TargetError> {
-    let resources: Vec<Result<Option<Resource>, TargetError>> = stream::iter(
-        objects.iter().map(|(_, o)| target.resource(o.manifest["apiVersion"].as_str().unwrap_or_default(), &o.id.kind)),
-    )
-    .buffered(concurrency.max(1))
-    .collect()
-    .await;
-    let resources: Vec<Option<Resource>> = resources.into_iter().collect::<Result<_, _>>()?;
+    let kinds = resolve_kinds(target, objects.iter().map(|(_, o)| *o), concurrency).await?;
+    let resources: Vec<Option<Resource>> =
+        objects.iter().map(|(_, o)| kinds.get(&(api_version_of(o), o.id.kind.clone())).cloned().flatten()).collect();
     // Objects in namespaces that stage 0 creates are not looked up now (see survey_one).
     let lookups: Vec<(&Object, Option<&Resource>)> = objects
         .iter()
         .zip(&resources)
-        .filter(|((_, o), _)| !o.id.namespace.as_ref().is_some_and(|ns| pending.namespaces.contains(ns)))
+        .filter(|((_, o), _)| {
+            !o.id.namespace.as_ref().is_some_and(|ns| pending.namespaces.contains(ns) || fresh.contains(ns))
+        })
         .map(|((_, o), r)| (*o, r.as_ref()))
         .collect();
-    let prefetched = Prefetched::fetch(target, &lookups, concurrency).await?;
+    let prefetched = Prefetched { fresh, ..Prefetched::fetch(target, &lookups, concurrency).await? };
     let surveys: Vec<Result<Survey, TargetError>> =
         stream::iter(objects.into_iter().zip(resources).map(|((layer, object), resource)| {
             survey_one(target, layer, object, resource, revision, pending, &prefetched)
@@ -519,12 +566,20 @@ pub async fn reconcile<T: Target>(
     let outcomes = apply_batch(target, &surveys, &zero, options.concurrency).await;
     record(&surveys, &zero, outcomes, &mut results, &mut created, &mut failed_layer);
     if failed_layer.is_none() && surveys.iter().any(|s| s.deferred) {
-        wait_established(target, &surveys, options).await;
-        target.refresh_discovery();
+        // New kinds are served once their CRDs are; nothing else changes what discovery says.
+        if surveys.iter().any(|s| s.object.id.kind == "CustomResourceDefinition" && s.action != Action::Unchanged) {
+            wait_established(target, &surveys, options).await;
+            target.refresh_discovery();
+        }
+        let fresh: HashSet<String> = surveys
+            .iter()
+            .filter(|s| s.object.id.kind == "Namespace" && s.live.is_none() && created.contains(&s.object.id))
+            .map(|s| s.object.id.name.clone())
+            .collect();
         let deferred: Vec<usize> = (0..surveys.len()).filter(|&i| surveys[i].deferred).collect();
         let batch: Vec<(&LayerSet, &Object)> =
             deferred.iter().map(|&i| (surveys[i].layer, surveys[i].object)).collect();
-        match survey_batch(target, batch, revision, &Pending::default(), options.concurrency).await {
+        match survey_batch(target, batch, revision, &Pending::default(), fresh, options.concurrency).await {
             Ok(fresh) => {
                 for (i, survey) in deferred.into_iter().zip(fresh) {
                     surveys[i] = survey;
@@ -574,7 +629,7 @@ pub async fn reconcile<T: Target>(
     }
 
     let unhealthy = if target.reports_health() && failed_layer.is_none() {
-        wait_healthy(target, &surveys, options).await
+        wait_healthy(target, &set.cluster, &surveys, options).await
     } else {
         Vec::new()
     };
@@ -729,43 +784,86 @@ async fn wait_established<T: Target>(target: &T, surveys: &[Survey<'_>], options
     }
 }
 
-/// Polls tracked objects until all are ready, one fails, or the timeout passes. Kinds with
-/// several objects in a namespace are read with one list per poll.
-async fn wait_healthy<T: Target>(target: &T, surveys: &[Survey<'_>], options: &Options) -> Vec<(ObjectId, Health)> {
+/// Watches the tracked objects (workloads, Jobs, CRDs) until all are ready, one fails, or the
+/// timeout passes: one watch per kind, so a rollout that completes is seen when it does, not at
+/// the next poll. Returns those not ready.
+async fn wait_healthy<T: Target>(
+    target: &T,
+    cluster: &str,
+    surveys: &[Survey<'_>],
+    options: &Options,
+) -> Vec<(ObjectId, Health)> {
     let tracked: Vec<(&Object, &Resource)> = surveys
         .iter()
         .filter(|s| health::is_tracked(&s.object.id.group, &s.object.id.kind))
         .filter_map(|s| Some((s.object, s.resource.as_ref()?)))
         .collect();
-    let deadline = Instant::now() + options.health_timeout;
-    loop {
-        let lookups: Vec<(&Object, Option<&Resource>)> = tracked.iter().map(|(o, r)| (*o, Some(*r))).collect();
-        let prefetched = Prefetched::fetch(target, &lookups, options.concurrency).await.unwrap_or_default();
-        let states: Vec<(ObjectId, Health)> = stream::iter(tracked.iter().map(|(object, resource)| {
-            let prefetched = &prefetched;
-            async move {
-                let live = match prefetched.live(resource, object) {
-                    Some(live) => Ok(live),
-                    None => target.get(resource, object.id.namespace.as_deref(), &object.id.name).await,
-                };
-                let health = match live {
-                    Ok(Some(live)) => health::assess(&object.id.group, &object.id.kind, &live),
-                    Ok(None) => Health::Failed("object disappeared".into()),
-                    Err(e) => Health::Progressing(format!("cannot read it: {e}")),
-                };
-                (object.id.clone(), health)
-            }
-        }))
-        .buffered(options.concurrency.max(1))
-        .collect()
-        .await;
-        let not_ready: Vec<(ObjectId, Health)> = states.into_iter().filter(|(_, h)| *h != Health::Ready).collect();
-        let failed = not_ready.iter().any(|(_, h)| matches!(h, Health::Failed(_)));
-        if not_ready.is_empty() || failed || Instant::now() >= deadline {
-            return not_ready;
-        }
-        tokio::time::sleep(options.poll_interval).await;
+    if tracked.is_empty() {
+        return Vec::new();
     }
+    let mut states: HashMap<ObjectId, Health> =
+        tracked.iter().map(|(o, _)| (o.id.clone(), Health::Progressing("not seen yet".into()))).collect();
+    let kinds = watched_kinds(tracked.iter().map(|(o, r)| (*o, *r)));
+    // A failure is final once every kind was listed: the result names every object not ready.
+    let mut unlisted: HashSet<(String, String)> =
+        kinds.iter().map(|(r, _)| (r.group.clone(), r.kind.clone())).collect();
+    let Some(mut watch) = target.watch(cluster, kinds, true) else {
+        return Vec::new();
+    };
+    let not_ready = |states: &HashMap<ObjectId, Health>| -> Vec<(ObjectId, Health)> {
+        let mut out: Vec<_> =
+            states.iter().filter(|(_, h)| **h != Health::Ready).map(|(i, h)| (i.clone(), h.clone())).collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    };
+    let deadline = tokio::time::Instant::now() + options.health_timeout;
+    loop {
+        let event = match tokio::time::timeout_at(deadline, watch.events.recv()).await {
+            Ok(Some(event)) => event,
+            Ok(None) | Err(_) => return not_ready(&states),
+        };
+        match event {
+            Observed::Object { id, live } => {
+                if let Some(state) = states.get_mut(&id) {
+                    *state = match live {
+                        Some(live) => health::assess(&id.group, &id.kind, &live),
+                        None => Health::Failed("object disappeared".into()),
+                    };
+                }
+            }
+            Observed::Listed { group, kind, namespace, present } => {
+                for (id, state) in states.iter_mut() {
+                    let listed_here = namespace.is_none() || id.namespace == namespace;
+                    if id.group == group && id.kind == kind && listed_here && !present.contains(id) {
+                        *state = Health::Failed("object disappeared".into());
+                    }
+                }
+                unlisted.remove(&(group, kind));
+            }
+        }
+        let failed = unlisted.is_empty() && states.values().any(|h| matches!(h, Health::Failed(_)));
+        if failed || states.values().all(|h| *h == Health::Ready) {
+            return not_ready(&states);
+        }
+    }
+}
+
+/// The kinds of `objects` with the namespaces they are in: what a watch of them covers.
+pub fn watched_kinds<'a>(
+    objects: impl Iterator<Item = (&'a Object, &'a Resource)>,
+) -> Vec<(Resource, BTreeSet<String>)> {
+    let mut kinds: Vec<(Resource, BTreeSet<String>)> = Vec::new();
+    for (object, resource) in objects {
+        let at = match kinds.iter().position(|(r, _)| r == resource) {
+            Some(at) => at,
+            None => {
+                kinds.push((resource.clone(), BTreeSet::new()));
+                kinds.len() - 1
+            }
+        };
+        kinds[at].1.extend(object.id.namespace.clone());
+    }
+    kinds
 }
 
 /// Drift of every object in `set` (what strata last applied): fields changed by someone else,
@@ -795,6 +893,41 @@ pub async fn detect_drift<T: Target>(
         }));
     }
     Ok(findings)
+}
+
+/// Drift of the objects of `set` named in `ids`, judged as [`detect_drift`] judges them (read
+/// live, server-side dry-run): for what a watch saw change.
+pub async fn detect_drift_among<T: Target>(
+    target: &T,
+    set: &DesiredSet,
+    ids: &BTreeSet<ObjectId>,
+    options: &Options,
+) -> Result<Vec<Finding>, TargetError> {
+    let layers = set
+        .layers
+        .iter()
+        .map(|l| LayerSet {
+            name: l.name.clone(),
+            kind: l.kind,
+            objects: l.objects.iter().filter(|o| ids.contains(&o.id)).cloned().collect(),
+            digest: l.digest.clone(),
+        })
+        .filter(|l| !l.objects.is_empty())
+        .collect();
+    let subset = DesiredSet {
+        cluster: set.cluster.clone(),
+        profile: set.profile.clone(),
+        version: set.version.clone(),
+        layers,
+        digest: set.digest.clone(),
+    };
+    detect_drift(target, &subset, options).await
+}
+
+/// Whether `live` (as a watch delivered it) provably still is what strata applied of `object`,
+/// so that it needs no look at all; anything else is for [`detect_drift_among`].
+pub fn provably_unchanged(object: &Object, live: &Value) -> bool {
+    unchanged_without_asking(live, &manifest_for(object, Some(live), None))
 }
 
 /// Live against desired for every object, like `kubectl diff`: (object, layer, live YAML or

@@ -1,16 +1,28 @@
 //! One worker per cluster: applies the desired set it is given, retries with exponential backoff
-//! and jitter when that fails, and checks drift on an interval, acting as the cluster's policy says.
+//! and jitter when that fails, and checks drift, acting as the cluster's policy says.
 //!
 //! ```text
 //!   event loop ──send (never waits)──> Mailbox: the newest desired state replaces a queued one
+//!                                         │
+//!   watches (Kubernetes targets) ──> what changed, deleted, or is missing from a (re)list
 //!                                         │
 //!                                         v
 //!   worker ── apply | drift check, each bounded by apply.timeout and caught if it panics
 //! ```
 //!
+//! Drift on a Kubernetes target is found through watches: one per kind the cluster's set has,
+//! across namespaces (in each of the set's namespaces where the credentials may not watch
+//! across them), filtered by the labels strata puts on its objects. An idle cluster costs
+//! nothing but the open watches. An object a watch shows changed is judged at once, and without
+//! a request when it provably still is what strata applied (its own writes, status updates);
+//! otherwise it is judged as the full check judges it (read live, server-side dry-run, ignore
+//! rules). The full check of every object still runs, every `drift.resync` (1 h) where watches
+//! run and every `drift.interval` (5 min) where none can (directories).
+//!
 //! Workers share nothing but a semaphore bounding how many clusters reconcile at once, so one
 //! failing, slow or unresponsive cluster never delays the others or the event loop.
 
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,12 +36,14 @@ use super::guard::{self, Panic};
 use super::rollouts;
 use super::state::{Health, Sync};
 use super::store::{Applied, DriftRow};
+use crate::apply::drift::Finding;
 use crate::apply::{self, Action, ChangeSet, ReconcileError};
 use crate::config::TargetConfig;
 use crate::model::DriftPolicy;
+use crate::render::object::ObjectId;
 use crate::render::{DesiredSet, PackedSet};
 use crate::report::State;
-use crate::target::{self, AnyTarget, TargetError};
+use crate::target::{self, AnyTarget, Observed, Resource, Target, TargetError, Watch};
 
 /// What a cluster should run.
 #[derive(Clone, Debug)]
@@ -141,6 +155,10 @@ fn jitter(base: Duration) -> Duration {
     base.mul_f64(0.8 + fastrand::f64() * 0.4)
 }
 
+/// How long after a watch's first event the changes are judged together: an edit of several
+/// objects, a relist, an apply's own writes are one check, well within the 2 s it may take.
+const SETTLE: Duration = Duration::from_millis(250);
+
 pub fn backoff(failures: u32) -> Duration {
     let exp = BACKOFF_START.saturating_mul(1u32 << failures.min(16).saturating_sub(1));
     jitter(exp.min(BACKOFF_MAX))
@@ -158,6 +176,29 @@ pub struct Worker {
     next_drift: Instant,
     /// The connected target, its configuration, and the network generation it was made with.
     target: Option<(TargetConfig, u64, AnyTarget)>,
+    /// The cluster's objects watched, where the target can.
+    watching: Option<Watching>,
+    /// What the watches saw since the last judgement, the newest state of each object.
+    observed: HashMap<ObjectId, Option<serde_json::Value>>,
+    /// Kinds (in a namespace, or all) relisted since, with what they hold.
+    listed: Vec<(String, String, Option<String>, HashSet<ObjectId>)>,
+    /// When to judge what was observed.
+    judge_at: Option<Instant>,
+}
+
+/// Running watches, and what they cover: they are remade when that changes.
+struct Watching {
+    target: (TargetConfig, u64),
+    kinds: Vec<(Resource, BTreeSet<String>)>,
+    watch: Watch,
+}
+
+/// The next thing a watch saw; `None` when no watch runs any more.
+async fn next_observed(watching: &mut Option<Watching>) -> Option<Observed> {
+    match watching {
+        Some(w) => w.watch.events.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Worker {
@@ -180,6 +221,10 @@ impl Worker {
             // A first drift check soon after start: the daemon may have been down a while.
             next_drift: Instant::now(),
             target: None,
+            watching: None,
+            observed: HashMap::new(),
+            listed: Vec::new(),
+            judge_at: None,
         };
         // Every line a worker logs names its cluster's shard when replicas share the fleet.
         let span = match worker.shared.config.state_backend {
@@ -194,17 +239,30 @@ impl Worker {
     async fn run(mut self, mailbox: Arc<Mailbox>, mut shutdown: watch::Receiver<bool>) {
         loop {
             let deadline = if self.needs_apply { self.next_attempt } else { self.next_drift };
+            let judge_at = self.judge_at.filter(|_| !self.needs_apply);
             tokio::select! {
                 msg = mailbox.recv() => match msg {
                     Msg::Run(job) => self.take(*job),
                     Msg::Remove { prune } => {
+                        self.watching = None;
                         self.remove(prune).await;
                         break;
                     }
                 },
+                observed = next_observed(&mut self.watching) => match observed {
+                    Some(observed) => self.observe(observed),
+                    None => self.watching = None,
+                },
+                _ = tokio::time::sleep_until(judge_at.unwrap_or(deadline)), if judge_at.is_some() => {
+                    if !self.suspended() {
+                        self.judge_observed().await;
+                    } else {
+                        self.forget_observed();
+                    }
+                }
                 _ = tokio::time::sleep_until(deadline), if self.job.is_some() => {
                     if self.suspended() {
-                        self.next_drift = Instant::now() + self.shared.config.drift_interval;
+                        self.next_drift = Instant::now() + self.drift_every();
                         self.next_attempt = self.next_drift;
                     } else if self.needs_apply {
                         self.apply().await;
@@ -319,6 +377,8 @@ impl Worker {
     /// write); the event loop stops this worker.
     fn fenced(&mut self) {
         info!(cluster = %self.name, "Shard no longer held: leaving the cluster to its new owner.");
+        // What its watches see is the new owner's to judge.
+        self.watching = None;
         self.needs_apply = true;
         self.next_attempt = Instant::now() + self.shared.config.drift_interval;
     }
@@ -398,6 +458,8 @@ impl Worker {
                     None => rollouts::Outcome::Applied,
                 };
                 self.tell_rollout(&job, outcome);
+                self.watch_objects().await;
+                self.next_drift = Instant::now() + jitter(self.drift_every());
             }
         }
     }
@@ -478,15 +540,132 @@ impl Worker {
             self.failures += 1;
             self.next_attempt = Instant::now() + backoff(self.failures);
         }
-        self.next_drift = Instant::now() + jitter(shared.config.drift_interval);
         shared.touch();
         unhealthy
+    }
+
+    /// How often every object is checked: rarely where watches see changes as they happen.
+    fn drift_every(&self) -> Duration {
+        if self.watching.is_some() { self.shared.config.drift_resync } else { self.shared.config.drift_interval }
+    }
+
+    /// Starts watching the cluster's objects where the target can, or keeps the watches that
+    /// already cover the same kinds and namespaces on the same target.
+    async fn watch_objects(&mut self) {
+        if self.job.is_none() || self.target.is_none() || !self.shared.config.drift_watch {
+            return;
+        }
+        let Ok(set) = self.desired().await else { return };
+        let Some((config, generation, target)) = &self.target else { return };
+        let mut resolved = Vec::new();
+        for (_, object) in set.apply_order() {
+            let api_version = object.manifest["apiVersion"].as_str().unwrap_or_default();
+            if let Ok(Some(resource)) = target.resource(api_version, &object.id.kind).await {
+                resolved.push((object, resource));
+            }
+        }
+        let kinds = apply::watched_kinds(resolved.iter().map(|(o, r)| (*o, r)));
+        let on = (config.clone(), *generation);
+        if self.watching.as_ref().is_some_and(|w| w.target == on && w.kinds == kinds) {
+            return;
+        }
+        self.watching =
+            target.watch(&self.name, kinds.clone(), false).map(|watch| Watching { target: on, kinds, watch });
+        if self.watching.is_some() {
+            info!(cluster = %self.name, kinds = self.watching.as_ref().map_or(0, |w| w.kinds.len()), "Watching for drift.");
+        }
+    }
+
+    /// Takes in what a watch saw; it is judged shortly, together with whatever comes with it.
+    fn observe(&mut self, observed: Observed) {
+        match observed {
+            Observed::Object { id, live } => {
+                self.observed.insert(id, live);
+            }
+            Observed::Listed { group, kind, namespace, present } => self.listed.push((group, kind, namespace, present)),
+        }
+        self.judge_at.get_or_insert_with(|| Instant::now() + SETTLE);
+    }
+
+    fn forget_observed(&mut self) {
+        self.observed.clear();
+        self.listed.clear();
+        self.judge_at = None;
+    }
+
+    /// Judges the objects watches saw change: those that provably still are what strata
+    /// applied clear any finding about them, the others are checked against the cluster.
+    async fn judge_observed(&mut self) {
+        let observed = std::mem::take(&mut self.observed);
+        let listed = std::mem::take(&mut self.listed);
+        self.judge_at = None;
+        let Some(job) = self.job.clone() else { return };
+        let Ok(set) = self.desired().await else { return };
+        let objects: HashMap<&ObjectId, &crate::render::Object> =
+            set.layers.iter().flat_map(|l| &l.objects).map(|o| (&o.id, o)).collect();
+        let mut suspects: BTreeSet<ObjectId> = BTreeSet::new();
+        let mut clean: BTreeSet<ObjectId> = BTreeSet::new();
+        for (id, live) in observed {
+            let Some(object) = objects.get(&id) else { continue };
+            match live {
+                Some(live) if apply::provably_unchanged(object, &live) => clean.insert(id),
+                _ => suspects.insert(id),
+            };
+        }
+        for (group, kind, namespace, present) in listed {
+            suspects.extend(
+                objects
+                    .keys()
+                    .filter(|id| id.group == group && id.kind == kind)
+                    .filter(|id| namespace.is_none() || id.namespace == namespace)
+                    .filter(|id| !present.contains(*id))
+                    .map(|id| (*id).clone()),
+            );
+        }
+        clean.retain(|id| !suspects.contains(id));
+        let findings = if suspects.is_empty() {
+            Vec::new()
+        } else {
+            let shared = self.shared.clone();
+            let _permit = shared.permits.acquire().await;
+            let options = shared.config.apply.clone();
+            let checked = self
+                .bounded("drift", async |target| apply::detect_drift_among(target, &set, &suspects, &options).await);
+            match checked.await {
+                Ok(findings) => findings,
+                Err(WorkerError::Fenced) => return self.fenced(),
+                Err(e) => {
+                    warn!(cluster = %self.name, error = %e, "Drift check failed.");
+                    return;
+                }
+            }
+        };
+        let judged: HashSet<String> = suspects.iter().chain(&clean).map(ObjectId::to_string).collect();
+        let Some(before) = self.shared.stored("read drift findings", self.shared.store.drift(&self.name)) else {
+            return;
+        };
+        if findings.is_empty() && !before.iter().any(|row| judged.contains(&row.object)) {
+            return;
+        }
+        // A drifted object changes again (its status, another field): reported once, not at
+        // every event; corrected every time.
+        let known = |f: &Finding| {
+            before.iter().any(|row| {
+                row.object == f.id.to_string()
+                    && row.path == f.path
+                    && row.live == f.live.as_ref().map(|v| v.to_string())
+                    && row.desired == f.desired.as_ref().map(|v| v.to_string())
+            })
+        };
+        let act = job.drift == DriftPolicy::Correct || findings.iter().any(|f| !known(f));
+        let kept: Vec<DriftRow> = before.into_iter().filter(|row| !judged.contains(&row.object)).collect();
+        self.drift_found(&job, kept, findings, act).await;
     }
 
     async fn check_drift(&mut self) {
         let shared = self.shared.clone();
         let permit = shared.permits.acquire().await;
-        self.next_drift = Instant::now() + jitter(shared.config.drift_interval);
+        self.next_drift = Instant::now() + jitter(self.drift_every());
         let job = self.job.clone().expect("a job");
         let options = shared.config.apply.clone();
         let findings = match self.desired().await {
@@ -501,8 +680,18 @@ impl Worker {
                 return;
             }
         };
+        drop(permit);
+        self.watch_objects().await;
+        self.next_drift = Instant::now() + jitter(self.drift_every());
+        self.drift_found(&job, Vec::new(), findings, true).await;
+    }
+
+    /// Records `findings` (with the findings `kept` about objects not judged now) and, when
+    /// `act`, acts on them as the cluster's policy says.
+    async fn drift_found(&mut self, job: &Job, kept: Vec<DriftRow>, findings: Vec<Finding>, act: bool) {
+        let shared = self.shared.clone();
         let now = super::store::now();
-        let rows: Vec<DriftRow> = findings
+        let mut rows: Vec<DriftRow> = findings
             .iter()
             .map(|f| DriftRow {
                 object: f.id.to_string(),
@@ -512,14 +701,15 @@ impl Worker {
                 found_at: now,
             })
             .collect();
+        rows.extend(kept);
         shared.stored("record drift findings", shared.store.set_drift(&self.name, &rows));
         shared.touch();
         shared
             .metrics
             .drifted_objects
             .get_or_create(&super::metrics::ClusterLabel { cluster: self.name.clone() })
-            .set(findings.len() as i64);
-        if findings.is_empty() {
+            .set(rows.len() as i64);
+        if findings.is_empty() || !act {
             return;
         }
         warn!(cluster = %self.name, fields = findings.len(), policy = ?job.drift, "Drift found.");
@@ -545,7 +735,6 @@ impl Worker {
             shared.report(&self.name, rev, State::Failure, &description);
         }
         if job.drift == DriftPolicy::Correct {
-            drop(permit);
             self.apply().await;
         }
     }

@@ -360,7 +360,13 @@ impl hyper::rt::Write for Conn {
 }
 
 impl Connection for Conn {
+    /// HTTP/2 when the server chose it in the TLS handshake (only clients that offer `h2` by
+    /// ALPN can be answered so: the Kubernetes one).
     fn connected(&self) -> Connected {
-        Connected::new().proxy(self.proxied)
+        let connected = Connected::new().proxy(self.proxied);
+        match self.io.inner() {
+            Io::Tls(stream) if stream.get_ref().1.alpn_protocol() == Some(b"h2") => connected.negotiated_h2(),
+            _ => connected,
+        }
     }
 }

@@ -55,6 +55,10 @@ impl Timeouts {
     /// Kubernetes API servers: a whole request is also bounded, per request, by the target.
     pub const KUBE: Timeouts =
         Timeouts { connect: Duration::from_secs(10), read: Duration::from_secs(30), total: None };
+    /// Kubernetes watches: quiet for up to a watch's server-side timeout (bookmarks come about
+    /// once a minute); a dead connection is found by the watch's own idle timeout first.
+    pub const KUBE_WATCH: Timeouts =
+        Timeouts { connect: Duration::from_secs(10), read: Duration::from_secs(15 * 60), total: None };
     pub const DAEMON: Timeouts = Timeouts {
         connect: Duration::from_secs(5),
         read: Duration::from_secs(30),

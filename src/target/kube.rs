@@ -6,29 +6,37 @@
 //! certificate, `tls-server-name` and `insecure-skip-tls-verify` as kubectl reads them; its
 //! `proxy-url`, else the host's proxy (`proxy:` or HTTPS_PROXY/NO_PROXY, as kubectl honours them).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{APIResource, APIResourceList};
-use kube::api::{DeleteParams, GetParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GetParams, ListParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::Request;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Config};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
-use super::{Resource, Target, TargetError};
+use super::{Observed, Resource, Target, TargetError, Watch};
 use crate::apply::inventory::{INVENTORY_KEY, INVENTORY_NAMESPACE, INVENTORY_PREFIX, Inventory};
 use crate::net::proxy::{Router, Source};
 use crate::net::{Network, Settings, Timeouts};
-use crate::render::object::{FIELD_MANAGER, LABEL_CLUSTER, LABEL_MANAGED_BY};
+use crate::render::object::{FIELD_MANAGER, LABEL_CLUSTER, LABEL_MANAGED_BY, ObjectId};
 
 pub struct KubeTarget {
     client: Client,
+    /// The same server, for watches: reads on these connections may wait for minutes.
+    watches: Client,
     /// apiVersion → the resources it serves (subresources left out).
     discovery: Mutex<HashMap<String, Arc<Vec<APIResource>>>>,
+    /// The inventories' namespace is known to exist.
+    inventory_namespace: AtomicBool,
 }
 
 /// The most one request may take in all: a server that answers a byte at a time never trips the
@@ -57,20 +65,47 @@ fn kubeconfig_proxy(kubeconfig: &Kubeconfig, context: Option<&str>) -> Option<St
 }
 
 impl KubeTarget {
+    /// A target for a configured cluster: a kubeconfig file, the service account, or a cluster
+    /// Secret (Kubernetes mode).
+    pub async fn connect(config: &crate::config::TargetConfig, network: &Network) -> Result<Self, TargetError> {
+        let (config, router, settings) = connection(config, network).await?;
+        Self::from_config(config, network, router, settings)
+    }
+
     /// A target from a kubeconfig file and (optionally) one of its contexts.
     pub async fn from_kubeconfig(path: &Path, context: Option<&str>, network: &Network) -> Result<Self, TargetError> {
         let config =
             crate::config::TargetConfig::Kubeconfig { path: path.to_path_buf(), context: context.map(str::to_string) };
-        Ok(Self::from_client(client(&config, network).await?))
+        Self::connect(&config, network).await
     }
 
     /// The cluster strata runs in, through its service account.
     pub fn in_cluster(network: &Network) -> Result<Self, TargetError> {
-        Ok(Self::from_client(in_cluster_client(network)?))
+        let (config, router, settings) = in_cluster_connection(network)?;
+        Self::from_config(config, network, router, settings)
+    }
+
+    /// A target on strata's connector for `config`; see [`client_from_config`].
+    pub fn from_config(
+        config: Config,
+        network: &Network,
+        router: Arc<Router>,
+        settings: Settings,
+    ) -> Result<Self, TargetError> {
+        let mut target =
+            Self::from_client(client_from_config(&config, network, router.clone(), settings.clone(), Timeouts::KUBE)?);
+        // Watches get connections of their own, whose reads may wait as long as a watch is quiet.
+        target.watches = client_from_config(&config, network, router, settings, Timeouts::KUBE_WATCH)?;
+        Ok(target)
     }
 
     pub fn from_client(client: Client) -> Self {
-        KubeTarget { client, discovery: Mutex::new(HashMap::new()) }
+        KubeTarget {
+            watches: client.clone(),
+            client,
+            discovery: Mutex::new(HashMap::new()),
+            inventory_namespace: AtomicBool::new(false),
+        }
     }
 
     /// Requests for a resource (in a namespace, for namespaced ones). Responses are decoded
@@ -89,6 +124,26 @@ impl KubeTarget {
             Ok(request) => bounded(self.client.request::<Value>(request)).await,
             Err(e) => Ok(Err(kube::Error::BuildRequest(e))),
         }
+    }
+
+    /// Server-side apply, with the API server's own error.
+    async fn patch(
+        &self,
+        resource: &Resource,
+        manifest: &Value,
+        dry_run: bool,
+        force: bool,
+    ) -> Result<Result<Value, kube::Error>, TargetError> {
+        let name = manifest["metadata"]["name"].as_str().unwrap_or_default();
+        let namespace = manifest["metadata"]["namespace"].as_str();
+        let mut params = PatchParams::apply(FIELD_MANAGER);
+        if force {
+            params = params.force();
+        }
+        if dry_run {
+            params = params.dry_run();
+        }
+        self.send(self.request(resource, namespace)?.patch(&segment(name)?, &params, &Patch::Apply(manifest))).await
     }
 
     async fn resources(&self, api_version: &str) -> Result<Option<Arc<Vec<APIResource>>>, TargetError> {
@@ -111,14 +166,37 @@ impl KubeTarget {
     }
 }
 
-/// A client for the cluster `kubeconfig`'s context (or its current one) points at; `shown` names
-/// where the kubeconfig came from in messages (a file, or a Secret), never its content.
-pub async fn kubeconfig_client(
+/// How to reach a configured cluster: kube's configuration, the proxy route and the settings
+/// messages name. A kubeconfig file, the service account, or a cluster Secret's kubeconfig.
+async fn connection(
+    config: &crate::config::TargetConfig,
+    network: &Network,
+) -> Result<(Config, Arc<Router>, Settings), TargetError> {
+    use crate::config::TargetConfig;
+    match config {
+        TargetConfig::Kubeconfig { path, context } => {
+            let file = path.display().to_string();
+            let kubeconfig = Kubeconfig::read_from(path).map_err(|e| config_error(&format!("kubeconfig {file}"), e))?;
+            kubeconfig_connection(kubeconfig, context.as_deref(), &file, network).await
+        }
+        TargetConfig::InCluster => in_cluster_connection(network),
+        TargetConfig::Secret(secret) => {
+            kubeconfig_connection(secret.kubeconfig().clone(), None, &secret.to_string(), network).await
+        }
+        TargetConfig::Directory(path) => {
+            Err(TargetError::Other(format!("{} is a directory target, not a Kubernetes cluster", path.display())))
+        }
+    }
+}
+
+/// The cluster `kubeconfig`'s context (or its current one) points at; `shown` names where the
+/// kubeconfig came from in messages (a file, or a Secret), never its content.
+async fn kubeconfig_connection(
     kubeconfig: Kubeconfig,
     context: Option<&str>,
     shown: &str,
     network: &Network,
-) -> Result<Client, TargetError> {
+) -> Result<(Config, Arc<Router>, Settings), TargetError> {
     let proxy = kubeconfig_proxy(&kubeconfig, context);
     let options = KubeConfigOptions { context: context.map(str::to_string), cluster: None, user: None };
     let config = Config::from_custom_kubeconfig(kubeconfig, &options)
@@ -131,43 +209,31 @@ pub async fn kubeconfig_client(
         ),
         None => network.router().clone(),
     };
-    client_from_config(config, network, router, Settings::kubeconfig(shown))
+    Ok((config, router, Settings::kubeconfig(shown)))
 }
 
-/// A client for the cluster strata runs in, through its service account.
-pub fn in_cluster_client(network: &Network) -> Result<Client, TargetError> {
+fn in_cluster_connection(network: &Network) -> Result<(Config, Arc<Router>, Settings), TargetError> {
     let config = Config::incluster().map_err(|e| config_error("in-cluster config", e))?;
-    client_from_config(config, network, network.router().clone(), Settings::in_cluster())
+    Ok((config, network.router().clone(), Settings::in_cluster()))
 }
 
-/// A client for a configured cluster: a kubeconfig file, the service account, or a cluster
-/// Secret's kubeconfig. Builds kube's request stack, which spawns onto the current runtime: call
-/// it on the runtime the client will be used on.
+/// One client for a configured cluster, whose reads may wait as long as a quiet watch: the
+/// management cluster's (Kubernetes mode), where state and Secrets are watched and every other
+/// request is bounded by its caller. Builds kube's request stack, which spawns onto the current
+/// runtime: call it on the runtime the client will be used on.
 pub async fn client(config: &crate::config::TargetConfig, network: &Network) -> Result<Client, TargetError> {
-    use crate::config::TargetConfig;
-    match config {
-        TargetConfig::Kubeconfig { path, context } => {
-            let file = path.display().to_string();
-            let kubeconfig = Kubeconfig::read_from(path).map_err(|e| config_error(&format!("kubeconfig {file}"), e))?;
-            kubeconfig_client(kubeconfig, context.as_deref(), &file, network).await
-        }
-        TargetConfig::InCluster => in_cluster_client(network),
-        TargetConfig::Secret(secret) => {
-            kubeconfig_client(secret.kubeconfig().clone(), None, &secret.to_string(), network).await
-        }
-        TargetConfig::Directory(path) => {
-            Err(TargetError::Other(format!("{} is a directory target, not a Kubernetes cluster", path.display())))
-        }
-    }
+    let (config, router, settings) = connection(config, network).await?;
+    client_from_config(&config, network, router, settings, Timeouts::KUBE_WATCH)
 }
 
 /// A client for `config` on strata's connector: the kubeconfig's trust and identity, with a
 /// verifier that names the certificate it refuses.
 fn client_from_config(
-    config: Config,
+    config: &Config,
     network: &Network,
     router: Arc<Router>,
     settings: Settings,
+    timeouts: Timeouts,
 ) -> Result<Client, TargetError> {
     use kube::client::ConfigExt;
     let tls_error = |e: &dyn std::fmt::Display| config_error(&settings.ca, e);
@@ -187,7 +253,9 @@ fn client_from_config(
         rustls.dangerous().set_certificate_verifier(recorder.clone());
         Some(recorder)
     };
-    rustls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // HTTP/2 where the server speaks it (every kube-apiserver does over TLS): one connection
+    // carries every concurrent request and watch instead of one handshake each.
+    rustls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let auth = &config.auth_info;
     let tls = crate::net::connect::Tls {
         connector: tokio_rustls::TlsConnector::from(Arc::new(rustls)),
@@ -196,8 +264,12 @@ fn client_from_config(
         client_cert: auth.client_certificate.is_some() || auth.client_certificate_data.is_some(),
     };
     let proxy = router.clone();
-    let connector = crate::net::connect::Connector::new(router, Some(tls), settings, Timeouts::KUBE);
+    let connector = crate::net::connect::Connector::new(router, Some(tls), settings, timeouts);
     let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        // Pings keep an idle HTTP/2 connection's reads under the read timeout, and find a dead one.
+        .http2_keep_alive_interval(Some(Duration::from_secs(20)))
+        .http2_keep_alive_timeout(Duration::from_secs(20))
+        .http2_keep_alive_while_idle(true)
         .build::<_, kube::client::Body>(connector);
     let retry =
         config.default_retry.then(|| tower::retry::RetryLayer::new(kube::client::retry::RetryPolicy::server_retry()));
@@ -212,7 +284,7 @@ fn client_from_config(
         })
         .map_err(tower::BoxError::from)
         .service(http);
-    Ok(Client::new(service, config.default_namespace))
+    Ok(Client::new(service, config.default_namespace.clone()))
 }
 
 /// Sorts a kube error into what strata does about it.
@@ -349,18 +421,7 @@ impl Target for KubeTarget {
         dry_run: bool,
         force: bool,
     ) -> Result<Value, TargetError> {
-        let name = manifest["metadata"]["name"].as_str().unwrap_or_default();
-        let namespace = manifest["metadata"]["namespace"].as_str();
-        let mut params = PatchParams::apply(FIELD_MANAGER);
-        if force {
-            params = params.force();
-        }
-        if dry_run {
-            params = params.dry_run();
-        }
-        self.send(self.request(resource, namespace)?.patch(&segment(name)?, &params, &Patch::Apply(manifest)))
-            .await?
-            .map_err(classify)
+        self.patch(resource, manifest, dry_run, force).await?.map_err(classify)
     }
 
     async fn delete(&self, resource: &Resource, namespace: Option<&str>, name: &str) -> Result<(), TargetError> {
@@ -377,6 +438,8 @@ impl Target for KubeTarget {
         let Some(cm) = self.get(&configmaps, Some(INVENTORY_NAMESPACE), &inventory_name(cluster)).await? else {
             return Ok(None);
         };
+        // Its namespace exists: writing the inventory needs no apply of it.
+        self.inventory_namespace.store(true, Ordering::Relaxed);
         let text = cm["data"][INVENTORY_KEY].as_str().unwrap_or("{}");
         serde_json::from_str(text).map(Some).map_err(|e| {
             TargetError::Other(format!("inventory {INVENTORY_NAMESPACE}/{} is corrupt: {e}", inventory_name(cluster)))
@@ -385,22 +448,175 @@ impl Target for KubeTarget {
 
     async fn write_inventory(&self, inventory: &Inventory) -> Result<(), TargetError> {
         let labels = json!({ LABEL_MANAGED_BY: FIELD_MANAGER, LABEL_CLUSTER: inventory.cluster });
-        let namespace = json!({
-            "apiVersion": "v1", "kind": "Namespace",
-            "metadata": { "name": INVENTORY_NAMESPACE, "labels": { LABEL_MANAGED_BY: FIELD_MANAGER } },
-        });
-        self.apply(&core("Namespace", "namespaces", false), &namespace, false, true).await?;
         let configmap = json!({
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": { "name": inventory_name(&inventory.cluster), "namespace": INVENTORY_NAMESPACE, "labels": labels },
             "data": { INVENTORY_KEY: serde_json::to_string(inventory).expect("inventories serialise") },
         });
-        self.apply(&core("ConfigMap", "configmaps", true), &configmap, false, true).await?;
+        let configmaps = core("ConfigMap", "configmaps", true);
+        if self.inventory_namespace.load(Ordering::Relaxed) {
+            match self.patch(&configmaps, &configmap, false, true).await? {
+                // Someone deleted the namespace since: make it again.
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                done => return done.map(drop).map_err(classify),
+            }
+        }
+        let namespace = json!({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": { "name": INVENTORY_NAMESPACE, "labels": { LABEL_MANAGED_BY: FIELD_MANAGER } },
+        });
+        self.apply(&core("Namespace", "namespaces", false), &namespace, false, true).await?;
+        self.inventory_namespace.store(true, Ordering::Relaxed);
+        self.apply(&configmaps, &configmap, false, true).await?;
         Ok(())
     }
 
     fn reports_health(&self) -> bool {
         true
+    }
+
+    fn watch(&self, cluster: &str, kinds: Vec<(Resource, BTreeSet<String>)>, recent: bool) -> Option<Watch> {
+        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
+        let selector = format!("{LABEL_MANAGED_BY}={FIELD_MANAGER},{LABEL_CLUSTER}={cluster}");
+        let tasks = kinds
+            .into_iter()
+            .map(|(resource, namespaces)| {
+                let kind = KindWatch {
+                    client: self.watches.clone(),
+                    resource,
+                    selector: selector.clone(),
+                    recent,
+                    tx: tx.clone(),
+                };
+                tokio::spawn(kind.run(namespaces)).abort_handle()
+            })
+            .collect();
+        Some(Watch::new(rx, tasks))
+    }
+}
+
+/// Events a watch may have in hand before the one reading them catches up; past that the watch
+/// waits (and the API server buffers), nothing is dropped.
+const WATCH_BUFFER: usize = 256;
+
+/// How long one watch request runs before the server ends it and it resumes from the last
+/// resourceVersion seen (kube-apiserver sends a bookmark about once a minute meanwhile); kube's
+/// watcher allows less than 295 s.
+const WATCH_SECONDS: u32 = 290;
+
+/// Every object of one kind labelled as one cluster's.
+struct KindWatch {
+    client: Client,
+    resource: Resource,
+    selector: String,
+    recent: bool,
+    tx: mpsc::Sender<Observed>,
+}
+
+/// Why a watch stopped.
+#[derive(PartialEq)]
+enum Stopped {
+    /// Nobody reads its events any more.
+    Unread,
+    /// The credentials may not list or watch across namespaces.
+    Forbidden,
+}
+
+impl KindWatch {
+    /// One watch across namespaces; where that is forbidden and the kind is namespaced, one per
+    /// namespace strata applies it to (what a namespace-scoped role allows).
+    async fn run(self, namespaces: BTreeSet<String>) {
+        let api = self.api_resource();
+        let everywhere = Api::<DynamicObject>::all_with(self.client.clone(), &api);
+        if self.follow(everywhere, None).await == Stopped::Forbidden && self.resource.namespaced {
+            let each = namespaces
+                .iter()
+                .map(|ns| self.follow(Api::namespaced_with(self.client.clone(), ns, &api), Some(ns.clone())));
+            futures::future::join_all(each).await;
+        }
+    }
+
+    fn api_resource(&self) -> ApiResource {
+        let r = &self.resource;
+        ApiResource {
+            group: r.group.clone(),
+            version: r.version.clone(),
+            api_version: r.api_version.clone(),
+            kind: r.kind.clone(),
+            plural: r.plural.clone(),
+        }
+    }
+
+    /// Passes on what kube's watcher sees (it resumes from the last resourceVersion, lists
+    /// again after 410 Gone, and backs off on errors) until nobody reads it.
+    async fn follow(&self, api: Api<DynamicObject>, namespace: Option<String>) -> Stopped {
+        let mut config = watcher::Config::default().labels(&self.selector).timeout(WATCH_SECONDS);
+        if !self.recent {
+            // A list from the server's watch cache: what changed since arrives as events anyway.
+            config = config.any_semantic();
+        }
+        let stream = watcher::watcher(api, config).default_backoff();
+        let mut stream = std::pin::pin!(stream);
+        let mut listing: Option<HashSet<ObjectId>> = None;
+        let mut forbidden_only = true;
+        while let Some(event) = stream.next().await {
+            let observed = match event {
+                Ok(watcher::Event::Init) => {
+                    listing = Some(HashSet::new());
+                    continue;
+                }
+                Ok(watcher::Event::InitApply(object)) => {
+                    let (id, live) = self.observed(object);
+                    listing.get_or_insert_with(HashSet::new).insert(id.clone());
+                    Observed::Object { id, live: Some(live) }
+                }
+                Ok(watcher::Event::InitDone) => Observed::Listed {
+                    group: self.resource.group.clone(),
+                    kind: self.resource.kind.clone(),
+                    namespace: namespace.clone(),
+                    present: listing.take().unwrap_or_default(),
+                },
+                Ok(watcher::Event::Apply(object)) => {
+                    let (id, live) = self.observed(object);
+                    Observed::Object { id, live: Some(live) }
+                }
+                Ok(watcher::Event::Delete(object)) => Observed::Object { id: self.observed(object).0, live: None },
+                Err(e) => {
+                    let forbidden = matches!(
+                        &e,
+                        watcher::Error::InitialListFailed(kube::Error::Api(s))
+                            | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+                            if s.code == 403
+                    );
+                    if forbidden && forbidden_only && namespace.is_none() {
+                        return Stopped::Forbidden;
+                    }
+                    forbidden_only &= forbidden;
+                    if matches!(&e, watcher::Error::WatchError(s) if s.code == 410) {
+                        tracing::debug!(kind = %self.resource.kind, "Watch history gone (410); listing again.");
+                    } else {
+                        tracing::warn!(kind = %self.resource.kind, error = %e, "Watch interrupted; resuming with backoff.");
+                    }
+                    continue;
+                }
+            };
+            forbidden_only = false;
+            if self.tx.send(observed).await.is_err() {
+                return Stopped::Unread;
+            }
+        }
+        Stopped::Unread
+    }
+
+    /// The object as JSON with its apiVersion and kind (list items come without them).
+    fn observed(&self, object: DynamicObject) -> (ObjectId, Value) {
+        let namespace = if self.resource.namespaced { object.metadata.namespace.clone() } else { None };
+        let name = object.metadata.name.clone().unwrap_or_default();
+        let id = ObjectId::new(&self.resource.api_version, &self.resource.kind, namespace.as_deref(), &name);
+        let mut live = serde_json::to_value(object).unwrap_or(Value::Null);
+        live["apiVersion"] = Value::String(self.resource.api_version.clone());
+        live["kind"] = Value::String(self.resource.kind.clone());
+        (id, live)
     }
 }
 

@@ -15,12 +15,15 @@ pub mod directory;
 pub mod kube;
 pub mod secret;
 
+use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::future::Future;
 
 use serde_json::Value;
+use tokio::sync::mpsc;
 
 use crate::apply::inventory::Inventory;
+use crate::render::object::ObjectId;
 
 /// A resolved kind: what discovery says about it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -115,11 +118,50 @@ pub trait Target: Sync {
     fn write_inventory(&self, inventory: &Inventory) -> impl Future<Output = Result<(), TargetError>> + Send;
     /// Whether live objects carry status that health checks can read (not for directories).
     fn reports_health(&self) -> bool;
+    /// Watches the objects of each kind labelled as `cluster`'s: every one as listed, then
+    /// every change, resumed where it left off, listed again when the server no longer has
+    /// that point. Across namespaces, or in the given ones where the credentials may not watch
+    /// across them. `recent`: lists read the latest state (for health), not the server's cache.
+    /// `None`: this target cannot watch (its caller polls).
+    fn watch(&self, cluster: &str, kinds: Vec<(Resource, BTreeSet<String>)>, recent: bool) -> Option<Watch> {
+        let _ = (cluster, kinds, recent);
+        None
+    }
+}
+
+/// What a watch saw.
+#[derive(Debug)]
+pub enum Observed {
+    /// One of strata's objects as the cluster now has it; `None`: deleted.
+    Object { id: ObjectId, live: Option<Value> },
+    /// A (re)list of one kind (in one namespace, or all) completed with these objects: any other
+    /// object of that kind strata applied there is gone.
+    Listed { group: String, kind: String, namespace: Option<String>, present: HashSet<ObjectId> },
+}
+
+/// Running watches and what they see; dropping it stops them.
+pub struct Watch {
+    pub events: mpsc::Receiver<Observed>,
+    tasks: Vec<tokio::task::AbortHandle>,
+}
+
+impl Watch {
+    pub fn new(events: mpsc::Receiver<Observed>, tasks: Vec<tokio::task::AbortHandle>) -> Watch {
+        Watch { events, tasks }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
 }
 
 /// A target chosen at run time from the host config.
 pub enum AnyTarget {
-    Kube(kube::KubeTarget),
+    Kube(Box<kube::KubeTarget>),
     Directory(directory::DirectoryTarget),
 }
 
@@ -171,6 +213,9 @@ impl Target for AnyTarget {
     fn reports_health(&self) -> bool {
         dispatch!(self, t => t.reports_health())
     }
+    fn watch(&self, cluster: &str, kinds: Vec<(Resource, BTreeSet<String>)>, recent: bool) -> Option<Watch> {
+        dispatch!(self, t => t.watch(cluster, kinds, recent))
+    }
 }
 
 /// Connects to a configured target, through the host's proxy and trust material (`network`).
@@ -182,6 +227,6 @@ pub async fn connect(
     use crate::config::TargetConfig;
     Ok(match config {
         TargetConfig::Directory(path) => AnyTarget::Directory(directory::DirectoryTarget::new(path)),
-        cluster => AnyTarget::Kube(kube::KubeTarget::from_client(kube::client(cluster, network).await?)),
+        cluster => AnyTarget::Kube(Box::new(kube::KubeTarget::connect(cluster, network).await?)),
     })
 }
