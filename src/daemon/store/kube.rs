@@ -63,7 +63,7 @@ pub const DELIVERED_PER_CLUSTER: usize = 100;
 
 /// A write gives up after this many conflicts in a row (another writer changing the object
 /// continuously), and a call after this long.
-const ATTEMPTS: usize = 10;
+const ATTEMPTS: usize = 16;
 const CALL_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a read waits for the first list before it fails.
 const SYNC_WAIT: Duration = Duration::from_secs(10);
@@ -456,6 +456,16 @@ fn encode_global(global: &Global, mut data: BTreeMap<String, String>) -> BTreeMa
     data
 }
 
+/// Before attempt `attempt` of a write (0: the first, at once): a random pause growing with the
+/// conflicts so far, as client-go's RetryOnConflict backs off. Without it the writer whose last
+/// write won, its cache fresh from the answer, wins every race against one that must read first.
+async fn conflict_pause(attempt: usize) {
+    if attempt > 0 {
+        let ceiling = (5u64 << attempt.min(7)).min(500);
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(0..=ceiling))).await;
+    }
+}
+
 fn labels() -> BTreeMap<String, String> {
     BTreeMap::from([(LABEL_MANAGED_BY.to_string(), FIELD_MANAGER.to_string())])
 }
@@ -674,7 +684,8 @@ impl Inner {
             return Err(store_error(&object, "rejected", "not a cluster name (a DNS label)"));
         }
         let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };
-        for _ in 0..ATTEMPTS {
+        for attempt in 0..ATTEMPTS {
+            conflict_pause(attempt).await;
             let base = self.cache.read().unwrap_or_else(|p| p.into_inner()).docs.get(name).cloned();
             let (mut spec, mut status) = base.as_ref().map(|d| (d.spec.clone(), d.status.clone())).unwrap_or_default();
             let result = change(&mut spec, &mut status);
@@ -730,7 +741,8 @@ impl Inner {
     async fn write_global<R>(&self, mut change: impl FnMut(&mut Global) -> R) -> Result<R> {
         let object = format!("ConfigMap {}/{GLOBAL}", self.mgmt.namespace);
         let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };
-        for _ in 0..ATTEMPTS {
+        for attempt in 0..ATTEMPTS {
+            conflict_pause(attempt).await;
             let (version, mut global) = self.cache.read().unwrap_or_else(|p| p.into_inner()).global.clone();
             let before = global.clone();
             let result = change(&mut global);
