@@ -1,6 +1,10 @@
 //! Kubernetes mode end to end: several `strata run` processes share one management cluster (the
 //! API server stand-in: state, shard Leases, cluster Secrets) and reconcile a fleet whose clusters
-//! are namespaces' worth of objects on a second stand-in, whose request log counts every write.
+//! are a ConfigMap each on a second stand-in, whose request log counts every write: each cluster
+//! applied by one replica, takeover after `kill -9` and fencing after `SIGSTOP`, approvals and
+//! pending updates through any replica and across the loss of one, cluster Secrets live, a
+//! rollout gated alike by every replica, and every request the replicas make allowed by the
+//! shipped Role.
 
 mod apiserver;
 mod common;
