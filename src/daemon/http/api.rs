@@ -90,18 +90,9 @@ struct ActionBody {
 
 pub async fn act(State(app): State<Arc<App>>, Path((name, action)): Path<(String, String)>, body: Bytes) -> Response {
     let shared = &app.shared;
-    let body: ActionBody = if body.iter().all(u8::is_ascii_whitespace) {
-        ActionBody::default()
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(b) => b,
-            Err(e) => return error(StatusCode::BAD_REQUEST, format!("the body is not the JSON object expected: {e}")),
-        }
-    };
-    let by = match body.by.as_deref().map(clean_name) {
-        None => "api".to_string(),
-        Some(Some(by)) => by,
-        Some(None) => return error(StatusCode::BAD_REQUEST, "`by` must be a name of 1 to 100 printable characters"),
+    let (body, by) = match action_body::<ActionBody>(&body, |b| b.by.as_deref()) {
+        Ok(parsed) => parsed,
+        Err(response) => return response,
     };
     match action.as_str() {
         "approve" => match approve::approve(shared, &name, body.revision.as_deref(), &by, "api").await {
@@ -184,18 +175,9 @@ pub async fn act_on_rollout(
     Path((name, action)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    let body: RolloutBody = if body.iter().all(u8::is_ascii_whitespace) {
-        RolloutBody::default()
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(b) => b,
-            Err(e) => return error(StatusCode::BAD_REQUEST, format!("the body is not the JSON object expected: {e}")),
-        }
-    };
-    let by = match body.by.as_deref().map(clean_name) {
-        None => "api".to_string(),
-        Some(Some(by)) => by,
-        Some(None) => return error(StatusCode::BAD_REQUEST, "`by` must be a name of 1 to 100 printable characters"),
+    let (body, by) = match action_body::<RolloutBody>(&body, |b| b.by.as_deref()) {
+        Ok(parsed) => parsed,
+        Err(response) => return response,
     };
     let action = match Action::parse(&action) {
         Some(Action::Promote { .. }) => Action::Promote { wave: body.wave, revision: body.revision },
@@ -221,4 +203,27 @@ pub fn act_reply(app: &App, name: &str, action: &Action, by: &str) -> Response {
             error(code, e)
         }
     }
+}
+
+/// The JSON body of an action (empty means all defaults) and who it says acts (`api` unless
+/// it names someone).
+#[allow(clippy::result_large_err)] // the error is the response, returned at once
+fn action_body<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+    by: impl Fn(&T) -> Option<&str>,
+) -> Result<(T, String), Response> {
+    let parsed: T = if body.iter().all(u8::is_ascii_whitespace) {
+        T::default()
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| error(StatusCode::BAD_REQUEST, format!("the body is not the JSON object expected: {e}")))?
+    };
+    let who = match by(&parsed).map(clean_name) {
+        None => "api".to_string(),
+        Some(Some(name)) => name,
+        Some(None) => {
+            return Err(error(StatusCode::BAD_REQUEST, "`by` must be a name of 1 to 100 printable characters"));
+        }
+    };
+    Ok((parsed, who))
 }
