@@ -115,6 +115,34 @@ fn the_tutorial_through_the_daemon() {
     assert!(file(&staging).contains("replicas: 4"));
 }
 
+/// The number `strata_fetches_total` shows.
+fn fetches(d: &Daemon) -> u64 {
+    let metrics = d.get("/metrics").1;
+    let line = metrics.lines().find(|l| l.starts_with("strata_fetches_total ")).expect("strata_fetches_total");
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// A local repository is watched for changes; strata's own reads of it (polls and evaluations
+/// open HEAD, config and packed-refs) must not count as changes, or the daemon reads it in a
+/// loop, never idle, and a loop that always has a trigger ready starves its timers (a rollout's
+/// bake never ended).
+#[test]
+fn reading_a_local_repository_does_not_trigger_another_read() {
+    let repo = Repo::example();
+    let daemon = Daemon::start(&local(&repo), &example_targets());
+    let ui = daemon.out("aws-cluster/hello-universe/deployment.ui.yaml");
+    daemon.wait_for("aws-cluster applied", Duration::from_secs(10), |_| file(&ui).contains("replicas: 1"));
+    // Settled: the workers' applies and whatever they triggered are over.
+    std::thread::sleep(Duration::from_secs(1));
+    let before = fetches(&daemon);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(fetches(&daemon), before, "the daemon kept reading an unchanged repository");
+    // A commit is still a change, read at once.
+    repo.edit(AWS_CLUSTER, "version: \"1.0.0\"", "version: \"1.1.0\"");
+    repo.commit("aws-cluster: 1.1.0");
+    daemon.wait_for("the commit read", Duration::from_secs(5), |d| fetches(d) > before);
+}
+
 #[test]
 fn an_in_place_edit_with_an_override_applies_the_override_now_and_holds_the_edit() {
     let repo = Repo::example();

@@ -60,6 +60,8 @@ pub struct Metrics {
     pub reconcile_seconds: Histogram,
     pub drifted_objects: Family<ClusterLabel, Gauge>,
     pub pending_updates: Gauge,
+    /// Reads of the repository's branch (fetches, for a remote), successful or not.
+    pub fetches: Counter,
     pub fetch_errors: Counter,
     /// Webhook deliveries by provider and result (accepted, unauthorized, ignored).
     pub webhooks: Family<ProviderLabel, Counter>,
@@ -101,6 +103,8 @@ impl Metrics {
             "Clusters with an update held for approval or a window",
             pending_updates.clone(),
         );
+        let fetches = Counter::default();
+        registry.register("fetches", "Reads of the repository's branch (fetches, for a remote)", fetches.clone());
         let fetch_errors = Counter::default();
         registry.register("fetch_errors", "Failed fetches or reads of the repository", fetch_errors.clone());
         let webhooks = Family::<ProviderLabel, Counter>::default();
@@ -160,6 +164,7 @@ impl Metrics {
             reconcile_seconds,
             drifted_objects,
             pending_updates,
+            fetches,
             fetch_errors,
             webhooks,
             revisions,

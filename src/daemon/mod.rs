@@ -394,6 +394,7 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
     loop {
         shared.progress();
         if fetch {
+            shared.metrics.fetches.inc();
             let polled = {
                 let source = source.clone();
                 fed(&shared, blocking(move || lock(&source).poll())).await
@@ -534,6 +535,13 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
             0 => None,
             at => Some(Duration::from_millis(at.saturating_sub(store::now_ms()).max(0) as u64)),
         };
+        // Due now: gated before anything else, which a select with an always-ready trigger
+        // could otherwise put off indefinitely.
+        if wake.is_some_and(|w| w.is_zero()) {
+            shared.rollout_wake.store(0, Ordering::Relaxed);
+            reevaluate = true;
+            continue;
+        }
         tokio::select! {
             trigger = rx.recv() => {
                 // Debounce: a push touches several files; take them as one.
@@ -900,9 +908,14 @@ async fn seed_from_inventories(shared: &Arc<Shared>, source: &Arc<Mutex<RepoSour
 
 /// Watches a local repository's refs; every change becomes a fetch trigger.
 fn watch_refs(paths: Vec<std::path::PathBuf>, triggers: mpsc::Sender<Trigger>) -> Option<notify::RecommendedWatcher> {
-    use notify::{RecursiveMode, Watcher};
+    use notify::{EventKind, RecursiveMode, Watcher};
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        // Only changes count: reading the repository (strata's own polls and evaluations open
+        // HEAD, config and packed-refs) must not trigger another read, or the loop feeds itself.
+        let changed = event.is_ok_and(|e| {
+            matches!(e.kind, EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any)
+        });
+        if changed {
             // A full channel already holds a fetch.
             let _ = triggers.try_send(Trigger::Fetch("repository changed".into()));
         }
