@@ -22,7 +22,7 @@ mod support;
 
 use proc::{cpu_ticks, proc_status};
 use support::fleet::{self, Shape};
-use support::git;
+use support::{applied_count, git};
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -37,16 +37,6 @@ fn get(address: &str, path: &str) -> usize {
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response);
     response.len()
-}
-
-/// Clusters the daemon reports applied (GET /api/v1/clusters over plain HTTP).
-fn applied_count(address: &str) -> usize {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(address) else { return 0 };
-    let _ = write!(stream, "GET /api/v1/clusters HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response.matches("\"sync\": \"applied\"").count()
 }
 
 fn start(dir: &Path) -> Child {

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use apiserver::ApiServer;
 use proc::cpu_ticks;
-use support::{git, write};
+use support::{applied_count, git, write};
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -58,16 +58,6 @@ fn generate(root: &Path, clusters: usize) {
     git(root, &["init", "-q", "-b", "main"]);
     git(root, &["add", "-A"]);
     git(root, &["commit", "-q", "-m", "fleet"]);
-}
-
-/// Clusters the daemon reports applied (GET /api/v1/clusters over plain HTTP).
-fn applied_count(address: &str) -> usize {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(address) else { return 0 };
-    let _ = write!(stream, "GET /api/v1/clusters HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response.matches("\"sync\": \"applied\"").count()
 }
 
 fn main() {

@@ -242,21 +242,28 @@ fn most_at_once(intervals: &BTreeMap<String, (Instant, Instant)>) -> usize {
         .unwrap_or(0)
 }
 
-#[test]
-fn max_parallel_is_never_exceeded_on_the_api_server() {
-    let names = ["w-1", "w-2", "w-3", "w-4", "w-5"];
-    let clusters: Vec<(&str, &[&str])> = names.iter().map(|n| (*n, &["env:prod"][..])).collect();
-    let repo = fleet(&clusters, &policy("    - name: prod\n      maxParallel: 40%\n", ""));
+/// An API server stand-in for each cluster: the kubeconfigs' directory (kept while it lives),
+/// the servers by cluster, and the host config's `targets` lines for them.
+fn api_server_each<'a>(names: &[&'a str]) -> (tempfile::TempDir, BTreeMap<&'a str, ApiServer>, String) {
     let kube = tempfile::tempdir().unwrap();
     let mut servers = BTreeMap::new();
     let mut targets = String::new();
-    for name in names {
+    for &name in names {
         let server = ApiServer::start();
         let dir = kube.path().join(name);
         std::fs::create_dir_all(&dir).unwrap();
         targets.push_str(&format!("  {name}: {{ kubeconfig: {} }}\n", server.kubeconfig(&dir).display()));
         servers.insert(name, server);
     }
+    (kube, servers, targets)
+}
+
+#[test]
+fn max_parallel_is_never_exceeded_on_the_api_server() {
+    let names = ["w-1", "w-2", "w-3", "w-4", "w-5"];
+    let clusters: Vec<(&str, &[&str])> = names.iter().map(|n| (*n, &["env:prod"][..])).collect();
+    let repo = fleet(&clusters, &policy("    - name: prod\n      maxParallel: 40%\n", ""));
+    let (_kube, servers, targets) = api_server_each(&names);
     let daemon = Daemon::start(&local(&repo), &targets);
     let ui = |s: &ApiServer| {
         s.object("deployments", Some("hello-universe"), "ui")
@@ -792,16 +799,7 @@ fn killed_while_an_apply_is_in_flight_the_rollout_finishes_it_after_the_restart(
     let names = ["k-1", "k-2"];
     let clusters: Vec<(&str, &[&str])> = names.iter().map(|n| (*n, &["env:prod"][..])).collect();
     let repo = fleet(&clusters, &policy("    - name: prod\n      maxParallel: 1\n", ""));
-    let kube = tempfile::tempdir().unwrap();
-    let mut servers = BTreeMap::new();
-    let mut targets = String::new();
-    for name in names {
-        let server = ApiServer::start();
-        let dir = kube.path().join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        targets.push_str(&format!("  {name}: {{ kubeconfig: {} }}\n", server.kubeconfig(&dir).display()));
-        servers.insert(name, server);
-    }
+    let (_kube, servers, targets) = api_server_each(&names);
     let mut daemon = Daemon::start(&local(&repo), &targets);
     daemon.wait_for("the fleet on 1.1.0", WAIT, |d| {
         names.iter().all(|n| d.cluster(n)["cluster"]["sync"] == "applied" && deployed(&servers[n]) == deploys("1.1.0"))

@@ -57,25 +57,25 @@ pub fn install(kubeconfig: &Path) {
 
 /// Every ClusterState in strata-system, by name, as JSON.
 pub fn cluster_states(kubeconfig: &Path) -> std::collections::BTreeMap<String, Value> {
-    runtime().block_on(async {
-        let states =
-            api(client(kubeconfig).await, "strata.dev", "v1", "ClusterState", "clusterstates", Some(NAMESPACE));
-        states
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .map(|o| (o.metadata.name.clone().unwrap(), serde_json::to_value(&o).unwrap()))
-            .collect()
-    })
+    by_name(kubeconfig, "strata.dev", "v1", "ClusterState", "clusterstates")
 }
 
 /// Every Lease in strata-system, by name, as JSON.
 pub fn leases(kubeconfig: &Path) -> std::collections::BTreeMap<String, Value> {
+    by_name(kubeconfig, "coordination.k8s.io", "v1", "Lease", "leases")
+}
+
+/// Every object of one resource in strata-system, by name, as JSON.
+fn by_name(
+    kubeconfig: &Path,
+    group: &str,
+    version: &str,
+    kind: &str,
+    plural: &str,
+) -> std::collections::BTreeMap<String, Value> {
     runtime().block_on(async {
-        let leases = api(client(kubeconfig).await, "coordination.k8s.io", "v1", "Lease", "leases", Some(NAMESPACE));
-        leases
+        let objects = api(client(kubeconfig).await, group, version, kind, plural, Some(NAMESPACE));
+        objects
             .list(&Default::default())
             .await
             .unwrap()

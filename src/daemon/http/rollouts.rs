@@ -20,8 +20,8 @@ use tracing::warn;
 
 use super::App;
 use super::auth::Viewer;
-use super::guard::{ConnInfo, from_this_site};
-use super::view::{Link, Rev, redirect, rev, segment, who};
+use super::guard::ConnInfo;
+use super::view::{Link, Rev, redirect, rev, segment, signed_in_form, who};
 use crate::daemon::rollouts::{self, ActError, describe};
 use crate::daemon::store::now_ms;
 use crate::rollout::gate::{Action, ClusterRun};
@@ -115,12 +115,13 @@ pub async fn promote(
     headers: HeaderMap,
     Form(form): Form<PromoteForm>,
 ) -> Response {
-    let Some(viewer) = viewer else { return redirect("/login", None) };
-    let who = who(&Some(viewer.clone()));
-    if let Err(problem) = viewer.check_form(from_this_site(&app, &headers, &conn), form.csrf.as_deref()) {
+    let refused = |viewer: &Viewer| {
         warn!(rollout = ?name, user = ?viewer.name(), "Promotion refused: the form failed the CSRF check.");
-        return app.pages.message(StatusCode::FORBIDDEN, "forbidden", &who, problem, None);
-    }
+    };
+    let (viewer, who) = match signed_in_form(&app, viewer, &conn, &headers, form.csrf.as_deref(), refused) {
+        Ok(checked) => checked,
+        Err(response) => return response,
+    };
     let here = format!("/rollouts/{}", segment(&name));
     // The wave and revision the page showed: what the person decided on.
     let action = Action::Promote {

@@ -543,12 +543,13 @@ async fn approve(
     headers: HeaderMap,
     Form(form): Form<ApproveForm>,
 ) -> Response {
-    let Some(viewer) = viewer else { return redirect("/login", None) };
-    let who = who(&Some(viewer.clone()));
-    if let Err(problem) = viewer.check_form(from_this_site(&app, &headers, &conn), form.csrf.as_deref()) {
+    let refused = |viewer: &Viewer| {
         warn!(cluster = ?name, user = ?viewer.name(), "Approval refused: the form failed the CSRF check.");
-        return app.pages.message(StatusCode::FORBIDDEN, "forbidden", &who, problem, None);
-    }
+    };
+    let (viewer, who) = match signed_in_form(&app, viewer, &conn, &headers, form.csrf.as_deref(), refused) {
+        Ok(checked) => checked,
+        Err(response) => return response,
+    };
     let review = Link { href: format!("/clusters/{}/pending", segment(&name)), text: "Review it again" };
     match approve::approve(&app.shared, &name, form.revision.as_deref(), viewer.name(), "status view").await {
         Ok(_) => redirect(&format!("/clusters/{}", segment(&name)), None),
@@ -565,6 +566,29 @@ async fn approve(
         }
         Err(refused) => {
             app.pages.message(StatusCode::BAD_REQUEST, "not approved", &who, &refused.to_string(), Some(review))
+        }
+    }
+}
+
+/// The person behind a form that changes something, with who they are shown as: signed in, and
+/// the form posted from this site with their CSRF token. Otherwise the answer to give: the login
+/// page, or 403 naming the problem (after `refused` logged it).
+#[allow(clippy::result_large_err)] // the error is the response, returned at once
+pub(super) fn signed_in_form(
+    app: &App,
+    viewer: Option<Viewer>,
+    conn: &ConnInfo,
+    headers: &HeaderMap,
+    csrf: Option<&str>,
+    refused: impl FnOnce(&Viewer),
+) -> Result<(Viewer, Option<Who>), Response> {
+    let Some(viewer) = viewer else { return Err(redirect("/login", None)) };
+    let who = who(&Some(viewer.clone()));
+    match viewer.check_form(from_this_site(app, headers, conn), csrf) {
+        Ok(()) => Ok((viewer, who)),
+        Err(problem) => {
+            refused(&viewer);
+            Err(app.pages.message(StatusCode::FORBIDDEN, "forbidden", &who, problem, None))
         }
     }
 }
