@@ -17,12 +17,17 @@
 //! that leaves the root (`..`, an absolute path, a symlink pointing out) is refused here, once,
 //! for every reader. Tools get a checkout of the tree in which only links that stay inside exist.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::fs;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
+use rustix::fs::{Mode, OFlags};
+
+use crate::diag::{Code, Diagnostic};
 
 /// Files larger than this are refused before they are read: no legitimate profile, cluster or
 /// manifest file comes close, and a multi-gigabyte blob must not take the daemon down.
@@ -122,6 +127,12 @@ pub fn join(base: &str, path: &str) -> Option<String> {
     Some(parts.join("/"))
 }
 
+/// The path of the entry `name` of directory `dir`, both as a listing gives them: a name is one
+/// component whatever it holds (`\\x` is a file name on Linux, not an absolute path).
+pub fn child(dir: &str, name: &str) -> String {
+    if dir.is_empty() { name.to_string() } else { format!("{dir}/{name}") }
+}
+
 /// The components of a relative path, without empty and `.` ones (`..` is kept: only the tree
 /// knows what it means). `None` for an absolute path.
 pub fn components(path: &str) -> Option<Vec<&str>> {
@@ -207,8 +218,8 @@ fn walk_into(
         return Ok(());
     }
     for (name, kind) in tree.list(real)? {
-        let shown_child = join(shown, &name).unwrap_or_default();
-        let real_child = join(real, &name).unwrap_or_default();
+        let shown_child = child(shown, &name);
+        let real_child = child(real, &name);
         let (target, target_kind) = match kind {
             EntryKind::Symlink => resolve(tree, &real_child)?,
             other => (real_child, other),
@@ -281,10 +292,44 @@ impl Snapshot {
 #[derive(Debug)]
 pub enum SourceError {
     NotFound(PathBuf),
-    NotGit { path: PathBuf, wanted: String },
-    BadRevision { rev: String, message: String },
-    NoSubdir { rev: String, path: String },
+    NotGit {
+        path: PathBuf,
+        wanted: String,
+    },
+    BadRevision {
+        rev: String,
+        message: String,
+    },
+    NoSubdir {
+        rev: String,
+        path: String,
+    },
+    /// A tree entry git's own `fsck` refuses (`..`, `.git`, a name holding `/`, a duplicate, a
+    /// bad mode): no `git add` makes one, only a crafted object. The whole revision is refused.
+    BadEntry {
+        revision: String,
+        path: String,
+        problem: EntryProblem,
+    },
     Git(String),
+}
+
+impl SourceError {
+    /// The finding a user is shown for a revision that is at fault (`error[path]`), when it is one.
+    pub fn diagnostic(&self) -> Option<Diagnostic> {
+        match self {
+            SourceError::BadEntry { revision, path, problem } => Some(
+                Diagnostic::new(Code::Path, format!("tree entry `{}`: {problem}", path.escape_debug()))
+                    .about(format!("commit {}", short(revision)))
+                    .help("git fsck refuses this entry and no `git add` makes one: the commit was crafted; push a commit without it (and set receive.fsckObjects on the server)"),
+            ),
+            _ => None,
+        }
+    }
+}
+
+fn short(revision: &str) -> &str {
+    revision.get(..12).unwrap_or(revision)
 }
 
 impl fmt::Display for SourceError {
@@ -302,6 +347,12 @@ impl fmt::Display for SourceError {
             SourceError::NoSubdir { rev, path } => {
                 write!(f, "`{path}` is not a directory at revision {rev} (check --path)")
             }
+            SourceError::BadEntry { revision, path, problem } => write!(
+                f,
+                "commit {}: tree entry `{}`: {problem} (git fsck refuses it; the commit was crafted)",
+                short(revision),
+                path.escape_debug()
+            ),
             SourceError::Git(message) => write!(f, "git: {message}"),
         }
     }
@@ -351,6 +402,10 @@ impl GitSource {
         }
         let revision = commit.id().to_string();
         let root = tree.id();
+        check_tree(&repo, root).map_err(|bad| match bad {
+            Unchecked::Bad { path, problem } => SourceError::BadEntry { revision: revision.clone(), path, problem },
+            Unchecked::Git(e) => SourceError::Git(e.message().to_string()),
+        })?;
         drop(tree);
         drop(commit);
         drop(object);
@@ -396,6 +451,156 @@ impl GitSource {
 fn normalise_subdir(subdir: Option<&str>) -> Result<String, SourceError> {
     let subdir = subdir.unwrap_or("");
     join("", subdir).ok_or_else(|| SourceError::NoSubdir { rev: "-".into(), path: subdir.to_string() })
+}
+
+/// Why git's own `fsck` refuses a tree entry (fsck.c, `fsck_tree`), and strata with it. No
+/// `git add` makes such an entry; `git hash-object --literally` does, and a server without
+/// `receive.fsckObjects` takes it. Written out, `..` or `a/b/../../x` would land outside the
+/// checkout, and `.git` would be read as Git's own metadata.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryProblem {
+    Empty,
+    Dot,
+    DotDot,
+    /// `.git` in any case, or a name HFS+ or NTFS take for it (`.git\u{200c}`, `git~1`, `.git.`).
+    DotGit,
+    /// A name holding `/` (or NUL): a path, not a name.
+    Slash,
+    /// Not UTF-8: strata reads repository paths as UTF-8 only.
+    NotUtf8,
+    /// Two entries of one tree with the same name.
+    Duplicate,
+    /// A mode that is not a file, an executable, a symlink, a directory or a submodule.
+    BadMode(u32),
+    /// Trees nested deeper than [`MAX_TREE_DEPTH`] (git's own `core.maxTreeDepth` refuses them too).
+    TooDeep,
+    /// A tree object git cannot parse (an empty name, a truncated entry).
+    Malformed,
+}
+
+impl fmt::Display for EntryProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EntryProblem::Empty => f.write_str("an entry with an empty name"),
+            EntryProblem::Dot => f.write_str("an entry named `.`"),
+            EntryProblem::DotDot => f.write_str("an entry named `..`"),
+            EntryProblem::DotGit => f.write_str("an entry named `.git` (or a spelling a filesystem takes for it)"),
+            EntryProblem::Slash => f.write_str("an entry name holding `/` or NUL"),
+            EntryProblem::NotUtf8 => f.write_str("an entry name that is not UTF-8"),
+            EntryProblem::Duplicate => f.write_str("two entries with this name in one tree"),
+            EntryProblem::BadMode(mode) => write!(f, "an entry with mode {mode:o}, which git does not make"),
+            EntryProblem::TooDeep => write!(f, "trees nested more than {MAX_TREE_DEPTH} deep"),
+            EntryProblem::Malformed => f.write_str("a tree object git cannot parse"),
+        }
+    }
+}
+
+/// How deep trees may nest: far past any real repository, short of what could exhaust a stack.
+pub const MAX_TREE_DEPTH: usize = 256;
+
+/// What is wrong with an entry named `name` (raw bytes, as the tree holds them) of mode `mode`.
+pub fn entry_problem(name: &[u8], mode: i32) -> Option<EntryProblem> {
+    let problem = match name {
+        [] => EntryProblem::Empty,
+        b"." => EntryProblem::Dot,
+        b".." => EntryProblem::DotDot,
+        _ if name.contains(&b'/') || name.contains(&0) => EntryProblem::Slash,
+        _ => match std::str::from_utf8(name) {
+            Err(_) => EntryProblem::NotUtf8,
+            Ok(text) if is_dot_git(text) => EntryProblem::DotGit,
+            // Regular files (0664 only from very old gits, which fsck still accepts), symlinks,
+            // directories, submodules.
+            Ok(_) => match mode as u32 {
+                0o100644 | 0o100755 | 0o100664 | 0o120000 | 0o040000 | 0o160000 => return None,
+                other => EntryProblem::BadMode(other),
+            },
+        },
+    };
+    Some(problem)
+}
+
+/// `.git` as fsck recognises it: in any case; with the code points HFS+ ignores (zero-width
+/// joiners, direction marks, the byte-order mark); and as NTFS reads it — trailing dots and
+/// spaces dropped, an alternate data stream (`.git::$INDEX_ALLOCATION`) ignored, the short name
+/// `git~1`.
+fn is_dot_git(name: &str) -> bool {
+    let hfs: String = name
+        .chars()
+        .filter(|c| !matches!(*c as u32, 0x200c..=0x200f | 0x202a..=0x202e | 0x206a..=0x206f | 0xfeff))
+        .collect();
+    let ntfs = name.split(':').next().unwrap_or(name).trim_end_matches(['.', ' ']);
+    hfs.eq_ignore_ascii_case(".git") || ntfs.eq_ignore_ascii_case(".git") || ntfs.eq_ignore_ascii_case("git~1")
+}
+
+/// Why a tree could not be shown to be sound.
+enum Unchecked {
+    Bad { path: String, problem: EntryProblem },
+    Git(git2::Error),
+}
+
+impl From<git2::Error> for Unchecked {
+    fn from(e: git2::Error) -> Self {
+        Unchecked::Git(e)
+    }
+}
+
+/// Trees already shown to hold only sound entries, all the way down. Trees are
+/// content-addressed, so one checked is checked for every commit (and repository) that has it:
+/// a new commit costs the trees it changed. Forgotten, all at once, past [`CHECKED_MAX`].
+static CHECKED: Mutex<Option<HashSet<git2::Oid>>> = Mutex::new(None);
+const CHECKED_MAX: usize = 1 << 20;
+
+/// Checks every entry of the tree `root` and of every tree below it as git's `fsck` would, before
+/// anything of it is read. Iterative, so a crafted tree nested without end costs no stack.
+fn check_tree(repo: &git2::Repository, root: git2::Oid) -> Result<(), Unchecked> {
+    let known =
+        |oid: &git2::Oid| CHECKED.lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_some_and(|s| s.contains(oid));
+    if known(&root) {
+        return Ok(());
+    }
+    let mut checked: Vec<git2::Oid> = Vec::new();
+    let mut seen: HashSet<git2::Oid> = HashSet::new();
+    let mut pending: Vec<(git2::Oid, String, usize)> = vec![(root, String::new(), 0)];
+    while let Some((oid, at, depth)) = pending.pop() {
+        if !seen.insert(oid) || known(&oid) {
+            continue;
+        }
+        let tree = match repo.find_tree(oid) {
+            Ok(tree) => tree,
+            // There, but not a tree git can read: crafted.
+            Err(_) if repo.odb()?.exists(oid) => {
+                let path = if at.is_empty() { ".".to_string() } else { at };
+                return Err(Unchecked::Bad { path, problem: EntryProblem::Malformed });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut names: HashSet<Vec<u8>> = HashSet::with_capacity(tree.len());
+        for entry in tree.iter() {
+            let name = entry.name_bytes();
+            let path = |name: &[u8]| {
+                let name = String::from_utf8_lossy(name);
+                if at.is_empty() { name.into_owned() } else { format!("{at}/{name}") }
+            };
+            let mode = entry.filemode_raw();
+            let problem = entry_problem(name, mode)
+                .or_else(|| (!names.insert(name.to_vec())).then_some(EntryProblem::Duplicate))
+                .or_else(|| (mode == 0o040000 && depth + 1 > MAX_TREE_DEPTH).then_some(EntryProblem::TooDeep));
+            if let Some(problem) = problem {
+                return Err(Unchecked::Bad { path: path(name), problem });
+            }
+            if mode == 0o040000 {
+                pending.push((entry.id(), path(name), depth + 1));
+            }
+        }
+        checked.push(oid);
+    }
+    let mut cache = CHECKED.lock().unwrap_or_else(|p| p.into_inner());
+    let cache = cache.get_or_insert_with(HashSet::new);
+    if cache.len() + checked.len() > CHECKED_MAX {
+        cache.clear();
+    }
+    cache.extend(checked);
+    Ok(())
 }
 
 /// Opens what a command reads: the commit `rev` (default HEAD) of a Git repository, or a plain
@@ -458,7 +663,8 @@ impl GitTree {
         let mut entries: Listing = self
             .with_repo(|repo| {
                 let tree = repo.find_tree(oid)?;
-                Ok(tree.iter().filter_map(|e| Some((e.name().ok()?.to_string(), e.id(), e.filemode()))).collect())
+                // Every name was checked when the snapshot was taken (`check_tree`).
+                Ok(tree.iter().filter_map(|e| Some((e.name().ok()?.to_string(), e.id(), e.filemode_raw()))).collect())
             })
             .ok()?;
         entries.sort_by(|a, b| a.0.cmp(&b.0));
@@ -564,7 +770,7 @@ impl Tree for DirTree {
             if dir.is_empty() && name == ".git" {
                 continue;
             }
-            let path = join(dir, &name).unwrap_or_default();
+            let path = child(dir, &name);
             if let Some(kind) = self.kind(&path) {
                 entries.push((name, kind));
             }
@@ -624,31 +830,67 @@ pub const MAX_CHECKOUT_BYTES: u64 = 512 * 1024 * 1024;
 /// (the kernel then resolves them to the same place in the copy), and links out, loops and
 /// dangling links are left out. Files over [`MAX_FILE_BYTES`] are left out too, as strata would
 /// refuse to read them, and so are submodules.
-/// Threads that need the checkout at once wait for the one writing it.
+///
+/// Every entry is written relative to the descriptor of the directory it goes in, opened with
+/// `O_NOFOLLOW`, and created exclusively: no path is ever resolved again, so a link written a
+/// moment before is never followed and nothing outside `scratch/tree` can be touched, whatever
+/// names the tree holds. Threads that need the checkout at once wait for the one writing it.
 fn checkout(tree: &dyn Tree, cell: &Mutex<Option<PathBuf>>, scratch: &Path) -> Result<PathBuf, ReadError> {
     let mut done = cell.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(path) = done.as_ref() {
         return Ok(path.clone());
     }
     let root = scratch.join("tree");
+    fs::create_dir_all(scratch)?;
+    fs::create_dir(&root)?;
+    let fd = rustix::fs::open(&root, DIR_FLAGS, Mode::empty()).map_err(io::Error::from)?;
     let mut budget = MAX_CHECKOUT_BYTES;
-    write_checkout(tree, "", &root, &mut budget)?;
+    let mut pending = vec![(String::new(), fd)];
+    // Iterative: how deep a tree goes costs no stack.
+    while let Some((dir, fd)) = pending.pop() {
+        write_entries(tree, &dir, &fd, &mut budget, &mut pending)?;
+    }
     Ok(done.insert(root).clone())
 }
 
-fn write_checkout(tree: &dyn Tree, dir: &str, into: &Path, budget: &mut u64) -> Result<(), ReadError> {
-    fs::create_dir_all(into)?;
+const DIR_FLAGS: OFlags = OFlags::RDONLY.union(OFlags::DIRECTORY).union(OFlags::NOFOLLOW).union(OFlags::CLOEXEC);
+
+/// A name that is one directory entry: not empty, `.` or `..`, without `/` or NUL. Trees are
+/// checked at load; this keeps the writer safe whatever [`Tree`] it is given.
+fn plain_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
+}
+
+/// Writes the entries of `dir` into the directory open as `fd`; sub-directories are created and
+/// queued in `pending`.
+fn write_entries(
+    tree: &dyn Tree,
+    dir: &str,
+    fd: &OwnedFd,
+    budget: &mut u64,
+    pending: &mut Vec<(String, OwnedFd)>,
+) -> Result<(), ReadError> {
+    let errno = |e: rustix::io::Errno| ReadError::from(io::Error::from(e));
     for (name, kind) in tree.list(dir)? {
-        let path = join(dir, &name).unwrap_or_default();
-        let target = into.join(&name);
+        let path = child(dir, &name);
+        if !plain_name(&name) {
+            return Err(ReadError::Io(format!("`{}`: not a file name a checkout can hold", path.escape_debug())));
+        }
         match kind {
-            EntryKind::Dir => write_checkout(tree, &path, &target, budget)?,
+            EntryKind::Dir => {
+                rustix::fs::mkdirat(fd, name.as_str(), Mode::from_raw_mode(0o755)).map_err(errno)?;
+                let sub = rustix::fs::openat(fd, name.as_str(), DIR_FLAGS, Mode::empty()).map_err(errno)?;
+                pending.push((path, sub));
+            }
             EntryKind::File => match tree.read(&path, MAX_FILE_BYTES) {
                 Ok(bytes) => {
                     *budget = budget.checked_sub(bytes.len() as u64).ok_or_else(|| {
                         ReadError::Io(format!("the repository is larger than {MAX_CHECKOUT_BYTES} bytes to check out"))
                     })?;
-                    fs::write(&target, bytes)?;
+                    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                    let file =
+                        rustix::fs::openat(fd, name.as_str(), flags, Mode::from_raw_mode(0o644)).map_err(errno)?;
+                    io::Write::write_all(&mut fs::File::from(file), &bytes)?;
                 }
                 // Too large for strata to read, or a submodule (a commit, not content of this
                 // repository): left out.
@@ -657,7 +899,7 @@ fn write_checkout(tree: &dyn Tree, dir: &str, into: &Path, budget: &mut u64) -> 
             },
             EntryKind::Symlink => {
                 if resolve(tree, &path).is_ok() {
-                    std::os::unix::fs::symlink(tree.read_link(&path)?, &target)?;
+                    rustix::fs::symlinkat(tree.read_link(&path)?, fd, name.as_str()).map_err(errno)?;
                 }
             }
         }
@@ -868,6 +1110,158 @@ mod tests {
             assert!(fs::symlink_metadata(root.join(gone)).is_err(), "{gone} is left out");
         }
         assert_eq!(fs::read_to_string(root.join("decoy/secret.yaml")).unwrap(), "inside");
+    }
+
+    /// A repository whose commits are made from raw tree objects, as `git hash-object
+    /// --literally` makes them: entries no `git add` would write.
+    struct Crafted {
+        dir: tempfile::TempDir,
+        repo: git2::Repository,
+    }
+
+    impl Crafted {
+        fn new() -> Crafted {
+            let dir = tempfile::tempdir().unwrap();
+            let repo = git2::Repository::init_bare(dir.path().join("repo.git")).unwrap();
+            Crafted { dir, repo }
+        }
+
+        fn blob(&self, content: &[u8]) -> git2::Oid {
+            self.repo.blob(content).unwrap()
+        }
+
+        /// A tree object of `entries` (raw name, mode, object) exactly as given: unsorted,
+        /// duplicated, with any bytes in names.
+        fn tree(&self, entries: &[(&[u8], u32, git2::Oid)]) -> git2::Oid {
+            let mut raw = Vec::new();
+            for (name, mode, oid) in entries {
+                raw.extend_from_slice(format!("{mode:o} ").as_bytes());
+                raw.extend_from_slice(name);
+                raw.push(0);
+                raw.extend_from_slice(oid.as_bytes());
+            }
+            self.repo.odb().unwrap().write(git2::ObjectType::Tree, &raw).unwrap()
+        }
+
+        /// A commit of `tree`, written as raw bytes too (libgit2 would parse the tree first).
+        fn commit(&self, tree: git2::Oid) -> String {
+            let raw = format!(
+                "tree {tree}\nauthor t <t@strata.invalid> 0 +0000\ncommitter t <t@strata.invalid> 0 +0000\n\ncrafted\n"
+            );
+            self.repo.odb().unwrap().write(git2::ObjectType::Commit, raw.as_bytes()).unwrap().to_string()
+        }
+
+        fn snapshot(&self, commit: &str) -> Result<Snapshot, SourceError> {
+            GitSource::open(&self.dir.path().join("repo.git"), None).unwrap().unwrap().snapshot(commit)
+        }
+    }
+
+    #[test]
+    fn tree_entries_git_fsck_refuses_refuse_the_revision_naming_the_path() {
+        let c = Crafted::new();
+        let blob = c.blob(b"key: value\n");
+        let inner = c.tree(&[(b"x.yaml", 0o100644, blob)]);
+        let cases: Vec<(&[u8], u32, EntryProblem)> = vec![
+            (b"..", 0o40000, EntryProblem::DotDot),
+            (b".", 0o40000, EntryProblem::Dot),
+            (b".git", 0o40000, EntryProblem::DotGit),
+            (b".GiT", 0o100644, EntryProblem::DotGit),
+            (b"git~1", 0o40000, EntryProblem::DotGit),
+            (b".git. ", 0o40000, EntryProblem::DotGit),
+            (".g\u{200c}it".as_bytes(), 0o40000, EntryProblem::DotGit),
+            (b"a/b/../../x", 0o100644, EntryProblem::Slash),
+            (b"../../redaction.key", 0o100644, EntryProblem::Slash),
+            (b"", 0o100644, EntryProblem::Malformed),
+            (b"caf\xe9", 0o100644, EntryProblem::NotUtf8),
+            (b"odd", 0o100777, EntryProblem::BadMode(0o100777)),
+        ];
+        for (name, mode, problem) in cases {
+            let object = if mode == 0o40000 { inner } else { blob };
+            let packs = c.tree(&[(name, mode, object), (b"ok.yaml", 0o100644, blob)]);
+            let commit = c.commit(c.tree(&[(b"packs", 0o40000, packs)]));
+            match c.snapshot(&commit) {
+                Err(SourceError::BadEntry { revision, path, problem: found }) => {
+                    assert_eq!(revision, commit);
+                    assert_eq!(found, problem, "{}", String::from_utf8_lossy(name));
+                    assert!(path.starts_with("packs"), "{path}");
+                }
+                Err(other) => panic!("{}: {other}", String::from_utf8_lossy(name)),
+                Ok(_) => panic!("{} was taken", String::from_utf8_lossy(name)),
+            }
+        }
+        let twice = c.commit(c.tree(&[(b"a", 0o100644, blob), (b"a", 0o40000, inner)]));
+        assert!(matches!(c.snapshot(&twice), Err(SourceError::BadEntry { problem: EntryProblem::Duplicate, .. })));
+        let mut deep = inner;
+        for _ in 0..=MAX_TREE_DEPTH {
+            deep = c.tree(&[(b"d", 0o40000, deep)]);
+        }
+        assert!(matches!(
+            c.snapshot(&c.commit(deep)),
+            Err(SourceError::BadEntry { problem: EntryProblem::TooDeep, .. })
+        ));
+        let sound = c.commit(c.tree(&[(b"packs", 0o40000, inner), (b".gitignore", 0o100644, blob)]));
+        assert!(c.snapshot(&sound).is_ok(), "names that merely start like .git are fine");
+        let diagnostic = c.snapshot(&twice).err().unwrap().diagnostic().unwrap().to_string();
+        assert!(diagnostic.starts_with("error[path]") && diagnostic.contains("commit "), "{diagnostic}");
+    }
+
+    /// Any names at all, in trees of any shape: a snapshot either refuses them or its checkout
+    /// writes inside its own directory and nowhere else.
+    #[test]
+    fn random_tree_entry_names_never_write_outside_the_checkout() {
+        let seed = std::env::var("STRATA_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| fastrand::u64(..));
+        eprintln!("seed {seed} (STRATA_SEED={seed} repeats it)");
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let alphabet: &[&[u8]] = &[b".", b"..", b"/", b"a", b"b", b"x.yaml", b".git", b"\xff", b"\\", b" ", b"~1"];
+        let c = Crafted::new();
+        let blob = c.blob(b"kind: ConfigMap\n");
+        let victim = c.dir.path().join("victim");
+        fs::create_dir(&victim).unwrap();
+        fs::write(victim.join("redaction.key"), "original").unwrap();
+        let mut taken = 0;
+        for round in 0..300 {
+            let mut name = || -> Vec<u8> {
+                (0..rng.usize(1..5)).flat_map(|_| alphabet[rng.usize(..alphabet.len())].to_vec()).collect()
+            };
+            let leaf = c.tree(&[(&name(), 0o100644, blob), (&name(), 0o120000, c.blob(&name()))]);
+            let mid = c.tree(&[(&name(), 0o40000, leaf), (&name(), 0o100644, blob)]);
+            let root =
+                c.tree(&[(&name(), 0o40000, mid), (&name(), 0o40000, leaf), (&name(), 0o120000, c.blob(b"../victim"))]);
+            let commit = c.commit(root);
+            let Ok(snapshot) = c.snapshot(&commit) else { continue };
+            taken += 1;
+            let scratch = c.dir.path().join(format!("scratch-{round}"));
+            fs::create_dir(&scratch).unwrap();
+            let before = outside(c.dir.path(), &scratch);
+            let written = snapshot.tree.local_root(&scratch);
+            assert_eq!(outside(c.dir.path(), &scratch), before, "seed {seed}, round {round}: written outside");
+            if let Ok(root) = written {
+                assert!(root.starts_with(&scratch), "seed {seed}");
+            }
+            assert_eq!(fs::read_to_string(victim.join("redaction.key")).unwrap(), "original", "seed {seed}");
+        }
+        assert!(taken > 0, "seed {seed}: some random trees are sound");
+    }
+
+    /// Every path under `root` but those under `except`, with sizes, links not followed.
+    fn outside(root: &Path, except: &Path) -> Vec<(PathBuf, u64)> {
+        let mut out = Vec::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for entry in fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.starts_with(except) {
+                    continue;
+                }
+                let meta = fs::symlink_metadata(&path).unwrap();
+                if meta.is_dir() {
+                    stack.push(path.clone());
+                }
+                out.push((path, meta.len()));
+            }
+        }
+        out.sort();
+        out
     }
 
     #[test]

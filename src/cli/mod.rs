@@ -28,6 +28,9 @@ pub enum Failure {
 
 impl From<SourceError> for Failure {
     fn from(e: SourceError) -> Self {
+        if let Some(diagnostic) = e.diagnostic() {
+            return Failure::Invalid(diagnostic.into(), None);
+        }
         match e {
             SourceError::Git(message) => Failure::Internal(format!("git: {message}")),
             other => Failure::Usage(other.to_string()),

@@ -67,7 +67,9 @@ impl EvaluateError {
     pub fn rejects(&self) -> bool {
         match self {
             EvaluateError::Invalid { .. } | EvaluateError::Panicked { .. } => true,
-            EvaluateError::Source { source, .. } => matches!(source, SourceError::NoSubdir { .. }),
+            EvaluateError::Source { source, .. } => {
+                matches!(source, SourceError::NoSubdir { .. } | SourceError::BadEntry { .. })
+            }
             EvaluateError::Store(_) => false,
         }
     }

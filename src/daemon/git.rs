@@ -84,6 +84,8 @@ pub struct RepoSource {
     /// The repository revisions are read from: the local one, or the mirror.
     git_dir: PathBuf,
     last: Option<git2::Oid>,
+    /// Fetched commits already checked for tree entries git's fsck refuses.
+    checked: std::collections::HashSet<git2::Oid>,
 }
 
 /// The repository revisions are read from: the local one, or the mirror of a remote under the
@@ -110,7 +112,7 @@ impl RepoSource {
                 }
             }
         }
-        Ok(RepoSource { config: config.clone(), pull_refs, git_dir, last: None })
+        Ok(RepoSource { config: config.clone(), pull_refs, git_dir, last: None, checked: Default::default() })
     }
 
     pub fn is_remote(&self) -> bool {
@@ -172,6 +174,7 @@ impl RepoSource {
                 refspecs.push(format!("+{ns}/*/head:{ns}/*/head"));
             }
             fetch(&repo, url, &refspecs, &self.config.credentials)?;
+            self.check_fetched(&repo, &branch);
         }
         let oid = repo
             .refname_to_id(&branch)
@@ -184,6 +187,35 @@ impl RepoSource {
         }
         self.last = Some(oid);
         Ok(oid.to_string())
+    }
+}
+
+impl RepoSource {
+    /// Names each fetched head (the branch and pull-request heads) whose tree holds entries git's
+    /// fsck refuses. Such a commit is refused again whenever it is read (evaluated, planned), with
+    /// a commit status; this says so as soon as it arrives.
+    fn check_fetched(&mut self, repo: &Repository, branch: &str) {
+        let Ok(source) = self.git_source() else { return };
+        let mut heads: Vec<(String, git2::Oid)> = Vec::new();
+        if let Ok(oid) = repo.refname_to_id(branch) {
+            heads.push((branch.to_string(), oid));
+        }
+        for (number, commit) in self.pull_heads() {
+            if let Ok(oid) = git2::Oid::from_str(&commit) {
+                heads.push((format!("pull request {number}"), oid));
+            }
+        }
+        for (name, oid) in heads {
+            if !self.checked.insert(oid) {
+                continue;
+            }
+            if let Err(e @ SourceError::BadEntry { .. }) = source.snapshot(&oid.to_string()) {
+                warn!(reference = %name, commit = %oid, error = %e, "Fetched a commit whose tree git fsck refuses; it is never read.");
+            }
+        }
+        if self.checked.len() > 10_000 {
+            self.checked.clear();
+        }
     }
 }
 
