@@ -6,6 +6,9 @@
 //! - Reads need a viewer only with `view.require_token`; writes always do. The API's writes take
 //!   the bearer token only (a cookie is ambient authority); the view's forms take a session, whose
 //!   CSRF token and `Origin` the handler checks with [`Viewer::check_form`], or the token.
+//! - Probes ([`Access::Probe`], `/readyz`) answer everyone; the handler says more to a viewer.
+//!   `/metrics` ([`Access::Metrics`]) is a read that `metrics.token_file`'s token also opens, and
+//!   that needs a token whenever that file is set.
 //! - Wrong tokens — at `/login` and as bearer tokens — are guesses: they are logged (never the
 //!   token) and throttled per client and over all clients ([`Throttle`]); a throttled client gets
 //!   429 with `Retry-After` before its token is even compared.
@@ -39,6 +42,10 @@ const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 pub enum Access {
     Read,
     Write,
+    /// Anyone; the request's viewer, if any, is passed on (`/readyz` says more to one).
+    Probe,
+    /// A read that the metrics token opens too, and that needs a token when one is configured.
+    Metrics,
 }
 
 /// Who a refusal is for: API clients get JSON, browsers a way to sign in, the live table's
@@ -131,6 +138,8 @@ struct Session {
 
 pub struct Auth {
     token_file: Option<PathBuf>,
+    /// `metrics.token_file`: a token that opens `/metrics` and nothing else.
+    metrics_token_file: Option<PathBuf>,
     pub require_token: bool,
     sessions: Mutex<HashMap<String, Session>>,
     throttle: Throttle,
@@ -155,6 +164,7 @@ impl Auth {
     pub fn new(config: &Config) -> Auth {
         Auth {
             token_file: config.api_token_file.clone(),
+            metrics_token_file: config.metrics_token_file.clone(),
             require_token: config.view.require_token,
             sessions: Mutex::new(HashMap::new()),
             throttle: Throttle::default(),
@@ -180,14 +190,46 @@ impl Auth {
         if token.is_empty() { Err(Refusal::NoToken) } else { Ok(token) }
     }
 
-    /// Checks a presented token; a wrong one counts against `client`. `context` says where it was
-    /// presented, for the log.
+    /// The metrics token as its file holds it now; `None` when none is configured or it is empty.
+    fn metrics_token(&self) -> Result<Option<String>, Refusal> {
+        let Some(file) = &self.metrics_token_file else { return Ok(None) };
+        let token = read_secret(file).map_err(|e| {
+            error!(error = %e, "The metrics token is unreadable: only the API token opens /metrics.");
+            Refusal::Unreadable
+        })?;
+        Ok(Some(token).filter(|t| !t.is_empty()))
+    }
+
+    /// Checks a presented API token; a wrong one counts against `client`. `context` says where it
+    /// was presented, for the log.
     pub fn verify(&self, client: IpAddr, given: &str, context: &str) -> Result<(), Refusal> {
+        self.check(client, given, context, false).map(|_| ())
+    }
+
+    /// Checks a presented token: the API token, and with `metrics` also the metrics token.
+    /// Returns which one it is.
+    ///
+    /// The throttle comes first: a throttled client gets 429 whatever it sends.
+    fn check(&self, client: IpAddr, given: &str, context: &str, metrics: bool) -> Result<Token, Refusal> {
         self.throttle.check(client, Instant::now()).map_err(Refusal::Throttled)?;
-        let token = self.token()?;
-        // Fingerprints have one length, so the comparison says nothing about the token's.
-        if bool::from(self.fingerprint(given).ct_eq(&self.fingerprint(&token))) {
-            return Ok(());
+        let api = self.token();
+        let scrape = if metrics { self.metrics_token() } else { Ok(None) };
+        // Fingerprints have one length, so the comparison says nothing about the token's; both
+        // tokens are compared whatever the first says.
+        let given = self.fingerprint(given);
+        let matches = |token: Option<&String>| token.is_some_and(|t| bool::from(given.ct_eq(&self.fingerprint(t))));
+        let (is_api, is_scrape) = (matches(api.as_ref().ok()), matches(scrape.as_ref().ok().and_then(Option::as_ref)));
+        if is_api {
+            return Ok(Token::Api);
+        }
+        if is_scrape {
+            return Ok(Token::Metrics);
+        }
+        // Nothing to compare with is no guess: say why nobody gets in.
+        match (api, scrape) {
+            (Err(refusal), Ok(None)) => return Err(refusal),
+            (Err(_), Err(refusal)) => return Err(refusal),
+            _ => {}
         }
         self.throttle.fail(client, Instant::now());
         warn!(client = %client, via = context, "Wrong API token refused.");
@@ -240,8 +282,9 @@ impl Auth {
         HeaderValue::try_from(cookie.to_string()).expect("a hex id makes a valid header")
     }
 
-    /// The viewer a request's credentials show, none, or why they are refused.
-    fn identify(&self, headers: &HeaderMap, client: IpAddr) -> Result<Option<Viewer>, Refusal> {
+    /// The viewer a request's credentials show, none, or why they are refused. With `metrics`,
+    /// the metrics token is taken too: it shows no viewer, only that it was right.
+    fn identify(&self, headers: &HeaderMap, client: IpAddr, metrics: bool) -> Result<Shown, Refusal> {
         if let Some(authorization) = headers.get(header::AUTHORIZATION) {
             let bearer = authorization
                 .to_str()
@@ -250,7 +293,10 @@ impl Auth {
                 .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
                 .map(|(_, token)| token.trim());
             return match bearer {
-                Some(token) => self.verify(client, token, "bearer token").map(|()| Some(Viewer::Token)),
+                Some(token) => match self.check(client, token, "bearer token", metrics)? {
+                    Token::Api => Ok(Shown::Viewer(Viewer::Token)),
+                    Token::Metrics => Ok(Shown::MetricsToken),
+                },
                 None => Err(Refusal::Wrong),
             };
         }
@@ -263,8 +309,22 @@ impl Auth {
             .flatten()
             .find(|c| c.name() == name)
             .and_then(|c| self.session(c.value()));
-        Ok(session)
+        Ok(session.map_or(Shown::Nothing, Shown::Viewer))
     }
+}
+
+/// Which token was presented.
+enum Token {
+    Api,
+    Metrics,
+}
+
+/// What a request's credentials show.
+enum Shown {
+    Nothing,
+    Viewer(Viewer),
+    /// The metrics token: `/metrics`, nothing else.
+    MetricsToken,
 }
 
 /// Puts `routes` behind the authentication layer.
@@ -278,15 +338,24 @@ async fn authenticate(
     next: Next,
 ) -> Response {
     let client = req.extensions().get::<ConnInfo>().map(|c| c.peer.ip()).unwrap_or(Ipv4Addr::UNSPECIFIED.into());
-    let viewer = match app.auth.identify(req.headers(), client) {
-        Ok(viewer) => viewer,
+    let shown = match app.auth.identify(req.headers(), client, access == Access::Metrics) {
+        Ok(shown) => shown,
         Err(refusal) => return refusal.into_response(audience),
     };
-    let allowed = match (access, audience, &viewer) {
-        (Access::Read, _, None) => !app.auth.require_token,
-        (Access::Read, _, Some(_)) => true,
-        (Access::Write, Audience::Api, viewer) => matches!(viewer, Some(Viewer::Token)),
-        (Access::Write, _, viewer) => viewer.is_some(),
+    let allowed = match (access, &shown) {
+        (Access::Probe, _) => true,
+        (Access::Metrics, Shown::Nothing) => !app.auth.require_token && app.auth.metrics_token_file.is_none(),
+        (Access::Metrics, _) => true,
+        (Access::Read, Shown::Nothing) => !app.auth.require_token,
+        (Access::Read, Shown::Viewer(_)) => true,
+        (Access::Write, Shown::Viewer(Viewer::Token)) => true,
+        (Access::Write, Shown::Viewer(_)) => audience != Audience::Api,
+        // The metrics token opens `/metrics` only (and `identify` shows it nowhere else).
+        (Access::Read | Access::Write, Shown::MetricsToken) | (Access::Write, Shown::Nothing) => false,
+    };
+    let viewer = match shown {
+        Shown::Viewer(viewer) => Some(viewer),
+        Shown::Nothing | Shown::MetricsToken => None,
     };
     if !allowed {
         return match audience {
