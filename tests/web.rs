@@ -617,3 +617,65 @@ fn readiness_details_are_for_the_token_only() {
     assert_eq!(code, 503);
     assert!(body.contains(&db.display().to_string()), "{body}");
 }
+
+/// Finding 7: guesses from many addresses used to fill the global bucket and lock every token
+/// holder out. Now a client that did not fail is heard whatever others do; the guessers wait.
+#[test]
+fn guesses_from_many_addresses_hold_back_only_the_guessers() {
+    let repo = Repo::example();
+    let daemon = applied(&repo, "");
+    let address: std::net::SocketAddr = daemon.address().unwrap().trim().parse().unwrap();
+    let host = address.to_string();
+    let get = |from: u8, token: &str| {
+        let authorization = format!("Bearer {token}");
+        raw_from(
+            [127, 0, 0, from],
+            address,
+            "GET",
+            "/api/v1/clusters",
+            &[("Host", &host), ("Authorization", &authorization)],
+            "",
+        )
+    };
+    let sign_in_from = |from: u8, token: &str| {
+        let body = format!("name=alice&token={token}&next=%2F");
+        raw_from([127, 0, 0, from], address, "POST", "/login", &[("Host", &host), FORM], &body)
+    };
+    // Up to 9 guesses from each of 59 addresses, each stopping when held back: past 100, the
+    // flood holds back every address that failed in it.
+    let mut held = 0;
+    for from in 2..=60u8 {
+        for i in 0..9 {
+            let guess = format!("guess-{from}-{i}");
+            let (code, head, _) = if i % 2 == 0 { get(from, &guess) } else { sign_in_from(from, &guess) };
+            if i == 0 {
+                assert_eq!(code, 401, "127.0.0.{from}: an address that never failed is heard");
+            }
+            if code == 429 {
+                assert!(header(&head, "retry-after").is_some(), "{head}");
+                held += 1;
+                break;
+            }
+            assert_eq!(code, 401, "127.0.0.{from} guess {i}");
+        }
+    }
+    assert!(held >= 40, "the flood holds back the guessers: {held} held");
+    // The right token from an address that never failed: the API, sign-in and the CLI.
+    assert_eq!(get(61, TOKEN).0, 200);
+    let (code, head, _) = sign_in_from(62, TOKEN);
+    assert_eq!(code, 303, "{head}");
+    assert!(header(&head, "set-cookie").is_some());
+    let run = daemon.strata(&["status"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    // The guessers' own addresses: 429 with Retry-After, the right token included (no oracle).
+    for from in [2, 30, 60] {
+        for (code, head) in [get(from, TOKEN), sign_in_from(from, TOKEN)].map(|(c, h, _)| (c, h)) {
+            assert_eq!(code, 429, "127.0.0.{from}");
+            let wait: u64 = header(&head, "retry-after").unwrap().parse().unwrap();
+            assert!((1..=600).contains(&wait), "{head}");
+        }
+    }
+    // A newcomer that guesses during the flood gets its one answer, then waits with the others.
+    assert_eq!(get(63, "guess").0, 401);
+    assert_eq!(get(63, TOKEN).0, 429);
+}
