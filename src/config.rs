@@ -34,6 +34,8 @@ struct RawConfig {
     #[serde(default)]
     api: RawApi,
     #[serde(default)]
+    metrics: RawMetrics,
+    #[serde(default)]
     webhooks: RawWebhooks,
     #[serde(default)]
     drift: RawDrift,
@@ -220,6 +222,12 @@ struct RawApply {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawApi {
+    token_file: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
     token_file: Option<String>,
 }
 
@@ -466,6 +474,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The token the local API (approve, suspend) requires.
     pub api_token_file: Option<PathBuf>,
+    /// A bearer token that opens `/metrics` and nothing else (for Prometheus); when set,
+    /// `/metrics` needs it or the API token.
+    pub metrics_token_file: Option<PathBuf>,
     pub webhooks: Webhooks,
     /// How often every object is checked where nothing watches the target (directories).
     pub drift_interval: Duration,
@@ -996,6 +1007,7 @@ impl Config {
             state_dir: raw.state_dir.as_deref().map(resolve).unwrap_or_else(|| base.join("state")),
             listen,
             api_token_file: raw.api.token_file.as_deref().map(resolve),
+            metrics_token_file: raw.metrics.token_file.as_deref().map(resolve),
             webhooks: Webhooks {
                 github_secret_file: raw.webhooks.github_secret_file.as_deref().map(resolve),
                 gitea_secret_file: raw.webhooks.gitea_secret_file.as_deref().map(resolve),

@@ -91,10 +91,17 @@ fn reads_need_a_session_or_the_token_when_the_token_is_required() {
         daemon.raw("GET", "/api/v1/clusters", &[("Cookie", &format!("strata_session={}", "0".repeat(64)))], "");
     assert_eq!(code, 401);
 
-    // What stays open: probes, metrics, signed webhooks, sign-in and its assets.
-    for path in ["/healthz", "/readyz", "/metrics", "/login", "/assets/style.css", "/assets/app.js"] {
-        assert_eq!(daemon.raw("GET", path, &[], "").0, 200, "{path}");
+    // What stays open: probes (saying nothing but up and ready), signed webhooks, sign-in and its
+    // assets. Metrics name every cluster: they need the token.
+    for path in ["/healthz", "/readyz", "/login", "/assets/style.css", "/assets/app.js"] {
+        let (code, _, body) = daemon.raw("GET", path, &[], "");
+        assert_eq!(code, 200, "{path}");
+        assert!(!body.contains("aws-") && !body.contains(&repo.path().display().to_string()), "{path}: {body}");
     }
+    assert_eq!(daemon.raw("GET", "/readyz", &[], "").2, "ready\n");
+    let (code, _, body) = daemon.raw("GET", "/metrics", &[], "");
+    assert_eq!(code, 401, "{body}");
+    assert!(!body.contains("strata_"), "{body}");
     let body = r#"{"ref":"refs/heads/main"}"#;
     let signed = format!("sha256={}", signature(body));
     let (code, _) =
@@ -105,11 +112,20 @@ fn reads_need_a_session_or_the_token_when_the_token_is_required() {
     let (code, _, body) = daemon.raw("GET", "/api/v1/clusters", &[("Authorization", &auth)], "");
     assert_eq!(code, 200);
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap().as_array().unwrap().len(), 4);
+    let (code, _, body) = daemon.raw("GET", "/metrics", &[("Authorization", &auth)], "");
+    assert_eq!(code, 200);
+    assert!(body.contains("strata_reconciles_total"), "{body}");
     let (code, head) = sign_in(&daemon, "alice", TOKEN, "%2F");
     assert_eq!(code, 303);
     let cookie = session_cookie(&head);
-    for path in ["/", "/clusters/aws-cluster", "/api/v1/clusters", "/api/v1/clusters/aws-cluster", "/fragment/clusters"]
-    {
+    for path in [
+        "/",
+        "/clusters/aws-cluster",
+        "/api/v1/clusters",
+        "/api/v1/clusters/aws-cluster",
+        "/fragment/clusters",
+        "/metrics",
+    ] {
         assert_eq!(daemon.raw("GET", path, &[("Cookie", &cookie)], "").0, 200, "{path}");
     }
     // The API's actions take the token itself, never a cookie.
@@ -155,9 +171,10 @@ fn only_the_hosts_the_operator_configured_are_answered() {
     }
     // The operator hears of it (once a minute at most), in case the name is theirs.
     assert_eq!(daemon.log().matches("Refused a request for a host this daemon does not serve").count(), 1);
-    // Probes name whatever address they reach, and learn nothing from the answer.
-    assert_eq!(get("evil.example", "/healthz"), 200);
-    assert_eq!(get("evil.example", "/readyz"), 200);
+    // Probes too: they name the address they reach (`probes_name_the_address_they_reach…`).
+    assert_eq!(get("evil.example", "/healthz"), 421);
+    assert_eq!(get("evil.example", "/readyz"), 421);
+    assert_eq!(get(&format!("evil.example:{port}"), "/readyz"), 421);
 
     for host in [
         format!("127.0.0.1:{port}"),
@@ -454,4 +471,211 @@ fn a_daemon_out_of_descriptors_backs_off_and_recovers() {
     // The descriptors come back: the daemon answers again.
     drop(held);
     daemon.wait_for("/healthz answering again", Duration::from_secs(30), |d| d.get("/healthz").0 == 200);
+}
+
+/// Raw HTTP to `to` from the loopback address `from` (the client socket bound to it before it
+/// connects): (status, head, body).
+fn raw_from(
+    from: [u8; 4],
+    to: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    let response = runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind((std::net::Ipv4Addr::from(from), 0).into()).unwrap();
+        let mut stream = socket.connect(to).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await.unwrap().unwrap();
+        String::from_utf8_lossy(&response).into_owned()
+    });
+    let code = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (code, head.to_string(), body.to_string())
+}
+
+/// Finding 6: probes pass the `Host` check by naming the address they reach — as Kubernetes'
+/// probes name the pod's address on a daemon listening on 0.0.0.0 — and anyone without the token
+/// learns up or ready and nothing more; /metrics needs the API token or `metrics.token_file`'s,
+/// which opens nothing else.
+#[test]
+fn probes_name_the_address_they_reach_and_strangers_learn_only_up_and_ready() {
+    let repo = Repo::example();
+    let mut daemon = Daemon::configure(
+        &local(&repo),
+        &example_targets(),
+        "view: { require_token: true }\nmetrics: { token_file: ./metrics-token }\n",
+    );
+    std::fs::write(daemon.dir.path().join("metrics-token"), "scrape-token\n").unwrap();
+    let config = std::fs::read_to_string(&daemon.config).unwrap().replace("listen: 127.0.0.1:0", "listen: 0.0.0.0:0");
+    std::fs::write(&daemon.config, config).unwrap();
+    daemon.spawn();
+    let auth = bearer();
+    daemon.wait_for("aws-cluster applied", Duration::from_secs(10), |d| {
+        d.raw("GET", "/api/v1/clusters/aws-cluster", &[("Authorization", &auth)], "").2.contains("\"applied\"")
+    });
+    let port: u16 = daemon.address().unwrap().trim().rsplit_once(':').unwrap().1.parse().unwrap();
+    // A pod's address: the connection reaches 127.0.0.2, which the daemon was not told about.
+    let pod = std::net::SocketAddr::from(([127, 0, 0, 2], port));
+    let probe = |host: &str, path: &str, headers: &[(&str, &str)]| {
+        let all: Vec<(&str, &str)> = [("Host", host)].into_iter().chain(headers.iter().copied()).collect();
+        raw_from([127, 0, 0, 9], pod, "GET", path, &all, "")
+    };
+    let here = format!("127.0.0.2:{port}");
+    assert_eq!(probe(&here, "/healthz", &[]).2, "ok\n");
+    let (code, _, body) = probe(&here, "/readyz", &[]);
+    assert_eq!((code, body.as_str()), (200, "ready\n"));
+    let (code, _, body) = probe(&here, "/readyz", &[("Accept", "application/json")]);
+    assert_eq!(code, 200);
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), serde_json::json!({ "ready": true }));
+    // Another address, or a name, is not the one the connection reached.
+    for host in [format!("127.0.0.3:{port}"), "evil.example".into(), format!("evil.example:{port}")] {
+        for path in ["/healthz", "/readyz", "/metrics"] {
+            assert_eq!(probe(&host, path, &[]).0, 421, "{host} {path}");
+        }
+    }
+
+    // Metrics: not for strangers; the API token, a session or the metrics token.
+    let (code, _, body) = probe(&here, "/metrics", &[]);
+    assert_eq!(code, 401);
+    assert!(!body.contains("strata_"), "{body}");
+    let scrape = "Bearer scrape-token";
+    for authorization in [auth.as_str(), scrape] {
+        let (code, _, body) = probe(&here, "/metrics", &[("Authorization", authorization)]);
+        assert_eq!(code, 200, "{authorization}");
+        assert!(body.contains("strata_reconciles_total"), "{body}");
+    }
+    assert_eq!(probe(&here, "/metrics", &[("Authorization", "Bearer scrape-tokem")]).0, 401);
+    // The metrics token opens nothing else, and is no way to sign in.
+    for path in ["/api/v1/clusters", "/readyz"] {
+        assert_eq!(probe(&here, path, &[("Authorization", scrape)]).0, 401, "{path}");
+    }
+    let (code, _, _) = daemon.raw("POST", "/login", &[FORM], "name=prometheus&token=scrape-token&next=%2F");
+    assert_eq!(code, 401);
+}
+
+/// Finding 6: what `/readyz` knows — the repository's URL and why it fails, the state
+/// database's path — is for the token's holders (and `strata status`), not for strangers.
+#[test]
+fn readiness_details_are_for_the_token_only() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/secret-fleet.git", dead.local_addr().unwrap());
+    drop(dead);
+    let daemon = Daemon::start_with(
+        &format!("{{ url: '{url}', branch: main, interval: 1h }}"),
+        &example_targets(),
+        "view: { require_token: true }\n",
+    );
+    let auth = bearer();
+    daemon.wait_for("the repository failing", Duration::from_secs(20), |d| {
+        d.raw("GET", "/readyz", &[("Authorization", &auth)], "").2.contains("repository: failing since")
+    });
+    let (code, _, detail) = daemon.raw("GET", "/readyz", &[("Authorization", &auth)], "");
+    assert_eq!(code, 200);
+    assert!(detail.contains("secret-fleet.git"), "{detail}");
+    let (_, _, json) = daemon.raw("GET", "/readyz", &[("Authorization", &auth), ("Accept", "application/json")], "");
+    assert_eq!(serde_json::from_str::<Value>(&json).unwrap()["problems"][0]["source"], "repository", "{json}");
+    // `strata status` reads it with the token from its config.
+    let run = daemon.strata(&["status"]);
+    assert!(
+        run.stdout.contains("repository: failing since") && run.stdout.contains("secret-fleet.git"),
+        "{}",
+        run.stdout
+    );
+    // Without the token: ready, and nothing more.
+    let (code, _, body) = daemon.raw("GET", "/readyz", &[], "");
+    assert_eq!((code, body.as_str()), (200, "ready\n"));
+    let (_, _, json) = daemon.raw("GET", "/readyz", &[("Accept", "application/json")], "");
+    assert_eq!(serde_json::from_str::<Value>(&json).unwrap(), serde_json::json!({ "ready": true }));
+    // A session shows the details as the token does; a wrong token is refused, not answered.
+    let (_, head) = sign_in(&daemon, "alice", TOKEN, "%2F");
+    let cookie = session_cookie(&head);
+    assert!(daemon.raw("GET", "/readyz", &[("Cookie", &cookie)], "").2.contains("secret-fleet.git"));
+    assert_eq!(daemon.raw("GET", "/readyz", &[("Authorization", "Bearer wrong")], "").0, 401);
+
+    // Not ready, because the state database is not one: why (its path) only with the token.
+    let repo = Repo::example();
+    let mut broken = Daemon::configure(&local(&repo), &example_targets(), "view: { require_token: true }\n");
+    std::fs::create_dir_all(broken.dir.path().join("state")).unwrap();
+    let db = broken.dir.path().join("state/strata.db");
+    std::fs::write(&db, vec![0x5a; 16384]).unwrap();
+    broken.launch();
+    broken.wait_for("not ready", Duration::from_secs(20), |d| d.get("/readyz").0 == 503);
+    let (code, _, body) = broken.raw("GET", "/readyz", &[], "");
+    assert_eq!((code, body.as_str()), (503, "not ready\n"));
+    let (code, _, body) = broken.raw("GET", "/readyz", &[("Authorization", &auth)], "");
+    assert_eq!(code, 503);
+    assert!(body.contains(&db.display().to_string()), "{body}");
+}
+
+/// Finding 7: guesses from many addresses used to fill the global bucket and lock every token
+/// holder out. Now a client that did not fail is heard whatever others do; the guessers wait.
+#[test]
+fn guesses_from_many_addresses_hold_back_only_the_guessers() {
+    let repo = Repo::example();
+    let daemon = applied(&repo, "");
+    let address: std::net::SocketAddr = daemon.address().unwrap().trim().parse().unwrap();
+    let host = address.to_string();
+    let get = |from: u8, token: &str| {
+        let authorization = format!("Bearer {token}");
+        raw_from(
+            [127, 0, 0, from],
+            address,
+            "GET",
+            "/api/v1/clusters",
+            &[("Host", &host), ("Authorization", &authorization)],
+            "",
+        )
+    };
+    let sign_in_from = |from: u8, token: &str| {
+        let body = format!("name=alice&token={token}&next=%2F");
+        raw_from([127, 0, 0, from], address, "POST", "/login", &[("Host", &host), FORM], &body)
+    };
+    // Up to 9 guesses from each of 59 addresses, each stopping when held back: past 100, the
+    // flood holds back every address that failed in it.
+    let mut held = 0;
+    for from in 2..=60u8 {
+        for i in 0..9 {
+            let guess = format!("guess-{from}-{i}");
+            let (code, head, _) = if i % 2 == 0 { get(from, &guess) } else { sign_in_from(from, &guess) };
+            if i == 0 {
+                assert_eq!(code, 401, "127.0.0.{from}: an address that never failed is heard");
+            }
+            if code == 429 {
+                assert!(header(&head, "retry-after").is_some(), "{head}");
+                held += 1;
+                break;
+            }
+            assert_eq!(code, 401, "127.0.0.{from} guess {i}");
+        }
+    }
+    assert!(held >= 40, "the flood holds back the guessers: {held} held");
+    // The right token from an address that never failed: the API, sign-in and the CLI.
+    assert_eq!(get(61, TOKEN).0, 200);
+    let (code, head, _) = sign_in_from(62, TOKEN);
+    assert_eq!(code, 303, "{head}");
+    assert!(header(&head, "set-cookie").is_some());
+    let run = daemon.strata(&["status"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    // The guessers' own addresses: 429 with Retry-After, the right token included (no oracle).
+    for from in [2, 30, 60] {
+        for (code, head) in [get(from, TOKEN), sign_in_from(from, TOKEN)].map(|(c, h, _)| (c, h)) {
+            assert_eq!(code, 429, "127.0.0.{from}");
+            let wait: u64 = header(&head, "retry-after").unwrap().parse().unwrap();
+            assert!((1..=600).contains(&wait), "{head}");
+        }
+    }
+    // A newcomer that guesses during the flood gets its one answer, then waits with the others.
+    assert_eq!(get(63, "guess").0, 401);
+    assert_eq!(get(63, TOKEN).0, 429);
 }

@@ -6,9 +6,13 @@
 //! - Reads need a viewer only with `view.require_token`; writes always do. The API's writes take
 //!   the bearer token only (a cookie is ambient authority); the view's forms take a session, whose
 //!   CSRF token and `Origin` the handler checks with [`Viewer::check_form`], or the token.
+//! - Probes ([`Access::Probe`], `/readyz`) answer everyone; the handler says more to a viewer.
+//!   `/metrics` ([`Access::Metrics`]) is a read that `metrics.token_file`'s token also opens, and
+//!   that needs a token whenever that file is set.
 //! - Wrong tokens — at `/login` and as bearer tokens — are guesses: they are logged (never the
-//!   token) and throttled per client and over all clients ([`Throttle`]); a throttled client gets
-//!   429 with `Retry-After` before its token is even compared.
+//!   token) and throttled per client, and a flood from many clients holds back those that failed
+//!   in it ([`Throttle`]); a throttled client gets 429 with `Retry-After` before its token is even
+//!   compared. A client that did not fail is never held back by others' failures.
 //! - A session remembers a keyed fingerprint of the token that opened it and ends as soon as the
 //!   token file holds another token. Its cookie is HttpOnly, SameSite=Strict, and `Secure` (with
 //!   the `__Host-` prefix) when `view.public_url` is https.
@@ -39,6 +43,10 @@ const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 pub enum Access {
     Read,
     Write,
+    /// Anyone; the request's viewer, if any, is passed on (`/readyz` says more to one).
+    Probe,
+    /// A read that the metrics token opens too, and that needs a token when one is configured.
+    Metrics,
 }
 
 /// Who a refusal is for: API clients get JSON, browsers a way to sign in, the live table's
@@ -83,7 +91,8 @@ impl Viewer {
 /// Why credentials were not accepted.
 #[derive(Debug)]
 pub enum Refusal {
-    /// Too many wrong tokens lately, from this client or from everyone: wait this long.
+    /// Too many wrong tokens lately from this client, or it failed during a flood of them from
+    /// many clients: wait this long.
     Throttled(Duration),
     Wrong,
     /// No `api.token_file`: nobody can sign in.
@@ -131,6 +140,8 @@ struct Session {
 
 pub struct Auth {
     token_file: Option<PathBuf>,
+    /// `metrics.token_file`: a token that opens `/metrics` and nothing else.
+    metrics_token_file: Option<PathBuf>,
     pub require_token: bool,
     sessions: Mutex<HashMap<String, Session>>,
     throttle: Throttle,
@@ -155,6 +166,7 @@ impl Auth {
     pub fn new(config: &Config) -> Auth {
         Auth {
             token_file: config.api_token_file.clone(),
+            metrics_token_file: config.metrics_token_file.clone(),
             require_token: config.view.require_token,
             sessions: Mutex::new(HashMap::new()),
             throttle: Throttle::default(),
@@ -180,14 +192,51 @@ impl Auth {
         if token.is_empty() { Err(Refusal::NoToken) } else { Ok(token) }
     }
 
-    /// Checks a presented token; a wrong one counts against `client`. `context` says where it was
-    /// presented, for the log.
+    /// The metrics token as its file holds it now; `None` when none is configured or it is empty.
+    fn metrics_token(&self) -> Result<Option<String>, Refusal> {
+        let Some(file) = &self.metrics_token_file else { return Ok(None) };
+        let token = read_secret(file).map_err(|e| {
+            error!(error = %e, "The metrics token is unreadable: only the API token opens /metrics.");
+            Refusal::Unreadable
+        })?;
+        Ok(Some(token).filter(|t| !t.is_empty()))
+    }
+
+    /// Checks a presented API token; a wrong one counts against `client`. `context` says where it
+    /// was presented, for the log.
     pub fn verify(&self, client: IpAddr, given: &str, context: &str) -> Result<(), Refusal> {
+        self.check(client, given, context, false).map(|_| ())
+    }
+
+    /// Checks a presented token: the API token, and with `metrics` also the metrics token.
+    /// Returns which one it is.
+    ///
+    /// The throttle comes first. A client it holds back gets 429 whatever it sends, the right
+    /// token included: were the right token let through before the throttle, a throttled client
+    /// could tell a right guess (200) from a wrong one (429) as fast as it can send them, and the
+    /// throttle would slow nothing. Its price: someone at the same address as a guesser (behind
+    /// one NAT or proxy) waits too. Clients the throttle does not hold — every client that did not
+    /// fail lately, whatever others did — are compared, so their right token is never refused.
+    fn check(&self, client: IpAddr, given: &str, context: &str, metrics: bool) -> Result<Token, Refusal> {
         self.throttle.check(client, Instant::now()).map_err(Refusal::Throttled)?;
-        let token = self.token()?;
-        // Fingerprints have one length, so the comparison says nothing about the token's.
-        if bool::from(self.fingerprint(given).ct_eq(&self.fingerprint(&token))) {
-            return Ok(());
+        let api = self.token();
+        let scrape = if metrics { self.metrics_token() } else { Ok(None) };
+        // Fingerprints have one length, so the comparison says nothing about the token's; both
+        // tokens are compared whatever the first says.
+        let given = self.fingerprint(given);
+        let matches = |token: Option<&String>| token.is_some_and(|t| bool::from(given.ct_eq(&self.fingerprint(t))));
+        let (is_api, is_scrape) = (matches(api.as_ref().ok()), matches(scrape.as_ref().ok().and_then(Option::as_ref)));
+        if is_api {
+            return Ok(Token::Api);
+        }
+        if is_scrape {
+            return Ok(Token::Metrics);
+        }
+        // Nothing to compare with is no guess: say why nobody gets in.
+        match (api, scrape) {
+            (Err(refusal), Ok(None)) => return Err(refusal),
+            (Err(_), Err(refusal)) => return Err(refusal),
+            _ => {}
         }
         self.throttle.fail(client, Instant::now());
         warn!(client = %client, via = context, "Wrong API token refused.");
@@ -240,8 +289,9 @@ impl Auth {
         HeaderValue::try_from(cookie.to_string()).expect("a hex id makes a valid header")
     }
 
-    /// The viewer a request's credentials show, none, or why they are refused.
-    fn identify(&self, headers: &HeaderMap, client: IpAddr) -> Result<Option<Viewer>, Refusal> {
+    /// The viewer a request's credentials show, none, or why they are refused. With `metrics`,
+    /// the metrics token is taken too: it shows no viewer, only that it was right.
+    fn identify(&self, headers: &HeaderMap, client: IpAddr, metrics: bool) -> Result<Shown, Refusal> {
         if let Some(authorization) = headers.get(header::AUTHORIZATION) {
             let bearer = authorization
                 .to_str()
@@ -250,7 +300,10 @@ impl Auth {
                 .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
                 .map(|(_, token)| token.trim());
             return match bearer {
-                Some(token) => self.verify(client, token, "bearer token").map(|()| Some(Viewer::Token)),
+                Some(token) => match self.check(client, token, "bearer token", metrics)? {
+                    Token::Api => Ok(Shown::Viewer(Viewer::Token)),
+                    Token::Metrics => Ok(Shown::MetricsToken),
+                },
                 None => Err(Refusal::Wrong),
             };
         }
@@ -263,8 +316,22 @@ impl Auth {
             .flatten()
             .find(|c| c.name() == name)
             .and_then(|c| self.session(c.value()));
-        Ok(session)
+        Ok(session.map_or(Shown::Nothing, Shown::Viewer))
     }
+}
+
+/// Which token was presented.
+enum Token {
+    Api,
+    Metrics,
+}
+
+/// What a request's credentials show.
+enum Shown {
+    Nothing,
+    Viewer(Viewer),
+    /// The metrics token: `/metrics`, nothing else.
+    MetricsToken,
 }
 
 /// Puts `routes` behind the authentication layer.
@@ -278,15 +345,24 @@ async fn authenticate(
     next: Next,
 ) -> Response {
     let client = req.extensions().get::<ConnInfo>().map(|c| c.peer.ip()).unwrap_or(Ipv4Addr::UNSPECIFIED.into());
-    let viewer = match app.auth.identify(req.headers(), client) {
-        Ok(viewer) => viewer,
+    let shown = match app.auth.identify(req.headers(), client, access == Access::Metrics) {
+        Ok(shown) => shown,
         Err(refusal) => return refusal.into_response(audience),
     };
-    let allowed = match (access, audience, &viewer) {
-        (Access::Read, _, None) => !app.auth.require_token,
-        (Access::Read, _, Some(_)) => true,
-        (Access::Write, Audience::Api, viewer) => matches!(viewer, Some(Viewer::Token)),
-        (Access::Write, _, viewer) => viewer.is_some(),
+    let allowed = match (access, &shown) {
+        (Access::Probe, _) => true,
+        (Access::Metrics, Shown::Nothing) => !app.auth.require_token && app.auth.metrics_token_file.is_none(),
+        (Access::Metrics, _) => true,
+        (Access::Read, Shown::Nothing) => !app.auth.require_token,
+        (Access::Read, Shown::Viewer(_)) => true,
+        (Access::Write, Shown::Viewer(Viewer::Token)) => true,
+        (Access::Write, Shown::Viewer(_)) => audience != Audience::Api,
+        // The metrics token opens `/metrics` only (and `identify` shows it nowhere else).
+        (Access::Read | Access::Write, Shown::MetricsToken) | (Access::Write, Shown::Nothing) => false,
+    };
+    let viewer = match shown {
+        Shown::Viewer(viewer) => Some(viewer),
+        Shown::Nothing | Shown::MetricsToken => None,
     };
     if !allowed {
         return match audience {
@@ -308,22 +384,42 @@ pub fn local_path(next: &str) -> Option<&str> {
     (shape && clean && next.len() <= 2048 && next.parse::<axum::http::uri::PathAndQuery>().is_ok()).then_some(next)
 }
 
-/// Wrong tokens, counted per client ([`client_key`]) and over all clients as leaky buckets: each failure adds
-/// one, and the count drains at a steady rate. A client may fail [`Throttle::PER_CLIENT`] times
-/// in a burst, then once per [`Throttle::CLIENT_DRAIN`]; everyone together
-/// [`Throttle::GLOBAL`] times, then once per [`Throttle::GLOBAL_DRAIN`].
+/// Wrong tokens, counted per client ([`client_key`]: an address, an IPv6 /64) and over all
+/// clients as leaky buckets: each failure adds one, and the count drains at a steady rate.
 ///
-/// (A rate limiter such as governor counts every check; this one must ask "may this client
-/// try?" without counting, and count only the failures.)
-#[derive(Default)]
+/// - A client may fail [`Throttle::PER_CLIENT`] times in a burst, then once per
+///   [`Throttle::CLIENT_DRAIN`]; past that it is refused (429) before its token is compared.
+/// - Over all clients, more than [`Throttle::GLOBAL`] failures draining one per
+///   [`Throttle::GLOBAL_DRAIN`] is an attack from many addresses. While it lasts, the clients
+///   that failed themselves in the last [`Throttle::RECENT`] are refused too; a client that has
+///   not failed is still heard, so a right token is never refused for others' failures. An
+///   attacker gets one guess per fresh address per [`Throttle::RECENT`] while the flood lasts,
+///   and everyone who failed together one per [`Throttle::GLOBAL_DRAIN`] as before.
+/// - Memory: at most [`Throttle::CLIENTS`] clients are remembered (about 4 MiB), those that
+///   failed in the last [`Throttle::RECENT`]; older ones are dropped. Only when that many clients
+///   failed within it (an attacker with so many addresses or /64s) is a client that has not
+///   failed refused as well, since it could not be remembered if it guessed wrong. (A few more
+///   than [`Throttle::CLIENTS`] may be stored: those whose check passed just before the table
+///   filled, at most one per connection.)
+///
+/// A rate limiter such as governor counts every check; this one must ask "may this client try?"
+/// without counting, and count only the failures.
 pub struct Throttle {
-    clients: Mutex<HashMap<IpAddr, Bucket>>,
-    global: Mutex<Bucket>,
+    state: Mutex<ThrottleState>,
+    capacity: usize,
+}
+
+struct ThrottleState {
+    clients: HashMap<IpAddr, Bucket>,
+    global: Bucket,
+    /// When clients that failed long ago were last dropped.
+    pruned: Option<Instant>,
 }
 
 #[derive(Clone, Copy, Default)]
 struct Bucket {
     failures: f64,
+    /// The last failure.
     at: Option<Instant>,
 }
 
@@ -340,9 +436,20 @@ impl Bucket {
         (over > 0.0).then(|| drain.mul_f64(over))
     }
 
-    fn add(&mut self, now: Instant, drain: Duration) {
-        self.failures = self.drained(now, drain) + 1.0;
+    /// Counts a failure; the count stays at most `cap`.
+    fn add(&mut self, now: Instant, drain: Duration, cap: f64) {
+        self.failures = (self.drained(now, drain) + 1.0).min(cap);
         self.at = Some(now);
+    }
+
+    fn failed_within(&self, now: Instant, recent: Duration) -> bool {
+        self.at.is_some_and(|at| now.saturating_duration_since(at) < recent)
+    }
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Throttle::with_capacity(Throttle::CLIENTS)
     }
 }
 
@@ -351,26 +458,75 @@ impl Throttle {
     pub const CLIENT_DRAIN: Duration = Duration::from_secs(6);
     pub const GLOBAL: f64 = 100.0;
     pub const GLOBAL_DRAIN: Duration = Duration::from_secs(1);
+    /// The global count goes no higher than this, so a flood is over (for those who failed in
+    /// it) at most `GLOBAL_CAP - GLOBAL` drains after its last failure.
+    const GLOBAL_CAP: f64 = 2.0 * Self::GLOBAL;
+    /// While the global bound is exceeded, a client that failed this recently is refused.
+    pub const RECENT: Duration = Duration::from_secs(600);
+    /// Clients remembered at most.
+    pub const CLIENTS: usize = 65_536;
+
+    pub fn with_capacity(capacity: usize) -> Throttle {
+        Throttle {
+            state: Mutex::new(ThrottleState { clients: HashMap::new(), global: Bucket::default(), pruned: None }),
+            capacity,
+        }
+    }
 
     /// May `client` present a token now? If not, how long until it may.
     pub fn check(&self, client: IpAddr, now: Instant) -> Result<(), Duration> {
-        let mine = self.clients.lock().expect("throttle lock").get(&client_key(client)).copied().unwrap_or_default();
-        let global = *self.global.lock().expect("throttle lock");
-        let waits =
-            [mine.wait(now, Self::PER_CLIENT, Self::CLIENT_DRAIN), global.wait(now, Self::GLOBAL, Self::GLOBAL_DRAIN)];
-        match waits.into_iter().flatten().max() {
-            Some(wait) => Err(wait),
+        let mut state = self.state.lock().expect("throttle lock");
+        let flood = state.global.wait(now, Self::GLOBAL, Self::GLOBAL_DRAIN);
+        match state.clients.get(&client_key(client)) {
+            Some(mine) => {
+                if let Some(wait) = mine.wait(now, Self::PER_CLIENT, Self::CLIENT_DRAIN) {
+                    return Err(wait);
+                }
+                match flood {
+                    Some(wait) if mine.failed_within(now, Self::RECENT) => Err(wait),
+                    _ => Ok(()),
+                }
+            }
+            None if state.clients.len() >= self.capacity => {
+                state.prune(now);
+                if state.clients.len() >= self.capacity {
+                    return Err(flood.unwrap_or(Self::GLOBAL_DRAIN).max(Self::GLOBAL_DRAIN));
+                }
+                Ok(())
+            }
             None => Ok(()),
         }
     }
 
     /// Counts a wrong token from `client`.
     pub fn fail(&self, client: IpAddr, now: Instant) {
-        let mut clients = self.clients.lock().expect("throttle lock");
-        // Buckets that drained are forgotten; the global bucket bounds how many can be full.
-        clients.retain(|_, b| b.drained(now, Self::CLIENT_DRAIN) > 0.0);
-        clients.entry(client_key(client)).or_default().add(now, Self::CLIENT_DRAIN);
-        self.global.lock().expect("throttle lock").add(now, Self::GLOBAL_DRAIN);
+        let mut state = self.state.lock().expect("throttle lock");
+        let key = client_key(client);
+        if !state.clients.contains_key(&key) {
+            state.prune(now);
+        }
+        // A client is refused at PER_CLIENT, so only requests in flight together go past it; the
+        // cap keeps any bucket drained within RECENT, before it is dropped.
+        let cap = Self::RECENT.as_secs_f64() / Self::CLIENT_DRAIN.as_secs_f64();
+        state.clients.entry(key).or_default().add(now, Self::CLIENT_DRAIN, cap);
+        state.global.add(now, Self::GLOBAL_DRAIN, Self::GLOBAL_CAP);
+    }
+
+    /// How many clients are remembered.
+    pub fn clients(&self) -> usize {
+        self.state.lock().expect("throttle lock").clients.len()
+    }
+}
+
+impl ThrottleState {
+    /// Forgets the clients that did not fail within [`Throttle::RECENT`] (their buckets drained
+    /// long before), at most once a second: a scan of a full table is not for every request.
+    fn prune(&mut self, now: Instant) {
+        if self.pruned.is_some_and(|at| now.saturating_duration_since(at) < Duration::from_secs(1)) {
+            return;
+        }
+        self.pruned = Some(now);
+        self.clients.retain(|_, b| b.failed_within(now, Throttle::RECENT));
     }
 }
 
@@ -404,7 +560,7 @@ mod tests {
     }
 
     #[test]
-    fn wrong_tokens_are_throttled_per_client_and_overall() {
+    fn wrong_tokens_are_throttled_per_client() {
         let throttle = Throttle::default();
         let start = Instant::now();
         let alice: IpAddr = "192.0.2.1".parse().unwrap();
@@ -421,20 +577,88 @@ mod tests {
         assert!(throttle.check(alice, later).is_ok());
         throttle.fail(alice, later);
         assert!(throttle.check(alice, later).is_err());
-
-        // Many clients together hit the global bound; so do the addresses of one IPv6 /64.
-        let throttle = Throttle::default();
-        for i in 0..100u32 {
-            let ip = IpAddr::V6(((0x2001_0db8u128 << 96) | (u128::from(i) << 64) | 1).into());
-            assert!(throttle.check(ip, start).is_ok(), "client {i}");
-            throttle.fail(ip, start);
-        }
-        let fresh: IpAddr = "198.51.100.7".parse().unwrap();
-        assert!(throttle.check(fresh, start).is_err(), "global bound");
+        // The addresses of one IPv6 /64 are one client.
         let throttle = Throttle::default();
         for i in 0..10u128 {
             throttle.fail(IpAddr::V6(((0x2001_0db8u128 << 96) | i).into()), start);
         }
         assert!(throttle.check(IpAddr::V6(((0x2001_0db8u128 << 96) | 99).into()), start).is_err(), "one /64");
+        assert!(throttle.check(IpAddr::V6(((0x2001_0db8u128 << 96) | (1 << 64)).into()), start).is_ok(), "next /64");
+    }
+
+    /// Finding 7: 120 wrong tokens from 20 addresses used to lock every token user out.
+    #[test]
+    fn a_flood_from_many_clients_holds_back_only_those_that_failed() {
+        let throttle = Throttle::default();
+        let start = Instant::now();
+        let attacker = |i: u32| IpAddr::from([10, 0, (i >> 8) as u8, i as u8]);
+        // Up to 6 guesses from each of 20 addresses: 100 are answered, then each address that
+        // failed waits, though its own bucket has room; a fresh address still gets one answer.
+        let mut answered = 0;
+        for i in 0..20 {
+            for guess in 0..6 {
+                if throttle.check(attacker(i), start).is_err() {
+                    assert!(guess > 0, "attacker {i}: a fresh address is heard");
+                    break;
+                }
+                throttle.fail(attacker(i), start);
+                answered += 1;
+            }
+        }
+        assert_eq!(answered, 16 * 6 + 4 + 3);
+        for i in 0..20 {
+            let wait = throttle.check(attacker(i), start).unwrap_err();
+            assert!(wait >= Throttle::GLOBAL_DRAIN, "attacker {i}: {wait:?}");
+        }
+        // ...and a client that never failed is heard: its right token gets in.
+        let bob: IpAddr = "198.51.100.7".parse().unwrap();
+        assert!(throttle.check(bob, start).is_ok());
+        // A fresh address gets one guess; having failed in a flood, it waits with the others.
+        let fresh: IpAddr = "203.0.113.9".parse().unwrap();
+        assert!(throttle.check(fresh, start).is_ok());
+        throttle.fail(fresh, start);
+        assert!(throttle.check(fresh, start).is_err());
+        // Still flooded a minute later (the attackers' buckets drained long ago): those who failed
+        // in the last RECENT keep waiting while the flood goes on; bob is still heard.
+        let minute = start + Duration::from_secs(60);
+        for i in 100..200 {
+            throttle.fail(attacker(i), minute);
+        }
+        assert!(throttle.check(attacker(0), minute).is_err());
+        assert!(throttle.check(bob, minute).is_ok());
+        // Once the global count drains below the bound, those who failed may try again, one per
+        // GLOBAL_DRAIN together; and a client that failed before RECENT is new again.
+        let calm = minute + Throttle::GLOBAL_DRAIN.mul_f64(2.0 * Throttle::GLOBAL);
+        assert!(throttle.check(attacker(0), calm).is_ok());
+        let much_later = minute + Throttle::RECENT;
+        for i in 200..400 {
+            throttle.fail(attacker(i), much_later);
+        }
+        assert!(throttle.check(attacker(0), much_later).is_ok(), "failed more than RECENT ago");
+        assert!(throttle.check(attacker(200), much_later).is_err());
+    }
+
+    #[test]
+    fn the_clients_remembered_are_bounded_under_address_churn() {
+        let throttle = Throttle::with_capacity(1000);
+        let start = Instant::now();
+        let address = |i: u32| IpAddr::from(Ipv4Addr::from(0x0a00_0000u32 + i));
+        // A new address per guess: the table fills, and no address is forgotten while it could
+        // still be held back...
+        let mut admitted = 0;
+        for i in 0..5000 {
+            if throttle.check(address(i), start).is_ok() {
+                admitted += 1;
+                throttle.fail(address(i), start);
+            }
+        }
+        assert_eq!(admitted, 1000, "once full, a client the table cannot remember is refused");
+        assert_eq!(throttle.clients(), 1000);
+        assert!(throttle.check(address(0), start).is_err(), "still remembered: still held back");
+        // ...and those that failed more than RECENT ago are dropped to make room.
+        let later = start + Throttle::RECENT + Duration::from_secs(1);
+        assert!(throttle.check(address(9999), later).is_ok());
+        throttle.fail(address(9999), later);
+        assert_eq!(throttle.clients(), 1);
     }
 }

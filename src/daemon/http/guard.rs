@@ -5,7 +5,9 @@
 //! `evil.example` re-resolves its own name to 127.0.0.1 and reads the answers. Its requests carry
 //! `Host: evil.example`, so only hosts the operator configured are answered: the listen address,
 //! localhost by name and address (with the port), the address the connection came in on, the
-//! host of `view.public_url`, and `listener.allowed_hosts`. Others get 421.
+//! host of `view.public_url`, and `listener.allowed_hosts`. Others get 421 — at every endpoint,
+//! probes included: Kubernetes' probes name the pod address they connect to, which is the address
+//! the connection came in on.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
@@ -82,8 +84,10 @@ impl Hosts {
     /// Whether a request for `host` that came in on `local` is for this daemon.
     pub fn allows(&self, host: &str, local: SocketAddr) -> bool {
         let host = host.to_ascii_lowercase();
-        // An IP literal naming the address the connection reached cannot be a rebound name.
-        self.allowed.contains(&host) || socket_forms(local).contains(&host)
+        // An IP literal naming the address the connection reached cannot be a rebound name. On a
+        // `[::]` listener an IPv4 client reaches `::ffff:a.b.c.d` and names `a.b.c.d`.
+        let canonical = SocketAddr::new(local.ip().to_canonical(), local.port());
+        self.allowed.contains(&host) || socket_forms(local).contains(&host) || socket_forms(canonical).contains(&host)
     }
 }
 
@@ -103,15 +107,7 @@ pub fn from_this_site(app: &App, headers: &axum::http::HeaderMap, conn: &ConnInf
     origin && !cross_site
 }
 
-/// Probes name whatever address they reach, and these two say nothing but "up" and "ready".
-fn exempt(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz")
-}
-
 pub async fn check_host(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    if exempt(req.uri().path()) {
-        return next.run(req).await;
-    }
     let Some(conn) = req.extensions().get::<ConnInfo>().copied() else {
         return refuse(StatusCode::INTERNAL_SERVER_ERROR, "the connection's addresses are unknown");
     };
@@ -231,5 +227,10 @@ mod tests {
         assert!(any.allows("10.1.2.3:9477", "10.1.2.3:9477".parse().unwrap()));
         assert!(any.allows("0.0.0.0:9477", "127.0.0.1:9477".parse().unwrap()));
         assert!(!any.allows("10.1.2.4:9477", "10.1.2.3:9477".parse().unwrap()));
+        // A probe of an IPv4 pod address reaching a `[::]` listener.
+        let v6 = Hosts::new("[::]:9477".parse().unwrap(), None, &[]);
+        assert!(v6.allows("10.1.2.3:9477", "[::ffff:10.1.2.3]:9477".parse().unwrap()));
+        assert!(v6.allows("[fd00::3]:9477", "[fd00::3]:9477".parse().unwrap()));
+        assert!(!v6.allows("10.1.2.4:9477", "[::ffff:10.1.2.3]:9477".parse().unwrap()));
     }
 }

@@ -1,8 +1,8 @@
 //! The daemon's HTTP side on its listen address: endpoints for machines, and the status view.
 //!
 //! ```text
-//!   GET  /healthz /readyz                                   open, no Host check (probes use pod IPs)
-//!   GET  /metrics                                           open
+//!   GET  /healthz /readyz                                   open: up, ready or not; /readyz's detail is a read
+//!   GET  /metrics                                           read, or metrics.token_file's token (then needed)
 //!   POST /hooks/{github,gitea,forgejo,gitlab}               open: the payload's signature is checked
 //!   GET  /api/v1/revision                                   read: the head evaluated, loaded or rejected
 //!   GET  /api/v1/clusters[/NAME]  /api/v1/rollouts[/NAME]   read
@@ -17,11 +17,13 @@
 //!
 //! In: TCP connections from whoever reaches the address — hostile until shown otherwise. A request
 //! passes, outermost first: the listener's bounds ([`listener`]: connections in all and per client,
-//! the time to send a request head), the `Host` check, the request timeout and the budget of body
-//! bytes in memory ([`guard`]), and for everything but the open endpoints one authentication layer
-//! shared by API and view ([`auth`]). "Read" needs a session or the API token only with
+//! the time to send a request head), the `Host` check (for every endpoint: probes name the
+//! address they reach, which it admits), the request timeout and the budget of body bytes in
+//! memory ([`guard`]), and for everything but the open endpoints one authentication layer shared
+//! by API and view ([`auth`]). "Read" needs a session or the API token only with
 //! `view.require_token`. Out: JSON, HTML from templates with automatic escaping, and triggers to
-//! the main loop. A webhook payload only ever triggers a fetch; its content is never used.
+//! the main loop. A webhook payload only ever triggers a fetch; its content is never used. What
+//! the open endpoints say to anyone names no URL, path, cluster or error text.
 
 pub mod api;
 pub mod approve;
@@ -34,6 +36,7 @@ pub mod view;
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -49,7 +52,7 @@ use tracing::{info, warn};
 
 use super::{Shared, Trigger};
 use crate::config::read_secret;
-use auth::{Access, Audience, Auth};
+use auth::{Access, Audience, Auth, Viewer};
 use guard::{BodyBudget, Hosts};
 
 pub use listener::serve;
@@ -83,11 +86,9 @@ impl App {
 /// Every route, with the layers that guard them.
 pub fn router(app: Arc<App>) -> Router {
     let config = &app.shared.config;
-    let open = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/hooks/{provider}", post(webhook));
+    let open = Router::new().route("/healthz", get(healthz)).route("/hooks/{provider}", post(webhook));
+    let probe = Router::new().route("/readyz", get(readyz));
+    let scrape = Router::new().route("/metrics", get(metrics));
     let api_read = Router::new()
         .route("/api/v1/revision", get(api::revision))
         .route("/api/v1/clusters", get(api::clusters))
@@ -97,12 +98,11 @@ pub fn router(app: Arc<App>) -> Router {
     let api_write = Router::new()
         .route("/api/v1/clusters/{name}/{action}", post(api::act))
         .route("/api/v1/rollouts/{name}/{action}", post(api::act_on_rollout));
-    let mut routes = open.merge(auth::guard(&app, api_read, Access::Read, Audience::Api)).merge(auth::guard(
-        &app,
-        api_write,
-        Access::Write,
-        Audience::Api,
-    ));
+    let mut routes = open
+        .merge(auth::guard(&app, probe, Access::Probe, Audience::Api))
+        .merge(auth::guard(&app, scrape, Access::Metrics, Audience::Api))
+        .merge(auth::guard(&app, api_read, Access::Read, Audience::Api))
+        .merge(auth::guard(&app, api_write, Access::Write, Audience::Api));
     if config.view.enabled {
         routes = routes.merge(view::routes(&app));
     }
@@ -142,13 +142,26 @@ async fn healthz() -> Response {
     text(StatusCode::OK, "ok\n")
 }
 
-/// Readiness ([`Shared::readiness`]: the first revision evaluated, a usable state database), with
-/// what the network is failing at and, in Kubernetes mode, which shards this replica holds, as
-/// text, or JSON for `strata status`.
-async fn readyz(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+/// Readiness ([`Shared::readiness`]: the first revision evaluated, a usable state database), as
+/// text, or JSON for `strata status`. To whoever may read (a session or the API token, or anyone
+/// without `view.require_token`) also why not, what the network is failing at and, in Kubernetes
+/// mode, which shards this replica holds; to others (probes, and whoever else reaches the address)
+/// `ready` or `not ready` and nothing more: the reasons name URLs, proxies and files.
+async fn readyz(
+    State(app): State<Arc<App>>,
+    Extension(viewer): Extension<Option<Viewer>>,
+    headers: HeaderMap,
+) -> Response {
     let verdict = app.shared.readiness().map_err(|why| format!("not ready: {why}"));
     let json =
         headers.get(header::ACCEPT).and_then(|a| a.to_str().ok()).is_some_and(|a| a.contains("application/json"));
+    let code = if verdict.is_ok() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    if viewer.is_none() && app.auth.require_token {
+        if json {
+            return json_reply(code, &json!({ "ready": verdict.is_ok() }));
+        }
+        return text(code, if verdict.is_ok() { "ready\n" } else { "not ready\n" });
+    }
     let (code, mut body) = app.shared.network.readiness(verdict.as_ref().map(|_| ()).map_err(String::as_str), json);
     if app.shared.config.state_backend == crate::config::StateBackend::Kubernetes {
         let view = app.shared.shards.view();
@@ -162,7 +175,7 @@ async fn readyz(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     }
     let code = StatusCode::from_u16(code).expect("200 or 503");
     let content_type = if json { "application/json" } else { "text/plain; charset=utf-8" };
-    (code, [(header::CONTENT_TYPE, content_type)], body).into_response()
+    (code, [(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-store")], body).into_response()
 }
 
 /// `shards: 3 of 8 held (0, 4, 6) by strata-7d9c-1a2b3c; 3 replicas`, and a failing Lease loop.
