@@ -2,7 +2,8 @@
 //! --dry-run=client` accepts it (against the API server stand-in, for discovery), and what it
 //! deploys holds together: the host config it ships loads as strata reads it, the pods meet the
 //! restricted Pod Security Standard, and what strata writes has a writable volume under it.
-//! (There is no container engine here: the Containerfile is not built by the tests.)
+//! (The image itself is built and run as the Deployment runs it by `scripts/image-test`, with
+//! tests/image.rs.)
 
 mod apiserver;
 mod common;
