@@ -217,6 +217,8 @@ struct RawApply {
     clusters: Option<usize>,
     health_timeout: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    allow_namespaces: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -465,6 +467,9 @@ pub struct Config {
     pub repository: Option<Repository>,
     pub targets: BTreeMap<String, TargetConfig>,
     pub apply: Options,
+    /// Namespaces of strata's own that repositories may write to all the same
+    /// ([`crate::render::Settings`]).
+    pub allow_namespaces: Vec<String>,
     /// Clusters reconciled at once.
     pub cluster_concurrency: usize,
     /// The most one reconcile (or drift check) of one cluster may take in the daemon, health
@@ -1002,6 +1007,7 @@ impl Config {
             repository,
             targets,
             apply,
+            allow_namespaces: raw.apply.allow_namespaces,
             cluster_concurrency: raw.apply.clusters.unwrap_or(4).max(1),
             reconcile_timeout,
             state_dir: raw.state_dir.as_deref().map(resolve).unwrap_or_else(|| base.join("state")),

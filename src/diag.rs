@@ -53,6 +53,8 @@ pub enum Code {
     /// A rollout policy that cannot work: overlapping rollouts, a selector that selects no
     /// cluster, a wave nothing can reach.
     Rollout,
+    /// An object in strata's own home: its namespace, its state, a cluster Secret.
+    Reserved,
 }
 
 impl Code {
@@ -76,6 +78,7 @@ impl Code {
             Code::Remote => "remote",
             Code::Budget => "budget",
             Code::Rollout => "rollout",
+            Code::Reserved => "reserved",
         }
     }
 }

@@ -95,7 +95,7 @@ pub fn repo(data: &[u8]) {
     }
     let head =
         crate::plan::Side { revision: Some("0123456789abcdef0123456789abcdef01234567"), tree: &tree, model: &model };
-    if let Ok(plan) = crate::plan::plan(None, head, None, &NoTools, &crate::redact::Redactor::new([7; 32])) {
+    if let Ok(plan) = crate::plan::plan(None, head, None, &NoTools, crate::render::Settings::process()) {
         crate::plan::format::text(&plan, false);
         assert!(crate::plan::format::markdown(&plan).starts_with(crate::plan::format::MARKDOWN_MARKER));
         let json: Value = serde_json::from_str(&crate::plan::format::json(&plan)).expect("plan JSON parses");

@@ -161,7 +161,20 @@ impl Redactor {
             return value.clone();
         }
         let mut path = tokens(pointer);
-        self.walk(&patterns, &mut path, value)
+        self.walk(&patterns, &mut path, value, Marks::Short)
+    }
+
+    /// What a digest of `object` is computed over when it holds anything sensitive: a copy with
+    /// each sensitive value replaced by its whole keyed hash (not the 32 bits a marker shows, so
+    /// every change of a value changes the digest). `None` when nothing in it is sensitive: its
+    /// digest is of its content as it is. Digests stored and shown outside strata (inventories,
+    /// ClusterStates, the API) so cannot be tested against guessed values without the key.
+    pub fn keyed(&self, object: &Value, sensitive: &[String]) -> Option<Value> {
+        let patterns = patterns(object, sensitive, false);
+        if patterns.is_empty() {
+            return None;
+        }
+        Some(self.walk(&patterns, &mut Vec::new(), object, Marks::Full))
     }
 
     /// `text` (an error about `object`, say an API server echoing an invalid value) with every
@@ -202,7 +215,7 @@ impl Redactor {
         matcher.replace_all(text, &markers)
     }
 
-    fn walk(&self, patterns: &[Pattern], path: &mut Vec<String>, value: &Value) -> Value {
+    fn walk(&self, patterns: &[Pattern], path: &mut Vec<String>, value: &Value, marks: Marks) -> Value {
         if let Some(pattern) = patterns.iter().find(|p| p.covers(path)) {
             // A declared pointer covering all of a Secret's `data` (say) would make it one
             // marker; its per-key markers hide as much and tell more.
@@ -210,7 +223,7 @@ impl Redactor {
             if !refined {
                 // The base64 of a Secret's `data` is decoded only for the value at the key itself.
                 let base64 = pattern.base64 && pattern.tokens.len() == path.len();
-                return self.mark(value, base64);
+                return self.mark(value, base64, marks);
             }
         }
         if !patterns.iter().any(|p| p.leads_below(path)) {
@@ -221,7 +234,7 @@ impl Redactor {
                 let mut out = Map::new();
                 for (key, child) in map {
                     path.push(key.clone());
-                    out.insert(key.clone(), self.walk(patterns, path, child));
+                    out.insert(key.clone(), self.walk(patterns, path, child, marks));
                     path.pop();
                 }
                 Value::Object(out)
@@ -230,7 +243,7 @@ impl Redactor {
                 let mut out = Vec::with_capacity(items.len());
                 for (i, child) in items.iter().enumerate() {
                     path.push(i.to_string());
-                    out.push(self.walk(patterns, path, child));
+                    out.push(self.walk(patterns, path, child, marks));
                     path.pop();
                 }
                 Value::Array(out)
@@ -238,16 +251,24 @@ impl Redactor {
             Value::Null => Value::Null,
             // A scalar where a sensitive field was expected inside it (`data: "…"`): it may be
             // that field's content in another shape, so it is not shown either.
-            scalar => self.mark(scalar, false),
+            scalar => self.mark(scalar, false, marks),
         }
     }
 
     /// The marker for a sensitive value; `null` is shown as it is (it holds nothing).
-    fn mark(&self, value: &Value, base64: bool) -> Value {
-        match value {
-            Value::Null => Value::Null,
-            value => Value::String(self.marker(&bytes_of(value, base64))),
+    fn mark(&self, value: &Value, base64: bool, marks: Marks) -> Value {
+        match (value, marks) {
+            (Value::Null, _) => Value::Null,
+            (value, Marks::Short) => Value::String(self.marker(&bytes_of(value, base64))),
+            (value, Marks::Full) => Value::String(self.keyed_hash(&bytes_of(value, base64))),
         }
+    }
+
+    /// The whole keyed hash of `bytes`, hex.
+    fn keyed_hash(&self, bytes: &[u8]) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length");
+        mac.update(bytes);
+        mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// Every sensitive scalar in `value` (at `path`), with the forms error text may echo it in.
@@ -345,6 +366,13 @@ fn go_escaped(text: &str) -> String {
     out
 }
 
+/// What a sensitive value becomes: a marker people see, or the whole keyed hash a digest covers.
+#[derive(Clone, Copy)]
+enum Marks {
+    Short,
+    Full,
+}
+
 /// A sensitive place: pointer tokens, `*` for any key or index.
 #[derive(Debug)]
 struct Pattern {
@@ -387,9 +415,12 @@ fn tokens(pointer: &str) -> Vec<String> {
     pointer.split('/').skip(1).map(|t| t.replace("~1", "/").replace("~0", "~")).collect()
 }
 
-/// Whether `object` is a core Secret, whose `data` and `stringData` are sensitive.
+/// Whether `object` is a core Secret, whose `data` and `stringData` are sensitive: judged from the
+/// group its apiVersion names, as the API server parses it (`v1`, `/v1` and any other version of
+/// the core group are all the core group), never from how the string is spelled.
 pub fn is_secret(object: &Value) -> bool {
-    object["apiVersion"] == "v1" && object["kind"] == "Secret"
+    let api_version = object["apiVersion"].as_str().unwrap_or_default();
+    crate::render::object::group_of(api_version).is_empty() && object["kind"] == "Secret"
 }
 
 /// The sensitive places of `object`, with the metadata that copies them when `copies`.
@@ -452,6 +483,26 @@ mod tests {
         assert_ne!(shown["data"]["user"], shown["data"]["password"]);
         assert_eq!(shown["type"], "Opaque", "the rest is shown");
         assert_eq!(shown["metadata"]["name"], "db");
+    }
+
+    #[test]
+    fn a_secret_is_known_by_its_group_however_the_version_is_spelled() {
+        for api in ["v1", "/v1", "v2"] {
+            assert!(is_secret(&json!({"apiVersion": api, "kind": "Secret"})), "{api}");
+        }
+        for (api, kind) in [("example.com/v1", "Secret"), ("v1", "ConfigMap"), ("v1", "secret")] {
+            assert!(!is_secret(&json!({"apiVersion": api, "kind": kind})), "{api} {kind}");
+        }
+    }
+
+    #[test]
+    fn keyed_copies_hide_values_behind_whole_keyed_hashes() {
+        let s = secret(json!({"stringData": {"k": "hunter22"}}));
+        let keyed = redactor().keyed(&s, &[]).unwrap();
+        let hash = keyed["stringData"]["k"].as_str().unwrap();
+        assert_eq!(hash.len(), 64, "{hash}");
+        assert_ne!(keyed, Redactor::new([8; 32]).keyed(&s, &[]).unwrap(), "keyed");
+        assert!(redactor().keyed(&json!({"apiVersion": "v1", "kind": "ConfigMap"}), &[]).is_none());
     }
 
     #[test]

@@ -213,3 +213,111 @@ fn diff_drift_and_refused_applies_against_a_cluster_show_no_values() {
         assert!(output.contains("password: Invalid value:") && output.contains(MARKER), "{args:?}: {output}");
     }
 }
+
+/// The ways a Secret can be written that a literal match on `apiVersion: v1` misses: the core
+/// group spelled `/v1` is refused (the API server would store it as a Secret), and Secrets in a
+/// List in a List are objects of their own, redacted in plans and written one by one.
+#[test]
+fn secrets_in_other_spellings_and_nested_lists_never_show_their_values() {
+    let repo = Repo::example();
+    repo.write(
+        "packs/hello-universe/manifests/slash.yaml",
+        &format!(
+            "apiVersion: /v1\nkind: Secret\nmetadata: {{ name: slash }}\nstringData: {{ password: {} }}\n",
+            secrets::PASSWORD
+        ),
+    );
+    repo.commit("a Secret in the core group spelled /v1");
+    let run = repo.strata(&["validate"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stderr.contains("error[name]: packs/hello-universe/manifests/slash.yaml:1: profile aws-profile@1.0.0 layer hello-universe: apiVersion `/v1` is invalid: it must be the core group's version alone, without a slash: `v1`"),
+        "{}",
+        run.stderr
+    );
+    assert_no_leak("validate", &run.stderr);
+    repo.remove("packs/hello-universe/manifests/slash.yaml");
+    let before = repo.commit("no secrets yet");
+
+    repo.write(
+        "packs/hello-universe/manifests/nested.yaml",
+        &format!(
+            "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: List\n  items:\n  - apiVersion: v1\n    kind: ConfigMap\n    metadata: {{ name: plain }}\n  - apiVersion: v1\n    kind: SecretList\n    items:\n    - apiVersion: v1\n      kind: Secret\n      metadata: {{ name: nested }}\n      stringData: {{ token: {} }}\n",
+            secrets::TOKEN
+        ),
+    );
+    repo.commit("a Secret in a List in a List");
+    for format in ["text", "markdown", "json"] {
+        let run = repo.strata(&["plan", "--base", &before, "--format", format]).ok();
+        assert_no_leak(&format!("plan --format {format}"), &run.stdout);
+        assert!(run.stdout.contains("Secret/hello-universe/nested"), "{format}: {}", run.stdout);
+    }
+    let out = tempfile::tempdir().unwrap();
+    let config = out.path().join("strata.yaml");
+    std::fs::write(&config, format!("targets:\n  aws-cluster: {{ directory: {} }}\n", out.path().join("t").display()))
+        .unwrap();
+    let run = repo.strata(&["apply", "aws-cluster", "--config", config.to_str().unwrap()]).ok();
+    assert_no_leak("apply", &run.stdout);
+    let secret = std::fs::read_to_string(out.path().join("t/hello-universe/secret.nested.yaml")).unwrap();
+    assert!(secret.starts_with("apiVersion: v1\nkind: Secret\n"), "written as an object of its own:\n{secret}");
+    assert!(out.path().join("t/hello-universe/configmap.plain.yaml").exists());
+}
+
+/// A digest over Secret values is keyed: it tells two sets apart, but cannot be tested against
+/// guessed values. Sets without Secrets keep digests anyone can recompute.
+#[test]
+fn digests_over_secret_values_are_keyed_and_others_are_not() {
+    let repo = Repo::example();
+    secrets::add(&repo);
+    repo.commit("credentials");
+    let digest = |cluster: &str| -> String {
+        let out = repo.strata(&["render", cluster]).ok().stdout;
+        out.lines().find(|l| l.starts_with("# digest ")).unwrap().to_string()
+    };
+    assert_ne!(digest("aws-cluster"), digest("aws-cluster"), "each process keys its own");
+    assert_eq!(digest("edge-berlin"), digest("edge-berlin"), "no Secret: a plain content hash");
+}
+
+/// strata's own home — the namespace of its inventories, its own kinds, cluster Secrets — is no
+/// place for a repository to write, unless the host config lets it.
+#[test]
+fn objects_in_strata_s_own_home_are_refused_unless_the_host_allows_the_namespace() {
+    let repo = Repo::example();
+    repo.write(
+        "packs/hello-universe/manifests/home.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: { name: strata-inventory-aws-cluster, namespace: strata-system }\n---\napiVersion: v1\nkind: Namespace\nmetadata: { name: strata-system }\n---\napiVersion: strata.dev/v1\nkind: ClusterState\nmetadata: { name: aws-cluster, namespace: strata }\n---\napiVersion: v1\nkind: Secret\nmetadata: { name: prod, labels: { strata.dev/target: prod } }\n",
+    );
+    repo.commit("into strata's home");
+    let run = repo.strata(&["validate"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    let at = "packs/hello-universe/manifests/home.yaml";
+    let layer = "profile aws-profile@1.0.0 layer hello-universe";
+    for expected in [
+        format!(
+            "error[reserved]: {at}:1: {layer}: ConfigMap/strata-system/strata-inventory-aws-cluster is in namespace strata-system, where strata keeps its own state"
+        ),
+        format!(
+            "error[reserved]: {at}:4: {layer}: Namespace/strata-system is the namespace strata keeps its own state in"
+        ),
+        format!("error[reserved]: {at}:8: {layer}: ClusterState.strata.dev/strata/aws-cluster is strata's own kind"),
+        format!("error[reserved]: {at}:12: {layer}: Secret/hello-universe/prod is labelled strata.dev/target"),
+    ] {
+        assert!(run.stderr.contains(&expected), "expected {expected:?} in:\n{}", run.stderr);
+    }
+
+    repo.write(
+        "packs/hello-universe/manifests/home.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: { name: mine, namespace: strata-system }\n",
+    );
+    repo.commit("only a ConfigMap there");
+    let out = tempfile::tempdir().unwrap();
+    let config = out.path().join("strata.yaml");
+    let targets = format!("targets:\n  aws-cluster: {{ directory: {} }}\n", out.path().join("t").display());
+    std::fs::write(&config, &targets).unwrap();
+    let refused = repo.strata(&["apply", "aws-cluster", "--config", config.to_str().unwrap()]);
+    assert_eq!(refused.code, 1, "{}", refused.stdout);
+    assert!(refused.stderr.contains("apply.allow_namespaces"), "says how to allow it: {}", refused.stderr);
+    std::fs::write(&config, format!("apply: {{ allow_namespaces: [strata-system] }}\n{targets}")).unwrap();
+    repo.strata(&["apply", "aws-cluster", "--config", config.to_str().unwrap()]).ok();
+    assert!(out.path().join("t/strata-system/configmap.mine.yaml").exists());
+}

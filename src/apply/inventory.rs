@@ -24,7 +24,7 @@ use crate::render::object::{ObjectId, is_stage_zero};
 
 /// One inventory per strata cluster, stored as a ConfigMap `strata-system/strata-inventory-<cluster>`
 /// (or a file, for directory targets).
-pub const INVENTORY_NAMESPACE: &str = "strata-system";
+pub const INVENTORY_NAMESPACE: &str = crate::render::object::STRATA_NAMESPACE;
 pub const INVENTORY_PREFIX: &str = "strata-inventory-";
 pub const INVENTORY_KEY: &str = "inventory.json";
 

@@ -35,7 +35,8 @@ fn select<'m>(
         select.clusters.iter().map(|name| find(model, name)).collect::<Result<_, _>>()?
     };
     let tools = SystemTools::default();
-    let renderer = Renderer::new(snapshot.tree.as_ref(), model, &tools);
+    let settings = super::render_settings(Some(config));
+    let renderer = Renderer::new(snapshot.tree.as_ref(), model, &tools).with_settings(&settings);
     let mut diags = Diagnostics::new();
     let mut out = Vec::new();
     for cluster in clusters {

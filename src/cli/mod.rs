@@ -91,6 +91,16 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .build()
         .map_err(|e| Failure::Internal(format!("cannot start the async runtime: {e}")))
 }
+/// What the host config (when one is given) decides about rendering: the namespaces it lets a
+/// repository write to, and strata's own in Kubernetes mode. Markers and digests over Secret
+/// values get a key of this process's own.
+pub fn render_settings(config: Option<&Config>) -> strata::render::Settings {
+    let own = config.and_then(|c| c.kubernetes.as_ref()).and_then(|k| k.namespace.as_deref());
+    let allowed = config.map(|c| c.allow_namespaces.as_slice()).unwrap_or_default();
+    let redactor = config.map(|c| c.apply.redactor.clone()).unwrap_or_else(strata::redact::Redactor::random);
+    strata::render::Settings::new(own, allowed, redactor)
+}
+
 pub fn load_config(path: &std::path::Path) -> Result<Config, Failure> {
     Config::load(path).map_err(|d| Failure::Invalid(d, None))
 }

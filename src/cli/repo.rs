@@ -128,7 +128,9 @@ pub fn plan(
     });
     let head_side = Side { revision: head_snap.revision.as_deref(), tree: head_snap.tree.as_ref(), model: &head_model };
     // A key of this process's own: markers compare within this plan only.
-    let plan = plan::plan(base_side, head_side, changes.as_ref(), &tools, &strata::redact::Redactor::random())
+    let host = post.map(|(path, _)| super::load_config(path)).transpose()?;
+    let settings = super::render_settings(host.as_ref());
+    let plan = plan::plan(base_side, head_side, changes.as_ref(), &tools, &settings)
         .map_err(|d| Failure::Invalid(d, Some(format!("planning {head_rev}"))))?;
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let text = match format {

@@ -248,7 +248,9 @@ fn evaluate_at(
     let tools = SystemTools::default();
     let renderers: HashMap<&str, Renderer> = loaded
         .iter()
-        .map(|(rev, (snap, model))| (rev.as_str(), Renderer::new(snap.tree.as_ref(), model, &tools)))
+        .map(|(rev, (snap, model))| {
+            (rev.as_str(), Renderer::new(snap.tree.as_ref(), model, &tools).with_settings(&shared.render))
+        })
         .collect();
     let (head_snapshot, head_model) = &loaded[head];
     let unchanged = Changes::default();
@@ -273,7 +275,7 @@ fn evaluate_at(
         loaded: &loaded,
         renderers: &renderers,
         edits: &edits,
-        deferred: Arc::new(Deferred::new(source.clone())),
+        deferred: Arc::new(Deferred::new(source.clone(), shared.render.clone())),
         now: store::now(),
     };
     let mut outcomes = Vec::new();
@@ -597,6 +599,7 @@ fn recorded(state: &store::ClusterState) -> Option<PackedSet> {
 /// the same time, and each revision is loaded once for all of them and rendered on every core.
 pub struct Deferred {
     source: GitSource,
+    settings: crate::render::Settings,
     queue: Mutex<Queue>,
 }
 
@@ -624,8 +627,8 @@ impl fmt::Debug for Deferred {
 }
 
 impl Deferred {
-    pub fn new(source: GitSource) -> Self {
-        Deferred { source, queue: Mutex::default() }
+    pub fn new(source: GitSource, settings: crate::render::Settings) -> Self {
+        Deferred { source, settings, queue: Mutex::default() }
     }
 
     /// The set `cluster` runs: its profile content at `profile_revision`, its cluster file at
@@ -683,7 +686,7 @@ impl Deferred {
                         continue;
                     }
                 };
-                let renderer = Renderer::new(snapshot.tree.as_ref(), model, &tools);
+                let renderer = Renderer::new(snapshot.tree.as_ref(), model, &tools).with_settings(&self.settings);
                 let clusters = cluster_model.as_ref().unwrap_or(model);
                 requests.into_par_iter().for_each(|request| {
                     let render = || match clusters.clusters.get(&request.cluster) {

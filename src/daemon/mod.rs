@@ -106,6 +106,8 @@ pub enum Trigger {
 /// What the HTTP endpoints and the workers share.
 pub struct Shared {
     pub config: Config,
+    /// What the host decides about rendering: strata's own namespaces refused, the digest key.
+    pub render: crate::render::Settings,
     pub store: Box<dyn Store>,
     /// Which clusters this replica reconciles (all of them on a single host).
     pub shards: Arc<Shards>,
@@ -319,8 +321,14 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
     let listen_file = config.state_dir.join(LISTEN_FILE);
     std::fs::write(&listen_file, address.to_string())
         .map_err(|source| DaemonError::Write { path: listen_file.clone(), source })?;
+    let render = crate::render::Settings::new(
+        management.as_ref().map(|m| m.namespace.as_str()),
+        &config.allow_namespaces,
+        config.apply.redactor.clone(),
+    );
     let shared = Arc::new(Shared {
         permits: Semaphore::new(config.cluster_concurrency),
+        render,
         config,
         metrics: Metrics::new(store.error_counter(), lease_metrics),
         store,
@@ -818,7 +826,10 @@ async fn dispatch_from_store(
                 let cluster = cmodel.clusters.get(&state.name)?;
                 let target = work_shared.target(&state.name, &cluster.target).ok()?;
                 let tools = SystemTools::default();
-                let set = Renderer::new(snap.tree.as_ref(), &model, &tools).render(cluster).ok()?;
+                let set = Renderer::new(snap.tree.as_ref(), &model, &tools)
+                    .with_settings(&work_shared.render)
+                    .render(cluster)
+                    .ok()?;
                 Some(Job {
                     set: set.pack(),
                     profile_revision: Some(rev.clone()),

@@ -32,6 +32,10 @@ pub async fn plan_pull_requests(shared: &Arc<Shared>, source: &Arc<Mutex<RepoSou
         }
         let planned = {
             let (source, base, head) = (source.clone(), base.to_string(), head.clone());
+            // A key of this plan's own, not the daemon's: whoever opens a pull request chooses
+            // the values it hashes, and must not be able to compare them with the markers the
+            // view and the API show for the values the clusters run.
+            let settings = shared.render.with_redactor(crate::redact::Redactor::random());
             tokio::task::spawn_blocking(move || -> Result<(String, String), String> {
                 let git = source.lock().unwrap_or_else(|p| p.into_inner()).git_source().map_err(|e| e.to_string())?;
                 let (b, h) =
@@ -41,15 +45,12 @@ pub async fn plan_pull_requests(shared: &Arc<Shared>, source: &Arc<Mutex<RepoSou
                 let changes = git.changes(&b, &h).map_err(|e| e.to_string())?;
                 let bm = crate::repo::load_reusing(b.tree.as_ref(), &hm, &changes).map_err(|d| d.to_string())?;
                 let tools = SystemTools::default();
-                // A key of this plan's own, not the daemon's: whoever opens a pull request chooses
-                // the values it hashes, and must not be able to compare them with the markers the
-                // view and the API show for the values the clusters run.
                 let plan = plan::plan(
                     Some(plan::Side { revision: Some(&base), tree: b.tree.as_ref(), model: &bm }),
                     plan::Side { revision: Some(&head), tree: h.tree.as_ref(), model: &hm },
                     Some(&changes),
                     &tools,
-                    &crate::redact::Redactor::random(),
+                    &settings,
                 )
                 .map_err(|d| format!("does not render: {}", first_problem(&d)))?;
                 Ok((plan.summary(), crate::plan::format::markdown(&plan)))

@@ -31,7 +31,7 @@ use crate::model::{Cluster, Model, Profile, UpdatePolicy};
 use crate::redact::Redactor;
 use crate::render::object::ObjectId;
 use crate::render::tools::Tools;
-use crate::render::{self, DesiredSet, Object, Renderer};
+use crate::render::{self, DesiredSet, Object, Renderer, Settings};
 use crate::source::{Changes, Tree};
 use crate::yaml;
 
@@ -208,18 +208,20 @@ pub struct Side<'a> {
 
 /// Plans every cluster from `base` (absent: an empty repository) to `head`. `changes` are the
 /// paths the two differ in (`None`: take every path as changed); only clusters they can reach
-/// are rendered, both sides, on every core. Diffs show sensitive values as `redactor`'s markers.
+/// are rendered, both sides, on every core, with the host's `settings`. Diffs show sensitive
+/// values as its redactor's markers.
 pub fn plan(
     base: Option<Side>,
     head: Side,
     changes: Option<&Changes>,
     tools: &dyn Tools,
-    redactor: &Redactor,
+    settings: &Settings,
 ) -> Result<Plan, Diagnostics> {
+    let redactor = &settings.redactor;
     let empty = Model::default();
     let base_model = base.as_ref().map(|b| b.model).unwrap_or(&empty);
-    let base_renderer = base.as_ref().map(|b| Renderer::new(b.tree, b.model, tools));
-    let head_renderer = Renderer::new(head.tree, head.model, tools);
+    let base_renderer = base.as_ref().map(|b| Renderer::new(b.tree, b.model, tools).with_settings(settings));
+    let head_renderer = Renderer::new(head.tree, head.model, tools).with_settings(settings);
     let edits = base.as_ref().map(|b| Edits::new(changes, b.tree, head.tree));
 
     let names: BTreeSet<&String> = base_model.clusters.keys().chain(head.model.clusters.keys()).collect();

@@ -20,6 +20,7 @@ pub mod packed;
 pub mod parsed;
 pub mod reads;
 pub mod sandbox;
+pub mod settings;
 pub mod template;
 pub mod tools;
 
@@ -37,6 +38,7 @@ use crate::source::Tree;
 use crate::yaml;
 pub use packed::PackedSet;
 pub use reads::{Reads, reads};
+pub use settings::Settings;
 
 use object::{ObjectId, Stamp};
 use parsed::ParseCache;
@@ -174,6 +176,7 @@ pub struct Renderer<'a> {
     outputs: Mutex<Outputs>,
     parsed: ParseCache,
     scratch: Mutex<Option<tempfile::TempDir>>,
+    settings: &'a Settings,
 }
 
 #[derive(Default)]
@@ -198,7 +201,14 @@ impl<'a> Renderer<'a> {
             outputs: Mutex::default(),
             parsed: ParseCache::new(budget::PARSED_BYTES),
             scratch: Mutex::default(),
+            settings: Settings::process(),
         }
+    }
+
+    /// The host's settings ([`Settings`]) instead of the process's defaults.
+    pub fn with_settings(mut self, settings: &'a Settings) -> Self {
+        self.settings = settings;
+        self
     }
 
     pub fn model(&self) -> &'a Model {
@@ -302,6 +312,16 @@ impl<'a> Renderer<'a> {
                     );
                     continue;
                 }
+                if let Some((message, help)) = self.settings.refusal(&identity.id, &doc.value) {
+                    diags.push(
+                        Diagnostic::new(Code::Reserved, message)
+                            .in_file(&*doc.file)
+                            .at_line(doc.line)
+                            .about(&object_name)
+                            .help(help),
+                    );
+                    continue;
+                }
                 count += 1;
                 if mode == Mode::Check {
                     seen.insert(identity.id, (&layer.name, &doc.file, doc.line));
@@ -322,7 +342,7 @@ impl<'a> Renderer<'a> {
             }
             if mode == Mode::Render {
                 objects.sort_by(|a, b| object::apply_order(&a.id, &b.id));
-                let digest = layer_digest(&layer.name, &objects);
+                let digest = layer_digest(&layer.name, &objects, &self.settings.redactor);
                 layers.push(LayerSet { name: layer.name.clone(), kind: layer.kind, objects, digest });
             }
         }
@@ -643,12 +663,16 @@ fn shown(value: &str) -> String {
     format!("`{escaped}`")
 }
 
-fn layer_digest(name: &str, objects: &[Object]) -> String {
+/// A layer's digest: over its objects' manifests, those holding sensitive values over their
+/// [`keyed`](crate::redact::Redactor::keyed) copies.
+fn layer_digest(name: &str, objects: &[Object], key: &crate::redact::Redactor) -> String {
     let mut hasher = Sha256::new();
     hasher.update(name.as_bytes());
     for object in objects {
         hasher.update([0]);
-        serde_json::to_writer(HashWriter(&mut hasher), &object.manifest).expect("manifests serialise");
+        let keyed = key.keyed(&object.manifest, &object.sensitive);
+        let hashed = keyed.as_ref().unwrap_or(&object.manifest);
+        serde_json::to_writer(HashWriter(&mut hasher), hashed).expect("manifests serialise");
     }
     hex_digest(hasher)
 }

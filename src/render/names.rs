@@ -29,6 +29,8 @@ pub enum Rule {
     Kind,
     Group,
     Version,
+    /// `/v1`: the core group spelled with an empty prefix.
+    CoreGroup,
 }
 
 impl fmt::Display for Rule {
@@ -51,6 +53,7 @@ impl fmt::Display for Rule {
             }
             Rule::Group => "empty (the core group) or a DNS-1123 subdomain",
             Rule::Version => "a DNS-1035 label such as v1 or v1beta1",
+            Rule::CoreGroup => "the core group's version alone, without a slash: `v1`",
         })
     }
 }
@@ -104,6 +107,7 @@ pub fn satisfies(rule: Rule, s: &str) -> bool {
         Rule::Kind => is_kind(s),
         Rule::Group => s.is_empty() || is_dns1123_subdomain(s),
         Rule::Version => is_dns1035_label(s),
+        Rule::CoreGroup => !s.starts_with('/'),
     }
 }
 
@@ -127,6 +131,11 @@ pub fn check_identity(
 ) -> Result<(), Invalid> {
     let invalid = |field, value: &str, rule| Err(Invalid { field, value: value.to_string(), rule });
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    // The API server reads `/v1` as the core group's `v1`; strata would not know it for one (a
+    // Secret whose values a plan would show), so it is written one way only.
+    if api_version.contains('/') && group.is_empty() {
+        return invalid("apiVersion", api_version, Rule::CoreGroup);
+    }
     if !satisfies(Rule::Group, group) {
         return invalid("apiVersion", api_version, Rule::Group);
     }
@@ -206,6 +215,8 @@ mod tests {
         assert_eq!(err.field, "apiVersion");
         let err = check_identity("apps/", "Deployment", "x", Some("a"), None).unwrap_err();
         assert_eq!(err.rule, Rule::Version);
+        let err = check_identity("/v1", "Secret", "x", Some("a"), None).unwrap_err();
+        assert_eq!((err.field, err.rule), ("apiVersion", Rule::CoreGroup));
         let crd = "apiextensions.k8s.io/v1";
         assert!(
             check_identity(crd, "CustomResourceDefinition", "ws.example.com", None, Some(("ws", "example.com")))

@@ -21,6 +21,14 @@ pub const ANNOTATION_REVISION: &str = "strata.dev/revision";
 /// server round trip.
 pub const ANNOTATION_APPLIED: &str = "strata.dev/applied-digest";
 
+/// The namespace strata keeps its inventories in, in every cluster it applies to.
+pub const STRATA_NAMESPACE: &str = "strata-system";
+/// The label that makes a Secret in strata's namespace a cluster Secret: a target and its
+/// credentials (Kubernetes mode).
+pub const TARGET_LABEL: &str = "strata.dev/target";
+/// strata's own API group (ClusterState).
+pub const STRATA_GROUP: &str = "strata.dev";
+
 /// An object's identity in a cluster: group, kind, namespace, name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ObjectId {

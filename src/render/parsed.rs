@@ -48,8 +48,10 @@ impl ParseCache {
             let values = match hit {
                 Some(values) => values,
                 None => {
-                    let values: Arc<[Arc<Value>]> =
-                        yaml::parse_document(chunk, line)?.map(flatten).unwrap_or_default().into();
+                    let values: Arc<[Arc<Value>]> = match yaml::parse_document(chunk, line)? {
+                        Some(value) => flatten(value, line)?.into(),
+                        None => Arc::from([]),
+                    };
                     self.keep(chunk, values.clone());
                     values
                 }
@@ -80,20 +82,31 @@ impl ParseCache {
     }
 }
 
-/// A document's objects: the items of a `kind: List` (or `…List`), or the document itself.
-fn flatten(value: Value) -> Vec<Arc<Value>> {
-    match value {
-        Value::Object(mut map)
-            if map.get("kind").and_then(Value::as_str).is_some_and(|k| k.ends_with("List"))
-                && map.get("items").is_some_and(Value::is_array) =>
-        {
-            match map.remove("items") {
-                Some(Value::Array(items)) => items.into_iter().map(Arc::new).collect(),
-                _ => unreachable!("checked to be an array"),
+/// How deep Lists may nest in one document.
+const MAX_LIST_DEPTH: usize = 8;
+
+/// A document's objects: the items of a `kind: List` (or `…List`), Lists in it flattened too, to
+/// any depth up to [`MAX_LIST_DEPTH`] — every object is judged (named, redacted, applied) on
+/// its own, never as the item of a List strata did not look into.
+fn flatten(value: Value, line: usize) -> Result<Vec<Arc<Value>>, YamlError> {
+    let mut out = Vec::new();
+    let mut pending = vec![(value, 0)];
+    while let Some((value, depth)) = pending.pop() {
+        match value {
+            Value::Object(mut map)
+                if map.get("kind").and_then(Value::as_str).is_some_and(|k| k.ends_with("List"))
+                    && map.get("items").is_some_and(Value::is_array) =>
+            {
+                if depth == MAX_LIST_DEPTH {
+                    return Err(YamlError { line, message: format!("Lists nested more than {MAX_LIST_DEPTH} deep") });
+                }
+                let Some(Value::Array(items)) = map.remove("items") else { unreachable!("checked to be an array") };
+                pending.extend(items.into_iter().rev().map(|item| (item, depth + 1)));
             }
+            value => out.push(Arc::new(value)),
         }
-        value => vec![Arc::new(value)],
     }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -116,6 +129,14 @@ mod tests {
         let docs = cache.parse("---\nkind: List\nitems: [{kind: A}, {kind: B}]\n").unwrap();
         assert_eq!(docs.len(), 2);
         assert_eq!(docs[1].1["kind"], "B");
+        let nested = cache
+            .parse("kind: List\nitems:\n- {kind: A}\n- kind: List\n  items: [{kind: B}, {kind: SecretList, items: [{kind: C}]}]\n- {kind: D}\n")
+            .unwrap();
+        let kinds: Vec<&str> = nested.iter().map(|(_, v)| v["kind"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["A", "B", "C", "D"], "Lists in Lists are flattened, in order");
+        let deep =
+            (0..=MAX_LIST_DEPTH).fold("{kind: X}".to_string(), |inner, _| format!("{{kind: List, items: [{inner}]}}"));
+        assert!(cache.parse(&deep).unwrap_err().message.contains("nested more than"));
         let err = cache.parse("kind: A\n---\nkind: [\n").unwrap_err();
         assert!(err.line >= 3, "line {}", err.line);
     }

@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use crate::config::TargetConfig;
 
 /// The label that registers a Secret as a target; its value is the target's name.
-pub const TARGET_LABEL: &str = "strata.dev/target";
+pub const TARGET_LABEL: &str = crate::render::object::TARGET_LABEL;
 
 /// What Argo CD calls the management cluster from inside it.
 pub const IN_CLUSTER_SERVER: &str = "https://kubernetes.default.svc";
