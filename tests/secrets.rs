@@ -321,3 +321,45 @@ fn objects_in_strata_s_own_home_are_refused_unless_the_host_allows_the_namespace
     repo.strata(&["apply", "aws-cluster", "--config", config.to_str().unwrap()]).ok();
     assert!(out.path().join("t/strata-system/configmap.mine.yaml").exists());
 }
+
+/// kustomize prints the node a replacement does not fit, Secret values included: strata shows its
+/// message by line, bounded, and without them — values of Secrets in the layer's manifests and
+/// of its secretGenerators, base64 or not.
+#[test]
+fn a_failing_kustomize_quotes_no_secret_value() {
+    let repo = Repo::example();
+    repo.write(
+        "profiles/kz/1.0.0/profile.yaml",
+        "apiVersion: strata.dev/v1\nkind: Profile\nmetadata: { name: kz, version: 1.0.0 }\nspec:\n  layers:\n    - { name: app, type: kustomize, source: packs/kz, namespace: kz }\n",
+    )
+    .write(
+        "clusters/kz.yaml",
+        "apiVersion: strata.dev/v1\nkind: Cluster\nmetadata: { name: kz }\nspec:\n  profile: { name: kz, version: 1.0.0 }\n",
+    )
+    .write(
+        "packs/kz/secret.yaml",
+        &format!("apiVersion: v1\nkind: Secret\nmetadata: {{ name: s }}\nstringData: {{ token: {} }}\n", secrets::TOKEN),
+    );
+    for (what, kustomization) in [
+        (
+            "a Secret's stringData",
+            "resources: [secret.yaml]\nreplacements:\n- source: { kind: Secret, name: s, fieldPath: metadata.name }\n  targets:\n  - select: { kind: Secret, name: s }\n    fieldPaths: [stringData.token.x]\n".to_string(),
+        ),
+        (
+            "a generated Secret's data",
+            format!(
+                "secretGenerator:\n- name: g\n  options: {{ disableNameSuffixHash: true }}\n  literals: [password={}]\nreplacements:\n- source: {{ kind: Secret, name: g, fieldPath: metadata.name }}\n  targets:\n  - select: {{ kind: Secret, name: g }}\n    fieldPaths: [data.password.x]\n",
+                secrets::PASSWORD
+            ),
+        ),
+    ] {
+        repo.write("packs/kz/kustomization.yaml", &kustomization);
+        repo.commit(what);
+        let run = repo.strata(&["validate"]);
+        assert_eq!(run.code, 1, "{what}: {}", run.stdout);
+        assert!(run.stderr.contains("error[tool]") && run.stderr.contains("unable to find field"), "{what}: {}", run.stderr);
+        assert_no_leak(what, &run.stderr);
+        let plan = repo.strata(&["plan", "--format", "json"]);
+        assert_no_leak(what, &format!("{}{}", plan.stdout, plan.stderr));
+    }
+}

@@ -20,6 +20,7 @@ pub mod packed;
 pub mod parsed;
 pub mod reads;
 pub mod sandbox;
+pub mod scrub;
 pub mod settings;
 pub mod template;
 pub mod tools;
@@ -470,6 +471,14 @@ impl<'a> Renderer<'a> {
         object_name: &str,
     ) -> Result<Rendered, Diagnostics> {
         let tool_diag = |e: ToolError| {
+            // The tool's message is shown by line, bounded, without the secret values it echoes.
+            let e = match e {
+                ToolError::Failed { tool, message } => ToolError::Failed {
+                    tool,
+                    message: scrub::tool_message(&message, self.tree, layer, &values, &self.settings.redactor),
+                },
+                other => other,
+            };
             let (code, help) = match &e {
                 ToolError::Missing { help, .. } => (Code::Tool, help.to_string()),
                 ToolError::Failed { .. } => (
@@ -512,7 +521,7 @@ impl<'a> Renderer<'a> {
             LayerKind::Kustomize => self.tools.kustomize(&workspace, &dir).map_err(tool_diag)?,
             LayerKind::Helm => {
                 let values_file = run.path().join("values.yaml");
-                std::fs::write(&values_file, yaml::to_string(&Value::Object(values)))
+                std::fs::write(&values_file, yaml::to_string(&Value::Object(values.clone())))
                     .map_err(|e| setup("write helm values", &e))?;
                 let request = HelmRequest {
                     release: layer.release_name.as_deref().unwrap_or(&layer.name),
