@@ -28,6 +28,8 @@ struct RawConfig {
     #[serde(default)]
     apply: RawApply,
     #[serde(default)]
+    render: RawRender,
+    #[serde(default)]
     state_dir: Option<String>,
     #[serde(default)]
     listen: Option<Spanned<String>>,
@@ -219,6 +221,13 @@ struct RawApply {
     timeout: Option<Spanned<String>>,
     #[serde(default)]
     allow_namespaces: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRender {
+    template_timeout: Option<Spanned<String>>,
+    layer_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -470,6 +479,8 @@ pub struct Config {
     /// Namespaces of strata's own that repositories may write to all the same
     /// ([`crate::render::Settings`]).
     pub allow_namespaces: Vec<String>,
+    /// How long templates may render ([`crate::render::engine`]).
+    pub render_limits: crate::render::engine::Limits,
     /// Clusters reconciled at once.
     pub cluster_concurrency: usize,
     /// The most one reconcile (or drift check) of one cluster may take in the daemon, health
@@ -670,6 +681,17 @@ impl Config {
             "apply.timeout",
             apply.health_timeout + Duration::from_secs(600),
         );
+        let defaults = crate::render::engine::Limits::default();
+        let render_limits = crate::render::engine::Limits {
+            template: duration(
+                &mut diags,
+                &shown,
+                &raw.render.template_timeout,
+                "render.template_timeout",
+                defaults.template,
+            ),
+            layer: duration(&mut diags, &shown, &raw.render.layer_timeout, "render.layer_timeout", defaults.layer),
+        };
         let drift_interval =
             duration(&mut diags, &shown, &raw.drift.interval, "drift.interval", Duration::from_secs(300));
         let drift_resync = duration(&mut diags, &shown, &raw.drift.resync, "drift.resync", Duration::from_secs(3600));
@@ -1008,6 +1030,7 @@ impl Config {
             targets,
             apply,
             allow_namespaces: raw.apply.allow_namespaces,
+            render_limits,
             cluster_concurrency: raw.apply.clusters.unwrap_or(4).max(1),
             reconcile_timeout,
             state_dir: raw.state_dir.as_deref().map(resolve).unwrap_or_else(|| base.join("state")),

@@ -8,11 +8,11 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Stable, kebab-case identifiers for each kind of finding. They appear in output (`error[semver]`)
 /// and in JSON, so tests and scripts can match on them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Code {
     /// Not a repository strata understands (no `profiles/` or `clusters/`).
@@ -84,7 +84,7 @@ impl Code {
 }
 
 /// One finding about user input.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Diagnostic {
     pub code: Code,
     /// Path relative to the repository root (the `--path` sub-directory when one is given).
@@ -152,7 +152,7 @@ impl fmt::Display for Diagnostic {
 }
 
 /// Every problem found in one pass, in file and line order.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Diagnostics(Vec<Diagnostic>);
 

@@ -236,8 +236,15 @@ enum ListFormat {
 }
 
 fn main() -> ExitCode {
+    // A copy of this binary that renders templates for another (strata::render::engine).
+    if std::env::args_os().nth(1).is_some_and(|a| a == strata::render::engine::WORKER_ARG) {
+        strata::render::engine::worker_main();
+    }
+    strata::render::engine::isolate_with("/proc/self/exe".into());
     let cli = Cli::parse();
-    match run(&cli) {
+    let result = run(&cli);
+    strata::render::engine::shutdown();
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(Failure::Invalid(diags, context)) => {
             let mut stderr = std::io::stderr().lock();

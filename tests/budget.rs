@@ -125,3 +125,58 @@ fn a_tool_rendering_too_much_is_stopped() {
         &["error[budget]: packs/big: profile big@1.0.0 layer big: `kustomize` wrote more than 32 MiB and was stopped"],
     );
 }
+
+/// A template comparing two 20 MB strings in a loop: within its fuel (one unit an iteration),
+/// it would run for minutes.
+const BURN: &str = "{% set a = \"x\" * 20000000 %}{% set b = \"x\" * 20000000 %}{% for i in range(100000) %}{% if a == b %}{% endif %}{% endfor %}\napiVersion: v1\nkind: ConfigMap\nmetadata: { name: burn }\n";
+
+/// Fuel counts instructions, not what each costs. Templates render in a worker process that is
+/// stopped past its time budget: `error[budget]` names the file within seconds, not minutes.
+#[test]
+fn a_template_that_burns_cpu_within_its_fuel_is_stopped_on_time_naming_the_file() {
+    let repo = Repo::plain_example();
+    repo.write("packs/hello-universe/manifests/burn.yaml", BURN);
+    let started = std::time::Instant::now();
+    over_budget(
+        &repo,
+        &[
+            "error[budget]: packs/hello-universe/manifests/burn.yaml: profile aws-profile@1.0.0 layer hello-universe: the template ran past its time budget of 2 s of CPU",
+            "render.template_timeout",
+        ],
+    );
+    // The budget is 2 s of CPU per template (and the wall clock at most 4 times that); the margin
+    // is for a loaded machine, the loop alone runs for minutes.
+    assert!(started.elapsed() < std::time::Duration::from_secs(60), "took {:?}", started.elapsed());
+}
+
+/// A commit whose templates burn CPU does not hold the daemon: a fix pushed while it evaluates
+/// supersedes it and applies at once, and the API answers meanwhile.
+#[test]
+fn a_fix_pushed_while_a_slow_commit_evaluates_supersedes_it() {
+    use common::daemon::{Daemon, TOKEN, example_targets, file, local};
+    use std::time::{Duration, Instant};
+    let repo = Repo::example();
+    let daemon = Daemon::start_with(
+        &local(&repo),
+        &example_targets(),
+        "render: { template_timeout: 120s, layer_timeout: 240s }\n",
+    );
+    let ui = daemon.out("aws-staging/hello-universe/deployment.ui.yaml");
+    daemon.wait_for("applied", Duration::from_secs(20), |_| file(&ui).contains("replicas: 2"));
+    repo.write("packs/hello-universe/manifests/burn.yaml", BURN);
+    let slow = repo.commit("a template that burns CPU");
+    daemon.wait_for("the slow commit seen", Duration::from_secs(10), |d| d.log().contains(&slow));
+    std::thread::sleep(Duration::from_secs(1));
+    let asked = Instant::now();
+    let (code, _) = daemon.request("GET", "/api/v1/revision", &[("Authorization", &format!("Bearer {TOKEN}"))], "");
+    assert_eq!(code, 200);
+    assert!(asked.elapsed() < Duration::from_secs(2), "the API waited {:?}", asked.elapsed());
+
+    repo.remove("packs/hello-universe/manifests/burn.yaml");
+    repo.edit("clusters/aws-staging.yaml", "hello-universe: { replicas: 2 }", "hello-universe: { replicas: 4 }");
+    let fixed = Instant::now();
+    repo.commit("the fix");
+    daemon.wait_for("the fix applied", Duration::from_secs(60), |_| file(&ui).contains("replicas: 4"));
+    assert!(fixed.elapsed() < Duration::from_secs(60), "the fix waited {:?}", fixed.elapsed());
+    assert!(daemon.log().contains("A newer revision supersedes the one being evaluated."), "{}", daemon.log());
+}

@@ -294,9 +294,6 @@ impl Container {
             format!("{}:{}:ro", credentials.display(), spec.credentials_path),
             "--env".into(),
             format!("POD_NAME={POD_NAME}"),
-            // Debug for the sandbox only: its "Landlock enforced" line is a debug line.
-            "--env".into(),
-            "RUST_LOG=info,strata::render::sandbox=debug".into(),
         ];
         for (key, value) in &spec.env {
             args.extend(["--env".into(), format!("{key}={value}")]);

@@ -98,7 +98,11 @@ pub fn render_settings(config: Option<&Config>) -> strata::render::Settings {
     let own = config.and_then(|c| c.kubernetes.as_ref()).and_then(|k| k.namespace.as_deref());
     let allowed = config.map(|c| c.allow_namespaces.as_slice()).unwrap_or_default();
     let redactor = config.map(|c| c.apply.redactor.clone()).unwrap_or_else(strata::redact::Redactor::random);
-    strata::render::Settings::new(own, allowed, redactor)
+    let settings = strata::render::Settings::new(own, allowed, redactor);
+    match config {
+        Some(config) => settings.with_limits(config.render_limits),
+        None => settings,
+    }
 }
 
 pub fn load_config(path: &std::path::Path) -> Result<Config, Failure> {

@@ -23,6 +23,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
@@ -59,6 +60,9 @@ pub enum EvaluateError {
     Panicked { revision: String, panic: Panic },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A newer revision came while this one was evaluated (or the daemon stops): nothing decided.
+    #[error("evaluating revision {revision} stopped: a newer revision supersedes it")]
+    Cancelled { revision: String },
 }
 
 impl EvaluateError {
@@ -70,7 +74,7 @@ impl EvaluateError {
             EvaluateError::Source { source, .. } => {
                 matches!(source, SourceError::NoSubdir { .. } | SourceError::BadEntry { .. })
             }
-            EvaluateError::Store(_) => false,
+            EvaluateError::Store(_) | EvaluateError::Cancelled { .. } => false,
         }
     }
 
@@ -81,6 +85,7 @@ impl EvaluateError {
             EvaluateError::Panicked { panic, .. } => format!("evaluating it crashed: {}", panic.message),
             EvaluateError::Source { source, .. } => source.to_string(),
             EvaluateError::Store(e) => e.to_string(),
+            EvaluateError::Cancelled { .. } => self.to_string(),
         }
     }
 
@@ -91,6 +96,7 @@ impl EvaluateError {
             EvaluateError::Panicked { .. } => "crashed",
             EvaluateError::Source { .. } => "unreadable",
             EvaluateError::Store(_) => "store",
+            EvaluateError::Cancelled { .. } => "superseded",
         }
     }
 }
@@ -102,6 +108,8 @@ pub enum ClusterProblem {
     Invalid(Diagnostics),
     /// Planning or rendering it panicked.
     Crashed(Panic),
+    /// Not rendered: the evaluation was cancelled (never reaches a worker).
+    Cancelled,
 }
 
 impl ClusterProblem {
@@ -110,6 +118,7 @@ impl ClusterProblem {
         match self {
             ClusterProblem::Invalid(diagnostics) => format!("does not render: {}", first_problem(diagnostics)),
             ClusterProblem::Crashed(panic) => format!("rendering crashed: {}", panic.message),
+            ClusterProblem::Cancelled => "not rendered: a newer revision supersedes this one".to_string(),
         }
     }
 }
@@ -119,6 +128,7 @@ impl fmt::Display for ClusterProblem {
         match self {
             ClusterProblem::Invalid(diagnostics) => write!(f, "{diagnostics}"),
             ClusterProblem::Crashed(panic) => write!(f, "rendering crashed: {panic}"),
+            ClusterProblem::Cancelled => f.write_str(&self.summary()),
         }
     }
 }
@@ -184,8 +194,9 @@ pub fn evaluate(
     source: &GitSource,
     head: &str,
     running: &HashSet<String>,
+    cancel: &Arc<AtomicBool>,
 ) -> Result<Vec<Outcome>, EvaluateError> {
-    let outcomes = evaluate_at(shared, source, head, running);
+    let outcomes = evaluate_at(shared, source, head, running, cancel);
     give_back_freed_memory();
     outcomes
 }
@@ -195,7 +206,10 @@ fn evaluate_at(
     source: &GitSource,
     head: &str,
     running: &HashSet<String>,
+    cancel: &Arc<AtomicBool>,
 ) -> Result<Vec<Outcome>, EvaluateError> {
+    let cancelled = || EvaluateError::Cancelled { revision: head.to_string() };
+    let stop = || cancel.load(std::sync::atomic::Ordering::Relaxed);
     // Every revision some cluster runs, plus the head.
     let states: BTreeMap<String, store::ClusterState> =
         shared.store.clusters()?.into_iter().map(|c| (c.name.clone(), c)).collect();
@@ -215,6 +229,9 @@ fn evaluate_at(
     let mut changes: HashMap<String, Changes> = HashMap::new();
     for rev in &revisions {
         shared.progress();
+        if stop() {
+            return Err(cancelled());
+        }
         let snapshot = match source.snapshot(rev) {
             Ok(s) => s,
             Err(source) if rev == head => return Err(EvaluateError::Source { revision: head.to_string(), source }),
@@ -246,10 +263,12 @@ fn evaluate_at(
         }
     }
     let tools = SystemTools::default();
+    // Renders stop the moment a newer revision supersedes this one.
+    let settings = shared.render.cancelled_by(cancel.clone());
     let renderers: HashMap<&str, Renderer> = loaded
         .iter()
         .map(|(rev, (snap, model))| {
-            (rev.as_str(), Renderer::new(snap.tree.as_ref(), model, &tools).with_settings(&shared.render))
+            (rev.as_str(), Renderer::new(snap.tree.as_ref(), model, &tools).with_settings(&settings))
         })
         .collect();
     let (head_snapshot, head_model) = &loaded[head];
@@ -289,6 +308,9 @@ fn evaluate_at(
             continue;
         }
         shared.progress();
+        if stop() {
+            return Err(cancelled());
+        }
         match guard::catch(|| context.plan(name, cluster)) {
             Ok(Ok(Ok(p))) => {
                 planned.insert(name, p);
@@ -308,6 +330,9 @@ fn evaluate_at(
     let mut renders = Vec::new();
     for (name, p) in planned.into_iter().filter(|(name, _)| shared.shards.owns(name)) {
         shared.progress();
+        if stop() {
+            return Err(cancelled());
+        }
         match guard::catch(|| context.decide(name, &head_model.clusters[name], p, gates.get(name))) {
             Ok(decided) => {
                 let (outcome, render) = decided?;
@@ -324,6 +349,9 @@ fn evaluate_at(
     let rendered: Vec<(usize, Result<Job, ClusterProblem>)> = renders
         .into_par_iter()
         .map(|(i, r)| {
+            if stop() {
+                return (i, Err(ClusterProblem::Cancelled));
+            }
             let job = match guard::catch(|| r.renderer.render(r.cluster).map(|set| set.pack())) {
                 Ok(Ok(set)) => Ok(Job {
                     set,
@@ -343,6 +371,9 @@ fn evaluate_at(
             (i, job)
         })
         .collect();
+    if stop() {
+        return Err(cancelled());
+    }
     for (i, job) in rendered {
         match job {
             Ok(job) => outcomes[i].job = Some(job),

@@ -265,7 +265,7 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
     guard::install_hook();
     git::set_timeouts();
     let network = network::NetworkState::load(&config).map_err(DaemonError::Network)?;
-    let (triggers, mut rx) = mpsc::channel(256);
+    let (triggers, rx) = mpsc::channel(256);
     let lease_metrics = shards::LeaseMetrics::default();
     // Kubernetes mode: the management cluster holds the shared state, the Leases and the
     // cluster Secrets.
@@ -325,7 +325,8 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
         management.as_ref().map(|m| m.namespace.as_str()),
         &config.allow_namespaces,
         config.apply.redactor.clone(),
-    );
+    )
+    .with_limits(config.render_limits);
     let shared = Arc::new(Shared {
         permits: Semaphore::new(config.cluster_concurrency),
         render,
@@ -381,235 +382,13 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
     if let Some(every) = sd_notify::watchdog_enabled() {
         feed_watchdog(shared.clone(), every);
     }
-    let planning = Arc::new(AtomicBool::new(false));
-
-    let mut workers: Workers = HashMap::new();
-    let mut revision: Option<String> = None;
-    // The head last rejected: evaluated again on a trigger, not on every timer tick.
-    let mut rejected: Option<String> = None;
-    let mut fetch_failures = 0u32;
-    let mut evaluate_failures = 0u32;
-    let mut sigterm =
+    let sigterm =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(DaemonError::Signals)?;
-    let mut sighup =
+    let sighup =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(DaemonError::Signals)?;
-    let mut fetch = true;
-    let mut reevaluate = true;
-    let mut first = true;
-    let mut seeded = false;
-    let mut last_prune: Option<Instant> = None;
-    let mut ownership = shared.shards.subscribe();
-    loop {
-        shared.progress();
-        if fetch {
-            shared.metrics.fetches.inc();
-            let polled = {
-                let source = source.clone();
-                fed(&shared, blocking(move || lock(&source).poll())).await
-            };
-            match polled {
-                Ok(Ok(rev)) => {
-                    fetch_failures = 0;
-                    shared.network.recovered(network::REPOSITORY);
-                    // Fleet-wide work: one replica does it.
-                    if pull_refs.is_some() && shared.shards.leads() && !planning.swap(true, Ordering::AcqRel) {
-                        // The forge may be slow: the loop does not wait for it.
-                        let (shared, source, rev, planning) =
-                            (shared.clone(), source.clone(), rev.clone(), planning.clone());
-                        tokio::task::spawn_local(async move {
-                            if let Err(panic) =
-                                guard::catch_async(pulls::plan_pull_requests(&shared, &source, &rev)).await
-                            {
-                                shared.metrics.panicked("pull-requests");
-                                error!(%panic, "Planning pull requests crashed.");
-                            }
-                            planning.store(false, Ordering::Release);
-                        });
-                    }
-                    if revision.as_deref() != Some(rev.as_str()) {
-                        info!(revision = %rev, "New revision.");
-                        revision = Some(rev);
-                        reevaluate = true;
-                    }
-                }
-                Ok(Err(e)) => {
-                    fetch_failures += 1;
-                    shared.metrics.fetch_errors.inc();
-                    shared.network.failed(network::REPOSITORY, &e.to_string());
-                    error!(error = %e, "Fetch failed; the last good revision keeps serving.");
-                }
-                Err(panic) => {
-                    fetch_failures += 1;
-                    shared.metrics.fetch_errors.inc();
-                    shared.metrics.panicked("fetch");
-                    error!(%panic, "Fetch crashed; the last good revision keeps serving.");
-                }
-            }
-        }
-        if !seeded
-            && shared.store.usable()
-            && let Some(head) = revision.clone()
-        {
-            seeded = true;
-            seed_from_inventories(&shared, &source, &head).await;
-        }
-        if reevaluate && !shared.store.usable() {
-            // Without its state the daemon cannot know what is held, approved or suspended.
-            reevaluate = false;
-        }
-        if reevaluate && let Some(head) = revision.clone() {
-            let running: HashSet<String> = workers.keys().cloned().collect();
-            match evaluate_head(&shared, &source, &head, running).await {
-                Ok(outcomes) => {
-                    evaluate_failures = 0;
-                    rejected = None;
-                    shared.metrics.result(&shared.metrics.revisions, "loaded");
-                    shared.stored("record the revision", shared.store.set_revision(&head, Verdict::Loaded, None));
-                    dispatch(&shared, outcomes, &mut workers, &stopped);
-                }
-                Err(e) if e.rejects() => {
-                    evaluate_failures = 0;
-                    shared.metrics.result(&shared.metrics.revisions, e.label());
-                    if rejected.as_deref() != Some(head.as_str()) {
-                        error!(revision = %head, error = %e, "Revision rejected; clusters keep what they run.");
-                    }
-                    rejected = Some(head.clone());
-                    let message = e.to_string();
-                    shared.stored(
-                        "record the revision",
-                        shared.store.set_revision(&head, Verdict::Rejected, Some(&message)),
-                    );
-                    let description = format!("revision does not load: {}", e.summary());
-                    for state in shared.stored("list clusters", shared.store.clusters()).unwrap_or_default() {
-                        if state.sync != Sync::Removed && shared.shards.owns(&state.name) {
-                            shared.report(&state.name, &head, crate::report::State::Error, &description);
-                        }
-                    }
-                    if first {
-                        // Nothing loaded yet: start the workers on what the store says they run.
-                        dispatch_from_store(&shared, &source, &mut workers, &stopped).await;
-                    }
-                    shared.touch();
-                }
-                Err(e) => {
-                    evaluate_failures += 1;
-                    error!(revision = %head, error = %e, "Evaluation postponed; clusters keep what they run.");
-                }
-            }
-            if let Some(pending) = shared.stored("count pending updates", shared.store.pending_count()) {
-                shared.metrics.pending_updates.set(pending);
-            }
-            count_shard_clusters(&shared);
-        }
-        if first {
-            first = false;
-            shared.ready.store(true, Ordering::Relaxed);
-            let mut states = vec![sd_notify::NotifyState::Ready];
-            if let Some(problem) = shared.store.problem() {
-                // Started, but not working: systemd shows why, /readyz says not ready.
-                states.push(sd_notify::NotifyState::Status(problem.as_str()));
-                notify(&states);
-            } else {
-                notify(&states);
-                info!("Ready.");
-            }
-        }
-        if shared.store.usable() && shared.store.problem().is_some() {
-            // Writes failed before; one that succeeds clears the problem (and /readyz).
-            shared.stored("write", shared.store.probe());
-        }
-        if shared.store.usable() && last_prune.is_none_or(|at| at.elapsed() > Duration::from_secs(3600)) {
-            last_prune = Some(Instant::now());
-            if let Some(n) = shared.stored("prune delivered statuses", shared.store.prune_delivered(store::now()))
-                && n > 0
-            {
-                info!(rows = n, "Forgot old delivered statuses.");
-            }
-        }
-        fetch = false;
-        reevaluate = false;
-
-        let interval = shared.config.repository.as_ref().map(|r| r.interval).unwrap_or(Duration::from_secs(60));
-        let mut next_poll =
-            if fetch_failures > 0 { worker::backoff(fetch_failures).min(interval) } else { jittered(interval) };
-        if evaluate_failures > 0 {
-            next_poll = next_poll.min(worker::backoff(evaluate_failures));
-        }
-
-        // Come round often enough that the watchdog sees the loop alive.
-        let tick = sd_notify::watchdog_enabled().map(|d| d / 3).unwrap_or(Duration::from_secs(3600));
-        // A rollout whose bake ends is gated again then.
-        let wake = match shared.rollout_wake.load(Ordering::Relaxed) {
-            0 => None,
-            at => Some(Duration::from_millis(at.saturating_sub(store::now_ms()).max(0) as u64)),
-        };
-        // Due now: gated before anything else, which a select with an always-ready trigger
-        // could otherwise put off indefinitely.
-        if wake.is_some_and(|w| w.is_zero()) {
-            shared.rollout_wake.store(0, Ordering::Relaxed);
-            reevaluate = true;
-            continue;
-        }
-        tokio::select! {
-            trigger = rx.recv() => {
-                // Debounce: a push touches several files; take them as one.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                let mut all = vec![trigger];
-                while let Ok(t) = rx.try_recv() {
-                    all.push(Some(t));
-                }
-                for t in all.into_iter().flatten() {
-                    match t {
-                        Trigger::Fetch(_) => fetch = true,
-                        Trigger::Reevaluate(_) => {
-                            reevaluate = true;
-                            rejected = None;
-                        }
-                    }
-                }
-            }
-            _ = tokio::time::sleep(next_poll) => {
-                fetch = true;
-                // Windows open with the clock, not with commits; a rejected head stays rejected.
-                reevaluate = rejected.is_none() || rejected != revision || evaluate_failures > 0;
-            }
-            _ = tokio::time::sleep(tick) => {}
-            _ = tokio::time::sleep(wake.unwrap_or_default()), if wake.is_some() => {
-                shared.rollout_wake.store(0, Ordering::Relaxed);
-                reevaluate = true;
-            }
-            // Round again to probe the state database.
-            _ = tokio::time::sleep(STORE_RETRY), if shared.store.usable() && shared.store.problem().is_some() => {}
-            // Proxy and TLS material (certificates, keys, the proxy password) read again.
-            _ = sighup.recv() => match shared.network.reload(&shared.config.file) {
-                Ok(()) => {
-                    info!("SIGHUP: proxy and TLS material reloaded; other settings take effect on restart.");
-                    fetch = true;
-                }
-                Err(e) => error!(error = %e, "SIGHUP: reload failed; the proxy and TLS material in use stay."),
-            },
-            // Shards gained or lost: stop the workers of clusters now another replica's (they
-            // fence themselves already), and decide again to start those of clusters gained.
-            _ = ownership.changed() => {
-                ownership.borrow_and_update();
-                workers.retain(|name, (_, handle)| {
-                    let owned = shared.shards.owns(name);
-                    if !owned {
-                        handle.abort();
-                    }
-                    owned
-                });
-                reevaluate = true;
-                rejected = None;
-                count_shard_clusters(&shared);
-                // Clusters gained may be unknown to the state: take what they run from their inventories.
-                seeded = false;
-                shared.touch();
-            }
-            _ = sigterm.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
-        }
-    }
+    let mut main = MainLoop::new(shared.clone(), source, stopped, pull_refs);
+    main.run(rx, sigterm, sighup).await;
+    let workers = std::mem::take(&mut main.workers);
 
     info!("Stopping: in-flight applies may finish.");
     notify(&[sd_notify::NotifyState::Stopping]);
@@ -627,6 +406,359 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
         }
     }
     Ok(())
+}
+
+/// An evaluation running off the main loop, on a blocking thread.
+struct Evaluation {
+    head: String,
+    /// Set when a newer revision supersedes it (or the daemon stops): it stops between clusters.
+    cancel: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Result<Vec<Outcome>, EvaluateError>>,
+}
+
+/// The daemon's main loop: fetches, starts evaluations and hands their outcomes to the workers,
+/// answers signals and ownership changes. It never waits for an evaluation: one runs beside it,
+/// and a newer revision cancels it (it stops between clusters) and is evaluated next, so a fix
+/// pushed while a slow commit evaluates is taken as soon as it is fetched.
+struct MainLoop {
+    shared: Arc<Shared>,
+    source: Arc<Mutex<RepoSource>>,
+    workers: Workers,
+    stopped: watch::Receiver<bool>,
+    /// Where pull-request heads are fetched from, when plans are posted for them.
+    pull_refs: Option<&'static str>,
+    /// A pull-request planning task is running.
+    planning: Arc<AtomicBool>,
+    /// The branch's head as last fetched.
+    revision: Option<String>,
+    /// The head last rejected: evaluated again on a trigger, not on every timer tick.
+    rejected: Option<String>,
+    fetch_failures: u32,
+    evaluate_failures: u32,
+    /// Fetch at the next turn.
+    fetch: bool,
+    /// Evaluate the head at the next turn (or once the running evaluation ends).
+    reevaluate: bool,
+    /// Not yet ready: the first evaluation has not ended.
+    starting: bool,
+    seeded: bool,
+    last_prune: Option<Instant>,
+    evaluation: Option<Evaluation>,
+}
+
+impl MainLoop {
+    fn new(
+        shared: Arc<Shared>,
+        source: Arc<Mutex<RepoSource>>,
+        stopped: watch::Receiver<bool>,
+        pull_refs: Option<&'static str>,
+    ) -> MainLoop {
+        MainLoop {
+            shared,
+            source,
+            workers: HashMap::new(),
+            stopped,
+            pull_refs,
+            planning: Arc::new(AtomicBool::new(false)),
+            revision: None,
+            rejected: None,
+            fetch_failures: 0,
+            evaluate_failures: 0,
+            fetch: true,
+            reevaluate: true,
+            starting: true,
+            seeded: false,
+            last_prune: None,
+            evaluation: None,
+        }
+    }
+
+    async fn run(
+        &mut self,
+        mut rx: mpsc::Receiver<Trigger>,
+        mut sigterm: tokio::signal::unix::Signal,
+        mut sighup: tokio::signal::unix::Signal,
+    ) {
+        let mut ownership = self.shared.shards.subscribe();
+        loop {
+            self.shared.progress();
+            if self.fetch {
+                self.poll().await;
+            }
+            if !self.seeded
+                && self.shared.store.usable()
+                && let Some(head) = self.revision.clone()
+            {
+                self.seeded = true;
+                seed_from_inventories(&self.shared, &self.source, &head).await;
+            }
+            if self.reevaluate && !self.shared.store.usable() {
+                // Without its state the daemon cannot know what is held, approved or suspended.
+                self.reevaluate = false;
+            }
+            self.evaluate_or_supersede();
+            if self.starting && self.evaluation.is_none() && !self.reevaluate {
+                // Nothing to evaluate (the first fetch failed, the store is unusable): serve anyway.
+                self.ready();
+            }
+            self.housekeeping();
+            self.fetch = false;
+
+            let shared = self.shared.clone();
+            let interval = shared.config.repository.as_ref().map(|r| r.interval).unwrap_or(Duration::from_secs(60));
+            let mut next_poll = if self.fetch_failures > 0 {
+                worker::backoff(self.fetch_failures).min(interval)
+            } else {
+                jittered(interval)
+            };
+            if self.evaluate_failures > 0 {
+                next_poll = next_poll.min(worker::backoff(self.evaluate_failures));
+            }
+            // Come round often enough that the watchdog sees the loop alive.
+            let tick = sd_notify::watchdog_enabled().map(|d| d / 3).unwrap_or(Duration::from_secs(3600));
+            // A rollout whose bake ends is gated again then.
+            let wake = match shared.rollout_wake.load(Ordering::Relaxed) {
+                0 => None,
+                at => Some(Duration::from_millis(at.saturating_sub(store::now_ms()).max(0) as u64)),
+            };
+            // Due now: gated before anything else, which a select with an always-ready trigger
+            // could otherwise put off indefinitely.
+            if wake.is_some_and(|w| w.is_zero()) {
+                shared.rollout_wake.store(0, Ordering::Relaxed);
+                self.reevaluate = true;
+                continue;
+            }
+            let evaluating = self.evaluation.is_some();
+            tokio::select! {
+                trigger = rx.recv() => {
+                    // Debounce: a push touches several files; take them as one.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let mut all = vec![trigger];
+                    while let Ok(t) = rx.try_recv() {
+                        all.push(Some(t));
+                    }
+                    for t in all.into_iter().flatten() {
+                        match t {
+                            Trigger::Fetch(_) => self.fetch = true,
+                            Trigger::Reevaluate(_) => {
+                                self.reevaluate = true;
+                                self.rejected = None;
+                            }
+                        }
+                    }
+                }
+                result = async { (&mut self.evaluation.as_mut().expect("checked").task).await }, if evaluating => {
+                    let evaluation = self.evaluation.take().expect("checked");
+                    let result = result.unwrap_or_else(|e| Err(EvaluateError::Panicked {
+                        revision: evaluation.head.clone(),
+                        panic: guard::Panic { message: e.to_string(), location: "evaluation task".into() },
+                    }));
+                    self.finished(evaluation, result).await;
+                }
+                _ = tokio::time::sleep(next_poll) => {
+                    self.fetch = true;
+                    // Windows open with the clock, not with commits; a rejected head stays rejected.
+                    self.reevaluate |= self.rejected.is_none() || self.rejected != self.revision || self.evaluate_failures > 0;
+                }
+                _ = tokio::time::sleep(tick) => {}
+                _ = tokio::time::sleep(wake.unwrap_or_default()), if wake.is_some() => {
+                    shared.rollout_wake.store(0, Ordering::Relaxed);
+                    self.reevaluate = true;
+                }
+                // Round again to probe the state database.
+                _ = tokio::time::sleep(STORE_RETRY), if shared.store.usable() && shared.store.problem().is_some() => {}
+                // Proxy and TLS material (certificates, keys, the proxy password) read again.
+                _ = sighup.recv() => match shared.network.reload(&shared.config.file) {
+                    Ok(()) => {
+                        info!("SIGHUP: proxy and TLS material reloaded; other settings take effect on restart.");
+                        self.fetch = true;
+                    }
+                    Err(e) => error!(error = %e, "SIGHUP: reload failed; the proxy and TLS material in use stay."),
+                },
+                // Shards gained or lost: stop the workers of clusters now another replica's (they
+                // fence themselves already), and decide again to start those of clusters gained.
+                _ = ownership.changed() => {
+                    ownership.borrow_and_update();
+                    self.workers.retain(|name, (_, handle)| {
+                        let owned = shared.shards.owns(name);
+                        if !owned {
+                            handle.abort();
+                        }
+                        owned
+                    });
+                    self.reevaluate = true;
+                    self.rejected = None;
+                    count_shard_clusters(&shared);
+                    // Clusters gained may be unknown to the state: take what they run from their inventories.
+                    self.seeded = false;
+                    shared.touch();
+                }
+                _ = sigterm.recv() => break,
+                _ = tokio::signal::ctrl_c() => break,
+            }
+        }
+        if let Some(evaluation) = self.evaluation.take() {
+            evaluation.cancel.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Fetches (or reads the local branch); a new head is to be evaluated.
+    async fn poll(&mut self) {
+        let shared = self.shared.clone();
+        shared.metrics.fetches.inc();
+        let polled = {
+            let source = self.source.clone();
+            fed(&shared, blocking(move || lock(&source).poll())).await
+        };
+        match polled {
+            Ok(Ok(rev)) => {
+                self.fetch_failures = 0;
+                shared.network.recovered(network::REPOSITORY);
+                // Fleet-wide work: one replica does it.
+                if self.pull_refs.is_some() && shared.shards.leads() && !self.planning.swap(true, Ordering::AcqRel) {
+                    // The forge may be slow: the loop does not wait for it.
+                    let (shared, source, rev, planning) =
+                        (shared.clone(), self.source.clone(), rev.clone(), self.planning.clone());
+                    tokio::task::spawn_local(async move {
+                        if let Err(panic) = guard::catch_async(pulls::plan_pull_requests(&shared, &source, &rev)).await
+                        {
+                            shared.metrics.panicked("pull-requests");
+                            error!(%panic, "Planning pull requests crashed.");
+                        }
+                        planning.store(false, Ordering::Release);
+                    });
+                }
+                if self.revision.as_deref() != Some(rev.as_str()) {
+                    info!(revision = %rev, "New revision.");
+                    self.revision = Some(rev);
+                    self.reevaluate = true;
+                }
+            }
+            Ok(Err(e)) => {
+                self.fetch_failures += 1;
+                shared.metrics.fetch_errors.inc();
+                shared.network.failed(network::REPOSITORY, &e.to_string());
+                error!(error = %e, "Fetch failed; the last good revision keeps serving.");
+            }
+            Err(panic) => {
+                self.fetch_failures += 1;
+                shared.metrics.fetch_errors.inc();
+                shared.metrics.panicked("fetch");
+                error!(%panic, "Fetch crashed; the last good revision keeps serving.");
+            }
+        }
+    }
+
+    /// Starts evaluating the head when one is wanted and none runs; cancels one that runs for an
+    /// older head (the head is evaluated when it has stopped).
+    fn evaluate_or_supersede(&mut self) {
+        let Some(head) = self.revision.clone() else { return };
+        match &self.evaluation {
+            Some(running) if running.head != head => {
+                if !running.cancel.swap(true, Ordering::Relaxed) {
+                    info!(revision = %running.head, newer = %head, "A newer revision supersedes the one being evaluated.");
+                }
+                self.reevaluate = true;
+            }
+            // Evaluated again once this one ends.
+            Some(_) => {}
+            None if self.reevaluate => {
+                self.reevaluate = false;
+                let running: HashSet<String> = self.workers.keys().cloned().collect();
+                let cancel = Arc::new(AtomicBool::new(false));
+                let (shared, source, work_head, work_cancel) =
+                    (self.shared.clone(), self.source.clone(), head.clone(), cancel.clone());
+                let task = tokio::task::spawn_local(async move {
+                    evaluate_head(&shared, &source, &work_head, running, work_cancel).await
+                });
+                self.evaluation = Some(Evaluation { head, cancel, task });
+            }
+            None => {}
+        }
+    }
+
+    /// An evaluation ended: its outcomes go to the workers, or the revision is rejected.
+    async fn finished(&mut self, evaluation: Evaluation, result: Result<Vec<Outcome>, EvaluateError>) {
+        let shared = self.shared.clone();
+        let head = evaluation.head;
+        match result {
+            Err(EvaluateError::Cancelled { .. }) => return,
+            Ok(outcomes) => {
+                self.evaluate_failures = 0;
+                self.rejected = None;
+                shared.metrics.result(&shared.metrics.revisions, "loaded");
+                shared.stored("record the revision", shared.store.set_revision(&head, Verdict::Loaded, None));
+                dispatch(&shared, outcomes, &mut self.workers, &self.stopped);
+            }
+            Err(e) if e.rejects() => {
+                self.evaluate_failures = 0;
+                shared.metrics.result(&shared.metrics.revisions, e.label());
+                if self.rejected.as_deref() != Some(head.as_str()) {
+                    error!(revision = %head, error = %e, "Revision rejected; clusters keep what they run.");
+                }
+                self.rejected = Some(head.clone());
+                let message = e.to_string();
+                shared
+                    .stored("record the revision", shared.store.set_revision(&head, Verdict::Rejected, Some(&message)));
+                let description = format!("revision does not load: {}", e.summary());
+                for state in shared.stored("list clusters", shared.store.clusters()).unwrap_or_default() {
+                    if state.sync != Sync::Removed && shared.shards.owns(&state.name) {
+                        shared.report(&state.name, &head, crate::report::State::Error, &description);
+                    }
+                }
+                if self.starting {
+                    // Nothing loaded yet: start the workers on what the store says they run.
+                    dispatch_from_store(&shared, &self.source, &mut self.workers, &self.stopped).await;
+                }
+                shared.touch();
+            }
+            Err(e) => {
+                self.evaluate_failures += 1;
+                error!(revision = %head, error = %e, "Evaluation postponed; clusters keep what they run.");
+            }
+        }
+        if let Some(pending) = shared.stored("count pending updates", shared.store.pending_count()) {
+            shared.metrics.pending_updates.set(pending);
+        }
+        count_shard_clusters(&shared);
+        self.ready();
+    }
+
+    /// Ready once the first evaluation ended (or there was none to run).
+    fn ready(&mut self) {
+        if !self.starting {
+            return;
+        }
+        self.starting = false;
+        let shared = &self.shared;
+        shared.ready.store(true, Ordering::Relaxed);
+        let mut states = vec![sd_notify::NotifyState::Ready];
+        if let Some(problem) = shared.store.problem() {
+            // Started, but not working: systemd shows why, /readyz says not ready.
+            states.push(sd_notify::NotifyState::Status(problem.as_str()));
+            notify(&states);
+        } else {
+            notify(&states);
+            info!("Ready.");
+        }
+    }
+
+    /// The state database probed again after failures, old delivered statuses forgotten.
+    fn housekeeping(&mut self) {
+        let shared = &self.shared;
+        if shared.store.usable() && shared.store.problem().is_some() {
+            // Writes failed before; one that succeeds clears the problem (and /readyz).
+            shared.stored("write", shared.store.probe());
+        }
+        if shared.store.usable() && self.last_prune.is_none_or(|at| at.elapsed() > Duration::from_secs(3600)) {
+            self.last_prune = Some(Instant::now());
+            if let Some(n) = shared.stored("prune delivered statuses", shared.store.prune_delivered(store::now()))
+                && n > 0
+            {
+                info!(rows = n, "Forgot old delivered statuses.");
+            }
+        }
+    }
 }
 
 fn lock(source: &Mutex<RepoSource>) -> std::sync::MutexGuard<'_, RepoSource> {
@@ -688,6 +820,7 @@ async fn evaluate_head(
     source: &Arc<Mutex<RepoSource>>,
     head: &str,
     running: HashSet<String>,
+    cancel: Arc<AtomicBool>,
 ) -> Result<Vec<Outcome>, EvaluateError> {
     let (work_shared, source, work_head) = (shared.clone(), source.clone(), head.to_string());
     let result = blocking(move || {
@@ -698,7 +831,7 @@ async fn evaluate_head(
                 source: crate::source::SourceError::Git(other.to_string()),
             },
         })?;
-        evaluate::evaluate(&work_shared, &git, &work_head, &running)
+        evaluate::evaluate(&work_shared, &git, &work_head, &running, &cancel)
     })
     .await;
     match result {

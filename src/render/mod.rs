@@ -13,6 +13,7 @@
 //! ([`parsed`]). A renderer is shared by threads, so a fleet renders on every core.
 
 pub mod budget;
+pub mod engine;
 pub mod kustomization;
 pub mod names;
 pub mod object;
@@ -443,13 +444,13 @@ impl<'a> Renderer<'a> {
         values: Map<String, Value>,
         object_name: &str,
     ) -> Result<Rendered, Diagnostics> {
-        let context = minijinja::Value::from(minijinja::value::Serde(json!({
+        let context = json!({
             "values": values,
             "profile": { "name": profile.name, "version": profile.version.to_string() },
             "layer": { "name": layer.name, "namespace": layer.namespace },
             "cluster": { "name": cluster.name, "tags": cluster.tags },
-        })));
-        let outputs = templates.render(&context, object_name, budget::LAYER_BYTES)?;
+        });
+        let outputs = templates.render(&context, object_name, budget::LAYER_BYTES, &self.settings.engine)?;
         let mut docs = Vec::new();
         let mut diags = Diagnostics::new();
         let mut bytes = 0;

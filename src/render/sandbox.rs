@@ -176,12 +176,12 @@ pub fn kernel_abi() -> i64 {
 fn log_once(landlock: Landlock) {
     static LOGGED: Once = Once::new();
     LOGGED.call_once(|| match landlock {
-        Landlock::Full => tracing::debug!("kustomize and helm run under Landlock (files, TCP, signals)"),
+        Landlock::Full => tracing::info!("kustomize and helm run under Landlock (files, TCP, signals)"),
         Landlock::Partial => tracing::info!(
             "kustomize and helm run under Landlock as far as this kernel supports it; parts of the ruleset are not enforced"
         ),
         Landlock::Unavailable => tracing::warn!(
-            "this kernel has no Landlock: kustomize and helm run without a filesystem and network sandbox, confined only by strata's checks of kustomizations, the repository-only checkout and a scrubbed environment"
+            "Landlock is unavailable (not in this kernel, or its system calls blocked by a seccomp profile): kustomize and helm run without a filesystem and network sandbox, confined only by strata's checks of kustomizations, the repository-only checkout and a scrubbed environment"
         ),
     });
 }

@@ -30,6 +30,8 @@ pub struct Settings {
     /// What shows sensitive values as markers (plans, diffs) and keys the digests over them
     /// ([`Redactor::keyed`]).
     pub redactor: Redactor,
+    /// Where templates render and how long they may ([`super::engine`]).
+    pub engine: super::engine::Engine,
 }
 
 impl Settings {
@@ -42,12 +44,25 @@ impl Settings {
             .filter(|ns| !allowed.iter().any(|a| a == ns))
             .map(str::to_string)
             .collect();
-        Settings { reserved_namespaces, redactor }
+        Settings { reserved_namespaces, redactor, engine: Default::default() }
+    }
+
+    /// The same settings, renders stopping once `cancel` is set.
+    pub fn cancelled_by(&self, cancel: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Settings {
+        let mut settings = self.clone();
+        settings.engine.cancel = Some(cancel);
+        settings
+    }
+
+    /// The same settings with the host's time limits for templates.
+    pub fn with_limits(mut self, limits: super::engine::Limits) -> Settings {
+        self.engine.limits = limits;
+        self
     }
 
     /// The same settings with another redactor (a plan of a pull request gets a key of its own).
     pub fn with_redactor(&self, redactor: Redactor) -> Settings {
-        Settings { reserved_namespaces: self.reserved_namespaces.clone(), redactor }
+        Settings { redactor, ..self.clone() }
     }
 
     /// The settings of a process that was given none (the CLI without a host config, tests):

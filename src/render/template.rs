@@ -3,14 +3,20 @@
 //! Every `*.yaml`, `*.yml` and `*.json` file under the layer's source is a template; files whose
 //! name starts with `_` are partials, available to `{% include %}` and `{% import %}` but not
 //! rendered on their own. Templates see `values`, `profile`, `layer` and `cluster`. A missing
-//! value is an error (strict undefined), and each render runs on a fuel budget so a runaway loop
-//! fails in milliseconds.
+//! value is an error (strict undefined). Each render runs on a fuel budget (a runaway loop ends
+//! when its fuel does) and a byte budget; what fuel cannot bound — an instruction that costs as
+//! much as the strings it compares — is bounded by time, in the worker process templates
+//! render in ([`super::engine`]).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 
 use super::budget;
+use super::engine::Engine;
 use crate::diag::{Code, Diagnostic, Diagnostics};
 use crate::repo::read_diag;
 use crate::source::{self, EntryKind, Tree};
@@ -22,12 +28,34 @@ pub const FUEL: u64 = 2_000_000;
 /// A layer's templates, compiled once and rendered for every cluster that uses the layer.
 pub struct LayerTemplates {
     env: Environment<'static>,
-    /// Source directory (or file) the template names are relative to.
-    base: String,
-    /// Templates rendered as manifests, in path order (names relative to `base`).
-    manifests: Vec<String>,
+    /// What they were compiled from: what a worker process compiles them again from.
+    pub(crate) sources: Arc<Sources>,
+    /// The digest of `sources`: how a worker knows it has them already.
+    pub(crate) key: [u8; 32],
     /// Top-level variables the templates read: decides which renders can be shared.
     pub variables: HashSet<String>,
+    /// Set when a render of these templates ran past its time: every other render of them (for
+    /// other values, in this revision) fails at once the same way, so a slow template costs its
+    /// time budget once, not once per cluster.
+    pub(crate) timed_out: std::sync::OnceLock<Diagnostics>,
+}
+
+/// A layer's template texts, as read from the repository.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Sources {
+    /// Source directory (or file) the template names are relative to.
+    pub base: String,
+    /// Every template, partials included: (name relative to `base`, text).
+    pub templates: Vec<(String, String)>,
+    /// Templates rendered as manifests, in path order (names relative to `base`).
+    pub manifests: Vec<String>,
+}
+
+/// One step of a render, as it happens: what a worker process reports so its parent can tell
+/// which template runs past its time.
+pub enum Step<'a> {
+    Started { file: &'a str },
+    Rendered { file: &'a str, text: &'a str },
 }
 
 fn is_manifest(name: &str) -> bool {
@@ -36,11 +64,11 @@ fn is_manifest(name: &str) -> bool {
 
 /// Reads and compiles the templates under `source`. `object` names the layer for diagnostics.
 pub fn compile(tree: &dyn Tree, source: &str, object: &str) -> Result<LayerTemplates, Diagnostics> {
-    let mut env = Environment::new();
-    env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env.set_fuel(Some(FUEL));
-    env.set_auto_escape_callback(|_| AutoEscape::None);
+    compile_sources(read(tree, source, object)?, object)
+}
 
+/// Reads the templates under `source`.
+fn read(tree: &dyn Tree, source: &str, object: &str) -> Result<Sources, Diagnostics> {
     let (real, kind) = source::resolve(tree, source).map_err(|e| Diagnostics::from(read_diag(source, e)))?;
     let (base, files) = if kind == EntryKind::File {
         let parent = source.rsplit_once('/').map(|(dir, _)| dir).unwrap_or("").to_string();
@@ -51,6 +79,7 @@ pub fn compile(tree: &dyn Tree, source: &str, object: &str) -> Result<LayerTempl
 
     let mut diags = Diagnostics::new();
     let mut manifests = Vec::new();
+    let mut templates = Vec::new();
     for (shown, real) in files {
         let name = shown.strip_prefix(&base).unwrap_or(&shown).trim_start_matches('/').to_string();
         let file_name = name.rsplit('/').next().unwrap_or(&name);
@@ -71,53 +100,89 @@ pub fn compile(tree: &dyn Tree, source: &str, object: &str) -> Result<LayerTempl
                 continue;
             }
         };
-        match engine(|| env.add_template_owned(name.clone(), text)) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                diags.push(template_diag(&e, &base, object));
-                continue;
-            }
-            Err(crash) => {
-                diags.push(crash_diag(&crash, &shown, object));
-                continue;
-            }
-        }
         if !partial {
-            manifests.push(name);
+            manifests.push(name.clone());
+        }
+        templates.push((name, text));
+    }
+    diags.into_result(Sources { base, templates, manifests })
+}
+
+/// Compiles templates read before (here, or in a worker process from what its parent read).
+pub(crate) fn compile_sources(sources: Sources, object: &str) -> Result<LayerTemplates, Diagnostics> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_fuel(Some(FUEL));
+    env.set_auto_escape_callback(|_| AutoEscape::None);
+    let mut diags = Diagnostics::new();
+    let mut hasher = Sha256::new();
+    hasher.update(sources.base.as_bytes());
+    for (name, text) in &sources.templates {
+        for part in [name.as_bytes(), &[0], text.as_bytes(), &[0]] {
+            hasher.update(part);
+        }
+        match engine(|| env.add_template_owned(name.clone(), text.clone())) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => diags.push(template_diag(&e, &sources.base, object)),
+            Err(crash) => {
+                let file = source::join(&sources.base, name).unwrap_or_default();
+                diags.push(crash_diag(&crash, &file, object));
+            }
         }
     }
     if !diags.is_empty() {
         return Err(diags.sorted());
     }
     let mut variables = HashSet::new();
-    for name in &manifests {
+    for name in &sources.manifests {
         if let Ok(template) = env.get_template(name) {
             variables.extend(template.undeclared_variables(false));
         }
     }
-    Ok(LayerTemplates { env, base, manifests, variables })
+    Ok(LayerTemplates {
+        env,
+        sources: Arc::new(sources),
+        key: hasher.finalize().into(),
+        variables,
+        timed_out: Default::default(),
+    })
 }
 
 impl LayerTemplates {
-    /// Renders every manifest template with `context`. Returns (file, rendered text) pairs. Each
-    /// template writes at most [`budget::TEMPLATE_BYTES`], all of them together at most
-    /// `layer_limit`; the first to go past stops the rendering.
+    /// Renders every manifest template with `context`, where `engine` says. Returns (file,
+    /// rendered text) pairs. Each template writes at most [`budget::TEMPLATE_BYTES`], all of them
+    /// together at most `layer_limit`; the first to go past stops the rendering.
     pub fn render(
         &self,
-        context: &minijinja::Value,
+        context: &serde_json::Value,
         object: &str,
         layer_limit: u64,
+        engine: &Engine,
     ) -> Result<Vec<(String, String)>, Diagnostics> {
-        let mut out = Vec::with_capacity(self.manifests.len());
+        engine.render(self, context, object, layer_limit)
+    }
+
+    /// Renders here, in this process, telling `steps` of each template as it starts and ends.
+    pub(crate) fn render_here(
+        &self,
+        context: &serde_json::Value,
+        object: &str,
+        layer_limit: u64,
+        steps: &mut dyn FnMut(Step),
+    ) -> Result<Vec<(String, String)>, Diagnostics> {
+        let context = minijinja::Value::from(minijinja::value::Serde(context));
+        let base = &self.sources.base;
+        let mut out = Vec::with_capacity(self.sources.manifests.len());
         let mut diags = Diagnostics::new();
         let mut left = layer_limit;
-        for name in &self.manifests {
+        for name in &self.sources.manifests {
             let template = self.env.get_template(name).expect("compiled above");
-            let file = source::join(&self.base, name).unwrap_or_default();
+            let file = source::join(base, name).unwrap_or_default();
+            steps(Step::Started { file: &file });
             let limit = left.min(budget::TEMPLATE_BYTES);
             let mut writer = budget::Bounded::new(limit);
             // A bug in the template engine must not take the daemon with it (found by fuzzing).
-            let rendered = match engine(|| template.render_captured_to(context, &mut writer).map(|_| ())) {
+            let rendered = match engine(|| template.render_captured_to(&context, &mut writer).map(|_| ())) {
                 Ok(result) => result,
                 Err(crash) => {
                     diags.push(crash_diag(&crash, &file, object));
@@ -128,7 +193,10 @@ impl LayerTemplates {
                 Ok(()) => {
                     left -= writer.buf.len() as u64;
                     match String::from_utf8(writer.buf) {
-                        Ok(text) => out.push((file, text)),
+                        Ok(text) => {
+                            steps(Step::Rendered { file: &file, text: &text });
+                            out.push((file, text));
+                        }
                         Err(_) => diags.push(
                             Diagnostic::new(Code::Template, "renders to text that is not UTF-8")
                                 .in_file(file)
@@ -151,7 +219,7 @@ impl LayerTemplates {
                     diags.push(Diagnostic::new(Code::Budget, what).in_file(file).about(object).help(help));
                     return Err(diags.sorted());
                 }
-                Err(e) => diags.push(template_diag(&e, &self.base, object)),
+                Err(e) => diags.push(template_diag(&e, base, object)),
             }
         }
         diags.into_result(out)
