@@ -421,6 +421,40 @@ impl GitSource {
         })
     }
 
+    /// The commits from `from` (exclusive) to `to`, first parent, newest first, as `abc1234
+    /// subject`: at most `limit`, and how many more there are. Without `from`, `to` alone.
+    pub fn commits_between(&self, from: Option<&str>, to: &str, limit: usize) -> (Vec<String>, usize) {
+        let walk = || -> Result<(Vec<String>, usize), git2::Error> {
+            let repo = git2::Repository::open(&self.path)?;
+            let mut walk = repo.revwalk()?;
+            walk.simplify_first_parent()?;
+            walk.push(repo.revparse_single(to)?.peel_to_commit()?.id())?;
+            if let Some(from) = from {
+                // A `from` no longer in the history (a force-push) hides nothing.
+                if let Ok(commit) = repo.revparse_single(from).and_then(|o| o.peel_to_commit()) {
+                    walk.hide(commit.id())?;
+                }
+            }
+            let mut shown = Vec::new();
+            let mut more = 0;
+            for (i, oid) in walk.enumerate() {
+                let oid = oid?;
+                if from.is_none() && i > 0 {
+                    break;
+                }
+                if shown.len() < limit {
+                    let commit = repo.find_commit(oid)?;
+                    let subject: String = commit.summary().ok().flatten().unwrap_or("").chars().take(80).collect();
+                    shown.push(format!("{} {subject}", &oid.to_string()[..7]));
+                } else {
+                    more += 1;
+                }
+            }
+            Ok((shown, more))
+        };
+        walk().unwrap_or_default()
+    }
+
     /// The paths that differ between two snapshots of this repository (relative to `--path`),
     /// from a diff of their trees: only what changed is read.
     pub fn changes(&self, base: &Snapshot, head: &Snapshot) -> Result<Changes, SourceError> {

@@ -161,6 +161,52 @@ fn an_in_place_edit_with_an_override_applies_the_override_now_and_holds_the_edit
     assert!(file(&ui).contains("replicas: 2"));
 }
 
+/// An override that masked an in-place edit goes away: the override's removal applies at once on
+/// the old profile content (one replica) and the edit (three) is held. Every diff shown meanwhile
+/// starts from what the cluster runs: `1 → 3`, never the `2 → 3` of the set it ran before.
+#[test]
+fn a_pending_diff_always_starts_from_what_the_cluster_runs() {
+    let repo = Repo::example();
+    let daemon = Daemon::start(&local(&repo), &example_targets());
+    let ui = daemon.out("aws-cluster/hello-universe/deployment.ui.yaml");
+    daemon.wait_for("aws-cluster applied", Duration::from_secs(10), |_| file(&ui).contains("replicas: 1"));
+    repo.edit(AWS_CLUSTER, "  updates: manual", "  overrides:\n    hello-universe: { replicas: 2 }\n  updates: manual");
+    repo.commit("two replicas for aws-cluster");
+    daemon.wait_for("the override applied", Duration::from_secs(10), |_| file(&ui).contains("replicas: 2"));
+    repo.edit(AWS_1_0_0, "replicas: 1", "replicas: 3");
+    repo.commit("three replicas in 1.0.0, masked by the override");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(daemon.cluster("aws-cluster")["pending"].is_null(), "the override masks the edit: nothing pending");
+
+    repo.edit(AWS_CLUSTER, "  overrides:\n    hello-universe: { replicas: 2 }\n  updates: manual", "  updates: manual");
+    repo.commit("the override goes");
+    let started = std::time::Instant::now();
+    let mut seen = Vec::new();
+    while started.elapsed() < Duration::from_secs(15) {
+        let detail = daemon.cluster("aws-cluster");
+        let runs = file(&ui);
+        if let Some(diff) = detail["pending"]["diff"].as_str() {
+            let running = if runs.contains("replicas: 1") {
+                1
+            } else if runs.contains("replicas: 2") {
+                2
+            } else {
+                0
+            };
+            seen.push((running, diff.to_string(), detail["cluster"]["digest"].clone()));
+            if runs.contains("replicas: 1") && diff.contains("-  replicas: 1") && seen.len() > 20 {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(seen.iter().any(|(_, diff, _)| diff.contains("-  replicas: 1\n+  replicas: 3")), "{seen:#?}");
+    for (_, diff, digest) in &seen {
+        assert!(!diff.contains("replicas: 2"), "a diff from a set the cluster no longer runs ({digest}):\n{diff}");
+    }
+    assert!(file(&ui).contains("replicas: 1"), "the override's removal went ahead of the held edit");
+}
+
 #[test]
 fn webhooks_need_valid_signatures_and_trigger_a_fetch_of_the_remote() {
     let remote = Repo::example();

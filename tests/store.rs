@@ -103,6 +103,7 @@ fn pending(cluster: &str, head: &str, since: i64) -> Pending {
         summary: "pending update aws-profile@1.0.0".into(),
         diff: "-  replicas: 1\n+  replicas: 3\n".into(),
         since,
+        base_digest: Some("sha256:base".into()),
     }
 }
 

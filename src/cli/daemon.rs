@@ -132,7 +132,12 @@ pub async fn approve(
     let head = pending["head_revision"].as_str().unwrap_or_default();
     let base = pending["base_revision"].as_str().unwrap_or_default();
     let revision = revision.unwrap_or(head);
-    let diff = pending["diff"].as_str().unwrap_or_default();
+    let Some(diff) = pending["diff"].as_str() else {
+        let why = pending["diff_stale"].as_str().unwrap_or("its diff is not known yet");
+        return Err(Failure::Usage(format!(
+            "{cluster}: {why}; approve once it is shown (strata status {cluster} --diff)"
+        )));
+    };
     let objects: Vec<&str> = diff.lines().filter_map(|l| l.strip_prefix("+++ head/")).collect();
     // The summary ends in how to approve ("— approve: strata approve …"), which is being done.
     let summary = pending["summary"].as_str().unwrap_or("pending update");
@@ -197,7 +202,10 @@ pub async fn status(
         if let Some(p) = detail["pending"].as_object() {
             out.push_str(&format!("  {}\n", p["summary"].as_str().unwrap_or("")));
             if diff {
-                out.push_str(p["diff"].as_str().unwrap_or(""));
+                match p["diff"].as_str() {
+                    Some(text) => out.push_str(text),
+                    None => out.push_str(&format!("  ({})\n", p["diff_stale"].as_str().unwrap_or("no diff"))),
+                }
             }
         } else if diff {
             out.push_str("  no pending update\n");

@@ -74,7 +74,7 @@ pub fn decide(input: &Input) -> Decision {
     }
     let reasons = &input.plan.reasons;
     if let Some(hold) = &input.rollout {
-        let run = if reasons.contains(&ChangeKind::InPlaceEdit) && reasons.contains(&ChangeKind::Override) {
+        let run = if reasons.contains(&ChangeKind::InPlaceEdit) && reasons.iter().any(|r| r.from_cluster_file()) {
             Run::HeadClusterOnAppliedProfile
         } else {
             Run::Keep
@@ -94,7 +94,7 @@ pub fn decide(input: &Input) -> Decision {
     };
     match hold {
         None => Decision { run: Run::Head, hold: None },
-        Some(hold) if reasons.contains(&ChangeKind::Override) => {
+        Some(hold) if reasons.iter().any(|r| r.from_cluster_file()) => {
             Decision { run: Run::HeadClusterOnAppliedProfile, hold: Some(hold) }
         }
         Some(hold) => Decision { run: Run::Keep, hold: Some(hold) },

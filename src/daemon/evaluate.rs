@@ -157,6 +157,8 @@ pub struct Outcome {
     pub problem: Option<ClusterProblem>,
     /// Its target is gone (a cluster Secret removed): stop reconciling it, whatever it ran.
     pub untargeted: bool,
+    /// How its running worker reconciles what it runs, when no job is sent.
+    pub settings: Option<super::worker::Settings>,
 }
 
 impl Outcome {
@@ -168,6 +170,7 @@ impl Outcome {
             pending: None,
             problem: None,
             untargeted: false,
+            settings: None,
         }
     }
 
@@ -346,22 +349,42 @@ fn evaluate_at(
     }
 
     // What the workers are to run, rendered on every core; only the packed sets are kept.
-    let rendered: Vec<(usize, Result<Job, ClusterProblem>)> = renders
+    // A held update's diff that starts from the set rendered here: (diff, that set's digest).
+    type HeldDiff = Option<(String, String)>;
+    type Rendered = Result<(Job, HeldDiff), ClusterProblem>;
+    let redactor = &settings.redactor;
+    let rendered: Vec<(usize, Rendered)> = renders
         .into_par_iter()
         .map(|(i, r)| {
             if stop() {
                 return (i, Err(ClusterProblem::Cancelled));
             }
-            let job = match guard::catch(|| r.renderer.render(r.cluster).map(|set| set.pack())) {
-                Ok(Ok(set)) => Ok(Job {
-                    set,
-                    profile_revision: r.profile_revision,
-                    cluster_revision: r.cluster_revision,
-                    target: r.target,
-                    drift: r.drift,
-                    rollout: r.rollout,
-                    deferred: None,
-                }),
+            let render = || -> Result<(PackedSet, HeldDiff), Diagnostics> {
+                let set = r.renderer.render(r.cluster)?;
+                let held = match r.diff_to {
+                    Some((head_renderer, head_cluster)) => {
+                        let head = head_renderer.render(head_cluster)?;
+                        let changes = plan::diff_sets(&set, &head, redactor);
+                        let diff: String = changes.iter().map(|o| o.diff.as_str()).collect();
+                        Some((diff, set.digest.clone()))
+                    }
+                    None => None,
+                };
+                Ok((set.pack(), held))
+            };
+            let job = match guard::catch(render) {
+                Ok(Ok((set, held))) => Ok((
+                    Job {
+                        set,
+                        profile_revision: r.profile_revision,
+                        cluster_revision: r.cluster_revision,
+                        target: r.target,
+                        drift: r.drift,
+                        rollout: r.rollout,
+                        deferred: None,
+                    },
+                    held,
+                )),
                 Ok(Err(d)) => Err(ClusterProblem::Invalid(d)),
                 Err(panic) => {
                     shared.metrics.panicked("render");
@@ -376,7 +399,12 @@ fn evaluate_at(
     }
     for (i, job) in rendered {
         match job {
-            Ok(job) => outcomes[i].job = Some(job),
+            Ok((job, held)) => {
+                if let (Some((diff, digest)), Some(pending)) = (held, outcomes[i].pending.as_mut()) {
+                    (pending.diff, pending.base_digest) = (diff, Some(digest));
+                }
+                outcomes[i].job = Some(job);
+            }
             Err(problem) => outcomes[i].problem = Some(problem),
         }
     }
@@ -403,6 +431,9 @@ struct ToRender<'r> {
     cluster: &'r Cluster,
     profile_revision: Option<String>,
     cluster_revision: Option<String>,
+    /// For a held update whose diff starts from this very set: the head's renderer and cluster
+    /// file, to diff against once the set is rendered.
+    diff_to: Option<(&'r Renderer<'r>, &'r Cluster)>,
     target: TargetConfig,
     drift: DriftPolicy,
     /// The rollout that released it (or returns the cluster), to hear how it went.
@@ -568,8 +599,16 @@ impl<'a> Context<'a> {
                 let (rev, _) = base.expect("held updates have a base");
                 Some((&self.renderers[rev], cluster, Some(rev), Some(head)))
             }
-            // The worker already has it; after a restart it needs it again.
-            (Run::Keep, None) if self.running.contains(name) => None,
+            // The worker already has it (after a restart it needs it again); the file's settings
+            // reach it all the same.
+            (Run::Keep, None) if self.running.contains(name) => {
+                outcome.settings = Some(super::worker::Settings {
+                    target: target.clone(),
+                    drift: cluster.drift,
+                    rollout: rollout.clone(),
+                });
+                None
+            }
             (Run::Keep, None) => match (base, base_cluster, state.and_then(recorded)) {
                 // What it runs, as the store records it: rendered when the worker needs it.
                 (Some((rev, _)), Some(_), Some(identity)) => {
@@ -590,6 +629,10 @@ impl<'a> Context<'a> {
                 _ => None,
             },
         };
+        // A held update's diff starts from what the cluster runs once this decision is carried
+        // out: what it runs now, or — when the cluster file's change goes ahead of the held edit —
+        // that new set, diffed once it is rendered.
+        let ahead = run == Run::HeadClusterOnAppliedProfile && back.is_none();
         let render = wanted.map(|(renderer, which, profile_rev, cluster_rev)| ToRender {
             renderer,
             cluster: which,
@@ -598,6 +641,7 @@ impl<'a> Context<'a> {
             target,
             drift: cluster.drift,
             rollout,
+            diff_to: (ahead && hold.is_some()).then_some((head_renderer, cluster)),
         });
         if let Some(hold) = hold {
             let diff: String = plan_ref.objects.iter().map(|o| o.diff.as_str()).collect::<Vec<_>>().join("");
@@ -609,6 +653,7 @@ impl<'a> Context<'a> {
                 hold,
                 diff,
                 since: self.now,
+                base_digest: if ahead { None } else { plan_ref.base_digest.clone() },
             });
         }
         Ok((outcome, render))

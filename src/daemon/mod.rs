@@ -129,6 +129,10 @@ pub struct Shared {
     pub report_wake: Arc<tokio::sync::Notify>,
     /// Bumped whenever a cluster's state changes: the fleet page's ETag.
     pub version: AtomicU64,
+    /// Clusters whose worker has something to apply (queued, applying, retrying): `/api/v1/revision`.
+    pub busy: Mutex<std::collections::BTreeSet<String>>,
+    /// The evaluations of late, newest first: what each took together, and what came of it.
+    pub evaluations: Mutex<std::collections::VecDeque<EvaluationRecord>>,
     /// When the main loop (or an evaluation it waits for) last made progress, in milliseconds
     /// since `started`: what the systemd watchdog is fed from.
     heartbeat: AtomicU64,
@@ -137,7 +141,46 @@ pub struct Shared {
     pub network: network::NetworkState,
 }
 
+/// One evaluation, as `GET /api/v1/revision` lists it: the head, the head evaluated before it and
+/// the commits between (first parent, newest first) — taken together as one change, as
+/// `strata plan --base SINCE --head HEAD` shows them — and what came of it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct EvaluationRecord {
+    pub head: String,
+    pub since: Option<String>,
+    /// `abc1234 subject`, at most [`EVALUATION_COMMITS`].
+    pub commits: Vec<String>,
+    /// Commits between `since` and `head` beyond those listed.
+    pub more: usize,
+    /// evaluating, loaded, rejected, superseded, postponed.
+    pub verdict: &'static str,
+    pub started_ms: i64,
+    pub millis: Option<u64>,
+}
+
+/// Evaluations remembered, and commits listed per evaluation.
+pub const EVALUATIONS_KEPT: usize = 20;
+pub const EVALUATION_COMMITS: usize = 20;
+
 impl Shared {
+    /// Marks `cluster`'s worker as having (or no longer having) something to apply.
+    pub fn set_busy(&self, cluster: &str, busy: bool) {
+        let mut set = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        if busy {
+            set.insert(cluster.to_string());
+        } else {
+            set.remove(cluster);
+        }
+    }
+
+    /// Updates the newest record of an evaluation of `head`.
+    pub fn evaluation(&self, head: &str, update: impl FnOnce(&mut EvaluationRecord)) {
+        let mut records = self.evaluations.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(record) = records.iter_mut().find(|r| r.head == head) {
+            update(record);
+        }
+    }
+
     /// Notes that some cluster's state changed (the status view refreshes).
     pub fn touch(&self) {
         self.version.fetch_add(1, Ordering::Relaxed);
@@ -342,6 +385,8 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
         rollout_wake: AtomicI64::new(0),
         report_wake: Arc::new(tokio::sync::Notify::new()),
         version: AtomicU64::new(1),
+        busy: Mutex::default(),
+        evaluations: Mutex::default(),
         heartbeat: AtomicU64::new(0),
         started: Instant::now(),
         network,
@@ -444,6 +489,8 @@ struct MainLoop {
     seeded: bool,
     last_prune: Option<Instant>,
     evaluation: Option<Evaluation>,
+    /// The head the last finished evaluation loaded (or rejected).
+    last_evaluated: Option<String>,
 }
 
 impl MainLoop {
@@ -470,6 +517,7 @@ impl MainLoop {
             seeded: false,
             last_prune: None,
             evaluation: None,
+            last_evaluated: None,
         }
     }
 
@@ -497,7 +545,7 @@ impl MainLoop {
                 self.reevaluate = false;
             }
             self.evaluate_or_supersede();
-            if self.starting && self.evaluation.is_none() && !self.reevaluate {
+            if self.starting && self.evaluation.is_none() && (self.revision.is_none() || !self.reevaluate) {
                 // Nothing to evaluate (the first fetch failed, the store is unusable): serve anyway.
                 self.ready();
             }
@@ -666,10 +714,28 @@ impl MainLoop {
                 self.reevaluate = false;
                 let running: HashSet<String> = self.workers.keys().cloned().collect();
                 let cancel = Arc::new(AtomicBool::new(false));
-                let (shared, source, work_head, work_cancel) =
-                    (self.shared.clone(), self.source.clone(), head.clone(), cancel.clone());
+                {
+                    let mut records = self.shared.evaluations.lock().unwrap_or_else(|p| p.into_inner());
+                    records.push_front(EvaluationRecord {
+                        head: head.clone(),
+                        since: self.last_evaluated.clone(),
+                        commits: Vec::new(),
+                        more: 0,
+                        verdict: "evaluating",
+                        started_ms: store::now_ms(),
+                        millis: None,
+                    });
+                    records.truncate(EVALUATIONS_KEPT);
+                }
+                let (shared, source, work_head, work_cancel, since) = (
+                    self.shared.clone(),
+                    self.source.clone(),
+                    head.clone(),
+                    cancel.clone(),
+                    self.last_evaluated.clone(),
+                );
                 let task = tokio::task::spawn_local(async move {
-                    evaluate_head(&shared, &source, &work_head, running, work_cancel).await
+                    evaluate_head(&shared, &source, &work_head, since.as_deref(), running, work_cancel).await
                 });
                 self.evaluation = Some(Evaluation { head, cancel, task });
             }
@@ -681,6 +747,19 @@ impl MainLoop {
     async fn finished(&mut self, evaluation: Evaluation, result: Result<Vec<Outcome>, EvaluateError>) {
         let shared = self.shared.clone();
         let head = evaluation.head;
+        let verdict = match &result {
+            Ok(_) => "loaded",
+            Err(EvaluateError::Cancelled { .. }) => "superseded",
+            Err(e) if e.rejects() => "rejected",
+            Err(_) => "postponed",
+        };
+        shared.evaluation(&head, |record| {
+            record.verdict = verdict;
+            record.millis = Some((store::now_ms() - record.started_ms).max(0) as u64);
+        });
+        if matches!(verdict, "loaded" | "rejected") {
+            self.last_evaluated = Some(head.clone());
+        }
         match result {
             Err(EvaluateError::Cancelled { .. }) => return,
             Ok(outcomes) => {
@@ -819,10 +898,12 @@ async fn evaluate_head(
     shared: &Arc<Shared>,
     source: &Arc<Mutex<RepoSource>>,
     head: &str,
+    since: Option<&str>,
     running: HashSet<String>,
     cancel: Arc<AtomicBool>,
 ) -> Result<Vec<Outcome>, EvaluateError> {
     let (work_shared, source, work_head) = (shared.clone(), source.clone(), head.to_string());
+    let since = since.map(str::to_string);
     let result = blocking(move || {
         let git = lock(&source).git_source().map_err(|e| match e {
             git::GitError::Source(source) => EvaluateError::Source { revision: work_head.clone(), source },
@@ -831,6 +912,14 @@ async fn evaluate_head(
                 source: crate::source::SourceError::Git(other.to_string()),
             },
         })?;
+        // What this evaluation takes together since the last: said, so a plan over the same
+        // range can be read beside what the daemon did.
+        let (commits, more) = git.commits_between(since.as_deref(), &work_head, EVALUATION_COMMITS);
+        match (&since, commits.len() + more) {
+            (Some(since), n) if n > 1 => info!(revision = %work_head, since = %since, commits = n, "Evaluating several commits together, as one change (strata plan --base SINCE --head REVISION shows it)."),
+            _ => info!(revision = %work_head, "Evaluating."),
+        }
+        work_shared.evaluation(&work_head, |record| (record.commits, record.more) = (commits, more));
         evaluate::evaluate(&work_shared, &git, &work_head, &running, &cancel)
     })
     .await;
@@ -910,7 +999,12 @@ fn dispatch(shared: &Arc<Shared>, outcomes: Vec<Outcome>, workers: &mut Workers,
             handle.abort();
         }
         if let Some(job) = outcome.job {
+            shared.set_busy(&name, true);
             worker(shared, workers, &name, stopped).send(Msg::Run(Box::new(job)));
+        } else if let Some(settings) = outcome.settings
+            && let Some((mailbox, _)) = workers.get(&name)
+        {
+            mailbox.send(Msg::Settings(settings));
         }
     }
     shared.touch();
@@ -942,9 +1036,13 @@ async fn dispatch_from_store(
     stopped: &watch::Receiver<bool>,
 ) {
     let Some(states) = shared.stored("list clusters", shared.store.clusters()) else { return };
+    let last_good = shared.stored("read the revision", shared.store.revision()).flatten().and_then(|r| r.last_good);
     let (work_shared, source) = (shared.clone(), source.clone());
     let jobs = blocking(move || {
         let git = lock(&source).git_source().ok()?;
+        // How each cluster is reconciled comes from its file at the last revision that loaded, as
+        // it did before the restart; what it runs from the revisions the store records.
+        let settled = last_good.and_then(|rev| crate::repo::load(git.snapshot(&rev).ok()?.tree.as_ref()).ok());
         let mut jobs = Vec::new();
         for state in states.into_iter().filter(|s| s.sync != Sync::Removed && work_shared.shards.owns(&s.name)) {
             work_shared.progress();
@@ -957,7 +1055,8 @@ async fn dispatch_from_store(
                 let (model, cmodel) =
                     (crate::repo::load(snap.tree.as_ref()).ok()?, crate::repo::load(csnap.tree.as_ref()).ok()?);
                 let cluster = cmodel.clusters.get(&state.name)?;
-                let target = work_shared.target(&state.name, &cluster.target).ok()?;
+                let settings = settled.as_ref().and_then(|m| m.clusters.get(&state.name)).unwrap_or(cluster);
+                let target = work_shared.target(&state.name, &settings.target).ok()?;
                 let tools = SystemTools::default();
                 let set = Renderer::new(snap.tree.as_ref(), &model, &tools)
                     .with_settings(&work_shared.render)
@@ -968,7 +1067,7 @@ async fn dispatch_from_store(
                     profile_revision: Some(rev.clone()),
                     cluster_revision: Some(crev.clone()),
                     target,
-                    drift: cluster.drift,
+                    drift: settings.drift,
                     rollout: None,
                     deferred: None,
                 })

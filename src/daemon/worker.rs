@@ -63,8 +63,20 @@ pub struct Job {
     pub deferred: Option<Arc<Deferred>>,
 }
 
+/// How a cluster is reconciled, from its file at the revision evaluated — whatever desired set
+/// it runs: these take effect at the next evaluation, as after a restart.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    pub target: TargetConfig,
+    pub drift: DriftPolicy,
+    /// The rollout that governs the cluster's updates, if one does.
+    pub rollout: Option<String>,
+}
+
 pub enum Msg {
     Run(Box<Job>),
+    /// What it runs stays; how it is reconciled changes.
+    Settings(Settings),
     /// The cluster left the repository: stop, deleting its objects first when `prune`.
     Remove {
         prune: bool,
@@ -72,8 +84,9 @@ pub enum Msg {
 }
 
 /// What a worker should do next. Sending never waits: a newer desired state replaces one the
-/// worker has not taken yet (it would only apply it to overwrite it), so the event loop goes on
-/// however long a worker is busy with an unresponsive cluster.
+/// worker has not taken yet (it would only apply it to overwrite it), newer settings go into a
+/// desired state still queued, so the event loop goes on however long a worker is busy with an
+/// unresponsive cluster.
 #[derive(Default)]
 pub struct Mailbox {
     slot: Mutex<Option<Msg>>,
@@ -83,9 +96,12 @@ pub struct Mailbox {
 impl Mailbox {
     pub fn send(&self, msg: Msg) {
         let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
-        // A removal is final: the event loop sends nothing after it.
-        if !matches!(*slot, Some(Msg::Remove { .. })) {
-            *slot = Some(msg);
+        match (&mut *slot, msg) {
+            // A removal is final: the event loop sends nothing after it.
+            (Some(Msg::Remove { .. }), _) => {}
+            // The queued desired state is still what to run, reconciled as now said.
+            (Some(Msg::Run(job)), Msg::Settings(settings)) => job.set_settings(settings),
+            (slot, msg) => *slot = Some(msg),
         }
         drop(slot);
         self.wake.notify_one();
@@ -99,6 +115,17 @@ impl Mailbox {
             }
             self.wake.notified().await;
         }
+    }
+}
+
+impl Job {
+    pub fn settings(&self) -> Settings {
+        Settings { target: self.target.clone(), drift: self.drift, rollout: self.rollout.clone() }
+    }
+
+    pub fn set_settings(&mut self, settings: Settings) {
+        let Settings { target, drift, rollout } = settings;
+        (self.target, self.drift, self.rollout) = (target, drift, rollout);
     }
 }
 
@@ -243,9 +270,11 @@ impl Worker {
             tokio::select! {
                 msg = mailbox.recv() => match msg {
                     Msg::Run(job) => self.take(*job),
+                    Msg::Settings(settings) => self.reconfigure(settings),
                     Msg::Remove { prune } => {
                         self.watching = None;
                         self.remove(prune).await;
+                        self.shared.set_busy(&self.name, false);
                         break;
                     }
                 },
@@ -295,6 +324,19 @@ impl Worker {
             self.next_attempt = Instant::now();
         }
         self.job = Some(job);
+        self.shared.set_busy(&self.name, self.needs_apply);
+    }
+
+    /// New settings for what it runs: a new target is applied to at once, a new drift policy
+    /// judges the next drift found.
+    fn reconfigure(&mut self, settings: Settings) {
+        let Some(mut job) = self.job.clone() else { return };
+        if job.settings() == settings {
+            return;
+        }
+        info!(cluster = %self.name, drift = ?settings.drift, "Settings changed.");
+        job.set_settings(settings);
+        self.take(job);
     }
 
     async fn target(&mut self) -> Result<&AnyTarget, TargetError> {
@@ -525,6 +567,14 @@ impl Worker {
             return unhealthy;
         }
         self.applied = Some(job.set.digest.clone());
+        // A held update's diff starts from what the cluster runs: now that this changed, the
+        // next evaluation computes it again from here (views hide it until then).
+        let held = shared.stored("read a pending update", shared.store.pending(&self.name)).flatten();
+        if held.is_some_and(|p| p.base_digest.as_deref() != Some(job.set.digest.as_str())) {
+            let _ = shared
+                .triggers
+                .try_send(super::Trigger::Reevaluate(format!("{} applied beside a held update", self.name)));
+        }
         let objects: Vec<(String, String, String)> = cs
             .objects
             .iter()
@@ -535,6 +585,7 @@ impl Worker {
         if cs.unhealthy.is_empty() {
             self.needs_apply = false;
             self.failures = 0;
+            shared.set_busy(&self.name, false);
         } else {
             // Applied, not yet healthy: look again later.
             self.failures += 1;
@@ -799,10 +850,17 @@ mod tests {
         }
         match runtime.block_on(mailbox.recv()) {
             Msg::Run(job) => assert_eq!(job.set.digest, "sha256:3"),
-            Msg::Remove { .. } => panic!("a removal"),
+            _ => panic!("not the newest desired state"),
         }
         let empty = runtime.block_on(async { tokio::time::timeout(Duration::from_millis(20), mailbox.recv()).await });
         assert!(empty.is_err(), "nothing left");
+        mailbox.send(Msg::Run(Box::new(job("sha256:5"))));
+        let report = Settings { drift: DriftPolicy::Report, ..job("x").settings() };
+        mailbox.send(Msg::Settings(report.clone()));
+        match runtime.block_on(mailbox.recv()) {
+            Msg::Run(job) => assert_eq!((job.set.digest.as_str(), job.settings()), ("sha256:5", report)),
+            _ => panic!("the queued desired state, with the newer settings"),
+        }
         mailbox.send(Msg::Remove { prune: true });
         mailbox.send(Msg::Run(Box::new(job("sha256:4"))));
         assert!(matches!(runtime.block_on(mailbox.recv()), Msg::Remove { prune: true }));

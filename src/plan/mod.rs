@@ -49,6 +49,9 @@ pub enum ChangeKind {
     InPlaceEdit,
     /// The cluster's own file changed what it renders (overrides, tags used by templates).
     Override,
+    /// The cluster's own file changed its field rules: which fields strata leaves to others
+    /// (`ignore`: what is applied changes) or never shows (`sensitive`).
+    FieldRules,
     Unchanged,
 }
 
@@ -62,8 +65,14 @@ impl ChangeKind {
             ChangeKind::Rollback => "rollback",
             ChangeKind::InPlaceEdit => "in-place edit",
             ChangeKind::Override => "override",
+            ChangeKind::FieldRules => "field rules",
             ChangeKind::Unchanged => "unchanged",
         }
+    }
+
+    /// A change made in the cluster's own file: it applies at once, even beside a held edit.
+    pub fn from_cluster_file(self) -> bool {
+        matches!(self, ChangeKind::Override | ChangeKind::FieldRules)
     }
 }
 
@@ -168,6 +177,7 @@ impl Plan {
             "in-place edit",
             "pending update",
             "override",
+            "field rules",
         ];
         let parts: Vec<String> =
             order.iter().filter_map(|k| counts.get(k).map(|n| format!("{n} {}", plural(k, *n)))).collect();
@@ -384,7 +394,14 @@ pub fn compare(base: SideOf, head: SideOf, edits: &Edits, redactor: &Redactor) -
         if edited {
             plan.reasons.push(ChangeKind::InPlaceEdit);
         }
-        if before.overrides != after.overrides || before.tags != after.tags || plan.reasons.is_empty() {
+        let overridden = before.overrides != after.overrides || before.tags != after.tags;
+        if overridden {
+            plan.reasons.push(ChangeKind::Override);
+        }
+        if before.ignore != after.ignore || before.sensitive != after.sensitive {
+            plan.reasons.push(ChangeKind::FieldRules);
+        }
+        if plan.reasons.is_empty() {
             plan.reasons.push(ChangeKind::Override);
         }
     }

@@ -683,6 +683,14 @@ fn layer_digest(name: &str, objects: &[Object], key: &crate::redact::Redactor) -
         let keyed = key.keyed(&object.manifest, &object.sensitive);
         let hashed = keyed.as_ref().unwrap_or(&object.manifest);
         serde_json::to_writer(HashWriter(&mut hasher), hashed).expect("manifests serialise");
+        // Fields left to others are not applied: which they are is part of what strata applies.
+        if !object.ignore.is_empty() {
+            hasher.update(b"\0ignore");
+            for pointer in &object.ignore {
+                hasher.update([0]);
+                hasher.update(pointer.as_bytes());
+            }
+        }
     }
     hex_digest(hasher)
 }
@@ -714,10 +722,14 @@ pub(crate) fn hex_digest(hasher: Sha256) -> String {
 }
 
 /// Whether two versions of a cluster file render alike over the same profile version: rendering
-/// reads of a cluster its name, its tags and its overrides (ignore and sensitive rules reach the
-/// objects, not their content or digests).
+/// reads of a cluster its name, its tags, its overrides and its field rules (ignore rules reach
+/// what is applied, sensitive rules how the digest hashes values: both reach the digest).
 pub fn same_inputs(a: &Cluster, b: &Cluster) -> bool {
-    a.name == b.name && a.tags == b.tags && a.overrides == b.overrides
+    a.name == b.name
+        && a.tags == b.tags
+        && a.overrides == b.overrides
+        && a.ignore == b.ignore
+        && a.sensitive == b.sensitive
 }
 
 #[cfg(test)]

@@ -22,10 +22,24 @@ use crate::daemon::rollouts::{self, ActError, describe};
 use crate::daemon::store::now_ms;
 use crate::rollout::gate::Action;
 
-/// The head last evaluated: loaded, or rejected with its diagnostics, and the last good revision.
+/// The head last evaluated: loaded, or rejected with its diagnostics, and the last good revision;
+/// the evaluations of late (what each took together) and the clusters with something to apply.
 pub async fn revision(State(app): State<Arc<App>>) -> Response {
-    match app.shared.store.revision() {
-        Ok(revision) => json_reply(StatusCode::OK, &json!(revision)),
+    let shared = &app.shared;
+    match shared.store.revision() {
+        Ok(revision) => {
+            let mut body = json!(revision);
+            if body.is_null() {
+                body = json!({});
+            }
+            let evaluations: Vec<_> =
+                shared.evaluations.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
+            body["evaluating"] = json!(evaluations.iter().find(|e| e.verdict == "evaluating").map(|e| &e.head));
+            body["evaluations"] = json!(evaluations);
+            body["reconciling"] =
+                json!(shared.busy.lock().unwrap_or_else(|p| p.into_inner()).iter().collect::<Vec<_>>());
+            json_reply(StatusCode::OK, &body)
+        }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }
@@ -52,8 +66,8 @@ pub async fn clusters(State(app): State<Arc<App>>) -> Response {
 
 pub async fn cluster(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
     let store = &app.shared.store;
-    let state = match store.cluster(&name) {
-        Ok(Some(s)) => s,
+    let (state, pending) = match store.cluster_row(&name) {
+        Ok(Some(row)) => row,
         Ok(None) => return no_cluster(&name),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e),
     };
@@ -70,7 +84,7 @@ pub async fn cluster(State(app): State<Arc<App>>, Path(name): Path<String>) -> R
             "cluster": state,
             "tags": tags,
             "shard": { "index": shard, "holder": holder },
-            "pending": store.pending(&name).ok().flatten(),
+            "pending": pending.map(|p| p.shown(&state)),
             "drift": store.drift(&name).unwrap_or_default(),
             "history": store.history(&name, crate::daemon::store::HISTORY_KEPT).unwrap_or_default(),
             "approvals": store.approvals(&name).unwrap_or_default(),

@@ -507,11 +507,13 @@ async fn pending(
 ) -> Response {
     let shared = &app.shared;
     let who = who(&viewer);
-    let Ok(Some(p)) = shared.store.pending(&name) else {
+    let Ok(Some((state, Some(p)))) = shared.store.cluster_row(&name) else {
         let link = Link { href: format!("/clusters/{}", segment(&name)), text: "Back to the cluster" };
         let message = format!("{name} has no pending update.");
         return app.pages.message(StatusCode::NOT_FOUND, &name, &who, &message, Some(link));
     };
+    // Shown only while it starts from what the cluster runs; approving waits for that too.
+    let diff = p.diff_from(&state).map(side_by_side);
     app.pages.page(
         StatusCode::OK,
         "pending.html",
@@ -522,7 +524,8 @@ async fn pending(
             summary => p.summary,
             base => Serde(rev(shared, Some(&p.base_revision))),
             head => Serde(rev(shared, Some(&p.head_revision))),
-            rows => Serde(side_by_side(&p.diff)),
+            stale => diff.is_none().then_some(crate::daemon::store::STALE_DIFF),
+            rows => Serde(diff.unwrap_or_default()),
             rollout => match &p.hold { Hold::Rollout { rollout, .. } => Some(rollout.clone()), _ => None },
             name,
         },
@@ -724,7 +727,7 @@ mod tests {
         let login = context! { title => "sign in", who => Serde(None::<Who>), next => "/", name => "", problem => None::<String> };
         let pending = context! {
             title => "t", here => "/clusters/a/pending", who => Serde(who), summary => "s", base => Serde(r()), head => Serde(r()),
-            rows => Serde(side_by_side("--- base/A/b\n+++ head/A/b\n@@ -1 +1 @@\n-x\n+y\n")), name => "a", rollout => None::<String>,
+            rows => Serde(side_by_side("--- base/A/b\n+++ head/A/b\n@@ -1 +1 @@\n-x\n+y\n")), name => "a", rollout => None::<String>, stale => None::<String>,
         };
         assert!(pages.render("login.html", login).unwrap().contains("name=\"next\" value=\"&#x2f;\""));
         let pending = pages.render("pending.html", pending).unwrap();

@@ -137,6 +137,8 @@ struct PendingDoc {
     summary: String,
     diff: String,
     since: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    base_digest: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -366,6 +368,7 @@ impl Doc {
             summary: p.summary.clone(),
             diff: p.diff.clone(),
             since: p.since,
+            base_digest: p.base_digest.clone(),
         })
     }
 }
@@ -1117,6 +1120,10 @@ impl Store for KubeStore {
         })
     }
 
+    fn cluster_row(&self, name: &str) -> Result<Option<FleetRow>> {
+        self.doc(name, |d| d.filter(|d| d.known()).map(|d| (d.state(name), d.pending(name))))
+    }
+
     fn pending(&self, cluster: &str) -> Result<Option<Pending>> {
         self.doc(cluster, |d| d.and_then(|d| d.pending(cluster)))
     }
@@ -1135,6 +1142,7 @@ impl Store for KubeStore {
                 summary: p.summary.clone(),
                 diff: p.diff.clone(),
                 since,
+                base_digest: p.base_digest.clone(),
             });
         })
     }

@@ -66,6 +66,33 @@ pub struct Pending {
     pub summary: String,
     pub diff: String,
     pub since: i64,
+    /// The digest of the set `diff` starts from: the set the cluster was to run when the update
+    /// was held. The diff is shown only while the cluster runs exactly that ([`Pending::diff_from`]).
+    pub base_digest: Option<String>,
+}
+
+/// Said where a pending diff is not shown because it no longer starts from what the cluster runs.
+pub const STALE_DIFF: &str = "the cluster applied something since this update was held: its diff is computed again from what it runs at the next evaluation";
+
+impl Pending {
+    /// As clients see it (the API, `strata status`): the diff only while it starts from what the
+    /// cluster in `state` runs; otherwise `diff` is null and `diff_stale` says why.
+    pub fn shown(&self, state: &ClusterState) -> serde_json::Value {
+        let mut value = serde_json::json!(self);
+        if self.diff_from(state).is_none() {
+            value["diff"] = serde_json::Value::Null;
+            value["diff_stale"] = serde_json::Value::String(STALE_DIFF.to_string());
+        }
+        value
+    }
+
+    /// The diff to show for a cluster in `state` (read with this record): only when it starts
+    /// from what the cluster runs now. Otherwise (the cluster applied something since, say an
+    /// override that went ahead of the held edit) `None`, until the next evaluation computes it
+    /// again from what runs.
+    pub fn diff_from<'p>(&'p self, state: &ClusterState) -> Option<&'p str> {
+        (self.base_digest.is_some() && self.base_digest == state.digest).then_some(self.diff.as_str())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -223,6 +250,9 @@ pub trait Store: Send + std::marker::Sync {
     fn objects(&self, cluster: &str) -> Result<Vec<ObjectRow>>;
     /// Every cluster with its pending update, by name (the fleet page lists thousands).
     fn fleet(&self) -> Result<Vec<FleetRow>>;
+    /// One cluster with its pending update, read together: a pending diff is shown only when it
+    /// starts from what the cluster runs ([`Pending::diff_from`]), judged on one snapshot.
+    fn cluster_row(&self, name: &str) -> Result<Option<FleetRow>>;
 
     fn pending(&self, cluster: &str) -> Result<Option<Pending>>;
     /// Sets or replaces the cluster's pending update (`since` is kept while the head is the same).

@@ -126,6 +126,8 @@ const MIGRATIONS: &[&str] = &[
     // Secret values: drop them. The first evaluation derives the pending updates again and the
     // first drift check (at start) the findings.
     "DELETE FROM drift; DELETE FROM pending; UPDATE clusters SET drifted = 0;",
+    // 2: a pending diff remembers the digest of the set it starts from.
+    "ALTER TABLE pending ADD COLUMN base_digest TEXT;",
 ];
 
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
@@ -282,7 +284,22 @@ impl SqliteStore {
 
     const COLUMNS: &'static str = "name, profile_revision, cluster_revision, digest, profile, version, applied_at, sync, message, health, drifted, suspended";
 
-    const PENDING: &'static str = "cluster, base_revision, head_revision, hold, summary, diff, since";
+    const PENDING: &'static str = "cluster, base_revision, head_revision, hold, summary, diff, since, base_digest";
+
+    /// Clusters joined with their pending updates: one statement, one snapshot.
+    fn fleet_query() -> String {
+        let columns: String = Self::COLUMNS.split(", ").map(|c| format!("c.{c}")).collect::<Vec<_>>().join(", ");
+        let pending: String = Self::PENDING.split(", ").map(|c| format!("p.{c}")).collect::<Vec<_>>().join(", ");
+        format!("SELECT {columns}, {pending} FROM clusters c LEFT JOIN pending p ON p.cluster = c.name")
+    }
+
+    fn fleet_row(r: &rusqlite::Row) -> rusqlite::Result<FleetRow> {
+        let pending = match r.get::<_, Option<String>>(12)? {
+            Some(_) => Some(Self::pending_row(r, 12)?),
+            None => None,
+        };
+        Ok((Self::row(r)?, pending))
+    }
 
     /// A pending update from the row's columns starting at `at`.
     fn pending_row(r: &rusqlite::Row, at: usize) -> rusqlite::Result<Pending> {
@@ -294,6 +311,7 @@ impl SqliteStore {
             summary: r.get(at + 4)?,
             diff: r.get(at + 5)?,
             since: r.get(at + 6)?,
+            base_digest: r.get(at + 7)?,
         })
     }
 
@@ -478,22 +496,13 @@ impl Store for SqliteStore {
     /// Every cluster with its pending update, in one query (the fleet page and `strata status`
     /// list a thousand of them).
     fn fleet(&self) -> Result<Vec<FleetRow>> {
-        let columns: String = Self::COLUMNS.split(", ").map(|c| format!("c.{c}")).collect::<Vec<_>>().join(", ");
-        let pending: String = Self::PENDING.split(", ").map(|c| format!("p.{c}")).collect::<Vec<_>>().join(", ");
-        let sql = format!(
-            "SELECT {columns}, {pending} FROM clusters c LEFT JOIN pending p ON p.cluster = c.name ORDER BY c.name"
-        );
-        self.read(|c| {
-            c.prepare(&sql)?
-                .query_map([], |r| {
-                    let pending = match r.get::<_, Option<String>>(12)? {
-                        Some(_) => Some(Self::pending_row(r, 12)?),
-                        None => None,
-                    };
-                    Ok((Self::row(r)?, pending))
-                })?
-                .collect()
-        })
+        let sql = format!("{} ORDER BY c.name", Self::fleet_query());
+        self.read(|c| c.prepare(&sql)?.query_map([], Self::fleet_row)?.collect())
+    }
+
+    fn cluster_row(&self, name: &str) -> Result<Option<FleetRow>> {
+        let sql = format!("{} WHERE c.name = ?1", Self::fleet_query());
+        self.read(|c| c.query_row(&sql, [name], Self::fleet_row).optional())
     }
 
     fn pending(&self, cluster: &str) -> Result<Option<Pending>> {
@@ -506,10 +515,10 @@ impl Store for SqliteStore {
         let hold = serde_json::to_string(&p.hold).expect("holds serialise");
         self.write(|c| {
             c.execute(
-                "INSERT INTO pending (cluster, base_revision, head_revision, hold, summary, diff, since) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                "INSERT INTO pending (cluster, base_revision, head_revision, hold, summary, diff, since, base_digest) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT(cluster) DO UPDATE SET base_revision = ?2, hold = ?4, summary = ?5, diff = ?6,
-                   since = CASE WHEN head_revision = ?3 THEN since ELSE ?7 END, head_revision = ?3",
-                params![p.cluster, p.base_revision, p.head_revision, hold, p.summary, p.diff, p.since],
+                   since = CASE WHEN head_revision = ?3 THEN since ELSE ?7 END, head_revision = ?3, base_digest = ?8",
+                params![p.cluster, p.base_revision, p.head_revision, hold, p.summary, p.diff, p.since, p.base_digest],
             )
             .map(|_| ())
         })
@@ -909,7 +918,12 @@ mod tests {
         {
             // A state database as versions without redaction left it: user_version 0.
             let store = SqliteStore::open(dir.path()).unwrap();
-            store.write(|c| c.pragma_update(None, "user_version", 0)).unwrap();
+            store
+                .write(|c| {
+                    c.pragma_update(None, "user_version", 0)?;
+                    c.execute_batch("ALTER TABLE pending DROP COLUMN base_digest")
+                })
+                .unwrap();
             store.record_applied("c", &applied("r1")).unwrap();
             let row = DriftRow {
                 object: "Secret/app/db".into(),
@@ -919,16 +933,14 @@ mod tests {
                 found_at: 1,
             };
             store.set_drift("c", &[row]).unwrap();
-            let pending = Pending {
-                cluster: "c".into(),
-                base_revision: "r1".into(),
-                head_revision: "r2".into(),
-                hold: Hold::Approval,
-                summary: "pending".into(),
-                diff: "-  password: aHVudGVyMg==\n".into(),
-                since: 1,
-            };
-            store.set_pending(&pending).unwrap();
+            store
+                .write(|c| {
+                    c.execute(
+                        "INSERT INTO pending (cluster, base_revision, head_revision, hold, summary, diff, since) VALUES ('c', 'r1', 'r2', ?1, 'pending', '-  password: aHVudGVyMg==', 1)",
+                        [serde_json::to_string(&Hold::Approval).unwrap()],
+                    )
+                })
+                .unwrap();
             store.approve("c", "r2", "alice").unwrap();
         }
         let store = SqliteStore::open(dir.path()).unwrap();
@@ -937,7 +949,8 @@ mod tests {
         let c = store.cluster("c").unwrap().unwrap();
         assert_eq!((c.drifted, c.digest.as_deref()), (0, Some("sha256:a")), "what is applied is kept");
         assert_eq!(store.approvals("c").unwrap().len(), 1);
-        assert_eq!(store.read(|c| c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))).unwrap(), 1);
+        let version = store.read(|c| c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))).unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
 
         // Migrated once: what is stored from now on stays.
         store
