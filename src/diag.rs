@@ -45,6 +45,9 @@ pub enum Code {
     Collision,
     /// kustomize or helm missing or failing.
     Tool,
+    /// A helm chart that cannot render: a dependency not vendored (or at another version than
+    /// Chart.lock says), or a template that fails (named by file and line where helm names it).
+    Helm,
     /// A reference to something outside the repository that a tool would fetch (a URL, a Git
     /// remote, a chart repository).
     Remote,
@@ -75,6 +78,7 @@ impl Code {
             Code::Manifest => "manifest",
             Code::Collision => "collision",
             Code::Tool => "tool",
+            Code::Helm => "helm",
             Code::Remote => "remote",
             Code::Budget => "budget",
             Code::Rollout => "rollout",

@@ -79,6 +79,14 @@ pub struct Layer {
     pub depends_on: Vec<String>,
     /// Helm release name (defaults to the layer name).
     pub release_name: Option<String>,
+    /// Helm layers: files of values in the repository (repository-relative, normalised), given
+    /// to helm in order before the layer's own values and the cluster's overrides.
+    pub values_files: Vec<String>,
+    /// Helm layers: the Kubernetes version charts see as `.Capabilities.KubeVersion`, unless the
+    /// cluster declares its own.
+    pub kube_version: Option<String>,
+    /// Helm layers: API versions added to `.Capabilities.APIVersions` (the cluster's are added too).
+    pub api_versions: Vec<String>,
     /// Fields other controllers own (an HPA's `spec.replicas`): not compared for drift, and not
     /// re-applied to objects that already exist.
     pub ignore: Vec<FieldRule>,
@@ -188,6 +196,10 @@ pub struct Cluster {
     pub drift: DriftPolicy,
     /// The host-side target this cluster is reached through (defaults to the cluster name).
     pub target: String,
+    /// The cluster's Kubernetes version, as its helm layers see it (`.Capabilities.KubeVersion`).
+    pub kube_version: Option<String>,
+    /// API versions the cluster serves, added to its helm layers' `.Capabilities.APIVersions`.
+    pub api_versions: Vec<String>,
     /// Fields left to other controllers on this cluster (see [`FieldRule`]).
     pub ignore: Vec<FieldRule>,
     /// Fields whose values are never shown, on this cluster's objects.
@@ -287,6 +299,8 @@ mod tests {
             window: None,
             drift: DriftPolicy::Correct,
             target: "c".into(),
+            kube_version: None,
+            api_versions: vec![],
             ignore: vec![],
             sensitive: vec![],
             profile_line: 7,

@@ -69,6 +69,12 @@ struct RawLayer {
     #[serde(default)]
     release_name: Option<Spanned<String>>,
     #[serde(default)]
+    values_files: Vec<Spanned<String>>,
+    #[serde(default)]
+    kube_version: Option<Spanned<String>>,
+    #[serde(default)]
+    api_versions: Vec<Spanned<String>>,
+    #[serde(default)]
     ignore: Vec<Spanned<FieldRule>>,
     #[serde(default)]
     sensitive: Vec<Spanned<FieldRule>>,
@@ -107,6 +113,10 @@ struct RawClusterSpec {
     drift: DriftPolicy,
     #[serde(default)]
     target: Option<String>,
+    #[serde(default, rename = "kubeVersion")]
+    kube_version: Option<Spanned<String>>,
+    #[serde(default, rename = "apiVersions")]
+    api_versions: Vec<Spanned<String>>,
     #[serde(default)]
     ignore: Vec<Spanned<FieldRule>>,
     #[serde(default)]
@@ -210,13 +220,15 @@ pub(crate) fn read_diag(path: &str, e: ReadError) -> Diagnostic {
 }
 
 /// The other tree's profile version from `file`, when neither the file nor anything loading it
-/// checks changed: its layers' sources, reached without a link (where a link leads can change
+/// checks changed: its layers' sources and helm values files, reached without a link (where a link leads can change
 /// without the link changing).
 fn unchanged_profile(tree: &dyn Tree, other: &Model, changes: &Changes, file: &str) -> Option<Profile> {
     let profile = other.profiles.values().flatten().find(|p| p.file == file)?;
     let untouched = !changes.touches(file)
         && profile.layers.iter().all(|l| {
-            !changes.touches(&l.source) && source::resolve(tree, &l.source).is_ok_and(|(real, _)| real == l.source)
+            std::iter::once(&l.source)
+                .chain(&l.values_files)
+                .all(|path| !changes.touches(path) && source::resolve(tree, path).is_ok_and(|(real, _)| &real == path))
         });
     untouched.then(|| profile.clone())
 }
@@ -557,6 +569,37 @@ fn check_layer(tree: &dyn Tree, raw: RawLayer, file: &str, profile: &str, diags:
         ok &= check_name(&r.value, "releaseName", file, line(&r), diags);
         Some(r.value)
     });
+    let helm_only = |field: &str, at: usize, diags: &mut Diagnostics| {
+        diags.push(
+            Diagnostic::new(Code::Schema, format!("{field} is only for helm layers"))
+                .in_file(file)
+                .at_line(at)
+                .about(&object),
+        );
+    };
+    if kind != LayerKind::Helm {
+        let helm_fields = [
+            raw.values_files.first().map(|v| ("valuesFiles", line(v))),
+            raw.kube_version.as_ref().map(|v| ("kubeVersion", line(v))),
+            raw.api_versions.first().map(|v| ("apiVersions", line(v))),
+        ];
+        for (field, at) in helm_fields.into_iter().flatten() {
+            ok = false;
+            helm_only(field, at, diags);
+        }
+    }
+    let mut values_files = Vec::new();
+    for written in &raw.values_files {
+        match check_values_file(tree, written, file, &object) {
+            Ok(path) => values_files.push(path),
+            Err(d) => {
+                ok = false;
+                diags.push(d);
+            }
+        }
+    }
+    let (kube_version, api_versions) =
+        check_capabilities(raw.kube_version, raw.api_versions, file, &object, diags, &mut ok);
     let ignore = check_field_rules(raw.ignore, "ignore", false, file, &object, diags, &mut ok);
     let sensitive = check_field_rules(raw.sensitive, "sensitive", false, file, &object, diags, &mut ok);
     ok.then(|| Layer {
@@ -569,6 +612,9 @@ fn check_layer(tree: &dyn Tree, raw: RawLayer, file: &str, profile: &str, diags:
         values,
         depends_on: raw.depends_on.into_iter().map(|d| d.value).collect(),
         release_name,
+        values_files,
+        kube_version,
+        api_versions,
         line: at,
     })
 }
@@ -723,6 +769,8 @@ fn load_cluster(tree: &dyn Tree, file: &str, diags: &mut Diagnostics) -> Option<
         }
     }
     let target = raw.spec.target.unwrap_or_else(|| name.clone());
+    let (kube_version, api_versions) =
+        check_capabilities(raw.spec.kube_version, raw.spec.api_versions, file, &object, diags, &mut ok);
     let ignore = check_field_rules(raw.spec.ignore, "ignore", true, file, &object, diags, &mut ok);
     let sensitive = check_field_rules(raw.spec.sensitive, "sensitive", true, file, &object, diags, &mut ok);
     let window = raw.spec.window.and_then(|w| match crate::window::Window::parse(&w.value) {
@@ -751,11 +799,118 @@ fn load_cluster(tree: &dyn Tree, file: &str, diags: &mut Diagnostics) -> Option<
         window,
         drift: raw.spec.drift,
         target,
+        kube_version,
+        api_versions,
         ignore,
         sensitive,
         profile_line,
     })
     .filter(|_| ok)
+}
+
+/// A helm layer's values file: a file in the repository, named relative to its root and resolved
+/// as the filesystem would (as a layer's `source` is). Kept as written unless `..` climbs back,
+/// then as the place it reached.
+fn check_values_file(
+    tree: &dyn Tree,
+    written: &Spanned<String>,
+    file: &str,
+    object: &str,
+) -> Result<String, Diagnostic> {
+    let path_diag = |message: String, help: &str| {
+        Diagnostic::new(Code::Path, format!("valuesFiles: {message}"))
+            .in_file(file)
+            .at_line(line(written))
+            .about(object)
+            .help(help)
+    };
+    let leaves = || {
+        path_diag(
+            format!("`{}` leaves the repository", written.value),
+            "give a path relative to the repository root, without `..` above it",
+        )
+    };
+    let Some(parts) = source::components(&written.value).filter(|p| !p.is_empty()) else {
+        return Err(leaves());
+    };
+    let path = parts.join("/");
+    match source::resolve(tree, &path) {
+        Ok((real, EntryKind::File)) => Ok(if parts.contains(&"..") { real } else { path }),
+        Ok(_) => Err(path_diag(format!("`{path}` is a directory"), "name a YAML file of values")),
+        Err(ReadError::NotFound) => {
+            Err(path_diag(format!("`{path}` does not exist"), "check the path; it is relative to the repository root"))
+        }
+        Err(ReadError::Escapes { through: None, .. }) => Err(leaves()),
+        Err(ReadError::Escapes { through: Some(link), .. }) => Err(path_diag(
+            format!("`{path}` goes through a symlink that points outside the repository (`{link}`)"),
+            "values files must live in the repository: copy them in instead of linking",
+        )),
+        Err(e) => Err(path_diag(format!("`{path}`: {e}"), "fix the path or the links along it")),
+    }
+}
+
+/// `kubeVersion` and `apiVersions` of a helm layer or a cluster: what `helm template` takes as
+/// `--kube-version` and `--api-versions`.
+fn check_capabilities(
+    kube_version: Option<Spanned<String>>,
+    api_versions: Vec<Spanned<String>>,
+    file: &str,
+    object: &str,
+    diags: &mut Diagnostics,
+    ok: &mut bool,
+) -> (Option<String>, Vec<String>) {
+    let mut bad = |message: String, at: usize, help: &str| {
+        *ok = false;
+        diags.push(Diagnostic::new(Code::Schema, message).in_file(file).at_line(at).about(object).help(help));
+    };
+    let kube_version = kube_version.and_then(|v| {
+        if is_kube_version(&v.value) {
+            return Some(v.value);
+        }
+        bad(
+            format!("kubeVersion `{}` is not a Kubernetes version", v.value),
+            line(&v),
+            "write MAJOR.MINOR or MAJOR.MINOR.PATCH, with an optional `v` and suffix: 1.30, v1.30.2, v1.29.3-eks-1",
+        );
+        None
+    });
+    let mut kept = Vec::new();
+    for api in api_versions {
+        if is_api_version(&api.value) {
+            kept.push(api.value);
+        } else {
+            bad(
+                format!("apiVersions entry `{}` is not an API version", api.value),
+                line(&api),
+                "write group/version (monitoring.coreos.com/v1), a core version (v1), or group/version/Kind",
+            );
+        }
+    }
+    (kube_version, kept)
+}
+
+/// `1.30`, `v1.30.2`, `v1.29.3-eks-1`, `1.30.2+k3s1`: what Helm parses as a Kubernetes version.
+pub(crate) fn is_kube_version(text: &str) -> bool {
+    let text = text.strip_prefix('v').unwrap_or(text);
+    let end = text.find(['-', '+']).unwrap_or(text.len());
+    let (core, suffix) = text.split_at(end);
+    let numbers: Vec<&str> = core.split('.').collect();
+    (2..=3).contains(&numbers.len())
+        && numbers.iter().all(|n| !n.is_empty() && n.len() <= 9 && n.bytes().all(|b| b.is_ascii_digit()))
+        && suffix.len() <= 64
+        && suffix.bytes().skip(1).all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'+'))
+        && suffix.len() != 1
+}
+
+/// `v1`, `apps/v1`, `monitoring.coreos.com/v1`, `monitoring.coreos.com/v1/ServiceMonitor`.
+pub(crate) fn is_api_version(text: &str) -> bool {
+    let parts: Vec<&str> = text.split('/').collect();
+    text.len() <= 253
+        && (1..=3).contains(&parts.len())
+        && parts.iter().all(|p| {
+            p.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+                && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        })
 }
 
 /// `ignore` and `sensitive` rules name a JSON pointer; `layer` only makes sense on a cluster's rules.
@@ -809,5 +964,51 @@ fn check_overrides(cluster: &Cluster, profile: &Profile, diags: &mut Diagnostics
                     .help(format!("layers of {}: {}", profile.id(), layers.join(", "))),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::MemTree;
+
+    #[test]
+    fn kubernetes_versions_and_api_versions_are_what_helm_takes() {
+        for good in ["1.30", "v1.30.2", "1.29.3-eks-1", "v1.30.2+k3s1", "1.31.0-rc.1+build.5"] {
+            assert!(is_kube_version(good), "{good}");
+        }
+        for bad in ["", "1", "v", "twenty", "1.30.", "1.30-", "1.2.3.4", "--kube-version=1.30", "1.30 "] {
+            assert!(!is_kube_version(bad), "{bad}");
+        }
+        for good in ["v1", "apps/v1", "monitoring.coreos.com/v1", "example.com/v1/Widget"] {
+            assert!(is_api_version(good), "{good}");
+        }
+        for bad in ["", "/v1", "a//v1", "-a/v1", "a/v1,b/v1", "a/b/c/d", "a b/v1"] {
+            assert!(!is_api_version(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn helm_layers_and_clusters_declare_what_charts_see() {
+        let mut tree = MemTree::new();
+        tree.file(
+            "profiles/p/1.0.0/profile.yaml",
+            "apiVersion: strata.dev/v1\nkind: Profile\nmetadata: {name: p, version: 1.0.0}\nspec:\n  layers:\n  - name: app\n    type: helm\n    source: charts/app\n    valuesFiles: [values/a.yaml, ./values/../values/b.yaml]\n    kubeVersion: 1.30\n    apiVersions: [monitoring.coreos.com/v1]\n",
+        )
+        .file("charts/app/Chart.yaml", "apiVersion: v2\nname: app\nversion: 0.1.0\n")
+        .file("values/a.yaml", "a: 1\n")
+        .file("values/b.yaml", "b: 1\n")
+        .file(
+            "clusters/c.yaml",
+            "apiVersion: strata.dev/v1\nkind: Cluster\nmetadata: {name: c}\nspec:\n  profile: {name: p, version: 1.0.0}\n  kubeVersion: v1.31.2\n  apiVersions: [example.com/v1]\n",
+        );
+        let model = load(&tree).unwrap();
+        let layer = &model.profiles["p"][0].layers[0];
+        assert_eq!(layer.values_files, ["values/a.yaml", "values/b.yaml"]);
+        assert_eq!(layer.kube_version.as_deref(), Some("1.30"), "an unquoted 1.30 is the version, not 1.3");
+        assert_eq!(layer.api_versions, ["monitoring.coreos.com/v1"]);
+        let cluster = &model.clusters["c"];
+        assert_eq!(cluster.kube_version.as_deref(), Some("v1.31.2"));
+        assert_eq!(cluster.api_versions, ["example.com/v1"]);
     }
 }

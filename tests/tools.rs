@@ -1,6 +1,6 @@
 //! Layers rendered by external tools: kustomize through the real `kubectl kustomize` (or
-//! `kustomize`), helm through a stand-in `helm` that checks the arguments strata passes (helm is
-//! not installed on these machines), and a clear error when a tool is missing.
+//! `kustomize`), helm through stand-ins that check and record the arguments strata passes (charts
+//! through the real Helm engine are tests/helm.rs), and a clear error when a tool is missing.
 
 mod common;
 
@@ -189,7 +189,7 @@ fn a_missing_helm_is_a_clear_error_naming_the_layer() {
         "{}",
         run.stderr
     );
-    assert!(run.stderr.contains("help: install helm (v3)"), "{}", run.stderr);
+    assert!(run.stderr.contains("help: install helm (v3 or later)"), "{}", run.stderr);
 }
 
 fn plan_json(repo: &Repo, env: &[(&str, &str)]) -> serde_json::Value {
@@ -255,4 +255,58 @@ fn an_override_of_a_cluster_on_a_helm_profile_is_an_override_not_an_in_place_edi
     repo.commit("chart template");
     let plan = plan_json(&repo, &[("PATH", &path)]);
     assert!(!planned(&plan, "metrics-eu")["base_digest"].is_null(), "metrics-eu was rendered: {plan}");
+}
+
+/// Records the arguments it is given, one a line, in a ConfigMap.
+const RECORDING_HELM: &str = r#"#!/bin/sh
+printf 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: argv}\ndata:\n  argv: |\n'
+for arg in "$@"; do printf '    %s\n' "$arg"; done
+"#;
+
+#[test]
+fn the_arguments_strata_gives_helm_are_helm_templates_own() {
+    let repo = helm_repo();
+    repo.edit(
+        "profiles/metrics/1.0.0/profile.yaml",
+        "releaseName: prom",
+        "releaseName: prom\n      valuesFiles: [values/metrics/base.yaml, ./values/metrics/../metrics/eu.yaml]\n      kubeVersion: 1.29.0\n      apiVersions: [monitoring.coreos.com/v1, cert-manager.io/v1]",
+    )
+    .edit("clusters/metrics-eu.yaml", "overrides:", "kubeVersion: v1.31.2-eks-0a1b\n  apiVersions: [cert-manager.io/v1, example.com/v1/Widget]\n  overrides:")
+    .write("values/metrics/base.yaml", "retention: 7d\n")
+    .write("values/metrics/eu.yaml", "region: eu\n");
+    let bin = tempfile::tempdir().unwrap();
+    let helm = bin.path().join("helm");
+    std::fs::write(&helm, RECORDING_HELM).unwrap();
+    std::fs::set_permissions(&helm, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let run = repo.strata_env(&["render", "metrics-eu"], &[("PATH", &path_with(bin.path()))]).ok();
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&run.stdout).unwrap();
+    let argv: Vec<&str> = docs[0]["data"]["argv"].as_str().unwrap().lines().collect();
+    let checkout = argv[2].strip_suffix("/charts/metrics").expect("the chart in strata's checkout");
+    let values = argv[10].strip_suffix("/values.yaml").expect("strata's values file");
+    assert!(!values.starts_with(checkout), "strata's values are written to the run's scratch, not the checkout");
+    assert_eq!(
+        argv,
+        [
+            "template",
+            "prom",
+            &format!("{checkout}/charts/metrics"),
+            "--namespace",
+            "metrics",
+            "--values",
+            &format!("{checkout}/values/metrics/base.yaml"),
+            "--values",
+            &format!("{checkout}/values/metrics/eu.yaml"),
+            "--values",
+            &format!("{values}/values.yaml"),
+            "--include-crds",
+            "--kube-version",
+            "v1.31.2-eks-0a1b",
+            "--api-versions",
+            "monitoring.coreos.com/v1",
+            "--api-versions",
+            "cert-manager.io/v1",
+            "--api-versions",
+            "example.com/v1/Widget",
+        ]
+    );
 }

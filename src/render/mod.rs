@@ -14,6 +14,7 @@
 
 pub mod budget;
 pub mod engine;
+pub mod helm;
 pub mod kustomization;
 pub mod names;
 pub mod object;
@@ -36,7 +37,7 @@ use sha2::{Digest as _, Sha256};
 use crate::diag::{Code, Diagnostic, Diagnostics};
 use crate::model::{Cluster, FieldRule, Layer, LayerKind, Model, Profile};
 use crate::repo::read_diag;
-use crate::source::Tree;
+use crate::source::{self, Tree};
 use crate::yaml;
 pub use packed::PackedSet;
 pub use reads::{Reads, reads};
@@ -387,12 +388,14 @@ impl<'a> Renderer<'a> {
             None => false,
         };
         let values_json = serde_json::to_string(&values).expect("values serialise");
+        let capabilities = Capabilities::of(cluster, layer);
         let key = format!(
-            "{}\0{}\0{}\0{}",
+            "{}\0{}\0{}\0{}\0{}",
             profile.id(),
             layer.name,
             values_json,
-            if uses_cluster { cluster.name.as_str() } else { "" }
+            if uses_cluster { cluster.name.as_str() } else { "" },
+            capabilities.key(),
         );
         let cell = {
             let mut outputs = lock(&self.outputs);
@@ -414,7 +417,7 @@ impl<'a> Renderer<'a> {
                     Some(Ok(templates)) => {
                         self.render_templates(templates, cluster, profile, layer, values, &object_name)
                     }
-                    _ => self.render_tool(layer, values, &object_name),
+                    _ => self.render_tool(layer, values, &capabilities, &object_name),
                 })
             })
             .clone();
@@ -469,14 +472,15 @@ impl<'a> Renderer<'a> {
         &self,
         layer: &Layer,
         values: Map<String, Value>,
+        capabilities: &Capabilities,
         object_name: &str,
     ) -> Result<Rendered, Diagnostics> {
-        let tool_diag = |e: ToolError| {
+        let tool_diag = |e: ToolError, values: &Map<String, Value>| {
             // The tool's message is shown by line, bounded, without the secret values it echoes.
             let e = match e {
                 ToolError::Failed { tool, message } => ToolError::Failed {
                     tool,
-                    message: scrub::tool_message(&message, self.tree, layer, &values, &self.settings.redactor),
+                    message: scrub::tool_message(&message, self.tree, layer, values, &self.settings.redactor),
                 },
                 other => other,
             };
@@ -499,8 +503,20 @@ impl<'a> Renderer<'a> {
             };
             Diagnostics::from(Diagnostic::new(code, e.to_string()).in_file(&layer.source).about(object_name).help(help))
         };
-        if layer.kind == LayerKind::Kustomize {
-            kustomization::check(self.tree, &layer.source, object_name)?;
+        // What helm is given before the layer's own values: the values files, parsed here so a
+        // broken one is named by file and line, and so their credential-like values are known
+        // to the scrubbing of helm's messages.
+        let mut helm_inputs = Map::new();
+        match layer.kind {
+            LayerKind::Kustomize => kustomization::check(self.tree, &layer.source, object_name)?,
+            LayerKind::Helm => {
+                helm::check_dependencies(self.tree, &layer.source, object_name)?;
+                for file in &layer.values_files {
+                    merge_values(&mut helm_inputs, &self.values_file(file, object_name)?);
+                }
+                merge_values(&mut helm_inputs, &values);
+            }
+            LayerKind::Manifests => {}
         }
         let setup = |what: &str, e: &dyn std::fmt::Display| {
             Diagnostics::from(Diagnostic::new(Code::Tool, format!("cannot {what}: {e}")).about(object_name))
@@ -519,18 +535,30 @@ impl<'a> Renderer<'a> {
         let workspace = Workspace { checkout: &checkout, scratch: run.path() };
         let dir = checkout.join(&layer.source);
         let text = match layer.kind {
-            LayerKind::Kustomize => self.tools.kustomize(&workspace, &dir).map_err(tool_diag)?,
+            LayerKind::Kustomize => self.tools.kustomize(&workspace, &dir).map_err(|e| tool_diag(e, &values))?,
             LayerKind::Helm => {
                 let values_file = run.path().join("values.yaml");
                 std::fs::write(&values_file, yaml::to_string(&Value::Object(values.clone())))
                     .map_err(|e| setup("write helm values", &e))?;
+                let mut values_files = Vec::with_capacity(layer.values_files.len());
+                for file in &layer.values_files {
+                    let (real, _) = source::resolve(self.tree, file)
+                        .map_err(|e| Diagnostics::from(read_diag(file, e).about(object_name)))?;
+                    values_files.push(checkout.join(real));
+                }
                 let request = HelmRequest {
                     release: layer.release_name.as_deref().unwrap_or(&layer.name),
                     chart: &dir,
                     namespace: layer.namespace.as_deref().unwrap_or("default"),
+                    values_files: &values_files,
                     values_file: &values_file,
+                    kube_version: capabilities.kube_version.as_deref(),
+                    api_versions: &capabilities.api_versions,
                 };
-                self.tools.helm_template(&workspace, &request).map_err(tool_diag)?
+                self.tools.helm_template(&workspace, &request).map_err(|e| match e {
+                    ToolError::Failed { message, .. } => self.helm_failed(layer, &message, &helm_inputs, object_name),
+                    other => tool_diag(other, &helm_inputs),
+                })?
             }
             LayerKind::Manifests => unreachable!("manifests layers are templated"),
         };
@@ -538,6 +566,53 @@ impl<'a> Renderer<'a> {
             Diagnostics::from(d.about(object_name).help(format!("the {} output does not parse", layer.kind)))
         })?;
         Ok(Rendered { docs, bytes: text.len() as u64 })
+    }
+
+    /// A helm layer's values file as a mapping of values.
+    fn values_file(&self, file: &str, object_name: &str) -> Result<Map<String, Value>, Diagnostics> {
+        let bytes =
+            source::read_file(self.tree, file).map_err(|e| Diagnostics::from(read_diag(file, e).about(object_name)))?;
+        let in_file = |code: Code, message: String, line: usize| {
+            Diagnostics::from(Diagnostic::new(code, message).in_file(file).at_line(line).about(object_name))
+        };
+        let text = String::from_utf8(bytes).map_err(|_| in_file(Code::Yaml, "file is not UTF-8".into(), 0))?;
+        if text.trim().is_empty() {
+            return Ok(Map::new());
+        }
+        match yaml::parse::<Value>(&text) {
+            Ok(Value::Object(map)) => Ok(map),
+            Ok(Value::Null) => Ok(Map::new()),
+            Ok(_) => Err(in_file(Code::Schema, "a values file must hold a mapping of values".into(), 1)),
+            Err(e) => Err(in_file(Code::Yaml, e.message, e.line)),
+        }
+    }
+
+    /// `helm template` failed: error[helm] at the template and line helm names (the chart
+    /// directory otherwise), with the message bounded and scrubbed of the secret values strata
+    /// knows (`inputs`: the values files' values and the layer's) and of what looks like one.
+    fn helm_failed(&self, layer: &Layer, message: &str, inputs: &Map<String, Value>, object_name: &str) -> Diagnostics {
+        let message = message.trim();
+        let message = message.strip_prefix("Error: ").unwrap_or(message);
+        let (file, line, help) = match helm::failure_location(self.tree, &layer.source, message) {
+            Some((file, line)) => (
+                file,
+                line,
+                "the chart fails on these values: check the values this template reads (the chart's defaults, the layer's valuesFiles and values, the cluster's overrides)".to_string(),
+            ),
+            None => (
+                layer.source.clone(),
+                None,
+                format!("run `helm template` on {} by hand to see the problem", layer.source),
+            ),
+        };
+        let shown = scrub::tool_message(message, self.tree, layer, inputs, &self.settings.redactor);
+        Diagnostics::from(
+            Diagnostic::new(Code::Helm, format!("`helm template` failed: {shown}"))
+                .in_file(file)
+                .at_line(line.unwrap_or(0))
+                .about(object_name)
+                .help(help),
+        )
     }
 
     fn scratch(&self) -> std::io::Result<std::path::PathBuf> {
@@ -722,14 +797,46 @@ pub(crate) fn hex_digest(hasher: Sha256) -> String {
 }
 
 /// Whether two versions of a cluster file render alike over the same profile version: rendering
-/// reads of a cluster its name, its tags, its overrides and its field rules (ignore rules reach
-/// what is applied, sensitive rules how the digest hashes values: both reach the digest).
+/// reads of a cluster its name, its tags, its overrides, what its helm layers see of it, and its
+/// field rules (ignore rules reach what is applied, sensitive rules how the digest hashes values:
+/// both reach the digest).
 pub fn same_inputs(a: &Cluster, b: &Cluster) -> bool {
     a.name == b.name
         && a.tags == b.tags
         && a.overrides == b.overrides
         && a.ignore == b.ignore
         && a.sensitive == b.sensitive
+        && a.kube_version == b.kube_version
+        && a.api_versions == b.api_versions
+}
+
+/// What a helm layer's chart sees of its cluster (`.Capabilities`): the cluster's Kubernetes
+/// version, else the layer's (helm's own default when neither says); the layer's API versions,
+/// then the cluster's. Other layers see nothing of it.
+#[derive(Default)]
+struct Capabilities {
+    kube_version: Option<String>,
+    api_versions: Vec<String>,
+}
+
+impl Capabilities {
+    fn of(cluster: &Cluster, layer: &Layer) -> Capabilities {
+        if layer.kind != LayerKind::Helm {
+            return Capabilities::default();
+        }
+        let mut api_versions: Vec<String> = Vec::new();
+        for api in layer.api_versions.iter().chain(&cluster.api_versions) {
+            if !api_versions.contains(api) {
+                api_versions.push(api.clone());
+            }
+        }
+        Capabilities { kube_version: cluster.kube_version.clone().or_else(|| layer.kube_version.clone()), api_versions }
+    }
+
+    /// For the key of rendered layers: layers that see the same render alike.
+    fn key(&self) -> String {
+        format!("{}\0{}", self.kube_version.as_deref().unwrap_or(""), self.api_versions.join(","))
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! ```text
 //!   profile.yaml ───────────────────────────────┐
 //!   manifests layer: its source (file or directory) ┼──> paths ──> a plan renders a cluster only
-//!   helm layer: its chart directory               │              when a changed path is among
+//!   helm layer: its chart, its valuesFiles        │              when a changed path is among
 //!   kustomize layer: every kustomization and file ┘              them (or its own file changed)
 //!                    it names, wherever they are
 //! ```
@@ -44,7 +44,14 @@ pub fn reads(tree: &dyn Tree, profile: &Profile) -> Reads {
     let mut paths = vec![profile.file.clone()];
     for layer in &profile.layers {
         let reached = match layer.kind {
-            LayerKind::Manifests | LayerKind::Helm => below(tree, &layer.source),
+            LayerKind::Manifests => below(tree, &layer.source),
+            // The chart and the values files given to helm before the layer's own values.
+            LayerKind::Helm => {
+                std::iter::once(&layer.source).chain(&layer.values_files).try_fold(Vec::new(), |mut all, path| {
+                    all.extend(below(tree, path)?);
+                    Some(all)
+                })
+            }
             LayerKind::Kustomize => kustomization::reached(tree, &layer.source),
         };
         match reached {
@@ -120,6 +127,29 @@ mod tests {
                 "packs/k/base".into(),
                 "packs/k/overlay".into(),
                 "profiles/p/1.0.0/profile.yaml".into(),
+            ])
+        );
+    }
+
+    #[test]
+    fn a_helm_layer_reads_its_chart_and_its_values_files() {
+        let mut tree = crate::source::MemTree::new();
+        tree.file(
+            "profiles/m/1.0.0/profile.yaml",
+            "apiVersion: strata.dev/v1\nkind: Profile\nmetadata: {name: m, version: 1.0.0}\nspec:\n  layers:\n  - {name: m, type: helm, source: charts/m, valuesFiles: [values/m/base.yaml, values/eu.yaml]}\n",
+        )
+        .file("charts/m/Chart.yaml", "apiVersion: v2\nname: m\nversion: 0.1.0\n")
+        .file("values/m/base.yaml", "a: 1\n")
+        .file("values/eu.yaml", "b: 1\n")
+        .file("values/us.yaml", "b: 2\n");
+        let model = crate::repo::load(&tree).unwrap();
+        assert_eq!(
+            reads(&tree, &model.profiles["m"][0]),
+            Reads::Paths(vec![
+                "charts/m".into(),
+                "profiles/m/1.0.0/profile.yaml".into(),
+                "values/eu.yaml".into(),
+                "values/m/base.yaml".into(),
             ])
         );
     }

@@ -62,7 +62,46 @@ pub struct HelmRequest<'a> {
     pub release: &'a str,
     pub chart: &'a Path,
     pub namespace: &'a str,
+    /// The layer's values files, in order: each `--values` before [`HelmRequest::values_file`].
+    pub values_files: &'a [PathBuf],
+    /// The layer's values with the cluster's overrides merged over them: the last `--values`.
     pub values_file: &'a Path,
+    /// `--kube-version`: `.Capabilities.KubeVersion` (helm's own default when `None`).
+    pub kube_version: Option<&'a str>,
+    /// `--api-versions`, one each: added to `.Capabilities.APIVersions`.
+    pub api_versions: &'a [String],
+}
+
+impl HelmRequest<'_> {
+    /// The arguments of `helm template` for this request:
+    ///
+    /// ```text
+    /// template RELEASE CHART --namespace NS [--values FILE]... --values VALUES --include-crds
+    ///          [--kube-version VERSION] [--api-versions API]...
+    /// ```
+    pub fn args(&self) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "template".into(),
+            self.release.into(),
+            self.chart.into(),
+            "--namespace".into(),
+            self.namespace.into(),
+        ];
+        for file in self.values_files.iter().map(PathBuf::as_path).chain([self.values_file]) {
+            args.push("--values".into());
+            args.push(file.into());
+        }
+        args.push("--include-crds".into());
+        if let Some(version) = self.kube_version {
+            args.push("--kube-version".into());
+            args.push(version.into());
+        }
+        for api in self.api_versions {
+            args.push("--api-versions".into());
+            args.push(api.into());
+        }
+        args
+    }
 }
 
 /// Shared by the threads that render a fleet.
@@ -117,20 +156,11 @@ impl Tools for SystemTools {
         let Some(helm) = which("helm") else {
             return Err(ToolError::Missing {
                 tool: "helm",
-                help: "install helm (v3) on this machine to render helm layers",
+                help: "install helm (v3 or later) on this machine to render helm layers",
             });
         };
         let mut confined = confine(&helm, workspace, "helm template")?;
-        confined
-            .command
-            .arg("template")
-            .arg(request.release)
-            .arg(request.chart)
-            .arg("--namespace")
-            .arg(request.namespace)
-            .arg("--values")
-            .arg(request.values_file)
-            .arg("--include-crds");
+        confined.command.args(request.args());
         run(confined, "helm template", self.timeout, self.max_output)
     }
 }
