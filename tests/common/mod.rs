@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod kubernetes;
 pub mod proc;
 pub mod secrets;
+pub mod webdriver;
 
 use std::convert::Infallible;
 use std::fs;
