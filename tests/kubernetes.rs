@@ -279,6 +279,12 @@ fn replicas_share_the_fleet_and_apply_each_cluster_once() {
         .filter_map(|r| kubernetes::role_allows(&rules, &r.method, &r.path, &r.query, r.watch).err())
         .collect();
     assert!(refused.is_empty(), "deploy/kubernetes/rbac.yaml does not allow: {refused:#?}");
+    // Run with STRATA_APISERVER=h2 (scripts/test does), all of it went over TLS and HTTP/2.
+    if apiserver::Transport::from_env() == apiserver::Transport::Tls {
+        let versions: std::collections::BTreeSet<String> =
+            world.mgmt.requests().iter().chain(world.workload.requests().iter()).map(|r| r.version.clone()).collect();
+        assert_eq!(versions, std::collections::BTreeSet::from(["HTTP/2.0".to_string()]));
+    }
 }
 
 /// A replica killed with SIGKILL: another takes its shards over within twice the lease duration

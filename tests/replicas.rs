@@ -313,6 +313,9 @@ fn a_session_opened_through_one_replica_works_on_all_and_ends_on_all() {
         kubernetes::role_allows(&rules, &request.method, &request.path, &request.query, request.watch)
             .unwrap_or_else(|e| panic!("not allowed by deploy/kubernetes/rbac.yaml: {e}"));
     }
+    if apiserver::Transport::from_env() == apiserver::Transport::Tls {
+        assert!(world.mgmt.requests().iter().all(|r| r.version == "HTTP/2.0"), "STRATA_APISERVER=h2: HTTP/2 only");
+    }
     // The session key and the revocation record are where the docs say.
     assert!(world.mgmt.object("secrets", Some(NAMESPACE), "strata-session-key").is_some());
     assert!(world.mgmt.object("configmaps", Some(NAMESPACE), "strata-sessions").is_some());
