@@ -1424,6 +1424,49 @@ mod tests {
     }
 
     #[test]
+    fn named_tokens_and_sign_in_through_a_provider() {
+        let config = load(
+            "api:\n  token_file: shared\n  tokens:\n    - { name: ci, token_file: /run/ci, groups: [deployers] }\nauth:\n  write_groups: [deployers]\n  oidc: { issuer: 'https://login.example.com/realms/corp', client_id: strata, client_secret_file: secret, scopes: [groups, openid] }\nview: { require_token: true, public_url: 'https://strata.example.com' }\n",
+        )
+        .unwrap();
+        let names: Vec<(&str, bool)> = config.api_tokens.iter().map(|t| (t.name.as_str(), t.shared)).collect();
+        assert_eq!(names, [("api", true), ("ci", false)]);
+        assert_eq!(config.api_tokens[1].groups, ["deployers"]);
+        assert!(config.api_token_file.as_ref().unwrap().ends_with("shared"), "the CLI sends the shared token");
+        assert_eq!(config.auth.write_groups.as_deref(), Some(&["deployers".to_string()][..]));
+        let oidc = config.auth.oidc.unwrap();
+        assert_eq!(oidc.redirect_url, "https://strata.example.com/login/oidc/callback", "from view.public_url");
+        assert_eq!(oidc.scopes, ["openid", "groups"]);
+        assert_eq!(oidc.groups_claim, "groups");
+        assert!(oidc.client_secret_file.unwrap().ends_with("secret"));
+        // Only named tokens: the CLI sends the first.
+        let config =
+            load("api: { tokens: [{ name: ops, token_file: ops-token }] }\nview: { require_token: true }\n").unwrap();
+        assert!(config.api_token_file.unwrap().ends_with("ops-token"));
+        // A provider alone is enough for require_token.
+        assert!(load("auth: { oidc: { issuer: 'https://i', client_id: c, redirect_url: 'https://s/login/oidc/callback' } }\nview: { require_token: true }\n").is_ok());
+
+        for (text, expected) in [
+            ("api: { token_file: t, tokens: [{ name: api, token_file: u }] }\n", "two tokens named `api`"),
+            ("api: { tokens: [{ name: ci, token_file: a }, { name: ci, token_file: b }] }\n", "two tokens named `ci`"),
+            ("api: { tokens: [{ name: 'c i', token_file: a }] }\n", "`c i` is not a token name"),
+            (
+                "auth: { oidc: { issuer: 'http://login.example.com', client_id: c, redirect_url: 'https://s/login/oidc/callback' } }\n",
+                "is not an https URL",
+            ),
+            ("auth: { oidc: { issuer: 'https://i', client_id: c } }\n", "needs redirect_url or view.public_url"),
+            (
+                "auth: { oidc: { issuer: 'https://i', client_id: c, redirect_url: 'https://s/callback' } }\n",
+                "must be an http(s) URL ending in /login/oidc/callback",
+            ),
+            ("view: { require_token: true }\n", "needs api.token_file, api.tokens or auth.oidc"),
+        ] {
+            let e = load(text).unwrap_err().to_string();
+            assert!(e.contains(expected), "{expected}\n{e}");
+        }
+    }
+
+    #[test]
     fn the_view_and_the_listener() {
         let config = load(
             "api: { token_file: t }\nview: { require_token: true, public_url: 'https://Strata.Example.com/' }\nlistener: { allowed_hosts: ['strata.internal:8080', 'Other.example'], header_timeout: 5s, request_timeout: 1m, max_connections: 100, max_connections_per_client: 10, max_body_bytes_in_flight: 8MiB }\n",

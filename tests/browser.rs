@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::Repo;
-use common::webdriver::{Browser, Killed, free_port};
+use common::webdriver::{Browser, Killed};
 
 const TOKEN: &str = "view-test-token";
 

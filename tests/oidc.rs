@@ -327,8 +327,7 @@ fn changed_id_tokens_and_foreign_callbacks_are_refused() {
         assert_eq!(back.code, 401, "{mode}: {}", back.body);
         assert!(client.cookie(&authority, "strata_session").is_none(), "{mode}");
         let log = daemon.log();
-        let refused =
-            log.lines().filter(|l| l.contains("the ID token is refused")).last().unwrap_or_default().to_string();
+        let refused = log.lines().rfind(|l| l.contains("the ID token is refused")).unwrap_or_default().to_string();
         assert!(refused.contains(why), "{mode}: {refused}\n{log}");
     }
     tamper(&issuer, "none");
@@ -372,6 +371,7 @@ fn a_person_signs_in_with_chromium() {
     let browser = Browser::start();
     browser.go(&format!("http://127.0.0.1:{port}/clusters/aws-cluster"));
     browser.wait("the sign-in page", |b| b.url().contains("/login?next=") && b.count("a.button") == 1);
+    browser.screenshot("sign-in.png");
     browser.click("a.button");
     browser.wait("the provider's login form", |b| b.url().starts_with(&issuer) && b.count("input[name=login]") == 1);
     browser.type_into("input[name=login]", "alice");

@@ -92,6 +92,11 @@ impl Identity {
         };
         Identity { name: name.to_string(), note: note.map(str::to_string), groups, recorded }
     }
+
+    /// `name`, or `name (note)`.
+    pub fn recorded(&self) -> &str {
+        &self.recorded
+    }
 }
 
 /// Someone who showed a token, now or at sign-in, or signed in through the provider.
@@ -118,7 +123,7 @@ impl Viewer {
 
     /// What actions are recorded with: the identity's name, with the shared token's note.
     pub fn name(&self) -> &str {
-        &self.identity().recorded
+        self.identity().recorded()
     }
 
     /// The viewer with `by` (from an API request's body) as the note, for the shared token only:
