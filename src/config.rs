@@ -36,6 +36,8 @@ struct RawConfig {
     #[serde(default)]
     api: RawApi,
     #[serde(default)]
+    auth: RawAuth,
+    #[serde(default)]
     metrics: RawMetrics,
     #[serde(default)]
     webhooks: RawWebhooks,
@@ -234,6 +236,39 @@ struct RawRender {
 #[serde(deny_unknown_fields)]
 struct RawApi {
     token_file: Option<String>,
+    #[serde(default)]
+    tokens: Vec<Spanned<RawToken>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    name: String,
+    token_file: String,
+    #[serde(default)]
+    groups: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    #[serde(default)]
+    oidc: Option<Spanned<RawOidc>>,
+    #[serde(default)]
+    write_groups: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOidc {
+    issuer: String,
+    client_id: String,
+    client_secret_file: Option<String>,
+    scopes: Option<Vec<String>>,
+    groups_claim: Option<String>,
+    redirect_url: Option<String>,
+    ca_file: Option<String>,
+    system_roots: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -442,6 +477,49 @@ pub struct PublicUrl {
     pub port: u16,
 }
 
+/// An API token with a name: who it is, as recorded with what it does (`api.tokens`; the
+/// shared `api.token_file` is the token named `api`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiToken {
+    pub name: String,
+    pub file: PathBuf,
+    /// Groups its holder is in (for `auth.write_groups`).
+    pub groups: Vec<String>,
+    /// `api.token_file`: one token for several people, who say who they are (`by`, the name at
+    /// sign-in) beside it.
+    pub shared: bool,
+}
+
+/// Who may do what, and how people sign in to the view (`auth:`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuthConfig {
+    pub oidc: Option<OidcConfig>,
+    /// When set, actions (approve, suspend, resume, rollout actions) need an identity in one of
+    /// these groups; others only read.
+    pub write_groups: Option<Vec<String>>,
+}
+
+/// Sign-in through an OpenID Connect provider (`auth.oidc`): the authorization code flow with PKCE.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OidcConfig {
+    /// The provider's issuer URL, exactly as its discovery document and ID tokens name it.
+    pub issuer: String,
+    pub client_id: String,
+    /// The client's secret; `None` for a public client (PKCE alone).
+    pub client_secret_file: Option<PathBuf>,
+    /// Scopes asked for; `openid` always among them.
+    pub scopes: Vec<String>,
+    /// The claim holding the user's groups (ID token, else the userinfo answer).
+    pub groups_claim: String,
+    /// Where the provider sends the browser back: `…/login/oidc/callback` on this view.
+    pub redirect_url: String,
+    /// Trust for the provider's HTTPS endpoints.
+    pub tls: Tls,
+}
+
+/// The path of the view that the provider sends people back to.
+pub const OIDC_CALLBACK: &str = "/login/oidc/callback";
+
 /// Bounds on what HTTP clients of the listen address may hold (DESIGN: every input is hostile).
 #[derive(Clone, Debug)]
 pub struct ListenerConfig {
@@ -488,8 +566,12 @@ pub struct Config {
     pub reconcile_timeout: Duration,
     pub state_dir: PathBuf,
     pub listen: SocketAddr,
-    /// The token the local API (approve, suspend) requires.
+    /// The token the CLI sends to the local API: `api.token_file`, else the first of `api.tokens`.
     pub api_token_file: Option<PathBuf>,
+    /// Every API token, by name (`api.token_file` is the one named `api`).
+    pub api_tokens: Vec<ApiToken>,
+    /// Groups that may act, and sign-in through an OpenID provider.
+    pub auth: AuthConfig,
     /// A bearer token that opens `/metrics` and nothing else (for Prometheus); when set,
     /// `/metrics` needs it or the API token.
     pub metrics_token_file: Option<PathBuf>,
@@ -631,6 +713,145 @@ fn parse_public_url(text: &str) -> Result<PublicUrl, &'static str> {
 fn valid_host(text: &str) -> bool {
     let Ok(authority) = text.parse::<http::uri::Authority>() else { return false };
     !text.is_empty() && !text.contains(['@', '/', '*']) && authority.as_str() == text && !authority.host().is_empty()
+}
+
+/// A token's name: what actions are recorded with, and what the log shows.
+fn valid_token_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'))
+}
+
+/// `api.token_file` (the shared token, named `api`, first) and `api.tokens`, checked: names
+/// valid and distinct.
+fn api_tokens(diags: &mut Diagnostics, file: &str, raw: &RawApi, resolve: &impl Fn(&str) -> PathBuf) -> Vec<ApiToken> {
+    let mut tokens: Vec<ApiToken> = raw
+        .token_file
+        .as_deref()
+        .map(|f| ApiToken { name: "api".into(), file: resolve(f), groups: Vec::new(), shared: true })
+        .into_iter()
+        .collect();
+    for token in &raw.tokens {
+        let line = token.referenced.line() as usize;
+        let t = &token.value;
+        let problem = if !valid_token_name(&t.name) {
+            Some(format!("api.tokens: `{}` is not a token name", t.name))
+        } else if tokens.iter().any(|o| o.name == t.name) {
+            Some(format!(
+                "api.tokens: two tokens named `{}`{}",
+                t.name,
+                if t.name == "api" { " (api.token_file is the token named api)" } else { "" }
+            ))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            diags.push(
+                Diagnostic::new(Code::Schema, problem)
+                    .in_file(file)
+                    .at_line(line)
+                    .help("name each token once, in letters, digits, -, _, . or @ (up to 63): tokens: [{ name: ci, token_file: ci-token, groups: [deployers] }]"),
+            );
+            continue;
+        }
+        tokens.push(ApiToken {
+            name: t.name.clone(),
+            file: resolve(&t.token_file),
+            groups: t.groups.clone(),
+            shared: false,
+        });
+    }
+    tokens
+}
+
+/// `auth.oidc`, checked: an https issuer (http only on loopback, for tests), a redirect URL on
+/// this view (from `view.public_url` when not given).
+fn oidc(
+    diags: &mut Diagnostics,
+    file: &str,
+    raw: Spanned<RawOidc>,
+    public: Option<&PublicUrl>,
+    resolve: &impl Fn(&str) -> PathBuf,
+) -> OidcConfig {
+    let line = raw.referenced.line() as usize;
+    let raw = raw.value;
+    let mut problem = |message: String, help: &str| {
+        diags.push(Diagnostic::new(Code::Schema, message).in_file(file).at_line(line).help(help));
+    };
+    let issuer = raw.issuer.trim().to_string();
+    match url::Url::parse(&issuer) {
+        Ok(url) if url.scheme() == "https" || (url.scheme() == "http" && loopback(&url)) => {
+            if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+                problem(
+                    format!("auth.oidc.issuer `{issuer}` must not carry a query, fragment or user"),
+                    "write the issuer URL as the provider's discovery document names it",
+                );
+            }
+        }
+        _ => problem(
+            format!("auth.oidc.issuer `{issuer}` is not an https URL"),
+            "write the issuer URL as the provider's discovery document names it, e.g. https://login.example.com/realms/corp",
+        ),
+    }
+    if raw.client_id.trim().is_empty() {
+        problem("auth.oidc.client_id is empty".into(), "the client id the provider gave strata");
+    }
+    let redirect_url = match (&raw.redirect_url, public) {
+        (Some(url), _) => url.trim().to_string(),
+        (None, Some(public)) => {
+            let scheme = if public.https { "https" } else { "http" };
+            let default = if public.https { 443 } else { 80 };
+            let port = if public.port == default { String::new() } else { format!(":{}", public.port) };
+            format!("{scheme}://{}{port}{OIDC_CALLBACK}", public.host)
+        }
+        (None, None) => {
+            problem(
+                "auth.oidc needs redirect_url or view.public_url".into(),
+                "e.g. redirect_url: https://strata.example.com/login/oidc/callback (registered with the provider)",
+            );
+            String::new()
+        }
+    };
+    if !redirect_url.is_empty() {
+        match url::Url::parse(&redirect_url) {
+            Ok(url)
+                if matches!(url.scheme(), "https" | "http") && url.path() == OIDC_CALLBACK && url.query().is_none() => {
+            }
+            _ => problem(
+                format!("auth.oidc.redirect_url `{redirect_url}` must be an http(s) URL ending in {OIDC_CALLBACK}"),
+                "e.g. redirect_url: https://strata.example.com/login/oidc/callback",
+            ),
+        }
+    }
+    let mut scopes = raw.scopes.unwrap_or_else(|| vec!["profile".into(), "email".into()]);
+    scopes.retain(|s| s != "openid" && !s.trim().is_empty());
+    scopes.insert(0, "openid".into());
+    let tls = tls(
+        diags,
+        file,
+        line,
+        "auth.oidc",
+        RawTls { ca_file: raw.ca_file, system_roots: raw.system_roots, client_cert_file: None, client_key_file: None },
+        resolve,
+    );
+    OidcConfig {
+        issuer,
+        client_id: raw.client_id.trim().to_string(),
+        client_secret_file: raw.client_secret_file.as_deref().map(resolve),
+        scopes,
+        groups_claim: raw.groups_claim.unwrap_or_else(|| "groups".into()),
+        redirect_url,
+        tls,
+    }
+}
+
+fn loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
 }
 
 /// A URL with a scheme (or scp-like `user@host:path`) is a remote; anything else a local path.
@@ -847,11 +1068,19 @@ impl Config {
             });
             ViewConfig { enabled: raw.view.enabled, require_token: raw.view.require_token, public_url }
         };
-        if view.require_token && raw.api.token_file.is_none() {
+        let api_tokens = api_tokens(&mut diags, &shown, &raw.api, &resolve);
+        let auth = AuthConfig {
+            oidc: raw.auth.oidc.map(|o| oidc(&mut diags, &shown, o, view.public_url.as_ref(), &resolve)),
+            write_groups: raw.auth.write_groups,
+        };
+        if view.require_token && api_tokens.is_empty() && auth.oidc.is_none() {
             diags.push(
-                Diagnostic::new(Code::Schema, "view.require_token needs api.token_file: nobody could sign in")
-                    .in_file(&shown)
-                    .help("set api: { token_file: PATH } to the file holding the API token"),
+                Diagnostic::new(
+                    Code::Schema,
+                    "view.require_token needs api.token_file, api.tokens or auth.oidc: nobody could sign in",
+                )
+                .in_file(&shown)
+                .help("set api: { token_file: PATH } to the file holding the API token"),
             );
         }
         let listener = {
@@ -1035,7 +1264,9 @@ impl Config {
             reconcile_timeout,
             state_dir: raw.state_dir.as_deref().map(resolve).unwrap_or_else(|| base.join("state")),
             listen,
-            api_token_file: raw.api.token_file.as_deref().map(resolve),
+            api_token_file: api_tokens.first().map(|t| t.file.clone()),
+            api_tokens,
+            auth,
             metrics_token_file: raw.metrics.token_file.as_deref().map(resolve),
             webhooks: Webhooks {
                 github_secret_file: raw.webhooks.github_secret_file.as_deref().map(resolve),
@@ -1190,6 +1421,49 @@ mod tests {
         assert!(e.contains("strata.yaml:2: status: system_roots: false trusts nothing without a ca_file"), "{e}");
         assert!(e.contains("strata.yaml:3: proxy: username and password_file go together"), "{e}");
         assert!(e.contains("strata.yaml:3: proxy.url: `socks5://` proxies are not supported"), "{e}");
+    }
+
+    #[test]
+    fn named_tokens_and_sign_in_through_a_provider() {
+        let config = load(
+            "api:\n  token_file: shared\n  tokens:\n    - { name: ci, token_file: /run/ci, groups: [deployers] }\nauth:\n  write_groups: [deployers]\n  oidc: { issuer: 'https://login.example.com/realms/corp', client_id: strata, client_secret_file: secret, scopes: [groups, openid] }\nview: { require_token: true, public_url: 'https://strata.example.com' }\n",
+        )
+        .unwrap();
+        let names: Vec<(&str, bool)> = config.api_tokens.iter().map(|t| (t.name.as_str(), t.shared)).collect();
+        assert_eq!(names, [("api", true), ("ci", false)]);
+        assert_eq!(config.api_tokens[1].groups, ["deployers"]);
+        assert!(config.api_token_file.as_ref().unwrap().ends_with("shared"), "the CLI sends the shared token");
+        assert_eq!(config.auth.write_groups.as_deref(), Some(&["deployers".to_string()][..]));
+        let oidc = config.auth.oidc.unwrap();
+        assert_eq!(oidc.redirect_url, "https://strata.example.com/login/oidc/callback", "from view.public_url");
+        assert_eq!(oidc.scopes, ["openid", "groups"]);
+        assert_eq!(oidc.groups_claim, "groups");
+        assert!(oidc.client_secret_file.unwrap().ends_with("secret"));
+        // Only named tokens: the CLI sends the first.
+        let config =
+            load("api: { tokens: [{ name: ops, token_file: ops-token }] }\nview: { require_token: true }\n").unwrap();
+        assert!(config.api_token_file.unwrap().ends_with("ops-token"));
+        // A provider alone is enough for require_token.
+        assert!(load("auth: { oidc: { issuer: 'https://i', client_id: c, redirect_url: 'https://s/login/oidc/callback' } }\nview: { require_token: true }\n").is_ok());
+
+        for (text, expected) in [
+            ("api: { token_file: t, tokens: [{ name: api, token_file: u }] }\n", "two tokens named `api`"),
+            ("api: { tokens: [{ name: ci, token_file: a }, { name: ci, token_file: b }] }\n", "two tokens named `ci`"),
+            ("api: { tokens: [{ name: 'c i', token_file: a }] }\n", "`c i` is not a token name"),
+            (
+                "auth: { oidc: { issuer: 'http://login.example.com', client_id: c, redirect_url: 'https://s/login/oidc/callback' } }\n",
+                "is not an https URL",
+            ),
+            ("auth: { oidc: { issuer: 'https://i', client_id: c } }\n", "needs redirect_url or view.public_url"),
+            (
+                "auth: { oidc: { issuer: 'https://i', client_id: c, redirect_url: 'https://s/callback' } }\n",
+                "must be an http(s) URL ending in /login/oidc/callback",
+            ),
+            ("view: { require_token: true }\n", "needs api.token_file, api.tokens or auth.oidc"),
+        ] {
+            let e = load(text).unwrap_err().to_string();
+            assert!(e.contains(expected), "{expected}\n{e}");
+        }
     }
 
     #[test]

@@ -100,7 +100,7 @@ fn the_tutorial_through_the_daemon() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     daemon.wait_for("the approved update applied", Duration::from_secs(5), |_| file(&ui).contains("replicas: 3"));
     let detail = daemon.cluster("aws-cluster");
-    assert_eq!(detail["approvals"][0]["approved_by"], "alice");
+    assert_eq!(detail["approvals"][0]["approved_by"], "api (alice)", "the shared token, and who said they used it");
     assert_eq!(detail["approvals"][0]["revision"], edit.as_str());
     daemon.wait_for("the pending update cleared", Duration::from_secs(5), |d| {
         d.cluster("aws-cluster")["pending"].is_null()
@@ -1115,7 +1115,7 @@ fn the_status_view_pages_login_csrf_and_audit() {
     );
     assert_eq!(code, 303, "{head}");
     let approvals = daemon.cluster("aws-cluster")["approvals"].clone();
-    assert_eq!(approvals[0]["approved_by"], "alice");
+    assert_eq!(approvals[0]["approved_by"], "api (alice)");
     assert_eq!(approvals[0]["revision"], edit.as_str());
     let ui = daemon.out("aws-cluster/hello-universe/deployment.ui.yaml");
     daemon.wait_for("applied", Duration::from_secs(5), |_| file(&ui).contains("replicas: 3"));

@@ -151,3 +151,61 @@ fn the_deployment_is_restricted_and_its_config_loads() {
     }
     assert_eq!(one(&docs, "Namespace")["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "restricted");
 }
+
+/// `kubectl apply --server-side --dry-run=server` of the whole base against the API server
+/// stand-in — over plain HTTP/1.1 and over TLS with HTTP/2 — is accepted object by object, and
+/// writes nothing. The Namespace is created for real first: a dry run makes nothing for the
+/// namespaced objects to go in, as with kube-apiserver.
+#[test]
+fn kubectl_applies_the_base_server_side_as_a_dry_run_over_http1_and_http2() {
+    use apiserver::{ApiServer, Transport};
+    let (text, docs) = render();
+    for (transport, version) in [(Transport::Plain, "HTTP/1.1"), (Transport::Tls, "HTTP/2.0")] {
+        let server = ApiServer::start_with(transport);
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = server.kubeconfig(dir.path());
+        let kubectl = |args: &[&str], input: Option<&str>| {
+            let mut child = Command::new("kubectl")
+                .args(args)
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(input.unwrap_or("").as_bytes()).unwrap();
+            drop(stdin);
+            let out = child.wait_with_output().unwrap();
+            let said = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(
+                out.status.success(),
+                "kubectl {args:?} ({transport:?}): {}{said}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            said
+        };
+        let namespace = serde_json::to_string(one(&docs, "Namespace")).unwrap();
+        kubectl(&["apply", "--server-side", "-f", "-"], Some(&namespace));
+        server.clear_requests();
+        let said = kubectl(
+            &["apply", "--server-side", "--dry-run=server", "--field-manager=strata-deploy", "-f", "-"],
+            Some(&text),
+        );
+        assert_eq!(
+            said.lines().filter(|l| l.ends_with("(server dry run)")).count(),
+            docs.len(),
+            "{transport:?}: {said}"
+        );
+        let requests = server.requests();
+        assert!(requests.iter().any(|r| r.dry_run), "{transport:?}: applied with dryRun=All");
+        assert!(requests.iter().all(|r| !r.is_write()), "{transport:?}: a dry run writes nothing");
+        assert!(
+            requests.iter().all(|r| r.version == version),
+            "{transport:?}: {:?}",
+            requests.iter().map(|r| &r.version).collect::<Vec<_>>()
+        );
+        assert_eq!(server.names("deployments"), Vec::<String>::new(), "{transport:?}");
+    }
+}

@@ -243,7 +243,7 @@ fn replicas_share_the_fleet_and_apply_each_cluster_once() {
     let owner_log = replicas.iter().find(|d| identity(d) == owner).unwrap().log();
     assert!(owner_log.contains("Applied. cluster=c3 "), "the owner applied it");
     assert!(!other.log().contains("Applied. cluster=c3 "), "the other did not");
-    assert_eq!(world.state("c3")["spec"]["approvals"][0]["by"], "alice");
+    assert_eq!(world.state("c3")["spec"]["approvals"][0]["by"], "api (alice)");
     assert!(world.state("c3")["status"].get("pending").is_none());
 
     // What /readyz and /metrics say.
@@ -279,6 +279,12 @@ fn replicas_share_the_fleet_and_apply_each_cluster_once() {
         .filter_map(|r| kubernetes::role_allows(&rules, &r.method, &r.path, &r.query, r.watch).err())
         .collect();
     assert!(refused.is_empty(), "deploy/kubernetes/rbac.yaml does not allow: {refused:#?}");
+    // Run with STRATA_APISERVER=h2 (scripts/test does), all of it went over TLS and HTTP/2.
+    if apiserver::Transport::from_env() == apiserver::Transport::Tls {
+        let versions: std::collections::BTreeSet<String> =
+            world.mgmt.requests().iter().chain(world.workload.requests().iter()).map(|r| r.version.clone()).collect();
+        assert_eq!(versions, std::collections::BTreeSet::from(["HTTP/2.0".to_string()]));
+    }
 }
 
 /// A replica killed with SIGKILL: another takes its shards over within twice the lease duration
@@ -487,7 +493,7 @@ fn pending_updates_and_approvals_survive_the_loss_of_a_replica() {
     wait("c0 applied by the new holder", LONG, &alive, || world.applied_at("c0", &second));
     assert_eq!((world.writes("c0"), world.greeting("c0")), (2, json!("hi")), "applied once");
     assert!(!idle.log().contains("Applied. cluster=c0 "));
-    assert_eq!(world.state("c0")["spec"]["approvals"][0]["by"], "bob");
+    assert_eq!(world.state("c0")["spec"]["approvals"][0]["by"], "api (bob)");
 }
 
 /// A rollout over a fleet the replicas share: every replica gates it alike from the shared

@@ -464,7 +464,7 @@ fn a_manual_wave_waits_for_promotion_and_manual_clusters_for_their_own_approval(
     let (code, head, _) = promote(&format!("csrf={csrf}&wave=prod&revision={revision}"));
     assert_eq!(code, 303, "{head}");
     daemon.wait_for("prod-a updated", WAIT, |d| runs(d, "prod-a") == want);
-    assert_eq!(wave(&rollout(&daemon, "default"), "prod")["promoted"]["by"], "alice");
+    assert_eq!(wave(&rollout(&daemon, "default"), "prod")["promoted"]["by"], "api (alice)");
 
     // prod-m is released by the wave, and waits for its own approval; the rest waits for it.
     daemon.wait_for("prod-m pending its approval", WAIT, |d| {
@@ -771,7 +771,7 @@ fn pause_holds_the_next_wave_resume_goes_on_abort_returns_the_updated_clusters()
     assert_eq!(runs(&daemon, "prod-a"), deploys("1.1.0"));
     let r = rollout(&daemon, "default");
     assert_eq!(r["state"], "paused", "{r}");
-    assert_eq!(r["paused"]["by"], "alice");
+    assert_eq!(r["paused"]["by"], "api (alice)");
     let again = daemon.strata(&["rollout", "pause", "default"]);
     assert_eq!(again.code, 1);
     assert!(again.stderr.contains("already paused"), "{}", again.stderr);
@@ -791,7 +791,7 @@ fn pause_holds_the_next_wave_resume_goes_on_abort_returns_the_updated_clusters()
     assert_eq!(runs(&daemon, "edge-1"), deploys("1.1.0"));
     let promote = daemon.strata(&["rollout", "promote", "default"]);
     assert_eq!(promote.code, 1);
-    assert!(promote.stderr.contains("aborted by alice"), "{}", promote.stderr);
+    assert!(promote.stderr.contains("aborted by api (alice)"), "{}", promote.stderr);
 }
 
 #[test]

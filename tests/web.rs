@@ -255,7 +255,7 @@ fn approvals_are_bound_to_the_revision_that_was_reviewed() {
     let approvals = daemon.cluster("aws-cluster")["approvals"].clone();
     assert_eq!(approvals.as_array().unwrap().len(), 1);
     assert_eq!(approvals[0]["revision"], sneaked.as_str());
-    assert_eq!(approvals[0]["approved_by"], "alice");
+    assert_eq!(approvals[0]["approved_by"], "api (alice)");
 
     // A 7-digit prefix that names only the pending commit is enough.
     repo.edit(AWS_1_0_0, "replicas: 30", "replicas: 4");
@@ -308,8 +308,11 @@ fn sessions_end_with_the_token_and_sign_in_only_goes_back_to_this_site() {
     let cookie = session_cookie(&head);
     assert_eq!(daemon.raw("GET", "/", &[("Cookie", &cookie)], "").0, 200);
 
-    // The token changes: every session it opened ends.
+    // The token changes, and the daemon is told (SIGHUP): every session it opened ends.
     std::fs::write(daemon.token_file(), "rotated-token\n").unwrap();
+    assert_eq!(daemon.raw("GET", "/", &[("Cookie", &cookie)], "").0, 200, "read again on SIGHUP only");
+    daemon.hangup();
+    daemon.wait_for("the rotated token read", Duration::from_secs(10), |d| d.log().contains("API tokens read again"));
     assert_eq!(daemon.raw("GET", "/", &[("Cookie", &cookie)], "").0, 303);
     assert_eq!(daemon.raw("GET", "/api/v1/clusters", &[("Cookie", &cookie)], "").0, 401);
     assert_eq!(sign_in(&daemon, "alice", "rotated-token", "%2F").0, 303);
@@ -357,7 +360,7 @@ fn session_cookies_are_secure_when_the_view_is_served_over_https() {
     assert!(!set_cookie.contains("Domain"), "{set_cookie}");
     let cookie = session_cookie(&head);
     let (_, _, page) = daemon.raw_to("GET", "/", &[host], &[("Cookie", &cookie)], "");
-    assert!(page.contains("signed in as alice"), "{page}");
+    assert!(page.contains("signed in as api (alice)"), "{page}");
 }
 
 #[test]

@@ -6,7 +6,9 @@
 //!        │                 carry the resourceVersion they were based on)
 //!        ├── shards        shard Leases: acquire, renew, release, take over
 //!        ├── secrets       Secrets labelled strata.dev/target ──> targets
-//!        └── the redaction key, in Secret strata-redaction-key
+//!        ├── the redaction key, in Secret strata-redaction-key
+//!        └── http::auth  the session key, in Secret strata-session-key, and the sessions'
+//!                        revocation record, ConfigMap strata-sessions
 //! ```
 //!
 //! Everything that talks to it runs on its own runtime thread: Lease renewals never wait for the
@@ -33,6 +35,12 @@ const NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/name
 /// The Secret holding the replicas' shared redaction key.
 pub const KEY_SECRET: &str = "strata-redaction-key";
 
+/// The Secret holding the key the replicas seal session cookies with ([`crate::daemon::http::session`]).
+pub const SESSION_KEY_SECRET: &str = "strata-session-key";
+
+/// The management connection of this process, once made: the web layer finds it here.
+static CURRENT: std::sync::OnceLock<Arc<Management>> = std::sync::OnceLock::new();
+
 /// How long connecting (building the client) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -41,8 +49,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum ManagementError {
     #[error("cannot connect to the management cluster (`kubernetes:` in {config}): {message}")]
     Connect { config: String, message: String },
-    #[error("the redaction key in Secret {namespace}/{KEY_SECRET}: {message}")]
-    Key { namespace: String, message: String },
+    #[error("the {what} in Secret {namespace}/{secret}: {message}")]
+    Key { what: &'static str, secret: &'static str, namespace: String, message: String },
 }
 
 /// A failure of a request to the management cluster, sorted for metrics and messages.
@@ -120,7 +128,14 @@ impl Management {
                 .map_err(|e| connect_error(e.to_string()))?;
         let identity = identity();
         info!(namespace = %namespace, identity = %identity, "Kubernetes mode: state, Leases and cluster Secrets in the management cluster.");
-        Ok(Arc::new(Management { client, namespace, identity, runtime }))
+        let management = Arc::new(Management { client, namespace, identity, runtime });
+        let _ = CURRENT.set(management.clone());
+        Ok(management)
+    }
+
+    /// The connection [`Management::connect`] made in this process, if any.
+    pub fn current() -> Option<Arc<Management>> {
+        CURRENT.get().cloned()
     }
 
     /// Runs `work` on the management thread.
@@ -154,12 +169,25 @@ impl Management {
     /// findings compare whichever replica wrote them: read from Secret `strata-redaction-key`,
     /// made (32 random bytes) by the first replica that finds none.
     pub fn redaction_key(&self) -> Result<Redactor, ManagementError> {
+        Ok(Redactor::new(self.shared_key(KEY_SECRET, "redaction key")?))
+    }
+
+    /// The key all replicas seal session cookies with, so a session opened through one replica
+    /// is good on all: Secret `strata-session-key`, made as the redaction key is.
+    pub fn session_key(&self) -> Result<[u8; 32], ManagementError> {
+        self.shared_key(SESSION_KEY_SECRET, "session key")
+    }
+
+    /// 32 bytes under key `key` of Secret `name`, made (random) by the first replica that finds
+    /// none: create-if-absent, so all replicas end up with the first one made.
+    fn shared_key(&self, name: &'static str, what: &'static str) -> Result<[u8; 32], ManagementError> {
         let secrets: Api<Secret> = self.api();
         let namespace = self.namespace.clone();
-        let key_error = |message: String| ManagementError::Key { namespace: namespace.clone(), message };
+        let key_error =
+            |message: String| ManagementError::Key { what, secret: name, namespace: namespace.clone(), message };
         let read = async move {
             for _ in 0..3 {
-                if let Some(secret) = secrets.get_opt(KEY_SECRET).await.map_err(|e| Failure::of(&e).message)? {
+                if let Some(secret) = secrets.get_opt(name).await.map_err(|e| Failure::of(&e).message)? {
                     let bytes =
                         secret.data.as_ref().and_then(|d| d.get("key")).map(|b| b.0.clone()).unwrap_or_default();
                     return <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
@@ -173,7 +201,7 @@ impl Management {
                 getrandom::fill(&mut key).map_err(|e| format!("the operating system's random source failed: {e}"))?;
                 let secret = Secret {
                     metadata: ObjectMeta {
-                        name: Some(KEY_SECRET.into()),
+                        name: Some(name.into()),
                         labels: Some(BTreeMap::from([(
                             crate::render::object::LABEL_MANAGED_BY.to_string(),
                             crate::render::object::FIELD_MANAGER.to_string(),
@@ -193,11 +221,9 @@ impl Management {
             }
             Err("created and deleted again while being read; try again".to_string())
         };
-        let key = self
-            .call(CONNECT_TIMEOUT, read)
+        self.call(CONNECT_TIMEOUT, read)
             .ok_or_else(|| key_error(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs())))?
-            .map_err(key_error)?;
-        Ok(Redactor::new(key))
+            .map_err(key_error)
     }
 }
 

@@ -266,6 +266,9 @@ fn client_from_config(
     let proxy = router.clone();
     let connector = crate::net::connect::Connector::new(router, Some(tls), settings, timeouts);
     let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        // The pings below need a timer: without one, hyper panics on the first HTTP/2 connection
+        // ("You must supply a timer"), which only a server that speaks HTTP/2 shows.
+        .timer(hyper_util::rt::TokioTimer::new())
         // Pings keep an idle HTTP/2 connection's reads under the read timeout, and find a dead one.
         .http2_keep_alive_interval(Some(Duration::from_secs(20)))
         .http2_keep_alive_timeout(Duration::from_secs(20))

@@ -40,6 +40,11 @@
 //!   NamespaceLifecycle check, generation (per kind, as the registry strategies keep it), and a
 //!   simulated controller that rolls workloads out (or, by `set_rollout`, does not).
 //!
+//! Transport: plain HTTP/1.1 by default; with `STRATA_APISERVER=h2` in the environment (or
+//! [`ApiServer::start_with`]`(Transport::Tls)`), TLS with a certificate made at start (its CA in
+//! the kubeconfig) and ALPN `h2`, `http/1.1`: clients that offer HTTP/2 — strata, kube-rs,
+//! kubectl — speak it, others HTTP/1.1. The request log says which version each request came in.
+//!
 //! Knobs for tests: `set_rollout`, `set_latency` (every answer delayed), `requests` /
 //! `clear_requests` (the request log, with when each arrived), `set_history_limit` (events kept for watch resumes;
 //! small values force a 410 and a relist), `compact` (forget all history now),
@@ -99,6 +104,27 @@ pub struct Logged {
     pub watch: bool,
     /// When it arrived (before any latency set by `set_latency`).
     pub received: Instant,
+    /// `HTTP/1.1` or `HTTP/2.0`.
+    pub version: String,
+}
+
+/// How clients reach the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// Plain HTTP/1.1.
+    Plain,
+    /// TLS offering `h2` and `http/1.1` (ALPN).
+    Tls,
+}
+
+impl Transport {
+    /// `STRATA_APISERVER=h2` runs the suites over TLS and HTTP/2; anything else, plain HTTP/1.1.
+    pub fn from_env() -> Transport {
+        match std::env::var("STRATA_APISERVER").as_deref() {
+            Ok("h2") => Transport::Tls,
+            _ => Transport::Plain,
+        }
+    }
 }
 
 impl Logged {
@@ -111,6 +137,8 @@ impl Logged {
 /// A running API server. Dropping it stops it.
 pub struct ApiServer {
     pub addr: SocketAddr,
+    /// The CA certificate (PEM) clients trust, with [`Transport::Tls`].
+    pub ca: Option<String>,
     state: Arc<Mutex<State>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -128,8 +156,13 @@ impl Drop for ApiServer {
 }
 
 impl ApiServer {
-    /// Starts a server on 127.0.0.1 with a port of its own, on a thread of its own.
+    /// Starts a server on 127.0.0.1 with a port of its own, on a thread of its own, over the
+    /// transport the environment asks for ([`Transport::from_env`]).
     pub fn start() -> ApiServer {
+        ApiServer::start_with(Transport::from_env())
+    }
+
+    pub fn start_with(transport: Transport) -> ApiServer {
         let state = Arc::new(Mutex::new(State::new(schema::builtin_kinds())));
         {
             let mut s = state.lock().unwrap();
@@ -154,6 +187,13 @@ impl ApiServer {
         let addr = listener.local_addr().unwrap();
         let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
         let served = state.clone();
+        let (ca, acceptor) = match transport {
+            Transport::Plain => (None, None),
+            Transport::Tls => {
+                let (ca, acceptor) = tls_acceptor();
+                (Some(ca), Some(acceptor))
+            }
+        };
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
             runtime.block_on(async move {
@@ -165,10 +205,24 @@ impl ApiServer {
                         accepted = listener.accept() => {
                             let Ok((stream, _)) = accepted else { continue };
                             let state = served.clone();
+                            let acceptor = acceptor.clone();
                             tokio::spawn(async move {
-                                let io = hyper_util::rt::TokioIo::new(stream);
                                 let service = hyper::service::service_fn(move |req| handle(state.clone(), req));
-                                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+                                let Some(acceptor) = acceptor else {
+                                    let io = hyper_util::rt::TokioIo::new(stream);
+                                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+                                    return;
+                                };
+                                let Ok(tls) = acceptor.accept(stream).await else { return };
+                                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                                let io = hyper_util::rt::TokioIo::new(tls);
+                                if h2 {
+                                    let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                                        .serve_connection(io, service)
+                                        .await;
+                                } else {
+                                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+                                }
                             });
                         }
                     }
@@ -177,16 +231,34 @@ impl ApiServer {
             // Dropping the runtime cancels every connection, open watches and black-holed requests included.
             runtime.shutdown_background();
         });
-        ApiServer { addr, state, shutdown: Some(tx), thread: Some(thread) }
+        ApiServer { addr, ca, state, shutdown: Some(tx), thread: Some(thread) }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.ca {
+            Some(_) => format!("https://{}", self.addr),
+            None => format!("http://{}", self.addr),
+        }
     }
 
     /// Writes a kubeconfig for this server (context `harness`) into `dir`.
     pub fn kubeconfig(&self, dir: &Path) -> PathBuf {
-        kubeconfig_for(&self.url(), dir)
+        let path = kubeconfig_for(&self.url(), dir);
+        if let Some(ca) = &self.ca {
+            use base64::Engine as _;
+            let data = base64::engine::general_purpose::STANDARD.encode(ca);
+            let text = std::fs::read_to_string(&path).unwrap();
+            // A token: over https, kubectl asks for a password for a user without credentials.
+            let text = text
+                .replacen(
+                    &format!("    server: {}\n", self.url()),
+                    &format!("    server: {}\n    certificate-authority-data: {data}\n", self.url()),
+                    1,
+                )
+                .replacen("  user: {}\n", "  user: { token: harness }\n", 1);
+            std::fs::write(&path, text).unwrap();
+        }
+        path
     }
 
     /// The stored object, as `kubectl get -o json` would show it.
@@ -293,6 +365,32 @@ impl ApiServer {
         let mut s = self.state.lock().unwrap();
         s.failures.extend(statuses.iter().map(|c| StatusCode::from_u16(*c).expect("a status code")));
     }
+}
+
+/// A CA certificate (PEM) and an acceptor serving a certificate it signed for 127.0.0.1 and
+/// localhost, offering `h2` and `http/1.1`.
+fn tls_acceptor() -> (String, tokio_rustls::TlsAcceptor) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "apiserver stand-in CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params.subject_alt_names.push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let chain = vec![cert.der().clone()];
+    let private = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, private)
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    (ca.pem(), tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 pub fn kubeconfig_for(server: &str, dir: &Path) -> PathBuf {
@@ -420,6 +518,7 @@ struct Target {
 }
 
 async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let version = format!("{:?}", req.version());
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let (content_type, user_agent) = (header("content-type"), header("user-agent"));
     let method = req.method().clone();
@@ -453,6 +552,7 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Resp
         dry_run: q.get("dryRun").is_some_and(|v| v == "All"),
         watch: is_watch,
         received,
+        version,
     });
     if !is_watch && let Some(code) = s.failures.pop_front() {
         let reason = match code.as_u16() {

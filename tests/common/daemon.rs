@@ -172,6 +172,11 @@ impl Daemon {
         }
     }
 
+    /// SIGHUP: the daemon reads its API tokens (and proxy and TLS material) again.
+    pub fn hangup(&self) {
+        let _ = Command::new("kill").args(["-HUP", &self.pid().to_string()]).status();
+    }
+
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let child = self.child.take().expect("running");
         let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();

@@ -8,6 +8,7 @@ pub mod kubernetes;
 pub mod proc;
 pub mod secrets;
 pub mod truth;
+pub mod webdriver;
 
 use std::convert::Infallible;
 use std::fs;

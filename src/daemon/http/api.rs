@@ -2,11 +2,14 @@
 //!
 //! In: cluster and rollout names from the path and, for actions, a JSON body `{"by": NAME,
 //! "revision": REV}` (`{"by": NAME, "wave": WAVE}` for a rollout's promotion) from a client that
-//! showed the bearer token (the authentication layer saw to that). Out: the store's state as
-//! JSON, and actions through the same functions the view uses.
+//! showed a bearer token (the authentication layer saw to that). Actions are recorded with the
+//! token's name; `by` is kept beside it only for the shared token (`api.token_file`, named
+//! `api`), whose holders say who they are with it. Out: the store's state as JSON, and actions
+//! through the same functions the view uses.
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -16,6 +19,7 @@ use serde_json::{Value, json};
 use tracing::info;
 
 use super::approve::{self, Refused, clean_name};
+use super::auth::Viewer;
 use super::{App, error, json_reply};
 use crate::daemon::Trigger;
 use crate::daemon::rollouts::{self, ActError, describe};
@@ -102,9 +106,14 @@ struct ActionBody {
     revision: Option<String>,
 }
 
-pub async fn act(State(app): State<Arc<App>>, Path((name, action)): Path<(String, String)>, body: Bytes) -> Response {
+pub async fn act(
+    State(app): State<Arc<App>>,
+    Extension(viewer): Extension<Option<Viewer>>,
+    Path((name, action)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
     let shared = &app.shared;
-    let (body, by) = match action_body::<ActionBody>(&body, |b| b.by.as_deref()) {
+    let (body, by) = match action_body::<ActionBody>(&body, |b| b.by.as_deref(), viewer.as_ref()) {
         Ok(parsed) => parsed,
         Err(response) => return response,
     };
@@ -186,10 +195,11 @@ struct RolloutBody {
 /// `promote`, `pause`, `resume` or `abort` a rollout.
 pub async fn act_on_rollout(
     State(app): State<Arc<App>>,
+    Extension(viewer): Extension<Option<Viewer>>,
     Path((name, action)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    let (body, by) = match action_body::<RolloutBody>(&body, |b| b.by.as_deref()) {
+    let (body, by) = match action_body::<RolloutBody>(&body, |b| b.by.as_deref(), viewer.as_ref()) {
         Ok(parsed) => parsed,
         Err(response) => return response,
     };
@@ -219,12 +229,13 @@ pub fn act_reply(app: &App, name: &str, action: &Action, by: &str) -> Response {
     }
 }
 
-/// The JSON body of an action (empty means all defaults) and who it says acts (`api` unless
-/// it names someone).
+/// The JSON body of an action (empty means all defaults) and who acts: the token's name, with
+/// what `by` says beside it for the shared token.
 #[allow(clippy::result_large_err)] // the error is the response, returned at once
 fn action_body<T: serde::de::DeserializeOwned + Default>(
     body: &[u8],
     by: impl Fn(&T) -> Option<&str>,
+    viewer: Option<&Viewer>,
 ) -> Result<(T, String), Response> {
     let parsed: T = if body.iter().all(u8::is_ascii_whitespace) {
         T::default()
@@ -232,12 +243,16 @@ fn action_body<T: serde::de::DeserializeOwned + Default>(
         serde_json::from_slice(body)
             .map_err(|e| error(StatusCode::BAD_REQUEST, format!("the body is not the JSON object expected: {e}")))?
     };
-    let who = match by(&parsed).map(clean_name) {
-        None => "api".to_string(),
-        Some(Some(name)) => name,
+    let said = match by(&parsed).map(clean_name) {
+        None => None,
+        Some(Some(name)) => Some(name),
         Some(None) => {
             return Err(error(StatusCode::BAD_REQUEST, "`by` must be a name of 1 to 100 printable characters"));
         }
+    };
+    let who = match viewer {
+        Some(viewer) => viewer.saying(said.as_deref()).name().to_string(),
+        None => "api".to_string(),
     };
     Ok((parsed, who))
 }

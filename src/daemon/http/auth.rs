@@ -1,26 +1,33 @@
 //! Who is asking: one authentication layer for the API and the view.
 //!
-//! In: `Authorization: Bearer <api token>`, or the cookie of a session that the token opened at
-//! `/login`. Out: the request's [`Viewer`] (or none) in its extensions, or a refusal.
+//! In: `Authorization: Bearer <api token>` (any of the named tokens, `api.tokens`, or the shared
+//! `api.token_file`, named `api`), or the cookie of a session opened at `/login` with a token or
+//! through the OpenID provider ([`super::oidc`]). Out: the request's [`Viewer`] (or none) in its
+//! extensions, or a refusal.
 //!
-//! - Reads need a viewer only with `view.require_token`; writes always do. The API's writes take
-//!   the bearer token only (a cookie is ambient authority); the view's forms take a session, whose
-//!   CSRF token and `Origin` the handler checks with [`Viewer::check_form`], or the token.
+//! - Reads need a viewer only with `view.require_token`; writes always do, and with
+//!   `auth.write_groups` one in those groups. The API's writes take a bearer token only (a cookie
+//!   is ambient authority); the view's forms take a session, whose CSRF token and `Origin` the
+//!   handler checks with [`Viewer::check_form`], or a token.
 //! - Probes ([`Access::Probe`], `/readyz`) answer everyone; the handler says more to a viewer.
 //!   `/metrics` ([`Access::Metrics`]) is a read that `metrics.token_file`'s token also opens, and
 //!   that needs a token whenever that file is set.
+//! - Tokens are read at start and again on SIGHUP; a presented token is compared, by its keyed
+//!   fingerprint and in constant time, with every one of them.
 //! - Wrong tokens — at `/login` and as bearer tokens — are guesses: they are logged (never the
 //!   token) and throttled per client, and a flood from many clients holds back those that failed
 //!   in it ([`Throttle`]); a throttled client gets 429 with `Retry-After` before its token is even
-//!   compared. A client that did not fail is never held back by others' failures.
-//! - A session remembers a keyed fingerprint of the token that opened it and ends as soon as the
-//!   token file holds another token. Its cookie is HttpOnly, SameSite=Strict, and `Secure` (with
-//!   the `__Host-` prefix) when `view.public_url` is https.
+//!   compared. A client that did not fail is never held back by others' failures. The throttle is
+//!   each replica's own: behind a load balancer, a guesser gets up to one allowance per replica.
+//! - Sessions are cookies sealed with the replicas' shared key ([`super::session`]), checked
+//!   against the revocation record ([`super::revoke`]) so a sign-out ends them everywhere; one a
+//!   token opened ends as soon as that token is rotated. The cookie is HttpOnly,
+//!   SameSite=Strict, and `Secure` (with the `__Host-` prefix) when `view.public_url` is https.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -30,13 +37,20 @@ use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use cookie::{Cookie, SameSite};
 use subtle::ConstantTimeEq;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use super::App;
 use super::guard::{ConnInfo, client_key};
-use crate::config::{Config, read_secret};
+use super::revoke::Revocations;
+use super::session::{self, Claims, Keys, Via, hex};
+use crate::config::{ApiToken, Config, StateBackend, read_secret};
+use crate::daemon::management::Management;
 
-const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// How long a session lasts (and so, how long the revocation record keeps an entry).
+pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+
+/// The cookie's purpose, bound into its seal.
+const SESSION: &str = "session";
 
 /// What a route does: read state, or change it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,18 +72,69 @@ pub enum Audience {
     Fragment,
 }
 
-/// Someone who showed the API token, now or at sign-in.
+/// Who someone is: a token's name or the provider's user name, their groups, and what is
+/// recorded with their actions.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub name: String,
+    /// What a holder of the shared token said their name is (at sign-in, or `by`).
+    pub note: Option<String>,
+    pub groups: Vec<String>,
+    /// `name`, or `name (note)`: what approvals and the log record.
+    recorded: String,
+}
+
+impl Identity {
+    pub fn new(name: &str, note: Option<&str>, groups: Vec<String>) -> Identity {
+        let recorded = match note {
+            Some(note) => format!("{name} ({note})"),
+            None => name.to_string(),
+        };
+        Identity { name: name.to_string(), note: note.map(str::to_string), groups, recorded }
+    }
+
+    /// `name`, or `name (note)`.
+    pub fn recorded(&self) -> &str {
+        &self.recorded
+    }
+}
+
+/// Someone who showed a token, now or at sign-in, or signed in through the provider.
 #[derive(Clone, Debug)]
 pub enum Viewer {
-    Session { id: String, name: String, csrf: String },
-    Token,
+    Session {
+        identity: Identity,
+        csrf: String,
+        claims: Box<Claims>,
+    },
+    /// A bearer token; `shared` for `api.token_file`, whose holders name themselves with `by`.
+    Token {
+        identity: Identity,
+        shared: bool,
+    },
 }
 
 impl Viewer {
-    pub fn name(&self) -> &str {
+    pub fn identity(&self) -> &Identity {
         match self {
-            Viewer::Session { name, .. } => name,
-            Viewer::Token => "api",
+            Viewer::Session { identity, .. } | Viewer::Token { identity, .. } => identity,
+        }
+    }
+
+    /// What actions are recorded with: the identity's name, with the shared token's note.
+    pub fn name(&self) -> &str {
+        self.identity().recorded()
+    }
+
+    /// The viewer with `by` (from an API request's body) as the note, for the shared token only:
+    /// a named token is who it is.
+    pub fn saying(&self, by: Option<&str>) -> Viewer {
+        match (self, by) {
+            (Viewer::Token { identity, shared: true }, Some(by)) => Viewer::Token {
+                identity: Identity::new(&identity.name, Some(by), identity.groups.clone()),
+                shared: true,
+            },
+            _ => self.clone(),
         }
     }
 
@@ -95,9 +160,11 @@ pub enum Refusal {
     /// many clients: wait this long.
     Throttled(Duration),
     Wrong,
-    /// No `api.token_file`: nobody can sign in.
+    /// No API token configured: nobody signs in with one.
     NoToken,
     Unreadable,
+    /// Signed in, but in none of `auth.write_groups`.
+    NotAllowed,
 }
 
 impl Refusal {
@@ -109,10 +176,14 @@ impl Refusal {
         let (code, message) = match &self {
             Refusal::Throttled(_) => (StatusCode::TOO_MANY_REQUESTS, "too many wrong tokens; wait and try again"),
             Refusal::Wrong => (StatusCode::UNAUTHORIZED, "missing or wrong bearer token"),
-            Refusal::NoToken => {
-                (StatusCode::FORBIDDEN, "this daemon has no API token configured (api.token_file), so nobody signs in")
-            }
+            Refusal::NoToken => (
+                StatusCode::FORBIDDEN,
+                "this daemon has no API token configured (api.token_file, api.tokens), so nobody signs in with one",
+            ),
             Refusal::Unreadable => (StatusCode::INTERNAL_SERVER_ERROR, "the API token file is unreadable"),
+            Refusal::NotAllowed => {
+                (StatusCode::FORBIDDEN, "you are in none of the groups that may act here (auth.write_groups)")
+            }
         };
         let mut response = match audience {
             Audience::Api => super::error(code, message),
@@ -130,66 +201,119 @@ impl Refusal {
     }
 }
 
-struct Session {
-    name: String,
-    csrf: String,
-    /// Keyed fingerprint of the token that opened the session.
-    token: [u8; 32],
-    expires: Instant,
+/// A configured token as last read: its keyed fingerprint, or none while its file is unreadable.
+struct Loaded {
+    config: ApiToken,
+    fingerprint: Option<[u8; 32]>,
 }
 
 pub struct Auth {
-    token_file: Option<PathBuf>,
+    tokens: RwLock<Vec<Loaded>>,
     /// `metrics.token_file`: a token that opens `/metrics` and nothing else.
     metrics_token_file: Option<PathBuf>,
     pub require_token: bool,
-    sessions: Mutex<HashMap<String, Session>>,
+    write_groups: Option<Vec<String>>,
     throttle: Throttle,
-    /// Keys token fingerprints; lives as long as the process (and so do sessions).
-    key: [u8; 32],
+    /// Derived from the replicas' shared key; a key of this process alone when that could not
+    /// be had (then tokens work, and nobody can sign in: `sessions` is false).
+    pub keys: Keys,
+    sessions: bool,
+    revocations: Revocations,
     /// Session cookies are `Secure` (the view is served over HTTPS).
     secure: bool,
 }
 
-fn random_bytes() -> [u8; 32] {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).expect("the kernel's random source is available");
-    bytes
-}
-
-/// 32 random bytes, hex: session ids and CSRF tokens.
-fn random_token() -> String {
-    random_bytes().iter().map(|b| format!("{b:02x}")).collect()
-}
+/// The session key's file on a single host, beside the state database.
+pub const KEY_FILE: &str = "session.key";
 
 impl Auth {
     pub fn new(config: &Config) -> Auth {
+        let management = match config.state_backend {
+            StateBackend::Kubernetes => Management::current(),
+            StateBackend::Sqlite => None,
+        };
+        let secret = match &management {
+            Some(mgmt) => mgmt.session_key().map_err(|e| e.to_string()),
+            None => session::key_file(&config.state_dir.join(KEY_FILE)),
+        };
+        let (keys, sessions) = match secret {
+            Ok(secret) => (Keys::new(&secret), true),
+            Err(e) => {
+                error!(error = %e, "The session key cannot be had: nobody can sign in to the view (API tokens still work).");
+                (Keys::new(&session::random()), false)
+            }
+        };
+        let revocations = match management {
+            Some(mgmt) => Revocations::kube(mgmt, SESSION_LIFETIME),
+            None => Revocations::file(&config.state_dir, SESSION_LIFETIME),
+        };
+        let tokens = config
+            .api_tokens
+            .iter()
+            .map(|t| {
+                let fingerprint = match read_secret(&t.file) {
+                    Ok(token) if !token.is_empty() => Some(keys.fingerprint(&token)),
+                    Ok(_) => {
+                        error!(token = %t.name, "API token {} is empty: nobody gets in with it.", t.name);
+                        None
+                    }
+                    Err(e) => {
+                        error!(token = %t.name, error = %e, "API token {} is unreadable: nobody gets in with it.", t.name);
+                        None
+                    }
+                };
+                Loaded { config: t.clone(), fingerprint }
+            })
+            .collect();
         Auth {
-            token_file: config.api_token_file.clone(),
+            tokens: RwLock::new(tokens),
             metrics_token_file: config.metrics_token_file.clone(),
             require_token: config.view.require_token,
-            sessions: Mutex::new(HashMap::new()),
+            write_groups: config.auth.write_groups.clone(),
             throttle: Throttle::default(),
-            key: random_bytes(),
+            keys,
+            sessions,
+            revocations,
             secure: config.view.public_url.as_ref().is_some_and(|u| u.https),
         }
     }
 
-    fn fingerprint(&self, token: &str) -> [u8; 32] {
-        use hmac::{Hmac, KeyInit, Mac};
-        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&self.key).expect("any key length");
-        mac.update(token.as_bytes());
-        mac.finalize().into_bytes().into()
+    /// Whether any API token is configured (the sign-in form offers the token).
+    pub fn has_tokens(&self) -> bool {
+        !self.tokens.read().expect("tokens lock").is_empty()
     }
 
-    /// The API token as the file holds it now.
-    fn token(&self) -> Result<String, Refusal> {
-        let file = self.token_file.as_ref().ok_or(Refusal::NoToken)?;
-        let token = read_secret(file).map_err(|e| {
-            error!(error = %e, "The API token is unreadable: nobody can sign in.");
-            Refusal::Unreadable
-        })?;
-        if token.is_empty() { Err(Refusal::NoToken) } else { Ok(token) }
+    /// Reads every token file again (SIGHUP). A token that changed ends the sessions it opened:
+    /// here at once (their fingerprint no longer matches), on other replicas through the
+    /// revocation record. An unreadable file keeps the token it held.
+    pub async fn reload_tokens(&self) {
+        let mut changed = Vec::new();
+        {
+            let mut tokens = self.tokens.write().expect("tokens lock");
+            for token in tokens.iter_mut() {
+                let name = token.config.name.clone();
+                match read_secret(&token.config.file) {
+                    Ok(value) if !value.is_empty() => {
+                        let new = self.keys.fingerprint(&value);
+                        if token.fingerprint.is_some_and(|old| !bool::from(old.ct_eq(&new))) {
+                            changed.push(name.clone());
+                        }
+                        token.fingerprint = Some(new);
+                    }
+                    Ok(_) => error!(token = %name, "SIGHUP: API token {name} is empty; the one read before stays."),
+                    Err(e) => {
+                        error!(token = %name, error = %e, "SIGHUP: API token {name} is unreadable; the one read before stays.")
+                    }
+                }
+            }
+        }
+        info!(changed = ?changed, "SIGHUP: API tokens read again.");
+        if !changed.is_empty() {
+            let keys: Vec<String> = changed.iter().map(|n| self.keys.principal(&session::token_principal(n))).collect();
+            if let Err(e) = self.revocations.raise(&keys).await {
+                error!(error = %e, "Rotated tokens' sessions end on this replica only: the revocation record cannot be written.");
+            }
+        }
     }
 
     /// The metrics token as its file holds it now; `None` when none is configured or it is empty.
@@ -203,12 +327,15 @@ impl Auth {
     }
 
     /// Checks a presented API token; a wrong one counts against `client`. `context` says where it
-    /// was presented, for the log.
-    pub fn verify(&self, client: IpAddr, given: &str, context: &str) -> Result<(), Refusal> {
-        self.check(client, given, context, false).map(|_| ())
+    /// was presented, for the log. Returns whose it is.
+    pub fn verify(&self, client: IpAddr, given: &str, context: &str) -> Result<Viewer, Refusal> {
+        match self.check(client, given, context, false)? {
+            Token::Api(viewer) => Ok(viewer),
+            Token::Metrics => Err(Refusal::Wrong),
+        }
     }
 
-    /// Checks a presented token: the API token, and with `metrics` also the metrics token.
+    /// Checks a presented token against every API token and, with `metrics`, the metrics token.
     /// Returns which one it is.
     ///
     /// The throttle comes first. A client it holds back gets 429 whatever it sends, the right
@@ -219,79 +346,182 @@ impl Auth {
     /// fail lately, whatever others did — are compared, so their right token is never refused.
     fn check(&self, client: IpAddr, given: &str, context: &str, metrics: bool) -> Result<Token, Refusal> {
         self.throttle.check(client, Instant::now()).map_err(Refusal::Throttled)?;
-        let api = self.token();
         let scrape = if metrics { self.metrics_token() } else { Ok(None) };
-        // Fingerprints have one length, so the comparison says nothing about the token's; both
-        // tokens are compared whatever the first says.
-        let given = self.fingerprint(given);
-        let matches = |token: Option<&String>| token.is_some_and(|t| bool::from(given.ct_eq(&self.fingerprint(t))));
-        let (is_api, is_scrape) = (matches(api.as_ref().ok()), matches(scrape.as_ref().ok().and_then(Option::as_ref)));
-        if is_api {
-            return Ok(Token::Api);
+        // Fingerprints have one length, so a comparison says nothing about a token's; every
+        // token is compared whatever the others say.
+        let given = self.keys.fingerprint(given);
+        let tokens = self.tokens.read().expect("tokens lock");
+        let mut hit = None;
+        for (i, token) in tokens.iter().enumerate() {
+            let equal = token.fingerprint.as_ref().map_or(subtle::Choice::from(0), |f| given.ct_eq(f));
+            if bool::from(equal) {
+                hit = Some(i);
+            }
+        }
+        let is_scrape = scrape
+            .as_ref()
+            .ok()
+            .and_then(Option::as_ref)
+            .is_some_and(|t| bool::from(given.ct_eq(&self.keys.fingerprint(t))));
+        if let Some(i) = hit {
+            let config = &tokens[i].config;
+            let identity = Identity::new(&config.name, None, config.groups.clone());
+            return Ok(Token::Api(Viewer::Token { identity, shared: config.shared }));
         }
         if is_scrape {
             return Ok(Token::Metrics);
         }
         // Nothing to compare with is no guess: say why nobody gets in.
+        let usable = tokens.iter().any(|t| t.fingerprint.is_some());
+        let api = if tokens.is_empty() {
+            Err(Refusal::NoToken)
+        } else if !usable {
+            Err(Refusal::Unreadable)
+        } else {
+            Ok(())
+        };
         match (api, scrape) {
             (Err(refusal), Ok(None)) => return Err(refusal),
             (Err(_), Err(refusal)) => return Err(refusal),
             _ => {}
         }
+        drop(tokens);
         self.throttle.fail(client, Instant::now());
         warn!(client = %client, via = context, "Wrong API token refused.");
         Err(Refusal::Wrong)
     }
 
-    /// Opens a session for `name`, bound to the token as it is now. Returns its id.
-    pub fn open_session(&self, name: &str) -> Result<String, Refusal> {
-        let token = self.fingerprint(&self.token()?);
-        let id = random_token();
-        let session =
-            Session { name: name.to_string(), csrf: random_token(), token, expires: Instant::now() + SESSION_LIFETIME };
-        let mut sessions = self.sessions.lock().expect("sessions lock");
-        sessions.retain(|_, s| s.expires > Instant::now());
-        sessions.insert(id.clone(), session);
-        Ok(id)
+    /// Whether sessions can be opened (the shared key was had).
+    pub fn sessions(&self) -> bool {
+        self.sessions
     }
 
-    pub fn end_session(&self, id: &str) {
-        self.sessions.lock().expect("sessions lock").remove(id);
+    /// Opens a session for `identity`, signed in `via` a token or the provider: the Set-Cookie
+    /// value. Reads the revocation record fresh, so a sign-in right after a sign-out holds.
+    pub async fn open_session(&self, identity: &Identity, via: Via) -> Result<HeaderValue, String> {
+        if !self.sessions {
+            return Err("the session key cannot be had (the daemon's log says why)".into());
+        }
+        let principal = session::principal(&via, identity.note.as_deref());
+        let mut keys = vec![self.keys.principal(&principal)];
+        if let Via::Token { name, .. } = &via {
+            keys.push(self.keys.principal(&session::token_principal(name)));
+        }
+        let generations = self.revocations.generations(&keys, true).await?;
+        let now = crate::daemon::store::now_ms() / 1000;
+        let claims = Claims {
+            name: identity.name.clone(),
+            note: identity.note.clone(),
+            groups: session::clean_groups(identity.groups.iter().cloned()),
+            token_generation: matches!(via, Via::Token { .. }).then(|| generations[1]),
+            via,
+            sid: hex(&session::random::<16>()),
+            iat: now,
+            exp: now + SESSION_LIFETIME.as_secs() as i64,
+            generation: generations[0],
+        };
+        let sealed = self.keys.seal(SESSION, &claims);
+        if sealed.len() > session::MAX_COOKIE {
+            return Err(format!(
+                "the session would not fit in a cookie ({} bytes): fewer or shorter groups",
+                sealed.len()
+            ));
+        }
+        Ok(self.cookie(Some(&sealed)))
     }
 
-    /// The live session `id`: not expired, and opened with the token the file holds now.
-    fn session(&self, id: &str) -> Option<Viewer> {
-        let current = self.token().ok().map(|t| self.fingerprint(&t));
-        let mut sessions = self.sessions.lock().expect("sessions lock");
-        let session = sessions.get(id)?;
-        let valid = session.expires > Instant::now() && current.is_some_and(|c| bool::from(c.ct_eq(&session.token)));
-        if !valid {
-            sessions.remove(id);
+    /// The fingerprint of token `name` as read now, hex; what a session it opens carries.
+    pub fn token_fingerprint(&self, name: &str) -> Option<String> {
+        let tokens = self.tokens.read().expect("tokens lock");
+        tokens.iter().find(|t| t.config.name == name).and_then(|t| t.fingerprint).map(|f| hex(&f))
+    }
+
+    /// Ends every session of the principal behind `claims`, on every replica.
+    pub async fn end_session(&self, claims: &Claims) -> Result<(), String> {
+        self.revocations.raise(&[self.keys.principal(&claims.principal())]).await
+    }
+
+    /// The live session in a cookie: sealed with the shared key, not expired, its token (if a
+    /// token opened it) as read now, and not ended by a sign-out or rotation.
+    async fn session(&self, value: &str) -> Option<Viewer> {
+        if !self.sessions {
             return None;
         }
-        Some(Viewer::Session { id: id.to_string(), name: session.name.clone(), csrf: session.csrf.clone() })
+        let claims: Claims = self.keys.open(SESSION, value)?;
+        let now = crate::daemon::store::now_ms() / 1000;
+        if claims.exp <= now {
+            return None;
+        }
+        let mut keys = vec![self.keys.principal(&claims.principal())];
+        if let Via::Token { name, fp } = &claims.via {
+            let current = self.token_fingerprint(name)?;
+            if !bool::from(current.as_bytes().ct_eq(fp.as_bytes())) {
+                return None;
+            }
+            keys.push(self.keys.principal(&session::token_principal(name)));
+        }
+        let generations = match self.revocations.generations(&keys, false).await {
+            Ok(generations) => generations,
+            Err(e) => {
+                warn!(error = %e, "Session refused: the revocation record cannot be read.");
+                return None;
+            }
+        };
+        let live = claims.generation >= generations[0]
+            && generations.get(1).is_none_or(|g| claims.token_generation.is_some_and(|t| t >= *g));
+        if !live {
+            return None;
+        }
+        let identity = Identity::new(&claims.name, claims.note.as_deref(), claims.groups.clone());
+        Some(Viewer::Session { identity, csrf: self.keys.csrf(&claims.sid), claims: Box::new(claims) })
     }
 
-    fn cookie_name(&self) -> &'static str {
+    fn cookie_name(&self, base: &str) -> String {
         // `__Host-`: a browser takes the cookie only when Secure, for this host, for every path.
-        if self.secure { "__Host-strata_session" } else { "strata_session" }
+        if self.secure { format!("__Host-{base}") } else { base.to_string() }
     }
 
     /// The Set-Cookie value of a session (or, with `None`, of its removal).
-    pub fn cookie(&self, id: Option<&str>) -> HeaderValue {
-        let lifetime = if id.is_some() { SESSION_LIFETIME.as_secs() as i64 } else { 0 };
-        let cookie = Cookie::build((self.cookie_name(), id.unwrap_or("")))
+    pub fn cookie(&self, value: Option<&str>) -> HeaderValue {
+        self.make_cookie("strata_session", value, SESSION_LIFETIME, SameSite::Strict)
+    }
+
+    /// A cookie of this site: HttpOnly, for every path, Secure when the view is served over HTTPS.
+    pub fn make_cookie(&self, base: &str, value: Option<&str>, lifetime: Duration, same_site: SameSite) -> HeaderValue {
+        let lifetime = if value.is_some() { lifetime.as_secs() as i64 } else { 0 };
+        let cookie = Cookie::build((self.cookie_name(base), value.unwrap_or("")))
             .path("/")
             .http_only(true)
-            .same_site(SameSite::Strict)
+            .same_site(same_site)
             .secure(self.secure)
             .max_age(cookie::time::Duration::seconds(lifetime));
-        HeaderValue::try_from(cookie.to_string()).expect("a hex id makes a valid header")
+        HeaderValue::try_from(cookie.to_string()).expect("base64 values make a valid header")
+    }
+
+    /// The value of this site's cookie `base` in a request.
+    pub fn read_cookie(&self, headers: &HeaderMap, base: &str) -> Option<String> {
+        let name = self.cookie_name(base);
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|h| h.to_str().ok())
+            .flat_map(Cookie::split_parse)
+            .flatten()
+            .find(|c| c.name() == name)
+            .map(|c| c.value().to_string())
+    }
+
+    /// Whether `viewer` may act: anyone signed in, or with `auth.write_groups` someone in one.
+    fn may_write(&self, viewer: &Viewer) -> bool {
+        match &self.write_groups {
+            None => true,
+            Some(allowed) => viewer.identity().groups.iter().any(|g| allowed.contains(g)),
+        }
     }
 
     /// The viewer a request's credentials show, none, or why they are refused. With `metrics`,
     /// the metrics token is taken too: it shows no viewer, only that it was right.
-    fn identify(&self, headers: &HeaderMap, client: IpAddr, metrics: bool) -> Result<Shown, Refusal> {
+    async fn identify(&self, headers: &HeaderMap, client: IpAddr, metrics: bool) -> Result<Shown, Refusal> {
         if let Some(authorization) = headers.get(header::AUTHORIZATION) {
             let bearer = authorization
                 .to_str()
@@ -301,28 +531,23 @@ impl Auth {
                 .map(|(_, token)| token.trim());
             return match bearer {
                 Some(token) => match self.check(client, token, "bearer token", metrics)? {
-                    Token::Api => Ok(Shown::Viewer(Viewer::Token)),
+                    Token::Api(viewer) => Ok(Shown::Viewer(viewer)),
                     Token::Metrics => Ok(Shown::MetricsToken),
                 },
                 None => Err(Refusal::Wrong),
             };
         }
-        let name = self.cookie_name();
-        let session = headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|h| h.to_str().ok())
-            .flat_map(Cookie::split_parse)
-            .flatten()
-            .find(|c| c.name() == name)
-            .and_then(|c| self.session(c.value()));
+        let session = match self.read_cookie(headers, "strata_session") {
+            Some(value) => self.session(&value).await,
+            None => None,
+        };
         Ok(session.map_or(Shown::Nothing, Shown::Viewer))
     }
 }
 
 /// Which token was presented.
 enum Token {
-    Api,
+    Api(Viewer),
     Metrics,
 }
 
@@ -345,7 +570,7 @@ async fn authenticate(
     next: Next,
 ) -> Response {
     let client = req.extensions().get::<ConnInfo>().map(|c| c.peer.ip()).unwrap_or(Ipv4Addr::UNSPECIFIED.into());
-    let shown = match app.auth.identify(req.headers(), client, access == Access::Metrics) {
+    let shown = match app.auth.identify(req.headers(), client, access == Access::Metrics).await {
         Ok(shown) => shown,
         Err(refusal) => return refusal.into_response(audience),
     };
@@ -355,7 +580,7 @@ async fn authenticate(
         (Access::Metrics, _) => true,
         (Access::Read, Shown::Nothing) => !app.auth.require_token,
         (Access::Read, Shown::Viewer(_)) => true,
-        (Access::Write, Shown::Viewer(Viewer::Token)) => true,
+        (Access::Write, Shown::Viewer(Viewer::Token { .. })) => true,
         (Access::Write, Shown::Viewer(_)) => audience != Audience::Api,
         // The metrics token opens `/metrics` only (and `identify` shows it nowhere else).
         (Access::Read | Access::Write, Shown::MetricsToken) | (Access::Write, Shown::Nothing) => false,
@@ -370,8 +595,29 @@ async fn authenticate(
             _ => Refusal::Wrong.into_response(audience),
         };
     }
+    if access == Access::Write
+        && let Some(viewer) = &viewer
+        && !app.auth.may_write(viewer)
+    {
+        warn!(user = ?viewer.name(), path = %req.uri().path(), "Refused: in none of auth.write_groups.");
+        return Refusal::NotAllowed.into_response(audience);
+    }
     req.extensions_mut().insert(viewer);
     next.run(req).await.into_response()
+}
+
+/// Reads the API tokens again on every SIGHUP, for as long as the daemon runs.
+pub fn reload_on_sighup(app: &Arc<App>) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        error!("Cannot listen for SIGHUP: API tokens are read at start only.");
+        return;
+    };
+    let app = app.clone();
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            app.auth.reload_tokens().await;
+        }
+    });
 }
 
 /// A path on this site to go to after signing in: `/…`, never `//host` or `/\host` (which

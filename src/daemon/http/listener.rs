@@ -72,6 +72,7 @@ fn backoff(failures: u32) -> Duration {
 
 pub async fn serve(listener: TcpListener, app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
     let limits = app.shared.config.listener.clone();
+    super::auth::reload_on_sighup(&app);
     let router = super::router(app);
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let clients = Arc::new(Clients { limit: limits.max_connections_per_client, open: Mutex::new(HashMap::new()) });

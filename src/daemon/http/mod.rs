@@ -13,6 +13,7 @@
 //!   POST /clusters/NAME/approve  /rollouts/NAME/promote     session + CSRF token, or bearer token
 //!   POST /logout                                            session + CSRF token
 //!   GET  /login  /assets/*, POST /login                     open (sign-in is throttled)
+//!   GET  /login/oidc  /login/oidc/callback                  open: sign-in through the OpenID provider
 //! ```
 //!
 //! In: TCP connections from whoever reaches the address — hostile until shown otherwise. A request
@@ -31,7 +32,10 @@ pub mod auth;
 pub mod diff;
 pub mod guard;
 pub mod listener;
+pub mod oidc;
+pub mod revoke;
 pub mod rollouts;
+pub mod session;
 pub mod view;
 
 use std::sync::Arc;
@@ -67,6 +71,8 @@ pub struct App {
     pub hosts: Hosts,
     pub budget: BodyBudget,
     pub pages: view::Pages,
+    /// Sign-in through the OpenID provider, when `auth.oidc` is configured.
+    pub oidc: Option<oidc::Oidc>,
 }
 
 impl App {
@@ -78,6 +84,7 @@ impl App {
             hosts: Hosts::new(local, config.view.public_url.as_ref(), &config.listener.allowed_hosts),
             budget: BodyBudget::new(config.listener.max_body_bytes_in_flight),
             pages: view::Pages::new(),
+            oidc: config.auth.oidc.clone().map(oidc::Oidc::new),
             shared,
         }
     }

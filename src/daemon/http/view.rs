@@ -6,7 +6,8 @@
 //!   /clusters/NAME             layers and objects, drift findings, history, approvals
 //!   /clusters/NAME/pending     the pending update's diff side by side, and Approve
 //!   /rollouts[/NAME]           rollouts: waves as progress bars, their clusters, Promote ([`super::rollouts`])
-//!   /login  /logout            a session from the API token (a cookie: HttpOnly, SameSite=Strict)
+//!   /login  /logout            a session from an API token (a cookie: HttpOnly, SameSite=Strict)
+//!   /login/oidc[/callback]     a session through the OpenID provider ([`super::oidc`])
 //! ```
 //!
 //! In: the store's state, and from the browser filters, forms and the session the
@@ -30,9 +31,11 @@ use tracing::{error, info, warn};
 
 use super::App;
 use super::approve::{self, Refused, clean_name};
-use super::auth::{self, Access, Audience, Refusal, Viewer, local_path};
+use super::auth::{self, Access, Audience, Identity, Refusal, Viewer, local_path};
 use super::diff::side_by_side;
 use super::guard::{ConnInfo, from_this_site};
+use super::oidc::{FLOW_LIFETIME, Flow};
+use super::session::Via;
 use crate::config::StatusSink;
 use crate::daemon::Shared;
 use crate::daemon::decide::Hold;
@@ -42,7 +45,7 @@ use crate::report::Provider;
 const STYLE: &str = include_str!("../assets/style.css");
 const SCRIPT: &str = include_str!("../assets/app.js");
 
-const TEMPLATES: [(&str, &str); 10] = [
+const TEMPLATES: [(&str, &str); 11] = [
     ("base.html", include_str!("../templates/base.html")),
     ("macros.html", include_str!("../templates/macros.html")),
     ("rows.html", include_str!("../templates/rows.html")),
@@ -53,6 +56,7 @@ const TEMPLATES: [(&str, &str); 10] = [
     ("message.html", include_str!("../templates/message.html")),
     ("rollouts.html", include_str!("../templates/rollouts.html")),
     ("rollout.html", include_str!("../templates/rollout.html")),
+    ("continue.html", include_str!("../templates/continue.html")),
 ];
 
 /// The view's templates, parsed once.
@@ -142,7 +146,7 @@ pub(super) fn who(viewer: &Option<Viewer>) -> Option<Who> {
         name: v.name().to_string(),
         csrf: match v {
             Viewer::Session { csrf, .. } => Some(csrf.clone()),
-            Viewer::Token => None,
+            Viewer::Token { .. } => None,
         },
     })
 }
@@ -196,7 +200,11 @@ pub fn routes(app: &Arc<App>) -> Router<Arc<App>> {
     let write = Router::new()
         .route("/clusters/{name}/approve", post(approve))
         .route("/rollouts/{name}/promote", post(super::rollouts::promote));
-    let open = Router::new().route("/login", get(login_page).post(login)).route("/assets/{file}", get(asset));
+    let open = Router::new()
+        .route("/login", get(login_page).post(login))
+        .route("/login/oidc", get(oidc_start))
+        .route(crate::config::OIDC_CALLBACK, get(oidc_callback))
+        .route("/assets/{file}", get(asset));
     open.merge(auth::guard(app, read, Access::Read, Audience::Page))
         .merge(auth::guard(app, fragment, Access::Read, Audience::Fragment))
         .merge(auth::guard(app, write, Access::Write, Audience::Page))
@@ -606,13 +614,21 @@ fn next_or_home(next: Option<&str>) -> &str {
     next.and_then(local_path).unwrap_or("/")
 }
 
+/// The sign-in page: the provider's button and the token form, as configured.
+fn login_form(app: &App, code: StatusCode, next: &str, name: &str, problem: Option<&str>) -> Response {
+    app.pages.page(
+        code,
+        "login.html",
+        context! {
+            title => "sign in", who => Serde(None::<Who>), next, name, problem,
+            tokens => app.auth.has_tokens(), oidc => app.oidc.is_some(),
+        },
+    )
+}
+
 async fn login_page(State(app): State<Arc<App>>, Query(q): Query<LoginQuery>) -> Response {
     let next = next_or_home(q.next.as_deref());
-    app.pages.page(
-        StatusCode::OK,
-        "login.html",
-        context! { title => "sign in", who => Serde(None::<Who>), next, name => "", problem => None::<String> },
-    )
+    login_form(&app, StatusCode::OK, next, "", None)
 }
 
 #[derive(Deserialize)]
@@ -628,50 +644,61 @@ async fn login(
     Form(form): Form<LoginForm>,
 ) -> Response {
     let next = next_or_home(form.next.as_deref());
-    let again = |code: StatusCode, problem: &str, name: &str| {
-        app.pages.page(
-            code,
-            "login.html",
-            context! { title => "sign in", who => Serde(None::<Who>), next, name, problem },
-        )
-    };
-    let Some(name) = form.name.as_deref().and_then(clean_name) else {
-        return again(StatusCode::BAD_REQUEST, "Give your name (up to 100 printable characters).", "");
+    let typed = form.name.as_deref().map(str::trim).unwrap_or("");
+    let again = |code: StatusCode, problem: &str, name: &str| login_form(&app, code, next, name, Some(problem));
+    let said = match typed {
+        "" => None,
+        name => match clean_name(name) {
+            Some(name) => Some(name),
+            None => return again(StatusCode::BAD_REQUEST, "Names are up to 100 printable characters.", ""),
+        },
     };
     let client = conn.peer.ip();
-    match app.auth.verify(client, form.token.as_deref().unwrap_or(""), &format!("sign-in as {name:?}")) {
-        Ok(()) => {}
+    let context = format!("sign-in as {:?}", said.as_deref().unwrap_or(""));
+    let viewer = match app.auth.verify(client, form.token.as_deref().unwrap_or(""), &context) {
+        Ok(viewer) => viewer,
         Err(Refusal::Throttled(wait)) => {
             let mut response =
-                again(StatusCode::TOO_MANY_REQUESTS, "Too many wrong tokens. Wait a little and try again.", &name);
+                again(StatusCode::TOO_MANY_REQUESTS, "Too many wrong tokens. Wait a little and try again.", typed);
             response.headers_mut().insert(header::RETRY_AFTER, Refusal::retry_after(wait));
             return response;
         }
-        Err(Refusal::Wrong) => return again(StatusCode::UNAUTHORIZED, "Wrong token.", &name),
+        Err(Refusal::Wrong | Refusal::NotAllowed) => return again(StatusCode::UNAUTHORIZED, "Wrong token.", typed),
         Err(Refusal::NoToken) => {
             return again(
                 StatusCode::FORBIDDEN,
-                "This daemon has no API token (api.token_file): nobody signs in.",
-                &name,
+                "This daemon has no API token (api.token_file, api.tokens): nobody signs in with one.",
+                typed,
             );
         }
         Err(Refusal::Unreadable) => {
             return again(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "The API token file is unreadable; see the daemon's log.",
-                &name,
+                typed,
             );
         }
-    }
-    let Ok(id) = app.auth.open_session(&name) else {
+    };
+    // The shared token's holders say who they are; a named token is who it is.
+    let viewer = viewer.saying(said.as_deref());
+    let identity = viewer.identity().clone();
+    let Some(fp) = app.auth.token_fingerprint(&identity.name) else {
         return again(
             StatusCode::INTERNAL_SERVER_ERROR,
             "The API token file is unreadable; see the daemon's log.",
-            &name,
+            typed,
         );
     };
-    info!(user = ?name, client = %client, "Signed in to the status view.");
-    redirect(next, Some(app.auth.cookie(Some(&id))))
+    match app.auth.open_session(&identity, Via::Token { name: identity.name.clone(), fp }).await {
+        Ok(cookie) => {
+            info!(user = ?viewer.name(), via = "token", client = %client, "Signed in to the status view.");
+            redirect(next, Some(cookie))
+        }
+        Err(e) => {
+            error!(error = %e, "No session opened.");
+            again(StatusCode::SERVICE_UNAVAILABLE, "No session could be opened; see the daemon's log.", typed)
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -679,6 +706,8 @@ struct LogoutForm {
     csrf: Option<String>,
 }
 
+/// Signs out: the cookie goes, and the person's sessions end on every replica (the revocation
+/// record: [`super::revoke`]).
 async fn logout(
     State(app): State<Arc<App>>,
     Extension(viewer): Extension<Option<Viewer>>,
@@ -686,13 +715,131 @@ async fn logout(
     headers: HeaderMap,
     Form(form): Form<LogoutForm>,
 ) -> Response {
-    if let Some(viewer @ Viewer::Session { id, .. }) = &viewer {
+    if let Some(viewer @ Viewer::Session { claims, .. }) = &viewer {
+        let who = who(&Some(viewer.clone()));
         if let Err(problem) = viewer.check_form(from_this_site(&app, &headers, &conn), form.csrf.as_deref()) {
-            return app.pages.message(StatusCode::FORBIDDEN, "forbidden", &who(&Some(viewer.clone())), problem, None);
+            return app.pages.message(StatusCode::FORBIDDEN, "forbidden", &who, problem, None);
         }
-        app.auth.end_session(id);
+        if let Err(e) = app.auth.end_session(claims).await {
+            error!(user = ?viewer.name(), error = %e, "Sign-out not recorded: the session ends in this browser only.");
+            let mut response = app.pages.message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "signed out here only",
+                &None,
+                "This browser is signed out, but the sign-out could not be recorded for the other replicas: a copy of the session cookie stays good until it expires. Try signing in and out again; the daemon's log says why.",
+                Some(Link::to("/", "The fleet")),
+            );
+            response.headers_mut().insert(header::SET_COOKIE, app.auth.cookie(None));
+            return response;
+        }
+        info!(user = ?viewer.name(), "Signed out of the status view.");
     }
     redirect("/", Some(app.auth.cookie(None)))
+}
+
+/// The cookie that carries a sign-in through the provider, sealed like a session.
+const FLOW: &str = "oidc";
+
+/// Starts a sign-in through the provider.
+async fn oidc_start(State(app): State<Arc<App>>, Query(q): Query<LoginQuery>) -> Response {
+    let Some(oidc) = &app.oidc else { return super::text(StatusCode::NOT_FOUND, "no OpenID provider is configured\n") };
+    let next = next_or_home(q.next.as_deref());
+    if !app.auth.sessions() {
+        return login_form(
+            &app,
+            StatusCode::SERVICE_UNAVAILABLE,
+            next,
+            "",
+            Some("Sessions are unavailable; see the daemon's log."),
+        );
+    }
+    let network = app.shared.network.current().network.clone();
+    match oidc.start(&network, next).await {
+        Ok((url, flow)) => {
+            let sealed = app.auth.keys.seal(FLOW, &flow);
+            // Lax: the provider's redirect back is a cross-site navigation.
+            let cookie = app.auth.make_cookie("strata_oidc", Some(&sealed), FLOW_LIFETIME, cookie::SameSite::Lax);
+            let location = HeaderValue::try_from(url).unwrap_or(HeaderValue::from_static("/login"));
+            let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response();
+            response.headers_mut().insert(header::SET_COOKIE, cookie);
+            response
+        }
+        Err(e) => {
+            error!(error = %e, "Sign-in through the OpenID provider cannot start.");
+            login_form(
+                &app,
+                StatusCode::BAD_GATEWAY,
+                next,
+                "",
+                Some("The sign-in provider cannot be reached; see the daemon's log."),
+            )
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Callback {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+}
+
+/// The provider sends the browser back here: the flow this browser started is finished.
+async fn oidc_callback(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Query<Callback>) -> Response {
+    let Some(oidc) = &app.oidc else { return super::text(StatusCode::NOT_FOUND, "no OpenID provider is configured\n") };
+    let clear = app.auth.make_cookie("strata_oidc", None, FLOW_LIFETIME, cookie::SameSite::Lax);
+    let refuse = |code: StatusCode, message: &str| {
+        let mut response =
+            app.pages.message(code, "not signed in", &None, message, Some(Link::to("/login", "Sign in again")));
+        response.headers_mut().insert(header::SET_COOKIE, clear.clone());
+        response
+    };
+    let flow: Option<Flow> = app.auth.read_cookie(&headers, "strata_oidc").and_then(|v| app.auth.keys.open(FLOW, &v));
+    let Some(flow) = flow.filter(|f| f.exp > crate::daemon::store::now_ms() / 1000) else {
+        return refuse(StatusCode::BAD_REQUEST, "This sign-in was not started from this browser, or took too long.");
+    };
+    let state_ok = q
+        .state
+        .as_deref()
+        .is_some_and(|s| bool::from(subtle::ConstantTimeEq::ct_eq(s.as_bytes(), flow.state.as_bytes())));
+    if !state_ok {
+        warn!("Sign-in through the OpenID provider refused: the state is not the one this browser was given.");
+        return refuse(StatusCode::BAD_REQUEST, "This sign-in was not started from this browser.");
+    }
+    if let Some(error) = q.error.as_deref() {
+        let error: String = error.chars().filter(|c| c.is_ascii_graphic()).take(100).collect();
+        warn!(error = %error, "The OpenID provider did not sign anyone in.");
+        return refuse(StatusCode::UNAUTHORIZED, &format!("The sign-in provider answered: {error}."));
+    }
+    let Some(code) = q.code.as_deref().filter(|c| !c.is_empty()) else {
+        return refuse(StatusCode::BAD_REQUEST, "The sign-in provider sent no code.");
+    };
+    let network = app.shared.network.current().network.clone();
+    let person = match oidc.finish(&network, &flow, code).await {
+        Ok(person) => person,
+        Err(e) => {
+            warn!(error = %e, "Sign-in through the OpenID provider refused.");
+            return refuse(StatusCode::UNAUTHORIZED, "The sign-in could not be verified; the daemon's log says why.");
+        }
+    };
+    let identity = Identity::new(&person.name, None, person.groups.clone());
+    let session = match app.auth.open_session(&identity, Via::Oidc { sub: person.sub.clone() }).await {
+        Ok(cookie) => cookie,
+        Err(e) => {
+            error!(error = %e, "No session opened.");
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, "No session could be opened; see the daemon's log.");
+        }
+    };
+    info!(user = ?person.name, sub = ?person.sub, groups = ?person.groups, via = "oidc", "Signed in to the status view.");
+    let next = next_or_home(Some(&flow.next)).to_string();
+    let mut response = app.pages.page(
+        StatusCode::OK,
+        "continue.html",
+        context! { title => "signed in", who => Serde(None::<Who>), next },
+    );
+    response.headers_mut().append(header::SET_COOKIE, session);
+    response.headers_mut().append(header::SET_COOKIE, clear);
+    response
 }
 
 #[cfg(test)]
@@ -724,7 +871,7 @@ mod tests {
         let pages = Pages::new();
         let who = Some(Who { name: "alice".into(), csrf: Some("c".into()) });
         let r = || Rev { short: "abc1234".into(), full: "abc1234ff".into(), url: None };
-        let login = context! { title => "sign in", who => Serde(None::<Who>), next => "/", name => "", problem => None::<String> };
+        let login = context! { title => "sign in", who => Serde(None::<Who>), next => "/", name => "", problem => None::<String>, tokens => true, oidc => true };
         let pending = context! {
             title => "t", here => "/clusters/a/pending", who => Serde(who), summary => "s", base => Serde(r()), head => Serde(r()),
             rows => Serde(side_by_side("--- base/A/b\n+++ head/A/b\n@@ -1 +1 @@\n-x\n+y\n")), name => "a", rollout => None::<String>, stale => None::<String>,
@@ -735,5 +882,7 @@ mod tests {
         assert!(pending.contains("<td class=\"del\">x</td>") && pending.contains("<td class=\"add\">y</td>"));
         let message = context! { title => "t", who => Serde(None::<Who>), message => "m", link => Serde(None::<Link>) };
         assert!(pages.render("message.html", message).unwrap().contains("<p>m</p>"));
+        let next = context! { title => "t", who => Serde(None::<Who>), next => "/clusters/a" };
+        assert!(pages.render("continue.html", next).unwrap().contains("content=\"0; url=&#x2f;clusters&#x2f;a\""));
     }
 }
