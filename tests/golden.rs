@@ -152,6 +152,57 @@ fn a_change_to_many_clusters_sharing_renders_is_one_group() {
     assert!(text.contains("group 1 · 11 clusters: p00@1.0.0 (in-place edit), +0 ~12 -0 — c00000, c00100, c00200, … c01000 (full list in the JSON plan)"), "{text}");
 }
 
+/// Every forge's limit on one comment, in characters, as `strata::report` keeps to them.
+fn forges() -> Vec<(strata::report::Provider, usize)> {
+    use strata::report::Provider;
+    vec![
+        (Provider::Github, 65_536),
+        (Provider::Gitea, 65_536),
+        (Provider::Gitlab, 1_000_000),
+        (Provider::Bitbucket, 32_767),
+    ]
+}
+
+#[test]
+fn the_markdown_plan_of_10000_clusters_fits_every_forge_and_says_where_the_rest_is() {
+    use strata::plan::format::{self, Fit};
+    for rollout in [false, true] {
+        let plan = support::plans::edit_everywhere(10_000, rollout);
+        for (provider, limit) in forges() {
+            assert_eq!(provider.comment_limit(), limit);
+            let fit = Fit::new(
+                limit,
+                provider.label(),
+                Some("https://strata.example.com/plan"),
+                Some(("a".repeat(40).as_str(), "b".repeat(40).as_str())),
+            );
+            let comment = format::comment(&plan, &fit);
+            let length = comment.chars().count();
+            assert!(length <= limit, "{provider:?}: {length} > {limit}");
+            assert!(comment.starts_with("<!-- strata-plan -->\n### strata plan: 10000 clusters change: 5000 in-place edits, 5000 pending updates\n"), "{comment}");
+            assert!(comment.contains("**10,000 clusters change in 90 groups · 5,000 pending approval"), "{provider:?}");
+            // The largest groups come first, with their diff.
+            assert!(comment.contains("<details><summary><b>Group 1</b> · 167 clusters: p00@1.2.0 (in-place edit), +0 ~9 -0 — <code>c00020</code>, <code>c00110</code>, <code>c00140</code>, … <code>c09980</code> (full list in the JSON plan)"), "{provider:?}:\n{comment}");
+            assert!(comment.contains("```diff\n--- base/Deployment/"), "{provider:?}");
+            assert!(comment.contains("strata.dev/cluster: <cluster>"), "{provider:?}");
+            if length < limit / 2 {
+                // Everything fitted (GitLab).
+                assert!(!comment.contains("are not shown"), "{provider:?}");
+            } else {
+                // Groups (or their diffs) that do not fit are left out, and the note says so.
+                assert!(
+                    comment.contains("are not shown**, to keep this comment within")
+                        || comment.contains(
+                            "Diffs of the groups listed without one were left out, to keep this comment within"
+                        ),
+                    "{provider:?}"
+                );
+                assert!(comment.contains("`strata plan --base aaaaaaaaaaaa --head bbbbbbbbbbbb --format json` (in CI, keep its output as a build artifact). The plan's status: https://strata.example.com/plan"), "{provider:?}");
+            }
+        }
+    }
+}
+
 #[test]
 fn text_and_json_plans_of_10000_clusters() {
     use strata::plan::format;

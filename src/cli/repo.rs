@@ -141,15 +141,11 @@ pub fn plan(
     print(&text)?;
     if let Some((config, pr)) = post {
         let head = head_snap.revision.as_deref().unwrap_or_default();
-        let posted = post_status(
-            cli,
-            config,
-            head,
-            strata::report::State::Success,
-            &plan.summary(),
-            pr,
-            &format::markdown(&plan),
-        )?;
+        // Fitted to the forge's limit on a comment; what does not fit is in the JSON plan.
+        let base = base_snap.as_ref().and_then(|s| s.revision.as_deref()).unwrap_or("(empty)");
+        let status = host.as_ref().and_then(|h| h.status.as_ref());
+        let comment = format::comment(&plan, &strata::report::plan_fit(status, base, head));
+        let posted = post_status(cli, config, head, strata::report::State::Success, &plan.summary(), pr, &comment)?;
         eprintln!("{posted}");
     }
     Ok(if detailed && plan.has_changes() { 3 } else { 0 })
