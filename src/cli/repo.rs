@@ -135,7 +135,12 @@ pub fn plan(
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let text = match format {
         PlanFormat::Text => format::text(&plan, color),
-        PlanFormat::Markdown => format::markdown(&plan),
+        // A GitHub-sized comment (the smallest limit of the common forges but Bitbucket's;
+        // `--post` fits the configured forge) whose rest is this plan's JSON.
+        PlanFormat::Markdown => {
+            let revisions = base_snap.as_ref().and_then(|s| s.revision.as_deref()).zip(head_snap.revision.as_deref());
+            format::comment(&plan, &format::Fit::new(format::GITHUB_COMMENT_LIMIT, "GitHub", None, revisions))
+        }
         PlanFormat::Json => format::json(&plan),
         PlanFormat::Yaml => {
             strata::yaml::to_string(&serde_json::from_str(&format::json(&plan)).expect("the JSON plan parses"))
@@ -146,7 +151,7 @@ pub fn plan(
     if let Some((config, pr)) = post {
         let head = head_snap.revision.as_deref().unwrap_or_default();
         // Fitted to the forge's limit on a comment; what does not fit is in the JSON plan.
-        let base = base_snap.as_ref().and_then(|s| s.revision.as_deref()).unwrap_or("(empty)");
+        let base = base_snap.as_ref().and_then(|s| s.revision.as_deref());
         let status = host.as_ref().and_then(|h| h.status.as_ref());
         let comment = format::comment(&plan, &strata::report::plan_fit(status, base, head));
         let posted = post_status(cli, config, head, strata::report::State::Success, &plan.summary(), pr, &comment)?;

@@ -37,7 +37,7 @@ pub async fn plan_pull_requests(shared: &Arc<Shared>, source: &Arc<Mutex<RepoSou
             // view and the API show for the values the clusters run.
             let settings = shared.render.with_redactor(crate::redact::Redactor::random());
             // The comment fits the forge's limit; it says where the rest of the plan is.
-            let fit = crate::report::plan_fit(shared.config.status.as_ref(), &base, &head);
+            let fit = crate::report::plan_fit(shared.config.status.as_ref(), Some(&base), &head);
             tokio::task::spawn_blocking(move || -> Result<(String, String), String> {
                 let git = source.lock().unwrap_or_else(|p| p.into_inner()).git_source().map_err(|e| e.to_string())?;
                 let (b, h) =

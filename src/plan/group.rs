@@ -233,6 +233,78 @@ mod tests {
         assert_eq!(own_name("é-c1-é", "c1", "X"), "é-X-é");
     }
 
+    use crate::model::UpdatePolicy;
+    use crate::render::object::ObjectId;
+
+    /// A cluster whose Deployment `web` changes: `context` around the change, `changed` the
+    /// replicas line it gets.
+    fn cluster(name: &str, context: &str, changed: &str, pending: bool) -> ClusterPlan {
+        let diff = format!(
+            "--- base/Deployment/apps/web\n+++ head/Deployment/apps/web\n@@ -3,5 +3,5 @@\n   labels:\n    strata.dev/cluster: {name}\n    region: {context}\n-  replicas: 1\n+  replicas: {changed}\n"
+        );
+        ClusterPlan {
+            cluster: name.to_string(),
+            kind: ChangeKind::InPlaceEdit,
+            reasons: vec![ChangeKind::InPlaceEdit],
+            from: Some("web@1.0.0".into()),
+            to: Some("web@1.0.0".into()),
+            updates: if pending { UpdatePolicy::Manual } else { UpdatePolicy::Auto },
+            pending,
+            update_available: None,
+            base_digest: None,
+            head_digest: None,
+            objects: vec![ObjectChange {
+                id: ObjectId::new("apps/v1", "Deployment", Some("apps"), "web"),
+                layer: "web".into(),
+                action: Action::Changed,
+                diff,
+            }],
+        }
+    }
+
+    fn plan(clusters: Vec<ClusterPlan>) -> Plan {
+        Plan { base: None, head: None, clusters, rollouts: Vec::new() }
+    }
+
+    #[test]
+    fn the_same_change_is_one_group_whatever_the_cluster_is_called_or_what_is_around_it() {
+        let p = plan(vec![
+            cluster("eu-1", "eu-west-1", "2", false),
+            cluster("eu-2", "eu-west-1", "2", false),
+            cluster("us-1", "us-east-1", "2", false),
+        ]);
+        let found = groups(&p);
+        assert_eq!(found.len(), 1);
+        let g = &found[0];
+        assert_eq!(g.members.iter().map(|m| m.cluster.as_str()).collect::<Vec<_>>(), ["eu-1", "eu-2", "us-1"]);
+        // The region around the change differs: the group says its context is eu-1's.
+        assert!(!g.same_context);
+        let shown = &g.objects()[0].diff;
+        assert!(shown.contains("strata.dev/cluster: <cluster>\n") && shown.contains("region: eu-west-1"), "{shown}");
+        // One cluster: its own diff, its own name.
+        let single = plan(vec![cluster("eu-1", "eu-west-1", "2", false)]);
+        let one = groups(&single);
+        assert!(one[0].same_context && one[0].objects()[0].diff.contains("cluster: eu-1\n"));
+    }
+
+    #[test]
+    fn a_different_change_or_pending_state_is_another_group() {
+        let p = plan(vec![
+            cluster("a", "r", "2", false),
+            cluster("b", "r", "2", false),
+            // Its override pins replicas: another change.
+            cluster("c", "r", "5", false),
+            // The same change, held for approval: its own group, the diff "as group 1".
+            cluster("d", "r", "2", true),
+        ]);
+        let found = groups(&p);
+        let members: Vec<Vec<&str>> =
+            found.iter().map(|g| g.members.iter().map(|m| m.cluster.as_str()).collect()).collect();
+        assert_eq!(members, [vec!["a", "b"], vec!["c"], vec!["d"]]);
+        assert_eq!(found.iter().map(|g| g.same_diff_as).collect::<Vec<_>>(), [None, None, Some(1)]);
+        assert_eq!(ids(&found)["d"], 3);
+    }
+
     #[test]
     fn names_fold_past_five() {
         let names = ["a", "b", "c", "d", "e"];

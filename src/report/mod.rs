@@ -637,19 +637,24 @@ mod tests {
 }
 
 /// How a plan comment to the configured forge fits: that forge's limit, and where the rest of
-/// the plan is — what to run between `base` and `head`, and the `strata/plan` status's link
-/// (`status.target_url`) when there is one.
-pub fn plan_fit(status: Option<&crate::config::StatusConfig>, base: &str, head: &str) -> crate::plan::format::Fit {
+/// the plan is — what to run between `base` (none: the first commit) and `head`, and the
+/// `strata/plan` status's link (`status.target_url`) when there is one.
+pub fn plan_fit(
+    status: Option<&crate::config::StatusConfig>,
+    base: Option<&str>,
+    head: &str,
+) -> crate::plan::format::Fit {
     use crate::plan::format::Fit;
+    let revisions = base.map(|base| (base, head));
     let Some(status) = status else {
-        return Fit::new(Provider::Github.comment_limit(), "GitHub", None, Some((base, head)));
+        return Fit::new(Provider::Github.comment_limit(), "GitHub", None, revisions);
     };
     let provider = match &status.sink {
         crate::config::StatusSink::Forge { forge, .. } => forge.provider,
         crate::config::StatusSink::Notes => Provider::Github,
     };
     let url = status.target_url("plan", head);
-    Fit::new(provider.comment_limit(), provider.label(), url.as_deref(), Some((base, head)))
+    Fit::new(provider.comment_limit(), provider.label(), url.as_deref(), revisions)
 }
 
 /// What `plan --post` did.
