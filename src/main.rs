@@ -50,7 +50,9 @@ enum Command {
         /// Revision to compare to. Default: --rev, or HEAD.
         #[arg(long, value_name = "REV")]
         head: Option<String>,
-        #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+        /// What to print: text, markdown (the pull-request comment), json or yaml (every
+        /// cluster), name (`cluster/NAME` of each changed cluster).
+        #[arg(short = 'o', long = "output", alias = "format", value_name = "FORMAT", value_enum, default_value_t = PlanFormat::Text)]
         format: PlanFormat,
         /// Exit 3 when any cluster changes (0 when none does).
         #[arg(long)]
@@ -71,13 +73,15 @@ enum Command {
         /// Only clusters with this tag (`key:value`, or `key` for any value); repeat to require several.
         #[arg(long, value_name = "TAG")]
         tag: Vec<String>,
-        #[arg(long, value_enum, default_value_t = ListFormat::Text)]
-        format: ListFormat,
+        #[command(flatten)]
+        output: OutputArg,
     },
     /// List profiles, their versions, and the clusters on each.
     Profiles {
-        #[arg(long, value_enum, default_value_t = ListFormat::Text)]
-        format: ListFormat,
+        /// Only this profile's versions.
+        profile: Option<String>,
+        #[command(flatten)]
+        output: OutputArg,
     },
     /// Apply clusters' desired sets to their targets: staged server-side apply, prune, health.
     Apply {
@@ -89,8 +93,8 @@ enum Command {
         /// Allow an empty desired set to prune everything strata applied before.
         #[arg(long)]
         allow_empty: bool,
-        #[arg(long, value_enum, default_value_t = ListFormat::Text)]
-        format: ListFormat,
+        #[command(flatten)]
+        output: OutputArg,
     },
     /// Show live against desired for a cluster, like `kubectl diff` (exit 3 when they differ).
     Diff {
@@ -105,8 +109,8 @@ enum Command {
         /// Override the clusters' `drift` policy.
         #[arg(long, value_enum)]
         policy: Option<PolicyArg>,
-        #[arg(long, value_enum, default_value_t = ListFormat::Text)]
-        format: ListFormat,
+        #[command(flatten)]
+        output: OutputArg,
     },
     /// Run the daemon: watch the repository, keep every cluster equal to it, serve webhooks, the
     /// API, metrics and health. Logs go to stderr; RUST_LOG sets the level (default info).
@@ -147,8 +151,8 @@ enum Command {
         diff: bool,
         #[arg(long, default_value = "strata.yaml", value_name = "FILE")]
         config: PathBuf,
-        #[arg(long, value_enum, default_value_t = ListFormat::Text)]
-        format: ListFormat,
+        #[command(flatten)]
+        output: OutputArg,
     },
     /// Stop reconciling a cluster (the running daemon keeps it as it is) until resumed.
     Suspend {
@@ -161,6 +165,13 @@ enum Command {
         cluster: String,
         #[arg(long, default_value = "strata.yaml", value_name = "FILE")]
         config: PathBuf,
+    },
+    /// Print a shell completion script: `source <(strata completion bash)`, or write it where
+    /// the shell loads completions from (zsh: a `_strata` file on $fpath; fish:
+    /// ~/.config/fish/completions/strata.fish).
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
     /// Rollouts as the running daemon runs them: status, promote, pause, resume, abort.
     Rollout {
@@ -176,8 +187,8 @@ enum RolloutCommand {
     /// Every rollout (or one, in detail): its waves, their clusters, what holds the next one.
     Status {
         rollout: Option<String>,
-        #[arg(long, value_enum, default_value_t = ListFormat::Text)]
-        format: ListFormat,
+        #[command(flatten)]
+        output: OutputArg,
     },
     /// Go on now: start a wave that waits for promotion (approval: manual), or end a bake.
     Promote {
@@ -222,17 +233,33 @@ enum PolicyArg {
     Correct,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum PlanFormat {
     Text,
     Markdown,
     Json,
+    Yaml,
+    Name,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum ListFormat {
+/// What a listing or status command prints, as kubectl's `-o` says it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// A table for people (the default).
     Text,
+    /// The table with more columns.
+    Wide,
+    /// `kind/name` per line, for scripts.
+    Name,
     Json,
+    Yaml,
+}
+
+#[derive(clap::Args)]
+struct OutputArg {
+    /// Output format: text (default), wide, name, json or yaml.
+    #[arg(short = 'o', long = "output", alias = "format", value_name = "FORMAT", value_enum, default_value_t = Output::Text)]
+    output: Output,
 }
 
 fn main() -> ExitCode {
@@ -270,29 +297,34 @@ fn run(cli: &Cli) -> Result<u8, Failure> {
             let post = if *post { Some((config.as_deref().expect("clap requires it"), *pr)) } else { None };
             cli::repo::plan(cli, base.as_deref(), head.as_deref(), *format, *detailed_exitcode, post)
         }
-        Command::Clusters { tag, format } => cli::repo::clusters(cli, tag, *format),
-        Command::Profiles { format } => cli::repo::profiles(cli, *format),
-        Command::Apply { select, dry_run, allow_empty, format } => {
-            runtime()?.block_on(cli::apply::apply(cli, select, *dry_run, *allow_empty, *format))
+        Command::Clusters { tag, output } => cli::repo::clusters(cli, tag, output.output),
+        Command::Profiles { profile, output } => cli::repo::profiles(cli, profile.as_deref(), output.output),
+        Command::Apply { select, dry_run, allow_empty, output } => {
+            runtime()?.block_on(cli::apply::apply(cli, select, *dry_run, *allow_empty, output.output))
         }
         Command::Diff { cluster, config } => runtime()?.block_on(cli::apply::diff(cli, cluster, config)),
-        Command::Drift { select, policy, format } => {
-            runtime()?.block_on(cli::apply::drift(cli, select, *policy, *format))
+        Command::Drift { select, policy, output } => {
+            runtime()?.block_on(cli::apply::drift(cli, select, *policy, output.output))
         }
         Command::Run { config, log_format } => cli::daemon::run(config, *log_format),
         Command::RecoverState { config } => cli::daemon::recover_state(config),
         Command::Approve { cluster, config, by, revision } => {
             runtime()?.block_on(cli::daemon::approve(cluster, config, by.as_deref(), revision.as_deref()))
         }
-        Command::Status { cluster, tag, diff, config, format } => {
-            runtime()?.block_on(cli::daemon::status(cluster.as_deref(), tag, *diff, config, *format))
+        Command::Status { cluster, tag, diff, config, output } => {
+            runtime()?.block_on(cli::daemon::status(cluster.as_deref(), tag, *diff, config, output.output))
+        }
+        Command::Completion { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut <Cli as clap::CommandFactory>::command(), "strata", &mut script);
+            cli::print(&String::from_utf8_lossy(&script))
         }
         Command::Suspend { cluster, config } => runtime()?.block_on(cli::daemon::suspend(cluster, config, true)),
         Command::Resume { cluster, config } => runtime()?.block_on(cli::daemon::suspend(cluster, config, false)),
         Command::Rollout { command, config } => runtime()?.block_on(async {
             match command {
-                RolloutCommand::Status { rollout, format } => {
-                    cli::rollout::status(rollout.as_deref(), config, *format).await
+                RolloutCommand::Status { rollout, output } => {
+                    cli::rollout::status(rollout.as_deref(), config, output.output).await
                 }
                 RolloutCommand::Promote { rollout, wave } => {
                     cli::rollout::promote(rollout, wave.as_deref(), config).await

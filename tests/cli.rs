@@ -71,10 +71,11 @@ fn render_is_deterministic() {
 }
 
 #[test]
-fn render_of_an_unknown_cluster_names_the_known_ones() {
+fn render_of_an_unknown_cluster_says_how_to_list_them() {
+    // Not every name: a fleet has thousands (close names are proposed, see below).
     let run = strata_with_env(&["render", "nope"], &example_dir(), &[]);
     assert_eq!(run.code, 1);
-    assert!(run.stderr.contains("no cluster named `nope`") && run.stderr.contains("aws-cluster"), "{}", run.stderr);
+    assert_eq!(run.stderr, "error: no cluster named `nope` (`strata clusters` lists them)\n");
 }
 
 #[test]
@@ -288,4 +289,174 @@ fn plan_needs_git() {
     let run = strata_with_env(&["plan"], &example_dir(), &[]);
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("not a Git repository"), "{}", run.stderr);
+}
+
+/// `-o` as kubectl has it on every listing: the default table, `wide`, `name`, `json`, `yaml`;
+/// `--format` still takes the same values.
+#[test]
+fn listings_print_every_output_format() {
+    let dir = example_dir();
+    let run = |args: &[&str]| strata_with_env(args, &dir, &[]).ok().stdout;
+    for (command, kind, header, wide) in
+        [("clusters", "cluster", "CLUSTER  ", "DRIFT    TARGET"), ("profiles", "profile", "PROFILE  ", "DESCRIPTION")]
+    {
+        let text = run(&[command]);
+        assert!(text.starts_with(header), "{text}");
+        assert_eq!(run(&[command, "-o", "text"]), text);
+        assert!(!text.contains(wide), "{text}");
+        assert!(run(&[command, "-o", "wide"]).lines().next().unwrap().contains(wide), "{command} -o wide");
+        let json: Value = serde_json::from_str(&run(&[command, "-o", "json"])).unwrap();
+        assert_eq!(run(&[command, "--format", "json"]), run(&[command, "--output", "json"]));
+        let yaml: Value = strata::yaml::parse(&run(&[command, "-o", "yaml"])).unwrap();
+        assert_eq!(yaml, json, "{command}: yaml and json say the same");
+        let names = run(&[command, "-o", "name"]);
+        assert_eq!(names.lines().count(), json.as_array().unwrap().len(), "{names}");
+        assert!(names.lines().all(|l| l.starts_with(&format!("{kind}/"))), "{names}");
+    }
+    assert_eq!(run(&["clusters", "-o", "name", "--tag", "env:lab"]), "cluster/edge-lab\n");
+    assert_eq!(
+        run(&["profiles", "edge-profile", "-o", "name"]),
+        "profile/edge-profile@2.0.0\nprofile/edge-profile@2.1.0\n"
+    );
+    let bad = strata_with_env(&["clusters", "-o", "table"], &dir, &[]);
+    assert_eq!(bad.code, 2, "clap refuses an unknown format");
+    assert!(bad.stderr.contains("[possible values: text, wide, name, json, yaml]"), "{}", bad.stderr);
+}
+
+#[test]
+fn plan_output_formats() {
+    let repo = Repo::example();
+    repo.edit(AWS_1_0_0, "replicas: 1", "replicas: 3").commit("three");
+    assert_eq!(repo.strata(&["plan", "-o", "name"]).ok().stdout, "cluster/aws-cluster\n");
+    let json: Value = serde_json::from_str(&repo.strata(&["plan", "-o", "json"]).ok().stdout).unwrap();
+    let yaml: Value = strata::yaml::parse(&repo.strata(&["plan", "-o", "yaml"]).ok().stdout).unwrap();
+    assert_eq!(yaml, json);
+    assert_eq!(json["clusters"].as_array().unwrap().iter().filter(|c| c["group"] == 1).count(), 1);
+    assert_eq!(
+        repo.strata(&["plan", "--format", "markdown"]).ok().stdout,
+        repo.strata(&["plan", "-o", "markdown"]).ok().stdout
+    );
+}
+
+#[test]
+fn completion_scripts_for_bash_zsh_and_fish() {
+    let dir = example_dir();
+    let script = |shell: &str| strata_with_env(&["completion", shell], &dir, &[]).ok().stdout;
+    let bash = script("bash");
+    assert!(bash.contains("_strata()") && bash.contains("complete -F _strata"), "{bash}");
+    let zsh = script("zsh");
+    assert!(zsh.starts_with("#compdef strata"), "{zsh}");
+    let fish = script("fish");
+    assert!(fish.contains("complete -c strata"), "{fish}");
+    for script in [&bash, &zsh, &fish] {
+        for word in ["plan", "clusters", "rollout", "completion", "output", "wide"] {
+            assert!(script.contains(word), "{word} in {script}");
+        }
+    }
+    assert_eq!(strata_with_env(&["completion", "tcsh"], &dir, &[]).code, 2);
+}
+
+#[test]
+fn unknown_names_suggest_a_few_close_ones() {
+    let dir = example_dir();
+    let run = strata_with_env(&["render", "aws-clustr"], &dir, &[]);
+    assert_eq!((run.code, run.stderr.trim()), (1, "error: no cluster named `aws-clustr`; did you mean `aws-cluster`?"));
+    let run = strata_with_env(&["render", "edge"], &dir, &[]);
+    assert_eq!(run.stderr.trim(), "error: no cluster named `edge` (`strata clusters` lists them)");
+    let run = strata_with_env(&["render", "aws-stagin"], &dir, &[]);
+    assert!(run.stderr.contains("did you mean `aws-staging`?"), "{}", run.stderr);
+    let run = strata_with_env(&["profiles", "edge-profil"], &dir, &[]);
+    assert_eq!(run.stderr.trim(), "error: no profile named `edge-profil`; did you mean `edge-profile`?");
+}
+
+/// `apply` and `drift` on directory targets: every output format, a summary line on stderr, no
+/// progress bar when stderr is not a terminal.
+#[test]
+fn apply_and_drift_output_formats_and_summary() {
+    let repo = Repo::example();
+    let out = tempfile::tempdir().unwrap();
+    let config = out.path().join("strata.yaml");
+    let targets: String = ["aws-cluster", "aws-staging", "edge-berlin", "lab"]
+        .iter()
+        .map(|t| format!("  {t}: {{ directory: {} }}\n", out.path().join(t).display()))
+        .collect();
+    std::fs::write(&config, format!("targets:\n{targets}")).unwrap();
+    let config = config.to_str().unwrap();
+
+    let run = repo.strata(&["apply", "--all", "--config", config]).ok();
+    assert!(run.stdout.contains("aws-cluster: applied aws-profile@1.0.0"), "{}", run.stdout);
+    assert_eq!(run.stderr, "4 clusters: 4 applied\n", "the summary, and no progress bar off a terminal");
+    let again = repo.strata(&["apply", "--all", "--config", config, "-o", "wide"]).ok();
+    assert_eq!(again.stderr, "4 clusters: 4 unchanged\n");
+    assert!(again.stdout.contains("  unchanged "), "wide lists unchanged objects: {}", again.stdout);
+    let one = repo.strata(&["apply", "aws-cluster", "--config", config]).ok();
+    assert_eq!(one.stderr, "", "no summary for one cluster");
+
+    let names = repo.strata(&["apply", "--all", "--config", config, "-o", "name"]).ok();
+    assert_eq!(names.stdout, "cluster/aws-cluster\ncluster/aws-staging\ncluster/edge-berlin\ncluster/edge-lab\n");
+    let json: Value =
+        serde_json::from_str(&repo.strata(&["apply", "--all", "--config", config, "-o", "json"]).ok().stdout).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 4);
+    let yaml = repo.strata(&["apply", "--all", "--config", config, "-o", "yaml"]).ok().stdout;
+    assert!(yaml.starts_with("- cluster: aws-cluster\n"), "{yaml}");
+
+    // Drift: nothing drifted, so `-o name` is empty; the others still list every cluster.
+    let run = repo.strata(&["drift", "--all", "--config", config, "-o", "name"]).ok();
+    assert_eq!(run.stdout, "");
+    let json: Value =
+        serde_json::from_str(&repo.strata(&["drift", "--all", "--config", config, "--format", "json"]).ok().stdout)
+            .unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 4);
+    assert!(repo.strata(&["drift", "--all", "--config", config]).ok().stdout.contains("aws-cluster: no drift"));
+}
+
+/// `status` and `rollout status` ask the daemon: every output format, the summary line, and
+/// names it does not know answered with close ones.
+#[test]
+fn daemon_status_output_formats() {
+    use common::daemon::{Daemon, example_targets, local};
+    use std::time::Duration;
+    let repo = Repo::example();
+    let daemon = Daemon::start(&local(&repo), &example_targets());
+    daemon.wait_for("every cluster applied", Duration::from_secs(30), |d| {
+        d.strata(&["status"]).stderr.trim_end().ends_with("4 clusters: 4 applied")
+    });
+    let text = daemon.strata(&["status"]);
+    assert!(text.stdout.starts_with("CLUSTER "), "{}", text.stdout);
+    assert!(
+        daemon
+            .strata(&["status", "-o", "wide"])
+            .stdout
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with("APPLIED               MESSAGE")
+    );
+    assert_eq!(
+        daemon.strata(&["status", "-o", "name"]).stdout,
+        "cluster/aws-cluster\ncluster/aws-staging\ncluster/edge-berlin\ncluster/edge-lab\n"
+    );
+    let json: Value = serde_json::from_str(&daemon.strata(&["status", "--format", "json"]).stdout).unwrap();
+    let yaml: Value = strata::yaml::parse(&daemon.strata(&["status", "-o", "yaml"]).stdout).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 4);
+    assert_eq!(yaml.as_array().unwrap().len(), 4);
+    assert_eq!(daemon.strata(&["status", "aws-cluster", "-o", "name"]).stdout, "cluster/aws-cluster\n");
+    let detail: Value = strata::yaml::parse(&daemon.strata(&["status", "aws-cluster", "-o", "yaml"]).stdout).unwrap();
+    assert_eq!(detail["cluster"]["name"], "aws-cluster");
+    let unknown = daemon.strata(&["status", "aws-clustr"]);
+    assert_eq!(unknown.code, 1);
+    assert!(
+        unknown.stderr.contains("no cluster named \"aws-clustr\"; did you mean `aws-cluster`?"),
+        "{}",
+        unknown.stderr
+    );
+
+    assert_eq!(daemon.strata(&["rollout", "status", "-o", "name"]).stdout, "");
+    assert_eq!(daemon.strata(&["rollout", "status", "-o", "json"]).stdout, "[]\n");
+    let unknown = daemon.strata(&["rollout", "status", "default"]);
+    assert!(
+        unknown.stderr.contains("no rollout named \"default\" (`strata rollout status` lists them)"),
+        "{}",
+        unknown.stderr
+    );
 }

@@ -101,3 +101,138 @@ fn a_generated_fleet_where_every_cluster_overrides_renders_and_plans_as_it_alway
 fn a_generated_fleet_with_shared_renders_renders_and_plans_as_it_always_has() {
     golden_fleet(Shape::Shared);
 }
+
+/// A grouped plan on a generated fleet, in text and markdown, of an in-place edit of `edited`
+/// profile versions: `rollout` adds a policy that holds p00's and p01's clusters (a canary wave
+/// of those in eu-central-1, then the rest).
+fn golden_grouped(shape: Shape, clusters: usize, edited: &[&str], rollout: bool) -> (String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let base = fleet::generate(dir.path(), shape, clusters);
+    let base = if rollout {
+        support::write(
+            dir.path(),
+            "rollouts/default.yaml",
+            "apiVersion: strata.dev/v1\nkind: Rollout\nmetadata: { name: default }\nspec:\n  profiles: [p00, p01]\n  waves:\n    - name: canary\n      selector: { tags: [\"region:eu-central-1\"] }\n      bake: 10m\n    - name: rest\n",
+        );
+        support::git(dir.path(), &["add", "-A"]);
+        support::git(dir.path(), &["commit", "-q", "-m", "rollout"]);
+        let _ = base;
+        support::git(dir.path(), &["rev-parse", "HEAD"])
+    } else {
+        base
+    };
+    let head = fleet::edit_versions(dir.path(), edited);
+    let clean = |out: String| {
+        out.replace(&base, "BASE").replace(&head, "HEAD").replace(&base[..7], "BASE").replace(&head[..7], "HEAD")
+    };
+    let text = strata_with_env(&["plan", "--base", &base, "--head", &head], dir.path(), &[]).ok().stdout;
+    let markdown =
+        strata_with_env(&["plan", "--base", &base, "--head", &head, "--format", "markdown"], dir.path(), &[])
+            .ok()
+            .stdout;
+    (clean(text), clean(markdown))
+}
+
+#[test]
+fn a_change_to_many_overriding_clusters_is_shown_in_groups_with_their_rollout() {
+    // 400 clusters: the edit of p00@1.2.0 and p01@1.2.0 reaches 40, in groups by the layer
+    // their overrides pin replicas in, and by whether they apply it (p00, `updates: auto`) or
+    // hold it for approval (p01, `updates: manual`).
+    let (text, markdown) = golden_grouped(Shape::Overridden, 400, &["p00/1.2.0", "p01/1.2.0"], true);
+    assert_golden("fleet-overridden-grouped.txt", &text);
+    assert_golden("fleet-overridden-grouped.md", &markdown);
+    assert!(text.contains("40 clusters change in 6 groups · 20 pending approval · 40 held by rollouts"), "{text}");
+}
+
+#[test]
+fn a_change_to_many_clusters_sharing_renders_is_one_group() {
+    let (text, markdown) = golden_grouped(Shape::Shared, 1_100, &["p00/1.0.0"], false);
+    assert_golden("fleet-shared-grouped.txt", &text);
+    assert_golden("fleet-shared-grouped.md", &markdown);
+    assert!(text.contains("group 1 · 11 clusters: p00@1.0.0 (in-place edit), +0 ~12 -0 — c00000, c00100, c00200, … c01000 (full list in the JSON plan)"), "{text}");
+}
+
+/// Every forge's limit on one comment, in characters, as `strata::report` keeps to them.
+fn forges() -> Vec<(strata::report::Provider, usize)> {
+    use strata::report::Provider;
+    vec![
+        (Provider::Github, 65_536),
+        (Provider::Gitea, 65_536),
+        (Provider::Gitlab, 1_000_000),
+        (Provider::Bitbucket, 32_767),
+    ]
+}
+
+#[test]
+fn the_markdown_plan_of_10000_clusters_fits_every_forge_and_says_where_the_rest_is() {
+    use strata::plan::format::{self, Fit};
+    for rollout in [false, true] {
+        let plan = support::plans::edit_everywhere(10_000, rollout);
+        for (provider, limit) in forges() {
+            assert_eq!(provider.comment_limit(), limit);
+            let fit = Fit::new(
+                limit,
+                provider.label(),
+                Some("https://strata.example.com/plan"),
+                Some(("a".repeat(40).as_str(), "b".repeat(40).as_str())),
+            );
+            let comment = format::comment(&plan, &fit);
+            let length = comment.chars().count();
+            assert!(length <= limit, "{provider:?}: {length} > {limit}");
+            assert!(comment.starts_with("<!-- strata-plan -->\n### strata plan: 10000 clusters change: 5000 in-place edits, 5000 pending updates\n"), "{comment}");
+            assert!(comment.contains("**10,000 clusters change in 90 groups · 5,000 pending approval"), "{provider:?}");
+            // The largest groups come first, with their diff.
+            assert!(comment.contains("<details><summary><b>Group 1</b> · 167 clusters: p00@1.2.0 (in-place edit), +0 ~9 -0 — <code>c00020</code>, <code>c00110</code>, <code>c00140</code>, … <code>c09980</code> (full list in the JSON plan)"), "{provider:?}:\n{comment}");
+            assert!(comment.contains("```diff\n--- base/Deployment/"), "{provider:?}");
+            assert!(comment.contains("strata.dev/cluster: <cluster>"), "{provider:?}");
+            if length < limit / 2 {
+                // Everything fitted (GitLab).
+                assert!(!comment.contains("are not shown"), "{provider:?}");
+            } else {
+                // Groups (or their diffs) that do not fit are left out, and the note says so.
+                assert!(
+                    comment.contains("are not shown**, to keep this comment within")
+                        || comment.contains(
+                            "Diffs of the groups listed without one were left out, to keep this comment within"
+                        ),
+                    "{provider:?}"
+                );
+                assert!(comment.contains("`strata plan --base aaaaaaaaaaaa --head bbbbbbbbbbbb --format json` (in CI, keep its output as a build artifact). The plan's status: https://strata.example.com/plan"), "{provider:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn text_and_json_plans_of_10000_clusters() {
+    use strata::plan::format;
+    let plan = support::plans::edit_everywhere(10_000, true);
+    let text = format::text(&plan, false);
+    // Summary first; every group once; no cluster's name is listed twice.
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[1], "10000 clusters change: 5000 in-place edits, 5000 pending updates");
+    assert_eq!(
+        lines[2],
+        "10,000 clusters change in 90 groups · 5,000 pending approval · 10,000 held by rollouts · 0 unchanged"
+    );
+    assert_eq!(text.matches("\ngroup ").count(), 90);
+    assert!(text.len() < 400_000, "{}", text.len());
+    assert!(
+        text.contains("\n       250 clusters: p00@1.0.0 (in-place edit) — c00000, c00040, c00080, … c09960\n"),
+        "{}",
+        &text[..3000]
+    );
+    // Pending groups say what to do, and where their clusters go out.
+    assert!(
+        text.contains("held until approved (updates: manual): strata approve <cluster> for each of the 167 clusters"),
+        "{}",
+        &text[..5000]
+    );
+    assert!(text.contains("\n  goes out with rollout default, wave 2 of 2 (rest)\n"), "{}", &text[..5000]);
+    // JSON keeps every cluster, with its group.
+    let json: serde_json::Value = serde_json::from_str(&format::json(&plan)).unwrap();
+    let clusters = json["clusters"].as_array().unwrap();
+    assert_eq!(clusters.len(), 10_000);
+    assert!(clusters.iter().all(|c| c["group"].as_u64().is_some_and(|g| (1..=90).contains(&g))));
+    assert_eq!(clusters.iter().filter(|c| c["group"] == 1).count(), 167);
+}

@@ -3,6 +3,8 @@
 
 mod common;
 mod forge;
+#[path = "../benches/support/mod.rs"]
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -127,6 +129,123 @@ fn bitbucket_build_statuses() {
         status.body,
         serde_json::json!({"key": "strata-plan", "state": "SUCCESSFUL", "name": "strata/plan", "url": "http://strata.example.com/plan", "description": "1 cluster changes: 1 pending update"})
     );
+}
+
+#[test]
+fn bitbucket_plan_comment_created_then_updated_in_place() {
+    let forge = Forge::start();
+    let (repo, _dir, config, _) = setup(&forge, "bitbucket", "acme/fleet");
+    busy_pull_request(&forge, 130, 0);
+    post(&repo, &config, Some("5")).ok();
+    post(&repo, &config, Some("5")).ok();
+    let id = forge.comments().last().unwrap().0;
+    assert_eq!(
+        calls(&forge.seen()),
+        [
+            "GET /2.0/repositories/acme/fleet/pullrequests/5/comments?pagelen=100".to_string(),
+            "GET /2.0/repositories/acme/fleet/pullrequests/5/comments?pagelen=100&page=2".into(),
+            "POST /2.0/repositories/acme/fleet/pullrequests/5/comments".into(),
+            "GET /2.0/repositories/acme/fleet/pullrequests/5/comments?pagelen=100".into(),
+            "GET /2.0/repositories/acme/fleet/pullrequests/5/comments?pagelen=100&page=2".into(),
+            format!("PUT /2.0/repositories/acme/fleet/pullrequests/5/comments/{id}"),
+        ]
+    );
+    let created = request(&forge.seen(), "POST", "/2.0/repositories/acme/fleet/pullrequests/5/comments").clone();
+    assert!(created.body["content"]["raw"].as_str().unwrap().starts_with("<!-- strata-plan -->\n"));
+    assert_eq!(forge.comments().len(), 131);
+}
+
+/// Posts `comment` as strata does (status, then the pull request's one comment) to the stand-in
+/// shaped as `provider`.
+fn post_comment(
+    forge: &Forge,
+    provider: strata::report::Provider,
+    comment: &str,
+) -> Result<strata::report::Posted, String> {
+    let api = forge.url.clone();
+    let forge = strata::report::Forge { provider, api, repo: "acme/fleet".into() };
+    let status = strata::report::Status::new(
+        &"b".repeat(40),
+        "strata/plan".into(),
+        strata::report::State::Success,
+        "plan",
+        None,
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let network = strata::net::Network::new(None).unwrap();
+        let client = strata::report::http::Client::for_status(&network, &Default::default()).unwrap();
+        strata::report::post_plan(&client, &forge, "s3cret", &status, Some(9), comment, MARKER)
+            .await
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// The forges strata posts to, each with its limit on a comment and what it answers past it.
+fn forges() -> Vec<(strata::report::Provider, usize, &'static str)> {
+    use strata::report::Provider;
+    vec![
+        (Provider::Github, 65_536, "422 Validation Failed: Body is too long (maximum is 65536 characters)"),
+        (Provider::Gitea, 65_536, ""),
+        (
+            Provider::Gitlab,
+            1_000_000,
+            "400 400 (Bad request) \"Note {:note=>[\"is too long (maximum is 1000000 characters)\"]}\" not given",
+        ),
+        (Provider::Bitbucket, 32_767, "400 "),
+    ]
+}
+
+#[test]
+fn a_plan_of_10000_clusters_is_posted_to_every_forge_within_its_limit() {
+    use strata::plan::format;
+    let (base, head) = ("a".repeat(40), "b".repeat(40));
+    for rollout in [false, true] {
+        let plan = support::plans::edit_everywhere(10_000, rollout);
+        let whole =
+            format::comment(&plan, &format::Fit { limit: usize::MAX, forge: "none".into(), rest: String::new() });
+        assert!(whole.chars().count() > 100_000, "the whole plan is larger than GitHub or Bitbucket takes");
+        for (provider, limit, refusal) in forges() {
+            let forge = Forge::start();
+            // As the daemon and `plan --post` fit it: the forge's limit, the rest pointed at.
+            let fit = format::Fit::new(provider.comment_limit(), provider.label(), None, Some((&base, &head)));
+            let comment = format::comment(&plan, &fit);
+            let posted = post_comment(&forge, provider, &comment).unwrap_or_else(|e| panic!("{provider:?}: {e}"));
+            assert_eq!(posted.comment.map(|c| c.0), Some("created"), "{provider:?}");
+            let stored = &forge.comments()[0].1;
+            assert!(stored.chars().count() <= limit, "{provider:?}: {}", stored.chars().count());
+            assert!(stored.contains("**10,000 clusters change in 90 groups"), "{provider:?}");
+            if whole.chars().count() > limit {
+                assert!(stored.contains("(in CI, keep its output as a build artifact)"), "{provider:?}");
+            } else {
+                // GitLab takes the whole plan.
+                assert_eq!(stored.replace(&fit.rest, ""), whole, "{provider:?}");
+            }
+            assert!(forge.too_long().is_empty(), "{provider:?}");
+            // Posted again: updated in place, still one comment.
+            post_comment(&forge, provider, &comment).unwrap();
+            assert_eq!(forge.comments().len(), 1, "{provider:?}");
+
+            // The stand-in answers what is too long as the forge does; strata does not send it.
+            let too_long = format!("{MARKER}\n{}", "x".repeat(limit));
+            let e = post_comment(&forge, provider, &too_long).unwrap_err();
+            assert!(e.contains(&format!("takes at most {limit} in a comment")), "{provider:?}: {e}");
+            if refusal.is_empty() {
+                continue;
+            }
+            let direct = strata::report::Forge { provider, api: forge.url.clone(), repo: "acme/fleet".into() };
+            let request = direct.comment_request(9, None, &too_long).unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let answer = runtime.block_on(async {
+                let network = strata::net::Network::new(None).unwrap();
+                let client = strata::report::http::Client::for_status(&network, &Default::default()).unwrap();
+                client.send(&direct, &request, "s3cret").await
+            });
+            let e = answer.unwrap_err().to_string();
+            assert!(e.contains(refusal), "{provider:?}: {e}");
+            assert_eq!(forge.too_long().len(), 1, "{provider:?}");
+        }
+    }
 }
 
 #[test]

@@ -234,6 +234,18 @@ pub fn edit_in_place(root: &Path, shape: Shape) -> String {
     git(root, &["rev-parse", "HEAD"])
 }
 
+/// Commits an in-place edit of each of `versions` (`p01/1.2.0`: their replicas go to 2); returns
+/// the new commit.
+pub fn edit_versions(root: &Path, versions: &[&str]) -> String {
+    for edited in versions {
+        let (profile, version) = edited.split_once('/').expect("p/v");
+        let p: usize = profile[1..].parse().expect("pNN");
+        write(root, &format!("profiles/{edited}/profile.yaml"), &profile_yaml(p, version, 2));
+    }
+    git(root, &["commit", "-q", "-am", &format!("{}: two replicas", versions.join(", "))]);
+    git(root, &["rev-parse", "HEAD"])
+}
+
 /// Commits a change of one cluster's own overrides; returns the new commit.
 pub fn override_one(root: &Path, shape: Shape, c: usize, replicas: usize) -> String {
     write(root, &format!("clusters/{}.yaml", cluster_name(c)), &cluster_yaml(shape, c, replicas));

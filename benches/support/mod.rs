@@ -34,3 +34,4 @@ pub fn applied_count(address: &str) -> usize {
     let _ = stream.read_to_string(&mut response);
     response.matches("\"sync\": \"applied\"").count()
 }
+pub mod plans;

@@ -10,8 +10,8 @@ use strata::render::{DesiredSet, Renderer};
 use strata::source::Snapshot;
 use strata::target;
 
-use super::{Failure, at, find, load, load_config, print, snapshot};
-use crate::{Cli, ListFormat, PolicyArg, Select};
+use super::{Failure, at, emit, find, load, load_config, print, snapshot, tally};
+use crate::{Cli, Output, PolicyArg, Select};
 
 /// The clusters a command acts on, rendered, each with its target config. Clusters that do not
 /// render or have no target come back as diagnostics, so the others can still be acted on.
@@ -65,14 +65,15 @@ fn report_unprepared(diags: &Diagnostics, snapshot: &Snapshot) -> bool {
     true
 }
 
-fn print_change_set(out: &mut String, set: &DesiredSet, cs: &ChangeSet) {
+/// One cluster's apply; `wide` lists the unchanged objects too.
+fn print_change_set(out: &mut String, set: &DesiredSet, cs: &ChangeSet, wide: bool) {
     use std::fmt::Write as _;
     let verb = if cs.dry_run { "would apply" } else { "applied" };
     let rev = cs.revision.as_deref().map(|r| format!(" at {}", &r[..r.len().min(7)])).unwrap_or_default();
     let took = if cs.millis < 1000 { format!("{}ms", cs.millis) } else { format!("{:.1}s", cs.millis as f64 / 1000.0) };
     let _ = writeln!(out, "{}: {verb} {}@{}{rev} in {took}: {}", cs.cluster, set.profile, set.version, cs.summary());
     for o in &cs.objects {
-        if o.action == Action::Unchanged {
+        if o.action == Action::Unchanged && !wide {
             continue;
         }
         let layer = if o.layer.is_empty() { String::new() } else { format!("  (layer {})", o.layer) };
@@ -94,13 +95,34 @@ fn network(config: &strata::config::Config) -> Result<strata::net::Network, Fail
         .map_err(|e| Failure::Usage(format!("{}: {e}", config.file.display())))
 }
 
-pub async fn apply(
-    cli: &Cli,
-    sel: &Select,
-    dry_run: bool,
-    allow_empty: bool,
-    format: ListFormat,
-) -> Result<u8, Failure> {
+/// How one cluster's apply ended, for the summary line.
+fn outcome(result: &Result<ChangeSet, String>) -> &'static str {
+    match result {
+        Err(_) => "failed",
+        Ok(cs) if cs.failed() => "failed",
+        Ok(cs) if cs.objects.iter().all(|o| o.action == Action::Unchanged) => "unchanged",
+        Ok(cs) if cs.dry_run => "would change",
+        Ok(_) => "applied",
+    }
+}
+
+/// A progress bar on stderr while many clusters are applied, when stderr is a terminal (never
+/// in logs or pipes).
+fn progress(clusters: usize) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if clusters < 2 || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::with_draw_target(Some(clusters as u64), indicatif::ProgressDrawTarget::stderr());
+    let style = indicatif::ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} clusters, {elapsed} {msg}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    bar.set_style(style);
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    Some(bar)
+}
+
+pub async fn apply(cli: &Cli, sel: &Select, dry_run: bool, allow_empty: bool, output: Output) -> Result<u8, Failure> {
     let config = load_config(&sel.config)?;
     let snapshot = snapshot(cli)?;
     let model = load(&snapshot)?;
@@ -112,6 +134,8 @@ pub async fn apply(
     let revision = snapshot.revision.as_deref();
     let network = network(&config)?;
     let network = &network;
+    let bar = progress(selected.len());
+    let failures = std::cell::Cell::new(0usize);
     // Clusters in parallel under a bound; one cluster's failure never stops the others.
     let results: Vec<(&Selected, Result<ChangeSet, String>)> = stream::iter(selected.iter().map(|s| {
         let options = options.clone();
@@ -124,34 +148,62 @@ pub async fn apply(
         }
     }))
     .buffer_unordered(config.cluster_concurrency)
+    .inspect(|(_, result)| {
+        if let Some(bar) = &bar {
+            if outcome(result) == "failed" {
+                failures.set(failures.get() + 1);
+                bar.set_message(format!("({} failed)", failures.get()));
+            }
+            bar.inc(1);
+        }
+    })
     .collect()
     .await;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
     let mut results = results;
     results.sort_by(|a, b| a.0.cluster.name.cmp(&b.0.cluster.name));
     let failed = unprepared || results.iter().any(|(_, r)| r.as_ref().map(ChangeSet::failed).unwrap_or(true));
-    let text = match format {
-        ListFormat::Json => {
-            let rows: Vec<_> = results
-                .iter()
-                .map(|(s, r)| match r {
-                    Ok(cs) => serde_json::json!({"cluster": s.cluster.name, "result": cs}),
-                    Err(e) => serde_json::json!({"cluster": s.cluster.name, "error": e}),
-                })
-                .collect();
-            serde_json::to_string_pretty(&rows).expect("serialises") + "\n"
-        }
-        ListFormat::Text => {
-            let mut out = String::new();
-            for (s, r) in &results {
-                match r {
-                    Ok(cs) => print_change_set(&mut out, &s.set, cs),
-                    Err(e) => out.push_str(&format!("{}: failed: {e}\n", s.cluster.name)),
+    let rows: Vec<_> = results
+        .iter()
+        .map(|(s, r)| match r {
+            Ok(cs) => serde_json::json!({"cluster": s.cluster.name, "result": cs}),
+            Err(e) => serde_json::json!({"cluster": s.cluster.name, "error": e}),
+        })
+        .collect();
+    // `-o name`: the clusters applied without a failure; failures go to stderr.
+    let names = || {
+        results
+            .iter()
+            .filter_map(|(s, r)| match outcome(r) {
+                "failed" => {
+                    eprintln!(
+                        "{}: failed{}",
+                        s.cluster.name,
+                        r.as_ref().err().map(|e| format!(": {e}")).unwrap_or_default()
+                    );
+                    None
                 }
-            }
-            out
-        }
+                _ => Some(format!("cluster/{}", s.cluster.name)),
+            })
+            .collect()
     };
-    print(&text)?;
+    let table = |wide: bool| {
+        let mut out = String::new();
+        for (s, r) in &results {
+            match r {
+                Ok(cs) => print_change_set(&mut out, &s.set, cs, wide),
+                Err(e) => out.push_str(&format!("{}: failed: {e}\n", s.cluster.name)),
+            }
+        }
+        out
+    };
+    emit(output, &serde_json::Value::Array(rows), names, table)?;
+    // After many clusters, one line of counts (on stderr: stdout stays one block per cluster).
+    if matches!(output, Output::Text | Output::Wide) && (sel.all || results.len() > 1) {
+        eprintln!("{}", tally("cluster", results.iter().map(|(_, r)| outcome(r))));
+    }
     Ok(if failed { 1 } else { 0 })
 }
 
@@ -185,7 +237,7 @@ pub async fn diff(cli: &Cli, name: &str, config: &std::path::Path) -> Result<u8,
     Ok(if diffs.is_empty() { 0 } else { 3 })
 }
 
-pub async fn drift(cli: &Cli, sel: &Select, policy: Option<PolicyArg>, format: ListFormat) -> Result<u8, Failure> {
+pub async fn drift(cli: &Cli, sel: &Select, policy: Option<PolicyArg>, output: Output) -> Result<u8, Failure> {
     let config = load_config(&sel.config)?;
     let snapshot = snapshot(cli)?;
     let model = load(&snapshot)?;
@@ -262,10 +314,14 @@ pub async fn drift(cli: &Cli, sel: &Select, policy: Option<PolicyArg>, format: L
         };
         rows.push(serde_json::json!({"cluster": s.cluster.name, "policy": policy, "findings": findings, "corrected": corrected}));
     }
-    match format {
-        ListFormat::Json => print(&(serde_json::to_string_pretty(&rows).expect("serialises") + "\n"))?,
-        ListFormat::Text => print(&text)?,
+    // `-o name`: the clusters that drifted.
+    let names = || {
+        rows.iter()
+            .filter(|r| r["findings"].as_array().is_some_and(|f| !f.is_empty()))
+            .map(|r| format!("cluster/{}", r["cluster"].as_str().unwrap_or_default()))
+            .collect()
     };
+    emit(output, &serde_json::Value::Array(rows.clone()), names, |_| text.clone())?;
     Ok(if failed {
         1
     } else if reported {

@@ -5,8 +5,8 @@ use std::io::IsTerminal;
 
 use strata::config::Config;
 
-use super::{Failure, columns, load_config, print, runtime};
-use crate::{ListFormat, LogFormat};
+use super::{Failure, columns, did_you_mean, emit, load_config, print, runtime, tally};
+use crate::{LogFormat, Output};
 
 pub fn run(config: &std::path::Path, log_format: LogFormat) -> Result<u8, Failure> {
     let config = load_config(config)?;
@@ -177,18 +177,49 @@ fn short(rev: &serde_json::Value) -> String {
     rev.as_str().map(|r| r.chars().take(7).collect()).unwrap_or_else(|| "-".into())
 }
 
+/// `GET path` of a named thing; when the daemon does not know the name, the error says which
+/// known names (from `list`, their names at `key`) are close to it.
+pub async fn named(
+    config: &Config,
+    path: &str,
+    name: &str,
+    list: &str,
+    key: &str,
+    what: &str,
+) -> Result<serde_json::Value, Failure> {
+    match api(config, "GET", path, None).await {
+        Ok(v) => Ok(v),
+        Err(Failure::Usage(message)) if message.starts_with("no ") => {
+            let Ok(known) = api(config, "GET", list, None).await else { return Err(Failure::Usage(message)) };
+            let names: Vec<&str> = known
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|row| key.split('.').try_fold(row, |v, k| v.get(k)).and_then(|v| v.as_str()))
+                .collect();
+            let hint = did_you_mean(name, names.into_iter(), what);
+            Err(Failure::Usage(format!("{message}{hint}")))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 pub async fn status(
     cluster: Option<&str>,
     tags: &[String],
     diff: bool,
     config: &std::path::Path,
-    format: ListFormat,
+    output: Output,
 ) -> Result<u8, Failure> {
     let config = load_config(config)?;
     if let Some(name) = cluster {
-        let detail = api(&config, "GET", &format!("/api/v1/clusters/{}", segment(name)), None).await?;
-        if let ListFormat::Json = format {
-            return print(&(serde_json::to_string_pretty(&detail).expect("serialises") + "\n"));
+        let path = format!("/api/v1/clusters/{}", segment(name));
+        let detail = named(&config, &path, name, "/api/v1/clusters", "cluster.name", "strata status").await?;
+        match output {
+            Output::Json | Output::Yaml | Output::Name => {
+                return emit(output, &detail, || vec![format!("cluster/{name}")], |_| String::new());
+            }
+            Output::Text | Output::Wide => {}
         }
         let c = &detail["cluster"];
         let mut out = format!(
@@ -231,14 +262,21 @@ pub async fn status(
             tags.iter().all(|want| strata::model::has_tag(&have, want))
         })
         .collect();
-    if let ListFormat::Json = format {
-        return print(&(serde_json::to_string_pretty(&rows).expect("serialises") + "\n"));
+    if matches!(output, Output::Json | Output::Yaml | Output::Name) {
+        let value = serde_json::Value::Array(rows.iter().map(|r| (*r).clone()).collect());
+        let names =
+            || rows.iter().map(|r| format!("cluster/{}", r["cluster"]["name"].as_str().unwrap_or(""))).collect();
+        return emit(output, &value, names, |_| String::new());
     }
-    let mut table =
-        vec![["CLUSTER", "PROFILE", "REVISION", "SYNC", "HEALTH", "DRIFT", "PENDING"].map(String::from).to_vec()];
-    for r in rows {
+    let wide = output == Output::Wide;
+    let mut header = vec!["CLUSTER", "PROFILE", "REVISION", "SYNC", "HEALTH", "DRIFT", "PENDING"];
+    if wide {
+        header.extend(["APPLIED", "MESSAGE"]);
+    }
+    let mut table = vec![header.into_iter().map(String::from).collect::<Vec<_>>()];
+    for r in &rows {
         let c = &r["cluster"];
-        table.push(vec![
+        let mut row = vec![
             c["name"].as_str().unwrap_or("").to_string(),
             format!("{}@{}", c["profile"].as_str().unwrap_or("-"), c["version"].as_str().unwrap_or("-")),
             short(&c["cluster_revision"]),
@@ -264,7 +302,12 @@ pub async fn status(
                     format!("{} ({why})", short(&r["pending"]["head_revision"]))
                 })
                 .unwrap_or_else(|| "-".into()),
-        ]);
+        ];
+        if wide {
+            row.push(c["applied_at"].as_i64().map(strata::daemon::store::rfc3339).unwrap_or_else(|| "-".into()));
+            row.push(c["message"].as_str().unwrap_or("-").lines().next().unwrap_or("-").to_string());
+        }
+        table.push(row);
     }
     let mut out = columns(&table);
     let revision = api(&config, "GET", "/api/v1/revision", None).await?;
@@ -279,7 +322,15 @@ pub async fn status(
         ));
     }
     out.push_str(&problems(&config).await);
-    print(&out)
+    print(&out)?;
+    // One line of counts by sync state (stderr: the table stays what scripts read).
+    eprintln!("{}", tally("cluster", rows.iter().map(|r| sync_state(&r["cluster"]))));
+    Ok(0)
+}
+
+/// A cluster's state for the summary line: its sync state, or `suspended`.
+fn sync_state(c: &serde_json::Value) -> &str {
+    if c["suspended"] == true { "suspended" } else { c["sync"].as_str().unwrap_or("unknown") }
 }
 
 /// What the daemon's network is failing at (from `/readyz`), one line each.

@@ -54,9 +54,89 @@ pub fn plural(n: usize) -> &'static str {
 }
 pub fn find<'m>(model: &'m Model, name: &str) -> Result<&'m Cluster, Failure> {
     model.clusters.get(name).ok_or_else(|| {
-        let known: Vec<_> = model.clusters.keys().map(String::as_str).collect();
-        Failure::Usage(format!("no cluster named `{name}` (clusters: {})", known.join(", ")))
+        Failure::Usage(format!(
+            "no cluster named `{name}`{}",
+            did_you_mean(name, model.clusters.keys().map(String::as_str), "strata clusters")
+        ))
     })
+}
+
+/// The known names closest to `name`, at most three, by edit distance (letters swapped count
+/// once): `; did you mean `c0077`?`. Without a close one, where to see them all (`list`).
+pub fn did_you_mean<'a>(name: &str, known: impl Iterator<Item = &'a str>, list: &str) -> String {
+    let close = candidates(name, known);
+    match close.as_slice() {
+        [] => format!(" (`{list}` lists them)"),
+        [one] => format!("; did you mean `{one}`?"),
+        [rest @ .., last] => format!(
+            "; did you mean {} or `{last}`?",
+            rest.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
+/// Names within a third of `name`'s length in edits (at least one, at most three), closest
+/// first, three at most.
+pub fn candidates<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let most = (name.chars().count() / 3).clamp(1, 3);
+    let mut close: Vec<(usize, &str)> = known
+        .filter_map(|k| {
+            let d = strsim::damerau_levenshtein(name, k);
+            (d <= most).then_some((d, k))
+        })
+        .collect();
+    close.sort();
+    close.into_iter().take(3).map(|(_, k)| k).collect()
+}
+
+/// Prints `value` (what `-o json` shows) as `output` asks: JSON, YAML, the `names` (`-o name`),
+/// or the `table` (`wide`: with more columns).
+pub fn emit(
+    output: crate::Output,
+    value: &serde_json::Value,
+    names: impl FnOnce() -> Vec<String>,
+    table: impl FnOnce(bool) -> String,
+) -> Result<u8, Failure> {
+    use crate::Output;
+    match output {
+        Output::Json => print(&(serde_json::to_string_pretty(value).expect("serialises") + "\n")),
+        Output::Yaml => print(&strata::yaml::to_string(value)),
+        Output::Name => print(&names().into_iter().map(|n| n + "\n").collect::<String>()),
+        Output::Text => print(&table(false)),
+        Output::Wide => print(&table(true)),
+    }
+}
+
+/// `1,234`.
+pub fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(d);
+    }
+    out
+}
+
+/// `10,000 clusters: 9,990 applied, 10 failed`: counts of `states` in order of first
+/// appearance, for the line after a listing.
+pub fn tally<'a>(what: &str, states: impl Iterator<Item = &'a str>) -> String {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    let mut total = 0;
+    for state in states {
+        total += 1;
+        match counts.iter_mut().find(|(s, _)| *s == state) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((state, 1)),
+        }
+    }
+    let parts: Vec<String> = counts.iter().map(|(s, n)| format!("{} {s}", thousands(*n))).collect();
+    if parts.is_empty() {
+        return format!("0 {what}s");
+    }
+    format!("{} {what}{}: {}", thousands(total), plural(total), parts.join(", "))
 }
 pub fn print(text: &str) -> Result<u8, Failure> {
     let mut stdout = std::io::stdout().lock();
@@ -107,4 +187,26 @@ pub fn render_settings(config: Option<&Config>) -> strata::render::Settings {
 
 pub fn load_config(path: &std::path::Path) -> Result<Config, Failure> {
     Config::load(path).map_err(|d| Failure::Invalid(d, None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn of_10000_clusters_a_few_close_ones_are_proposed() {
+        let names: Vec<String> = (0..10_000).map(|c| format!("c{c:05}")).collect();
+        let close = |name: &str| candidates(name, names.iter().map(String::as_str));
+        assert_eq!(close("c0077"), ["c00077", "c00177", "c00277"]);
+        assert_eq!(close("c00770x"), ["c00770", "c00070", "c00170"]);
+        assert!(close("prod-eu-1").is_empty());
+        assert_eq!(
+            did_you_mean("c00770x", names.iter().map(String::as_str), "strata clusters"),
+            "; did you mean `c00770`, `c00070` or `c00170`?"
+        );
+        assert_eq!(did_you_mean("c0x", ["c01", "d02"].into_iter(), "strata clusters"), "; did you mean `c01`?");
+        assert_eq!(did_you_mean("x", ["aws"].into_iter(), "strata clusters"), " (`strata clusters` lists them)");
+        assert_eq!(tally("cluster", ["applied", "failed", "applied"].into_iter()), "3 clusters: 2 applied, 1 failed");
+        assert_eq!(tally("cluster", std::iter::empty()), "0 clusters");
+    }
 }

@@ -10,8 +10,8 @@ use strata::render::tools::SystemTools;
 use strata::repo;
 use strata::source::GitSource;
 
-use super::{Failure, at, columns, find, load, load_config, plural, print, runtime, snapshot};
-use crate::{Cli, ListFormat, PlanFormat};
+use super::{Failure, at, columns, did_you_mean, emit, find, load, load_config, plural, print, runtime, snapshot};
+use crate::{Cli, Output, PlanFormat};
 
 pub fn validate(cli: &Cli) -> Result<u8, Failure> {
     let snapshot = snapshot(cli)?;
@@ -135,21 +135,26 @@ pub fn plan(
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let text = match format {
         PlanFormat::Text => format::text(&plan, color),
-        PlanFormat::Markdown => format::markdown(&plan),
+        // A GitHub-sized comment (the smallest limit of the common forges but Bitbucket's;
+        // `--post` fits the configured forge) whose rest is this plan's JSON.
+        PlanFormat::Markdown => {
+            let revisions = base_snap.as_ref().and_then(|s| s.revision.as_deref()).zip(head_snap.revision.as_deref());
+            format::comment(&plan, &format::Fit::new(format::GITHUB_COMMENT_LIMIT, "GitHub", None, revisions))
+        }
         PlanFormat::Json => format::json(&plan),
+        PlanFormat::Yaml => {
+            strata::yaml::to_string(&serde_json::from_str(&format::json(&plan)).expect("the JSON plan parses"))
+        }
+        PlanFormat::Name => plan.changed().map(|c| format!("cluster/{}\n", c.cluster)).collect(),
     };
     print(&text)?;
     if let Some((config, pr)) = post {
         let head = head_snap.revision.as_deref().unwrap_or_default();
-        let posted = post_status(
-            cli,
-            config,
-            head,
-            strata::report::State::Success,
-            &plan.summary(),
-            pr,
-            &format::markdown(&plan),
-        )?;
+        // Fitted to the forge's limit on a comment; what does not fit is in the JSON plan.
+        let base = base_snap.as_ref().and_then(|s| s.revision.as_deref());
+        let status = host.as_ref().and_then(|h| h.status.as_ref());
+        let comment = format::comment(&plan, &strata::report::plan_fit(status, base, head));
+        let posted = post_status(cli, config, head, strata::report::State::Success, &plan.summary(), pr, &comment)?;
         eprintln!("{posted}");
     }
     Ok(if detailed && plan.has_changes() { 3 } else { 0 })
@@ -198,7 +203,7 @@ fn post_status(
     }
 }
 
-pub fn clusters(cli: &Cli, tags: &[String], format: ListFormat) -> Result<u8, Failure> {
+pub fn clusters(cli: &Cli, tags: &[String], output: Output) -> Result<u8, Failure> {
     let snapshot = snapshot(cli)?;
     let model = load(&snapshot)?;
     let rows: Vec<_> = model
@@ -220,69 +225,112 @@ pub fn clusters(cli: &Cli, tags: &[String], format: ListFormat) -> Result<u8, Fa
             })
         })
         .collect();
-    match format {
-        ListFormat::Json => print(&(serde_json::to_string_pretty(&rows).expect("serialises") + "\n")),
-        ListFormat::Text => {
-            let mut table =
-                vec![["CLUSTER", "PROFILE", "VERSION", "REQUESTED", "UPDATES", "TAGS"].map(String::from).to_vec()];
-            for r in &rows {
-                let mut version = r["version"].as_str().unwrap_or_default().to_string();
-                if let Some(newer) = r["updateAvailable"].as_str() {
-                    version.push_str(&format!(" ({newer} available)"));
-                }
-                let tags: Vec<_> = r["tags"].as_array().into_iter().flatten().filter_map(|t| t.as_str()).collect();
-                table.push(vec![
-                    r["name"].as_str().unwrap_or_default().to_string(),
-                    r["profile"].as_str().unwrap_or_default().to_string(),
-                    version,
-                    r["requested"].as_str().unwrap_or_default().to_string(),
-                    r["updates"].as_str().unwrap_or_default().to_string(),
-                    tags.join(","),
-                ]);
-            }
-            print(&columns(&table))
+    let names = || rows.iter().map(|r| format!("cluster/{}", r["name"].as_str().unwrap_or_default())).collect();
+    let table = |wide: bool| {
+        let mut header = vec!["CLUSTER", "PROFILE", "VERSION", "REQUESTED", "UPDATES"];
+        if wide {
+            header.extend(["DRIFT", "TARGET"]);
         }
-    }
+        header.push("TAGS");
+        let mut table = vec![header.into_iter().map(String::from).collect::<Vec<_>>()];
+        for r in &rows {
+            let text = |key: &str| r[key].as_str().unwrap_or_default().to_string();
+            let mut version = text("version");
+            if let Some(newer) = r["updateAvailable"].as_str() {
+                version.push_str(&format!(" ({newer} available)"));
+            }
+            let tags: Vec<_> = r["tags"].as_array().into_iter().flatten().filter_map(|t| t.as_str()).collect();
+            let mut row = vec![text("name"), text("profile"), version, text("requested"), text("updates")];
+            if wide {
+                row.push(text("drift"));
+                row.push(if r["target"].is_string() { text("target") } else { r["target"].to_string() });
+            }
+            row.push(tags.join(","));
+            table.push(row);
+        }
+        columns(&table)
+    };
+    emit(output, &serde_json::Value::Array(rows.clone()), names, table)
 }
 
-pub fn profiles(cli: &Cli, format: ListFormat) -> Result<u8, Failure> {
+pub fn profiles(cli: &Cli, only: Option<&str>, output: Output) -> Result<u8, Failure> {
     let snapshot = snapshot(cli)?;
     let model = load(&snapshot)?;
+    if let Some(name) = only
+        && !model.profiles.contains_key(name)
+    {
+        let known = model.profiles.keys().map(String::as_str);
+        return Err(Failure::Usage(format!(
+            "no profile named `{name}`{}",
+            did_you_mean(name, known, "strata profiles")
+        )));
+    }
+    // Which version each cluster resolves to, once.
+    let mut users: std::collections::HashMap<(&str, String), Vec<&str>> = std::collections::HashMap::new();
+    for c in model.clusters.values() {
+        if let Ok(r) = model.resolve(c) {
+            users.entry((r.profile.name.as_str(), r.profile.version.to_string())).or_default().push(c.name.as_str());
+        }
+    }
     let mut rows = Vec::new();
-    for versions in model.profiles.values() {
+    for versions in model.profiles.values().filter(|v| only.is_none_or(|o| v.first().is_some_and(|p| p.name == o))) {
         for profile in versions {
-            let users: Vec<&str> = model
-                .clusters
-                .values()
-                .filter(|c| model.resolve(c).is_ok_and(|r| std::ptr::eq(r.profile, profile)))
-                .map(|c| c.name.as_str())
-                .collect();
+            let on: &[&str] =
+                users.get(&(profile.name.as_str(), profile.version.to_string())).map(Vec::as_slice).unwrap_or(&[]);
             rows.push(serde_json::json!({
                 "name": profile.name,
                 "version": profile.version.to_string(),
                 "description": profile.description,
                 "layers": profile.layers.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(),
-                "clusters": users,
+                "clusters": on,
             }));
         }
     }
-    match format {
-        ListFormat::Json => print(&(serde_json::to_string_pretty(&rows).expect("serialises") + "\n")),
-        ListFormat::Text => {
-            let mut table = vec![["PROFILE", "VERSION", "LAYERS", "CLUSTERS"].map(String::from).to_vec()];
-            for r in &rows {
-                let join = |key: &str| {
-                    let items: Vec<_> = r[key].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
-                    if items.is_empty() { "-".to_string() } else { items.join(",") }
-                };
-                table.push(vec![
-                    r["name"].as_str().unwrap_or_default().to_string(),
-                    r["version"].as_str().unwrap_or_default().to_string(),
-                    join("layers"),
-                    join("clusters"),
-                ]);
-            }
-            print(&columns(&table))
+    let names = || {
+        rows.iter()
+            .map(|r| {
+                format!(
+                    "profile/{}@{}",
+                    r["name"].as_str().unwrap_or_default(),
+                    r["version"].as_str().unwrap_or_default()
+                )
+            })
+            .collect()
+    };
+    let table = |wide: bool| {
+        let mut header = vec!["PROFILE", "VERSION", "LAYERS", "CLUSTERS"];
+        if wide {
+            header.push("DESCRIPTION");
         }
-    }
+        let mut table = vec![header.into_iter().map(String::from).collect::<Vec<_>>()];
+        for r in &rows {
+            let items = |key: &str| -> Vec<&str> {
+                r[key].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect()
+            };
+            let join = |items: Vec<&str>| if items.is_empty() { "-".to_string() } else { items.join(",") };
+            let clusters = items("clusters");
+            // Past a few clusters, how many and the first of them: a line per version at any size.
+            let on = if clusters.len() <= strata::plan::group::LISTED {
+                join(clusters)
+            } else {
+                format!(
+                    "{} ({})",
+                    super::thousands(clusters.len()),
+                    strata::plan::group::fold(clusters.iter().copied(), "").replace(", ", ",")
+                )
+            };
+            let mut row = vec![
+                r["name"].as_str().unwrap_or_default().to_string(),
+                r["version"].as_str().unwrap_or_default().to_string(),
+                join(items("layers")),
+                on,
+            ];
+            if wide {
+                row.push(r["description"].as_str().unwrap_or("-").to_string());
+            }
+            table.push(row);
+        }
+        columns(&table)
+    };
+    emit(output, &serde_json::Value::Array(rows.clone()), names, table)
 }

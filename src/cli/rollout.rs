@@ -2,9 +2,9 @@
 
 use serde_json::Value;
 
-use super::daemon::{api, segment};
-use super::{Failure, columns, load_config, print};
-use crate::ListFormat;
+use super::daemon::{api, named, segment};
+use super::{Failure, columns, emit, load_config, print};
+use crate::Output;
 
 fn short(rev: &Value) -> String {
     rev.as_str().map(|r| r.chars().take(7).collect()).unwrap_or_else(|| "-".into())
@@ -132,35 +132,50 @@ fn detail(r: &Value) -> String {
     out
 }
 
-pub async fn status(name: Option<&str>, config: &std::path::Path, format: ListFormat) -> Result<u8, Failure> {
+pub async fn status(name: Option<&str>, config: &std::path::Path, output: Output) -> Result<u8, Failure> {
     let config = load_config(config)?;
-    let path = match name {
-        Some(name) => format!("/api/v1/rollouts/{}", segment(name)),
-        None => "/api/v1/rollouts".to_string(),
+    let answer = match name {
+        Some(name) => {
+            let path = format!("/api/v1/rollouts/{}", segment(name));
+            named(&config, &path, name, "/api/v1/rollouts", "rollout", "strata rollout status").await?
+        }
+        None => api(&config, "GET", "/api/v1/rollouts", None).await?,
     };
-    let answer = api(&config, "GET", &path, None).await?;
-    if let ListFormat::Json = format {
-        return print(&(serde_json::to_string_pretty(&answer).expect("serialises") + "\n"));
-    }
-    if name.is_some() {
+    let rows = match name {
+        Some(_) => vec![answer.clone()],
+        None => answer.as_array().cloned().unwrap_or_default(),
+    };
+    let names = || rows.iter().map(|r| format!("rollout/{}", r["rollout"].as_str().unwrap_or(""))).collect();
+    if name.is_some() && matches!(output, Output::Text | Output::Wide) {
         return print(&detail(&answer));
     }
-    let rows = answer.as_array().cloned().unwrap_or_default();
-    if rows.is_empty() {
+    if rows.is_empty() && matches!(output, Output::Text | Output::Wide) {
         return print("no rollout policy in the repository (rollouts/*.yaml)\n");
     }
-    let mut table = vec![["ROLLOUT", "STATE", "REVISION", "WAVE", "CLUSTERS", "NEXT"].map(String::from).to_vec()];
-    for r in &rows {
-        table.push(vec![
-            r["rollout"].as_str().unwrap_or("").to_string(),
-            r["state"].as_str().unwrap_or("").to_string(),
-            short(&r["revision"]),
-            at_wave(r),
-            counts(r),
-            r["next"].as_str().unwrap_or("-").to_string(),
-        ]);
-    }
-    print(&columns(&table))
+    let table = |wide: bool| {
+        let mut header = vec!["ROLLOUT", "STATE", "REVISION", "WAVE", "CLUSTERS", "NEXT"];
+        if wide {
+            header.extend(["FILE", "ON FAILURE"]);
+        }
+        let mut table = vec![header.into_iter().map(String::from).collect::<Vec<_>>()];
+        for r in &rows {
+            let mut row = vec![
+                r["rollout"].as_str().unwrap_or("").to_string(),
+                r["state"].as_str().unwrap_or("").to_string(),
+                short(&r["revision"]),
+                at_wave(r),
+                counts(r),
+                r["next"].as_str().unwrap_or("-").to_string(),
+            ];
+            if wide {
+                row.push(r["file"].as_str().unwrap_or("-").to_string());
+                row.push(r["onFailure"].as_str().unwrap_or("-").to_string());
+            }
+            table.push(row);
+        }
+        columns(&table)
+    };
+    emit(output, &answer, names, table)
 }
 
 /// Shows what a promotion does now, then asks for exactly that (the wave and the revision seen).

@@ -36,6 +36,8 @@ pub async fn plan_pull_requests(shared: &Arc<Shared>, source: &Arc<Mutex<RepoSou
             // the values it hashes, and must not be able to compare them with the markers the
             // view and the API show for the values the clusters run.
             let settings = shared.render.with_redactor(crate::redact::Redactor::random());
+            // The comment fits the forge's limit; it says where the rest of the plan is.
+            let fit = crate::report::plan_fit(shared.config.status.as_ref(), Some(&base), &head);
             tokio::task::spawn_blocking(move || -> Result<(String, String), String> {
                 let git = source.lock().unwrap_or_else(|p| p.into_inner()).git_source().map_err(|e| e.to_string())?;
                 let (b, h) =
@@ -53,7 +55,7 @@ pub async fn plan_pull_requests(shared: &Arc<Shared>, source: &Arc<Mutex<RepoSou
                     &settings,
                 )
                 .map_err(|d| format!("does not render: {}", first_problem(&d)))?;
-                Ok((plan.summary(), crate::plan::format::markdown(&plan)))
+                Ok((plan.summary(), crate::plan::format::comment(&plan, &fit)))
             })
             .await
         };

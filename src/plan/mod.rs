@@ -18,6 +18,7 @@
 //! comment, a stored pending update — shows that a Secret's key changed, never its value.
 
 pub mod format;
+pub mod group;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;

@@ -74,7 +74,7 @@ impl Client {
         let status = parts.status.as_u16();
         let headers = parts.headers;
         let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        let message = body["message"].as_str().or(body["error"]["message"].as_str()).unwrap_or("").to_string();
+        let message = message(&body);
         if let Some(wait) = rate_limited(status, &headers) {
             return Err(Failure::Later(wait, format!("{what}: rate limited ({status})")));
         }
@@ -95,6 +95,25 @@ impl Client {
             _ => Err(Failure::Refused(format!("{what}: {status} {message}"))),
         }
     }
+}
+
+/// What a forge's error answer says: GitHub's `message` and each `errors[].message` ("Validation
+/// Failed: Body is too long (maximum is 65536 characters)"), GitLab's `message`, Bitbucket
+/// Cloud's `error.message`, Bitbucket Server's `errors[].message`.
+fn message(body: &Value) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if let Some(m) = body["message"].as_str().or(body["error"]["message"].as_str()) {
+        parts.push(m.to_string());
+    } else if !body["message"].is_null() {
+        // GitLab's validation errors: `{"message": {"note": ["is too long (…)"]}}`.
+        parts.push(body["message"].to_string());
+    }
+    for e in body["errors"].as_array().into_iter().flatten() {
+        if let Some(m) = e["message"].as_str().filter(|m| !parts.iter().any(|p| p == m)) {
+            parts.push(m.to_string());
+        }
+    }
+    parts.join(": ")
 }
 
 fn header_u64(headers: &http::HeaderMap, name: &str) -> Option<u64> {

@@ -122,6 +122,44 @@ impl Provider {
         })
     }
 
+    /// The forge's name, for messages.
+    pub fn label(self) -> &'static str {
+        match self {
+            Provider::Github => "GitHub",
+            Provider::Gitea => "Gitea/Forgejo",
+            Provider::Gitlab => "GitLab",
+            Provider::Bitbucket => "Bitbucket",
+        }
+    }
+
+    /// The most characters strata writes in one pull-request comment on this forge (the plan
+    /// is cut to fit, see [`crate::plan::format::comment`]):
+    /// - GitHub: 65,536. The REST API answers a longer body with `422 Validation Failed`,
+    ///   `errors[0].message` "Body is too long (maximum is 65536 characters)" (as reported in
+    ///   danger/danger#424, telia-oss/github-pr-resource#259; go-github#440 checks it locally).
+    ///   Measurements (dead-claudia/github-limits#13) show the store's real bound is 262,144
+    ///   bytes; 65,536 characters is within it for any text.
+    /// - GitLab: 1,000,000. The notes API documents `body` as "Limited to 1,000,000
+    ///   characters" (docs.gitlab.com/ee/api/notes.html, create new merge request note) and
+    ///   answers `400` "Note {:note=>["is too long (maximum is 1000000 characters)"]}"
+    ///   (NARKOZ/gitlab#610, runatlantis/atlantis#1755).
+    /// - Gitea and Forgejo: no limit of their own (`CreateIssueCommentOption.Body` is only
+    ///   `binding:"Required"`, modules/structs/issue_comment.go; comments are stored as
+    ///   LONGTEXT); strata keeps to GitHub's 65,536, which reads alike and passes the request-body
+    ///   limits of the proxies these often sit behind.
+    /// - Bitbucket: 32,767. Bitbucket Server / Data Center answers a longer comment with `400`
+    ///   "Please enter a non-empty value less than 32768 characters" (jfrog/frogbot#647,
+    ///   checkmarx-ltd/cx-flow#374). Bitbucket Cloud documents no limit (runatlantis/atlantis
+    ///   posted 200,000 characters; atlantis#1251 shows a bare `400 Bad Request` for larger
+    ///   ones), so strata keeps to Server's.
+    pub fn comment_limit(self) -> usize {
+        match self {
+            Provider::Github | Provider::Gitea => 65_536,
+            Provider::Gitlab => 1_000_000,
+            Provider::Bitbucket => 32_767,
+        }
+    }
+
     pub fn default_api(self) -> &'static str {
         match self {
             Provider::Github => "https://api.github.com",
@@ -231,8 +269,9 @@ impl Forge {
     }
 
     /// The first page of a pull request's comments (strata's is found by its marker; the rest
-    /// come through [`Forge::next_page`]). GitHub and GitLab pages hold up to 100 comments;
-    /// Gitea and Forgejo answer with every comment of the issue at once.
+    /// come through [`Forge::next_page`]). GitHub and GitLab pages hold up to 100 comments,
+    /// Bitbucket's too (`pagelen`, its maximum); Gitea and Forgejo answer with every comment of
+    /// the issue at once.
     pub fn list_comments_request(&self, pr: u64) -> Option<Request> {
         let path = match self.provider {
             Provider::Github => format!("/repos/{}/issues/{pr}/comments?per_page=100", self.repo),
@@ -240,12 +279,14 @@ impl Forge {
             Provider::Gitlab => {
                 format!("/api/v4/projects/{}/merge_requests/{pr}/notes?per_page=100", gitlab_project(&self.repo))
             }
-            Provider::Bitbucket => return None,
+            Provider::Bitbucket => format!("/2.0/repositories/{}/pullrequests/{pr}/comments?pagelen=100", self.repo),
         };
         Some(Request { method: "GET", url: self.url(&path), headers: self.json_headers(), body: None })
     }
 
-    /// Creates a comment (`id: None`) or updates comment `id`.
+    /// Creates a comment (`id: None`) or updates comment `id`. Bitbucket Cloud:
+    /// `POST|PUT /2.0/repositories/{workspace}/{slug}/pullrequests/{id}/comments[/{comment}]`
+    /// with `{"content": {"raw": …}}`.
     pub fn comment_request(&self, pr: u64, id: Option<u64>, body: &str) -> Option<Request> {
         let (method, path) = match (self.provider, id) {
             (Provider::Github, None) => ("POST", format!("/repos/{}/issues/{pr}/comments", self.repo)),
@@ -258,14 +299,43 @@ impl Forge {
             (Provider::Gitlab, Some(id)) => {
                 ("PUT", format!("/api/v4/projects/{}/merge_requests/{pr}/notes/{id}", gitlab_project(&self.repo)))
             }
-            (Provider::Bitbucket, _) => return None,
+            (Provider::Bitbucket, None) => {
+                ("POST", format!("/2.0/repositories/{}/pullrequests/{pr}/comments", self.repo))
+            }
+            (Provider::Bitbucket, Some(id)) => {
+                ("PUT", format!("/2.0/repositories/{}/pullrequests/{pr}/comments/{id}", self.repo))
+            }
         };
-        Some(Request {
-            method,
-            url: self.url(&path),
-            headers: self.json_headers(),
-            body: Some(json!({ "body": body })),
-        })
+        let body = match self.provider {
+            Provider::Bitbucket => json!({ "content": { "raw": body } }),
+            _ => json!({ "body": body }),
+        };
+        Some(Request { method, url: self.url(&path), headers: self.json_headers(), body: Some(body) })
+    }
+
+    /// The page after `request`, from the answer's headers ([`Forge::next_page`]) or, on
+    /// Bitbucket, from the `next` URL in its body (held to the same origin).
+    pub fn next_page_of(
+        &self,
+        request: &Request,
+        headers: &::http::HeaderMap,
+        body: &Value,
+    ) -> Result<Option<Request>, String> {
+        if self.provider != Provider::Bitbucket {
+            return self.next_page(request, headers);
+        }
+        let Some(next) = body["next"].as_str().filter(|n| !n.is_empty()) else { return Ok(None) };
+        let current = url::Url::parse(&request.url).map_err(|e| format!("{}: {e}", request.url))?;
+        let next = current.join(next).map_err(|e| format!("the next page's link `{next}` is not a URL: {e}"))?;
+        let api = url::Url::parse(&self.url("/")).map_err(|e| format!("status.api `{}`: {e}", self.api))?;
+        if next.origin() != api.origin() {
+            return Err(format!(
+                "the forge's next page of comments is on {}, not on {} (status.api); not following it with the token",
+                next.origin().ascii_serialization(),
+                api.origin().ascii_serialization()
+            ));
+        }
+        Ok(Some(Request { url: next.to_string(), ..request.clone() }))
     }
 
     /// The request for the page after `request`, from the answer's headers: `Link: <…>;
@@ -309,9 +379,16 @@ impl Forge {
         Ok(Some(Request { url: next.to_string(), ..request.clone() }))
     }
 
-    /// The id of the comment carrying `marker`, from a comment listing.
+    /// The id of the comment carrying `marker`, from a comment listing: an array of comments
+    /// with a `body` (GitHub, Gitea, GitLab) or Bitbucket's page, `values` with `content.raw`
+    /// (deleted comments left out).
     pub fn find_comment(&self, listing: &Value, marker: &str) -> Option<u64> {
-        listing.as_array()?.iter().find(|c| c["body"].as_str().is_some_and(|b| b.contains(marker)))?["id"].as_u64()
+        let comments = listing.as_array().or(listing["values"].as_array())?;
+        comments
+            .iter()
+            .filter(|c| c["deleted"] != true)
+            .find(|c| c["body"].as_str().or(c["content"]["raw"].as_str()).is_some_and(|b| b.contains(marker)))?["id"]
+            .as_u64()
     }
 }
 
@@ -501,6 +578,47 @@ mod tests {
     }
 
     #[test]
+    fn bitbucket_pull_request_comments_as_documented() {
+        let f = forge(Provider::Bitbucket, "https://api.bitbucket.org", "acme/fleet");
+        let list = f.list_comments_request(5).unwrap();
+        assert_eq!(
+            list.url,
+            "https://api.bitbucket.org/2.0/repositories/acme/fleet/pullrequests/5/comments?pagelen=100"
+        );
+        let create = f.comment_request(5, None, "plan").unwrap();
+        assert_eq!(
+            (create.method, create.url.as_str()),
+            ("POST", "https://api.bitbucket.org/2.0/repositories/acme/fleet/pullrequests/5/comments")
+        );
+        assert_eq!(create.body.unwrap(), json!({"content": {"raw": "plan"}}));
+        let update = f.comment_request(5, Some(9), "plan").unwrap();
+        assert_eq!(
+            (update.method, update.url.as_str()),
+            ("PUT", "https://api.bitbucket.org/2.0/repositories/acme/fleet/pullrequests/5/comments/9")
+        );
+        // A page: `values` with `content.raw`, deleted comments skipped, `next` in the body.
+        let page = json!({"values": [
+            {"id": 3, "content": {"raw": "<!-- strata-plan -->\nold"}, "deleted": true},
+            {"id": 4, "content": {"raw": "lgtm"}},
+            {"id": 8, "content": {"raw": "<!-- strata-plan -->\nplan"}}
+        ], "next": "https://api.bitbucket.org/2.0/repositories/acme/fleet/pullrequests/5/comments?pagelen=100&page=2"});
+        assert_eq!(f.find_comment(&page, "<!-- strata-plan -->"), Some(8));
+        let next = f.next_page_of(&list, &::http::HeaderMap::new(), &page).unwrap().unwrap();
+        assert!(next.url.ends_with("page=2"), "{}", next.url);
+        assert_eq!(f.next_page_of(&next, &::http::HeaderMap::new(), &json!({"values": []})).unwrap(), None);
+        let elsewhere = json!({"values": [], "next": "https://evil.example.com/2.0/x"});
+        assert!(f.next_page_of(&list, &::http::HeaderMap::new(), &elsewhere).unwrap_err().contains("not following it"));
+    }
+
+    #[test]
+    fn comment_limits_per_forge() {
+        assert_eq!(Provider::Github.comment_limit(), 65_536);
+        assert_eq!(Provider::Gitea.comment_limit(), 65_536);
+        assert_eq!(Provider::Gitlab.comment_limit(), 1_000_000);
+        assert_eq!(Provider::Bitbucket.comment_limit(), 32_767);
+    }
+
+    #[test]
     fn comments_are_found_by_marker_and_updated_in_place() {
         let f = forge(Provider::Github, "https://api.github.com", "p/f");
         let listing = json!([{"id": 1, "body": "lgtm"}, {"id": 7, "body": "<!-- strata-plan -->\nold plan"}]);
@@ -516,6 +634,27 @@ mod tests {
             ("PUT", "https://gitlab.com/api/v4/projects/g%2Fp/merge_requests/3/notes/9")
         );
     }
+}
+
+/// How a plan comment to the configured forge fits: that forge's limit, and where the rest of
+/// the plan is — what to run between `base` (none: the first commit) and `head`, and the
+/// `strata/plan` status's link (`status.target_url`) when there is one.
+pub fn plan_fit(
+    status: Option<&crate::config::StatusConfig>,
+    base: Option<&str>,
+    head: &str,
+) -> crate::plan::format::Fit {
+    use crate::plan::format::Fit;
+    let revisions = base.map(|base| (base, head));
+    let Some(status) = status else {
+        return Fit::new(Provider::Github.comment_limit(), "GitHub", None, revisions);
+    };
+    let provider = match &status.sink {
+        crate::config::StatusSink::Forge { forge, .. } => forge.provider,
+        crate::config::StatusSink::Notes => Provider::Github,
+    };
+    let url = status.target_url("plan", head);
+    Fit::new(provider.comment_limit(), provider.label(), url.as_deref(), revisions)
 }
 
 /// What `plan --post` did.
@@ -537,6 +676,16 @@ pub async fn post_plan(
     comment: &str,
     marker: &str,
 ) -> Result<Posted, http::Failure> {
+    // A comment the forge would refuse is not sent (and the status is not set either: the
+    // plan was made for a larger comment than this forge takes, which is strata's mistake).
+    let length = comment.chars().count();
+    if pr.is_some() && length > forge.provider.comment_limit() {
+        return Err(http::Failure::Refused(format!(
+            "the plan comment has {length} characters; {} takes at most {} in a comment",
+            forge.provider.label(),
+            forge.provider.comment_limit()
+        )));
+    }
     client.send(forge, &forge.status_request(status), token).await?;
     let mut posted = Posted { status: true, comment: None };
     let Some(pr) = pr else { return Ok(posted) };
@@ -553,7 +702,7 @@ pub async fn post_plan(
         if let Some(id) = forge.find_comment(&response.body, marker) {
             break Some(id);
         }
-        match forge.next_page(&page, &response.headers).map_err(http::Failure::Refused)? {
+        match forge.next_page_of(&page, &response.headers, &response.body).map_err(http::Failure::Refused)? {
             None => break None,
             Some(_) if pages == MAX_COMMENT_PAGES => {
                 return Err(http::Failure::Refused(format!(

@@ -1,7 +1,17 @@
 //! A forge API stand-in (GitHub, Gitea, GitLab, Bitbucket shapes) over HTTP on 127.0.0.1: it
 //! records every request exactly as received, answers commit statuses and pull-request comments
-//! (listed a page at a time as each forge pages them), and can be told to be down, to rate-limit,
-//! or to refuse the token.
+//! (listed a page at a time as each forge pages them), refuses comments longer than each forge
+//! takes as that forge does, and can be told to be down, to rate-limit, or to refuse the token.
+//!
+//! Comment limits, in characters (see `strata::report::Provider::comment_limit` for sources):
+//! - GitHub: over 65,536, `422` `{"message": "Validation Failed", "errors": [{"resource":
+//!   "IssueComment", "code": "unprocessable", "field": "data", "message": "Body is too long
+//!   (maximum is 65536 characters)"}], …}`;
+//! - GitLab: over 1,000,000, `400` `{"message": "400 (Bad request) \"Note {:note=>[\"is too
+//!   long (maximum is 1000000 characters)\"]}\" not given"}`;
+//! - Gitea and Forgejo: no limit (their API has none);
+//! - Bitbucket Cloud: it documents none; the stand-in refuses what Bitbucket Server refuses
+//!   (over 32,767), with the bare `400` Cloud answers oversized comments with.
 
 #![allow(dead_code)]
 
@@ -45,6 +55,69 @@ struct State {
     no_gitlab_links: bool,
     /// Point `rel="next"` links at this base URL instead of the stand-in's own.
     foreign_next: Option<String>,
+    /// Comments refused for their length: (path, characters).
+    too_long: Vec<(String, usize)>,
+}
+
+/// The forge a request path is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    Github,
+    Gitea,
+    Gitlab,
+    Bitbucket,
+}
+
+impl Shape {
+    fn of(path: &str) -> Shape {
+        if path.starts_with("/api/v1/") {
+            Shape::Gitea
+        } else if path.starts_with("/api/v4/") {
+            Shape::Gitlab
+        } else if path.starts_with("/2.0/") {
+            Shape::Bitbucket
+        } else {
+            Shape::Github
+        }
+    }
+
+    /// The longest comment the forge takes, in characters (`None`: no limit).
+    pub fn comment_limit(self) -> Option<usize> {
+        match self {
+            Shape::Github => Some(65_536),
+            Shape::Gitlab => Some(1_000_000),
+            Shape::Gitea => None,
+            Shape::Bitbucket => Some(32_767),
+        }
+    }
+
+    /// The forge's answer to a comment over its limit.
+    fn too_long(self) -> Response<Full<Bytes>> {
+        match self {
+            Shape::Github => reply(
+                422,
+                json!({"message": "Validation Failed", "errors": [{"resource": "IssueComment", "code": "unprocessable", "field": "data", "message": "Body is too long (maximum is 65536 characters)"}], "documentation_url": "https://docs.github.com/rest/issues/comments#create-an-issue-comment"}),
+                &[],
+            ),
+            Shape::Gitlab => reply(
+                400,
+                json!({"message": "400 (Bad request) \"Note {:note=>[\"is too long (maximum is 1000000 characters)\"]}\" not given"}),
+                &[],
+            ),
+            Shape::Bitbucket => Response::builder()
+                .status(400)
+                .header("content-type", "text/html")
+                .body(Full::new(Bytes::from("<h1>Bad Request (400)</h1>")))
+                .unwrap(),
+            Shape::Gitea => unreachable!("Gitea takes comments of any length"),
+        }
+    }
+}
+
+/// A comment's text in a create or update request: `body` (GitHub, Gitea, GitLab) or
+/// `content.raw` (Bitbucket).
+fn comment_text(body: &Value) -> String {
+    body["body"].as_str().or(body["content"]["raw"].as_str()).unwrap_or("").to_string()
 }
 
 pub struct Forge {
@@ -114,6 +187,11 @@ impl Forge {
     pub fn link_next_pages_to(&self, base: &str) {
         self.state.lock().unwrap().foreign_next = Some(base.to_string());
     }
+
+    /// Comments refused for their length: (path, characters).
+    pub fn too_long(&self) -> Vec<(String, usize)> {
+        self.state.lock().unwrap().too_long.clone()
+    }
 }
 
 fn query_number(path: &str, name: &str) -> Option<usize> {
@@ -125,6 +203,9 @@ fn query_number(path: &str, name: &str) -> Option<usize> {
 /// by repository id), GitLab (`per_page`, default 20, `x-next-page` and `Link`), Gitea and
 /// Forgejo (every comment of the issue at once, `x-total-count`).
 fn comment_page(s: &State, path: &str, host: &str) -> Response<Full<Bytes>> {
+    if Shape::of(path) == Shape::Bitbucket {
+        return bitbucket_page(s, path, host);
+    }
     let all: Vec<Value> = s.comments.iter().map(|(id, b)| json!({"id": id, "body": b})).collect();
     let total = all.len().to_string();
     if path.starts_with("/api/v1/") {
@@ -155,6 +236,26 @@ fn comment_page(s: &State, path: &str, host: &str) -> Response<Full<Bytes>> {
         headers.push(("link", &link));
     }
     reply(200, Value::Array(items), &headers)
+}
+
+/// Bitbucket Cloud's paged listing: `{"values": […], "pagelen", "page", "size", "next"}`, the
+/// comment's text in `content.raw`.
+fn bitbucket_page(s: &State, path: &str, host: &str) -> Response<Full<Bytes>> {
+    let pagelen = query_number(path, "pagelen").unwrap_or(10).clamp(1, 100);
+    let page = query_number(path, "page").unwrap_or(1).max(1);
+    let values: Vec<Value> = s
+        .comments
+        .iter()
+        .skip((page - 1) * pagelen)
+        .take(pagelen)
+        .map(|(id, b)| json!({"id": id, "content": {"raw": b, "markup": "markdown"}, "deleted": false}))
+        .collect();
+    let mut body = json!({"values": values, "pagelen": pagelen, "page": page, "size": s.comments.len()});
+    if page * pagelen < s.comments.len() {
+        let route = path.split('?').next().unwrap_or("");
+        body["next"] = json!(format!("http://{host}{route}?pagelen={pagelen}&page={}", page + 1));
+    }
+    reply(200, body, &[])
 }
 
 fn reply(code: u16, body: Value, extra: &[(&str, &str)]) -> Response<Full<Bytes>> {
@@ -190,14 +291,25 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Resp
                 reply(201, json!({"id": s.next_id, "state": body["state"]}), &[])
             } else if method == "GET" && (path.contains("/comments") || path.contains("/notes")) {
                 comment_page(&s, &path, &host)
+            } else if let Some(length) = (method != "GET")
+                .then(|| comment_text(&body).chars().count())
+                .filter(|n| Shape::of(&path).comment_limit().is_some_and(|limit| *n > limit))
+            {
+                headers.remove("x-answered-ok");
+                s.too_long.push((path.clone(), length));
+                Shape::of(&path).too_long()
             } else if method == "POST" && (path.contains("/comments") || path.contains("/notes")) {
                 s.next_id += 1;
                 let id = s.next_id;
-                s.comments.push((id, body["body"].as_str().unwrap_or("").to_string()));
-                reply(201, json!({"id": id, "body": body["body"]}), &[])
+                let text = comment_text(&body);
+                s.comments.push((id, text.clone()));
+                match Shape::of(&path) {
+                    Shape::Bitbucket => reply(201, json!({"id": id, "content": {"raw": text}}), &[]),
+                    _ => reply(201, json!({"id": id, "body": text}), &[]),
+                }
             } else if method == "PATCH" || method == "PUT" {
                 let id: u64 = path.rsplit('/').next().and_then(|i| i.parse().ok()).unwrap_or(0);
-                let text = body["body"].as_str().unwrap_or("").to_string();
+                let text = comment_text(&body);
                 match s.comments.iter_mut().find(|(i, _)| *i == id) {
                     Some(comment) => {
                         comment.1 = text;
