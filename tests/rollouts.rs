@@ -367,7 +367,13 @@ fn a_failing_cluster_halts_the_rollout_and_later_waves_are_untouched() {
     });
     let metrics = daemon.get("/metrics").1;
     assert!(metrics.contains("strata_rollout_clusters{rollout=\"default\",state=\"failed\"} 1"), "{metrics}");
-    assert!(metrics.contains("strata_rollout_clusters{rollout=\"default\",state=\"held\"} 3"), "{metrics}");
+    assert!(metrics.contains("strata_rollout_clusters{rollout=\"default\",state=\"waiting\"} 3"), "{metrics}");
+    // One numbering of waves: the API's, the CLI's and the metric's (halted in prod, the second
+    // of the three waves that hold clusters).
+    let r = rollout(&daemon, "default");
+    assert_eq!((wave(&r, "prod")["number"].as_u64(), wave(&r, "prod")["of"].as_u64()), (Some(2), Some(3)), "{r}");
+    assert!(status.contains("\n2. prod  halted"), "{status}");
+    assert!(metrics.contains("strata_rollout_wave{rollout=\"default\"} 2"), "{metrics}");
 }
 
 #[test]

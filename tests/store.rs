@@ -174,8 +174,8 @@ fn failures_history_and_sync_states() {
     both(|backend| {
         let b = backend.name();
         let store = backend.open();
-        for _ in 0..HISTORY_KEPT + 10 {
-            store.record_applied("aws", &applied("r1")).unwrap();
+        for i in 0..HISTORY_KEPT + 10 {
+            store.record_applied("aws", &applied(&format!("r{i}"))).unwrap();
         }
         store.set_sync("edge", Sync::Failed, Some("unreachable"), Some("r0")).unwrap();
         store.set_sync("edge", Sync::Applying, None, Some("r1")).unwrap();
@@ -193,6 +193,49 @@ fn failures_history_and_sync_states() {
         // Newest first.
         store.set_sync("aws", Sync::Error, Some("does not render"), Some("r9")).unwrap();
         assert_eq!(store.history("aws", 1).unwrap()[0].revision.as_deref(), Some("r9"), "{b}");
+    });
+}
+
+#[test]
+fn retries_collapse_into_one_entry_and_never_push_real_events_out() {
+    both(|backend| {
+        let b = backend.name();
+        let store = backend.open();
+        store.record_applied("aws", &applied("r1")).unwrap();
+        assert_eq!(store.cluster("aws").unwrap().unwrap().health, Some(Health::Ready), "{b}");
+        // A cluster that cannot be reached, retried with backoff far more often than the
+        // history holds entries.
+        for i in 0..HISTORY_KEPT * 3 {
+            store.set_sync("aws", Sync::Failed, Some(&format!("unreachable (attempt {})", i + 1)), Some("r2")).unwrap();
+        }
+        // A failed apply never shows as healthy.
+        let state = store.cluster("aws").unwrap().unwrap();
+        assert_eq!((state.sync, state.health), (Sync::Failed, None), "{b}: health unknown after a failure");
+        let history = store.history("aws", 1000).unwrap();
+        assert_eq!(history.len(), 2, "{b}: the apply of r1 is still there: {history:?}");
+        let (retries, first) = (&history[0], &history[1]);
+        assert_eq!(
+            (retries.result, retries.revision.as_deref(), retries.count),
+            (Sync::Failed, Some("r2"), 150),
+            "{b}"
+        );
+        assert_eq!(retries.summary, "unreachable (attempt 150)", "{b}: the latest message");
+        assert!(retries.since <= retries.at, "{b}");
+        assert_eq!((first.result, first.revision.as_deref(), first.count), (Sync::Applied, Some("r1"), 1), "{b}");
+        // Another revision failing, or the same one failing another way, is an event of its own.
+        store.set_sync("aws", Sync::Error, Some("does not render"), Some("r2")).unwrap();
+        store.set_sync("aws", Sync::Failed, Some("unreachable"), Some("r3")).unwrap();
+        store.set_sync("aws", Sync::Failed, Some("unreachable"), Some("r3")).unwrap();
+        let history = store.history("aws", 1000).unwrap();
+        let seen: Vec<_> = history.iter().map(|h| (h.result, h.revision.as_deref().unwrap(), h.count)).collect();
+        assert_eq!(
+            seen,
+            [(Sync::Failed, "r3", 2), (Sync::Error, "r2", 1), (Sync::Failed, "r2", 150), (Sync::Applied, "r1", 1)],
+            "{b}"
+        );
+        // Applied again: healthy again.
+        store.record_applied("aws", &applied("r3")).unwrap();
+        assert_eq!(store.cluster("aws").unwrap().unwrap().health, Some(Health::Ready), "{b}");
     });
 }
 
@@ -366,7 +409,10 @@ fn concurrent_writers_lose_no_update() {
         let approvals: Vec<String> = check.approvals("c").unwrap().into_iter().map(|a| a.revision).collect();
         assert_eq!(approvals, (0..N).map(|i| format!("h{i}")).collect::<Vec<_>>(), "{b}: every approval, in order");
         let history = check.history("c", 1000).unwrap();
-        assert_eq!(history.iter().filter(|h| h.result == Sync::Failed).count(), N, "{b}: every failure");
+        // The failures of one revision are one entry that counts them all.
+        let failed: Vec<_> = history.iter().filter(|h| h.result == Sync::Failed).collect();
+        assert_eq!(failed.iter().map(|h| h.count as usize).sum::<usize>(), N, "{b}: every failure");
+        assert_eq!(failed.len(), 1, "{b}: retries of r0 collapse");
         let state = check.cluster("c").unwrap().unwrap();
         assert_eq!((state.suspended, state.message.as_deref()), (true, Some("failure 24")), "{b}: the last of each");
         assert_eq!(check.pending("c").unwrap().unwrap().head_revision, "h24", "{b}");

@@ -285,7 +285,7 @@ pub async fn status(
                 c["sync"].as_str().unwrap_or("-"),
                 if c["suspended"] == true { " (suspended)" } else { "" }
             ),
-            c["health"].as_str().unwrap_or("-").to_string(),
+            c["health"].as_str().unwrap_or("unknown").to_string(),
             c["drifted"].as_i64().unwrap_or(0).to_string(),
             r["pending"]["summary"]
                 .as_str()

@@ -10,15 +10,13 @@ fn short(rev: &Value) -> String {
     rev.as_str().map(|r| r.chars().take(7).collect()).unwrap_or_else(|| "-".into())
 }
 
-/// The waves that hold clusters, with their 1-based number among those.
+/// The waves that hold clusters, with the number the daemon gives them (1-based among those).
 fn used(rollout: &Value) -> Vec<(usize, &Value)> {
     rollout["waves"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|w| w["total"].as_u64().unwrap_or(0) > 0)
-        .enumerate()
-        .map(|(i, w)| (i + 1, w))
+        .filter_map(|w| Some((w["number"].as_u64()? as usize, w)))
         .collect()
 }
 
@@ -35,16 +33,13 @@ fn at_wave(rollout: &Value) -> String {
     }
 }
 
-/// `1 updated, 1 updating, 4 held`.
+/// `1 updated, 1 updating, 4 waiting`: the daemon's words for its clusters' states.
 fn counts(rollout: &Value) -> String {
     let mut by_state: Vec<(String, usize)> = Vec::new();
     for c in
         rollout["waves"].as_array().into_iter().flatten().flat_map(|w| w["clusters"].as_array().into_iter().flatten())
     {
-        let state = match c["state"].as_str().unwrap_or("?") {
-            "waiting" => "held",
-            other => other,
-        };
+        let state = c["state"].as_str().unwrap_or("?");
         match by_state.iter_mut().find(|(s, _)| s == state) {
             Some((_, n)) => *n += 1,
             None => by_state.push((state.to_string(), 1)),

@@ -180,7 +180,7 @@ impl Metrics {
         let label = RolloutLabel { rollout: rollout.to_string() };
         self.rollout_wave.remove(&label);
         self.rollout_halted.remove(&label);
-        for state in ["held", "updating", "updated", "failed", "rolling-back", "rolled-back"] {
+        for state in ["waiting", "updating", "updated", "failed", "rolling-back", "rolled-back"] {
             self.rollout_clusters.remove(&RolloutStateLabel { rollout: rollout.to_string(), state: state.into() });
         }
     }

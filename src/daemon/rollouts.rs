@@ -189,11 +189,10 @@ fn report_status(shared: &Shared, rollout: &str, report: &Report) {
 
 /// Sets the rollout's gauges from its progress.
 fn count(shared: &Shared, rollout: &Rollout, p: &Progress, now: i64) {
-    let used: Vec<usize> =
-        (0..rollout.waves.len()).filter(|&i| p.members(&rollout.waves[i].name).next().is_some()).collect();
+    let (numbers, used) = gate::wave_numbers(p, rollout);
     let wave = match gate::blocker(p, rollout, now) {
-        Blocker::Done => used.len(),
-        b => b.wave().and_then(|w| used.iter().position(|&i| i == w)).map_or(0, |k| k + 1),
+        Blocker::Done => used,
+        b => b.wave().and_then(|w| numbers[w]).unwrap_or(0),
     };
     let label = RolloutLabel { rollout: rollout.name.clone() };
     shared.metrics.rollout_wave.get_or_create(&label).set(wave as i64);
@@ -207,8 +206,7 @@ fn count(shared: &Shared, rollout: &Rollout, p: &Progress, now: i64) {
         ClusterRun::RollingBack,
         ClusterRun::RolledBack,
     ] {
-        let name = if state == ClusterRun::Waiting { "held" } else { state.as_str() };
-        let label = RolloutStateLabel { rollout: rollout.name.clone(), state: name.to_string() };
+        let label = RolloutStateLabel { rollout: rollout.name.clone(), state: state.as_str().to_string() };
         shared.metrics.rollout_clusters.get_or_create(&label).set(p.count(state) as i64);
     }
 }
@@ -325,6 +323,7 @@ pub fn act(shared: &Shared, rollout: &str, action: &Action, by: &str) -> Result<
 pub fn describe(policy: &Rollout, progress: Option<&Progress>, now: i64) -> serde_json::Value {
     use crate::rollout::policy::show_duration;
     let states = progress.map(|p| gate::wave_states(p, policy, now));
+    let (numbers, used) = progress.map_or((vec![None; policy.waves.len()], 0), |p| gate::wave_numbers(p, policy));
     let waves: Vec<serde_json::Value> = policy
         .waves
         .iter()
@@ -351,6 +350,9 @@ pub fn describe(policy: &Rollout, progress: Option<&Progress>, now: i64) -> serd
             let count = |state: ClusterRun| clusters.iter().filter(|c| c["state"] == state.as_str()).count();
             serde_json::json!({
                 "name": w.name,
+                // `number` of `of`: counted among the waves that hold clusters, as everywhere.
+                "number": numbers[i],
+                "of": used,
                 "selects": w.selects(),
                 "maxParallel": w.max_parallel.to_string(),
                 "bake": show_duration(w.bake),

@@ -630,12 +630,30 @@ fn short(revision: &str) -> &str {
     &revision[..revision.len().min(7)]
 }
 
+/// The one numbering of waves, the same in logs, statuses, the CLI, the view, the API and the
+/// metric: waves are counted among those that hold clusters of the change being rolled out
+/// (1-based); a wave that holds none has no number. Returns each wave's number and how many
+/// are numbered.
+pub fn wave_numbers(p: &Progress, rollout: &Rollout) -> (Vec<Option<usize>>, usize) {
+    let mut n = 0;
+    let numbers = rollout
+        .waves
+        .iter()
+        .map(|w| {
+            p.members(&w.name).next().map(|_| {
+                n += 1;
+                n
+            })
+        })
+        .collect();
+    (numbers, n)
+}
+
 /// `wave 2 of 3 (canary)`, counting the waves that hold clusters.
 fn position(p: &Progress, rollout: &Rollout, wave: usize) -> String {
-    let used: Vec<usize> =
-        (0..rollout.waves.len()).filter(|&i| p.members(&rollout.waves[i].name).next().is_some()).collect();
-    let n = used.iter().position(|&i| i == wave).map_or(wave + 1, |k| k + 1);
-    format!("wave {n} of {} ({})", used.len(), rollout.waves[wave].name)
+    let (numbers, used) = wave_numbers(p, rollout);
+    let n = numbers[wave].unwrap_or(wave + 1);
+    format!("wave {n} of {used} ({})", rollout.waves[wave].name)
 }
 
 fn updated_of(p: &Progress, wave: &str) -> (usize, usize) {

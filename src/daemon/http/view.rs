@@ -482,7 +482,14 @@ async fn cluster(
         .unwrap_or_default()
         .into_iter()
         .map(|h| {
-            context! { at => rfc3339(h.at), revision => Serde(rev(shared, h.revision.as_deref())), result => h.result.as_str(), summary => h.summary }
+            context! {
+                at => rfc3339(h.at),
+                since => (h.count > 1).then(|| rfc3339(h.since)),
+                count => h.count,
+                revision => Serde(rev(shared, h.revision.as_deref())),
+                result => h.result.as_str(),
+                summary => h.summary,
+            }
         })
         .collect();
     let approvals: Vec<Value> = store

@@ -161,6 +161,19 @@ struct HistoryDoc {
     result: Sync,
     summary: String,
     at: i64,
+    /// Retries of one revision that ended the same way, in a row (absent: one).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    count: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    first_at: Option<i64>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -939,11 +952,22 @@ impl KubeStore {
 }
 
 fn add_history(status: &mut StatusDoc, revision: Option<&str>, result: Sync, summary: &str, at: i64) {
+    if let Some(newest) =
+        status.history.last_mut().filter(|h| super::repeats(Some((h.revision.as_deref(), h.result)), revision, result))
+    {
+        newest.first_at.get_or_insert(newest.at);
+        newest.summary = summary.to_string();
+        newest.at = at;
+        newest.count = newest.count.saturating_add(1);
+        return;
+    }
     status.history.push(HistoryDoc {
         revision: revision.map(str::to_string),
         result,
         summary: summary.to_string(),
         at,
+        count: 1,
+        first_at: None,
     });
     if status.history.len() > HISTORY_KEPT {
         let excess = status.history.len() - HISTORY_KEPT;
@@ -1084,6 +1108,10 @@ impl Store for KubeStore {
             s.sync = Some(sync);
             s.message = message.clone();
             s.updated_at = Some(at);
+            // After a failed apply nobody knows how the workloads are doing: never `ready`.
+            if sync == Sync::Failed {
+                s.health = None;
+            }
             if matches!(sync, Sync::Failed | Sync::Removed | Sync::Error) {
                 add_history(s, revision.as_deref(), sync, message.as_deref().unwrap_or(""), at);
             }
@@ -1283,6 +1311,8 @@ impl Store for KubeStore {
                         result: h.result,
                         summary: h.summary.clone(),
                         at: h.at,
+                        count: h.count,
+                        since: h.first_at.unwrap_or(h.at),
                     })
                     .collect()
             })

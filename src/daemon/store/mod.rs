@@ -52,9 +52,15 @@ pub struct ClusterState {
     pub applied_at: Option<i64>,
     pub sync: Sync,
     pub message: Option<String>,
+    /// Unknown (never applied, or the last apply failed) is `unknown` in JSON as everywhere.
+    #[serde(serialize_with = "health_or_unknown")]
     pub health: Option<Health>,
     pub drifted: i64,
     pub suspended: bool,
+}
+
+fn health_or_unknown<S: serde::Serializer>(health: &Option<Health>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    health.unwrap_or(Health::Unknown).serialize(s)
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -116,8 +122,21 @@ pub struct DriftRow {
 pub struct HistoryRow {
     pub revision: Option<String>,
     pub result: Sync,
+    /// The latest of the events this entry stands for.
     pub summary: String,
+    /// When the latest happened (Unix seconds).
     pub at: i64,
+    /// How many times in a row it happened: retries of one revision that end the same way are
+    /// one entry, so they never push real events out of the bounded history.
+    pub count: u32,
+    /// When the first of them happened.
+    pub since: i64,
+}
+
+/// Whether an event continues a cluster's newest history entry (the same revision ending the
+/// same way: a retry) rather than being an event of its own.
+pub fn repeats(newest: Option<(Option<&str>, Sync)>, revision: Option<&str>, result: Sync) -> bool {
+    newest == Some((revision, result))
 }
 
 /// A successful apply, as [`Store::record_applied`] keeps it.
@@ -396,5 +415,26 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_795_824_000 + 3661), "2026-11-28T01:01:01Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn health_nobody_knows_is_unknown_in_json_as_everywhere() {
+        let state = ClusterState {
+            name: "aws".into(),
+            profile_revision: None,
+            cluster_revision: None,
+            digest: None,
+            profile: None,
+            version: None,
+            applied_at: None,
+            sync: Sync::Failed,
+            message: None,
+            health: None,
+            drifted: 0,
+            suspended: false,
+        };
+        assert_eq!(serde_json::to_value(&state).unwrap()["health"], "unknown");
+        let ready = ClusterState { health: Some(Health::Ready), ..state };
+        assert_eq!(serde_json::to_value(&ready).unwrap()["health"], "ready");
     }
 }

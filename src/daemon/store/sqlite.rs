@@ -128,6 +128,9 @@ const MIGRATIONS: &[&str] = &[
     "DELETE FROM drift; DELETE FROM pending; UPDATE clusters SET drifted = 0;",
     // 2: a pending diff remembers the digest of the set it starts from.
     "ALTER TABLE pending ADD COLUMN base_digest TEXT;",
+    // 3: retries of one revision that end the same way are one history entry with a count.
+    "ALTER TABLE history ADD COLUMN count INTEGER NOT NULL DEFAULT 1;
+     ALTER TABLE history ADD COLUMN first_at INTEGER;",
 ];
 
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
@@ -447,9 +450,11 @@ impl Store for SqliteStore {
         let now = now();
         self.write(|c| {
             let tx = c.transaction()?;
+            // After a failed apply nobody knows how the workloads are doing: never `ready`.
             tx.execute(
                 "INSERT INTO clusters (name, sync, message, updated_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(name) DO UPDATE SET sync = ?2, message = ?3, updated_at = ?4",
+                 ON CONFLICT(name) DO UPDATE SET sync = ?2, message = ?3, updated_at = ?4,
+                   health = CASE WHEN ?2 = 'failed' THEN NULL ELSE health END",
                 params![name, sync, message, now],
             )?;
             if matches!(sync, Sync::Failed | Sync::Removed | Sync::Error) {
@@ -735,9 +740,16 @@ impl Store for SqliteStore {
     /// The newest `limit` history rows of `cluster` (at most [`HISTORY_KEPT`] are kept).
     fn history(&self, cluster: &str, limit: usize) -> Result<Vec<HistoryRow>> {
         self.read(|c| {
-            c.prepare("SELECT revision, result, summary, at FROM history WHERE cluster = ?1 ORDER BY id DESC LIMIT ?2")?
+            c.prepare("SELECT revision, result, summary, at, count, COALESCE(first_at, at) FROM history WHERE cluster = ?1 ORDER BY id DESC LIMIT ?2")?
                 .query_map(params![cluster, limit as i64], |r| {
-                    Ok(HistoryRow { revision: r.get(0)?, result: r.get(1)?, summary: r.get(2)?, at: r.get(3)? })
+                    Ok(HistoryRow {
+                        revision: r.get(0)?,
+                        result: r.get(1)?,
+                        summary: r.get(2)?,
+                        at: r.get(3)?,
+                        count: r.get(4)?,
+                        since: r.get(5)?,
+                    })
                 })?
                 .collect()
         })
@@ -767,6 +779,22 @@ fn add_history(
     summary: &str,
     at: i64,
 ) -> rusqlite::Result<()> {
+    let newest: Option<(i64, Option<String>, Sync)> = tx
+        .query_row(
+            "SELECT id, revision, result FROM history WHERE cluster = ?1 ORDER BY id DESC LIMIT 1",
+            [cluster],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    if let Some((id, _, _)) =
+        newest.as_ref().filter(|(_, rev, res)| super::repeats(Some((rev.as_deref(), *res)), revision, result))
+    {
+        tx.execute(
+            "UPDATE history SET summary = ?2, first_at = COALESCE(first_at, at), at = ?3, count = count + 1 WHERE id = ?1",
+            params![id, summary, at],
+        )?;
+        return Ok(());
+    }
     tx.execute(
         "INSERT INTO history (cluster, revision, result, summary, at) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![cluster, revision, result, summary, at],
@@ -921,7 +949,10 @@ mod tests {
             store
                 .write(|c| {
                     c.pragma_update(None, "user_version", 0)?;
-                    c.execute_batch("ALTER TABLE pending DROP COLUMN base_digest")
+                    c.execute_batch(
+                        "ALTER TABLE pending DROP COLUMN base_digest;
+                         ALTER TABLE history DROP COLUMN count; ALTER TABLE history DROP COLUMN first_at;",
+                    )
                 })
                 .unwrap();
             store.record_applied("c", &applied("r1")).unwrap();
