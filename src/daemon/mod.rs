@@ -1017,11 +1017,20 @@ fn dispatch(shared: &Arc<Shared>, outcomes: Vec<Outcome>, workers: &mut Workers,
         info!(cluster = %name, prune = shared.config.prune_removed_clusters, "Cluster file removed: no longer managed.");
         match workers.remove(&name) {
             Some((mailbox, _)) => mailbox.send(Msg::Remove { prune: shared.config.prune_removed_clusters }),
+            // No worker (a restart at the commit that removed it): retired as a worker would,
+            // but with nothing loaded to prune with, its objects stay.
             None => {
+                let message = if shared.config.prune_removed_clusters {
+                    warn!(cluster = %name, "A cluster removed while the daemon was stopped is not pruned: restore its file and remove it again while the daemon runs to have them deleted, or delete them by hand.");
+                    "cluster file removed while the daemon was stopped; objects left in place"
+                } else {
+                    "cluster file removed; objects left in place"
+                };
                 shared.stored(
                     "record a removed cluster",
-                    shared.store.set_sync(&name, Sync::Removed, Some("cluster file removed"), None),
+                    shared.store.set_sync(&name, Sync::Removed, Some(message), None),
                 );
+                shared.stored("clear a removed cluster's pending update", shared.store.clear_pending(&name));
             }
         }
     }

@@ -121,12 +121,25 @@ pub enum Op {
     Tamper {
         cluster: &'static str,
     },
+    /// The rollout policy `rings` (a canary of one `ring:0` cluster, then the rest, `manual`:
+    /// only when promoted), or none.
+    Rollout {
+        policy: Option<RolloutModel>,
+    },
+    /// Promotes `rings` (when it waits for promotion) through both daemons' API.
+    Promote,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RolloutModel {
+    manual: bool,
 }
 
 #[derive(Clone, Debug)]
 struct Model {
     versions: BTreeMap<&'static str, Vec<Version>>,
     clusters: BTreeMap<&'static str, ClusterModel>,
+    rollout: Option<RolloutModel>,
     broken: bool,
 }
 
@@ -150,7 +163,7 @@ impl Model {
                 },
             );
         }
-        Model { versions, clusters, broken: false }
+        Model { versions, clusters, rollout: None, broken: false }
     }
 
     /// A random operation that makes sense on this model.
@@ -163,7 +176,7 @@ impl Model {
         // A pin names a version of the cluster's own profile.
         let own = &self.versions[self.clusters[cluster].profile];
         loop {
-            let op = match rng.u32(..100) {
+            let op = match rng.u32(..110) {
                 0..=19 => {
                     let v = &minors[rng.usize(..minors.len())];
                     Op::Edit { profile, minor: v.minor, replicas: rng.u32(1..5), image: rng.u32(1..9) }
@@ -193,6 +206,8 @@ impl Model {
                     let name = names[rng.usize(..names.len())];
                     Op::Approve { cluster: CLUSTERS.iter().copied().find(|c| c == name).expect("a model cluster") }
                 }
+                100..=104 => Op::Rollout { policy: rng.bool().then(|| RolloutModel { manual: rng.bool() }) },
+                105..=109 if self.rollout.is_some() => Op::Promote,
                 _ => continue,
             };
             return op;
@@ -242,7 +257,8 @@ impl Model {
                 self.clusters.remove(cluster);
             }
             Op::Broken => self.broken = true,
-            Op::Approve { .. } | Op::Tamper { .. } => {}
+            Op::Rollout { policy } => self.rollout = *policy,
+            Op::Approve { .. } | Op::Tamper { .. } | Op::Promote => {}
         }
     }
 
@@ -250,6 +266,17 @@ impl Model {
     fn write(&self, repo: &Repo) {
         let _ = std::fs::remove_dir_all(repo.path().join("profiles"));
         let _ = std::fs::remove_dir_all(repo.path().join("clusters"));
+        let _ = std::fs::remove_dir_all(repo.path().join("rollouts"));
+        if let Some(r) = self.rollout {
+            // (A commit where no cluster is on ring 0 does not load: the canary selects nothing.)
+            repo.write(
+                "rollouts/rings.yaml",
+                &format!(
+                    "apiVersion: strata.dev/v1\nkind: Rollout\nmetadata: {{ name: rings }}\nspec:\n  waves:\n    - name: canary\n      selector: {{ tags: [\"ring:0\"] }}\n      maxClusters: 1\n    - name: rest\n{}",
+                    if r.manual { "      approval: manual\n" } else { "" }
+                ),
+            );
+        }
         repo.write(
             "packs/app/deployment.yaml",
             "apiVersion: apps/v1\nkind: Deployment\nmetadata: { name: app }\nspec:\n  replicas: {{ values.replicas }}\n  selector: { matchLabels: { app: app } }\n  template:\n    metadata: { labels: { app: app } }\n    spec: { containers: [{ name: app, image: \"example.com/app:{{ values.image }}\" }] }\n",
@@ -467,6 +494,19 @@ pub fn run(seed: u64, steps: usize) {
                     assert!(code == 202 || code == 409, "approve {cluster}: {code} {text}\n{}", trace(&ops));
                 }
             }
+            Op::Promote => {
+                for d in [&a, &b] {
+                    let (code, text) = d.request(
+                        "POST",
+                        "/api/v1/rollouts/rings/promote",
+                        &[("Authorization", &format!("Bearer {TOKEN}")), ("Content-Type", "application/json")],
+                        "{\"by\": \"truth\"}",
+                    );
+                    // 409: nothing waits for promotion (or the rollout is idle); 404: the last
+                    // good revision has no such rollout.
+                    assert!(matches!(code, 200 | 404 | 409), "promote: {code} {text}\n{}", trace(&ops));
+                }
+            }
             Op::Tamper { .. } => {}
             op => {
                 model.apply(op);
@@ -526,7 +566,7 @@ pub fn run(seed: u64, steps: usize) {
         // Restart equivalence.
         let (said_a, said_b) = (clusters(&a), clusters(&b));
         if said_a != said_b {
-            let differing: Vec<_> =
+            let differing: BTreeSet<_> =
                 said_a.keys().chain(said_b.keys()).filter(|n| said_a.get(*n) != said_b.get(*n)).collect();
             let pairs: Vec<String> = differing
                 .iter()
@@ -540,6 +580,13 @@ pub fn run(seed: u64, steps: usize) {
                 .collect();
             panic!("step {step}: the running and the restarted daemon differ:\n{}\n{}", pairs.join("\n"), trace(&ops));
         }
+        let (rollouts_a, rollouts_b) = (rollouts(&a), rollouts(&b));
+        assert_eq!(
+            rollouts_a,
+            rollouts_b,
+            "step {step}: the running (left) and the restarted daemon's rollouts differ\n{}",
+            trace(&ops)
+        );
         let (out_a, out_b) = (files(&a.dir.path().join("out")), files(&b.dir.path().join("out")));
         if out_a != out_b {
             let differing: Vec<_> =
@@ -549,17 +596,48 @@ pub fn run(seed: u64, steps: usize) {
 
         // The plan is the daemon's plan: for a commit that loads, from the revision the daemon
         // last loaded.
-        let commit = !matches!(op, Op::Approve { .. } | Op::Broken);
+        let commit = !matches!(op, Op::Approve { .. } | Op::Broken | Op::Promote | Op::Tamper { .. });
         if let (true, Some(base)) = (commit, &last_good)
             && json(&a, "/api/v1/revision")["verdict"] == "loaded"
         {
-            check_plan(&repo, base, &head, &before, &said_a, &pending_before, &|| trace(&ops));
+            check_plan(&a, &repo, base, &head, &before, &said_a, &pending_before, &|| trace(&ops));
         }
     }
 }
 
+/// Where each rollout stands, as the daemon says (without times).
+fn rollouts(d: &Daemon) -> Value {
+    let list = json(d, "/api/v1/rollouts");
+    let described: Vec<Value> = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let detail = json(d, &format!("/api/v1/rollouts/{}", r["rollout"].as_str().unwrap()));
+            let waves: Vec<Value> = detail["waves"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|w| {
+                    let clusters: Vec<Value> = w["clusters"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|c| serde_json::json!([c["cluster"], c["state"], c["to"]]))
+                        .collect();
+                    serde_json::json!({"name": w["name"], "state": w["state"], "number": w["number"], "clusters": clusters})
+                })
+                .collect();
+            serde_json::json!({"rollout": detail["rollout"], "state": detail["state"], "revision": detail["revision"], "next": detail["next"], "waves": waves})
+        })
+        .collect();
+    Value::Array(described)
+}
+
 /// What the plan from `base` to `head` says of each cluster against what the daemon did.
+#[allow(clippy::too_many_arguments)]
 fn check_plan(
+    daemon: &Daemon,
     repo: &Repo,
     base: &str,
     head: &str,
@@ -571,9 +649,51 @@ fn check_plan(
     let run = repo.strata(&["plan", "--base", base, "--head", head, "--format", "json"]);
     assert_eq!(run.code, 0, "plan: {}\n{}", run.stderr, trace());
     let plan: Value = serde_json::from_str(&run.stdout).unwrap();
+    // The waves the plan puts clusters in, and the daemon's: the same wave for each cluster.
+    let mut planned_waves: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for r in plan["rollouts"].as_array().into_iter().flatten() {
+        let rollout = r["rollout"].as_str().unwrap();
+        for w in r["waves"].as_array().unwrap() {
+            for c in w["clusters"].as_array().unwrap() {
+                let wave = w["name"].as_str().unwrap().to_string();
+                planned_waves.insert(c["cluster"].as_str().unwrap().to_string(), (rollout.to_string(), wave));
+            }
+        }
+    }
+    let mut daemon_waves: BTreeMap<String, (String, String, String)> = BTreeMap::new();
+    for r in json(daemon, "/api/v1/rollouts").as_array().into_iter().flatten() {
+        let rollout = r["rollout"].as_str().unwrap();
+        if r["revision"] != head {
+            continue;
+        }
+        let detail = json(daemon, &format!("/api/v1/rollouts/{rollout}"));
+        for w in detail["waves"].as_array().unwrap() {
+            for c in w["clusters"].as_array().unwrap() {
+                daemon_waves.insert(
+                    c["cluster"].as_str().unwrap().to_string(),
+                    (rollout.to_string(), w["name"].as_str().unwrap().to_string(), c["state"].as_str().unwrap().into()),
+                );
+            }
+        }
+    }
     for c in plan["clusters"].as_array().unwrap() {
         let name = c["cluster"].as_str().unwrap();
         if pending_before.contains(name) {
+            continue;
+        }
+        if let Some((rollout, wave)) = planned_waves.get(name) {
+            let (now, theirs) = (after.get(name), daemon_waves.get(name));
+            let why = || {
+                format!(
+                    "{name}: the plan puts it in rollout {rollout}, wave {wave}: {c:#}\nthe daemon has it in {theirs:?} and says {now:#?}\n{}",
+                    trace()
+                )
+            };
+            assert_eq!(theirs.map(|t| (&t.0, &t.1)), Some((rollout, wave)), "the same wave: {}", why());
+            // Released and applied, or held: by its wave, or for its own approval.
+            let moved = before.get(name).map(|v| &v["digest"]) != now.map(|v| &v["digest"]);
+            let hold = now.map(|v| v["pending"]["hold"]["until"].clone()).unwrap_or_default();
+            assert!(moved || hold == "rollout" || hold == "approval", "released or held: {}", why());
             continue;
         }
         let kind = c["kind"].as_str().unwrap();
