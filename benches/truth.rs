@@ -6,11 +6,17 @@
 //! truth` or `cargo bench --bench truth -- --seed <seed>`.
 //!
 //! `cargo bench --bench truth` runs 5 histories of 60 steps. Options (after `--`):
-//! `--histories N`, `--steps N`, `--seed S` (one history from that seed).
+//! `--histories N`, `--steps N`, `--seed S` (one history from that seed), `--api-servers`
+//! (clusters behind API server stand-ins instead of directories).
 
+#[path = "../tests/apiserver/mod.rs"]
+#[allow(dead_code, unused_imports)]
+mod apiserver;
 #[path = "../tests/common/mod.rs"]
 #[allow(dead_code, unused_imports)]
 mod common;
+#[path = "../tests/common/truth.rs"]
+mod truth;
 
 use std::time::Instant;
 
@@ -21,6 +27,7 @@ fn main() {
         option(name).map(|n| n.parse().unwrap_or_else(|_| panic!("{name} takes a number"))).unwrap_or(default)
     };
     let steps = number("--steps", 60) as usize;
+    let api_servers = args.iter().any(|a| a == "--api-servers");
     let seeds: Vec<u64> = match option("--seed") {
         Some(seed) => vec![seed.parse().expect("--seed takes a number")],
         None => (0..number("--histories", 5)).map(|_| fastrand::u64(..)).collect(),
@@ -29,7 +36,7 @@ fn main() {
     for (i, seed) in seeds.iter().enumerate() {
         println!("history {} of {}: seed {seed}, {steps} steps", i + 1, seeds.len());
         let history = Instant::now();
-        common::truth::run(*seed, steps);
+        truth::run_on(*seed, steps, api_servers);
         println!("  held: {:.0} s", history.elapsed().as_secs_f64());
     }
     println!("{} histories, {} steps each, all held, in {:.0} s", seeds.len(), steps, started.elapsed().as_secs_f64());

@@ -3,11 +3,28 @@
 //! every step, and `strata plan` lists what the daemon then does. A fixed seed and a bounded
 //! number of steps here; `cargo bench --bench truth` runs long histories from random seeds.
 
+mod apiserver;
 mod common;
+// Not in `common`: it needs the API server stand-in, which only some test binaries build.
+#[path = "common/truth.rs"]
+mod truth;
+
+fn seed_and_steps(steps: usize) -> (u64, usize) {
+    let seed = std::env::var("STRATA_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20261207);
+    let steps = std::env::var("STRATA_TRUTH_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(steps);
+    (seed, steps)
+}
 
 #[test]
 fn a_running_daemon_decides_as_a_restarted_one_and_as_the_plan_says() {
-    let seed = std::env::var("STRATA_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20261207);
-    let steps = std::env::var("STRATA_TRUTH_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(24);
-    common::truth::run(seed, steps);
+    let (seed, steps) = seed_and_steps(24);
+    truth::run_on(seed, steps, false);
+}
+
+/// The same on clusters behind API servers (the stand-in): applies, watches, drift and hand edits
+/// through the Kubernetes API.
+#[test]
+fn the_same_on_api_servers() {
+    let (seed, steps) = seed_and_steps(12);
+    truth::run_on(seed ^ 0x5eed, steps, true);
 }
