@@ -10,10 +10,8 @@
 //! (clusters behind API server stand-ins instead of directories).
 
 #[path = "../tests/apiserver/mod.rs"]
-#[allow(dead_code, unused_imports)]
 mod apiserver;
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code, unused_imports)]
 mod common;
 #[path = "../tests/common/truth.rs"]
 mod truth;
