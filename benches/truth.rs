@@ -13,9 +13,8 @@
 mod apiserver;
 #[path = "../tests/common/mod.rs"]
 mod common;
-#[path = "../tests/common/truth.rs"]
-mod truth;
 
+use common::truth;
 use std::time::Instant;
 
 fn main() {

@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod kubernetes;
 pub mod proc;
 pub mod secrets;
+pub mod truth;
 pub mod webdriver;
 
 use std::convert::Infallible;

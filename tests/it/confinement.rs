@@ -2,8 +2,8 @@
 //! namespaces and kinds are checked as the API server checks them, the directory target confines
 //! itself, and the kube target encodes every path segment.
 
-mod apiserver;
-mod common;
+use crate::apiserver;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -3,11 +3,11 @@
 //! real `strata run` (Git fetches, commit statuses, SIGHUP) and `strata plan --post`. Each broken
 //! setting must be understood from strata's message alone.
 
-mod apiserver;
-mod common;
-mod forge;
-mod githttp;
-mod netlab;
+use crate::apiserver;
+use crate::common;
+use crate::forge;
+use crate::githttp;
+use crate::netlab;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

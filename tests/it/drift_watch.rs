@@ -2,8 +2,8 @@
 //! drift check an hour away (`drift.interval` and `drift.resync`), so whatever is found within
 //! the test's time was found by a watch. Edits come from `kubectl`, as someone's would.
 
-mod apiserver;
-mod common;
+use crate::apiserver;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

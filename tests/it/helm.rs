@@ -8,7 +8,7 @@
 //! Tests that need it say so and skip when there is none; the checks strata makes before helm
 //! runs (vendored dependencies, values files, capabilities) are tested without it.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

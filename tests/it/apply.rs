@@ -1,8 +1,8 @@
 //! Apply, prune, health and drift against the API server stand-in in `tests/apiserver`, through
 //! the `strata` binary with a kubeconfig (end to end) and through the library (in-process).
 
-mod apiserver;
-mod common;
+use crate::apiserver;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

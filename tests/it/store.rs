@@ -3,8 +3,8 @@
 //! `deploy/kubernetes/`. "Reopening" is a second handle onto the same state: for SQLite the same
 //! file, for Kubernetes a second replica.
 
-mod apiserver;
-mod common;
+use crate::apiserver;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

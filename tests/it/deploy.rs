@@ -5,8 +5,7 @@
 //! (The image itself is built and run as the Deployment runs it by `scripts/image-test`, with
 //! tests/image.rs.)
 
-mod apiserver;
-mod common;
+use crate::apiserver;
 
 use std::io::Write as _;
 use std::path::Path;

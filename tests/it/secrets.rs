@@ -2,8 +2,8 @@
 //! `strata diff`, `strata drift` and apply errors show that a key changed, as a keyed hash,
 //! never the value (the daemon's API, view, statuses and logs are in `tests/daemon.rs`).
 
-mod apiserver;
-mod common;
+use crate::apiserver;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

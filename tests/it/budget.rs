@@ -2,7 +2,7 @@
 //! with `error[budget]` naming the layer and the file, and strata's memory stays bounded while it
 //! does (peak RSS of the process and of the child that renders templates, from getrusage).
 
-mod common;
+use crate::common;
 
 use common::Repo;
 

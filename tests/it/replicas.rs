@@ -5,8 +5,8 @@
 //! within the revocation record's refresh bound; a token rotated on one replica ends the
 //! sessions it opened on all. Every request the replicas make is one the shipped Role allows.
 
-mod apiserver;
-mod common;
+use crate::apiserver;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -1,10 +1,10 @@
 //! `strata run` end to end: a real Git repository, the daemon binary, its CLI (`status`,
 //! `approve`), webhooks over HTTP, directory targets and the API server stand-in.
 
-mod apiserver;
-mod common;
-mod forge;
-mod githttp;
+use crate::apiserver;
+use crate::common;
+use crate::forge;
+use crate::githttp;
 
 use std::io::Read;
 use std::path::Path;

@@ -3,11 +3,7 @@
 //! every step, and `strata plan` lists what the daemon then does. A fixed seed and a bounded
 //! number of steps here; `cargo bench --bench truth` runs long histories from random seeds.
 
-mod apiserver;
-mod common;
-// Not in `common`: it needs the API server stand-in, which only some test binaries build.
-#[path = "common/truth.rs"]
-mod truth;
+use crate::common::truth;
 
 fn seed_and_steps(steps: usize) -> (u64, usize) {
     let seed = std::env::var("STRATA_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20261207);

@@ -5,7 +5,7 @@
 //! With STRATA_SCREENSHOTS=DIR set, the fleet and pending-update pages are saved there as PNGs
 //! (that is how docs/ gets its pictures).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -3,12 +3,11 @@
 //! and planning are tuned for speed (parallel renders, shared parses, plans that skip what a
 //! change cannot reach); these pin that none of it changes a single byte of what comes out.
 //!
-//! `STRATA_UPDATE_GOLDEN=1 cargo test --test golden` rewrites the files under `tests/golden/`
+//! `STRATA_UPDATE_GOLDEN=1 cargo test --test it golden::` rewrites the files under `tests/golden/`
 //! (review the diff: a change there is a change users see).
 
-mod common;
-#[path = "../benches/support/mod.rs"]
-mod support;
+use crate::common;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 

@@ -10,7 +10,7 @@
 //! Needs node and `npm ci` in tests/oidc (scripts/test does both); without them each test says
 //! so and passes.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};

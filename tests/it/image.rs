@@ -17,9 +17,9 @@
 //! (`scripts/image-test` builds it and sets STRATA_IMAGE and STRATA_PODMAN, the podman command
 //! with its storage and settings).
 
-mod apiserver;
-mod common;
-mod githttp;
+use crate::apiserver;
+use crate::common;
+use crate::githttp;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -3,7 +3,7 @@
 //! the tool itself, run on a kustomization that skipped those checks, still reads nothing of
 //! the host and reaches no listener.
 
-mod common;
+use crate::common;
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpListener;

@@ -6,8 +6,8 @@
 //! rollout gated alike by every replica, and every request the replicas make allowed by the
 //! shipped Role.
 
-mod apiserver;
-mod common;
+use crate::apiserver;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

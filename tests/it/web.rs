@@ -3,7 +3,7 @@
 //! guessed tokens, `next` tricks, half-sent requests, unfinished bodies and descriptor exhaustion.
 //! docs/security.md names these tests as the evidence for each boundary.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -1,7 +1,7 @@
 //! The `strata` command line on the example repository and on scratch Git repositories whose
 //! commits walk through the tutorial's three ways of changing a fleet.
 
-mod common;
+use crate::common;
 
 use common::{Repo, example_dir, strata_with_env};
 use serde_json::Value;

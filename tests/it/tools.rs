@@ -2,7 +2,7 @@
 //! `kustomize`), helm through stand-ins that check and record the arguments strata passes (charts
 //! through the real Helm engine are tests/helm.rs), and a clear error when a tool is missing.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

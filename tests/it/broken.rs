@@ -1,7 +1,7 @@
 //! A corpus of broken repositories: each exits 1 with a diagnostic naming the file (and line
 //! where there is one), and says what is wrong.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

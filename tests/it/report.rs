@@ -1,10 +1,9 @@
 //! `strata plan --post` against a forge API stand-in: the exact requests each provider's REST
 //! API documents, and the pull-request comment updated in place.
 
-mod common;
-mod forge;
-#[path = "../benches/support/mod.rs"]
-mod support;
+use crate::common;
+use crate::forge;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -3,8 +3,8 @@
 //! `strata run` with directory targets and the API server stand-in, and the rollout watched as
 //! an operator watches it (the targets, `strata rollout status`, the API, commit statuses).
 
-mod apiserver;
-mod common;
+use crate::apiserver;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::process::Command;

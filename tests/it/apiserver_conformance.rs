@@ -4,7 +4,7 @@
 //! `kubectl`. What these tests pin down is what strata's watches, Leases and
 //! optimistic-concurrency state may rely on.
 
-mod apiserver;
+use crate::apiserver;
 
 use std::collections::BTreeSet;
 use std::path::Path;
