@@ -96,6 +96,10 @@ pub fn gate_all(
     mut stored: BTreeMap<String, Progress>,
 ) -> Result<BTreeMap<String, Gate>, StoreError> {
     *shared.rollouts.lock().unwrap_or_else(|p| p.into_inner()) = model.rollouts.clone();
+    // Every policy's gauges exist from the start, at zero until it runs.
+    for name in model.rollouts.keys() {
+        shared.metrics.know_rollout(name);
+    }
     for gone in stored.keys().filter(|name| !model.rollouts.contains_key(*name)) {
         info!(rollout = %gone, "Rollout policy removed: its progress is forgotten.");
         shared.store.delete_rollout(gone)?;
@@ -136,7 +140,8 @@ pub fn gate_all(
         }
         let gated = save(shared, rollout, head, &members, previous, now)?;
         for event in &gated.events {
-            info!(rollout = %rollout.name, revision = %head, "Rollout: {event}.");
+            let (cluster, wave) = (event.cluster.as_deref(), event.wave.as_deref());
+            info!(rollout = %rollout.name, revision = %head, cluster, wave, "Rollout: {}.", event.what);
         }
         for report in gated.superseded.iter().chain(&gated.status) {
             report_status(shared, &rollout.name, report);
@@ -187,14 +192,23 @@ fn report_status(shared: &Shared, rollout: &str, report: &Report) {
     shared.report_to(context(rollout), &report.revision, report.state, &report.description, url);
 }
 
-/// Sets the rollout's gauges from its progress.
-fn count(shared: &Shared, rollout: &Rollout, p: &Progress, now: i64) {
+/// The wave a rollout is at among its waves that hold clusters (1-based; 0 when none does, all
+/// of them when it is done), how many such waves there are, and the name of the one it is at.
+pub fn wave_at(rollout: &Rollout, p: &Progress, now: i64) -> (usize, usize, Option<String>) {
     let used: Vec<usize> =
         (0..rollout.waves.len()).filter(|&i| p.members(&rollout.waves[i].name).next().is_some()).collect();
-    let wave = match gate::blocker(p, rollout, now) {
-        Blocker::Done => used.len(),
-        b => b.wave().and_then(|w| used.iter().position(|&i| i == w)).map_or(0, |k| k + 1),
-    };
+    match gate::blocker(p, rollout, now) {
+        Blocker::Done => (used.len(), used.len(), None),
+        b => {
+            let at = b.wave().and_then(|w| used.iter().position(|&i| i == w)).map_or(0, |k| k + 1);
+            (at, used.len(), b.wave().map(|w| rollout.waves[w].name.clone()))
+        }
+    }
+}
+
+/// Sets the rollout's gauges from its progress.
+fn count(shared: &Shared, rollout: &Rollout, p: &Progress, now: i64) {
+    let (wave, _, _) = wave_at(rollout, p, now);
     let label = RolloutLabel { rollout: rollout.name.clone() };
     shared.metrics.rollout_wave.get_or_create(&label).set(wave as i64);
     let stopped = matches!(p.state, RunState::Halted | RunState::Aborted);
