@@ -9,7 +9,8 @@
 //! - the daemon's resident memory once the fleet is applied, and its peak;
 //! - CPU time per idle minute (no commits; drift checks at their default interval);
 //! - a restart with the state in place (nothing changed in Git): start to ready;
-//! - the fleet page with every cluster on it.
+//! - the fleet page (`/`: since issue 20 the overview and the first 50 clusters; `benches/view.rs`
+//!   measures it in detail).
 //!
 //! `cargo bench --bench daemon` (`-- --clusters N`, `--shape overridden|shared`,
 //! `--idle-seconds N` to shorten the idle measurement, `--on-disk` to work under the temporary
@@ -117,7 +118,7 @@ fn main() {
     std::thread::sleep(Duration::from_secs(1));
     let rss = proc_status(pid, "VmRSS:");
 
-    // The fleet page with every cluster on it, over loopback (median of 20).
+    // The fleet page, over loopback (median of 20).
     let mut page_times = Vec::new();
     let mut page_bytes = 0;
     for _ in 0..20 {
@@ -185,7 +186,7 @@ fn main() {
         restart_rss as f64 / 1024.0
     );
     println!(
-        "fleet page with {clusters} clusters: median {:.1}ms, max {:.1}ms ({} KiB)",
+        "fleet page (`/`) with {clusters} clusters: median {:.1}ms, max {:.1}ms ({} KiB)",
         page_times[10].as_secs_f64() * 1e3,
         page_times[19].as_secs_f64() * 1e3,
         page_bytes / 1024

@@ -1297,7 +1297,12 @@ impl Config {
                 .about(format!("cluster {cluster}"))
                 .help(format!(
                     "add `targets: {{ {target}: {{ kubeconfig: PATH, context: NAME }} }}` (configured: {})",
-                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                    match known.len() {
+                        0 => "none".to_string(),
+                        // A fleet's thousand names would bury the one line that matters.
+                        n if n > 5 => format!("{}, … {n} in all", known[..5].join(", ")),
+                        _ => known.join(", "),
+                    }
                 ))
         })
     }

@@ -381,6 +381,21 @@ impl GitSource {
         }
     }
 
+    /// Files under the path strata reads that differ from HEAD in the working directory:
+    /// modified, added, deleted, renamed, and untracked ones (ignored files are not counted).
+    /// `None` for a bare repository, or when git cannot tell.
+    pub fn uncommitted(&self) -> Option<usize> {
+        let repo = git2::Repository::open(&self.path).ok()?;
+        repo.workdir()?;
+        let mut options = git2::StatusOptions::new();
+        options.include_untracked(true).recurse_untracked_dirs(true).include_ignored(false);
+        if !self.subdir.is_empty() {
+            options.pathspec(&self.subdir);
+        }
+        let statuses = repo.statuses(Some(&mut options)).ok()?;
+        Some(statuses.iter().filter(|s| s.status() != git2::Status::CURRENT).count())
+    }
+
     /// The snapshot of `rev` (any revspec git understands: `HEAD`, `main`, `HEAD~1`, a SHA).
     pub fn snapshot(&self, rev: &str) -> Result<Snapshot, SourceError> {
         let repo = git2::Repository::open(&self.path).map_err(|e| SourceError::Git(e.message().to_string()))?;

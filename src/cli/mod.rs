@@ -38,6 +38,18 @@ impl From<SourceError> for Failure {
     }
 }
 
+/// Says on stderr, when a command reads HEAD by default, how many files of the working
+/// directory it does not see (edited, added, deleted, untracked), and what reads them.
+pub fn warn_uncommitted(git: &source::GitSource, reads_them: &str) {
+    if let Some(n) = git.uncommitted().filter(|n| *n > 0) {
+        eprintln!(
+            "warning: {n} file{} changed since HEAD {} not included; {reads_them}",
+            plural(n),
+            if n == 1 { "is" } else { "are" }
+        );
+    }
+}
+
 pub fn snapshot(cli: &Cli) -> Result<Snapshot, Failure> {
     Ok(source::open(&cli.repo, cli.path.as_deref(), cli.rev.as_deref(), cli.worktree)?)
 }

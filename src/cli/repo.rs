@@ -10,11 +10,20 @@ use strata::render::tools::SystemTools;
 use strata::repo;
 use strata::source::GitSource;
 
-use super::{Failure, at, columns, did_you_mean, emit, find, load, load_config, plural, print, runtime, snapshot};
+use super::{
+    Failure, at, columns, did_you_mean, emit, find, load, load_config, plural, print, runtime, snapshot,
+    warn_uncommitted,
+};
 use crate::{Cli, Output, PlanFormat};
 
 pub fn validate(cli: &Cli) -> Result<u8, Failure> {
     let snapshot = snapshot(cli)?;
+    if !cli.worktree
+        && cli.rev.is_none()
+        && let Some(git) = GitSource::open(&cli.repo, cli.path.as_deref())?
+    {
+        warn_uncommitted(&git, "--worktree reads them");
+    }
     let (model, mut diags) = repo::load_partial(snapshot.tree.as_ref());
     let tools = SystemTools::default();
     let renderer = Renderer::new(snapshot.tree.as_ref(), &model, &tools);
@@ -85,6 +94,12 @@ pub fn plan(
         Failure::Usage(format!("{}: not a Git repository; plan compares two revisions", cli.repo.display()))
     })?;
     let head_rev = head.or(cli.rev.as_deref()).unwrap_or("HEAD");
+    if head.is_none() && cli.rev.is_none() {
+        warn_uncommitted(
+            &git,
+            "plan compares commits: commit them to plan them (`strata validate --worktree` checks them)",
+        );
+    }
     let head_snap = git.snapshot(head_rev)?;
     let base_snap = match base {
         Some(rev) => Some(git.snapshot(rev)?),

@@ -182,10 +182,12 @@ impl Outcome {
 
 fn pending_summary(plan: &ClusterPlan, hold: &Hold, cluster: &str) -> String {
     let what = plan.to.clone().unwrap_or_default();
+    // `Pending::target` reads the version back from here.
+    let prefix = crate::daemon::store::PENDING_PREFIX;
     match hold {
-        Hold::Approval => format!("pending update {what} — approve: strata approve {cluster}"),
-        Hold::Window { window } => format!("pending update {what} — waits for its window {window}"),
-        Hold::Rollout { rollout, wave, why } => format!("pending update {what} — {}", held_summary(rollout, wave, why)),
+        Hold::Approval => format!("{prefix}{what} — approve: strata approve {cluster}"),
+        Hold::Window { window } => format!("{prefix}{what} — waits for its window {window}"),
+        Hold::Rollout { rollout, wave, why } => format!("{prefix}{what} — {}", held_summary(rollout, wave, why)),
     }
 }
 

@@ -47,7 +47,7 @@ use std::time::Duration;
 use futures::stream::{self, StreamExt};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, StateBackend, TargetConfig};
 use crate::render::Renderer;
@@ -370,11 +370,23 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
         config.apply.redactor.clone(),
     )
     .with_limits(config.render_limits);
+    let metrics = Metrics::new(store.error_counter(), lease_metrics);
+    let hooks = &config.webhooks;
+    let configured: Vec<&str> = [
+        (hooks.github_secret_file.is_some(), "github"),
+        (hooks.gitea_secret_file.is_some(), "gitea"),
+        (hooks.gitea_secret_file.is_some(), "forgejo"),
+        (hooks.gitlab_token_file.is_some(), "gitlab"),
+    ]
+    .into_iter()
+    .filter_map(|(on, provider)| on.then_some(provider))
+    .collect();
+    metrics.webhooks_configured(&configured);
     let shared = Arc::new(Shared {
         permits: Semaphore::new(config.cluster_concurrency),
         render,
         config,
-        metrics: Metrics::new(store.error_counter(), lease_metrics),
+        metrics,
         store,
         shards,
         secrets,
@@ -661,6 +673,7 @@ impl MainLoop {
         match polled {
             Ok(Ok(rev)) => {
                 self.fetch_failures = 0;
+                shared.metrics.last_fetch.set(store::now());
                 shared.network.recovered(network::REPOSITORY);
                 // Fleet-wide work: one replica does it.
                 if self.pull_refs.is_some() && shared.shards.leads() && !self.planning.swap(true, Ordering::AcqRel) {
@@ -678,6 +691,7 @@ impl MainLoop {
                 }
                 if self.revision.as_deref() != Some(rev.as_str()) {
                     info!(revision = %rev, "New revision.");
+                    shared.metrics.revision_behind.set(1);
                     self.revision = Some(rev);
                     self.reevaluate = true;
                 }
@@ -766,6 +780,7 @@ impl MainLoop {
                 self.evaluate_failures = 0;
                 self.rejected = None;
                 shared.metrics.result(&shared.metrics.revisions, "loaded");
+                shared.metrics.revision_behind.set(i64::from(self.revision.as_deref() != Some(head.as_str())));
                 shared.stored("record the revision", shared.store.set_revision(&head, Verdict::Loaded, None));
                 dispatch(&shared, outcomes, &mut self.workers, &self.stopped);
             }
@@ -820,6 +835,7 @@ impl MainLoop {
             notify(&states);
             info!("Ready.");
         }
+        fleet_line(shared);
     }
 
     /// The state database probed again after failures, old delivered statuses forgotten.
@@ -1096,6 +1112,37 @@ async fn dispatch_from_store(
     }
 }
 
+/// What the daemon found at start, in one line instead of one per cluster: the clusters of the
+/// repository by the state they start from (`new` for those the state does not know yet), and
+/// how many an update held.
+fn fleet_line(shared: &Shared) {
+    if !shared.store.usable() {
+        // Not read for a summary: the state database's problem is said already (and counted).
+        return;
+    }
+    let Some(states) = shared.stored("list clusters", shared.store.clusters()) else { return };
+    let names: Vec<String> = shared.tags.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+    let known: HashMap<&str, &store::ClusterState> = states.iter().map(|c| (c.name.as_str(), c)).collect();
+    let mut by: BTreeMap<&'static str, usize> = BTreeMap::new();
+    for name in &names {
+        let state = match known.get(name.as_str()) {
+            Some(c) if c.suspended => "suspended",
+            Some(c) => c.sync.as_str(),
+            None => "new",
+        };
+        *by.entry(state).or_default() += 1;
+    }
+    let counts: Vec<String> = by.iter().map(|(state, n)| format!("{n} {state}")).collect();
+    let held = shared.stored("count pending updates", shared.store.pending_count()).unwrap_or(0);
+    info!(
+        clusters = names.len(),
+        held,
+        "Fleet: {} clusters in the repository ({}); {held} with an update held.",
+        names.len(),
+        if counts.is_empty() { "none".to_string() } else { counts.join(", ") },
+    );
+}
+
 /// Before the first evaluation: clusters the store knows nothing about (a new state directory,
 /// or one recovered from corruption) take what they run from the inventory strata keeps in each
 /// cluster, so an update held before stays held instead of applying as if the cluster were new.
@@ -1141,6 +1188,7 @@ async fn seed_from_inventories(shared: &Arc<Shared>, source: &Arc<Mutex<RepoSour
         warn!(timeout = ?SEED_TIMEOUT, "Reading the clusters' inventories took too long; clusters not read count as new.");
         return;
     };
+    let mut seeded = 0;
     for (name, inventory) in read {
         match inventory {
             Ok(Some(inv)) if !inv.digest.is_empty() => {
@@ -1149,12 +1197,19 @@ async fn seed_from_inventories(shared: &Arc<Shared>, source: &Arc<Mutex<RepoSour
                     "record what a cluster runs",
                     shared.store.seed(&name, revision, &inv.digest, &inv.profile, &inv.version),
                 ) {
-                    info!(cluster = %name, revision, profile = %inv.profile, version = %inv.version, "Took what the cluster runs from its inventory.");
+                    debug!(cluster = %name, revision, profile = %inv.profile, version = %inv.version, "Took what the cluster runs from its inventory.");
+                    seeded += 1;
                 }
             }
             Ok(_) => {}
             Err(e) => warn!(cluster = %name, error = %e, "Cannot read the cluster's inventory; it counts as new."),
         }
+    }
+    if seeded > 0 {
+        info!(
+            clusters = seeded,
+            "Took what {seeded} clusters run from their inventories (the state knew nothing of them)."
+        );
     }
 }
 

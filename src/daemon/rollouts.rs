@@ -96,6 +96,10 @@ pub fn gate_all(
     mut stored: BTreeMap<String, Progress>,
 ) -> Result<BTreeMap<String, Gate>, StoreError> {
     *shared.rollouts.lock().unwrap_or_else(|p| p.into_inner()) = model.rollouts.clone();
+    // Every policy's gauges exist from the start, at zero until it runs.
+    for name in model.rollouts.keys() {
+        shared.metrics.know_rollout(name);
+    }
     for gone in stored.keys().filter(|name| !model.rollouts.contains_key(*name)) {
         info!(rollout = %gone, "Rollout policy removed: its progress is forgotten.");
         shared.store.delete_rollout(gone)?;
@@ -136,7 +140,8 @@ pub fn gate_all(
         }
         let gated = save(shared, rollout, head, &members, previous, now)?;
         for event in &gated.events {
-            info!(rollout = %rollout.name, revision = %head, "Rollout: {event}.");
+            let (cluster, wave) = (event.cluster.as_deref(), event.wave.as_deref());
+            info!(rollout = %rollout.name, revision = %head, cluster, wave, "Rollout: {}.", event.what);
         }
         for report in gated.superseded.iter().chain(&gated.status) {
             report_status(shared, &rollout.name, report);
@@ -187,13 +192,20 @@ fn report_status(shared: &Shared, rollout: &str, report: &Report) {
     shared.report_to(context(rollout), &report.revision, report.state, &report.description, url);
 }
 
+/// The wave a rollout is at, numbered among its waves that hold clusters as everywhere else
+/// ([`gate::wave_numbers`]; 0 when none does, all of them when it is done), how many such waves
+/// there are, and the name of the one it is at.
+pub fn wave_at(rollout: &Rollout, p: &Progress, now: i64) -> (usize, usize, Option<String>) {
+    let (numbers, used) = gate::wave_numbers(p, rollout);
+    match gate::blocker(p, rollout, now) {
+        Blocker::Done => (used, used, None),
+        b => (b.wave().and_then(|w| numbers[w]).unwrap_or(0), used, b.wave().map(|w| rollout.waves[w].name.clone())),
+    }
+}
+
 /// Sets the rollout's gauges from its progress.
 fn count(shared: &Shared, rollout: &Rollout, p: &Progress, now: i64) {
-    let (numbers, used) = gate::wave_numbers(p, rollout);
-    let wave = match gate::blocker(p, rollout, now) {
-        Blocker::Done => used,
-        b => b.wave().and_then(|w| numbers[w]).unwrap_or(0),
-    };
+    let (wave, _, _) = wave_at(rollout, p, now);
     let label = RolloutLabel { rollout: rollout.name.clone() };
     shared.metrics.rollout_wave.get_or_create(&label).set(wave as i64);
     let stopped = matches!(p.state, RunState::Halted | RunState::Aborted);

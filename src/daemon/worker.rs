@@ -253,13 +253,13 @@ impl Worker {
             listed: Vec::new(),
             judge_at: None,
         };
-        // Every line a worker logs names its cluster's shard when replicas share the fleet.
-        let span = match worker.shared.config.state_backend {
-            crate::config::StateBackend::Kubernetes => {
-                tracing::info_span!("shard", shard = worker.shared.shards.shard_of(&worker.name))
-            }
-            crate::config::StateBackend::Sqlite => tracing::Span::none(),
-        };
+        // Every line a worker logs carries its cluster as a field (the state database's errors
+        // included, which are logged below it), and the cluster's shard when replicas share
+        // the fleet: in JSON output, `span.cluster` and `span.shard`.
+        let span = tracing::info_span!("worker", cluster = %worker.name, shard = tracing::field::Empty);
+        if worker.shared.config.state_backend == crate::config::StateBackend::Kubernetes {
+            span.record("shard", worker.shared.shards.shard_of(&worker.name));
+        }
         (mailbox.clone(), tokio::task::spawn_local(worker.run(mailbox, shutdown).instrument(span)))
     }
 

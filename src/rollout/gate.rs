@@ -234,6 +234,31 @@ pub struct Report {
     pub description: String,
 }
 
+/// Something a rollout did, for the log: the cluster and the wave it is about are fields of the
+/// log line, not words of its message.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    pub what: String,
+    pub cluster: Option<String>,
+    pub wave: Option<String>,
+}
+
+impl Event {
+    fn new(what: impl Into<String>) -> Event {
+        Event { what: what.into(), ..Event::default() }
+    }
+
+    fn cluster(mut self, name: &str) -> Event {
+        self.cluster = Some(name.to_string());
+        self
+    }
+
+    fn wave(mut self, name: &str) -> Event {
+        self.wave = Some(name.to_string());
+        self
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Gated {
     /// The progress to store, when it changed.
@@ -247,7 +272,7 @@ pub struct Gated {
     /// What to say on a revision a newer one superseded.
     pub superseded: Option<Report>,
     /// What happened, for the log.
-    pub events: Vec<String>,
+    pub events: Vec<Event>,
 }
 
 impl ClusterProgress {
@@ -428,7 +453,7 @@ pub fn gate(rollout: &Rollout, head: &str, members: &[Member], stored: Option<&P
                     rollout.name
                 ),
             });
-            gated.events.push(format!("superseded by {head}"));
+            gated.events.push(Event::new(format!("superseded by {head}")));
         }
         p.revision = head.to_string();
         p.halt = None;
@@ -515,7 +540,7 @@ pub fn gate(rollout: &Rollout, head: &str, members: &[Member], stored: Option<&P
     for (name, e) in &p.clusters {
         if e.state == ClusterRun::Failed && stored.and_then(|s| s.clusters.get(name)).is_none_or(|s| s.state != e.state)
         {
-            gated.events.push(format!("{name} failed: {}", e.message.as_deref().unwrap_or("")));
+            gated.events.push(Event::new(format!("failed: {}", e.message.as_deref().unwrap_or(""))).cluster(name));
         }
     }
 
@@ -533,11 +558,12 @@ pub fn gate(rollout: &Rollout, head: &str, members: &[Member], stored: Option<&P
                 cluster: name.to_string(),
                 reason: e.message.clone().unwrap_or_default(),
             });
-            gated.events.push(format!(
-                "halted: {name} failed ({} failed, threshold {})",
+            let what = format!(
+                "halted: its cluster failed ({} failed, threshold {})",
                 failed.len(),
                 rollout.failure_threshold
-            ));
+            );
+            gated.events.push(Event::new(what).cluster(name).wave(&e.wave));
         }
     }
     let rolling_back = p.aborted.is_some() || (p.halt.is_some() && rollout.on_failure == OnFailure::Rollback);
@@ -546,7 +572,7 @@ pub fn gate(rollout: &Rollout, head: &str, members: &[Member], stored: Option<&P
             if matches!(e.state, ClusterRun::Updating | ClusterRun::Updated | ClusterRun::Failed) && e.before.is_some()
             {
                 e.state = ClusterRun::RollingBack;
-                gated.events.push(format!("{name} returns to what it ran before"));
+                gated.events.push(Event::new("returns to what it ran before").cluster(name));
             }
         }
     }
@@ -558,7 +584,7 @@ pub fn gate(rollout: &Rollout, head: &str, members: &[Member], stored: Option<&P
         if any && members.all(|c| done(c.state)) {
             if wave.completed_at.is_none() {
                 wave.completed_at = Some(now);
-                gated.events.push(format!("wave {} done", spec.name));
+                gated.events.push(Event::new("wave done").wave(&spec.name));
             }
         } else {
             wave.completed_at = None;
@@ -587,16 +613,16 @@ pub fn gate(rollout: &Rollout, head: &str, members: &[Member], stored: Option<&P
                 e.before = by_name[name.as_str()].running.as_ref().map(|r| r.before.clone());
             }
             free -= 1;
-            gated.events.push(format!("{name} released in wave {}", spec.name));
+            gated.events.push(Event::new("released").cluster(name).wave(&spec.name));
         }
         if p.waves[i].started_at.is_none() {
             p.waves[i].started_at = Some(now);
-            gated.events.push(format!("wave {} started", spec.name));
+            gated.events.push(Event::new("wave started").wave(&spec.name));
         }
     }
     if blocker == Blocker::Done && p.finished_at.is_none() && !rolling_back {
         p.finished_at = Some(now);
-        gated.events.push("complete".into());
+        gated.events.push(Event::new("complete"));
     }
     if let Blocker::Bake { until, .. } = blocker {
         gated.wake_at = Some(until);

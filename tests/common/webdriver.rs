@@ -162,6 +162,17 @@ impl Browser {
         self.cmd("GET", &format!("/element/{id}/text"), None).as_str().unwrap_or("").to_string()
     }
 
+    /// An attribute of the first element `css` selects.
+    pub fn find_attribute(&self, css: &str, attribute: &str) -> String {
+        let id = self.find(css);
+        self.cmd("GET", &format!("/element/{id}/attribute/{attribute}"), None).as_str().unwrap_or("").to_string()
+    }
+
+    /// The window's size (the first screen a screenshot shows).
+    pub fn resize(&self, width: u32, height: u32) {
+        self.cmd("POST", "/window/rect", Some(json!({"width": width, "height": height})));
+    }
+
     pub fn url(&self) -> String {
         self.cmd("GET", "/url", None).as_str().unwrap_or("").to_string()
     }

@@ -2,10 +2,15 @@
 //! against the daemon running the example. Filter by the tutorial's tag, review the pending
 //! in-place edit, sign in, approve, and watch the fleet page update by itself.
 //!
+//! A generated fleet of 1,000 clusters (benches/support/fleet.rs), some failing and some holding
+//! an update for approval: the overview first, the list paged, filtered on two tags, sorted by
+//! state, and kept current by the page's refresh.
+//!
 //! With STRATA_SCREENSHOTS=DIR set, the fleet and pending-update pages are saved there as PNGs
 //! (that is how docs/ gets its pictures).
 
 use crate::common;
+use crate::support;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -13,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::Repo;
 use common::webdriver::{Browser, Killed};
+use support::fleet::{self, Shape};
 
 const TOKEN: &str = "view-test-token";
 
@@ -75,7 +81,7 @@ fn review_and_approve_a_pending_update_in_the_browser() {
     browser.click("form.filters button");
     browser.wait("the filtered fleet", |b| b.url().contains("tag=service%3Ahello-universe-frontend"));
     assert_eq!(browser.count("tbody tr[data-cluster]"), 2);
-    assert!(browser.text("tbody").contains("aws-staging"));
+    assert!(browser.text("#list tbody").contains("aws-staging"));
     browser.screenshot("fleet.png");
 
     // Review the pending in-place edit, side by side.
@@ -114,4 +120,142 @@ fn review_and_approve_a_pending_update_in_the_browser() {
     repo.edit("profiles/edge-profile/2.0.0/profile.yaml", "replicas: 2", "replicas: 5");
     repo.commit("edge-profile 2.0.0 in place");
     browser.wait("edge-berlin's pending badge, live", |b| b.count("tr[data-cluster=edge-berlin] a.pending") == 1);
+}
+
+/// `GET path` over plain HTTP/1.1: (status, body).
+fn get(base: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let address = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    (head[9..12].parse().unwrap(), body.to_string())
+}
+
+/// A daemon on a generated fleet of `clusters`, on directory targets under /dev/shm where there is
+/// one; the last three clusters' targets cannot be written (their applies fail). Returns once
+/// every other cluster is applied.
+fn start_fleet(clusters: usize) -> (tempfile::TempDir, Killed, String) {
+    let base = if Path::new("/dev/shm").is_dir() { std::path::PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
+    let dir = tempfile::tempdir_in(base).unwrap();
+    let repo = dir.path().join("fleet");
+    fleet::generate(&repo, Shape::Overridden, clusters);
+    std::fs::write(dir.path().join("blocked"), "a file, not a directory").unwrap();
+    let mut config = format!(
+        "repository: {{ url: {}, branch: main, interval: 1s }}\nstate_dir: ./state\nlisten: 127.0.0.1:0\ntargets:\n",
+        repo.display()
+    );
+    for c in 0..clusters {
+        let name = fleet::cluster_name(c);
+        let parent = if c + 3 >= clusters { "blocked" } else { "out" };
+        config.push_str(&format!("  {name}: {{ directory: ./{parent}/{name} }}\n"));
+    }
+    std::fs::write(dir.path().join("strata.yaml"), config).unwrap();
+    let child = Killed(
+        Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(["run", "--config"])
+            .arg(dir.path().join("strata.yaml"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let started = Instant::now();
+    let base = loop {
+        if let Ok(address) = std::fs::read_to_string(dir.path().join("state/listen-address")) {
+            break format!("http://{}", address.trim());
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the daemon did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    loop {
+        let (_, overview) = get(&base, "/fragment/clusters");
+        let settled = |state: &str| {
+            overview.contains(&format!("href=\"/?state={state}\"><span class=\"badge s-{state}\">{state}</span> "))
+        };
+        if overview.contains(&format!("<strong>{clusters}</strong> clusters"))
+            && !settled("new")
+            && !settled("applying")
+            && overview.contains("failed: 3")
+        {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(240), "the fleet was not applied in time");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    (dir, child, base)
+}
+
+#[test]
+fn a_thousand_clusters_on_one_screen_overview_first_then_the_list_fifty_a_page() {
+    let (dir, _daemon, base) = start_fleet(1000);
+
+    // The first screen: totals, states, the clusters needing attention, versions per profile.
+    let browser = Browser::start();
+    browser.resize(1280, 1100);
+    browser.go(&format!("{base}/"));
+    browser.wait("the overview", |b| b.count("#overview") == 1);
+    assert!(browser.text(".overview .total").contains("1000 clusters"));
+    // (A failed cluster is `applying` for the moment of each retry: wait out such a moment.)
+    browser.wait("three failed clusters", |b| b.text(".overview a[href=\"/?state=failed\"]").trim() == "failed 3");
+    let failed = browser.text("[data-group=failed]");
+    assert!(failed.contains("c00997") && failed.contains("c00999"), "{failed}");
+    // p00: a quarter of its clusters pin 1.0.0, `~1.1` gives 1.1.0, and half are on 1.2.0.
+    let versions = browser.text("table.versions").split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(versions.contains("p00 100 1.0.0 25") && versions.contains("1.1.0 25 1.2.0 50"), "{versions}");
+    browser.screenshot("fleet-overview.png");
+
+    // The list: 50 a page, the next page in the URL.
+    assert_eq!(browser.count("#list tbody tr[data-cluster]"), 50);
+    assert!(browser.text("nav.pager").contains("Clusters 1–50 of 1000"), "{}", browser.text("nav.pager"));
+    browser.click("nav.pager a[rel=next]");
+    browser.wait("page 2", |b| b.url().ends_with("/?page=2"));
+    assert_eq!(browser.count("#list tbody tr[data-cluster]"), 50);
+    assert_eq!(browser.find_attribute("#list tbody tr[data-cluster]", "data-cluster"), "c00050");
+
+    // Two tags, both required (it was a raw 400): staging (every tenth) in eu-central-1 (every sixth).
+    browser.go(&format!("{base}/"));
+    browser.type_into("input[name=tag]", "env:staging region:eu-central-1");
+    browser.click("form.filters button");
+    browser.wait("the filtered list", |b| b.url().contains("tag=env%3Astaging+region%3Aeu-central-1"));
+    assert_eq!(browser.count("#list tbody tr[data-cluster]"), 34);
+    assert!(browser.text("nav.pager").contains("of 34 matching, of 1000"), "{}", browser.text("nav.pager"));
+    assert_eq!(browser.count("nav.pager a[rel=next]"), 0, "one page");
+
+    // Sorted by state, failed first; the query can be shared as it is.
+    browser.wait("the failed clusters first", |b| {
+        b.go(&format!("{base}/?sort=state&page=1"));
+        let first: Vec<String> =
+            (1..=3).map(|i| b.find_attribute(&format!("#list tbody tr:nth-child({i})"), "data-cluster")).collect();
+        first == ["c00997", "c00998", "c00999"]
+    });
+    assert_eq!(browser.count("#list tbody tr[data-cluster]"), 50);
+    browser.go(&format!("{base}/?sort=state#list"));
+    browser.wait("the list", |b| b.count("#list tbody tr[data-cluster]") == 50);
+    browser.screenshot("fleet-list.png");
+
+    // What the page and its refresh weigh at 1,000 clusters: a page of the list, never the fleet.
+    let (code, page) = get(&base, "/");
+    assert_eq!(code, 200);
+    assert!(page.len() < 200_000, "the fleet page is {} bytes", page.len());
+    let (_, fragment) = get(&base, "/fragment/clusters");
+    assert!(fragment.len() < 100_000, "the refresh is {} bytes", fragment.len());
+    assert_eq!(fragment.matches("<tr data-cluster=").count(), 50);
+
+    // An in-place edit of p01@1.2.0, whose clusters take updates on approval (odd ones do), is
+    // held on its 50 clusters: it shows up without a reload.
+    browser.go(&format!("{base}/"));
+    browser.wait("the overview", |b| b.count("#overview") == 1);
+    fleet::edit_versions(&dir.path().join("fleet"), &["p01/1.2.0"]);
+    browser.wait("the clusters awaiting approval, live", |b| {
+        b.count("[data-group=\"awaiting approval\"]") == 1
+            && b.text("[data-group=\"awaiting approval\"] h3").contains(": 50")
+    });
+    assert!(browser.text("table.versions").contains("50 → 1.2.0"), "{}", browser.text("table.versions"));
+    assert_eq!(browser.count("[data-group=\"awaiting approval\"] li"), 20, "the first 20, and a link to all");
+    let all = browser.find_attribute("[data-group=\"awaiting approval\"] a.more", "href");
+    assert!(all.ends_with("/?state=awaiting-approval"), "{all}");
 }

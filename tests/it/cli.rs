@@ -100,6 +100,39 @@ fn git_repositories_are_read_at_a_revision_never_from_the_working_directory() {
 }
 
 #[test]
+fn validate_and_plan_say_on_every_run_what_they_do_not_see_of_the_working_directory() {
+    let repo = Repo::example();
+    repo.commit("first");
+    let clean = repo.strata(&["validate"]).ok();
+    assert!(!clean.stderr.contains("warning"), "{}", clean.stderr);
+    // An edit, a new file, and a file outside the fleet's path (with --path).
+    repo.edit("profiles/aws-profile/1.0.0/profile.yaml", "replicas: 1", "replicas: 5");
+    repo.write("clusters/new-one.yaml.draft", "not yet\n");
+    for _ in 0..2 {
+        let run = repo.strata(&["validate"]).ok();
+        assert!(
+            run.stderr.contains("warning: 2 files changed since HEAD are not included; --worktree reads them"),
+            "{}",
+            run.stderr
+        );
+    }
+    let plan = repo.strata(&["plan"]).ok();
+    assert!(
+        plan.stderr.contains("warning: 2 files changed since HEAD are not included; plan compares commits"),
+        "{}",
+        plan.stderr
+    );
+    // Reading the working directory, or another revision, there is nothing to say.
+    let worktree = repo.strata(&["validate", "--worktree"]);
+    assert!(!worktree.stderr.contains("changed since HEAD"), "{}", worktree.stderr);
+    assert!(!repo.strata(&["validate", "--rev", "HEAD"]).stderr.contains("changed since HEAD"));
+    // Only files under the path strata reads count.
+    repo.write("notes.txt", "a file beside the fleet\n");
+    let fleet_only = repo.strata(&["validate", "--path", "clusters"]);
+    assert!(fleet_only.stderr.contains("warning: 1 file changed since HEAD is not included"), "{}", fleet_only.stderr);
+}
+
+#[test]
 fn a_sub_directory_of_a_repository_can_hold_the_fleet() {
     let repo = Repo::example();
     for entry in ["profiles", "packs", "clusters"] {

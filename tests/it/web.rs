@@ -682,3 +682,125 @@ fn guesses_from_many_addresses_hold_back_only_the_guessers() {
     assert_eq!(get(63, "guess").0, 401);
     assert_eq!(get(63, TOKEN).0, 429);
 }
+
+#[test]
+fn the_fleet_list_takes_several_tags_and_the_api_pages_like_kubernetes() {
+    let repo = Repo::example();
+    let daemon = applied(&repo, "");
+    // At start, one line about the fleet.
+    daemon.wait_for("the start-up line", Duration::from_secs(10), |d| {
+        d.log().contains("Fleet: 4 clusters in the repository (")
+    });
+
+    // Two tags, both required: this was a raw 400.
+    let (code, page) = daemon.get("/?tag=service:hello-universe-frontend&tag=env:staging");
+    assert_eq!(code, 200, "{page}");
+    assert_eq!(page.matches("<tr data-cluster=").count(), 1, "{page}");
+    assert!(page.contains("data-cluster=\"aws-staging\""));
+    // Several in one field, as the form sends them.
+    let (_, same) = daemon.get("/?tag=service%3Ahello-universe-frontend+env%3Astaging");
+    assert_eq!(same.matches("<tr data-cluster=").count(), 1);
+    // A filter the list does not know says which ones it takes.
+    let (code, bad) = daemon.get("/?state=broken");
+    assert_eq!(code, 400);
+    assert!(bad.contains("state=&quot;broken&quot;") && bad.contains("awaiting-approval"), "{bad}");
+
+    // The refresh: the overview and the page shown, then 304 while nothing changes.
+    let (code, head, fragment) = daemon.raw("GET", "/fragment/clusters?sort=state", &[], "");
+    assert_eq!(code, 200);
+    assert!(fragment.contains("id=\"overview\"") && fragment.contains("id=\"list\""), "{fragment}");
+    let etag = header(&head, "etag").unwrap().to_string();
+    assert!(header(&head, "server-timing").is_some_and(|t| t.starts_with("app;dur=")), "{head}");
+    let (code, _, _) = daemon.raw("GET", "/fragment/clusters?sort=state", &[("If-None-Match", &etag)], "");
+    assert_eq!(code, 304);
+
+    // Unpaged, the API answers the array it always did.
+    let (_, all) = daemon.get("/api/v1/clusters");
+    let all: Value = serde_json::from_str(&all).unwrap();
+    assert_eq!(all.as_array().unwrap().len(), 4);
+    // Paged: `limit` and `continue`, as Kubernetes lists.
+    let mut names = Vec::new();
+    let mut next = "/api/v1/clusters?limit=3".to_string();
+    loop {
+        let (code, body) = daemon.get(&next);
+        assert_eq!(code, 200, "{body}");
+        let page: Value = serde_json::from_str(&body).unwrap();
+        names.extend(
+            page["items"].as_array().unwrap().iter().map(|i| i["cluster"]["name"].as_str().unwrap().to_string()),
+        );
+        match page["metadata"]["continue"].as_str() {
+            Some(token) => {
+                assert_eq!(page["metadata"]["remainingItemCount"], 1);
+                next = format!("/api/v1/clusters?limit=3&continue={token}");
+            }
+            None => break,
+        }
+    }
+    assert_eq!(names, ["aws-cluster", "aws-staging", "edge-berlin", "edge-lab"]);
+    let (code, body) = daemon.get("/api/v1/clusters?limit=3&continue=%25%25");
+    assert_eq!(code, 400);
+    assert!(body.contains("without `continue`"), "{body}");
+    let (code, body) = daemon.get("/api/v1/clusters?limit=many");
+    assert_eq!(code, 400);
+    assert!(body.contains("limit=N"), "{body}");
+}
+
+#[test]
+fn metrics_exist_before_their_first_event_and_name_each_cluster_once() {
+    let repo = Repo::example();
+    repo.write(
+        "rollouts/default.yaml",
+        "apiVersion: strata.dev/v1\nkind: Rollout\nmetadata: { name: default }\nspec:\n  profiles: [aws-profile]\n  waves:\n    - name: all\n",
+    );
+    repo.commit("a rollout policy");
+    let daemon = applied(&repo, "");
+    let (code, text) = daemon.get("/metrics");
+    assert_eq!(code, 200);
+    for line in [
+        "strata_panics_total{stage=\"worker\"} 0",
+        "strata_store_errors_total{kind=\"corrupt\"} 0",
+        "strata_webhooks_total{provider=\"github\",result=\"unauthorized\"} 0",
+        "strata_cluster_sync{cluster=\"aws-cluster\",state=\"applied\"} 1",
+        "strata_cluster_healthy{cluster=\"aws-cluster\"}",
+        "strata_revision_behind_head 0",
+        "strata_rollout_halted{rollout=\"default\"} 0",
+    ] {
+        assert!(text.contains(line), "{line} missing:\n{text}");
+    }
+    assert!(text.contains("strata_build_info{version=\"0.1.0\",revision="), "{text}");
+    assert_eq!(text.matches("strata_cluster_sync{cluster=\"aws-cluster\"").count(), 1, "{text}");
+    // Every metric the sample alerting rules use is one the daemon serves.
+    let rules = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/alerts.yaml")).unwrap();
+    for name in metric_names(&rules) {
+        assert!(
+            text.lines().any(|l| l.starts_with(&format!("# TYPE {name} "))
+                || l.starts_with(&format!("{name}{{"))
+                || l.starts_with(&format!("{name} "))),
+            "docs/alerts.yaml uses {name}, which /metrics does not serve"
+        );
+    }
+}
+
+/// The `strata_…` metric names an alerting rules file uses in its expressions, once each; the
+/// file is checked to have the shape Prometheus reads (groups of rules with an alert, an
+/// expression and a summary) on the way.
+fn metric_names(rules: &str) -> Vec<String> {
+    let parsed: Value = serde_saphyr::from_str(rules).expect("docs/alerts.yaml is YAML");
+    let mut names = Vec::new();
+    for group in parsed["groups"].as_array().expect("groups") {
+        assert!(group["name"].is_string(), "a group without a name: {group}");
+        for rule in group["rules"].as_array().expect("rules") {
+            assert!(rule["alert"].is_string() && rule["annotations"]["summary"].is_string(), "{rule}");
+            let expr = rule["expr"].as_str().expect("expr");
+            names.extend(
+                expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .filter(|w| w.starts_with("strata_"))
+                    .map(str::to_string),
+            );
+        }
+    }
+    names.sort();
+    names.dedup();
+    assert!(!names.is_empty(), "no strata_ metric in the rules");
+    names
+}

@@ -1,9 +1,9 @@
-// Keeps the fleet table current without a reload: asks for the table again every two seconds;
-// the daemon answers 304 when nothing changed.
+// Keeps the fleet page current without a reload: every two seconds asks for the overview and the
+// page of the list shown (same filters, same page); the daemon answers 304 when nothing changed.
 (function () {
-  const body = document.querySelector("tbody[data-live]");
-  if (!body) return;
-  let etag = body.dataset.version;
+  const list = document.getElementById("list");
+  if (!list) return;
+  let etag = list.dataset.version;
   async function refresh() {
     try {
       const response = await fetch("/fragment/clusters" + window.location.search, {
@@ -12,7 +12,12 @@
       });
       if (response.status === 200) {
         etag = response.headers.get("ETag");
-        body.innerHTML = await response.text();
+        const fresh = document.createElement("template");
+        fresh.innerHTML = await response.text();
+        for (const section of fresh.content.querySelectorAll("section[id]")) {
+          const old = document.getElementById(section.id);
+          if (old) old.replaceWith(section);
+        }
       }
     } catch (_) {
       // The daemon restarting: try again on the next tick.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
@@ -20,7 +20,7 @@ use tracing::info;
 
 use super::approve::{self, Refused, clean_name};
 use super::auth::Viewer;
-use super::{App, error, json_reply};
+use super::{App, error, fleet, json_reply};
 use crate::daemon::Trigger;
 use crate::daemon::rollouts::{self, ActError, describe};
 use crate::daemon::store::now_ms;
@@ -48,24 +48,68 @@ pub async fn revision(State(app): State<Arc<App>>) -> Response {
     }
 }
 
-pub async fn clusters(State(app): State<Arc<App>>) -> Response {
+/// Every cluster, or with `?limit=N` one page of them by name and a `continue` token for the
+/// next (`?limit=N&continue=TOKEN`), as Kubernetes lists page: `{"items": […], "metadata":
+/// {"continue": TOKEN, "remainingItemCount": N}}`. Without `limit` (or with `limit=0`) the
+/// answer is the whole array, as before paging.
+pub async fn clusters(State(app): State<Arc<App>>, RawQuery(raw): RawQuery) -> Response {
     let shared = &app.shared;
-    let fleet = match shared.store.fleet() {
-        Ok(f) => f,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e),
-    };
-    let tags = shared.tags.lock().expect("tags lock").clone();
-    let rows: Vec<Value> = fleet
-        .into_iter()
-        .map(|(c, pending)| {
-            json!({
-                "cluster": c,
-                "tags": tags.get(&c.name).cloned().unwrap_or_default(),
-                "pending": pending.map(|p| json!({"head_revision": p.head_revision, "summary": p.summary, "hold": p.hold, "since": p.since})),
+    let (mut limit, mut token) = (0usize, None);
+    for (key, value) in url::form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes()) {
+        match key.as_ref() {
+            "limit" => match value.parse() {
+                Ok(n) => limit = n,
+                Err(_) => {
+                    let message = format!(
+                        "limit={value:?} is not a number of clusters: give limit=N (N ≥ 1), or no limit for all"
+                    );
+                    return error(StatusCode::BAD_REQUEST, message);
+                }
+            },
+            "continue" if !value.is_empty() => match fleet::read_continue(&value) {
+                Some(last) => token = Some(last),
+                None => {
+                    let message =
+                        "the continue token is not one this daemon gave; list again from the start without `continue`";
+                    return error(StatusCode::BAD_REQUEST, message);
+                }
+            },
+            _ => {}
+        }
+    }
+    if limit == 0 && token.is_none() {
+        let fleet = match shared.store.fleet() {
+            Ok(f) => f,
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+        };
+        let tags = shared.tags.lock().expect("tags lock").clone();
+        let rows: Vec<Value> = fleet
+            .into_iter()
+            .map(|(c, pending)| {
+                json!({
+                    "cluster": c,
+                    "tags": tags.get(&c.name).cloned().unwrap_or_default(),
+                    "pending": pending.map(|p| json!({"head_revision": p.head_revision, "summary": p.summary, "hold": p.hold, "since": p.since})),
+                })
             })
-        })
+            .collect();
+        return json_reply(StatusCode::OK, &Value::Array(rows));
+    }
+    let snapshot = match super::view::snapshot(&app) {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    let limit = if limit == 0 { usize::MAX } else { limit };
+    let (range, remaining) = fleet::after(&snapshot.entries, token.as_deref(), limit);
+    let items: Vec<Value> = snapshot.entries[range.clone()]
+        .iter()
+        .map(|e| json!({ "cluster": e.state, "tags": e.tags, "pending": e.pending }))
         .collect();
-    json_reply(StatusCode::OK, &Value::Array(rows))
+    let next = (remaining > 0).then(|| fleet::continue_token(&snapshot.entries[range.end - 1].state.name));
+    json_reply(
+        StatusCode::OK,
+        &json!({ "items": items, "metadata": { "continue": next, "remainingItemCount": remaining } }),
+    )
 }
 
 pub async fn cluster(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {

@@ -30,6 +30,7 @@ pub mod api;
 pub mod approve;
 pub mod auth;
 pub mod diff;
+pub mod fleet;
 pub mod guard;
 pub mod listener;
 pub mod oidc;
@@ -71,6 +72,8 @@ pub struct App {
     pub hosts: Hosts,
     pub budget: BodyBudget,
     pub pages: view::Pages,
+    /// The fleet as the page and the paged API list last read it.
+    pub fleet: fleet::SnapshotCache,
     /// Sign-in through the OpenID provider, when `auth.oidc` is configured.
     pub oidc: Option<oidc::Oidc>,
 }
@@ -84,6 +87,7 @@ impl App {
             hosts: Hosts::new(local, config.view.public_url.as_ref(), &config.listener.allowed_hosts),
             budget: BodyBudget::new(config.listener.max_body_bytes_in_flight),
             pages: view::Pages::new(),
+            fleet: fleet::SnapshotCache::default(),
             oidc: config.auth.oidc.clone().map(oidc::Oidc::new),
             shared,
         }
@@ -203,7 +207,20 @@ fn shards_line(view: &crate::daemon::shards::View) -> String {
     line
 }
 
+/// The Prometheus exposition, with the per-cluster series set from the state first (from the
+/// fleet page's snapshot: one read of the state per change, whoever asks).
 async fn metrics(State(app): State<Arc<App>>) -> Response {
+    // A state database known broken is not read at every scrape (each read would count another
+    // error of the kind it already reports): the per-cluster series keep their last values.
+    if app.shared.store.usable() {
+        match view::snapshot(&app) {
+            Ok(snapshot) => app.shared.metrics.clusters(snapshot.entries.iter().map(|e| {
+                let healthy = e.state.health == Some(super::state::Health::Ready);
+                (e.state.name.as_str(), e.sync(), healthy, e.state.drifted)
+            })),
+            Err(e) => warn!(error = %e, "/metrics: the per-cluster series keep their last values."),
+        }
+    }
     (
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         app.shared.metrics.encode(),

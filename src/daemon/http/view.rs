@@ -1,8 +1,11 @@
 //! The status view: server-rendered pages on the daemon's listen address.
 //!
 //! ```text
-//!   /                          the fleet: filter by tag and profile, sort; refreshed every 2 s
-//!   /fragment/clusters         the fleet table's rows, for that refresh (304 while nothing changed)
+//!   /                          the fleet: overview (totals, states, versions, attention, rollouts),
+//!                              then the list, 50 a page, filtered and sorted by the URL's query
+//!                              ([`super::fleet`]); refreshed every 2 s
+//!   /fragment/clusters         the overview and the page shown, for that refresh (304 while
+//!                              nothing changed)
 //!   /clusters/NAME             layers and objects, drift findings, history, approvals
 //!   /clusters/NAME/pending     the pending update's diff side by side, and Approve
 //!   /rollouts[/NAME]           rollouts: waves as progress bars, their clusters, Promote ([`super::rollouts`])
@@ -14,12 +17,12 @@
 //! authentication layer found. Out: HTML from the templates in `daemon/templates/`, which escape
 //! every value (minijinja's automatic HTML escaping), under a strict Content-Security-Policy.
 //! Approving goes through [`super::approve::approve`], as the API's does. Assets are compiled into
-//! the binary; the only script polls the table.
+//! the binary; the only script polls the overview and the page of the list.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{Form, Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -33,6 +36,9 @@ use super::App;
 use super::approve::{self, Refused, clean_name};
 use super::auth::{self, Access, Audience, Identity, Refusal, Viewer, local_path};
 use super::diff::side_by_side;
+use super::fleet::{
+    Entry, PAGE_SIZE, Query as ListQuery, RolloutLine, Snapshot, Sort, StateFilter, rollouts_under_way,
+};
 use super::guard::{ConnInfo, from_this_site};
 use super::oidc::{FLOW_LIFETIME, Flow};
 use super::session::Via;
@@ -45,10 +51,13 @@ use crate::report::Provider;
 const STYLE: &str = include_str!("../assets/style.css");
 const SCRIPT: &str = include_str!("../assets/app.js");
 
-const TEMPLATES: [(&str, &str); 11] = [
+const TEMPLATES: [(&str, &str); 14] = [
     ("base.html", include_str!("../templates/base.html")),
     ("macros.html", include_str!("../templates/macros.html")),
     ("rows.html", include_str!("../templates/rows.html")),
+    ("overview.html", include_str!("../templates/overview.html")),
+    ("list.html", include_str!("../templates/list.html")),
+    ("live.html", include_str!("../templates/live.html")),
     ("fleet.html", include_str!("../templates/fleet.html")),
     ("cluster.html", include_str!("../templates/cluster.html")),
     ("pending.html", include_str!("../templates/pending.html")),
@@ -255,13 +264,6 @@ fn sync_of(c: &ClusterState) -> &'static str {
     if c.suspended { "suspended" } else { c.sync.as_str() }
 }
 
-#[derive(Deserialize, Default)]
-struct Filters {
-    tag: Option<String>,
-    profile: Option<String>,
-    sort: Option<String>,
-}
-
 #[derive(Serialize)]
 struct PendingBadge {
     summary: String,
@@ -284,58 +286,46 @@ struct FleetRow {
     tags: Vec<String>,
 }
 
-/// The fleet table's rows for `filters`.
-fn rows(shared: &Shared, filters: &Filters) -> Result<Vec<FleetRow>, String> {
-    let tags = shared.tags.lock().expect("tags lock").clone();
-    let tag = filters.tag.as_deref().map(str::trim).filter(|t| !t.is_empty());
-    let profile = filters.profile.as_deref().map(str::trim).filter(|p| !p.is_empty());
-    let mut fleet: Vec<_> = shared
-        .store
-        .fleet()
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .filter(|(c, _)| {
-            let have = tags.get(&c.name).map(Vec::as_slice).unwrap_or(&[]);
-            tag.is_none_or(|t| crate::model::has_tag(have, t))
-        })
-        .filter(|(c, _)| {
-            profile.is_none_or(|p| {
-                let (name, version) = (c.profile.as_deref().unwrap_or(""), c.version.as_deref().unwrap_or(""));
-                p == name || p == format!("{name}@{version}")
-            })
-        })
-        .collect();
-    match filters.sort.as_deref() {
-        Some("profile") => {
-            fleet.sort_by(|a, b| (&a.0.profile, &a.0.version, &a.0.name).cmp(&(&b.0.profile, &b.0.version, &b.0.name)))
-        }
-        Some("sync") => fleet.sort_by(|a, b| (a.0.sync.as_str(), &a.0.name).cmp(&(b.0.sync.as_str(), &b.0.name))),
-        Some("drift") => fleet.sort_by(|a, b| b.0.drifted.cmp(&a.0.drifted).then(a.0.name.cmp(&b.0.name))),
-        Some("pending") => fleet.sort_by(|a, b| b.1.is_some().cmp(&a.1.is_some()).then(a.0.name.cmp(&b.0.name))),
-        _ => {}
+fn fleet_row(shared: &Shared, e: &Entry) -> FleetRow {
+    let c = &e.state;
+    FleetRow {
+        revision: rev(shared, c.cluster_revision.as_deref()),
+        sync: e.sync().to_string(),
+        health: e.health().to_string(),
+        drifted: c.drifted,
+        pending: e.pending.as_ref().map(|p| {
+            let (label, href) = match &p.hold {
+                Hold::Rollout { rollout, wave, .. } => {
+                    (format!("rollout {rollout}: wave {wave}"), format!("/rollouts/{}", segment(rollout)))
+                }
+                _ => ("update pending".to_string(), format!("/clusters/{}/pending", segment(&c.name))),
+            };
+            PendingBadge { short: p.head_revision.chars().take(7).collect(), summary: p.summary.clone(), label, href }
+        }),
+        tags: e.tags.clone(),
+        profile: c.profile.clone().unwrap_or_else(|| "-".into()),
+        version: c.version.clone().unwrap_or_else(|| "-".into()),
+        name: c.name.clone(),
     }
-    Ok(fleet
-        .into_iter()
-        .map(|(c, pending)| FleetRow {
-            revision: rev(shared, c.cluster_revision.as_deref()),
-            sync: sync_of(&c).to_string(),
-            health: c.health.map_or("unknown", |h| h.as_str()).into(),
-            drifted: c.drifted,
-            pending: pending.map(|p| {
-                let (label, href) = match &p.hold {
-                    Hold::Rollout { rollout, wave, .. } => {
-                        (format!("rollout {rollout}: wave {wave}"), format!("/rollouts/{}", segment(rollout)))
-                    }
-                    _ => ("update pending".to_string(), format!("/clusters/{}/pending", segment(&c.name))),
-                };
-                PendingBadge { short: p.head_revision.chars().take(7).collect(), summary: p.summary, label, href }
-            }),
-            tags: tags.get(&c.name).cloned().unwrap_or_default(),
-            profile: c.profile.unwrap_or_else(|| "-".into()),
-            version: c.version.unwrap_or_else(|| "-".into()),
-            name: c.name,
-        })
-        .collect())
+}
+
+/// The fleet as the page and the paged API read it: the cached snapshot while no cluster's
+/// state changed (and for at most a second), else read again.
+pub(super) fn snapshot(app: &App) -> Result<Arc<Snapshot>, String> {
+    let shared = &app.shared;
+    let version = shared.version.load(std::sync::atomic::Ordering::Relaxed);
+    app.fleet.get(version, || {
+        let rows = shared.store.fleet_brief().map_err(|e| format!("the state database could not be read: {e}"))?;
+        let tags = shared.tags.lock().expect("tags lock");
+        let entries = rows
+            .into_iter()
+            .map(|row| {
+                let have = tags.get(&row.0.name).cloned().unwrap_or_default();
+                Entry::from_row(row, have)
+            })
+            .collect();
+        Ok(Snapshot::new(version, entries))
+    })
 }
 
 /// The fleet page's ETag: bumped whenever a cluster's state changes.
@@ -349,70 +339,169 @@ struct Choice {
     label: String,
 }
 
+fn choices(all: &str, values: impl IntoIterator<Item = String>) -> Vec<Choice> {
+    std::iter::once(Choice { value: String::new(), label: all.into() })
+        .chain(values.into_iter().map(|v| Choice { label: v.clone(), value: v }))
+        .collect()
+}
+
+/// One page of the list, with its pager's links.
+#[derive(Serialize)]
+struct ListPage {
+    rows: Vec<FleetRow>,
+    matched: usize,
+    total: usize,
+    filtered: bool,
+    page: usize,
+    pages: usize,
+    /// 1-based positions of the first and last row shown.
+    from: usize,
+    to: usize,
+    first: Option<String>,
+    prev: Option<String>,
+    next: Option<String>,
+    last: Option<String>,
+}
+
+fn list_page(shared: &Shared, snapshot: &Snapshot, query: &ListQuery) -> ListPage {
+    let page = snapshot.select(query);
+    let link = |to: usize, shown: bool| shown.then(|| query.at_page(to).href());
+    let from = (page.page - 1) * PAGE_SIZE;
+    ListPage {
+        from: if page.matched == 0 { 0 } else { from + 1 },
+        to: from + page.rows.len(),
+        first: link(1, page.page > 2),
+        prev: link(page.page - 1, page.page > 1),
+        next: link(page.page + 1, page.page < page.pages),
+        last: link(page.pages, page.page + 1 < page.pages),
+        rows: page.rows.iter().map(|e| fleet_row(shared, e)).collect(),
+        matched: page.matched,
+        total: snapshot.entries.len(),
+        filtered: query.filtered(),
+        page: page.page,
+        pages: page.pages,
+    }
+}
+
+/// The rollouts that are not complete, for the overview.
+fn rollouts_now(shared: &Shared) -> Vec<RolloutLine> {
+    let policies = shared.rollouts.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    match shared.store.rollouts() {
+        Ok(progress) => rollouts_under_way(&policies, &progress, crate::daemon::store::now_ms()),
+        Err(e) => {
+            warn!(error = %e, "The fleet page shows no rollouts: their progress could not be read.");
+            Vec::new()
+        }
+    }
+}
+
+/// `Server-Timing`: what the daemon spent on the answer, for the browser's network panel and
+/// the benchmark.
+fn timed(mut response: Response, started: std::time::Instant) -> Response {
+    let value = format!("app;dur={:.2}", started.elapsed().as_secs_f64() * 1e3);
+    if let Ok(value) = HeaderValue::try_from(value) {
+        response.headers_mut().insert("server-timing", value);
+    }
+    response
+}
+
 async fn fleet(
     State(app): State<Arc<App>>,
     Extension(viewer): Extension<Option<Viewer>>,
-    Query(filters): Query<Filters>,
+    RawQuery(raw): RawQuery,
 ) -> Response {
+    let started = std::time::Instant::now();
     let shared = &app.shared;
     let who = who(&viewer);
-    let rows = match rows(shared, &filters) {
-        Ok(r) => r,
+    let query = match ListQuery::parse(raw.as_deref()) {
+        Ok(q) => q,
+        Err(e) => {
+            let message = format!("The fleet list cannot show this: {e}.");
+            return app.pages.message(
+                StatusCode::BAD_REQUEST,
+                "bad filter",
+                &who,
+                &message,
+                Some(Link::to("/", "The whole fleet")),
+            );
+        }
+    };
+    let snapshot = match snapshot(&app) {
+        Ok(s) => s,
         Err(e) => return app.pages.message(StatusCode::INTERNAL_SERVER_ERROR, "error", &who, &e, None),
     };
-    let mut profiles: Vec<String> = shared
-        .store
-        .clusters()
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|c| Some(vec![c.profile.clone()?, format!("{}@{}", c.profile?, c.version?)]))
-        .flatten()
-        .collect();
+    let mut profiles: Vec<String> = Vec::new();
+    let mut versions: Vec<String> = Vec::new();
+    for e in &snapshot.entries {
+        if let (Some(p), Some(v)) = (&e.state.profile, &e.state.version) {
+            if profiles.last() != Some(p) {
+                profiles.push(p.clone());
+            }
+            versions.push(v.clone());
+            profiles.push(format!("{p}@{v}"));
+        }
+    }
     profiles.sort();
     profiles.dedup();
-    let profiles: Vec<Choice> = std::iter::once(Choice { value: String::new(), label: "all profiles".into() })
-        .chain(profiles.into_iter().map(|p| Choice { label: p.clone(), value: p }))
-        .collect();
-    let sorts: Vec<Choice> = [
-        ("", "name"),
-        ("profile", "profile"),
-        ("sync", "sync state"),
-        ("drift", "drift"),
-        ("pending", "pending first"),
-    ]
-    .into_iter()
-    .map(|(value, label)| Choice { value: value.into(), label: label.into() })
-    .collect();
-    app.pages.page(
+    versions.sort();
+    versions.dedup();
+    let states: Vec<Choice> = choices("any state", StateFilter::all().map(str::to_string));
+    let healths: Vec<Choice> = choices("any health", ["ready", "progressing", "failed", "unknown"].map(String::from));
+    let sorts: Vec<Choice> =
+        Sort::choices().map(|(value, label)| Choice { value: value.into(), label: label.into() }).collect();
+    let response = app.pages.page(
         StatusCode::OK,
         "fleet.html",
         context! {
             title => "fleet",
             who => Serde(who),
             problems => Serde(shared.network.problems()),
-            rows => Serde(rows),
-            profiles => Serde(profiles),
+            o => Serde(snapshot.overview()),
+            rollouts => Serde(rollouts_now(shared)),
+            list => Serde(list_page(shared, &snapshot, &query)),
+            profiles => Serde(choices("all profiles", profiles)),
+            versions => Serde(choices("all versions", versions)),
+            states => Serde(states),
+            healths => Serde(healths),
             sorts => Serde(sorts),
-            tag => filters.tag.unwrap_or_default(),
-            profile => filters.profile.unwrap_or_default(),
-            sort => filters.sort.unwrap_or_default(),
+            q => query.name,
+            tag => query.tags.join(" "),
+            profile => query.profile,
+            version_filter => query.version,
+            state => query.state.map_or("", |s| s.as_str()),
+            health => query.health.unwrap_or(""),
+            sort => query.sort.as_str(),
             version => version(shared),
         },
-    )
+    );
+    timed(response, started)
 }
 
-async fn fragment(State(app): State<Arc<App>>, Query(filters): Query<Filters>, headers: HeaderMap) -> Response {
+/// What the page's refresh asks for: the overview and the current page of the list, as HTML
+/// (`live.html`); 304 while no cluster's state changed.
+async fn fragment(State(app): State<Arc<App>>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Response {
+    let started = std::time::Instant::now();
     let etag = version(&app.shared);
     if headers.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == etag.as_bytes()) {
-        return StatusCode::NOT_MODIFIED.into_response();
+        return timed(StatusCode::NOT_MODIFIED.into_response(), started);
     }
-    let rendered = rows(&app.shared, &filters).and_then(|rows| {
-        app.pages.render("rows.html", context! { rows => Serde(rows) }).map_err(|e| {
-            error!(error = %e, "The fleet table failed to render.");
-            "the fleet table failed to render".to_string()
+    let query = match ListQuery::parse(raw.as_deref()) {
+        Ok(q) => q,
+        Err(e) => return super::text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+    };
+    let rendered = snapshot(&app).and_then(|snapshot| {
+        let ctx = context! {
+            o => Serde(snapshot.overview()),
+            rollouts => Serde(rollouts_now(&app.shared)),
+            list => Serde(list_page(&app.shared, &snapshot, &query)),
+            version => etag.clone(),
+        };
+        app.pages.render("live.html", ctx).map_err(|e| {
+            error!(error = %e, "The fleet page's refresh failed to render.");
+            "the fleet page's refresh failed to render; the daemon's log says why".to_string()
         })
     });
-    match rendered {
+    let response = match rendered {
         Ok(body) => {
             let mut response = html(StatusCode::OK, body);
             let headers = response.headers_mut();
@@ -421,7 +510,8 @@ async fn fragment(State(app): State<Arc<App>>, Query(filters): Query<Filters>, h
             response
         }
         Err(e) => super::text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
-    }
+    };
+    timed(response, started)
 }
 
 #[derive(Serialize)]

@@ -80,7 +80,17 @@ pub struct Pending {
 /// Said where a pending diff is not shown because it no longer starts from what the cluster runs.
 pub const STALE_DIFF: &str = "the cluster applied something since this update was held: its diff is computed again from what it runs at the next evaluation";
 
+/// How a pending update's summary begins, before the `profile@version` it brings.
+pub const PENDING_PREFIX: &str = "pending update ";
+
 impl Pending {
+    /// The `profile@version` the update brings, as its summary names it.
+    pub fn target(&self) -> Option<&str> {
+        let rest = self.summary.strip_prefix(PENDING_PREFIX)?;
+        let what = rest.split(" — ").next()?.trim();
+        what.contains('@').then_some(what)
+    }
+
     /// As clients see it (the API, `strata status`): the diff only while it starts from what the
     /// cluster in `state` runs; otherwise `diff` is null and `diff_stale` says why.
     pub fn shown(&self, state: &ClusterState) -> serde_json::Value {
@@ -269,6 +279,17 @@ pub trait Store: Send + std::marker::Sync {
     fn objects(&self, cluster: &str) -> Result<Vec<ObjectRow>>;
     /// Every cluster with its pending update, by name (the fleet page lists thousands).
     fn fleet(&self) -> Result<Vec<FleetRow>>;
+    /// [`Store::fleet`] without the pending diffs (empty): what the fleet page and the paged API
+    /// list need, read without the largest column.
+    fn fleet_brief(&self) -> Result<Vec<FleetRow>> {
+        let mut fleet = self.fleet()?;
+        for (_, pending) in &mut fleet {
+            if let Some(p) = pending {
+                p.diff = String::new();
+            }
+        }
+        Ok(fleet)
+    }
     /// One cluster with its pending update, read together: a pending diff is shown only when it
     /// starts from what the cluster runs ([`Pending::diff_from`]), judged on one snapshot.
     fn cluster_row(&self, name: &str) -> Result<Option<FleetRow>>;

@@ -505,6 +505,11 @@ impl Store for SqliteStore {
         self.read(|c| c.prepare(&sql)?.query_map([], Self::fleet_row)?.collect())
     }
 
+    fn fleet_brief(&self) -> Result<Vec<FleetRow>> {
+        let sql = format!("{} ORDER BY c.name", Self::fleet_query()).replace("p.diff", "'' AS diff");
+        self.read(|c| c.prepare(&sql)?.query_map([], Self::fleet_row)?.collect())
+    }
+
     fn cluster_row(&self, name: &str) -> Result<Option<FleetRow>> {
         let sql = format!("{} WHERE c.name = ?1", Self::fleet_query());
         self.read(|c| c.query_row(&sql, [name], Self::fleet_row).optional())
