@@ -1299,3 +1299,102 @@ fn after_a_restart_what_a_cluster_runs_is_rendered_when_needed_and_drift_from_th
     assert_eq!(state["cluster"]["sync"], "applied", "{state}");
     assert_eq!(state["cluster"]["profile"], "aws-profile", "{state}");
 }
+
+/// Issue 24 §4: after a session of mixed actions — through the CLI, the API and the view, some
+/// refused — the audit trail has every one with who, what, from where and through which path,
+/// and still has them after `kill -9`; the log has them as JSON lines with target `audit`.
+#[test]
+fn the_audit_trail_is_complete_after_mixed_actions_and_a_kill_9() {
+    let repo = Repo::example();
+    let mut daemon = Daemon::start(&local(&repo), &example_targets());
+    let ui = daemon.out("aws-cluster/hello-universe/deployment.ui.yaml");
+    daemon.wait_for("aws-cluster applied", Duration::from_secs(10), |_| file(&ui).contains("replicas: 1"));
+    repo.edit(AWS_1_0_0, "replicas: 1", "replicas: 3");
+    let edit = repo.commit("aws-profile 1.0.0: three replicas");
+    daemon.wait_for("a pending update", Duration::from_secs(10), |d| {
+        d.cluster("aws-cluster")["pending"]["head_revision"] == edit.as_str()
+    });
+
+    // 1. A refused approval (a revision nobody reviewed), through the API.
+    let auth = format!("Bearer {TOKEN}");
+    let (code, _) = daemon.request(
+        "POST",
+        "/api/v1/clusters/aws-cluster/approve",
+        &[("Authorization", &auth)],
+        &format!("{{\"by\": \"mallory\", \"revision\": \"{}\"}}", "0".repeat(40)),
+    );
+    assert_eq!(code, 409);
+    // 2. A write with a wrong token: refused by the guard.
+    let (code, _) =
+        daemon.request("POST", "/api/v1/clusters/aws-staging/suspend", &[("Authorization", "Bearer nope")], "{}");
+    assert_eq!(code, 401);
+    // 3. A sign-in to the view, 4. a form without its CSRF token, 5. the approval through the view.
+    const FORM: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
+    let (_, head, _) = daemon.raw("POST", "/login", &[FORM], &format!("name=alice&token={TOKEN}&next=%2F"));
+    let cookie = session_cookie(&head);
+    let approve = |body: &str| daemon.raw("POST", "/clusters/aws-cluster/approve", &[FORM, ("Cookie", &cookie)], body);
+    assert_eq!(approve(&format!("revision={edit}")).0, 403);
+    let page = daemon.raw("GET", "/clusters/aws-cluster/pending", &[("Cookie", &cookie)], "").2;
+    let csrf = page.split("name=\"csrf\" value=\"").nth(1).and_then(|s| s.split('"').next()).unwrap().to_string();
+    assert_eq!(approve(&format!("csrf={csrf}&revision={edit}")).0, 303);
+    daemon.wait_for("the approved update applied", Duration::from_secs(10), |_| file(&ui).contains("replicas: 3"));
+    // 6. A suspension and 7. its end, through the CLI.
+    daemon.strata(&["suspend", "aws-staging"]).ok();
+    daemon.strata(&["resume", "aws-staging"]).ok();
+
+    let expected = [
+        ("resume-cluster", "done", "api (alice)", Some("aws-staging"), "cli"),
+        ("suspend", "done", "api (alice)", Some("aws-staging"), "cli"),
+        ("approve", "done", "api (alice)", Some("aws-cluster"), "view"),
+        ("approve", "refused", "api (alice)", None, "view"),
+        ("sign-in", "done", "api (alice)", None, "view"),
+        ("write", "refused", "-", None, "api"),
+        ("approve", "refused", "api (mallory)", Some("aws-cluster"), "api"),
+    ];
+    let check = |d: &Daemon| {
+        let run = d.strata(&["audit", "-o", "json"]).ok();
+        let entries: Vec<Value> = serde_json::from_str(&run.stdout).unwrap();
+        let seen: Vec<(String, String, String, Option<String>, String)> = entries
+            .iter()
+            .map(|e| {
+                let s = |k: &str| e[k].as_str().unwrap_or("").to_string();
+                (s("action"), s("outcome"), s("who"), e["cluster"].as_str().map(String::from), s("via"))
+            })
+            .collect();
+        let want: Vec<_> = expected
+            .iter()
+            .map(|(a, o, w, c, v)| (a.to_string(), o.to_string(), w.to_string(), c.map(String::from), v.to_string()))
+            .collect();
+        assert_eq!(seen, want, "{:#}", serde_json::json!(entries));
+        for e in &entries {
+            assert_eq!(e["from"], "127.0.0.1", "{e}");
+        }
+        let approved = entries.iter().find(|e| e["action"] == "approve" && e["outcome"] == "done").unwrap();
+        assert_eq!(approved["revision"], edit.as_str());
+        let refused = entries.iter().find(|e| e["who"] == "api (mallory)").unwrap();
+        assert!(refused["detail"].as_str().unwrap().contains("not the revision you reviewed"), "{refused}");
+        let wrong = entries.iter().find(|e| e["action"] == "write").unwrap();
+        assert!(wrong["detail"].as_str().unwrap().starts_with("POST /api/v1/clusters/aws-staging/suspend"), "{wrong}");
+    };
+    check(&daemon);
+    // Filters: by cluster, by user (the identity or as recorded), as a table.
+    let staging = daemon.strata(&["audit", "--cluster", "aws-staging", "-o", "json"]).ok().stdout;
+    assert_eq!(serde_json::from_str::<Vec<Value>>(&staging).unwrap().len(), 2, "{staging}");
+    let mallory = daemon.strata(&["audit", "--user", "api (mallory)", "-o", "json"]).ok().stdout;
+    assert_eq!(serde_json::from_str::<Vec<Value>>(&mallory).unwrap().len(), 1, "{mallory}");
+    let table = daemon.strata(&["audit", "--since", "1h"]).ok().stdout;
+    assert!(table.starts_with("WHEN") && table.contains("cluster/aws-cluster"), "{table}");
+    let (code, body) = daemon.get("/api/v1/audit?user=api&cluster=aws-cluster");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(serde_json::from_str::<Vec<Value>>(&body).unwrap().len(), 2, "{body}");
+    let page = daemon.raw("GET", "/audit?cluster=aws-staging", &[("Cookie", &cookie)], "").2;
+    assert!(page.contains("resume-cluster") && !page.contains(">sign-in<"), "{page}");
+    // The log has each as a line of its own.
+    assert!(daemon.log().matches(" audit: ").count() >= expected.len(), "{}", daemon.log());
+
+    // kill -9, and start again: the trail is whole.
+    daemon.kill9();
+    daemon.spawn();
+    daemon.wait_for("the daemon back", Duration::from_secs(20), |d| d.get("/readyz").0 == 200);
+    check(&daemon);
+}

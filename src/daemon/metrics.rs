@@ -60,6 +60,8 @@ pub struct Metrics {
     pub reconcile_seconds: Histogram,
     pub drifted_objects: Family<ClusterLabel, Gauge>,
     pub pending_updates: Gauge,
+    /// Pending updates that wait for a person's approval (`updates: manual`).
+    pub pending_approvals: Gauge,
     /// Reads of the repository's branch (fetches, for a remote), successful or not.
     pub fetches: Counter,
     pub fetch_errors: Counter,
@@ -97,6 +99,12 @@ impl Metrics {
         registry.register("reconcile_duration_seconds", "Time one cluster reconcile took", reconcile_seconds.clone());
         let drifted_objects = Family::<ClusterLabel, Gauge>::default();
         registry.register("drifted_objects", "Objects found drifted at the last drift check", drifted_objects.clone());
+        let pending_approvals = Gauge::default();
+        registry.register(
+            "pending_approvals",
+            "Pending updates that wait for a person's approval (updates: manual), in rollouts or not",
+            pending_approvals.clone(),
+        );
         let pending_updates = Gauge::default();
         registry.register(
             "pending_updates",
@@ -164,6 +172,7 @@ impl Metrics {
             reconcile_seconds,
             drifted_objects,
             pending_updates,
+            pending_approvals,
             fetches,
             fetch_errors,
             webhooks,
@@ -180,7 +189,7 @@ impl Metrics {
         let label = RolloutLabel { rollout: rollout.to_string() };
         self.rollout_wave.remove(&label);
         self.rollout_halted.remove(&label);
-        for state in ["held", "updating", "updated", "failed", "rolling-back", "rolled-back"] {
+        for state in ["held", "updating", "updated", "failed", "rolling-back", "rolled-back", "awaiting-approval"] {
             self.rollout_clusters.remove(&RolloutStateLabel { rollout: rollout.to_string(), state: state.into() });
         }
     }

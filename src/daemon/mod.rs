@@ -19,6 +19,7 @@
 //! derived again from Git and the clusters after a restart, and a store that fails is reported
 //! (logs, `/readyz`, metrics) rather than taken for a bad revision.
 
+pub mod audit;
 pub mod decide;
 pub mod evaluate;
 pub mod git;
@@ -31,6 +32,7 @@ pub mod outbox;
 pub mod pulls;
 pub mod rollouts;
 pub mod secrets;
+pub mod selection;
 pub mod shards;
 pub mod smart_http;
 pub mod state;
@@ -799,6 +801,9 @@ impl MainLoop {
         if let Some(pending) = shared.stored("count pending updates", shared.store.pending_count()) {
             shared.metrics.pending_updates.set(pending);
         }
+        if let Some(fleet) = shared.stored("count pending approvals", shared.store.fleet()) {
+            shared.metrics.pending_approvals.set(selection::waiting(&fleet).len() as i64);
+        }
         count_shard_clusters(&shared);
         self.ready();
     }
@@ -822,7 +827,8 @@ impl MainLoop {
         }
     }
 
-    /// The state database probed again after failures, old delivered statuses forgotten.
+    /// The state database probed again after failures, old delivered statuses and audit entries
+    /// forgotten.
     fn housekeeping(&mut self) {
         let shared = &self.shared;
         if shared.store.usable() && shared.store.problem().is_some() {
@@ -835,6 +841,10 @@ impl MainLoop {
                 && n > 0
             {
                 info!(rows = n, "Forgot old delivered statuses.");
+            }
+            let gone = audit::prune(shared);
+            if gone > 0 {
+                info!(entries = gone, "Forgot audit entries past audit.retention or audit.max_entries.");
             }
         }
     }

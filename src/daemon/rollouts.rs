@@ -21,6 +21,7 @@ use std::sync::atomic::Ordering;
 use tracing::{info, warn};
 
 use super::Shared;
+use super::audit::{Actor, Outcome as AuditOutcome};
 use super::decide::Hold;
 use super::metrics::{RolloutLabel, RolloutStateLabel};
 use super::state::{Health as SyncHealth, Sync};
@@ -126,12 +127,21 @@ pub fn gate_all(
             } else {
                 None
             };
+            // The same rule the cluster is decided by once released: the store is read only for
+            // clusters that could be held for approval at all.
+            let awaits_approval = match plan {
+                Some(plan) if change.is_some() && super::decide::needs_approval(plan, cluster.updates, false) => {
+                    shared.store.approval(name, head)?.is_none()
+                }
+                _ => false,
+            };
             members.push(Member {
                 name,
                 tags: &cluster.tags,
                 change,
                 running: states.get(name).and_then(running),
                 drift_at,
+                awaits_approval,
             });
         }
         let gated = save(shared, rollout, head, &members, previous, now)?;
@@ -142,7 +152,8 @@ pub fn gate_all(
             report_status(shared, &rollout.name, report);
         }
         if let Some(p) = &gated.progress {
-            count(shared, rollout, p, now);
+            let awaiting: Vec<&str> = members.iter().filter(|m| m.awaits_approval).map(|m| m.name).collect();
+            count(shared, rollout, p, now, &awaiting);
         }
         wake = match (wake, gated.wake_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -187,8 +198,9 @@ fn report_status(shared: &Shared, rollout: &str, report: &Report) {
     shared.report_to(context(rollout), &report.revision, report.state, &report.description, url);
 }
 
-/// Sets the rollout's gauges from its progress.
-fn count(shared: &Shared, rollout: &Rollout, p: &Progress, now: i64) {
+/// Sets the rollout's gauges from its progress; `awaiting` are the clusters whose change waits
+/// for their own approval once released.
+fn count(shared: &Shared, rollout: &Rollout, p: &Progress, now: i64, awaiting: &[&str]) {
     let used: Vec<usize> =
         (0..rollout.waves.len()).filter(|&i| p.members(&rollout.waves[i].name).next().is_some()).collect();
     let wave = match gate::blocker(p, rollout, now) {
@@ -211,7 +223,15 @@ fn count(shared: &Shared, rollout: &Rollout, p: &Progress, now: i64) {
         let label = RolloutStateLabel { rollout: rollout.name.clone(), state: name.to_string() };
         shared.metrics.rollout_clusters.get_or_create(&label).set(p.count(state) as i64);
     }
+    let waiting =
+        (0..rollout.waves.len()).map(|i| gate::awaiting_approval(p, rollout, i, awaiting).len()).sum::<usize>();
+    let label = RolloutStateLabel { rollout: rollout.name.clone(), state: AWAITING_APPROVAL.to_string() };
+    shared.metrics.rollout_clusters.get_or_create(&label).set(waiting as i64);
 }
+
+/// The `state` of `strata_rollout_clusters` for released clusters that wait for their own
+/// approval (they are counted as `updating` too).
+pub const AWAITING_APPROVAL: &str = "awaiting-approval";
 
 /// Whether drift found on a cluster `rollout` released counts as a failure now: its policy says
 /// so (`failOnDrift`) and it is still running.
@@ -297,8 +317,27 @@ pub enum ActError {
     Busy(String),
 }
 
-/// Applies `action` by `by` to `rollout`, and has it gated again at once.
-pub fn act(shared: &Shared, rollout: &str, action: &Action, by: &str) -> Result<(String, Progress), ActError> {
+/// Applies `action` by `actor` to `rollout`, and has it gated again at once; the audit trail
+/// gets what was done, or why not.
+pub fn act(shared: &Shared, rollout: &str, action: &Action, actor: &Actor) -> Result<(String, Progress), ActError> {
+    let result = act_as(shared, rollout, action, &actor.who);
+    let entry = match &result {
+        Ok((done, p)) => {
+            actor.entry(action.name(), AuditOutcome::Done).revision(Some(&p.revision)).detail(done.clone())
+        }
+        Err(e) => {
+            let revision = match action {
+                Action::Promote { revision, .. } => revision.as_deref(),
+                _ => None,
+            };
+            actor.entry(action.name(), AuditOutcome::Refused).revision(revision).detail(e.to_string())
+        }
+    };
+    super::audit::record(shared, entry.rollout(rollout));
+    result
+}
+
+fn act_as(shared: &Shared, rollout: &str, action: &Action, by: &str) -> Result<(String, Progress), ActError> {
     let policy = shared
         .rollouts
         .lock()
@@ -322,7 +361,14 @@ pub fn act(shared: &Shared, rollout: &str, action: &Action, by: &str) -> Result<
 
 /// A rollout for the API, the CLI and the view: its policy, and where it stands at `now` —
 /// each wave with its state and clusters, what it waits for, and what a promotion would do.
-pub fn describe(policy: &Rollout, progress: Option<&Progress>, now: i64) -> serde_json::Value {
+/// `waiting` are the clusters whose pending update waits for approval, with its revision
+/// ([`super::selection::waiting`]): each wave lists those of its clusters.
+pub fn describe(
+    policy: &Rollout,
+    progress: Option<&Progress>,
+    now: i64,
+    waiting: &BTreeMap<String, String>,
+) -> serde_json::Value {
     use crate::rollout::policy::show_duration;
     let states = progress.map(|p| gate::wave_states(p, policy, now));
     let waves: Vec<serde_json::Value> = policy
@@ -345,9 +391,17 @@ pub fn describe(policy: &Rollout, progress: Option<&Progress>, now: i64) -> serd
                         "releasedAt": c.released_at,
                         "finishedAt": c.finished_at,
                         "message": c.message,
+                        "awaitsApproval": c.state == ClusterRun::Updating && waiting.contains_key(name.as_str()),
                     })
                 })
                 .collect();
+            let awaiting: Vec<String> = clusters
+                .iter()
+                .filter(|c| c["awaitsApproval"] == true)
+                .filter_map(|c| c["cluster"].as_str().map(str::to_string))
+                .collect();
+            let revisions: std::collections::BTreeSet<&str> =
+                awaiting.iter().filter_map(|c| waiting.get(c)).map(String::as_str).collect();
             let count = |state: ClusterRun| clusters.iter().filter(|c| c["state"] == state.as_str()).count();
             serde_json::json!({
                 "name": w.name,
@@ -364,6 +418,12 @@ pub fn describe(policy: &Rollout, progress: Option<&Progress>, now: i64) -> serd
                 "total": clusters.len(),
                 "updated": count(ClusterRun::Updated),
                 "failed": count(ClusterRun::Failed),
+                "awaitingApproval": if awaiting.is_empty() { serde_json::Value::Null } else { serde_json::json!({
+                    "count": awaiting.len(),
+                    "clusters": awaiting,
+                    "revision": (revisions.len() == 1).then(|| revisions.iter().next()).flatten(),
+                    "approve": format!("strata approve --rollout {} --wave {}", policy.name, w.name),
+                }) },
                 "clusters": clusters,
             })
         })

@@ -35,6 +35,7 @@ use super::decide::Hold;
 use super::metrics::KindLabel;
 use super::state::{Health, RevisionState, Sync, Verdict};
 
+pub use super::audit::{Entry as AuditEntry, Outcome as AuditOutcome, Query as AuditQuery, Via as AuditVia};
 pub use sqlite::{FILE, LOCK_FILE, LockError, Recovery, SqliteStore, lock, recover};
 
 /// What a cluster last had applied, and how it is doing.
@@ -301,6 +302,15 @@ pub trait Store: Send + std::marker::Sync {
     fn save_rollout(&self, progress: &crate::rollout::gate::Progress) -> Result<bool>;
     /// Forgets a rollout (its policy left the repository).
     fn delete_rollout(&self, name: &str) -> Result<()>;
+
+    /// Appends an entry to the audit trail ([`super::audit`]); entries are never changed.
+    fn audit(&self, entry: &AuditEntry) -> Result<()>;
+    /// The audit entries `query` matches, newest first, at most `query.limit`
+    /// ([`AuditQuery::MOST`] at most).
+    fn audit_log(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>>;
+    /// Forgets the audit entries from before `before_ms` and, past the newest `max`, the oldest.
+    /// Returns how many went.
+    fn prune_audit(&self, before_ms: i64, max: u64) -> Result<usize>;
 }
 
 /// A backend's failures, kept for `/readyz` and counted for `/metrics`: the same rules for both.

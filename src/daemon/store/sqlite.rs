@@ -21,6 +21,7 @@ use super::{
     Applied, Approval, ClusterState, DELIVERED_KEPT_SECS, DriftRow, Failures, FleetRow, HISTORY_KEPT, HistoryRow,
     ObjectRow, Pending, Queued, Result, Store, StoreError, now, now_ms,
 };
+use super::{AuditEntry, AuditOutcome, AuditQuery, AuditVia};
 use crate::daemon::decide::Hold;
 use crate::daemon::metrics::KindLabel;
 use crate::daemon::state::{RevisionState, Sync, Verdict};
@@ -128,6 +129,25 @@ const MIGRATIONS: &[&str] = &[
     "DELETE FROM drift; DELETE FROM pending; UPDATE clusters SET drifted = 0;",
     // 2: a pending diff remembers the digest of the set it starts from.
     "ALTER TABLE pending ADD COLUMN base_digest TEXT;",
+    // 3: the audit trail (daemon::audit): rows are added and, past the retention or the bound,
+    // deleted oldest first; never changed.
+    "CREATE TABLE IF NOT EXISTS audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        action TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        who TEXT NOT NULL,
+        cluster TEXT,
+        rollout TEXT,
+        revision TEXT,
+        detail TEXT NOT NULL,
+        remote TEXT,
+        via TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
+    CREATE INDEX IF NOT EXISTS audit_cluster ON audit (cluster, at);
+    CREATE TRIGGER IF NOT EXISTS audit_append_only BEFORE UPDATE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;",
 ];
 
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
@@ -743,6 +763,68 @@ impl Store for SqliteStore {
         })
     }
 
+    fn audit(&self, e: &AuditEntry) -> Result<()> {
+        self.write(|c| {
+            c.execute(
+                "INSERT INTO audit (at, action, outcome, who, cluster, rollout, revision, detail, remote, via)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    e.at,
+                    e.action,
+                    e.outcome.as_str(),
+                    e.who,
+                    e.cluster,
+                    e.rollout,
+                    e.revision,
+                    e.detail,
+                    e.from,
+                    e.via.as_str()
+                ],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn audit_log(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>> {
+        let limit = q.limit.clamp(1, AuditQuery::MOST) as i64;
+        self.read(|c| {
+            c.prepare(
+                "SELECT at, action, outcome, who, cluster, rollout, revision, detail, remote, via FROM audit
+                 WHERE at >= ?1 AND (?2 IS NULL OR cluster = ?2)
+                   AND (?3 IS NULL OR who = ?3 OR substr(who, 1, length(?3) + 2) = ?3 || ' (')
+                 ORDER BY id DESC LIMIT ?4",
+            )?
+            .query_map(params![q.since.unwrap_or(i64::MIN), q.cluster, q.user, limit], |r| {
+                let outcome: String = r.get(2)?;
+                let via: String = r.get(9)?;
+                Ok(AuditEntry {
+                    at: r.get(0)?,
+                    action: r.get(1)?,
+                    outcome: AuditOutcome::parse(&outcome).unwrap_or(AuditOutcome::Refused),
+                    who: r.get(3)?,
+                    cluster: r.get(4)?,
+                    rollout: r.get(5)?,
+                    revision: r.get(6)?,
+                    detail: r.get(7)?,
+                    from: r.get(8)?,
+                    via: AuditVia::parse(&via).unwrap_or(AuditVia::Api),
+                })
+            })?
+            .collect()
+        })
+    }
+
+    fn prune_audit(&self, before_ms: i64, max: u64) -> Result<usize> {
+        self.write(|c| {
+            let old = c.execute("DELETE FROM audit WHERE at < ?1", [before_ms])?;
+            let over = c.execute(
+                "DELETE FROM audit WHERE id <= (SELECT id FROM audit ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+                [max.min(i64::MAX as u64) as i64],
+            )?;
+            Ok(old + over)
+        })
+    }
+
     /// Forgets delivered statuses older than [`DELIVERED_KEPT_SECS`], except those for a
     /// revision some cluster runs or holds (a drift report may still be posted on it). Returns
     /// how many rows went.
@@ -822,7 +904,7 @@ pub struct Recovery {
 /// again (suspensions, approvals, where rollouts stand, undelivered statuses, which pull requests
 /// were planned) and what each cluster last had applied. The rest is derived again or only shown
 /// (drift findings, history, pending updates, objects, delivered statuses).
-const SALVAGED: [(&str, &str); 5] = [
+const SALVAGED: [(&str, &str); 6] = [
     (
         "clusters",
         "name, profile_revision, cluster_revision, digest, profile, version, applied_at, sync, message, health, drifted, suspended, updated_at",
@@ -831,6 +913,7 @@ const SALVAGED: [(&str, &str); 5] = [
     ("meta", "key, value"),
     ("rollouts", "name, generation, progress"),
     ("outbox", "revision, context, state, description, target_url, created_at, attempts, next_attempt_ms, last_error"),
+    ("audit", "id, at, action, outcome, who, cluster, rollout, revision, detail, remote, via"),
 ];
 
 /// Replaces a corrupt state database with a fresh one holding what can still be read of it. The
@@ -910,6 +993,18 @@ mod tests {
             health: Health::Ready,
             summary: "3 created",
         }
+    }
+
+    #[test]
+    fn the_audit_trail_is_append_only() {
+        use crate::daemon::audit::{Entry, Outcome, Via};
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store.audit(&Entry::new("approve", Outcome::Done, "alice", Via::Cli, None).cluster("c")).unwrap();
+        let changed = store.write(|c| c.execute("UPDATE audit SET who = 'mallory'", []));
+        assert!(changed.unwrap_err().to_string().contains("the audit trail is append-only"));
+        let kept = store.audit_log(&AuditQuery { limit: 10, ..AuditQuery::default() }).unwrap();
+        assert_eq!(kept[0].who, "alice");
     }
 
     #[test]
