@@ -1398,3 +1398,127 @@ fn the_audit_trail_is_complete_after_mixed_actions_and_a_kill_9() {
     daemon.wait_for("the daemon back", Duration::from_secs(20), |d| d.get("/readyz").0 == 200);
     check(&daemon);
 }
+
+/// Issue 24 §3: approval rules in the repository. Two distinct people of group sre must approve
+/// aws-cluster's update; another group is refused with 403 naming the rule, the same identity
+/// twice counts once, and the update says who may still approve until both are in. A commit
+/// that loosens the rules together with an edit is governed by the rules before it.
+#[test]
+fn approval_rules_need_two_people_of_the_group_and_bind_their_own_changes() {
+    const RULES: &str = "apiVersion: strata.dev/v1\nkind: ApprovalRules\nmetadata: { name: prod }\nspec:\n  rules:\n    - name: two-sre\n      profiles: [aws-profile]\n      tags: [\"service:hello-universe-frontend\"]\n      approvers: { groups: [sre] }\n      required: 2\n";
+    let repo = Repo::example();
+    repo.write("approvals/prod.yaml", RULES);
+    repo.commit("approval rules: two of sre for the frontend");
+    let mut daemon = Daemon::configure(&local(&repo), &example_targets(), "");
+    for name in ["ci", "ops", "dev", "test"] {
+        std::fs::write(daemon.dir.path().join(format!("{name}-token")), format!("{name}-secret\n")).unwrap();
+    }
+    let config = std::fs::read_to_string(&daemon.config).unwrap();
+    let start = config.find("api: {").unwrap();
+    let end = start + config[start..].find('\n').unwrap();
+    let api = "api: { token_file: ./api-token, tokens: [{ name: ci, token_file: ./ci-token, groups: [sre] }, { name: ops, token_file: ./ops-token, groups: [sre] }, { name: dev, token_file: ./dev-token, groups: [dev] }, { name: test, token_file: ./test-token, groups: [sre] }] }";
+    std::fs::write(&daemon.config, format!("{}{api}{}", &config[..start], &config[end..])).unwrap();
+    daemon.spawn();
+    let ui = daemon.out("aws-cluster/hello-universe/deployment.ui.yaml");
+    daemon.wait_for("aws-cluster applied", Duration::from_secs(10), |_| file(&ui).contains("replicas: 1"));
+
+    repo.edit(AWS_1_0_0, "replicas: 1", "replicas: 3");
+    let edit = repo.commit("aws-profile 1.0.0: three replicas");
+    daemon.wait_for("a pending update", Duration::from_secs(10), |d| {
+        d.cluster("aws-cluster")["pending"]["head_revision"] == edit.as_str()
+    });
+    let summary = |d: &Daemon| d.cluster("aws-cluster")["pending"]["summary"].as_str().unwrap_or("").to_string();
+    assert!(
+        summary(&daemon).contains("needs 2 more approvals under rule prod/two-sre (group sre)"),
+        "{}",
+        summary(&daemon)
+    );
+    let approve = |token: &str| {
+        daemon.request(
+            "POST",
+            "/api/v1/clusters/aws-cluster/approve",
+            &[("Authorization", &format!("Bearer {token}"))],
+            &format!("{{\"revision\": \"{edit}\"}}"),
+        )
+    };
+    // Another group: 403, naming the rule and who may.
+    let (code, body) = approve("dev-secret");
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body.contains("dev (groups: dev) may not approve this update: rule prod/two-sre (approvals/prod.yaml:6): approvers are group sre"),
+        "{body}"
+    );
+    // The commit's author, though in sre: their approval does not count.
+    let (code, body) = approve("test-secret");
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("test wrote this commit, and the author's approval does not count"), "{body}");
+    // One of sre: still pending, and it says who may still approve.
+    assert_eq!(approve("ci-secret").0, 202);
+    daemon.wait_for("one approval counted", Duration::from_secs(10), |d| {
+        summary(d).contains("needs 1 more approval under rule prod/two-sre (group sre), approved by ci")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(file(&ui).contains("replicas: 1"), "one person is not two");
+    // The same identity again: refused, it counts once.
+    let (code, body) = approve("ci-secret");
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("ci approved this revision already; rule prod/two-sre"), "{body}");
+    // The view shows the reason instead of the button to a person the rule does not admit.
+    const FORM: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
+    let (_, head, _) = daemon.raw("POST", "/login", &[FORM], "token=dev-secret&next=%2F");
+    let cookie = session_cookie(&head);
+    let page = daemon.raw("GET", "/clusters/aws-cluster/pending", &[("Cookie", &cookie)], "").2;
+    assert!(
+        page.contains("<button id=\"approve\" disabled>")
+            && page.contains("may not approve this update: rule prod&#x2f;two-sre")
+            && !page.contains("action=\"/clusters/aws-cluster/approve\""),
+        "{page}"
+    );
+    // A second person of sre: applied.
+    assert_eq!(approve("ops-secret").0, 202);
+    daemon.wait_for("the approved update applied", Duration::from_secs(10), |_| file(&ui).contains("replicas: 3"));
+    let audit = daemon.strata(&["audit", "--cluster", "aws-cluster", "-o", "json"]).ok().stdout;
+    let entries: Vec<Value> = serde_json::from_str(&audit).unwrap();
+    let outcomes: Vec<(String, String)> =
+        entries.iter().map(|e| (e["who"].as_str().unwrap().into(), e["outcome"].as_str().unwrap().into())).collect();
+    let expected = [("ops", "done"), ("ci", "refused"), ("ci", "done"), ("test", "refused"), ("dev", "refused")];
+    assert_eq!(outcomes, expected.map(|(a, b)| (a.to_string(), b.to_string())), "{audit}");
+
+    // A commit that loosens the rule (anyone of dev, one approval) and edits the profile again:
+    // its own edit is still governed by the rule before it.
+    repo.write(
+        "approvals/prod.yaml",
+        &RULES.replace("groups: [sre]", "groups: [dev]").replace("required: 2", "required: 1"),
+    );
+    repo.edit(AWS_1_0_0, "replicas: 3", "replicas: 4");
+    let loosened = repo.commit("approval rules: dev may approve alone; four replicas");
+    daemon.wait_for("the next pending update", Duration::from_secs(10), |d| {
+        d.cluster("aws-cluster")["pending"]["head_revision"] == loosened.as_str()
+    });
+    let (code, body) = daemon.request(
+        "POST",
+        "/api/v1/clusters/aws-cluster/approve",
+        &[("Authorization", "Bearer dev-secret")],
+        &format!("{{\"revision\": \"{loosened}\"}}"),
+    );
+    assert_eq!(code, 403, "the rules before the commit govern it: {body}");
+    assert!(body.contains("rule prod/two-sre (approvals/prod.yaml:6): approvers are group sre"), "{body}");
+}
+
+/// Bad approval rules are diagnostics with file and line, and the revision is rejected.
+#[test]
+fn invalid_approval_rules_are_reported_with_file_and_line() {
+    let repo = Repo::example();
+    repo.write(
+        "approvals/prod.yaml",
+        "apiVersion: strata.dev/v1\nkind: ApprovalRules\nmetadata: { name: prod }\nspec:\n  rules:\n    - approvers: { groups: [sre] }\n      required: 0\n",
+    );
+    repo.commit("a rule nobody can meet");
+    let run = repo.strata(&["validate"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stderr.contains("error[schema]: approvals/prod.yaml:7: approval rule prod/1: `required` is 0"),
+        "{}",
+        run.stderr
+    );
+}

@@ -16,7 +16,7 @@ use strata::daemon::management::Management;
 use strata::daemon::state::{Health, Sync, Verdict};
 use strata::daemon::store::kube::KubeStore;
 use strata::daemon::store::{
-    Applied, DELIVERED_KEPT_SECS, DriftRow, HISTORY_KEPT, Pending, SqliteStore, Store, now, now_ms,
+    Applied, Approver, DELIVERED_KEPT_SECS, DriftRow, HISTORY_KEPT, Pending, SqliteStore, Store, now, now_ms,
 };
 use strata::report::{State, Status};
 use strata::rollout::gate::Progress;
@@ -129,7 +129,7 @@ fn applied_state_pending_updates_approvals_and_suspensions_are_kept() {
             let store = backend.open();
             store.record_applied("aws", &applied("r1")).unwrap();
             store.set_pending(&pending("aws", "r2", 100)).unwrap();
-            let approval = store.approve("aws", "r2", "alice").unwrap();
+            let approval = store.approve("aws", "r2", &Approver::named("alice")).unwrap();
             assert_eq!((approval.cluster.as_str(), approval.approved_by.as_str()), ("aws", "alice"));
             store.set_suspended("edge", true).unwrap();
             store.set_objects("aws", &[("Deployment/web/ui".into(), "web".into(), "created".into())]).unwrap();
@@ -356,7 +356,7 @@ fn concurrent_writers_lose_no_update() {
             });
             scope.spawn(|| {
                 for i in 0..N {
-                    api.approve("c", &format!("h{i}"), "alice").unwrap();
+                    api.approve("c", &format!("h{i}"), &Approver::named("alice")).unwrap();
                     api.set_suspended("c", i % 2 == 0).unwrap();
                 }
             });
@@ -449,7 +449,7 @@ fn a_replica_hears_of_intents_changed_through_another() {
     owner.record_applied("aws", &applied("r1")).unwrap();
     owner.set_pending(&pending("aws", "r2", 1)).unwrap();
     eventually("the API replica to see the pending update", || api.pending("aws").unwrap().is_some());
-    api.approve("aws", "r2", "alice").unwrap();
+    api.approve("aws", "r2", &Approver::named("alice")).unwrap();
     eventually("the owner to hear of the approval", || heard.lock().unwrap().contains(&"cluster aws".to_string()));
     assert!(owner.approval("aws", "r2").unwrap().is_some());
     heard.lock().unwrap().clear();
@@ -546,5 +546,24 @@ fn the_audit_trail_is_appended_filtered_and_bounded() {
             "sqlite" => assert_eq!(left, ["entry 6", "entry 5", "entry 4"]),
             _ => assert_eq!(left.len(), 6, "one day's ConfigMap holding 6 is not dropped for a bound of 3"),
         }
+    });
+}
+
+/// An approval keeps the identity approval rules count and its groups, on both backends.
+#[test]
+fn approvals_keep_the_identity_and_its_groups() {
+    both(|backend| {
+        let (one, two) = (backend.open(), backend.open());
+        let by = Approver { recorded: "api (alice)".into(), identity: "api".into(), groups: vec!["sre".into()] };
+        one.record_applied("aws", &applied("r1")).unwrap();
+        one.approve("aws", "r2", &by).unwrap();
+        eventually("the other handle to see it", || two.approval("aws", "r2").unwrap().is_some());
+        let seen = two.approval("aws", "r2").unwrap().unwrap();
+        assert_eq!(
+            (seen.approved_by.as_str(), seen.identity.as_str(), seen.groups.as_slice()),
+            ("api (alice)", "api", &["sre".to_string()][..]),
+            "{}",
+            backend.name()
+        );
     });
 }

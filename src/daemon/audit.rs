@@ -146,14 +146,39 @@ impl Entry {
 /// Who acts, through which path, from which address: what every entry of theirs carries.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Actor {
+    /// As recorded: `ci`, `alice`, `api (alice)`.
     pub who: String,
+    /// The identity approval rules count (`api` for `api (alice)`), and its groups.
+    pub identity: String,
+    pub groups: Vec<String>,
     pub via: Via,
     pub from: Option<std::net::SocketAddr>,
 }
 
 impl Actor {
+    /// Someone known by the name recorded alone (no groups).
     pub fn new(who: &str, via: Via, from: Option<std::net::SocketAddr>) -> Actor {
-        Actor { who: who.to_string(), via, from }
+        let identity = who.split(" (").next().unwrap_or(who).to_string();
+        Actor { who: who.to_string(), identity, groups: Vec::new(), via, from }
+    }
+
+    /// An identity (a token's, a signed-in person's) recorded as `who`.
+    pub fn of(
+        identity: &crate::daemon::http::auth::Identity,
+        who: &str,
+        via: Via,
+        from: Option<std::net::SocketAddr>,
+    ) -> Actor {
+        Actor { who: who.to_string(), identity: identity.name.clone(), groups: identity.groups.clone(), via, from }
+    }
+
+    /// What an approval by this actor records.
+    pub fn approver(&self) -> super::store::Approver {
+        super::store::Approver {
+            recorded: self.who.clone(),
+            identity: self.identity.clone(),
+            groups: self.groups.clone(),
+        }
     }
 
     /// An entry of this actor's.

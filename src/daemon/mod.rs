@@ -124,6 +124,9 @@ pub struct Shared {
     pub tags: Mutex<BTreeMap<String, Vec<String>>>,
     /// The rollout policies at the last good revision, for the API, the view and actions.
     pub rollouts: Mutex<BTreeMap<String, crate::rollout::Rollout>>,
+    /// Per cluster whose pending update waits for approval: the approval rules in force for it
+    /// (those of the revision it runs) that apply, and the pending commit's author.
+    pub approval_rules: Mutex<BTreeMap<String, RulesInForce>>,
     /// When a rollout wants to be gated again though nothing else happens (a bake ends), in
     /// milliseconds since the epoch; 0 for never.
     pub rollout_wake: AtomicI64,
@@ -158,6 +161,15 @@ pub struct EvaluationRecord {
     pub verdict: &'static str,
     pub started_ms: i64,
     pub millis: Option<u64>,
+}
+
+/// The approval rules that govern one pending update, as the evaluation found them.
+#[derive(Clone, Debug, Default)]
+pub struct RulesInForce {
+    /// The pending revision.
+    pub revision: String,
+    pub rules: Vec<crate::approval::Rule>,
+    pub author: Option<crate::approval::Author>,
 }
 
 /// Evaluations remembered, and commits listed per evaluation.
@@ -384,6 +396,7 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
         ready: AtomicBool::new(false),
         tags: Mutex::new(BTreeMap::new()),
         rollouts: Mutex::new(BTreeMap::new()),
+        approval_rules: Mutex::new(BTreeMap::new()),
         rollout_wake: AtomicI64::new(0),
         report_wake: Arc::new(tokio::sync::Notify::new()),
         version: AtomicU64::new(1),

@@ -50,6 +50,8 @@ pub struct Planned<'a> {
 pub struct Gate {
     pub rollout: String,
     pub verdict: Verdict,
+    /// The wave the cluster is in (what approval rules with `waves` select).
+    pub wave: Option<String>,
 }
 
 impl Gate {
@@ -144,7 +146,13 @@ pub fn gate_all(
                 awaits_approval,
             });
         }
+        let prior: BTreeMap<String, String> =
+            previous.iter().flat_map(|p| p.clusters.iter().map(|(n, c)| (n.clone(), c.wave.clone()))).collect();
         let gated = save(shared, rollout, head, &members, previous, now)?;
+        let wave_of = |cluster: &str| match &gated.progress {
+            Some(p) => p.clusters.get(cluster).map(|c| c.wave.clone()),
+            None => prior.get(cluster).cloned(),
+        };
         for event in &gated.events {
             info!(rollout = %rollout.name, revision = %head, "Rollout: {event}.");
         }
@@ -159,8 +167,9 @@ pub fn gate_all(
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        for (cluster, verdict) in gated.verdicts {
-            verdicts.insert(cluster, Gate { rollout: rollout.name.clone(), verdict });
+        for (cluster, verdict) in &gated.verdicts {
+            let gate = Gate { rollout: rollout.name.clone(), verdict: verdict.clone(), wave: wave_of(cluster) };
+            verdicts.insert(cluster.clone(), gate);
         }
     }
     shared.rollout_wake.store(wake.unwrap_or(0), Ordering::Relaxed);

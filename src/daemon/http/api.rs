@@ -122,7 +122,7 @@ pub async fn act(
         Ok(parsed) => parsed,
         Err(response) => return response,
     };
-    let actor = Actor::new(&by, Via::of_api(&headers), Some(conn.peer));
+    let actor = actor_of(viewer.as_ref(), &by, Via::of_api(&headers), Some(conn.peer));
     match action.as_str() {
         "approve" => match approve::approve(shared, &name, body.revision.as_deref(), &actor).await {
             Ok(approval) => json_reply(StatusCode::ACCEPTED, &json!(approval)),
@@ -130,6 +130,7 @@ pub async fn act(
                 let code = match &refused {
                     Refused::NoCluster => return no_cluster(&name),
                     Refused::MissingRevision | Refused::Malformed(_) | Refused::Ambiguous(_) => StatusCode::BAD_REQUEST,
+                    Refused::Forbidden(_) => StatusCode::FORBIDDEN,
                     Refused::NothingPending | Refused::Stale { .. } | Refused::HeldByRollout { .. } => {
                         StatusCode::CONFLICT
                     }
@@ -257,7 +258,7 @@ pub async fn approve_selection(
         (None, Some(names)) => Some(Seen::Clusters(names)),
         (None, None) => None,
     };
-    let actor = Actor::new(&by, Via::of_api(&headers), Some(conn.peer));
+    let actor = actor_of(viewer.as_ref(), &by, Via::of_api(&headers), Some(conn.peer));
     let approved =
         approve::approve_selection(&app.shared, &body.selector, body.revision.as_deref(), seen.as_ref(), &actor);
     match approved.await {
@@ -282,6 +283,7 @@ pub fn selection_refused(refused: &SelectionRefused) -> Response {
         | SelectionRefused::Revisions(_)
         | SelectionRefused::Stale { .. }
         | SelectionRefused::Changed { .. } => StatusCode::CONFLICT,
+        SelectionRefused::Forbidden { .. } => StatusCode::FORBIDDEN,
         SelectionRefused::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     let mut body = json!({ "error": refused.to_string() });
@@ -322,7 +324,7 @@ pub async fn act_on_rollout(
         Some(action) => action,
         None => return error(StatusCode::NOT_FOUND, "rollout actions are promote, pause, resume and abort"),
     };
-    act_reply(&app, &name, &action, &Actor::new(&by, Via::of_api(&headers), Some(conn.peer)))
+    act_reply(&app, &name, &action, &actor_of(viewer.as_ref(), &by, Via::of_api(&headers), Some(conn.peer)))
 }
 
 /// The answer to a rollout action, for the API and the view alike.
@@ -340,6 +342,14 @@ pub fn act_reply(app: &App, name: &str, action: &Action, actor: &Actor) -> Respo
             };
             error(code, e)
         }
+    }
+}
+
+/// Who acts: the viewer's identity (with its groups), recorded as `by`.
+fn actor_of(viewer: Option<&Viewer>, by: &str, via: Via, from: Option<std::net::SocketAddr>) -> Actor {
+    match viewer {
+        Some(viewer) => Actor::of(viewer.identity(), by, via, from),
+        None => Actor::new(by, via, from),
     }
 }
 

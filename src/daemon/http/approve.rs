@@ -34,6 +34,9 @@ pub enum Refused {
     },
     /// The prefix names more than one object in the repository.
     Ambiguous(String),
+    /// The approval rules in force do not let this person approve (or not again, or not
+    /// their own commit): why, naming the rule.
+    Forbidden(String),
     /// A rollout holds the update until the cluster's wave comes.
     HeldByRollout {
         rollout: String,
@@ -65,9 +68,36 @@ impl std::fmt::Display for Refused {
                 f,
                 "rollout {rollout} holds this update until wave {wave} comes; approve it then (strata rollout status {rollout})"
             ),
+            Refused::Forbidden(why) => write!(f, "{why}"),
             Refused::Internal(e) => write!(f, "{e}"),
         }
     }
+}
+
+/// Why `actor` may not approve `cluster`'s update at `revision` under the approval rules in
+/// force, if they may not ([`crate::approval::refusal`]).
+pub fn forbidden(shared: &Shared, cluster: &str, revision: &str, actor: &Actor) -> Result<Option<String>, String> {
+    let in_force = shared.approval_rules.lock().unwrap_or_else(|p| p.into_inner()).get(cluster).cloned();
+    let Some(in_force) = in_force.filter(|r| !r.rules.is_empty()) else { return Ok(None) };
+    let given: Vec<crate::approval::Given> = shared
+        .store
+        .approvals(cluster)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|a| a.revision == revision)
+        .map(|a| crate::approval::Given { identity: a.identity, groups: a.groups })
+        .collect();
+    let applying: Vec<&crate::approval::Rule> = in_force.rules.iter().collect();
+    let person = crate::approval::Person { identity: &actor.identity, groups: &actor.groups };
+    Ok(crate::approval::refusal(&applying, &given, in_force.author.as_ref(), &person))
+}
+
+/// The first cluster of `selection` whose approval rules do not let `actor` approve it, and why:
+/// what the view says instead of offering the form.
+pub fn forbidden_in(shared: &Shared, selection: &Selection, actor: &Actor) -> Option<String> {
+    selection.clusters.iter().find_map(|(cluster, at)| {
+        forbidden(shared, cluster, at, actor).unwrap_or_else(Some).map(|why| format!("{cluster}: {why}"))
+    })
 }
 
 /// A commit id, or a prefix of one, as the approver wrote it (lower-cased).
@@ -146,7 +176,12 @@ async fn approve_one(
             return Err(Refused::Ambiguous(wanted));
         }
     }
-    let approval = store.approve(cluster, &pending.head_revision, by).map_err(|e| Refused::Internal(e.to_string()))?;
+    if let Some(why) = forbidden(shared, cluster, &pending.head_revision, actor).map_err(Refused::Internal)? {
+        return Err(Refused::Forbidden(why));
+    }
+    let approval = store
+        .approve(cluster, &pending.head_revision, &actor.approver())
+        .map_err(|e| Refused::Internal(e.to_string()))?;
     info!(cluster, revision = %pending.head_revision, by = ?by, via, "Pending update approved.");
     shared.touch();
     let _ = shared.triggers.try_send(Trigger::Reevaluate(format!("approval of {cluster}")));
@@ -183,6 +218,12 @@ pub enum SelectionRefused {
     /// The set is not the one shown (a cluster joined or left): shown again as it is now.
     Changed {
         selection: Selection,
+    },
+    /// The approval rules in force for a cluster of the selection do not let this person
+    /// approve it: nothing of the selection is approved.
+    Forbidden {
+        cluster: String,
+        why: String,
     },
     Internal(String),
 }
@@ -224,6 +265,9 @@ impl std::fmt::Display for SelectionRefused {
                 plural(selection.clusters.len()),
                 crate::rollout::gate::some_names(&selection.names(), 10),
             ),
+            SelectionRefused::Forbidden { cluster, why } => {
+                write!(f, "{cluster}: {why}; nothing of the selection was approved")
+            }
             SelectionRefused::Internal(e) => write!(f, "{e}"),
         }
     }
@@ -326,11 +370,19 @@ async fn approve_selected(
             return Err(SelectionRefused::Revision(Refused::Ambiguous(wanted)));
         }
     }
+    for (cluster, at) in &selection.clusters {
+        if let Some(why) = forbidden(shared, cluster, at, actor).map_err(SelectionRefused::Internal)? {
+            return Err(SelectionRefused::Forbidden { cluster: cluster.clone(), why });
+        }
+    }
     let mut approvals = Vec::with_capacity(selection.clusters.len());
     for (cluster, at) in &selection.clusters {
         // Approved is what was shown: a cluster whose update moved on in the meantime gets an
         // approval of the reviewed revision, which its newer update does not take.
-        let approval = shared.store.approve(cluster, at, by).map_err(|e| SelectionRefused::Internal(e.to_string()))?;
+        let approval = shared
+            .store
+            .approve(cluster, at, &actor.approver())
+            .map_err(|e| SelectionRefused::Internal(e.to_string()))?;
         approvals.push(approval);
     }
     info!(

@@ -106,7 +106,12 @@ pub async fn page(
             ..Selector::default()
         };
         if let Ok(selection) = approve::current(shared, &selector) {
-            wave["selection"] = selection.to_json(&selector);
+            let mut json = selection.to_json(&selector);
+            if let Some(v) = &viewer {
+                let actor = Actor::of(v.identity(), v.name(), Via::View, None);
+                json["forbidden"] = serde_json::json!(approve::forbidden_in(shared, &selection, &actor));
+            }
+            wave["selection"] = json;
         }
     }
     app.pages.page(
@@ -150,7 +155,7 @@ pub async fn promote(
         wave: form.wave.filter(|w| !w.is_empty()),
         revision: Some(form.revision.unwrap_or_default()).filter(|r| !r.is_empty()),
     };
-    let actor = Actor::new(viewer.name(), Via::View, Some(conn.peer));
+    let actor = Actor::of(viewer.identity(), viewer.name(), Via::View, Some(conn.peer));
     match rollouts::act(&app.shared, &name, &action, &actor) {
         Ok(_) => redirect(&here, None),
         Err(ActError::NoRollout(_)) => no_rollout(&app, &name, &who),

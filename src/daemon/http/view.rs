@@ -385,10 +385,15 @@ async fn fleet(
         None => Selector { all_pending: true, ..Selector::default() },
     };
     let unfiltered_profiles = filters.profile.as_deref().is_none_or(|p| p.trim().is_empty());
-    let selection = approve::current(shared, &selector)
-        .ok()
-        .filter(|s| unfiltered_profiles && !s.clusters.is_empty())
-        .map(|s| s.to_json(&selector));
+    let selection =
+        approve::current(shared, &selector).ok().filter(|s| unfiltered_profiles && !s.clusters.is_empty()).map(|s| {
+            let mut json = s.to_json(&selector);
+            if let Some(v) = &viewer {
+                let actor = Actor::of(v.identity(), v.name(), AuditVia::View, None);
+                json["forbidden"] = serde_json::json!(approve::forbidden_in(shared, &s, &actor));
+            }
+            json
+        });
     let what = match tag {
         Some(tag) => format!("tagged {tag}"),
         None => "in the fleet".to_string(),
@@ -582,6 +587,11 @@ async fn pending(
     };
     // Shown only while it starts from what the cluster runs; approving waits for that too.
     let diff = p.diff_from(&state).map(side_by_side);
+    // The approval rules in force may not let this person approve: the page says why instead.
+    let forbidden = viewer.as_ref().and_then(|v| {
+        let actor = Actor::of(v.identity(), v.name(), AuditVia::View, None);
+        approve::forbidden(shared, &name, &p.head_revision, &actor).unwrap_or_else(Some)
+    });
     app.pages.page(
         StatusCode::OK,
         "pending.html",
@@ -595,6 +605,7 @@ async fn pending(
             stale => diff.is_none().then_some(crate::daemon::store::STALE_DIFF),
             rows => Serde(diff.unwrap_or_default()),
             rollout => match &p.hold { Hold::Rollout { rollout, .. } => Some(rollout.clone()), _ => None },
+            forbidden,
             name,
         },
     )
@@ -622,7 +633,7 @@ async fn approve(
         Err(response) => return response,
     };
     let review = Link { href: format!("/clusters/{}/pending", segment(&name)), text: "Review it again" };
-    let actor = Actor::new(viewer.name(), AuditVia::View, Some(conn.peer));
+    let actor = Actor::of(viewer.identity(), viewer.name(), AuditVia::View, Some(conn.peer));
     match approve::approve(&app.shared, &name, form.revision.as_deref(), &actor).await {
         Ok(_) => redirect(&format!("/clusters/{}", segment(&name)), None),
         Err(Refused::NoCluster) => no_cluster(&app, &name, &who),
@@ -630,6 +641,13 @@ async fn approve(
             let message = format!("The pending update changed since the page was loaded: {refused}.");
             app.pages.message(StatusCode::CONFLICT, "changed", &who, &message, Some(review))
         }
+        Err(refused @ Refused::Forbidden(_)) => app.pages.message(
+            StatusCode::FORBIDDEN,
+            "not yours to approve",
+            &who,
+            &format!("Not approved: {refused}."),
+            Some(review),
+        ),
         Err(refused @ Refused::HeldByRollout { .. }) => {
             app.pages.message(StatusCode::CONFLICT, "held", &who, &format!("Not approved: {refused}."), Some(review))
         }
@@ -676,7 +694,7 @@ async fn approve_selection(
     };
     let back = next_or_home(next.as_deref()).to_string();
     let seen = digest.map(Seen::Digest);
-    let actor = Actor::new(viewer.name(), AuditVia::View, Some(conn.peer));
+    let actor = Actor::of(viewer.identity(), viewer.name(), AuditVia::View, Some(conn.peer));
     let approved = approve::approve_selection(&app.shared, &selector, revision.as_deref(), seen.as_ref(), &actor);
     match approved.await {
         Ok(_) => redirect(&back, None),
@@ -688,6 +706,7 @@ async fn approve_selection(
                 SelectionRefused::Invalid(_) | SelectionRefused::Revision(_) | SelectionRefused::MissingSeen => {
                     StatusCode::BAD_REQUEST
                 }
+                SelectionRefused::Forbidden { .. } => StatusCode::FORBIDDEN,
                 _ => StatusCode::CONFLICT,
             };
             let message = format!("Nothing was approved: {refused}.");
@@ -1016,6 +1035,7 @@ mod tests {
         let pending = context! {
             title => "t", here => "/clusters/a/pending", who => Serde(who), summary => "s", base => Serde(r()), head => Serde(r()),
             rows => Serde(side_by_side("--- base/A/b\n+++ head/A/b\n@@ -1 +1 @@\n-x\n+y\n")), name => "a", rollout => None::<String>, stale => None::<String>,
+            forbidden => None::<String>,
         };
         assert!(pages.render("login.html", login).unwrap().contains("name=\"next\" value=\"&#x2f;\""));
         let pending = pages.render("pending.html", pending).unwrap();

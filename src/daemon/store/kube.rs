@@ -47,7 +47,7 @@ use super::{
     Applied, Approval, ClusterState, DELIVERED_KEPT_SECS, DriftRow, Failures, FleetRow, HISTORY_KEPT, HistoryRow,
     IntentListener, ObjectRow, Pending, Queued, Result, Store, StoreError, now, now_ms,
 };
-use super::{AuditEntry, AuditQuery};
+use super::{Approver, AuditEntry, AuditQuery};
 use crate::daemon::decide::Hold;
 use crate::daemon::management::{Failure, Management};
 use crate::daemon::metrics::KindLabel;
@@ -102,6 +102,10 @@ struct ApprovalDoc {
     revision: String,
     by: String,
     at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    identity: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    groups: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -1294,10 +1298,15 @@ impl Store for KubeStore {
         self.read(|cache| cache.docs.values().filter(|d| d.status.pending.is_some()).count() as i64)
     }
 
-    fn approve(&self, cluster: &str, revision: &str, by: &str) -> Result<Approval> {
-        let approval =
-            Approval { cluster: cluster.into(), revision: revision.into(), approved_by: by.into(), approved_at: now() };
-        let doc = ApprovalDoc { revision: revision.into(), by: by.into(), at: approval.approved_at };
+    fn approve(&self, cluster: &str, revision: &str, by: &Approver) -> Result<Approval> {
+        let approval = by.approval(cluster, revision);
+        let doc = ApprovalDoc {
+            revision: revision.into(),
+            by: approval.approved_by.clone(),
+            at: approval.approved_at,
+            identity: Some(approval.identity.clone()),
+            groups: approval.groups.clone(),
+        };
         self.update_spec(cluster, move |spec| {
             spec.approvals.push(doc.clone());
             if spec.approvals.len() > APPROVALS_KEPT {
@@ -1323,6 +1332,8 @@ impl Store for KubeStore {
                         revision: a.revision.clone(),
                         approved_by: a.by.clone(),
                         approved_at: a.at,
+                        identity: a.identity.clone().unwrap_or_else(|| super::identity_of(&a.by)),
+                        groups: a.groups.clone(),
                     })
                     .collect()
             })

@@ -21,7 +21,7 @@ use super::{
     Applied, Approval, ClusterState, DELIVERED_KEPT_SECS, DriftRow, Failures, FleetRow, HISTORY_KEPT, HistoryRow,
     ObjectRow, Pending, Queued, Result, Store, StoreError, now, now_ms,
 };
-use super::{AuditEntry, AuditOutcome, AuditQuery, AuditVia};
+use super::{Approver, AuditEntry, AuditOutcome, AuditQuery, AuditVia};
 use crate::daemon::decide::Hold;
 use crate::daemon::metrics::KindLabel;
 use crate::daemon::state::{RevisionState, Sync, Verdict};
@@ -148,6 +148,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX IF NOT EXISTS audit_cluster ON audit (cluster, at);
     CREATE TRIGGER IF NOT EXISTS audit_append_only BEFORE UPDATE ON audit
         BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;",
+    // 4: an approval records the identity approval rules count, and its groups (JSON).
+    "ALTER TABLE approvals ADD COLUMN identity TEXT; ALTER TABLE approvals ADD COLUMN groups TEXT;",
 ];
 
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
@@ -336,7 +338,17 @@ impl SqliteStore {
     }
 
     fn approval_row(r: &rusqlite::Row) -> rusqlite::Result<Approval> {
-        Ok(Approval { cluster: r.get(0)?, revision: r.get(1)?, approved_by: r.get(2)?, approved_at: r.get(3)? })
+        let approved_by: String = r.get(2)?;
+        let identity: Option<String> = r.get(4)?;
+        let groups: Option<String> = r.get(5)?;
+        Ok(Approval {
+            cluster: r.get(0)?,
+            revision: r.get(1)?,
+            identity: identity.unwrap_or_else(|| super::identity_of(&approved_by)),
+            approved_by,
+            approved_at: r.get(3)?,
+            groups: groups.and_then(|g| serde_json::from_str(&g).ok()).unwrap_or_default(),
+        })
     }
 }
 
@@ -552,13 +564,13 @@ impl Store for SqliteStore {
         self.read(|c| c.query_row("SELECT COUNT(*) FROM pending", [], |r| r.get(0)))
     }
 
-    fn approve(&self, cluster: &str, revision: &str, by: &str) -> Result<Approval> {
-        let approval =
-            Approval { cluster: cluster.into(), revision: revision.into(), approved_by: by.into(), approved_at: now() };
+    fn approve(&self, cluster: &str, revision: &str, by: &Approver) -> Result<Approval> {
+        let approval = by.approval(cluster, revision);
+        let groups = serde_json::to_string(&approval.groups).expect("groups serialise");
         self.write(|c| {
             c.execute(
-                "INSERT INTO approvals (cluster, revision, approved_by, approved_at) VALUES (?1, ?2, ?3, ?4)",
-                params![approval.cluster, approval.revision, approval.approved_by, approval.approved_at],
+                "INSERT INTO approvals (cluster, revision, approved_by, approved_at, identity, groups) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![approval.cluster, approval.revision, approval.approved_by, approval.approved_at, approval.identity, groups],
             )
             .map(|_| ())
         })?;
@@ -569,7 +581,7 @@ impl Store for SqliteStore {
     fn approval(&self, cluster: &str, revision: &str) -> Result<Option<Approval>> {
         self.read(|c| {
             c.query_row(
-                "SELECT cluster, revision, approved_by, approved_at FROM approvals WHERE cluster = ?1 AND revision = ?2 ORDER BY id DESC LIMIT 1",
+                "SELECT cluster, revision, approved_by, approved_at, identity, groups FROM approvals WHERE cluster = ?1 AND revision = ?2 ORDER BY id DESC LIMIT 1",
                 [cluster, revision],
                 Self::approval_row,
             )
@@ -580,7 +592,7 @@ impl Store for SqliteStore {
     fn approvals(&self, cluster: &str) -> Result<Vec<Approval>> {
         self.read(|c| {
             c.prepare(
-                "SELECT cluster, revision, approved_by, approved_at FROM approvals WHERE cluster = ?1 ORDER BY id",
+                "SELECT cluster, revision, approved_by, approved_at, identity, groups FROM approvals WHERE cluster = ?1 ORDER BY id",
             )?
             .query_map([cluster], Self::approval_row)?
             .collect()
@@ -909,7 +921,7 @@ const SALVAGED: [(&str, &str); 6] = [
         "clusters",
         "name, profile_revision, cluster_revision, digest, profile, version, applied_at, sync, message, health, drifted, suspended, updated_at",
     ),
-    ("approvals", "cluster, revision, approved_by, approved_at"),
+    ("approvals", "cluster, revision, approved_by, approved_at, identity, groups"),
     ("meta", "key, value"),
     ("rollouts", "name, generation, progress"),
     ("outbox", "revision, context, state, description, target_url, created_at, attempts, next_attempt_ms, last_error"),
@@ -1016,7 +1028,11 @@ mod tests {
             store
                 .write(|c| {
                     c.pragma_update(None, "user_version", 0)?;
-                    c.execute_batch("ALTER TABLE pending DROP COLUMN base_digest")
+                    c.execute_batch(
+                        "ALTER TABLE pending DROP COLUMN base_digest;
+                         ALTER TABLE approvals DROP COLUMN identity; ALTER TABLE approvals DROP COLUMN groups;
+                         DROP TABLE audit;",
+                    )
                 })
                 .unwrap();
             store.record_applied("c", &applied("r1")).unwrap();
@@ -1036,14 +1052,23 @@ mod tests {
                     )
                 })
                 .unwrap();
-            store.approve("c", "r2", "alice").unwrap();
+            store
+                .write(|c| {
+                    c.execute(
+                        "INSERT INTO approvals (cluster, revision, approved_by, approved_at) VALUES ('c', 'r2', 'api (alice)', 1)",
+                        [],
+                    )
+                })
+                .unwrap();
         }
         let store = SqliteStore::open(dir.path()).unwrap();
         assert_eq!(store.drift("c").unwrap(), vec![]);
         assert_eq!(store.pending("c").unwrap(), None);
         let c = store.cluster("c").unwrap().unwrap();
         assert_eq!((c.drifted, c.digest.as_deref()), (0, Some("sha256:a")), "what is applied is kept");
-        assert_eq!(store.approvals("c").unwrap().len(), 1);
+        let approvals = store.approvals("c").unwrap();
+        assert_eq!(approvals.len(), 1);
+        assert_eq!(approvals[0].identity, "api", "an approval from before identities: the name before ` (`");
         let version = store.read(|c| c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))).unwrap();
         assert_eq!(version, MIGRATIONS.len() as i64);
 
@@ -1085,7 +1110,7 @@ mod tests {
             store.record_applied(name, &applied("r1")).unwrap();
         }
         store.set_suspended("edge", true).unwrap();
-        store.approve("aws", "r2", "alice").unwrap();
+        store.approve("aws", "r2", &Approver::named("alice")).unwrap();
         let rows: Vec<DriftRow> = (0..5000)
             .map(|i| DriftRow {
                 object: format!("ConfigMap/default/c{i}"),
