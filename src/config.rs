@@ -1443,6 +1443,20 @@ mod tests {
     }
 
     #[test]
+    fn the_audit_trail_is_kept_a_year_unless_configured_and_never_less_than_a_day() {
+        let defaults = load("targets: {}\n").unwrap();
+        assert_eq!(defaults.audit, AuditConfig::default());
+        assert_eq!(defaults.audit.retention, Duration::from_secs(365 * 86_400));
+        let set = load("targets: {}\naudit: { retention: 30d, max_entries: 5000 }\n").unwrap();
+        assert_eq!((set.audit.retention, set.audit.max_entries), (Duration::from_secs(30 * 86_400), 5000));
+        let text = load("targets: {}\naudit:\n  retention: 1h\n  max_entries: 0\n").unwrap_err().to_string();
+        assert!(text.contains("strata.yaml:3: audit.retention is shorter than a day"), "{text}");
+        assert!(text.contains("strata.yaml:4: audit.max_entries: 0 would keep no audit trail"), "{text}");
+        let text = load("targets: {}\naudit: { keep: 1d }\n").unwrap_err().to_string();
+        assert!(text.contains("keep"), "{text}");
+    }
+
+    #[test]
     fn the_shipped_examples_load() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         for file in ["systemd/strata.yaml", "docs/strata.yaml"] {
