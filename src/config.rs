@@ -63,6 +63,17 @@ struct RawConfig {
     shards: Option<Spanned<u64>>,
     #[serde(default)]
     leases: Option<Spanned<RawLeases>>,
+    #[serde(default)]
+    audit: RawAudit,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    #[serde(default)]
+    retention: Option<Spanned<String>>,
+    #[serde(default)]
+    max_entries: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -595,9 +606,24 @@ pub struct Config {
     pub kubernetes: Option<KubernetesConfig>,
     pub state_backend: StateBackend,
     pub sharding: Sharding,
+    /// The audit trail's retention and bound.
+    pub audit: AuditConfig,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
+
+/// How long the audit trail is kept, and how many entries at most (the oldest go first).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditConfig {
+    pub retention: Duration,
+    pub max_entries: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig { retention: Duration::from_secs(365 * 86_400), max_entries: 1_000_000 }
+    }
+}
 
 /// A duration setting, or its default with a diagnostic when it does not parse.
 fn duration(
@@ -632,6 +658,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n.checked_mul(60)?),
         "h" => Duration::from_secs(n.checked_mul(3600)?),
+        "d" => Duration::from_secs(n.checked_mul(86_400)?),
         _ => return None,
     })
 }
@@ -1253,7 +1280,34 @@ impl Config {
                 sharding = Sharding { shards: sharding.shards, ..Sharding::default() };
             }
         }
+        let audit = {
+            let defaults = AuditConfig::default();
+            let retention = duration(&mut diags, &shown, &raw.audit.retention, "audit.retention", defaults.retention);
+            let max_entries = match &raw.audit.max_entries {
+                Some(n) if n.value == 0 => {
+                    diags.push(
+                        Diagnostic::new(Code::Schema, "audit.max_entries: 0 would keep no audit trail")
+                            .in_file(&shown)
+                            .at_line(n.referenced.line() as usize)
+                            .help("give the most entries to keep, e.g. audit: { max_entries: 1000000 } (the default)"),
+                    );
+                    defaults.max_entries
+                }
+                Some(n) => n.value,
+                None => defaults.max_entries,
+            };
+            if retention < Duration::from_secs(86_400) {
+                diags.push(
+                    Diagnostic::new(Code::Schema, "audit.retention is shorter than a day")
+                        .in_file(&shown)
+                        .at_line(raw.audit.retention.as_ref().map_or(0, |r| r.referenced.line() as usize))
+                        .help("keep the audit trail a day at least, e.g. audit: { retention: 365d } (the default)"),
+                );
+            }
+            AuditConfig { retention: retention.max(Duration::from_secs(86_400)), max_entries }
+        };
         diags.into_result(Config {
+            audit,
             file: path.to_path_buf(),
             repository,
             targets,
@@ -1391,6 +1445,20 @@ mod tests {
         let text = e.to_string();
         assert!(text.contains("strata.yaml:2: target `x` must be exactly one kind of target"), "{text}");
         assert!(text.contains("strata.yaml:4: health_timeout `soon` is not a duration"), "{text}");
+    }
+
+    #[test]
+    fn the_audit_trail_is_kept_a_year_unless_configured_and_never_less_than_a_day() {
+        let defaults = load("targets: {}\n").unwrap();
+        assert_eq!(defaults.audit, AuditConfig::default());
+        assert_eq!(defaults.audit.retention, Duration::from_secs(365 * 86_400));
+        let set = load("targets: {}\naudit: { retention: 30d, max_entries: 5000 }\n").unwrap();
+        assert_eq!((set.audit.retention, set.audit.max_entries), (Duration::from_secs(30 * 86_400), 5000));
+        let text = load("targets: {}\naudit:\n  retention: 1h\n  max_entries: 0\n").unwrap_err().to_string();
+        assert!(text.contains("strata.yaml:3: audit.retention is shorter than a day"), "{text}");
+        assert!(text.contains("strata.yaml:4: audit.max_entries: 0 would keep no audit trail"), "{text}");
+        let text = load("targets: {}\naudit: { keep: 1d }\n").unwrap_err().to_string();
+        assert!(text.contains("keep"), "{text}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!   source   (git2 commit tree | directory)  ->  Snapshot { revision, tree }
-//!   repo     (load + validate, pure)         ->  Model { profiles, clusters, rollouts } | Diagnostics (file:line)
+//!   repo     (load + validate, pure)         ->  Model { profiles, clusters, rollouts, approval rules } | Diagnostics (file:line)
 //!   model    (resolve, pure)                 ->  the profile version each cluster runs
 //!   render   (pure, tools at the edge)       ->  DesiredSet per cluster, with digests
 //!   plan     (pure)                          ->  per cluster: upgrade | rollback | in-place edit | override | ...
@@ -19,6 +19,7 @@
 //! only through the [`target::Target`] trait.
 
 pub mod apply;
+pub mod approval;
 pub mod config;
 pub mod daemon;
 pub mod diag;

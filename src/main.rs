@@ -127,9 +127,29 @@ enum Command {
         config: PathBuf,
     },
     /// Approve a cluster's pending update (asks the running daemon). Shows the update and the
-    /// revision it approves, and approves exactly that revision.
+    /// revision it approves, and approves exactly that revision. With --rollout (and --wave),
+    /// --tag or --all-pending: every pending update that waits for approval in that selection,
+    /// after showing how many and which, bound to the revision and the exact set shown.
+    #[command(group = clap::ArgGroup::new("what").required(true).multiple(true).args(["cluster", "rollout", "tag", "all_pending"]))]
     Approve {
-        cluster: String,
+        /// One cluster.
+        #[arg(conflicts_with_all = ["rollout", "tag", "all_pending"])]
+        cluster: Option<String>,
+        /// The pending updates of this rollout's clusters that wait for their own approval.
+        #[arg(long, value_name = "NAME")]
+        rollout: Option<String>,
+        /// Of this wave of the rollout only.
+        #[arg(long, value_name = "WAVE", requires = "rollout")]
+        wave: Option<String>,
+        /// The pending updates of clusters with this tag (`key:value`, or `key`); repeat to require several.
+        #[arg(long, value_name = "TAG")]
+        tag: Vec<String>,
+        /// Every pending update that waits for approval.
+        #[arg(long, conflicts_with_all = ["rollout", "tag"])]
+        all_pending: bool,
+        /// Approve the selection shown without asking (for scripts; without a terminal it is needed).
+        #[arg(long, short = 'y')]
+        yes: bool,
         #[arg(long, default_value = "strata.yaml", value_name = "FILE")]
         config: PathBuf,
         /// Who approves, for the record (default: $USER).
@@ -149,6 +169,26 @@ enum Command {
         /// With a cluster: show its pending update's diff.
         #[arg(long, requires = "cluster")]
         diff: bool,
+        #[arg(long, default_value = "strata.yaml", value_name = "FILE")]
+        config: PathBuf,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// The audit trail (asks the running daemon): approvals, promotions, pauses, resumes, aborts,
+    /// suspensions, sign-ins and refused attempts — who, when, what, from where, through which path.
+    Audit {
+        /// Only entries since then: 2026-12-07T09:00:00Z, or an age such as 90m, 24h, 7d.
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Only entries about this cluster.
+        #[arg(long, value_name = "NAME")]
+        cluster: Option<String>,
+        /// Only entries by this user (as recorded, e.g. `api (alice)`, or the identity: `api`).
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+        /// At most this many, newest first.
+        #[arg(long, default_value_t = 1000, value_name = "N")]
+        limit: usize,
         #[arg(long, default_value = "strata.yaml", value_name = "FILE")]
         config: PathBuf,
         #[command(flatten)]
@@ -308,8 +348,23 @@ fn run(cli: &Cli) -> Result<u8, Failure> {
         }
         Command::Run { config, log_format } => cli::daemon::run(config, *log_format),
         Command::RecoverState { config } => cli::daemon::recover_state(config),
-        Command::Approve { cluster, config, by, revision } => {
+        Command::Approve { cluster: Some(cluster), config, by, revision, .. } => {
             runtime()?.block_on(cli::daemon::approve(cluster, config, by.as_deref(), revision.as_deref()))
+        }
+        Command::Approve { cluster: None, rollout, wave, tag, all_pending, yes, config, by, revision } => {
+            let selector = strata::daemon::selection::Selector {
+                rollout: rollout.clone(),
+                wave: wave.clone(),
+                tags: tag.clone(),
+                all_pending: *all_pending,
+            };
+            runtime()?.block_on(cli::daemon::approve_selection(
+                &selector,
+                config,
+                by.as_deref(),
+                revision.as_deref(),
+                *yes,
+            ))
         }
         Command::Status { cluster, tag, diff, config, output } => {
             runtime()?.block_on(cli::daemon::status(cluster.as_deref(), tag, *diff, config, output.output))
@@ -321,6 +376,14 @@ fn run(cli: &Cli) -> Result<u8, Failure> {
         }
         Command::Suspend { cluster, config } => runtime()?.block_on(cli::daemon::suspend(cluster, config, true)),
         Command::Resume { cluster, config } => runtime()?.block_on(cli::daemon::suspend(cluster, config, false)),
+        Command::Audit { since, cluster, user, limit, config, output } => runtime()?.block_on(cli::daemon::audit(
+            since.as_deref(),
+            cluster.as_deref(),
+            user.as_deref(),
+            *limit,
+            config,
+            output.output,
+        )),
         Command::Rollout { command, config } => runtime()?.block_on(async {
             match command {
                 RolloutCommand::Status { rollout, output } => {

@@ -22,6 +22,8 @@ pub struct Model {
     pub profiles: BTreeMap<String, Vec<Profile>>,
     pub clusters: BTreeMap<String, Cluster>,
     pub rollouts: BTreeMap<String, crate::rollout::Rollout>,
+    /// Who may approve which pending updates (`approvals/*.yaml`), in file order.
+    pub approval_rules: Vec<crate::approval::Rule>,
 }
 
 #[derive(Debug, Clone)]

@@ -184,6 +184,7 @@ fn load_with(tree: &dyn Tree, reuse: Option<(&Model, &Changes)>) -> (Model, Diag
         }
     }
     model.rollouts = crate::rollout::load::load(tree, &model, &mut diags);
+    model.approval_rules = crate::approval::load::load(tree, &model, &mut diags);
     (model, diags)
 }
 

@@ -436,6 +436,15 @@ impl GitSource {
         })
     }
 
+    /// Who wrote commit `rev`: the author's name and email as Git records them (`None` when the
+    /// commit cannot be read).
+    pub fn author(&self, rev: &str) -> Option<(String, String)> {
+        let repo = git2::Repository::open(&self.path).ok()?;
+        let commit = repo.revparse_single(rev).ok()?.peel_to_commit().ok()?;
+        let author = commit.author();
+        Some((author.name().unwrap_or("").to_string(), author.email().unwrap_or("").to_string()))
+    }
+
     /// The commits from `from` (exclusive) to `to`, first parent, newest first, as `abc1234
     /// subject`: at most `limit`, and how many more there are. Without `from`, `to` alone.
     pub fn commits_between(&self, from: Option<&str>, to: &str, limit: usize) -> (Vec<String>, usize) {

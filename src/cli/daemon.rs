@@ -69,7 +69,8 @@ pub async fn api(
     let mut request = hyper::Request::builder()
         .method(method)
         .uri(format!("http://{address}{path}"))
-        .header("accept", "application/json");
+        .header("accept", "application/json")
+        .header(strata::daemon::audit::CLIENT_HEADER, "cli");
     match &config.api_token_file {
         Some(file) => {
             let token = strata::config::read_secret(file).map_err(Failure::Usage)?;
@@ -157,6 +158,98 @@ pub async fn approve(
             .await?;
     let approved = approval["revision"].as_str().unwrap_or_default();
     print(&format!("{cluster}: approved {} by {by}; the daemon applies it now\n", &approved[..approved.len().min(7)]))
+}
+
+/// At most this many names are listed before asking.
+const NAMES_LISTED: usize = 10;
+
+/// `strata approve --rollout NAME [--wave W] | --tag T… | --all-pending`: shows what the
+/// selection covers (how many, the first names, the revision), asks — unless `yes` — and
+/// approves exactly that: the daemon refuses when the selection changed since it was shown.
+pub async fn approve_selection(
+    selector: &strata::daemon::selection::Selector,
+    config: &std::path::Path,
+    by: Option<&str>,
+    revision: Option<&str>,
+    yes: bool,
+) -> Result<u8, Failure> {
+    use std::io::BufRead;
+    let config = load_config(config)?;
+    let by = by.map(str::to_string).or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "cli".into());
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    if let Some(rollout) = &selector.rollout {
+        query.append_pair("rollout", rollout);
+    }
+    if let Some(wave) = &selector.wave {
+        query.append_pair("wave", wave);
+    }
+    for tag in &selector.tags {
+        query.append_pair("tag", tag);
+    }
+    if selector.all_pending {
+        query.append_pair("all_pending", "true");
+    }
+    let shown = api(&config, "GET", &format!("/api/v1/approvals?{}", query.finish()), None).await?;
+    let selects = shown["selects"].as_str().unwrap_or_default().to_string();
+    let names: Vec<&str> =
+        shown["clusters"].as_array().into_iter().flatten().filter_map(|c| c["cluster"].as_str()).collect();
+    if names.is_empty() {
+        return Err(Failure::Usage(format!(
+            "{selects}: no pending update waits for approval (strata status lists what is pending)"
+        )));
+    }
+    let Some(pending) = shown["revision"].as_str() else {
+        let revisions: Vec<&str> =
+            shown["revisions"].as_array().into_iter().flatten().filter_map(|r| r.as_str()).collect();
+        return Err(Failure::Usage(format!(
+            "{selects}: the pending updates are at {} revisions ({}); review and approve each (narrow with --tag, or per cluster)",
+            revisions.len(),
+            revisions.iter().map(|r| &r[..r.len().min(7)]).collect::<Vec<_>>().join(", ")
+        )));
+    };
+    if let Some(reviewed) = revision
+        && !pending.starts_with(&reviewed.to_ascii_lowercase())
+    {
+        return Err(Failure::Usage(format!(
+            "{selects}: the pending updates are at {}, not {reviewed}; review that revision (strata status CLUSTER --diff) and approve it",
+            &pending[..7.min(pending.len())]
+        )));
+    }
+    let count = names.len();
+    let mut listed = names.iter().take(NAMES_LISTED).copied().collect::<Vec<_>>().join(", ");
+    if count > NAMES_LISTED {
+        listed.push_str(&format!(", … ({} more)", count - NAMES_LISTED));
+    }
+    print(&format!(
+        "{selects}: {count} pending update{} at {} wait{} for approval: {listed}\n(see each: strata status CLUSTER --diff)\n",
+        super::plural(count),
+        &pending[..pending.len().min(7)],
+        if count == 1 { "s" } else { "" },
+    ))?;
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(Failure::Usage(format!(
+                "{selects}: not approved: confirm on a terminal, or add --yes to approve these {count} without asking"
+            )));
+        }
+        eprint!("approve these {count} at {}? [y/N] ", &pending[..pending.len().min(7)]);
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer).map_err(|e| Failure::Internal(e.to_string()))?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Err(Failure::Usage(format!("{selects}: nothing approved")));
+        }
+    }
+    let mut body = serde_json::to_value(selector).expect("a selector serialises");
+    body["by"] = serde_json::json!(by);
+    body["revision"] = serde_json::json!(pending);
+    body["digest"] = shown["digest"].clone();
+    let done = api(&config, "POST", "/api/v1/approvals", Some(body)).await?;
+    let approved = done["count"].as_u64().unwrap_or(0);
+    print(&format!(
+        "{selects}: approved {approved} pending update{} at {} by {by}; the daemon applies them now\n",
+        if approved == 1 { "" } else { "s" },
+        &pending[..pending.len().min(7)]
+    ))
 }
 
 pub async fn suspend(cluster: &str, config: &std::path::Path, suspend: bool) -> Result<u8, Failure> {
@@ -310,6 +403,28 @@ pub async fn status(
         table.push(row);
     }
     let mut out = columns(&table);
+    let waiting: Vec<&str> = rows
+        .iter()
+        .filter(|r| r["pending"]["hold"]["until"] == "approval")
+        .filter_map(|r| r["cluster"]["name"].as_str())
+        .collect();
+    if !waiting.is_empty() {
+        let mut listed = waiting.iter().take(NAMES_LISTED).copied().collect::<Vec<_>>().join(", ");
+        if waiting.len() > NAMES_LISTED {
+            listed.push_str(&format!(", … ({} more)", waiting.len() - NAMES_LISTED));
+        }
+        let all = if tags.is_empty() {
+            "--all-pending".to_string()
+        } else {
+            tags.iter().map(|t| format!("--tag {t}")).collect::<Vec<_>>().join(" ")
+        };
+        out.push_str(&format!(
+            "{} pending update{} wait{} for approval: {listed} (strata approve {all})\n",
+            waiting.len(),
+            super::plural(waiting.len()),
+            if waiting.len() == 1 { "s" } else { "" },
+        ));
+    }
     let revision = api(&config, "GET", "/api/v1/revision", None).await?;
     if revision["verdict"] == "rejected" {
         // The first diagnostic, after the "does not load:" line; a crash is a single line.
@@ -349,4 +464,68 @@ async fn problems(config: &Config) -> String {
             )
         })
         .collect()
+}
+
+/// `strata audit`: the daemon's audit trail, newest first, as a table or `-o json|yaml`.
+pub async fn audit(
+    since: Option<&str>,
+    cluster: Option<&str>,
+    user: Option<&str>,
+    limit: usize,
+    config: &std::path::Path,
+    output: Output,
+) -> Result<u8, Failure> {
+    let config = load_config(config)?;
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    if let Some(since) = since {
+        // An age (90m, 24h, 7d) counts back from now; anything else is a time for the daemon.
+        let at = match strata::config::parse_duration(since) {
+            Some(age) => (strata::daemon::store::now_ms() - age.as_millis() as i64).to_string(),
+            None => since.to_string(),
+        };
+        query.append_pair("since", &at);
+    }
+    if let Some(cluster) = cluster {
+        query.append_pair("cluster", cluster);
+    }
+    if let Some(user) = user {
+        query.append_pair("user", user);
+    }
+    query.append_pair("limit", &limit.to_string());
+    let entries = api(&config, "GET", &format!("/api/v1/audit?{}", query.finish()), None).await?;
+    let rows: Vec<&serde_json::Value> = entries.as_array().into_iter().flatten().collect();
+    let names = || rows.iter().map(|e| format!("audit/{}", e["at"])).collect();
+    let table = |wide: bool| {
+        let mut header = vec!["WHEN", "WHO", "ACTION", "OUTCOME", "WHAT", "REVISION", "VIA", "FROM"];
+        if wide {
+            header.push("DETAIL");
+        }
+        let mut table = vec![header.into_iter().map(String::from).collect::<Vec<_>>()];
+        for e in &rows {
+            let what = match (e["cluster"].as_str(), e["rollout"].as_str()) {
+                (Some(c), _) => format!("cluster/{c}"),
+                (None, Some(r)) => format!("rollout/{r}"),
+                (None, None) => "-".into(),
+            };
+            let mut row = vec![
+                e["at"].as_i64().map(|ms| strata::daemon::store::rfc3339(ms.div_euclid(1000))).unwrap_or_default(),
+                e["who"].as_str().unwrap_or("-").to_string(),
+                e["action"].as_str().unwrap_or("-").to_string(),
+                e["outcome"].as_str().unwrap_or("-").to_string(),
+                what,
+                short(&e["revision"]),
+                e["via"].as_str().unwrap_or("-").to_string(),
+                e["from"].as_str().unwrap_or("-").to_string(),
+            ];
+            if wide {
+                row.push(e["detail"].as_str().unwrap_or("").to_string());
+            }
+            table.push(row);
+        }
+        if rows.is_empty() {
+            return "no audit entries match\n".to_string();
+        }
+        columns(&table)
+    };
+    emit(output, &entries, names, table)
 }

@@ -84,7 +84,7 @@ fn detail(r: &Value) -> String {
             state.push_str(&format!(" until {}", strata::daemon::store::rfc3339(until.div_euclid(1000))));
         }
         out.push_str(&format!(
-            "{n}. {}  {state} — {} of {} updated{}  ({})\n",
+            "{n}. {}  {state} — {} of {} updated{}{}  ({})\n",
             wave["name"].as_str().unwrap_or(""),
             wave["updated"],
             wave["total"],
@@ -92,8 +92,15 @@ fn detail(r: &Value) -> String {
                 Some(f) if f > 0 => format!(", {f} failed"),
                 _ => String::new(),
             },
+            match wave["awaitingApproval"]["count"].as_u64() {
+                Some(a) => format!(", {a} awaiting approval"),
+                None => String::new(),
+            },
             gates(wave)
         ));
+        if let Some(approve) = wave["awaitingApproval"]["approve"].as_str() {
+            out.push_str(&format!("   approve them: {approve}\n"));
+        }
         let rows: Vec<Vec<String>> = wave["clusters"]
             .as_array()
             .into_iter()
@@ -106,7 +113,10 @@ fn detail(r: &Value) -> String {
                 };
                 vec![
                     format!("     {}", c["cluster"].as_str().unwrap_or("")),
-                    c["state"].as_str().unwrap_or("").to_string(),
+                    match c["awaitsApproval"] == true {
+                        true => format!("{} (awaits approval)", c["state"].as_str().unwrap_or("")),
+                        false => c["state"].as_str().unwrap_or("").to_string(),
+                    },
                     change,
                     c["message"].as_str().unwrap_or("").to_string(),
                 ]

@@ -64,6 +64,13 @@ pub struct Input<'a> {
     pub now: i64,
 }
 
+/// Whether a change waits for a person's approval (`updates: manual` and an in-place edit of
+/// the profile content it runs, not yet approved at this revision): the rule [`decide`] holds
+/// by, also asked by the rollouts' gate, which says a released wave waits for such clusters.
+pub fn needs_approval(plan: &ClusterPlan, updates: UpdatePolicy, approved: bool) -> bool {
+    updates == UpdatePolicy::Manual && !approved && plan.reasons.contains(&ChangeKind::InPlaceEdit)
+}
+
 pub fn decide(input: &Input) -> Decision {
     let keep = Decision { run: Run::Keep, hold: None };
     if input.suspended {
@@ -85,8 +92,9 @@ pub fn decide(input: &Input) -> Decision {
         return if input.plan.changed() { Decision { run: Run::Head, hold: None } } else { keep };
     }
     let hold = match (input.updates, input.window) {
+        _ if needs_approval(input.plan, input.updates, input.approved) => Some(Hold::Approval),
         _ if input.approved => None,
-        (UpdatePolicy::Manual, _) => Some(Hold::Approval),
+        (UpdatePolicy::Manual, _) => None,
         (UpdatePolicy::Auto, Some(window)) if !window.is_open(input.now) => {
             Some(Hold::Window { window: window.to_string() })
         }

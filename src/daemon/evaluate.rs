@@ -180,8 +180,17 @@ impl Outcome {
     }
 }
 
-fn pending_summary(plan: &ClusterPlan, hold: &Hold, cluster: &str) -> String {
+fn pending_summary(plan: &ClusterPlan, hold: &Hold, cluster: &str, still: Option<String>) -> String {
     let what = plan.to.clone().unwrap_or_default();
+    match (hold, still) {
+        (Hold::Approval, Some(still)) => {
+            format!("{}{what} — {still} — approve: strata approve {cluster}", crate::daemon::store::PENDING_PREFIX)
+        }
+        (hold, _) => held(&what, hold, cluster),
+    }
+}
+
+fn held(what: &str, hold: &Hold, cluster: &str) -> String {
     // `Pending::target` reads the version back from here.
     let prefix = crate::daemon::store::PENDING_PREFIX;
     match hold {
@@ -332,13 +341,31 @@ fn evaluate_at(
         .map(|(name, p)| (*name, rollouts::Planned { plan: p.plan.as_ref(), pin_moved: p.pin_moved }))
         .collect();
     let gates = rollouts::gate_all(shared, head, head_model, &views, &states, progress)?;
+    // The approval rules in force for each cluster: those of the revision it runs (a commit that
+    // changes them is governed by the rules before it), as they select it now.
+    let author = source.author(head).map(|(name, email)| crate::approval::Author { name, email });
+    let mut in_force: BTreeMap<String, super::RulesInForce> = BTreeMap::new();
+    for (name, cluster) in &head_model.clusters {
+        let base = states.get(name).and_then(|s| s.profile_revision.as_ref()).and_then(|r| loaded.get(r));
+        let Some((_, base_model)) = base else { continue };
+        let target = crate::approval::Target {
+            profile: &cluster.profile,
+            tags: &cluster.tags,
+            wave: gates.get(name).and_then(|g| g.wave.as_deref()),
+        };
+        let rules = crate::approval::applying(&base_model.approval_rules, &target).into_iter().cloned().collect();
+        in_force
+            .insert(name.clone(), super::RulesInForce { revision: head.to_string(), rules, author: author.clone() });
+    }
+    *shared.approval_rules.lock().unwrap_or_else(|p| p.into_inner()) = in_force.clone();
     let mut renders = Vec::new();
     for (name, p) in planned.into_iter().filter(|(name, _)| shared.shards.owns(name)) {
         shared.progress();
         if stop() {
             return Err(cancelled());
         }
-        match guard::catch(|| context.decide(name, &head_model.clusters[name], p, gates.get(name))) {
+        match guard::catch(|| context.decide(name, &head_model.clusters[name], p, gates.get(name), in_force.get(name)))
+        {
             Ok(decided) => {
                 let (outcome, render) = decided?;
                 if let Some(render) = render {
@@ -540,6 +567,7 @@ impl<'a> Context<'a> {
         cluster: &'a Cluster,
         planned: Planned,
         gate: Option<&rollouts::Gate>,
+        rules: Option<&super::RulesInForce>,
     ) -> Result<(Outcome, Option<ToRender<'a>>), StoreError> {
         let (shared, head) = (self.shared, self.head);
         let Planned { plan, applied, target, .. } = planned;
@@ -562,7 +590,23 @@ impl<'a> Context<'a> {
             objects: Vec::new(),
         };
         let plan_ref = plan.as_ref().unwrap_or(&unchanged);
-        let approved = shared.store.approval(name, head)?.is_some();
+        // Approved when the rules in force are met by the approvals of exactly this revision
+        // (one approval by anyone who may act where no rule applies).
+        let verdict = match plan_ref.reasons.contains(&ChangeKind::InPlaceEdit) {
+            false => crate::approval::Verdict::Unruled { approved: false },
+            true => {
+                let given: Vec<crate::approval::Given> = shared
+                    .store
+                    .approvals(name)?
+                    .into_iter()
+                    .filter(|a| a.revision == head)
+                    .map(|a| crate::approval::Given { identity: a.identity, groups: a.groups })
+                    .collect();
+                let applying: Vec<&crate::approval::Rule> = rules.map(|r| r.rules.iter().collect()).unwrap_or_default();
+                crate::approval::judge(&applying, &given, rules.and_then(|r| r.author.as_ref()))
+            }
+        };
+        let approved = verdict.approved();
         let suspended = state.is_some_and(|s| s.suspended);
         let Decision { run, hold } = decide::decide(&decide::Input {
             applied,
@@ -651,7 +695,7 @@ impl<'a> Context<'a> {
                 cluster: name.to_string(),
                 base_revision: base_rev.clone().unwrap_or_default(),
                 head_revision: head.to_string(),
-                summary: pending_summary(plan_ref, &hold, name),
+                summary: pending_summary(plan_ref, &hold, name, verdict.still()),
                 hold,
                 diff,
                 since: self.now,

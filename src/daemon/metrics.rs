@@ -88,7 +88,8 @@ pub const STORE_ERROR_KINDS: [&str; 6] = ["corrupt", "readonly", "full", "busy",
 pub const DELIVERY_RESULTS: [&str; 4] = ["delivered", "failed", "rate_limited", "refused"];
 pub const WEBHOOK_RESULTS: [&str; 3] = ["accepted", "unauthorized", "ignored"];
 /// A rollout's clusters by state, as `strata_rollout_clusters` labels them.
-pub const ROLLOUT_STATES: [&str; 6] = ["waiting", "updating", "updated", "failed", "rolling-back", "rolled-back"];
+pub const ROLLOUT_STATES: [&str; 7] =
+    ["waiting", "updating", "updated", "failed", "rolling-back", "rolled-back", "awaiting-approval"];
 
 pub struct Metrics {
     registry: Registry,
@@ -97,6 +98,8 @@ pub struct Metrics {
     pub reconcile_seconds: Histogram,
     pub drifted_objects: Family<ClusterLabel, Gauge>,
     pub pending_updates: Gauge,
+    /// Pending updates that wait for a person's approval (`updates: manual`).
+    pub pending_approvals: Gauge,
     /// Reads of the repository's branch (fetches, for a remote), successful or not.
     pub fetches: Counter,
     pub fetch_errors: Counter,
@@ -145,6 +148,12 @@ impl Metrics {
         registry.register("reconcile_duration_seconds", "Time one cluster reconcile took", reconcile_seconds.clone());
         let drifted_objects = Family::<ClusterLabel, Gauge>::default();
         registry.register("drifted_objects", "Objects found drifted at the last drift check", drifted_objects.clone());
+        let pending_approvals = Gauge::default();
+        registry.register(
+            "pending_approvals",
+            "Pending updates that wait for a person's approval (updates: manual), in rollouts or not",
+            pending_approvals.clone(),
+        );
         let pending_updates = Gauge::default();
         registry.register(
             "pending_updates",
@@ -261,6 +270,7 @@ impl Metrics {
             reconcile_seconds,
             drifted_objects,
             pending_updates,
+            pending_approvals,
             fetches,
             fetch_errors,
             webhooks,

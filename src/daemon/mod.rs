@@ -19,6 +19,7 @@
 //! derived again from Git and the clusters after a restart, and a store that fails is reported
 //! (logs, `/readyz`, metrics) rather than taken for a bad revision.
 
+pub mod audit;
 pub mod decide;
 pub mod evaluate;
 pub mod git;
@@ -31,6 +32,7 @@ pub mod outbox;
 pub mod pulls;
 pub mod rollouts;
 pub mod secrets;
+pub mod selection;
 pub mod shards;
 pub mod smart_http;
 pub mod state;
@@ -122,6 +124,9 @@ pub struct Shared {
     pub tags: Mutex<BTreeMap<String, Vec<String>>>,
     /// The rollout policies at the last good revision, for the API, the view and actions.
     pub rollouts: Mutex<BTreeMap<String, crate::rollout::Rollout>>,
+    /// Per cluster whose pending update waits for approval: the approval rules in force for it
+    /// (those of the revision it runs) that apply, and the pending commit's author.
+    pub approval_rules: Mutex<BTreeMap<String, RulesInForce>>,
     /// When a rollout wants to be gated again though nothing else happens (a bake ends), in
     /// milliseconds since the epoch; 0 for never.
     pub rollout_wake: AtomicI64,
@@ -156,6 +161,15 @@ pub struct EvaluationRecord {
     pub verdict: &'static str,
     pub started_ms: i64,
     pub millis: Option<u64>,
+}
+
+/// The approval rules that govern one pending update, as the evaluation found them.
+#[derive(Clone, Debug, Default)]
+pub struct RulesInForce {
+    /// The pending revision.
+    pub revision: String,
+    pub rules: Vec<crate::approval::Rule>,
+    pub author: Option<crate::approval::Author>,
 }
 
 /// Evaluations remembered, and commits listed per evaluation.
@@ -394,6 +408,7 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
         ready: AtomicBool::new(false),
         tags: Mutex::new(BTreeMap::new()),
         rollouts: Mutex::new(BTreeMap::new()),
+        approval_rules: Mutex::new(BTreeMap::new()),
         rollout_wake: AtomicI64::new(0),
         report_wake: Arc::new(tokio::sync::Notify::new()),
         version: AtomicU64::new(1),
@@ -814,6 +829,9 @@ impl MainLoop {
         if let Some(pending) = shared.stored("count pending updates", shared.store.pending_count()) {
             shared.metrics.pending_updates.set(pending);
         }
+        if let Some(fleet) = shared.stored("count pending approvals", shared.store.fleet()) {
+            shared.metrics.pending_approvals.set(selection::waiting(&fleet).len() as i64);
+        }
         count_shard_clusters(&shared);
         self.ready();
     }
@@ -838,7 +856,8 @@ impl MainLoop {
         fleet_line(shared);
     }
 
-    /// The state database probed again after failures, old delivered statuses forgotten.
+    /// The state database probed again after failures, old delivered statuses and audit entries
+    /// forgotten.
     fn housekeeping(&mut self) {
         let shared = &self.shared;
         if shared.store.usable() && shared.store.problem().is_some() {
@@ -851,6 +870,10 @@ impl MainLoop {
                 && n > 0
             {
                 info!(rows = n, "Forgot old delivered statuses.");
+            }
+            let gone = audit::prune(shared);
+            if gone > 0 {
+                info!(entries = gone, "Forgot audit entries past audit.retention or audit.max_entries.");
             }
         }
     }

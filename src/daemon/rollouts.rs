@@ -21,6 +21,7 @@ use std::sync::atomic::Ordering;
 use tracing::{info, warn};
 
 use super::Shared;
+use super::audit::{Actor, Outcome as AuditOutcome};
 use super::decide::Hold;
 use super::metrics::{RolloutLabel, RolloutStateLabel};
 use super::state::{Health as SyncHealth, Sync};
@@ -49,6 +50,8 @@ pub struct Planned<'a> {
 pub struct Gate {
     pub rollout: String,
     pub verdict: Verdict,
+    /// The wave the cluster is in (what approval rules with `waves` select).
+    pub wave: Option<String>,
 }
 
 impl Gate {
@@ -130,15 +133,30 @@ pub fn gate_all(
             } else {
                 None
             };
+            // The same rule the cluster is decided by once released: the store is read only for
+            // clusters that could be held for approval at all.
+            let awaits_approval = match plan {
+                Some(plan) if change.is_some() && super::decide::needs_approval(plan, cluster.updates, false) => {
+                    shared.store.approval(name, head)?.is_none()
+                }
+                _ => false,
+            };
             members.push(Member {
                 name,
                 tags: &cluster.tags,
                 change,
                 running: states.get(name).and_then(running),
                 drift_at,
+                awaits_approval,
             });
         }
+        let prior: BTreeMap<String, String> =
+            previous.iter().flat_map(|p| p.clusters.iter().map(|(n, c)| (n.clone(), c.wave.clone()))).collect();
         let gated = save(shared, rollout, head, &members, previous, now)?;
+        let wave_of = |cluster: &str| match &gated.progress {
+            Some(p) => p.clusters.get(cluster).map(|c| c.wave.clone()),
+            None => prior.get(cluster).cloned(),
+        };
         for event in &gated.events {
             let (cluster, wave) = (event.cluster.as_deref(), event.wave.as_deref());
             info!(rollout = %rollout.name, revision = %head, cluster, wave, "Rollout: {}.", event.what);
@@ -147,14 +165,16 @@ pub fn gate_all(
             report_status(shared, &rollout.name, report);
         }
         if let Some(p) = &gated.progress {
-            count(shared, rollout, p, now);
+            let awaiting: Vec<&str> = members.iter().filter(|m| m.awaits_approval).map(|m| m.name).collect();
+            count(shared, rollout, p, now, &awaiting);
         }
         wake = match (wake, gated.wake_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        for (cluster, verdict) in gated.verdicts {
-            verdicts.insert(cluster, Gate { rollout: rollout.name.clone(), verdict });
+        for (cluster, verdict) in &gated.verdicts {
+            let gate = Gate { rollout: rollout.name.clone(), verdict: verdict.clone(), wave: wave_of(cluster) };
+            verdicts.insert(cluster.clone(), gate);
         }
     }
     shared.rollout_wake.store(wake.unwrap_or(0), Ordering::Relaxed);
@@ -203,8 +223,9 @@ pub fn wave_at(rollout: &Rollout, p: &Progress, now: i64) -> (usize, usize, Opti
     }
 }
 
-/// Sets the rollout's gauges from its progress.
-fn count(shared: &Shared, rollout: &Rollout, p: &Progress, now: i64) {
+/// Sets the rollout's gauges from its progress; `awaiting` are the clusters whose change waits
+/// for their own approval once released.
+fn count(shared: &Shared, rollout: &Rollout, p: &Progress, now: i64, awaiting: &[&str]) {
     let (wave, _, _) = wave_at(rollout, p, now);
     let label = RolloutLabel { rollout: rollout.name.clone() };
     shared.metrics.rollout_wave.get_or_create(&label).set(wave as i64);
@@ -221,7 +242,15 @@ fn count(shared: &Shared, rollout: &Rollout, p: &Progress, now: i64) {
         let label = RolloutStateLabel { rollout: rollout.name.clone(), state: state.as_str().to_string() };
         shared.metrics.rollout_clusters.get_or_create(&label).set(p.count(state) as i64);
     }
+    let waiting =
+        (0..rollout.waves.len()).map(|i| gate::awaiting_approval(p, rollout, i, awaiting).len()).sum::<usize>();
+    let label = RolloutStateLabel { rollout: rollout.name.clone(), state: AWAITING_APPROVAL.to_string() };
+    shared.metrics.rollout_clusters.get_or_create(&label).set(waiting as i64);
 }
+
+/// The `state` of `strata_rollout_clusters` for released clusters that wait for their own
+/// approval (they are counted as `updating` too).
+pub const AWAITING_APPROVAL: &str = "awaiting-approval";
 
 /// Whether drift found on a cluster `rollout` released counts as a failure now: its policy says
 /// so (`failOnDrift`) and it is still running.
@@ -307,8 +336,27 @@ pub enum ActError {
     Busy(String),
 }
 
-/// Applies `action` by `by` to `rollout`, and has it gated again at once.
-pub fn act(shared: &Shared, rollout: &str, action: &Action, by: &str) -> Result<(String, Progress), ActError> {
+/// Applies `action` by `actor` to `rollout`, and has it gated again at once; the audit trail
+/// gets what was done, or why not.
+pub fn act(shared: &Shared, rollout: &str, action: &Action, actor: &Actor) -> Result<(String, Progress), ActError> {
+    let result = act_as(shared, rollout, action, &actor.who);
+    let entry = match &result {
+        Ok((done, p)) => {
+            actor.entry(action.name(), AuditOutcome::Done).revision(Some(&p.revision)).detail(done.clone())
+        }
+        Err(e) => {
+            let revision = match action {
+                Action::Promote { revision, .. } => revision.as_deref(),
+                _ => None,
+            };
+            actor.entry(action.name(), AuditOutcome::Refused).revision(revision).detail(e.to_string())
+        }
+    };
+    super::audit::record(shared, entry.rollout(rollout));
+    result
+}
+
+fn act_as(shared: &Shared, rollout: &str, action: &Action, by: &str) -> Result<(String, Progress), ActError> {
     let policy = shared
         .rollouts
         .lock()
@@ -332,7 +380,14 @@ pub fn act(shared: &Shared, rollout: &str, action: &Action, by: &str) -> Result<
 
 /// A rollout for the API, the CLI and the view: its policy, and where it stands at `now` —
 /// each wave with its state and clusters, what it waits for, and what a promotion would do.
-pub fn describe(policy: &Rollout, progress: Option<&Progress>, now: i64) -> serde_json::Value {
+/// `waiting` are the clusters whose pending update waits for approval, with its revision
+/// ([`super::selection::waiting`]): each wave lists those of its clusters.
+pub fn describe(
+    policy: &Rollout,
+    progress: Option<&Progress>,
+    now: i64,
+    waiting: &BTreeMap<String, String>,
+) -> serde_json::Value {
     use crate::rollout::policy::show_duration;
     let states = progress.map(|p| gate::wave_states(p, policy, now));
     let (numbers, used) = progress.map_or((vec![None; policy.waves.len()], 0), |p| gate::wave_numbers(p, policy));
@@ -356,9 +411,17 @@ pub fn describe(policy: &Rollout, progress: Option<&Progress>, now: i64) -> serd
                         "releasedAt": c.released_at,
                         "finishedAt": c.finished_at,
                         "message": c.message,
+                        "awaitsApproval": c.state == ClusterRun::Updating && waiting.contains_key(name.as_str()),
                     })
                 })
                 .collect();
+            let awaiting: Vec<String> = clusters
+                .iter()
+                .filter(|c| c["awaitsApproval"] == true)
+                .filter_map(|c| c["cluster"].as_str().map(str::to_string))
+                .collect();
+            let revisions: std::collections::BTreeSet<&str> =
+                awaiting.iter().filter_map(|c| waiting.get(c)).map(String::as_str).collect();
             let count = |state: ClusterRun| clusters.iter().filter(|c| c["state"] == state.as_str()).count();
             serde_json::json!({
                 "name": w.name,
@@ -378,6 +441,12 @@ pub fn describe(policy: &Rollout, progress: Option<&Progress>, now: i64) -> serd
                 "total": clusters.len(),
                 "updated": count(ClusterRun::Updated),
                 "failed": count(ClusterRun::Failed),
+                "awaitingApproval": if awaiting.is_empty() { serde_json::Value::Null } else { serde_json::json!({
+                    "count": awaiting.len(),
+                    "clusters": awaiting,
+                    "revision": (revisions.len() == 1).then(|| revisions.iter().next()).flatten(),
+                    "approve": format!("strata approve --rollout {} --wave {}", policy.name, w.name),
+                }) },
                 "clusters": clusters,
             })
         })

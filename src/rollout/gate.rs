@@ -213,6 +213,9 @@ pub struct Member<'a> {
     pub running: Option<Running>,
     /// When drift was last found on it.
     pub drift_at: Option<Millis>,
+    /// Its change, once released, waits for its own approval (`updates: manual`): the wave
+    /// cannot finish without it, and what the rollout waits for says so.
+    pub awaits_approval: bool,
 }
 
 /// What the daemon does with one cluster of a rollout.
@@ -643,7 +646,8 @@ pub fn gate(rollout: &Rollout, head: &str, members: &[Member], stored: Option<&P
         };
         gated.verdicts.insert(name.clone(), verdict);
     }
-    p.next = next(&p, rollout, blocker, stopped.as_deref());
+    let awaiting: Vec<&str> = members.iter().filter(|m| m.awaits_approval).map(|m| m.name).collect();
+    p.next = next(&p, rollout, blocker, stopped.as_deref(), &awaiting);
     p.state = p.derive_state();
     if stored != Some(&p) {
         gated.status = Some(status(&p, rollout));
@@ -718,8 +722,28 @@ fn hold_reason(p: &Progress, rollout: &Rollout, blocker: Blocker, stopped: Optio
     }
 }
 
+/// At most this many names in a sentence that lists clusters (a commit status has little room).
+pub const NAMES_SHOWN: usize = 3;
+
+/// `a, b, c, …`: the first `shown` names, and an ellipsis when there are more.
+pub fn some_names<S: AsRef<str>>(names: &[S], shown: usize) -> String {
+    let mut out: Vec<&str> = names.iter().take(shown).map(AsRef::as_ref).collect();
+    if names.len() > shown {
+        out.push("…");
+    }
+    out.join(", ")
+}
+
+/// The clusters of wave `i` that were released and wait for their own approval, by name.
+pub fn awaiting_approval<'p>(p: &'p Progress, rollout: &'p Rollout, i: usize, awaiting: &[&str]) -> Vec<&'p str> {
+    p.members(&rollout.waves[i].name)
+        .filter(|(n, c)| c.state == ClusterRun::Updating && awaiting.contains(&n.as_str()))
+        .map(|(n, _)| n.as_str())
+        .collect()
+}
+
 /// What the rollout waits for, in a sentence.
-fn next(p: &Progress, rollout: &Rollout, blocker: Blocker, stopped: Option<&str>) -> String {
+fn next(p: &Progress, rollout: &Rollout, blocker: Blocker, stopped: Option<&str>, awaiting: &[&str]) -> String {
     let mut out = String::new();
     if let Some(stopped) = stopped {
         let _ = write!(out, "{stopped}; ");
@@ -741,6 +765,18 @@ fn next(p: &Progress, rollout: &Rollout, blocker: Blocker, stopped: Option<&str>
         Blocker::Updating(i) => {
             let (updated, of) = updated_of(p, &rollout.waves[i].name);
             let _ = write!(out, "{}: {updated} of {of} clusters updated", position(p, rollout, i));
+            let waiting = awaiting_approval(p, rollout, i, awaiting);
+            if !waiting.is_empty() {
+                let _ = write!(
+                    out,
+                    "; waits for approval of {} cluster{}: {} (strata approve --rollout {} --wave {})",
+                    waiting.len(),
+                    if waiting.len() == 1 { "" } else { "s" },
+                    some_names(&waiting, NAMES_SHOWN),
+                    rollout.name,
+                    rollout.waves[i].name
+                );
+            }
         }
         Blocker::Bake { wave, until } => {
             let _ = write!(out, "{} bakes until {}", position(p, rollout, wave), at(until));
@@ -1001,6 +1037,8 @@ mod tests {
     /// at the head (digest `new`), healthy.
     struct Fleet {
         clusters: Vec<Entry>,
+        /// Clusters whose change waits for their own approval once released.
+        awaiting: Vec<String>,
     }
 
     /// A cluster: name, tags, change at the head, what it runs, when drift was found.
@@ -1029,6 +1067,7 @@ mod tests {
                         (name.to_string(), tags, Some(change("new")), Some(running("old", Health::Healthy)), None)
                     })
                     .collect(),
+                awaiting: Vec::new(),
             }
         }
 
@@ -1070,6 +1109,7 @@ mod tests {
                     change: change.clone(),
                     running: running.clone(),
                     drift_at: *drift,
+                    awaits_approval: self.awaiting.contains(name),
                 })
                 .collect()
         }
@@ -1190,6 +1230,33 @@ mod tests {
         // Nothing left to roll out: the next evaluation stores nothing and holds nothing.
         let g = run.gate(&fleet, HEAD, 67_000).clone();
         assert!(g.progress.is_none() && g.verdicts.values().all(|v| *v == Verdict::Release));
+    }
+
+    #[test]
+    fn a_released_wave_that_waits_for_clusters_own_approvals_says_which_in_its_status() {
+        let mut run =
+            Run::new(rollout(vec![wave("staging", "env:staging"), wave("prod", "env:prod"), wave("rest", "")]));
+        let mut fleet = six();
+        fleet.awaiting = ["prod-a", "prod-b", "prod-c", "prod-d", "stage"].map(String::from).to_vec();
+        let g = run.gate(&fleet, HEAD, 0).clone();
+        assert_eq!(
+            g.status.unwrap().description,
+            "wave 1 of 3 (staging): 0 of 1 clusters updated; waits for approval of 1 cluster: stage \
+             (strata approve --rollout default --wave staging)"
+        );
+        // Approved and applied: the next wave's four wait, and the status names three of them.
+        fleet.awaiting.retain(|c| c != "stage");
+        fleet.runs("stage", "new", Health::Healthy);
+        let g = run.gate(&fleet, HEAD, 1_000).clone();
+        assert_eq!(run.released(), ["prod-a", "prod-b", "prod-c", "prod-d", "stage"]);
+        assert_eq!(
+            g.status.unwrap().description,
+            "wave 2 of 3 (prod): 0 of 4 clusters updated; waits for approval of 4 clusters: prod-a, prod-b, prod-c, … \
+             (strata approve --rollout default --wave prod)"
+        );
+        // Held clusters are not counted: they wait for their wave, not for an approval.
+        assert!(!run.stored.as_ref().unwrap().next.contains("lab"));
+        assert_eq!(some_names(&["a", "b"], NAMES_SHOWN), "a, b");
     }
 
     #[test]

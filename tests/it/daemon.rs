@@ -1312,3 +1312,226 @@ fn after_a_restart_what_a_cluster_runs_is_rendered_when_needed_and_drift_from_th
     assert_eq!(state["cluster"]["sync"], "applied", "{state}");
     assert_eq!(state["cluster"]["profile"], "aws-profile", "{state}");
 }
+
+/// Issue 24 §4: after a session of mixed actions — through the CLI, the API and the view, some
+/// refused — the audit trail has every one with who, what, from where and through which path,
+/// and still has them after `kill -9`; the log has them as JSON lines with target `audit`.
+#[test]
+fn the_audit_trail_is_complete_after_mixed_actions_and_a_kill_9() {
+    let repo = Repo::example();
+    let mut daemon = Daemon::start(&local(&repo), &example_targets());
+    let ui = daemon.out("aws-cluster/hello-universe/deployment.ui.yaml");
+    daemon.wait_for("aws-cluster applied", Duration::from_secs(10), |_| file(&ui).contains("replicas: 1"));
+    repo.edit(AWS_1_0_0, "replicas: 1", "replicas: 3");
+    let edit = repo.commit("aws-profile 1.0.0: three replicas");
+    daemon.wait_for("a pending update", Duration::from_secs(10), |d| {
+        d.cluster("aws-cluster")["pending"]["head_revision"] == edit.as_str()
+    });
+
+    // 1. A refused approval (a revision nobody reviewed), through the API.
+    let auth = format!("Bearer {TOKEN}");
+    let (code, _) = daemon.request(
+        "POST",
+        "/api/v1/clusters/aws-cluster/approve",
+        &[("Authorization", &auth)],
+        &format!("{{\"by\": \"mallory\", \"revision\": \"{}\"}}", "0".repeat(40)),
+    );
+    assert_eq!(code, 409);
+    // 2. A write with a wrong token: refused by the guard.
+    let (code, _) =
+        daemon.request("POST", "/api/v1/clusters/aws-staging/suspend", &[("Authorization", "Bearer nope")], "{}");
+    assert_eq!(code, 401);
+    // 3. A sign-in to the view, 4. a form without its CSRF token, 5. the approval through the view.
+    const FORM: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
+    let (_, head, _) = daemon.raw("POST", "/login", &[FORM], &format!("name=alice&token={TOKEN}&next=%2F"));
+    let cookie = session_cookie(&head);
+    let approve = |body: &str| daemon.raw("POST", "/clusters/aws-cluster/approve", &[FORM, ("Cookie", &cookie)], body);
+    assert_eq!(approve(&format!("revision={edit}")).0, 403);
+    let page = daemon.raw("GET", "/clusters/aws-cluster/pending", &[("Cookie", &cookie)], "").2;
+    let csrf = page.split("name=\"csrf\" value=\"").nth(1).and_then(|s| s.split('"').next()).unwrap().to_string();
+    assert_eq!(approve(&format!("csrf={csrf}&revision={edit}")).0, 303);
+    daemon.wait_for("the approved update applied", Duration::from_secs(10), |_| file(&ui).contains("replicas: 3"));
+    // 6. A suspension and 7. its end, through the CLI.
+    daemon.strata(&["suspend", "aws-staging"]).ok();
+    daemon.strata(&["resume", "aws-staging"]).ok();
+
+    let expected = [
+        ("resume-cluster", "done", "api (alice)", Some("aws-staging"), "cli"),
+        ("suspend", "done", "api (alice)", Some("aws-staging"), "cli"),
+        ("approve", "done", "api (alice)", Some("aws-cluster"), "view"),
+        ("approve", "refused", "api (alice)", None, "view"),
+        ("sign-in", "done", "api (alice)", None, "view"),
+        ("write", "refused", "-", None, "api"),
+        ("approve", "refused", "api (mallory)", Some("aws-cluster"), "api"),
+    ];
+    let check = |d: &Daemon| {
+        let run = d.strata(&["audit", "-o", "json"]).ok();
+        let entries: Vec<Value> = serde_json::from_str(&run.stdout).unwrap();
+        let seen: Vec<(String, String, String, Option<String>, String)> = entries
+            .iter()
+            .map(|e| {
+                let s = |k: &str| e[k].as_str().unwrap_or("").to_string();
+                (s("action"), s("outcome"), s("who"), e["cluster"].as_str().map(String::from), s("via"))
+            })
+            .collect();
+        let want: Vec<_> = expected
+            .iter()
+            .map(|(a, o, w, c, v)| (a.to_string(), o.to_string(), w.to_string(), c.map(String::from), v.to_string()))
+            .collect();
+        assert_eq!(seen, want, "{:#}", serde_json::json!(entries));
+        for e in &entries {
+            assert_eq!(e["from"], "127.0.0.1", "{e}");
+        }
+        let approved = entries.iter().find(|e| e["action"] == "approve" && e["outcome"] == "done").unwrap();
+        assert_eq!(approved["revision"], edit.as_str());
+        let refused = entries.iter().find(|e| e["who"] == "api (mallory)").unwrap();
+        assert!(refused["detail"].as_str().unwrap().contains("not the revision you reviewed"), "{refused}");
+        let wrong = entries.iter().find(|e| e["action"] == "write").unwrap();
+        assert!(wrong["detail"].as_str().unwrap().starts_with("POST /api/v1/clusters/aws-staging/suspend"), "{wrong}");
+    };
+    check(&daemon);
+    // Filters: by cluster, by user (the identity or as recorded), as a table.
+    let staging = daemon.strata(&["audit", "--cluster", "aws-staging", "-o", "json"]).ok().stdout;
+    assert_eq!(serde_json::from_str::<Vec<Value>>(&staging).unwrap().len(), 2, "{staging}");
+    let mallory = daemon.strata(&["audit", "--user", "api (mallory)", "-o", "json"]).ok().stdout;
+    assert_eq!(serde_json::from_str::<Vec<Value>>(&mallory).unwrap().len(), 1, "{mallory}");
+    let table = daemon.strata(&["audit", "--since", "1h"]).ok().stdout;
+    assert!(table.starts_with("WHEN") && table.contains("cluster/aws-cluster"), "{table}");
+    let (code, body) = daemon.get("/api/v1/audit?user=api&cluster=aws-cluster");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(serde_json::from_str::<Vec<Value>>(&body).unwrap().len(), 2, "{body}");
+    let page = daemon.raw("GET", "/audit?cluster=aws-staging", &[("Cookie", &cookie)], "").2;
+    assert!(page.contains("resume-cluster") && !page.contains(">sign-in<"), "{page}");
+    // The log has each as a line of its own.
+    assert!(daemon.log().matches(" audit: ").count() >= expected.len(), "{}", daemon.log());
+
+    // kill -9, and start again: the trail is whole.
+    daemon.kill9();
+    daemon.spawn();
+    daemon.wait_for("the daemon back", Duration::from_secs(20), |d| d.get("/readyz").0 == 200);
+    check(&daemon);
+}
+
+/// Issue 24 §3: approval rules in the repository. Two distinct people of group sre must approve
+/// aws-cluster's update; another group is refused with 403 naming the rule, the same identity
+/// twice counts once, and the update says who may still approve until both are in. A commit
+/// that loosens the rules together with an edit is governed by the rules before it.
+#[test]
+fn approval_rules_need_two_people_of_the_group_and_bind_their_own_changes() {
+    const RULES: &str = "apiVersion: strata.dev/v1\nkind: ApprovalRules\nmetadata: { name: prod }\nspec:\n  rules:\n    - name: two-sre\n      profiles: [aws-profile]\n      tags: [\"service:hello-universe-frontend\"]\n      approvers: { groups: [sre] }\n      required: 2\n";
+    let repo = Repo::example();
+    repo.write("approvals/prod.yaml", RULES);
+    repo.commit("approval rules: two of sre for the frontend");
+    let mut daemon = Daemon::configure(&local(&repo), &example_targets(), "");
+    for name in ["ci", "ops", "dev", "test"] {
+        std::fs::write(daemon.dir.path().join(format!("{name}-token")), format!("{name}-secret\n")).unwrap();
+    }
+    let config = std::fs::read_to_string(&daemon.config).unwrap();
+    let start = config.find("api: {").unwrap();
+    let end = start + config[start..].find('\n').unwrap();
+    let api = "api: { token_file: ./api-token, tokens: [{ name: ci, token_file: ./ci-token, groups: [sre] }, { name: ops, token_file: ./ops-token, groups: [sre] }, { name: dev, token_file: ./dev-token, groups: [dev] }, { name: test, token_file: ./test-token, groups: [sre] }] }";
+    std::fs::write(&daemon.config, format!("{}{api}{}", &config[..start], &config[end..])).unwrap();
+    daemon.spawn();
+    let ui = daemon.out("aws-cluster/hello-universe/deployment.ui.yaml");
+    daemon.wait_for("aws-cluster applied", Duration::from_secs(10), |_| file(&ui).contains("replicas: 1"));
+
+    repo.edit(AWS_1_0_0, "replicas: 1", "replicas: 3");
+    let edit = repo.commit("aws-profile 1.0.0: three replicas");
+    daemon.wait_for("a pending update", Duration::from_secs(10), |d| {
+        d.cluster("aws-cluster")["pending"]["head_revision"] == edit.as_str()
+    });
+    let summary = |d: &Daemon| d.cluster("aws-cluster")["pending"]["summary"].as_str().unwrap_or("").to_string();
+    assert!(
+        summary(&daemon).contains("needs 2 more approvals under rule prod/two-sre (group sre)"),
+        "{}",
+        summary(&daemon)
+    );
+    let approve = |token: &str| {
+        daemon.request(
+            "POST",
+            "/api/v1/clusters/aws-cluster/approve",
+            &[("Authorization", &format!("Bearer {token}"))],
+            &format!("{{\"revision\": \"{edit}\"}}"),
+        )
+    };
+    // Another group: 403, naming the rule and who may.
+    let (code, body) = approve("dev-secret");
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body.contains("dev (groups: dev) may not approve this update: rule prod/two-sre (approvals/prod.yaml:6): approvers are group sre"),
+        "{body}"
+    );
+    // The commit's author, though in sre: their approval does not count.
+    let (code, body) = approve("test-secret");
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("test wrote this commit, and the author's approval does not count"), "{body}");
+    // One of sre: still pending, and it says who may still approve.
+    assert_eq!(approve("ci-secret").0, 202);
+    daemon.wait_for("one approval counted", Duration::from_secs(10), |d| {
+        summary(d).contains("needs 1 more approval under rule prod/two-sre (group sre), approved by ci")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(file(&ui).contains("replicas: 1"), "one person is not two");
+    // The same identity again: refused, it counts once.
+    let (code, body) = approve("ci-secret");
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("ci approved this revision already; rule prod/two-sre"), "{body}");
+    // The view shows the reason instead of the button to a person the rule does not admit.
+    const FORM: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
+    let (_, head, _) = daemon.raw("POST", "/login", &[FORM], "token=dev-secret&next=%2F");
+    let cookie = session_cookie(&head);
+    let page = daemon.raw("GET", "/clusters/aws-cluster/pending", &[("Cookie", &cookie)], "").2;
+    assert!(
+        page.contains("<button id=\"approve\" disabled>")
+            && page.contains("may not approve this update: rule prod&#x2f;two-sre")
+            && !page.contains("action=\"/clusters/aws-cluster/approve\""),
+        "{page}"
+    );
+    // A second person of sre: applied.
+    assert_eq!(approve("ops-secret").0, 202);
+    daemon.wait_for("the approved update applied", Duration::from_secs(10), |_| file(&ui).contains("replicas: 3"));
+    let audit = daemon.strata(&["audit", "--cluster", "aws-cluster", "-o", "json"]).ok().stdout;
+    let entries: Vec<Value> = serde_json::from_str(&audit).unwrap();
+    let outcomes: Vec<(String, String)> =
+        entries.iter().map(|e| (e["who"].as_str().unwrap().into(), e["outcome"].as_str().unwrap().into())).collect();
+    let expected = [("ops", "done"), ("ci", "refused"), ("ci", "done"), ("test", "refused"), ("dev", "refused")];
+    assert_eq!(outcomes, expected.map(|(a, b)| (a.to_string(), b.to_string())), "{audit}");
+
+    // A commit that loosens the rule (anyone of dev, one approval) and edits the profile again:
+    // its own edit is still governed by the rule before it.
+    repo.write(
+        "approvals/prod.yaml",
+        &RULES.replace("groups: [sre]", "groups: [dev]").replace("required: 2", "required: 1"),
+    );
+    repo.edit(AWS_1_0_0, "replicas: 3", "replicas: 4");
+    let loosened = repo.commit("approval rules: dev may approve alone; four replicas");
+    daemon.wait_for("the next pending update", Duration::from_secs(10), |d| {
+        d.cluster("aws-cluster")["pending"]["head_revision"] == loosened.as_str()
+    });
+    let (code, body) = daemon.request(
+        "POST",
+        "/api/v1/clusters/aws-cluster/approve",
+        &[("Authorization", "Bearer dev-secret")],
+        &format!("{{\"revision\": \"{loosened}\"}}"),
+    );
+    assert_eq!(code, 403, "the rules before the commit govern it: {body}");
+    assert!(body.contains("rule prod/two-sre (approvals/prod.yaml:6): approvers are group sre"), "{body}");
+}
+
+/// Bad approval rules are diagnostics with file and line, and the revision is rejected.
+#[test]
+fn invalid_approval_rules_are_reported_with_file_and_line() {
+    let repo = Repo::example();
+    repo.write(
+        "approvals/prod.yaml",
+        "apiVersion: strata.dev/v1\nkind: ApprovalRules\nmetadata: { name: prod }\nspec:\n  rules:\n    - approvers: { groups: [sre] }\n      required: 0\n",
+    );
+    repo.commit("a rule nobody can meet");
+    let run = repo.strata(&["validate"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stderr.contains("error[schema]: approvals/prod.yaml:7: approval rule prod/1: `required` is 0"),
+        "{}",
+        run.stderr
+    );
+}

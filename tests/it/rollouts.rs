@@ -864,3 +864,161 @@ fn with_fail_on_drift_drift_on_an_updated_cluster_halts_the_rollout() {
     assert!(r["halt"]["reason"].as_str().unwrap().contains("drift"), "{r}");
     assert_eq!(runs(&daemon, "prod-a"), deploys("1.1.0"));
 }
+
+/// Issue 19 §4: a wave of `updates: manual` clusters stalls until each is approved. It says so
+/// everywhere — the rollout's `next` and commit status, `strata rollout status`, `strata
+/// status`, the metrics, the view — and one approval covers the wave, or a tag selection, bound
+/// to the revision and the exact set shown.
+#[test]
+fn a_wave_waiting_for_its_clusters_approvals_says_so_everywhere_and_is_approved_at_once() {
+    let names = ["stage-1", "prod-1", "prod-2", "prod-3", "prod-4", "prod-5", "edge-1"];
+    let clusters: &[(&str, &[&str])] = &[
+        ("stage-1", &["env:staging"]),
+        ("prod-1", &["env:prod", "region:eu"]),
+        ("prod-2", &["env:prod"]),
+        ("prod-3", &["env:prod"]),
+        ("prod-4", &["env:prod"]),
+        ("prod-5", &["env:prod"]),
+        ("edge-1", &[]),
+    ];
+    let repo = fleet(
+        clusters,
+        &policy(
+            "    - name: staging\n      selector: { tags: [\"env:staging\"] }\n    - name: prod\n      selector: { tags: [\"env:prod\"] }\n    - name: rest\n",
+            "",
+        ),
+    );
+    for prod in &names[1..6] {
+        repo.edit(&format!("clusters/{prod}.yaml"), "updates: auto", "updates: manual");
+    }
+    repo.commit("prod: updates by approval");
+    let daemon = Daemon::start_with(&local(&repo), &targets(&names), "status: { provider: git-notes }\n");
+    daemon.wait_for("the fleet on 1.1.0", WAIT, |d| names.iter().all(|n| runs(d, n) == deploys("1.1.0")));
+
+    let edit = repo.read("profiles/aws-profile/1.1.0/profile.yaml").replace(&deploys("1.1.0"), &image("edited"));
+    repo.write("profiles/aws-profile/1.1.0/profile.yaml", &edit);
+    let edited = repo.commit("aws-profile 1.1.0: a new image in place");
+    let want = image("edited");
+    let started = Instant::now();
+    while wave(&rollout(&daemon, "default"), "prod")["awaitingApproval"]["count"] != 5 {
+        assert!(
+            started.elapsed() < WAIT,
+            "prod's five waiting for their approval\n{:#}\n{}",
+            rollout(&daemon, "default"),
+            daemon.get("/api/v1/clusters").1
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(runs(&daemon, "stage-1"), want);
+    let said =
+        "waits for approval of 5 clusters: prod-1, prod-2, prod-3, … (strata approve --rollout default --wave prod)";
+    let r = rollout(&daemon, "default");
+    assert!(r["next"].as_str().unwrap().ends_with(said), "{r:#}");
+    // The commit status says as much as fits its 140 characters: the count and the first names.
+    daemon.wait_for("the commit status saying so", WAIT, |_| {
+        notes_on(&repo, &edited)
+            .contains("0 of 5 clusters updated; waits for approval of 5 clusters: prod-1, prod-2, prod-3, …")
+    });
+    let listed = daemon.strata(&["rollout", "status"]).ok().stdout;
+    assert!(listed.contains(said), "{listed}");
+    let detail = daemon.strata(&["rollout", "status", "default"]).ok().stdout;
+    assert!(detail.contains("0 of 5 updated, 5 awaiting approval"), "{detail}");
+    assert!(detail.contains("approve them: strata approve --rollout default --wave prod"), "{detail}");
+    assert!(detail.contains("updating (awaits approval)"), "{detail}");
+    let status = daemon.strata(&["status"]).ok().stdout;
+    assert!(
+        status.contains(
+            "5 pending updates wait for approval: prod-1, prod-2, prod-3, prod-4, prod-5 (strata approve --all-pending)"
+        ),
+        "{status}"
+    );
+    daemon.wait_for("the metrics", WAIT, |d| {
+        let metrics = d.get("/metrics").1;
+        metrics.contains("strata_rollout_clusters{rollout=\"default\",state=\"awaiting-approval\"} 5")
+            && metrics.contains("strata_pending_approvals 5")
+    });
+
+    // Without a terminal and without --yes, nothing is approved; it says how.
+    let refused = daemon.strata(&["approve", "--rollout", "default", "--wave", "prod"]);
+    assert_eq!(refused.code, 1, "{}", refused.stdout);
+    assert!(
+        refused.stdout.contains("rollout default, wave prod: 5 pending updates at ")
+            && refused.stdout.contains("wait for approval: prod-1, prod-2, prod-3, prod-4, prod-5"),
+        "{}",
+        refused.stdout
+    );
+    assert!(refused.stderr.contains("add --yes to approve these 5 without asking"), "{}", refused.stderr);
+    // The API: an action wants the token; a selection must be the one shown.
+    let auth = format!("Bearer {TOKEN}");
+    let (code, body) = daemon.request("GET", "/api/v1/approvals?rollout=default&wave=prod", &[], "");
+    assert_eq!(code, 200, "{body}");
+    let shown: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((shown["count"].as_u64(), shown["revision"].as_str()), (Some(5), Some(edited.as_str())), "{shown:#}");
+    let post = |body: Value, token: Option<&str>| {
+        let headers: Vec<(&str, &str)> = token.map(|t| ("Authorization", t)).into_iter().collect();
+        daemon.request("POST", "/api/v1/approvals", &headers, &body.to_string())
+    };
+    let wave_at =
+        |digest: &str| serde_json::json!({"rollout": "default", "wave": "prod", "revision": edited, "digest": digest});
+    assert_eq!(post(wave_at(shown["digest"].as_str().unwrap()), None).0, 401);
+    let (code, body) = post(wave_at(&"0".repeat(64)), Some(&auth));
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("the selection changed since it was shown: it is now 5 clusters"), "{body}");
+    let fewer =
+        serde_json::json!({"rollout": "default", "wave": "prod", "revision": edited, "clusters": ["prod-1", "prod-2"]});
+    assert_eq!(post(fewer, Some(&auth)).0, 409, "a subset is not what is selected");
+    let (code, body) = post(
+        serde_json::json!({"rollout": "default", "wave": "canary", "revision": edited, "digest": "x"}),
+        Some(&auth),
+    );
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("rollout default has no wave \\\"canary\\\": its waves are staging, prod, rest"), "{body}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(runs(&daemon, "prod-1"), deploys("1.1.0"), "nothing approved yet");
+
+    // The view: one form for the wave, with the session's CSRF token, the revision and digest.
+    const FORM: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
+    let (_, head, _) = daemon.raw("POST", "/login", &[FORM], &format!("name=alice&token={TOKEN}&next=%2F"));
+    let cookie = session_cookie(&head);
+    let page = |d: &Daemon| d.raw("GET", "/rollouts/default", &[("Cookie", &cookie)], "").2;
+    let first = page(&daemon);
+    assert!(first.contains("action=\"/approvals\"") && first.contains("Approve 5 at "), "{first}");
+    let field = |html: &str, name: &str| {
+        html.split(&format!("name=\"{name}\" value=\"")).nth(1).and_then(|s| s.split('"').next()).unwrap().to_string()
+    };
+    let (csrf, digest) = (field(&first, "csrf"), field(&first, "digest"));
+    assert_eq!(digest, shown["digest"].as_str().unwrap());
+    let submit = |csrf: &str, digest: &str| {
+        let body = format!(
+            "csrf={csrf}&rollout=default&wave=prod&revision={edited}&digest={digest}&next=%2Frollouts%2Fdefault"
+        );
+        daemon.raw("POST", "/approvals", &[FORM, ("Cookie", &cookie)], &body)
+    };
+    assert_eq!(submit("", &digest).0, 403, "no CSRF token");
+
+    // One of them by tag: prod-1 alone has env:prod and region:eu.
+    let run = daemon.strata(&["approve", "--tag", "env:prod", "--tag", "region:eu", "--yes"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("tags env:prod, region:eu: approved 1 pending update at "), "{}", run.stdout);
+    daemon.wait_for("prod-1 applied", WAIT, |d| runs(d, "prod-1") == want);
+    daemon.wait_for("four left in the wave", WAIT, |d| {
+        wave(&rollout(d, "default"), "prod")["awaitingApproval"]["count"] == 4
+    });
+    // The form shown before is for five: refused, and the page says what it is now.
+    let (code, _, answer) = submit(&csrf, &digest);
+    assert_eq!(code, 409, "{answer}");
+    assert!(answer.contains("it is now 4 clusters (prod-2, prod-3, prod-4, prod-5)"), "{answer}");
+    for c in ["prod-2", "prod-3", "prod-4", "prod-5", "edge-1"] {
+        assert_eq!(runs(&daemon, c), deploys("1.1.0"), "{c}");
+    }
+    let again = page(&daemon);
+    assert!(again.contains("Approve 4 at "), "{again}");
+    let (code, head, _) = submit(&field(&again, "csrf"), &field(&again, "digest"));
+    assert_eq!(code, 303, "{head}");
+    daemon.wait_for("the rollout complete", WAIT, |d| rollout(d, "default")["state"] == "complete");
+    for n in names {
+        assert_eq!(runs(&daemon, n), want, "{n}");
+    }
+    let history = daemon.cluster("prod-4")["approvals"].to_string();
+    assert!(history.contains("\"approved_by\":\"api (alice)\"") && history.contains(&edited), "{history}");
+}

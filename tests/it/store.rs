@@ -16,7 +16,7 @@ use strata::daemon::management::Management;
 use strata::daemon::state::{Health, Sync, Verdict};
 use strata::daemon::store::kube::KubeStore;
 use strata::daemon::store::{
-    Applied, DELIVERED_KEPT_SECS, DriftRow, HISTORY_KEPT, Pending, SqliteStore, Store, now, now_ms,
+    Applied, Approver, DELIVERED_KEPT_SECS, DriftRow, HISTORY_KEPT, Pending, SqliteStore, Store, now, now_ms,
 };
 use strata::report::{State, Status};
 use strata::rollout::gate::Progress;
@@ -129,7 +129,7 @@ fn applied_state_pending_updates_approvals_and_suspensions_are_kept() {
             let store = backend.open();
             store.record_applied("aws", &applied("r1")).unwrap();
             store.set_pending(&pending("aws", "r2", 100)).unwrap();
-            let approval = store.approve("aws", "r2", "alice").unwrap();
+            let approval = store.approve("aws", "r2", &Approver::named("alice")).unwrap();
             assert_eq!((approval.cluster.as_str(), approval.approved_by.as_str()), ("aws", "alice"));
             store.set_suspended("edge", true).unwrap();
             store.set_objects("aws", &[("Deployment/web/ui".into(), "web".into(), "created".into())]).unwrap();
@@ -399,7 +399,7 @@ fn concurrent_writers_lose_no_update() {
             });
             scope.spawn(|| {
                 for i in 0..N {
-                    api.approve("c", &format!("h{i}"), "alice").unwrap();
+                    api.approve("c", &format!("h{i}"), &Approver::named("alice")).unwrap();
                     api.set_suspended("c", i % 2 == 0).unwrap();
                 }
             });
@@ -495,7 +495,7 @@ fn a_replica_hears_of_intents_changed_through_another() {
     owner.record_applied("aws", &applied("r1")).unwrap();
     owner.set_pending(&pending("aws", "r2", 1)).unwrap();
     eventually("the API replica to see the pending update", || api.pending("aws").unwrap().is_some());
-    api.approve("aws", "r2", "alice").unwrap();
+    api.approve("aws", "r2", &Approver::named("alice")).unwrap();
     eventually("the owner to hear of the approval", || heard.lock().unwrap().contains(&"cluster aws".to_string()));
     assert!(owner.approval("aws", "r2").unwrap().is_some());
     heard.lock().unwrap().clear();
@@ -535,4 +535,81 @@ fn names_that_are_not_cluster_names_are_refused() {
     assert_eq!(e.kind(), "rejected");
     assert!(e.to_string().contains("ClusterState strata-system/../x: not a cluster name"), "{e}");
     assert_eq!(store.cluster("../x").unwrap(), None);
+}
+
+/// The audit trail: appended by every handle, read newest first, filtered by time, cluster and
+/// user, and bounded by age and count — the oldest go first.
+#[test]
+fn the_audit_trail_is_appended_filtered_and_bounded() {
+    use strata::daemon::store::{AuditEntry, AuditOutcome, AuditQuery, AuditVia};
+    both(|backend| {
+        let (one, two) = (backend.open(), backend.open());
+        let name = backend.name();
+        let start = now_ms();
+        let entry = |i: i64, who: &str, cluster: &str| {
+            let mut e = AuditEntry::new("approve", AuditOutcome::Done, who, AuditVia::Api, None).cluster(cluster);
+            e.at = start + i;
+            e.revision(Some("9f3c2aa")).detail(format!("entry {i}"))
+        };
+        // An old one, from a day the retention has left behind.
+        let mut old = entry(0, "api (alice)", "prod-1");
+        old.at = start - 3 * 86_400_000;
+        one.audit(&old).unwrap();
+        for i in 1..=6 {
+            let (who, cluster) = if i % 2 == 0 { ("bob", "prod-2") } else { ("api (alice)", "prod-1") };
+            // Both handles append: for Kubernetes, two replicas.
+            let handle = if i % 3 == 0 { &two } else { &one };
+            handle.audit(&entry(i, who, cluster)).unwrap();
+        }
+        let all = |q: AuditQuery| one.audit_log(&AuditQuery { limit: 100, ..q }).unwrap();
+        let details = |entries: Vec<AuditEntry>| entries.into_iter().map(|e| e.detail).collect::<Vec<_>>();
+        assert_eq!(details(all(AuditQuery::default())).len(), 7, "{name}");
+        assert_eq!(
+            details(all(AuditQuery { since: Some(start), ..AuditQuery::default() })),
+            ["entry 6", "entry 5", "entry 4", "entry 3", "entry 2", "entry 1"],
+            "{name}: newest first"
+        );
+        assert_eq!(
+            details(all(AuditQuery { cluster: Some("prod-2".into()), ..AuditQuery::default() })),
+            ["entry 6", "entry 4", "entry 2"],
+            "{name}"
+        );
+        let alice = all(AuditQuery { user: Some("api".into()), since: Some(start), ..AuditQuery::default() });
+        assert_eq!(details(alice.clone()), ["entry 5", "entry 3", "entry 1"], "{name}: by the token's name");
+        assert_eq!(alice[0].who, "api (alice)");
+        assert_eq!(alice[0].revision.as_deref(), Some("9f3c2aa"));
+        assert_eq!(one.audit_log(&AuditQuery { limit: 2, ..AuditQuery::default() }).unwrap().len(), 2, "{name}");
+
+        // Past the retention: the old entry goes, the others stay.
+        let gone = one.prune_audit(start - 86_400_000, 1_000).unwrap();
+        assert_eq!(gone, 1, "{name}");
+        assert_eq!(all(AuditQuery::default()).len(), 6, "{name}");
+        // Past the bound: SQLite keeps exactly the newest; the Kubernetes backend drops whole
+        // ConfigMaps (one per day here), never one that would leave fewer than the bound.
+        one.prune_audit(0, 3).unwrap();
+        let left = details(all(AuditQuery::default()));
+        match name {
+            "sqlite" => assert_eq!(left, ["entry 6", "entry 5", "entry 4"]),
+            _ => assert_eq!(left.len(), 6, "one day's ConfigMap holding 6 is not dropped for a bound of 3"),
+        }
+    });
+}
+
+/// An approval keeps the identity approval rules count and its groups, on both backends.
+#[test]
+fn approvals_keep_the_identity_and_its_groups() {
+    both(|backend| {
+        let (one, two) = (backend.open(), backend.open());
+        let by = Approver { recorded: "api (alice)".into(), identity: "api".into(), groups: vec!["sre".into()] };
+        one.record_applied("aws", &applied("r1")).unwrap();
+        one.approve("aws", "r2", &by).unwrap();
+        eventually("the other handle to see it", || two.approval("aws", "r2").unwrap().is_some());
+        let seen = two.approval("aws", "r2").unwrap().unwrap();
+        assert_eq!(
+            (seen.approved_by.as_str(), seen.identity.as_str(), seen.groups.as_slice()),
+            ("api (alice)", "api", &["sre".to_string()][..]),
+            "{}",
+            backend.name()
+        );
+    });
 }

@@ -18,11 +18,14 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::info;
 
-use super::approve::{self, Refused, clean_name};
+use super::approve::{self, Refused, Seen, SelectionRefused, clean_name};
 use super::auth::Viewer;
+use super::guard::ConnInfo;
 use super::{App, error, fleet, json_reply};
 use crate::daemon::Trigger;
+use crate::daemon::audit::{self, Actor, Outcome, Via};
 use crate::daemon::rollouts::{self, ActError, describe};
+use crate::daemon::selection::{self, Invalid, Selector};
 use crate::daemon::store::now_ms;
 use crate::rollout::gate::Action;
 
@@ -153,6 +156,8 @@ struct ActionBody {
 pub async fn act(
     State(app): State<Arc<App>>,
     Extension(viewer): Extension<Option<Viewer>>,
+    Extension(conn): Extension<ConnInfo>,
+    headers: axum::http::HeaderMap,
     Path((name, action)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
@@ -161,13 +166,15 @@ pub async fn act(
         Ok(parsed) => parsed,
         Err(response) => return response,
     };
+    let actor = actor_of(viewer.as_ref(), &by, Via::of_api(&headers), Some(conn.peer));
     match action.as_str() {
-        "approve" => match approve::approve(shared, &name, body.revision.as_deref(), &by, "api").await {
+        "approve" => match approve::approve(shared, &name, body.revision.as_deref(), &actor).await {
             Ok(approval) => json_reply(StatusCode::ACCEPTED, &json!(approval)),
             Err(refused) => {
                 let code = match &refused {
                     Refused::NoCluster => return no_cluster(&name),
                     Refused::MissingRevision | Refused::Malformed(_) | Refused::Ambiguous(_) => StatusCode::BAD_REQUEST,
+                    Refused::Forbidden(_) => StatusCode::FORBIDDEN,
                     Refused::NothingPending | Refused::Stale { .. } | Refused::HeldByRollout { .. } => {
                         StatusCode::CONFLICT
                     }
@@ -188,7 +195,14 @@ pub async fn act(
                 Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e),
             }
             let suspend = action == "suspend";
-            match shared.store.set_suspended(&name, suspend) {
+            let recorded = shared.store.set_suspended(&name, suspend);
+            let done = if suspend { "suspend" } else { "resume-cluster" };
+            let entry = match &recorded {
+                Ok(()) => actor.entry(done, Outcome::Done).detail(if suspend { "suspended" } else { "resumed" }),
+                Err(e) => actor.entry(done, Outcome::Refused).detail(e.to_string()),
+            };
+            audit::record(shared, entry.cluster(&name));
+            match recorded {
                 Ok(()) => {
                     info!(cluster = %name, by = ?by, "{}", if suspend { "Suspended." } else { "Resumed." });
                     shared.touch();
@@ -206,13 +220,14 @@ pub async fn act(
 pub async fn rollouts(State(app): State<Arc<App>>) -> Response {
     let shared = &app.shared;
     let policies = shared.rollouts.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let progress = match shared.store.rollouts() {
-        Ok(p) => p,
+    let (progress, fleet) = match shared.store.rollouts().and_then(|p| Ok((p, shared.store.fleet()?))) {
+        Ok(read) => read,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e),
     };
+    let waiting = selection::waiting(&fleet);
     let rows: Vec<Value> = policies
         .values()
-        .map(|policy| describe(policy, progress.iter().find(|p| p.rollout == policy.name), now_ms()))
+        .map(|policy| describe(policy, progress.iter().find(|p| p.rollout == policy.name), now_ms(), &waiting))
         .collect();
     json_reply(StatusCode::OK, &Value::Array(rows))
 }
@@ -222,10 +237,109 @@ pub async fn rollout(State(app): State<Arc<App>>, Path(name): Path<String>) -> R
     let Some(policy) = shared.rollouts.lock().unwrap_or_else(|p| p.into_inner()).get(&name).cloned() else {
         return error(StatusCode::NOT_FOUND, format!("no rollout named {name:?}"));
     };
-    match shared.store.rollout(&name) {
-        Ok(progress) => json_reply(StatusCode::OK, &describe(&policy, progress.as_ref(), now_ms())),
+    match shared.store.rollout(&name).and_then(|p| Ok((p, shared.store.fleet()?))) {
+        Ok((progress, fleet)) => {
+            let waiting = selection::waiting(&fleet);
+            json_reply(StatusCode::OK, &describe(&policy, progress.as_ref(), now_ms(), &waiting))
+        }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
     }
+}
+
+/// A selection from a query string: `rollout=NAME&wave=W`, `tag=K:V` (repeated: every one),
+/// `all_pending=true`.
+fn selector_from_query(query: Option<&str>) -> Selector {
+    let mut selector = Selector::default();
+    for (key, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        let value = value.trim().to_string();
+        match key.as_ref() {
+            "rollout" if !value.is_empty() => selector.rollout = Some(value),
+            "wave" if !value.is_empty() => selector.wave = Some(value),
+            "tag" if !value.is_empty() => selector.tags.push(value),
+            "all_pending" => selector.all_pending = matches!(value.as_str(), "true" | "1" | "yes"),
+            _ => {}
+        }
+    }
+    selector
+}
+
+/// `GET /api/v1/approvals?…`: what an approval of the selection covers now — the count, the
+/// clusters, the revision, and the digest to approve it by.
+pub async fn selection(State(app): State<Arc<App>>, uri: axum::http::Uri) -> Response {
+    let selector = selector_from_query(uri.query());
+    match approve::current(&app.shared, &selector) {
+        Ok(selection) => json_reply(StatusCode::OK, &selection.to_json(&selector)),
+        Err(refused) => selection_refused(&refused),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct SelectionBody {
+    by: Option<String>,
+    #[serde(flatten)]
+    selector: Selector,
+    revision: Option<String>,
+    digest: Option<String>,
+    clusters: Option<Vec<String>>,
+}
+
+/// `POST /api/v1/approvals`: approves every pending update a selection covers, at the revision
+/// reviewed, when the selection is exactly the one shown (its `digest`, or every name in
+/// `clusters`).
+pub async fn approve_selection(
+    State(app): State<Arc<App>>,
+    Extension(viewer): Extension<Option<Viewer>>,
+    Extension(conn): Extension<ConnInfo>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (body, by) = match action_body::<SelectionBody>(&body, |b| b.by.as_deref(), viewer.as_ref()) {
+        Ok(parsed) => parsed,
+        Err(response) => return response,
+    };
+    let seen = match (body.digest, body.clusters) {
+        (Some(digest), _) => Some(Seen::Digest(digest)),
+        (None, Some(names)) => Some(Seen::Clusters(names)),
+        (None, None) => None,
+    };
+    let actor = actor_of(viewer.as_ref(), &by, Via::of_api(&headers), Some(conn.peer));
+    let approved =
+        approve::approve_selection(&app.shared, &body.selector, body.revision.as_deref(), seen.as_ref(), &actor);
+    match approved.await {
+        Ok((selection, _)) => {
+            let mut answer = selection.to_json(&body.selector);
+            answer["approved_by"] = json!(by);
+            json_reply(StatusCode::ACCEPTED, &answer)
+        }
+        Err(refused) => selection_refused(&refused),
+    }
+}
+
+/// A refused selection: 400 for what the request got wrong, 409 for what changed (with the
+/// selection as it is now, to look at again), 404 for an unknown rollout.
+pub fn selection_refused(refused: &SelectionRefused) -> Response {
+    let code = match refused {
+        SelectionRefused::Invalid(Invalid::NoRollout(_) | Invalid::NoWave { .. }) => StatusCode::NOT_FOUND,
+        SelectionRefused::Invalid(_) | SelectionRefused::Revision(_) | SelectionRefused::MissingSeen => {
+            StatusCode::BAD_REQUEST
+        }
+        SelectionRefused::Nothing { .. }
+        | SelectionRefused::Revisions(_)
+        | SelectionRefused::Stale { .. }
+        | SelectionRefused::Changed { .. } => StatusCode::CONFLICT,
+        SelectionRefused::Forbidden { .. } => StatusCode::FORBIDDEN,
+        SelectionRefused::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let mut body = json!({ "error": refused.to_string() });
+    if let SelectionRefused::Stale { selection, .. } | SelectionRefused::Changed { selection } = refused {
+        body["now"] = json!({
+            "count": selection.clusters.len(),
+            "clusters": selection.names(),
+            "revisions": selection.revisions(),
+            "digest": selection.digest,
+        });
+    }
+    json_reply(code, &body)
 }
 
 #[derive(Deserialize, Default)]
@@ -240,6 +354,8 @@ struct RolloutBody {
 pub async fn act_on_rollout(
     State(app): State<Arc<App>>,
     Extension(viewer): Extension<Option<Viewer>>,
+    Extension(conn): Extension<ConnInfo>,
+    headers: axum::http::HeaderMap,
     Path((name, action)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
@@ -252,12 +368,12 @@ pub async fn act_on_rollout(
         Some(action) => action,
         None => return error(StatusCode::NOT_FOUND, "rollout actions are promote, pause, resume and abort"),
     };
-    act_reply(&app, &name, &action, &by)
+    act_reply(&app, &name, &action, &actor_of(viewer.as_ref(), &by, Via::of_api(&headers), Some(conn.peer)))
 }
 
 /// The answer to a rollout action, for the API and the view alike.
-pub fn act_reply(app: &App, name: &str, action: &Action, by: &str) -> Response {
-    match rollouts::act(&app.shared, name, action, by) {
+pub fn act_reply(app: &App, name: &str, action: &Action, actor: &Actor) -> Response {
+    match rollouts::act(&app.shared, name, action, actor) {
         Ok((done, progress)) => {
             json_reply(StatusCode::OK, &json!({ "rollout": name, "done": done, "progress": progress }))
         }
@@ -270,6 +386,14 @@ pub fn act_reply(app: &App, name: &str, action: &Action, by: &str) -> Response {
             };
             error(code, e)
         }
+    }
+}
+
+/// Who acts: the viewer's identity (with its groups), recorded as `by`.
+fn actor_of(viewer: Option<&Viewer>, by: &str, via: Via, from: Option<std::net::SocketAddr>) -> Actor {
+    match viewer {
+        Some(viewer) => Actor::of(viewer.identity(), by, via, from),
+        None => Actor::new(by, via, from),
     }
 }
 
@@ -299,4 +423,50 @@ fn action_body<T: serde::de::DeserializeOwned + Default>(
         None => "api".to_string(),
     };
     Ok((parsed, who))
+}
+
+/// `GET /api/v1/audit?since=&cluster=&user=&limit=`: the audit trail, newest first. `since` is
+/// an RFC 3339 time (`2026-12-07T09:00:00Z`) or milliseconds since the epoch.
+pub async fn audit_log(State(app): State<Arc<App>>, uri: axum::http::Uri) -> Response {
+    let mut query = audit::Query { limit: 1000, ..audit::Query::default() };
+    for (key, value) in url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()) {
+        let value = value.trim().to_string();
+        match key.as_ref() {
+            "since" if !value.is_empty() => match parse_since(&value) {
+                Some(at) => query.since = Some(at),
+                None => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!(
+                            "since {value:?} is not a time: give 2026-12-07T09:00:00Z or milliseconds since the epoch"
+                        ),
+                    );
+                }
+            },
+            "cluster" if !value.is_empty() => query.cluster = Some(value),
+            "user" if !value.is_empty() => query.user = Some(value),
+            "limit" => match value.parse::<usize>() {
+                Ok(n) if (1..=audit::Query::MOST).contains(&n) => query.limit = n,
+                _ => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("limit {value:?} is not from 1 to {}", audit::Query::MOST),
+                    );
+                }
+            },
+            _ => {}
+        }
+    }
+    match app.shared.store.audit_log(&query) {
+        Ok(entries) => json_reply(StatusCode::OK, &json!(entries)),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+    }
+}
+
+/// Milliseconds since the epoch, or an RFC 3339 time.
+pub fn parse_since(text: &str) -> Option<i64> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return Some(ms);
+    }
+    text.parse::<jiff::Timestamp>().ok().map(|t| t.as_millisecond())
 }

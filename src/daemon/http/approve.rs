@@ -14,6 +14,8 @@ use std::sync::Arc;
 
 use tracing::info;
 
+use super::super::audit::{self, Actor, Outcome};
+use super::super::selection::{self, Invalid, Selection, Selector};
 use super::super::store::Approval;
 use super::super::{Shared, Trigger};
 
@@ -32,6 +34,9 @@ pub enum Refused {
     },
     /// The prefix names more than one object in the repository.
     Ambiguous(String),
+    /// The approval rules in force do not let this person approve (or not again, or not
+    /// their own commit): why, naming the rule.
+    Forbidden(String),
     /// A rollout holds the update until the cluster's wave comes.
     HeldByRollout {
         rollout: String,
@@ -63,9 +68,36 @@ impl std::fmt::Display for Refused {
                 f,
                 "rollout {rollout} holds this update until wave {wave} comes; approve it then (strata rollout status {rollout})"
             ),
+            Refused::Forbidden(why) => write!(f, "{why}"),
             Refused::Internal(e) => write!(f, "{e}"),
         }
     }
+}
+
+/// Why `actor` may not approve `cluster`'s update at `revision` under the approval rules in
+/// force, if they may not ([`crate::approval::refusal`]).
+pub fn forbidden(shared: &Shared, cluster: &str, revision: &str, actor: &Actor) -> Result<Option<String>, String> {
+    let in_force = shared.approval_rules.lock().unwrap_or_else(|p| p.into_inner()).get(cluster).cloned();
+    let Some(in_force) = in_force.filter(|r| !r.rules.is_empty()) else { return Ok(None) };
+    let given: Vec<crate::approval::Given> = shared
+        .store
+        .approvals(cluster)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|a| a.revision == revision)
+        .map(|a| crate::approval::Given { identity: a.identity, groups: a.groups })
+        .collect();
+    let applying: Vec<&crate::approval::Rule> = in_force.rules.iter().collect();
+    let person = crate::approval::Person { identity: &actor.identity, groups: &actor.groups };
+    Ok(crate::approval::refusal(&applying, &given, in_force.author.as_ref(), &person))
+}
+
+/// The first cluster of `selection` whose approval rules do not let `actor` approve it, and why:
+/// what the view says instead of offering the form.
+pub fn forbidden_in(shared: &Shared, selection: &Selection, actor: &Actor) -> Option<String> {
+    selection.clusters.iter().find_map(|(cluster, at)| {
+        forbidden(shared, cluster, at, actor).unwrap_or_else(Some).map(|why| format!("{cluster}: {why}"))
+    })
 }
 
 /// A commit id, or a prefix of one, as the approver wrote it (lower-cased).
@@ -102,9 +134,27 @@ pub async fn approve(
     shared: &Arc<Shared>,
     cluster: &str,
     revision: Option<&str>,
-    by: &str,
-    via: &str,
+    actor: &Actor,
 ) -> Result<Approval, Refused> {
+    let result = approve_one(shared, cluster, revision, actor).await;
+    let entry = match &result {
+        Ok(approval) => actor
+            .entry("approve", Outcome::Done)
+            .revision(Some(&approval.revision))
+            .detail("approved the pending update"),
+        Err(refused) => actor.entry("approve", Outcome::Refused).revision(revision).detail(refused.to_string()),
+    };
+    audit::record(shared, entry.cluster(cluster));
+    result
+}
+
+async fn approve_one(
+    shared: &Arc<Shared>,
+    cluster: &str,
+    revision: Option<&str>,
+    actor: &Actor,
+) -> Result<Approval, Refused> {
+    let (by, via) = (actor.who.as_str(), actor.via.as_str());
     let wanted = parse_revision(revision.filter(|r| !r.trim().is_empty()).ok_or(Refused::MissingRevision)?)?;
     let store = &shared.store;
     store.cluster(cluster).map_err(|e| Refused::Internal(e.to_string()))?.ok_or(Refused::NoCluster)?;
@@ -126,11 +176,227 @@ pub async fn approve(
             return Err(Refused::Ambiguous(wanted));
         }
     }
-    let approval = store.approve(cluster, &pending.head_revision, by).map_err(|e| Refused::Internal(e.to_string()))?;
+    if let Some(why) = forbidden(shared, cluster, &pending.head_revision, actor).map_err(Refused::Internal)? {
+        return Err(Refused::Forbidden(why));
+    }
+    let approval = store
+        .approve(cluster, &pending.head_revision, &actor.approver())
+        .map_err(|e| Refused::Internal(e.to_string()))?;
     info!(cluster, revision = %pending.head_revision, by = ?by, via, "Pending update approved.");
     shared.touch();
     let _ = shared.triggers.try_send(Trigger::Reevaluate(format!("approval of {cluster}")));
     Ok(approval)
+}
+
+/// What the approver was shown of a selection: the digest of the exact set (the view, the CLI),
+/// or the names themselves (scripts that list them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Seen {
+    Digest(String),
+    Clusters(Vec<String>),
+}
+
+/// Why a selection was not approved.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SelectionRefused {
+    Invalid(Invalid),
+    /// A revision is needed, and it must be a commit id: as for one cluster.
+    Revision(Refused),
+    /// Neither a digest nor the clusters shown.
+    MissingSeen,
+    /// No pending update that waits for approval is selected.
+    Nothing {
+        selects: String,
+    },
+    /// The selected updates are at more than one revision: each needs its own review.
+    Revisions(Vec<(String, usize)>),
+    /// The selected updates are at another revision than the one reviewed.
+    Stale {
+        pending: String,
+        selection: Selection,
+    },
+    /// The set is not the one shown (a cluster joined or left): shown again as it is now.
+    Changed {
+        selection: Selection,
+    },
+    /// The approval rules in force for a cluster of the selection do not let this person
+    /// approve it: nothing of the selection is approved.
+    Forbidden {
+        cluster: String,
+        why: String,
+    },
+    Internal(String),
+}
+
+impl std::fmt::Display for SelectionRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SelectionRefused::Invalid(e) => write!(f, "{e}"),
+            SelectionRefused::Revision(r) => write!(f, "{r}"),
+            SelectionRefused::MissingSeen => write!(
+                f,
+                "say what you were shown: `digest` (of the selection, as GET /api/v1/approvals gives it) or `clusters` (every name)"
+            ),
+            SelectionRefused::Nothing { selects } => {
+                write!(f, "{selects}: no pending update waits for approval (strata status lists what is pending)")
+            }
+            SelectionRefused::Revisions(revisions) => {
+                let list: Vec<String> =
+                    revisions.iter().map(|(r, n)| format!("{} ({n} cluster{})", short(r), plural(*n))).collect();
+                write!(
+                    f,
+                    "the selection holds updates at {} revisions: {}; review and approve each (narrow it with a tag, or approve per cluster)",
+                    revisions.len(),
+                    list.join(", ")
+                )
+            }
+            SelectionRefused::Stale { pending, selection } => write!(
+                f,
+                "the selected updates are now at {}, not the revision you reviewed ({} cluster{}); review {} and approve that",
+                short(pending),
+                selection.clusters.len(),
+                plural(selection.clusters.len()),
+                short(pending)
+            ),
+            SelectionRefused::Changed { selection } => write!(
+                f,
+                "the selection changed since it was shown: it is now {} cluster{} ({}); look at it again and approve that",
+                selection.clusters.len(),
+                plural(selection.clusters.len()),
+                crate::rollout::gate::some_names(&selection.names(), 10),
+            ),
+            SelectionRefused::Forbidden { cluster, why } => {
+                write!(f, "{cluster}: {why}; nothing of the selection was approved")
+            }
+            SelectionRefused::Internal(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+fn short(revision: &str) -> &str {
+    &revision[..revision.len().min(7)]
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// What `selector` selects now: the pending updates that wait for approval, each at its revision.
+pub fn current(shared: &Shared, selector: &Selector) -> Result<Selection, SelectionRefused> {
+    let rollouts = shared.rollouts.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    selector.validate(&rollouts).map_err(SelectionRefused::Invalid)?;
+    let internal = |e: super::super::store::StoreError| SelectionRefused::Internal(e.to_string());
+    let fleet = shared.store.fleet().map_err(internal)?;
+    let progress = if selector.rollout.is_some() { shared.store.rollouts().map_err(internal)? } else { Vec::new() };
+    let tags = shared.tags.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    Ok(selection::select(selector, &fleet, &tags, &progress))
+}
+
+/// Records `by`'s approval of every pending update `selector` selects, at `revision`, provided
+/// the selection is exactly what was `seen`; wakes the main loop once. Each cluster's approval
+/// names the revision it is for, as one cluster's does.
+pub async fn approve_selection(
+    shared: &Arc<Shared>,
+    selector: &Selector,
+    revision: Option<&str>,
+    seen: Option<&Seen>,
+    actor: &Actor,
+) -> Result<(Selection, Vec<Approval>), SelectionRefused> {
+    let result = approve_selected(shared, selector, revision, seen, actor).await;
+    match &result {
+        // One entry per cluster: the trail of a cluster tells every approval of it.
+        Ok((selection, approvals)) => {
+            for approval in approvals {
+                let detail = format!("approved with {} ({} clusters)", selector.describe(), selection.clusters.len());
+                let entry = actor.entry("approve", Outcome::Done).cluster(&approval.cluster);
+                audit::record(shared, entry.revision(Some(&approval.revision)).detail(detail));
+            }
+        }
+        Err(refused) => {
+            let entry = actor.entry("approve", Outcome::Refused).revision(revision);
+            audit::record(shared, entry.detail(format!("{}: {refused}", selector.describe())));
+        }
+    }
+    result
+}
+
+async fn approve_selected(
+    shared: &Arc<Shared>,
+    selector: &Selector,
+    revision: Option<&str>,
+    seen: Option<&Seen>,
+    actor: &Actor,
+) -> Result<(Selection, Vec<Approval>), SelectionRefused> {
+    let (by, via) = (actor.who.as_str(), actor.via.as_str());
+    let revision =
+        revision.filter(|r| !r.trim().is_empty()).ok_or(SelectionRefused::Revision(Refused::MissingRevision))?;
+    let wanted = parse_revision(revision).map_err(SelectionRefused::Revision)?;
+    let seen = seen.ok_or(SelectionRefused::MissingSeen)?;
+    let selection = current(shared, selector)?;
+    if selection.clusters.is_empty() {
+        return Err(SelectionRefused::Nothing { selects: selector.describe() });
+    }
+    let revisions = selection.revisions();
+    if revisions.len() > 1 {
+        let counts = revisions
+            .iter()
+            .map(|r| (r.to_string(), selection.clusters.iter().filter(|(_, at)| at == r).count()))
+            .collect();
+        return Err(SelectionRefused::Revisions(counts));
+    }
+    let head = revisions.into_iter().next().expect("one revision").to_string();
+    if !head.to_ascii_lowercase().starts_with(&wanted) {
+        return Err(SelectionRefused::Stale { pending: head, selection });
+    }
+    let same = match seen {
+        Seen::Digest(digest) => digest.trim().eq_ignore_ascii_case(&selection.digest),
+        Seen::Clusters(names) => {
+            let mut names: Vec<&str> = names.iter().map(String::as_str).collect();
+            names.sort_unstable();
+            names.dedup();
+            names == selection.names()
+        }
+    };
+    if !same {
+        return Err(SelectionRefused::Changed { selection });
+    }
+    if wanted.len() < head.len() {
+        let (dir, prefix, full) = (git_dir(shared), wanted.clone(), head.to_ascii_lowercase());
+        let unique = tokio::task::spawn_blocking(move || names_only(dir, &prefix, &full))
+            .await
+            .map_err(|e| SelectionRefused::Internal(e.to_string()))?
+            .map_err(SelectionRefused::Revision)?;
+        if !unique {
+            return Err(SelectionRefused::Revision(Refused::Ambiguous(wanted)));
+        }
+    }
+    for (cluster, at) in &selection.clusters {
+        if let Some(why) = forbidden(shared, cluster, at, actor).map_err(SelectionRefused::Internal)? {
+            return Err(SelectionRefused::Forbidden { cluster: cluster.clone(), why });
+        }
+    }
+    let mut approvals = Vec::with_capacity(selection.clusters.len());
+    for (cluster, at) in &selection.clusters {
+        // Approved is what was shown: a cluster whose update moved on in the meantime gets an
+        // approval of the reviewed revision, which its newer update does not take.
+        let approval = shared
+            .store
+            .approve(cluster, at, &actor.approver())
+            .map_err(|e| SelectionRefused::Internal(e.to_string()))?;
+        approvals.push(approval);
+    }
+    info!(
+        selects = %selector.describe(),
+        clusters = selection.clusters.len(),
+        revision = %head,
+        by = ?by,
+        via,
+        "Pending updates approved: {}.",
+        crate::rollout::gate::some_names(&selection.names(), 10)
+    );
+    shared.touch();
+    let _ = shared.triggers.try_send(Trigger::Reevaluate(format!("approval of {}", selector.describe())));
+    Ok((selection, approvals))
 }
 
 /// A name to record with an approval: what a person typed, without control characters, at most

@@ -44,6 +44,7 @@ use super::guard::{ConnInfo, client_key};
 use super::revoke::Revocations;
 use super::session::{self, Claims, Keys, Via, hex};
 use crate::config::{ApiToken, Config, StateBackend, read_secret};
+use crate::daemon::audit;
 use crate::daemon::management::Management;
 
 /// How long a session lasts (and so, how long the revocation record keeps an entry).
@@ -569,10 +570,28 @@ async fn authenticate(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let client = req.extensions().get::<ConnInfo>().map(|c| c.peer.ip()).unwrap_or(Ipv4Addr::UNSPECIFIED.into());
+    let peer = req.extensions().get::<ConnInfo>().map(|c| c.peer);
+    let client = peer.map(|p| p.ip()).unwrap_or(Ipv4Addr::UNSPECIFIED.into());
+    // A write refused here is in the audit trail: who (if anyone showed), where to, and why.
+    let via = match audience {
+        Audience::Api => audit::Via::of_api(req.headers()),
+        Audience::Page | Audience::Fragment => audit::Via::View,
+    };
+    let target = format!("{} {}", req.method(), req.uri().path());
+    let refused_write = |who: &str, why: &str| {
+        if access == Access::Write {
+            let entry = audit::Entry::new("write", audit::Outcome::Refused, who, via, peer);
+            audit::record(&app.shared, entry.detail(format!("{target}: {why}")));
+        }
+    };
     let shown = match app.auth.identify(req.headers(), client, access == Access::Metrics).await {
         Ok(shown) => shown,
-        Err(refusal) => return refusal.into_response(audience),
+        Err(refusal) => {
+            if !matches!(refusal, Refusal::Throttled(_)) {
+                refused_write("-", &format!("{refusal:?}"));
+            }
+            return refusal.into_response(audience);
+        }
     };
     let allowed = match (access, &shown) {
         (Access::Probe, _) => true,
@@ -590,6 +609,7 @@ async fn authenticate(
         Shown::Nothing | Shown::MetricsToken => None,
     };
     if !allowed {
+        refused_write("-", "no credentials");
         return match audience {
             Audience::Page => super::view::to_login(req.method(), req.uri()),
             _ => Refusal::Wrong.into_response(audience),
@@ -600,6 +620,7 @@ async fn authenticate(
         && !app.auth.may_write(viewer)
     {
         warn!(user = ?viewer.name(), path = %req.uri().path(), "Refused: in none of auth.write_groups.");
+        refused_write(viewer.name(), "in none of auth.write_groups");
         return Refusal::NotAllowed.into_response(audience);
     }
     req.extensions_mut().insert(viewer);

@@ -6,11 +6,15 @@
 //!   POST /hooks/{github,gitea,forgejo,gitlab}               open: the payload's signature is checked
 //!   GET  /api/v1/revision                                   read: the head evaluated, loaded or rejected
 //!   GET  /api/v1/clusters[/NAME]  /api/v1/rollouts[/NAME]   read
+//!   GET  /api/v1/approvals?rollout=&wave=&tag=&all_pending= read: what approving that selection covers
+//!   GET  /api/v1/audit?since=&cluster=&user=&limit=         read: the audit trail, newest first
 //!   POST /api/v1/clusters/NAME/{approve,suspend,resume}     bearer token
+//!   POST /api/v1/approvals                                  bearer token: a selection, revision and digest
 //!   POST /api/v1/rollouts/NAME/{promote,pause,resume,abort} bearer token
 //!   GET  /  /fragment/clusters  /clusters/NAME[/pending]    read (the view, [`view`])
 //!   GET  /rollouts[/NAME]                                   read
 //!   POST /clusters/NAME/approve  /rollouts/NAME/promote     session + CSRF token, or bearer token
+//!   POST /approvals                                         the same: a selection's pending updates
 //!   POST /logout                                            session + CSRF token
 //!   GET  /login  /assets/*, POST /login                     open (sign-in is throttled)
 //!   GET  /login/oidc  /login/oidc/callback                  open: sign-in through the OpenID provider
@@ -105,8 +109,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/clusters", get(api::clusters))
         .route("/api/v1/clusters/{name}", get(api::cluster))
         .route("/api/v1/rollouts", get(api::rollouts))
-        .route("/api/v1/rollouts/{name}", get(api::rollout));
+        .route("/api/v1/rollouts/{name}", get(api::rollout))
+        .route("/api/v1/approvals", get(api::selection))
+        .route("/api/v1/audit", get(api::audit_log));
     let api_write = Router::new()
+        .route("/api/v1/approvals", post(api::approve_selection))
         .route("/api/v1/clusters/{name}/{action}", post(api::act))
         .route("/api/v1/rollouts/{name}/{action}", post(api::act_on_rollout));
     let mut routes = open

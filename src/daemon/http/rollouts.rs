@@ -19,10 +19,13 @@ use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use super::App;
+use super::approve;
 use super::auth::Viewer;
 use super::guard::ConnInfo;
 use super::view::{Link, Rev, redirect, rev, segment, signed_in_form, who};
+use crate::daemon::audit::{Actor, Via};
 use crate::daemon::rollouts::{self, ActError, describe};
+use crate::daemon::selection::{self, Selector};
 use crate::daemon::store::now_ms;
 use crate::rollout::gate::{Action, ClusterRun};
 
@@ -86,7 +89,31 @@ pub async fn page(
         Ok(p) => p,
         Err(e) => return app.pages.message(StatusCode::INTERNAL_SERVER_ERROR, "error", &who, &e.to_string(), None),
     };
-    let described = describe(&policy, progress.as_ref(), now_ms());
+    let fleet = match shared.store.fleet() {
+        Ok(f) => f,
+        Err(e) => return app.pages.message(StatusCode::INTERNAL_SERVER_ERROR, "error", &who, &e.to_string(), None),
+    };
+    let mut described = describe(&policy, progress.as_ref(), now_ms(), &selection::waiting(&fleet));
+    // Each wave whose clusters wait for their own approval gets one form for all of them, bound
+    // to the selection as it is now (its revision and digest).
+    for wave in described["waves"].as_array_mut().into_iter().flatten() {
+        if wave["awaitingApproval"].is_null() {
+            continue;
+        }
+        let selector = Selector {
+            rollout: Some(name.clone()),
+            wave: wave["name"].as_str().map(str::to_string),
+            ..Selector::default()
+        };
+        if let Ok(selection) = approve::current(shared, &selector) {
+            let mut json = selection.to_json(&selector);
+            if let Some(v) = &viewer {
+                let actor = Actor::of(v.identity(), v.name(), Via::View, None);
+                json["forbidden"] = serde_json::json!(approve::forbidden_in(shared, &selection, &actor));
+            }
+            wave["selection"] = json;
+        }
+    }
     app.pages.page(
         StatusCode::OK,
         "rollout.html",
@@ -118,7 +145,7 @@ pub async fn promote(
     let refused = |viewer: &Viewer| {
         warn!(rollout = ?name, user = ?viewer.name(), "Promotion refused: the form failed the CSRF check.");
     };
-    let (viewer, who) = match signed_in_form(&app, viewer, &conn, &headers, form.csrf.as_deref(), refused) {
+    let (viewer, who) = match signed_in_form(&app, viewer, &conn, &headers, form.csrf.as_deref(), "promote", refused) {
         Ok(checked) => checked,
         Err(response) => return response,
     };
@@ -128,7 +155,8 @@ pub async fn promote(
         wave: form.wave.filter(|w| !w.is_empty()),
         revision: Some(form.revision.unwrap_or_default()).filter(|r| !r.is_empty()),
     };
-    match rollouts::act(&app.shared, &name, &action, viewer.name()) {
+    let actor = Actor::of(viewer.identity(), viewer.name(), Via::View, Some(conn.peer));
+    match rollouts::act(&app.shared, &name, &action, &actor) {
         Ok(_) => redirect(&here, None),
         Err(ActError::NoRollout(_)) => no_rollout(&app, &name, &who),
         Err(e @ (ActError::Refused(_) | ActError::Idle(_))) => {
@@ -176,6 +204,7 @@ mod tests {
                     change: (!staged).then(|| change.clone()),
                     running: Some(running(if staged { "new" } else { "old" })),
                     drift_at: None,
+                    awaits_approval: false,
                 },
                 Member {
                     name: "prod-1",
@@ -183,13 +212,14 @@ mod tests {
                     change: Some(change.clone()),
                     running: Some(running("old")),
                     drift_at: None,
+                    awaits_approval: false,
                 },
             ]
         };
         let head = "0123456789abcdef0123456789abcdef01234567";
         let first = gate(&policy, head, &members(false), None, 1_000).progress.unwrap();
         let baking = gate(&policy, head, &members(true), Some(&first), 2_000).progress.unwrap();
-        let described = describe(&policy, Some(&baking), 3_000);
+        let described = describe(&policy, Some(&baking), 3_000, &Default::default());
         let r = Rev { short: "0123456".into(), full: head.into(), url: None };
         let who = Some(Who { name: "alice".into(), csrf: Some("the-csrf".into()) });
         let html = Pages::new()
@@ -209,7 +239,7 @@ mod tests {
         assert!(html.contains("Promote: start wave prod"), "{html}");
 
         // Signed out: no form, a way to sign in.
-        let idle = describe(&policy, None, 0);
+        let idle = describe(&policy, None, 0, &Default::default());
         let rows = vec![Row {
             rollout: "default".into(),
             file: "rollouts/default.yaml".into(),

@@ -8,7 +8,9 @@
 //!                              nothing changed)
 //!   /clusters/NAME             layers and objects, drift findings, history, approvals
 //!   /clusters/NAME/pending     the pending update's diff side by side, and Approve
+//!   POST /approvals            one form for a selection's pending updates (a wave, a tag, all)
 //!   /rollouts[/NAME]           rollouts: waves as progress bars, their clusters, Promote ([`super::rollouts`])
+//!   /audit                     the audit trail, newest first, by cluster or user
 //!   /login  /logout            a session from an API token (a cookie: HttpOnly, SameSite=Strict)
 //!   /login/oidc[/callback]     a session through the OpenID provider ([`super::oidc`])
 //! ```
@@ -33,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
 use super::App;
-use super::approve::{self, Refused, clean_name};
+use super::approve::{self, Refused, Seen, SelectionRefused, clean_name};
 use super::auth::{self, Access, Audience, Identity, Refusal, Viewer, local_path};
 use super::diff::side_by_side;
 use super::fleet::{
@@ -44,14 +46,16 @@ use super::oidc::{FLOW_LIFETIME, Flow};
 use super::session::Via;
 use crate::config::StatusSink;
 use crate::daemon::Shared;
+use crate::daemon::audit::{self, Actor, Outcome, Via as AuditVia};
 use crate::daemon::decide::Hold;
+use crate::daemon::selection::Selector;
 use crate::daemon::store::{ClusterState, rfc3339};
 use crate::report::Provider;
 
 const STYLE: &str = include_str!("../assets/style.css");
 const SCRIPT: &str = include_str!("../assets/app.js");
 
-const TEMPLATES: [(&str, &str); 14] = [
+const TEMPLATES: [(&str, &str); 15] = [
     ("base.html", include_str!("../templates/base.html")),
     ("macros.html", include_str!("../templates/macros.html")),
     ("rows.html", include_str!("../templates/rows.html")),
@@ -66,6 +70,7 @@ const TEMPLATES: [(&str, &str); 14] = [
     ("rollouts.html", include_str!("../templates/rollouts.html")),
     ("rollout.html", include_str!("../templates/rollout.html")),
     ("continue.html", include_str!("../templates/continue.html")),
+    ("audit.html", include_str!("../templates/audit.html")),
 ];
 
 /// The view's templates, parsed once.
@@ -204,10 +209,12 @@ pub fn routes(app: &Arc<App>) -> Router<Arc<App>> {
         .route("/clusters/{name}/pending", get(pending))
         .route("/rollouts", get(super::rollouts::list))
         .route("/rollouts/{name}", get(super::rollouts::page))
+        .route("/audit", get(audit_page))
         .route("/logout", post(logout));
     let fragment = Router::new().route("/fragment/clusters", get(fragment));
     let write = Router::new()
         .route("/clusters/{name}/approve", post(approve))
+        .route("/approvals", post(approve_selection))
         .route("/rollouts/{name}/promote", post(super::rollouts::promote));
     let open = Router::new()
         .route("/login", get(login_page).post(login))
@@ -445,6 +452,31 @@ async fn fleet(
     profiles.dedup();
     versions.sort();
     versions.dedup();
+    // The pending updates the page's tags (or, with no filter, the whole fleet) select that wait
+    // for approval: one form approves them all. Other filters cannot be said as a selection, so
+    // with them the form is not offered.
+    let only_tags = query.name.is_empty()
+        && query.profile.is_empty()
+        && query.version.is_empty()
+        && query.state.is_none()
+        && query.health.is_none();
+    let selector = match query.tags.is_empty() {
+        false => Selector { tags: query.tags.clone(), ..Selector::default() },
+        true => Selector { all_pending: true, ..Selector::default() },
+    };
+    let selection = approve::current(shared, &selector).ok().filter(|s| only_tags && !s.clusters.is_empty()).map(|s| {
+        let mut json = s.to_json(&selector);
+        if let Some(v) = &viewer {
+            let actor = Actor::of(v.identity(), v.name(), AuditVia::View, None);
+            json["forbidden"] = serde_json::json!(approve::forbidden_in(shared, &s, &actor));
+        }
+        json
+    });
+    let what = match query.tags.is_empty() {
+        false => format!("tagged {}", query.tags.join(" ")),
+        true => "in the fleet".to_string(),
+    };
+    let here = query.href();
     let states: Vec<Choice> = choices("any state", StateFilter::all().map(str::to_string));
     let healths: Vec<Choice> = choices("any health", ["ready", "progressing", "failed", "unknown"].map(String::from));
     let sorts: Vec<Choice> =
@@ -463,6 +495,9 @@ async fn fleet(
             versions => Serde(choices("all versions", versions)),
             states => Serde(states),
             healths => Serde(healths),
+            selection => Serde(selection),
+            what,
+            here,
             sorts => Serde(sorts),
             q => query.name,
             tag => query.tags.join(" "),
@@ -512,6 +547,36 @@ async fn fragment(State(app): State<Arc<App>>, RawQuery(raw): RawQuery, headers:
         Err(e) => super::text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
     };
     timed(response, started)
+}
+
+#[derive(Deserialize, Default)]
+struct AuditFilters {
+    cluster: Option<String>,
+    user: Option<String>,
+}
+
+/// The audit trail: the newest entries, filtered by cluster and user.
+async fn audit_page(
+    State(app): State<Arc<App>>,
+    Extension(viewer): Extension<Option<Viewer>>,
+    Query(filters): Query<AuditFilters>,
+) -> Response {
+    let who = who(&viewer);
+    let keep = |v: Option<String>| v.map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+    let (cluster, user) = (keep(filters.cluster), keep(filters.user));
+    let limit = 500;
+    let query = audit::Query { since: None, cluster: cluster.clone(), user: user.clone(), limit };
+    match app.shared.store.audit_log(&query) {
+        Ok(entries) => app.pages.page(
+            StatusCode::OK,
+            "audit.html",
+            context! {
+                title => "audit", who => Serde(who), entries => Serde(entries), limit,
+                cluster => cluster.unwrap_or_default(), user => user.unwrap_or_default(),
+            },
+        ),
+        Err(e) => app.pages.message(StatusCode::INTERNAL_SERVER_ERROR, "error", &who, &e.to_string(), None),
+    }
 }
 
 #[derive(Serialize)]
@@ -619,6 +684,11 @@ async fn pending(
     };
     // Shown only while it starts from what the cluster runs; approving waits for that too.
     let diff = p.diff_from(&state).map(side_by_side);
+    // The approval rules in force may not let this person approve: the page says why instead.
+    let forbidden = viewer.as_ref().and_then(|v| {
+        let actor = Actor::of(v.identity(), v.name(), AuditVia::View, None);
+        approve::forbidden(shared, &name, &p.head_revision, &actor).unwrap_or_else(Some)
+    });
     app.pages.page(
         StatusCode::OK,
         "pending.html",
@@ -632,6 +702,7 @@ async fn pending(
             stale => diff.is_none().then_some(crate::daemon::store::STALE_DIFF),
             rows => Serde(diff.unwrap_or_default()),
             rollout => match &p.hold { Hold::Rollout { rollout, .. } => Some(rollout.clone()), _ => None },
+            forbidden,
             name,
         },
     )
@@ -654,18 +725,26 @@ async fn approve(
     let refused = |viewer: &Viewer| {
         warn!(cluster = ?name, user = ?viewer.name(), "Approval refused: the form failed the CSRF check.");
     };
-    let (viewer, who) = match signed_in_form(&app, viewer, &conn, &headers, form.csrf.as_deref(), refused) {
+    let (viewer, who) = match signed_in_form(&app, viewer, &conn, &headers, form.csrf.as_deref(), "approve", refused) {
         Ok(checked) => checked,
         Err(response) => return response,
     };
     let review = Link { href: format!("/clusters/{}/pending", segment(&name)), text: "Review it again" };
-    match approve::approve(&app.shared, &name, form.revision.as_deref(), viewer.name(), "status view").await {
+    let actor = Actor::of(viewer.identity(), viewer.name(), AuditVia::View, Some(conn.peer));
+    match approve::approve(&app.shared, &name, form.revision.as_deref(), &actor).await {
         Ok(_) => redirect(&format!("/clusters/{}", segment(&name)), None),
         Err(Refused::NoCluster) => no_cluster(&app, &name, &who),
         Err(refused @ (Refused::Stale { .. } | Refused::NothingPending)) => {
             let message = format!("The pending update changed since the page was loaded: {refused}.");
             app.pages.message(StatusCode::CONFLICT, "changed", &who, &message, Some(review))
         }
+        Err(refused @ Refused::Forbidden(_)) => app.pages.message(
+            StatusCode::FORBIDDEN,
+            "not yours to approve",
+            &who,
+            &format!("Not approved: {refused}."),
+            Some(review),
+        ),
         Err(refused @ Refused::HeldByRollout { .. }) => {
             app.pages.message(StatusCode::CONFLICT, "held", &who, &format!("Not approved: {refused}."), Some(review))
         }
@@ -678,9 +757,65 @@ async fn approve(
     }
 }
 
+/// Approves a selection's pending updates from the form [`approve_selection`'s macro] shows:
+/// the selector, and the revision and digest of what the page showed.
+async fn approve_selection(
+    State(app): State<Arc<App>>,
+    Extension(viewer): Extension<Option<Viewer>>,
+    Extension(conn): Extension<ConnInfo>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let mut selector = Selector::default();
+    let (mut csrf, mut revision, mut digest, mut next) = (None, None, None, None);
+    for (key, value) in url::form_urlencoded::parse(&body) {
+        let value = value.trim().to_string();
+        match key.as_ref() {
+            "csrf" => csrf = Some(value),
+            "revision" => revision = Some(value),
+            "digest" => digest = Some(value),
+            "next" => next = Some(value),
+            "rollout" if !value.is_empty() => selector.rollout = Some(value),
+            "wave" if !value.is_empty() => selector.wave = Some(value),
+            "tag" if !value.is_empty() => selector.tags.push(value),
+            "all_pending" => selector.all_pending = value == "true",
+            _ => {}
+        }
+    }
+    let refused = |viewer: &Viewer| {
+        warn!(selects = %selector.describe(), user = ?viewer.name(), "Approval refused: the form failed the CSRF check.");
+    };
+    let (viewer, who) = match signed_in_form(&app, viewer, &conn, &headers, csrf.as_deref(), "approve", refused) {
+        Ok(checked) => checked,
+        Err(response) => return response,
+    };
+    let back = next_or_home(next.as_deref()).to_string();
+    let seen = digest.map(Seen::Digest);
+    let actor = Actor::of(viewer.identity(), viewer.name(), AuditVia::View, Some(conn.peer));
+    let approved = approve::approve_selection(&app.shared, &selector, revision.as_deref(), seen.as_ref(), &actor);
+    match approved.await {
+        Ok(_) => redirect(&back, None),
+        Err(refused @ SelectionRefused::Internal(_)) => {
+            app.pages.message(StatusCode::INTERNAL_SERVER_ERROR, "error", &who, &refused.to_string(), None)
+        }
+        Err(refused) => {
+            let code = match &refused {
+                SelectionRefused::Invalid(_) | SelectionRefused::Revision(_) | SelectionRefused::MissingSeen => {
+                    StatusCode::BAD_REQUEST
+                }
+                SelectionRefused::Forbidden { .. } => StatusCode::FORBIDDEN,
+                _ => StatusCode::CONFLICT,
+            };
+            let message = format!("Nothing was approved: {refused}.");
+            app.pages.message(code, "not approved", &who, &message, Some(Link::to(&back, "Look again")))
+        }
+    }
+}
+
 /// The person behind a form that changes something, with who they are shown as: signed in, and
 /// the form posted from this site with their CSRF token. Otherwise the answer to give: the login
-/// page, or 403 naming the problem (after `refused` logged it).
+/// page, or 403 naming the problem (after `refused` logged it and the audit trail got it as a
+/// refused `action`).
 #[allow(clippy::result_large_err)] // the error is the response, returned at once
 pub(super) fn signed_in_form(
     app: &App,
@@ -688,6 +823,7 @@ pub(super) fn signed_in_form(
     conn: &ConnInfo,
     headers: &HeaderMap,
     csrf: Option<&str>,
+    action: &str,
     refused: impl FnOnce(&Viewer),
 ) -> Result<(Viewer, Option<Who>), Response> {
     let Some(viewer) = viewer else { return Err(redirect("/login", None)) };
@@ -696,6 +832,8 @@ pub(super) fn signed_in_form(
         Ok(()) => Ok((viewer, who)),
         Err(problem) => {
             refused(&viewer);
+            let entry = audit::Entry::new(action, Outcome::Refused, viewer.name(), AuditVia::View, Some(conn.peer));
+            audit::record(&app.shared, entry.detail("the form failed the CSRF check"));
             Err(app.pages.message(StatusCode::FORBIDDEN, "forbidden", &who, problem, None))
         }
     }
@@ -752,7 +890,13 @@ async fn login(
     };
     let client = conn.peer.ip();
     let context = format!("sign-in as {:?}", said.as_deref().unwrap_or(""));
-    let viewer = match app.auth.verify(client, form.token.as_deref().unwrap_or(""), &context) {
+    let verified = app.auth.verify(client, form.token.as_deref().unwrap_or(""), &context);
+    if let Err(refusal @ (Refusal::Wrong | Refusal::NotAllowed | Refusal::NoToken)) = &verified {
+        let who = said.as_deref().map_or("-".to_string(), |n| format!("- ({n})"));
+        let entry = audit::Entry::new("sign-in", Outcome::Refused, &who, AuditVia::View, Some(conn.peer));
+        audit::record(&app.shared, entry.detail(format!("with a token: {refusal:?}")));
+    }
+    let viewer = match verified {
         Ok(viewer) => viewer,
         Err(Refusal::Throttled(wait)) => {
             let mut response =
@@ -789,6 +933,8 @@ async fn login(
     match app.auth.open_session(&identity, Via::Token { name: identity.name.clone(), fp }).await {
         Ok(cookie) => {
             info!(user = ?viewer.name(), via = "token", client = %client, "Signed in to the status view.");
+            let entry = audit::Entry::new("sign-in", Outcome::Done, viewer.name(), AuditVia::View, Some(conn.peer));
+            audit::record(&app.shared, entry.detail(format!("with API token {}", identity.name)));
             redirect(next, Some(cookie))
         }
         Err(e) => {
@@ -830,6 +976,8 @@ async fn logout(
             return response;
         }
         info!(user = ?viewer.name(), "Signed out of the status view.");
+        let entry = audit::Entry::new("sign-out", Outcome::Done, viewer.name(), AuditVia::View, Some(conn.peer));
+        audit::record(&app.shared, entry.detail("on every replica"));
     }
     redirect("/", Some(app.auth.cookie(None)))
 }
@@ -882,7 +1030,12 @@ struct Callback {
 }
 
 /// The provider sends the browser back here: the flow this browser started is finished.
-async fn oidc_callback(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Query<Callback>) -> Response {
+async fn oidc_callback(
+    State(app): State<Arc<App>>,
+    Extension(conn): Extension<ConnInfo>,
+    headers: HeaderMap,
+    Query(q): Query<Callback>,
+) -> Response {
     let Some(oidc) = &app.oidc else { return super::text(StatusCode::NOT_FOUND, "no OpenID provider is configured\n") };
     let clear = app.auth.make_cookie("strata_oidc", None, FLOW_LIFETIME, cookie::SameSite::Lax);
     let refuse = |code: StatusCode, message: &str| {
@@ -916,6 +1069,8 @@ async fn oidc_callback(State(app): State<Arc<App>>, headers: HeaderMap, Query(q)
         Ok(person) => person,
         Err(e) => {
             warn!(error = %e, "Sign-in through the OpenID provider refused.");
+            let entry = audit::Entry::new("sign-in", Outcome::Refused, "-", AuditVia::View, Some(conn.peer));
+            audit::record(&app.shared, entry.detail(format!("through the OpenID provider: {e}")));
             return refuse(StatusCode::UNAUTHORIZED, "The sign-in could not be verified; the daemon's log says why.");
         }
     };
@@ -928,6 +1083,11 @@ async fn oidc_callback(State(app): State<Arc<App>>, headers: HeaderMap, Query(q)
         }
     };
     info!(user = ?person.name, sub = ?person.sub, groups = ?person.groups, via = "oidc", "Signed in to the status view.");
+    let entry = audit::Entry::new("sign-in", Outcome::Done, &person.name, AuditVia::View, Some(conn.peer));
+    audit::record(
+        &app.shared,
+        entry.detail(format!("through the OpenID provider (groups: {})", person.groups.join(", "))),
+    );
     let next = next_or_home(Some(&flow.next)).to_string();
     let mut response = app.pages.page(
         StatusCode::OK,
@@ -972,6 +1132,7 @@ mod tests {
         let pending = context! {
             title => "t", here => "/clusters/a/pending", who => Serde(who), summary => "s", base => Serde(r()), head => Serde(r()),
             rows => Serde(side_by_side("--- base/A/b\n+++ head/A/b\n@@ -1 +1 @@\n-x\n+y\n")), name => "a", rollout => None::<String>, stale => None::<String>,
+            forbidden => None::<String>,
         };
         assert!(pages.render("login.html", login).unwrap().contains("name=\"next\" value=\"&#x2f;\""));
         let pending = pages.render("pending.html", pending).unwrap();
@@ -981,5 +1142,53 @@ mod tests {
         assert!(pages.render("message.html", message).unwrap().contains("<p>m</p>"));
         let next = context! { title => "t", who => Serde(None::<Who>), next => "/clusters/a" };
         assert!(pages.render("continue.html", next).unwrap().contains("content=\"0; url=&#x2f;clusters&#x2f;a\""));
+    }
+
+    #[test]
+    fn the_audit_page_lists_entries_escaped_with_links_to_what_they_are_about() {
+        let mut entry = audit::Entry::new("approve", Outcome::Refused, "<b>mallory</b>", AuditVia::Cli, None)
+            .cluster("prod-1")
+            .revision(Some("9f3c2aa5d0e4"))
+            .detail("the pending update is now at 4be1f07");
+        entry.at = 1_795_824_000_000;
+        let ctx = context! {
+            title => "audit", who => Serde(None::<Who>), entries => Serde(vec![entry]), limit => 500, cluster => "", user => "",
+        };
+        let html = Pages::new().render("audit.html", ctx).unwrap();
+        assert!(html.contains("&lt;b&gt;mallory&lt;&#x2f;b&gt;") && !html.contains("<b>mallory"), "{html}");
+        assert!(html.contains("href=\"/clusters/prod-1\"") && html.contains(">9f3c2aa<"), "{html}");
+        assert!(html.contains("2026-11-28T00:00:00Z") && html.contains("refused") && html.contains(">cli<"), "{html}");
+    }
+
+    #[test]
+    fn the_fleet_page_offers_one_form_for_the_pending_updates_its_tag_selects() {
+        use crate::daemon::selection::{Selection, digest};
+        let rev = "9f3c2aa5d0e4c1b7a9e8f6d3c2b1a0f9e8d7c6b5";
+        let names: Vec<String> = (0..12).map(|i| format!("prod-{i:02}")).collect();
+        let clusters: Vec<(String, String)> = names.iter().map(|n| (n.clone(), rev.to_string())).collect();
+        let selection = Selection { digest: digest(clusters.iter().map(|(c, r)| (c.as_str(), r.as_str()))), clusters };
+        let selector = Selector { tags: vec!["env:prod".into()], ..Selector::default() };
+        let page = |who: Option<Who>| {
+            let ctx = context! {
+                title => "fleet", who => Serde(who), problems => Serde(Vec::<String>::new()), rows => Serde(Vec::<FleetRow>::new()),
+                selection => Serde(Some(selection.to_json(&selector))), what => "tagged env:prod", here => "/?tag=env%3Aprod",
+                profiles => Serde(Vec::<Choice>::new()), sorts => Serde(Vec::<Choice>::new()), tag => "env:prod", profile => "", sort => "", version => "1",
+            };
+            Pages::new().render("fleet.html", ctx).unwrap()
+        };
+        let html = page(Some(Who { name: "alice".into(), csrf: Some("the-csrf".into()) }));
+        assert!(html.contains("12 pending updates tagged env:prod wait for approval"), "{html}");
+        assert!(html.contains("prod-09</a>, … (2 more)") && !html.contains(">prod-10<"), "ten names: {html}");
+        for field in [
+            "name=\"csrf\" value=\"the-csrf\"".to_string(),
+            "name=\"tag\" value=\"env:prod\"".to_string(),
+            format!("name=\"revision\" value=\"{rev}\""),
+            format!("name=\"digest\" value=\"{}\"", selection.digest),
+        ] {
+            assert!(html.contains(&field), "{field}: {html}");
+        }
+        assert!(html.contains("Approve 12 at 9f3c2aa"), "{html}");
+        let signed_out = page(None);
+        assert!(!signed_out.contains("action=\"/approvals\"") && signed_out.contains("Sign in to approve"));
     }
 }

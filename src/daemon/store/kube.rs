@@ -20,6 +20,12 @@
 //! etcd's object size limit: the newest [`APPROVALS_KEPT`] approvals, [`DRIFT_KEPT`] drift
 //! findings (the count is always right), [`OBJECTS_KEPT`] objects, [`DELIVERED_PER_CLUSTER`]
 //! delivered statuses.
+//!
+//! The audit trail is ConfigMaps of its own, `strata-audit-<YYYYMMDD>-<n>` (labelled
+//! [`AUDIT_LABEL`] with the day), one JSON line per entry: appended with the resourceVersion it
+//! was read at, a new one of the day when the next line would take it past [`AUDIT_OBJECT_BYTES`],
+//! and deleted whole once older than the retention or beyond the bound. Entries are read by
+//! listing them, not cached: the trail is read by people, seldom.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::future::Future;
@@ -28,7 +34,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, ApiResource, DynamicObject, ObjectMeta, PostParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, ObjectMeta, PostParams};
 use kube::core::{GroupVersionKind, TypeMeta};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
@@ -41,6 +47,7 @@ use super::{
     Applied, Approval, ClusterState, DELIVERED_KEPT_SECS, DriftRow, Failures, FleetRow, HISTORY_KEPT, HistoryRow,
     IntentListener, ObjectRow, Pending, Queued, Result, Store, StoreError, now, now_ms,
 };
+use super::{Approver, AuditEntry, AuditQuery};
 use crate::daemon::decide::Hold;
 use crate::daemon::management::{Failure, Management};
 use crate::daemon::metrics::KindLabel;
@@ -60,6 +67,12 @@ pub const APPROVALS_KEPT: usize = 100;
 pub const DRIFT_KEPT: usize = 1000;
 pub const OBJECTS_KEPT: usize = 5000;
 pub const DELIVERED_PER_CLUSTER: usize = 100;
+/// The label of the audit trail's ConfigMaps: the day (UTC, `YYYYMMDD`) their entries are of.
+pub const AUDIT_LABEL: &str = "strata.dev/audit-day";
+/// An audit ConfigMap takes entries up to this size (a ConfigMap holds 1 MiB at most).
+pub const AUDIT_OBJECT_BYTES: usize = 512 * 1024;
+/// The data key of an audit ConfigMap's entries.
+const AUDIT_KEY: &str = "entries.jsonl";
 
 /// A write gives up after this many conflicts in a row (another writer changing the object
 /// continuously), and a call after this long.
@@ -89,6 +102,10 @@ struct ApprovalDoc {
     revision: String,
     by: String,
     at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    identity: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    groups: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -819,6 +836,129 @@ impl Inner {
     }
 }
 
+/// `20261207` for a time in milliseconds (UTC).
+fn audit_day(ms: i64) -> String {
+    super::rfc3339(ms.div_euclid(1000))[..10].replace('-', "")
+}
+
+/// An audit ConfigMap's day and number, from its name.
+fn audit_shard(name: &str) -> Option<(String, u32)> {
+    let rest = name.strip_prefix("strata-audit-")?;
+    let (day, n) = rest.split_once('-')?;
+    Some((day.to_string(), n.parse().ok()?))
+}
+
+impl Inner {
+    /// The audit ConfigMaps, by day and number (oldest first); all of them, or one day's.
+    async fn audit_maps(&self, day: Option<&str>) -> Result<Vec<((String, u32), ConfigMap)>> {
+        let selector = match day {
+            Some(day) => format!("{AUDIT_LABEL}={day}"),
+            None => AUDIT_LABEL.to_string(),
+        };
+        let object = format!("ConfigMaps {}/strata-audit-*", self.mgmt.namespace);
+        let list =
+            self.configmaps.list(&ListParams::default().labels(&selector)).await.map_err(|e| api_error(&object, &e))?;
+        let mut maps: Vec<_> =
+            list.items.into_iter().filter_map(|m| Some((audit_shard(m.metadata.name.as_deref()?)?, m))).collect();
+        maps.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(maps)
+    }
+
+    /// Appends a line to the newest ConfigMap of the entry's day, or starts the next one.
+    async fn append_audit(&self, line: String, day: String) -> Result<()> {
+        let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };
+        for attempt in 0..ATTEMPTS {
+            conflict_pause(attempt).await;
+            let newest = self.audit_maps(Some(&day)).await?.pop();
+            let used = newest
+                .as_ref()
+                .map_or(0, |(_, m)| m.data.as_ref().and_then(|d| d.get(AUDIT_KEY)).map_or(0, String::len));
+            let sent = match newest {
+                Some(((_, n), mut map)) if used + line.len() <= AUDIT_OBJECT_BYTES => {
+                    let name = map.metadata.name.clone().unwrap_or_else(|| format!("strata-audit-{day}-{n:04}"));
+                    map.data
+                        .get_or_insert_with(BTreeMap::new)
+                        .entry(AUDIT_KEY.to_string())
+                        .or_default()
+                        .push_str(&line);
+                    (name.clone(), self.configmaps.replace(&name, &params, &map).await)
+                }
+                newest => {
+                    let n = newest.map_or(0, |((_, n), _)| n + 1);
+                    let name = format!("strata-audit-{day}-{n:04}");
+                    let mut labels = labels();
+                    labels.insert(AUDIT_LABEL.to_string(), day.clone());
+                    let map = ConfigMap {
+                        metadata: ObjectMeta {
+                            name: Some(name.clone()),
+                            labels: Some(labels),
+                            ..ObjectMeta::default()
+                        },
+                        data: Some(BTreeMap::from([(AUDIT_KEY.to_string(), line.clone())])),
+                        ..ConfigMap::default()
+                    };
+                    (name, self.configmaps.create(&params, &map).await)
+                }
+            };
+            match sent {
+                (_, Ok(_)) => return Ok(()),
+                // Another replica appended (or started the next one) first: read again.
+                (_, Err(e)) if Failure::is(&e, 409) => continue,
+                (name, Err(e)) => return Err(api_error(&format!("ConfigMap {}/{name}", self.mgmt.namespace), &e)),
+            }
+        }
+        Err(store_error(
+            &format!("ConfigMaps {}/strata-audit-{day}-*", self.mgmt.namespace),
+            "conflict",
+            format!("still conflicting after {ATTEMPTS} attempts: other replicas keep appending"),
+        ))
+    }
+
+    async fn read_audit(&self, query: AuditQuery) -> Result<Vec<AuditEntry>> {
+        let since_day = query.since.map(audit_day);
+        let mut entries: Vec<AuditEntry> = Vec::new();
+        for ((day, _), map) in self.audit_maps(None).await? {
+            if since_day.as_ref().is_some_and(|since| &day < since) {
+                continue;
+            }
+            let text = map.data.as_ref().and_then(|d| d.get(AUDIT_KEY)).map(String::as_str).unwrap_or("");
+            entries.extend(
+                text.lines().filter_map(|l| serde_json::from_str::<AuditEntry>(l).ok()).filter(|e| query.matches(e)),
+            );
+        }
+        // Appends go in order within a ConfigMap, and ConfigMaps by day and number: newest last.
+        entries.reverse();
+        entries.truncate(query.limit.clamp(1, AuditQuery::MOST));
+        Ok(entries)
+    }
+
+    /// Deletes the audit ConfigMaps whose day is wholly before `before_ms`, then the oldest
+    /// while the rest hold `max` entries or more.
+    async fn prune_audit(&self, before_ms: i64, max: u64) -> Result<usize> {
+        let cutoff = audit_day(before_ms);
+        let maps = self.audit_maps(None).await?;
+        let count =
+            |m: &ConfigMap| m.data.as_ref().and_then(|d| d.get(AUDIT_KEY)).map_or(0, |t| t.lines().count()) as u64;
+        let mut total: u64 = maps.iter().map(|(_, m)| count(m)).sum();
+        let mut gone = 0;
+        for ((day, _), map) in &maps {
+            let n = count(map);
+            if *day >= cutoff && total.saturating_sub(n) < max {
+                break;
+            }
+            let name = map.metadata.name.clone().unwrap_or_default();
+            match self.configmaps.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(e) if Failure::is(&e, 404) => {}
+                Err(e) => return Err(api_error(&format!("ConfigMap {}/{name}", self.mgmt.namespace), &e)),
+            }
+            total = total.saturating_sub(n);
+            gone += n as usize;
+        }
+        Ok(gone)
+    }
+}
+
 impl KubeStore {
     /// Starts watching the state in `mgmt`'s namespace and waits (at most 30 s) for the first
     /// lists; until they are in, reads fail (`unsynced`) and the daemon decides nothing.
@@ -1186,10 +1326,15 @@ impl Store for KubeStore {
         self.read(|cache| cache.docs.values().filter(|d| d.status.pending.is_some()).count() as i64)
     }
 
-    fn approve(&self, cluster: &str, revision: &str, by: &str) -> Result<Approval> {
-        let approval =
-            Approval { cluster: cluster.into(), revision: revision.into(), approved_by: by.into(), approved_at: now() };
-        let doc = ApprovalDoc { revision: revision.into(), by: by.into(), at: approval.approved_at };
+    fn approve(&self, cluster: &str, revision: &str, by: &Approver) -> Result<Approval> {
+        let approval = by.approval(cluster, revision);
+        let doc = ApprovalDoc {
+            revision: revision.into(),
+            by: approval.approved_by.clone(),
+            at: approval.approved_at,
+            identity: Some(approval.identity.clone()),
+            groups: approval.groups.clone(),
+        };
         self.update_spec(cluster, move |spec| {
             spec.approvals.push(doc.clone());
             if spec.approvals.len() > APPROVALS_KEPT {
@@ -1215,6 +1360,8 @@ impl Store for KubeStore {
                         revision: a.revision.clone(),
                         approved_by: a.by.clone(),
                         approved_at: a.at,
+                        identity: a.identity.clone().unwrap_or_else(|| super::identity_of(&a.by)),
+                        groups: a.groups.clone(),
                     })
                     .collect()
             })
@@ -1385,6 +1532,30 @@ impl Store for KubeStore {
             g.rollouts.remove(&name);
         })
     }
+
+    fn audit(&self, entry: &AuditEntry) -> Result<()> {
+        let line = serde_json::to_string(entry).expect("an audit entry serialises") + "\n";
+        let (inner, day) = (self.inner.clone(), audit_day(entry.at));
+        let object = format!("ConfigMaps {}/strata-audit-{day}-*", self.inner.mgmt.namespace);
+        self.call(object, async move { inner.append_audit(line, day).await })
+    }
+
+    fn audit_log(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>> {
+        let (inner, query) = (self.inner.clone(), query.clone());
+        let object = format!("ConfigMaps {}/strata-audit-*", self.inner.mgmt.namespace);
+        let result =
+            self.inner.mgmt.call(CALL_TIMEOUT, async move { inner.read_audit(query).await }).unwrap_or_else(|| {
+                Err(store_error(&object, "unreachable", format!("no answer within {}s", CALL_TIMEOUT.as_secs())))
+            });
+        self.inner.failures.note(&result, false);
+        result
+    }
+
+    fn prune_audit(&self, before_ms: i64, max: u64) -> Result<usize> {
+        let inner = self.inner.clone();
+        let object = format!("ConfigMaps {}/strata-audit-*", self.inner.mgmt.namespace);
+        self.call(object, async move { inner.prune_audit(before_ms, max).await })
+    }
 }
 
 #[cfg(test)]
@@ -1393,6 +1564,15 @@ mod tests {
 
     fn status(revision: &str, state: State, description: &str) -> CommitStatus {
         CommitStatus::new(revision, "strata/a".into(), state, description, None)
+    }
+
+    #[test]
+    fn audit_configmaps_are_named_by_day_and_number() {
+        assert_eq!(audit_day(1_795_824_000_000 + 3_661_000), "20261128");
+        assert_eq!(audit_shard("strata-audit-20261128-0003"), Some(("20261128".into(), 3)));
+        assert_eq!(audit_shard("strata-state"), None);
+        // Days sort as text in time order, which pruning relies on.
+        assert!(audit_day(0) < audit_day(1_795_824_000_000));
     }
 
     #[test]

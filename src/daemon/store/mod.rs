@@ -35,6 +35,7 @@ use super::decide::Hold;
 use super::metrics::KindLabel;
 use super::state::{Health, RevisionState, Sync, Verdict};
 
+pub use super::audit::{Entry as AuditEntry, Outcome as AuditOutcome, Query as AuditQuery, Via as AuditVia};
 pub use sqlite::{FILE, LOCK_FILE, LockError, Recovery, SqliteStore, lock, recover};
 
 /// What a cluster last had applied, and how it is doing.
@@ -115,8 +116,45 @@ impl Pending {
 pub struct Approval {
     pub cluster: String,
     pub revision: String,
+    /// As the identity is recorded: `ci`, `alice`, `api (alice)`.
     pub approved_by: String,
     pub approved_at: i64,
+    /// The identity approval rules count (`api` for `api (alice)`), and its groups then.
+    pub identity: String,
+    pub groups: Vec<String>,
+}
+
+/// Who approves, as an approval records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Approver {
+    /// `ci`, `alice`, `api (alice)`.
+    pub recorded: String,
+    /// The identity approval rules count: the token's or the provider's name.
+    pub identity: String,
+    pub groups: Vec<String>,
+}
+
+impl Approver {
+    /// An identity of that name and no groups.
+    pub fn named(name: &str) -> Approver {
+        Approver { recorded: name.to_string(), identity: name.to_string(), groups: Vec::new() }
+    }
+
+    fn approval(&self, cluster: &str, revision: &str) -> Approval {
+        Approval {
+            cluster: cluster.to_string(),
+            revision: revision.to_string(),
+            approved_by: self.recorded.clone(),
+            approved_at: now(),
+            identity: self.identity.clone(),
+            groups: self.groups.clone(),
+        }
+    }
+}
+
+/// The identity of an approval recorded before identities were: the name before ` (`.
+fn identity_of(recorded: &str) -> String {
+    recorded.split(" (").next().unwrap_or(recorded).to_string()
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -300,7 +338,7 @@ pub trait Store: Send + std::marker::Sync {
     fn clear_pending(&self, cluster: &str) -> Result<()>;
     fn pending_count(&self) -> Result<i64>;
 
-    fn approve(&self, cluster: &str, revision: &str, by: &str) -> Result<Approval>;
+    fn approve(&self, cluster: &str, revision: &str, by: &Approver) -> Result<Approval>;
     /// The newest approval of `revision` for `cluster`, if there is one.
     fn approval(&self, cluster: &str, revision: &str) -> Result<Option<Approval>>;
     /// The cluster's approvals, oldest first.
@@ -341,6 +379,15 @@ pub trait Store: Send + std::marker::Sync {
     fn save_rollout(&self, progress: &crate::rollout::gate::Progress) -> Result<bool>;
     /// Forgets a rollout (its policy left the repository).
     fn delete_rollout(&self, name: &str) -> Result<()>;
+
+    /// Appends an entry to the audit trail ([`super::audit`]); entries are never changed.
+    fn audit(&self, entry: &AuditEntry) -> Result<()>;
+    /// The audit entries `query` matches, newest first, at most `query.limit`
+    /// ([`AuditQuery::MOST`] at most).
+    fn audit_log(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>>;
+    /// Forgets the audit entries from before `before_ms` and, past the newest `max`, the oldest.
+    /// Returns how many went.
+    fn prune_audit(&self, before_ms: i64, max: u64) -> Result<usize>;
 }
 
 /// A backend's failures, kept for `/readyz` and counted for `/metrics`: the same rules for both.

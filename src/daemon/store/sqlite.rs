@@ -21,6 +21,7 @@ use super::{
     Applied, Approval, ClusterState, DELIVERED_KEPT_SECS, DriftRow, Failures, FleetRow, HISTORY_KEPT, HistoryRow,
     ObjectRow, Pending, Queued, Result, Store, StoreError, now, now_ms,
 };
+use super::{Approver, AuditEntry, AuditOutcome, AuditQuery, AuditVia};
 use crate::daemon::decide::Hold;
 use crate::daemon::metrics::KindLabel;
 use crate::daemon::state::{RevisionState, Sync, Verdict};
@@ -131,6 +132,27 @@ const MIGRATIONS: &[&str] = &[
     // 3: retries of one revision that end the same way are one history entry with a count.
     "ALTER TABLE history ADD COLUMN count INTEGER NOT NULL DEFAULT 1;
      ALTER TABLE history ADD COLUMN first_at INTEGER;",
+    // 4: the audit trail (daemon::audit): rows are added and, past the retention or the bound,
+    // deleted oldest first; never changed.
+    "CREATE TABLE IF NOT EXISTS audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        action TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        who TEXT NOT NULL,
+        cluster TEXT,
+        rollout TEXT,
+        revision TEXT,
+        detail TEXT NOT NULL,
+        remote TEXT,
+        via TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
+    CREATE INDEX IF NOT EXISTS audit_cluster ON audit (cluster, at);
+    CREATE TRIGGER IF NOT EXISTS audit_append_only BEFORE UPDATE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;",
+    // 5: an approval records the identity approval rules count, and its groups (JSON).
+    "ALTER TABLE approvals ADD COLUMN identity TEXT; ALTER TABLE approvals ADD COLUMN groups TEXT;",
 ];
 
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
@@ -319,7 +341,17 @@ impl SqliteStore {
     }
 
     fn approval_row(r: &rusqlite::Row) -> rusqlite::Result<Approval> {
-        Ok(Approval { cluster: r.get(0)?, revision: r.get(1)?, approved_by: r.get(2)?, approved_at: r.get(3)? })
+        let approved_by: String = r.get(2)?;
+        let identity: Option<String> = r.get(4)?;
+        let groups: Option<String> = r.get(5)?;
+        Ok(Approval {
+            cluster: r.get(0)?,
+            revision: r.get(1)?,
+            identity: identity.unwrap_or_else(|| super::identity_of(&approved_by)),
+            approved_by,
+            approved_at: r.get(3)?,
+            groups: groups.and_then(|g| serde_json::from_str(&g).ok()).unwrap_or_default(),
+        })
     }
 }
 
@@ -542,13 +574,13 @@ impl Store for SqliteStore {
         self.read(|c| c.query_row("SELECT COUNT(*) FROM pending", [], |r| r.get(0)))
     }
 
-    fn approve(&self, cluster: &str, revision: &str, by: &str) -> Result<Approval> {
-        let approval =
-            Approval { cluster: cluster.into(), revision: revision.into(), approved_by: by.into(), approved_at: now() };
+    fn approve(&self, cluster: &str, revision: &str, by: &Approver) -> Result<Approval> {
+        let approval = by.approval(cluster, revision);
+        let groups = serde_json::to_string(&approval.groups).expect("groups serialise");
         self.write(|c| {
             c.execute(
-                "INSERT INTO approvals (cluster, revision, approved_by, approved_at) VALUES (?1, ?2, ?3, ?4)",
-                params![approval.cluster, approval.revision, approval.approved_by, approval.approved_at],
+                "INSERT INTO approvals (cluster, revision, approved_by, approved_at, identity, groups) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![approval.cluster, approval.revision, approval.approved_by, approval.approved_at, approval.identity, groups],
             )
             .map(|_| ())
         })?;
@@ -559,7 +591,7 @@ impl Store for SqliteStore {
     fn approval(&self, cluster: &str, revision: &str) -> Result<Option<Approval>> {
         self.read(|c| {
             c.query_row(
-                "SELECT cluster, revision, approved_by, approved_at FROM approvals WHERE cluster = ?1 AND revision = ?2 ORDER BY id DESC LIMIT 1",
+                "SELECT cluster, revision, approved_by, approved_at, identity, groups FROM approvals WHERE cluster = ?1 AND revision = ?2 ORDER BY id DESC LIMIT 1",
                 [cluster, revision],
                 Self::approval_row,
             )
@@ -570,7 +602,7 @@ impl Store for SqliteStore {
     fn approvals(&self, cluster: &str) -> Result<Vec<Approval>> {
         self.read(|c| {
             c.prepare(
-                "SELECT cluster, revision, approved_by, approved_at FROM approvals WHERE cluster = ?1 ORDER BY id",
+                "SELECT cluster, revision, approved_by, approved_at, identity, groups FROM approvals WHERE cluster = ?1 ORDER BY id",
             )?
             .query_map([cluster], Self::approval_row)?
             .collect()
@@ -760,6 +792,68 @@ impl Store for SqliteStore {
         })
     }
 
+    fn audit(&self, e: &AuditEntry) -> Result<()> {
+        self.write(|c| {
+            c.execute(
+                "INSERT INTO audit (at, action, outcome, who, cluster, rollout, revision, detail, remote, via)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    e.at,
+                    e.action,
+                    e.outcome.as_str(),
+                    e.who,
+                    e.cluster,
+                    e.rollout,
+                    e.revision,
+                    e.detail,
+                    e.from,
+                    e.via.as_str()
+                ],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn audit_log(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>> {
+        let limit = q.limit.clamp(1, AuditQuery::MOST) as i64;
+        self.read(|c| {
+            c.prepare(
+                "SELECT at, action, outcome, who, cluster, rollout, revision, detail, remote, via FROM audit
+                 WHERE at >= ?1 AND (?2 IS NULL OR cluster = ?2)
+                   AND (?3 IS NULL OR who = ?3 OR substr(who, 1, length(?3) + 2) = ?3 || ' (')
+                 ORDER BY id DESC LIMIT ?4",
+            )?
+            .query_map(params![q.since.unwrap_or(i64::MIN), q.cluster, q.user, limit], |r| {
+                let outcome: String = r.get(2)?;
+                let via: String = r.get(9)?;
+                Ok(AuditEntry {
+                    at: r.get(0)?,
+                    action: r.get(1)?,
+                    outcome: AuditOutcome::parse(&outcome).unwrap_or(AuditOutcome::Refused),
+                    who: r.get(3)?,
+                    cluster: r.get(4)?,
+                    rollout: r.get(5)?,
+                    revision: r.get(6)?,
+                    detail: r.get(7)?,
+                    from: r.get(8)?,
+                    via: AuditVia::parse(&via).unwrap_or(AuditVia::Api),
+                })
+            })?
+            .collect()
+        })
+    }
+
+    fn prune_audit(&self, before_ms: i64, max: u64) -> Result<usize> {
+        self.write(|c| {
+            let old = c.execute("DELETE FROM audit WHERE at < ?1", [before_ms])?;
+            let over = c.execute(
+                "DELETE FROM audit WHERE id <= (SELECT id FROM audit ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+                [max.min(i64::MAX as u64) as i64],
+            )?;
+            Ok(old + over)
+        })
+    }
+
     /// Forgets delivered statuses older than [`DELIVERED_KEPT_SECS`], except those for a
     /// revision some cluster runs or holds (a drift report may still be posted on it). Returns
     /// how many rows went.
@@ -855,15 +949,16 @@ pub struct Recovery {
 /// again (suspensions, approvals, where rollouts stand, undelivered statuses, which pull requests
 /// were planned) and what each cluster last had applied. The rest is derived again or only shown
 /// (drift findings, history, pending updates, objects, delivered statuses).
-const SALVAGED: [(&str, &str); 5] = [
+const SALVAGED: [(&str, &str); 6] = [
     (
         "clusters",
         "name, profile_revision, cluster_revision, digest, profile, version, applied_at, sync, message, health, drifted, suspended, updated_at",
     ),
-    ("approvals", "cluster, revision, approved_by, approved_at"),
+    ("approvals", "cluster, revision, approved_by, approved_at, identity, groups"),
     ("meta", "key, value"),
     ("rollouts", "name, generation, progress"),
     ("outbox", "revision, context, state, description, target_url, created_at, attempts, next_attempt_ms, last_error"),
+    ("audit", "id, at, action, outcome, who, cluster, rollout, revision, detail, remote, via"),
 ];
 
 /// Replaces a corrupt state database with a fresh one holding what can still be read of it. The
@@ -946,6 +1041,18 @@ mod tests {
     }
 
     #[test]
+    fn the_audit_trail_is_append_only() {
+        use crate::daemon::audit::{Entry, Outcome, Via};
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store.audit(&Entry::new("approve", Outcome::Done, "alice", Via::Cli, None).cluster("c")).unwrap();
+        let changed = store.write(|c| c.execute("UPDATE audit SET who = 'mallory'", []));
+        assert!(changed.unwrap_err().to_string().contains("the audit trail is append-only"));
+        let kept = store.audit_log(&AuditQuery { limit: 10, ..AuditQuery::default() }).unwrap();
+        assert_eq!(kept[0].who, "alice");
+    }
+
+    #[test]
     fn databases_from_before_redaction_lose_their_drift_findings_and_pending_diffs_once() {
         let dir = tempfile::tempdir().unwrap();
         {
@@ -956,7 +1063,9 @@ mod tests {
                     c.pragma_update(None, "user_version", 0)?;
                     c.execute_batch(
                         "ALTER TABLE pending DROP COLUMN base_digest;
-                         ALTER TABLE history DROP COLUMN count; ALTER TABLE history DROP COLUMN first_at;",
+                         ALTER TABLE history DROP COLUMN count; ALTER TABLE history DROP COLUMN first_at;
+                         ALTER TABLE approvals DROP COLUMN identity; ALTER TABLE approvals DROP COLUMN groups;
+                         DROP TABLE audit;",
                     )
                 })
                 .unwrap();
@@ -977,14 +1086,23 @@ mod tests {
                     )
                 })
                 .unwrap();
-            store.approve("c", "r2", "alice").unwrap();
+            store
+                .write(|c| {
+                    c.execute(
+                        "INSERT INTO approvals (cluster, revision, approved_by, approved_at) VALUES ('c', 'r2', 'api (alice)', 1)",
+                        [],
+                    )
+                })
+                .unwrap();
         }
         let store = SqliteStore::open(dir.path()).unwrap();
         assert_eq!(store.drift("c").unwrap(), vec![]);
         assert_eq!(store.pending("c").unwrap(), None);
         let c = store.cluster("c").unwrap().unwrap();
         assert_eq!((c.drifted, c.digest.as_deref()), (0, Some("sha256:a")), "what is applied is kept");
-        assert_eq!(store.approvals("c").unwrap().len(), 1);
+        let approvals = store.approvals("c").unwrap();
+        assert_eq!(approvals.len(), 1);
+        assert_eq!(approvals[0].identity, "api", "an approval from before identities: the name before ` (`");
         let version = store.read(|c| c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))).unwrap();
         assert_eq!(version, MIGRATIONS.len() as i64);
 
@@ -1026,7 +1144,7 @@ mod tests {
             store.record_applied(name, &applied("r1")).unwrap();
         }
         store.set_suspended("edge", true).unwrap();
-        store.approve("aws", "r2", "alice").unwrap();
+        store.approve("aws", "r2", &Approver::named("alice")).unwrap();
         let rows: Vec<DriftRow> = (0..5000)
             .map(|i| DriftRow {
                 object: format!("ConfigMap/default/c{i}"),
