@@ -1,0 +1,122 @@
+//! Decrypt and encrypt [SOPS] files with [age] X25519 keys, in memory, so
+//! that Kubernetes Secrets can live encrypted in a Git repository (as Flux's
+//! kustomize-controller allows).
+//!
+//! ```text
+//!   file bytes ──parse──▶ tree (ordered) + `sops` metadata
+//!                              │                │
+//!                              │      age stanza (sops.age[].enc)
+//!                              │                │ Identities::unwrap (X25519)
+//!                              │                ▼
+//!                              │           data key (32 bytes)
+//!                              ▼                │
+//!        walk values in document order ◀────────┘
+//!        ├─ rule says encrypted: AES-256-GCM open, AAD = "key:key:…:"
+//!        └─ feed Go-formatted plaintext to SHA-512 (all values, or only the
+//!           encrypted ones with mac_only_encrypted)
+//!                              │
+//!        stored MAC (AES-GCM, AAD = lastmodified) == computed?  ─no─▶ MacMismatch
+//!                              │ yes
+//!                              ▼
+//!        emit tree without `sops` ──▶ Plaintext (zeroized on drop)
+//! ```
+//!
+//! `encrypt` runs the same walk the other way: a fresh data key and fresh IVs
+//! from the operating system's RNG, the data key wrapped once per recipient
+//! as an armored age file, the MAC encrypted under `lastmodified`, and the
+//! metadata laid out as SOPS 3.10 writes it, so the `sops` tool reads it.
+//!
+//! Supported: YAML (several documents, comments, anchors), JSON, dotenv and
+//! SOPS' binary envelope; the encryption rules `unencrypted_suffix`,
+//! `encrypted_suffix`, `unencrypted_regex`, `encrypted_regex`,
+//! `unencrypted_comment_regex`, `encrypted_comment_regex` and
+//! `mac_only_encrypted`; files wrapped for several age recipients and for
+//! other key types besides age. Refused with a clear error: INI files, files
+//! whose data key is wrapped only for PGP, KMS, GCP KMS, Azure Key Vault or
+//! Vault, and Shamir key groups.
+//!
+//! [SOPS]: https://github.com/getsops/sops
+//! [age]: https://age-encryption.org
+
+use std::fmt;
+
+use zeroize::Zeroizing;
+
+mod cipher;
+mod dotenv;
+mod error;
+mod format;
+mod json;
+mod keys;
+mod metadata;
+mod rules;
+mod sops;
+mod text;
+mod tree;
+mod yaml;
+
+pub use error::{Error, KeyError, SyntaxError, ValueError};
+pub use format::Format;
+pub use keys::Identities;
+pub use rules::EncryptionRule;
+
+/// A decrypted document, in the format it was read in, without its `sops`
+/// metadata. Its buffer is zeroed when dropped; `Debug` does not show it.
+pub struct Plaintext {
+    bytes: Zeroizing<Vec<u8>>,
+    format: Format,
+}
+
+impl Plaintext {
+    /// The document's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The format it is written in.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+}
+
+impl fmt::Debug for Plaintext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Plaintext({}, {} bytes)", self.format, self.bytes.len())
+    }
+}
+
+/// How `encrypt` chooses what to encrypt.
+#[derive(Clone, Debug, Default)]
+pub struct EncryptOptions {
+    /// Which values to encrypt; SOPS' default is `unencrypted_suffix: _unencrypted`.
+    pub rule: EncryptionRule,
+    /// Compute the MAC over encrypted values only, so cleartext values may
+    /// change without breaking it.
+    pub mac_only_encrypted: bool,
+}
+
+/// Whether `input` is a SOPS file of `format`: it parses and carries `sops`
+/// metadata (for dotenv, `sops_mac`, `sops_lastmodified` or `sops_version`).
+pub fn is_encrypted(input: &[u8], format: Format) -> bool {
+    sops::read(input, format).is_ok_and(|doc| doc.metadata.is_some())
+}
+
+/// The age recipients (public keys) a SOPS file's data key is wrapped for.
+/// Empty when it is wrapped only for other key types.
+pub fn recipients(input: &[u8], format: Format) -> Result<Vec<String>, Error> {
+    let doc = sops::read(input, format)?;
+    let meta = sops::read_metadata(&doc, format)?;
+    Ok(meta.age.into_iter().map(|s| s.recipient).collect())
+}
+
+/// Decrypts a SOPS file with age identities and verifies its MAC, returning
+/// the plaintext document in the same format.
+pub fn decrypt(input: &[u8], format: Format, identities: &Identities) -> Result<Plaintext, Error> {
+    sops::decrypt(input, format, identities)
+}
+
+/// Encrypts a plaintext document for the given age recipients (`age1…`),
+/// returning a SOPS file the `sops` tool can decrypt.
+pub fn encrypt(plaintext: &[u8], format: Format, recipients: &[&str], options: &EncryptOptions) -> Result<Vec<u8>, Error> {
+    sops::encrypt(plaintext, format, recipients, options)
+}
