@@ -1,11 +1,11 @@
 //! SOPS' value encryption: AES-256-GCM with a 32-byte IV, the value's path as
 //! additional data, written as `ENC[AES256_GCM,data:…,iv:…,tag:…,type:…]`.
 
+use aes_gcm::AesGcm;
 use aes_gcm::aead::consts::U32;
 use aes_gcm::aead::generic_array::GenericArray;
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::aes::Aes256;
-use aes_gcm::AesGcm;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use zeroize::Zeroizing;
@@ -62,15 +62,9 @@ impl DataKey {
     /// and its declared type.
     pub(crate) fn decrypt(&self, value: &str, aad: &[u8]) -> Result<(Zeroizing<Vec<u8>>, String), ValueError> {
         let parts = Parsed::parse(value)?;
-        let data = B64
-            .decode(parts.data)
-            .map_err(|source| ValueError::Base64 { field: "data", source })?;
-        let iv = B64
-            .decode(parts.iv)
-            .map_err(|source| ValueError::Base64 { field: "iv", source })?;
-        let tag = B64
-            .decode(parts.tag)
-            .map_err(|source| ValueError::Base64 { field: "tag", source })?;
+        let data = B64.decode(parts.data).map_err(|source| ValueError::Base64 { field: "data", source })?;
+        let iv = B64.decode(parts.iv).map_err(|source| ValueError::Base64 { field: "iv", source })?;
+        let tag = B64.decode(parts.tag).map_err(|source| ValueError::Base64 { field: "tag", source })?;
         if iv.len() != IV_LEN {
             return Err(ValueError::Length { field: "iv", len: iv.len(), expected: IV_LEN });
         }
@@ -79,12 +73,7 @@ impl DataKey {
         }
         let mut buf = Zeroizing::new(data);
         self.cipher()
-            .decrypt_in_place_detached(
-                GenericArray::from_slice(&iv),
-                aad,
-                &mut buf,
-                GenericArray::from_slice(&tag),
-            )
+            .decrypt_in_place_detached(GenericArray::from_slice(&iv), aad, &mut buf, GenericArray::from_slice(&tag))
             .map_err(|_| ValueError::Authentication)?;
         Ok((buf, parts.kind.to_owned()))
     }

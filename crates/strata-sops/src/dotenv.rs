@@ -17,9 +17,8 @@ pub(crate) fn parse(input: &[u8]) -> Result<Vec<Entry>, SyntaxError> {
             entries.push(Entry::Comment(Text::from(comment)));
             continue;
         }
-        let (key, value) = line
-            .split_once('=')
-            .ok_or_else(|| SyntaxError::new("a dotenv line has no `=`").at_line(i + 1))?;
+        let (key, value) =
+            line.split_once('=').ok_or_else(|| SyntaxError::new("a dotenv line has no `=`").at_line(i + 1))?;
         entries.push(Entry::Pair(Text::from(key), Node::Str(Text::from(value.replace("\\n", "\n")))));
     }
     Ok(entries)

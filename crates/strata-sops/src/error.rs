@@ -201,11 +201,7 @@ pub struct SyntaxError {
 
 impl SyntaxError {
     pub(crate) fn new(message: impl Into<String>) -> Self {
-        SyntaxError {
-            message: message.into(),
-            line: None,
-            source: None,
-        }
+        SyntaxError { message: message.into(), line: None, source: None }
     }
 
     pub(crate) fn at_line(mut self, line: usize) -> Self {

@@ -27,10 +27,7 @@ impl Format {
     /// SOPS' INI store has no place in a Kubernetes repository and this crate
     /// does not implement it.
     pub fn from_path(path: &Path) -> Result<Format, Error> {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().to_ascii_lowercase())
-            .unwrap_or_default();
+        let name = path.file_name().map(|n| n.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
         if name.ends_with(".yaml") || name.ends_with(".yml") {
             Ok(Format::Yaml)
         } else if name.ends_with(".json") {

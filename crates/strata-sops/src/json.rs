@@ -14,8 +14,8 @@ use crate::tree::{Entry, Node, go_float};
 const EXACT_INT: i64 = 1 << 53;
 
 pub(crate) fn parse(input: &[u8]) -> Result<Vec<Entry>, SyntaxError> {
-    let value: Value = serde_json::from_slice(input)
-        .map_err(|e| SyntaxError::new("invalid JSON").at_line(e.line()).caused_by(e))?;
+    let value: Value =
+        serde_json::from_slice(input).map_err(|e| SyntaxError::new("invalid JSON").at_line(e.line()).caused_by(e))?;
     match value {
         Value::Object(map) => Ok(map.into_iter().map(|(k, v)| Entry::Pair(Text::from(k), convert(v))).collect()),
         _ => Err(SyntaxError::new("SOPS only handles JSON documents whose top level is an object")),

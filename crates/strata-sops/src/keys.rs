@@ -72,10 +72,9 @@ impl Identities {
                 }
             };
             let mut plain = Zeroizing::new(Vec::new());
-            reader.read_to_end(&mut plain).map_err(|source| Error::DataKey {
-                recipient: stanza.recipient.clone(),
-                source: Box::new(source),
-            })?;
+            reader
+                .read_to_end(&mut plain)
+                .map_err(|source| Error::DataKey { recipient: stanza.recipient.clone(), source: Box::new(source) })?;
             return DataKey::from_bytes(&plain).ok_or_else(|| Error::DataKey {
                 recipient: stanza.recipient.clone(),
                 source: format!("expected a 32-byte key, found {} bytes", plain.len()).into(),
@@ -104,9 +103,16 @@ pub(crate) fn parse_recipients(recipients: &[&str]) -> Result<Vec<(x25519::Recip
         .iter()
         .map(|r| {
             let r = r.trim();
-            x25519::Recipient::from_str(r)
-                .map(|parsed| (parsed, r.to_owned()))
-                .map_err(|e| Error::InvalidRecipient { recipient: r.to_owned(), source: KeyError(e) })
+            x25519::Recipient::from_str(r).map(|parsed| (parsed, r.to_owned())).map_err(|e| {
+                // Only something shaped like a public key is echoed: a secret
+                // key or a value pasted by mistake must not reach a log.
+                let shown = if r.starts_with("age1") && r.len() <= 100 && r.chars().all(|c| c.is_ascii_alphanumeric()) {
+                    r.to_owned()
+                } else {
+                    "(not an age1… public key; not shown)".to_owned()
+                };
+                Error::InvalidRecipient { recipient: shown, source: KeyError(e) }
+            })
         })
         .collect()
 }
@@ -114,17 +120,15 @@ pub(crate) fn parse_recipients(recipients: &[&str]) -> Result<Vec<(x25519::Recip
 /// Wraps the data key for one recipient as an armored age file, as SOPS
 /// does (one age file per recipient).
 pub(crate) fn wrap_data_key(key: &DataKey, recipient: &x25519::Recipient, name: &str) -> Result<String, Error> {
-    let wrap_error = |source: Box<dyn std::error::Error + Send + Sync>| Error::Wrap { recipient: name.to_owned(), source };
+    let wrap_error =
+        |source: Box<dyn std::error::Error + Send + Sync>| Error::Wrap { recipient: name.to_owned(), source };
     let encryptor = age::Encryptor::with_recipients(std::iter::once(recipient as &dyn age::Recipient))
         .map_err(|e| wrap_error(Box::new(e)))?;
     let mut out = Vec::new();
     let armored = ArmoredWriter::wrap_output(&mut out, ArmorFormat::AsciiArmor).map_err(|e| wrap_error(Box::new(e)))?;
     let mut writer = encryptor.wrap_output(armored).map_err(|e| wrap_error(Box::new(e)))?;
     writer.write_all(key.as_bytes()).map_err(|e| wrap_error(Box::new(e)))?;
-    writer
-        .finish()
-        .and_then(|armored| armored.finish())
-        .map_err(|e| wrap_error(Box::new(e)))?;
+    writer.finish().and_then(|armored| armored.finish()).map_err(|e| wrap_error(Box::new(e)))?;
     let mut text = String::from_utf8(out).expect("age armor is ASCII");
     if !text.ends_with('\n') {
         text.push('\n');

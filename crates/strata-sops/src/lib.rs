@@ -117,6 +117,11 @@ pub fn decrypt(input: &[u8], format: Format, identities: &Identities) -> Result<
 
 /// Encrypts a plaintext document for the given age recipients (`age1…`),
 /// returning a SOPS file the `sops` tool can decrypt.
-pub fn encrypt(plaintext: &[u8], format: Format, recipients: &[&str], options: &EncryptOptions) -> Result<Vec<u8>, Error> {
+pub fn encrypt(
+    plaintext: &[u8],
+    format: Format,
+    recipients: &[&str],
+    options: &EncryptOptions,
+) -> Result<Vec<u8>, Error> {
     sops::encrypt(plaintext, format, recipients, options)
 }

@@ -66,9 +66,7 @@ fn get<'a>(entries: &'a [Entry], key: &str) -> Option<&'a Node> {
 fn string_field(entries: &[Entry], key: &str) -> Result<Option<String>, Error> {
     match get(entries, key) {
         None | Some(Node::Null) => Ok(None),
-        Some(node) => scalar_string(node)
-            .map(Some)
-            .ok_or_else(|| field_error(key, "is not a string")),
+        Some(node) => scalar_string(node).map(Some).ok_or_else(|| field_error(key, "is not a string")),
     }
 }
 
@@ -93,10 +91,10 @@ fn read_group(entries: &[Entry], prefix: &str) -> Result<(Vec<AgeStanza>, Vec<&'
     }
     let mut other = Vec::new();
     for kind in OTHER_KEY_TYPES {
-        if let Some(Node::Seq(items)) = get(entries, kind) {
-            if items.iter().any(|n| !matches!(n, Node::Comment(_))) {
-                other.push(kind);
-            }
+        if let Some(Node::Seq(items)) = get(entries, kind)
+            && items.iter().any(|n| !matches!(n, Node::Comment(_)))
+        {
+            other.push(kind);
         }
     }
     Ok((age, other))
@@ -133,7 +131,8 @@ impl Metadata {
         other_kinds.sort_unstable();
         other_kinds.dedup();
 
-        let lastmodified = string_field(entries, "lastmodified")?.ok_or_else(|| field_error("lastmodified", "is missing"))?;
+        let lastmodified =
+            string_field(entries, "lastmodified")?.ok_or_else(|| field_error("lastmodified", "is missing"))?;
         go_rfc3339(&lastmodified)?;
         let mac = string_field(entries, "mac")?.ok_or_else(|| field_error("mac", "is missing"))?;
         let version = string_field(entries, "version")?.unwrap_or_default();
@@ -315,7 +314,8 @@ pub(crate) fn flatten(node: &Node) -> Vec<(String, Text)> {
             Node::Map(entries) => {
                 for entry in entries {
                     if let Entry::Pair(k, v) = entry {
-                        let key = if prefix.is_empty() { k.to_string() } else { format!("{prefix}__map_{}", k.as_str()) };
+                        let key =
+                            if prefix.is_empty() { k.to_string() } else { format!("{prefix}__map_{}", k.as_str()) };
                         visit(v, key, out);
                     }
                 }

@@ -93,9 +93,9 @@ impl Rules {
             EncryptionRule::UnencryptedRegex(r)
             | EncryptionRule::EncryptedRegex(r)
             | EncryptionRule::UnencryptedCommentRegex(r)
-            | EncryptionRule::EncryptedCommentRegex(r) => Some(
-                Regex::new(r).map_err(|source| Error::InvalidRegex { field: rule.field(), source })?,
-            ),
+            | EncryptionRule::EncryptedCommentRegex(r) => {
+                Some(Regex::new(r).map_err(|source| Error::InvalidRegex { field: rule.field(), source })?)
+            }
             _ => None,
         };
         Ok(Rules { rule, regex, mac_only_encrypted })
@@ -128,9 +128,10 @@ impl Rules {
                 let last_level = comments.len().saturating_sub(1);
                 let last_index = comments.last().map_or(0, |l| l.len().saturating_sub(1));
                 comments.iter().enumerate().any(|(i, level)| {
-                    level.iter().enumerate().any(|(j, c)| {
-                        !(is_comment && i == last_level && j == last_index) && re.is_match(c)
-                    })
+                    level
+                        .iter()
+                        .enumerate()
+                        .any(|(j, c)| !(is_comment && i == last_level && j == last_index) && re.is_match(c))
                 })
             }
         }

@@ -29,9 +29,8 @@ pub(crate) fn read(input: &[u8], format: Format) -> Result<Document, Error> {
     let parse_error = |source| Error::Parse { format, source };
     let mut branches = match format {
         Format::Yaml => {
-            let text = std::str::from_utf8(input).map_err(|e| {
-                parse_error(crate::error::SyntaxError::new("YAML input is not UTF-8").caused_by(e))
-            })?;
+            let text = std::str::from_utf8(input)
+                .map_err(|e| parse_error(crate::error::SyntaxError::new("YAML input is not UTF-8").caused_by(e)))?;
             yaml::parse(text).map_err(parse_error)?
         }
         Format::Json | Format::Binary => vec![json::parse(input).map_err(parse_error)?],
@@ -116,10 +115,10 @@ impl Visitor for Decrypter<'_> {
                 _ => return Err(value_error(ValueError::NotEncrypted)),
             }
         }
-        if !self.rules.mac_only_encrypted || encrypted {
-            if let Some(bytes) = tree::scalar_bytes(node) {
-                self.mac.update(&bytes);
-            }
+        if (!self.rules.mac_only_encrypted || encrypted)
+            && let Some(bytes) = tree::scalar_bytes(node)
+        {
+            self.mac.update(&bytes);
         }
         Ok(())
     }
@@ -169,7 +168,8 @@ pub(crate) fn decrypt(input: &[u8], format: Format, identities: &Identities) -> 
     }
     let key = identities.unwrap_data_key(&meta.age)?;
 
-    let mut visitor = Decrypter { key: &key, rules: &meta.rules, mac: mac_hasher(&meta.rules), comment_aads: Vec::new() };
+    let mut visitor =
+        Decrypter { key: &key, rules: &meta.rules, mac: mac_hasher(&meta.rules), comment_aads: Vec::new() };
     for branch in &mut doc.branches {
         visitor.comment_aads = tree::container_paths(branch).iter().map(|p| tree::aad(p)).collect();
         tree::walk_branch(branch, &mut visitor)?;

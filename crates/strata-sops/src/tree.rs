@@ -103,13 +103,7 @@ fn walk_map<V: Visitor>(
         match entry {
             Entry::Comment(text) => {
                 comments.last_mut().expect("pushed above").push(text.clone());
-                visitor.comment(
-                    text,
-                    &Visit {
-                        path,
-                        comments,
-                    },
-                )?;
+                visitor.comment(text, &Visit { path, comments })?;
             }
             Entry::Pair(key, value) => {
                 path.push(key.clone());
@@ -134,13 +128,7 @@ fn walk_seq<V: Visitor>(
     for item in items.iter_mut() {
         if let Node::Comment(text) = item {
             comments.last_mut().expect("pushed above").push(text.clone());
-            visitor.comment(
-                text,
-                &Visit {
-                    path,
-                    comments,
-                },
-            )?;
+            visitor.comment(text, &Visit { path, comments })?;
         } else {
             walk_value(item, path, comments, visitor)?;
             comments.last_mut().expect("pushed above").clear();

@@ -190,15 +190,16 @@ pub(crate) fn resolve_plain(s: &str) -> Node {
             return Node::Int(i);
         }
         let unsigned = plain.strip_prefix('+').unwrap_or(&plain);
-        if !unsigned.is_empty() && unsigned.bytes().all(|b| b.is_ascii_digit()) {
-            if let Ok(u) = unsigned.parse::<u64>() {
-                return Node::Float(u as f64);
-            }
+        if !unsigned.is_empty()
+            && unsigned.bytes().all(|b| b.is_ascii_digit())
+            && let Ok(u) = unsigned.parse::<u64>()
+        {
+            return Node::Float(u as f64);
         }
-        if YAML_FLOAT.is_match(&plain) {
-            if let Ok(f) = plain.parse::<f64>() {
-                return Node::Float(f);
-            }
+        if YAML_FLOAT.is_match(&plain)
+            && let Ok(f) = plain.parse::<f64>()
+        {
+            return Node::Float(f);
         }
     }
     Node::Str(Text::from(s))
@@ -320,8 +321,16 @@ impl Builder<'_> {
                 let entries = match node {
                     Node::Map(entries) => entries,
                     Node::Null => Vec::new(),
-                    Node::Seq(_) => return Err(SyntaxError::new("SOPS does not handle YAML documents whose top level is a sequence")),
-                    _ => return Err(SyntaxError::new("SOPS does not handle YAML documents whose top level is a scalar")),
+                    Node::Seq(_) => {
+                        return Err(SyntaxError::new(
+                            "SOPS does not handle YAML documents whose top level is a sequence",
+                        ));
+                    }
+                    _ => {
+                        return Err(SyntaxError::new(
+                            "SOPS does not handle YAML documents whose top level is a scalar",
+                        ));
+                    }
                 };
                 match self.docs.last_mut() {
                     Some(doc) if doc.iter().all(|e| matches!(e, Entry::Comment(_))) && !doc.is_empty() => {
@@ -360,9 +369,8 @@ pub(crate) fn parse(text: &str) -> Result<Vec<Vec<Entry>>, SyntaxError> {
     let mut events = Vec::new();
     let mut parser = Parser::new_from_str(text);
     while let Some(event) = parser.next_event() {
-        let (event, span) = event.map_err(|e| {
-            SyntaxError::new(format!("invalid YAML: {}", e.info())).at_line(e.marker().line())
-        })?;
+        let (event, span) =
+            event.map_err(|e| SyntaxError::new(format!("invalid YAML: {}", e.info())).at_line(e.marker().line()))?;
         events.push((event, span));
     }
     let scalars: Vec<(usize, usize)> = events
@@ -423,16 +431,19 @@ pub(crate) fn parse(text: &str) -> Result<Vec<Vec<Entry>>, SyntaxError> {
             }
             Event::MappingStart(anchor, _) | Event::SequenceStart(anchor, _) => {
                 if b.expecting_key() {
-                    return Err(SyntaxError::new("SOPS only handles YAML mapping keys that are plain strings").at_line(line));
+                    return Err(
+                        SyntaxError::new("SOPS only handles YAML mapping keys that are plain strings").at_line(line)
+                    );
                 }
                 b.flush_before_start(pos);
-                let flow = text[pos..].starts_with(['{', '[']) || text[pos..].starts_with('&') && {
-                    // an anchored flow collection: `&a {` / `&a [`
-                    let rest = &text[pos..];
-                    rest.find(char::is_whitespace)
-                        .map(|n| rest[n..].trim_start().starts_with(['{', '[']))
-                        .unwrap_or(false)
-                };
+                let flow = text[pos..].starts_with(['{', '['])
+                    || text[pos..].starts_with('&') && {
+                        // an anchored flow collection: `&a {` / `&a [`
+                        let rest = &text[pos..];
+                        rest.find(char::is_whitespace)
+                            .map(|n| rest[n..].trim_start().starts_with(['{', '[']))
+                            .unwrap_or(false)
+                    };
                 let col = span.start.col();
                 b.stack.push(if matches!(event, Event::MappingStart(..)) {
                     Frame::Map { entries: Vec::new(), key: None, col, flow, anchor, last_scalar: None }
@@ -623,10 +634,7 @@ fn plain_ok(s: &str) -> bool {
     if s.ends_with([' ', '\t', ':']) || s.contains(": ") || s.contains(" #") || !s.chars().all(printable) {
         return false;
     }
-    !matches!(
-        s.to_ascii_lowercase().as_str(),
-        "y" | "n" | "yes" | "no" | "on" | "off" | "true" | "false" | "null"
-    )
+    !matches!(s.to_ascii_lowercase().as_str(), "y" | "n" | "yes" | "no" | "on" | "off" | "true" | "false" | "null")
 }
 
 /// Whether a multi-line string can be a literal block scalar.

@@ -101,7 +101,10 @@ fn plaintext_files_are_not_encrypted() {
     for (name, format) in GENERATED {
         let plain = fixture(&format!("generated/{}", name.replace(".enc", "")));
         assert!(!is_encrypted(&plain, *format), "{name}");
-        assert!(matches!(decrypt(&plain, *format, &sops_keys()), Err(Error::NotEncrypted { .. }) | Err(Error::Parse { .. })));
+        assert!(matches!(
+            decrypt(&plain, *format, &sops_keys()),
+            Err(Error::NotEncrypted { .. }) | Err(Error::Parse { .. })
+        ));
     }
 }
 

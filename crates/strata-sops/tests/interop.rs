@@ -50,7 +50,6 @@ fn type_name(format: Format) -> &'static str {
         Format::Json => "json",
         Format::Dotenv => "dotenv",
         Format::Binary => "binary",
-        _ => unreachable!(),
     }
 }
 
@@ -86,11 +85,23 @@ fn the_sops_tool_decrypts_what_we_encrypt() {
         ("generated/blob.bin", Format::Binary, EncryptOptions::default()),
         ("generated/multidoc.yaml", Format::Yaml, EncryptOptions::default()),
         ("generated/mac-only.yaml", Format::Yaml, EncryptOptions { mac_only_encrypted: true, ..Default::default() }),
-        ("generated/secret-regex.yaml", Format::Yaml, rule(EncryptionRule::EncryptedRegex("^(data|stringData)$".into()))),
-        ("generated/unencrypted-regex.yaml", Format::Yaml, rule(EncryptionRule::UnencryptedRegex("^(name|description)$".into()))),
+        (
+            "generated/secret-regex.yaml",
+            Format::Yaml,
+            rule(EncryptionRule::EncryptedRegex("^(data|stringData)$".into())),
+        ),
+        (
+            "generated/unencrypted-regex.yaml",
+            Format::Yaml,
+            rule(EncryptionRule::UnencryptedRegex("^(name|description)$".into())),
+        ),
         ("generated/encrypted-suffix.yaml", Format::Yaml, rule(EncryptionRule::EncryptedSuffix("_secret".into()))),
         ("generated/comment-regex.yaml", Format::Yaml, rule(EncryptionRule::EncryptedCommentRegex("sops:enc".into()))),
-        ("generated/comment-regex.yaml", Format::Yaml, rule(EncryptionRule::UnencryptedCommentRegex("sops:enc".into()))),
+        (
+            "generated/comment-regex.yaml",
+            Format::Yaml,
+            rule(EncryptionRule::UnencryptedCommentRegex("sops:enc".into())),
+        ),
     ];
     for (file, format, options) in cases {
         let plain = fixture(file);

@@ -11,7 +11,8 @@ use strata_sops::{EncryptOptions, EncryptionRule, Error, Format, decrypt, encryp
 fn round(plain: &[u8], format: Format, options: &EncryptOptions) -> (Vec<u8>, Vec<u8>) {
     let enc = encrypt(plain, format, &[SOPS_R1], options).unwrap_or_else(|e| panic!("{}", chain(&e)));
     assert!(is_encrypted(&enc, format));
-    let dec = decrypt(&enc, format, &sops_keys()).unwrap_or_else(|e| panic!("{}\n{}", chain(&e), String::from_utf8_lossy(&enc)));
+    let dec = decrypt(&enc, format, &sops_keys())
+        .unwrap_or_else(|e| panic!("{}\n{}", chain(&e), String::from_utf8_lossy(&enc)));
     (enc, dec.as_bytes().to_vec())
 }
 
@@ -31,11 +32,36 @@ fn yaml_round_trip_keeps_values_types_and_comments() {
 #[test]
 fn every_rule_round_trips_and_leaves_the_right_values_in_cleartext() {
     let cases: &[(EncryptionRule, &str, &str, &str)] = &[
-        (EncryptionRule::EncryptedRegex("^(data|stringData)$".into()), "generated/secret-regex.yaml", "name: regex", "admin"),
-        (EncryptionRule::UnencryptedRegex("^(name|description)$".into()), "generated/unencrypted-regex.yaml", "description: shown", "hidden"),
-        (EncryptionRule::EncryptedSuffix("_secret".into()), "generated/encrypted-suffix.yaml", "user: visible", "hidden"),
-        (EncryptionRule::EncryptedCommentRegex("sops:enc".into()), "generated/comment-regex.yaml", "other: visible too", "hidden"),
-        (EncryptionRule::UnencryptedCommentRegex("sops:enc".into()), "generated/comment-regex.yaml", "secret: hidden", "visible too"),
+        (
+            EncryptionRule::EncryptedRegex("^(data|stringData)$".into()),
+            "generated/secret-regex.yaml",
+            "name: regex",
+            "admin",
+        ),
+        (
+            EncryptionRule::UnencryptedRegex("^(name|description)$".into()),
+            "generated/unencrypted-regex.yaml",
+            "description: shown",
+            "hidden",
+        ),
+        (
+            EncryptionRule::EncryptedSuffix("_secret".into()),
+            "generated/encrypted-suffix.yaml",
+            "user: visible",
+            "hidden",
+        ),
+        (
+            EncryptionRule::EncryptedCommentRegex("sops:enc".into()),
+            "generated/comment-regex.yaml",
+            "other: visible too",
+            "hidden",
+        ),
+        (
+            EncryptionRule::UnencryptedCommentRegex("sops:enc".into()),
+            "generated/comment-regex.yaml",
+            "secret: hidden",
+            "visible too",
+        ),
     ];
     for (rule, file, clear, secret) in cases {
         let plain = fixture(file);
@@ -60,7 +86,6 @@ fn rule_field(rule: &EncryptionRule) -> &'static str {
         EncryptionRule::EncryptedRegex(_) => "encrypted_regex",
         EncryptionRule::UnencryptedCommentRegex(_) => "unencrypted_comment_regex",
         EncryptionRule::EncryptedCommentRegex(_) => "encrypted_comment_regex",
-        _ => unreachable!(),
     }
 }
 
@@ -96,7 +121,13 @@ fn json_dotenv_binary_and_multidoc_round_trip() {
 
 #[test]
 fn several_recipients_each_open_the_file() {
-    let enc = encrypt(b"a: b\n", Format::Yaml, &[SOPS_R1, "age1l44xcng8dqj32nlv6d930qvvrny05hglzcv9qpc7kxjc6902ma4qufys29"], &Default::default()).unwrap();
+    let enc = encrypt(
+        b"a: b\n",
+        Format::Yaml,
+        &[SOPS_R1, "age1l44xcng8dqj32nlv6d930qvvrny05hglzcv9qpc7kxjc6902ma4qufys29"],
+        &Default::default(),
+    )
+    .unwrap();
     assert_eq!(recipients(&enc, Format::Yaml).unwrap().len(), 2);
     decrypt(&enc, Format::Yaml, &sops_keys()).unwrap();
     decrypt(&enc, Format::Yaml, &identities("flux/age.txt")).unwrap();
@@ -113,7 +144,10 @@ fn encryption_is_randomised() {
 #[test]
 fn encrypting_an_encrypted_file_is_refused() {
     let enc = fixture("generated/complex.enc.yaml");
-    assert!(matches!(encrypt(&enc, Format::Yaml, &[SOPS_R1], &Default::default()), Err(Error::AlreadyEncrypted { .. })));
+    assert!(matches!(
+        encrypt(&enc, Format::Yaml, &[SOPS_R1], &Default::default()),
+        Err(Error::AlreadyEncrypted { .. })
+    ));
 }
 
 // ---------------------------------------------------------------------------
@@ -134,14 +168,31 @@ fn key() -> impl Strategy<Value = String> {
 fn scalar() -> impl Strategy<Value = Value> {
     prop_oneof![
         any::<bool>().prop_map(Value::Bool),
-        (-(1i64 << 53)..(1i64 << 53)).prop_map(|i| Value::from(i)),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| Value::from(f)),
+        (-(1i64 << 53)..(1i64 << 53)).prop_map(Value::from),
+        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
         "\\PC{0,20}".prop_map(Value::String),
         "[ -~\n\t]{0,30}".prop_map(Value::String),
         prop_oneof![
-            Just("true"), Just("null"), Just("~"), Just("0x1F"), Just("1e3"), Just("- a"), Just("a: b"),
-            Just(" lead"), Just("trail "), Just("#hash"), Just("x #y"), Just("line\n"), Just("\n\n"),
-            Just("ENC[AES256_GCM,data:x]"), Just("'q'"), Just("\"dq\""), Just("[1]"), Just("{}"), Just("&a"), Just("*a"),
+            Just("true"),
+            Just("null"),
+            Just("~"),
+            Just("0x1F"),
+            Just("1e3"),
+            Just("- a"),
+            Just("a: b"),
+            Just(" lead"),
+            Just("trail "),
+            Just("#hash"),
+            Just("x #y"),
+            Just("line\n"),
+            Just("\n\n"),
+            Just("ENC[AES256_GCM,data:x]"),
+            Just("'q'"),
+            Just("\"dq\""),
+            Just("[1]"),
+            Just("{}"),
+            Just("&a"),
+            Just("*a"),
         ]
         .prop_map(|s| Value::String(s.to_owned())),
         Just(Value::Null),
@@ -152,7 +203,8 @@ fn value() -> impl Strategy<Value = Value> {
     scalar().prop_recursive(4, 48, 6, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
-            prop::collection::vec((key(), inner), 0..5).prop_map(|kv| Value::Object(kv.into_iter().collect::<Map<_, _>>())),
+            prop::collection::vec((key(), inner), 0..5)
+                .prop_map(|kv| Value::Object(kv.into_iter().collect::<Map<_, _>>())),
         ]
     })
 }

@@ -89,10 +89,7 @@ fn an_altered_lastmodified_breaks_the_mac() {
     let text = complex();
     let line = line_with(&text, "lastmodified:");
     let err = open(&text.replace(line, "    lastmodified: \"2020-01-01T00:00:00Z\"")).unwrap_err();
-    assert!(
-        matches!(&err, Error::MacMismatch { source: Some(ValueError::Authentication) }),
-        "{err:?}"
-    );
+    assert!(matches!(&err, Error::MacMismatch { source: Some(ValueError::Authentication) }), "{err:?}");
 }
 
 #[test]
@@ -127,7 +124,8 @@ fn mac_only_encrypted_lets_cleartext_values_change_but_not_secrets() {
 fn dotenv_and_json_tampering_is_caught_too() {
     let env = fixture_text("generated/app.enc.env").replace("PUBLIC_unencrypted=visible", "PUBLIC_unencrypted=other");
     assert!(matches!(decrypt(env.as_bytes(), Format::Dotenv, &sops_keys()), Err(Error::MacMismatch { .. })));
-    let json = fixture_text("generated/complex.enc.json").replace("\"public_unencrypted\": \"visible\"", "\"public_unencrypted\": \"x\"");
+    let json = fixture_text("generated/complex.enc.json")
+        .replace("\"public_unencrypted\": \"visible\"", "\"public_unencrypted\": \"x\"");
     assert!(matches!(decrypt(json.as_bytes(), Format::Json, &sops_keys()), Err(Error::MacMismatch { .. })));
 }
 

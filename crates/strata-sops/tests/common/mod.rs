@@ -57,12 +57,7 @@ pub fn json(text: &[u8]) -> Value {
 
 /// The comment lines of a YAML or dotenv text, trimmed.
 pub fn comments(text: &[u8]) -> Vec<String> {
-    String::from_utf8_lossy(text)
-        .lines()
-        .map(str::trim)
-        .filter(|l| l.starts_with('#'))
-        .map(str::to_owned)
-        .collect()
+    String::from_utf8_lossy(text).lines().map(str::trim).filter(|l| l.starts_with('#')).map(str::to_owned).collect()
 }
 
 /// An error's message and all its sources', as a person would see them.
