@@ -3,7 +3,7 @@
 //! lines, blank lines dropped.
 
 use crate::error::SyntaxError;
-use crate::text::Text;
+use crate::text::{SecretBuf, Text};
 use crate::tree::{Entry, Node};
 
 pub(crate) fn parse(input: &[u8]) -> Result<Vec<Entry>, SyntaxError> {
@@ -24,7 +24,7 @@ pub(crate) fn parse(input: &[u8]) -> Result<Vec<Entry>, SyntaxError> {
     Ok(entries)
 }
 
-pub(crate) fn emit(entries: &[Entry], out: &mut Vec<u8>) -> Result<(), SyntaxError> {
+pub(crate) fn emit(entries: &[Entry], out: &mut SecretBuf) -> Result<(), SyntaxError> {
     for entry in entries {
         match entry {
             Entry::Comment(c) => {
@@ -67,9 +67,9 @@ mod tests {
         let input = b"# a comment\nA=1\n\nB=two\\nlines\nC=x=y\n";
         let entries = parse(input).unwrap();
         assert_eq!(entries.len(), 4);
-        let mut out = Vec::new();
+        let mut out = SecretBuf::default();
         emit(&entries, &mut out).unwrap();
-        assert_eq!(out, b"# a comment\nA=1\nB=two\\nlines\nC=x=y\n");
+        assert_eq!(out.as_slice(), b"# a comment\nA=1\nB=two\\nlines\nC=x=y\n");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::io::Write as _;
 use serde_json::Value;
 
 use crate::error::SyntaxError;
-use crate::text::Text;
+use crate::text::{SecretBuf, Text};
 use crate::tree::{Entry, Node, go_float};
 
 /// Largest integer a float64 holds exactly; SOPS reads every JSON number as
@@ -36,18 +36,18 @@ fn convert(value: Value) -> Node {
     }
 }
 
-pub(crate) fn emit(entries: &[Entry], out: &mut Vec<u8>) -> Result<(), SyntaxError> {
+pub(crate) fn emit(entries: &[Entry], out: &mut SecretBuf) -> Result<(), SyntaxError> {
     emit_map(entries, 0, out)?;
     out.push(b'\n');
     Ok(())
 }
 
-fn indent(out: &mut Vec<u8>, level: usize) {
+fn indent(out: &mut SecretBuf, level: usize) {
     out.push(b'\n');
     out.extend(std::iter::repeat_n(b'\t', level));
 }
 
-fn emit_map(entries: &[Entry], level: usize, out: &mut Vec<u8>) -> Result<(), SyntaxError> {
+fn emit_map(entries: &[Entry], level: usize, out: &mut SecretBuf) -> Result<(), SyntaxError> {
     let pairs: Vec<(&Text, &Node)> = entries
         .iter()
         .filter_map(|e| match e {
@@ -74,7 +74,7 @@ fn emit_map(entries: &[Entry], level: usize, out: &mut Vec<u8>) -> Result<(), Sy
     Ok(())
 }
 
-fn emit_value(node: &Node, level: usize, out: &mut Vec<u8>) -> Result<(), SyntaxError> {
+fn emit_value(node: &Node, level: usize, out: &mut SecretBuf) -> Result<(), SyntaxError> {
     match node {
         Node::Map(entries) => emit_map(entries, level, out)?,
         Node::Seq(items) => {
@@ -120,7 +120,7 @@ fn emit_value(node: &Node, level: usize, out: &mut Vec<u8>) -> Result<(), Syntax
 }
 
 /// Writes a JSON string literal.
-pub(crate) fn string(s: &str, out: &mut Vec<u8>) {
+pub(crate) fn string(s: &str, out: &mut SecretBuf) {
     out.push(b'"');
     for c in s.chars() {
         match c {
@@ -149,9 +149,9 @@ mod tests {
     fn keeps_order_and_types() {
         let doc = br#"{"z": 1, "a": {"y": [true, null, 1.5, "s"]}, "big": 12345678901234567890}"#;
         let entries = parse(doc).unwrap();
-        let mut out = Vec::new();
+        let mut out = SecretBuf::default();
         emit(&entries, &mut out).unwrap();
-        let text = String::from_utf8(out).unwrap();
+        let text = String::from_utf8(out.as_slice().to_vec()).unwrap();
         assert_eq!(
             text,
             "{\n\t\"z\": 1,\n\t\"a\": {\n\t\t\"y\": [\n\t\t\ttrue,\n\t\t\tnull,\n\t\t\t1.5,\n\t\t\t\"s\"\n\t\t]\n\t},\n\t\"big\": 12345678901234567000\n}\n"

@@ -8,7 +8,7 @@ use crate::cipher::{DataKey, looks_encrypted};
 use crate::error::{Error, ValueError};
 use crate::metadata::{self, AgeStanza, DOTENV_PREFIX, Metadata, SOPS_KEY};
 use crate::rules::Rules;
-use crate::text::Text;
+use crate::text::{SecretBuf, Text};
 use crate::tree::{self, Entry, Node, Visit, Visitor};
 use crate::{EncryptOptions, Format, Identities, Plaintext, dotenv, json, keys, yaml};
 
@@ -183,7 +183,7 @@ pub(crate) fn decrypt(input: &[u8], format: Format, identities: &Identities) -> 
         return Err(Error::MacMismatch { source: None });
     }
 
-    let mut out = Zeroizing::new(Vec::with_capacity(input.len() + input.len() / 2));
+    let mut out = SecretBuf::with_capacity(input.len() + input.len() / 2);
     let emit_error = |source| Error::Emit { format, source };
     match format {
         Format::Yaml => yaml::emit(&doc.branches, &mut out).map_err(emit_error)?,
@@ -201,7 +201,7 @@ pub(crate) fn decrypt(input: &[u8], format: Format, identities: &Identities) -> 
             out.extend_from_slice(data);
         }
     }
-    Ok(Plaintext { bytes: out, format })
+    Ok(Plaintext { bytes: out.into_inner(), format })
 }
 
 struct Encrypter<'a> {
@@ -299,7 +299,7 @@ pub(crate) fn encrypt(
     };
     let meta_node = meta.to_node();
 
-    let mut out = Vec::with_capacity(plaintext.len() * 3 + 1024);
+    let mut out = SecretBuf::with_capacity(plaintext.len() * 3 + 1024);
     let emit_error = |source| Error::Emit { format, source };
     match format {
         Format::Yaml => {
@@ -319,5 +319,6 @@ pub(crate) fn encrypt(
             dotenv::emit(&branches[0], &mut out).map_err(emit_error)?;
         }
     }
-    Ok(out)
+    // Ciphertext only: no need to keep it in a zeroizing buffer.
+    Ok(std::mem::take(&mut *out.into_inner()))
 }

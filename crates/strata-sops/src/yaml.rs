@@ -20,7 +20,7 @@ use regex::Regex;
 use saphyr_parser::{Event, Parser, ScalarStyle, Span, Tag};
 
 use crate::error::SyntaxError;
-use crate::text::Text;
+use crate::text::{SecretBuf, Text};
 use crate::tree::{Entry, Node};
 
 /// Nodes an alias may copy in all, against "billion laughs" documents.
@@ -481,7 +481,7 @@ pub(crate) fn parse(text: &str) -> Result<Vec<Vec<Entry>>, SyntaxError> {
 
 const INDENT: usize = 4;
 
-pub(crate) fn emit(docs: &[Vec<Entry>], out: &mut Vec<u8>) -> Result<(), SyntaxError> {
+pub(crate) fn emit(docs: &[Vec<Entry>], out: &mut SecretBuf) -> Result<(), SyntaxError> {
     for (i, doc) in docs.iter().enumerate() {
         if i > 0 {
             out.extend_from_slice(b"---\n");
@@ -495,11 +495,11 @@ pub(crate) fn emit(docs: &[Vec<Entry>], out: &mut Vec<u8>) -> Result<(), SyntaxE
     Ok(())
 }
 
-fn pad(out: &mut Vec<u8>, n: usize) {
+fn pad(out: &mut SecretBuf, n: usize) {
     out.extend(std::iter::repeat_n(b' ', n));
 }
 
-fn comment_line(text: &str, indent: usize, out: &mut Vec<u8>) {
+fn comment_line(text: &str, indent: usize, out: &mut SecretBuf) {
     pad(out, indent);
     out.push(b'#');
     out.extend_from_slice(text.as_bytes());
@@ -508,7 +508,7 @@ fn comment_line(text: &str, indent: usize, out: &mut Vec<u8>) {
 
 /// Writes mapping entries at `indent`; with `inline`, the cursor already
 /// stands at `indent` (after a sequence's `- `).
-fn emit_entries(entries: &[Entry], indent: usize, mut inline: bool, out: &mut Vec<u8>) {
+fn emit_entries(entries: &[Entry], indent: usize, mut inline: bool, out: &mut SecretBuf) {
     for entry in entries {
         match entry {
             Entry::Comment(c) => {
@@ -529,7 +529,7 @@ fn emit_entries(entries: &[Entry], indent: usize, mut inline: bool, out: &mut Ve
 
 /// Writes a value that follows `key:` or `-` on the same line (the cursor is
 /// right after the indicator), `child` being the indentation of its content.
-fn emit_value_after(value: &Node, child: usize, out: &mut Vec<u8>) {
+fn emit_value_after(value: &Node, child: usize, out: &mut SecretBuf) {
     match value {
         Node::Map(entries) if entries.is_empty() => out.extend_from_slice(b" {}\n"),
         Node::Seq(items) if items.is_empty() => out.extend_from_slice(b" []\n"),
@@ -550,7 +550,7 @@ fn emit_value_after(value: &Node, child: usize, out: &mut Vec<u8>) {
     }
 }
 
-fn emit_seq(items: &[Node], indent: usize, out: &mut Vec<u8>) {
+fn emit_seq(items: &[Node], indent: usize, out: &mut SecretBuf) {
     for item in items {
         match item {
             Node::Comment(c) => comment_line(c, indent, out),
@@ -568,7 +568,7 @@ fn emit_seq(items: &[Node], indent: usize, out: &mut Vec<u8>) {
     }
 }
 
-fn key_repr(key: &str, out: &mut Vec<u8>) {
+fn key_repr(key: &str, out: &mut SecretBuf) {
     if key == "<<" || plain_ok(key) {
         out.extend_from_slice(key.as_bytes());
     } else {
@@ -576,7 +576,7 @@ fn key_repr(key: &str, out: &mut Vec<u8>) {
     }
 }
 
-fn scalar_repr(node: &Node, block_indent: usize, out: &mut Vec<u8>) {
+fn scalar_repr(node: &Node, block_indent: usize, out: &mut SecretBuf) {
     match node {
         Node::Str(s) => string_repr(s, block_indent, out),
         Node::Int(i) => {
@@ -610,7 +610,7 @@ fn scalar_repr(node: &Node, block_indent: usize, out: &mut Vec<u8>) {
     }
 }
 
-fn string_repr(s: &str, block_indent: usize, out: &mut Vec<u8>) {
+fn string_repr(s: &str, block_indent: usize, out: &mut SecretBuf) {
     if plain_ok(s) {
         out.extend_from_slice(s.as_bytes());
     } else if literal_ok(s) {
@@ -644,7 +644,7 @@ fn literal_ok(s: &str) -> bool {
         && s.split('\n').find(|l| !l.is_empty()).is_some_and(|l| !l.starts_with([' ', '\t']))
 }
 
-fn literal(s: &str, indent: usize, out: &mut Vec<u8>) {
+fn literal(s: &str, indent: usize, out: &mut SecretBuf) {
     let body = s.trim_end_matches('\n');
     let trailing = s.len() - body.len();
     out.extend_from_slice(match trailing {
@@ -664,7 +664,7 @@ fn literal(s: &str, indent: usize, out: &mut Vec<u8>) {
     }
 }
 
-fn double_quoted(s: &str, out: &mut Vec<u8>) {
+fn double_quoted(s: &str, out: &mut SecretBuf) {
     out.push(b'"');
     for c in s.chars() {
         match c {
@@ -695,9 +695,9 @@ mod tests {
 
     fn round_trip(text: &str) -> String {
         let docs = parse(text).unwrap();
-        let mut out = Vec::new();
+        let mut out = SecretBuf::default();
         emit(&docs, &mut out).unwrap();
-        String::from_utf8(out).unwrap()
+        String::from_utf8(out.as_slice().to_vec()).unwrap()
     }
 
     #[test]
@@ -737,9 +737,9 @@ mod tests {
             Entry::pair("e", Node::Str("x: y".into())),
             Entry::pair("f", Node::Str("tab\there\u{1}".into())),
         ]];
-        let mut out = Vec::new();
+        let mut out = SecretBuf::default();
         emit(&docs, &mut out).unwrap();
-        let text = String::from_utf8(out).unwrap();
+        let text = String::from_utf8(out.as_slice().to_vec()).unwrap();
         assert_eq!(parse(&text).unwrap(), docs);
     }
 
