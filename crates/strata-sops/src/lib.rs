@@ -35,6 +35,23 @@
 //! whose data key is wrapped only for PGP, KMS, GCP KMS, Azure Key Vault or
 //! Vault, and Shamir key groups.
 //!
+//! ```
+//! use strata_sops::{EncryptOptions, Format, Identities, decrypt, encrypt, recipients};
+//!
+//! // age-keygen output: comments and AGE-SECRET-KEY-1… lines.
+//! let identities = Identities::parse(include_str!("../tests/fixtures/sops/keys.txt"))?;
+//! let public = identities.public_keys();
+//!
+//! let secret = b"apiVersion: v1\nkind: Secret\nstringData:\n    password: hunter2\n";
+//! let file = encrypt(secret, Format::Yaml, &[public[0].as_str()], &EncryptOptions::default())?;
+//! assert!(!String::from_utf8_lossy(&file).contains("hunter2"));
+//! assert_eq!(recipients(&file, Format::Yaml)?, [public[0].clone()]);
+//!
+//! let plain = decrypt(&file, Format::Yaml, &identities)?;
+//! assert!(String::from_utf8_lossy(plain.as_bytes()).contains("password: hunter2"));
+//! # Ok::<(), strata_sops::Error>(())
+//! ```
+//!
 //! [SOPS]: https://github.com/getsops/sops
 //! [age]: https://age-encryption.org
 

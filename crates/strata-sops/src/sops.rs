@@ -110,6 +110,13 @@ impl Visitor for Decrypter<'_> {
                 Node::Str(s) if s.is_empty() => {}
                 Node::Str(s) => {
                     let (plain, kind) = self.key.decrypt(s, aad.as_bytes()).map_err(value_error)?;
+                    if kind == "comment" {
+                        // SOPS turns a comment inside a sequence into an item
+                        // when it encrypts it; decrypted, it is a comment again,
+                        // and comments are not part of the MAC.
+                        *node = Node::Comment(Text::from(String::from_utf8_lossy(&plain).into_owned()));
+                        return Ok(());
+                    }
                     *node = typed(plain, &kind).map_err(value_error)?;
                 }
                 _ => return Err(value_error(ValueError::NotEncrypted)),

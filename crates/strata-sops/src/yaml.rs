@@ -539,7 +539,7 @@ fn emit_value_after(value: &Node, child: usize, out: &mut SecretBuf) {
         }
         Node::Seq(items) => {
             out.push(b'\n');
-            emit_seq(items, child, out);
+            emit_seq(items, child, false, out);
         }
         Node::Comment(_) => out.push(b'\n'),
         scalar => {
@@ -550,17 +550,23 @@ fn emit_value_after(value: &Node, child: usize, out: &mut SecretBuf) {
     }
 }
 
-fn emit_seq(items: &[Node], indent: usize, out: &mut SecretBuf) {
+fn emit_seq(items: &[Node], indent: usize, mut inline: bool, out: &mut SecretBuf) {
     for item in items {
+        if !inline {
+            pad(out, indent);
+        }
+        inline = false;
         match item {
-            Node::Comment(c) => comment_line(c, indent, out),
-            Node::Map(entries) if !entries.is_empty() && matches!(entries[0], Entry::Pair(..)) => {
-                pad(out, indent);
+            Node::Comment(c) => comment_line(c, 0, out),
+            Node::Map(entries) if matches!(entries.first(), Some(Entry::Pair(..))) => {
                 out.extend_from_slice(b"- ");
                 emit_entries(entries, indent + 2, true, out);
             }
+            Node::Seq(items) if items.first().is_some_and(|n| !matches!(n, Node::Comment(_))) => {
+                out.extend_from_slice(b"- ");
+                emit_seq(items, indent + 2, true, out);
+            }
             other => {
-                pad(out, indent);
                 out.push(b'-');
                 emit_value_after(other, indent + 2, out);
             }

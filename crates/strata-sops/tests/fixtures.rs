@@ -75,6 +75,7 @@ const GENERATED: &[(&str, Format)] = &[
     ("encrypted-suffix.enc.yaml", Format::Yaml),
     ("multidoc.enc.yaml", Format::Yaml),
     ("blob.enc.bin", Format::Binary),
+    ("tricky.enc.yaml", Format::Yaml),
 ];
 
 #[test]

@@ -84,6 +84,7 @@ fn the_sops_tool_decrypts_what_we_encrypt() {
         ("generated/app.env", Format::Dotenv, EncryptOptions::default()),
         ("generated/blob.bin", Format::Binary, EncryptOptions::default()),
         ("generated/multidoc.yaml", Format::Yaml, EncryptOptions::default()),
+        ("generated/tricky.yaml", Format::Yaml, EncryptOptions::default()),
         ("generated/mac-only.yaml", Format::Yaml, EncryptOptions { mac_only_encrypted: true, ..Default::default() }),
         (
             "generated/secret-regex.yaml",
