@@ -33,7 +33,19 @@
 //! `mac_only_encrypted`; files wrapped for several age recipients and for
 //! other key types besides age. Refused with a clear error: INI files, files
 //! whose data key is wrapped only for PGP, KMS, GCP KMS, Azure Key Vault or
-//! Vault, and Shamir key groups.
+//! Vault, and Shamir key groups (more than one `key_groups` entry); age
+//! plugin and SSH identities.
+//!
+//! Limits, as tested against sops 3.11.0: comments are placed where yaml.v3
+//! places them in the usual layouts (before the key, trailing a value, at the
+//! end of a block); an encrypted comment that ends up elsewhere is still
+//! decrypted, by trying the additional data of every container. sops writes
+//! some cleartext multi-line values in sequences with an indentation
+//! indicator one level short (`- k: |4-`), which is not valid YAML; such
+//! files are refused with a parse error, as spec-following YAML readers
+//! refuse them. Plaintext lives in buffers that are zeroed when dropped (the
+//! tree, the data key, the output); the YAML and JSON parsers' own buffers,
+//! which see the plaintext when encrypting, are not.
 //!
 //! ```
 //! use strata_sops::{EncryptOptions, Format, Identities, decrypt, encrypt, recipients};
@@ -115,7 +127,7 @@ pub struct EncryptOptions {
 /// Whether `input` is a SOPS file of `format`: it parses and carries `sops`
 /// metadata (for dotenv, `sops_mac`, `sops_lastmodified` or `sops_version`).
 pub fn is_encrypted(input: &[u8], format: Format) -> bool {
-    sops::read(input, format).is_ok_and(|doc| doc.metadata.is_some())
+    sops::read(input, format).is_ok_and(|doc| matches!(doc.metadata, Some(tree::Node::Map(_))))
 }
 
 /// The age recipients (public keys) a SOPS file's data key is wrapped for.

@@ -98,6 +98,13 @@ fn sops_3_11_files_decrypt_as_sops_decrypts_them() {
 }
 
 #[test]
+fn a_sops_key_that_is_not_a_mapping_is_not_metadata() {
+    assert!(!is_encrypted(b"sops: just a string\n", Format::Yaml));
+    assert!(!is_encrypted(br#"{"sops": [1]}"#, Format::Json));
+    assert!(!is_encrypted(b"SOPS_LIKE=1\nsops_note=x\n", Format::Dotenv));
+}
+
+#[test]
 fn plaintext_files_are_not_encrypted() {
     for (name, format) in GENERATED {
         let plain = fixture(&format!("generated/{}", name.replace(".enc", "")));
