@@ -126,3 +126,24 @@ fn a_file_for_two_recipients_opens_with_either() {
     assert_eq!(docs.len(), 2);
     assert_eq!(docs[1]["stringData"]["b"], "two");
 }
+
+/// The age stanzas of a sops 3.11 file moved under `key_groups`.
+fn with_key_groups(groups: usize) -> Vec<u8> {
+    let text = fixture_text("generated/complex.enc.yaml");
+    let start = text.find("\n    age:\n").unwrap() + 1;
+    let end = text.find("\n    lastmodified:").unwrap() + 1;
+    let stanzas: String = text[start..end].lines().skip(1).map(|l| format!("    {l}\n")).collect();
+    let group = format!("        - age:\n{stanzas}");
+    let replaced = format!("    key_groups:\n{}", group.repeat(groups));
+    format!("{}{}{}", &text[..start], replaced, &text[end..]).into_bytes()
+}
+
+#[test]
+fn a_single_key_group_is_read_and_shamir_groups_are_refused() {
+    let one = with_key_groups(1);
+    assert_eq!(recipients(&one, Format::Yaml).unwrap(), [SOPS_R1]);
+    decrypt(&one, Format::Yaml, &sops_keys()).unwrap();
+    let err = decrypt(&with_key_groups(2), Format::Yaml, &sops_keys()).unwrap_err();
+    assert!(matches!(err, Error::Unsupported { .. }), "{err:?}");
+    assert!(err.to_string().contains("Shamir"));
+}
