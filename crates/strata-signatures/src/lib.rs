@@ -92,8 +92,11 @@ pub struct Verified {
     /// For OpenPGP, the certificate's primary key fingerprint (equal to
     /// `fingerprint` when the primary key signed); `None` for SSH.
     pub primary_fingerprint: Option<String>,
-    /// Who signed: the principals field of the `allowed_signers` line
-    /// (SSH), or the certificate's primary user ID (OpenPGP).
+    /// Who signed: for SSH the principal accepted, as `git verify-commit`
+    /// reports it (the first principal of the key's `allowed_signers` line
+    /// that verifies, or the committer's email when
+    /// [`Policy::require_committer_identity`] is set); for OpenPGP the
+    /// certificate's primary user ID.
     pub signer: String,
     /// When: the OpenPGP signature's creation time, or for SSH (whose
     /// signatures carry no time) the committer's or tagger's date.
@@ -154,7 +157,7 @@ fn verify_split(
             method: Method::Ssh,
             fingerprint: v.fingerprint,
             primary_fingerprint: None,
-            signer: v.principals,
+            signer: v.principal,
             signed_at: signed_at.to_system_time(),
         })
     } else if sig.starts_with(b"-----BEGIN PGP SIGNATURE-----") {

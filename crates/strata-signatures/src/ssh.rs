@@ -322,7 +322,8 @@ pub(crate) struct Context<'a> {
 
 pub(crate) struct SshVerified {
     pub(crate) fingerprint: String,
-    pub(crate) principals: String,
+    /// The principal accepted: one of the key's line, or the committer.
+    pub(crate) principal: String,
 }
 
 fn malformed(reason: impl Into<String>, source: Option<BoxError>) -> VerifyError {
@@ -381,7 +382,7 @@ pub(crate) fn verify(
     }
     let listed: Vec<&Entry> =
         signers.entries.iter().filter(|e| !e.cert_authority && e.key.key_data() == sig.public_key()).collect();
-    let Some(first) = listed.first() else {
+    let Some(first) = listed.first().copied() else {
         return Err(VerifyError::UnknownKey { method: Method::Ssh, fingerprint });
     };
     first.key.verify(GIT_NAMESPACE, payload, &sig).map_err(|e| VerifyError::BadSignature {
@@ -389,23 +390,55 @@ pub(crate) fn verify(
         fingerprint: fingerprint.clone(),
         source: Some(Box::new(e)),
     })?;
-    // Like find-principals: the first line listing the key that allows this
-    // use wins; when none does, the first line's objection is reported.
+    decide(&listed, &fingerprint, cx)
+}
+
+/// Which principal the signature is accepted for, as git decides with
+/// ssh-keygen:
+///
+/// 1. `find-principals`: the first line listing the key whose validity
+///    window contains the committer date gives the candidate principals
+///    (its comma-separated principals field, split). Namespaces play no
+///    part in this step.
+/// 2. `verify -I <principal>` for each candidate in turn: accepted when any
+///    line listing the key has a principals pattern-list matching the
+///    candidate, allows namespace `git` and is valid at the date.
+///
+/// With [`Context::committer`], step 1 is skipped and the committer's email
+/// is the only candidate (`ssh-keygen -Y verify -I <email>`).
+fn decide(listed: &[&Entry], fingerprint: &str, cx: &Context<'_>) -> Result<SshVerified, VerifyError> {
+    let candidates: Vec<&str> = match cx.committer {
+        Some(committer) => vec![committer],
+        None => {
+            let found = listed.iter().find(|e| check_time(e, fingerprint, cx).is_ok());
+            let Some(found) = found else {
+                return Err(check_time(listed[0], fingerprint, cx).expect_err("no line is valid then"));
+            };
+            found.principals.split(',').collect()
+        }
+    };
     let mut first_error = None;
-    for entry in listed {
-        match check_entry(entry, &fingerprint, cx) {
-            Ok(()) => {
-                return Ok(SshVerified { fingerprint, principals: entry.principals.clone() });
-            }
-            Err(e) => {
-                first_error.get_or_insert(e);
+    for candidate in candidates {
+        for entry in listed.iter().filter(|e| pattern::match_list(candidate, &e.principals) == ListMatch::Yes) {
+            match check_namespace(entry, fingerprint).and_then(|()| check_time(entry, fingerprint, cx)) {
+                Ok(()) => {
+                    return Ok(SshVerified { fingerprint: fingerprint.to_owned(), principal: candidate.to_owned() });
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
         }
     }
-    Err(first_error.expect("at least one entry was listed"))
+    Err(first_error.unwrap_or_else(|| VerifyError::SignerNotCommitter {
+        method: Method::Ssh,
+        fingerprint: fingerprint.to_owned(),
+        committer: cx.committer.unwrap_or_default().to_owned(),
+        signer: listed.iter().map(|e| e.principals.as_str()).collect::<Vec<_>>().join(" / "),
+    }))
 }
 
-fn check_entry(entry: &Entry, fingerprint: &str, cx: &Context<'_>) -> Result<(), VerifyError> {
+fn check_namespace(entry: &Entry, fingerprint: &str) -> Result<(), VerifyError> {
     if let Some(namespaces) = &entry.namespaces
         && pattern::match_list(GIT_NAMESPACE, namespaces) != ListMatch::Yes
     {
@@ -419,6 +452,10 @@ fn check_entry(entry: &Entry, fingerprint: &str, cx: &Context<'_>) -> Result<(),
             ),
         });
     }
+    Ok(())
+}
+
+fn check_time(entry: &Entry, fingerprint: &str, cx: &Context<'_>) -> Result<(), VerifyError> {
     if let Some(after) = entry.valid_after
         && cx.signed_at < after
     {
@@ -437,16 +474,6 @@ fn check_entry(entry: &Entry, fingerprint: &str, cx: &Context<'_>) -> Result<(),
             fingerprint: fingerprint.to_owned(),
             expired_at: before.to_system_time(),
             signed_at: cx.signed_at.to_system_time(),
-        });
-    }
-    if let Some(committer) = cx.committer
-        && pattern::match_list(committer, &entry.principals) != ListMatch::Yes
-    {
-        return Err(VerifyError::SignerNotCommitter {
-            method: Method::Ssh,
-            fingerprint: fingerprint.to_owned(),
-            committer: committer.to_owned(),
-            signer: entry.principals.clone(),
         });
     }
     Ok(())
