@@ -5,9 +5,11 @@
 //! * the issuer must be a primary key or subkey of a certificate in the
 //!   keyring, and the signature must verify over the payload;
 //! * the data signature's hash must not be MD5, SHA-1 or RIPEMD-160;
-//! * the certificate must have a valid self-signature at that time, and
-//!   the key must not have expired by then (the newest self-signature, or
-//!   subkey binding, made at or before the signature decides);
+//! * the certificate must have a valid self-signature, and the key must
+//!   not have expired by then (the newest self-signature, or subkey
+//!   binding, made at or before the signature decides; when every one is
+//!   newer — gpg replaces self-signatures when an expiry changes — the
+//!   earliest of them does);
 //! * the signing key must be allowed to sign: the primary's key flags, or
 //!   a subkey's binding flags plus its back-signature;
 //! * neither the certificate nor the subkey may be revoked: a revocation
@@ -387,41 +389,40 @@ fn self_signatures(cert: &SignedPublicKey) -> Vec<&Signature> {
     direct.chain(certifications).collect()
 }
 
-/// The newest of `sigs` made at or before `t`; or, when all are later,
-/// the error that the key was not yet bound then.
-fn newest_at<'a>(
+/// The binding in force at `t`: the newest of `sigs` made at or before
+/// `t`. When all were made later — gpg keeps only the newest self-signature,
+/// so changing a key's expiry leaves no older one — the earliest of them
+/// stands in: the key itself existed at `t` (its creation time is checked
+/// apart), and that binding's expiry is the one closest to `t`.
+fn binding_at<'a>(
     sigs: impl IntoIterator<Item = &'a Signature>,
     t: UnixTime,
     fp: &Fingerprint,
     what: &str,
 ) -> Result<&'a Signature, VerifyError> {
-    let mut earliest_later = None;
-    let mut newest: Option<(&Signature, UnixTime)> = None;
+    select_at(sigs, t).ok_or_else(|| VerifyError::NotSigningKey {
+        fingerprint: hex_fingerprint(fp),
+        reason: format!("it has no valid {what}"),
+    })
+}
+
+/// See [`binding_at`]: newest at or before `t`, else earliest after.
+fn select_at<'a>(sigs: impl IntoIterator<Item = &'a Signature>, t: UnixTime) -> Option<&'a Signature> {
+    let mut newest_before: Option<(&Signature, UnixTime)> = None;
+    let mut earliest_after: Option<(&Signature, UnixTime)> = None;
     for sig in sigs {
         let Some(c) = sig.created().map(time) else {
             continue;
         };
         if c <= t {
-            if newest.is_none_or(|(_, n)| c >= n) {
-                newest = Some((sig, c));
+            if newest_before.is_none_or(|(_, n)| c >= n) {
+                newest_before = Some((sig, c));
             }
-        } else if earliest_later.is_none_or(|e| c < e) {
-            earliest_later = Some(c);
+        } else if earliest_after.is_none_or(|(_, e)| c < e) {
+            earliest_after = Some((sig, c));
         }
     }
-    match (newest, earliest_later) {
-        (Some((sig, _)), _) => Ok(sig),
-        (None, Some(later)) => Err(VerifyError::KeyNotYetValid {
-            method: Method::OpenPgp,
-            fingerprint: hex_fingerprint(fp),
-            valid_from: later.to_system_time(),
-            signed_at: t.to_system_time(),
-        }),
-        (None, None) => Err(VerifyError::NotSigningKey {
-            fingerprint: hex_fingerprint(fp),
-            reason: format!("it has no valid {what}"),
-        }),
-    }
+    newest_before.or(earliest_after).map(|(sig, _)| sig)
 }
 
 fn check_expiry(binding: &Signature, key_created: UnixTime, t: UnixTime, fp: &Fingerprint) -> Result<(), VerifyError> {
@@ -472,7 +473,7 @@ fn check_key(cert: &SignedPublicKey, key: KeyRef, t: UnixTime) -> Result<(), Ver
         return Err(not_yet_valid(&primary_fp, primary_created, t));
     }
     let self_sigs = self_signatures(cert);
-    let self_sig = newest_at(self_sigs.iter().copied(), t, &primary_fp, "self-signature")?;
+    let self_sig = binding_at(self_sigs.iter().copied(), t, &primary_fp, "self-signature")?;
     check_expiry(self_sig, primary_created, t, &primary_fp)?;
 
     match key {
@@ -502,7 +503,7 @@ fn check_key(cert: &SignedPublicKey, key: KeyRef, t: UnixTime) -> Result<(), Ver
             let bindings = sub.signatures.iter().filter(|s| {
                 s.typ() == Some(SignatureType::SubkeyBinding) && s.verify_subkey_binding(primary, &sub.key).is_ok()
             });
-            let binding = newest_at(bindings, t, &sub_fp, "subkey binding signature")?;
+            let binding = binding_at(bindings, t, &sub_fp, "subkey binding signature")?;
             check_expiry(binding, sub_created, t, &sub_fp)?;
             if !binding.key_flags().sign() {
                 return Err(VerifyError::NotSigningKey {
@@ -534,12 +535,7 @@ fn valid_user_ids(cert: &SignedPublicKey, t: UnixTime) -> Vec<String> {
     for user in &cert.details.users {
         let verified =
             |s: &&Signature| names_key(s, primary) && s.verify_certification(primary, Tag::UserId, &user.id).is_ok();
-        let newest = user
-            .signatures
-            .iter()
-            .filter(|s| s.created().map(time).is_some_and(|c| c <= t))
-            .filter(verified)
-            .max_by_key(|s| s.created().map(time));
+        let newest = select_at(user.signatures.iter().filter(verified), t);
         if let Some(newest) = newest
             && newest.typ() != Some(SignatureType::CertRevocation)
         {
