@@ -196,3 +196,64 @@ fn verify_split(
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str = "tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904\n\
+                          author A <a@example.com> 1700000000 +0000\n";
+
+    fn commit(committer: bool, armor: &str) -> Vec<u8> {
+        let committer = if committer { "committer C <c@example.com> 1700000000 +0000\n" } else { "" };
+        let sig: String = armor.lines().map(|l| format!(" {l}\n")).collect();
+        format!("{HEADER}{committer}gpgsig{}\nmessage\n", &sig[..]).into_bytes()
+    }
+
+    fn both() -> Policy {
+        Policy {
+            ssh_allowed_signers: Some(AllowedSigners::parse("").unwrap()),
+            gpg_keyring: None,
+            require_committer_identity: false,
+        }
+    }
+
+    #[test]
+    fn signatures_are_dispatched_by_their_armor() {
+        let x509 = commit(true, "-----BEGIN SIGNED MESSAGE-----\nMIIB\n-----END SIGNED MESSAGE-----");
+        let e = verify_commit(&x509, &both()).unwrap_err();
+        assert!(matches!(e, VerifyError::Unsupported { .. }) && e.to_string().contains("X.509"), "{e}");
+
+        let message = commit(true, "-----BEGIN PGP MESSAGE-----\nowE\n-----END PGP MESSAGE-----");
+        let e = verify_commit(&message, &both()).unwrap_err();
+        assert!(matches!(e, VerifyError::MalformedSignature { method: Method::OpenPgp, .. }), "{e}");
+
+        let junk = commit(true, "hello");
+        let e = verify_commit(&junk, &both()).unwrap_err();
+        assert!(matches!(e, VerifyError::Unsupported { .. }) && e.to_string().contains("\"hello\""), "{e}");
+
+        let pgp = commit(true, "-----BEGIN PGP SIGNATURE-----\n\niQ\n-----END PGP SIGNATURE-----");
+        let e = verify_commit(&pgp, &both()).unwrap_err();
+        assert!(matches!(e, VerifyError::MethodNotConfigured { method: Method::OpenPgp, .. }), "{e}");
+        assert!(e.to_string().contains("gpg_keyring"), "{e}");
+    }
+
+    #[test]
+    fn ssh_needs_a_committer_date_and_sshsig_armor() {
+        let armor = "-----BEGIN SSH SIGNATURE-----\nU1NIU0lH\n-----END SSH SIGNATURE-----";
+        let e = verify_commit(&commit(false, armor), &both()).unwrap_err();
+        assert!(matches!(e, VerifyError::MalformedObject { object: ObjectKind::Commit, .. }), "{e}");
+        let e = verify_commit(&commit(true, armor), &both()).unwrap_err();
+        assert!(matches!(e, VerifyError::MalformedSignature { method: Method::Ssh, .. }), "{e}");
+    }
+
+    #[test]
+    fn unsigned_objects() {
+        let plain = format!("{HEADER}committer C <c@x> 1 +0000\n\nmessage\n");
+        let e = verify_commit(plain.as_bytes(), &both()).unwrap_err();
+        assert!(matches!(e, VerifyError::Unsigned { object: ObjectKind::Commit }), "{e}");
+        assert!(e.to_string().contains("git commit -S"), "{e}");
+        let e = verify_tag(b"object a\ntype commit\ntag v1\n\nnotes\n", &both()).unwrap_err();
+        assert!(matches!(e, VerifyError::Unsigned { object: ObjectKind::Tag }), "{e}");
+    }
+}

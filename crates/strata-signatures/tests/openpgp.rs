@@ -342,3 +342,26 @@ fn committer_identity_against_user_ids() {
     );
     assert!(verify_commit(&repo.cat(&foreign), &policy(&keyring)).is_ok());
 }
+
+#[test]
+fn damaged_signature_is_malformed() {
+    if !have(TOOLS) {
+        return;
+    }
+    let gpg = Gpg::new();
+    let fpr = gpg.generate(UID, "ed25519", "sign", &[]);
+    let repo = Repo::with_gnupg(&gpg);
+    let id = repo.commit("damaged", &strs(&gpg.git_config(&fpr)), &["-S"]);
+    let raw = repo.cat(&id);
+    // Drop the first line of the armored body (it follows the armor's blank line).
+    let text = String::from_utf8(raw).unwrap();
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let blank = lines.iter().position(|l| *l == " \n").expect("armor blank line");
+    let damaged: String = lines.iter().enumerate().filter(|(i, _)| *i != blank + 1).map(|(_, l)| *l).collect();
+    let damaged = repo.write_object("commit", damaged.as_bytes());
+    let (ours, git) = verdicts(&repo, &damaged, &gpg.export(&[], true));
+    let e = ours.unwrap_err();
+    assert!(matches!(e, VerifyError::MalformedSignature { method: Method::OpenPgp, .. }), "{e}");
+    assert!(std::error::Error::source(&e).is_some(), "cause kept: {e}");
+    assert!(!git);
+}

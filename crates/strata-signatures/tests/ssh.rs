@@ -424,3 +424,19 @@ fn odd_allowed_signers_file_reads_as_ssh_keygen_reads_it() {
     assert_eq!(ours.unwrap().signer, "Dev Eloper");
     assert!(git);
 }
+
+#[test]
+fn damaged_signature_is_malformed() {
+    if !have(TOOLS) {
+        return;
+    }
+    let s = Setup::new(&["-t", "ed25519"]);
+    let id = s.signed_commit("damaged");
+    let raw = s.repo.cat(&id);
+    // "U1NIU0lH" is the base64 of the "SSHSIG" magic that opens the blob.
+    let damaged = s.repo.write_object("commit", &replace_once(&raw, b" U1NIU0lH", b" U1NIU0lI"));
+    let (ours, git) = s.verdicts(&damaged, &s.allowed("dev@example.com"));
+    let e = ours.unwrap_err();
+    assert!(matches!(e, VerifyError::MalformedSignature { method: Method::Ssh, .. }), "{e}");
+    assert!(!git);
+}
