@@ -268,6 +268,8 @@ fn parse_options(line_no: usize, mut opts: &str, entry: &mut Entry) -> Result<()
 /// `ssh-key` would only report as "cannot decode": certificates, SHA-1 RSA
 /// signatures, unknown hashes.
 struct Envelope {
+    /// `SHA256:…` of the signer's key blob, as ssh-keygen prints it.
+    key_fingerprint: String,
     key_algorithm: String,
     hash_algorithm: String,
     signature_algorithm: String,
@@ -295,7 +297,8 @@ fn envelope(armored: &str) -> Option<Envelope> {
     use base64ct::Encoding as _;
     let blob = base64ct::Base64::decode_vec(&body).ok()?;
     let mut buf = blob.strip_prefix(b"SSHSIG")?.get(4..)?;
-    let mut key = read_string(&mut buf)?;
+    let key_blob = read_string(&mut buf)?;
+    let mut key = key_blob;
     let key_algorithm = read_string(&mut key)?;
     let _namespace = read_string(&mut buf)?;
     let _reserved = read_string(&mut buf)?;
@@ -303,11 +306,43 @@ fn envelope(armored: &str) -> Option<Envelope> {
     let mut signature = read_string(&mut buf)?;
     let signature_algorithm = read_string(&mut signature)?;
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let plain = certified_key(key_blob);
+    let digest = HashAlg::Sha256.digest(plain.as_deref().unwrap_or(key_blob));
+    let key_fingerprint = format!("SHA256:{}", base64ct::Base64Unpadded::encode_string(&digest));
     Some(Envelope {
+        key_fingerprint,
         key_algorithm: text(key_algorithm),
         hash_algorithm: text(hash_algorithm),
         signature_algorithm: text(signature_algorithm),
     })
+}
+
+/// The plain key blob inside a certificate blob, which ssh-keygen names a
+/// certificate by (`ssh_key::Certificate` cannot be used: in 0.6 it fails
+/// to decode certificates valid "forever").
+fn certified_key(cert: &[u8]) -> Option<Vec<u8>> {
+    let mut buf = cert;
+    let algorithm = std::str::from_utf8(read_string(&mut buf)?).ok()?;
+    let plain = algorithm.strip_suffix("-cert-v01@openssh.com")?;
+    let _nonce = read_string(&mut buf)?;
+    let fields = match plain {
+        "ssh-ed25519" => 1,
+        "ssh-rsa" | "ecdsa-sha2-nistp256" | "ecdsa-sha2-nistp384" | "ecdsa-sha2-nistp521" => 2,
+        "sk-ssh-ed25519@openssh.com" => 2,
+        "sk-ecdsa-sha2-nistp256@openssh.com" => 3,
+        "ssh-dss" => 4,
+        _ => return None,
+    };
+    let start = buf;
+    for _ in 0..fields {
+        read_string(&mut buf)?;
+    }
+    let key_fields = &start[..start.len() - buf.len()];
+    let mut out = Vec::with_capacity(4 + plain.len() + key_fields.len());
+    out.extend_from_slice(&u32::try_from(plain.len()).ok()?.to_be_bytes());
+    out.extend_from_slice(plain.as_bytes());
+    out.extend_from_slice(key_fields);
+    Some(out)
 }
 
 /// What an SSH verification needs besides the signature.
@@ -344,31 +379,29 @@ pub(crate) fn verify(
         return Err(VerifyError::Unsupported {
             what: "an SSH signature made with a certificate".into(),
             reason: format!(
-                "{} certificates are not accepted; list the signing key itself in \
+                "{} certificate of key {} is not accepted; list the signing key itself in \
                  ssh_allowed_signers",
-                envelope.key_algorithm
+                envelope.key_algorithm, envelope.key_fingerprint
             ),
         });
     }
+    if envelope.signature_algorithm == "ssh-rsa" {
+        return Err(VerifyError::WeakHash {
+            method: Method::Ssh,
+            fingerprint: envelope.key_fingerprint,
+            algorithm: "SHA-1 (ssh-rsa)".into(),
+        });
+    }
     let sig = SshSig::from_pem(armored).map_err(|e| {
-        if envelope.signature_algorithm == "ssh-rsa" {
-            // Caught below with the key's fingerprint when it parses; this
-            // is the fallback when it does not.
-            malformed("an RSA signature with SHA-1 (ssh-rsa)", Some(Box::new(e)))
-        } else {
-            malformed(
-                format!(
-                    "cannot decode the SSHSIG ({} key, {} signature, {} hash)",
-                    envelope.key_algorithm, envelope.signature_algorithm, envelope.hash_algorithm
-                ),
-                Some(Box::new(e)),
-            )
-        }
+        malformed(
+            format!(
+                "cannot decode the SSHSIG by {} ({} key, {} signature, {} hash)",
+                envelope.key_fingerprint, envelope.key_algorithm, envelope.signature_algorithm, envelope.hash_algorithm
+            ),
+            Some(Box::new(e)),
+        )
     })?;
     let fingerprint = sig.public_key().fingerprint(HashAlg::Sha256).to_string();
-    if envelope.signature_algorithm == "ssh-rsa" {
-        return Err(VerifyError::WeakHash { method: Method::Ssh, fingerprint, algorithm: "SHA-1 (ssh-rsa)".into() });
-    }
     if sig.namespace() != GIT_NAMESPACE {
         return Err(VerifyError::WrongNamespace {
             namespace: sig.namespace().to_owned(),
@@ -496,6 +529,39 @@ mod tests {
             Ok(_) => panic!("{text:?} should be refused"),
             Err(e) => e,
         }
+    }
+
+    /// An SSHSIG envelope in wire format, to test its classification
+    /// (no cryptography involved: these never reach verification).
+    fn envelope_pem(key_algorithm: &str, signature_algorithm: &str) -> String {
+        fn string(out: &mut Vec<u8>, s: &[u8]) {
+            out.extend_from_slice(&u32::try_from(s.len()).unwrap().to_be_bytes());
+            out.extend_from_slice(s);
+        }
+        let (mut key, mut sig, mut blob) = (Vec::new(), Vec::new(), b"SSHSIG\0\0\0\x01".to_vec());
+        string(&mut key, key_algorithm.as_bytes());
+        string(&mut key, &[7; 32]);
+        string(&mut sig, signature_algorithm.as_bytes());
+        string(&mut sig, &[9; 64]);
+        for field in [&key[..], b"git", b"", b"sha512", &sig] {
+            string(&mut blob, field);
+        }
+        use base64ct::Encoding as _;
+        let body = base64ct::Base64::encode_string(&blob);
+        format!("-----BEGIN SSH SIGNATURE-----\n{body}\n-----END SSH SIGNATURE-----\n")
+    }
+
+    #[test]
+    fn sha1_rsa_and_certificate_envelopes_are_named() {
+        let signers = AllowedSigners::parse("").unwrap();
+        let cx = Context { signed_at: UnixTime(0), committer: None };
+        let e = verify(&signers, b"", envelope_pem("ssh-rsa", "ssh-rsa").as_bytes(), &cx).err().unwrap();
+        assert!(matches!(&e, VerifyError::WeakHash { fingerprint, .. } if fingerprint.starts_with("SHA256:")), "{e}");
+        let pem = envelope_pem("ssh-ed25519-cert-v01@openssh.com", "ssh-ed25519");
+        let e = verify(&signers, b"", pem.as_bytes(), &cx).err().unwrap();
+        assert!(matches!(e, VerifyError::Unsupported { .. }) && e.to_string().contains("SHA256:"), "{e}");
+        let e = verify(&signers, b"", b"-----BEGIN SSH SIGNATURE-----\n!!\n", &cx).err().unwrap();
+        assert!(matches!(e, VerifyError::MalformedSignature { .. }), "{e}");
     }
 
     #[test]

@@ -325,7 +325,7 @@ fn cert_authority_lines_authorize_no_plain_key_and_certificates_are_refused() {
     let (ours, git) = s.verdicts(&id, &format!("dev@example.com cert-authority {}\n", ca.public));
     let e = ours.unwrap_err();
     assert!(matches!(e, VerifyError::Unsupported { .. }), "{e}");
-    assert!(e.to_string().contains("certificate"), "{e}");
+    assert!(e.to_string().contains("certificate") && e.to_string().contains(&s.fingerprint()), "{e}");
     assert!(git, "git accepts certificate signatures; the difference is deliberate");
 }
 
