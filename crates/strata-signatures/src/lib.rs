@@ -48,7 +48,12 @@
 //! Where this verifier is stricter than `git verify-commit`: SHA-1 (and
 //! older) OpenPGP signatures are refused, as are SSH signatures made with
 //! certificates and X.509 (gpgsm) signatures; a GnuPG trust database plays
-//! no part (a key in the keyring is trusted, and only it). An SSH signature
+//! no part (a key in the keyring is trusted, and only it). Where it is more
+//! lenient: an OpenPGP key is judged at the signature's creation time, so a
+//! signature made before the key expired, or before it was retired or
+//! superseded, stays good (gpg judges expiry and revocation now; a
+//! revocation for compromise or without reason counts for all time here
+//! too). An SSH signature
 //! carries no time of its own, so SSH keys are judged at the committer's
 //! (tagger's) date, as git does; that date is the signer's claim.
 
