@@ -63,6 +63,27 @@ struct RawConfig {
     shards: Option<Spanned<u64>>,
     #[serde(default)]
     leases: Option<Spanned<RawLeases>>,
+    #[serde(default)]
+    decryption: Option<Spanned<RawDecryption>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDecryption {
+    #[serde(default)]
+    age_key_files: Vec<String>,
+    /// Also accepted in the singular, as one file.
+    age_key_file: Option<String>,
+    /// Kubernetes mode: a Secret in strata's namespace whose `*.agekey` keys hold identities.
+    secret: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVerify {
+    mode: Option<Spanned<String>>,
+    ssh_allowed_signers: Option<String>,
+    gpg_keyring: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -193,6 +214,8 @@ struct RawRepository {
     system_roots: Option<bool>,
     client_cert_file: Option<String>,
     client_key_file: Option<String>,
+    #[serde(default)]
+    verify: Option<Spanned<RawVerify>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -416,6 +439,40 @@ pub struct Repository {
     pub interval: Duration,
     pub credentials: Credentials,
     pub tls: Tls,
+    /// Only commits signed by an allowed key are evaluated (`repository.verify`).
+    pub verify: Option<Verify>,
+}
+
+/// Which commits must be signed (`repository.verify.mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VerifyMode {
+    /// The commit evaluated: the branch head.
+    Head,
+    /// Every commit since the last one evaluated (all parents): none may slip in unsigned below a
+    /// signed head.
+    All,
+}
+
+/// `repository.verify`: the keys commits must be signed with, as files read at every
+/// verification (so keys rotate without a restart).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verify {
+    pub mode: VerifyMode,
+    /// OpenSSH allowed-signers file (`ssh-keygen -Y verify`'s `-f`; git's
+    /// `gpg.ssh.allowedSignersFile`).
+    pub ssh_allowed_signers: Option<PathBuf>,
+    /// OpenPGP public keys, armored or binary (`gpg --export [--armor]`).
+    pub gpg_keyring: Option<PathBuf>,
+}
+
+/// Where the age identities for SOPS files come from (`decryption`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Decryption {
+    /// age-keygen identity files, read at every evaluation (so keys rotate without a restart).
+    pub age_key_files: Vec<PathBuf>,
+    /// Kubernetes mode: a Secret in strata's namespace; every data key ending in `.agekey`
+    /// holds identities (as Flux's `sops-age` Secret).
+    pub secret: Option<String>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -595,6 +652,8 @@ pub struct Config {
     pub kubernetes: Option<KubernetesConfig>,
     pub state_backend: StateBackend,
     pub sharding: Sharding,
+    /// The age identities SOPS files in the repository are decrypted with.
+    pub decryption: Decryption,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
@@ -929,6 +988,35 @@ impl Config {
                 client_key_file: r.value.client_key_file,
             };
             let tls = tls(&mut diags, &shown, line, "repository", raw_tls, &resolve);
+            let verify = r.value.verify.map(|v| {
+                let vline = v.referenced.line() as usize;
+                let mode = match v.value.mode.as_ref().map(|m| m.value.as_str()) {
+                    None | Some("head") => VerifyMode::Head,
+                    Some("all") => VerifyMode::All,
+                    Some(other) => {
+                        diags.push(
+                            Diagnostic::new(Code::Schema, format!("repository.verify.mode `{other}` is not a mode"))
+                                .in_file(&shown)
+                                .at_line(v.value.mode.as_ref().map_or(vline, |m| m.referenced.line() as usize))
+                                .help("use head (the evaluated commit is signed) or all (every commit since the last evaluated one is)"),
+                        );
+                        VerifyMode::Head
+                    }
+                };
+                if v.value.ssh_allowed_signers.is_none() && v.value.gpg_keyring.is_none() {
+                    diags.push(
+                        Diagnostic::new(Code::Schema, "repository.verify names no key: no commit could be verified")
+                            .in_file(&shown)
+                            .at_line(vline)
+                            .help("set ssh_allowed_signers: FILE (OpenSSH allowed signers) and/or gpg_keyring: FILE (gpg --export --armor)"),
+                    );
+                }
+                Verify {
+                    mode,
+                    ssh_allowed_signers: v.value.ssh_allowed_signers.as_deref().map(resolve),
+                    gpg_keyring: v.value.gpg_keyring.as_deref().map(resolve),
+                }
+            });
             let c = r.value.credentials;
             Repository {
                 location: location(&r.value.url, resolve),
@@ -942,6 +1030,7 @@ impl Config {
                     known_hosts: c.known_hosts.as_deref().map(resolve),
                 },
                 tls,
+                verify,
             }
         });
 
@@ -1201,6 +1290,34 @@ impl Config {
             }
             None => None,
         };
+        let decryption = match raw.decryption {
+            None => Decryption::default(),
+            Some(d) => {
+                let line = d.referenced.line() as usize;
+                let d = d.value;
+                let files: Vec<PathBuf> = d.age_key_files.iter().chain(&d.age_key_file).map(|f| resolve(f)).collect();
+                let secret = d.secret.map(|s| {
+                    if kubernetes.is_none() {
+                        diags.push(
+                            Diagnostic::new(Code::Schema, "decryption.secret needs Kubernetes mode (kubernetes:)")
+                                .in_file(&shown)
+                                .at_line(s.referenced.line() as usize)
+                                .help("on a single host, list the age identity files in decryption.age_key_files"),
+                        );
+                    }
+                    s.value
+                });
+                if files.is_empty() && secret.is_none() {
+                    diags.push(
+                        Diagnostic::new(Code::Schema, "decryption names no age key")
+                            .in_file(&shown)
+                            .at_line(line)
+                            .help("e.g. decryption: { age_key_files: [/etc/strata/age.key] } (age-keygen -o FILE makes one)"),
+                    );
+                }
+                Decryption { age_key_files: files, secret }
+            }
+        };
         let mut sharding = Sharding::default();
         if let Some(shards) = &raw.shards {
             let line = shards.referenced.line() as usize;
@@ -1285,6 +1402,7 @@ impl Config {
             kubernetes,
             state_backend,
             sharding,
+            decryption,
         })
     }
 

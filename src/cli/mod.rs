@@ -6,6 +6,7 @@ pub mod apply;
 pub mod daemon;
 pub mod repo;
 pub mod rollout;
+pub mod supply;
 
 use std::io::Write;
 
@@ -39,7 +40,12 @@ impl From<SourceError> for Failure {
 }
 
 pub fn snapshot(cli: &Cli) -> Result<Snapshot, Failure> {
-    Ok(source::open(&cli.repo, cli.path.as_deref(), cli.rev.as_deref(), cli.worktree)?)
+    Ok(source::open(&cli.repo, cli.path.as_deref(), cli.rev.as_deref(), cli.worktree, &keys(cli)?)?)
+}
+
+/// The age identities the command decrypts SOPS files with ([`strata::sops::Keys::for_cli`]).
+pub fn keys(cli: &Cli) -> Result<std::sync::Arc<strata::sops::Keys>, Failure> {
+    strata::sops::Keys::for_cli(&cli.age_key_file).map(std::sync::Arc::new).map_err(Failure::Usage)
 }
 
 pub fn at(snapshot: &Snapshot) -> String {

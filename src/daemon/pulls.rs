@@ -39,7 +39,10 @@ pub async fn plan_pull_requests(shared: &Arc<Shared>, source: &Arc<Mutex<RepoSou
             // The comment fits the forge's limit; it says where the rest of the plan is.
             let fit = crate::report::plan_fit(shared.config.status.as_ref(), Some(&base), &head);
             tokio::task::spawn_blocking(move || -> Result<(String, String), String> {
+                // SOPS files stay encrypted: the pull request's author could route a decrypted
+                // value into an object the plan shows unredacted (a ConfigMap).
                 let git = source.lock().unwrap_or_else(|p| p.into_inner()).git_source().map_err(|e| e.to_string())?;
+                let git = git.with_keys(Arc::new(crate::sops::Keys::opaque()));
                 let (b, h) =
                     (git.snapshot(&base).map_err(|e| e.to_string())?, git.snapshot(&head).map_err(|e| e.to_string())?);
                 let hm =
