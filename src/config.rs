@@ -1482,6 +1482,33 @@ mod tests {
     }
 
     #[test]
+    fn decryption_keys_and_signed_commits() {
+        let config = load(
+            "repository:\n  url: ../fleet\n  verify: { mode: all, ssh_allowed_signers: keys/allowed_signers, gpg_keyring: /etc/strata/keyring.asc }\ndecryption: { age_key_files: [age.key, /etc/strata/old.key] }\n",
+        )
+        .unwrap();
+        let verify = config.repository.unwrap().verify.unwrap();
+        assert_eq!(verify.mode, VerifyMode::All);
+        assert!(verify.ssh_allowed_signers.unwrap().ends_with("keys/allowed_signers"));
+        assert_eq!(verify.gpg_keyring.as_deref(), Some(Path::new("/etc/strata/keyring.asc")));
+        assert_eq!(config.decryption.age_key_files.len(), 2);
+        assert!(config.decryption.age_key_files[0].ends_with("age.key"));
+        let head = load("repository: { url: ., verify: { ssh_allowed_signers: s } }\n").unwrap();
+        assert_eq!(head.repository.unwrap().verify.unwrap().mode, VerifyMode::Head, "head is the default");
+
+        // What cannot work is said on its line, with what to write.
+        let errors = |text: &str| load(text).unwrap_err().to_string();
+        let e = errors("repository:\n  url: .\n  verify: { mode: tip, ssh_allowed_signers: s }\n");
+        assert!(e.contains("strata.yaml:3") && e.contains("`tip` is not a mode") && e.contains("head"), "{e}");
+        let e = errors("repository:\n  url: .\n  verify: { mode: head }\n");
+        assert!(e.contains("names no key") && e.contains("ssh_allowed_signers: FILE"), "{e}");
+        let e = errors("decryption: {}\n");
+        assert!(e.contains("decryption names no age key") && e.contains("age-keygen"), "{e}");
+        let e = errors("decryption: { secret: sops-age }\n");
+        assert!(e.contains("needs Kubernetes mode"), "{e}");
+    }
+
+    #[test]
     fn status_sinks() {
         let config = load("status: {provider: github, api: 'https://github.example.com/api/v3/', repo: p/f, token_file: t, target_url: 'http://s/{cluster}'}\n").unwrap();
         let status = config.status.unwrap();

@@ -130,6 +130,11 @@ fn an_encrypted_secret_in_a_layer_renders_with_its_key_and_is_an_error_naming_fi
     assert!(tampered.stderr.contains("changed after it was encrypted"), "{}", tampered.stderr);
     assert!(!tampered.stderr.contains("sealed-Tok3n"), "{}", tampered.stderr);
 
+    // An encrypted partial: included into other templates, its values would leave their Secret.
+    seal(&repo, "token: x\n", "packs/hello-universe/manifests/_sealed.yaml", &[RECIPIENT_1], None);
+    let partial = run(&repo, home.path(), &["validate", "--worktree", "--age-key-file", keys], &[]);
+    assert!(partial.stderr.contains("_sealed.yaml") && partial.stderr.contains("cannot be a partial"));
+
     // `strata secret decrypt` checks a file by hand.
     let path = repo.path().join(SEALED);
     let checked = run(&repo, home.path(), &["secret", "decrypt", path.to_str().unwrap(), "--age-key-file", keys], &[]);

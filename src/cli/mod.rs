@@ -48,6 +48,15 @@ pub fn keys(cli: &Cli) -> Result<std::sync::Arc<strata::sops::Keys>, Failure> {
     strata::sops::Keys::for_cli(&cli.age_key_file).map(std::sync::Arc::new).map_err(Failure::Usage)
 }
 
+/// As [`snapshot`], for commands given a host config: its `decryption.age_key_files` too (a
+/// Kubernetes-mode `decryption.secret` is the daemon's alone).
+pub fn snapshot_with(cli: &Cli, config: &Config) -> Result<Snapshot, Failure> {
+    let files: Vec<std::path::PathBuf> =
+        cli.age_key_file.iter().chain(&config.decryption.age_key_files).cloned().collect();
+    let keys = strata::sops::Keys::for_cli(&files).map(std::sync::Arc::new).map_err(Failure::Usage)?;
+    Ok(source::open(&cli.repo, cli.path.as_deref(), cli.rev.as_deref(), cli.worktree, &keys)?)
+}
+
 pub fn at(snapshot: &Snapshot) -> String {
     format!("at {}", snapshot.short_revision())
 }

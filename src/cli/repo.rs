@@ -29,7 +29,11 @@ pub fn validate(cli: &Cli) -> Result<u8, Failure> {
         match result {
             Ok(count) => objects += count,
             Err(d) if undecryptable.is_some() => {
-                diags.extend(d.into_iter().filter(|d| d.code != strata::diag::Code::Decrypt).collect())
+                let said = undecryptable.as_ref().expect("checked");
+                let again = |d: &strata::diag::Diagnostic| {
+                    said.iter().any(|s| s.code == d.code && s.file == d.file && s.message == d.message)
+                };
+                diags.extend(d.into_iter().filter(|d| !again(d)).collect())
             }
             Err(d) => diags.extend(d),
         }

@@ -66,7 +66,7 @@ pub enum EvaluateError {
     /// `repository.verify`: the head (or a commit since the last verified one) is not signed by
     /// an allowed key. It is never evaluated.
     #[error("revision {revision} is not evaluated: a commit is not signed by an allowed key:\n{refusal}")]
-    Unverified { revision: String, refusal: crate::verify::Refusal },
+    Unverified { revision: String, refusal: Box<crate::verify::Refusal> },
     /// What this host needs to evaluate cannot be had (keys unreadable): tried again later.
     #[error("revision {revision} cannot be evaluated on this host: {message}")]
     Host { revision: String, message: String },

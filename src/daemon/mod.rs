@@ -908,8 +908,11 @@ async fn evaluate_head(
     let result = blocking(move || {
         let config = &work_shared.config;
         // The keys are read again for every evaluation: a rotated key file counts at once.
-        let keys = supply::keys(config)
-            .map_err(|message| EvaluateError::Host { revision: work_head.clone(), message })?;
+        let keys = supply::keys(config).map_err(|message| {
+            work_shared.network.failed(supply::DECRYPTION, &message);
+            EvaluateError::Host { revision: work_head.clone(), message }
+        })?;
+        work_shared.network.recovered(supply::DECRYPTION);
         lock(&source).set_keys(Arc::new(keys));
         let git = lock(&source).git_source().map_err(|e| match e {
             git::GitError::Source(source) => EvaluateError::Source { revision: work_head.clone(), source },

@@ -22,6 +22,8 @@ use crate::verify::{self, Failure};
 
 /// Where `/readyz`, the view and `strata status` show a head that is refused.
 pub const SIGNATURES: &str = "signatures";
+/// Where they show age keys that cannot be read.
+pub const DECRYPTION: &str = "decryption";
 
 /// The age identities of `decryption`: its files, and in Kubernetes mode its Secret.
 pub fn keys(config: &Config) -> Result<Keys, String> {
@@ -67,7 +69,7 @@ pub fn verify(shared: &Shared, config: &Verify, git_dir: &Path, head: &str) -> R
         }
         Err(Failure::Refused(refusal)) => {
             shared.network.failed(SIGNATURES, &format!("head {} not evaluated: {refusal}", short(head)));
-            Err(EvaluateError::Unverified { revision: head.to_string(), refusal })
+            Err(EvaluateError::Unverified { revision: head.to_string(), refusal: Box::new(refusal) })
         }
         Err(other) => {
             shared.network.failed(SIGNATURES, &other.to_string());

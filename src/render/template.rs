@@ -105,9 +105,20 @@ fn read(tree: &dyn Tree, source: &str, object: &str) -> Result<Sources, Diagnost
                 continue;
             }
         };
+        let decrypted = tree.decrypted(&real);
+        if partial && decrypted {
+            // Included into other templates, its values would land in objects that are no Secret.
+            diags.push(
+                Diagnostic::new(Code::Decrypt, "a SOPS-encrypted file cannot be a partial")
+                    .in_file(&shown)
+                    .about(object)
+                    .help("make it a manifest of its own (a name not starting with `_`): encrypted files are used as they decrypt"),
+            );
+            continue;
+        }
         if !partial {
             manifests.push(name.clone());
-            if tree.decrypted(&real) {
+            if decrypted {
                 literal.push(name.clone());
             }
         }

@@ -1,9 +1,12 @@
-//! JSON documents: read with `serde_json` (keeping key order), written by
-//! hand into a zeroizing buffer, tab-indented as SOPS writes them.
+//! JSON documents: read with `serde_json` into the crate's ordered tree (keys kept in document
+//! order by a visitor of our own, not by serde_json's `preserve_order`, which would change the
+//! map type of every crate that shares serde_json), written by hand into a zeroizing buffer,
+//! tab-indented as SOPS writes them.
 
+use std::fmt;
 use std::io::Write as _;
 
-use serde_json::Value;
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::error::SyntaxError;
 use crate::text::{SecretBuf, Text};
@@ -14,25 +17,86 @@ use crate::tree::{Entry, Node, go_float};
 const EXACT_INT: i64 = 1 << 53;
 
 pub(crate) fn parse(input: &[u8]) -> Result<Vec<Entry>, SyntaxError> {
-    let value: Value =
+    let Ordered(node) =
         serde_json::from_slice(input).map_err(|e| SyntaxError::new("invalid JSON").at_line(e.line()).caused_by(e))?;
-    match value {
-        Value::Object(map) => Ok(map.into_iter().map(|(k, v)| Entry::Pair(Text::from(k), convert(v))).collect()),
+    match node {
+        Node::Map(entries) => Ok(entries),
         _ => Err(SyntaxError::new("SOPS only handles JSON documents whose top level is an object")),
     }
 }
 
-fn convert(value: Value) -> Node {
-    match value {
-        Value::Null => Node::Null,
-        Value::Bool(b) => Node::Bool(b),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) if (-EXACT_INT..=EXACT_INT).contains(&i) => Node::Int(i),
-            _ => Node::Float(n.as_f64().unwrap_or(f64::NAN)),
-        },
-        Value::String(s) => Node::Str(Text::from(s)),
-        Value::Array(items) => Node::Seq(items.into_iter().map(convert).collect()),
-        Value::Object(map) => Node::Map(map.into_iter().map(|(k, v)| Entry::Pair(Text::from(k), convert(v))).collect()),
+/// A JSON value as the crate's tree, objects in document order. A key given twice keeps its
+/// first place and its last value, as an insertion-ordered map would.
+struct Ordered(Node);
+
+impl<'de> Deserialize<'de> for Ordered {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(OrderedVisitor).map(Ordered)
+    }
+}
+
+struct OrderedVisitor;
+
+fn int(i: i64) -> Node {
+    if (-EXACT_INT..=EXACT_INT).contains(&i) { Node::Int(i) } else { Node::Float(i as f64) }
+}
+
+impl<'de> Visitor<'de> for OrderedVisitor {
+    type Value = Node;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Node, E> {
+        Ok(Node::Null)
+    }
+
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<Node, E> {
+        Ok(Node::Bool(b))
+    }
+
+    fn visit_i64<E: de::Error>(self, i: i64) -> Result<Node, E> {
+        Ok(int(i))
+    }
+
+    fn visit_u64<E: de::Error>(self, u: u64) -> Result<Node, E> {
+        Ok(i64::try_from(u).map(int).unwrap_or(Node::Float(u as f64)))
+    }
+
+    fn visit_f64<E: de::Error>(self, f: f64) -> Result<Node, E> {
+        Ok(Node::Float(f))
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Node, E> {
+        Ok(Node::Str(Text::from(s.to_owned())))
+    }
+
+    fn visit_string<E: de::Error>(self, s: String) -> Result<Node, E> {
+        Ok(Node::Str(Text::from(s)))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Ordered(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Node::Seq(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
+        let mut entries: Vec<Entry> = Vec::new();
+        while let Some((key, Ordered(value))) = map.next_entry::<String, Ordered>()? {
+            let existing = entries.iter_mut().find_map(|e| match e {
+                Entry::Pair(k, v) if k.as_str() == key.as_str() => Some(v),
+                _ => None,
+            });
+            match existing {
+                Some(slot) => *slot = value,
+                None => entries.push(Entry::Pair(Text::from(key), value)),
+            }
+        }
+        Ok(Node::Map(entries))
     }
 }
 
@@ -156,6 +220,14 @@ mod tests {
             text,
             "{\n\t\"z\": 1,\n\t\"a\": {\n\t\t\"y\": [\n\t\t\ttrue,\n\t\t\tnull,\n\t\t\t1.5,\n\t\t\t\"s\"\n\t\t]\n\t},\n\t\"big\": 12345678901234567000\n}\n"
         );
+    }
+
+    #[test]
+    fn a_key_given_twice_keeps_its_first_place_and_its_last_value() {
+        let entries = parse(br#"{"a": 1, "b": 2, "a": 3}"#).unwrap();
+        let mut out = SecretBuf::default();
+        emit(&entries, &mut out).unwrap();
+        assert_eq!(String::from_utf8(out.as_slice().to_vec()).unwrap(), "{\n\t\"a\": 3,\n\t\"b\": 2\n}\n");
     }
 
     #[test]
