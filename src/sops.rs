@@ -286,6 +286,71 @@ impl Tree for Decrypting {
     fn decrypted(&self, path: &str) -> bool {
         self.inner.read(path, source::MAX_FILE_BYTES).is_ok_and(|bytes| is_encrypted(path, &bytes))
     }
+
+    fn read_raw(&self, path: &str, limit: u64) -> Result<Vec<u8>, ReadError> {
+        self.inner.read(path, limit)
+    }
+}
+
+/// The values of the file at `path` (resolved) that the repository holds encrypted, decrypted:
+/// what a tool's message must not show (`render::scrub`). Empty for a file that is not a SOPS
+/// file or does not decrypt. Found by walking the ciphertext and the plaintext side by side: a
+/// value is secret where the ciphertext holds `ENC[…]`.
+pub fn encrypted_values(tree: &dyn Tree, path: &str) -> Vec<String> {
+    if !tree.decrypted(path) {
+        return Vec::new();
+    }
+    let (Ok(raw), Ok(plain)) = (tree.read_raw(path, source::MAX_FILE_BYTES), tree.read(path, source::MAX_FILE_BYTES))
+    else {
+        return Vec::new();
+    };
+    let (raw, plain) = (String::from_utf8_lossy(&raw), Zeroizing::new(String::from_utf8_lossy(&plain).into_owned()));
+    let mut out = Vec::new();
+    if format_of(path) == Some(Format::Dotenv) {
+        let pairs = |text: &str| -> Vec<(String, String)> {
+            text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.trim().to_string(), v.to_string())).collect()
+        };
+        let plain = pairs(&plain);
+        for (key, value) in pairs(&raw) {
+            if value.starts_with("ENC[")
+                && let Some((_, decrypted)) = plain.iter().find(|(k, _)| *k == key)
+            {
+                out.push(decrypted.clone());
+            }
+        }
+        return out;
+    }
+    let (Ok(raw), Ok(plain)) = (crate::yaml::parse_documents(&raw), crate::yaml::parse_documents(&plain)) else {
+        return Vec::new();
+    };
+    for (raw, plain) in raw.iter().zip(&plain) {
+        side_by_side(&raw.value, &plain.value, &mut out);
+    }
+    out
+}
+
+fn side_by_side(raw: &serde_json::Value, plain: &serde_json::Value, out: &mut Vec<String>) {
+    use serde_json::Value;
+    match (raw, plain) {
+        (Value::Object(raw), Value::Object(plain)) => {
+            for (key, value) in plain {
+                if let Some(r) = raw.get(key) {
+                    side_by_side(r, value, out);
+                }
+            }
+        }
+        (Value::Array(raw), Value::Array(plain)) => {
+            for (r, p) in raw.iter().zip(plain) {
+                side_by_side(r, p, out);
+            }
+        }
+        (Value::String(enc), value) if enc.starts_with("ENC[") => match value {
+            Value::String(s) => out.push(s.clone()),
+            Value::Null | Value::Object(_) | Value::Array(_) => {}
+            other => out.push(other.to_string()),
+        },
+        _ => {}
+    }
 }
 
 /// A short content key: a SHA-256 of the ciphertext.
@@ -383,6 +448,25 @@ mod tests {
         let text = diagnostic("s.yaml", &failure).to_string();
         assert!(text.contains("error[decrypt]") && text.contains(&keys.public_keys()[0]), "{text}");
         assert!(!text.contains("hunter2"));
+    }
+
+    #[test]
+    fn the_values_held_encrypted_are_known_and_the_cleartext_ones_are_not() {
+        let keys = keys();
+        let recipient = keys.public_keys().remove(0);
+        let options = strata_sops::EncryptOptions {
+            rule: strata_sops::EncryptionRule::EncryptedRegex("^(data|stringData)$".into()),
+            mac_only_encrypted: false,
+        };
+        let plain = "kind: Secret\nmetadata:\n    name: db\nstringData:\n    password: hunter2-x\n    port: 5432\n";
+        let file = strata_sops::encrypt(plain.as_bytes(), Format::Yaml, &[&recipient], &options).unwrap();
+        let env = strata_sops::encrypt(b"TOKEN=tok-123\n", Format::Dotenv, &[&recipient], &Default::default()).unwrap();
+        let mut tree = MemTree::new();
+        tree.file("s.yaml", file).file("app.env", env).file("plain.yaml", "a: b\n");
+        let tree = Decrypting::new(Box::new(tree), keys);
+        assert_eq!(encrypted_values(&tree, "s.yaml"), ["hunter2-x", "5432"]);
+        assert_eq!(encrypted_values(&tree, "app.env"), ["tok-123"]);
+        assert!(encrypted_values(&tree, "plain.yaml").is_empty());
     }
 
     #[test]

@@ -117,6 +117,10 @@ pub trait Tree: Send + Sync {
     fn decrypted(&self, _path: &str) -> bool {
         false
     }
+    /// The bytes of a regular file as they are in the repository, before any decryption.
+    fn read_raw(&self, path: &str, limit: u64) -> Result<Vec<u8>, ReadError> {
+        self.read(path, limit)
+    }
 }
 
 /// Joins `base` and a relative `path` lexically, collapsing `.` and `..`. `None` when `..` climbs
