@@ -287,10 +287,13 @@ fn the_daemon_applies_decrypted_secrets_keeps_the_last_good_revision_on_a_tamper
     // Keys rotated: the file encrypted for a new key only, which the host learns without a restart.
     seal(&repo, &secret(NEW_TOKEN), SEALED, &[RECIPIENT_2], Some("^(data|stringData)$"));
     let rotated = repo.commit("encrypted for the new key");
-    daemon.wait_for("the revision for an unknown key rejected", Duration::from_secs(15), |d| {
-        d.get("/api/v1/revision").1.contains(&format!("\"head\": \"{rotated}\""))
+    daemon.wait_for("the revision for an unknown key rejected, naming its recipient", Duration::from_secs(15), |d| {
+        let revision = d.get("/api/v1/revision").1;
+        revision.contains(&format!("\"head\": \"{rotated}\""))
+            && revision.contains("rejected")
+            && d.log().contains(RECIPIENT_2)
     });
-    assert!(daemon.log().contains(RECIPIENT_2), "the log names the recipient");
+    assert!(file(&applied).contains(TOKEN), "the last good revision keeps serving");
     key_file(keys_dir.path(), "age.key", &[KEY_1, KEY_2]);
     repo.edit("clusters/aws-staging.yaml", "replicas: 3 }", "replicas: 4 }");
     repo.commit("the host has the new key now");
@@ -520,6 +523,17 @@ fn only_commits_signed_by_an_allowed_key_are_evaluated_and_the_rest_are_said_eve
         file(&ui).contains(&format!("replicas: {last}"))
     });
     assert!(!daemon.get("/readyz").1.contains("signatures"), "{}", daemon.get("/readyz").1);
+
+    // Keys rotate by editing the file, no restart: mallory's key allowed now, her next commit applies.
+    let mallory_line = std::fs::read_to_string(keys.path().join("mallory.pub")).unwrap();
+    let mut parts = mallory_line.split_whitespace();
+    let line = format!("mallory@example.com {} {}\n", parts.next().unwrap(), parts.next().unwrap());
+    std::fs::write(keys.path().join("allowed_signers"), format!("{alice_line}{line}")).unwrap();
+    let last = change(&repo);
+    commit(&repo, "signed by mallory, allowed now", Some(&mallory));
+    daemon.wait_for("mallory's head applied", Duration::from_secs(15), |_| {
+        file(&ui).contains(&format!("replicas: {last}"))
+    });
 }
 
 #[test]
@@ -607,4 +621,19 @@ fn strata_verify_checks_ssh_and_openpgp_signatures_and_plan_marks_an_unsigned_he
     let refused = repo.strata(&["verify", "--config", config, "--rev", &forged]);
     assert_eq!(refused.code, 1);
     assert!(refused.stderr.contains("does not match the signed content"), "{}", refused.stderr);
+
+    // Bob's key revoked (gpg's own revocation certificate, no reason given: it counts for all
+    // time) and the keyring exported again: his commits no longer verify.
+    let fpr = String::from_utf8(gpg.run(&["--with-colons", "--list-keys", "bob@example.com"])).unwrap();
+    let fpr = fpr.lines().find(|l| l.starts_with("fpr:")).unwrap().split(':').nth(9).unwrap().to_string();
+    let certificate = std::fs::read_to_string(gpg.home.path().join(format!("openpgp-revocs.d/{fpr}.rev"))).unwrap();
+    let certificate =
+        certificate.replace(":-----BEGIN PGP PUBLIC KEY BLOCK-----", "-----BEGIN PGP PUBLIC KEY BLOCK-----");
+    let revocation = keys.path().join("revocation.asc");
+    std::fs::write(&revocation, certificate).unwrap();
+    gpg.run(&["--import", revocation.to_str().unwrap()]);
+    std::fs::write(keys.path().join("keyring.asc"), gpg.run(&["--armor", "--export", &fpr])).unwrap();
+    let revoked = repo.strata(&["verify", "--config", config, "--rev", &by_bob]);
+    assert_eq!(revoked.code, 1, "{}", revoked.stdout);
+    assert!(revoked.stderr.contains("revoked"), "{}", revoked.stderr);
 }

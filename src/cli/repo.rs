@@ -165,7 +165,10 @@ pub fn plan(
         // `--post` fits the configured forge) whose rest is this plan's JSON.
         PlanFormat::Markdown => {
             let revisions = base_snap.as_ref().and_then(|s| s.revision.as_deref()).zip(head_snap.revision.as_deref());
-            format::comment(&plan, &format::Fit::new(format::GITHUB_COMMENT_LIMIT, "GitHub", None, revisions))
+            // Room for the unsigned-head warning put before it.
+            let warning = unsigned.as_ref().map_or(0, |mark| mark.chars().count() + 20);
+            let limit = format::GITHUB_COMMENT_LIMIT.saturating_sub(warning);
+            format::comment(&plan, &format::Fit::new(limit, "GitHub", None, revisions))
         }
         PlanFormat::Json => format::json(&plan),
         PlanFormat::Yaml => {
