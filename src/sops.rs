@@ -238,12 +238,14 @@ pub struct Decrypting {
     inner: Box<dyn Tree>,
     keys: Arc<Keys>,
     decrypted: Mutex<HashMap<String, Decrypted>>,
+    /// Whether each file read so far is a SOPS file: [`Tree::decrypted`] without reading it again.
+    encrypted: Mutex<HashMap<String, bool>>,
     local: Mutex<Option<PathBuf>>,
 }
 
 impl Decrypting {
     pub fn new(inner: Box<dyn Tree>, keys: Arc<Keys>) -> Decrypting {
-        Decrypting { inner, keys, decrypted: Mutex::default(), local: Mutex::default() }
+        Decrypting { inner, keys, decrypted: Mutex::default(), encrypted: Mutex::default(), local: Mutex::default() }
     }
 }
 
@@ -258,7 +260,9 @@ impl Tree for Decrypting {
 
     fn read(&self, path: &str, limit: u64) -> Result<Vec<u8>, ReadError> {
         let bytes = self.inner.read(path, limit)?;
-        if self.keys.opaque || !is_encrypted(path, &bytes) {
+        let encrypted = is_encrypted(path, &bytes);
+        self.encrypted.lock().unwrap_or_else(|p| p.into_inner()).insert(path.to_string(), encrypted);
+        if self.keys.opaque || !encrypted {
             return Ok(bytes);
         }
         let key = format!("{path}\0{}", hex(&bytes));
@@ -284,6 +288,9 @@ impl Tree for Decrypting {
     }
 
     fn decrypted(&self, path: &str) -> bool {
+        if let Some(known) = self.encrypted.lock().unwrap_or_else(|p| p.into_inner()).get(path) {
+            return *known;
+        }
         self.inner.read(path, source::MAX_FILE_BYTES).is_ok_and(|bytes| is_encrypted(path, &bytes))
     }
 
@@ -383,6 +390,14 @@ pub fn check(tree: &dyn Tree, model: &Model) -> Result<(), Diagnostics> {
     check_paths(tree, &paths)
 }
 
+/// Blob ids remembered as holding no SOPS file (a few MB at most; forgotten all at once past it).
+const MAX_PLAIN_BLOBS: usize = 100_000;
+
+fn plain_blobs() -> std::sync::MutexGuard<'static, std::collections::HashSet<String>> {
+    static PLAIN: std::sync::OnceLock<Mutex<std::collections::HashSet<String>>> = std::sync::OnceLock::new();
+    PLAIN.get_or_init(Mutex::default).lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Every SOPS file at or below `paths` decrypts (other read problems are reported by the readers).
 pub fn check_paths(tree: &dyn Tree, paths: &[String]) -> Result<(), Diagnostics> {
     let mut diags = Diagnostics::new();
@@ -397,8 +412,29 @@ pub fn check_paths(tree: &dyn Tree, paths: &[String]) -> Result<(), Diagnostics>
             if format_of(&real).is_none() || !seen.insert(real.clone()) {
                 continue;
             }
-            if let Err(ReadError::Decrypt(failure)) = tree.read(&real, source::MAX_FILE_BYTES) {
-                diags.push(diagnostic(&shown, &failure));
+            // A Git blob read before and found plain is plain again: the daemon checks every
+            // revision, and most of a repository does not change between two.
+            let blob = tree.object_id(&real);
+            if blob.as_ref().is_some_and(|id| plain_blobs().contains(id)) {
+                continue;
+            }
+            match tree.read_raw(&real, source::MAX_FILE_BYTES) {
+                Ok(raw) if !is_encrypted(&real, &raw) => {
+                    if let Some(id) = blob {
+                        let mut plain = plain_blobs();
+                        if plain.len() >= MAX_PLAIN_BLOBS {
+                            plain.clear();
+                        }
+                        plain.insert(id);
+                    }
+                }
+                Ok(_) => {
+                    if let Err(ReadError::Decrypt(failure)) = tree.read(&real, source::MAX_FILE_BYTES) {
+                        diags.push(diagnostic(&shown, &failure));
+                    }
+                }
+                // Other read problems are the readers' to report.
+                Err(_) => {}
             }
         }
     }
