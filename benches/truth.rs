@@ -1,9 +1,9 @@
 //! The long run of the truth checks (`tests/common/truth.rs`): histories from random seeds, each
 //! many steps long, against a running daemon and one restarted at every step, and against
-//! `strata plan`. CI runs one short history with a fixed seed (`tests/truth.rs`); this runs
+//! `strata plan`. CI runs short histories with fixed seeds (`tests/it/truth.rs`); this runs
 //! until told to stop, printing each seed before its history starts, so a failure (which prints
 //! the seed and the operations so far) is repeated with `STRATA_SEED=<seed> cargo test --test
-//! truth` or `cargo bench --bench truth -- --seed <seed>`.
+//! it truth::` or `cargo bench --bench truth -- --seed <seed>`.
 //!
 //! `cargo bench --bench truth` runs 5 histories of 60 steps. Options (after `--`):
 //! `--histories N`, `--steps N`, `--seed S` (one history from that seed), `--api-servers`

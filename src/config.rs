@@ -65,6 +65,7 @@ struct RawConfig {
     leases: Option<Spanned<RawLeases>>,
     #[serde(default)]
     audit: RawAudit,
+    decryption: Option<Spanned<RawDecryption>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -74,6 +75,25 @@ struct RawAudit {
     retention: Option<Spanned<String>>,
     #[serde(default)]
     max_entries: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDecryption {
+    #[serde(default)]
+    age_key_files: Vec<String>,
+    /// Also accepted in the singular, as one file.
+    age_key_file: Option<String>,
+    /// Kubernetes mode: a Secret in strata's namespace whose `*.agekey` keys hold identities.
+    secret: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVerify {
+    mode: Option<Spanned<String>>,
+    ssh_allowed_signers: Option<String>,
+    gpg_keyring: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -204,6 +224,8 @@ struct RawRepository {
     system_roots: Option<bool>,
     client_cert_file: Option<String>,
     client_key_file: Option<String>,
+    #[serde(default)]
+    verify: Option<Spanned<RawVerify>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -427,6 +449,40 @@ pub struct Repository {
     pub interval: Duration,
     pub credentials: Credentials,
     pub tls: Tls,
+    /// Only commits signed by an allowed key are evaluated (`repository.verify`).
+    pub verify: Option<Verify>,
+}
+
+/// Which commits must be signed (`repository.verify.mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VerifyMode {
+    /// The commit evaluated: the branch head.
+    Head,
+    /// Every commit since the last one evaluated (all parents): none may slip in unsigned below a
+    /// signed head.
+    All,
+}
+
+/// `repository.verify`: the keys commits must be signed with, as files read at every
+/// verification (so keys rotate without a restart).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verify {
+    pub mode: VerifyMode,
+    /// OpenSSH allowed-signers file (`ssh-keygen -Y verify`'s `-f`; git's
+    /// `gpg.ssh.allowedSignersFile`).
+    pub ssh_allowed_signers: Option<PathBuf>,
+    /// OpenPGP public keys, armored or binary (`gpg --export [--armor]`).
+    pub gpg_keyring: Option<PathBuf>,
+}
+
+/// Where the age identities for SOPS files come from (`decryption`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Decryption {
+    /// age-keygen identity files, read at every evaluation (so keys rotate without a restart).
+    pub age_key_files: Vec<PathBuf>,
+    /// Kubernetes mode: a Secret in strata's namespace; every data key ending in `.agekey`
+    /// holds identities (as Flux's `sops-age` Secret).
+    pub secret: Option<String>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -608,6 +664,8 @@ pub struct Config {
     pub sharding: Sharding,
     /// The audit trail's retention and bound.
     pub audit: AuditConfig,
+    /// The age identities SOPS files in the repository are decrypted with.
+    pub decryption: Decryption,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
@@ -956,6 +1014,35 @@ impl Config {
                 client_key_file: r.value.client_key_file,
             };
             let tls = tls(&mut diags, &shown, line, "repository", raw_tls, &resolve);
+            let verify = r.value.verify.map(|v| {
+                let vline = v.referenced.line() as usize;
+                let mode = match v.value.mode.as_ref().map(|m| m.value.as_str()) {
+                    None | Some("head") => VerifyMode::Head,
+                    Some("all") => VerifyMode::All,
+                    Some(other) => {
+                        diags.push(
+                            Diagnostic::new(Code::Schema, format!("repository.verify.mode `{other}` is not a mode"))
+                                .in_file(&shown)
+                                .at_line(v.value.mode.as_ref().map_or(vline, |m| m.referenced.line() as usize))
+                                .help("use head (the evaluated commit is signed) or all (every commit since the last evaluated one is)"),
+                        );
+                        VerifyMode::Head
+                    }
+                };
+                if v.value.ssh_allowed_signers.is_none() && v.value.gpg_keyring.is_none() {
+                    diags.push(
+                        Diagnostic::new(Code::Schema, "repository.verify names no key: no commit could be verified")
+                            .in_file(&shown)
+                            .at_line(vline)
+                            .help("set ssh_allowed_signers: FILE (OpenSSH allowed signers) and/or gpg_keyring: FILE (gpg --export --armor)"),
+                    );
+                }
+                Verify {
+                    mode,
+                    ssh_allowed_signers: v.value.ssh_allowed_signers.as_deref().map(resolve),
+                    gpg_keyring: v.value.gpg_keyring.as_deref().map(resolve),
+                }
+            });
             let c = r.value.credentials;
             Repository {
                 location: location(&r.value.url, resolve),
@@ -969,6 +1056,7 @@ impl Config {
                     known_hosts: c.known_hosts.as_deref().map(resolve),
                 },
                 tls,
+                verify,
             }
         });
 
@@ -1228,6 +1316,34 @@ impl Config {
             }
             None => None,
         };
+        let decryption = match raw.decryption {
+            None => Decryption::default(),
+            Some(d) => {
+                let line = d.referenced.line() as usize;
+                let d = d.value;
+                let files: Vec<PathBuf> = d.age_key_files.iter().chain(&d.age_key_file).map(|f| resolve(f)).collect();
+                let secret = d.secret.map(|s| {
+                    if kubernetes.is_none() {
+                        diags.push(
+                            Diagnostic::new(Code::Schema, "decryption.secret needs Kubernetes mode (kubernetes:)")
+                                .in_file(&shown)
+                                .at_line(s.referenced.line() as usize)
+                                .help("on a single host, list the age identity files in decryption.age_key_files"),
+                        );
+                    }
+                    s.value
+                });
+                if files.is_empty() && secret.is_none() {
+                    diags.push(
+                        Diagnostic::new(Code::Schema, "decryption names no age key")
+                            .in_file(&shown)
+                            .at_line(line)
+                            .help("e.g. decryption: { age_key_files: [/etc/strata/age.key] } (age-keygen -o FILE makes one)"),
+                    );
+                }
+                Decryption { age_key_files: files, secret }
+            }
+        };
         let mut sharding = Sharding::default();
         if let Some(shards) = &raw.shards {
             let line = shards.referenced.line() as usize;
@@ -1339,6 +1455,7 @@ impl Config {
             kubernetes,
             state_backend,
             sharding,
+            decryption,
         })
     }
 
@@ -1420,6 +1537,33 @@ mod tests {
         assert!(matches!(local.location, RepoLocation::Local(p) if p.ends_with("fleet")));
         let scp = load("repository: {url: 'git@github.com:platform/fleet.git'}\n").unwrap().repository.unwrap();
         assert!(matches!(scp.location, RepoLocation::Remote(_)));
+    }
+
+    #[test]
+    fn decryption_keys_and_signed_commits() {
+        let config = load(
+            "repository:\n  url: ../fleet\n  verify: { mode: all, ssh_allowed_signers: keys/allowed_signers, gpg_keyring: /etc/strata/keyring.asc }\ndecryption: { age_key_files: [age.key, /etc/strata/old.key] }\n",
+        )
+        .unwrap();
+        let verify = config.repository.unwrap().verify.unwrap();
+        assert_eq!(verify.mode, VerifyMode::All);
+        assert!(verify.ssh_allowed_signers.unwrap().ends_with("keys/allowed_signers"));
+        assert_eq!(verify.gpg_keyring.as_deref(), Some(Path::new("/etc/strata/keyring.asc")));
+        assert_eq!(config.decryption.age_key_files.len(), 2);
+        assert!(config.decryption.age_key_files[0].ends_with("age.key"));
+        let head = load("repository: { url: ., verify: { ssh_allowed_signers: s } }\n").unwrap();
+        assert_eq!(head.repository.unwrap().verify.unwrap().mode, VerifyMode::Head, "head is the default");
+
+        // What cannot work is said on its line, with what to write.
+        let errors = |text: &str| load(text).unwrap_err().to_string();
+        let e = errors("repository:\n  url: .\n  verify: { mode: tip, ssh_allowed_signers: s }\n");
+        assert!(e.contains("strata.yaml:3") && e.contains("`tip` is not a mode") && e.contains("head"), "{e}");
+        let e = errors("repository:\n  url: .\n  verify: { mode: head }\n");
+        assert!(e.contains("names no key") && e.contains("ssh_allowed_signers: FILE"), "{e}");
+        let e = errors("decryption: {}\n");
+        assert!(e.contains("decryption names no age key") && e.contains("age-keygen"), "{e}");
+        let e = errors("decryption: { secret: sops-age }\n");
+        assert!(e.contains("needs Kubernetes mode"), "{e}");
     }
 
     #[test]

@@ -58,6 +58,8 @@ pub enum Code {
     Rollout,
     /// An object in strata's own home: its namespace, its state, a cluster Secret.
     Reserved,
+    /// A SOPS-encrypted file strata cannot decrypt: no key for it, or a MAC that does not match.
+    Decrypt,
 }
 
 impl Code {
@@ -83,6 +85,7 @@ impl Code {
             Code::Budget => "budget",
             Code::Rollout => "rollout",
             Code::Reserved => "reserved",
+            Code::Decrypt => "decrypt",
         }
     }
 }

@@ -3,7 +3,7 @@
 //! ```text
 //!   fuzz/fuzz_targets/<name>.rs (cargo fuzz, libFuzzer) ─┐
 //!                                                        ├──> TARGETS[name](bytes)
-//!   tests/fuzz.rs (seed corpus + seeded mutations, CI) ──┘
+//!   tests/it/fuzz.rs (seed corpus + seeded mutations, CI) ──┘
 //! ```
 //!
 //! Each body feeds hostile input to one parser the way strata meets it — a repository, a
@@ -177,7 +177,7 @@ pub fn config(data: &[u8]) {
 /// one with one character changed where the input's second-to-last byte says, to its last byte.
 ///
 /// The rest of webhook handling (reading headers, GitLab's token compared in constant time,
-/// the event name) is not a pure function today; it is exercised over HTTP in tests/daemon.rs.
+/// the event name) is not a pure function today; it is exercised over HTTP in tests/it/daemon.rs.
 pub fn webhook(data: &[u8]) {
     use hmac::{Hmac, KeyInit, Mac};
     let mut lines = data.splitn(3, |b| *b == b'\n');

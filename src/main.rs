@@ -29,6 +29,11 @@ struct Cli {
     /// Read the Git working directory as it is on disk instead of a commit (e.g. in a pre-commit hook).
     #[arg(long, global = true, conflicts_with = "rev")]
     worktree: bool,
+    /// An age identity file (age-keygen's output) to decrypt the repository's SOPS files with;
+    /// repeat for several. Also read: SOPS_AGE_KEY_FILE, SOPS_AGE_KEY and
+    /// ~/.config/sops/age/keys.txt, as sops reads them.
+    #[arg(long, global = true, value_name = "FILE")]
+    age_key_file: Vec<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -64,7 +69,8 @@ enum Command {
         /// The pull (merge) request number the comment goes to.
         #[arg(long, requires = "post", value_name = "N")]
         pr: Option<u64>,
-        /// Host config with the `status` section (forge, repository, token file).
+        /// Host config with the `status` section (forge, repository, token file); with
+        /// repository.verify, the plan is marked when the head is not signed by an allowed key.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
@@ -213,12 +219,59 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// SOPS files with age keys, without the sops binary: encrypt (a file sops and Flux read),
+    /// decrypt (check that strata's keys open it).
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
+    /// Check that a commit (--rev, default HEAD) is signed by a key repository.verify allows, as
+    /// the daemon checks before it evaluates one; with --since, every commit after that one too.
+    Verify {
+        /// Also verify every commit reachable from --rev and not from this one (mode all).
+        #[arg(long, value_name = "REV")]
+        since: Option<String>,
+        /// Host config with repository.verify (the keys).
+        #[arg(long, default_value = "strata.yaml", value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Rollouts as the running daemon runs them: status, promote, pause, resume, abort.
     Rollout {
         #[command(subcommand)]
         command: RolloutCommand,
         #[arg(long, global = true, default_value = "strata.yaml", value_name = "FILE")]
         config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretCommand {
+    /// Encrypt FILE (YAML, JSON, .env; by extension) for age recipients; prints the SOPS file.
+    Encrypt {
+        file: PathBuf,
+        /// An age recipient (age1…, from age-keygen -y); repeat for several.
+        #[arg(long = "age", value_name = "RECIPIENT", required = true)]
+        age: Vec<String>,
+        /// Encrypt only values under keys matching this regex, e.g. '^(data|stringData)$' for
+        /// Secrets (sops' --encrypted-regex). Default: every value (sops' default).
+        #[arg(long, value_name = "REGEX")]
+        encrypted_regex: Option<String>,
+        /// Replace FILE with the encrypted file.
+        #[arg(short = 'i', long, conflicts_with = "output")]
+        in_place: bool,
+        /// Write the encrypted file here instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Check that FILE decrypts with strata's keys (--age-key-file, SOPS_AGE_KEY_FILE,
+    /// SOPS_AGE_KEY) and its MAC holds; --show prints the plaintext.
+    Decrypt {
+        file: PathBuf,
+        /// Print the plaintext (to stdout, or --output).
+        #[arg(long)]
+        show: bool,
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
 }
 
@@ -335,7 +388,7 @@ fn run(cli: &Cli) -> Result<u8, Failure> {
         Command::Render { cluster } => cli::repo::render(cli, cluster),
         Command::Plan { base, head, format, detailed_exitcode, post, pr, config } => {
             let post = if *post { Some((config.as_deref().expect("clap requires it"), *pr)) } else { None };
-            cli::repo::plan(cli, base.as_deref(), head.as_deref(), *format, *detailed_exitcode, post)
+            cli::repo::plan(cli, base.as_deref(), head.as_deref(), *format, *detailed_exitcode, post, config.as_deref())
         }
         Command::Clusters { tag, output } => cli::repo::clusters(cli, tag, output.output),
         Command::Profiles { profile, output } => cli::repo::profiles(cli, profile.as_deref(), output.output),
@@ -384,6 +437,13 @@ fn run(cli: &Cli) -> Result<u8, Failure> {
             config,
             output.output,
         )),
+        Command::Secret { command } => match command {
+            SecretCommand::Encrypt { file, age, encrypted_regex, in_place, output } => {
+                cli::supply::encrypt(file, age, encrypted_regex.as_deref(), *in_place, output.as_ref())
+            }
+            SecretCommand::Decrypt { file, show, output } => cli::supply::decrypt(cli, file, *show, output.as_ref()),
+        },
+        Command::Verify { since, config } => cli::supply::verify(cli, config, since.as_deref()),
         Command::Rollout { command, config } => runtime()?.block_on(async {
             match command {
                 RolloutCommand::Status { rollout, output } => {

@@ -216,6 +216,7 @@ pub(crate) fn read_diag(path: &str, e: ReadError) -> Diagnostic {
             .in_file(looping)
             .help("a symlink leads back to itself: fix or remove it"),
         ReadError::TooLarge(_) => Diagnostic::new(Code::TooLarge, e.to_string()).in_file(path),
+        ReadError::Decrypt(ref failure) => crate::sops::diagnostic(path, failure),
         _ => Diagnostic::new(Code::Yaml, e.to_string()).in_file(path),
     }
 }

@@ -56,6 +56,8 @@ pub enum ReadError {
     /// Too many symlink hops resolving this path.
     Loop(String),
     Io(String),
+    /// A SOPS file that does not decrypt ([`crate::sops`]).
+    Decrypt(crate::sops::DecryptFailure),
 }
 
 impl fmt::Display for ReadError {
@@ -74,6 +76,7 @@ impl fmt::Display for ReadError {
             }
             ReadError::Loop(path) => write!(f, "`{path}`: too many levels of symbolic links"),
             ReadError::Io(message) => f.write_str(message),
+            ReadError::Decrypt(failure) => failure.fmt(f),
         }
     }
 }
@@ -110,6 +113,14 @@ pub trait Tree: Send + Sync {
     /// (kustomize, helm): a confined copy written into `scratch` the first time (see
     /// [`checkout`]), never the repository's own directory, where links may lead anywhere.
     fn local_root(&self, scratch: &Path) -> Result<PathBuf, ReadError>;
+    /// Whether the file at `path` (resolved) is read decrypted: a SOPS file ([`crate::sops`]).
+    fn decrypted(&self, _path: &str) -> bool {
+        false
+    }
+    /// The bytes of a regular file as they are in the repository, before any decryption.
+    fn read_raw(&self, path: &str, limit: u64) -> Result<Vec<u8>, ReadError> {
+        self.read(path, limit)
+    }
 }
 
 /// Joins `base` and a relative `path` lexically, collapsing `.` and `..`. `None` when `..` climbs
@@ -365,6 +376,8 @@ impl std::error::Error for SourceError {}
 pub struct GitSource {
     path: PathBuf,
     subdir: String,
+    /// What its SOPS files are decrypted with: every snapshot reads them decrypted (or fails to).
+    keys: Arc<crate::sops::Keys>,
 }
 
 impl GitSource {
@@ -375,7 +388,11 @@ impl GitSource {
             return Err(SourceError::NotFound(path.to_path_buf()));
         }
         match git2::Repository::open(path) {
-            Ok(_) => Ok(Some(GitSource { path: path.to_path_buf(), subdir: normalise_subdir(subdir)? })),
+            Ok(_) => Ok(Some(GitSource {
+                path: path.to_path_buf(),
+                subdir: normalise_subdir(subdir)?,
+                keys: Default::default(),
+            })),
             Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(None),
             Err(e) => Err(SourceError::Git(e.message().to_string())),
         }
@@ -394,6 +411,17 @@ impl GitSource {
         }
         let statuses = repo.statuses(Some(&mut options)).ok()?;
         Some(statuses.iter().filter(|s| s.status() != git2::Status::CURRENT).count())
+    }
+
+    /// This repository with its SOPS files decrypted with `keys` (without: none decrypts).
+    pub fn with_keys(mut self, keys: Arc<crate::sops::Keys>) -> GitSource {
+        self.keys = keys;
+        self
+    }
+
+    /// The local path of the repository.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// The snapshot of `rev` (any revspec git understands: `HEAD`, `main`, `HEAD~1`, a SHA).
@@ -424,15 +452,16 @@ impl GitSource {
         drop(tree);
         drop(commit);
         drop(object);
+        let tree = GitTree {
+            git_dir: repo.path().to_path_buf(),
+            repos: Mutex::new(vec![repo]),
+            root,
+            dirs: Default::default(),
+            local: Default::default(),
+        };
         Ok(Snapshot {
             revision: Some(revision),
-            tree: Box::new(GitTree {
-                git_dir: repo.path().to_path_buf(),
-                repos: Mutex::new(vec![repo]),
-                root,
-                dirs: Default::default(),
-                local: Default::default(),
-            }),
+            tree: Box::new(crate::sops::Decrypting::new(Box::new(tree), self.keys.clone())),
         })
     }
 
@@ -663,8 +692,15 @@ fn check_tree(repo: &git2::Repository, root: git2::Oid) -> Result<(), Unchecked>
 
 /// Opens what a command reads: the commit `rev` (default HEAD) of a Git repository, or a plain
 /// directory as it is on disk when `path` is not a repository or `worktree` is set.
-pub fn open(path: &Path, subdir: Option<&str>, rev: Option<&str>, worktree: bool) -> Result<Snapshot, SourceError> {
-    let git = if worktree { None } else { GitSource::open(path, subdir)? };
+/// SOPS files read decrypted with `keys`.
+pub fn open(
+    path: &Path,
+    subdir: Option<&str>,
+    rev: Option<&str>,
+    worktree: bool,
+    keys: &Arc<crate::sops::Keys>,
+) -> Result<Snapshot, SourceError> {
+    let git = if worktree { None } else { GitSource::open(path, subdir)?.map(|g| g.with_keys(keys.clone())) };
     match (git, rev) {
         (Some(git), rev) => git.snapshot(rev.unwrap_or("HEAD")),
         (None, Some(rev)) => Err(SourceError::NotGit { path: path.to_path_buf(), wanted: format!("revision `{rev}`") }),
@@ -676,7 +712,7 @@ pub fn open(path: &Path, subdir: Option<&str>, rev: Option<&str>, worktree: bool
             if !root.is_dir() {
                 return Err(SourceError::NotFound(root));
             }
-            Ok(Snapshot { revision: None, tree: Box::new(DirTree::new(root)) })
+            Ok(crate::sops::decrypting(Snapshot { revision: None, tree: Box::new(DirTree::new(root)) }, keys))
         }
     }
 }
@@ -893,7 +929,7 @@ pub const MAX_CHECKOUT_BYTES: u64 = 512 * 1024 * 1024;
 /// `O_NOFOLLOW`, and created exclusively: no path is ever resolved again, so a link written a
 /// moment before is never followed and nothing outside `scratch/tree` can be touched, whatever
 /// names the tree holds. Threads that need the checkout at once wait for the one writing it.
-fn checkout(tree: &dyn Tree, cell: &Mutex<Option<PathBuf>>, scratch: &Path) -> Result<PathBuf, ReadError> {
+pub(crate) fn checkout(tree: &dyn Tree, cell: &Mutex<Option<PathBuf>>, scratch: &Path) -> Result<PathBuf, ReadError> {
     let mut done = cell.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(path) = done.as_ref() {
         return Ok(path.clone());
@@ -951,8 +987,10 @@ fn write_entries(
                     io::Write::write_all(&mut fs::File::from(file), &bytes)?;
                 }
                 // Too large for strata to read, or a submodule (a commit, not content of this
-                // repository): left out.
-                Err(ReadError::TooLarge(_) | ReadError::NotFound) => {}
+                // repository): left out. So is a SOPS file strata cannot decrypt: the layers that
+                // read it fail with error[decrypt] before their tool runs, and no tool ever reads
+                // its ciphertext as if it were the values.
+                Err(ReadError::TooLarge(_) | ReadError::NotFound | ReadError::Decrypt(_)) => {}
                 Err(e) => return Err(e),
             },
             EntryKind::Symlink => {

@@ -10,7 +10,7 @@ use strata::render::{DesiredSet, Renderer};
 use strata::source::Snapshot;
 use strata::target;
 
-use super::{Failure, at, emit, find, load, load_config, print, snapshot, tally};
+use super::{Failure, at, emit, find, load, load_config, print, snapshot_with, tally};
 use crate::{Cli, Output, PolicyArg, Select};
 
 /// The clusters a command acts on, rendered, each with its target config. Clusters that do not
@@ -124,7 +124,7 @@ fn progress(clusters: usize) -> Option<indicatif::ProgressBar> {
 
 pub async fn apply(cli: &Cli, sel: &Select, dry_run: bool, allow_empty: bool, output: Output) -> Result<u8, Failure> {
     let config = load_config(&sel.config)?;
-    let snapshot = snapshot(cli)?;
+    let snapshot = snapshot_with(cli, &config)?;
     let model = load(&snapshot)?;
     let (selected, unprepared) = select(&model, &snapshot, sel, &config)?;
     let unprepared = report_unprepared(&unprepared, &snapshot);
@@ -209,7 +209,7 @@ pub async fn apply(cli: &Cli, sel: &Select, dry_run: bool, allow_empty: bool, ou
 
 pub async fn diff(cli: &Cli, name: &str, config: &std::path::Path) -> Result<u8, Failure> {
     let config = load_config(config)?;
-    let snapshot = snapshot(cli)?;
+    let snapshot = snapshot_with(cli, &config)?;
     let model = load(&snapshot)?;
     let sel = Select { clusters: vec![name.to_string()], all: false, tag: vec![], config: config.file.clone() };
     let (selected, unprepared) = select(&model, &snapshot, &sel, &config)?;
@@ -239,7 +239,7 @@ pub async fn diff(cli: &Cli, name: &str, config: &std::path::Path) -> Result<u8,
 
 pub async fn drift(cli: &Cli, sel: &Select, policy: Option<PolicyArg>, output: Output) -> Result<u8, Failure> {
     let config = load_config(&sel.config)?;
-    let snapshot = snapshot(cli)?;
+    let snapshot = snapshot_with(cli, &config)?;
     let model = load(&snapshot)?;
     let (selected, unprepared) = select(&model, &snapshot, sel, &config)?;
     let revision = snapshot.revision.as_deref();

@@ -6,6 +6,7 @@ pub mod apply;
 pub mod daemon;
 pub mod repo;
 pub mod rollout;
+pub mod supply;
 
 use std::io::Write;
 
@@ -51,7 +52,21 @@ pub fn warn_uncommitted(git: &source::GitSource, reads_them: &str) {
 }
 
 pub fn snapshot(cli: &Cli) -> Result<Snapshot, Failure> {
-    Ok(source::open(&cli.repo, cli.path.as_deref(), cli.rev.as_deref(), cli.worktree)?)
+    Ok(source::open(&cli.repo, cli.path.as_deref(), cli.rev.as_deref(), cli.worktree, &keys(cli)?)?)
+}
+
+/// The age identities the command decrypts SOPS files with ([`strata::sops::Keys::for_cli`]).
+pub fn keys(cli: &Cli) -> Result<std::sync::Arc<strata::sops::Keys>, Failure> {
+    strata::sops::Keys::for_cli(&cli.age_key_file).map(std::sync::Arc::new).map_err(Failure::Usage)
+}
+
+/// As [`snapshot`], for commands given a host config: its `decryption.age_key_files` too (a
+/// Kubernetes-mode `decryption.secret` is the daemon's alone).
+pub fn snapshot_with(cli: &Cli, config: &Config) -> Result<Snapshot, Failure> {
+    let files: Vec<std::path::PathBuf> =
+        cli.age_key_file.iter().chain(&config.decryption.age_key_files).cloned().collect();
+    let keys = strata::sops::Keys::for_cli(&files).map(std::sync::Arc::new).map_err(Failure::Usage)?;
+    Ok(source::open(&cli.repo, cli.path.as_deref(), cli.rev.as_deref(), cli.worktree, &keys)?)
 }
 
 pub fn at(snapshot: &Snapshot) -> String {

@@ -30,13 +30,24 @@ pub fn validate(cli: &Cli) -> Result<u8, Failure> {
     // Clusters that do not resolve are already reported; render all the others, on every core.
     let clusters: Vec<_> = model.clusters.values().filter(|c| model.resolve(c).is_ok()).collect();
     let rendered: Vec<_> = clusters.par_iter().map(|cluster| renderer.check(cluster)).collect();
+    // SOPS files that do not decrypt, each once (the renders of the clusters reading one say it
+    // again, once per cluster).
+    let undecryptable = strata::sops::check(snapshot.tree.as_ref(), &model).err();
     let mut objects = 0;
     for result in rendered {
         match result {
             Ok(count) => objects += count,
+            Err(d) if undecryptable.is_some() => {
+                let said = undecryptable.as_ref().expect("checked");
+                let again = |d: &strata::diag::Diagnostic| {
+                    said.iter().any(|s| s.code == d.code && s.file == d.file && s.message == d.message)
+                };
+                diags.extend(d.into_iter().filter(|d| !again(d)).collect())
+            }
             Err(d) => diags.extend(d),
         }
     }
+    diags.extend(undecryptable.unwrap_or_default());
     if !diags.is_empty() {
         return Err(Failure::Invalid(diags.sorted(), Some(at(&snapshot))));
     }
@@ -89,10 +100,13 @@ pub fn plan(
     format: PlanFormat,
     detailed: bool,
     post: Option<(&std::path::Path, Option<u64>)>,
+    config: Option<&std::path::Path>,
 ) -> Result<u8, Failure> {
-    let git = GitSource::open(&cli.repo, cli.path.as_deref())?.ok_or_else(|| {
-        Failure::Usage(format!("{}: not a Git repository; plan compares two revisions", cli.repo.display()))
-    })?;
+    let git = GitSource::open(&cli.repo, cli.path.as_deref())?
+        .ok_or_else(|| {
+            Failure::Usage(format!("{}: not a Git repository; plan compares two revisions", cli.repo.display()))
+        })?
+        .with_keys(super::keys(cli)?);
     let head_rev = head.or(cli.rev.as_deref()).unwrap_or("HEAD");
     if head.is_none() && cli.rev.is_none() {
         warn_uncommitted(
@@ -143,7 +157,19 @@ pub fn plan(
     });
     let head_side = Side { revision: head_snap.revision.as_deref(), tree: head_snap.tree.as_ref(), model: &head_model };
     // A key of this process's own: markers compare within this plan only.
-    let host = post.map(|(path, _)| super::load_config(path)).transpose()?;
+    let host = config.map(super::load_config).transpose()?;
+    // With repository.verify in the host config: whether the daemon would evaluate this head.
+    let unsigned = host.as_ref().and_then(|h| h.repository.as_ref()?.verify.clone()).and_then(|verify| {
+        let verify = strata::config::Verify { mode: strata::config::VerifyMode::Head, ..verify };
+        let head = head_snap.revision.as_deref()?;
+        match strata::verify::check(&verify, &cli.repo, head, None) {
+            Ok(_) => None,
+            Err(strata::verify::Failure::Refused(r)) => Some(format!(
+                "unsigned head: {r} — the daemon does not evaluate it (this plan shows what it would do if it did)"
+            )),
+            Err(other) => Some(format!("head signature not checked: {other}")),
+        }
+    });
     let settings = super::render_settings(host.as_ref());
     let plan = plan::plan(base_side, head_side, changes.as_ref(), &tools, &settings)
         .map_err(|d| Failure::Invalid(d, Some(format!("planning {head_rev}"))))?;
@@ -154,13 +180,25 @@ pub fn plan(
         // `--post` fits the configured forge) whose rest is this plan's JSON.
         PlanFormat::Markdown => {
             let revisions = base_snap.as_ref().and_then(|s| s.revision.as_deref()).zip(head_snap.revision.as_deref());
-            format::comment(&plan, &format::Fit::new(format::GITHUB_COMMENT_LIMIT, "GitHub", None, revisions))
+            // Room for the unsigned-head warning put before it.
+            let warning = unsigned.as_ref().map_or(0, |mark| mark.chars().count() + 20);
+            let limit = format::GITHUB_COMMENT_LIMIT.saturating_sub(warning);
+            format::comment(&plan, &format::Fit::new(limit, "GitHub", None, revisions))
         }
         PlanFormat::Json => format::json(&plan),
         PlanFormat::Yaml => {
             strata::yaml::to_string(&serde_json::from_str(&format::json(&plan)).expect("the JSON plan parses"))
         }
         PlanFormat::Name => plan.changed().map(|c| format!("cluster/{}\n", c.cluster)).collect(),
+    };
+    let text = match (&unsigned, format) {
+        (Some(mark), PlanFormat::Text) => format!("! {mark}\n{text}"),
+        (Some(mark), PlanFormat::Markdown) => format!("> [!WARNING]\n> {mark}\n\n{text}"),
+        (Some(mark), _) => {
+            eprintln!("warning: {mark}");
+            text
+        }
+        (None, _) => text,
     };
     print(&text)?;
     if let Some((config, pr)) = post {

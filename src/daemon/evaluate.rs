@@ -63,6 +63,13 @@ pub enum EvaluateError {
     /// A newer revision came while this one was evaluated (or the daemon stops): nothing decided.
     #[error("evaluating revision {revision} stopped: a newer revision supersedes it")]
     Cancelled { revision: String },
+    /// `repository.verify`: the head (or a commit since the last verified one) is not signed by
+    /// an allowed key. It is never evaluated.
+    #[error("revision {revision} is not evaluated: a commit is not signed by an allowed key:\n{refusal}")]
+    Unverified { revision: String, refusal: Box<crate::verify::Refusal> },
+    /// What this host needs to evaluate cannot be had (keys unreadable): tried again later.
+    #[error("revision {revision} cannot be evaluated on this host: {message}")]
+    Host { revision: String, message: String },
 }
 
 impl EvaluateError {
@@ -70,7 +77,8 @@ impl EvaluateError {
     /// and its commit gets an error status), rather than this host, which tries again later.
     pub fn rejects(&self) -> bool {
         match self {
-            EvaluateError::Invalid { .. } | EvaluateError::Panicked { .. } => true,
+            EvaluateError::Invalid { .. } | EvaluateError::Panicked { .. } | EvaluateError::Unverified { .. } => true,
+            EvaluateError::Host { .. } => false,
             EvaluateError::Source { source, .. } => {
                 matches!(source, SourceError::NoSubdir { .. } | SourceError::BadEntry { .. })
             }
@@ -85,7 +93,22 @@ impl EvaluateError {
             EvaluateError::Panicked { panic, .. } => format!("evaluating it crashed: {}", panic.message),
             EvaluateError::Source { source, .. } => source.to_string(),
             EvaluateError::Store(e) => e.to_string(),
-            EvaluateError::Cancelled { .. } => self.to_string(),
+            EvaluateError::Cancelled { .. } | EvaluateError::Host { .. } => self.to_string(),
+            EvaluateError::Unverified { refusal, .. } => refusal.to_string(),
+        }
+    }
+
+    /// The description of the `error` commit status a rejected revision gets.
+    pub fn status_description(&self) -> String {
+        match self {
+            // Short enough for a forge's status: the commit and who signed it come first.
+            EvaluateError::Unverified { refusal, .. } => format!(
+                "not evaluated: commit {} signed by {} ({})",
+                refusal.commit.get(..7).unwrap_or(&refusal.commit),
+                refusal.signer,
+                refusal.why
+            ),
+            _ => format!("revision does not load: {}", self.summary()),
         }
     }
 
@@ -97,6 +120,8 @@ impl EvaluateError {
             EvaluateError::Source { .. } => "unreadable",
             EvaluateError::Store(_) => "store",
             EvaluateError::Cancelled { .. } => "superseded",
+            EvaluateError::Unverified { .. } => "unverified",
+            EvaluateError::Host { .. } => "host",
         }
     }
 }
@@ -286,6 +311,10 @@ fn evaluate_at(
         })
         .collect();
     let (head_snapshot, head_model) = &loaded[head];
+    // A SOPS file the profiles read that does not decrypt rejects the revision, as a file that
+    // does not load does: no cluster renders half of its layers.
+    crate::sops::check(head_snapshot.tree.as_ref(), head_model)
+        .map_err(|diagnostics| EvaluateError::Invalid { revision: head.to_string(), diagnostics })?;
     let unchanged = Changes::default();
     let edits: HashMap<&str, Edits> = loaded
         .iter()

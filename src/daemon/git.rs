@@ -86,6 +86,8 @@ pub struct RepoSource {
     last: Option<git2::Oid>,
     /// Fetched commits already checked for tree entries git's fsck refuses.
     checked: std::collections::HashSet<git2::Oid>,
+    /// What SOPS files are decrypted with: read again before every evaluation.
+    keys: std::sync::Arc<crate::sops::Keys>,
 }
 
 /// The repository revisions are read from: the local one, or the mirror of a remote under the
@@ -112,19 +114,33 @@ impl RepoSource {
                 }
             }
         }
-        Ok(RepoSource { config: config.clone(), pull_refs, git_dir, last: None, checked: Default::default() })
+        Ok(RepoSource {
+            config: config.clone(),
+            pull_refs,
+            git_dir,
+            last: None,
+            checked: Default::default(),
+            keys: Default::default(),
+        })
     }
 
     pub fn is_remote(&self) -> bool {
         matches!(self.config.location, RepoLocation::Remote(_))
     }
 
-    /// Where revisions are snapshotted from.
+    /// Where revisions are snapshotted from, their SOPS files decrypted with the last keys set.
     pub fn git_source(&self) -> Result<GitSource, GitError> {
-        GitSource::open(&self.git_dir, self.config.path.as_deref())?.ok_or_else(|| GitError::NotARepository {
-            path: self.git_dir.clone(),
-            source: git2::Error::from_str("no Git directory here"),
-        })
+        let git =
+            GitSource::open(&self.git_dir, self.config.path.as_deref())?.ok_or_else(|| GitError::NotARepository {
+                path: self.git_dir.clone(),
+                source: git2::Error::from_str("no Git directory here"),
+            })?;
+        Ok(git.with_keys(self.keys.clone()))
+    }
+
+    /// The keys snapshots decrypt SOPS files with from now on.
+    pub fn set_keys(&mut self, keys: std::sync::Arc<crate::sops::Keys>) {
+        self.keys = keys;
     }
 
     /// Pull-request heads as of the last fetch: (number, commit).

@@ -227,6 +227,39 @@ impl Management {
     }
 }
 
+impl Management {
+    /// The age identities in Secret `name` of strata's namespace (`decryption.secret`): every
+    /// data key ending in `.agekey`, as Flux's kustomize-controller reads its `sops-age` Secret.
+    /// Errors name the Secret and the key, never a value.
+    pub fn age_keys(&self, name: &str) -> Result<Vec<(String, zeroize::Zeroizing<String>)>, String> {
+        let secrets: Api<Secret> = self.api();
+        let shown = format!("Secret {}/{name}", self.namespace);
+        let owned = name.to_string();
+        let read = async move { secrets.get_opt(&owned).await.map_err(|e| Failure::of(&e).message) };
+        let secret = self
+            .call(CONNECT_TIMEOUT, read)
+            .ok_or_else(|| format!("{shown}: no answer within {}s", CONNECT_TIMEOUT.as_secs()))?
+            .map_err(|e| format!("{shown}: {e}"))?
+            .ok_or_else(|| {
+                format!("{shown} does not exist: create it with the age identity under a key ending in .agekey (kubectl create secret generic {name} --from-file=identity.agekey=age.key)")
+            })?;
+        let mut texts = Vec::new();
+        for (key, value) in secret.data.unwrap_or_default() {
+            if !key.ends_with(".agekey") {
+                continue;
+            }
+            let text = String::from_utf8(value.0).map_err(|_| format!("{shown}: key `{key}` is not text"))?;
+            texts.push((format!("{shown} key {key}"), zeroize::Zeroizing::new(text)));
+        }
+        if texts.is_empty() {
+            return Err(format!(
+                "{shown} has no key ending in .agekey: put the age identity under one (identity.agekey)"
+            ));
+        }
+        Ok(texts)
+    }
+}
+
 fn call<T: Send + 'static>(
     runtime: &tokio::runtime::Handle,
     limit: Duration,

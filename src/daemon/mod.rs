@@ -37,6 +37,7 @@ pub mod shards;
 pub mod smart_http;
 pub mod state;
 pub mod store;
+pub mod supply;
 pub mod worker;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -809,7 +810,7 @@ impl MainLoop {
                 let message = e.to_string();
                 shared
                     .stored("record the revision", shared.store.set_revision(&head, Verdict::Rejected, Some(&message)));
-                let description = format!("revision does not load: {}", e.summary());
+                let description = e.status_description();
                 for state in shared.stored("list clusters", shared.store.clusters()).unwrap_or_default() {
                     if state.sync != Sync::Removed && shared.shards.owns(&state.name) {
                         shared.report(&state.name, &head, crate::report::State::Error, &description);
@@ -944,6 +945,14 @@ async fn evaluate_head(
     let (work_shared, source, work_head) = (shared.clone(), source.clone(), head.to_string());
     let since = since.map(str::to_string);
     let result = blocking(move || {
+        let config = &work_shared.config;
+        // The keys are read again for every evaluation: a rotated key file counts at once.
+        let keys = supply::keys(config).map_err(|message| {
+            work_shared.network.failed(supply::DECRYPTION, &message);
+            EvaluateError::Host { revision: work_head.clone(), message }
+        })?;
+        work_shared.network.recovered(supply::DECRYPTION);
+        lock(&source).set_keys(Arc::new(keys));
         let git = lock(&source).git_source().map_err(|e| match e {
             git::GitError::Source(source) => EvaluateError::Source { revision: work_head.clone(), source },
             other => EvaluateError::Source {
@@ -951,6 +960,10 @@ async fn evaluate_head(
                 source: crate::source::SourceError::Git(other.to_string()),
             },
         })?;
+        // An unsigned head is never evaluated: the last verified revision keeps serving.
+        if let Some(verify) = config.repository.as_ref().and_then(|r| r.verify.as_ref()) {
+            supply::verify(&work_shared, verify, git.path(), &work_head)?;
+        }
         // What this evaluation takes together since the last: said, so a plan over the same
         // range can be read beside what the daemon did.
         let (commits, more) = git.commits_between(since.as_deref(), &work_head, EVALUATION_COMMITS);

@@ -38,8 +38,12 @@ pub async fn plan_pull_requests(shared: &Arc<Shared>, source: &Arc<Mutex<RepoSou
             let settings = shared.render.with_redactor(crate::redact::Redactor::random());
             // The comment fits the forge's limit; it says where the rest of the plan is.
             let fit = crate::report::plan_fit(shared.config.status.as_ref(), Some(&base), &head);
+            let verify = shared.config.repository.as_ref().and_then(|r| r.verify.clone());
             tokio::task::spawn_blocking(move || -> Result<(String, String), String> {
+                // SOPS files stay encrypted: the pull request's author could route a decrypted
+                // value into an object the plan shows unredacted (a ConfigMap).
                 let git = source.lock().unwrap_or_else(|p| p.into_inner()).git_source().map_err(|e| e.to_string())?;
+                let git = git.with_keys(Arc::new(crate::sops::Keys::opaque()));
                 let (b, h) =
                     (git.snapshot(&base).map_err(|e| e.to_string())?, git.snapshot(&head).map_err(|e| e.to_string())?);
                 let hm =
@@ -55,7 +59,29 @@ pub async fn plan_pull_requests(shared: &Arc<Shared>, source: &Arc<Mutex<RepoSou
                     &settings,
                 )
                 .map_err(|d| format!("does not render: {}", first_problem(&d)))?;
-                Ok((plan.summary(), crate::plan::format::comment(&plan, &fit)))
+                // The plan runs whoever signed; it says when the daemon would not evaluate the head.
+                let unsigned = verify.and_then(|v| {
+                    let v = crate::config::Verify { mode: crate::config::VerifyMode::Head, ..v };
+                    match crate::verify::check(&v, git.path(), &head, None) {
+                        Err(crate::verify::Failure::Refused(r)) => Some(r),
+                        _ => None,
+                    }
+                });
+                Ok(match unsigned {
+                    Some(r) => {
+                        let warning = format!(
+                            "> [!WARNING]\n> unsigned head: {r} — the daemon does not evaluate a commit like this one\n\n"
+                        );
+                        // The warning and the plan together fit the forge's limit.
+                        let mut fit = fit;
+                        fit.limit = fit.limit.saturating_sub(warning.chars().count());
+                        (
+                            format!("{} (head not signed by an allowed key)", plan.summary()),
+                            format!("{warning}{}", crate::plan::format::comment(&plan, &fit)),
+                        )
+                    }
+                    None => (plan.summary(), crate::plan::format::comment(&plan, &fit)),
+                })
             })
             .await
         };

@@ -518,6 +518,16 @@ impl<'a> Renderer<'a> {
             }
             LayerKind::Manifests => {}
         }
+        // The SOPS files the tool reads decrypt, or the layer fails here naming them: the
+        // checkout leaves out what does not decrypt, and a tool must never read ciphertext.
+        let inputs: Vec<String> = match layer.kind {
+            LayerKind::Kustomize => {
+                kustomization::reached(self.tree, &layer.source).unwrap_or_else(|| vec![layer.source.clone()])
+            }
+            _ => std::iter::once(&layer.source).chain(&layer.values_files).cloned().collect(),
+        };
+        crate::sops::check_paths(self.tree, &inputs)
+            .map_err(|d| d.into_iter().map(|d| d.about(object_name)).collect::<Diagnostics>())?;
         let setup = |what: &str, e: &dyn std::fmt::Display| {
             Diagnostics::from(Diagnostic::new(Code::Tool, format!("cannot {what}: {e}")).about(object_name))
         };

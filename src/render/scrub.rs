@@ -89,13 +89,14 @@ fn known_secrets(tree: &dyn Tree, layer: &Layer, values: &Map<String, Value>) ->
             Err(_) => {}
         }
     }
-    for file in files {
-        let name = file.rsplit('/').next().unwrap_or(&file);
+    for file in &files {
+        let file = file.as_str();
+        let name = file.rsplit('/').next().unwrap_or(file);
         let is_yaml = [".yaml", ".yml", ".json"].iter().any(|ext| name.ends_with(ext)) || name == "Kustomization";
         if !is_yaml {
             continue;
         }
-        let Some(text) = read(&file) else { continue };
+        let Some(text) = read(file) else { continue };
         let Ok(docs) = crate::yaml::parse_documents(&text) else { continue };
         let dir = file.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
         for doc in docs {
@@ -104,6 +105,15 @@ fn known_secrets(tree: &dyn Tree, layer: &Layer, values: &Map<String, Value>) ->
             } else if matches!(name, "kustomization.yaml" | "kustomization.yml" | "Kustomization") {
                 generator_values(&doc.value, dir, &mut read, &mut generated);
             }
+        }
+    }
+    // The values a SOPS-encrypted input holds encrypted are secrets, whatever their keys (a helm
+    // values file, a ConfigMap someone encrypted, a generator's file).
+    let encrypted = files.iter().chain(if layer.kind == LayerKind::Helm { &layer.values_files[..] } else { &[] });
+    for file in encrypted {
+        let Ok((real, _)) = source::resolve(tree, file) else { continue };
+        for value in crate::sops::encrypted_values(tree, &real) {
+            generated.insert(format!("v{}", generated.len()), Value::String(value));
         }
     }
     credential_values(values, &mut generated);

@@ -49,6 +49,10 @@ pub struct Sources {
     pub templates: Vec<(String, String)>,
     /// Templates rendered as manifests, in path order (names relative to `base`).
     pub manifests: Vec<String>,
+    /// Manifests that were SOPS-encrypted in the repository ([`crate::sops`]): used as they
+    /// decrypt, never templated (their values are data, and a `{{` in one is not an expression).
+    #[serde(default)]
+    pub literal: Vec<String>,
 }
 
 /// One step of a render, as it happens: what a worker process reports so its parent can tell
@@ -79,6 +83,7 @@ fn read(tree: &dyn Tree, source: &str, object: &str) -> Result<Sources, Diagnost
 
     let mut diags = Diagnostics::new();
     let mut manifests = Vec::new();
+    let mut literal = Vec::new();
     let mut templates = Vec::new();
     for (shown, real) in files {
         let name = shown.strip_prefix(&base).unwrap_or(&shown).trim_start_matches('/').to_string();
@@ -100,12 +105,26 @@ fn read(tree: &dyn Tree, source: &str, object: &str) -> Result<Sources, Diagnost
                 continue;
             }
         };
+        let decrypted = tree.decrypted(&real);
+        if partial && decrypted {
+            // Included into other templates, its values would land in objects that are no Secret.
+            diags.push(
+                Diagnostic::new(Code::Decrypt, "a SOPS-encrypted file cannot be a partial")
+                    .in_file(&shown)
+                    .about(object)
+                    .help("make it a manifest of its own (a name not starting with `_`): encrypted files are used as they decrypt"),
+            );
+            continue;
+        }
         if !partial {
             manifests.push(name.clone());
+            if decrypted {
+                literal.push(name.clone());
+            }
         }
         templates.push((name, text));
     }
-    diags.into_result(Sources { base, templates, manifests })
+    diags.into_result(Sources { base, templates, manifests, literal })
 }
 
 /// Compiles templates read before (here, or in a worker process from what its parent read).
@@ -118,8 +137,12 @@ pub(crate) fn compile_sources(sources: Sources, object: &str) -> Result<LayerTem
     let mut hasher = Sha256::new();
     hasher.update(sources.base.as_bytes());
     for (name, text) in &sources.templates {
-        for part in [name.as_bytes(), &[0], text.as_bytes(), &[0]] {
+        let literal = sources.literal.contains(name);
+        for part in [name.as_bytes(), &[0], text.as_bytes(), &[u8::from(literal)]] {
             hasher.update(part);
+        }
+        if literal {
+            continue;
         }
         match engine(|| env.add_template_owned(name.clone(), text.clone())) {
             Ok(Ok(())) => {}
@@ -134,7 +157,7 @@ pub(crate) fn compile_sources(sources: Sources, object: &str) -> Result<LayerTem
         return Err(diags.sorted());
     }
     let mut variables = HashSet::new();
-    for name in &sources.manifests {
+    for name in sources.manifests.iter().filter(|n| !sources.literal.contains(n)) {
         if let Ok(template) = env.get_template(name) {
             variables.extend(template.undeclared_variables(false));
         }
@@ -176,8 +199,28 @@ impl LayerTemplates {
         let mut diags = Diagnostics::new();
         let mut left = layer_limit;
         for name in &self.sources.manifests {
-            let template = self.env.get_template(name).expect("compiled above");
             let file = source::join(base, name).unwrap_or_default();
+            if self.sources.literal.contains(name) {
+                let text = self.sources.templates.iter().find(|(n, _)| n == name).map(|(_, t)| t.as_str());
+                let text = text.expect("read above").to_string();
+                if text.len() as u64 > left {
+                    diags.push(
+                        Diagnostic::new(
+                            Code::Budget,
+                            format!("the layer's files come to more than {} together", budget::mib(layer_limit)),
+                        )
+                        .in_file(file)
+                        .about(object),
+                    );
+                    return Err(diags.sorted());
+                }
+                left -= text.len() as u64;
+                steps(Step::Started { file: &file });
+                steps(Step::Rendered { file: &file, text: &text });
+                out.push((file, text));
+                continue;
+            }
+            let template = self.env.get_template(name).expect("compiled above");
             steps(Step::Started { file: &file });
             let limit = left.min(budget::TEMPLATE_BYTES);
             let mut writer = budget::Bounded::new(limit);

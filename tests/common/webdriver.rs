@@ -1,5 +1,5 @@
 //! Headless Chromium over WebDriver (chromedriver), for the tests that drive the view as a person
-//! would: tests/browser.rs, and the sign-in through the OpenID provider in tests/oidc.rs.
+//! would: tests/it/browser.rs, and the sign-in through the OpenID provider in tests/it/oidc.rs.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;

@@ -192,11 +192,11 @@ fn forge() {
 fn every_target_is_run_here_and_has_a_cargo_fuzz_binary() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let manifest = std::fs::read_to_string(root.join("fuzz/Cargo.toml")).unwrap();
-    let here = std::fs::read_to_string(root.join("tests/fuzz.rs")).unwrap();
+    let here = std::fs::read_to_string(root.join("tests/it/fuzz.rs")).unwrap();
     for (name, _) in strata::fuzzing::TARGETS {
         assert!(manifest.contains(&format!("name = \"{name}\"")), "fuzz/Cargo.toml has no [[bin]] {name}");
         assert!(root.join(format!("fuzz/fuzz_targets/{name}.rs")).exists(), "no fuzz/fuzz_targets/{name}.rs");
-        assert!(here.contains(&format!("run(\"{name}\")")), "tests/fuzz.rs does not run {name}");
+        assert!(here.contains(&format!("run(\"{name}\")")), "tests/it/fuzz.rs does not run {name}");
     }
 }
 

@@ -268,7 +268,11 @@ fn replicas_share_the_fleet_and_apply_each_cluster_once() {
         .filter(|i| replicas[0].cluster(&format!("c{i}"))["shard"]["holder"] == identity(&replicas[0]))
         .count();
     assert_eq!(owned_clusters, expected, "{metrics}");
-    assert!(replicas[0].log().contains("shard{shard="), "logs carry the shard");
+    let log = replicas[0].log();
+    assert!(
+        log.lines().any(|l| l.contains("worker{cluster=") && l.contains(" shard=")),
+        "a worker's lines carry its cluster and shard: {log}"
+    );
 
     // Everything the replicas asked of the management cluster, the shipped Role allows.
     let rules = kubernetes::shipped_role();
@@ -569,4 +573,49 @@ fn a_rollout_holds_its_max_parallel_across_replicas() {
             code == 200 && serde_json::from_str::<Value>(&body).is_ok_and(|r| r["state"] == "complete")
         });
     }
+}
+
+/// SOPS in Kubernetes mode: the age identity comes from a Secret in strata's namespace (keys
+/// ending in `.agekey`, Flux's layout), and an encrypted Secret in the repository reaches the
+/// workload cluster decrypted.
+#[test]
+fn age_keys_from_a_secret_decrypt_the_repository_s_sops_files() {
+    // sops' published test key and its recipient.
+    const KEY: &str = "AGE-SECRET-KEY-1NJT5YCS2LWU4V4QAJQ6R4JNU7LXPDX602DZ9NUFANVU5GDTGUWCQ5T59M6";
+    const RECIPIENT: &str = "age1yt3tfqlfrwdwx0z0ynwplcr6qxcxfaqycuprpmy89nr83ltx74tqdpszlw";
+    let world = World::new(1, &[]);
+    let plain = world.dir.path().join("db.yaml");
+    std::fs::write(
+        &plain,
+        "apiVersion: v1\nkind: Secret\nmetadata: { name: db }\nstringData: { password: K8s-Sealed-61c0 }\n",
+    )
+    .unwrap();
+    let sealed = world.repo.path().join("packs/config/db.yaml");
+    let args = ["secret", "encrypt", plain.to_str().unwrap(), "--age", RECIPIENT, "--output", sealed.to_str().unwrap()];
+    common::strata_with_env(&args, world.repo.path(), &[]).ok();
+    let revision = world.repo.commit("an encrypted Secret");
+    kubernetes::put_secret(
+        &world.mgmt_kubeconfig(),
+        json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "sops-age", "namespace": NAMESPACE},
+            "stringData": {"identity.agekey": format!("# created by age-keygen\n{KEY}\n")},
+        }),
+    );
+    let extra = format!(
+        "kubernetes: {{ kubeconfig: {}, namespace: {NAMESPACE} }}\nstate: {{ backend: kubernetes }}\ndecryption: {{ secret: sops-age }}\n",
+        world.mgmt_kubeconfig().display()
+    );
+    let mut daemon = Daemon::configure(
+        &local(&world.repo),
+        &format!("  workload: {{ kubeconfig: {} }}\n", world.workload_kubeconfig().display()),
+        &extra,
+    );
+    daemon.spawn();
+    wait("the encrypted Secret applied", LONG, &[&daemon], || world.applied_at("c0", &revision));
+    let secret = world.workload.object("secrets", Some("default"), "db").expect("the Secret is applied");
+    let password = secret["data"]["password"].as_str().unwrap_or_default().to_string();
+    assert_eq!(password, common::secrets::b64("K8s-Sealed-61c0"), "{secret}");
+    assert!(!daemon.log().contains("K8s-Sealed-61c0"));
+    daemon.terminate();
 }

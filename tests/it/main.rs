@@ -42,6 +42,7 @@ mod rollouts;
 mod sandbox;
 mod secrets;
 mod store;
+mod supply;
 mod tools;
 mod truth;
 mod web;

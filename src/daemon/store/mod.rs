@@ -11,13 +11,13 @@
 //! What it keeps is what Git and the clusters cannot tell again: which revision each cluster last
 //! had applied (and so what a pending update is relative to), approvals with who and when,
 //! suspensions, where each rollout stands, drift findings, a bounded history of applies and the
-//! commit statuses still to be delivered. Both backends pass the same suite (`tests/store.rs`).
+//! commit statuses still to be delivered. Both backends pass the same suite (`tests/it/store.rs`).
 //!
 //! Adding a method: declare it on [`Store`], write it in [`sqlite`] (SQL in one transaction; a
 //! migration when it needs a table or column) and in [`kube`] (read from the cache with
 //! `KubeStore::doc`/`global`, write with `update_status`, `update_spec` or `update_global`, which
 //! retry on conflicts), give any new ClusterState field its place in the CRD's schema
-//! (`deploy/kubernetes/crd.yaml`), and add a case to `tests/store.rs`, which runs it on both.
+//! (`deploy/kubernetes/crd.yaml`), and add a case to `tests/it/store.rs`, which runs it on both.
 
 pub mod kube;
 pub mod sqlite;
