@@ -465,13 +465,30 @@ impl GitSource {
         })
     }
 
-    /// Who wrote commit `rev`: the author's name and email as Git records them (`None` when the
-    /// commit cannot be read).
-    pub fn author(&self, rev: &str) -> Option<(String, String)> {
-        let repo = git2::Repository::open(&self.path).ok()?;
-        let commit = repo.revparse_single(rev).ok()?.peel_to_commit().ok()?;
-        let author = commit.author();
-        Some((author.name().unwrap_or("").to_string(), author.email().unwrap_or("").to_string()))
+    /// The authors of every commit from `from` (exclusive) to `to`, on every parent (a merge
+    /// brings its branch's commits), as Git records them, each once: who wrote a change that
+    /// goes from `from` to `to`. At most `limit` commits are read (then the authors of those);
+    /// a `from` no longer in the history hides nothing. Empty when the history cannot be read.
+    pub fn authors_between(&self, from: Option<&str>, to: &str, limit: usize) -> Vec<(String, String)> {
+        let walk = || -> Result<Vec<(String, String)>, git2::Error> {
+            let repo = git2::Repository::open(&self.path)?;
+            let mut walk = repo.revwalk()?;
+            walk.push(repo.revparse_single(to)?.peel_to_commit()?.id())?;
+            if let Some(commit) = from.and_then(|f| repo.revparse_single(f).and_then(|o| o.peel_to_commit()).ok()) {
+                walk.hide(commit.id())?;
+            }
+            let mut authors: Vec<(String, String)> = Vec::new();
+            for oid in walk.take(limit) {
+                let commit = repo.find_commit(oid?)?;
+                let author = commit.author();
+                let who = (author.name().unwrap_or("").to_string(), author.email().unwrap_or("").to_string());
+                if !authors.contains(&who) {
+                    authors.push(who);
+                }
+            }
+            Ok(authors)
+        };
+        walk().unwrap_or_default()
     }
 
     /// The commits from `from` (exclusive) to `to`, first parent, newest first, as `abc1234

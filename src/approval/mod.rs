@@ -3,7 +3,7 @@
 //! ```text
 //!   approvals/<name>.yaml ──load──> Rule { profiles, tags, waves, approvers, required }       (load)
 //!   the rules in force (the revision the cluster runs), the cluster (profile, tags, wave),
-//!   the approvals of the pending revision, the commit's author ──> judge ──> Verdict     (here)
+//!   the approvals of the pending revision, the change's authors ──> judge ──> Verdict     (here)
 //! ```
 //!
 //! A rule applies to a cluster when every selector it gives matches: its profile is one of
@@ -11,7 +11,8 @@
 //! applies must be met: `required` distinct people it admits (by `approvers.users`, or a group
 //! in `approvers.groups`) approved the pending revision. People are identities — a named API
 //! token is who it is, the shared token is one identity whatever name its holders give — and
-//! the author of the commit does not count. Clusters no rule applies to need one approval by
+//! no author of the change counts: the author of any commit between the revision the cluster
+//! runs and the pending one (merges bring their branches' commits with them). Clusters no rule applies to need one approval by
 //! anyone who may act, as before.
 //!
 //! The rules in force for an update are those of the revision the cluster runs, not those of
@@ -47,7 +48,7 @@ pub struct Person<'a> {
     pub groups: &'a [String],
 }
 
-/// The author of the commit being approved, as Git records it.
+/// An author of a commit of the change being approved, as Git records it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Author {
     pub name: String,
@@ -164,9 +165,14 @@ impl Verdict {
     }
 }
 
+/// Whether `identity` is one of `authors`.
+fn wrote(authors: &[Author], identity: &str) -> bool {
+    authors.iter().any(|a| a.is(identity))
+}
+
 /// Judges the approvals `given` of one pending update against the rules that apply to it.
-/// Approvals by the commit's `author` and a second approval by one identity do not count.
-pub fn judge(applying: &[&Rule], given: &[Given], author: Option<&Author>) -> Verdict {
+/// Approvals by one of the change's `authors` and a second approval by one identity do not count.
+pub fn judge(applying: &[&Rule], given: &[Given], authors: &[Author]) -> Verdict {
     if applying.is_empty() {
         return Verdict::Unruled { approved: !given.is_empty() };
     }
@@ -175,7 +181,7 @@ pub fn judge(applying: &[&Rule], given: &[Given], author: Option<&Author>) -> Ve
         let mut counted: Vec<String> = Vec::new();
         for g in given {
             let person = Person { identity: &g.identity, groups: &g.groups };
-            if rule.admits(&person) && !author.is_some_and(|a| a.is(&g.identity)) && !counted.contains(&g.identity) {
+            if rule.admits(&person) && !wrote(authors, &g.identity) && !counted.contains(&g.identity) {
                 counted.push(g.identity.clone());
             }
         }
@@ -192,16 +198,16 @@ pub fn judge(applying: &[&Rule], given: &[Given], author: Option<&Author>) -> Ve
 }
 
 /// Why `person` may not approve an update the `applying` rules govern (given so far: `given`):
-/// none of the rules still waiting admits them, they wrote the commit, or they approved it
-/// already. `None` when their approval counts.
-pub fn refusal(applying: &[&Rule], given: &[Given], author: Option<&Author>, person: &Person) -> Option<String> {
+/// none of the rules still waiting admits them, they wrote a commit of the change, or they
+/// approved it already. `None` when their approval counts.
+pub fn refusal(applying: &[&Rule], given: &[Given], authors: &[Author], person: &Person) -> Option<String> {
     if applying.is_empty() {
         return None;
     }
-    if author.is_some_and(|a| a.is(person.identity)) {
+    if wrote(authors, person.identity) {
         let rules: Vec<String> = applying.iter().map(|r| r.id()).collect();
         return Some(format!(
-            "{} wrote this commit, and the author's approval does not count (rule {}): another person must approve",
+            "{} wrote a commit of this change, and an author's approval does not count (rule {}): another person must approve",
             person.identity,
             rules.join(", ")
         ));
@@ -220,6 +226,43 @@ pub fn refusal(applying: &[&Rule], given: &[Given], author: Option<&Author>, per
         applying.iter().map(|r| format!("rule {}: approvers are {}", r.id(), r.approvers())).collect();
     Some(format!(
         "{} (groups: {}) may not approve this update: {}",
+        person.identity,
+        if person.groups.is_empty() { "none".to_string() } else { person.groups.join(", ") },
+        rules.join("; ")
+    ))
+}
+
+/// Why `person` may not promote a rollout wave whose clusters the `applying` rules govern (each
+/// cluster's rules in force and the authors of its change): promoting releases those clusters'
+/// change, so the person must be one every such rule admits and must not have written it. `None`
+/// when they may. (`required` counts approvals of pending updates; a promotion is one person's.)
+pub fn promotion_refusal<'r>(
+    governed: impl IntoIterator<Item = (&'r [Rule], &'r [Author])>,
+    wave: &str,
+    person: &Person,
+) -> Option<String> {
+    let mut not_admitted: Vec<&Rule> = Vec::new();
+    for (rules, authors) in governed {
+        if !rules.is_empty() && wrote(authors, person.identity) {
+            return Some(format!(
+                "{} wrote a commit of the change wave {wave} releases, and rule {} governs it: another person must promote",
+                person.identity,
+                rules.iter().map(|r| r.id()).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        for rule in rules {
+            if !rule.admits(person) && !not_admitted.iter().any(|r| r.name == rule.name) {
+                not_admitted.push(rule);
+            }
+        }
+    }
+    if not_admitted.is_empty() {
+        return None;
+    }
+    let rules: Vec<String> =
+        not_admitted.iter().map(|r| format!("rule {}: approvers are {}", r.id(), r.approvers())).collect();
+    Some(format!(
+        "{} (groups: {}) may not promote wave {wave}: {}",
         person.identity,
         if person.groups.is_empty() { "none".to_string() } else { person.groups.join(", ") },
         rules.join("; ")
@@ -260,29 +303,60 @@ pub(crate) mod tests {
         let author = Author { name: "Dana Doe".into(), email: "dana@example.com".into() };
         let sre = |who: &str| given(who, &["sre"]);
         assert_eq!(
-            judge(&applying, &[], Some(&author)).still().unwrap(),
+            judge(&applying, &[], std::slice::from_ref(&author)).still().unwrap(),
             "needs 2 more approvals under rule prod/two-sre (group sre; user carol)"
         );
         let one = [sre("ci")];
-        let v = judge(&applying, &one, Some(&author));
+        let v = judge(&applying, &one, std::slice::from_ref(&author));
         assert_eq!(
             v.still().unwrap(),
             "needs 1 more approval under rule prod/two-sre (group sre; user carol), approved by ci"
         );
         // The same identity twice, a person of another group, the author: none counts.
         let more = [sre("ci"), sre("ci"), given("dev", &["dev"]), sre("dana")];
-        assert!(!judge(&applying, &more, Some(&author)).approved());
+        assert!(!judge(&applying, &more, std::slice::from_ref(&author)).approved());
         // Without knowing the author, dana counts; carol counts by name.
-        assert!(judge(&applying, &more, None).approved());
-        assert!(judge(&applying, &[sre("ci"), given("carol", &[])], Some(&author)).approved());
+        assert!(judge(&applying, &more, &[]).approved());
+        assert!(judge(&applying, &[sre("ci"), given("carol", &[])], std::slice::from_ref(&author)).approved());
         // No rule applies: one approval, as before.
-        assert_eq!(judge(&[], &[], None), Verdict::Unruled { approved: false });
-        assert!(judge(&[], &one, None).approved());
+        assert_eq!(judge(&[], &[], &[]), Verdict::Unruled { approved: false });
+        assert!(judge(&[], &one, &[]).approved());
     }
 
     fn applying_to_lab_is_empty(rules: &[Rule]) -> bool {
         let lab = ["env:lab".to_string()];
         applying(rules, &Target { profile: "aws-profile", tags: &lab, wave: None }).is_empty()
+    }
+
+    #[test]
+    fn a_wave_is_promoted_only_by_someone_every_rule_governing_its_clusters_admits() {
+        let mut sre_rule = rule("prod/sre", &[], &["sre"], &[], 2);
+        sre_rule.waves = vec!["prod".into()];
+        let security = rule("prod/security", &[], &["security"], &[], 1);
+        let both = [sre_rule.clone(), security];
+        let only_sre = [sre_rule];
+        let dana = [Author { name: "Dana".into(), email: "dana@example.com".into() }];
+        let sre = ["sre".to_string()];
+        let all = ["sre".to_string(), "security".to_string()];
+        fn person<'a>(identity: &'a str, groups: &'a [String]) -> Person<'a> {
+            Person { identity, groups }
+        }
+        // One cluster governed by the sre rule only: someone in sre may.
+        let one = [(&only_sre[..], &dana[..])];
+        assert_eq!(promotion_refusal(one, "prod", &person("ops", &sre)), None);
+        // Another cluster of the wave is governed by the security rule too.
+        let two = [(&only_sre[..], &dana[..]), (&both[..], &[][..])];
+        let why = promotion_refusal(two, "prod", &person("ops", &sre)).unwrap();
+        assert_eq!(
+            why,
+            "ops (groups: sre) may not promote wave prod: rule prod/security (approvals/prod.yaml:7): approvers are group security"
+        );
+        assert_eq!(promotion_refusal(two, "prod", &person("lee", &all)), None);
+        // The change's author may not, even in every group.
+        assert!(promotion_refusal(two, "prod", &person("dana", &all)).unwrap().starts_with("dana wrote a commit"));
+        // No rule governs the wave: anyone who may act.
+        let none: Vec<Rule> = vec![];
+        assert_eq!(promotion_refusal([(&none[..], &dana[..])], "prod", &person("dana", &[])), None);
     }
 
     #[test]
@@ -294,19 +368,17 @@ pub(crate) mod tests {
         let dev = ["dev".to_string()];
         let sre = ["sre".to_string()];
         assert_eq!(
-            refusal(&applying, &[], Some(&author), &Person { identity: "bob", groups: &dev }).unwrap(),
+            refusal(&applying, &[], std::slice::from_ref(&author), &Person { identity: "bob", groups: &dev }).unwrap(),
             "bob (groups: dev) may not approve this update: rule prod/two-sre (approvals/prod.yaml:7): approvers are group sre"
         );
         assert!(
-            refusal(&applying, &[], Some(&author), &Person { identity: "dana", groups: &sre })
+            refusal(&applying, &[], std::slice::from_ref(&author), &Person { identity: "dana", groups: &sre })
                 .unwrap()
-                .starts_with("dana wrote this commit")
+                .starts_with("dana wrote a commit of this change")
         );
         let given = [Given { identity: "ci".into(), groups: sre.to_vec() }];
-        assert!(
-            refusal(&applying, &given, None, &Person { identity: "ci", groups: &sre }).unwrap().contains("already")
-        );
-        assert_eq!(refusal(&applying, &given, None, &Person { identity: "ops", groups: &sre }), None);
+        assert!(refusal(&applying, &given, &[], &Person { identity: "ci", groups: &sre }).unwrap().contains("already"));
+        assert_eq!(refusal(&applying, &given, &[], &Person { identity: "ops", groups: &sre }), None);
         // Waves: a rule for a wave applies only to clusters in it.
         let mut canary = rules[0].clone();
         canary.waves = vec!["canary".into()];

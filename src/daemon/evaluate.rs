@@ -205,6 +205,29 @@ impl Outcome {
     }
 }
 
+/// How the approvals of `cluster`'s pending update at `head` stand against the approval rules
+/// in force for it (one approval by anyone who may act where none applies): what decides it,
+/// and what a rollout's wave says of its clusters waiting for their approval.
+pub(super) fn verdict(
+    shared: &Shared,
+    cluster: &str,
+    head: &str,
+    rules: Option<&super::RulesInForce>,
+) -> Result<crate::approval::Verdict, StoreError> {
+    let given: Vec<crate::approval::Given> = shared
+        .store
+        .approvals(cluster)?
+        .into_iter()
+        .filter(|a| a.revision == head)
+        .map(|a| crate::approval::Given { identity: a.identity, groups: a.groups })
+        .collect();
+    let applying: Vec<&crate::approval::Rule> = rules.map(|r| r.rules.iter().collect()).unwrap_or_default();
+    Ok(crate::approval::judge(&applying, &given, rules.map_or(&[][..], |r| &r.authors)))
+}
+
+/// The most commits read for the authors of a change ([`crate::source::GitSource::authors_between`]).
+const MAX_AUTHOR_COMMITS: usize = 10_000;
+
 fn pending_summary(plan: &ClusterPlan, hold: &Hold, cluster: &str, still: Option<String>) -> String {
     let what = plan.to.clone().unwrap_or_default();
     match (hold, still) {
@@ -372,19 +395,31 @@ fn evaluate_at(
     let gates = rollouts::gate_all(shared, head, head_model, &views, &states, progress)?;
     // The approval rules in force for each cluster: those of the revision it runs (a commit that
     // changes them is governed by the rules before it), as they select it now.
-    let author = source.author(head).map(|(name, email)| crate::approval::Author { name, email });
+    // No author of the change counts as an approver: whoever wrote a commit between the revision
+    // the cluster runs and the head (read once per revision clusters run).
+    let mut authors_since: BTreeMap<&str, Vec<crate::approval::Author>> = BTreeMap::new();
     let mut in_force: BTreeMap<String, super::RulesInForce> = BTreeMap::new();
     for (name, cluster) in &head_model.clusters {
-        let base = states.get(name).and_then(|s| s.profile_revision.as_ref()).and_then(|r| loaded.get(r));
-        let Some((_, base_model)) = base else { continue };
+        let runs = states.get(name).and_then(|s| s.profile_revision.as_deref());
+        let base = runs.and_then(|r| loaded.get(r));
+        let (Some(runs), Some((_, base_model))) = (runs, base) else { continue };
+        let authors = authors_since
+            .entry(runs)
+            .or_insert_with(|| {
+                source
+                    .authors_between(Some(runs), head, MAX_AUTHOR_COMMITS)
+                    .into_iter()
+                    .map(|(name, email)| crate::approval::Author { name, email })
+                    .collect()
+            })
+            .clone();
         let target = crate::approval::Target {
             profile: &cluster.profile,
             tags: &cluster.tags,
             wave: gates.get(name).and_then(|g| g.wave.as_deref()),
         };
         let rules = crate::approval::applying(&base_model.approval_rules, &target).into_iter().cloned().collect();
-        in_force
-            .insert(name.clone(), super::RulesInForce { revision: head.to_string(), rules, author: author.clone() });
+        in_force.insert(name.clone(), super::RulesInForce { revision: head.to_string(), rules, authors });
     }
     *shared.approval_rules.lock().unwrap_or_else(|p| p.into_inner()) = in_force.clone();
     let mut renders = Vec::new();
@@ -623,17 +658,7 @@ impl<'a> Context<'a> {
         // (one approval by anyone who may act where no rule applies).
         let verdict = match plan_ref.reasons.contains(&ChangeKind::InPlaceEdit) {
             false => crate::approval::Verdict::Unruled { approved: false },
-            true => {
-                let given: Vec<crate::approval::Given> = shared
-                    .store
-                    .approvals(name)?
-                    .into_iter()
-                    .filter(|a| a.revision == head)
-                    .map(|a| crate::approval::Given { identity: a.identity, groups: a.groups })
-                    .collect();
-                let applying: Vec<&crate::approval::Rule> = rules.map(|r| r.rules.iter().collect()).unwrap_or_default();
-                crate::approval::judge(&applying, &given, rules.and_then(|r| r.author.as_ref()))
-            }
+            true => verdict(shared, name, head, rules)?,
         };
         let approved = verdict.approved();
         let suspended = state.is_some_and(|s| s.suspended);

@@ -126,7 +126,7 @@ pub struct Shared {
     /// The rollout policies at the last good revision, for the API, the view and actions.
     pub rollouts: Mutex<BTreeMap<String, crate::rollout::Rollout>>,
     /// Per cluster whose pending update waits for approval: the approval rules in force for it
-    /// (those of the revision it runs) that apply, and the pending commit's author.
+    /// (those of the revision it runs) that apply, and the change's authors.
     pub approval_rules: Mutex<BTreeMap<String, RulesInForce>>,
     /// When a rollout wants to be gated again though nothing else happens (a bake ends), in
     /// milliseconds since the epoch; 0 for never.
@@ -170,7 +170,8 @@ pub struct RulesInForce {
     /// The pending revision.
     pub revision: String,
     pub rules: Vec<crate::approval::Rule>,
-    pub author: Option<crate::approval::Author>,
+    /// Who wrote a commit of the change (between the revision the cluster runs and the pending one).
+    pub authors: Vec<crate::approval::Author>,
 }
 
 /// Evaluations remembered, and commits listed per evaluation.

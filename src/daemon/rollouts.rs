@@ -133,11 +133,13 @@ pub fn gate_all(
             } else {
                 None
             };
-            // The same rule the cluster is decided by once released: the store is read only for
+            // The same rule the cluster is decided by once released (the approval rules in force
+            // as the last evaluation placed it, with its wave then): the store is read only for
             // clusters that could be held for approval at all.
             let awaits_approval = match plan {
                 Some(plan) if change.is_some() && super::decide::needs_approval(plan, cluster.updates, false) => {
-                    shared.store.approval(name, head)?.is_none()
+                    let rules = shared.approval_rules.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned();
+                    !super::evaluate::verdict(shared, name, head, rules.as_ref())?.approved()
                 }
                 _ => false,
             };
@@ -334,12 +336,19 @@ pub enum ActError {
     Store(#[from] StoreError),
     #[error("rollout {0} keeps changing; try again")]
     Busy(String),
+    /// The approval rules in force do not let this person promote the wave: why.
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 /// Applies `action` by `actor` to `rollout`, and has it gated again at once; the audit trail
 /// gets what was done, or why not.
 pub fn act(shared: &Shared, rollout: &str, action: &Action, actor: &Actor) -> Result<(String, Progress), ActError> {
-    let result = act_as(shared, rollout, action, &actor.who);
+    let result = match action {
+        Action::Promote { wave, .. } => may_promote(shared, rollout, wave.as_deref(), actor),
+        _ => Ok(()),
+    }
+    .and_then(|()| act_as(shared, rollout, action, &actor.who));
     let entry = match &result {
         Ok((done, p)) => {
             actor.entry(action.name(), AuditOutcome::Done).revision(Some(&p.revision)).detail(done.clone())
@@ -354,6 +363,40 @@ pub fn act(shared: &Shared, rollout: &str, action: &Action, actor: &Actor) -> Re
     };
     super::audit::record(shared, entry.rollout(rollout));
     result
+}
+
+/// Whether `actor` may promote `wave` (without: the wave a promotion would release now) under
+/// the approval rules in force for the wave's clusters ([`crate::approval::promotion_refusal`]).
+fn may_promote(shared: &Shared, rollout: &str, wave: Option<&str>, actor: &Actor) -> Result<(), ActError> {
+    match promotion_refused(shared, rollout, wave, actor)? {
+        Some(why) => Err(ActError::Forbidden(why)),
+        None => Ok(()),
+    }
+}
+
+/// Why `actor` may not promote `wave` of `rollout` (without a wave: the one a promotion would
+/// release now) under the approval rules in force, if they may not: the API's 403, and what the
+/// rollout page shows in place of Promote.
+pub fn promotion_refused(
+    shared: &Shared,
+    rollout: &str,
+    wave: Option<&str>,
+    actor: &Actor,
+) -> Result<Option<String>, StoreError> {
+    let policy = shared.rollouts.lock().unwrap_or_else(|p| p.into_inner()).get(rollout).cloned();
+    let (Some(policy), Some(p)) = (policy, shared.store.rollout(rollout)?) else { return Ok(None) };
+    let wave = match wave {
+        Some(w) => w.to_string(),
+        None => match gate::blocker(&p, &policy, now_ms()).wave() {
+            Some(w) => policy.waves[w].name.clone(),
+            None => return Ok(None),
+        },
+    };
+    let in_force = shared.approval_rules.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let governed: Vec<&super::RulesInForce> = p.members(&wave).filter_map(|(name, _)| in_force.get(name)).collect();
+    let person = crate::approval::Person { identity: &actor.identity, groups: &actor.groups };
+    let governed = governed.iter().map(|r| (&r.rules[..], &r.authors[..]));
+    Ok(crate::approval::promotion_refusal(governed, &wave, &person))
 }
 
 fn act_as(shared: &Shared, rollout: &str, action: &Action, by: &str) -> Result<(String, Progress), ActError> {

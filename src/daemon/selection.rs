@@ -156,6 +156,21 @@ pub fn select(
     tags: &BTreeMap<String, Vec<String>>,
     progress: &[Progress],
 ) -> Selection {
+    let waiting = fleet.iter().filter_map(|(state, pending)| {
+        let pending = pending.as_ref().filter(|p| p.hold == Hold::Approval)?;
+        Some((state.name.as_str(), pending.head_revision.as_str()))
+    });
+    select_from(selector, waiting, tags, progress)
+}
+
+/// [`select`] over the clusters whose pending update waits for approval, each with the
+/// revision it is at (as the fleet page's snapshot has them, without reading the store).
+pub fn select_from<'a>(
+    selector: &Selector,
+    waiting: impl IntoIterator<Item = (&'a str, &'a str)>,
+    tags: &BTreeMap<String, Vec<String>>,
+    progress: &[Progress],
+) -> Selection {
     let in_rollout = |name: &str| match &selector.rollout {
         None => true,
         Some(rollout) => progress
@@ -168,13 +183,10 @@ pub fn select(
         let have = tags.get(name).map(Vec::as_slice).unwrap_or(&[]);
         selector.tags.iter().all(|want| crate::model::has_tag(have, want))
     };
-    let mut clusters: Vec<(String, String)> = fleet
-        .iter()
-        .filter_map(|(state, pending)| {
-            let pending = pending.as_ref().filter(|p| p.hold == Hold::Approval)?;
-            (in_rollout(&state.name) && tagged(&state.name))
-                .then(|| (state.name.clone(), pending.head_revision.clone()))
-        })
+    let mut clusters: Vec<(String, String)> = waiting
+        .into_iter()
+        .filter(|(name, _)| in_rollout(name) && tagged(name))
+        .map(|(name, revision)| (name.to_string(), revision.to_string()))
         .collect();
     clusters.sort();
     let digest = digest(clusters.iter().map(|(c, r)| (c.as_str(), r.as_str())));

@@ -135,6 +135,14 @@ impl Repo {
         git(self.path(), &["rev-parse", "HEAD"])
     }
 
+    /// Commits everything as `author` (`Name <email>`), not as the test's own identity.
+    pub fn commit_as(&self, author: &str, message: &str) -> String {
+        assert!(self.git, "not a Git repository");
+        git(self.path(), &["add", "-A"]);
+        git(self.path(), &["commit", "-q", "--allow-empty", "--author", author, "-m", message]);
+        git(self.path(), &["rev-parse", "HEAD"])
+    }
+
     /// Runs `strata <args> --repo <this repository>`.
     pub fn strata(&self, args: &[&str]) -> Run {
         strata_with_env(args, self.path(), &[])

@@ -1436,7 +1436,10 @@ fn approval_rules_need_two_people_of_the_group_and_bind_their_own_changes() {
     daemon.wait_for("aws-cluster applied", Duration::from_secs(10), |_| file(&ui).contains("replicas: 1"));
 
     repo.edit(AWS_1_0_0, "replicas: 1", "replicas: 3");
-    let edit = repo.commit("aws-profile 1.0.0: three replicas");
+    repo.commit("aws-profile 1.0.0: three replicas");
+    // Someone else commits after it: the pending revision moves to their commit, and the edit's
+    // author (test) is still an author of the change the cluster would take.
+    let edit = repo.commit_as("Olga Ops <olga@example.com>", "an unrelated commit by someone else");
     daemon.wait_for("a pending update", Duration::from_secs(10), |d| {
         d.cluster("aws-cluster")["pending"]["head_revision"] == edit.as_str()
     });
@@ -1461,10 +1464,10 @@ fn approval_rules_need_two_people_of_the_group_and_bind_their_own_changes() {
         body.contains("dev (groups: dev) may not approve this update: rule prod/two-sre (approvals/prod.yaml:6): approvers are group sre"),
         "{body}"
     );
-    // The commit's author, though in sre: their approval does not count.
+    // The edit's author, though in sre and though the head is another's commit: does not count.
     let (code, body) = approve("test-secret");
     assert_eq!(code, 403, "{body}");
-    assert!(body.contains("test wrote this commit, and the author's approval does not count"), "{body}");
+    assert!(body.contains("test wrote a commit of this change, and an author's approval does not count"), "{body}");
     // One of sre: still pending, and it says who may still approve.
     assert_eq!(approve("ci-secret").0, 202);
     daemon.wait_for("one approval counted", Duration::from_secs(10), |d| {

@@ -491,6 +491,75 @@ fn a_manual_wave_waits_for_promotion_and_manual_clusters_for_their_own_approval(
 }
 
 #[test]
+fn approval_rules_say_who_may_promote_a_wave_and_the_view_says_why_not() {
+    let names = ["stage-1", "prod-a"];
+    let clusters: &[(&str, &[&str])] = &[("stage-1", &["env:staging"]), ("prod-a", &["env:prod"])];
+    let repo = fleet(
+        clusters,
+        &policy(
+            "    - name: staging\n      selector: { tags: [\"env:staging\"] }\n    - name: prod\n      selector: { tags: [\"env:prod\"] }\n      approval: manual\n",
+            "",
+        ),
+    );
+    repo.write(
+        "approvals/prod.yaml",
+        "apiVersion: strata.dev/v1\nkind: ApprovalRules\nmetadata: { name: prod }\nspec:\n  rules:\n    - name: sre\n      waves: [prod]\n      approvers: { groups: [sre] }\n",
+    );
+    repo.commit("approval rules: sre promotes prod");
+    let mut daemon = Daemon::configure(&local(&repo), &targets(&names), "");
+    for name in ["ci", "dev"] {
+        std::fs::write(daemon.dir.path().join(format!("{name}-token")), format!("{name}-secret\n")).unwrap();
+    }
+    let config = std::fs::read_to_string(&daemon.config).unwrap();
+    let start = config.find("api: {").unwrap();
+    let end = start + config[start..].find('\n').unwrap();
+    let api = "api: { token_file: ./api-token, tokens: [{ name: ci, token_file: ./ci-token, groups: [sre] }, { name: dev, token_file: ./dev-token, groups: [dev] }] }";
+    std::fs::write(&daemon.config, format!("{}{api}{}", &config[..start], &config[end..])).unwrap();
+    daemon.spawn();
+    daemon.wait_for("the fleet on 1.1.0", WAIT, |d| names.iter().all(|n| runs(d, n) == deploys("1.1.0")));
+
+    let edit = repo.read("profiles/aws-profile/1.1.0/profile.yaml").replace(&deploys("1.1.0"), &image("edited"));
+    repo.write("profiles/aws-profile/1.1.0/profile.yaml", &edit);
+    repo.commit("aws-profile 1.1.0: a new image in place");
+    daemon.wait_for("prod waiting for its promotion", WAIT, |d| {
+        wave(&rollout(d, "default"), "prod")["state"] == "waits-for-promotion"
+    });
+    // Someone the rule does not admit: 403 naming the rule, and nothing promoted.
+    let (code, body) = api_post(&daemon, "/api/v1/rollouts/default/promote", Some("dev-secret"));
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body.contains("dev (groups: dev) may not promote wave prod: rule prod/sre (approvals/prod.yaml:6): approvers are group sre"),
+        "{body}"
+    );
+    // The view shows them the reason instead of the button.
+    const FORM: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
+    let (_, head, _) = daemon.raw("POST", "/login", &[FORM], "token=dev-secret&next=%2F");
+    let cookie = session_cookie(&head);
+    let page = daemon.raw("GET", "/rollouts/default", &[("Cookie", &cookie)], "").2;
+    assert!(
+        page.contains("<button id=\"promote\" disabled>")
+            && page.contains("may not promote wave prod")
+            && !page.contains("action=\"/rollouts/default/promote\""),
+        "{page}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(runs(&daemon, "prod-a"), deploys("1.1.0"), "not promoted");
+    assert_eq!(wave(&rollout(&daemon, "default"), "prod")["state"], "waits-for-promotion");
+    // One of sre may.
+    let (code, body) = api_post(&daemon, "/api/v1/rollouts/default/promote", Some("ci-secret"));
+    assert!(code < 300, "{code}: {body}");
+    daemon.wait_for("prod-a updated", WAIT, |d| runs(d, "prod-a") == image("edited"));
+    let audit = daemon.strata(&["audit", "-o", "json"]).ok().stdout;
+    let entries: Vec<Value> = serde_json::from_str(&audit).unwrap();
+    let promotions: Vec<(&str, &str)> = entries
+        .iter()
+        .filter(|e| e["action"] == "promote")
+        .map(|e| (e["who"].as_str().unwrap(), e["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(promotions, [("ci", "done"), ("dev", "refused")], "{audit}");
+}
+
+#[test]
 fn a_newer_commit_supersedes_the_rollout_and_held_clusters_go_straight_to_it() {
     let names = ["stage-1", "stage-2", "prod-a", "prod-b"];
     let clusters: &[(&str, &[&str])] = &[

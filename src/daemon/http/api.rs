@@ -382,6 +382,7 @@ pub fn act_reply(app: &App, name: &str, action: &Action, actor: &Actor) -> Respo
                 ActError::NoRollout(_) => StatusCode::NOT_FOUND,
                 ActError::Idle(_) | ActError::Refused(_) => StatusCode::CONFLICT,
                 ActError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+                ActError::Forbidden(_) => StatusCode::FORBIDDEN,
                 ActError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
             error(code, e)

@@ -89,7 +89,7 @@ pub fn forbidden(shared: &Shared, cluster: &str, revision: &str, actor: &Actor) 
         .collect();
     let applying: Vec<&crate::approval::Rule> = in_force.rules.iter().collect();
     let person = crate::approval::Person { identity: &actor.identity, groups: &actor.groups };
-    Ok(crate::approval::refusal(&applying, &given, in_force.author.as_ref(), &person))
+    Ok(crate::approval::refusal(&applying, &given, &in_force.authors, &person))
 }
 
 /// The first cluster of `selection` whose approval rules do not let `actor` approve it, and why:

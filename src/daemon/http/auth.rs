@@ -83,6 +83,9 @@ pub struct Identity {
     pub groups: Vec<String>,
     /// `name`, or `name (note)`: what approvals and the log record.
     recorded: String,
+    /// Whether it may act (`auth.write_groups`), set by the authentication layer: the view
+    /// offers actions only to those who may.
+    pub may_write: bool,
 }
 
 impl Identity {
@@ -91,7 +94,7 @@ impl Identity {
             Some(note) => format!("{name} ({note})"),
             None => name.to_string(),
         };
-        Identity { name: name.to_string(), note: note.map(str::to_string), groups, recorded }
+        Identity { name: name.to_string(), note: note.map(str::to_string), groups, recorded, may_write: true }
     }
 
     /// `name`, or `name (note)`.
@@ -117,6 +120,12 @@ pub enum Viewer {
 
 impl Viewer {
     pub fn identity(&self) -> &Identity {
+        match self {
+            Viewer::Session { identity, .. } | Viewer::Token { identity, .. } => identity,
+        }
+    }
+
+    fn identity_mut(&mut self) -> &mut Identity {
         match self {
             Viewer::Session { identity, .. } | Viewer::Token { identity, .. } => identity,
         }
@@ -605,7 +614,11 @@ async fn authenticate(
         (Access::Read | Access::Write, Shown::MetricsToken) | (Access::Write, Shown::Nothing) => false,
     };
     let viewer = match shown {
-        Shown::Viewer(viewer) => Some(viewer),
+        Shown::Viewer(mut viewer) => {
+            let may_write = app.auth.may_write(&viewer);
+            viewer.identity_mut().may_write = may_write;
+            Some(viewer)
+        }
         Shown::Nothing | Shown::MetricsToken => None,
     };
     if !allowed {

@@ -114,10 +114,16 @@ pub async fn page(
             wave["selection"] = json;
         }
     }
+    let promote_forbidden = viewer.as_ref().filter(|_| !described["promotion"].is_null()).and_then(|v| {
+        let actor = Actor::of(v.identity(), v.name(), Via::View, None);
+        let wave = described["promotion"]["starts"].as_str();
+        rollouts::promotion_refused(shared, &name, wave, &actor).unwrap_or_else(|e| Some(e.to_string()))
+    });
     app.pages.page(
         StatusCode::OK,
         "rollout.html",
         context! {
+            promote_forbidden,
             title => format!("rollout {name}"),
             here => format!("/rollouts/{}", segment(&name)),
             who => Serde(who),
@@ -162,6 +168,10 @@ pub async fn promote(
         Err(e @ (ActError::Refused(_) | ActError::Idle(_))) => {
             let message = format!("Not promoted: {e}.");
             app.pages.message(StatusCode::CONFLICT, "not promoted", &who, &message, Some(Link::to(&here, "Look again")))
+        }
+        Err(ActError::Forbidden(why)) => {
+            let message = format!("Not promoted: {why}.");
+            app.pages.message(StatusCode::FORBIDDEN, "not promoted", &who, &message, Some(Link::to(&here, "Back")))
         }
         Err(e) => app.pages.message(StatusCode::INTERNAL_SERVER_ERROR, "error", &who, &e.to_string(), None),
     }
@@ -221,11 +231,12 @@ mod tests {
         let baking = gate(&policy, head, &members(true), Some(&first), 2_000).progress.unwrap();
         let described = describe(&policy, Some(&baking), 3_000, &Default::default());
         let r = Rev { short: "0123456".into(), full: head.into(), url: None };
-        let who = Some(Who { name: "alice".into(), csrf: Some("the-csrf".into()) });
+        let who = Some(Who { name: "alice".into(), csrf: Some("the-csrf".into()), cannot: None });
         let html = Pages::new()
             .render(
                 "rollout.html",
-                context! { title => "t", here => "/rollouts/default", who => Serde(who), revision => Serde(r), r => Serde(described) },
+                context! {
+                promote_forbidden => None::<String>, title => "t", here => "/rollouts/default", who => Serde(who), revision => Serde(r), r => Serde(described) },
             )
             .unwrap();
         assert!(html.contains("<progress max=\"1\" value=\"1\">1 of 1</progress> 1 of 1 updated"), "{html}");
@@ -256,7 +267,7 @@ mod tests {
         let page = Pages::new()
             .render(
                 "rollout.html",
-                context! { title => "t", here => "/rollouts/default", who => Serde(None::<Who>), revision => Serde(Rev { short: "-".into(), full: String::new(), url: None }), r => Serde(idle) },
+                context! { promote_forbidden => None::<String>, title => "t", here => "/rollouts/default", who => Serde(None::<Who>), revision => Serde(Rev { short: "-".into(), full: String::new(), url: None }), r => Serde(idle) },
             )
             .unwrap();
         assert!(page.contains("Nothing to roll out") && !page.contains("<form"), "{page}");

@@ -48,7 +48,7 @@ use crate::config::StatusSink;
 use crate::daemon::Shared;
 use crate::daemon::audit::{self, Actor, Outcome, Via as AuditVia};
 use crate::daemon::decide::Hold;
-use crate::daemon::selection::Selector;
+use crate::daemon::selection::{self, Selector};
 use crate::daemon::store::{ClusterState, rfc3339};
 use crate::report::Provider;
 
@@ -153,6 +153,8 @@ pub(super) struct Who {
     pub(super) name: String,
     /// For a session's forms; a token holder needs none.
     pub(super) csrf: Option<String>,
+    /// Why they may not act here, shown in place of the forms (`auth.write_groups`).
+    pub(super) cannot: Option<String>,
 }
 
 pub(super) fn who(viewer: &Option<Viewer>) -> Option<Who> {
@@ -162,6 +164,9 @@ pub(super) fn who(viewer: &Option<Viewer>) -> Option<Who> {
             Viewer::Session { csrf, .. } => Some(csrf.clone()),
             Viewer::Token { .. } => None,
         },
+        cannot: (!v.identity().may_write).then(|| {
+            "you are in none of the groups that may act here (auth.write_groups): you may look, not act".to_string()
+        }),
     })
 }
 
@@ -464,14 +469,22 @@ async fn fleet(
         false => Selector { tags: query.tags.clone(), ..Selector::default() },
         true => Selector { all_pending: true, ..Selector::default() },
     };
-    let selection = approve::current(shared, &selector).ok().filter(|s| only_tags && !s.clusters.is_empty()).map(|s| {
-        let mut json = s.to_json(&selector);
-        if let Some(v) = &viewer {
-            let actor = Actor::of(v.identity(), v.name(), AuditVia::View, None);
-            json["forbidden"] = serde_json::json!(approve::forbidden_in(shared, &s, &actor));
-        }
-        json
+    // From the page's snapshot: no store read per page view, whatever the fleet's size.
+    let waiting = snapshot.entries.iter().filter_map(|e| {
+        let pending = e.pending.as_ref().filter(|p| p.hold == Hold::Approval)?;
+        Some((e.state.name.as_str(), pending.head_revision.as_str()))
     });
+    let tags = shared.tags.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let selection = Some(selection::select_from(&selector, waiting, &tags, &[]))
+        .filter(|s| only_tags && selector.validate(&BTreeMap::new()).is_ok() && !s.clusters.is_empty())
+        .map(|s| {
+            let mut json = s.to_json(&selector);
+            if let Some(v) = &viewer {
+                let actor = Actor::of(v.identity(), v.name(), AuditVia::View, None);
+                json["forbidden"] = serde_json::json!(approve::forbidden_in(shared, &s, &actor));
+            }
+            json
+        });
     let what = match query.tags.is_empty() {
         false => format!("tagged {}", query.tags.join(" ")),
         true => "in the fleet".to_string(),
@@ -1126,7 +1139,7 @@ mod tests {
     #[test]
     fn every_template_renders() {
         let pages = Pages::new();
-        let who = Some(Who { name: "alice".into(), csrf: Some("c".into()) });
+        let who = Some(Who { name: "alice".into(), csrf: Some("c".into()), cannot: None });
         let r = || Rev { short: "abc1234".into(), full: "abc1234ff".into(), url: None };
         let login = context! { title => "sign in", who => Serde(None::<Who>), next => "/", name => "", problem => None::<String>, tokens => true, oidc => true };
         let pending = context! {
@@ -1169,14 +1182,32 @@ mod tests {
         let selection = Selection { digest: digest(clusters.iter().map(|(c, r)| (c.as_str(), r.as_str()))), clusters };
         let selector = Selector { tags: vec!["env:prod".into()], ..Selector::default() };
         let page = |who: Option<Who>| {
+            let snapshot = Snapshot::new(1, Vec::new());
+            let list = ListPage {
+                rows: Vec::new(),
+                matched: 0,
+                total: 0,
+                filtered: true,
+                page: 1,
+                pages: 1,
+                from: 0,
+                to: 0,
+                first: None,
+                prev: None,
+                next: None,
+                last: None,
+            };
+            let none = || Serde(Vec::<Choice>::new());
             let ctx = context! {
-                title => "fleet", who => Serde(who), problems => Serde(Vec::<String>::new()), rows => Serde(Vec::<FleetRow>::new()),
+                title => "fleet", who => Serde(who), problems => Serde(Vec::<String>::new()),
+                o => Serde(snapshot.overview()), rollouts => Serde(Vec::<RolloutLine>::new()), list => Serde(list),
                 selection => Serde(Some(selection.to_json(&selector))), what => "tagged env:prod", here => "/?tag=env%3Aprod",
-                profiles => Serde(Vec::<Choice>::new()), sorts => Serde(Vec::<Choice>::new()), tag => "env:prod", profile => "", sort => "", version => "1",
+                profiles => none(), versions => none(), states => none(), healths => none(), sorts => none(),
+                q => "", tag => "env:prod", profile => "", version_filter => "", state => "", health => "", sort => "", version => "1",
             };
             Pages::new().render("fleet.html", ctx).unwrap()
         };
-        let html = page(Some(Who { name: "alice".into(), csrf: Some("the-csrf".into()) }));
+        let html = page(Some(Who { name: "alice".into(), csrf: Some("the-csrf".into()), cannot: None }));
         assert!(html.contains("12 pending updates tagged env:prod wait for approval"), "{html}");
         assert!(html.contains("prod-09</a>, … (2 more)") && !html.contains(">prod-10<"), "ten names: {html}");
         for field in [
@@ -1190,5 +1221,12 @@ mod tests {
         assert!(html.contains("Approve 12 at 9f3c2aa"), "{html}");
         let signed_out = page(None);
         assert!(!signed_out.contains("action=\"/approvals\"") && signed_out.contains("Sign in to approve"));
+        // Signed in but in none of auth.write_groups: the form is not offered, the reason is.
+        let cannot = Some("you are in none of the groups that may act here (auth.write_groups)".to_string());
+        let looker = page(Some(Who { name: "bob".into(), csrf: Some("c".into()), cannot }));
+        assert!(
+            !looker.contains("action=\"/approvals\"") && looker.contains("none of the groups that may act"),
+            "{looker}"
+        );
     }
 }
