@@ -15,7 +15,14 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use crate::apply::Options;
+// Settings types live with the subsystems that use them; this module parses the file and hands
+// them out. Re-exported so `config::X` keeps naming everything the file sets.
 use crate::diag::{Code, Diagnostic, Diagnostics};
+pub use crate::net::settings::{Proxy, Tls, read_secret};
+pub use crate::report::{StatusConfig, StatusSink};
+pub use crate::target::TargetConfig;
+pub use crate::units::{parse_duration, parse_size};
+pub use crate::verify::{Verify, VerifyMode};
 use crate::yaml;
 
 #[derive(Deserialize)]
@@ -326,18 +333,6 @@ struct RawDrift {
     watch: Option<bool>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TargetConfig {
-    Kubeconfig {
-        path: PathBuf,
-        context: Option<String>,
-    },
-    InCluster,
-    Directory(PathBuf),
-    /// A cluster Secret in the management cluster (Kubernetes mode), as it was last read.
-    Secret(std::sync::Arc<crate::target::secret::ClusterSecret>),
-}
-
 /// Where the daemon keeps its state (`state.backend`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum StateBackend {
@@ -410,35 +405,6 @@ pub struct Credentials {
     pub known_hosts: Option<PathBuf>,
 }
 
-/// The proxy every outbound connection goes through (`proxy:`); without it, the environment's
-/// HTTPS_PROXY / HTTP_PROXY / NO_PROXY decide.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Proxy {
-    /// `http://HOST:PORT`.
-    pub url: String,
-    /// Hosts reached directly, as NO_PROXY writes them: names (with their subdomains), addresses, CIDR ranges.
-    pub no_proxy: Vec<String>,
-    pub username: Option<String>,
-    pub password_file: Option<PathBuf>,
-}
-
-/// Trust and identity for the TLS connections to one endpoint.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Tls {
-    /// A PEM bundle of CA certificates to trust.
-    pub ca_file: Option<PathBuf>,
-    /// Trust the system's roots too (the default); `false` trusts `ca_file` alone.
-    pub system_roots: bool,
-    pub client_cert_file: Option<PathBuf>,
-    pub client_key_file: Option<PathBuf>,
-}
-
-impl Default for Tls {
-    fn default() -> Self {
-        Tls { ca_file: None, system_roots: true, client_cert_file: None, client_key_file: None }
-    }
-}
-
 #[derive(Clone, Debug)]
 pub struct Repository {
     pub location: RepoLocation,
@@ -451,28 +417,6 @@ pub struct Repository {
     pub tls: Tls,
     /// Only commits signed by an allowed key are evaluated (`repository.verify`).
     pub verify: Option<Verify>,
-}
-
-/// Which commits must be signed (`repository.verify.mode`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum VerifyMode {
-    /// The commit evaluated: the branch head.
-    Head,
-    /// Every commit since the last one evaluated (all parents): none may slip in unsigned below a
-    /// signed head.
-    All,
-}
-
-/// `repository.verify`: the keys commits must be signed with, as files read at every
-/// verification (so keys rotate without a restart).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Verify {
-    pub mode: VerifyMode,
-    /// OpenSSH allowed-signers file (`ssh-keygen -Y verify`'s `-f`; git's
-    /// `gpg.ssh.allowedSignersFile`).
-    pub ssh_allowed_signers: Option<PathBuf>,
-    /// OpenPGP public keys, armored or binary (`gpg --export [--armor]`).
-    pub gpg_keyring: Option<PathBuf>,
 }
 
 /// Where the age identities for SOPS files come from (`decryption`).
@@ -490,37 +434,6 @@ pub struct Webhooks {
     pub github_secret_file: Option<PathBuf>,
     pub gitea_secret_file: Option<PathBuf>,
     pub gitlab_token_file: Option<PathBuf>,
-}
-
-/// Where commit statuses go.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StatusSink {
-    Forge {
-        forge: crate::report::Forge,
-        token_file: PathBuf,
-    },
-    /// Git notes under refs/notes/strata in the watched repository.
-    Notes,
-}
-
-#[derive(Clone, Debug)]
-pub struct StatusConfig {
-    pub sink: StatusSink,
-    /// Link from each status, `{cluster}` and `{revision}` filled in (the status view).
-    pub target_url: Option<String>,
-    /// The least time between two writes to the forge (GitHub asks for a second between
-    /// content-creating requests).
-    pub min_interval: Duration,
-    /// Also fetch pull-request heads and post a plan for every new one.
-    pub pull_requests: bool,
-    /// TLS for the forge's API.
-    pub tls: Tls,
-}
-
-impl StatusConfig {
-    pub fn target_url(&self, cluster: &str, revision: &str) -> Option<String> {
-        self.target_url.as_ref().map(|t| t.replace("{cluster}", cluster).replace("{revision}", revision))
-    }
 }
 
 /// The status view in the browser.
@@ -670,6 +583,9 @@ pub struct Config {
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
 
+/// The largest request body the listener reads (1 MiB): every webhook and API body fits.
+pub const MAX_BODY: usize = 1024 * 1024;
+
 /// How long the audit trail is kept, and how many entries at most (the oldest go first).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditConfig {
@@ -705,22 +621,6 @@ fn duration(
     }
 }
 
-/// `300ms`, `30s`, `5m`, `1h`.
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit())?;
-    let (n, unit) = text.split_at(split);
-    let n: u64 = n.parse().ok()?;
-    Some(match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.checked_mul(60)?),
-        "h" => Duration::from_secs(n.checked_mul(3600)?),
-        "d" => Duration::from_secs(n.checked_mul(86_400)?),
-        _ => return None,
-    })
-}
-
 /// The TLS keys of `section`, checked: a certificate needs its key, and trusting `ca_file` alone
 /// needs a `ca_file`.
 fn tls(
@@ -754,22 +654,6 @@ fn tls(
         );
     }
     tls
-}
-
-/// `16MiB`, `512KiB`, `1GiB` or a plain number of bytes.
-pub fn parse_size(text: &str) -> Option<usize> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (n, unit) = text.split_at(split);
-    let n: usize = n.parse().ok()?;
-    let unit = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        _ => return None,
-    };
-    n.checked_mul(unit)
 }
 
 /// `http(s)://host[:port][/]`: the view is served at the root of its host.
@@ -1222,7 +1106,7 @@ impl Config {
             let max_body_bytes_in_flight = match &r.max_body_bytes_in_flight {
                 None => defaults.max_body_bytes_in_flight,
                 Some(v) => match parse_size(&v.value) {
-                    Some(n) if n >= crate::daemon::http::MAX_BODY && n <= u32::MAX as usize => n,
+                    Some(n) if n >= MAX_BODY && n <= u32::MAX as usize => n,
                     _ => {
                         diags.push(
                             Diagnostic::new(
@@ -1477,14 +1361,6 @@ impl Config {
                 ))
         })
     }
-}
-
-/// Reads a secret from a file (a systemd credential), without its trailing newline. The error
-/// names the file, never the content.
-pub fn read_secret(path: &Path) -> Result<String, String> {
-    std::fs::read_to_string(path)
-        .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
-        .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))
 }
 
 #[cfg(test)]

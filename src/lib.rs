@@ -36,6 +36,7 @@ pub mod rollout;
 pub mod sops;
 pub mod source;
 pub mod target;
+pub mod units;
 pub mod verify;
 pub mod window;
 pub mod yaml;

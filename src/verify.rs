@@ -12,11 +12,31 @@
 //! `strata verify` asks the same question by hand, `strata plan` marks an unsigned head.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use strata_signatures::{AllowedSigners, Keyring, Policy, Verified, VerifyError};
 
-use crate::config::{Verify, VerifyMode};
+/// Which commits must be signed (`repository.verify.mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VerifyMode {
+    /// The commit evaluated: the branch head.
+    Head,
+    /// Every commit since the last one evaluated (all parents): none may slip in unsigned below a
+    /// signed head.
+    All,
+}
+
+/// `repository.verify`: the keys commits must be signed with, as files read at every
+/// verification (so keys rotate without a restart).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verify {
+    pub mode: VerifyMode,
+    /// OpenSSH allowed-signers file (`ssh-keygen -Y verify`'s `-f`; git's
+    /// `gpg.ssh.allowedSignersFile`).
+    pub ssh_allowed_signers: Option<PathBuf>,
+    /// OpenPGP public keys, armored or binary (`gpg --export [--armor]`).
+    pub gpg_keyring: Option<PathBuf>,
+}
 
 /// The most commits mode `all` verifies in one go: a history longer than this since the last
 /// verified commit is refused rather than walked for minutes.

@@ -18,6 +18,7 @@
 pub mod connect;
 pub mod error;
 pub mod proxy;
+pub mod settings;
 pub mod tls;
 
 use std::path::Path;
@@ -32,7 +33,7 @@ pub use error::{Failure, Kind, NetError, Settings};
 pub use proxy::{ProxyError, Router};
 pub use tls::TlsError;
 
-use crate::config::Tls as TlsConfig;
+use settings::Tls as TlsConfig;
 
 /// How long each part of an exchange may take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,7 +86,7 @@ pub struct Network {
 
 impl Network {
     /// From the host config's `proxy:` (or the environment when there is none).
-    pub fn new(proxy: Option<&crate::config::Proxy>) -> Result<Network, SetupError> {
+    pub fn new(proxy: Option<&settings::Proxy>) -> Result<Network, SetupError> {
         Ok(Network::with_router(Router::new(proxy)?))
     }
 
@@ -313,7 +314,7 @@ mod tests {
         assert_eq!(e.kind(), Kind::TotalTimeout, "{e}");
         assert!(e.to_string().ends_with("total timeout: no complete answer from 127.0.0.1 within 100ms"), "{e}");
 
-        let tls = network.client(&crate::config::Tls::default(), "status.", Settings::status(), quick(None)).unwrap();
+        let tls = network.client(&TlsConfig::default(), "status.", Settings::status(), quick(None)).unwrap();
         let e = tls.send(get(&format!("https://{address}/x"))).await.unwrap_err();
         assert_eq!(e.kind(), Kind::ConnectTimeout, "{e}");
         assert!(

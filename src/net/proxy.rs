@@ -20,7 +20,7 @@ use base64::Engine as _;
 use http::{HeaderValue, Uri};
 use hyper_util::client::proxy::matcher::{Intercept, Matcher};
 
-use crate::config::Proxy as ProxyConfig;
+use super::settings::Proxy as ProxyConfig;
 
 /// Where the proxy setting was read from: named in every error about the proxy.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -159,7 +159,7 @@ impl Router {
         let matcher = Matcher::builder().all(config.url.clone()).no(config.no_proxy.join(",")).build();
         let auth = match (&config.username, &config.password_file) {
             (Some(user), Some(file)) => {
-                let password = crate::config::read_secret(file)
+                let password = super::settings::read_secret(file)
                     .map_err(|problem| ProxyError { setting: "proxy.password_file".into(), problem })?;
                 Some(basic(user, &password))
             }

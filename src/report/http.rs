@@ -51,7 +51,7 @@ impl Client {
     /// The client for `status`: its TLS settings, the host's proxy, forge timeouts.
     pub fn for_status(
         network: &crate::net::Network,
-        tls: &crate::config::Tls,
+        tls: &crate::net::settings::Tls,
     ) -> Result<Client, crate::net::SetupError> {
         let inner = network.client(tls, "status.", crate::net::Settings::status(), crate::net::Timeouts::FORGE)?;
         Ok(Client::new(inner))

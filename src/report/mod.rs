@@ -14,8 +14,42 @@
 pub mod http;
 pub mod notes;
 
+use std::path::PathBuf;
+use std::time::Duration;
+
 use serde::Serialize;
 use serde_json::{Value, json};
+
+/// Where commit statuses go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StatusSink {
+    Forge {
+        forge: Forge,
+        token_file: PathBuf,
+    },
+    /// Git notes under refs/notes/strata in the watched repository.
+    Notes,
+}
+
+#[derive(Clone, Debug)]
+pub struct StatusConfig {
+    pub sink: StatusSink,
+    /// Link from each status, `{cluster}` and `{revision}` filled in (the status view).
+    pub target_url: Option<String>,
+    /// The least time between two writes to the forge (GitHub asks for a second between
+    /// content-creating requests).
+    pub min_interval: Duration,
+    /// Also fetch pull-request heads and post a plan for every new one.
+    pub pull_requests: bool,
+    /// TLS for the forge's API.
+    pub tls: crate::net::settings::Tls,
+}
+
+impl StatusConfig {
+    pub fn target_url(&self, cluster: &str, revision: &str) -> Option<String> {
+        self.target_url.as_ref().map(|t| t.replace("{cluster}", cluster).replace("{revision}", revision))
+    }
+}
 
 /// GitHub's limit, which every provider here accepts.
 pub const MAX_DESCRIPTION: usize = 140;
@@ -639,19 +673,15 @@ mod tests {
 /// How a plan comment to the configured forge fits: that forge's limit, and where the rest of
 /// the plan is — what to run between `base` (none: the first commit) and `head`, and the
 /// `strata/plan` status's link (`status.target_url`) when there is one.
-pub fn plan_fit(
-    status: Option<&crate::config::StatusConfig>,
-    base: Option<&str>,
-    head: &str,
-) -> crate::plan::format::Fit {
+pub fn plan_fit(status: Option<&StatusConfig>, base: Option<&str>, head: &str) -> crate::plan::format::Fit {
     use crate::plan::format::Fit;
     let revisions = base.map(|base| (base, head));
     let Some(status) = status else {
         return Fit::new(Provider::Github.comment_limit(), "GitHub", None, revisions);
     };
     let provider = match &status.sink {
-        crate::config::StatusSink::Forge { forge, .. } => forge.provider,
-        crate::config::StatusSink::Notes => Provider::Github,
+        StatusSink::Forge { forge, .. } => forge.provider,
+        StatusSink::Notes => Provider::Github,
     };
     let url = status.target_url("plan", head);
     Fit::new(provider.comment_limit(), provider.label(), url.as_deref(), revisions)

@@ -317,7 +317,7 @@ fn load_one(tree: &dyn Tree, file: &str, model: &Model, diags: &mut Diagnostics)
         };
         let bake = match &raw_wave.bake {
             None => Duration::ZERO,
-            Some(b) => crate::config::parse_duration(&b.value).unwrap_or_else(|| {
+            Some(b) => crate::units::parse_duration(&b.value).unwrap_or_else(|| {
                 wave_ok = false;
                 diags.push(diag(
                     line(b),

@@ -67,7 +67,7 @@ fn kubeconfig_proxy(kubeconfig: &Kubeconfig, context: Option<&str>) -> Option<St
 impl KubeTarget {
     /// A target for a configured cluster: a kubeconfig file, the service account, or a cluster
     /// Secret (Kubernetes mode).
-    pub async fn connect(config: &crate::config::TargetConfig, network: &Network) -> Result<Self, TargetError> {
+    pub async fn connect(config: &crate::target::TargetConfig, network: &Network) -> Result<Self, TargetError> {
         let (config, router, settings) = connection(config, network).await?;
         Self::from_config(config, network, router, settings)
     }
@@ -75,7 +75,7 @@ impl KubeTarget {
     /// A target from a kubeconfig file and (optionally) one of its contexts.
     pub async fn from_kubeconfig(path: &Path, context: Option<&str>, network: &Network) -> Result<Self, TargetError> {
         let config =
-            crate::config::TargetConfig::Kubeconfig { path: path.to_path_buf(), context: context.map(str::to_string) };
+            crate::target::TargetConfig::Kubeconfig { path: path.to_path_buf(), context: context.map(str::to_string) };
         Self::connect(&config, network).await
     }
 
@@ -169,10 +169,10 @@ impl KubeTarget {
 /// How to reach a configured cluster: kube's configuration, the proxy route and the settings
 /// messages name. A kubeconfig file, the service account, or a cluster Secret's kubeconfig.
 async fn connection(
-    config: &crate::config::TargetConfig,
+    config: &crate::target::TargetConfig,
     network: &Network,
 ) -> Result<(Config, Arc<Router>, Settings), TargetError> {
-    use crate::config::TargetConfig;
+    use crate::target::TargetConfig;
     match config {
         TargetConfig::Kubeconfig { path, context } => {
             let file = path.display().to_string();
@@ -221,7 +221,7 @@ fn in_cluster_connection(network: &Network) -> Result<(Config, Arc<Router>, Sett
 /// management cluster's (Kubernetes mode), where state and Secrets are watched and every other
 /// request is bounded by its caller. Builds kube's request stack, which spawns onto the current
 /// runtime: call it on the runtime the client will be used on.
-pub async fn client(config: &crate::config::TargetConfig, network: &Network) -> Result<Client, TargetError> {
+pub async fn client(config: &crate::target::TargetConfig, network: &Network) -> Result<Client, TargetError> {
     let (config, router, settings) = connection(config, network).await?;
     client_from_config(&config, network, router, settings, Timeouts::KUBE_WATCH)
 }

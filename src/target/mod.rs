@@ -18,12 +18,26 @@ pub mod secret;
 use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::future::Future;
+use std::path::PathBuf;
 
 use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::apply::inventory::Inventory;
 use crate::render::object::ObjectId;
+
+/// How the host configuration reaches one target cluster (`targets:` in strata.yaml).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetConfig {
+    Kubeconfig {
+        path: PathBuf,
+        context: Option<String>,
+    },
+    InCluster,
+    Directory(PathBuf),
+    /// A cluster Secret in the management cluster (Kubernetes mode), as it was last read.
+    Secret(std::sync::Arc<secret::ClusterSecret>),
+}
 
 /// A resolved kind: what discovery says about it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -220,11 +234,7 @@ impl Target for AnyTarget {
 
 /// Connects to a configured target, through the host's proxy and trust material (`network`).
 /// Nothing is sent until the first request.
-pub async fn connect(
-    config: &crate::config::TargetConfig,
-    network: &crate::net::Network,
-) -> Result<AnyTarget, TargetError> {
-    use crate::config::TargetConfig;
+pub async fn connect(config: &TargetConfig, network: &crate::net::Network) -> Result<AnyTarget, TargetError> {
     Ok(match config {
         TargetConfig::Directory(path) => AnyTarget::Directory(directory::DirectoryTarget::new(path)),
         cluster => AnyTarget::Kube(Box::new(kube::KubeTarget::connect(cluster, network).await?)),

@@ -22,7 +22,7 @@ use kube::config::{AuthInfo, Cluster, Context, Kubeconfig, NamedAuthInfo, NamedC
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::TargetConfig;
+use crate::target::TargetConfig;
 
 /// The label that registers a Secret as a target; its value is the target's name.
 pub const TARGET_LABEL: &str = crate::render::object::TARGET_LABEL;

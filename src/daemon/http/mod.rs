@@ -67,7 +67,8 @@ use guard::{BodyBudget, Hosts};
 pub use listener::serve;
 
 /// Request bodies larger than this are refused (GitHub caps its own at 25 MB; pushes are small).
-pub const MAX_BODY: usize = 1024 * 1024;
+/// Defined with the listener's settings, which are checked against it.
+pub use crate::config::MAX_BODY;
 
 /// What every handler sees: the daemon's shared state and the web layer's own.
 pub struct App {
