@@ -240,12 +240,21 @@ pub struct Decrypting {
     decrypted: Mutex<HashMap<String, Decrypted>>,
     /// Whether each file read so far is a SOPS file: [`Tree::decrypted`] without reading it again.
     encrypted: Mutex<HashMap<String, bool>>,
+    /// Where tools read ([`Tree::tools_read`]): a checkout holds decrypted files only there.
+    tool_paths: std::sync::OnceLock<Option<Vec<String>>>,
     local: Mutex<Option<PathBuf>>,
 }
 
 impl Decrypting {
     pub fn new(inner: Box<dyn Tree>, keys: Arc<Keys>) -> Decrypting {
-        Decrypting { inner, keys, decrypted: Mutex::default(), encrypted: Mutex::default(), local: Mutex::default() }
+        Decrypting {
+            inner,
+            keys,
+            decrypted: Mutex::default(),
+            encrypted: Mutex::default(),
+            tool_paths: std::sync::OnceLock::new(),
+            local: Mutex::default(),
+        }
     }
 }
 
@@ -296,6 +305,25 @@ impl Tree for Decrypting {
 
     fn read_raw(&self, path: &str, limit: u64) -> Result<Vec<u8>, ReadError> {
         self.inner.read(path, limit)
+    }
+
+    fn tools_read(&self, paths: &dyn Fn() -> Option<Vec<String>>) {
+        self.tool_paths.get_or_init(paths);
+    }
+
+    fn checkout_holds(&self, path: &str) -> bool {
+        if self.keys.opaque || !self.decrypted(path) {
+            return true;
+        }
+        match self.tool_paths.get() {
+            // Not told (a caller that checks out without rendering), or tools may read anywhere.
+            None | Some(None) => true,
+            Some(Some(paths)) => paths.iter().any(|p| {
+                p.is_empty()
+                    || path == p
+                    || (path.starts_with(p.as_str()) && path.as_bytes().get(p.len()) == Some(&b'/'))
+            }),
+        }
     }
 }
 
@@ -390,7 +418,7 @@ pub fn check(tree: &dyn Tree, model: &Model) -> Result<(), Diagnostics> {
     check_paths(tree, &paths)
 }
 
-/// Blob ids remembered as holding no SOPS file (a few MB at most; forgotten all at once past it).
+/// Blob ids (with the format they were read in) remembered as holding no SOPS file (a few MB at most; forgotten all at once past it).
 const MAX_PLAIN_BLOBS: usize = 100_000;
 
 fn plain_blobs() -> std::sync::MutexGuard<'static, std::collections::HashSet<String>> {
@@ -412,9 +440,9 @@ pub fn check_paths(tree: &dyn Tree, paths: &[String]) -> Result<(), Diagnostics>
             if format_of(&real).is_none() || !seen.insert(real.clone()) {
                 continue;
             }
-            // A Git blob read before and found plain is plain again: the daemon checks every
-            // revision, and most of a repository does not change between two.
-            let blob = tree.object_id(&real);
+            // A Git blob read before in the same format and found plain is plain again: the
+            // daemon checks every revision, and most of a repository does not change between two.
+            let blob = tree.object_id(&real).map(|id| format!("{:?} {id}", format_of(&real)));
             if blob.as_ref().is_some_and(|id| plain_blobs().contains(id)) {
                 continue;
             }
@@ -472,6 +500,34 @@ mod tests {
             source::read_file(&tree, "a/plain.yaml").unwrap(),
             b"kind: ConfigMap # mentions sops: in a comment\n"
         );
+    }
+
+    #[test]
+    fn a_checkout_holds_decrypted_files_only_where_tools_read() {
+        let keys = keys();
+        let recipient = keys.public_keys().remove(0);
+        let env = strata_sops::encrypt(b"TOKEN=tok-123\n", Format::Dotenv, &[&recipient], &Default::default()).unwrap();
+        let mut tree = MemTree::new();
+        tree.file("packs/app/kustomization.yaml", "secretGenerator: [{ name: app, envs: [app.env] }]\n")
+            .file("packs/app/app.env", env)
+            .file("packs/raw/secret.yaml", encrypted("kind: Secret\nstringData:\n    token: hunter2\n", &keys))
+            .file("packs/raw/plain.yaml", "kind: ConfigMap\n");
+        let scratch = tempfile::tempdir().unwrap();
+        let tree = Decrypting::new(Box::new(tree), keys.clone());
+        tree.tools_read(&|| Some(vec!["packs/app".to_string()]));
+        tree.tools_read(&|| panic!("asked once"));
+        let root = tree.local_root(scratch.path()).unwrap();
+        let read = |p: &str| std::fs::read_to_string(root.join(p)).ok();
+        assert_eq!(read("packs/app/app.env").as_deref(), Some("TOKEN=tok-123\n"), "decrypted where kustomize reads");
+        assert_eq!(read("packs/raw/secret.yaml"), None, "never on disk where no tool reads");
+        assert_eq!(read("packs/raw/plain.yaml").as_deref(), Some("kind: ConfigMap\n"), "plain files are all there");
+        // A tree that was never told (a checkout without a render): every file, as before.
+        let mut plain_tree = MemTree::new();
+        plain_tree.file("packs/raw/secret.yaml", encrypted("token: hunter2\n", &keys));
+        let untold = Decrypting::new(Box::new(plain_tree), keys);
+        let other = tempfile::tempdir().unwrap();
+        let root = untold.local_root(other.path()).unwrap();
+        assert!(std::fs::read_to_string(root.join("packs/raw/secret.yaml")).unwrap().contains("hunter2"));
     }
 
     #[test]

@@ -121,6 +121,15 @@ pub trait Tree: Send + Sync {
     fn read_raw(&self, path: &str, limit: u64) -> Result<Vec<u8>, ReadError> {
         self.read(path, limit)
     }
+    /// Tells the tree which paths tools (kustomize, helm) read — at or below each of them;
+    /// `None`: anywhere — before its first checkout: a checkout ([`Tree::local_root`]) holds a
+    /// decrypted file only there. The first caller's answer stands (`paths` is called once).
+    fn tools_read(&self, _paths: &dyn Fn() -> Option<Vec<String>>) {}
+    /// Whether a checkout holds the decrypted file at `path` ([`Tree::tools_read`]); files that
+    /// are not decrypted are always held.
+    fn checkout_holds(&self, _path: &str) -> bool {
+        true
+    }
 }
 
 /// Joins `base` and a relative `path` lexically, collapsing `.` and `..`. `None` when `..` climbs
@@ -994,6 +1003,9 @@ fn write_entries(
                 pending.push((path, sub));
             }
             EntryKind::File => match tree.read(&path, MAX_FILE_BYTES) {
+                // A decrypted file where no tool reads: left out, so plaintext is on disk only
+                // where a tool must read it.
+                Ok(_) if !tree.checkout_holds(&path) => {}
                 Ok(bytes) => {
                     *budget = budget.checked_sub(bytes.len() as u64).ok_or_else(|| {
                         ReadError::Io(format!("the repository is larger than {MAX_CHECKOUT_BYTES} bytes to check out"))

@@ -533,6 +533,8 @@ impl<'a> Renderer<'a> {
         };
         let scratch = self.scratch().map_err(|e| setup("create a scratch directory", &e))?;
         let scratch = scratch.as_path();
+        // Decrypted files go into the checkout only where the model's tools read.
+        self.tree.tools_read(&|| reads::tool_reads(self.tree, self.model));
         let checkout = self
             .tree
             .local_root(scratch)

@@ -69,6 +69,27 @@ pub fn reads(tree: &dyn Tree, profile: &Profile) -> Reads {
     Reads::Paths(kept)
 }
 
+/// The paths the tools of `model`'s layers (helm and kustomize, of every profile version) read
+/// from a checkout: what a checkout must hold decrypted. `None` when a source reaches anything
+/// through a link (then anywhere).
+pub fn tool_reads(tree: &dyn Tree, model: &crate::model::Model) -> Option<Vec<String>> {
+    let mut paths = Vec::new();
+    for layer in model.profiles.values().flatten().flat_map(|p| &p.layers) {
+        match layer.kind {
+            LayerKind::Manifests => {}
+            LayerKind::Helm => {
+                for path in std::iter::once(&layer.source).chain(&layer.values_files) {
+                    paths.extend(below(tree, path)?);
+                }
+            }
+            LayerKind::Kustomize => paths.extend(kustomization::reached(tree, &layer.source)?),
+        }
+    }
+    paths.sort();
+    paths.dedup();
+    Some(paths)
+}
+
 /// A source and everything below it, when no link is on the way; `None` otherwise.
 fn below(tree: &dyn Tree, path: &str) -> Option<Vec<String>> {
     let written = source::join("", path)?;
