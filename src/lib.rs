@@ -20,6 +20,7 @@
 
 pub mod apply;
 pub mod approval;
+pub mod backoff;
 pub mod config;
 pub mod daemon;
 pub mod diag;

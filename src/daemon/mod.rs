@@ -257,7 +257,7 @@ impl Shared {
                     names => names.join(", "),
                 };
                 let help = format!(
-                    "{}; or register it as a Secret in namespace {} labelled {}={target} holding a kubeconfig (README: \"Running on Kubernetes\"; registered: {registered})",
+                    "{}; or register it as a Secret in namespace {} labelled {}={target} holding a kubeconfig (docs/book/src/kubernetes.md; registered: {registered})",
                     diagnostic.help.clone().unwrap_or_default(),
                     registry.namespace(),
                     crate::target::secret::TARGET_LABEL,
@@ -985,8 +985,9 @@ async fn evaluate_head(
     }
 }
 
+/// A fetch interval ± 10 %, so replicas and daemons started together do not fetch together.
 fn jittered(interval: Duration) -> Duration {
-    interval.mul_f64(0.9 + fastrand::f64() * 0.2)
+    crate::backoff::jitter(interval, crate::backoff::Jitter::Spread(0.1))
 }
 
 /// Sets the clusters-per-shard gauges: the clusters of the last good revision in each shard this

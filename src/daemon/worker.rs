@@ -22,6 +22,7 @@
 //! Workers share nothing but a semaphore bounding how many clusters reconcile at once, so one
 //! failing, slow or unresponsive cluster never delays the others or the event loop.
 
+use crate::backoff::{Backoff, Jitter};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -174,21 +175,22 @@ impl WorkerError {
     }
 }
 
-const BACKOFF_START: Duration = Duration::from_secs(2);
-const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// Retries of a failed apply (and of a commit status): 2 s doubling to 5 minutes, ± 20 % so many
+/// clusters failing together do not retry in lockstep.
+const RETRY: Backoff = Backoff::new(Duration::from_secs(2), Duration::from_secs(300), Jitter::Spread(0.2));
 
-/// `base` ± 20 %, so many clusters failing together do not retry in lockstep.
+/// `base` ± 20 %: drift checks of many clusters spread out.
 fn jitter(base: Duration) -> Duration {
-    base.mul_f64(0.8 + fastrand::f64() * 0.4)
+    crate::backoff::jitter(base, Jitter::Spread(0.2))
 }
 
 /// How long after a watch's first event the changes are judged together: an edit of several
 /// objects, a relist, an apply's own writes are one check, well within the 2 s it may take.
 const SETTLE: Duration = Duration::from_millis(250);
 
+/// The wait after `failures` failed attempts in a row.
 pub fn backoff(failures: u32) -> Duration {
-    let exp = BACKOFF_START.saturating_mul(1u32 << failures.min(16).saturating_sub(1));
-    jitter(exp.min(BACKOFF_MAX))
+    RETRY.delay(failures)
 }
 
 pub struct Worker {

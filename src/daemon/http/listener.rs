@@ -11,6 +11,7 @@
 //! - a failing `accept` (out of descriptors: EMFILE, ENFILE) backs off, 10 ms doubling to 1 s,
 //!   instead of spinning on a listener that stays readable.
 
+use crate::backoff::{Backoff, Jitter};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -65,9 +66,10 @@ impl Drop for Slot {
     }
 }
 
-/// How long to wait after the `failures`-th failed accept in a row.
+/// How long to wait after the `failures`-th failed accept in a row: 10 ms doubling to 1 s.
 fn backoff(failures: u32) -> Duration {
-    Duration::from_millis(10u64.saturating_mul(1 << failures.saturating_sub(1).min(7))).min(Duration::from_secs(1))
+    const ACCEPT: Backoff = Backoff::new(Duration::from_millis(10), Duration::from_secs(1), Jitter::None);
+    ACCEPT.delay(failures)
 }
 
 pub async fn serve(listener: TcpListener, app: Arc<App>, mut shutdown: watch::Receiver<bool>) {

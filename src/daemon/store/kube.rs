@@ -27,6 +27,7 @@
 //! and deleted whole once older than the retention or beyond the bound. Entries are read by
 //! listing them, not cached: the trail is read by people, seldom.
 
+use crate::backoff::{Backoff, Jitter};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Condvar, Mutex, RwLock};
@@ -493,9 +494,9 @@ fn encode_global(global: &Global, mut data: BTreeMap<String, String>) -> BTreeMa
 /// conflicts so far, as client-go's RetryOnConflict backs off. Without it the writer whose last
 /// write won, its cache fresh from the answer, wins every race against one that must read first.
 async fn conflict_pause(attempt: usize) {
+    const CONFLICT: Backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(500), Jitter::Full);
     if attempt > 0 {
-        let ceiling = (5u64 << attempt.min(7)).min(500);
-        tokio::time::sleep(Duration::from_millis(fastrand::u64(0..=ceiling))).await;
+        tokio::time::sleep(CONFLICT.delay(attempt as u32)).await;
     }
 }
 
