@@ -89,7 +89,7 @@ pub fn verify(cli: &Cli, config: &Path, since: Option<&str>) -> Result<u8, Failu
     let config = load_config(config)?;
     let Some(verify) = config.repository.as_ref().and_then(|r| r.verify.clone()) else {
         return Err(Failure::Usage(format!(
-            "{}: repository.verify is not set: nothing says which keys may sign (see README, Signed commits)",
+            "{}: repository.verify is not set: nothing says which keys may sign (see docs/book/src/secrets.md, Signed commits)",
             config.file.display()
         )));
     };

@@ -810,8 +810,7 @@ fn check_plan(
                 )
             };
             // The plan shows the waves a new run takes; a run under way keeps the waves it gave
-            // its clusters and places the new ones where there is room (README, "Fleet
-            // rollouts"): then only the rollout is the same.
+            // its clusters and places the new ones where there is room (docs/book/src/rollouts.md): then only the rollout is the same.
             if under_way.contains(rollout) {
                 assert_eq!(theirs.map(|t| &t.0), Some(rollout), "the same rollout: {}", why());
             } else {

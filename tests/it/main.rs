@@ -28,6 +28,7 @@ mod cli;
 mod confinement;
 mod daemon;
 mod deploy;
+mod docs;
 mod drift_watch;
 mod fuzz;
 mod golden;

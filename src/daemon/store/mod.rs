@@ -230,7 +230,7 @@ pub enum StoreError {
         source: std::io::Error,
     },
     #[error(
-        "state database {} is corrupt ({detail}); strata reconciles nothing until it is recovered: stop strata, run `strata recover-state --config <strata.yaml>`, start it again (README: \"Recovering the state database\")",
+        "state database {} is corrupt ({detail}); strata reconciles nothing until it is recovered: stop strata, run `strata recover-state --config <strata.yaml>`, start it again (docs/book/src/daemon.md, \"Recovering the state database\")",
         path.display()
     )]
     Corrupt { path: PathBuf, detail: String },
