@@ -129,6 +129,18 @@ pub async fn cluster(State(app): State<Arc<App>>, Path(name): Path<String>) -> R
         crate::config::StateBackend::Kubernetes => shards.view().holders.get(shard as usize).cloned().flatten(),
         crate::config::StateBackend::Sqlite => None,
     };
+    // A read that fails is a 500, never an empty list that says "nothing".
+    let read = || {
+        Ok::<_, crate::daemon::store::StoreError>((
+            store.drift(&name)?,
+            store.history(&name, crate::daemon::store::HISTORY_KEPT)?,
+            store.approvals(&name)?,
+        ))
+    };
+    let (drift, history, approvals) = match read() {
+        Ok(read) => read,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+    };
     json_reply(
         StatusCode::OK,
         &json!({
@@ -136,9 +148,9 @@ pub async fn cluster(State(app): State<Arc<App>>, Path(name): Path<String>) -> R
             "tags": tags,
             "shard": { "index": shard, "holder": holder },
             "pending": pending.map(|p| p.shown(&state)),
-            "drift": store.drift(&name).unwrap_or_default(),
-            "history": store.history(&name, crate::daemon::store::HISTORY_KEPT).unwrap_or_default(),
-            "approvals": store.approvals(&name).unwrap_or_default(),
+            "drift": drift,
+            "history": history,
+            "approvals": approvals,
         }),
     )
 }
@@ -180,12 +192,19 @@ pub async fn act(
                     }
                     Refused::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 };
+                // What is pending now, for the caller to review; a read that fails says so
+                // rather than "nothing pending".
                 let pending = match &refused {
-                    Refused::Stale { pending } => Some(pending.clone()),
-                    _ => shared.store.pending(&name).ok().flatten().map(|p| p.head_revision),
+                    Refused::Stale { pending } => Ok(Some(pending.clone())),
+                    _ => shared.store.pending(&name).map(|p| p.map(|p| p.head_revision)),
                 };
                 let message = format!("{name}: {refused}");
-                json_reply(code, &json!({ "error": message, "pending_revision": pending }))
+                match pending {
+                    Ok(pending) => json_reply(code, &json!({ "error": message, "pending_revision": pending })),
+                    Err(e) => {
+                        json_reply(code, &json!({ "error": message, "pending_revision_unreadable": e.to_string() }))
+                    }
+                }
             }
         },
         "suspend" | "resume" => {

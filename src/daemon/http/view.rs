@@ -604,6 +604,14 @@ struct Layer {
     objects: Vec<ObjectRow>,
 }
 
+/// A cluster's page when the state database cannot be read: 500, saying so.
+fn unreadable(app: &App, who: &Option<Who>, name: &str, e: &dyn std::fmt::Display) -> Response {
+    let message = format!(
+        "The state of cluster {name} cannot be read now: {e}. Nothing is shown rather than something incomplete; /readyz and the daemon's log say more."
+    );
+    app.pages.message(StatusCode::INTERNAL_SERVER_ERROR, "error", who, &message, None)
+}
+
 fn no_cluster(app: &App, name: &str, who: &Option<Who>) -> Response {
     let message = format!("No cluster named {name:?}.");
     app.pages.message(
@@ -623,18 +631,25 @@ async fn cluster(
     let shared = &app.shared;
     let store = &shared.store;
     let who = who(&viewer);
-    let Ok(Some(c)) = store.cluster(&name) else { return no_cluster(&app, &name, &who) };
+    // A read that fails is an error page, never an empty section that looks like "nothing".
+    macro_rules! read {
+        ($e:expr) => {
+            match $e {
+                Ok(v) => v,
+                Err(e) => return unreadable(&app, &who, &name, &e),
+            }
+        };
+    }
+    let Some(c) = read!(store.cluster(&name)) else { return no_cluster(&app, &name, &who) };
     let mut layers: Vec<Layer> = Vec::new();
-    for (object, layer, action) in store.objects(&name).unwrap_or_default() {
+    for (object, layer, action) in read!(store.objects(&name)) {
         let row = ObjectRow { object, action };
         match layers.iter_mut().find(|l| l.name == layer) {
             Some(l) => l.objects.push(row),
             None => layers.push(Layer { name: layer, objects: vec![row] }),
         }
     }
-    let drift: Vec<BTreeMap<&str, String>> = store
-        .drift(&name)
-        .unwrap_or_default()
+    let drift: Vec<BTreeMap<&str, String>> = read!(store.drift(&name))
         .into_iter()
         .map(|d| {
             BTreeMap::from([
@@ -645,9 +660,7 @@ async fn cluster(
             ])
         })
         .collect();
-    let history: Vec<Value> = store
-        .history(&name, crate::daemon::store::HISTORY_KEPT)
-        .unwrap_or_default()
+    let history: Vec<Value> = read!(store.history(&name, crate::daemon::store::HISTORY_KEPT))
         .into_iter()
         .map(|h| {
             context! {
@@ -660,13 +673,11 @@ async fn cluster(
             }
         })
         .collect();
-    let approvals: Vec<Value> = store
-        .approvals(&name)
-        .unwrap_or_default()
+    let approvals: Vec<Value> = read!(store.approvals(&name))
         .into_iter()
         .map(|a| context! { at => rfc3339(a.approved_at), revision => Serde(rev(shared, Some(&a.revision))), by => a.approved_by })
         .collect();
-    let pending = store.pending(&name).ok().flatten().map(|p| context! { summary => p.summary });
+    let pending = read!(store.pending(&name)).map(|p| context! { summary => p.summary });
     let c = context! {
         name => c.name.clone(),
         profile => c.profile.clone().unwrap_or_else(|| "-".into()),

@@ -797,8 +797,12 @@ impl Inner {
                     self.configmaps.create(&params, &map).await
                 }
                 Some(version) => {
-                    let current = self.configmaps.get_opt(GLOBAL).await.ok().flatten();
-                    // Keys someone else keeps in the ConfigMap stay.
+                    // Keys someone else keeps in the ConfigMap stay: a write that cannot read
+                    // them first is not made (it would drop them).
+                    let current = match self.configmaps.get_opt(GLOBAL).await {
+                        Ok(current) => current,
+                        Err(e) => return Err(api_error(&object, &e)),
+                    };
                     let others = current.and_then(|c| c.data).unwrap_or_default();
                     let map = ConfigMap {
                         metadata: ObjectMeta {
