@@ -59,6 +59,7 @@ pub fn edit_everywhere(clusters: usize, rollout: bool) -> Plan {
             to: Some(id),
             updates: if manual { UpdatePolicy::Manual } else { UpdatePolicy::Auto },
             pending: manual,
+            window: None,
             update_available: (version != "1.2.0").then(|| "1.2.0".to_string()),
             base_digest: Some(format!("sha256:{c:064x}")),
             head_digest: Some(format!("sha256:{:064x}", c + clusters)),

@@ -122,6 +122,7 @@ mod tests {
             to: None,
             updates: UpdatePolicy::Auto,
             pending: false,
+            window: None,
             update_available: None,
             base_digest: None,
             head_digest: None,

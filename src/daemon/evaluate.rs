@@ -648,6 +648,7 @@ impl<'a> Context<'a> {
             to: None,
             updates: cluster.updates,
             pending: false,
+            window: None,
             update_available: None,
             base_digest: None,
             head_digest: None,

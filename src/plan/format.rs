@@ -128,6 +128,9 @@ fn counts(c: &ClusterPlan) -> String {
 }
 
 fn next_step(c: &ClusterPlan) -> Option<String> {
+    if let Some(window) = &c.window {
+        return Some(format!("applies in its maintenance window ({window}): held while it is closed"));
+    }
     c.pending.then(|| format!("held until approved (updates: manual): strata approve {}", c.cluster))
 }
 
@@ -357,6 +360,9 @@ fn group_title(g: &Group, quote: &str) -> String {
 /// What to do about a group's pending update; `quote` marks the command (backticks in markdown).
 fn group_step(g: &Group, quote: &str) -> Option<String> {
     let c = g.first();
+    if let Some(window) = &c.window {
+        return Some(format!("applies in its maintenance window ({window}): held while it is closed"));
+    }
     if !c.pending {
         return None;
     }

@@ -3,8 +3,9 @@
 //!
 //! Two changed clusters are in one group when they get the same change:
 //! - the same reasons (upgrade, in-place edit + override, …), the same `from` and `to`
-//!   (`profile@version`), and the same pending state (a pending update waits for someone to
-//!   approve it; an applied change does not, so the two are never folded together);
+//!   (`profile@version`), and the same pending state and maintenance window (a pending update
+//!   waits for someone to approve it, a windowed one for its window; an applied change does
+//!   not, so they are never folded together);
 //! - the same objects added, changed and removed (kind, namespace, name, layer), with the same
 //!   lines added and removed in each object's diff.
 //!
@@ -114,9 +115,10 @@ fn key(c: &ClusterPlan) -> String {
     let reasons: Vec<&str> = c.reasons.iter().map(|r| r.label()).collect();
     let _ = write!(
         key,
-        "{}\n{}\n{:?}\n{:?}\n",
+        "{}\n{} {:?}\n{:?}\n{:?}\n",
         reasons.join("+"),
         c.pending,
+        c.window,
         c.from.as_deref().map(own),
         c.to.as_deref().map(own)
     );
@@ -250,6 +252,7 @@ mod tests {
             to: Some("web@1.0.0".into()),
             updates: if pending { UpdatePolicy::Manual } else { UpdatePolicy::Auto },
             pending,
+            window: None,
             update_available: None,
             base_digest: None,
             head_digest: None,

@@ -114,6 +114,10 @@ pub struct ClusterPlan {
     pub updates: UpdatePolicy,
     /// An in-place edit on a cluster with `updates: manual`: held until approved.
     pub pending: bool,
+    /// An in-place edit on a cluster with `updates: auto` and a maintenance window: the daemon
+    /// applies it while the window is open (and holds it until then).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
     /// A newer version of the profile outside what the cluster pins.
     pub update_available: Option<String>,
     pub base_digest: Option<String>,
@@ -296,6 +300,7 @@ fn one_sided(cluster: &Cluster, set: DesiredSet, model: &Model, kind: ChangeKind
         to: new.then_some(id),
         updates: cluster.updates,
         pending: false,
+        window: None,
         update_available: if new { update_available(model, cluster) } else { None },
         base_digest: (!new).then(|| set.digest.clone()),
         head_digest: new.then_some(set.digest),
@@ -365,6 +370,7 @@ pub fn compare(base: SideOf, head: SideOf, edits: &Edits, redactor: &Redactor) -
         to: Some(to.id()),
         updates: after.updates,
         pending: false,
+        window: None,
         update_available: resolution.update_available.map(|v| v.to_string()),
         base_digest: None,
         head_digest: None,
@@ -408,6 +414,9 @@ pub fn compare(base: SideOf, head: SideOf, edits: &Edits, redactor: &Redactor) -
     }
     plan.kind = plan.reasons[0];
     plan.pending = after.updates == UpdatePolicy::Manual && plan.reasons.contains(&ChangeKind::InPlaceEdit);
+    if after.updates == UpdatePolicy::Auto && plan.reasons.contains(&ChangeKind::InPlaceEdit) {
+        plan.window = after.window.as_ref().map(|w| w.to_string());
+    }
     plan.objects = diff_sets(&old, &new, redactor);
     Ok(plan)
 }

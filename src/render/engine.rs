@@ -311,33 +311,43 @@ impl Worker {
         let request = Sent::Render { key: templates.key, object, context, layer_limit };
         write_frame(&mut self.stdin, &request).map_err(broken)?;
         let mut out = Vec::new();
-        let started = (Instant::now(), self.cpu());
-        let mut current: Option<(String, Instant, Duration)> = None;
+        // CPU time is read from /proc only at a tick (every 50 ms of a render that is still
+        // going), never per template: most layers finish before their first tick and cost no
+        // read at all. A budget then counts from the first tick after its start, at most one
+        // tick late; the wall-clock bounds count from the start.
+        let started = Instant::now();
+        let mut layer_cpu: Option<Duration> = None;
+        let mut current: Option<(String, Instant, Option<Duration>)> = None;
+        let mut looked = started;
         loop {
-            let reply = match self.replies.recv_timeout(Duration::from_millis(50)) {
-                Ok(reply) => reply,
-                Err(RecvTimeoutError::Timeout) => {
-                    if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
-                        return Err(Failed::Cancelled);
-                    }
-                    let cpu = self.cpu();
-                    let layer_over = cpu.saturating_sub(started.1) > limits.layer
-                        || started.0.elapsed() > limits.layer * WALL_FACTOR;
-                    if layer_over {
-                        let file = current.map(|(file, ..)| file);
-                        return Err(Failed::TimedOut { file, limit: limits.layer, what: "layer" });
-                    }
-                    if let Some((file, wall, at)) = &current
-                        && (cpu.saturating_sub(*at) > limits.template || wall.elapsed() > limits.template * WALL_FACTOR)
-                    {
-                        return Err(Failed::TimedOut {
-                            file: Some(file.clone()),
-                            limit: limits.template,
-                            what: "template",
-                        });
-                    }
-                    continue;
+            let reply = self.replies.recv_timeout(TICK);
+            // Looked at every tick, whether replies keep coming or not: a layer of many quick
+            // templates is bounded as one slow template is.
+            if looked.elapsed() >= TICK {
+                looked = Instant::now();
+                if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                    return Err(Failed::Cancelled);
                 }
+                let cpu = self.cpu();
+                let layer_base = *layer_cpu.get_or_insert(cpu);
+                if cpu.saturating_sub(layer_base) > limits.layer || started.elapsed() > limits.layer * WALL_FACTOR {
+                    let file = current.map(|(file, ..)| file);
+                    return Err(Failed::TimedOut { file, limit: limits.layer, what: "layer" });
+                }
+                if let Some((file, wall, at)) = &mut current
+                    && (cpu.saturating_sub(*at.get_or_insert(cpu)) > limits.template
+                        || wall.elapsed() > limits.template * WALL_FACTOR)
+                {
+                    return Err(Failed::TimedOut {
+                        file: Some(file.clone()),
+                        limit: limits.template,
+                        what: "template",
+                    });
+                }
+            }
+            let reply = match reply {
+                Ok(reply) => reply,
+                Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => {
                     let status = self.child.wait().map(|s| s.to_string()).unwrap_or_default();
                     return Err(Failed::Broken(format!("it ended ({status})")));
@@ -347,7 +357,7 @@ impl Worker {
                 Reply::NeedSources => {
                     write_frame(&mut self.stdin, &Sent::Sources(&templates.sources)).map_err(broken)?;
                 }
-                Reply::Started { file } => current = Some((file, Instant::now(), self.cpu())),
+                Reply::Started { file } => current = Some((file, Instant::now(), None)),
                 Reply::Rendered { file, text } => {
                     current = None;
                     out.push((file, text));
@@ -357,6 +367,9 @@ impl Worker {
         }
     }
 }
+
+/// How often a render still going is looked at: cancelled, over a budget.
+const TICK: Duration = Duration::from_millis(50);
 
 /// Memory a worker may allocate: fuel bounds a template's data near 128 MiB; this bounds
 /// everything else a hostile one could try.

@@ -111,6 +111,7 @@ mod tests {
             to: Some(to.into()),
             updates: UpdatePolicy::Auto,
             pending: false,
+            window: None,
             update_available: None,
             base_digest: Some("sha256:old".into()),
             head_digest: Some(format!("sha256:{to}")),

@@ -56,6 +56,8 @@ struct ClusterModel {
     ignore_replicas: bool,
     sensitive_image: bool,
     ring: u32,
+    /// A maintenance window that stays closed while the history runs.
+    window: bool,
 }
 
 /// One step of a history.
@@ -88,6 +90,11 @@ pub enum Op {
     Updates {
         cluster: &'static str,
         manual: bool,
+    },
+    /// A maintenance window (closed for as long as the history runs) set or taken away.
+    Window {
+        cluster: &'static str,
+        closed: bool,
     },
     Drift {
         cluster: &'static str,
@@ -161,6 +168,7 @@ impl Model {
                     ignore_replicas: false,
                     sensitive_image: false,
                     ring: i as u32 % 2,
+                    window: false,
                 },
             );
         }
@@ -177,7 +185,7 @@ impl Model {
         // A pin names a version of the cluster's own profile.
         let own = &self.versions[self.clusters[cluster].profile];
         loop {
-            let op = match rng.u32(..110) {
+            let op = match rng.u32(..114) {
                 0..=19 => {
                     let v = &minors[rng.usize(..minors.len())];
                     Op::Edit { profile, minor: v.minor, replicas: rng.u32(1..5), image: rng.u32(1..9) }
@@ -209,6 +217,7 @@ impl Model {
                 }
                 100..=104 => Op::Rollout { policy: rng.bool().then(|| RolloutModel { manual: rng.bool() }) },
                 105..=109 if self.rollout.is_some() => Op::Promote,
+                110..=113 => Op::Window { cluster, closed: rng.bool() },
                 _ => continue,
             };
             return op;
@@ -235,6 +244,7 @@ impl Model {
                 c.pin = Pin::Caret;
             }
             Op::Updates { cluster, manual } => self.clusters.get_mut(cluster).unwrap().manual = *manual,
+            Op::Window { cluster, closed } => self.clusters.get_mut(cluster).unwrap().window = *closed,
             Op::Drift { cluster, report } => self.clusters.get_mut(cluster).unwrap().report = *report,
             Op::Ignore { cluster, on } => self.clusters.get_mut(cluster).unwrap().ignore_replicas = *on,
             Op::Sensitive { cluster, on } => self.clusters.get_mut(cluster).unwrap().sensitive_image = *on,
@@ -251,6 +261,7 @@ impl Model {
                         ignore_replicas: false,
                         sensitive_image: false,
                         ring: 1,
+                        window: false,
                     },
                 );
             }
@@ -328,9 +339,20 @@ impl Model {
             if c.sensitive_image {
                 text.push_str("  sensitive: [{ kind: Deployment, path: /spec/template/spec/containers/0/image }]\n");
             }
+            if c.window {
+                text.push_str(&format!("  window: \"{} 03:00-04:00 UTC\"\n", closed_day()));
+            }
             repo.write(&format!("clusters/{name}.yaml"), &text);
         }
     }
+}
+
+/// A day of the week whose 03:00–04:00 UTC is neither today nor tomorrow: a window on it stays
+/// closed for as long as a history runs.
+fn closed_day() -> &'static str {
+    let days = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 86_400;
+    // 1970-01-01 was a Thursday; three days on is never today or tomorrow.
+    ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][((days + 3) % 7) as usize]
 }
 
 /// A daemon following `repo` with the given redaction key (so keyed digests and markers compare
@@ -723,6 +745,13 @@ pub fn run_on(seed: u64, steps: usize, api_servers: bool) {
             check_plan(&a, &repo, base, &head, (&before, &said_a), &pending_before, &under_way, &|| trace(&ops));
         }
     }
+    // What the history exercised, by kind of operation.
+    let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+    for op in &ops {
+        let kind = format!("{op:?}");
+        *kinds.entry(kind.split([' ', '{']).next().unwrap_or_default().to_string()).or_default() += 1;
+    }
+    eprintln!("truth: seed {seed}: {} operations: {kinds:?}", ops.len());
 }
 
 /// Where each rollout stands, as the daemon says (without times).
@@ -819,7 +848,8 @@ fn check_plan(
             // Released and applied, or held: by its wave, or for its own approval.
             let moved = before.get(name).map(|v| &v["digest"]) != now.map(|v| &v["digest"]);
             let hold = now.map(|v| v["pending"]["hold"]["until"].clone()).unwrap_or_default();
-            assert!(moved || hold == "rollout" || hold == "approval", "released or held: {}", why());
+            let window = c["window"].is_string() && hold == "window";
+            assert!(moved || hold == "rollout" || hold == "approval" || window, "released or held: {}", why());
             continue;
         }
         let kind = c["kind"].as_str().unwrap();
@@ -832,8 +862,12 @@ fn check_plan(
             "removed-cluster" => assert_eq!(now.map(|v| v["sync"].clone()), Some(Value::from("removed")), "{}", why()),
             "new-cluster" => assert!(now.is_some_and(|v| v["sync"] == "applied"), "{}", why()),
             "unchanged" => assert!(!moved && !held, "{}", why()),
-            _ if c["pending"] == true => {
+            // Held for approval, or (the plan names the cluster's window, closed all along here)
+            // for the window: what the cluster file changed goes ahead, the edit waits.
+            _ if c["pending"] == true || c["window"].is_string() => {
                 assert!(held, "held: {}", why());
+                let hold = now.map(|v| v["pending"]["hold"]["until"].clone()).unwrap_or_default();
+                assert_eq!(hold, if c["pending"] == true { "approval" } else { "window" }, "held for: {}", why());
                 let ahead = c["reasons"].as_array().unwrap().iter().any(|r| r == "override" || r == "field-rules");
                 assert_eq!(moved, ahead, "only what the cluster file changed goes ahead: {}", why());
             }

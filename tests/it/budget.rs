@@ -149,6 +149,34 @@ fn a_template_that_burns_cpu_within_its_fuel_is_stopped_on_time_naming_the_file(
     assert!(started.elapsed() < std::time::Duration::from_secs(60), "took {:?}", started.elapsed());
 }
 
+/// Many templates each well under a tick, together over the layer's budget: the budget is
+/// looked at while replies keep coming, not only when the worker falls silent.
+#[test]
+fn many_quick_templates_together_stop_at_the_layer_budget() {
+    use common::daemon::{Daemon, example_targets, file, local};
+    use std::time::Duration;
+    let repo = Repo::example();
+    let daemon =
+        Daemon::start_with(&local(&repo), &example_targets(), "render: { template_timeout: 2s, layer_timeout: 1s }\n");
+    let ui = daemon.out("aws-staging/hello-universe/deployment.ui.yaml");
+    daemon.wait_for("applied", Duration::from_secs(20), |_| file(&ui).contains("replicas: 2"));
+    // Each compares two 1 MB strings a few hundred times: milliseconds, under the 50 ms tick.
+    for i in 0..400 {
+        repo.write(
+            &format!("packs/hello-universe/manifests/quick-{i:03}.yaml"),
+            &format!(
+                "{{% set a = \"x\" * 1000000 %}}{{% set b = \"x\" * 1000000 %}}{{% for i in range(300) %}}{{% if a == b %}}{{% endif %}}{{% endfor %}}\napiVersion: v1\nkind: ConfigMap\nmetadata: {{ name: quick-{i:03} }}\n"
+            ),
+        );
+    }
+    let slow = repo.commit("four hundred quick templates");
+    daemon.wait_for("the revision refused at the layer's budget", Duration::from_secs(120), |d| {
+        d.log().contains("the layer's templates ran past their time budget of 1 s of CPU together")
+    });
+    assert!(!file(&ui).contains("quick-"), "nothing of the refused revision applied");
+    assert!(daemon.log().contains(&slow[..7]) || daemon.log().contains(&slow), "{}", daemon.log());
+}
+
 /// A commit whose templates burn CPU does not hold the daemon: a fix pushed while it evaluates
 /// supersedes it and applies at once, and the API answers meanwhile.
 #[test]
