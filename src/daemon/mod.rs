@@ -1101,7 +1101,7 @@ async fn dispatch_from_store(
     let Some(states) = shared.stored("list clusters", shared.store.clusters()) else { return };
     let last_good = shared.stored("read the revision", shared.store.revision()).flatten().and_then(|r| r.last_good);
     let (work_shared, source) = (shared.clone(), source.clone());
-    let jobs = blocking(move || {
+    let started = blocking(move || {
         let git = lock(&source).git_source().ok()?;
         // How each cluster is reconciled comes from its file at the last revision that loaded, as
         // it did before the restart; what it runs from the revisions the store records.
@@ -1139,12 +1139,25 @@ async fn dispatch_from_store(
                 jobs.push((state.name.clone(), job));
             }
         }
-        Some(jobs)
+        Some((jobs, settled))
     })
     .await
     .ok()
-    .flatten()
-    .unwrap_or_default();
+    .flatten();
+    let Some((jobs, settled)) = started else { return };
+    // The API, the view and actions see the rollouts and tags of the last revision that loaded,
+    // as a daemon that kept running through the rejected head does.
+    if let Some(model) = settled {
+        let mut rollouts = shared.rollouts.lock().unwrap_or_else(|p| p.into_inner());
+        if rollouts.is_empty() {
+            *rollouts = model.rollouts.clone();
+        }
+        drop(rollouts);
+        let mut tags = shared.tags.lock().unwrap_or_else(|p| p.into_inner());
+        if tags.is_empty() {
+            *tags = model.clusters.iter().map(|(n, c)| (n.clone(), c.tags.clone())).collect();
+        }
+    }
     for (name, job) in jobs {
         worker(shared, workers, &name, stopped).send(Msg::Run(Box::new(job)));
     }

@@ -559,6 +559,42 @@ fn approval_rules_say_who_may_promote_a_wave_and_the_view_says_why_not() {
     assert_eq!(promotions, [("ci", "done"), ("dev", "refused")], "{audit}");
 }
 
+/// A daemon restarted while the head is rejected shows the rollouts of the last revision that
+/// loaded, as one that kept running does (it showed none until a good revision came).
+#[test]
+fn restarted_on_a_rejected_head_the_rollouts_are_those_of_the_last_good_revision() {
+    let names = ["stage-1", "prod-a"];
+    let clusters: &[(&str, &[&str])] = &[("stage-1", &["env:staging"]), ("prod-a", &["env:prod"])];
+    let repo = fleet(
+        clusters,
+        &policy(
+            "    - name: staging\n      selector: { tags: [\"env:staging\"] }\n    - name: prod\n      selector: { tags: [\"env:prod\"] }\n",
+            "",
+        ),
+    );
+    let mut daemon = Daemon::start(&local(&repo), &targets(&names));
+    daemon.wait_for("the fleet on 1.1.0", WAIT, |d| names.iter().all(|n| runs(d, n) == deploys("1.1.0")));
+    let listed = |d: &Daemon| {
+        let (code, body) = d.request("GET", "/api/v1/rollouts", &[("Authorization", &format!("Bearer {TOKEN}"))], "");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str::<Value>(&body).unwrap()
+    };
+    // A head that does not load: the staging wave selects no cluster.
+    repo.edit("clusters/stage-1.yaml", "env:staging", "env:lab");
+    let rejected = repo.commit("stage-1 leaves staging: the wave selects nothing");
+    daemon.wait_for("the head rejected", WAIT, |d| {
+        let (_, body) = d.request("GET", "/api/v1/revision", &[("Authorization", &format!("Bearer {TOKEN}"))], "");
+        body.contains(&rejected) && body.contains("rejected")
+    });
+    let running = listed(&daemon);
+    assert_eq!(running[0]["rollout"], "default", "{running}");
+    daemon.terminate();
+    daemon.spawn();
+    daemon.wait_for("the rejected head seen again", WAIT, |d| d.log().matches("Revision rejected").count() >= 2);
+    assert_eq!(listed(&daemon), running, "the restarted daemon shows what the running one showed");
+    assert_eq!(rollout(&daemon, "default")["rollout"], "default");
+}
+
 #[test]
 fn a_newer_commit_supersedes_the_rollout_and_held_clusters_go_straight_to_it() {
     let names = ["stage-1", "stage-2", "prod-a", "prod-b"];
