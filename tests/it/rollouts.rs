@@ -1118,6 +1118,19 @@ fn a_wave_waiting_for_its_clusters_approvals_says_so_everywhere_and_is_approved_
     }
     let again = page(&daemon);
     assert!(again.contains("Approve 4 at "), "{again}");
+    // The fleet page offers the same by tag, from its snapshot: the selection the API computes.
+    let fleet = |query: &str| daemon.raw("GET", &format!("/{query}"), &[("Cookie", &cookie)], "").2;
+    let tagged = fleet("?tag=env%3Aprod");
+    assert!(
+        tagged.contains("4 pending updates tagged env:prod wait for approval") && tagged.contains("Approve 4 at "),
+        "{tagged}"
+    );
+    let (_, body) = daemon.request("GET", "/api/v1/approvals?tag=env:prod", &[], "");
+    let by_tag: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(field(&tagged, "digest"), by_tag["digest"].as_str().unwrap(), "{tagged}");
+    assert!(fleet("").contains("name=\"all_pending\" value=\"true\""), "unfiltered: every pending update");
+    let narrowed = fleet("?tag=env%3Aprod&health=ready");
+    assert!(!narrowed.contains("action=\"/approvals\""), "a filter a selection cannot say: no form: {narrowed}");
     let (code, head, _) = submit(&field(&again, "csrf"), &field(&again, "digest"));
     assert_eq!(code, 303, "{head}");
     daemon.wait_for("the rollout complete", WAIT, |d| rollout(d, "default")["state"] == "complete");
