@@ -586,7 +586,9 @@ impl<'a> Context<'a> {
         guard::inject("render", name);
         let (shared, head) = (self.shared, self.head);
         let state = self.states.get(name);
-        let applied = state.and_then(|s| s.digest.as_ref()).is_some();
+        // A cluster whose file came back after it was removed is new again, as the plan says:
+        // applied (its inventory and state made anew), not kept as "removed".
+        let applied = state.is_some_and(|s| s.sync != super::state::Sync::Removed && s.digest.is_some());
         let cluster_rev = state.and_then(|s| s.cluster_revision.clone());
         let (base, base_cluster) = self.base(name);
         let target = match shared.target(name, &cluster.target) {

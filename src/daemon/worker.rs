@@ -237,8 +237,13 @@ impl Worker {
         shutdown: watch::Receiver<bool>,
     ) -> (Arc<Mailbox>, tokio::task::JoinHandle<()>) {
         let mailbox = Arc::new(Mailbox::default());
-        let applied =
-            shared.stored("read what a cluster runs", shared.store.cluster(&name)).flatten().and_then(|c| c.digest);
+        // A cluster removed from the repository and back again is applied anew: what it ran
+        // before is no longer strata's (its inventory and state are made again).
+        let applied = shared
+            .stored("read what a cluster runs", shared.store.cluster(&name))
+            .flatten()
+            .filter(|c| c.sync != crate::daemon::state::Sync::Removed)
+            .and_then(|c| c.digest);
         let worker = Worker {
             name,
             shared,

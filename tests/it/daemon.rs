@@ -715,6 +715,17 @@ fn suspended_clusters_are_left_alone_until_resumed_and_removed_ones_are_let_go()
         d.cluster("edge-lab")["cluster"]["sync"] == "removed"
     });
     assert!(daemon.out("lab/edge/deployment.gateway.yaml").exists());
+    // And back, as it was: managed again, applied anew (the plan calls it a new cluster).
+    let restore = Command::new("git")
+        .args(["checkout", "HEAD~1", "--", "clusters/edge-lab.yaml"])
+        .current_dir(repo.path())
+        .output()
+        .unwrap();
+    assert!(restore.status.success(), "{}", String::from_utf8_lossy(&restore.stderr));
+    repo.commit("edge-lab again");
+    daemon.wait_for("edge-lab applied again", Duration::from_secs(10), |d| {
+        d.cluster("edge-lab")["cluster"]["sync"] == "applied"
+    });
 }
 
 #[test]
