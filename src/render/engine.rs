@@ -374,8 +374,10 @@ const TICK: Duration = Duration::from_millis(50);
 /// Memory a worker may allocate: fuel bounds a template's data near 128 MiB; this bounds
 /// everything else a hostile one could try.
 const WORKER_DATA_LIMIT: u64 = 1024 * 1024 * 1024;
-/// Compiled layers a worker keeps.
-const WORKER_CACHE: usize = 64;
+/// Compiled layers a worker keeps: every layer of a large fleet's profile versions (a fleet of
+/// 10 profiles × 3 versions × 4 layers has 120, which a cache of 64 recompiled over and over),
+/// forgotten all at once past it.
+const WORKER_CACHE: usize = 2048;
 
 /// The worker process: confines itself, then renders what its parent sends until its stdin
 /// closes. Never returns.
