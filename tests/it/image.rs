@@ -409,7 +409,12 @@ fn the_image_runs_as_the_deployment_runs_it() {
     eprintln!("image test: ready {:.1}s after podman run", ready.as_secs_f64());
     let (code, _) = container.get(&spec.probes.0, &[]);
     assert_eq!(code, 200, "{}", spec.probes.0);
-    let (code, readyz) = container.get(&spec.probes.1, &[("Accept", "application/json")]);
+    // What /readyz says beyond ready is for the token's holder (strangers learn ready, nothing more).
+    let bearer = format!("Bearer {API_TOKEN}");
+    let (code, anonymous) = container.get(&spec.probes.1, &[("Accept", "application/json")]);
+    let anonymous: Value = serde_json::from_str(&anonymous).unwrap_or_else(|_| panic!("{anonymous}"));
+    assert_eq!((code, anonymous), (200, json!({"ready": true})), "strangers learn ready, nothing more");
+    let (code, readyz) = container.get(&spec.probes.1, &[("Accept", "application/json"), ("Authorization", &bearer)]);
     assert_eq!(code, 200);
     let readyz: Value = serde_json::from_str(&readyz).unwrap_or_else(|_| panic!("{readyz}"));
     let identity = readyz["shards"]["identity"].as_str().unwrap_or_default();
@@ -432,7 +437,7 @@ fn the_image_runs_as_the_deployment_runs_it() {
     let generated = world.workload("kustomized").names("configmaps");
     eprintln!("image test: kustomize rendered inside the container: {generated:?}");
 
-    let (code, metrics) = container.get("/metrics", &[]);
+    let (code, metrics) = container.get("/metrics", &[("Authorization", &bearer)]);
     assert_eq!(code, 200);
     let families = metrics.lines().filter(|l| l.starts_with("# TYPE strata_")).count();
     assert!(families > 5, "{metrics}");
