@@ -208,18 +208,19 @@ impl Survey<'_> {
 
 /// The manifest to apply for `object`: stamped with the revision the live object carries (else
 /// `revision`), and without ignored fields once the object exists (they are left to whoever owns them).
+/// The applied-digest annotation is over the manifest without ignored fields either way, so an
+/// object just created with their first values is the same, to a drift check, as one updated.
 fn manifest_for(object: &Object, live: Option<&Value>, revision: Option<&str>) -> Value {
-    let mut manifest = object.manifest.clone();
-    if live.is_some() {
-        for pointer in &object.ignore {
-            drift::remove_pointer(&mut manifest, pointer);
-        }
+    let mut without = object.manifest.clone();
+    for pointer in &object.ignore {
+        drift::remove_pointer(&mut without, pointer);
     }
     let digest = {
         let mut hasher = Sha256::new();
-        hasher.update(serde_json::to_vec(&manifest).expect("manifests serialise"));
+        hasher.update(serde_json::to_vec(&without).expect("manifests serialise"));
         crate::render::hex_digest(hasher)
     };
+    let mut manifest = if live.is_some() { without } else { object.manifest.clone() };
     if let Some(annotations) = manifest["metadata"]["annotations"].as_object_mut() {
         annotations.insert(ANNOTATION_APPLIED.into(), Value::String(digest));
     }

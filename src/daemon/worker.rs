@@ -323,8 +323,14 @@ impl Worker {
     }
 
     fn take(&mut self, job: Job) {
-        let changed = self.applied.as_deref() != Some(job.set.digest.as_str())
-            || self.job.as_ref().is_some_and(|old| old.target != job.target);
+        let moved = self.job.as_ref().is_some_and(|old| old.target != job.target);
+        if moved {
+            // What the old target's watch saw is not the new target's: neither judged there nor
+            // watched any longer (the new target is watched once applied to).
+            self.watching = None;
+            self.forget_observed();
+        }
+        let changed = self.applied.as_deref() != Some(job.set.digest.as_str()) || moved;
         if changed {
             self.needs_apply = true;
             self.failures = 0;

@@ -226,9 +226,7 @@ impl Model {
                 100..=104 => Op::Rollout { policy: rng.bool().then(|| RolloutModel { manual: rng.bool() }) },
                 105..=109 if self.rollout.is_some() => Op::Promote,
                 110..=113 => Op::Window { cluster, closed: rng.bool() },
-                // Off unless asked for: a retarget after a change of field rules shows a running
-                // and a restarted daemon applying different sets (being fixed; see the notes).
-                114..=117 if retargets() => Op::Retarget { cluster, moved: !self.clusters[cluster].moved },
+                114..=117 => Op::Retarget { cluster, moved: !self.clusters[cluster].moved },
                 _ => continue,
             };
             return op;
@@ -369,11 +367,6 @@ impl Model {
             repo.write(&format!("clusters/{name}.yaml"), &text);
         }
     }
-}
-
-/// Whether histories move clusters between targets (`STRATA_TRUTH_RETARGET=1`).
-fn retargets() -> bool {
-    std::env::var("STRATA_TRUTH_RETARGET").is_ok_and(|v| v == "1")
 }
 
 /// Every target the host config has: one named as each cluster the model may use, and a second

@@ -728,6 +728,32 @@ fn suspended_clusters_are_left_alone_until_resumed_and_removed_ones_are_let_go()
     });
 }
 
+/// An object created with a field its ignore rule leaves to others gets that field's first value,
+/// and is not drift a moment later: the applied-digest of a create is the one an update would
+/// write (it was taken over the ignored field too, and the first drift check re-applied).
+#[test]
+fn an_object_created_with_an_ignored_field_is_not_drift() {
+    let repo = Repo::example();
+    repo.edit(
+        "clusters/aws-staging.yaml",
+        "  drift: correct\n",
+        "  drift: correct\n  ignore: [{ kind: Deployment, path: /spec/replicas }]\n",
+    );
+    repo.commit("replicas are the autoscaler's");
+    let mut daemon = Daemon::configure(&local(&repo), &example_targets(), "");
+    let config = std::fs::read_to_string(&daemon.config).unwrap();
+    std::fs::write(&daemon.config, config.replace("drift: { interval: 1h }", "drift: { interval: 1s }")).unwrap();
+    daemon.spawn();
+    let ui = daemon.out("aws-staging/hello-universe/deployment.ui.yaml");
+    daemon.wait_for("created", Duration::from_secs(10), |_| file(&ui).contains("replicas: 2"));
+    // Drift checks every second (and the watches) look at the new objects; nothing is drift.
+    std::thread::sleep(Duration::from_secs(3));
+    let log = daemon.log();
+    assert!(!log.contains("Drift found. cluster=aws-staging"), "{log}");
+    assert!(file(&ui).contains("replicas: 2"), "the first value stays: {}", file(&ui));
+    assert_eq!(daemon.cluster("aws-staging")["cluster"]["drifted"], 0);
+}
+
 #[test]
 fn systemd_hears_ready_watchdog_and_stopping_and_logs_can_be_json() {
     use std::os::unix::net::UnixDatagram;

@@ -362,6 +362,11 @@ fn damaged_signature_is_malformed() {
     let (ours, git) = verdicts(&repo, &damaged, &gpg.export(&[], true));
     let e = ours.unwrap_err();
     assert!(matches!(e, VerifyError::MalformedSignature { method: Method::OpenPgp, .. }), "{e}");
-    assert!(std::error::Error::source(&e).is_some(), "cause kept: {e}");
+    // The parser's error is kept as the cause; damage that leaves packets of other kinds (the
+    // dropped line shifts the base64, so which depends on the key) leaves no error to keep.
+    assert!(
+        std::error::Error::source(&e).is_some() || e.to_string().contains("holds no signature packet"),
+        "cause kept: {e}"
+    );
     assert!(!git);
 }
