@@ -206,6 +206,23 @@ pub(crate) fn read_yaml<T: for<'de> Deserialize<'de>>(tree: &dyn Tree, path: &st
     })
 }
 
+/// The YAML files under `dir` (`rollouts/`, `approvals/`), none when it does not exist; a
+/// directory that cannot be read is a diagnostic.
+pub(crate) fn yaml_files(tree: &dyn Tree, dir: &str, diags: &mut Diagnostics) -> Vec<String> {
+    if tree.kind(dir).is_none() {
+        return Vec::new();
+    }
+    match source::walk_files(tree, dir) {
+        Ok(files) => {
+            files.into_iter().map(|(file, _)| file).filter(|f| f.ends_with(".yaml") || f.ends_with(".yml")).collect()
+        }
+        Err(e) => {
+            diags.push(read_diag(dir, e));
+            Vec::new()
+        }
+    }
+}
+
 pub(crate) fn read_diag(path: &str, e: ReadError) -> Diagnostic {
     match e {
         // Named by the link (or path) that leads out, which may be deep below `path`.

@@ -21,8 +21,8 @@ use serde_saphyr::Spanned;
 use super::{APPROVALS_DIR, Rule};
 use crate::diag::{Code, Diagnostic, Diagnostics};
 use crate::model::Model;
-use crate::repo::{check_header, check_name, line, read_diag, read_yaml};
-use crate::source::{self, Tree};
+use crate::repo::{check_header, check_name, line, read_yaml, yaml_files};
+use crate::source::Tree;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -75,20 +75,7 @@ struct RawApprovers {
 /// Loads every rule under `approvals/`, checked against `model`'s profiles and rollouts.
 pub fn load(tree: &dyn Tree, model: &Model, diags: &mut Diagnostics) -> Vec<Rule> {
     let mut rules: Vec<Rule> = Vec::new();
-    if tree.kind(APPROVALS_DIR).is_none() {
-        return rules;
-    }
-    let files = match source::walk_files(tree, APPROVALS_DIR) {
-        Ok(files) => files,
-        Err(e) => {
-            diags.push(read_diag(APPROVALS_DIR, e));
-            return rules;
-        }
-    };
-    for (file, _) in files {
-        if !(file.ends_with(".yaml") || file.ends_with(".yml")) {
-            continue;
-        }
+    for file in yaml_files(tree, APPROVALS_DIR, diags) {
         for rule in load_one(tree, &file, model, diags) {
             if let Some(other) = rules.iter().find(|r| r.name == rule.name) {
                 diags.push(

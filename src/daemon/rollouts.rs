@@ -392,8 +392,10 @@ pub fn promotion_refused(
             None => return Ok(None),
         },
     };
-    let in_force = shared.approval_rules.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let governed: Vec<&super::RulesInForce> = p.members(&wave).filter_map(|(name, _)| in_force.get(name)).collect();
+    let governed: Vec<super::RulesInForce> = {
+        let in_force = shared.approval_rules.lock().unwrap_or_else(|p| p.into_inner());
+        p.members(&wave).filter_map(|(name, _)| in_force.get(name).cloned()).collect()
+    };
     let person = crate::approval::Person { identity: &actor.identity, groups: &actor.groups };
     let governed = governed.iter().map(|r| (&r.rules[..], &r.authors[..]));
     Ok(crate::approval::promotion_refusal(governed, &wave, &person))

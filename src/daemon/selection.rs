@@ -158,17 +158,18 @@ pub fn select(
 ) -> Selection {
     let waiting = fleet.iter().filter_map(|(state, pending)| {
         let pending = pending.as_ref().filter(|p| p.hold == Hold::Approval)?;
-        Some((state.name.as_str(), pending.head_revision.as_str()))
+        let have = tags.get(&state.name).map(Vec::as_slice).unwrap_or(&[]);
+        Some((state.name.as_str(), pending.head_revision.as_str(), have))
     });
-    select_from(selector, waiting, tags, progress)
+    select_from(selector, waiting, progress)
 }
 
 /// [`select`] over the clusters whose pending update waits for approval, each with the
-/// revision it is at (as the fleet page's snapshot has them, without reading the store).
+/// revision it is at and its tags (as the fleet page's snapshot has them, without reading the
+/// store).
 pub fn select_from<'a>(
     selector: &Selector,
-    waiting: impl IntoIterator<Item = (&'a str, &'a str)>,
-    tags: &BTreeMap<String, Vec<String>>,
+    waiting: impl IntoIterator<Item = (&'a str, &'a str, &'a [String])>,
     progress: &[Progress],
 ) -> Selection {
     let in_rollout = |name: &str| match &selector.rollout {
@@ -179,14 +180,11 @@ pub fn select_from<'a>(
             .and_then(|p| p.clusters.get(name))
             .is_some_and(|c| selector.wave.as_ref().is_none_or(|w| &c.wave == w)),
     };
-    let tagged = |name: &str| {
-        let have = tags.get(name).map(Vec::as_slice).unwrap_or(&[]);
-        selector.tags.iter().all(|want| crate::model::has_tag(have, want))
-    };
+    let tagged = |have: &[String]| selector.tags.iter().all(|want| crate::model::has_tag(have, want));
     let mut clusters: Vec<(String, String)> = waiting
         .into_iter()
-        .filter(|(name, _)| in_rollout(name) && tagged(name))
-        .map(|(name, revision)| (name.to_string(), revision.to_string()))
+        .filter(|(name, _, have)| in_rollout(name) && tagged(have))
+        .map(|(name, revision, _)| (name.to_string(), revision.to_string()))
         .collect();
     clusters.sort();
     let digest = digest(clusters.iter().map(|(c, r)| (c.as_str(), r.as_str())));

@@ -19,8 +19,8 @@ use serde_saphyr::Spanned;
 use super::policy::{Approval, OnFailure, Parallel, ROLLOUTS_DIR, Rollout, Selector, UNSELECTED, Wave};
 use crate::diag::{Code, Diagnostic, Diagnostics};
 use crate::model::Model;
-use crate::repo::{check_header, check_name, line, read_diag, read_yaml};
-use crate::source::{self, Tree};
+use crate::repo::{check_header, check_name, line, read_yaml, yaml_files};
+use crate::source::Tree;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -72,20 +72,7 @@ struct RawWave {
 /// Loads every policy under `rollouts/`, checked against `model`'s profiles and clusters.
 pub fn load(tree: &dyn Tree, model: &Model, diags: &mut Diagnostics) -> BTreeMap<String, Rollout> {
     let mut rollouts: BTreeMap<String, Rollout> = BTreeMap::new();
-    if tree.kind(ROLLOUTS_DIR).is_none() {
-        return rollouts;
-    }
-    let files = match source::walk_files(tree, ROLLOUTS_DIR) {
-        Ok(files) => files,
-        Err(e) => {
-            diags.push(read_diag(ROLLOUTS_DIR, e));
-            return rollouts;
-        }
-    };
-    for (file, _) in files {
-        if !(file.ends_with(".yaml") || file.ends_with(".yml")) {
-            continue;
-        }
+    for file in yaml_files(tree, ROLLOUTS_DIR, diags) {
         let Some(rollout) = load_one(tree, &file, model, diags) else { continue };
         if let Some(other) = rollouts.get(&rollout.name) {
             diags.push(

@@ -472,10 +472,9 @@ async fn fleet(
     // From the page's snapshot: no store read per page view, whatever the fleet's size.
     let waiting = snapshot.entries.iter().filter_map(|e| {
         let pending = e.pending.as_ref().filter(|p| p.hold == Hold::Approval)?;
-        Some((e.state.name.as_str(), pending.head_revision.as_str()))
+        Some((e.state.name.as_str(), pending.head_revision.as_str(), e.tags.as_slice()))
     });
-    let tags = shared.tags.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let selection = Some(selection::select_from(&selector, waiting, &tags, &[]))
+    let selection = Some(selection::select_from(&selector, waiting, &[]))
         .filter(|s| only_tags && selector.validate(&BTreeMap::new()).is_ok() && !s.clusters.is_empty())
         .map(|s| {
             let mut json = s.to_json(&selector);
