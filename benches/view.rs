@@ -14,10 +14,9 @@
 
 mod support;
 
-use support::fleet::{self, Shape};
+use support::fleet;
 use support::{applied_count, git};
 
-use std::fmt::Write as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -100,21 +99,8 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
     let clusters: usize = arg("--clusters").and_then(|n| n.parse().ok()).unwrap_or(1000);
-    let base = if Path::new("/dev/shm").is_dir() { std::path::PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
-    let dir = tempfile::tempdir_in(base).unwrap();
+    let dir = fleet::daemon_dir_with_three_failing(clusters, "2s");
     let repo = dir.path().join("fleet");
-    fleet::generate(&repo, Shape::Overridden, clusters);
-    std::fs::write(dir.path().join("blocked"), "a file, not a directory").unwrap();
-    let mut config = format!(
-        "repository: {{ url: {}, branch: main, interval: 2s }}\nstate_dir: ./state\nlisten: 127.0.0.1:0\ntargets:\n",
-        repo.display()
-    );
-    for c in 0..clusters {
-        let name = fleet::cluster_name(c);
-        let parent = if c + 3 >= clusters { "blocked" } else { "out" };
-        let _ = writeln!(config, "  {name}: {{ directory: ./{parent}/{name} }}");
-    }
-    std::fs::write(dir.path().join("strata.yaml"), config).unwrap();
 
     let started = Instant::now();
     let mut child = start(dir.path());

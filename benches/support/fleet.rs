@@ -223,6 +223,29 @@ pub fn generate(root: &Path, shape: Shape, clusters: usize) -> String {
     git(root, &["rev-parse", "HEAD"])
 }
 
+/// A daemon's directory for `clusters` generated clusters (`overridden`) in `fleet/`, fetched
+/// every `interval`, each on a directory target under `out/` — but the last three, whose targets
+/// sit under a file (`blocked`) and cannot be written: their applies fail. Its config is
+/// `strata.yaml`; the directory is under /dev/shm where there is one.
+pub fn daemon_dir_with_three_failing(clusters: usize, interval: &str) -> tempfile::TempDir {
+    let base = if Path::new("/dev/shm").is_dir() { std::path::PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
+    let dir = tempfile::tempdir_in(base).unwrap();
+    let repo = dir.path().join("fleet");
+    generate(&repo, Shape::Overridden, clusters);
+    std::fs::write(dir.path().join("blocked"), "a file, not a directory").unwrap();
+    let mut config = format!(
+        "repository: {{ url: {}, branch: main, interval: {interval} }}\nstate_dir: ./state\nlisten: 127.0.0.1:0\ntargets:\n",
+        repo.display()
+    );
+    for c in 0..clusters {
+        let name = cluster_name(c);
+        let parent = if c + 3 >= clusters { "blocked" } else { "out" };
+        let _ = writeln!(config, "  {name}: {{ directory: ./{parent}/{name} }}");
+    }
+    std::fs::write(dir.path().join("strata.yaml"), config).unwrap();
+    dir
+}
+
 /// Commits an in-place edit of the shape's edited profile version (its replicas go to 2); returns
 /// the new commit.
 pub fn edit_in_place(root: &Path, shape: Shape) -> String {

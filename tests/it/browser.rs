@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::Repo;
 use common::webdriver::{Browser, Killed};
-use support::fleet::{self, Shape};
+use support::fleet;
 
 const TOKEN: &str = "view-test-token";
 
@@ -138,21 +138,7 @@ fn get(base: &str, path: &str) -> (u16, String) {
 /// one; the last three clusters' targets cannot be written (their applies fail). Returns once
 /// every other cluster is applied.
 fn start_fleet(clusters: usize) -> (tempfile::TempDir, Killed, String) {
-    let base = if Path::new("/dev/shm").is_dir() { std::path::PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
-    let dir = tempfile::tempdir_in(base).unwrap();
-    let repo = dir.path().join("fleet");
-    fleet::generate(&repo, Shape::Overridden, clusters);
-    std::fs::write(dir.path().join("blocked"), "a file, not a directory").unwrap();
-    let mut config = format!(
-        "repository: {{ url: {}, branch: main, interval: 1s }}\nstate_dir: ./state\nlisten: 127.0.0.1:0\ntargets:\n",
-        repo.display()
-    );
-    for c in 0..clusters {
-        let name = fleet::cluster_name(c);
-        let parent = if c + 3 >= clusters { "blocked" } else { "out" };
-        config.push_str(&format!("  {name}: {{ directory: ./{parent}/{name} }}\n"));
-    }
-    std::fs::write(dir.path().join("strata.yaml"), config).unwrap();
+    let dir = fleet::daemon_dir_with_three_failing(clusters, "1s");
     let child = Killed(
         Command::new(env!("CARGO_BIN_EXE_strata"))
             .args(["run", "--config"])
