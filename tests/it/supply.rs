@@ -559,8 +559,10 @@ fn in_mode_all_an_unsigned_commit_below_a_signed_head_is_refused() {
     // Pushed together with a signed commit on top: one fetch sees both.
     git(&repo, &["commit", "-q", "--allow-empty", "-S", "-m", "signed on top"], Some(&alice));
     let head = git(&repo, &["rev-parse", "HEAD"], None);
+    // (The watch may see "sneaked in" alone first: wait for the verdict on the head itself.)
     daemon.wait_for("the head refused for the commit below", Duration::from_secs(15), |d| {
-        d.get("/api/v1/revision").1.contains(&format!("\"head\": \"{head}\""))
+        let revision: serde_json::Value = serde_json::from_str(&d.get("/api/v1/revision").1).unwrap_or_default();
+        revision["head"] == head.as_str() && revision["evaluating"].is_null()
     });
     let revision = daemon.get("/api/v1/revision").1;
     assert!(revision.contains("rejected") && revision.contains(&sneaked[..12]), "{revision}");
