@@ -1179,7 +1179,7 @@ impl Config {
                     }
                 };
                 let namespace = k.namespace.map(|n| {
-                    if !crate::render::names::is_dns1123_label(&n.value) {
+                    if !crate::names::is_dns1123_label(&n.value) {
                         diags.push(
                             Diagnostic::new(
                                 Code::Schema,

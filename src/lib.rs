@@ -27,6 +27,7 @@ pub mod diag;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod model;
+pub mod names;
 pub mod net;
 pub mod plan;
 pub mod redact;
@@ -34,7 +35,6 @@ pub mod render;
 pub mod repo;
 pub mod report;
 pub mod rollout;
-pub mod sops;
 pub mod source;
 pub mod target;
 pub mod units;

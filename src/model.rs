@@ -218,13 +218,7 @@ impl Cluster {
     }
 }
 
-/// Whether `tags` match `filter`: a whole `key:value` tag, or any tag with that key when the
-/// filter has no `:` (the CLI, the API's clients and the status view all filter this way).
-pub fn has_tag<S: AsRef<str>>(tags: &[S], filter: &str) -> bool {
-    tags.iter()
-        .map(AsRef::as_ref)
-        .any(|tag| tag == filter || (!filter.contains(':') && tag.split(':').next() == Some(filter)))
-}
+pub use crate::names::has_tag;
 
 /// The profile version a cluster runs, and whether a newer one exists that it does not take.
 #[derive(Debug, Clone)]

@@ -420,7 +420,7 @@ fn tokens(pointer: &str) -> Vec<String> {
 /// the core group are all the core group), never from how the string is spelled.
 pub fn is_secret(object: &Value) -> bool {
     let api_version = object["apiVersion"].as_str().unwrap_or_default();
-    crate::render::object::group_of(api_version).is_empty() && object["kind"] == "Secret"
+    crate::names::group_of(api_version).is_empty() && object["kind"] == "Secret"
 }
 
 /// The sensitive places of `object`, with the metadata that copies them when `copies`.

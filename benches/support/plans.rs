@@ -12,10 +12,10 @@
 #![allow(dead_code)]
 
 use strata::model::UpdatePolicy;
+use strata::plan::rollouts::{PlannedCluster, RolloutPlan, WavePlan};
 use strata::plan::{Action, ChangeKind, ClusterPlan, ObjectChange, Plan};
 use strata::render::object::ObjectId;
 use strata::rollout::Cause;
-use strata::rollout::plan::{PlannedCluster, RolloutPlan, WavePlan};
 use strata::rollout::policy::{Approval, OnFailure};
 
 use super::fleet::{LAYERS, cluster_name};

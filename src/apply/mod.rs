@@ -19,7 +19,7 @@
 
 pub mod drift;
 pub mod health;
-pub mod inventory;
+pub use crate::target::inventory;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;

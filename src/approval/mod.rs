@@ -19,8 +19,6 @@
 //! the commit being approved: a commit that changes the rules is governed by the rules before it.
 //! Everything here is pure.
 
-pub mod load;
-
 use serde::Serialize;
 
 /// The directory of approval rules in a repository.
@@ -95,7 +93,7 @@ impl Rule {
 
     pub fn applies(&self, target: &Target) -> bool {
         (self.profiles.is_empty() || self.profiles.iter().any(|p| p == target.profile))
-            && self.tags.iter().all(|t| crate::model::has_tag(target.tags, t))
+            && self.tags.iter().all(|t| crate::names::has_tag(target.tags, t))
             && (self.waves.is_empty() || target.wave.is_some_and(|w| self.waves.iter().any(|x| x == w)))
     }
 

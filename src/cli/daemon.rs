@@ -352,7 +352,7 @@ pub async fn status(
         .flatten()
         .filter(|r| {
             let have: Vec<&str> = r["tags"].as_array().into_iter().flatten().filter_map(|t| t.as_str()).collect();
-            tags.iter().all(|want| strata::model::has_tag(&have, want))
+            tags.iter().all(|want| strata::names::has_tag(&have, want))
         })
         .collect();
     if matches!(output, Output::Json | Output::Yaml | Output::Name) {

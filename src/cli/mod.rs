@@ -55,9 +55,9 @@ pub fn snapshot(cli: &Cli) -> Result<Snapshot, Failure> {
     Ok(source::open(&cli.repo, cli.path.as_deref(), cli.rev.as_deref(), cli.worktree, &keys(cli)?)?)
 }
 
-/// The age identities the command decrypts SOPS files with ([`strata::sops::Keys::for_cli`]).
-pub fn keys(cli: &Cli) -> Result<std::sync::Arc<strata::sops::Keys>, Failure> {
-    strata::sops::Keys::for_cli(&cli.age_key_file).map(std::sync::Arc::new).map_err(Failure::Usage)
+/// The age identities the command decrypts SOPS files with ([`strata::source::sops::Keys::for_cli`]).
+pub fn keys(cli: &Cli) -> Result<std::sync::Arc<strata::source::sops::Keys>, Failure> {
+    strata::source::sops::Keys::for_cli(&cli.age_key_file).map(std::sync::Arc::new).map_err(Failure::Usage)
 }
 
 /// As [`snapshot`], for commands given a host config: its `decryption.age_key_files` too (a
@@ -65,7 +65,7 @@ pub fn keys(cli: &Cli) -> Result<std::sync::Arc<strata::sops::Keys>, Failure> {
 pub fn snapshot_with(cli: &Cli, config: &Config) -> Result<Snapshot, Failure> {
     let files: Vec<std::path::PathBuf> =
         cli.age_key_file.iter().chain(&config.decryption.age_key_files).cloned().collect();
-    let keys = strata::sops::Keys::for_cli(&files).map(std::sync::Arc::new).map_err(Failure::Usage)?;
+    let keys = strata::source::sops::Keys::for_cli(&files).map(std::sync::Arc::new).map_err(Failure::Usage)?;
     Ok(source::open(&cli.repo, cli.path.as_deref(), cli.rev.as_deref(), cli.worktree, &keys)?)
 }
 

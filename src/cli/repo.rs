@@ -32,7 +32,7 @@ pub fn validate(cli: &Cli) -> Result<u8, Failure> {
     let rendered: Vec<_> = clusters.par_iter().map(|cluster| renderer.check(cluster)).collect();
     // SOPS files that do not decrypt, each once (the renders of the clusters reading one say it
     // again, once per cluster).
-    let undecryptable = strata::sops::check(snapshot.tree.as_ref(), &model).err();
+    let undecryptable = strata::render::reads::decrypts(snapshot.tree.as_ref(), &model).err();
     let mut objects = 0;
     for result in rendered {
         match result {

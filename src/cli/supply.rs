@@ -68,8 +68,8 @@ pub fn decrypt(cli: &Cli, file: &Path, show: bool, output: Option<&PathBuf>) -> 
     }
     let keys = super::keys(cli)?;
     let path = shown.replace('\\', "/");
-    let plain = strata::sops::decrypt(&path, &bytes, &keys)
-        .map_err(|failure| Failure::Invalid(strata::sops::diagnostic(&shown, &failure).into(), None))?;
+    let plain = strata::source::sops::decrypt(&path, &bytes, &keys)
+        .map_err(|failure| Failure::Invalid(strata::source::sops::diagnostic(&shown, &failure).into(), None))?;
     if show || output.is_some() {
         write(output.map(PathBuf::as_path), &plain)?;
     } else {

@@ -336,7 +336,7 @@ fn evaluate_at(
     let (head_snapshot, head_model) = &loaded[head];
     // A SOPS file the profiles read that does not decrypt rejects the revision, as a file that
     // does not load does: no cluster renders half of its layers.
-    crate::sops::check(head_snapshot.tree.as_ref(), head_model)
+    crate::render::reads::decrypts(head_snapshot.tree.as_ref(), head_model)
         .map_err(|diagnostics| EvaluateError::Invalid { revision: head.to_string(), diagnostics })?;
     let unchanged = Changes::default();
     let edits: HashMap<&str, Edits> = loaded

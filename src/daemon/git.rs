@@ -87,7 +87,7 @@ pub struct RepoSource {
     /// Fetched commits already checked for tree entries git's fsck refuses.
     checked: std::collections::HashSet<git2::Oid>,
     /// What SOPS files are decrypted with: read again before every evaluation.
-    keys: std::sync::Arc<crate::sops::Keys>,
+    keys: std::sync::Arc<crate::source::sops::Keys>,
 }
 
 /// The repository revisions are read from: the local one, or the mirror of a remote under the
@@ -139,7 +139,7 @@ impl RepoSource {
     }
 
     /// The keys snapshots decrypt SOPS files with from now on.
-    pub fn set_keys(&mut self, keys: std::sync::Arc<crate::sops::Keys>) {
+    pub fn set_keys(&mut self, keys: std::sync::Arc<crate::source::sops::Keys>) {
         self.keys = keys;
     }
 

@@ -117,7 +117,7 @@ impl Management {
             TargetConfig::InCluster => std::fs::read_to_string(NAMESPACE_FILE)
                 .map(|n| n.trim().to_string())
                 .ok()
-                .filter(|n| crate::render::names::is_dns1123_label(n))
+                .filter(|n| crate::names::is_dns1123_label(n))
                 .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
             _ => DEFAULT_NAMESPACE.to_string(),
         });
@@ -316,7 +316,7 @@ mod tests {
     #[test]
     fn identities_are_label_safe_and_unique_per_process() {
         let a = identity();
-        assert!(crate::render::names::is_dns1123_label(&a), "{a}");
+        assert!(crate::names::is_dns1123_label(&a), "{a}");
         assert_ne!(a, identity());
     }
 

@@ -43,7 +43,7 @@ pub async fn plan_pull_requests(shared: &Arc<Shared>, source: &Arc<Mutex<RepoSou
                 // SOPS files stay encrypted: the pull request's author could route a decrypted
                 // value into an object the plan shows unredacted (a ConfigMap).
                 let git = source.lock().unwrap_or_else(|p| p.into_inner()).git_source().map_err(|e| e.to_string())?;
-                let git = git.with_keys(Arc::new(crate::sops::Keys::opaque()));
+                let git = git.with_keys(Arc::new(crate::source::sops::Keys::opaque()));
                 let (b, h) =
                     (git.snapshot(&base).map_err(|e| e.to_string())?, git.snapshot(&head).map_err(|e| e.to_string())?);
                 let hm =

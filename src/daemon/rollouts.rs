@@ -28,11 +28,12 @@ use super::state::{Health as SyncHealth, Sync};
 use super::store::{ClusterState, StoreError, now_ms};
 use crate::model::Model;
 use crate::plan::ClusterPlan;
+use crate::plan::rollouts::{Changed, causes};
+use crate::rollout::Rollout;
 use crate::rollout::gate::{
     self, Action, Before, Blocker, Change, ClusterRun, Health, Member, Progress, Refused, Report, RunState, Running,
     Verdict,
 };
-use crate::rollout::{Changed, Rollout, causes};
 
 /// How often a save that lost to another writer is tried again with what is stored then.
 const SAVE_ATTEMPTS: usize = 8;

@@ -180,7 +180,7 @@ pub fn select_from<'a>(
             .and_then(|p| p.clusters.get(name))
             .is_some_and(|c| selector.wave.as_ref().is_none_or(|w| &c.wave == w)),
     };
-    let tagged = |have: &[String]| selector.tags.iter().all(|want| crate::model::has_tag(have, want));
+    let tagged = |have: &[String]| selector.tags.iter().all(|want| crate::names::has_tag(have, want));
     let mut clusters: Vec<(String, String)> = waiting
         .into_iter()
         .filter(|(name, _, have)| in_rollout(name) && tagged(have))

@@ -17,7 +17,7 @@ use super::Shared;
 use super::evaluate::EvaluateError;
 use super::management::Management;
 use crate::config::{Config, Verify};
-use crate::sops::Keys;
+use crate::source::sops::Keys;
 use crate::verify::{self, Failure};
 
 /// Where `/readyz`, the view and `strata status` show a head that is refused.

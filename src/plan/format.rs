@@ -16,9 +16,9 @@ use std::fmt::Write;
 use serde::Serialize;
 
 use super::group::{self, Group};
+use super::rollouts::{RolloutPlan, WavePlan};
 use super::{Action, ClusterPlan, Plan};
 use crate::rollout::Cause;
-use crate::rollout::plan::{RolloutPlan, WavePlan};
 use crate::rollout::policy::Approval;
 
 /// The hidden marker a PR comment is found again by, so it is updated rather than duplicated.

@@ -19,6 +19,7 @@
 
 pub mod format;
 pub mod group;
+pub mod rollouts;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -150,7 +151,7 @@ pub struct Plan {
     /// The rollouts that hold some of these changes, with their waves (left out of the JSON
     /// when there are none, so plans of repositories without rollouts read as before).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub rollouts: Vec<crate::rollout::plan::RolloutPlan>,
+    pub rollouts: Vec<rollouts::RolloutPlan>,
 }
 
 impl Plan {
@@ -269,7 +270,7 @@ pub fn plan(
             Err(d) => diags.extend(d),
         }
     }
-    let rollouts = crate::rollout::plan::section(&clusters, base_model, head.model);
+    let rollouts = rollouts::section(&clusters, base_model, head.model);
     diags.into_result(Plan {
         base: base.and_then(|b| b.revision.map(str::to_string)),
         head: head.revision.map(str::to_string),

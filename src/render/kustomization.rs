@@ -25,7 +25,7 @@ use serde_json::Value;
 use serde_saphyr::Spanned;
 
 use crate::diag::{Code, Diagnostic, Diagnostics};
-use crate::repo::read_diag;
+use crate::source::read_diag;
 use crate::source::{self, EntryKind, ReadError, Tree};
 use crate::yaml;
 

@@ -16,7 +16,7 @@ pub mod budget;
 pub mod engine;
 pub mod helm;
 pub mod kustomization;
-pub mod names;
+pub use crate::names;
 pub mod object;
 pub mod packed;
 pub mod parsed;
@@ -36,7 +36,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::diag::{Code, Diagnostic, Diagnostics};
 use crate::model::{Cluster, FieldRule, Layer, LayerKind, Model, Profile};
-use crate::repo::read_diag;
+use crate::source::read_diag;
 use crate::source::{self, Tree};
 use crate::yaml;
 pub use packed::PackedSet;
@@ -526,7 +526,7 @@ impl<'a> Renderer<'a> {
             }
             _ => std::iter::once(&layer.source).chain(&layer.values_files).cloned().collect(),
         };
-        crate::sops::check_paths(self.tree, &inputs)
+        crate::source::sops::check_paths(self.tree, &inputs)
             .map_err(|d| d.into_iter().map(|d| d.about(object_name)).collect::<Diagnostics>())?;
         let setup = |what: &str, e: &dyn std::fmt::Display| {
             Diagnostics::from(Diagnostic::new(Code::Tool, format!("cannot {what}: {e}")).about(object_name))

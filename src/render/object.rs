@@ -90,10 +90,7 @@ fn is_well_known_group(group: &str) -> bool {
     )
 }
 
-/// `apps/v1` → `apps`; `v1` → `` (the core group).
-pub fn group_of(api_version: &str) -> &str {
-    api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("")
-}
+pub use crate::names::group_of;
 
 /// Whether a built-in kind is cluster-scoped. Custom resources are namespaced unless a CRD in
 /// the same desired set says otherwise; the apply stage confirms scopes through discovery.

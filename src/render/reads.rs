@@ -14,7 +14,8 @@
 //! change where it leads): when a source reaches anything through a link, the profile version is
 //! taken to read the whole repository. That is conservative, and exact otherwise.
 
-use crate::model::{LayerKind, Profile};
+use crate::diag::Diagnostics;
+use crate::model::{LayerKind, Model, Profile};
 use crate::source::{self, EntryKind, Tree};
 
 use super::kustomization;
@@ -104,6 +105,25 @@ fn below(tree: &dyn Tree, path: &str) -> Option<Vec<String>> {
         }
     }
     Some(vec![real])
+}
+
+/// Every SOPS file the model's profiles read decrypts: an `error[decrypt]` for each that does
+/// not. Files strata does not read (another team's secrets in the same repository) are not
+/// looked at.
+pub fn decrypts(tree: &dyn Tree, model: &Model) -> Result<(), Diagnostics> {
+    let mut paths: Vec<String> = Vec::new();
+    for profile in model.profiles.values().flatten() {
+        match reads(tree, profile) {
+            Reads::Everything => {
+                paths = vec![String::new()];
+                break;
+            }
+            Reads::Paths(read) => paths.extend(read),
+        }
+    }
+    paths.sort();
+    paths.dedup();
+    crate::source::sops::check_paths(tree, &paths)
 }
 
 #[cfg(test)]

@@ -112,7 +112,7 @@ fn known_secrets(tree: &dyn Tree, layer: &Layer, values: &Map<String, Value>) ->
     let encrypted = files.iter().chain(if layer.kind == LayerKind::Helm { &layer.values_files[..] } else { &[] });
     for file in encrypted {
         let Ok((real, _)) = source::resolve(tree, file) else { continue };
-        for value in crate::sops::encrypted_values(tree, &real) {
+        for value in crate::source::sops::encrypted_values(tree, &real) {
             generated.insert(format!("v{}", generated.len()), Value::String(value));
         }
     }

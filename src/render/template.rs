@@ -18,7 +18,7 @@ use sha2::{Digest as _, Sha256};
 use super::budget;
 use super::engine::Engine;
 use crate::diag::{Code, Diagnostic, Diagnostics};
-use crate::repo::read_diag;
+use crate::source::read_diag;
 use crate::source::{self, EntryKind, Tree};
 
 /// Instructions one template may execute. Real manifests use a few thousand; a loop that runs
@@ -49,7 +49,7 @@ pub struct Sources {
     pub templates: Vec<(String, String)>,
     /// Templates rendered as manifests, in path order (names relative to `base`).
     pub manifests: Vec<String>,
-    /// Manifests that were SOPS-encrypted in the repository ([`crate::sops`]): used as they
+    /// Manifests that were SOPS-encrypted in the repository ([`crate::source::sops`]): used as they
     /// decrypt, never templated (their values are data, and a `{{` in one is not an expression).
     #[serde(default)]
     pub literal: Vec<String>,

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::has_tag;
+use crate::names::has_tag;
 
 /// The name of the wave strata adds for clusters no wave of a policy selects (a policy without
 /// a catch-all wave). No wave of a policy may be named so.

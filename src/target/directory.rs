@@ -19,8 +19,8 @@ use rustix::io::Errno;
 use serde_json::Value;
 
 use super::{Resource, Target, TargetError};
-use crate::apply::inventory::Inventory;
 use crate::render::object::{group_of, is_cluster_scoped_builtin};
+use crate::target::inventory::Inventory;
 use crate::yaml;
 
 /// The directory of cluster-scoped objects; no namespace can be named so (namespaces are DNS

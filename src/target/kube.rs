@@ -24,10 +24,10 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::{Observed, Resource, Target, TargetError, Watch};
-use crate::apply::inventory::{INVENTORY_KEY, INVENTORY_NAMESPACE, INVENTORY_PREFIX, Inventory};
 use crate::net::proxy::{Router, Source};
 use crate::net::{Network, Settings, Timeouts};
 use crate::render::object::{FIELD_MANAGER, LABEL_CLUSTER, LABEL_MANAGED_BY, ObjectId};
+use crate::target::inventory::{INVENTORY_KEY, INVENTORY_NAMESPACE, INVENTORY_PREFIX, Inventory};
 
 pub struct KubeTarget {
     client: Client,

@@ -12,6 +12,7 @@
 //! the name. The reconciler in [`crate::apply`] is written against the [`Target`] trait only.
 
 pub mod directory;
+pub mod inventory;
 pub mod kube;
 pub mod secret;
 
@@ -23,8 +24,8 @@ use std::path::PathBuf;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::apply::inventory::Inventory;
 use crate::render::object::ObjectId;
+use crate::target::inventory::Inventory;
 
 /// How the host configuration reaches one target cluster (`targets:` in strata.yaml).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -20,7 +20,7 @@ use super::view::segment;
 use crate::daemon::decide::Hold;
 use crate::daemon::state::{Health, Sync};
 use crate::daemon::store::{ClusterState, FleetRow};
-use crate::model::has_tag;
+use crate::names::has_tag;
 use crate::rollout::gate::RunState;
 
 /// Clusters on one page of the list.

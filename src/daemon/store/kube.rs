@@ -506,7 +506,7 @@ fn labels() -> BTreeMap<String, String> {
 
 /// The cluster a commit status context names (`strata/<cluster>`), if it names one.
 fn cluster_of(context: &str) -> Option<&str> {
-    context.strip_prefix("strata/").filter(|c| crate::render::names::is_dns1123_label(c))
+    context.strip_prefix("strata/").filter(|c| crate::names::is_dns1123_label(c))
 }
 
 fn store_error(object: &str, kind: &'static str, message: impl Into<String>) -> StoreError {
@@ -714,7 +714,7 @@ impl Inner {
         mut change: impl FnMut(&mut Spec, &mut StatusDoc) -> R,
     ) -> Result<R> {
         let object = self.object(name);
-        if !crate::render::names::is_dns1123_label(name) {
+        if !crate::names::is_dns1123_label(name) {
             return Err(store_error(&object, "rejected", "not a cluster name (a DNS label)"));
         }
         let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };

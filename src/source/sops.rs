@@ -32,8 +32,6 @@ use strata_sops::{Format, Identities};
 use zeroize::Zeroizing;
 
 use crate::diag::{Code, Diagnostic, Diagnostics};
-use crate::model::Model;
-use crate::render::Reads;
 use crate::source::{self, EntryKind, ReadError, Snapshot, Tree};
 
 /// The age identities strata decrypts with, and where they came from (for messages: never the keys).
@@ -397,25 +395,6 @@ fn hex(bytes: &[u8]) -> String {
 /// `snapshot` with its SOPS files read decrypted with `keys`.
 pub fn decrypting(snapshot: Snapshot, keys: &Arc<Keys>) -> Snapshot {
     Snapshot { revision: snapshot.revision, tree: Box::new(Decrypting::new(snapshot.tree, keys.clone())) }
-}
-
-/// Every SOPS file the model's profiles read decrypts: an `error[decrypt]` for each that does
-/// not. Files strata does not read (another team's secrets in the same repository) are not
-/// looked at.
-pub fn check(tree: &dyn Tree, model: &Model) -> Result<(), Diagnostics> {
-    let mut paths: Vec<String> = Vec::new();
-    for profile in model.profiles.values().flatten() {
-        match crate::render::reads(tree, profile) {
-            Reads::Everything => {
-                paths = vec![String::new()];
-                break;
-            }
-            Reads::Paths(read) => paths.extend(read),
-        }
-    }
-    paths.sort();
-    paths.dedup();
-    check_paths(tree, &paths)
 }
 
 /// Blob ids (with the format they were read in) remembered as holding no SOPS file (a few MB at most; forgotten all at once past it).

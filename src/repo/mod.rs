@@ -3,12 +3,16 @@
 //! ```text
 //!   profiles/<name>/<version>/profile.yaml ─┐  parse (raw, spanned)   check names, versions,
 //!   clusters/**/*.yaml ─────────────────────┼─────────────────────> sources, dependsOn, ranges ──> Model
-//!   rollouts/*.yaml (crate::rollout::load) ─┘                        waves, selectors, overlaps   │
+//!   rollouts/*.yaml (rollouts) ─────────────┤                        waves, selectors, overlaps   │
+//!   approvals/*.yaml (approvals) ───────────┘                        rules                        │
 //!                                                                                                 └─> Diagnostics (file:line)
 //! ```
 //!
 //! Raw types mirror what users write and keep line numbers; the validated types in
 //! [`crate::model`] are what the rest of strata uses. Loading never stops at the first problem.
+
+pub mod approvals;
+pub mod rollouts;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -183,14 +187,14 @@ fn load_with(tree: &dyn Tree, reuse: Option<(&Model, &Changes)>) -> (Model, Diag
             Err(d) => diags.push(d),
         }
     }
-    model.rollouts = crate::rollout::load::load(tree, &model, &mut diags);
-    model.approval_rules = crate::approval::load::load(tree, &model, &mut diags);
+    model.rollouts = rollouts::load(tree, &model, &mut diags);
+    model.approval_rules = approvals::load(tree, &model, &mut diags);
     (model, diags)
 }
 
 /// Reads a YAML file, turning every failure into a diagnostic on that file.
 pub(crate) fn read_yaml<T: for<'de> Deserialize<'de>>(tree: &dyn Tree, path: &str) -> Result<T, Diagnostic> {
-    let bytes = source::read_file(tree, path).map_err(|e| read_diag(path, e))?;
+    let bytes = source::read_file(tree, path).map_err(|e| source::read_diag(path, e))?;
     let text = String::from_utf8(bytes).map_err(|_| Diagnostic::new(Code::Yaml, "file is not UTF-8").in_file(path))?;
     yaml::parse::<T>(&text).map_err(|e| {
         let code = if e.message.contains("unknown field")
@@ -217,24 +221,9 @@ pub(crate) fn yaml_files(tree: &dyn Tree, dir: &str, diags: &mut Diagnostics) ->
             files.into_iter().map(|(file, _)| file).filter(|f| f.ends_with(".yaml") || f.ends_with(".yml")).collect()
         }
         Err(e) => {
-            diags.push(read_diag(dir, e));
+            diags.push(source::read_diag(dir, e));
             Vec::new()
         }
-    }
-}
-
-pub(crate) fn read_diag(path: &str, e: ReadError) -> Diagnostic {
-    match e {
-        // Named by the link (or path) that leads out, which may be deep below `path`.
-        ReadError::Escapes { path: ref escaping, .. } => Diagnostic::new(Code::Path, e.to_string())
-            .in_file(escaping)
-            .help("resolved as the filesystem resolves it, it leaves the repository: keep files and links inside"),
-        ReadError::Loop(ref looping) => Diagnostic::new(Code::Path, e.to_string())
-            .in_file(looping)
-            .help("a symlink leads back to itself: fix or remove it"),
-        ReadError::TooLarge(_) => Diagnostic::new(Code::TooLarge, e.to_string()).in_file(path),
-        ReadError::Decrypt(ref failure) => crate::sops::diagnostic(path, failure),
-        _ => Diagnostic::new(Code::Yaml, e.to_string()).in_file(path),
     }
 }
 
@@ -261,7 +250,7 @@ fn load_profiles(
 ) {
     let names = match tree.list(PROFILES_DIR) {
         Ok(names) => names,
-        Err(e) => return diags.push(read_diag(PROFILES_DIR, e)),
+        Err(e) => return diags.push(source::read_diag(PROFILES_DIR, e)),
     };
     for (name, kind) in names {
         if kind != EntryKind::Dir {
@@ -271,7 +260,7 @@ fn load_profiles(
         let versions = match tree.list(&dir) {
             Ok(versions) => versions,
             Err(e) => {
-                diags.push(read_diag(&dir, e));
+                diags.push(source::read_diag(&dir, e));
                 continue;
             }
         };
@@ -453,7 +442,7 @@ pub(crate) fn check_header(
 /// Names end up as label values and object names: DNS-1123 labels (lowercase alphanumerics and
 /// `-`, at most 63 characters, starting and ending alphanumeric).
 pub(crate) fn check_name(name: &str, what: &str, file: &str, at: usize, diags: &mut Diagnostics) -> bool {
-    if crate::render::names::is_dns1123_label(name) {
+    if crate::names::is_dns1123_label(name) {
         return true;
     }
     diags.push(
@@ -701,7 +690,7 @@ fn sorted(names: &HashSet<&str>) -> String {
 fn load_clusters(tree: &dyn Tree, reuse: Option<(&Model, &Changes)>, model: &mut Model, diags: &mut Diagnostics) {
     let files = match source::walk_files(tree, CLUSTERS_DIR) {
         Ok(files) => files,
-        Err(e) => return diags.push(read_diag(CLUSTERS_DIR, e)),
+        Err(e) => return diags.push(source::read_diag(CLUSTERS_DIR, e)),
     };
     // A cluster depends on its file alone: unchanged (as written and where a link leads), the
     // other tree's parse of it is this one's.

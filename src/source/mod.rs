@@ -16,6 +16,9 @@
 //! (component by component, `..` after a link stepping back from where the link led), and a path
 //! that leaves the root (`..`, an absolute path, a symlink pointing out) is refused here, once,
 //! for every reader. Tools get a checkout of the tree in which only links that stay inside exist.
+//! SOPS files are read decrypted here too ([`sops`]): nothing above sees a ciphertext.
+
+pub mod sops;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
@@ -56,8 +59,8 @@ pub enum ReadError {
     /// Too many symlink hops resolving this path.
     Loop(String),
     Io(String),
-    /// A SOPS file that does not decrypt ([`crate::sops`]).
-    Decrypt(crate::sops::DecryptFailure),
+    /// A SOPS file that does not decrypt ([`crate::source::sops`]).
+    Decrypt(crate::source::sops::DecryptFailure),
 }
 
 impl fmt::Display for ReadError {
@@ -113,7 +116,7 @@ pub trait Tree: Send + Sync {
     /// (kustomize, helm): a confined copy written into `scratch` the first time (see
     /// [`checkout`]), never the repository's own directory, where links may lead anywhere.
     fn local_root(&self, scratch: &Path) -> Result<PathBuf, ReadError>;
-    /// Whether the file at `path` (resolved) is read decrypted: a SOPS file ([`crate::sops`]).
+    /// Whether the file at `path` (resolved) is read decrypted: a SOPS file ([`crate::source::sops`]).
     fn decrypted(&self, _path: &str) -> bool {
         false
     }
@@ -386,7 +389,7 @@ pub struct GitSource {
     path: PathBuf,
     subdir: String,
     /// What its SOPS files are decrypted with: every snapshot reads them decrypted (or fails to).
-    keys: Arc<crate::sops::Keys>,
+    keys: Arc<crate::source::sops::Keys>,
 }
 
 impl GitSource {
@@ -423,7 +426,7 @@ impl GitSource {
     }
 
     /// This repository with its SOPS files decrypted with `keys` (without: none decrypts).
-    pub fn with_keys(mut self, keys: Arc<crate::sops::Keys>) -> GitSource {
+    pub fn with_keys(mut self, keys: Arc<crate::source::sops::Keys>) -> GitSource {
         self.keys = keys;
         self
     }
@@ -470,7 +473,7 @@ impl GitSource {
         };
         Ok(Snapshot {
             revision: Some(revision),
-            tree: Box::new(crate::sops::Decrypting::new(Box::new(tree), self.keys.clone())),
+            tree: Box::new(crate::source::sops::Decrypting::new(Box::new(tree), self.keys.clone())),
         })
     }
 
@@ -724,7 +727,7 @@ pub fn open(
     subdir: Option<&str>,
     rev: Option<&str>,
     worktree: bool,
-    keys: &Arc<crate::sops::Keys>,
+    keys: &Arc<crate::source::sops::Keys>,
 ) -> Result<Snapshot, SourceError> {
     let git = if worktree { None } else { GitSource::open(path, subdir)?.map(|g| g.with_keys(keys.clone())) };
     match (git, rev) {
@@ -738,7 +741,7 @@ pub fn open(
             if !root.is_dir() {
                 return Err(SourceError::NotFound(root));
             }
-            Ok(crate::sops::decrypting(Snapshot { revision: None, tree: Box::new(DirTree::new(root)) }, keys))
+            Ok(crate::source::sops::decrypting(Snapshot { revision: None, tree: Box::new(DirTree::new(root)) }, keys))
         }
     }
 }
@@ -1129,6 +1132,23 @@ impl Tree for MemTree {
 
     fn local_root(&self, scratch: &Path) -> Result<PathBuf, ReadError> {
         checkout(self, &self.local, scratch)
+    }
+}
+
+/// What a reader says of a file it could not read at `path`: the escaping link or the loop
+/// named where it is, a file too large, a SOPS file that does not decrypt.
+pub fn read_diag(path: &str, e: ReadError) -> Diagnostic {
+    match e {
+        // Named by the link (or path) that leads out, which may be deep below `path`.
+        ReadError::Escapes { path: ref escaping, .. } => Diagnostic::new(Code::Path, e.to_string())
+            .in_file(escaping)
+            .help("resolved as the filesystem resolves it, it leaves the repository: keep files and links inside"),
+        ReadError::Loop(ref looping) => Diagnostic::new(Code::Path, e.to_string())
+            .in_file(looping)
+            .help("a symlink leads back to itself: fix or remove it"),
+        ReadError::TooLarge(_) => Diagnostic::new(Code::TooLarge, e.to_string()).in_file(path),
+        ReadError::Decrypt(ref failure) => sops::diagnostic(path, failure),
+        _ => Diagnostic::new(Code::Yaml, e.to_string()).in_file(path),
     }
 }
 

@@ -16,10 +16,10 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_saphyr::Spanned;
 
-use super::policy::{Approval, OnFailure, Parallel, ROLLOUTS_DIR, Rollout, Selector, UNSELECTED, Wave};
+use super::{check_header, check_name, line, read_yaml, yaml_files};
 use crate::diag::{Code, Diagnostic, Diagnostics};
 use crate::model::Model;
-use crate::repo::{check_header, check_name, line, read_yaml, yaml_files};
+use crate::rollout::policy::{Approval, OnFailure, Parallel, ROLLOUTS_DIR, Rollout, Selector, UNSELECTED, Wave};
 use crate::source::Tree;
 
 #[derive(Deserialize)]

@@ -1,4 +1,7 @@
-//! Object identities checked as kube-apiserver checks them: an apiVersion, a kind, a name and a
+//! Names, groups and tags: what strata accepts as identifiers, at the bottom of the library so
+//! that the loader, the renderer, the redactor and the targets share one reading of them.
+//!
+//! Object identities are checked as kube-apiserver checks them: an apiVersion, a kind, a name and a
 //! namespace in, the rule they break (if any) out.
 //!
 //! These strings become URL path segments (the kube target) and file names (the directory
@@ -162,6 +165,19 @@ pub fn check_identity(
         return invalid("metadata.namespace", namespace, Rule::Dns1123Label);
     }
     Ok(())
+}
+
+/// `apps/v1` → `apps`; `v1` → `` (the core group).
+pub fn group_of(api_version: &str) -> &str {
+    api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("")
+}
+
+/// Whether `tags` match `filter`: a whole `key:value` tag, or any tag with that key when the
+/// filter has no `:` (the CLI, the API's clients and the status view all filter this way).
+pub fn has_tag<S: AsRef<str>>(tags: &[S], filter: &str) -> bool {
+    tags.iter()
+        .map(AsRef::as_ref)
+        .any(|tag| tag == filter || (!filter.contains(':') && tag.split(':').next() == Some(filter)))
 }
 
 #[cfg(test)]

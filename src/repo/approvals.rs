@@ -18,10 +18,10 @@
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::{APPROVALS_DIR, Rule};
+use super::{check_header, check_name, line, read_yaml, yaml_files};
+use crate::approval::{APPROVALS_DIR, Rule};
 use crate::diag::{Code, Diagnostic, Diagnostics};
 use crate::model::Model;
-use crate::repo::{check_header, check_name, line, read_yaml, yaml_files};
 use crate::source::Tree;
 
 #[derive(Deserialize)]
@@ -212,7 +212,7 @@ mod tests {
     const CLUSTER: &str = "apiVersion: strata.dev/v1\nkind: Cluster\nmetadata: { name: prod-1, tags: [\"env:prod\"] }\nspec:\n  profile: { name: aws-profile, version: \"1.0.0\" }\n";
 
     /// A repository with profile aws-profile, cluster prod-1 on it, and `files`.
-    fn load(files: &[(&str, &str)]) -> Result<Vec<super::Rule>, String> {
+    fn load(files: &[(&str, &str)]) -> Result<Vec<crate::approval::Rule>, String> {
         let dir = tempfile::tempdir().unwrap();
         let write = |path: &str, text: &str| {
             let path = dir.path().join(path);
