@@ -1,43 +1,34 @@
 //! strata: GitOps reconciliation for fleets of Kubernetes clusters described as versioned profiles.
 //!
+//! Three crates, each a floor of the architecture:
+//!
 //! ```text
-//!   source   (git2 commit tree | directory)  ->  Snapshot { revision, tree }
-//!   repo     (load + validate, pure)         ->  Model { profiles, clusters, rollouts, approval rules } | Diagnostics (file:line)
-//!   model    (resolve, pure)                 ->  the profile version each cluster runs
-//!   render   (pure, tools at the edge)       ->  DesiredSet per cluster, with digests
-//!   plan     (pure)                          ->  per cluster: upgrade | rollback | in-place edit | override | ...
-//!   rollout  (pure)                          ->  which governed changes go now, in waves; which wait
-//!   redact   (pure)                          ->  the copies of objects that may be shown: Secret values as keyed hashes
-//!   apply    (over a Target)                 ->  staged server-side apply, inventory, prune, health, drift
-//!   target   (kube | directory)              ->  the IO edge to clusters, configured on the host (config)
-//!   daemon   (strata run)                    ->  watch Git, decide by policy, workers per cluster, state
-//!   net      (one HTTP client)               ->  proxies, CAs, client certificates for Git, forges, clusters
+//!   strata-core  (pure)       source, repo, model, render, plan, rollout, approval, redact, ...
+//!                             a repository's tree in, per cluster what it should run and why out
+//!   strata-kube  (the edge)   net (one HTTP client), target (kube | directory), apply (over a Target)
+//!   strata       (this crate) config, report (forges, notes), daemon (strata run), the CLI
 //! ```
 //!
-//! Everything up to `plan` is plain functions over plain data; the only IO there is reading the
-//! snapshot and running kustomize or helm for layers that need them. `apply` talks to clusters
-//! only through the [`target::Target`] trait.
+//! The core's modules are re-exported here under their own names (`strata::model`,
+//! `crate::render`), so a path reads the same from every crate; what this crate owns is below:
+//!
+//! ```text
+//!   config   (strata.yaml)          ->  each subsystem's settings, parsed and handed out
+//!   report   (forges, git notes)    ->  commit statuses and pull-request plans, delivered
+//!   verify   (repository.verify)    ->  which commits must be signed
+//!   daemon   (strata run)           ->  watch Git, decide by policy, workers per cluster, state, web
+//! ```
 
-pub mod apply;
-pub mod approval;
+pub use strata_core::{
+    approval, diag, model, names, plan, redact, render, repo, rollout, source, status, units, window, yaml,
+};
+
+pub use strata_kube::{apply, net, target};
+
 pub mod backoff;
 pub mod config;
 pub mod daemon;
-pub mod diag;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod model;
-pub mod names;
-pub mod net;
-pub mod plan;
-pub mod redact;
-pub mod render;
-pub mod repo;
 pub mod report;
-pub mod rollout;
-pub mod source;
-pub mod target;
-pub mod units;
 pub mod verify;
-pub mod window;
-pub mod yaml;

@@ -319,7 +319,7 @@ mod tests {
 
     #[test]
     fn selectors_name_what_they_select_and_refuse_what_selects_nothing_known() {
-        use crate::rollout::policy::tests::{rollout, wave};
+        use crate::rollout::policy::testing::{rollout, wave};
         let rollouts = BTreeMap::from([("default".to_string(), rollout(vec![wave("staging", ""), wave("prod", "")]))]);
         let check = |s: Selector| s.validate(&rollouts);
         assert_eq!(check(Selector::default()), Err(Invalid::Empty));

@@ -54,39 +54,7 @@ impl StatusConfig {
 /// GitHub's limit, which every provider here accepts.
 pub const MAX_DESCRIPTION: usize = 140;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    /// Applying, or a pending update awaiting approval.
-    Pending,
-    /// Applied and healthy.
-    Success,
-    /// Apply failed, unhealthy, or drift under `report`.
-    Failure,
-    /// The revision does not render.
-    Error,
-}
-
-impl State {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Pending => "pending",
-            State::Success => "success",
-            State::Failure => "failure",
-            State::Error => "error",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<State> {
-        Some(match text {
-            "pending" => State::Pending,
-            "success" => State::Success,
-            "failure" => State::Failure,
-            "error" => State::Error,
-            _ => return None,
-        })
-    }
-}
+pub use strata_core::status::State;
 
 /// One commit status.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -185,7 +185,7 @@ mod tests {
     use super::*;
     use crate::rollout::gate::{Before, Change, Health, Member, Running, gate};
     use crate::rollout::policy::Approval;
-    use crate::rollout::policy::tests::{rollout, wave};
+    use crate::rollout::policy::testing::{rollout, wave};
 
     #[test]
     fn a_rollout_page_shows_waves_as_progress_bars_and_a_promote_form_with_the_session_token() {

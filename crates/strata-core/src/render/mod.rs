@@ -797,7 +797,8 @@ impl std::io::Write for HashWriter<'_> {
     }
 }
 
-pub(crate) fn hex_digest(hasher: Sha256) -> String {
+/// `sha256:<hex>` of what `hasher` was fed: the form of every digest strata shows and stores.
+pub fn hex_digest(hasher: Sha256) -> String {
     use std::fmt::Write;
     let bytes = hasher.finalize();
     let mut out = String::with_capacity(7 + 64);

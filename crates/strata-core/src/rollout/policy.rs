@@ -220,9 +220,12 @@ impl Rollout {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
+/// Builders of policies for tests, here and in the crates above (feature `testing`).
+#[cfg(any(test, feature = "testing"))]
+pub mod testing {
+    use std::time::Duration;
+
+    use super::{Approval, OnFailure, Parallel, Rollout, Selector, Wave};
 
     /// A wave for tests: `selector` as `tag,tag` (empty: the catch-all).
     pub fn wave(name: &str, tags: &str) -> Wave {
@@ -251,6 +254,12 @@ pub(crate) mod tests {
             line: 0,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{rollout, wave};
+    use super::*;
 
     fn tagged(clusters: &[(&'static str, &[&str])]) -> Vec<(&'static str, Vec<String>)> {
         clusters.iter().map(|(n, tags)| (*n, tags.iter().map(|t| t.to_string()).collect())).collect()

@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Cause;
 use super::policy::{Approval, OnFailure, Rollout};
-use crate::report::State;
+use crate::status::State;
 
 /// Milliseconds since the Unix epoch.
 pub type Millis = i64;
@@ -1027,7 +1027,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::rollout::policy::tests::{rollout, wave};
+    use crate::rollout::policy::testing::{rollout, wave};
     use crate::rollout::policy::{Parallel, Rollout};
 
     const HEAD: &str = "1111111111111111111111111111111111111111";

@@ -1,5 +1,5 @@
 //! What the host configuration says about connections: the proxy, TLS trust and identity per
-//! endpoint, and secrets read from files. Parsed by [`crate::config`], used here.
+//! endpoint, and secrets read from files. Parsed by the `strata` crate's `config`, used here.
 
 use std::path::{Path, PathBuf};
 

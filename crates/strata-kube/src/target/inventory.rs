@@ -143,9 +143,9 @@ impl Inventory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::LayerKind;
     use crate::render::{LayerSet, Object};
     use serde_json::json;
+    use strata_core::model::LayerKind;
 
     fn object(api_version: &str, kind: &str, ns: Option<&str>, name: &str) -> Object {
         Object {
