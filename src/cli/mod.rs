@@ -33,7 +33,11 @@ impl From<SourceError> for Failure {
             return Failure::Invalid(diagnostic.into(), None);
         }
         match e {
-            SourceError::Git(message) => Failure::Internal(format!("git: {message}")),
+            // Git's failures are the host's, not the command's input.
+            e @ (SourceError::Repository(_)
+            | SourceError::NotGitSnapshot
+            | SourceError::Host(_)
+            | SourceError::Git(_)) => Failure::Internal(e.to_string()),
             other => Failure::Usage(other.to_string()),
         }
     }
@@ -57,7 +61,9 @@ pub fn snapshot(cli: &Cli) -> Result<Snapshot, Failure> {
 
 /// The age identities the command decrypts SOPS files with ([`strata::source::sops::Keys::for_cli`]).
 pub fn keys(cli: &Cli) -> Result<std::sync::Arc<strata::source::sops::Keys>, Failure> {
-    strata::source::sops::Keys::for_cli(&cli.age_key_file).map(std::sync::Arc::new).map_err(Failure::Usage)
+    strata::source::sops::Keys::for_cli(&cli.age_key_file)
+        .map(std::sync::Arc::new)
+        .map_err(|e| Failure::Usage(e.to_string()))
 }
 
 /// As [`snapshot`], for commands given a host config: its `decryption.age_key_files` too (a
@@ -65,7 +71,9 @@ pub fn keys(cli: &Cli) -> Result<std::sync::Arc<strata::source::sops::Keys>, Fai
 pub fn snapshot_with(cli: &Cli, config: &Config) -> Result<Snapshot, Failure> {
     let files: Vec<std::path::PathBuf> =
         cli.age_key_file.iter().chain(&config.decryption.age_key_files).cloned().collect();
-    let keys = strata::source::sops::Keys::for_cli(&files).map(std::sync::Arc::new).map_err(Failure::Usage)?;
+    let keys = strata::source::sops::Keys::for_cli(&files)
+        .map(std::sync::Arc::new)
+        .map_err(|e| Failure::Usage(e.to_string()))?;
     Ok(source::open(&cli.repo, cli.path.as_deref(), cli.rev.as_deref(), cli.worktree, &keys)?)
 }
 

@@ -134,12 +134,12 @@ pub enum VersionSpec {
 impl VersionSpec {
     /// A bare version (`1.0.0`) pins exactly; anything else is a semver range (`~1.1`, `>=1, <2`).
     /// (The semver crate alone would read `1.0.0` as `^1.0.0`, which is not what a pin means.)
-    pub fn parse(text: &str) -> Result<VersionSpec, String> {
+    pub fn parse(text: &str) -> Result<VersionSpec, semver::Error> {
         let text = text.trim();
         if let Ok(version) = Version::parse(text) {
             return Ok(VersionSpec::Exact(version));
         }
-        VersionReq::parse(text).map(VersionSpec::Range).map_err(|e| e.to_string())
+        VersionReq::parse(text).map(VersionSpec::Range)
     }
 
     pub fn matches(&self, version: &Version) -> bool {

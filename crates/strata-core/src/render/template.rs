@@ -269,21 +269,29 @@ impl LayerTemplates {
     }
 }
 
+/// A panic inside the template engine, with its message: the panic's payload is all there is of
+/// its cause.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct EnginePanic(String);
+
 /// Runs the template engine, turning a panic inside it into its message: minijinja 3.1 panics
 /// on some templates instead of refusing them (`{% import "x" as 1 %}` reaches an
 /// `unreachable!()` in its code generator), and a repository's content must never crash strata.
-fn engine<T>(run: impl FnOnce() -> T) -> Result<T, String> {
+fn engine<T>(run: impl FnOnce() -> T) -> Result<T, EnginePanic> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).map_err(|payload| {
-        payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic".to_string())
+        EnginePanic(
+            payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".to_string()),
+        )
     })
 }
 
-fn crash_diag(message: &str, file: &str, object: &str) -> Diagnostic {
-    Diagnostic::new(Code::Template, format!("the template engine failed on this template ({message})"))
+fn crash_diag(crash: &EnginePanic, file: &str, object: &str) -> Diagnostic {
+    Diagnostic::new(Code::Template, format!("the template engine failed on this template ({crash})"))
         .in_file(file)
         .about(object)
         .help("a construct here trips a bug in minijinja; rewrite it (`{% import … as NAME %}` takes a plain name)")

@@ -355,28 +355,41 @@ fn load_one(tree: &dyn Tree, file: &str, model: &Model, diags: &mut Diagnostics)
     })
 }
 
+/// Why a wave's `maxParallel` is refused, said after `maxParallel`.
+#[derive(Debug, thiserror::Error)]
+enum BadParallel {
+    #[error("is 0")]
+    Zero,
+    #[error("`{0}` is not a count of clusters")]
+    NotCount(serde_json::Number),
+    #[error("`{0}` is neither a count nor a percentage")]
+    Neither(String),
+    #[error("`{0}` is not a percentage from 1% to 100%")]
+    NotPercent(String),
+}
+
 /// `2` (clusters) or `25%` (of the wave).
-fn parallel(value: &Value) -> Result<Parallel, String> {
+fn parallel(value: &Value) -> Result<Parallel, BadParallel> {
     match value {
         Value::Number(n) => match n.as_u64() {
-            Some(0) => Err("is 0".into()),
+            Some(0) => Err(BadParallel::Zero),
             Some(n) => Ok(Parallel::Count(n.min(u32::MAX as u64) as usize)),
-            None => Err(format!("`{n}` is not a count of clusters")),
+            None => Err(BadParallel::NotCount(n.clone())),
         },
         Value::String(s) => {
             let Some(number) = s.trim().strip_suffix('%') else {
                 return match s.trim().parse::<u64>() {
-                    Ok(0) => Err("is 0".into()),
+                    Ok(0) => Err(BadParallel::Zero),
                     Ok(n) => Ok(Parallel::Count(n.min(u32::MAX as u64) as usize)),
-                    Err(_) => Err(format!("`{s}` is neither a count nor a percentage")),
+                    Err(_) => Err(BadParallel::Neither(s.clone())),
                 };
             };
             match number.trim().parse::<u8>() {
                 Ok(p @ 1..=100) => Ok(Parallel::Percent(p)),
-                _ => Err(format!("`{s}` is not a percentage from 1% to 100%")),
+                _ => Err(BadParallel::NotPercent(s.clone())),
             }
         }
-        other => Err(format!("`{other}` is neither a count nor a percentage")),
+        other => Err(BadParallel::Neither(other.to_string())),
     }
 }
 

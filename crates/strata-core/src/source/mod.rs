@@ -58,7 +58,13 @@ pub enum ReadError {
     },
     /// Too many symlink hops resolving this path.
     Loop(String),
-    Io(String),
+    /// The file system refused the read; the `io::Error` is the source.
+    Io(io::Error),
+    /// git2 refused the read (a corrupt or missing object); the `git2::Error` is the source.
+    Git(git2::Error),
+    /// What is at the path is not what was asked for (a directory for a file, a link with a
+    /// non-UTF-8 target, a checkout too large): no lower error caused it.
+    Unusable(String),
     /// A SOPS file that does not decrypt ([`crate::source::sops`]).
     Decrypt(crate::source::sops::DecryptFailure),
 }
@@ -78,21 +84,33 @@ impl fmt::Display for ReadError {
                 write!(f, "`{path}` points outside the repository through the symlink `{link}`")
             }
             ReadError::Loop(path) => write!(f, "`{path}`: too many levels of symbolic links"),
-            ReadError::Io(message) => f.write_str(message),
+            ReadError::Io(e) => e.fmt(f),
+            ReadError::Git(e) => f.write_str(e.message()),
+            ReadError::Unusable(message) => f.write_str(message),
             ReadError::Decrypt(failure) => failure.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ReadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ReadError::Io(e) => Some(e),
+            ReadError::Git(e) => Some(e),
+            _ => None,
         }
     }
 }
 
 impl From<git2::Error> for ReadError {
     fn from(e: git2::Error) -> Self {
-        if e.code() == git2::ErrorCode::NotFound { ReadError::NotFound } else { ReadError::Io(e.message().to_string()) }
+        if e.code() == git2::ErrorCode::NotFound { ReadError::NotFound } else { ReadError::Git(e) }
     }
 }
 
 impl From<io::Error> for ReadError {
     fn from(e: io::Error) -> Self {
-        if e.kind() == io::ErrorKind::NotFound { ReadError::NotFound } else { ReadError::Io(e.to_string()) }
+        if e.kind() == io::ErrorKind::NotFound { ReadError::NotFound } else { ReadError::Io(e) }
     }
 }
 
@@ -211,7 +229,7 @@ pub fn resolve(tree: &dyn Tree, path: &str) -> Result<(String, EntryKind), ReadE
 pub fn read_file(tree: &dyn Tree, path: &str) -> Result<Vec<u8>, ReadError> {
     match resolve(tree, path)? {
         (real, EntryKind::File) => tree.read(&real, MAX_FILE_BYTES),
-        _ => Err(ReadError::Io(format!("`{path}` is a directory, not a file"))),
+        _ => Err(ReadError::Unusable(format!("`{path}` is a directory, not a file"))),
     }
 }
 
@@ -221,7 +239,7 @@ pub fn read_file(tree: &dyn Tree, path: &str) -> Result<Vec<u8>, ReadError> {
 pub fn walk_files(tree: &dyn Tree, dir: &str) -> Result<Vec<(String, String)>, ReadError> {
     let (real, kind) = resolve(tree, dir)?;
     if kind != EntryKind::Dir {
-        return Err(ReadError::Io(format!("`{dir}` is not a directory")));
+        return Err(ReadError::Unusable(format!("`{dir}` is not a directory")));
     }
     let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
@@ -311,29 +329,47 @@ impl Snapshot {
     }
 }
 
-/// Errors opening a repository or a revision: user input, reported with what to do.
-#[derive(Debug)]
+/// Errors opening a repository or a revision: user input, reported with what to do. Git's own
+/// error is kept as the [`std::error::Error::source`] (its class and code say what kind of
+/// failure it was); the text shown is git's message alone, as before.
+#[derive(Debug, thiserror::Error)]
 pub enum SourceError {
+    #[error("{}: no such directory", .0.display())]
     NotFound(PathBuf),
-    NotGit {
-        path: PathBuf,
-        wanted: String,
-    },
+    #[error(
+        "{}: not a Git repository, so {wanted} cannot be read (run `git init` there, or drop the revision options)",
+        path.display()
+    )]
+    NotGit { path: PathBuf, wanted: String },
+    #[error("revision `{rev}` not found: {} (give a branch, tag or commit that exists)", source.message())]
     BadRevision {
         rev: String,
-        message: String,
+        #[source]
+        source: git2::Error,
     },
-    NoSubdir {
-        rev: String,
-        path: String,
-    },
+    #[error("`{path}` is not a directory at revision {rev} (check --path)")]
+    NoSubdir { rev: String, path: String },
     /// A tree entry git's own `fsck` refuses (`..`, `.git`, a name holding `/`, a duplicate, a
     /// bad mode): no `git add` makes one, only a crafted object. The whole revision is refused.
-    BadEntry {
-        revision: String,
-        path: String,
-        problem: EntryProblem,
-    },
+    #[error(
+        "commit {}: tree entry `{}`: {problem} (git fsck refuses it; the commit was crafted)",
+        short(revision),
+        path.escape_debug()
+    )]
+    BadEntry { revision: String, path: String, problem: EntryProblem },
+    /// git2 failed reading the repository (a corrupt object, a permission, a lock).
+    #[error("git: {}", .0.message())]
+    Repository(#[source] git2::Error),
+    /// A snapshot that is not a Git tree was given where one of this repository's was wanted.
+    #[error("git: not a Git snapshot")]
+    NotGitSnapshot,
+    /// A failure of the host's copy of the repository, described by the daemon (its mirror's own
+    /// error, kept as the source).
+    #[error("git: {0}")]
+    Host(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Only `daemon::evaluate_revision` builds this, with a message it has already flattened:
+    /// to go once it builds [`SourceError::Host`] instead (its cause kept).
+    #[error("git: {0}")]
     Git(String),
 }
 
@@ -354,34 +390,6 @@ impl SourceError {
 fn short(revision: &str) -> &str {
     revision.get(..12).unwrap_or(revision)
 }
-
-impl fmt::Display for SourceError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SourceError::NotFound(path) => write!(f, "{}: no such directory", path.display()),
-            SourceError::NotGit { path, wanted } => write!(
-                f,
-                "{}: not a Git repository, so {wanted} cannot be read (run `git init` there, or drop the revision options)",
-                path.display()
-            ),
-            SourceError::BadRevision { rev, message } => {
-                write!(f, "revision `{rev}` not found: {message} (give a branch, tag or commit that exists)")
-            }
-            SourceError::NoSubdir { rev, path } => {
-                write!(f, "`{path}` is not a directory at revision {rev} (check --path)")
-            }
-            SourceError::BadEntry { revision, path, problem } => write!(
-                f,
-                "commit {}: tree entry `{}`: {problem} (git fsck refuses it; the commit was crafted)",
-                short(revision),
-                path.escape_debug()
-            ),
-            SourceError::Git(message) => write!(f, "git: {message}"),
-        }
-    }
-}
-
-impl std::error::Error for SourceError {}
 
 /// A Git repository, opened once, from which snapshots of several revisions can be taken.
 #[derive(Clone, Debug)]
@@ -406,7 +414,7 @@ impl GitSource {
                 keys: Default::default(),
             })),
             Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(None),
-            Err(e) => Err(SourceError::Git(e.message().to_string())),
+            Err(e) => Err(SourceError::Repository(e)),
         }
     }
 
@@ -438,14 +446,12 @@ impl GitSource {
 
     /// The snapshot of `rev` (any revspec git understands: `HEAD`, `main`, `HEAD~1`, a SHA).
     pub fn snapshot(&self, rev: &str) -> Result<Snapshot, SourceError> {
-        let repo = git2::Repository::open(&self.path).map_err(|e| SourceError::Git(e.message().to_string()))?;
-        let object = repo
-            .revparse_single(rev)
-            .map_err(|e| SourceError::BadRevision { rev: rev.to_string(), message: e.message().to_string() })?;
-        let commit = object
-            .peel_to_commit()
-            .map_err(|e| SourceError::BadRevision { rev: rev.to_string(), message: e.message().to_string() })?;
-        let mut tree = commit.tree().map_err(|e| SourceError::Git(e.message().to_string()))?;
+        let repo = git2::Repository::open(&self.path).map_err(SourceError::Repository)?;
+        let object =
+            repo.revparse_single(rev).map_err(|source| SourceError::BadRevision { rev: rev.to_string(), source })?;
+        let commit =
+            object.peel_to_commit().map_err(|source| SourceError::BadRevision { rev: rev.to_string(), source })?;
+        let mut tree = commit.tree().map_err(SourceError::Repository)?;
         if !self.subdir.is_empty() {
             let entry = tree
                 .get_path(Path::new(&self.subdir))
@@ -453,13 +459,13 @@ impl GitSource {
             if entry.kind() != Some(git2::ObjectType::Tree) {
                 return Err(SourceError::NoSubdir { rev: rev.to_string(), path: self.subdir.clone() });
             }
-            tree = repo.find_tree(entry.id()).map_err(|e| SourceError::Git(e.message().to_string()))?;
+            tree = repo.find_tree(entry.id()).map_err(SourceError::Repository)?;
         }
         let revision = commit.id().to_string();
         let root = tree.id();
         check_tree(&repo, root).map_err(|bad| match bad {
             Unchecked::Bad { path, problem } => SourceError::BadEntry { revision: revision.clone(), path, problem },
-            Unchecked::Git(e) => SourceError::Git(e.message().to_string()),
+            Unchecked::Git(e) => SourceError::Repository(e),
         })?;
         drop(tree);
         drop(commit);
@@ -540,9 +546,9 @@ impl GitSource {
     /// The paths that differ between two snapshots of this repository (relative to `--path`),
     /// from a diff of their trees: only what changed is read.
     pub fn changes(&self, base: &Snapshot, head: &Snapshot) -> Result<Changes, SourceError> {
-        let git = |e: git2::Error| SourceError::Git(e.message().to_string());
+        let git = SourceError::Repository;
         let tree_of = |snapshot: &Snapshot| {
-            let id = snapshot.tree.object_id("").ok_or_else(|| SourceError::Git("not a Git snapshot".into()))?;
+            let id = snapshot.tree.object_id("").ok_or(SourceError::NotGitSnapshot)?;
             git2::Oid::from_str(&id).map_err(git)
         };
         let (base_id, head_id) = (tree_of(base)?, tree_of(head)?);
@@ -843,7 +849,7 @@ impl Tree for GitTree {
 
     fn read_link(&self, path: &str) -> Result<String, ReadError> {
         let target = self.blob(path, 4096)?;
-        String::from_utf8(target).map_err(|_| ReadError::Io(format!("symlink `{path}` has a non-UTF-8 target")))
+        String::from_utf8(target).map_err(|_| ReadError::Unusable(format!("symlink `{path}` has a non-UTF-8 target")))
     }
 
     fn object_id(&self, path: &str) -> Option<String> {
@@ -912,7 +918,7 @@ impl Tree for DirTree {
             .open(self.path(path))?;
         let meta = file.metadata()?;
         if !meta.is_file() {
-            return Err(ReadError::Io(format!("`{path}` is not a regular file")));
+            return Err(ReadError::Unusable(format!("`{path}` is not a regular file")));
         }
         if meta.len() > limit {
             return Err(ReadError::TooLarge(meta.len()));
@@ -931,7 +937,7 @@ impl Tree for DirTree {
         target
             .into_os_string()
             .into_string()
-            .map_err(|_| ReadError::Io(format!("symlink `{path}` has a non-UTF-8 target")))
+            .map_err(|_| ReadError::Unusable(format!("symlink `{path}` has a non-UTF-8 target")))
     }
 
     fn object_id(&self, _path: &str) -> Option<String> {
@@ -997,7 +1003,7 @@ fn write_entries(
     for (name, kind) in tree.list(dir)? {
         let path = child(dir, &name);
         if !plain_name(&name) {
-            return Err(ReadError::Io(format!("`{}`: not a file name a checkout can hold", path.escape_debug())));
+            return Err(ReadError::Unusable(format!("`{}`: not a file name a checkout can hold", path.escape_debug())));
         }
         match kind {
             EntryKind::Dir => {
@@ -1011,7 +1017,9 @@ fn write_entries(
                 Ok(_) if !tree.checkout_holds(&path) => {}
                 Ok(bytes) => {
                     *budget = budget.checked_sub(bytes.len() as u64).ok_or_else(|| {
-                        ReadError::Io(format!("the repository is larger than {MAX_CHECKOUT_BYTES} bytes to check out"))
+                        ReadError::Unusable(format!(
+                            "the repository is larger than {MAX_CHECKOUT_BYTES} bytes to check out"
+                        ))
                     })?;
                     let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
                     let file =
@@ -1449,5 +1457,36 @@ mod tests {
         assert_eq!(changes, Changes::new(["packs/alias".to_string(), "packs/app/b.yaml".to_string()]));
         let same = source.changes(&source.snapshot("HEAD").unwrap(), &source.snapshot("HEAD").unwrap()).unwrap();
         assert!(same.is_empty());
+    }
+
+    #[test]
+    fn gits_own_error_stays_the_source_and_users_read_its_message() {
+        let c = Crafted::new();
+        let Err(e) = c.snapshot("no-such-branch") else { panic!("a revision that does not exist") };
+        let git = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<git2::Error>()).expect("git's error");
+        assert_eq!(git.code(), git2::ErrorCode::NotFound);
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "revision `no-such-branch` not found: {} (give a branch, tag or commit that exists)",
+                git.message()
+            )
+        );
+
+        // A commit whose tree is gone: git's class (the object database) survives.
+        let commit = c.commit(git2::Oid::from_str("0123456789abcdef0123456789abcdef01234567").unwrap());
+        let Err(e) = c.snapshot(&commit) else { panic!("a commit without its tree") };
+        assert!(matches!(e, SourceError::Repository(_)), "{e:?}");
+        let git = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<git2::Error>()).expect("git's error");
+        assert_eq!(git.class(), git2::ErrorClass::Odb);
+        assert_eq!(e.to_string(), format!("git: {}", git.message()));
+    }
+
+    #[test]
+    fn a_read_that_fails_keeps_the_file_systems_error() {
+        let e = ReadError::from(io::Error::from(io::ErrorKind::PermissionDenied));
+        let io = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<io::Error>()).expect("the io error");
+        assert_eq!(io.kind(), io::ErrorKind::PermissionDenied);
+        assert_eq!(e.to_string(), io.to_string());
     }
 }

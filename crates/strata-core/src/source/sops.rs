@@ -64,24 +64,25 @@ impl Keys {
     }
 
     /// The identities in `texts`, each (where it came from, age-keygen text).
-    pub fn parse(texts: &[(String, Zeroizing<String>)]) -> Result<Keys, String> {
+    pub fn parse(texts: &[(String, Zeroizing<String>)]) -> Result<Keys, KeyError> {
         let mut all = Zeroizing::new(String::new());
         for (from, text) in texts {
-            Identities::parse(text).map_err(|e| format!("{from}: {e} (write the keys as age-keygen does)"))?;
+            Identities::parse(text).map_err(|source| KeyError::Parse { from: from.clone(), source })?;
             all.push_str(text);
             all.push('\n');
         }
-        let identities =
-            if texts.is_empty() { None } else { Some(Identities::parse(&all).map_err(|e| e.to_string())?) };
+        let identities = if texts.is_empty() { None } else { Some(Identities::parse(&all)?) };
         Ok(Keys { identities, sources: texts.iter().map(|(from, _)| from.clone()).collect(), opaque: false })
     }
 
     /// The identities in these files (age-keygen's output), all of them together.
-    pub fn from_files(files: &[PathBuf]) -> Result<Keys, String> {
+    pub fn from_files(files: &[PathBuf]) -> Result<Keys, KeyError> {
         let mut texts = Vec::new();
         for file in files {
-            let text = std::fs::read_to_string(file).map_err(|e| {
-                format!("cannot read the age key file {}: {e} (create it with age-keygen -o FILE)", file.display())
+            let text = std::fs::read_to_string(file).map_err(|source| KeyError::Read {
+                path: file.clone(),
+                source,
+                help: " (create it with age-keygen -o FILE)",
             })?;
             texts.push((file.display().to_string(), Zeroizing::new(text)));
         }
@@ -91,11 +92,14 @@ impl Keys {
     /// Keys for the command line, where sops finds them: `files` (from `--age-key-file`), else
     /// `SOPS_AGE_KEY_FILE`, `SOPS_AGE_KEY`, and `$XDG_CONFIG_HOME/sops/age/keys.txt` (or
     /// `~/.config/…`) when it exists.
-    pub fn for_cli(files: &[PathBuf]) -> Result<Keys, String> {
+    pub fn for_cli(files: &[PathBuf]) -> Result<Keys, KeyError> {
         let mut texts = Vec::new();
-        let read = |file: &Path, texts: &mut Vec<(String, Zeroizing<String>)>| -> Result<(), String> {
-            let text = std::fs::read_to_string(file)
-                .map_err(|e| format!("cannot read the age key file {}: {e}", file.display()))?;
+        let read = |file: &Path, texts: &mut Vec<(String, Zeroizing<String>)>| -> Result<(), KeyError> {
+            let text = std::fs::read_to_string(file).map_err(|source| KeyError::Read {
+                path: file.to_path_buf(),
+                source,
+                help: "",
+            })?;
             texts.push((file.display().to_string(), Zeroizing::new(text)));
             Ok(())
         };
@@ -103,7 +107,7 @@ impl Keys {
             read(file, &mut texts)?;
         }
         if let Some(file) = std::env::var_os("SOPS_AGE_KEY_FILE").filter(|f| !f.is_empty()) {
-            read(Path::new(&file), &mut texts).map_err(|e| format!("SOPS_AGE_KEY_FILE: {e}"))?;
+            read(Path::new(&file), &mut texts).map_err(|e| KeyError::FromEnvironment(Box::new(e)))?;
         }
         if let Ok(text) = std::env::var("SOPS_AGE_KEY")
             && !text.trim().is_empty()
@@ -129,6 +133,33 @@ impl Keys {
     pub fn is_empty(&self) -> bool {
         self.identities.is_none()
     }
+}
+
+/// Age keys that cannot be loaded: which file or variable, and git-style what to do. The I/O or
+/// parse error is kept as the source.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// A key file that cannot be read; `help` is what the caller suggests (may be empty).
+    #[error("cannot read the age key file {}: {source}{help}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+        help: &'static str,
+    },
+    /// One key text (a file, `SOPS_AGE_KEY`) that is not age-keygen's output.
+    #[error("{from}: {source} (write the keys as age-keygen does)")]
+    Parse {
+        from: String,
+        #[source]
+        source: strata_sops::Error,
+    },
+    /// The keys that parse one by one but not together.
+    #[error(transparent)]
+    Together(#[from] strata_sops::Error),
+    /// The file `SOPS_AGE_KEY_FILE` names.
+    #[error("SOPS_AGE_KEY_FILE: {0}")]
+    FromEnvironment(#[source] Box<KeyError>),
 }
 
 /// A file strata could not decrypt: why (never a value), and the recipients it is encrypted for.
@@ -451,6 +482,22 @@ pub fn check_paths(tree: &dyn Tree, paths: &[String]) -> Result<(), Diagnostics>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_age_key_file_that_cannot_be_read_is_named_and_its_error_kept() {
+        let missing = std::path::PathBuf::from("/nonexistent/strata/keys.txt");
+        let e = Keys::from_files(std::slice::from_ref(&missing)).unwrap_err();
+        let io = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<std::io::Error>()).expect("io error");
+        assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+        assert_eq!(
+            e.to_string(),
+            format!("cannot read the age key file {}: {io} (create it with age-keygen -o FILE)", missing.display())
+        );
+        let e = Keys::parse(&[("k.txt".into(), Zeroizing::new("not a key".into()))]).unwrap_err();
+        assert!(e.to_string().starts_with("k.txt: "), "{e}");
+        assert!(e.to_string().ends_with(" (write the keys as age-keygen does)"), "{e}");
+        assert!(std::error::Error::source(&e).is_some_and(|s| s.is::<strata_sops::Error>()));
+    }
     use crate::source::MemTree;
 
     // sops' published test key (its repository's keys.txt).
