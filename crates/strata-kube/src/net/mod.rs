@@ -74,14 +74,14 @@ pub enum SetupError {
     Proxy(#[from] ProxyError),
     #[error(transparent)]
     Tls(#[from] TlsError),
-    #[error("{0}")]
-    Roots(String),
+    #[error(transparent)]
+    Roots(#[from] tls::RootsError),
 }
 
 /// The proxy and trust material of the host, loaded once.
 pub struct Network {
     router: Arc<Router>,
-    system_roots: OnceLock<Result<Arc<Vec<CertificateDer<'static>>>, String>>,
+    system_roots: OnceLock<Result<Arc<Vec<CertificateDer<'static>>>, tls::RootsError>>,
 }
 
 impl Network {

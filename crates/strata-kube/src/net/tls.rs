@@ -64,12 +64,27 @@ pub fn root_store(
     Ok(store)
 }
 
+/// Why no certificate can be trusted: the system has no roots, or rustls refused to build a
+/// verifier. The lower error (why the roots could not be loaded) is the source; it is cloned
+/// with the error, which the network keeps for every later client.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum RootsError {
+    #[error("no trusted root certificates found on this system ({})", why_none(.0))]
+    NoneFound(#[source] Option<Arc<rustls_native_certs::Error>>),
+    #[error("cannot build a certificate verifier: {0}")]
+    Verifier(#[source] Arc<rustls::server::VerifierBuilderError>),
+}
+
+fn why_none(error: &Option<Arc<rustls_native_certs::Error>>) -> String {
+    error.as_ref().map_or_else(|| "none installed".to_string(), |e| e.to_string())
+}
+
 /// The system's trusted roots, as the rest of the machine (curl, git) sees them.
-pub fn system_roots() -> Result<Vec<CertificateDer<'static>>, String> {
-    let found = rustls_native_certs::load_native_certs();
+pub fn system_roots() -> Result<Vec<CertificateDer<'static>>, RootsError> {
+    let mut found = rustls_native_certs::load_native_certs();
     if found.certs.is_empty() {
-        let why = found.errors.first().map(|e| e.to_string()).unwrap_or_else(|| "none installed".into());
-        return Err(format!("no trusted root certificates found on this system ({why})"));
+        let why = (!found.errors.is_empty()).then(|| Arc::new(found.errors.swap_remove(0)));
+        return Err(RootsError::NoneFound(why));
     }
     Ok(found.certs)
 }
@@ -171,11 +186,11 @@ impl Recorder {
     }
 
     /// Verifies against `roots` with rustls' WebPKI verifier.
-    pub fn webpki(roots: RootCertStore) -> Result<Arc<Recorder>, String> {
+    pub fn webpki(roots: RootCertStore) -> Result<Arc<Recorder>, RootsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
             .build()
-            .map_err(|e| format!("cannot build a certificate verifier: {e}"))?;
+            .map_err(|e| RootsError::Verifier(Arc::new(e)))?;
         Ok(Recorder::new(inner))
     }
 

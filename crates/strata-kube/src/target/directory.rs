@@ -18,7 +18,7 @@ use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags};
 use rustix::io::Errno;
 use serde_json::Value;
 
-use super::{Resource, Target, TargetError};
+use super::{Resource, Said, Target, TargetError};
 use crate::render::object::{group_of, is_cluster_scoped_builtin};
 use crate::target::inventory::Inventory;
 use crate::yaml;
@@ -103,7 +103,7 @@ impl DirectoryTarget {
             Errno::LOOP | Errno::NOTDIR | Errno::MLINK => TargetError::Other(format!(
                 "{path}: a symlink or other non-regular entry is in the way; the directory target never follows links (remove it)"
             )),
-            e => TargetError::Other(format!("{path}: {e}")),
+            e => TargetError::Failed(Said::caused(format!("{path}: {e}"), std::io::Error::from(e))),
         }
     }
 
@@ -164,7 +164,7 @@ impl DirectoryTarget {
         std::fs::File::from(fd)
             .take(MAX_OBJECT_BYTES + 1)
             .read_to_end(&mut bytes)
-            .map_err(|e| TargetError::Other(format!("{}: {e}", self.shown(location))))?;
+            .map_err(|e| TargetError::Failed(Said::caused(format!("{}: {e}", self.shown(location)), e)))?;
         if bytes.len() as u64 > MAX_OBJECT_BYTES {
             return Err(TargetError::Other(format!(
                 "{}: larger than {MAX_OBJECT_BYTES} bytes, not an object strata wrote",
@@ -229,7 +229,7 @@ impl DirectoryTarget {
 }
 
 fn io(e: std::io::Error, path: &Path) -> TargetError {
-    TargetError::Other(format!("{}: {e}", path.display()))
+    TargetError::Failed(Said::caused(format!("{}: {e}", path.display()), e))
 }
 
 fn parse(target: &DirectoryTarget, location: &Location, bytes: &[u8]) -> Result<Value, TargetError> {
@@ -308,9 +308,9 @@ impl Target for DirectoryTarget {
     async fn read_inventory(&self, cluster: &str) -> Result<Option<Inventory>, TargetError> {
         let location = Location::inventory(cluster)?;
         match self.read(&location)? {
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| TargetError::Other(format!("{}: corrupt inventory: {e}", self.shown(&location)))),
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                TargetError::Failed(Said::caused(format!("{}: corrupt inventory: {e}", self.shown(&location)), e))
+            }),
             None => Ok(None),
         }
     }

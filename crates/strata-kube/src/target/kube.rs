@@ -23,7 +23,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::{Observed, Resource, Target, TargetError, Watch};
+use super::{Observed, Resource, Said, Target, TargetError, Watch};
 use crate::net::proxy::{Router, Source};
 use crate::net::{Network, Settings, Timeouts};
 use crate::render::object::{FIELD_MANAGER, LABEL_CLUSTER, LABEL_MANAGED_BY, ObjectId};
@@ -47,13 +47,13 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 async fn bounded<T>(
     request: impl Future<Output = Result<T, kube::Error>>,
 ) -> Result<Result<T, kube::Error>, TargetError> {
-    tokio::time::timeout(REQUEST_TIMEOUT, request)
-        .await
-        .map_err(|_| TargetError::Unreachable(format!("no answer within {}s", REQUEST_TIMEOUT.as_secs())))
+    tokio::time::timeout(REQUEST_TIMEOUT, request).await.map_err(|e| {
+        TargetError::Unreachable(Said::caused(format!("no answer within {}s", REQUEST_TIMEOUT.as_secs()), e))
+    })
 }
 
-fn config_error(what: &str, e: impl std::fmt::Display) -> TargetError {
-    TargetError::Other(format!("{what}: {e}"))
+fn config_error(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> TargetError {
+    TargetError::Failed(Said::caused(format!("{what}: {e}"), e))
 }
 
 /// The `proxy-url` of the cluster the chosen context points at.
@@ -152,7 +152,8 @@ impl KubeTarget {
         }
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
         let path = group_path(group, version)?;
-        let request = http::Request::get(path).body(Vec::new()).map_err(|e| TargetError::Other(e.to_string()));
+        let request =
+            http::Request::get(path).body(Vec::new()).map_err(|e| TargetError::Failed(Said::caused(e.to_string(), e)));
         let listed = bounded(self.client.request::<APIResourceList>(request?)).await?;
         let list = match listed {
             Ok(list) => list,
@@ -236,7 +237,6 @@ fn client_from_config(
     timeouts: Timeouts,
 ) -> Result<Client, TargetError> {
     use kube::client::ConfigExt;
-    let tls_error = |e: &dyn std::fmt::Display| config_error(&settings.ca, e);
     let mut rustls = config.rustls_client_config().map_err(|e| config_error(&settings.client_cert, e))?;
     let recorder = if config.accept_invalid_certs {
         None
@@ -249,7 +249,7 @@ fn client_from_config(
             }
             None => network.verifier(true, &[], &settings.ca, Path::new("-")),
         }
-        .map_err(|e| tls_error(&e))?;
+        .map_err(|e| config_error(&settings.ca, e))?;
         rustls.dangerous().set_certificate_verifier(recorder.clone());
         Some(recorder)
     };
@@ -290,27 +290,108 @@ fn client_from_config(
     Ok(Client::new(service, config.default_namespace.clone()))
 }
 
-/// Sorts a kube error into what strata does about it.
-fn classify(e: kube::Error) -> TargetError {
-    match e {
-        kube::Error::Api(status) => {
-            let message = if status.message.is_empty() { status.reason.clone() } else { status.message.clone() };
-            match status.code {
-                401 | 403 => TargetError::Forbidden(message),
-                409 => TargetError::Conflict(message),
-                400 | 422 => TargetError::Invalid(message),
-                // Only a proxy answers 407 (plain HTTP goes through it in absolute form).
-                407 => TargetError::Unreachable(
-                    "the proxy requires authentication (407 Proxy Authentication Required); check the user:password in the kubeconfig's proxy-url, proxy.username and proxy.password_file, or HTTP_PROXY"
-                        .into(),
-                ),
-                code => TargetError::Other(format!("API server answered {code}: {message}")),
-            }
+/// What kind of failure a Kubernetes request met: what strata does about it, and the label
+/// metrics count it under ([`FailureKind::as_str`]). The one sorting of `kube::Error` for the
+/// target clusters (here) and the management cluster (the daemon's state, Leases, Secrets).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    /// 409: another writer got there first (a field manager, a resourceVersion).
+    Conflict,
+    /// 404: the object (or its namespace, or its kind) is not there.
+    Missing,
+    /// 401, 403: the credentials or their RBAC refuse it.
+    Forbidden,
+    /// 400, 422: the server refuses the object itself (validation, admission).
+    Rejected,
+    /// No usable answer: the connection failed, a proxy wants credentials (407), or the server
+    /// is overloaded or failing (429, 5xx). Worth retrying.
+    Unreachable,
+    Other,
+}
+
+impl FailureKind {
+    /// The label: `conflict`, `missing`, `forbidden`, `rejected`, `unreachable` or `other`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Conflict => "conflict",
+            FailureKind::Missing => "missing",
+            FailureKind::Forbidden => "forbidden",
+            FailureKind::Rejected => "rejected",
+            FailureKind::Unreachable => "unreachable",
+            FailureKind::Other => "other",
         }
-        // strata's connector explains its failures (step, host, the kubeconfig setting to check).
-        kube::Error::HyperError(e) => TargetError::Unreachable(crate::net::failure_of(&e).to_string()),
-        kube::Error::Service(e) => TargetError::Unreachable(crate::net::failure_of(e.as_ref()).to_string()),
-        other => TargetError::Other(other.to_string()),
+    }
+}
+
+/// Only a proxy answers 407 (plain HTTP goes through it in absolute form).
+const PROXY_AUTH_HINT: &str = "the proxy requires authentication (407 Proxy Authentication Required); check the user:password in the kubeconfig's proxy-url, proxy.username and proxy.password_file, or HTTP_PROXY";
+
+/// A failed Kubernetes request, sorted ([`Classified::of`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Classified {
+    pub kind: FailureKind,
+    /// The HTTP status the API server answered; `None` when no answer came.
+    pub status: Option<u16>,
+    /// What was said: the server's Status message (its reason when the message is empty), or,
+    /// when it did not answer, strata's account of the connection (step, host, the setting to
+    /// check), or kube's own message.
+    pub said: String,
+}
+
+impl Classified {
+    /// Sorts `e`, by the status the API server answered, else by whether the request reached it.
+    pub fn of(e: &kube::Error) -> Classified {
+        match e {
+            kube::Error::Api(status) => {
+                let said = if status.message.is_empty() { status.reason.clone() } else { status.message.clone() };
+                let kind = match status.code {
+                    409 => FailureKind::Conflict,
+                    404 => FailureKind::Missing,
+                    401 | 403 => FailureKind::Forbidden,
+                    400 | 422 => FailureKind::Rejected,
+                    407 | 429 | 500..=599 => FailureKind::Unreachable,
+                    _ => FailureKind::Other,
+                };
+                Classified { kind, status: Some(status.code), said }
+            }
+            // strata's connector explains its failures (step, host, the kubeconfig setting to check).
+            kube::Error::HyperError(e) => {
+                Classified { kind: FailureKind::Unreachable, status: None, said: crate::net::failure_of(e).to_string() }
+            }
+            kube::Error::Service(e) => Classified {
+                kind: FailureKind::Unreachable,
+                status: None,
+                said: crate::net::failure_of(e.as_ref()).to_string(),
+            },
+            other => Classified { kind: FailureKind::Other, status: None, said: other.to_string() },
+        }
+    }
+
+    /// What to do about it that holds wherever the request went: empty for most; where it
+    /// depends on whose credentials were refused, the caller says it.
+    pub fn hint(&self) -> &'static str {
+        match self.status {
+            Some(407) => PROXY_AUTH_HINT,
+            _ => "",
+        }
+    }
+}
+
+/// Sorts a kube error into what the reconciler does about it. A server that answers 429 or 5xx
+/// did answer: for one object's request that is the object's failure (a failing admission
+/// webhook answers 500), not the cluster's, so it stays `Other` here; only a request that found
+/// no server (or a proxy that wants credentials) is `Unreachable`.
+fn classify(e: kube::Error) -> TargetError {
+    let sorted = Classified::of(&e);
+    let said = |message: String| Said::caused(message, e);
+    match (sorted.kind, sorted.status) {
+        (FailureKind::Forbidden, _) => TargetError::Forbidden(said(sorted.said)),
+        (FailureKind::Conflict, _) => TargetError::Conflict(said(sorted.said)),
+        (FailureKind::Rejected, _) => TargetError::Invalid(said(sorted.said)),
+        (FailureKind::Unreachable, Some(407)) => TargetError::Unreachable(said(sorted.hint().to_string())),
+        (FailureKind::Unreachable, None) => TargetError::Unreachable(said(sorted.said)),
+        (_, Some(code)) => TargetError::Failed(said(format!("API server answered {code}: {}", sorted.said))),
+        (_, None) => TargetError::Failed(said(sorted.said)),
     }
 }
 
@@ -323,7 +404,7 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'
 fn segment(value: &str) -> Result<String, TargetError> {
     if value.is_empty() || value == "." || value == ".." {
         let shown: String = value.chars().take(80).flat_map(char::escape_debug).collect();
-        return Err(TargetError::Invalid(format!("`{shown}` cannot be part of an API request path")));
+        return Err(TargetError::Invalid(format!("`{shown}` cannot be part of an API request path").into()));
     }
     Ok(utf8_percent_encode(value, SEGMENT).to_string())
 }
@@ -445,7 +526,8 @@ impl Target for KubeTarget {
         self.inventory_namespace.store(true, Ordering::Relaxed);
         let text = cm["data"][INVENTORY_KEY].as_str().unwrap_or("{}");
         serde_json::from_str(text).map(Some).map_err(|e| {
-            TargetError::Other(format!("inventory {INVENTORY_NAMESPACE}/{} is corrupt: {e}", inventory_name(cluster)))
+            let message = format!("inventory {INVENTORY_NAMESPACE}/{} is corrupt: {e}", inventory_name(cluster));
+            TargetError::Failed(Said::caused(message, e))
         })
     }
 
@@ -656,5 +738,74 @@ mod tests {
             assert!(collection_path(&configmaps(), Some(bad)).is_err());
         }
         assert_eq!(segment("...").unwrap(), "...");
+    }
+
+    fn answered(code: u16, message: &str, reason: &str) -> kube::Error {
+        let status = kube::core::Status { code, message: message.into(), reason: reason.into(), ..Default::default() };
+        kube::Error::Api(Box::new(status))
+    }
+
+    #[test]
+    fn the_api_servers_status_codes_sort_as_the_management_cluster_sorted_them() {
+        let cases = [
+            (409, FailureKind::Conflict, "conflict"),
+            (404, FailureKind::Missing, "missing"),
+            (401, FailureKind::Forbidden, "forbidden"),
+            (403, FailureKind::Forbidden, "forbidden"),
+            (400, FailureKind::Rejected, "rejected"),
+            (422, FailureKind::Rejected, "rejected"),
+            (429, FailureKind::Unreachable, "unreachable"),
+            (500, FailureKind::Unreachable, "unreachable"),
+            (503, FailureKind::Unreachable, "unreachable"),
+            (407, FailureKind::Unreachable, "unreachable"),
+            (410, FailureKind::Other, "other"),
+            (301, FailureKind::Other, "other"),
+        ];
+        for (code, kind, label) in cases {
+            let sorted = Classified::of(&answered(code, "it says", "Reason"));
+            assert_eq!(sorted, Classified { kind, status: Some(code), said: "it says".into() }, "{code}");
+            assert_eq!(sorted.kind.as_str(), label);
+        }
+        // No message: the reason is what was said.
+        assert_eq!(Classified::of(&answered(403, "", "Forbidden")).said, "Forbidden");
+        assert!(Classified::of(&answered(407, "", "")).hint().contains("proxy.password_file"));
+        assert_eq!(Classified::of(&answered(403, "no", "")).hint(), "");
+    }
+
+    #[test]
+    fn a_request_that_reached_no_server_is_unreachable_and_anything_else_other() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let sorted = Classified::of(&kube::Error::Service(Box::new(refused)));
+        assert_eq!((sorted.kind, sorted.status), (FailureKind::Unreachable, None));
+        assert!(sorted.said.contains("connection refused"), "{}", sorted.said);
+        let odd = Classified::of(&kube::Error::LinesCodecMaxLineLengthExceeded);
+        assert_eq!((odd.kind, odd.status), (FailureKind::Other, None));
+        assert_eq!(odd.said, kube::Error::LinesCodecMaxLineLengthExceeded.to_string());
+    }
+
+    #[test]
+    fn a_target_says_what_it_said_before_and_keeps_kubes_error_as_the_source() {
+        let said = |code: u16| classify(answered(code, "it says", "")).to_string();
+        assert_eq!(said(403), "forbidden: it says (check the target's credentials and RBAC)");
+        assert_eq!(said(409), "conflict: it says");
+        assert_eq!(said(422), "rejected: it says");
+        assert_eq!(said(404), "API server answered 404: it says");
+        // A server that answers 5xx answered: the object failed, the cluster is not unreachable.
+        assert_eq!(said(500), "API server answered 500: it says");
+        assert_eq!(classify(answered(500, "", "")).label(), "error");
+        assert!(said(407).starts_with("cluster unreachable: the proxy requires authentication (407"));
+        assert_eq!(classify(answered(409, "x", "")).label(), "conflict");
+        assert_eq!(classify(answered(400, "x", "")).label(), "invalid");
+
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let e = classify(kube::Error::Service(Box::new(refused)));
+        assert!(matches!(e, TargetError::Unreachable(_)), "{e:?}");
+        assert!(e.to_string().starts_with("cluster unreachable: "), "{e}");
+
+        // The status the server sent is reachable from the error, for logs.
+        let e = classify(answered(403, "it says", "Forbidden"));
+        let source = std::error::Error::source(&e).expect("a source");
+        let Some(kube::Error::Api(status)) = source.downcast_ref::<kube::Error>() else { panic!("{source:?}") };
+        assert_eq!((status.code, status.reason.as_str()), (403, "Forbidden"));
     }
 }

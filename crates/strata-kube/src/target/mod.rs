@@ -51,17 +51,70 @@ pub struct Resource {
     pub namespaced: bool,
 }
 
+/// What went wrong talking to a target, sorted by what strata does about it (the reconciler
+/// stops at `Unreachable`, takes fields over at `Conflict`). The text is what users read; the
+/// error it came from (kube's, the file system's) stays reachable through
+/// [`std::error::Error::source`] for logs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TargetError {
     /// The API server could not be reached (connection refused, timeout, TLS).
-    Unreachable(String),
+    Unreachable(Said),
     /// A field manager conflict (server-side apply without force).
-    Conflict(String),
+    Conflict(Said),
     /// The server refused the object (validation, admission).
-    Invalid(String),
+    Invalid(Said),
     /// Credentials were refused.
-    Forbidden(String),
+    Forbidden(Said),
+    /// strata's own account of a failure, with no lower error under it.
     Other(String),
+    /// A lower layer failed (the file system, the kube client, a kubeconfig) in a way strata
+    /// does not sort further: shown and counted as [`TargetError::Other`], its cause kept.
+    Failed(Said),
+}
+
+/// A message, and the error it was made from when there is one. Two are equal when they say the
+/// same: the cause is for logs, and errors are compared in tests by what users see.
+#[derive(Clone, Debug)]
+pub struct Said {
+    message: String,
+    cause: Option<std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl Said {
+    /// `message`, made from `cause`.
+    pub fn caused(message: impl Into<String>, cause: impl std::error::Error + Send + Sync + 'static) -> Said {
+        Said { message: message.into(), cause: Some(std::sync::Arc::new(cause)) }
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl From<String> for Said {
+    fn from(message: String) -> Said {
+        Said { message, cause: None }
+    }
+}
+
+impl From<&str> for Said {
+    fn from(message: &str) -> Said {
+        Said::from(message.to_string())
+    }
+}
+
+impl PartialEq for Said {
+    fn eq(&self, other: &Said) -> bool {
+        self.message == other.message
+    }
+}
+
+impl Eq for Said {}
+
+impl fmt::Display for Said {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
 }
 
 impl TargetError {
@@ -72,7 +125,7 @@ impl TargetError {
             TargetError::Conflict(_) => "conflict",
             TargetError::Invalid(_) => "invalid",
             TargetError::Forbidden(_) => "forbidden",
-            TargetError::Other(_) => "error",
+            TargetError::Other(_) | TargetError::Failed(_) => "error",
         }
     }
 }
@@ -86,11 +139,23 @@ impl fmt::Display for TargetError {
             TargetError::Invalid(m) => write!(f, "rejected: {m}"),
             TargetError::Forbidden(m) => write!(f, "forbidden: {m} (check the target's credentials and RBAC)"),
             TargetError::Other(m) => f.write_str(m),
+            TargetError::Failed(m) => m.fmt(f),
         }
     }
 }
 
-impl std::error::Error for TargetError {}
+impl std::error::Error for TargetError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TargetError::Unreachable(said)
+            | TargetError::Conflict(said)
+            | TargetError::Invalid(said)
+            | TargetError::Forbidden(said)
+            | TargetError::Failed(said) => said.cause.as_deref().map(|e| e as _),
+            TargetError::Other(_) => None,
+        }
+    }
+}
 
 /// The operations apply, prune, health and drift need from a cluster.
 pub trait Target: Sync {

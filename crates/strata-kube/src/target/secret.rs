@@ -75,6 +75,26 @@ pub struct SecretError {
     pub problem: String,
 }
 
+/// What in a Secret's kubeconfig (or Argo CD config) would reach beyond the Secret: said as
+/// [`SecretError::problem`].
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+enum Unfit {
+    #[error(
+        "`config` asks for an exec provider or AWS auth: strata runs no programs named by a Secret; give a bearerToken or client certificate"
+    )]
+    ArgoProgram,
+    #[error("{what} of {entry:?} names a file; a Secret must hold the data itself (use {what}-data)")]
+    File { what: &'static str, entry: String },
+    #[error("tokenFile of user {0:?} names a file; a Secret must hold the token itself")]
+    TokenFile(String),
+    #[error(
+        "user {0:?} runs an exec plugin or auth provider: strata runs no programs named by a Secret; give a token or client certificate"
+    )]
+    Program(String),
+    #[error("the kubeconfig has no current-context: set it, or name one with key `context`")]
+    NoContext,
+}
+
 /// Argo CD's `config` key.
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
@@ -142,7 +162,7 @@ pub fn target(
                 })?,
                 None => ArgoConfig::default(),
             };
-            argo_kubeconfig(label, server.trim(), config).map_err(refuse)?
+            argo_kubeconfig(label, server.trim(), config).map_err(|unfit| refuse(unfit.to_string()))?
         }
         (None, None) => {
             return Err(refuse(
@@ -151,7 +171,7 @@ pub fn target(
             ));
         }
     };
-    self_contained(&kubeconfig).map_err(refuse)?;
+    self_contained(&kubeconfig).map_err(|unfit| refuse(unfit.to_string()))?;
     let mut digest = Sha256::new();
     for (key, value) in
         data.iter().filter(|(k, _)| matches!(k.as_str(), "kubeconfig" | "context" | "server" | "config"))
@@ -169,9 +189,9 @@ pub fn target(
 }
 
 /// The kubeconfig Argo CD's `server` and `config` describe.
-fn argo_kubeconfig(name: &str, server: &str, config: ArgoConfig) -> Result<Kubeconfig, String> {
+fn argo_kubeconfig(name: &str, server: &str, config: ArgoConfig) -> Result<Kubeconfig, Unfit> {
     if config.exec_provider_config.is_some() || config.aws_auth_config.is_some() {
-        return Err("`config` asks for an exec provider or AWS auth: strata runs no programs named by a Secret; give a bearerToken or client certificate".into());
+        return Err(Unfit::ArgoProgram);
     }
     let tls = config.tls_client_config;
     let cluster = Cluster {
@@ -204,10 +224,8 @@ fn argo_kubeconfig(name: &str, server: &str, config: ArgoConfig) -> Result<Kubec
 }
 
 /// Refuses what would reach beyond the Secret: files on strata's host and programs to run.
-fn self_contained(kubeconfig: &Kubeconfig) -> Result<(), String> {
-    let file = |what: &str, entry: &str| {
-        format!("{what} of {entry:?} names a file; a Secret must hold the data itself (use {what}-data)")
-    };
+fn self_contained(kubeconfig: &Kubeconfig) -> Result<(), Unfit> {
+    let file = |what: &'static str, entry: &str| Unfit::File { what, entry: entry.to_string() };
     for named in &kubeconfig.clusters {
         if named.cluster.as_ref().is_some_and(|c| c.certificate_authority.is_some()) {
             return Err(file("certificate-authority", &named.name));
@@ -222,20 +240,14 @@ fn self_contained(kubeconfig: &Kubeconfig) -> Result<(), String> {
             return Err(file("client-key", &named.name));
         }
         if user.token_file.is_some() {
-            return Err(format!(
-                "tokenFile of user {:?} names a file; a Secret must hold the token itself",
-                named.name
-            ));
+            return Err(Unfit::TokenFile(named.name.clone()));
         }
         if user.exec.is_some() || user.auth_provider.is_some() {
-            return Err(format!(
-                "user {:?} runs an exec plugin or auth provider: strata runs no programs named by a Secret; give a token or client certificate",
-                named.name
-            ));
+            return Err(Unfit::Program(named.name.clone()));
         }
     }
     if kubeconfig.current_context.is_none() && kubeconfig.contexts.len() != 1 {
-        return Err("the kubeconfig has no current-context: set it, or name one with key `context`".into());
+        return Err(Unfit::NoContext);
     }
     Ok(())
 }
