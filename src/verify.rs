@@ -42,33 +42,58 @@ pub struct Verify {
 /// verified commit is refused rather than walked for minutes.
 pub const MAX_COMMITS: usize = 10_000;
 
+/// Why the keys of `repository.verify` cannot be used: the setting, the file, what to do. The
+/// read or parse error is the source.
+#[derive(Debug, thiserror::Error)]
+pub enum KeysError {
+    #[error("repository.verify.{setting}: cannot read {}: {source}", file.display())]
+    Read {
+        setting: &'static str,
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "repository.verify.ssh_allowed_signers: {}: {source} (one `PRINCIPALS [OPTIONS] KEYTYPE KEY` per line, as ssh-keygen -Y verify reads it)",
+        file.display()
+    )]
+    AllowedSigners {
+        file: PathBuf,
+        #[source]
+        source: strata_signatures::AllowedSignersError,
+    },
+    #[error(
+        "repository.verify.gpg_keyring: {}: {source} (export the allowed keys with gpg --export --armor KEYID…)",
+        file.display()
+    )]
+    Keyring {
+        file: PathBuf,
+        #[source]
+        source: strata_signatures::KeyringError,
+    },
+}
+
 /// The keys of `repository.verify`, read from their files now (so a rotated file counts at the
 /// next verification). The error names the file and what to do.
-pub fn policy(verify: &Verify) -> Result<Policy, String> {
+pub fn policy(verify: &Verify) -> Result<Policy, KeysError> {
+    fn unreadable<'a>(setting: &'static str, file: &'a Path) -> impl FnOnce(std::io::Error) -> KeysError + 'a {
+        move |source| KeysError::Read { setting, file: file.to_path_buf(), source }
+    }
     let ssh_allowed_signers = match &verify.ssh_allowed_signers {
         None => None,
         Some(file) => {
-            let text = std::fs::read_to_string(file)
-                .map_err(|e| format!("repository.verify.ssh_allowed_signers: cannot read {}: {e}", file.display()))?;
-            Some(AllowedSigners::parse(&text).map_err(|e| {
-                format!(
-                    "repository.verify.ssh_allowed_signers: {}: {e} (one `PRINCIPALS [OPTIONS] KEYTYPE KEY` per line, as ssh-keygen -Y verify reads it)",
-                    file.display()
-                )
-            })?)
+            let text = std::fs::read_to_string(file).map_err(unreadable("ssh_allowed_signers", file))?;
+            Some(
+                AllowedSigners::parse(&text)
+                    .map_err(|source| KeysError::AllowedSigners { file: file.clone(), source })?,
+            )
         }
     };
     let gpg_keyring = match &verify.gpg_keyring {
         None => None,
         Some(file) => {
-            let bytes = std::fs::read(file)
-                .map_err(|e| format!("repository.verify.gpg_keyring: cannot read {}: {e}", file.display()))?;
-            Some(Keyring::parse(&bytes).map_err(|e| {
-                format!(
-                    "repository.verify.gpg_keyring: {}: {e} (export the allowed keys with gpg --export --armor KEYID…)",
-                    file.display()
-                )
-            })?)
+            let bytes = std::fs::read(file).map_err(unreadable("gpg_keyring", file))?;
+            Some(Keyring::parse(&bytes).map_err(|source| KeysError::Keyring { file: file.clone(), source })?)
         }
     };
     Ok(Policy { ssh_allowed_signers, gpg_keyring, require_committer_identity: false })
@@ -114,32 +139,24 @@ fn short(commit: &str) -> &str {
 }
 
 /// Why verification could not be done at all (not the commit's fault).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum Failure {
     /// The keys could not be read.
-    Keys(String),
-    /// The repository could not be read.
-    Git(String),
+    #[error(transparent)]
+    Keys(#[from] KeysError),
+    /// The repository could not be read; git's error is the source.
+    #[error("git: {}", .0.message())]
+    Git(#[source] git2::Error),
     /// The commits to verify are too many.
+    #[error(
+        "more than {MAX_COMMITS} commits between the last verified {} and {}: verify them by hand (strata verify --rev) and restart with mode head, or sign a merge",
+        short(since),
+        short(head)
+    )]
     TooMany { since: String, head: String },
     /// A commit is not signed as the policy demands.
+    #[error("{0}")]
     Refused(Refusal),
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Failure::Keys(message) => f.write_str(message),
-            Failure::Git(message) => write!(f, "git: {message}"),
-            Failure::TooMany { since, head } => write!(
-                f,
-                "more than {MAX_COMMITS} commits between the last verified {} and {}: verify them by hand (strata verify --rev) and restart with mode head, or sign a merge",
-                short(since),
-                short(head)
-            ),
-            Failure::Refused(refusal) => refusal.fmt(f),
-        }
-    }
 }
 
 /// What `verify_commit` says of the commit `oid`, with who signed it for the record.
@@ -193,7 +210,7 @@ pub fn verify(
     mode: VerifyMode,
     policy: &Policy,
 ) -> Result<Vec<Signed>, Failure> {
-    let git = |e: git2::Error| Failure::Git(e.message().to_string());
+    let git = Failure::Git;
     let repo = git2::Repository::open(git_dir).map_err(git)?;
     let head_oid = repo.revparse_single(head).and_then(|o| o.peel_to_commit()).map_err(git)?.id();
     let mut commits = vec![head_oid];
@@ -221,6 +238,6 @@ pub fn verify(
 
 /// The policy of `verify`, and then [`verify`]: one call for the daemon and the CLI.
 pub fn check(verify_config: &Verify, git_dir: &Path, head: &str, since: Option<&str>) -> Result<Vec<Signed>, Failure> {
-    let policy = policy(verify_config).map_err(Failure::Keys)?;
+    let policy = policy(verify_config)?;
     verify(git_dir, head, since, verify_config.mode, &policy)
 }
