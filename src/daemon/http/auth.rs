@@ -41,8 +41,8 @@ use tracing::{error, info, warn};
 
 use super::App;
 use super::guard::{ConnInfo, client_key};
-use super::revoke::Revocations;
-use super::session::{self, Claims, Keys, Via, hex};
+use super::revoke::{Revocations, RevokeError};
+use super::session::{self, Claims, Keys, SessionError, Via, hex};
 use crate::config::{ApiToken, Config, StateBackend, read_secret};
 use crate::daemon::audit;
 use crate::daemon::management::Management;
@@ -242,9 +242,10 @@ impl Auth {
             StateBackend::Kubernetes => Management::current(),
             StateBackend::Sqlite => None,
         };
-        let secret = match &management {
-            Some(mgmt) => mgmt.session_key().map_err(|e| e.to_string()),
-            None => session::key_file(&config.state_dir.join(KEY_FILE)),
+        // Either error says where the key is and what to do; its cause stays its source.
+        let secret: Result<_, Box<dyn std::error::Error>> = match &management {
+            Some(mgmt) => mgmt.session_key().map_err(Into::into),
+            None => session::key_file(&config.state_dir.join(KEY_FILE)).map_err(Into::into),
         };
         let (keys, sessions) = match secret {
             Ok(secret) => (Keys::new(&secret), true),
@@ -408,9 +409,9 @@ impl Auth {
 
     /// Opens a session for `identity`, signed in `via` a token or the provider: the Set-Cookie
     /// value. Reads the revocation record fresh, so a sign-in right after a sign-out holds.
-    pub async fn open_session(&self, identity: &Identity, via: Via) -> Result<HeaderValue, String> {
+    pub async fn open_session(&self, identity: &Identity, via: Via) -> Result<HeaderValue, SessionError> {
         if !self.sessions {
-            return Err("the session key cannot be had (the daemon's log says why)".into());
+            return Err(SessionError::NoKey);
         }
         let principal = session::principal(&via, identity.note.as_deref());
         let mut keys = vec![self.keys.principal(&principal)];
@@ -432,10 +433,7 @@ impl Auth {
         };
         let sealed = self.keys.seal(SESSION, &claims);
         if sealed.len() > session::MAX_COOKIE {
-            return Err(format!(
-                "the session would not fit in a cookie ({} bytes): fewer or shorter groups",
-                sealed.len()
-            ));
+            return Err(SessionError::TooLarge(sealed.len()));
         }
         Ok(self.cookie(Some(&sealed)))
     }
@@ -447,7 +445,7 @@ impl Auth {
     }
 
     /// Ends every session of the principal behind `claims`, on every replica.
-    pub async fn end_session(&self, claims: &Claims) -> Result<(), String> {
+    pub async fn end_session(&self, claims: &Claims) -> Result<(), RevokeError> {
         self.revocations.raise(&[self.keys.principal(&claims.principal())]).await
     }
 

@@ -37,6 +37,38 @@ pub const MAX_STALE: Duration = Duration::from_secs(30);
 /// How long a request to the API server for the record may take.
 const CALL: Duration = Duration::from_secs(3);
 
+/// Why the revocation record cannot be read or written: where, and the lower error (the file
+/// system's, the API server's) as the source.
+#[derive(Debug, thiserror::Error)]
+pub enum RevokeError {
+    #[error("{}: {source}", path.display())]
+    File {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The API server refused or failed the request; `message` is the sorted account of it.
+    #[error("ConfigMap {namespace}/{CONFIGMAP}: {message}")]
+    Kube {
+        namespace: String,
+        message: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    #[error("the request to the management cluster failed: {0}")]
+    Lost(#[source] tokio::task::JoinError),
+    #[error("no answer from the management cluster within {}s", CALL.as_secs())]
+    TimedOut,
+    #[error("kept conflicting with other replicas' writes")]
+    Conflicting,
+}
+
+impl RevokeError {
+    fn kube(namespace: String, source: kube::Error) -> RevokeError {
+        RevokeError::Kube { namespace, message: Failure::of(&source).message, source: Box::new(source) }
+    }
+}
+
 pub const CONFIGMAP: &str = "strata-sessions";
 pub const FILE: &str = "sessions.json";
 
@@ -144,7 +176,7 @@ impl Revocations {
 
     /// The generations of `keys` as the replicas share them: read again when the copy here is
     /// older than [`TTL`] (or at all, with `fresh`).
-    pub async fn generations(&self, keys: &[String], fresh: bool) -> Result<Vec<u64>, String> {
+    pub async fn generations(&self, keys: &[String], fresh: bool) -> Result<Vec<u64>, RevokeError> {
         let Backend::Kube(mgmt) = &self.backend else { return Ok(self.lookup(keys)) };
         let due = |age: Option<Duration>| age.is_none_or(|a| fresh || a >= TTL);
         if !due(self.age()) {
@@ -170,7 +202,7 @@ impl Revocations {
     }
 
     /// Raises the generation of each of `keys`: their sessions end on every replica.
-    pub async fn raise(&self, keys: &[String]) -> Result<(), String> {
+    pub async fn raise(&self, keys: &[String]) -> Result<(), RevokeError> {
         let record = match &self.backend {
             Backend::File(path) => {
                 let record = raised(self.cached.lock().expect("revocations lock").record.clone(), keys, self.keep);
@@ -186,7 +218,7 @@ impl Revocations {
                     match write(mgmt, object, &record).await {
                         Ok(()) => break record,
                         Err(Conflict::Again) if attempt < 5 => continue,
-                        Err(Conflict::Again) => return Err("kept conflicting with other replicas' writes".into()),
+                        Err(Conflict::Again) => return Err(RevokeError::Conflicting),
                         Err(Conflict::Failed(e)) => return Err(e),
                     }
                 }
@@ -197,42 +229,42 @@ impl Revocations {
     }
 }
 
-fn write_file(path: &std::path::Path, record: &Record) -> Result<(), String> {
+fn write_file(path: &std::path::Path, record: &Record) -> Result<(), RevokeError> {
     use std::io::Write as _;
-    let shown = path.display();
+    let failed = |source| RevokeError::File { path: path.to_path_buf(), source };
     let dir = path.parent().unwrap_or(std::path::Path::new("."));
-    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(|e| format!("{shown}: {e}"))?;
+    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(failed)?;
     let text = serde_json::to_vec_pretty(&unparse(record)).expect("serialises");
-    file.write_all(&text).and_then(|_| file.as_file().sync_all()).map_err(|e| format!("{shown}: {e}"))?;
-    file.persist(path).map_err(|e| format!("{shown}: {}", e.error))?;
+    file.write_all(&text).and_then(|_| file.as_file().sync_all()).map_err(failed)?;
+    file.persist(path).map_err(|e| failed(e.error))?;
     Ok(())
 }
 
 enum Conflict {
     Again,
-    Failed(String),
+    Failed(RevokeError),
 }
 
 /// Runs `work` on the management thread, at most [`CALL`].
 async fn on_mgmt<T: Send + 'static>(
     mgmt: &Management,
-    work: impl std::future::Future<Output = Result<T, String>> + Send + 'static,
-) -> Result<T, String> {
+    work: impl std::future::Future<Output = Result<T, RevokeError>> + Send + 'static,
+) -> Result<T, RevokeError> {
     match tokio::time::timeout(CALL, mgmt.spawn(work)).await {
         Ok(Ok(result)) => result,
-        Ok(Err(e)) => Err(format!("the request to the management cluster failed: {e}")),
-        Err(_) => Err(format!("no answer from the management cluster within {}s", CALL.as_secs())),
+        Ok(Err(e)) => Err(RevokeError::Lost(e)),
+        Err(_) => Err(RevokeError::TimedOut),
     }
 }
 
-async fn read(mgmt: &Management) -> Result<(Record, Option<ConfigMap>), String> {
+async fn read(mgmt: &Management) -> Result<(Record, Option<ConfigMap>), RevokeError> {
     let configmaps: Api<ConfigMap> = mgmt.api();
     let namespace = mgmt.namespace.clone();
     on_mgmt(mgmt, async move {
         match configmaps.get_opt(CONFIGMAP).await {
             Ok(Some(object)) => Ok((object.data.as_ref().map(parse).unwrap_or_default(), Some(object))),
             Ok(None) => Ok((Record::new(), None)),
-            Err(e) => Err(format!("ConfigMap {namespace}/{CONFIGMAP}: {}", Failure::of(&e).message)),
+            Err(e) => Err(RevokeError::kube(namespace, e)),
         }
     })
     .await
@@ -267,7 +299,7 @@ async fn write(mgmt: &Management, old: Option<ConfigMap>, record: &Record) -> Re
         match result {
             Ok(_) => Ok(Ok(())),
             Err(e) if Failure::is(&e, 409) => Ok(Err(())),
-            Err(e) => Err(format!("ConfigMap {namespace}/{CONFIGMAP}: {}", Failure::of(&e).message)),
+            Err(e) => Err(RevokeError::kube(namespace, e)),
         }
     };
     match on_mgmt(mgmt, work).await {

@@ -20,7 +20,7 @@
 //! chance of a repeat stays negligible far beyond the number of sign-ins a daemon sees.
 
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -196,34 +196,62 @@ pub fn clean_groups(groups: impl IntoIterator<Item = String>) -> Vec<String> {
     out
 }
 
+/// Why the session key file cannot be used: the file, what to do, and the file system's error
+/// as the source where there is one.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is readable by others (mode {mode:o}); chmod 600 it", path.display())]
+    Readable { path: PathBuf, mode: u32 },
+    #[error("{} holds {size} bytes, not 32; delete it and strata makes a new one", path.display())]
+    Size { path: PathBuf, size: usize },
+}
+
+/// Why a session cannot be opened or ended.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("the session key cannot be had (the daemon's log says why)")]
+    NoKey,
+    #[error(transparent)]
+    Revocations(#[from] super::revoke::RevokeError),
+    #[error("the session would not fit in a cookie ({0} bytes): fewer or shorter groups")]
+    TooLarge(usize),
+}
+
 /// The shared secret in `path` (32 bytes, mode 0600), made by the first process that finds none.
-pub fn key_file(path: &Path) -> Result<[u8; 32], String> {
+pub fn key_file(path: &Path) -> Result<[u8; 32], KeyFileError> {
     use std::os::unix::fs::PermissionsExt as _;
-    let shown = path.display();
+    fn io(at: &Path) -> impl FnOnce(std::io::Error) -> KeyFileError + '_ {
+        move |source| KeyFileError::Io { path: at.to_path_buf(), source }
+    }
     match std::fs::read(path) {
         Ok(bytes) => {
-            let mode = std::fs::metadata(path).map_err(|e| format!("{shown}: {e}"))?.permissions().mode() & 0o777;
+            let mode = std::fs::metadata(path).map_err(io(path))?.permissions().mode() & 0o777;
             if mode & 0o077 != 0 {
-                return Err(format!("{shown} is readable by others (mode {mode:o}); chmod 600 it"));
+                return Err(KeyFileError::Readable { path: path.to_path_buf(), mode });
             }
-            <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
-                format!("{shown} holds {} bytes, not 32; delete it and strata makes a new one", bytes.len())
-            })
+            <[u8; 32]>::try_from(bytes.as_slice())
+                .map_err(|_| KeyFileError::Size { path: path.to_path_buf(), size: bytes.len() })
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key: [u8; 32] = random();
             let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
             // NamedTempFile creates its file 0600.
-            let mut file = tempfile::NamedTempFile::new_in(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            file.write_all(&key).and_then(|_| file.as_file().sync_all()).map_err(|e| format!("{shown}: {e}"))?;
+            let mut file = tempfile::NamedTempFile::new_in(dir).map_err(io(dir))?;
+            file.write_all(&key).and_then(|_| file.as_file().sync_all()).map_err(io(path))?;
             match file.persist_noclobber(path) {
                 Ok(_) => Ok(key),
                 Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => key_file(path),
-                Err(e) => Err(format!("{shown}: {}", e.error)),
+                Err(e) => Err(io(path)(e.error)),
             }
         }
-        Err(e) => Err(format!("{shown}: {e}")),
+        Err(e) => Err(io(path)(e)),
     }
 }
 
@@ -284,6 +312,6 @@ mod tests {
         assert_eq!(key_file(&path).unwrap(), key);
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(key_file(&path).unwrap_err().contains("readable by others"));
+        assert!(key_file(&path).unwrap_err().to_string().contains("readable by others"));
     }
 }
