@@ -96,7 +96,7 @@ fn network(config: &strata::config::Config) -> Result<strata::net::Network, Fail
 }
 
 /// How one cluster's apply ended, for the summary line.
-fn outcome(result: &Result<ChangeSet, String>) -> &'static str {
+fn outcome(result: &Result<ChangeSet, ReconcileError>) -> &'static str {
     match result {
         Err(_) => "failed",
         Ok(cs) if cs.failed() => "failed",
@@ -137,12 +137,12 @@ pub async fn apply(cli: &Cli, sel: &Select, dry_run: bool, allow_empty: bool, ou
     let bar = progress(selected.len());
     let failures = std::cell::Cell::new(0usize);
     // Clusters in parallel under a bound; one cluster's failure never stops the others.
-    let results: Vec<(&Selected, Result<ChangeSet, String>)> = stream::iter(selected.iter().map(|s| {
+    let results: Vec<(&Selected, Result<ChangeSet, ReconcileError>)> = stream::iter(selected.iter().map(|s| {
         let options = options.clone();
         async move {
             let result = match target::connect(&s.target, network).await {
-                Ok(t) => apply::reconcile(&t, &s.set, revision, &options).await.map_err(|e| e.to_string()),
-                Err(e) => Err(ReconcileError::Target(e).to_string()),
+                Ok(t) => apply::reconcile(&t, &s.set, revision, &options).await,
+                Err(e) => Err(ReconcileError::Target(e)),
             };
             (s, result)
         }
@@ -169,7 +169,8 @@ pub async fn apply(cli: &Cli, sel: &Select, dry_run: bool, allow_empty: bool, ou
         .iter()
         .map(|(s, r)| match r {
             Ok(cs) => serde_json::json!({"cluster": s.cluster.name, "result": cs}),
-            Err(e) => serde_json::json!({"cluster": s.cluster.name, "error": e}),
+            // The JSON says what the text says: the error's message.
+            Err(e) => serde_json::json!({"cluster": s.cluster.name, "error": e.to_string()}),
         })
         .collect();
     // `-o name`: the clusters applied without a failure; failures go to stderr.

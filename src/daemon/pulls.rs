@@ -8,8 +8,26 @@ use tracing::{info, warn};
 use super::Shared;
 use super::evaluate::first_problem;
 use super::git::RepoSource;
+use crate::diag::Diagnostics;
 use crate::plan;
 use crate::render::tools::SystemTools;
+
+/// Why a pull request's plan could not be made: said as its commit status.
+#[derive(Debug, thiserror::Error)]
+enum PlanError {
+    #[error(transparent)]
+    Repository(#[from] super::git::GitError),
+    #[error(transparent)]
+    Source(#[from] crate::source::SourceError),
+    /// The head's repository does not load: its first problem is said.
+    #[error("does not load: {}", first_problem(.0))]
+    Load(Diagnostics),
+    /// The base's repository does not load.
+    #[error("{0}")]
+    Base(Diagnostics),
+    #[error("does not render: {}", first_problem(.0))]
+    Render(Diagnostics),
+}
 
 /// Posts a plan for every pull-request head that changed since it was last planned. Heads seen on
 /// the first fetch are taken as a baseline, so old (possibly closed) pull requests are left alone.
@@ -39,17 +57,15 @@ pub async fn plan_pull_requests(shared: &Arc<Shared>, source: &Arc<Mutex<RepoSou
             // The comment fits the forge's limit; it says where the rest of the plan is.
             let fit = crate::report::plan_fit(shared.config.status.as_ref(), Some(&base), &head);
             let verify = shared.config.repository.as_ref().and_then(|r| r.verify.clone());
-            tokio::task::spawn_blocking(move || -> Result<(String, String), String> {
+            tokio::task::spawn_blocking(move || -> Result<(String, String), PlanError> {
                 // SOPS files stay encrypted: the pull request's author could route a decrypted
                 // value into an object the plan shows unredacted (a ConfigMap).
-                let git = source.lock().unwrap_or_else(|p| p.into_inner()).git_source().map_err(|e| e.to_string())?;
+                let git = source.lock().unwrap_or_else(|p| p.into_inner()).git_source()?;
                 let git = git.with_keys(Arc::new(crate::source::sops::Keys::opaque()));
-                let (b, h) =
-                    (git.snapshot(&base).map_err(|e| e.to_string())?, git.snapshot(&head).map_err(|e| e.to_string())?);
-                let hm =
-                    crate::repo::load(h.tree.as_ref()).map_err(|d| format!("does not load: {}", first_problem(&d)))?;
-                let changes = git.changes(&b, &h).map_err(|e| e.to_string())?;
-                let bm = crate::repo::load_reusing(b.tree.as_ref(), &hm, &changes).map_err(|d| d.to_string())?;
+                let (b, h) = (git.snapshot(&base)?, git.snapshot(&head)?);
+                let hm = crate::repo::load(h.tree.as_ref()).map_err(PlanError::Load)?;
+                let changes = git.changes(&b, &h)?;
+                let bm = crate::repo::load_reusing(b.tree.as_ref(), &hm, &changes).map_err(PlanError::Base)?;
                 let tools = SystemTools::default();
                 let plan = plan::plan(
                     Some(plan::Side { revision: Some(&base), tree: b.tree.as_ref(), model: &bm }),
@@ -58,7 +74,7 @@ pub async fn plan_pull_requests(shared: &Arc<Shared>, source: &Arc<Mutex<RepoSou
                     &tools,
                     &settings,
                 )
-                .map_err(|d| format!("does not render: {}", first_problem(&d)))?;
+                .map_err(PlanError::Render)?;
                 // The plan runs whoever signed; it says when the daemon would not evaluate the head.
                 let unsigned = verify.and_then(|v| {
                     let v = crate::config::Verify { mode: crate::config::VerifyMode::Head, ..v };
@@ -89,7 +105,7 @@ pub async fn plan_pull_requests(shared: &Arc<Shared>, source: &Arc<Mutex<RepoSou
         let crate::config::StatusSink::Forge { forge, token_file } = &status_config.sink else { return };
         let (state, description, comment) = match planned {
             Ok(Ok((summary, markdown))) => (crate::report::State::Success, summary, Some(markdown)),
-            Ok(Err(problem)) => (crate::report::State::Error, problem, None),
+            Ok(Err(problem)) => (crate::report::State::Error, problem.to_string(), None),
             Err(e) => (crate::report::State::Error, e.to_string(), None),
         };
         let status = crate::report::Status::new(

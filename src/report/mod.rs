@@ -199,6 +199,41 @@ fn gitlab_project(repo: &str) -> String {
     repo.replace('%', "%25").replace('/', "%2F")
 }
 
+/// Why the next page of a forge's comment listing cannot be followed: the link, the setting,
+/// and the URL parser's error as the source.
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    #[error("{url}: {source}")]
+    Url {
+        url: String,
+        #[source]
+        source: url::ParseError,
+    },
+    #[error("the next page's link `{link}` is not a URL: {source}")]
+    Link {
+        link: String,
+        #[source]
+        source: url::ParseError,
+    },
+    #[error("status.api `{api}`: {source}")]
+    Api {
+        api: String,
+        #[source]
+        source: url::ParseError,
+    },
+    #[error("x-next-page `{page}` is not a page number")]
+    NextPage {
+        page: String,
+        #[source]
+        source: std::num::ParseIntError,
+    },
+    /// A next page anywhere but on the API's own origin: the token would be sent along.
+    #[error(
+        "the forge's next page of comments is on {next}, not on {api} (status.api); not following it with the token"
+    )]
+    Elsewhere { next: String, api: String },
+}
+
 impl Forge {
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.api.trim_end_matches('/'))
@@ -322,20 +357,20 @@ impl Forge {
         request: &Request,
         headers: &::http::HeaderMap,
         body: &Value,
-    ) -> Result<Option<Request>, String> {
+    ) -> Result<Option<Request>, PageError> {
         if self.provider != Provider::Bitbucket {
             return self.next_page(request, headers);
         }
         let Some(next) = body["next"].as_str().filter(|n| !n.is_empty()) else { return Ok(None) };
-        let current = url::Url::parse(&request.url).map_err(|e| format!("{}: {e}", request.url))?;
-        let next = current.join(next).map_err(|e| format!("the next page's link `{next}` is not a URL: {e}"))?;
-        let api = url::Url::parse(&self.url("/")).map_err(|e| format!("status.api `{}`: {e}", self.api))?;
+        let current =
+            url::Url::parse(&request.url).map_err(|source| PageError::Url { url: request.url.clone(), source })?;
+        let next = current.join(next).map_err(|source| PageError::Link { link: next.to_string(), source })?;
+        let api = url::Url::parse(&self.url("/")).map_err(|source| PageError::Api { api: self.api.clone(), source })?;
         if next.origin() != api.origin() {
-            return Err(format!(
-                "the forge's next page of comments is on {}, not on {} (status.api); not following it with the token",
-                next.origin().ascii_serialization(),
-                api.origin().ascii_serialization()
-            ));
+            return Err(PageError::Elsewhere {
+                next: next.origin().ascii_serialization(),
+                api: api.origin().ascii_serialization(),
+            });
         }
         Ok(Some(Request { url: next.to_string(), ..request.clone() }))
     }
@@ -344,16 +379,15 @@ impl Forge {
     /// rel="next"` (GitHub, Gitea, GitLab), else GitLab's `x-next-page`. `Ok(None)` on the last
     /// page. A next page anywhere but on the API's own scheme, host and port is refused: the
     /// token would be sent along.
-    pub fn next_page(&self, request: &Request, headers: &::http::HeaderMap) -> Result<Option<Request>, String> {
-        let current = url::Url::parse(&request.url).map_err(|e| format!("{}: {e}", request.url))?;
+    pub fn next_page(&self, request: &Request, headers: &::http::HeaderMap) -> Result<Option<Request>, PageError> {
+        let current =
+            url::Url::parse(&request.url).map_err(|source| PageError::Url { url: request.url.clone(), source })?;
         let linked = headers
             .get_all("link")
             .iter()
             .filter_map(|v| v.to_str().ok())
             .find_map(link_next)
-            .map(|target| {
-                current.join(target).map_err(|e| format!("the next page's link `{target}` is not a URL: {e}"))
-            })
+            .map(|target| current.join(target).map_err(|source| PageError::Link { link: target.to_string(), source }))
             .transpose()?;
         let next = match linked {
             Some(next) => next,
@@ -362,7 +396,8 @@ impl Forge {
                 if page.is_empty() {
                     return Ok(None);
                 }
-                let page: u64 = page.parse().map_err(|_| format!("x-next-page `{page}` is not a page number"))?;
+                let page: u64 =
+                    page.parse().map_err(|source| PageError::NextPage { page: page.to_string(), source })?;
                 let mut next = current.clone();
                 let kept: Vec<(String, String)> =
                     current.query_pairs().filter(|(k, _)| k != "page").map(|(k, v)| (k.into(), v.into())).collect();
@@ -370,13 +405,12 @@ impl Forge {
                 next
             }
         };
-        let api = url::Url::parse(&self.url("/")).map_err(|e| format!("status.api `{}`: {e}", self.api))?;
+        let api = url::Url::parse(&self.url("/")).map_err(|source| PageError::Api { api: self.api.clone(), source })?;
         if next.origin() != api.origin() {
-            return Err(format!(
-                "the forge's next page of comments is on {}, not on {} (status.api); not following it with the token",
-                next.origin().ascii_serialization(),
-                api.origin().ascii_serialization()
-            ));
+            return Err(PageError::Elsewhere {
+                next: next.origin().ascii_serialization(),
+                api: api.origin().ascii_serialization(),
+            });
         }
         Ok(Some(Request { url: next.to_string(), ..request.clone() }))
     }
@@ -558,7 +592,11 @@ mod tests {
         );
         assert_eq!(gitlab.next_page(&third, &headers(&[("x-next-page", "")])).unwrap(), None);
         assert!(
-            gitlab.next_page(&third, &headers(&[("x-next-page", "two")])).unwrap_err().contains("x-next-page `two`")
+            gitlab
+                .next_page(&third, &headers(&[("x-next-page", "two")]))
+                .unwrap_err()
+                .to_string()
+                .contains("x-next-page `two`")
         );
     }
 
@@ -572,7 +610,7 @@ mod tests {
             "<https://github.example.com:8443/api/v3/repos/p/f/issues/7/comments?page=2>; rel=\"next\"",
             "<//evil.example.com/x>; rel=\"next\"",
         ] {
-            let e = github.next_page(&first, &headers(&[("link", elsewhere)])).unwrap_err();
+            let e = github.next_page(&first, &headers(&[("link", elsewhere)])).unwrap_err().to_string();
             assert!(e.contains("not following it with the token"), "{elsewhere}: {e}");
         }
         let enterprise = "<https://github.example.com/api/v3/repositories/9/issues/7/comments?page=2>; rel=\"next\"";
@@ -609,7 +647,12 @@ mod tests {
         assert!(next.url.ends_with("page=2"), "{}", next.url);
         assert_eq!(f.next_page_of(&next, &::http::HeaderMap::new(), &json!({"values": []})).unwrap(), None);
         let elsewhere = json!({"values": [], "next": "https://evil.example.com/2.0/x"});
-        assert!(f.next_page_of(&list, &::http::HeaderMap::new(), &elsewhere).unwrap_err().contains("not following it"));
+        assert!(
+            f.next_page_of(&list, &::http::HeaderMap::new(), &elsewhere)
+                .unwrap_err()
+                .to_string()
+                .contains("not following it")
+        );
     }
 
     #[test]
@@ -700,7 +743,10 @@ pub async fn post_plan(
         if let Some(id) = forge.find_comment(&response.body, marker) {
             break Some(id);
         }
-        match forge.next_page_of(&page, &response.headers, &response.body).map_err(http::Failure::Refused)? {
+        match forge
+            .next_page_of(&page, &response.headers, &response.body)
+            .map_err(|e| http::Failure::Refused(e.to_string()))?
+        {
             None => break None,
             Some(_) if pages == MAX_COMMENT_PAGES => {
                 return Err(http::Failure::Refused(format!(

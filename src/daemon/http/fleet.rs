@@ -243,10 +243,29 @@ pub struct Query {
     pub page: usize,
 }
 
+/// A value of the list's query the page cannot use, said with the values it takes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    #[error(
+        "state={0:?} is not a state the list filters on; use one of: {states}",
+        states = StateFilter::all().collect::<Vec<_>>().join(", ")
+    )]
+    State(String),
+    #[error("health={0:?} is not a health state; use one of: {states}", states = HEALTH_STATES.join(", "))]
+    Health(String),
+    #[error(
+        "sort={0:?} is not an order of the list; use one of: {sorts} (or none: by name)",
+        sorts = Sort::choices().map(|(w, _)| w).filter(|w| !w.is_empty()).collect::<Vec<&str>>().join(", ")
+    )]
+    Sort(String),
+    #[error("page={0:?} is not a page number (1, 2, …)")]
+    Page(String),
+}
+
 impl Query {
     /// The query of `/?…` or `/fragment/clusters?…`. Unknown parameters are ignored (links
     /// carry others); a value the page cannot use is an error that says which values it takes.
-    pub fn parse(query: Option<&str>) -> Result<Query, String> {
+    pub fn parse(query: Option<&str>) -> Result<Query, QueryError> {
         let mut q = Query { page: 1, ..Query::default() };
         for (key, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
             let value = value.trim();
@@ -259,35 +278,26 @@ impl Query {
                 "version" => q.version = value.to_string(),
                 "state" if value.is_empty() => q.state = None,
                 "state" => {
-                    q.state = Some(StateFilter::parse(value).ok_or_else(|| {
-                        format!(
-                            "state={value:?} is not a state the list filters on; use one of: {}",
-                            StateFilter::all().collect::<Vec<_>>().join(", ")
-                        )
-                    })?)
+                    q.state = Some(StateFilter::parse(value).ok_or_else(|| QueryError::State(value.to_string()))?)
                 }
                 "health" if value.is_empty() => q.health = None,
                 "health" => {
-                    q.health = Some(HEALTH_STATES.iter().copied().find(|h| *h == value).ok_or_else(|| {
-                        format!("health={value:?} is not a health state; use one of: {}", HEALTH_STATES.join(", "))
-                    })?)
+                    q.health = Some(
+                        HEALTH_STATES
+                            .iter()
+                            .copied()
+                            .find(|h| *h == value)
+                            .ok_or_else(|| QueryError::Health(value.to_string()))?,
+                    )
                 }
-                "sort" => {
-                    q.sort = Sort::parse(value).ok_or_else(|| {
-                        let sorts: Vec<&str> = Sort::choices().map(|(w, _)| w).filter(|w| !w.is_empty()).collect();
-                        format!(
-                            "sort={value:?} is not an order of the list; use one of: {} (or none: by name)",
-                            sorts.join(", ")
-                        )
-                    })?
-                }
+                "sort" => q.sort = Sort::parse(value).ok_or_else(|| QueryError::Sort(value.to_string()))?,
                 "page" if value.is_empty() => {}
                 "page" => {
                     q.page = value
                         .parse::<usize>()
                         .ok()
                         .filter(|p| *p >= 1)
-                        .ok_or_else(|| format!("page={value:?} is not a page number (1, 2, …)"))?
+                        .ok_or_else(|| QueryError::Page(value.to_string()))?
                 }
                 _ => {}
             }
@@ -794,10 +804,10 @@ mod tests {
 
     #[test]
     fn a_value_the_list_cannot_use_says_which_ones_it_takes() {
-        let e = Query::parse(Some("state=broken")).unwrap_err();
+        let e = Query::parse(Some("state=broken")).unwrap_err().to_string();
         assert!(e.contains("state=\"broken\"") && e.contains("failed") && e.contains("awaiting-approval"), "{e}");
-        assert!(Query::parse(Some("sort=size")).unwrap_err().contains("drift"));
-        assert!(Query::parse(Some("page=0")).unwrap_err().contains("page number"));
+        assert!(Query::parse(Some("sort=size")).unwrap_err().to_string().contains("drift"));
+        assert!(Query::parse(Some("page=0")).unwrap_err().to_string().contains("page number"));
         // Parameters of other pages are no error.
         assert_eq!(q("utm=x"), q(""));
     }
