@@ -30,7 +30,7 @@
 use crate::backoff::{Backoff, Jitter};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::future::Future;
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -427,7 +427,8 @@ struct Inner {
     states: Api<DynamicObject>,
     configmaps: Api<ConfigMap>,
     cache: RwLock<Cache>,
-    synced: (Mutex<bool>, Condvar),
+    /// Both first lists are in (as `Cache::synced` says): reads may be served.
+    synced: tokio::sync::watch::Sender<bool>,
     failures: Failures,
     scope: Scope,
     listener: Mutex<Option<IntentListener>>,
@@ -576,8 +577,7 @@ impl Inner {
             cache.synced.0 && cache.synced.1
         };
         if done {
-            *self.synced.0.lock().unwrap_or_else(|p| p.into_inner()) = true;
-            self.synced.1.notify_all();
+            self.synced.send_replace(true);
         }
     }
 
@@ -967,13 +967,13 @@ impl Inner {
 impl KubeStore {
     /// Starts watching the state in `mgmt`'s namespace and waits (at most 30 s) for the first
     /// lists; until they are in, reads fail (`unsynced`) and the daemon decides nothing.
-    pub fn open(mgmt: Arc<Management>, scope: Scope) -> KubeStore {
+    pub async fn open(mgmt: Arc<Management>, scope: Scope) -> KubeStore {
         let inner = Arc::new(Inner {
             states: Api::namespaced_with(mgmt.client.clone(), &mgmt.namespace, &resource()),
             configmaps: mgmt.api(),
             mgmt: mgmt.clone(),
             cache: RwLock::new(Cache::default()),
-            synced: (Mutex::new(false), Condvar::new()),
+            synced: tokio::sync::watch::Sender::new(false),
             failures: Failures::default(),
             scope,
             listener: Mutex::new(None),
@@ -981,17 +981,16 @@ impl KubeStore {
         mgmt.spawn(inner.clone().watch_states());
         mgmt.spawn(inner.clone().watch_global());
         let store = KubeStore { inner };
-        if let Err(e) = store.wait_synced(Duration::from_secs(30)) {
+        if let Err(e) = store.wait_synced(Duration::from_secs(30)).await {
             store.inner.failures.note(&Err::<(), _>(e), false);
         }
         store
     }
 
-    fn wait_synced(&self, limit: Duration) -> Result<()> {
-        let (lock, ready) = &self.inner.synced;
-        let guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-        let (synced, _) = ready.wait_timeout_while(guard, limit, |synced| !*synced).unwrap_or_else(|p| p.into_inner());
-        if *synced {
+    /// Waits (at most `limit`, without blocking the thread) for the first lists.
+    async fn wait_synced(&self, limit: Duration) -> Result<()> {
+        let mut synced = self.inner.synced.subscribe();
+        if let Ok(Ok(_)) = tokio::time::timeout(limit, synced.wait_for(|synced| *synced)).await {
             return Ok(());
         }
         Err(store_error(
@@ -1002,84 +1001,91 @@ impl KubeStore {
     }
 
     /// Reads from the cache, once it holds the first lists.
-    fn read<T>(&self, f: impl FnOnce(&Cache) -> T) -> Result<T> {
+    async fn read<T>(&self, f: impl FnOnce(&Cache) -> T) -> Result<T> {
         let result =
-            self.wait_synced(SYNC_WAIT).map(|()| f(&self.inner.cache.read().unwrap_or_else(|p| p.into_inner())));
+            self.wait_synced(SYNC_WAIT).await.map(|()| f(&self.inner.cache.read().unwrap_or_else(|p| p.into_inner())));
         if result.is_err() {
             self.inner.failures.note(&result, false);
         }
         result
     }
 
-    fn doc<T>(&self, name: &str, f: impl FnOnce(Option<&Doc>) -> T) -> Result<T> {
-        self.read(|cache| f(cache.docs.get(name)))
+    async fn doc<T>(&self, name: &str, f: impl FnOnce(Option<&Doc>) -> T) -> Result<T> {
+        self.read(|cache| f(cache.docs.get(name))).await
     }
 
-    fn global<T>(&self, f: impl FnOnce(&Global) -> T) -> Result<T> {
-        self.read(|cache| f(&cache.global.1))
+    async fn global<T>(&self, f: impl FnOnce(&Global) -> T) -> Result<T> {
+        self.read(|cache| f(&cache.global.1)).await
     }
 
-    fn call<R: Send + 'static>(
+    /// Runs `work` on the management thread once the cache is synced, and waits for it (at most
+    /// [`CALL_TIMEOUT`]) without blocking this thread.
+    async fn call<R: Send + 'static>(
         &self,
         object: String,
         work: impl Future<Output = Result<R>> + Send + 'static,
     ) -> Result<R> {
-        let result = self.wait_synced(SYNC_WAIT).and_then(|()| {
-            self.inner.mgmt.call(CALL_TIMEOUT, work).unwrap_or_else(|| {
+        let result = match self.wait_synced(SYNC_WAIT).await {
+            Ok(()) => self.inner.mgmt.run(CALL_TIMEOUT, work).await.unwrap_or_else(|| {
                 Err(store_error(&object, "unreachable", format!("no answer within {}s", CALL_TIMEOUT.as_secs())))
-            })
-        });
+            }),
+            Err(e) => Err(e),
+        };
         self.inner.failures.note(&result, true);
         result
     }
 
-    fn update<R: Send + 'static>(
+    async fn update<R: Send + 'static>(
         &self,
         name: &str,
         part: Part,
         change: impl FnMut(&mut Spec, &mut StatusDoc) -> R + Send + 'static,
     ) -> Result<R> {
         let (inner, owned) = (self.inner.clone(), name.to_string());
-        self.call(self.inner.object(name), async move { inner.write_doc(&owned, part, change).await })
+        self.call(self.inner.object(name), async move { inner.write_doc(&owned, part, change).await }).await
     }
 
-    fn update_status<R: Send + 'static>(
+    async fn update_status<R: Send + 'static>(
         &self,
         name: &str,
         mut change: impl FnMut(&mut StatusDoc) -> R + Send + 'static,
     ) -> Result<R> {
-        self.update(name, Part::Status, move |_, status| change(status))
+        self.update(name, Part::Status, move |_, status| change(status)).await
     }
 
-    fn update_spec<R: Send + 'static>(
+    async fn update_spec<R: Send + 'static>(
         &self,
         name: &str,
         mut change: impl FnMut(&mut Spec) -> R + Send + 'static,
     ) -> Result<R> {
-        self.update(name, Part::Spec, move |spec, _| change(spec))
+        self.update(name, Part::Spec, move |spec, _| change(spec)).await
     }
 
-    fn update_global<R: Send + 'static>(&self, change: impl FnMut(&mut Global) -> R + Send + 'static) -> Result<R> {
+    async fn update_global<R: Send + 'static>(
+        &self,
+        change: impl FnMut(&mut Global) -> R + Send + 'static,
+    ) -> Result<R> {
         let inner = self.inner.clone();
         self.call(format!("ConfigMap {}/{GLOBAL}", self.inner.mgmt.namespace), async move {
             inner.write_global(change).await
         })
+        .await
     }
 
     /// Changes the outbox a status belongs to: its cluster's, or the fleet-wide one.
-    fn update_outbox<R: Send + 'static>(
+    async fn update_outbox<R: Send + 'static>(
         &self,
         context: &str,
         mut change: impl FnMut(&mut Outbox) -> R + Send + 'static,
     ) -> Result<R> {
         match cluster_of(context) {
-            Some(cluster) => self.update_status(cluster, move |status| change(&mut status.outbox)),
-            None => self.update_global(move |global| change(&mut global.outbox)),
+            Some(cluster) => self.update_status(cluster, move |status| change(&mut status.outbox)).await,
+            None => self.update_global(move |global| change(&mut global.outbox)).await,
         }
     }
 
     /// The outboxes this process delivers from.
-    fn in_scope<T>(&self, f: impl Fn(&Outbox) -> Vec<T>) -> Result<Vec<T>> {
+    async fn in_scope<T>(&self, f: impl Fn(&Outbox) -> Vec<T>) -> Result<Vec<T>> {
         let scope = self.inner.scope.clone();
         self.read(|cache| {
             let mut all: Vec<T> = Vec::new();
@@ -1093,6 +1099,7 @@ impl KubeStore {
             }
             all
         })
+        .await
     }
 }
 
@@ -1137,7 +1144,7 @@ impl Store for KubeStore {
         self.inner.failures.counter()
     }
 
-    fn probe(&self) -> Result<()> {
+    async fn probe(&self) -> Result<()> {
         // Reads the object back from the server: a write that changes nothing sends nothing.
         let inner = self.inner.clone();
         self.call(format!("ConfigMap {}/{GLOBAL}", self.inner.mgmt.namespace), async move {
@@ -1148,30 +1155,32 @@ impl Store for KubeStore {
                 .map(|_| ())
                 .map_err(|e| api_error(&format!("ConfigMap {GLOBAL}"), &e))
         })
+        .await
     }
 
     fn on_intent(&self, listener: IntentListener) {
         *self.inner.listener.lock().unwrap_or_else(|p| p.into_inner()) = Some(listener);
     }
 
-    fn meta(&self, key: &str) -> Result<Option<String>> {
-        self.global(|g| g.meta.get(key).cloned())
+    async fn meta(&self, key: &str) -> Result<Option<String>> {
+        self.global(|g| g.meta.get(key).cloned()).await
     }
 
-    fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+    async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
         let (key, value) = (key.to_string(), value.to_string());
         self.update_global(move |g| {
             g.meta.insert(key.clone(), value.clone());
         })
+        .await
     }
 
-    fn revision(&self) -> Result<Option<RevisionState>> {
-        self.global(|g| g.revision.clone())
+    async fn revision(&self) -> Result<Option<RevisionState>> {
+        self.global(|g| g.revision.clone()).await
     }
 
     /// Every replica evaluates the same heads: the first to record one writes it, the others
     /// find it there and write nothing (`at` is when it was first evaluated).
-    fn set_revision(&self, head: &str, verdict: Verdict, message: Option<&str>) -> Result<()> {
+    async fn set_revision(&self, head: &str, verdict: Verdict, message: Option<&str>) -> Result<()> {
         let (head, message) = (head.to_string(), message.map(str::to_string));
         let at = now();
         self.update_global(move |g| {
@@ -1187,17 +1196,18 @@ impl Store for KubeStore {
                     Some(RevisionState { head: head.clone(), verdict, message: message.clone(), at, last_good });
             }
         })
+        .await
     }
 
-    fn cluster(&self, name: &str) -> Result<Option<ClusterState>> {
-        self.doc(name, |d| d.filter(|d| d.known()).map(|d| d.state(name)))
+    async fn cluster(&self, name: &str) -> Result<Option<ClusterState>> {
+        self.doc(name, |d| d.filter(|d| d.known()).map(|d| d.state(name))).await
     }
 
-    fn clusters(&self) -> Result<Vec<ClusterState>> {
-        self.read(|cache| cache.docs.iter().filter(|(_, d)| d.known()).map(|(name, d)| d.state(name)).collect())
+    async fn clusters(&self) -> Result<Vec<ClusterState>> {
+        self.read(|cache| cache.docs.iter().filter(|(_, d)| d.known()).map(|(name, d)| d.state(name)).collect()).await
     }
 
-    fn record_applied(&self, name: &str, applied: &Applied) -> Result<()> {
+    async fn record_applied(&self, name: &str, applied: &Applied<'_>) -> Result<()> {
         let at = now();
         let owned = |s: Option<&str>| s.map(str::to_string);
         let (profile_revision, cluster_revision) = (owned(applied.profile_revision), owned(applied.cluster_revision));
@@ -1221,10 +1231,11 @@ impl Store for KubeStore {
             s.updated_at = Some(at);
             add_history(s, cluster_revision.as_deref(), sync, &summary, at);
         })
+        .await
     }
 
-    fn seed(&self, name: &str, revision: &str, digest: &str, profile: &str, version: &str) -> Result<bool> {
-        let known = self.doc(name, |d| d.is_some_and(Doc::known))?;
+    async fn seed(&self, name: &str, revision: &str, digest: &str, profile: &str, version: &str) -> Result<bool> {
+        let known = self.doc(name, |d| d.is_some_and(Doc::known)).await?;
         let (revision, digest, profile, version) =
             (revision.to_string(), digest.to_string(), profile.to_string(), version.to_string());
         let at = now();
@@ -1244,9 +1255,10 @@ impl Store for KubeStore {
             s.updated_at = Some(at);
             true
         })
+        .await
     }
 
-    fn set_sync(&self, name: &str, sync: Sync, message: Option<&str>, revision: Option<&str>) -> Result<()> {
+    async fn set_sync(&self, name: &str, sync: Sync, message: Option<&str>, revision: Option<&str>) -> Result<()> {
         let (message, revision) = (message.map(str::to_string), revision.map(str::to_string));
         let at = now();
         self.update_status(name, move |s| {
@@ -1261,13 +1273,14 @@ impl Store for KubeStore {
                 add_history(s, revision.as_deref(), sync, message.as_deref().unwrap_or(""), at);
             }
         })
+        .await
     }
 
-    fn set_suspended(&self, name: &str, suspended: bool) -> Result<()> {
-        self.update_spec(name, move |spec| spec.suspended = suspended)
+    async fn set_suspended(&self, name: &str, suspended: bool) -> Result<()> {
+        self.update_spec(name, move |spec| spec.suspended = suspended).await
     }
 
-    fn set_objects(&self, cluster: &str, objects: &[ObjectRow]) -> Result<()> {
+    async fn set_objects(&self, cluster: &str, objects: &[ObjectRow]) -> Result<()> {
         let objects: Vec<ObjectDoc> = objects
             .iter()
             .take(OBJECTS_KEPT)
@@ -1277,31 +1290,33 @@ impl Store for KubeStore {
                 action: action.clone(),
             })
             .collect();
-        self.update_status(cluster, move |s| s.objects = objects.clone())
+        self.update_status(cluster, move |s| s.objects = objects.clone()).await
     }
 
-    fn objects(&self, cluster: &str) -> Result<Vec<ObjectRow>> {
+    async fn objects(&self, cluster: &str) -> Result<Vec<ObjectRow>> {
         self.doc(cluster, |d| {
             d.map(|d| d.status.objects.iter().map(|o| (o.object.clone(), o.layer.clone(), o.action.clone())).collect())
                 .unwrap_or_default()
         })
+        .await
     }
 
-    fn fleet(&self) -> Result<Vec<FleetRow>> {
+    async fn fleet(&self) -> Result<Vec<FleetRow>> {
         self.read(|cache| {
             cache.docs.iter().filter(|(_, d)| d.known()).map(|(name, d)| (d.state(name), d.pending(name))).collect()
         })
+        .await
     }
 
-    fn cluster_row(&self, name: &str) -> Result<Option<FleetRow>> {
-        self.doc(name, |d| d.filter(|d| d.known()).map(|d| (d.state(name), d.pending(name))))
+    async fn cluster_row(&self, name: &str) -> Result<Option<FleetRow>> {
+        self.doc(name, |d| d.filter(|d| d.known()).map(|d| (d.state(name), d.pending(name)))).await
     }
 
-    fn pending(&self, cluster: &str) -> Result<Option<Pending>> {
-        self.doc(cluster, |d| d.and_then(|d| d.pending(cluster)))
+    async fn pending(&self, cluster: &str) -> Result<Option<Pending>> {
+        self.doc(cluster, |d| d.and_then(|d| d.pending(cluster))).await
     }
 
-    fn set_pending(&self, p: &Pending) -> Result<()> {
+    async fn set_pending(&self, p: &Pending) -> Result<()> {
         let p = p.clone();
         self.update_status(&p.cluster.clone(), move |s| {
             let since = match &s.pending {
@@ -1318,20 +1333,21 @@ impl Store for KubeStore {
                 base_digest: p.base_digest.clone(),
             });
         })
+        .await
     }
 
-    fn clear_pending(&self, cluster: &str) -> Result<()> {
-        if self.doc(cluster, |d| d.is_none_or(|d| d.status.pending.is_none()))? {
+    async fn clear_pending(&self, cluster: &str) -> Result<()> {
+        if self.doc(cluster, |d| d.is_none_or(|d| d.status.pending.is_none())).await? {
             return Ok(());
         }
-        self.update_status(cluster, |s| s.pending = None)
+        self.update_status(cluster, |s| s.pending = None).await
     }
 
-    fn pending_count(&self) -> Result<i64> {
-        self.read(|cache| cache.docs.values().filter(|d| d.status.pending.is_some()).count() as i64)
+    async fn pending_count(&self) -> Result<i64> {
+        self.read(|cache| cache.docs.values().filter(|d| d.status.pending.is_some()).count() as i64).await
     }
 
-    fn approve(&self, cluster: &str, revision: &str, by: &Approver) -> Result<Approval> {
+    async fn approve(&self, cluster: &str, revision: &str, by: &Approver) -> Result<Approval> {
         let approval = by.approval(cluster, revision);
         let doc = ApprovalDoc {
             revision: revision.into(),
@@ -1346,15 +1362,16 @@ impl Store for KubeStore {
                 let excess = spec.approvals.len() - APPROVALS_KEPT;
                 spec.approvals.drain(..excess);
             }
-        })?;
+        })
+        .await?;
         Ok(approval)
     }
 
-    fn approval(&self, cluster: &str, revision: &str) -> Result<Option<Approval>> {
-        Ok(self.approvals(cluster)?.into_iter().rev().find(|a| a.revision == revision))
+    async fn approval(&self, cluster: &str, revision: &str) -> Result<Option<Approval>> {
+        Ok(self.approvals(cluster).await?.into_iter().rev().find(|a| a.revision == revision))
     }
 
-    fn approvals(&self, cluster: &str) -> Result<Vec<Approval>> {
+    async fn approvals(&self, cluster: &str) -> Result<Vec<Approval>> {
         self.doc(cluster, |d| {
             d.map(|d| {
                 d.spec
@@ -1372,9 +1389,10 @@ impl Store for KubeStore {
             })
             .unwrap_or_default()
         })
+        .await
     }
 
-    fn set_drift(&self, cluster: &str, findings: &[DriftRow]) -> Result<()> {
+    async fn set_drift(&self, cluster: &str, findings: &[DriftRow]) -> Result<()> {
         let mut rows: Vec<DriftDoc> = findings
             .iter()
             .map(|f| DriftDoc {
@@ -1392,9 +1410,10 @@ impl Store for KubeStore {
             s.drift = rows.clone();
             s.drifted = count;
         })
+        .await
     }
 
-    fn drift(&self, cluster: &str) -> Result<Vec<DriftRow>> {
+    async fn drift(&self, cluster: &str) -> Result<Vec<DriftRow>> {
         self.doc(cluster, |d| {
             d.map(|d| {
                 d.status
@@ -1411,46 +1430,49 @@ impl Store for KubeStore {
             })
             .unwrap_or_default()
         })
+        .await
     }
 
-    fn enqueue(&self, status: &CommitStatus) -> Result<bool> {
+    async fn enqueue(&self, status: &CommitStatus) -> Result<bool> {
         let (status, at, at_ms) = (status.clone(), now(), now_ms());
-        self.update_outbox(&status.context.clone(), move |outbox| outbox.enqueue(&status, at, at_ms))
+        self.update_outbox(&status.context.clone(), move |outbox| outbox.enqueue(&status, at, at_ms)).await
     }
 
-    fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<Queued>> {
-        let mut due: Vec<(i64, Queued)> = self.in_scope(|outbox| {
-            outbox
-                .queued
-                .iter()
-                .zip(outbox.queued())
-                .filter(|(q, _)| q.next_attempt_ms <= now_ms)
-                .map(|(q, queued)| (q.created_at, queued))
-                .collect()
-        })?;
+    async fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<Queued>> {
+        let mut due: Vec<(i64, Queued)> = self
+            .in_scope(|outbox| {
+                outbox
+                    .queued
+                    .iter()
+                    .zip(outbox.queued())
+                    .filter(|(q, _)| q.next_attempt_ms <= now_ms)
+                    .map(|(q, queued)| (q.created_at, queued))
+                    .collect()
+            })
+            .await?;
         due.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.status.context.cmp(&b.1.status.context)));
         Ok(due.into_iter().take(limit).map(|(_, q)| q).collect())
     }
 
-    fn next_due(&self) -> Result<Option<i64>> {
-        Ok(self.in_scope(|outbox| outbox.queued.iter().map(|q| q.next_attempt_ms).collect())?.into_iter().min())
+    async fn next_due(&self) -> Result<Option<i64>> {
+        Ok(self.in_scope(|outbox| outbox.queued.iter().map(|q| q.next_attempt_ms).collect()).await?.into_iter().min())
     }
 
-    fn outbox_len(&self) -> Result<i64> {
-        Ok(self.in_scope(|outbox| vec![outbox.queued.len() as i64])?.iter().sum())
+    async fn outbox_len(&self) -> Result<i64> {
+        Ok(self.in_scope(|outbox| vec![outbox.queued.len() as i64]).await?.iter().sum())
     }
 
-    fn delivered(&self, status: &CommitStatus) -> Result<()> {
+    async fn delivered(&self, status: &CommitStatus) -> Result<()> {
         let (status, at) = (status.clone(), now());
-        self.update_outbox(&status.context.clone(), move |outbox| outbox.delivered(&status, at))
+        self.update_outbox(&status.context.clone(), move |outbox| outbox.delivered(&status, at)).await
     }
 
-    fn retry(&self, status: &CommitStatus, next_ms: i64, error: &str) -> Result<()> {
+    async fn retry(&self, status: &CommitStatus, next_ms: i64, error: &str) -> Result<()> {
         let (status, error) = (status.clone(), error.to_string());
-        self.update_outbox(&status.context.clone(), move |outbox| outbox.retry(&status, next_ms, &error))
+        self.update_outbox(&status.context.clone(), move |outbox| outbox.retry(&status, next_ms, &error)).await
     }
 
-    fn history(&self, cluster: &str, limit: usize) -> Result<Vec<HistoryRow>> {
+    async fn history(&self, cluster: &str, limit: usize) -> Result<Vec<HistoryRow>> {
         self.doc(cluster, |d| {
             d.map(|d| {
                 d.status
@@ -1470,52 +1492,56 @@ impl Store for KubeStore {
             })
             .unwrap_or_default()
         })
+        .await
     }
 
-    fn prune_delivered(&self, now: i64) -> Result<usize> {
+    async fn prune_delivered(&self, now: i64) -> Result<usize> {
         let cutoff = now - DELIVERED_KEPT_SECS;
         let scope = self.inner.scope.clone();
         // Revisions some cluster runs or holds, and the outboxes with something to forget.
-        let (kept, stale, global_stale): (HashSet<String>, BTreeSet<String>, bool) = self.read(|cache| {
-            let kept: HashSet<String> = cache
-                .docs
-                .values()
-                .flat_map(|d| {
-                    [d.status.cluster_revision.clone(), d.status.pending.as_ref().map(|p| p.head_revision.clone())]
-                })
-                .flatten()
-                .collect();
-            let old = |outbox: &Outbox| outbox.delivered.iter().any(|d| d.at < cutoff && !kept.contains(&d.revision));
-            let stale = cache
-                .docs
-                .iter()
-                .filter(|(name, d)| scope(Some(name)) && old(&d.status.outbox))
-                .map(|(name, _)| name.clone())
-                .collect();
-            let global_stale = scope(None) && old(&cache.global.1.outbox);
-            (kept, stale, global_stale)
-        })?;
+        let (kept, stale, global_stale): (HashSet<String>, BTreeSet<String>, bool) = self
+            .read(|cache| {
+                let kept: HashSet<String> = cache
+                    .docs
+                    .values()
+                    .flat_map(|d| {
+                        [d.status.cluster_revision.clone(), d.status.pending.as_ref().map(|p| p.head_revision.clone())]
+                    })
+                    .flatten()
+                    .collect();
+                let old =
+                    |outbox: &Outbox| outbox.delivered.iter().any(|d| d.at < cutoff && !kept.contains(&d.revision));
+                let stale = cache
+                    .docs
+                    .iter()
+                    .filter(|(name, d)| scope(Some(name)) && old(&d.status.outbox))
+                    .map(|(name, _)| name.clone())
+                    .collect();
+                let global_stale = scope(None) && old(&cache.global.1.outbox);
+                (kept, stale, global_stale)
+            })
+            .await?;
         let kept = Arc::new(kept);
         let mut pruned = 0;
         for name in stale {
             let kept = kept.clone();
-            pruned += self.update_status(&name, move |s| s.outbox.prune(cutoff, &kept))?;
+            pruned += self.update_status(&name, move |s| s.outbox.prune(cutoff, &kept)).await?;
         }
         if global_stale {
-            pruned += self.update_global(move |g| g.outbox.prune(cutoff, &kept))?;
+            pruned += self.update_global(move |g| g.outbox.prune(cutoff, &kept)).await?;
         }
         Ok(pruned)
     }
 
-    fn rollouts(&self) -> Result<Vec<Progress>> {
-        self.global(|g| g.rollouts.values().map(StoredRollout::progress).collect())
+    async fn rollouts(&self) -> Result<Vec<Progress>> {
+        self.global(|g| g.rollouts.values().map(StoredRollout::progress).collect()).await
     }
 
-    fn rollout(&self, name: &str) -> Result<Option<Progress>> {
-        self.global(|g| g.rollouts.get(name).map(StoredRollout::progress))
+    async fn rollout(&self, name: &str) -> Result<Option<Progress>> {
+        self.global(|g| g.rollouts.get(name).map(StoredRollout::progress)).await
     }
 
-    fn save_rollout(&self, progress: &Progress) -> Result<bool> {
+    async fn save_rollout(&self, progress: &Progress) -> Result<bool> {
         let (progress, me) = (progress.clone(), self.inner.mgmt.identity.clone());
         // Compared with what the ConfigMap holds when it is written, retried on conflicts: a save
         // based on an older generation is refused whichever replica made the newer one.
@@ -1529,37 +1555,39 @@ impl Store for KubeStore {
             g.rollouts.insert(progress.rollout.clone(), StoredRollout { generation, progress, by });
             true
         })
+        .await
     }
 
-    fn delete_rollout(&self, name: &str) -> Result<()> {
+    async fn delete_rollout(&self, name: &str) -> Result<()> {
         let name = name.to_string();
         self.update_global(move |g| {
             g.rollouts.remove(&name);
         })
+        .await
     }
 
-    fn audit(&self, entry: &AuditEntry) -> Result<()> {
+    async fn audit(&self, entry: &AuditEntry) -> Result<()> {
         let line = serde_json::to_string(entry).expect("an audit entry serialises") + "\n";
         let (inner, day) = (self.inner.clone(), audit_day(entry.at));
         let object = format!("ConfigMaps {}/strata-audit-{day}-*", self.inner.mgmt.namespace);
-        self.call(object, async move { inner.append_audit(line, day).await })
+        self.call(object, async move { inner.append_audit(line, day).await }).await
     }
 
-    fn audit_log(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>> {
+    async fn audit_log(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>> {
         let (inner, query) = (self.inner.clone(), query.clone());
         let object = format!("ConfigMaps {}/strata-audit-*", self.inner.mgmt.namespace);
         let result =
-            self.inner.mgmt.call(CALL_TIMEOUT, async move { inner.read_audit(query).await }).unwrap_or_else(|| {
-                Err(store_error(&object, "unreachable", format!("no answer within {}s", CALL_TIMEOUT.as_secs())))
-            });
+            self.inner.mgmt.run(CALL_TIMEOUT, async move { inner.read_audit(query).await }).await.unwrap_or_else(
+                || Err(store_error(&object, "unreachable", format!("no answer within {}s", CALL_TIMEOUT.as_secs()))),
+            );
         self.inner.failures.note(&result, false);
         result
     }
 
-    fn prune_audit(&self, before_ms: i64, max: u64) -> Result<usize> {
+    async fn prune_audit(&self, before_ms: i64, max: u64) -> Result<usize> {
         let inner = self.inner.clone();
         let object = format!("ConfigMaps {}/strata-audit-*", self.inner.mgmt.namespace);
-        self.call(object, async move { inner.prune_audit(before_ms, max).await })
+        self.call(object, async move { inner.prune_audit(before_ms, max).await }).await
     }
 }
 
