@@ -14,6 +14,7 @@
 //! stop the action (the state it changed is written already): the failure is logged with the
 //! entry, so a log shipper still has it.
 
+use crate::daemon::store::Store as _;
 use serde::{Deserialize, Serialize};
 use tracing::{error, info};
 
@@ -209,7 +210,7 @@ impl Query {
 }
 
 /// Appends `entry` to the trail and logs it (target `audit`).
-pub fn record(shared: &Shared, entry: Entry) {
+pub async fn record(shared: &Shared, entry: Entry) {
     let logged = |stored: &str| {
         info!(
             target: "audit",
@@ -227,7 +228,7 @@ pub fn record(shared: &Shared, entry: Entry) {
             entry.detail
         );
     };
-    match shared.store.audit(&entry) {
+    match shared.store.audit(&entry).await {
         Ok(()) => logged("yes"),
         Err(e) => {
             error!(target: "audit", error = %e, "The audit trail cannot be written; this entry is in the log only.");
@@ -237,10 +238,10 @@ pub fn record(shared: &Shared, entry: Entry) {
 }
 
 /// Forgets what is older than the retention or beyond the bound; returns how many went.
-pub fn prune(shared: &Shared) -> usize {
+pub async fn prune(shared: &Shared) -> usize {
     let audit = &shared.config.audit;
     let before = now_ms() - audit.retention.as_millis() as i64;
-    shared.stored("prune the audit trail", shared.store.prune_audit(before, audit.max_entries)).unwrap_or(0)
+    shared.stored("prune the audit trail", shared.store.prune_audit(before, audit.max_entries).await).unwrap_or(0)
 }
 
 #[cfg(test)]

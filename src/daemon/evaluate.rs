@@ -21,6 +21,7 @@
 //! restart: the digest it applied, at revisions still loaded) is not rendered at all: the worker
 //! gets its identity, and a [`Deferred`] renders it when the worker first needs it.
 
+use crate::daemon::store::Store as _;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::AtomicBool;
@@ -207,16 +208,15 @@ impl Outcome {
 
 /// How the approvals of `cluster`'s pending update at `head` stand against the approval rules
 /// in force for it (one approval by anyone who may act where none applies): what decides it,
-/// and what a rollout's wave says of its clusters waiting for their approval.
+/// and what a rollout's wave says of its clusters waiting for their approval. On the
+/// evaluation's blocking thread.
 pub(super) fn verdict(
     shared: &Shared,
     cluster: &str,
     head: &str,
     rules: Option<&super::RulesInForce>,
 ) -> Result<crate::approval::Verdict, StoreError> {
-    let given: Vec<crate::approval::Given> = shared
-        .store
-        .approvals(cluster)?
+    let given: Vec<crate::approval::Given> = store::wait(shared.store.approvals(cluster))?
         .into_iter()
         .filter(|a| a.revision == head)
         .map(|a| crate::approval::Given { identity: a.identity, groups: a.groups })
@@ -274,10 +274,10 @@ fn evaluate_at(
     let stop = || cancel.load(std::sync::atomic::Ordering::Relaxed);
     // Every revision some cluster runs, plus the head.
     let states: BTreeMap<String, store::ClusterState> =
-        shared.store.clusters()?.into_iter().map(|c| (c.name.clone(), c)).collect();
+        store::wait(shared.store.clusters())?.into_iter().map(|c| (c.name.clone(), c)).collect();
     // And what clusters a rollout returns return to.
     let progress: BTreeMap<String, Progress> =
-        shared.store.rollouts()?.into_iter().map(|p| (p.rollout.clone(), p)).collect();
+        store::wait(shared.store.rollouts())?.into_iter().map(|p| (p.rollout.clone(), p)).collect();
     let befores = progress.values().flat_map(|p| p.clusters.values()).filter_map(|c| c.before.as_ref());
     let mut revisions: Vec<String> = vec![head.to_string()];
     let runs = states.values().flat_map(|s| [&s.profile_revision, &s.cluster_revision].into_iter().flatten());

@@ -12,8 +12,10 @@
 //! ```
 //!
 //! Everything that talks to it runs on its own runtime thread: Lease renewals never wait for the
-//! daemon's event loop (which may be busy for a while), and the store's synchronous calls can wait
-//! for an answer from any thread without blocking the runtime that has to produce it.
+//! daemon's event loop (which may be busy for a while), and the store's calls await their answer
+//! from there ([`Management::run`]) without holding up the daemon's thread, which runs every
+//! worker, the web server and the main loop. Only what happens once at start (connecting, the
+//! shared keys) and the evaluation's blocking thread wait synchronously ([`Management::call`]).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -147,8 +149,23 @@ impl Management {
         self.runtime.spawn(work)
     }
 
-    /// Runs `work` on the management thread and waits for it, from any thread, at most `limit`
-    /// (then it is cancelled): `None` when it took too long.
+    /// Runs `work` on the management thread and waits for it, at most `limit` (then it is
+    /// cancelled): `None` when it took too long. For async code on any runtime: the caller's
+    /// thread goes on with its other tasks meanwhile. Dropped while waiting, the work still
+    /// finishes (a write is not cut off halfway through its retries).
+    pub async fn run<T: Send + 'static>(
+        &self,
+        limit: Duration,
+        work: impl Future<Output = T> + Send + 'static,
+    ) -> Option<T> {
+        let task = self.runtime.spawn(async move { tokio::time::timeout(limit, work).await.ok() });
+        task.await.ok().flatten()
+    }
+
+    /// Runs `work` on the management thread and waits for it, blocking the calling thread, at
+    /// most `limit` (then it is cancelled): `None` when it took too long. Only where blocking is
+    /// harmless: at start, before the daemon serves anything, and on blocking threads; async
+    /// code uses [`Management::run`].
     pub fn call<T: Send + 'static>(
         &self,
         limit: Duration,

@@ -61,7 +61,7 @@ use git::RepoSource;
 use metrics::Metrics;
 use shards::Shards;
 use state::{Sync, Verdict};
-use store::{SqliteStore, Store, StoreError};
+use store::{AnyStore, SqliteStore, Store, StoreError};
 use worker::{Job, Mailbox, Msg, Worker};
 
 /// Why the daemon could not start. Once it runs, nothing ends it but SIGTERM or SIGINT.
@@ -111,7 +111,7 @@ pub struct Shared {
     pub config: Config,
     /// What the host decides about rendering: strata's own namespaces refused, the digest key.
     pub render: crate::render::Settings,
-    pub store: Box<dyn Store>,
+    pub store: AnyStore,
     /// Which clusters this replica reconciles (all of them on a single host).
     pub shards: Arc<Shards>,
     /// Targets registered as cluster Secrets (Kubernetes mode).
@@ -268,15 +268,15 @@ impl Shared {
     }
 
     /// Queues a commit status for `cluster` on `revision`, when a status sink is configured.
-    pub fn report(&self, cluster: &str, revision: &str, state: crate::report::State, description: &str) {
+    pub async fn report(&self, cluster: &str, revision: &str, state: crate::report::State, description: &str) {
         let Some(status) = &self.config.status else { return };
         let url = status.target_url(cluster, revision);
-        self.report_to(crate::report::context(cluster), revision, state, description, url);
+        self.report_to(crate::report::context(cluster), revision, state, description, url).await;
     }
 
     /// Queues a commit status with `context` (`strata/<cluster>`, `strata/rollout/<name>`) on
     /// `revision`, when a status sink is configured.
-    pub fn report_to(
+    pub async fn report_to(
         &self,
         context: String,
         revision: &str,
@@ -288,10 +288,10 @@ impl Shared {
             return;
         }
         let status = crate::report::Status::new(revision, context, state, description, target_url);
-        if let Some(true) = self.stored("queue a commit status", self.store.enqueue(&status)) {
+        if let Some(true) = self.stored("queue a commit status", self.store.enqueue(&status).await) {
             self.report_wake.notify_one();
         }
-        if let Some(queued) = self.stored("count queued statuses", self.store.outbox_len()) {
+        if let Some(queued) = self.stored("count queued statuses", self.store.outbox_len().await) {
             self.metrics.outbox.set(queued);
         }
     }
@@ -340,16 +340,16 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
         (Some(mgmt), StateBackend::Kubernetes) => Shards::start(mgmt, &config.sharding, lease_metrics.clone()),
         _ => Shards::all(),
     };
-    let store: Box<dyn Store> = match (&management, config.state_backend) {
+    let store = match (&management, config.state_backend) {
         (Some(mgmt), StateBackend::Kubernetes) => {
             let owner = shards.clone();
             let scope: store::kube::Scope = Arc::new(move |cluster: Option<&str>| match cluster {
                 Some(cluster) => owner.owns(cluster),
                 None => owner.leads(),
             });
-            Box::new(store::kube::KubeStore::open(mgmt.clone(), scope))
+            AnyStore::Kube(store::kube::KubeStore::open(mgmt.clone(), scope).await)
         }
-        _ => Box::new(SqliteStore::open(&config.state_dir).unwrap_or_else(|e| {
+        _ => AnyStore::Sqlite(SqliteStore::open(&config.state_dir).unwrap_or_else(|e| {
             error!(error = %e, kind = e.kind(), "The state database cannot be used: serving /healthz, /readyz and /metrics, reconciling nothing.");
             SqliteStore::unusable(&config.state_dir, &e)
         })),
@@ -475,7 +475,7 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
     if let Some(mgmt) = &management {
         // Hand the shards over now rather than when their Leases expire.
         let release = shared.shards.clone().release_all(mgmt.api());
-        if mgmt.call(Duration::from_secs(5), release).is_none() {
+        if mgmt.run(Duration::from_secs(5), release).await.is_none() {
             warn!("Releasing the shard Leases took too long; they expire by themselves.");
         }
     }
@@ -576,9 +576,9 @@ impl MainLoop {
             self.evaluate_or_supersede();
             if self.starting && self.evaluation.is_none() && (self.revision.is_none() || !self.reevaluate) {
                 // Nothing to evaluate (the first fetch failed, the store is unusable): serve anyway.
-                self.ready();
+                self.ready().await;
             }
-            self.housekeeping();
+            self.housekeeping().await;
             self.fetch = false;
 
             let shared = self.shared.clone();
@@ -798,8 +798,8 @@ impl MainLoop {
                 self.rejected = None;
                 shared.metrics.result(&shared.metrics.revisions, "loaded");
                 shared.metrics.revision_behind.set(i64::from(self.revision.as_deref() != Some(head.as_str())));
-                shared.stored("record the revision", shared.store.set_revision(&head, Verdict::Loaded, None));
-                dispatch(&shared, outcomes, &mut self.workers, &self.stopped);
+                shared.stored("record the revision", shared.store.set_revision(&head, Verdict::Loaded, None).await);
+                dispatch(&shared, outcomes, &mut self.workers, &self.stopped).await;
             }
             Err(e) if e.rejects() => {
                 self.evaluate_failures = 0;
@@ -809,12 +809,14 @@ impl MainLoop {
                 }
                 self.rejected = Some(head.clone());
                 let message = e.to_string();
-                shared
-                    .stored("record the revision", shared.store.set_revision(&head, Verdict::Rejected, Some(&message)));
+                shared.stored(
+                    "record the revision",
+                    shared.store.set_revision(&head, Verdict::Rejected, Some(&message)).await,
+                );
                 let description = e.status_description();
-                for state in shared.stored("list clusters", shared.store.clusters()).unwrap_or_default() {
+                for state in shared.stored("list clusters", shared.store.clusters().await).unwrap_or_default() {
                     if state.sync != Sync::Removed && shared.shards.owns(&state.name) {
-                        shared.report(&state.name, &head, crate::report::State::Error, &description);
+                        shared.report(&state.name, &head, crate::report::State::Error, &description).await;
                     }
                 }
                 if self.starting {
@@ -828,18 +830,18 @@ impl MainLoop {
                 error!(revision = %head, error = %e, "Evaluation postponed; clusters keep what they run.");
             }
         }
-        if let Some(pending) = shared.stored("count pending updates", shared.store.pending_count()) {
+        if let Some(pending) = shared.stored("count pending updates", shared.store.pending_count().await) {
             shared.metrics.pending_updates.set(pending);
         }
-        if let Some(fleet) = shared.stored("count pending approvals", shared.store.fleet()) {
+        if let Some(fleet) = shared.stored("count pending approvals", shared.store.fleet().await) {
             shared.metrics.pending_approvals.set(selection::waiting(&fleet).len() as i64);
         }
         count_shard_clusters(&shared);
-        self.ready();
+        self.ready().await;
     }
 
     /// Ready once the first evaluation ended (or there was none to run).
-    fn ready(&mut self) {
+    async fn ready(&mut self) {
         if !self.starting {
             return;
         }
@@ -855,25 +857,25 @@ impl MainLoop {
             notify(&states);
             info!("Ready.");
         }
-        fleet_line(shared);
+        fleet_line(shared).await;
     }
 
     /// The state database probed again after failures, old delivered statuses and audit entries
     /// forgotten.
-    fn housekeeping(&mut self) {
+    async fn housekeeping(&mut self) {
         let shared = &self.shared;
         if shared.store.usable() && shared.store.problem().is_some() {
             // Writes failed before; one that succeeds clears the problem (and /readyz).
-            shared.stored("write", shared.store.probe());
+            shared.stored("write", shared.store.probe().await);
         }
         if shared.store.usable() && self.last_prune.is_none_or(|at| at.elapsed() > Duration::from_secs(3600)) {
             self.last_prune = Some(Instant::now());
-            if let Some(n) = shared.stored("prune delivered statuses", shared.store.prune_delivered(store::now()))
+            if let Some(n) = shared.stored("prune delivered statuses", shared.store.prune_delivered(store::now()).await)
                 && n > 0
             {
                 info!(rows = n, "Forgot old delivered statuses.");
             }
-            let gone = audit::prune(shared);
+            let gone = audit::prune(shared).await;
             if gone > 0 {
                 info!(entries = gone, "Forgot audit entries past audit.retention or audit.max_entries.");
             }
@@ -1026,25 +1028,30 @@ fn worker<'w>(
 /// Hands evaluation outcomes to the workers, starting and stopping workers as clusters come and
 /// go. Never waits: a worker busy with a slow cluster finds the newest desired state in its
 /// mailbox when it is done.
-fn dispatch(shared: &Arc<Shared>, outcomes: Vec<Outcome>, workers: &mut Workers, stopped: &watch::Receiver<bool>) {
+async fn dispatch(
+    shared: &Arc<Shared>,
+    outcomes: Vec<Outcome>,
+    workers: &mut Workers,
+    stopped: &watch::Receiver<bool>,
+) {
     let present: HashSet<String> = outcomes.iter().map(|o| o.cluster.clone()).collect();
     for outcome in outcomes {
         let name = outcome.cluster.clone();
         match &outcome.pending {
-            Some(p) => shared.stored("record a pending update", shared.store.set_pending(p)),
-            None => shared.stored("clear a pending update", shared.store.clear_pending(&name)),
+            Some(p) => shared.stored("record a pending update", shared.store.set_pending(p).await),
+            None => shared.stored("clear a pending update", shared.store.clear_pending(&name).await),
         };
         if let Some((problem, revision)) = outcome.problem.as_ref().zip(outcome.revision.as_deref()) {
             warn!(cluster = %name, error = %problem, "Cluster does not render at this revision; it keeps what it runs.");
             let message = problem.to_string();
             shared.stored(
                 "record a cluster that does not render",
-                shared.store.set_sync(&name, Sync::Error, Some(&message), Some(revision)),
+                shared.store.set_sync(&name, Sync::Error, Some(&message), Some(revision)).await,
             );
-            shared.report(&name, revision, crate::report::State::Error, &problem.summary());
+            shared.report(&name, revision, crate::report::State::Error, &problem.summary()).await;
         }
         if let Some(p) = &outcome.pending {
-            shared.report(&name, &p.head_revision, crate::report::State::Pending, &p.summary);
+            shared.report(&name, &p.head_revision, crate::report::State::Pending, &p.summary).await;
         }
         if outcome.untargeted
             && let Some((_, handle)) = workers.remove(&name)
@@ -1063,7 +1070,7 @@ fn dispatch(shared: &Arc<Shared>, outcomes: Vec<Outcome>, workers: &mut Workers,
     }
     shared.touch();
     // Clusters whose file left the repository.
-    let Some(known) = shared.stored("list clusters", shared.store.clusters()) else { return };
+    let Some(known) = shared.stored("list clusters", shared.store.clusters().await) else { return };
     // Only this replica's: another one's clusters are theirs to retire.
     let gone = known.into_iter().filter(|c| c.sync != Sync::Removed && !present.contains(&c.name));
     for state in gone.filter(|c| shared.shards.owns(&c.name)) {
@@ -1082,9 +1089,9 @@ fn dispatch(shared: &Arc<Shared>, outcomes: Vec<Outcome>, workers: &mut Workers,
                 };
                 shared.stored(
                     "record a removed cluster",
-                    shared.store.set_sync(&name, Sync::Removed, Some(message), None),
+                    shared.store.set_sync(&name, Sync::Removed, Some(message), None).await,
                 );
-                shared.stored("clear a removed cluster's pending update", shared.store.clear_pending(&name));
+                shared.stored("clear a removed cluster's pending update", shared.store.clear_pending(&name).await);
             }
         }
     }
@@ -1098,8 +1105,9 @@ async fn dispatch_from_store(
     workers: &mut Workers,
     stopped: &watch::Receiver<bool>,
 ) {
-    let Some(states) = shared.stored("list clusters", shared.store.clusters()) else { return };
-    let last_good = shared.stored("read the revision", shared.store.revision()).flatten().and_then(|r| r.last_good);
+    let Some(states) = shared.stored("list clusters", shared.store.clusters().await) else { return };
+    let last_good =
+        shared.stored("read the revision", shared.store.revision().await).flatten().and_then(|r| r.last_good);
     let (work_shared, source) = (shared.clone(), source.clone());
     let started = blocking(move || {
         let git = lock(&source).git_source().ok()?;
@@ -1166,12 +1174,12 @@ async fn dispatch_from_store(
 /// What the daemon found at start, in one line instead of one per cluster: the clusters of the
 /// repository by the state they start from (`new` for those the state does not know yet), and
 /// how many an update held.
-fn fleet_line(shared: &Shared) {
+async fn fleet_line(shared: &Shared) {
     if !shared.store.usable() {
         // Not read for a summary: the state database's problem is said already (and counted).
         return;
     }
-    let Some(states) = shared.stored("list clusters", shared.store.clusters()) else { return };
+    let Some(states) = shared.stored("list clusters", shared.store.clusters().await) else { return };
     let names: Vec<String> = shared.tags.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
     let known: HashMap<&str, &store::ClusterState> = states.iter().map(|c| (c.name.as_str(), c)).collect();
     let mut by: BTreeMap<&'static str, usize> = BTreeMap::new();
@@ -1184,7 +1192,7 @@ fn fleet_line(shared: &Shared) {
         *by.entry(state).or_default() += 1;
     }
     let counts: Vec<String> = by.iter().map(|(state, n)| format!("{n} {state}")).collect();
-    let held = shared.stored("count pending updates", shared.store.pending_count()).unwrap_or(0);
+    let held = shared.stored("count pending updates", shared.store.pending_count().await).unwrap_or(0);
     info!(
         clusters = names.len(),
         held,
@@ -1199,7 +1207,7 @@ fn fleet_line(shared: &Shared) {
 /// cluster, so an update held before stays held instead of applying as if the cluster were new.
 /// Bounded by [`SEED_TIMEOUT`]; a cluster that does not answer in time counts as new.
 async fn seed_from_inventories(shared: &Arc<Shared>, source: &Arc<Mutex<RepoSource>>, head: &str) {
-    let Some(states) = shared.stored("list clusters", shared.store.clusters()) else { return };
+    let Some(states) = shared.stored("list clusters", shared.store.clusters().await) else { return };
     let known: HashSet<String> = states.into_iter().filter(|s| s.digest.is_some()).map(|s| s.name).collect();
     let (work_shared, source, head) = (shared.clone(), source.clone(), head.to_string());
     let unknown: Vec<(String, TargetConfig)> = blocking(move || {
@@ -1246,7 +1254,7 @@ async fn seed_from_inventories(shared: &Arc<Shared>, source: &Arc<Mutex<RepoSour
                 let Some(revision) = inv.revision.as_deref() else { continue };
                 if let Some(true) = shared.stored(
                     "record what a cluster runs",
-                    shared.store.seed(&name, revision, &inv.digest, &inv.profile, &inv.version),
+                    shared.store.seed(&name, revision, &inv.digest, &inv.profile, &inv.version).await,
                 ) {
                     debug!(cluster = %name, revision, profile = %inv.profile, version = %inv.version, "Took what the cluster runs from its inventory.");
                     seeded += 1;

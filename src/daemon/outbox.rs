@@ -3,6 +3,7 @@
 //! rate-limited answer says, backing off while a forge is down. The queue is the store's outbox,
 //! so nothing is lost across an outage or a restart.
 
+use crate::daemon::store::Store as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,13 +87,13 @@ pub async fn run(shared: Arc<Shared>, sink: Sink, wake: Arc<Notify>, mut stop: w
                 _ = stop.changed() => return,
             }
         }
-        let Some(due) = shared.stored("read the outbox", shared.store.due(now_ms(), 50)) else {
+        let Some(due) = shared.stored("read the outbox", shared.store.due(now_ms(), 50).await) else {
             // The state database failed: look again soon rather than after the idle hour.
             paused_until = Some(Instant::now() + STORE_RETRY);
             continue;
         };
         if due.is_empty() {
-            let wait = match shared.stored("read the outbox", shared.store.next_due()) {
+            let wait = match shared.stored("read the outbox", shared.store.next_due().await) {
                 Some(Some(at)) => Duration::from_millis((at - now_ms()).max(0) as u64),
                 Some(None) => Duration::from_secs(3600),
                 None => STORE_RETRY,
@@ -130,14 +131,14 @@ pub async fn run(shared: Arc<Shared>, sink: Sink, wake: Arc<Notify>, mut stop: w
                 Ok(()) => {
                     count(&shared, "delivered");
                     // Not recorded: delivered again later, which the forge takes as the same status.
-                    shared.stored("record a delivered status", shared.store.delivered(status));
+                    shared.stored("record a delivered status", shared.store.delivered(status).await);
                 }
                 Err(Failure::Later(wait, message)) => {
                     count(&shared, "rate_limited");
                     warn!(context = %status.context, revision = %status.revision, wait = ?wait, "{message}");
                     shared.stored(
                         "reschedule a status",
-                        shared.store.retry(status, now_ms() + wait.as_millis() as i64, &message),
+                        shared.store.retry(status, now_ms() + wait.as_millis() as i64, &message).await,
                     );
                     paused_until = Some(Instant::now() + wait);
                     break;
@@ -148,7 +149,7 @@ pub async fn run(shared: Arc<Shared>, sink: Sink, wake: Arc<Notify>, mut stop: w
                     warn!(context = %status.context, error = %message, retry_in = ?wait, "Status delivery failed; it stays queued.");
                     shared.stored(
                         "reschedule a status",
-                        shared.store.retry(status, now_ms() + wait.as_millis() as i64, &message),
+                        shared.store.retry(status, now_ms() + wait.as_millis() as i64, &message).await,
                     );
                     paused_until = Some(Instant::now() + wait);
                     break;
@@ -156,7 +157,8 @@ pub async fn run(shared: Arc<Shared>, sink: Sink, wake: Arc<Notify>, mut stop: w
                 Err(Failure::Refused(message)) => {
                     count(&shared, "refused");
                     error!(context = %status.context, error = %message, "Status refused by the forge; retrying in 5 minutes.");
-                    shared.stored("reschedule a status", shared.store.retry(status, now_ms() + 300_000, &message));
+                    shared
+                        .stored("reschedule a status", shared.store.retry(status, now_ms() + 300_000, &message).await);
                 }
             }
         }

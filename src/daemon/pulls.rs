@@ -1,6 +1,7 @@
 //! Pull requests: the daemon plans every new pull-request head and posts the plan, as
 //! `strata plan --post` would.
 
+use crate::daemon::store::Store as _;
 use std::sync::{Arc, Mutex};
 
 use tracing::{info, warn};
@@ -33,19 +34,22 @@ enum PlanError {
 /// the first fetch are taken as a baseline, so old (possibly closed) pull requests are left alone.
 pub async fn plan_pull_requests(shared: &Arc<Shared>, source: &Arc<Mutex<RepoSource>>, base: &str) {
     let heads = source.lock().unwrap_or_else(|p| p.into_inner()).pull_heads();
-    let Some(baseline) = shared.stored("read the pull-request baseline", shared.store.meta("pull-requests-baseline"))
+    let Some(baseline) =
+        shared.stored("read the pull-request baseline", shared.store.meta("pull-requests-baseline").await)
     else {
         return;
     };
     let baseline = baseline.is_none();
     for (number, head) in heads {
         let key = format!("pull-request:{number}");
-        let Some(planned) = shared.stored("read a pull request's head", shared.store.meta(&key)) else { continue };
+        let Some(planned) = shared.stored("read a pull request's head", shared.store.meta(&key).await) else {
+            continue;
+        };
         if planned.as_deref() == Some(head.as_str()) {
             continue;
         }
         if baseline {
-            shared.stored("record a pull request's head", shared.store.set_meta(&key, &head));
+            shared.stored("record a pull request's head", shared.store.set_meta(&key, &head).await);
             continue;
         }
         let planned = {
@@ -132,7 +136,7 @@ pub async fn plan_pull_requests(shared: &Arc<Shared>, source: &Arc<Mutex<RepoSou
         match posted {
             Ok(_) => {
                 info!(pull_request = number, head = %head, "Plan posted.");
-                shared.stored("record a pull request's head", shared.store.set_meta(&key, &head));
+                shared.stored("record a pull request's head", shared.store.set_meta(&key, &head).await);
             }
             Err(e) => {
                 warn!(pull_request = number, error = %e, "Posting a pull-request plan failed; trying again on the next fetch.")
@@ -140,6 +144,6 @@ pub async fn plan_pull_requests(shared: &Arc<Shared>, source: &Arc<Mutex<RepoSou
         }
     }
     if baseline {
-        shared.stored("record the pull-request baseline", shared.store.set_meta("pull-requests-baseline", "1"));
+        shared.stored("record the pull-request baseline", shared.store.set_meta("pull-requests-baseline", "1").await);
     }
 }

@@ -15,6 +15,7 @@
 //! it read, so an evaluation, a worker's result and an operator's action never overwrite one
 //! another: the loser reads again and decides again.
 
+use crate::daemon::store::Store as _;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
@@ -25,7 +26,7 @@ use super::audit::{Actor, Outcome as AuditOutcome};
 use super::decide::Hold;
 use super::metrics::{RolloutLabel, RolloutStateLabel};
 use super::state::{Health as SyncHealth, Sync};
-use super::store::{ClusterState, StoreError, now_ms};
+use super::store::{self, ClusterState, StoreError, now_ms};
 use crate::model::Model;
 use crate::plan::ClusterPlan;
 use crate::plan::rollouts::{Changed, causes};
@@ -90,7 +91,8 @@ fn running(state: &ClusterState) -> Option<Running> {
 
 /// Gates every rollout of `model` at `head`; `planned` is every cluster that was planned, `states`
 /// what each runs, `stored` every rollout's stored progress. Returns the verdicts for the
-/// clusters some rollout has in its run.
+/// clusters some rollout has in its run. On the evaluation's blocking thread: it waits for the
+/// store there ([`store::wait`]).
 pub fn gate_all(
     shared: &Shared,
     head: &str,
@@ -106,7 +108,7 @@ pub fn gate_all(
     }
     for gone in stored.keys().filter(|name| !model.rollouts.contains_key(*name)) {
         info!(rollout = %gone, "Rollout policy removed: its progress is forgotten.");
-        shared.store.delete_rollout(gone)?;
+        store::wait(shared.store.delete_rollout(gone))?;
         shared.metrics.forget_rollout(gone);
     }
     let changed = planned.iter().filter_map(|(name, p)| {
@@ -130,7 +132,7 @@ pub fn gate_all(
                 Some(Change { cause: *cause, to: plan.to.clone()?, target: plan.head_digest.clone()? })
             });
             let drift_at = if drift_matters(name) {
-                shared.store.drift(name)?.iter().map(|d| d.found_at * 1000).max()
+                store::wait(shared.store.drift(name))?.iter().map(|d| d.found_at * 1000).max()
             } else {
                 None
             };
@@ -197,7 +199,9 @@ fn save(
     for _ in 0..SAVE_ATTEMPTS {
         let gated = gate::gate(rollout, head, members, stored.as_ref(), now);
         match &gated.progress {
-            Some(p) if !shared.store.save_rollout(p)? => stored = shared.store.rollout(&rollout.name)?,
+            Some(p) if !store::wait(shared.store.save_rollout(p))? => {
+                stored = store::wait(shared.store.rollout(&rollout.name))?
+            }
             _ => return Ok(gated),
         }
     }
@@ -212,7 +216,7 @@ fn report_status(shared: &Shared, rollout: &str, report: &Report) {
         let port = if u.port == if u.https { 443 } else { 80 } { String::new() } else { format!(":{}", u.port) };
         format!("{scheme}://{}{port}/rollouts/{}", u.host, super::http::view::segment(rollout))
     });
-    shared.report_to(context(rollout), &report.revision, report.state, &report.description, url);
+    store::wait(shared.report_to(context(rollout), &report.revision, report.state, &report.description, url));
 }
 
 /// The wave a rollout is at, numbered among its waves that hold clusters as everywhere else
@@ -257,10 +261,10 @@ pub const AWAITING_APPROVAL: &str = "awaiting-approval";
 
 /// Whether drift found on a cluster `rollout` released counts as a failure now: its policy says
 /// so (`failOnDrift`) and it is still running.
-pub fn drift_fails(shared: &Shared, rollout: &str) -> bool {
+pub async fn drift_fails(shared: &Shared, rollout: &str) -> bool {
     let fails = shared.rollouts.lock().unwrap_or_else(|p| p.into_inner()).get(rollout).is_some_and(|r| r.fail_on_drift);
     fails
-        && matches!(shared.stored("read a rollout", shared.store.rollout(rollout)), Some(Some(p)) if p.finished_at.is_none())
+        && matches!(shared.stored("read a rollout", shared.store.rollout(rollout).await), Some(Some(p)) if p.finished_at.is_none())
 }
 
 /// How an apply a rollout released went.
@@ -274,9 +278,11 @@ pub enum Outcome {
 /// Records the result of an apply of `digest` to `cluster` that `rollout` released (or rolls
 /// back). Returns whether the rollout's progress changed, so the caller has the rollout gated
 /// again. Results for a target the rollout no longer brings, and after it finished, change nothing.
-pub fn record_result(shared: &Shared, rollout: &str, cluster: &str, digest: &str, outcome: &Outcome) -> bool {
+pub async fn record_result(shared: &Shared, rollout: &str, cluster: &str, digest: &str, outcome: &Outcome) -> bool {
     for _ in 0..SAVE_ATTEMPTS {
-        let Some(Some(mut p)) = shared.stored("read a rollout", shared.store.rollout(rollout)) else { return false };
+        let Some(Some(mut p)) = shared.stored("read a rollout", shared.store.rollout(rollout).await) else {
+            return false;
+        };
         if p.finished_at.is_some() {
             return false;
         }
@@ -315,7 +321,7 @@ pub fn record_result(shared: &Shared, rollout: &str, cluster: &str, digest: &str
             return false;
         }
         entry.finished_at = Some(now);
-        match shared.stored("record a rollout's result", shared.store.save_rollout(&p)) {
+        match shared.stored("record a rollout's result", shared.store.save_rollout(&p).await) {
             Some(true) => return true,
             Some(false) => continue,
             None => return false,
@@ -344,12 +350,20 @@ pub enum ActError {
 
 /// Applies `action` by `actor` to `rollout`, and has it gated again at once; the audit trail
 /// gets what was done, or why not.
-pub fn act(shared: &Shared, rollout: &str, action: &Action, actor: &Actor) -> Result<(String, Progress), ActError> {
-    let result = match action {
-        Action::Promote { wave, .. } => may_promote(shared, rollout, wave.as_deref(), actor),
+pub async fn act(
+    shared: &Shared,
+    rollout: &str,
+    action: &Action,
+    actor: &Actor,
+) -> Result<(String, Progress), ActError> {
+    let allowed = match action {
+        Action::Promote { wave, .. } => may_promote(shared, rollout, wave.as_deref(), actor).await,
         _ => Ok(()),
-    }
-    .and_then(|()| act_as(shared, rollout, action, &actor.who));
+    };
+    let result = match allowed {
+        Ok(()) => act_as(shared, rollout, action, &actor.who).await,
+        Err(e) => Err(e),
+    };
     let entry = match &result {
         Ok((done, p)) => {
             actor.entry(action.name(), AuditOutcome::Done).revision(Some(&p.revision)).detail(done.clone())
@@ -362,14 +376,14 @@ pub fn act(shared: &Shared, rollout: &str, action: &Action, actor: &Actor) -> Re
             actor.entry(action.name(), AuditOutcome::Refused).revision(revision).detail(e.to_string())
         }
     };
-    super::audit::record(shared, entry.rollout(rollout));
+    super::audit::record(shared, entry.rollout(rollout)).await;
     result
 }
 
 /// Whether `actor` may promote `wave` (without: the wave a promotion would release now) under
 /// the approval rules in force for the wave's clusters ([`crate::approval::promotion_refusal`]).
-fn may_promote(shared: &Shared, rollout: &str, wave: Option<&str>, actor: &Actor) -> Result<(), ActError> {
-    match promotion_refused(shared, rollout, wave, actor)? {
+async fn may_promote(shared: &Shared, rollout: &str, wave: Option<&str>, actor: &Actor) -> Result<(), ActError> {
+    match promotion_refused(shared, rollout, wave, actor).await? {
         Some(why) => Err(ActError::Forbidden(why)),
         None => Ok(()),
     }
@@ -378,14 +392,14 @@ fn may_promote(shared: &Shared, rollout: &str, wave: Option<&str>, actor: &Actor
 /// Why `actor` may not promote `wave` of `rollout` (without a wave: the one a promotion would
 /// release now) under the approval rules in force, if they may not: the API's 403, and what the
 /// rollout page shows in place of Promote.
-pub fn promotion_refused(
+pub async fn promotion_refused(
     shared: &Shared,
     rollout: &str,
     wave: Option<&str>,
     actor: &Actor,
 ) -> Result<Option<String>, StoreError> {
     let policy = shared.rollouts.lock().unwrap_or_else(|p| p.into_inner()).get(rollout).cloned();
-    let (Some(policy), Some(p)) = (policy, shared.store.rollout(rollout)?) else { return Ok(None) };
+    let (Some(policy), Some(p)) = (policy, shared.store.rollout(rollout).await?) else { return Ok(None) };
     let wave = match wave {
         Some(w) => w.to_string(),
         None => match gate::blocker(&p, &policy, now_ms()).wave() {
@@ -402,7 +416,7 @@ pub fn promotion_refused(
     Ok(crate::approval::promotion_refusal(governed, &wave, &person))
 }
 
-fn act_as(shared: &Shared, rollout: &str, action: &Action, by: &str) -> Result<(String, Progress), ActError> {
+async fn act_as(shared: &Shared, rollout: &str, action: &Action, by: &str) -> Result<(String, Progress), ActError> {
     let policy = shared
         .rollouts
         .lock()
@@ -411,9 +425,9 @@ fn act_as(shared: &Shared, rollout: &str, action: &Action, by: &str) -> Result<(
         .cloned()
         .ok_or_else(|| ActError::NoRollout(rollout.to_string()))?;
     for _ in 0..SAVE_ATTEMPTS {
-        let mut p = shared.store.rollout(rollout)?.ok_or_else(|| ActError::Idle(rollout.to_string()))?;
+        let mut p = shared.store.rollout(rollout).await?.ok_or_else(|| ActError::Idle(rollout.to_string()))?;
         let done = gate::act(&mut p, &policy, action, by, now_ms())?;
-        if shared.store.save_rollout(&p)? {
+        if shared.store.save_rollout(&p).await? {
             info!(rollout, by = ?by, action = action.name(), "Rollout: {done}.");
             shared.touch();
             let _ =

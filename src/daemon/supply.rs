@@ -9,6 +9,7 @@
 //!                                                                 problems, an error status)
 //! ```
 
+use crate::daemon::store::Store as _;
 use std::path::Path;
 
 use tracing::info;
@@ -48,9 +49,12 @@ pub fn keys(config: &Config) -> Result<Keys, String> {
 
 /// Verifies `head` as `repository.verify` says, since the last good revision; a refusal rejects
 /// it. Says what it found in the log, and keeps a refusal among the problems `/readyz` and the
-/// view show until a head verifies.
+/// view show until a head verifies. On the evaluation's blocking thread.
 pub fn verify(shared: &Shared, config: &Verify, git_dir: &Path, head: &str) -> Result<(), EvaluateError> {
-    let since = shared.stored("read the revision", shared.store.revision()).flatten().and_then(|r| r.last_good);
+    let since = shared
+        .stored("read the revision", crate::daemon::store::wait(shared.store.revision()))
+        .flatten()
+        .and_then(|r| r.last_good);
     match verify::check(config, git_dir, head, since.as_deref()) {
         Ok(signed) => {
             shared.network.recovered(SIGNATURES);

@@ -23,6 +23,7 @@
 //! failing, slow or unresponsive cluster never delays the others or the event loop.
 
 use crate::backoff::{Backoff, Jitter};
+use crate::daemon::store::Store as _;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -237,18 +238,12 @@ impl Worker {
         shutdown: watch::Receiver<bool>,
     ) -> (Arc<Mailbox>, tokio::task::JoinHandle<()>) {
         let mailbox = Arc::new(Mailbox::default());
-        // A cluster removed from the repository and back again is applied anew: what it ran
-        // before is no longer strata's (its inventory and state are made again).
-        let applied = shared
-            .stored("read what a cluster runs", shared.store.cluster(&name))
-            .flatten()
-            .filter(|c| c.sync != crate::daemon::state::Sync::Removed)
-            .and_then(|c| c.digest);
         let worker = Worker {
             name,
             shared,
             job: None,
-            applied,
+            // Read from the store when the task starts ([`Worker::run`]): spawning never waits.
+            applied: None,
             needs_apply: false,
             failures: 0,
             next_attempt: Instant::now(),
@@ -271,6 +266,14 @@ impl Worker {
     }
 
     async fn run(mut self, mailbox: Arc<Mailbox>, mut shutdown: watch::Receiver<bool>) {
+        // A cluster removed from the repository and back again is applied anew: what it ran
+        // before is no longer strata's (its inventory and state are made again).
+        self.applied = self
+            .shared
+            .stored("read what a cluster runs", self.shared.store.cluster(&self.name).await)
+            .flatten()
+            .filter(|c| c.sync != crate::daemon::state::Sync::Removed)
+            .and_then(|c| c.digest);
         loop {
             let deadline = if self.needs_apply { self.next_attempt } else { self.next_drift };
             let judge_at = self.judge_at.filter(|_| !self.needs_apply);
@@ -290,14 +293,14 @@ impl Worker {
                     None => self.watching = None,
                 },
                 _ = tokio::time::sleep_until(judge_at.unwrap_or(deadline)), if judge_at.is_some() => {
-                    if !self.suspended() {
+                    if !self.suspended().await {
                         self.judge_observed().await;
                     } else {
                         self.forget_observed();
                     }
                 }
                 _ = tokio::time::sleep_until(deadline), if self.job.is_some() => {
-                    if self.suspended() {
+                    if self.suspended().await {
                         self.next_drift = Instant::now() + self.drift_every();
                         self.next_attempt = self.next_drift;
                     } else if self.needs_apply {
@@ -312,8 +315,8 @@ impl Worker {
     }
 
     /// Suspended, or unknown because the state database cannot be read: either way, wait.
-    fn suspended(&self) -> bool {
-        match self.shared.store.cluster(&self.name) {
+    async fn suspended(&self) -> bool {
+        match self.shared.store.cluster(&self.name).await {
             Ok(state) => state.is_some_and(|c| c.suspended),
             Err(e) => {
                 warn!(cluster = %self.name, error = %e, "Cannot tell whether the cluster is suspended; not touching it.");
@@ -438,13 +441,13 @@ impl Worker {
         self.next_attempt = Instant::now() + self.shared.config.drift_interval;
     }
 
-    fn failed(&mut self, message: &str, revision: Option<&str>) {
+    async fn failed(&mut self, message: &str, revision: Option<&str>) {
         self.failures += 1;
         let wait = backoff(self.failures);
         warn!(cluster = %self.name, error = %message, retry_in = ?wait, "Reconcile failed.");
         self.shared.stored(
             "record a failed reconcile",
-            self.shared.store.set_sync(&self.name, Sync::Failed, Some(message), revision),
+            self.shared.store.set_sync(&self.name, Sync::Failed, Some(message), revision).await,
         );
         self.shared.touch();
         self.needs_apply = true;
@@ -461,11 +464,14 @@ impl Worker {
         let job = self.job.clone().expect("a job");
         let revision = job.cluster_revision.as_deref();
         info!(cluster = %self.name, revision = revision.unwrap_or("-"), profile = %job.set.profile, version = %job.set.version, "Applying.");
-        shared.stored("record an apply starting", shared.store.set_sync(&self.name, Sync::Applying, None, revision));
+        shared.stored(
+            "record an apply starting",
+            shared.store.set_sync(&self.name, Sync::Applying, None, revision).await,
+        );
         shared.touch();
         let what = format!("{}@{}", job.set.profile, job.set.version);
         if let Some(rev) = revision {
-            shared.report(&self.name, rev, State::Pending, &format!("applying {what}"));
+            shared.report(&self.name, rev, State::Pending, &format!("applying {what}")).await;
         }
         let started = std::time::Instant::now();
         let options = shared.config.apply.clone();
@@ -487,10 +493,10 @@ impl Worker {
                     } else {
                         (State::Failure, format!("apply of {what} failed: {message}"))
                     };
-                    shared.report(&self.name, rev, state, &description);
+                    shared.report(&self.name, rev, state, &description).await;
                 }
-                self.failed(&message, revision);
-                self.tell_rollout(&job, rollouts::Outcome::Failed(message));
+                self.failed(&message, revision).await;
+                self.tell_rollout(&job, rollouts::Outcome::Failed(message)).await;
             }
             Ok(cs) if cs.count(Action::Failed) > 0 => {
                 shared.metrics.result(&shared.metrics.reconciles, "failed");
@@ -502,17 +508,17 @@ impl Worker {
                     .collect();
                 let message = format!("{}; {}", cs.summary(), failed.join("; "));
                 if let Some(rev) = revision {
-                    shared.report(&self.name, rev, State::Failure, &format!("apply of {what} failed: {message}"));
+                    shared.report(&self.name, rev, State::Failure, &format!("apply of {what} failed: {message}")).await;
                 }
-                self.failed(&message, revision);
-                self.tell_rollout(&job, rollouts::Outcome::Failed(message));
+                self.failed(&message, revision).await;
+                self.tell_rollout(&job, rollouts::Outcome::Failed(message)).await;
             }
             Ok(cs) => {
-                let outcome = match self.applied(&job, &cs) {
+                let outcome = match self.applied(&job, &cs).await {
                     Some(unhealthy) => rollouts::Outcome::Unhealthy(unhealthy),
                     None => rollouts::Outcome::Applied,
                 };
-                self.tell_rollout(&job, outcome);
+                self.tell_rollout(&job, outcome).await;
                 self.watch_objects().await;
                 self.next_drift = Instant::now() + jitter(self.drift_every());
             }
@@ -521,16 +527,16 @@ impl Worker {
 
     /// Tells the rollout that released `job` how its apply went; when that moves the rollout
     /// on, it is gated again at once.
-    fn tell_rollout(&self, job: &Job, outcome: rollouts::Outcome) {
+    async fn tell_rollout(&self, job: &Job, outcome: rollouts::Outcome) {
         let Some(rollout) = &job.rollout else { return };
-        if rollouts::record_result(&self.shared, rollout, &self.name, &job.set.digest, &outcome) {
+        if rollouts::record_result(&self.shared, rollout, &self.name, &job.set.digest, &outcome).await {
             let _ =
                 self.shared.triggers.try_send(super::Trigger::Reevaluate(format!("rollout {rollout}: {}", self.name)));
         }
     }
 
     /// Records an apply that ran to its end (healthy or not); returns what is unhealthy, if anything.
-    fn applied(&mut self, job: &Job, cs: &ChangeSet) -> Option<String> {
+    async fn applied(&mut self, job: &Job, cs: &ChangeSet) -> Option<String> {
         let shared = self.shared.clone();
         let revision = job.cluster_revision.as_deref();
         let what = format!("{}@{}", job.set.profile, job.set.version);
@@ -560,7 +566,7 @@ impl Worker {
             } else {
                 (State::Failure, format!("{what} unhealthy: {summary}"))
             };
-            shared.report(&self.name, rev, state, &description);
+            shared.report(&self.name, rev, state, &description).await;
         }
         let record = Applied {
             profile_revision: job.profile_revision.as_deref(),
@@ -572,7 +578,7 @@ impl Worker {
             health,
             summary: &summary,
         };
-        if shared.stored("record an apply", shared.store.record_applied(&self.name, &record)).is_none() {
+        if shared.stored("record an apply", shared.store.record_applied(&self.name, &record).await).is_none() {
             // Applied but not recorded: apply again later (nothing changes then) and record it then.
             self.failures += 1;
             self.next_attempt = Instant::now() + backoff(self.failures);
@@ -582,7 +588,7 @@ impl Worker {
         self.applied = Some(job.set.digest.clone());
         // A held update's diff starts from what the cluster runs: now that this changed, the
         // next evaluation computes it again from here (views hide it until then).
-        let held = shared.stored("read a pending update", shared.store.pending(&self.name)).flatten();
+        let held = shared.stored("read a pending update", shared.store.pending(&self.name).await).flatten();
         if held.is_some_and(|p| p.base_digest.as_deref() != Some(job.set.digest.as_str())) {
             let _ = shared
                 .triggers
@@ -594,7 +600,7 @@ impl Worker {
             .filter(|o| !matches!(o.action, Action::Pruned | Action::Skipped))
             .map(|o| (o.id.to_string(), o.layer.clone(), o.action.to_string()))
             .collect();
-        shared.stored("record the applied objects", shared.store.set_objects(&self.name, &objects));
+        shared.stored("record the applied objects", shared.store.set_objects(&self.name, &objects).await);
         if cs.unhealthy.is_empty() {
             self.needs_apply = false;
             self.failures = 0;
@@ -705,7 +711,7 @@ impl Worker {
             }
         };
         let judged: HashSet<String> = suspects.iter().chain(&clean).map(ObjectId::to_string).collect();
-        let Some(before) = self.shared.stored("read drift findings", self.shared.store.drift(&self.name)) else {
+        let Some(before) = self.shared.stored("read drift findings", self.shared.store.drift(&self.name).await) else {
             return;
         };
         if findings.is_empty() && !before.iter().any(|row| judged.contains(&row.object)) {
@@ -766,7 +772,7 @@ impl Worker {
             })
             .collect();
         rows.extend(kept);
-        shared.stored("record drift findings", shared.store.set_drift(&self.name, &rows));
+        shared.stored("record drift findings", shared.store.set_drift(&self.name, &rows).await);
         shared.touch();
         shared
             .metrics
@@ -778,7 +784,7 @@ impl Worker {
         }
         warn!(cluster = %self.name, fields = findings.len(), policy = ?job.drift, "Drift found.");
         if let Some(rollout) = &job.rollout
-            && rollouts::drift_fails(&shared, rollout)
+            && rollouts::drift_fails(&shared, rollout).await
         {
             // The rollout halts on it now, not when it is next gated for another reason.
             let _ = shared
@@ -796,7 +802,7 @@ impl Worker {
                 if findings.len() == 1 { "" } else { "s" },
                 first.id
             );
-            shared.report(&self.name, rev, State::Failure, &description);
+            shared.report(&self.name, rev, State::Failure, &description).await;
         }
         if job.drift == DriftPolicy::Correct {
             self.apply().await;
@@ -824,10 +830,12 @@ impl Worker {
         }
         let message =
             if prune { "cluster file removed; objects deleted" } else { "cluster file removed; objects left in place" };
-        shared
-            .stored("record a removed cluster", shared.store.set_sync(&self.name, Sync::Removed, Some(message), None));
+        shared.stored(
+            "record a removed cluster",
+            shared.store.set_sync(&self.name, Sync::Removed, Some(message), None).await,
+        );
         shared.touch();
-        shared.stored("clear a removed cluster's pending update", shared.store.clear_pending(&self.name));
+        shared.stored("clear a removed cluster's pending update", shared.store.clear_pending(&self.name).await);
     }
 }
 

@@ -52,7 +52,8 @@
 //! `watch_count`, `send_bookmarks` / `set_bookmark_interval` (default one minute, as
 //! kube-apiserver), `set_black_hole` (connections accepted, requests never answered, open
 //! watches silent for good: a network partition), `fail_next` (answer the next requests with
-//! an error status), `revision`. `HARNESS_DEBUG=1` prints every request.
+//! an error status), `stall` (requests to some objects held before they are served: a slow
+//! API server for those alone) and `stalled`, `revision`. `HARNESS_DEBUG=1` prints every request.
 //!
 //! Where it is coarser than kube-apiserver (do not rely on these): JSON only (no protobuf, no
 //! Table output, no aggregated discovery; OpenAPI v3 documents list each resource's PATCH
@@ -360,6 +361,19 @@ impl ApiServer {
         }
     }
 
+    /// The next `requests` requests (watches excepted) whose path contains `fragment`
+    /// (`/clusterstates/c0`, `/configmaps/`) are each held `hold` before they are served: an
+    /// API server slow for those objects alone, for a while. The request log has them when
+    /// they are served; [`ApiServer::stalled`] counts them as they come in.
+    pub fn stall(&self, fragment: &str, hold: Duration, requests: usize) {
+        self.state.lock().unwrap().stalls.push((fragment.to_string(), hold, requests));
+    }
+
+    /// How many requests a [`ApiServer::stall`] has held so far (counted when they come in).
+    pub fn stalled(&self) -> usize {
+        self.state.lock().unwrap().stalled
+    }
+
     /// Answers the next requests (watches excepted), one per status given, with that error.
     pub fn fail_next(&self, statuses: &[u16]) {
         let mut s = self.state.lock().unwrap();
@@ -533,9 +547,21 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Resp
         eprintln!("{method} {path}?{raw_query} {content_type} {}", String::from_utf8_lossy(&body));
     }
     let received = Instant::now();
-    let (latency, black_hole) = {
-        let s = state.lock().unwrap();
-        (s.latency, s.black_hole)
+    let is_watch = q.get("watch").is_some_and(|v| v == "true" || v == "1") || path.contains("/watch/");
+    let (latency, black_hole, stall) = {
+        let mut s = state.lock().unwrap();
+        let stall = match s.stalls.iter_mut().find(|(fragment, _, left)| *left > 0 && path.contains(fragment.as_str()))
+        {
+            Some((_, hold, left)) if !is_watch => {
+                *left -= 1;
+                Some(*hold)
+            }
+            _ => None,
+        };
+        if stall.is_some() {
+            s.stalled += 1;
+        }
+        (s.latency, s.black_hole, stall)
     };
     if black_hole {
         std::future::pending::<()>().await;
@@ -543,7 +569,9 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Resp
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    let is_watch = q.get("watch").is_some_and(|v| v == "true" || v == "1") || path.contains("/watch/");
+    if let Some(hold) = stall {
+        tokio::time::sleep(hold).await;
+    }
     let mut s = state.lock().unwrap();
     s.log.push(Logged {
         method: method.to_string(),

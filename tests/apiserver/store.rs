@@ -211,6 +211,11 @@ pub struct State {
     pub bookmark_interval: Duration,
     /// (plural, JSON pointer, reason): writes of objects with a value there are refused.
     pub rejections: Vec<(String, String, String)>,
+    /// (path fragment, how long, how many more): the next requests (watches excepted) whose
+    /// path contains the fragment are held that long before they are served.
+    pub stalls: Vec<(String, Duration, usize)>,
+    /// Requests held by a stall so far.
+    pub stalled: usize,
 }
 
 pub fn now() -> String {
@@ -306,6 +311,8 @@ impl State {
             failures: Default::default(),
             bookmark_interval: Duration::from_secs(60),
             rejections: Vec::new(),
+            stalls: Vec::new(),
+            stalled: 0,
         }
     }
 

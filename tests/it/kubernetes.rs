@@ -619,3 +619,54 @@ fn age_keys_from_a_secret_decrypt_the_repository_s_sops_files() {
     assert!(!daemon.log().contains("K8s-Sealed-61c0"));
     daemon.terminate();
 }
+
+/// A management API slow for one cluster's state holds up that cluster's work alone. Its worker
+/// waits for its state to be written; meanwhile the web server answers at once and the other
+/// cluster's worker applies the new revision (to a directory) and records it. Then the slow
+/// one's state answers, and it is applied too.
+#[test]
+fn a_slow_management_api_holds_up_only_the_work_waiting_for_it() {
+    /// How long the stand-in holds c0's next state request: longer than the checks below take.
+    const HOLD: Duration = Duration::from_secs(15);
+    /// What "at once" means for the web server here (it answers in milliseconds when free).
+    const PROMPT: Duration = Duration::from_secs(2);
+    let world = World::new(2, &[]);
+    let first = world.repo.commit("start");
+    let mut daemon = world.configure(1, "  workload: { directory: ./out/workload }\n");
+    daemon.launch();
+    daemon.wait_for("the daemon to be ready", Duration::from_secs(30), |d| d.get("/readyz").0 == 200);
+    let greeting =
+        |cluster: &str| common::daemon::file(&daemon.out(&format!("workload/default/configmap.cm-{cluster}.yaml")));
+    wait("both clusters applied", LONG, &[&daemon], || {
+        ["c0", "c1"].iter().all(|c| world.applied_at(c, &first) && greeting(c).contains("hello"))
+    });
+
+    world.mgmt.stall("/clusterstates/c0", HOLD, 1);
+    world.repo.edit(PROFILE, "greeting: hello", "greeting: bonjour");
+    let second = world.repo.commit("bonjour");
+    wait("c0's worker to write its state", LONG, &[&daemon], || world.mgmt.stalled() == 1);
+    let stalled = std::time::Instant::now();
+    loop {
+        let asked = std::time::Instant::now();
+        let (code, body) = daemon.get("/healthz");
+        let took = asked.elapsed();
+        assert!(
+            code == 200 && took < PROMPT,
+            "/healthz answered {code} after {took:?} while c0's state was held ({body})\n--- daemon log ---\n{}",
+            daemon.log()
+        );
+        if world.applied_at("c1", &second) && greeting("c1").contains("bonjour") {
+            break;
+        }
+        assert!(
+            stalled.elapsed() < HOLD - Duration::from_secs(3),
+            "c1 was not applied while c0's state was held\n--- daemon log ---\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(greeting("c0").contains("hello"), "c0 waits for its state: {}", greeting("c0"));
+    wait("c0 applied once its state answers", LONG, &[&daemon], || {
+        world.applied_at("c0", &second) && greeting("c0").contains("bonjour")
+    });
+}

@@ -13,25 +13,102 @@ use apiserver::ApiServer;
 use strata::config::{KubernetesConfig, TargetConfig};
 use strata::daemon::decide::Hold;
 use strata::daemon::management::Management;
-use strata::daemon::state::{Health, Sync, Verdict};
+use strata::daemon::state::{Health, RevisionState, Sync, Verdict};
 use strata::daemon::store::kube::KubeStore;
 use strata::daemon::store::{
-    Applied, Approver, DELIVERED_KEPT_SECS, DriftRow, HISTORY_KEPT, Pending, SqliteStore, Store, now, now_ms,
+    AnyStore, Applied, Approval, Approver, AuditEntry, AuditQuery, ClusterState, DELIVERED_KEPT_SECS, DriftRow,
+    FleetRow, HISTORY_KEPT, HistoryRow, IntentListener, ObjectRow, Pending, Queued, Result, SqliteStore, Store, now,
+    now_ms,
 };
 use strata::report::{State, Status};
 use strata::rollout::gate::Progress;
 
+/// A handle onto the state: a store and a runtime of its own that each call waits on, so the
+/// suite reads as the sequence of calls it makes (from one thread, or several at once).
+struct Handle {
+    store: AnyStore,
+    runtime: tokio::runtime::Runtime,
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// Each [`Store`] call of the handle, waited for.
+macro_rules! waited {
+    ($($name:ident($($arg:ident: $ty:ty),*) -> $out:ty;)*) => {
+        impl Handle {
+            $(fn $name(&self, $($arg: $ty),*) -> Result<$out> {
+                self.runtime.block_on(self.store.$name($($arg),*))
+            })*
+        }
+    };
+}
+
+waited! {
+    probe() -> ();
+    meta(key: &str) -> Option<String>;
+    set_meta(key: &str, value: &str) -> ();
+    revision() -> Option<RevisionState>;
+    set_revision(head: &str, verdict: Verdict, message: Option<&str>) -> ();
+    cluster(name: &str) -> Option<ClusterState>;
+    clusters() -> Vec<ClusterState>;
+    record_applied(name: &str, applied: &Applied<'_>) -> ();
+    seed(name: &str, revision: &str, digest: &str, profile: &str, version: &str) -> bool;
+    set_sync(name: &str, sync: Sync, message: Option<&str>, revision: Option<&str>) -> ();
+    set_suspended(name: &str, suspended: bool) -> ();
+    set_objects(cluster: &str, objects: &[ObjectRow]) -> ();
+    objects(cluster: &str) -> Vec<ObjectRow>;
+    fleet() -> Vec<FleetRow>;
+    pending(cluster: &str) -> Option<Pending>;
+    set_pending(pending: &Pending) -> ();
+    clear_pending(cluster: &str) -> ();
+    pending_count() -> i64;
+    approve(cluster: &str, revision: &str, by: &Approver) -> Approval;
+    approval(cluster: &str, revision: &str) -> Option<Approval>;
+    approvals(cluster: &str) -> Vec<Approval>;
+    set_drift(cluster: &str, findings: &[DriftRow]) -> ();
+    drift(cluster: &str) -> Vec<DriftRow>;
+    enqueue(status: &Status) -> bool;
+    due(now_ms: i64, limit: usize) -> Vec<Queued>;
+    next_due() -> Option<i64>;
+    outbox_len() -> i64;
+    delivered(status: &Status) -> ();
+    retry(status: &Status, next_ms: i64, error: &str) -> ();
+    history(cluster: &str, limit: usize) -> Vec<HistoryRow>;
+    prune_delivered(now: i64) -> usize;
+    rollouts() -> Vec<Progress>;
+    rollout(name: &str) -> Option<Progress>;
+    save_rollout(progress: &Progress) -> bool;
+    delete_rollout(name: &str) -> ();
+    audit(entry: &AuditEntry) -> ();
+    audit_log(query: &AuditQuery) -> Vec<AuditEntry>;
+    prune_audit(before_ms: i64, max: u64) -> usize;
+}
+
+impl Handle {
+    fn problem(&self) -> Option<String> {
+        self.store.problem()
+    }
+    fn usable(&self) -> bool {
+        self.store.usable()
+    }
+    fn on_intent(&self, listener: IntentListener) {
+        self.store.on_intent(listener)
+    }
+}
+
 /// One backend: opens handles onto one shared state.
 trait Backend {
-    fn open(&self) -> Box<dyn Store>;
+    fn open(&self) -> Handle;
     fn name(&self) -> &'static str;
 }
 
 struct Sqlite(tempfile::TempDir);
 
 impl Backend for Sqlite {
-    fn open(&self) -> Box<dyn Store> {
-        Box::new(SqliteStore::open(self.0.path()).unwrap())
+    fn open(&self) -> Handle {
+        Handle { store: AnyStore::Sqlite(SqliteStore::open(self.0.path()).unwrap()), runtime: runtime() }
     }
     fn name(&self) -> &'static str {
         "sqlite"
@@ -65,8 +142,10 @@ impl Kubernetes {
 }
 
 impl Backend for Kubernetes {
-    fn open(&self) -> Box<dyn Store> {
-        Box::new(KubeStore::open(self.management(), Arc::new(|_| true)))
+    fn open(&self) -> Handle {
+        let runtime = runtime();
+        let store = runtime.block_on(KubeStore::open(self.management(), Arc::new(|_| true)));
+        Handle { store: AnyStore::Kube(store), runtime }
     }
     fn name(&self) -> &'static str {
         "kubernetes"
@@ -475,10 +554,10 @@ fn rollout_progress_is_saved_from_the_generation_it_was_read_at() {
         assert_eq!(one.rollout("canary").unwrap().unwrap().generation, 2 + ROUNDS, "{b}");
 
         one.save_rollout(&progress("blue-green", "wave 1", 0)).unwrap();
-        let names = |h: &dyn Store| h.rollouts().unwrap().into_iter().map(|p| p.rollout).collect::<Vec<_>>();
-        eventually("both rollouts listed", || names(two.as_ref()) == ["blue-green", "canary"]);
+        let names = |h: &Handle| h.rollouts().unwrap().into_iter().map(|p| p.rollout).collect::<Vec<_>>();
+        eventually("both rollouts listed", || names(&two) == ["blue-green", "canary"]);
         one.delete_rollout("canary").unwrap();
-        eventually("the deletion to arrive", || names(two.as_ref()) == ["blue-green"]);
+        eventually("the deletion to arrive", || names(&two) == ["blue-green"]);
         assert!(two.rollout("canary").unwrap().is_none(), "{b}");
     });
 }
@@ -541,7 +620,7 @@ fn names_that_are_not_cluster_names_are_refused() {
 /// user, and bounded by age and count — the oldest go first.
 #[test]
 fn the_audit_trail_is_appended_filtered_and_bounded() {
-    use strata::daemon::store::{AuditEntry, AuditOutcome, AuditQuery, AuditVia};
+    use strata::daemon::store::{AuditOutcome, AuditVia};
     both(|backend| {
         let (one, two) = (backend.open(), backend.open());
         let name = backend.name();

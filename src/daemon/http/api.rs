@@ -7,6 +7,7 @@
 //! `api`), whose holders say who they are with it. Out: the store's state as JSON, and actions
 //! through the same functions the view uses.
 
+use crate::daemon::store::Store as _;
 use std::sync::Arc;
 
 use axum::Extension;
@@ -33,7 +34,7 @@ use crate::rollout::gate::Action;
 /// the evaluations of late (what each took together) and the clusters with something to apply.
 pub async fn revision(State(app): State<Arc<App>>) -> Response {
     let shared = &app.shared;
-    match shared.store.revision() {
+    match shared.store.revision().await {
         Ok(revision) => {
             let mut body = json!(revision);
             if body.is_null() {
@@ -81,7 +82,7 @@ pub async fn clusters(State(app): State<Arc<App>>, RawQuery(raw): RawQuery) -> R
         }
     }
     if limit == 0 && token.is_none() {
-        let fleet = match shared.store.fleet() {
+        let fleet = match shared.store.fleet().await {
             Ok(f) => f,
             Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e),
         };
@@ -98,7 +99,7 @@ pub async fn clusters(State(app): State<Arc<App>>, RawQuery(raw): RawQuery) -> R
             .collect();
         return json_reply(StatusCode::OK, &Value::Array(rows));
     }
-    let snapshot = match super::view::snapshot(&app) {
+    let snapshot = match super::view::snapshot(&app).await {
         Ok(s) => s,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
     };
@@ -117,7 +118,7 @@ pub async fn clusters(State(app): State<Arc<App>>, RawQuery(raw): RawQuery) -> R
 
 pub async fn cluster(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
     let store = &app.shared.store;
-    let (state, pending) = match store.cluster_row(&name) {
+    let (state, pending) = match store.cluster_row(&name).await {
         Ok(Some(row)) => row,
         Ok(None) => return no_cluster(&name),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e),
@@ -130,14 +131,14 @@ pub async fn cluster(State(app): State<Arc<App>>, Path(name): Path<String>) -> R
         crate::config::StateBackend::Sqlite => None,
     };
     // A read that fails is a 500, never an empty list that says "nothing".
-    let read = || {
+    let read = async {
         Ok::<_, crate::daemon::store::StoreError>((
-            store.drift(&name)?,
-            store.history(&name, crate::daemon::store::HISTORY_KEPT)?,
-            store.approvals(&name)?,
+            store.drift(&name).await?,
+            store.history(&name, crate::daemon::store::HISTORY_KEPT).await?,
+            store.approvals(&name).await?,
         ))
     };
-    let (drift, history, approvals) = match read() {
+    let (drift, history, approvals) = match read.await {
         Ok(read) => read,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e),
     };
@@ -196,7 +197,7 @@ pub async fn act(
                 // rather than "nothing pending".
                 let pending = match &refused {
                     Refused::Stale { pending } => Ok(Some(pending.clone())),
-                    _ => shared.store.pending(&name).map(|p| p.map(|p| p.head_revision)),
+                    _ => shared.store.pending(&name).await.map(|p| p.map(|p| p.head_revision)),
                 };
                 let message = format!("{name}: {refused}");
                 match pending {
@@ -208,19 +209,19 @@ pub async fn act(
             }
         },
         "suspend" | "resume" => {
-            match shared.store.cluster(&name) {
+            match shared.store.cluster(&name).await {
                 Ok(Some(_)) => {}
                 Ok(None) => return no_cluster(&name),
                 Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e),
             }
             let suspend = action == "suspend";
-            let recorded = shared.store.set_suspended(&name, suspend);
+            let recorded = shared.store.set_suspended(&name, suspend).await;
             let done = if suspend { "suspend" } else { "resume-cluster" };
             let entry = match &recorded {
                 Ok(()) => actor.entry(done, Outcome::Done).detail(if suspend { "suspended" } else { "resumed" }),
                 Err(e) => actor.entry(done, Outcome::Refused).detail(e.to_string()),
             };
-            audit::record(shared, entry.cluster(&name));
+            audit::record(shared, entry.cluster(&name)).await;
             match recorded {
                 Ok(()) => {
                     info!(cluster = %name, by = ?by, "{}", if suspend { "Suspended." } else { "Resumed." });
@@ -239,7 +240,10 @@ pub async fn act(
 pub async fn rollouts(State(app): State<Arc<App>>) -> Response {
     let shared = &app.shared;
     let policies = shared.rollouts.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let (progress, fleet) = match shared.store.rollouts().and_then(|p| Ok((p, shared.store.fleet()?))) {
+    let read = async {
+        Ok::<_, crate::daemon::store::StoreError>((shared.store.rollouts().await?, shared.store.fleet().await?))
+    };
+    let (progress, fleet) = match read.await {
         Ok(read) => read,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e),
     };
@@ -256,7 +260,10 @@ pub async fn rollout(State(app): State<Arc<App>>, Path(name): Path<String>) -> R
     let Some(policy) = shared.rollouts.lock().unwrap_or_else(|p| p.into_inner()).get(&name).cloned() else {
         return error(StatusCode::NOT_FOUND, format!("no rollout named {name:?}"));
     };
-    match shared.store.rollout(&name).and_then(|p| Ok((p, shared.store.fleet()?))) {
+    let read = async {
+        Ok::<_, crate::daemon::store::StoreError>((shared.store.rollout(&name).await?, shared.store.fleet().await?))
+    };
+    match read.await {
         Ok((progress, fleet)) => {
             let waiting = selection::waiting(&fleet);
             json_reply(StatusCode::OK, &describe(&policy, progress.as_ref(), now_ms(), &waiting))
@@ -286,7 +293,7 @@ fn selector_from_query(query: Option<&str>) -> Selector {
 /// clusters, the revision, and the digest to approve it by.
 pub async fn selection(State(app): State<Arc<App>>, uri: axum::http::Uri) -> Response {
     let selector = selector_from_query(uri.query());
-    match approve::current(&app.shared, &selector) {
+    match approve::current(&app.shared, &selector).await {
         Ok(selection) => json_reply(StatusCode::OK, &selection.to_json(&selector)),
         Err(refused) => selection_refused(&refused),
     }
@@ -387,12 +394,12 @@ pub async fn act_on_rollout(
         Some(action) => action,
         None => return error(StatusCode::NOT_FOUND, "rollout actions are promote, pause, resume and abort"),
     };
-    act_reply(&app, &name, &action, &actor_of(viewer.as_ref(), &by, Via::of_api(&headers), Some(conn.peer)))
+    act_reply(&app, &name, &action, &actor_of(viewer.as_ref(), &by, Via::of_api(&headers), Some(conn.peer))).await
 }
 
 /// The answer to a rollout action, for the API and the view alike.
-pub fn act_reply(app: &App, name: &str, action: &Action, actor: &Actor) -> Response {
-    match rollouts::act(&app.shared, name, action, actor) {
+pub async fn act_reply(app: &App, name: &str, action: &Action, actor: &Actor) -> Response {
+    match rollouts::act(&app.shared, name, action, actor).await {
         Ok((done, progress)) => {
             json_reply(StatusCode::OK, &json!({ "rollout": name, "done": done, "progress": progress }))
         }
@@ -477,7 +484,7 @@ pub async fn audit_log(State(app): State<Arc<App>>, uri: axum::http::Uri) -> Res
             _ => {}
         }
     }
-    match app.shared.store.audit_log(&query) {
+    match app.shared.store.audit_log(&query).await {
         Ok(entries) => json_reply(StatusCode::OK, &json!(entries)),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
     }

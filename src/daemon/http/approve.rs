@@ -9,6 +9,7 @@
 //! repository (a prefix that also matches another object could be a commit pushed to collide
 //! with the reviewed one).
 
+use crate::daemon::store::Store as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -76,12 +77,18 @@ impl std::fmt::Display for Refused {
 
 /// Why `actor` may not approve `cluster`'s update at `revision` under the approval rules in
 /// force, if they may not ([`crate::approval::refusal`]).
-pub fn forbidden(shared: &Shared, cluster: &str, revision: &str, actor: &Actor) -> Result<Option<String>, String> {
+pub async fn forbidden(
+    shared: &Shared,
+    cluster: &str,
+    revision: &str,
+    actor: &Actor,
+) -> Result<Option<String>, String> {
     let in_force = shared.approval_rules.lock().unwrap_or_else(|p| p.into_inner()).get(cluster).cloned();
     let Some(in_force) = in_force.filter(|r| !r.rules.is_empty()) else { return Ok(None) };
     let given: Vec<crate::approval::Given> = shared
         .store
         .approvals(cluster)
+        .await
         .map_err(|e| e.to_string())?
         .into_iter()
         .filter(|a| a.revision == revision)
@@ -94,10 +101,13 @@ pub fn forbidden(shared: &Shared, cluster: &str, revision: &str, actor: &Actor) 
 
 /// The first cluster of `selection` whose approval rules do not let `actor` approve it, and why:
 /// what the view says instead of offering the form.
-pub fn forbidden_in(shared: &Shared, selection: &Selection, actor: &Actor) -> Option<String> {
-    selection.clusters.iter().find_map(|(cluster, at)| {
-        forbidden(shared, cluster, at, actor).unwrap_or_else(Some).map(|why| format!("{cluster}: {why}"))
-    })
+pub async fn forbidden_in(shared: &Shared, selection: &Selection, actor: &Actor) -> Option<String> {
+    for (cluster, at) in &selection.clusters {
+        if let Some(why) = forbidden(shared, cluster, at, actor).await.unwrap_or_else(Some) {
+            return Some(format!("{cluster}: {why}"));
+        }
+    }
+    None
 }
 
 /// A commit id, or a prefix of one, as the approver wrote it (lower-cased).
@@ -144,7 +154,7 @@ pub async fn approve(
             .detail("approved the pending update"),
         Err(refused) => actor.entry("approve", Outcome::Refused).revision(revision).detail(refused.to_string()),
     };
-    audit::record(shared, entry.cluster(cluster));
+    audit::record(shared, entry.cluster(cluster)).await;
     result
 }
 
@@ -157,9 +167,9 @@ async fn approve_one(
     let (by, via) = (actor.who.as_str(), actor.via.as_str());
     let wanted = parse_revision(revision.filter(|r| !r.trim().is_empty()).ok_or(Refused::MissingRevision)?)?;
     let store = &shared.store;
-    store.cluster(cluster).map_err(|e| Refused::Internal(e.to_string()))?.ok_or(Refused::NoCluster)?;
+    store.cluster(cluster).await.map_err(|e| Refused::Internal(e.to_string()))?.ok_or(Refused::NoCluster)?;
     let pending =
-        store.pending(cluster).map_err(|e| Refused::Internal(e.to_string()))?.ok_or(Refused::NothingPending)?;
+        store.pending(cluster).await.map_err(|e| Refused::Internal(e.to_string()))?.ok_or(Refused::NothingPending)?;
     if let super::super::decide::Hold::Rollout { rollout, wave, .. } = pending.hold {
         return Err(Refused::HeldByRollout { rollout, wave });
     }
@@ -176,11 +186,12 @@ async fn approve_one(
             return Err(Refused::Ambiguous(wanted));
         }
     }
-    if let Some(why) = forbidden(shared, cluster, &pending.head_revision, actor).map_err(Refused::Internal)? {
+    if let Some(why) = forbidden(shared, cluster, &pending.head_revision, actor).await.map_err(Refused::Internal)? {
         return Err(Refused::Forbidden(why));
     }
     let approval = store
         .approve(cluster, &pending.head_revision, &actor.approver())
+        .await
         .map_err(|e| Refused::Internal(e.to_string()))?;
     info!(cluster, revision = %pending.head_revision, by = ?by, via, "Pending update approved.");
     shared.touch();
@@ -282,12 +293,13 @@ fn plural(n: usize) -> &'static str {
 }
 
 /// What `selector` selects now: the pending updates that wait for approval, each at its revision.
-pub fn current(shared: &Shared, selector: &Selector) -> Result<Selection, SelectionRefused> {
+pub async fn current(shared: &Shared, selector: &Selector) -> Result<Selection, SelectionRefused> {
     let rollouts = shared.rollouts.lock().unwrap_or_else(|p| p.into_inner()).clone();
     selector.validate(&rollouts).map_err(SelectionRefused::Invalid)?;
     let internal = |e: super::super::store::StoreError| SelectionRefused::Internal(e.to_string());
-    let fleet = shared.store.fleet().map_err(internal)?;
-    let progress = if selector.rollout.is_some() { shared.store.rollouts().map_err(internal)? } else { Vec::new() };
+    let fleet = shared.store.fleet().await.map_err(internal)?;
+    let progress =
+        if selector.rollout.is_some() { shared.store.rollouts().await.map_err(internal)? } else { Vec::new() };
     let tags = shared.tags.lock().unwrap_or_else(|p| p.into_inner()).clone();
     Ok(selection::select(selector, &fleet, &tags, &progress))
 }
@@ -309,12 +321,12 @@ pub async fn approve_selection(
             for approval in approvals {
                 let detail = format!("approved with {} ({} clusters)", selector.describe(), selection.clusters.len());
                 let entry = actor.entry("approve", Outcome::Done).cluster(&approval.cluster);
-                audit::record(shared, entry.revision(Some(&approval.revision)).detail(detail));
+                audit::record(shared, entry.revision(Some(&approval.revision)).detail(detail)).await;
             }
         }
         Err(refused) => {
             let entry = actor.entry("approve", Outcome::Refused).revision(revision);
-            audit::record(shared, entry.detail(format!("{}: {refused}", selector.describe())));
+            audit::record(shared, entry.detail(format!("{}: {refused}", selector.describe()))).await;
         }
     }
     result
@@ -332,7 +344,7 @@ async fn approve_selected(
         revision.filter(|r| !r.trim().is_empty()).ok_or(SelectionRefused::Revision(Refused::MissingRevision))?;
     let wanted = parse_revision(revision).map_err(SelectionRefused::Revision)?;
     let seen = seen.ok_or(SelectionRefused::MissingSeen)?;
-    let selection = current(shared, selector)?;
+    let selection = current(shared, selector).await?;
     if selection.clusters.is_empty() {
         return Err(SelectionRefused::Nothing { selects: selector.describe() });
     }
@@ -371,7 +383,7 @@ async fn approve_selected(
         }
     }
     for (cluster, at) in &selection.clusters {
-        if let Some(why) = forbidden(shared, cluster, at, actor).map_err(SelectionRefused::Internal)? {
+        if let Some(why) = forbidden(shared, cluster, at, actor).await.map_err(SelectionRefused::Internal)? {
             return Err(SelectionRefused::Forbidden { cluster: cluster.clone(), why });
         }
     }
@@ -382,6 +394,7 @@ async fn approve_selected(
         let approval = shared
             .store
             .approve(cluster, at, &actor.approver())
+            .await
             .map_err(|e| SelectionRefused::Internal(e.to_string()))?;
         approvals.push(approval);
     }

@@ -585,17 +585,17 @@ async fn authenticate(
         Audience::Page | Audience::Fragment => audit::Via::View,
     };
     let target = format!("{} {}", req.method(), req.uri().path());
-    let refused_write = |who: &str, why: &str| {
+    let refused_write = async |who: &str, why: &str| {
         if access == Access::Write {
             let entry = audit::Entry::new("write", audit::Outcome::Refused, who, via, peer);
-            audit::record(&app.shared, entry.detail(format!("{target}: {why}")));
+            audit::record(&app.shared, entry.detail(format!("{target}: {why}"))).await;
         }
     };
     let shown = match app.auth.identify(req.headers(), client, access == Access::Metrics).await {
         Ok(shown) => shown,
         Err(refusal) => {
             if !matches!(refusal, Refusal::Throttled(_)) {
-                refused_write("-", &format!("{refusal:?}"));
+                refused_write("-", &format!("{refusal:?}")).await;
             }
             return refusal.into_response(audience);
         }
@@ -620,7 +620,7 @@ async fn authenticate(
         Shown::Nothing | Shown::MetricsToken => None,
     };
     if !allowed {
-        refused_write("-", "no credentials");
+        refused_write("-", "no credentials").await;
         return match audience {
             Audience::Page => super::view::to_login(req.method(), req.uri()),
             _ => Refusal::Wrong.into_response(audience),
@@ -631,7 +631,7 @@ async fn authenticate(
         && !app.auth.may_write(viewer)
     {
         warn!(user = ?viewer.name(), path = %req.uri().path(), "Refused: in none of auth.write_groups.");
-        refused_write(viewer.name(), "in none of auth.write_groups");
+        refused_write(viewer.name(), "in none of auth.write_groups").await;
         return Refusal::NotAllowed.into_response(audience);
     }
     req.extensions_mut().insert(viewer);

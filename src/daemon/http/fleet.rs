@@ -11,7 +11,7 @@
 //! reads the snapshot, and the API pages with [`after`] the same way.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -126,17 +126,22 @@ impl Snapshot {
 /// The last snapshot, shared by the page, its refreshes and every viewer.
 #[derive(Default)]
 pub struct SnapshotCache {
-    last: Mutex<Option<Arc<Snapshot>>>,
+    /// An async lock: held while a new snapshot is read (from the store, awaited), so viewers
+    /// arriving meanwhile wait for that one read instead of each making their own.
+    last: tokio::sync::Mutex<Option<Arc<Snapshot>>>,
 }
 
 impl SnapshotCache {
     /// The snapshot at `version`: the cached one while it is that version and young, else `read`.
-    pub fn get<E>(&self, version: u64, read: impl FnOnce() -> Result<Snapshot, E>) -> Result<Arc<Snapshot>, E> {
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+    pub async fn get<E, F>(&self, version: u64, read: impl FnOnce() -> F) -> Result<Arc<Snapshot>, E>
+    where
+        F: Future<Output = Result<Snapshot, E>>,
+    {
+        let mut last = self.last.lock().await;
         if let Some(s) = last.as_ref().filter(|s| s.version == version && s.read.elapsed() < SNAPSHOT_AGE) {
             return Ok(s.clone());
         }
-        let fresh = Arc::new(read()?);
+        let fresh = Arc::new(read().await?);
         *last = Some(fresh.clone());
         Ok(fresh)
     }

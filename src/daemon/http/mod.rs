@@ -43,6 +43,7 @@ pub mod rollouts;
 pub mod session;
 pub mod view;
 
+use crate::daemon::store::Store as _;
 use std::sync::Arc;
 
 use axum::Extension;
@@ -221,7 +222,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     // A state database known broken is not read at every scrape (each read would count another
     // error of the kind it already reports): the per-cluster series keep their last values.
     if app.shared.store.usable() {
-        match view::snapshot(&app) {
+        match view::snapshot(&app).await {
             Ok(snapshot) => app.shared.metrics.clusters(snapshot.entries.iter().map(|e| {
                 let healthy = e.state.health == Some(super::state::Health::Ready);
                 (e.state.name.as_str(), e.sync(), healthy, e.state.drifted)

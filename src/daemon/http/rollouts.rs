@@ -7,6 +7,7 @@
 //! revision is). Out: HTML from `rollouts.html` and `rollout.html`; promotions go through
 //! [`crate::daemon::rollouts::act`], as the API's do.
 
+use crate::daemon::store::Store as _;
 use std::sync::Arc;
 
 use axum::Extension;
@@ -44,7 +45,7 @@ pub async fn list(State(app): State<Arc<App>>, Extension(viewer): Extension<Opti
     let shared = &app.shared;
     let who = who(&viewer);
     let policies = shared.rollouts.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let progress = match shared.store.rollouts() {
+    let progress = match shared.store.rollouts().await {
         Ok(p) => p,
         Err(e) => return app.pages.message(StatusCode::INTERNAL_SERVER_ERROR, "error", &who, &e.to_string(), None),
     };
@@ -85,11 +86,11 @@ pub async fn page(
     let Some(policy) = shared.rollouts.lock().unwrap_or_else(|p| p.into_inner()).get(&name).cloned() else {
         return no_rollout(&app, &name, &who);
     };
-    let progress = match shared.store.rollout(&name) {
+    let progress = match shared.store.rollout(&name).await {
         Ok(p) => p,
         Err(e) => return app.pages.message(StatusCode::INTERNAL_SERVER_ERROR, "error", &who, &e.to_string(), None),
     };
-    let fleet = match shared.store.fleet() {
+    let fleet = match shared.store.fleet().await {
         Ok(f) => f,
         Err(e) => return app.pages.message(StatusCode::INTERNAL_SERVER_ERROR, "error", &who, &e.to_string(), None),
     };
@@ -105,20 +106,23 @@ pub async fn page(
             wave: wave["name"].as_str().map(str::to_string),
             ..Selector::default()
         };
-        if let Ok(selection) = approve::current(shared, &selector) {
+        if let Ok(selection) = approve::current(shared, &selector).await {
             let mut json = selection.to_json(&selector);
             if let Some(v) = &viewer {
                 let actor = Actor::of(v.identity(), v.name(), Via::View, None);
-                json["forbidden"] = serde_json::json!(approve::forbidden_in(shared, &selection, &actor));
+                json["forbidden"] = serde_json::json!(approve::forbidden_in(shared, &selection, &actor).await);
             }
             wave["selection"] = json;
         }
     }
-    let promote_forbidden = viewer.as_ref().filter(|_| !described["promotion"].is_null()).and_then(|v| {
-        let actor = Actor::of(v.identity(), v.name(), Via::View, None);
-        let wave = described["promotion"]["starts"].as_str();
-        rollouts::promotion_refused(shared, &name, wave, &actor).unwrap_or_else(|e| Some(e.to_string()))
-    });
+    let promote_forbidden = match viewer.as_ref().filter(|_| !described["promotion"].is_null()) {
+        Some(v) => {
+            let actor = Actor::of(v.identity(), v.name(), Via::View, None);
+            let wave = described["promotion"]["starts"].as_str();
+            rollouts::promotion_refused(shared, &name, wave, &actor).await.unwrap_or_else(|e| Some(e.to_string()))
+        }
+        None => None,
+    };
     app.pages.page(
         StatusCode::OK,
         "rollout.html",
@@ -151,10 +155,11 @@ pub async fn promote(
     let refused = |viewer: &Viewer| {
         warn!(rollout = ?name, user = ?viewer.name(), "Promotion refused: the form failed the CSRF check.");
     };
-    let (viewer, who) = match signed_in_form(&app, viewer, &conn, &headers, form.csrf.as_deref(), "promote", refused) {
-        Ok(checked) => checked,
-        Err(response) => return response,
-    };
+    let (viewer, who) =
+        match signed_in_form(&app, viewer, &conn, &headers, form.csrf.as_deref(), "promote", refused).await {
+            Ok(checked) => checked,
+            Err(response) => return response,
+        };
     let here = format!("/rollouts/{}", segment(&name));
     // The wave and revision the page showed: what the person decided on.
     let action = Action::Promote {
@@ -162,7 +167,7 @@ pub async fn promote(
         revision: Some(form.revision.unwrap_or_default()).filter(|r| !r.is_empty()),
     };
     let actor = Actor::of(viewer.identity(), viewer.name(), Via::View, Some(conn.peer));
-    match rollouts::act(&app.shared, &name, &action, &actor) {
+    match rollouts::act(&app.shared, &name, &action, &actor).await {
         Ok(_) => redirect(&here, None),
         Err(ActError::NoRollout(_)) => no_rollout(&app, &name, &who),
         Err(e @ (ActError::Refused(_) | ActError::Idle(_))) => {

@@ -21,6 +21,7 @@
 //! Approving goes through [`super::approve::approve`], as the API's does. Assets are compiled into
 //! the binary; the only script polls the overview and the page of the list.
 
+use crate::daemon::store::Store as _;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -323,21 +324,24 @@ fn fleet_row(shared: &Shared, e: &Entry) -> FleetRow {
 
 /// The fleet as the page and the paged API read it: the cached snapshot while no cluster's
 /// state changed (and for at most a second), else read again.
-pub(super) fn snapshot(app: &App) -> Result<Arc<Snapshot>, String> {
+pub(super) async fn snapshot(app: &App) -> Result<Arc<Snapshot>, String> {
     let shared = &app.shared;
     let version = shared.version.load(std::sync::atomic::Ordering::Relaxed);
-    app.fleet.get(version, || {
-        let rows = shared.store.fleet_brief().map_err(|e| format!("the state database could not be read: {e}"))?;
-        let tags = shared.tags.lock().expect("tags lock");
-        let entries = rows
-            .into_iter()
-            .map(|row| {
-                let have = tags.get(&row.0.name).cloned().unwrap_or_default();
-                Entry::from_row(row, have)
-            })
-            .collect();
-        Ok(Snapshot::new(version, entries))
-    })
+    app.fleet
+        .get(version, || async {
+            let rows =
+                shared.store.fleet_brief().await.map_err(|e| format!("the state database could not be read: {e}"))?;
+            let tags = shared.tags.lock().expect("tags lock");
+            let entries = rows
+                .into_iter()
+                .map(|row| {
+                    let have = tags.get(&row.0.name).cloned().unwrap_or_default();
+                    Entry::from_row(row, have)
+                })
+                .collect();
+            Ok(Snapshot::new(version, entries))
+        })
+        .await
 }
 
 /// The fleet page's ETag: bumped whenever a cluster's state changes.
@@ -396,9 +400,9 @@ fn list_page(shared: &Shared, snapshot: &Snapshot, query: &ListQuery) -> ListPag
 }
 
 /// The rollouts that are not complete, for the overview.
-fn rollouts_now(shared: &Shared) -> Vec<RolloutLine> {
+async fn rollouts_now(shared: &Shared) -> Vec<RolloutLine> {
     let policies = shared.rollouts.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    match shared.store.rollouts() {
+    match shared.store.rollouts().await {
         Ok(progress) => rollouts_under_way(&policies, &progress, crate::daemon::store::now_ms()),
         Err(e) => {
             warn!(error = %e, "The fleet page shows no rollouts: their progress could not be read.");
@@ -438,7 +442,7 @@ async fn fleet(
             );
         }
     };
-    let snapshot = match snapshot(&app) {
+    let snapshot = match snapshot(&app).await {
         Ok(s) => s,
         Err(e) => return app.pages.message(StatusCode::INTERNAL_SERVER_ERROR, "error", &who, &e, None),
     };
@@ -474,16 +478,19 @@ async fn fleet(
         let pending = e.pending.as_ref().filter(|p| p.hold == Hold::Approval)?;
         Some((e.state.name.as_str(), pending.head_revision.as_str(), e.tags.as_slice()))
     });
-    let selection = Some(selection::select_from(&selector, waiting, &[]))
+    let selection = match Some(selection::select_from(&selector, waiting, &[]))
         .filter(|s| only_tags && selector.validate(&BTreeMap::new()).is_ok() && !s.clusters.is_empty())
-        .map(|s| {
+    {
+        Some(s) => {
             let mut json = s.to_json(&selector);
             if let Some(v) = &viewer {
                 let actor = Actor::of(v.identity(), v.name(), AuditVia::View, None);
-                json["forbidden"] = serde_json::json!(approve::forbidden_in(shared, &s, &actor));
+                json["forbidden"] = serde_json::json!(approve::forbidden_in(shared, &s, &actor).await);
             }
-            json
-        });
+            Some(json)
+        }
+        None => None,
+    };
     let what = match query.tags.is_empty() {
         false => format!("tagged {}", query.tags.join(" ")),
         true => "in the fleet".to_string(),
@@ -501,7 +508,7 @@ async fn fleet(
             who => Serde(who),
             problems => Serde(shared.network.problems()),
             o => Serde(snapshot.overview()),
-            rollouts => Serde(rollouts_now(shared)),
+            rollouts => Serde(rollouts_now(shared).await),
             list => Serde(list_page(shared, &snapshot, &query)),
             profiles => Serde(choices("all profiles", profiles)),
             versions => Serde(choices("all versions", versions)),
@@ -536,10 +543,11 @@ async fn fragment(State(app): State<Arc<App>>, RawQuery(raw): RawQuery, headers:
         Ok(q) => q,
         Err(e) => return super::text(StatusCode::BAD_REQUEST, format!("{e}\n")),
     };
-    let rendered = snapshot(&app).and_then(|snapshot| {
+    let rollouts = rollouts_now(&app.shared).await;
+    let rendered = snapshot(&app).await.and_then(|snapshot| {
         let ctx = context! {
             o => Serde(snapshot.overview()),
-            rollouts => Serde(rollouts_now(&app.shared)),
+            rollouts => Serde(rollouts),
             list => Serde(list_page(&app.shared, &snapshot, &query)),
             version => etag.clone(),
         };
@@ -578,7 +586,7 @@ async fn audit_page(
     let (cluster, user) = (keep(filters.cluster), keep(filters.user));
     let limit = 500;
     let query = audit::Query { since: None, cluster: cluster.clone(), user: user.clone(), limit };
-    match app.shared.store.audit_log(&query) {
+    match app.shared.store.audit_log(&query).await {
         Ok(entries) => app.pages.page(
             StatusCode::OK,
             "audit.html",
@@ -639,16 +647,16 @@ async fn cluster(
             }
         };
     }
-    let Some(c) = read!(store.cluster(&name)) else { return no_cluster(&app, &name, &who) };
+    let Some(c) = read!(store.cluster(&name).await) else { return no_cluster(&app, &name, &who) };
     let mut layers: Vec<Layer> = Vec::new();
-    for (object, layer, action) in read!(store.objects(&name)) {
+    for (object, layer, action) in read!(store.objects(&name).await) {
         let row = ObjectRow { object, action };
         match layers.iter_mut().find(|l| l.name == layer) {
             Some(l) => l.objects.push(row),
             None => layers.push(Layer { name: layer, objects: vec![row] }),
         }
     }
-    let drift: Vec<BTreeMap<&str, String>> = read!(store.drift(&name))
+    let drift: Vec<BTreeMap<&str, String>> = read!(store.drift(&name).await)
         .into_iter()
         .map(|d| {
             BTreeMap::from([
@@ -659,7 +667,7 @@ async fn cluster(
             ])
         })
         .collect();
-    let history: Vec<Value> = read!(store.history(&name, crate::daemon::store::HISTORY_KEPT))
+    let history: Vec<Value> = read!(store.history(&name, crate::daemon::store::HISTORY_KEPT).await)
         .into_iter()
         .map(|h| {
             context! {
@@ -672,11 +680,11 @@ async fn cluster(
             }
         })
         .collect();
-    let approvals: Vec<Value> = read!(store.approvals(&name))
+    let approvals: Vec<Value> = read!(store.approvals(&name).await)
         .into_iter()
         .map(|a| context! { at => rfc3339(a.approved_at), revision => Serde(rev(shared, Some(&a.revision))), by => a.approved_by })
         .collect();
-    let pending = read!(store.pending(&name)).map(|p| context! { summary => p.summary });
+    let pending = read!(store.pending(&name).await).map(|p| context! { summary => p.summary });
     let c = context! {
         name => c.name.clone(),
         profile => c.profile.clone().unwrap_or_else(|| "-".into()),
@@ -700,7 +708,7 @@ async fn pending(
 ) -> Response {
     let shared = &app.shared;
     let who = who(&viewer);
-    let Ok(Some((state, Some(p)))) = shared.store.cluster_row(&name) else {
+    let Ok(Some((state, Some(p)))) = shared.store.cluster_row(&name).await else {
         let link = Link { href: format!("/clusters/{}", segment(&name)), text: "Back to the cluster" };
         let message = format!("{name} has no pending update.");
         return app.pages.message(StatusCode::NOT_FOUND, &name, &who, &message, Some(link));
@@ -708,10 +716,13 @@ async fn pending(
     // Shown only while it starts from what the cluster runs; approving waits for that too.
     let diff = p.diff_from(&state).map(side_by_side);
     // The approval rules in force may not let this person approve: the page says why instead.
-    let forbidden = viewer.as_ref().and_then(|v| {
-        let actor = Actor::of(v.identity(), v.name(), AuditVia::View, None);
-        approve::forbidden(shared, &name, &p.head_revision, &actor).unwrap_or_else(Some)
-    });
+    let forbidden = match viewer.as_ref() {
+        Some(v) => {
+            let actor = Actor::of(v.identity(), v.name(), AuditVia::View, None);
+            approve::forbidden(shared, &name, &p.head_revision, &actor).await.unwrap_or_else(Some)
+        }
+        None => None,
+    };
     app.pages.page(
         StatusCode::OK,
         "pending.html",
@@ -748,10 +759,11 @@ async fn approve(
     let refused = |viewer: &Viewer| {
         warn!(cluster = ?name, user = ?viewer.name(), "Approval refused: the form failed the CSRF check.");
     };
-    let (viewer, who) = match signed_in_form(&app, viewer, &conn, &headers, form.csrf.as_deref(), "approve", refused) {
-        Ok(checked) => checked,
-        Err(response) => return response,
-    };
+    let (viewer, who) =
+        match signed_in_form(&app, viewer, &conn, &headers, form.csrf.as_deref(), "approve", refused).await {
+            Ok(checked) => checked,
+            Err(response) => return response,
+        };
     let review = Link { href: format!("/clusters/{}/pending", segment(&name)), text: "Review it again" };
     let actor = Actor::of(viewer.identity(), viewer.name(), AuditVia::View, Some(conn.peer));
     match approve::approve(&app.shared, &name, form.revision.as_deref(), &actor).await {
@@ -808,7 +820,7 @@ async fn approve_selection(
     let refused = |viewer: &Viewer| {
         warn!(selects = %selector.describe(), user = ?viewer.name(), "Approval refused: the form failed the CSRF check.");
     };
-    let (viewer, who) = match signed_in_form(&app, viewer, &conn, &headers, csrf.as_deref(), "approve", refused) {
+    let (viewer, who) = match signed_in_form(&app, viewer, &conn, &headers, csrf.as_deref(), "approve", refused).await {
         Ok(checked) => checked,
         Err(response) => return response,
     };
@@ -840,7 +852,7 @@ async fn approve_selection(
 /// page, or 403 naming the problem (after `refused` logged it and the audit trail got it as a
 /// refused `action`).
 #[allow(clippy::result_large_err)] // the error is the response, returned at once
-pub(super) fn signed_in_form(
+pub(super) async fn signed_in_form(
     app: &App,
     viewer: Option<Viewer>,
     conn: &ConnInfo,
@@ -856,7 +868,7 @@ pub(super) fn signed_in_form(
         Err(problem) => {
             refused(&viewer);
             let entry = audit::Entry::new(action, Outcome::Refused, viewer.name(), AuditVia::View, Some(conn.peer));
-            audit::record(&app.shared, entry.detail("the form failed the CSRF check"));
+            audit::record(&app.shared, entry.detail("the form failed the CSRF check")).await;
             Err(app.pages.message(StatusCode::FORBIDDEN, "forbidden", &who, problem, None))
         }
     }
@@ -917,7 +929,7 @@ async fn login(
     if let Err(refusal @ (Refusal::Wrong | Refusal::NotAllowed | Refusal::NoToken)) = &verified {
         let who = said.as_deref().map_or("-".to_string(), |n| format!("- ({n})"));
         let entry = audit::Entry::new("sign-in", Outcome::Refused, &who, AuditVia::View, Some(conn.peer));
-        audit::record(&app.shared, entry.detail(format!("with a token: {refusal:?}")));
+        audit::record(&app.shared, entry.detail(format!("with a token: {refusal:?}"))).await;
     }
     let viewer = match verified {
         Ok(viewer) => viewer,
@@ -957,7 +969,7 @@ async fn login(
         Ok(cookie) => {
             info!(user = ?viewer.name(), via = "token", client = %client, "Signed in to the status view.");
             let entry = audit::Entry::new("sign-in", Outcome::Done, viewer.name(), AuditVia::View, Some(conn.peer));
-            audit::record(&app.shared, entry.detail(format!("with API token {}", identity.name)));
+            audit::record(&app.shared, entry.detail(format!("with API token {}", identity.name))).await;
             redirect(next, Some(cookie))
         }
         Err(e) => {
@@ -1000,7 +1012,7 @@ async fn logout(
         }
         info!(user = ?viewer.name(), "Signed out of the status view.");
         let entry = audit::Entry::new("sign-out", Outcome::Done, viewer.name(), AuditVia::View, Some(conn.peer));
-        audit::record(&app.shared, entry.detail("on every replica"));
+        audit::record(&app.shared, entry.detail("on every replica")).await;
     }
     redirect("/", Some(app.auth.cookie(None)))
 }
@@ -1093,7 +1105,7 @@ async fn oidc_callback(
         Err(e) => {
             warn!(error = %e, "Sign-in through the OpenID provider refused.");
             let entry = audit::Entry::new("sign-in", Outcome::Refused, "-", AuditVia::View, Some(conn.peer));
-            audit::record(&app.shared, entry.detail(format!("through the OpenID provider: {e}")));
+            audit::record(&app.shared, entry.detail(format!("through the OpenID provider: {e}"))).await;
             return refuse(StatusCode::UNAUTHORIZED, "The sign-in could not be verified; the daemon's log says why.");
         }
     };
@@ -1110,7 +1122,8 @@ async fn oidc_callback(
     audit::record(
         &app.shared,
         entry.detail(format!("through the OpenID provider (groups: {})", person.groups.join(", "))),
-    );
+    )
+    .await;
     let next = next_or_home(Some(&flow.next)).to_string();
     let mut response = app.pages.page(
         StatusCode::OK,

@@ -1,10 +1,10 @@
 //! The daemon's state: one interface, two backends.
 //!
 //! ```text
-//!   evaluate, workers, outbox, API ──> dyn Store ──┬── SqliteStore  state_dir/strata.db (one host, the default)
-//!                                                  └── KubeStore    ClusterState objects + the strata-state
-//!                                                                   ConfigMap in the management cluster
-//!                                                                   (replicas share it; resourceVersion guards writes)
+//!   workers, outbox, API ──> AnyStore (async) ──┬── SqliteStore  state_dir/strata.db (one host, the default)
+//!   evaluation (blocking thread) ──> store::wait ┘└── KubeStore    ClusterState objects + the strata-state
+//!                                                                  ConfigMap in the management cluster
+//!                                                                  (replicas share it; resourceVersion guards writes)
 //!   every failure: a StoreError (logged by the caller), remembered for /readyz, counted by kind
 //! ```
 //!
@@ -13,15 +13,19 @@
 //! suspensions, where each rollout stands, drift findings, a bounded history of applies and the
 //! commit statuses still to be delivered. Both backends pass the same suite (`tests/it/store.rs`).
 //!
+//! Calls are async: the daemon runs its event loop, workers and web server on one thread, and a
+//! call that waits for the management cluster must not stall them ([`Store`]).
+//!
 //! Adding a method: declare it on [`Store`], write it in [`sqlite`] (SQL in one transaction; a
 //! migration when it needs a table or column) and in [`kube`] (read from the cache with
 //! `KubeStore::doc`/`global`, write with `update_status`, `update_spec` or `update_global`, which
-//! retry on conflicts), give any new ClusterState field its place in the CRD's schema
+//! retry on conflicts), dispatch it in [`AnyStore`], give any new ClusterState field its place in the CRD's schema
 //! (`deploy/kubernetes/crd.yaml`), and add a case to `tests/it/store.rs`, which runs it on both.
 
 pub mod kube;
 pub mod sqlite;
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -273,10 +277,17 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// operator promoted): what this replica decides may follow from it.
 pub type IntentListener = Box<dyn Fn(&str) + Send + std::marker::Sync>;
 
-/// Everything the daemon remembers. Calls are synchronous and short: the SQLite backend writes
-/// a local file, the Kubernetes backend answers reads from a watched cache and waits for its
-/// writes (bounded) on a thread of its own. Every write is atomic: it happens whole or not at
-/// all, and concurrent writers (replicas) never lose each other's updates.
+/// Everything the daemon remembers. Calls are asynchronous: the daemon's event loop, its workers
+/// and its web server share one thread, and a call that waits (for the management cluster's API
+/// server, up to its timeout) must let the others run meanwhile. The SQLite backend does its
+/// work synchronously inside its calls: a local file, short transactions. The Kubernetes backend
+/// answers reads from a watched cache and sends its writes from the management thread
+/// ([`super::management`]), waiting for the answer (bounded) without blocking. Every write is
+/// atomic: it happens whole or not at all, and concurrent writers (replicas) never lose each
+/// other's updates.
+///
+/// The daemon holds an [`AnyStore`]; the futures are `Send`, so the web server's handlers (which
+/// must be) can await them.
 pub trait Store: Send + std::marker::Sync {
     /// Where the state lives, for logs: the database file, or the namespace.
     fn location(&self) -> String;
@@ -287,107 +298,285 @@ pub trait Store: Send + std::marker::Sync {
     /// Failures by kind, for the daemon's metrics.
     fn error_counter(&self) -> Family<KindLabel, Counter>;
     /// A small write, to find out whether writing works again after a failure.
-    fn probe(&self) -> Result<()>;
+    fn probe(&self) -> impl Future<Output = Result<()>> + Send;
     /// Registers who hears of intents changed by others (see [`IntentListener`]). A backend
     /// only this process writes has nothing to tell.
     fn on_intent(&self, _listener: IntentListener) {}
 
-    fn meta(&self, key: &str) -> Result<Option<String>>;
-    fn set_meta(&self, key: &str, value: &str) -> Result<()>;
+    fn meta(&self, key: &str) -> impl Future<Output = Result<Option<String>>> + Send;
+    fn set_meta(&self, key: &str, value: &str) -> impl Future<Output = Result<()>> + Send;
     /// The revision the daemon follows, as last evaluated.
-    fn revision(&self) -> Result<Option<RevisionState>>;
+    fn revision(&self) -> impl Future<Output = Result<Option<RevisionState>>> + Send;
     /// Records what came of evaluating `head`; a loaded head becomes the last good revision.
-    fn set_revision(&self, head: &str, verdict: Verdict, message: Option<&str>) -> Result<()>;
+    fn set_revision(
+        &self,
+        head: &str,
+        verdict: Verdict,
+        message: Option<&str>,
+    ) -> impl Future<Output = Result<()>> + Send;
 
-    fn cluster(&self, name: &str) -> Result<Option<ClusterState>>;
+    fn cluster(&self, name: &str) -> impl Future<Output = Result<Option<ClusterState>>> + Send;
     /// Every cluster, by name.
-    fn clusters(&self) -> Result<Vec<ClusterState>>;
+    fn clusters(&self) -> impl Future<Output = Result<Vec<ClusterState>>> + Send;
     /// Records a successful apply: what is now running, and a history row, at once.
-    fn record_applied(&self, name: &str, applied: &Applied) -> Result<()>;
+    fn record_applied(&self, name: &str, applied: &Applied) -> impl Future<Output = Result<()>> + Send;
     /// Takes what a cluster runs from its inventory when the store knows nothing about it (a
     /// new state, or one recovered from corruption): the next evaluation then plans from there,
     /// so held updates stay held. Returns whether anything was recorded.
-    fn seed(&self, name: &str, revision: &str, digest: &str, profile: &str, version: &str) -> Result<bool>;
+    fn seed(
+        &self,
+        name: &str,
+        revision: &str,
+        digest: &str,
+        profile: &str,
+        version: &str,
+    ) -> impl Future<Output = Result<bool>> + Send;
     /// Records a state change that is not an apply (applying, failed, removed…); failures,
     /// errors and removals get a history row.
-    fn set_sync(&self, name: &str, sync: Sync, message: Option<&str>, revision: Option<&str>) -> Result<()>;
-    fn set_suspended(&self, name: &str, suspended: bool) -> Result<()>;
+    fn set_sync(
+        &self,
+        name: &str,
+        sync: Sync,
+        message: Option<&str>,
+        revision: Option<&str>,
+    ) -> impl Future<Output = Result<()>> + Send;
+    fn set_suspended(&self, name: &str, suspended: bool) -> impl Future<Output = Result<()>> + Send;
     /// Replaces the list of objects applied to `cluster`.
-    fn set_objects(&self, cluster: &str, objects: &[ObjectRow]) -> Result<()>;
-    fn objects(&self, cluster: &str) -> Result<Vec<ObjectRow>>;
+    fn set_objects(&self, cluster: &str, objects: &[ObjectRow]) -> impl Future<Output = Result<()>> + Send;
+    fn objects(&self, cluster: &str) -> impl Future<Output = Result<Vec<ObjectRow>>> + Send;
     /// Every cluster with its pending update, by name (the fleet page lists thousands).
-    fn fleet(&self) -> Result<Vec<FleetRow>>;
+    fn fleet(&self) -> impl Future<Output = Result<Vec<FleetRow>>> + Send;
     /// [`Store::fleet`] without the pending diffs (empty): what the fleet page and the paged API
     /// list need, read without the largest column.
-    fn fleet_brief(&self) -> Result<Vec<FleetRow>> {
-        let mut fleet = self.fleet()?;
-        for (_, pending) in &mut fleet {
-            if let Some(p) = pending {
-                p.diff = String::new();
+    fn fleet_brief(&self) -> impl Future<Output = Result<Vec<FleetRow>>> + Send {
+        async {
+            let mut fleet = self.fleet().await?;
+            for (_, pending) in &mut fleet {
+                if let Some(p) = pending {
+                    p.diff = String::new();
+                }
             }
+            Ok(fleet)
         }
-        Ok(fleet)
     }
     /// One cluster with its pending update, read together: a pending diff is shown only when it
     /// starts from what the cluster runs ([`Pending::diff_from`]), judged on one snapshot.
-    fn cluster_row(&self, name: &str) -> Result<Option<FleetRow>>;
+    fn cluster_row(&self, name: &str) -> impl Future<Output = Result<Option<FleetRow>>> + Send;
 
-    fn pending(&self, cluster: &str) -> Result<Option<Pending>>;
+    fn pending(&self, cluster: &str) -> impl Future<Output = Result<Option<Pending>>> + Send;
     /// Sets or replaces the cluster's pending update (`since` is kept while the head is the same).
-    fn set_pending(&self, pending: &Pending) -> Result<()>;
-    fn clear_pending(&self, cluster: &str) -> Result<()>;
-    fn pending_count(&self) -> Result<i64>;
+    fn set_pending(&self, pending: &Pending) -> impl Future<Output = Result<()>> + Send;
+    fn clear_pending(&self, cluster: &str) -> impl Future<Output = Result<()>> + Send;
+    fn pending_count(&self) -> impl Future<Output = Result<i64>> + Send;
 
-    fn approve(&self, cluster: &str, revision: &str, by: &Approver) -> Result<Approval>;
+    fn approve(&self, cluster: &str, revision: &str, by: &Approver) -> impl Future<Output = Result<Approval>> + Send;
     /// The newest approval of `revision` for `cluster`, if there is one.
-    fn approval(&self, cluster: &str, revision: &str) -> Result<Option<Approval>>;
+    fn approval(&self, cluster: &str, revision: &str) -> impl Future<Output = Result<Option<Approval>>> + Send;
     /// The cluster's approvals, oldest first.
-    fn approvals(&self, cluster: &str) -> Result<Vec<Approval>>;
+    fn approvals(&self, cluster: &str) -> impl Future<Output = Result<Vec<Approval>>> + Send;
 
     /// Replaces the cluster's drift findings with these.
-    fn set_drift(&self, cluster: &str, findings: &[DriftRow]) -> Result<()>;
+    fn set_drift(&self, cluster: &str, findings: &[DriftRow]) -> impl Future<Output = Result<()>> + Send;
     /// The drift findings, by object and path.
-    fn drift(&self, cluster: &str) -> Result<Vec<DriftRow>>;
+    fn drift(&self, cluster: &str) -> impl Future<Output = Result<Vec<DriftRow>>> + Send;
 
     /// Queues a status for delivery, replacing one not yet delivered for the same commit and
     /// context. Returns false when it was delivered already with this state and description:
     /// no write for what the forge already shows.
-    fn enqueue(&self, status: &crate::report::Status) -> Result<bool>;
+    fn enqueue(&self, status: &crate::report::Status) -> impl Future<Output = Result<bool>> + Send;
     /// Statuses due for delivery, oldest first (of the clusters this process delivers for).
-    fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<Queued>>;
+    fn due(&self, now_ms: i64, limit: usize) -> impl Future<Output = Result<Vec<Queued>>> + Send;
     /// When the next queued status is due (milliseconds), if any is queued.
-    fn next_due(&self) -> Result<Option<i64>>;
-    fn outbox_len(&self) -> Result<i64>;
+    fn next_due(&self) -> impl Future<Output = Result<Option<i64>>> + Send;
+    fn outbox_len(&self) -> impl Future<Output = Result<i64>> + Send;
     /// Records a delivery; the queued entry goes unless it changed while being delivered.
-    fn delivered(&self, status: &crate::report::Status) -> Result<()>;
+    fn delivered(&self, status: &crate::report::Status) -> impl Future<Output = Result<()>> + Send;
     /// Puts a queued status off until `next_ms`, noting why.
-    fn retry(&self, status: &crate::report::Status, next_ms: i64, error: &str) -> Result<()>;
+    fn retry(
+        &self,
+        status: &crate::report::Status,
+        next_ms: i64,
+        error: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
 
     /// The newest `limit` history rows of `cluster`, newest first (at most [`HISTORY_KEPT`]).
-    fn history(&self, cluster: &str, limit: usize) -> Result<Vec<HistoryRow>>;
+    fn history(&self, cluster: &str, limit: usize) -> impl Future<Output = Result<Vec<HistoryRow>>> + Send;
     /// Forgets delivered statuses older than [`DELIVERED_KEPT_SECS`], except those for a
     /// revision some cluster runs or holds (a drift report may still be posted on it). Returns
     /// how many went.
-    fn prune_delivered(&self, now: i64) -> Result<usize>;
+    fn prune_delivered(&self, now: i64) -> impl Future<Output = Result<usize>> + Send;
 
     /// Where every rollout stands (each with the generation it was stored at), by name.
-    fn rollouts(&self) -> Result<Vec<crate::rollout::gate::Progress>>;
-    fn rollout(&self, name: &str) -> Result<Option<crate::rollout::gate::Progress>>;
+    fn rollouts(&self) -> impl Future<Output = Result<Vec<crate::rollout::gate::Progress>>> + Send;
+    fn rollout(&self, name: &str) -> impl Future<Output = Result<Option<crate::rollout::gate::Progress>>> + Send;
     /// Stores a rollout's progress if nobody stored it since it was read: `progress.generation`
     /// must be the stored one (0 for a rollout not stored yet). Returns false, storing nothing,
     /// when it is not — read again and decide again. The generation goes up by one.
-    fn save_rollout(&self, progress: &crate::rollout::gate::Progress) -> Result<bool>;
+    fn save_rollout(&self, progress: &crate::rollout::gate::Progress) -> impl Future<Output = Result<bool>> + Send;
     /// Forgets a rollout (its policy left the repository).
-    fn delete_rollout(&self, name: &str) -> Result<()>;
+    fn delete_rollout(&self, name: &str) -> impl Future<Output = Result<()>> + Send;
 
     /// Appends an entry to the audit trail ([`super::audit`]); entries are never changed.
-    fn audit(&self, entry: &AuditEntry) -> Result<()>;
+    fn audit(&self, entry: &AuditEntry) -> impl Future<Output = Result<()>> + Send;
     /// The audit entries `query` matches, newest first, at most `query.limit`
     /// ([`AuditQuery::MOST`] at most).
-    fn audit_log(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>>;
+    fn audit_log(&self, query: &AuditQuery) -> impl Future<Output = Result<Vec<AuditEntry>>> + Send;
     /// Forgets the audit entries from before `before_ms` and, past the newest `max`, the oldest.
     /// Returns how many went.
-    fn prune_audit(&self, before_ms: i64, max: u64) -> Result<usize>;
+    fn prune_audit(&self, before_ms: i64, max: u64) -> impl Future<Output = Result<usize>> + Send;
+}
+
+/// The daemon's store: whichever backend the host config chose.
+pub enum AnyStore {
+    Sqlite(SqliteStore),
+    Kube(kube::KubeStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            AnyStore::Sqlite($s) => $e,
+            AnyStore::Kube($s) => $e,
+        }
+    };
+}
+
+impl Store for AnyStore {
+    fn location(&self) -> String {
+        dispatch!(self, s => s.location())
+    }
+    fn problem(&self) -> Option<String> {
+        dispatch!(self, s => s.problem())
+    }
+    fn usable(&self) -> bool {
+        dispatch!(self, s => s.usable())
+    }
+    fn error_counter(&self) -> Family<KindLabel, Counter> {
+        dispatch!(self, s => s.error_counter())
+    }
+    fn on_intent(&self, listener: IntentListener) {
+        dispatch!(self, s => s.on_intent(listener))
+    }
+    async fn probe(&self) -> Result<()> {
+        dispatch!(self, s => s.probe().await)
+    }
+    async fn meta(&self, key: &str) -> Result<Option<String>> {
+        dispatch!(self, s => s.meta(key).await)
+    }
+    async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        dispatch!(self, s => s.set_meta(key, value).await)
+    }
+    async fn revision(&self) -> Result<Option<RevisionState>> {
+        dispatch!(self, s => s.revision().await)
+    }
+    async fn set_revision(&self, head: &str, verdict: Verdict, message: Option<&str>) -> Result<()> {
+        dispatch!(self, s => s.set_revision(head, verdict, message).await)
+    }
+    async fn cluster(&self, name: &str) -> Result<Option<ClusterState>> {
+        dispatch!(self, s => s.cluster(name).await)
+    }
+    async fn clusters(&self) -> Result<Vec<ClusterState>> {
+        dispatch!(self, s => s.clusters().await)
+    }
+    async fn record_applied(&self, name: &str, applied: &Applied<'_>) -> Result<()> {
+        dispatch!(self, s => s.record_applied(name, applied).await)
+    }
+    async fn seed(&self, name: &str, revision: &str, digest: &str, profile: &str, version: &str) -> Result<bool> {
+        dispatch!(self, s => s.seed(name, revision, digest, profile, version).await)
+    }
+    async fn set_sync(&self, name: &str, sync: Sync, message: Option<&str>, revision: Option<&str>) -> Result<()> {
+        dispatch!(self, s => s.set_sync(name, sync, message, revision).await)
+    }
+    async fn set_suspended(&self, name: &str, suspended: bool) -> Result<()> {
+        dispatch!(self, s => s.set_suspended(name, suspended).await)
+    }
+    async fn set_objects(&self, cluster: &str, objects: &[ObjectRow]) -> Result<()> {
+        dispatch!(self, s => s.set_objects(cluster, objects).await)
+    }
+    async fn objects(&self, cluster: &str) -> Result<Vec<ObjectRow>> {
+        dispatch!(self, s => s.objects(cluster).await)
+    }
+    async fn fleet(&self) -> Result<Vec<FleetRow>> {
+        dispatch!(self, s => s.fleet().await)
+    }
+    async fn fleet_brief(&self) -> Result<Vec<FleetRow>> {
+        dispatch!(self, s => s.fleet_brief().await)
+    }
+    async fn cluster_row(&self, name: &str) -> Result<Option<FleetRow>> {
+        dispatch!(self, s => s.cluster_row(name).await)
+    }
+    async fn pending(&self, cluster: &str) -> Result<Option<Pending>> {
+        dispatch!(self, s => s.pending(cluster).await)
+    }
+    async fn set_pending(&self, pending: &Pending) -> Result<()> {
+        dispatch!(self, s => s.set_pending(pending).await)
+    }
+    async fn clear_pending(&self, cluster: &str) -> Result<()> {
+        dispatch!(self, s => s.clear_pending(cluster).await)
+    }
+    async fn pending_count(&self) -> Result<i64> {
+        dispatch!(self, s => s.pending_count().await)
+    }
+    async fn approve(&self, cluster: &str, revision: &str, by: &Approver) -> Result<Approval> {
+        dispatch!(self, s => s.approve(cluster, revision, by).await)
+    }
+    async fn approval(&self, cluster: &str, revision: &str) -> Result<Option<Approval>> {
+        dispatch!(self, s => s.approval(cluster, revision).await)
+    }
+    async fn approvals(&self, cluster: &str) -> Result<Vec<Approval>> {
+        dispatch!(self, s => s.approvals(cluster).await)
+    }
+    async fn set_drift(&self, cluster: &str, findings: &[DriftRow]) -> Result<()> {
+        dispatch!(self, s => s.set_drift(cluster, findings).await)
+    }
+    async fn drift(&self, cluster: &str) -> Result<Vec<DriftRow>> {
+        dispatch!(self, s => s.drift(cluster).await)
+    }
+    async fn enqueue(&self, status: &crate::report::Status) -> Result<bool> {
+        dispatch!(self, s => s.enqueue(status).await)
+    }
+    async fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<Queued>> {
+        dispatch!(self, s => s.due(now_ms, limit).await)
+    }
+    async fn next_due(&self) -> Result<Option<i64>> {
+        dispatch!(self, s => s.next_due().await)
+    }
+    async fn outbox_len(&self) -> Result<i64> {
+        dispatch!(self, s => s.outbox_len().await)
+    }
+    async fn delivered(&self, status: &crate::report::Status) -> Result<()> {
+        dispatch!(self, s => s.delivered(status).await)
+    }
+    async fn retry(&self, status: &crate::report::Status, next_ms: i64, error: &str) -> Result<()> {
+        dispatch!(self, s => s.retry(status, next_ms, error).await)
+    }
+    async fn history(&self, cluster: &str, limit: usize) -> Result<Vec<HistoryRow>> {
+        dispatch!(self, s => s.history(cluster, limit).await)
+    }
+    async fn prune_delivered(&self, now: i64) -> Result<usize> {
+        dispatch!(self, s => s.prune_delivered(now).await)
+    }
+    async fn rollouts(&self) -> Result<Vec<crate::rollout::gate::Progress>> {
+        dispatch!(self, s => s.rollouts().await)
+    }
+    async fn rollout(&self, name: &str) -> Result<Option<crate::rollout::gate::Progress>> {
+        dispatch!(self, s => s.rollout(name).await)
+    }
+    async fn save_rollout(&self, progress: &crate::rollout::gate::Progress) -> Result<bool> {
+        dispatch!(self, s => s.save_rollout(progress).await)
+    }
+    async fn delete_rollout(&self, name: &str) -> Result<()> {
+        dispatch!(self, s => s.delete_rollout(name).await)
+    }
+    async fn audit(&self, entry: &AuditEntry) -> Result<()> {
+        dispatch!(self, s => s.audit(entry).await)
+    }
+    async fn audit_log(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>> {
+        dispatch!(self, s => s.audit_log(query).await)
+    }
+    async fn prune_audit(&self, before_ms: i64, max: u64) -> Result<usize> {
+        dispatch!(self, s => s.prune_audit(before_ms, max).await)
+    }
 }
 
 /// A backend's failures, kept for `/readyz` and counted for `/metrics`: the same rules for both.
@@ -447,6 +636,13 @@ impl Failures {
     pub fn counter(&self) -> Family<KindLabel, Counter> {
         self.errors.clone()
     }
+}
+
+/// Waits for a store call on a blocking thread (the evaluation's, `spawn_blocking`), where
+/// waiting holds up nothing else. Code on a runtime thread awaits its calls instead: there this
+/// panics (tokio refuses to block a runtime thread).
+pub fn wait<F: Future>(call: F) -> F::Output {
+    tokio::runtime::Handle::current().block_on(call)
 }
 
 pub fn now_ms() -> i64 {

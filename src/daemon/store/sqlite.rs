@@ -5,12 +5,17 @@
 //!   Store calls ──> SqliteStore ──> state_dir/strata.db   (one transaction per write)
 //! ```
 //!
+//! Calls are async ([`Store`]) but do their SQL synchronously inside: a local file and short
+//! transactions, done before the call returns, so the event loop that awaits them is held up no
+//! longer than the SQL takes. Pruning, which can delete many rows at once, runs on a blocking
+//! thread instead (other calls wait for its transaction meanwhile, as for any).
+//!
 //! Every write is one transaction, so a `kill -9` at any moment leaves either the old or the new
 //! row. The file's integrity is checked when it is opened (`PRAGMA quick_check`); a corrupt file is
 //! never written to, and [`recover`] moves it aside, salvaging what it can still read.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -198,8 +203,9 @@ pub(super) fn hint(e: &rusqlite::Error) -> &'static str {
 
 pub struct SqliteStore {
     path: PathBuf,
-    /// `None` when the file could not be opened or is corrupt: every call fails.
-    db: Option<Mutex<Connection>>,
+    /// `None` when the file could not be opened or is corrupt: every call fails. Shared with
+    /// the blocking thread pruning runs on.
+    db: Option<Arc<Mutex<Connection>>>,
     unusable: Option<String>,
     failures: Failures,
 }
@@ -248,7 +254,7 @@ impl SqliteStore {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory { dir: dir.to_path_buf(), source })?;
         let path = dir.join(FILE);
         let conn = connect(&path)?;
-        Ok(SqliteStore { path, db: Some(Mutex::new(conn)), unusable: None, failures: Failures::default() })
+        Ok(SqliteStore { path, db: Some(Arc::new(Mutex::new(conn))), unusable: None, failures: Failures::default() })
     }
 
     /// A store that answers every call with `error`: the daemon keeps serving its health
@@ -279,6 +285,33 @@ impl SqliteStore {
             }),
         };
         self.failures.note(&result, write);
+        result
+    }
+
+    /// As [`SqliteStore::run`] for a write, on a blocking thread: for writes that may take long.
+    async fn write_blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let result = match &self.db {
+            Some(db) if self.failures.usable() => {
+                let (db, path) = (db.clone(), self.path.clone());
+                let work = tokio::task::spawn_blocking(move || {
+                    let mut conn = db.lock().unwrap_or_else(|p| p.into_inner());
+                    f(&mut conn).map_err(|e| StoreError::sqlite(&path, e))
+                });
+                match work.await {
+                    Ok(result) => result,
+                    // The blocking task panicked: resumed here, as a panic inside `run` would be.
+                    Err(e) => std::panic::resume_unwind(e.into_panic()),
+                }
+            }
+            _ => Err(StoreError::Corrupt {
+                path: self.path.clone(),
+                detail: self.unusable.clone().unwrap_or_else(|| "found corrupt while running".into()),
+            }),
+        };
+        self.failures.note(&result, true);
         result
     }
 
@@ -374,15 +407,15 @@ impl Store for SqliteStore {
         self.failures.counter()
     }
 
-    fn probe(&self) -> Result<()> {
-        self.set_meta("probed-at", &now().to_string())
+    async fn probe(&self) -> Result<()> {
+        self.set_meta("probed-at", &now().to_string()).await
     }
 
-    fn meta(&self, key: &str) -> Result<Option<String>> {
+    async fn meta(&self, key: &str) -> Result<Option<String>> {
         self.read(|c| c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional())
     }
 
-    fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+    async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
         self.write(|c| {
             c.execute(
                 "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
@@ -393,7 +426,7 @@ impl Store for SqliteStore {
     }
 
     /// The revision the daemon follows, as last evaluated.
-    fn revision(&self) -> Result<Option<RevisionState>> {
+    async fn revision(&self) -> Result<Option<RevisionState>> {
         self.read(|c| {
             c.query_row("SELECT head, verdict, message, at, last_good FROM revision WHERE id = 1", [], |r| {
                 Ok(RevisionState {
@@ -409,7 +442,7 @@ impl Store for SqliteStore {
     }
 
     /// Records what came of evaluating `head`; a loaded head becomes the last good revision.
-    fn set_revision(&self, head: &str, verdict: Verdict, message: Option<&str>) -> Result<()> {
+    async fn set_revision(&self, head: &str, verdict: Verdict, message: Option<&str>) -> Result<()> {
         let last_good = (verdict == Verdict::Loaded).then_some(head);
         self.write(|c| {
             c.execute(
@@ -422,18 +455,18 @@ impl Store for SqliteStore {
         })
     }
 
-    fn cluster(&self, name: &str) -> Result<Option<ClusterState>> {
+    async fn cluster(&self, name: &str) -> Result<Option<ClusterState>> {
         let sql = format!("SELECT {} FROM clusters WHERE name = ?1", Self::COLUMNS);
         self.read(|c| c.query_row(&sql, [name], Self::row).optional())
     }
 
-    fn clusters(&self) -> Result<Vec<ClusterState>> {
+    async fn clusters(&self) -> Result<Vec<ClusterState>> {
         let sql = format!("SELECT {} FROM clusters ORDER BY name", Self::COLUMNS);
         self.read(|c| c.prepare(&sql)?.query_map([], Self::row)?.collect())
     }
 
     /// Records a successful apply: what is now running, and a history row, in one transaction.
-    fn record_applied(&self, name: &str, applied: &Applied) -> Result<()> {
+    async fn record_applied(&self, name: &str, applied: &Applied<'_>) -> Result<()> {
         let now = now();
         self.write(|c| {
             let tx = c.transaction()?;
@@ -463,7 +496,7 @@ impl Store for SqliteStore {
     /// Takes what a cluster runs from its inventory when the store knows nothing about it (a
     /// new state directory, or one recovered from corruption): the next evaluation then plans
     /// from there, so held updates stay held. Returns whether anything was recorded.
-    fn seed(&self, name: &str, revision: &str, digest: &str, profile: &str, version: &str) -> Result<bool> {
+    async fn seed(&self, name: &str, revision: &str, digest: &str, profile: &str, version: &str) -> Result<bool> {
         self.write(|c| {
             c.execute(
                 "INSERT INTO clusters (name, profile_revision, cluster_revision, digest, profile, version, sync, message, updated_at)
@@ -478,7 +511,7 @@ impl Store for SqliteStore {
     }
 
     /// Records a state change that is not an apply (applying, failed, removed…).
-    fn set_sync(&self, name: &str, sync: Sync, message: Option<&str>, revision: Option<&str>) -> Result<()> {
+    async fn set_sync(&self, name: &str, sync: Sync, message: Option<&str>, revision: Option<&str>) -> Result<()> {
         let now = now();
         self.write(|c| {
             let tx = c.transaction()?;
@@ -496,7 +529,7 @@ impl Store for SqliteStore {
         })
     }
 
-    fn set_suspended(&self, name: &str, suspended: bool) -> Result<()> {
+    async fn set_suspended(&self, name: &str, suspended: bool) -> Result<()> {
         self.write(|c| {
             c.execute(
                 "INSERT INTO clusters (name, suspended, updated_at) VALUES (?1, ?2, ?3)
@@ -508,7 +541,7 @@ impl Store for SqliteStore {
     }
 
     /// Replaces the list of objects applied to `cluster` (object, layer, what the last apply did).
-    fn set_objects(&self, cluster: &str, objects: &[ObjectRow]) -> Result<()> {
+    async fn set_objects(&self, cluster: &str, objects: &[ObjectRow]) -> Result<()> {
         self.write(|c| {
             let tx = c.transaction()?;
             tx.execute("DELETE FROM objects WHERE cluster = ?1", [cluster])?;
@@ -522,7 +555,7 @@ impl Store for SqliteStore {
         })
     }
 
-    fn objects(&self, cluster: &str) -> Result<Vec<ObjectRow>> {
+    async fn objects(&self, cluster: &str) -> Result<Vec<ObjectRow>> {
         self.read(|c| {
             c.prepare("SELECT object, layer, action FROM objects WHERE cluster = ?1 ORDER BY rowid")?
                 .query_map([cluster], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
@@ -532,28 +565,28 @@ impl Store for SqliteStore {
 
     /// Every cluster with its pending update, in one query (the fleet page and `strata status`
     /// list a thousand of them).
-    fn fleet(&self) -> Result<Vec<FleetRow>> {
+    async fn fleet(&self) -> Result<Vec<FleetRow>> {
         let sql = format!("{} ORDER BY c.name", Self::fleet_query());
         self.read(|c| c.prepare(&sql)?.query_map([], Self::fleet_row)?.collect())
     }
 
-    fn fleet_brief(&self) -> Result<Vec<FleetRow>> {
+    async fn fleet_brief(&self) -> Result<Vec<FleetRow>> {
         let sql = format!("{} ORDER BY c.name", Self::fleet_query()).replace("p.diff", "'' AS diff");
         self.read(|c| c.prepare(&sql)?.query_map([], Self::fleet_row)?.collect())
     }
 
-    fn cluster_row(&self, name: &str) -> Result<Option<FleetRow>> {
+    async fn cluster_row(&self, name: &str) -> Result<Option<FleetRow>> {
         let sql = format!("{} WHERE c.name = ?1", Self::fleet_query());
         self.read(|c| c.query_row(&sql, [name], Self::fleet_row).optional())
     }
 
-    fn pending(&self, cluster: &str) -> Result<Option<Pending>> {
+    async fn pending(&self, cluster: &str) -> Result<Option<Pending>> {
         let sql = format!("SELECT {} FROM pending WHERE cluster = ?1", Self::PENDING);
         self.read(|c| c.query_row(&sql, [cluster], |r| Self::pending_row(r, 0)).optional())
     }
 
     /// Sets or replaces the cluster's pending update (`since` is kept while the head is the same).
-    fn set_pending(&self, p: &Pending) -> Result<()> {
+    async fn set_pending(&self, p: &Pending) -> Result<()> {
         let hold = serde_json::to_string(&p.hold).expect("holds serialise");
         self.write(|c| {
             c.execute(
@@ -566,15 +599,15 @@ impl Store for SqliteStore {
         })
     }
 
-    fn clear_pending(&self, cluster: &str) -> Result<()> {
+    async fn clear_pending(&self, cluster: &str) -> Result<()> {
         self.write(|c| c.execute("DELETE FROM pending WHERE cluster = ?1", [cluster]).map(|_| ()))
     }
 
-    fn pending_count(&self) -> Result<i64> {
+    async fn pending_count(&self) -> Result<i64> {
         self.read(|c| c.query_row("SELECT COUNT(*) FROM pending", [], |r| r.get(0)))
     }
 
-    fn approve(&self, cluster: &str, revision: &str, by: &Approver) -> Result<Approval> {
+    async fn approve(&self, cluster: &str, revision: &str, by: &Approver) -> Result<Approval> {
         let approval = by.approval(cluster, revision);
         let groups = serde_json::to_string(&approval.groups).expect("groups serialise");
         self.write(|c| {
@@ -588,7 +621,7 @@ impl Store for SqliteStore {
     }
 
     /// The approval of `revision` for `cluster`, if there is one.
-    fn approval(&self, cluster: &str, revision: &str) -> Result<Option<Approval>> {
+    async fn approval(&self, cluster: &str, revision: &str) -> Result<Option<Approval>> {
         self.read(|c| {
             c.query_row(
                 "SELECT cluster, revision, approved_by, approved_at, identity, groups FROM approvals WHERE cluster = ?1 AND revision = ?2 ORDER BY id DESC LIMIT 1",
@@ -599,7 +632,7 @@ impl Store for SqliteStore {
         })
     }
 
-    fn approvals(&self, cluster: &str) -> Result<Vec<Approval>> {
+    async fn approvals(&self, cluster: &str) -> Result<Vec<Approval>> {
         self.read(|c| {
             c.prepare(
                 "SELECT cluster, revision, approved_by, approved_at, identity, groups FROM approvals WHERE cluster = ?1 ORDER BY id",
@@ -610,7 +643,7 @@ impl Store for SqliteStore {
     }
 
     /// Replaces the cluster's drift findings with these.
-    fn set_drift(&self, cluster: &str, findings: &[DriftRow]) -> Result<()> {
+    async fn set_drift(&self, cluster: &str, findings: &[DriftRow]) -> Result<()> {
         self.write(|c| {
             let tx = c.transaction()?;
             tx.execute("DELETE FROM drift WHERE cluster = ?1", [cluster])?;
@@ -625,7 +658,7 @@ impl Store for SqliteStore {
         })
     }
 
-    fn drift(&self, cluster: &str) -> Result<Vec<DriftRow>> {
+    async fn drift(&self, cluster: &str) -> Result<Vec<DriftRow>> {
         self.read(|c| {
             c.prepare(
                 "SELECT object, path, live, desired, found_at FROM drift WHERE cluster = ?1 ORDER BY object, path",
@@ -646,7 +679,7 @@ impl Store for SqliteStore {
     /// Queues a status for delivery, replacing one not yet delivered for the same commit and
     /// context. Returns false when it was delivered already with this state and description:
     /// no write for what the forge already shows.
-    fn enqueue(&self, status: &crate::report::Status) -> Result<bool> {
+    async fn enqueue(&self, status: &crate::report::Status) -> Result<bool> {
         let now = now();
         self.write(|c| {
             let tx = c.transaction()?;
@@ -674,7 +707,7 @@ impl Store for SqliteStore {
     }
 
     /// Statuses due for delivery, oldest first.
-    fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<Queued>> {
+    async fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<Queued>> {
         self.read(|c| {
             c.prepare(
                 "SELECT revision, context, state, description, target_url, attempts FROM outbox
@@ -698,16 +731,16 @@ impl Store for SqliteStore {
     }
 
     /// When the next queued status is due (milliseconds), if any is queued.
-    fn next_due(&self) -> Result<Option<i64>> {
+    async fn next_due(&self) -> Result<Option<i64>> {
         self.read(|c| c.query_row("SELECT MIN(next_attempt_ms) FROM outbox", [], |r| r.get(0)))
     }
 
-    fn outbox_len(&self) -> Result<i64> {
+    async fn outbox_len(&self) -> Result<i64> {
         self.read(|c| c.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0)))
     }
 
     /// Records a delivery; the queued entry goes unless it changed while being delivered.
-    fn delivered(&self, status: &crate::report::Status) -> Result<()> {
+    async fn delivered(&self, status: &crate::report::Status) -> Result<()> {
         self.write(|c| {
             let tx = c.transaction()?;
             tx.execute(
@@ -724,7 +757,7 @@ impl Store for SqliteStore {
     }
 
     /// Puts a queued status off until `next_ms`, noting why.
-    fn retry(&self, status: &crate::report::Status, next_ms: i64, error: &str) -> Result<()> {
+    async fn retry(&self, status: &crate::report::Status, next_ms: i64, error: &str) -> Result<()> {
         self.write(|c| {
             c.execute(
                 "UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ?3, last_error = ?4 WHERE revision = ?1 AND context = ?2",
@@ -735,13 +768,13 @@ impl Store for SqliteStore {
     }
 
     /// Where every rollout stands (each with the generation it was stored at).
-    fn rollouts(&self) -> Result<Vec<Progress>> {
+    async fn rollouts(&self) -> Result<Vec<Progress>> {
         self.read(|c| {
             c.prepare("SELECT generation, progress FROM rollouts ORDER BY name")?.query_map([], progress_row)?.collect()
         })
     }
 
-    fn rollout(&self, name: &str) -> Result<Option<Progress>> {
+    async fn rollout(&self, name: &str) -> Result<Option<Progress>> {
         self.read(|c| {
             c.query_row("SELECT generation, progress FROM rollouts WHERE name = ?1", [name], progress_row).optional()
         })
@@ -750,7 +783,7 @@ impl Store for SqliteStore {
     /// Stores a rollout's progress if nobody stored it since it was read: `progress.generation`
     /// must be the stored one (0 for a rollout not stored yet). Returns false, storing nothing,
     /// when it is not — read again and decide again. The generation goes up by one.
-    fn save_rollout(&self, progress: &Progress) -> Result<bool> {
+    async fn save_rollout(&self, progress: &Progress) -> Result<bool> {
         let text = serde_json::to_string(progress).expect("progress serialises");
         let expected = progress.generation as i64;
         self.write(|c| {
@@ -770,12 +803,12 @@ impl Store for SqliteStore {
     }
 
     /// Forgets a rollout (its policy left the repository).
-    fn delete_rollout(&self, name: &str) -> Result<()> {
+    async fn delete_rollout(&self, name: &str) -> Result<()> {
         self.write(|c| c.execute("DELETE FROM rollouts WHERE name = ?1", [name]).map(|_| ()))
     }
 
     /// The newest `limit` history rows of `cluster` (at most [`HISTORY_KEPT`] are kept).
-    fn history(&self, cluster: &str, limit: usize) -> Result<Vec<HistoryRow>> {
+    async fn history(&self, cluster: &str, limit: usize) -> Result<Vec<HistoryRow>> {
         self.read(|c| {
             c.prepare("SELECT revision, result, summary, at, count, COALESCE(first_at, at) FROM history WHERE cluster = ?1 ORDER BY id DESC LIMIT ?2")?
                 .query_map(params![cluster, limit as i64], |r| {
@@ -792,7 +825,7 @@ impl Store for SqliteStore {
         })
     }
 
-    fn audit(&self, e: &AuditEntry) -> Result<()> {
+    async fn audit(&self, e: &AuditEntry) -> Result<()> {
         self.write(|c| {
             c.execute(
                 "INSERT INTO audit (at, action, outcome, who, cluster, rollout, revision, detail, remote, via)
@@ -814,7 +847,7 @@ impl Store for SqliteStore {
         })
     }
 
-    fn audit_log(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>> {
+    async fn audit_log(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>> {
         let limit = q.limit.clamp(1, AuditQuery::MOST) as i64;
         self.read(|c| {
             c.prepare(
@@ -843,8 +876,8 @@ impl Store for SqliteStore {
         })
     }
 
-    fn prune_audit(&self, before_ms: i64, max: u64) -> Result<usize> {
-        self.write(|c| {
+    async fn prune_audit(&self, before_ms: i64, max: u64) -> Result<usize> {
+        self.write_blocking(move |c| {
             let old = c.execute("DELETE FROM audit WHERE at < ?1", [before_ms])?;
             let over = c.execute(
                 "DELETE FROM audit WHERE id <= (SELECT id FROM audit ORDER BY id DESC LIMIT 1 OFFSET ?1)",
@@ -852,13 +885,14 @@ impl Store for SqliteStore {
             )?;
             Ok(old + over)
         })
+        .await
     }
 
     /// Forgets delivered statuses older than [`DELIVERED_KEPT_SECS`], except those for a
     /// revision some cluster runs or holds (a drift report may still be posted on it). Returns
     /// how many rows went.
-    fn prune_delivered(&self, now: i64) -> Result<usize> {
-        self.write(|c| {
+    async fn prune_delivered(&self, now: i64) -> Result<usize> {
+        self.write_blocking(move |c| {
             c.execute(
                 "DELETE FROM delivered WHERE at < ?1
                    AND revision NOT IN (SELECT cluster_revision FROM clusters WHERE cluster_revision IS NOT NULL)
@@ -866,6 +900,7 @@ impl Store for SqliteStore {
                 [now - DELIVERED_KEPT_SECS],
             )
         })
+        .await
     }
 }
 
@@ -1040,20 +1075,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_audit_trail_is_append_only() {
+    #[tokio::test]
+    async fn the_audit_trail_is_append_only() {
         use crate::daemon::audit::{Entry, Outcome, Via};
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).unwrap();
-        store.audit(&Entry::new("approve", Outcome::Done, "alice", Via::Cli, None).cluster("c")).unwrap();
+        store.audit(&Entry::new("approve", Outcome::Done, "alice", Via::Cli, None).cluster("c")).await.unwrap();
         let changed = store.write(|c| c.execute("UPDATE audit SET who = 'mallory'", []));
         assert!(changed.unwrap_err().to_string().contains("the audit trail is append-only"));
-        let kept = store.audit_log(&AuditQuery { limit: 10, ..AuditQuery::default() }).unwrap();
+        let kept = store.audit_log(&AuditQuery { limit: 10, ..AuditQuery::default() }).await.unwrap();
         assert_eq!(kept[0].who, "alice");
     }
 
-    #[test]
-    fn databases_from_before_redaction_lose_their_drift_findings_and_pending_diffs_once() {
+    #[tokio::test]
+    async fn databases_from_before_redaction_lose_their_drift_findings_and_pending_diffs_once() {
         let dir = tempfile::tempdir().unwrap();
         {
             // A state database as versions without redaction left it: user_version 0.
@@ -1069,7 +1104,7 @@ mod tests {
                     )
                 })
                 .unwrap();
-            store.record_applied("c", &applied("r1")).unwrap();
+            store.record_applied("c", &applied("r1")).await.unwrap();
             let row = DriftRow {
                 object: "Secret/app/db".into(),
                 path: "/data/password".into(),
@@ -1077,7 +1112,7 @@ mod tests {
                 desired: Some("\"c2VjcmV0\"".into()),
                 found_at: 1,
             };
-            store.set_drift("c", &[row]).unwrap();
+            store.set_drift("c", &[row]).await.unwrap();
             store
                 .write(|c| {
                     c.execute(
@@ -1096,11 +1131,11 @@ mod tests {
                 .unwrap();
         }
         let store = SqliteStore::open(dir.path()).unwrap();
-        assert_eq!(store.drift("c").unwrap(), vec![]);
-        assert_eq!(store.pending("c").unwrap(), None);
-        let c = store.cluster("c").unwrap().unwrap();
+        assert_eq!(store.drift("c").await.unwrap(), vec![]);
+        assert_eq!(store.pending("c").await.unwrap(), None);
+        let c = store.cluster("c").await.unwrap().unwrap();
         assert_eq!((c.drifted, c.digest.as_deref()), (0, Some("sha256:a")), "what is applied is kept");
-        let approvals = store.approvals("c").unwrap();
+        let approvals = store.approvals("c").await.unwrap();
         assert_eq!(approvals.len(), 1);
         assert_eq!(approvals[0].identity, "api", "an approval from before identities: the name before ` (`");
         let version = store.read(|c| c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))).unwrap();
@@ -1112,39 +1147,40 @@ mod tests {
                 "c",
                 &[DriftRow { object: "o".into(), path: "/p".into(), live: None, desired: None, found_at: 2 }],
             )
+            .await
             .unwrap();
         drop(store);
-        assert_eq!(SqliteStore::open(dir.path()).unwrap().drift("c").unwrap().len(), 1);
+        assert_eq!(SqliteStore::open(dir.path()).unwrap().drift("c").await.unwrap().len(), 1);
     }
 
-    #[test]
-    fn failures_are_kept_for_readiness_until_a_write_succeeds() {
+    #[tokio::test]
+    async fn failures_are_kept_for_readiness_until_a_write_succeeds() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).unwrap();
         assert_eq!(store.problem(), None);
         let holder = Connection::open(dir.path().join(FILE)).unwrap();
         holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
-        let e = store.set_suspended("aws", true).unwrap_err();
+        let e = store.set_suspended("aws", true).await.unwrap_err();
         assert_eq!(e.kind(), "busy");
         let problem = store.problem().unwrap();
         assert!(problem.contains("strata.db") && problem.contains("another process holds it"), "{problem}");
         assert_eq!(store.error_counter().get_or_create(&KindLabel { kind: "busy".into() }).get(), 1);
         holder.execute_batch("COMMIT").unwrap();
-        store.cluster("aws").unwrap();
+        store.cluster("aws").await.unwrap();
         assert!(store.problem().is_some(), "a read proves nothing about writes");
-        store.probe().unwrap();
+        store.probe().await.unwrap();
         assert_eq!(store.problem(), None);
     }
 
     /// A state database with a few clusters and approvals, and enough drift rows after them
     /// that its last pages hold nothing else.
-    fn filled(dir: &Path) {
+    async fn filled(dir: &Path) {
         let store = SqliteStore::open(dir).unwrap();
         for name in ["aws", "edge", "lab"] {
-            store.record_applied(name, &applied("r1")).unwrap();
+            store.record_applied(name, &applied("r1")).await.unwrap();
         }
-        store.set_suspended("edge", true).unwrap();
-        store.approve("aws", "r2", &Approver::named("alice")).unwrap();
+        store.set_suspended("edge", true).await.unwrap();
+        store.approve("aws", "r2", &Approver::named("alice")).await.unwrap();
         let rows: Vec<DriftRow> = (0..5000)
             .map(|i| DriftRow {
                 object: format!("ConfigMap/default/c{i}"),
@@ -1154,15 +1190,15 @@ mod tests {
                 found_at: 1,
             })
             .collect();
-        store.set_drift("lab", &rows).unwrap();
+        store.set_drift("lab", &rows).await.unwrap();
         let conn = store.db.as_ref().unwrap().lock().unwrap();
         conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
     }
 
-    #[test]
-    fn a_corrupt_file_is_refused_and_recovered_with_what_can_be_read() {
+    #[tokio::test]
+    async fn a_corrupt_file_is_refused_and_recovered_with_what_can_be_read() {
         let dir = tempfile::tempdir().unwrap();
-        filled(dir.path());
+        filled(dir.path()).await;
         let path = dir.path().join(FILE);
         let mut bytes = std::fs::read(&path).unwrap();
         let len = bytes.len();
@@ -1174,7 +1210,7 @@ mod tests {
         assert_eq!(e.kind(), "corrupt");
         assert!(e.to_string().contains("strata recover-state"), "{e}");
         let unusable = SqliteStore::unusable(dir.path(), &e);
-        assert!(!unusable.usable() && unusable.clusters().is_err() && unusable.problem().is_some());
+        assert!(!unusable.usable() && unusable.clusters().await.is_err() && unusable.problem().is_some());
 
         let recovery = recover(dir.path()).unwrap();
         let moved = recovery.moved_to.expect("moved aside");
@@ -1182,20 +1218,20 @@ mod tests {
         assert!(recovery.salvaged.contains(&("clusters", 3, true)), "{:?}", recovery.salvaged);
         assert!(recovery.salvaged.contains(&("approvals", 1, true)), "{:?}", recovery.salvaged);
         let store = SqliteStore::open(dir.path()).unwrap();
-        assert!(store.cluster("edge").unwrap().unwrap().suspended);
-        assert_eq!(store.approval("aws", "r2").unwrap().unwrap().approved_by, "alice");
-        assert!(store.drift("lab").unwrap().is_empty(), "found again at the next check");
+        assert!(store.cluster("edge").await.unwrap().unwrap().suspended);
+        assert_eq!(store.approval("aws", "r2").await.unwrap().unwrap().approved_by, "alice");
+        assert!(store.drift("lab").await.unwrap().is_empty(), "found again at the next check");
         assert!(recover(dir.path()).unwrap().moved_to.is_none(), "a sound file is left alone");
     }
 
-    #[test]
-    fn a_file_that_is_no_database_is_recovered_empty() {
+    #[tokio::test]
+    async fn a_file_that_is_no_database_is_recovered_empty() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(FILE), vec![0xffu8; 3 * 4096]).unwrap();
         assert_eq!(SqliteStore::open(dir.path()).err().map(|e| e.kind()), Some("corrupt"));
         let recovery = recover(dir.path()).unwrap();
         assert!(recovery.salvaged.iter().all(|(_, rows, complete)| *rows == 0 && !complete), "{:?}", recovery.salvaged);
-        assert!(SqliteStore::open(dir.path()).unwrap().clusters().unwrap().is_empty());
+        assert!(SqliteStore::open(dir.path()).unwrap().clusters().await.unwrap().is_empty());
     }
 
     #[test]
