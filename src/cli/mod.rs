@@ -34,10 +34,9 @@ impl From<SourceError> for Failure {
         }
         match e {
             // Git's failures are the host's, not the command's input.
-            e @ (SourceError::Repository(_)
-            | SourceError::NotGitSnapshot
-            | SourceError::Host(_)
-            | SourceError::Git(_)) => Failure::Internal(e.to_string()),
+            e @ (SourceError::Git(_) | SourceError::NotGitSnapshot | SourceError::Host(_)) => {
+                Failure::Internal(e.to_string())
+            }
             other => Failure::Usage(other.to_string()),
         }
     }

@@ -30,6 +30,7 @@ use tracing::info;
 use crate::config::{DEFAULT_NAMESPACE, KubernetesConfig, TargetConfig};
 use crate::net::Network;
 use crate::redact::Redactor;
+use crate::target::kube::{Classified, FailureKind};
 
 /// Where the service account's namespace is mounted in a pod.
 const NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
@@ -64,31 +65,23 @@ pub struct Failure {
 }
 
 impl Failure {
+    /// Sorted as targets sort their failures ([`Classified::of`]: one reading of what the API
+    /// server said), worded for the management cluster.
     pub fn of(e: &kube::Error) -> Failure {
-        match e {
-            kube::Error::Api(status) => {
-                let said = if status.message.is_empty() { status.reason.clone() } else { status.message.clone() };
-                let (kind, hint) = match status.code {
-                    409 => ("conflict", ""),
-                    404 => ("missing", ""),
-                    401 | 403 => (
-                        "forbidden",
-                        " (check the Role bound to strata's service account: deploy/kubernetes/rbac.yaml)",
-                    ),
-                    400 | 422 => ("rejected", ""),
-                    429 | 500..=599 => ("unreachable", ""),
-                    _ => ("other", ""),
+        let sorted = Classified::of(e);
+        let message = match sorted.status {
+            Some(code) => {
+                let hint = match sorted.kind {
+                    FailureKind::Forbidden => {
+                        " (check the Role bound to strata's service account: deploy/kubernetes/rbac.yaml)"
+                    }
+                    _ => "",
                 };
-                Failure { kind, message: format!("the API server answered {}: {said}{hint}", status.code) }
+                format!("the API server answered {code}: {}{hint}", sorted.said)
             }
-            kube::Error::HyperError(e) => {
-                Failure { kind: "unreachable", message: crate::net::failure_of(e).to_string() }
-            }
-            kube::Error::Service(e) => {
-                Failure { kind: "unreachable", message: crate::net::failure_of(e.as_ref()).to_string() }
-            }
-            other => Failure { kind: "other", message: other.to_string() },
-        }
+            None => sorted.said,
+        };
+        Failure { kind: sorted.kind.as_str(), message }
     }
 
     pub fn is(e: &kube::Error, code: u16) -> bool {

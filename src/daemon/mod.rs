@@ -960,7 +960,7 @@ async fn evaluate_head(
             git::GitError::Source(source) => EvaluateError::Source { revision: work_head.clone(), source },
             other => EvaluateError::Source {
                 revision: work_head.clone(),
-                source: crate::source::SourceError::Git(other.to_string()),
+                source: crate::source::SourceError::Host(Box::new(other)),
             },
         })?;
         // An unsigned head is never evaluated: the last verified revision keeps serving.

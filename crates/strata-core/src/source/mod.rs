@@ -359,7 +359,7 @@ pub enum SourceError {
     BadEntry { revision: String, path: String, problem: EntryProblem },
     /// git2 failed reading the repository (a corrupt object, a permission, a lock).
     #[error("git: {}", .0.message())]
-    Repository(#[source] git2::Error),
+    Git(#[source] git2::Error),
     /// A snapshot that is not a Git tree was given where one of this repository's was wanted.
     #[error("git: not a Git snapshot")]
     NotGitSnapshot,
@@ -367,10 +367,6 @@ pub enum SourceError {
     /// error, kept as the source).
     #[error("git: {0}")]
     Host(#[source] Box<dyn std::error::Error + Send + Sync>),
-    /// Only `daemon::evaluate_revision` builds this, with a message it has already flattened:
-    /// to go once it builds [`SourceError::Host`] instead (its cause kept).
-    #[error("git: {0}")]
-    Git(String),
 }
 
 impl SourceError {
@@ -414,7 +410,7 @@ impl GitSource {
                 keys: Default::default(),
             })),
             Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(None),
-            Err(e) => Err(SourceError::Repository(e)),
+            Err(e) => Err(SourceError::Git(e)),
         }
     }
 
@@ -446,12 +442,12 @@ impl GitSource {
 
     /// The snapshot of `rev` (any revspec git understands: `HEAD`, `main`, `HEAD~1`, a SHA).
     pub fn snapshot(&self, rev: &str) -> Result<Snapshot, SourceError> {
-        let repo = git2::Repository::open(&self.path).map_err(SourceError::Repository)?;
+        let repo = git2::Repository::open(&self.path).map_err(SourceError::Git)?;
         let object =
             repo.revparse_single(rev).map_err(|source| SourceError::BadRevision { rev: rev.to_string(), source })?;
         let commit =
             object.peel_to_commit().map_err(|source| SourceError::BadRevision { rev: rev.to_string(), source })?;
-        let mut tree = commit.tree().map_err(SourceError::Repository)?;
+        let mut tree = commit.tree().map_err(SourceError::Git)?;
         if !self.subdir.is_empty() {
             let entry = tree
                 .get_path(Path::new(&self.subdir))
@@ -459,13 +455,13 @@ impl GitSource {
             if entry.kind() != Some(git2::ObjectType::Tree) {
                 return Err(SourceError::NoSubdir { rev: rev.to_string(), path: self.subdir.clone() });
             }
-            tree = repo.find_tree(entry.id()).map_err(SourceError::Repository)?;
+            tree = repo.find_tree(entry.id()).map_err(SourceError::Git)?;
         }
         let revision = commit.id().to_string();
         let root = tree.id();
         check_tree(&repo, root).map_err(|bad| match bad {
             Unchecked::Bad { path, problem } => SourceError::BadEntry { revision: revision.clone(), path, problem },
-            Unchecked::Git(e) => SourceError::Repository(e),
+            Unchecked::Git(e) => SourceError::Git(e),
         })?;
         drop(tree);
         drop(commit);
@@ -546,7 +542,7 @@ impl GitSource {
     /// The paths that differ between two snapshots of this repository (relative to `--path`),
     /// from a diff of their trees: only what changed is read.
     pub fn changes(&self, base: &Snapshot, head: &Snapshot) -> Result<Changes, SourceError> {
-        let git = SourceError::Repository;
+        let git = SourceError::Git;
         let tree_of = |snapshot: &Snapshot| {
             let id = snapshot.tree.object_id("").ok_or(SourceError::NotGitSnapshot)?;
             git2::Oid::from_str(&id).map_err(git)
@@ -1476,7 +1472,7 @@ mod tests {
         // A commit whose tree is gone: git's class (the object database) survives.
         let commit = c.commit(git2::Oid::from_str("0123456789abcdef0123456789abcdef01234567").unwrap());
         let Err(e) = c.snapshot(&commit) else { panic!("a commit without its tree") };
-        assert!(matches!(e, SourceError::Repository(_)), "{e:?}");
+        assert!(matches!(e, SourceError::Git(_)), "{e:?}");
         let git = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<git2::Error>()).expect("git's error");
         assert_eq!(git.class(), git2::ErrorClass::Odb);
         assert_eq!(e.to_string(), format!("git: {}", git.message()));

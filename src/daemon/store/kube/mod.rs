@@ -121,7 +121,7 @@ fn resource() -> ApiResource {
 
 /// The cluster a commit status context names (`strata/<cluster>`), if it names one.
 fn cluster_of(context: &str) -> Option<&str> {
-    context.strip_prefix("strata/").filter(|c| crate::render::names::is_dns1123_label(c))
+    context.strip_prefix("strata/").filter(|c| crate::names::is_dns1123_label(c))
 }
 
 fn store_error(object: &str, kind: &'static str, message: impl Into<String>) -> StoreError {

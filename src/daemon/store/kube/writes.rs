@@ -38,7 +38,7 @@ impl Inner {
         mut change: impl FnMut(&mut Spec, &mut StatusDoc) -> R,
     ) -> Result<R> {
         let object = self.object(name);
-        if !crate::render::names::is_dns1123_label(name) {
+        if !crate::names::is_dns1123_label(name) {
             return Err(store_error(&object, "rejected", "not a cluster name (a DNS label)"));
         }
         let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };
