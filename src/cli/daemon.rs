@@ -73,7 +73,7 @@ pub async fn api(
         .header(strata::daemon::audit::CLIENT_HEADER, "cli");
     match &config.api_token_file {
         Some(file) => {
-            let token = strata::config::read_secret(file).map_err(Failure::Usage)?;
+            let token = strata::config::read_secret(file).map_err(|e| Failure::Usage(e.to_string()))?;
             request = request.header("authorization", format!("Bearer {token}"));
         }
         None if method != "GET" => {

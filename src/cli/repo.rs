@@ -232,11 +232,11 @@ fn post_status(
     let status = Status::new(head, "strata/plan".into(), state, description, status_config.target_url("plan", head));
     match &status_config.sink {
         StatusSink::Notes => {
-            notes::write(&cli.repo, &status).map_err(Failure::Usage)?;
+            notes::write(&cli.repo, &status).map_err(|e| Failure::Usage(e.to_string()))?;
             Ok(format!("posted: note on {} under {}", &head[..head.len().min(7)], notes::NOTES_REF))
         }
         StatusSink::Forge { forge, token_file } => {
-            let token = strata::config::read_secret(token_file).map_err(Failure::Usage)?;
+            let token = strata::config::read_secret(token_file).map_err(|e| Failure::Usage(e.to_string()))?;
             let setup = |e: strata::net::SetupError| Failure::Usage(format!("{}: {e}", config.file.display()));
             let network = strata::net::Network::new(config.proxy.as_ref()).map_err(setup)?;
             let posted = runtime()?.block_on(async {

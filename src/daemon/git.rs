@@ -248,7 +248,7 @@ fn callbacks(credentials: &Credentials) -> RemoteCallbacks<'_> {
         if allowed.contains(CredentialType::USER_PASS_PLAINTEXT)
             && let Some(file) = &credentials.token_file
         {
-            let token = read_secret(file).map_err(|e| git2::Error::from_str(&e))?;
+            let token = read_secret(file).map_err(|e| git2::Error::from_str(&e.to_string()))?;
             let user = credentials.username.as_deref().unwrap_or("x-access-token");
             return Cred::userpass_plaintext(user, &token);
         }

@@ -43,7 +43,7 @@ impl Sink {
     pub async fn deliver(&self, shared: &Shared, status: &Status) -> Result<(), Failure> {
         match self {
             Sink::Forge { forge, token_file } => {
-                let token = read_secret(token_file).map_err(Failure::Refused)?;
+                let token = read_secret(token_file).map_err(|e| Failure::Refused(e.to_string()))?;
                 let Some(client) = shared.network.current().status.clone() else {
                     return Err(Failure::Refused("no status client is configured".into()));
                 };
@@ -52,7 +52,7 @@ impl Sink {
             Sink::Notes { repo, remote } => {
                 let (repo, remote, status) = (repo.clone(), remote.clone(), status.clone());
                 tokio::task::spawn_blocking(move || {
-                    notes::write(&repo, &status).map_err(Failure::Refused)?;
+                    notes::write(&repo, &status).map_err(|e| Failure::Refused(e.to_string()))?;
                     if let Some((url, credentials)) = remote
                         && let Err(e) = super::git::push(&repo, &url, notes::NOTES_REF, &credentials)
                     {

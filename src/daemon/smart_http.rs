@@ -93,7 +93,7 @@ impl SmartSubtransport for SmartHttp {
         let credentials = &current.1;
         let login = match &credentials.token_file {
             Some(file) => {
-                let token = read_secret(file).map_err(|e| git2::Error::from_str(&e))?;
+                let token = read_secret(file).map_err(|e| git2::Error::from_str(&e.to_string()))?;
                 Some((credentials.username.clone().unwrap_or_else(|| "x-access-token".into()), token))
             }
             None => userinfo,

@@ -30,10 +30,32 @@ pub fn read(repo: &git2::Repository, revision: &str, context: &str) -> Option<St
     note.message().ok()?.lines().find(|l| l.starts_with(&prefix)).map(|l| l[prefix.len()..].to_string())
 }
 
+/// Why a note could not be written: the step, with git's error (its class and code) as the source.
+#[derive(Debug, thiserror::Error)]
+pub enum NoteError {
+    #[error("{}: {}", path.display(), source.message())]
+    Open {
+        path: std::path::PathBuf,
+        #[source]
+        source: git2::Error,
+    },
+    #[error("{}", source.message())]
+    Revision {
+        #[source]
+        source: git2::Error,
+    },
+    #[error("writing the note on {revision}: {}", source.message())]
+    Write {
+        revision: String,
+        #[source]
+        source: git2::Error,
+    },
+}
+
 /// Writes `status` into the note of its commit in the repository at `path`.
-pub fn write(path: &Path, status: &Status) -> Result<(), String> {
-    let repo = git2::Repository::open(path).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
-    let oid = git2::Oid::from_str(&status.revision).map_err(|e| e.message().to_string())?;
+pub fn write(path: &Path, status: &Status) -> Result<(), NoteError> {
+    let repo = git2::Repository::open(path).map_err(|source| NoteError::Open { path: path.to_path_buf(), source })?;
+    let oid = git2::Oid::from_str(&status.revision).map_err(|source| NoteError::Revision { source })?;
     let existing = repo
         .find_note(Some(NOTES_REF), oid)
         .ok()
@@ -43,9 +65,9 @@ pub fn write(path: &Path, status: &Status) -> Result<(), String> {
     if text == existing {
         return Ok(());
     }
-    let signature = git2::Signature::now("strata", "strata@localhost").map_err(|e| e.message().to_string())?;
-    repo.note(&signature, &signature, Some(NOTES_REF), oid, &text, true)
-        .map_err(|e| format!("writing the note on {}: {}", status.revision, e.message()))?;
+    let write = |source| NoteError::Write { revision: status.revision.clone(), source };
+    let signature = git2::Signature::now("strata", "strata@localhost").map_err(write)?;
+    repo.note(&signature, &signature, Some(NOTES_REF), oid, &text, true).map_err(write)?;
     Ok(())
 }
 

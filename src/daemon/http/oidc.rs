@@ -264,7 +264,7 @@ impl Oidc {
         code: &str,
     ) -> Result<Value, OidcError> {
         let secret = match &self.config.client_secret_file {
-            Some(file) => Some(read_secret(file)?),
+            Some(file) => Some(read_secret(file).map_err(|e| OidcError::caused(e.to_string(), e))?),
             None => None,
         };
         let methods = discovery.token_endpoint_auth_methods_supported.as_deref().unwrap_or_default();

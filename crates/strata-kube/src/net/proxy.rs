@@ -159,8 +159,10 @@ impl Router {
         let matcher = Matcher::builder().all(config.url.clone()).no(config.no_proxy.join(",")).build();
         let auth = match (&config.username, &config.password_file) {
             (Some(user), Some(file)) => {
-                let password = super::settings::read_secret(file)
-                    .map_err(|problem| ProxyError { setting: "proxy.password_file".into(), problem })?;
+                let password = super::settings::read_secret(file).map_err(|problem| ProxyError {
+                    setting: "proxy.password_file".into(),
+                    problem: problem.to_string(),
+                })?;
                 Some(basic(user, &password))
             }
             (Some(_), None) | (None, Some(_)) => {

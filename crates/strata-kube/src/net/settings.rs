@@ -32,10 +32,19 @@ impl Default for Tls {
     }
 }
 
+/// A secret file that cannot be read: named, with the system's reason kept as the source.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read secret file {}: {source}", path.display())]
+pub struct SecretFileError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
 /// Reads a secret from a file (a systemd credential), without its trailing newline. The error
 /// names the file, never the content.
-pub fn read_secret(path: &Path) -> Result<String, String> {
+pub fn read_secret(path: &Path) -> Result<String, SecretFileError> {
     std::fs::read_to_string(path)
         .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
-        .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))
+        .map_err(|source| SecretFileError { path: path.to_path_buf(), source })
 }
