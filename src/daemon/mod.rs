@@ -318,13 +318,49 @@ type Workers = HashMap<String, (Arc<Mailbox>, tokio::task::JoinHandle<()>)>;
 /// The daemon, until SIGTERM or SIGINT. Runs on a [`tokio::task::LocalSet`]: the workers'
 /// futures borrow across awaits and need not move between threads (the work is IO; Git reads
 /// and rendering go to blocking threads).
-pub async fn run(mut config: Config) -> Result<(), DaemonError> {
+pub async fn run(config: Config) -> Result<(), DaemonError> {
     let repo_config = config.repository.clone().ok_or_else(|| DaemonError::NoRepository(config.file.clone()))?;
     let _lock = store::lock(&config.state_dir)?;
     guard::install_hook();
     git::set_timeouts();
-    let network = network::NetworkState::load(&config).map_err(DaemonError::Network)?;
     let (triggers, rx) = mpsc::channel(256);
+    let Built { shared, management, listener, address } = build(config, &triggers).await?;
+    let (stop, stopped) = watch::channel(false);
+    let app = Arc::new(http::App::new(shared.clone(), address));
+    tokio::task::spawn_local(http::serve(listener, app, stopped.clone()));
+    info!(address = %address, state_dir = %shared.config.state_dir.display(), "Listening.");
+    if !address.ip().is_loopback() && !shared.config.view.require_token {
+        warn!(
+            address = %address,
+            "Listening beyond loopback without view.require_token: anyone who reaches the address reads every cluster's state."
+        );
+    }
+    let (source, pull_refs, _watcher) = start_sources(&shared, &repo_config, &triggers, &stopped)?;
+    let sigterm =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let sighup =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(DaemonError::Signals)?;
+    let mut main = MainLoop::new(shared.clone(), source, stopped, pull_refs);
+    main.run(rx, sigterm, sighup).await;
+    let workers = std::mem::take(&mut main.workers);
+    shut_down(&shared, management.as_ref(), workers, stop).await;
+    Ok(())
+}
+
+/// What [`build`] makes before anything runs: the shared state, the management connection (in
+/// Kubernetes mode) and the bound listener.
+struct Built {
+    shared: Arc<Shared>,
+    management: Option<Arc<management::Management>>,
+    listener: tokio::net::TcpListener,
+    address: std::net::SocketAddr,
+}
+
+/// Connects, opens and binds everything the daemon shares: the network settings, the management
+/// cluster and its shards, the store, cluster Secrets, the redaction key, the listener, metrics.
+/// Nothing is served and nothing reconciled yet; any failure here stops the start, named.
+async fn build(mut config: Config, triggers: &mpsc::Sender<Trigger>) -> Result<Built, DaemonError> {
+    let network = network::NetworkState::load(&config).map_err(DaemonError::Network)?;
     let lease_metrics = shards::LeaseMetrics::default();
     // Kubernetes mode: the management cluster holds the shared state, the Leases and the
     // cluster Secrets.
@@ -420,17 +456,18 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
         started: Instant::now(),
         network,
     });
-    let (stop, stopped) = watch::channel(false);
-    let app = Arc::new(http::App::new(shared.clone(), address));
-    tokio::task::spawn_local(http::serve(listener, app, stopped.clone()));
-    info!(address = %address, state_dir = %shared.config.state_dir.display(), "Listening.");
-    if !address.ip().is_loopback() && !shared.config.view.require_token {
-        warn!(
-            address = %address,
-            "Listening beyond loopback without view.require_token: anyone who reaches the address reads every cluster's state."
-        );
-    }
+    Ok(Built { shared, management, listener, address })
+}
 
+/// The repository source, the outbox that reports to Git, the ref watch of a local repository and
+/// the systemd watchdog: what feeds the main loop and carries its results out.
+#[allow(clippy::type_complexity)]
+fn start_sources(
+    shared: &Arc<Shared>,
+    repo_config: &crate::config::Repository,
+    triggers: &mpsc::Sender<Trigger>,
+    stopped: &watch::Receiver<bool>,
+) -> Result<(Arc<Mutex<RepoSource>>, Option<&'static str>, Option<notify::RecommendedWatcher>), DaemonError> {
     let pull_refs = shared.config.status.as_ref().filter(|s| s.pull_requests).and_then(|s| match &s.sink {
         crate::config::StatusSink::Forge { forge, .. } => match forge.provider {
             crate::report::Provider::Github | crate::report::Provider::Gitea => Some("refs/pull"),
@@ -439,7 +476,7 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
         },
         crate::config::StatusSink::Notes => None,
     });
-    let source = Arc::new(Mutex::new(RepoSource::new(&repo_config, &shared.config.state_dir, pull_refs)?));
+    let source = Arc::new(Mutex::new(RepoSource::new(repo_config, &shared.config.state_dir, pull_refs)?));
     if let Some(status) = &shared.config.status {
         let (repo, remote) = {
             let s = lock(&source);
@@ -449,21 +486,24 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
         tokio::task::spawn_local(outbox::run(shared.clone(), sink, shared.report_wake.clone(), stopped.clone()));
     }
     // Local repositories: watch the refs, so a commit is seen within the debounce.
-    let _watcher = {
+    let watcher = {
         let source = lock(&source);
         if source.is_remote() { None } else { watch_refs(source.watch_paths(), triggers.clone()) }
     };
     if let Some(every) = sd_notify::watchdog_enabled() {
         feed_watchdog(shared.clone(), every);
     }
-    let sigterm =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(DaemonError::Signals)?;
-    let sighup =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(DaemonError::Signals)?;
-    let mut main = MainLoop::new(shared.clone(), source, stopped, pull_refs);
-    main.run(rx, sigterm, sighup).await;
-    let workers = std::mem::take(&mut main.workers);
+    Ok((source, pull_refs, watcher))
+}
 
+/// Stops the workers (in-flight applies may finish, up to `shutdown_timeout`) and hands the
+/// shards over at once instead of when their Leases expire.
+async fn shut_down(
+    shared: &Arc<Shared>,
+    management: Option<&Arc<management::Management>>,
+    workers: Workers,
+    stop: watch::Sender<bool>,
+) {
     info!("Stopping: in-flight applies may finish.");
     notify(&[sd_notify::NotifyState::Stopping]);
     // Receivers only go away with the workers, which are stopping anyway.
@@ -472,14 +512,13 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
     if tokio::time::timeout(shared.config.shutdown_timeout, futures::future::join_all(handles)).await.is_err() {
         warn!(timeout = ?shared.config.shutdown_timeout, "Applies still running at the shutdown timeout; leaving them.");
     }
-    if let Some(mgmt) = &management {
+    if let Some(mgmt) = management {
         // Hand the shards over now rather than when their Leases expire.
         let release = shared.shards.clone().release_all(mgmt.api());
         if mgmt.run(Duration::from_secs(5), release).await.is_none() {
             warn!("Releasing the shard Leases took too long; they expire by themselves.");
         }
     }
-    Ok(())
 }
 
 /// An evaluation running off the main loop, on a blocking thread.
