@@ -43,6 +43,31 @@ impl Daemon {
         daemon
     }
 
+    /// Writes `config` as the whole host config (`state_dir` and `listen` added) and starts `strata
+    /// run` with `env`; waits until it listens, not until it is ready (a daemon given a broken
+    /// setting never is).
+    pub fn start_config(config: &str, env: &[(&str, &str)]) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("strata.yaml");
+        let mut daemon = Daemon { dir, config: path, child: None, env: Vec::new() };
+        daemon.rewrite(config);
+        daemon.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        daemon.launch();
+        daemon.wait_for("the daemon to listen", Duration::from_secs(20), |d| d.get("/readyz").0 != 0);
+        daemon
+    }
+
+    /// Replaces a host config [`Daemon::start_config`] wrote (keeping `state_dir` and `listen`)
+    /// and sends SIGHUP.
+    pub fn reload(&self, config: &str) {
+        self.rewrite(config);
+        self.hangup();
+    }
+
+    fn rewrite(&self, config: &str) {
+        std::fs::write(&self.config, format!("{config}state_dir: ./state\nlisten: 127.0.0.1:0\n")).unwrap();
+    }
+
     /// Writes the host config and the secrets it names, and starts nothing.
     pub fn configure(repository: &str, targets: &str, extra: &str) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
@@ -57,6 +82,21 @@ impl Daemon {
         )
         .unwrap();
         Daemon { dir, config, child: None, env: Vec::new() }
+    }
+
+    /// Replaces the `api` section with the shared token and named ones, `(name, group)`: each
+    /// reads `./NAME-token`, which holds `NAME-secret`. For a daemon configured, not started.
+    pub fn name_tokens(&mut self, tokens: &[(&str, &str)]) {
+        let mut named = Vec::new();
+        for (name, group) in tokens {
+            std::fs::write(self.dir.path().join(format!("{name}-token")), format!("{name}-secret\n")).unwrap();
+            named.push(format!("{{ name: {name}, token_file: ./{name}-token, groups: [{group}] }}"));
+        }
+        let config = std::fs::read_to_string(&self.config).unwrap();
+        let start = config.find("api: {").unwrap();
+        let end = start + config[start..].find('\n').unwrap();
+        let api = format!("api: {{ token_file: ./api-token, tokens: [{}] }}", named.join(", "));
+        std::fs::write(&self.config, format!("{}{api}{}", &config[..start], &config[end..])).unwrap();
     }
 
     pub fn spawn(&mut self) {
@@ -86,6 +126,12 @@ impl Daemon {
             }
             None => Command::new(env!("CARGO_BIN_EXE_strata")),
         };
+        // The proxy settings a daemon sees are its test's alone.
+        for name in
+            ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"]
+        {
+            command.env_remove(name);
+        }
         let child = command
             .args(["run", "--config"])
             .arg(&self.config)

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod kubemode;
 pub mod kubernetes;
 pub mod proc;
 pub mod secrets;

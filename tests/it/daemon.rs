@@ -1468,14 +1468,7 @@ fn approval_rules_need_two_people_of_the_group_and_bind_their_own_changes() {
     repo.write("approvals/prod.yaml", RULES);
     repo.commit("approval rules: two of sre for the frontend");
     let mut daemon = Daemon::configure(&local(&repo), &example_targets(), "");
-    for name in ["ci", "ops", "dev", "test"] {
-        std::fs::write(daemon.dir.path().join(format!("{name}-token")), format!("{name}-secret\n")).unwrap();
-    }
-    let config = std::fs::read_to_string(&daemon.config).unwrap();
-    let start = config.find("api: {").unwrap();
-    let end = start + config[start..].find('\n').unwrap();
-    let api = "api: { token_file: ./api-token, tokens: [{ name: ci, token_file: ./ci-token, groups: [sre] }, { name: ops, token_file: ./ops-token, groups: [sre] }, { name: dev, token_file: ./dev-token, groups: [dev] }, { name: test, token_file: ./test-token, groups: [sre] }] }";
-    std::fs::write(&daemon.config, format!("{}{api}{}", &config[..start], &config[end..])).unwrap();
+    daemon.name_tokens(&[("ci", "sre"), ("ops", "sre"), ("dev", "dev"), ("test", "sre")]);
     daemon.spawn();
     let ui = daemon.out("aws-cluster/hello-universe/deployment.ui.yaml");
     daemon.wait_for("aws-cluster applied", Duration::from_secs(10), |_| file(&ui).contains("replicas: 1"));

@@ -505,14 +505,7 @@ fn approval_rules_say_who_may_promote_a_wave_and_the_view_says_why_not() {
     );
     repo.commit("approval rules: sre promotes prod");
     let mut daemon = Daemon::configure(&local(&repo), &targets(&names), "");
-    for name in ["ci", "dev"] {
-        std::fs::write(daemon.dir.path().join(format!("{name}-token")), format!("{name}-secret\n")).unwrap();
-    }
-    let config = std::fs::read_to_string(&daemon.config).unwrap();
-    let start = config.find("api: {").unwrap();
-    let end = start + config[start..].find('\n').unwrap();
-    let api = "api: { token_file: ./api-token, tokens: [{ name: ci, token_file: ./ci-token, groups: [sre] }, { name: dev, token_file: ./dev-token, groups: [dev] }] }";
-    std::fs::write(&daemon.config, format!("{}{api}{}", &config[..start], &config[end..])).unwrap();
+    daemon.name_tokens(&[("ci", "sre"), ("dev", "dev")]);
     daemon.spawn();
     daemon.wait_for("the fleet on 1.1.0", WAIT, |d| names.iter().all(|n| runs(d, n) == deploys("1.1.0")));
 

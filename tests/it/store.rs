@@ -3,13 +3,11 @@
 //! `deploy/kubernetes/`. "Reopening" is a second handle onto the same state: for SQLite the same
 //! file, for Kubernetes a second replica.
 
-use crate::apiserver;
 use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use apiserver::ApiServer;
 use strata::config::{KubernetesConfig, TargetConfig};
 use strata::daemon::decide::Hold;
 use strata::daemon::management::Management;
@@ -39,18 +37,15 @@ impl Backend for Sqlite {
 }
 
 struct Kubernetes {
-    _server: ApiServer,
-    _dir: tempfile::TempDir,
+    _kube: common::kubemode::KubeMode,
     kubeconfig: std::path::PathBuf,
 }
 
 impl Kubernetes {
     fn start() -> Kubernetes {
-        let server = ApiServer::start();
-        let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = server.kubeconfig(dir.path());
-        common::kubernetes::install(&kubeconfig);
-        Kubernetes { _server: server, _dir: dir, kubeconfig }
+        let kube = common::kubemode::KubeMode::start();
+        let kubeconfig = kube.mgmt_kubeconfig();
+        Kubernetes { _kube: kube, kubeconfig }
     }
 
     fn management(&self) -> Arc<Management> {
