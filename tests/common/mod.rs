@@ -45,7 +45,14 @@ pub fn wait_until_with<V: std::fmt::Debug>(
             return seen;
         }
         if started.elapsed() >= within {
-            panic!("timed out after {within:?} waiting for {what}\nlast seen: {seen:#?}\n{}", context());
+            // A page or a log can be long: its start says enough.
+            let mut shown = format!("{seen:#?}");
+            if let Some((cut, _)) = shown.char_indices().nth(8000) {
+                let more = shown.len() - cut;
+                shown.truncate(cut);
+                shown.push_str(&format!("… ({more} more bytes)"));
+            }
+            panic!("timed out after {within:?} waiting for {what}\nlast seen: {shown}\n{}", context());
         }
         std::thread::sleep(every);
     }
