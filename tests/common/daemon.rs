@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -43,6 +43,31 @@ impl Daemon {
         daemon
     }
 
+    /// Writes `config` as the whole host config (`state_dir` and `listen` added) and starts `strata
+    /// run` with `env`; waits until it listens, not until it is ready (a daemon given a broken
+    /// setting never is).
+    pub fn start_config(config: &str, env: &[(&str, &str)]) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("strata.yaml");
+        let mut daemon = Daemon { dir, config: path, child: None, env: Vec::new() };
+        daemon.rewrite(config);
+        daemon.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        daemon.launch();
+        daemon.wait_for("the daemon to listen", Duration::from_secs(20), |d| d.get("/readyz").0 != 0);
+        daemon
+    }
+
+    /// Replaces a host config [`Daemon::start_config`] wrote (keeping `state_dir` and `listen`)
+    /// and sends SIGHUP.
+    pub fn reload(&self, config: &str) {
+        self.rewrite(config);
+        self.hangup();
+    }
+
+    fn rewrite(&self, config: &str) {
+        std::fs::write(&self.config, format!("{config}state_dir: ./state\nlisten: 127.0.0.1:0\n")).unwrap();
+    }
+
     /// Writes the host config and the secrets it names, and starts nothing.
     pub fn configure(repository: &str, targets: &str, extra: &str) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
@@ -57,6 +82,21 @@ impl Daemon {
         )
         .unwrap();
         Daemon { dir, config, child: None, env: Vec::new() }
+    }
+
+    /// Replaces the `api` section with the shared token and named ones, `(name, group)`: each
+    /// reads `./NAME-token`, which holds `NAME-secret`. For a daemon configured, not started.
+    pub fn name_tokens(&mut self, tokens: &[(&str, &str)]) {
+        let mut named = Vec::new();
+        for (name, group) in tokens {
+            std::fs::write(self.dir.path().join(format!("{name}-token")), format!("{name}-secret\n")).unwrap();
+            named.push(format!("{{ name: {name}, token_file: ./{name}-token, groups: [{group}] }}"));
+        }
+        let config = std::fs::read_to_string(&self.config).unwrap();
+        let start = config.find("api: {").unwrap();
+        let end = start + config[start..].find('\n').unwrap();
+        let api = format!("api: {{ token_file: ./api-token, tokens: [{}] }}", named.join(", "));
+        std::fs::write(&self.config, format!("{}{api}{}", &config[..start], &config[end..])).unwrap();
     }
 
     pub fn spawn(&mut self) {
@@ -86,6 +126,12 @@ impl Daemon {
             }
             None => Command::new(env!("CARGO_BIN_EXE_strata")),
         };
+        // The proxy settings a daemon sees are its test's alone.
+        for name in
+            ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"]
+        {
+            command.env_remove(name);
+        }
         let child = command
             .args(["run", "--config"])
             .arg(&self.config)
@@ -155,14 +201,107 @@ impl Daemon {
 
     #[track_caller]
     pub fn wait_for(&self, what: &str, timeout: Duration, mut done: impl FnMut(&Daemon) -> bool) {
-        let started = Instant::now();
-        while started.elapsed() < timeout {
-            if done(self) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        super::wait_until_with(what, timeout, super::POLL, || done(self), |held| *held, || self.log_section());
+    }
+
+    /// The logs of several replicas, for a failure message.
+    pub fn logs_of<'a>(replicas: impl IntoIterator<Item = &'a Daemon>) -> String {
+        let logs: Vec<String> =
+            replicas.into_iter().enumerate().map(|(i, d)| format!("--- replica {i} ---\n{}", d.log())).collect();
+        logs.join("\n")
+    }
+
+    /// The daemon's log, for a failure message.
+    pub fn log_section(&self) -> String {
+        format!("--- daemon log ---\n{}", self.log())
+    }
+
+    /// `/api/v1/revision`: the head evaluated, the evaluations of late, the clusters reconciling
+    /// (null when the daemon does not answer).
+    pub fn revision(&self) -> Value {
+        let bearer = format!("Bearer {TOKEN}");
+        let (mut code, mut body) = self.request("GET", "/api/v1/revision", &[("Authorization", &bearer)], "");
+        if code == 401 {
+            // The shared token rotated: reads may be open.
+            (code, body) = self.get("/api/v1/revision");
         }
-        panic!("timed out waiting for {what}\n--- daemon log ---\n{}", self.log());
+        if code != 200 {
+            return Value::Null;
+        }
+        serde_json::from_str(&body).unwrap_or(Value::Null)
+    }
+
+    /// Waits until the daemon has done everything `head` asks of it: evaluated it (loaded or
+    /// rejected), evaluates nothing, and has no cluster left to apply — seen on three polls in a
+    /// row with no evaluation in between (the verdict is recorded a moment before the decisions
+    /// go to the workers, and a re-evaluation an apply asks for comes within the polls). What a
+    /// test then finds unchanged, this revision did not change.
+    #[track_caller]
+    pub fn wait_settled(&self, head: &str) {
+        self.wait_settled_or(head, &[], String::new);
+    }
+
+    /// [`Daemon::wait_settled`] but for `retrying`: clusters whose apply fails or stays unhealthy,
+    /// which keep something to apply for good.
+    #[track_caller]
+    pub fn wait_settled_but(&self, head: &str, retrying: &[&str]) {
+        self.wait_settled_or(head, retrying, String::new);
+    }
+
+    /// [`Daemon::wait_settled_but`], with more to say on a timeout.
+    #[track_caller]
+    pub fn wait_settled_or(&self, head: &str, retrying: &[&str], context: impl FnOnce() -> String) {
+        let mut quiet = 0;
+        let mut last = Value::Null;
+        super::wait_until_with(
+            &format!("the daemon to settle on {head}"),
+            Duration::from_secs(60),
+            Duration::from_millis(150),
+            || {
+                let r = self.revision();
+                let done = r["head"] == head
+                    && r["evaluating"].is_null()
+                    && r["reconciling"].as_array().is_some_and(|a| a.iter().all(|c| retrying.iter().any(|r| c == r)))
+                    && r["evaluations"][0]["head"] == head;
+                let same = r["evaluations"][0] == last["evaluations"][0]
+                    && r["evaluations"].as_array().map(Vec::len) == last["evaluations"].as_array().map(Vec::len);
+                quiet = if done && same { quiet + 1 } else { 0 };
+                last = r.clone();
+                (quiet, r)
+            },
+            |(quiet, _)| *quiet >= 3,
+            || format!("{}\n{}", context(), self.log_section()),
+        );
+    }
+
+    /// A sequence point: has the daemon decide again on its head (resuming `cluster`, which is
+    /// not suspended, changes nothing else) and waits until it has, and is settled. Triggers are
+    /// taken in order, so whatever a request before this one set off has been acted on by then.
+    #[track_caller]
+    pub fn wait_reevaluated(&self, cluster: &str) {
+        self.wait_reevaluated_but(cluster, &[]);
+    }
+
+    /// [`Daemon::wait_reevaluated`], settled but for `retrying` (see [`Daemon::wait_settled_but`]).
+    #[track_caller]
+    pub fn wait_reevaluated_but(&self, cluster: &str, retrying: &[&str]) {
+        let before = self.revision();
+        let newest = before["evaluations"][0]["started_ms"].as_i64().unwrap_or(0);
+        let run = self.strata(&["resume", cluster]);
+        assert_eq!(run.code, 0, "strata resume {cluster}: {}{}", run.stdout, run.stderr);
+        let after = super::wait_until_with(
+            &format!("a new evaluation after resuming {cluster}"),
+            Duration::from_secs(30),
+            super::POLL,
+            || self.revision(),
+            |r| {
+                r["evaluations"].as_array().is_some_and(|all| {
+                    all.iter().any(|e| e["started_ms"].as_i64() > Some(newest) && e["verdict"] != "evaluating")
+                })
+            },
+            || self.log_section(),
+        );
+        self.wait_settled_but(after["evaluations"][0]["head"].as_str().expect("a head evaluated"), retrying);
     }
 
     pub fn kill9(&mut self) {

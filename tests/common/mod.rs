@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod kubemode;
 pub mod kubernetes;
 pub mod proc;
 pub mod secrets;
@@ -16,9 +17,64 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
+
+/// How often [`wait_until`] looks again unless told otherwise.
+pub const POLL: Duration = Duration::from_millis(50);
+
+/// Waits for something a test can observe: calls `observe` every `every` until `done` holds for
+/// what it returned, and returns that. Past `within` it panics naming `what`, with the last
+/// value seen and whatever `context` adds then (a daemon's log). Every wait in the suite is this
+/// one: a deadline, a poll interval, and a description.
+#[track_caller]
+pub fn wait_until_with<V: std::fmt::Debug>(
+    what: &str,
+    within: Duration,
+    every: Duration,
+    mut observe: impl FnMut() -> V,
+    mut done: impl FnMut(&V) -> bool,
+    context: impl FnOnce() -> String,
+) -> V {
+    let started = Instant::now();
+    loop {
+        let seen = observe();
+        if done(&seen) {
+            return seen;
+        }
+        if started.elapsed() >= within {
+            // A page or a log can be long: its start says enough.
+            let mut shown = format!("{seen:#?}");
+            if let Some((cut, _)) = shown.char_indices().nth(8000) {
+                let more = shown.len() - cut;
+                shown.truncate(cut);
+                shown.push_str(&format!("… ({more} more bytes)"));
+            }
+            panic!("timed out after {within:?} waiting for {what}\nlast seen: {shown}\n{}", context());
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// [`wait_until_with`] every [`POLL`], with nothing more to say on a timeout.
+#[track_caller]
+pub fn wait_until<V: std::fmt::Debug>(
+    what: &str,
+    within: Duration,
+    observe: impl FnMut() -> V,
+    done: impl FnMut(&V) -> bool,
+) -> V {
+    wait_until_with(what, within, POLL, observe, done, String::new)
+}
+
+/// Waits until `condition` holds (polled every [`POLL`]); for conditions with no value worth
+/// showing on a timeout.
+#[track_caller]
+pub fn wait_for(what: &str, within: Duration, mut condition: impl FnMut() -> bool) {
+    wait_until(what, within, &mut condition, |held| *held);
+}
 
 pub fn example_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repo")
@@ -132,6 +188,11 @@ impl Repo {
         assert!(self.git, "not a Git repository");
         git(self.path(), &["add", "-A"]);
         git(self.path(), &["commit", "-q", "--allow-empty", "-m", message]);
+        git(self.path(), &["rev-parse", "HEAD"])
+    }
+
+    /// The commit the branch is at.
+    pub fn head(&self) -> String {
         git(self.path(), &["rev-parse", "HEAD"])
     }
 

@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::{Value, json};
@@ -106,11 +106,9 @@ impl Browser {
                 .spawn()
                 .unwrap(),
         );
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(20), "chromedriver did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        super::wait_for("chromedriver to listen", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
         let profile = tempfile::tempdir().unwrap().keep();
         let session = wd(
             port,
@@ -184,12 +182,16 @@ impl Browser {
         std::fs::write(PathBuf::from(dir).join(name), bytes).unwrap();
     }
 
+    #[track_caller]
     pub fn wait(&self, what: &str, mut done: impl FnMut(&Browser) -> bool) {
-        let started = Instant::now();
-        while !done(self) {
-            assert!(started.elapsed() < Duration::from_secs(15), "timed out waiting for {what}; at {}", self.url());
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        super::wait_until_with(
+            what,
+            Duration::from_secs(15),
+            Duration::from_millis(100),
+            || done(self),
+            |held| *held,
+            || format!("at {}", self.url()),
+        );
     }
 }
 

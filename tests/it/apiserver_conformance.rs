@@ -5,6 +5,7 @@
 //! optimistic-concurrency state may rely on.
 
 use crate::apiserver;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -1084,11 +1085,14 @@ fn kubectl_watches_applies_with_two_managers_pages_and_sees_conflicts() {
     let first = event("the listed object");
     assert_eq!((first["type"].as_str(), first["object"]["metadata"]["name"].as_str()), (Some("ADDED"), Some("first")));
     // Only start changing things once kubectl's watch is open.
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while server.watch_count() == 0 {
-        assert!(std::time::Instant::now() < deadline, "kubectl opens a watch");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_until_with(
+        "kubectl to open a watch",
+        PATIENCE,
+        Duration::from_millis(20),
+        || server.watch_count(),
+        |n| *n > 0,
+        String::new,
+    );
     let a = write(
         dir.path(),
         "a.yaml",

@@ -1,26 +1,81 @@
-//! A corpus of broken repositories: each exits 1 with a diagnostic naming the file (and line
-//! where there is one), and says what is wrong.
+//! A corpus of broken repositories: each is refused with a diagnostic naming the file (and line
+//! where there is one), and says what is wrong. The corpus is checked through the library, as
+//! `strata validate` checks a repository; a few runs of the binary check what the command adds
+//! (the exit code, the count, the revision).
 
 use crate::common;
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::Repo;
+use strata::render::Renderer;
+use strata::render::tools::SystemTools;
 
 const AWS_1_0_0: &str = "profiles/aws-profile/1.0.0/profile.yaml";
 const AWS_1_1_0: &str = "profiles/aws-profile/1.1.0/profile.yaml";
 const AWS_CLUSTER: &str = "clusters/aws-cluster.yaml";
 const UI: &str = "packs/hello-universe/manifests/ui.yaml";
 
-/// Runs `validate` on the repository and checks it fails with every expected line fragment.
+/// What `strata validate` (src/cli/repo.rs) finds in the repository at `path` (its HEAD when it
+/// is a Git repository, else the directory; `subdir` as `--path`), as it prints it: every
+/// diagnostic of loading what loads, rendering each cluster that resolves, and decrypting SOPS
+/// files, in file order, then the count. `None` when it finds nothing.
+fn validate(path: &Path, subdir: Option<&str>) -> Option<String> {
+    let keys = Arc::new(strata::sops::Keys::for_cli(&[]).unwrap());
+    let snapshot = strata::source::open(path, subdir, None, false, &keys).unwrap();
+    let (model, mut diags) = strata::repo::load_partial(snapshot.tree.as_ref());
+    let tools = SystemTools::default();
+    let renderer = Renderer::new(snapshot.tree.as_ref(), &model, &tools);
+    let undecryptable = strata::sops::check(snapshot.tree.as_ref(), &model).err();
+    for cluster in model.clusters.values().filter(|c| model.resolve(c).is_ok()) {
+        let Err(found) = renderer.check(cluster) else { continue };
+        // A SOPS file that does not decrypt is said once, not again per cluster reading it.
+        let said = |d: &strata::diag::Diagnostic| {
+            undecryptable
+                .iter()
+                .flat_map(|u| u.iter())
+                .any(|s| s.code == d.code && s.file == d.file && s.message == d.message)
+        };
+        diags.extend(found.into_iter().filter(|d| !said(d)).collect());
+    }
+    diags.extend(undecryptable.unwrap_or_default());
+    (!diags.is_empty()).then(|| diags.sorted().to_string())
+}
+
+/// Checks the repository is refused with every expected line fragment; returns what was said.
 #[track_caller]
 fn rejects(repo: &Repo, expected: &[&str]) -> String {
+    rejects_in(repo, None, expected)
+}
+
+#[track_caller]
+fn rejects_in(repo: &Repo, subdir: Option<&str>, expected: &[&str]) -> String {
+    let said = validate(repo.path(), subdir).expect("the repository is refused");
+    for fragment in expected {
+        assert!(said.contains(fragment), "expected {fragment:?} in:\n{said}");
+    }
+    said
+}
+
+/// `strata validate`, the binary: exit 1 and every expected fragment on stderr.
+#[track_caller]
+fn rejects_cli(repo: &Repo, expected: &[&str]) -> String {
     let run = repo.strata(&["validate"]);
     assert_eq!(run.code, 1, "expected exit 1\nstdout: {}\nstderr: {}", run.stdout, run.stderr);
     for fragment in expected {
         assert!(run.stderr.contains(fragment), "expected {fragment:?} in:\n{}", run.stderr);
     }
     run.stderr
+}
+
+/// Checks the library finds nothing wrong.
+#[track_caller]
+fn accepts(repo: &Repo) {
+    if let Some(said) = validate(repo.path(), None) {
+        panic!("expected no problems, found:\n{said}");
+    }
 }
 
 fn broken() -> Repo {
@@ -393,7 +448,8 @@ fn every_problem_is_reported_in_one_run() {
     repo.edit("clusters/edge-lab.yaml", "version: \"^2\"", "version: \"^9\"");
     // Clusters that did load are still rendered, so template problems show in the same run.
     repo.edit("packs/edge-gateway/manifests/gateway.yaml", "{{ values.replicas }}", "{{ values.replicaz }}");
-    let stderr = rejects(
+    // The binary: exit 1, the problems, their count and the revision read.
+    let stderr = rejects_cli(
         &repo,
         &[
             "clusters/aws-cluster.yaml:10",
@@ -408,6 +464,9 @@ fn every_problem_is_reported_in_one_run() {
     let b = stderr.find("clusters/edge-lab.yaml").unwrap();
     let c = stderr.find("profiles/aws-profile").unwrap();
     assert!(a < b && b < c);
+    assert!(stderr.trim_end().ends_with("4 problems found at working tree"), "{stderr}");
+    // What the binary prints is what the library finds, and the revision.
+    assert_eq!(stderr.trim_end(), format!("{} at working tree", validate(repo.path(), None).unwrap()));
 }
 
 #[test]
@@ -436,7 +495,7 @@ fn git_symlinks_inside_the_repository_are_followed() {
     repo.symlink("../hello-universe/manifests", "packs/kubecost/hello");
     repo.edit(AWS_1_0_0, "source: packs/hello-universe/manifests", "source: packs/kubecost/hello");
     repo.commit("link in");
-    repo.strata(&["validate"]).ok();
+    accepts(&repo);
 }
 
 #[test]
@@ -502,7 +561,8 @@ const LEAK: &str = "error[path]: packs/app/leak.yaml: `packs/app/leak.yaml` poin
 fn link_chains_lexically_inside_but_physically_outside_are_refused_in_a_directory() {
     let repo = Repo::plain_example();
     fleet_with_a_link_chain(&repo);
-    rejects_at(&repo, &["validate", "--path", "fleet"], &[LEAK]);
+    let said = rejects_in(&repo, Some("fleet"), &[LEAK]);
+    assert!(!said.contains("host-secret"), "{said}");
     rejects_at(&repo, &["render", "c", "--path", "fleet"], &[LEAK]);
 }
 
@@ -520,9 +580,9 @@ fn a_layer_source_through_a_link_chain_is_refused() {
     fleet_with_a_link_chain(&repo);
     repo.edit("fleet/profiles/p/1.0.0/profile.yaml", "source: packs/app", "source: packs/up/../decoy");
     repo.commit("source through the chain");
-    rejects_at(
+    rejects_in(
         &repo,
-        &["validate", "--path", "fleet"],
+        Some("fleet"),
         &[
             "error[path]: profiles/p/1.0.0/profile.yaml:6: profile p@1.0.0 layer app: source `packs/up/../decoy` goes through a symlink that points outside the repository (`packs/up`)",
         ],
@@ -584,5 +644,7 @@ fn hostile_maintenance_windows_are_diagnostics() {
     }
     let repo = broken();
     repo.edit(AWS_CLUSTER, "  drift: correct", "  drift: correct\n  window: \"Mon-Fri 22:00-02:00 Europe/Berlin\"");
-    repo.strata(&["validate"]).ok();
+    // The binary: a valid repository exits 0 and says what it checked.
+    let run = repo.strata(&["validate"]).ok();
+    assert!(run.stdout.starts_with("ok: 2 profiles"), "{}", run.stdout);
 }

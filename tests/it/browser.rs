@@ -50,17 +50,16 @@ fn start_daemon(repo: &Repo, dir: &Path) -> (Killed, String) {
             .spawn()
             .unwrap(),
     );
-    let started = Instant::now();
-    loop {
-        if let Ok(address) = std::fs::read_to_string(dir.join("state/listen-address")) {
-            let base = format!("http://{}", address.trim());
-            if dir.join("out/aws-cluster/hello-universe/deployment.ui.yaml").exists() {
-                return (child, base);
-            }
-        }
-        assert!(started.elapsed() < Duration::from_secs(20), "the daemon did not apply the example");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let address = common::wait_until(
+        "the daemon to apply the example",
+        Duration::from_secs(20),
+        || {
+            let address = std::fs::read_to_string(dir.join("state/listen-address")).ok();
+            address.filter(|_| dir.join("out/aws-cluster/hello-universe/deployment.ui.yaml").exists())
+        },
+        Option::is_some,
+    );
+    (child, format!("http://{}", address.unwrap().trim()))
 }
 
 #[test]
@@ -105,11 +104,9 @@ fn review_and_approve_a_pending_update_in_the_browser() {
     browser.click("#approve");
     browser.wait("the cluster page", |b| b.url().ends_with("/clusters/aws-cluster"));
     let ui = dir.path().join("out/aws-cluster/hello-universe/deployment.ui.yaml");
-    let started = Instant::now();
-    while !std::fs::read_to_string(&ui).unwrap_or_default().contains("replicas: 3") {
-        assert!(started.elapsed() < Duration::from_secs(10), "the approved update was not applied");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_for("the approved update applied", Duration::from_secs(10), || {
+        std::fs::read_to_string(&ui).unwrap_or_default().contains("replicas: 3")
+    });
     browser.go(&format!("{base}/clusters/aws-cluster"));
     assert!(browser.text("body").contains("alice"), "the approval is recorded with who");
 
@@ -150,28 +147,29 @@ fn start_fleet(clusters: usize) -> (tempfile::TempDir, Killed, String) {
             .unwrap(),
     );
     let started = Instant::now();
-    let base = loop {
-        if let Ok(address) = std::fs::read_to_string(dir.path().join("state/listen-address")) {
-            break format!("http://{}", address.trim());
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "the daemon did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    loop {
-        let (_, overview) = get(&base, "/fragment/clusters");
-        let settled = |state: &str| {
-            overview.contains(&format!("href=\"/?state={state}\"><span class=\"badge s-{state}\">{state}</span> "))
-        };
-        if overview.contains(&format!("<strong>{clusters}</strong> clusters"))
-            && !settled("new")
-            && !settled("applying")
-            && overview.contains("failed: 3")
-        {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(240), "the fleet was not applied in time");
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    let address = common::wait_until(
+        "the daemon to start",
+        Duration::from_secs(60),
+        || std::fs::read_to_string(dir.path().join("state/listen-address")).ok(),
+        Option::is_some,
+    );
+    let base = format!("http://{}", address.unwrap().trim());
+    common::wait_until_with(
+        "the fleet applied",
+        Duration::from_secs(240).saturating_sub(started.elapsed()),
+        Duration::from_millis(250),
+        || get(&base, "/fragment/clusters").1,
+        |overview| {
+            let settled = |state: &str| {
+                overview.contains(&format!("href=\"/?state={state}\"><span class=\"badge s-{state}\">{state}</span> "))
+            };
+            overview.contains(&format!("<strong>{clusters}</strong> clusters"))
+                && !settled("new")
+                && !settled("applying")
+                && overview.contains("failed: 3")
+        },
+        String::new,
+    );
     (dir, child, base)
 }
 

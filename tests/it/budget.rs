@@ -194,7 +194,9 @@ fn a_fix_pushed_while_a_slow_commit_evaluates_supersedes_it() {
     repo.write("packs/hello-universe/manifests/burn.yaml", BURN);
     let slow = repo.commit("a template that burns CPU");
     daemon.wait_for("the slow commit seen", Duration::from_secs(10), |d| d.log().contains(&slow));
-    std::thread::sleep(Duration::from_secs(1));
+    daemon.wait_for("the slow commit being evaluated", Duration::from_secs(10), |d| {
+        d.revision()["evaluating"] == slow.as_str()
+    });
     let asked = Instant::now();
     let (code, _) = daemon.request("GET", "/api/v1/revision", &[("Authorization", &format!("Bearer {TOKEN}"))], "");
     assert_eq!(code, 200);

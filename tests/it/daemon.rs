@@ -89,7 +89,7 @@ fn the_tutorial_through_the_daemon() {
     daemon.wait_for("a pending update", Duration::from_secs(5), |d| {
         d.cluster("aws-cluster")["pending"]["head_revision"] == edit.as_str()
     });
-    std::thread::sleep(Duration::from_millis(500));
+    daemon.wait_settled(&edit);
     assert!(file(&ui).contains("replicas: 1"), "not applied before approval");
     let run = daemon.strata(&["status", "aws-cluster", "--diff"]);
     assert!(
@@ -142,8 +142,11 @@ fn reading_a_local_repository_does_not_trigger_another_read() {
     let ui = daemon.out("aws-cluster/hello-universe/deployment.ui.yaml");
     daemon.wait_for("aws-cluster applied", Duration::from_secs(10), |_| file(&ui).contains("replicas: 1"));
     // Settled: the workers' applies and whatever they triggered are over.
-    std::thread::sleep(Duration::from_secs(1));
+    daemon.wait_settled(&repo.head());
     let before = fetches(&daemon);
+    // A read that set off another would show within milliseconds (the watch's event, then the
+    // loop's 50 ms debounce), over and over: what proves it does not is time passing with no
+    // read, so this sleep stays.
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(fetches(&daemon), before, "the daemon kept reading an unchanged repository");
     // A commit is still a change, read at once.
@@ -183,8 +186,8 @@ fn a_pending_diff_always_starts_from_what_the_cluster_runs() {
     repo.commit("two replicas for aws-cluster");
     daemon.wait_for("the override applied", Duration::from_secs(10), |_| file(&ui).contains("replicas: 2"));
     repo.edit(AWS_1_0_0, "replicas: 1", "replicas: 3");
-    repo.commit("three replicas in 1.0.0, masked by the override");
-    std::thread::sleep(Duration::from_millis(500));
+    let masked = repo.commit("three replicas in 1.0.0, masked by the override");
+    daemon.wait_settled(&masked);
     assert!(daemon.cluster("aws-cluster")["pending"].is_null(), "the override masks the edit: nothing pending");
 
     repo.edit(AWS_CLUSTER, "  overrides:\n    hello-universe: { replicas: 2 }\n  updates: manual", "  updates: manual");
@@ -244,7 +247,8 @@ fn webhooks_need_valid_signatures_and_trigger_a_fetch_of_the_remote() {
     let (code, _) =
         daemon.request("POST", "/hooks/gitlab", &[("X-Gitlab-Event", "Push Hook"), ("X-Gitlab-Token", "nope")], body);
     assert_eq!(code, 401);
-    std::thread::sleep(Duration::from_millis(700));
+    // Whatever the refused deliveries set off is acted on before a re-evaluation asked after them.
+    daemon.wait_reevaluated("edge-lab");
     assert!(file(&ui).contains("replicas: 2"), "a refused webhook triggers nothing");
     let (_, metrics) = daemon.get("/metrics");
     assert!(metrics.contains(r#"strata_webhooks_total{provider="github",result="unauthorized"} 2"#), "{metrics}");
@@ -325,9 +329,8 @@ fn commits_that_crash_the_evaluation_are_rejected_and_the_daemon_serves_on() {
     repo.edit("clusters/aws-staging.yaml", "replicas: 2 }", "replicas: 3 }");
     repo.edit("clusters/aws-staging.yaml", "updates: auto", "updates: auto\n  window: \"éé 02:00-03:00\"");
     let bad_window = repo.commit("a window in another script");
-    daemon.wait_for("the revision rejected", Duration::from_secs(10), |d| {
-        d.get("/api/v1/revision").1.contains(&format!("\"head\": \"{bad_window}\""))
-    });
+    // The head recorded, not an evaluation of it (one still running names it too).
+    daemon.wait_for("the revision rejected", Duration::from_secs(10), |d| d.revision()["head"] == bad_window.as_str());
     assert!(daemon.alive(), "the daemon is still running\n{}", daemon.log());
     assert!(file(&ui).contains("replicas: 2"), "the last good revision keeps serving");
     let revision: Value = serde_json::from_str(&daemon.get("/api/v1/revision").1).unwrap();
@@ -694,8 +697,8 @@ fn suspended_clusters_are_left_alone_until_resumed_and_removed_ones_are_let_go()
     let run = daemon.strata(&["suspend", "aws-staging"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     repo.edit("clusters/aws-staging.yaml", "hello-universe: { replicas: 2 }", "hello-universe: { replicas: 6 }");
-    repo.commit("six");
-    std::thread::sleep(Duration::from_millis(800));
+    let six = repo.commit("six");
+    daemon.wait_settled(&six);
     assert!(file(&staging).contains("replicas: 2"), "suspended: not applied");
     assert!(daemon.strata(&["status"]).stdout.contains("(suspended)"));
     daemon.strata(&["resume", "aws-staging"]);
@@ -747,6 +750,8 @@ fn an_object_created_with_an_ignored_field_is_not_drift() {
     let ui = daemon.out("aws-staging/hello-universe/deployment.ui.yaml");
     daemon.wait_for("created", Duration::from_secs(10), |_| file(&ui).contains("replicas: 2"));
     // Drift checks every second (and the watches) look at the new objects; nothing is drift.
+    // The daemon shows no clean drift check (no count, no time, no log line), so the checks are
+    // waited out by the clock: two or three of them.
     std::thread::sleep(Duration::from_secs(3));
     let log = daemon.log();
     assert!(!log.contains("Drift found. cluster=aws-staging"), "{log}");
@@ -920,7 +925,10 @@ fn commit_statuses_for_the_tutorials_story() {
         daemon.strata(&["suspend", "edge-lab"]);
         daemon.strata(&["resume", "edge-lab"]);
     }
-    std::thread::sleep(Duration::from_millis(500));
+    // Those re-evaluations over, each re-queued aws-cluster's pending status and set the outbox
+    // gauge after: 0 means none of them queued a write (one delivered meanwhile is in `seen`).
+    daemon.wait_reevaluated("edge-lab");
+    assert_eq!(counted(&daemon.get("/metrics").1, "strata_outbox"), 0.0, "a status queued again");
     assert_eq!(forge.seen().len(), before, "{:?}", &forge.seen()[before..]);
 
     // A commit that does not render: error, with the diagnostic.
@@ -1460,14 +1468,7 @@ fn approval_rules_need_two_people_of_the_group_and_bind_their_own_changes() {
     repo.write("approvals/prod.yaml", RULES);
     repo.commit("approval rules: two of sre for the frontend");
     let mut daemon = Daemon::configure(&local(&repo), &example_targets(), "");
-    for name in ["ci", "ops", "dev", "test"] {
-        std::fs::write(daemon.dir.path().join(format!("{name}-token")), format!("{name}-secret\n")).unwrap();
-    }
-    let config = std::fs::read_to_string(&daemon.config).unwrap();
-    let start = config.find("api: {").unwrap();
-    let end = start + config[start..].find('\n').unwrap();
-    let api = "api: { token_file: ./api-token, tokens: [{ name: ci, token_file: ./ci-token, groups: [sre] }, { name: ops, token_file: ./ops-token, groups: [sre] }, { name: dev, token_file: ./dev-token, groups: [dev] }, { name: test, token_file: ./test-token, groups: [sre] }] }";
-    std::fs::write(&daemon.config, format!("{}{api}{}", &config[..start], &config[end..])).unwrap();
+    daemon.name_tokens(&[("ci", "sre"), ("ops", "sre"), ("dev", "dev"), ("test", "sre")]);
     daemon.spawn();
     let ui = daemon.out("aws-cluster/hello-universe/deployment.ui.yaml");
     daemon.wait_for("aws-cluster applied", Duration::from_secs(10), |_| file(&ui).contains("replicas: 1"));
@@ -1510,7 +1511,8 @@ fn approval_rules_need_two_people_of_the_group_and_bind_their_own_changes() {
     daemon.wait_for("one approval counted", Duration::from_secs(10), |d| {
         summary(d).contains("needs 1 more approval under rule prod/two-sre (group sre), approved by ci")
     });
-    std::thread::sleep(Duration::from_millis(300));
+    // The approval's re-evaluation is over once one asked after it is.
+    daemon.wait_reevaluated("edge-lab");
     assert!(file(&ui).contains("replicas: 1"), "one person is not two");
     // The same identity again: refused, it counts once.
     let (code, body) = approve("ci-secret");

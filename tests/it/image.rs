@@ -348,16 +348,28 @@ impl Container {
     #[track_caller]
     fn wait_for(&mut self, what: &str, timeout: Duration, mut done: impl FnMut(&Container) -> bool) -> Duration {
         let started = Instant::now();
-        while started.elapsed() < timeout {
-            if done(self) {
-                return started.elapsed();
-            }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("the container exited ({status}) while waiting for {what}\n--- log ---\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("timed out waiting for {what}\n--- log ---\n{}", self.log());
+        let this = std::cell::RefCell::new(self);
+        common::wait_until_with(
+            what,
+            timeout,
+            Duration::from_millis(100),
+            || {
+                let mut container = this.borrow_mut();
+                if done(&container) {
+                    return true;
+                }
+                if let Some(status) = container.child.as_mut().unwrap().try_wait().unwrap() {
+                    panic!(
+                        "the container exited ({status}) while waiting for {what}\n--- log ---\n{}",
+                        container.log()
+                    );
+                }
+                false
+            },
+            |held| *held,
+            || format!("--- log ---\n{}", this.borrow().log()),
+        );
+        started.elapsed()
     }
 
     /// `podman stop -t 30` (SIGTERM, SIGKILL after 30 s): how long until the container was gone,

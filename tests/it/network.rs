@@ -10,10 +10,11 @@ use crate::githttp;
 use crate::netlab;
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use common::Repo;
+use common::daemon::Daemon;
 use netlab::{Ca, Pem, Proxy};
 
 const GIT_TOKEN: &str = "git-token-123";
@@ -83,107 +84,22 @@ fn by_name(url: &str) -> String {
     url.replace("127.0.0.1", "localhost")
 }
 
-/// `strata run` with a host config and environment of the test's choosing.
-struct Daemon {
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    child: Child,
+/// `/readyz`: (status, body).
+fn readyz(daemon: &Daemon) -> (u16, String) {
+    daemon.get("/readyz")
 }
 
-impl Daemon {
-    fn start(config: &str, env: &[(&str, &str)]) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("strata.yaml");
-        std::fs::write(&path, format!("{config}state_dir: ./state\nlisten: 127.0.0.1:0\n")).unwrap();
-        let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_strata"));
-        command.args(["run", "--config"]).arg(&path).env("RUST_LOG", "info").stdout(Stdio::null()).stderr(log);
-        for name in
-            ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"]
-        {
-            command.env_remove(name);
-        }
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let daemon = Daemon { child: command.spawn().unwrap(), config: path, dir };
-        daemon.wait_for("the daemon to listen", Duration::from_secs(20), |d| d.readyz().0 != 0);
-        daemon
-    }
-
-    /// Replaces the host config (keeping state and listen) and sends SIGHUP.
-    fn reload(&self, config: &str) {
-        std::fs::write(&self.config, format!("{config}state_dir: ./state\nlisten: 127.0.0.1:0\n")).unwrap();
-        assert!(Command::new("kill").args(["-HUP", &self.child.id().to_string()]).status().unwrap().success());
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
-    }
-
-    fn get(&self, path: &str) -> (u16, String) {
-        use std::io::{Read, Write};
-        let Ok(address) = std::fs::read_to_string(self.dir.path().join("state/listen-address")) else {
-            return (0, String::new());
-        };
-        let Ok(mut stream) = std::net::TcpStream::connect(address.trim()) else { return (0, String::new()) };
-        let host = address.trim();
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-        if stream.write_all(request.as_bytes()).is_err() {
-            return (0, String::new());
-        }
-        let mut response = String::new();
-        let _ = stream.read_to_string(&mut response);
-        let code = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        (code, response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
-    }
-
-    fn readyz(&self) -> (u16, String) {
-        self.get("/readyz")
-    }
-
-    /// The `/readyz` line about the repository, once there is one.
-    fn repository_problem(&self) -> String {
-        self.wait_for("a repository problem in /readyz", Duration::from_secs(20), |d| {
-            d.readyz().1.contains("repository: failing since")
-        });
-        let text = self.readyz().1;
-        text.lines().find(|l| l.starts_with("repository:")).unwrap().to_string()
-    }
-
-    fn applied(&self) -> bool {
-        std::fs::read_to_string(self.dir.path().join("out/aws-cluster/hello-universe/deployment.ui.yaml"))
-            .is_ok_and(|t| t.contains("replicas: 1"))
-    }
-
-    fn strata(&self, args: &[&str]) -> common::Run {
-        let out =
-            Command::new(env!("CARGO_BIN_EXE_strata")).args(args).arg("--config").arg(&self.config).output().unwrap();
-        common::Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    #[track_caller]
-    fn wait_for(&self, what: &str, timeout: Duration, mut done: impl FnMut(&Daemon) -> bool) {
-        let started = Instant::now();
-        while started.elapsed() < timeout {
-            if done(self) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("timed out waiting for {what}\n--- daemon log ---\n{}", self.log());
-    }
+/// The `/readyz` line about the repository, once there is one.
+fn repository_problem(daemon: &Daemon) -> String {
+    daemon.wait_for("a repository problem in /readyz", Duration::from_secs(20), |d| {
+        readyz(d).1.contains("repository: failing since")
+    });
+    let text = readyz(daemon).1;
+    text.lines().find(|l| l.starts_with("repository:")).unwrap().to_string()
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn applied(daemon: &Daemon) -> bool {
+    common::daemon::file(&daemon.out("aws-cluster/hello-universe/deployment.ui.yaml")).contains("replicas: 1")
 }
 
 const TARGETS: &str = "targets:\n  aws-cluster: { directory: ./out/aws-cluster }\n  aws-staging: { directory: ./out/aws-staging }\n  edge-berlin: { directory: ./out/edge-berlin }\n  lab: { directory: ./out/lab }\n";
@@ -193,9 +109,9 @@ fn an_unknown_ca_is_named_everywhere_and_ca_file_with_sighup_fixes_it() {
     let lab = Lab::new();
     let server = lab.git_server(&lab.localhost(), None);
     let url = by_name(&server.url);
-    let daemon = Daemon::start(&format!("{}{TARGETS}", lab.repository(&url, "")), &[]);
+    let daemon = Daemon::start_config(&format!("{}{TARGETS}", lab.repository(&url, "")), &[]);
 
-    let problem = daemon.repository_problem();
+    let problem = repository_problem(&daemon);
     let port = url.rsplit(':').next().unwrap();
     assert!(
         problem.contains(&format!(
@@ -203,7 +119,7 @@ fn an_unknown_ca_is_named_everywhere_and_ca_file_with_sighup_fixes_it() {
         )),
         "{problem}"
     );
-    assert_eq!(daemon.readyz().0, 200, "serving the last good revision, even if there is none yet");
+    assert_eq!(readyz(&daemon).0, 200, "serving the last good revision, even if there is none yet");
     let message = problem.split_once("): ").unwrap().1;
     assert!(daemon.log().contains(message), "the log says the same:\n{}", daemon.log());
     let status = daemon.strata(&["status"]);
@@ -213,8 +129,8 @@ fn an_unknown_ca_is_named_everywhere_and_ca_file_with_sighup_fixes_it() {
     assert!(!daemon.log().contains(GIT_TOKEN), "the token is never logged");
 
     daemon.reload(&format!("{}{TARGETS}", lab.repository(&url, &lab.ca_file())));
-    daemon.wait_for("the fleet applied after SIGHUP", Duration::from_secs(20), Daemon::applied);
-    daemon.wait_for("the problem cleared", Duration::from_secs(5), |d| d.readyz().1 == "ready\n");
+    daemon.wait_for("the fleet applied after SIGHUP", Duration::from_secs(20), applied);
+    daemon.wait_for("the problem cleared", Duration::from_secs(5), |d| readyz(d).1 == "ready\n");
     assert!(daemon.log().contains("SIGHUP: proxy and TLS material reloaded"));
 }
 
@@ -224,8 +140,8 @@ fn a_server_that_requires_a_client_certificate_gets_the_configured_one() {
     let clients = Ca::new(&lab.path("client-pki"), "Strata Client CA");
     let server = lab.git_server(&lab.localhost(), Some(&clients));
     let url = by_name(&server.url);
-    let daemon = Daemon::start(&format!("{}{TARGETS}", lab.repository(&url, &lab.ca_file())), &[]);
-    let problem = daemon.repository_problem();
+    let daemon = Daemon::start_config(&format!("{}{TARGETS}", lab.repository(&url, &lab.ca_file())), &[]);
+    let problem = repository_problem(&daemon);
     assert!(
         problem.contains("TLS: localhost requires a client certificate")
             && problem
@@ -240,11 +156,11 @@ fn a_server_that_requires_a_client_certificate_gets_the_configured_one() {
     };
     daemon.reload(&format!("{}{TARGETS}", lab.repository(&url, &with(&stranger))));
     daemon.wait_for("the certificate refused", Duration::from_secs(20), |d| {
-        d.readyz().1.contains("refused the client certificate from repository.client_cert_file")
+        readyz(d).1.contains("refused the client certificate from repository.client_cert_file")
     });
 
     daemon.reload(&format!("{}{TARGETS}", lab.repository(&url, &with(&clients.client("strata")))));
-    daemon.wait_for("the fleet applied over mutual TLS", Duration::from_secs(20), Daemon::applied);
+    daemon.wait_for("the fleet applied over mutual TLS", Duration::from_secs(20), applied);
 }
 
 #[test]
@@ -259,8 +175,8 @@ fn fetches_and_statuses_go_through_the_proxy_except_for_no_proxy_hosts() {
         lab.repository(&by_name(&server.url), &lab.ca_file()),
         lab.status(&forge, &lab.ca_file())
     );
-    let daemon = Daemon::start(&config, &[("HTTPS_PROXY", &proxy.url)]);
-    daemon.wait_for("applied through the proxy", Duration::from_secs(20), Daemon::applied);
+    let daemon = Daemon::start_config(&config, &[("HTTPS_PROXY", &proxy.url)]);
+    daemon.wait_for("applied through the proxy", Duration::from_secs(20), applied);
     daemon.wait_for("statuses through the proxy", Duration::from_secs(20), |_| {
         forge.statuses().iter().any(|s| s.path.ends_with(&lab.head) && s.body["state"] == "success")
     });
@@ -280,8 +196,9 @@ fn fetches_and_statuses_go_through_the_proxy_except_for_no_proxy_hosts() {
         lab.repository(&server.url, &lab.ca_file()),
         lab.status(&forge, &lab.ca_file()).replace("localhost", "127.0.0.1")
     );
-    let direct = Daemon::start(&config, &[("https_proxy", &proxy.url), ("no_proxy", "corp.example, 127.0.0.0/8")]);
-    direct.wait_for("applied directly", Duration::from_secs(20), Daemon::applied);
+    let direct =
+        Daemon::start_config(&config, &[("https_proxy", &proxy.url), ("no_proxy", "corp.example, 127.0.0.0/8")]);
+    direct.wait_for("applied directly", Duration::from_secs(20), applied);
     direct.wait_for("statuses sent directly", Duration::from_secs(20), |_| !forge.statuses().is_empty());
     assert_eq!(proxy.seen().len(), before, "nothing went through the proxy: {:?}", &proxy.seen()[before..]);
 }
@@ -294,8 +211,8 @@ fn a_dead_proxy_and_one_that_wants_credentials_are_named_and_proxy_config_wins()
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let dead_url = format!("http://{dead}");
     let repository = lab.repository(&url, &lab.ca_file());
-    let daemon = Daemon::start(&format!("{repository}{TARGETS}"), &[("HTTPS_PROXY", &dead_url)]);
-    let problem = daemon.repository_problem();
+    let daemon = Daemon::start_config(&format!("{repository}{TARGETS}"), &[("HTTPS_PROXY", &dead_url)]);
+    let problem = repository_problem(&daemon);
     assert!(
         problem.ends_with(&format!(
             "cannot connect to the proxy {dead} (from HTTPS_PROXY): connection refused; check HTTPS_PROXY, or add localhost to NO_PROXY if it is reachable directly"
@@ -310,8 +227,8 @@ fn a_dead_proxy_and_one_that_wants_credentials_are_named_and_proxy_config_wins()
     std::fs::write(&password, "wrong\n").unwrap();
     let proxied = |extra: &str| format!("proxy: {{ url: '{}'{extra} }}\n{repository}{TARGETS}", proxy.url);
     let with_auth = format!(", username: strata, password_file: {}", password.display());
-    let daemon = Daemon::start(&proxied(""), &[("HTTPS_PROXY", &dead_url)]);
-    let problem = daemon.repository_problem();
+    let daemon = Daemon::start_config(&proxied(""), &[("HTTPS_PROXY", &dead_url)]);
+    let problem = repository_problem(&daemon);
     let address = proxy.url.trim_start_matches("http://");
     assert!(
         problem.ends_with(&format!(
@@ -321,13 +238,13 @@ fn a_dead_proxy_and_one_that_wants_credentials_are_named_and_proxy_config_wins()
     );
     daemon.reload(&proxied(&with_auth));
     daemon.wait_for("the credentials refused", Duration::from_secs(20), |d| {
-        d.readyz().1.contains(&format!(
+        readyz(d).1.contains(&format!(
             "the proxy {address} (from proxy.url in strata.yaml) refused the credentials (407 Proxy Authentication Required); check proxy.username and proxy.password_file"
         ))
     });
     std::fs::write(&password, format!("{PROXY_PASSWORD}\n")).unwrap();
     daemon.reload(&proxied(&with_auth));
-    daemon.wait_for("applied through the authenticating proxy", Duration::from_secs(20), Daemon::applied);
+    daemon.wait_for("applied through the authenticating proxy", Duration::from_secs(20), applied);
     assert!(proxy.seen().iter().any(|t| t.answered == 200 && t.proxy_authorization.is_some()));
     assert!(!daemon.log().contains(PROXY_PASSWORD) && !daemon.log().contains("wrong"), "no password in the log");
 }

@@ -10,18 +10,17 @@ use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use apiserver::ApiServer;
 use common::Repo;
 use common::daemon::{Daemon, TOKEN, local, session_cookie};
+use common::kubemode::{APP_PROFILE, KubeMode, app_repo};
 use common::kubernetes::{self, NAMESPACE};
 use serde_json::Value;
 
-const PROFILE: &str = "profiles/app/1.0.0/profile.yaml";
+const PROFILE: &str = APP_PROFILE;
 const FORM: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
 /// The revocation record's refresh ([`strata::daemon::http::revoke::TTL`]) and some slack.
 const REVOKED_WITHIN: Duration = Duration::from_secs(5 + 3);
@@ -141,76 +140,39 @@ fn attribute<'a>(html: &'a str, from: &str, name: &str) -> Option<&'a str> {
 }
 
 #[track_caller]
-fn wait(what: &str, timeout: Duration, replicas: &[Daemon], mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while started.elapsed() < timeout {
-        if done() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let logs: Vec<String> =
-        replicas.iter().enumerate().map(|(i, d)| format!("--- replica {i} ---\n{}", d.log())).collect();
-    panic!("timed out waiting for {what}\n{}", logs.join("\n"));
+fn wait(what: &str, timeout: Duration, replicas: &[Daemon], done: impl FnMut() -> bool) {
+    common::wait_until_with(what, timeout, common::POLL, done, |held| *held, || Daemon::logs_of(replicas));
 }
 
 struct World {
-    mgmt: ApiServer,
-    _workload: ApiServer,
-    dir: tempfile::TempDir,
+    kube: KubeMode,
     repo: Repo,
 }
 
 impl World {
     fn new() -> World {
-        let (mgmt, workload) = (ApiServer::start(), ApiServer::start());
-        let dir = tempfile::tempdir().unwrap();
-        for sub in ["mgmt", "workload"] {
-            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
-        }
-        mgmt.kubeconfig(&dir.path().join("mgmt"));
-        workload.kubeconfig(&dir.path().join("workload"));
-        kubernetes::install(&dir.path().join("mgmt/kubeconfig"));
+        let kube = KubeMode::start();
         // What the replicas ask is checked against their Role; the test's own setup is not theirs.
-        mgmt.clear_requests();
-        let repo = Repo::example();
-        repo.remove("profiles").remove("clusters").remove("packs");
-        repo.write(
-            PROFILE,
-            "apiVersion: strata.dev/v1\nkind: Profile\nmetadata: { name: app, version: 1.0.0 }\nspec:\n  layers:\n    - name: config\n      type: manifests\n      source: packs/config\n      namespace: default\n      values: { greeting: hello }\n",
-        );
-        repo.write(
-            "packs/config/cm.yaml",
-            "apiVersion: v1\nkind: ConfigMap\nmetadata: { name: \"cm-{{ cluster.name }}\" }\ndata: { greeting: \"{{ values.greeting }}\" }\n",
-        );
+        kube.mgmt.clear_requests();
+        let repo = app_repo();
         repo.write(
             "clusters/c0.yaml",
             "apiVersion: strata.dev/v1\nkind: Cluster\nmetadata: { name: c0 }\nspec:\n  profile: { name: app, version: \"1.0.0\" }\n  target: workload\n  updates: manual\n",
         );
-        World { mgmt, _workload: workload, dir, repo }
-    }
-
-    fn kubeconfig(&self, which: &str) -> PathBuf {
-        self.dir.path().join(which).join("kubeconfig")
+        World { kube, repo }
     }
 
     /// A replica behind the proxy at `public`, not waited for.
     fn replica(&self, public: &str) -> Daemon {
-        let extra = format!(
-            "kubernetes: {{ kubeconfig: {}, namespace: {NAMESPACE} }}\nstate: {{ backend: kubernetes }}\nshards: 1\nleases: {{ duration: 4s, renew_deadline: 3s, retry_period: 500ms }}\nview: {{ require_token: true, public_url: 'http://{public}' }}\n",
-            self.kubeconfig("mgmt").display()
-        );
-        let mut daemon = Daemon::configure(
-            &local(&self.repo),
-            &format!("  workload: {{ kubeconfig: {} }}\n", self.kubeconfig("workload").display()),
-            &extra,
-        );
+        let extra =
+            format!("{}view: {{ require_token: true, public_url: 'http://{public}' }}\n", self.kube.replica_config(1));
+        let mut daemon = Daemon::configure(&local(&self.repo), &self.kube.workload_target(), &extra);
         daemon.launch();
         daemon
     }
 
     fn state(&self, cluster: &str) -> Value {
-        self.mgmt.object("clusterstates", Some(NAMESPACE), cluster).unwrap_or(Value::Null)
+        self.kube.state(cluster)
     }
 }
 
@@ -295,8 +257,11 @@ fn a_session_opened_through_one_replica_works_on_all_and_ends_on_all() {
     let (code, _, _) =
         proxy.send("POST", "/logout", &[FORM, ("Cookie", &bob), ("Origin", &origin)], &format!("csrf={bob_csrf}"));
     assert_eq!(code, 303);
-    std::thread::sleep(REVOKED_WITHIN);
-    assert_eq!(each(&replicas, &public, &bob), [401, 401, 401]);
+    // Each replica refusing bob has read the revocations since his sign-out, alice's among them
+    // had it ended hers.
+    wait("bob's session refused by every replica", REVOKED_WITHIN, &replicas, || {
+        each(&replicas, &public, &bob) == [401, 401, 401]
+    });
     assert_eq!(each(&replicas, &public, &again), [200, 200, 200]);
 
     // The token is rotated, and one replica is told (SIGHUP): the sessions it opened end on all,
@@ -309,14 +274,14 @@ fn a_session_opened_through_one_replica_works_on_all_and_ends_on_all() {
 
     // Everything the replicas asked of the management cluster is allowed by the shipped Role.
     let rules = kubernetes::shipped_role();
-    for request in world.mgmt.requests() {
+    for request in world.kube.mgmt.requests() {
         kubernetes::role_allows(&rules, &request.method, &request.path, &request.query, request.watch)
             .unwrap_or_else(|e| panic!("not allowed by deploy/kubernetes/rbac.yaml: {e}"));
     }
     if apiserver::Transport::from_env() == apiserver::Transport::Tls {
-        assert!(world.mgmt.requests().iter().all(|r| r.version == "HTTP/2.0"), "STRATA_APISERVER=h2: HTTP/2 only");
+        assert!(world.kube.mgmt.requests().iter().all(|r| r.version == "HTTP/2.0"), "STRATA_APISERVER=h2: HTTP/2 only");
     }
     // The session key and the revocation record are where the docs say.
-    assert!(world.mgmt.object("secrets", Some(NAMESPACE), "strata-session-key").is_some());
-    assert!(world.mgmt.object("configmaps", Some(NAMESPACE), "strata-sessions").is_some());
+    assert!(world.kube.mgmt.object("secrets", Some(NAMESPACE), "strata-session-key").is_some());
+    assert!(world.kube.mgmt.object("configmaps", Some(NAMESPACE), "strata-sessions").is_some());
 }

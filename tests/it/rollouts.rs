@@ -144,19 +144,17 @@ fn watch_until(
     what: &str,
     mut done: impl FnMut(&Daemon, &Watch) -> bool,
 ) {
-    let started = Instant::now();
-    while started.elapsed() < WAIT {
-        watch.look(clusters, |c| runs(daemon, c), want);
-        if done(daemon, watch) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!(
-        "timed out waiting for {what}\nseen: {:?}\nrollout: {:#}\n--- daemon log ---\n{}",
-        watch.seen,
-        rollout(daemon, "default"),
-        daemon.log()
+    // What each cluster was seen running, shown on a timeout.
+    common::wait_until_with(
+        what,
+        WAIT,
+        Duration::from_millis(20),
+        || {
+            watch.look(clusters, |c| runs(daemon, c), want);
+            (done(daemon, watch), watch.seen.clone())
+        },
+        |(done, _)| *done,
+        || format!("rollout: {:#}\n{}", rollout(daemon, "default"), daemon.log_section()),
     );
 }
 
@@ -351,8 +349,8 @@ fn a_failing_cluster_halts_the_rollout_and_later_waves_are_untouched() {
     assert_eq!(wave(&r, "prod")["state"], "halted");
     assert_eq!(wave(&r, "edge")["state"], "held");
     assert_eq!(deployed(&server), deploys("1.2.0"), "the failing cluster keeps what it got (halt, not rollback)");
-    // Held, and held it stays.
-    std::thread::sleep(Duration::from_secs(1));
+    // Held, and held it stays when the daemon decides again (prod-b, unhealthy, keeps looking).
+    daemon.wait_reevaluated_but("stage-1", &["prod-b"]);
     for held in ["prod-c", "edge-1", "edge-2"] {
         assert_eq!(runs(&daemon, held), deploys("1.1.0"), "{held} untouched");
         let pending = daemon.cluster(held)["pending"].to_string();
@@ -434,13 +432,13 @@ fn a_manual_wave_waits_for_promotion_and_manual_clusters_for_their_own_approval(
     // prod-m (`updates: manual`) also by its own approval.
     let edit = repo.read("profiles/aws-profile/1.1.0/profile.yaml").replace(&deploys("1.1.0"), &image("edited"));
     repo.write("profiles/aws-profile/1.1.0/profile.yaml", &edit);
-    repo.commit("aws-profile 1.1.0: a new image in place");
+    let edited = repo.commit("aws-profile 1.1.0: a new image in place");
     let want = image("edited");
     daemon.wait_for("prod waiting for its promotion", WAIT, |d| {
         wave(&rollout(d, "default"), "prod")["state"] == "waits-for-promotion"
     });
     assert_eq!(runs(&daemon, "stage-1"), want);
-    std::thread::sleep(Duration::from_secs(1));
+    daemon.wait_settled(&edited);
     for held in ["prod-a", "prod-m", "edge-1"] {
         assert_eq!(runs(&daemon, held), deploys("1.1.0"), "{held} held");
     }
@@ -476,7 +474,7 @@ fn a_manual_wave_waits_for_promotion_and_manual_clusters_for_their_own_approval(
     daemon.wait_for("prod-m pending its approval", WAIT, |d| {
         d.strata(&["status"]).stdout.lines().any(|l| l.starts_with("prod-m") && l.ends_with("(approval)"))
     });
-    std::thread::sleep(Duration::from_millis(500));
+    daemon.wait_settled(&edited);
     assert_eq!(runs(&daemon, "prod-m"), deploys("1.1.0"));
     assert_eq!(runs(&daemon, "edge-1"), deploys("1.1.0"), "the rest waits for all of prod");
     let run = daemon.strata(&["approve", "prod-m"]);
@@ -507,14 +505,7 @@ fn approval_rules_say_who_may_promote_a_wave_and_the_view_says_why_not() {
     );
     repo.commit("approval rules: sre promotes prod");
     let mut daemon = Daemon::configure(&local(&repo), &targets(&names), "");
-    for name in ["ci", "dev"] {
-        std::fs::write(daemon.dir.path().join(format!("{name}-token")), format!("{name}-secret\n")).unwrap();
-    }
-    let config = std::fs::read_to_string(&daemon.config).unwrap();
-    let start = config.find("api: {").unwrap();
-    let end = start + config[start..].find('\n').unwrap();
-    let api = "api: { token_file: ./api-token, tokens: [{ name: ci, token_file: ./ci-token, groups: [sre] }, { name: dev, token_file: ./dev-token, groups: [dev] }] }";
-    std::fs::write(&daemon.config, format!("{}{api}{}", &config[..start], &config[end..])).unwrap();
+    daemon.name_tokens(&[("ci", "sre"), ("dev", "dev")]);
     daemon.spawn();
     daemon.wait_for("the fleet on 1.1.0", WAIT, |d| names.iter().all(|n| runs(d, n) == deploys("1.1.0")));
 
@@ -542,7 +533,8 @@ fn approval_rules_say_who_may_promote_a_wave_and_the_view_says_why_not() {
             && !page.contains("action=\"/rollouts/default/promote\""),
         "{page}"
     );
-    std::thread::sleep(Duration::from_millis(500));
+    // Whatever the refused promotion set off is over once a re-evaluation asked after it is.
+    daemon.wait_reevaluated("stage-1");
     assert_eq!(runs(&daemon, "prod-a"), deploys("1.1.0"), "not promoted");
     assert_eq!(wave(&rollout(&daemon, "default"), "prod")["state"], "waits-for-promotion");
     // One of sre may.
@@ -661,7 +653,7 @@ fn a_rollout_killed_mid_way_resumes_from_the_same_wave() {
     );
     let mut daemon = Daemon::start(&local(&repo), &targets(&names));
     daemon.wait_for("the fleet on 1.1.0", WAIT, |d| names.iter().all(|n| runs(d, n) == deploys("1.1.0")));
-    publish(&repo, "1.2.0");
+    let head = publish(&repo, "1.2.0");
 
     // Killed while staging bakes.
     daemon.wait_for("staging baking", WAIT, |d| {
@@ -684,7 +676,7 @@ fn a_rollout_killed_mid_way_resumes_from_the_same_wave() {
     daemon.kill9();
     daemon.spawn();
     assert_eq!(wave(&rollout(&daemon, "default"), "prod")["state"], "waits-for-promotion");
-    std::thread::sleep(Duration::from_secs(1));
+    daemon.wait_settled(&head);
     for held in ["prod-a", "prod-b", "edge-1"] {
         assert_eq!(runs(&daemon, held), deploys("1.1.0"), "{held} held");
     }
@@ -823,7 +815,8 @@ fn three_dozen_clusters_one_failing_in_a_middle_wave() {
             .flat_map(|w| w["clusters"].as_array().unwrap())
             .all(|c| c["state"] != "updating")
     });
-    std::thread::sleep(Duration::from_secs(1));
+    // Settled but for eu-14, whose apply fails and is tried again.
+    daemon.wait_settled_but(&head, &["eu-14"]);
 
     let r = rollout(&daemon, "default");
     assert_eq!(r["halt"]["cluster"], "eu-14", "{r}");
@@ -874,11 +867,24 @@ fn pause_holds_the_next_wave_resume_goes_on_abort_returns_the_updated_clusters()
     daemon.wait_for("the fleet on 1.1.0", WAIT, |d| names.iter().all(|n| runs(d, n) == deploys("1.1.0")));
     publish(&repo, "1.2.0");
     daemon.wait_for("staging updated", WAIT, |d| runs(d, "stage-1") == deploys("1.2.0"));
+    let bake_until = common::wait_until(
+        "staging baking",
+        WAIT,
+        || wave(&rollout(&daemon, "default"), "staging")["bakeUntil"].as_i64(),
+        Option::is_some,
+    )
+    .unwrap();
     let run = daemon.strata(&["rollout", "pause", "default"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(run.stdout.contains("paused"), "{}", run.stdout);
-    // The bake ends while paused: prod does not start.
-    std::thread::sleep(Duration::from_secs(4));
+    // The bake ends while paused: prod does not start. The bake is the clock's to end, so the
+    // test waits it out; then the daemon decides again, after its end.
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let left = bake_until - now_ms;
+    if left > 0 {
+        std::thread::sleep(Duration::from_millis(left as u64 + 100));
+    }
+    daemon.wait_reevaluated("edge-1");
     assert_eq!(runs(&daemon, "prod-a"), deploys("1.1.0"));
     let r = rollout(&daemon, "default");
     assert_eq!(r["state"], "paused", "{r}");
@@ -1004,16 +1010,14 @@ fn a_wave_waiting_for_its_clusters_approvals_says_so_everywhere_and_is_approved_
     repo.write("profiles/aws-profile/1.1.0/profile.yaml", &edit);
     let edited = repo.commit("aws-profile 1.1.0: a new image in place");
     let want = image("edited");
-    let started = Instant::now();
-    while wave(&rollout(&daemon, "default"), "prod")["awaitingApproval"]["count"] != 5 {
-        assert!(
-            started.elapsed() < WAIT,
-            "prod's five waiting for their approval\n{:#}\n{}",
-            rollout(&daemon, "default"),
-            daemon.get("/api/v1/clusters").1
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_until_with(
+        "prod's five waiting for their approval",
+        WAIT,
+        common::POLL,
+        || rollout(&daemon, "default"),
+        |r| wave(r, "prod")["awaitingApproval"]["count"] == 5,
+        || daemon.get("/api/v1/clusters").1,
+    );
     assert_eq!(runs(&daemon, "stage-1"), want);
     let said =
         "waits for approval of 5 clusters: prod-1, prod-2, prod-3, … (strata approve --rollout default --wave prod)";
@@ -1078,7 +1082,8 @@ fn a_wave_waiting_for_its_clusters_approvals_says_so_everywhere_and_is_approved_
     );
     assert_eq!(code, 404, "{body}");
     assert!(body.contains("rollout default has no wave \\\"canary\\\": its waves are staging, prod, rest"), "{body}");
-    std::thread::sleep(Duration::from_millis(300));
+    // Whatever the refused approvals set off is over once a re-evaluation asked after them is.
+    daemon.wait_reevaluated("stage-1");
     assert_eq!(runs(&daemon, "prod-1"), deploys("1.1.0"), "nothing approved yet");
 
     // The view: one form for the wave, with the session's CSRF token, the revision and digest.

@@ -3,13 +3,11 @@
 //! `deploy/kubernetes/`. "Reopening" is a second handle onto the same state: for SQLite the same
 //! file, for Kubernetes a second replica.
 
-use crate::apiserver;
 use crate::common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use apiserver::ApiServer;
 use strata::config::{KubernetesConfig, TargetConfig};
 use strata::daemon::decide::Hold;
 use strata::daemon::management::Management;
@@ -116,18 +114,15 @@ impl Backend for Sqlite {
 }
 
 struct Kubernetes {
-    _server: ApiServer,
-    _dir: tempfile::TempDir,
+    _kube: common::kubemode::KubeMode,
     kubeconfig: std::path::PathBuf,
 }
 
 impl Kubernetes {
     fn start() -> Kubernetes {
-        let server = ApiServer::start();
-        let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = server.kubeconfig(dir.path());
-        common::kubernetes::install(&kubeconfig);
-        Kubernetes { _server: server, _dir: dir, kubeconfig }
+        let kube = common::kubemode::KubeMode::start();
+        let kubeconfig = kube.mgmt_kubeconfig();
+        Kubernetes { _kube: kube, kubeconfig }
     }
 
     fn management(&self) -> Arc<Management> {
@@ -189,15 +184,8 @@ fn pending(cluster: &str, head: &str, since: i64) -> Pending {
 /// Waits until a second handle sees what the first wrote (at once for SQLite; once the watch
 /// delivers it for Kubernetes).
 #[track_caller]
-fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(20) {
-        if done() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("timed out waiting for {what}");
+fn eventually(what: &str, done: impl FnMut() -> bool) {
+    common::wait_until_with(what, Duration::from_secs(20), Duration::from_millis(20), done, |held| *held, String::new);
 }
 
 #[test]
@@ -578,9 +566,13 @@ fn a_replica_hears_of_intents_changed_through_another() {
     eventually("the owner to hear of the approval", || heard.lock().unwrap().contains(&"cluster aws".to_string()));
     assert!(owner.approval("aws", "r2").unwrap().is_some());
     heard.lock().unwrap().clear();
-    // Status writes are the owner's own business: no intent.
+    // Status writes are the owner's own business: no intent. The owner's watch takes events in
+    // order: once it shows the second write, it has heard whatever the first said.
     api.set_sync("aws", Sync::Applying, None, None).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    api.set_sync("aws", Sync::Applying, Some("still applying"), None).unwrap();
+    eventually("the owner to see both status writes", || {
+        owner.cluster("aws").unwrap().is_some_and(|c| c.message.as_deref() == Some("still applying"))
+    });
     assert!(heard.lock().unwrap().is_empty(), "{:?}", heard.lock().unwrap());
 
     // Where a rollout stands, moved on by another replica: heard; by itself: not.
@@ -589,8 +581,14 @@ fn a_replica_hears_of_intents_changed_through_another() {
     eventually("the owner to see it", || owner.rollout("canary").unwrap().is_some());
     heard.lock().unwrap().clear();
     owner.save_rollout(&progress("canary", "wave 2", 1)).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(heard.lock().unwrap().is_empty(), "{:?}", heard.lock().unwrap());
+    // Moved on by the other replica after it: heard once, and only that (the owner's watch takes
+    // the two in order, its own first).
+    eventually("the API replica to see it", || api.rollout("canary").unwrap().is_some_and(|p| p.next == "wave 2"));
+    api.save_rollout(&progress("canary", "wave 3", 2)).unwrap();
+    eventually("the owner to hear of the other's", || {
+        !heard.lock().unwrap().is_empty() && owner.rollout("canary").unwrap().is_some_and(|p| p.next == "wave 3")
+    });
+    assert_eq!(*heard.lock().unwrap(), ["rollout progress"], "the owner's own write is not heard");
 
     let states = common::kubernetes::cluster_states(&kubernetes.kubeconfig);
     let aws = &states["aws"];

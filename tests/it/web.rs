@@ -243,7 +243,8 @@ fn approvals_are_bound_to_the_revision_that_was_reviewed() {
     assert_eq!(run.code, 1, "{}", run.stdout);
     assert!(run.stderr.contains(&sneaked), "{}", run.stderr);
     assert!(daemon.cluster("aws-cluster")["approvals"].as_array().unwrap().is_empty());
-    std::thread::sleep(Duration::from_millis(300));
+    // Whatever the refusals set off is over once a re-evaluation asked after them is.
+    daemon.wait_reevaluated("edge-lab");
     assert!(file(&ui).contains("replicas: 1"), "nothing applied");
 
     // `strata approve` shows what it approves, and approves exactly that.
@@ -379,6 +380,8 @@ fn half_sent_requests_and_slow_heads_are_cut_off() {
             s
         })
         .collect();
+    // A limit shows as time passing with no more accepted: no event says the daemon would take
+    // no more, so half a second of it.
     std::thread::sleep(Duration::from_millis(500));
     let during = open_descriptors(pid);
     // (A little slack for the descriptors the daemon opens for its own work meanwhile.)
@@ -439,6 +442,8 @@ fn unfinished_webhook_bodies_do_not_grow_memory() {
         .collect();
     let held: Vec<TcpStream> = senders.into_iter().flat_map(|s| s.join().unwrap()).collect();
     assert_eq!(held.len(), 400);
+    // The daemon reads what arrived at its own pace and shows nothing of it but its memory,
+    // which is what is measured: half a second for it to take the bytes in.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(daemon.get("/healthz").0, 200);
     let peak = proc_status(pid, "VmHWM:");
@@ -467,6 +472,7 @@ fn a_daemon_out_of_descriptors_backs_off_and_recovers() {
     });
     // Out of descriptors with connections waiting: a loop that retried at once would burn a core.
     let before = cpu_ticks(pid);
+    // A rate: CPU over a stretch of time, so the stretch stays.
     std::thread::sleep(Duration::from_secs(3));
     let used = cpu_ticks(pid) - before;
     eprintln!("{used} ticks of CPU in 3 s out of descriptors");
