@@ -23,12 +23,12 @@ const UI: &str = "packs/hello-universe/manifests/ui.yaml";
 /// diagnostic of loading what loads, rendering each cluster that resolves, and decrypting SOPS
 /// files, in file order, then the count. `None` when it finds nothing.
 fn validate(path: &Path, subdir: Option<&str>) -> Option<String> {
-    let keys = Arc::new(strata::sops::Keys::for_cli(&[]).unwrap());
+    let keys = Arc::new(strata::source::sops::Keys::for_cli(&[]).unwrap());
     let snapshot = strata::source::open(path, subdir, None, false, &keys).unwrap();
     let (model, mut diags) = strata::repo::load_partial(snapshot.tree.as_ref());
     let tools = SystemTools::default();
     let renderer = Renderer::new(snapshot.tree.as_ref(), &model, &tools);
-    let undecryptable = strata::sops::check(snapshot.tree.as_ref(), &model).err();
+    let undecryptable = strata::render::reads::decrypts(snapshot.tree.as_ref(), &model).err();
     for cluster in model.clusters.values().filter(|c| model.resolve(c).is_ok()) {
         let Err(found) = renderer.check(cluster) else { continue };
         // A SOPS file that does not decrypt is said once, not again per cluster reading it.
