@@ -21,7 +21,7 @@
 //! A few sections read another's result: `auth.oidc` defaults its redirect URL from
 //! `view.public_url`, `view.require_token` needs a token or a provider, `kubernetes` is implied by
 //! `state.backend: kubernetes`, and `decryption.secret` and `shards` need Kubernetes mode. The
-//! steps shared checks (durations, TLS keys, relative paths) are the [`reader::Reader`]'s.
+//! checks the steps share (durations, TLS keys, relative paths) are the `reader::Reader`'s.
 
 mod clusters;
 mod outbound;
