@@ -80,88 +80,109 @@ pub fn promotion(p: &Progress, rollout: &Rollout, now: Millis) -> Result<Promoti
 }
 
 /// Applies an operator's action to the stored progress; the next gating acts on it. Returns
-/// what was done, in a sentence.
+/// what was done, in a sentence. A complete or aborted rollout takes no action.
 pub fn act(p: &mut Progress, rollout: &Rollout, action: &Action, by: &str, now: Millis) -> Result<String, Refused> {
-    let refuse = |why: String| Err(Refused(why));
     let name = &rollout.name;
     if p.state == RunState::Complete {
-        return refuse(format!("rollout {name} is complete at {}; nothing to {}", short(&p.revision), action.name()));
+        return Err(Refused(format!(
+            "rollout {name} is complete at {}; nothing to {}",
+            short(&p.revision),
+            action.name()
+        )));
     }
     if let Some(a) = &p.aborted {
-        return refuse(format!(
+        return Err(Refused(format!(
             "rollout {name} was aborted by {}; a newer commit that changes what it brings starts it over",
             a.by
-        ));
+        )));
     }
     let who = Act { by: by.to_string(), at: now };
     match action {
-        Action::Pause => {
-            if let Some(paused) = &p.paused {
-                return refuse(format!("rollout {name} is already paused (by {})", paused.by));
-            }
-            p.paused = Some(who);
-            Ok(format!("paused: clusters being updated finish, no other starts until strata rollout resume {name}"))
-        }
-        Action::Resume => {
-            if p.paused.is_none() && p.halt.is_none() {
-                return refuse(format!("rollout {name} is neither paused nor halted"));
-            }
-            let halted = p.halt.take().is_some();
-            p.paused = None;
-            for c in p.clusters.values_mut() {
-                match c.state {
-                    // Its worker is still at it; its next result counts anew.
-                    ClusterRun::Failed => {
-                        c.state = ClusterRun::Updating;
-                        c.released_at = Some(now);
-                        c.message = None;
-                        c.finished_at = None;
-                    }
-                    ClusterRun::RollingBack | ClusterRun::RolledBack => {
-                        c.state = ClusterRun::Waiting;
-                        c.finished_at = None;
-                    }
-                    _ => {}
-                }
-            }
-            Ok(if halted {
-                "resumed: failures forgotten, the clusters that failed are retried".into()
-            } else {
-                "resumed".into()
-            })
-        }
+        Action::Pause => pause(p, name, who),
+        Action::Resume => resume(p, name, now),
         Action::Abort => {
             p.aborted = Some(who);
             Ok("aborted: no cluster starts any more, the clusters it updated return to what they ran".into())
         }
-        Action::Promote { wave, revision } => {
-            if let Some(seen) = revision.as_deref().filter(|r| !r.is_empty() && !p.revision.starts_with(*r)) {
-                return refuse(format!(
-                    "rollout {name} moved on to {} since {} was seen: look at it again",
-                    short(&p.revision),
-                    short(seen)
-                ));
+        Action::Promote { wave, revision } => promote(p, rollout, wave.as_deref(), revision.as_deref(), who, now),
+    }
+}
+
+/// Pause: clusters being updated finish, no other starts.
+fn pause(p: &mut Progress, name: &str, who: Act) -> Result<String, Refused> {
+    if let Some(paused) = &p.paused {
+        return Err(Refused(format!("rollout {name} is already paused (by {})", paused.by)));
+    }
+    p.paused = Some(who);
+    Ok(format!("paused: clusters being updated finish, no other starts until strata rollout resume {name}"))
+}
+
+/// Resume a paused or halted rollout: a halt's failures are forgotten, and what rolled back
+/// waits again.
+fn resume(p: &mut Progress, name: &str, now: Millis) -> Result<String, Refused> {
+    if p.paused.is_none() && p.halt.is_none() {
+        return Err(Refused(format!("rollout {name} is neither paused nor halted")));
+    }
+    let halted = p.halt.take().is_some();
+    p.paused = None;
+    for c in p.clusters.values_mut() {
+        match c.state {
+            // Its worker is still at it; its next result counts anew.
+            ClusterRun::Failed => {
+                c.state = ClusterRun::Updating;
+                c.released_at = Some(now);
+                c.message = None;
+                c.finished_at = None;
             }
-            let Promotion { starts, ends_bake_of } = promotion(p, rollout, now)?;
-            if let Some(asked) = wave.as_deref().filter(|w| starts.map(|i| rollout.waves[i].name.as_str()) != Some(*w))
-            {
-                let what = match (starts, ends_bake_of) {
-                    (Some(i), _) => format!("wave {} is what waits", rollout.waves[i].name),
-                    (None, Some(i)) => format!("the last wave, {}, bakes", rollout.waves[i].name),
-                    (None, None) => "nothing waits".into(),
-                };
-                return refuse(format!("wave {asked} is not what waits for promotion: {what}"));
+            ClusterRun::RollingBack | ClusterRun::RolledBack => {
+                c.state = ClusterRun::Waiting;
+                c.finished_at = None;
             }
-            let mut done = Vec::new();
-            if let Some(i) = ends_bake_of {
-                p.waves[i].bake_waived = Some(who.clone());
-                done.push(format!("the bake of wave {} ends now", rollout.waves[i].name));
-            }
-            if let Some(i) = starts {
-                p.waves[i].promoted = Some(who);
-                done.push(format!("wave {} starts", rollout.waves[i].name));
-            }
-            Ok(done.join("; "))
+            _ => {}
         }
     }
+    Ok(if halted {
+        "resumed: failures forgotten, the clusters that failed are retried".into()
+    } else {
+        "resumed".into()
+    })
+}
+
+/// Promote: the bake under way ends, the next wave is approved — only if `wave` and `revision`
+/// (when given) are what waits.
+fn promote(
+    p: &mut Progress,
+    rollout: &Rollout,
+    wave: Option<&str>,
+    revision: Option<&str>,
+    who: Act,
+    now: Millis,
+) -> Result<String, Refused> {
+    let name = &rollout.name;
+    if let Some(seen) = revision.filter(|r| !r.is_empty() && !p.revision.starts_with(*r)) {
+        return Err(Refused(format!(
+            "rollout {name} moved on to {} since {} was seen: look at it again",
+            short(&p.revision),
+            short(seen)
+        )));
+    }
+    let Promotion { starts, ends_bake_of } = promotion(p, rollout, now)?;
+    if let Some(asked) = wave.filter(|w| starts.map(|i| rollout.waves[i].name.as_str()) != Some(*w)) {
+        let what = match (starts, ends_bake_of) {
+            (Some(i), _) => format!("wave {} is what waits", rollout.waves[i].name),
+            (None, Some(i)) => format!("the last wave, {}, bakes", rollout.waves[i].name),
+            (None, None) => "nothing waits".into(),
+        };
+        return Err(Refused(format!("wave {asked} is not what waits for promotion: {what}")));
+    }
+    let mut done = Vec::new();
+    if let Some(i) = ends_bake_of {
+        p.waves[i].bake_waived = Some(who.clone());
+        done.push(format!("the bake of wave {} ends now", rollout.waves[i].name));
+    }
+    if let Some(i) = starts {
+        p.waves[i].promoted = Some(who);
+        done.push(format!("wave {} starts", rollout.waves[i].name));
+    }
+    Ok(done.join("; "))
 }
