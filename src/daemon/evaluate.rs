@@ -793,7 +793,25 @@ struct Request {
     cluster: String,
     profile_revision: String,
     cluster_revision: String,
-    reply: oneshot::Sender<Result<PackedSet, String>>,
+    reply: oneshot::Sender<Result<PackedSet, DeferredError>>,
+}
+
+/// Why the set a cluster runs could not be rendered again at start. One failure to load a
+/// revision answers every cluster waiting on it, hence `Clone` (the causes shared).
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum DeferredError {
+    #[error(transparent)]
+    Source(Arc<crate::source::SourceError>),
+    #[error("revision {revision} does not load: {first}")]
+    Load { revision: String, first: String },
+    #[error("cluster {cluster} is not at revision {revision}")]
+    Missing { cluster: String, revision: String },
+    #[error("{0}")]
+    Render(Diagnostics),
+    #[error("rendering crashed: {0}")]
+    Crashed(String),
+    #[error("rendering the set stopped")]
+    Stopped,
 }
 
 /// A revision's profile content (snapshot and model) and, when another revision's, its cluster files.
@@ -817,7 +835,7 @@ impl Deferred {
         cluster: &str,
         profile_revision: &str,
         cluster_revision: &str,
-    ) -> Result<PackedSet, String> {
+    ) -> Result<PackedSet, DeferredError> {
         let (reply, answer) = oneshot::channel();
         let start = {
             let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -833,13 +851,13 @@ impl Deferred {
             let this = self.clone();
             tokio::task::spawn_blocking(move || this.serve());
         }
-        answer.await.map_err(|_| "rendering the set stopped".to_string())?
+        answer.await.map_err(|_| DeferredError::Stopped)?
     }
 
     fn serve(&self) {
         let tools = SystemTools::default();
         // Revisions loaded while requests keep coming.
-        let mut loaded: HashMap<(String, String), Result<Loaded, String>> = HashMap::new();
+        let mut loaded: HashMap<(String, String), Result<Loaded, DeferredError>> = HashMap::new();
         loop {
             let batch = {
                 let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -855,7 +873,10 @@ impl Deferred {
                 by_revisions.entry(key).or_default().push(request);
             }
             for (key, requests) in by_revisions {
-                let load = || guard::catch(|| self.load(&key.0, &key.1)).unwrap_or_else(|p| Err(p.to_string()));
+                let load = || {
+                    guard::catch(|| self.load(&key.0, &key.1))
+                        .unwrap_or_else(|p| Err(DeferredError::Crashed(p.to_string())))
+                };
                 let (snapshot, model, cluster_model) = match loaded.entry(key.clone()).or_insert_with(load) {
                     Ok(loaded) => loaded,
                     Err(e) => {
@@ -869,10 +890,12 @@ impl Deferred {
                 let clusters = cluster_model.as_ref().unwrap_or(model);
                 requests.into_par_iter().for_each(|request| {
                     let render = || match clusters.clusters.get(&request.cluster) {
-                        Some(cluster) => renderer.render(cluster).map(|set| set.pack()).map_err(|d| d.to_string()),
-                        None => Err(format!("cluster {} is not at revision {}", request.cluster, key.1)),
+                        Some(cluster) => renderer.render(cluster).map(|set| set.pack()).map_err(DeferredError::Render),
+                        None => {
+                            Err(DeferredError::Missing { cluster: request.cluster.clone(), revision: key.1.clone() })
+                        }
                     };
-                    let set = guard::catch(render).unwrap_or_else(|p| Err(format!("rendering crashed: {p}")));
+                    let set = guard::catch(render).unwrap_or_else(|p| Err(DeferredError::Crashed(p.to_string())));
                     let _ = request.reply.send(set);
                 });
             }
@@ -881,11 +904,11 @@ impl Deferred {
         give_back_freed_memory();
     }
 
-    fn load(&self, profile_revision: &str, cluster_revision: &str) -> Result<Loaded, String> {
-        let load = |revision: &str| -> Result<(Snapshot, Model), String> {
-            let snapshot = self.source.snapshot(revision).map_err(|e| e.to_string())?;
+    fn load(&self, profile_revision: &str, cluster_revision: &str) -> Result<Loaded, DeferredError> {
+        let load = |revision: &str| -> Result<(Snapshot, Model), DeferredError> {
+            let snapshot = self.source.snapshot(revision).map_err(|e| DeferredError::Source(Arc::new(e)))?;
             let model = crate::repo::load(snapshot.tree.as_ref())
-                .map_err(|d| format!("revision {revision} does not load: {}", first_problem(&d)))?;
+                .map_err(|d| DeferredError::Load { revision: revision.to_string(), first: first_problem(&d) })?;
             Ok((snapshot, model))
         };
         let (snapshot, model) = load(profile_revision)?;

@@ -89,8 +89,8 @@ pub enum DaemonError {
     Status(String),
     #[error("cannot handle signals: {0}")]
     Signals(#[source] std::io::Error),
-    #[error("{0}")]
-    Network(String),
+    #[error(transparent)]
+    Network(#[from] network::MaterialError),
     #[error(transparent)]
     RedactionKey(#[from] crate::redact::KeyError),
     #[error(transparent)]
@@ -360,7 +360,7 @@ struct Built {
 /// cluster and its shards, the store, cluster Secrets, the redaction key, the listener, metrics.
 /// Nothing is served and nothing reconciled yet; any failure here stops the start, named.
 async fn build(mut config: Config, triggers: &mpsc::Sender<Trigger>) -> Result<Built, DaemonError> {
-    let network = network::NetworkState::load(&config).map_err(DaemonError::Network)?;
+    let network = network::NetworkState::load(&config)?;
     let lease_metrics = shards::LeaseMetrics::default();
     // Kubernetes mode: the management cluster holds the shared state, the Leases and the
     // cluster Secrets.

@@ -39,6 +39,21 @@ pub struct Problem {
     pub failures: u64,
 }
 
+/// Why the network material could not be (re)loaded: the host config named, with what failed
+/// (a proxy, a CA file, a client certificate) as the source; or, on a reload, the config's own
+/// diagnostics.
+#[derive(Debug, thiserror::Error)]
+pub enum MaterialError {
+    #[error("{file}: {source}")]
+    Setup {
+        file: String,
+        #[source]
+        source: crate::net::SetupError,
+    },
+    #[error("{0}")]
+    Config(crate::diag::Diagnostics),
+}
+
 /// Loaded from the host config.
 pub struct Material {
     pub network: Arc<Network>,
@@ -48,21 +63,20 @@ pub struct Material {
 
 impl Material {
     /// Builds everything, and points the Git transport at the repository's client.
-    pub fn load(config: &Config) -> Result<Material, String> {
-        let file = config.file.display();
-        let network = Arc::new(Network::new(config.proxy.as_ref()).map_err(|e| format!("{file}: {e}"))?);
+    pub fn load(config: &Config) -> Result<Material, MaterialError> {
+        let setup = |source| MaterialError::Setup { file: config.file.display().to_string(), source };
+        let network = Arc::new(Network::new(config.proxy.as_ref()).map_err(setup)?);
         if let Some(repository) = &config.repository
             && let RepoLocation::Remote(url) = &repository.location
             && (url.starts_with("https://") || url.starts_with("http://"))
         {
-            let client = network
-                .client(&repository.tls, "repository.", Settings::repository(), Timeouts::GIT)
-                .map_err(|e| format!("{file}: {e}"))?;
+            let client =
+                network.client(&repository.tls, "repository.", Settings::repository(), Timeouts::GIT).map_err(setup)?;
             super::smart_http::register(client, &repository.credentials);
         }
         let status = match &config.status {
             Some(status) if matches!(status.sink, StatusSink::Forge { .. }) => {
-                Some(ForgeClient::for_status(&network, &status.tls).map_err(|e| format!("{file}: {e}"))?)
+                Some(ForgeClient::for_status(&network, &status.tls).map_err(setup)?)
             }
             _ => None,
         };
@@ -77,7 +91,7 @@ pub struct NetworkState {
 }
 
 impl NetworkState {
-    pub fn load(config: &Config) -> Result<NetworkState, String> {
+    pub fn load(config: &Config) -> Result<NetworkState, MaterialError> {
         Ok(NetworkState {
             current: RwLock::new(Arc::new(Material::load(config)?)),
             generation: AtomicU64::new(0),
@@ -87,8 +101,8 @@ impl NetworkState {
 
     /// Reads the host config again and replaces the proxy and TLS material (SIGHUP). Other
     /// settings take effect on restart.
-    pub fn reload(&self, file: &Path) -> Result<(), String> {
-        let config = Config::load(file).map_err(|d| d.to_string())?;
+    pub fn reload(&self, file: &Path) -> Result<(), MaterialError> {
+        let config = Config::load(file).map_err(MaterialError::Config)?;
         let material = Material::load(&config)?;
         *self.current.write().expect("network lock") = Arc::new(material);
         self.generation.fetch_add(1, Ordering::Relaxed);

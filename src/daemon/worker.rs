@@ -146,8 +146,8 @@ pub enum WorkerError {
     #[error("crashed: {0}")]
     Crashed(Panic),
     /// The set the store records the cluster runs could not be rendered again.
-    #[error("{0}")]
-    Render(String),
+    #[error(transparent)]
+    Render(crate::daemon::evaluate::DeferredError),
     /// This replica no longer holds the cluster's shard: it stopped where it was.
     #[error("stopped: this replica no longer holds the cluster's shard; its new owner reconciles it")]
     Fenced,
@@ -368,7 +368,7 @@ impl Worker {
     }
 
     /// The set to apply or check drift against; one deferred at start is rendered now, once.
-    async fn desired(&mut self) -> Result<DesiredSet, String> {
+    async fn desired(&mut self) -> Result<DesiredSet, crate::daemon::evaluate::DeferredError> {
         let job = self.job.as_mut().expect("a job");
         if let Some(deferred) = job.deferred.clone() {
             let revision = |r: &Option<String>| r.clone().unwrap_or_default();
