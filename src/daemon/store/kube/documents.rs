@@ -278,10 +278,6 @@ pub(super) struct Doc {
 }
 
 impl Doc {
-    pub(super) fn resource_version(&self) -> &str {
-        self.metadata.resource_version.as_deref().unwrap_or("")
-    }
-
     /// Whether the object stands for a cluster the daemon knows (applied, seeded, synced or
     /// intended for), not just one holding statuses or objects for it.
     pub(super) fn known(&self) -> bool {
