@@ -17,6 +17,9 @@ macro_rules! state {
         }
 
         impl $name {
+            /// Every state, in the order declared (the ClusterState CRD's enums are made of them).
+            pub const ALL: &[$name] = &[$($name::$variant,)+];
+
             pub fn as_str(self) -> &'static str {
                 match self {
                     $($name::$variant => $text,)+

@@ -2,15 +2,96 @@
 //! kept by watches (relisted on 410 Gone), and what this process wrote, put in as the answers come.
 //! Reads are served from it once the first lists are in; a change someone else made to what is
 //! intended (an approval, a suspension, a rollout's progress) is told to the listener.
+//!
+//! resourceVersions are opaque strings by the API's contract: only equality means anything, so
+//! none is ordered here. What is ordered is what the watch tells: an object's events come in the
+//! order they happened, and a list replaces the cache wholesale (the watch goes on from it). An
+//! answer to this process's own request (a write's, a re-read's) is placed in that order by
+//! equality alone, with a count of the watch's events of our own ([`Mark`]) taken before the
+//! request:
+//!
+//! - its resourceVersion was told by the watch already: the cache holds it or what came after it;
+//!   the answer is dropped;
+//! - otherwise, when the watch's recent events for the object since the request began are all
+//!   known (no list since, none forgotten), every one of them happened before the answer (had one
+//!   come after it, the answer's own event would have come first): the answer is taken, and the
+//!   watch's events for that object that are not it are older and passed over until it comes;
+//! - otherwise it cannot be placed, and is dropped: the watch brings the object soon.
+//!
+//! So what this process wrote is read back at once, and never replaced by something older.
 
 use super::*;
+use std::collections::VecDeque;
 
-/// Whether resourceVersion `a` is at least as new as `b`. They are opaque by the API's contract;
-/// every API server in use counts them up, and when one does not, the newest event wins.
-pub(super) fn not_older(a: &str, b: &str) -> bool {
-    match (a.parse::<u64>(), b.parse::<u64>()) {
-        (Ok(a), Ok(b)) => a >= b,
-        _ => true,
+/// The count of watch events when a request began; see the module comment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Mark(u64);
+
+/// Whence an object put into the cache came.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Source {
+    /// The watch: taken as it comes, unless it is older than an answer taken.
+    Watch,
+    /// The answer to a request begun at this mark.
+    Answer(Mark),
+}
+
+/// The watch events of one object kept to place answers among (a few: an answer is placed
+/// among the events that came while its request was on its way).
+const TOLD_KEPT: usize = 16;
+
+/// What the watch told lately of one object.
+#[derive(Clone, Debug, Default)]
+struct Told {
+    /// The latest events' counts and resourceVersions, oldest first.
+    recent: VecDeque<(u64, String)>,
+    /// Events up to this count may be missing from `recent` (let go, or before a list).
+    forgotten: u64,
+    /// The resourceVersion of an answer taken that the watch has not told yet: until it does,
+    /// the object's events are older than it.
+    ahead: Option<String>,
+}
+
+impl Told {
+    /// Notes an event (`version` `None`: the server gave none); whether the cache takes it.
+    fn watched(&mut self, count: u64, version: Option<&str>) -> bool {
+        if let Some(version) = version {
+            self.recent.push_back((count, version.to_string()));
+            if self.recent.len() > TOLD_KEPT {
+                let (gone, _) = self.recent.pop_front().expect("longer than kept");
+                self.forgotten = gone;
+            }
+        }
+        match &self.ahead {
+            Some(ahead) if Some(ahead.as_str()) == version => {
+                self.ahead = None;
+                true
+            }
+            Some(_) => false,
+            None => true,
+        }
+    }
+
+    /// Whether an answer of `version` (`None`: the object is gone), to a request begun at `mark`,
+    /// is newer than what the cache holds; see the module comment. Taken: the watch is to tell it.
+    fn answered(&mut self, mark: Mark, version: Option<&str>) -> bool {
+        if self.forgotten > mark.0 {
+            return false;
+        }
+        let taken = match version {
+            Some(version) => !self.recent.iter().any(|(_, told)| told == version),
+            // Gone: taken only when nothing was told since (a deletion carries no version of its own to place).
+            None => self.recent.back().is_none_or(|(count, _)| *count <= mark.0),
+        };
+        if taken {
+            self.ahead = version.map(str::to_string);
+        }
+        taken
+    }
+
+    /// After a list that held the object at `version` (`None`: it held none).
+    fn listed(count: u64, version: Option<&str>) -> Told {
+        Told { recent: version.map(|v| (count, v.to_string())).into_iter().collect(), forgotten: count, ahead: None }
     }
 }
 
@@ -21,27 +102,119 @@ pub(super) struct Cache {
     pub(super) global: (Option<String>, Global),
     /// Both first lists are in: reads may be served.
     pub(super) synced: (bool, bool),
+    /// Watch events taken so far (ClusterStates and the ConfigMap; a list counts as one).
+    events: u64,
+    /// What the watch told lately of each ClusterState (kept after a deletion: it is an event).
+    told: BTreeMap<String, Told>,
+    /// The count at the latest ClusterState list: answers to requests begun before it are
+    /// dropped, as nothing places them against it.
+    listed: u64,
+    /// What the watch told lately of the ConfigMap.
+    global_told: Told,
+}
+
+fn version(doc: &Doc) -> Option<&str> {
+    doc.metadata.resource_version.as_deref()
+}
+
+impl Cache {
+    fn tick(&mut self) -> u64 {
+        self.events += 1;
+        self.events
+    }
+
+    /// Taken before a request whose answer is put in.
+    pub(super) fn mark(&self) -> Mark {
+        Mark(self.events)
+    }
+
+    /// Puts a ClusterState in (`None`: it is gone), unless what the cache holds is newer.
+    /// Returns whether it was put in, and whether its spec (what is intended) changed.
+    pub(super) fn take(&mut self, name: &str, doc: Option<Doc>, source: Source) -> Option<bool> {
+        let new = doc.as_ref().and_then(version);
+        let taken = match source {
+            Source::Watch => {
+                let count = self.tick();
+                self.told.entry(name.to_string()).or_default().watched(count, new)
+            }
+            Source::Answer(mark) => {
+                self.listed <= mark.0 && self.told.entry(name.to_string()).or_default().answered(mark, new)
+            }
+        };
+        if !taken {
+            return None;
+        }
+        let changed = match (self.docs.get(name), &doc) {
+            (Some(old), Some(doc)) => old.spec != doc.spec,
+            (None, Some(doc)) => doc.spec != Spec::default(),
+            (_, None) => false,
+        };
+        match doc {
+            Some(doc) => self.docs.insert(name.to_string(), doc),
+            None => self.docs.remove(name),
+        };
+        Some(changed)
+    }
+
+    /// Replaces the ClusterStates with a list's (what was answered meanwhile included: the watch
+    /// goes on from the list, so what it missed still comes). Returns the names whose spec changed.
+    pub(super) fn take_list(&mut self, listed: BTreeMap<String, Doc>) -> Vec<String> {
+        let changed = listed
+            .iter()
+            .filter(|(name, doc)| self.docs.get(*name).is_some_and(|old| old.spec != doc.spec))
+            .map(|(name, _)| name.clone())
+            .collect();
+        let count = self.tick();
+        self.listed = count;
+        self.told = listed.iter().map(|(name, doc)| (name.clone(), Told::listed(count, version(doc)))).collect();
+        self.docs = listed;
+        changed
+    }
+
+    /// Puts the ConfigMap in (`None`: it is gone) as [`Cache::take`] does; `listed`: it is what a
+    /// list found. Returns the rollouts it held before, when it was put in.
+    pub(super) fn take_global(
+        &mut self,
+        map: Option<(Option<String>, Global)>,
+        source: Source,
+        listed: bool,
+    ) -> Option<BTreeMap<String, StoredRollout>> {
+        let new = map.as_ref().and_then(|(version, _)| version.as_deref());
+        let taken = match source {
+            Source::Watch if listed => {
+                let count = self.tick();
+                self.global_told = Told::listed(count, new);
+                true
+            }
+            Source::Watch => {
+                let count = self.tick();
+                self.global_told.watched(count, new)
+            }
+            Source::Answer(mark) => self.global_told.answered(mark, new),
+        };
+        if !taken {
+            return None;
+        }
+        Some(std::mem::replace(&mut self.global, map.unwrap_or_default()).1.rollouts)
+    }
 }
 
 impl Inner {
-    /// Puts an object read or written into the cache, unless the cache already has a newer one,
-    /// and tells the listener when someone else changed its spec.
-    pub(super) fn put(&self, object: DynamicObject, from_watch: bool) {
+    fn cache_mut(&self) -> std::sync::RwLockWriteGuard<'_, Cache> {
+        self.cache.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Taken before a request whose answer is put in; see [`Mark`].
+    pub(super) fn mark(&self) -> Mark {
+        self.cache.read().unwrap_or_else(|p| p.into_inner()).mark()
+    }
+
+    /// Puts an object read or written into the cache (unless what it holds is newer), and tells
+    /// the listener when someone else changed its spec.
+    pub(super) fn put(&self, object: DynamicObject, source: Source) {
         let Some((name, doc)) = decode(object) else { return };
-        let changed_intent = {
-            let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
-            let old = cache.docs.get(&name);
-            if old.is_some_and(|old| !not_older(doc.resource_version(), old.resource_version())) {
-                return;
-            }
-            let changed = match old {
-                Some(old) => old.spec != doc.spec,
-                None => doc.spec != Spec::default(),
-            };
-            cache.docs.insert(name.clone(), doc);
-            changed
-        };
-        if changed_intent && from_watch {
+        let changed_intent = self.cache_mut().take(&name, Some(doc), source);
+        if changed_intent == Some(true) && matches!(source, Source::Watch) {
             self.tell(&format!("cluster {name}"));
         }
     }
@@ -81,35 +254,16 @@ impl Inner {
                 }
                 Ok(Event::InitDone) => {
                     let Some(listed) = listing.take() else { continue };
-                    let changed: Vec<String> = {
-                        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
-                        let changed = listed
-                            .iter()
-                            .filter(|(name, doc)| cache.docs.get(*name).is_some_and(|old| old.spec != doc.spec))
-                            .map(|(name, _)| name.clone())
-                            .collect();
-                        // A write answered while the list was read may be newer than what was listed.
-                        let mut merged = listed;
-                        for (name, doc) in std::mem::take(&mut cache.docs) {
-                            match merged.get(&name) {
-                                Some(listed) if !not_older(listed.resource_version(), doc.resource_version()) => {
-                                    merged.insert(name, doc);
-                                }
-                                _ => {}
-                            }
-                        }
-                        cache.docs = merged;
-                        changed
-                    };
+                    let changed = self.cache_mut().take_list(listed);
                     self.mark_synced(true);
                     for name in changed {
                         self.tell(&format!("cluster {name}"));
                     }
                 }
-                Ok(Event::Apply(object)) => self.put(object, true),
+                Ok(Event::Apply(object)) => self.put(object, Source::Watch),
                 Ok(Event::Delete(object)) => {
                     if let Some(name) = object.metadata.name {
-                        self.cache.write().unwrap_or_else(|p| p.into_inner()).docs.remove(&name);
+                        self.cache_mut().take(&name, None, Source::Watch);
                     }
                 }
                 Err(e) => {
@@ -132,17 +286,12 @@ impl Inner {
                 Ok(Event::InitApply(map)) => listed = Some(Some(map)),
                 Ok(Event::InitDone) => {
                     if let Some(map) = listed.take() {
-                        match map {
-                            Some(map) => self.put_global(&map, true),
-                            None => self.cache.write().unwrap_or_else(|p| p.into_inner()).global = Default::default(),
-                        }
+                        self.put_global(map.as_ref(), Source::Watch, true);
                     }
                     self.mark_synced(false);
                 }
-                Ok(Event::Apply(map)) => self.put_global(&map, true),
-                Ok(Event::Delete(_)) => {
-                    self.cache.write().unwrap_or_else(|p| p.into_inner()).global = Default::default()
-                }
+                Ok(Event::Apply(map)) => self.put_global(Some(&map), Source::Watch, false),
+                Ok(Event::Delete(_)) => self.put_global(None, Source::Watch, false),
                 Err(e) => {
                     let error = store_error(
                         &format!("ConfigMap {}/{GLOBAL}", self.mgmt.namespace),
@@ -155,36 +304,30 @@ impl Inner {
         }
     }
 
-    pub(super) fn put_global(&self, map: &ConfigMap, from_watch: bool) {
-        let version = map.metadata.resource_version.clone();
-        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
-        if let (Some(new), Some(old)) = (&version, &cache.global.0)
-            && !not_older(new, old)
-        {
-            return;
-        }
-        let global = decode_global(map);
+    /// Puts the ConfigMap read, written or listed into the cache (`None`: it is gone), unless
+    /// what it holds is newer; tells the listener when another replica moved a rollout.
+    pub(super) fn put_global(&self, map: Option<&ConfigMap>, source: Source, listed: bool) {
+        let new = map.map(|map| (map.metadata.resource_version.clone(), decode_global(map)));
+        let rollouts = new.as_ref().map(|(_, global)| global.rollouts.clone()).unwrap_or_default();
+        let Some(old) = self.cache_mut().take_global(new, source, listed) else { return };
         let me = &self.mgmt.identity;
-        let old = &cache.global.1.rollouts;
-        let moved_elsewhere = global.rollouts.iter().any(|(name, r)| &r.by != me && old.get(name) != Some(r));
-        cache.global = (version, global);
-        drop(cache);
-        if moved_elsewhere && from_watch {
+        let moved = rollouts.iter().any(|(name, r)| &r.by != me && old.get(name) != Some(r));
+        if moved && matches!(source, Source::Watch) {
             self.tell("rollout progress");
         }
     }
 
+    /// Reads ClusterState `name` again (after a conflict): what the server holds now, unless the
+    /// cache has it or something newer already.
     pub(super) async fn refresh(&self, name: &str) -> Result<()> {
+        let mark = self.mark();
         match self.states.get_opt(name).await {
             Ok(Some(object)) => {
-                // Taken whatever the cache says: it is what the server holds now.
-                if let Some((name, doc)) = decode(object) {
-                    self.cache.write().unwrap_or_else(|p| p.into_inner()).docs.insert(name, doc);
-                }
+                self.put(object, Source::Answer(mark));
                 Ok(())
             }
             Ok(None) => {
-                self.cache.write().unwrap_or_else(|p| p.into_inner()).docs.remove(name);
+                self.cache_mut().take(name, None, Source::Answer(mark));
                 Ok(())
             }
             Err(e) => Err(api_error(&self.object(name), &e)),
@@ -196,10 +339,94 @@ impl Inner {
 mod tests {
     use super::*;
 
+    fn doc(version: &str, suspended: bool) -> Doc {
+        Doc {
+            metadata: ObjectMeta { resource_version: Some(version.into()), ..ObjectMeta::default() },
+            spec: Spec { suspended, ..Spec::default() },
+            status: StatusDoc::default(),
+        }
+    }
+
+    fn held(cache: &Cache, name: &str) -> Option<String> {
+        cache.docs.get(name).and_then(|d| d.metadata.resource_version.clone())
+    }
+
+    /// resourceVersions that are not numbers, and numbers that do not grow: the cache follows the
+    /// order of the watch and of its own requests, never the versions' values.
     #[test]
-    fn resource_versions_compare_as_numbers_when_they_are() {
-        assert!(not_older("10", "9"));
-        assert!(!not_older("9", "10"));
-        assert!(not_older("abc", "10"), "opaque: the newest event wins");
+    fn resource_versions_are_only_compared_for_equality() {
+        let mut cache = Cache::default();
+        cache.take_list(BTreeMap::from([("a".to_string(), doc("zz-9", false))]));
+        assert_eq!(held(&cache, "a").as_deref(), Some("zz-9"));
+
+        // Watch events are taken as they come, whatever their versions look like.
+        assert_eq!(cache.take("a", Some(doc("aa-1", true)), Source::Watch), Some(true));
+        assert_eq!(cache.take("a", Some(doc("10", true)), Source::Watch), Some(false));
+        assert_eq!(cache.take("a", Some(doc("9", true)), Source::Watch), Some(false));
+        assert_eq!(held(&cache, "a").as_deref(), Some("9"));
+
+        // A write's answer is read back at once, even when its version "looks" older; the watch's
+        // events that are not it came before it, and are passed over until it comes.
+        let mark = cache.mark();
+        assert_eq!(cache.take("a", Some(doc("1", false)), Source::Answer(mark)), Some(true));
+        assert_eq!(held(&cache, "a").as_deref(), Some("1"));
+        assert_eq!(cache.take("a", Some(doc("q", true)), Source::Watch), None, "older than the answer");
+        assert_eq!(held(&cache, "a").as_deref(), Some("1"));
+        assert!(cache.take("a", Some(doc("1", false)), Source::Watch).is_some(), "the answer's own event");
+        assert!(cache.take("a", Some(doc("after", true)), Source::Watch).is_some(), "and what came after it");
+        assert_eq!(held(&cache, "a").as_deref(), Some("after"));
+
+        // An older event arriving while a write is on its way does not hold the answer back...
+        let mark = cache.mark();
+        cache.take("a", Some(doc("before-mine", true)), Source::Watch);
+        assert!(cache.take("a", Some(doc("mine", false)), Source::Answer(mark)).is_some());
+        assert_eq!(held(&cache, "a").as_deref(), Some("mine"));
+        cache.take("a", Some(doc("mine", false)), Source::Watch);
+
+        // ...but an answer the watch told already (and went past) is dropped.
+        let mark = cache.mark();
+        cache.take("a", Some(doc("reread", false)), Source::Watch);
+        cache.take("a", Some(doc("newer", true)), Source::Watch);
+        assert_eq!(cache.take("a", Some(doc("reread", false)), Source::Answer(mark)), None);
+        assert_eq!(held(&cache, "a").as_deref(), Some("newer"));
+
+        // A deletion is an event: a re-read begun before it does not bring the object back.
+        cache.take("b", Some(doc("b-1", false)), Source::Watch);
+        let mark = cache.mark();
+        cache.take("b", None, Source::Watch);
+        assert_eq!(cache.take("b", Some(doc("b-1", false)), Source::Answer(mark)), None);
+        assert!(!cache.docs.contains_key("b"));
+
+        // A list replaces everything; answers begun before it cannot be placed against it and are
+        // dropped, even of an object the cache had never seen (a creation).
+        let mark = cache.mark();
+        let changed = cache.take_list(BTreeMap::from([("a".to_string(), doc("x", false))]));
+        assert_eq!(changed, ["a"]);
+        assert_eq!(cache.take("a", Some(doc("y", false)), Source::Answer(mark)), None);
+        assert_eq!(cache.take("c", Some(doc("c-1", false)), Source::Answer(mark)), None);
+        assert_eq!(held(&cache, "a").as_deref(), Some("x"));
+        assert!(!cache.docs.contains_key("c"));
+        let mark = cache.mark();
+        assert!(cache.take("c", Some(doc("c-1", false)), Source::Answer(mark)).is_some());
+        assert_eq!(cache.take("a", Some(doc("x", false)), Source::Answer(mark)), None, "listed already");
+    }
+
+    #[test]
+    fn the_configmap_follows_the_same_order() {
+        let mut cache = Cache::default();
+        let map = |v: &str| Some((Some(v.to_string()), Global::default()));
+        cache.take_global(map("b"), Source::Watch, true);
+        cache.take_global(map("a"), Source::Watch, false);
+        assert_eq!(cache.global.0.as_deref(), Some("a"));
+        let mark = cache.mark();
+        assert!(cache.take_global(map("0"), Source::Answer(mark), false).is_some());
+        assert_eq!(cache.global.0.as_deref(), Some("0"));
+        assert!(cache.take_global(map("older"), Source::Watch, false).is_none());
+        assert!(cache.take_global(map("0"), Source::Watch, false).is_some());
+        let mark = cache.mark();
+        cache.take_global(map("watched"), Source::Watch, false);
+        assert!(cache.take_global(map("watched"), Source::Answer(mark), false).is_none());
+        cache.take_global(None, Source::Watch, false);
+        assert_eq!(cache.global.0, None);
     }
 }

@@ -4,33 +4,67 @@
 
 use super::*;
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+// The ClusterState resource: its CRD (deploy/kubernetes/crd.yaml, see [`crd`]) is generated from
+// these types, so the schema the API server checks and the shapes strata writes cannot drift
+// apart. The objects themselves are still read and written as `DynamicObject`s: an unreadable
+// part is taken as empty (see [`decode`]) rather than failing the whole object. (Not doc
+// comments: they would be the schema's descriptions. The types are `pub`, in this private module,
+// as the derive's `ClusterStateObject` is.)
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, kube::CustomResource, schemars::JsonSchema)]
+#[kube(
+    group = "strata.dev",
+    version = "v1",
+    kind = "ClusterState",
+    root = "ClusterStateObject",
+    namespaced,
+    status = "StatusDoc",
+    shortname = "cst",
+    label("app.kubernetes.io/name", "strata"),
+    label("app.kubernetes.io/part-of", "strata"),
+    printcolumn = r#"{"name": "Profile", "type": "string", "jsonPath": ".status.profile"}"#,
+    printcolumn = r#"{"name": "Version", "type": "string", "jsonPath": ".status.version"}"#,
+    printcolumn = r#"{"name": "Revision", "type": "string", "jsonPath": ".status.clusterRevision", "priority": 1}"#,
+    printcolumn = r#"{"name": "Sync", "type": "string", "jsonPath": ".status.sync"}"#,
+    printcolumn = r#"{"name": "Health", "type": "string", "jsonPath": ".status.health"}"#,
+    printcolumn = r#"{"name": "Pending", "type": "string", "jsonPath": ".status.pending.headRevision"}"#,
+    printcolumn = r#"{"name": "Suspended", "type": "boolean", "jsonPath": ".spec.suspended"}"#
+)]
+#[schemars(transform = crd_shape)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct Spec {
+pub struct Spec {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[schemars(description = "strata leaves the cluster alone (strata suspend / resume).")]
     pub(super) suspended: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(description = "Approved pending updates, by the revision reviewed; the newest 100.")]
     pub(super) approvals: Vec<ApprovalDoc>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(transform = crd_shape)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct ApprovalDoc {
+pub struct ApprovalDoc {
     pub(super) revision: String,
     pub(super) by: String,
+    #[schemars(description = "Unix seconds.")]
     pub(super) at: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(description = "The identity approval rules count (the token's or the provider's name).")]
     pub(super) identity: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(description = "The identity's groups when it approved.")]
     pub(super) groups: Vec<String>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(transform = crd_shape)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct StatusDoc {
+pub struct StatusDoc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(description = "The revision whose profile content is applied.")]
     pub(super) profile_revision: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(description = "The revision whose cluster file is applied.")]
     pub(super) cluster_revision: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) digest: Option<String>,
@@ -41,43 +75,57 @@ pub(super) struct StatusDoc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) applied_at: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "sync_schema")]
     pub(super) sync: Option<Sync>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "health_schema")]
     pub(super) health: Option<Health>,
     #[serde(default)]
+    #[schemars(description = "Drifted fields at the last check.")]
     pub(super) drifted: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) updated_at: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(description = "An in-place edit held for approval or a window.")]
     pub(super) pending: Option<PendingDoc>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(description = "Drift findings (redacted), the first 1000 by object and path.")]
     pub(super) drift: Vec<DriftDoc>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        description = "The last 50 distinct events, oldest first; retries of one revision that end the same way are one entry with a count."
+    )]
     pub(super) history: Vec<HistoryDoc>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(super) objects: Vec<ObjectDoc>,
     #[serde(default, skip_serializing_if = "Outbox::is_empty")]
+    #[schemars(description = "Commit statuses of this cluster, queued for the forge and delivered.")]
     pub(super) outbox: Outbox,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(transform = crd_shape)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct PendingDoc {
+pub struct PendingDoc {
     pub(super) base_revision: String,
     pub(super) head_revision: String,
+    #[schemars(schema_with = "hold_schema")]
     pub(super) hold: Hold,
     pub(super) summary: String,
+    #[schemars(description = "Secret values redacted.")]
     pub(super) diff: String,
     pub(super) since: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(description = "The digest of the set the diff starts from.")]
     pub(super) base_digest: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(transform = crd_shape)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct DriftDoc {
+pub struct DriftDoc {
     pub(super) object: String,
     pub(super) path: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -87,19 +135,97 @@ pub(super) struct DriftDoc {
     pub(super) found_at: i64,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(transform = crd_shape)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct HistoryDoc {
+pub struct HistoryDoc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) revision: Option<String>,
+    #[schemars(schema_with = "string_schema")]
     pub(super) result: Sync,
     pub(super) summary: String,
     pub(super) at: i64,
-    /// Retries of one revision that ended the same way, in a row (absent: one).
+    // Retries of one revision that ended the same way, in a row (absent: one). (Not a doc
+    // comment: it would be the schema's description.)
     #[serde(default = "one", skip_serializing_if = "is_one")]
+    #[schemars(schema_with = "count_schema")]
     pub(super) count: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) first_at: Option<i64>,
+}
+
+// The CRD's schema, as deploy/kubernetes/crd.yaml declares it: fields strata leaves out are
+// absent, never null, and defaults are strata's, so the schema says neither (`crd_shape`); the
+// states' enums are made of the states themselves; a hold's is its tag's values.
+
+fn crd_shape(schema: &mut schemars::Schema) {
+    if let Some(properties) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) {
+        for property in properties.values_mut() {
+            let Some(property) = property.as_object_mut() else { continue };
+            property.remove("default");
+            if let Some(serde_json::Value::Array(types)) = property.get("type") {
+                let types: Vec<_> = types.iter().filter(|t| *t != "null").cloned().collect();
+                if let [only] = types.as_slice() {
+                    property.insert("type".into(), only.clone());
+                }
+            }
+        }
+    }
+}
+
+/// The ClusterState CRD, as deploy/kubernetes/crd.yaml holds it: the derive's, with its root
+/// schema holding spec and status only (no title or description of the generated type, and
+/// spec not required: an object created for its status alone has an empty one), and listKind
+/// spelled out as the file always had it (the API server's default, which the derive leaves out).
+/// Only the test that holds the file to it needs it: the file is what gets installed.
+#[cfg(test)]
+pub fn crd() -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    use kube::CustomResourceExt;
+    let mut crd = ClusterStateObject::crd();
+    crd.spec.names.list_kind = Some(format!("{KIND}List"));
+    for version in &mut crd.spec.versions {
+        if let Some(root) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
+            (root.title, root.description, root.required) = (None, None, None);
+            if let Some(status) = root.properties.as_mut().and_then(|p| p.get_mut("status")) {
+                status.nullable = None;
+            }
+        }
+    }
+    crd
+}
+
+fn sync_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let values: Vec<&str> = Sync::ALL.iter().map(|s| s.as_str()).collect();
+    schemars::json_schema!({ "type": "string", "enum": values })
+}
+
+fn health_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let values: Vec<&str> = Health::ALL.iter().map(|h| h.as_str()).collect();
+    schemars::json_schema!({ "type": "string", "enum": values })
+}
+
+fn hold_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let string = serde_json::json!({ "type": "string" });
+    schemars::json_schema!({
+        "type": "object",
+        "required": ["until"],
+        "properties": {
+            "until": { "type": "string", "enum": ["approval", "window", "rollout"] },
+            "window": string, "rollout": string, "wave": string, "why": string,
+        }
+    })
+}
+
+fn string_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "type": "string" })
+}
+
+fn int32_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "type": "integer", "format": "int32" })
+}
+
+fn count_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "type": "integer", "format": "int32", "minimum": 1 })
 }
 
 pub(super) fn one() -> u32 {
@@ -110,27 +236,30 @@ pub(super) fn is_one(n: &u32) -> bool {
     *n == 1
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(transform = crd_shape)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct ObjectDoc {
+pub struct ObjectDoc {
     pub(super) object: String,
     pub(super) layer: String,
     pub(super) action: String,
 }
 
 /// Commit statuses of one cluster (or of none, in the ConfigMap): queued and delivered.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(transform = crd_shape)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct Outbox {
+pub struct Outbox {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(super) queued: Vec<QueuedDoc>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(super) delivered: Vec<DeliveredDoc>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(transform = crd_shape)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct QueuedDoc {
+pub struct QueuedDoc {
     pub(super) revision: String,
     pub(super) context: String,
     pub(super) state: String,
@@ -138,15 +267,17 @@ pub(super) struct QueuedDoc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) target_url: Option<String>,
     pub(super) created_at: i64,
+    #[schemars(schema_with = "int32_schema")]
     pub(super) attempts: u32,
     pub(super) next_attempt_ms: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) last_error: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(transform = crd_shape)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct DeliveredDoc {
+pub struct DeliveredDoc {
     pub(super) revision: String,
     pub(super) context: String,
     pub(super) state: String,
@@ -278,10 +409,6 @@ pub(super) struct Doc {
 }
 
 impl Doc {
-    pub(super) fn resource_version(&self) -> &str {
-        self.metadata.resource_version.as_deref().unwrap_or("")
-    }
-
     /// Whether the object stands for a cluster the daemon knows (applied, seeded, synced or
     /// intended for), not just one holding statuses or objects for it.
     pub(super) fn known(&self) -> bool {
@@ -419,5 +546,103 @@ mod tests {
         assert_eq!(outbox.delivered.last().unwrap().revision, format!("x{}", DELIVERED_PER_CLUSTER + 4));
         let kept = HashSet::from(["x104".to_string()]);
         assert_eq!(outbox.prune(1000, &kept), DELIVERED_PER_CLUSTER - 1);
+    }
+}
+
+#[cfg(test)]
+mod crd_tests {
+    use super::*;
+
+    const FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/kubernetes/crd.yaml");
+
+    /// What two CRDs mean alike compare equal: `required` is a set, and 1.0 is 1.
+    fn normal(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, value) in map.iter_mut() {
+                    normal(value);
+                    if let (true, serde_json::Value::Array(items)) = (key == "required", value) {
+                        items.sort_by_key(|item| item.to_string());
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(normal),
+            serde_json::Value::Number(n) => {
+                if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0 && !n.is_i64() && !n.is_u64()) {
+                    *value = serde_json::Value::from(f as i64);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The checked-in CRD is the one the types make. Run with STRATA_WRITE_CRD=1 to write it
+    /// again from them (the file's leading comment is kept).
+    #[test]
+    fn the_crd_file_is_what_the_types_make() {
+        let mut generated = serde_json::to_value(crd()).unwrap();
+        let file = std::fs::read_to_string(FILE).unwrap();
+        if std::env::var_os("STRATA_WRITE_CRD").is_some() {
+            let comment: String = file.lines().take_while(|l| l.starts_with('#')).map(|l| format!("{l}\n")).collect();
+            std::fs::write(FILE, comment + &serde_saphyr::to_string(&crd()).unwrap()).unwrap();
+            return;
+        }
+        let mut declared: serde_json::Value = serde_saphyr::from_str(&file).unwrap();
+        normal(&mut generated);
+        normal(&mut declared);
+        assert!(
+            generated == declared,
+            "deploy/kubernetes/crd.yaml is not the CRD the ClusterState types make; write it again with \
+             `STRATA_WRITE_CRD=1 cargo test --lib the_crd_file_is_what_the_types_make`.\nfrom the types: {}",
+            serde_json::to_string_pretty(&generated).unwrap()
+        );
+    }
+
+    /// A ClusterState as the build before the derive wrote it (every field set) reads the same,
+    /// through the typed resource as through `decode`, and is written back unchanged.
+    #[test]
+    fn objects_written_before_the_derive_are_read() {
+        let object = serde_json::json!({
+            "apiVersion": "strata.dev/v1",
+            "kind": "ClusterState",
+            "metadata": { "name": "aws", "namespace": "strata", "resourceVersion": "v-opaque" },
+            "spec": {
+                "suspended": true,
+                "approvals": [{ "revision": "r1", "by": "ann", "at": 1700000000, "identity": "ann@example.org", "groups": ["ops"] }]
+            },
+            "status": {
+                "profileRevision": "r1", "clusterRevision": "r2", "digest": "sha256:a", "profile": "eks",
+                "version": "1.2.0", "appliedAt": 1700000001, "sync": "applied", "message": "ok",
+                "health": "ready", "drifted": 2, "updatedAt": 1700000002,
+                "pending": {
+                    "baseRevision": "r1", "headRevision": "r3", "hold": { "until": "approval" },
+                    "summary": "1 changed", "diff": "-a\n+b", "since": 1700000003, "baseDigest": "sha256:b"
+                },
+                "drift": [{ "object": "apps/v1/Deployment/x/y", "path": ".spec.replicas", "live": "2", "desired": "3", "foundAt": 1700000004 }],
+                "history": [
+                    { "revision": "r1", "result": "failed", "summary": "boom", "at": 1700000005, "count": 3, "firstAt": 1700000000 },
+                    { "result": "applied", "summary": "fine", "at": 1700000006 }
+                ],
+                "objects": [{ "object": "v1/ConfigMap/x/y", "layer": "base", "action": "created" }],
+                "outbox": {
+                    "queued": [{
+                        "revision": "r2", "context": "strata/aws", "state": "success", "description": "applied",
+                        "targetUrl": "https://strata.example.org", "createdAt": 1700000007, "attempts": 1,
+                        "nextAttemptMs": 1700000008000_i64, "lastError": "timeout"
+                    }],
+                    "delivered": [{ "revision": "r1", "context": "strata/aws", "state": "pending", "description": "held", "at": 1700000009 }]
+                }
+            }
+        });
+        let typed: ClusterStateObject = serde_json::from_value(object.clone()).expect("the typed resource reads it");
+        let dynamic: DynamicObject = serde_json::from_value(object.clone()).unwrap();
+        let (name, doc) = decode(dynamic).unwrap();
+        assert_eq!(name, "aws");
+        assert_eq!(typed.spec, doc.spec);
+        assert_eq!(typed.status.as_ref(), Some(&doc.status));
+        assert!(doc.spec.suspended && doc.status.pending.is_some() && doc.status.history[0].count == 3);
+        assert_eq!(doc.status.history[1].count, 1, "absent: one");
+        assert_eq!(serde_json::to_value(&doc.spec).unwrap(), object["spec"]);
+        assert_eq!(serde_json::to_value(&doc.status).unwrap(), object["status"]);
     }
 }

@@ -44,7 +44,10 @@ impl Inner {
         let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };
         for attempt in 0..ATTEMPTS {
             conflict_pause(attempt).await;
-            let base = self.cache.read().unwrap_or_else(|p| p.into_inner()).docs.get(name).cloned();
+            let (base, mark) = {
+                let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
+                (cache.docs.get(name).cloned(), cache.mark())
+            };
             let (mut spec, mut status) = base.as_ref().map(|d| (d.spec.clone(), d.status.clone())).unwrap_or_default();
             let result = change(&mut spec, &mut status);
             let unchanged = match (&base, part) {
@@ -63,7 +66,7 @@ impl Inner {
                     data: serde_json::json!({ "spec": if part == Part::Spec { spec.clone() } else { Spec::default() } }),
                 };
                 match self.states.create(&params, &created).await {
-                    Ok(object) => self.put(object, false),
+                    Ok(object) => self.put(object, Source::Answer(mark)),
                     Err(e) if Failure::is(&e, 409) => self.refresh(name).await?,
                     Err(e) => return Err(api_error(&object, &e)),
                 }
@@ -80,7 +83,7 @@ impl Inner {
             };
             match sent {
                 Ok(object) => {
-                    self.put(object, false);
+                    self.put(object, Source::Answer(mark));
                     return Ok(result);
                 }
                 // Someone else wrote it since it was read: read it again, change it again.
@@ -101,7 +104,10 @@ impl Inner {
         let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };
         for attempt in 0..ATTEMPTS {
             conflict_pause(attempt).await;
-            let (version, mut global) = self.cache.read().unwrap_or_else(|p| p.into_inner()).global.clone();
+            let ((version, mut global), mark) = {
+                let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
+                (cache.global.clone(), cache.mark())
+            };
             let before = global.clone();
             let result = change(&mut global);
             if global == before {
@@ -143,15 +149,12 @@ impl Inner {
             };
             match sent {
                 Ok(map) => {
-                    self.put_global(&map, false);
+                    self.put_global(Some(&map), Source::Answer(mark), false);
                     return Ok(result);
                 }
+                // Read again; kept unless the cache has it or something newer already.
                 Err(e) if Failure::is(&e, 409) || Failure::is(&e, 404) => match self.configmaps.get_opt(GLOBAL).await {
-                    Ok(Some(map)) => {
-                        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
-                        cache.global = (map.metadata.resource_version.clone(), decode_global(&map));
-                    }
-                    Ok(None) => self.cache.write().unwrap_or_else(|p| p.into_inner()).global = Default::default(),
+                    Ok(map) => self.put_global(map.as_ref(), Source::Answer(mark), false),
                     Err(e) => return Err(api_error(&object, &e)),
                 },
                 Err(e) => return Err(api_error(&object, &e)),
