@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 use tokio::sync::oneshot;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::Shared;
 use super::decide::{self, Decision, Hold, Run};
@@ -248,9 +248,10 @@ fn held(what: &str, hold: &Hold, cluster: &str) -> String {
     }
 }
 
-/// Loads, plans and decides every cluster at `head`. Blocking (git2, rendering). A panic while
-/// loading is the caller's to catch (the whole revision is at fault); a panic while planning or
-/// rendering one cluster fails that cluster only.
+/// Loads, plans and decides every cluster at `head` that the change since the last evaluation
+/// can reach (all of them, the first time). Blocking (git2, rendering). A panic while loading is
+/// the caller's to catch (the whole revision is at fault); a panic while planning or rendering
+/// one cluster fails that cluster only.
 pub fn evaluate(
     shared: &Shared,
     source: &GitSource,
@@ -258,9 +259,122 @@ pub fn evaluate(
     running: &HashSet<String>,
     cancel: &Arc<AtomicBool>,
 ) -> Result<Vec<Outcome>, EvaluateError> {
-    let outcomes = evaluate_at(shared, source, head, running, cancel);
+    // Snapshots decrypt with the keys they were taken with: other keys, nothing is kept.
+    let keys = source.keys().public_keys();
+    let memo = shared.memo.lock().unwrap_or_else(|p| p.into_inner()).take().filter(|m| m.keys == keys);
+    let result = evaluate_at(shared, source, head, running, cancel, memo.as_ref());
+    // The next evaluation starts from this one; one that did not end starts from the last that did.
+    let (outcomes, memo) = match result {
+        Ok((outcomes, next)) => {
+            let loaded = match (next.head, memo) {
+                (Some(loaded), _) => loaded,
+                (None, Some(memo)) => memo.loaded,
+                (None, None) => unreachable!("a head not loaded is the memo's"),
+            };
+            (Ok(outcomes), Some(Memo { head: head.to_string(), keys, loaded, quiet: next.quiet }))
+        }
+        Err(e) => (Err(e), memo),
+    };
+    *shared.memo.lock().unwrap_or_else(|p| p.into_inner()) = memo;
     give_back_freed_memory();
     outcomes
+}
+
+/// Debug builds (the tests) decide the clusters an evaluation skips as quiet all the same, and
+/// stop the evaluation if one of them turns out to have something to do: every test that commits
+/// checks the skipping against deciding everything.
+const CHECK_QUIET: bool = cfg!(debug_assertions);
+
+/// What an evaluation leaves the next: the head it loaded, and the clusters it had nothing to do
+/// for, with what that rested on. The next one loads its head from this one's (parsing again only
+/// the files the commit changed) and decides again only the clusters the commit can reach (their
+/// file, or what their profile version reads, changed), those it had something to do for (a job,
+/// a held update, a problem, a rollout), and those whose state, target or worker moved since. At
+/// 10,000 clusters that is what makes a commit to one cluster cost one cluster.
+pub struct Memo {
+    head: String,
+    /// The public keys of the identities its snapshot decrypts with.
+    keys: Vec<String>,
+    /// The head's snapshot and model.
+    loaded: (Snapshot, Model),
+    quiet: HashMap<String, Rest>,
+}
+
+impl fmt::Debug for Memo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Memo").field("head", &self.head).field("quiet", &self.quiet.len()).finish_non_exhaustive()
+    }
+}
+
+/// What a quiet cluster's decision rested on besides the repository. While all of it holds, the
+/// cluster's worker runs, and the commit reaches neither its file nor what its profile version
+/// reads, deciding it again decides the same: nothing to do.
+#[derive(Debug, PartialEq)]
+struct Rest {
+    profile_revision: Option<String>,
+    cluster_revision: Option<String>,
+    digest: Option<String>,
+    removed: bool,
+    suspended: bool,
+    target: TargetConfig,
+}
+
+impl Rest {
+    fn of(state: Option<&store::ClusterState>, target: TargetConfig) -> Rest {
+        Rest {
+            profile_revision: state.and_then(|s| s.profile_revision.clone()),
+            cluster_revision: state.and_then(|s| s.cluster_revision.clone()),
+            digest: state.and_then(|s| s.digest.clone()),
+            removed: state.is_some_and(|s| s.sync == super::state::Sync::Removed),
+            suspended: state.is_some_and(|s| s.suspended),
+            target,
+        }
+    }
+}
+
+/// What [`evaluate_at`] hands on to the next [`Memo`]: the head's snapshot and model when it
+/// loaded them (`None`: the memo's head is this head), and the clusters quiet at it.
+struct Next {
+    head: Option<(Snapshot, Model)>,
+    quiet: HashMap<String, Rest>,
+}
+
+/// The clusters of `memo` still quiet at the head: not reached by the change from the memo's
+/// head (`since`), nothing under them moved, not governed by a rollout, owned, with a worker.
+fn still_quiet<'m>(
+    shared: &Shared,
+    memo: &Memo,
+    since: &Changes,
+    (head_snapshot, head_model): (&Snapshot, &'m Model),
+    states: &BTreeMap<String, store::ClusterState>,
+    running: &HashSet<String>,
+) -> HashMap<&'m str, Rest> {
+    let (memo_snapshot, memo_model) = &memo.loaded;
+    let edits = Edits::new(Some(since), memo_snapshot.tree.as_ref(), head_snapshot.tree.as_ref());
+    let mut quiet = HashMap::new();
+    for (name, cluster) in &head_model.clusters {
+        let Some(rest) = memo.quiet.get(name) else { continue };
+        if !running.contains(name)
+            || !shared.shards.owns(name)
+            || head_model.rollouts.values().any(|r| r.governs(&cluster.profile))
+            || memo_model.clusters.get(name) != Some(cluster)
+        {
+            continue;
+        }
+        let (Ok(before), Ok(now)) = (memo_model.resolve(cluster), head_model.resolve(cluster)) else { continue };
+        if before.profile.id() != now.profile.id()
+            || before.update_available != now.update_available
+            || edits.edited(before.profile, now.profile)
+        {
+            continue;
+        }
+        let Ok(target) = shared.target(name, &cluster.target) else { continue };
+        let now = Rest::of(states.get(name), target);
+        if &now == rest {
+            quiet.insert(name.as_str(), now);
+        }
+    }
+    quiet
 }
 
 fn evaluate_at(
@@ -269,81 +383,123 @@ fn evaluate_at(
     head: &str,
     running: &HashSet<String>,
     cancel: &Arc<AtomicBool>,
-) -> Result<Vec<Outcome>, EvaluateError> {
+    memo: Option<&Memo>,
+) -> Result<(Vec<Outcome>, Next), EvaluateError> {
     let cancelled = || EvaluateError::Cancelled { revision: head.to_string() };
     let stop = || cancel.load(std::sync::atomic::Ordering::Relaxed);
-    // Every revision some cluster runs, plus the head.
     let states: BTreeMap<String, store::ClusterState> =
         store::wait(shared.store.clusters())?.into_iter().map(|c| (c.name.clone(), c)).collect();
     // And what clusters a rollout returns return to.
     let progress: BTreeMap<String, Progress> =
         store::wait(shared.store.rollouts())?.into_iter().map(|p| (p.rollout.clone(), p)).collect();
+
+    // The head first: from the last evaluation's when there is one (the same head: as it is;
+    // another: parsing again only the files the commit changed).
+    shared.progress();
+    let memo_head = memo.filter(|m| m.head == head);
+    // What each revision loaded differs from the head in: what is loaded again, and what is rendered.
+    let mut changes: HashMap<String, Changes> = HashMap::new();
+    let head_owned: Option<(Snapshot, Model)> = match memo_head {
+        Some(_) => None,
+        None => {
+            let snapshot =
+                source.snapshot(head).map_err(|source| EvaluateError::Source { revision: head.to_string(), source })?;
+            let since = memo.and_then(|m| source.changes(&m.loaded.0, &snapshot).ok().map(|diff| (m, diff)));
+            let model = match &since {
+                Some((memo, diff)) => crate::repo::load_reusing(snapshot.tree.as_ref(), &memo.loaded.1, diff),
+                None => crate::repo::load(snapshot.tree.as_ref()),
+            }
+            .map_err(|diagnostics| EvaluateError::Invalid { revision: head.to_string(), diagnostics })?;
+            if let Some((memo, diff)) = since {
+                changes.insert(memo.head.clone(), diff);
+            }
+            Some((snapshot, model))
+        }
+    };
+    let head_loaded: &(Snapshot, Model) = match (memo_head, &head_owned) {
+        (Some(memo), _) => &memo.loaded,
+        (None, Some(loaded)) => loaded,
+        (None, None) => unreachable!("loaded above"),
+    };
+    let (head_snapshot, head_model) = head_loaded;
+    // A SOPS file the profiles read that does not decrypt rejects the revision, as a file that
+    // does not load does: no cluster renders half of its layers.
+    crate::render::reads::decrypts(head_snapshot.tree.as_ref(), head_model)
+        .map_err(|diagnostics| EvaluateError::Invalid { revision: head.to_string(), diagnostics })?;
+
+    // The clusters nothing reached since the last evaluation: not decided again.
+    let unchanged = Changes::default();
+    let since = match memo {
+        Some(m) if m.head == head => Some(&unchanged),
+        Some(m) => changes.get(&m.head),
+        None => None,
+    };
+    let quiet: HashMap<&str, Rest> = match memo.zip(since) {
+        Some((memo, since)) => still_quiet(shared, memo, since, (head_snapshot, head_model), &states, running),
+        None => HashMap::new(),
+    };
+
+    // Every other revision a cluster decided again runs, and those a rollout returns clusters to.
     let befores = progress.values().flat_map(|p| p.clusters.values()).filter_map(|c| c.before.as_ref());
-    let mut revisions: Vec<String> = vec![head.to_string()];
-    let runs = states.values().flat_map(|s| [&s.profile_revision, &s.cluster_revision].into_iter().flatten());
+    let mut revisions: Vec<&str> = Vec::new();
+    let runs = states
+        .values()
+        .filter(|s| CHECK_QUIET || !quiet.contains_key(s.name.as_str()))
+        .flat_map(|s| [&s.profile_revision, &s.cluster_revision].into_iter().flatten());
     for rev in runs.chain(befores.flat_map(|b| [&b.profile_revision, &b.cluster_revision])) {
-        if !revisions.contains(rev) {
-            revisions.push(rev.clone());
+        if rev != head && !revisions.contains(&rev.as_str()) {
+            revisions.push(rev);
         }
     }
-    let mut loaded: HashMap<String, (Snapshot, Model)> = HashMap::new();
-    // What each revision differs from the head in: what is loaded again, and what is rendered.
-    let mut changes: HashMap<String, Changes> = HashMap::new();
-    for rev in &revisions {
+    // The last evaluation's head serves as it is, when its change to this head is known.
+    let memo_base =
+        memo.filter(|m| m.head != head && changes.contains_key(&m.head) && revisions.contains(&m.head.as_str()));
+    let mut others: HashMap<String, (Snapshot, Model)> = HashMap::new();
+    for rev in revisions {
         shared.progress();
         if stop() {
             return Err(cancelled());
         }
+        if memo_base.is_some_and(|m| m.head == rev) {
+            continue;
+        }
         let snapshot = match source.snapshot(rev) {
             Ok(s) => s,
-            Err(source) if rev == head => return Err(EvaluateError::Source { revision: head.to_string(), source }),
             Err(e) => {
                 warn!(revision = %rev, error = %e, "A revision a cluster runs is gone from the repository.");
                 continue;
             }
         };
-        // The head comes first; the others reuse what of it they share.
-        let model = match loaded.get(head) {
-            Some((head_snapshot, head_model)) => match source.changes(&snapshot, head_snapshot) {
-                Ok(diff) => {
-                    let model = crate::repo::load_reusing(snapshot.tree.as_ref(), head_model, &diff);
-                    changes.insert(rev.clone(), diff);
-                    model
-                }
-                Err(_) => crate::repo::load(snapshot.tree.as_ref()),
-            },
-            None => crate::repo::load(snapshot.tree.as_ref()),
+        // They reuse what of the head they share.
+        let model = match source.changes(&snapshot, head_snapshot) {
+            Ok(diff) => {
+                let model = crate::repo::load_reusing(snapshot.tree.as_ref(), head_model, &diff);
+                changes.insert(rev.to_string(), diff);
+                model
+            }
+            Err(_) => crate::repo::load(snapshot.tree.as_ref()),
         };
-        match model {
-            Ok(model) => {
-                loaded.insert(rev.clone(), (snapshot, model));
-            }
-            Err(diagnostics) if rev == head => {
-                return Err(EvaluateError::Invalid { revision: head.to_string(), diagnostics });
-            }
-            Err(_) => {}
+        if let Ok(model) = model {
+            others.insert(rev.to_string(), (snapshot, model));
         }
+    }
+    let mut loaded: HashMap<&str, &(Snapshot, Model)> = others.iter().map(|(r, l)| (r.as_str(), l)).collect();
+    loaded.insert(head, head_loaded);
+    if let Some(memo) = memo_base {
+        loaded.insert(memo.head.as_str(), &memo.loaded);
     }
     let tools = SystemTools::default();
     // Renders stop the moment a newer revision supersedes this one.
     let settings = shared.render.cancelled_by(cancel.clone());
     let renderers: HashMap<&str, Renderer> = loaded
         .iter()
-        .map(|(rev, (snap, model))| {
-            (rev.as_str(), Renderer::new(snap.tree.as_ref(), model, &tools).with_settings(&settings))
-        })
+        .map(|(rev, (snap, model))| (*rev, Renderer::new(snap.tree.as_ref(), model, &tools).with_settings(&settings)))
         .collect();
-    let (head_snapshot, head_model) = &loaded[head];
-    // A SOPS file the profiles read that does not decrypt rejects the revision, as a file that
-    // does not load does: no cluster renders half of its layers.
-    crate::render::reads::decrypts(head_snapshot.tree.as_ref(), head_model)
-        .map_err(|diagnostics| EvaluateError::Invalid { revision: head.to_string(), diagnostics })?;
-    let unchanged = Changes::default();
     let edits: HashMap<&str, Edits> = loaded
         .iter()
         .map(|(rev, (snapshot, _))| {
-            let diff = if rev == head { Some(&unchanged) } else { changes.get(rev) };
-            (rev.as_str(), Edits::new(diff, snapshot.tree.as_ref(), head_snapshot.tree.as_ref()))
+            let diff = if *rev == head { Some(&unchanged) } else { changes.get(*rev) };
+            (*rev, Edits::new(diff, snapshot.tree.as_ref(), head_snapshot.tree.as_ref()))
         })
         .collect();
     for name in head_model.clusters.keys() {
@@ -370,7 +526,7 @@ fn evaluate_at(
     let in_rollout = |cluster: &Cluster| head_model.rollouts.values().any(|r| r.governs(&cluster.profile));
     for (name, cluster) in &head_model.clusters {
         let owned = shared.shards.owns(name);
-        if !owned && !in_rollout(cluster) {
+        if (!owned && !in_rollout(cluster)) || (!CHECK_QUIET && quiet.contains_key(name.as_str())) {
             continue;
         }
         shared.progress();
@@ -381,7 +537,10 @@ fn evaluate_at(
             Ok(Ok(Ok(p))) => {
                 planned.insert(name, p);
             }
-            Ok(Ok(Err(outcome))) if owned => outcomes.push(outcome),
+            Ok(Ok(Err(outcome))) if owned => {
+                assert!(!quiet.contains_key(name.as_str()), "evaluation skipped cluster {name} as quiet, but it fails");
+                outcomes.push(outcome)
+            }
             Ok(Ok(Err(_))) => {}
             Ok(Err(e)) => return Err(e.into()),
             Err(panic) if owned => outcomes.push(context.crashed(name, panic)),
@@ -399,9 +558,11 @@ fn evaluate_at(
     // the cluster runs and the head (read once per revision clusters run).
     let mut authors_since: BTreeMap<&str, Vec<crate::approval::Author>> = BTreeMap::new();
     let mut in_force: BTreeMap<String, super::RulesInForce> = BTreeMap::new();
-    for (name, cluster) in &head_model.clusters {
+    for (name, cluster) in
+        head_model.clusters.iter().filter(|(name, _)| CHECK_QUIET || !quiet.contains_key(name.as_str()))
+    {
         let runs = states.get(name).and_then(|s| s.profile_revision.as_deref());
-        let base = runs.and_then(|r| loaded.get(r));
+        let base = runs.and_then(|r| loaded.get(r).copied());
         let (Some(runs), Some((_, base_model))) = (runs, base) else { continue };
         let authors = authors_since
             .entry(runs)
@@ -421,17 +582,39 @@ fn evaluate_at(
         let rules = crate::approval::applying(&base_model.approval_rules, &target).into_iter().cloned().collect();
         in_force.insert(name.clone(), super::RulesInForce { revision: head.to_string(), rules, authors });
     }
-    *shared.approval_rules.lock().unwrap_or_else(|p| p.into_inner()) = in_force.clone();
+    {
+        // Those of the quiet clusters stay as the evaluation that decided them placed them.
+        let mut rules = shared.approval_rules.lock().unwrap_or_else(|p| p.into_inner());
+        rules.retain(|name, _| quiet.contains_key(name.as_str()));
+        rules.extend(in_force.iter().map(|(name, r)| (name.clone(), r.clone())));
+    }
+    // Quiet from now on: what is decided here to have nothing to do, with what that rests on.
+    let mut still: HashMap<String, Rest> = HashMap::new();
     let mut renders = Vec::new();
     for (name, p) in planned.into_iter().filter(|(name, _)| shared.shards.owns(name)) {
         shared.progress();
         if stop() {
             return Err(cancelled());
         }
-        match guard::catch(|| context.decide(name, &head_model.clusters[name], p, gates.get(name), in_force.get(name)))
-        {
+        let rest = Rest::of(states.get(name), p.target.clone());
+        let gate = gates.get(name);
+        match guard::catch(|| context.decide(name, &head_model.clusters[name], p, gate, in_force.get(name))) {
             Ok(decided) => {
                 let (outcome, render) = decided?;
+                let idle = outcome.job.is_none() && outcome.pending.is_none() && outcome.problem.is_none();
+                let idle = idle && render.is_none() && !outcome.untargeted && gate.is_none();
+                if let Some(skipped) = quiet.get(name) {
+                    // Checking: what was skipped decides the same when decided again.
+                    assert!(
+                        idle && *skipped == rest,
+                        "evaluation skipped cluster {name} as quiet since {}, but it has something to do at {head}",
+                        memo.map_or("", |m| m.head.as_str()),
+                    );
+                    continue;
+                }
+                if idle {
+                    still.insert(name.to_string(), rest);
+                }
                 if let Some(render) = render {
                     renders.push((outcomes.len(), render));
                 }
@@ -501,7 +684,14 @@ fn evaluate_at(
             Err(problem) => outcomes[i].problem = Some(problem),
         }
     }
-    Ok(outcomes)
+    info!(
+        revision = %head,
+        decided = outcomes.len(),
+        unchanged = quiet.len(),
+        "Evaluated: clusters the change (or their state) reached decided again, the others left as they run."
+    );
+    still.extend(quiet.into_iter().map(|(name, rest)| (name.to_string(), rest)));
+    Ok((outcomes, Next { head: head_owned, quiet: still }))
 }
 
 /// One cluster planned: what comes before the rollouts' gate.
@@ -551,7 +741,7 @@ struct Context<'a> {
     head: &'a str,
     running: &'a HashSet<String>,
     states: &'a BTreeMap<String, store::ClusterState>,
-    loaded: &'a HashMap<String, (Snapshot, Model)>,
+    loaded: &'a HashMap<&'a str, &'a (Snapshot, Model)>,
     renderers: &'a HashMap<&'a str, Renderer<'a>>,
     edits: &'a HashMap<&'a str, Edits<'a>>,
     deferred: Arc<Deferred>,
@@ -572,7 +762,7 @@ impl<'a> Context<'a> {
         let base = state
             .and_then(|s| s.profile_revision.as_deref())
             .and_then(|r| loaded.get_key_value(r))
-            .map(|(r, l)| (r.as_str(), l));
+            .map(|(r, l)| (*r, *l));
         let base_cluster = state
             .and_then(|s| s.cluster_revision.as_deref())
             .and_then(|r| loaded.get(r))
@@ -688,7 +878,7 @@ impl<'a> Context<'a> {
                 let at = |rev: &str| self.loaded.get(rev).map(|(_, m)| m);
                 match (self.renderers.get_key_value(before.profile_revision.as_str()), at(&before.cluster_revision)) {
                     (Some((rev, renderer)), Some(model)) => model.clusters.get(name).map(|before_cluster| {
-                        let cluster_rev = self.loaded.get_key_value(&before.cluster_revision).map(|(r, _)| r.as_str());
+                        let cluster_rev = self.loaded.get_key_value(before.cluster_revision.as_str()).map(|(r, _)| *r);
                         (renderer, before_cluster, Some(*rev), cluster_rev)
                     }),
                     _ => {

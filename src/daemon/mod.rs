@@ -128,6 +128,8 @@ pub struct Shared {
     /// Per cluster whose pending update waits for approval: the approval rules in force for it
     /// (those of the revision it runs) that apply, and the change's authors.
     pub approval_rules: Mutex<BTreeMap<String, RulesInForce>>,
+    /// What the last evaluation leaves the next, so that one evaluates what a commit can reach.
+    pub memo: Mutex<Option<evaluate::Memo>>,
     /// When a rollout wants to be gated again though nothing else happens (a bake ends), in
     /// milliseconds since the epoch; 0 for never.
     pub rollout_wake: AtomicI64,
@@ -447,6 +449,7 @@ async fn build(mut config: Config, triggers: &mpsc::Sender<Trigger>) -> Result<B
         tags: Mutex::new(BTreeMap::new()),
         rollouts: Mutex::new(BTreeMap::new()),
         approval_rules: Mutex::new(BTreeMap::new()),
+        memo: Mutex::new(None),
         rollout_wake: AtomicI64::new(0),
         report_wake: Arc::new(tokio::sync::Notify::new()),
         version: AtomicU64::new(1),
@@ -1073,7 +1076,6 @@ async fn dispatch(
     workers: &mut Workers,
     stopped: &watch::Receiver<bool>,
 ) {
-    let present: HashSet<String> = outcomes.iter().map(|o| o.cluster.clone()).collect();
     for outcome in outcomes {
         let name = outcome.cluster.clone();
         match &outcome.pending {
@@ -1108,11 +1110,15 @@ async fn dispatch(
         }
     }
     shared.touch();
-    // Clusters whose file left the repository.
+    // Clusters whose file left the repository (an evaluation has outcomes only for the clusters
+    // it decided again; the head's clusters are those it tagged).
     let Some(known) = shared.stored("list clusters", shared.store.clusters().await) else { return };
+    let gone: Vec<store::ClusterState> = {
+        let present = shared.tags.lock().unwrap_or_else(|p| p.into_inner());
+        known.into_iter().filter(|c| c.sync != Sync::Removed && !present.contains_key(&c.name)).collect()
+    };
     // Only this replica's: another one's clusters are theirs to retire.
-    let gone = known.into_iter().filter(|c| c.sync != Sync::Removed && !present.contains(&c.name));
-    for state in gone.filter(|c| shared.shards.owns(&c.name)) {
+    for state in gone.into_iter().filter(|c| shared.shards.owns(&c.name)) {
         let name = state.name;
         info!(cluster = %name, prune = shared.config.prune_removed_clusters, "Cluster file removed: no longer managed.");
         match workers.remove(&name) {

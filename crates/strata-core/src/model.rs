@@ -181,7 +181,7 @@ pub enum DriftPolicy {
     Report,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Cluster {
     pub name: String,
     /// `clusters/<file>.yaml`.

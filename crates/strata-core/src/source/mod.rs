@@ -435,6 +435,11 @@ impl GitSource {
         self
     }
 
+    /// The keys its snapshots decrypt SOPS files with.
+    pub fn keys(&self) -> &crate::source::sops::Keys {
+        &self.keys
+    }
+
     /// The local path of the repository.
     pub fn path(&self) -> &Path {
         &self.path
@@ -960,12 +965,17 @@ pub const MAX_CHECKOUT_BYTES: u64 = 512 * 1024 * 1024;
 /// `O_NOFOLLOW`, and created exclusively: no path is ever resolved again, so a link written a
 /// moment before is never followed and nothing outside `scratch/tree` can be touched, whatever
 /// names the tree holds. Threads that need the checkout at once wait for the one writing it.
+///
+/// A tree outlives the renderers that use it (the daemon keeps the head it evaluated for the
+/// next evaluation), and each renderer has its own scratch directory, removed with it: the
+/// checkout remembered is used only under the same scratch directory, and written anew under
+/// another.
 pub(crate) fn checkout(tree: &dyn Tree, cell: &Mutex<Option<PathBuf>>, scratch: &Path) -> Result<PathBuf, ReadError> {
     let mut done = cell.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(path) = done.as_ref() {
+    let root = scratch.join("tree");
+    if let Some(path) = done.as_ref().filter(|path| **path == root) {
         return Ok(path.clone());
     }
-    let root = scratch.join("tree");
     fs::create_dir_all(scratch)?;
     fs::create_dir(&root)?;
     let fd = rustix::fs::open(&root, DIR_FLAGS, Mode::empty()).map_err(io::Error::from)?;
@@ -1259,6 +1269,20 @@ mod tests {
             assert!(fs::symlink_metadata(root.join(gone)).is_err(), "{gone} is left out");
         }
         assert_eq!(fs::read_to_string(root.join("decoy/secret.yaml")).unwrap(), "inside");
+    }
+
+    #[test]
+    fn a_tree_kept_past_its_renderer_is_written_again_under_the_next_scratch_directory() {
+        let (outer, tree) = tricky();
+        let first = outer.path().join("first");
+        let root = tree.local_root(&first).unwrap();
+        assert_eq!(tree.local_root(&first).unwrap(), root, "written once per scratch directory");
+        // The renderer that owned the first scratch directory is gone, and its directory with it.
+        fs::remove_dir_all(&first).unwrap();
+        let second = outer.path().join("second");
+        let again = tree.local_root(&second).unwrap();
+        assert!(again.starts_with(&second));
+        assert_eq!(fs::read_to_string(again.join("decoy/secret.yaml")).unwrap(), "inside");
     }
 
     /// A repository whose commits are made from raw tree objects, as `git hash-object
