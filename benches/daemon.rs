@@ -40,6 +40,16 @@ fn get(address: &str, path: &str) -> usize {
     response.len()
 }
 
+/// GETs a page, returns its body.
+fn body(address: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    let _ = write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default()
+}
+
 fn start(dir: &Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_strata"))
         .args(["run", "--config"])
@@ -148,6 +158,16 @@ fn main() {
         std::thread::sleep(Duration::from_millis(300));
     }
     latencies.sort();
+    // How long the daemon took to evaluate each of those commits, by its own account.
+    let mut evaluations: Vec<u64> = serde_json::from_str::<serde_json::Value>(&body(&address, "/api/v1/revision"))
+        .ok()
+        .and_then(|v| v["evaluations"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .take(5)
+        .filter_map(|e| e["millis"].as_u64())
+        .collect();
+    evaluations.sort();
 
     // Idle: no commits.
     let before = cpu_ticks(pid);
@@ -178,6 +198,9 @@ fn main() {
         latencies[2].as_secs_f64() * 1e3,
         latencies[4].as_secs_f64() * 1e3
     );
+    if let (Some(median), Some(max)) = (evaluations.get(evaluations.len() / 2), evaluations.last()) {
+        println!("evaluation of those commits (the daemon's own timing): median {median}ms, max {max}ms");
+    }
     println!("RSS with the fleet applied: {:.1} MiB (peak {:.1} MiB)", rss as f64 / 1024.0, peak as f64 / 1024.0);
     println!("CPU per idle minute: {:.2}s (measured over {idle}s)", cpu_per_minute.as_secs_f64());
     println!(

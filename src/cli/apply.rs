@@ -28,7 +28,7 @@ fn select<'m>(
     config: &Config,
 ) -> Result<(Vec<Selected<'m>>, Diagnostics), Failure> {
     let clusters: Vec<&Cluster> = if select.all || (select.clusters.is_empty() && !select.tag.is_empty()) {
-        model.clusters.values().filter(|c| select.tag.iter().all(|t| c.has_tag(t))).collect()
+        model.clusters.values().map(|c| &**c).filter(|c| select.tag.iter().all(|t| c.has_tag(t))).collect()
     } else if select.clusters.is_empty() {
         return Err(Failure::Usage("name the clusters to act on, or pass --all or --tag".into()));
     } else {

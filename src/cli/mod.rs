@@ -87,7 +87,7 @@ pub fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 pub fn find<'m>(model: &'m Model, name: &str) -> Result<&'m Cluster, Failure> {
-    model.clusters.get(name).ok_or_else(|| {
+    model.clusters.get(name).map(|c| &**c).ok_or_else(|| {
         Failure::Usage(format!(
             "no cluster named `{name}`{}",
             did_you_mean(name, model.clusters.keys().map(String::as_str), "strata clusters")

@@ -262,7 +262,11 @@ pub fn evaluate(
     // Snapshots decrypt with the keys they were taken with: other keys, nothing is kept.
     let keys = source.keys().public_keys();
     let memo = shared.memo.lock().unwrap_or_else(|p| p.into_inner()).take().filter(|m| m.keys == keys);
+    let whole = memo.is_none();
     let result = evaluate_at(shared, source, head, running, cancel, memo.as_ref());
+    // Freed memory is given back after evaluations that had much to free: trimming walks the
+    // whole heap, tens of milliseconds at 10,000 clusters, more than a small change costs.
+    let much = whole || result.as_ref().map_or(true, |(outcomes, _)| outcomes.len() >= TRIM_AFTER);
     // The next evaluation starts from this one; one that did not end starts from the last that did.
     let (outcomes, memo) = match result {
         Ok((outcomes, next)) => {
@@ -276,9 +280,14 @@ pub fn evaluate(
         Err(e) => (Err(e), memo),
     };
     *shared.memo.lock().unwrap_or_else(|p| p.into_inner()) = memo;
-    give_back_freed_memory();
+    if much {
+        give_back_freed_memory();
+    }
     outcomes
 }
+
+/// Evaluations that decide at least this many clusters give freed memory back.
+const TRIM_AFTER: usize = 256;
 
 /// Debug builds (the tests) decide the clusters an evaluation skips as quiet all the same, and
 /// stop the evaluation if one of them turns out to have something to do: every test that commits
@@ -357,7 +366,7 @@ fn still_quiet<'m>(
         if !running.contains(name)
             || !shared.shards.owns(name)
             || head_model.rollouts.values().any(|r| r.governs(&cluster.profile))
-            || memo_model.clusters.get(name) != Some(cluster)
+            || !memo_model.clusters.get(name).is_some_and(|c| Arc::ptr_eq(c, cluster) || c == cluster)
         {
             continue;
         }
@@ -766,7 +775,8 @@ impl<'a> Context<'a> {
         let base_cluster = state
             .and_then(|s| s.cluster_revision.as_deref())
             .and_then(|r| loaded.get(r))
-            .and_then(|(_, m)| m.clusters.get(name));
+            .and_then(|(_, m)| m.clusters.get(name))
+            .map(|c| &**c);
         (base, base_cluster)
     }
 
@@ -879,7 +889,7 @@ impl<'a> Context<'a> {
                 match (self.renderers.get_key_value(before.profile_revision.as_str()), at(&before.cluster_revision)) {
                     (Some((rev, renderer)), Some(model)) => model.clusters.get(name).map(|before_cluster| {
                         let cluster_rev = self.loaded.get_key_value(before.cluster_revision.as_str()).map(|(r, _)| *r);
-                        (renderer, before_cluster, Some(*rev), cluster_rev)
+                        (renderer, &**before_cluster, Some(*rev), cluster_rev)
                     }),
                     _ => {
                         warn!(cluster = %name, revision = %before.profile_revision, "What the cluster ran before the rollout cannot be read any more; it keeps what it runs.");

@@ -650,8 +650,10 @@ impl MainLoop {
             let evaluating = self.evaluation.is_some();
             tokio::select! {
                 trigger = rx.recv() => {
-                    // Debounce: a push touches several files; take them as one.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // Debounce: a push touches several files (objects, the ref's lock, the ref)
+                    // within a few milliseconds; take them as one. Every millisecond here is one
+                    // more between a commit and its clusters.
+                    tokio::time::sleep(Duration::from_millis(15)).await;
                     let mut all = vec![trigger];
                     while let Ok(t) = rx.try_recv() {
                         all.push(Some(t));

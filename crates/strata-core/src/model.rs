@@ -20,7 +20,7 @@ pub const API_VERSION: &str = "strata.dev/v1";
 #[derive(Debug, Default)]
 pub struct Model {
     pub profiles: BTreeMap<String, Vec<Profile>>,
-    pub clusters: BTreeMap<String, Cluster>,
+    pub clusters: BTreeMap<String, std::sync::Arc<Cluster>>,
     pub rollouts: BTreeMap<String, crate::rollout::Rollout>,
     /// Who may approve which pending updates (`approvals/*.yaml`), in file order.
     pub approval_rules: Vec<crate::approval::Rule>,

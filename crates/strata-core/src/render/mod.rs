@@ -944,7 +944,7 @@ mod tests {
         let again = Renderer::new(&tree, &model, &tools).render(&model.clusters["a"]).unwrap();
         assert_eq!(first.digest, again.digest);
         assert_eq!(first.layers[0].digest, again.layers[0].digest);
-        let mut cluster = model.clusters["a"].clone();
+        let mut cluster = Cluster::clone(&model.clusters["a"]);
         cluster.overrides.insert("app".into(), json!({"n": 2}).as_object().unwrap().clone());
         let changed = Renderer::new(&tree, &model, &tools).render(&cluster).unwrap();
         assert_ne!(first.digest, changed.digest);
@@ -974,7 +974,7 @@ mod tests {
         };
         model.profiles.get_mut("p").unwrap()[0].layers[0].sensitive =
             vec![rule("/spec/password", Some("Database"), None, None)];
-        let mut cluster = model.clusters["a"].clone();
+        let mut cluster = Cluster::clone(&model.clusters["a"]);
         cluster.sensitive = vec![
             rule("/spec/token", Some("Database"), Some("users"), Some("app")),
             rule("/data/x", None, None, Some("other-layer")),

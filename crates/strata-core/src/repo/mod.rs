@@ -15,6 +15,7 @@ pub mod approvals;
 pub mod rollouts;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use rayon::prelude::*;
 use semver::Version;
@@ -694,18 +695,19 @@ fn load_clusters(tree: &dyn Tree, reuse: Option<(&Model, &Changes)>, model: &mut
     };
     // A cluster depends on its file alone: unchanged (as written and where a link leads), the
     // other tree's parse of it is this one's.
-    let by_file: HashMap<&str, &Cluster> =
+    let by_file: HashMap<&str, &Arc<Cluster>> =
         reuse.iter().flat_map(|(other, _)| other.clusters.values()).map(|c| (c.file.as_str(), c)).collect();
     // Parsed on every core (a fleet has thousands of cluster files), then taken in path order so
     // the findings come out as they always do.
-    let loaded: Vec<(String, Option<Cluster>, Diagnostics)> = files
+    let loaded: Vec<(String, Option<Arc<Cluster>>, Diagnostics)> = files
         .into_par_iter()
         .filter(|(file, _)| file.ends_with(".yaml") || file.ends_with(".yml"))
         .map(|(file, real)| {
             let mut found = Diagnostics::new();
             let unchanged = reuse.is_some_and(|(_, changes)| !changes.touches(&file) && !changes.touches(&real));
-            let reused = unchanged.then(|| by_file.get(file.as_str()).map(|c| Cluster::clone(c))).flatten();
-            let cluster = reused.or_else(|| load_cluster(tree, &file, &mut found));
+            // Shared with the other model, not copied: a fleet's clusters are most of a model.
+            let reused = unchanged.then(|| by_file.get(file.as_str()).map(|c| Arc::clone(c))).flatten();
+            let cluster = reused.or_else(|| load_cluster(tree, &file, &mut found).map(Arc::new));
             (file, cluster, found)
         })
         .collect();
