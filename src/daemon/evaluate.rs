@@ -270,12 +270,13 @@ pub fn evaluate(
     // The next evaluation starts from this one; one that did not end starts from the last that did.
     let (outcomes, memo) = match result {
         Ok((outcomes, next)) => {
-            let loaded = match (next.head, memo) {
-                (Some(loaded), _) => loaded,
-                (None, Some(memo)) => memo.loaded,
-                (None, None) => unreachable!("a head not loaded is the memo's"),
-            };
-            (Ok(outcomes), Some(Memo { head: head.to_string(), keys, loaded, quiet: next.quiet }))
+            let Next { head: loaded, mut quiet, kept } = next;
+            let (memo_loaded, mut memo_quiet) = memo.map(|m| (m.loaded, m.quiet)).unzip();
+            let loaded = loaded.or(memo_loaded).expect("a head not loaded is the memo's");
+            if let Some(memo_quiet) = memo_quiet.as_mut() {
+                quiet.extend(kept.into_iter().filter_map(|name| memo_quiet.remove_entry(&name)));
+            }
+            (Ok(outcomes), Some(Memo { head: head.to_string(), keys, loaded, quiet }))
         }
         Err(e) => (Err(e), memo),
     };
@@ -329,6 +330,17 @@ struct Rest {
 }
 
 impl Rest {
+    /// Whether it is what `state` and `target` say now.
+    fn holds(&self, state: Option<&store::ClusterState>, target: &TargetConfig) -> bool {
+        let field = |f: fn(&store::ClusterState) -> &Option<String>| state.and_then(|s| f(s).as_deref());
+        self.profile_revision.as_deref() == field(|s| &s.profile_revision)
+            && self.cluster_revision.as_deref() == field(|s| &s.cluster_revision)
+            && self.digest.as_deref() == field(|s| &s.digest)
+            && self.removed == state.is_some_and(|s| s.sync == super::state::Sync::Removed)
+            && self.suspended == state.is_some_and(|s| s.suspended)
+            && self.target == *target
+    }
+
     fn of(state: Option<&store::ClusterState>, target: TargetConfig) -> Rest {
         Rest {
             profile_revision: state.and_then(|s| s.profile_revision.clone()),
@@ -345,7 +357,10 @@ impl Rest {
 /// loaded them (`None`: the memo's head is this head), and the clusters quiet at it.
 struct Next {
     head: Option<(Snapshot, Model)>,
+    /// Those it decided to be quiet.
     quiet: HashMap<String, Rest>,
+    /// Those of the memo it left quiet (their rests carried over).
+    kept: Vec<String>,
 }
 
 /// The clusters of `memo` still quiet at the head: not reached by the change from the memo's
@@ -357,10 +372,23 @@ fn still_quiet<'m>(
     (head_snapshot, head_model): (&Snapshot, &'m Model),
     states: &BTreeMap<String, store::ClusterState>,
     running: &HashSet<String>,
-) -> HashMap<&'m str, Rest> {
+) -> HashSet<&'m str> {
     let (memo_snapshot, memo_model) = &memo.loaded;
     let edits = Edits::new(Some(since), memo_snapshot.tree.as_ref(), head_snapshot.tree.as_ref());
-    let mut quiet = HashMap::new();
+    // A profile whose versions are the same on both sides, none of them edited, resolves every
+    // cluster alike on both sides: its clusters need no resolving (a fleet has a few profiles).
+    let settled: HashMap<&str, bool> = head_model
+        .profiles
+        .iter()
+        .map(|(name, versions)| {
+            let same = memo_model.profiles.get(name).is_some_and(|before| {
+                before.len() == versions.len()
+                    && before.iter().zip(versions).all(|(b, h)| b.version == h.version && !edits.edited(b, h))
+            });
+            (name.as_str(), same)
+        })
+        .collect();
+    let mut quiet = HashSet::new();
     for (name, cluster) in &head_model.clusters {
         let Some(rest) = memo.quiet.get(name) else { continue };
         if !running.contains(name)
@@ -370,17 +398,18 @@ fn still_quiet<'m>(
         {
             continue;
         }
-        let (Ok(before), Ok(now)) = (memo_model.resolve(cluster), head_model.resolve(cluster)) else { continue };
-        if before.profile.id() != now.profile.id()
-            || before.update_available != now.update_available
-            || edits.edited(before.profile, now.profile)
-        {
-            continue;
+        if !settled.get(cluster.profile.as_str()).copied().unwrap_or(false) {
+            let (Ok(before), Ok(now)) = (memo_model.resolve(cluster), head_model.resolve(cluster)) else { continue };
+            if before.profile.version != now.profile.version
+                || before.update_available != now.update_available
+                || edits.edited(before.profile, now.profile)
+            {
+                continue;
+            }
         }
         let Ok(target) = shared.target(name, &cluster.target) else { continue };
-        let now = Rest::of(states.get(name), target);
-        if &now == rest {
-            quiet.insert(name.as_str(), now);
+        if rest.holds(states.get(name), &target) {
+            quiet.insert(name.as_str());
         }
     }
     quiet
@@ -443,9 +472,9 @@ fn evaluate_at(
         Some(m) => changes.get(&m.head),
         None => None,
     };
-    let quiet: HashMap<&str, Rest> = match memo.zip(since) {
+    let quiet: HashSet<&str> = match memo.zip(since) {
         Some((memo, since)) => still_quiet(shared, memo, since, (head_snapshot, head_model), &states, running),
-        None => HashMap::new(),
+        None => HashSet::new(),
     };
 
     // Every other revision a cluster decided again runs, and those a rollout returns clusters to.
@@ -453,7 +482,7 @@ fn evaluate_at(
     let mut revisions: Vec<&str> = Vec::new();
     let runs = states
         .values()
-        .filter(|s| CHECK_QUIET || !quiet.contains_key(s.name.as_str()))
+        .filter(|s| CHECK_QUIET || !quiet.contains(s.name.as_str()))
         .flat_map(|s| [&s.profile_revision, &s.cluster_revision].into_iter().flatten());
     for rev in runs.chain(befores.flat_map(|b| [&b.profile_revision, &b.cluster_revision])) {
         if rev != head && !revisions.contains(&rev.as_str()) {
@@ -535,7 +564,7 @@ fn evaluate_at(
     let in_rollout = |cluster: &Cluster| head_model.rollouts.values().any(|r| r.governs(&cluster.profile));
     for (name, cluster) in &head_model.clusters {
         let owned = shared.shards.owns(name);
-        if (!owned && !in_rollout(cluster)) || (!CHECK_QUIET && quiet.contains_key(name.as_str())) {
+        if (!owned && !in_rollout(cluster)) || (!CHECK_QUIET && quiet.contains(name.as_str())) {
             continue;
         }
         shared.progress();
@@ -547,7 +576,7 @@ fn evaluate_at(
                 planned.insert(name, p);
             }
             Ok(Ok(Err(outcome))) if owned => {
-                assert!(!quiet.contains_key(name.as_str()), "evaluation skipped cluster {name} as quiet, but it fails");
+                assert!(!quiet.contains(name.as_str()), "evaluation skipped cluster {name} as quiet, but it fails");
                 outcomes.push(outcome)
             }
             Ok(Ok(Err(_))) => {}
@@ -568,7 +597,7 @@ fn evaluate_at(
     let mut authors_since: BTreeMap<&str, Vec<crate::approval::Author>> = BTreeMap::new();
     let mut in_force: BTreeMap<String, super::RulesInForce> = BTreeMap::new();
     for (name, cluster) in
-        head_model.clusters.iter().filter(|(name, _)| CHECK_QUIET || !quiet.contains_key(name.as_str()))
+        head_model.clusters.iter().filter(|(name, _)| CHECK_QUIET || !quiet.contains(name.as_str()))
     {
         let runs = states.get(name).and_then(|s| s.profile_revision.as_deref());
         let base = runs.and_then(|r| loaded.get(r).copied());
@@ -594,7 +623,7 @@ fn evaluate_at(
     {
         // Those of the quiet clusters stay as the evaluation that decided them placed them.
         let mut rules = shared.approval_rules.lock().unwrap_or_else(|p| p.into_inner());
-        rules.retain(|name, _| quiet.contains_key(name.as_str()));
+        rules.retain(|name, _| quiet.contains(name.as_str()));
         rules.extend(in_force.iter().map(|(name, r)| (name.clone(), r.clone())));
     }
     // Quiet from now on: what is decided here to have nothing to do, with what that rests on.
@@ -612,10 +641,10 @@ fn evaluate_at(
                 let (outcome, render) = decided?;
                 let idle = outcome.job.is_none() && outcome.pending.is_none() && outcome.problem.is_none();
                 let idle = idle && render.is_none() && !outcome.untargeted && gate.is_none();
-                if let Some(skipped) = quiet.get(name) {
+                if quiet.contains(name) {
                     // Checking: what was skipped decides the same when decided again.
                     assert!(
-                        idle && *skipped == rest,
+                        idle,
                         "evaluation skipped cluster {name} as quiet since {}, but it has something to do at {head}",
                         memo.map_or("", |m| m.head.as_str()),
                     );
@@ -699,8 +728,8 @@ fn evaluate_at(
         unchanged = quiet.len(),
         "Evaluated: clusters the change (or their state) reached decided again, the others left as they run."
     );
-    still.extend(quiet.into_iter().map(|(name, rest)| (name.to_string(), rest)));
-    Ok((outcomes, Next { head: head_owned, quiet: still }))
+    let kept = quiet.into_iter().map(str::to_string).collect();
+    Ok((outcomes, Next { head: head_owned, quiet: still, kept }))
 }
 
 /// One cluster planned: what comes before the rollouts' gate.

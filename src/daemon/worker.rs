@@ -346,10 +346,9 @@ impl Worker {
     /// New settings for what it runs: a new target is applied to at once, a new drift policy
     /// judges the next drift found.
     fn reconfigure(&mut self, settings: Settings) {
-        let Some(mut job) = self.job.clone() else { return };
-        if job.settings() == settings {
-            return;
-        }
+        // Compared before the job (and its desired set) is copied: most evaluations change nothing.
+        let Some(job) = self.job.as_ref().filter(|job| job.settings() != settings) else { return };
+        let mut job = job.clone();
         info!(cluster = %self.name, drift = ?settings.drift, "Settings changed.");
         job.set_settings(settings);
         self.take(job);
