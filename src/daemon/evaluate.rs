@@ -596,8 +596,7 @@ fn evaluate_at(
     // the cluster runs and the head (read once per revision clusters run).
     let mut authors_since: BTreeMap<&str, Vec<crate::approval::Author>> = BTreeMap::new();
     let mut in_force: BTreeMap<String, super::RulesInForce> = BTreeMap::new();
-    for (name, cluster) in
-        head_model.clusters.iter().filter(|(name, _)| CHECK_QUIET || !quiet.contains(name.as_str()))
+    for (name, cluster) in head_model.clusters.iter().filter(|(name, _)| CHECK_QUIET || !quiet.contains(name.as_str()))
     {
         let runs = states.get(name).and_then(|s| s.profile_revision.as_deref());
         let base = runs.and_then(|r| loaded.get(r).copied());
@@ -722,6 +721,7 @@ fn evaluate_at(
             Err(problem) => outcomes[i].problem = Some(problem),
         }
     }
+    shared.evaluation(head, |record| (record.decided, record.unchanged) = (Some(outcomes.len()), Some(quiet.len())));
     info!(
         revision = %head,
         decided = outcomes.len(),

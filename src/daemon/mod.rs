@@ -164,6 +164,10 @@ pub struct EvaluationRecord {
     pub verdict: &'static str,
     pub started_ms: i64,
     pub millis: Option<u64>,
+    /// Clusters decided again (those the change or their state reached, and those with
+    /// something to do), and those left as they run: an evaluation costs the first.
+    pub decided: Option<usize>,
+    pub unchanged: Option<usize>,
 }
 
 /// The approval rules that govern one pending update, as the evaluation found them.
@@ -799,6 +803,8 @@ impl MainLoop {
                         verdict: "evaluating",
                         started_ms: store::now_ms(),
                         millis: None,
+                        decided: None,
+                        unchanged: None,
                     });
                     records.truncate(EVALUATIONS_KEPT);
                 }

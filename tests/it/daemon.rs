@@ -1577,3 +1577,39 @@ fn invalid_approval_rules_are_reported_with_file_and_line() {
         run.stderr
     );
 }
+
+/// A commit that changes one cluster's file decides that cluster again and leaves the others as
+/// they run: the evaluation costs what the change reaches. (Debug builds decide the others all
+/// the same and stop the evaluation if one of them had something to do.)
+#[test]
+fn a_commit_to_one_cluster_decides_only_that_cluster_again() {
+    let repo = Repo::example();
+    let daemon = Daemon::start(&local(&repo), &example_targets());
+    let ui = daemon.out("aws-cluster/hello-universe/deployment.ui.yaml");
+    daemon.wait_for("aws-cluster applied", Duration::from_secs(10), |_| file(&ui).contains("replicas: 1"));
+    let (_, all) = daemon.get("/api/v1/clusters");
+    let clusters = serde_json::from_str::<Value>(&all).unwrap().as_array().map_or(0, Vec::len);
+    assert!(clusters > 1, "{all}");
+    // The first evaluation after a start gives every worker its set; the next finds them running.
+    for replicas in [2, 3] {
+        repo.edit(
+            AWS_CLUSTER,
+            "  updates: manual",
+            &format!("  overrides:\n    hello-universe: {{ replicas: {replicas} }}\n  updates: manual"),
+        );
+        let head = repo.commit(&format!("{replicas} replicas for aws-cluster"));
+        daemon.wait_for("the override applied", Duration::from_secs(10), |_| {
+            file(&ui).contains(&format!("replicas: {replicas}"))
+        });
+        daemon.wait_settled(&head);
+        repo.edit(
+            AWS_CLUSTER,
+            &format!("  overrides:\n    hello-universe: {{ replicas: {replicas} }}\n  updates: manual"),
+            "  updates: manual",
+        );
+    }
+    let last = &daemon.revision()["evaluations"][0];
+    assert_eq!(last["verdict"], "loaded", "{last}");
+    assert_eq!(last["decided"], 1, "only aws-cluster is decided again: {last}");
+    assert_eq!(last["unchanged"], clusters - 1, "{last}");
+}

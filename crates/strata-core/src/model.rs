@@ -24,6 +24,9 @@ pub struct Model {
     pub rollouts: BTreeMap<String, crate::rollout::Rollout>,
     /// Who may approve which pending updates (`approvals/*.yaml`), in file order.
     pub approval_rules: Vec<crate::approval::Rule>,
+    /// Whether `clusters/` holds only plain files, directly (no links, no sub-directories): then
+    /// another revision loaded from this one lists only the cluster files that changed.
+    pub flat_clusters: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -290,6 +290,11 @@ impl Changes {
         self.paths.is_empty()
     }
 
+    /// The paths, sorted.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.paths.iter().map(String::as_str)
+    }
+
     /// Whether `path` changed, or anything below it, or anything above it (a directory that
     /// became a file or a link, which changes what `path` is). `""` is the root.
     pub fn touches(&self, path: &str) -> bool {
