@@ -138,15 +138,20 @@ fn main() {
     }
     page_times.sort();
 
-    // Commit to applied, five times: one cluster's overrides change each time. Cluster 7 overrides
-    // replicas in layer l1 (see the generator).
-    let c = 7;
+    // Commit to applied, five times: one cluster's overrides change each time. In the overridden
+    // fleet cluster 7 overrides replicas in layer l1; in the shared one cluster 3 overrides them
+    // (plus two) in layer l0 (see the generator).
+    let (c, layer, shown) = match shape {
+        Shape::Overridden => (7, 1, 0),
+        Shape::Shared => (3, 0, 2),
+    };
     let name = fleet::cluster_name(c);
-    let target = dir.path().join(format!("out/{name}/p{:02}-l1/deployment.app10.yaml", c % shape.profiles()));
+    let target =
+        dir.path().join(format!("out/{name}/p{:02}-l{layer}/deployment.app{layer}0.yaml", c % shape.profiles()));
     let mut latencies = Vec::new();
     for i in 0..5 {
         let replicas = 3 + i;
-        let want = format!("replicas: {replicas}");
+        let want = format!("replicas: {}", replicas + shown);
         fleet::override_one(&repo, shape, c, replicas);
         // `override_one` returns once `git commit` has: measure from there.
         let committed = Instant::now();

@@ -654,10 +654,11 @@ impl MainLoop {
             let evaluating = self.evaluation.is_some();
             tokio::select! {
                 trigger = rx.recv() => {
-                    // Debounce: a push touches several files (objects, the ref's lock, the ref)
-                    // within a few milliseconds; take them as one. Every millisecond here is one
-                    // more between a commit and its clusters.
-                    tokio::time::sleep(Duration::from_millis(15)).await;
+                    // Debounce: a push touches several files (the index, the ref's lock, the
+                    // ref) within a few milliseconds; take them as one. Every millisecond here is
+                    // one more between a commit and its clusters, and a trigger that comes after
+                    // only costs another read of the branch.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
                     let mut all = vec![trigger];
                     while let Ok(t) = rx.try_recv() {
                         all.push(Some(t));
