@@ -288,37 +288,61 @@ proptest::proptest! {
     /// through the real sops: its MAC and ours must agree on every value.
     #[test]
     fn random_documents_cross_the_sops_tool_both_ways(doc in document()) {
-        let Some(sops) = sops_binary() else {
-            static ONCE: std::sync::Once = std::sync::Once::new();
-            ONCE.call_once(|| skip("random_documents_cross_the_sops_tool_both_ways", "no sops binary"));
-            return Ok(());
-        };
-        let plain = serde_json::to_vec_pretty(&doc).unwrap();
-        // JSON
-        let ours = encrypt(&plain, Format::Json, &[SOPS_R1], &Default::default()).unwrap();
-        proptest::prop_assert_eq!(json(&sops_decrypt(&sops, &ours, Format::Json)), normalize(doc.clone()));
-        let theirs = sops_encrypt(&sops, &plain, Format::Json);
-        let dec = decrypt(&theirs, Format::Json, &sops_keys()).map_err(|e| proptest::test_runner::TestCaseError::fail(chain(&e)))?;
-        proptest::prop_assert_eq!(json(dec.as_bytes()), normalize(doc.clone()));
-        // YAML (the JSON text is a YAML document too); sops prints JSON, as
-        // some of its YAML (`|4-` block scalars in sequences) other readers refuse.
-        let ours = encrypt(&plain, Format::Yaml, &[SOPS_R1], &Default::default()).unwrap();
-        proptest::prop_assert_eq!(vec![json(&sops_decrypt_as(&sops, &ours, Format::Yaml, "json"))], yaml(&plain));
-        let theirs = sops_encrypt(&sops, &plain, Format::Yaml);
-        // Two sops (yaml.v3) bugs make some of its YAML files unreadable;
-        // those cases are skipped, the rest must decrypt here:
-        // - a whitespace-only cleartext value ("\t\n") is written as `null`,
-        //   so sops cannot decrypt its own file (MAC mismatch);
-        // - a cleartext value starting with a blank line or a space, inside a
-        //   sequence of mappings, gets an indentation indicator one level short
-        //   (`- k: |4-`): invalid YAML, refused by spec-following readers.
-        let self_consistent = sops_decrypt_checked(&sops, &theirs, Format::Yaml);
-        let invalid_yaml = String::from_utf8_lossy(&theirs)
-            .lines()
-            .any(|l| l.trim_start().starts_with("- ") && l.contains(": |") && l.contains(|c: char| c.is_ascii_digit()));
-        if self_consistent && !invalid_yaml {
-            let dec = decrypt(&theirs, Format::Yaml, &sops_keys()).map_err(|e| proptest::test_runner::TestCaseError::fail(chain(&e)))?;
-            proptest::prop_assert_eq!(yaml(dec.as_bytes()), yaml(&plain));
-        }
+        cross_both_ways(doc)?;
     }
+}
+
+/// A key that is a line separator (U+2028) once stopped the random documents: sops's YAML 1.1
+/// parser takes it for a line break (`random_documents_cross_the_sops_tool_both_ways` found it).
+#[test]
+fn a_line_separator_in_a_key_crosses_the_sops_tool_both_ways() {
+    let doc = serde_json::json!({"_": [{"\u{2028}": false}], "b\u{2029}": "x\u{2028}y"});
+    if let Err(e) = cross_both_ways(doc) {
+        panic!("{e}");
+    }
+}
+
+/// One document through our encryption and the real sops, as JSON and as YAML, both ways.
+fn cross_both_ways(doc: Value) -> Result<(), proptest::test_runner::TestCaseError> {
+    let Some(sops) = sops_binary() else {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| skip("random_documents_cross_the_sops_tool_both_ways", "no sops binary"));
+        return Ok(());
+    };
+    let plain = serde_json::to_vec_pretty(&doc).unwrap();
+    // JSON
+    let ours = encrypt(&plain, Format::Json, &[SOPS_R1], &Default::default()).unwrap();
+    proptest::prop_assert_eq!(json(&sops_decrypt(&sops, &ours, Format::Json)), normalize(doc.clone()));
+    let theirs = sops_encrypt(&sops, &plain, Format::Json);
+    let dec = decrypt(&theirs, Format::Json, &sops_keys())
+        .map_err(|e| proptest::test_runner::TestCaseError::fail(chain(&e)))?;
+    proptest::prop_assert_eq!(json(dec.as_bytes()), normalize(doc.clone()));
+    // YAML (the JSON text is a YAML document too); sops prints JSON, as
+    // some of its YAML (`|4-` block scalars in sequences) other readers refuse.
+    let ours = encrypt(&plain, Format::Yaml, &[SOPS_R1], &Default::default()).unwrap();
+    proptest::prop_assert_eq!(vec![json(&sops_decrypt_as(&sops, &ours, Format::Yaml, "json"))], yaml(&plain));
+    // YAML 1.1, which sops's parser (yaml.v3) reads, takes U+2028 and U+2029 for line
+    // breaks even inside a quoted scalar, so JSON text holding them raw is no YAML to it
+    // (YAML 1.2, which strata reads, has only \n and \r): sops is given them escaped,
+    // the same document.
+    let yaml11 =
+        String::from_utf8(plain.clone()).unwrap().replace('\u{2028}', "\\u2028").replace('\u{2029}', "\\u2029");
+    let theirs = sops_encrypt(&sops, yaml11.as_bytes(), Format::Yaml);
+    // Two sops (yaml.v3) bugs make some of its YAML files unreadable;
+    // those cases are skipped, the rest must decrypt here:
+    // - a whitespace-only cleartext value ("\t\n") is written as `null`,
+    //   so sops cannot decrypt its own file (MAC mismatch);
+    // - a cleartext value starting with a blank line or a space, inside a
+    //   sequence of mappings, gets an indentation indicator one level short
+    //   (`- k: |4-`): invalid YAML, refused by spec-following readers.
+    let self_consistent = sops_decrypt_checked(&sops, &theirs, Format::Yaml);
+    let invalid_yaml = String::from_utf8_lossy(&theirs)
+        .lines()
+        .any(|l| l.trim_start().starts_with("- ") && l.contains(": |") && l.contains(|c: char| c.is_ascii_digit()));
+    if self_consistent && !invalid_yaml {
+        let dec = decrypt(&theirs, Format::Yaml, &sops_keys())
+            .map_err(|e| proptest::test_runner::TestCaseError::fail(chain(&e)))?;
+        proptest::prop_assert_eq!(yaml(dec.as_bytes()), yaml(&plain));
+    }
+    Ok(())
 }
