@@ -10,7 +10,6 @@ use serde_saphyr::Spanned;
 
 use super::TargetConfig;
 use super::reader::{Reader, yes};
-use crate::diag::{Code, Diagnostic};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -120,11 +119,10 @@ pub(super) fn targets(cx: &mut Reader, raw: BTreeMap<String, Spanned<RawTarget>>
             Some(c) => {
                 targets.insert(name, c);
             }
-            None => cx.diags.push(
-                Diagnostic::new(Code::Schema, format!("target `{name}` must be exactly one kind of target"))
-                    .in_file(cx.file)
-                    .at_line(line)
-                    .help("use {kubeconfig: PATH, context: NAME}, {in_cluster: true} or {directory: PATH}"),
+            None => cx.schema(
+                line,
+                format!("target `{name}` must be exactly one kind of target"),
+                "use {kubeconfig: PATH, context: NAME}, {in_cluster: true} or {directory: PATH}",
             ),
         }
     }
@@ -138,11 +136,10 @@ pub(super) fn state_backend(cx: &mut Reader, raw: Option<&Spanned<RawState>>) ->
         Some(b) if b.value == "sqlite" => StateBackend::Sqlite,
         Some(b) if b.value == "kubernetes" => StateBackend::Kubernetes,
         Some(b) => {
-            cx.diags.push(
-                Diagnostic::new(Code::Schema, format!("state.backend `{}` is not a backend", b.value))
-                    .in_file(cx.file)
-                    .at_line(b.referenced.line() as usize)
-                    .help("use sqlite (one host, the default) or kubernetes (replicas sharing the management cluster)"),
+            cx.schema(
+                b.referenced.line() as usize,
+                format!("state.backend `{}` is not a backend", b.value),
+                "use sqlite (one host, the default) or kubernetes (replicas sharing the management cluster)",
             );
             StateBackend::Sqlite
         }
@@ -164,25 +161,20 @@ pub(super) fn kubernetes(
                 (Some(path), context) => TargetConfig::Kubeconfig { path: resolve(path), context: context.clone() },
                 (None, None) => TargetConfig::InCluster,
                 (None, Some(_)) => {
-                    cx.diags.push(
-                        Diagnostic::new(Code::Schema, "kubernetes.context needs kubernetes.kubeconfig")
-                            .in_file(cx.file)
-                            .at_line(line)
-                            .help("name the kubeconfig file too, or leave both out to use the pod's service account"),
+                    cx.schema(
+                        line,
+                        "kubernetes.context needs kubernetes.kubeconfig",
+                        "name the kubeconfig file too, or leave both out to use the pod's service account",
                     );
                     TargetConfig::InCluster
                 }
             };
             let namespace = k.namespace.map(|n| {
                 if !crate::names::is_dns1123_label(&n.value) {
-                    cx.diags.push(
-                        Diagnostic::new(
-                            Code::Schema,
-                            format!("kubernetes.namespace `{}` is not a namespace name", n.value),
-                        )
-                        .in_file(cx.file)
-                        .at_line(n.referenced.line() as usize)
-                        .help("a DNS label: lower-case letters, digits and `-`, at most 63 characters"),
+                    cx.schema(
+                        n.referenced.line() as usize,
+                        format!("kubernetes.namespace `{}` is not a namespace name", n.value),
+                        "a DNS label: lower-case letters, digits and `-`, at most 63 characters",
                     );
                 }
                 n.value
@@ -209,18 +201,16 @@ pub(super) fn sharding(
     if let Some(shards) = shards {
         let line = shards.referenced.line() as usize;
         if shards.value == 0 || shards.value > MAX_SHARDS {
-            cx.diags.push(
-                Diagnostic::new(Code::Schema, format!("shards: {} is not from 1 to {MAX_SHARDS}", shards.value))
-                    .in_file(cx.file)
-                    .at_line(line)
-                    .help("a few per replica is plenty: e.g. shards: 8 for 3 replicas"),
+            cx.schema(
+                line,
+                format!("shards: {} is not from 1 to {MAX_SHARDS}", shards.value),
+                "a few per replica is plenty: e.g. shards: 8 for 3 replicas",
             );
         } else if shards.value > 1 && state_backend != StateBackend::Kubernetes {
-            cx.diags.push(
-                Diagnostic::new(Code::Schema, "shards need the shared state: state: { backend: kubernetes }")
-                    .in_file(cx.file)
-                    .at_line(line)
-                    .help("replicas share pending updates, approvals and what each cluster runs through the management cluster"),
+            cx.schema(
+                line,
+                "shards need the shared state: state: { backend: kubernetes }",
+                "replicas share pending updates, approvals and what each cluster runs through the management cluster",
             );
         } else {
             sharding.shards = shards.value as u32;
@@ -245,12 +235,7 @@ pub(super) fn sharding(
             None
         };
         if let Some(problem) = problem {
-            cx.diags.push(
-                Diagnostic::new(Code::Schema, problem)
-                    .in_file(cx.file)
-                    .at_line(line)
-                    .help("e.g. leases: { duration: 15s, renew_deadline: 10s, retry_period: 2s }"),
-            );
+            cx.schema(line, problem, "e.g. leases: { duration: 15s, renew_deadline: 10s, retry_period: 2s }");
             sharding = Sharding { shards: sharding.shards, ..Sharding::default() };
         }
     }

@@ -8,7 +8,6 @@ use serde_saphyr::Spanned;
 
 use super::reader::{RawTls, Reader};
 use super::{Proxy, StatusConfig, StatusSink};
-use crate::diag::{Code, Diagnostic};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -83,21 +82,15 @@ pub(super) fn status(cx: &mut Reader, raw: Option<Spanned<RawStatus>>) -> Option
                 token_file: resolve(&token_file),
             }),
             (None, _, _) => {
-                cx.diags.push(
-                    Diagnostic::new(Code::Schema, format!("status.provider `{}` is not supported", r.provider))
-                        .in_file(cx.file)
-                        .at_line(line)
-                        .help("use github, gitea, forgejo, gitlab, bitbucket or git-notes"),
+                cx.schema(
+                    line,
+                    format!("status.provider `{}` is not supported", r.provider),
+                    "use github, gitea, forgejo, gitlab, bitbucket or git-notes",
                 );
                 None
             }
             _ => {
-                cx.diags.push(
-                    Diagnostic::new(Code::Schema, "status needs `repo` and `token_file` for a forge")
-                        .in_file(cx.file)
-                        .at_line(line)
-                        .help("e.g. status: { provider: github, repo: platform/fleet, token_file: /run/credentials/strata.service/github-token }"),
-                );
+                cx.schema(line, "status needs `repo` and `token_file` for a forge", "e.g. status: { provider: github, repo: platform/fleet, token_file: /run/credentials/strata.service/github-token }");
                 None
             }
         }
@@ -112,19 +105,17 @@ pub(super) fn proxy(cx: &mut Reader, raw: Option<Spanned<RawProxy>>) -> Option<P
     let line = p.referenced.line() as usize;
     let p = p.value;
     if p.username.is_some() != p.password_file.is_some() {
-        cx.diags.push(
-            Diagnostic::new(Code::Schema, "proxy: username and password_file go together")
-                .in_file(cx.file)
-                .at_line(line)
-                .help("the proxy's basic-auth password is read from password_file, never written in strata.yaml"),
+        cx.schema(
+            line,
+            "proxy: username and password_file go together",
+            "the proxy's basic-auth password is read from password_file, never written in strata.yaml",
         );
     }
     if let Err(e) = crate::net::proxy::Router::from_config(&Proxy { url: p.url.clone(), ..Proxy::default() }) {
-        cx.diags.push(
-            Diagnostic::new(Code::Schema, e.to_string())
-                .in_file(cx.file)
-                .at_line(line)
-                .help("e.g. proxy: { url: http://proxy.example.com:3128, no_proxy: [.example.com, 10.0.0.0/8] }"),
+        cx.schema(
+            line,
+            e.to_string(),
+            "e.g. proxy: { url: http://proxy.example.com:3128, no_proxy: [.example.com, 10.0.0.0/8] }",
         );
     }
     Some(Proxy {

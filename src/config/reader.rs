@@ -32,16 +32,21 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A setting that is not what it should be, at `line` of the file: `error[schema]`.
+    pub fn schema(&mut self, line: usize, message: impl Into<String>, help: &str) {
+        self.diags.push(Diagnostic::new(Code::Schema, message).in_file(self.file).at_line(line).help(help));
+    }
+
     /// A duration setting, or its default with a diagnostic when it does not parse.
     pub fn duration(&mut self, value: &Option<Spanned<String>>, what: &str, default: Duration) -> Duration {
         match value {
             None => default,
             Some(v) => parse_duration(&v.value).unwrap_or_else(|| {
-                self.diags.push(
-                    Diagnostic::new(Code::Schema, format!("{what} `{}` is not a duration", v.value))
-                        .in_file(self.file)
-                        .at_line(v.referenced.line() as usize)
-                        .help("write durations like 90s, 5m or 1h"),
+                let line = v.referenced.line() as usize;
+                self.schema(
+                    line,
+                    format!("{what} `{}` is not a duration", v.value),
+                    "write durations like 90s, 5m or 1h",
                 );
                 default
             }),

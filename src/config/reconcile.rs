@@ -10,7 +10,6 @@ use serde_saphyr::Spanned;
 
 use super::reader::Reader;
 use crate::apply::Options;
-use crate::diag::{Code, Diagnostic};
 use crate::render::engine::Limits;
 
 #[derive(Deserialize, Default)]
@@ -119,11 +118,10 @@ pub(super) fn audit(cx: &mut Reader, raw: &RawAudit) -> AuditConfig {
     let retention = cx.duration(&raw.retention, "audit.retention", defaults.retention);
     let max_entries = match &raw.max_entries {
         Some(n) if n.value == 0 => {
-            cx.diags.push(
-                Diagnostic::new(Code::Schema, "audit.max_entries: 0 would keep no audit trail")
-                    .in_file(cx.file)
-                    .at_line(n.referenced.line() as usize)
-                    .help("give the most entries to keep, e.g. audit: { max_entries: 1000000 } (the default)"),
+            cx.schema(
+                n.referenced.line() as usize,
+                "audit.max_entries: 0 would keep no audit trail",
+                "give the most entries to keep, e.g. audit: { max_entries: 1000000 } (the default)",
             );
             defaults.max_entries
         }
@@ -131,11 +129,10 @@ pub(super) fn audit(cx: &mut Reader, raw: &RawAudit) -> AuditConfig {
         None => defaults.max_entries,
     };
     if retention < Duration::from_secs(86_400) {
-        cx.diags.push(
-            Diagnostic::new(Code::Schema, "audit.retention is shorter than a day")
-                .in_file(cx.file)
-                .at_line(raw.retention.as_ref().map_or(0, |r| r.referenced.line() as usize))
-                .help("keep the audit trail a day at least, e.g. audit: { retention: 365d } (the default)"),
+        cx.schema(
+            raw.retention.as_ref().map_or(0, |r| r.referenced.line() as usize),
+            "audit.retention is shorter than a day",
+            "keep the audit trail a day at least, e.g. audit: { retention: 365d } (the default)",
         );
     }
     AuditConfig { retention: retention.max(Duration::from_secs(86_400)), max_entries }

@@ -253,11 +253,10 @@ pub(super) fn listen(cx: &mut Reader, raw: Option<&Spanned<String>>) -> SocketAd
     match raw {
         None => DEFAULT_LISTEN.parse().expect("valid default"),
         Some(l) => l.value.parse().unwrap_or_else(|_| {
-            cx.diags.push(
-                Diagnostic::new(Code::Schema, format!("listen `{}` is not an address", l.value))
-                    .in_file(cx.file)
-                    .at_line(l.referenced.line() as usize)
-                    .help("write HOST:PORT, e.g. 127.0.0.1:9477"),
+            cx.schema(
+                l.referenced.line() as usize,
+                format!("listen `{}` is not an address", l.value),
+                "write HOST:PORT, e.g. 127.0.0.1:9477",
             );
             DEFAULT_LISTEN.parse().expect("valid default")
         }),
@@ -269,11 +268,10 @@ pub(super) fn view(cx: &mut Reader, raw: &RawView) -> ViewConfig {
     let public_url = raw.public_url.as_ref().and_then(|u| {
         parse_public_url(&u.value)
             .map_err(|problem| {
-                cx.diags.push(
-                    Diagnostic::new(Code::Schema, format!("view.public_url `{}` {problem}", u.value))
-                        .in_file(cx.file)
-                        .at_line(u.referenced.line() as usize)
-                        .help("write the URL people open, e.g. https://strata.example.com"),
+                cx.schema(
+                    u.referenced.line() as usize,
+                    format!("view.public_url `{}` {problem}", u.value),
+                    "write the URL people open, e.g. https://strata.example.com",
                 )
             })
             .ok()
@@ -306,12 +304,7 @@ pub(super) fn api_tokens(cx: &mut Reader, raw: &RawApi) -> Vec<ApiToken> {
             None
         };
         if let Some(problem) = problem {
-            cx.diags.push(
-                Diagnostic::new(Code::Schema, problem)
-                    .in_file(cx.file)
-                    .at_line(line)
-                    .help("name each token once, in letters, digits, -, _, . or @ (up to 63): tokens: [{ name: ci, token_file: ci-token, groups: [deployers] }]"),
-            );
+            cx.schema(line, problem, "name each token once, in letters, digits, -, _, . or @ (up to 63): tokens: [{ name: ci, token_file: ci-token, groups: [deployers] }]");
             continue;
         }
         tokens.push(ApiToken {
@@ -427,11 +420,10 @@ pub(super) fn listener(cx: &mut Reader, raw: &RawListener) -> ListenerConfig {
         if valid_host(&value) {
             allowed_hosts.push(value);
         } else {
-            cx.diags.push(
-                Diagnostic::new(Code::Schema, format!("listener.allowed_hosts: `{}` is not a host", host.value))
-                    .in_file(cx.file)
-                    .at_line(host.referenced.line() as usize)
-                    .help("write what clients send as Host: a name or address with an optional port, e.g. strata.internal:9477"),
+            cx.schema(
+                host.referenced.line() as usize,
+                format!("listener.allowed_hosts: `{}` is not a host", host.value),
+                "write what clients send as Host: a name or address with an optional port, e.g. strata.internal:9477",
             );
         }
     }
@@ -443,14 +435,10 @@ pub(super) fn listener(cx: &mut Reader, raw: &RawListener) -> ListenerConfig {
         Some(v) => match parse_size(&v.value) {
             Some(n) if n >= MAX_BODY && n <= u32::MAX as usize => n,
             _ => {
-                cx.diags.push(
-                    Diagnostic::new(
-                        Code::Schema,
-                        format!("listener.max_body_bytes_in_flight `{}` is not a size from 1MiB to 4GiB", v.value),
-                    )
-                    .in_file(cx.file)
-                    .at_line(v.referenced.line() as usize)
-                    .help("write sizes like 16MiB (at least one whole webhook body, 1MiB)"),
+                cx.schema(
+                    v.referenced.line() as usize,
+                    format!("listener.max_body_bytes_in_flight `{}` is not a size from 1MiB to 4GiB", v.value),
+                    "write sizes like 16MiB (at least one whole webhook body, 1MiB)",
                 );
                 defaults.max_body_bytes_in_flight
             }

@@ -9,7 +9,6 @@ use serde_saphyr::Spanned;
 
 use super::reader::{RawTls, Reader};
 use super::{Tls, Verify, VerifyMode};
-use crate::diag::{Code, Diagnostic};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -139,21 +138,19 @@ fn verify(cx: &mut Reader, v: Spanned<RawVerify>) -> Verify {
         None | Some("head") => VerifyMode::Head,
         Some("all") => VerifyMode::All,
         Some(other) => {
-            cx.diags.push(
-                Diagnostic::new(Code::Schema, format!("repository.verify.mode `{other}` is not a mode"))
-                    .in_file(cx.file)
-                    .at_line(v.value.mode.as_ref().map_or(vline, |m| m.referenced.line() as usize))
-                    .help("use head (the evaluated commit is signed) or all (every commit since the last evaluated one is)"),
+            cx.schema(
+                v.value.mode.as_ref().map_or(vline, |m| m.referenced.line() as usize),
+                format!("repository.verify.mode `{other}` is not a mode"),
+                "use head (the evaluated commit is signed) or all (every commit since the last evaluated one is)",
             );
             VerifyMode::Head
         }
     };
     if v.value.ssh_allowed_signers.is_none() && v.value.gpg_keyring.is_none() {
-        cx.diags.push(
-            Diagnostic::new(Code::Schema, "repository.verify names no key: no commit could be verified")
-                .in_file(cx.file)
-                .at_line(vline)
-                .help("set ssh_allowed_signers: FILE (OpenSSH allowed signers) and/or gpg_keyring: FILE (gpg --export --armor)"),
+        cx.schema(
+            vline,
+            "repository.verify names no key: no commit could be verified",
+            "set ssh_allowed_signers: FILE (OpenSSH allowed signers) and/or gpg_keyring: FILE (gpg --export --armor)",
         );
     }
     Verify {
@@ -183,21 +180,19 @@ pub(super) fn decryption(cx: &mut Reader, raw: Option<Spanned<RawDecryption>>, k
     let files: Vec<PathBuf> = d.age_key_files.iter().chain(&d.age_key_file).map(|f| resolve(f)).collect();
     let secret = d.secret.map(|s| {
         if !kubernetes_mode {
-            cx.diags.push(
-                Diagnostic::new(Code::Schema, "decryption.secret needs Kubernetes mode (kubernetes:)")
-                    .in_file(cx.file)
-                    .at_line(s.referenced.line() as usize)
-                    .help("on a single host, list the age identity files in decryption.age_key_files"),
+            cx.schema(
+                s.referenced.line() as usize,
+                "decryption.secret needs Kubernetes mode (kubernetes:)",
+                "on a single host, list the age identity files in decryption.age_key_files",
             );
         }
         s.value
     });
     if files.is_empty() && secret.is_none() {
-        cx.diags.push(
-            Diagnostic::new(Code::Schema, "decryption names no age key")
-                .in_file(cx.file)
-                .at_line(line)
-                .help("e.g. decryption: { age_key_files: [/etc/strata/age.key] } (age-keygen -o FILE makes one)"),
+        cx.schema(
+            line,
+            "decryption names no age key",
+            "e.g. decryption: { age_key_files: [/etc/strata/age.key] } (age-keygen -o FILE makes one)",
         );
     }
     Decryption { age_key_files: files, secret }

@@ -319,7 +319,7 @@ impl fmt::Debug for Memo {
 /// What a quiet cluster's decision rested on besides the repository. While all of it holds, the
 /// cluster's worker runs, and the commit reaches neither its file nor what its profile version
 /// reads, deciding it again decides the same: nothing to do.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 struct Rest {
     profile_revision: Option<String>,
     cluster_revision: Option<String>,

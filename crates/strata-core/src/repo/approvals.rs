@@ -18,7 +18,7 @@
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::{check_header, check_name, line, read_yaml, yaml_files};
+use super::{RawMeta, check_header, check_name, line, read_yaml, yaml_files};
 use crate::approval::{APPROVALS_DIR, Rule};
 use crate::diag::{Code, Diagnostic, Diagnostics};
 use crate::model::Model;
@@ -31,14 +31,6 @@ struct RawRules {
     kind: Spanned<String>,
     metadata: RawMeta,
     spec: RawSpec,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawMeta {
-    name: Spanned<String>,
-    #[serde(default)]
-    description: Option<String>,
 }
 
 #[derive(Deserialize)]

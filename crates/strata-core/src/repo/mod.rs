@@ -85,6 +85,15 @@ struct RawLayer {
     sensitive: Vec<Spanned<FieldRule>>,
 }
 
+/// The metadata of a rollout policy or an approval rules file: a name and what it is for.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMeta {
+    name: Spanned<String>,
+    #[serde(default)]
+    description: Option<String>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawCluster {

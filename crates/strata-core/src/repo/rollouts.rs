@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_saphyr::Spanned;
 
-use super::{check_header, check_name, line, read_yaml, yaml_files};
+use super::{RawMeta, check_header, check_name, line, read_yaml, yaml_files};
 use crate::diag::{Code, Diagnostic, Diagnostics};
 use crate::model::Model;
 use crate::rollout::policy::{Approval, OnFailure, Parallel, ROLLOUTS_DIR, Rollout, Selector, UNSELECTED, Wave};
@@ -29,14 +29,6 @@ struct RawRollout {
     kind: Spanned<String>,
     metadata: RawMeta,
     spec: RawSpec,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawMeta {
-    name: Spanned<String>,
-    #[serde(default)]
-    description: Option<String>,
 }
 
 #[derive(Deserialize)]
