@@ -6,15 +6,18 @@
 //! - cold start (empty state) to ready, and to the whole fleet applied;
 //! - commit-to-applied latency: from `git commit` returning to the cluster's file changing on
 //!   disk, for a commit that changes one cluster's overrides (five commits);
-//! - the daemon's resident memory once the fleet is applied, and its peak;
+//! - the daemon's resident memory once the fleet is applied (1 s after, and 15 s after: the work
+//!   over and freed memory given back), its peak, and its template workers';
 //! - CPU time per idle minute (no commits; drift checks at their default interval);
-//! - a restart with the state in place (nothing changed in Git): start to ready;
+//! - a restart with the state in place (nothing changed in Git): start to ready, memory 2 s and
+//!   30 s after (every cluster's first drift check falls due at start);
 //! - the fleet page (`/`: since issue 20 the overview and the first 50 clusters; `benches/view.rs`
 //!   measures it in detail).
 //!
 //! `cargo bench --bench daemon` (`-- --clusters N`, `--shape overridden|shared`,
 //! `--idle-seconds N` to shorten the idle measurement, `--on-disk` to work under the temporary
-//! directory instead of /dev/shm).
+//! directory instead of /dev/shm, `--binary PATH` to measure another build of strata on the same
+//! fleet, side by side).
 
 #[allow(dead_code)] // the tests use more of it
 #[path = "../tests/common/proc.rs"]
@@ -50,8 +53,8 @@ fn body(address: &str, path: &str) -> String {
     response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default()
 }
 
-fn start(dir: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_strata"))
+fn start(binary: &str, dir: &Path) -> Child {
+    Command::new(binary)
         .args(["run", "--config"])
         .arg(dir.join("strata.yaml"))
         .env("RUST_LOG", "warn")
@@ -81,6 +84,18 @@ fn wait_ready(dir: &Path, deadline: Instant) -> String {
     }
 }
 
+/// The resident memory of `pid`'s children (the template workers), in KiB: each thread lists the
+/// children it started.
+fn children_rss(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|children| children.split_whitespace().filter_map(|c| c.parse().ok()).collect::<Vec<u32>>())
+        .map(|c| proc_status(c, "VmRSS:"))
+        .sum()
+}
+
 fn stop(mut child: Child) {
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let _ = child.wait();
@@ -93,6 +108,8 @@ fn main() {
     let clusters: usize = arg("--clusters").and_then(|n| n.parse().ok()).unwrap_or(1000);
     let shape =
         arg("--shape").map(|s| Shape::parse(&s).expect("--shape overridden|shared")).unwrap_or(Shape::Overridden);
+    // Another build of strata, to measure it side by side with this one on the same fleet.
+    let binary = arg("--binary").unwrap_or_else(|| env!("CARGO_BIN_EXE_strata").to_string());
     // On tmpfs when there is one: 40,000 files created at once measure the disk's inode allocator
     // more than strata (on this machine's ext4 that alone took most of a 30-second cold start).
     let base = if Path::new("/dev/shm").is_dir() && !args.iter().any(|a| a == "--on-disk") {
@@ -114,7 +131,7 @@ fn main() {
     std::fs::write(dir.path().join("strata.yaml"), config).unwrap();
 
     let started = Instant::now();
-    let child = start(dir.path());
+    let child = start(&binary, dir.path());
     let pid = child.id();
     let deadline = Instant::now() + Duration::from_secs(1800);
     let address = wait_ready(dir.path(), deadline);
@@ -127,6 +144,10 @@ fn main() {
     let applied = started.elapsed();
     std::thread::sleep(Duration::from_secs(1));
     let rss = proc_status(pid, "VmRSS:");
+    // Once the work of the apply is over and freed memory was given back (every 10 s).
+    std::thread::sleep(Duration::from_secs(14));
+    let settled = proc_status(pid, "VmRSS:");
+    let helpers = children_rss(pid);
 
     // The fleet page, over loopback (median of 20).
     let mut page_times = Vec::new();
@@ -184,11 +205,14 @@ fn main() {
 
     // A restart with the state in place and nothing new in Git.
     let restarted = Instant::now();
-    let child = start(dir.path());
+    let child = start(&binary, dir.path());
     wait_ready(dir.path(), Instant::now() + Duration::from_secs(600));
     let restart = restarted.elapsed();
     std::thread::sleep(Duration::from_secs(2));
     let restart_rss = proc_status(child.id(), "VmRSS:");
+    // After the first drift check of every cluster (due at start), settled.
+    std::thread::sleep(Duration::from_secs(28));
+    let restart_settled = proc_status(child.id(), "VmRSS:");
     stop(child);
     git(&repo, &["log", "-1", "--format=%h"]);
 
@@ -206,12 +230,19 @@ fn main() {
     if let (Some(median), Some(max)) = (evaluations.get(evaluations.len() / 2), evaluations.last()) {
         println!("evaluation of those commits (the daemon's own timing): median {median}ms, max {max}ms");
     }
-    println!("RSS with the fleet applied: {:.1} MiB (peak {:.1} MiB)", rss as f64 / 1024.0, peak as f64 / 1024.0);
+    println!(
+        "RSS with the fleet applied: {:.1} MiB after 1 s, {:.1} MiB after 15 s (peak {:.1} MiB); template workers {:.1} MiB",
+        rss as f64 / 1024.0,
+        settled as f64 / 1024.0,
+        peak as f64 / 1024.0,
+        helpers as f64 / 1024.0
+    );
     println!("CPU per idle minute: {:.2}s (measured over {idle}s)", cpu_per_minute.as_secs_f64());
     println!(
-        "restart with state in place: ready in {:.2}s, RSS {:.1} MiB",
+        "restart with state in place: ready in {:.2}s, RSS {:.1} MiB after 2 s, {:.1} MiB after 30 s",
         restart.as_secs_f64(),
-        restart_rss as f64 / 1024.0
+        restart_rss as f64 / 1024.0,
+        restart_settled as f64 / 1024.0
     );
     println!(
         "fleet page (`/`) with {clusters} clusters: median {:.1}ms, max {:.1}ms ({} KiB)",

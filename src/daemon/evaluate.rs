@@ -282,7 +282,7 @@ pub fn evaluate(
     };
     *shared.memo.lock().unwrap_or_else(|p| p.into_inner()) = memo;
     if much {
-        give_back_freed_memory();
+        super::memory::give_back();
     }
     outcomes
 }
@@ -305,8 +305,8 @@ pub struct Memo {
     head: String,
     /// The public keys of the identities its snapshot decrypts with.
     keys: Vec<String>,
-    /// The head's snapshot and model.
-    loaded: (Snapshot, Model),
+    /// The head's snapshot and model (shared with the [`Deferred`] that renders sets again).
+    loaded: Arc<(Snapshot, Model)>,
     quiet: HashMap<String, Rest>,
 }
 
@@ -356,7 +356,7 @@ impl Rest {
 /// What [`evaluate_at`] hands on to the next [`Memo`]: the head's snapshot and model when it
 /// loaded them (`None`: the memo's head is this head), and the clusters quiet at it.
 struct Next {
-    head: Option<(Snapshot, Model)>,
+    head: Option<Arc<(Snapshot, Model)>>,
     /// Those it decided to be quiet.
     quiet: HashMap<String, Rest>,
     /// Those of the memo it left quiet (their rests carried over).
@@ -373,7 +373,7 @@ fn still_quiet<'m>(
     states: &BTreeMap<String, store::ClusterState>,
     running: &HashSet<String>,
 ) -> HashSet<&'m str> {
-    let (memo_snapshot, memo_model) = &memo.loaded;
+    let (memo_snapshot, memo_model) = &*memo.loaded;
     let edits = Edits::new(Some(since), memo_snapshot.tree.as_ref(), head_snapshot.tree.as_ref());
     // A profile whose versions are the same on both sides, none of them edited, resolves every
     // cluster alike on both sides: its clusters need no resolving (a fleet has a few profiles).
@@ -437,7 +437,7 @@ fn evaluate_at(
     let memo_head = memo.filter(|m| m.head == head);
     // What each revision loaded differs from the head in: what is loaded again, and what is rendered.
     let mut changes: HashMap<String, Changes> = HashMap::new();
-    let head_owned: Option<(Snapshot, Model)> = match memo_head {
+    let head_owned: Option<Arc<(Snapshot, Model)>> = match memo_head {
         Some(_) => None,
         None => {
             let snapshot =
@@ -451,14 +451,15 @@ fn evaluate_at(
             if let Some((memo, diff)) = since {
                 changes.insert(memo.head.clone(), diff);
             }
-            Some((snapshot, model))
+            Some(Arc::new((snapshot, model)))
         }
     };
-    let head_loaded: &(Snapshot, Model) = match (memo_head, &head_owned) {
+    let head_arc: &Arc<(Snapshot, Model)> = match (memo_head, &head_owned) {
         (Some(memo), _) => &memo.loaded,
         (None, Some(loaded)) => loaded,
         (None, None) => unreachable!("loaded above"),
     };
+    let head_loaded: &(Snapshot, Model) = head_arc;
     let (head_snapshot, head_model) = head_loaded;
     // A SOPS file the profiles read that does not decrypt rejects the revision, as a file that
     // does not load does: no cluster renders half of its layers.
@@ -524,7 +525,7 @@ fn evaluate_at(
     let mut loaded: HashMap<&str, &(Snapshot, Model)> = others.iter().map(|(r, l)| (r.as_str(), l)).collect();
     loaded.insert(head, head_loaded);
     if let Some(memo) = memo_base {
-        loaded.insert(memo.head.as_str(), &memo.loaded);
+        loaded.insert(memo.head.as_str(), &*memo.loaded);
     }
     let tools = SystemTools::default();
     // Renders stop the moment a newer revision supersedes this one.
@@ -554,7 +555,6 @@ fn evaluate_at(
         loaded: &loaded,
         renderers: &renderers,
         edits: &edits,
-        deferred: Arc::new(Deferred::new(source.clone(), shared.render.clone())),
         now: store::now(),
     };
     let mut outcomes = Vec::new();
@@ -694,7 +694,6 @@ fn evaluate_at(
                         target: r.target,
                         drift: r.drift,
                         rollout: r.rollout,
-                        deferred: None,
                     },
                     held,
                 )),
@@ -728,6 +727,9 @@ fn evaluate_at(
         unchanged = quiet.len(),
         "Evaluated: clusters the change (or their state) reached decided again, the others left as they run."
     );
+    // Sets asked for again from now on are rendered from this head first.
+    let deferred = Deferred::new(source.clone(), shared.render.clone(), Some((head.to_string(), head_arc.clone())));
+    *shared.deferred.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(deferred));
     let kept = quiet.into_iter().map(str::to_string).collect();
     Ok((outcomes, Next { head: head_owned, quiet: still, kept }))
 }
@@ -761,17 +763,6 @@ struct ToRender<'r> {
     rollout: Option<String>,
 }
 
-/// Rendering a fleet allocates and frees its parsed sets by the thousand, and glibc keeps what
-/// is freed in its arenas; handing it back keeps the daemon's resident memory what it holds (its
-/// packed sets), not the peak of its last evaluation.
-fn give_back_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free memory to the system; it has no preconditions.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 /// What deciding one cluster reads: the revisions loaded, what each cluster runs, and what each
 /// revision's change from the head edited.
 struct Context<'a> {
@@ -782,7 +773,6 @@ struct Context<'a> {
     loaded: &'a HashMap<&'a str, &'a (Snapshot, Model)>,
     renderers: &'a HashMap<&'a str, Renderer<'a>>,
     edits: &'a HashMap<&'a str, Edits<'a>>,
-    deferred: Arc<Deferred>,
     now: i64,
 }
 
@@ -951,7 +941,6 @@ impl<'a> Context<'a> {
                         target: target.clone(),
                         drift: cluster.drift,
                         rollout: rollout.clone(),
-                        deferred: Some(self.deferred.clone()),
                     });
                     None
                 }
@@ -1002,14 +991,31 @@ fn recorded(state: &store::ClusterState) -> Option<PackedSet> {
     }
 }
 
-/// Renders desired sets that were deferred, when workers ask for them. Requests that come in
-/// while a batch renders make the next batch: after a restart a thousand workers ask at about
-/// the same time, and each revision is loaded once for all of them and rendered on every core.
+/// Renders again, when workers ask, the sets they hold only the identity of: those the store
+/// records a cluster runs (after a restart), and those a worker let go of once applied (sets of
+/// manifests alone: rendering one again costs less than keeping it, see the worker).
+///
+/// A set is rendered from the head of the evaluation that made this `Deferred` first: most
+/// clusters run what the head renders, whatever revision they were applied at, and the digest
+/// proves it (it is over every object as applied). Only a set the head renders otherwise (a held
+/// update, a rollout's earlier revision) is rendered at the revisions it was applied from; the
+/// last few of those stay loaded, sharing the head's unchanged cluster files.
+///
+/// Requests that come in while a batch renders make the next batch: after a restart a thousand
+/// workers ask at about the same time, and each revision is loaded once for all of them and
+/// rendered on every core.
 pub struct Deferred {
     source: GitSource,
     settings: crate::render::Settings,
+    /// The evaluated head: its id, snapshot and model.
+    head: Option<(String, Arc<(Snapshot, Model)>)>,
+    /// Other revisions loaded, the most recently used last.
+    kept: Mutex<Vec<(Revisions, Arc<Loaded>)>>,
     queue: Mutex<Queue>,
 }
+
+/// How many (profile revision, cluster revision) pairs besides the head a [`Deferred`] keeps loaded.
+const KEPT_REVISIONS: usize = 4;
 
 #[derive(Default)]
 struct Queue {
@@ -1019,14 +1025,15 @@ struct Queue {
 }
 
 struct Request {
-    cluster: String,
+    /// The set asked for (its identity).
+    wanted: PackedSet,
     profile_revision: String,
     cluster_revision: String,
     reply: oneshot::Sender<Result<PackedSet, DeferredError>>,
 }
 
-/// Why the set a cluster runs could not be rendered again at start. One failure to load a
-/// revision answers every cluster waiting on it, hence `Clone` (the causes shared).
+/// Why the set a cluster runs could not be rendered again. One failure to load a revision
+/// answers every cluster waiting on it, hence `Clone` (the causes shared).
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum DeferredError {
     #[error(transparent)]
@@ -1041,27 +1048,39 @@ pub enum DeferredError {
     Crashed(String),
     #[error("rendering the set stopped")]
     Stopped,
+    #[error("no revision is evaluated yet to render the set from")]
+    NotEvaluated,
 }
 
 /// A revision's profile content (snapshot and model) and, when another revision's, its cluster files.
 type Loaded = (Snapshot, Model, Option<Model>);
 
+/// A set's profile revision and cluster revision.
+type Revisions = (String, String);
+
 impl fmt::Debug for Deferred {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Deferred").field("source", &self.source).finish_non_exhaustive()
+        f.debug_struct("Deferred")
+            .field("source", &self.source)
+            .field("head", &self.head.as_ref().map(|(head, _)| head))
+            .finish_non_exhaustive()
     }
 }
 
 impl Deferred {
-    pub fn new(source: GitSource, settings: crate::render::Settings) -> Self {
-        Deferred { source, settings, queue: Mutex::default() }
+    pub fn new(
+        source: GitSource,
+        settings: crate::render::Settings,
+        head: Option<(String, Arc<(Snapshot, Model)>)>,
+    ) -> Self {
+        Deferred { source, settings, head, kept: Mutex::default(), queue: Mutex::default() }
     }
 
-    /// The set `cluster` runs: its profile content at `profile_revision`, its cluster file at
-    /// `cluster_revision`.
+    /// The set `wanted` (an identity) of `wanted.cluster`, applied from its profile content at
+    /// `profile_revision` and its cluster file at `cluster_revision`.
     pub async fn render(
         self: &Arc<Self>,
-        cluster: &str,
+        wanted: &PackedSet,
         profile_revision: &str,
         cluster_revision: &str,
     ) -> Result<PackedSet, DeferredError> {
@@ -1069,7 +1088,7 @@ impl Deferred {
         let start = {
             let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
             queue.waiting.push(Request {
-                cluster: cluster.to_string(),
+                wanted: wanted.to_identity(),
                 profile_revision: profile_revision.to_string(),
                 cluster_revision: cluster_revision.to_string(),
                 reply,
@@ -1085,8 +1104,7 @@ impl Deferred {
 
     fn serve(&self) {
         let tools = SystemTools::default();
-        // Revisions loaded while requests keep coming.
-        let mut loaded: HashMap<(String, String), Result<Loaded, DeferredError>> = HashMap::new();
+        let mut rendered = 0;
         loop {
             let batch = {
                 let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -1096,17 +1114,18 @@ impl Deferred {
                 }
                 std::mem::take(&mut queue.waiting)
             };
-            let mut by_revisions: HashMap<(String, String), Vec<Request>> = HashMap::new();
+            rendered += batch.len();
+            let batch = match &self.head {
+                Some((_, head)) => self.answer_from_head(head, batch, &tools),
+                None => batch,
+            };
+            let mut by_revisions: HashMap<Revisions, Vec<Request>> = HashMap::new();
             for request in batch {
                 let key = (request.profile_revision.clone(), request.cluster_revision.clone());
                 by_revisions.entry(key).or_default().push(request);
             }
             for (key, requests) in by_revisions {
-                let load = || {
-                    guard::catch(|| self.load(&key.0, &key.1))
-                        .unwrap_or_else(|p| Err(DeferredError::Crashed(p.to_string())))
-                };
-                let (snapshot, model, cluster_model) = match loaded.entry(key.clone()).or_insert_with(load) {
+                let loaded = match self.loaded(&key) {
                     Ok(loaded) => loaded,
                     Err(e) => {
                         for request in requests {
@@ -1115,28 +1134,77 @@ impl Deferred {
                         continue;
                     }
                 };
+                let (snapshot, model, cluster_model) = &*loaded;
                 let renderer = Renderer::new(snapshot.tree.as_ref(), model, &tools).with_settings(&self.settings);
                 let clusters = cluster_model.as_ref().unwrap_or(model);
                 requests.into_par_iter().for_each(|request| {
-                    let render = || match clusters.clusters.get(&request.cluster) {
+                    let cluster = &request.wanted.cluster;
+                    let render = || match clusters.clusters.get(cluster) {
                         Some(cluster) => renderer.render(cluster).map(|set| set.pack()).map_err(DeferredError::Render),
-                        None => {
-                            Err(DeferredError::Missing { cluster: request.cluster.clone(), revision: key.1.clone() })
-                        }
+                        None => Err(DeferredError::Missing { cluster: cluster.clone(), revision: key.1.clone() }),
                     };
                     let set = guard::catch(render).unwrap_or_else(|p| Err(DeferredError::Crashed(p.to_string())));
                     let _ = request.reply.send(set);
                 });
             }
         }
-        drop(loaded);
-        give_back_freed_memory();
+        // A restart's worth of sets freed: give it back (one drift check's set is not worth the walk).
+        if rendered >= TRIM_AFTER {
+            super::memory::give_back();
+        }
+    }
+
+    /// Answers the requests the head renders the very set of; returns the others.
+    fn answer_from_head(&self, head: &(Snapshot, Model), batch: Vec<Request>, tools: &SystemTools) -> Vec<Request> {
+        let (snapshot, model) = head;
+        let renderer = Renderer::new(snapshot.tree.as_ref(), model, tools).with_settings(&self.settings);
+        batch
+            .into_par_iter()
+            .filter_map(|request| {
+                let Some(cluster) = model.clusters.get(&request.wanted.cluster) else { return Some(request) };
+                match guard::catch(|| renderer.render(cluster).map(|set| set.pack())) {
+                    Ok(Ok(set)) if set.is(&request.wanted) => {
+                        let _ = request.reply.send(Ok(set));
+                        None
+                    }
+                    _ => Some(request),
+                }
+            })
+            .collect()
+    }
+
+    /// A pair of revisions loaded, from those kept or now.
+    fn loaded(&self, key: &Revisions) -> Result<Arc<Loaded>, DeferredError> {
+        {
+            let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(i) = kept.iter().position(|(k, _)| k == key) {
+                let entry = kept.remove(i);
+                let loaded = entry.1.clone();
+                kept.push(entry);
+                return Ok(loaded);
+            }
+        }
+        let loaded = guard::catch(|| self.load(&key.0, &key.1))
+            .unwrap_or_else(|p| Err(DeferredError::Crashed(p.to_string())))
+            .map(Arc::new)?;
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.len() >= KEPT_REVISIONS {
+            kept.remove(0);
+        }
+        kept.push((key.clone(), loaded.clone()));
+        Ok(loaded)
     }
 
     fn load(&self, profile_revision: &str, cluster_revision: &str) -> Result<Loaded, DeferredError> {
         let load = |revision: &str| -> Result<(Snapshot, Model), DeferredError> {
             let snapshot = self.source.snapshot(revision).map_err(|e| DeferredError::Source(Arc::new(e)))?;
-            let model = crate::repo::load(snapshot.tree.as_ref())
+            // Parsing again only the files that differ from the head's.
+            let reused = self.head.as_ref().and_then(|(_, head)| {
+                let diff = self.source.changes(&snapshot, &head.0).ok()?;
+                Some(crate::repo::load_reusing(snapshot.tree.as_ref(), &head.1, &diff))
+            });
+            let model = reused
+                .unwrap_or_else(|| crate::repo::load(snapshot.tree.as_ref()))
                 .map_err(|d| DeferredError::Load { revision: revision.to_string(), first: first_problem(&d) })?;
             Ok((snapshot, model))
         };

@@ -26,6 +26,7 @@ pub mod git;
 pub mod guard;
 pub mod http;
 pub mod management;
+pub mod memory;
 pub mod metrics;
 pub mod network;
 pub mod outbox;
@@ -130,6 +131,10 @@ pub struct Shared {
     pub approval_rules: Mutex<BTreeMap<String, RulesInForce>>,
     /// What the last evaluation leaves the next, so that one evaluates what a commit can reach.
     pub memo: Mutex<Option<evaluate::Memo>>,
+    /// What renders the sets workers hold only the identity of, from the last evaluated head.
+    pub deferred: Mutex<Option<Arc<evaluate::Deferred>>>,
+    /// The workers' work that freed memory, for [`memory::run`] to give back.
+    pub freed: Arc<memory::Freed>,
     /// When a rollout wants to be gated again though nothing else happens (a bake ends), in
     /// milliseconds since the epoch; 0 for never.
     pub rollout_wake: AtomicI64,
@@ -201,6 +206,11 @@ impl Shared {
         if let Some(record) = records.iter_mut().find(|r| r.head == head) {
             update(record);
         }
+    }
+
+    /// What renders sets again: the last evaluation's (none before the first ends).
+    pub fn deferred(&self) -> Option<Arc<evaluate::Deferred>> {
+        self.deferred.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Notes that some cluster's state changed (the status view refreshes).
@@ -334,6 +344,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let (stop, stopped) = watch::channel(false);
     let app = Arc::new(http::App::new(shared.clone(), address));
     tokio::task::spawn_local(http::serve(listener, app, stopped.clone()));
+    tokio::task::spawn_local(memory::run(shared.freed.clone(), stopped.clone()));
     info!(address = %address, state_dir = %shared.config.state_dir.display(), "Listening.");
     if !address.ip().is_loopback() && !shared.config.view.require_token {
         warn!(
@@ -454,6 +465,8 @@ async fn build(mut config: Config, triggers: &mpsc::Sender<Trigger>) -> Result<B
         rollouts: Mutex::new(BTreeMap::new()),
         approval_rules: Mutex::new(BTreeMap::new()),
         memo: Mutex::new(None),
+        deferred: Mutex::new(None),
+        freed: Arc::default(),
         rollout_wake: AtomicI64::new(0),
         report_wake: Arc::new(tokio::sync::Notify::new()),
         version: AtomicU64::new(1),
@@ -1194,7 +1207,6 @@ async fn dispatch_from_store(
                     target,
                     drift: settings.drift,
                     rollout: None,
-                    deferred: None,
                 })
             });
             if let Ok(Some(job)) = job {

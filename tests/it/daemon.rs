@@ -1358,6 +1358,48 @@ fn after_a_restart_what_a_cluster_runs_is_rendered_when_needed_and_drift_from_th
     assert_eq!(state["cluster"]["profile"], "aws-profile", "{state}");
 }
 
+/// Issue 25: once a set of manifests is applied its worker keeps only the set's identity, and
+/// renders the set again for each drift check — from the head when the head renders that very
+/// set, else at the revisions the cluster runs. Drift on a cluster holding an update is corrected
+/// to what the cluster runs, not to the held edit; drift on one the commit did not reach, to what
+/// it runs too.
+#[test]
+fn drift_is_corrected_to_what_a_cluster_runs_from_sets_rendered_again() {
+    let repo = Repo::example();
+    let mut daemon = Daemon::configure(&local(&repo), &example_targets(), "");
+    let config = std::fs::read_to_string(&daemon.config).unwrap();
+    std::fs::write(&daemon.config, config.replace("drift: { interval: 1h }", "drift: { interval: 1s }")).unwrap();
+    daemon.spawn();
+    let held = daemon.out("aws-cluster/hello-universe/deployment.ui.yaml");
+    let other = daemon.out("aws-staging/hello-universe/deployment.ui.yaml");
+    daemon.wait_for("every cluster applied", Duration::from_secs(20), |d| {
+        ["aws-cluster", "aws-staging", "edge-berlin", "edge-lab"]
+            .iter()
+            .all(|c| d.cluster(c)["cluster"]["sync"] == "applied")
+    });
+    repo.edit(AWS_1_0_0, "replicas: 1", "replicas: 3");
+    let edit = repo.commit("aws-profile 1.0.0: three replicas");
+    daemon.wait_for("aws-cluster's update held", Duration::from_secs(10), |d| {
+        d.cluster("aws-cluster")["pending"]["head_revision"] == edit.as_str()
+    });
+
+    std::fs::write(&held, file(&held).replace("replicas: 1", "replicas: 7")).unwrap();
+    std::fs::write(&other, file(&other).replace("replicas: 2", "replicas: 9")).unwrap();
+    daemon
+        .wait_for("aws-cluster back to what it runs", Duration::from_secs(20), |_| file(&held).contains("replicas: 1"));
+    daemon.wait_for("aws-staging back to what it runs", Duration::from_secs(20), |_| {
+        file(&other).contains("replicas: 2")
+    });
+    // Checked again and again since: still what each runs, the update still held.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(file(&held).contains("replicas: 1"), "{}", file(&held));
+    assert!(file(&other).contains("replicas: 2"), "{}", file(&other));
+    assert_eq!(daemon.cluster("aws-cluster")["pending"]["head_revision"], edit.as_str());
+    let log = daemon.log();
+    assert!(!log.contains("Drift check failed"), "{log}");
+    assert!(log.contains("Drift found. cluster=aws-cluster"), "{log}");
+}
+
 /// Issue 24 §4: after a session of mixed actions — through the CLI, the API and the view, some
 /// refused — the audit trail has every one with who, what, from where and through which path,
 /// and still has them after `kill -9`; the log has them as JSON lines with target `audit`.

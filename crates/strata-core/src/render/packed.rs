@@ -105,6 +105,23 @@ impl PackedSet {
         self.layers.is_some()
     }
 
+    /// Its identity alone: what it is, without what it holds.
+    pub fn to_identity(&self) -> PackedSet {
+        PackedSet::identity(&self.cluster, &self.profile, &self.version, &self.digest)
+    }
+
+    /// Whether `other` is this very set: the same profile version and digest (the digest is
+    /// over every object as applied, so equal digests are equal content).
+    pub fn is(&self, other: &PackedSet) -> bool {
+        (&self.digest, &self.profile, &self.version) == (&other.digest, &other.profile, &other.version)
+    }
+
+    /// Whether every layer renders within strata (manifests), without running kustomize or
+    /// helm: a set that cheap to render again need not be kept.
+    pub fn renders_in_process(&self) -> bool {
+        self.layers.as_ref().is_some_and(|layers| layers.iter().all(|l| l.kind == LayerKind::Manifests))
+    }
+
     /// The set. Only a set with content unpacks: an identity has nothing to apply, and taking it
     /// for an empty set would prune a cluster.
     pub fn unpack(&self) -> DesiredSet {
