@@ -425,8 +425,8 @@ fn evaluate_at(
 ) -> Result<(Vec<Outcome>, Next), EvaluateError> {
     let cancelled = || EvaluateError::Cancelled { revision: head.to_string() };
     let stop = || cancel.load(std::sync::atomic::Ordering::Relaxed);
-    let states: BTreeMap<String, store::ClusterState> =
-        store::wait(shared.store.clusters())?.into_iter().map(|c| (c.name.clone(), c)).collect();
+    // Kept in memory by the store between evaluations, not read row by row each time.
+    let states: Arc<store::States> = store::wait(shared.store.states())?;
     // And what clusters a rollout returns return to.
     let progress: BTreeMap<String, Progress> =
         store::wait(shared.store.rollouts())?.into_iter().map(|p| (p.rollout.clone(), p)).collect();

@@ -42,6 +42,9 @@ use super::state::{Health, RevisionState, Sync, Verdict};
 pub use super::audit::{Entry as AuditEntry, Outcome as AuditOutcome, Query as AuditQuery, Via as AuditVia};
 pub use sqlite::{FILE, LOCK_FILE, LockError, Recovery, SqliteStore, lock, recover};
 
+/// Every cluster's state, by name.
+pub type States = std::collections::BTreeMap<String, ClusterState>;
+
 /// What a cluster last had applied, and how it is doing.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ClusterState {
@@ -318,6 +321,11 @@ pub trait Store: Send + std::marker::Sync {
     fn cluster(&self, name: &str) -> impl Future<Output = Result<Option<ClusterState>>> + Send;
     /// Every cluster, by name.
     fn clusters(&self) -> impl Future<Output = Result<Vec<ClusterState>>> + Send;
+    /// Every cluster by name, as one shared map: what an evaluation reads. A backend that keeps
+    /// the states in memory hands out the same map until a write changes it.
+    fn states(&self) -> impl Future<Output = Result<std::sync::Arc<States>>> + Send {
+        async { Ok(std::sync::Arc::new(self.clusters().await?.into_iter().map(|c| (c.name.clone(), c)).collect())) }
+    }
     /// Records a successful apply: what is now running, and a history row, at once.
     fn record_applied(&self, name: &str, applied: &Applied) -> impl Future<Output = Result<()>> + Send;
     /// Takes what a cluster runs from its inventory when the store knows nothing about it (a
@@ -477,6 +485,9 @@ impl Store for AnyStore {
     }
     async fn clusters(&self) -> Result<Vec<ClusterState>> {
         dispatch!(self, s => s.clusters().await)
+    }
+    async fn states(&self) -> Result<std::sync::Arc<States>> {
+        dispatch!(self, s => s.states().await)
     }
     async fn record_applied(&self, name: &str, applied: &Applied<'_>) -> Result<()> {
         dispatch!(self, s => s.record_applied(name, applied).await)

@@ -24,7 +24,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 
 use super::{
     Applied, Approval, ClusterState, DELIVERED_KEPT_SECS, DriftRow, Failures, FleetRow, HISTORY_KEPT, HistoryRow,
-    ObjectRow, Pending, Queued, Result, Store, StoreError, now, now_ms,
+    ObjectRow, Pending, Queued, Result, States, Store, StoreError, now, now_ms,
 };
 use super::{Approver, AuditEntry, AuditOutcome, AuditQuery, AuditVia};
 use crate::daemon::decide::Hold;
@@ -208,6 +208,11 @@ pub struct SqliteStore {
     db: Option<Arc<Mutex<Connection>>>,
     unusable: Option<String>,
     failures: Failures,
+    /// Every cluster's state as the last full read and the writes since left it: what an
+    /// evaluation reads whole, without reading 10,000 rows again (the daemon is the database's
+    /// only writer). Updated inside each write's closure, under the connection's lock, so it
+    /// follows the writes in their order; `None` until read, or after a row could not be read.
+    states: Mutex<Option<Arc<States>>>,
 }
 
 /// Opens (creating) the database at `path` and checks its integrity.
@@ -254,7 +259,13 @@ impl SqliteStore {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory { dir: dir.to_path_buf(), source })?;
         let path = dir.join(FILE);
         let conn = connect(&path)?;
-        Ok(SqliteStore { path, db: Some(Arc::new(Mutex::new(conn))), unusable: None, failures: Failures::default() })
+        Ok(SqliteStore {
+            path,
+            db: Some(Arc::new(Mutex::new(conn))),
+            unusable: None,
+            failures: Failures::default(),
+            states: Mutex::default(),
+        })
     }
 
     /// A store that answers every call with `error`: the daemon keeps serving its health
@@ -265,6 +276,7 @@ impl SqliteStore {
             db: None,
             unusable: Some(error.to_string()),
             failures: Failures::broken(error),
+            states: Mutex::default(),
         }
     }
 
@@ -321,6 +333,30 @@ impl SqliteStore {
 
     fn write<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
         self.run(true, f)
+    }
+
+    /// Every cluster's state, read from the database.
+    fn read_states(c: &Connection) -> rusqlite::Result<States> {
+        let sql = format!("SELECT {} FROM clusters", Self::COLUMNS);
+        c.prepare(&sql)?.query_map([], Self::row)?.map(|r| r.map(|state| (state.name.clone(), state))).collect()
+    }
+
+    /// Brings `name`'s state in the kept map up to what was just written (called with the
+    /// connection, inside the write, after its commit).
+    fn written(&self, c: &Connection, name: &str) {
+        let mut kept = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(states) = kept.as_mut() else { return };
+        let sql = format!("SELECT {} FROM clusters WHERE name = ?1", Self::COLUMNS);
+        match c.query_row(&sql, [name], Self::row).optional() {
+            Ok(Some(state)) => {
+                Arc::make_mut(states).insert(name.to_string(), state);
+            }
+            Ok(None) => {
+                Arc::make_mut(states).remove(name);
+            }
+            // Read whole again next time.
+            Err(_) => *kept = None,
+        }
     }
 
     fn row(r: &rusqlite::Row) -> rusqlite::Result<ClusterState> {
@@ -465,6 +501,23 @@ impl Store for SqliteStore {
         self.read(|c| c.prepare(&sql)?.query_map([], Self::row)?.collect())
     }
 
+    async fn states(&self) -> Result<Arc<States>> {
+        self.read(|c| {
+            let mut kept = self.states.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(states) = kept.as_ref() {
+                // Debug builds (the tests) hold what is kept to the database at every read.
+                if cfg!(debug_assertions) {
+                    let read = Self::read_states(c)?;
+                    assert!(**states == read, "the states kept in memory differ from the database's");
+                }
+                return Ok(states.clone());
+            }
+            let states = Arc::new(Self::read_states(c)?);
+            *kept = Some(states.clone());
+            Ok(states)
+        })
+    }
+
     /// Records a successful apply: what is now running, and a history row, in one transaction.
     async fn record_applied(&self, name: &str, applied: &Applied<'_>) -> Result<()> {
         let now = now();
@@ -489,7 +542,9 @@ impl Store for SqliteStore {
                 ],
             )?;
             add_history(&tx, name, applied.cluster_revision, applied.sync, applied.summary, now)?;
-            tx.commit()
+            tx.commit()?;
+            self.written(c, name);
+            Ok(())
         })
     }
 
@@ -498,15 +553,16 @@ impl Store for SqliteStore {
     /// from there, so held updates stay held. Returns whether anything was recorded.
     async fn seed(&self, name: &str, revision: &str, digest: &str, profile: &str, version: &str) -> Result<bool> {
         self.write(|c| {
-            c.execute(
+            let seeded = c.execute(
                 "INSERT INTO clusters (name, profile_revision, cluster_revision, digest, profile, version, sync, message, updated_at)
                  VALUES (?1, ?2, ?2, ?3, ?4, ?5, 'applied', 'taken from the cluster''s inventory', ?6)
                  ON CONFLICT(name) DO UPDATE SET profile_revision = ?2, cluster_revision = ?2, digest = ?3,
                    profile = ?4, version = ?5, updated_at = ?6
                  WHERE digest IS NULL",
                 params![name, revision, digest, profile, version, now()],
-            )
-            .map(|n| n > 0)
+            )?;
+            self.written(c, name);
+            Ok(seeded > 0)
         })
     }
 
@@ -525,7 +581,9 @@ impl Store for SqliteStore {
             if matches!(sync, Sync::Failed | Sync::Removed | Sync::Error) {
                 add_history(&tx, name, revision, sync, message.unwrap_or(""), now)?;
             }
-            tx.commit()
+            tx.commit()?;
+            self.written(c, name);
+            Ok(())
         })
     }
 
@@ -535,8 +593,9 @@ impl Store for SqliteStore {
                 "INSERT INTO clusters (name, suspended, updated_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT(name) DO UPDATE SET suspended = ?2, updated_at = ?3",
                 params![name, suspended as i64, now()],
-            )
-            .map(|_| ())
+            )?;
+            self.written(c, name);
+            Ok(())
         })
     }
 
@@ -654,7 +713,9 @@ impl Store for SqliteStore {
                 )?;
             }
             tx.execute("UPDATE clusters SET drifted = ?2 WHERE name = ?1", params![cluster, findings.len() as i64])?;
-            tx.commit()
+            tx.commit()?;
+            self.written(c, cluster);
+            Ok(())
         })
     }
 
@@ -1073,6 +1134,43 @@ mod tests {
             health: Health::Ready,
             summary: "3 created",
         }
+    }
+
+    /// The states kept in memory for evaluations follow every kind of write to a cluster's row,
+    /// whether the map is shared with a reader at the time or not.
+    #[tokio::test]
+    async fn the_states_kept_in_memory_are_what_the_database_holds_after_every_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let database = |store: &SqliteStore| {
+            let conn = store.db.as_ref().unwrap().lock().unwrap();
+            SqliteStore::read_states(&conn).unwrap()
+        };
+        assert!(store.states().await.unwrap().is_empty());
+        store.record_applied("aws", &applied("r1")).await.unwrap();
+        let held = store.states().await.unwrap();
+        store.set_sync("aws", Sync::Applying, None, Some("r2")).await.unwrap();
+        store.set_suspended("edge", true).await.unwrap();
+        assert!(store.seed("lab", "r1", "sha256:b", "edge-profile", "2.0.0").await.unwrap());
+        let finding = DriftRow {
+            object: "ConfigMap/default/c".into(),
+            path: "/data/x".into(),
+            live: None,
+            desired: None,
+            found_at: 1,
+        };
+        store.set_drift("aws", &[finding]).await.unwrap();
+        store.set_sync("lab", Sync::Failed, Some("boom"), Some("r1")).await.unwrap();
+        let now = store.states().await.unwrap();
+        assert_eq!(*now, database(&store));
+        assert_eq!((now["aws"].sync, now["aws"].drifted, now["edge"].suspended), (Sync::Applying, 1, true));
+        // What a reader held is the map as it was when read.
+        assert_eq!(held.len(), 1);
+        assert_eq!(held["aws"].sync, Sync::Applied);
+        // A write that fails changes neither.
+        drop(store.db.as_ref().unwrap().lock().unwrap().execute_batch("DROP TABLE history"));
+        assert!(store.record_applied("aws", &applied("r3")).await.is_err());
+        assert_eq!(*store.states().await.unwrap(), database(&store));
     }
 
     #[tokio::test]
