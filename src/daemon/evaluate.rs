@@ -728,7 +728,7 @@ fn evaluate_at(
         "Evaluated: clusters the change (or their state) reached decided again, the others left as they run."
     );
     // Sets asked for again from now on are rendered from this head first.
-    let deferred = Deferred::new(source.clone(), shared.render.clone(), Some((head.to_string(), head_arc.clone())));
+    let deferred = Deferred::new(source.clone(), shared.render.clone(), Some(head_arc.clone()));
     *shared.deferred.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(deferred));
     let kept = quiet.into_iter().map(str::to_string).collect();
     Ok((outcomes, Next { head: head_owned, quiet: still, kept }))
@@ -1007,8 +1007,8 @@ fn recorded(state: &store::ClusterState) -> Option<PackedSet> {
 pub struct Deferred {
     source: GitSource,
     settings: crate::render::Settings,
-    /// The evaluated head: its id, snapshot and model.
-    head: Option<(String, Arc<(Snapshot, Model)>)>,
+    /// The evaluated head: its snapshot and model.
+    head: Option<Arc<(Snapshot, Model)>>,
     /// Other revisions loaded, the most recently used last.
     kept: Mutex<Vec<(Revisions, Arc<Loaded>)>>,
     queue: Mutex<Queue>,
@@ -1062,17 +1062,13 @@ impl fmt::Debug for Deferred {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Deferred")
             .field("source", &self.source)
-            .field("head", &self.head.as_ref().map(|(head, _)| head))
+            .field("head", &self.head.as_ref().and_then(|head| head.0.revision.as_deref()))
             .finish_non_exhaustive()
     }
 }
 
 impl Deferred {
-    pub fn new(
-        source: GitSource,
-        settings: crate::render::Settings,
-        head: Option<(String, Arc<(Snapshot, Model)>)>,
-    ) -> Self {
+    pub fn new(source: GitSource, settings: crate::render::Settings, head: Option<Arc<(Snapshot, Model)>>) -> Self {
         Deferred { source, settings, head, kept: Mutex::default(), queue: Mutex::default() }
     }
 
@@ -1116,7 +1112,7 @@ impl Deferred {
             };
             rendered += batch.len();
             let batch = match &self.head {
-                Some((_, head)) => self.answer_from_head(head, batch, &tools),
+                Some(head) => self.answer_from_head(head, batch, &tools),
                 None => batch,
             };
             let mut by_revisions: HashMap<Revisions, Vec<Request>> = HashMap::new();
@@ -1199,7 +1195,7 @@ impl Deferred {
         let load = |revision: &str| -> Result<(Snapshot, Model), DeferredError> {
             let snapshot = self.source.snapshot(revision).map_err(|e| DeferredError::Source(Arc::new(e)))?;
             // Parsing again only the files that differ from the head's.
-            let reused = self.head.as_ref().and_then(|(_, head)| {
+            let reused = self.head.as_ref().and_then(|head| {
                 let diff = self.source.changes(&snapshot, &head.0).ok()?;
                 Some(crate::repo::load_reusing(snapshot.tree.as_ref(), &head.1, &diff))
             });

@@ -191,6 +191,23 @@ impl Daemon {
         }
     }
 
+    /// Waits until every cluster of the example repository is applied.
+    #[track_caller]
+    pub fn wait_example_applied(&self, within: Duration) {
+        self.wait_for("every cluster applied", within, |d| {
+            ["aws-cluster", "aws-staging", "edge-berlin", "edge-lab"]
+                .iter()
+                .all(|c| d.cluster(c)["cluster"]["sync"] == "applied")
+        });
+    }
+
+    /// Sets `drift.interval` (1h as configured) before the daemon is spawned.
+    pub fn set_drift_interval(&self, interval: &str) {
+        let config = std::fs::read_to_string(&self.config).unwrap();
+        let changed = config.replace("drift: { interval: 1h }", &format!("drift: {{ interval: {interval} }}"));
+        std::fs::write(&self.config, changed).unwrap();
+    }
+
     pub fn cluster(&self, name: &str) -> Value {
         let (code, body) = self.get(&format!("/api/v1/clusters/{name}"));
         if code != 200 {

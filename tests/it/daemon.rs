@@ -592,11 +592,7 @@ fn a_corrupt_state_database_is_reported_not_taken_for_a_bad_revision_and_recover
     let mut daemon = Daemon::start(&local(&repo), &example_targets());
     let ui = daemon.out("aws-cluster/hello-universe/deployment.ui.yaml");
     daemon.wait_for("applied", Duration::from_secs(10), |_| file(&ui).contains("replicas: 1"));
-    daemon.wait_for("all applied", Duration::from_secs(10), |d| {
-        ["aws-cluster", "aws-staging", "edge-berlin", "edge-lab"]
-            .iter()
-            .all(|c| d.cluster(c)["cluster"]["sync"] == "applied")
-    });
+    daemon.wait_example_applied(Duration::from_secs(10));
     assert!(daemon.terminate().success());
     let db = daemon.dir.path().join("state/strata.db");
     corrupt_state_database(&db);
@@ -744,8 +740,7 @@ fn an_object_created_with_an_ignored_field_is_not_drift() {
     );
     repo.commit("replicas are the autoscaler's");
     let mut daemon = Daemon::configure(&local(&repo), &example_targets(), "");
-    let config = std::fs::read_to_string(&daemon.config).unwrap();
-    std::fs::write(&daemon.config, config.replace("drift: { interval: 1h }", "drift: { interval: 1s }")).unwrap();
+    daemon.set_drift_interval("1s");
     daemon.spawn();
     let ui = daemon.out("aws-staging/hello-universe/deployment.ui.yaml");
     daemon.wait_for("created", Duration::from_secs(10), |_| file(&ui).contains("replicas: 2"));
@@ -1337,11 +1332,7 @@ fn after_a_restart_what_a_cluster_runs_is_rendered_when_needed_and_drift_from_th
     let ui = daemon.out("aws-cluster/hello-universe/deployment.ui.yaml");
     let service = daemon.out("aws-cluster/hello-universe/service.ui.yaml");
     daemon.wait_for("aws-cluster applied", Duration::from_secs(10), |_| file(&ui).contains("replicas: 1"));
-    daemon.wait_for("every cluster applied", Duration::from_secs(10), |d| {
-        ["aws-cluster", "aws-staging", "edge-berlin", "edge-lab"]
-            .iter()
-            .all(|c| d.cluster(c)["cluster"]["sync"] == "applied")
-    });
+    daemon.wait_example_applied(Duration::from_secs(10));
     assert!(daemon.terminate().success());
 
     // While it is down, someone scales the Deployment and deletes the Service.
@@ -1367,16 +1358,11 @@ fn after_a_restart_what_a_cluster_runs_is_rendered_when_needed_and_drift_from_th
 fn drift_is_corrected_to_what_a_cluster_runs_from_sets_rendered_again() {
     let repo = Repo::example();
     let mut daemon = Daemon::configure(&local(&repo), &example_targets(), "");
-    let config = std::fs::read_to_string(&daemon.config).unwrap();
-    std::fs::write(&daemon.config, config.replace("drift: { interval: 1h }", "drift: { interval: 1s }")).unwrap();
+    daemon.set_drift_interval("1s");
     daemon.spawn();
     let held = daemon.out("aws-cluster/hello-universe/deployment.ui.yaml");
     let other = daemon.out("aws-staging/hello-universe/deployment.ui.yaml");
-    daemon.wait_for("every cluster applied", Duration::from_secs(20), |d| {
-        ["aws-cluster", "aws-staging", "edge-berlin", "edge-lab"]
-            .iter()
-            .all(|c| d.cluster(c)["cluster"]["sync"] == "applied")
-    });
+    daemon.wait_example_applied(Duration::from_secs(20));
     repo.edit(AWS_1_0_0, "replicas: 1", "replicas: 3");
     let edit = repo.commit("aws-profile 1.0.0: three replicas");
     daemon.wait_for("aws-cluster's update held", Duration::from_secs(10), |d| {

@@ -959,9 +959,7 @@ fn with_fail_on_drift_drift_on_an_updated_cluster_halts_the_rollout() {
     repo.edit("clusters/stage-1.yaml", "updates: auto", "updates: auto\n  drift: report");
     repo.commit("stage-1 reports drift");
     let mut daemon = Daemon::configure(&local(&repo), &targets(&names), "");
-    let config =
-        std::fs::read_to_string(&daemon.config).unwrap().replace("drift: { interval: 1h }", "drift: { interval: 1s }");
-    std::fs::write(&daemon.config, config).unwrap();
+    daemon.set_drift_interval("1s");
     daemon.spawn();
     daemon.wait_for("the fleet on 1.1.0", WAIT, |d| names.iter().all(|n| runs(d, n) == deploys("1.1.0")));
     publish(&repo, "1.2.0");
