@@ -12,40 +12,66 @@
 //!
 //! - its resourceVersion was told by the watch already: the cache holds it or what came after it;
 //!   the answer is dropped;
-//! - otherwise, when the watch's recent events for the object since the request began are all
-//!   known (no list since, none forgotten), every one of them happened before the answer (had one
-//!   come after it, the answer's own event would have come first): the answer is taken, and the
-//!   watch's events for that object that are not it are older and passed over until it comes;
-//! - otherwise it cannot be placed, and is dropped: the watch brings the object soon.
+//! - otherwise, when the watch's events for the object since the request began are all known
+//!   (no list since), every one of them happened before the answer (had one come after it, the
+//!   answer's own event would have come first): the answer is taken, and the watch's events for
+//!   that object that are not it are older and passed over until it comes;
+//! - otherwise (a list came between) it cannot be placed, and is dropped: the watch brings the
+//!   object soon.
+//!
+//! The events known are exactly those needed: of each object, the last one told before the
+//! oldest request still on its way (a re-read may answer with it) and every one since (a watch
+//! lagging behind tells many while a request is out), however many. A request's [`Mark`] is
+//! counted as on its way until it is dropped.
 //!
 //! So what this process wrote is read back at once, and never replaced by something older.
 
 use super::*;
 use std::collections::VecDeque;
 
-/// The count of watch events when a request began; see the module comment.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Mark(u64);
+/// The requests on their way, by the count of watch events when they began (how many began then).
+type Open = Arc<Mutex<BTreeMap<u64, usize>>>;
+
+/// The count of watch events when a request began; the request is on its way until the mark is
+/// dropped. See the module comment.
+#[derive(Debug)]
+pub(super) struct Mark {
+    at: u64,
+    open: Open,
+}
+
+impl Drop for Mark {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.at) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.at);
+            }
+        }
+    }
+}
 
 /// Whence an object put into the cache came.
 #[derive(Clone, Copy, Debug)]
-pub(super) enum Source {
+pub(super) enum Source<'a> {
     /// The watch: taken as it comes, unless it is older than an answer taken.
     Watch,
     /// The answer to a request begun at this mark.
-    Answer(Mark),
+    Answer(&'a Mark),
 }
 
-/// The watch events of one object kept to place answers among (a few: an answer is placed
-/// among the events that came while its request was on its way).
-const TOLD_KEPT: usize = 16;
+/// A bound on the watch events kept of one object, against a request that never ends: past it
+/// the oldest are forgotten, and answers to requests begun before them are dropped.
+const TOLD_KEPT: usize = 4096;
 
 /// What the watch told lately of one object.
 #[derive(Clone, Debug, Default)]
 struct Told {
-    /// The latest events' counts and resourceVersions, oldest first.
+    /// The events' counts and resourceVersions, oldest first: the last one told before the
+    /// oldest request on its way, and every one since.
     recent: VecDeque<(u64, String)>,
-    /// Events up to this count may be missing from `recent` (let go, or before a list).
+    /// Events up to this count may be missing from `recent` (past [`TOLD_KEPT`], or before a list).
     forgotten: u64,
     /// The resourceVersion of an answer taken that the watch has not told yet: until it does,
     /// the object's events are older than it.
@@ -53,10 +79,14 @@ struct Told {
 }
 
 impl Told {
-    /// Notes an event (`version` `None`: the server gave none); whether the cache takes it.
-    fn watched(&mut self, count: u64, version: Option<&str>) -> bool {
+    /// Notes an event (`version` `None`: the server gave none), the oldest request on its way
+    /// having begun at `oldest`; whether the cache takes it.
+    fn watched(&mut self, count: u64, version: Option<&str>, oldest: u64) -> bool {
         if let Some(version) = version {
             self.recent.push_back((count, version.to_string()));
+            while self.recent.len() > 1 && self.recent[1].0 <= oldest {
+                self.recent.pop_front();
+            }
             if self.recent.len() > TOLD_KEPT {
                 let (gone, _) = self.recent.pop_front().expect("longer than kept");
                 self.forgotten = gone;
@@ -74,14 +104,14 @@ impl Told {
 
     /// Whether an answer of `version` (`None`: the object is gone), to a request begun at `mark`,
     /// is newer than what the cache holds; see the module comment. Taken: the watch is to tell it.
-    fn answered(&mut self, mark: Mark, version: Option<&str>) -> bool {
-        if self.forgotten > mark.0 {
+    fn answered(&mut self, mark: &Mark, version: Option<&str>) -> bool {
+        if self.forgotten > mark.at {
             return false;
         }
         let taken = match version {
             Some(version) => !self.recent.iter().any(|(_, told)| told == version),
             // Gone: taken only when nothing was told since (a deletion carries no version of its own to place).
-            None => self.recent.back().is_none_or(|(count, _)| *count <= mark.0),
+            None => self.recent.back().is_none_or(|(count, _)| *count <= mark.at),
         };
         if taken {
             self.ahead = version.map(str::to_string);
@@ -111,6 +141,8 @@ pub(super) struct Cache {
     listed: u64,
     /// What the watch told lately of the ConfigMap.
     global_told: Told,
+    /// The requests on their way.
+    open: Open,
 }
 
 fn version(doc: &Doc) -> Option<&str> {
@@ -123,9 +155,15 @@ impl Cache {
         self.events
     }
 
-    /// Taken before a request whose answer is put in.
+    /// Taken before a request whose answer is put in, and kept until the answer is.
     pub(super) fn mark(&self) -> Mark {
-        Mark(self.events)
+        *self.open.lock().unwrap_or_else(|p| p.into_inner()).entry(self.events).or_default() += 1;
+        Mark { at: self.events, open: self.open.clone() }
+    }
+
+    /// When the oldest request on its way began (now, when none is).
+    fn oldest(&self) -> u64 {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).keys().next().copied().unwrap_or(self.events)
     }
 
     /// Puts a ClusterState in (`None`: it is gone), unless what the cache holds is newer.
@@ -134,11 +172,11 @@ impl Cache {
         let new = doc.as_ref().and_then(version);
         let taken = match source {
             Source::Watch => {
-                let count = self.tick();
-                self.told.entry(name.to_string()).or_default().watched(count, new)
+                let (count, oldest) = (self.tick(), self.oldest());
+                self.told.entry(name.to_string()).or_default().watched(count, new, oldest)
             }
             Source::Answer(mark) => {
-                self.listed <= mark.0 && self.told.entry(name.to_string()).or_default().answered(mark, new)
+                self.listed <= mark.at && self.told.entry(name.to_string()).or_default().answered(mark, new)
             }
         };
         if !taken {
@@ -187,8 +225,8 @@ impl Cache {
                 true
             }
             Source::Watch => {
-                let count = self.tick();
-                self.global_told.watched(count, new)
+                let (count, oldest) = (self.tick(), self.oldest());
+                self.global_told.watched(count, new, oldest)
             }
             Source::Answer(mark) => self.global_told.answered(mark, new),
         };
@@ -323,11 +361,11 @@ impl Inner {
         let mark = self.mark();
         match self.states.get_opt(name).await {
             Ok(Some(object)) => {
-                self.put(object, Source::Answer(mark));
+                self.put(object, Source::Answer(&mark));
                 Ok(())
             }
             Ok(None) => {
-                self.cache_mut().take(name, None, Source::Answer(mark));
+                self.cache_mut().take(name, None, Source::Answer(&mark));
                 Ok(())
             }
             Err(e) => Err(api_error(&self.object(name), &e)),
@@ -368,7 +406,7 @@ mod tests {
         // A write's answer is read back at once, even when its version "looks" older; the watch's
         // events that are not it came before it, and are passed over until it comes.
         let mark = cache.mark();
-        assert_eq!(cache.take("a", Some(doc("1", false)), Source::Answer(mark)), Some(true));
+        assert_eq!(cache.take("a", Some(doc("1", false)), Source::Answer(&mark)), Some(true));
         assert_eq!(held(&cache, "a").as_deref(), Some("1"));
         assert_eq!(cache.take("a", Some(doc("q", true)), Source::Watch), None, "older than the answer");
         assert_eq!(held(&cache, "a").as_deref(), Some("1"));
@@ -379,7 +417,7 @@ mod tests {
         // An older event arriving while a write is on its way does not hold the answer back...
         let mark = cache.mark();
         cache.take("a", Some(doc("before-mine", true)), Source::Watch);
-        assert!(cache.take("a", Some(doc("mine", false)), Source::Answer(mark)).is_some());
+        assert!(cache.take("a", Some(doc("mine", false)), Source::Answer(&mark)).is_some());
         assert_eq!(held(&cache, "a").as_deref(), Some("mine"));
         cache.take("a", Some(doc("mine", false)), Source::Watch);
 
@@ -387,14 +425,14 @@ mod tests {
         let mark = cache.mark();
         cache.take("a", Some(doc("reread", false)), Source::Watch);
         cache.take("a", Some(doc("newer", true)), Source::Watch);
-        assert_eq!(cache.take("a", Some(doc("reread", false)), Source::Answer(mark)), None);
+        assert_eq!(cache.take("a", Some(doc("reread", false)), Source::Answer(&mark)), None);
         assert_eq!(held(&cache, "a").as_deref(), Some("newer"));
 
         // A deletion is an event: a re-read begun before it does not bring the object back.
         cache.take("b", Some(doc("b-1", false)), Source::Watch);
         let mark = cache.mark();
         cache.take("b", None, Source::Watch);
-        assert_eq!(cache.take("b", Some(doc("b-1", false)), Source::Answer(mark)), None);
+        assert_eq!(cache.take("b", Some(doc("b-1", false)), Source::Answer(&mark)), None);
         assert!(!cache.docs.contains_key("b"));
 
         // A list replaces everything; answers begun before it cannot be placed against it and are
@@ -402,13 +440,51 @@ mod tests {
         let mark = cache.mark();
         let changed = cache.take_list(BTreeMap::from([("a".to_string(), doc("x", false))]));
         assert_eq!(changed, ["a"]);
-        assert_eq!(cache.take("a", Some(doc("y", false)), Source::Answer(mark)), None);
-        assert_eq!(cache.take("c", Some(doc("c-1", false)), Source::Answer(mark)), None);
+        assert_eq!(cache.take("a", Some(doc("y", false)), Source::Answer(&mark)), None);
+        assert_eq!(cache.take("c", Some(doc("c-1", false)), Source::Answer(&mark)), None);
         assert_eq!(held(&cache, "a").as_deref(), Some("x"));
         assert!(!cache.docs.contains_key("c"));
         let mark = cache.mark();
-        assert!(cache.take("c", Some(doc("c-1", false)), Source::Answer(mark)).is_some());
-        assert_eq!(cache.take("a", Some(doc("x", false)), Source::Answer(mark)), None, "listed already");
+        assert!(cache.take("c", Some(doc("c-1", false)), Source::Answer(&mark)).is_some());
+        assert_eq!(cache.take("a", Some(doc("x", false)), Source::Answer(&mark)), None, "listed already");
+    }
+
+    /// A watch far behind tells many old events while a write is on its way: the answer is still
+    /// placed (and read back at once), and once no request is on its way only the newest event of
+    /// an object is kept.
+    #[test]
+    fn a_watch_far_behind_does_not_hide_what_was_written() {
+        let mut cache = Cache::default();
+        cache.take_list(BTreeMap::from([("a".to_string(), doc("0", false))]));
+        let mark = cache.mark();
+        for n in 1..=100 {
+            cache.take("a", Some(doc(&format!("old-{n}"), false)), Source::Watch);
+        }
+        assert!(cache.take("a", Some(doc("mine", true)), Source::Answer(&mark)).is_some());
+        assert_eq!(held(&cache, "a").as_deref(), Some("mine"));
+        assert_eq!(cache.take("a", Some(doc("old-101", false)), Source::Watch), None, "older than the answer");
+        assert!(cache.take("a", Some(doc("mine", true)), Source::Watch).is_some());
+
+        // A re-read begun after events the watch told, answering with one of them, is dropped
+        // however many came since the oldest request began.
+        let reread = cache.mark();
+        cache.take("a", Some(doc("told", true)), Source::Watch);
+        for n in 1..=50 {
+            cache.take("b", Some(doc(&format!("b-{n}"), false)), Source::Watch);
+        }
+        cache.take("a", Some(doc("newest", true)), Source::Watch);
+        assert_eq!(cache.take("a", Some(doc("told", true)), Source::Answer(&reread)), None);
+        assert_eq!(held(&cache, "a").as_deref(), Some("newest"));
+
+        drop((mark, reread));
+        assert!(cache.open.lock().unwrap().is_empty(), "no request on its way");
+        cache.take("a", Some(doc("last", true)), Source::Watch);
+        cache.take("b", Some(doc("b-last", true)), Source::Watch);
+        assert_eq!(cache.told["a"].recent.len(), 1);
+        assert_eq!(cache.told["b"].recent.len(), 1);
+        // A re-read begun now and answering with what the watch told last is known to be no news.
+        let mark = cache.mark();
+        assert_eq!(cache.take("a", Some(doc("last", true)), Source::Answer(&mark)), None);
     }
 
     #[test]
@@ -419,13 +495,13 @@ mod tests {
         cache.take_global(map("a"), Source::Watch, false);
         assert_eq!(cache.global.0.as_deref(), Some("a"));
         let mark = cache.mark();
-        assert!(cache.take_global(map("0"), Source::Answer(mark), false).is_some());
+        assert!(cache.take_global(map("0"), Source::Answer(&mark), false).is_some());
         assert_eq!(cache.global.0.as_deref(), Some("0"));
         assert!(cache.take_global(map("older"), Source::Watch, false).is_none());
         assert!(cache.take_global(map("0"), Source::Watch, false).is_some());
         let mark = cache.mark();
         cache.take_global(map("watched"), Source::Watch, false);
-        assert!(cache.take_global(map("watched"), Source::Answer(mark), false).is_none());
+        assert!(cache.take_global(map("watched"), Source::Answer(&mark), false).is_none());
         cache.take_global(None, Source::Watch, false);
         assert_eq!(cache.global.0, None);
     }

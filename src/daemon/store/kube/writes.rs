@@ -66,7 +66,7 @@ impl Inner {
                     data: serde_json::json!({ "spec": if part == Part::Spec { spec.clone() } else { Spec::default() } }),
                 };
                 match self.states.create(&params, &created).await {
-                    Ok(object) => self.put(object, Source::Answer(mark)),
+                    Ok(object) => self.put(object, Source::Answer(&mark)),
                     Err(e) if Failure::is(&e, 409) => self.refresh(name).await?,
                     Err(e) => return Err(api_error(&object, &e)),
                 }
@@ -83,7 +83,7 @@ impl Inner {
             };
             match sent {
                 Ok(object) => {
-                    self.put(object, Source::Answer(mark));
+                    self.put(object, Source::Answer(&mark));
                     return Ok(result);
                 }
                 // Someone else wrote it since it was read: read it again, change it again.
@@ -149,12 +149,12 @@ impl Inner {
             };
             match sent {
                 Ok(map) => {
-                    self.put_global(Some(&map), Source::Answer(mark), false);
+                    self.put_global(Some(&map), Source::Answer(&mark), false);
                     return Ok(result);
                 }
                 // Read again; kept unless the cache has it or something newer already.
                 Err(e) if Failure::is(&e, 409) || Failure::is(&e, 404) => match self.configmaps.get_opt(GLOBAL).await {
-                    Ok(map) => self.put_global(map.as_ref(), Source::Answer(mark), false),
+                    Ok(map) => self.put_global(map.as_ref(), Source::Answer(&mark), false),
                     Err(e) => return Err(api_error(&object, &e)),
                 },
                 Err(e) => return Err(api_error(&object, &e)),
