@@ -9,6 +9,11 @@
 //! - Lease traffic per minute with the fleet applied (requests to `leases`, by all replicas).
 //!
 //! `cargo bench --bench kube` (`-- --clusters N`, `-- --idle-seconds N` to shorten it).
+//!
+//! `cargo bench --bench kube -- --rollout N`: instead, rollout progress over N clusters kept by
+//! the Kubernetes backend's store calls (two handles, as two replicas): the first save, a
+//! save of one cluster's result, a read through the other handle, and what the management
+//! cluster holds (no single object grows with the fleet).
 
 #[path = "../tests/apiserver/mod.rs"]
 mod apiserver;
@@ -87,8 +92,115 @@ fn wait_applied(mgmt: &ApiServer, names: &[String], revision: &str, children: &m
     }
 }
 
+/// Rollout progress over `clusters` clusters through the store's calls; see the module comment.
+fn rollout_store(clusters: usize) {
+    use std::sync::Arc;
+    use strata::daemon::store::Store as _;
+    use strata::daemon::store::kube::KubeStore;
+    use strata::rollout::gate::{ClusterRun, Progress};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mgmt = ApiServer::start();
+    let kubeconfig = mgmt.kubeconfig(dir.path());
+    kubernetes::install(&kubeconfig);
+    let runtime = kubernetes::runtime();
+    let open = || {
+        let config = strata::config::KubernetesConfig {
+            connection: strata::config::TargetConfig::Kubeconfig { path: kubeconfig.clone(), context: None },
+            namespace: Some(kubernetes::NAMESPACE.into()),
+            cluster_secrets: false,
+        };
+        let network = Arc::new(strata::net::Network::new(None).unwrap());
+        let management = strata::daemon::management::Management::connect(&config, &network, "strata.yaml").unwrap();
+        runtime.block_on(KubeStore::open(management, Arc::new(|_| true)))
+    };
+    let (one, two) = (open(), open());
+    let mut progress: Progress = serde_json::from_value(serde_json::json!({
+        "rollout": "fleet", "revision": "r1", "started_at": 1_000, "state": "progressing",
+        "waves": [], "clusters": {}, "next": "wave 1",
+    }))
+    .unwrap();
+    for i in 0..clusters {
+        let cluster = serde_json::json!({
+            "wave": "rest", "cause": "in-place-edit", "to": "edge@1.1.0",
+            "target": format!("sha256:{i:064x}"), "state": "waiting",
+            "before": {"profile_revision": format!("{i:040x}"), "cluster_revision": format!("{i:040x}"),
+                       "digest": format!("sha256:{:064x}", i + 1), "what": "edge@1.0.0"},
+        });
+        progress.clusters.insert(format!("c{i:06}"), serde_json::from_value(cluster).unwrap());
+    }
+    let bytes = serde_json::to_string(&progress.clusters).unwrap().len();
+
+    let started = Instant::now();
+    assert!(runtime.block_on(one.save_rollout(&progress)).unwrap(), "the first save");
+    let first = started.elapsed();
+    let started = Instant::now();
+    let read = loop {
+        if let Some(read) = runtime.block_on(two.rollout("fleet")).unwrap().filter(|p| p.generation == 1) {
+            break read;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let cold_read = started.elapsed();
+    assert_eq!(read.clusters, progress.clusters, "read back whole");
+
+    // Results of single clusters, one save each, as workers record them.
+    const RESULTS: usize = 20;
+    let mut saves = Vec::new();
+    mgmt.clear_requests();
+    for n in 0..RESULTS {
+        let mut next = runtime.block_on(one.rollout("fleet")).unwrap().unwrap();
+        let entry = next.clusters.get_mut(&format!("c{:06}", n * 37 % clusters)).unwrap();
+        entry.state = ClusterRun::Updated;
+        entry.finished_at = Some(2_000 + n as i64);
+        let started = Instant::now();
+        assert!(runtime.block_on(one.save_rollout(&next)).unwrap());
+        saves.push(started.elapsed());
+    }
+    let requests = mgmt.requests().iter().filter(|r| !r.watch && r.method != "GET").count() as f64 / RESULTS as f64;
+    saves.sort();
+    let started = Instant::now();
+    let seen = loop {
+        let p = runtime.block_on(two.rollout("fleet")).unwrap().unwrap();
+        if p.generation == 1 + RESULTS as u64 {
+            break p;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let warm_read = started.elapsed();
+    assert_eq!(seen.count(ClusterRun::Updated), RESULTS);
+
+    let maps = kubernetes::configmaps(&kubeconfig);
+    let size = |m: &serde_json::Value| {
+        m["data"].as_object().map_or(0, |d| d.iter().map(|(k, v)| k.len() + v.as_str().map_or(0, str::len)).sum())
+    };
+    let chunks: Vec<usize> =
+        maps.iter().filter(|(name, _)| name.starts_with("strata-progress-")).map(|(_, m)| size(m)).collect();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "rollout progress over {clusters} clusters ({:.1} MiB of JSON), Kubernetes backend",
+        bytes as f64 / 1048576.0
+    );
+    println!("first save: {:.0} ms; read whole through another handle: {:.0} ms", ms(first), ms(cold_read));
+    println!(
+        "one cluster's result saved: median {:.1} ms, max {:.1} ms, {requests:.1} writes each; seen by the other handle {:.0} ms after the last",
+        ms(saves[RESULTS / 2]),
+        ms(saves[RESULTS - 1]),
+        ms(warm_read)
+    );
+    println!(
+        "kept: strata-state {:.1} KiB, {} chunks of {:.1} KiB at most (a ConfigMap holds 1024 KiB)",
+        size(&maps["strata-state"]) as f64 / 1024.0,
+        chunks.len(),
+        chunks.iter().max().copied().unwrap_or(0) as f64 / 1024.0
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--rollout") {
+        return rollout_store(arg(&args, "--rollout", 100_000) as usize);
+    }
     let clusters = arg(&args, "--clusters", 10_000) as usize;
     let idle = arg(&args, "--idle-seconds", 60);
     let base = if Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };

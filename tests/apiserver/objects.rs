@@ -122,6 +122,41 @@ pub fn default(kind: &str, obj: &mut Value) {
     }
 }
 
+/// What a ConfigMap or Secret holds at most: keys and values (decoded) together, as
+/// kube-apiserver's validation counts them (`MaxSecretSize`, 1 MiB).
+pub const MAX_DATA_BYTES: usize = 1024 * 1024;
+
+/// Validation of built-in kinds beyond their schema: a ConfigMap's or Secret's size.
+pub fn validate(kind: &str, obj: &Value) -> Vec<String> {
+    use base64::Engine as _;
+    if !matches!(kind, "ConfigMap" | "Secret") {
+        return Vec::new();
+    }
+    let size = |field: &str, encoded: bool| -> usize {
+        obj[field].as_object().map_or(0, |data| {
+            data.iter()
+                .map(|(key, value)| {
+                    let text = value.as_str().unwrap_or_default();
+                    let len = if encoded {
+                        base64::engine::general_purpose::STANDARD.decode(text).map_or(text.len(), |bytes| bytes.len())
+                    } else {
+                        text.len()
+                    };
+                    key.len() + len
+                })
+                .sum()
+        })
+    };
+    let total = match kind {
+        "Secret" => size("data", true),
+        _ => size("data", false) + size("binaryData", true),
+    };
+    if total > MAX_DATA_BYTES {
+        return vec![format!("[]: Too long: may not be more than {MAX_DATA_BYTES} bytes")];
+    }
+    Vec::new()
+}
+
 /// The controllers: status as a rolled-out (or stuck) workload would have it.
 pub fn simulate_controller(kind: &str, obj: &mut Value, rollout: Rollout) {
     let generation = obj["metadata"]["generation"].clone();

@@ -798,7 +798,7 @@ impl State {
         objects::default(&kind.kind, &mut new);
         let mut errors = match &kind.custom {
             Some(schema) => schema::prune_and_validate(schema, &mut new).errors,
-            None => Vec::new(),
+            None => objects::validate(&kind.kind, &new),
         };
         if kind.kind == "CustomResourceDefinition" {
             errors.extend(schema::validate_crd(&new));

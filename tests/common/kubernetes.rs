@@ -65,6 +65,11 @@ pub fn leases(kubeconfig: &Path) -> std::collections::BTreeMap<String, Value> {
     by_name(kubeconfig, "coordination.k8s.io", "v1", "Lease", "leases")
 }
 
+/// Every ConfigMap in strata-system, by name, as JSON.
+pub fn configmaps(kubeconfig: &Path) -> std::collections::BTreeMap<String, Value> {
+    by_name(kubeconfig, "", "v1", "ConfigMap", "configmaps")
+}
+
 /// Every object of one resource in strata-system, by name, as JSON.
 fn by_name(
     kubeconfig: &Path,
@@ -102,6 +107,14 @@ pub fn put_secret(kubeconfig: &Path, secret: Value) {
                 secrets.replace(&name, &PostParams::default(), &object).await.unwrap();
             }
         }
+    });
+}
+
+/// Creates a ConfigMap in strata-system.
+pub fn create_configmap(kubeconfig: &Path, map: Value) {
+    runtime().block_on(async {
+        let maps = api(client(kubeconfig).await, "", "v1", "ConfigMap", "configmaps", Some(NAMESPACE));
+        maps.create(&PostParams::default(), &serde_json::from_value(map).unwrap()).await.unwrap();
     });
 }
 

@@ -405,6 +405,24 @@ async fn a_watch_with_timeout_seconds_ends_on_time() {
     assert!(watch.query.contains("timeoutSeconds=1"), "{}", watch.query);
 }
 
+/// A ConfigMap holds 1 MiB of keys and values at most, as kube-apiserver validates it.
+#[tokio::test]
+async fn a_configmap_over_one_mebibyte_is_invalid() {
+    let server = ApiServer::start();
+    let c = client(&server);
+    let cms: Api<ConfigMap> = Api::namespaced(c, "default");
+    let pp = PostParams::default();
+    let fits = "x".repeat(1024 * 1024 - 1);
+    cms.create(&pp, &configmap("fits", json!({ "k": fits }))).await.unwrap();
+    let over = "x".repeat(1024 * 1024);
+    let (code, reason, message) = api_status(cms.create(&pp, &configmap("over", json!({ "k": over }))).await);
+    assert_eq!((code, reason.as_str()), (422, "Invalid"));
+    assert_eq!(message, "ConfigMap \"over\" is invalid: []: Too long: may not be more than 1048576 bytes");
+    let mut grown = cms.get("fits").await.unwrap();
+    grown.data.as_mut().unwrap().insert("more".into(), "y".into());
+    assert_eq!(api_status(cms.replace("fits", &pp, &grown).await).0, 422, "an update is held to it too");
+}
+
 #[tokio::test]
 async fn stale_resource_versions_conflict_on_replace_patch_apply_and_delete() {
     let server = ApiServer::start();

@@ -4,6 +4,7 @@
 //! file, for Kubernetes a second replica.
 
 use crate::common;
+use std::collections::BTreeSet;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -100,6 +101,10 @@ impl Handle {
 trait Backend {
     fn open(&self) -> Handle;
     fn name(&self) -> &'static str;
+    /// The management cluster's kubeconfig, for a backend that has one.
+    fn kubeconfig(&self) -> Option<&std::path::Path> {
+        None
+    }
 }
 
 struct Sqlite(tempfile::TempDir);
@@ -144,6 +149,9 @@ impl Backend for Kubernetes {
     }
     fn name(&self) -> &'static str {
         "kubernetes"
+    }
+    fn kubeconfig(&self) -> Option<&std::path::Path> {
+        Some(&self.kubeconfig)
     }
 }
 
@@ -547,6 +555,94 @@ fn rollout_progress_is_saved_from_the_generation_it_was_read_at() {
         one.delete_rollout("canary").unwrap();
         eventually("the deletion to arrive", || names(&two) == ["blue-green"]);
         assert!(two.rollout("canary").unwrap().is_none(), "{b}");
+    });
+}
+
+/// A rollout over a fleet far larger than one ConfigMap holds (~300 bytes a cluster, 1 MiB a
+/// ConfigMap): saved whole, read whole through another handle, one cluster's result saved
+/// again, a stale save refused, deleted. On Kubernetes, what is kept is exactly the chunks the
+/// rollout names, none left behind by the saves that replaced them.
+#[test]
+fn a_rollout_over_tens_of_thousands_of_clusters_is_kept_whole() {
+    const CLUSTERS: usize = 20_000;
+    both(|backend| {
+        let b = backend.name();
+        let (one, two) = (backend.open(), backend.open());
+        let mut p = progress("fleet", "wave 1", 0);
+        for i in 0..CLUSTERS {
+            let cluster = serde_json::json!({
+                "wave": if i < 100 { "canary" } else { "rest" }, "cause": "in-place-edit", "to": "edge@1.1.0",
+                "target": format!("sha256:{i:064x}"), "state": "waiting",
+                "before": {"profile_revision": format!("{i:040x}"), "cluster_revision": format!("{i:040x}"),
+                           "digest": format!("sha256:{:064x}", i + 1), "what": "edge@1.0.0"},
+            });
+            p.clusters.insert(format!("edge-{i:05}"), serde_json::from_value(cluster).unwrap());
+        }
+        assert!(serde_json::to_string(&p).unwrap().len() > 4 << 20, "{b}: larger than four ConfigMaps");
+        assert!(one.save_rollout(&p).unwrap(), "{b}: saved");
+        eventually("the other handle to read it whole", || {
+            two.rollout("fleet").unwrap().is_some_and(|read| read.generation == 1 && read.clusters == p.clusters)
+        });
+
+        // One cluster's result, as a worker records it: the rest stays as it was.
+        let mut next = two.rollout("fleet").unwrap().unwrap();
+        let entry = next.clusters.get_mut("edge-00042").unwrap();
+        entry.state = strata::rollout::gate::ClusterRun::Updated;
+        entry.finished_at = Some(2_000);
+        assert!(two.save_rollout(&next).unwrap(), "{b}");
+        assert!(!one.save_rollout(&p).unwrap(), "{b}: a save from the generation before is refused");
+        eventually("the first handle to read the result", || {
+            one.rollouts().unwrap().iter().any(|read| read.generation == 2 && read.clusters == next.clusters)
+        });
+        if let Some(kubeconfig) = backend.kubeconfig() {
+            let maps = common::kubernetes::configmaps(kubeconfig);
+            let state: serde_json::Value =
+                serde_json::from_str(maps["strata-state"]["data"]["rollouts"].as_str().unwrap()).unwrap();
+            let named: BTreeSet<&str> = state["fleet"]["chunks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|c| c.as_str())
+                .filter(|c| !c.is_empty())
+                .collect();
+            let kept: BTreeSet<&str> =
+                maps.keys().map(String::as_str).filter(|name| name.starts_with("strata-progress-")).collect();
+            assert!(named.len() > 8, "{b}: spread over chunks: {named:?}");
+            assert_eq!(kept, named, "{b}: the chunks kept are those named");
+            for name in &kept {
+                let chunk = &maps[*name];
+                assert_eq!(chunk["immutable"], true, "{b}: {name}");
+                assert!(chunk["data"]["clusters"].as_str().unwrap().len() < 512 * 1024, "{b}: {name}");
+            }
+            // What a save cut off between making its chunks and naming them leaves: swept by the
+            // housekeeping once old enough, never a chunk a rollout names.
+            common::kubernetes::create_configmap(
+                kubeconfig,
+                serde_json::json!({"metadata": {"name": "strata-progress-cut-off-0",
+                    "labels": {"strata.dev/rollout-progress": "cut-off"}}, "data": {"clusters": "{}"}}),
+            );
+            let progress_maps = || -> BTreeSet<String> {
+                common::kubernetes::configmaps(kubeconfig)
+                    .into_keys()
+                    .filter(|name| name.starts_with("strata-progress-"))
+                    .collect()
+            };
+            one.prune_delivered(now()).unwrap();
+            assert!(progress_maps().contains("strata-progress-cut-off-0"), "{b}: too young to be swept");
+            one.prune_delivered(now() + 3600).unwrap();
+            let after: BTreeSet<String> = progress_maps();
+            assert_eq!(after.iter().map(String::as_str).collect::<BTreeSet<_>>(), named, "{b}: only the orphan swept");
+        }
+
+        one.delete_rollout("fleet").unwrap();
+        eventually("the deletion to arrive", || two.rollout("fleet").unwrap().is_none());
+        if let Some(kubeconfig) = backend.kubeconfig() {
+            let left: Vec<String> = common::kubernetes::configmaps(kubeconfig)
+                .into_keys()
+                .filter(|name| name.starts_with("strata-progress-"))
+                .collect();
+            assert!(left.is_empty(), "{b}: {left:?}");
+        }
     });
 }
 

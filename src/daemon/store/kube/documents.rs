@@ -303,9 +303,14 @@ pub(super) struct StoredRollout {
     /// The replica that saved it: a replica hears of the saves of others only.
     #[serde(default)]
     pub(super) by: String,
+    /// The ConfigMaps holding its clusters, one per bucket ("": none in it), when they are too
+    /// many to hold here; see [`super::progress`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) chunks: Vec<String>,
 }
 
 impl StoredRollout {
+    /// Its progress as held here: without the clusters of its chunks.
     pub(super) fn progress(&self) -> Progress {
         Progress { generation: self.generation, ..self.progress.clone() }
     }

@@ -8,6 +8,8 @@
 //!              objects, the commit-status outbox
 //!   fleet-wide: ConfigMap strata-state: the revision evaluated, meta, statuses naming no cluster,
 //!               where each rollout stands (saved only from the generation it was read at)
+//!   rollouts over many clusters: ConfigMaps strata-progress-*, their clusters' part, named by
+//!               strata-state (see [`progress`])
 //!
 //!   reads  ──> cache, fed by watches (relisted on 410 Gone); none are served before the first list
 //!   writes ──> the management thread: apply the change to the cached object, PUT it with the
@@ -29,15 +31,17 @@
 //!
 //! The parts: [`documents`], what the objects hold (their shapes as written, and the changes
 //! made to them); [`cache`], the watches that keep a copy of them to read from; [`writes`], how a
-//! change reaches the API server (conflicts, creation, the audit trail's ConfigMaps); and here
-//! the [`Store`] calls, reading the cache and sending changes from the management thread.
+//! change reaches the API server (conflicts, creation, the audit trail's ConfigMaps);
+//! [`progress`], rollout progress in chunks; and here the [`Store`] calls, reading the cache and
+//! sending changes from the management thread.
 
 mod cache;
 mod documents;
+mod progress;
 mod writes;
 
 use crate::backoff::{Backoff, Jitter};
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -67,6 +71,7 @@ use crate::report::{State, Status as CommitStatus};
 use crate::rollout::gate::Progress;
 use cache::*;
 use documents::*;
+use progress::*;
 use writes::*;
 
 pub const GROUP: &str = "strata.dev";
@@ -108,6 +113,8 @@ struct Inner {
     failures: Failures,
     scope: Scope,
     listener: Mutex<Option<IntentListener>>,
+    /// The chunks of rollout progress read or written; see [`progress`].
+    chunks: Chunks,
 }
 
 /// The state in the management cluster; see the module comment.
@@ -118,6 +125,11 @@ pub struct KubeStore {
 fn resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(GROUP, VERSION, KIND), PLURAL)
 }
+
+/// Rollout progress with up to this many clusters (and [`INLINE_BYTES`]) stays inline.
+const INLINE_CLUSTERS: usize = 200;
+/// How often a read of rollout progress reads the head again when a chunk it names is gone.
+const CHUNK_READS: usize = 4;
 
 /// The cluster a commit status context names (`strata/<cluster>`), if it names one.
 fn cluster_of(context: &str) -> Option<&str> {
@@ -157,6 +169,7 @@ impl KubeStore {
             failures: Failures::default(),
             scope,
             listener: Mutex::new(None),
+            chunks: Chunks::default(),
         });
         mgmt.spawn(inner.clone().watch_states());
         mgmt.spawn(inner.clone().watch_global());
@@ -262,6 +275,84 @@ impl KubeStore {
             Some(cluster) => self.update_status(cluster, move |status| change(&mut status.outbox)).await,
             None => self.update_global(move |global| change(&mut global.outbox)).await,
         }
+    }
+
+    /// The progress of every rollout (`name`: of that one), its chunks read as needed.
+    async fn progress_of(&self, name: Option<&str>) -> Result<Vec<Progress>> {
+        let namespace = &self.inner.mgmt.namespace;
+        for _ in 0..CHUNK_READS {
+            let heads: Vec<StoredRollout> = self
+                .global(|g| match name {
+                    Some(name) => g.rollouts.get(name).cloned().into_iter().collect(),
+                    None => g.rollouts.values().cloned().collect(),
+                })
+                .await?;
+            let missing: Vec<String> = heads
+                .iter()
+                .flat_map(|h| &h.chunks)
+                .filter(|n| !n.is_empty() && self.inner.chunks.get(n).is_none())
+                .cloned()
+                .collect();
+            if missing.is_empty() {
+                if let Some(all) = heads.iter().map(|h| assembled(h, &self.inner.chunks)).collect() {
+                    if name.is_none() {
+                        self.inner.chunks.keep_only(heads.iter());
+                    }
+                    return Ok(all);
+                }
+                continue;
+            }
+            let inner = self.inner.clone();
+            let object = format!("ConfigMaps {namespace}/strata-progress-*");
+            if !self.call(object, async move { inner.read_chunks(missing).await }).await? {
+                // A chunk is gone: the head read is older than the save that let it go.
+                let inner = self.inner.clone();
+                self.call(format!("ConfigMap {namespace}/{GLOBAL}"), async move { inner.refresh_global().await })
+                    .await?;
+            }
+        }
+        Err(store_error(
+            &format!("ConfigMaps {namespace}/strata-progress-*"),
+            "unreadable",
+            "rollout progress names chunks that are gone each time it is read: another replica saves it continuously; it is read again at the next evaluation",
+        ))
+    }
+
+    /// Deletes chunks no head names any more; a failure is left to the housekeeping's sweep.
+    async fn delete_chunks(&self, names: Vec<String>) {
+        if names.is_empty() {
+            return;
+        }
+        let inner = self.inner.clone();
+        let object = format!("ConfigMaps {}/strata-progress-*", self.inner.mgmt.namespace);
+        if let Err(e) = self.call(object, async move { inner.delete_chunks(names).await }).await {
+            warn!(error = %e, "Rollout progress: chunks no longer used were not deleted; the hourly sweep deletes them.");
+        }
+    }
+
+    /// Deletes the chunks no rollout names that are older than [`ORPHAN_AGE`] at `now`
+    /// (seconds): left by a save that was cut off. How many.
+    async fn sweep_chunks(&self, now: i64) -> Result<usize> {
+        let inner = self.inner.clone();
+        let namespace = self.inner.mgmt.namespace.clone();
+        self.call(format!("ConfigMap {namespace}/{GLOBAL}"), async move { inner.refresh_global().await }).await?;
+        let inner = self.inner.clone();
+        let object = format!("ConfigMaps {namespace}/strata-progress-*");
+        let listed = self.call(object.clone(), async move { inner.list_chunks().await }).await?;
+        let named: HashSet<String> =
+            self.global(|g| g.rollouts.values().flat_map(|r| r.chunks.iter().cloned()).collect()).await?;
+        let cutoff = now * 1000 - ORPHAN_AGE.as_millis() as i64;
+        let orphans: Vec<String> = listed
+            .into_iter()
+            .filter(|(name, created)| !named.contains(name) && created.is_some_and(|at| at < cutoff))
+            .map(|(name, _)| name)
+            .collect();
+        let count = orphans.len();
+        if count > 0 {
+            let inner = self.inner.clone();
+            self.call(object, async move { inner.delete_chunks(orphans).await }).await?;
+        }
+        Ok(count)
     }
 
     /// The outboxes this process delivers from.
@@ -686,40 +777,90 @@ impl Store for KubeStore {
         if global_stale {
             pruned += self.update_global(move |g| g.outbox.prune(cutoff, &kept)).await?;
         }
+        if scope(None) {
+            let swept = self.sweep_chunks(now).await?;
+            if swept > 0 {
+                tracing::info!(chunks = swept, "Deleted rollout progress chunks a cut-off save left behind.");
+            }
+        }
         Ok(pruned)
     }
 
     async fn rollouts(&self) -> Result<Vec<Progress>> {
-        self.global(|g| g.rollouts.values().map(StoredRollout::progress).collect()).await
+        self.progress_of(None).await
     }
 
     async fn rollout(&self, name: &str) -> Result<Option<Progress>> {
-        self.global(|g| g.rollouts.get(name).map(StoredRollout::progress)).await
+        Ok(self.progress_of(Some(name)).await?.pop())
     }
 
     async fn save_rollout(&self, progress: &Progress) -> Result<bool> {
-        let (progress, me) = (progress.clone(), self.inner.mgmt.identity.clone());
+        let me = self.inner.mgmt.identity.clone();
+        let before = self.global(|g| g.rollouts.get(&progress.rollout).cloned()).await?;
+        if before.as_ref().map_or(0, |r| r.generation) != progress.generation {
+            return Ok(false);
+        }
+        // The clusters inline when they are few, else in chunks: those that changed made first,
+        // under names of this save's own, so that the head, swapped in last, names only chunks
+        // that exist.
+        let mut head = progress.clone();
+        let clusters = std::mem::take(&mut head.clusters);
+        let (mut chunks, mut made_names) = (Vec::new(), Vec::new());
+        if clusters.len() <= INLINE_CLUSTERS && encoded(&clusters).len() <= INLINE_BYTES {
+            head.clusters = clusters;
+        } else {
+            let old = before.map(|r| r.chunks).unwrap_or_default();
+            let save = save_id(&me);
+            let made;
+            (chunks, made) = chunks_for(
+                &clusters,
+                &old,
+                |name| self.inner.chunks.get(name),
+                |i| chunk_name(&head.rollout, &save, i),
+            );
+            made_names = made.iter().map(|(name, _, _)| name.clone()).collect();
+            let (inner, rollout) = (self.inner.clone(), head.rollout.clone());
+            let object = format!("ConfigMaps {}/strata-progress-*", self.inner.mgmt.namespace);
+            self.call(object, async move { inner.create_chunks(&rollout, made).await }).await?;
+        }
+        let (rollout, generation, named) = (head.rollout.clone(), head.generation, chunks.clone());
         // Compared with what the ConfigMap holds when it is written, retried on conflicts: a save
         // based on an older generation is refused whichever replica made the newer one.
-        self.update_global(move |g| {
-            let stored = g.rollouts.get(&progress.rollout).map_or(0, |r| r.generation);
-            if stored != progress.generation {
-                return false;
+        let swapped = self
+            .update_global(move |g| {
+                let stored = g.rollouts.get(&rollout);
+                if stored.map_or(0, |r| r.generation) != generation {
+                    return None;
+                }
+                let left = stored.map(|r| r.chunks.clone()).unwrap_or_default();
+                let stored = StoredRollout {
+                    generation: generation + 1,
+                    progress: head.clone(),
+                    by: me.clone(),
+                    chunks: named.clone(),
+                };
+                g.rollouts.insert(rollout.clone(), stored);
+                Some(left)
+            })
+            .await?;
+        // Whether a save that failed landed is not known: what it made is swept if no head names it.
+        match swapped {
+            Some(left) => {
+                self.delete_chunks(left.into_iter().filter(|n| !n.is_empty() && !chunks.contains(n)).collect()).await;
+                Ok(true)
             }
-            let generation = stored + 1;
-            let (progress, by) = (progress.clone(), me.clone());
-            g.rollouts.insert(progress.rollout.clone(), StoredRollout { generation, progress, by });
-            true
-        })
-        .await
+            None => {
+                self.delete_chunks(made_names).await;
+                Ok(false)
+            }
+        }
     }
 
     async fn delete_rollout(&self, name: &str) -> Result<()> {
         let name = name.to_string();
-        self.update_global(move |g| {
-            g.rollouts.remove(&name);
-        })
-        .await
+        let left = self.update_global(move |g| g.rollouts.remove(&name).map(|r| r.chunks).unwrap_or_default()).await?;
+        self.delete_chunks(left.into_iter().filter(|n| !n.is_empty()).collect()).await;
+        Ok(())
     }
 
     async fn audit(&self, entry: &AuditEntry) -> Result<()> {

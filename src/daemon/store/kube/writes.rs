@@ -152,11 +152,7 @@ impl Inner {
                     self.put_global(Some(&map), Source::Answer(&mark), false);
                     return Ok(result);
                 }
-                // Read again; kept unless the cache has it or something newer already.
-                Err(e) if Failure::is(&e, 409) || Failure::is(&e, 404) => match self.configmaps.get_opt(GLOBAL).await {
-                    Ok(map) => self.put_global(map.as_ref(), Source::Answer(&mark), false),
-                    Err(e) => return Err(api_error(&object, &e)),
-                },
+                Err(e) if Failure::is(&e, 409) || Failure::is(&e, 404) => self.refresh_global().await?,
                 Err(e) => return Err(api_error(&object, &e)),
             }
         }
@@ -165,6 +161,20 @@ impl Inner {
             "conflict",
             format!("still conflicting after {ATTEMPTS} attempts: another writer changes it continuously"),
         ))
+    }
+}
+
+impl Inner {
+    /// Reads the strata-state ConfigMap again: kept unless the cache has it or something newer.
+    pub(super) async fn refresh_global(&self) -> Result<()> {
+        let mark = self.mark();
+        match self.configmaps.get_opt(GLOBAL).await {
+            Ok(map) => {
+                self.put_global(map.as_ref(), Source::Answer(&mark), false);
+                Ok(())
+            }
+            Err(e) => Err(api_error(&format!("ConfigMap {}/{GLOBAL}", self.mgmt.namespace), &e)),
+        }
     }
 }
 
