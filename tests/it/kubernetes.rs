@@ -549,6 +549,55 @@ fn a_rollout_holds_its_max_parallel_across_replicas() {
     }
 }
 
+/// A rollout over more clusters than strata-state keeps inline: its progress goes to chunk
+/// ConfigMaps, which the replicas gate, record results in and report from as before, and
+/// which are exactly those strata-state names once it is done.
+#[test]
+fn a_rollout_over_many_clusters_keeps_its_progress_in_chunks_across_replicas() {
+    const N: usize = 64;
+    let world = World::new(N, &[]);
+    world.repo.write(
+        "rollouts/default.yaml",
+        "apiVersion: strata.dev/v1\nkind: Rollout\nmetadata: { name: default }\nspec:\n  profiles: [app]\n  waves:\n    - name: all\n      maxParallel: 16\n",
+    );
+    let first = world.repo.commit("a rollout policy");
+    let replicas: Vec<Daemon> = (0..2).map(|_| world.launch(4)).collect();
+    let all: Vec<&Daemon> = replicas.iter().collect();
+    wait("every cluster applied", LONG, &all, || (0..N).all(|i| world.applied_at(&format!("c{i}"), &first)));
+
+    world.repo.edit(PROFILE, "greeting: hello", "greeting: hi");
+    let second = world.repo.commit("hi");
+    wait("the rollout to reach every cluster", LONG, &all, || {
+        (0..N).all(|i| world.applied_at(&format!("c{i}"), &second))
+    });
+    let auth = format!("Bearer {TOKEN}");
+    for daemon in &replicas {
+        wait("the rollout complete, every cluster updated", LONG, &all, || {
+            let (code, body) = daemon.request("GET", "/api/v1/rollouts/default", &[("Authorization", &auth)], "");
+            code == 200
+                && serde_json::from_str::<Value>(&body).is_ok_and(|r| {
+                    r["state"] == "complete" && r["waves"][0]["total"] == N && r["waves"][0]["updated"] == N
+                })
+        });
+    }
+    for i in 0..N {
+        assert_eq!(world.greeting(&format!("c{i}")), "hi");
+    }
+    let maps = kubernetes::configmaps(&world.mgmt_kubeconfig());
+    let rollouts: Value = serde_json::from_str(maps["strata-state"]["data"]["rollouts"].as_str().unwrap()).unwrap();
+    let named: std::collections::BTreeSet<&str> = rollouts["default"]["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .filter(|c| !c.is_empty())
+        .collect();
+    let kept: std::collections::BTreeSet<&str> =
+        maps.keys().map(String::as_str).filter(|name| name.starts_with("strata-progress-")).collect();
+    assert!(!named.is_empty(), "in chunks: {rollouts}");
+    assert_eq!(kept, named, "none left behind by the saves that replaced them");
+}
+
 /// SOPS in Kubernetes mode: the age identity comes from a Secret in strata's namespace (keys
 /// ending in `.agekey`, Flux's layout), and an encrypted Secret in the repository reaches the
 /// workload cluster decrypted.

@@ -126,8 +126,6 @@ fn resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(GROUP, VERSION, KIND), PLURAL)
 }
 
-/// Rollout progress with up to this many clusters (and [`INLINE_BYTES`]) stays inline.
-const INLINE_CLUSTERS: usize = 200;
 /// How often a read of rollout progress reads the head again when a chunk it names is gone.
 const CHUNK_READS: usize = 4;
 

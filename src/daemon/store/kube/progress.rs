@@ -7,9 +7,10 @@
 //!                                               the clusters whose name hashes to it
 //! ```
 //!
-//! A rollout whose clusters take up to [`INLINE_BYTES`] keeps them inline, as it always did. A
-//! larger one spreads them over a power of two of buckets (about [`CHUNK_CLUSTERS`] each) by a
-//! hash of their names, so a save that changes one cluster writes one chunk. A save creates the
+//! A rollout of up to [`INLINE_CLUSTERS`] clusters taking up to [`INLINE_BYTES`] keeps them
+//! inline, as it always did. A larger one spreads them over a power of two of buckets (about
+//! [`CHUNK_CLUSTERS`] each) by a hash of their names, so a save that changes one cluster writes
+//! one chunk. A save creates the
 //! chunks that changed under names no other save uses, then compare-and-swaps the head in
 //! strata-state on its generation as before: the head is the commit point, so a reader sees the
 //! chunks of one generation or of the next, never a mix, and a chunk is never changed once
@@ -25,8 +26,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// The clusters' part of one rollout's progress, or of one chunk of it.
 pub(super) type Clusters = BTreeMap<String, ClusterProgress>;
 
-/// Clusters' progress up to this size stays inline in strata-state.
-pub(super) const INLINE_BYTES: usize = 64 * 1024;
+/// Clusters' progress up to this size (and [`INLINE_CLUSTERS`]) stays inline in strata-state:
+/// small enough that many rollouts fit there beside each other.
+pub(super) const INLINE_BYTES: usize = 16 * 1024;
+pub(super) const INLINE_CLUSTERS: usize = 50;
 /// About this many clusters to a chunk (~300 bytes each).
 const CHUNK_CLUSTERS: usize = 200;
 /// A chunk is kept under this size (a ConfigMap holds 1 MiB): past it the buckets double.
