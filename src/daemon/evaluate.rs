@@ -270,12 +270,21 @@ pub fn evaluate(
     // The next evaluation starts from this one; one that did not end starts from the last that did.
     let (outcomes, memo) = match result {
         Ok((outcomes, next)) => {
-            let Next { head: loaded, mut quiet, kept } = next;
-            let (memo_loaded, mut memo_quiet) = memo.map(|m| (m.loaded, m.quiet)).unzip();
+            let Next { head: loaded, quiet: still, dropped } = next;
+            let (memo_loaded, memo_quiet) = memo.map(|m| (m.loaded, m.quiet)).unzip();
             let loaded = loaded.or(memo_loaded).expect("a head not loaded is the memo's");
-            if let Some(memo_quiet) = memo_quiet.as_mut() {
-                quiet.extend(kept.into_iter().filter_map(|name| memo_quiet.remove_entry(&name)));
-            }
+            // The memo's quiet clusters but those not left quiet, and those found quiet now: a
+            // change to a few clusters touches a few entries, not the fleet's.
+            let mut quiet = match (memo_quiet, dropped) {
+                (Some(mut quiet), Some(dropped)) => {
+                    for name in &dropped {
+                        quiet.remove(name);
+                    }
+                    quiet
+                }
+                _ => HashMap::new(),
+            };
+            quiet.extend(still);
             (Ok(outcomes), Some(Memo { head: head.to_string(), keys, loaded, quiet }))
         }
         Err(e) => (Err(e), memo),
@@ -326,22 +335,23 @@ struct Rest {
     digest: Option<String>,
     removed: bool,
     suspended: bool,
-    target: TargetConfig,
+    /// The target it was decided for: `None` when the host config names it, which stays as it
+    /// is for as long as the process runs (a target registered by a Secret can change).
+    target: Option<TargetConfig>,
 }
 
 impl Rest {
-    /// Whether it is what `state` and `target` say now.
-    fn holds(&self, state: Option<&store::ClusterState>, target: &TargetConfig) -> bool {
+    /// Whether it is what `state` says now (the target is compared apart).
+    fn holds(&self, state: Option<&store::ClusterState>) -> bool {
         let field = |f: fn(&store::ClusterState) -> &Option<String>| state.and_then(|s| f(s).as_deref());
         self.profile_revision.as_deref() == field(|s| &s.profile_revision)
             && self.cluster_revision.as_deref() == field(|s| &s.cluster_revision)
             && self.digest.as_deref() == field(|s| &s.digest)
             && self.removed == state.is_some_and(|s| s.sync == super::state::Sync::Removed)
             && self.suspended == state.is_some_and(|s| s.suspended)
-            && self.target == *target
     }
 
-    fn of(state: Option<&store::ClusterState>, target: TargetConfig) -> Rest {
+    fn of(state: Option<&store::ClusterState>, target: Option<TargetConfig>) -> Rest {
         Rest {
             profile_revision: state.and_then(|s| s.profile_revision.clone()),
             cluster_revision: state.and_then(|s| s.cluster_revision.clone()),
@@ -359,12 +369,32 @@ struct Next {
     head: Option<Arc<(Snapshot, Model)>>,
     /// Those it decided to be quiet.
     quiet: HashMap<String, Rest>,
-    /// Those of the memo it left quiet (their rests carried over).
-    kept: Vec<String>,
+    /// Those of the memo not left quiet (`None`: none was, the memo was not used); the rests of
+    /// the others are carried over as they are.
+    dropped: Option<Vec<String>>,
+}
+
+/// A map by name walked in order, for names asked in order: each step compares a name or two
+/// instead of searching the map.
+struct Walk<'a, V> {
+    entries: std::iter::Peekable<std::collections::btree_map::Iter<'a, String, V>>,
+}
+
+impl<'a, V> Walk<'a, V> {
+    fn new(map: &'a BTreeMap<String, V>) -> Walk<'a, V> {
+        Walk { entries: map.iter().peekable() }
+    }
+
+    /// The value of `name`, a name not before the last one asked.
+    fn at(&mut self, name: &str) -> Option<&'a V> {
+        while self.entries.next_if(|(key, _)| key.as_str() < name).is_some() {}
+        self.entries.next_if(|(key, _)| key.as_str() == name).map(|(_, value)| value)
+    }
 }
 
 /// The clusters of `memo` still quiet at the head: not reached by the change from the memo's
-/// head (`since`), nothing under them moved, not governed by a rollout, owned, with a worker.
+/// head (`since`), nothing under them moved, not governed by a rollout, owned, with a worker;
+/// and the memo's quiet clusters that are not (a few, for a small change).
 fn still_quiet<'m>(
     shared: &Shared,
     memo: &Memo,
@@ -372,7 +402,7 @@ fn still_quiet<'m>(
     (head_snapshot, head_model): (&Snapshot, &'m Model),
     states: &BTreeMap<String, store::ClusterState>,
     running: &HashSet<String>,
-) -> HashSet<&'m str> {
+) -> (HashSet<&'m str>, Vec<String>) {
     let (memo_snapshot, memo_model) = &*memo.loaded;
     let edits = Edits::new(Some(since), memo_snapshot.tree.as_ref(), head_snapshot.tree.as_ref());
     // A profile whose versions are the same on both sides, none of them edited, resolves every
@@ -389,30 +419,45 @@ fn still_quiet<'m>(
         })
         .collect();
     let mut quiet = HashSet::new();
+    let mut dropped = Vec::new();
+    // The maps are all by name: walked side by side rather than searched 10,000 times each.
+    let (mut memo_clusters, mut states_now) = (Walk::new(&memo_model.clusters), Walk::new(states));
     for (name, cluster) in &head_model.clusters {
         let Some(rest) = memo.quiet.get(name) else { continue };
-        if !running.contains(name)
-            || !shared.shards.owns(name)
-            || head_model.rollouts.values().any(|r| r.governs(&cluster.profile))
-            || !memo_model.clusters.get(name).is_some_and(|c| Arc::ptr_eq(c, cluster) || c == cluster)
-        {
-            continue;
-        }
-        if !settled.get(cluster.profile.as_str()).copied().unwrap_or(false) {
-            let (Ok(before), Ok(now)) = (memo_model.resolve(cluster), head_model.resolve(cluster)) else { continue };
-            if before.profile.version != now.profile.version
-                || before.update_available != now.update_available
-                || edits.edited(before.profile, now.profile)
+        let (was, state) = (memo_clusters.at(name), states_now.at(name));
+        let still = || {
+            if !running.contains(name)
+                || !shared.shards.owns(name)
+                || head_model.rollouts.values().any(|r| r.governs(&cluster.profile))
+                || !was.is_some_and(|c| Arc::ptr_eq(c, cluster) || c == cluster)
             {
-                continue;
+                return false;
             }
-        }
-        let Ok(target) = shared.target(name, &cluster.target) else { continue };
-        if rest.holds(states.get(name), &target) {
+            if !settled.get(cluster.profile.as_str()).copied().unwrap_or(false) {
+                let (Ok(before), Ok(now)) = (memo_model.resolve(cluster), head_model.resolve(cluster)) else {
+                    return false;
+                };
+                if before.profile.version != now.profile.version
+                    || before.update_available != now.update_available
+                    || edits.edited(before.profile, now.profile)
+                {
+                    return false;
+                }
+            }
+            rest.holds(state)
+                && rest.target.as_ref().is_none_or(|target| shared.target_is(name, &cluster.target, target))
+        };
+        if still() {
             quiet.insert(name.as_str());
+        } else {
+            dropped.push(name.clone());
         }
     }
-    quiet
+    // Quiet clusters whose file left the repository.
+    if quiet.len() + dropped.len() < memo.quiet.len() {
+        dropped.extend(memo.quiet.keys().filter(|name| !head_model.clusters.contains_key(*name)).cloned());
+    }
+    (quiet, dropped)
 }
 
 fn evaluate_at(
@@ -473,9 +518,12 @@ fn evaluate_at(
         Some(m) => changes.get(&m.head),
         None => None,
     };
-    let quiet: HashSet<&str> = match memo.zip(since) {
-        Some((memo, since)) => still_quiet(shared, memo, since, (head_snapshot, head_model), &states, running),
-        None => HashSet::new(),
+    let (quiet, dropped): (HashSet<&str>, Option<Vec<String>>) = match memo.zip(since) {
+        Some((memo, since)) => {
+            let (quiet, dropped) = still_quiet(shared, memo, since, (head_snapshot, head_model), &states, running);
+            (quiet, Some(dropped))
+        }
+        None => (HashSet::new(), None),
     };
 
     // Every other revision a cluster decided again runs, and those a rollout returns clusters to.
@@ -544,8 +592,24 @@ fn evaluate_at(
     for name in head_model.clusters.keys() {
         guard::inject("revision", name);
     }
-    *shared.tags.lock().unwrap_or_else(|p| p.into_inner()) =
-        head_model.clusters.iter().map(|(n, c)| (n.clone(), c.tags.clone())).collect();
+    {
+        // Updated in place: a commit changes the tags of a few clusters, if any.
+        let mut tags = shared.tags.lock().unwrap_or_else(|p| p.into_inner());
+        let mut new = Vec::new();
+        let mut held = tags.iter_mut().peekable();
+        for (name, cluster) in &head_model.clusters {
+            while held.next_if(|(key, _)| *key < name).is_some() {}
+            match held.next_if(|(key, _)| *key == name) {
+                Some((_, tags)) if *tags != cluster.tags => tags.clone_from(&cluster.tags),
+                Some(_) => {}
+                None => new.push((name.clone(), cluster.tags.clone())),
+            }
+        }
+        tags.extend(new);
+        if tags.len() != head_model.clusters.len() {
+            tags.retain(|name, _| head_model.clusters.contains_key(name));
+        }
+    }
 
     let context = Context {
         shared,
@@ -633,7 +697,8 @@ fn evaluate_at(
         if stop() {
             return Err(cancelled());
         }
-        let rest = Rest::of(states.get(name), p.target.clone());
+        let configured = shared.config.targets.contains_key(&head_model.clusters[name].target);
+        let rest = Rest::of(states.get(name), (!configured).then(|| p.target.clone()));
         let gate = gates.get(name);
         match guard::catch(|| context.decide(name, &head_model.clusters[name], p, gate, in_force.get(name))) {
             Ok(decided) => {
@@ -730,8 +795,8 @@ fn evaluate_at(
     // Sets asked for again from now on are rendered from this head first.
     let deferred = Deferred::new(source.clone(), shared.render.clone(), Some(head_arc.clone()));
     *shared.deferred.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(deferred));
-    let kept = quiet.into_iter().map(str::to_string).collect();
-    Ok((outcomes, Next { head: head_owned, quiet: still, kept }))
+
+    Ok((outcomes, Next { head: head_owned, quiet: still, dropped }))
 }
 
 /// One cluster planned: what comes before the rollouts' gate.
@@ -1214,6 +1279,19 @@ impl Deferred {
 mod tests {
     use super::*;
     use crate::diag::Code;
+
+    /// Walking a map by names asked in order finds what searching it finds, names it lacks
+    /// included (before, between and after its own).
+    #[test]
+    fn a_walk_finds_what_a_search_finds() {
+        let map: BTreeMap<String, usize> =
+            ["b", "c10", "c2", "e", "é"].iter().enumerate().map(|(i, k)| (k.to_string(), i)).collect();
+        let asked = ["a", "b", "c", "c10", "c2", "d", "e", "z", "é", "ü"];
+        let mut walk = Walk::new(&map);
+        for name in asked {
+            assert_eq!(walk.at(name), map.get(name), "{name}");
+        }
+    }
 
     #[test]
     fn first_problem_is_the_first_finding_without_code_or_help() {

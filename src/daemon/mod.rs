@@ -255,6 +255,15 @@ impl Shared {
 
     /// The target a cluster names: from the host config, else from a cluster Secret, else a
     /// diagnostic saying how to configure it.
+    /// Whether `cluster`'s target `target` is `config` now: [`Shared::target`] without copying
+    /// what the host config holds (an evaluation asks it of every quiet cluster).
+    pub fn target_is(&self, cluster: &str, target: &str, config: &TargetConfig) -> bool {
+        match self.config.targets.get(target) {
+            Some(configured) => configured == config,
+            None => self.target(cluster, target).is_ok_and(|t| t == *config),
+        }
+    }
+
     pub fn target(&self, cluster: &str, target: &str) -> Result<TargetConfig, crate::diag::Diagnostic> {
         let configured = self.config.target(cluster, target);
         if configured.is_ok() || self.secrets.is_none() {
@@ -897,8 +906,9 @@ impl MainLoop {
         if let Some(pending) = shared.stored("count pending updates", shared.store.pending_count().await) {
             shared.metrics.pending_updates.set(pending);
         }
-        if let Some(fleet) = shared.stored("count pending approvals", shared.store.fleet().await) {
-            shared.metrics.pending_approvals.set(selection::waiting(&fleet).len() as i64);
+        if let Some(pendings) = shared.stored("count pending approvals", shared.store.pendings().await) {
+            let waiting = pendings.iter().filter(|p| p.hold == decide::Hold::Approval).count();
+            shared.metrics.pending_approvals.set(waiting as i64);
         }
         count_shard_clusters(&shared);
         self.ready().await;
@@ -1134,10 +1144,10 @@ async fn dispatch(
     shared.touch();
     // Clusters whose file left the repository (an evaluation has outcomes only for the clusters
     // it decided again; the head's clusters are those it tagged).
-    let Some(known) = shared.stored("list clusters", shared.store.clusters().await) else { return };
+    let Some(known) = shared.stored("list clusters", shared.store.states().await) else { return };
     let gone: Vec<store::ClusterState> = {
         let present = shared.tags.lock().unwrap_or_else(|p| p.into_inner());
-        known.into_iter().filter(|c| c.sync != Sync::Removed && !present.contains_key(&c.name)).collect()
+        known.values().filter(|c| c.sync != Sync::Removed && !present.contains_key(&c.name)).cloned().collect()
     };
     // Only this replica's: another one's clusters are theirs to retire.
     for state in gone.into_iter().filter(|c| shared.shards.owns(&c.name)) {

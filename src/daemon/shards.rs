@@ -54,7 +54,10 @@ pub const LEASE_LABEL: &str = "strata.dev/lease";
 /// The shard a cluster belongs to: the one scoring highest for its name (rendezvous hashing), so
 /// changing the number of shards moves only the clusters that must move.
 pub fn shard_of(cluster: &str, shards: u32) -> u32 {
-    (0..shards.max(1)).max_by_key(|&shard| (score(cluster, shard), std::cmp::Reverse(shard))).unwrap_or(0)
+    if shards <= 1 {
+        return 0;
+    }
+    (0..shards).max_by_key(|&shard| (score(cluster, shard), std::cmp::Reverse(shard))).unwrap_or(0)
 }
 
 fn score(name: &str, shard: u32) -> u64 {
@@ -195,7 +198,8 @@ impl Shards {
 
     /// Whether `cluster` is this replica's to reconcile now.
     pub fn owns(&self, cluster: &str) -> bool {
-        self.holds(self.shard_of(cluster))
+        // One process without Leases owns every cluster: no hash of the name to work out.
+        self.leases.is_none() || self.holds(self.shard_of(cluster))
     }
 
     /// Whether this replica does the fleet-wide work (planning pull requests, statuses naming no

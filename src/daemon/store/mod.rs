@@ -376,6 +376,11 @@ pub trait Store: Send + std::marker::Sync {
     fn set_pending(&self, pending: &Pending) -> impl Future<Output = Result<()>> + Send;
     fn clear_pending(&self, cluster: &str) -> impl Future<Output = Result<()>> + Send;
     fn pending_count(&self) -> impl Future<Output = Result<i64>> + Send;
+    /// Every pending update, without its diff (empty): what counting them by hold needs, read
+    /// without the clusters.
+    fn pendings(&self) -> impl Future<Output = Result<Vec<Pending>>> + Send {
+        async { Ok(self.fleet_brief().await?.into_iter().filter_map(|(_, pending)| pending).collect()) }
+    }
 
     fn approve(&self, cluster: &str, revision: &str, by: &Approver) -> impl Future<Output = Result<Approval>> + Send;
     /// The newest approval of `revision` for `cluster`, if there is one.
@@ -509,6 +514,9 @@ impl Store for AnyStore {
     }
     async fn fleet(&self) -> Result<Vec<FleetRow>> {
         dispatch!(self, s => s.fleet().await)
+    }
+    async fn pendings(&self) -> Result<Vec<Pending>> {
+        dispatch!(self, s => s.pendings().await)
     }
     async fn fleet_brief(&self) -> Result<Vec<FleetRow>> {
         dispatch!(self, s => s.fleet_brief().await)

@@ -666,6 +666,11 @@ impl Store for SqliteStore {
         self.read(|c| c.query_row("SELECT COUNT(*) FROM pending", [], |r| r.get(0)))
     }
 
+    async fn pendings(&self) -> Result<Vec<Pending>> {
+        let sql = format!("SELECT {} FROM pending ORDER BY cluster", Self::PENDING).replace("diff", "'' AS diff");
+        self.read(|c| c.prepare(&sql)?.query_map([], |r| Self::pending_row(r, 0))?.collect())
+    }
+
     async fn approve(&self, cluster: &str, revision: &str, by: &Approver) -> Result<Approval> {
         let approval = by.approval(cluster, revision);
         let groups = serde_json::to_string(&approval.groups).expect("groups serialise");

@@ -652,12 +652,19 @@ pub fn entry_problem(name: &[u8], mode: i32) -> Option<EntryProblem> {
 /// spaces dropped, an alternate data stream (`.git::$INDEX_ALLOCATION`) ignored, the short name
 /// `git~1`.
 fn is_dot_git(name: &str) -> bool {
-    let hfs: String = name
-        .chars()
-        .filter(|c| !matches!(*c as u32, 0x200c..=0x200f | 0x202a..=0x202e | 0x206a..=0x206f | 0xfeff))
-        .collect();
+    // The code points HFS+ ignores are none of them ASCII: an ASCII name (a fleet's thousands of
+    // file names) is compared as it is, without a copy.
+    let hfs = if name.is_ascii() {
+        name.eq_ignore_ascii_case(".git")
+    } else {
+        let kept: String = name
+            .chars()
+            .filter(|c| !matches!(*c as u32, 0x200c..=0x200f | 0x202a..=0x202e | 0x206a..=0x206f | 0xfeff))
+            .collect();
+        kept.eq_ignore_ascii_case(".git")
+    };
     let ntfs = name.split(':').next().unwrap_or(name).trim_end_matches(['.', ' ']);
-    hfs.eq_ignore_ascii_case(".git") || ntfs.eq_ignore_ascii_case(".git") || ntfs.eq_ignore_ascii_case("git~1")
+    hfs || ntfs.eq_ignore_ascii_case(".git") || ntfs.eq_ignore_ascii_case("git~1")
 }
 
 /// Why a tree could not be shown to be sound.

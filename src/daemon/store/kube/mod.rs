@@ -592,6 +592,19 @@ impl Store for KubeStore {
         self.read(|cache| cache.docs.values().filter(|d| d.status.pending.is_some()).count() as i64).await
     }
 
+    async fn pendings(&self) -> Result<Vec<Pending>> {
+        self.read(|cache| {
+            cache
+                .docs
+                .iter()
+                .filter(|(_, d)| d.known())
+                .filter_map(|(name, d)| d.pending(name))
+                .map(|p| Pending { diff: String::new(), ..p })
+                .collect()
+        })
+        .await
+    }
+
     async fn approve(&self, cluster: &str, revision: &str, by: &Approver) -> Result<Approval> {
         let approval = by.approval(cluster, revision);
         let doc = ApprovalDoc {
