@@ -27,6 +27,9 @@ pub struct Model {
     /// Whether `clusters/` holds only plain files, directly (no links, no sub-directories): then
     /// another revision loaded from this one lists only the cluster files that changed.
     pub flat_clusters: bool,
+    /// Whether it loaded without a finding: then another revision loaded from it takes its
+    /// clusters' resolution as found (for those unchanged on unchanged profiles).
+    pub checked: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -184,13 +184,25 @@ fn load_with(tree: &dyn Tree, reuse: Option<(&Model, &Changes)>) -> (Model, Diag
     // Profiles with a version that failed to load: a cluster that cannot resolve against one of
     // them is reported through the profile's own problem, not again as unresolvable.
     let mut broken = HashSet::new();
+    // Profiles every version of which is `other`'s, as it was.
+    let mut kept = HashSet::new();
     if has(PROFILES_DIR) {
-        load_profiles(tree, reuse, &mut model, &mut broken, &mut diags);
+        load_profiles(tree, reuse, &mut model, &mut broken, &mut kept, &mut diags);
     }
     if has(CLUSTERS_DIR) {
         load_clusters(tree, reuse, &mut model, &mut diags);
     }
-    for cluster in model.clusters.values() {
+    // A cluster taken as it was from `other`, on a profile kept as it was, resolves as it did
+    // there, where nothing was found (`other.checked`): not resolved again (a fleet's thousands).
+    let mut before = reuse.filter(|(other, _)| other.checked).map(|(other, _)| other.clusters.iter().peekable());
+    for (name, cluster) in &model.clusters {
+        let was = before.as_mut().and_then(|before| {
+            while before.next_if(|(other, _)| *other < name).is_some() {}
+            before.next_if(|(other, _)| *other == name).map(|(_, c)| c)
+        });
+        if was.is_some_and(|was| Arc::ptr_eq(was, cluster)) && kept.contains(&cluster.profile) {
+            continue;
+        }
         match model.resolve(cluster) {
             Ok(resolution) => check_overrides(cluster, resolution.profile, &mut diags),
             Err(_) if broken.contains(&cluster.profile) => {}
@@ -199,6 +211,7 @@ fn load_with(tree: &dyn Tree, reuse: Option<(&Model, &Changes)>) -> (Model, Diag
     }
     model.rollouts = rollouts::load(tree, &model, &mut diags);
     model.approval_rules = approvals::load(tree, &model, &mut diags);
+    model.checked = diags.is_empty();
     (model, diags)
 }
 
@@ -256,6 +269,7 @@ fn load_profiles(
     reuse: Option<(&Model, &Changes)>,
     model: &mut Model,
     broken: &mut HashSet<String>,
+    kept: &mut HashSet<String>,
     diags: &mut Diagnostics,
 ) {
     let names = match tree.list(PROFILES_DIR) {
@@ -276,6 +290,7 @@ fn load_profiles(
         };
         let mut loaded: Vec<Profile> = Vec::new();
         let before = diags.len();
+        let mut all_reused = true;
         for (version_dir, kind) in versions {
             if kind != EntryKind::Dir {
                 continue;
@@ -300,6 +315,7 @@ fn load_profiles(
                 continue;
             }
             let reused = reuse.and_then(|(other, changes)| unchanged_profile(tree, other, changes, &file));
+            all_reused &= reused.is_some();
             if let Some(profile) = reused.or_else(|| load_profile(tree, &file, &name, &dir_version, diags)) {
                 if let Some(other) = loaded.iter().find(|p| p.version.cmp_precedence(&profile.version).is_eq()) {
                     diags.push(
@@ -321,6 +337,11 @@ fn load_profiles(
         }
         if diags.len() > before {
             broken.insert(name.clone());
+        } else if all_reused
+            && !loaded.is_empty()
+            && reuse.is_some_and(|(other, _)| other.profiles.get(&name).map_or(0, Vec::len) == loaded.len())
+        {
+            kept.insert(name.clone());
         }
         loaded.sort_by(|a, b| a.version.cmp_precedence(&b.version));
         if !loaded.is_empty() {
@@ -1038,6 +1059,43 @@ fn check_overrides(cluster: &Cluster, profile: &Profile, diags: &mut Diagnostics
 mod tests {
     use super::*;
     use crate::source::MemTree;
+
+    /// A cluster is resolved again from another revision unless it and every version of its
+    /// profile are as they were there, and that revision loaded without a finding: a profile
+    /// edited under an unchanged cluster, or a revision with findings to load from, still has the
+    /// cluster's overrides checked.
+    #[test]
+    fn unchanged_clusters_are_checked_again_when_their_profile_changed_or_the_other_had_findings() {
+        let profile = |layers: &str| {
+            format!(
+                "apiVersion: strata.dev/v1\nkind: Profile\nmetadata: {{name: p, version: 1.0.0}}\nspec:\n  layers:\n{layers}"
+            )
+        };
+        let both = "  - {name: app, type: manifests, source: packs/app}\n  - {name: web, type: manifests, source: packs/app}\n";
+        let app_only = "  - {name: app, type: manifests, source: packs/app}\n";
+        let tree = |layers: &str| {
+            let mut tree = MemTree::new();
+            tree.file("profiles/p/1.0.0/profile.yaml", profile(layers));
+            tree.file("packs/app/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n");
+            tree.file(
+                "clusters/c.yaml",
+                "apiVersion: strata.dev/v1\nkind: Cluster\nmetadata: {name: c}\nspec:\n  profile: {name: p, version: 1.0.0}\n  overrides:\n    web: {replicas: 2}\n",
+            );
+            tree
+        };
+        let good = load(&tree(both)).unwrap();
+        assert!(good.checked);
+        let edited = Changes::new(["profiles/p/1.0.0/profile.yaml".to_string()]);
+        let found = load_reusing(&tree(app_only), &good, &edited).expect_err("the override names a layer gone");
+        assert!(found.to_string().contains("overrides name layer `web`"), "{found}");
+
+        let (partial, findings) = load_partial(&tree(app_only));
+        assert!(!findings.is_empty() && !partial.checked);
+        let again = load_reusing(&tree(app_only), &partial, &Changes::default()).expect_err("found again");
+        assert_eq!(again.to_string(), findings.sorted().to_string());
+        // And from a revision without findings, nothing changed: as it was.
+        assert!(load_reusing(&tree(both), &good, &Changes::default()).is_ok());
+    }
 
     /// Loading a revision from another (`load_reusing`, which lists only the cluster files that
     /// changed when it can) is loading it from scratch: the same clusters, or the same findings,
