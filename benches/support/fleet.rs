@@ -9,6 +9,8 @@
 //!   (50 of 1,000 clusters).
 //! - [`Shape::Shared`], the fleet the first benchmarks used: 20 profiles × 5 versions, clusters
 //!   pinned round-robin, one in ten with an override, so most clusters share their renders.
+//! - [`Shape::Light`], the overridden fleet with one object per cluster (a Deployment in one
+//!   templated layer): 100,000 clusters on directory targets are 100,000 files, not 4 million.
 //!
 //! Any size: `generate(root, shape, clusters)` writes the tree and commits it with the real `git`;
 //! `edit_in_place` commits the edit the plan benchmark measures.
@@ -26,6 +28,8 @@ pub enum Shape {
     Overridden,
     /// Clusters mostly share renders.
     Shared,
+    /// As overridden, one object per cluster.
+    Light,
 }
 
 impl Shape {
@@ -33,6 +37,7 @@ impl Shape {
         match text {
             "overridden" => Some(Shape::Overridden),
             "shared" => Some(Shape::Shared),
+            "light" => Some(Shape::Light),
             _ => None,
         }
     }
@@ -41,19 +46,20 @@ impl Shape {
         match self {
             Shape::Overridden => "overridden",
             Shape::Shared => "shared",
+            Shape::Light => "light",
         }
     }
 
     pub fn profiles(self) -> usize {
         match self {
-            Shape::Overridden => 10,
+            Shape::Overridden | Shape::Light => 10,
             Shape::Shared => 20,
         }
     }
 
     pub fn versions(self) -> usize {
         match self {
-            Shape::Overridden => 3,
+            Shape::Overridden | Shape::Light => 3,
             Shape::Shared => 5,
         }
     }
@@ -62,7 +68,7 @@ impl Shape {
     pub fn edited(self, clusters: usize) -> (&'static str, usize) {
         match self {
             // Half of p00's clusters are on 1.2.0 (a pin or `^1`).
-            Shape::Overridden => ("p00/1.2.0", clusters.div_ceil(self.profiles()) / 2),
+            Shape::Overridden | Shape::Light => ("p00/1.2.0", clusters.div_ceil(self.profiles()) / 2),
             // Clusters c with c % 20 == 0 and (c / 20) % 5 == 0.
             Shape::Shared => ("p00/1.0.0", clusters.div_ceil(self.profiles() * self.versions())),
         }
@@ -70,6 +76,18 @@ impl Shape {
 }
 
 pub const LAYERS: usize = 4;
+
+impl Shape {
+    /// Layers per profile version.
+    pub fn layers(self) -> usize {
+        if self == Shape::Light { 1 } else { LAYERS }
+    }
+
+    /// Objects per cluster.
+    pub fn objects(self) -> usize {
+        if self == Shape::Light { 1 } else { OBJECTS }
+    }
+}
 pub const APPS_PER_LAYER: usize = 3;
 /// Objects per profile version: per layer a Namespace and three apps of three objects.
 pub const OBJECTS: usize = LAYERS * (1 + 3 * APPS_PER_LAYER);
@@ -82,11 +100,11 @@ pub fn cluster_name(c: usize) -> String {
     format!("c{c:05}")
 }
 
-fn profile_yaml(p: usize, version: &str, replicas: usize) -> String {
+fn profile_yaml(shape: Shape, p: usize, version: &str, replicas: usize) -> String {
     let mut out = format!(
         "apiVersion: strata.dev/v1\nkind: Profile\nmetadata: {{ name: p{p:02}, version: {version} }}\nspec:\n  layers:\n"
     );
-    for l in 0..LAYERS {
+    for l in 0..shape.layers() {
         let _ = write!(
             out,
             "    - name: l{l}\n      type: manifests\n      source: packs/p{p:02}/{version}/l{l}\n      namespace: p{p:02}-l{l}\n      values:\n        replicas: {replicas}\n        image: registry.example.com/p{p:02}/app:{version}\n        logLevel: info\n        region: eu-central-1\n        limits: {{ cpu: 500m, memory: 256Mi }}\n        settings: {{ timeout: 30s, retries: 3, cache: enabled, pool: 16 }}\n"
@@ -96,6 +114,13 @@ fn profile_yaml(p: usize, version: &str, replicas: usize) -> String {
         }
     }
     out
+}
+
+/// The light shape's one object: a Deployment.
+fn light_template() -> String {
+    String::from(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: app\n  labels: { region: \"{{ values.region }}\" }\nspec:\n  replicas: {{ values.replicas }}\n  selector:\n    matchLabels: { app: app }\n  template:\n    metadata:\n      labels: { app: app }\n    spec:\n      containers:\n        - name: app\n          image: {{ values.image }}\n          args: [\"--log-level={{ values.logLevel }}\"]\n",
+    )
 }
 
 /// One layer's templates: a Namespace, then per app a ConfigMap whose data is built by a loop
@@ -162,6 +187,14 @@ fn versions(shape: Shape) -> Vec<String> {
 pub fn cluster_yaml(shape: Shape, c: usize, replicas: usize) -> String {
     let name = cluster_name(c);
     match shape {
+        Shape::Light => {
+            let p = c % shape.profiles();
+            let version = ["1.0.0", "\"~1.1\"", "1.2.0", "\"^1\""][(c / shape.profiles()) % 4];
+            let region = REGIONS[c % REGIONS.len()];
+            format!(
+                "apiVersion: strata.dev/v1\nkind: Cluster\nmetadata:\n  name: {name}\n  tags: [\"region:{region}\", \"profile:p{p:02}\"]\nspec:\n  profile: {{ name: p{p:02}, version: {version} }}\n  overrides:\n    l0: {{ region: {region}, replicas: {replicas} }}\n  updates: auto\n"
+            )
+        }
         Shape::Overridden => {
             let p = c % shape.profiles();
             let version = match (c / shape.profiles()) % 4 {
@@ -208,9 +241,10 @@ pub fn cluster_yaml(shape: Shape, c: usize, replicas: usize) -> String {
 pub fn generate(root: &Path, shape: Shape, clusters: usize) -> String {
     for p in 0..shape.profiles() {
         for version in versions(shape) {
-            write(root, &format!("profiles/p{p:02}/{version}/profile.yaml"), &profile_yaml(p, &version, 1));
-            for l in 0..LAYERS {
-                write(root, &format!("packs/p{p:02}/{version}/l{l}/app.yaml"), &layer_template(l));
+            write(root, &format!("profiles/p{p:02}/{version}/profile.yaml"), &profile_yaml(shape, p, &version, 1));
+            for l in 0..shape.layers() {
+                let template = if shape == Shape::Light { light_template() } else { layer_template(l) };
+                write(root, &format!("packs/p{p:02}/{version}/l{l}/app.yaml"), &template);
             }
         }
     }
@@ -252,18 +286,18 @@ pub fn edit_in_place(root: &Path, shape: Shape) -> String {
     let (edited, _) = shape.edited(0);
     let (profile, version) = edited.split_once('/').expect("p/v");
     let p: usize = profile[1..].parse().expect("pNN");
-    write(root, &format!("profiles/{edited}/profile.yaml"), &profile_yaml(p, version, 2));
+    write(root, &format!("profiles/{edited}/profile.yaml"), &profile_yaml(shape, p, version, 2));
     git(root, &["commit", "-q", "-am", &format!("{profile}@{version}: two replicas")]);
     git(root, &["rev-parse", "HEAD"])
 }
 
-/// Commits an in-place edit of each of `versions` (`p01/1.2.0`: their replicas go to 2); returns
-/// the new commit.
+/// Commits an in-place edit of each of `versions` (`p01/1.2.0`: their replicas go to 2) of the
+/// overridden fleet; returns the new commit.
 pub fn edit_versions(root: &Path, versions: &[&str]) -> String {
     for edited in versions {
         let (profile, version) = edited.split_once('/').expect("p/v");
         let p: usize = profile[1..].parse().expect("pNN");
-        write(root, &format!("profiles/{edited}/profile.yaml"), &profile_yaml(p, version, 2));
+        write(root, &format!("profiles/{edited}/profile.yaml"), &profile_yaml(Shape::Overridden, p, version, 2));
     }
     git(root, &["commit", "-q", "-am", &format!("{}: two replicas", versions.join(", "))]);
     git(root, &["rev-parse", "HEAD"])

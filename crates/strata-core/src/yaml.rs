@@ -8,16 +8,19 @@
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-/// Parse options for user YAML. Kubernetes manifests rarely use anchors at all; the limits leave
-/// room for large CRDs (tens of thousands of nodes) and refuse exponential alias expansion.
-fn options() -> serde_saphyr::Options {
+/// Parse options for user YAML of `len` bytes. Kubernetes manifests rarely use anchors at all;
+/// the limits leave room for large CRDs (tens of thousands of nodes) and refuse exponential
+/// alias expansion. The node and event budgets grow with the text past their floor (a node takes
+/// a byte or more to write without aliases): a host config naming 100,000 targets loads, and
+/// what aliases can add stays linear in what was read.
+fn options(len: usize) -> serde_saphyr::Options {
     let mut budget = serde_saphyr::Budget::default();
     budget.max_aliases = 1_000;
     budget.max_anchors = 1_000;
     budget.max_recorded_anchor_events = 20_000;
     budget.max_recorded_anchor_bytes = 1024 * 1024;
-    budget.max_nodes = 200_000;
-    budget.max_events = 400_000;
+    budget.max_nodes = len.saturating_mul(2).max(200_000);
+    budget.max_events = len.saturating_mul(4).max(400_000);
     budget.max_documents = 10_000;
     budget.max_total_scalar_bytes = 16 * 1024 * 1024;
     let mut options = serde_saphyr::Options::default();
@@ -49,7 +52,7 @@ impl YamlError {
 
 /// Parses one document into `T`.
 pub fn parse<T: DeserializeOwned>(text: &str) -> Result<T, YamlError> {
-    serde_saphyr::from_str_with_options(text, options()).map_err(|e| YamlError::from_saphyr(&e, 0))
+    serde_saphyr::from_str_with_options(text, options(text.len())).map_err(|e| YamlError::from_saphyr(&e, 0))
 }
 
 /// One document of a multi-document stream: its first line and its value.
@@ -75,8 +78,8 @@ pub fn parse_documents(text: &str) -> Result<Vec<Document>, YamlError> {
 /// starts at (errors point into the whole stream). `None` for an empty document. Each document
 /// parses on its own, so a caller may parse a stream's documents separately and keep them.
 pub fn parse_document(chunk: &str, start: usize) -> Result<Option<Value>, YamlError> {
-    let value: Value =
-        serde_saphyr::from_str_with_options(chunk, options()).map_err(|e| YamlError::from_saphyr(&e, start - 1))?;
+    let value: Value = serde_saphyr::from_str_with_options(chunk, options(chunk.len()))
+        .map_err(|e| YamlError::from_saphyr(&e, start - 1))?;
     Ok((!value.is_null()).then_some(value))
 }
 
@@ -140,6 +143,17 @@ mod tests {
         let err = parse::<Value>(&bomb).unwrap_err();
         assert!(started.elapsed() < std::time::Duration::from_secs(1));
         assert!(err.message.contains("budget"), "{}", err.message);
+    }
+
+    /// A large document of plain nodes (a host config naming 100,000 targets) is not a bomb.
+    #[test]
+    fn a_document_as_large_as_its_nodes_loads() {
+        let mut text = String::from("targets:\n");
+        for i in 0..100_000 {
+            text.push_str(&format!("  c{i:05}: {{ directory: ./out/c{i:05} }}\n"));
+        }
+        let v: Value = parse(&text).unwrap();
+        assert_eq!(v["targets"].as_object().unwrap().len(), 100_000);
     }
 
     #[test]

@@ -789,9 +789,14 @@ impl Store for KubeStore {
             pruned += self.update_global(move |g| g.outbox.prune(cutoff, &kept)).await?;
         }
         if scope(None) {
-            let swept = self.sweep_chunks(now).await?;
-            if swept > 0 {
-                tracing::info!(chunks = swept, "Deleted rollout progress chunks a cut-off save left behind.");
+            match self.sweep_chunks(now).await {
+                Ok(0) => {}
+                Ok(swept) => {
+                    tracing::info!(chunks = swept, "Deleted rollout progress chunks a cut-off save left behind.")
+                }
+                Err(e) => {
+                    warn!(error = %e, "Rollout progress chunks no rollout names were not swept; tried again in an hour.")
+                }
             }
         }
         Ok(pruned)
@@ -832,7 +837,11 @@ impl Store for KubeStore {
             made_names = made.iter().map(|(name, _, _)| name.clone()).collect();
             let (inner, rollout) = (self.inner.clone(), head.rollout.clone());
             let object = format!("ConfigMaps {}/strata-progress-*", self.inner.mgmt.namespace);
-            self.call(object, async move { inner.create_chunks(&rollout, made).await }).await?;
+            if let Err(e) = self.call(object, async move { inner.create_chunks(&rollout, made).await }).await {
+                // Not named by any head: those that were made go now (or with the sweep).
+                self.delete_chunks(made_names).await;
+                return Err(e);
+            }
         }
         let (rollout, generation, named) = (head.rollout.clone(), head.generation, chunks.clone());
         // Compared with what the ConfigMap holds when it is written, retried on conflicts: a save
