@@ -276,12 +276,17 @@ pub enum Outcome {
 }
 
 /// Records the result of an apply of `digest` to `cluster` that `rollout` released (or rolls
-/// back). Returns whether the rollout's progress changed, so the caller has the rollout gated
-/// again. Results for a target the rollout no longer brings, and after it finished, change nothing.
+/// back). Returns whether the rollout's progress changed — or should have and could not be saved
+/// (the store failing, other writers winning every try): either way the caller has the rollout
+/// gated again, and the gate sees the result in the cluster's state. Results for a target the
+/// rollout no longer brings, and after it finished, change nothing.
 pub async fn record_result(shared: &Shared, rollout: &str, cluster: &str, digest: &str, outcome: &Outcome) -> bool {
     for _ in 0..SAVE_ATTEMPTS {
-        let Some(Some(mut p)) = shared.stored("read a rollout", shared.store.rollout(rollout).await) else {
-            return false;
+        let mut p = match shared.stored("read a rollout", shared.store.rollout(rollout).await) {
+            Some(Some(p)) => p,
+            Some(None) => return false,
+            // Not read: gated again all the same.
+            None => return true,
         };
         if p.finished_at.is_some() {
             return false;
@@ -324,10 +329,10 @@ pub async fn record_result(shared: &Shared, rollout: &str, cluster: &str, digest
         match shared.stored("record a rollout's result", shared.store.save_rollout(&p).await) {
             Some(true) => return true,
             Some(false) => continue,
-            None => return false,
+            None => return true,
         }
     }
-    false
+    true
 }
 
 /// Why an operator's action was not taken.
