@@ -253,10 +253,8 @@ impl Shared {
         }
     }
 
-    /// The target a cluster names: from the host config, else from a cluster Secret, else a
-    /// diagnostic saying how to configure it.
     /// Whether `cluster`'s target `target` is `config` now: [`Shared::target`] without copying
-    /// what the host config holds (an evaluation asks it of every quiet cluster).
+    /// what the host config holds.
     pub fn target_is(&self, cluster: &str, target: &str, config: &TargetConfig) -> bool {
         match self.config.targets.get(target) {
             Some(configured) => configured == config,
@@ -264,6 +262,8 @@ impl Shared {
         }
     }
 
+    /// The target a cluster names: from the host config, else from a cluster Secret, else a
+    /// diagnostic saying how to configure it.
     pub fn target(&self, cluster: &str, target: &str) -> Result<TargetConfig, crate::diag::Diagnostic> {
         let configured = self.config.target(cluster, target);
         if configured.is_ok() || self.secrets.is_none() {
