@@ -439,13 +439,18 @@ impl Doc {
     }
 
     pub(super) fn pending(&self, name: &str) -> Option<Pending> {
+        self.pending_with(name, true)
+    }
+
+    /// Its pending update, with its diff or without (empty: not copied).
+    pub(super) fn pending_with(&self, name: &str, diff: bool) -> Option<Pending> {
         self.status.pending.as_ref().map(|p| Pending {
             cluster: name.to_string(),
             base_revision: p.base_revision.clone(),
             head_revision: p.head_revision.clone(),
             hold: p.hold.clone(),
             summary: p.summary.clone(),
-            diff: p.diff.clone(),
+            diff: if diff { p.diff.clone() } else { String::new() },
             since: p.since,
             base_digest: p.base_digest.clone(),
         })

@@ -553,6 +553,18 @@ impl Store for KubeStore {
         .await
     }
 
+    async fn fleet_brief(&self) -> Result<Vec<FleetRow>> {
+        self.read(|cache| {
+            cache
+                .docs
+                .iter()
+                .filter(|(_, d)| d.known())
+                .map(|(name, d)| (d.state(name), d.pending_with(name, false)))
+                .collect()
+        })
+        .await
+    }
+
     async fn cluster_row(&self, name: &str) -> Result<Option<FleetRow>> {
         self.doc(name, |d| d.filter(|d| d.known()).map(|d| (d.state(name), d.pending(name)))).await
     }
@@ -594,13 +606,7 @@ impl Store for KubeStore {
 
     async fn pendings(&self) -> Result<Vec<Pending>> {
         self.read(|cache| {
-            cache
-                .docs
-                .iter()
-                .filter(|(_, d)| d.known())
-                .filter_map(|(name, d)| d.pending(name))
-                .map(|p| Pending { diff: String::new(), ..p })
-                .collect()
+            cache.docs.iter().filter(|(_, d)| d.known()).filter_map(|(name, d)| d.pending_with(name, false)).collect()
         })
         .await
     }

@@ -207,7 +207,7 @@ impl Inner {
     /// Creates the chunks of a save (kept as made here).
     pub(super) async fn create_chunks(&self, rollout: &str, made: Vec<(String, Clusters, String)>) -> Result<()> {
         let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };
-        let results = futures::stream::iter(made.into_iter().map(|(name, clusters, encoded)| {
+        let results = each(made, |(name, clusters, encoded)| {
             let map = chunk_map(&name, rollout, encoded);
             let params = &params;
             async move {
@@ -216,16 +216,14 @@ impl Inner {
                 self.chunks.insert(name, Arc::new(clusters), true);
                 Ok::<_, StoreError>(())
             }
-        }))
-        .buffer_unordered(CHUNK_REQUESTS)
-        .collect::<Vec<_>>()
+        })
         .await;
         results.into_iter().collect()
     }
 
     /// Reads chunks into the cache; whether all of them exist.
     pub(super) async fn read_chunks(&self, names: Vec<String>) -> Result<bool> {
-        let results = futures::stream::iter(names.into_iter().map(|name| async move {
+        let results = each(names, |name| async move {
             let object = format!("ConfigMap {}/{name}", self.mgmt.namespace);
             let Some(map) = self.configmaps.get_opt(&name).await.map_err(|e| api_error(&object, &e))? else {
                 return Ok(false);
@@ -234,16 +232,14 @@ impl Inner {
                 .ok_or_else(|| store_error(&object, "unreadable", "not rollout progress as strata writes it"))?;
             self.chunks.insert(name, Arc::new(clusters), false);
             Ok::<_, StoreError>(true)
-        }))
-        .buffer_unordered(CHUNK_REQUESTS)
-        .collect::<Vec<_>>()
+        })
         .await;
         results.into_iter().try_fold(true, |all, found| Ok(all && found?))
     }
 
     /// Deletes chunks (those gone already included).
     pub(super) async fn delete_chunks(&self, names: Vec<String>) -> Result<()> {
-        let results = futures::stream::iter(names.into_iter().map(|name| async move {
+        let results = each(names, |name| async move {
             self.chunks.remove(&name);
             let object = format!("ConfigMap {}/{name}", self.mgmt.namespace);
             match self.configmaps.delete(&name, &DeleteParams::default()).await {
@@ -251,9 +247,7 @@ impl Inner {
                 Err(e) if Failure::is(&e, 404) => Ok(()),
                 Err(e) => Err(api_error(&object, &e)),
             }
-        }))
-        .buffer_unordered(CHUNK_REQUESTS)
-        .collect::<Vec<_>>()
+        })
         .await;
         results.into_iter().collect()
     }
@@ -279,6 +273,11 @@ impl Inner {
 
 /// Chunk requests in flight at once.
 const CHUNK_REQUESTS: usize = 8;
+
+/// `request` for each of `items`, [`CHUNK_REQUESTS`] at a time: their results, in any order.
+async fn each<T, R, F: Future<Output = R>>(items: Vec<T>, request: impl FnMut(T) -> F) -> Vec<R> {
+    futures::stream::iter(items.into_iter().map(request)).buffer_unordered(CHUNK_REQUESTS).collect().await
+}
 
 /// A rollout's progress whole: its head with the clusters of its chunks (`None`: a chunk is not
 /// in `chunks`).
