@@ -278,13 +278,25 @@ impl KubeStore {
     /// The progress of every rollout (`name`: of that one), its chunks read as needed.
     async fn progress_of(&self, name: Option<&str>) -> Result<Vec<Progress>> {
         let namespace = &self.inner.mgmt.namespace;
-        for _ in 0..CHUNK_READS {
-            let heads: Vec<StoredRollout> = self
-                .global(|g| match name {
-                    Some(name) => g.rollouts.get(name).cloned().into_iter().collect(),
-                    None => g.rollouts.values().cloned().collect(),
-                })
-                .await?;
+        let pick = move |g: &Global| -> Vec<StoredRollout> {
+            match name {
+                Some(name) => g.rollouts.get(name).cloned().into_iter().collect(),
+                None => g.rollouts.values().cloned().collect(),
+            }
+        };
+        for round in 0..CHUNK_READS {
+            // From the cache first; after a chunk it named was gone, from the API server itself
+            // (the cache may not have heard of the save that let it go yet).
+            let heads: Vec<StoredRollout> = if round == 0 {
+                self.global(pick).await?
+            } else {
+                let inner = self.inner.clone();
+                let object = format!("ConfigMap {namespace}/{GLOBAL}");
+                let read = self.call(object.clone(), async move {
+                    inner.configmaps.get_opt(GLOBAL).await.map_err(|e| api_error(&object, &e))
+                });
+                read.await?.map(|map| pick(&decode_global(&map))).unwrap_or_default()
+            };
             let missing: Vec<String> = heads
                 .iter()
                 .flat_map(|h| &h.chunks)
@@ -302,12 +314,8 @@ impl KubeStore {
             }
             let inner = self.inner.clone();
             let object = format!("ConfigMaps {namespace}/strata-progress-*");
-            if !self.call(object, async move { inner.read_chunks(missing).await }).await? {
-                // A chunk is gone: the head read is older than the save that let it go.
-                let inner = self.inner.clone();
-                self.call(format!("ConfigMap {namespace}/{GLOBAL}"), async move { inner.refresh_global().await })
-                    .await?;
-            }
+            // A chunk gone: the head read is older than the save that let it go; read it again.
+            self.call(object, async move { inner.read_chunks(missing).await }).await?;
         }
         Err(store_error(
             &format!("ConfigMaps {namespace}/strata-progress-*"),
