@@ -22,7 +22,7 @@
 //! gets its identity, and a [`Deferred`] renders it when the worker first needs it.
 
 use crate::daemon::store::Store as _;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -256,7 +256,7 @@ pub fn evaluate(
     shared: &Shared,
     source: &GitSource,
     head: &str,
-    running: &HashSet<String>,
+    running: &Running,
     cancel: &Arc<AtomicBool>,
 ) -> Result<Vec<Outcome>, EvaluateError> {
     // Snapshots decrypt with the keys they were taken with: other keys, nothing is kept.
@@ -270,22 +270,37 @@ pub fn evaluate(
     // The next evaluation starts from this one; one that did not end starts from the last that did.
     let (outcomes, memo) = match result {
         Ok((outcomes, next)) => {
-            let Next { head: loaded, quiet: still, dropped } = next;
-            let (memo_loaded, memo_quiet) = memo.map(|m| (m.loaded, m.quiet)).unzip();
+            let Next { head: loaded, quiet: still, dropped, active, states_mark } = next;
+            let (memo_loaded, kept) = match memo {
+                Some(m) => (Some(m.loaded), Some((m.quiet, m.registered))),
+                None => (None, None),
+            };
             let loaded = loaded.or(memo_loaded).expect("a head not loaded is the memo's");
             // The memo's quiet clusters but those not left quiet, and those found quiet now: a
             // change to a few clusters touches a few entries, not the fleet's.
-            let mut quiet = match (memo_quiet, dropped) {
-                (Some(mut quiet), Some(dropped)) => {
+            let (mut quiet, mut registered) = match (kept, dropped) {
+                (Some((mut quiet, mut registered)), Some(dropped)) => {
                     for name in &dropped {
                         quiet.remove(name);
+                        registered.remove(name);
                     }
-                    quiet
+                    (quiet, registered)
                 }
-                _ => HashMap::new(),
+                _ => (HashMap::new(), BTreeSet::new()),
             };
+            registered.extend(still.iter().filter(|(_, rest)| rest.target.is_some()).map(|(name, _)| name.clone()));
             quiet.extend(still);
-            (Ok(outcomes), Some(Memo { head: head.to_string(), keys, loaded, quiet }))
+            let memo = Memo {
+                head: head.to_string(),
+                keys,
+                loaded,
+                quiet,
+                active,
+                registered,
+                states_mark,
+                running: running.generation,
+            };
+            (Ok(outcomes), Some(memo))
         }
         Err(e) => (Err(e), memo),
     };
@@ -309,7 +324,9 @@ const CHECK_QUIET: bool = cfg!(debug_assertions);
 /// the files the commit changed) and decides again only the clusters the commit can reach (their
 /// file, or what their profile version reads, changed), those it had something to do for (a job,
 /// a held update, a problem, a rollout), and those whose state, target or worker moved since. At
-/// 10,000 clusters that is what makes a commit to one cluster cost one cluster.
+/// 10,000 clusters that is what makes a commit to one cluster cost one cluster; at 100,000, when
+/// what moved is known without comparing every cluster ([`reach`]), the quiet ones are not even
+/// looked at.
 pub struct Memo {
     head: String,
     /// The public keys of the identities its snapshot decrypts with.
@@ -317,6 +334,29 @@ pub struct Memo {
     /// The head's snapshot and model (shared with the [`Deferred`] that renders sets again).
     loaded: Arc<(Snapshot, Model)>,
     quiet: HashMap<String, Rest>,
+    /// The head's clusters that are not quiet: decided again whatever the next change reaches.
+    active: BTreeSet<String>,
+    /// The quiet clusters whose target is not the host config's (a Secret registers it, and can
+    /// change it without a commit): looked at again by every evaluation.
+    registered: BTreeSet<String>,
+    /// The store's mark of the states it decided from (`None`: the store keeps no account of its
+    /// writes), and the generation of the workers it saw.
+    states_mark: Option<u64>,
+    running: u64,
+}
+
+/// The clusters with a worker, as the main loop hands them to an evaluation: shared rather than
+/// copied (a fleet's names), with a generation bumped whenever a worker starts or stops.
+#[derive(Clone, Debug, Default)]
+pub struct Running {
+    pub names: Arc<HashSet<Arc<str>>>,
+    pub generation: u64,
+}
+
+impl Running {
+    pub fn contains(&self, name: &str) -> bool {
+        self.names.contains(name)
+    }
 }
 
 impl fmt::Debug for Memo {
@@ -372,6 +412,27 @@ struct Next {
     /// Those of the memo not left quiet (`None`: none was, the memo was not used); the rests of
     /// the others are carried over as they are.
     dropped: Option<Vec<String>>,
+    /// The head's clusters neither quiet before nor found quiet now.
+    active: BTreeSet<String>,
+    states_mark: Option<u64>,
+}
+
+/// The memo's quiet clusters but those an evaluation found no longer quiet: asked by name
+/// rather than copied (a fleet's names) for each evaluation.
+struct Quiet<'m> {
+    memo: Option<&'m HashMap<String, Rest>>,
+    /// Names of `memo`'s, each once.
+    dropped: HashSet<String>,
+}
+
+impl Quiet<'_> {
+    fn contains(&self, name: &str) -> bool {
+        self.memo.is_some_and(|quiet| quiet.contains_key(name)) && !self.dropped.contains(name)
+    }
+
+    fn len(&self) -> usize {
+        self.memo.map_or(0, HashMap::len) - self.dropped.len()
+    }
 }
 
 /// A map by name walked in order, for names asked in order: each step compares a name or two
@@ -392,17 +453,74 @@ impl<'a, V> Walk<'a, V> {
     }
 }
 
-/// The clusters of `memo` still quiet at the head: not reached by the change from the memo's
-/// head (`since`), nothing under them moved, not governed by a rollout, owned, with a worker;
-/// and the memo's quiet clusters that are not (a few, for a small change).
-fn still_quiet<'m>(
+/// The clusters a change from the memo's head can have moved, when that is known without
+/// looking at every cluster: those whose file the commit touched, whose state was written since
+/// (the store's account), whose target a Secret registers, that a rollout governs. `None` when
+/// every quiet cluster is to be looked at again: a profile or the rollouts changed, a worker
+/// started or stopped, Leases share the fleet between replicas, a changed cluster file is not
+/// named as its cluster, or the store keeps no account of its writes.
+fn reach(
     shared: &Shared,
     memo: &Memo,
     since: &Changes,
-    (head_snapshot, head_model): (&Snapshot, &'m Model),
-    states: &BTreeMap<String, store::ClusterState>,
-    running: &HashSet<String>,
-) -> (HashSet<&'m str>, Vec<String>) {
+    (head_snapshot, head_model): (&Snapshot, &Model),
+    running: &Running,
+    states_mark: Option<u64>,
+    settled: &HashMap<&str, bool>,
+) -> Option<BTreeSet<String>> {
+    let (memo_snapshot, memo_model) = &*memo.loaded;
+    if shared.shards.sharded()
+        || memo.running != running.generation
+        || memo_model.profiles.len() != head_model.profiles.len()
+        || settled.values().any(|same| !same)
+        || memo_model.rollouts != head_model.rollouts
+        || !(memo_model.flat_clusters && head_model.flat_clusters)
+    {
+        return None;
+    }
+    let mut reached: BTreeSet<String> = memo.registered.clone();
+    reached.extend(shared.store.written_since(memo.states_mark?)?);
+    states_mark?;
+    // Those a rollout governs are decided again by every evaluation (the gate moves them).
+    if !head_model.rollouts.is_empty() {
+        let governed =
+            head_model.clusters.iter().filter(|(_, c)| head_model.rollouts.values().any(|r| r.governs(&c.profile)));
+        reached.extend(governed.map(|(name, _)| name.clone()));
+    }
+    let prefix = format!("{}/", crate::repo::CLUSTERS_DIR);
+    for path in since.paths() {
+        let Some(file) = path.strip_prefix(&prefix) else {
+            if path == crate::repo::CLUSTERS_DIR {
+                return None;
+            }
+            continue;
+        };
+        let Some(stem) = file.strip_suffix(".yaml").or_else(|| file.strip_suffix(".yml")) else { continue };
+        // On each side where the file is, its cluster bears its name (as fleets name them);
+        // otherwise which cluster it was is found only by looking at them all.
+        for (snapshot, model) in [(memo_snapshot, memo_model), (head_snapshot, head_model)] {
+            let there = snapshot.tree.kind(path).is_some();
+            if stem.contains('/') || there != model.clusters.get(stem).is_some_and(|c| c.file == path) {
+                return None;
+            }
+        }
+        reached.insert(stem.to_string());
+    }
+    Some(reached)
+}
+
+/// The clusters of `memo` no longer quiet at the head (reached by the change from the memo's
+/// head, `since`; something under them moved; governed by a rollout; not owned; without a
+/// worker), and those the change can have moved when that is known ([`reach`]): then only they
+/// are looked at, else every quiet cluster is.
+fn still_quiet(
+    shared: &Shared,
+    memo: &Memo,
+    since: &Changes,
+    (head_snapshot, head_model): (&Snapshot, &Model),
+    (states, states_mark): (&BTreeMap<String, store::ClusterState>, Option<u64>),
+    running: &Running,
+) -> (Vec<String>, Option<BTreeSet<String>>, usize) {
     let (memo_snapshot, memo_model) = &*memo.loaded;
     let edits = Edits::new(Some(since), memo_snapshot.tree.as_ref(), head_snapshot.tree.as_ref());
     // A profile whose versions are the same on both sides, none of them edited, resolves every
@@ -418,60 +536,84 @@ fn still_quiet<'m>(
             (name.as_str(), same)
         })
         .collect();
-    let mut quiet = HashSet::new();
-    let mut dropped = Vec::new();
-    // The maps are all by name: walked side by side rather than searched 10,000 times each.
-    let (mut memo_clusters, mut states_now) = (Walk::new(&memo_model.clusters), Walk::new(states));
-    for (name, cluster) in &head_model.clusters {
-        let Some(rest) = memo.quiet.get(name) else { continue };
-        let (was, state) = (memo_clusters.at(name), states_now.at(name));
-        let still = || {
-            if !running.contains(name)
-                || !shared.shards.owns(name)
-                || head_model.rollouts.values().any(|r| r.governs(&cluster.profile))
-                || !was.is_some_and(|c| Arc::ptr_eq(c, cluster) || c == cluster)
+    let still = |name: &str, cluster: &Cluster, was: Option<&Arc<Cluster>>, state, rest: &Rest| {
+        if !running.contains(name)
+            || !shared.shards.owns(name)
+            || head_model.rollouts.values().any(|r| r.governs(&cluster.profile))
+            || !was.is_some_and(|c| std::ptr::eq(&**c, cluster) || **c == *cluster)
+        {
+            return false;
+        }
+        if !settled.get(cluster.profile.as_str()).copied().unwrap_or(false) {
+            let (Ok(before), Ok(now)) = (memo_model.resolve(cluster), head_model.resolve(cluster)) else {
+                return false;
+            };
+            if before.profile.version != now.profile.version
+                || before.update_available != now.update_available
+                || edits.edited(before.profile, now.profile)
             {
                 return false;
             }
-            if !settled.get(cluster.profile.as_str()).copied().unwrap_or(false) {
-                let (Ok(before), Ok(now)) = (memo_model.resolve(cluster), head_model.resolve(cluster)) else {
-                    return false;
-                };
-                if before.profile.version != now.profile.version
-                    || before.update_available != now.update_available
-                    || edits.edited(before.profile, now.profile)
-                {
-                    return false;
-                }
+        }
+        rest.holds(state) && rest.target.as_ref().is_none_or(|target| shared.target_is(name, &cluster.target, target))
+    };
+    // Every quiet cluster, the maps by name walked side by side rather than searched each time.
+    let walk = || {
+        let mut dropped = Vec::new();
+        let (mut memo_clusters, mut states_now) = (Walk::new(&memo_model.clusters), Walk::new(states));
+        let mut seen = 0;
+        for (name, cluster) in &head_model.clusters {
+            let Some(rest) = memo.quiet.get(name) else { continue };
+            seen += 1;
+            if !still(name, cluster, memo_clusters.at(name), states_now.at(name), rest) {
+                dropped.push(name.clone());
             }
-            rest.holds(state)
-                && rest.target.as_ref().is_none_or(|target| shared.target_is(name, &cluster.target, target))
+        }
+        // Quiet clusters whose file left the repository.
+        if seen < memo.quiet.len() {
+            dropped.extend(memo.quiet.keys().filter(|name| !head_model.clusters.contains_key(*name)).cloned());
+        }
+        dropped
+    };
+    let reached = reach(shared, memo, since, (head_snapshot, head_model), running, states_mark, &settled);
+    let Some(reached) = reached else { return (walk(), None, memo.quiet.len()) };
+    let (mut dropped, mut looked) = (Vec::new(), 0);
+    for name in &reached {
+        let Some(rest) = memo.quiet.get(name) else { continue };
+        looked += 1;
+        let left = match head_model.clusters.get(name) {
+            Some(cluster) => !still(name, cluster, memo_model.clusters.get(name), states.get(name), rest),
+            None => true,
         };
-        if still() {
-            quiet.insert(name.as_str());
-        } else {
+        if left {
             dropped.push(name.clone());
         }
     }
-    // Quiet clusters whose file left the repository.
-    if quiet.len() + dropped.len() < memo.quiet.len() {
-        dropped.extend(memo.quiet.keys().filter(|name| !head_model.clusters.contains_key(*name)).cloned());
+    if CHECK_QUIET {
+        // Checking: looking at every quiet cluster finds the same.
+        let mut all = walk();
+        all.sort_unstable();
+        assert_eq!(
+            dropped, all,
+            "the clusters a change reached, found from it, differ from those found by looking at all"
+        );
     }
-    (quiet, dropped)
+    (dropped, Some(reached), looked)
 }
 
 fn evaluate_at(
     shared: &Shared,
     source: &GitSource,
     head: &str,
-    running: &HashSet<String>,
+    running: &Running,
     cancel: &Arc<AtomicBool>,
     memo: Option<&Memo>,
 ) -> Result<(Vec<Outcome>, Next), EvaluateError> {
     let cancelled = || EvaluateError::Cancelled { revision: head.to_string() };
     let stop = || cancel.load(std::sync::atomic::Ordering::Relaxed);
-    // Kept in memory by the store between evaluations, not read row by row each time.
-    let states: Arc<store::States> = store::wait(shared.store.states())?;
+    // Kept in memory by the store between evaluations, not read row by row each time; the mark
+    // tells the next evaluation which were written since.
+    let (all_states, states_mark) = store::wait(shared.store.states_marked())?;
     // And what clusters a rollout returns return to.
     let progress: BTreeMap<String, Progress> =
         store::wait(shared.store.rollouts())?.into_iter().map(|p| (p.rollout.clone(), p)).collect();
@@ -518,20 +660,48 @@ fn evaluate_at(
         Some(m) => changes.get(&m.head),
         None => None,
     };
-    let (quiet, dropped): (HashSet<&str>, Option<Vec<String>>) = match memo.zip(since) {
+    let (quiet, reached, memo_used, looked) = match memo.zip(since) {
         Some((memo, since)) => {
-            let (quiet, dropped) = still_quiet(shared, memo, since, (head_snapshot, head_model), &states, running);
-            (quiet, Some(dropped))
+            let (dropped, reached, looked) =
+                still_quiet(shared, memo, since, (head_snapshot, head_model), (&all_states, states_mark), running);
+            (Quiet { memo: Some(&memo.quiet), dropped: dropped.into_iter().collect() }, reached, true, looked)
         }
-        None => (HashSet::new(), None),
+        None => (Quiet { memo: None, dropped: HashSet::new() }, None, false, 0),
     };
+    // The head's clusters that are not quiet, in order: those decided. When what the change
+    // reached is known, they are the memo's active ones, those it left and those it reached.
+    let name_of = |name: &str| head_model.clusters.get_key_value(name).map(|(name, _)| name.as_str());
+    let candidates: Vec<&str> = match (&reached, memo) {
+        (Some(reached), Some(memo)) => {
+            let names: BTreeSet<&str> =
+                memo.active.iter().chain(&quiet.dropped).chain(reached).filter_map(|n| name_of(n)).collect();
+            names.into_iter().filter(|name| !quiet.contains(name)).collect()
+        }
+        _ => head_model.clusters.keys().map(String::as_str).filter(|name| !quiet.contains(name)).collect(),
+    };
+    // Checking decides the quiet ones too.
+    let visit: Vec<&str> =
+        if CHECK_QUIET { head_model.clusters.keys().map(String::as_str).collect() } else { candidates.clone() };
+    // Only the states of those decided, when the others are not looked at: the store's map is
+    // let go, so a write while this evaluation runs does not copy the fleet's states.
+    let states: Arc<store::States> = match &reached {
+        Some(_) if !CHECK_QUIET => Arc::new(
+            visit
+                .iter()
+                .filter_map(|name| all_states.get_key_value(*name))
+                .map(|(n, s)| (n.clone(), s.clone()))
+                .collect(),
+        ),
+        _ => all_states.clone(),
+    };
+    drop(all_states);
 
     // Every other revision a cluster decided again runs, and those a rollout returns clusters to.
     let befores = progress.values().flat_map(|p| p.clusters.values()).filter_map(|c| c.before.as_ref());
     let mut revisions: Vec<&str> = Vec::new();
-    let runs = states
-        .values()
-        .filter(|s| CHECK_QUIET || !quiet.contains(s.name.as_str()))
+    let runs = visit
+        .iter()
+        .filter_map(|name| states.get(*name))
         .flat_map(|s| [&s.profile_revision, &s.cluster_revision].into_iter().flatten());
     for rev in runs.chain(befores.flat_map(|b| [&b.profile_revision, &b.cluster_revision])) {
         if rev != head && !revisions.contains(&rev.as_str()) {
@@ -592,25 +762,6 @@ fn evaluate_at(
     for name in head_model.clusters.keys() {
         guard::inject("revision", name);
     }
-    {
-        // Updated in place: a commit changes the tags of a few clusters, if any.
-        let mut tags = shared.tags.lock().unwrap_or_else(|p| p.into_inner());
-        let mut new = Vec::new();
-        let mut held = tags.iter_mut().peekable();
-        for (name, cluster) in &head_model.clusters {
-            while held.next_if(|(key, _)| *key < name).is_some() {}
-            match held.next_if(|(key, _)| *key == name) {
-                Some((_, tags)) if *tags != cluster.tags => tags.clone_from(&cluster.tags),
-                Some(_) => {}
-                None => new.push((name.clone(), cluster.tags.clone())),
-            }
-        }
-        tags.extend(new);
-        if tags.len() != head_model.clusters.len() {
-            tags.retain(|name, _| head_model.clusters.contains_key(name));
-        }
-    }
-
     let context = Context {
         shared,
         head,
@@ -626,9 +777,10 @@ fn evaluate_at(
     // Another replica's clusters are its own to decide. Those a rollout governs are planned by
     // every replica all the same, so each gates the rollout alike, from the same shared progress.
     let in_rollout = |cluster: &Cluster| head_model.rollouts.values().any(|r| r.governs(&cluster.profile));
-    for (name, cluster) in &head_model.clusters {
+    for &name in &visit {
+        let cluster = &head_model.clusters[name];
         let owned = shared.shards.owns(name);
-        if (!owned && !in_rollout(cluster)) || (!CHECK_QUIET && quiet.contains(name.as_str())) {
+        if !owned && !in_rollout(cluster) {
             continue;
         }
         shared.progress();
@@ -640,7 +792,7 @@ fn evaluate_at(
                 planned.insert(name, p);
             }
             Ok(Ok(Err(outcome))) if owned => {
-                assert!(!quiet.contains(name.as_str()), "evaluation skipped cluster {name} as quiet, but it fails");
+                assert!(!quiet.contains(name), "evaluation skipped cluster {name} as quiet, but it fails");
                 outcomes.push(outcome)
             }
             Ok(Ok(Err(_))) => {}
@@ -660,8 +812,8 @@ fn evaluate_at(
     // the cluster runs and the head (read once per revision clusters run).
     let mut authors_since: BTreeMap<&str, Vec<crate::approval::Author>> = BTreeMap::new();
     let mut in_force: BTreeMap<String, super::RulesInForce> = BTreeMap::new();
-    for (name, cluster) in head_model.clusters.iter().filter(|(name, _)| CHECK_QUIET || !quiet.contains(name.as_str()))
-    {
+    for &name in &visit {
+        let cluster = &head_model.clusters[name];
         let runs = states.get(name).and_then(|s| s.profile_revision.as_deref());
         let base = runs.and_then(|r| loaded.get(r).copied());
         let (Some(runs), Some((_, base_model))) = (runs, base) else { continue };
@@ -681,13 +833,7 @@ fn evaluate_at(
             wave: gates.get(name).and_then(|g| g.wave.as_deref()),
         };
         let rules = crate::approval::applying(&base_model.approval_rules, &target).into_iter().cloned().collect();
-        in_force.insert(name.clone(), super::RulesInForce { revision: head.to_string(), rules, authors });
-    }
-    {
-        // Those of the quiet clusters stay as the evaluation that decided them placed them.
-        let mut rules = shared.approval_rules.lock().unwrap_or_else(|p| p.into_inner());
-        rules.retain(|name, _| quiet.contains(name.as_str()));
-        rules.extend(in_force.iter().map(|(name, r)| (name.clone(), r.clone())));
+        in_force.insert(name.to_string(), super::RulesInForce { revision: head.to_string(), rules, authors });
     }
     // Quiet from now on: what is decided here to have nothing to do, with what that rests on.
     let mut still: HashMap<String, Rest> = HashMap::new();
@@ -785,18 +931,78 @@ fn evaluate_at(
             Err(problem) => outcomes[i].problem = Some(problem),
         }
     }
-    shared.evaluation(head, |record| (record.decided, record.unchanged) = (Some(outcomes.len()), Some(quiet.len())));
+    // What the view and the rollouts' gate read of the head, once nothing can stop this
+    // evaluation: the next one starts from the memo this one leaves, and they must agree.
+    match &reached {
+        // Only the clusters the change reached can have other tags or rules.
+        Some(reached) => {
+            let mut tags = shared.tags.lock().unwrap_or_else(|p| p.into_inner());
+            for name in reached {
+                match head_model.clusters.get(name) {
+                    Some(cluster) if tags.get(name) != Some(&cluster.tags) => {
+                        tags.insert(name.clone(), cluster.tags.clone());
+                    }
+                    Some(_) => {}
+                    None => {
+                        tags.remove(name);
+                    }
+                }
+            }
+            if CHECK_QUIET {
+                let all = head_model.clusters.iter().map(|(name, c)| (name.clone(), c.tags.clone())).collect();
+                assert!(*tags == all, "the tags updated for the clusters a change reached differ from the head's");
+            }
+        }
+        None => {
+            // Updated in place: a commit changes the tags of a few clusters, if any.
+            let mut tags = shared.tags.lock().unwrap_or_else(|p| p.into_inner());
+            let mut new = Vec::new();
+            let mut held = tags.iter_mut().peekable();
+            for (name, cluster) in &head_model.clusters {
+                while held.next_if(|(key, _)| *key < name).is_some() {}
+                match held.next_if(|(key, _)| *key == name) {
+                    Some((_, tags)) if *tags != cluster.tags => tags.clone_from(&cluster.tags),
+                    Some(_) => {}
+                    None => new.push((name.clone(), cluster.tags.clone())),
+                }
+            }
+            tags.extend(new);
+            if tags.len() != head_model.clusters.len() {
+                tags.retain(|name, _| head_model.clusters.contains_key(name));
+            }
+        }
+    }
+    {
+        // Those of the quiet clusters stay as the evaluation that decided them placed them.
+        let mut rules = shared.approval_rules.lock().unwrap_or_else(|p| p.into_inner());
+        match &reached {
+            Some(reached) => {
+                let left = reached.iter().filter(|name| !head_model.clusters.contains_key(*name));
+                for name in candidates.iter().copied().chain(left.map(String::as_str)) {
+                    rules.remove(name);
+                }
+            }
+            None => rules.retain(|name, _| quiet.contains(name)),
+        }
+        rules.extend(in_force);
+    }
+    shared.evaluation(head, |record| {
+        (record.decided, record.unchanged, record.looked_at) = (Some(outcomes.len()), Some(quiet.len()), Some(looked))
+    });
     info!(
         revision = %head,
         decided = outcomes.len(),
         unchanged = quiet.len(),
+        looked_at = looked,
         "Evaluated: clusters the change (or their state) reached decided again, the others left as they run."
     );
     // Sets asked for again from now on are rendered from this head first.
     let deferred = Deferred::new(source.clone(), shared.render.clone(), Some(head_arc.clone()));
     *shared.deferred.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(deferred));
 
-    Ok((outcomes, Next { head: head_owned, quiet: still, dropped }))
+    let active = candidates.iter().filter(|name| !still.contains_key(**name)).map(|name| name.to_string()).collect();
+    let dropped = memo_used.then(|| quiet.dropped.into_iter().collect());
+    Ok((outcomes, Next { head: head_owned, quiet: still, dropped, active, states_mark }))
 }
 
 /// One cluster planned: what comes before the rollouts' gate.
@@ -833,7 +1039,7 @@ struct ToRender<'r> {
 struct Context<'a> {
     shared: &'a Shared,
     head: &'a str,
-    running: &'a HashSet<String>,
+    running: &'a Running,
     states: &'a BTreeMap<String, store::ClusterState>,
     loaded: &'a HashMap<&'a str, &'a (Snapshot, Model)>,
     renderers: &'a HashMap<&'a str, Renderer<'a>>,

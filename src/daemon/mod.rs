@@ -173,6 +173,10 @@ pub struct EvaluationRecord {
     /// something to do), and those left as they run: an evaluation costs the first.
     pub decided: Option<usize>,
     pub unchanged: Option<usize>,
+    /// How many of those left as they run were looked at to know nothing moved under them: all
+    /// of them, or those the change and the writes since could have moved (docs/book
+    /// daemon.md).
+    pub looked_at: Option<usize>,
 }
 
 /// The approval rules that govern one pending update, as the evaluation found them.
@@ -338,7 +342,58 @@ const STORE_RETRY: Duration = Duration::from_secs(5);
 const STALL: Duration = Duration::from_secs(60);
 
 /// A worker's mailbox and task.
-type Workers = HashMap<String, (Arc<Mailbox>, tokio::task::JoinHandle<()>)>;
+type WorkerHandle = (Arc<Mailbox>, tokio::task::JoinHandle<()>);
+
+/// The workers by cluster, and their names as an evaluation is handed them
+/// ([`evaluate::Running`]): kept beside the map rather than copied from it for each evaluation
+/// (a fleet's names), with a generation bumped whenever a worker starts or stops.
+#[derive(Default)]
+struct Workers {
+    map: HashMap<Arc<str>, WorkerHandle>,
+    running: evaluate::Running,
+}
+
+impl Workers {
+    fn get(&self, name: &str) -> Option<&WorkerHandle> {
+        self.map.get(name)
+    }
+
+    fn remove(&mut self, name: &str) -> Option<WorkerHandle> {
+        let removed = self.map.remove(name)?;
+        Arc::make_mut(&mut self.running.names).remove(name);
+        self.running.generation += 1;
+        Some(removed)
+    }
+
+    /// The worker of `name`, started by `spawn` when there is none.
+    fn get_or_spawn(&mut self, name: &str, spawn: impl FnOnce() -> WorkerHandle) -> &WorkerHandle {
+        if !self.map.contains_key(name) {
+            let name: Arc<str> = name.into();
+            Arc::make_mut(&mut self.running.names).insert(name.clone());
+            self.running.generation += 1;
+            self.map.insert(name, spawn());
+        }
+        &self.map[name]
+    }
+
+    /// Keeps the workers `keep` says to keep.
+    fn retain(&mut self, mut keep: impl FnMut(&str, &tokio::task::JoinHandle<()>) -> bool) {
+        let before = self.map.len();
+        self.map.retain(|name, (_, handle)| keep(name, handle));
+        if self.map.len() != before {
+            self.running.names = Arc::new(self.map.keys().cloned().collect());
+            self.running.generation += 1;
+        }
+    }
+
+    fn running(&self) -> evaluate::Running {
+        self.running.clone()
+    }
+
+    fn into_handles(self) -> Vec<tokio::task::JoinHandle<()>> {
+        self.map.into_values().map(|(_, handle)| handle).collect()
+    }
+}
 
 /// The daemon, until SIGTERM or SIGINT. Runs on a [`tokio::task::LocalSet`]: the workers'
 /// futures borrow across awaits and need not move between threads (the work is IO; Git reads
@@ -537,7 +592,7 @@ async fn shut_down(
     notify(&[sd_notify::NotifyState::Stopping]);
     // Receivers only go away with the workers, which are stopping anyway.
     stop.send_replace(true);
-    let handles: Vec<_> = workers.into_values().map(|(_, h)| h).collect();
+    let handles = workers.into_handles();
     if tokio::time::timeout(shared.config.shutdown_timeout, futures::future::join_all(handles)).await.is_err() {
         warn!(timeout = ?shared.config.shutdown_timeout, "Applies still running at the shutdown timeout; leaving them.");
     }
@@ -600,7 +655,7 @@ impl MainLoop {
         MainLoop {
             shared,
             source,
-            workers: HashMap::new(),
+            workers: Workers::default(),
             stopped,
             pull_refs,
             planning: Arc::new(AtomicBool::new(false)),
@@ -727,7 +782,7 @@ impl MainLoop {
                 // fence themselves already), and decide again to start those of clusters gained.
                 _ = ownership.changed() => {
                     ownership.borrow_and_update();
-                    self.workers.retain(|name, (_, handle)| {
+                    self.workers.retain(|name, handle| {
                         let owned = shared.shards.owns(name);
                         if !owned {
                             handle.abort();
@@ -814,7 +869,7 @@ impl MainLoop {
             Some(_) => {}
             None if self.reevaluate => {
                 self.reevaluate = false;
-                let running: HashSet<String> = self.workers.keys().cloned().collect();
+                let running = self.workers.running();
                 let cancel = Arc::new(AtomicBool::new(false));
                 {
                     let mut records = self.shared.evaluations.lock().unwrap_or_else(|p| p.into_inner());
@@ -828,6 +883,7 @@ impl MainLoop {
                         millis: None,
                         decided: None,
                         unchanged: None,
+                        looked_at: None,
                     });
                     records.truncate(EVALUATIONS_KEPT);
                 }
@@ -1016,7 +1072,7 @@ async fn evaluate_head(
     source: &Arc<Mutex<RepoSource>>,
     head: &str,
     since: Option<&str>,
-    running: HashSet<String>,
+    running: evaluate::Running,
     cancel: Arc<AtomicBool>,
 ) -> Result<Vec<Outcome>, EvaluateError> {
     let (work_shared, source, work_head) = (shared.clone(), source.clone(), head.to_string());
@@ -1093,10 +1149,7 @@ fn worker<'w>(
         warn!(cluster = %name, "The cluster's worker ended; starting it again.");
         workers.remove(name);
     }
-    &workers
-        .entry(name.to_string())
-        .or_insert_with(|| Worker::spawn(name.to_string(), shared.clone(), stopped.clone()))
-        .0
+    &workers.get_or_spawn(name, || Worker::spawn(name.to_string(), shared.clone(), stopped.clone())).0
 }
 
 /// Hands evaluation outcomes to the workers, starting and stopping workers as clusters come and
@@ -1147,7 +1200,16 @@ async fn dispatch(
     let Some(known) = shared.stored("list clusters", shared.store.states().await) else { return };
     let gone: Vec<store::ClusterState> = {
         let present = shared.tags.lock().unwrap_or_else(|p| p.into_inner());
-        known.values().filter(|c| c.sync != Sync::Removed && !present.contains_key(&c.name)).cloned().collect()
+        // Both by name: walked side by side, not searched for each of the fleet's clusters.
+        let mut heads = present.keys().peekable();
+        let mut gone = Vec::new();
+        for (name, state) in known.iter() {
+            while heads.next_if(|head| *head < name).is_some() {}
+            if heads.next_if(|head| *head == name).is_none() && state.sync != Sync::Removed {
+                gone.push(state.clone());
+            }
+        }
+        gone
     };
     // Only this replica's: another one's clusters are theirs to retire.
     for state in gone.into_iter().filter(|c| shared.shards.owns(&c.name)) {

@@ -197,6 +197,11 @@ impl Shards {
     }
 
     /// Whether `cluster` is this replica's to reconcile now.
+    /// Whether Leases share the fleet between replicas (what a replica owns can change).
+    pub fn sharded(&self) -> bool {
+        self.leases.is_some()
+    }
+
     pub fn owns(&self, cluster: &str) -> bool {
         // One process without Leases owns every cluster: no hash of the name to work out.
         self.leases.is_none() || self.holds(self.shard_of(cluster))

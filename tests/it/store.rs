@@ -86,6 +86,12 @@ waited! {
 }
 
 impl Handle {
+    fn states_marked(&self) -> Result<(std::sync::Arc<strata::daemon::store::States>, Option<u64>)> {
+        self.runtime.block_on(self.store.states_marked())
+    }
+    fn written_since(&self, mark: u64) -> Option<Vec<String>> {
+        self.store.written_since(mark)
+    }
     fn problem(&self) -> Option<String> {
         self.store.problem()
     }
@@ -241,6 +247,35 @@ fn applied_state_pending_updates_approvals_and_suspensions_are_kept() {
         assert_eq!(store.clusters().unwrap().len(), 2, "{b}");
         assert_eq!(store.cluster("nowhere").unwrap(), None, "{b}");
         assert!(store.problem().is_none() && store.usable(), "{b}");
+    });
+}
+
+/// What an evaluation at 100,000 clusters looks at instead of every state: the clusters written
+/// since its mark, each once, and no other; a backend that keeps no such account says so.
+#[test]
+fn the_states_written_since_a_mark_are_named() {
+    both(|backend| {
+        let b = backend.name();
+        let store = backend.open();
+        store.record_applied("quiet", &applied("r1")).unwrap();
+        let (states, mark) = store.states_marked().unwrap();
+        assert!(states.contains_key("quiet"), "{b}");
+        let Some(mark) = mark else {
+            assert_eq!(b, "kubernetes", "SQLite keeps an account of its writes");
+            return;
+        };
+        assert_eq!(store.written_since(mark), Some(vec![]), "{b}");
+        store.record_applied("b", &applied("r2")).unwrap();
+        store.set_sync("a", Sync::Failed, Some("unreachable"), Some("r2")).unwrap();
+        store.set_suspended("b", true).unwrap();
+        assert_eq!(store.written_since(mark), Some(vec!["a".to_string(), "b".to_string()]), "{b}");
+        let (states, later) = store.states_marked().unwrap();
+        let later = later.unwrap();
+        assert!(states["b"].suspended && states["a"].sync == Sync::Failed, "{b}");
+        assert_eq!(store.written_since(later), Some(vec![]), "{b}");
+        assert_eq!(store.written_since(mark), Some(vec!["a".to_string(), "b".to_string()]), "{b}: still known");
+        // A mark from another process's account is not one of this one's.
+        assert_eq!(store.written_since(later + 1_000), None, "{b}");
     });
 }
 

@@ -326,6 +326,17 @@ pub trait Store: Send + std::marker::Sync {
     fn states(&self) -> impl Future<Output = Result<std::sync::Arc<States>>> + Send {
         async { Ok(std::sync::Arc::new(self.clusters().await?.into_iter().map(|c| (c.name.clone(), c)).collect())) }
     }
+    /// What [`Store::states`] hands out, with a mark to ask [`Store::written_since`] about:
+    /// `None` from a backend that keeps no account of its writes.
+    fn states_marked(&self) -> impl Future<Output = Result<(std::sync::Arc<States>, Option<u64>)>> + Send {
+        async { Ok((self.states().await?, None)) }
+    }
+    /// The clusters whose state was written after `mark` (each once, by name), or `None` when
+    /// that is not known (forgotten, or further back than the account goes): then every state
+    /// is to be compared. What lets an evaluation at 100,000 clusters look at the few that moved.
+    fn written_since(&self, _mark: u64) -> Option<Vec<String>> {
+        None
+    }
     /// Records a successful apply: what is now running, and a history row, at once.
     fn record_applied(&self, name: &str, applied: &Applied) -> impl Future<Output = Result<()>> + Send;
     /// Takes what a cluster runs from its inventory when the store knows nothing about it (a
@@ -493,6 +504,12 @@ impl Store for AnyStore {
     }
     async fn states(&self) -> Result<std::sync::Arc<States>> {
         dispatch!(self, s => s.states().await)
+    }
+    async fn states_marked(&self) -> Result<(std::sync::Arc<States>, Option<u64>)> {
+        dispatch!(self, s => s.states_marked().await)
+    }
+    fn written_since(&self, mark: u64) -> Option<Vec<String>> {
+        dispatch!(self, s => s.written_since(mark))
     }
     async fn record_applied(&self, name: &str, applied: &Applied<'_>) -> Result<()> {
         dispatch!(self, s => s.record_applied(name, applied).await)

@@ -211,8 +211,44 @@ pub struct SqliteStore {
     /// Every cluster's state as the last full read and the writes since left it: what an
     /// evaluation reads whole, without reading 10,000 rows again (the daemon is the database's
     /// only writer). Updated inside each write's closure, under the connection's lock, so it
-    /// follows the writes in their order; `None` until read, or after a row could not be read.
-    states: Mutex<Option<Arc<States>>>,
+    /// follows the writes in their order.
+    kept: Mutex<Kept>,
+}
+
+/// The states kept in memory, and an account of the writes to them: which clusters' states
+/// were written since a mark, so an evaluation compares those rather than the fleet's.
+#[derive(Default)]
+struct Kept {
+    /// `None` until read, or after a row could not be read.
+    states: Option<Arc<States>>,
+    /// Bumped by every write to a state (and by forgetting the states).
+    mark: u64,
+    /// The writes after `floor`, oldest first: (mark, cluster). What went before is not known.
+    log: std::collections::VecDeque<(u64, String)>,
+    floor: u64,
+}
+
+/// Writes accounted for; an evaluation further behind compares every state.
+const WRITES_KEPT: usize = 16_384;
+
+impl Kept {
+    /// The states are no longer known: nobody is told what changed since an earlier mark.
+    fn forget(&mut self) {
+        self.states = None;
+        self.mark += 1;
+        self.floor = self.mark;
+        self.log.clear();
+    }
+
+    fn wrote(&mut self, name: &str) {
+        self.mark += 1;
+        self.log.push_back((self.mark, name.to_string()));
+        if self.log.len() > WRITES_KEPT
+            && let Some((mark, _)) = self.log.pop_front()
+        {
+            self.floor = mark;
+        }
+    }
 }
 
 /// Opens (creating) the database at `path` and checks its integrity.
@@ -264,7 +300,7 @@ impl SqliteStore {
             db: Some(Arc::new(Mutex::new(conn))),
             unusable: None,
             failures: Failures::default(),
-            states: Mutex::default(),
+            kept: Mutex::default(),
         })
     }
 
@@ -276,7 +312,7 @@ impl SqliteStore {
             db: None,
             unusable: Some(error.to_string()),
             failures: Failures::broken(error),
-            states: Mutex::default(),
+            kept: Mutex::default(),
         }
     }
 
@@ -344,18 +380,20 @@ impl SqliteStore {
     /// Brings `name`'s state in the kept map up to what was just written (called with the
     /// connection, inside the write, after its commit).
     fn written(&self, c: &Connection, name: &str) {
-        let mut kept = self.states.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(states) = kept.as_mut() else { return };
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(states) = kept.states.as_mut() else { return };
         let sql = format!("SELECT {} FROM clusters WHERE name = ?1", Self::COLUMNS);
         match c.query_row(&sql, [name], Self::row).optional() {
             Ok(Some(state)) => {
                 Arc::make_mut(states).insert(name.to_string(), state);
+                kept.wrote(name);
             }
             Ok(None) => {
                 Arc::make_mut(states).remove(name);
+                kept.wrote(name);
             }
             // Read whole again next time.
-            Err(_) => *kept = None,
+            Err(_) => kept.forget(),
         }
     }
 
@@ -502,20 +540,37 @@ impl Store for SqliteStore {
     }
 
     async fn states(&self) -> Result<Arc<States>> {
+        Ok(self.states_marked().await?.0)
+    }
+
+    async fn states_marked(&self) -> Result<(Arc<States>, Option<u64>)> {
         self.read(|c| {
-            let mut kept = self.states.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(states) = kept.as_ref() {
+            let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(states) = kept.states.as_ref() {
                 // Debug builds (the tests) hold what is kept to the database at every read.
                 if cfg!(debug_assertions) {
                     let read = Self::read_states(c)?;
                     assert!(**states == read, "the states kept in memory differ from the database's");
                 }
-                return Ok(states.clone());
+                return Ok((states.clone(), Some(kept.mark)));
             }
             let states = Arc::new(Self::read_states(c)?);
-            *kept = Some(states.clone());
-            Ok(states)
+            kept.states = Some(states.clone());
+            Ok((states, Some(kept.mark)))
         })
+    }
+
+    fn written_since(&self, mark: u64) -> Option<Vec<String>> {
+        let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        if mark < kept.floor || mark > kept.mark {
+            return None;
+        }
+        // The log is in mark order: those after `mark` are its tail.
+        let after = kept.log.partition_point(|(m, _)| *m <= mark);
+        let mut names: Vec<String> = kept.log.range(after..).map(|(_, name)| name.clone()).collect();
+        names.sort_unstable();
+        names.dedup();
+        Some(names)
     }
 
     /// Records a successful apply: what is now running, and a history row, in one transaction.
@@ -1139,6 +1194,28 @@ mod tests {
             health: Health::Ready,
             summary: "3 created",
         }
+    }
+
+    /// The account of writes goes back [`WRITES_KEPT`] writes; an older mark, or one from before
+    /// the states were forgotten, is answered with "not known", never with too few names.
+    #[test]
+    fn the_account_of_writes_forgets_whole() {
+        let mut kept = Kept::default();
+        let start = kept.mark;
+        kept.wrote("a");
+        let after_a = kept.mark;
+        for _ in 0..WRITES_KEPT - 1 {
+            kept.wrote("b");
+        }
+        assert_eq!(kept.floor, 0, "every write since the start is still accounted for");
+        kept.wrote("c");
+        assert!(kept.floor > start && kept.floor == after_a, "the first write was forgotten");
+        assert_eq!(kept.log.len(), WRITES_KEPT);
+        let mark = kept.mark;
+        kept.wrote("d");
+        kept.forget();
+        assert_eq!(kept.floor, kept.mark);
+        assert!(mark < kept.floor, "a mark from before forgetting is not known");
     }
 
     /// The states kept in memory for evaluations follow every kind of write to a cluster's row,

@@ -784,13 +784,23 @@ fn changed_clusters(tree: &dyn Tree, other: &Model, changes: &Changes) -> Option
     if changed.iter().any(|p| p[prefix.len()..].contains('/')) {
         return None;
     }
-    let changed_set: HashSet<&str> = changed.iter().copied().collect();
-    let mut clusters: BTreeMap<String, Arc<Cluster>> = other
-        .clusters
-        .iter()
-        .filter(|(_, c)| !changed_set.contains(c.file.as_str()))
-        .map(|(name, c)| (name.clone(), Arc::clone(c)))
-        .collect();
+    // Copied whole (the clusters shared, not parsed again), then those of the changed files
+    // taken out: found by name where a file bears its cluster's (as fleets name them), by
+    // looking at all only for the others.
+    let mut clusters: BTreeMap<String, Arc<Cluster>> = other.clusters.clone();
+    let mut elsewhere: Vec<&str> = Vec::new();
+    for file in &changed {
+        let stem = file[prefix.len()..].strip_suffix(".yaml").or_else(|| file[prefix.len()..].strip_suffix(".yml"));
+        match stem.filter(|stem| clusters.get(*stem).is_some_and(|c| c.file == *file)) {
+            Some(stem) => {
+                clusters.remove(stem);
+            }
+            None => elsewhere.push(file),
+        }
+    }
+    if !elsewhere.is_empty() {
+        clusters.retain(|_, c| !elsewhere.contains(&c.file.as_str()));
+    }
     for file in changed.into_iter().filter(|f| f.ends_with(".yaml") || f.ends_with(".yml")) {
         match tree.kind(file) {
             None => continue,

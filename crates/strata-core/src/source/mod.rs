@@ -566,24 +566,55 @@ impl GitSource {
     }
 }
 
-/// A tree's entries: name, object, mode.
-type Entries = Vec<(Vec<u8>, git2::Oid, i32)>;
+/// A tree's entries sorted by name (as bytes, whatever order the object has them in): name,
+/// object, mode.
+type Entries = Vec<(Box<[u8]>, git2::Oid, i32)>;
+
+/// Large trees read lately, newest first. A commit to one file of a directory of 100,000 makes
+/// a new tree of 100,000 entries (4 MB to inflate, hash and parse, ~30 ms): checked, diffed and
+/// listed, it is read once; the one before it, diffed against, is still here. Trees are
+/// content-addressed, so one id is one content in any repository.
+static TREES: Mutex<std::collections::VecDeque<(git2::Oid, Arc<Entries>)>> =
+    Mutex::new(std::collections::VecDeque::new());
+/// How many large trees are kept: the head's, the last head's, and two to spare (a
+/// revision a cluster runs).
+const TREES_KEPT: usize = 4;
+/// Trees this large are kept: smaller ones cost less to read again than to keep.
+const TREE_KEPT_FROM: usize = 1024;
+
+/// The entries of the tree `oid`, from [`TREES`] or read (and kept there when large).
+fn tree_entries(repo: &git2::Repository, oid: git2::Oid) -> Result<Arc<Entries>, git2::Error> {
+    let kept = || TREES.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, hit)) = kept().iter().find(|(id, _)| *id == oid) {
+        return Ok(hit.clone());
+    }
+    let tree = repo.find_tree(oid)?;
+    let mut entries: Entries = tree.iter().map(|e| (e.name_bytes().into(), e.id(), e.filemode_raw())).collect();
+    // Git writes them sorted (directories as if their names ended in `/`); by name here, so a
+    // name is found by a binary search and two trees are paired entry by entry, whatever order
+    // a crafted tree has.
+    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let entries = Arc::new(entries);
+    if entries.len() >= TREE_KEPT_FROM {
+        let mut kept = kept();
+        kept.push_front((oid, entries.clone()));
+        kept.truncate(TREES_KEPT);
+    }
+    Ok(entries)
+}
 
 /// The files that differ between the trees `old` and `new`, as git's recursive tree diff lists
 /// them: each file added, removed, or changed in content or mode, and each file under a
 /// directory that came or went. Trees with the same id on both sides are not read, and two that
 /// differ are compared entry by entry by name: a commit to one file of a directory of 100,000
-/// reads that directory's two trees once (libgit2's diff spends several times as long on them).
+/// reads that directory's new tree once (libgit2's diff spends several times as long on them).
 fn diff_trees(repo: &git2::Repository, old: git2::Oid, new: git2::Oid) -> Result<BTreeSet<String>, git2::Error> {
     const TREE: i32 = 0o040000;
-    let read = |oid: Option<git2::Oid>| -> Result<Entries, git2::Error> {
-        let Some(oid) = oid else { return Ok(Vec::new()) };
-        let tree = repo.find_tree(oid)?;
-        let mut entries: Entries = tree.iter().map(|e| (e.name_bytes().to_vec(), e.id(), e.filemode_raw())).collect();
-        // Git writes them sorted (directories as if their names ended in `/`); by name here, to
-        // pair them, whatever order a crafted tree has.
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        Ok(entries)
+    let read = |oid: Option<git2::Oid>| -> Result<Arc<Entries>, git2::Error> {
+        match oid {
+            Some(oid) => tree_entries(repo, oid),
+            None => Ok(Arc::default()),
+        }
     };
     let mut paths = BTreeSet::new();
     let mut pending = vec![(String::new(), Some(old), Some(new))];
@@ -606,7 +637,7 @@ fn diff_trees(repo: &git2::Repository, old: git2::Oid, new: git2::Oid) -> Result
             // Not UTF-8: a tree that holds such a name is refused before anything is read.
             let Some(name) = was.or(is).and_then(|e| std::str::from_utf8(&e.0).ok()) else { continue };
             let path = if at.is_empty() { name.to_string() } else { format!("{at}/{name}") };
-            let tree = |e: Option<&(Vec<u8>, git2::Oid, i32)>| e.filter(|e| e.2 == TREE).map(|e| e.1);
+            let tree = |e: Option<&(Box<[u8]>, git2::Oid, i32)>| e.filter(|e| e.2 == TREE).map(|e| e.1);
             let (was_tree, is_tree) = (tree(was), tree(is));
             if was.is_some_and(|e| e.2 != TREE) || is.is_some_and(|e| e.2 != TREE) {
                 paths.insert(path.clone());
@@ -743,8 +774,8 @@ fn check_tree(repo: &git2::Repository, root: git2::Oid) -> Result<(), Unchecked>
         if !seen.insert(oid) || known(&oid) {
             continue;
         }
-        let tree = match repo.find_tree(oid) {
-            Ok(tree) => tree,
+        let entries = match tree_entries(repo, oid) {
+            Ok(entries) => entries,
             // There, but not a tree git can read: crafted.
             Err(_) if repo.odb()?.exists(oid) => {
                 let path = if at.is_empty() { ".".to_string() } else { at };
@@ -752,22 +783,23 @@ fn check_tree(repo: &git2::Repository, root: git2::Oid) -> Result<(), Unchecked>
             }
             Err(e) => return Err(e.into()),
         };
-        let mut names: HashSet<Vec<u8>> = HashSet::with_capacity(tree.len());
-        for entry in tree.iter() {
-            let name = entry.name_bytes();
+        // Sorted by name: a name twice is two neighbours.
+        let mut last: Option<&[u8]> = None;
+        for (name, id, mode) in entries.iter() {
+            let (name, mode) = (&name[..], *mode);
             let path = |name: &[u8]| {
                 let name = String::from_utf8_lossy(name);
                 if at.is_empty() { name.into_owned() } else { format!("{at}/{name}") }
             };
-            let mode = entry.filemode_raw();
             let problem = entry_problem(name, mode)
-                .or_else(|| (!names.insert(name.to_vec())).then_some(EntryProblem::Duplicate))
+                .or_else(|| (last == Some(name)).then_some(EntryProblem::Duplicate))
                 .or_else(|| (mode == 0o040000 && depth + 1 > MAX_TREE_DEPTH).then_some(EntryProblem::TooDeep));
             if let Some(problem) = problem {
                 return Err(Unchecked::Bad { path: path(name), problem });
             }
+            last = Some(name);
             if mode == 0o040000 {
-                pending.push((entry.id(), path(name), depth + 1));
+                pending.push((*id, path(name), depth + 1));
             }
         }
         checked.push(oid);
@@ -822,7 +854,7 @@ pub struct GitTree {
 }
 
 /// A tree's entries, sorted by name: (name, object id, file mode).
-type Listing = Vec<(String, git2::Oid, i32)>;
+type Listing = Entries;
 
 impl GitTree {
     fn with_repo<T>(&self, read: impl FnOnce(&git2::Repository) -> Result<T, ReadError>) -> Result<T, ReadError> {
@@ -845,15 +877,8 @@ impl GitTree {
         if kind_of_mode(mode) != EntryKind::Dir {
             return None;
         }
-        let mut entries: Listing = self
-            .with_repo(|repo| {
-                let tree = repo.find_tree(oid)?;
-                // Every name was checked when the snapshot was taken (`check_tree`).
-                Ok(tree.iter().filter_map(|e| Some((e.name().ok()?.to_string(), e.id(), e.filemode_raw()))).collect())
-            })
-            .ok()?;
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
-        let entries = Arc::new(entries);
+        // Every name was checked when the snapshot was taken (`check_tree`).
+        let entries = self.with_repo(|repo| Ok(tree_entries(repo, oid)?)).ok()?;
         self.dirs.lock().expect("listing cache").insert(dir.to_string(), entries.clone());
         Some(entries)
     }
@@ -864,7 +889,7 @@ impl GitTree {
         }
         let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
         let listing = self.listing(parent)?;
-        let i = listing.binary_search_by(|e| e.0.as_str().cmp(name)).ok()?;
+        let i = listing.binary_search_by(|e| e.0[..].cmp(name.as_bytes())).ok()?;
         Some((listing[i].1, listing[i].2))
     }
 
@@ -896,7 +921,10 @@ impl Tree for GitTree {
 
     fn list(&self, dir: &str) -> Result<Vec<(String, EntryKind)>, ReadError> {
         let listing = self.listing(dir).ok_or(ReadError::NotFound)?;
-        Ok(listing.iter().map(|(name, _, mode)| (name.clone(), kind_of_mode(*mode))).collect())
+        let named = |(name, _, mode): &(Box<[u8]>, git2::Oid, i32)| {
+            Some((std::str::from_utf8(name).ok()?.to_string(), kind_of_mode(*mode)))
+        };
+        Ok(listing.iter().filter_map(named).collect())
     }
 
     fn read(&self, path: &str, limit: u64) -> Result<Vec<u8>, ReadError> {
@@ -1427,6 +1455,20 @@ mod tests {
             c.snapshot(&c.commit(deep)),
             Err(SourceError::BadEntry { problem: EntryProblem::TooDeep, .. })
         ));
+        // In a tree large enough to be kept read (and sorted) for later, a name twice is found
+        // wherever the object has the two, and a sound large tree is taken.
+        let names: Vec<String> = (0..TREE_KEPT_FROM + 500).map(|i| format!("c{i:05}.yaml")).collect();
+        let mut wide: Vec<(&[u8], u32, git2::Oid)> = names.iter().map(|n| (n.as_bytes(), 0o100644, blob)).collect();
+        assert!(c.snapshot(&c.commit(c.tree(&[(b"clusters", 0o40000, c.tree(&wide))]))).is_ok());
+        wide.insert(7, (b"c01400.yaml", 0o100644, blob));
+        let again = c.commit(c.tree(&[(b"clusters", 0o40000, c.tree(&wide))]));
+        match c.snapshot(&again) {
+            Err(SourceError::BadEntry { path, problem: EntryProblem::Duplicate, .. }) => {
+                assert_eq!(path, "clusters/c01400.yaml")
+            }
+            Err(other) => panic!("{other}"),
+            Ok(_) => panic!("a name twice in a large tree was taken"),
+        }
         let sound = c.commit(c.tree(&[(b"packs", 0o40000, inner), (b".gitignore", 0o100644, blob)]));
         assert!(c.snapshot(&sound).is_ok(), "names that merely start like .git are fine");
         let diagnostic = c.snapshot(&twice).err().unwrap().diagnostic().unwrap().to_string();
@@ -1547,7 +1589,9 @@ mod tests {
         };
         for seed in seeds {
             let mut rng = fastrand::Rng::with_seed(seed);
-            let old = random_tree(&mut rng, &c.repo, 0);
+            // One in fifty a directory of thousands of entries (the trees kept read, a fleet's
+            // `clusters/`), the others small ones nested.
+            let old = if seed % 50 == 0 { wide_tree(&mut rng, &c.repo) } else { random_tree(&mut rng, &c.repo, 0) };
             let new = mutate(&mut rng, &c.repo, old, 0);
             for (a, b) in [(old, new), (new, old), (old, old)] {
                 let (a_tree, b_tree) = (c.repo.find_tree(a).unwrap(), c.repo.find_tree(b).unwrap());
@@ -1577,6 +1621,17 @@ mod tests {
         for _ in 0..rng.usize(0..6) {
             let (oid, mode) = random_entry(rng, repo, depth);
             tree.insert(format!("n{}", rng.u8(0..8)), oid, mode).unwrap();
+        }
+        tree.write().unwrap()
+    }
+
+    fn wide_tree(rng: &mut fastrand::Rng, repo: &git2::Repository) -> git2::Oid {
+        // Objects written once (each write is a file): the entries differ in name and mode.
+        let objects: Vec<(git2::Oid, i32)> = (0..8).map(|_| random_entry(rng, repo, 2)).collect();
+        let mut tree = repo.treebuilder(None).unwrap();
+        for i in 0..rng.usize(TREE_KEPT_FROM..2 * TREE_KEPT_FROM) {
+            let (oid, mode) = objects[rng.usize(..objects.len())];
+            tree.insert(format!("c{i:05}"), oid, mode).unwrap();
         }
         tree.write().unwrap()
     }
