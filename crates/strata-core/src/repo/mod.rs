@@ -189,12 +189,29 @@ fn load_with(tree: &dyn Tree, reuse: Option<(&Model, &Changes)>) -> (Model, Diag
     if has(PROFILES_DIR) {
         load_profiles(tree, reuse, &mut model, &mut broken, &mut kept, &mut diags);
     }
-    if has(CLUSTERS_DIR) {
-        load_clusters(tree, reuse, &mut model, &mut diags);
-    }
+    // The clusters parsed anew, when every other one is `other`'s as it was.
+    let fresh = if has(CLUSTERS_DIR) { load_clusters(tree, reuse, &mut model, &mut diags) } else { None };
     // A cluster taken as it was from `other`, on a profile kept as it was, resolves as it did
-    // there, where nothing was found (`other.checked`): not resolved again (a fleet's thousands).
-    let mut before = reuse.filter(|(other, _)| other.checked).map(|(other, _)| other.clusters.iter().peekable());
+    // there, where nothing was found (`other.checked`): not resolved again (a fleet's thousands;
+    // when every profile was kept, not even looked at).
+    let checked = reuse.filter(|(other, _)| other.checked);
+    if let (Some((other, _)), Some(fresh)) = (checked, &fresh)
+        && kept.len() == model.profiles.len()
+        && other.profiles.len() == model.profiles.len()
+    {
+        for cluster in fresh.iter().filter_map(|name| model.clusters.get(name)) {
+            match model.resolve(cluster) {
+                Ok(resolution) => check_overrides(cluster, resolution.profile, &mut diags),
+                Err(_) if broken.contains(&cluster.profile) => {}
+                Err(d) => diags.push(d),
+            }
+        }
+        model.rollouts = rollouts::load(tree, &model, &mut diags);
+        model.approval_rules = approvals::load(tree, &model, &mut diags);
+        model.checked = diags.is_empty();
+        return (model, diags);
+    }
+    let mut before = checked.map(|(other, _)| other.clusters.iter().peekable());
     for (name, cluster) in &model.clusters {
         let was = before.as_mut().and_then(|before| {
             while before.next_if(|(other, _)| *other < name).is_some() {}
@@ -718,17 +735,27 @@ fn sorted(names: &HashSet<&str>) -> String {
     v.join(", ")
 }
 
-fn load_clusters(tree: &dyn Tree, reuse: Option<(&Model, &Changes)>, model: &mut Model, diags: &mut Diagnostics) {
+/// Loads `clusters/`; when the clusters are `reuse`'s but those of the files it changed, returns
+/// the names of those parsed anew.
+fn load_clusters(
+    tree: &dyn Tree,
+    reuse: Option<(&Model, &Changes)>,
+    model: &mut Model,
+    diags: &mut Diagnostics,
+) -> Option<Vec<String>> {
     if let Some((other, changes)) = reuse
-        && let Some(clusters) = changed_clusters(tree, other, changes)
+        && let Some((clusters, fresh)) = changed_clusters(tree, other, changes)
     {
         model.clusters = clusters;
         model.flat_clusters = true;
-        return;
+        return Some(fresh);
     }
     let files = match source::walk_files(tree, CLUSTERS_DIR) {
         Ok(files) => files,
-        Err(e) => return diags.push(source::read_diag(CLUSTERS_DIR, e)),
+        Err(e) => {
+            diags.push(source::read_diag(CLUSTERS_DIR, e));
+            return None;
+        }
     };
     let prefix = format!("{CLUSTERS_DIR}/");
     model.flat_clusters = files
@@ -768,6 +795,7 @@ fn load_clusters(tree: &dyn Tree, reuse: Option<(&Model, &Changes)>, model: &mut
         }
         model.clusters.insert(cluster.name.clone(), cluster);
     }
+    None
 }
 
 /// The clusters of `tree` from those of `other` and the cluster files `changes` holds, without
@@ -775,7 +803,11 @@ fn load_clusters(tree: &dyn Tree, reuse: Option<(&Model, &Changes)>, model: &mut
 /// commit. Only where the result is sure to be what a full load gives: both sides flat (plain
 /// files directly in `clusters/`), every changed cluster file a plain file or gone, and nothing
 /// to report (a finding is left to the full load, so findings come out as they always do).
-fn changed_clusters(tree: &dyn Tree, other: &Model, changes: &Changes) -> Option<BTreeMap<String, Arc<Cluster>>> {
+fn changed_clusters(
+    tree: &dyn Tree,
+    other: &Model,
+    changes: &Changes,
+) -> Option<(BTreeMap<String, Arc<Cluster>>, Vec<String>)> {
     if !other.flat_clusters || changes.paths().any(|p| p == CLUSTERS_DIR) {
         return None;
     }
@@ -801,6 +833,7 @@ fn changed_clusters(tree: &dyn Tree, other: &Model, changes: &Changes) -> Option
     if !elsewhere.is_empty() {
         clusters.retain(|_, c| !elsewhere.contains(&c.file.as_str()));
     }
+    let mut fresh = Vec::new();
     for file in changed.into_iter().filter(|f| f.ends_with(".yaml") || f.ends_with(".yml")) {
         match tree.kind(file) {
             None => continue,
@@ -812,9 +845,10 @@ fn changed_clusters(tree: &dyn Tree, other: &Model, changes: &Changes) -> Option
         if !found.is_empty() || clusters.contains_key(&cluster.name) {
             return None;
         }
+        fresh.push(cluster.name.clone());
         clusters.insert(cluster.name.clone(), Arc::new(cluster));
     }
-    Some(clusters)
+    Some((clusters, fresh))
 }
 
 fn load_cluster(tree: &dyn Tree, file: &str, diags: &mut Diagnostics) -> Option<Cluster> {
@@ -1110,8 +1144,8 @@ mod tests {
     /// Loading a revision from another (`load_reusing`, which lists only the cluster files that
     /// changed when it can) is loading it from scratch: the same clusters, or the same findings,
     /// over random histories of cluster files — added, edited, removed, renamed, duplicated,
-    /// broken, linked, nested, not YAML, and `clusters/` itself replaced. The seed is printed
-    /// on failure (`STRATA_SEED` replays one).
+    /// broken, linked, nested, not YAML, overriding a layer that is not there, and `clusters/`
+    /// itself replaced. The seed is printed on failure (`STRATA_SEED` replays one).
     #[test]
     fn loading_from_another_revision_is_loading_from_scratch() {
         let seeds: Vec<u64> = match std::env::var("STRATA_SEED") {
@@ -1183,6 +1217,11 @@ mod tests {
                 }
                 88..=91 => {
                     files.retain(|p, _| !p.starts_with("clusters/team/") && !p.starts_with("clusters/l"));
+                }
+                92..=94 => {
+                    // Overrides of a layer the profile does not have: found on the new file alone.
+                    let text = cluster(&format!("c{n}"), 1).replace("app: {", "nope: {");
+                    files.insert(path, text);
                 }
                 _ => {
                     // Some steps change several files at once.
