@@ -798,16 +798,20 @@ fn load_clusters(
     None
 }
 
+/// A model's clusters.
+type ClustersByName = BTreeMap<String, Arc<Cluster>>;
+
 /// The clusters of `tree` from those of `other` and the cluster files `changes` holds, without
 /// listing `clusters/`: at 10,000 clusters, listing and matching every file costs more than the
 /// commit. Only where the result is sure to be what a full load gives: both sides flat (plain
 /// files directly in `clusters/`), every changed cluster file a plain file or gone, and nothing
 /// to report (a finding is left to the full load, so findings come out as they always do).
+/// Returns them with the names of those parsed anew.
 fn changed_clusters(
     tree: &dyn Tree,
     other: &Model,
     changes: &Changes,
-) -> Option<(BTreeMap<String, Arc<Cluster>>, Vec<String>)> {
+) -> Option<(ClustersByName, Vec<String>)> {
     if !other.flat_clusters || changes.paths().any(|p| p == CLUSTERS_DIR) {
         return None;
     }
@@ -819,7 +823,7 @@ fn changed_clusters(
     // Copied whole (the clusters shared, not parsed again), then those of the changed files
     // taken out: found by name where a file bears its cluster's (as fleets name them), by
     // looking at all only for the others.
-    let mut clusters: BTreeMap<String, Arc<Cluster>> = other.clusters.clone();
+    let mut clusters: ClustersByName = other.clusters.clone();
     let mut elsewhere: Vec<&str> = Vec::new();
     for file in &changed {
         let stem = file[prefix.len()..].strip_suffix(".yaml").or_else(|| file[prefix.len()..].strip_suffix(".yml"));
