@@ -8,7 +8,8 @@
 //! - each replica's resident memory (and peak), and how many clusters it reconciles;
 //! - Lease traffic per minute with the fleet applied (requests to `leases`, by all replicas).
 //!
-//! `cargo bench --bench kube` (`-- --clusters N`, `-- --idle-seconds N` to shorten it).
+//! `cargo bench --bench kube` (`-- --clusters N`, `--replicas N` (4), `--shards N` (8),
+//! `--idle-seconds N` to shorten it, `--binary PATH` to measure another build of strata).
 //!
 //! `cargo bench --bench kube -- --rollout N`: instead, rollout progress over N clusters kept by
 //! the Kubernetes backend's store calls (two handles, as two replicas): the first save, a
@@ -32,9 +33,6 @@ use std::time::{Duration, Instant};
 
 use apiserver::ApiServer;
 use support::{git, write};
-
-const REPLICAS: usize = 4;
-const SHARDS: usize = 8;
 
 fn arg(args: &[String], name: &str, default: u64) -> u64 {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|n| n.parse().ok()).unwrap_or(default)
@@ -203,6 +201,13 @@ fn main() {
     }
     let clusters = arg(&args, "--clusters", 10_000) as usize;
     let idle = arg(&args, "--idle-seconds", 60);
+    let replicas = arg(&args, "--replicas", 4) as usize;
+    let shards = arg(&args, "--shards", 8);
+    let binary = args
+        .iter()
+        .position(|a| a == "--binary")
+        .and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_strata").to_string());
     let base = if Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
     let dir = tempfile::tempdir_in(base).unwrap();
     let repo = dir.path().join("fleet");
@@ -216,12 +221,12 @@ fn main() {
     let mut children = Vec::new();
     let mut pids = Vec::new();
     let started = Instant::now();
-    for r in 0..REPLICAS {
+    for r in 0..replicas {
         let home = dir.path().join(format!("replica-{r}"));
         std::fs::create_dir_all(&home).unwrap();
         let mut config = format!(
             "repository: {{ url: {}, branch: main, interval: 60s }}\nstate_dir: ./state\nlisten: 127.0.0.1:0\n\
-             kubernetes: {{ kubeconfig: {}, namespace: {} }}\nstate: {{ backend: kubernetes }}\nshards: {SHARDS}\n\
+             kubernetes: {{ kubeconfig: {}, namespace: {} }}\nstate: {{ backend: kubernetes }}\nshards: {shards}\n\
              drift: {{ interval: 1h }}\ntargets:\n",
             repo.display(),
             kubeconfig.display(),
@@ -231,7 +236,7 @@ fn main() {
             let _ = writeln!(config, "  {name}: {{ directory: ./out/{name} }}");
         }
         std::fs::write(home.join("strata.yaml"), config).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        let child = Command::new(&binary)
             .args(["run", "--config"])
             .arg(home.join("strata.yaml"))
             .env("RUST_LOG", "warn")
@@ -259,10 +264,10 @@ fn main() {
     let peak: Vec<u64> = pids.iter().map(|&p| proc::proc_status(p, "VmHWM:")).collect();
 
     // Who reconciled what: the out directories of each replica that hold the new greeting.
-    let mut owned = [0usize; REPLICAS];
+    let mut owned = vec![0usize; replicas];
     let mut doubled = 0;
     for name in &names {
-        let holders: Vec<usize> = (0..REPLICAS)
+        let holders: Vec<usize> = (0..replicas)
             .filter(|r| {
                 let file = dir.path().join(format!("replica-{r}/out/{name}/app/configmap.settings.yaml"));
                 std::fs::read_to_string(file).unwrap_or_default().contains("greeting: hi")
@@ -289,10 +294,10 @@ fn main() {
         let _ = child.wait();
     }
 
-    println!("{clusters} clusters on directory targets, {REPLICAS} replicas, {SHARDS} shards (Leases 15s/10s/2s)");
+    println!("{clusters} clusters on directory targets, {replicas} replicas, {shards} shards (Leases 15s/10s/2s)");
     println!("cold start to every cluster applied: {:.1}s", cold.as_secs_f64());
     println!("commit touching every cluster to all applied: {:.1}s", commit.as_secs_f64());
-    for r in 0..REPLICAS {
+    for r in 0..replicas {
         println!(
             "replica {r}: {} clusters applied the commit, RSS {:.1} MiB (peak {:.1} MiB)",
             owned[r],
