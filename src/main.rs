@@ -5,6 +5,23 @@
 
 mod cli;
 
+/// jemalloc rather than glibc's malloc: the daemon's work comes in bursts (an evaluation, a
+/// fleet's applies, the drift checks after a start) that free far more than it holds between
+/// them, and glibc keeps much of that as fragments `malloc_trim` cannot give back (at 10,000
+/// clusters 214 MiB resident with glibc, 134 MiB with jemalloc; README, Memory).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// Freed pages go back to the system within a second, by threads of jemalloc's own, rather
+/// than waiting for the next allocation in their arena (read by jemalloc before `main`; the
+/// `_RJEM_MALLOC_CONF` environment variable still overrides it, jemalloc's symbols being
+/// prefixed here).
+#[allow(non_upper_case_globals)]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static malloc_conf: Option<&'static std::ffi::c_char> =
+    // SAFETY: a pointer to the first byte of a static NUL-terminated string, as jemalloc reads it.
+    Some(unsafe { &*c"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0".as_ptr() });
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;

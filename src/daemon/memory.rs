@@ -3,10 +3,13 @@
 //! glibc keeps what a process frees in its arenas, for its next allocations. A daemon's work comes
 //! in bursts — an evaluation, a fleet's applies, the drift checks after a start — and each burst
 //! frees far more than the daemon holds between them: after the first apply of 10,000 clusters,
-//! 230 MB of free heap stayed resident beside 85 MB in use. `malloc_trim` hands the free pages
-//! back; it walks the heap, so it runs once a burst is over, not after every piece of work:
-//! evaluations that freed much trim at their end, and the workers' applies and renders are
-//! counted and trimmed after every few seconds that had any.
+//! 230 MB of free heap stayed resident beside 85 MB in use. The `strata` binary allocates with
+//! jemalloc (src/main.rs), whose own threads give freed pages back within a second; what is
+//! still allocated with glibc's malloc — by the C libraries, libgit2 and SQLite, whose tree reads
+//! and caches come and go with the same bursts — is handed back here: `malloc_trim` walks that
+//! heap, so it runs once a burst is over, not after every piece of work: evaluations that freed
+//! much trim at their end, and the workers' applies and renders are counted and trimmed after
+//! every few seconds that had any.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
