@@ -807,11 +807,7 @@ type ClustersByName = BTreeMap<String, Arc<Cluster>>;
 /// files directly in `clusters/`), every changed cluster file a plain file or gone, and nothing
 /// to report (a finding is left to the full load, so findings come out as they always do).
 /// Returns them with the names of those parsed anew.
-fn changed_clusters(
-    tree: &dyn Tree,
-    other: &Model,
-    changes: &Changes,
-) -> Option<(ClustersByName, Vec<String>)> {
+fn changed_clusters(tree: &dyn Tree, other: &Model, changes: &Changes) -> Option<(ClustersByName, Vec<String>)> {
     if !other.flat_clusters || changes.paths().any(|p| p == CLUSTERS_DIR) {
         return None;
     }
