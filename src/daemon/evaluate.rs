@@ -660,13 +660,13 @@ fn evaluate_at(
         Some(m) => changes.get(&m.head),
         None => None,
     };
-    let (quiet, reached, memo_used, looked) = match memo.zip(since) {
+    let (quiet, reached, looked) = match memo.zip(since) {
         Some((memo, since)) => {
             let (dropped, reached, looked) =
                 still_quiet(shared, memo, since, (head_snapshot, head_model), (&all_states, states_mark), running);
-            (Quiet { memo: Some(&memo.quiet), dropped: dropped.into_iter().collect() }, reached, true, looked)
+            (Quiet { memo: Some(&memo.quiet), dropped: dropped.into_iter().collect() }, reached, looked)
         }
-        None => (Quiet { memo: None, dropped: HashSet::new() }, None, false, 0),
+        None => (Quiet { memo: None, dropped: HashSet::new() }, None, 0),
     };
     // The head's clusters that are not quiet, in order: those decided. When what the change
     // reached is known, they are the memo's active ones, those it left and those it reached.
@@ -1001,7 +1001,7 @@ fn evaluate_at(
     *shared.deferred.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(deferred));
 
     let active = candidates.iter().filter(|name| !still.contains_key(**name)).map(|name| name.to_string()).collect();
-    let dropped = memo_used.then(|| quiet.dropped.into_iter().collect());
+    let dropped = quiet.memo.is_some().then(|| quiet.dropped.into_iter().collect());
     Ok((outcomes, Next { head: head_owned, quiet: still, dropped, active, states_mark }))
 }
 

@@ -195,31 +195,29 @@ fn load_with(tree: &dyn Tree, reuse: Option<(&Model, &Changes)>) -> (Model, Diag
     // there, where nothing was found (`other.checked`): not resolved again (a fleet's thousands;
     // when every profile was kept, not even looked at).
     let checked = reuse.filter(|(other, _)| other.checked);
-    if let (Some((other, _)), Some(fresh)) = (checked, &fresh)
-        && kept.len() == model.profiles.len()
-        && other.profiles.len() == model.profiles.len()
-    {
-        for cluster in fresh.iter().filter_map(|name| model.clusters.get(name)) {
-            match model.resolve(cluster) {
-                Ok(resolution) => check_overrides(cluster, resolution.profile, &mut diags),
-                Err(_) if broken.contains(&cluster.profile) => {}
-                Err(d) => diags.push(d),
-            }
+    let all_kept = |other: &Model| kept.len() == model.profiles.len() && other.profiles.len() == model.profiles.len();
+    let to_check: Vec<&Arc<Cluster>> = match (checked, &fresh) {
+        (Some((other, _)), Some(fresh)) if all_kept(other) => {
+            fresh.iter().filter_map(|name| model.clusters.get(name)).collect()
         }
-        model.rollouts = rollouts::load(tree, &model, &mut diags);
-        model.approval_rules = approvals::load(tree, &model, &mut diags);
-        model.checked = diags.is_empty();
-        return (model, diags);
-    }
-    let mut before = checked.map(|(other, _)| other.clusters.iter().peekable());
-    for (name, cluster) in &model.clusters {
-        let was = before.as_mut().and_then(|before| {
-            while before.next_if(|(other, _)| *other < name).is_some() {}
-            before.next_if(|(other, _)| *other == name).map(|(_, c)| c)
-        });
-        if was.is_some_and(|was| Arc::ptr_eq(was, cluster)) && kept.contains(&cluster.profile) {
-            continue;
+        _ => {
+            let mut before = checked.map(|(other, _)| other.clusters.iter().peekable());
+            let mut was = |name: &String| {
+                let before = before.as_mut()?;
+                while before.next_if(|(other, _)| *other < name).is_some() {}
+                before.next_if(|(other, _)| *other == name).map(|(_, c)| c)
+            };
+            model
+                .clusters
+                .iter()
+                .filter(|(name, cluster)| {
+                    !(was(name).is_some_and(|was| Arc::ptr_eq(was, cluster)) && kept.contains(&cluster.profile))
+                })
+                .map(|(_, cluster)| cluster)
+                .collect()
         }
+    };
+    for cluster in to_check {
         match model.resolve(cluster) {
             Ok(resolution) => check_overrides(cluster, resolution.profile, &mut diags),
             Err(_) if broken.contains(&cluster.profile) => {}

@@ -849,12 +849,9 @@ pub struct GitTree {
     root: git2::Oid,
     /// Directory listings, read once: a large directory (a thousand cluster files) would
     /// otherwise be inflated and parsed again for every file looked up in it.
-    dirs: Mutex<HashMap<String, Arc<Listing>>>,
+    dirs: Mutex<HashMap<String, Arc<Entries>>>,
     local: Mutex<Option<PathBuf>>,
 }
-
-/// A tree's entries, sorted by name: (name, object id, file mode).
-type Listing = Entries;
 
 impl GitTree {
     fn with_repo<T>(&self, read: impl FnOnce(&git2::Repository) -> Result<T, ReadError>) -> Result<T, ReadError> {
@@ -869,7 +866,7 @@ impl GitTree {
         result
     }
 
-    fn listing(&self, dir: &str) -> Option<Arc<Listing>> {
+    fn listing(&self, dir: &str) -> Option<Arc<Entries>> {
         if let Some(hit) = self.dirs.lock().expect("listing cache").get(dir) {
             return Some(hit.clone());
         }

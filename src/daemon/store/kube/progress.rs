@@ -221,20 +221,20 @@ impl Inner {
         results.into_iter().collect()
     }
 
-    /// Reads chunks into the cache; whether all of them exist.
-    pub(super) async fn read_chunks(&self, names: Vec<String>) -> Result<bool> {
+    /// Reads chunks into the cache; those gone are left out (the caller reads the head again).
+    pub(super) async fn read_chunks(&self, names: Vec<String>) -> Result<()> {
         let results = each(names, |name| async move {
             let object = format!("ConfigMap {}/{name}", self.mgmt.namespace);
             let Some(map) = self.configmaps.get_opt(&name).await.map_err(|e| api_error(&object, &e))? else {
-                return Ok(false);
+                return Ok(());
             };
             let clusters = chunk_clusters(&map)
                 .ok_or_else(|| store_error(&object, "unreadable", "not rollout progress as strata writes it"))?;
             self.chunks.insert(name, Arc::new(clusters), false);
-            Ok::<_, StoreError>(true)
+            Ok::<_, StoreError>(())
         })
         .await;
-        results.into_iter().try_fold(true, |all, found| Ok(all && found?))
+        results.into_iter().collect()
     }
 
     /// Deletes chunks (those gone already included).
