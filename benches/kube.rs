@@ -110,7 +110,7 @@ fn rollout_store(clusters: usize) {
         };
         let network = Arc::new(strata::net::Network::new(None).unwrap());
         let management = strata::daemon::management::Management::connect(&config, &network, "strata.yaml").unwrap();
-        runtime.block_on(KubeStore::open(management, Arc::new(|_| true)))
+        runtime.block_on(KubeStore::open(management, Arc::new(|_| true), Arc::new(|_| true)))
     };
     let (one, two) = (open(), open());
     let mut progress: Progress = serde_json::from_value(serde_json::json!({

@@ -10,7 +10,8 @@
 //! (each request after a state change, as the first viewer after one sees it); "warm": the
 //! snapshot is shared (every other viewer, every refresh). Medians of 15.
 //!
-//! `cargo bench --bench view` (`-- --clusters N`).
+//! `cargo bench --bench view` (`-- --clusters N --shape light` for a fleet of one object per
+//! cluster, as for 100,000 clusters).
 
 mod support;
 
@@ -99,7 +100,9 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
     let clusters: usize = arg("--clusters").and_then(|n| n.parse().ok()).unwrap_or(1000);
-    let dir = fleet::daemon_dir_with_three_failing(clusters, "2s");
+    let shape = arg("--shape").map_or(fleet::Shape::Overridden, |s| fleet::Shape::parse(&s).expect("a shape"));
+    assert!(shape != fleet::Shape::Shared, "the shared fleet has no p01@1.2.0 to hold");
+    let dir = fleet::daemon_dir_with_three_failing(shape, clusters, "2s");
     let repo = dir.path().join("fleet");
 
     let started = Instant::now();
@@ -115,8 +118,8 @@ fn main() {
         assert!(started.elapsed() < Duration::from_secs(1800), "the fleet was not applied in time");
         std::thread::sleep(Duration::from_millis(500));
     }
-    println!("{clusters} clusters applied in {:.1}s", started.elapsed().as_secs_f64());
-    fleet::edit_versions(&repo, &["p01/1.2.0"]);
+    println!("{clusters} clusters ({}) applied in {:.1}s", shape.name(), started.elapsed().as_secs_f64());
+    fleet::edit_versions(&repo, shape, &["p01/1.2.0"]);
     let held = clusters.div_ceil(10) / 2;
     let wanted = format!("awaiting approval: {held}<");
     let edited = Instant::now();

@@ -261,11 +261,11 @@ pub fn generate(root: &Path, shape: Shape, clusters: usize) -> String {
 /// every `interval`, each on a directory target under `out/` — but the last three, whose targets
 /// sit under a file (`blocked`) and cannot be written: their applies fail. Its config is
 /// `strata.yaml`; the directory is under /dev/shm where there is one.
-pub fn daemon_dir_with_three_failing(clusters: usize, interval: &str) -> tempfile::TempDir {
+pub fn daemon_dir_with_three_failing(shape: Shape, clusters: usize, interval: &str) -> tempfile::TempDir {
     let base = if Path::new("/dev/shm").is_dir() { std::path::PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
     let dir = tempfile::tempdir_in(base).unwrap();
     let repo = dir.path().join("fleet");
-    generate(&repo, Shape::Overridden, clusters);
+    generate(&repo, shape, clusters);
     std::fs::write(dir.path().join("blocked"), "a file, not a directory").unwrap();
     let mut config = format!(
         "repository: {{ url: {}, branch: main, interval: {interval} }}\nstate_dir: ./state\nlisten: 127.0.0.1:0\ntargets:\n",
@@ -291,13 +291,13 @@ pub fn edit_in_place(root: &Path, shape: Shape) -> String {
     git(root, &["rev-parse", "HEAD"])
 }
 
-/// Commits an in-place edit of each of `versions` (`p01/1.2.0`: their replicas go to 2) of the
-/// overridden fleet; returns the new commit.
-pub fn edit_versions(root: &Path, versions: &[&str]) -> String {
+/// Commits an in-place edit of each of `versions` (`p01/1.2.0`: their replicas go to 2) of a
+/// fleet of `shape` (overridden or light); returns the new commit.
+pub fn edit_versions(root: &Path, shape: Shape, versions: &[&str]) -> String {
     for edited in versions {
         let (profile, version) = edited.split_once('/').expect("p/v");
         let p: usize = profile[1..].parse().expect("pNN");
-        write(root, &format!("profiles/{edited}/profile.yaml"), &profile_yaml(Shape::Overridden, p, version, 2));
+        write(root, &format!("profiles/{edited}/profile.yaml"), &profile_yaml(shape, p, version, 2));
     }
     git(root, &["commit", "-q", "-am", &format!("{}: two replicas", versions.join(", "))]);
     git(root, &["rev-parse", "HEAD"])

@@ -464,7 +464,9 @@ async fn build(mut config: Config, triggers: &mpsc::Sender<Trigger>) -> Result<B
                 Some(cluster) => owner.owns(cluster),
                 None => owner.leads(),
             });
-            AnyStore::Kube(store::kube::KubeStore::open(mgmt.clone(), scope).await)
+            let owner = shards.clone();
+            let whole: store::kube::Scope = Arc::new(move |cluster| cluster.is_some_and(|c| owner.owns(c)));
+            AnyStore::Kube(store::kube::KubeStore::open(mgmt.clone(), scope, whole).await)
         }
         _ => AnyStore::Sqlite(SqliteStore::open(&config.state_dir).unwrap_or_else(|e| {
             error!(error = %e, kind = e.kind(), "The state database cannot be used: serving /healthz, /readyz and /metrics, reconciling nothing.");

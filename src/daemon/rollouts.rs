@@ -131,11 +131,8 @@ pub fn gate_all(
             let change = causes.get(name.as_str()).zip(plan).and_then(|(cause, plan)| {
                 Some(Change { cause: *cause, to: plan.to.clone()?, target: plan.head_digest.clone()? })
             });
-            let drift_at = if drift_matters(name) {
-                store::wait(shared.store.drift(name))?.iter().map(|d| d.found_at * 1000).max()
-            } else {
-                None
-            };
+            let drift_at =
+                if drift_matters(name) { store::wait(shared.store.drift_at(name))?.map(|at| at * 1000) } else { None };
             // The same rule the cluster is decided by once released (the approval rules in force
             // as the last evaluation placed it, with its wave then): the store is read only for
             // clusters that could be held for approval at all.

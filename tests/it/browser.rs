@@ -135,7 +135,7 @@ fn get(base: &str, path: &str) -> (u16, String) {
 /// one; the last three clusters' targets cannot be written (their applies fail). Returns once
 /// every other cluster is applied.
 fn start_fleet(clusters: usize) -> (tempfile::TempDir, Killed, String) {
-    let dir = fleet::daemon_dir_with_three_failing(clusters, "1s");
+    let dir = fleet::daemon_dir_with_three_failing(fleet::Shape::Overridden, clusters, "1s");
     let child = Killed(
         Command::new(env!("CARGO_BIN_EXE_strata"))
             .args(["run", "--config"])
@@ -233,7 +233,7 @@ fn a_thousand_clusters_on_one_screen_overview_first_then_the_list_fifty_a_page()
     // held on its 50 clusters: it shows up without a reload.
     browser.go(&format!("{base}/"));
     browser.wait("the overview", |b| b.count("#overview") == 1);
-    fleet::edit_versions(&dir.path().join("fleet"), &["p01/1.2.0"]);
+    fleet::edit_versions(&dir.path().join("fleet"), fleet::Shape::Overridden, &["p01/1.2.0"]);
     browser.wait("the clusters awaiting approval, live", |b| {
         b.count("[data-group=\"awaiting approval\"]") == 1
             && b.text("[data-group=\"awaiting approval\"] h3").contains(": 50")

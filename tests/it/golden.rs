@@ -120,7 +120,7 @@ fn golden_grouped(shape: Shape, clusters: usize, edited: &[&str], rollout: bool)
     } else {
         base
     };
-    let head = fleet::edit_versions(dir.path(), edited);
+    let head = fleet::edit_versions(dir.path(), fleet::Shape::Overridden, edited);
     let clean = |out: String| {
         out.replace(&base, "BASE").replace(&head, "HEAD").replace(&base[..7], "BASE").replace(&head[..7], "HEAD")
     };

@@ -2,7 +2,7 @@
 //! the store.
 //!
 //! ```text
-//!   store.fleet_brief() + tags ──► Snapshot ──► overview()          totals, states, versions, attention
+//!   store.fleet() + tags ──► Snapshot ──► overview()          totals, states, versions, attention
 //!   (read again when the state       │         select(&Query)       one page of the filtered, sorted list
 //!    version moves, at most 1 s old) └── the URL's query ─► Query::parse ─► Query::href (links keep it)
 //! ```

@@ -329,8 +329,7 @@ pub(super) async fn snapshot(app: &App) -> Result<Arc<Snapshot>, String> {
     let version = shared.version.load(std::sync::atomic::Ordering::Relaxed);
     app.fleet
         .get(version, || async {
-            let rows =
-                shared.store.fleet_brief().await.map_err(|e| format!("the state database could not be read: {e}"))?;
+            let rows = shared.store.fleet().await.map_err(|e| format!("the state database could not be read: {e}"))?;
             let tags = shared.tags.lock().expect("tags lock");
             let entries = rows
                 .into_iter()

@@ -363,21 +363,10 @@ pub trait Store: Send + std::marker::Sync {
     /// Replaces the list of objects applied to `cluster`.
     fn set_objects(&self, cluster: &str, objects: &[ObjectRow]) -> impl Future<Output = Result<()>> + Send;
     fn objects(&self, cluster: &str) -> impl Future<Output = Result<Vec<ObjectRow>>> + Send;
-    /// Every cluster with its pending update, by name (the fleet page lists thousands).
+    /// Every cluster with its pending update, by name, without the pending diffs (empty): what
+    /// lists of the fleet need (the fleet page lists thousands), read without the largest part.
+    /// One cluster's diff is read with [`Store::cluster_row`] or [`Store::pending`].
     fn fleet(&self) -> impl Future<Output = Result<Vec<FleetRow>>> + Send;
-    /// [`Store::fleet`] without the pending diffs (empty): what the fleet page and the paged API
-    /// list need, read without the largest column.
-    fn fleet_brief(&self) -> impl Future<Output = Result<Vec<FleetRow>>> + Send {
-        async {
-            let mut fleet = self.fleet().await?;
-            for (_, pending) in &mut fleet {
-                if let Some(p) = pending {
-                    p.diff = String::new();
-                }
-            }
-            Ok(fleet)
-        }
-    }
     /// One cluster with its pending update, read together: a pending diff is shown only when it
     /// starts from what the cluster runs ([`Pending::diff_from`]), judged on one snapshot.
     fn cluster_row(&self, name: &str) -> impl Future<Output = Result<Option<FleetRow>>> + Send;
@@ -390,7 +379,7 @@ pub trait Store: Send + std::marker::Sync {
     /// Every pending update, without its diff (empty): what counting them by hold needs, read
     /// without the clusters.
     fn pendings(&self) -> impl Future<Output = Result<Vec<Pending>>> + Send {
-        async { Ok(self.fleet_brief().await?.into_iter().filter_map(|(_, pending)| pending).collect()) }
+        async { Ok(self.fleet().await?.into_iter().filter_map(|(_, pending)| pending).collect()) }
     }
 
     fn approve(&self, cluster: &str, revision: &str, by: &Approver) -> impl Future<Output = Result<Approval>> + Send;
@@ -403,6 +392,11 @@ pub trait Store: Send + std::marker::Sync {
     fn set_drift(&self, cluster: &str, findings: &[DriftRow]) -> impl Future<Output = Result<()>> + Send;
     /// The drift findings, by object and path.
     fn drift(&self, cluster: &str) -> impl Future<Output = Result<Vec<DriftRow>>> + Send;
+    /// When the newest of the cluster's drift findings was found (Unix seconds), if it has any:
+    /// what the rollout gate reads of every cluster it governs.
+    fn drift_at(&self, cluster: &str) -> impl Future<Output = Result<Option<i64>>> + Send {
+        async { Ok(self.drift(cluster).await?.iter().map(|d| d.found_at).max()) }
+    }
 
     /// Queues a status for delivery, replacing one not yet delivered for the same commit and
     /// context. Returns false when it was delivered already with this state and description:
@@ -535,9 +529,6 @@ impl Store for AnyStore {
     async fn pendings(&self) -> Result<Vec<Pending>> {
         dispatch!(self, s => s.pendings().await)
     }
-    async fn fleet_brief(&self) -> Result<Vec<FleetRow>> {
-        dispatch!(self, s => s.fleet_brief().await)
-    }
     async fn cluster_row(&self, name: &str) -> Result<Option<FleetRow>> {
         dispatch!(self, s => s.cluster_row(name).await)
     }
@@ -567,6 +558,9 @@ impl Store for AnyStore {
     }
     async fn drift(&self, cluster: &str) -> Result<Vec<DriftRow>> {
         dispatch!(self, s => s.drift(cluster).await)
+    }
+    async fn drift_at(&self, cluster: &str) -> Result<Option<i64>> {
+        dispatch!(self, s => s.drift_at(cluster).await)
     }
     async fn enqueue(&self, status: &crate::report::Status) -> Result<bool> {
         dispatch!(self, s => s.enqueue(status).await)

@@ -680,11 +680,6 @@ impl Store for SqliteStore {
     /// Every cluster with its pending update, in one query (the fleet page and `strata status`
     /// list a thousand of them).
     async fn fleet(&self) -> Result<Vec<FleetRow>> {
-        let sql = format!("{} ORDER BY c.name", Self::fleet_query());
-        self.read(|c| c.prepare(&sql)?.query_map([], Self::fleet_row)?.collect())
-    }
-
-    async fn fleet_brief(&self) -> Result<Vec<FleetRow>> {
         let sql = format!("{} ORDER BY c.name", Self::fleet_query()).replace("p.diff", "'' AS diff");
         self.read(|c| c.prepare(&sql)?.query_map([], Self::fleet_row)?.collect())
     }

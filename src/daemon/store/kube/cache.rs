@@ -1,5 +1,6 @@
-//! The cache the Kubernetes backend reads from: every ClusterState and the strata-state ConfigMap,
-//! kept by watches (relisted on 410 Gone), and what this process wrote, put in as the answers come.
+//! The cache the Kubernetes backend reads from: every ClusterState (whole when this process owns
+//! its cluster, else its brief: see [`Held`]) and the strata-state ConfigMap, kept by watches
+//! (relisted on 410 Gone), and what this process wrote, put in as the answers come.
 //! Reads are served from it once the first lists are in; a change someone else made to what is
 //! intended (an approval, a suspension, a rollout's progress) is told to the listener.
 //!
@@ -127,7 +128,9 @@ impl Told {
 
 #[derive(Default)]
 pub(super) struct Cache {
-    pub(super) docs: BTreeMap<String, Doc>,
+    pub(super) docs: BTreeMap<String, Held>,
+    /// The strings briefs share.
+    strings: Strings,
     /// The ConfigMap's resourceVersion (`None`: it does not exist yet) and what it holds.
     pub(super) global: (Option<String>, Global),
     /// Both first lists are in: reads may be served.
@@ -143,10 +146,6 @@ pub(super) struct Cache {
     global_told: Told,
     /// The requests on their way.
     open: Open,
-}
-
-fn version(doc: &Doc) -> Option<&str> {
-    doc.metadata.resource_version.as_deref()
 }
 
 impl Cache {
@@ -166,10 +165,16 @@ impl Cache {
         self.open.lock().unwrap_or_else(|p| p.into_inner()).keys().next().copied().unwrap_or(self.events)
     }
 
-    /// Puts a ClusterState in (`None`: it is gone), unless what the cache holds is newer.
-    /// Returns whether it was put in, and whether its spec (what is intended) changed.
-    pub(super) fn take(&mut self, name: &str, doc: Option<Doc>, source: Source) -> Option<bool> {
-        let new = doc.as_ref().and_then(version);
+    /// `doc` as the cache holds it: whole, or its brief.
+    pub(super) fn hold(&mut self, doc: Doc, whole: bool) -> Held {
+        Held::of(doc, whole, &mut self.strings)
+    }
+
+    /// Puts a ClusterState in (`None`: it is gone; `whole`: all of it, else its brief), unless
+    /// what the cache holds is newer. Returns whether it was put in, and whether its spec (what
+    /// is intended) changed.
+    pub(super) fn take(&mut self, name: &str, doc: Option<Doc>, whole: bool, source: Source) -> Option<bool> {
+        let new = doc.as_ref().and_then(|doc| doc.metadata.resource_version.as_deref());
         let taken = match source {
             Source::Watch => {
                 let (count, oldest) = (self.tick(), self.oldest());
@@ -183,28 +188,44 @@ impl Cache {
             return None;
         }
         let changed = match (self.docs.get(name), &doc) {
-            (Some(old), Some(doc)) => old.spec != doc.spec,
+            (Some(old), Some(doc)) => *old.spec() != doc.spec,
             (None, Some(doc)) => doc.spec != Spec::default(),
             (_, None) => false,
         };
         match doc {
-            Some(doc) => self.docs.insert(name.to_string(), doc),
+            Some(doc) => {
+                let held = self.hold(doc, whole);
+                self.docs.insert(name.to_string(), held)
+            }
             None => self.docs.remove(name),
         };
         Some(changed)
     }
 
+    /// Keeps only the briefs of the clusters `whole` no longer says: after shards moved away.
+    pub(super) fn demote(&mut self, whole: impl Fn(&str) -> bool) {
+        let Cache { docs, strings, .. } = self;
+        for (name, held) in docs.iter_mut() {
+            if let Held::Whole(doc) = held
+                && !whole(name)
+            {
+                *held = Held::of((**doc).clone(), false, strings);
+            }
+        }
+    }
+
     /// Replaces the ClusterStates with a list's (what was answered meanwhile included: the watch
     /// goes on from the list, so what it missed still comes). Returns the names whose spec changed.
-    pub(super) fn take_list(&mut self, listed: BTreeMap<String, Doc>) -> Vec<String> {
+    pub(super) fn take_list(&mut self, listed: BTreeMap<String, Held>) -> Vec<String> {
         let changed = listed
             .iter()
-            .filter(|(name, doc)| self.docs.get(*name).is_some_and(|old| old.spec != doc.spec))
+            .filter(|(name, held)| self.docs.get(*name).is_some_and(|old| old.spec() != held.spec()))
             .map(|(name, _)| name.clone())
             .collect();
         let count = self.tick();
         self.listed = count;
-        self.told = listed.iter().map(|(name, doc)| (name.clone(), Told::listed(count, version(doc)))).collect();
+        self.told =
+            listed.iter().map(|(name, held)| (name.clone(), Told::listed(count, held.resource_version()))).collect();
         self.docs = listed;
         changed
     }
@@ -238,7 +259,7 @@ impl Cache {
 }
 
 impl Inner {
-    fn cache_mut(&self) -> std::sync::RwLockWriteGuard<'_, Cache> {
+    pub(super) fn cache_mut(&self) -> std::sync::RwLockWriteGuard<'_, Cache> {
         self.cache.write().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -248,10 +269,16 @@ impl Inner {
     }
 
     /// Puts an object read or written into the cache (unless what it holds is newer), and tells
-    /// the listener when someone else changed its spec.
-    pub(super) fn put(&self, object: DynamicObject, source: Source) {
-        let Some((name, doc)) = decode(object) else { return };
-        let changed_intent = self.cache_mut().take(&name, Some(doc), source);
+    /// the listener when someone else changed its spec. Returns it, whole.
+    pub(super) fn put(&self, object: DynamicObject, source: Source) -> Option<Doc> {
+        let (name, doc) = decode(object)?;
+        self.put_doc(&name, doc.clone(), source);
+        Some(doc)
+    }
+
+    fn put_doc(&self, name: &str, doc: Doc, source: Source) {
+        let whole = (self.whole)(Some(name));
+        let changed_intent = self.cache_mut().take(name, Some(doc), whole, source);
         if changed_intent == Some(true) && matches!(source, Source::Watch) {
             self.tell(&format!("cluster {name}"));
         }
@@ -281,13 +308,14 @@ impl Inner {
     /// Keeps the ClusterState cache equal to the API server's, for as long as the process runs.
     pub(super) async fn watch_states(self: Arc<Self>) {
         let mut events = watcher::watcher(self.states.clone(), watcher::Config::default()).default_backoff().boxed();
-        let mut listing: Option<BTreeMap<String, Doc>> = None;
+        let mut listing: Option<BTreeMap<String, Held>> = None;
         while let Some(event) = events.next().await {
             match event {
                 Ok(Event::Init) => listing = Some(BTreeMap::new()),
                 Ok(Event::InitApply(object)) => {
                     if let (Some(listing), Some((name, doc))) = (listing.as_mut(), decode(object)) {
-                        listing.insert(name, doc);
+                        let held = self.cache_mut().hold(doc, (self.whole)(Some(&name)));
+                        listing.insert(name, held);
                     }
                 }
                 Ok(Event::InitDone) => {
@@ -298,10 +326,14 @@ impl Inner {
                         self.tell(&format!("cluster {name}"));
                     }
                 }
-                Ok(Event::Apply(object)) => self.put(object, Source::Watch),
+                Ok(Event::Apply(object)) => {
+                    if let Some((name, doc)) = decode(object) {
+                        self.put_doc(&name, doc, Source::Watch);
+                    }
+                }
                 Ok(Event::Delete(object)) => {
                     if let Some(name) = object.metadata.name {
-                        self.cache_mut().take(&name, None, Source::Watch);
+                        self.cache_mut().take(&name, None, false, Source::Watch);
                     }
                 }
                 Err(e) => {
@@ -355,18 +387,15 @@ impl Inner {
         }
     }
 
-    /// Reads ClusterState `name` again (after a conflict): what the server holds now, unless the
-    /// cache has it or something newer already.
-    pub(super) async fn refresh(&self, name: &str) -> Result<()> {
+    /// Reads ClusterState `name` again (after a conflict, or for a part its brief leaves out):
+    /// what the server holds now, put in the cache unless it has it or something newer already.
+    pub(super) async fn refresh(&self, name: &str) -> Result<Option<Doc>> {
         let mark = self.mark();
         match self.states.get_opt(name).await {
-            Ok(Some(object)) => {
-                self.put(object, Source::Answer(&mark));
-                Ok(())
-            }
+            Ok(Some(object)) => Ok(self.put(object, Source::Answer(&mark))),
             Ok(None) => {
-                self.cache_mut().take(name, None, Source::Answer(&mark));
-                Ok(())
+                self.cache_mut().take(name, None, false, Source::Answer(&mark));
+                Ok(None)
             }
             Err(e) => Err(api_error(&self.object(name), &e)),
         }
@@ -385,8 +414,12 @@ mod tests {
         }
     }
 
+    fn listed(name: &str, version: &str) -> BTreeMap<String, Held> {
+        BTreeMap::from([(name.to_string(), Held::Whole(Box::new(doc(version, false))))])
+    }
+
     fn held(cache: &Cache, name: &str) -> Option<String> {
-        cache.docs.get(name).and_then(|d| d.metadata.resource_version.clone())
+        cache.docs.get(name).and_then(|d| d.resource_version().map(str::to_string))
     }
 
     /// resourceVersions that are not numbers, and numbers that do not grow: the cache follows the
@@ -394,59 +427,59 @@ mod tests {
     #[test]
     fn resource_versions_are_only_compared_for_equality() {
         let mut cache = Cache::default();
-        cache.take_list(BTreeMap::from([("a".to_string(), doc("zz-9", false))]));
+        cache.take_list(listed("a", "zz-9"));
         assert_eq!(held(&cache, "a").as_deref(), Some("zz-9"));
 
         // Watch events are taken as they come, whatever their versions look like.
-        assert_eq!(cache.take("a", Some(doc("aa-1", true)), Source::Watch), Some(true));
-        assert_eq!(cache.take("a", Some(doc("10", true)), Source::Watch), Some(false));
-        assert_eq!(cache.take("a", Some(doc("9", true)), Source::Watch), Some(false));
+        assert_eq!(cache.take("a", Some(doc("aa-1", true)), true, Source::Watch), Some(true));
+        assert_eq!(cache.take("a", Some(doc("10", true)), true, Source::Watch), Some(false));
+        assert_eq!(cache.take("a", Some(doc("9", true)), true, Source::Watch), Some(false));
         assert_eq!(held(&cache, "a").as_deref(), Some("9"));
 
         // A write's answer is read back at once, even when its version "looks" older; the watch's
         // events that are not it came before it, and are passed over until it comes.
         let mark = cache.mark();
-        assert_eq!(cache.take("a", Some(doc("1", false)), Source::Answer(&mark)), Some(true));
+        assert_eq!(cache.take("a", Some(doc("1", false)), true, Source::Answer(&mark)), Some(true));
         assert_eq!(held(&cache, "a").as_deref(), Some("1"));
-        assert_eq!(cache.take("a", Some(doc("q", true)), Source::Watch), None, "older than the answer");
+        assert_eq!(cache.take("a", Some(doc("q", true)), true, Source::Watch), None, "older than the answer");
         assert_eq!(held(&cache, "a").as_deref(), Some("1"));
-        assert!(cache.take("a", Some(doc("1", false)), Source::Watch).is_some(), "the answer's own event");
-        assert!(cache.take("a", Some(doc("after", true)), Source::Watch).is_some(), "and what came after it");
+        assert!(cache.take("a", Some(doc("1", false)), true, Source::Watch).is_some(), "the answer's own event");
+        assert!(cache.take("a", Some(doc("after", true)), true, Source::Watch).is_some(), "and what came after it");
         assert_eq!(held(&cache, "a").as_deref(), Some("after"));
 
         // An older event arriving while a write is on its way does not hold the answer back...
         let mark = cache.mark();
-        cache.take("a", Some(doc("before-mine", true)), Source::Watch);
-        assert!(cache.take("a", Some(doc("mine", false)), Source::Answer(&mark)).is_some());
+        cache.take("a", Some(doc("before-mine", true)), true, Source::Watch);
+        assert!(cache.take("a", Some(doc("mine", false)), true, Source::Answer(&mark)).is_some());
         assert_eq!(held(&cache, "a").as_deref(), Some("mine"));
-        cache.take("a", Some(doc("mine", false)), Source::Watch);
+        cache.take("a", Some(doc("mine", false)), true, Source::Watch);
 
         // ...but an answer the watch told already (and went past) is dropped.
         let mark = cache.mark();
-        cache.take("a", Some(doc("reread", false)), Source::Watch);
-        cache.take("a", Some(doc("newer", true)), Source::Watch);
-        assert_eq!(cache.take("a", Some(doc("reread", false)), Source::Answer(&mark)), None);
+        cache.take("a", Some(doc("reread", false)), true, Source::Watch);
+        cache.take("a", Some(doc("newer", true)), true, Source::Watch);
+        assert_eq!(cache.take("a", Some(doc("reread", false)), true, Source::Answer(&mark)), None);
         assert_eq!(held(&cache, "a").as_deref(), Some("newer"));
 
         // A deletion is an event: a re-read begun before it does not bring the object back.
-        cache.take("b", Some(doc("b-1", false)), Source::Watch);
+        cache.take("b", Some(doc("b-1", false)), true, Source::Watch);
         let mark = cache.mark();
-        cache.take("b", None, Source::Watch);
-        assert_eq!(cache.take("b", Some(doc("b-1", false)), Source::Answer(&mark)), None);
+        cache.take("b", None, true, Source::Watch);
+        assert_eq!(cache.take("b", Some(doc("b-1", false)), true, Source::Answer(&mark)), None);
         assert!(!cache.docs.contains_key("b"));
 
         // A list replaces everything; answers begun before it cannot be placed against it and are
         // dropped, even of an object the cache had never seen (a creation).
         let mark = cache.mark();
-        let changed = cache.take_list(BTreeMap::from([("a".to_string(), doc("x", false))]));
+        let changed = cache.take_list(listed("a", "x"));
         assert_eq!(changed, ["a"]);
-        assert_eq!(cache.take("a", Some(doc("y", false)), Source::Answer(&mark)), None);
-        assert_eq!(cache.take("c", Some(doc("c-1", false)), Source::Answer(&mark)), None);
+        assert_eq!(cache.take("a", Some(doc("y", false)), true, Source::Answer(&mark)), None);
+        assert_eq!(cache.take("c", Some(doc("c-1", false)), true, Source::Answer(&mark)), None);
         assert_eq!(held(&cache, "a").as_deref(), Some("x"));
         assert!(!cache.docs.contains_key("c"));
         let mark = cache.mark();
-        assert!(cache.take("c", Some(doc("c-1", false)), Source::Answer(&mark)).is_some());
-        assert_eq!(cache.take("a", Some(doc("x", false)), Source::Answer(&mark)), None, "listed already");
+        assert!(cache.take("c", Some(doc("c-1", false)), true, Source::Answer(&mark)).is_some());
+        assert_eq!(cache.take("a", Some(doc("x", false)), true, Source::Answer(&mark)), None, "listed already");
     }
 
     /// A watch far behind tells many old events while a write is on its way: the answer is still
@@ -455,36 +488,52 @@ mod tests {
     #[test]
     fn a_watch_far_behind_does_not_hide_what_was_written() {
         let mut cache = Cache::default();
-        cache.take_list(BTreeMap::from([("a".to_string(), doc("0", false))]));
+        cache.take_list(listed("a", "0"));
         let mark = cache.mark();
         for n in 1..=100 {
-            cache.take("a", Some(doc(&format!("old-{n}"), false)), Source::Watch);
+            cache.take("a", Some(doc(&format!("old-{n}"), false)), true, Source::Watch);
         }
-        assert!(cache.take("a", Some(doc("mine", true)), Source::Answer(&mark)).is_some());
+        assert!(cache.take("a", Some(doc("mine", true)), true, Source::Answer(&mark)).is_some());
         assert_eq!(held(&cache, "a").as_deref(), Some("mine"));
-        assert_eq!(cache.take("a", Some(doc("old-101", false)), Source::Watch), None, "older than the answer");
-        assert!(cache.take("a", Some(doc("mine", true)), Source::Watch).is_some());
+        assert_eq!(cache.take("a", Some(doc("old-101", false)), true, Source::Watch), None, "older than the answer");
+        assert!(cache.take("a", Some(doc("mine", true)), true, Source::Watch).is_some());
 
         // A re-read begun after events the watch told, answering with one of them, is dropped
         // however many came since the oldest request began.
         let reread = cache.mark();
-        cache.take("a", Some(doc("told", true)), Source::Watch);
+        cache.take("a", Some(doc("told", true)), true, Source::Watch);
         for n in 1..=50 {
-            cache.take("b", Some(doc(&format!("b-{n}"), false)), Source::Watch);
+            cache.take("b", Some(doc(&format!("b-{n}"), false)), true, Source::Watch);
         }
-        cache.take("a", Some(doc("newest", true)), Source::Watch);
-        assert_eq!(cache.take("a", Some(doc("told", true)), Source::Answer(&reread)), None);
+        cache.take("a", Some(doc("newest", true)), true, Source::Watch);
+        assert_eq!(cache.take("a", Some(doc("told", true)), true, Source::Answer(&reread)), None);
         assert_eq!(held(&cache, "a").as_deref(), Some("newest"));
 
         drop((mark, reread));
         assert!(cache.open.lock().unwrap().is_empty(), "no request on its way");
-        cache.take("a", Some(doc("last", true)), Source::Watch);
-        cache.take("b", Some(doc("b-last", true)), Source::Watch);
+        cache.take("a", Some(doc("last", true)), true, Source::Watch);
+        cache.take("b", Some(doc("b-last", true)), true, Source::Watch);
         assert_eq!(cache.told["a"].recent.len(), 1);
         assert_eq!(cache.told["b"].recent.len(), 1);
         // A re-read begun now and answering with what the watch told last is known to be no news.
         let mark = cache.mark();
-        assert_eq!(cache.take("a", Some(doc("last", true)), Source::Answer(&mark)), None);
+        assert_eq!(cache.take("a", Some(doc("last", true)), true, Source::Answer(&mark)), None);
+    }
+
+    /// A cluster whose shard moved away keeps its brief; a change of intent on a brief is
+    /// still told.
+    #[test]
+    fn clusters_no_longer_owned_keep_their_briefs() {
+        let mut cache = Cache::default();
+        cache.take("a", Some(doc("1", false)), true, Source::Watch);
+        cache.take("b", Some(doc("1", false)), true, Source::Watch);
+        cache.demote(|name| name == "a");
+        assert!(cache.docs["a"].whole().is_some());
+        assert!(cache.docs["b"].whole().is_none());
+        assert_eq!(held(&cache, "b").as_deref(), Some("1"));
+        assert_eq!(cache.take("b", Some(doc("2", true)), false, Source::Watch), Some(true));
+        assert_eq!(cache.take("b", Some(doc("3", true)), false, Source::Watch), Some(false));
+        assert!(cache.docs["b"].spec().suspended);
     }
 
     #[test]

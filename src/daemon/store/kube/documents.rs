@@ -390,18 +390,20 @@ impl Outbox {
         self.delivered.retain(|d| d.at >= cutoff || kept.contains(&d.revision));
         before - self.delivered.len()
     }
+}
 
-    pub(super) fn queued(&self) -> impl Iterator<Item = Queued> + '_ {
-        self.queued.iter().map(|q| Queued {
+impl QueuedDoc {
+    pub(super) fn queued(&self) -> Queued {
+        Queued {
             status: CommitStatus {
-                revision: q.revision.clone(),
-                context: q.context.clone(),
-                state: State::parse(&q.state).unwrap_or(State::Error),
-                description: q.description.clone(),
-                target_url: q.target_url.clone(),
+                revision: self.revision.clone(),
+                context: self.context.clone(),
+                state: State::parse(&self.state).unwrap_or(State::Error),
+                description: self.description.clone(),
+                target_url: self.target_url.clone(),
             },
-            attempts: q.attempts,
-        })
+            attempts: self.attempts,
+        }
     }
 }
 
@@ -438,26 +440,228 @@ impl Doc {
         }
     }
 
+    /// Its pending update, with its diff.
     pub(super) fn pending(&self, name: &str) -> Option<Pending> {
-        self.pending_with(name, true)
-    }
-
-    /// Its pending update, with its diff or without (empty: not copied).
-    pub(super) fn pending_with(&self, name: &str, diff: bool) -> Option<Pending> {
-        self.status.pending.as_ref().map(|p| Pending {
-            cluster: name.to_string(),
-            base_revision: p.base_revision.clone(),
-            head_revision: p.head_revision.clone(),
-            hold: p.hold.clone(),
-            summary: p.summary.clone(),
-            diff: if diff { p.diff.clone() } else { String::new() },
-            since: p.since,
-            base_digest: p.base_digest.clone(),
-        })
+        self.status.pending.as_ref().map(|p| pending_of(name, p, true))
     }
 }
 
-pub(super) fn decode(object: DynamicObject) -> Option<(String, Doc)> {
+/// What the cache holds of one ClusterState: all of it for a cluster this process owns (its
+/// work reads and writes every part), else its [`Brief`], what is read of every cluster of the
+/// fleet (lists, totals, the rollout gate, approval verdicts). So a replica's memory grows with
+/// the clusters it owns, not with the fleet; a part a brief leaves out (history, objects, drift
+/// findings, a pending diff, delivered statuses) is read from the API server when asked for.
+#[derive(Clone, Debug)]
+pub(super) enum Held {
+    Whole(Box<Doc>),
+    Brief(Box<Brief>),
+}
+
+/// A ClusterState without its bulky parts; the strings many clusters share (revisions, digests,
+/// profiles, versions, messages) are one allocation each ([`Strings`]).
+#[derive(Clone, Debug)]
+pub(super) struct Brief {
+    resource_version: Option<Box<str>>,
+    spec: Spec,
+    profile_revision: Option<Arc<str>>,
+    cluster_revision: Option<Arc<str>>,
+    digest: Option<Arc<str>>,
+    profile: Option<Arc<str>>,
+    version: Option<Arc<str>>,
+    message: Option<Arc<str>>,
+    applied_at: Option<i64>,
+    sync: Option<Sync>,
+    health: Option<Health>,
+    drifted: i64,
+    /// When the newest drift finding was found (what the rollout gate reads).
+    drift_at: Option<i64>,
+    /// Without its diff.
+    pending: Option<Box<PendingDoc>>,
+    /// Statuses still to deliver (seldom any): delivered by whoever owns the cluster now.
+    queued: Vec<QueuedDoc>,
+    /// When the oldest status delivered for a revision the cluster neither runs nor holds was:
+    /// from then on, pruning delivered statuses may have something to forget.
+    forgettable_since: Option<i64>,
+}
+
+/// One copy of each string briefs hold.
+#[derive(Debug, Default)]
+pub(super) struct Strings {
+    set: HashSet<Arc<str>>,
+    /// How many there were after the last sweep.
+    swept: usize,
+}
+
+impl Strings {
+    fn get(&mut self, s: &str) -> Arc<str> {
+        if let Some(held) = self.set.get(s) {
+            return held.clone();
+        }
+        // Forget the strings no brief holds any more once there are twice as many as then.
+        if self.set.len() >= 2 * self.swept + 1024 {
+            self.set.retain(|s| Arc::strong_count(s) > 1);
+            self.swept = self.set.len();
+        }
+        let held: Arc<str> = Arc::from(s);
+        self.set.insert(held.clone());
+        held
+    }
+
+    fn opt(&mut self, s: &Option<String>) -> Option<Arc<str>> {
+        s.as_deref().map(|s| self.get(s))
+    }
+}
+
+impl Held {
+    /// `doc` held whole, or as its brief.
+    pub(super) fn of(doc: Doc, whole: bool, strings: &mut Strings) -> Held {
+        if whole {
+            return Held::Whole(Box::new(doc));
+        }
+        let Doc { metadata, spec, status: s } = doc;
+        let runs = [s.cluster_revision.as_deref(), s.pending.as_ref().map(|p| p.head_revision.as_str())];
+        let forgettable_since =
+            s.outbox.delivered.iter().filter(|d| !runs.contains(&Some(d.revision.as_str()))).map(|d| d.at).min();
+        Held::Brief(Box::new(Brief {
+            resource_version: metadata.resource_version.map(String::into_boxed_str),
+            spec,
+            profile_revision: strings.opt(&s.profile_revision),
+            cluster_revision: strings.opt(&s.cluster_revision),
+            digest: strings.opt(&s.digest),
+            profile: strings.opt(&s.profile),
+            version: strings.opt(&s.version),
+            message: strings.opt(&s.message),
+            applied_at: s.applied_at,
+            sync: s.sync,
+            health: s.health,
+            drifted: s.drifted,
+            drift_at: s.drift.iter().map(|d| d.found_at).max(),
+            pending: s.pending.map(|p| Box::new(PendingDoc { diff: String::new(), ..p })),
+            queued: s.outbox.queued,
+            forgettable_since,
+        }))
+    }
+
+    pub(super) fn whole(&self) -> Option<&Doc> {
+        match self {
+            Held::Whole(doc) => Some(doc),
+            Held::Brief(_) => None,
+        }
+    }
+
+    pub(super) fn resource_version(&self) -> Option<&str> {
+        match self {
+            Held::Whole(doc) => doc.metadata.resource_version.as_deref(),
+            Held::Brief(b) => b.resource_version.as_deref(),
+        }
+    }
+
+    pub(super) fn spec(&self) -> &Spec {
+        match self {
+            Held::Whole(doc) => &doc.spec,
+            Held::Brief(b) => &b.spec,
+        }
+    }
+
+    fn pending_doc(&self) -> Option<&PendingDoc> {
+        match self {
+            Held::Whole(doc) => doc.status.pending.as_ref(),
+            Held::Brief(b) => b.pending.as_deref(),
+        }
+    }
+
+    /// As [`Doc::known`].
+    pub(super) fn known(&self) -> bool {
+        match self {
+            Held::Whole(doc) => doc.known(),
+            Held::Brief(b) => b.sync.is_some() || b.digest.is_some() || b.spec != Spec::default(),
+        }
+    }
+
+    pub(super) fn state(&self, name: &str) -> ClusterState {
+        let b = match self {
+            Held::Whole(doc) => return doc.state(name),
+            Held::Brief(b) => b,
+        };
+        let owned = |s: &Option<Arc<str>>| s.as_deref().map(str::to_string);
+        ClusterState {
+            name: name.to_string(),
+            profile_revision: owned(&b.profile_revision),
+            cluster_revision: owned(&b.cluster_revision),
+            digest: owned(&b.digest),
+            profile: owned(&b.profile),
+            version: owned(&b.version),
+            applied_at: b.applied_at,
+            sync: b.sync.unwrap_or(Sync::New),
+            message: owned(&b.message),
+            health: b.health,
+            drifted: b.drifted,
+            suspended: b.spec.suspended,
+        }
+    }
+
+    /// Its pending update without the diff (empty).
+    pub(super) fn pending_brief(&self, name: &str) -> Option<Pending> {
+        self.pending_doc().map(|p| pending_of(name, p, false))
+    }
+
+    pub(super) fn has_pending(&self) -> bool {
+        self.pending_doc().is_some()
+    }
+
+    /// The revisions the cluster runs and is held at (what delivered statuses are kept for).
+    pub(super) fn revisions(&self) -> [Option<&str>; 2] {
+        let head = self.pending_doc().map(|p| p.head_revision.as_str());
+        match self {
+            Held::Whole(doc) => [doc.status.cluster_revision.as_deref(), head],
+            Held::Brief(b) => [b.cluster_revision.as_deref(), head],
+        }
+    }
+
+    pub(super) fn queued(&self) -> &[QueuedDoc] {
+        match self {
+            Held::Whole(doc) => &doc.status.outbox.queued,
+            Held::Brief(b) => &b.queued,
+        }
+    }
+
+    /// Whether pruning statuses delivered before `cutoff` may forget some: for a whole object,
+    /// whether one of them is for a revision outside `kept`; for a brief, whether one of them is
+    /// for a revision the cluster neither runs nor holds (the whole object tells).
+    pub(super) fn forgets(&self, cutoff: i64, kept: &HashSet<String>) -> bool {
+        match self {
+            Held::Whole(doc) => {
+                doc.status.outbox.delivered.iter().any(|d| d.at < cutoff && !kept.contains(&d.revision))
+            }
+            Held::Brief(b) => b.forgettable_since.is_some_and(|at| at < cutoff),
+        }
+    }
+
+    pub(super) fn drift_at(&self) -> Option<i64> {
+        match self {
+            Held::Whole(doc) => doc.status.drift.iter().map(|d| d.found_at).max(),
+            Held::Brief(b) => b.drift_at,
+        }
+    }
+}
+
+fn pending_of(name: &str, p: &PendingDoc, diff: bool) -> Pending {
+    Pending {
+        cluster: name.to_string(),
+        base_revision: p.base_revision.clone(),
+        head_revision: p.head_revision.clone(),
+        hold: p.hold.clone(),
+        summary: p.summary.clone(),
+        diff: if diff { p.diff.clone() } else { String::new() },
+        since: p.since,
+        base_digest: p.base_digest.clone(),
+    }
+}
+
+/// A ClusterState read or watched, without its `managedFields`: the API server keeps them when
+/// a write leaves them out, and they were more than half of what a cached object took.
+pub(super) fn decode(mut object: DynamicObject) -> Option<(String, Doc)> {
+    object.metadata.managed_fields = None;
     let name = object.metadata.name.clone()?;
     let part = |key: &str| object.data.get(key).cloned().unwrap_or(serde_json::Value::Null);
     let spec = match part("spec") {
@@ -537,6 +741,88 @@ mod tests {
 
     fn status(revision: &str, state: State, description: &str) -> CommitStatus {
         CommitStatus::new(revision, "strata/a".into(), state, description, None)
+    }
+
+    fn doc(revision: &str) -> Doc {
+        let mut status = StatusDoc {
+            profile_revision: Some(revision.into()),
+            cluster_revision: Some(revision.into()),
+            digest: Some("sha256:abc".into()),
+            profile: Some("edge".into()),
+            version: Some("1.2.0".into()),
+            applied_at: Some(5),
+            sync: Some(Sync::Applied),
+            message: Some("3 created".into()),
+            health: Some(Health::Ready),
+            drifted: 2,
+            pending: Some(PendingDoc {
+                base_revision: "r0".into(),
+                head_revision: "r9".into(),
+                hold: Hold::Approval,
+                summary: "pending update edge@1.3.0".into(),
+                diff: "-  a: 1\n+  a: 2\n".into(),
+                since: 7,
+                base_digest: Some("sha256:abc".into()),
+            }),
+            ..StatusDoc::default()
+        };
+        for (path, at) in [("a", 30), ("b", 40), ("c", 20)] {
+            status.drift.push(DriftDoc {
+                object: "ConfigMap/x".into(),
+                path: path.into(),
+                live: None,
+                desired: None,
+                found_at: at,
+            });
+        }
+        add_history(&mut status, Some(revision), Sync::Applied, "3 created", 5);
+        status.outbox.delivered(&status_of("r0", State::Success, "applied"), 3);
+        status.outbox.enqueue(&status_of(revision, State::Success, "applied"), 5, 5_000);
+        let spec = Spec { suspended: true, approvals: Vec::new() };
+        let metadata = ObjectMeta { resource_version: Some("17".into()), ..ObjectMeta::default() };
+        Doc { metadata, spec, status }
+    }
+
+    fn status_of(revision: &str, state: State, description: &str) -> CommitStatus {
+        CommitStatus::new(revision, "strata/edge".into(), state, description, None)
+    }
+
+    /// A brief answers what lists of the fleet, the rollout gate and approval verdicts read
+    /// exactly as the whole object does; the strings many clusters share are held once; and
+    /// strings no brief holds any longer are forgotten.
+    #[test]
+    fn a_brief_reads_as_the_whole_for_what_it_keeps() {
+        let mut strings = Strings::default();
+        let whole = Held::of(doc("r1"), true, &mut strings);
+        let brief = Held::of(doc("r1"), false, &mut strings);
+        assert!(whole.whole().is_some() && brief.whole().is_none());
+        assert_eq!(brief.state("edge"), whole.state("edge"));
+        assert_eq!(brief.spec(), whole.spec());
+        assert_eq!(brief.pending_brief("edge"), whole.pending_brief("edge"));
+        assert_eq!(brief.pending_brief("edge").unwrap().diff, "", "no diff in a brief");
+        assert_eq!(whole.whole().unwrap().pending("edge").unwrap().diff, "-  a: 1\n+  a: 2\n");
+        assert_eq!((brief.drift_at(), whole.drift_at()), (Some(40), Some(40)));
+        assert_eq!(brief.revisions(), whole.revisions());
+        assert_eq!(brief.queued(), whole.queued());
+        assert_eq!(brief.resource_version(), Some("17"));
+        assert!(brief.known() && brief.has_pending());
+        assert_eq!(brief.queued().len(), 1);
+        // r0 was delivered at 3 and the cluster runs r1: something to forget after 3.
+        let none = HashSet::new();
+        assert!(!brief.forgets(3, &none) && brief.forgets(4, &none));
+        assert!(!whole.forgets(3, &none) && whole.forgets(4, &none));
+        assert!(!whole.forgets(4, &HashSet::from(["r0".to_string()])), "another cluster runs r0");
+
+        let other = Held::of(doc("r1"), false, &mut strings);
+        let (Held::Brief(a), Held::Brief(b)) = (&brief, &other) else { panic!("briefs") };
+        assert!(Arc::ptr_eq(a.cluster_revision.as_ref().unwrap(), b.cluster_revision.as_ref().unwrap()));
+        assert!(Arc::ptr_eq(a.digest.as_ref().unwrap(), b.digest.as_ref().unwrap()));
+
+        drop((brief, other));
+        for n in 0..5000 {
+            drop(Held::of(doc(&format!("r{n}")), false, &mut strings));
+        }
+        assert!(strings.set.len() < 3000, "{} strings kept of briefs long gone", strings.set.len());
     }
 
     #[test]

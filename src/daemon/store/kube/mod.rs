@@ -112,6 +112,8 @@ struct Inner {
     synced: tokio::sync::watch::Sender<bool>,
     failures: Failures,
     scope: Scope,
+    /// The clusters whose ClusterStates the cache holds whole (the rest: their briefs).
+    whole: Scope,
     listener: Mutex<Option<IntentListener>>,
     /// The chunks of rollout progress read or written; see [`progress`].
     chunks: Chunks,
@@ -156,8 +158,10 @@ impl Inner {
 
 impl KubeStore {
     /// Starts watching the state in `mgmt`'s namespace and waits (at most 30 s) for the first
-    /// lists; until they are in, reads fail (`unsynced`) and the daemon decides nothing.
-    pub async fn open(mgmt: Arc<Management>, scope: Scope) -> KubeStore {
+    /// lists; until they are in, reads fail (`unsynced`) and the daemon decides nothing. `scope`:
+    /// whose commit statuses this process delivers; `whole`: the clusters whose ClusterStates it
+    /// keeps whole (the daemon: both are the clusters it owns), of the others only their briefs.
+    pub async fn open(mgmt: Arc<Management>, scope: Scope, whole: Scope) -> KubeStore {
         let inner = Arc::new(Inner {
             states: Api::namespaced_with(mgmt.client.clone(), &mgmt.namespace, &resource()),
             configmaps: mgmt.api(),
@@ -166,6 +170,7 @@ impl KubeStore {
             synced: tokio::sync::watch::Sender::new(false),
             failures: Failures::default(),
             scope,
+            whole,
             listener: Mutex::new(None),
             chunks: Chunks::default(),
         });
@@ -201,8 +206,26 @@ impl KubeStore {
         result
     }
 
-    async fn doc<T>(&self, name: &str, f: impl FnOnce(Option<&Doc>) -> T) -> Result<T> {
+    async fn held<T>(&self, name: &str, f: impl FnOnce(Option<&Held>) -> T) -> Result<T> {
         self.read(|cache| f(cache.docs.get(name))).await
+    }
+
+    /// Reads all of ClusterState `name`: from the cache when it holds it whole, else (a cluster
+    /// of another replica's) from the API server.
+    async fn doc<T>(&self, name: &str, f: impl FnOnce(Option<&Doc>) -> T) -> Result<T> {
+        let mut f = Some(f);
+        let cached = self
+            .read(|cache| match cache.docs.get(name) {
+                Some(Held::Brief(_)) => None,
+                held => f.take().map(|f| f(held.and_then(Held::whole))),
+            })
+            .await?;
+        if let Some(read) = cached {
+            return Ok(read);
+        }
+        let (inner, owned) = (self.inner.clone(), name.to_string());
+        let doc = self.call(self.inner.object(name), async move { inner.refresh(&owned).await }).await?;
+        Ok(f.take().expect("not called yet")(doc.as_ref()))
     }
 
     async fn global<T>(&self, f: impl FnOnce(&Global) -> T) -> Result<T> {
@@ -361,18 +384,18 @@ impl KubeStore {
         Ok(count)
     }
 
-    /// The outboxes this process delivers from.
-    async fn in_scope<T>(&self, f: impl Fn(&Outbox) -> Vec<T>) -> Result<Vec<T>> {
+    /// The statuses queued in the outboxes this process delivers from.
+    async fn in_scope<T>(&self, f: impl Fn(&[QueuedDoc]) -> Vec<T>) -> Result<Vec<T>> {
         let scope = self.inner.scope.clone();
         self.read(|cache| {
             let mut all: Vec<T> = Vec::new();
-            for (name, doc) in &cache.docs {
-                if scope(Some(name)) {
-                    all.extend(f(&doc.status.outbox));
+            for (name, held) in &cache.docs {
+                if !held.queued().is_empty() && scope(Some(name)) {
+                    all.extend(f(held.queued()));
                 }
             }
             if scope(None) {
-                all.extend(f(&cache.global.1.outbox));
+                all.extend(f(&cache.global.1.outbox.queued));
             }
             all
         })
@@ -453,11 +476,11 @@ impl Store for KubeStore {
     }
 
     async fn cluster(&self, name: &str) -> Result<Option<ClusterState>> {
-        self.doc(name, |d| d.filter(|d| d.known()).map(|d| d.state(name))).await
+        self.held(name, |h| h.filter(|h| h.known()).map(|h| h.state(name))).await
     }
 
     async fn clusters(&self) -> Result<Vec<ClusterState>> {
-        self.read(|cache| cache.docs.iter().filter(|(_, d)| d.known()).map(|(name, d)| d.state(name)).collect()).await
+        self.read(|cache| cache.docs.iter().filter(|(_, h)| h.known()).map(|(name, h)| h.state(name)).collect()).await
     }
 
     async fn record_applied(&self, name: &str, applied: &Applied<'_>) -> Result<()> {
@@ -488,7 +511,7 @@ impl Store for KubeStore {
     }
 
     async fn seed(&self, name: &str, revision: &str, digest: &str, profile: &str, version: &str) -> Result<bool> {
-        let known = self.doc(name, |d| d.is_some_and(Doc::known)).await?;
+        let known = self.held(name, |h| h.is_some_and(Held::known)).await?;
         let (revision, digest, profile, version) =
             (revision.to_string(), digest.to_string(), profile.to_string(), version.to_string());
         let at = now();
@@ -556,18 +579,11 @@ impl Store for KubeStore {
 
     async fn fleet(&self) -> Result<Vec<FleetRow>> {
         self.read(|cache| {
-            cache.docs.iter().filter(|(_, d)| d.known()).map(|(name, d)| (d.state(name), d.pending(name))).collect()
-        })
-        .await
-    }
-
-    async fn fleet_brief(&self) -> Result<Vec<FleetRow>> {
-        self.read(|cache| {
             cache
                 .docs
                 .iter()
-                .filter(|(_, d)| d.known())
-                .map(|(name, d)| (d.state(name), d.pending_with(name, false)))
+                .filter(|(_, h)| h.known())
+                .map(|(name, h)| (h.state(name), h.pending_brief(name)))
                 .collect()
         })
         .await
@@ -602,19 +618,19 @@ impl Store for KubeStore {
     }
 
     async fn clear_pending(&self, cluster: &str) -> Result<()> {
-        if self.doc(cluster, |d| d.is_none_or(|d| d.status.pending.is_none())).await? {
+        if self.held(cluster, |h| h.is_none_or(|h| !h.has_pending())).await? {
             return Ok(());
         }
         self.update_status(cluster, |s| s.pending = None).await
     }
 
     async fn pending_count(&self) -> Result<i64> {
-        self.read(|cache| cache.docs.values().filter(|d| d.status.pending.is_some()).count() as i64).await
+        self.read(|cache| cache.docs.values().filter(|h| h.has_pending()).count() as i64).await
     }
 
     async fn pendings(&self) -> Result<Vec<Pending>> {
         self.read(|cache| {
-            cache.docs.iter().filter(|(_, d)| d.known()).filter_map(|(name, d)| d.pending_with(name, false)).collect()
+            cache.docs.iter().filter(|(_, h)| h.known()).filter_map(|(name, h)| h.pending_brief(name)).collect()
         })
         .await
     }
@@ -644,9 +660,9 @@ impl Store for KubeStore {
     }
 
     async fn approvals(&self, cluster: &str) -> Result<Vec<Approval>> {
-        self.doc(cluster, |d| {
-            d.map(|d| {
-                d.spec
+        self.held(cluster, |h| {
+            h.map(|h| {
+                h.spec()
                     .approvals
                     .iter()
                     .map(|a| Approval {
@@ -705,6 +721,10 @@ impl Store for KubeStore {
         .await
     }
 
+    async fn drift_at(&self, cluster: &str) -> Result<Option<i64>> {
+        self.held(cluster, |h| h.and_then(Held::drift_at)).await
+    }
+
     async fn enqueue(&self, status: &CommitStatus) -> Result<bool> {
         let (status, at, at_ms) = (status.clone(), now(), now_ms());
         self.update_outbox(&status.context.clone(), move |outbox| outbox.enqueue(&status, at, at_ms)).await
@@ -712,14 +732,8 @@ impl Store for KubeStore {
 
     async fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<Queued>> {
         let mut due: Vec<(i64, Queued)> = self
-            .in_scope(|outbox| {
-                outbox
-                    .queued
-                    .iter()
-                    .zip(outbox.queued())
-                    .filter(|(q, _)| q.next_attempt_ms <= now_ms)
-                    .map(|(q, queued)| (q.created_at, queued))
-                    .collect()
+            .in_scope(|queued| {
+                queued.iter().filter(|q| q.next_attempt_ms <= now_ms).map(|q| (q.created_at, q.queued())).collect()
             })
             .await?;
         due.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.status.context.cmp(&b.1.status.context)));
@@ -727,11 +741,11 @@ impl Store for KubeStore {
     }
 
     async fn next_due(&self) -> Result<Option<i64>> {
-        Ok(self.in_scope(|outbox| outbox.queued.iter().map(|q| q.next_attempt_ms).collect()).await?.into_iter().min())
+        Ok(self.in_scope(|queued| queued.iter().map(|q| q.next_attempt_ms).collect()).await?.into_iter().min())
     }
 
     async fn outbox_len(&self) -> Result<i64> {
-        Ok(self.in_scope(|outbox| vec![outbox.queued.len() as i64]).await?.iter().sum())
+        Ok(self.in_scope(|queued| vec![queued.len() as i64]).await?.iter().sum())
     }
 
     async fn delivered(&self, status: &CommitStatus) -> Result<()> {
@@ -769,27 +783,24 @@ impl Store for KubeStore {
 
     async fn prune_delivered(&self, now: i64) -> Result<usize> {
         let cutoff = now - DELIVERED_KEPT_SECS;
-        let scope = self.inner.scope.clone();
-        // Revisions some cluster runs or holds, and the outboxes with something to forget.
+        let (scope, whole) = (self.inner.scope.clone(), self.inner.whole.clone());
+        // Clusters no longer owned (their shards moved away) keep only their briefs from now on.
+        self.inner.cache_mut().demote(|name| whole(Some(name)));
+        // Revisions some cluster runs or holds, and the outboxes with something to forget (a
+        // cluster held as its brief is read whole when it may have some).
         let (kept, stale, global_stale): (HashSet<String>, BTreeSet<String>, bool) = self
             .read(|cache| {
-                let kept: HashSet<String> = cache
-                    .docs
-                    .values()
-                    .flat_map(|d| {
-                        [d.status.cluster_revision.clone(), d.status.pending.as_ref().map(|p| p.head_revision.clone())]
-                    })
-                    .flatten()
-                    .collect();
-                let old =
-                    |outbox: &Outbox| outbox.delivered.iter().any(|d| d.at < cutoff && !kept.contains(&d.revision));
+                let kept: HashSet<String> =
+                    cache.docs.values().flat_map(|h| h.revisions()).flatten().map(str::to_string).collect();
                 let stale = cache
                     .docs
                     .iter()
-                    .filter(|(name, d)| scope(Some(name)) && old(&d.status.outbox))
+                    .filter(|(name, h)| scope(Some(name)) && h.forgets(cutoff, &kept))
                     .map(|(name, _)| name.clone())
                     .collect();
-                let global_stale = scope(None) && old(&cache.global.1.outbox);
+                let global = &cache.global.1.outbox;
+                let global_stale =
+                    scope(None) && global.delivered.iter().any(|d| d.at < cutoff && !kept.contains(&d.revision));
                 (kept, stale, global_stale)
             })
             .await?;

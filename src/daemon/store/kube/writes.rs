@@ -42,11 +42,26 @@ impl Inner {
             return Err(store_error(&object, "rejected", "not a cluster name (a DNS label)"));
         }
         let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };
+        // The object as last read from the API server, when the cache holds only its brief.
+        let mut read: Option<Doc> = None;
         for attempt in 0..ATTEMPTS {
             conflict_pause(attempt).await;
-            let (base, mark) = {
+            let (held, mark) = {
                 let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
-                (cache.docs.get(name).cloned(), cache.mark())
+                (cache.docs.get(name).map(|held| held.whole().cloned()), cache.mark())
+            };
+            let base = match (held, read.take()) {
+                (Some(Some(doc)), _) => Some(doc),
+                (Some(None), Some(doc)) => Some(doc),
+                // Only its brief: the whole object from the API server first.
+                (Some(None), None) => {
+                    read = self.refresh(name).await?;
+                    if read.is_none() {
+                        continue;
+                    }
+                    read.take()
+                }
+                (None, _) => None,
             };
             let (mut spec, mut status) = base.as_ref().map(|d| (d.spec.clone(), d.status.clone())).unwrap_or_default();
             let result = change(&mut spec, &mut status);
@@ -66,8 +81,8 @@ impl Inner {
                     data: serde_json::json!({ "spec": if part == Part::Spec { spec.clone() } else { Spec::default() } }),
                 };
                 match self.states.create(&params, &created).await {
-                    Ok(object) => self.put(object, Source::Answer(&mark)),
-                    Err(e) if Failure::is(&e, 409) => self.refresh(name).await?,
+                    Ok(object) => read = self.put(object, Source::Answer(&mark)),
+                    Err(e) if Failure::is(&e, 409) => read = self.refresh(name).await?,
                     Err(e) => return Err(api_error(&object, &e)),
                 }
                 continue;
@@ -87,7 +102,7 @@ impl Inner {
                     return Ok(result);
                 }
                 // Someone else wrote it since it was read: read it again, change it again.
-                Err(e) if Failure::is(&e, 409) || Failure::is(&e, 404) => self.refresh(name).await?,
+                Err(e) if Failure::is(&e, 409) || Failure::is(&e, 404) => read = self.refresh(name).await?,
                 Err(e) => return Err(api_error(&object, &e)),
             }
         }
