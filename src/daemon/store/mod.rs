@@ -18,9 +18,11 @@
 //!
 //! Adding a method: declare it on [`Store`], write it in [`sqlite`] (SQL in one transaction; a
 //! migration when it needs a table or column) and in [`kube`] (read from the cache with
-//! `KubeStore::doc`/`global`, write with `update_status`, `update_spec` or `update_global`, which
-//! retry on conflicts), dispatch it in [`AnyStore`], give any new ClusterState field its place in the CRD's schema
-//! (`deploy/kubernetes/crd.yaml`), and add a case to `tests/it/store.rs`, which runs it on both.
+//! `KubeStore::held` — what a brief keeps, for reads of every cluster — `doc`, the whole object,
+//! or `global`; write with `update_status`, `update_spec` or `update_global`, which retry on
+//! conflicts), dispatch it in [`AnyStore`], give any new ClusterState field its place in the
+//! CRD's schema (`deploy/kubernetes/crd.yaml`) and, if lists of the fleet read it, in the brief,
+//! and add a case to `tests/it/store.rs`, which runs it on both (Kubernetes whole and briefs).
 
 pub mod kube;
 pub mod sqlite;

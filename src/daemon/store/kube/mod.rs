@@ -11,7 +11,9 @@
 //!   rollouts over many clusters: ConfigMaps strata-progress-*, their clusters' part, named by
 //!               strata-state (see [`progress`])
 //!
-//!   reads  ──> cache, fed by watches (relisted on 410 Gone); none are served before the first list
+//!   reads  ──> cache, fed by watches (relisted on 410 Gone); none are served before the first list;
+//!              whole objects for the clusters this process owns, briefs of the others (a part a
+//!              brief leaves out is read from the API server: `KubeStore::doc`)
 //!   writes ──> the management thread: apply the change to the cached object, PUT it with the
 //!              resourceVersion it was read at; 409 Conflict: GET, apply the change again, PUT
 //! ```
