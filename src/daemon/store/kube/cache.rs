@@ -209,7 +209,7 @@ impl Cache {
             if let Held::Whole(doc) = held
                 && !whole(name)
             {
-                *held = Held::of((**doc).clone(), false, strings);
+                *held = Held::of(std::mem::take(&mut **doc), false, strings);
             }
         }
     }
@@ -269,8 +269,15 @@ impl Inner {
     }
 
     /// Puts an object read or written into the cache (unless what it holds is newer), and tells
-    /// the listener when someone else changed its spec. Returns it, whole.
-    pub(super) fn put(&self, object: DynamicObject, source: Source) -> Option<Doc> {
+    /// the listener when someone else changed its spec.
+    pub(super) fn put(&self, object: DynamicObject, source: Source) {
+        if let Some((name, doc)) = decode(object) {
+            self.put_doc(&name, doc, source);
+        }
+    }
+
+    /// As [`Inner::put`], and returns the object whole (the cache may keep only its brief).
+    pub(super) fn put_read(&self, object: DynamicObject, source: Source) -> Option<Doc> {
         let (name, doc) = decode(object)?;
         self.put_doc(&name, doc.clone(), source);
         Some(doc)
@@ -326,11 +333,7 @@ impl Inner {
                         self.tell(&format!("cluster {name}"));
                     }
                 }
-                Ok(Event::Apply(object)) => {
-                    if let Some((name, doc)) = decode(object) {
-                        self.put_doc(&name, doc, Source::Watch);
-                    }
-                }
+                Ok(Event::Apply(object)) => self.put(object, Source::Watch),
                 Ok(Event::Delete(object)) => {
                     if let Some(name) = object.metadata.name {
                         self.cache_mut().take(&name, None, false, Source::Watch);
@@ -392,7 +395,7 @@ impl Inner {
     pub(super) async fn refresh(&self, name: &str) -> Result<Option<Doc>> {
         let mark = self.mark();
         match self.states.get_opt(name).await {
-            Ok(Some(object)) => Ok(self.put(object, Source::Answer(&mark))),
+            Ok(Some(object)) => Ok(self.put_read(object, Source::Answer(&mark))),
             Ok(None) => {
                 self.cache_mut().take(name, None, false, Source::Answer(&mark));
                 Ok(None)

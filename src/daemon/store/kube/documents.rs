@@ -408,7 +408,7 @@ impl QueuedDoc {
 }
 
 /// One ClusterState as last read or written.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub(super) struct Doc {
     pub(super) metadata: ObjectMeta,
     pub(super) spec: Spec,

@@ -81,7 +81,7 @@ impl Inner {
                     data: serde_json::json!({ "spec": if part == Part::Spec { spec.clone() } else { Spec::default() } }),
                 };
                 match self.states.create(&params, &created).await {
-                    Ok(object) => read = self.put(object, Source::Answer(&mark)),
+                    Ok(object) => read = self.put_read(object, Source::Answer(&mark)),
                     Err(e) if Failure::is(&e, 409) => read = self.refresh(name).await?,
                     Err(e) => return Err(api_error(&object, &e)),
                 }
